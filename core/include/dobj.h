@@ -1,0 +1,432 @@
+/**
+ * dobj.h — the public API of the dobj core.
+ *
+ * The core owns the semantics of Durable Objects: how IDs are made and
+ * checked (byte-compatible with workerd), which instance an ID reaches, the
+ * order in which events are delivered, when an object's input gate is open,
+ * and what happens when an object is aborted.  It never knows about Python or
+ * Lua: a binding gives it opaque host values (`void *`) and a small table of
+ * callbacks, and drives it step by step (the core never blocks inside a host
+ * call and never longjmps).
+ *
+ * Conventions
+ * - Functions return int: 0 (DOBJ_OK) on success, a negative DOBJ_E* code on
+ *   failure, with a one-line message readable through dobj_error_last().
+ *   Messages are meant to be shown verbatim as a Python or Lua error.
+ * - `**out` parameters belong to the caller and have a matching *_free or
+ *   *_unref; those accept NULL.
+ * - Single-threaded per runtime: a dobj_rt and everything made from it must be
+ *   used from one thread at a time.  ID functions on a namespace are pure and
+ *   may be called from any thread once the namespace exists.
+ */
+#ifndef DOBJ_H
+#define DOBJ_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define DOBJ_API __attribute__((visibility("default")))
+#else
+#define DOBJ_API
+#endif
+
+/* ---------------------------------------------------------------- errors */
+
+/** Return codes. */
+enum {
+	DOBJ_OK = 0,
+	DOBJ_PENDING = 1,        /**< a step suspended; it will be woken later */
+	DOBJ_ERROR = -1,         /**< generic failure */
+	DOBJ_ENOMEM = -2,        /**< out of memory */
+	DOBJ_EINVALID = -3,      /**< malformed ID string */
+	DOBJ_EFOREIGN = -4,      /**< ID of another namespace (MAC mismatch) */
+	DOBJ_EARG = -5,          /**< bad argument (relative URL, bad option...) */
+	DOBJ_EUSER = -6,         /**< a host callback failed: the host keeps its own error */
+	DOBJ_EJURISDICTION = -7, /**< jurisdictions are not implemented locally */
+	DOBJ_EDEPTH = -8,        /**< nested calls too deep */
+	DOBJ_EABORTED = -9,      /**< the object was aborted / reset */
+	DOBJ_ENOHANDLER = -10,   /**< the class has no handler for this event */
+	DOBJ_ECLOSED = -11,      /**< the runtime was closed */
+	DOBJ_ESTATE = -12        /**< call not allowed in this state */
+};
+
+/** Message of the last failure on this thread ("" if none). */
+DOBJ_API const char *dobj_error_last(void);
+/** Code of the last failure on this thread (DOBJ_OK if none). */
+DOBJ_API int dobj_error_last_code(void);
+/** Set the thread's last error (for bindings reporting through the core). */
+DOBJ_API int dobj_error_set(int code, const char *fmt, ...)
+#if defined(__GNUC__)
+	__attribute__((format(printf, 2, 3)))
+#endif
+	;
+
+/* Messages that must match workerd verbatim. */
+#define DOBJ_MSG_BAD_ID "Invalid Durable Object ID: must be 64 hex digits"
+#define DOBJ_MSG_FOREIGN_ID "Durable Object ID is not valid for this namespace."
+#define DOBJ_MSG_JURISDICTION "Jurisdiction restrictions are not implemented in workerd."
+#define DOBJ_MSG_NO_FETCH "Handler does not export a fetch() function."
+#define DOBJ_MSG_DEPTH "Subrequest depth limit exceeded"
+#define DOBJ_MSG_BCW_NESTED "blockConcurrencyWhile() calls are nested too deeply."
+
+/** Limits. */
+#define DOBJ_MAX_CALL_DEPTH 16    /**< nested object-to-object calls */
+#define DOBJ_MAX_BLOCK_NESTING 64 /**< nested block_concurrency_while */
+#define DOBJ_MAX_CTX_NAME 1024    /**< longer names are dropped inside the object */
+
+/* ------------------------------------------------------------------- IDs */
+
+/** An object ID: base (16 bytes) || mac (16 bytes).  A plain value. */
+typedef struct dobj_id {
+	unsigned char bytes[32];
+} dobj_id;
+
+#define DOBJ_ID_HEX_LEN 64
+
+/** Write the 64 lower-case hex digits of `id` to `out` (not NUL-terminated). */
+DOBJ_API void dobj_id_to_hex(const dobj_id *id, char out[DOBJ_ID_HEX_LEN]);
+/** Compare the 32 bytes (names are not part of an ID's identity). */
+DOBJ_API int dobj_id_equal(const dobj_id *a, const dobj_id *b);
+
+/**
+ * An ID key: the per-namespace HMAC key schedule (SHA-256 of the unique key),
+ * computed once.  Pure, thread-safe after creation.
+ */
+typedef struct dobj_idkey dobj_idkey;
+
+/** Make the key for `unique_key` (arbitrary bytes). */
+DOBJ_API int dobj_idkey_new(dobj_idkey **out, const char *unique_key, size_t len);
+DOBJ_API void dobj_idkey_free(dobj_idkey *key);
+/**
+ * Switch new_unique_id to a deterministic sequence derived from `seed`
+ * (tests).  Any number of IDs; distinct seeds give distinct sequences.
+ */
+DOBJ_API void dobj_idkey_seed(dobj_idkey *key, uint64_t seed);
+
+/** idFromName: deterministic ID for `name` (any bytes, including NUL). */
+DOBJ_API void dobj_id_from_name(const dobj_idkey *key, const char *name, size_t len, dobj_id *out);
+/** newUniqueId: random (CSPRNG) or, when seeded, the next deterministic ID.
+ *  `jurisdiction` may be NULL; anything else fails with DOBJ_EJURISDICTION. */
+DOBJ_API int dobj_id_new_unique(dobj_idkey *key, const char *jurisdiction, dobj_id *out);
+/** idFromString: parse 64 hex digits (either case) and check the MAC.
+ *  DOBJ_EINVALID / DOBJ_EFOREIGN with workerd's messages. */
+DOBJ_API int dobj_id_from_string(const dobj_idkey *key, const char *s, size_t len, dobj_id *out);
+
+/* ----------------------------------------------------------- host values */
+
+/**
+ * A binding tells the core how to keep and drop its values (requests,
+ * responses, errors, instances, coroutines).  The core never looks inside.
+ */
+typedef struct dobj_host {
+	void *data;
+	/** Take one more reference to `value` (may be NULL: values are never shared). */
+	void (*retain)(void *data, void *value);
+	/** Drop one reference the core held. */
+	void (*release)(void *data, void *value);
+	/** Called when the ready queue becomes non-empty outside dobj_rt_run /
+	 *  dobj_rt_pump (e.g. a wake from a host callback).  May be NULL. */
+	void (*notify)(void *data);
+} dobj_host;
+
+/* --------------------------------------------------------------- runtime */
+
+typedef struct dobj_rt dobj_rt;
+typedef struct dobj_ns dobj_ns;
+typedef struct dobj_obj dobj_obj;
+typedef struct dobj_stub dobj_stub;
+typedef struct dobj_task dobj_task;
+
+/** Kinds of task.  A CALL is an event delivered to an object (fetch or RPC)
+ *  with a caller waiting; BLOCK is block_concurrency_while's callback, which
+ *  holds the object's gate exclusively; BACKGROUND is wait_until work; FREE
+ *  is a task not tied to any object (a Lua rt:spawn task). */
+typedef enum dobj_task_kind {
+	DOBJ_TASK_CALL = 1,
+	DOBJ_TASK_BLOCK = 2,
+	DOBJ_TASK_BACKGROUND = 3,
+	DOBJ_TASK_FREE = 4
+} dobj_task_kind;
+
+/** Kinds of call. */
+typedef enum dobj_call_kind {
+	DOBJ_CALL_FETCH = 1,
+	DOBJ_CALL_RPC = 2
+} dobj_call_kind;
+
+/**
+ * Run one step of a task.  On the first step of a CALL the host starts the
+ * handler (dobj_task_host(t) is NULL; set it with dobj_task_set_host); on
+ * later steps it resumes it.  Return DOBJ_OK once the task has been finished
+ * with dobj_task_return / dobj_task_raise, or DOBJ_PENDING if it suspended
+ * (someone will call dobj_task_wake).  Any other value fails the task with the
+ * thread's last error.
+ */
+typedef int (*dobj_step_fn)(dobj_task *task, void *data);
+
+/** Class flags. */
+enum {
+	DOBJ_CLASS_FETCH = 1 << 0, /**< has a fetch handler */
+	DOBJ_CLASS_ALARM = 1 << 1  /**< has an alarm handler (storage issue) */
+};
+
+/** How a namespace's objects are made and run. */
+typedef struct dobj_class {
+	const char *name;  /**< class name for messages (copied) */
+	unsigned flags;    /**< DOBJ_CLASS_* */
+	void *data;        /**< host class value; retained by the namespace */
+	/**
+	 * Make an instance for `obj`.  Store a host value (owned by the core,
+	 * dropped with host.release when the object is reset or the runtime is
+	 * freed) in *instance.  May spawn BLOCK tasks (block_concurrency_while
+	 * from a constructor); the first event waits for them.  On failure return
+	 * a negative code; with DOBJ_EUSER set *error to a host error value that
+	 * the core hands to the caller (ownership passes to the core).
+	 */
+	int (*construct)(dobj_obj *obj, void *data, void **instance, void **error);
+	/** Run one step of a CALL task (see dobj_step_fn). */
+	dobj_step_fn step;
+	/** Drop an instance (NULL: host.release is used). */
+	void (*destroy)(void *instance, void *data);
+} dobj_class;
+
+/** Runtime options. */
+typedef struct dobj_rt_opts {
+	unsigned version;       /**< DOBJ_RT_OPTS_VERSION */
+	dobj_host host;
+	/** Clock in milliseconds; NULL = CLOCK_MONOTONIC.  Replaceable for tests. */
+	double (*now_ms)(void *data);
+	void *clock_data;
+	/** Virtual time: when nothing is ready, dobj_rt_run jumps the clock to
+	 *  the next timer instead of sleeping (tests of timing take no time). */
+	int virtual_time;
+} dobj_rt_opts;
+#define DOBJ_RT_OPTS_VERSION 1
+#define DOBJ_RT_OPTS_INIT { DOBJ_RT_OPTS_VERSION, { 0, 0, 0, 0 }, 0, 0, 0 }
+
+DOBJ_API int dobj_rt_new(dobj_rt **out, const dobj_rt_opts *opts);
+/**
+ * Free the runtime: every unfinished task fails with DOBJ_ECLOSED (callers'
+ * done callbacks run), every instance and host value is released.
+ */
+DOBJ_API void dobj_rt_free(dobj_rt *rt);
+/**
+ * Close the runtime without freeing it (the GC "clear" hook): every object is
+ * reset and every unfinished task fails with DOBJ_ECLOSED, timers are
+ * cancelled, and every host value the runtime holds (class data, instances,
+ * tasks' state) is released.  Later calls fail with DOBJ_ECLOSED.  The memory
+ * lives on while stubs or tasks still reference it (they hold the runtime),
+ * so bindings may free those in any order.
+ */
+DOBJ_API void dobj_rt_clear(dobj_rt *rt);
+/** Has the runtime been closed? */
+DOBJ_API int dobj_rt_closed(const dobj_rt *rt);
+/** Visit every host value the core holds (for a GC's traverse).  Stops and
+ *  returns the first non-zero result of `visit`. */
+DOBJ_API int dobj_rt_visit(dobj_rt *rt, int (*visit)(void *value, void *arg), void *arg);
+
+/**
+ * Run ready steps until none is left (never waits for timers).  Re-entrant
+ * calls (from inside a step) return at once: the outer pump picks up the work.
+ * Returns the number of steps run.
+ */
+DOBJ_API size_t dobj_rt_pump(dobj_rt *rt);
+/** Is a pump (or run) in progress? */
+DOBJ_API int dobj_rt_pumping(const dobj_rt *rt);
+
+/**
+ * Run ready steps and timers until `until(arg)` is true, or nothing is left to
+ * do (no ready step, no timer).  Sleeps until the next timer when idle.
+ * `until` may be NULL (run to completion).  Returns DOBJ_OK when `until`
+ * became true or everything finished, DOBJ_ESTATE when called from inside a
+ * step, DOBJ_PENDING when it stopped with `until` false and nothing to run
+ * (a deadlock: work is waiting on something that will never happen).
+ */
+DOBJ_API int dobj_rt_run(dobj_rt *rt, int (*until)(void *arg), void *arg);
+
+/** The task whose step is running (NULL outside steps). */
+DOBJ_API dobj_task *dobj_rt_current(const dobj_rt *rt);
+/** Number of unfinished tasks plus pending timers. */
+DOBJ_API size_t dobj_rt_pending(const dobj_rt *rt);
+/** Now, in milliseconds, from the runtime's clock (virtual time included). */
+DOBJ_API double dobj_rt_now_ms(dobj_rt *rt);
+
+/**
+ * A one-shot timer.  `fn(data, 1)` runs from dobj_rt_run after `delay_ms`;
+ * if the timer is cancelled or the runtime closes first, `fn(data, 0)` runs
+ * instead: fn is called exactly once, so it can drop what data holds.
+ * *out (may be NULL) is valid until fn has been called.
+ */
+typedef struct dobj_timer dobj_timer;
+typedef void (*dobj_timer_fn)(void *data, int fired);
+DOBJ_API int dobj_rt_timer(dobj_rt *rt, double delay_ms, dobj_timer_fn fn, void *data,
+	dobj_timer **out);
+/** Cancel a timer whose fn has not been called yet (fn(data, 0) runs now). */
+DOBJ_API void dobj_timer_cancel(dobj_rt *rt, dobj_timer *timer);
+/** Milliseconds until the next timer, or -1 if none. */
+DOBJ_API double dobj_rt_next_timer_ms(dobj_rt *rt);
+
+/* ------------------------------------------------------------ namespaces */
+
+/**
+ * Bind a namespace: `binding` is its name in env, `unique_key` the ID key
+ * (NULL: the binding name).  The namespace is owned by the runtime (freed with
+ * it) and retains class->data.
+ */
+DOBJ_API int dobj_ns_new(dobj_ns **out, dobj_rt *rt, const char *binding,
+	const char *unique_key, size_t unique_key_len, const dobj_class *klass);
+DOBJ_API dobj_rt *dobj_ns_rt(const dobj_ns *ns);
+DOBJ_API const char *dobj_ns_binding(const dobj_ns *ns);
+DOBJ_API const char *dobj_ns_class_name(const dobj_ns *ns);
+DOBJ_API void *dobj_ns_class_data(const dobj_ns *ns);
+/** The namespace's ID key (for dobj_id_* functions). */
+DOBJ_API dobj_idkey *dobj_ns_idkey(const dobj_ns *ns);
+/** Number of namespaces and the i-th one, in bind order. */
+DOBJ_API size_t dobj_rt_ns_count(const dobj_rt *rt);
+DOBJ_API dobj_ns *dobj_rt_ns_at(const dobj_rt *rt, size_t i);
+/** Number of live instances in the namespace. */
+DOBJ_API size_t dobj_ns_live(const dobj_ns *ns);
+
+/* ----------------------------------------------------------------- stubs */
+
+/**
+ * Make a stub for `id` (name may be NULL; any bytes).  The stub binds to the
+ * object's current incarnation on its first call; if that incarnation is
+ * aborted the stub is broken and every later call fails with the abort's
+ * error.  A new stub reaches a fresh instance.
+ */
+DOBJ_API int dobj_stub_new(dobj_stub **out, dobj_ns *ns, const dobj_id *id,
+	const char *name, size_t name_len);
+DOBJ_API void dobj_stub_free(dobj_stub *stub);
+DOBJ_API const dobj_id *dobj_stub_id(const dobj_stub *stub);
+/** Name or NULL; *len receives its length. */
+DOBJ_API const char *dobj_stub_name(const dobj_stub *stub, size_t *len);
+DOBJ_API dobj_ns *dobj_stub_ns(const dobj_stub *stub);
+
+/** Called once when a task finishes (successfully or not). */
+typedef void (*dobj_done_fn)(dobj_task *task, void *data);
+
+/**
+ * Send a call to the stub's object.  `request` is a host value (ownership
+ * passes to the core).  `url` (fetch only, may be NULL for RPC) is checked to
+ * be absolute.  `method` names the RPC method (NULL for fetch).  The caller's
+ * task (dobj_rt_current) decides the call's depth.  On success *out is a new
+ * reference to the CALL task; `done` runs when it finishes.  Delivery happens
+ * in dobj_rt_pump / dobj_rt_run, in call order.  Nothing runs inside this
+ * function.  Errors detected at once (relative URL, depth, broken stub,
+ * closed runtime) return a negative code and deliver nothing.
+ */
+DOBJ_API int dobj_stub_call(dobj_task **out, dobj_stub *stub, dobj_call_kind kind,
+	const char *method, const char *url, size_t url_len, void *request,
+	dobj_done_fn done, void *done_data);
+
+/** Is `url` absolute (scheme ":" ...)?  DOBJ_EARG with a message if not. */
+DOBJ_API int dobj_url_check(const char *url, size_t len);
+
+/* ----------------------------------------------------------------- tasks */
+
+/**
+ * Spawn a task running `step` on `obj` (NULL for FREE tasks).  `host` is the
+ * task's host state (coroutine...), owned by the core.  BLOCK closes obj's
+ * gate at once: nothing but BLOCK tasks runs on obj until it finishes; if it
+ * fails, obj is reset with its error.  Depth is inherited from the current
+ * task.  *out (may be NULL) gets a new reference.
+ */
+DOBJ_API int dobj_task_spawn(dobj_task **out, dobj_rt *rt, dobj_obj *obj, dobj_task_kind kind,
+	dobj_step_fn step, void *step_data, void *host, dobj_done_fn done, void *done_data);
+
+DOBJ_API void dobj_task_ref(dobj_task *t);
+DOBJ_API void dobj_task_unref(dobj_task *t);
+
+/** Make a suspended task runnable again (no-op if finished or already queued). */
+DOBJ_API void dobj_task_wake(dobj_task *t);
+/** Finish successfully with host value `result` (ownership passes; may be NULL). */
+DOBJ_API void dobj_task_return(dobj_task *t, void *result);
+/** Finish with an error: a code, a message, and an optional host error value
+ *  (ownership passes).  No-op if the task already finished. */
+DOBJ_API void dobj_task_raise(dobj_task *t, int code, const char *message, void *error);
+
+/** Replace the task's done callback (e.g. when someone starts waiting on it). */
+DOBJ_API void dobj_task_on_done(dobj_task *t, dobj_done_fn done, void *data);
+
+DOBJ_API dobj_task_kind dobj_task_kind_of(const dobj_task *t);
+DOBJ_API dobj_call_kind dobj_task_call_kind(const dobj_task *t);
+DOBJ_API const char *dobj_task_method(const dobj_task *t);
+DOBJ_API dobj_rt *dobj_task_rt(const dobj_task *t);
+DOBJ_API dobj_obj *dobj_task_obj(const dobj_task *t);
+DOBJ_API int dobj_task_depth(const dobj_task *t);
+/** The request of a CALL (borrowed). */
+DOBJ_API void *dobj_task_request(const dobj_task *t);
+/** Host state of the task (borrowed) and its setter (the old one is released). */
+DOBJ_API void *dobj_task_host(const dobj_task *t);
+DOBJ_API void dobj_task_set_host(dobj_task *t, void *host);
+/** Is the task finished? */
+DOBJ_API int dobj_task_done(const dobj_task *t);
+/**
+ * Outcome of a finished task: DOBJ_OK with *result (borrowed), or the error
+ * code with *message and *error (borrowed host error, may be NULL).
+ */
+DOBJ_API int dobj_task_result(const dobj_task *t, void **result, const char **message, void **error);
+/** Take the result out (ownership to the caller; the task keeps NULL). */
+DOBJ_API void *dobj_task_take_result(dobj_task *t);
+
+/* ---------------------------------------------------------------- objects */
+
+/** The object's ID (inside the object). */
+DOBJ_API const dobj_id *dobj_obj_id(const dobj_obj *obj);
+/** The name inside the object: NULL for unique/parsed IDs, and when longer
+ *  than DOBJ_MAX_CTX_NAME bytes. */
+DOBJ_API const char *dobj_obj_name(const dobj_obj *obj, size_t *len);
+DOBJ_API dobj_ns *dobj_obj_ns(const dobj_obj *obj);
+/** The host instance (borrowed; NULL before construction finished). */
+DOBJ_API void *dobj_obj_instance(const dobj_obj *obj);
+/** Host context value a binding may attach (e.g. a ctx object; owned). */
+DOBJ_API void *dobj_obj_ctx(const dobj_obj *obj);
+DOBJ_API void dobj_obj_set_ctx(dobj_obj *obj, void *ctx);
+/** Has the incarnation been aborted/reset? */
+DOBJ_API int dobj_obj_dead(const dobj_obj *obj);
+/** Nesting of block_concurrency_while on the object. */
+DOBJ_API int dobj_obj_blocked(const dobj_obj *obj);
+/**
+ * Reset the object: every unfinished task on it fails with (code, message,
+ * error) — error is a host value, retained once per task that gets it and
+ * released once here — the instance is released, stubs bound to it are
+ * broken, and the next stub reaches a fresh instance.  Safe from inside a
+ * step of the object.
+ */
+DOBJ_API void dobj_obj_abort(dobj_obj *obj, int code, const char *message, void *error);
+
+/* -------------------------------------------------------- small messages */
+
+/** A plain HTTP-like message for C classes and C callers. */
+typedef struct dobj_msg {
+	char *url;       /**< request URL (NULL in responses) */
+	char *method;    /**< request method (NULL in responses) */
+	int status;      /**< response status */
+	size_t nheaders;
+	char **header_names;   /**< lower-cased */
+	char **header_values;
+	unsigned char *body;
+	size_t body_len;
+} dobj_msg;
+
+DOBJ_API dobj_msg *dobj_msg_new_request(const char *url, const char *method);
+DOBJ_API dobj_msg *dobj_msg_new_response(int status, const void *body, size_t len);
+DOBJ_API int dobj_msg_set_header(dobj_msg *m, const char *name, const char *value);
+DOBJ_API const char *dobj_msg_header(const dobj_msg *m, const char *name);
+DOBJ_API int dobj_msg_set_body(dobj_msg *m, const void *body, size_t len);
+DOBJ_API void dobj_msg_free(dobj_msg *m);
+
+/** A host for C programs whose values are dobj_msg (release = dobj_msg_free,
+ *  no retain: C values are never shared). */
+DOBJ_API dobj_host dobj_host_msg(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

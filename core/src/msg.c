@@ -1,0 +1,135 @@
+/* dobj_msg: a plain request/response for C classes and C callers. */
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "internal.h"
+
+dobj_msg *dobj_msg_new_request(const char *url, const char *method)
+{
+	dobj_msg *m = calloc(1, sizeof(*m));
+
+	if (!m)
+		goto oom;
+	m->url = strdup(url ? url : "");
+	m->method = strdup(method ? method : "GET");
+	if (!m->url || !m->method)
+		goto oom;
+	return m;
+oom:
+	dobj_msg_free(m);
+	dobj_error_set(DOBJ_ENOMEM, "out of memory");
+	return NULL;
+}
+
+dobj_msg *dobj_msg_new_response(int status, const void *body, size_t len)
+{
+	dobj_msg *m = calloc(1, sizeof(*m));
+
+	if (!m) {
+		dobj_error_set(DOBJ_ENOMEM, "out of memory");
+		return NULL;
+	}
+	m->status = status;
+	if (dobj_msg_set_body(m, body, len) < 0) {
+		dobj_msg_free(m);
+		return NULL;
+	}
+	return m;
+}
+
+int dobj_msg_set_body(dobj_msg *m, const void *body, size_t len)
+{
+	unsigned char *p = NULL;
+
+	if (len) {
+		if (!body)
+			return dobj_error_set(DOBJ_EARG, "body is NULL");
+		p = malloc(len);
+		if (!p)
+			return dobj_error_set(DOBJ_ENOMEM, "out of memory");
+		memcpy(p, body, len);
+	}
+	free(m->body);
+	m->body = p;
+	m->body_len = len;
+	return DOBJ_OK;
+}
+
+const char *dobj_msg_header(const dobj_msg *m, const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < m->nheaders; i++)
+		if (strcasecmp(m->header_names[i], name) == 0)
+			return m->header_values[i];
+	return NULL;
+}
+
+int dobj_msg_set_header(dobj_msg *m, const char *name, const char *value)
+{
+	size_t i;
+	char *n, *v, **pn, **pv;
+
+	if (!name || !*name || !value)
+		return dobj_error_set(DOBJ_EARG, "a header needs a name and a value");
+	v = strdup(value);
+	if (!v)
+		return dobj_error_set(DOBJ_ENOMEM, "out of memory");
+	for (i = 0; i < m->nheaders; i++) {
+		if (strcasecmp(m->header_names[i], name) == 0) {
+			free(m->header_values[i]);
+			m->header_values[i] = v;
+			return DOBJ_OK;
+		}
+	}
+	n = strdup(name);
+	pn = realloc(m->header_names, (m->nheaders + 1) * sizeof(*pn));
+	if (pn)
+		m->header_names = pn;
+	pv = realloc(m->header_values, (m->nheaders + 1) * sizeof(*pv));
+	if (pv)
+		m->header_values = pv;
+	if (!n || !pn || !pv) {
+		free(n);
+		free(v);
+		return dobj_error_set(DOBJ_ENOMEM, "out of memory");
+	}
+	for (i = 0; n[i]; i++)
+		n[i] = (char)tolower((unsigned char)n[i]);
+	m->header_names[m->nheaders] = n;
+	m->header_values[m->nheaders] = v;
+	m->nheaders++;
+	return DOBJ_OK;
+}
+
+void dobj_msg_free(dobj_msg *m)
+{
+	size_t i;
+
+	if (!m)
+		return;
+	for (i = 0; i < m->nheaders; i++) {
+		free(m->header_names[i]);
+		free(m->header_values[i]);
+	}
+	free(m->header_names);
+	free(m->header_values);
+	free(m->url);
+	free(m->method);
+	free(m->body);
+	free(m);
+}
+
+static void msg_release(void *data, void *value)
+{
+	DOBJ__UNUSED(data);
+	dobj_msg_free(value);
+}
+
+dobj_host dobj_host_msg(void)
+{
+	dobj_host h = { NULL, NULL, msg_release, NULL };
+	return h;
+}

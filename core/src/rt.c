@@ -1,0 +1,1333 @@
+/*
+ * The runtime: namespaces, objects (one incarnation per ID), stubs, tasks and
+ * the scheduler that decides when each task's next step runs.
+ *
+ * Ownership in one paragraph: the runtime memory is reference counted (the
+ * owner, every stub, task and object hold it) so that bindings may free their
+ * wrappers in any order.  Objects are reference counted: the namespace map
+ * holds the live incarnation; stubs bound to it and its tasks hold it too.
+ * Tasks are reference counted: the runtime holds every unfinished task, the
+ * ready queue (or an object's parked list) holds a queued task, and callers
+ * hold what dobj_stub_call/dobj_task_spawn returned.  Host values are
+ * released through the "trash": never in the middle of a core loop, because
+ * releasing a host value can run host code (a Python finaliser) that calls
+ * back into the core.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "internal.h"
+
+/* ------------------------------------------------------------- structures */
+
+struct dobj_task {
+	int refs;
+	dobj_task_kind kind;
+	dobj_call_kind call_kind;
+	char *method;
+	dobj_rt *rt;
+	dobj_obj *obj;
+	int depth;
+	int block_level;
+	unsigned queued : 1, done : 1, started : 1, running : 1, listed : 1;
+	void *request;
+	void *host;
+	dobj_step_fn step;
+	void *step_data;
+	dobj_done_fn done_fn;
+	void *done_data;
+	int code;
+	char *message;
+	void *result;
+	void *error;
+	dobj_task *qnext;              /* ready queue or parked list */
+	dobj_task *lprev, *lnext;      /* runtime's unfinished list */
+};
+
+struct dobj_obj {
+	int refs;
+	dobj_ns *ns;
+	dobj_id id;
+	char *name;
+	size_t name_len;
+	void *instance;
+	void *ctx;
+	unsigned constructed : 1, dead : 1, mapped : 1;
+	int nblock;
+	dobj_task *parked_head, *parked_tail;
+	size_t nparked;
+	size_t ntasks;
+	int code;
+	char *message;
+	void *error;
+};
+
+struct dobj_ns {
+	dobj_rt *rt;
+	char *binding;
+	char *class_name;
+	dobj_class klass;
+	dobj_idkey *key;
+	dobj_obj **slots; /* open addressing, linear probing */
+	size_t cap, live;
+};
+
+struct dobj_stub {
+	dobj_ns *ns;
+	dobj_id id;
+	char *name;
+	size_t name_len;
+	dobj_obj *obj; /* incarnation bound on first call */
+};
+
+struct dobj_timer {
+	double when;
+	uint64_t seq;
+	size_t index;
+	dobj_timer_fn fn;
+	void *data;
+};
+
+struct dobj_rt {
+	int refs;
+	dobj_host host;
+	double (*now_ms)(void *);
+	void *clock_data;
+	int virtual_time;
+	double virtual_now;
+	unsigned pumping : 1, closing : 1, closed : 1;
+	dobj_task *current;
+	dobj_task *ready_head, *ready_tail;
+	size_t nready;
+	dobj_task *tasks; /* unfinished tasks */
+	size_t ntasks;
+	dobj_ns **nss;
+	size_t nns, capns;
+	dobj_timer **heap;
+	size_t nheap, capheap;
+	uint64_t timer_seq;
+	void **trash;
+	size_t ntrash, captrash;
+	int flushing;
+};
+
+/* ------------------------------------------------------------ host values */
+
+static void host_retain(dobj_rt *rt, void *v)
+{
+	if (v && rt->host.retain)
+		rt->host.retain(rt->host.data, v);
+}
+
+/*
+ * Queue a host value for release.  Releasing runs host code, which may
+ * re-enter the core; so it happens in flush_trash at the end of an entry
+ * point, never while a core loop is half-way.
+ */
+static void trash(dobj_rt *rt, void *v)
+{
+	if (!v || !rt->host.release)
+		return;
+	if (rt->ntrash == rt->captrash) {
+		size_t cap = rt->captrash ? 2 * rt->captrash : 16;
+		void **p = realloc(rt->trash, cap * sizeof(*p));
+		if (!p) {
+			/* Cannot defer: release now rather than leak. */
+			rt->host.release(rt->host.data, v);
+			return;
+		}
+		rt->trash = p;
+		rt->captrash = cap;
+	}
+	rt->trash[rt->ntrash++] = v;
+}
+
+static void flush_trash(dobj_rt *rt)
+{
+	if (rt->flushing)
+		return;
+	rt->flushing = 1;
+	while (rt->ntrash) {
+		void *v = rt->trash[--rt->ntrash];
+		rt->host.release(rt->host.data, v);
+	}
+	rt->flushing = 0;
+}
+
+static void rt_unref(dobj_rt *rt);
+
+/* ------------------------------------------------------------ ready queue */
+
+static void ready_push(dobj_rt *rt, dobj_task *t)
+{
+	t->qnext = NULL;
+	if (rt->ready_tail)
+		rt->ready_tail->qnext = t;
+	else
+		rt->ready_head = t;
+	rt->ready_tail = t;
+	rt->nready++;
+}
+
+static dobj_task *ready_pop(dobj_rt *rt)
+{
+	dobj_task *t = rt->ready_head;
+
+	if (t) {
+		rt->ready_head = t->qnext;
+		if (!rt->ready_head)
+			rt->ready_tail = NULL;
+		t->qnext = NULL;
+		rt->nready--;
+	}
+	return t;
+}
+
+static void enqueue(dobj_task *t)
+{
+	dobj_rt *rt = t->rt;
+	int was_empty = rt->ready_head == NULL;
+
+	if (t->queued || t->done)
+		return;
+	t->queued = 1;
+	t->refs++; /* the queue's reference */
+	ready_push(rt, t);
+	if (was_empty && !rt->pumping && rt->host.notify)
+		rt->host.notify(rt->host.data);
+}
+
+/* ----------------------------------------------------------------- objects */
+
+static void obj_unref(dobj_obj *obj);
+
+static uint64_t id_hash(const dobj_id *id)
+{
+	uint64_t h;
+
+	/* IDs are HMAC outputs: their bytes are already uniformly distributed. */
+	memcpy(&h, id->bytes, sizeof(h));
+	return h;
+}
+
+static dobj_obj **map_find(dobj_ns *ns, const dobj_id *id)
+{
+	size_t mask, i;
+
+	if (!ns->cap)
+		return NULL;
+	mask = ns->cap - 1;
+	for (i = id_hash(id) & mask; ns->slots[i]; i = (i + 1) & mask)
+		if (dobj_id_equal(&ns->slots[i]->id, id))
+			return &ns->slots[i];
+	return NULL;
+}
+
+static int map_grow(dobj_ns *ns)
+{
+	size_t cap = ns->cap ? ns->cap * 2 : 16, i, j;
+	dobj_obj **slots = calloc(cap, sizeof(*slots));
+
+	if (!slots)
+		return dobj_error_set(DOBJ_ENOMEM, "out of memory");
+	for (i = 0; i < ns->cap; i++) {
+		dobj_obj *o = ns->slots[i];
+		if (!o)
+			continue;
+		for (j = id_hash(&o->id) & (cap - 1); slots[j]; j = (j + 1) & (cap - 1))
+			;
+		slots[j] = o;
+	}
+	free(ns->slots);
+	ns->slots = slots;
+	ns->cap = cap;
+	return DOBJ_OK;
+}
+
+static int map_insert(dobj_ns *ns, dobj_obj *obj)
+{
+	size_t i;
+
+	if ((ns->live + 1) * 4 > ns->cap * 3 && map_grow(ns) < 0)
+		return DOBJ_ENOMEM;
+	for (i = id_hash(&obj->id) & (ns->cap - 1); ns->slots[i]; i = (i + 1) & (ns->cap - 1))
+		;
+	ns->slots[i] = obj;
+	ns->live++;
+	obj->mapped = 1;
+	obj->refs++;
+	return DOBJ_OK;
+}
+
+/* Backward-shift deletion keeps probe chains intact without tombstones. */
+static void map_remove(dobj_ns *ns, dobj_obj *obj)
+{
+	dobj_obj **slot = map_find(ns, &obj->id);
+	size_t mask = ns->cap - 1, i, j;
+
+	if (!slot || *slot != obj)
+		return;
+	i = (size_t)(slot - ns->slots);
+	ns->slots[i] = NULL;
+	for (j = (i + 1) & mask; ns->slots[j]; j = (j + 1) & mask) {
+		size_t home = id_hash(&ns->slots[j]->id) & mask;
+		/* Move slot j back into the hole if its home is not in (i, j]. */
+		if ((j > i && (home <= i || home > j)) || (j < i && (home <= i && home > j))) {
+			ns->slots[i] = ns->slots[j];
+			ns->slots[j] = NULL;
+			i = j;
+		}
+	}
+	ns->live--;
+	obj->mapped = 0;
+	obj_unref(obj);
+}
+
+static dobj_obj *obj_new(dobj_ns *ns, const dobj_id *id, const char *name, size_t len)
+{
+	dobj_obj *obj = calloc(1, sizeof(*obj));
+
+	if (!obj) {
+		dobj_error_set(DOBJ_ENOMEM, "out of memory");
+		return NULL;
+	}
+	obj->refs = 1;
+	obj->ns = ns;
+	obj->id = *id;
+	if (name) {
+		obj->name = dobj__strndup(name, len);
+		if (!obj->name) {
+			free(obj);
+			return NULL;
+		}
+		obj->name_len = len;
+	}
+	ns->rt->refs++;
+	return obj;
+}
+
+static void obj_release_instance(dobj_obj *obj)
+{
+	dobj_rt *rt = obj->ns->rt;
+	void *inst = obj->instance;
+
+	obj->instance = NULL;
+	obj->constructed = 0;
+	if (inst) {
+		if (obj->ns->klass.destroy)
+			obj->ns->klass.destroy(inst, obj->ns->klass.data);
+		else
+			trash(rt, inst);
+	}
+	trash(rt, obj->ctx);
+	obj->ctx = NULL;
+}
+
+static void obj_unref(dobj_obj *obj)
+{
+	dobj_rt *rt;
+
+	if (!obj || --obj->refs > 0)
+		return;
+	rt = obj->ns->rt;
+	obj_release_instance(obj);
+	trash(rt, obj->error);
+	free(obj->message);
+	free(obj->name);
+	free(obj);
+	rt_unref(rt);
+}
+
+/* ------------------------------------------------------------------- tasks */
+
+static dobj_task *task_new(dobj_rt *rt, dobj_obj *obj, dobj_task_kind kind)
+{
+	dobj_task *t = calloc(1, sizeof(*t));
+
+	if (!t) {
+		dobj_error_set(DOBJ_ENOMEM, "out of memory");
+		return NULL;
+	}
+	t->refs = 2; /* the caller's and the unfinished list's */
+	t->kind = kind;
+	t->rt = rt;
+	rt->refs++;
+	t->obj = obj;
+	if (obj) {
+		obj->refs++;
+		obj->ntasks++;
+	}
+	t->depth = rt->current ? rt->current->depth : 0;
+	/* The runtime's list of unfinished tasks. */
+	t->listed = 1;
+	t->lnext = rt->tasks;
+	if (rt->tasks)
+		rt->tasks->lprev = t;
+	rt->tasks = t;
+	rt->ntasks++;
+	return t;
+}
+
+void dobj_task_ref(dobj_task *t)
+{
+	if (t)
+		t->refs++;
+}
+
+/* Drop a reference without flushing the trash (for use inside core loops). */
+static void task_unref(dobj_task *t)
+{
+	dobj_rt *rt;
+
+	if (!t || --t->refs > 0)
+		return;
+	rt = t->rt;
+	trash(rt, t->request);
+	trash(rt, t->host);
+	trash(rt, t->result);
+	trash(rt, t->error);
+	free(t->method);
+	free(t->message);
+	if (t->obj)
+		obj_unref(t->obj);
+	free(t);
+	rt_unref(rt);
+}
+
+void dobj_task_unref(dobj_task *t)
+{
+	dobj_rt *rt;
+
+	if (!t)
+		return;
+	rt = t->rt;
+	rt->refs++;
+	task_unref(t);
+	if (!rt->pumping)
+		flush_trash(rt);
+	rt_unref(rt);
+}
+
+static void unpark(dobj_obj *obj)
+{
+	dobj_rt *rt = obj->ns->rt;
+
+	/* Parked tasks were ready before anything now queued: they go first. */
+	if (!obj->parked_head)
+		return;
+	obj->parked_tail->qnext = rt->ready_head;
+	if (!rt->ready_head)
+		rt->ready_tail = obj->parked_tail;
+	rt->ready_head = obj->parked_head;
+	rt->nready += obj->nparked;
+	obj->parked_head = obj->parked_tail = NULL;
+	obj->nparked = 0;
+}
+
+static void abort_obj(dobj_obj *obj, int code, const char *message, void *error);
+
+static void finish(dobj_task *t, int code, const char *message, void *result, void *error)
+{
+	dobj_rt *rt = t->rt;
+	dobj_obj *obj = t->obj;
+
+	if (t->done) {
+		trash(rt, result);
+		trash(rt, error);
+		return;
+	}
+	t->done = 1;
+	t->code = code;
+	t->result = result;
+	t->error = error;
+	if (code != DOBJ_OK) {
+		t->message = strdup(message ? message : "");
+	}
+	/* The request and the host state are no longer needed; a running step
+	 * still uses its host state, so that one goes after the step returns. */
+	trash(rt, t->request);
+	t->request = NULL;
+	if (!t->running) {
+		trash(rt, t->host);
+		t->host = NULL;
+	}
+	if (t->listed) {
+		t->listed = 0;
+		if (t->lprev)
+			t->lprev->lnext = t->lnext;
+		else
+			rt->tasks = t->lnext;
+		if (t->lnext)
+			t->lnext->lprev = t->lprev;
+		rt->ntasks--;
+	}
+	if (obj)
+		obj->ntasks--;
+	if (t->kind == DOBJ_TASK_BLOCK && obj && !obj->dead) {
+		obj->nblock--;
+		if (code != DOBJ_OK) {
+			/* A failed block_concurrency_while resets the object. */
+			host_retain(rt, error);
+			abort_obj(obj, code, message, error);
+		} else if (obj->nblock == 0) {
+			unpark(obj);
+		}
+	}
+	if (t->done_fn)
+		t->done_fn(t, t->done_data);
+	task_unref(t); /* the unfinished list's reference */
+}
+
+void dobj_task_return(dobj_task *t, void *result)
+{
+	finish(t, DOBJ_OK, NULL, result, NULL);
+}
+
+void dobj_task_raise(dobj_task *t, int code, const char *message, void *error)
+{
+	finish(t, code < 0 ? code : DOBJ_ERROR, message, NULL, error);
+}
+
+void dobj_task_wake(dobj_task *t)
+{
+	if (t && !t->done)
+		enqueue(t);
+}
+
+void dobj_task_on_done(dobj_task *t, dobj_done_fn done, void *data)
+{
+	t->done_fn = done;
+	t->done_data = data;
+}
+
+dobj_task_kind dobj_task_kind_of(const dobj_task *t) { return t->kind; }
+dobj_call_kind dobj_task_call_kind(const dobj_task *t) { return t->call_kind; }
+const char *dobj_task_method(const dobj_task *t) { return t->method; }
+dobj_rt *dobj_task_rt(const dobj_task *t) { return t->rt; }
+dobj_obj *dobj_task_obj(const dobj_task *t) { return t->obj; }
+int dobj_task_depth(const dobj_task *t) { return t->depth; }
+void *dobj_task_request(const dobj_task *t) { return t->request; }
+void *dobj_task_host(const dobj_task *t) { return t->host; }
+int dobj_task_done(const dobj_task *t) { return t->done; }
+
+void dobj_task_set_host(dobj_task *t, void *host)
+{
+	trash(t->rt, t->host);
+	t->host = host;
+}
+
+int dobj_task_result(const dobj_task *t, void **result, const char **message, void **error)
+{
+	if (result)
+		*result = t->done ? t->result : NULL;
+	if (message)
+		*message = t->done && t->code ? t->message : NULL;
+	if (error)
+		*error = t->done ? t->error : NULL;
+	if (!t->done)
+		return DOBJ_PENDING;
+	return t->code;
+}
+
+void *dobj_task_take_result(dobj_task *t)
+{
+	void *r = t->result;
+
+	t->result = NULL;
+	return r;
+}
+
+int dobj_task_spawn(dobj_task **out, dobj_rt *rt, dobj_obj *obj, dobj_task_kind kind,
+	dobj_step_fn step, void *step_data, void *host, dobj_done_fn done, void *done_data)
+{
+	dobj_task *t;
+	int level = 0;
+
+	if (out)
+		*out = NULL;
+	if (rt->closing) {
+		trash(rt, host);
+		flush_trash(rt);
+		return dobj_error_set(DOBJ_ECLOSED, "the runtime is closed");
+	}
+	if (!step || kind == DOBJ_TASK_CALL || (kind == DOBJ_TASK_FREE) != (obj == NULL)) {
+		trash(rt, host);
+		flush_trash(rt);
+		return dobj_error_set(DOBJ_EARG, "bad task: FREE tasks have no object, others need one");
+	}
+	if (obj && obj->dead) {
+		trash(rt, host);
+		flush_trash(rt);
+		return dobj_error_set(obj->code ? obj->code : DOBJ_EABORTED, "%s",
+			obj->message ? obj->message : "the object was reset");
+	}
+	if (kind == DOBJ_TASK_BLOCK) {
+		dobj_task *cur = rt->current;
+		level = (cur && cur->obj == obj && cur->kind == DOBJ_TASK_BLOCK) ? cur->block_level + 1 : 1;
+		if (level > DOBJ_MAX_BLOCK_NESTING) {
+			trash(rt, host);
+			flush_trash(rt);
+			return dobj_error_set(DOBJ_ESTATE, DOBJ_MSG_BCW_NESTED);
+		}
+	}
+	t = task_new(rt, obj, kind);
+	if (!t) {
+		trash(rt, host);
+		flush_trash(rt);
+		return DOBJ_ENOMEM;
+	}
+	t->block_level = level;
+	t->step = step;
+	t->step_data = step_data;
+	t->host = host;
+	t->done_fn = done;
+	t->done_data = done_data;
+	if (kind == DOBJ_TASK_BLOCK)
+		obj->nblock++; /* the gate closes now, not when the task first runs */
+	enqueue(t);
+	if (out)
+		*out = t;
+	else
+		task_unref(t);
+	return DOBJ_OK;
+}
+
+/* ------------------------------------------------------------------ objects */
+
+static void abort_obj(dobj_obj *obj, int code, const char *message, void *error)
+{
+	dobj_rt *rt = obj->ns->rt;
+	dobj_task *t, *next;
+
+	if (obj->dead) {
+		trash(rt, error);
+		return;
+	}
+	obj->refs++; /* keep it while we work */
+	obj->dead = 1;
+	obj->code = code < 0 ? code : DOBJ_EABORTED;
+	obj->message = strdup(message ? message : "");
+	obj->error = error;
+	obj->nblock = 0;
+	if (obj->mapped)
+		map_remove(obj->ns, obj);
+
+	/* Parked tasks return to the ready queue, where they fail as "dead". */
+	unpark(obj);
+	/* Fail every unfinished task of this incarnation.  finish() may run
+	 * done callbacks that queue more work; restart the scan after each. */
+	for (;;) {
+		for (t = rt->tasks; t; t = next) {
+			next = t->lnext;
+			if (t->obj == obj)
+				break;
+		}
+		if (!t)
+			break;
+		host_retain(rt, obj->error);
+		finish(t, obj->code, obj->message, NULL, obj->error);
+	}
+	obj_release_instance(obj);
+	obj_unref(obj);
+}
+
+void dobj_obj_abort(dobj_obj *obj, int code, const char *message, void *error)
+{
+	dobj_rt *rt = obj->ns->rt;
+
+	abort_obj(obj, code, message, error);
+	if (!rt->pumping)
+		flush_trash(rt);
+}
+
+const dobj_id *dobj_obj_id(const dobj_obj *obj) { return &obj->id; }
+dobj_ns *dobj_obj_ns(const dobj_obj *obj) { return obj->ns; }
+void *dobj_obj_instance(const dobj_obj *obj) { return obj->instance; }
+void *dobj_obj_ctx(const dobj_obj *obj) { return obj->ctx; }
+int dobj_obj_dead(const dobj_obj *obj) { return obj->dead; }
+int dobj_obj_blocked(const dobj_obj *obj) { return obj->nblock; }
+
+const char *dobj_obj_name(const dobj_obj *obj, size_t *len)
+{
+	/* workerd drops long names inside the object "to emulate production". */
+	if (!obj->name || obj->name_len > DOBJ_MAX_CTX_NAME) {
+		if (len)
+			*len = 0;
+		return NULL;
+	}
+	if (len)
+		*len = obj->name_len;
+	return obj->name;
+}
+
+void dobj_obj_set_ctx(dobj_obj *obj, void *ctx)
+{
+	trash(obj->ns->rt, obj->ctx);
+	obj->ctx = ctx;
+}
+
+/* ---------------------------------------------------------------- scheduler */
+
+static void construct(dobj_task *t)
+{
+	dobj_obj *obj = t->obj;
+	dobj_ns *ns = obj->ns;
+	dobj_rt *rt = ns->rt;
+	void *instance = NULL, *error = NULL;
+	dobj_task *prev = rt->current;
+	int rc;
+
+	if (!ns->klass.construct) {
+		obj->constructed = 1;
+		return;
+	}
+	rt->current = t;
+	rc = ns->klass.construct(obj, ns->klass.data, &instance, &error);
+	rt->current = prev;
+	if (obj->dead) {
+		/* The constructor aborted its own object. */
+		trash(rt, instance);
+		trash(rt, error);
+		return;
+	}
+	if (rc < 0) {
+		/* A constructor that throws breaks this incarnation: the call and
+		 * everything queued on it fail; a new stub tries again. */
+		const char *msg = dobj_error_last();
+		abort_obj(obj, rc, msg[0] ? msg : "the constructor failed", error);
+		trash(rt, instance);
+		return;
+	}
+	obj->instance = instance;
+	obj->constructed = 1;
+}
+
+static void run_task(dobj_rt *rt, dobj_task *t)
+{
+	dobj_obj *obj = t->obj;
+	dobj_task *prev;
+	int rc;
+
+	t->queued = 0;
+	if (t->done)
+		goto done;
+	if (obj) {
+		if (obj->dead) {
+			host_retain(rt, obj->error);
+			finish(t, obj->code, obj->message, NULL, obj->error);
+			goto done;
+		}
+		if (!obj->constructed && t->kind == DOBJ_TASK_CALL) {
+			construct(t);
+			if (obj->dead || t->done)
+				goto done;
+		}
+		if (obj->nblock > 0 && t->kind != DOBJ_TASK_BLOCK) {
+			/* Input gate closed by block_concurrency_while: wait, in order. */
+			t->qnext = NULL;
+			if (obj->parked_tail)
+				obj->parked_tail->qnext = t;
+			else
+				obj->parked_head = t;
+			obj->parked_tail = t;
+			obj->nparked++;
+			return; /* the parked list keeps the queue's reference */
+		}
+		if (t->kind == DOBJ_TASK_CALL && !t->started && t->call_kind == DOBJ_CALL_FETCH &&
+		    !(obj->ns->klass.flags & DOBJ_CLASS_FETCH)) {
+			finish(t, DOBJ_ENOHANDLER, DOBJ_MSG_NO_FETCH, NULL, NULL);
+			goto done;
+		}
+	}
+	t->started = 1;
+	t->running = 1;
+	prev = rt->current;
+	rt->current = t;
+	dobj_error_set(DOBJ_OK, "%s", "");
+	rc = t->step(t, t->step_data);
+	rt->current = prev;
+	t->running = 0;
+	if (!t->done && rc != DOBJ_PENDING) {
+		if (rc == DOBJ_OK)
+			finish(t, DOBJ_ERROR, "the handler finished without a result", NULL, NULL);
+		else
+			finish(t, rc, dobj_error_last()[0] ? dobj_error_last() : "the handler failed",
+				NULL, NULL);
+	}
+	if (t->done) {
+		trash(rt, t->host);
+		t->host = NULL;
+	}
+done:
+	task_unref(t); /* the queue's reference */
+}
+
+size_t dobj_rt_pump(dobj_rt *rt)
+{
+	size_t n = 0;
+	dobj_task *t;
+
+	if (rt->pumping)
+		return 0;
+	rt->pumping = 1;
+	rt->refs++;
+	while ((t = ready_pop(rt))) {
+		run_task(rt, t);
+		n++;
+	}
+	rt->pumping = 0;
+	flush_trash(rt);
+	rt_unref(rt);
+	return n;
+}
+
+int dobj_rt_pumping(const dobj_rt *rt)
+{
+	return rt->pumping;
+}
+
+dobj_task *dobj_rt_current(const dobj_rt *rt)
+{
+	return rt->current;
+}
+
+size_t dobj_rt_pending(const dobj_rt *rt)
+{
+	return rt->ntasks + rt->nheap;
+}
+
+/* ------------------------------------------------------------------ timers */
+
+static double monotonic_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+double dobj_rt_now_ms(dobj_rt *rt)
+{
+	if (rt->virtual_time)
+		return rt->virtual_now;
+	return rt->now_ms ? rt->now_ms(rt->clock_data) : monotonic_ms();
+}
+
+static int timer_less(const dobj_timer *a, const dobj_timer *b)
+{
+	return a->when < b->when || (a->when == b->when && a->seq < b->seq);
+}
+
+static void heap_swap(dobj_rt *rt, size_t i, size_t j)
+{
+	dobj_timer *x = rt->heap[i];
+
+	rt->heap[i] = rt->heap[j];
+	rt->heap[j] = x;
+	rt->heap[i]->index = i;
+	rt->heap[j]->index = j;
+}
+
+static void heap_up(dobj_rt *rt, size_t i)
+{
+	while (i > 0 && timer_less(rt->heap[i], rt->heap[(i - 1) / 2])) {
+		heap_swap(rt, i, (i - 1) / 2);
+		i = (i - 1) / 2;
+	}
+}
+
+static void heap_down(dobj_rt *rt, size_t i)
+{
+	for (;;) {
+		size_t l = 2 * i + 1, r = l + 1, m = i;
+		if (l < rt->nheap && timer_less(rt->heap[l], rt->heap[m]))
+			m = l;
+		if (r < rt->nheap && timer_less(rt->heap[r], rt->heap[m]))
+			m = r;
+		if (m == i)
+			return;
+		heap_swap(rt, i, m);
+		i = m;
+	}
+}
+
+static void heap_remove(dobj_rt *rt, dobj_timer *tm)
+{
+	size_t i = tm->index;
+
+	rt->nheap--;
+	if (i != rt->nheap) {
+		heap_swap(rt, i, rt->nheap);
+		heap_down(rt, i);
+		heap_up(rt, i);
+	}
+}
+
+int dobj_rt_timer(dobj_rt *rt, double delay_ms, dobj_timer_fn fn, void *data, dobj_timer **out)
+{
+	dobj_timer *tm;
+
+	if (out)
+		*out = NULL;
+	if (rt->closing)
+		return dobj_error_set(DOBJ_ECLOSED, "the runtime is closed");
+	if (!fn || !(delay_ms == delay_ms))
+		return dobj_error_set(DOBJ_EARG, "bad timer");
+	if (rt->nheap == rt->capheap) {
+		size_t cap = rt->capheap ? 2 * rt->capheap : 16;
+		dobj_timer **h = realloc(rt->heap, cap * sizeof(*h));
+		if (!h)
+			return dobj_error_set(DOBJ_ENOMEM, "out of memory");
+		rt->heap = h;
+		rt->capheap = cap;
+	}
+	tm = calloc(1, sizeof(*tm));
+	if (!tm)
+		return dobj_error_set(DOBJ_ENOMEM, "out of memory");
+	tm->when = dobj_rt_now_ms(rt) + (delay_ms > 0 ? delay_ms : 0);
+	tm->seq = rt->timer_seq++;
+	tm->fn = fn;
+	tm->data = data;
+	tm->index = rt->nheap;
+	rt->heap[rt->nheap++] = tm;
+	heap_up(rt, tm->index);
+	if (out)
+		*out = tm;
+	return DOBJ_OK;
+}
+
+void dobj_timer_cancel(dobj_rt *rt, dobj_timer *tm)
+{
+	if (!tm)
+		return;
+	heap_remove(rt, tm);
+	tm->fn(tm->data, 0);
+	free(tm);
+}
+
+double dobj_rt_next_timer_ms(dobj_rt *rt)
+{
+	double d;
+
+	if (!rt->nheap)
+		return -1;
+	d = rt->heap[0]->when - dobj_rt_now_ms(rt);
+	return d > 0 ? d : 0;
+}
+
+/* Fire every timer that is due; returns how many fired. */
+static size_t fire_timers(dobj_rt *rt)
+{
+	double now = dobj_rt_now_ms(rt);
+	size_t n = 0;
+
+	while (rt->nheap && rt->heap[0]->when <= now) {
+		dobj_timer *tm = rt->heap[0];
+		heap_remove(rt, tm);
+		tm->fn(tm->data, 1);
+		free(tm);
+		n++;
+	}
+	return n;
+}
+
+static void sleep_ms(double ms)
+{
+	struct timespec ts;
+
+	if (ms <= 0)
+		return;
+	ts.tv_sec = (time_t)(ms / 1e3);
+	ts.tv_nsec = (long)((ms - (double)ts.tv_sec * 1e3) * 1e6);
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+}
+
+int dobj_rt_run(dobj_rt *rt, int (*until)(void *arg), void *arg)
+{
+	int rc = DOBJ_OK;
+
+	if (rt->pumping)
+		return dobj_error_set(DOBJ_ESTATE, "the runtime cannot be run from inside a handler");
+	rt->refs++;
+	for (;;) {
+		dobj_task *t;
+		size_t n;
+
+		if (until && until(arg))
+			break;
+		if (rt->ready_head) {
+			/* One round: the tasks ready now, then the timers get a turn, so
+			 * a task that keeps yielding cannot starve a sleeper. */
+			rt->pumping = 1;
+			for (n = rt->nready; n > 0 && (t = ready_pop(rt)); n--)
+				run_task(rt, t);
+			rt->pumping = 0;
+			flush_trash(rt);
+			fire_timers(rt);
+			continue;
+		}
+		if (!rt->nheap) {
+			if (until && !until(arg))
+				rc = dobj_error_set(DOBJ_PENDING,
+					"deadlock: waiting for work that nothing will ever finish");
+			break;
+		}
+		if (!fire_timers(rt)) {
+			double wait = rt->heap[0]->when - dobj_rt_now_ms(rt);
+			if (rt->virtual_time)
+				rt->virtual_now = rt->heap[0]->when;
+			else
+				sleep_ms(wait);
+		}
+		flush_trash(rt);
+	}
+	flush_trash(rt);
+	rt_unref(rt);
+	return rc;
+}
+
+/* ----------------------------------------------------------------- runtime */
+
+int dobj_rt_new(dobj_rt **out, const dobj_rt_opts *opts)
+{
+	dobj_rt *rt;
+
+	*out = NULL;
+	if (opts && opts->version != DOBJ_RT_OPTS_VERSION)
+		return dobj_error_set(DOBJ_EARG, "unsupported dobj_rt_opts version %u", opts->version);
+	rt = calloc(1, sizeof(*rt));
+	if (!rt)
+		return dobj_error_set(DOBJ_ENOMEM, "out of memory");
+	rt->refs = 1;
+	if (opts) {
+		rt->host = opts->host;
+		rt->now_ms = opts->now_ms;
+		rt->clock_data = opts->clock_data;
+		rt->virtual_time = opts->virtual_time;
+	}
+	if (rt->virtual_time)
+		rt->virtual_now = rt->now_ms ? rt->now_ms(rt->clock_data) : 0;
+	*out = rt;
+	return DOBJ_OK;
+}
+
+static void ns_free(dobj_ns *ns)
+{
+	free(ns->slots);
+	free(ns->binding);
+	free(ns->class_name);
+	dobj_idkey_free(ns->key);
+	free(ns);
+}
+
+static void rt_unref(dobj_rt *rt)
+{
+	size_t i;
+
+	if (--rt->refs > 0)
+		return;
+	flush_trash(rt);
+	for (i = 0; i < rt->nns; i++)
+		ns_free(rt->nss[i]);
+	free(rt->nss);
+	free(rt->heap);
+	free(rt->trash);
+	free(rt);
+}
+
+void dobj_rt_clear(dobj_rt *rt)
+{
+	size_t i, j;
+
+	if (rt->closing)
+		return;
+	rt->closing = 1;
+	rt->refs++;
+	/* Reset every live object: their tasks fail and callers hear of it. */
+	for (i = 0; i < rt->nns; i++) {
+		dobj_ns *ns = rt->nss[i];
+		for (j = 0; j < ns->cap; ) {
+			if (ns->slots[j])
+				abort_obj(ns->slots[j], DOBJ_ECLOSED, "the runtime is closed", NULL);
+			else
+				j++; /* removal shifts entries back into slot j */
+		}
+	}
+	/* Tasks not tied to a live object (FREE tasks, broken stubs' calls). */
+	while (rt->tasks)
+		finish(rt->tasks, DOBJ_ECLOSED, "the runtime is closed", NULL, NULL);
+	while (rt->nheap)
+		dobj_timer_cancel(rt, rt->heap[0]);
+	{
+		dobj_task *t;
+		while ((t = ready_pop(rt))) {
+			t->queued = 0;
+			task_unref(t);
+		}
+	}
+	for (i = 0; i < rt->nns; i++) {
+		trash(rt, rt->nss[i]->klass.data);
+		rt->nss[i]->klass.data = NULL;
+	}
+	rt->closed = 1;
+	flush_trash(rt);
+	rt_unref(rt);
+}
+
+void dobj_rt_free(dobj_rt *rt)
+{
+	if (!rt)
+		return;
+	dobj_rt_clear(rt);
+	rt_unref(rt);
+}
+
+int dobj_rt_closed(const dobj_rt *rt)
+{
+	return rt->closing;
+}
+
+int dobj_rt_visit(dobj_rt *rt, int (*visit)(void *value, void *arg), void *arg)
+{
+	size_t i, j;
+	dobj_task *t;
+	int rc;
+
+#define VISIT(v) do { if ((v) && (rc = visit((v), arg)) != 0) return rc; } while (0)
+	for (i = 0; i < rt->nns; i++) {
+		dobj_ns *ns = rt->nss[i];
+		VISIT(ns->klass.data);
+		for (j = 0; j < ns->cap; j++) {
+			dobj_obj *o = ns->slots[j];
+			if (!o)
+				continue;
+			VISIT(o->instance);
+			VISIT(o->ctx);
+		}
+	}
+	for (t = rt->tasks; t; t = t->lnext) {
+		VISIT(t->request);
+		VISIT(t->host);
+	}
+	for (i = 0; i < rt->ntrash; i++)
+		VISIT(rt->trash[i]);
+#undef VISIT
+	return 0;
+}
+
+/* -------------------------------------------------------------- namespaces */
+
+int dobj_ns_new(dobj_ns **out, dobj_rt *rt, const char *binding, const char *unique_key,
+	size_t unique_key_len, const dobj_class *klass)
+{
+	dobj_ns *ns;
+	int rc;
+
+	*out = NULL;
+	if (rt->closing)
+		return dobj_error_set(DOBJ_ECLOSED, "the runtime is closed");
+	if (!binding || !klass)
+		return dobj_error_set(DOBJ_EARG, "a namespace needs a binding name and a class");
+	if (klass->flags & ~(unsigned)(DOBJ_CLASS_FETCH | DOBJ_CLASS_ALARM))
+		return dobj_error_set(DOBJ_EARG, "unknown class flags 0x%x", klass->flags);
+	if (!klass->step)
+		return dobj_error_set(DOBJ_EARG, "a class needs a step function");
+	if (rt->nns == rt->capns) {
+		size_t cap = rt->capns ? 2 * rt->capns : 4;
+		dobj_ns **p = realloc(rt->nss, cap * sizeof(*p));
+		if (!p)
+			return dobj_error_set(DOBJ_ENOMEM, "out of memory");
+		rt->nss = p;
+		rt->capns = cap;
+	}
+	ns = calloc(1, sizeof(*ns));
+	if (!ns)
+		return dobj_error_set(DOBJ_ENOMEM, "out of memory");
+	ns->rt = rt;
+	ns->klass = *klass;
+	ns->binding = strdup(binding);
+	ns->class_name = strdup(klass->name ? klass->name : "DurableObject");
+	ns->klass.name = ns->class_name;
+	if (!ns->binding || !ns->class_name) {
+		ns_free(ns);
+		return dobj_error_set(DOBJ_ENOMEM, "out of memory");
+	}
+	if (!unique_key) {
+		unique_key = binding;
+		unique_key_len = strlen(binding);
+	}
+	rc = dobj_idkey_new(&ns->key, unique_key, unique_key_len);
+	if (rc < 0) {
+		ns_free(ns);
+		return rc;
+	}
+	host_retain(rt, ns->klass.data);
+	rt->nss[rt->nns++] = ns;
+	*out = ns;
+	return DOBJ_OK;
+}
+
+dobj_rt *dobj_ns_rt(const dobj_ns *ns) { return ns->rt; }
+const char *dobj_ns_binding(const dobj_ns *ns) { return ns->binding; }
+const char *dobj_ns_class_name(const dobj_ns *ns) { return ns->class_name; }
+void *dobj_ns_class_data(const dobj_ns *ns) { return ns->klass.data; }
+dobj_idkey *dobj_ns_idkey(const dobj_ns *ns) { return ns->key; }
+size_t dobj_rt_ns_count(const dobj_rt *rt) { return rt->nns; }
+dobj_ns *dobj_rt_ns_at(const dobj_rt *rt, size_t i) { return i < rt->nns ? rt->nss[i] : NULL; }
+size_t dobj_ns_live(const dobj_ns *ns) { return ns->live; }
+
+/* ------------------------------------------------------------------- stubs */
+
+int dobj_stub_new(dobj_stub **out, dobj_ns *ns, const dobj_id *id, const char *name, size_t name_len)
+{
+	dobj_stub *s;
+
+	*out = NULL;
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return dobj_error_set(DOBJ_ENOMEM, "out of memory");
+	s->ns = ns;
+	s->id = *id;
+	if (name) {
+		s->name = dobj__strndup(name, name_len);
+		if (!s->name) {
+			free(s);
+			return DOBJ_ENOMEM;
+		}
+		s->name_len = name_len;
+	}
+	ns->rt->refs++;
+	*out = s;
+	return DOBJ_OK;
+}
+
+void dobj_stub_free(dobj_stub *s)
+{
+	dobj_rt *rt;
+
+	if (!s)
+		return;
+	rt = s->ns->rt;
+	if (s->obj)
+		obj_unref(s->obj);
+	free(s->name);
+	free(s);
+	if (!rt->pumping)
+		flush_trash(rt);
+	rt_unref(rt);
+}
+
+const dobj_id *dobj_stub_id(const dobj_stub *s) { return &s->id; }
+dobj_ns *dobj_stub_ns(const dobj_stub *s) { return s->ns; }
+
+const char *dobj_stub_name(const dobj_stub *s, size_t *len)
+{
+	if (len)
+		*len = s->name ? s->name_len : 0;
+	return s->name;
+}
+
+int dobj_url_check(const char *url, size_t len)
+{
+	size_t i;
+
+	/* An absolute URL starts with a scheme: ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ) ":" */
+	if (url && len > 0 && ((url[0] | 0x20) >= 'a' && (url[0] | 0x20) <= 'z')) {
+		for (i = 1; i < len; i++) {
+			char c = url[i];
+			if (c == ':')
+				return i + 1 < len ? DOBJ_OK : dobj_error_set(DOBJ_EARG, "Invalid URL: %.*s", (int)(len > 200 ? 200 : len), url);
+			if (!((c | 0x20) >= 'a' && (c | 0x20) <= 'z') && !(c >= '0' && c <= '9') &&
+			    c != '+' && c != '-' && c != '.')
+				break;
+		}
+	}
+	return dobj_error_set(DOBJ_EARG,
+		"Invalid URL: %.*s (a Durable Object stub needs an absolute URL, e.g. https://host/path)",
+		(int)(len > 200 ? 200 : len), url ? url : "");
+}
+
+int dobj_stub_call(dobj_task **out, dobj_stub *stub, dobj_call_kind kind, const char *method,
+	const char *url, size_t url_len, void *request, dobj_done_fn done, void *done_data)
+{
+	dobj_ns *ns = stub->ns;
+	dobj_rt *rt = ns->rt;
+	dobj_obj *obj;
+	dobj_task *t;
+	int rc, depth;
+
+	*out = NULL;
+	if (rt->closing) {
+		rc = dobj_error_set(DOBJ_ECLOSED, "the runtime is closed");
+		goto fail;
+	}
+	if (kind != DOBJ_CALL_FETCH && kind != DOBJ_CALL_RPC) {
+		rc = dobj_error_set(DOBJ_EARG, "unknown call kind %d", (int)kind);
+		goto fail;
+	}
+	if (kind == DOBJ_CALL_RPC && (!method || !method[0])) {
+		rc = dobj_error_set(DOBJ_EARG, "an RPC call needs a method name");
+		goto fail;
+	}
+	if (kind == DOBJ_CALL_FETCH && (rc = dobj_url_check(url, url_len)) < 0)
+		goto fail;
+	depth = (rt->current ? rt->current->depth : 0) + 1;
+	if (depth > DOBJ_MAX_CALL_DEPTH) {
+		rc = dobj_error_set(DOBJ_EDEPTH, DOBJ_MSG_DEPTH);
+		goto fail;
+	}
+
+	/* Bind the stub to the live incarnation on its first call.  A stub bound
+	 * to an aborted incarnation stays broken: its calls fail when popped. */
+	obj = stub->obj;
+	if (!obj) {
+		dobj_obj **slot = map_find(ns, &stub->id);
+		if (slot) {
+			obj = *slot;
+		} else {
+			obj = obj_new(ns, &stub->id, stub->name, stub->name_len);
+			if (!obj) {
+				rc = DOBJ_ENOMEM;
+				goto fail;
+			}
+			if (map_insert(ns, obj) < 0) {
+				obj_unref(obj);
+				rc = DOBJ_ENOMEM;
+				goto fail;
+			}
+			obj->refs--; /* the map's reference is the one obj_new made */
+		}
+		obj->refs++;
+		stub->obj = obj;
+	}
+
+	t = task_new(rt, obj, DOBJ_TASK_CALL);
+	if (!t) {
+		rc = DOBJ_ENOMEM;
+		goto fail;
+	}
+	if (method && !(t->method = strdup(method))) {
+		finish(t, DOBJ_ENOMEM, "out of memory", NULL, NULL);
+		task_unref(t);
+		rc = dobj_error_set(DOBJ_ENOMEM, "out of memory");
+		goto fail;
+	}
+	t->call_kind = kind;
+	t->depth = depth;
+	t->request = request;
+	t->step = ns->klass.step;
+	t->step_data = ns->klass.data;
+	t->done_fn = done;
+	t->done_data = done_data;
+	enqueue(t);
+	*out = t;
+	return DOBJ_OK;
+fail:
+	trash(rt, request);
+	if (!rt->pumping)
+		flush_trash(rt);
+	return rc;
+}

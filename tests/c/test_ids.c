@@ -1,0 +1,189 @@
+/* ID generation and parsing: golden vectors from workerd, errors, modes. */
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "dobj.h"
+#include "check.h"
+
+static const struct { const char *key, *name; size_t name_len; const char *hex; } golden[] = {
+	{ "mykey", "http://foo/", 11, "59002eb8cf872e541722977a258a12d6a93bbe8192b502e1c0cb250aa91af234" },
+	{ "test-unique-key", "foo", 3, "6a248adcdc1638376a64c74646a2ea589649c6cb40bb459a775f741671d6f99e" },
+	{ "test-unique-key", "bar", 3, "f83eca8872c7745307e563de8981cda073df756760148d2245d75c07d20ed717" },
+	{ "test-unique-key", "", 0, "b9724b681bce7a32c115e2a48e41945c9f779d558c7c9af0aa2acb3959ba450f" },
+	{ "test-unique-key", "hello world", 11, "daae68144c0ceee69f4abc3b191574e94f89e87ef1eb599149ff716cf78da8df" },
+	{ "my-unique-key", "foo", 3, "6d0b43246317379a4509e873874250fac7a6c5f99e6a3ce081ddc890532854b3" },
+};
+
+static dobj_idkey *key_for(const char *k)
+{
+	dobj_idkey *key = NULL;
+	CHECK_EQ_INT(dobj_idkey_new(&key, k, strlen(k)), DOBJ_OK);
+	return key;
+}
+
+static void hex_of(const dobj_id *id, char out[65])
+{
+	dobj_id_to_hex(id, out);
+	out[64] = 0;
+}
+
+static void test_golden_vectors(void)
+{
+	size_t i;
+	for (i = 0; i < sizeof(golden) / sizeof(golden[0]); i++) {
+		dobj_idkey *key = key_for(golden[i].key);
+		dobj_id id, parsed;
+		char hex[65];
+		dobj_id_from_name(key, golden[i].name, golden[i].name_len, &id);
+		hex_of(&id, hex);
+		CHECK_STR(hex, golden[i].hex);
+		CHECK_EQ_INT(dobj_id_from_string(key, golden[i].hex, 64, &parsed), DOBJ_OK);
+		CHECK(dobj_id_equal(&id, &parsed));
+		dobj_idkey_free(key);
+	}
+}
+
+static void test_upper_case_accepted_lower_case_out(void)
+{
+	dobj_idkey *key = key_for("test-unique-key");
+	char up[65], hex[65];
+	dobj_id id;
+	size_t i;
+	for (i = 0; i < 64; i++)
+		up[i] = (golden[1].hex[i] >= 'a' && golden[1].hex[i] <= 'f') ? golden[1].hex[i] - 32 : golden[1].hex[i];
+	up[64] = 0;
+	CHECK_EQ_INT(dobj_id_from_string(key, up, 64, &id), DOBJ_OK);
+	hex_of(&id, hex);
+	CHECK_STR(hex, golden[1].hex);
+	dobj_idkey_free(key);
+}
+
+static void test_bad_strings(void)
+{
+	dobj_idkey *key = key_for("test-unique-key");
+	char buf[200];
+	dobj_id id;
+	const char *hex = golden[1].hex;
+
+	CHECK_EQ_INT(dobj_id_from_string(key, hex, 63, &id), DOBJ_EINVALID);
+	CHECK_STR(dobj_error_last(), "Invalid Durable Object ID: must be 64 hex digits");
+	memcpy(buf, hex, 64); buf[64] = '0';
+	CHECK_EQ_INT(dobj_id_from_string(key, buf, 65, &id), DOBJ_EINVALID);
+	CHECK_EQ_INT(dobj_id_from_string(key, "", 0, &id), DOBJ_EINVALID);
+	CHECK_EQ_INT(dobj_id_from_string(key, NULL, 64, &id), DOBJ_EINVALID);
+	memcpy(buf, hex, 64); buf[10] = 'g';
+	CHECK_EQ_INT(dobj_id_from_string(key, buf, 64, &id), DOBJ_EINVALID);
+	memcpy(buf, hex, 64); buf[63] = '\0';
+	CHECK_EQ_INT(dobj_id_from_string(key, buf, 64, &id), DOBJ_EINVALID);
+	memcpy(buf, hex, 64); buf[0] = ' ';
+	CHECK_EQ_INT(dobj_id_from_string(key, buf, 64, &id), DOBJ_EINVALID);
+	memcpy(buf, hex, 64); buf[5] = (char)0xc3;
+	CHECK_EQ_INT(dobj_id_from_string(key, buf, 64, &id), DOBJ_EINVALID);
+	/* A random hex string and an ID of another namespace: MAC mismatch. */
+	memset(buf, 'a', 64);
+	CHECK_EQ_INT(dobj_id_from_string(key, buf, 64, &id), DOBJ_EFOREIGN);
+	CHECK_STR(dobj_error_last(), "Durable Object ID is not valid for this namespace.");
+	CHECK_EQ_INT(dobj_id_from_string(key, golden[5].hex, 64, &id), DOBJ_EFOREIGN);
+	/* One flipped bit in the MAC. */
+	memcpy(buf, hex, 64); buf[63] = buf[63] == 'e' ? 'f' : 'e';
+	CHECK_EQ_INT(dobj_id_from_string(key, buf, 64, &id), DOBJ_EFOREIGN);
+	dobj_idkey_free(key);
+}
+
+static void test_names_with_nul_and_huge(void)
+{
+	dobj_idkey *key = key_for("k");
+	dobj_id a, b, c;
+	size_t big = 10 * 1024 * 1024;
+	char *huge = malloc(big);
+	memset(huge, 'x', big);
+	dobj_id_from_name(key, "a\0b", 3, &a);
+	dobj_id_from_name(key, "a\0c", 3, &b);
+	dobj_id_from_name(key, "a", 1, &c);
+	CHECK(!dobj_id_equal(&a, &b));
+	CHECK(!dobj_id_equal(&a, &c));
+	dobj_id_from_name(key, huge, big, &a);
+	dobj_id_from_name(key, huge, big, &b);
+	CHECK(dobj_id_equal(&a, &b));
+	free(huge);
+	dobj_idkey_free(key);
+}
+
+static void test_unique_ids(void)
+{
+	dobj_idkey *key = key_for("k");
+	dobj_id ids[2000], parsed;
+	char hex[65];
+	int i, j, dup = 0;
+	for (i = 0; i < 2000; i++)
+		CHECK_EQ_INT(dobj_id_new_unique(key, NULL, &ids[i]), DOBJ_OK);
+	for (i = 0; i < 2000; i++)
+		for (j = i + 1; j < 2000; j++)
+			dup += dobj_id_equal(&ids[i], &ids[j]);
+	CHECK_EQ_INT(dup, 0);
+	hex_of(&ids[7], hex);
+	CHECK_EQ_INT(dobj_id_from_string(key, hex, 64, &parsed), DOBJ_OK);
+	CHECK_EQ_INT(dobj_id_new_unique(key, "eu", &parsed), DOBJ_EJURISDICTION);
+	CHECK_STR(dobj_error_last(), "Jurisdiction restrictions are not implemented in workerd.");
+	dobj_idkey_free(key);
+}
+
+static void test_seeded_ids_are_reproducible(void)
+{
+	dobj_idkey *a = key_for("k"), *b = key_for("k"), *c = key_for("k");
+	dobj_id x, y, z, first;
+	int i, same = 1, differ = 0;
+	dobj_idkey_seed(a, 42);
+	dobj_idkey_seed(b, 42);
+	dobj_idkey_seed(c, 43);
+	for (i = 0; i < 5000; i++) { /* far past workerd's 50 */
+		dobj_id_new_unique(a, NULL, &x);
+		dobj_id_new_unique(b, NULL, &y);
+		dobj_id_new_unique(c, NULL, &z);
+		if (i == 0)
+			first = x;
+		else if (dobj_id_equal(&first, &x))
+			same = 0;
+		same &= dobj_id_equal(&x, &y);
+		differ += !dobj_id_equal(&x, &z);
+	}
+	CHECK(same);
+	CHECK_EQ_INT(differ, 5000);
+	dobj_idkey_free(a); dobj_idkey_free(b); dobj_idkey_free(c);
+}
+
+static void test_fork_does_not_repeat_ids(void)
+{
+	dobj_idkey *key = key_for("k");
+	dobj_id warm, mine, theirs;
+	int fd[2], status;
+	pid_t pid;
+	dobj_id_new_unique(key, NULL, &warm); /* fill the buffer before fork */
+	CHECK_EQ_INT(pipe(fd), 0);
+	pid = fork();
+	if (pid == 0) {
+		dobj_id_new_unique(key, NULL, &theirs);
+		if (write(fd[1], &theirs, sizeof(theirs)) != sizeof(theirs))
+			_exit(1);
+		_exit(0);
+	}
+	dobj_id_new_unique(key, NULL, &mine);
+	CHECK_EQ_INT(read(fd[0], &theirs, sizeof(theirs)), (long)sizeof(theirs));
+	waitpid(pid, &status, 0);
+	CHECK(!dobj_id_equal(&mine, &theirs));
+	close(fd[0]); close(fd[1]);
+	dobj_idkey_free(key);
+}
+
+int main(void)
+{
+	RUN(test_golden_vectors);
+	RUN(test_upper_case_accepted_lower_case_out);
+	RUN(test_bad_strings);
+	RUN(test_names_with_nul_and_huge);
+	RUN(test_unique_ids);
+	RUN(test_seeded_ids_are_reproducible);
+	RUN(test_fork_does_not_repeat_ids);
+	return DONE();
+}
