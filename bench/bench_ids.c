@@ -129,6 +129,8 @@ static int serve(dobj_idkey *key)
 	char line[256], op[64];
 	long n;
 
+	printf("ready\n");
+	fflush(stdout);
 	while (fgets(line, sizeof line, stdin)) {
 		if (sscanf(line, "%63s %ld", op, &n) == 2 && strcmp(op, "hex") != 0) {
 			double t = run_op(key, op, n);

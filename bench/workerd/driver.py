@@ -1,0 +1,256 @@
+"""Run the workerd peer for `make bench` (Python standard library only).
+
+    python3 bench/workerd/driver.py      # install if needed, check IDs, quick figures
+
+* install(): workerd from npm into bench/.node (ignored by git), pinned to the
+  version the reference was measured with, else the newest that installs.
+* Workerd: a context manager that writes config.capnp (from config.capnp.in)
+  and worker.js into a temporary folder, opens a listening socket on a free
+  loopback port and hands it to `workerd serve --experimental --socket-fd`
+  (no port race), and always stops the server: SIGTERM then SIGKILL to its
+  process group on exit, and PR_SET_PDEATHSIG so that it dies with us even
+  if this process is killed outright.  Every request has a timeout.
+* run(op, n): one request to /bench; the worker times the loop itself (see
+  worker.js) and the driver times the request from outside as a cross-check.
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+BENCH = os.path.dirname(HERE)
+NODE_DIR = os.path.join(BENCH, ".node")
+VERSIONS = ("1.20261117.1", "latest")
+
+
+class Unavailable(Exception):
+    """workerd can't be installed or started here; the message says why."""
+
+
+def _binary() -> str | None:
+    mods = os.path.join(NODE_DIR, "node_modules")
+    # The platform package holds the real executable; prefer it to the
+    # wrapper so that the process we signal is workerd itself.
+    for plat in ("workerd-linux-64", "workerd-linux-arm64"):
+        p = os.path.join(mods, "@cloudflare", plat, "bin", "workerd")
+        if os.access(p, os.X_OK):
+            return p
+    p = os.path.join(mods, ".bin", "workerd")
+    return p if os.access(p, os.X_OK) else None
+
+
+def _version(binary: str) -> str | None:
+    try:
+        out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def install(log=sys.stderr) -> tuple[str, str]:
+    """Return (binary, version), installing workerd from npm when needed."""
+    binary = _binary()
+    if binary and _version(binary):
+        return binary, _version(binary)
+    npm = shutil.which("npm")
+    if not npm:
+        raise Unavailable("npm not found (install nodejs and npm)")
+    errors = []
+    for v in VERSIONS:
+        print(f"bench: installing workerd@{v} into bench/.node ...", file=log, flush=True)
+        try:
+            out = subprocess.run(
+                [npm, "install", "--prefix", NODE_DIR, "--no-audit", "--no-fund",
+                 "--loglevel=error", f"workerd@{v}"],
+                capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired:
+            errors.append(f"workerd@{v}: npm install timed out")
+            continue
+        binary = _binary()
+        if out.returncode == 0 and binary and _version(binary):
+            return binary, _version(binary)
+        errors.append(f"workerd@{v}: " + (out.stderr.strip().splitlines() or ["no binary"])[-1])
+    raise Unavailable("; ".join(errors))
+
+
+def _die_with_parent() -> None:
+    # Runs in the child between fork and exec: ask Linux to SIGKILL workerd
+    # when the process that started it goes away, however that happens.
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
+class Workerd:
+    def __init__(self, binary: str, start_timeout: float = 30.0, request_timeout: float = 120.0):
+        self.binary = binary
+        self.start_timeout = start_timeout
+        self.request_timeout = request_timeout
+        self.proc: subprocess.Popen | None = None
+        self.tmp: str | None = None
+        self.port = 0
+
+    # -- lifetime --------------------------------------------------------
+    def __enter__(self) -> "Workerd":
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        self.tmp = tempfile.mkdtemp(prefix="dobj-bench-workerd-")
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(128)
+        self.port = sock.getsockname()[1]
+        with open(os.path.join(HERE, "config.capnp.in")) as f:
+            config = f.read().replace("@ADDRESS@", f"127.0.0.1:{self.port}")
+        with open(os.path.join(self.tmp, "config.capnp"), "w") as f:
+            f.write(config)
+        shutil.copy(os.path.join(HERE, "worker.js"), self.tmp)
+        self.log_path = os.path.join(self.tmp, "workerd.log")
+        log = open(self.log_path, "wb")
+        atexit.register(self.stop)
+        try:
+            self.proc = subprocess.Popen(
+                [self.binary, "serve", "config.capnp", "--experimental",
+                 f"--socket-fd=http={sock.fileno()}"],
+                cwd=self.tmp, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                pass_fds=(sock.fileno(),), start_new_session=True,
+                preexec_fn=_die_with_parent)
+        finally:
+            sock.close()
+            log.close()
+        deadline = time.monotonic() + self.start_timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise Unavailable(f"workerd exited with {self.proc.returncode}: {self._log_tail()}")
+            try:
+                if self._get("/", timeout=2).startswith("dobj bench peer"):
+                    return
+            except (OSError, urllib.error.URLError):
+                pass
+            if time.monotonic() > deadline:
+                raise Unavailable(f"workerd did not answer within {self.start_timeout:.0f} s: "
+                                  f"{self._log_tail()}")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            for sig, wait in ((signal.SIGTERM, 5), (signal.SIGKILL, 10)):
+                try:
+                    os.killpg(proc.pid, sig)
+                except ProcessLookupError:
+                    break
+                try:
+                    proc.wait(timeout=wait)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+        if proc is not None:
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+            try:  # anything left in its group (there should be nothing)
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        if self.tmp:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            self.tmp = None
+
+    def _log_tail(self) -> str:
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return " | ".join(f.read().strip().splitlines()[-5:])
+        except OSError:
+            return ""
+
+    # -- requests --------------------------------------------------------
+    def _get(self, path: str, timeout: float | None = None) -> str:
+        url = f"http://127.0.0.1:{self.port}{path}"
+        with urllib.request.urlopen(url, timeout=timeout or self.request_timeout) as r:
+            return r.read().decode()
+
+    def golden(self) -> dict:
+        return json.loads(self._get("/golden"))
+
+    def run(self, op: str, n: int) -> float:
+        """Seconds for n iterations of op, timed inside the worker."""
+        t0 = time.perf_counter()
+        r = json.loads(self._get(f"/bench?op={op}&n={n}"))
+        outside = time.perf_counter() - t0
+        inside = r["ms"] / 1000.0
+        # The worker's clock only moves with I/O; if it did not (0 ms, or
+        # more than the whole request), fall back to the outside time.
+        if inside <= 0 or inside > outside * 1.05:
+            return outside
+        return inside
+
+    def last(self, op: str) -> str:
+        return json.loads(self._get(f"/bench?op={op}&n=1"))["last"]
+
+
+def check_golden(wd: Workerd) -> list[str]:
+    """Compare workerd's IDs and messages with the reference's golden vectors."""
+    sys.path.insert(0, BENCH)
+    import pure_ids
+
+    got = wd.golden()
+    fails = []
+    for key, name, want in pure_ids.GOLDEN:
+        have = got.get(key, {}).get(name)
+        if have != want:
+            fails.append(f"{key}/{name!r}: workerd says {have}, reference {want}")
+    if got.get("parsed") != pure_ids.GOLDEN[1][2]:
+        fails.append(f"idFromString(upper case) gave {got.get('parsed')}")
+    errors = got.get("errors", {})
+    if errors.get("short") != "TypeError: " + pure_ids.BAD_ID:
+        fails.append(f"bad string message: {errors.get('short')}")
+    if errors.get("foreign") != "TypeError: " + pure_ids.FOREIGN_ID:
+        fails.append(f"foreign ID message: {errors.get('foreign')}")
+    return fails
+
+
+def main() -> int:
+    binary, version = install()
+    print(f"workerd {version} ({binary})")
+    with Workerd(binary) as wd:
+        print(f"listening on 127.0.0.1:{wd.port}, pid {wd.proc.pid}")
+        fails = check_golden(wd)
+        for f in fails:
+            print("FAIL", f)
+        print("golden vectors:", "ok" if not fails else f"{len(fails)} mismatches")
+        for op, n in (("id_from_name", 200000), ("id_from_string", 200000),
+                      ("new_unique_id", 200000), ("stub_fetch", 5000),
+                      ("stub_fetch_nobody", 5000)):
+            t = wd.run(op, n)
+            print(f"{op:18} {n / t:12,.0f} /s")
+    return 1 if fails else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
