@@ -118,7 +118,15 @@ class Workerd:
         self.stop()
 
     def start(self) -> None:
-        self.tmp = tempfile.mkdtemp(prefix="dobj-bench-workerd-")
+        # The server's folder lives in bench/.node/run; folders left there by
+        # a runner that was killed outright are removed first.
+        run_dir = os.path.join(NODE_DIR, "run")
+        os.makedirs(run_dir, exist_ok=True)
+        for old in os.listdir(run_dir):
+            pid = old.rsplit("-", 1)[-1]
+            if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+                shutil.rmtree(os.path.join(run_dir, old), ignore_errors=True)
+        self.tmp = tempfile.mkdtemp(prefix="workerd-", suffix=f"-{os.getpid()}", dir=run_dir)
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))
