@@ -355,6 +355,11 @@ def main() -> int:
         out.append(f"n/a: {sides[key][0]}: {reason}")
     for n in notes:
         out.append(f"note: {n}")
+    ref = {"id_from_name": 310e3, "id_from_string": 360e3, "new_unique_id": 320e3, "fetch": 14e3}
+    seen = [f"{op} {results[('workerd', op)] / 1e3:,.0f}k vs ~{r / 1e3:,.0f}k"
+            for op, r in ref.items() if results.get(("workerd", op))]
+    if seen:
+        out.append("note: workerd here vs the reference's figures (section 8): " + ", ".join(seen))
     out.append("note: 'status only' awaits the Response without reading its body (the ratios use "
                "it: workerd's faster figure); dobj's Response already holds its body")
     out.append(f"({time.monotonic() - started:.0f} s)")
