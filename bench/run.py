@@ -244,6 +244,7 @@ def measure(side, op: str, seconds: float, runs: int) -> float:
             break
         n *= 2 if t > probe / 4 else 8
     n = max(1, int(n * seconds / t))
+    side.run(op, max(1, n // 3))  # warm-up (workerd's JIT, caches), not counted
     return max(n / side.run(op, n) for _ in range(runs))
 
 
