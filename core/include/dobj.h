@@ -156,7 +156,8 @@ typedef enum dobj_task_kind {
 /** Kinds of call. */
 typedef enum dobj_call_kind {
 	DOBJ_CALL_FETCH = 1,
-	DOBJ_CALL_RPC = 2
+	DOBJ_CALL_RPC = 2,
+	DOBJ_CALL_ALARM = 3  /**< made by the core when an alarm is due */
 } dobj_call_kind;
 
 /**
@@ -205,9 +206,19 @@ typedef struct dobj_rt_opts {
 	/** Virtual time: when nothing is ready, dobj_rt_run jumps the clock to
 	 *  the next timer instead of sleeping (tests of timing take no time). */
 	int virtual_time;
+	/** Storage directory (workerd's localDisk layout); NULL = in memory. */
+	const char *storage_dir;
+	/** DOBJ_DURABLE_PROCESS (default) or DOBJ_DURABLE_POWER. */
+	int durability;
+	/** Evict objects idle this long (ms); 0 = the default 10 s, < 0 = never. */
+	double idle_timeout_ms;
+	/** Wall clock for alarms (ms since the epoch); NULL = CLOCK_REALTIME.
+	 *  Called with clock_data. */
+	double (*wall_ms)(void *data);
 } dobj_rt_opts;
 #define DOBJ_RT_OPTS_VERSION 1
-#define DOBJ_RT_OPTS_INIT { DOBJ_RT_OPTS_VERSION, { 0, 0, 0, 0 }, 0, 0, 0 }
+#define DOBJ_RT_OPTS_INIT { DOBJ_RT_OPTS_VERSION, { 0, 0, 0, 0 }, 0, 0, 0, 0, 0, 0, 0 }
+#define DOBJ_IDLE_TIMEOUT_MS 10000.0
 
 DOBJ_API int dobj_rt_new(dobj_rt **out, const dobj_rt_opts *opts);
 /**
@@ -268,6 +279,9 @@ DOBJ_API int dobj_rt_timer(dobj_rt *rt, double delay_ms, dobj_timer_fn fn, void 
 	dobj_timer **out);
 /** Cancel a timer whose fn has not been called yet (fn(data, 0) runs now). */
 DOBJ_API void dobj_timer_cancel(dobj_rt *rt, dobj_timer *timer);
+/** Virtual time only: move the clock forward by `ms`, fire what is due and
+ *  pump.  Lets tests of alarm retries and eviction run in no time. */
+DOBJ_API int dobj_rt_advance(dobj_rt *rt, double ms);
 /** Milliseconds until the next timer, or -1 if none. */
 DOBJ_API double dobj_rt_next_timer_ms(dobj_rt *rt);
 
@@ -291,6 +305,8 @@ DOBJ_API size_t dobj_rt_ns_count(const dobj_rt *rt);
 DOBJ_API dobj_ns *dobj_rt_ns_at(const dobj_rt *rt, size_t i);
 /** Number of live instances in the namespace. */
 DOBJ_API size_t dobj_ns_live(const dobj_ns *ns);
+/** Number of open storages (databases) in the namespace. */
+DOBJ_API size_t dobj_ns_open_storages(const dobj_ns *ns);
 
 /* ----------------------------------------------------------------- stubs */
 
@@ -374,6 +390,9 @@ DOBJ_API int dobj_task_done(const dobj_task *t);
 DOBJ_API int dobj_task_result(const dobj_task *t, void **result, const char **message, void **error);
 /** Take the result out (ownership to the caller; the task keeps NULL). */
 DOBJ_API void *dobj_task_take_result(dobj_task *t);
+/** For an ALARM call: the scheduled time (ms since the epoch) and how many
+ *  times it was retried before.  DOBJ_EARG for other tasks. */
+DOBJ_API int dobj_task_alarm_info(const dobj_task *t, double *scheduled_ms, int *retry_count);
 
 /* ---------------------------------------------------------------- objects */
 
@@ -425,6 +444,8 @@ DOBJ_API void dobj_msg_free(dobj_msg *m);
 /** A host for C programs whose values are dobj_msg (release = dobj_msg_free,
  *  no retain: C values are never shared). */
 DOBJ_API dobj_host dobj_host_msg(void);
+
+#include "dobj/storage.h"
 
 #ifdef __cplusplus
 }

@@ -12,4 +12,164 @@ char *dobj__strndup(const char *s, size_t len);
 /** Fill `out` with `len` bytes from the CSPRNG (buffered, fork-safe). */
 int dobj__random(unsigned char *out, size_t len);
 
+/* A map from IDs to core structures (idmap.c).  Keys point into values. */
+typedef struct dobj__idmap_slot {
+	const dobj_id *key;
+	void *value;
+} dobj__idmap_slot;
+typedef struct dobj__idmap {
+	dobj__idmap_slot *slots;
+	size_t cap, len;
+} dobj__idmap;
+void *dobj__idmap_get(const dobj__idmap *m, const dobj_id *id);
+int dobj__idmap_put(dobj__idmap *m, const dobj_id *key, void *value);
+void *dobj__idmap_del(dobj__idmap *m, const dobj_id *id);
+void *dobj__idmap_any(const dobj__idmap *m);
+void dobj__idmap_free(dobj__idmap *m);
+
+/* Storage hooks used by the scheduler (storage.c). */
+/** Commit every storage written during the step that just ended; an object
+ *  whose commit fails is aborted.  */
+void dobj__storage_commit_dirty(dobj_rt *rt);
+/** The incarnation is going away (abort, eviction, close): discard its
+ *  uncommitted writes; close a file database, keep an in-memory one. */
+void dobj__storage_detach(dobj_obj *obj);
+/** Close every storage of a namespace (runtime freed). */
+void dobj__storage_ns_close(dobj_ns *ns);
+/** Schedule the alarms already stored for a namespace (bind time). */
+int dobj__alarms_load(dobj_ns *ns);
+/** Make the namespace's storage directory (if the runtime has a root). */
+int dobj__storage_ns_open(dobj_ns *ns);
+/** Abort an object from inside the core (commit failure). */
+void dobj__abort(dobj_obj *obj, int code, const char *message);
+/** Find the live incarnation of `id` or make one (name may be NULL). */
+dobj_obj *dobj__obj_get(dobj_ns *ns, const dobj_id *id, const char *name, size_t name_len);
+void dobj__obj_unref(dobj_obj *obj);
+/** Make a CALL task on obj without a stub (alarms). */
+dobj_task *dobj__call_new(dobj_obj *obj, dobj_call_kind kind, dobj_done_fn done, void *data);
+/** A timer; weak timers do not keep dobj_rt_run going. */
+int dobj__timer(dobj_rt *rt, double delay_ms, dobj_timer_fn fn, void *data, int weak,
+	dobj_timer **out);
+/** Wall clock (ms since the epoch) for alarms. */
+double dobj__wall_ms(dobj_rt *rt);
+/** Alarms of a namespace go away with it. */
+void dobj__alarms_free(dobj_ns *ns);
+/** The incarnation a storage belongs to (NULL when none is live). */
+dobj_obj *dobj__storage_obj(dobj_storage *st);
+/** Check a unique key can name a directory. */
+int dobj__storage_check_unique_key(const char *key, size_t len);
+
+/* Core structures, shared by rt.c and storage.c. */
+
+struct dobj_task {
+	int refs;
+	dobj_task_kind kind;
+	dobj_call_kind call_kind;
+	char *method;
+	dobj_rt *rt;
+	dobj_obj *obj;
+	int depth;
+	int block_level;
+	unsigned queued : 1, done : 1, started : 1, running : 1, listed : 1, held : 1;
+	void *request;
+	void *host;
+	dobj_step_fn step;
+	void *step_data;
+	dobj_done_fn done_fn;
+	void *done_data;
+	int code;
+	char *message;
+	void *result;
+	void *error;
+	dobj_task *qnext;              /* ready queue or parked list */
+	dobj_task *lprev, *lnext;      /* runtime's unfinished list */
+	dobj_task *dnext;              /* held deliveries (output gate) */
+	void *alarm_info;              /* ALARM calls: scheduled time, retry */
+};
+
+struct dobj_obj {
+	int refs;
+	dobj_ns *ns;
+	dobj_id id;
+	char *name;
+	size_t name_len;
+	void *instance;
+	void *ctx;
+	unsigned constructed : 1, dead : 1, mapped : 1, evicted : 1, commit_failed : 1;
+	int nblock;
+	dobj_task *parked_head, *parked_tail;
+	size_t nparked;
+	size_t ntasks;
+	int code;
+	char *message;
+	void *error;
+	dobj_storage *storage;
+	dobj_timer *idle_timer;
+	double last_active;
+};
+
+struct dobj_ns {
+	dobj_rt *rt;
+	char *binding;
+	char *class_name;
+	dobj_class klass;
+	dobj_idkey *key;
+	char *unique_key;
+	size_t unique_key_len;
+	dobj__idmap objs;   /* live incarnations */
+	dobj__idmap stores; /* open storages (in-memory ones live as long as the runtime) */
+	void *meta;         /* sqlite3 handle of <dir>/<unique_key>/metadata.sqlite */
+	dobj__idmap alarms; /* pending alarms by ID */
+	char *dir;          /* <dir>/<unique_key>, or NULL for in-memory storage */
+};
+
+struct dobj_stub {
+	dobj_ns *ns;
+	dobj_id id;
+	char *name;
+	size_t name_len;
+	dobj_obj *obj; /* incarnation bound on first call */
+};
+
+struct dobj_timer {
+	int weak; /* does not keep dobj_rt_run going (idle eviction) */
+	double when;
+	uint64_t seq;
+	size_t index;
+	dobj_timer_fn fn;
+	void *data;
+};
+
+struct dobj_rt {
+	int refs;
+	dobj_host host;
+	double (*now_ms)(void *);
+	void *clock_data;
+	int virtual_time;
+	double virtual_now;
+	unsigned pumping : 1, closing : 1, closed : 1;
+	dobj_task *current;
+	dobj_task *ready_head, *ready_tail;
+	size_t nready;
+	dobj_task *tasks; /* unfinished tasks */
+	size_t ntasks;
+	dobj_ns **nss;
+	size_t nns, capns;
+	dobj_timer **heap;
+	size_t nheap, capheap, nstrong;
+	uint64_t timer_seq;
+	void **trash;
+	size_t ntrash, captrash;
+	int flushing;
+	/* storage */
+	char *storage_dir;
+	dobj_durability durability;
+	dobj_storage *dirty;       /* written during the current step */
+	dobj_task *held_head, *held_tail; /* results waiting for the commit */
+	double idle_ms;
+	double (*wall_ms)(void *);
+	double wall_base;          /* virtual time: wall clock at start */
+};
+
+
 #endif

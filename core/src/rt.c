@@ -20,99 +20,6 @@
 
 #include "internal.h"
 
-/* ------------------------------------------------------------- structures */
-
-struct dobj_task {
-	int refs;
-	dobj_task_kind kind;
-	dobj_call_kind call_kind;
-	char *method;
-	dobj_rt *rt;
-	dobj_obj *obj;
-	int depth;
-	int block_level;
-	unsigned queued : 1, done : 1, started : 1, running : 1, listed : 1;
-	void *request;
-	void *host;
-	dobj_step_fn step;
-	void *step_data;
-	dobj_done_fn done_fn;
-	void *done_data;
-	int code;
-	char *message;
-	void *result;
-	void *error;
-	dobj_task *qnext;              /* ready queue or parked list */
-	dobj_task *lprev, *lnext;      /* runtime's unfinished list */
-};
-
-struct dobj_obj {
-	int refs;
-	dobj_ns *ns;
-	dobj_id id;
-	char *name;
-	size_t name_len;
-	void *instance;
-	void *ctx;
-	unsigned constructed : 1, dead : 1, mapped : 1;
-	int nblock;
-	dobj_task *parked_head, *parked_tail;
-	size_t nparked;
-	size_t ntasks;
-	int code;
-	char *message;
-	void *error;
-};
-
-struct dobj_ns {
-	dobj_rt *rt;
-	char *binding;
-	char *class_name;
-	dobj_class klass;
-	dobj_idkey *key;
-	dobj_obj **slots; /* open addressing, linear probing */
-	size_t cap, live;
-};
-
-struct dobj_stub {
-	dobj_ns *ns;
-	dobj_id id;
-	char *name;
-	size_t name_len;
-	dobj_obj *obj; /* incarnation bound on first call */
-};
-
-struct dobj_timer {
-	double when;
-	uint64_t seq;
-	size_t index;
-	dobj_timer_fn fn;
-	void *data;
-};
-
-struct dobj_rt {
-	int refs;
-	dobj_host host;
-	double (*now_ms)(void *);
-	void *clock_data;
-	int virtual_time;
-	double virtual_now;
-	unsigned pumping : 1, closing : 1, closed : 1;
-	dobj_task *current;
-	dobj_task *ready_head, *ready_tail;
-	size_t nready;
-	dobj_task *tasks; /* unfinished tasks */
-	size_t ntasks;
-	dobj_ns **nss;
-	size_t nns, capns;
-	dobj_timer **heap;
-	size_t nheap, capheap;
-	uint64_t timer_seq;
-	void **trash;
-	size_t ntrash, captrash;
-	int flushing;
-};
-
 /* ------------------------------------------------------------ host values */
 
 static void host_retain(dobj_rt *rt, void *v)
@@ -202,85 +109,23 @@ static void enqueue(dobj_task *t)
 /* ----------------------------------------------------------------- objects */
 
 static void obj_unref(dobj_obj *obj);
-
-static uint64_t id_hash(const dobj_id *id)
-{
-	uint64_t h;
-
-	/* IDs are HMAC outputs: their bytes are already uniformly distributed. */
-	memcpy(&h, id->bytes, sizeof(h));
-	return h;
-}
-
-static dobj_obj **map_find(dobj_ns *ns, const dobj_id *id)
-{
-	size_t mask, i;
-
-	if (!ns->cap)
-		return NULL;
-	mask = ns->cap - 1;
-	for (i = id_hash(id) & mask; ns->slots[i]; i = (i + 1) & mask)
-		if (dobj_id_equal(&ns->slots[i]->id, id))
-			return &ns->slots[i];
-	return NULL;
-}
-
-static int map_grow(dobj_ns *ns)
-{
-	size_t cap = ns->cap ? ns->cap * 2 : 16, i, j;
-	dobj_obj **slots = calloc(cap, sizeof(*slots));
-
-	if (!slots)
-		return dobj_error_set(DOBJ_ENOMEM, "out of memory");
-	for (i = 0; i < ns->cap; i++) {
-		dobj_obj *o = ns->slots[i];
-		if (!o)
-			continue;
-		for (j = id_hash(&o->id) & (cap - 1); slots[j]; j = (j + 1) & (cap - 1))
-			;
-		slots[j] = o;
-	}
-	free(ns->slots);
-	ns->slots = slots;
-	ns->cap = cap;
-	return DOBJ_OK;
-}
+static void arm_idle(dobj_obj *obj);
+static void deliver(dobj_task *t);
 
 static int map_insert(dobj_ns *ns, dobj_obj *obj)
 {
-	size_t i;
-
-	if ((ns->live + 1) * 4 > ns->cap * 3 && map_grow(ns) < 0)
+	if (dobj__idmap_put(&ns->objs, &obj->id, obj) < 0)
 		return DOBJ_ENOMEM;
-	for (i = id_hash(&obj->id) & (ns->cap - 1); ns->slots[i]; i = (i + 1) & (ns->cap - 1))
-		;
-	ns->slots[i] = obj;
-	ns->live++;
 	obj->mapped = 1;
 	obj->refs++;
 	return DOBJ_OK;
 }
 
-/* Backward-shift deletion keeps probe chains intact without tombstones. */
 static void map_remove(dobj_ns *ns, dobj_obj *obj)
 {
-	dobj_obj **slot = map_find(ns, &obj->id);
-	size_t mask = ns->cap - 1, i, j;
-
-	if (!slot || *slot != obj)
+	if (!obj->mapped)
 		return;
-	i = (size_t)(slot - ns->slots);
-	ns->slots[i] = NULL;
-	for (j = (i + 1) & mask; ns->slots[j]; j = (j + 1) & mask) {
-		size_t home = id_hash(&ns->slots[j]->id) & mask;
-		/* Move slot j back into the hole if its home is not in (i, j]. */
-		if ((j > i && (home <= i || home > j)) || (j < i && (home <= i && home > j))) {
-			ns->slots[i] = ns->slots[j];
-			ns->slots[j] = NULL;
-			i = j;
-		}
-	}
-	ns->live--;
+	dobj__idmap_del(&ns->objs, &obj->id);
 	obj->mapped = 0;
 	obj_unref(obj);
 }
@@ -315,6 +160,12 @@ static void obj_release_instance(dobj_obj *obj)
 
 	obj->instance = NULL;
 	obj->constructed = 0;
+	dobj__storage_detach(obj);
+	if (obj->idle_timer) {
+		dobj_timer *tm = obj->idle_timer;
+		obj->idle_timer = NULL;
+		dobj_timer_cancel(rt, tm);
+	}
 	if (inst) {
 		if (obj->ns->klass.destroy)
 			obj->ns->klass.destroy(inst, obj->ns->klass.data);
@@ -323,6 +174,39 @@ static void obj_release_instance(dobj_obj *obj)
 	}
 	trash(rt, obj->ctx);
 	obj->ctx = NULL;
+}
+
+static void idle_fired(void *data, int fired)
+{
+	dobj_obj *obj = data;
+
+	if (fired) {
+		obj->idle_timer = NULL;
+		if (obj->ntasks == 0 && !obj->dead && obj->mapped) {
+			/* Evict: the instance and its database handle go; the data stays.
+			 * Stubs bound to it reach a new instance on their next call. */
+			obj->evicted = 1;
+			map_remove(obj->ns, obj);
+			obj_release_instance(obj);
+		}
+	}
+	obj_unref(obj);
+}
+
+static void arm_idle(dobj_obj *obj)
+{
+	dobj_rt *rt = obj->ns->rt;
+
+	if (rt->idle_ms <= 0 || obj->dead || obj->idle_timer || rt->closing || !obj->mapped)
+		return;
+	obj->refs++;
+	if (dobj__timer(rt, rt->idle_ms, idle_fired, obj, 1, &obj->idle_timer) < 0)
+		obj->refs--;
+}
+
+void dobj__obj_unref(dobj_obj *obj)
+{
+	obj_unref(obj);
 }
 
 static void obj_unref(dobj_obj *obj)
@@ -358,6 +242,11 @@ static dobj_task *task_new(dobj_rt *rt, dobj_obj *obj, dobj_task_kind kind)
 	if (obj) {
 		obj->refs++;
 		obj->ntasks++;
+		if (obj->idle_timer) {
+			dobj_timer *tm = obj->idle_timer;
+			obj->idle_timer = NULL;
+			dobj_timer_cancel(rt, tm);
+		}
 	}
 	t->depth = rt->current ? rt->current->depth : 0;
 	/* The runtime's list of unfinished tasks. */
@@ -463,8 +352,8 @@ static void finish(dobj_task *t, int code, const char *message, void *result, vo
 			t->lnext->lprev = t->lprev;
 		rt->ntasks--;
 	}
-	if (obj)
-		obj->ntasks--;
+	if (obj && --obj->ntasks == 0)
+		arm_idle(obj);
 	if (t->kind == DOBJ_TASK_BLOCK && obj && !obj->dead) {
 		obj->nblock--;
 		if (code != DOBJ_OK) {
@@ -475,9 +364,57 @@ static void finish(dobj_task *t, int code, const char *message, void *result, vo
 			unpark(obj);
 		}
 	}
+	if (rt->current) {
+		/* Output gate: what a step produced reaches its caller only after the
+		 * step's writes are committed (see run_task). */
+		t->held = 1;
+		t->refs++;
+		t->dnext = NULL;
+		if (rt->held_tail)
+			rt->held_tail->dnext = t;
+		else
+			rt->held_head = t;
+		rt->held_tail = t;
+	} else {
+		deliver(t);
+	}
+	task_unref(t); /* the unfinished list's reference */
+}
+
+static void deliver(dobj_task *t)
+{
 	if (t->done_fn)
 		t->done_fn(t, t->done_data);
-	task_unref(t); /* the unfinished list's reference */
+}
+
+/* Commit what the step wrote, then deliver what it finished.  A failed
+ * commit aborted the object: its held results become that error. */
+static void end_step(dobj_rt *rt)
+{
+	dobj__storage_commit_dirty(rt);
+	while (rt->held_head) {
+		dobj_task *t = rt->held_head;
+		rt->held_head = t->dnext;
+		if (!rt->held_head)
+			rt->held_tail = NULL;
+		t->dnext = NULL;
+		t->held = 0;
+		if (t->obj && t->obj->dead && t->code == DOBJ_OK && t->obj->commit_failed) {
+			trash(rt, t->result);
+			t->result = NULL;
+			t->code = t->obj->code;
+			free(t->message);
+			t->message = strdup(t->obj->message ? t->obj->message : "");
+		}
+		deliver(t);
+		task_unref(t);
+	}
+}
+
+void dobj__abort(dobj_obj *obj, int code, const char *message)
+{
+	obj->commit_failed = 1;
+	abort_obj(obj, code, message, NULL);
 }
 
 void dobj_task_return(dobj_task *t, void *result)
@@ -686,6 +623,8 @@ static void construct(dobj_task *t)
 	rt->current = t;
 	rc = ns->klass.construct(obj, ns->klass.data, &instance, &error);
 	rt->current = prev;
+	if (!prev)
+		end_step(rt);
 	if (obj->dead) {
 		/* The constructor aborted its own object. */
 		trash(rt, instance);
@@ -740,6 +679,11 @@ static void run_task(dobj_rt *rt, dobj_task *t)
 			finish(t, DOBJ_ENOHANDLER, DOBJ_MSG_NO_FETCH, NULL, NULL);
 			goto done;
 		}
+		if (t->kind == DOBJ_TASK_CALL && !t->started && t->call_kind == DOBJ_CALL_ALARM &&
+		    !(obj->ns->klass.flags & DOBJ_CLASS_ALARM)) {
+			finish(t, DOBJ_ENOHANDLER, "Handler does not export an alarm() function.", NULL, NULL);
+			goto done;
+		}
 	}
 	t->started = 1;
 	t->running = 1;
@@ -747,7 +691,6 @@ static void run_task(dobj_rt *rt, dobj_task *t)
 	rt->current = t;
 	dobj_error_set(DOBJ_OK, "%s", "");
 	rc = t->step(t, t->step_data);
-	rt->current = prev;
 	t->running = 0;
 	if (!t->done && rc != DOBJ_PENDING) {
 		if (rc == DOBJ_OK)
@@ -756,6 +699,9 @@ static void run_task(dobj_rt *rt, dobj_task *t)
 			finish(t, rc, dobj_error_last()[0] ? dobj_error_last() : "the handler failed",
 				NULL, NULL);
 	}
+	rt->current = prev;
+	if (!prev)
+		end_step(rt);
 	if (t->done) {
 		trash(rt, t->host);
 		t->host = NULL;
@@ -764,6 +710,8 @@ done:
 	task_unref(t); /* the queue's reference */
 }
 
+static size_t fire_timers(dobj_rt *rt);
+
 size_t dobj_rt_pump(dobj_rt *rt)
 {
 	size_t n = 0;
@@ -771,8 +719,10 @@ size_t dobj_rt_pump(dobj_rt *rt)
 
 	if (rt->pumping)
 		return 0;
-	rt->pumping = 1;
 	rt->refs++;
+	if (rt->nheap)
+		fire_timers(rt);
+	rt->pumping = 1;
 	while ((t = ready_pop(rt))) {
 		run_task(rt, t);
 		n++;
@@ -781,6 +731,30 @@ size_t dobj_rt_pump(dobj_rt *rt)
 	flush_trash(rt);
 	rt_unref(rt);
 	return n;
+}
+
+int dobj_rt_advance(dobj_rt *rt, double ms)
+{
+	if (!rt->virtual_time)
+		return dobj_error_set(DOBJ_ESTATE, "advance() needs a runtime with virtual time");
+	if (rt->pumping)
+		return dobj_error_set(DOBJ_ESTATE, "the clock cannot be advanced from inside a handler");
+	if (ms > 0)
+		rt->virtual_now += ms;
+	dobj_rt_pump(rt);
+	return DOBJ_OK;
+}
+
+double dobj__wall_ms(dobj_rt *rt)
+{
+	struct timespec ts;
+
+	if (rt->wall_ms)
+		return rt->wall_ms(rt->clock_data);
+	if (rt->virtual_time && rt->wall_base > 0)
+		return rt->wall_base + rt->virtual_now;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
 int dobj_rt_pumping(const dobj_rt *rt)
@@ -795,7 +769,7 @@ dobj_task *dobj_rt_current(const dobj_rt *rt)
 
 size_t dobj_rt_pending(const dobj_rt *rt)
 {
-	return rt->ntasks + rt->nheap;
+	return rt->ntasks + rt->nstrong;
 }
 
 /* ------------------------------------------------------------------ timers */
@@ -857,6 +831,7 @@ static void heap_remove(dobj_rt *rt, dobj_timer *tm)
 {
 	size_t i = tm->index;
 
+	rt->nstrong -= !tm->weak;
 	rt->nheap--;
 	if (i != rt->nheap) {
 		heap_swap(rt, i, rt->nheap);
@@ -866,6 +841,12 @@ static void heap_remove(dobj_rt *rt, dobj_timer *tm)
 }
 
 int dobj_rt_timer(dobj_rt *rt, double delay_ms, dobj_timer_fn fn, void *data, dobj_timer **out)
+{
+	return dobj__timer(rt, delay_ms, fn, data, 0, out);
+}
+
+int dobj__timer(dobj_rt *rt, double delay_ms, dobj_timer_fn fn, void *data, int weak,
+	dobj_timer **out)
 {
 	dobj_timer *tm;
 
@@ -890,6 +871,8 @@ int dobj_rt_timer(dobj_rt *rt, double delay_ms, dobj_timer_fn fn, void *data, do
 	tm->seq = rt->timer_seq++;
 	tm->fn = fn;
 	tm->data = data;
+	tm->weak = weak;
+	rt->nstrong += !weak;
 	tm->index = rt->nheap;
 	rt->heap[rt->nheap++] = tm;
 	heap_up(rt, tm->index);
@@ -969,7 +952,7 @@ int dobj_rt_run(dobj_rt *rt, int (*until)(void *arg), void *arg)
 			fire_timers(rt);
 			continue;
 		}
-		if (!rt->nheap) {
+		if (!rt->nstrong) {
 			if (until && !until(arg))
 				rc = dobj_error_set(DOBJ_PENDING,
 					"deadlock: waiting for work that nothing will ever finish");
@@ -1002,21 +985,40 @@ int dobj_rt_new(dobj_rt **out, const dobj_rt_opts *opts)
 	if (!rt)
 		return dobj_error_set(DOBJ_ENOMEM, "out of memory");
 	rt->refs = 1;
+	rt->idle_ms = DOBJ_IDLE_TIMEOUT_MS;
 	if (opts) {
 		rt->host = opts->host;
 		rt->now_ms = opts->now_ms;
 		rt->clock_data = opts->clock_data;
 		rt->virtual_time = opts->virtual_time;
+		rt->durability = opts->durability == DOBJ_DURABLE_POWER ? DOBJ_DURABLE_POWER
+			: DOBJ_DURABLE_PROCESS;
+		rt->wall_ms = opts->wall_ms;
+		if (opts->idle_timeout_ms != 0)
+			rt->idle_ms = opts->idle_timeout_ms;
+		if (opts->storage_dir) {
+			rt->storage_dir = strdup(opts->storage_dir);
+			if (!rt->storage_dir) {
+				free(rt);
+				return dobj_error_set(DOBJ_ENOMEM, "out of memory");
+			}
+		}
 	}
-	if (rt->virtual_time)
+	if (rt->virtual_time) {
 		rt->virtual_now = rt->now_ms ? rt->now_ms(rt->clock_data) : 0;
+		rt->wall_base = dobj__wall_ms(rt) - rt->virtual_now;
+	}
 	*out = rt;
 	return DOBJ_OK;
 }
 
 static void ns_free(dobj_ns *ns)
 {
-	free(ns->slots);
+	dobj__alarms_free(ns);
+	dobj__storage_ns_close(ns);
+	dobj__idmap_free(&ns->objs);
+	free(ns->unique_key);
+	free(ns->dir);
 	free(ns->binding);
 	free(ns->class_name);
 	dobj_idkey_free(ns->key);
@@ -1033,6 +1035,7 @@ static void rt_unref(dobj_rt *rt)
 	for (i = 0; i < rt->nns; i++)
 		ns_free(rt->nss[i]);
 	free(rt->nss);
+	free(rt->storage_dir);
 	free(rt->heap);
 	free(rt->trash);
 	free(rt);
@@ -1040,7 +1043,7 @@ static void rt_unref(dobj_rt *rt)
 
 void dobj_rt_clear(dobj_rt *rt)
 {
-	size_t i, j;
+	size_t i;
 
 	if (rt->closing)
 		return;
@@ -1049,12 +1052,12 @@ void dobj_rt_clear(dobj_rt *rt)
 	/* Reset every live object: their tasks fail and callers hear of it. */
 	for (i = 0; i < rt->nns; i++) {
 		dobj_ns *ns = rt->nss[i];
-		for (j = 0; j < ns->cap; ) {
-			if (ns->slots[j])
-				abort_obj(ns->slots[j], DOBJ_ECLOSED, "the runtime is closed", NULL);
-			else
-				j++; /* removal shifts entries back into slot j */
-		}
+		dobj_obj *o;
+		/* Aborting removes the object from the map. */
+		while ((o = dobj__idmap_any(&ns->objs)))
+			abort_obj(o, DOBJ_ECLOSED, "the runtime is closed", NULL);
+		dobj__alarms_free(ns);
+		dobj__storage_ns_close(ns);
 	}
 	/* Tasks not tied to a live object (FREE tasks, broken stubs' calls). */
 	while (rt->tasks)
@@ -1100,8 +1103,8 @@ int dobj_rt_visit(dobj_rt *rt, int (*visit)(void *value, void *arg), void *arg)
 	for (i = 0; i < rt->nns; i++) {
 		dobj_ns *ns = rt->nss[i];
 		VISIT(ns->klass.data);
-		for (j = 0; j < ns->cap; j++) {
-			dobj_obj *o = ns->slots[j];
+		for (j = 0; j < ns->objs.cap; j++) {
+			dobj_obj *o = ns->objs.slots[j].value;
 			if (!o)
 				continue;
 			VISIT(o->instance);
@@ -1159,13 +1162,23 @@ int dobj_ns_new(dobj_ns **out, dobj_rt *rt, const char *binding, const char *uni
 		unique_key = binding;
 		unique_key_len = strlen(binding);
 	}
-	rc = dobj_idkey_new(&ns->key, unique_key, unique_key_len);
-	if (rc < 0) {
+	ns->unique_key = dobj__strndup(unique_key, unique_key_len);
+	ns->unique_key_len = unique_key_len;
+	if (!ns->unique_key) {
+		ns_free(ns);
+		return DOBJ_ENOMEM;
+	}
+	if ((rc = dobj_idkey_new(&ns->key, unique_key, unique_key_len)) < 0 ||
+	    (rc = dobj__storage_ns_open(ns)) < 0) {
 		ns_free(ns);
 		return rc;
 	}
 	host_retain(rt, ns->klass.data);
 	rt->nss[rt->nns++] = ns;
+	/* Alarms already stored (a restart on the same directory) are scheduled
+	 * now, including those already due. */
+	if ((rc = dobj__alarms_load(ns)) < 0)
+		return rc;
 	*out = ns;
 	return DOBJ_OK;
 }
@@ -1177,7 +1190,7 @@ void *dobj_ns_class_data(const dobj_ns *ns) { return ns->klass.data; }
 dobj_idkey *dobj_ns_idkey(const dobj_ns *ns) { return ns->key; }
 size_t dobj_rt_ns_count(const dobj_rt *rt) { return rt->nns; }
 dobj_ns *dobj_rt_ns_at(const dobj_rt *rt, size_t i) { return i < rt->nns ? rt->nss[i] : NULL; }
-size_t dobj_ns_live(const dobj_ns *ns) { return ns->live; }
+size_t dobj_ns_live(const dobj_ns *ns) { return ns->objs.len; }
 
 /* ------------------------------------------------------------------- stubs */
 
@@ -1250,6 +1263,41 @@ int dobj_url_check(const char *url, size_t len)
 		(int)(len > 200 ? 200 : len), url ? url : "");
 }
 
+dobj_obj *dobj__obj_get(dobj_ns *ns, const dobj_id *id, const char *name, size_t name_len)
+{
+	dobj_obj *obj = dobj__idmap_get(&ns->objs, id);
+
+	if (obj) {
+		obj->refs++;
+		return obj;
+	}
+	obj = obj_new(ns, id, name, name_len);
+	if (!obj)
+		return NULL;
+	if (map_insert(ns, obj) < 0) {
+		obj_unref(obj);
+		return NULL;
+	}
+	return obj; /* obj_new's reference goes to the caller, the map has its own */
+}
+
+dobj_task *dobj__call_new(dobj_obj *obj, dobj_call_kind kind, dobj_done_fn done, void *data)
+{
+	dobj_ns *ns = obj->ns;
+	dobj_task *t = task_new(ns->rt, obj, DOBJ_TASK_CALL);
+
+	if (!t)
+		return NULL;
+	t->call_kind = kind;
+	t->depth = 1;
+	t->step = ns->klass.step;
+	t->step_data = ns->klass.data;
+	t->done_fn = done;
+	t->done_data = data;
+	enqueue(t);
+	return t;
+}
+
 int dobj_stub_call(dobj_task **out, dobj_stub *stub, dobj_call_kind kind, const char *method,
 	const char *url, size_t url_len, void *request, dobj_done_fn done, void *done_data)
 {
@@ -1283,25 +1331,19 @@ int dobj_stub_call(dobj_task **out, dobj_stub *stub, dobj_call_kind kind, const 
 	/* Bind the stub to the live incarnation on its first call.  A stub bound
 	 * to an aborted incarnation stays broken: its calls fail when popped. */
 	obj = stub->obj;
+	if (obj && obj->evicted) {
+		/* Eviction is not a failure: the next call reaches a new instance. */
+		stub->obj = NULL;
+		obj_unref(obj);
+		obj = NULL;
+	}
 	if (!obj) {
-		dobj_obj **slot = map_find(ns, &stub->id);
-		if (slot) {
-			obj = *slot;
-		} else {
-			obj = obj_new(ns, &stub->id, stub->name, stub->name_len);
-			if (!obj) {
-				rc = DOBJ_ENOMEM;
-				goto fail;
-			}
-			if (map_insert(ns, obj) < 0) {
-				obj_unref(obj);
-				rc = DOBJ_ENOMEM;
-				goto fail;
-			}
-			obj->refs--; /* the map's reference is the one obj_new made */
+		obj = dobj__obj_get(ns, &stub->id, stub->name, stub->name_len);
+		if (!obj) {
+			rc = DOBJ_ENOMEM;
+			goto fail;
 		}
-		obj->refs++;
-		stub->obj = obj;
+		stub->obj = obj; /* dobj__obj_get's reference */
 	}
 
 	t = task_new(rt, obj, DOBJ_TASK_CALL);

@@ -1,0 +1,140 @@
+/**
+ * dobj/storage.h — durable storage for objects: key-value and SQL on
+ * embedded SQLite, in workerd's localDisk layout, with writes coalesced per
+ * step and committed before a step's results are delivered (output gate).
+ *
+ * Included by dobj.h; do not include directly.
+ *
+ * Values are opaque byte strings to the core: bindings encode them with the
+ * value codec (dobj/value.h) in V8's serialization format.
+ */
+#ifndef DOBJ_STORAGE_H
+#define DOBJ_STORAGE_H
+
+/* Limits and messages (workerd's, verbatim where workerd has one). */
+#define DOBJ_MAX_KEY_BYTES 2048
+#define DOBJ_MAX_VALUE_BYTES 131072
+#define DOBJ_MAX_KEYS_PER_CALL 128
+#define DOBJ_MSG_PUT_UNDEFINED "put() called with undefined value."
+#define DOBJ_MSG_LIST_LIMIT "List limit must be positive."
+#define DOBJ_MSG_LIST_START "list() cannot be called with both start and startAfter values."
+#define DOBJ_MSG_DELETE_ALL_TXN "Cannot call deleteAll() within a transaction"
+#define DOBJ_MSG_NO_ALARM_HANDLER \
+	"Your Durable Object class must have an alarm() handler in order to call setAlarm()"
+
+/** Durability of commits. */
+typedef enum dobj_durability {
+	DOBJ_DURABLE_PROCESS = 0, /**< survives a process kill (WAL, no fsync per commit) */
+	DOBJ_DURABLE_POWER = 1    /**< survives power loss (fsync on every commit) */
+} dobj_durability;
+
+typedef struct dobj_storage dobj_storage;
+
+/**
+ * The object's storage, opened on first use (borrowed; valid while the
+ * incarnation lives).  With a storage directory it is
+ * `<dir>/<unique_key>/<hex id>.sqlite`; without, an in-memory database that
+ * lives as long as the runtime (eviction and abort keep it).
+ */
+DOBJ_API int dobj_obj_storage(dobj_obj *obj, dobj_storage **out);
+
+/** Check a key's size (DOBJ_EARG with workerd's message). */
+DOBJ_API int dobj_kv_check_key(size_t key_len);
+/** Check a value's size. */
+DOBJ_API int dobj_kv_check_value(size_t value_len);
+/** Check how many keys one call names; `op` is "get", "put" or "delete". */
+DOBJ_API int dobj_kv_check_count(size_t n, const char *op);
+
+/**
+ * Get `key`.  Returns 1 and sets *value / *len (borrowed until the next
+ * storage call on `st`) if present, 0 if absent, negative on error.
+ */
+DOBJ_API int dobj_kv_get(dobj_storage *st, const char *key, size_t key_len,
+	const void **value, size_t *len);
+/** Put `key` = value (replaces). */
+DOBJ_API int dobj_kv_put(dobj_storage *st, const char *key, size_t key_len,
+	const void *value, size_t len);
+/** Delete `key`: 1 if it existed, 0 if not, negative on error. */
+DOBJ_API int dobj_kv_delete(dobj_storage *st, const char *key, size_t key_len);
+/** Delete every key, every SQL table and the alarm. */
+DOBJ_API int dobj_kv_delete_all(dobj_storage *st);
+
+/** list() options; NULL pointers mean "not given".  Keys sort by UTF-8 bytes. */
+typedef struct dobj_kv_list_opts {
+	const char *start; size_t start_len;             /**< inclusive */
+	const char *start_after; size_t start_after_len; /**< exclusive */
+	const char *end; size_t end_len;                 /**< exclusive */
+	const char *prefix; size_t prefix_len;
+	int reverse;
+	long long limit;                                 /**< < 0: no limit given */
+} dobj_kv_list_opts;
+#define DOBJ_KV_LIST_OPTS_INIT { 0, 0, 0, 0, 0, 0, 0, 0, 0, -1 }
+
+/** Called per row; a non-zero return stops the listing and is returned. */
+typedef int (*dobj_kv_row_fn)(void *arg, const char *key, size_t key_len,
+	const void *value, size_t len);
+DOBJ_API int dobj_kv_list(dobj_storage *st, const dobj_kv_list_opts *opts,
+	dobj_kv_row_fn fn, void *arg);
+
+/**
+ * Explicit transactions (transaction_sync / transaction): nested, each a
+ * savepoint inside the step's implicit transaction.  Reads see the
+ * transaction's own writes; rollback discards them.
+ */
+DOBJ_API int dobj_txn_begin(dobj_storage *st);
+DOBJ_API int dobj_txn_commit(dobj_storage *st);
+DOBJ_API int dobj_txn_rollback(dobj_storage *st);
+DOBJ_API int dobj_txn_depth(const dobj_storage *st);
+
+/** Commit what the current step wrote now (sync()).  Outside a transaction. */
+DOBJ_API int dobj_storage_sync(dobj_storage *st);
+
+/* --------------------------------------------------------------- SQL API */
+
+/** A bound SQL parameter. */
+typedef enum dobj_sql_type {
+	DOBJ_SQL_NULL = 0,
+	DOBJ_SQL_INT = 1,
+	DOBJ_SQL_REAL = 2,
+	DOBJ_SQL_TEXT = 3,
+	DOBJ_SQL_BLOB = 4
+} dobj_sql_type;
+
+typedef struct dobj_sql_value {
+	dobj_sql_type type;
+	long long i;
+	double d;
+	const void *p; /**< TEXT (UTF-8) or BLOB bytes */
+	size_t len;
+} dobj_sql_value;
+
+typedef struct dobj_cursor dobj_cursor;
+
+/**
+ * Run `sql` (one or more statements; the cursor holds the last one's rows,
+ * fully read).  BEGIN/COMMIT/ROLLBACK/SAVEPOINT and tables named `_cf_*` are
+ * refused.  *out belongs to the caller (dobj_cursor_free).
+ */
+DOBJ_API int dobj_sql_exec(dobj_storage *st, const char *sql, size_t len,
+	const dobj_sql_value *args, size_t nargs, dobj_cursor **out);
+DOBJ_API void dobj_cursor_free(dobj_cursor *c);
+DOBJ_API size_t dobj_cursor_columns(const dobj_cursor *c);
+DOBJ_API const char *dobj_cursor_column_name(const dobj_cursor *c, size_t col);
+DOBJ_API size_t dobj_cursor_rows(const dobj_cursor *c);
+/** Cell (row, col), borrowed from the cursor. */
+DOBJ_API const dobj_sql_value *dobj_cursor_cell(const dobj_cursor *c, size_t row, size_t col);
+DOBJ_API long long dobj_cursor_rows_read(const dobj_cursor *c);
+DOBJ_API long long dobj_cursor_rows_written(const dobj_cursor *c);
+/** Size of the object's database in bytes. */
+DOBJ_API long long dobj_sql_database_size(dobj_storage *st);
+
+/* ---------------------------------------------------------------- alarms */
+
+/** Set the object's alarm (ms since the epoch); a time in the past fires
+ *  as soon as possible; <= 0 is an error. */
+DOBJ_API int dobj_alarm_set(dobj_storage *st, double epoch_ms);
+/** 1 and *epoch_ms if set, 0 if none. */
+DOBJ_API int dobj_alarm_get(dobj_storage *st, double *epoch_ms);
+DOBJ_API int dobj_alarm_delete(dobj_storage *st);
+
+#endif

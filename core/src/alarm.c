@@ -1,0 +1,362 @@
+/*
+ * Alarms: one per object, persisted in <dir>/<unique_key>/metadata.sqlite
+ * (workerd's `_cf_ALARM`, scheduled_time in ns since the epoch) or kept in
+ * memory without a storage root.  An alarm is delivered as an ALARM call to
+ * the object, at least once: a handler that fails is retried after 2, 4, 8,
+ * 16, 32 and 64 s (plus up to 25 % jitter), then dropped.  It never fires
+ * early: a timer that wakes before the wall clock reaches the time re-arms.
+ */
+#include <math.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+#define ALARM_MAX_RETRIES 6
+
+typedef struct alarm_rec {
+	dobj_id id; /* map key */
+	dobj_ns *ns;
+	double when;       /* ms since the epoch; 0 = none */
+	int retry;         /* retries so far of the current run */
+	int firing;        /* a handler run is in progress */
+	int reset;         /* the handler set or deleted the alarm while running */
+	dobj_timer *timer;
+	char *name;
+	size_t name_len;
+} alarm_rec;
+
+typedef struct alarm_info {
+	double scheduled;
+	int retry;
+} alarm_info;
+
+static int meta_open(dobj_ns *ns)
+{
+	char *path, *err = NULL;
+	sqlite3 *db;
+	size_t n;
+
+	if (ns->meta || !ns->dir)
+		return DOBJ_OK;
+	n = strlen(ns->dir) + 32;
+	path = malloc(n);
+	if (!path)
+		return dobj_error_set(DOBJ_ENOMEM, "out of memory");
+	snprintf(path, n, "%s/metadata.sqlite", ns->dir);
+	if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
+			SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
+		int rc = dobj_error_set(DOBJ_ERROR, "cannot open %s: %s", path, sqlite3_errmsg(db));
+		sqlite3_close(db);
+		free(path);
+		return rc;
+	}
+	free(path);
+	sqlite3_busy_timeout(db, 5000);
+	if (sqlite3_exec(db, "PRAGMA journal_mode=WAL; "
+		"CREATE TABLE IF NOT EXISTS _cf_ALARM (actor_id TEXT PRIMARY KEY, "
+		"scheduled_time INTEGER, actor_name TEXT) WITHOUT ROWID", NULL, NULL, &err) != SQLITE_OK) {
+		int rc = dobj_error_set(DOBJ_ERROR, "metadata.sqlite: %s", err ? err : sqlite3_errmsg(db));
+		sqlite3_free(err);
+		sqlite3_close(db);
+		return rc;
+	}
+	if (ns->rt->durability == DOBJ_DURABLE_POWER)
+		sqlite3_exec(db, "PRAGMA synchronous=FULL", NULL, NULL, NULL);
+	else
+		sqlite3_exec(db, "PRAGMA synchronous=NORMAL", NULL, NULL, NULL);
+	ns->meta = db;
+	return DOBJ_OK;
+}
+
+/* Write (when > 0) or delete (when == 0) the stored alarm row. */
+static int persist(alarm_rec *a)
+{
+	dobj_ns *ns = a->ns;
+	sqlite3_stmt *s;
+	char hex[DOBJ_ID_HEX_LEN];
+	int rc;
+
+	if (!ns->dir)
+		return DOBJ_OK;
+	if ((rc = meta_open(ns)) < 0)
+		return rc;
+	dobj_id_to_hex(&a->id, hex);
+	if (sqlite3_prepare_v2(ns->meta, a->when > 0 ?
+		"INSERT INTO _cf_ALARM (actor_id, scheduled_time, actor_name) VALUES (?1, ?2, ?3) "
+		"ON CONFLICT(actor_id) DO UPDATE SET scheduled_time = excluded.scheduled_time, "
+		"actor_name = excluded.actor_name" :
+		"DELETE FROM _cf_ALARM WHERE actor_id = ?1", -1, &s, NULL) != SQLITE_OK)
+		return dobj_error_set(DOBJ_ERROR, "metadata.sqlite: %s", sqlite3_errmsg(ns->meta));
+	sqlite3_bind_text(s, 1, hex, DOBJ_ID_HEX_LEN, SQLITE_STATIC);
+	if (a->when > 0) {
+		sqlite3_bind_int64(s, 2, (sqlite3_int64)llround(a->when * 1e6));
+		if (a->name)
+			sqlite3_bind_text(s, 3, a->name, (int)a->name_len, SQLITE_STATIC);
+	}
+	rc = sqlite3_step(s) == SQLITE_DONE ? DOBJ_OK
+		: dobj_error_set(DOBJ_ERROR, "metadata.sqlite: %s", sqlite3_errmsg(ns->meta));
+	sqlite3_finalize(s);
+	return rc;
+}
+
+static void rec_free(alarm_rec *a)
+{
+	if (a->timer)
+		dobj_timer_cancel(a->ns->rt, a->timer);
+	free(a->name);
+	free(a);
+}
+
+static void drop(alarm_rec *a)
+{
+	dobj__idmap_del(&a->ns->alarms, &a->id);
+	rec_free(a);
+}
+
+static void fire(void *data, int fired);
+
+static int arm(alarm_rec *a, double at)
+{
+	dobj_rt *rt = a->ns->rt;
+	double delay = at - dobj__wall_ms(rt);
+
+	if (a->timer) {
+		dobj_timer *tm = a->timer;
+		a->timer = NULL;
+		dobj_timer_cancel(rt, tm);
+	}
+	return dobj_rt_timer(rt, delay > 0 ? delay : 0, fire, a, &a->timer);
+}
+
+static void alarm_done(dobj_task *t, void *data)
+{
+	alarm_rec *a = data;
+	dobj_rt *rt = a->ns->rt;
+	int ok = dobj_task_result(t, NULL, NULL, NULL) == DOBJ_OK;
+
+	a->firing = 0;
+	free(t->alarm_info);
+	t->alarm_info = NULL;
+	if (rt->closing)
+		return;
+	if (a->reset) {
+		/* The handler set a new alarm (armed already) or deleted it. */
+		a->reset = 0;
+		a->retry = 0;
+		if (a->when <= 0)
+			drop(a);
+		return;
+	}
+	if (ok || a->retry >= ALARM_MAX_RETRIES) {
+		a->when = 0;
+		persist(a);
+		drop(a);
+		return;
+	}
+	/* Retry after 2 << n seconds plus up to 25 % jitter; the stored time
+	 * stays, so a restart in between runs it again (at least once). */
+	{
+		unsigned char r;
+		double delay = (double)(2 << a->retry) * 1000.0;
+		if (dobj__random(&r, 1) == DOBJ_OK)
+			delay += delay * 0.25 * (double)r / 255.0;
+		a->retry++;
+		if (arm(a, dobj__wall_ms(rt) + delay) < 0) {
+			drop(a);
+			return;
+		}
+	}
+}
+
+static void fire(void *data, int fired)
+{
+	alarm_rec *a = data;
+	dobj_rt *rt = a->ns->rt;
+	alarm_info *info;
+	dobj_obj *obj;
+	dobj_task *t;
+	double now;
+
+	if (!fired)
+		return; /* cancelled: the record owns nothing the timer holds */
+	a->timer = NULL;
+	now = dobj__wall_ms(rt);
+	if (a->retry == 0 && now < a->when) {
+		arm(a, a->when); /* never early */
+		return;
+	}
+	obj = dobj__obj_get(a->ns, &a->id, a->name, a->name_len);
+	info = calloc(1, sizeof(*info));
+	if (!obj || !info) {
+		free(info);
+		dobj__obj_unref(obj);
+		arm(a, now + 1000.0);
+		return;
+	}
+	info->scheduled = a->when;
+	info->retry = a->retry;
+	a->firing = 1;
+	a->reset = 0;
+	t = dobj__call_new(obj, DOBJ_CALL_ALARM, alarm_done, a);
+	dobj__obj_unref(obj);
+	if (!t) {
+		free(info);
+		a->firing = 0;
+		arm(a, now + 1000.0);
+		return;
+	}
+	t->alarm_info = info;
+	dobj_task_unref(t);
+}
+
+int dobj_task_alarm_info(const dobj_task *t, double *scheduled_ms, int *retry_count)
+{
+	const alarm_info *info = t->alarm_info;
+
+	if (t->kind != DOBJ_TASK_CALL || t->call_kind != DOBJ_CALL_ALARM || !info)
+		return dobj_error_set(DOBJ_EARG, "not an alarm");
+	if (scheduled_ms)
+		*scheduled_ms = info->scheduled;
+	if (retry_count)
+		*retry_count = info->retry;
+	return DOBJ_OK;
+}
+
+static alarm_rec *rec_get(dobj_ns *ns, const dobj_id *id, int create, const char *name, size_t len)
+{
+	alarm_rec *a = dobj__idmap_get(&ns->alarms, id);
+
+	if (a || !create)
+		return a;
+	a = calloc(1, sizeof(*a));
+	if (!a) {
+		dobj_error_set(DOBJ_ENOMEM, "out of memory");
+		return NULL;
+	}
+	a->id = *id;
+	a->ns = ns;
+	if (name) {
+		a->name = dobj__strndup(name, len);
+		a->name_len = len;
+	}
+	if (dobj__idmap_put(&ns->alarms, &a->id, a) < 0) {
+		rec_free(a);
+		return NULL;
+	}
+	return a;
+}
+
+/* The storage's object (alarms belong to the incarnation's ID). */
+static dobj_obj *owner(dobj_storage *st);
+
+int dobj_alarm_set(dobj_storage *st, double epoch_ms)
+{
+	dobj_obj *obj = owner(st);
+	alarm_rec *a;
+	int rc;
+
+	if (!obj)
+		return dobj_error_set(DOBJ_ESTATE, "the storage has no object");
+	if (!(obj->ns->klass.flags & DOBJ_CLASS_ALARM))
+		return dobj_error_set(DOBJ_EARG, DOBJ_MSG_NO_ALARM_HANDLER);
+	if (!(epoch_ms > 0) || !isfinite(epoch_ms))
+		return dobj_error_set(DOBJ_EARG, "setAlarm() needs a time after the epoch, got %g", epoch_ms);
+	{
+		size_t len;
+		const char *name = obj->name;
+		len = obj->name_len;
+		a = rec_get(obj->ns, &obj->id, 1, name, len);
+	}
+	if (!a)
+		return DOBJ_ENOMEM;
+	a->when = epoch_ms;
+	a->retry = 0;
+	if (a->firing)
+		a->reset = 1;
+	if ((rc = persist(a)) < 0)
+		return rc;
+	return arm(a, epoch_ms);
+}
+
+int dobj_alarm_get(dobj_storage *st, double *epoch_ms)
+{
+	dobj_obj *obj = owner(st);
+	alarm_rec *a = obj ? rec_get(obj->ns, &obj->id, 0, NULL, 0) : NULL;
+
+	*epoch_ms = 0;
+	/* Inside the handler the alarm reads as unset unless it was set again. */
+	if (!a || a->when <= 0 || (a->firing && !a->reset))
+		return 0;
+	*epoch_ms = a->when;
+	return 1;
+}
+
+int dobj_alarm_delete(dobj_storage *st)
+{
+	dobj_obj *obj = owner(st);
+	alarm_rec *a = obj ? rec_get(obj->ns, &obj->id, 0, NULL, 0) : NULL;
+	int rc;
+
+	if (!a)
+		return DOBJ_OK;
+	a->when = 0;
+	if ((rc = persist(a)) < 0)
+		return rc;
+	if (a->timer) {
+		dobj_timer *tm = a->timer;
+		a->timer = NULL;
+		dobj_timer_cancel(a->ns->rt, tm);
+	}
+	if (a->firing)
+		a->reset = 1; /* alarm_done drops it */
+	else
+		drop(a);
+	return DOBJ_OK;
+}
+
+int dobj__alarms_load(dobj_ns *ns)
+{
+	sqlite3_stmt *s;
+	int rc;
+
+	if (!ns->dir)
+		return DOBJ_OK;
+	if ((rc = meta_open(ns)) < 0)
+		return rc;
+	if (sqlite3_prepare_v2(ns->meta,
+		"SELECT actor_id, scheduled_time, actor_name FROM _cf_ALARM", -1, &s, NULL) != SQLITE_OK)
+		return dobj_error_set(DOBJ_ERROR, "metadata.sqlite: %s", sqlite3_errmsg(ns->meta));
+	while (sqlite3_step(s) == SQLITE_ROW) {
+		const char *hex = (const char *)sqlite3_column_text(s, 0);
+		dobj_id id;
+		alarm_rec *a;
+		if (!hex || dobj_id_from_string(ns->key, hex, (size_t)sqlite3_column_bytes(s, 0), &id) < 0)
+			continue; /* not an ID of this namespace: leave it alone */
+		a = rec_get(ns, &id, 1, (const char *)sqlite3_column_text(s, 2),
+			(size_t)sqlite3_column_bytes(s, 2));
+		if (!a)
+			continue;
+		a->when = (double)sqlite3_column_int64(s, 1) / 1e6;
+		if (a->when <= 0 || arm(a, a->when) < 0)
+			drop(a);
+	}
+	sqlite3_finalize(s);
+	return DOBJ_OK;
+}
+
+void dobj__alarms_free(dobj_ns *ns)
+{
+	alarm_rec *a;
+
+	while ((a = dobj__idmap_any(&ns->alarms)))
+		drop(a);
+	dobj__idmap_free(&ns->alarms);
+}
+
+static dobj_obj *owner(dobj_storage *st)
+{
+	return dobj__storage_obj(st);
+}

@@ -1,0 +1,944 @@
+/*
+ * Object storage on SQLite, in workerd's localDisk layout:
+ *   <dir>/<unique_key>/<64-hex-id>.sqlite   (WAL)  table _cf_KV
+ *   <dir>/<unique_key>/metadata.sqlite              table _cf_ALARM
+ *
+ * Writes made during a step run inside one implicit transaction that the
+ * scheduler commits when the step ends (the handler returned or suspended),
+ * before any result of that step is delivered: the output gate.  Storage
+ * calls are synchronous, so no other event can run in the middle of one.
+ */
+#include <errno.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "internal.h"
+
+enum { Q_GET, Q_PUT, Q_DEL, Q_BEGIN, Q_COMMIT, Q_ROLLBACK, Q_COUNT };
+
+static const char *const fixed_sql[Q_COUNT] = {
+	"SELECT value FROM _cf_KV WHERE key = ?1",
+	"INSERT INTO _cf_KV (key, value) VALUES (?1, ?2) "
+	"ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+	"DELETE FROM _cf_KV WHERE key = ?1",
+	"BEGIN",
+	"COMMIT",
+	"ROLLBACK",
+};
+
+/* list() statements: one per combination of bounds and order. */
+enum { L_LOW = 1, L_LOW_EXCL = 2, L_HIGH = 4, L_PREFIX = 8, L_REVERSE = 16, L_LIMIT = 32, L_COUNT = 64 };
+
+struct dobj_storage {
+	dobj_id id; /* map key */
+	dobj_ns *ns;
+	dobj_obj *obj; /* the incarnation using it, or NULL */
+	sqlite3 *db;
+	sqlite3_stmt *q[Q_COUNT];
+	sqlite3_stmt *list[L_COUNT];
+	int in_txn;     /* the step's implicit transaction is open */
+	int savepoints; /* explicit transactions open */
+	int user_sql;   /* the authorizer applies the SQL API's rules */
+	const char *denied; /* why the authorizer refused */
+	char denied_buf[160];
+	dobj_storage *dirty_next;
+	int dirty;
+	unsigned char *buf; /* get()'s copy of a value */
+	size_t bufcap;
+};
+
+struct dobj_cursor {
+	size_t ncols, nrows, cap;
+	char **names;
+	dobj_sql_value *cells;
+	long long rows_read, rows_written;
+};
+
+/* ------------------------------------------------------------- helpers */
+
+static int sqlerr(sqlite3 *db, const char *what)
+{
+	return dobj_error_set(DOBJ_ERROR, "%s: %s", what, db ? sqlite3_errmsg(db) : "no database");
+}
+
+int dobj__storage_check_unique_key(const char *key, size_t len)
+{
+	/* The unique key names a directory under the storage root. */
+	if (len == 0 || memchr(key, '/', len) || memchr(key, '\0', len) ||
+	    (len == 1 && key[0] == '.') || (len == 2 && key[0] == '.' && key[1] == '.'))
+		return dobj_error_set(DOBJ_EARG,
+			"unique key %.*s cannot name a storage directory (no '/', NUL, '.' or '..')",
+			(int)(len > 100 ? 100 : len), key);
+	return DOBJ_OK;
+}
+
+static int mkdir_p(char *path)
+{
+	char *p;
+
+	for (p = path + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(path, 0777) < 0 && errno != EEXIST) {
+			*p = '/';
+			return dobj_error_set(DOBJ_ERROR, "cannot create %s: %s", path, strerror(errno));
+		}
+		*p = '/';
+	}
+	if (mkdir(path, 0777) < 0 && errno != EEXIST)
+		return dobj_error_set(DOBJ_ERROR, "cannot create %s: %s", path, strerror(errno));
+	return DOBJ_OK;
+}
+
+static int exec_simple(sqlite3 *db, const char *sql)
+{
+	char *err = NULL;
+
+	if (sqlite3_exec(db, sql, NULL, NULL, &err) != SQLITE_OK) {
+		int rc = dobj_error_set(DOBJ_ERROR, "%s: %s", sql, err ? err : sqlite3_errmsg(db));
+		sqlite3_free(err);
+		return rc;
+	}
+	return DOBJ_OK;
+}
+
+/*
+ * The SQL API may not touch the reserved _cf_ tables, run transaction
+ * statements, attach databases or change how the database is stored.
+ */
+static int authorize(void *arg, int action, const char *a, const char *b, const char *db,
+	const char *trigger)
+{
+	dobj_storage *st = arg;
+	const char *table = NULL;
+
+	(void)db;
+	(void)trigger;
+	if (!st->user_sql)
+		return SQLITE_OK;
+	switch (action) {
+	case SQLITE_TRANSACTION:
+	case SQLITE_SAVEPOINT:
+		st->denied = "SQL transaction statements (BEGIN, COMMIT, ROLLBACK, SAVEPOINT) are not "
+			"allowed: use the storage transaction API (transaction() / transaction_sync()), "
+			"which rolls back on errors and works with automatic write coalescing";
+		return SQLITE_DENY;
+	case SQLITE_ATTACH:
+	case SQLITE_DETACH:
+		st->denied = "ATTACH and DETACH are not allowed";
+		return SQLITE_DENY;
+	case SQLITE_PRAGMA:
+		if (a && (!strcmp(a, "table_info") || !strcmp(a, "table_xinfo") ||
+			  !strcmp(a, "index_list") || !strcmp(a, "index_info") ||
+			  !strcmp(a, "foreign_key_list") || !strcmp(a, "table_list") ||
+			  !strcmp(a, "data_version")))
+			return SQLITE_OK;
+		snprintf(st->denied_buf, sizeof(st->denied_buf), "PRAGMA %s is not allowed", a ? a : "");
+		st->denied = st->denied_buf;
+		return SQLITE_DENY;
+	case SQLITE_READ:
+	case SQLITE_UPDATE:
+	case SQLITE_INSERT:
+	case SQLITE_DELETE:
+	case SQLITE_CREATE_TABLE:
+	case SQLITE_DROP_TABLE:
+	case SQLITE_CREATE_INDEX:
+	case SQLITE_DROP_INDEX:
+	case SQLITE_ALTER_TABLE:
+	case SQLITE_CREATE_TRIGGER:
+	case SQLITE_DROP_TRIGGER:
+	case SQLITE_ANALYZE:
+		table = (action == SQLITE_CREATE_INDEX || action == SQLITE_DROP_INDEX ||
+			 action == SQLITE_CREATE_TRIGGER || action == SQLITE_DROP_TRIGGER) ? b : a;
+		if (action == SQLITE_ALTER_TABLE)
+			table = b;
+		break;
+	case SQLITE_CREATE_VIEW:
+	case SQLITE_DROP_VIEW:
+		table = a;
+		break;
+	default:
+		return SQLITE_OK;
+	}
+	if (table && strncasecmp(table, "_cf_", 4) == 0) {
+		snprintf(st->denied_buf, sizeof(st->denied_buf),
+			"access to %s is not allowed: table names starting with _cf_ are reserved", table);
+		st->denied = st->denied_buf;
+		return SQLITE_DENY;
+	}
+	return SQLITE_OK;
+}
+
+static int prepare(dobj_storage *st, const char *sql, sqlite3_stmt **out)
+{
+	if (*out)
+		return DOBJ_OK;
+	if (sqlite3_prepare_v3(st->db, sql, -1, SQLITE_PREPARE_PERSISTENT, out, NULL) != SQLITE_OK)
+		return sqlerr(st->db, "prepare");
+	return DOBJ_OK;
+}
+
+static int open_db(dobj_rt *rt, const char *path, sqlite3 **out)
+{
+	sqlite3 *db = NULL;
+	int rc = sqlite3_open_v2(path, &db,
+		SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+
+	*out = NULL;
+	if (rc != SQLITE_OK) {
+		rc = dobj_error_set(DOBJ_ERROR, "cannot open %s: %s", path,
+			db ? sqlite3_errmsg(db) : "out of memory");
+		sqlite3_close(db);
+		return rc;
+	}
+	sqlite3_busy_timeout(db, 5000);
+	if (exec_simple(db, "PRAGMA foreign_keys=ON") < 0) {
+		sqlite3_close(db);
+		return dobj_error_last_code();
+	}
+	if (strcmp(path, ":memory:") != 0) {
+		/* WAL: a commit is durable against a process kill once written to the
+		 * log; FULL adds an fsync per commit against power loss. */
+		if (exec_simple(db, "PRAGMA journal_mode=WAL") < 0 ||
+		    exec_simple(db, rt->durability == DOBJ_DURABLE_POWER ?
+				"PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL") < 0) {
+			sqlite3_close(db);
+			return dobj_error_last_code();
+		}
+	}
+	*out = db;
+	return DOBJ_OK;
+}
+
+static void storage_close(dobj_storage *st)
+{
+	int i;
+
+	for (i = 0; i < Q_COUNT; i++)
+		sqlite3_finalize(st->q[i]);
+	for (i = 0; i < L_COUNT; i++)
+		sqlite3_finalize(st->list[i]);
+	sqlite3_close(st->db);
+	free(st->buf);
+	free(st);
+}
+
+static int storage_open(dobj_ns *ns, const dobj_id *id, dobj_storage **out)
+{
+	dobj_rt *rt = ns->rt;
+	dobj_storage *st;
+	char hex[DOBJ_ID_HEX_LEN + 1];
+	char *path = NULL;
+	int rc;
+
+	*out = NULL;
+	st = calloc(1, sizeof(*st));
+	if (!st)
+		return dobj_error_set(DOBJ_ENOMEM, "out of memory");
+	st->id = *id;
+	st->ns = ns;
+	if (ns->dir) {
+		dobj_id_to_hex(id, hex);
+		hex[DOBJ_ID_HEX_LEN] = '\0';
+		path = malloc(strlen(ns->dir) + DOBJ_ID_HEX_LEN + 16);
+		if (!path) {
+			free(st);
+			return dobj_error_set(DOBJ_ENOMEM, "out of memory");
+		}
+		sprintf(path, "%s/%s.sqlite", ns->dir, hex);
+	}
+	rc = open_db(rt, path ? path : ":memory:", &st->db);
+	free(path);
+	if (rc < 0) {
+		free(st);
+		return rc;
+	}
+	sqlite3_set_authorizer(st->db, authorize, st);
+	if ((rc = exec_simple(st->db,
+		"CREATE TABLE IF NOT EXISTS _cf_KV (key TEXT PRIMARY KEY, value BLOB) WITHOUT ROWID")) < 0 ||
+	    (rc = dobj__idmap_put(&ns->stores, &st->id, st)) < 0) {
+		storage_close(st);
+		return rc;
+	}
+	*out = st;
+	return DOBJ_OK;
+}
+
+int dobj_obj_storage(dobj_obj *obj, dobj_storage **out)
+{
+	dobj_storage *st;
+	int rc;
+
+	*out = NULL;
+	if (obj->dead)
+		return dobj_error_set(DOBJ_EABORTED, "%s", obj->message ? obj->message : "the object was reset");
+	if (!obj->storage) {
+		st = dobj__idmap_get(&obj->ns->stores, &obj->id);
+		if (!st && (rc = storage_open(obj->ns, &obj->id, &st)) < 0)
+			return rc;
+		st->obj = obj;
+		obj->storage = st;
+	}
+	*out = obj->storage;
+	return DOBJ_OK;
+}
+
+dobj_obj *dobj__storage_obj(dobj_storage *st)
+{
+	return st->obj;
+}
+
+size_t dobj_ns_open_storages(const dobj_ns *ns)
+{
+	return ns->stores.len;
+}
+
+/*
+ * Called before every storage operation: inside a step, open the step's
+ * implicit transaction and note that the storage needs a commit; outside a
+ * step (no output gate to wait for) each statement commits on its own.
+ */
+static int touch(dobj_storage *st)
+{
+	dobj_rt *rt = st->ns->rt;
+
+	if (!st->db)
+		return dobj_error_set(DOBJ_ECLOSED, "the storage is closed");
+	if (st->obj && st->obj->dead)
+		return dobj_error_set(DOBJ_EABORTED, "%s",
+			st->obj->message ? st->obj->message : "the object was reset");
+	if (!rt->current || st->in_txn)
+		return DOBJ_OK;
+	if (prepare(st, fixed_sql[Q_BEGIN], &st->q[Q_BEGIN]) < 0)
+		return DOBJ_ERROR;
+	if (sqlite3_step(st->q[Q_BEGIN]) != SQLITE_DONE) {
+		sqlite3_reset(st->q[Q_BEGIN]);
+		return sqlerr(st->db, "begin");
+	}
+	sqlite3_reset(st->q[Q_BEGIN]);
+	st->in_txn = 1;
+	if (!st->dirty) {
+		st->dirty = 1;
+		st->dirty_next = rt->dirty;
+		rt->dirty = st;
+	}
+	return DOBJ_OK;
+}
+
+static int run_fixed(dobj_storage *st, int which)
+{
+	sqlite3_stmt *s;
+	int rc;
+
+	if (prepare(st, fixed_sql[which], &st->q[which]) < 0)
+		return DOBJ_ERROR;
+	s = st->q[which];
+	rc = sqlite3_step(s);
+	sqlite3_reset(s);
+	return rc == SQLITE_DONE ? DOBJ_OK : sqlerr(st->db, fixed_sql[which]);
+}
+
+static int commit(dobj_storage *st)
+{
+	int rc;
+
+	if (!st->in_txn)
+		return DOBJ_OK;
+	rc = run_fixed(st, Q_COMMIT);
+	if (rc < 0) {
+		/* A failed COMMIT may leave the transaction open: discard it. */
+		if (!sqlite3_get_autocommit(st->db))
+			run_fixed(st, Q_ROLLBACK);
+	}
+	st->in_txn = 0;
+	return rc;
+}
+
+static void rollback(dobj_storage *st)
+{
+	if (st->db && !sqlite3_get_autocommit(st->db))
+		run_fixed(st, Q_ROLLBACK);
+	st->in_txn = 0;
+	st->savepoints = 0;
+}
+
+void dobj__storage_commit_dirty(dobj_rt *rt)
+{
+	while (rt->dirty) {
+		dobj_storage *st = rt->dirty;
+
+		rt->dirty = st->dirty_next;
+		st->dirty_next = NULL;
+		st->dirty = 0;
+		if (st->savepoints > 0) {
+			/* An async transaction spans steps (with concurrency blocked):
+			 * its writes commit when it does. */
+			continue;
+		}
+		if (commit(st) < 0 && st->obj && !st->obj->dead) {
+			char msg[600];
+			snprintf(msg, sizeof(msg), "storage commit failed, the object was reset: %s",
+				dobj_error_last());
+			dobj__abort(st->obj, DOBJ_ERROR, msg);
+		}
+	}
+}
+
+void dobj__storage_detach(dobj_obj *obj)
+{
+	dobj_storage *st = obj->storage;
+	dobj_rt *rt = obj->ns->rt;
+	dobj_storage **pp;
+
+	if (!st)
+		return;
+	obj->storage = NULL;
+	st->obj = NULL;
+	/* Writes not yet committed are discarded. */
+	rollback(st);
+	for (pp = &rt->dirty; *pp; pp = &(*pp)->dirty_next) {
+		if (*pp == st) {
+			*pp = st->dirty_next;
+			st->dirty = 0;
+			break;
+		}
+	}
+	if (obj->ns->dir) {
+		/* File databases close with their incarnation; in-memory ones are the
+		 * data itself and live as long as the runtime. */
+		dobj__idmap_del(&obj->ns->stores, &st->id);
+		storage_close(st);
+	}
+}
+
+void dobj__storage_ns_close(dobj_ns *ns)
+{
+	dobj_storage *st;
+
+	while ((st = dobj__idmap_any(&ns->stores))) {
+		if (st->obj)
+			st->obj->storage = NULL;
+		rollback(st);
+		dobj__idmap_del(&ns->stores, &st->id);
+		storage_close(st);
+	}
+	dobj__idmap_free(&ns->stores);
+	if (ns->meta) {
+		sqlite3_close(ns->meta);
+		ns->meta = NULL;
+	}
+}
+
+/* ---------------------------------------------------------------- key-value */
+
+int dobj_kv_check_key(size_t len)
+{
+	if (len > DOBJ_MAX_KEY_BYTES)
+		return dobj_error_set(DOBJ_EARG,
+			"Keys cannot be larger than %d bytes. A key of size %zu was provided.",
+			DOBJ_MAX_KEY_BYTES, len);
+	return DOBJ_OK;
+}
+
+int dobj_kv_check_value(size_t len)
+{
+	if (len > DOBJ_MAX_VALUE_BYTES)
+		return dobj_error_set(DOBJ_EARG,
+			"Values cannot be larger than %d bytes. A value of size %zu was provided.",
+			DOBJ_MAX_VALUE_BYTES, len);
+	return DOBJ_OK;
+}
+
+int dobj_kv_check_count(size_t n, const char *op)
+{
+	if (n > DOBJ_MAX_KEYS_PER_CALL)
+		return dobj_error_set(DOBJ_EARG, "%s() can be called with at most %d keys; %zu were given.",
+			op ? op : "this call", DOBJ_MAX_KEYS_PER_CALL, n);
+	return DOBJ_OK;
+}
+
+int dobj_kv_get(dobj_storage *st, const char *key, size_t key_len, const void **value, size_t *len)
+{
+	sqlite3_stmt *s;
+	int rc;
+
+	*value = NULL;
+	*len = 0;
+	if ((rc = dobj_kv_check_key(key_len)) < 0 || (rc = touch(st)) < 0 ||
+	    (rc = prepare(st, fixed_sql[Q_GET], &st->q[Q_GET])) < 0)
+		return rc;
+	s = st->q[Q_GET];
+	sqlite3_bind_text(s, 1, key, (int)key_len, SQLITE_STATIC);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW) {
+		const void *p = sqlite3_column_blob(s, 0);
+		size_t n = (size_t)sqlite3_column_bytes(s, 0);
+		if (n > st->bufcap) {
+			unsigned char *b = realloc(st->buf, n);
+			if (!b) {
+				sqlite3_reset(s);
+				return dobj_error_set(DOBJ_ENOMEM, "out of memory");
+			}
+			st->buf = b;
+			st->bufcap = n;
+		}
+		if (n)
+			memcpy(st->buf, p, n);
+		*value = st->buf ? (const void *)st->buf : (const void *)"";
+		*len = n;
+		rc = 1;
+	} else if (rc == SQLITE_DONE) {
+		rc = 0;
+	} else {
+		rc = sqlerr(st->db, "get");
+	}
+	sqlite3_reset(s);
+	sqlite3_clear_bindings(s);
+	return rc;
+}
+
+int dobj_kv_put(dobj_storage *st, const char *key, size_t key_len, const void *value, size_t len)
+{
+	sqlite3_stmt *s;
+	int rc;
+
+	if ((rc = dobj_kv_check_key(key_len)) < 0 || (rc = dobj_kv_check_value(len)) < 0 ||
+	    (rc = touch(st)) < 0 || (rc = prepare(st, fixed_sql[Q_PUT], &st->q[Q_PUT])) < 0)
+		return rc;
+	s = st->q[Q_PUT];
+	sqlite3_bind_text(s, 1, key, (int)key_len, SQLITE_STATIC);
+	sqlite3_bind_blob(s, 2, len ? value : "", (int)len, SQLITE_STATIC);
+	rc = sqlite3_step(s) == SQLITE_DONE ? DOBJ_OK : sqlerr(st->db, "put");
+	sqlite3_reset(s);
+	sqlite3_clear_bindings(s);
+	return rc;
+}
+
+int dobj_kv_delete(dobj_storage *st, const char *key, size_t key_len)
+{
+	sqlite3_stmt *s;
+	int rc;
+
+	if ((rc = dobj_kv_check_key(key_len)) < 0 || (rc = touch(st)) < 0 ||
+	    (rc = prepare(st, fixed_sql[Q_DEL], &st->q[Q_DEL])) < 0)
+		return rc;
+	s = st->q[Q_DEL];
+	sqlite3_bind_text(s, 1, key, (int)key_len, SQLITE_STATIC);
+	rc = sqlite3_step(s) == SQLITE_DONE ? (sqlite3_changes(st->db) > 0) : sqlerr(st->db, "delete");
+	sqlite3_reset(s);
+	sqlite3_clear_bindings(s);
+	return rc;
+}
+
+/* The smallest key greater than every key starting with prefix, or none
+ * (a prefix of all 0xFF bytes). */
+static size_t prefix_upper(const char *prefix, size_t len, char *out)
+{
+	while (len > 0 && (unsigned char)prefix[len - 1] == 0xFF)
+		len--;
+	if (len == 0)
+		return 0;
+	memcpy(out, prefix, len);
+	out[len - 1] = (char)((unsigned char)out[len - 1] + 1);
+	return len;
+}
+
+int dobj_kv_list(dobj_storage *st, const dobj_kv_list_opts *o, dobj_kv_row_fn fn, void *arg)
+{
+	dobj_kv_list_opts none = DOBJ_KV_LIST_OPTS_INIT;
+	char sql[256], upper[DOBJ_MAX_KEY_BYTES + 1];
+	size_t upper_len = 0;
+	unsigned shape = 0;
+	sqlite3_stmt *s;
+	int rc, n = 1;
+
+	if (!o)
+		o = &none;
+	if (o->start && o->start_after)
+		return dobj_error_set(DOBJ_EARG, DOBJ_MSG_LIST_START);
+	if (o->limit == 0 || o->limit < -1)
+		return dobj_error_set(DOBJ_EARG, DOBJ_MSG_LIST_LIMIT);
+	if ((rc = touch(st)) < 0)
+		return rc;
+	if (o->prefix && o->prefix_len > DOBJ_MAX_KEY_BYTES)
+		return dobj_kv_check_key(o->prefix_len);
+	if (o->start || o->start_after)
+		shape |= o->start ? L_LOW : L_LOW_EXCL;
+	if (o->end)
+		shape |= L_HIGH;
+	if (o->prefix && o->prefix_len)
+		shape |= L_PREFIX;
+	if (o->reverse)
+		shape |= L_REVERSE;
+	if (o->limit > 0)
+		shape |= L_LIMIT;
+	if (!st->list[shape]) {
+		snprintf(sql, sizeof(sql), "SELECT key, value FROM _cf_KV WHERE 1%s%s%s%s ORDER BY key %s%s",
+			shape & L_LOW ? " AND key >= ?1" : shape & L_LOW_EXCL ? " AND key > ?1" : "",
+			shape & L_HIGH ? " AND key < ?2" : "",
+			shape & L_PREFIX ? " AND key >= ?3" : "",
+			shape & L_PREFIX ? " AND (?4 IS NULL OR key < ?4)" : "",
+			shape & L_REVERSE ? "DESC" : "ASC",
+			shape & L_LIMIT ? " LIMIT ?5" : "");
+		if ((rc = prepare(st, sql, &st->list[shape])) < 0)
+			return rc;
+	}
+	s = st->list[shape];
+	if (o->start)
+		sqlite3_bind_text(s, 1, o->start, (int)o->start_len, SQLITE_STATIC);
+	else if (o->start_after)
+		sqlite3_bind_text(s, 1, o->start_after, (int)o->start_after_len, SQLITE_STATIC);
+	if (o->end)
+		sqlite3_bind_text(s, 2, o->end, (int)o->end_len, SQLITE_STATIC);
+	if (shape & L_PREFIX) {
+		sqlite3_bind_text(s, 3, o->prefix, (int)o->prefix_len, SQLITE_STATIC);
+		upper_len = prefix_upper(o->prefix, o->prefix_len, upper);
+		if (upper_len)
+			sqlite3_bind_text(s, 4, upper, (int)upper_len, SQLITE_STATIC);
+		else
+			sqlite3_bind_null(s, 4);
+	}
+	if (shape & L_LIMIT)
+		sqlite3_bind_int64(s, 5, o->limit);
+	rc = DOBJ_OK;
+	while (n) {
+		int step = sqlite3_step(s);
+		if (step == SQLITE_DONE)
+			break;
+		if (step != SQLITE_ROW) {
+			rc = sqlerr(st->db, "list");
+			break;
+		}
+		rc = fn(arg, (const char *)sqlite3_column_text(s, 0), (size_t)sqlite3_column_bytes(s, 0),
+			sqlite3_column_blob(s, 1), (size_t)sqlite3_column_bytes(s, 1));
+		if (rc != 0)
+			break;
+	}
+	sqlite3_reset(s);
+	sqlite3_clear_bindings(s);
+	return rc;
+}
+
+int dobj_kv_delete_all(dobj_storage *st)
+{
+	sqlite3_stmt *s;
+	int rc;
+
+	if (st->savepoints > 0)
+		return dobj_error_set(DOBJ_ESTATE, DOBJ_MSG_DELETE_ALL_TXN);
+	if ((rc = touch(st)) < 0)
+		return rc;
+	if ((rc = exec_simple(st->db, "DELETE FROM _cf_KV")) < 0)
+		return rc;
+	/* Drop the SQL API's tables, views and triggers too. */
+	for (;;) {
+		char sql[600];
+		const char *type, *name;
+		rc = sqlite3_prepare_v2(st->db,
+			"SELECT type, name FROM sqlite_schema WHERE name NOT LIKE '\\_cf\\_%' ESCAPE '\\' "
+			"AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND type IN ('table', 'view') LIMIT 1",
+			-1, &s, NULL);
+		if (rc != SQLITE_OK)
+			return sqlerr(st->db, "deleteAll");
+		if (sqlite3_step(s) != SQLITE_ROW) {
+			sqlite3_finalize(s);
+			break;
+		}
+		type = (const char *)sqlite3_column_text(s, 0);
+		name = (const char *)sqlite3_column_text(s, 1);
+		{
+			char *q = sqlite3_mprintf("DROP %s \"%w\"", type, name);
+			snprintf(sql, sizeof(sql), "%s", q ? q : "");
+			sqlite3_free(q);
+		}
+		sqlite3_finalize(s);
+		if ((rc = exec_simple(st->db, sql)) < 0)
+			return rc;
+	}
+	return dobj_alarm_delete(st);
+}
+
+/* ------------------------------------------------------------- transactions */
+
+int dobj_txn_begin(dobj_storage *st)
+{
+	char sql[48];
+	int rc;
+
+	if ((rc = touch(st)) < 0)
+		return rc;
+	snprintf(sql, sizeof(sql), "SAVEPOINT dobj_txn_%d", st->savepoints + 1);
+	if ((rc = exec_simple(st->db, sql)) < 0)
+		return rc;
+	st->savepoints++;
+	return DOBJ_OK;
+}
+
+int dobj_txn_commit(dobj_storage *st)
+{
+	char sql[48];
+	int rc;
+
+	if (st->savepoints <= 0)
+		return dobj_error_set(DOBJ_ESTATE, "no transaction is open");
+	snprintf(sql, sizeof(sql), "RELEASE dobj_txn_%d", st->savepoints);
+	if ((rc = exec_simple(st->db, sql)) < 0)
+		return rc;
+	st->savepoints--;
+	if (st->savepoints == 0 && st->in_txn && !st->dirty && !st->ns->rt->current)
+		return commit(st); /* the transaction outlived its step: commit it now */
+	return DOBJ_OK;
+}
+
+int dobj_txn_rollback(dobj_storage *st)
+{
+	char sql[96];
+	int rc;
+
+	if (st->savepoints <= 0)
+		return dobj_error_set(DOBJ_ESTATE, "no transaction is open");
+	snprintf(sql, sizeof(sql), "ROLLBACK TO dobj_txn_%d; RELEASE dobj_txn_%d",
+		st->savepoints, st->savepoints);
+	if ((rc = exec_simple(st->db, sql)) < 0)
+		return rc;
+	st->savepoints--;
+	return DOBJ_OK;
+}
+
+int dobj_txn_depth(const dobj_storage *st)
+{
+	return st->savepoints;
+}
+
+int dobj_storage_sync(dobj_storage *st)
+{
+	if (st->savepoints > 0)
+		return DOBJ_OK; /* committed with the transaction */
+	return commit(st);
+}
+
+/* ---------------------------------------------------------------------- SQL */
+
+static void cells_free(dobj_cursor *c)
+{
+	size_t i;
+
+	for (i = 0; i < c->nrows * c->ncols; i++)
+		if (c->cells[i].type == DOBJ_SQL_TEXT || c->cells[i].type == DOBJ_SQL_BLOB)
+			free((void *)c->cells[i].p);
+	free(c->cells);
+	c->cells = NULL;
+	c->nrows = c->cap = 0;
+}
+
+void dobj_cursor_free(dobj_cursor *c)
+{
+	size_t i;
+
+	if (!c)
+		return;
+	cells_free(c);
+	for (i = 0; i < c->ncols; i++)
+		free(c->names[i]);
+	free(c->names);
+	free(c);
+}
+
+static int cursor_row(dobj_cursor *c, sqlite3_stmt *s)
+{
+	size_t i;
+	dobj_sql_value *row;
+
+	if (c->nrows == c->cap) {
+		size_t cap = c->cap ? 2 * c->cap : 8;
+		dobj_sql_value *p = realloc(c->cells, cap * c->ncols * sizeof(*p));
+		if (!p)
+			return dobj_error_set(DOBJ_ENOMEM, "out of memory");
+		c->cells = p;
+		c->cap = cap;
+	}
+	row = c->cells + c->nrows * c->ncols;
+	memset(row, 0, c->ncols * sizeof(*row));
+	c->nrows++;
+	for (i = 0; i < c->ncols; i++) {
+		int t = sqlite3_column_type(s, (int)i);
+		if (t == SQLITE_INTEGER) {
+			row[i].type = DOBJ_SQL_INT;
+			row[i].i = sqlite3_column_int64(s, (int)i);
+		} else if (t == SQLITE_FLOAT) {
+			row[i].type = DOBJ_SQL_REAL;
+			row[i].d = sqlite3_column_double(s, (int)i);
+		} else if (t == SQLITE_TEXT || t == SQLITE_BLOB) {
+			const void *p = t == SQLITE_TEXT ? (const void *)sqlite3_column_text(s, (int)i)
+				: sqlite3_column_blob(s, (int)i);
+			size_t n = (size_t)sqlite3_column_bytes(s, (int)i);
+			char *copy = malloc(n + 1);
+			if (!copy)
+				return dobj_error_set(DOBJ_ENOMEM, "out of memory");
+			if (n)
+				memcpy(copy, p, n);
+			copy[n] = '\0';
+			row[i].type = t == SQLITE_TEXT ? DOBJ_SQL_TEXT : DOBJ_SQL_BLOB;
+			row[i].p = copy;
+			row[i].len = n;
+		}
+	}
+	return DOBJ_OK;
+}
+
+static int bind_args(sqlite3_stmt *s, const dobj_sql_value *args, size_t nargs, size_t *used)
+{
+	int want = sqlite3_bind_parameter_count(s), i;
+
+	if ((size_t)want > nargs - *used)
+		return dobj_error_set(DOBJ_EARG, "the query needs %d bindings, %zu were given",
+			want, nargs - *used);
+	for (i = 0; i < want; i++) {
+		const dobj_sql_value *a = &args[*used + (size_t)i];
+		switch (a->type) {
+		case DOBJ_SQL_NULL: sqlite3_bind_null(s, i + 1); break;
+		case DOBJ_SQL_INT: sqlite3_bind_int64(s, i + 1, a->i); break;
+		case DOBJ_SQL_REAL: sqlite3_bind_double(s, i + 1, a->d); break;
+		case DOBJ_SQL_TEXT: sqlite3_bind_text(s, i + 1, a->p ? a->p : "", (int)a->len, SQLITE_STATIC); break;
+		case DOBJ_SQL_BLOB: sqlite3_bind_blob(s, i + 1, a->p ? a->p : "", (int)a->len, SQLITE_STATIC); break;
+		default: return dobj_error_set(DOBJ_EARG, "binding %d has an unknown type", i + 1);
+		}
+	}
+	*used += (size_t)want;
+	return DOBJ_OK;
+}
+
+int dobj_sql_exec(dobj_storage *st, const char *sql, size_t len, const dobj_sql_value *args,
+	size_t nargs, dobj_cursor **out)
+{
+	const char *tail = sql, *end = sql + len;
+	dobj_cursor *c;
+	size_t used = 0;
+	int rc = DOBJ_OK;
+
+	*out = NULL;
+	if (!sql)
+		return dobj_error_set(DOBJ_EARG, "no query");
+	if ((rc = touch(st)) < 0)
+		return rc;
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		return dobj_error_set(DOBJ_ENOMEM, "out of memory");
+	st->user_sql = 1;
+	while (tail < end) {
+		sqlite3_stmt *s = NULL;
+		const char *next = NULL;
+		int step;
+		size_t i;
+		long long before = sqlite3_total_changes64(st->db);
+
+		st->denied = NULL;
+		if (sqlite3_prepare_v3(st->db, tail, (int)(end - tail), 0, &s, &next) != SQLITE_OK) {
+			rc = st->denied ? dobj_error_set(DOBJ_EARG, "%s", st->denied)
+				: dobj_error_set(DOBJ_EARG, "%s", sqlite3_errmsg(st->db));
+			break;
+		}
+		tail = next;
+		if (!s)
+			continue; /* whitespace or a comment */
+		if ((rc = bind_args(s, args, nargs, &used)) < 0) {
+			sqlite3_finalize(s);
+			break;
+		}
+		/* Only the last statement's rows are returned. */
+		cells_free(c);
+		for (i = 0; i < c->ncols; i++)
+			free(c->names[i]);
+		free(c->names);
+		c->names = NULL;
+		c->ncols = (size_t)sqlite3_column_count(s);
+		if (c->ncols) {
+			c->names = calloc(c->ncols, sizeof(*c->names));
+			for (i = 0; c->names && i < c->ncols; i++)
+				c->names[i] = strdup(sqlite3_column_name(s, (int)i));
+		}
+		while ((step = sqlite3_step(s)) == SQLITE_ROW) {
+			if ((rc = cursor_row(c, s)) < 0)
+				break;
+			c->rows_read++;
+		}
+		if (rc >= 0 && step != SQLITE_DONE)
+			rc = dobj_error_set(DOBJ_ERROR, "%s", sqlite3_errmsg(st->db));
+		if (rc >= 0) {
+			c->rows_written += sqlite3_total_changes64(st->db) - before;
+			c->rows_read += sqlite3_stmt_status(s, SQLITE_STMTSTATUS_FULLSCAN_STEP, 0);
+		}
+		sqlite3_finalize(s);
+		if (rc < 0)
+			break;
+	}
+	st->user_sql = 0;
+	if (rc >= 0 && used != nargs)
+		rc = dobj_error_set(DOBJ_EARG, "%zu bindings were given but the query uses %zu",
+			nargs, used);
+	if (rc < 0) {
+		dobj_cursor_free(c);
+		return rc;
+	}
+	*out = c;
+	return DOBJ_OK;
+}
+
+size_t dobj_cursor_columns(const dobj_cursor *c) { return c->ncols; }
+size_t dobj_cursor_rows(const dobj_cursor *c) { return c->nrows; }
+long long dobj_cursor_rows_read(const dobj_cursor *c) { return c->rows_read; }
+long long dobj_cursor_rows_written(const dobj_cursor *c) { return c->rows_written; }
+
+const char *dobj_cursor_column_name(const dobj_cursor *c, size_t col)
+{
+	return col < c->ncols && c->names ? c->names[col] : NULL;
+}
+
+const dobj_sql_value *dobj_cursor_cell(const dobj_cursor *c, size_t row, size_t col)
+{
+	if (row >= c->nrows || col >= c->ncols)
+		return NULL;
+	return &c->cells[row * c->ncols + col];
+}
+
+long long dobj_sql_database_size(dobj_storage *st)
+{
+	sqlite3_stmt *s;
+	long long pages = 0, size = 0;
+
+	if (sqlite3_prepare_v2(st->db, "PRAGMA page_count", -1, &s, NULL) == SQLITE_OK) {
+		if (sqlite3_step(s) == SQLITE_ROW)
+			pages = sqlite3_column_int64(s, 0);
+		sqlite3_finalize(s);
+	}
+	if (sqlite3_prepare_v2(st->db, "PRAGMA page_size", -1, &s, NULL) == SQLITE_OK) {
+		if (sqlite3_step(s) == SQLITE_ROW)
+			size = sqlite3_column_int64(s, 0);
+		sqlite3_finalize(s);
+	}
+	return pages * size;
+}
+
+/* Namespace directory, made when a namespace is bound with a storage root. */
+int dobj__storage_ns_open(dobj_ns *ns)
+{
+	dobj_rt *rt = ns->rt;
+	size_t n;
+	int rc;
+
+	if (!rt->storage_dir)
+		return DOBJ_OK;
+	if ((rc = dobj__storage_check_unique_key(ns->unique_key, ns->unique_key_len)) < 0)
+		return rc;
+	n = strlen(rt->storage_dir) + ns->unique_key_len + 2;
+	ns->dir = malloc(n);
+	if (!ns->dir)
+		return dobj_error_set(DOBJ_ENOMEM, "out of memory");
+	snprintf(ns->dir, n, "%s/%s", rt->storage_dir, ns->unique_key);
+	return mkdir_p(ns->dir);
+}

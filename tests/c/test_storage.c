@@ -1,0 +1,512 @@
+/*
+ * Storage: key-value and SQL on SQLite in workerd's layout, the output gate
+ * (writes committed before a step's results are delivered), aborts that
+ * discard uncommitted writes, failed commits, alarms and eviction.
+ */
+#include <sqlite3.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "testhost.h"
+#include "internal.h" /* the tests reach a stub's object directly */
+
+static dobj_obj *obj_of(dobj_stub *s)
+{
+	return s->obj;
+}
+
+static dobj_ns *store_ns;
+static int constructions;
+static int alarm_failures_left;
+static double alarm_times[16];
+static int alarm_retries[16];
+static int alarm_runs;
+static double alarm_seen_get = -2;
+static int alarm_early;
+
+static int store_construct(dobj_obj *obj, void *data, void **instance, void **error)
+{
+	(void)obj; (void)data; (void)error;
+	constructions++;
+	*instance = tv_new(V_INST, NULL, 0);
+	return DOBJ_OK;
+}
+
+static int store_step(dobj_task *t, void *data)
+{
+	dobj_obj *obj = dobj_task_obj(t);
+	dobj_storage *st;
+	tv *req = dobj_task_request(t);
+	char cmd[32] = "", a[64] = "", b[64] = "";
+	const void *val;
+	size_t len;
+	int rc;
+
+	(void)data;
+	if ((rc = dobj_obj_storage(obj, &st)) < 0)
+		return rc;
+	if (dobj_task_call_kind(t) == DOBJ_CALL_ALARM) {
+		double when, got;
+		int retry;
+		CHECK_EQ_INT(dobj_task_alarm_info(t, &when, &retry), DOBJ_OK);
+		if (alarm_runs < 16) {
+			alarm_times[alarm_runs] = dobj_rt_now_ms(dobj_task_rt(t));
+			alarm_retries[alarm_runs] = retry;
+		}
+		alarm_runs++;
+		alarm_early += dobj__wall_ms(dobj_task_rt(t)) < when; /* never early */
+		alarm_seen_get = dobj_alarm_get(st, &got) ? got : -1;
+		if (alarm_failures_left > 0) {
+			alarm_failures_left--;
+			dobj_task_raise(t, DOBJ_EUSER, "alarm failed", NULL);
+			return DOBJ_OK;
+		}
+		dobj_task_return(t, NULL);
+		return DOBJ_OK;
+	}
+	sscanf(req->s, "%31s %63s %63s", cmd, a, b);
+	if (!strcmp(cmd, "put") || !strcmp(cmd, "putabort")) {
+		CHECK_EQ_INT(dobj_kv_put(st, a, strlen(a), b, strlen(b)), DOBJ_OK);
+		if (!strcmp(cmd, "putabort")) {
+			dobj_obj_abort(obj, DOBJ_EABORTED, "aborted after put", NULL);
+			return DOBJ_OK;
+		}
+		respond(t, 200, "ok");
+	} else if (!strcmp(cmd, "get")) {
+		rc = dobj_kv_get(st, a, strlen(a), &val, &len);
+		if (rc == 1)
+			respond(t, 200, "%.*s", (int)len, (const char *)val);
+		else
+			respond(t, 404, "(none)");
+	} else if (!strcmp(cmd, "count")) {
+		char buf[32];
+		long n = 0;
+		if (dobj_kv_get(st, "n", 1, &val, &len) == 1) {
+			snprintf(buf, sizeof(buf), "%.*s", (int)len, (const char *)val);
+			n = strtol(buf, NULL, 10);
+		}
+		n++;
+		snprintf(buf, sizeof(buf), "%ld", n);
+		CHECK_EQ_INT(dobj_kv_put(st, "n", 1, buf, strlen(buf)), DOBJ_OK);
+		respond(t, 200, "%ld", n);
+	} else if (!strcmp(cmd, "fkfail")) {
+		/* A deferred foreign key violation only shows at COMMIT. */
+		static const char q[] =
+			"CREATE TABLE IF NOT EXISTS p (id INTEGER PRIMARY KEY);"
+			"CREATE TABLE IF NOT EXISTS c (pid INTEGER REFERENCES p(id) DEFERRABLE INITIALLY DEFERRED);"
+			"INSERT INTO c VALUES (42)";
+		dobj_cursor *c = NULL;
+		CHECK_EQ_INT(dobj_sql_exec(st, q, strlen(q), NULL, 0, &c), DOBJ_OK);
+		dobj_cursor_free(c);
+		CHECK_EQ_INT(dobj_kv_put(st, "lost", 4, "x", 1), DOBJ_OK);
+		respond(t, 200, "should not arrive");
+	} else if (!strcmp(cmd, "alarm")) {
+		rc = dobj_alarm_set(st, atof(a));
+		if (rc < 0) {
+			dobj_task_raise(t, rc, dobj_error_last(), NULL);
+			return DOBJ_OK;
+		}
+		respond(t, 200, "set");
+	} else {
+		dobj_task_raise(t, DOBJ_EARG, "unknown command", NULL);
+	}
+	return DOBJ_OK;
+}
+
+static dobj_rt *make_store_rt(const char *dir, unsigned flags, double idle_ms)
+{
+	dobj_rt *rt;
+	dobj_rt_opts o = DOBJ_RT_OPTS_INIT;
+	dobj_class k = { 0 };
+	o.host.retain = tv_retain;
+	o.host.release = tv_release;
+	o.virtual_time = 1;
+	o.storage_dir = dir;
+	o.idle_timeout_ms = idle_ms;
+	CHECK_EQ_INT(dobj_rt_new(&rt, &o), DOBJ_OK);
+	k.name = "Store";
+	k.flags = flags;
+	k.construct = store_construct;
+	k.step = store_step;
+	CHECK_EQ_INT(dobj_ns_new(&store_ns, rt, "STORE", "store-key", 9, &k), DOBJ_OK);
+	constructions = 0;
+	return rt;
+}
+
+static dobj_stub *store_stub(const char *name)
+{
+	dobj_id id;
+	dobj_stub *s;
+	dobj_id_from_name(dobj_ns_idkey(store_ns), name, strlen(name), &id);
+	CHECK_EQ_INT(dobj_stub_new(&s, store_ns, &id, name, strlen(name)), DOBJ_OK);
+	return s;
+}
+
+static char tmpdir[64];
+static void make_tmpdir(void)
+{
+	snprintf(tmpdir, sizeof(tmpdir), "/tmp/dobj-test-XXXXXX");
+	CHECK(mkdtemp(tmpdir) != NULL);
+}
+
+static void rm_rf(const char *dir)
+{
+	char cmd[128];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	CHECK_EQ_INT(system(cmd), 0);
+}
+
+/* ------------------------------------------------------------------ tests */
+
+static int collect(void *arg, const char *key, size_t klen, const void *v, size_t vlen)
+{
+	char *out = arg;
+	size_t n = strlen(out);
+	(void)v;
+	snprintf(out + n, 512 - n, "%.*s=%zu,", (int)klen, key, vlen);
+	return 0;
+}
+
+/* Key-value calls straight on an object's storage, outside any step. */
+static void test_kv_api(void)
+{
+	dobj_rt *rt = make_store_rt(NULL, DOBJ_CLASS_FETCH, -1);
+	dobj_stub *s = store_stub("kv");
+	dobj_storage *st;
+	dobj_kv_list_opts o = DOBJ_KV_LIST_OPTS_INIT;
+	char out[512] = "", big[3000];
+	const void *v;
+	size_t len;
+	const char *keys[] = { "b", "a", "ab", "\xc3\xa9", "z", "a\0x" };
+	size_t lens[] = { 1, 1, 2, 2, 1, 3 };
+	size_t i;
+
+	CHECK_STR(fetch(rt, s, "put x 1", NULL), "ok"); /* makes the object */
+	CHECK_EQ_INT(dobj_obj_storage(obj_of(s), &st), DOBJ_OK);
+	for (i = 0; i < 6; i++)
+		CHECK_EQ_INT(dobj_kv_put(st, keys[i], lens[i], "vv", 2), DOBJ_OK);
+	CHECK_EQ_INT(dobj_kv_get(st, "a\0x", 3, &v, &len), 1);
+	CHECK_EQ_INT(len, 2);
+	CHECK_EQ_INT(dobj_kv_get(st, "a\0y", 3, &v, &len), 0);
+	CHECK_EQ_INT(dobj_kv_list(st, NULL, collect, out), DOBJ_OK);
+	/* UTF-8 byte order: "a" < "a\0x" < "ab" < "b" < "x" < "z" < "é" */
+	CHECK(memcmp(out, "a=2,a", 5) == 0);
+	CHECK(strstr(out, ",ab=2,b=2,x=1,z=2,\xc3\xa9=2,") != NULL);
+	out[0] = 0; o.prefix = "a"; o.prefix_len = 1;
+	CHECK_EQ_INT(dobj_kv_list(st, &o, collect, out), DOBJ_OK);
+	CHECK_STR(out, "a=2,a=2,ab=2,"); /* %.*s stops at the NUL of "a\0x" */
+	out[0] = 0; o = (dobj_kv_list_opts)DOBJ_KV_LIST_OPTS_INIT;
+	o.start = "ab"; o.start_len = 2; o.end = "z"; o.end_len = 1; o.reverse = 1; o.limit = 2;
+	CHECK_EQ_INT(dobj_kv_list(st, &o, collect, out), DOBJ_OK);
+	CHECK_STR(out, "x=1,b=2,");
+	out[0] = 0; o = (dobj_kv_list_opts)DOBJ_KV_LIST_OPTS_INIT;
+	o.start_after = "b"; o.start_after_len = 1;
+	CHECK_EQ_INT(dobj_kv_list(st, &o, collect, out), DOBJ_OK);
+	CHECK_STR(out, "x=1,z=2,\xc3\xa9=2,");
+	o.start = "a"; o.start_len = 1;
+	CHECK_EQ_INT(dobj_kv_list(st, &o, collect, out), DOBJ_EARG);
+	CHECK_STR(dobj_error_last(), "list() cannot be called with both start and startAfter values.");
+	o = (dobj_kv_list_opts)DOBJ_KV_LIST_OPTS_INIT; o.limit = 0;
+	CHECK_EQ_INT(dobj_kv_list(st, &o, collect, out), DOBJ_EARG);
+	CHECK_STR(dobj_error_last(), "List limit must be positive.");
+	CHECK_EQ_INT(dobj_kv_delete(st, "b", 1), 1);
+	CHECK_EQ_INT(dobj_kv_delete(st, "b", 1), 0);
+	memset(big, 'k', sizeof(big));
+	CHECK_EQ_INT(dobj_kv_put(st, big, 2049, "v", 1), DOBJ_EARG);
+	CHECK_STR(dobj_error_last(), "Keys cannot be larger than 2048 bytes. A key of size 2049 was provided.");
+	CHECK_EQ_INT(dobj_kv_put(st, big, 2048, "v", 1), DOBJ_OK);
+	CHECK_EQ_INT(dobj_kv_check_value(131073), DOBJ_EARG);
+	CHECK_EQ_INT(dobj_kv_check_value(131072), DOBJ_OK);
+	CHECK_EQ_INT(dobj_kv_check_count(129, "get"), DOBJ_EARG);
+	CHECK_EQ_INT(dobj_kv_check_count(128, "get"), DOBJ_OK);
+	/* Transactions nest; rollback discards only the inner writes. */
+	CHECK_EQ_INT(dobj_txn_begin(st), DOBJ_OK);
+	CHECK_EQ_INT(dobj_kv_put(st, "t1", 2, "1", 1), DOBJ_OK);
+	CHECK_EQ_INT(dobj_txn_begin(st), DOBJ_OK);
+	CHECK_EQ_INT(dobj_kv_put(st, "t2", 2, "2", 1), DOBJ_OK);
+	CHECK_EQ_INT(dobj_kv_get(st, "t2", 2, &v, &len), 1);
+	CHECK_EQ_INT(dobj_kv_delete_all(st), DOBJ_ESTATE);
+	CHECK_STR(dobj_error_last(), "Cannot call deleteAll() within a transaction");
+	CHECK_EQ_INT(dobj_txn_rollback(st), DOBJ_OK);
+	CHECK_EQ_INT(dobj_txn_commit(st), DOBJ_OK);
+	CHECK_EQ_INT(dobj_txn_commit(st), DOBJ_ESTATE);
+	CHECK_EQ_INT(dobj_kv_get(st, "t1", 2, &v, &len), 1);
+	CHECK_EQ_INT(dobj_kv_get(st, "t2", 2, &v, &len), 0);
+	CHECK_EQ_INT(dobj_kv_delete_all(st), DOBJ_OK);
+	out[0] = 0;
+	CHECK_EQ_INT(dobj_kv_list(st, NULL, collect, out), DOBJ_OK);
+	CHECK_STR(out, "");
+	dobj_stub_free(s);
+	dobj_rt_free(rt);
+	CHECK_EQ_INT(live_values, 0);
+}
+
+static void test_sql_api(void)
+{
+	dobj_rt *rt = make_store_rt(NULL, DOBJ_CLASS_FETCH, -1);
+	dobj_stub *s = store_stub("sql");
+	dobj_storage *st;
+	dobj_cursor *c;
+	dobj_sql_value args[3] = { { DOBJ_SQL_TEXT, 0, 0, "alice", 5 }, { DOBJ_SQL_INT, 30, 0, 0, 0 },
+		{ DOBJ_SQL_BLOB, 0, 0, "\0\1", 2 } };
+	const char *q;
+
+	CHECK_STR(fetch(rt, s, "put x 1", NULL), "ok");
+	CHECK_EQ_INT(dobj_obj_storage(obj_of(s), &st), DOBJ_OK);
+	q = "CREATE TABLE people (name TEXT, age INTEGER, pic BLOB); INSERT INTO people VALUES (?, ?, ?)";
+	CHECK_EQ_INT(dobj_sql_exec(st, q, strlen(q), args, 3, &c), DOBJ_OK);
+	CHECK_EQ_INT(dobj_cursor_rows_written(c), 1);
+	dobj_cursor_free(c);
+	q = "SELECT name, age, pic, 1.5 AS x, NULL AS n FROM people";
+	CHECK_EQ_INT(dobj_sql_exec(st, q, strlen(q), NULL, 0, &c), DOBJ_OK);
+	CHECK_EQ_INT(dobj_cursor_rows(c), 1);
+	CHECK_EQ_INT(dobj_cursor_columns(c), 5);
+	CHECK_STR(dobj_cursor_column_name(c, 3), "x");
+	CHECK_STR(dobj_cursor_cell(c, 0, 0)->p, "alice");
+	CHECK_EQ_INT(dobj_cursor_cell(c, 0, 1)->i, 30);
+	CHECK_EQ_INT(dobj_cursor_cell(c, 0, 2)->type, DOBJ_SQL_BLOB);
+	CHECK_EQ_INT(dobj_cursor_cell(c, 0, 2)->len, 2);
+	CHECK(dobj_cursor_cell(c, 0, 3)->d == 1.5);
+	CHECK_EQ_INT(dobj_cursor_cell(c, 0, 4)->type, DOBJ_SQL_NULL);
+	CHECK(dobj_cursor_cell(c, 1, 0) == NULL);
+	CHECK(dobj_cursor_rows_read(c) >= 1);
+	dobj_cursor_free(c);
+	CHECK(dobj_sql_database_size(st) > 0);
+	q = "BEGIN";
+	CHECK_EQ_INT(dobj_sql_exec(st, q, strlen(q), NULL, 0, &c), DOBJ_EARG);
+	CHECK(strstr(dobj_error_last(), "transaction") != NULL);
+	q = "SAVEPOINT x";
+	CHECK_EQ_INT(dobj_sql_exec(st, q, strlen(q), NULL, 0, &c), DOBJ_EARG);
+	q = "SELECT * FROM _cf_KV";
+	CHECK_EQ_INT(dobj_sql_exec(st, q, strlen(q), NULL, 0, &c), DOBJ_EARG);
+	CHECK(strstr(dobj_error_last(), "_cf_KV") != NULL);
+	q = "DROP TABLE _cf_KV";
+	CHECK_EQ_INT(dobj_sql_exec(st, q, strlen(q), NULL, 0, &c), DOBJ_EARG);
+	q = "CREATE TABLE _cf_mine (x)";
+	CHECK_EQ_INT(dobj_sql_exec(st, q, strlen(q), NULL, 0, &c), DOBJ_EARG);
+	q = "ATTACH DATABASE '/tmp/x.db' AS x";
+	CHECK_EQ_INT(dobj_sql_exec(st, q, strlen(q), NULL, 0, &c), DOBJ_EARG);
+	q = "PRAGMA journal_mode=DELETE";
+	CHECK_EQ_INT(dobj_sql_exec(st, q, strlen(q), NULL, 0, &c), DOBJ_EARG);
+	q = "SELECT ?";
+	CHECK_EQ_INT(dobj_sql_exec(st, q, strlen(q), NULL, 0, &c), DOBJ_EARG);
+	CHECK_EQ_INT(dobj_sql_exec(st, q, strlen(q), args, 2, &c), DOBJ_EARG);
+	q = "SELEC nonsense";
+	CHECK_EQ_INT(dobj_sql_exec(st, q, strlen(q), NULL, 0, &c), DOBJ_EARG);
+	q = "PRAGMA table_info(people)";
+	CHECK_EQ_INT(dobj_sql_exec(st, q, strlen(q), NULL, 0, &c), DOBJ_OK);
+	CHECK_EQ_INT(dobj_cursor_rows(c), 3);
+	dobj_cursor_free(c);
+	/* delete_all drops SQL tables too. */
+	CHECK_EQ_INT(dobj_kv_delete_all(st), DOBJ_OK);
+	q = "SELECT * FROM people";
+	CHECK_EQ_INT(dobj_sql_exec(st, q, strlen(q), NULL, 0, &c), DOBJ_EARG);
+	dobj_stub_free(s);
+	dobj_rt_free(rt);
+}
+
+static void test_layout_and_persistence(void)
+{
+	dobj_rt *rt;
+	dobj_stub *s;
+	char path[256], hex[65] = { 0 };
+	sqlite3 *db;
+	sqlite3_stmt *q;
+	struct stat sb;
+
+	make_tmpdir();
+	rt = make_store_rt(tmpdir, DOBJ_CLASS_FETCH, -1);
+	s = store_stub("persist");
+	CHECK_STR(fetch(rt, s, "put greeting hello", NULL), "ok");
+	CHECK_STR(fetch(rt, s, "count", NULL), "1");
+	CHECK_STR(fetch(rt, s, "count", NULL), "2");
+	/* Another connection sees the committed data while the runtime runs. */
+	dobj_id_to_hex(dobj_stub_id(s), hex);
+	snprintf(path, sizeof(path), "%s/store-key/%s.sqlite", tmpdir, hex);
+	CHECK_EQ_INT(stat(path, &sb), 0);
+	CHECK_EQ_INT(sqlite3_open(path, &db), SQLITE_OK);
+	CHECK_EQ_INT(sqlite3_prepare_v2(db, "SELECT value FROM _cf_KV WHERE key = 'n'", -1, &q, NULL), SQLITE_OK);
+	CHECK_EQ_INT(sqlite3_step(q), SQLITE_ROW);
+	CHECK_STR((const char *)sqlite3_column_text(q, 0), "2");
+	sqlite3_finalize(q);
+	CHECK_EQ_INT(sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &q, NULL), SQLITE_OK);
+	CHECK_EQ_INT(sqlite3_step(q), SQLITE_ROW);
+	CHECK_STR((const char *)sqlite3_column_text(q, 0), "wal");
+	sqlite3_finalize(q);
+	CHECK_EQ_INT(sqlite3_prepare_v2(db, "SELECT sql FROM sqlite_schema WHERE name = '_cf_KV'", -1, &q, NULL), SQLITE_OK);
+	CHECK_EQ_INT(sqlite3_step(q), SQLITE_ROW);
+	CHECK(strstr((const char *)sqlite3_column_text(q, 0), "WITHOUT ROWID") != NULL);
+	sqlite3_finalize(q);
+	sqlite3_close(db);
+	dobj_stub_free(s);
+	dobj_rt_free(rt);
+	/* A new runtime on the same directory sees everything. */
+	rt = make_store_rt(tmpdir, DOBJ_CLASS_FETCH, -1);
+	s = store_stub("persist");
+	CHECK_STR(fetch(rt, s, "get greeting", NULL), "hello");
+	CHECK_STR(fetch(rt, s, "count", NULL), "3");
+	dobj_stub_free(s);
+	dobj_rt_free(rt);
+	rm_rf(tmpdir);
+}
+
+static void test_abort_discards_uncommitted_writes(void)
+{
+	dobj_rt *rt = make_store_rt(NULL, DOBJ_CLASS_FETCH, -1);
+	dobj_stub *s = store_stub("ab"), *s2;
+	int code;
+	CHECK_STR(fetch(rt, s, "put k before", NULL), "ok");
+	CHECK_STR(fetch(rt, s, "putabort k after", &code), "aborted after put");
+	s2 = store_stub("ab");
+	CHECK_STR(fetch(rt, s2, "get k", NULL), "before");
+	CHECK_EQ_INT(constructions, 2);
+	dobj_stub_free(s); dobj_stub_free(s2);
+	dobj_rt_free(rt);
+}
+
+static void test_failed_commit_withholds_the_response(void)
+{
+	dobj_rt *rt = make_store_rt(NULL, DOBJ_CLASS_FETCH, -1);
+	dobj_stub *s = store_stub("fk"), *s2;
+	const char *body;
+	int code;
+	CHECK_STR(fetch(rt, s, "put k v", NULL), "ok");
+	body = fetch(rt, s, "fkfail", &code);
+	CHECK(code != DOBJ_OK);
+	CHECK(strstr(body, "storage commit failed") != NULL);
+	CHECK(strstr(body, "FOREIGN KEY") != NULL);
+	s2 = store_stub("fk");
+	CHECK_STR(fetch(rt, s2, "get lost", NULL), "(none)");
+	CHECK_STR(fetch(rt, s2, "get k", NULL), "v");
+	dobj_stub_free(s); dobj_stub_free(s2);
+	dobj_rt_free(rt);
+}
+
+static void test_alarms_fire_retry_and_persist(void)
+{
+	dobj_rt *rt;
+	dobj_stub *s;
+	char cmd[64];
+	int i, code;
+
+	make_tmpdir();
+	/* Without an alarm handler, set_alarm fails with workerd's message. */
+	rt = make_store_rt(tmpdir, DOBJ_CLASS_FETCH, -1);
+	s = store_stub("noalarm");
+	snprintf(cmd, sizeof(cmd), "alarm %.0f", dobj__wall_ms(rt) + 1000);
+	CHECK_STR(fetch(rt, s, cmd, &code),
+		"Your Durable Object class must have an alarm() handler in order to call setAlarm()");
+	dobj_stub_free(s);
+	dobj_rt_free(rt);
+
+	rt = make_store_rt(tmpdir, DOBJ_CLASS_FETCH | DOBJ_CLASS_ALARM, -1);
+	s = store_stub("alarmed");
+	alarm_runs = 0;
+	alarm_failures_left = 100; /* always fails: 1 run + 6 retries, then dropped */
+	snprintf(cmd, sizeof(cmd), "alarm %.0f", dobj__wall_ms(rt) + 1000);
+	{
+		double t0 = dobj_rt_now_ms(rt);
+		CHECK_STR(fetch(rt, s, cmd, NULL), "set");
+		CHECK_EQ_INT(dobj_rt_run(rt, NULL, NULL), DOBJ_OK);
+		CHECK_EQ_INT(alarm_runs, 7);
+		CHECK(alarm_times[0] - t0 >= 999);
+		CHECK_EQ_INT(alarm_early, 0);
+		for (i = 1; i < 7; i++) {
+			double gap = alarm_times[i] - alarm_times[i - 1];
+			double base = (double)(2 << (i - 1)) * 1000;
+			CHECK(gap >= base && gap <= base * 1.25 + 1);
+			CHECK_EQ_INT(alarm_retries[i], i);
+		}
+		CHECK(alarm_seen_get == -1); /* get_alarm() is null inside the handler */
+	}
+	/* A successful alarm runs once and is gone. */
+	alarm_runs = 0;
+	alarm_failures_left = 0;
+	snprintf(cmd, sizeof(cmd), "alarm %.0f", dobj__wall_ms(rt) + 50);
+	CHECK_STR(fetch(rt, s, cmd, NULL), "set");
+	CHECK_EQ_INT(dobj_rt_run(rt, NULL, NULL), DOBJ_OK);
+	CHECK_EQ_INT(alarm_runs, 1);
+	/* Persisted: set, close, and a new runtime fires it (already due). */
+	alarm_runs = 0;
+	snprintf(cmd, sizeof(cmd), "alarm %.0f", dobj__wall_ms(rt) + 10);
+	CHECK_STR(fetch(rt, s, cmd, NULL), "set");
+	dobj_stub_free(s);
+	dobj_rt_free(rt);
+	CHECK_EQ_INT(alarm_runs, 0);
+	usleep(20 * 1000);
+	rt = make_store_rt(tmpdir, DOBJ_CLASS_FETCH | DOBJ_CLASS_ALARM, -1);
+	CHECK_EQ_INT(dobj_rt_pending(rt), 1);
+	CHECK_EQ_INT(dobj_rt_run(rt, NULL, NULL), DOBJ_OK);
+	CHECK_EQ_INT(alarm_runs, 1);
+	CHECK_EQ_INT(dobj_rt_pending(rt), 0);
+	dobj_rt_free(rt);
+	rm_rf(tmpdir);
+}
+
+static void test_idle_objects_are_evicted(void)
+{
+	dobj_rt *rt;
+	dobj_stub *s;
+
+	/* In memory: eviction drops the instance, never the data. */
+	rt = make_store_rt(NULL, DOBJ_CLASS_FETCH, 1000);
+	s = store_stub("idle");
+	CHECK_STR(fetch(rt, s, "count", NULL), "1");
+	CHECK_EQ_INT(dobj_ns_live(store_ns), 1);
+	CHECK_EQ_INT(dobj_rt_advance(rt, 500), DOBJ_OK);
+	CHECK_EQ_INT(dobj_ns_live(store_ns), 1);
+	CHECK_STR(fetch(rt, s, "count", NULL), "2"); /* activity restarts the clock */
+	CHECK_EQ_INT(dobj_rt_advance(rt, 999), DOBJ_OK);
+	CHECK_EQ_INT(dobj_ns_live(store_ns), 1);
+	CHECK_EQ_INT(dobj_rt_advance(rt, 2), DOBJ_OK);
+	CHECK_EQ_INT(dobj_ns_live(store_ns), 0);
+	CHECK_EQ_INT(dobj_ns_open_storages(store_ns), 1);
+	CHECK_STR(fetch(rt, s, "count", NULL), "3"); /* same stub, new instance, data kept */
+	CHECK_EQ_INT(constructions, 2);
+	dobj_stub_free(s);
+	dobj_rt_free(rt);
+
+	/* On disk: the database handle is released too. */
+	make_tmpdir();
+	rt = make_store_rt(tmpdir, DOBJ_CLASS_FETCH, 1000);
+	s = store_stub("idle");
+	CHECK_STR(fetch(rt, s, "count", NULL), "1");
+	CHECK_EQ_INT(dobj_ns_open_storages(store_ns), 1);
+	CHECK_EQ_INT(dobj_rt_advance(rt, 1001), DOBJ_OK);
+	CHECK_EQ_INT(dobj_ns_live(store_ns), 0);
+	CHECK_EQ_INT(dobj_ns_open_storages(store_ns), 0);
+	CHECK_STR(fetch(rt, s, "count", NULL), "2");
+	dobj_stub_free(s);
+	dobj_rt_free(rt);
+	rm_rf(tmpdir);
+}
+
+static void test_unique_key_must_name_a_directory(void)
+{
+	dobj_rt *rt;
+	dobj_rt_opts o = DOBJ_RT_OPTS_INIT;
+	dobj_class k = { "X", DOBJ_CLASS_FETCH, NULL, store_construct, store_step, NULL };
+	dobj_ns *ns;
+	make_tmpdir();
+	o.storage_dir = tmpdir;
+	o.host.release = tv_release;
+	CHECK_EQ_INT(dobj_rt_new(&rt, &o), DOBJ_OK);
+	CHECK_EQ_INT(dobj_ns_new(&ns, rt, "A", "../escape", 9, &k), DOBJ_EARG);
+	CHECK_EQ_INT(dobj_ns_new(&ns, rt, "A", "..", 2, &k), DOBJ_EARG);
+	CHECK_EQ_INT(dobj_ns_new(&ns, rt, "A", "ok-key", 6, &k), DOBJ_OK);
+	dobj_rt_free(rt);
+	rm_rf(tmpdir);
+}
+
+int main(void)
+{
+	RUN(test_kv_api);
+	RUN(test_sql_api);
+	RUN(test_layout_and_persistence);
+	RUN(test_abort_discards_uncommitted_writes);
+	RUN(test_failed_commit_withholds_the_response);
+	RUN(test_alarms_fire_retry_and_persist);
+	RUN(test_idle_objects_are_evicted);
+	RUN(test_unique_key_must_name_a_directory);
+	return DONE();
+}

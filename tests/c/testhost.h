@@ -1,0 +1,138 @@
+/* Host values and helpers shared by the C runtime tests: a refcounted test
+ * value (`tv`) stands for requests, responses, instances, errors and handler
+ * state, the way PyObject* or a Lua reference does in the bindings. */
+#ifndef DOBJ_TEST_HOST_H
+#define DOBJ_TEST_HOST_H
+#include <stdarg.h>
+#include <stdlib.h>
+
+#include "dobj.h"
+#include "check.h"
+
+/* ------------------------------------------------------------ host values */
+
+enum { V_REQ = 1, V_RES, V_INST, V_ERR, V_STATE };
+
+typedef struct tv {
+	int refs;
+	int kind;
+	int n;
+	int pc;
+	char s[128];
+	dobj_task *awaited;
+	dobj_stub *stub;
+} tv;
+
+static int live_values;
+
+static inline tv *tv_new(int kind, const char *s, int n)
+{
+	tv *v = calloc(1, sizeof(*v));
+	v->refs = 1;
+	v->kind = kind;
+	v->n = n;
+	if (s)
+		snprintf(v->s, sizeof(v->s), "%s", s);
+	live_values++;
+	return v;
+}
+
+static inline void tv_release(void *data, void *value)
+{
+	tv *v = value;
+	(void)data;
+	if (--v->refs > 0)
+		return;
+	if (v->awaited)
+		dobj_task_unref(v->awaited);
+	dobj_stub_free(v->stub);
+	live_values--;
+	free(v);
+}
+
+/* Errors are shared by every task an abort fails: host values are counted. */
+static inline void tv_retain(void *data, void *value)
+{
+	(void)data;
+	((tv *)value)->refs++;
+}
+
+/* ------------------------------------------------------------------- log */
+
+static char logbuf[4096];
+static inline void logf_(const char *fmt, ...)
+{
+	va_list ap;
+	size_t n = strlen(logbuf);
+	va_start(ap, fmt);
+	vsnprintf(logbuf + n, sizeof(logbuf) - n, fmt, ap);
+	va_end(ap);
+}
+
+/* ------------------------------------------------------ waking handlers */
+
+static inline void wake_timer(void *data, int fired)
+{
+	dobj_task *t = data;
+	if (fired)
+		dobj_task_wake(t);
+	dobj_task_unref(t);
+}
+
+static inline void sleep_then_wake(dobj_task *t, double ms)
+{
+	dobj_task_ref(t);
+	CHECK_EQ_INT(dobj_rt_timer(dobj_task_rt(t), ms, wake_timer, t, NULL), DOBJ_OK);
+}
+
+static inline void wake_waiter(dobj_task *done, void *data)
+{
+	(void)done;
+	dobj_task_wake(data);
+}
+
+static inline void respond(dobj_task *t, int status, const char *fmt, ...)
+{
+	char body[128];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(body, sizeof(body), fmt, ap);
+	va_end(ap);
+	dobj_task_return(t, tv_new(V_RES, body, status));
+}
+
+static inline dobj_task *send(dobj_stub *s, const char *path)
+{
+	dobj_task *t = NULL;
+	CHECK_EQ_INT(dobj_stub_call(&t, s, DOBJ_CALL_FETCH, NULL, "https://probe/", 14,
+		tv_new(V_REQ, path, 0), NULL, NULL), DOBJ_OK);
+	return t;
+}
+
+static inline int task_is_done(void *arg)
+{
+	return dobj_task_done(arg);
+}
+
+/* Wait for t; return its body (or error message) in a static buffer. */
+static inline const char *wait_body(dobj_rt *rt, dobj_task *t, int *code)
+{
+	static char out[256];
+	void *res;
+	const char *msg;
+	int rc;
+	dobj_rt_run(rt, task_is_done, t);
+	rc = dobj_task_result(t, &res, &msg, NULL);
+	if (code)
+		*code = rc;
+	snprintf(out, sizeof(out), "%s", rc == DOBJ_OK ? ((tv *)res)->s : msg ? msg : "(pending)");
+	dobj_task_unref(t);
+	return out;
+}
+
+static inline const char *fetch(dobj_rt *rt, dobj_stub *s, const char *path, int *code)
+{
+	return wait_body(rt, send(s, path), code);
+}
+
+#endif
