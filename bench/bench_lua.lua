@@ -23,7 +23,9 @@ Bench.__index = Bench
 function Bench.new(ctx, env)
   return setmetatable({ ctx = ctx, env = env }, Bench)
 end
+local calls = 0 -- every fetch must reach the handler
 function Bench:fetch(request)
+  calls = calls + 1
   return dobj.response("ok")
 end
 
@@ -34,9 +36,12 @@ local setup_ok, setup_err = pcall(function()
   local stub = ns:get_by_name("bench")
   hex_x = tostring(ns:id_from_name("x"))
 
-  local function check(res)
+  local function check(res, before, n)
     if res.status ~= 200 or res:text() ~= "ok" then
       error("unexpected response " .. tostring(res.status))
+    end
+    if calls - before ~= n + 1 then
+      error(("%d calls reached the handler, expected %d"):format(calls - before, n + 1))
     end
   end
 
@@ -51,15 +56,17 @@ local setup_ok, setup_err = pcall(function()
       for _ = 1, n do ns:new_unique_id() end
     end,
     fetch_main = function(n)
+      local before = calls
       for _ = 1, n do stub:fetch("https://x/") end
-      check(stub:fetch("https://x/"))
+      check(stub:fetch("https://x/"), before, n)
     end,
     fetch_task = function(n)
       local done, err = false, nil
       rt:spawn(function()
         local ok2, e = pcall(function()
+          local before = calls
           for _ = 1, n do stub:fetch("https://x/") end
-          check(stub:fetch("https://x/"))
+          check(stub:fetch("https://x/"), before, n)
         end)
         done, err = ok2, e
       end)

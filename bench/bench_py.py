@@ -26,12 +26,16 @@ def make_ops(impl):
     else:
         import dobj
 
+        calls = [0]  # every fetch must reach the handler
+
         class SyncBench(dobj.DurableObject):
             def fetch(self, request):
+                calls[0] += 1
                 return dobj.Response("ok")
 
         class AsyncBench(dobj.DurableObject):
             async def fetch(self, request):
+                calls[0] += 1
                 return dobj.Response("ok")
 
         rt = dobj.Runtime()
@@ -42,12 +46,16 @@ def make_ops(impl):
             stub = namespace.get_by_name("bench")
 
             async def loop(n):
+                before = calls[0]
                 for _ in range(n):
                     await stub.fetch("https://x/")
                 t = time.perf_counter()
                 r = await stub.fetch("https://x/")
                 if r.status != 200 or r.text() != "ok":
                     raise RuntimeError(f"unexpected response {r.status} {r.text()!r}")
+                if calls[0] - before != n + 1:
+                    raise RuntimeError(f"{calls[0] - before} calls reached the handler, "
+                                       f"expected {n + 1}")
                 return t
 
             def run(n):

@@ -11,8 +11,10 @@ export class Bench {
   constructor(ctx, env) {
     this.ctx = ctx;
     this.env = env;
+    this.calls = 0;
   }
   async fetch(request) {
+    this.calls++; // as the dobj bench handlers do (they check every call arrived)
     return new Response("ok");
   }
 }
