@@ -173,7 +173,10 @@ typedef int (*dobj_step_fn)(dobj_task *task, void *data);
 /** Class flags. */
 enum {
 	DOBJ_CLASS_FETCH = 1 << 0, /**< has a fetch handler */
-	DOBJ_CLASS_ALARM = 1 << 1  /**< has an alarm handler (storage issue) */
+	DOBJ_CLASS_ALARM = 1 << 1, /**< has an alarm handler */
+	/** Class data and instances are C values owned by the class (never
+	 *  host values), and calls carry core values (dobj/native.h). */
+	DOBJ_CLASS_NATIVE = 1 << 2
 };
 
 /** How a namespace's objects are made and run. */
@@ -341,6 +344,15 @@ DOBJ_API int dobj_stub_call(dobj_task **out, dobj_stub *stub, dobj_call_kind kin
 	const char *method, const char *url, size_t url_len, void *request,
 	dobj_done_fn done, void *done_data);
 
+/**
+ * dobj_stub_call with a request that is a core value rather than a host
+ * value: `request_free` releases it (e.g. dobj_msg_free for a fetch to a
+ * native class, dobj_val_free for RPC arguments).
+ */
+DOBJ_API int dobj_stub_call_ex(dobj_task **out, dobj_stub *stub, dobj_call_kind kind,
+	const char *method, const char *url, size_t url_len, void *request,
+	void (*request_free)(void *), dobj_done_fn done, void *done_data);
+
 /** Is `url` absolute (scheme ":" ...)?  DOBJ_EARG with a message if not. */
 DOBJ_API int dobj_url_check(const char *url, size_t len);
 
@@ -363,6 +375,10 @@ DOBJ_API void dobj_task_unref(dobj_task *t);
 DOBJ_API void dobj_task_wake(dobj_task *t);
 /** Finish successfully with host value `result` (ownership passes; may be NULL). */
 DOBJ_API void dobj_task_return(dobj_task *t, void *result);
+/** Finish with a core value (dobj_msg, dobj_val) released by `result_free`. */
+DOBJ_API void dobj_task_return_value(dobj_task *t, void *result, void (*result_free)(void *));
+/** Is the result a core value (returned with dobj_task_return_value)? */
+DOBJ_API int dobj_task_result_is_core(const dobj_task *t);
 /** Finish with an error: a code, a message, and an optional host error value
  *  (ownership passes).  No-op if the task already finished. */
 DOBJ_API void dobj_task_raise(dobj_task *t, int code, const char *message, void *error);
@@ -446,6 +462,7 @@ DOBJ_API void dobj_msg_free(dobj_msg *m);
 DOBJ_API dobj_host dobj_host_msg(void);
 
 #include "dobj/storage.h"
+#include "dobj/val.h"
 
 #ifdef __cplusplus
 }

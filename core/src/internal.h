@@ -72,6 +72,8 @@ struct dobj_task {
 	int block_level;
 	unsigned queued : 1, done : 1, started : 1, running : 1, listed : 1, held : 1;
 	void *request;
+	void (*request_free)(void *); /* core value (dobj_msg, dobj_val); NULL: host value */
+	void (*result_free)(void *);
 	void *host;
 	dobj_step_fn step;
 	void *step_data;

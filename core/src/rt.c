@@ -14,6 +14,7 @@
  * back into the core.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -33,6 +34,20 @@ static void host_retain(dobj_rt *rt, void *v)
  * re-enter the core; so it happens in flush_trash at the end of an entry
  * point, never while a core loop is half-way.
  */
+static void trash(dobj_rt *rt, void *v);
+
+/* Release a request or result: core values (free_fn set) go at once, since
+ * freeing them runs no host code; host values go through the trash. */
+static void drop_value(dobj_rt *rt, void *v, void (*free_fn)(void *))
+{
+	if (!v)
+		return;
+	if (free_fn)
+		free_fn(v);
+	else
+		trash(rt, v);
+}
+
 static void trash(dobj_rt *rt, void *v)
 {
 	if (!v || !rt->host.release)
@@ -64,6 +79,23 @@ static void flush_trash(dobj_rt *rt)
 }
 
 static void rt_unref(dobj_rt *rt);
+
+/* Class data and instances are host values unless the class is native
+ * (class data) or releases its instances itself (klass.destroy). */
+static int class_data_is_host(const dobj_ns *ns)
+{
+	return !(ns->klass.flags & DOBJ_CLASS_NATIVE);
+}
+
+static void drop_instance(dobj_ns *ns, void *inst)
+{
+	if (!inst)
+		return;
+	if (ns->klass.destroy)
+		ns->klass.destroy(inst, ns->klass.data);
+	else
+		trash(ns->rt, inst);
+}
 
 /* ------------------------------------------------------------ ready queue */
 
@@ -166,12 +198,7 @@ static void obj_release_instance(dobj_obj *obj)
 		obj->idle_timer = NULL;
 		dobj_timer_cancel(rt, tm);
 	}
-	if (inst) {
-		if (obj->ns->klass.destroy)
-			obj->ns->klass.destroy(inst, obj->ns->klass.data);
-		else
-			trash(rt, inst);
-	}
+	drop_instance(obj->ns, inst);
 	trash(rt, obj->ctx);
 	obj->ctx = NULL;
 }
@@ -273,9 +300,9 @@ static void task_unref(dobj_task *t)
 	if (!t || --t->refs > 0)
 		return;
 	rt = t->rt;
-	trash(rt, t->request);
+	drop_value(rt, t->request, t->request_free);
 	trash(rt, t->host);
-	trash(rt, t->result);
+	drop_value(rt, t->result, t->result_free);
 	trash(rt, t->error);
 	free(t->method);
 	free(t->message);
@@ -316,27 +343,36 @@ static void unpark(dobj_obj *obj)
 }
 
 static void abort_obj(dobj_obj *obj, int code, const char *message, void *error);
+static void finish_ex(dobj_task *t, int code, const char *message, void *result,
+	void (*result_free)(void *), void *error);
 
 static void finish(dobj_task *t, int code, const char *message, void *result, void *error)
+{
+	finish_ex(t, code, message, result, NULL, error);
+}
+
+static void finish_ex(dobj_task *t, int code, const char *message, void *result,
+	void (*result_free)(void *), void *error)
 {
 	dobj_rt *rt = t->rt;
 	dobj_obj *obj = t->obj;
 
 	if (t->done) {
-		trash(rt, result);
+		drop_value(rt, result, result_free);
 		trash(rt, error);
 		return;
 	}
 	t->done = 1;
 	t->code = code;
 	t->result = result;
+	t->result_free = result_free;
 	t->error = error;
 	if (code != DOBJ_OK) {
 		t->message = strdup(message ? message : "");
 	}
 	/* The request and the host state are no longer needed; a running step
 	 * still uses its host state, so that one goes after the step returns. */
-	trash(rt, t->request);
+	drop_value(rt, t->request, t->request_free);
 	t->request = NULL;
 	if (!t->running) {
 		trash(rt, t->host);
@@ -354,16 +390,14 @@ static void finish(dobj_task *t, int code, const char *message, void *result, vo
 	}
 	if (obj && --obj->ntasks == 0)
 		arm_idle(obj);
-	if (t->kind == DOBJ_TASK_BLOCK && obj && !obj->dead) {
+	if (t->kind == DOBJ_TASK_BLOCK && obj && !obj->dead && code != DOBJ_OK) {
+		/* A failed block_concurrency_while resets the object. */
 		obj->nblock--;
-		if (code != DOBJ_OK) {
-			/* A failed block_concurrency_while resets the object. */
-			host_retain(rt, error);
-			abort_obj(obj, code, message, error);
-		} else if (obj->nblock == 0) {
-			unpark(obj);
-		}
+		host_retain(rt, error);
+		abort_obj(obj, code, message, error);
 	}
+	/* A successful block keeps the gate closed until its result is
+	 * delivered: see deliver(). */
 	if (rt->current) {
 		/* Output gate: what a step produced reaches its caller only after the
 		 * step's writes are committed (see run_task). */
@@ -383,8 +417,24 @@ static void finish(dobj_task *t, int code, const char *message, void *result, vo
 
 static void deliver(dobj_task *t)
 {
+	dobj_obj *obj = t->obj;
+
 	if (t->done_fn)
 		t->done_fn(t, t->done_data);
+	/* The gate of a finished block opens only now, and the events it held
+	 * queue up behind whoever the done callback woke (the handler awaiting
+	 * block_concurrency_while continues first, as in workerd). */
+	if (t->kind == DOBJ_TASK_BLOCK && t->code == DOBJ_OK && obj && !obj->dead &&
+	    obj->nblock > 0 && --obj->nblock == 0 && obj->parked_head) {
+		if (t->rt->ready_tail)
+			t->rt->ready_tail->qnext = obj->parked_head;
+		else
+			t->rt->ready_head = obj->parked_head;
+		t->rt->ready_tail = obj->parked_tail;
+		t->rt->nready += obj->nparked;
+		obj->parked_head = obj->parked_tail = NULL;
+		obj->nparked = 0;
+	}
 }
 
 /* Commit what the step wrote, then deliver what it finished.  A failed
@@ -400,7 +450,7 @@ static void end_step(dobj_rt *rt)
 		t->dnext = NULL;
 		t->held = 0;
 		if (t->obj && t->obj->dead && t->code == DOBJ_OK && t->obj->commit_failed) {
-			trash(rt, t->result);
+			drop_value(rt, t->result, t->result_free);
 			t->result = NULL;
 			t->code = t->obj->code;
 			free(t->message);
@@ -419,7 +469,12 @@ void dobj__abort(dobj_obj *obj, int code, const char *message)
 
 void dobj_task_return(dobj_task *t, void *result)
 {
-	finish(t, DOBJ_OK, NULL, result, NULL);
+	finish_ex(t, DOBJ_OK, NULL, result, NULL, NULL);
+}
+
+void dobj_task_return_value(dobj_task *t, void *result, void (*result_free)(void *))
+{
+	finish_ex(t, DOBJ_OK, NULL, result, result_free, NULL);
 }
 
 void dobj_task_raise(dobj_task *t, int code, const char *message, void *error)
@@ -473,7 +528,13 @@ void *dobj_task_take_result(dobj_task *t)
 	void *r = t->result;
 
 	t->result = NULL;
+	t->result_free = NULL;
 	return r;
+}
+
+int dobj_task_result_is_core(const dobj_task *t)
+{
+	return t->result_free != NULL;
 }
 
 int dobj_task_spawn(dobj_task **out, dobj_rt *rt, dobj_obj *obj, dobj_task_kind kind,
@@ -614,6 +675,7 @@ static void construct(dobj_task *t)
 	dobj_rt *rt = ns->rt;
 	void *instance = NULL, *error = NULL;
 	dobj_task *prev = rt->current;
+	char msg[512];
 	int rc;
 
 	if (!ns->klass.construct) {
@@ -622,21 +684,21 @@ static void construct(dobj_task *t)
 	}
 	rt->current = t;
 	rc = ns->klass.construct(obj, ns->klass.data, &instance, &error);
+	snprintf(msg, sizeof(msg), "%s", rc < 0 && dobj_error_last()[0] ? dobj_error_last()
+		: "the constructor failed");
 	rt->current = prev;
 	if (!prev)
 		end_step(rt);
-	if (obj->dead) {
-		/* The constructor aborted its own object. */
-		trash(rt, instance);
-		trash(rt, error);
-		return;
-	}
-	if (rc < 0) {
+	if (obj->dead || rc < 0) {
+		drop_instance(ns, instance);
+		if (obj->dead) {
+			/* The constructor aborted its own object. */
+			trash(rt, error);
+			return;
+		}
 		/* A constructor that throws breaks this incarnation: the call and
 		 * everything queued on it fail; a new stub tries again. */
-		const char *msg = dobj_error_last();
-		abort_obj(obj, rc, msg[0] ? msg : "the constructor failed", error);
-		trash(rt, instance);
+		abort_obj(obj, rc, msg, error);
 		return;
 	}
 	obj->instance = instance;
@@ -1072,8 +1134,10 @@ void dobj_rt_clear(dobj_rt *rt)
 		}
 	}
 	for (i = 0; i < rt->nns; i++) {
-		trash(rt, rt->nss[i]->klass.data);
-		rt->nss[i]->klass.data = NULL;
+		if (class_data_is_host(rt->nss[i])) {
+			trash(rt, rt->nss[i]->klass.data);
+			rt->nss[i]->klass.data = NULL;
+		}
 	}
 	rt->closed = 1;
 	flush_trash(rt);
@@ -1102,17 +1166,20 @@ int dobj_rt_visit(dobj_rt *rt, int (*visit)(void *value, void *arg), void *arg)
 #define VISIT(v) do { if ((v) && (rc = visit((v), arg)) != 0) return rc; } while (0)
 	for (i = 0; i < rt->nns; i++) {
 		dobj_ns *ns = rt->nss[i];
-		VISIT(ns->klass.data);
+		if (class_data_is_host(ns))
+			VISIT(ns->klass.data);
 		for (j = 0; j < ns->objs.cap; j++) {
 			dobj_obj *o = ns->objs.slots[j].value;
 			if (!o)
 				continue;
-			VISIT(o->instance);
+			if (!ns->klass.destroy)
+				VISIT(o->instance);
 			VISIT(o->ctx);
 		}
 	}
 	for (t = rt->tasks; t; t = t->lnext) {
-		VISIT(t->request);
+		if (!t->request_free)
+			VISIT(t->request);
 		VISIT(t->host);
 	}
 	for (i = 0; i < rt->ntrash; i++)
@@ -1134,7 +1201,7 @@ int dobj_ns_new(dobj_ns **out, dobj_rt *rt, const char *binding, const char *uni
 		return dobj_error_set(DOBJ_ECLOSED, "the runtime is closed");
 	if (!binding || !klass)
 		return dobj_error_set(DOBJ_EARG, "a namespace needs a binding name and a class");
-	if (klass->flags & ~(unsigned)(DOBJ_CLASS_FETCH | DOBJ_CLASS_ALARM))
+	if (klass->flags & ~(unsigned)(DOBJ_CLASS_FETCH | DOBJ_CLASS_ALARM | DOBJ_CLASS_NATIVE))
 		return dobj_error_set(DOBJ_EARG, "unknown class flags 0x%x", klass->flags);
 	if (!klass->step)
 		return dobj_error_set(DOBJ_EARG, "a class needs a step function");
@@ -1173,7 +1240,8 @@ int dobj_ns_new(dobj_ns **out, dobj_rt *rt, const char *binding, const char *uni
 		ns_free(ns);
 		return rc;
 	}
-	host_retain(rt, ns->klass.data);
+	if (class_data_is_host(ns))
+		host_retain(rt, ns->klass.data);
 	rt->nss[rt->nns++] = ns;
 	/* Alarms already stored (a restart on the same directory) are scheduled
 	 * now, including those already due. */
@@ -1301,6 +1369,13 @@ dobj_task *dobj__call_new(dobj_obj *obj, dobj_call_kind kind, dobj_done_fn done,
 int dobj_stub_call(dobj_task **out, dobj_stub *stub, dobj_call_kind kind, const char *method,
 	const char *url, size_t url_len, void *request, dobj_done_fn done, void *done_data)
 {
+	return dobj_stub_call_ex(out, stub, kind, method, url, url_len, request, NULL, done, done_data);
+}
+
+int dobj_stub_call_ex(dobj_task **out, dobj_stub *stub, dobj_call_kind kind, const char *method,
+	const char *url, size_t url_len, void *request, void (*request_free)(void *),
+	dobj_done_fn done, void *done_data)
+{
 	dobj_ns *ns = stub->ns;
 	dobj_rt *rt = ns->rt;
 	dobj_obj *obj;
@@ -1360,6 +1435,7 @@ int dobj_stub_call(dobj_task **out, dobj_stub *stub, dobj_call_kind kind, const 
 	t->call_kind = kind;
 	t->depth = depth;
 	t->request = request;
+	t->request_free = request_free;
 	t->step = ns->klass.step;
 	t->step_data = ns->klass.data;
 	t->done_fn = done;
@@ -1368,7 +1444,7 @@ int dobj_stub_call(dobj_task **out, dobj_stub *stub, dobj_call_kind kind, const 
 	*out = t;
 	return DOBJ_OK;
 fail:
-	trash(rt, request);
+	drop_value(rt, request, request_free);
 	if (!rt->pumping)
 		flush_trash(rt);
 	return rc;
