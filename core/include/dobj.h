@@ -337,8 +337,10 @@ typedef void (*dobj_done_fn)(dobj_task *task, void *data);
  * task (dobj_rt_current) decides the call's depth.  On success *out is a new
  * reference to the CALL task; `done` runs when it finishes.  Delivery happens
  * in dobj_rt_pump / dobj_rt_run, in call order.  Nothing runs inside this
- * function.  Errors detected at once (relative URL, depth, broken stub,
- * closed runtime) return a negative code and deliver nothing.
+ * function.  Errors detected at once (relative URL, depth, closed runtime)
+ * return a negative code and deliver nothing; a call on a broken stub (its
+ * object was aborted) is accepted and fails with the abort's error when it
+ * is delivered.
  */
 DOBJ_API int dobj_stub_call(dobj_task **out, dobj_stub *stub, dobj_call_kind kind,
 	const char *method, const char *url, size_t url_len, void *request,
