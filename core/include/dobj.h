@@ -465,6 +465,7 @@ DOBJ_API dobj_host dobj_host_msg(void);
 
 #include "dobj/storage.h"
 #include "dobj/val.h"
+#include "dobj/value.h"
 
 #ifdef __cplusplus
 }
