@@ -1013,10 +1013,10 @@ static int de_varint(dobj_de *d, uint32_t *out)
 	unsigned char b;
 
 	do {
-		if (d->p >= d->end)
-			return de_truncated(d);
 		if (shift > 28)
 			return de_fail(d, "corrupt value: varint longer than 32 bits at byte %zu", de_pos(d));
+		if (d->p >= d->end)
+			return de_truncated(d);
 		b = *d->p++;
 		v |= (uint64_t)(b & 0x7F) << shift;
 		shift += 7;
