@@ -250,7 +250,7 @@ def measure(side, op: str, seconds: float, runs: int) -> float:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seconds", type=float, default=0.6, help="length of one run (default 0.6)")
+    ap.add_argument("--seconds", type=float, default=0.75, help="length of one run (default 0.75)")
     ap.add_argument("--runs", type=int, default=3, help="runs per figure, best kept (default 3)")
     ap.add_argument("--only", default="", help="comma-separated sides: workerd,c,py,lua,pure")
     ap.add_argument("--json", help="also write the figures to this file")
