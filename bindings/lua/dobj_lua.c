@@ -37,6 +37,7 @@
  */
 #define LUA_LIB
 #include <errno.h>
+#include <math.h>
 #include <lauxlib.h>
 #include <lua.h>
 #include <stdint.h>
@@ -65,15 +66,28 @@ enum {
 	MT_REQUEST,
 	MT_RESPONSE,
 	MT_ERROR,
-	MT_COUNT = MT_ERROR
+	MT_STORAGE,
+	MT_TXN,
+	MT_SQL,
+	MT_CURSOR,
+	MT_BYTES,
+	MT_DATE,
+	MT_NULL,
+	MT_SET,    /* metatables of plain tables: markers only */
+	MT_MAP,
+	MT_LIST,
+	MT_COUNT = MT_LIST
 };
 #define UV_METHODS(i) (MT_COUNT + (i))
 #define UV_DEFAULT_RT (2 * MT_COUNT + 1) /* weak table { runtime } */
-#define UV_COUNT UV_DEFAULT_RT
+#define UV_NULL (2 * MT_COUNT + 2)       /* the dobj.null singleton */
+#define UV_COUNT UV_NULL
 
 static const char *const mt_names[MT_COUNT + 1] = {
 	NULL, "dobj.Runtime", "dobj.Namespace", "dobj.Id", "dobj.Stub",
 	"dobj.Ctx", "dobj.Request", "dobj.Response", "dobj.Error",
+	"dobj.Storage", "dobj.Transaction", "dobj.Sql", "dobj.Cursor", "dobj.Bytes",
+	"dobj.Date", "dobj.null", "dobj.Set", "dobj.Map", "dobj.List",
 };
 
 typedef struct lmod {
@@ -164,6 +178,10 @@ typedef struct lrt {
 	dobj_obj *constructing;
 	int seeded;
 	lua_Integer seed;
+	dobj_ser *ser;       /* value writer and reader, reused (storage values) */
+	dobj_de *de;
+	int virtual_time;
+	double wall_base;    /* virtual time: the wall clock when the runtime started */
 } lrt;
 
 /* A coroutine that runs tasks; pooled when its function returns. */
@@ -205,7 +223,7 @@ typedef struct lstub {
 typedef struct lctx {
 	dobj_obj *obj;       /* NULL once the instance is gone */
 	lrt *r;
-} lctx; /* user value 1: the id userdata */
+} lctx; /* user values: 1 the id userdata, 2 the storage userdata (made on first use) */
 
 /* The coroutine whose step is running (innermost), on this thread. */
 static _Thread_local lco *cur_co;
@@ -551,8 +569,10 @@ static int finish_ok(lrt *r, dobj_task *t, lco *c, int nres)
 
 	switch (dobj_task_kind_of(t)) {
 	case DOBJ_TASK_CALL:
-		/* The trampoline checked that the first result is a response. */
-		dobj_task_return(t, anchor(r, L, -nres, SK_VALUE));
+		/* The trampoline checked that the first result is a response;
+		 * an alarm handler's results are dropped. */
+		dobj_task_return(t, dobj_task_call_kind(t) == DOBJ_CALL_ALARM ? NULL
+			: anchor(r, L, -nres, SK_VALUE));
 		break;
 	case DOBJ_TASK_BLOCK: {
 		int i, base = lua_gettop(L) - nres;
@@ -661,6 +681,43 @@ static int fetch_tramp(lua_State *L)
 	return fetch_tramp_k(L, LUA_OK, (lua_KContext)k);
 }
 
+/* A time in ms as Lua shows it: an integer when it is whole. */
+static void push_ms(lua_State *L, double ms)
+{
+	if (ms == (double)(lua_Integer)ms && ms >= -9007199254740992.0 && ms <= 9007199254740992.0)
+		lua_pushinteger(L, (lua_Integer)ms);
+	else
+		lua_pushnumber(L, ms);
+}
+
+/* The body of an alarm handler's coroutine: (instance, info, class). */
+static int alarm_tramp_k(lua_State *L, int status, lua_KContext ctx)
+{
+	(void)L;
+	(void)status;
+	(void)ctx;
+	return 0;
+}
+
+static int alarm_tramp(lua_State *L)
+{
+	lclass *k = lua_touserdata(L, 3);
+
+	lua_getfield(L, 1, "alarm");
+	if (lua_type(L, -1) != LUA_TFUNCTION) {
+		lua_pop(L, 1);
+		push_slot(k->r, L, SLOTV(k->slot));
+		lua_getfield(L, -1, "alarm");
+		lua_remove(L, -2);
+		if (lua_type(L, -1) != LUA_TFUNCTION)
+			return raise_plain(L, "Handler does not export an alarm() function.");
+	}
+	lua_pushvalue(L, 1);
+	lua_pushvalue(L, 2);
+	lua_callk(L, 2, 0, 0, alarm_tramp_k);
+	return 0;
+}
+
 /* Step of a CALL task: start the handler on the first step, resume later. */
 static int step_call(dobj_task *t, void *data)
 {
@@ -678,6 +735,22 @@ static int step_call(dobj_task *t, void *data)
 	dobj_task_ref(t);
 	c->task = t;
 	L = c->co;
+	if (dobj_task_call_kind(t) == DOBJ_CALL_ALARM) {
+		double when = 0;
+		int retry = 0;
+		dobj_task_alarm_info(t, &when, &retry);
+		lua_pushcfunction(L, alarm_tramp);
+		push_slot(r, L, dobj_obj_instance(dobj_task_obj(t)));
+		lua_createtable(L, 0, 3);
+		push_ms(L, when);
+		lua_setfield(L, -2, "scheduled_time");
+		lua_pushinteger(L, retry);
+		lua_setfield(L, -2, "retry_count");
+		lua_pushboolean(L, retry > 0);
+		lua_setfield(L, -2, "is_retry");
+		lua_pushlightuserdata(L, k);
+		return run_co(r, t, c, 3);
+	}
 	lua_pushcfunction(L, fetch_tramp);
 	push_slot(r, L, dobj_obj_instance(dobj_task_obj(t)));
 	push_slot(r, L, dobj_task_request(t));
@@ -1352,6 +1425,8 @@ static lctx *check_ctx(lua_State *L)
 	return x;
 }
 
+static void push_ctx_storage(lua_State *L, int ctxidx);
+
 static int l_ctx_index(lua_State *L)
 {
 	const char *k = lua_tostring(L, 2);
@@ -1361,21 +1436,24 @@ static int l_ctx_index(lua_State *L)
 		lua_getiuservalue(L, 1, 1);
 		return 1;
 	}
+	if (k && strcmp(k, "storage") == 0) {
+		push_ctx_storage(L, 1);
+		return 1;
+	}
 	lua_getiuservalue(L, MODIDX, UV_METHODS(MT_CTX));
 	lua_pushvalue(L, 2);
 	lua_rawget(L, -2);
 	return 1;
 }
 
-static int bcw_k(lua_State *L, int status, lua_KContext ctx)
+/* Push the results of the block task c waited for (raise its error). */
+static int block_results(lua_State *L, lco *c)
 {
-	lco *c = (lco *)ctx;
 	dobj_task *t = c->wait;
 	void *res = NULL, *err = NULL;
 	const char *msg = NULL;
 	int rc, n;
 
-	(void)status;
 	c->wait = NULL;
 	rc = dobj_task_result(t, &res, &msg, &err);
 	if (rc != DOBJ_OK) {
@@ -1396,8 +1474,15 @@ static int bcw_k(lua_State *L, int status, lua_KContext ctx)
 		int i, tb = lua_gettop(L);
 		for (i = 1; i <= n; i++)
 			lua_rawgeti(L, tb, i);
+		lua_remove(L, tb);
 	}
 	return n;
+}
+
+static int bcw_k(lua_State *L, int status, lua_KContext ctx)
+{
+	(void)status;
+	return block_results(L, (lco *)ctx);
 }
 
 static int l_ctx_block_concurrency_while(lua_State *L)
@@ -1517,7 +1602,7 @@ static int k_construct(dobj_obj *obj, void *data, void **instance, void **error)
 	lua_pushcfunction(L, construct_tramp);
 	push_slot(r, L, SLOTV(k->slot));
 	/* ctx: userdata first, then the object it refers to. */
-	x = lua_newuserdatauv(L, sizeof(*x), 1);
+	x = lua_newuserdatauv(L, sizeof(*x), 2);
 	x->obj = NULL;
 	x->r = r;
 	push_mt_r(r, L, MT_CTX);
@@ -1570,11 +1655,31 @@ static lrt *check_rt(lua_State *L, int idx)
 	return r;
 }
 
+static double realtime_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+/* The wall clock of alarms: real time, or with virtual time the real time at
+ * start plus the virtual clock, so that rt:now() and the core agree. */
+static double wall_clock(void *data)
+{
+	lrt *r = data;
+
+	if (r->virtual_time && r->rt)
+		return r->wall_base + dobj_rt_now_ms(r->rt);
+	return realtime_ms();
+}
+
 static int l_runtime(lua_State *L)
 {
 	lmod *m = MOD(L);
 	lrt *r;
 	dobj_rt_opts o = DOBJ_RT_OPTS_INIT;
+	const char *dir = NULL;
 	int vt = 0, rc;
 
 	lua_settop(L, 1);
@@ -1613,6 +1718,34 @@ static int l_runtime(lua_State *L)
 		lua_getfield(L, 1, "virtual_time");
 		vt = lua_toboolean(L, -1);
 		lua_pop(L, 1);
+		lua_getfield(L, 1, "storage");
+		if (!lua_isnil(L, -1)) {
+			if (lua_type(L, -1) != LUA_TSTRING)
+				return luaL_error(L, "storage must be a directory name (a string)");
+			dir = lua_tostring(L, -1); /* kept alive by the options table */
+		}
+		lua_pop(L, 1);
+		lua_getfield(L, 1, "durability");
+		if (!lua_isnil(L, -1)) {
+			const char *d = lua_tostring(L, -1);
+			if (d && strcmp(d, "process") == 0)
+				o.durability = DOBJ_DURABLE_PROCESS;
+			else if (d && strcmp(d, "power") == 0)
+				o.durability = DOBJ_DURABLE_POWER;
+			else
+				return luaL_error(L, "durability must be \"process\" or \"power\"");
+		}
+		lua_pop(L, 1);
+		lua_getfield(L, 1, "idle_timeout");
+		if (lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1)) {
+			o.idle_timeout_ms = -1; /* never evict */
+		} else if (!lua_isnil(L, -1)) {
+			double sec = lua_tonumber(L, -1);
+			if (lua_type(L, -1) != LUA_TNUMBER || !(sec > 0))
+				return luaL_error(L, "idle_timeout must be a positive number of seconds, or false");
+			o.idle_timeout_ms = sec >= 1e300 ? -1 : sec * 1e3;
+		}
+		lua_pop(L, 1);
 	}
 	lua_xmove(L, r->A, 1); /* A_ENV */
 	lua_pushvalue(L, MODIDX);
@@ -1622,6 +1755,11 @@ static int l_runtime(lua_State *L)
 	o.host.retain = h_retain;
 	o.host.release = h_release;
 	o.virtual_time = vt;
+	o.storage_dir = dir;
+	o.wall_ms = wall_clock;
+	o.clock_data = r;
+	r->virtual_time = vt;
+	r->wall_base = realtime_ms();
 	rc = dobj_rt_new(&r->rt, &o);
 	if (rc < 0)
 		return luaL_error(L, "%s", dobj_error_last());
@@ -1655,6 +1793,10 @@ static int l_rt_gc(lua_State *L)
 	free(r->skind);
 	r->refc = NULL;
 	r->skind = NULL;
+	dobj_ser_free(r->ser);
+	dobj_de_free(r->de);
+	r->ser = NULL;
+	r->de = NULL;
 	r->mod->nruntimes--;
 	return 0;
 }
@@ -1748,6 +1890,10 @@ static int l_rt_bind(lua_State *L)
 	lua_getfield(L, 3, "fetch");
 	klass.flags = lua_isnil(L, -1) ? 0 : DOBJ_CLASS_FETCH;
 	lua_pop(L, 1);
+	lua_getfield(L, 3, "alarm");
+	if (!lua_isnil(L, -1))
+		klass.flags |= DOBJ_CLASS_ALARM;
+	lua_pop(L, 1);
 	klass.data = k;
 	klass.construct = k_construct;
 	klass.step = step_call;
@@ -1793,6 +1939,35 @@ static int l_rt_run(lua_State *L)
 	saved = r->from;
 	r->from = L;
 	rc = dobj_rt_run(r->rt, NULL, NULL);
+	r->from = saved;
+	if (rc < 0)
+		return luaL_error(L, "%s", dobj_error_last());
+	raise_task_error(L, r);
+	return 0;
+}
+
+/* rt:now(): ms since the epoch by the runtime's clock (virtual time included). */
+static int l_rt_now(lua_State *L)
+{
+	lrt *r = check_rt(L, 1);
+
+	push_ms(L, wall_clock(r));
+	return 1;
+}
+
+/* rt:advance(seconds): virtual time only; fires what falls due. */
+static int l_rt_advance(lua_State *L)
+{
+	lrt *r = check_rt(L, 1);
+	double s = luaL_checknumber(L, 2);
+	lua_State *saved;
+	int rc;
+
+	if (cur_co && cur_co->r == r)
+		return luaL_error(L, "rt:advance() cannot be called from inside the runtime");
+	saved = r->from;
+	r->from = L;
+	rc = dobj_rt_advance(r->rt, s * 1e3);
 	r->from = saved;
 	if (rc < 0)
 		return luaL_error(L, "%s", dobj_error_last());
@@ -1884,6 +2059,1556 @@ static int l_sleep(lua_State *L)
 	return 0;
 }
 
+/* ------------------------------------------------------------------ values */
+
+/*
+ * Storage values are V8 serialization blobs, written and read by the core's
+ * codec (dobj/value.h).  The mapping is in docs/lua.md ("Values"); in short:
+ * booleans, numbers (whole numbers up to 2^53 as JS numbers, beyond as
+ * BigInts), UTF-8 strings, dobj.bytes (Uint8Array), dobj.date (Date),
+ * dobj.null (null), tables (a sequence -> Array, string keys -> Object,
+ * anything else or a dobj.map table -> Map, a dobj.set table -> Set).  A
+ * table or value met twice is written once and referenced, so shared parts
+ * and cycles come back shared.  Encoding calls no Lua code (raw access
+ * only), so the writer and reader kept on the runtime are never re-entered.
+ */
+
+#define MAX_SAFE_INT 9007199254740992LL /* 2^53: doubles hold every integer up to it */
+
+static int is_mt_rt(lrt *r, lua_State *L, int idx, int which)
+{
+	int ok = 0;
+
+	if (lua_getmetatable(L, idx)) {
+		ok = lua_topointer(L, -1) == r->mod->mt[which];
+		lua_pop(L, 1);
+	}
+	return ok;
+}
+
+static void push_null_rt(lrt *r, lua_State *L)
+{
+	push_mt_r(r, L, UV_NULL);
+}
+
+static void push_bytes_rt(lrt *r, lua_State *L, const void *p, size_t len)
+{
+	lua_newuserdatauv(L, 0, 1);
+	lua_pushlstring(L, len ? (const char *)p : "", len);
+	lua_setiuservalue(L, -2, 1);
+	push_mt_r(r, L, MT_BYTES);
+	lua_setmetatable(L, -2);
+}
+
+static void push_date_rt(lrt *r, lua_State *L, double ms)
+{
+	double *d = lua_newuserdatauv(L, sizeof(double), 0);
+
+	*d = ms;
+	push_mt_r(r, L, MT_DATE);
+	lua_setmetatable(L, -2);
+}
+
+/* A JS number as Lua shows it: whole numbers up to 2^53 (not -0) are
+ * integers, the rest floats. */
+static void push_jsnumber(lua_State *L, double d)
+{
+	if (d == floor(d) && fabs(d) <= (double)MAX_SAFE_INT && !(d == 0 && signbit(d)))
+		lua_pushinteger(L, (lua_Integer)d);
+	else
+		lua_pushnumber(L, d);
+}
+
+typedef struct venc {
+	lua_State *L;
+	lrt *r;
+	dobj_ser *ser;
+	int seen;  /* table: value -> object id */
+	int depth;
+} venc;
+
+static void enc_value(venc *e, int idx);
+
+static void enc_check(venc *e, int rc)
+{
+	if (rc < 0)
+		luaL_error(e->L, "cannot store the value: %s", dobj_error_last());
+}
+
+/* Written before?  Then write a reference to it. */
+static int enc_seen(venc *e, int idx)
+{
+	lua_State *L = e->L;
+
+	lua_pushvalue(L, idx);
+	if (lua_rawget(L, e->seen) == LUA_TNUMBER) {
+		uint32_t id = (uint32_t)lua_tointeger(L, -1);
+		lua_pop(L, 1);
+		enc_check(e, dobj_ser_ref(e->ser, id));
+		return 1;
+	}
+	lua_pop(L, 1);
+	return 0;
+}
+
+static void enc_mark(venc *e, int idx, uint32_t id)
+{
+	lua_pushvalue(e->L, idx);
+	lua_pushinteger(e->L, id);
+	lua_rawset(e->L, e->seen);
+}
+
+enum { TK_OBJECT, TK_ARRAY, TK_MAP, TK_SET };
+
+/* Which JS value a table is: a sequence 1..n (n > 0) is an Array, a table
+ * with only string keys (or none) an Object, anything else a Map. */
+static int table_kind(venc *e, int idx, lua_Integer *n)
+{
+	lua_State *L = e->L;
+	lua_Integer count = 0, maxk = 0;
+	int all_str = 1, all_int = 1;
+
+	if (is_mt_rt(e->r, L, idx, MT_SET))
+		return TK_SET;
+	if (is_mt_rt(e->r, L, idx, MT_MAP))
+		return TK_MAP;
+	lua_pushnil(L);
+	while (lua_next(L, idx)) {
+		lua_pop(L, 1);
+		count++;
+		if (lua_type(L, -1) == LUA_TSTRING) {
+			all_int = 0;
+		} else if (lua_isinteger(L, -1) && lua_tointeger(L, -1) >= 1) {
+			all_str = 0;
+			if (lua_tointeger(L, -1) > maxk)
+				maxk = lua_tointeger(L, -1);
+		} else {
+			all_str = all_int = 0;
+		}
+	}
+	*n = count;
+	if (count == 0 || all_str)
+		return TK_OBJECT;
+	if (all_int && maxk == count && count <= (lua_Integer)UINT32_MAX - 1)
+		return TK_ARRAY;
+	return TK_MAP;
+}
+
+static void enc_table(venc *e, int idx)
+{
+	lua_State *L = e->L;
+	lua_Integer n = 0, i;
+	uint32_t id = 0;
+	int kind;
+
+	if (enc_seen(e, idx))
+		return;
+	if (++e->depth > DOBJ_VALUE_MAX_DEPTH)
+		luaL_error(L, "cannot store a value nested deeper than %d tables", DOBJ_VALUE_MAX_DEPTH);
+	luaL_checkstack(L, 8, "value nested too deeply");
+	kind = table_kind(e, idx, &n);
+	switch (kind) {
+	case TK_ARRAY:
+		enc_check(e, dobj_ser_array_begin(e->ser, (uint32_t)n, &id));
+		enc_mark(e, idx, id);
+		for (i = 1; i <= n; i++) {
+			lua_rawgeti(L, idx, i);
+			enc_value(e, lua_gettop(L));
+			lua_pop(L, 1);
+		}
+		enc_check(e, dobj_ser_array_end(e->ser));
+		break;
+	case TK_OBJECT:
+		enc_check(e, dobj_ser_object_begin(e->ser, &id));
+		enc_mark(e, idx, id);
+		lua_pushnil(L);
+		while (lua_next(L, idx)) {
+			size_t klen;
+			const char *k = lua_tolstring(L, -2, &klen); /* a string: no conversion */
+			int rc = dobj_ser_key(e->ser, k, klen);
+			if (rc == DOBJ_EARG)
+				luaL_error(L, "cannot store a table key that is not valid UTF-8 "
+					"(use a dobj.map table to store binary keys as dobj.bytes)");
+			enc_check(e, rc);
+			enc_value(e, lua_gettop(L));
+			lua_pop(L, 1);
+		}
+		enc_check(e, dobj_ser_object_end(e->ser));
+		break;
+	case TK_MAP:
+		enc_check(e, dobj_ser_map_begin(e->ser, &id));
+		enc_mark(e, idx, id);
+		lua_pushnil(L);
+		while (lua_next(L, idx)) {
+			enc_value(e, lua_gettop(L) - 1);
+			enc_value(e, lua_gettop(L));
+			lua_pop(L, 1);
+		}
+		enc_check(e, dobj_ser_map_end(e->ser));
+		break;
+	default: /* TK_SET: the keys whose value is true */
+		enc_check(e, dobj_ser_set_begin(e->ser, &id));
+		enc_mark(e, idx, id);
+		lua_pushnil(L);
+		while (lua_next(L, idx)) {
+			if (lua_toboolean(L, -1))
+				enc_value(e, lua_gettop(L) - 1);
+			lua_pop(L, 1);
+		}
+		enc_check(e, dobj_ser_set_end(e->ser));
+		break;
+	}
+	e->depth--;
+}
+
+static void enc_value(venc *e, int idx)
+{
+	lua_State *L = e->L;
+	int rc = 0;
+
+	switch (lua_type(L, idx)) {
+	case LUA_TBOOLEAN:
+		rc = dobj_ser_bool(e->ser, lua_toboolean(L, idx));
+		break;
+	case LUA_TNUMBER:
+		if (lua_isinteger(L, idx)) {
+			lua_Integer i = lua_tointeger(L, idx);
+			if (i >= -MAX_SAFE_INT && i <= MAX_SAFE_INT)
+				rc = dobj_ser_number(e->ser, (double)i);
+			else
+				rc = dobj_ser_bigint_i64(e->ser, (int64_t)i);
+		} else {
+			rc = dobj_ser_number(e->ser, lua_tonumber(L, idx));
+		}
+		break;
+	case LUA_TSTRING: {
+		size_t len;
+		const char *p = lua_tolstring(L, idx, &len);
+		rc = dobj_ser_string(e->ser, p, len);
+		if (rc == DOBJ_EARG)
+			luaL_error(L, "cannot store a string that is not valid UTF-8: "
+				"wrap binary data in dobj.bytes(s)");
+		break;
+	}
+	case LUA_TTABLE:
+		enc_table(e, idx);
+		return;
+	case LUA_TUSERDATA:
+		if (is_mt_rt(e->r, L, idx, MT_NULL)) {
+			rc = dobj_ser_null(e->ser);
+		} else if (is_mt_rt(e->r, L, idx, MT_BYTES)) {
+			uint32_t id = 0;
+			size_t len;
+			const char *p;
+			if (enc_seen(e, idx))
+				return;
+			lua_getiuservalue(L, idx, 1);
+			p = lua_tolstring(L, -1, &len);
+			rc = dobj_ser_bytes(e->ser, p, len, &id);
+			lua_pop(L, 1);
+			enc_check(e, rc);
+			enc_mark(e, idx, id);
+		} else if (is_mt_rt(e->r, L, idx, MT_DATE)) {
+			uint32_t id = 0;
+			if (enc_seen(e, idx))
+				return;
+			rc = dobj_ser_date(e->ser, *(double *)lua_touserdata(L, idx), &id);
+			enc_check(e, rc);
+			enc_mark(e, idx, id);
+		} else {
+			luaL_error(L, "cannot store a value of type %s", luaL_typename(L, idx));
+		}
+		break;
+	case LUA_TNIL:
+		luaL_error(L, "cannot store nil");
+		break;
+	default:
+		luaL_error(L, "cannot store a value of type %s", luaL_typename(L, idx));
+	}
+	enc_check(e, rc);
+}
+
+/* Serialise the value at idx.  The blob is borrowed from the runtime's
+ * writer until the next encode. */
+static const unsigned char *encode(lua_State *L, lrt *r, int idx, size_t *len)
+{
+	venc e;
+	const unsigned char *data = NULL;
+
+	idx = lua_absindex(L, idx);
+	if (lua_isnoneornil(L, idx))
+		raise_plain(L, DOBJ_MSG_PUT_UNDEFINED);
+	if (!r->ser) {
+		if (dobj_ser_new(&r->ser) < 0)
+			luaL_error(L, "%s", dobj_error_last());
+	} else {
+		dobj_ser_reset(r->ser);
+	}
+	e.L = L;
+	e.r = r;
+	e.ser = r->ser;
+	e.depth = 0;
+	lua_newtable(L);
+	e.seen = lua_gettop(L);
+	enc_value(&e, idx);
+	enc_check(&e, dobj_ser_finish(r->ser, &data, len));
+	lua_pop(L, 1);
+	return data;
+}
+
+typedef struct vdec {
+	lua_State *L;
+	lrt *r;
+	dobj_de *de;
+	dobj_tok tok;
+	int ids; /* table: object id -> value */
+} vdec;
+
+static void dec_tok(vdec *d);
+
+static void dec_next(vdec *d)
+{
+	if (dobj_de_next(d->de, &d->tok) < 0)
+		luaL_error(d->L, "cannot read the stored value: %s", dobj_error_last());
+}
+
+static void dec_value(vdec *d)
+{
+	dec_next(d);
+	dec_tok(d);
+}
+
+static void dec_reg(vdec *d, uint32_t id)
+{
+	lua_pushvalue(d->L, -1);
+	lua_rawseti(d->L, d->ids, (lua_Integer)id);
+}
+
+/* A property key of an object or array, as a Lua key: array indices of
+ * arrays are 1-based integers, every other key a string. */
+static void dec_key(vdec *d, int array)
+{
+	if (array && d->tok.is_index)
+		lua_pushinteger(d->L, (lua_Integer)d->tok.index + 1);
+	else
+		lua_pushlstring(d->L, d->tok.str, d->tok.len);
+}
+
+static void push_bigint(lua_State *L, int negative, const unsigned char *mag, size_t len)
+{
+	uint64_t u = 0;
+	size_t i;
+
+	if (len <= 8) {
+		for (i = len; i-- > 0;)
+			u = (u << 8) | mag[i];
+		if (!negative && u <= (uint64_t)INT64_MAX) {
+			lua_pushinteger(L, (lua_Integer)u);
+			return;
+		}
+		if (negative && u <= (uint64_t)INT64_MAX + 1) {
+			lua_pushinteger(L, (lua_Integer)(~u + 1));
+			return;
+		}
+	}
+	luaL_error(L, "cannot read the stored value: a BigInt does not fit in a Lua integer (64 bits)");
+}
+
+/* A Map key or Set item must be usable as a table key. */
+static void dec_check_key(vdec *d)
+{
+	lua_State *L = d->L;
+
+	if (lua_isnil(L, -1))
+		luaL_error(L, "cannot read the stored value: a Map key or Set item is undefined, "
+			"which a Lua table cannot hold");
+	if (lua_type(L, -1) == LUA_TNUMBER && lua_tonumber(L, -1) != lua_tonumber(L, -1))
+		luaL_error(L, "cannot read the stored value: a Map key or Set item is NaN, "
+			"which a Lua table cannot hold");
+}
+
+static void dec_tok(vdec *d)
+{
+	lua_State *L = d->L;
+	dobj_tok *t = &d->tok;
+
+	luaL_checkstack(L, 8, "stored value nested too deeply");
+	switch (t->type) {
+	case DOBJ_TOK_UNDEFINED:
+		lua_pushnil(L);
+		break;
+	case DOBJ_TOK_NULL:
+		push_null_rt(d->r, L);
+		break;
+	case DOBJ_TOK_TRUE:
+	case DOBJ_TOK_FALSE:
+		lua_pushboolean(L, t->type == DOBJ_TOK_TRUE);
+		break;
+	case DOBJ_TOK_INT32:
+		lua_pushinteger(L, t->i32);
+		break;
+	case DOBJ_TOK_DOUBLE:
+		push_jsnumber(L, t->number);
+		break;
+	case DOBJ_TOK_BIGINT:
+		push_bigint(L, t->negative, t->bytes, t->len);
+		break;
+	case DOBJ_TOK_STRING:
+		lua_pushlstring(L, t->str, t->len);
+		break;
+	case DOBJ_TOK_OBJECT: {
+		int tb;
+		lua_newtable(L);
+		tb = lua_gettop(L);
+		dec_reg(d, t->id);
+		for (;;) {
+			dec_next(d);
+			if (t->type == DOBJ_TOK_OBJECT_END)
+				break;
+			dec_key(d, 0);
+			dec_value(d);
+			lua_rawset(L, tb);
+		}
+		break;
+	}
+	case DOBJ_TOK_ARRAY:
+	case DOBJ_TOK_SPARSE: {
+		int tb, dense = t->type == DOBJ_TOK_ARRAY;
+		dobj_tok_type end = dense ? DOBJ_TOK_ARRAY_END : DOBJ_TOK_SPARSE_END;
+		lua_Integer i = 0;
+		lua_createtable(L, dense && t->length <= 4096 ? (int)t->length : 0, 0);
+		tb = lua_gettop(L);
+		dec_reg(d, t->id);
+		for (;;) {
+			dec_next(d);
+			if (t->type == end)
+				break;
+			if (t->key) {
+				dec_key(d, 1);
+				dec_value(d);
+				lua_rawset(L, tb);
+			} else if (t->type == DOBJ_TOK_HOLE) {
+				i++;
+			} else {
+				dec_tok(d);
+				lua_rawseti(L, tb, ++i);
+			}
+		}
+		break;
+	}
+	case DOBJ_TOK_MAP:
+	case DOBJ_TOK_SET: {
+		int tb, map = t->type == DOBJ_TOK_MAP;
+		dobj_tok_type end = map ? DOBJ_TOK_MAP_END : DOBJ_TOK_SET_END;
+		lua_newtable(L);
+		tb = lua_gettop(L);
+		push_mt_r(d->r, L, map ? MT_MAP : MT_SET);
+		lua_setmetatable(L, tb);
+		dec_reg(d, t->id);
+		for (;;) {
+			dec_next(d);
+			if (t->type == end)
+				break;
+			dec_tok(d);
+			dec_check_key(d);
+			if (map)
+				dec_value(d);
+			else
+				lua_pushboolean(L, 1);
+			lua_rawset(L, tb);
+		}
+		break;
+	}
+	case DOBJ_TOK_DATE:
+		push_date_rt(d->r, L, t->number);
+		dec_reg(d, t->id);
+		break;
+	case DOBJ_TOK_BUFFER:
+		push_bytes_rt(d->r, L, t->bytes, t->len);
+		dec_reg(d, t->id);
+		break;
+	case DOBJ_TOK_VIEW:
+		if (t->buffer_new) {
+			/* A later reference to the ArrayBuffer itself gets its bytes. */
+			push_bytes_rt(d->r, L, t->buffer, t->buffer_len);
+			dec_reg(d, t->buffer_id);
+			lua_pop(L, 1);
+		}
+		push_bytes_rt(d->r, L, t->bytes, t->len);
+		dec_reg(d, t->id);
+		break;
+	case DOBJ_TOK_REF:
+		if (lua_rawgeti(L, d->ids, (lua_Integer)t->id) == LUA_TNIL)
+			luaL_error(L, "cannot read the stored value: a reference to object %d, "
+				"which is not a value Lua can share", (int)t->id);
+		break;
+	default:
+		luaL_error(L, "cannot read the stored value: unexpected token %d", (int)t->type);
+	}
+}
+
+/* Push the value stored in data[0..len). */
+static void decode(lua_State *L, lrt *r, const void *data, size_t len)
+{
+	vdec d;
+	int rc;
+
+	if (!r->de)
+		rc = dobj_de_new(&r->de, data, len);
+	else
+		rc = dobj_de_reset(r->de, data, len);
+	if (rc < 0)
+		luaL_error(L, "cannot read the stored value: %s", dobj_error_last());
+	d.L = L;
+	d.r = r;
+	d.de = r->de;
+	lua_newtable(L);
+	d.ids = lua_gettop(L);
+	dec_value(&d);
+	dec_next(&d);
+	if (d.tok.type != DOBJ_TOK_EOF)
+		luaL_error(L, "cannot read the stored value: bytes after the value");
+	lua_remove(L, d.ids);
+}
+
+/* dobj.bytes(s) */
+static int l_bytes(lua_State *L)
+{
+	if (test_ud(L, 1, MT_BYTES))
+		lua_getiuservalue(L, 1, 1);
+	else
+		luaL_checktype(L, 1, LUA_TSTRING);
+	lua_settop(L, 1);
+	lua_newuserdatauv(L, 0, 1);
+	lua_pushvalue(L, 1);
+	lua_setiuservalue(L, -2, 1);
+	push_mt(L, MT_BYTES);
+	lua_setmetatable(L, -2);
+	return 1;
+}
+
+static int l_bytes_index(lua_State *L)
+{
+	const char *k = lua_tostring(L, 2);
+
+	check_ud(L, 1, MT_BYTES);
+	if (k && strcmp(k, "data") == 0) {
+		lua_getiuservalue(L, 1, 1);
+		return 1;
+	}
+	return 0;
+}
+
+static int l_bytes_len(lua_State *L)
+{
+	check_ud(L, 1, MT_BYTES);
+	lua_getiuservalue(L, 1, 1);
+	lua_pushinteger(L, (lua_Integer)lua_rawlen(L, -1));
+	return 1;
+}
+
+static int l_bytes_tostring(lua_State *L)
+{
+	check_ud(L, 1, MT_BYTES);
+	lua_getiuservalue(L, 1, 1);
+	return 1;
+}
+
+static int l_bytes_eq(lua_State *L)
+{
+	if (!test_ud(L, 1, MT_BYTES) || !test_ud(L, 2, MT_BYTES)) {
+		lua_pushboolean(L, 0);
+		return 1;
+	}
+	lua_getiuservalue(L, 1, 1);
+	lua_getiuservalue(L, 2, 1);
+	lua_pushboolean(L, lua_rawequal(L, -1, -2));
+	return 1;
+}
+
+/* dobj.date([ms]): a Date; without ms, now. */
+static int l_date(lua_State *L)
+{
+	double ms = lua_isnoneornil(L, 1) ? realtime_ms() : luaL_checknumber(L, 1);
+	double *d = lua_newuserdatauv(L, sizeof(double), 0);
+
+	*d = ms;
+	push_mt(L, MT_DATE);
+	lua_setmetatable(L, -2);
+	return 1;
+}
+
+static double check_date(lua_State *L, int idx)
+{
+	return *(double *)check_ud(L, idx, MT_DATE);
+}
+
+static int l_date_index(lua_State *L)
+{
+	double ms = check_date(L, 1);
+	const char *k = lua_tostring(L, 2);
+
+	if (k && strcmp(k, "ms") == 0) {
+		push_jsnumber(L, ms);
+		return 1;
+	}
+	return 0;
+}
+
+static int l_date_eq(lua_State *L)
+{
+	double *a = test_ud(L, 1, MT_DATE), *b = test_ud(L, 2, MT_DATE);
+
+	/* Invalid dates (NaN) are equal to each other, so that they round-trip. */
+	lua_pushboolean(L, a && b && (*a == *b || (*a != *a && *b != *b)));
+	return 1;
+}
+
+static int l_date_lt(lua_State *L)
+{
+	lua_pushboolean(L, check_date(L, 1) < check_date(L, 2));
+	return 1;
+}
+
+static int l_date_le(lua_State *L)
+{
+	lua_pushboolean(L, check_date(L, 1) <= check_date(L, 2));
+	return 1;
+}
+
+static int l_date_tostring(lua_State *L)
+{
+	double ms = check_date(L, 1), s;
+	time_t secs;
+	struct tm tm;
+	char buf[64];
+
+	if (!(ms == ms) || fabs(ms) > 8.64e15) {
+		lua_pushliteral(L, "dobj.date(Invalid Date)");
+		return 1;
+	}
+	s = floor(ms / 1e3);
+	secs = (time_t)s;
+	if (!gmtime_r(&secs, &tm)) {
+		lua_pushfstring(L, "dobj.date(%f)", ms);
+		return 1;
+	}
+	snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+		tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms - s * 1e3));
+	lua_pushfstring(L, "dobj.date(%s)", buf);
+	return 1;
+}
+
+/* dobj.set{ a, b, c }: a table { [a] = true, ... } stored as a Set. */
+static int l_set(lua_State *L)
+{
+	lua_Integer i, n;
+
+	lua_settop(L, 1);
+	lua_newtable(L);
+	if (!lua_isnil(L, 1)) {
+		luaL_checktype(L, 1, LUA_TTABLE);
+		n = (lua_Integer)lua_rawlen(L, 1);
+		for (i = 1; i <= n; i++) {
+			if (lua_rawgeti(L, 1, i) == LUA_TNIL) {
+				lua_pop(L, 1);
+				continue;
+			}
+			lua_pushboolean(L, 1);
+			lua_rawset(L, 2);
+		}
+	}
+	push_mt(L, MT_SET);
+	lua_setmetatable(L, 2);
+	return 1;
+}
+
+/* dobj.map([t]): marks t (or a new table) to be stored as a Map. */
+static int l_map(lua_State *L)
+{
+	lua_settop(L, 1);
+	if (lua_isnil(L, 1)) {
+		lua_newtable(L);
+		lua_replace(L, 1);
+	}
+	luaL_checktype(L, 1, LUA_TTABLE);
+	push_mt(L, MT_MAP);
+	lua_setmetatable(L, 1);
+	return 1;
+}
+
+static int l_null_tostring(lua_State *L)
+{
+	lua_pushliteral(L, "dobj.null");
+	return 1;
+}
+
+/* pairs() of a list() result: keys in order with their values. */
+static int list_iter(lua_State *L)
+{
+	lua_Integer i = lua_tointeger(L, lua_upvalueindex(2)) + 1;
+
+	lua_pushinteger(L, i);
+	lua_replace(L, lua_upvalueindex(2));
+	if (lua_rawgeti(L, lua_upvalueindex(1), i) == LUA_TNIL)
+		return 1;
+	lua_pushvalue(L, -1);
+	lua_rawget(L, lua_upvalueindex(1));
+	return 2;
+}
+
+static int l_list_pairs(lua_State *L)
+{
+	luaL_checktype(L, 1, LUA_TTABLE);
+	lua_pushvalue(L, 1);
+	lua_pushinteger(L, 0);
+	lua_pushcclosure(L, list_iter, 2);
+	lua_pushvalue(L, 1);
+	lua_pushnil(L);
+	return 3;
+}
+
+/* ----------------------------------------------------------------- storage */
+
+typedef struct lstore {
+	lrt *r;
+} lstore; /* user values: 1 the ctx userdata, 2 the sql userdata (made on first use) */
+
+enum { TXN_OPEN, TXN_DONE, TXN_ROLLED };
+
+typedef struct ltxn {
+	lrt *r;
+	int depth;   /* savepoint depth it opened */
+	int state;
+} ltxn; /* user value 1: the storage userdata */
+
+typedef struct lsql {
+	lrt *r;
+} lsql; /* user value 1: the storage userdata */
+
+static int st_fail(lua_State *L)
+{
+	return raise_plain(L, dobj_error_last());
+}
+
+/* The ctx behind a storage userdata at idx (pushed nothing). */
+static lctx *store_ctx(lua_State *L, int idx)
+{
+	lctx *x;
+
+	lua_getiuservalue(L, idx, 1);
+	x = lua_touserdata(L, -1);
+	lua_pop(L, 1);
+	return x;
+}
+
+/*
+ * The core storage behind the storage or transaction at idx.  Looked up on
+ * every call: it belongs to the incarnation, and eviction or abort ends it.
+ */
+static dobj_storage *storage_at(lua_State *L, int idx, lrt **rp)
+{
+	lstore *s = test_ud(L, idx, MT_STORAGE);
+	dobj_storage *st;
+	lctx *x;
+
+	idx = lua_absindex(L, idx);
+	if (s) {
+		x = store_ctx(L, idx);
+	} else {
+		ltxn *t = check_ud(L, idx, MT_TXN);
+		if (t->state != TXN_OPEN)
+			luaL_error(L, t->state == TXN_ROLLED ? "the transaction was rolled back"
+				: "the transaction has finished");
+		lua_getiuservalue(L, idx, 1);
+		s = lua_touserdata(L, -1);
+		x = store_ctx(L, lua_gettop(L));
+		lua_pop(L, 1);
+	}
+	if (!x || !x->obj)
+		luaL_error(L, "the object was reset or evicted (this storage belongs to a previous "
+			"instance)");
+	if (dobj_obj_storage(x->obj, &st) < 0)
+		st_fail(L);
+	if (rp)
+		*rp = s->r;
+	return st;
+}
+
+static const char *check_key(lua_State *L, int idx, size_t *len)
+{
+	if (lua_type(L, idx) != LUA_TSTRING)
+		luaL_error(L, "storage keys must be strings (got %s)", luaL_typename(L, idx));
+	return lua_tolstring(L, idx, len);
+}
+
+static int l_st_get(lua_State *L)
+{
+	lrt *r;
+	dobj_storage *st = storage_at(L, 1, &r);
+	const void *v;
+	size_t klen, vlen;
+	const char *k;
+	int rc;
+
+	if (lua_type(L, 2) == LUA_TTABLE) {
+		lua_Integer i, n = (lua_Integer)lua_rawlen(L, 2);
+		if (dobj_kv_check_count((size_t)n, "get") < 0)
+			return st_fail(L);
+		lua_settop(L, 2);
+		lua_createtable(L, 0, (int)n);
+		for (i = 1; i <= n; i++) {
+			lua_rawgeti(L, 2, i);
+			k = check_key(L, 4, &klen);
+			rc = dobj_kv_get(st, k, klen, &v, &vlen);
+			if (rc < 0)
+				return st_fail(L);
+			if (rc == 1) {
+				decode(L, r, v, vlen);
+				lua_rawset(L, 3);
+			} else {
+				lua_pop(L, 1);
+			}
+		}
+		return 1;
+	}
+	k = check_key(L, 2, &klen);
+	rc = dobj_kv_get(st, k, klen, &v, &vlen);
+	if (rc < 0)
+		return st_fail(L);
+	if (rc == 0)
+		lua_pushnil(L);
+	else
+		decode(L, r, v, vlen);
+	return 1;
+}
+
+static int l_st_put(lua_State *L)
+{
+	lrt *r;
+	dobj_storage *st = storage_at(L, 1, &r);
+	const unsigned char *blob;
+	size_t klen, blen;
+	const char *k;
+
+	if (lua_type(L, 2) == LUA_TTABLE) {
+		/* Every key and value is checked and encoded before anything is written. */
+		lua_Integer n = 0, i;
+		lua_settop(L, 2);
+		lua_newtable(L); /* 3: { key1, blob1, key2, blob2, ... } */
+		lua_pushnil(L);
+		while (lua_next(L, 2)) {
+			k = check_key(L, -2, &klen);
+			if (dobj_kv_check_key(klen) < 0)
+				return st_fail(L);
+			blob = encode(L, r, -1, &blen);
+			if (dobj_kv_check_value(blen) < 0)
+				return st_fail(L);
+			lua_pop(L, 1);
+			lua_pushvalue(L, -1);
+			lua_rawseti(L, 3, ++n);
+			lua_pushlstring(L, (const char *)blob, blen);
+			lua_rawseti(L, 3, ++n);
+		}
+		if (dobj_kv_check_count((size_t)(n / 2), "put") < 0)
+			return st_fail(L);
+		for (i = 1; i <= n; i += 2) {
+			lua_rawgeti(L, 3, i);
+			lua_rawgeti(L, 3, i + 1);
+			k = lua_tolstring(L, -2, &klen);
+			blob = (const unsigned char *)lua_tolstring(L, -1, &blen);
+			if (dobj_kv_put(st, k, klen, blob, blen) < 0)
+				return st_fail(L);
+			lua_pop(L, 2);
+		}
+		return 0;
+	}
+	k = check_key(L, 2, &klen);
+	if (dobj_kv_check_key(klen) < 0)
+		return st_fail(L);
+	blob = encode(L, r, 3, &blen);
+	if (dobj_kv_put(st, k, klen, blob, blen) < 0)
+		return st_fail(L);
+	return 0;
+}
+
+static int l_st_delete(lua_State *L)
+{
+	dobj_storage *st = storage_at(L, 1, NULL);
+	size_t klen;
+	const char *k;
+	int rc;
+
+	if (lua_type(L, 2) == LUA_TTABLE) {
+		lua_Integer i, n = (lua_Integer)lua_rawlen(L, 2), count = 0;
+		if (dobj_kv_check_count((size_t)n, "delete") < 0)
+			return st_fail(L);
+		for (i = 1; i <= n; i++) {
+			lua_rawgeti(L, 2, i);
+			k = check_key(L, -1, &klen);
+			rc = dobj_kv_delete(st, k, klen);
+			if (rc < 0)
+				return st_fail(L);
+			count += rc;
+			lua_pop(L, 1);
+		}
+		lua_pushinteger(L, count);
+		return 1;
+	}
+	k = check_key(L, 2, &klen);
+	rc = dobj_kv_delete(st, k, klen);
+	if (rc < 0)
+		return st_fail(L);
+	lua_pushboolean(L, rc);
+	return 1;
+}
+
+typedef struct listarg {
+	lua_State *L;
+	lrt *r;
+	lua_Integer n;
+	const char *key;
+	size_t klen;
+	const void *val;
+	size_t vlen;
+} listarg;
+
+/* (result, listarg) under lua_pcall: decode one row into the result. */
+static int list_row_p(lua_State *L)
+{
+	listarg *a = lua_touserdata(L, 2);
+
+	lua_pushlstring(L, a->key, a->klen);
+	lua_pushvalue(L, -1);
+	lua_rawseti(L, 1, ++a->n);
+	decode(L, a->r, a->val, a->vlen);
+	lua_rawset(L, 1);
+	return 0;
+}
+
+/* Called by the core for each row.  A Lua error must not unwind through the
+ * core's frames (its statement is still running), so the row is decoded
+ * under lua_pcall; a failure stops the listing with the error on the stack. */
+static int list_row(void *arg, const char *key, size_t klen, const void *v, size_t vlen)
+{
+	listarg *a = arg;
+	lua_State *L = a->L;
+
+	a->key = key;
+	a->klen = klen;
+	a->val = v;
+	a->vlen = vlen;
+	lua_pushcfunction(L, list_row_p);
+	lua_pushvalue(L, -2); /* the result table, just below */
+	lua_pushlightuserdata(L, a);
+	return lua_pcall(L, 2, 0, 0) == LUA_OK ? 0 : 1;
+}
+
+static const char *opt_string(lua_State *L, int t, const char *name, size_t *len)
+{
+	lua_getfield(L, t, name);
+	if (lua_isnil(L, -1))
+		return NULL;
+	if (lua_type(L, -1) != LUA_TSTRING)
+		luaL_error(L, "list option %s must be a string (got %s)", name, luaL_typename(L, -1));
+	return lua_tolstring(L, -1, len); /* stays on the stack while the list runs */
+}
+
+static int l_st_list(lua_State *L)
+{
+	lrt *r;
+	dobj_storage *st = storage_at(L, 1, &r);
+	dobj_kv_list_opts o = DOBJ_KV_LIST_OPTS_INIT;
+	listarg arg;
+	int rc;
+
+	lua_settop(L, 2);
+	if (!lua_isnil(L, 2)) {
+		luaL_checktype(L, 2, LUA_TTABLE);
+		o.start = opt_string(L, 2, "start", &o.start_len);
+		o.start_after = opt_string(L, 2, "start_after", &o.start_after_len);
+		o.end = opt_string(L, 2, "end", &o.end_len);
+		o.prefix = opt_string(L, 2, "prefix", &o.prefix_len);
+		lua_getfield(L, 2, "reverse");
+		o.reverse = lua_toboolean(L, -1);
+		lua_getfield(L, 2, "limit");
+		if (!lua_isnil(L, -1)) {
+			lua_Number lim = lua_tonumber(L, -1);
+			if (lua_type(L, -1) != LUA_TNUMBER)
+				return luaL_error(L, "list option limit must be a number");
+			if (!(lim >= 1))
+				return raise_plain(L, DOBJ_MSG_LIST_LIMIT);
+			o.limit = lim >= 9e18 ? -1 : (long long)lim;
+		}
+	}
+	lua_newtable(L);
+	push_mt(L, MT_LIST);
+	lua_setmetatable(L, -2);
+	luaL_checkstack(L, 8, "list");
+	memset(&arg, 0, sizeof(arg));
+	arg.r = r;
+	arg.L = L;
+	rc = dobj_kv_list(st, &o, list_row, &arg);
+	if (rc > 0)
+		return lua_error(L); /* a row could not be decoded */
+	if (rc < 0)
+		return st_fail(L);
+	return 1;
+}
+
+static int l_st_delete_all(lua_State *L)
+{
+	if (dobj_kv_delete_all(storage_at(L, 1, NULL)) < 0)
+		return st_fail(L);
+	return 0;
+}
+
+static int l_st_sync(lua_State *L)
+{
+	if (dobj_storage_sync(storage_at(L, 1, NULL)) < 0)
+		return st_fail(L);
+	return 0;
+}
+
+static int l_st_set_alarm(lua_State *L)
+{
+	dobj_storage *st = storage_at(L, 1, NULL);
+	double ms = test_ud(L, 2, MT_DATE) ? check_date(L, 2) : luaL_checknumber(L, 2);
+
+	if (dobj_alarm_set(st, ms) < 0)
+		return st_fail(L);
+	return 0;
+}
+
+static int l_st_get_alarm(lua_State *L)
+{
+	dobj_storage *st = storage_at(L, 1, NULL);
+	double ms;
+	int rc = dobj_alarm_get(st, &ms);
+
+	if (rc < 0)
+		return st_fail(L);
+	if (rc == 0)
+		lua_pushnil(L);
+	else
+		push_ms(L, ms);
+	return 1;
+}
+
+static int l_st_delete_alarm(lua_State *L)
+{
+	if (dobj_alarm_delete(storage_at(L, 1, NULL)) < 0)
+		return st_fail(L);
+	return 0;
+}
+
+/* A transaction object for the storage (or transaction) at 1; pushed. */
+static ltxn *push_txn(lua_State *L, lrt *r, dobj_storage *st)
+{
+	ltxn *t = lua_newuserdatauv(L, sizeof(*t), 1);
+
+	t->r = r;
+	t->state = TXN_DONE;
+	t->depth = 0;
+	push_mt(L, MT_TXN);
+	lua_setmetatable(L, -2);
+	if (test_ud(L, 1, MT_TXN))
+		lua_getiuservalue(L, 1, 1);
+	else
+		lua_pushvalue(L, 1);
+	lua_setiuservalue(L, -2, 1);
+	if (dobj_txn_begin(st) < 0)
+		st_fail(L);
+	t->depth = dobj_txn_depth(st);
+	t->state = TXN_OPEN;
+	return t;
+}
+
+/*
+ * Close the transaction at idx after its function ran (ok or not): commit or
+ * roll back, unless the function rolled back itself or the object is gone
+ * (its storage then discarded the writes).  Returns the storage or NULL.
+ */
+static dobj_storage *txn_close(lua_State *L, int idx, int ok, int *failed)
+{
+	ltxn *t = lua_touserdata(L, idx);
+	dobj_storage *st = NULL;
+	lctx *x;
+	int state = t->state;
+
+	*failed = 0;
+	t->state = TXN_DONE;
+	lua_getiuservalue(L, idx, 1);
+	x = store_ctx(L, lua_gettop(L));
+	lua_pop(L, 1);
+	if (!x || !x->obj || dobj_obj_storage(x->obj, &st) < 0)
+		return NULL;
+	if (state == TXN_OPEN && dobj_txn_depth(st) == t->depth) {
+		if ((ok ? dobj_txn_commit(st) : dobj_txn_rollback(st)) < 0)
+			*failed = 1;
+	}
+	return st;
+}
+
+/* storage:transaction_sync(fn): fn(txn) in a transaction; it may not yield. */
+static int l_st_transaction_sync(lua_State *L)
+{
+	lrt *r;
+	dobj_storage *st = storage_at(L, 1, &r);
+	int status, failed, base;
+
+	luaL_checktype(L, 2, LUA_TFUNCTION);
+	lua_settop(L, 2);
+	push_txn(L, r, st);          /* 3 */
+	base = lua_gettop(L);
+	lua_pushvalue(L, 2);
+	lua_pushvalue(L, 3);
+	status = lua_pcall(L, 1, LUA_MULTRET, 0);
+	txn_close(L, 3, status == LUA_OK, &failed);
+	if (status != LUA_OK)
+		return lua_error(L);
+	if (failed)
+		return st_fail(L);
+	return lua_gettop(L) - base;
+}
+
+/* Body of transaction(): runs as a block_concurrency_while task with
+ * (txn, fn).  Returns true, fn's results or false, the error: a failing
+ * transaction must not reset the object, as a failing block would. */
+static int txn_body_k(lua_State *L, int status, lua_KContext ctx)
+{
+	int ok = status == LUA_OK || status == LUA_YIELD, failed;
+	dobj_storage *st;
+
+	(void)ctx;
+	st = txn_close(L, 1, ok, &failed);
+	/* An explicit transaction that spanned steps leaves the step's implicit
+	 * transaction open without marking it for commit (CORE_NOTES 6): commit
+	 * it now that the outermost transaction is over. */
+	if (st && dobj_txn_depth(st) == 0 && dobj_storage_sync(st) < 0 && ok) {
+		failed = 1;
+	}
+	if (ok && failed) {
+		lua_settop(L, 0);
+		lua_pushboolean(L, 0);
+		lua_pushstring(L, dobj_error_last());
+		return 2;
+	}
+	if (!ok) {
+		lua_pushboolean(L, 0);
+		lua_insert(L, -2);
+		return 2;
+	}
+	lua_pushboolean(L, 1);
+	lua_replace(L, 2); /* fn's slot: true, results... */
+	return lua_gettop(L) - 1;
+}
+
+static int txn_body(lua_State *L)
+{
+	lua_settop(L, 2);
+	lua_pushvalue(L, 2);
+	lua_pushvalue(L, 1);
+	return txn_body_k(L, lua_pcallk(L, 1, LUA_MULTRET, 0, 0, txn_body_k), 0);
+}
+
+/* The handler that waited for transaction(): (true, results) or (false, err). */
+static int txn_wait_k(lua_State *L, int status, lua_KContext ctx)
+{
+	lco *c = (lco *)ctx;
+	int n, base;
+
+	(void)status;
+	n = block_results(L, c);
+	base = lua_gettop(L) - n;
+	if (!lua_toboolean(L, base + 1)) {
+		lua_pushvalue(L, base + 2);
+		return lua_error(L);
+	}
+	return n - 1;
+}
+
+/*
+ * storage:transaction(fn): from a handler of the object, fn(txn) runs with
+ * the object's other events held back (it may yield: fetch, sleep), like
+ * ctx:block_concurrency_while.  Elsewhere (constructor, main chunk) it is
+ * transaction_sync.
+ */
+static int l_st_transaction(lua_State *L)
+{
+	lrt *r;
+	dobj_storage *st = storage_at(L, 1, &r);
+	lctx *x;
+	lco *c = task_here(L, r);
+	dobj_task *t;
+
+	luaL_checktype(L, 2, LUA_TFUNCTION);
+	lua_settop(L, 2);
+	if (test_ud(L, 1, MT_TXN)) {
+		lua_getiuservalue(L, 1, 1);
+		x = store_ctx(L, 3);
+		lua_pop(L, 1);
+	} else {
+		x = store_ctx(L, 1);
+	}
+	if (!c || dobj_task_obj(c->task) != x->obj || !lua_isyieldable(L))
+		return l_st_transaction_sync(L);
+	push_txn(L, r, st);                       /* 3: txn */
+	lua_pushvalue(L, MODIDX);
+	lua_pushcclosure(L, txn_body, 1);         /* 4: body */
+	lua_pushvalue(L, 3);
+	lua_pushvalue(L, 2);                      /* body, txn, fn */
+	spawn_fn(L, r, x->obj, DOBJ_TASK_BLOCK, 4, 2, wake_waiter, c, &t);
+	c->wait = t;
+	c->state = ST_WAIT;
+	return lua_yieldk(L, 0, (lua_KContext)c, txn_wait_k);
+}
+
+static int l_txn_rollback(lua_State *L)
+{
+	ltxn *t = check_ud(L, 1, MT_TXN);
+	dobj_storage *st = storage_at(L, 1, NULL);
+
+	if (dobj_txn_depth(st) != t->depth)
+		return luaL_error(L, "only the innermost open transaction can be rolled back");
+	if (dobj_txn_rollback(st) < 0)
+		return st_fail(L);
+	t->state = TXN_ROLLED;
+	return 0;
+}
+
+static int l_st_index(lua_State *L)
+{
+	const char *k = lua_tostring(L, 2);
+
+	if (test_ud(L, 1, MT_STORAGE) && k && strcmp(k, "sql") == 0) {
+		if (lua_getiuservalue(L, 1, 2) == LUA_TNIL) {
+			lsql *q = lua_newuserdatauv(L, sizeof(*q), 1);
+			q->r = ((lstore *)lua_touserdata(L, 1))->r;
+			push_mt(L, MT_SQL);
+			lua_setmetatable(L, -2);
+			lua_pushvalue(L, 1);
+			lua_setiuservalue(L, -2, 1);
+			lua_pushvalue(L, -1);
+			lua_setiuservalue(L, 1, 2);
+		}
+		return 1;
+	}
+	lua_getiuservalue(L, MODIDX, UV_METHODS(test_ud(L, 1, MT_STORAGE) ? MT_STORAGE : MT_TXN));
+	lua_pushvalue(L, 2);
+	lua_rawget(L, -2);
+	return 1;
+}
+
+static int l_st_tostring(lua_State *L)
+{
+	lua_pushstring(L, test_ud(L, 1, MT_TXN) ? "dobj.Transaction" : "dobj.Storage");
+	return 1;
+}
+
+/* ctx.storage (made on first use, kept as the ctx's user value 2). */
+static void push_ctx_storage(lua_State *L, int ctxidx)
+{
+	lctx *x = lua_touserdata(L, ctxidx);
+
+	if (lua_getiuservalue(L, ctxidx, 2) != LUA_TNIL)
+		return;
+	lua_pop(L, 1);
+	{
+		lstore *s = lua_newuserdatauv(L, sizeof(*s), 2);
+		s->r = x->r;
+	}
+	push_mt(L, MT_STORAGE);
+	lua_setmetatable(L, -2);
+	lua_pushvalue(L, ctxidx);
+	lua_setiuservalue(L, -2, 1);
+	lua_pushvalue(L, -1);
+	lua_setiuservalue(L, ctxidx, 2);
+}
+
+/* --------------------------------------------------------------------- SQL */
+
+typedef struct lcursor {
+	dobj_cursor *c;          /* owned by the cursor that ran the query */
+	size_t pos;
+	int raw;
+	struct lcursor *base;    /* the owning cursor (itself, or the one raw() came from) */
+} lcursor; /* user value 1: the owning cursor (views made by raw()) */
+
+static dobj_storage *sql_storage(lua_State *L, lrt **rp)
+{
+	dobj_storage *st;
+
+	check_ud(L, 1, MT_SQL);
+	lua_getiuservalue(L, 1, 1);
+	st = storage_at(L, -1, rp);
+	lua_pop(L, 1);
+	return st;
+}
+
+static int l_sql_exec(lua_State *L)
+{
+	lrt *r;
+	dobj_storage *st = sql_storage(L, &r);
+	size_t qlen, nargs, i;
+	const char *q = luaL_checklstring(L, 2, &qlen);
+	dobj_sql_value *args;
+	lcursor *cur;
+	int rc;
+
+	nargs = (size_t)(lua_gettop(L) - 2);
+	args = lua_newuserdatauv(L, (nargs ? nargs : 1) * sizeof(*args), 0); /* scratch */
+	memset(args, 0, (nargs ? nargs : 1) * sizeof(*args));
+	for (i = 0; i < nargs; i++) {
+		int a = (int)i + 3;
+		dobj_sql_value *v = &args[i];
+		switch (lua_type(L, a)) {
+		case LUA_TNIL:
+			v->type = DOBJ_SQL_NULL;
+			break;
+		case LUA_TBOOLEAN:
+			v->type = DOBJ_SQL_INT;
+			v->i = lua_toboolean(L, a);
+			break;
+		case LUA_TNUMBER:
+			if (lua_isinteger(L, a)) {
+				v->type = DOBJ_SQL_INT;
+				v->i = lua_tointeger(L, a);
+			} else {
+				v->type = DOBJ_SQL_REAL;
+				v->d = lua_tonumber(L, a);
+			}
+			break;
+		case LUA_TSTRING:
+			v->type = DOBJ_SQL_TEXT;
+			v->p = lua_tolstring(L, a, &v->len);
+			break;
+		default:
+			if (test_ud(L, a, MT_NULL)) {
+				v->type = DOBJ_SQL_NULL;
+			} else if (test_ud(L, a, MT_BYTES)) {
+				lua_getiuservalue(L, a, 1);
+				v->type = DOBJ_SQL_BLOB;
+				v->p = lua_tolstring(L, -1, &v->len);
+				lua_replace(L, a); /* keep the string alive */
+			} else {
+				return luaL_error(L, "cannot bind a value of type %s to SQL "
+					"(binding %d)", luaL_typename(L, a), (int)i + 1);
+			}
+		}
+	}
+	cur = lua_newuserdatauv(L, sizeof(*cur), 1);
+	memset(cur, 0, sizeof(*cur));
+	cur->base = cur;
+	push_mt(L, MT_CURSOR);
+	lua_setmetatable(L, -2);
+	rc = dobj_sql_exec(st, q, qlen, args, nargs, &cur->c);
+	if (rc < 0)
+		return st_fail(L);
+	return 1;
+}
+
+static int l_sql_index(lua_State *L)
+{
+	const char *k = lua_tostring(L, 2);
+
+	if (k && strcmp(k, "database_size") == 0) {
+		lua_pushinteger(L, (lua_Integer)dobj_sql_database_size(sql_storage(L, NULL)));
+		return 1;
+	}
+	check_ud(L, 1, MT_SQL);
+	lua_getiuservalue(L, MODIDX, UV_METHODS(MT_SQL));
+	lua_pushvalue(L, 2);
+	lua_rawget(L, -2);
+	return 1;
+}
+
+static int l_sql_tostring(lua_State *L)
+{
+	lua_pushliteral(L, "dobj.Sql");
+	return 1;
+}
+
+static lcursor *check_cursor(lua_State *L, int idx)
+{
+	lcursor *cur = check_ud(L, idx, MT_CURSOR);
+
+	if (!cur->base->c)
+		luaL_error(L, "the cursor is closed");
+	return cur;
+}
+
+static void push_cell(lua_State *L, const dobj_sql_value *v)
+{
+	switch (v->type) {
+	case DOBJ_SQL_INT:
+		lua_pushinteger(L, (lua_Integer)v->i);
+		break;
+	case DOBJ_SQL_REAL:
+		lua_pushnumber(L, v->d);
+		break;
+	case DOBJ_SQL_TEXT:
+		lua_pushlstring(L, v->p, v->len);
+		break;
+	case DOBJ_SQL_BLOB:
+		lua_newuserdatauv(L, 0, 1);
+		lua_pushlstring(L, v->p ? v->p : "", v->len);
+		lua_setiuservalue(L, -2, 1);
+		push_mt(L, MT_BYTES);
+		lua_setmetatable(L, -2);
+		break;
+	default:
+		lua_pushnil(L);
+	}
+}
+
+/* Push the next row of the cursor at idx (a table), or nil at the end. */
+static int cursor_next(lua_State *L, int idx)
+{
+	lcursor *cur = check_cursor(L, idx), *b = cur->base;
+	size_t ncols = dobj_cursor_columns(b->c), col;
+
+	if (b->pos >= dobj_cursor_rows(b->c)) {
+		lua_pushnil(L);
+		return 1;
+	}
+	lua_createtable(L, cur->raw ? (int)ncols : 0, cur->raw ? 0 : (int)ncols);
+	for (col = 0; col < ncols; col++) {
+		const dobj_sql_value *v = dobj_cursor_cell(b->c, b->pos, col);
+		if (!v || v->type == DOBJ_SQL_NULL)
+			continue;
+		push_cell(L, v);
+		if (cur->raw)
+			lua_rawseti(L, -2, (lua_Integer)col + 1);
+		else
+			lua_setfield(L, -2, dobj_cursor_column_name(b->c, col));
+	}
+	b->pos++;
+	return 1;
+}
+
+static int l_cursor_next(lua_State *L)
+{
+	return cursor_next(L, 1);
+}
+
+static int l_cursor_to_array(lua_State *L)
+{
+	lua_Integer n = 0;
+
+	check_cursor(L, 1);
+	lua_settop(L, 1);
+	lua_newtable(L);
+	for (;;) {
+		cursor_next(L, 1);
+		if (lua_isnil(L, -1))
+			break;
+		lua_rawseti(L, 2, ++n);
+	}
+	lua_settop(L, 2);
+	return 1;
+}
+
+static int l_cursor_one(lua_State *L)
+{
+	lcursor *cur = check_cursor(L, 1), *b = cur->base;
+	size_t left = dobj_cursor_rows(b->c) - b->pos;
+
+	if (left == 0)
+		return raise_plain(L, "Expected exactly one result from SQL query, but got no results.");
+	if (left > 1)
+		return raise_plain(L, "Expected exactly one result from SQL query, but got multiple results.");
+	return cursor_next(L, 1);
+}
+
+/* cursor:raw(): the same rows as arrays (a view sharing the position). */
+static int l_cursor_raw(lua_State *L)
+{
+	lcursor *cur = check_cursor(L, 1), *v;
+
+	v = lua_newuserdatauv(L, sizeof(*v), 1);
+	memset(v, 0, sizeof(*v));
+	v->base = cur->base;
+	v->raw = 1;
+	push_mt(L, MT_CURSOR);
+	lua_setmetatable(L, -2);
+	if (cur->base == cur)
+		lua_pushvalue(L, 1);
+	else
+		lua_getiuservalue(L, 1, 1);
+	lua_setiuservalue(L, -2, 1);
+	return 1;
+}
+
+static int l_cursor_index(lua_State *L)
+{
+	lcursor *cur = check_ud(L, 1, MT_CURSOR);
+	const char *k = lua_tostring(L, 2);
+
+	if (k && cur->base->c) {
+		dobj_cursor *c = cur->base->c;
+		if (strcmp(k, "column_names") == 0) {
+			size_t i, n = dobj_cursor_columns(c);
+			lua_createtable(L, (int)n, 0);
+			for (i = 0; i < n; i++) {
+				lua_pushstring(L, dobj_cursor_column_name(c, i));
+				lua_rawseti(L, -2, (lua_Integer)i + 1);
+			}
+			return 1;
+		}
+		if (strcmp(k, "rows_read") == 0) {
+			lua_pushinteger(L, (lua_Integer)dobj_cursor_rows_read(c));
+			return 1;
+		}
+		if (strcmp(k, "rows_written") == 0) {
+			lua_pushinteger(L, (lua_Integer)dobj_cursor_rows_written(c));
+			return 1;
+		}
+	}
+	lua_getiuservalue(L, MODIDX, UV_METHODS(MT_CURSOR));
+	lua_pushvalue(L, 2);
+	lua_rawget(L, -2);
+	return 1;
+}
+
+static int l_cursor_gc(lua_State *L)
+{
+	lcursor *cur = check_ud(L, 1, MT_CURSOR);
+
+	if (cur->base == cur && cur->c) {
+		dobj_cursor *c = cur->c;
+		cur->c = NULL;
+		dobj_cursor_free(c);
+	}
+	return 0;
+}
+
+static int l_cursor_tostring(lua_State *L)
+{
+	lcursor *cur = check_ud(L, 1, MT_CURSOR);
+
+	if (!cur->base->c)
+		lua_pushliteral(L, "dobj.Cursor(closed)");
+	else
+		lua_pushfstring(L, "dobj.Cursor(%d rows)", (int)dobj_cursor_rows(cur->base->c));
+	return 1;
+}
+
+/* ------------------------------------------------------------------ stats */
+
+/* ns:_stats(): live instances and open databases (tests of eviction). */
+static int l_ns_stats(lua_State *L)
+{
+	lns *n = check_ns(L, 1);
+
+	lua_createtable(L, 0, 2);
+	lua_pushinteger(L, (lua_Integer)dobj_ns_live(n->ns));
+	lua_setfield(L, -2, "live");
+	lua_pushinteger(L, (lua_Integer)dobj_ns_open_storages(n->ns));
+	lua_setfield(L, -2, "open_storages");
+	return 1;
+}
+
 /* ---------------------------------------------------------------- module */
 
 static int l_stats(lua_State *L)
@@ -1906,13 +3631,14 @@ static const luaL_Reg rt_meta[] = {
 };
 static const luaL_Reg rt_methods[] = {
 	{ "bind", l_rt_bind }, { "spawn", l_rt_spawn }, { "run", l_rt_run },
-	{ "close", l_rt_close }, { NULL, NULL }
+	{ "close", l_rt_close }, { "now", l_rt_now }, { "advance", l_rt_advance }, { NULL, NULL }
 };
 static const luaL_Reg ns_meta[] = { { "__tostring", l_ns_tostring }, { NULL, NULL } };
 static const luaL_Reg ns_methods[] = {
 	{ "id_from_name", l_ns_id_from_name }, { "new_unique_id", l_ns_new_unique_id },
 	{ "id_from_string", l_ns_id_from_string }, { "get", l_ns_get },
-	{ "get_by_name", l_ns_get_by_name }, { "jurisdiction", l_ns_jurisdiction }, { NULL, NULL }
+	{ "get_by_name", l_ns_get_by_name }, { "jurisdiction", l_ns_jurisdiction },
+	{ "_stats", l_ns_stats }, { NULL, NULL }
 };
 static const luaL_Reg id_meta[] = {
 	{ "__index", l_id_index }, { "__tostring", l_id_tostring }, { "__eq", l_id_eq },
@@ -1937,10 +3663,44 @@ static const luaL_Reg request_meta[] = { { "__tostring", l_request_tostring }, {
 static const luaL_Reg response_meta[] = { { "__tostring", l_response_tostring }, { NULL, NULL } };
 static const luaL_Reg error_meta[] = { { "__tostring", l_error_tostring }, { NULL, NULL } };
 static const luaL_Reg no_methods[] = { { NULL, NULL } };
+static const luaL_Reg storage_meta[] = {
+	{ "__index", l_st_index }, { "__tostring", l_st_tostring }, { NULL, NULL }
+};
+#define STORAGE_METHODS \
+	{ "get", l_st_get }, { "put", l_st_put }, { "delete", l_st_delete }, \
+	{ "list", l_st_list }, { "delete_all", l_st_delete_all }, \
+	{ "transaction_sync", l_st_transaction_sync }, { "transaction", l_st_transaction }, \
+	{ "sync", l_st_sync }, { "set_alarm", l_st_set_alarm }, { "get_alarm", l_st_get_alarm }, \
+	{ "delete_alarm", l_st_delete_alarm }
+static const luaL_Reg storage_methods[] = { STORAGE_METHODS, { NULL, NULL } };
+static const luaL_Reg txn_methods[] = { STORAGE_METHODS, { "rollback", l_txn_rollback }, { NULL, NULL } };
+static const luaL_Reg sql_meta[] = {
+	{ "__index", l_sql_index }, { "__tostring", l_sql_tostring }, { NULL, NULL }
+};
+static const luaL_Reg sql_methods[] = { { "exec", l_sql_exec }, { NULL, NULL } };
+static const luaL_Reg cursor_meta[] = {
+	{ "__index", l_cursor_index }, { "__call", l_cursor_next }, { "__gc", l_cursor_gc },
+	{ "__close", l_cursor_gc }, { "__tostring", l_cursor_tostring }, { NULL, NULL }
+};
+static const luaL_Reg cursor_methods[] = {
+	{ "next", l_cursor_next }, { "to_array", l_cursor_to_array }, { "one", l_cursor_one },
+	{ "raw", l_cursor_raw }, { "close", l_cursor_gc }, { NULL, NULL }
+};
+static const luaL_Reg bytes_meta[] = {
+	{ "__index", l_bytes_index }, { "__len", l_bytes_len }, { "__eq", l_bytes_eq },
+	{ "__tostring", l_bytes_tostring }, { NULL, NULL }
+};
+static const luaL_Reg date_meta[] = {
+	{ "__index", l_date_index }, { "__eq", l_date_eq }, { "__lt", l_date_lt },
+	{ "__le", l_date_le }, { "__tostring", l_date_tostring }, { NULL, NULL }
+};
+static const luaL_Reg null_meta[] = { { "__tostring", l_null_tostring }, { NULL, NULL } };
+static const luaL_Reg list_meta[] = { { "__pairs", l_list_pairs }, { NULL, NULL } };
 
 static const luaL_Reg module_funcs[] = {
 	{ "runtime", l_runtime }, { "request", l_request }, { "response", l_response },
-	{ "sleep", l_sleep }, { "is_error", l_is_error }, { "_stats", l_stats }, { NULL, NULL }
+	{ "sleep", l_sleep }, { "is_error", l_is_error }, { "_stats", l_stats },
+	{ "bytes", l_bytes }, { "date", l_date }, { "set", l_set }, { "map", l_map }, { NULL, NULL }
 };
 
 LDOBJ_EXPORT int luaopen_dobj(lua_State *L)
@@ -1953,6 +3713,11 @@ LDOBJ_EXPORT int luaopen_dobj(lua_State *L)
 		{ MT_ID, id_meta, id_methods }, { MT_STUB, stub_meta, stub_methods },
 		{ MT_CTX, ctx_meta, ctx_methods }, { MT_REQUEST, request_meta, no_methods },
 		{ MT_RESPONSE, response_meta, no_methods }, { MT_ERROR, error_meta, no_methods },
+		{ MT_STORAGE, storage_meta, storage_methods }, { MT_TXN, storage_meta, txn_methods },
+		{ MT_SQL, sql_meta, sql_methods }, { MT_CURSOR, cursor_meta, cursor_methods },
+		{ MT_BYTES, bytes_meta, no_methods }, { MT_DATE, date_meta, no_methods },
+		{ MT_NULL, null_meta, no_methods }, { MT_SET, no_methods, no_methods },
+		{ MT_MAP, no_methods, no_methods }, { MT_LIST, list_meta, no_methods },
 	};
 	lmod *m;
 	int mi, i;
@@ -1990,6 +3755,10 @@ LDOBJ_EXPORT int luaopen_dobj(lua_State *L)
 	lua_setfield(L, -2, "__mode");
 	lua_setmetatable(L, -2);
 	lua_setiuservalue(L, mi, UV_DEFAULT_RT);
+	lua_newuserdatauv(L, 0, 0); /* dobj.null */
+	lua_getiuservalue(L, mi, MT_NULL);
+	lua_setmetatable(L, -2);
+	lua_setiuservalue(L, mi, UV_NULL);
 
 	luaL_newlibtable(L, module_funcs);
 	lua_pushvalue(L, mi);
@@ -2000,6 +3769,18 @@ LDOBJ_EXPORT int luaopen_dobj(lua_State *L)
 	lua_setfield(L, -2, "Request");
 	lua_getiuservalue(L, mi, MT_RESPONSE);
 	lua_setfield(L, -2, "Response");
+	lua_getiuservalue(L, mi, UV_NULL);
+	lua_setfield(L, -2, "null");
+	{
+		static const struct { int which; const char *name; } exported[] = {
+			{ MT_BYTES, "Bytes" }, { MT_DATE, "Date" }, { MT_SET, "Set" }, { MT_MAP, "Map" },
+			{ MT_LIST, "List" }, { MT_STORAGE, "Storage" }, { MT_CURSOR, "Cursor" },
+		};
+		for (i = 0; i < (int)(sizeof(exported) / sizeof(exported[0])); i++) {
+			lua_getiuservalue(L, mi, exported[i].which);
+			lua_setfield(L, -2, exported[i].name);
+		}
+	}
 	lua_pushinteger(L, DOBJ_MAX_CALL_DEPTH);
 	lua_setfield(L, -2, "MAX_CALL_DEPTH");
 	lua_pushinteger(L, DOBJ_MAX_CTX_NAME);
