@@ -466,6 +466,7 @@ DOBJ_API dobj_host dobj_host_msg(void);
 #include "dobj/storage.h"
 #include "dobj/val.h"
 #include "dobj/value.h"
+#include "dobj/native.h"
 
 #ifdef __cplusplus
 }

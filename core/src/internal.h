@@ -59,6 +59,9 @@ dobj_obj *dobj__storage_obj(dobj_storage *st);
 /** Check a unique key can name a directory. */
 int dobj__storage_check_unique_key(const char *key, size_t len);
 
+/** Replace item i of an array (takes item). */
+int dobj__val_set_at(dobj_val *array, size_t i, dobj_val *item);
+
 /* Core structures, shared by rt.c and storage.c. */
 
 struct dobj_task {

@@ -202,6 +202,17 @@ int dobj_val_push(dobj_val *c, dobj_val *item)
 	return DOBJ_OK;
 }
 
+int dobj__val_set_at(dobj_val *a, size_t i, dobj_val *item)
+{
+	if (!a || a->type != DOBJ_VAL_ARRAY || i >= a->u.c.len) {
+		dobj_val_free(item);
+		return dobj_error_set(DOBJ_EARG, "index out of range");
+	}
+	dobj_val_free(a->u.c.items[i]);
+	a->u.c.items[i] = item;
+	return DOBJ_OK;
+}
+
 int dobj_val_put(dobj_val *o, const char *key, size_t klen, dobj_val *item)
 {
 	size_t i;

@@ -89,5 +89,11 @@ DOBJ_API dobj_val *dobj_val_get(const dobj_val *v, const char *key, size_t key_l
 /** Deep equality (numbers by value, NaN equal to NaN). */
 DOBJ_API int dobj_val_equal(const dobj_val *a, const dobj_val *b);
 
+/** Encode in V8's serialization format (what storage holds); *out is the
+ *  caller's (free()). */
+DOBJ_API int dobj_val_encode(const dobj_val *v, unsigned char **out, size_t *len);
+/** Decode a V8 blob (DOBJ_EINVALID with a message for corrupt input; cyclic
+ *  values are refused). */
+DOBJ_API int dobj_val_decode(const void *blob, size_t len, dobj_val **out);
 
 #endif
