@@ -3137,7 +3137,7 @@ static dobj_storage *txn_close(lua_State *L, int idx, int ok, int *failed)
 	int state = t->state;
 
 	*failed = 0;
-	t->state = TXN_DONE;
+	t->state = state == TXN_ROLLED ? TXN_ROLLED : TXN_DONE;
 	lua_getiuservalue(L, idx, 1);
 	x = store_ctx(L, lua_gettop(L));
 	lua_pop(L, 1);

@@ -40,4 +40,119 @@ function H.Echo:fetch(req)
   return dobj.response(req.method .. " " .. req.url .. " " .. req.body .. " [" .. table.concat(hs, ",") .. "]")
 end
 
+-- Storage fixtures ---------------------------------------------------------
+
+-- A fresh temporary directory (removed with H.rm_rf).
+function H.tmpdir()
+  local p = io.popen("mktemp -d /tmp/dobj-lua-XXXXXX")
+  local dir = p:read("l")
+  p:close()
+  return dir
+end
+
+function H.rm_rf(dir)
+  assert(dir:match("^/tmp/dobj%-lua%-"), "refusing to remove " .. dir)
+  os.execute("rm -rf '" .. dir .. "'")
+end
+
+-- Run a shell command and return its output (trailing newline removed).
+function H.sh(cmd)
+  local p = io.popen(cmd)
+  local out = p:read("a")
+  p:close()
+  return (out:gsub("\n$", ""))
+end
+
+-- Number of this process's open files under `dir` (SQLite handles).
+function H.open_files(dir)
+  local n = 0
+  local p = io.popen("ls -l /proc/" .. H.sh("echo $PPID") .. "/fd 2>/dev/null")
+  for line in p:lines() do
+    if line:find(dir, 1, true) then n = n + 1 end
+  end
+  p:close()
+  return n
+end
+
+-- A class that runs functions inside the object: H.job(stub, fn) calls
+-- fn(storage, ctx, instance) in a handler and returns its results (an error
+-- raised by fn reaches the caller as a dobj.Error).  Alarms call the class's
+-- on_alarm(instance, info) when set.  C.constructed counts constructions.
+local jobs, next_job = {}, 0
+
+function H.job_class(name)
+  local C = H.class(name or "Job")
+  C.constructed = 0
+  function C.new(ctx, env)
+    C.constructed = C.constructed + 1
+    return setmetatable({ ctx = ctx, env = env }, C)
+  end
+  function C:fetch(req)
+    local id = tonumber(req.url:match("/job/(%d+)$"))
+    local job = jobs[id]
+    jobs[id] = nil
+    job.results = table.pack(job.fn(self.ctx.storage, self.ctx, self))
+    return dobj.response("ok")
+  end
+  function C:alarm(info)
+    if C.on_alarm then return C.on_alarm(self, info) end
+  end
+  return C
+end
+
+function H.job(stub, fn)
+  next_job = next_job + 1
+  local job = { fn = fn }
+  jobs[next_job] = job
+  stub:fetch("https://job/job/" .. next_job)
+  return table.unpack(job.results, 1, job.results.n)
+end
+
+-- The message of the error that H.job(stub, fn) raises.
+function H.job_error(stub, fn)
+  local err = H.catch(H.job, stub, fn)
+  return type(err) == "table" and err.message or tostring(err)
+end
+
+-- Deep equality for stored values: NaN equals NaN, -0.0 differs from 0,
+-- integers and floats differ, shared tables must be shared the same way.
+function H.same_value(a, b, seen)
+  seen = seen or {}
+  if type(a) ~= type(b) then return false, type(a) .. " vs " .. type(b) end
+  if type(a) == "number" then
+    if math.type(a) ~= math.type(b) then return false, math.type(a) .. " vs " .. math.type(b) end
+    if a ~= a then return b ~= b, "NaN" end
+    if a == 0 and b == 0 then return 1 / a == 1 / b, "signed zero" end
+    return a == b, tostring(a) .. " vs " .. tostring(b)
+  end
+  if type(a) ~= "table" then return a == b, tostring(a) .. " vs " .. tostring(b) end
+  if seen[a] then return seen[a] == b, "sharing differs" end
+  seen[a] = b
+  -- A table stored as a Map reads back marked with dobj.Map (so that it is
+  -- stored as a Map again); its keys and values are what count.
+  local ma, mb = getmetatable(a), getmetatable(b)
+  if ma ~= mb and not (ma == nil and mb == dobj.Map) then return false, "metatables differ" end
+  for k, v in pairs(a) do
+    local kb = k
+    if type(k) == "table" or type(k) == "userdata" then
+      kb = seen[k]
+      if kb == nil and rawget(b, k) == nil then
+        -- a table or bytes key: find the key of b that matches
+        for k2 in pairs(b) do
+          if type(k2) == type(k) and H.same_value(k, k2, seen) then kb = k2 break end
+        end
+      end
+    end
+    if kb == nil then return false, "key " .. tostring(k) .. " missing" end
+    local ok, why = H.same_value(v, rawget(b, kb), seen)
+    if not ok then return false, "at " .. tostring(k) .. ": " .. tostring(why) end
+  end
+  for k in pairs(b) do
+    if type(k) ~= "table" and type(k) ~= "userdata" and rawget(a, k) == nil then
+      return false, "extra key " .. tostring(k)
+    end
+  end
+  return true
+end
+
 return H
