@@ -437,6 +437,10 @@ DOBJ_API int dobj_obj_blocked(const dobj_obj *obj);
  * step of the object.
  */
 DOBJ_API void dobj_obj_abort(dobj_obj *obj, int code, const char *message, void *error);
+/** Keep an object (incarnation) alive past its reset, e.g. from a binding's
+ *  ctx wrapper; every accessor stays valid, dobj_obj_dead tells it is over. */
+DOBJ_API void dobj_obj_ref(dobj_obj *obj);
+DOBJ_API void dobj_obj_unref(dobj_obj *obj);
 
 /* -------------------------------------------------------- small messages */
 

@@ -236,6 +236,26 @@ void dobj__obj_unref(dobj_obj *obj)
 	obj_unref(obj);
 }
 
+void dobj_obj_ref(dobj_obj *obj)
+{
+	if (obj)
+		obj->refs++;
+}
+
+void dobj_obj_unref(dobj_obj *obj)
+{
+	dobj_rt *rt;
+
+	if (!obj)
+		return;
+	rt = obj->ns->rt;
+	rt->refs++;
+	obj_unref(obj);
+	if (!rt->pumping)
+		flush_trash(rt);
+	rt_unref(rt);
+}
+
 static void obj_unref(dobj_obj *obj)
 {
 	dobj_rt *rt;
