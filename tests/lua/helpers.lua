@@ -63,12 +63,16 @@ function H.sh(cmd)
   return (out:gsub("\n$", ""))
 end
 
--- Number of this process's open files under `dir` (SQLite handles).
-function H.open_files(dir)
+-- Number of this process's open files of object databases under `dir`
+-- (<hex>.sqlite and its -wal/-shm; a namespace keeps metadata.sqlite open,
+-- counted too with `with_metadata`).
+function H.open_files(dir, with_metadata)
   local n = 0
   local p = io.popen("ls -l /proc/" .. H.sh("echo $PPID") .. "/fd 2>/dev/null")
   for line in p:lines() do
-    if line:find(dir, 1, true) then n = n + 1 end
+    if line:find(dir, 1, true) and (with_metadata or not line:find("metadata.sqlite", 1, true)) then
+      n = n + 1
+    end
   end
   p:close()
   return n
