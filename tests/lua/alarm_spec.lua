@@ -152,7 +152,7 @@ describe("alarms on disk", function()
   it("survive a restart and fire in the next runtime", function()
     local dir = H.tmpdir()
     local rt, a = fixture({ storage = dir })
-    local when = rt:now() + 30000
+    local when = math.floor(rt:now()) + 30000 -- whole ms: stored as ns
     H.job(a, function(s) s:set_alarm(when) end)
     rt:close()
     local rt2, a2, C2 = fixture({ storage = dir })
