@@ -190,7 +190,7 @@ def make_sides(log) -> dict:
     """name -> (label, factory or None, reason)."""
     sides = {"workerd": ("workerd", WorkerdSide, "")}
     sides["c"] = ("C core", lambda: c_side(log), "")
-    venv_py = os.path.join(ROOT, ".venv", "bin", "python")
+    venv_py = os.environ.get("DOBJ_BENCH_PYTHON") or os.path.join(ROOT, ".venv", "bin", "python")
     if os.access(venv_py, os.X_OK):
         sides["py"] = ("Python binding", lambda: ProcSide(
             [venv_py, os.path.join(BENCH, "bench_py.py"), "dobj"]), "")
