@@ -1,0 +1,287 @@
+"""dobj: Cloudflare-style Durable Objects as a native SDK.
+
+The C core (IDs, dispatch, gates, storage) is in ``dobj._dobj``; this module
+adds what reads better in Python: requests, responses, headers, the env and
+the ``DurableObject`` base class.
+"""
+
+from __future__ import annotations
+
+import json as _json
+from typing import Any, Iterable, Iterator, Mapping, Optional, Tuple, Union
+
+from . import _dobj
+from ._dobj import (  # noqa: F401  (re-exported)
+    Call,
+    Context,
+    DurableObjectId,
+    Error,
+    InvalidIdError,
+    Namespace,
+    Runtime,
+    Stub,
+)
+
+__all__ = [
+    "Runtime", "Namespace", "DurableObjectId", "Stub", "Context", "Call",
+    "DurableObject", "Request", "Response", "Headers", "Env",
+    "Error", "InvalidIdError",
+]
+
+HeadersInit = Union["Headers", Mapping[str, str], Iterable[Tuple[str, str]], None]
+BodyInit = Union[bytes, bytearray, memoryview, str, None]
+
+
+class Headers:
+    """Case-insensitive HTTP headers; names are kept lower-case, like fetch()."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, init: HeadersInit = None) -> None:
+        self._items: dict = {}
+        if init is None:
+            return
+        if isinstance(init, Headers):
+            self._items = dict(init._items)
+            return
+        pairs = init.items() if isinstance(init, Mapping) else init
+        for pair in pairs:
+            try:
+                name, value = pair
+            except (TypeError, ValueError):
+                raise TypeError("headers must be a mapping or (name, value) pairs") from None
+            self.append(name, value)
+
+    @staticmethod
+    def _name(name: Any) -> str:
+        if not isinstance(name, str):
+            raise TypeError(f"a header name must be a str, got {type(name).__name__}")
+        if not name or any(c in name for c in " \t\r\n:"):
+            raise ValueError(f"invalid header name {name!r}")
+        return name.lower()
+
+    @staticmethod
+    def _value(value: Any) -> str:
+        if not isinstance(value, str):
+            raise TypeError(f"a header value must be a str, got {type(value).__name__}")
+        if "\r" in value or "\n" in value or "\0" in value:
+            raise ValueError("a header value cannot contain CR, LF or NUL")
+        return value.strip(" \t")
+
+    def get(self, name: str, default: Optional[str] = None) -> Optional[str]:
+        return self._items.get(name.lower() if isinstance(name, str) else name, default)
+
+    def set(self, name: str, value: str) -> None:
+        self._items[self._name(name)] = self._value(value)
+
+    def append(self, name: str, value: str) -> None:
+        key, value = self._name(name), self._value(value)
+        old = self._items.get(key)
+        self._items[key] = value if old is None else f"{old}, {value}"
+
+    def delete(self, name: str) -> None:
+        self._items.pop(self._name(name), None)
+
+    def has(self, name: str) -> bool:
+        return isinstance(name, str) and name.lower() in self._items
+
+    def __getitem__(self, name: str) -> str:
+        value = self.get(name)
+        if value is None:
+            raise KeyError(name)
+        return value
+
+    def __setitem__(self, name: str, value: str) -> None:
+        self.set(name, value)
+
+    def __delitem__(self, name: str) -> None:
+        if not self.has(name):
+            raise KeyError(name)
+        self.delete(name)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._items
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self._items))
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def items(self):
+        return sorted(self._items.items())
+
+    def keys(self):
+        return sorted(self._items)
+
+    def values(self):
+        return [v for _, v in self.items()]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Headers):
+            return self._items == other._items
+        if isinstance(other, Mapping):
+            return self == Headers(other)
+        return NotImplemented
+
+    def __repr__(self) -> str:
+        return f"Headers({dict(self.items())!r})"
+
+
+def _body(body: BodyInit) -> bytes:
+    if body is None:
+        return b""
+    if isinstance(body, bytes):
+        return body
+    if isinstance(body, str):
+        return body.encode("utf-8")
+    if isinstance(body, (bytearray, memoryview)):
+        return bytes(body)
+    raise TypeError(f"a body must be bytes or str, got {type(body).__name__}")
+
+
+class _Message:
+    __slots__ = ("_headers", "body")
+
+    @property
+    def headers(self) -> Headers:
+        h = self._headers
+        if h is None:
+            h = self._headers = Headers()
+        return h
+
+    def text(self) -> str:
+        return self.body.decode("utf-8")
+
+    def json(self) -> Any:
+        return _json.loads(self.body)
+
+
+class Request(_Message):
+    """An HTTP request for ``stub.fetch``: ``url``, ``method``, ``headers``, ``body``."""
+
+    __slots__ = ("url", "method")
+
+    def __init__(self, url: str, *, method: str = "GET", headers: HeadersInit = None,
+                 body: BodyInit = None) -> None:
+        if not isinstance(url, str):
+            raise TypeError(f"a URL must be a str, got {type(url).__name__}")
+        if not isinstance(method, str) or not method:
+            raise TypeError("method must be a non-empty str")
+        self.url = url
+        self.method = method.upper()
+        self._headers = Headers(headers) if headers is not None else None
+        self.body = _body(body)
+        if self.body and self.method in ("GET", "HEAD"):
+            raise TypeError(f"a {self.method} request cannot have a body")
+
+    def __repr__(self) -> str:
+        return f"<Request {self.method} {self.url}>"
+
+
+class Response(_Message):
+    """An HTTP response: ``status``, ``headers``, ``body`` (bytes), ``ok``."""
+
+    __slots__ = ("status",)
+
+    def __init__(self, body: BodyInit = None, *, status: int = 200,
+                 headers: HeadersInit = None) -> None:
+        if type(status) is not int or not 200 <= status <= 599:
+            raise ValueError(f"status must be an int from 200 to 599, got {status!r}")
+        self.status = status
+        self._headers = Headers(headers) if headers is not None else None
+        self.body = _body(body)
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+    def __repr__(self) -> str:
+        return f"<Response {self.status}>"
+
+
+def _json_response(cls, obj: Any = None, status: int = 200, headers: HeadersInit = None):
+    h = Headers(headers)
+    if not h.has("content-type"):
+        h.set("content-type", "application/json")
+    return cls(_json.dumps(obj), status=status, headers=h)
+
+
+class _JsonMethod:
+    """``Response.json(obj, status=200)`` builds a JSON response (as in the
+    Fetch API); ``response.json()`` parses one."""
+
+    def __get__(self, obj, cls):
+        if obj is None:
+            return lambda obj=None, status=200, headers=None: _json_response(cls, obj, status, headers)
+        return lambda: _json.loads(obj.body)
+
+
+Response.json = _JsonMethod()  # type: ignore[assignment]
+
+
+class Env:
+    """What every object gets as ``env``: plain values and namespaces by name,
+    as attributes (``env.COUNTER``) and as items (``env["COUNTER"]``)."""
+
+    __slots__ = ("_values", "_namespaces")
+
+    def __init__(self, values: Optional[Mapping[str, Any]], namespaces: Mapping[str, Any]) -> None:
+        object.__setattr__(self, "_values", dict(values) if values is not None else {})
+        object.__setattr__(self, "_namespaces", namespaces)
+
+    def __getitem__(self, name: str) -> Any:
+        ns = self._namespaces
+        if ns is not None and name in ns:
+            return ns[name]
+        return self._values[name]
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(f"env has no binding {name!r}") from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("env is read-only")
+
+    def __contains__(self, name: object) -> bool:
+        return (self._namespaces is not None and name in self._namespaces) or name in self._values
+
+    def __iter__(self):
+        names = set(self._values)
+        if self._namespaces is not None:
+            names |= set(self._namespaces)
+        return iter(sorted(names))
+
+    def __repr__(self) -> str:
+        return f"Env({sorted(self)})"
+
+
+def _make_request(url_or_request, *, method=None, headers=None, body=None):
+    """Build the request ``stub.fetch`` delivers: always a new object, so the
+    caller and the object never share one."""
+    if isinstance(url_or_request, Request):
+        src = url_or_request
+        req = Request.__new__(Request)
+        req.url = src.url
+        req.method = (method or src.method).upper()
+        req._headers = Headers(headers if headers is not None else src._headers) \
+            if (headers is not None or src._headers) else None
+        req.body = _body(body) if body is not None else src.body
+        return req
+    if isinstance(url_or_request, str):
+        return Request(url_or_request, method=method or "GET", headers=headers, body=body)
+    raise TypeError("fetch() needs a URL (str) or a dobj.Request, got "
+                    f"{type(url_or_request).__name__}")
+
+
+class DurableObject:
+    """Base class for objects: keeps ``self.ctx`` and ``self.env``."""
+
+    def __init__(self, ctx: Context, env: Env) -> None:
+        self.ctx = ctx
+        self.env = env
+
+
+_dobj._setup(Request, Response, Env, _make_request)

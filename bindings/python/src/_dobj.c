@@ -1,0 +1,1986 @@
+/*
+ * _dobj: the Python binding of the dobj core.
+ *
+ * The core owns the semantics (which instance, order, gates, aborts); this
+ * file translates values and drives handlers.  A handler is a coroutine that
+ * the step function advances with PyIter_Send; what it yields says how it is
+ * woken:
+ *   - a dobj awaitable (a call to another object, block_concurrency_while):
+ *     the core wakes the task when that task finishes, no event loop needed;
+ *   - an asyncio future: a done callback wakes the task and pumps the core;
+ *   - None (asyncio.sleep(0)): the task is queued again at once.
+ * A call awaited outside any handler yields a loop future only when it is
+ * not finished yet, so a handler that never suspends costs no loop trip.
+ *
+ * Style: multi-phase init, module state, heap types, GC on every type that
+ * holds Python objects (see shared/STYLE.md).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+#include <string.h>
+
+#include "dobj.h"
+
+typedef struct {
+	PyTypeObject *Runtime_T, *Namespace_T, *Id_T, *Stub_T, *Call_T, *Context_T, *Waker_T;
+	PyObject *Error, *InvalidIdError;
+	/* Set by dobj/__init__.py through _setup(). */
+	PyObject *Request, *Response, *Env, *make_request;
+	PyObject *get_running_loop;
+	PyObject *s_fetch, *s_alarm, *s_blocking, *s_add_done_callback, *s_create_future,
+		*s_set_result, *s_done, *s_remote, *s_durable_object_id, *s_url, *s_call_later,
+		*s_cancel, *s_await;
+} modstate;
+
+typedef struct RuntimeObject RuntimeObject;
+
+typedef struct {
+	PyObject_HEAD
+	RuntimeObject *rt;
+	dobj_ns *ns;
+	PyObject *cls;
+	PyObject *binding;
+	PyObject *unique_key;
+	int has_fetch;
+} NamespaceObject;
+
+struct RuntimeObject {
+	PyObject_HEAD
+	modstate *st;
+	dobj_rt *rt;
+	PyObject *env;
+	PyObject *namespaces; /* dict binding -> Namespace */
+	PyObject *timer;      /* asyncio TimerHandle for the next core timer */
+	double timer_at;
+	int has_seed;
+	unsigned long long seed;
+	PyObject *weakreflist;
+};
+
+typedef struct {
+	PyObject_HEAD
+	dobj_id id;
+	PyObject *name;            /* str or NULL */
+	NamespaceObject *ns;
+} IdObject;
+
+typedef struct {
+	PyObject_HEAD
+	NamespaceObject *ns;
+	dobj_stub *stub;
+	IdObject *id;
+} StubObject;
+
+/* An awaitable over a core task (a call, a block), or over a value. */
+typedef struct {
+	PyObject_HEAD
+	RuntimeObject *rt;
+	dobj_task *task;      /* NULL once settled into value/error */
+	dobj_task *waiter;    /* a handler task waiting for this one */
+	PyObject *future;     /* loop future for awaiting outside handlers */
+	PyObject *value;      /* immediate result */
+	PyObject *error;      /* immediate exception */
+	IdObject *target;     /* for remote error attributes */
+	int is_fetch;
+} CallObject;
+
+typedef struct {
+	PyObject_HEAD
+	RuntimeObject *rt;
+	dobj_obj *obj;
+	IdObject *id;
+	PyObject *dict;
+} ContextObject;
+
+/* A done callback for an asyncio future that wakes a task. */
+typedef struct {
+	PyObject_HEAD
+	RuntimeObject *rt;
+	dobj_task *task;
+} WakerObject;
+
+static modstate *state_of_type(PyTypeObject *t)
+{
+	return PyType_GetModuleState(t);
+}
+
+/* ------------------------------------------------------------- host ops */
+
+static void host_retain(void *data, void *v)
+{
+	(void)data;
+	Py_INCREF((PyObject *)v);
+}
+
+static void host_release(void *data, void *v)
+{
+	(void)data;
+	Py_DECREF((PyObject *)v);
+}
+
+/* ------------------------------------------------------------ errors */
+
+/* Raise the core's last error as a Python exception. */
+static PyObject *raise_core(modstate *st, int code)
+{
+	const char *msg = dobj_error_last();
+	PyObject *type = st->Error;
+
+	if (code == DOBJ_EINVALID || code == DOBJ_EFOREIGN)
+		type = st->InvalidIdError;
+	else if (code == DOBJ_ENOMEM)
+		return PyErr_NoMemory();
+	else if (code == DOBJ_EARG && strncmp(msg, "Invalid URL", 11) == 0)
+		type = PyExc_TypeError;
+	PyErr_SetString(type, msg[0] ? msg : "dobj error");
+	return NULL;
+}
+
+/* Take the current Python exception as (message, exception object). */
+static PyObject *fetch_exception(char *msg, size_t cap)
+{
+	PyObject *type, *value, *tb, *s;
+
+	PyErr_Fetch(&type, &value, &tb);
+	PyErr_NormalizeException(&type, &value, &tb);
+	if (tb && value)
+		PyException_SetTraceback(value, tb);
+	Py_XDECREF(type);
+	Py_XDECREF(tb);
+	if (!value) {
+		snprintf(msg, cap, "unknown error");
+		return NULL;
+	}
+	s = PyObject_Str(value);
+	if (s) {
+		const char *u = PyUnicode_AsUTF8(s);
+		snprintf(msg, cap, "%s", u ? u : "error");
+		Py_DECREF(s);
+	}
+	if (!s || PyErr_Occurred()) {
+		PyErr_Clear();
+		snprintf(msg, cap, "%s", Py_TYPE(value)->tp_name);
+	}
+	return value;
+}
+
+/* Fail a task with the current Python exception. */
+static void raise_task(dobj_task *t)
+{
+	char msg[1024];
+	PyObject *exc = fetch_exception(msg, sizeof(msg));
+
+	dobj_task_raise(t, DOBJ_EUSER, msg, exc);
+}
+
+/* --------------------------------------------------------------- pumping */
+
+static void schedule_timers(RuntimeObject *self);
+
+static void pump(RuntimeObject *self)
+{
+	if (!self->rt || dobj_rt_pumping(self->rt))
+		return;
+	dobj_rt_pump(self->rt);
+	schedule_timers(self);
+}
+
+/* Keep an asyncio timer armed for the core's next timer (alarms, eviction). */
+static void schedule_timers(RuntimeObject *self)
+{
+	modstate *st = self->st;
+	double next = dobj_rt_next_timer_ms(self->rt);
+	PyObject *loop, *cb, *h;
+
+	if (next < 0)
+		return;
+	loop = PyObject_CallNoArgs(st->get_running_loop);
+	if (!loop) {
+		PyErr_Clear(); /* no loop: timers run at the next pump */
+		return;
+	}
+	{
+		double now = dobj_rt_now_ms(self->rt);
+		if (self->timer && self->timer_at <= now + next + 0.5) {
+			Py_DECREF(loop);
+			return;
+		}
+		if (self->timer) {
+			PyObject *r = PyObject_CallMethodNoArgs(self->timer, st->s_cancel);
+			Py_XDECREF(r);
+			PyErr_Clear();
+			Py_CLEAR(self->timer);
+		}
+		cb = PyObject_GetAttrString((PyObject *)self, "_on_timer");
+		if (!cb) {
+			PyErr_Clear();
+			Py_DECREF(loop);
+			return;
+		}
+		h = PyObject_CallMethod(loop, "call_later", "dO", next / 1000.0, cb);
+		Py_DECREF(cb);
+		Py_DECREF(loop);
+		if (!h) {
+			PyErr_Clear();
+			return;
+		}
+		self->timer = h;
+		self->timer_at = now + next;
+	}
+}
+
+/* ---------------------------------------------------------------- IDs */
+
+static IdObject *id_new(modstate *st, NamespaceObject *ns, const dobj_id *id, PyObject *name)
+{
+	IdObject *o = PyObject_GC_New(IdObject, st->Id_T);
+
+	if (!o)
+		return NULL;
+	o->id = *id;
+	o->name = Py_XNewRef(name);
+	o->ns = (NamespaceObject *)Py_NewRef(ns);
+	PyObject_GC_Track(o);
+	return o;
+}
+
+static int Id_traverse(IdObject *self, visitproc visit, void *arg)
+{
+	Py_VISIT(Py_TYPE(self));
+	Py_VISIT(self->name);
+	Py_VISIT(self->ns);
+	return 0;
+}
+
+static int Id_clear(IdObject *self)
+{
+	Py_CLEAR(self->name);
+	Py_CLEAR(self->ns);
+	return 0;
+}
+
+static void Id_dealloc(IdObject *self)
+{
+	PyTypeObject *tp = Py_TYPE(self);
+	PyObject_GC_UnTrack(self);
+	Id_clear(self);
+	tp->tp_free(self);
+	Py_DECREF(tp);
+}
+
+static PyObject *Id_str(IdObject *self)
+{
+	char hex[DOBJ_ID_HEX_LEN];
+	dobj_id_to_hex(&self->id, hex);
+	return PyUnicode_FromStringAndSize(hex, DOBJ_ID_HEX_LEN);
+}
+
+static PyObject *Id_repr(IdObject *self)
+{
+	char hex[DOBJ_ID_HEX_LEN];
+	dobj_id_to_hex(&self->id, hex);
+	if (self->name)
+		return PyUnicode_FromFormat("DurableObjectId(%.64s, name=%R)", hex, self->name);
+	return PyUnicode_FromFormat("DurableObjectId(%.64s)", hex);
+}
+
+static Py_hash_t Id_hash(IdObject *self)
+{
+	Py_hash_t h;
+	memcpy(&h, self->id.bytes + 8, sizeof(h));
+	return h == -1 ? -2 : h;
+}
+
+static PyObject *Id_richcompare(PyObject *a, PyObject *b, int op)
+{
+	modstate *st = state_of_type(Py_TYPE(a));
+	int eq;
+
+	if ((op != Py_EQ && op != Py_NE) || !PyObject_TypeCheck(b, st->Id_T))
+		Py_RETURN_NOTIMPLEMENTED;
+	eq = dobj_id_equal(&((IdObject *)a)->id, &((IdObject *)b)->id);
+	return PyBool_FromLong(op == Py_EQ ? eq : !eq);
+}
+
+static PyObject *Id_equals(IdObject *self, PyObject *other)
+{
+	modstate *st = state_of_type(Py_TYPE(self));
+	if (!PyObject_TypeCheck(other, st->Id_T)) {
+		PyErr_Format(PyExc_TypeError, "equals() needs a DurableObjectId, got %s",
+			Py_TYPE(other)->tp_name);
+		return NULL;
+	}
+	return PyBool_FromLong(dobj_id_equal(&self->id, &((IdObject *)other)->id));
+}
+
+static PyObject *Id_get_name(IdObject *self, void *closure)
+{
+	(void)closure;
+	if (self->name)
+		return Py_NewRef(self->name);
+	Py_RETURN_NONE;
+}
+
+static PyObject *Id_reduce(IdObject *self, PyObject *unused)
+{
+	(void)unused;
+	PyErr_SetString(PyExc_TypeError, "a DurableObjectId cannot be pickled; store str(id) and use "
+		"Namespace.id_from_string()");
+	(void)self;
+	return NULL;
+}
+
+static PyMethodDef Id_methods[] = {
+	{ "to_string", (PyCFunction)Id_str, METH_NOARGS, "The 64 lower-case hex digits." },
+	{ "equals", (PyCFunction)Id_equals, METH_O, "Compare the 32 bytes (names are ignored)." },
+	{ "__reduce__", (PyCFunction)Id_reduce, METH_NOARGS, NULL },
+	{ NULL }
+};
+
+static PyGetSetDef Id_getset[] = {
+	{ "name", (getter)Id_get_name, NULL, "The name for IDs made from names, else None.", NULL },
+	{ NULL }
+};
+
+static PyType_Slot Id_slots[] = {
+	{ Py_tp_doc, "A Durable Object ID (64 hex digits)." },
+	{ Py_tp_traverse, Id_traverse },
+	{ Py_tp_clear, Id_clear },
+	{ Py_tp_dealloc, Id_dealloc },
+	{ Py_tp_str, Id_str },
+	{ Py_tp_repr, Id_repr },
+	{ Py_tp_hash, Id_hash },
+	{ Py_tp_richcompare, Id_richcompare },
+	{ Py_tp_methods, Id_methods },
+	{ Py_tp_getset, Id_getset },
+	{ 0, NULL }
+};
+
+static PyType_Spec Id_spec = {
+	"dobj.DurableObjectId", sizeof(IdObject), 0,
+	Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+	Id_slots
+};
+
+/* -------------------------------------------------------------- namespaces */
+
+static int Namespace_traverse(NamespaceObject *self, visitproc visit, void *arg)
+{
+	Py_VISIT(Py_TYPE(self));
+	Py_VISIT(self->rt);
+	Py_VISIT(self->cls);
+	Py_VISIT(self->binding);
+	Py_VISIT(self->unique_key);
+	return 0;
+}
+
+static int Namespace_clear(NamespaceObject *self)
+{
+	Py_CLEAR(self->rt);
+	Py_CLEAR(self->cls);
+	Py_CLEAR(self->binding);
+	Py_CLEAR(self->unique_key);
+	return 0;
+}
+
+static void Namespace_dealloc(NamespaceObject *self)
+{
+	PyTypeObject *tp = Py_TYPE(self);
+	PyObject_GC_UnTrack(self);
+	Namespace_clear(self);
+	tp->tp_free(self);
+	Py_DECREF(tp);
+}
+
+/* The ns pointer is valid as long as the runtime lives and is not closed. */
+static int ns_alive(NamespaceObject *self)
+{
+	if (!self->rt || !self->rt->rt || dobj_rt_closed(self->rt->rt)) {
+		PyErr_SetString(self->rt ? self->rt->st->Error : PyExc_RuntimeError,
+			"the runtime is closed");
+		return 0;
+	}
+	return 1;
+}
+
+static int name_bytes(PyObject *name, const char **p, Py_ssize_t *n)
+{
+	if (PyUnicode_Check(name)) {
+		*p = PyUnicode_AsUTF8AndSize(name, n);
+		if (!*p)
+			return -1;
+		return 0;
+	}
+	PyErr_Format(PyExc_TypeError, "a Durable Object name must be a str, got %s",
+		Py_TYPE(name)->tp_name);
+	return -1;
+}
+
+static PyObject *Namespace_id_from_name(NamespaceObject *self, PyObject *name)
+{
+	const char *p;
+	Py_ssize_t n;
+	dobj_id id;
+
+	if (!ns_alive(self) || name_bytes(name, &p, &n) < 0)
+		return NULL;
+	dobj_id_from_name(dobj_ns_idkey(self->ns), p, (size_t)n, &id);
+	return (PyObject *)id_new(self->rt->st, self, &id, name);
+}
+
+static PyObject *check_jurisdiction(modstate *st, PyObject *j)
+{
+	if (j && j != Py_None) {
+		PyErr_SetString(st->Error, DOBJ_MSG_JURISDICTION);
+		return NULL;
+	}
+	return Py_None;
+}
+
+static PyObject *Namespace_new_unique_id(NamespaceObject *self, PyObject *const *args,
+	Py_ssize_t nargs, PyObject *kwnames)
+{
+	PyObject *j = nargs > 0 ? args[0] : NULL;
+	dobj_id id;
+	int rc;
+
+	if (nargs > 1) {
+		PyErr_SetString(PyExc_TypeError, "new_unique_id() takes at most one argument");
+		return NULL;
+	}
+	if (kwnames) {
+		Py_ssize_t i;
+		for (i = 0; i < PyTuple_GET_SIZE(kwnames); i++) {
+			if (!PyUnicode_Check(PyTuple_GET_ITEM(kwnames, i)) ||
+			    PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, i), "jurisdiction") != 0 || j) {
+				PyErr_SetString(PyExc_TypeError, "new_unique_id() takes only jurisdiction=");
+				return NULL;
+			}
+			j = args[nargs + i];
+		}
+	}
+	if (!ns_alive(self) || !check_jurisdiction(self->rt->st, j))
+		return NULL;
+	rc = dobj_id_new_unique(dobj_ns_idkey(self->ns), NULL, &id);
+	if (rc < 0)
+		return raise_core(self->rt->st, rc);
+	return (PyObject *)id_new(self->rt->st, self, &id, NULL);
+}
+
+static PyObject *Namespace_id_from_string(NamespaceObject *self, PyObject *s)
+{
+	const char *p;
+	Py_ssize_t n;
+	dobj_id id;
+	int rc;
+
+	if (!ns_alive(self))
+		return NULL;
+	if (!PyUnicode_Check(s)) {
+		PyErr_Format(PyExc_TypeError, "id_from_string() needs a str, got %s", Py_TYPE(s)->tp_name);
+		return NULL;
+	}
+	p = PyUnicode_AsUTF8AndSize(s, &n);
+	if (!p)
+		return NULL;
+	rc = dobj_id_from_string(dobj_ns_idkey(self->ns), p, (size_t)n, &id);
+	if (rc < 0)
+		return raise_core(self->rt->st, rc);
+	return (PyObject *)id_new(self->rt->st, self, &id, NULL);
+}
+
+static StubObject *stub_new(NamespaceObject *self, IdObject *id)
+{
+	modstate *st = self->rt->st;
+	StubObject *o;
+	const char *name = NULL;
+	Py_ssize_t n = 0;
+	int rc;
+
+	if (id->name && !(name = PyUnicode_AsUTF8AndSize(id->name, &n)))
+		return NULL;
+	o = PyObject_GC_New(StubObject, st->Stub_T);
+	if (!o)
+		return NULL;
+	o->ns = (NamespaceObject *)Py_NewRef(self);
+	o->id = (IdObject *)Py_NewRef(id);
+	rc = dobj_stub_new(&o->stub, self->ns, &id->id, name, (size_t)n);
+	PyObject_GC_Track(o);
+	if (rc < 0) {
+		Py_DECREF(o);
+		return (StubObject *)raise_core(st, rc);
+	}
+	return o;
+}
+
+static PyObject *Namespace_get(NamespaceObject *self, PyObject *const *args, Py_ssize_t nargs,
+	PyObject *kwnames)
+{
+	modstate *st;
+	IdObject *id;
+	Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0, i;
+
+	if (!ns_alive(self))
+		return NULL;
+	st = self->rt->st;
+	if (nargs < 1 || nargs > 2) {
+		PyErr_SetString(PyExc_TypeError, "get(id, location_hint=None) takes an ID");
+		return NULL;
+	}
+	for (i = 0; i < nkw; i++) {
+		if (PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, i), "location_hint") != 0 || nargs > 1) {
+			PyErr_SetString(PyExc_TypeError, "get() takes only location_hint= as a keyword");
+			return NULL;
+		}
+	}
+	if (!PyObject_TypeCheck(args[0], st->Id_T)) {
+		PyErr_Format(PyExc_TypeError, "get() needs a DurableObjectId, got %s",
+			Py_TYPE(args[0])->tp_name);
+		return NULL;
+	}
+	id = (IdObject *)args[0];
+	/* An ID of another namespace is refused, as workerd does. */
+	if (id->ns != self && (!id->ns || !id->ns->ns ||
+	    dobj_ns_idkey(id->ns->ns) != dobj_ns_idkey(self->ns))) {
+		dobj_id check;
+		char hex[DOBJ_ID_HEX_LEN];
+		dobj_id_to_hex(&id->id, hex);
+		if (dobj_id_from_string(dobj_ns_idkey(self->ns), hex, DOBJ_ID_HEX_LEN, &check) < 0) {
+			PyErr_SetString(st->InvalidIdError, DOBJ_MSG_FOREIGN_ID);
+			return NULL;
+		}
+	}
+	return (PyObject *)stub_new(self, id);
+}
+
+static PyObject *Namespace_get_by_name(NamespaceObject *self, PyObject *name)
+{
+	IdObject *id = (IdObject *)Namespace_id_from_name(self, name);
+	PyObject *stub;
+
+	if (!id)
+		return NULL;
+	stub = (PyObject *)stub_new(self, id);
+	Py_DECREF(id);
+	return stub;
+}
+
+static PyObject *Namespace_jurisdiction(NamespaceObject *self, PyObject *j)
+{
+	if (!ns_alive(self) || !check_jurisdiction(self->rt->st, j))
+		return NULL;
+	return Py_NewRef(self);
+}
+
+static PyObject *Namespace_repr(NamespaceObject *self)
+{
+	return PyUnicode_FromFormat("<dobj.Namespace %S of %R>", self->binding,
+		self->cls ? self->cls : Py_None);
+}
+
+static PyMethodDef Namespace_methods[] = {
+	{ "id_from_name", (PyCFunction)Namespace_id_from_name, METH_O,
+		"The ID workerd derives from a name (any str, also empty or with NULs)." },
+	{ "new_unique_id", (PyCFunction)(void (*)(void))Namespace_new_unique_id,
+		METH_FASTCALL | METH_KEYWORDS, "A random ID (deterministic with Runtime(id_seed=...))." },
+	{ "id_from_string", (PyCFunction)Namespace_id_from_string, METH_O,
+		"Parse 64 hex digits; raises InvalidIdError with workerd's messages." },
+	{ "get", (PyCFunction)(void (*)(void))Namespace_get, METH_FASTCALL | METH_KEYWORDS,
+		"A stub for an ID of this namespace." },
+	{ "get_by_name", (PyCFunction)Namespace_get_by_name, METH_O,
+		"get(id_from_name(name))." },
+	{ "jurisdiction", (PyCFunction)Namespace_jurisdiction, METH_O,
+		"This namespace for None; jurisdictions are not implemented locally." },
+	{ NULL }
+};
+
+static PyMemberDef Namespace_members[] = {
+	{ "binding", T_OBJECT, offsetof(NamespaceObject, binding), READONLY, "The binding name." },
+	{ "unique_key", T_OBJECT, offsetof(NamespaceObject, unique_key), READONLY, "The ID key." },
+	{ "object_class", T_OBJECT, offsetof(NamespaceObject, cls), READONLY, "The class bound." },
+	{ NULL }
+};
+
+static PyType_Slot Namespace_slots[] = {
+	{ Py_tp_doc, "A Durable Object namespace: one class, one unique key." },
+	{ Py_tp_traverse, Namespace_traverse },
+	{ Py_tp_clear, Namespace_clear },
+	{ Py_tp_dealloc, Namespace_dealloc },
+	{ Py_tp_repr, Namespace_repr },
+	{ Py_tp_methods, Namespace_methods },
+	{ Py_tp_members, Namespace_members },
+	{ 0, NULL }
+};
+
+static PyType_Spec Namespace_spec = {
+	"dobj.Namespace", sizeof(NamespaceObject), 0,
+	Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+	Namespace_slots
+};
+
+/* ------------------------------------------------------------------ calls */
+
+static void call_done(dobj_task *t, void *data);
+
+static CallObject *call_new(RuntimeObject *rt, dobj_task *task, IdObject *target, int is_fetch)
+{
+	CallObject *c = PyObject_GC_New(CallObject, rt->st->Call_T);
+
+	if (!c) {
+		dobj_task_unref(task);
+		return NULL;
+	}
+	c->rt = (RuntimeObject *)Py_NewRef(rt);
+	c->task = task;
+	c->waiter = NULL;
+	c->future = NULL;
+	c->value = NULL;
+	c->error = NULL;
+	c->target = (IdObject *)Py_XNewRef(target);
+	c->is_fetch = is_fetch;
+	if (task)
+		dobj_task_on_done(task, call_done, c);
+	PyObject_GC_Track(c);
+	return c;
+}
+
+static int Call_traverse(CallObject *self, visitproc visit, void *arg)
+{
+	Py_VISIT(Py_TYPE(self));
+	Py_VISIT(self->rt);
+	Py_VISIT(self->future);
+	Py_VISIT(self->value);
+	Py_VISIT(self->error);
+	Py_VISIT(self->target);
+	if (self->task && dobj_task_done(self->task)) {
+		void *res, *err;
+		dobj_task_result(self->task, &res, NULL, &err);
+		if (res && !dobj_task_result_is_core(self->task))
+			Py_VISIT((PyObject *)res);
+		if (err)
+			Py_VISIT((PyObject *)err);
+	}
+	return 0;
+}
+
+static void call_drop_task(CallObject *self)
+{
+	if (self->task) {
+		dobj_task_on_done(self->task, NULL, NULL);
+		dobj_task_unref(self->task);
+		self->task = NULL;
+	}
+	if (self->waiter) {
+		dobj_task_unref(self->waiter);
+		self->waiter = NULL;
+	}
+}
+
+static int Call_clear(CallObject *self)
+{
+	call_drop_task(self);
+	Py_CLEAR(self->rt);
+	Py_CLEAR(self->future);
+	Py_CLEAR(self->value);
+	Py_CLEAR(self->error);
+	Py_CLEAR(self->target);
+	return 0;
+}
+
+static void Call_dealloc(CallObject *self)
+{
+	PyTypeObject *tp = Py_TYPE(self);
+	PyObject_GC_UnTrack(self);
+	Call_clear(self);
+	tp->tp_free(self);
+	Py_DECREF(tp);
+}
+
+/* The task finished: wake whoever waits (a handler task or a loop future). */
+static void call_done(dobj_task *t, void *data)
+{
+	CallObject *self = data;
+	(void)t;
+
+	if (self->waiter) {
+		dobj_task *w = self->waiter;
+		self->waiter = NULL;
+		dobj_task_wake(w);
+		dobj_task_unref(w);
+	}
+	if (self->future) {
+		PyObject *done = PyObject_CallMethodNoArgs(self->future, self->rt->st->s_done);
+		if (done && !PyObject_IsTrue(done)) {
+			PyObject *r = PyObject_CallMethodOneArg(self->future, self->rt->st->s_set_result, Py_None);
+			Py_XDECREF(r);
+		}
+		Py_XDECREF(done);
+		if (PyErr_Occurred())
+			PyErr_WriteUnraisable(self->future);
+	}
+}
+
+static int call_is_done(CallObject *self)
+{
+	return !self->task || dobj_task_done(self->task);
+}
+
+/* Build the exception a caller sees for a failed task. */
+static PyObject *call_exception(CallObject *self, int code, const char *msg, PyObject *err)
+{
+	modstate *st = self->rt->st;
+	PyObject *exc;
+
+	if (err) {
+		exc = Py_NewRef(err);
+	} else {
+		PyObject *type = code == DOBJ_EINVALID || code == DOBJ_EFOREIGN ? st->InvalidIdError : st->Error;
+		exc = PyObject_CallOneArg(type, PyUnicode_FromString(msg ? msg : "error"));
+		if (!exc)
+			return NULL;
+	}
+	if (self->target && PyObject_HasAttrString(exc, "__dict__")) {
+		PyObject *hex = Id_str(self->target);
+		if (hex) {
+			/* Errors the object raised (or its reset) are remote; failures of
+			 * delivery (closed runtime) are not. */
+			PyObject_SetAttr(exc, st->s_remote, code == DOBJ_ECLOSED ? Py_False : Py_True);
+			PyObject_SetAttr(exc, st->s_durable_object_id, hex);
+			Py_DECREF(hex);
+		}
+		PyErr_Clear();
+	}
+	return exc;
+}
+
+/* The result of a finished call: a new reference, or NULL with an exception set. */
+static PyObject *call_result(CallObject *self)
+{
+	void *res, *err;
+	const char *msg;
+	int code;
+	PyObject *exc;
+
+	if (!self->task) {
+		if (self->error) {
+			PyErr_SetObject((PyObject *)Py_TYPE(self->error), self->error);
+			return NULL;
+		}
+		return Py_NewRef(self->value ? self->value : Py_None);
+	}
+	code = dobj_task_result(self->task, &res, &msg, &err);
+	if (code == DOBJ_OK) {
+		self->value = Py_NewRef(res ? (PyObject *)res : Py_None);
+	} else {
+		exc = call_exception(self, code, msg, err);
+		if (!exc)
+			return NULL;
+		self->error = exc;
+	}
+	call_drop_task(self);
+	return call_result(self);
+}
+
+/* Iterator protocol: the await machinery calls this. */
+static PyObject *Call_next(CallObject *self)
+{
+	modstate *st = self->rt->st;
+	PyObject *r, *loop;
+
+	if (call_is_done(self)) {
+		r = call_result(self);
+		if (!r)
+			return NULL;
+		/* Return value of the await: StopIteration(value). */
+		_PyGen_SetStopIterationValue(r);
+		Py_DECREF(r);
+		return NULL;
+	}
+	/* Inside a handler step: yield ourselves; the driver makes the core wake
+	 * the handler when we finish. */
+	if (self->rt->rt && dobj_rt_current(self->rt->rt))
+		return Py_NewRef(self);
+	/* Outside: park the awaiting asyncio task on a loop future. */
+	if (!self->future) {
+		loop = PyObject_CallNoArgs(st->get_running_loop);
+		if (!loop)
+			return NULL;
+		self->future = PyObject_CallMethodNoArgs(loop, st->s_create_future);
+		Py_DECREF(loop);
+		if (!self->future)
+			return NULL;
+	}
+	if (PyObject_SetAttr(self->future, st->s_blocking, Py_True) < 0)
+		return NULL;
+	return Py_NewRef(self->future);
+}
+
+static PyObject *Call_send(CallObject *self, PyObject *v)
+{
+	(void)v;
+	return Call_next(self);
+}
+
+static PyObject *Call_throw(CallObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+	/* The awaiting task was cancelled (or something was thrown in): pass it on. */
+	(void)self;
+	if (nargs < 1) {
+		PyErr_SetString(PyExc_TypeError, "throw() needs an exception");
+		return NULL;
+	}
+	if (PyExceptionInstance_Check(args[0]))
+		PyErr_SetObject((PyObject *)Py_TYPE(args[0]), args[0]);
+	else
+		PyErr_SetObject(args[0], nargs > 1 ? args[1] : NULL);
+	return NULL;
+}
+
+static PyObject *Call_close(CallObject *self, PyObject *unused)
+{
+	(void)self;
+	(void)unused;
+	Py_RETURN_NONE;
+}
+
+static PyObject *Call_await(CallObject *self)
+{
+	return Py_NewRef(self);
+}
+
+static PyObject *Call_get_done(CallObject *self, void *c)
+{
+	(void)c;
+	return PyBool_FromLong(call_is_done(self));
+}
+
+static PyMethodDef Call_methods[] = {
+	{ "send", (PyCFunction)Call_send, METH_O, NULL },
+	{ "throw", (PyCFunction)(void (*)(void))Call_throw, METH_FASTCALL, NULL },
+	{ "close", (PyCFunction)Call_close, METH_NOARGS, NULL },
+	{ NULL }
+};
+
+static PyGetSetDef Call_getset[] = {
+	{ "done", (getter)Call_get_done, NULL, "Has the call finished?", NULL },
+	{ NULL }
+};
+
+static PyType_Slot Call_slots[] = {
+	{ Py_tp_doc, "An awaitable call to a Durable Object (or a blocked section)." },
+	{ Py_tp_traverse, Call_traverse },
+	{ Py_tp_clear, Call_clear },
+	{ Py_tp_dealloc, Call_dealloc },
+	{ Py_tp_iter, Call_await },
+	{ Py_tp_iternext, Call_next },
+	{ Py_am_await, Call_await },
+	{ Py_tp_methods, Call_methods },
+	{ Py_tp_getset, Call_getset },
+	{ 0, NULL }
+};
+
+static PyType_Spec Call_spec = {
+	"dobj.Call", sizeof(CallObject), 0,
+	Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+	Call_slots
+};
+
+/* ----------------------------------------------------------------- waker */
+
+static int Waker_traverse(WakerObject *self, visitproc visit, void *arg)
+{
+	Py_VISIT(Py_TYPE(self));
+	Py_VISIT(self->rt);
+	return 0;
+}
+
+static int Waker_clear(WakerObject *self)
+{
+	if (self->task) {
+		dobj_task_unref(self->task);
+		self->task = NULL;
+	}
+	Py_CLEAR(self->rt);
+	return 0;
+}
+
+static void Waker_dealloc(WakerObject *self)
+{
+	PyTypeObject *tp = Py_TYPE(self);
+	PyObject_GC_UnTrack(self);
+	Waker_clear(self);
+	tp->tp_free(self);
+	Py_DECREF(tp);
+}
+
+static PyObject *Waker_call(WakerObject *self, PyObject *args, PyObject *kw)
+{
+	(void)args;
+	(void)kw;
+	if (self->task) {
+		dobj_task_wake(self->task);
+		dobj_task_unref(self->task);
+		self->task = NULL;
+		if (self->rt)
+			pump(self->rt);
+	}
+	Py_RETURN_NONE;
+}
+
+static PyType_Slot Waker_slots[] = {
+	{ Py_tp_traverse, Waker_traverse },
+	{ Py_tp_clear, Waker_clear },
+	{ Py_tp_dealloc, Waker_dealloc },
+	{ Py_tp_call, Waker_call },
+	{ 0, NULL }
+};
+
+static PyType_Spec Waker_spec = {
+	"dobj._Waker", sizeof(WakerObject), 0,
+	Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+	Waker_slots
+};
+
+/* ------------------------------------------------------------- the driver */
+
+/* What the coroutine of task t yielded decides how it is woken. */
+static int on_yield(dobj_task *t, RuntimeObject *rt, PyObject *y)
+{
+	modstate *st = rt->st;
+	PyObject *blocking;
+
+	if (y == Py_None) {
+		dobj_task_wake(t); /* asyncio.sleep(0): give way, run again */
+		return DOBJ_PENDING;
+	}
+	if (Py_IS_TYPE(y, st->Call_T)) {
+		CallObject *c = (CallObject *)y;
+		if (call_is_done(c)) {
+			dobj_task_wake(t);
+		} else {
+			if (c->waiter)
+				dobj_task_unref(c->waiter);
+			dobj_task_ref(t);
+			c->waiter = t;
+		}
+		return DOBJ_PENDING;
+	}
+	blocking = PyObject_GetAttr(y, st->s_blocking);
+	if (blocking) {
+		WakerObject *w;
+		PyObject *r;
+		Py_DECREF(blocking);
+		if (PyObject_SetAttr(y, st->s_blocking, Py_False) < 0)
+			return -1;
+		w = PyObject_GC_New(WakerObject, st->Waker_T);
+		if (!w)
+			return -1;
+		w->rt = (RuntimeObject *)Py_NewRef(rt);
+		dobj_task_ref(t);
+		w->task = t;
+		PyObject_GC_Track(w);
+		r = PyObject_CallMethodOneArg(y, st->s_add_done_callback, (PyObject *)w);
+		Py_DECREF(w);
+		if (!r)
+			return -1;
+		Py_DECREF(r);
+		return DOBJ_PENDING;
+	}
+	PyErr_Clear();
+	PyErr_Format(PyExc_RuntimeError,
+		"a Durable Object handler awaited %.100s, which dobj cannot wait for "
+		"(await coroutines, asyncio futures or dobj calls)", Py_TYPE(y)->tp_name);
+	return -1;
+}
+
+/* Finish a task with the value its handler returned (a new reference). */
+static void finish_value(dobj_task *t, RuntimeObject *rt, PyObject *v)
+{
+	modstate *st = rt->st;
+
+	if (dobj_task_kind_of(t) == DOBJ_TASK_CALL && dobj_task_call_kind(t) == DOBJ_CALL_FETCH &&
+	    !PyObject_TypeCheck(v, (PyTypeObject *)st->Response)) {
+		NamespaceObject *ns = dobj_ns_class_data(dobj_obj_ns(dobj_task_obj(t)));
+		PyErr_Format(PyExc_TypeError, "%.100s.fetch() returned %.100s; it must return a dobj.Response",
+			ns && ns->cls ? ((PyTypeObject *)ns->cls)->tp_name : "DurableObject",
+			v == Py_None ? "None" : Py_TYPE(v)->tp_name);
+		Py_DECREF(v);
+		raise_task(t);
+		return;
+	}
+	dobj_task_return(t, v);
+}
+
+/* Advance the coroutine of t once. */
+static int drive(dobj_task *t, RuntimeObject *rt, PyObject *coro)
+{
+	PyObject *out = NULL;
+	PySendResult r = PyIter_Send(coro, Py_None, &out);
+
+	if (r == PYGEN_RETURN) {
+		finish_value(t, rt, out);
+		return DOBJ_OK;
+	}
+	if (r == PYGEN_ERROR) {
+		raise_task(t);
+		return DOBJ_OK;
+	}
+	{
+		int rc = on_yield(t, rt, out);
+		Py_DECREF(out);
+		if (rc < 0) {
+			/* Throw the problem into the handler so that its finally blocks
+			 * run, then fail the task. */
+			raise_task(t);
+			return DOBJ_OK;
+		}
+		return rc;
+	}
+}
+
+/* Make an awaitable's iterator (coroutines are their own). */
+static PyObject *awaitable_iter(PyObject *v)
+{
+	if (PyCoro_CheckExact(v) || PyGen_CheckExact(v))
+		return Py_NewRef(v);
+	if (Py_TYPE(v)->tp_as_async && Py_TYPE(v)->tp_as_async->am_await)
+		return Py_TYPE(v)->tp_as_async->am_await(v);
+	return NULL;
+}
+
+/* Start a handler's result: a value finishes at once, an awaitable is driven. */
+static int start_with(dobj_task *t, RuntimeObject *rt, PyObject *r)
+{
+	PyObject *it;
+
+	if (!r) {
+		raise_task(t);
+		return DOBJ_OK;
+	}
+	it = awaitable_iter(r);
+	if (!it) {
+		if (PyErr_Occurred()) {
+			Py_DECREF(r);
+			raise_task(t);
+			return DOBJ_OK;
+		}
+		finish_value(t, rt, r);
+		return DOBJ_OK;
+	}
+	Py_DECREF(r);
+	dobj_task_set_host(t, it);
+	return drive(t, rt, it);
+}
+
+static PyObject *alarm_info(dobj_task *t)
+{
+	double when = 0;
+	int retry = 0;
+	PyObject *types, *ns_cls, *info;
+
+	dobj_task_alarm_info(t, &when, &retry);
+	types = PyImport_ImportModule("types");
+	if (!types)
+		return NULL;
+	ns_cls = PyObject_GetAttrString(types, "SimpleNamespace");
+	Py_DECREF(types);
+	if (!ns_cls)
+		return NULL;
+	info = PyObject_CallNoArgs(ns_cls);
+	Py_DECREF(ns_cls);
+	if (!info)
+		return NULL;
+	if (PyObject_SetAttrString(info, "scheduled_time", PyFloat_FromDouble(when)) < 0 ||
+	    PyObject_SetAttrString(info, "retry_count", PyLong_FromLong(retry)) < 0 ||
+	    PyObject_SetAttrString(info, "is_retry", PyBool_FromLong(retry > 0)) < 0) {
+		Py_DECREF(info);
+		return NULL;
+	}
+	return info;
+}
+
+/* The step of every CALL task of a Python class. */
+static int class_step(dobj_task *t, void *data)
+{
+	NamespaceObject *ns = data;
+	RuntimeObject *rt = ns->rt;
+	PyObject *coro = dobj_task_host(t), *inst, *r = NULL, *arg;
+
+	if (coro)
+		return drive(t, rt, coro);
+	inst = dobj_obj_instance(dobj_task_obj(t));
+	if (!inst) {
+		dobj_task_raise(t, DOBJ_ERROR, "the object has no instance", NULL);
+		return DOBJ_OK;
+	}
+	switch (dobj_task_call_kind(t)) {
+	case DOBJ_CALL_FETCH:
+		r = PyObject_CallMethodOneArg(inst, rt->st->s_fetch, dobj_task_request(t));
+		break;
+	case DOBJ_CALL_ALARM:
+		arg = alarm_info(t);
+		if (arg) {
+			r = PyObject_CallMethodOneArg(inst, rt->st->s_alarm, arg);
+			Py_DECREF(arg);
+		}
+		break;
+	default:
+		dobj_task_raise(t, DOBJ_ENOHANDLER, "this call kind is not supported by Python classes yet",
+			NULL);
+		return DOBJ_OK;
+	}
+	return start_with(t, rt, r);
+}
+
+/* The step of BLOCK and BACKGROUND tasks: host is the coroutine. */
+static int coro_step(dobj_task *t, void *data)
+{
+	return drive(t, (RuntimeObject *)data, dobj_task_host(t));
+}
+
+/* --------------------------------------------------------------- context */
+
+static int Context_traverse(ContextObject *self, visitproc visit, void *arg)
+{
+	Py_VISIT(Py_TYPE(self));
+	Py_VISIT(self->rt);
+	Py_VISIT(self->id);
+	Py_VISIT(self->dict);
+	return 0;
+}
+
+static int Context_clear(ContextObject *self)
+{
+	Py_CLEAR(self->rt);
+	Py_CLEAR(self->id);
+	Py_CLEAR(self->dict);
+	return 0;
+}
+
+static void Context_dealloc(ContextObject *self)
+{
+	PyTypeObject *tp = Py_TYPE(self);
+	PyObject_GC_UnTrack(self);
+	if (self->obj) {
+		dobj_obj_unref(self->obj);
+		self->obj = NULL;
+	}
+	Context_clear(self);
+	tp->tp_free(self);
+	Py_DECREF(tp);
+}
+
+static int ctx_alive(ContextObject *self)
+{
+	if (!self->rt || !self->rt->rt || dobj_rt_closed(self->rt->rt) || dobj_obj_dead(self->obj)) {
+		PyErr_SetString(self->rt ? self->rt->st->Error : PyExc_RuntimeError,
+			"this object was reset; its context can no longer be used");
+		return 0;
+	}
+	return 1;
+}
+
+/* Turn a reason into (message, exception). */
+static PyObject *reason_exception(modstate *st, PyObject *reason)
+{
+	if (!reason || reason == Py_None)
+		return PyObject_CallOneArg(st->Error, PyUnicode_FromString(
+			"Application called abort() to reset Durable Object."));
+	if (PyExceptionInstance_Check(reason))
+		return Py_NewRef(reason);
+	{
+		PyObject *s = PyObject_Str(reason), *e;
+		if (!s)
+			return NULL;
+		e = PyObject_CallOneArg(st->Error, s);
+		Py_DECREF(s);
+		return e;
+	}
+}
+
+static PyObject *Context_abort(ContextObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+	PyObject *exc, *s;
+	const char *msg;
+
+	if (nargs > 1) {
+		PyErr_SetString(PyExc_TypeError, "abort(reason=None)");
+		return NULL;
+	}
+	if (!ctx_alive(self))
+		return NULL;
+	exc = reason_exception(self->rt->st, nargs ? args[0] : NULL);
+	if (!exc)
+		return NULL;
+	s = PyObject_Str(exc);
+	msg = s ? PyUnicode_AsUTF8(s) : NULL;
+	if (!msg)
+		PyErr_Clear();
+	Py_INCREF(exc); /* one for the core, one to raise */
+	dobj_obj_abort(self->obj, DOBJ_EABORTED, msg ? msg : "aborted", exc);
+	Py_XDECREF(s);
+	/* Nothing after abort() runs in the handler. */
+	PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+	Py_DECREF(exc);
+	return NULL;
+}
+
+/* Run an awaitable's iterator (`it`, taken) as a task of `kind` on the
+ * object; return a Call over it. */
+static PyObject *spawn_coro(ContextObject *self, dobj_task_kind kind, PyObject *it)
+{
+	RuntimeObject *rt = self->rt;
+	dobj_task *t;
+	int rc;
+
+	rc = dobj_task_spawn(&t, rt->rt, self->obj, kind, coro_step, rt, it, NULL, NULL);
+	if (rc < 0)
+		return raise_core(rt->st, rc); /* the core released it */
+	if (!dobj_rt_pumping(rt->rt))
+		pump(rt);
+	return (PyObject *)call_new(rt, t, NULL, 0);
+}
+
+static PyObject *Context_block_concurrency_while(ContextObject *self, PyObject *fn)
+{
+	PyObject *r, *it;
+
+	if (!ctx_alive(self))
+		return NULL;
+	if (!PyCallable_Check(fn)) {
+		PyErr_Format(PyExc_TypeError, "block_concurrency_while() needs a callable, got %.100s",
+			Py_TYPE(fn)->tp_name);
+		return NULL;
+	}
+	r = PyObject_CallNoArgs(fn);
+	if (!r) {
+		/* fn failed at once: the object is reset, as when it fails later. */
+		char msg[1024];
+		PyObject *exc = fetch_exception(msg, sizeof(msg));
+		if (exc) {
+			Py_INCREF(exc);
+			dobj_obj_abort(self->obj, DOBJ_EUSER, msg, exc);
+			PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+			Py_DECREF(exc);
+		}
+		return NULL;
+	}
+	it = awaitable_iter(r);
+	if (!it) {
+		/* A plain function: it ran to the end with nothing interleaved. */
+		CallObject *c;
+		if (PyErr_Occurred()) {
+			Py_DECREF(r);
+			return NULL;
+		}
+		c = call_new(self->rt, NULL, NULL, 0);
+		if (c)
+			c->value = r;
+		else
+			Py_DECREF(r);
+		return (PyObject *)c;
+	}
+	Py_DECREF(r);
+	return spawn_coro(self, DOBJ_TASK_BLOCK, it);
+}
+
+static PyObject *Context_wait_until(ContextObject *self, PyObject *awaitable)
+{
+	PyObject *it, *call;
+
+	if (!ctx_alive(self))
+		return NULL;
+	it = awaitable_iter(awaitable);
+	if (!it) {
+		if (!PyErr_Occurred())
+			PyErr_Format(PyExc_TypeError, "wait_until() needs an awaitable, got %.100s",
+				Py_TYPE(awaitable)->tp_name);
+		return NULL;
+	}
+	call = spawn_coro(self, DOBJ_TASK_BACKGROUND, it);
+	if (!call)
+		return NULL;
+	Py_DECREF(call);
+	Py_RETURN_NONE;
+}
+
+static PyObject *Context_get_id(ContextObject *self, void *c)
+{
+	(void)c;
+	return Py_NewRef(self->id);
+}
+
+static PyMethodDef Context_methods[] = {
+	{ "abort", (PyCFunction)(void (*)(void))Context_abort, METH_FASTCALL,
+		"Reset the object: calls in progress and later calls on stubs bound to it fail with reason." },
+	{ "block_concurrency_while", (PyCFunction)Context_block_concurrency_while, METH_O,
+		"Deliver nothing else to the object until fn() finishes; await it for fn's result." },
+	{ "wait_until", (PyCFunction)Context_wait_until, METH_O,
+		"Keep background work (an awaitable) alive." },
+	{ NULL }
+};
+
+static PyGetSetDef Context_getset[] = {
+	{ "id", (getter)Context_get_id, NULL, "The object's ID.", NULL },
+	{ NULL }
+};
+
+static PyMemberDef Context_members[] = {
+	{ "__dictoffset__", T_PYSSIZET, offsetof(ContextObject, dict), READONLY, NULL },
+	{ NULL }
+};
+
+static PyType_Slot Context_slots[] = {
+	{ Py_tp_doc, "The state of one object: ctx.id, block_concurrency_while, abort, wait_until." },
+	{ Py_tp_traverse, Context_traverse },
+	{ Py_tp_clear, Context_clear },
+	{ Py_tp_dealloc, Context_dealloc },
+	{ Py_tp_methods, Context_methods },
+	{ Py_tp_getset, Context_getset },
+	{ Py_tp_members, Context_members },
+	{ 0, NULL }
+};
+
+static PyType_Spec Context_spec = {
+	"dobj.Context", sizeof(ContextObject), 0,
+	Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+	Context_slots
+};
+
+/* Construct an instance: cls(ctx, env). */
+static int class_construct(dobj_obj *obj, void *data, void **instance, void **error)
+{
+	NamespaceObject *ns = data;
+	RuntimeObject *rt = ns->rt;
+	modstate *st = rt->st;
+	ContextObject *ctx;
+	const char *name;
+	size_t len;
+	PyObject *pyname = NULL, *inst;
+	char msg[1024];
+
+	ctx = PyObject_GC_New(ContextObject, st->Context_T);
+	if (!ctx)
+		goto fail;
+	ctx->rt = (RuntimeObject *)Py_NewRef(rt);
+	ctx->obj = obj;
+	dobj_obj_ref(obj);
+	ctx->dict = NULL;
+	name = dobj_obj_name(obj, &len);
+	if (name && !(pyname = PyUnicode_DecodeUTF8(name, (Py_ssize_t)len, "surrogatepass"))) {
+		ctx->id = NULL;
+		PyObject_GC_Track(ctx);
+		Py_DECREF(ctx);
+		goto fail;
+	}
+	ctx->id = id_new(st, ns, dobj_obj_id(obj), pyname);
+	Py_XDECREF(pyname);
+	PyObject_GC_Track(ctx);
+	if (!ctx->id) {
+		Py_DECREF(ctx);
+		goto fail;
+	}
+	dobj_obj_set_ctx(obj, Py_NewRef(ctx));
+	inst = PyObject_CallFunctionObjArgs(ns->cls, (PyObject *)ctx, rt->env, NULL);
+	Py_DECREF(ctx);
+	if (!inst)
+		goto fail;
+	*instance = inst;
+	return DOBJ_OK;
+fail:
+	*error = fetch_exception(msg, sizeof(msg));
+	return dobj_error_set(DOBJ_EUSER, "%s", msg);
+}
+
+/* ------------------------------------------------------------------ stubs */
+
+static int Stub_traverse(StubObject *self, visitproc visit, void *arg)
+{
+	Py_VISIT(Py_TYPE(self));
+	Py_VISIT(self->ns);
+	Py_VISIT(self->id);
+	return 0;
+}
+
+static int Stub_clear(StubObject *self)
+{
+	Py_CLEAR(self->id);
+	return 0; /* the namespace stays: the stub's core half needs its runtime */
+}
+
+static void Stub_dealloc(StubObject *self)
+{
+	PyTypeObject *tp = Py_TYPE(self);
+	PyObject_GC_UnTrack(self);
+	if (self->stub) {
+		dobj_stub_free(self->stub);
+		self->stub = NULL;
+	}
+	Stub_clear(self);
+	Py_CLEAR(self->ns);
+	tp->tp_free(self);
+	Py_DECREF(tp);
+}
+
+/* stub.fetch(url_or_request, *, method=None, headers=None, body=None) */
+static PyObject *Stub_fetch(StubObject *self, PyObject *const *args, Py_ssize_t nargs,
+	PyObject *kwnames)
+{
+	NamespaceObject *ns = self->ns;
+	RuntimeObject *rt = ns->rt;
+	modstate *st = rt->st;
+	PyObject *req, *url;
+	const char *u;
+	Py_ssize_t ulen;
+	dobj_task *t;
+	int rc;
+
+	if (nargs != 1) {
+		PyErr_SetString(PyExc_TypeError, "fetch() takes one positional argument: a URL or a dobj.Request");
+		return NULL;
+	}
+	if (!rt->rt || dobj_rt_closed(rt->rt)) {
+		PyErr_SetString(st->Error, "the runtime is closed");
+		return NULL;
+	}
+	if (!kwnames && PyUnicode_CheckExact(args[0])) {
+		req = PyObject_CallOneArg(st->Request, args[0]);
+	} else {
+		/* Requests, keyword arguments: the Python side builds a copy. */
+		req = PyObject_Vectorcall(st->make_request, args, nargs, kwnames);
+	}
+	if (!req)
+		return NULL;
+	url = PyObject_GetAttr(req, st->s_url);
+	if (!url || !(u = PyUnicode_AsUTF8AndSize(url, &ulen))) {
+		Py_XDECREF(url);
+		Py_DECREF(req);
+		return NULL;
+	}
+	rc = dobj_stub_call(&t, self->stub, DOBJ_CALL_FETCH, NULL, u, (size_t)ulen, req, NULL, NULL);
+	Py_DECREF(url);
+	if (rc < 0)
+		return raise_core(st, rc); /* the core released req */
+	{
+		CallObject *c = call_new(rt, t, self->id, 1);
+		if (!c)
+			return NULL;
+		pump(rt);
+		return (PyObject *)c;
+	}
+}
+
+static PyObject *Stub_get_id(StubObject *self, void *c)
+{
+	(void)c;
+	return Py_NewRef(self->id);
+}
+
+static PyObject *Stub_get_name(StubObject *self, void *c)
+{
+	(void)c;
+	return Id_get_name(self->id, NULL);
+}
+
+static PyObject *Stub_repr(StubObject *self)
+{
+	return PyUnicode_FromFormat("<dobj.Stub %S>", self->id);
+}
+
+static PyMethodDef Stub_methods[] = {
+	{ "fetch", (PyCFunction)(void (*)(void))Stub_fetch, METH_FASTCALL | METH_KEYWORDS,
+		"Send a request to the object; await the dobj.Response." },
+	{ NULL }
+};
+
+static PyGetSetDef Stub_getset[] = {
+	{ "id", (getter)Stub_get_id, NULL, "The object's ID.", NULL },
+	{ "name", (getter)Stub_get_name, NULL, "The name the stub was made from, or None.", NULL },
+	{ NULL }
+};
+
+static PyType_Slot Stub_slots[] = {
+	{ Py_tp_doc, "A stub: calls reach the one live instance of its object." },
+	{ Py_tp_traverse, Stub_traverse },
+	{ Py_tp_clear, Stub_clear },
+	{ Py_tp_dealloc, Stub_dealloc },
+	{ Py_tp_repr, Stub_repr },
+	{ Py_tp_methods, Stub_methods },
+	{ Py_tp_getset, Stub_getset },
+	{ 0, NULL }
+};
+
+static PyType_Spec Stub_spec = {
+	"dobj.Stub", sizeof(StubObject), 0,
+	Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+	Stub_slots
+};
+
+/* ---------------------------------------------------------------- runtime */
+
+static int visit_core(void *v, void *arg)
+{
+	visitproc *pv = ((void **)arg)[0];
+	void *varg = ((void **)arg)[1];
+	return (*pv)((PyObject *)v, varg);
+}
+
+static int Runtime_traverse(RuntimeObject *self, visitproc visit, void *arg)
+{
+	Py_VISIT(Py_TYPE(self));
+	Py_VISIT(self->env);
+	Py_VISIT(self->namespaces);
+	Py_VISIT(self->timer);
+	if (self->rt) {
+		void *pair[2] = { &visit, arg };
+		int rc = dobj_rt_visit(self->rt, visit_core, pair);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+static int Runtime_clear(RuntimeObject *self)
+{
+	if (self->rt)
+		dobj_rt_clear(self->rt);
+	Py_CLEAR(self->env);
+	Py_CLEAR(self->namespaces);
+	Py_CLEAR(self->timer);
+	return 0;
+}
+
+static void Runtime_dealloc(RuntimeObject *self)
+{
+	PyTypeObject *tp = Py_TYPE(self);
+	PyObject_GC_UnTrack(self);
+	if (self->weakreflist)
+		PyObject_ClearWeakRefs((PyObject *)self);
+	Runtime_clear(self);
+	if (self->rt) {
+		dobj_rt_free(self->rt);
+		self->rt = NULL;
+	}
+	tp->tp_free(self);
+	Py_DECREF(tp);
+}
+
+static PyObject *Runtime_new(PyTypeObject *type, PyObject *args, PyObject *kw)
+{
+	static char *kwlist[] = { "env", "id_seed", "storage", "durability", "idle_timeout",
+		"virtual_time", NULL };
+	modstate *st = state_of_type(type);
+	PyObject *env = Py_None, *seed = Py_None, *storage = Py_None, *durability = Py_None,
+		*idle = Py_None;
+	int virtual_time = 0;
+	RuntimeObject *self;
+	dobj_rt_opts opts = DOBJ_RT_OPTS_INIT;
+	PyObject *storage_bytes = NULL;
+	int rc;
+
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "|O$OOOOp:Runtime", kwlist, &env, &seed, &storage,
+		    &durability, &idle, &virtual_time))
+		return NULL;
+	if (!st->Env) {
+		PyErr_SetString(PyExc_RuntimeError, "dobj is not initialised (import dobj, not dobj._dobj)");
+		return NULL;
+	}
+	if (env != Py_None && !PyDict_Check(env)) {
+		PyErr_Format(PyExc_TypeError, "env must be a dict, got %.100s", Py_TYPE(env)->tp_name);
+		return NULL;
+	}
+	self = (RuntimeObject *)type->tp_alloc(type, 0);
+	if (!self)
+		return NULL;
+	self->st = st;
+	self->namespaces = PyDict_New();
+	if (!self->namespaces)
+		goto fail;
+	self->env = PyObject_CallFunctionObjArgs(st->Env, env, self->namespaces, NULL);
+	if (!self->env)
+		goto fail;
+	if (seed != Py_None) {
+		self->seed = PyLong_AsUnsignedLongLongMask(seed);
+		if (PyErr_Occurred())
+			goto fail;
+		self->has_seed = 1;
+	}
+	opts.host.retain = host_retain;
+	opts.host.release = host_release;
+	opts.virtual_time = virtual_time;
+	if (storage != Py_None) {
+		if (!PyUnicode_FSConverter(storage, &storage_bytes))
+			goto fail;
+		opts.storage_dir = PyBytes_AS_STRING(storage_bytes);
+	}
+	if (durability != Py_None) {
+		if (PyUnicode_Check(durability) && (PyUnicode_CompareWithASCIIString(durability, "power") == 0))
+			opts.durability = DOBJ_DURABLE_POWER;
+		else if (!(PyUnicode_Check(durability) && (PyUnicode_CompareWithASCIIString(durability, "process") == 0))) {
+			PyErr_SetString(PyExc_ValueError, "durability must be \"process\" or \"power\"");
+			goto fail;
+		}
+	}
+	if (idle != Py_None) {
+		double s = PyFloat_AsDouble(idle);
+		if (PyErr_Occurred())
+			goto fail;
+		opts.idle_timeout_ms = s > 0 ? s * 1000.0 : -1;
+	}
+	rc = dobj_rt_new(&self->rt, &opts);
+	Py_XDECREF(storage_bytes);
+	storage_bytes = NULL;
+	if (rc < 0) {
+		raise_core(st, rc);
+		goto fail;
+	}
+	return (PyObject *)self;
+fail:
+	Py_XDECREF(storage_bytes);
+	Py_DECREF(self);
+	return NULL;
+}
+
+static PyObject *Runtime_bind(RuntimeObject *self, PyObject *args, PyObject *kw)
+{
+	static char *kwlist[] = { "binding", "cls", "unique_key", NULL };
+	modstate *st = self->st;
+	PyObject *binding, *cls, *unique_key = Py_None, *fetch_attr;
+	NamespaceObject *ns;
+	dobj_class klass = { 0 };
+	const char *key = NULL, *bname;
+	Py_ssize_t keylen = 0;
+	int rc;
+
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "UO|O:bind", kwlist, &binding, &cls, &unique_key))
+		return NULL;
+	if (!self->rt || dobj_rt_closed(self->rt)) {
+		PyErr_SetString(st->Error, "the runtime is closed");
+		return NULL;
+	}
+	if (!PyType_Check(cls)) {
+		PyErr_Format(PyExc_TypeError, "bind() needs a class, got %.100s", Py_TYPE(cls)->tp_name);
+		return NULL;
+	}
+	if (unique_key != Py_None) {
+		if (!PyUnicode_Check(unique_key)) {
+			PyErr_SetString(PyExc_TypeError, "unique_key must be a str");
+			return NULL;
+		}
+		key = PyUnicode_AsUTF8AndSize(unique_key, &keylen);
+		if (!key)
+			return NULL;
+	}
+	bname = PyUnicode_AsUTF8(binding);
+	if (!bname)
+		return NULL;
+	if (PyDict_GetItemWithError(self->namespaces, binding)) {
+		PyErr_Format(PyExc_ValueError, "a namespace is already bound as %U", binding);
+		return NULL;
+	}
+	ns = PyObject_GC_New(NamespaceObject, st->Namespace_T);
+	if (!ns)
+		return NULL;
+	ns->rt = (RuntimeObject *)Py_NewRef(self);
+	ns->cls = Py_NewRef(cls);
+	ns->binding = Py_NewRef(binding);
+	ns->unique_key = Py_NewRef(unique_key == Py_None ? binding : unique_key);
+	ns->ns = NULL;
+	PyObject_GC_Track(ns);
+	fetch_attr = PyObject_GetAttr(cls, st->s_fetch);
+	ns->has_fetch = fetch_attr != NULL;
+	Py_XDECREF(fetch_attr);
+	PyErr_Clear();
+	klass.name = ((PyTypeObject *)cls)->tp_name;
+	klass.flags = (ns->has_fetch ? DOBJ_CLASS_FETCH : 0);
+	{
+		PyObject *alarm = PyObject_GetAttr(cls, st->s_alarm);
+		if (alarm)
+			klass.flags |= DOBJ_CLASS_ALARM;
+		Py_XDECREF(alarm);
+		PyErr_Clear();
+	}
+	klass.data = ns;
+	klass.construct = class_construct;
+	klass.step = class_step;
+	rc = dobj_ns_new(&ns->ns, self->rt, bname, key, (size_t)keylen, &klass);
+	if (rc < 0) {
+		Py_DECREF(ns);
+		return raise_core(st, rc);
+	}
+	if (self->has_seed)
+		dobj_idkey_seed(dobj_ns_idkey(ns->ns), self->seed ^ (unsigned long long)dobj_rt_ns_count(self->rt));
+	if (PyDict_SetItem(self->namespaces, binding, (PyObject *)ns) < 0) {
+		Py_DECREF(ns);
+		return NULL;
+	}
+	schedule_timers(self); /* alarms stored in a storage directory */
+	return (PyObject *)ns;
+}
+
+static PyObject *Runtime_on_timer(RuntimeObject *self, PyObject *unused)
+{
+	(void)unused;
+	Py_CLEAR(self->timer);
+	if (self->rt && !dobj_rt_closed(self->rt))
+		pump(self);
+	Py_RETURN_NONE;
+}
+
+static PyObject *Runtime_advance(RuntimeObject *self, PyObject *seconds)
+{
+	double s = PyFloat_AsDouble(seconds);
+	int rc;
+
+	if (s == -1 && PyErr_Occurred())
+		return NULL;
+	if (!self->rt || dobj_rt_closed(self->rt)) {
+		PyErr_SetString(self->st->Error, "the runtime is closed");
+		return NULL;
+	}
+	rc = dobj_rt_advance(self->rt, s * 1000.0);
+	if (rc < 0)
+		return raise_core(self->st, rc);
+	schedule_timers(self);
+	Py_RETURN_NONE;
+}
+
+static PyObject *Runtime_close(RuntimeObject *self, PyObject *unused)
+{
+	(void)unused;
+	if (self->rt)
+		dobj_rt_clear(self->rt);
+	if (self->timer) {
+		PyObject *r = PyObject_CallMethodNoArgs(self->timer, self->st->s_cancel);
+		Py_XDECREF(r);
+		PyErr_Clear();
+		Py_CLEAR(self->timer);
+	}
+	Py_RETURN_NONE;
+}
+
+static PyObject *Runtime_pending(RuntimeObject *self, void *c)
+{
+	(void)c;
+	return PyLong_FromSize_t(self->rt ? dobj_rt_pending(self->rt) : 0);
+}
+
+static PyObject *Runtime_get_env(RuntimeObject *self, void *c)
+{
+	(void)c;
+	return Py_NewRef(self->env ? self->env : Py_None);
+}
+
+static PyObject *Runtime_get_namespaces(RuntimeObject *self, void *c)
+{
+	(void)c;
+	return PyDictProxy_New(self->namespaces);
+}
+
+static PyObject *Runtime_live(RuntimeObject *self, PyObject *binding)
+{
+	NamespaceObject *ns = (NamespaceObject *)PyDict_GetItemWithError(self->namespaces, binding);
+	if (!ns) {
+		if (!PyErr_Occurred())
+			PyErr_SetObject(PyExc_KeyError, binding);
+		return NULL;
+	}
+	return PyLong_FromSize_t(dobj_ns_live(ns->ns));
+}
+
+static PyMethodDef Runtime_methods[] = {
+	{ "bind", (PyCFunction)(void (*)(void))Runtime_bind, METH_VARARGS | METH_KEYWORDS,
+		"bind(binding, cls, unique_key=None) -> Namespace" },
+	{ "close", (PyCFunction)Runtime_close, METH_NOARGS,
+		"Reset every object; unfinished calls fail with 'the runtime is closed'." },
+	{ "advance", (PyCFunction)Runtime_advance, METH_O,
+		"Virtual time only: move the clock by `seconds` and run what falls due." },
+	{ "live_objects", (PyCFunction)Runtime_live, METH_O,
+		"Number of live instances in the namespace bound as `binding`." },
+	{ "_on_timer", (PyCFunction)Runtime_on_timer, METH_NOARGS, NULL },
+	{ NULL }
+};
+
+static PyGetSetDef Runtime_getset[] = {
+	{ "env", (getter)Runtime_get_env, NULL, "Plain values and every namespace, by name.", NULL },
+	{ "namespaces", (getter)Runtime_get_namespaces, NULL, "Bound namespaces by binding.", NULL },
+	{ "pending", (getter)Runtime_pending, NULL, "Unfinished tasks plus pending timers.", NULL },
+	{ NULL }
+};
+
+static PyMemberDef Runtime_members[] = {
+	{ "__weaklistoffset__", T_PYSSIZET, offsetof(RuntimeObject, weakreflist), READONLY, NULL },
+	{ NULL }
+};
+
+static PyType_Slot Runtime_slots[] = {
+	{ Py_tp_doc, "Runtime(env=None, *, id_seed=None, storage=None, durability=None, "
+		"idle_timeout=None, virtual_time=False): namespaces, objects and their calls." },
+	{ Py_tp_new, Runtime_new },
+	{ Py_tp_traverse, Runtime_traverse },
+	{ Py_tp_clear, Runtime_clear },
+	{ Py_tp_dealloc, Runtime_dealloc },
+	{ Py_tp_methods, Runtime_methods },
+	{ Py_tp_getset, Runtime_getset },
+	{ Py_tp_members, Runtime_members },
+	{ 0, NULL }
+};
+
+static PyType_Spec Runtime_spec = {
+	"dobj.Runtime", sizeof(RuntimeObject), 0,
+	Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_BASETYPE,
+	Runtime_slots
+};
+
+/* ----------------------------------------------------------------- module */
+
+static PyObject *mod_setup(PyObject *m, PyObject *args)
+{
+	modstate *st = PyModule_GetState(m);
+	PyObject *req, *res, *env, *mk;
+
+	if (!PyArg_ParseTuple(args, "OOOO:_setup", &req, &res, &env, &mk))
+		return NULL;
+	if (!PyType_Check(req) || !PyType_Check(res) || !PyCallable_Check(env) || !PyCallable_Check(mk)) {
+		PyErr_SetString(PyExc_TypeError, "_setup(Request, Response, Env, make_request)");
+		return NULL;
+	}
+	Py_XSETREF(st->Request, Py_NewRef(req));
+	Py_XSETREF(st->Response, Py_NewRef(res));
+	Py_XSETREF(st->Env, Py_NewRef(env));
+	Py_XSETREF(st->make_request, Py_NewRef(mk));
+	Py_RETURN_NONE;
+}
+
+static PyMethodDef mod_methods[] = {
+	{ "_setup", mod_setup, METH_VARARGS, NULL },
+	{ NULL }
+};
+
+static int mod_exec(PyObject *m)
+{
+	modstate *st = PyModule_GetState(m);
+	PyObject *asyncio, *bases;
+
+#define TYPE(field, spec) do { \
+		st->field = (PyTypeObject *)PyType_FromModuleAndSpec(m, &spec, NULL); \
+		if (!st->field || PyModule_AddType(m, st->field) < 0) \
+			return -1; \
+	} while (0)
+	TYPE(Runtime_T, Runtime_spec);
+	TYPE(Namespace_T, Namespace_spec);
+	TYPE(Id_T, Id_spec);
+	TYPE(Stub_T, Stub_spec);
+	TYPE(Call_T, Call_spec);
+	TYPE(Context_T, Context_spec);
+	TYPE(Waker_T, Waker_spec);
+#undef TYPE
+	st->Error = PyErr_NewExceptionWithDoc("dobj.Error", "Base of dobj's errors.", NULL, NULL);
+	if (!st->Error || PyModule_AddObjectRef(m, "Error", st->Error) < 0)
+		return -1;
+	bases = PyTuple_Pack(2, st->Error, PyExc_ValueError);
+	if (!bases)
+		return -1;
+	st->InvalidIdError = PyErr_NewExceptionWithDoc("dobj.InvalidIdError",
+		"A malformed ID string, or an ID of another namespace.", bases, NULL);
+	Py_DECREF(bases);
+	if (!st->InvalidIdError || PyModule_AddObjectRef(m, "InvalidIdError", st->InvalidIdError) < 0)
+		return -1;
+	asyncio = PyImport_ImportModule("asyncio");
+	if (!asyncio)
+		return -1;
+	st->get_running_loop = PyObject_GetAttrString(asyncio, "get_running_loop");
+	Py_DECREF(asyncio);
+	if (!st->get_running_loop)
+		return -1;
+#define STR(field, text) do { if (!(st->field = PyUnicode_InternFromString(text))) return -1; } while (0)
+	STR(s_fetch, "fetch");
+	STR(s_alarm, "alarm");
+	STR(s_blocking, "_asyncio_future_blocking");
+	STR(s_add_done_callback, "add_done_callback");
+	STR(s_create_future, "create_future");
+	STR(s_set_result, "set_result");
+	STR(s_done, "done");
+	STR(s_remote, "remote");
+	STR(s_durable_object_id, "durable_object_id");
+	STR(s_url, "url");
+	STR(s_call_later, "call_later");
+	STR(s_cancel, "cancel");
+	STR(s_await, "__await__");
+#undef STR
+	return 0;
+}
+
+static int mod_traverse(PyObject *m, visitproc visit, void *arg)
+{
+	modstate *st = PyModule_GetState(m);
+	Py_VISIT(st->Runtime_T);
+	Py_VISIT(st->Namespace_T);
+	Py_VISIT(st->Id_T);
+	Py_VISIT(st->Stub_T);
+	Py_VISIT(st->Call_T);
+	Py_VISIT(st->Context_T);
+	Py_VISIT(st->Waker_T);
+	Py_VISIT(st->Error);
+	Py_VISIT(st->InvalidIdError);
+	Py_VISIT(st->Request);
+	Py_VISIT(st->Response);
+	Py_VISIT(st->Env);
+	Py_VISIT(st->make_request);
+	Py_VISIT(st->get_running_loop);
+	return 0;
+}
+
+static int mod_clear(PyObject *m)
+{
+	modstate *st = PyModule_GetState(m);
+	Py_CLEAR(st->Runtime_T);
+	Py_CLEAR(st->Namespace_T);
+	Py_CLEAR(st->Id_T);
+	Py_CLEAR(st->Stub_T);
+	Py_CLEAR(st->Call_T);
+	Py_CLEAR(st->Context_T);
+	Py_CLEAR(st->Waker_T);
+	Py_CLEAR(st->Error);
+	Py_CLEAR(st->InvalidIdError);
+	Py_CLEAR(st->Request);
+	Py_CLEAR(st->Response);
+	Py_CLEAR(st->Env);
+	Py_CLEAR(st->make_request);
+	Py_CLEAR(st->get_running_loop);
+	Py_CLEAR(st->s_fetch);
+	Py_CLEAR(st->s_alarm);
+	Py_CLEAR(st->s_blocking);
+	Py_CLEAR(st->s_add_done_callback);
+	Py_CLEAR(st->s_create_future);
+	Py_CLEAR(st->s_set_result);
+	Py_CLEAR(st->s_done);
+	Py_CLEAR(st->s_remote);
+	Py_CLEAR(st->s_durable_object_id);
+	Py_CLEAR(st->s_url);
+	Py_CLEAR(st->s_call_later);
+	Py_CLEAR(st->s_cancel);
+	Py_CLEAR(st->s_await);
+	return 0;
+}
+
+static void mod_free(void *m)
+{
+	mod_clear(m);
+}
+
+static PyModuleDef_Slot mod_slots[] = {
+	{ Py_mod_exec, mod_exec },
+	{ 0, NULL }
+};
+
+static struct PyModuleDef moddef = {
+	PyModuleDef_HEAD_INIT, "dobj._dobj", "The C half of dobj.", sizeof(modstate), mod_methods,
+	mod_slots, mod_traverse, mod_clear, mod_free
+};
+
+PyMODINIT_FUNC PyInit__dobj(void)
+{
+	return PyModuleDef_Init(&moddef);
+}
