@@ -1,0 +1,272 @@
+"""Stubs and fetch: one instance, order, gates, errors, limits."""
+import asyncio
+
+import pytest
+
+import dobj
+from conftest import Counter
+
+
+async def test_round_trip_and_one_instance(counter):
+    stub = counter.get(counter.id_from_name("foo"))
+    assert stub.name == "foo" and stub.id == counter.id_from_name("foo")
+    texts = [(await stub.fetch("https://counter/")).text() for _ in range(3)]
+    assert texts == ["0", "1", "2"]
+    other = counter.get_by_name("foo")  # another stub, same object
+    assert (await other.fetch("https://counter/")).text() == "3"
+    assert (await counter.get_by_name("bar").fetch("https://counter/")).text() == "0"
+    assert Counter.constructed == 2
+
+
+async def test_concurrent_first_calls_construct_once(counter):
+    stubs = [counter.get_by_name("x") for _ in range(3)]
+    out = await asyncio.gather(*(s.fetch("https://c/") for s in stubs))
+    assert [r.text() for r in out] == ["0", "1", "2"]
+    assert Counter.constructed == 1
+
+
+async def test_hundred_calls_arrive_in_order(rt):
+    seen = []
+
+    class Log(dobj.DurableObject):
+        async def fetch(self, request):
+            seen.append(int(request.url.rsplit("/", 1)[1]))
+            await asyncio.sleep(0)
+            return dobj.Response("ok")
+
+    stub = rt.bind("LOG", Log).get_by_name("l")
+    await asyncio.gather(*(stub.fetch(f"https://l/{i}") for i in range(100)))
+    assert seen == list(range(100))
+
+
+async def test_suspending_handler_lets_others_in_and_plain_ones_never_interleave(rt):
+    log = []
+
+    class Gate(dobj.DurableObject):
+        async def fetch(self, request):
+            tag = request.url.rsplit("/", 1)[1]
+            log.append(tag + "-start")
+            if tag == "slow":
+                await asyncio.sleep(0.01)
+            log.append(tag + "-end")
+            return dobj.Response(tag)
+
+    stub = rt.bind("GATE", Gate).get_by_name("g")
+    await asyncio.gather(stub.fetch("https://g/slow"), stub.fetch("https://g/a"), stub.fetch("https://g/b"))
+    assert log == ["slow-start", "a-start", "a-end", "b-start", "b-end", "slow-end"]
+
+
+async def test_sync_and_async_handlers(rt):
+    class Sync(dobj.DurableObject):
+        def fetch(self, request):
+            return dobj.Response(request.method + " " + request.url, status=201,
+                                 headers={"X-Thing": "1"})
+
+    r = await rt.bind("SYNC", Sync).get_by_name("s").fetch("https://s/p", method="post")
+    assert (r.status, r.text(), r.headers["x-thing"], r.headers.get("X-THING"), r.ok) == \
+        (201, "POST https://s/p", "1", "1", True)
+
+
+async def test_request_fields_and_copy(rt):
+    got = []
+
+    class Echo(dobj.DurableObject):
+        def fetch(self, request):
+            got.append(request)
+            request.headers["x-mutated"] = "yes"
+            return dobj.Response.json({"method": request.method, "body": request.text(),
+                                       "ct": request.headers.get("content-type")})
+
+    stub = rt.bind("ECHO", Echo).get_by_name("e")
+    req = dobj.Request("https://e/x", method="PUT", headers={"Content-Type": "text/plain"}, body="hé")
+    r = await stub.fetch(req)
+    assert r.json() == {"method": "PUT", "body": "hé", "ct": "text/plain"}
+    assert r.headers["content-type"] == "application/json"
+    assert got[0] is not req and "x-mutated" not in req.headers  # the object got a copy
+    r = await stub.fetch("https://e/y", method="POST", body=b"\x00\x01", headers=[("A", "1"), ("a", "2")])
+    assert got[1].body == b"\x00\x01" and got[1].headers["a"] == "1, 2"
+    r = await stub.fetch(req, method="PATCH")
+    assert got[2].method == "PATCH" and got[2].body == "hé".encode()
+
+
+async def test_relative_url_is_refused(counter):
+    stub = counter.get_by_name("u")
+    with pytest.raises(TypeError, match="Invalid URL: /relative"):
+        await stub.fetch("/relative")
+    with pytest.raises(TypeError):
+        await stub.fetch(42)
+    assert Counter.constructed == 0  # nothing was delivered
+
+
+async def test_remote_errors_keep_type_and_message(rt):
+    class Boom(dobj.DurableObject):
+        async def fetch(self, request):
+            raise KeyError("missing thing")
+
+    class Custom(Exception):
+        pass
+
+    class Boom2(dobj.DurableObject):
+        def fetch(self, request):
+            e = Custom("custom")
+            e.code = 42
+            raise e
+
+    stub = rt.bind("BOOM", Boom).get_by_name("b")
+    with pytest.raises(KeyError) as info:
+        await stub.fetch("https://b/")
+    assert info.value.args == ("missing thing",)
+    assert info.value.remote is True
+    assert info.value.durable_object_id == str(stub.id)
+    with pytest.raises(Custom) as info:
+        await rt.bind("BOOM2", Boom2).get_by_name("c").fetch("https://c/")
+    assert info.value.code == 42 and info.value.remote is True
+    # The object survives a failed call.
+    with pytest.raises(KeyError):
+        await stub.fetch("https://b/")
+
+
+async def test_class_without_fetch(rt):
+    class NoFetch(dobj.DurableObject):
+        pass
+
+    with pytest.raises(dobj.Error, match=r"^Handler does not export a fetch\(\) function\.$") as info:
+        await rt.bind("NF", NoFetch).get_by_name("n").fetch("https://n/")
+    assert info.value.remote is True
+
+
+@pytest.mark.parametrize("value", ["text", None, 200, {"a": 1}])
+async def test_non_response_is_an_error_naming_the_class(rt, value):
+    class Wrong(dobj.DurableObject):
+        def fetch(self, request):
+            return value
+
+    with pytest.raises(TypeError, match=r"Wrong\.fetch\(\) returned .*; it must return a dobj\.Response"):
+        await rt.bind("W", Wrong).get_by_name("w").fetch("https://w/")
+
+
+async def test_objects_call_objects_through_env(rt, counter):
+    class Front(dobj.DurableObject):
+        async def fetch(self, request):
+            back = self.env.COUNTER.get_by_name("shared")
+            r = await back.fetch("https://counter/")
+            return dobj.Response(f"{self.env.GREETING}:{r.text()}:{self.env['COUNTER'] is self.env.COUNTER}")
+
+    front = rt.bind("FRONT", Front)
+    assert rt.env.FRONT is front and rt.env["COUNTER"] is counter and "GREETING" in rt.env
+    out = [(await front.get_by_name(n).fetch("https://f/")).text() for n in ("a", "b")]
+    assert out == ["hi:0:True", "hi:1:True"]
+
+
+async def test_nested_calls_stop_at_depth_16(rt):
+    depths = []
+
+    class Deep(dobj.DurableObject):
+        async def fetch(self, request):
+            depth = int(request.url.rsplit("/", 1)[1])
+            depths.append(depth)
+            nxt = self.env.DEEP.get_by_name(f"n{depth + 1}")
+            try:
+                r = await nxt.fetch(f"https://d/{depth + 1}")
+            except dobj.Error as e:
+                return dobj.Response(f"stopped after {depth}: {e}")
+            return r
+
+    r = await rt.bind("DEEP", Deep).get_by_name("n1").fetch("https://d/1")
+    assert r.text() == "stopped after 16: Subrequest depth limit exceeded"
+    assert depths == list(range(1, 17))
+
+
+async def test_self_recursion_is_bounded_too(rt):
+    class Me(dobj.DurableObject):
+        async def fetch(self, request):
+            return await self.env.ME.get(self.ctx.id).fetch("https://me/")
+
+    with pytest.raises(dobj.Error, match="Subrequest depth limit exceeded"):
+        await rt.bind("ME", Me).get_by_name("me").fetch("https://me/")
+
+
+async def test_ctx_id_and_long_names(rt):
+    class Who(dobj.DurableObject):
+        def fetch(self, request):
+            return dobj.Response.json({"id": str(self.ctx.id), "name": self.ctx.id.name})
+
+    ns = rt.bind("WHO", Who)
+    r = (await ns.get_by_name("alice").fetch("https://w/")).json()
+    assert r == {"id": str(ns.id_from_name("alice")), "name": "alice"}
+    long_ok, too_long = "n" * 1024, "n" * 1025
+    assert (await ns.get_by_name(long_ok).fetch("https://w/")).json()["name"] == long_ok
+    stub = ns.get_by_name(too_long)
+    assert (await stub.fetch("https://w/")).json()["name"] is None
+    assert stub.name == too_long  # the stub keeps it
+    unique = ns.get(ns.new_unique_id())
+    assert (await unique.fetch("https://w/")).json()["name"] is None
+
+
+async def test_fetch_from_handlers_awaiting_asyncio(rt):
+    class Sleepy(dobj.DurableObject):
+        async def fetch(self, request):
+            await asyncio.sleep(0.001)
+            fut = asyncio.get_running_loop().create_future()
+            asyncio.get_running_loop().call_soon(fut.set_result, "done")
+            return dobj.Response(await fut)
+
+    assert (await rt.bind("SL", Sleepy).get_by_name("s").fetch("https://s/")).text() == "done"
+
+
+async def test_awaiting_something_unsupported_fails_cleanly(rt):
+    class Odd:
+        def __await__(self):
+            yield 42
+
+    class Weird(dobj.DurableObject):
+        async def fetch(self, request):
+            await Odd()
+
+    with pytest.raises(RuntimeError, match="cannot wait for"):
+        await rt.bind("WEIRD", Weird).get_by_name("w").fetch("https://w/")
+
+
+async def test_closed_runtime(rt, counter):
+    stub = counter.get_by_name("c")
+    rt.close()
+    with pytest.raises(dobj.Error, match="the runtime is closed"):
+        await stub.fetch("https://c/")
+    with pytest.raises(dobj.Error, match="the runtime is closed"):
+        counter.id_from_name("x")
+
+
+async def test_constructor_errors_reach_the_caller(rt):
+    attempts = []
+
+    class Fragile(dobj.DurableObject):
+        def __init__(self, ctx, env):
+            super().__init__(ctx, env)
+            attempts.append(1)
+            if len(attempts) == 1:
+                raise ValueError("first construction fails")
+
+        def fetch(self, request):
+            return dobj.Response("ok")
+
+    ns = rt.bind("FR", Fragile)
+    with pytest.raises(ValueError, match="first construction fails"):
+        await ns.get_by_name("f").fetch("https://f/")
+    assert (await ns.get_by_name("f").fetch("https://f/")).text() == "ok"
+
+
+def test_request_and_response_validation():
+    with pytest.raises(ValueError):
+        dobj.Response("x", status=99)
+    with pytest.raises(TypeError):
+        dobj.Response(12)
+    with pytest.raises(TypeError):
+        dobj.Request("https://x/", body="no body on GET")
+    with pytest.raises(ValueError):
+        dobj.Headers({"bad name": "x"})
+    with pytest.raises(ValueError):
+        dobj.Headers({"x": "a\r\nb"})
+    h = dobj.Headers({"Content-Type": "a"})
+    assert h["CONTENT-TYPE"] == "a" and "content-type" in h and list(h) == ["content-type"]
+    r = dobj.Response.json({"a": [1, 2]}, status=404)
+    assert (r.status, r.ok, r.json()) == (404, False, {"a": [1, 2]})

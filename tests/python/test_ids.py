@@ -1,0 +1,131 @@
+"""IDs: workerd's golden vectors, parsing, errors, modes."""
+import pytest
+
+import dobj
+from conftest import GOLDEN
+
+
+class Plain(dobj.DurableObject):
+    def fetch(self, request):
+        return dobj.Response("ok")
+
+
+@pytest.mark.parametrize("key,name,hex_id", GOLDEN)
+def test_golden_vectors(key, name, hex_id):
+    rt = dobj.Runtime()
+    ns = rt.bind("NS", Plain, unique_key=key)
+    id_ = ns.id_from_name(name)
+    assert str(id_) == hex_id
+    assert id_.to_string() == hex_id
+    assert id_.name == name
+    parsed = ns.id_from_string(hex_id)
+    assert parsed == id_ and parsed.equals(id_) and hash(parsed) == hash(id_)
+    assert parsed.name is None  # parsed IDs carry no name
+
+
+def test_unique_key_defaults_to_the_binding_name():
+    rt = dobj.Runtime()
+    a = rt.bind("test-unique-key", Plain)
+    assert str(a.id_from_name("foo")) == GOLDEN[1][2]
+    assert a.unique_key == "test-unique-key" and a.binding == "test-unique-key"
+
+
+def test_upper_case_in_lower_case_out(counter):
+    hex_id = GOLDEN[1][2]
+    assert str(counter.id_from_string(hex_id.upper())) == hex_id
+
+
+@pytest.mark.parametrize("bad", [
+    "", "abc", GOLDEN[1][2][:63], GOLDEN[1][2] + "0", GOLDEN[1][2][:-1] + "g",
+    GOLDEN[1][2][:10] + "\0" + GOLDEN[1][2][11:], " " + GOLDEN[1][2][1:], "é" * 32,
+    GOLDEN[1][2][:62] + "é",
+])
+def test_malformed_strings(counter, bad):
+    with pytest.raises(dobj.InvalidIdError, match="^Invalid Durable Object ID: must be 64 hex digits$"):
+        counter.id_from_string(bad)
+
+
+def test_invalid_id_error_is_a_value_error(counter):
+    with pytest.raises(ValueError):
+        counter.id_from_string("nope")
+    assert issubclass(dobj.InvalidIdError, dobj.Error)
+
+
+@pytest.mark.parametrize("bad", ["a" * 64, GOLDEN[5][2], GOLDEN[1][2][:-1] + "f"])
+def test_foreign_and_forged_ids(counter, bad):
+    with pytest.raises(dobj.InvalidIdError, match=r"^Durable Object ID is not valid for this namespace\.$"):
+        counter.id_from_string(bad)
+
+
+def test_get_refuses_an_id_of_another_namespace(rt, counter):
+    other = rt.bind("OTHER", Plain, unique_key="my-unique-key")
+    with pytest.raises(dobj.InvalidIdError, match="not valid for this namespace"):
+        counter.get(other.id_from_name("foo"))
+    # The same unique key is the same namespace as far as IDs go.
+    twin = rt.bind("TWIN", Plain, unique_key="test-unique-key")
+    assert counter.get(twin.id_from_name("foo")).id == counter.id_from_name("foo")
+
+
+@pytest.mark.parametrize("value", [None, 42, b"foo", ["x"], 1.5])
+def test_wrong_types(counter, value):
+    with pytest.raises(TypeError):
+        counter.id_from_name(value)
+    with pytest.raises(TypeError):
+        counter.id_from_string(value)
+    with pytest.raises(TypeError):
+        counter.get(value)
+
+
+def test_names_with_nul_empty_and_huge(counter):
+    a, b = counter.id_from_name("a\0b"), counter.id_from_name("a\0c")
+    assert a != b and a.name == "a\0b"
+    assert counter.id_from_name("") != counter.id_from_name("\0")
+    huge = "x" * (4 << 20)
+    assert counter.id_from_name(huge) == counter.id_from_name(huge)
+    assert counter.id_from_name("日本") != counter.id_from_name("日")
+
+
+def test_unique_ids(counter):
+    ids = {str(counter.new_unique_id()) for _ in range(5000)}
+    assert len(ids) == 5000
+    one = counter.new_unique_id()
+    assert one.name is None
+    assert counter.id_from_string(str(one)) == one
+
+
+def test_jurisdictions(counter):
+    msg = "^Jurisdiction restrictions are not implemented in workerd\\.$"
+    with pytest.raises(dobj.Error, match=msg):
+        counter.new_unique_id("eu")
+    with pytest.raises(dobj.Error, match=msg):
+        counter.new_unique_id(jurisdiction="eu")
+    with pytest.raises(dobj.Error, match=msg):
+        counter.jurisdiction("eu")
+    assert counter.new_unique_id(jurisdiction=None) is not None
+    assert counter.jurisdiction(None) is counter
+
+
+def test_seeded_unique_ids_are_reproducible():
+    def ids(seed, n=1000):
+        rt = dobj.Runtime(id_seed=seed)
+        ns = rt.bind("NS", Plain)
+        return [str(ns.new_unique_id()) for _ in range(n)]
+
+    first = ids(7)
+    assert first == ids(7)
+    assert len(set(first)) == 1000  # far past workerd's 50
+    assert set(first).isdisjoint(ids(8))
+
+
+def test_equality_and_hash_ignore_names(counter):
+    named = counter.id_from_name("foo")
+    parsed = counter.id_from_string(str(named))
+    assert named == parsed and {named: 1}[parsed] == 1
+    assert named != str(named)
+    with pytest.raises(TypeError):
+        named.equals("x")
+
+
+def test_ids_cannot_be_made_directly():
+    with pytest.raises(TypeError):
+        dobj.DurableObjectId()
