@@ -9,11 +9,11 @@ VENV := .venv
 BUILD := build
 BUILD_ASAN := build-asan
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
-DEB_PACKAGES := build-essential cmake pkg-config libssl-dev libffi-dev libsqlite3-dev \
-	lua5.4 liblua5.4-dev lua-busted python3-venv python3-dev nodejs npm
+DEB_PACKAGES := cmake libssl-dev libffi-dev libsqlite3-dev sqlite3 \
+	lua5.4 liblua5.4-dev lua-busted nodejs npm
 LUA_ENV := LUA_CPATH="$(CURDIR)/$(BUILD)/?.so;;" LUA_PATH="$(CURDIR)/tests/lua/?.lua;$(CURDIR)/examples/lua/?.lua;;"
 
-.PHONY: all deps build venv test test-c test-lua test-python sanitize demo bench clean
+.PHONY: all deps build venv workerd test test-c test-lua test-python sanitize demo bench clean
 
 all: build
 
@@ -24,8 +24,6 @@ deps:
 	if [ -n "$$missing" ]; then \
 	  command -v node >/dev/null && command -v npm >/dev/null && \
 	    missing=$$(echo $$missing | tr ' ' '\n' | grep -vx -e nodejs -e npm | tr '\n' ' '); \
-	  command -v $(PYTHON) >/dev/null && $(PYTHON) -c 'import venv, ensurepip' 2>/dev/null && \
-	    missing=$$(echo $$missing | tr ' ' '\n' | grep -vx -e python3-venv -e python3-dev | tr '\n' ' '); \
 	fi; \
 	if [ -n "$$(echo $$missing)" ]; then \
 	  echo "installing Debian packages:$$missing"; \
@@ -46,6 +44,11 @@ $(VENV)/.installed: setup.py requirements-test.txt $(wildcard core/src/* core/in
 
 venv: deps $(VENV)/.installed
 
+# The peer runtime, from npm, into an ignored folder (interop tests, bench).
+workerd: deps
+	@$(PYTHON) -c 'import sys; sys.path.insert(0, "bench/workerd"); import driver; b, v = driver.install(); print("workerd", v, b)' \
+	  || echo "workerd could not be installed: interop tests will be skipped"
+
 test-c: build
 	cd $(BUILD) && ctest --output-on-failure
 
@@ -54,10 +57,10 @@ sanitize: deps
 	cmake --build $(BUILD_ASAN) -j$(JOBS)
 	cd $(BUILD_ASAN) && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest --output-on-failure
 
-test-lua: build
+test-lua: build workerd
 	$(LUA_ENV) busted --lua=lua5.4 -o utfTerminal tests/lua
 
-test-python: venv
+test-python: venv workerd
 	$(VENV)/bin/pytest tests/python -q
 
 # Every suite; pytest runs last so its summary is the final line CI reads.
