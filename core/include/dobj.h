@@ -267,6 +267,9 @@ DOBJ_API int dobj_rt_run(dobj_rt *rt, int (*until)(void *arg), void *arg);
 DOBJ_API dobj_task *dobj_rt_current(const dobj_rt *rt);
 /** Number of unfinished tasks plus pending timers. */
 DOBJ_API size_t dobj_rt_pending(const dobj_rt *rt);
+/** The wall clock alarms use: ms since the epoch (opts.wall_ms, or real time;
+ *  with virtual time, the real time at start plus the virtual clock). */
+DOBJ_API double dobj_rt_wall_ms(dobj_rt *rt);
 /** Now, in milliseconds, from the runtime's clock (virtual time included). */
 DOBJ_API double dobj_rt_now_ms(dobj_rt *rt);
 

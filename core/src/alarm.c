@@ -339,7 +339,11 @@ int dobj__alarms_load(dobj_ns *ns)
 			(size_t)sqlite3_column_bytes(s, 2));
 		if (!a)
 			continue;
-		a->when = (double)sqlite3_column_int64(s, 1) / 1e6;
+		{
+			/* ns since the epoch exceed 2^53: split before converting. */
+			sqlite3_int64 ns_ = sqlite3_column_int64(s, 1);
+			a->when = (double)(ns_ / 1000000) + (double)(ns_ % 1000000) / 1e6;
+		}
 		if (a->when <= 0 || arm(a, a->when) < 0)
 			drop(a);
 	}

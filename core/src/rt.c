@@ -827,6 +827,11 @@ int dobj_rt_advance(dobj_rt *rt, double ms)
 	return DOBJ_OK;
 }
 
+double dobj_rt_wall_ms(dobj_rt *rt)
+{
+	return dobj__wall_ms(rt);
+}
+
 double dobj__wall_ms(dobj_rt *rt)
 {
 	struct timespec ts;

@@ -298,6 +298,36 @@ size_t dobj_ns_open_storages(const dobj_ns *ns)
 	return ns->stores.len;
 }
 
+/* The step's end must commit this storage. */
+static void mark_dirty(dobj_storage *st)
+{
+	dobj_rt *rt = st->ns->rt;
+
+	if (st->dirty)
+		return;
+	st->dirty = 1;
+	st->dirty_next = rt->dirty;
+	rt->dirty = st;
+}
+
+static int commit(dobj_storage *st);
+
+/*
+ * The outermost explicit transaction just ended.  If it spanned steps, the
+ * step that started it left the implicit transaction open for it: the
+ * current step now owns the commit (or, outside any step, it happens now).
+ */
+static int txn_closed(dobj_storage *st)
+{
+	if (st->savepoints > 0 || !st->in_txn)
+		return DOBJ_OK;
+	if (st->ns->rt->current) {
+		mark_dirty(st);
+		return DOBJ_OK;
+	}
+	return commit(st);
+}
+
 /*
  * Called before every storage operation: inside a step, open the step's
  * implicit transaction and note that the storage needs a commit; outside a
@@ -322,11 +352,7 @@ static int touch(dobj_storage *st)
 	}
 	sqlite3_reset(st->q[Q_BEGIN]);
 	st->in_txn = 1;
-	if (!st->dirty) {
-		st->dirty = 1;
-		st->dirty_next = rt->dirty;
-		rt->dirty = st;
-	}
+	mark_dirty(st);
 	return DOBJ_OK;
 }
 
@@ -690,9 +716,7 @@ int dobj_txn_commit(dobj_storage *st)
 	if ((rc = exec_simple(st->db, sql)) < 0)
 		return rc;
 	st->savepoints--;
-	if (st->savepoints == 0 && st->in_txn && !st->dirty && !st->ns->rt->current)
-		return commit(st); /* the transaction outlived its step: commit it now */
-	return DOBJ_OK;
+	return txn_closed(st);
 }
 
 int dobj_txn_rollback(dobj_storage *st)
@@ -707,7 +731,7 @@ int dobj_txn_rollback(dobj_storage *st)
 	if ((rc = exec_simple(st->db, sql)) < 0)
 		return rc;
 	st->savepoints--;
-	return DOBJ_OK;
+	return txn_closed(st);
 }
 
 int dobj_txn_depth(const dobj_storage *st)

@@ -76,7 +76,7 @@ static int call(dobj_rt *rt, dobj_stub *stub, const char *method, const char *ur
 		return -1;
 	rc = dobj_stub_call(&task, stub, DOBJ_CALL_FETCH, NULL, url, strlen(url), req, NULL, NULL);
 	if (rc < 0) {
-		fprintf(stderr, "call failed: %s\n", dobj_error_last());
+		printf("%s %s -> refused: %s\n", method, url, dobj_error_last());
 		return rc;
 	}
 	dobj_rt_run(rt, is_done, task);

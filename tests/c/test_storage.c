@@ -100,6 +100,23 @@ static int store_step(dobj_task *t, void *data)
 		dobj_cursor_free(c);
 		CHECK_EQ_INT(dobj_kv_put(st, "lost", 4, "x", 1), DOBJ_OK);
 		respond(t, 200, "should not arrive");
+	} else if (!strcmp(cmd, "txnspan")) {
+		/* An explicit transaction open across a suspension, then more writes. */
+		tv *stt = dobj_task_host(t);
+		if (!stt) {
+			stt = tv_new(V_STATE, NULL, 0);
+			dobj_task_set_host(t, stt);
+		}
+		if (stt->pc == 0) {
+			stt->pc = 1;
+			CHECK_EQ_INT(dobj_txn_begin(st), DOBJ_OK);
+			CHECK_EQ_INT(dobj_kv_put(st, "in-txn", 6, "1", 1), DOBJ_OK);
+			sleep_then_wake(t, 5);
+			return DOBJ_PENDING;
+		}
+		CHECK_EQ_INT(dobj_txn_commit(st), DOBJ_OK);
+		CHECK_EQ_INT(dobj_kv_put(st, "after-txn", 9, "2", 1), DOBJ_OK);
+		respond(t, 200, "ok");
 	} else if (!strcmp(cmd, "alarm")) {
 		rc = dobj_alarm_set(st, atof(a));
 		if (rc < 0) {
@@ -350,6 +367,28 @@ static void test_layout_and_persistence(void)
 	rm_rf(tmpdir);
 }
 
+static void test_transaction_across_steps_commits_later_writes(void)
+{
+	dobj_rt *rt;
+	dobj_stub *s;
+
+	make_tmpdir();
+	rt = make_store_rt(tmpdir, DOBJ_CLASS_FETCH, -1);
+	s = store_stub("span");
+	CHECK_STR(fetch(rt, s, "txnspan", NULL), "ok");
+	CHECK_STR(fetch(rt, s, "put later 3", NULL), "ok");
+	dobj_stub_free(s);
+	dobj_rt_free(rt);
+	rt = make_store_rt(tmpdir, DOBJ_CLASS_FETCH, -1);
+	s = store_stub("span");
+	CHECK_STR(fetch(rt, s, "get in-txn", NULL), "1");
+	CHECK_STR(fetch(rt, s, "get after-txn", NULL), "2");
+	CHECK_STR(fetch(rt, s, "get later", NULL), "3");
+	dobj_stub_free(s);
+	dobj_rt_free(rt);
+	rm_rf(tmpdir);
+}
+
 static void test_abort_discards_uncommitted_writes(void)
 {
 	dobj_rt *rt = make_store_rt(NULL, DOBJ_CLASS_FETCH, -1);
@@ -503,6 +542,7 @@ int main(void)
 	RUN(test_kv_api);
 	RUN(test_sql_api);
 	RUN(test_layout_and_persistence);
+	RUN(test_transaction_across_steps_commits_later_writes);
 	RUN(test_abort_discards_uncommitted_writes);
 	RUN(test_failed_commit_withholds_the_response);
 	RUN(test_alarms_fire_retry_and_persist);
