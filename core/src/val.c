@@ -17,6 +17,12 @@ struct dobj_val {
 			int negative; /* BigInt sign */
 		} s;
 		struct {
+			dobj_ns *ns;
+			dobj_id id;
+			char *name;
+			size_t len;
+		} r;
+		struct {
 			dobj_val **items;
 			dobj_val **keys; /* Maps */
 			char **names;    /* objects */
@@ -121,6 +127,54 @@ dobj_val *dobj_val_bigint_i64(int64_t x)
 	return v;
 }
 
+static dobj_val *val_ref_kind(dobj_val_type type, dobj_ns *ns, const dobj_id *id,
+	const char *name, size_t len)
+{
+	dobj_val *v;
+
+	if (!ns || !id) {
+		dobj_error_set(DOBJ_EARG, "a stub or ID value needs a namespace and an ID");
+		return NULL;
+	}
+	v = val_new(type);
+	if (!v)
+		return NULL;
+	v->u.r.ns = ns;
+	v->u.r.id = *id;
+	if (name) {
+		v->u.r.name = dobj__strndup(name, len);
+		if (!v->u.r.name) {
+			free(v);
+			return NULL;
+		}
+		v->u.r.len = len;
+	}
+	return v;
+}
+
+dobj_val *dobj_val_stub(dobj_ns *ns, const dobj_id *id, const char *name, size_t len)
+{
+	return val_ref_kind(DOBJ_VAL_STUB, ns, id, name, len);
+}
+
+dobj_val *dobj_val_id(dobj_ns *ns, const dobj_id *id, const char *name, size_t len)
+{
+	return val_ref_kind(DOBJ_VAL_ID, ns, id, name, len);
+}
+
+dobj_ns *dobj_val_get_ref(const dobj_val *v, const dobj_id **id, const char **name, size_t *len)
+{
+	if (!v || (v->type != DOBJ_VAL_STUB && v->type != DOBJ_VAL_ID))
+		return NULL;
+	if (id)
+		*id = &v->u.r.id;
+	if (name)
+		*name = v->u.r.name;
+	if (len)
+		*len = v->u.r.len;
+	return v->u.r.ns;
+}
+
 dobj_val *dobj_val_ref(dobj_val *v)
 {
 	if (v)
@@ -139,6 +193,10 @@ void dobj_val_free(dobj_val *v)
 	case DOBJ_VAL_BYTES:
 	case DOBJ_VAL_BIGINT:
 		free(v->u.s.p);
+		break;
+	case DOBJ_VAL_STUB:
+	case DOBJ_VAL_ID:
+		free(v->u.r.name);
 		break;
 	case DOBJ_VAL_ARRAY:
 	case DOBJ_VAL_SET:
@@ -266,7 +324,7 @@ dobj_val_type dobj_val_type_of(const dobj_val *v)
 const char *dobj_val_type_name(const dobj_val *v)
 {
 	static const char *const names[] = { "undefined", "null", "boolean", "number", "bigint",
-		"string", "bytes", "array", "object", "Map", "Set", "Date" };
+		"string", "bytes", "array", "object", "Map", "Set", "Date", "stub", "id" };
 	return names[dobj_val_type_of(v)];
 }
 
@@ -430,6 +488,9 @@ int dobj_val_equal(const dobj_val *a, const dobj_val *b)
 	case DOBJ_VAL_NUMBER:
 	case DOBJ_VAL_DATE:
 		return a->u.num == b->u.num || (isnan(a->u.num) && isnan(b->u.num));
+	case DOBJ_VAL_STUB:
+	case DOBJ_VAL_ID:
+		return a->u.r.ns == b->u.r.ns && dobj_id_equal(&a->u.r.id, &b->u.r.id);
 	case DOBJ_VAL_BIGINT:
 		if (a->u.s.negative != b->u.s.negative)
 			return 0;

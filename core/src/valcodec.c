@@ -54,7 +54,7 @@ static int encode(dobj_ser *w, const dobj_val *v, seen *s, int depth)
 	if (depth > DOBJ_VALUE_MAX_DEPTH)
 		return dobj_error_set(DOBJ_EARG, "the value nests deeper than %d levels", DOBJ_VALUE_MAX_DEPTH);
 	/* A shared container is written once, then referred to. */
-	if (dobj_val_len(v) || dobj_val_type_of(v) >= DOBJ_VAL_ARRAY) {
+	if (dobj_val_type_of(v) >= DOBJ_VAL_BYTES && dobj_val_type_of(v) <= DOBJ_VAL_DATE) {
 		if (seen_find(s, v, &id))
 			return dobj_ser_ref(w, id);
 	}
@@ -110,6 +110,10 @@ static int encode(dobj_ser *w, const dobj_val *v, seen *s, int depth)
 			    (rc = encode(w, dobj_val_at(v, i), s, depth + 1)) < 0)
 				return rc;
 		return dobj_ser_map_end(w);
+	case DOBJ_VAL_STUB:
+	case DOBJ_VAL_ID:
+		return dobj_error_set(DOBJ_EARG, "a %s cannot be stored: only RPC can pass it",
+			dobj_val_type_name(v));
 	case DOBJ_VAL_SET:
 		if ((rc = dobj_ser_set_begin(w, &id)) < 0 || (rc = seen_add(s, v, id)) < 0)
 			return rc;

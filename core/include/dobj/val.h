@@ -25,7 +25,11 @@ typedef enum dobj_val_type {
 	DOBJ_VAL_OBJECT,
 	DOBJ_VAL_MAP,
 	DOBJ_VAL_SET,
-	DOBJ_VAL_DATE
+	DOBJ_VAL_DATE,
+	/** A stub or an ID of a namespace of this process (RPC only: such values
+	 *  cannot be stored or encoded). */
+	DOBJ_VAL_STUB,
+	DOBJ_VAL_ID
 } dobj_val_type;
 
 typedef struct dobj_val dobj_val;
@@ -45,6 +49,13 @@ DOBJ_API dobj_val *dobj_val_string(const char *s, size_t len);
 DOBJ_API dobj_val *dobj_val_bytes(const void *p, size_t len);
 DOBJ_API dobj_val *dobj_val_date(double epoch_ms);
 DOBJ_API dobj_val *dobj_val_array(void);
+/** A stub / an ID for RPC arguments and results: the namespace, the ID and
+ *  an optional name (copied).  The namespace must outlive the value. */
+DOBJ_API dobj_val *dobj_val_stub(dobj_ns *ns, const dobj_id *id, const char *name, size_t len);
+DOBJ_API dobj_val *dobj_val_id(dobj_ns *ns, const dobj_id *id, const char *name, size_t len);
+/** Read a stub or ID value: its namespace, ID and name (NULL if none). */
+DOBJ_API dobj_ns *dobj_val_get_ref(const dobj_val *v, const dobj_id **id, const char **name,
+	size_t *len);
 DOBJ_API dobj_val *dobj_val_object(void);
 DOBJ_API dobj_val *dobj_val_map(void);
 DOBJ_API dobj_val *dobj_val_set(void);
