@@ -488,6 +488,21 @@ int dobj_kv_check_count(size_t n, const char *op)
 	return DOBJ_OK;
 }
 
+/* Check the key, open the step's transaction, and bind the key to one of
+ * the fixed key statements. */
+static int key_stmt(dobj_storage *st, int which, const char *key, size_t key_len,
+	sqlite3_stmt **out)
+{
+	int rc;
+
+	if ((rc = dobj_kv_check_key(key_len)) < 0 || (rc = touch(st)) < 0 ||
+	    (rc = prepare(st, fixed_sql[which], &st->q[which])) < 0)
+		return rc;
+	*out = st->q[which];
+	sqlite3_bind_text(*out, 1, key, (int)key_len, SQLITE_STATIC);
+	return DOBJ_OK;
+}
+
 int dobj_kv_get(dobj_storage *st, const char *key, size_t key_len, const void **value, size_t *len)
 {
 	sqlite3_stmt *s;
@@ -495,11 +510,8 @@ int dobj_kv_get(dobj_storage *st, const char *key, size_t key_len, const void **
 
 	*value = NULL;
 	*len = 0;
-	if ((rc = dobj_kv_check_key(key_len)) < 0 || (rc = touch(st)) < 0 ||
-	    (rc = prepare(st, fixed_sql[Q_GET], &st->q[Q_GET])) < 0)
+	if ((rc = key_stmt(st, Q_GET, key, key_len, &s)) < 0)
 		return rc;
-	s = st->q[Q_GET];
-	sqlite3_bind_text(s, 1, key, (int)key_len, SQLITE_STATIC);
 	rc = sqlite3_step(s);
 	if (rc == SQLITE_ROW) {
 		const void *p = sqlite3_column_blob(s, 0);
@@ -533,11 +545,8 @@ int dobj_kv_put(dobj_storage *st, const char *key, size_t key_len, const void *v
 	sqlite3_stmt *s;
 	int rc;
 
-	if ((rc = dobj_kv_check_key(key_len)) < 0 || (rc = dobj_kv_check_value(len)) < 0 ||
-	    (rc = touch(st)) < 0 || (rc = prepare(st, fixed_sql[Q_PUT], &st->q[Q_PUT])) < 0)
+	if ((rc = dobj_kv_check_value(len)) < 0 || (rc = key_stmt(st, Q_PUT, key, key_len, &s)) < 0)
 		return rc;
-	s = st->q[Q_PUT];
-	sqlite3_bind_text(s, 1, key, (int)key_len, SQLITE_STATIC);
 	sqlite3_bind_blob(s, 2, len ? value : "", (int)len, SQLITE_STATIC);
 	rc = sqlite3_step(s) == SQLITE_DONE ? DOBJ_OK : sqlerr(st->db, "put");
 	sqlite3_reset(s);
@@ -550,11 +559,8 @@ int dobj_kv_delete(dobj_storage *st, const char *key, size_t key_len)
 	sqlite3_stmt *s;
 	int rc;
 
-	if ((rc = dobj_kv_check_key(key_len)) < 0 || (rc = touch(st)) < 0 ||
-	    (rc = prepare(st, fixed_sql[Q_DEL], &st->q[Q_DEL])) < 0)
+	if ((rc = key_stmt(st, Q_DEL, key, key_len, &s)) < 0)
 		return rc;
-	s = st->q[Q_DEL];
-	sqlite3_bind_text(s, 1, key, (int)key_len, SQLITE_STATIC);
 	rc = sqlite3_step(s) == SQLITE_DONE ? (sqlite3_changes(st->db) > 0) : sqlerr(st->db, "delete");
 	sqlite3_reset(s);
 	sqlite3_clear_bindings(s);
