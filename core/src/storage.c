@@ -545,7 +545,9 @@ int dobj_kv_put(dobj_storage *st, const char *key, size_t key_len, const void *v
 	sqlite3_stmt *s;
 	int rc;
 
-	if ((rc = dobj_kv_check_value(len)) < 0 || (rc = key_stmt(st, Q_PUT, key, key_len, &s)) < 0)
+	/* Key first, then value: the order of workerd's checks. */
+	if ((rc = dobj_kv_check_key(key_len)) < 0 || (rc = dobj_kv_check_value(len)) < 0 ||
+	    (rc = key_stmt(st, Q_PUT, key, key_len, &s)) < 0)
 		return rc;
 	sqlite3_bind_blob(s, 2, len ? value : "", (int)len, SQLITE_STATIC);
 	rc = sqlite3_step(s) == SQLITE_DONE ? DOBJ_OK : sqlerr(st->db, "put");
