@@ -30,7 +30,7 @@ typedef struct {
 	PyObject *get_running_loop;
 	PyObject *s_fetch, *s_alarm, *s_blocking, *s_add_done_callback, *s_create_future,
 		*s_set_result, *s_done, *s_remote, *s_durable_object_id, *s_url, *s_call_later,
-		*s_cancel, *s_await;
+		*s_cancel, *s_await, *s_call_soon;
 } modstate;
 
 typedef struct RuntimeObject RuntimeObject;
@@ -165,13 +165,52 @@ static PyObject *fetch_exception(char *msg, size_t cap)
 	return value;
 }
 
+/*
+ * The error value handed to the core: a tuple (exception, traceback at
+ * capture).  One error can reach many callers (an abort fails every call in
+ * progress and every later call on a broken stub); raising the same object
+ * again would chain each caller's frames onto its traceback, which then grows
+ * without bound.  Each delivery restores the captured traceback instead.
+ * Steals `exc`; returns NULL (no error value) if exc is NULL.
+ */
+static PyObject *error_box(PyObject *exc)
+{
+	PyObject *tb, *box;
+
+	if (!exc)
+		return NULL;
+	tb = PyExceptionInstance_Check(exc) ? PyException_GetTraceback(exc) : NULL;
+	box = PyTuple_Pack(2, exc, tb ? tb : Py_None);
+	Py_XDECREF(tb);
+	if (!box) {
+		PyErr_Clear();
+		return exc; /* unboxed: still an exception, only its traceback may grow */
+	}
+	Py_DECREF(exc);
+	return box;
+}
+
+/* The exception inside an error value (a new reference), its traceback reset
+ * to the one it had when captured. */
+static PyObject *error_unbox(PyObject *err)
+{
+	PyObject *exc;
+
+	if (!PyTuple_Check(err) || PyTuple_GET_SIZE(err) != 2)
+		return Py_NewRef(err);
+	exc = PyTuple_GET_ITEM(err, 0);
+	if (PyExceptionInstance_Check(exc))
+		PyException_SetTraceback(exc, PyTuple_GET_ITEM(err, 1));
+	return Py_NewRef(exc);
+}
+
 /* Fail a task with the current Python exception. */
 static void raise_task(dobj_task *t)
 {
 	char msg[1024];
 	PyObject *exc = fetch_exception(msg, sizeof(msg));
 
-	dobj_task_raise(t, DOBJ_EUSER, msg, exc);
+	dobj_task_raise(t, DOBJ_EUSER, msg, error_box(exc));
 }
 
 /* --------------------------------------------------------------- pumping */
@@ -733,7 +772,7 @@ static PyObject *call_exception(CallObject *self, int code, const char *msg, PyO
 	PyObject *exc;
 
 	if (err) {
-		exc = Py_NewRef(err);
+		exc = error_unbox(err);
 	} else {
 		PyObject *type = code == DOBJ_EINVALID || code == DOBJ_EFOREIGN ? st->InvalidIdError : st->Error;
 		exc = PyObject_CallOneArg(type, PyUnicode_FromString(msg ? msg : "error"));
@@ -951,7 +990,32 @@ static int on_yield(dobj_task *t, RuntimeObject *rt, PyObject *y)
 	PyObject *blocking;
 
 	if (y == Py_None) {
-		dobj_task_wake(t); /* asyncio.sleep(0): give way, run again */
+		/* A bare yield (asyncio.sleep(0)) gives way to the event loop, as in
+		 * asyncio: waking at once would spin inside the pump for ever when a
+		 * handler polls for something only the loop can finish (an asyncio
+		 * task, a socket).  Without a running loop it runs again at once. */
+		PyObject *loop = PyObject_CallNoArgs(st->get_running_loop), *r;
+		WakerObject *w;
+		if (!loop) {
+			PyErr_Clear();
+			dobj_task_wake(t);
+			return DOBJ_PENDING;
+		}
+		w = PyObject_GC_New(WakerObject, st->Waker_T);
+		if (!w) {
+			Py_DECREF(loop);
+			return -1;
+		}
+		w->rt = (RuntimeObject *)Py_NewRef(rt);
+		dobj_task_ref(t);
+		w->task = t;
+		PyObject_GC_Track(w);
+		r = PyObject_CallMethodOneArg(loop, st->s_call_soon, (PyObject *)w);
+		Py_DECREF(w);
+		Py_DECREF(loop);
+		if (!r)
+			return -1;
+		Py_DECREF(r);
 		return DOBJ_PENDING;
 	}
 	if (Py_IS_TYPE(y, st->Call_T)) {
@@ -1107,6 +1171,11 @@ static int class_step(dobj_task *t, void *data)
 	RuntimeObject *rt = ns->rt;
 	PyObject *coro = dobj_task_host(t), *inst, *r = NULL, *arg;
 
+	if (!rt) {
+		/* The GC cleared the namespace before closing its runtime. */
+		dobj_task_raise(t, DOBJ_ECLOSED, "the runtime is closed", NULL);
+		return DOBJ_OK;
+	}
 	if (coro)
 		return drive(t, rt, coro);
 	inst = dobj_obj_instance(dobj_task_obj(t));
@@ -1217,8 +1286,8 @@ static PyObject *Context_abort(ContextObject *self, PyObject *const *args, Py_ss
 	msg = s ? PyUnicode_AsUTF8(s) : NULL;
 	if (!msg)
 		PyErr_Clear();
-	Py_INCREF(exc); /* one for the core, one to raise */
-	dobj_obj_abort(self->obj, DOBJ_EABORTED, msg ? msg : "aborted", exc);
+	Py_INCREF(exc); /* one for the core (boxed), one to raise */
+	dobj_obj_abort(self->obj, DOBJ_EABORTED, msg ? msg : "aborted", error_box(exc));
 	Py_XDECREF(s);
 	/* Nothing after abort() runs in the handler. */
 	PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
@@ -1260,7 +1329,7 @@ static PyObject *Context_block_concurrency_while(ContextObject *self, PyObject *
 		PyObject *exc = fetch_exception(msg, sizeof(msg));
 		if (exc) {
 			Py_INCREF(exc);
-			dobj_obj_abort(self->obj, DOBJ_EUSER, msg, exc);
+			dobj_obj_abort(self->obj, DOBJ_EUSER, msg, error_box(exc));
 			PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
 			Py_DECREF(exc);
 		}
@@ -1389,7 +1458,7 @@ static int class_construct(dobj_obj *obj, void *data, void **instance, void **er
 	*instance = inst;
 	return DOBJ_OK;
 fail:
-	*error = fetch_exception(msg, sizeof(msg));
+	*error = error_box(fetch_exception(msg, sizeof(msg)));
 	return dobj_error_set(DOBJ_EUSER, "%s", msg);
 }
 
@@ -1429,7 +1498,7 @@ static PyObject *Stub_fetch(StubObject *self, PyObject *const *args, Py_ssize_t 
 {
 	NamespaceObject *ns = self->ns;
 	RuntimeObject *rt = ns->rt;
-	modstate *st = rt->st;
+	modstate *st = state_of_type(Py_TYPE(self));
 	PyObject *req, *url;
 	const char *u;
 	Py_ssize_t ulen;
@@ -1440,7 +1509,9 @@ static PyObject *Stub_fetch(StubObject *self, PyObject *const *args, Py_ssize_t 
 		PyErr_SetString(PyExc_TypeError, "fetch() takes one positional argument: a URL or a dobj.Request");
 		return NULL;
 	}
-	if (!rt->rt || dobj_rt_closed(rt->rt)) {
+	/* rt is NULL once the GC has cleared the namespace (a finaliser in the
+	 * same garbage may still hold this stub). */
+	if (!rt || !rt->rt || dobj_rt_closed(rt->rt)) {
 		PyErr_SetString(st->Error, "the runtime is closed");
 		return NULL;
 	}
@@ -1908,6 +1979,7 @@ static int mod_exec(PyObject *m)
 	STR(s_call_later, "call_later");
 	STR(s_cancel, "cancel");
 	STR(s_await, "__await__");
+	STR(s_call_soon, "call_soon");
 #undef STR
 	return 0;
 }
@@ -1961,6 +2033,7 @@ static int mod_clear(PyObject *m)
 	Py_CLEAR(st->s_url);
 	Py_CLEAR(st->s_call_later);
 	Py_CLEAR(st->s_cancel);
+	Py_CLEAR(st->s_call_soon);
 	Py_CLEAR(st->s_await);
 	return 0;
 }
