@@ -41,6 +41,7 @@
 #include <lauxlib.h>
 #include <lua.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -81,7 +82,8 @@ enum {
 #define UV_METHODS(i) (MT_COUNT + (i))
 #define UV_DEFAULT_RT (2 * MT_COUNT + 1) /* weak table { runtime } */
 #define UV_NULL (2 * MT_COUNT + 2)       /* the dobj.null singleton */
-#define UV_COUNT UV_NULL
+#define UV_RPC (2 * MT_COUNT + 3)        /* weak table: method name -> RPC caller */
+#define UV_COUNT UV_RPC
 
 static const char *const mt_names[MT_COUNT + 1] = {
 	NULL, "dobj.Runtime", "dobj.Namespace", "dobj.Id", "dobj.Stub",
@@ -146,8 +148,10 @@ static int raise_plain(lua_State *L, const char *msg)
 
 /* ------------------------------------------------------------------- types */
 
-/* Stack of the anchor thread A. */
-enum { A_ANCHORS = 1, A_ENV = 2, A_MOD = 3 };
+/* Stack of the anchor thread A.  A_NSMAP maps each core namespace
+ * (light userdata) to its namespace userdata, so that a stub or ID received
+ * over RPC becomes a Lua stub of the right namespace. */
+enum { A_ANCHORS = 1, A_ENV = 2, A_MOD = 3, A_NSMAP = 4 };
 
 /* Kinds of slot (what release must do besides unanchoring). */
 enum { SK_VALUE = 0, SK_CTX = 1, SK_THREAD = 2 };
@@ -224,6 +228,14 @@ typedef struct lctx {
 	dobj_obj *obj;       /* NULL once the instance is gone */
 	lrt *r;
 } lctx; /* user values: 1 the id userdata, 2 the storage userdata (made on first use) */
+
+/* RPC and native classes (defined with the values they convert). */
+static int rpc_tramp(lua_State *L);
+static void val_free_cb(void *v);
+static void msg_free_cb(void *m);
+static int l_stub_rpc(lua_State *L);
+static dobj_msg *msg_from_request(lua_State *L, int ri);
+static int core_outcome(lua_State *L, lrt *r, dobj_task *t);
 
 /* The coroutine whose step is running (innermost), on this thread. */
 static _Thread_local lco *cur_co;
@@ -569,10 +581,13 @@ static int finish_ok(lrt *r, dobj_task *t, lco *c, int nres)
 
 	switch (dobj_task_kind_of(t)) {
 	case DOBJ_TASK_CALL:
-		/* The trampoline checked that the first result is a response;
-		 * an alarm handler's results are dropped. */
-		dobj_task_return(t, dobj_task_call_kind(t) == DOBJ_CALL_ALARM ? NULL
-			: anchor(r, L, -nres, SK_VALUE));
+		/* The trampoline checked that the first result is a response
+		 * (RPC: made it a dobj_val); an alarm handler's results are dropped. */
+		if (dobj_task_call_kind(t) == DOBJ_CALL_RPC)
+			dobj_task_return_value(t, lua_touserdata(L, -nres), val_free_cb);
+		else
+			dobj_task_return(t, dobj_task_call_kind(t) == DOBJ_CALL_ALARM ? NULL
+				: anchor(r, L, -nres, SK_VALUE));
 		break;
 	case DOBJ_TASK_BLOCK: {
 		int i, base = lua_gettop(L) - nres;
@@ -750,6 +765,12 @@ static int step_call(dobj_task *t, void *data)
 		lua_setfield(L, -2, "is_retry");
 		lua_pushlightuserdata(L, k);
 		return run_co(r, t, c, 3);
+	}
+	if (dobj_task_call_kind(t) == DOBJ_CALL_RPC) {
+		lua_pushcfunction(L, rpc_tramp);
+		push_slot(r, L, dobj_obj_instance(dobj_task_obj(t)));
+		lua_pushlightuserdata(L, k);
+		return run_co(r, t, c, 2);
 	}
 	lua_pushcfunction(L, fetch_tramp);
 	push_slot(r, L, dobj_obj_instance(dobj_task_obj(t)));
@@ -1295,6 +1316,8 @@ static int call_outcome(lua_State *L, lrt *r, dobj_task *t, const dobj_id *id)
 	int rc = dobj_task_result(t, &res, &msg, &err);
 
 	if (rc == DOBJ_OK) {
+		if (dobj_task_result_is_core(t))
+			return core_outcome(L, r, t);
 		push_slot(r, L, res);
 		dobj_task_unref(t);
 		return 1;
@@ -1343,9 +1366,18 @@ static int l_stub_fetch(lua_State *L)
 	url = lua_tolstring(L, -1, &len);
 	if (!url)
 		return raise_core_error(L, "the request has no URL");
-	req = anchor(r, L, ri, SK_VALUE);
-	rc = dobj_stub_call(&t, s->stub, DOBJ_CALL_FETCH, NULL, url, len, req,
-		c ? wake_waiter : NULL, c);
+	if (dobj_ns_is_native(dobj_stub_ns(s->stub))) {
+		/* A native class takes a dobj_msg (copied: nothing is shared). */
+		dobj_msg *m = msg_from_request(L, ri);
+		if (!m)
+			return raise_core_error(L, "out of memory");
+		rc = dobj_stub_call_ex(&t, s->stub, DOBJ_CALL_FETCH, NULL, url, len, m, msg_free_cb,
+			c ? wake_waiter : NULL, c);
+	} else {
+		req = anchor(r, L, ri, SK_VALUE);
+		rc = dobj_stub_call(&t, s->stub, DOBJ_CALL_FETCH, NULL, url, len, req,
+			c ? wake_waiter : NULL, c);
+	}
 	if (rc < 0)
 		return raise_core_error(L, dobj_error_last());
 	if (c) {
@@ -1379,7 +1411,20 @@ static int l_stub_index(lua_State *L)
 	}
 	lua_getiuservalue(L, MODIDX, UV_METHODS(MT_STUB));
 	lua_pushvalue(L, 2);
-	lua_rawget(L, -2);
+	if (lua_rawget(L, -2) != LUA_TNIL || lua_type(L, 2) != LUA_TSTRING)
+		return 1;
+	/* Any other name is an RPC method: a caller closure, cached per name. */
+	lua_getiuservalue(L, MODIDX, UV_RPC);
+	lua_pushvalue(L, 2);
+	if (lua_rawget(L, -2) != LUA_TNIL)
+		return 1;
+	lua_pop(L, 1);
+	lua_pushvalue(L, MODIDX);
+	lua_pushvalue(L, 2);
+	lua_pushcclosure(L, l_stub_rpc, 2);
+	lua_pushvalue(L, 2);
+	lua_pushvalue(L, -2);
+	lua_rawset(L, -4);
 	return 1;
 }
 
@@ -1750,6 +1795,7 @@ static int l_runtime(lua_State *L)
 	lua_xmove(L, r->A, 1); /* A_ENV */
 	lua_pushvalue(L, MODIDX);
 	lua_xmove(L, r->A, 1); /* A_MOD */
+	lua_newtable(r->A);    /* A_NSMAP */
 
 	o.host.data = r;
 	o.host.retain = h_retain;
@@ -1826,6 +1872,34 @@ static int l_rt_index(lua_State *L)
 	return 1;
 }
 
+/* The namespace userdata n (on top of the stack) is bound: seed its IDs,
+ * put it in env (at envidx) and in the namespace map.  Returns 1 (n). */
+static int bind_done(lua_State *L, lrt *r, lns *n, const char *binding, int envidx)
+{
+	if (r->seeded)
+		dobj_idkey_seed(dobj_ns_idkey(n->ns), (uint64_t)r->seed);
+	lua_pushvalue(L, -1);
+	lua_setfield(L, envidx, binding);
+	lua_pushvalue(L, -1);
+	lua_xmove(L, r->A, 1);
+	lua_rawsetp(r->A, A_NSMAP, n->ns);
+	return 1;
+}
+
+/* A new namespace userdata of runtime r (at 1) with no core namespace yet. */
+static lns *push_ns(lua_State *L, lrt *r)
+{
+	lns *n = lua_newuserdatauv(L, sizeof(*n), 1);
+
+	n->ns = NULL;
+	n->r = r;
+	push_mt(L, MT_NS);
+	lua_setmetatable(L, -2);
+	lua_pushvalue(L, 1);
+	lua_setiuservalue(L, -2, 1);
+	return n;
+}
+
 static int l_rt_bind(lua_State *L)
 {
 	lrt *r = check_rt(L, 1);
@@ -1864,13 +1938,7 @@ static int l_rt_bind(lua_State *L)
 	}
 
 	/* The namespace userdata first, then the core namespace it names. */
-	n = lua_newuserdatauv(L, sizeof(*n), 1);
-	n->ns = NULL;
-	n->r = r;
-	push_mt(L, MT_NS);
-	lua_setmetatable(L, -2);
-	lua_pushvalue(L, 1);
-	lua_setiuservalue(L, -2, 1);
+	n = push_ns(L, r);
 
 	k = calloc(1, sizeof(*k));
 	if (!k)
@@ -1901,11 +1969,52 @@ static int l_rt_bind(lua_State *L)
 	h_release(r, k); /* the namespace holds its own reference */
 	if (rc < 0)
 		return luaL_error(L, "%s", dobj_error_last());
-	if (r->seeded)
-		dobj_idkey_seed(dobj_ns_idkey(n->ns), (uint64_t)r->seed);
-	lua_pushvalue(L, -1);
-	lua_setfield(L, 7, binding);
-	return 1;
+	return bind_done(L, r, n, binding, 7);
+}
+
+/*
+ * rt:bind_native(name, path, class_name [, { unique_key = ... }]): load a
+ * shared library of native classes (dobj/native.h) and bind one of them.
+ * Loading errors (no file, no init symbol, no such class, a bad
+ * registration) raise the core's message.
+ */
+static int l_rt_bind_native(lua_State *L)
+{
+	lrt *r = check_rt(L, 1);
+	const char *binding = luaL_checkstring(L, 2);
+	const char *path = luaL_checkstring(L, 3);
+	const char *cname = luaL_checkstring(L, 4);
+	const char *ukey = NULL;
+	size_t uklen = 0;
+	dobj_native_class *nc;
+	dobj_class klass;
+	lns *n;
+	int rc;
+
+	lua_settop(L, 5);
+	if (!lua_isnil(L, 5)) {
+		luaL_checktype(L, 5, LUA_TTABLE);
+		lua_getfield(L, 5, "unique_key");
+		if (!lua_isnil(L, -1)) {
+			luaL_checktype(L, -1, LUA_TSTRING);
+			ukey = lua_tolstring(L, -1, &uklen);
+		}
+	}
+	lua_settop(L, 6);
+	lua_pushvalue(r->A, A_ENV);
+	lua_xmove(r->A, L, 1); /* 7: env */
+	lua_getfield(L, 7, binding);
+	if (test_ud(L, -1, MT_NS))
+		return luaL_error(L, "a namespace is already bound as %s", binding);
+	lua_pop(L, 1);
+	if (dobj_native_load(&nc, path, cname) < 0)
+		return raise_plain(L, dobj_error_last());
+	n = push_ns(L, r);
+	dobj_native_class_of(nc, &klass);
+	rc = dobj_ns_new(&n->ns, r->rt, binding, ukey, uklen, &klass);
+	if (rc < 0)
+		return luaL_error(L, "%s", dobj_error_last());
+	return bind_done(L, r, n, binding, 7);
 }
 
 static int l_rt_spawn(lua_State *L)
@@ -2162,15 +2271,14 @@ enum { TK_OBJECT, TK_ARRAY, TK_MAP, TK_SET };
 
 /* Which JS value a table is: a sequence 1..n (n > 0) is an Array, a table
  * with only string keys (or none) an Object, anything else a Map. */
-static int table_kind(venc *e, int idx, lua_Integer *n)
+static int table_kind_at(lua_State *L, lrt *r, int idx, lua_Integer *n)
 {
-	lua_State *L = e->L;
 	lua_Integer count = 0, maxk = 0;
 	int all_str = 1, all_int = 1;
 
-	if (is_mt_rt(e->r, L, idx, MT_SET))
+	if (is_mt_rt(r, L, idx, MT_SET))
 		return TK_SET;
-	if (is_mt_rt(e->r, L, idx, MT_MAP))
+	if (is_mt_rt(r, L, idx, MT_MAP))
 		return TK_MAP;
 	lua_pushnil(L);
 	while (lua_next(L, idx)) {
@@ -2192,6 +2300,11 @@ static int table_kind(venc *e, int idx, lua_Integer *n)
 	if (all_int && maxk == count && count <= (lua_Integer)UINT32_MAX - 1)
 		return TK_ARRAY;
 	return TK_MAP;
+}
+
+static int table_kind(venc *e, int idx, lua_Integer *n)
+{
+	return table_kind_at(e->L, e->r, idx, n);
 }
 
 static void enc_table(venc *e, int idx)
@@ -2766,6 +2879,689 @@ static int l_list_pairs(lua_State *L)
 	lua_pushvalue(L, 1);
 	lua_pushnil(L);
 	return 3;
+}
+
+/* -------------------------------------------------------------------- RPC */
+
+/*
+ * RPC arguments and results travel as core values (dobj/val.h): the caller
+ * turns its Lua values into a dobj_val array, the object turns them back
+ * into fresh Lua values (so that the two never share a table), and the
+ * result goes the same way back.  The mapping is the storage mapping
+ * (docs/lua.md, "Values") plus stubs and IDs of the runtime's namespaces.
+ * A table met twice in one call stays shared on the other side; cycles are
+ * refused (a dobj_val cannot hold one).  Both converters report failures
+ * with dobj_error_set instead of raising, so that what they own is freed
+ * before the caller raises.
+ */
+
+static void val_free_cb(void *v)
+{
+	dobj_val_free(v);
+}
+
+static void msg_free_cb(void *m)
+{
+	dobj_msg_free(m);
+}
+
+/* Valid UTF-8?  Encoded surrogates are accepted (WTF-8), as by the codec. */
+static int utf8_ok(const char *s, size_t len)
+{
+	const unsigned char *p = (const unsigned char *)s, *end = p + len;
+
+	while (p < end) {
+		unsigned c = *p;
+		uint32_t cp, min;
+		size_t n, i;
+
+		if (c < 0x80) {
+			p++;
+			continue;
+		}
+		if ((c & 0xE0) == 0xC0) {
+			n = 2, cp = c & 0x1F, min = 0x80;
+		} else if ((c & 0xF0) == 0xE0) {
+			n = 3, cp = c & 0x0F, min = 0x800;
+		} else if ((c & 0xF8) == 0xF0) {
+			n = 4, cp = c & 0x07, min = 0x10000;
+		} else {
+			return 0;
+		}
+		if ((size_t)(end - p) < n)
+			return 0;
+		for (i = 1; i < n; i++) {
+			if ((p[i] & 0xC0) != 0x80)
+				return 0;
+			cp = (cp << 6) | (p[i] & 0x3F);
+		}
+		if (cp < min || cp > 0x10FFFF)
+			return 0;
+		p += n;
+	}
+	return 1;
+}
+
+/* Lua -> dobj_val. */
+typedef struct vout {
+	lua_State *L;
+	lrt *r;
+	int seen;          /* stack slot: nil, or { table -> light userdata (done) or false (in progress) } */
+	int depth;
+	const char *where; /* "argument 2", "the result" */
+} vout;
+
+static dobj_val *vout_fail(vout *o, const char *what)
+{
+	dobj_error_set(DOBJ_EARG, "cannot send %s over RPC (%s)", what, o->where);
+	return NULL;
+}
+
+static dobj_val *to_val(vout *o, int idx);
+
+/* The namespace of runtime r whose ID key is `key` (an ID's namespace). */
+static dobj_ns *ns_of_key(lrt *r, const dobj_idkey *key)
+{
+	size_t i, n = dobj_rt_ns_count(r->rt);
+
+	for (i = 0; i < n; i++)
+		if (dobj_ns_idkey(dobj_rt_ns_at(r->rt, i)) == key)
+			return dobj_rt_ns_at(r->rt, i);
+	return NULL;
+}
+
+static dobj_val *ud_to_val(vout *o, int idx)
+{
+	lua_State *L = o->L;
+	const void *mt = NULL;
+	const void *const *mts = o->r->mod->mt;
+	dobj_val *v;
+	size_t len = 0;
+	const char *p;
+
+	if (lua_getmetatable(L, idx)) {
+		mt = lua_topointer(L, -1);
+		lua_pop(L, 1);
+	}
+	if (mt && mt == mts[MT_NULL])
+		return dobj_val_null();
+	if (mt && mt == mts[MT_BYTES]) {
+		lua_getiuservalue(L, idx, 1);
+		p = lua_tolstring(L, -1, &len);
+		v = dobj_val_bytes(p, len);
+		lua_pop(L, 1);
+		return v;
+	}
+	if (mt && mt == mts[MT_DATE])
+		return dobj_val_date(*(double *)lua_touserdata(L, idx));
+	if (mt && mt == mts[MT_STUB]) {
+		lstub *s = lua_touserdata(L, idx);
+		dobj_ns *ns;
+		if (!s->stub)
+			return vout_fail(o, "a closed stub");
+		ns = dobj_stub_ns(s->stub);
+		if (dobj_ns_rt(ns) != o->r->rt)
+			return vout_fail(o, "a stub of another runtime");
+		p = dobj_stub_name(s->stub, &len);
+		return dobj_val_stub(ns, dobj_stub_id(s->stub), p, len);
+	}
+	if (mt && mt == mts[MT_ID]) {
+		lid *d = lua_touserdata(L, idx);
+		dobj_ns *ns = ns_of_key(o->r, d->key);
+		if (!ns)
+			return vout_fail(o, "an ID of another runtime");
+		lua_getiuservalue(L, idx, 1);
+		p = lua_tolstring(L, -1, &len);
+		v = dobj_val_id(ns, &d->id, p, len);
+		lua_pop(L, 1);
+		return v;
+	}
+	if (luaL_getmetafield(L, idx, "__name") == LUA_TSTRING) {
+		char what[96];
+		snprintf(what, sizeof(what), "a value of type userdata (%s)", lua_tostring(L, -1));
+		lua_pop(L, 1);
+		return vout_fail(o, what);
+	}
+	return vout_fail(o, "a value of type userdata");
+}
+
+static dobj_val *table_to_val(vout *o, int idx)
+{
+	lua_State *L = o->L;
+	lua_Integer n = 0, i;
+	dobj_val *v;
+	int kind, t;
+
+	if (lua_isnil(L, o->seen)) {
+		lua_newtable(L);
+		lua_replace(L, o->seen);
+	}
+	lua_pushvalue(L, idx);
+	t = lua_rawget(L, o->seen);
+	if (t == LUA_TLIGHTUSERDATA) {
+		v = lua_touserdata(L, -1);
+		lua_pop(L, 1);
+		return dobj_val_ref(v); /* shared, as structured clone keeps it */
+	}
+	lua_pop(L, 1);
+	if (t == LUA_TBOOLEAN)
+		return vout_fail(o, "a cyclic table (a table that contains itself)");
+	if (o->depth >= DOBJ_VALUE_MAX_DEPTH)
+		return vout_fail(o, "tables nested deeper than 256");
+	if (!lua_checkstack(L, 8)) {
+		dobj_error_set(DOBJ_ENOMEM, "out of memory (Lua stack)");
+		return NULL;
+	}
+	kind = table_kind_at(L, o->r, idx, &n);
+	v = kind == TK_ARRAY ? dobj_val_array() : kind == TK_OBJECT ? dobj_val_object()
+		: kind == TK_MAP ? dobj_val_map() : dobj_val_set();
+	if (!v)
+		return NULL;
+	lua_pushvalue(L, idx);
+	lua_pushboolean(L, 0);
+	lua_rawset(L, o->seen);
+	o->depth++;
+	if (kind == TK_ARRAY) {
+		for (i = 1; i <= n; i++) {
+			dobj_val *item;
+			lua_rawgeti(L, idx, i);
+			item = to_val(o, lua_gettop(L));
+			lua_pop(L, 1);
+			if (!item || dobj_val_push(v, item) < 0)
+				goto fail;
+		}
+	} else {
+		lua_pushnil(L);
+		while (lua_next(L, idx)) {
+			int vi = lua_gettop(L), ki = vi - 1, rc = 0;
+			dobj_val *key, *item;
+			if (kind == TK_OBJECT) {
+				size_t klen;
+				const char *k = lua_tolstring(L, ki, &klen); /* a string: no conversion */
+				if (!utf8_ok(k, klen)) {
+					vout_fail(o, "a table key that is not valid UTF-8 (use a dobj.map "
+						"table to send binary keys as dobj.bytes)");
+					rc = -1;
+				} else {
+					item = to_val(o, vi);
+					rc = item ? dobj_val_put(v, k, klen, item) : -1;
+				}
+			} else if (kind == TK_MAP) {
+				key = to_val(o, ki);
+				item = key ? to_val(o, vi) : NULL;
+				if (!item) {
+					dobj_val_free(key);
+					rc = -1;
+				} else {
+					rc = dobj_val_map_put(v, key, item);
+				}
+			} else if (lua_toboolean(L, vi)) { /* a Set: the keys whose value is true */
+				item = to_val(o, ki);
+				rc = item ? dobj_val_push(v, item) : -1;
+			}
+			lua_pop(L, 1);
+			if (rc < 0) {
+				lua_pop(L, 1);
+				goto fail;
+			}
+		}
+	}
+	o->depth--;
+	lua_pushvalue(L, idx);
+	lua_pushlightuserdata(L, v);
+	lua_rawset(L, o->seen);
+	return v;
+fail:
+	dobj_val_free(v);
+	return NULL;
+}
+
+static dobj_val *to_val(vout *o, int idx)
+{
+	lua_State *L = o->L;
+
+	switch (lua_type(L, idx)) {
+	case LUA_TNIL:
+	case LUA_TNONE:
+		return dobj_val_undefined();
+	case LUA_TBOOLEAN:
+		return dobj_val_bool(lua_toboolean(L, idx));
+	case LUA_TNUMBER:
+		if (lua_isinteger(L, idx)) {
+			lua_Integer i = lua_tointeger(L, idx);
+			if (i >= -MAX_SAFE_INT && i <= MAX_SAFE_INT)
+				return dobj_val_number((double)i);
+			return dobj_val_bigint_i64((int64_t)i);
+		}
+		return dobj_val_number(lua_tonumber(L, idx));
+	case LUA_TSTRING: {
+		size_t len;
+		const char *p = lua_tolstring(L, idx, &len);
+		if (!utf8_ok(p, len))
+			return vout_fail(o, "a string that is not valid UTF-8 (wrap binary data in "
+				"dobj.bytes(s))");
+		return dobj_val_string(p, len);
+	}
+	case LUA_TTABLE:
+		return table_to_val(o, idx);
+	case LUA_TUSERDATA:
+		return ud_to_val(o, idx);
+	default: {
+		char what[64];
+		snprintf(what, sizeof(what), "a value of type %s", luaL_typename(L, idx));
+		return vout_fail(o, what);
+	}
+	}
+}
+
+/* dobj_val -> Lua. */
+typedef struct vin {
+	lua_State *L;
+	lrt *r;
+	int seen; /* stack slot: nil, or { light userdata (a dobj_val) -> table } */
+	int depth;
+} vin;
+
+static int vin_fail(const char *why)
+{
+	return dobj_error_set(DOBJ_EARG, "cannot receive the RPC value: %s", why);
+}
+
+/* A stub or an ID of one of the runtime's namespaces. */
+static int push_ref(vin *in, const dobj_val *v)
+{
+	lua_State *L = in->L;
+	lrt *r = in->r;
+	const dobj_id *id;
+	const char *name;
+	size_t len;
+	dobj_ns *ns = dobj_val_get_ref(v, &id, &name, &len);
+	lstub *s;
+	lid *d;
+	int nsidx, rc;
+
+	lua_rawgetp(r->A, A_NSMAP, ns);
+	lua_xmove(r->A, L, 1);
+	if (!lua_isuserdata(L, -1)) {
+		lua_pop(L, 1);
+		return vin_fail("a stub or ID of a namespace this runtime does not have");
+	}
+	nsidx = lua_gettop(L);
+	d = push_id(L, dobj_ns_idkey(ns), 1, r);
+	d->id = *id;
+	if (name) {
+		lua_pushlstring(L, name, len);
+		lua_setiuservalue(L, -2, 1);
+	}
+	if (dobj_val_type_of(v) == DOBJ_VAL_ID) {
+		lua_replace(L, nsidx);
+		return DOBJ_OK;
+	}
+	s = lua_newuserdatauv(L, sizeof(*s), 2);
+	s->stub = NULL;
+	s->r = r;
+	push_mt_r(r, L, MT_STUB);
+	lua_setmetatable(L, -2);
+	lua_pushvalue(L, nsidx);
+	lua_setiuservalue(L, -2, 1);
+	lua_pushvalue(L, nsidx + 1);
+	lua_setiuservalue(L, -2, 2);
+	rc = dobj_stub_new(&s->stub, ns, id, name, len);
+	lua_replace(L, nsidx);
+	lua_pop(L, 1);
+	return rc;
+}
+
+static int push_val(vin *in, const dobj_val *v)
+{
+	lua_State *L = in->L;
+	dobj_val_type type = dobj_val_type_of(v);
+	size_t i, n, len;
+	int tb, rc;
+
+	if (!lua_checkstack(L, 8))
+		return dobj_error_set(DOBJ_ENOMEM, "out of memory (Lua stack)");
+	switch (type) {
+	case DOBJ_VAL_UNDEFINED:
+		lua_pushnil(L);
+		return DOBJ_OK;
+	case DOBJ_VAL_NULL:
+		push_null_rt(in->r, L);
+		return DOBJ_OK;
+	case DOBJ_VAL_BOOL:
+		lua_pushboolean(L, dobj_val_get_bool(v));
+		return DOBJ_OK;
+	case DOBJ_VAL_NUMBER:
+		push_jsnumber(L, dobj_val_get_number(v));
+		return DOBJ_OK;
+	case DOBJ_VAL_DATE:
+		push_date_rt(in->r, L, dobj_val_get_number(v));
+		return DOBJ_OK;
+	case DOBJ_VAL_BIGINT: {
+		int neg = 0;
+		const unsigned char *mag = dobj_val_get_bigint(v, &neg, &len);
+		uint64_t u = 0;
+		if (len <= 8) {
+			for (i = len; i-- > 0;)
+				u = (u << 8) | mag[i];
+			if (!neg && u <= (uint64_t)INT64_MAX) {
+				lua_pushinteger(L, (lua_Integer)u);
+				return DOBJ_OK;
+			}
+			if (neg && u <= (uint64_t)INT64_MAX + 1) {
+				lua_pushinteger(L, (lua_Integer)(~u + 1));
+				return DOBJ_OK;
+			}
+		}
+		return vin_fail("a BigInt does not fit in a Lua integer (64 bits)");
+	}
+	case DOBJ_VAL_STRING: {
+		const char *p = dobj_val_get_string(v, &len);
+		lua_pushlstring(L, p, len);
+		return DOBJ_OK;
+	}
+	case DOBJ_VAL_BYTES: {
+		const void *p = dobj_val_get_bytes(v, &len);
+		push_bytes_rt(in->r, L, p, len);
+		return DOBJ_OK;
+	}
+	case DOBJ_VAL_STUB:
+	case DOBJ_VAL_ID:
+		return push_ref(in, v);
+	default:
+		break;
+	}
+	/* Containers. */
+	if (lua_isnil(L, in->seen)) {
+		lua_newtable(L);
+		lua_replace(L, in->seen);
+	}
+	if (lua_rawgetp(L, in->seen, v) == LUA_TTABLE)
+		return DOBJ_OK;
+	lua_pop(L, 1);
+	if (in->depth >= DOBJ_VALUE_MAX_DEPTH)
+		return vin_fail("tables nested deeper than 256");
+	n = dobj_val_len(v);
+	lua_createtable(L, type == DOBJ_VAL_ARRAY && n <= 4096 ? (int)n : 0,
+		type == DOBJ_VAL_OBJECT && n <= 4096 ? (int)n : 0);
+	tb = lua_gettop(L);
+	if (type == DOBJ_VAL_MAP || type == DOBJ_VAL_SET) {
+		push_mt_r(in->r, L, type == DOBJ_VAL_MAP ? MT_MAP : MT_SET);
+		lua_setmetatable(L, tb);
+	}
+	lua_pushvalue(L, tb);
+	lua_rawsetp(L, in->seen, v);
+	in->depth++;
+	for (i = 0; i < n; i++) {
+		switch (type) {
+		case DOBJ_VAL_ARRAY:
+			if ((rc = push_val(in, dobj_val_at(v, i))) < 0)
+				return rc;
+			lua_rawseti(L, tb, (lua_Integer)i + 1); /* undefined: a hole */
+			break;
+		case DOBJ_VAL_OBJECT: {
+			const char *k = dobj_val_key_at(v, i, &len);
+			lua_pushlstring(L, k, len);
+			if ((rc = push_val(in, dobj_val_at(v, i))) < 0)
+				return rc;
+			lua_rawset(L, tb);
+			break;
+		}
+		default: /* Map, Set */
+			if ((rc = push_val(in, type == DOBJ_VAL_MAP ? dobj_val_map_key_at(v, i)
+				    : dobj_val_at(v, i))) < 0)
+				return rc;
+			if (lua_isnil(L, -1))
+				return vin_fail("a Map key or Set item is undefined, which a Lua table "
+					"cannot hold");
+			if (lua_type(L, -1) == LUA_TNUMBER && lua_tonumber(L, -1) != lua_tonumber(L, -1))
+				return vin_fail("a Map key or Set item is NaN, which a Lua table cannot hold");
+			if (type == DOBJ_VAL_MAP) {
+				if ((rc = push_val(in, dobj_val_at(v, i))) < 0)
+					return rc;
+			} else {
+				lua_pushboolean(L, 1);
+			}
+			lua_rawset(L, tb);
+			break;
+		}
+	}
+	in->depth--;
+	return DOBJ_OK;
+}
+
+/* ------------------------------------------------------- RPC: the object */
+
+/* Callable over RPC: not private, not a lifecycle handler. */
+static int rpc_name_callable(const char *name)
+{
+	return name && name[0] != '_' && strcmp(name, "fetch") != 0 &&
+		strcmp(name, "alarm") != 0 && strcmp(name, "new") != 0;
+}
+
+/* After the method: (instance, class, seen slot, results...) -> the first
+ * result as a dobj_val (light userdata), which finish_ok hands to the core. */
+static int rpc_tramp_k(lua_State *L, int status, lua_KContext ctx)
+{
+	lclass *k = (lclass *)ctx;
+	dobj_val *v;
+	vout o;
+
+	(void)status;
+	lua_pushnil(L);
+	lua_replace(L, 3);
+	o.L = L;
+	o.r = k->r;
+	o.seen = 3;
+	o.depth = 0;
+	o.where = "the result";
+	v = to_val(&o, 4);
+	if (!v)
+		return raise_plain(L, dobj_error_last());
+	lua_settop(L, 0);
+	lua_pushlightuserdata(L, v);
+	return 1;
+}
+
+/*
+ * The body of an RPC call's coroutine: (instance, class) -> result.  The
+ * method is looked up in the class table (lua_getfield: inherited methods
+ * count), never in the instance, so instance fields are not callable.
+ */
+static int rpc_tramp(lua_State *L)
+{
+	lclass *k = lua_touserdata(L, 2);
+	dobj_task *t = cur_co->task;
+	const char *name = dobj_task_method(t);
+	const dobj_val *args = dobj_task_request(t);
+	size_t i, n = dobj_val_len(args);
+	vin in;
+
+	lua_settop(L, 2);
+	lua_pushnil(L); /* 3: the seen slot of the converters */
+	if (!rpc_name_callable(name))
+		goto missing;
+	push_slot(k->r, L, SLOTV(k->slot));
+	lua_getfield(L, 4, name);
+	if (lua_type(L, -1) != LUA_TFUNCTION)
+		goto missing;
+	lua_replace(L, 4);
+	lua_pushvalue(L, 1);
+	if (n > 200000 || !lua_checkstack(L, (int)n + 8))
+		return luaL_error(L, "too many RPC arguments (%d)", (int)n);
+	in.L = L;
+	in.r = k->r;
+	in.seen = 3;
+	in.depth = 0;
+	for (i = 0; i < n; i++)
+		if (push_val(&in, dobj_val_at(args, i)) < 0)
+			return raise_plain(L, dobj_error_last());
+	lua_callk(L, (int)n + 1, LUA_MULTRET, (lua_KContext)k, rpc_tramp_k);
+	return rpc_tramp_k(L, LUA_OK, (lua_KContext)k);
+missing:
+	lua_pushfstring(L, "The RPC receiver does not implement the method \"%s\".", name ? name : "");
+	return lua_error(L);
+}
+
+/* ------------------------------------------------------- RPC: the caller */
+
+/* The response of a native class's fetch, as a dobj.response. */
+static void push_msg_response(lua_State *L, lrt *r, const dobj_msg *m)
+{
+	size_t i;
+
+	lua_createtable(L, 0, 3);
+	lua_pushlstring(L, m->body ? (const char *)m->body : "", m->body ? m->body_len : 0);
+	lua_setfield(L, -2, "body");
+	lua_pushinteger(L, m->status);
+	lua_setfield(L, -2, "status");
+	if (m->nheaders) {
+		lua_createtable(L, 0, (int)m->nheaders);
+		for (i = 0; i < m->nheaders; i++) {
+			lua_pushstring(L, m->header_values[i]);
+			lua_setfield(L, -2, m->header_names[i]);
+		}
+		lua_setfield(L, -2, "headers");
+	}
+	push_mt_r(r, L, MT_RESPONSE);
+	lua_setmetatable(L, -2);
+}
+
+/* A Lua request (made by push_request at ri) as a dobj_msg for a native class. */
+static dobj_msg *msg_from_request(lua_State *L, int ri)
+{
+	dobj_msg *m;
+	const char *url, *method, *body;
+	size_t blen = 0;
+	int ok = 1;
+
+	lua_getfield(L, ri, "url");
+	lua_getfield(L, ri, "method");
+	url = lua_tostring(L, -2);
+	method = lua_tostring(L, -1);
+	m = dobj_msg_new_request(url ? url : "", method ? method : "GET");
+	lua_pop(L, 2);
+	if (!m)
+		return NULL;
+	lua_pushliteral(L, "headers");
+	if (lua_rawget(L, ri) == LUA_TTABLE) {
+		lua_pushnil(L);
+		while (lua_next(L, -2)) {
+			const char *k = lua_tostring(L, -2), *v = lua_tostring(L, -1);
+			if (k && v && dobj_msg_set_header(m, k, v) < 0)
+				ok = 0;
+			lua_pop(L, 1);
+		}
+	}
+	lua_pop(L, 1);
+	lua_getfield(L, ri, "body");
+	body = lua_tolstring(L, -1, &blen);
+	if (body && blen && dobj_msg_set_body(m, body, blen) < 0)
+		ok = 0;
+	lua_pop(L, 1);
+	if (!ok) {
+		dobj_msg_free(m);
+		return NULL;
+	}
+	return m;
+}
+
+/* Push the core value result of a finished call (RPC: a dobj_val; fetch to
+ * a native class: a dobj_msg), or raise if it does not convert.  Drops t. */
+static int core_outcome(lua_State *L, lrt *r, dobj_task *t)
+{
+	int rpc = dobj_task_call_kind(t) == DOBJ_CALL_RPC, top = lua_gettop(L), rc;
+	void *res = dobj_task_take_result(t);
+	vin in;
+
+	dobj_task_unref(t);
+	if (!rpc) {
+		push_msg_response(L, r, res);
+		dobj_msg_free(res);
+		return 1;
+	}
+	lua_pushnil(L);
+	in.L = L;
+	in.r = r;
+	in.seen = top + 1;
+	in.depth = 0;
+	rc = push_val(&in, res);
+	dobj_val_free(res);
+	if (rc < 0) {
+		lua_settop(L, top);
+		return raise_core_error(L, dobj_error_last());
+	}
+	lua_remove(L, top + 1);
+	return 1;
+}
+
+/* stub:NAME(...): an RPC call (upvalues: module state, NAME). */
+static int l_stub_rpc(lua_State *L)
+{
+	const char *name = lua_tostring(L, lua_upvalueindex(2));
+	lstub *s = test_ud(L, 1, MT_STUB);
+	char where[32];
+	dobj_val *args;
+	dobj_task *t;
+	lua_State *saved;
+	lrt *r;
+	lco *c;
+	vout o;
+	int i, top, rc;
+
+	if (!s)
+		return luaL_error(L, "stub:%s(...) is an RPC method: call it with a colon", name);
+	if (!s->stub)
+		return luaL_error(L, "the stub is closed");
+	r = s->r;
+	c = task_here(L, r);
+	if (!c && (dobj_rt_pumping(r->rt) || (cur_co && cur_co->r == r))) {
+		char msg[300];
+		snprintf(msg, sizeof(msg), "stub:%.60s() cannot wait here: call it from a handler, an "
+			"rt:spawn task, a ctx:wait_until or ctx:block_concurrency_while function, or the "
+			"main chunk (not from a constructor or a nested coroutine)", name);
+		return raise_core_error(L, msg);
+	}
+	if (c && !lua_isyieldable(L))
+		return raise_core_error(L, "an RPC call cannot suspend here (attempt to yield across a C-call boundary)");
+	/* Every argument converts before anything is sent. */
+	top = lua_gettop(L);
+	args = dobj_val_array();
+	if (!args)
+		return raise_core_error(L, dobj_error_last());
+	lua_pushnil(L);
+	o.L = L;
+	o.r = r;
+	o.seen = top + 1;
+	o.depth = 0;
+	o.where = where;
+	for (i = 2; i <= top; i++) {
+		dobj_val *v;
+		snprintf(where, sizeof(where), "argument %d", i - 1);
+		v = to_val(&o, i);
+		if (!v || dobj_val_push(args, v) < 0) {
+			dobj_val_free(args);
+			lua_settop(L, top);
+			return raise_core_error(L, dobj_error_last());
+		}
+	}
+	lua_settop(L, top);
+	rc = dobj_stub_call_ex(&t, s->stub, DOBJ_CALL_RPC, name, NULL, 0, args, val_free_cb,
+		c ? wake_waiter : NULL, c);
+	if (rc < 0)
+		return raise_core_error(L, dobj_error_last());
+	if (c) {
+		c->wait = t;
+		c->state = ST_WAIT;
+		return lua_yieldk(L, 0, (lua_KContext)c, fetch_k);
+	}
+	saved = r->from;
+	r->from = L;
+	dobj_rt_pump(r->rt);
+	if (!dobj_task_done(t))
+		dobj_rt_run(r->rt, until_done, t);
+	r->from = saved;
+	return call_outcome(L, r, t, dobj_stub_id(s->stub));
 }
 
 /* ----------------------------------------------------------------- storage */
@@ -3630,7 +4426,7 @@ static const luaL_Reg rt_meta[] = {
 	{ "__tostring", l_rt_tostring }, { NULL, NULL }
 };
 static const luaL_Reg rt_methods[] = {
-	{ "bind", l_rt_bind }, { "spawn", l_rt_spawn }, { "run", l_rt_run },
+	{ "bind", l_rt_bind }, { "bind_native", l_rt_bind_native }, { "spawn", l_rt_spawn }, { "run", l_rt_run },
 	{ "close", l_rt_close }, { "now", l_rt_now }, { "advance", l_rt_advance }, { NULL, NULL }
 };
 static const luaL_Reg ns_meta[] = { { "__tostring", l_ns_tostring }, { NULL, NULL } };
@@ -3755,6 +4551,12 @@ LDOBJ_EXPORT int luaopen_dobj(lua_State *L)
 	lua_setfield(L, -2, "__mode");
 	lua_setmetatable(L, -2);
 	lua_setiuservalue(L, mi, UV_DEFAULT_RT);
+	lua_newtable(L); /* RPC callers by method name (weak: made again when needed) */
+	lua_createtable(L, 0, 1);
+	lua_pushliteral(L, "v");
+	lua_setfield(L, -2, "__mode");
+	lua_setmetatable(L, -2);
+	lua_setiuservalue(L, mi, UV_RPC);
 	lua_newuserdatauv(L, 0, 0); /* dobj.null */
 	lua_getiuservalue(L, mi, MT_NULL);
 	lua_setmetatable(L, -2);
