@@ -3,6 +3,8 @@ import asyncio
 import gc
 import weakref
 
+import pytest
+
 import dobj
 
 
@@ -64,3 +66,182 @@ def test_pending_call_on_a_dropped_runtime_fails_cleanly():
             return str(e)
 
     assert asyncio.run(go()) == "the runtime is closed"
+
+
+def _collected(ref):
+    for _ in range(3):
+        gc.collect()
+    return ref() is None
+
+
+def _only_the_gc_frees(make):
+    """Run make() (which returns a weakref to a runtime) with the collector
+    off, check that reference counting alone does not free the runtime (so
+    there is a cycle to collect), then check the collector frees it."""
+    gc.collect()
+    gc.disable()
+    try:
+        ref = make()
+        assert ref() is not None, "no reference cycle: this test would prove nothing"
+    finally:
+        gc.enable()
+    return _collected(ref)
+
+
+def test_stub_and_object_cycle_across_objects_is_collected():
+    """Object A holds a stub to B, B holds a stub to A, and the caller keeps
+    nothing: the runtime, both instances and their contexts go."""
+    alive = weakref.WeakSet()
+
+    class Peer(dobj.DurableObject):
+        def __init__(self, ctx, env):
+            super().__init__(ctx, env)
+            alive.add(self)
+            other = "b" if ctx.id.name == "a" else "a"
+            self.peer = env.PEER.get_by_name(other)
+
+        async def fetch(self, request):
+            if request.url.endswith("/ping"):
+                return dobj.Response("pong")
+            return await self.peer.fetch("https://peer/ping")
+
+    def make():
+        rt = dobj.Runtime()
+        ns = rt.bind("PEER", Peer)
+
+        async def go():
+            assert (await ns.get_by_name("a").fetch("https://a/")).text() == "pong"
+            assert (await ns.get_by_name("b").fetch("https://b/")).text() == "pong"
+
+        asyncio.run(go())
+        assert len(alive) == 2
+        return weakref.ref(rt)
+
+    assert _only_the_gc_frees(make)
+    assert len(alive) == 0
+
+
+def test_instance_env_runtime_cycle_through_plain_values_is_collected():
+    """The env holds a plain value that holds the runtime: runtime -> env ->
+    value -> runtime, plus instance -> env."""
+    alive = weakref.WeakSet()
+
+    class Box:
+        pass
+
+    class Keeper(dobj.DurableObject):
+        def __init__(self, ctx, env):
+            super().__init__(ctx, env)
+            alive.add(self)
+
+        def fetch(self, request):
+            return dobj.Response(type(self.env["BOX"]).__name__)
+
+    def make():
+        box = Box()
+        rt = dobj.Runtime(env={"BOX": box})
+        box.rt = rt
+        ns = rt.bind("KEEPER", Keeper)
+        call = ns.get_by_name("k").fetch("https://k/")
+        assert call.done and call.__await__().send  # finished synchronously
+        assert len(alive) == 1
+        return weakref.ref(rt)
+
+    assert _only_the_gc_frees(make)
+    assert len(alive) == 0
+
+
+def test_pending_call_held_by_its_own_object_is_collected():
+    """A call that never finishes, stored on the instance it waits on, with a
+    loop future in between: instance -> call -> task -> coroutine -> future."""
+    alive = weakref.WeakSet()
+
+    class Hanger(dobj.DurableObject):
+        def __init__(self, ctx, env):
+            super().__init__(ctx, env)
+            alive.add(self)
+            self.calls = []
+
+        async def fetch(self, request):
+            if request.url.endswith("/hang"):
+                await asyncio.get_running_loop().create_future()
+            return dobj.Response("ok")
+
+    def make():
+        rt = dobj.Runtime()
+        ns = rt.bind("HANGER", Hanger)
+
+        async def go():
+            stub = ns.get_by_name("h")
+            await stub.fetch("https://h/")
+            inst = next(iter(alive))
+            inst.calls.append(stub.fetch("https://h/hang"))
+            inst.stub = stub
+            await asyncio.sleep(0)
+
+        loop = asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(go())
+        finally:
+            loop.close()
+        return weakref.ref(rt)
+
+    assert _only_the_gc_frees(make)
+    assert len(alive) == 0
+
+
+def test_remote_error_with_traceback_cycle_is_collected():
+    """A remote error's traceback holds the handler frame (self, stub...): the
+    error kept by the caller must not keep the runtime alive once dropped."""
+    alive = weakref.WeakSet()
+
+    class Failing(dobj.DurableObject):
+        def __init__(self, ctx, env):
+            super().__init__(ctx, env)
+            alive.add(self)
+
+        async def fetch(self, request):
+            me = self.env.FAILING.get(self.ctx.id)  # noqa: F841  (in the traceback's frame)
+            raise ValueError("nope")
+
+    def make():
+        rt = dobj.Runtime()
+        ns = rt.bind("FAILING", Failing)
+        caught = []
+
+        async def go():
+            try:
+                await ns.get_by_name("f").fetch("https://f/")
+            except ValueError as e:
+                caught.append(e)
+
+        asyncio.run(go())
+        assert caught[0].remote is True
+        assert caught[0].__traceback__ is not None
+        return weakref.ref(rt)
+
+    assert _only_the_gc_frees(make)
+    assert len(alive) == 0
+
+
+def test_closing_a_runtime_releases_instances_at_once():
+    alive = weakref.WeakSet()
+
+    class Plain(dobj.DurableObject):
+        def __init__(self, ctx, env):
+            super().__init__(ctx, env)
+            alive.add(self)
+
+        def fetch(self, request):
+            return dobj.Response("ok")
+
+    rt = dobj.Runtime()
+    ns = rt.bind("PLAIN", Plain)
+    for i in range(10):
+        ns.get_by_name(str(i)).fetch("https://p/")
+    assert len(alive) == 10
+    rt.close()
+    gc.collect()
+    assert len(alive) == 0
+    with pytest.raises(dobj.Error, match="closed"):
+        ns.get_by_name("x").fetch("https://p/")
