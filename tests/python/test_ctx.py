@@ -164,3 +164,116 @@ async def test_wait_until_keeps_background_work(rt):
             def fetch(self, request):
                 self.ctx.wait_until(42)
         await rt.bind("BAD", Bad).get_by_name("x").fetch("https://x/")
+
+
+async def test_failed_block_in_constructor_resets_and_a_new_stub_retries(rt):
+    attempts = []
+
+    class Loader(dobj.DurableObject):
+        def __init__(self, ctx, env):
+            super().__init__(ctx, env)
+            attempts.append(self)
+            ctx.block_concurrency_while(self.load)  # not awaited: the gate closes at once
+
+        async def load(self):
+            await asyncio.sleep(0)
+            if len(attempts) == 1:
+                raise OSError("disk on fire")
+
+        def fetch(self, request):
+            return dobj.Response(f"attempt {len(attempts)}")
+
+    ns = rt.bind("LOADER", Loader)
+    stub = ns.get_by_name("l")
+    first = [stub.fetch("https://l/") for _ in range(3)]  # all wait behind the block
+    for call in first:
+        with pytest.raises(OSError, match="disk on fire") as info:
+            await call
+        assert info.value.remote is True
+        assert info.value.durable_object_id == str(ns.id_from_name("l"))
+    assert (await ns.get_by_name("l").fetch("https://l/")).text() == "attempt 2"
+
+
+async def test_nothing_interleaves_while_a_block_awaits(rt):
+    log = []
+
+    class Guarded(dobj.DurableObject):
+        async def fetch(self, request):
+            tag = request.url.rsplit("/", 1)[1]
+            if tag == "a":
+                async def critical():
+                    log.append("a-start")
+                    for _ in range(3):
+                        await asyncio.sleep(0.001)  # suspends, yet nothing else is delivered
+                    log.append("a-end")
+                    return "done"
+                result = await self.ctx.block_concurrency_while(critical)
+                log.append(f"a-{result}")
+            else:
+                log.append(tag)
+            return dobj.Response(tag)
+
+    stub = rt.bind("GUARDED", Guarded).get_by_name("g")
+    await asyncio.gather(stub.fetch("https://g/a"), stub.fetch("https://g/b"), stub.fetch("https://g/c"))
+    assert log == ["a-start", "a-end", "a-done", "b", "c"]
+
+
+async def test_abort_in_constructor_fails_the_first_call(rt):
+    made = []
+
+    class Refuser(dobj.DurableObject):
+        def __init__(self, ctx, env):
+            super().__init__(ctx, env)
+            made.append(self)
+            if len(made) == 1:
+                ctx.abort("not today")
+
+        def fetch(self, request):
+            return dobj.Response("ok")
+
+    ns = rt.bind("REFUSER", Refuser)
+    with pytest.raises(dobj.Error, match="not today"):
+        await ns.get_by_name("r").fetch("https://r/")
+    assert (await ns.get_by_name("r").fetch("https://r/")).text() == "ok"
+
+
+async def test_ctx_and_env_given_to_the_constructor(rt):
+    seen = {}
+
+    class Probe(dobj.DurableObject):
+        def __init__(self, ctx, env):
+            super().__init__(ctx, env)
+            seen.update(ctx=ctx, env=env, id=ctx.id)
+
+        def fetch(self, request):
+            assert self.ctx is seen["ctx"] and self.env is seen["env"]
+            return dobj.Response("ok")
+
+    ns = rt.bind("PROBE", Probe)
+    stub = ns.get_by_name("p")
+    await stub.fetch("https://p/")
+    assert seen["env"] is rt.env  # the very env of the runtime
+    assert seen["id"] == stub.id and seen["id"].name == "p"
+    unique = ns.new_unique_id()
+    await ns.get(unique).fetch("https://p/")
+    assert seen["id"] == unique and seen["id"].name is None
+
+
+async def test_wait_until_errors_do_not_break_the_object(rt):
+    class Background(dobj.DurableObject):
+        def __init__(self, ctx, env):
+            super().__init__(ctx, env)
+            self.n = 0
+
+        async def fetch(self, request):
+            async def fail():
+                await asyncio.sleep(0)
+                raise RuntimeError("background failure")
+            self.ctx.wait_until(fail())
+            self.n += 1
+            return dobj.Response(str(self.n))
+
+    stub = rt.bind("BACKGROUND", Background).get_by_name("b")
+    assert (await stub.fetch("https://b/")).text() == "1"
+    await asyncio.sleep(0.01)
+    assert (await stub.fetch("https://b/")).text() == "2"
