@@ -1397,7 +1397,7 @@ static int l_stub_fetch(lua_State *L)
 
 static int l_stub_index(lua_State *L)
 {
-	const char *k = lua_tostring(L, 2);
+	const char *k = lua_type(L, 2) == LUA_TSTRING ? lua_tostring(L, 2) : NULL;
 
 	check_ud(L, 1, MT_STUB);
 	if (k && k[0] == 'i' && strcmp(k, "id") == 0) {
@@ -2951,10 +2951,16 @@ typedef struct vout {
 	const char *where; /* "argument 2", "the result" */
 } vout;
 
+static dobj_val *vout_fail_hint(vout *o, const char *what, const char *hint)
+{
+	dobj_error_set(DOBJ_EARG, "cannot send %s over RPC (%s)%s%s", what, o->where,
+		hint ? ": " : "", hint ? hint : "");
+	return NULL;
+}
+
 static dobj_val *vout_fail(vout *o, const char *what)
 {
-	dobj_error_set(DOBJ_EARG, "cannot send %s over RPC (%s)", what, o->where);
-	return NULL;
+	return vout_fail_hint(o, what, NULL);
 }
 
 static dobj_val *to_val(vout *o, int idx);
@@ -3079,8 +3085,8 @@ static dobj_val *table_to_val(vout *o, int idx)
 				size_t klen;
 				const char *k = lua_tolstring(L, ki, &klen); /* a string: no conversion */
 				if (!utf8_ok(k, klen)) {
-					vout_fail(o, "a table key that is not valid UTF-8 (use a dobj.map "
-						"table to send binary keys as dobj.bytes)");
+					vout_fail_hint(o, "a table key that is not valid UTF-8", "use a "
+						"dobj.map table to send binary keys as dobj.bytes");
 					rc = -1;
 				} else {
 					item = to_val(o, vi);
@@ -3138,8 +3144,8 @@ static dobj_val *to_val(vout *o, int idx)
 		size_t len;
 		const char *p = lua_tolstring(L, idx, &len);
 		if (!utf8_ok(p, len))
-			return vout_fail(o, "a string that is not valid UTF-8 (wrap binary data in "
-				"dobj.bytes(s))");
+			return vout_fail_hint(o, "a string that is not valid UTF-8",
+				"wrap binary data in dobj.bytes(s)");
 		return dobj_val_string(p, len);
 	}
 	case LUA_TTABLE:
