@@ -1,5 +1,6 @@
 """ctx: block_concurrency_while, abort, wait_until."""
 import asyncio
+import sys
 
 import pytest
 
@@ -259,6 +260,7 @@ async def test_ctx_and_env_given_to_the_constructor(rt):
     assert seen["id"] == unique and seen["id"].name is None
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 async def test_wait_until_errors_do_not_break_the_object(rt):
     class Background(dobj.DurableObject):
         def __init__(self, ctx, env):
@@ -274,6 +276,12 @@ async def test_wait_until_errors_do_not_break_the_object(rt):
             return dobj.Response(str(self.n))
 
     stub = rt.bind("BACKGROUND", Background).get_by_name("b")
-    assert (await stub.fetch("https://b/")).text() == "1"
-    await asyncio.sleep(0.01)
+    reported = []
+    old_hook, sys.unraisablehook = sys.unraisablehook, reported.append
+    try:
+        assert (await stub.fetch("https://b/")).text() == "1"
+        await asyncio.sleep(0.01)
+    finally:
+        sys.unraisablehook = old_hook
+    assert [str(r.exc_value) for r in reported] == ["background failure"]  # reported, not lost
     assert (await stub.fetch("https://b/")).text() == "2"
