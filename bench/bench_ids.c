@@ -18,6 +18,8 @@
 
 #include "dobj.h"
 
+#include "bench_storage.h"
+
 static double now_s(void)
 {
 	struct timespec ts;
@@ -133,7 +135,12 @@ static int serve(dobj_idkey *key)
 	fflush(stdout);
 	while (fgets(line, sizeof line, stdin)) {
 		if (sscanf(line, "%63s %ld", op, &n) == 2 && strcmp(op, "hex") != 0) {
-			double t = run_op(key, op, n);
+			double t = -1;
+			int rc = bench_storage_op(op, n, &t);
+			if (rc == 0)
+				t = run_op(key, op, n);
+			else if (rc < 0)
+				t = -1;
 			if (t < 0)
 				printf("error %s\n", dobj_error_last());
 			else
@@ -149,6 +156,7 @@ static int serve(dobj_idkey *key)
 		}
 		fflush(stdout);
 	}
+	bench_storage_close();
 	return 0;
 }
 

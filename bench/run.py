@@ -1,13 +1,15 @@
-"""`make bench`: dobj's IDs and stub.fetch side by side with workerd.
+"""`make bench`: dobj's IDs, stub.fetch, storage and RPC side by side with workerd.
 
-    python3 bench/run.py [--seconds S] [--runs N] [--only SIDES] [--json FILE]
+    python3 bench/run.py [--seconds S] [--store-seconds S] [--runs N] [--only SIDES]
+                         [--json FILE]
 
 Standard library only.  Every side runs in its own process and is driven the
 same way (bench/bench_ids.c, bench_py.py, bench_lua.lua answer "OP N" lines;
 workerd answers HTTP requests, see bench/workerd/): for each figure the loop
 count is calibrated so that one run takes about S seconds, and the best of N
 runs is kept.  A side that is missing (not built yet, no npm...) is shown as
-n/a with the reason; the bench itself does not fail for it.
+n/a with the reason; the bench itself does not fail for it.  Storage lives
+in a temporary directory (one folder per side) removed at the end.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
@@ -126,7 +129,7 @@ class ProcSide:
 
 
 class WorkerdSide:
-    OPS = {"fetch": "stub_fetch_nobody", "fetch_body": "stub_fetch"}
+    OPS = {"fetch": "stub_fetch_nobody", "fetch_body": "stub_fetch"}  # else the same name
 
     def __init__(self):
         self.wd: driver.Workerd | None = None
@@ -159,12 +162,16 @@ class WorkerdSide:
             self.wd = None
 
 
-def c_side(log) -> ProcSide:
+C_SOURCES = ("bench_ids.c", "bench_storage.c")
+
+
+def c_side(log, env: dict) -> ProcSide:
     exe = os.path.join(ROOT, "build", "bench_ids")
     if os.access(exe, os.X_OK):
-        if os.path.getmtime(exe) < os.path.getmtime(os.path.join(BENCH, "bench_ids.c")):
-            print("bench: warning: build/bench_ids is older than bench/bench_ids.c", file=log)
-        return ProcSide([exe, "--serve"])
+        for src in C_SOURCES:
+            if os.path.getmtime(exe) < os.path.getmtime(os.path.join(BENCH, src)):
+                print(f"bench: warning: build/bench_ids is older than bench/{src}", file=log)
+        return ProcSide([exe, "--serve"], env)
     # Not built by CMake (yet): build it by hand from the core's sources.
     src_dir = os.path.join(ROOT, "core", "src")
     srcs = sorted(os.path.join(src_dir, f) for f in os.listdir(src_dir) if f.endswith(".c")) \
@@ -179,26 +186,35 @@ def c_side(log) -> ProcSide:
     for libs in (["-lcrypto", "-lsqlite3", "-lffi", "-lpthread", "-ldl", "-lm"],
                  ["-lcrypto", "-lpthread"]):
         r = subprocess.run([cc, "-O2", "-I", os.path.join(ROOT, "core", "include"), *srcs,
-                            os.path.join(BENCH, "bench_ids.c"), *libs, "-o", out],
+                            *(os.path.join(BENCH, f) for f in C_SOURCES), *libs, "-o", out],
                            capture_output=True, text=True)
         if r.returncode == 0:
             break
     if r.returncode != 0:
         raise SideError("build/bench_ids not built; building it by hand failed: "
                         + " | ".join(r.stderr.strip().splitlines()[-2:]))
-    side = ProcSide([out, "--serve"])
+    side = ProcSide([out, "--serve"], env)
     side.note = "built by hand into bench/.build (build/bench_ids missing)"
     return side
 
 
-def make_sides(log) -> dict:
+def side_env(store: str, name: str) -> dict:
+    """Environment of a dobj side: its storage folder and the native libraries."""
+    folder = os.path.join(store, name)
+    os.makedirs(folder, exist_ok=True)
+    return {"DOBJ_BENCH_STORE": folder,
+            "DOBJ_BENCH_NATIVE": os.path.join(ROOT, "build", "libbench_native.so"),
+            "DOBJ_BENCH_RATE": os.path.join(ROOT, "build", "librate.so")}
+
+
+def make_sides(log, store: str) -> dict:
     """name -> (label, factory or None, reason)."""
     sides = {"workerd": ("workerd", WorkerdSide, "")}
-    sides["c"] = ("C core", lambda: c_side(log), "")
+    sides["c"] = ("C core", lambda: c_side(log, side_env(store, "c")), "")
     venv_py = os.environ.get("DOBJ_BENCH_PYTHON") or os.path.join(ROOT, ".venv", "bin", "python")
     if os.access(venv_py, os.X_OK):
         sides["py"] = ("Python binding", lambda: ProcSide(
-            [venv_py, os.path.join(BENCH, "bench_py.py"), "dobj"]), "")
+            [venv_py, os.path.join(BENCH, "bench_py.py"), "dobj"], side_env(store, "py")), "")
     else:
         sides["py"] = ("Python binding", None,
                        ".venv/bin/python missing (python3 -m venv .venv && .venv/bin/pip install .)")
@@ -207,7 +223,8 @@ def make_sides(log) -> dict:
     if lua and os.path.exists(so):
         sides["lua"] = ("Lua binding", lambda: ProcSide(
             [lua, os.path.join(BENCH, "bench_lua.lua")],
-            {"LUA_CPATH": os.path.join(ROOT, "build", "?.so") + ";;"}), "")
+            {"LUA_CPATH": os.path.join(ROOT, "build", "?.so") + ";;",
+             **side_env(store, "lua")}), "")
     else:
         sides["lua"] = ("Lua binding", None,
                         "lua5.4 not found" if not lua else "build/dobj.so not built")
@@ -225,9 +242,52 @@ ROWS = [
     ("stub.fetch", "py", "fetch_async", "Python, async def fetch"),
     ("stub.fetch", "lua", "fetch_main", "Lua, main chunk"),
     ("stub.fetch", "lua", "fetch_task", "Lua, rt:spawn task"),
+    # Storage (issue 3): one call doing a loop of N puts / gets of small values
+    # to distinct keys, on disk.
+    ("storage put", "workerd", "store_kv_put", "workerd, sync kv.put"),
+    ("storage put", "workerd", "store_put", "workerd, await put"),
+    ("storage put", "c", "store_put", "C core"),
+    ("storage put", "py", "store_put", "Python binding"),
+    ("storage put", "lua", "store_put", "Lua binding"),
+    ("storage get", "workerd", "store_kv_get", "workerd, sync kv.get"),
+    ("storage get", "workerd", "store_get", "workerd, await get"),
+    ("storage get", "c", "store_get", "C core"),
+    ("storage get", "py", "store_get", "Python binding"),
+    ("storage get", "lua", "store_get", "Lua binding"),
+    # Round trips of a call that reads a counter, adds one, writes it and
+    # replies after the commit (output gate), sequential, on disk.
+    ("durable inc", "workerd", "store_inc_rpc", "workerd, RPC"),
+    ("durable inc", "workerd", "store_inc_fetch", "workerd, fetch"),
+    ("durable inc", "c", "store_inc", "C core, fetch"),
+    ("durable inc", "py", "store_inc", "Python, fetch"),
+    ("durable inc", "py", "store_inc_rpc", "Python, RPC"),
+    ("durable inc", "lua", "store_inc", "Lua, fetch"),
+    ("durable inc", "lua", "store_inc_rpc", "Lua, RPC"),
+    # Flatness: random existing keys of an object with 1 thousand / 1 million keys.
+    ("kv get, flat", "c", "flat_get_1k", "C core, 1k keys"),
+    ("kv get, flat", "c", "flat_get_1m", "C core, 1M keys"),
+    ("kv put, flat", "c", "flat_put_1k", "C core, 1k keys"),
+    ("kv put, flat", "c", "flat_put_1m", "C core, 1M keys"),
+    # RPC (issue 4): sequential `await stub.add(5)` round trips.
+    ("rpc add", "workerd", "rpc_add", "workerd, await stub.add"),
+    ("rpc add", "py", "rpc_add", "Python -> Python"),
+    ("rpc add", "lua", "rpc_add", "Lua -> Lua, main chunk"),
+    ("rpc add", "py", "native_add", "Python -> native"),
+    ("rpc add", "lua", "native_add", "Lua -> native"),
+    ("rpc add", "c", "native_add", "C -> native"),
+    ("rpc add", "py", "native_take", "Python -> librate take"),
+    ("rpc add", "lua", "native_take", "Lua -> librate take"),
 ]
-# The workerd figure each row is compared with.
-BASE = {**{op: ("workerd", op) for op in ID_OPS}, "stub.fetch": ("workerd", "fetch")}
+# The workerd figure(s) each row is compared with: the faster one in this run.
+BASE = {**{op: [("workerd", op)] for op in ID_OPS}, "stub.fetch": [("workerd", "fetch")],
+        "storage put": [("workerd", "store_kv_put"), ("workerd", "store_put")],
+        "storage get": [("workerd", "store_kv_get"), ("workerd", "store_get")],
+        "durable inc": [("workerd", "store_inc_rpc"), ("workerd", "store_inc_fetch")],
+        "rpc add": [("workerd", "rpc_add")],
+        "kv get, flat": [], "kv put, flat": []}
+# Ops measured with --store-seconds (the storage and RPC rows).
+NEW_FIGURES = {"storage put", "storage get", "durable inc", "kv get, flat", "kv put, flat",
+               "rpc add"}
 # (figure, side, op) -> [(what, side, op, factor)]: the issue's targets.
 TARGETS = {
     ("id_from_name", "py", "id_from_name"): [("workerd", "workerd", "id_from_name", 5),
@@ -237,11 +297,23 @@ TARGETS = {
     ("stub.fetch", "py", "fetch_async"): [("workerd", "workerd", "fetch", 10)],
     ("stub.fetch", "lua", "fetch_main"): [("workerd", "workerd", "fetch", 20)],
     ("stub.fetch", "lua", "fetch_task"): [("workerd", "workerd", "fetch", 20)],
+    ("storage put", "py", "store_put"): [("workerd kv.put", "workerd", "store_kv_put", 3)],
+    ("storage get", "py", "store_get"): [("workerd kv.get", "workerd", "store_kv_get", 3)],
+    # (None: the faster workerd row of the figure)
+    **{("durable inc", s, op): [("workerd", "workerd", None, 10)]
+       for s, op in (("c", "store_inc"), ("py", "store_inc"), ("py", "store_inc_rpc"),
+                     ("lua", "store_inc"), ("lua", "store_inc_rpc"))},
+    # Flat: the 1M-key figure at least half the 1k-key one (cost within 2x).
+    ("kv get, flat", "c", "flat_get_1m"): [("1k keys", "c", "flat_get_1k", 0.5)],
+    ("kv put, flat", "c", "flat_put_1m"): [("1k keys", "c", "flat_put_1k", 0.5)],
+    ("rpc add", "py", "rpc_add"): [("workerd", "workerd", "rpc_add", 10)],
+    ("rpc add", "lua", "rpc_add"): [("workerd", "workerd", "rpc_add", 10)],
+    ("rpc add", "py", "native_add"): [("workerd", "workerd", "rpc_add", 30)],
 }
 
 
 def measure(side, op: str, seconds: float, runs: int) -> float:
-    n = 100 if "fetch" in op else 2000
+    n = 100 if any(w in op for w in ("fetch", "inc", "rpc", "native")) else 2000
     probe = min(0.1, seconds / 4)
     while True:
         t = side.run(op, n)
@@ -256,6 +328,8 @@ def measure(side, op: str, seconds: float, runs: int) -> float:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=0.75, help="length of one run (default 0.75)")
+    ap.add_argument("--store-seconds", type=float, default=0.4,
+                    help="length of one run of the storage and RPC figures (default 0.4)")
     ap.add_argument("--runs", type=int, default=3, help="runs per figure, best kept (default 3)")
     ap.add_argument("--only", default="", help="comma-separated sides: workerd,c,py,lua,pure")
     ap.add_argument("--json", help="also write the figures to this file")
@@ -264,11 +338,27 @@ def main() -> int:
     log = sys.stderr
     started = time.monotonic()
 
-    sides = make_sides(log)
+    store = tempfile.mkdtemp(prefix="dobj-bench-")
+    try:
+        return bench(args, log, started, store)
+    finally:
+        shutil.rmtree(store, ignore_errors=True)
+
+
+def workerd_base(results: dict, figure: str):
+    """The faster of the workerd figures a row is compared with (None if none)."""
+    got = [results.get(b) for b in BASE[figure]]
+    got = [v for v in got if v]
+    return max(got) if got else None
+
+
+def bench(args, log, started: float, store: str) -> int:
+    sides = make_sides(log, store)
     only = {s.strip() for s in args.only.split(",") if s.strip()}
     results: dict = {}   # (side, op) -> ops/s
     errors: dict = {}    # side -> reason (n/a)
     notes: list[str] = []
+    na_ops: dict = {}    # reason -> [label op] (a feature missing from a side)
     want_hex = pure_ids.PureNamespace("bench-key").id_from_name("x").to_string()
     versions = {}
 
@@ -292,14 +382,18 @@ def main() -> int:
             got = side.hex()
             if got != want_hex:
                 notes.append(f"{label}: WRONG ID for bench-key/'x': {got} (want {want_hex})")
-            for figure, s, op, _ in ROWS:
+            for figure, s, op, row_label in ROWS:
                 if s != key:
                     continue
+                seconds = args.store_seconds if figure in NEW_FIGURES else args.seconds
                 try:
-                    results[(key, op)] = measure(side, op, args.seconds, args.runs)
+                    results[(key, op)] = measure(side, op, seconds, args.runs)
                 except (SideError, OSError, ValueError) as e:
                     results[(key, op)] = None
-                    notes.append(f"{label} {op}: failed: {e}")
+                    if str(e).startswith("n/a: "):
+                        na_ops.setdefault(str(e)[5:], []).append(f"{figure}: {row_label or label}")
+                    else:
+                        notes.append(f"{label} {op}: failed: {e}")
         except (SideError, OSError) as e:
             errors[key] = str(e) or type(e).__name__
         finally:
@@ -316,8 +410,9 @@ def main() -> int:
         pass
     out.append(f"dobj bench — {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs {cpu}, "
                f"Python {platform.python_version()}, {versions.get('workerd', 'workerd n/a')}")
-    out.append(f"best of {args.runs} runs of ~{args.seconds:g} s; ratios are to workerd "
-               "measured in this run; unique key 'bench-key', name 'x'")
+    out.append(f"best of {args.runs} runs of ~{args.seconds:g} s (storage and RPC: "
+               f"~{args.store_seconds:g} s); ratios are to workerd measured in this run "
+               "(its faster row where it has two); IDs: unique key 'bench-key', name 'x'")
     out.append("")
     hdr = f"{'figure':<15} {'implementation':<24} {'ops/s':>12} {'x workerd':>10}  {'target':<28} met"
     out.append(hdr)
@@ -329,18 +424,18 @@ def main() -> int:
         fig = figure if figure != last_fig else ""
         last_fig = figure
         v = results.get((s, op))
-        base = results.get(BASE[figure])
+        base = workerd_base(results, figure)
         targets = TARGETS.get((figure, s, op), [])
         if v is None:
             ops = "n/a"
             ratio = ""
         else:
             ops = f"{v:,.0f}"
-            ratio = f"{v / base:.2f}x" if base else "n/a"
+            ratio = f"{v / base:.2f}x" if base else ("n/a" if BASE[figure] else "")
         lines = []
         for what, ts, top, factor in targets:
             total += 1
-            ref = results.get((ts, top))
+            ref = workerd_base(results, figure) if top is None else results.get((ts, top))
             if v is None or not ref:
                 unmeasured += 1
                 lines.append((f">= {factor}x {what}", "n/a"))
@@ -348,8 +443,8 @@ def main() -> int:
             r = v / ref
             ok = r >= factor
             met_count += ok
-            extra = f" ({r:.1f}x)" if ts != "workerd" else ""
-            lines.append((f">= {factor}x {what}{extra}", "yes" if ok else "NO"))
+            extra = f" ({r:.2g}x)" if ts != "workerd" else ""
+            lines.append((f">= {factor:g}x {what}{extra}", "yes" if ok else "NO"))
         first = lines[0] if lines else ("", "")
         out.append(f"{fig:<15} {label:<24} {ops:>12} {ratio:>10}  {first[0]:<28} {first[1]}".rstrip())
         for t, m in lines[1:]:
@@ -359,22 +454,30 @@ def main() -> int:
                + (f", {unmeasured} could not be checked (n/a)" if unmeasured else ""))
     for key, reason in errors.items():
         out.append(f"n/a: {sides[key][0]}: {reason}")
+    for reason, rows in na_ops.items():
+        out.append(f"n/a: {', '.join(rows)}: {reason}")
     for n in notes:
         out.append(f"note: {n}")
-    ref = {"id_from_name": 310e3, "id_from_string": 360e3, "new_unique_id": 320e3, "fetch": 14e3}
+    ref = {"id_from_name": 310e3, "id_from_string": 360e3, "new_unique_id": 320e3, "fetch": 14e3,
+           "rpc_add": 28e3, "store_put": 67e3, "store_get": 86e3, "store_kv_put": 390e3,
+           "store_kv_get": 130e3, "store_inc_rpc": 3.1e3}
     seen = [f"{op} {results[('workerd', op)] / 1e3:,.0f}k vs ~{r / 1e3:,.0f}k"
             for op, r in ref.items() if results.get(("workerd", op))]
     if seen:
         out.append("note: workerd here vs the reference's figures (section 8): " + ", ".join(seen))
         # The issue's targets were set against those figures: show that view too.
-        vs_ref = [f"{sides[s][0]} {op} {results[(s, op)] / ref[base]:.1f}x"
+        vs_ref = [f"{sides[s][0]} {op} {results[(s, op)] / ref[base or BASE[fig][0][1]]:.1f}x"
                   for (fig, s, op), tl in TARGETS.items() for (_, ts, base, _) in tl[:1]
-                  if ts == "workerd" and results.get((s, op))]
+                  if ts == "workerd" and (base or BASE[fig][0][1]) in ref
+                  and results.get((s, op))]
         if vs_ref:
             out.append("note: the same rows against the reference's workerd figures: "
                        + ", ".join(vs_ref))
     out.append("note: 'status only' awaits the Response without reading its body (the ratios use "
                "it: workerd's faster figure); dobj's Response already holds its body")
+    out.append("note: storage is on disk on every side (workerd localDisk with enableSql, dobj "
+               "Runtime(storage=DIR) in a temporary folder, removed at the end); flat rows: random "
+               "existing keys, the target compares 1M keys with 1k keys, not with workerd")
     out.append(f"({time.monotonic() - started:.0f} s)")
     print("\n".join(out), flush=True)
 

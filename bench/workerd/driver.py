@@ -137,6 +137,7 @@ class Workerd:
         with open(os.path.join(self.tmp, "config.capnp"), "w") as f:
             f.write(config)
         shutil.copy(os.path.join(HERE, "worker.js"), self.tmp)
+        os.makedirs(os.path.join(self.tmp, "store"))  # localDisk storage (removed by stop)
         self.log_path = os.path.join(self.tmp, "workerd.log")
         log = open(self.log_path, "wb")
         atexit.register(self.stop)
@@ -254,7 +255,10 @@ def main() -> int:
         print("golden vectors:", "ok" if not fails else f"{len(fails)} mismatches")
         for op, n in (("id_from_name", 200000), ("id_from_string", 200000),
                       ("new_unique_id", 200000), ("stub_fetch", 5000),
-                      ("stub_fetch_nobody", 5000)):
+                      ("stub_fetch_nobody", 5000), ("rpc_add", 5000),
+                      ("store_kv_put", 100000), ("store_kv_get", 100000),
+                      ("store_put", 20000), ("store_get", 20000),
+                      ("store_inc_rpc", 2000), ("store_inc_fetch", 2000)):
             t = wd.run(op, n)
             print(f"{op:18} {n / t:12,.0f} /s")
     return 1 if fails else 0
