@@ -36,6 +36,8 @@
  * to a per-runtime pool, so a round trip allocates no thread.
  */
 #define LUA_LIB
+#define _GNU_SOURCE /* dladdr, RTLD_NODELETE */
+#include <dlfcn.h>
 #include <errno.h>
 #include <math.h>
 #include <lauxlib.h>
@@ -1972,6 +1974,26 @@ static int l_rt_bind(lua_State *L)
 	return bind_done(L, r, n, binding, 7);
 }
 
+LDOBJ_EXPORT int luaopen_dobj(lua_State *L);
+
+/*
+ * Keep dobj.so mapped for the life of the process once a native library is
+ * loaded: the core's registry of libraries is process-wide, and the
+ * libraries keep pointers to the core's API table.  Without this, Lua's
+ * lua_close() unloads the module (dlclose) while they stay loaded.
+ */
+static void pin_module(void)
+{
+	static int pinned;
+	Dl_info info;
+
+	if (pinned)
+		return;
+	if (dladdr((void *)&luaopen_dobj, &info) && info.dli_fname &&
+	    dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE))
+		pinned = 1;
+}
+
 /*
  * rt:bind_native(name, path, class_name [, { unique_key = ... }]): load a
  * shared library of native classes (dobj/native.h) and bind one of them.
@@ -2009,6 +2031,7 @@ static int l_rt_bind_native(lua_State *L)
 	lua_pop(L, 1);
 	if (dobj_native_load(&nc, path, cname) < 0)
 		return raise_plain(L, dobj_error_last());
+	pin_module();
 	n = push_ns(L, r);
 	dobj_native_class_of(nc, &klass);
 	rc = dobj_ns_new(&n->ns, r->rt, binding, ukey, uklen, &klass);
