@@ -16,10 +16,15 @@ core_sources = sorted(glob.glob(rel("core", "src", "*.c")))
 if not core_sources:
     raise SystemExit("core/src/*.c not found: run setup.py from the repository root")
 
+# Every C file of the binding (the module, the value mapping, storage...).
+binding_sources = sorted(glob.glob(rel("bindings", "python", "src", "*.c")))
+
 ext = Extension(
     "dobj._dobj",
-    sources=[rel("bindings", "python", "src", "_dobj.c")] + core_sources,
-    include_dirs=[rel("core", "include"), rel("core", "src"), "/usr/include/x86_64-linux-gnu"],
+    sources=binding_sources + core_sources,
+    depends=sorted(glob.glob(rel("bindings", "python", "src", "*.h")) + glob.glob(rel("core", "src", "*.h"))
+                   + glob.glob(rel("core", "include", "*.h")) + glob.glob(rel("core", "include", "dobj", "*.h"))),
+    include_dirs=[rel("bindings", "python", "src"), rel("core", "include"), rel("core", "src"), "/usr/include/x86_64-linux-gnu"],
     libraries=["crypto", "sqlite3", "ffi", "dl", "m"],
     extra_compile_args=["-std=gnu11", "-fvisibility=hidden", "-Wall", "-Wextra",
                         "-Wno-missing-field-initializers", "-Wno-cast-function-type", "-O2"],

@@ -7,6 +7,8 @@ the ``DurableObject`` base class.
 
 from __future__ import annotations
 
+import asyncio as _asyncio
+import inspect as _inspect
 import json as _json
 from typing import Any, Iterable, Iterator, Mapping, Optional, Tuple, Union
 
@@ -14,6 +16,12 @@ from . import _dobj
 from ._dobj import (  # noqa: F401  (re-exported)
     Call,
     Context,
+    Cursor,
+    SqlStorage,
+    Storage,
+    Transaction,
+    deserialize,
+    serialize,
     DurableObjectId,
     Error,
     InvalidIdError,
@@ -26,6 +34,7 @@ __all__ = [
     "Runtime", "Namespace", "DurableObjectId", "Stub", "Context", "Call",
     "DurableObject", "Request", "Response", "Headers", "Env",
     "Error", "InvalidIdError",
+    "Storage", "Transaction", "SqlStorage", "Cursor", "serialize", "deserialize",
 ]
 
 HeadersInit = Union["Headers", Mapping[str, str], Iterable[Tuple[str, str]], None]
@@ -284,4 +293,68 @@ class DurableObject:
         self.env = env
 
 
+async def _transaction(storage, ctx, fn):
+    """``await storage.transaction(fn)``: fn(txn) runs as a
+    block_concurrency_while section, so no other event reaches the object
+    until it is over, even across awaits.  Its error is caught inside the
+    section (a failed section would reset the object) and raised here, after
+    the writes were rolled back."""
+    outcome = []
+
+    async def section():
+        txn = storage._begin()
+        try:
+            result = fn(txn)
+            if _inspect.isawaitable(result):
+                result = await result
+        except BaseException as exc:  # noqa: BLE001  (re-raised below)
+            try:
+                txn._end(False)
+            except Exception:  # noqa: BLE001  (fn's error is the one to see)
+                pass
+            outcome.append((False, exc))
+            return
+        try:
+            txn._end(True)
+        except BaseException as exc:  # noqa: BLE001
+            outcome.append((False, exc))
+            return
+        outcome.append((True, result))
+
+    await ctx.block_concurrency_while(section)
+    ok, value = outcome[0]
+    if not ok:
+        raise value
+    return value
+
+
+async def _drain(rt, timeout=None):
+    """``await rt.drain()``: run until no call is unfinished and no alarm is
+    pending (eviction timers do not count).  With virtual time the clock
+    jumps to the next timer once the loop has had a turn."""
+    loop = _asyncio.get_running_loop()
+    deadline = None if timeout is None else loop.time() + timeout
+    while True:
+        rt._pump()
+        if rt.pending == 0:
+            return
+        if deadline is not None and loop.time() >= deadline:
+            raise TimeoutError(f"drain(): {rt.pending} calls or alarms still pending")
+        nxt = rt._next_timer()
+        if rt.virtual_time:
+            await _asyncio.sleep(0)
+            rt._pump()
+            nxt = rt._next_timer()
+            if rt.pending and nxt is not None:
+                rt.advance(nxt)
+            elif rt.pending:
+                await _asyncio.sleep(0.001)
+            continue
+        delay = 0.05 if nxt is None else min(nxt, 0.05)
+        if deadline is not None:
+            delay = max(0.0, min(delay, deadline - loop.time()))
+        await _asyncio.sleep(delay)
+
+
 _dobj._setup(Request, Response, Env, _make_request)
+_dobj._setup_storage(_transaction, _drain)

@@ -21,6 +21,8 @@
 #include <string.h>
 
 #include "dobj.h"
+#include "storage.h"
+#include "values.h"
 
 typedef struct {
 	PyTypeObject *Runtime_T, *Namespace_T, *Id_T, *Stub_T, *Call_T, *Context_T, *Waker_T;
@@ -31,6 +33,10 @@ typedef struct {
 	PyObject *s_fetch, *s_alarm, *s_blocking, *s_add_done_callback, *s_create_future,
 		*s_set_result, *s_done, *s_remote, *s_durable_object_id, *s_url, *s_call_later,
 		*s_cancel, *s_await, *s_call_soon;
+	/* Issue 3: the value mapping and ctx.storage (values.c, storage.c). */
+	dobjpy_values values;
+	dobjpy_storage_state storage;
+	PyObject *drain; /* dobj._drain(rt, timeout), set by _setup_storage */
 } modstate;
 
 typedef struct RuntimeObject RuntimeObject;
@@ -55,6 +61,7 @@ struct RuntimeObject {
 	double timer_at;
 	int has_seed;
 	unsigned long long seed;
+	int virtual_time;
 	PyObject *weakreflist;
 };
 
@@ -91,6 +98,7 @@ typedef struct {
 	dobj_obj *obj;
 	IdObject *id;
 	PyObject *dict;
+	PyObject *storage; /* ctx.storage, made on first use */
 } ContextObject;
 
 /* A done callback for an asyncio future that wakes a task. */
@@ -1223,6 +1231,7 @@ static int Context_traverse(ContextObject *self, visitproc visit, void *arg)
 	Py_VISIT(self->rt);
 	Py_VISIT(self->id);
 	Py_VISIT(self->dict);
+	Py_VISIT(self->storage);
 	return 0;
 }
 
@@ -1231,6 +1240,7 @@ static int Context_clear(ContextObject *self)
 	Py_CLEAR(self->rt);
 	Py_CLEAR(self->id);
 	Py_CLEAR(self->dict);
+	Py_CLEAR(self->storage);
 	return 0;
 }
 
@@ -1397,8 +1407,32 @@ static PyMethodDef Context_methods[] = {
 	{ NULL }
 };
 
+static PyObject *Context_get_storage(ContextObject *self, void *c)
+{
+	(void)c;
+	if (!self->storage) {
+		if (!ctx_alive(self))
+			return NULL;
+		self->storage = dobjpy_storage_new(&self->rt->st->storage, (PyObject *)self, self->obj);
+		if (!self->storage)
+			return NULL;
+	}
+	return Py_NewRef(self->storage);
+}
+
+/* An alarm was set from outside a pump: re-arm the loop's timer. */
+static void ctx_alarm_changed(PyObject *ctx)
+{
+	ContextObject *c = (ContextObject *)ctx;
+
+	if (c->rt && c->rt->rt && !dobj_rt_closed(c->rt->rt) && !dobj_rt_pumping(c->rt->rt))
+		schedule_timers(c->rt);
+}
+
 static PyGetSetDef Context_getset[] = {
 	{ "id", (getter)Context_get_id, NULL, "The object's ID.", NULL },
+	{ "storage", (getter)Context_get_storage, NULL,
+		"The object's durable storage (key-value, SQL, alarm).", NULL },
 	{ NULL }
 };
 
@@ -1443,6 +1477,7 @@ static int class_construct(dobj_obj *obj, void *data, void **instance, void **er
 	ctx->obj = obj;
 	dobj_obj_ref(obj);
 	ctx->dict = NULL;
+	ctx->storage = NULL;
 	name = dobj_obj_name(obj, &len);
 	if (name && !(pyname = PyUnicode_DecodeUTF8(name, (Py_ssize_t)len, "surrogatepass"))) {
 		ctx->id = NULL;
@@ -1687,6 +1722,7 @@ static PyObject *Runtime_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 	opts.host.retain = host_retain;
 	opts.host.release = host_release;
 	opts.virtual_time = virtual_time;
+	self->virtual_time = virtual_time;
 	if (storage != Py_None) {
 		if (!PyUnicode_FSConverter(storage, &storage_bytes))
 			goto fail;
@@ -1867,7 +1903,75 @@ static PyObject *Runtime_live(RuntimeObject *self, PyObject *binding)
 	return PyLong_FromSize_t(dobj_ns_live(ns->ns));
 }
 
+static PyObject *Runtime_now(RuntimeObject *self, PyObject *unused)
+{
+	(void)unused;
+	if (!self->rt) {
+		PyErr_SetString(self->st->Error, "the runtime is closed");
+		return NULL;
+	}
+	return PyFloat_FromDouble(dobj_rt_wall_ms(self->rt));
+}
+
+/* Run what is ready and what is due; re-arm the loop's timer. */
+static PyObject *Runtime_pump(RuntimeObject *self, PyObject *unused)
+{
+	(void)unused;
+	if (self->rt && !dobj_rt_closed(self->rt))
+		pump(self);
+	Py_RETURN_NONE;
+}
+
+static PyObject *Runtime_next_timer(RuntimeObject *self, PyObject *unused)
+{
+	double next;
+
+	(void)unused;
+	if (!self->rt || dobj_rt_closed(self->rt) || (next = dobj_rt_next_timer_ms(self->rt)) < 0)
+		Py_RETURN_NONE;
+	return PyFloat_FromDouble(next / 1000.0);
+}
+
+static PyObject *Runtime_drain(RuntimeObject *self, PyObject *args, PyObject *kw)
+{
+	static char *kwlist[] = { "timeout", NULL };
+	PyObject *timeout = Py_None;
+
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "|O:drain", kwlist, &timeout))
+		return NULL;
+	if (!self->st->drain) {
+		PyErr_SetString(PyExc_RuntimeError, "dobj is not initialised (import dobj)");
+		return NULL;
+	}
+	return PyObject_CallFunctionObjArgs(self->st->drain, (PyObject *)self, timeout, NULL);
+}
+
+static PyObject *Runtime_open_storages(RuntimeObject *self, PyObject *binding)
+{
+	NamespaceObject *ns = (NamespaceObject *)PyDict_GetItemWithError(self->namespaces, binding);
+	if (!ns) {
+		if (!PyErr_Occurred())
+			PyErr_SetObject(PyExc_KeyError, binding);
+		return NULL;
+	}
+	return PyLong_FromSize_t(dobj_ns_open_storages(ns->ns));
+}
+
+static PyObject *Runtime_get_virtual(RuntimeObject *self, void *c)
+{
+	(void)c;
+	return PyBool_FromLong(self->virtual_time);
+}
+
 static PyMethodDef Runtime_methods[] = {
+	{ "now", (PyCFunction)Runtime_now, METH_NOARGS,
+		"The wall clock alarms use, in ms since the epoch (virtual time included)." },
+	{ "drain", (PyCFunction)(void (*)(void))Runtime_drain, METH_VARARGS | METH_KEYWORDS,
+		"await drain(timeout=None): run until no call is unfinished and no alarm is pending." },
+	{ "open_storages", (PyCFunction)Runtime_open_storages, METH_O,
+		"Number of databases open in the namespace bound as `binding`." },
+	{ "_pump", (PyCFunction)Runtime_pump, METH_NOARGS, NULL },
+	{ "_next_timer", (PyCFunction)Runtime_next_timer, METH_NOARGS, NULL },
 	{ "bind", (PyCFunction)(void (*)(void))Runtime_bind, METH_VARARGS | METH_KEYWORDS,
 		"bind(binding, cls, unique_key=None) -> Namespace" },
 	{ "close", (PyCFunction)Runtime_close, METH_NOARGS,
@@ -1884,6 +1988,7 @@ static PyGetSetDef Runtime_getset[] = {
 	{ "env", (getter)Runtime_get_env, NULL, "Plain values and every namespace, by name.", NULL },
 	{ "namespaces", (getter)Runtime_get_namespaces, NULL, "Bound namespaces by binding.", NULL },
 	{ "pending", (getter)Runtime_pending, NULL, "Unfinished tasks plus pending timers.", NULL },
+	{ "virtual_time", (getter)Runtime_get_virtual, NULL, "Was it made with virtual_time=True?", NULL },
 	{ NULL }
 };
 
@@ -1931,8 +2036,63 @@ static PyObject *mod_setup(PyObject *m, PyObject *args)
 	Py_RETURN_NONE;
 }
 
+static PyObject *mod_setup_storage(PyObject *m, PyObject *args)
+{
+	modstate *st = PyModule_GetState(m);
+	PyObject *txn, *drain;
+
+	if (!PyArg_ParseTuple(args, "OO:_setup_storage", &txn, &drain))
+		return NULL;
+	Py_XSETREF(st->storage.transaction, Py_NewRef(txn));
+	Py_XSETREF(st->drain, Py_NewRef(drain));
+	Py_RETURN_NONE;
+}
+
+static PyObject *mod_serialize(PyObject *m, PyObject *value)
+{
+	return dobjpy_encode_bytes(&((modstate *)PyModule_GetState(m))->values, value);
+}
+
+static PyObject *mod_deserialize(PyObject *m, PyObject *data)
+{
+	Py_buffer view;
+	PyObject *r;
+
+	if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0)
+		return NULL;
+	r = dobjpy_decode(&((modstate *)PyModule_GetState(m))->values, view.buf, (size_t)view.len);
+	PyBuffer_Release(&view);
+	return r;
+}
+
+/* Tests of the dobj_val path (RPC): Python -> dobj_val -> blob -> dobj_val -> Python. */
+static PyObject *mod_val_roundtrip(PyObject *m, PyObject *value)
+{
+	dobjpy_values *v = &((modstate *)PyModule_GetState(m))->values;
+	dobj_val *val = dobjpy_to_val(v, value, NULL), *back = NULL;
+	unsigned char *blob = NULL;
+	size_t len;
+	PyObject *r = NULL;
+
+	if (!val)
+		return NULL;
+	if (dobj_val_encode(val, &blob, &len) < 0 || dobj_val_decode(blob, len, &back) < 0)
+		PyErr_SetString(PyExc_ValueError, dobj_error_last());
+	else
+		r = dobjpy_from_val(v, back, NULL);
+	free(blob);
+	dobj_val_free(val);
+	dobj_val_free(back);
+	return r;
+}
+
 static PyMethodDef mod_methods[] = {
 	{ "_setup", mod_setup, METH_VARARGS, NULL },
+	{ "_setup_storage", mod_setup_storage, METH_VARARGS, NULL },
+	{ "serialize", mod_serialize, METH_O,
+		"The bytes storage keeps for `value` (V8's serialization format, as workerd)." },
+	{ "deserialize", mod_deserialize, METH_O, "The value of a V8 serialization blob." },
+	{ "_val_roundtrip", mod_val_roundtrip, METH_O, NULL },
 	{ NULL }
 };
 
@@ -1965,6 +2125,10 @@ static int mod_exec(PyObject *m)
 	Py_DECREF(bases);
 	if (!st->InvalidIdError || PyModule_AddObjectRef(m, "InvalidIdError", st->InvalidIdError) < 0)
 		return -1;
+	if (dobjpy_values_init(&st->values, st->Error) < 0 ||
+	    dobjpy_storage_init(m, &st->storage, st->Error, &st->values) < 0)
+		return -1;
+	st->storage.alarm_changed = ctx_alarm_changed;
 	asyncio = PyImport_ImportModule("asyncio");
 	if (!asyncio)
 		return -1;
@@ -2008,6 +2172,9 @@ static int mod_traverse(PyObject *m, visitproc visit, void *arg)
 	Py_VISIT(st->Env);
 	Py_VISIT(st->make_request);
 	Py_VISIT(st->get_running_loop);
+	Py_VISIT(st->drain);
+	dobjpy_values_traverse(&st->values, visit, arg);
+	dobjpy_storage_traverse(&st->storage, visit, arg);
 	return 0;
 }
 
@@ -2042,6 +2209,9 @@ static int mod_clear(PyObject *m)
 	Py_CLEAR(st->s_cancel);
 	Py_CLEAR(st->s_call_soon);
 	Py_CLEAR(st->s_await);
+	Py_CLEAR(st->drain);
+	dobjpy_values_clear(&st->values);
+	dobjpy_storage_clear(&st->storage);
 	return 0;
 }
 
