@@ -49,6 +49,9 @@ describe("native classes", function()
     assert.are.equal((2^53 | 0) + 1, k:echo_i64((2^53 | 0) + 1))
     assert.are.equal(-(2^53 | 0) - 3, k:echo_i64(-(2^53 | 0) - 3))
     assert.matches("must be an integer in %[0, 2%^64%-1%], got number", (remote_error(k.echo_u64, k, -1)))
+    -- A u64 above 2^63-1 has no Lua integer: it fails in the caller.
+    local err = H.catch(k.echo_u64, k, 2.0^63)
+    assert.are.equal("cannot receive the RPC value: a BigInt does not fit in a Lua integer (64 bits)", err.message)
     -- C arithmetic happens in the declared type.
     assert.are.equal(0, k:inc_u8(255))
     assert.are.equal(7, k:add_i64(3, 4))
