@@ -166,6 +166,7 @@ struct dobj_rt {
 	void **trash;
 	size_t ntrash, captrash;
 	int flushing;
+	int busy; /* inside dobj_obj_abort / dobj_rt_clear: no flushing, no pumping */
 	/* storage */
 	char *storage_dir;
 	dobj_durability durability;

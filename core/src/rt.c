@@ -251,7 +251,7 @@ void dobj_obj_unref(dobj_obj *obj)
 	rt = obj->ns->rt;
 	rt->refs++;
 	obj_unref(obj);
-	if (!rt->pumping)
+	if (!rt->pumping && !rt->busy)
 		flush_trash(rt);
 	rt_unref(rt);
 }
@@ -341,7 +341,7 @@ void dobj_task_unref(dobj_task *t)
 	rt = t->rt;
 	rt->refs++;
 	task_unref(t);
-	if (!rt->pumping)
+	if (!rt->pumping && !rt->busy)
 		flush_trash(rt);
 	rt_unref(rt);
 }
@@ -655,8 +655,12 @@ void dobj_obj_abort(dobj_obj *obj, int code, const char *message, void *error)
 {
 	dobj_rt *rt = obj->ns->rt;
 
+	/* Done callbacks run inside the loop below: what they drop waits in the
+	 * trash until the loop is over. */
+	rt->busy++;
 	abort_obj(obj, code, message, error);
-	if (!rt->pumping)
+	rt->busy--;
+	if (!rt->pumping && !rt->busy)
 		flush_trash(rt);
 }
 
@@ -799,7 +803,7 @@ size_t dobj_rt_pump(dobj_rt *rt)
 	size_t n = 0;
 	dobj_task *t;
 
-	if (rt->pumping)
+	if (rt->pumping || rt->busy)
 		return 0;
 	rt->refs++;
 	if (rt->nheap)
@@ -1136,6 +1140,7 @@ void dobj_rt_clear(dobj_rt *rt)
 		return;
 	rt->closing = 1;
 	rt->refs++;
+	rt->busy++;
 	/* Reset every live object: their tasks fail and callers hear of it. */
 	for (i = 0; i < rt->nns; i++) {
 		dobj_ns *ns = rt->nss[i];
@@ -1165,6 +1170,7 @@ void dobj_rt_clear(dobj_rt *rt)
 		}
 	}
 	rt->closed = 1;
+	rt->busy--;
 	flush_trash(rt);
 	rt_unref(rt);
 }
@@ -1321,7 +1327,7 @@ void dobj_stub_free(dobj_stub *s)
 		obj_unref(s->obj);
 	free(s->name);
 	free(s);
-	if (!rt->pumping)
+	if (!rt->pumping && !rt->busy)
 		flush_trash(rt);
 	rt_unref(rt);
 }
@@ -1470,7 +1476,7 @@ int dobj_stub_call_ex(dobj_task **out, dobj_stub *stub, dobj_call_kind kind, con
 	return DOBJ_OK;
 fail:
 	drop_value(rt, request, request_free);
-	if (!rt->pumping)
+	if (!rt->pumping && !rt->busy)
 		flush_trash(rt);
 	return rc;
 }
