@@ -1,5 +1,6 @@
 """ctx: block_concurrency_while, abort, wait_until."""
 import asyncio
+import gc
 import sys
 
 import pytest
@@ -285,3 +286,42 @@ async def test_wait_until_errors_do_not_break_the_object(rt):
         sys.unraisablehook = old_hook
     assert [str(r.exc_value) for r in reported] == ["background failure"]  # reported, not lost
     assert (await stub.fetch("https://b/")).text() == "2"
+
+
+async def test_abort_from_outside_a_handler_while_callers_wait(rt):
+    """ctx.abort() called from plain asyncio code (no handler running) fails the
+    calls waiting on the object, including calls made by other objects, whose
+    handlers' finally blocks may call stubs again (ASan found a use-after-free
+    here: the core's abort loop must not run Python code)."""
+    log = []
+    ctxs = {}
+
+    class Target(dobj.DurableObject):
+        def __init__(self, ctx, env):
+            super().__init__(ctx, env)
+            ctxs[ctx.id.name] = ctx
+
+        async def fetch(self, request):
+            if request.url.endswith("/wait"):
+                try:
+                    await asyncio.get_running_loop().create_future()
+                finally:
+                    log.append(self.env.TARGET.get_by_name("other").fetch("https://t/quick").done)
+            return dobj.Response("quick")
+
+    class Caller(dobj.DurableObject):
+        async def fetch(self, request):
+            return await self.env.TARGET.get_by_name("t").fetch("https://t/wait")
+
+    rt.bind("TARGET", Target)
+    callers = rt.bind("CALLER", Caller)
+    for _ in range(3):
+        calls = [callers.get_by_name(f"c{i}").fetch("https://c/") for i in range(3)]
+        await asyncio.sleep(0)
+        with pytest.raises(KeyError):
+            ctxs["t"].abort(KeyError("stop"))
+        for call in calls:
+            with pytest.raises(KeyError, match="stop"):
+                await asyncio.wait_for(call, 2)
+    gc.collect()
+    assert log and all(log)  # the finally blocks ran and their calls completed

@@ -30,6 +30,8 @@ typedef struct {
 	/* Set by dobj/__init__.py through _setup(). */
 	PyObject *Request, *Response, *Env, *make_request;
 	PyObject *get_running_loop;
+	/* Calls whose loop future must be completed once the core returns. */
+	PyObject *deferred;
 	PyObject *s_fetch, *s_alarm, *s_blocking, *s_add_done_callback, *s_create_future,
 		*s_set_result, *s_done, *s_remote, *s_durable_object_id, *s_url, *s_call_later,
 		*s_cancel, *s_await, *s_call_soon;
@@ -225,11 +227,14 @@ static void raise_task(dobj_task *t)
 
 static void schedule_timers(RuntimeObject *self);
 
+static void flush_deferred(modstate *st);
+
 static void pump(RuntimeObject *self)
 {
 	if (!self->rt || dobj_rt_pumping(self->rt))
 		return;
 	dobj_rt_pump(self->rt);
+	flush_deferred(self->st);
 	schedule_timers(self);
 }
 
@@ -744,28 +749,70 @@ static void Call_dealloc(CallObject *self)
 	Py_DECREF(tp);
 }
 
-/* The task finished: wake whoever waits (a handler task or a loop future). */
+static void complete_future(CallObject *self);
+
+/*
+ * The task finished: wake whoever waits (a handler task or a loop future).
+ *
+ * Done callbacks also run from inside the core's own loops (dobj_obj_abort
+ * and dobj_rt_clear fail tasks one by one) where no pump is running.  There
+ * this callback must neither drop a reference (dobj_task_unref would flush
+ * the core's trash: finalisers, re-entry, and possibly this very Call freed
+ * under our feet) nor run Python code (an allocation may start the GC).  So
+ * the waiter's reference is dropped later (call_drop_task), and outside a
+ * pump the loop future is completed after the core returns (flush_deferred).
+ */
 static void call_done(dobj_task *t, void *data)
 {
 	CallObject *self = data;
-	(void)t;
 
-	if (self->waiter) {
-		dobj_task *w = self->waiter;
-		self->waiter = NULL;
-		dobj_task_wake(w);
-		dobj_task_unref(w);
-	}
+	if (self->waiter)
+		dobj_task_wake(self->waiter);
 	if (self->future) {
-		PyObject *done = PyObject_CallMethodNoArgs(self->future, self->rt->st->s_done);
+		if (dobj_rt_pumping(dobj_task_rt(t)))
+			complete_future(self);
+		else if (PyList_Append(self->rt->st->deferred, (PyObject *)self) < 0)
+			PyErr_Clear();
+	}
+}
+
+/* Complete the loop future of a finished call (runs Python code). */
+static void complete_future(CallObject *self)
+{
+	if (self->future && self->rt) {
+		PyObject *future = Py_NewRef(self->future);
+		PyObject *done = PyObject_CallMethodNoArgs(future, self->rt->st->s_done);
 		if (done && !PyObject_IsTrue(done)) {
-			PyObject *r = PyObject_CallMethodOneArg(self->future, self->rt->st->s_set_result, Py_None);
+			PyObject *r = PyObject_CallMethodOneArg(future, self->rt->st->s_set_result, Py_None);
 			Py_XDECREF(r);
 		}
 		Py_XDECREF(done);
 		if (PyErr_Occurred())
-			PyErr_WriteUnraisable(self->future);
+			PyErr_WriteUnraisable(future);
+		Py_DECREF(future);
 	}
+}
+
+/* Complete the futures of calls that finished inside a core loop run outside
+ * a pump (abort, clear).  Called by the binding once the core has returned. */
+static void flush_deferred(modstate *st)
+{
+	PyObject *exc_type, *exc_value, *exc_tb;
+
+	if (!st->deferred || PyList_GET_SIZE(st->deferred) == 0)
+		return;
+	PyErr_Fetch(&exc_type, &exc_value, &exc_tb);
+	while (PyList_GET_SIZE(st->deferred) > 0) {
+		CallObject *c = (CallObject *)Py_NewRef(PyList_GET_ITEM(st->deferred, 0));
+		if (PySequence_DelItem(st->deferred, 0) < 0) {
+			PyErr_Clear();
+			Py_DECREF(c);
+			break;
+		}
+		complete_future(c);
+		Py_DECREF(c);
+	}
+	PyErr_Restore(exc_type, exc_value, exc_tb);
 }
 
 static int call_is_done(CallObject *self)
@@ -1305,6 +1352,7 @@ static PyObject *Context_abort(ContextObject *self, PyObject *const *args, Py_ss
 		PyErr_Clear();
 	Py_INCREF(exc); /* one for the core (boxed), one to raise */
 	dobj_obj_abort(self->obj, DOBJ_EABORTED, msg ? msg : "aborted", error_box(exc));
+	flush_deferred(self->rt->st);
 	Py_XDECREF(s);
 	/* Nothing after abort() runs in the handler. */
 	PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
@@ -1347,6 +1395,7 @@ static PyObject *Context_block_concurrency_while(ContextObject *self, PyObject *
 		if (exc) {
 			Py_INCREF(exc);
 			dobj_obj_abort(self->obj, DOBJ_EUSER, msg, error_box(exc));
+			flush_deferred(self->rt->st);
 			PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
 			Py_DECREF(exc);
 		}
@@ -1656,8 +1705,10 @@ static int Runtime_traverse(RuntimeObject *self, visitproc visit, void *arg)
 
 static int Runtime_clear(RuntimeObject *self)
 {
-	if (self->rt)
+	if (self->rt) {
 		dobj_rt_clear(self->rt);
+		flush_deferred(self->st);
+	}
 	Py_CLEAR(self->env);
 	Py_CLEAR(self->namespaces);
 	Py_CLEAR(self->timer);
@@ -1674,6 +1725,7 @@ static void Runtime_dealloc(RuntimeObject *self)
 	if (self->rt) {
 		dobj_rt_free(self->rt);
 		self->rt = NULL;
+		flush_deferred(self->st);
 	}
 	tp->tp_free(self);
 	Py_DECREF(tp);
@@ -1854,6 +1906,7 @@ static PyObject *Runtime_advance(RuntimeObject *self, PyObject *seconds)
 		return NULL;
 	}
 	rc = dobj_rt_advance(self->rt, s * 1000.0);
+	flush_deferred(self->st);
 	if (rc < 0)
 		return raise_core(self->st, rc);
 	schedule_timers(self);
@@ -1863,8 +1916,10 @@ static PyObject *Runtime_advance(RuntimeObject *self, PyObject *seconds)
 static PyObject *Runtime_close(RuntimeObject *self, PyObject *unused)
 {
 	(void)unused;
-	if (self->rt)
+	if (self->rt) {
 		dobj_rt_clear(self->rt);
+		flush_deferred(self->st);
+	}
 	if (self->timer) {
 		PyObject *r = PyObject_CallMethodNoArgs(self->timer, self->st->s_cancel);
 		Py_XDECREF(r);
@@ -2133,6 +2188,8 @@ static int mod_exec(PyObject *m)
 	if (!asyncio)
 		return -1;
 	st->get_running_loop = PyObject_GetAttrString(asyncio, "get_running_loop");
+	if (!(st->deferred = PyList_New(0)))
+		return -1;
 	Py_DECREF(asyncio);
 	if (!st->get_running_loop)
 		return -1;
@@ -2172,6 +2229,7 @@ static int mod_traverse(PyObject *m, visitproc visit, void *arg)
 	Py_VISIT(st->Env);
 	Py_VISIT(st->make_request);
 	Py_VISIT(st->get_running_loop);
+	Py_VISIT(st->deferred);
 	Py_VISIT(st->drain);
 	dobjpy_values_traverse(&st->values, visit, arg);
 	dobjpy_storage_traverse(&st->storage, visit, arg);
@@ -2195,6 +2253,7 @@ static int mod_clear(PyObject *m)
 	Py_CLEAR(st->Env);
 	Py_CLEAR(st->make_request);
 	Py_CLEAR(st->get_running_loop);
+	Py_CLEAR(st->deferred);
 	Py_CLEAR(st->s_fetch);
 	Py_CLEAR(st->s_alarm);
 	Py_CLEAR(st->s_blocking);
