@@ -79,6 +79,8 @@ demo: build venv
 	$(VENV)/bin/python examples/demo.py
 	@echo; echo "== Lua =="
 	$(LUA_ENV) lua5.4 examples/demo.lua
+	@echo; echo "== Lua: a native C class (token-bucket rate limiter) through libffi =="
+	$(LUA_ENV) lua5.4 examples/native/demo.lua
 
 bench: build venv
 	$(PYTHON) bench/run.py
