@@ -200,7 +200,11 @@ static PyObject *datetime_from_ms(dobjpy_values *v, double ms)
 		PyErr_Format(v->error, "cannot read the stored value: an invalid Date has no datetime");
 		return NULL;
 	}
-	us = (int64_t)llround(ms * 1000.0);
+	{
+		/* Whole ms are exact in a double; the fraction carries the µs. */
+		double whole = floor(ms);
+		us = (int64_t)whole * 1000 + (int64_t)llround((ms - whole) * 1000.0);
+	}
 	days = us / 86400000000LL;
 	rem = us % 86400000000LL;
 	if (rem < 0) {

@@ -1,0 +1,235 @@
+"""The value mapping: Python <-> V8 serialization blobs (what storage keeps,
+what workerd reads), and Python <-> dobj_val (the RPC path)."""
+import datetime as dt
+import gc
+import math
+
+import pytest
+
+import dobj
+from dobj import _dobj
+from storage_util import Box, run, same
+
+UTC = dt.timezone.utc
+
+# Values that come back exactly as they went in (type included).
+SAME = [
+    None, True, False, 0, 1, -1, -5, 2**30 - 1, -(2**30), 2**30, -(2**30) - 1, 2**31, 2**40,
+    2**53, 2**53 + 1, -(2**63), 2**63 - 1, 2**64, 2**100, -(2**200), 0.0, -0.0, 1.0, 1.5, -2.25,
+    1e300, 5e-324, float("inf"), float("-inf"), math.pi, "", "hello", "héllo ÿ", "日本",
+    "😀!", "a\0b", "\ud800", "x\udfffy", "\udc00\ud800", "mixed é 日 😀 \ud834", b"",
+    b"\x00\x01\xff", bytes(range(256)), [], [1, "a", None], [[[]]], {}, {"x": 1, "y": "z"},
+    {"0": "index", "b": 2, "1": 1, "4294967295": "not an index"}, {"nested": {"list": [{"a": 1}]}},
+    {1: "one", "k": 1, True: False, 2.5: None}, {None: 1}, {b"key": "bytes key"},
+    {(1, 2): "tuple key", frozenset({3}): "frozenset key"}, {1, "a", 2.5, None}, set(),
+    dt.datetime(2023, 11, 14, 22, 13, 20, 123000, tzinfo=UTC),
+    dt.datetime(2023, 11, 14, 22, 13, 20, 123456, tzinfo=UTC),
+    dt.datetime(1, 1, 1, tzinfo=UTC), dt.datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=UTC),
+    dt.datetime(1969, 12, 31, 23, 59, 59, 500000, tzinfo=UTC),
+    [1, 2.5, "x", b"y", None, True, {"z": [1]}, {9}],
+]
+
+
+@pytest.mark.parametrize("value", SAME, ids=repr)
+def test_every_value_round_trips(value):
+    assert same(dobj.deserialize(dobj.serialize(value)), value)
+
+
+# Values that come back equal as another type.
+CONVERTED = [
+    ((1, 2, (3,)), [1, 2, [3]]),
+    (bytearray(b"ab"), b"ab"),
+    (memoryview(b"xyz"), b"xyz"),
+    (frozenset({1, 2}), {1, 2}),
+    (dt.datetime(2020, 1, 1, 12), dt.datetime(2020, 1, 1, 12, tzinfo=UTC)),
+    (dt.datetime(2020, 1, 1, 12, tzinfo=dt.timezone(dt.timedelta(hours=2))),
+     dt.datetime(2020, 1, 1, 10, tzinfo=UTC)),
+]
+
+
+@pytest.mark.parametrize("value,back", CONVERTED, ids=repr)
+def test_converted_values_come_back_equal(value, back):
+    got = dobj.deserialize(dobj.serialize(value))
+    assert same(got, back)
+    if not isinstance(value, (tuple, dt.datetime)):
+        assert got == value
+
+
+def test_nan_round_trips():
+    assert math.isnan(dobj.deserialize(dobj.serialize(float("nan"))))
+
+
+def test_shared_objects_stay_shared():
+    inner = {"v": 1}
+    lst = [1]
+    value = {"a": inner, "b": inner, "l": [lst, lst], "t": (lst,)}
+    got = dobj.deserialize(dobj.serialize(value))
+    assert got == {"a": {"v": 1}, "b": {"v": 1}, "l": [[1], [1]], "t": [[1]]}
+    assert got["a"] is got["b"]
+    assert got["l"][0] is got["l"][1] is got["t"][0]
+
+
+def test_cycles_come_back_as_cycles():
+    lst = [1]
+    lst.append(lst)
+    got = dobj.deserialize(dobj.serialize(lst))
+    assert got[0] == 1 and got[1] is got
+    d = {"name": "c"}
+    d["self"] = d
+    d["list"] = [d, {"back": d}]
+    got = dobj.deserialize(dobj.serialize(d))
+    assert got["self"] is got and got["list"][0] is got and got["list"][1]["back"] is got
+    assert same(got, d)
+
+
+def test_a_list_holding_itself_is_written_as_v8_does():
+    lst = []
+    lst.append(lst)
+    assert dobj.serialize(lst).hex() == "ff0f" + "4101" + "5e00" + "240001"
+
+
+# The bytes workerd writes (docs/value-format.md, the reference, section 6).
+V8_BYTES = [
+    (1, "4902"), (-5, "4909"), (2.0**40, "4e0000000000007042"), (1.5, "4e000000000000f83f"),
+    (True, "54"), (False, "46"), (None, "30"), ("hello", "220568656c6c6f"),
+    ("héllo", "220568e96c6c6f"), ("日本", "6304e5652c67"), ("", "2200"), ({}, "6f7b00"),
+    ({"x": 1, "y": "z"}, "6f22017849022201792201" + "7a7b02"),
+    ([1, "a", None], "4103490222016130240003"),
+    (b"\x01\x02\x03", "4203010203564200030" + "0"),
+    (dt.datetime(1970, 1, 1, tzinfo=UTC), "440000000000000000"),
+    ({1: "k"}, "3b490222016b3a02"), ({"k": 1, 2: 3}, "3b22016b490249044906" + "3a04"),
+    ({1}, "2749022c01"), (12345678901234567890, "5a10d20a1feb8ca954ab"),
+]
+
+
+@pytest.mark.parametrize("value,hexbytes", V8_BYTES, ids=repr)
+def test_bytes_are_v8s(value, hexbytes):
+    assert dobj.serialize(value).hex() == "ff0f" + hexbytes
+    got = dobj.deserialize(bytes.fromhex("ff0f" + hexbytes))
+    assert got == value
+
+
+def test_what_workerd_writes_reads_as_documented():
+    # JS numbers: I -> int, N -> float (even when whole).
+    assert same(dobj.deserialize(bytes.fromhex("ff0f4e0000000000007042")), 2.0**40)
+    assert same(dobj.deserialize(bytes.fromhex("ff0f4e000000000000f03f")), 1.0)
+    # undefined -> None; an ArrayBuffer -> bytes; a view of part of a buffer -> its bytes.
+    assert dobj.deserialize(bytes.fromhex("ff0f5f")) is None
+    assert dobj.deserialize(bytes.fromhex("ff0f42020908")) == b"\x09\x08"
+    assert dobj.deserialize(bytes.fromhex("ff0f42040102030456420102" + "00")) == b"\x02\x03"
+    # A sparse array (holes, undefined) -> a list with None in the holes.
+    sparse = bytes.fromhex("ff0f" + "6103" + "4900" + "4902" + "4904" + "4906" + "400203")
+    assert dobj.deserialize(sparse) == [1, None, 3]
+
+
+CORRUPT = [b"", b"\xff", b"\xff\x0f", b"\xff\x0f\x49", b"\xff\x0f\x22\x05ab", b"\xff\x0f\x30\x30",
+           b"\xff\x0f\x6f\x22\x01x", b"\xff\x0f\x5e\x00", b"\xff\x0f\x41\xff\xff\xff\xff\x0f",
+           b"\xff\x0f\x52", b"\xff\x10\x30", b"\x00\x0f\x30", b"\xff\x0f\x6f\x49\x02\x30\x7b\x02",
+           b"\xff\x0f" + b"\x6f" * 300, b"\xff\x0f\x3b\x6f\x7b\x00\x30\x3a\x02"]
+
+
+@pytest.mark.parametrize("blob", CORRUPT, ids=repr)
+def test_corrupt_blobs_raise_clear_errors(blob):
+    with pytest.raises(dobj.Error, match="^cannot read the stored value: "):
+        dobj.deserialize(blob)
+
+
+def test_random_corruptions_never_crash():
+    import random
+    rnd = random.Random(7)
+    base = [dobj.serialize(v) for v in SAME if not isinstance(v, float)]
+    for _ in range(3000):
+        b = bytearray(rnd.choice(base))
+        for _ in range(rnd.randint(1, 3)):
+            if b and rnd.random() < 0.7:
+                b[rnd.randrange(len(b))] = rnd.randrange(256)
+            elif b:
+                del b[rnd.randrange(len(b)):]
+        try:
+            dobj.deserialize(bytes(b))
+        except dobj.Error:
+            pass
+
+
+@pytest.mark.parametrize("value", [object(), dt.date(2020, 1, 1), 1j, type, lambda: 1,
+                                   [1, object()], {"k": dt.time()}, range(3)], ids=repr)
+def test_unsupported_types_raise_type_error_naming_the_type(value):
+    with pytest.raises(TypeError, match="cannot store a value of type"):
+        dobj.serialize(value)
+
+
+def test_too_deep_is_a_value_error():
+    v = []
+    for _ in range(300):
+        v = [v]
+    with pytest.raises(ValueError, match="deeper than 256"):
+        dobj.serialize(v)
+
+
+def test_map_keys_that_python_cannot_hash_are_a_clear_error():
+    # new Map([[{}, 1]]) written by JS
+    with pytest.raises(dobj.Error, match="cannot be hashed"):
+        dobj.deserialize(bytes.fromhex("ff0f3b6f7b0049023a02"))
+
+
+def test_dates_python_cannot_hold_are_a_clear_error():
+    with pytest.raises(dobj.Error, match="outside the years"):
+        dobj.deserialize(bytes.fromhex("ff0f44") + (8.64e15).hex().encode() * 0 +
+                         __import__("struct").pack("<d", 8.64e15))
+    with pytest.raises(dobj.Error, match="invalid Date"):
+        dobj.deserialize(bytes.fromhex("ff0f44") + __import__("struct").pack("<d", float("nan")))
+
+
+@pytest.mark.parametrize("value", [v for v in SAME if not isinstance(v, float)] +
+                         [1.5, float("inf"), -0.0], ids=repr)
+def test_dobj_val_path_round_trips(value):
+    assert same(_dobj._val_roundtrip(value), value)
+
+
+def test_dobj_val_path_keeps_sharing_and_refuses_cycles():
+    inner = [1]
+    got = _dobj._val_roundtrip({"a": inner, "b": inner})
+    assert got["a"] is got["b"]
+    lst = []
+    lst.append(lst)
+    with pytest.raises(ValueError, match="contains itself"):
+        _dobj._val_roundtrip(lst)
+    # dobj_val numbers are doubles: a whole float in the Smi range reads as an int.
+    assert same(_dobj._val_roundtrip(2.0), 2)
+
+
+async def test_values_round_trip_through_storage(rt):
+    box = rt.bind("BOX", Box).get_by_name("values")
+    shared = {"s": 1}
+    cyc = [shared]
+    cyc.append(cyc)
+    values = {f"k{i}": v for i, v in enumerate(SAME)}
+    values["nan"] = [float("nan")]
+    values["cyc"] = cyc
+
+    def write(self):
+        for k, v in values.items():
+            self.ctx.storage.put(k, v)
+
+    await run(box, write)
+    got = await run(box, lambda self: self.ctx.storage.get(list(values)[:128]))
+    for k, v in values.items():
+        if k == "nan":
+            assert math.isnan(got[k][0])
+        elif k == "cyc":
+            assert got[k][1] is got[k] and got[k][0] == shared
+        else:
+            assert same(got[k], v), k
+
+
+def test_no_reference_leaks_in_the_codec():
+    value = {"a": [1, 2, {"b": b"x"}], "s": {1, 2}, "d": dt.datetime(2020, 1, 1, tzinfo=UTC)}
+    blob = dobj.serialize(value)
+    gc.collect()
+    before = len(gc.get_objects())
+    for _ in range(2000):
+        dobj.serialize(value)
+        dobj.deserialize(blob)
+        _dobj._val_roundtrip(value)
+    gc.collect()
+    assert len(gc.get_objects()) - before < 50
