@@ -388,6 +388,40 @@ static dobj_val *convert_ret(const method *m, const void *r)
 	return NULL;
 }
 
+/* Check arity and every argument against the method's signature. */
+static int check_args(const dobj_native_class *nc, const method *m, const dobj_val *args)
+{
+	slot sl;
+	dobj_bytes b;
+	size_t n = dobj_val_len(args), i;
+	int rc;
+
+	if (dobj_val_type_of(args) != DOBJ_VAL_ARRAY)
+		return dobj_error_set(DOBJ_EARG, "the arguments of %s() must be an array", m->name);
+	if (n != m->nargs)
+		return dobj_error_set(DOBJ_EARG, "%s.%s() expects %zu argument%s, got %zu",
+			nc->name, m->name, m->nargs, m->nargs == 1 ? "" : "s", n);
+	for (i = 0; i < n; i++)
+		if ((rc = convert_arg(m, i, dobj_val_at(args, i), &sl, &b)) < 0)
+			return rc;
+	return DOBJ_OK;
+}
+
+int dobj_native_check(const dobj_ns *ns, const char *name, const dobj_val *args)
+{
+	const dobj_native_class *nc;
+	const method *m;
+
+	if (!dobj_ns_is_native(ns))
+		return DOBJ_OK;
+	nc = dobj_ns_class_data(ns);
+	m = find_method(nc, name);
+	if (!m)
+		return dobj_error_set(DOBJ_ENOHANDLER,
+			"The RPC receiver does not implement the method \"%s\".", name ? name : "");
+	return check_args(nc, m, args);
+}
+
 static int invoke(dobj_native_ctx *ctx, const method *m, const dobj_val *args, dobj_val **out)
 {
 	slot slots[MAX_ARGS + 1];
@@ -398,11 +432,8 @@ static int invoke(dobj_native_ctx *ctx, const method *m, const dobj_val *args, d
 	int rc;
 
 	*out = NULL;
-	if (dobj_val_type_of(args) != DOBJ_VAL_ARRAY)
-		return dobj_error_set(DOBJ_EARG, "the arguments of %s() must be an array", m->name);
-	if (n != m->nargs)
-		return dobj_error_set(DOBJ_EARG, "%s.%s() expects %zu argument%s, got %zu",
-			ctx->nc->name, m->name, m->nargs, m->nargs == 1 ? "" : "s", n);
+	if ((rc = check_args(ctx->nc, m, args)) < 0)
+		return rc;
 	slots[0].p = ctx;
 	avalues[0] = &slots[0];
 	for (i = 0; i < n; i++) {
@@ -681,6 +712,9 @@ static const dobj_native_api api = {
 	dobj_msg_new_response,
 	dobj_msg_set_header,
 	dobj_msg_header,
+	dobj_val_ref,
+	dobj_val_key_at,
+	dobj_val_map_key_at,
 };
 
 const dobj_native_api *dobj_native_api_get(void)

@@ -282,6 +282,24 @@ static void test_bad_calls_get_clear_errors(void)
 	CHECK_EQ_INT(live_values, 0);
 }
 
+static void test_calls_can_be_checked_before_sending(void)
+{
+	dobj_rt *rt = make_rt(counter_class);
+	dobj_val *ok = args_of(1, dobj_val_number(1)), *two = args_of(2, dobj_val_number(1), dobj_val_number(2)),
+		*bad = args_of(1, dobj_val_string("x", 1));
+	CHECK_EQ_INT(dobj_native_check(ns, "add", ok), DOBJ_OK);
+	CHECK_EQ_INT(dobj_native_check(ns, "add", two), DOBJ_EARG);
+	CHECK_STR(dobj_error_last(), "Counter.add() expects 1 argument, got 2");
+	CHECK_EQ_INT(dobj_native_check(ns, "add", bad), DOBJ_EARG);
+	CHECK_STR(dobj_error_last(), "argument 1 of add() must be an integer in [-2^63, 2^63-1], got string");
+	CHECK_EQ_INT(dobj_native_check(ns, "nope", ok), DOBJ_ENOHANDLER);
+	CHECK_STR(dobj_error_last(), "The RPC receiver does not implement the method \"nope\".");
+	CHECK(dobj_native_api_get()->size == sizeof(dobj_native_api));
+	CHECK(dobj_native_api_get()->val_ref != NULL);
+	dobj_val_free(ok); dobj_val_free(two); dobj_val_free(bad);
+	dobj_rt_free(rt);
+}
+
 static void test_native_fetch(void)
 {
 	dobj_rt *rt = make_rt(counter_class);
@@ -386,6 +404,7 @@ int main(void)
 	CHECK_EQ_INT(dobj_native_define(&counter_class, &def), DOBJ_OK);
 	RUN(test_every_signature_kind);
 	RUN(test_bad_calls_get_clear_errors);
+	RUN(test_calls_can_be_checked_before_sending);
 	RUN(test_native_fetch);
 	RUN(test_bad_registrations);
 	RUN(test_loading_errors);

@@ -112,6 +112,10 @@ typedef struct dobj_native_api {
 	dobj_msg *(*response)(int status, const void *body, size_t len);
 	int (*set_header)(dobj_msg *m, const char *name, const char *value);
 	const char *(*header)(const dobj_msg *m, const char *name);
+	/* Since the first release (check api->size before use). */
+	dobj_val *(*val_ref)(dobj_val *v);
+	const char *(*val_key_at)(const dobj_val *v, size_t i, size_t *len);
+	dobj_val *(*val_map_key_at)(const dobj_val *v, size_t i);
 } dobj_native_api;
 
 typedef int (*dobj_native_init_fn)(const dobj_native_api *api, dobj_native_registry *reg);
@@ -142,6 +146,14 @@ DOBJ_API int dobj_native_load(dobj_native_class **out, const char *path, const c
  *  of arguments and return a dobj_val (both core values, dobj_stub_call_ex). */
 DOBJ_API void dobj_native_class_of(const dobj_native_class *nc, dobj_class *out);
 DOBJ_API const char *dobj_native_class_name(const dobj_native_class *nc);
+
+/**
+ * For a native namespace: would `args` (an array) call `name`?  Checks the
+ * method exists, the arity and that every argument converts, so a binding
+ * can refuse a bad call in the caller before anything is delivered.
+ * DOBJ_OK for namespaces that are not native.
+ */
+DOBJ_API int dobj_native_check(const dobj_ns *ns, const char *name, const dobj_val *args);
 
 /** Does the native class have a method `name`? */
 DOBJ_API int dobj_native_has_method(const dobj_native_class *nc, const char *name);
