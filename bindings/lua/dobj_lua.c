@@ -3575,6 +3575,13 @@ static int l_stub_rpc(lua_State *L)
 		}
 	}
 	lua_settop(L, top);
+	/* A native method checks arity and types here, in the caller, before
+	 * anything is delivered. */
+	if (dobj_native_check(dobj_stub_ns(s->stub), name, args) < 0 &&
+	    dobj_error_last_code() != DOBJ_ENOHANDLER) { /* a missing method is the object's answer */
+		dobj_val_free(args);
+		return raise_core_error(L, dobj_error_last());
+	}
 	rc = dobj_stub_call_ex(&t, s->stub, DOBJ_CALL_RPC, name, NULL, 0, args, val_free_cb,
 		c ? wake_waiter : NULL, c);
 	if (rc < 0)

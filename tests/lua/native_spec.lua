@@ -16,6 +16,15 @@ local function kinds(rt, name)
   return ns:get_by_name(name or "k"), ns, rt
 end
 
+-- Arity and conversion errors are found in the caller, before anything is
+-- delivered (dobj_native_check): not remote.
+local function caller_error(f, ...)
+  local err = H.catch(f, ...)
+  assert.is_true(dobj.is_error(err))
+  assert.is_nil(err.remote)
+  return err.message, err
+end
+
 local function remote_error(f, ...)
   local err = H.catch(f, ...)
   assert.is_true(dobj.is_error(err))
@@ -40,7 +49,7 @@ describe("native classes", function()
       local lo, hi = lim[1] - 1, lim[2] + 1
       if kind ~= "i64" and kind ~= "u64" then
         for _, bad in ipairs { lo, hi } do
-          local msg = remote_error(k["echo_" .. kind], k, bad)
+          local msg = caller_error(k["echo_" .. kind], k, bad)
           assert.matches("^argument 1 of echo_" .. kind .. "%(%) must be an integer in %[", msg)
         end
       end
@@ -48,7 +57,7 @@ describe("native classes", function()
     -- Integers beyond 2^53 travel exactly (as BigInts).
     assert.are.equal((2^53 | 0) + 1, k:echo_i64((2^53 | 0) + 1))
     assert.are.equal(-(2^53 | 0) - 3, k:echo_i64(-(2^53 | 0) - 3))
-    assert.matches("must be an integer in %[0, 2%^64%-1%], got number", (remote_error(k.echo_u64, k, -1)))
+    assert.matches("must be an integer in %[0, 2%^64%-1%], got number", (caller_error(k.echo_u64, k, -1)))
     -- A u64 above 2^63-1 has no Lua integer: it fails in the caller.
     local err = H.catch(k.echo_u64, k, 2.0^63)
     assert.are.equal("cannot receive the RPC value: a BigInt does not fit in a Lua integer (64 bits)", err.message)
@@ -89,7 +98,7 @@ describe("native classes", function()
       { "mix", { true, 1, 1, 1, 1, 1, 2 }, "argument 7 of mix() must be a string, got number" },
     }
     for _, c in ipairs(cases) do
-      assert.are.equal(c[3], (remote_error(k[c[1]], k, table.unpack(c[2], 1, #c[2] > 0 and #c[2] or 1))))
+      assert.are.equal(c[3], (caller_error(k[c[1]], k, table.unpack(c[2], 1, #c[2] > 0 and #c[2] or 1))))
     end
     -- Values Lua cannot send fail in the caller, before anything is delivered.
     local err = H.catch(k.echo_str, k, print)
@@ -99,9 +108,9 @@ describe("native classes", function()
 
   it("checks arity", function()
     local k = kinds()
-    assert.are.equal("Kinds.echo_i8() expects 1 argument, got 0", (remote_error(k.echo_i8, k)))
-    assert.are.equal("Kinds.add_i64() expects 2 arguments, got 3", (remote_error(k.add_i64, k, 1, 2, 3)))
-    assert.are.equal("Kinds.touched() expects 0 arguments, got 1", (remote_error(k.touched, k, 1)))
+    assert.are.equal("Kinds.echo_i8() expects 1 argument, got 0", (caller_error(k.echo_i8, k)))
+    assert.are.equal("Kinds.add_i64() expects 2 arguments, got 3", (caller_error(k.add_i64, k, 1, 2, 3)))
+    assert.are.equal("Kinds.touched() expects 0 arguments, got 1", (caller_error(k.touched, k, 1)))
   end)
 
   it("passes and returns dobj values", function()
@@ -251,7 +260,7 @@ describe("the native rate limiter", function()
     assert.are.equal(10, limiter:get_by_name("user-2"):remaining())
     assert.matches("needs capacity > 0", (remote_error(user.configure, user, 0, 1)))
     assert.matches("take%(tokens%) needs tokens > 0", (remote_error(user.take, user, -1)))
-    assert.matches("expects 1 argument, got 0", (remote_error(user.take, user)))
+    assert.matches("expects 1 argument, got 0", (caller_error(user.take, user)))
   end)
 
   it("answers fetch: POST takes a token (200, then 429), GET reports", function()
