@@ -1,0 +1,198 @@
+"""Alarms: set/get/delete, the handler, retries, never early, persistence."""
+import asyncio
+import datetime as dt
+import gc
+import time
+
+import pytest
+
+import dobj
+from storage_util import AlarmBox, Box, run
+
+
+@pytest.fixture
+def vrt():
+    runtime = dobj.Runtime(virtual_time=True)
+    AlarmBox.log = []
+    AlarmBox.on_alarm = None
+    yield runtime
+    runtime.close()
+    gc.collect()
+
+
+async def test_alarm_fires_once_at_its_time_never_early(vrt):
+    stub = vrt.bind("A", AlarmBox).get_by_name("a")
+    seen = []
+    AlarmBox.on_alarm = lambda self, info: seen.append((vrt.now(), self.ctx.storage.get_alarm()))
+    when = vrt.now() + 5000
+    await run(stub, lambda self: self.ctx.storage.set_alarm(when))
+    assert await run(stub, lambda self: self.ctx.storage.get_alarm()) == when
+    vrt.advance(4.999)
+    assert AlarmBox.log == []
+    vrt.advance(0.002)
+    assert len(AlarmBox.log) == 1
+    info = AlarmBox.log[0]
+    assert (info.scheduled_time, info.retry_count, info.is_retry) == (when, 0, False)
+    assert seen[0][0] >= when and seen[0][1] is None  # get_alarm() is None inside the handler
+    vrt.advance(100)
+    assert len(AlarmBox.log) == 1
+    assert await run(stub, lambda self: self.ctx.storage.get_alarm()) is None
+
+
+async def test_failing_alarm_is_retried_with_backoff_then_dropped(vrt):
+    stub = vrt.bind("A", AlarmBox).get_by_name("retry")
+    times = []
+
+    def fail(self, info):
+        times.append(vrt.now())
+        raise RuntimeError("alarm failed")
+
+    AlarmBox.on_alarm = fail
+    start = vrt.now()
+    await run(stub, lambda self: self.ctx.storage.set_alarm(start + 1000))
+    await vrt.drain(timeout=5)
+    assert [i.retry_count for i in AlarmBox.log] == [0, 1, 2, 3, 4, 5, 6]
+    assert [i.is_retry for i in AlarmBox.log] == [False] + [True] * 6
+    assert times[0] >= start + 1000
+    gaps = [(b - a) / 1000 for a, b in zip(times, times[1:])]
+    for gap, base in zip(gaps, [2, 4, 8, 16, 32, 64]):
+        assert base <= gap <= base * 1.25 + 0.01, gaps
+    vrt.advance(3600)
+    assert len(AlarmBox.log) == 7
+
+
+async def test_alarm_that_succeeds_on_retry_stops(vrt):
+    stub = vrt.bind("A", AlarmBox).get_by_name("flaky")
+
+    def flaky(self, info):
+        if info.retry_count < 2:
+            raise RuntimeError("not yet")
+
+    AlarmBox.on_alarm = flaky
+    await run(stub, lambda self: self.ctx.storage.set_alarm(vrt.now() + 10))
+    await vrt.drain(timeout=5)
+    assert [i.retry_count for i in AlarmBox.log] == [0, 1, 2]
+
+
+async def test_handler_can_set_the_next_alarm(vrt):
+    stub = vrt.bind("A", AlarmBox).get_by_name("again")
+
+    def again(self, info):
+        if len(AlarmBox.log) < 3:
+            self.ctx.storage.set_alarm(info.scheduled_time + 1000)
+            assert self.ctx.storage.get_alarm() == info.scheduled_time + 1000
+
+    AlarmBox.on_alarm = again
+    t0 = vrt.now() + 1000
+    await run(stub, lambda self: self.ctx.storage.set_alarm(t0))
+    await vrt.drain(timeout=5)
+    assert [i.scheduled_time for i in AlarmBox.log] == [t0, t0 + 1000, t0 + 2000]
+
+
+async def test_set_alarm_arguments(vrt):
+    stub = vrt.bind("A", AlarmBox).get_by_name("args")
+
+    def body(self):
+        s = self.ctx.storage
+        d = dt.datetime(2100, 1, 1, tzinfo=dt.timezone.utc)
+        s.set_alarm(d)
+        got = s.get_alarm()
+        with pytest.raises(ValueError, match="after the epoch"):
+            s.set_alarm(0)
+        with pytest.raises(TypeError, match="ms since the epoch or a datetime"):
+            s.set_alarm("soon")
+        with pytest.raises(TypeError):
+            s.set_alarm(True)
+        s.delete_alarm()
+        return got, s.get_alarm()
+
+    got, after = await run(stub, body)
+    assert got == 4102444800000.0 and after is None
+
+
+async def test_past_alarm_fires_as_soon_as_possible(vrt):
+    stub = vrt.bind("A", AlarmBox).get_by_name("past")
+    await run(stub, lambda self: self.ctx.storage.set_alarm(1000))
+    vrt.advance(0)
+    assert len(AlarmBox.log) == 1
+
+
+async def test_delete_alarm_cancels(vrt):
+    stub = vrt.bind("A", AlarmBox).get_by_name("cancel")
+    await run(stub, lambda self: self.ctx.storage.set_alarm(vrt.now() + 1000))
+    await run(stub, lambda self: self.ctx.storage.delete_alarm())
+    vrt.advance(10)
+    assert AlarmBox.log == []
+
+
+async def test_set_alarm_needs_an_alarm_handler(rt):
+    stub = rt.bind("B", Box).get_by_name("no-handler")
+
+    def body(self):
+        with pytest.raises(ValueError) as info:
+            self.ctx.storage.set_alarm(rt.now() + 1000)
+        return str(info.value)
+
+    assert await run(stub, body) == (
+        "Your Durable Object class must have an alarm() handler in order to call setAlarm()")
+
+
+async def test_alarms_fire_while_the_loop_runs(rt):
+    AlarmBox.log = []
+    AlarmBox.on_alarm = None
+    stub = rt.bind("A", AlarmBox).get_by_name("real")
+    await run(stub, lambda self: self.ctx.storage.set_alarm(rt.now() + 30))
+    await asyncio.sleep(0.02)
+    assert AlarmBox.log == []
+    for _ in range(100):
+        await asyncio.sleep(0.01)
+        if AlarmBox.log:
+            break
+    assert len(AlarmBox.log) == 1
+    assert AlarmBox.log[0].scheduled_time <= rt.now()
+
+
+async def test_alarms_persist_across_runtimes_and_due_ones_fire_at_start(tmp_path):
+    AlarmBox.log = []
+    AlarmBox.on_alarm = None
+    rt1 = dobj.Runtime(storage=str(tmp_path))
+    ns = rt1.bind("A", AlarmBox, unique_key="alarm-key")
+    now = rt1.now()
+    await run(ns.get_by_name("soon"), lambda self: self.ctx.storage.set_alarm(now + 50))
+    await run(ns.get_by_name("later"), lambda self: self.ctx.storage.set_alarm(now + 3_600_000))
+    rt1.close()
+    del ns, rt1
+    gc.collect()
+    assert AlarmBox.log == []
+    assert (tmp_path / "alarm-key" / "metadata.sqlite").exists()
+    await asyncio.sleep(0.1)  # "soon" is now overdue
+
+    rt2 = dobj.Runtime(storage=str(tmp_path))
+    ns2 = rt2.bind("A", AlarmBox, unique_key="alarm-key")
+    await asyncio.sleep(0.05)  # the loop runs: the overdue alarm fires
+    assert len(AlarmBox.log) == 1 and AlarmBox.log[0].scheduled_time == now + 50
+    assert await run(ns2.get_by_name("later"), lambda self: self.ctx.storage.get_alarm()) == now + 3_600_000
+    assert await run(ns2.get_by_name("soon"), lambda self: self.ctx.storage.get_alarm()) is None
+    rt2.close()
+
+
+def test_due_alarm_fires_when_a_runtime_made_outside_the_loop_is_drained(tmp_path):
+    AlarmBox.log = []
+    AlarmBox.on_alarm = None
+    rt1 = dobj.Runtime(storage=str(tmp_path))
+    stub = rt1.bind("A", AlarmBox).get_by_name("x")
+    when = rt1.now() + 50
+
+    async def setup():
+        await run(stub, lambda self: self.ctx.storage.set_alarm(when))
+    asyncio.run(setup())
+    rt1.close()
+    time.sleep(0.1)
+
+    # Made outside any loop: nothing can arm a timer until a loop runs drain().
+    rt2 = dobj.Runtime(storage=str(tmp_path))
+    rt2.bind("A", AlarmBox)
+    assert AlarmBox.log == []
+    asyncio.run(rt2.drain(timeout=5))
+    assert len(AlarmBox.log) == 1 and AlarmBox.log[0].scheduled_time == when
+    rt2.close()
