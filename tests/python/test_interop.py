@@ -1,0 +1,124 @@
+"""Interop with workerd (issue 3, section 1): data the Python binding wrote is
+read by a workerd Durable Object on the same localDisk folder (same unique
+key, same values), and data workerd wrote is read by Python, for every type
+of the mapping.  workerd comes from npm (`make workerd`, into bench/.node) and
+is started and always stopped by bench/workerd/driver.py; without it the
+test is skipped.  The JS cases are in tests/python/interop/worker.js."""
+import datetime as dt
+import gc
+import json
+import os
+import shutil
+import sys
+
+import pytest
+
+import dobj
+from storage_util import Box, run, same
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(ROOT, "bench", "workerd"))
+try:
+    import driver  # noqa: E402
+except ImportError:  # pragma: no cover
+    driver = None
+
+CONFIG = """using Workerd = import "/workerd/workerd.capnp";
+const config :Workerd.Config = (
+  services = [ (name = "main", worker = .w),
+               (name = "disk", disk = (path = "@STORE@", writable = true)) ],
+  sockets = [ (name = "http", address = "@ADDRESS@", http = (), service = "main") ],
+);
+const w :Workerd.Worker = (
+  modules = [ (name = "worker.js", esModule = embed "worker.js") ],
+  compatibilityDate = "2024-09-01",
+  durableObjectNamespaces = [ (className = "Interop", uniqueKey = "interop-key", enableSql = true) ],
+  durableObjectStorage = (localDisk = "disk"),
+  bindings = [ (name = "NS", durableObjectNamespace = "Interop") ],
+);
+"""
+
+
+def cases():
+    """(name, what Python writes, what Python reads back from workerd's value)."""
+    shared = {"v": 1}
+    cycle = {"name": "c"}
+    cycle["self"] = cycle
+    self_list = [1]
+    self_list.append(self_list)
+    nan = float("nan")
+    out = [
+        ("int", 1), ("neg", -5), ("smi_max", 2**30 - 1), ("smi_min", -(2**30)),
+        ("two30", 2.0**30), ("two31", 2.0**31), ("two40", 2.0**40), ("safe_max", 2.0**53),
+        ("whole_float", 2.0, 2), ("bigint", 2**53 + 1), ("bigint_neg", -(2**63)),
+        ("bigint_huge", 2**100), ("float", 1.5), ("nan", nan), ("negzero", -0.0),
+        ("inf", float("inf")), ("ninf", float("-inf")), ("true", True), ("false", False),
+        ("null", None), ("ascii", "hello"), ("latin1", "héllo ÿ"), ("twobyte", "日本"),
+        ("astral", "😀!"), ("lone_surrogate", "a\ud800b"), ("empty_str", ""),
+        ("bytes", b"\x00\x01\xff"), ("empty_bytes", b""), ("bytearray", bytearray(b"\x07\x08"), b"\x07\x08"),
+        ("date", dt.datetime(2023, 11, 14, 22, 13, 20, 123000, tzinfo=dt.timezone.utc)),
+        ("array", [1, "a", None]), ("tuple", (1, 2), [1, 2]),
+        ("object", {"x": 1, "y": "z"}), ("empty_obj", {}), ("index_keys", {"1": "a", "b": 2}),
+        ("map", {"k": 1, 2: "two", True: False}), ("set", {1, "a"}),
+        ("frozenset", frozenset({3}), {3}),
+        ("nested", {"list": [{"a": 1}, {"b": [True, False]}], "m": {"inner": [1, 2], 0: None}}),
+        ("shared", {"a": shared, "b": shared}), ("cycle", cycle), ("self_list", self_list),
+    ]
+    return [(c[0], c[1], c[2] if len(c) > 2 else c[1]) for c in out]
+
+
+def _workerd():
+    if driver is None:
+        return None
+    binary = driver._binary()
+    return binary if binary and driver._version(binary) else None
+
+
+async def test_values_cross_between_python_and_workerd(tmp_path):
+    binary = _workerd()
+    if not binary:
+        pytest.skip("workerd is not installed (make workerd installs it into bench/.node)")
+    store = tmp_path / "store"
+    store.mkdir()
+    tmpl = tmp_path / "tmpl"
+    tmpl.mkdir()
+    (tmpl / "config.capnp.in").write_text(CONFIG.replace("@STORE@", str(store)))
+    shutil.copy(os.path.join(HERE, "interop", "worker.js"), tmpl)
+
+    # 1. Python writes every case.
+    rt = dobj.Runtime(storage=str(store))
+    ns = rt.bind("NS", Box, unique_key="interop-key")
+
+    def write(self):
+        for name, value, _ in cases():
+            self.ctx.storage.put(name, value)
+
+    await run(ns.get_by_name("from-python"), write)
+    rt.close()
+    del ns, rt
+    gc.collect()
+
+    # 2. workerd reads them, compares with the same cases in JS, writes its own.
+    saved = driver.HERE
+    driver.HERE = str(tmpl)  # the driver takes config.capnp.in and worker.js from here
+    try:
+        with driver.Workerd(binary) as wd:
+            got = json.loads(wd._get("/read"))
+            wrote = wd._get("/write")
+    except driver.Unavailable as e:
+        pytest.skip(f"workerd could not start: {e}")
+    finally:
+        driver.HERE = saved
+    assert got["n"] == len(cases()), got
+    assert got["mismatches"] == [], "python -> workerd"
+    assert wrote.startswith("workerd wrote")
+
+    # 3. Python reads what workerd wrote.
+    rt = dobj.Runtime(storage=str(store))
+    ns = rt.bind("NS", Box, unique_key="interop-key")
+    names = [c[0] for c in cases()]
+    back = await run(ns.get_by_name("from-workerd"), lambda self: self.ctx.storage.get(names))
+    rt.close()
+    mismatches = [name for name, _, want in cases() if name not in back or not same(back[name], want)]
+    assert mismatches == [], {m: back.get(m) for m in mismatches}
