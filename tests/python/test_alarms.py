@@ -158,19 +158,22 @@ async def test_alarms_persist_across_runtimes_and_due_ones_fire_at_start(tmp_pat
     rt1 = dobj.Runtime(storage=str(tmp_path))
     ns = rt1.bind("A", AlarmBox, unique_key="alarm-key")
     now = rt1.now()
-    await run(ns.get_by_name("soon"), lambda self: self.ctx.storage.set_alarm(now + 50))
+    await run(ns.get_by_name("soon"), lambda self: self.ctx.storage.set_alarm(now + 300))
     await run(ns.get_by_name("later"), lambda self: self.ctx.storage.set_alarm(now + 3_600_000))
     rt1.close()
     del ns, rt1
     gc.collect()
     assert AlarmBox.log == []
     assert (tmp_path / "alarm-key" / "metadata.sqlite").exists()
-    await asyncio.sleep(0.1)  # "soon" is now overdue
+    await asyncio.sleep(0.35)  # "soon" is now overdue
 
     rt2 = dobj.Runtime(storage=str(tmp_path))
     ns2 = rt2.bind("A", AlarmBox, unique_key="alarm-key")
-    await asyncio.sleep(0.05)  # the loop runs: the overdue alarm fires
-    assert len(AlarmBox.log) == 1 and AlarmBox.log[0].scheduled_time == now + 50
+    for _ in range(200):  # the loop runs: the overdue alarm fires
+        await asyncio.sleep(0.01)
+        if AlarmBox.log:
+            break
+    assert len(AlarmBox.log) == 1 and AlarmBox.log[0].scheduled_time == now + 300
     assert await run(ns2.get_by_name("later"), lambda self: self.ctx.storage.get_alarm()) == now + 3_600_000
     assert await run(ns2.get_by_name("soon"), lambda self: self.ctx.storage.get_alarm()) is None
     rt2.close()

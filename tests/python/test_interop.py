@@ -75,8 +75,20 @@ def _workerd():
     return binary if binary and driver._version(binary) else None
 
 
+class _no_preload:
+    """workerd must not inherit a sanitizer preload (an ASan run of this suite)."""
+
+    def __enter__(self):
+        self.saved = os.environ.pop("LD_PRELOAD", None)
+
+    def __exit__(self, *exc):
+        if self.saved is not None:
+            os.environ["LD_PRELOAD"] = self.saved
+
+
 async def test_values_cross_between_python_and_workerd(tmp_path):
-    binary = _workerd()
+    with _no_preload():
+        binary = _workerd()
     if not binary:
         pytest.skip("workerd is not installed (make workerd installs it into bench/.node)")
     store = tmp_path / "store"
@@ -103,7 +115,7 @@ async def test_values_cross_between_python_and_workerd(tmp_path):
     saved = driver.HERE
     driver.HERE = str(tmpl)  # the driver takes config.capnp.in and worker.js from here
     try:
-        with driver.Workerd(binary) as wd:
+        with _no_preload(), driver.Workerd(binary) as wd:
             got = json.loads(wd._get("/read"))
             wrote = wd._get("/write")
     except driver.Unavailable as e:

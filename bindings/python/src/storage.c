@@ -680,6 +680,7 @@ static PyObject *Storage_get_sql(StorageObject *self, void *c)
 
 static PyObject *Storage_repr(PyObject *self)
 {
+	(void)self;
 	return PyUnicode_FromString("<dobj.Storage>");
 }
 
