@@ -339,3 +339,32 @@ async def test_storage_from_the_constructor(rt):
 
     ns = rt.bind("LOADER", Loader)
     assert (await ns.get_by_name("x").fetch("https://x/")).text() == "0"
+
+
+def test_storage_cycles_are_collected():
+    import gc
+    import weakref
+
+    class Keeper(dobj.DurableObject):
+        def __init__(self, ctx, env):
+            super().__init__(ctx, env)
+            self.storage = ctx.storage          # instance -> storage -> ctx -> runtime
+            self.sql = ctx.storage.sql
+            self.cursor = self.sql.exec("SELECT 1 AS one")
+            self.raw = self.cursor.raw()
+
+        def fetch(self, request):
+            self.txn_seen = []
+            self.storage.transaction_sync(self.txn_seen.append)  # txn -> storage
+            return dobj.Response("ok")
+
+    async def main():
+        rt = dobj.Runtime()
+        stub = rt.bind("K", Keeper).get_by_name("k")
+        await stub.fetch("https://k/")
+        return weakref.ref(rt)
+
+    import asyncio
+    ref = asyncio.run(main())
+    gc.collect()
+    assert ref() is None
