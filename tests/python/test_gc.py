@@ -245,3 +245,50 @@ def test_closing_a_runtime_releases_instances_at_once():
     assert len(alive) == 0
     with pytest.raises(dobj.Error, match="closed"):
         ns.get_by_name("x").fetch("https://p/")
+
+
+def test_abort_error_caught_next_to_a_stub_of_the_aborted_object_is_collected():
+    """A handler keeps a stub to an object that aborts, and catches the abort
+    error: error -> traceback -> frame -> stub -> (core) dead incarnation ->
+    its stored error.  That last edge lives in the core."""
+    alive = weakref.WeakSet()
+
+    class Pair(dobj.DurableObject):
+        def __init__(self, ctx, env):
+            super().__init__(ctx, env)
+            alive.add(self)
+
+        async def fetch(self, request):
+            if request.url.endswith("/outer"):
+                target = self.env.PAIR.get_by_name("inner")
+                try:
+                    await target.fetch("https://p/inner")
+                except dobj.Error as e:
+                    self.last = e  # keep the error too
+                return dobj.Response("outer")
+            if request.url.endswith("/block"):
+                async def fail():
+                    raise ValueError("block failed")
+                await self.ctx.block_concurrency_while(fail)
+            self.ctx.abort("inner gives up")
+
+    def make():
+        rt = dobj.Runtime()
+        ns = rt.bind("PAIR", Pair)
+
+        async def go():
+            assert (await ns.get_by_name("a").fetch("https://p/outer")).text() == "outer"
+            stub = ns.get_by_name("b")
+            with pytest.raises(ValueError):
+                await stub.fetch("https://p/block")
+            with pytest.raises(ValueError):  # the stub is broken
+                await stub.fetch("https://p/block")
+            keeper.append(stub)  # a broken stub kept alive with the runtime's things
+
+        keeper = []
+        asyncio.run(go())
+        keeper.append(keeper)  # cycle: the list holds itself and the broken stub
+        return weakref.ref(rt)
+
+    assert _only_the_gc_frees(make)
+    assert len(alive) == 0

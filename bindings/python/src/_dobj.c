@@ -32,6 +32,8 @@ typedef struct {
 	PyObject *get_running_loop;
 	/* Calls whose loop future must be completed once the core returns. */
 	PyObject *deferred;
+	/* _timer_fired(weakref to a Runtime): what asyncio timers call. */
+	PyObject *timer_fired;
 	PyObject *s_fetch, *s_alarm, *s_blocking, *s_add_done_callback, *s_create_future,
 		*s_set_result, *s_done, *s_remote, *s_durable_object_id, *s_url, *s_call_later,
 		*s_cancel, *s_await, *s_call_soon;
@@ -101,6 +103,15 @@ typedef struct {
 	IdObject *id;
 	PyObject *dict;
 	PyObject *storage; /* ctx.storage, made on first use */
+	/*
+	 * Borrowed: the error value the core keeps on this incarnation once it
+	 * is aborted (obj->error, released only when the dobj_obj is freed).
+	 * dobj_rt_visit does not reach dead incarnations, and that error often
+	 * leads back here (exception -> traceback -> handler frame -> self ->
+	 * ctx), so this wrapper, which keeps the dobj_obj alive, reports the
+	 * core's reference in tp_traverse.  Nobody else visits it.
+	 */
+	PyObject *core_error;
 } ContextObject;
 
 /* A done callback for an asyncio future that wakes a task. */
@@ -200,27 +211,76 @@ static PyObject *error_box(PyObject *exc)
 	return box;
 }
 
+/*
+ * An error value that the core keeps on an aborted incarnation (obj->error:
+ * ctx.abort, a failed block_concurrency_while, a failed constructor) and
+ * hands to every call that meets it: (exception, traceback, None).  Each
+ * caller gets a copy (same type, args and attributes), so that the stored
+ * exception never picks up a caller's frames: a caller frame holding a stub
+ * bound to the dead incarnation would close a cycle through the core's
+ * obj->error, which no tp_traverse can see.
+ */
+static PyObject *error_box_shared(PyObject *exc)
+{
+	PyObject *box = error_box(exc), *shared;
+
+	if (!box || !PyTuple_Check(box))
+		return box;
+	shared = PyTuple_Pack(3, PyTuple_GET_ITEM(box, 0), PyTuple_GET_ITEM(box, 1), Py_None);
+	if (!shared) {
+		PyErr_Clear();
+		return box;
+	}
+	Py_DECREF(box);
+	return shared;
+}
+
 /* The exception inside an error value (a new reference), its traceback reset
- * to the one it had when captured. */
+ * to the one it had when captured; a copy for shared values. */
 static PyObject *error_unbox(PyObject *err)
 {
-	PyObject *exc;
+	PyObject *exc, *tb, *copy_mod, *copy = NULL;
 
-	if (!PyTuple_Check(err) || PyTuple_GET_SIZE(err) != 2)
+	if (!PyTuple_Check(err) || PyTuple_GET_SIZE(err) < 2)
 		return Py_NewRef(err);
 	exc = PyTuple_GET_ITEM(err, 0);
-	if (PyExceptionInstance_Check(exc))
-		PyException_SetTraceback(exc, PyTuple_GET_ITEM(err, 1));
-	return Py_NewRef(exc);
+	tb = PyTuple_GET_ITEM(err, 1);
+	if (!PyExceptionInstance_Check(exc))
+		return Py_NewRef(exc);
+	if (PyTuple_GET_SIZE(err) == 3) {
+		copy_mod = PyImport_ImportModule("copy");
+		if (copy_mod) {
+			copy = PyObject_CallMethod(copy_mod, "copy", "O", exc);
+			Py_DECREF(copy_mod);
+		}
+		if (!copy || !PyExceptionInstance_Check(copy)) {
+			/* Not copyable (e.g. required keyword-only arguments): the
+			 * original it is, with its traceback reset below. */
+			PyErr_Clear();
+			Py_CLEAR(copy);
+		}
+	}
+	if (!copy)
+		copy = Py_NewRef(exc);
+	PyException_SetTraceback(copy, tb);
+	return copy;
 }
 
 /* Fail a task with the current Python exception. */
+static void note_core_error(dobj_obj *obj, int was_dead, void *ctx, PyObject *err);
+
 static void raise_task(dobj_task *t)
 {
 	char msg[1024];
 	PyObject *exc = fetch_exception(msg, sizeof(msg));
+	PyObject *box = dobj_task_kind_of(t) == DOBJ_TASK_BLOCK ? error_box_shared(exc) : error_box(exc);
+	dobj_obj *obj = dobj_task_kind_of(t) == DOBJ_TASK_BLOCK ? dobj_task_obj(t) : NULL;
+	void *ctx = obj ? dobj_obj_ctx(obj) : NULL;
+	int was_dead = obj ? dobj_obj_dead(obj) : 1;
 
-	dobj_task_raise(t, DOBJ_EUSER, msg, error_box(exc));
+	/* A failed block aborts its object with this error (kept by the core). */
+	dobj_task_raise(t, DOBJ_EUSER, msg, box);
+	note_core_error(obj, was_dead, ctx, box);
 }
 
 /* --------------------------------------------------------------- pumping */
@@ -228,6 +288,7 @@ static void raise_task(dobj_task *t)
 static void schedule_timers(RuntimeObject *self);
 
 static void flush_deferred(modstate *st);
+static void cancel_timer(RuntimeObject *self);
 
 static void pump(RuntimeObject *self)
 {
@@ -264,13 +325,15 @@ static void schedule_timers(RuntimeObject *self)
 			PyErr_Clear();
 			Py_CLEAR(self->timer);
 		}
-		cb = PyObject_GetAttrString((PyObject *)self, "_on_timer");
+		/* The loop holds the timer until it fires (idle eviction: 10 s);
+		 * a weak reference lets a dropped runtime be collected meanwhile. */
+		cb = PyWeakref_NewRef((PyObject *)self, NULL);
 		if (!cb) {
 			PyErr_Clear();
 			Py_DECREF(loop);
 			return;
 		}
-		h = PyObject_CallMethod(loop, "call_later", "dO", next / 1000.0, cb);
+		h = PyObject_CallMethod(loop, "call_later", "dOO", next / 1000.0, st->timer_fired, cb);
 		Py_DECREF(cb);
 		Py_DECREF(loop);
 		if (!h) {
@@ -1279,7 +1342,18 @@ static int Context_traverse(ContextObject *self, visitproc visit, void *arg)
 	Py_VISIT(self->id);
 	Py_VISIT(self->dict);
 	Py_VISIT(self->storage);
+	if (self->core_error && self->obj && dobj_obj_dead(self->obj))
+		Py_VISIT(self->core_error);
 	return 0;
+}
+
+/* Remember the error the core just stored on an aborted incarnation (see
+ * ContextObject.core_error). */
+static void note_core_error(dobj_obj *obj, int was_dead, void *ctx, PyObject *err)
+{
+	if (obj && ctx && err && !was_dead && dobj_obj_dead(obj) &&
+	    Py_TYPE((PyObject *)ctx)->tp_traverse == (traverseproc)Context_traverse)
+		((ContextObject *)ctx)->core_error = err;
 }
 
 static int Context_clear(ContextObject *self)
@@ -1351,7 +1425,11 @@ static PyObject *Context_abort(ContextObject *self, PyObject *const *args, Py_ss
 	if (!msg)
 		PyErr_Clear();
 	Py_INCREF(exc); /* one for the core (boxed), one to raise */
-	dobj_obj_abort(self->obj, DOBJ_EABORTED, msg ? msg : "aborted", error_box(exc));
+	{
+		PyObject *box = error_box_shared(exc);
+		dobj_obj_abort(self->obj, DOBJ_EABORTED, msg ? msg : "aborted", box);
+		note_core_error(self->obj, 0, self, box);
+	}
 	flush_deferred(self->rt->st);
 	Py_XDECREF(s);
 	/* Nothing after abort() runs in the handler. */
@@ -1393,8 +1471,11 @@ static PyObject *Context_block_concurrency_while(ContextObject *self, PyObject *
 		char msg[1024];
 		PyObject *exc = fetch_exception(msg, sizeof(msg));
 		if (exc) {
+			PyObject *box;
 			Py_INCREF(exc);
-			dobj_obj_abort(self->obj, DOBJ_EUSER, msg, error_box(exc));
+			box = error_box_shared(exc);
+			dobj_obj_abort(self->obj, DOBJ_EUSER, msg, box);
+			note_core_error(self->obj, 0, self, box);
 			flush_deferred(self->rt->st);
 			PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
 			Py_DECREF(exc);
@@ -1527,6 +1608,7 @@ static int class_construct(dobj_obj *obj, void *data, void **instance, void **er
 	dobj_obj_ref(obj);
 	ctx->dict = NULL;
 	ctx->storage = NULL;
+	ctx->core_error = NULL;
 	name = dobj_obj_name(obj, &len);
 	if (name && !(pyname = PyUnicode_DecodeUTF8(name, (Py_ssize_t)len, "surrogatepass"))) {
 		ctx->id = NULL;
@@ -1541,11 +1623,16 @@ static int class_construct(dobj_obj *obj, void *data, void **instance, void **er
 		Py_DECREF(ctx);
 		goto fail;
 	}
-	dobj_obj_set_ctx(obj, Py_NewRef(ctx));
+	dobj_obj_set_ctx(obj, Py_NewRef(ctx)); /* the core's reference keeps ctx alive below */
 	inst = PyObject_CallFunctionObjArgs(ns->cls, (PyObject *)ctx, rt->env, NULL);
 	Py_DECREF(ctx);
-	if (!inst)
-		goto fail;
+	if (!inst) {
+		/* The core aborts the object with this error, unless the
+		 * constructor aborted it already. */
+		*error = error_box_shared(fetch_exception(msg, sizeof(msg)));
+		note_core_error(obj, dobj_obj_dead(obj), ctx, *error);
+		return dobj_error_set(DOBJ_EUSER, "%s", msg);
+	}
 	*instance = inst;
 	return DOBJ_OK;
 fail:
@@ -1711,6 +1798,8 @@ static int Runtime_clear(RuntimeObject *self)
 	}
 	Py_CLEAR(self->env);
 	Py_CLEAR(self->namespaces);
+	if (self->timer && self->st)
+		cancel_timer(self);
 	Py_CLEAR(self->timer);
 	return 0;
 }
@@ -1892,6 +1981,40 @@ static PyObject *Runtime_on_timer(RuntimeObject *self, PyObject *unused)
 	if (self->rt && !dobj_rt_closed(self->rt))
 		pump(self);
 	Py_RETURN_NONE;
+}
+
+/* Module function _timer_fired(weakref): the asyncio timer's callback. */
+static PyObject *mod_timer_fired(PyObject *m, PyObject *wr)
+{
+	modstate *st = PyModule_GetState(m);
+	PyObject *rt;
+
+	if (!PyWeakref_CheckRef(wr))
+		Py_RETURN_NONE;
+	rt = PyWeakref_GetObject(wr); /* borrowed */
+	if (rt == Py_None || !PyObject_TypeCheck(rt, st->Runtime_T))
+		Py_RETURN_NONE;
+	Py_INCREF(rt);
+	{
+		PyObject *r = Runtime_on_timer((RuntimeObject *)rt, NULL);
+		Py_DECREF(rt);
+		return r;
+	}
+}
+
+/* Cancel the pending asyncio timer, if any (keeps a pending exception). */
+static void cancel_timer(RuntimeObject *self)
+{
+	PyObject *exc_type, *exc_value, *exc_tb, *r;
+
+	if (!self->timer)
+		return;
+	PyErr_Fetch(&exc_type, &exc_value, &exc_tb);
+	r = PyObject_CallMethodNoArgs(self->timer, self->st->s_cancel);
+	Py_XDECREF(r);
+	PyErr_Clear();
+	Py_CLEAR(self->timer);
+	PyErr_Restore(exc_type, exc_value, exc_tb);
 }
 
 static PyObject *Runtime_advance(RuntimeObject *self, PyObject *seconds)
@@ -2143,6 +2266,7 @@ static PyObject *mod_val_roundtrip(PyObject *m, PyObject *value)
 
 static PyMethodDef mod_methods[] = {
 	{ "_setup", mod_setup, METH_VARARGS, NULL },
+	{ "_timer_fired", mod_timer_fired, METH_O, NULL },
 	{ "_setup_storage", mod_setup_storage, METH_VARARGS, NULL },
 	{ "serialize", mod_serialize, METH_O,
 		"The bytes storage keeps for `value` (V8's serialization format, as workerd)." },
@@ -2190,6 +2314,8 @@ static int mod_exec(PyObject *m)
 	st->get_running_loop = PyObject_GetAttrString(asyncio, "get_running_loop");
 	if (!(st->deferred = PyList_New(0)))
 		return -1;
+	if (!(st->timer_fired = PyObject_GetAttrString(m, "_timer_fired")))
+		return -1;
 	Py_DECREF(asyncio);
 	if (!st->get_running_loop)
 		return -1;
@@ -2230,6 +2356,7 @@ static int mod_traverse(PyObject *m, visitproc visit, void *arg)
 	Py_VISIT(st->make_request);
 	Py_VISIT(st->get_running_loop);
 	Py_VISIT(st->deferred);
+	Py_VISIT(st->timer_fired);
 	Py_VISIT(st->drain);
 	dobjpy_values_traverse(&st->values, visit, arg);
 	dobjpy_storage_traverse(&st->storage, visit, arg);
@@ -2254,6 +2381,7 @@ static int mod_clear(PyObject *m)
 	Py_CLEAR(st->make_request);
 	Py_CLEAR(st->get_running_loop);
 	Py_CLEAR(st->deferred);
+	Py_CLEAR(st->timer_fired);
 	Py_CLEAR(st->s_fetch);
 	Py_CLEAR(st->s_alarm);
 	Py_CLEAR(st->s_blocking);
