@@ -325,3 +325,33 @@ async def test_abort_from_outside_a_handler_while_callers_wait(rt):
                 await asyncio.wait_for(call, 2)
     gc.collect()
     assert log and all(log)  # the finally blocks ran and their calls completed
+
+
+async def test_abort_from_outside_wakes_the_objects_waiting_on_it(rt):
+    """A awaits a call to B; plain asyncio code aborts B through its ctx: A must
+    be resumed (with B's abort error) without anything else pumping the runtime."""
+    ctxs = {}
+
+    class B(dobj.DurableObject):
+        def __init__(self, ctx, env):
+            super().__init__(ctx, env)
+            ctxs["b"] = ctx
+
+        async def fetch(self, request):
+            await asyncio.get_running_loop().create_future()  # never resolves
+
+    class A(dobj.DurableObject):
+        async def fetch(self, request):
+            try:
+                await self.env.B.get_by_name("b").fetch("https://b/")
+            except KeyError as e:
+                return dobj.Response(f"A saw {e.args[0]}")
+            return dobj.Response("not aborted?")
+
+    rt.bind("B", B)
+    call = rt.bind("A", A).get_by_name("a").fetch("https://a/")
+    await asyncio.sleep(0.005)
+    assert not call.done
+    with pytest.raises(KeyError):
+        ctxs["b"].abort(KeyError("stop"))
+    assert (await asyncio.wait_for(call, 2)).text() == "A saw stop"

@@ -41,6 +41,7 @@ typedef struct {
 	dobjpy_values values;
 	dobjpy_storage_state storage;
 	PyObject *drain; /* dobj._drain(rt, timeout), set by _setup_storage */
+	PyObject *partial; /* functools.partial: stub.method -> stub._rpc("method", ...) */
 } modstate;
 
 typedef struct RuntimeObject RuntimeObject;
@@ -911,6 +912,8 @@ static PyObject *call_exception(CallObject *self, int code, const char *msg, PyO
 	return exc;
 }
 
+static PyObject *core_result(CallObject *self, void *res);
+
 /* The result of a finished call: a new reference, or NULL with an exception set. */
 static PyObject *call_result(CallObject *self)
 {
@@ -927,7 +930,13 @@ static PyObject *call_result(CallObject *self)
 		return Py_NewRef(self->value ? self->value : Py_None);
 	}
 	code = dobj_task_result(self->task, &res, &msg, &err);
-	if (code == DOBJ_OK) {
+	if (code == DOBJ_OK && res && dobj_task_result_is_core(self->task)) {
+		/* RPC results (dobj_val) and native fetch responses (dobj_msg). */
+		PyObject *v = core_result(self, res);
+		if (!v)
+			return NULL;
+		self->value = v;
+	} else if (code == DOBJ_OK) {
 		self->value = Py_NewRef(res ? (PyObject *)res : Py_None);
 	} else {
 		exc = call_exception(self, code, msg, err);
@@ -1176,10 +1185,27 @@ static int on_yield(dobj_task *t, RuntimeObject *rt, PyObject *y)
 	return -1;
 }
 
+static PyObject *rpc_invoke(dobj_task *t, RuntimeObject *rt, PyObject *inst);
+static dobj_val *rpc_value(RuntimeObject *rt, PyObject *o);
+static void val_free(void *v);
+
 /* Finish a task with the value its handler returned (a new reference). */
 static void finish_value(dobj_task *t, RuntimeObject *rt, PyObject *v)
 {
 	modstate *st = rt->st;
+
+	if (dobj_task_kind_of(t) == DOBJ_TASK_CALL && dobj_task_call_kind(t) == DOBJ_CALL_RPC) {
+		/* The result is copied out (structured clone): the caller never
+		 * shares an object with this one. */
+		dobj_val *val = rpc_value(rt, v);
+		Py_DECREF(v);
+		if (!val) {
+			raise_task(t);
+			return;
+		}
+		dobj_task_return_value(t, val, val_free);
+		return;
+	}
 
 	if (dobj_task_kind_of(t) == DOBJ_TASK_CALL && dobj_task_call_kind(t) == DOBJ_CALL_FETCH &&
 	    !PyObject_TypeCheck(v, (PyTypeObject *)st->Response)) {
@@ -1319,8 +1345,13 @@ static int class_step(dobj_task *t, void *data)
 			Py_DECREF(arg);
 		}
 		break;
+	case DOBJ_CALL_RPC:
+		r = rpc_invoke(t, rt, inst);
+		if (!r && !PyErr_Occurred())
+			return DOBJ_OK; /* refused (no such method): the task is finished */
+		break;
 	default:
-		dobj_task_raise(t, DOBJ_ENOHANDLER, "this call kind is not supported by Python classes yet",
+		dobj_task_raise(t, DOBJ_ENOHANDLER, "this call kind is not supported by Python classes",
 			NULL);
 		return DOBJ_OK;
 	}
@@ -1430,7 +1461,13 @@ static PyObject *Context_abort(ContextObject *self, PyObject *const *args, Py_ss
 		dobj_obj_abort(self->obj, DOBJ_EABORTED, msg ? msg : "aborted", box);
 		note_core_error(self->obj, 0, self, box);
 	}
-	flush_deferred(self->rt->st);
+	/* Outside a step nobody else runs what the abort woke (handlers that
+	 * awaited a call to this object): pump now.  Inside one, the running
+	 * pump does; pump() also completes futures deferred by call_done. */
+	if (self->rt->rt && !dobj_rt_pumping(self->rt->rt))
+		pump(self->rt);
+	else
+		flush_deferred(self->rt->st);
 	Py_XDECREF(s);
 	/* Nothing after abort() runs in the handler. */
 	PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
@@ -1476,7 +1513,10 @@ static PyObject *Context_block_concurrency_while(ContextObject *self, PyObject *
 			box = error_box_shared(exc);
 			dobj_obj_abort(self->obj, DOBJ_EUSER, msg, box);
 			note_core_error(self->obj, 0, self, box);
-			flush_deferred(self->rt->st);
+			if (self->rt->rt && !dobj_rt_pumping(self->rt->rt))
+				pump(self->rt);
+			else
+				flush_deferred(self->rt->st);
 			PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
 			Py_DECREF(exc);
 		}
@@ -1670,6 +1710,12 @@ static void Stub_dealloc(StubObject *self)
 	Py_DECREF(tp);
 }
 
+static dobj_msg *request_msg(modstate *st, PyObject *req, const char *url);
+static void msg_free(void *m);
+static PyObject *Stub_rpc(StubObject *self, PyObject *const *args, Py_ssize_t nargs,
+	PyObject *kwnames);
+static PyObject *Stub_getattro(PyObject *self, PyObject *name);
+
 /* stub.fetch(url_or_request, *, method=None, headers=None, body=None) */
 static PyObject *Stub_fetch(StubObject *self, PyObject *const *args, Py_ssize_t nargs,
 	PyObject *kwnames)
@@ -1707,7 +1753,19 @@ static PyObject *Stub_fetch(StubObject *self, PyObject *const *args, Py_ssize_t 
 		Py_DECREF(req);
 		return NULL;
 	}
-	rc = dobj_stub_call(&t, self->stub, DOBJ_CALL_FETCH, NULL, u, (size_t)ulen, req, NULL, NULL);
+	if (dobj_ns_is_native(ns->ns)) {
+		/* A native class reads a C message, not a Python request. */
+		dobj_msg *m = request_msg(st, req, u);
+		Py_DECREF(req);
+		if (!m) {
+			Py_DECREF(url);
+			return NULL;
+		}
+		rc = dobj_stub_call_ex(&t, self->stub, DOBJ_CALL_FETCH, NULL, u, (size_t)ulen, m,
+			msg_free, NULL, NULL);
+	} else {
+		rc = dobj_stub_call(&t, self->stub, DOBJ_CALL_FETCH, NULL, u, (size_t)ulen, req, NULL, NULL);
+	}
 	Py_DECREF(url);
 	if (rc < 0)
 		return raise_core(st, rc); /* the core released req */
@@ -1718,6 +1776,323 @@ static PyObject *Stub_fetch(StubObject *self, PyObject *const *args, Py_ssize_t 
 		pump(rt);
 		return (PyObject *)c;
 	}
+}
+
+/* -------------------------------------------------------------------- RPC */
+
+static void val_free(void *v) { dobj_val_free(v); }
+static void msg_free(void *m) { dobj_msg_free(m); }
+
+/* The Namespace object of a core namespace of this runtime (borrowed). */
+static NamespaceObject *ns_object(RuntimeObject *rt, dobj_ns *ns)
+{
+	Py_ssize_t pos = 0;
+	PyObject *k, *v;
+
+	while (rt->namespaces && PyDict_Next(rt->namespaces, &pos, &k, &v))
+		if (((NamespaceObject *)v)->ns == ns)
+			return (NamespaceObject *)v;
+	return NULL;
+}
+
+/* Stubs and IDs travel as references to namespaces of the same runtime. */
+static dobj_val *rpc_to_val(void *data, PyObject *o)
+{
+	RuntimeObject *rt = data;
+	modstate *st = rt->st;
+	const char *name = NULL;
+	Py_ssize_t n = 0;
+
+	if (PyObject_TypeCheck(o, st->Stub_T)) {
+		StubObject *s = (StubObject *)o;
+		size_t len;
+		if (!s->ns || s->ns->rt != rt || !s->stub) {
+			PyErr_SetString(PyExc_TypeError, "a stub of another runtime cannot be sent over RPC");
+			return NULL;
+		}
+		name = dobj_stub_name(s->stub, &len);
+		return dobj_val_stub(s->ns->ns, dobj_stub_id(s->stub), name, len);
+	}
+	if (PyObject_TypeCheck(o, st->Id_T)) {
+		IdObject *i = (IdObject *)o;
+		if (!i->ns || i->ns->rt != rt) {
+			PyErr_SetString(PyExc_TypeError, "an ID of another runtime cannot be sent over RPC");
+			return NULL;
+		}
+		if (i->name && !(name = PyUnicode_AsUTF8AndSize(i->name, &n)))
+			return NULL;
+		return dobj_val_id(i->ns->ns, &i->id, name, (size_t)n);
+	}
+	return NULL; /* no exception: the mapping raises its TypeError */
+}
+
+static PyObject *rpc_from_val(void *data, const dobj_val *v)
+{
+	RuntimeObject *rt = data;
+	const dobj_id *id;
+	const char *name;
+	size_t len;
+	dobj_ns *ns = dobj_val_get_ref(v, &id, &name, &len);
+	NamespaceObject *nso = ns ? ns_object(rt, ns) : NULL;
+	PyObject *pyname = NULL, *out;
+	IdObject *ido;
+
+	if (!nso) {
+		PyErr_SetString(rt->st->Error, "a stub or ID of a namespace this runtime does not know");
+		return NULL;
+	}
+	if (name && !(pyname = PyUnicode_DecodeUTF8(name, (Py_ssize_t)len, "surrogatepass")))
+		return NULL;
+	ido = id_new(rt->st, nso, id, pyname);
+	Py_XDECREF(pyname);
+	if (!ido || dobj_val_type_of(v) == DOBJ_VAL_ID)
+		return (PyObject *)ido;
+	out = (PyObject *)stub_new(nso, ido);
+	Py_DECREF(ido);
+	return out;
+}
+
+static dobj_val *rpc_value(RuntimeObject *rt, PyObject *o)
+{
+	dobjpy_val_hooks hooks = { rpc_to_val, rpc_from_val, rt };
+	return dobjpy_to_val(&rt->st->values, o, &hooks);
+}
+
+static PyObject *rpc_object(RuntimeObject *rt, const dobj_val *v)
+{
+	dobjpy_val_hooks hooks = { rpc_to_val, rpc_from_val, rt };
+	return dobjpy_from_val(&rt->st->values, v, &hooks);
+}
+
+/* Keyword arguments travel in an object next to the positional ones. */
+#define RPC_ARGS "__dobj_args__"
+#define RPC_KWARGS "__dobj_kwargs__"
+
+/* The receiving side: call instance.NAME(*args, **kwargs) with fresh copies.
+ * NULL with no exception when the task was refused (finished here). */
+static PyObject *rpc_invoke(dobj_task *t, RuntimeObject *rt, PyObject *inst)
+{
+	const char *name = dobj_task_method(t);
+	PyObject *attr, *payload, *args = NULL, *kwargs = NULL, *fn, *r = NULL;
+	char msg[300];
+
+	/* Public methods of the class only: not instance attributes, not
+	 * private names, not the lifecycle handlers. */
+	if (name && name[0] != '_' && strcmp(name, "fetch") != 0 && strcmp(name, "alarm") != 0) {
+		attr = PyObject_GetAttrString((PyObject *)Py_TYPE(inst), name);
+		if (attr && PyCallable_Check(attr) && !PyType_Check(attr)) {
+			Py_DECREF(attr);
+			goto found;
+		}
+		Py_XDECREF(attr);
+		PyErr_Clear();
+	}
+	snprintf(msg, sizeof(msg), "The RPC receiver does not implement the method \"%s\".",
+		name ? name : "");
+	dobj_task_raise(t, DOBJ_ENOHANDLER, msg, NULL);
+	return NULL;
+found:
+	payload = rpc_object(rt, dobj_task_request(t));
+	if (!payload)
+		return NULL;
+	if (PyDict_Check(payload)) {
+		PyObject *a = PyDict_GetItemString(payload, RPC_ARGS);
+		kwargs = PyDict_GetItemString(payload, RPC_KWARGS);
+		args = a ? PySequence_Tuple(a) : PyTuple_New(0);
+		Py_XINCREF(kwargs);
+	} else {
+		args = PySequence_Tuple(payload);
+	}
+	Py_DECREF(payload);
+	if (args && (fn = PyObject_GetAttrString(inst, name))) {
+		r = PyObject_Call(fn, args, kwargs && PyDict_Check(kwargs) ? kwargs : NULL);
+		Py_DECREF(fn);
+	}
+	Py_XDECREF(args);
+	Py_XDECREF(kwargs);
+	return r;
+}
+
+/* stub._rpc(method, *args, **kwargs): copy the arguments, send, await. */
+static PyObject *Stub_rpc(StubObject *self, PyObject *const *args, Py_ssize_t nargs,
+	PyObject *kwnames)
+{
+	NamespaceObject *ns = self->ns;
+	RuntimeObject *rt = ns ? ns->rt : NULL;
+	modstate *st = state_of_type(Py_TYPE(self));
+	PyObject *pos, *payload, *kw = NULL;
+	const char *name;
+	Py_ssize_t i, nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+	dobj_val *val;
+	dobj_task *t;
+	int rc;
+
+	if (nargs < 1 || !PyUnicode_Check(args[0])) {
+		PyErr_SetString(PyExc_TypeError, "_rpc() needs a method name");
+		return NULL;
+	}
+	if (!rt || !rt->rt || dobj_rt_closed(rt->rt)) {
+		PyErr_SetString(st->Error, "the runtime is closed");
+		return NULL;
+	}
+	name = PyUnicode_AsUTF8(args[0]);
+	if (!name)
+		return NULL;
+	pos = PyTuple_New(nargs - 1);
+	if (!pos)
+		return NULL;
+	for (i = 1; i < nargs; i++)
+		PyTuple_SET_ITEM(pos, i - 1, Py_NewRef(args[i]));
+	if (nkw) {
+		if (dobj_ns_is_native(ns->ns)) {
+			Py_DECREF(pos);
+			PyErr_Format(PyExc_TypeError, "%s() of a native class takes positional arguments only",
+				name);
+			return NULL;
+		}
+		kw = PyDict_New();
+		for (i = 0; kw && i < nkw; i++)
+			if (PyDict_SetItem(kw, PyTuple_GET_ITEM(kwnames, i), args[nargs + i]) < 0)
+				Py_CLEAR(kw);
+		payload = kw ? Py_BuildValue("{sOsO}", RPC_ARGS, pos, RPC_KWARGS, kw) : NULL;
+		Py_XDECREF(kw);
+		Py_DECREF(pos);
+	} else {
+		payload = pos;
+	}
+	if (!payload)
+		return NULL;
+	/* Every argument converts before anything is sent. */
+	val = rpc_value(rt, payload);
+	Py_DECREF(payload);
+	if (!val)
+		return NULL;
+	/* A native method checks arity and types here, in the caller. */
+	if (dobj_native_check(ns->ns, name, val) < 0 && dobj_error_last_code() != DOBJ_ENOHANDLER) {
+		dobj_val_free(val);
+		PyErr_SetString(PyExc_TypeError, dobj_error_last());
+		return NULL;
+	}
+	rc = dobj_stub_call_ex(&t, self->stub, DOBJ_CALL_RPC, name, NULL, 0, val, val_free, NULL, NULL);
+	if (rc < 0)
+		return raise_core(st, rc);
+	{
+		CallObject *c = call_new(rt, t, self->id, 0);
+		if (!c)
+			return NULL;
+		pump(rt);
+		return (PyObject *)c;
+	}
+}
+
+/* stub.NAME for any public name the type does not define: an RPC method. */
+static PyObject *Stub_getattro(PyObject *self, PyObject *name)
+{
+	modstate *st = state_of_type(Py_TYPE(self));
+	PyObject *rpc, *r;
+
+	if (!PyUnicode_Check(name) || PyUnicode_GET_LENGTH(name) == 0 ||
+	    PyUnicode_READ_CHAR(name, 0) == '_' || _PyType_Lookup(Py_TYPE(self), name))
+		return PyObject_GenericGetAttr(self, name);
+	rpc = PyObject_GetAttrString(self, "_rpc");
+	if (!rpc)
+		return NULL;
+	r = PyObject_CallFunctionObjArgs(st->partial, rpc, name, NULL);
+	Py_DECREF(rpc);
+	return r;
+}
+
+/* A Python request as a C message for a native class. */
+static dobj_msg *request_msg(modstate *st, PyObject *req, const char *url)
+{
+	PyObject *method = NULL, *headers = NULL, *items = NULL, *body = NULL;
+	dobj_msg *m = NULL;
+	const char *mname;
+	Py_ssize_t i;
+
+	(void)st;
+	if (!(method = PyObject_GetAttrString(req, "method")) || !(mname = PyUnicode_AsUTF8(method)))
+		goto done;
+	m = dobj_msg_new_request(url, mname);
+	if (!m) {
+		PyErr_NoMemory();
+		goto done;
+	}
+	if (!(headers = PyObject_GetAttrString(req, "headers")) ||
+	    !(items = PyObject_CallMethod(headers, "items", NULL)) ||
+	    !(body = PyObject_GetAttrString(req, "body")))
+		goto fail;
+	{
+		PyObject *seq = PySequence_Fast(items, "headers.items() must be a sequence");
+		if (!seq)
+			goto fail;
+		for (i = 0; i < PySequence_Fast_GET_SIZE(seq); i++) {
+			PyObject *pair = PySequence_Fast_GET_ITEM(seq, i);
+			const char *k, *v;
+			if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2 ||
+			    !(k = PyUnicode_AsUTF8(PyTuple_GET_ITEM(pair, 0))) ||
+			    !(v = PyUnicode_AsUTF8(PyTuple_GET_ITEM(pair, 1))) ||
+			    dobj_msg_set_header(m, k, v) < 0) {
+				Py_DECREF(seq);
+				if (!PyErr_Occurred())
+					PyErr_SetString(PyExc_TypeError, "bad header");
+				goto fail;
+			}
+		}
+		Py_DECREF(seq);
+	}
+	if (!PyBytes_Check(body)) {
+		PyErr_SetString(PyExc_TypeError, "a request body must be bytes");
+		goto fail;
+	}
+	if (dobj_msg_set_body(m, PyBytes_AS_STRING(body), (size_t)PyBytes_GET_SIZE(body)) < 0) {
+		PyErr_NoMemory();
+		goto fail;
+	}
+	goto done;
+fail:
+	dobj_msg_free(m);
+	m = NULL;
+done:
+	Py_XDECREF(method);
+	Py_XDECREF(headers);
+	Py_XDECREF(items);
+	Py_XDECREF(body);
+	return m;
+}
+
+/* A core result: a dobj_val (RPC) or a dobj_msg (fetch to a native class). */
+static PyObject *core_result(CallObject *self, void *res)
+{
+	modstate *st = self->rt->st;
+
+	if (self->is_fetch) {
+		const dobj_msg *m = res;
+		PyObject *headers = PyList_New(0), *body, *kw, *args, *r = NULL;
+		size_t i;
+		if (!headers)
+			return NULL;
+		for (i = 0; i < m->nheaders; i++) {
+			PyObject *pair = Py_BuildValue("(ss)", m->header_names[i], m->header_values[i]);
+			if (!pair || PyList_Append(headers, pair) < 0) {
+				Py_XDECREF(pair);
+				Py_DECREF(headers);
+				return NULL;
+			}
+			Py_DECREF(pair);
+		}
+		body = PyBytes_FromStringAndSize((const char *)m->body, (Py_ssize_t)m->body_len);
+		kw = body ? Py_BuildValue("{sisO}", "status", m->status, "headers", headers) : NULL;
+		args = body ? PyTuple_Pack(1, body) : NULL;
+		if (kw && args)
+			r = PyObject_Call(st->Response, args, kw);
+		Py_XDECREF(kw);
+		Py_XDECREF(args);
+		Py_XDECREF(body);
+		Py_DECREF(headers);
+		return r;
+	}
+	return rpc_object(self->rt, res);
 }
 
 static PyObject *Stub_get_id(StubObject *self, void *c)
@@ -1740,6 +2115,8 @@ static PyObject *Stub_repr(StubObject *self)
 static PyMethodDef Stub_methods[] = {
 	{ "fetch", (PyCFunction)(void (*)(void))Stub_fetch, METH_FASTCALL | METH_KEYWORDS,
 		"Send a request to the object; await the dobj.Response." },
+	{ "_rpc", (PyCFunction)(void (*)(void))Stub_rpc, METH_FASTCALL | METH_KEYWORDS,
+		"_rpc(method, *args, **kwargs): what stub.method(*args, **kwargs) does." },
 	{ NULL }
 };
 
@@ -1757,6 +2134,7 @@ static PyType_Slot Stub_slots[] = {
 	{ Py_tp_repr, Stub_repr },
 	{ Py_tp_methods, Stub_methods },
 	{ Py_tp_getset, Stub_getset },
+	{ Py_tp_getattro, Stub_getattro },
 	{ 0, NULL }
 };
 
@@ -1897,25 +2275,21 @@ fail:
 	return NULL;
 }
 
-static PyObject *Runtime_bind(RuntimeObject *self, PyObject *args, PyObject *kw)
+/*
+ * Bind a namespace: `cls` is the Python class (None for a native class) and
+ * `klass` the core class (for Python classes, completed here).
+ */
+static PyObject *bind_ns(RuntimeObject *self, PyObject *binding, PyObject *unique_key,
+	PyObject *cls, dobj_class *klass)
 {
-	static char *kwlist[] = { "binding", "cls", "unique_key", NULL };
 	modstate *st = self->st;
-	PyObject *binding, *cls, *unique_key = Py_None, *fetch_attr;
 	NamespaceObject *ns;
-	dobj_class klass = { 0 };
 	const char *key = NULL, *bname;
 	Py_ssize_t keylen = 0;
 	int rc;
 
-	if (!PyArg_ParseTupleAndKeywords(args, kw, "UO|O:bind", kwlist, &binding, &cls, &unique_key))
-		return NULL;
 	if (!self->rt || dobj_rt_closed(self->rt)) {
 		PyErr_SetString(st->Error, "the runtime is closed");
-		return NULL;
-	}
-	if (!PyType_Check(cls)) {
-		PyErr_Format(PyExc_TypeError, "bind() needs a class, got %.100s", Py_TYPE(cls)->tp_name);
 		return NULL;
 	}
 	if (unique_key != Py_None) {
@@ -1942,24 +2316,26 @@ static PyObject *Runtime_bind(RuntimeObject *self, PyObject *args, PyObject *kw)
 	ns->binding = Py_NewRef(binding);
 	ns->unique_key = Py_NewRef(unique_key == Py_None ? binding : unique_key);
 	ns->ns = NULL;
+	ns->has_fetch = (klass->flags & DOBJ_CLASS_FETCH) != 0;
 	PyObject_GC_Track(ns);
-	fetch_attr = PyObject_GetAttr(cls, st->s_fetch);
-	ns->has_fetch = fetch_attr != NULL;
-	Py_XDECREF(fetch_attr);
-	PyErr_Clear();
-	klass.name = ((PyTypeObject *)cls)->tp_name;
-	klass.flags = (ns->has_fetch ? DOBJ_CLASS_FETCH : 0);
-	{
-		PyObject *alarm = PyObject_GetAttr(cls, st->s_alarm);
-		if (alarm)
-			klass.flags |= DOBJ_CLASS_ALARM;
-		Py_XDECREF(alarm);
+	if (cls != Py_None) {
+		PyObject *attr;
+		attr = PyObject_GetAttr(cls, st->s_fetch);
+		ns->has_fetch = attr != NULL;
+		Py_XDECREF(attr);
 		PyErr_Clear();
+		klass->name = ((PyTypeObject *)cls)->tp_name;
+		klass->flags = (ns->has_fetch ? DOBJ_CLASS_FETCH : 0);
+		attr = PyObject_GetAttr(cls, st->s_alarm);
+		if (attr)
+			klass->flags |= DOBJ_CLASS_ALARM;
+		Py_XDECREF(attr);
+		PyErr_Clear();
+		klass->data = ns;
+		klass->construct = class_construct;
+		klass->step = class_step;
 	}
-	klass.data = ns;
-	klass.construct = class_construct;
-	klass.step = class_step;
-	rc = dobj_ns_new(&ns->ns, self->rt, bname, key, (size_t)keylen, &klass);
+	rc = dobj_ns_new(&ns->ns, self->rt, bname, key, (size_t)keylen, klass);
 	if (rc < 0) {
 		Py_DECREF(ns);
 		return raise_core(st, rc);
@@ -1972,6 +2348,45 @@ static PyObject *Runtime_bind(RuntimeObject *self, PyObject *args, PyObject *kw)
 	}
 	schedule_timers(self); /* alarms stored in a storage directory */
 	return (PyObject *)ns;
+}
+
+static PyObject *Runtime_bind(RuntimeObject *self, PyObject *args, PyObject *kw)
+{
+	static char *kwlist[] = { "binding", "cls", "unique_key", NULL };
+	PyObject *binding, *cls, *unique_key = Py_None;
+	dobj_class klass = { 0 };
+
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "UO|O:bind", kwlist, &binding, &cls, &unique_key))
+		return NULL;
+	if (!PyType_Check(cls)) {
+		PyErr_Format(PyExc_TypeError, "bind() needs a class, got %.100s", Py_TYPE(cls)->tp_name);
+		return NULL;
+	}
+	return bind_ns(self, binding, unique_key, cls, &klass);
+}
+
+/* bind_native(binding, path, class_name, unique_key=None): a class written
+ * in C, loaded from a shared library (core/include/dobj/native.h). */
+static PyObject *Runtime_bind_native(RuntimeObject *self, PyObject *args, PyObject *kw)
+{
+	static char *kwlist[] = { "binding", "path", "class_name", "unique_key", NULL };
+	PyObject *binding, *path, *unique_key = Py_None, *path_bytes = NULL, *r;
+	const char *class_name;
+	dobj_native_class *nc;
+	dobj_class klass;
+	int rc;
+
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "UO&s|O:bind_native", kwlist, &binding,
+		    PyUnicode_FSConverter, &path_bytes, &class_name, &unique_key))
+		return NULL;
+	path = path_bytes;
+	rc = dobj_native_load(&nc, PyBytes_AS_STRING(path), class_name);
+	Py_DECREF(path_bytes);
+	if (rc < 0)
+		return raise_core(self->st, rc);
+	dobj_native_class_of(nc, &klass);
+	r = bind_ns(self, binding, unique_key, Py_None, &klass);
+	return r;
 }
 
 static PyObject *Runtime_on_timer(RuntimeObject *self, PyObject *unused)
@@ -2152,6 +2567,8 @@ static PyMethodDef Runtime_methods[] = {
 	{ "_next_timer", (PyCFunction)Runtime_next_timer, METH_NOARGS, NULL },
 	{ "bind", (PyCFunction)(void (*)(void))Runtime_bind, METH_VARARGS | METH_KEYWORDS,
 		"bind(binding, cls, unique_key=None) -> Namespace" },
+	{ "bind_native", (PyCFunction)(void (*)(void))Runtime_bind_native, METH_VARARGS | METH_KEYWORDS,
+		"bind_native(binding, path, class_name, unique_key=None) -> Namespace of a C class" },
 	{ "close", (PyCFunction)Runtime_close, METH_NOARGS,
 		"Reset every object; unfinished calls fail with 'the runtime is closed'." },
 	{ "advance", (PyCFunction)Runtime_advance, METH_O,
@@ -2319,6 +2736,15 @@ static int mod_exec(PyObject *m)
 	Py_DECREF(asyncio);
 	if (!st->get_running_loop)
 		return -1;
+	{
+		PyObject *functools = PyImport_ImportModule("functools");
+		if (!functools)
+			return -1;
+		st->partial = PyObject_GetAttrString(functools, "partial");
+		Py_DECREF(functools);
+		if (!st->partial)
+			return -1;
+	}
 #define STR(field, text) do { if (!(st->field = PyUnicode_InternFromString(text))) return -1; } while (0)
 	STR(s_fetch, "fetch");
 	STR(s_alarm, "alarm");
@@ -2358,6 +2784,7 @@ static int mod_traverse(PyObject *m, visitproc visit, void *arg)
 	Py_VISIT(st->deferred);
 	Py_VISIT(st->timer_fired);
 	Py_VISIT(st->drain);
+	Py_VISIT(st->partial);
 	dobjpy_values_traverse(&st->values, visit, arg);
 	dobjpy_storage_traverse(&st->storage, visit, arg);
 	return 0;
@@ -2397,6 +2824,7 @@ static int mod_clear(PyObject *m)
 	Py_CLEAR(st->s_call_soon);
 	Py_CLEAR(st->s_await);
 	Py_CLEAR(st->drain);
+	Py_CLEAR(st->partial);
 	dobjpy_values_clear(&st->values);
 	dobjpy_storage_clear(&st->storage);
 	return 0;
