@@ -81,6 +81,8 @@ demo: build venv
 	$(LUA_ENV) lua5.4 examples/demo.lua
 	@echo; echo "== Lua: a native C class (token-bucket rate limiter) through libffi =="
 	$(LUA_ENV) lua5.4 examples/native/demo.lua
+	@echo; echo "== Python: the same native class =="
+	$(VENV)/bin/python examples/native/demo.py
 
 bench: build venv
 	$(PYTHON) bench/run.py
