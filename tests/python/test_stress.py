@@ -11,11 +11,12 @@ import pytest
 import dobj
 
 
-def make_class(rnd, alive):
+def make_class(rnd, alive, ctxs):
     class Node(dobj.DurableObject):
         def __init__(self, ctx, env):
             super().__init__(ctx, env)
             alive.add(self)
+            ctxs.append(ctx)  # for aborts from outside any handler
             self.n = 0
             if rnd.random() < 0.1:
                 ctx.block_concurrency_while(self.load)
@@ -64,7 +65,7 @@ EXPECTED = (dobj.Error, KeyError, OSError, ValueError, RuntimeError, TypeError,
             asyncio.CancelledError)
 
 
-async def one_round(rnd, Node):
+async def one_round(rnd, Node, ctxs):
     """One runtime's life; its locals die with this frame."""
     rt = dobj.Runtime(env={"X": 1})
     ns = rt.bind("NODE", Node)
@@ -79,6 +80,13 @@ async def one_round(rnd, Node):
     if rnd.random() < 0.3:
         for t in rnd.sample(tasks, 5):
             t.cancel()
+    for _ in range(3):  # aborts from plain asyncio code, not from a handler
+        await asyncio.sleep(0)
+        if ctxs and rnd.random() < 0.5:
+            try:
+                rnd.choice(ctxs).abort(rnd.choice(["outside", KeyError("outside")]))
+            except (dobj.Error, KeyError):
+                pass  # abort raises its reason (or the object was already reset)
     if rnd.random() < 0.3:
         await asyncio.sleep(0)
         rt.close()
@@ -86,6 +94,7 @@ async def one_round(rnd, Node):
     for r in results:
         assert isinstance(r, dobj.Response) or isinstance(r, EXPECTED), repr(r)
     await asyncio.sleep(0.002)  # let wait_until work finish
+    ctxs.clear()
     return weakref.ref(rt)
 
 
@@ -93,8 +102,9 @@ async def one_round(rnd, Node):
 async def test_random_operations(seed):
     rnd = random.Random(seed)
     alive = weakref.WeakSet()
-    Node = make_class(rnd, alive)
-    runtimes = [await one_round(rnd, Node) for _ in range(8)]
+    ctxs = []
+    Node = make_class(rnd, alive, ctxs)
+    runtimes = [await one_round(rnd, Node, ctxs) for _ in range(8)]
     gc.collect()
     assert len(alive) == 0  # every instance of every round was collected
     assert all(ref() is None for ref in runtimes)

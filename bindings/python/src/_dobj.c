@@ -236,11 +236,30 @@ static PyObject *error_box_shared(PyObject *exc)
 	return shared;
 }
 
+/* A shallow copy of an exception (type, args, attributes), or the exception
+ * itself if it cannot be copied.  New reference. */
+static PyObject *copy_exception(PyObject *exc)
+{
+	PyObject *copy_mod = PyImport_ImportModule("copy"), *copy = NULL;
+
+	if (copy_mod) {
+		copy = PyObject_CallMethod(copy_mod, "copy", "O", exc);
+		Py_DECREF(copy_mod);
+	}
+	if (!copy || !PyExceptionInstance_Check(copy)) {
+		/* Not copyable (e.g. required keyword-only arguments). */
+		PyErr_Clear();
+		Py_XDECREF(copy);
+		return Py_NewRef(exc);
+	}
+	return copy;
+}
+
 /* The exception inside an error value (a new reference), its traceback reset
  * to the one it had when captured; a copy for shared values. */
 static PyObject *error_unbox(PyObject *err)
 {
-	PyObject *exc, *tb, *copy_mod, *copy = NULL;
+	PyObject *exc, *tb, *copy = NULL;
 
 	if (!PyTuple_Check(err) || PyTuple_GET_SIZE(err) < 2)
 		return Py_NewRef(err);
@@ -248,21 +267,7 @@ static PyObject *error_unbox(PyObject *err)
 	tb = PyTuple_GET_ITEM(err, 1);
 	if (!PyExceptionInstance_Check(exc))
 		return Py_NewRef(exc);
-	if (PyTuple_GET_SIZE(err) == 3) {
-		copy_mod = PyImport_ImportModule("copy");
-		if (copy_mod) {
-			copy = PyObject_CallMethod(copy_mod, "copy", "O", exc);
-			Py_DECREF(copy_mod);
-		}
-		if (!copy || !PyExceptionInstance_Check(copy)) {
-			/* Not copyable (e.g. required keyword-only arguments): the
-			 * original it is, with its traceback reset below. */
-			PyErr_Clear();
-			Py_CLEAR(copy);
-		}
-	}
-	if (!copy)
-		copy = Py_NewRef(exc);
+	copy = PyTuple_GET_SIZE(err) == 3 ? copy_exception(exc) : Py_NewRef(exc);
 	PyException_SetTraceback(copy, tb);
 	return copy;
 }
@@ -1455,9 +1460,10 @@ static PyObject *Context_abort(ContextObject *self, PyObject *const *args, Py_ss
 	msg = s ? PyUnicode_AsUTF8(s) : NULL;
 	if (!msg)
 		PyErr_Clear();
-	Py_INCREF(exc); /* one for the core (boxed), one to raise */
 	{
-		PyObject *box = error_box_shared(exc);
+		/* The core keeps a copy: the original is raised here and picks up
+		 * this caller's frames, which must not hang off the core's value. */
+		PyObject *box = error_box_shared(copy_exception(exc));
 		dobj_obj_abort(self->obj, DOBJ_EABORTED, msg ? msg : "aborted", box);
 		note_core_error(self->obj, 0, self, box);
 	}
@@ -1508,9 +1514,7 @@ static PyObject *Context_block_concurrency_while(ContextObject *self, PyObject *
 		char msg[1024];
 		PyObject *exc = fetch_exception(msg, sizeof(msg));
 		if (exc) {
-			PyObject *box;
-			Py_INCREF(exc);
-			box = error_box_shared(exc);
+			PyObject *box = error_box_shared(copy_exception(exc));
 			dobj_obj_abort(self->obj, DOBJ_EUSER, msg, box);
 			note_core_error(self->obj, 0, self, box);
 			if (self->rt->rt && !dobj_rt_pumping(self->rt->rt))
