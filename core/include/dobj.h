@@ -437,7 +437,8 @@ DOBJ_API int dobj_obj_blocked(const dobj_obj *obj);
  * error) — error is a host value, retained once per task that gets it and
  * released once here — the instance is released, stubs bound to it are
  * broken, and the next stub reaches a fresh instance.  Safe from inside a
- * step of the object.
+ * step of the object.  Called from outside a step, it wakes the tasks that
+ * waited on the object but runs none of them: the caller pumps afterwards.
  */
 DOBJ_API void dobj_obj_abort(dobj_obj *obj, int code, const char *message, void *error);
 /** Keep an object (incarnation) alive past its reset, e.g. from a binding's

@@ -282,6 +282,9 @@ int dobj_obj_storage(dobj_obj *obj, dobj_storage **out)
 	*out = NULL;
 	if (obj->dead)
 		return dobj_error_set(DOBJ_EABORTED, "%s", obj->message ? obj->message : "the object was reset");
+	if (obj->evicted)
+		return dobj_error_set(DOBJ_ESTATE,
+			"this object was evicted for being idle; its old context can no longer be used");
 	if (!obj->storage) {
 		st = dobj__idmap_get(&obj->ns->stores, &obj->id);
 		if (!st && (rc = storage_open(obj->ns, &obj->id, &st)) < 0)
