@@ -243,3 +243,17 @@ def test_loading_errors():
         with pytest.raises(dobj.Error, match="has no native class named Nope"):
             rt.bind_native("Z", RATE, "Nope")
     rt.close()
+
+
+@pytest.mark.skipif(not os.path.exists(KINDS), reason="test native library not built")
+@pytest.mark.parametrize("variant,message", [
+    ("badtype", r"registering its classes failed: bad signature .*unknown type"),
+    ("nullfn", r"registering its classes failed: .*the function is NULL"),
+    ("noinit", r"does not export dobj_native_init\(\)"),
+])
+def test_bad_registrations(variant, message):
+    rt = dobj.Runtime()
+    path = KINDS.replace("libdobjtest_kinds.so", f"libdobjtest_kinds_{variant}.so")
+    with pytest.raises(dobj.Error, match=message):
+        rt.bind_native("K", path, "Kinds")
+    rt.close()
