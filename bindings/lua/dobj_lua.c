@@ -1345,24 +1345,58 @@ static int fetch_k(lua_State *L, int status, lua_KContext ctx)
 	return call_outcome(L, c->r, t, dobj_stub_id(s->stub));
 }
 
+/* Can a stub call made here wait for its answer?  Raises if not; `what` is
+ * "stub:fetch()" or "stub:NAME()". */
+static void check_can_wait(lua_State *L, lrt *r, lco *c, const char *what)
+{
+	char msg[300];
+
+	if (!c && (dobj_rt_pumping(r->rt) || (cur_co && cur_co->r == r))) {
+		snprintf(msg, sizeof(msg), "%.80s cannot wait here: call it from a handler, an "
+			"rt:spawn task, a ctx:wait_until or ctx:block_concurrency_while function, or the "
+			"main chunk (not from a constructor or a nested coroutine)", what);
+		raise_core_error(L, msg);
+	}
+	if (c && !lua_isyieldable(L)) {
+		snprintf(msg, sizeof(msg), "%.80s cannot suspend here (attempt to yield across a "
+			"C-call boundary)", what);
+		raise_core_error(L, msg);
+	}
+}
+
+/* Wait for a call just sent: a coroutine of the runtime suspends (fetch_k
+ * finishes it), the main chunk drives the runtime until the answer is in. */
+static int await_call(lua_State *L, lstub *s, lco *c, dobj_task *t)
+{
+	lrt *r = s->r;
+	lua_State *saved;
+
+	if (c) {
+		c->wait = t;
+		c->state = ST_WAIT;
+		return lua_yieldk(L, 0, (lua_KContext)c, fetch_k);
+	}
+	saved = r->from;
+	r->from = L;
+	dobj_rt_pump(r->rt);
+	if (!dobj_task_done(t))
+		dobj_rt_run(r->rt, until_done, t);
+	r->from = saved;
+	return call_outcome(L, r, t, dobj_stub_id(s->stub));
+}
+
 static int l_stub_fetch(lua_State *L)
 {
 	lstub *s = check_stub(L, 1);
 	lrt *r = s->r;
 	lco *c = task_here(L, r);
 	dobj_task *t;
-	lua_State *saved;
 	size_t len;
 	const char *url;
 	void *req;
 	int ri, rc;
 
-	if (!c && (dobj_rt_pumping(r->rt) || (cur_co && cur_co->r == r)))
-		return raise_core_error(L, "stub:fetch() cannot wait here: call it from a handler, an "
-			"rt:spawn task, a ctx:wait_until or ctx:block_concurrency_while function, or the "
-			"main chunk (not from a constructor or a nested coroutine)");
-	if (c && !lua_isyieldable(L))
-		return raise_core_error(L, "stub:fetch() cannot suspend here (attempt to yield across a C-call boundary)");
+	check_can_wait(L, r, c, "stub:fetch()");
 	ri = push_request(L, 2, lua_gettop(L) >= 3 ? 3 : 0);
 	lua_getfield(L, ri, "url");
 	url = lua_tolstring(L, -1, &len);
@@ -1382,19 +1416,7 @@ static int l_stub_fetch(lua_State *L)
 	}
 	if (rc < 0)
 		return raise_core_error(L, dobj_error_last());
-	if (c) {
-		c->wait = t;
-		c->state = ST_WAIT;
-		return lua_yieldk(L, 0, (lua_KContext)c, fetch_k);
-	}
-	/* The main chunk (or a coroutine outside the runtime): drive it. */
-	saved = r->from;
-	r->from = L;
-	dobj_rt_pump(r->rt);
-	if (!dobj_task_done(t))
-		dobj_rt_run(r->rt, until_done, t);
-	r->from = saved;
-	return call_outcome(L, r, t, dobj_stub_id(s->stub));
+	return await_call(L, s, c, t);
 }
 
 static int l_stub_index(lua_State *L)
@@ -3532,7 +3554,6 @@ static int l_stub_rpc(lua_State *L)
 	char where[32];
 	dobj_val *args;
 	dobj_task *t;
-	lua_State *saved;
 	lrt *r;
 	lco *c;
 	vout o;
@@ -3544,15 +3565,11 @@ static int l_stub_rpc(lua_State *L)
 		return luaL_error(L, "the stub is closed");
 	r = s->r;
 	c = task_here(L, r);
-	if (!c && (dobj_rt_pumping(r->rt) || (cur_co && cur_co->r == r))) {
-		char msg[300];
-		snprintf(msg, sizeof(msg), "stub:%.60s() cannot wait here: call it from a handler, an "
-			"rt:spawn task, a ctx:wait_until or ctx:block_concurrency_while function, or the "
-			"main chunk (not from a constructor or a nested coroutine)", name);
-		return raise_core_error(L, msg);
+	{
+		char what[80];
+		snprintf(what, sizeof(what), "stub:%.60s()", name);
+		check_can_wait(L, r, c, what);
 	}
-	if (c && !lua_isyieldable(L))
-		return raise_core_error(L, "an RPC call cannot suspend here (attempt to yield across a C-call boundary)");
 	/* Every argument converts before anything is sent. */
 	top = lua_gettop(L);
 	args = dobj_val_array();
@@ -3586,18 +3603,7 @@ static int l_stub_rpc(lua_State *L)
 		c ? wake_waiter : NULL, c);
 	if (rc < 0)
 		return raise_core_error(L, dobj_error_last());
-	if (c) {
-		c->wait = t;
-		c->state = ST_WAIT;
-		return lua_yieldk(L, 0, (lua_KContext)c, fetch_k);
-	}
-	saved = r->from;
-	r->from = L;
-	dobj_rt_pump(r->rt);
-	if (!dobj_task_done(t))
-		dobj_rt_run(r->rt, until_done, t);
-	r->from = saved;
-	return call_outcome(L, r, t, dobj_stub_id(s->stub));
+	return await_call(L, s, c, t);
 }
 
 /* ----------------------------------------------------------------- storage */
