@@ -679,19 +679,26 @@ static int fetch_tramp_k(lua_State *L, int status, lua_KContext ctx)
 	return 1;
 }
 
+/* Push the handler `name` of the instance at 1 (looked up on the instance,
+ * then on the class k); 0 if there is none. */
+static int push_handler(lua_State *L, lclass *k, const char *name)
+{
+	lua_getfield(L, 1, name);
+	if (lua_type(L, -1) == LUA_TFUNCTION)
+		return 1;
+	lua_pop(L, 1);
+	push_slot(k->r, L, SLOTV(k->slot));
+	lua_getfield(L, -1, name);
+	lua_remove(L, -2);
+	return lua_type(L, -1) == LUA_TFUNCTION;
+}
+
 static int fetch_tramp(lua_State *L)
 {
 	lclass *k = lua_touserdata(L, 3);
 
-	lua_getfield(L, 1, "fetch");
-	if (lua_type(L, -1) != LUA_TFUNCTION) {
-		lua_pop(L, 1);
-		push_slot(k->r, L, SLOTV(k->slot));
-		lua_getfield(L, -1, "fetch");
-		lua_remove(L, -2);
-		if (lua_type(L, -1) != LUA_TFUNCTION)
-			return raise_plain(L, DOBJ_MSG_NO_FETCH);
-	}
+	if (!push_handler(L, k, "fetch"))
+		return raise_plain(L, DOBJ_MSG_NO_FETCH);
 	lua_pushvalue(L, 1);
 	lua_pushvalue(L, 2);
 	lua_callk(L, 2, LUA_MULTRET, (lua_KContext)k, fetch_tramp_k);
@@ -720,15 +727,8 @@ static int alarm_tramp(lua_State *L)
 {
 	lclass *k = lua_touserdata(L, 3);
 
-	lua_getfield(L, 1, "alarm");
-	if (lua_type(L, -1) != LUA_TFUNCTION) {
-		lua_pop(L, 1);
-		push_slot(k->r, L, SLOTV(k->slot));
-		lua_getfield(L, -1, "alarm");
-		lua_remove(L, -2);
-		if (lua_type(L, -1) != LUA_TFUNCTION)
-			return raise_plain(L, "Handler does not export an alarm() function.");
-	}
+	if (!push_handler(L, k, "alarm"))
+		return raise_plain(L, "Handler does not export an alarm() function.");
 	lua_pushvalue(L, 1);
 	lua_pushvalue(L, 2);
 	lua_callk(L, 2, 0, 0, alarm_tramp_k);
