@@ -136,7 +136,9 @@ class Workerd:
             config = f.read().replace("@ADDRESS@", f"127.0.0.1:{self.port}")
         with open(os.path.join(self.tmp, "config.capnp"), "w") as f:
             f.write(config)
-        shutil.copy(os.path.join(HERE, "worker.js"), self.tmp)
+        for name in os.listdir(HERE):  # worker.js and the modules it imports
+            if name.endswith(".js"):
+                shutil.copy(os.path.join(HERE, name), self.tmp)
         os.makedirs(os.path.join(self.tmp, "store"))  # localDisk storage (removed by stop)
         self.log_path = os.path.join(self.tmp, "workerd.log")
         log = open(self.log_path, "wb")

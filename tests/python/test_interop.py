@@ -8,7 +8,6 @@ import datetime as dt
 import gc
 import json
 import os
-import shutil
 import sys
 
 import pytest
@@ -23,21 +22,9 @@ try:
     import driver  # noqa: E402
 except ImportError:  # pragma: no cover
     driver = None
+sys.path.insert(0, os.path.join(ROOT, "tests", "interop"))
+import peer  # noqa: E402
 
-CONFIG = """using Workerd = import "/workerd/workerd.capnp";
-const config :Workerd.Config = (
-  services = [ (name = "main", worker = .w),
-               (name = "disk", disk = (path = "@STORE@", writable = true)) ],
-  sockets = [ (name = "http", address = "@ADDRESS@", http = (), service = "main") ],
-);
-const w :Workerd.Worker = (
-  modules = [ (name = "worker.js", esModule = embed "worker.js") ],
-  compatibilityDate = "2024-09-01",
-  durableObjectNamespaces = [ (className = "Interop", uniqueKey = "interop-key", enableSql = true) ],
-  durableObjectStorage = (localDisk = "disk"),
-  bindings = [ (name = "NS", durableObjectNamespace = "Interop") ],
-);
-"""
 
 
 def cases():
@@ -95,8 +82,7 @@ async def test_values_cross_between_python_and_workerd(tmp_path):
     store.mkdir()
     tmpl = tmp_path / "tmpl"
     tmpl.mkdir()
-    (tmpl / "config.capnp.in").write_text(CONFIG.replace("@STORE@", str(store)))
-    shutil.copy(os.path.join(HERE, "interop", "worker.js"), tmpl)
+    peer.prepare(tmpl, store, os.path.join(HERE, "interop", "worker.js"))
 
     # 1. Python writes every case.
     rt = dobj.Runtime(storage=str(store))

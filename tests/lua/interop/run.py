@@ -23,20 +23,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))
 sys.path.insert(0, os.path.join(ROOT, "bench", "workerd"))
 import driver  # noqa: E402
 
-CONFIG = """using Workerd = import "/workerd/workerd.capnp";
-const config :Workerd.Config = (
-  services = [ (name = "main", worker = .w),
-               (name = "disk", disk = (path = "@STORE@", writable = true)) ],
-  sockets = [ (name = "http", address = "@ADDRESS@", http = (), service = "main") ],
-);
-const w :Workerd.Worker = (
-  modules = [ (name = "worker.js", esModule = embed "worker.js") ],
-  compatibilityDate = "2024-09-01",
-  durableObjectNamespaces = [ (className = "Interop", uniqueKey = "interop-key", enableSql = true) ],
-  durableObjectStorage = (localDisk = "disk"),
-  bindings = [ (name = "NS", durableObjectNamespace = "Interop") ],
-);
-"""
+sys.path.insert(0, os.path.join(ROOT, "tests", "interop"))
+import peer  # noqa: E402
+
 
 
 def lua(*args: str) -> subprocess.CompletedProcess:
@@ -55,9 +44,7 @@ def main() -> int:
         os.makedirs(store)
         tmpl = os.path.join(work, "tmpl")
         os.makedirs(tmpl)
-        with open(os.path.join(tmpl, "config.capnp.in"), "w") as f:
-            f.write(CONFIG.replace("@STORE@", store))
-        shutil.copy(os.path.join(HERE, "worker.js"), tmpl)
+        peer.prepare(tmpl, store, os.path.join(HERE, "worker.js"))
         w = lua("write", store)
         print(w.stdout.strip(), w.stderr.strip())
         if w.returncode != 0:

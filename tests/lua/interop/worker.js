@@ -1,7 +1,7 @@
 // The workerd side of the Lua interop check (run.py): /read compares what
 // dobj's Lua binding wrote (object "from-lua") with the same cases in JS;
 // /write stores the cases into object "from-workerd" for side.lua to read.
-import { DurableObject } from "cloudflare:workers";
+import { makePeer } from "./peer.js";
 
 function cases() {
   const shared = { v: 1 };
@@ -22,74 +22,6 @@ function cases() {
   ];
 }
 
-// Deep equality that also checks types, -0, NaN and the sharing of objects.
-function same(a, b, seen = new Map()) {
-  if (typeof a !== typeof b) return `${typeof a} vs ${typeof b}`;
-  if (typeof a !== "object" || a === null || b === null) {
-    return Object.is(a, b) ? null : `${String(a)} vs ${String(b)}`;
-  }
-  if (seen.has(a)) return seen.get(a) === b ? null : "sharing differs";
-  seen.set(a, b);
-  if (Object.getPrototypeOf(a) !== Object.getPrototypeOf(b)) {
-    return `${a.constructor?.name} vs ${b.constructor?.name}`;
-  }
-  if (a instanceof Date) return Object.is(a.getTime(), b.getTime()) ? null : "dates differ";
-  if (a instanceof Uint8Array) {
-    return a.length === b.length && a.every((x, i) => x === b[i]) ? null : "bytes differ";
-  }
-  if (a instanceof Map) {
-    if (a.size !== b.size) return "map sizes differ";
-    for (const [k, v] of a) {
-      if (!b.has(k)) return `map key ${String(k)} missing`;
-      const r = same(v, b.get(k), seen);
-      if (r) return `map ${String(k)}: ${r}`;
-    }
-    return null;
-  }
-  if (a instanceof Set) {
-    if (a.size !== b.size) return "set sizes differ";
-    for (const k of a) if (!b.has(k)) return `set item ${String(k)} missing`;
-    return null;
-  }
-  const ka = Object.keys(a), kb = Object.keys(b);
-  if (ka.length !== kb.length) return `keys ${ka} vs ${kb}`;
-  for (const k of ka) {
-    if (!Object.hasOwn(b, k)) return `key ${k} missing`;
-    const r = same(a[k], b[k], seen);
-    if (r) return `${k}: ${r}`;
-  }
-  return null;
-}
-
-export class Interop extends DurableObject {
-  async fetch(request) {
-    const url = new URL(request.url);
-    const out = [];
-    if (url.pathname === "/write") {
-      for (const [k, v] of cases()) this.ctx.storage.put(k, v);
-      await this.ctx.storage.sync();
-      return new Response("workerd wrote " + cases().length + " values");
-    }
-    for (const [k, want] of cases()) {
-      let got;
-      try {
-        got = await this.ctx.storage.get(k);
-      } catch (e) {
-        out.push(`${k}: ${e}`);
-        continue;
-      }
-      const r = same(want, got);
-      if (r) out.push(`${k}: ${r}`);
-    }
-    return new Response(JSON.stringify({ n: cases().length, mismatches: out }));
-  }
-}
-
-export default {
-  async fetch(request, env) {
-    const url = new URL(request.url);
-    if (url.pathname === "/") return new Response("dobj bench peer (Lua interop)");
-    const name = url.pathname === "/write" ? "from-workerd" : "from-lua";
-    return env.NS.get(env.NS.idFromName(name)).fetch(request);
-  },
-};
+const peer = makePeer(cases, "from-lua", "Lua");
+export const Interop = peer.Interop;
+export default peer.worker;
