@@ -1430,7 +1430,7 @@ static int de_done(dobj_de *d)
 /* Read the value whose tag is at d->p.  Slot rules were checked by the caller. */
 static int de_value(dobj_de *d, unsigned char tag, dobj_tok *tok)
 {
-	uint32_t u, id;
+	uint32_t u, id = 0; /* gcc -O2 cannot see de_new_id set it on success */
 	size_t at = de_pos(d), off;
 	const char *name;
 	int rc;
