@@ -1279,7 +1279,7 @@ static void test_skip_and_reuse(void)
 static void test_array_slots_are_bounded(void)
 {
 	size_t n = 300, len = 0, i;
-	unsigned char *blob = malloc(8 + n * 9);
+	unsigned char *blob = malloc(16 + n * 9);
 	text t = { 0 };
 	dobj_val *v;
 
