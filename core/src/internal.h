@@ -91,6 +91,7 @@ struct dobj_task {
 	int depth;
 	int block_level;
 	unsigned queued : 1, done : 1, started : 1, running : 1, listed : 1, held : 1;
+	unsigned report : 1;           /* failed on its own with nobody awaiting: error hook */
 	void *request;
 	void (*request_free)(void *); /* core value (dobj_msg, dobj_val); NULL: host value */
 	void (*result_free)(void *);
@@ -192,6 +193,8 @@ struct dobj_rt {
 	double idle_ms;
 	double (*wall_ms)(void *);
 	double wall_base;          /* virtual time: wall clock at start */
+	dobj_error_hook error_hook; /* background errors (dobj_rt_set_error_hook) */
+	void *error_hook_data;
 };
 
 

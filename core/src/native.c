@@ -417,8 +417,7 @@ int dobj_native_check(const dobj_ns *ns, const char *name, const dobj_val *args)
 	nc = dobj_ns_class_data(ns);
 	m = find_method(nc, name);
 	if (!m)
-		return dobj_error_set(DOBJ_ENOHANDLER,
-			"The RPC receiver does not implement the method \"%s\".", name ? name : "");
+		return dobj_rpc_no_method(name, name ? strlen(name) : 0);
 	return check_args(nc, m, args);
 }
 
@@ -518,13 +517,8 @@ static int native_step(dobj_task *t, void *data)
 	case DOBJ_CALL_RPC: {
 		const method *m = find_method(nc, dobj_task_method(t));
 		dobj_val *result;
-		if (!m) {
-			char msg[300];
-			snprintf(msg, sizeof(msg), "The RPC receiver does not implement the method \"%s\".",
-				dobj_task_method(t));
-			dobj_task_raise(t, DOBJ_ENOHANDLER, msg, NULL);
-			return DOBJ_OK;
-		}
+		if (!m)
+			return dobj_rpc_no_method(dobj_task_method(t), strlen(dobj_task_method(t)));
 		rc = invoke(&ctx, m, dobj_task_request(t), &result);
 		if (rc < 0) {
 			dobj_task_raise(t, rc, dobj_error_last(), NULL);
