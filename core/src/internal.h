@@ -78,6 +78,8 @@ int dobj__sql_guard_check_rename(dobj__sql_guard *g, const char *sql);
 
 /** Replace item i of an array (takes item). */
 int dobj__val_set_at(dobj_val *array, size_t i, dobj_val *item);
+/** A number to write as `I` (dobj_val_number of a Smi, or read from `I`). */
+int dobj__val_is_smi(const dobj_val *v);
 
 /* Core structures, shared by rt.c and storage.c. */
 
