@@ -14,7 +14,7 @@
 
 #include "internal.h"
 
-#define ALARM_MAX_RETRIES 6
+#define ALARM_MAX_RETRIES DOBJ_ALARM_MAX_RETRIES
 
 typedef struct alarm_rec {
 	dobj_id id; /* map key */
