@@ -63,6 +63,19 @@ dobj_obj *dobj__storage_obj(dobj_storage *st);
 /** Check a unique key can name a directory. */
 int dobj__storage_check_unique_key(const char *key, size_t len);
 
+/* The SQL API's rules (sql_guard.c): an authorizer state per database. */
+typedef struct dobj__sql_guard {
+	int active;    /* a user query is being compiled or run */
+	int denied;    /* the authorizer refused; why says why */
+	int altered;   /* an ALTER TABLE was compiled (check its new name) */
+	char why[300];
+} dobj__sql_guard;
+/** sqlite3_set_authorizer callback; arg is a dobj__sql_guard. */
+int dobj__sql_authorize(void *arg, int action, const char *a, const char *b, const char *db,
+	const char *trigger);
+/** After preparing a user statement: refuse ALTER TABLE ... RENAME TO _cf_... */
+int dobj__sql_guard_check_rename(dobj__sql_guard *g, const char *sql);
+
 /** Replace item i of an array (takes item). */
 int dobj__val_set_at(dobj_val *array, size_t i, dobj_val *item);
 /** A number to write as `I` (dobj_val_number of a Smi, or read from `I`). */
