@@ -60,13 +60,12 @@ static int context_check_alive(ContextObject *self)
 /* Turn a reason into (message, exception). */
 static PyObject *abort_reason_exception(module_state *st, PyObject *reason)
 {
-	if (!reason || reason == Py_None)
-		return PyObject_CallOneArg(st->Error, PyUnicode_FromString(
-			"Application called abort() to reset Durable Object."));
-	if (PyExceptionInstance_Check(reason))
+	if (reason && PyExceptionInstance_Check(reason))
 		return Py_NewRef(reason);
 	{
-		PyObject *s = PyObject_Str(reason), *e;
+		PyObject *s = !reason || reason == Py_None
+			? PyUnicode_FromString("Application called abort() to reset Durable Object.")
+			: PyObject_Str(reason), *e;
 		if (!s)
 			return NULL;
 		e = PyObject_CallOneArg(st->Error, s);
