@@ -49,9 +49,12 @@ static void Context_dealloc(ContextObject *self)
 
 static int context_check_alive(ContextObject *self)
 {
-	if (!self->rt || !self->rt->rt || dobj_rt_closed(self->rt->rt) || dobj_obj_dead(self->obj)) {
-		PyErr_SetString(self->rt ? self->rt->st->Error : PyExc_RuntimeError,
-			"this object was reset; its context can no longer be used");
+	if (!self->rt || !self->rt->rt) {
+		PyErr_SetString(self->rt ? self->rt->st->Error : PyExc_RuntimeError, "the runtime is closed");
+		return 0;
+	}
+	if (dobj_obj_check(self->obj) < 0) {
+		PyErr_SetString(self->rt->st->Error, dobj_error_last());
 		return 0;
 	}
 	return 1;
