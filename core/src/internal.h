@@ -85,6 +85,8 @@ void dobj__release_now(dobj_rt *rt, void *v, void (*free_fn)(void *));
 
 /** Replace item i of an array (takes item). */
 int dobj__val_set_at(dobj_val *array, size_t i, dobj_val *item);
+/** A number to write as `I` (dobj_val_number of a Smi, or read from `I`). */
+int dobj__val_is_smi(const dobj_val *v);
 
 /* Core structures, shared by rt.c and storage.c. */
 
@@ -98,6 +100,7 @@ struct dobj_task {
 	int depth;
 	int block_level;
 	unsigned queued : 1, done : 1, started : 1, running : 1, listed : 1, held : 1, parked : 1;
+	unsigned report : 1;           /* failed on its own with nobody awaiting: error hook */
 	void *request;
 	void (*request_free)(void *); /* core value (dobj_msg, dobj_val); NULL: host value */
 	void (*result_free)(void *);
@@ -202,6 +205,8 @@ struct dobj_rt {
 	double idle_ms;
 	double (*wall_ms)(void *);
 	double wall_base;          /* virtual time: wall clock at start */
+	dobj_error_hook error_hook; /* background errors (dobj_rt_set_error_hook) */
+	void *error_hook_data;
 	/* host contract (see dobj.h, "driving a runtime") */
 	pthread_t owner;           /* the thread that made the runtime */
 	int fd;                    /* dobj_rt_fd (-1 until asked for) */

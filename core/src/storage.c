@@ -280,11 +280,8 @@ int dobj_obj_storage(dobj_obj *obj, dobj_storage **out)
 	int rc;
 
 	*out = NULL;
-	if (obj->dead)
-		return dobj_error_set(DOBJ_EABORTED, "%s", obj->message ? obj->message : "the object was reset");
-	if (obj->evicted)
-		return dobj_error_set(DOBJ_ESTATE,
-			"this object was evicted for being idle; its old context can no longer be used");
+	if ((rc = dobj_obj_check(obj)) < 0)
+		return rc;
 	if (!obj->storage) {
 		st = dobj__idmap_get(&obj->ns->stores, &obj->id);
 		if (!st && (rc = storage_open(obj->ns, &obj->id, &st)) < 0)
@@ -348,8 +345,7 @@ static int touch(dobj_storage *st)
 	if (!st->db)
 		return dobj_error_set(DOBJ_ECLOSED, "the storage is closed");
 	if (st->obj && st->obj->dead)
-		return dobj_error_set(DOBJ_EABORTED, "%s",
-			st->obj->message ? st->obj->message : "the object was reset");
+		return dobj_error_set(DOBJ_EABORTED, DOBJ_MSG_GONE);
 	if (!rt->current || st->in_txn)
 		return DOBJ_OK;
 	if (prepare(st, fixed_sql[Q_BEGIN], &st->q[Q_BEGIN]) < 0)
@@ -753,6 +749,56 @@ int dobj_txn_rollback(dobj_storage *st)
 int dobj_txn_depth(const dobj_storage *st)
 {
 	return st->savepoints;
+}
+
+int dobj_txn_open(dobj_storage *st, dobj_txn *txn)
+{
+	int rc;
+
+	txn->level = 0;
+	txn->state = DOBJ_TXN_ENDED;
+	if ((rc = dobj_txn_begin(st)) < 0)
+		return rc;
+	txn->level = st->savepoints;
+	txn->state = DOBJ_TXN_OPEN;
+	return DOBJ_OK;
+}
+
+int dobj_txn_end(dobj_storage *st, dobj_txn *txn, int ok)
+{
+	char sql[96];
+	int rc;
+
+	if (txn->state != DOBJ_TXN_OPEN)
+		return DOBJ_OK;
+	txn->state = DOBJ_TXN_ENDED;
+	if (!st || !st->db || (st->obj && dobj_obj_check(st->obj) < 0) || st->savepoints < txn->level)
+		return DOBJ_OK;
+	/* Releasing (or rolling back to) the handle's savepoint ends the inner
+	 * ones its function left open too. */
+	if (ok)
+		snprintf(sql, sizeof(sql), "RELEASE dobj_txn_%d", txn->level);
+	else
+		snprintf(sql, sizeof(sql), "ROLLBACK TO dobj_txn_%d; RELEASE dobj_txn_%d",
+			txn->level, txn->level);
+	if ((rc = exec_simple(st->db, sql)) < 0)
+		return rc;
+	st->savepoints = txn->level - 1;
+	return txn_closed(st);
+}
+
+int dobj_txn_rollback_handle(dobj_storage *st, dobj_txn *txn)
+{
+	int rc;
+
+	if (txn->state != DOBJ_TXN_OPEN)
+		return dobj_error_set(DOBJ_ESTATE, "this transaction has already ended");
+	if (st->savepoints != txn->level)
+		return dobj_error_set(DOBJ_ESTATE, "only the innermost open transaction can be rolled back");
+	if ((rc = dobj_txn_rollback(st)) < 0)
+		return rc;
+	txn->state = DOBJ_TXN_ROLLED_BACK;
+	return DOBJ_OK;
 }
 
 int dobj_storage_sync(dobj_storage *st)
