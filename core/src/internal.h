@@ -83,6 +83,19 @@ void dobj__release_now(dobj_rt *rt, void *v, void (*free_fn)(void *));
 #define CHECK_THREAD(rt) \
 	do { if (dobj__wrong_thread(rt)) return dobj_error_set(DOBJ_ETHREAD, DOBJ_MSG_THREAD); } while (0)
 
+/* The SQL API's rules (sql_guard.c): an authorizer state per database. */
+typedef struct dobj__sql_guard {
+	int active;    /* a user query is being compiled or run */
+	int denied;    /* the authorizer refused; why says why */
+	int altered;   /* an ALTER TABLE was compiled (check its new name) */
+	char why[300];
+} dobj__sql_guard;
+/** sqlite3_set_authorizer callback; arg is a dobj__sql_guard. */
+int dobj__sql_authorize(void *arg, int action, const char *a, const char *b, const char *db,
+	const char *trigger);
+/** After preparing a user statement: refuse ALTER TABLE ... RENAME TO _cf_... */
+int dobj__sql_guard_check_rename(dobj__sql_guard *g, const char *sql);
+
 /** Replace item i of an array (takes item). */
 int dobj__val_set_at(dobj_val *array, size_t i, dobj_val *item);
 /** A number to write as `I` (dobj_val_number of a Smi, or read from `I`). */
