@@ -10,6 +10,38 @@
  */
 #include "module.h"
 
+PyObject *module_of_type(PyTypeObject *t)
+{
+#if PY_VERSION_HEX >= 0x030B0000
+	return PyType_GetModuleByDef(t, &dobjpy_module_def);
+#else
+	PyObject *mro = t->tp_mro;
+	Py_ssize_t i;
+
+	for (i = 0; mro && i < PyTuple_GET_SIZE(mro); i++) {
+		PyTypeObject *base = (PyTypeObject *)PyTuple_GET_ITEM(mro, i);
+		PyObject *m;
+		if (!PyType_HasFeature(base, Py_TPFLAGS_HEAPTYPE))
+			continue;
+		m = PyType_GetModule(base);
+		if (!m) {
+			PyErr_Clear(); /* a heap type made by a class statement */
+			continue;
+		}
+		if (PyModule_GetDef(m) == &dobjpy_module_def)
+			return m;
+	}
+	PyErr_Format(PyExc_TypeError, "%.100s is not a type of the dobj._dobj module", t->tp_name);
+	return NULL;
+#endif
+}
+
+module_state *module_state_of_type(PyTypeObject *t)
+{
+	PyObject *m = module_of_type(t);
+	return m ? PyModule_GetState(m) : NULL;
+}
+
 static PyObject *mod_setup(PyObject *m, PyObject *args)
 {
 	module_state *st = PyModule_GetState(m);
@@ -217,13 +249,13 @@ static PyModuleDef_Slot mod_slots[] = {
 	{ 0, NULL }
 };
 
-static struct PyModuleDef moddef = {
+PyModuleDef dobjpy_module_def = {
 	PyModuleDef_HEAD_INIT, "dobj._dobj", "The C half of dobj.", sizeof(module_state), mod_methods,
 	mod_slots, mod_traverse, mod_clear, mod_free
 };
 
 PyMODINIT_FUNC PyInit__dobj(void)
 {
-	return PyModuleDef_Init(&moddef);
+	return PyModuleDef_Init(&dobjpy_module_def);
 }
 

@@ -105,8 +105,7 @@ static int Runtime_clear(RuntimeObject *self)
 	}
 	Py_CLEAR(self->env);
 	Py_CLEAR(self->namespaces);
-	if (self->timer && self->st)
-		runtime_cancel_timer(self);
+	runtime_cancel_timer(self);
 	Py_CLEAR(self->timer);
 	return 0;
 }
@@ -114,6 +113,7 @@ static int Runtime_clear(RuntimeObject *self)
 static void Runtime_dealloc(RuntimeObject *self)
 {
 	PyTypeObject *tp = Py_TYPE(self);
+	PyObject *module = self->module; /* released last: see RuntimeObject.module */
 	PyObject_GC_UnTrack(self);
 	if (self->weakreflist)
 		PyObject_ClearWeakRefs((PyObject *)self);
@@ -125,13 +125,15 @@ static void Runtime_dealloc(RuntimeObject *self)
 	}
 	tp->tp_free(self);
 	Py_DECREF(tp);
+	Py_XDECREF(module);
 }
 
 static PyObject *Runtime_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 {
 	static char *kwlist[] = { "env", "id_seed", "storage", "durability", "idle_timeout",
 		"virtual_time", NULL };
-	module_state *st = module_state_of_type(type);
+	PyObject *module = module_of_type(type);
+	module_state *st = module ? PyModule_GetState(module) : NULL;
 	PyObject *env = Py_None, *seed = Py_None, *storage = Py_None, *durability = Py_None,
 		*idle = Py_None;
 	int virtual_time = 0;
@@ -142,6 +144,8 @@ static PyObject *Runtime_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 
 	if (!PyArg_ParseTupleAndKeywords(args, kw, "|O$OOOOp:Runtime", kwlist, &env, &seed, &storage,
 		    &durability, &idle, &virtual_time))
+		return NULL;
+	if (!st)
 		return NULL;
 	if (!st->Env) {
 		PyErr_SetString(PyExc_RuntimeError, "dobj is not initialised (import dobj, not dobj._dobj)");
@@ -154,6 +158,7 @@ static PyObject *Runtime_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 	self = (RuntimeObject *)type->tp_alloc(type, 0);
 	if (!self)
 		return NULL;
+	self->module = Py_NewRef(module);
 	self->st = st;
 	self->namespaces = PyDict_New();
 	if (!self->namespaces)
@@ -203,6 +208,16 @@ fail:
 	Py_XDECREF(storage_bytes);
 	Py_DECREF(self);
 	return NULL;
+}
+
+/* Everything is set up by __new__; a subclass's __init__ may still call
+ * super().__init__(*args, **kwargs) with the same arguments. */
+static int Runtime_init(PyObject *self, PyObject *args, PyObject *kw)
+{
+	(void)self;
+	(void)args;
+	(void)kw;
+	return 0;
 }
 
 /*
@@ -355,7 +370,9 @@ void runtime_cancel_timer(RuntimeObject *self)
 	if (!self->timer)
 		return;
 	PyErr_Fetch(&exc_type, &exc_value, &exc_tb);
-	r = PyObject_CallMethodNoArgs(self->timer, self->st->s_cancel);
+	/* A plain name, not the state's interned one: this also runs while the
+	 * runtime is torn down. */
+	r = PyObject_CallMethod(self->timer, "cancel", NULL);
 	Py_XDECREF(r);
 	PyErr_Clear();
 	Py_CLEAR(self->timer);
@@ -388,12 +405,7 @@ static PyObject *Runtime_close(RuntimeObject *self, PyObject *unused)
 		dobj_rt_clear(self->rt);
 		complete_deferred_futures(self->st);
 	}
-	if (self->timer) {
-		PyObject *r = PyObject_CallMethodNoArgs(self->timer, self->st->s_cancel);
-		Py_XDECREF(r);
-		PyErr_Clear();
-		Py_CLEAR(self->timer);
-	}
+	runtime_cancel_timer(self);
 	Py_RETURN_NONE;
 }
 
@@ -526,6 +538,7 @@ static PyType_Slot Runtime_slots[] = {
 	{ Py_tp_doc, "Runtime(env=None, *, id_seed=None, storage=None, durability=None, "
 		"idle_timeout=None, virtual_time=False): namespaces, objects and their calls." },
 	{ Py_tp_new, Runtime_new },
+	{ Py_tp_init, Runtime_init },
 	{ Py_tp_traverse, Runtime_traverse },
 	{ Py_tp_clear, Runtime_clear },
 	{ Py_tp_dealloc, Runtime_dealloc },
