@@ -436,7 +436,9 @@ static void test_transaction_handles_and_innermost_rollback(void)
 	CHECK_EQ_INT(dobj_txn_rollback_handle(st, &inner), DOBJ_OK);
 	CHECK_EQ_INT(inner.state, DOBJ_TXN_ROLLED_BACK);
 	CHECK_EQ_INT(dobj_txn_rollback_handle(st, &inner), DOBJ_ESTATE);
-	CHECK_STR(dobj_error_last(), "this transaction has already ended");
+	CHECK_STR(dobj_error_last(), "the transaction was rolled back");
+	CHECK_EQ_INT(dobj_txn_check(&inner), DOBJ_ESTATE);
+	CHECK_EQ_INT(dobj_txn_check(&outer), DOBJ_OK);
 	/* Ending a rolled-back handle does nothing (its function returned). */
 	CHECK_EQ_INT(dobj_txn_end(st, &inner, 1), DOBJ_OK);
 	CHECK_EQ_INT(dobj_txn_depth(st), 1);
@@ -462,6 +464,8 @@ static void test_transaction_handles_and_innermost_rollback(void)
 	dobj_obj_abort(obj, DOBJ_EABORTED, "x", NULL);
 	CHECK_EQ_INT(dobj_txn_end(NULL, &outer, 1), DOBJ_OK);
 	CHECK_EQ_INT(outer.state, DOBJ_TXN_ENDED);
+	CHECK_EQ_INT(dobj_txn_check(&outer), DOBJ_ESTATE);
+	CHECK_STR(dobj_error_last(), "the transaction has finished");
 	dobj_obj_unref(obj);
 	dobj_stub_free(s);
 	dobj_rt_free(rt);
