@@ -77,7 +77,7 @@ static dobj_rt *make_rt(int virtual_time)
 	k.flags = DOBJ_CLASS_ALARM;
 	k.construct = rules_construct;
 	k.step = rules_step;
-	CHECK_EQ_INT(dobj_ns_new(&ns, rt, "RULES", NULL, 0, &k), DOBJ_OK);
+	CHECK_EQ_INT(dobj_ns_new(&ns, rt, "RULES", 5, NULL, 0, &k), DOBJ_OK);
 	dobj_rt_set_error_hook(rt, on_error, &nreported);
 	nreported = 0;
 	steps = 0;
@@ -289,7 +289,7 @@ static void test_background_failures_reach_the_error_hook(void)
 	k.name = "Spawner";
 	k.construct = rules_construct;
 	k.step = spawner_step;
-	CHECK_EQ_INT(dobj_ns_new(&sns, rt, "SPAWNER", NULL, 0, &k), DOBJ_OK);
+	CHECK_EQ_INT(dobj_ns_new(&sns, rt, "SPAWNER", 7, NULL, 0, &k), DOBJ_OK);
 	dobj_id_from_name(dobj_ns_idkey(sns), "s", 1, &id);
 	CHECK_EQ_INT(dobj_stub_new(&s, sns, &id, "s", 1), DOBJ_OK);
 	t = call(rt, s, "ok");

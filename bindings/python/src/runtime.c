@@ -226,6 +226,7 @@ static PyObject *Runtime_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 		if (!PyUnicode_FSConverter(storage, &storage_bytes))
 			goto fail;
 		opts.storage_dir = PyBytes_AS_STRING(storage_bytes);
+		opts.storage_dir_len = (size_t)PyBytes_GET_SIZE(storage_bytes);
 	}
 	if (durability != Py_None) {
 		if (PyUnicode_Check(durability) && (PyUnicode_CompareWithASCIIString(durability, "power") == 0))
@@ -280,7 +281,7 @@ static PyObject *runtime_bind_namespace(RuntimeObject *self, PyObject *binding, 
 	module_state *st = self->st;
 	NamespaceObject *ns;
 	const char *key = NULL, *bname;
-	Py_ssize_t keylen = 0;
+	Py_ssize_t keylen = 0, bname_len = 0;
 	int rc;
 
 	if (!self->rt || dobj_rt_closed(self->rt)) {
@@ -296,7 +297,7 @@ static PyObject *runtime_bind_namespace(RuntimeObject *self, PyObject *binding, 
 		if (!key)
 			return NULL;
 	}
-	bname = PyUnicode_AsUTF8(binding);
+	bname = PyUnicode_AsUTF8AndSize(binding, &bname_len);
 	if (!bname)
 		return NULL;
 	if (PyDict_GetItemWithError(self->namespaces, binding)) {
@@ -330,7 +331,7 @@ static PyObject *runtime_bind_namespace(RuntimeObject *self, PyObject *binding, 
 		klass->construct = python_class_construct;
 		klass->step = python_class_step;
 	}
-	rc = dobj_ns_new(&ns->ns, self->rt, bname, key, (size_t)keylen, klass);
+	rc = dobj_ns_new(&ns->ns, self->rt, bname, (size_t)bname_len, key, (size_t)keylen, klass);
 	if (rc < 0) {
 		Py_DECREF(ns);
 		return raise_core_error(st, rc);
