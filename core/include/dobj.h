@@ -245,9 +245,13 @@ typedef struct dobj_rt_opts {
 	/** Wall clock for alarms (ms since the epoch); NULL = CLOCK_REALTIME.
 	 *  Called with clock_data. */
 	double (*wall_ms)(void *data);
+	/** Length of storage_dir in bytes; 0 = up to its NUL.  A binding passes
+	 *  the length of the string it was given, so that a NUL inside it is
+	 *  refused (DOBJ_EARG) instead of cutting the path short. */
+	size_t storage_dir_len;
 } dobj_rt_opts;
 #define DOBJ_RT_OPTS_VERSION 1
-#define DOBJ_RT_OPTS_INIT { DOBJ_RT_OPTS_VERSION, { 0, 0, 0, 0, 0 }, 0, 0, 0, 0, 0, 0, 0 }
+#define DOBJ_RT_OPTS_INIT { DOBJ_RT_OPTS_VERSION, { 0, 0, 0, 0, 0 }, 0, 0, 0, 0, 0, 0, 0, 0 }
 #define DOBJ_IDLE_TIMEOUT_MS 10000.0
 
 DOBJ_API int dobj_rt_new(dobj_rt **out, const dobj_rt_opts *opts);
@@ -394,11 +398,14 @@ DOBJ_API double dobj_rt_next_timer_ms(dobj_rt *rt);
 /* ------------------------------------------------------------ namespaces */
 
 /**
- * Bind a namespace: `binding` is its name in env, `unique_key` the ID key
- * (NULL: the binding name).  The namespace is owned by the runtime (freed with
- * it) and retains class->data.
+ * Bind a namespace: `binding` (binding_len bytes) is its name in env,
+ * `unique_key` the ID key (NULL: the binding name).  Neither may contain a
+ * NUL byte (DOBJ_EARG): a binding passes the lengths of the strings it was
+ * given, so "q\0one" and "q\0two" are refused rather than cut to one "q".
+ * The namespace is owned by the runtime (freed with it) and retains
+ * class->data.  On failure nothing stays bound.
  */
-DOBJ_API int dobj_ns_new(dobj_ns **out, dobj_rt *rt, const char *binding,
+DOBJ_API int dobj_ns_new(dobj_ns **out, dobj_rt *rt, const char *binding, size_t binding_len,
 	const char *unique_key, size_t unique_key_len, const dobj_class *klass);
 DOBJ_API dobj_rt *dobj_ns_rt(const dobj_ns *ns);
 DOBJ_API const char *dobj_ns_binding(const dobj_ns *ns);

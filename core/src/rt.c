@@ -1090,7 +1090,13 @@ int dobj_rt_new(dobj_rt **out, const dobj_rt_opts *opts)
 		if (opts->idle_timeout_ms != 0)
 			rt->idle_ms = opts->idle_timeout_ms;
 		if (opts->storage_dir) {
-			rt->storage_dir = strdup(opts->storage_dir);
+			size_t n = opts->storage_dir_len ? opts->storage_dir_len : strlen(opts->storage_dir);
+			if (memchr(opts->storage_dir, '\0', n)) {
+				free(rt);
+				return dobj_error_set(DOBJ_EARG,
+					"the storage directory must not contain a NUL byte");
+			}
+			rt->storage_dir = dobj__strndup(opts->storage_dir, n);
 			if (!rt->storage_dir) {
 				free(rt);
 				return dobj_error_set(DOBJ_ENOMEM, "out of memory");
@@ -1226,8 +1232,8 @@ int dobj_rt_visit(dobj_rt *rt, int (*visit)(void *value, void *arg), void *arg)
 
 /* -------------------------------------------------------------- namespaces */
 
-int dobj_ns_new(dobj_ns **out, dobj_rt *rt, const char *binding, const char *unique_key,
-	size_t unique_key_len, const dobj_class *klass)
+int dobj_ns_new(dobj_ns **out, dobj_rt *rt, const char *binding, size_t binding_len,
+	const char *unique_key, size_t unique_key_len, const dobj_class *klass)
 {
 	dobj_ns *ns;
 	int rc;
@@ -1238,6 +1244,11 @@ int dobj_ns_new(dobj_ns **out, dobj_rt *rt, const char *binding, const char *uni
 		return dobj_error_set(DOBJ_ECLOSED, "the runtime is closed");
 	if (!binding || !klass)
 		return dobj_error_set(DOBJ_EARG, "a namespace needs a binding name and a class");
+	/* Names are C strings everywhere after this (env, messages, folders). */
+	if (memchr(binding, '\0', binding_len))
+		return dobj_error_set(DOBJ_EARG, "the binding name must not contain a NUL byte");
+	if (unique_key && memchr(unique_key, '\0', unique_key_len))
+		return dobj_error_set(DOBJ_EARG, "the unique key must not contain a NUL byte");
 	if (klass->flags & ~(unsigned)(DOBJ_CLASS_FETCH | DOBJ_CLASS_ALARM | DOBJ_CLASS_NATIVE))
 		return dobj_error_set(DOBJ_EARG, "unknown class flags 0x%x", klass->flags);
 	if (!klass->step)
@@ -1255,7 +1266,7 @@ int dobj_ns_new(dobj_ns **out, dobj_rt *rt, const char *binding, const char *uni
 		return dobj_error_set(DOBJ_ENOMEM, "out of memory");
 	ns->rt = rt;
 	ns->klass = *klass;
-	ns->binding = strdup(binding);
+	ns->binding = dobj__strndup(binding, binding_len);
 	ns->class_name = strdup(klass->name ? klass->name : "DurableObject");
 	ns->klass.name = ns->class_name;
 	if (!ns->binding || !ns->class_name) {
@@ -1264,7 +1275,7 @@ int dobj_ns_new(dobj_ns **out, dobj_rt *rt, const char *binding, const char *uni
 	}
 	if (!unique_key) {
 		unique_key = binding;
-		unique_key_len = strlen(binding);
+		unique_key_len = binding_len;
 	}
 	ns->unique_key = dobj__strndup(unique_key, unique_key_len);
 	ns->unique_key_len = unique_key_len;

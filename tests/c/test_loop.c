@@ -119,7 +119,7 @@ static dobj_rt *make_rt(int virtual_time)
 	k.flags = DOBJ_CLASS_FETCH;
 	k.construct = loop_construct;
 	k.step = loop_step;
-	CHECK_EQ_INT(dobj_ns_new(&loop_ns, rt, "LOOP", NULL, 0, &k), DOBJ_OK);
+	CHECK_EQ_INT(dobj_ns_new(&loop_ns, rt, "LOOP", 4, NULL, 0, &k), DOBJ_OK);
 	notified = timer_reports = 0;
 	last_deadline = -1;
 	logbuf[0] = 0;

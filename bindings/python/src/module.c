@@ -72,6 +72,18 @@ static PyObject *mod_setup_storage(PyObject *m, PyObject *args)
 	Py_RETURN_NONE;
 }
 
+static PyObject *mod_setup_reporting(PyObject *m, PyObject *fn)
+{
+	module_state *st = PyModule_GetState(m);
+
+	if (!PyCallable_Check(fn)) {
+		PyErr_SetString(PyExc_TypeError, "_setup_reporting(report_error)");
+		return NULL;
+	}
+	Py_XSETREF(st->report_error, Py_NewRef(fn));
+	Py_RETURN_NONE;
+}
+
 static PyObject *mod_serialize(PyObject *m, PyObject *value)
 {
 	return dobjpy_encode_bytes(&((module_state *)PyModule_GetState(m))->values, value);
@@ -114,6 +126,7 @@ static PyMethodDef mod_methods[] = {
 	{ "_setup", mod_setup, METH_VARARGS, NULL },
 	{ "_fd_readable", runtime_fd_readable, METH_O, NULL },
 	{ "_setup_storage", mod_setup_storage, METH_VARARGS, NULL },
+	{ "_setup_reporting", mod_setup_reporting, METH_O, NULL },
 	{ "serialize", mod_serialize, METH_O,
 		"The bytes storage keeps for `value` (V8's serialization format, as workerd)." },
 	{ "deserialize", mod_deserialize, METH_O, "The value of a V8 serialization blob." },
@@ -191,6 +204,7 @@ static int mod_traverse(PyObject *m, visitproc visit, void *arg)
 	Py_VISIT(st->deferred);
 	Py_VISIT(st->fd_readable);
 	Py_VISIT(st->drain);
+	Py_VISIT(st->report_error);
 	Py_VISIT(st->partial);
 	dobjpy_values_traverse(&st->values, visit, arg);
 	dobjpy_storage_traverse(&st->storage, visit, arg);
@@ -229,6 +243,7 @@ static int mod_clear(PyObject *m)
 	Py_CLEAR(st->s_call_soon);
 	Py_CLEAR(st->s_await);
 	Py_CLEAR(st->drain);
+	Py_CLEAR(st->report_error);
 	Py_CLEAR(st->partial);
 	dobjpy_values_clear(&st->values);
 	dobjpy_storage_clear(&st->storage);

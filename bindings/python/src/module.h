@@ -48,6 +48,7 @@ typedef struct {
 	dobjpy_values values;
 	dobjpy_storage_state storage;
 	PyObject *drain; /* dobj._drain(rt, timeout), set by _setup_storage */
+	PyObject *report_error; /* dobj._report_error(what, exc), set by _setup_reporting */
 	PyObject *partial; /* functools.partial: stub.method -> stub._rpc("method", ...) */
 } module_state;
 

@@ -212,6 +212,52 @@ static void Runtime_dealloc(RuntimeObject *self)
 	Py_XDECREF(module);
 }
 
+/*
+ * The core's error hook: a failure nobody awaits (a ctx.wait_until task, a
+ * run of an alarm handler) goes to dobj._report_error(what, exc), which logs
+ * it on the "dobj" logger, as asyncio logs a task's unretrieved exception.
+ */
+static void report_background_error(dobj_task *t, void *data)
+{
+	RuntimeObject *self = data;
+	module_state *st = self->st;
+	dobj_obj *obj = dobj_task_obj(t);
+	PyObject *exc_type, *exc_value, *exc_tb, *exc = NULL, *what = NULL, *r;
+	const char *msg;
+	void *err;
+	char hex[DOBJ_ID_HEX_LEN + 1];
+	int retry = 0;
+
+	PyErr_Fetch(&exc_type, &exc_value, &exc_tb);
+	dobj_task_result(t, NULL, &msg, &err);
+	if (err) {
+		exc = error_unbox(err);
+	} else {
+		PyObject *text = PyUnicode_FromString(msg ? msg : "error");
+		exc = text ? PyObject_CallOneArg(st->Error, text) : NULL;
+		Py_XDECREF(text);
+	}
+	dobj_id_to_hex(dobj_obj_id(obj), hex);
+	hex[DOBJ_ID_HEX_LEN] = '\0';
+	if (dobj_task_alarm_info(t, NULL, &retry) == DOBJ_OK)
+		what = PyUnicode_FromFormat("alarm() of %s %s (run %d of %d)",
+			dobj_ns_class_name(dobj_obj_ns(obj)), hex, retry + 1, DOBJ_ALARM_MAX_RETRIES + 1);
+	else
+		what = PyUnicode_FromFormat("ctx.wait_until() of %s %s",
+			dobj_ns_class_name(dobj_obj_ns(obj)), hex);
+	if (exc && what && st->report_error) {
+		r = PyObject_CallFunctionObjArgs(st->report_error, what, exc, NULL);
+		if (!r)
+			PyErr_WriteUnraisable(st->report_error);
+		Py_XDECREF(r);
+	} else if (PyErr_Occurred()) {
+		PyErr_WriteUnraisable(NULL);
+	}
+	Py_XDECREF(exc);
+	Py_XDECREF(what);
+	PyErr_Restore(exc_type, exc_value, exc_tb);
+}
+
 static PyObject *Runtime_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 {
 	static char *kwlist[] = { "env", "id_seed", "storage", "durability", "idle_timeout",
@@ -264,6 +310,7 @@ static PyObject *Runtime_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 		if (!PyUnicode_FSConverter(storage, &storage_bytes))
 			goto fail;
 		opts.storage_dir = PyBytes_AS_STRING(storage_bytes);
+		opts.storage_dir_len = (size_t)PyBytes_GET_SIZE(storage_bytes);
 	}
 	if (durability != Py_None) {
 		if (PyUnicode_Check(durability) && (PyUnicode_CompareWithASCIIString(durability, "power") == 0))
@@ -277,7 +324,11 @@ static PyObject *Runtime_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 		double s = PyFloat_AsDouble(idle);
 		if (PyErr_Occurred())
 			goto fail;
-		opts.idle_timeout_ms = s > 0 ? s * 1000.0 : -1;
+		/* The core's one meaning: seconds > 0, math.inf = never; 0 is refused. */
+		if (dobj_rt_opts_idle_timeout(&opts, s) < 0) {
+			PyErr_SetString(PyExc_ValueError, dobj_error_last());
+			goto fail;
+		}
 	}
 	rc = dobj_rt_new(&self->rt, &opts);
 	Py_XDECREF(storage_bytes);
@@ -286,6 +337,7 @@ static PyObject *Runtime_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 		raise_core_error(st, rc);
 		goto fail;
 	}
+	dobj_rt_set_error_hook(self->rt, report_background_error, self);
 	return (PyObject *)self;
 fail:
 	Py_XDECREF(storage_bytes);
@@ -313,7 +365,7 @@ static PyObject *runtime_bind_namespace(RuntimeObject *self, PyObject *binding, 
 	module_state *st = self->st;
 	NamespaceObject *ns;
 	const char *key = NULL, *bname;
-	Py_ssize_t keylen = 0;
+	Py_ssize_t keylen = 0, bname_len = 0;
 	int rc;
 
 	if (!self->rt || dobj_rt_closed(self->rt)) {
@@ -329,7 +381,7 @@ static PyObject *runtime_bind_namespace(RuntimeObject *self, PyObject *binding, 
 		if (!key)
 			return NULL;
 	}
-	bname = PyUnicode_AsUTF8(binding);
+	bname = PyUnicode_AsUTF8AndSize(binding, &bname_len);
 	if (!bname)
 		return NULL;
 	if (PyDict_GetItemWithError(self->namespaces, binding)) {
@@ -363,7 +415,7 @@ static PyObject *runtime_bind_namespace(RuntimeObject *self, PyObject *binding, 
 		klass->construct = python_class_construct;
 		klass->step = python_class_step;
 	}
-	rc = dobj_ns_new(&ns->ns, self->rt, bname, key, (size_t)keylen, klass);
+	rc = dobj_ns_new(&ns->ns, self->rt, bname, (size_t)bname_len, key, (size_t)keylen, klass);
 	if (rc < 0) {
 		Py_DECREF(ns);
 		return raise_core_error(st, rc);

@@ -178,13 +178,13 @@ static PyObject *Stub_rpc(StubObject *self, PyObject *const *args, Py_ssize_t na
 	Py_DECREF(payload);
 	if (!val)
 		return NULL;
-	/* A native method checks arity and types here, in the caller. */
-	if (dobj_native_check(ns->ns, name, val) < 0 && dobj_error_last_code() != DOBJ_ENOHANDLER) {
-		dobj_val_free(val);
+	/* The core checks a native method's arity and argument types here, in
+	 * the caller (DOBJ_EARG: a TypeError for Python). */
+	rc = dobj_stub_call_ex(&t, self->stub, DOBJ_CALL_RPC, name, NULL, 0, val, core_val_free, NULL, NULL);
+	if (rc == DOBJ_EARG) {
 		PyErr_SetString(PyExc_TypeError, dobj_error_last());
 		return NULL;
 	}
-	rc = dobj_stub_call_ex(&t, self->stub, DOBJ_CALL_RPC, name, NULL, 0, val, core_val_free, NULL, NULL);
 	if (rc < 0)
 		return raise_core_error(st, rc);
 	{
