@@ -254,13 +254,10 @@ static dobj_val *to_val(rpc_encoder *o, int idx)
 	case LUA_TBOOLEAN:
 		return dobj_val_bool(lua_toboolean(L, idx));
 	case LUA_TNUMBER:
-		if (lua_isinteger(L, idx)) {
-			lua_Integer i = lua_tointeger(L, idx);
-			if (i >= -MAX_SAFE_INT && i <= MAX_SAFE_INT)
-				return dobj_val_number((double)i);
-			return dobj_val_bigint_i64((int64_t)i);
-		}
-		return dobj_val_number(lua_tonumber(L, idx));
+		/* The same integer rule as storage (the core's). */
+		if (lua_isinteger(L, idx))
+			return dobj_val_integer((int64_t)lua_tointeger(L, idx));
+		return dobj_val_double(lua_tonumber(L, idx));
 	case LUA_TSTRING: {
 		size_t len;
 		const char *p = lua_tolstring(L, idx, &len);
@@ -359,7 +356,10 @@ static int push_val(rpc_decoder *in, const dobj_val *v)
 		lua_pushboolean(L, dobj_val_get_bool(v));
 		return DOBJ_OK;
 	case DOBJ_VAL_NUMBER:
-		push_jsnumber(L, dobj_val_get_number(v));
+		if (dobj_val_is_integer(v)) /* the same integer rule as storage */
+			lua_pushinteger(L, (lua_Integer)dobj_val_get_number(v));
+		else
+			lua_pushnumber(L, dobj_val_get_number(v));
 		return DOBJ_OK;
 	case DOBJ_VAL_DATE:
 		push_date_rt(in->r, L, dobj_val_get_number(v));
