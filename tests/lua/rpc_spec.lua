@@ -120,6 +120,13 @@ describe("RPC", function()
     assert.are.equal(1, stub:add(1))
   end)
 
+  it("keeps the end of the missing-method message for a long name", function()
+    local _, _, stub = setup()
+    local name = ("m"):rep(2000)
+    local err = H.catch(stub[name], stub)
+    assert.are.equal('The RPC receiver does not implement the method "' .. ("m"):rep(256) .. '...".', err.message)
+  end)
+
   it("finds methods inherited through the class's metatable", function()
     local Base = H.class("Base")
     function Base:hello() return "hello from base" end

@@ -164,7 +164,6 @@ typedef struct runtime_ud {
 	dobj_ser *ser;       /* value writer and reader, reused (storage values) */
 	dobj_de *de;
 	int virtual_time;
-	double wall_base;    /* virtual time: the wall clock when the runtime started */
 } runtime_ud;
 
 /* A coroutine that runs tasks; pooled when its function returns. */
@@ -277,6 +276,7 @@ int l_stub_rpc(lua_State *L);
 
 /* runtime.c */
 double realtime_ms(void);
+int l_on_error(lua_State *L);
 int l_runtime(lua_State *L);
 void raise_task_error(lua_State *L, runtime_ud *r);
 
