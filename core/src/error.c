@@ -30,6 +30,12 @@ int dobj_error_set(int code, const char *fmt, ...)
 	return code;
 }
 
+void dobj__error_clear(void)
+{
+	err_msg[0] = '\0';
+	err_code = DOBJ_OK;
+}
+
 char *dobj__strndup(const char *s, size_t len)
 {
 	char *p;

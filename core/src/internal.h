@@ -6,6 +6,10 @@
 
 #define DOBJ__UNUSED(x) ((void)(x))
 
+/** Empty the thread's error slot (before calling code that may fail
+ *  without setting it, so an older error is not reported in its place). */
+void dobj__error_clear(void);
+
 /** strdup that tolerates NULL and reports ENOMEM through the error slot. */
 char *dobj__strndup(const char *s, size_t len);
 

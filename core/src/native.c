@@ -763,9 +763,11 @@ int dobj_native_load(dobj_native_class **out, const char *path, const char *name
 			dlclose(handle);
 			return dobj_error_set(DOBJ_ENOMEM, "out of memory");
 		}
+		dobj__error_clear();
 		if (init(&api, &lib->reg) < 0 || lib->reg.failed) {
 			char msg[400];
-			snprintf(msg, sizeof(msg), "%s", dobj_error_last());
+			snprintf(msg, sizeof(msg), "%s", dobj_error_last()[0] ? dobj_error_last() :
+				DOBJ_NATIVE_INIT_SYMBOL "() failed without saying why");
 			while ((nc = lib->reg.classes)) {
 				lib->reg.classes = nc->next;
 				class_free(nc);
@@ -773,8 +775,7 @@ int dobj_native_load(dobj_native_class **out, const char *path, const char *name
 			free(lib->path);
 			free(lib);
 			/* The library stays mapped: its init may have left state behind. */
-			return dobj_error_set(DOBJ_EARG, "%s: registering its classes failed: %s", path,
-				msg[0] ? msg : "no message");
+			return dobj_error_set(DOBJ_EARG, "%s: registering its classes failed: %s", path, msg);
 		}
 		lib->next = libraries;
 		libraries = lib;

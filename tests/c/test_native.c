@@ -366,6 +366,12 @@ static void test_loading_errors(void)
 	CHECK_EQ_INT(dobj_native_load(&nc, RATE_LIBRARY, "NoSuchClass"), DOBJ_EARG);
 	CHECK(strstr(dobj_error_last(), "has no native class named NoSuchClass") != NULL);
 	CHECK_EQ_INT(dobj_native_load(&nc, NULL, "X"), DOBJ_EARG);
+	/* An init that fails without a reason must not report the error an
+	 * earlier, unrelated load left on the thread. */
+	CHECK_EQ_INT(dobj_native_load(&nc, "/nonexistent/earlier.so", "X"), DOBJ_EARG);
+	CHECK_EQ_INT(dobj_native_load(&nc, FAILINIT_LIBRARY, "Kinds"), DOBJ_EARG);
+	CHECK(strstr(dobj_error_last(), "earlier.so") == NULL);
+	CHECK(strstr(dobj_error_last(), "dobj_native_init() failed without saying why") != NULL);
 }
 
 static void test_rate_limiter_library_is_durable(void)

@@ -233,6 +233,10 @@ describe("native classes", function()
     assert.matches("registering its classes failed: Kinds.nothing: the function is NULL",
       load_error(BUILD .. "/libdobjtest_kinds_nullfn.so", "Kinds"))
     assert.matches("has no native class named Nope", load_error(KINDS, "Nope"))
+    -- An init failing without a reason must not repeat the nope.so error above.
+    local failinit = load_error(BUILD .. "/libdobjtest_kinds_failinit.so", "Kinds")
+    assert.matches("registering its classes failed: dobj_native_init%(%) failed without saying why", failinit)
+    assert.is_nil(failinit:find("nope.so", 1, true))
     assert.is_nil(rawget(rt.env, "X"))
     rt:bind_native("X", KINDS, "Kinds")
     assert.matches("already bound as X", load_error(KINDS, "Kinds"))

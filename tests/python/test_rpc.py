@@ -250,10 +250,13 @@ def test_loading_errors():
     ("badtype", r"registering its classes failed: bad signature .*unknown type"),
     ("nullfn", r"registering its classes failed: .*the function is NULL"),
     ("noinit", r"does not export dobj_native_init\(\)"),
+    ("failinit", r"registering its classes failed: dobj_native_init\(\) failed without saying why$"),
 ])
 def test_bad_registrations(variant, message):
     rt = dobj.Runtime()
     path = KINDS.replace("libdobjtest_kinds.so", f"libdobjtest_kinds_{variant}.so")
+    with pytest.raises(dobj.Error):  # leaves an unrelated error on the thread
+        rt.bind_native("E", "/nonexistent/earlier.so", "X")
     with pytest.raises(dobj.Error, match=message):
         rt.bind_native("K", path, "Kinds")
     rt.close()

@@ -2,7 +2,7 @@
  * storage.h — ctx.storage for the Python binding: key-value, transactions,
  * SQL and alarms over the core's storage (dobj/storage.h).
  *
- * The types live in the _dobj module; _dobj.c embeds a dobjpy_storage_state
+ * The types live in the _dobj module; module.c embeds a dobjpy_storage_state
  * in its module state and makes ctx.storage with dobjpy_storage_new.
  */
 #ifndef DOBJPY_STORAGE_H

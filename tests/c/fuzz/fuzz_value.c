@@ -1,7 +1,7 @@
 /* libFuzzer target for the value reader (not part of the default build):
  *
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -Icore/include -Icore/src \
- *     tests/c/fuzz/fuzz_value.c core/src/value.c core/src/error.c -lm -o fuzz_value
+ *     tests/c/fuzz/fuzz_value.c core/src/v8_reader.c core/src/v8_writer.c core/src/v8_format.c core/src/error.c -lm -o fuzz_value
  *   mkdir -p /tmp/corpus && python3 -c 'import sys
  *   for l in open("tests/c/vectors/vectors.txt"):
  *       if not l.startswith("#"):

@@ -1,11 +1,12 @@
 /*
  * A native class with a method of every signature kind, for the Lua suite
- * (tests/lua/native_spec.lua).  Built four times (tests/lua/native/CMakeLists.txt):
+ * (tests/lua/native_spec.lua).  Built five times (tests/lua/native/CMakeLists.txt):
  *
  *   libdobjtest_kinds.so          the class "Kinds" (and "Empty", no fetch)
  *   libdobjtest_kinds_badtype.so  registers a method with an unknown type
  *   libdobjtest_kinds_nullfn.so   registers a method whose function is NULL
  *   libdobjtest_kinds_noinit.so   exports no dobj_native_init
+ *   libdobjtest_kinds_failinit.so its dobj_native_init fails without a reason
  *
  * Like every native library it calls the core only through the api table.
  */
@@ -264,6 +265,10 @@ int INIT_NAME(const dobj_native_api *a, dobj_native_registry *reg)
 
 	if (a->abi != DOBJ_NATIVE_ABI || a->size < sizeof(*a))
 		return -1;
+#if defined(KINDS_FAIL_INIT)
+	(void)reg;
+	return -1; /* no reason given: the core must not report an older error */
+#endif
 	api = a;
 	if ((rc = a->add_class(reg, &kinds_class)) < 0)
 		return rc;

@@ -1,4 +1,6 @@
-/* dobj_val: structured values for C code (native classes, tests). */
+/* The dobj_val tree (dobj/val.h): structured values for C code (native
+ * classes, RPC arguments and results, tests).  Encoding and decoding are in
+ * val_v8.c. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>

@@ -1,4 +1,5 @@
-/* dobj_val <-> V8 blobs, through the core's one codec (value.c). */
+/* dobj_val <-> V8 blobs: dobj_val_encode and dobj_val_decode, through the
+ * core's one V8 format writer and reader (v8_writer.c, v8_reader.c). */
 #include <stdlib.h>
 #include <string.h>
 

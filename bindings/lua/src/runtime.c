@@ -1,0 +1,530 @@
+/* The runtime (dobj.Runtime): creation, bind and bind_native, run, spawn,
+ * virtual time, and constructing instances of bound classes. */
+#include "dobj_lua.h"
+
+/* ---------------------------------------------------------------- classes */
+
+/* (class, ctx, env) -> instance, under lua_pcall. */
+static int construct_tramp(lua_State *L)
+{
+	lua_getfield(L, 1, "new");
+	if (lua_isfunction(L, -1)) {
+		lua_pushvalue(L, 2);
+		lua_pushvalue(L, 3);
+		lua_call(L, 2, 1);
+		if (lua_type(L, -1) != LUA_TTABLE && lua_type(L, -1) != LUA_TUSERDATA)
+			return luaL_error(L, "%s.new() must return the instance (got %s)",
+				lua_tostring(L, 4), luaL_typename(L, -1));
+		return 1;
+	}
+	if (!lua_isnil(L, -1))
+		return luaL_error(L, "%s.new must be a function", lua_tostring(L, 4));
+	lua_createtable(L, 0, 2);
+	lua_pushvalue(L, 2);
+	lua_setfield(L, -2, "ctx");
+	lua_pushvalue(L, 3);
+	lua_setfield(L, -2, "env");
+	lua_pushvalue(L, 1);
+	lua_setmetatable(L, -2);
+	return 1;
+}
+
+static int class_construct(dobj_obj *obj, void *data, void **instance, void **error)
+{
+	bound_class *k = data;
+	runtime_ud *r = k->r;
+	task_coro *h = coro_get(r), *saved_co;
+	dobj_obj *saved_obj;
+	lua_State *L;
+	ctx_ud *x;
+	id_ud *d;
+	const char *name;
+	size_t len;
+	void *ctxslot;
+	int st;
+
+	if (!h)
+		return dobj_error_set(DOBJ_ENOMEM, "out of memory");
+	L = h->co;
+	lua_pushcfunction(L, construct_tramp);
+	push_slot(r, L, SLOT_TO_HOST(k->slot));
+	/* ctx: userdata first, then the object it refers to. */
+	x = lua_newuserdatauv(L, sizeof(*x), 2);
+	x->obj = NULL;
+	x->r = r;
+	push_mt_rt(r, L, MT_CTX);
+	lua_setmetatable(L, -2);
+	d = push_id(L, dobj_ns_idkey(dobj_obj_ns(obj)), 1, r);
+	d->id = *dobj_obj_id(obj);
+	name = dobj_obj_name(obj, &len);
+	if (name) {
+		lua_pushlstring(L, name, len);
+		lua_setiuservalue(L, -2, 1);
+	}
+	lua_setiuservalue(L, -2, 1);
+	x->obj = obj;
+	ctxslot = anchor(r, L, -1, SLOT_CTX);
+	if (ctxslot)
+		dobj_obj_set_ctx(obj, ctxslot);
+	lua_pushvalue(r->A, ANCHOR_ENV);
+	lua_xmove(r->A, L, 1);
+	lua_pushstring(L, dobj_ns_class_name(dobj_obj_ns(obj)));
+
+	saved_obj = r->constructing;
+	saved_co = running_coro;
+	r->constructing = obj;
+	h->state = CORO_CONSTRUCT;
+	running_coro = h;
+	st = lua_pcall(L, 4, 1, 0);
+	running_coro = saved_co;
+	r->constructing = saved_obj;
+	h->state = CORO_IDLE;
+	if (st != LUA_OK) {
+		*error = convert_error(r, L, obj, NULL, 1);
+		lua_settop(L, 0);
+		coro_release(r, h);
+		return DOBJ_EUSER;
+	}
+	*instance = anchor(r, L, -1, SLOT_VALUE);
+	lua_settop(L, 0);
+	coro_release(r, h);
+	return *instance ? DOBJ_OK : dobj_error_set(DOBJ_ENOMEM, "out of memory");
+}
+
+/* ---------------------------------------------------------------- runtime */
+
+static runtime_ud *check_rt(lua_State *L, int idx)
+{
+	runtime_ud *r = check_ud(L, idx, MT_RUNTIME);
+
+	if (!r->rt)
+		luaL_error(L, "the runtime is closed");
+	return r;
+}
+
+double realtime_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+/* The wall clock of alarms: real time, or with virtual time the real time at
+ * start plus the virtual clock, so that rt:now() and the core agree. */
+static double wall_clock(void *data)
+{
+	runtime_ud *r = data;
+
+	if (r->virtual_time && r->rt)
+		return r->wall_base + dobj_rt_now_ms(r->rt);
+	return realtime_ms();
+}
+
+int l_runtime(lua_State *L)
+{
+	module_state *m = MOD(L);
+	runtime_ud *r;
+	dobj_rt_opts o = DOBJ_RT_OPTS_INIT;
+	const char *dir = NULL;
+	int vt = 0, rc;
+
+	lua_settop(L, 1);
+	if (!lua_isnil(L, 1))
+		luaL_checktype(L, 1, LUA_TTABLE);
+	r = lua_newuserdatauv(L, sizeof(*r), 1);
+	memset(r, 0, sizeof(*r));
+	r->mod = m;
+	push_mt(L, MT_RUNTIME);
+	lua_setmetatable(L, 2);
+	r->A = lua_newthread(L);
+	lua_setiuservalue(L, 2, 1);
+	lua_newtable(r->A); /* ANCHOR_SLOTS */
+	lua_newtable(L);    /* env: a copy of the given values, then namespaces */
+	if (!lua_isnil(L, 1)) {
+		lua_getfield(L, 1, "env");
+		if (!lua_isnil(L, -1)) {
+			luaL_checktype(L, -1, LUA_TTABLE);
+			lua_pushnil(L);
+			while (lua_next(L, -2)) {
+				lua_pushvalue(L, -2);
+				lua_insert(L, -2);
+				lua_rawset(L, 3);
+			}
+		}
+		lua_pop(L, 1);
+		lua_getfield(L, 1, "id_seed");
+		if (!lua_isnil(L, -1)) {
+			int isint;
+			r->seed = lua_tointegerx(L, -1, &isint);
+			if (!isint)
+				return luaL_error(L, "id_seed must be an integer");
+			r->seeded = 1;
+		}
+		lua_pop(L, 1);
+		lua_getfield(L, 1, "virtual_time");
+		vt = lua_toboolean(L, -1);
+		lua_pop(L, 1);
+		lua_getfield(L, 1, "storage");
+		if (!lua_isnil(L, -1)) {
+			if (lua_type(L, -1) != LUA_TSTRING)
+				return luaL_error(L, "storage must be a directory name (a string)");
+			dir = lua_tostring(L, -1); /* kept alive by the options table */
+		}
+		lua_pop(L, 1);
+		lua_getfield(L, 1, "durability");
+		if (!lua_isnil(L, -1)) {
+			const char *d = lua_tostring(L, -1);
+			if (d && strcmp(d, "process") == 0)
+				o.durability = DOBJ_DURABLE_PROCESS;
+			else if (d && strcmp(d, "power") == 0)
+				o.durability = DOBJ_DURABLE_POWER;
+			else
+				return luaL_error(L, "durability must be \"process\" or \"power\"");
+		}
+		lua_pop(L, 1);
+		lua_getfield(L, 1, "idle_timeout");
+		if (lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1)) {
+			o.idle_timeout_ms = -1; /* never evict */
+		} else if (!lua_isnil(L, -1)) {
+			double sec = lua_tonumber(L, -1);
+			if (lua_type(L, -1) != LUA_TNUMBER || !(sec > 0))
+				return luaL_error(L, "idle_timeout must be a positive number of seconds, or false");
+			o.idle_timeout_ms = sec >= 1e300 ? -1 : sec * 1e3;
+		}
+		lua_pop(L, 1);
+	}
+	lua_xmove(L, r->A, 1); /* ANCHOR_ENV */
+	lua_pushvalue(L, MODIDX);
+	lua_xmove(L, r->A, 1); /* ANCHOR_MODULE */
+	lua_newtable(r->A);    /* ANCHOR_NSMAP */
+
+	o.host.data = r;
+	o.host.retain = host_retain;
+	o.host.release = host_release;
+	o.virtual_time = vt;
+	o.storage_dir = dir;
+	o.wall_ms = wall_clock;
+	o.clock_data = r;
+	r->virtual_time = vt;
+	r->wall_base = realtime_ms();
+	rc = dobj_rt_new(&r->rt, &o);
+	if (rc < 0)
+		return luaL_error(L, "%s", dobj_error_last());
+	m->nruntimes++;
+	/* The runtime that dobj.sleep drives from the main chunk. */
+	lua_getiuservalue(L, MODIDX, UV_DEFAULT_RT);
+	lua_pushvalue(L, 2);
+	lua_rawseti(L, -2, 1);
+	lua_settop(L, 2);
+	return 1;
+}
+
+static int l_rt_gc(lua_State *L)
+{
+	runtime_ud *r = check_ud(L, 1, MT_RUNTIME);
+	task_coro *c;
+
+	if (!r->rt)
+		return 0;
+	r->dying = 1;
+	dobj_rt_free(r->rt);
+	r->rt = NULL;
+	while ((c = r->pool)) {
+		r->pool = c->next;
+		free(c);
+	}
+	r->npool = 0;
+	/* Stubs may still drop references later: from here releases are no-ops. */
+	r->closed = 1;
+	free(r->slot_refs);
+	free(r->slot_kind);
+	r->slot_refs = NULL;
+	r->slot_kind = NULL;
+	dobj_ser_free(r->ser);
+	dobj_de_free(r->de);
+	r->ser = NULL;
+	r->de = NULL;
+	r->mod->nruntimes--;
+	return 0;
+}
+
+static int l_rt_close(lua_State *L)
+{
+	runtime_ud *r = check_ud(L, 1, MT_RUNTIME);
+
+	if (r->rt)
+		dobj_rt_clear(r->rt);
+	return 0;
+}
+
+static int l_rt_index(lua_State *L)
+{
+	runtime_ud *r = check_ud(L, 1, MT_RUNTIME);
+	const char *k = lua_tostring(L, 2);
+
+	if (k && strcmp(k, "env") == 0) {
+		lua_pushvalue(r->A, ANCHOR_ENV);
+		lua_xmove(r->A, L, 1);
+		return 1;
+	}
+	lua_getiuservalue(L, MODIDX, UV_METHODS(MT_RUNTIME));
+	lua_pushvalue(L, 2);
+	lua_rawget(L, -2);
+	return 1;
+}
+
+/* The namespace userdata n (on top of the stack) is bound: seed its IDs,
+ * put it in env (at envidx) and in the namespace map.  Returns 1 (n). */
+static int bind_done(lua_State *L, runtime_ud *r, namespace_ud *n, const char *binding, int envidx)
+{
+	if (r->seeded)
+		dobj_idkey_seed(dobj_ns_idkey(n->ns), (uint64_t)r->seed);
+	lua_pushvalue(L, -1);
+	lua_setfield(L, envidx, binding);
+	lua_pushvalue(L, -1);
+	lua_xmove(L, r->A, 1);
+	lua_rawsetp(r->A, ANCHOR_NSMAP, n->ns);
+	return 1;
+}
+
+/* A new namespace userdata of runtime r (at 1) with no core namespace yet. */
+static namespace_ud *push_ns(lua_State *L, runtime_ud *r)
+{
+	namespace_ud *n = lua_newuserdatauv(L, sizeof(*n), 1);
+
+	n->ns = NULL;
+	n->r = r;
+	push_mt(L, MT_NS);
+	lua_setmetatable(L, -2);
+	lua_pushvalue(L, 1);
+	lua_setiuservalue(L, -2, 1);
+	return n;
+}
+
+static int l_rt_bind(lua_State *L)
+{
+	runtime_ud *r = check_rt(L, 1);
+	const char *binding = luaL_checkstring(L, 2);
+	const char *ukey = NULL, *cname = NULL;
+	size_t uklen = 0;
+	dobj_class klass;
+	bound_class *k;
+	namespace_ud *n;
+	int rc;
+
+	luaL_checktype(L, 3, LUA_TTABLE);
+	lua_settop(L, 4);
+	if (!lua_isnil(L, 4)) {
+		luaL_checktype(L, 4, LUA_TTABLE);
+		lua_getfield(L, 4, "unique_key");
+		if (!lua_isnil(L, -1)) {
+			luaL_checktype(L, -1, LUA_TSTRING);
+			ukey = lua_tolstring(L, -1, &uklen);
+		}
+		lua_getfield(L, 4, "class_name");
+		cname = lua_tostring(L, -1);
+	}
+	lua_settop(L, 6);
+	lua_pushvalue(r->A, ANCHOR_ENV);
+	lua_xmove(r->A, L, 1); /* 7: env */
+	lua_getfield(L, 7, binding);
+	if (test_ud(L, -1, MT_NS))
+		return luaL_error(L, "a namespace is already bound as %s", binding);
+	lua_pop(L, 1);
+	if (!cname) {
+		lua_getfield(L, 3, "__name");
+		cname = lua_tostring(L, -1);
+		if (!cname)
+			cname = binding;
+	}
+
+	/* The namespace userdata first, then the core namespace it names. */
+	n = push_ns(L, r);
+
+	k = calloc(1, sizeof(*k));
+	if (!k)
+		return luaL_error(L, "out of memory");
+	k->h.kind = HOST_CLASS;
+	k->h.refs = 1;
+	k->r = r;
+	lua_pushvalue(L, 3);
+	lua_xmove(L, r->A, 1);
+	k->slot = slot_new(r, SLOT_VALUE);
+	if (!k->slot) {
+		free(k);
+		return luaL_error(L, "out of memory");
+	}
+	memset(&klass, 0, sizeof(klass));
+	klass.name = cname;
+	lua_getfield(L, 3, "fetch");
+	klass.flags = lua_isnil(L, -1) ? 0 : DOBJ_CLASS_FETCH;
+	lua_pop(L, 1);
+	lua_getfield(L, 3, "alarm");
+	if (!lua_isnil(L, -1))
+		klass.flags |= DOBJ_CLASS_ALARM;
+	lua_pop(L, 1);
+	klass.data = k;
+	klass.construct = class_construct;
+	klass.step = step_call;
+	rc = dobj_ns_new(&n->ns, r->rt, binding, ukey, uklen, &klass);
+	host_release(r, k); /* the namespace holds its own reference */
+	if (rc < 0)
+		return luaL_error(L, "%s", dobj_error_last());
+	return bind_done(L, r, n, binding, 7);
+}
+
+LDOBJ_EXPORT int luaopen_dobj(lua_State *L);
+
+/*
+ * Keep dobj.so mapped for the life of the process once a native library is
+ * loaded: the core's registry of libraries is process-wide, and the
+ * libraries keep pointers to the core's API table.  Without this, Lua's
+ * lua_close() unloads the module (dlclose) while they stay loaded.
+ */
+static void pin_module(void)
+{
+	static int pinned;
+	Dl_info info;
+
+	if (pinned)
+		return;
+	if (dladdr((void *)&luaopen_dobj, &info) && info.dli_fname &&
+	    dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE))
+		pinned = 1;
+}
+
+/*
+ * rt:bind_native(name, path, class_name [, { unique_key = ... }]): load a
+ * shared library of native classes (dobj/native.h) and bind one of them.
+ * Loading errors (no file, no init symbol, no such class, a bad
+ * registration) raise the core's message.
+ */
+static int l_rt_bind_native(lua_State *L)
+{
+	runtime_ud *r = check_rt(L, 1);
+	const char *binding = luaL_checkstring(L, 2);
+	const char *path = luaL_checkstring(L, 3);
+	const char *cname = luaL_checkstring(L, 4);
+	const char *ukey = NULL;
+	size_t uklen = 0;
+	dobj_native_class *nc;
+	dobj_class klass;
+	namespace_ud *n;
+	int rc;
+
+	lua_settop(L, 5);
+	if (!lua_isnil(L, 5)) {
+		luaL_checktype(L, 5, LUA_TTABLE);
+		lua_getfield(L, 5, "unique_key");
+		if (!lua_isnil(L, -1)) {
+			luaL_checktype(L, -1, LUA_TSTRING);
+			ukey = lua_tolstring(L, -1, &uklen);
+		}
+	}
+	lua_settop(L, 6);
+	lua_pushvalue(r->A, ANCHOR_ENV);
+	lua_xmove(r->A, L, 1); /* 7: env */
+	lua_getfield(L, 7, binding);
+	if (test_ud(L, -1, MT_NS))
+		return luaL_error(L, "a namespace is already bound as %s", binding);
+	lua_pop(L, 1);
+	if (dobj_native_load(&nc, path, cname) < 0)
+		return raise_plain(L, dobj_error_last());
+	pin_module();
+	n = push_ns(L, r);
+	dobj_native_class_of(nc, &klass);
+	rc = dobj_ns_new(&n->ns, r->rt, binding, ukey, uklen, &klass);
+	if (rc < 0)
+		return luaL_error(L, "%s", dobj_error_last());
+	return bind_done(L, r, n, binding, 7);
+}
+
+static int l_rt_spawn(lua_State *L)
+{
+	runtime_ud *r = check_rt(L, 1);
+
+	spawn_fn(L, r, NULL, DOBJ_TASK_FREE, 2, lua_gettop(L) - 2, NULL, NULL, NULL);
+	return 0;
+}
+
+/* Raise the first error a spawned or background task left unhandled. */
+void raise_task_error(lua_State *L, runtime_ud *r)
+{
+	if (r->error_slot) {
+		int s = r->error_slot;
+		r->error_slot = 0;
+		push_slot(r, L, SLOT_TO_HOST(s));
+		slot_unref(r, s);
+		lua_error(L);
+	}
+}
+
+static int l_rt_run(lua_State *L)
+{
+	runtime_ud *r = check_rt(L, 1);
+	lua_State *saved;
+	int rc;
+
+	if (running_coro && running_coro->r == r)
+		return luaL_error(L, "rt:run() cannot be called from inside the runtime");
+	saved = r->from;
+	r->from = L;
+	rc = dobj_rt_run(r->rt, NULL, NULL);
+	r->from = saved;
+	if (rc < 0)
+		return luaL_error(L, "%s", dobj_error_last());
+	raise_task_error(L, r);
+	return 0;
+}
+
+/* rt:now(): ms since the epoch by the runtime's clock (virtual time included). */
+static int l_rt_now(lua_State *L)
+{
+	runtime_ud *r = check_rt(L, 1);
+
+	push_ms(L, wall_clock(r));
+	return 1;
+}
+
+/* rt:advance(seconds): virtual time only; fires what falls due. */
+static int l_rt_advance(lua_State *L)
+{
+	runtime_ud *r = check_rt(L, 1);
+	double s = luaL_checknumber(L, 2);
+	lua_State *saved;
+	int rc;
+
+	if (running_coro && running_coro->r == r)
+		return luaL_error(L, "rt:advance() cannot be called from inside the runtime");
+	saved = r->from;
+	r->from = L;
+	rc = dobj_rt_advance(r->rt, s * 1e3);
+	r->from = saved;
+	if (rc < 0)
+		return luaL_error(L, "%s", dobj_error_last());
+	raise_task_error(L, r);
+	return 0;
+}
+
+static int l_rt_tostring(lua_State *L)
+{
+	runtime_ud *r = check_ud(L, 1, MT_RUNTIME);
+
+	lua_pushfstring(L, "dobj.Runtime(%s)", r->rt ? (dobj_rt_closed(r->rt) ? "closed" : "open") : "freed");
+	return 1;
+}
+
+static const luaL_Reg rt_meta[] = {
+	{ "__index", l_rt_index }, { "__gc", l_rt_gc }, { "__close", l_rt_close },
+	{ "__tostring", l_rt_tostring }, { NULL, NULL }
+};
+static const luaL_Reg rt_methods[] = {
+	{ "bind", l_rt_bind }, { "bind_native", l_rt_bind_native }, { "spawn", l_rt_spawn }, { "run", l_rt_run },
+	{ "close", l_rt_close }, { "now", l_rt_now }, { "advance", l_rt_advance }, { NULL, NULL }
+};
+
+void runtime_open(lua_State *L, int mi)
+{
+	register_type(L, mi, MT_RUNTIME, rt_meta, rt_methods);
+}

@@ -1,0 +1,229 @@
+/*
+ * module.c — the _dobj extension module: the Python binding of the dobj core.
+ *
+ * The core owns the semantics (which instance, order, gates, aborts); the
+ * binding translates values and drives handlers (driver.c).  The files and
+ * what each holds are listed in module.h.
+ *
+ * Style: multi-phase init, module state, heap types, GC on every type that
+ * holds Python objects (see shared/STYLE.md).
+ */
+#include "module.h"
+
+static PyObject *mod_setup(PyObject *m, PyObject *args)
+{
+	module_state *st = PyModule_GetState(m);
+	PyObject *req, *res, *env, *mk;
+
+	if (!PyArg_ParseTuple(args, "OOOO:_setup", &req, &res, &env, &mk))
+		return NULL;
+	if (!PyType_Check(req) || !PyType_Check(res) || !PyCallable_Check(env) || !PyCallable_Check(mk)) {
+		PyErr_SetString(PyExc_TypeError, "_setup(Request, Response, Env, make_request)");
+		return NULL;
+	}
+	Py_XSETREF(st->Request, Py_NewRef(req));
+	Py_XSETREF(st->Response, Py_NewRef(res));
+	Py_XSETREF(st->Env, Py_NewRef(env));
+	Py_XSETREF(st->make_request, Py_NewRef(mk));
+	Py_RETURN_NONE;
+}
+
+static PyObject *mod_setup_storage(PyObject *m, PyObject *args)
+{
+	module_state *st = PyModule_GetState(m);
+	PyObject *txn, *drain;
+
+	if (!PyArg_ParseTuple(args, "OO:_setup_storage", &txn, &drain))
+		return NULL;
+	Py_XSETREF(st->storage.transaction, Py_NewRef(txn));
+	Py_XSETREF(st->drain, Py_NewRef(drain));
+	Py_RETURN_NONE;
+}
+
+static PyObject *mod_serialize(PyObject *m, PyObject *value)
+{
+	return dobjpy_encode_bytes(&((module_state *)PyModule_GetState(m))->values, value);
+}
+
+static PyObject *mod_deserialize(PyObject *m, PyObject *data)
+{
+	Py_buffer view;
+	PyObject *r;
+
+	if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0)
+		return NULL;
+	r = dobjpy_decode(&((module_state *)PyModule_GetState(m))->values, view.buf, (size_t)view.len);
+	PyBuffer_Release(&view);
+	return r;
+}
+
+/* Tests of the dobj_val path (RPC): Python -> dobj_val -> blob -> dobj_val -> Python. */
+static PyObject *mod_val_roundtrip(PyObject *m, PyObject *value)
+{
+	dobjpy_values *v = &((module_state *)PyModule_GetState(m))->values;
+	dobj_val *val = dobjpy_to_val(v, value, NULL), *back = NULL;
+	unsigned char *blob = NULL;
+	size_t len;
+	PyObject *r = NULL;
+
+	if (!val)
+		return NULL;
+	if (dobj_val_encode(val, &blob, &len) < 0 || dobj_val_decode(blob, len, &back) < 0)
+		PyErr_SetString(PyExc_ValueError, dobj_error_last());
+	else
+		r = dobjpy_from_val(v, back, NULL);
+	free(blob);
+	dobj_val_free(val);
+	dobj_val_free(back);
+	return r;
+}
+
+static PyMethodDef mod_methods[] = {
+	{ "_setup", mod_setup, METH_VARARGS, NULL },
+	{ "_timer_fired", runtime_timer_fired, METH_O, NULL },
+	{ "_setup_storage", mod_setup_storage, METH_VARARGS, NULL },
+	{ "serialize", mod_serialize, METH_O,
+		"The bytes storage keeps for `value` (V8's serialization format, as workerd)." },
+	{ "deserialize", mod_deserialize, METH_O, "The value of a V8 serialization blob." },
+	{ "_val_roundtrip", mod_val_roundtrip, METH_O, NULL },
+	{ NULL }
+};
+
+static int mod_exec(PyObject *m)
+{
+	module_state *st = PyModule_GetState(m);
+	PyObject *asyncio;
+
+	if (errors_setup_types(m) < 0 || runtime_setup_types(m) < 0 ||
+	    namespace_setup_types(m) < 0 || stub_setup_types(m) < 0 || call_setup_types(m) < 0 ||
+	    driver_setup_types(m) < 0 || ctx_setup_types(m) < 0)
+		return -1;
+	if (dobjpy_values_init(&st->values, st->Error) < 0 ||
+	    dobjpy_storage_init(m, &st->storage, st->Error, &st->values) < 0)
+		return -1;
+	st->storage.alarm_changed = context_alarm_changed;
+	asyncio = PyImport_ImportModule("asyncio");
+	if (!asyncio)
+		return -1;
+	st->get_running_loop = PyObject_GetAttrString(asyncio, "get_running_loop");
+	if (!(st->deferred = PyList_New(0)))
+		return -1;
+	if (!(st->timer_fired = PyObject_GetAttrString(m, "_timer_fired")))
+		return -1;
+	Py_DECREF(asyncio);
+	if (!st->get_running_loop)
+		return -1;
+	{
+		PyObject *functools = PyImport_ImportModule("functools");
+		if (!functools)
+			return -1;
+		st->partial = PyObject_GetAttrString(functools, "partial");
+		Py_DECREF(functools);
+		if (!st->partial)
+			return -1;
+	}
+#define STR(field, text) do { if (!(st->field = PyUnicode_InternFromString(text))) return -1; } while (0)
+	STR(s_fetch, "fetch");
+	STR(s_alarm, "alarm");
+	STR(s_blocking, "_asyncio_future_blocking");
+	STR(s_add_done_callback, "add_done_callback");
+	STR(s_create_future, "create_future");
+	STR(s_set_result, "set_result");
+	STR(s_done, "done");
+	STR(s_remote, "remote");
+	STR(s_durable_object_id, "durable_object_id");
+	STR(s_url, "url");
+	STR(s_call_later, "call_later");
+	STR(s_cancel, "cancel");
+	STR(s_await, "__await__");
+	STR(s_call_soon, "call_soon");
+#undef STR
+	return 0;
+}
+
+static int mod_traverse(PyObject *m, visitproc visit, void *arg)
+{
+	module_state *st = PyModule_GetState(m);
+	Py_VISIT(st->Runtime_T);
+	Py_VISIT(st->Namespace_T);
+	Py_VISIT(st->Id_T);
+	Py_VISIT(st->Stub_T);
+	Py_VISIT(st->Call_T);
+	Py_VISIT(st->Context_T);
+	Py_VISIT(st->Waker_T);
+	Py_VISIT(st->Error);
+	Py_VISIT(st->InvalidIdError);
+	Py_VISIT(st->Request);
+	Py_VISIT(st->Response);
+	Py_VISIT(st->Env);
+	Py_VISIT(st->make_request);
+	Py_VISIT(st->get_running_loop);
+	Py_VISIT(st->deferred);
+	Py_VISIT(st->timer_fired);
+	Py_VISIT(st->drain);
+	Py_VISIT(st->partial);
+	dobjpy_values_traverse(&st->values, visit, arg);
+	dobjpy_storage_traverse(&st->storage, visit, arg);
+	return 0;
+}
+
+static int mod_clear(PyObject *m)
+{
+	module_state *st = PyModule_GetState(m);
+	Py_CLEAR(st->Runtime_T);
+	Py_CLEAR(st->Namespace_T);
+	Py_CLEAR(st->Id_T);
+	Py_CLEAR(st->Stub_T);
+	Py_CLEAR(st->Call_T);
+	Py_CLEAR(st->Context_T);
+	Py_CLEAR(st->Waker_T);
+	Py_CLEAR(st->Error);
+	Py_CLEAR(st->InvalidIdError);
+	Py_CLEAR(st->Request);
+	Py_CLEAR(st->Response);
+	Py_CLEAR(st->Env);
+	Py_CLEAR(st->make_request);
+	Py_CLEAR(st->get_running_loop);
+	Py_CLEAR(st->deferred);
+	Py_CLEAR(st->timer_fired);
+	Py_CLEAR(st->s_fetch);
+	Py_CLEAR(st->s_alarm);
+	Py_CLEAR(st->s_blocking);
+	Py_CLEAR(st->s_add_done_callback);
+	Py_CLEAR(st->s_create_future);
+	Py_CLEAR(st->s_set_result);
+	Py_CLEAR(st->s_done);
+	Py_CLEAR(st->s_remote);
+	Py_CLEAR(st->s_durable_object_id);
+	Py_CLEAR(st->s_url);
+	Py_CLEAR(st->s_call_later);
+	Py_CLEAR(st->s_cancel);
+	Py_CLEAR(st->s_call_soon);
+	Py_CLEAR(st->s_await);
+	Py_CLEAR(st->drain);
+	Py_CLEAR(st->partial);
+	dobjpy_values_clear(&st->values);
+	dobjpy_storage_clear(&st->storage);
+	return 0;
+}
+
+static void mod_free(void *m)
+{
+	mod_clear(m);
+}
+
+static PyModuleDef_Slot mod_slots[] = {
+	{ Py_mod_exec, mod_exec },
+	{ 0, NULL }
+};
+
+static struct PyModuleDef moddef = {
+	PyModuleDef_HEAD_INIT, "dobj._dobj", "The C half of dobj.", sizeof(module_state), mod_methods,
+	mod_slots, mod_traverse, mod_clear, mod_free
+};
+
+PyMODINIT_FUNC PyInit__dobj(void)
+{
+	return PyModuleDef_Init(&moddef);
+}
+

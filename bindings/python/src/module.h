@@ -1,0 +1,202 @@
+/*
+ * module.h — what the files of the _dobj extension share: the module state,
+ * the object layouts, and the functions one file calls in another.
+ *
+ * One file per concern (as CPython's Modules/_sqlite):
+ *   module.c     the module: state, exec, module functions
+ *   errors.c     dobj.Error, InvalidIdError, error values handed to the core
+ *   runtime.c    dobj.Runtime: pumping the core, the asyncio timer, bind
+ *   namespace.c  dobj.Namespace and dobj.DurableObjectId
+ *   stub.c       dobj.Stub: fetch and RPC calls to an object
+ *   call.c       dobj.Call: the awaitable over a core task
+ *   driver.c     the handler driver: constructing instances, stepping
+ *                coroutines, waking them (dobj._Waker)
+ *   ctx.c        dobj.Context (ctx): abort, block_concurrency_while, wait_until
+ *   rpc.c        RPC values (stubs and IDs inside them), the receiving side
+ *   http.c       dobj.Request / Response <-> the core's messages (native classes)
+ *   values.c     Python values <-> JS values (values.h)
+ *   storage.c    ctx.storage (storage.h)
+ * Each type file has a *_setup_types(module) that module exec calls.
+ */
+#ifndef DOBJPY_MODULE_H
+#define DOBJPY_MODULE_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+#include <string.h>
+
+#include "dobj.h"
+#include "storage.h"
+#include "values.h"
+
+typedef struct {
+	PyTypeObject *Runtime_T, *Namespace_T, *Id_T, *Stub_T, *Call_T, *Context_T, *Waker_T;
+	PyObject *Error, *InvalidIdError;
+	/* Set by dobj/__init__.py through _setup(). */
+	PyObject *Request, *Response, *Env, *make_request;
+	PyObject *get_running_loop;
+	/* Calls whose loop future must be completed once the core returns. */
+	PyObject *deferred;
+	/* _timer_fired(weakref to a Runtime): what asyncio timers call. */
+	PyObject *timer_fired;
+	PyObject *s_fetch, *s_alarm, *s_blocking, *s_add_done_callback, *s_create_future,
+		*s_set_result, *s_done, *s_remote, *s_durable_object_id, *s_url, *s_call_later,
+		*s_cancel, *s_await, *s_call_soon;
+	/* Issue 3: the value mapping and ctx.storage (values.c, storage.c). */
+	dobjpy_values values;
+	dobjpy_storage_state storage;
+	PyObject *drain; /* dobj._drain(rt, timeout), set by _setup_storage */
+	PyObject *partial; /* functools.partial: stub.method -> stub._rpc("method", ...) */
+} module_state;
+
+typedef struct RuntimeObject RuntimeObject;
+
+typedef struct {
+	PyObject_HEAD
+	RuntimeObject *rt;
+	dobj_ns *ns;
+	PyObject *cls;
+	PyObject *binding;
+	PyObject *unique_key;
+	int has_fetch;
+} NamespaceObject;
+
+struct RuntimeObject {
+	PyObject_HEAD
+	module_state *st;
+	dobj_rt *rt;
+	PyObject *env;
+	PyObject *namespaces; /* dict binding -> Namespace */
+	PyObject *timer;      /* asyncio TimerHandle for the next core timer */
+	double timer_at;
+	int has_seed;
+	unsigned long long seed;
+	int virtual_time;
+	PyObject *weakreflist;
+};
+
+typedef struct {
+	PyObject_HEAD
+	dobj_id id;
+	PyObject *name;            /* str or NULL */
+	NamespaceObject *ns;
+} IdObject;
+
+typedef struct {
+	PyObject_HEAD
+	NamespaceObject *ns;
+	dobj_stub *stub;
+	IdObject *id;
+} StubObject;
+
+/* An awaitable over a core task (a call, a block), or over a value. */
+typedef struct {
+	PyObject_HEAD
+	RuntimeObject *rt;
+	dobj_task *task;      /* NULL once settled into value/error */
+	dobj_task *waiter;    /* a handler task waiting for this one */
+	PyObject *future;     /* loop future for awaiting outside handlers */
+	PyObject *value;      /* immediate result */
+	PyObject *error;      /* immediate exception */
+	IdObject *target;     /* for remote error attributes */
+	int is_fetch;
+} CallObject;
+
+typedef struct {
+	PyObject_HEAD
+	RuntimeObject *rt;
+	dobj_obj *obj;
+	IdObject *id;
+	PyObject *dict;
+	PyObject *storage; /* ctx.storage, made on first use */
+	/*
+	 * Borrowed: the error value the core keeps on this incarnation once it
+	 * is aborted (obj->error, released only when the dobj_obj is freed).
+	 * dobj_rt_visit does not reach dead incarnations, and that error often
+	 * leads back here (exception -> traceback -> handler frame -> self ->
+	 * ctx), so this wrapper, which keeps the dobj_obj alive, reports the
+	 * core's reference in tp_traverse.  Nobody else visits it.
+	 */
+	PyObject *core_error;
+} ContextObject;
+
+/* A done callback for an asyncio future that wakes a task. */
+typedef struct {
+	PyObject_HEAD
+	RuntimeObject *rt;
+	dobj_task *task;
+} WakerObject;
+
+/* The state of the module that made type `t`. */
+static inline module_state *module_state_of_type(PyTypeObject *t)
+{
+	return PyType_GetModuleState(t);
+}
+
+/* Keyword arguments of an RPC call travel in an object next to the
+ * positional ones. */
+#define RPC_ARGS "__dobj_args__"
+#define RPC_KWARGS "__dobj_kwargs__"
+
+/* Each makes its types, keeps them in the module state and adds the public
+ * ones to the module.  -1 with an exception. */
+int errors_setup_types(PyObject *module);
+int runtime_setup_types(PyObject *module);
+int namespace_setup_types(PyObject *module);
+int stub_setup_types(PyObject *module);
+int call_setup_types(PyObject *module);
+int driver_setup_types(PyObject *module);
+int ctx_setup_types(PyObject *module);
+
+/* errors.c */
+PyObject *raise_core_error(module_state *st, int code);
+PyObject *take_exception(char *msg, size_t cap);
+PyObject *error_box(PyObject *exc);
+PyObject *error_box_shared(PyObject *exc);
+PyObject *copy_exception(PyObject *exc);
+PyObject *error_unbox(PyObject *err);
+void fail_task_with_exception(dobj_task *t);
+
+/* runtime.c */
+void retain_python_value(void *data, void *v);
+void release_python_value(void *data, void *v);
+void runtime_pump(RuntimeObject *self);
+void runtime_arm_timer(RuntimeObject *self);
+void runtime_cancel_timer(RuntimeObject *self);
+PyObject *runtime_timer_fired(PyObject *module, PyObject *weakref);
+
+/* namespace.c */
+IdObject *id_object_new(module_state *st, NamespaceObject *ns, const dobj_id *id, PyObject *name);
+PyObject *Id_str(IdObject *self);
+PyObject *Id_get_name(IdObject *self, void *closure);
+
+/* stub.c */
+StubObject *stub_object_new(NamespaceObject *self, IdObject *id);
+
+/* call.c */
+CallObject *call_object_new(RuntimeObject *rt, dobj_task *task, IdObject *target, int is_fetch);
+int call_is_done(CallObject *self);
+void complete_deferred_futures(module_state *st);
+
+/* driver.c */
+int python_class_construct(dobj_obj *obj, void *data, void **instance, void **error);
+int python_class_step(dobj_task *t, void *data);
+int coroutine_step(dobj_task *t, void *data);
+PyObject *awaitable_iterator(PyObject *v);
+
+/* ctx.c */
+void context_note_core_error(dobj_obj *obj, int was_dead, void *ctx, PyObject *err);
+void context_alarm_changed(PyObject *ctx);
+
+/* rpc.c */
+void core_val_free(void *v);
+dobj_val *rpc_value_to_core(RuntimeObject *rt, PyObject *o);
+PyObject *rpc_value_from_core(RuntimeObject *rt, const dobj_val *v);
+PyObject *rpc_invoke_method(dobj_task *t, RuntimeObject *rt, PyObject *inst);
+
+/* http.c */
+dobj_msg *http_request_to_msg(PyObject *req, const char *url);
+PyObject *http_response_from_msg(module_state *st, const dobj_msg *m);
+
+#endif

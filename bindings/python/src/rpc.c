@@ -1,0 +1,134 @@
+/*
+ * rpc.c — RPC values (the value mapping plus stubs and IDs, which travel as
+ * references to namespaces of the same runtime) and the receiving side of a
+ * call: instance.NAME(*args, **kwargs).
+ */
+#include "module.h"
+
+void core_val_free(void *v) { dobj_val_free(v); }
+
+/* The Namespace object of a core namespace of this runtime (borrowed). */
+static NamespaceObject *runtime_namespace_of(RuntimeObject *rt, dobj_ns *ns)
+{
+	Py_ssize_t pos = 0;
+	PyObject *k, *v;
+
+	while (rt->namespaces && PyDict_Next(rt->namespaces, &pos, &k, &v))
+		if (((NamespaceObject *)v)->ns == ns)
+			return (NamespaceObject *)v;
+	return NULL;
+}
+
+/* Stubs and IDs travel as references to namespaces of the same runtime. */
+static dobj_val *rpc_ref_to_val(void *data, PyObject *o)
+{
+	RuntimeObject *rt = data;
+	module_state *st = rt->st;
+	const char *name = NULL;
+	Py_ssize_t n = 0;
+
+	if (PyObject_TypeCheck(o, st->Stub_T)) {
+		StubObject *s = (StubObject *)o;
+		size_t len;
+		if (!s->ns || s->ns->rt != rt || !s->stub) {
+			PyErr_SetString(PyExc_TypeError, "a stub of another runtime cannot be sent over RPC");
+			return NULL;
+		}
+		name = dobj_stub_name(s->stub, &len);
+		return dobj_val_stub(s->ns->ns, dobj_stub_id(s->stub), name, len);
+	}
+	if (PyObject_TypeCheck(o, st->Id_T)) {
+		IdObject *i = (IdObject *)o;
+		if (!i->ns || i->ns->rt != rt) {
+			PyErr_SetString(PyExc_TypeError, "an ID of another runtime cannot be sent over RPC");
+			return NULL;
+		}
+		if (i->name && !(name = PyUnicode_AsUTF8AndSize(i->name, &n)))
+			return NULL;
+		return dobj_val_id(i->ns->ns, &i->id, name, (size_t)n);
+	}
+	return NULL; /* no exception: the mapping raises its TypeError */
+}
+
+static PyObject *rpc_ref_from_val(void *data, const dobj_val *v)
+{
+	RuntimeObject *rt = data;
+	const dobj_id *id;
+	const char *name;
+	size_t len;
+	dobj_ns *ns = dobj_val_get_ref(v, &id, &name, &len);
+	NamespaceObject *nso = ns ? runtime_namespace_of(rt, ns) : NULL;
+	PyObject *pyname = NULL, *out;
+	IdObject *ido;
+
+	if (!nso) {
+		PyErr_SetString(rt->st->Error, "a stub or ID of a namespace this runtime does not know");
+		return NULL;
+	}
+	if (name && !(pyname = PyUnicode_DecodeUTF8(name, (Py_ssize_t)len, "surrogatepass")))
+		return NULL;
+	ido = id_object_new(rt->st, nso, id, pyname);
+	Py_XDECREF(pyname);
+	if (!ido || dobj_val_type_of(v) == DOBJ_VAL_ID)
+		return (PyObject *)ido;
+	out = (PyObject *)stub_object_new(nso, ido);
+	Py_DECREF(ido);
+	return out;
+}
+
+dobj_val *rpc_value_to_core(RuntimeObject *rt, PyObject *o)
+{
+	dobjpy_val_hooks hooks = { rpc_ref_to_val, rpc_ref_from_val, rt };
+	return dobjpy_to_val(&rt->st->values, o, &hooks);
+}
+
+PyObject *rpc_value_from_core(RuntimeObject *rt, const dobj_val *v)
+{
+	dobjpy_val_hooks hooks = { rpc_ref_to_val, rpc_ref_from_val, rt };
+	return dobjpy_from_val(&rt->st->values, v, &hooks);
+}
+
+/* The receiving side: call instance.NAME(*args, **kwargs) with fresh copies.
+ * NULL with no exception when the task was refused (finished here). */
+PyObject *rpc_invoke_method(dobj_task *t, RuntimeObject *rt, PyObject *inst)
+{
+	const char *name = dobj_task_method(t);
+	PyObject *attr, *payload, *args = NULL, *kwargs = NULL, *fn, *r = NULL;
+	char msg[300];
+
+	/* Public methods of the class only: not instance attributes, not
+	 * private names, not the lifecycle handlers. */
+	if (name && name[0] != '_' && strcmp(name, "fetch") != 0 && strcmp(name, "alarm") != 0) {
+		attr = PyObject_GetAttrString((PyObject *)Py_TYPE(inst), name);
+		if (attr && PyCallable_Check(attr) && !PyType_Check(attr)) {
+			Py_DECREF(attr);
+			goto found;
+		}
+		Py_XDECREF(attr);
+		PyErr_Clear();
+	}
+	snprintf(msg, sizeof(msg), "The RPC receiver does not implement the method \"%s\".",
+		name ? name : "");
+	dobj_task_raise(t, DOBJ_ENOHANDLER, msg, NULL);
+	return NULL;
+found:
+	payload = rpc_value_from_core(rt, dobj_task_request(t));
+	if (!payload)
+		return NULL;
+	if (PyDict_Check(payload)) {
+		PyObject *a = PyDict_GetItemString(payload, RPC_ARGS);
+		kwargs = PyDict_GetItemString(payload, RPC_KWARGS);
+		args = a ? PySequence_Tuple(a) : PyTuple_New(0);
+		Py_XINCREF(kwargs);
+	} else {
+		args = PySequence_Tuple(payload);
+	}
+	Py_DECREF(payload);
+	if (args && (fn = PyObject_GetAttrString(inst, name))) {
+		r = PyObject_Call(fn, args, kwargs && PyDict_Check(kwargs) ? kwargs : NULL);
+		Py_DECREF(fn);
+	}
+	Py_XDECREF(args);
+	Py_XDECREF(kwargs);
+	return r;
+}

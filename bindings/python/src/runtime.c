@@ -1,0 +1,551 @@
+/*
+ * runtime.c — dobj.Runtime: owns the core runtime, pumps it, keeps an
+ * asyncio timer armed for its next timer, and binds namespaces.
+ */
+#include "module.h"
+
+void retain_python_value(void *data, void *v)
+{
+	(void)data;
+	Py_INCREF((PyObject *)v);
+}
+
+void release_python_value(void *data, void *v)
+{
+	(void)data;
+	Py_DECREF((PyObject *)v);
+}
+
+/* --------------------------------------------------------------- pumping */
+
+void runtime_pump(RuntimeObject *self)
+{
+	if (!self->rt || dobj_rt_pumping(self->rt))
+		return;
+	dobj_rt_pump(self->rt);
+	complete_deferred_futures(self->st);
+	runtime_arm_timer(self);
+}
+
+/* Keep an asyncio timer armed for the core's next timer (alarms, eviction). */
+void runtime_arm_timer(RuntimeObject *self)
+{
+	module_state *st = self->st;
+	double next = dobj_rt_next_timer_ms(self->rt);
+	PyObject *loop, *cb, *h;
+
+	if (next < 0)
+		return;
+	loop = PyObject_CallNoArgs(st->get_running_loop);
+	if (!loop) {
+		PyErr_Clear(); /* no loop: timers run at the next pump */
+		return;
+	}
+	{
+		double now = dobj_rt_now_ms(self->rt);
+		if (self->timer && self->timer_at <= now + next + 0.5) {
+			Py_DECREF(loop);
+			return;
+		}
+		if (self->timer) {
+			PyObject *r = PyObject_CallMethodNoArgs(self->timer, st->s_cancel);
+			Py_XDECREF(r);
+			PyErr_Clear();
+			Py_CLEAR(self->timer);
+		}
+		/* The loop holds the timer until it fires (idle eviction: 10 s);
+		 * a weak reference lets a dropped runtime be collected meanwhile. */
+		cb = PyWeakref_NewRef((PyObject *)self, NULL);
+		if (!cb) {
+			PyErr_Clear();
+			Py_DECREF(loop);
+			return;
+		}
+		h = PyObject_CallMethod(loop, "call_later", "dOO", next / 1000.0, st->timer_fired, cb);
+		Py_DECREF(cb);
+		Py_DECREF(loop);
+		if (!h) {
+			PyErr_Clear();
+			return;
+		}
+		self->timer = h;
+		self->timer_at = now + next;
+	}
+}
+
+/* ---------------------------------------------------------------- runtime */
+
+static int visit_core_reference(void *v, void *arg)
+{
+	visitproc *pv = ((void **)arg)[0];
+	void *varg = ((void **)arg)[1];
+	return (*pv)((PyObject *)v, varg);
+}
+
+static int Runtime_traverse(RuntimeObject *self, visitproc visit, void *arg)
+{
+	Py_VISIT(Py_TYPE(self));
+	Py_VISIT(self->env);
+	Py_VISIT(self->namespaces);
+	Py_VISIT(self->timer);
+	if (self->rt) {
+		void *pair[2] = { &visit, arg };
+		int rc = dobj_rt_visit(self->rt, visit_core_reference, pair);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+static int Runtime_clear(RuntimeObject *self)
+{
+	if (self->rt) {
+		dobj_rt_clear(self->rt);
+		complete_deferred_futures(self->st);
+	}
+	Py_CLEAR(self->env);
+	Py_CLEAR(self->namespaces);
+	if (self->timer && self->st)
+		runtime_cancel_timer(self);
+	Py_CLEAR(self->timer);
+	return 0;
+}
+
+static void Runtime_dealloc(RuntimeObject *self)
+{
+	PyTypeObject *tp = Py_TYPE(self);
+	PyObject_GC_UnTrack(self);
+	if (self->weakreflist)
+		PyObject_ClearWeakRefs((PyObject *)self);
+	Runtime_clear(self);
+	if (self->rt) {
+		dobj_rt_free(self->rt);
+		self->rt = NULL;
+		complete_deferred_futures(self->st);
+	}
+	tp->tp_free(self);
+	Py_DECREF(tp);
+}
+
+static PyObject *Runtime_new(PyTypeObject *type, PyObject *args, PyObject *kw)
+{
+	static char *kwlist[] = { "env", "id_seed", "storage", "durability", "idle_timeout",
+		"virtual_time", NULL };
+	module_state *st = module_state_of_type(type);
+	PyObject *env = Py_None, *seed = Py_None, *storage = Py_None, *durability = Py_None,
+		*idle = Py_None;
+	int virtual_time = 0;
+	RuntimeObject *self;
+	dobj_rt_opts opts = DOBJ_RT_OPTS_INIT;
+	PyObject *storage_bytes = NULL;
+	int rc;
+
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "|O$OOOOp:Runtime", kwlist, &env, &seed, &storage,
+		    &durability, &idle, &virtual_time))
+		return NULL;
+	if (!st->Env) {
+		PyErr_SetString(PyExc_RuntimeError, "dobj is not initialised (import dobj, not dobj._dobj)");
+		return NULL;
+	}
+	if (env != Py_None && !PyDict_Check(env)) {
+		PyErr_Format(PyExc_TypeError, "env must be a dict, got %.100s", Py_TYPE(env)->tp_name);
+		return NULL;
+	}
+	self = (RuntimeObject *)type->tp_alloc(type, 0);
+	if (!self)
+		return NULL;
+	self->st = st;
+	self->namespaces = PyDict_New();
+	if (!self->namespaces)
+		goto fail;
+	self->env = PyObject_CallFunctionObjArgs(st->Env, env, self->namespaces, NULL);
+	if (!self->env)
+		goto fail;
+	if (seed != Py_None) {
+		self->seed = PyLong_AsUnsignedLongLongMask(seed);
+		if (PyErr_Occurred())
+			goto fail;
+		self->has_seed = 1;
+	}
+	opts.host.retain = retain_python_value;
+	opts.host.release = release_python_value;
+	opts.virtual_time = virtual_time;
+	self->virtual_time = virtual_time;
+	if (storage != Py_None) {
+		if (!PyUnicode_FSConverter(storage, &storage_bytes))
+			goto fail;
+		opts.storage_dir = PyBytes_AS_STRING(storage_bytes);
+	}
+	if (durability != Py_None) {
+		if (PyUnicode_Check(durability) && (PyUnicode_CompareWithASCIIString(durability, "power") == 0))
+			opts.durability = DOBJ_DURABLE_POWER;
+		else if (!(PyUnicode_Check(durability) && (PyUnicode_CompareWithASCIIString(durability, "process") == 0))) {
+			PyErr_SetString(PyExc_ValueError, "durability must be \"process\" or \"power\"");
+			goto fail;
+		}
+	}
+	if (idle != Py_None) {
+		double s = PyFloat_AsDouble(idle);
+		if (PyErr_Occurred())
+			goto fail;
+		opts.idle_timeout_ms = s > 0 ? s * 1000.0 : -1;
+	}
+	rc = dobj_rt_new(&self->rt, &opts);
+	Py_XDECREF(storage_bytes);
+	storage_bytes = NULL;
+	if (rc < 0) {
+		raise_core_error(st, rc);
+		goto fail;
+	}
+	return (PyObject *)self;
+fail:
+	Py_XDECREF(storage_bytes);
+	Py_DECREF(self);
+	return NULL;
+}
+
+/*
+ * Bind a namespace: `cls` is the Python class (None for a native class) and
+ * `klass` the core class (for Python classes, completed here).
+ */
+static PyObject *runtime_bind_namespace(RuntimeObject *self, PyObject *binding, PyObject *unique_key,
+	PyObject *cls, dobj_class *klass)
+{
+	module_state *st = self->st;
+	NamespaceObject *ns;
+	const char *key = NULL, *bname;
+	Py_ssize_t keylen = 0;
+	int rc;
+
+	if (!self->rt || dobj_rt_closed(self->rt)) {
+		PyErr_SetString(st->Error, "the runtime is closed");
+		return NULL;
+	}
+	if (unique_key != Py_None) {
+		if (!PyUnicode_Check(unique_key)) {
+			PyErr_SetString(PyExc_TypeError, "unique_key must be a str");
+			return NULL;
+		}
+		key = PyUnicode_AsUTF8AndSize(unique_key, &keylen);
+		if (!key)
+			return NULL;
+	}
+	bname = PyUnicode_AsUTF8(binding);
+	if (!bname)
+		return NULL;
+	if (PyDict_GetItemWithError(self->namespaces, binding)) {
+		PyErr_Format(PyExc_ValueError, "a namespace is already bound as %U", binding);
+		return NULL;
+	}
+	ns = PyObject_GC_New(NamespaceObject, st->Namespace_T);
+	if (!ns)
+		return NULL;
+	ns->rt = (RuntimeObject *)Py_NewRef(self);
+	ns->cls = Py_NewRef(cls);
+	ns->binding = Py_NewRef(binding);
+	ns->unique_key = Py_NewRef(unique_key == Py_None ? binding : unique_key);
+	ns->ns = NULL;
+	ns->has_fetch = (klass->flags & DOBJ_CLASS_FETCH) != 0;
+	PyObject_GC_Track(ns);
+	if (cls != Py_None) {
+		PyObject *attr;
+		attr = PyObject_GetAttr(cls, st->s_fetch);
+		ns->has_fetch = attr != NULL;
+		Py_XDECREF(attr);
+		PyErr_Clear();
+		klass->name = ((PyTypeObject *)cls)->tp_name;
+		klass->flags = (ns->has_fetch ? DOBJ_CLASS_FETCH : 0);
+		attr = PyObject_GetAttr(cls, st->s_alarm);
+		if (attr)
+			klass->flags |= DOBJ_CLASS_ALARM;
+		Py_XDECREF(attr);
+		PyErr_Clear();
+		klass->data = ns;
+		klass->construct = python_class_construct;
+		klass->step = python_class_step;
+	}
+	rc = dobj_ns_new(&ns->ns, self->rt, bname, key, (size_t)keylen, klass);
+	if (rc < 0) {
+		Py_DECREF(ns);
+		return raise_core_error(st, rc);
+	}
+	if (self->has_seed)
+		dobj_idkey_seed(dobj_ns_idkey(ns->ns), self->seed ^ (unsigned long long)dobj_rt_ns_count(self->rt));
+	if (PyDict_SetItem(self->namespaces, binding, (PyObject *)ns) < 0) {
+		Py_DECREF(ns);
+		return NULL;
+	}
+	runtime_arm_timer(self); /* alarms stored in a storage directory */
+	return (PyObject *)ns;
+}
+
+static PyObject *Runtime_bind(RuntimeObject *self, PyObject *args, PyObject *kw)
+{
+	static char *kwlist[] = { "binding", "cls", "unique_key", NULL };
+	PyObject *binding, *cls, *unique_key = Py_None;
+	dobj_class klass = { 0 };
+
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "UO|O:bind", kwlist, &binding, &cls, &unique_key))
+		return NULL;
+	if (!PyType_Check(cls)) {
+		PyErr_Format(PyExc_TypeError, "bind() needs a class, got %.100s", Py_TYPE(cls)->tp_name);
+		return NULL;
+	}
+	return runtime_bind_namespace(self, binding, unique_key, cls, &klass);
+}
+
+/* bind_native(binding, path, class_name, unique_key=None): a class written
+ * in C, loaded from a shared library (core/include/dobj/native.h). */
+static PyObject *Runtime_bind_native(RuntimeObject *self, PyObject *args, PyObject *kw)
+{
+	static char *kwlist[] = { "binding", "path", "class_name", "unique_key", NULL };
+	PyObject *binding, *path, *unique_key = Py_None, *path_bytes = NULL, *r;
+	const char *class_name;
+	dobj_native_class *nc;
+	dobj_class klass;
+	int rc;
+
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "UO&s|O:bind_native", kwlist, &binding,
+		    PyUnicode_FSConverter, &path_bytes, &class_name, &unique_key))
+		return NULL;
+	path = path_bytes;
+	rc = dobj_native_load(&nc, PyBytes_AS_STRING(path), class_name);
+	Py_DECREF(path_bytes);
+	if (rc < 0)
+		return raise_core_error(self->st, rc);
+	dobj_native_class_of(nc, &klass);
+	r = runtime_bind_namespace(self, binding, unique_key, Py_None, &klass);
+	return r;
+}
+
+static PyObject *Runtime_on_timer(RuntimeObject *self, PyObject *unused)
+{
+	(void)unused;
+	Py_CLEAR(self->timer);
+	if (self->rt && !dobj_rt_closed(self->rt))
+		runtime_pump(self);
+	Py_RETURN_NONE;
+}
+
+/* Module function _timer_fired(weakref): the asyncio timer's callback. */
+PyObject *runtime_timer_fired(PyObject *m, PyObject *wr)
+{
+	module_state *st = PyModule_GetState(m);
+	PyObject *rt;
+
+	if (!PyWeakref_CheckRef(wr))
+		Py_RETURN_NONE;
+	rt = PyWeakref_GetObject(wr); /* borrowed */
+	if (rt == Py_None || !PyObject_TypeCheck(rt, st->Runtime_T))
+		Py_RETURN_NONE;
+	Py_INCREF(rt);
+	{
+		PyObject *r = Runtime_on_timer((RuntimeObject *)rt, NULL);
+		Py_DECREF(rt);
+		return r;
+	}
+}
+
+/* Cancel the pending asyncio timer, if any (keeps a pending exception). */
+void runtime_cancel_timer(RuntimeObject *self)
+{
+	PyObject *exc_type, *exc_value, *exc_tb, *r;
+
+	if (!self->timer)
+		return;
+	PyErr_Fetch(&exc_type, &exc_value, &exc_tb);
+	r = PyObject_CallMethodNoArgs(self->timer, self->st->s_cancel);
+	Py_XDECREF(r);
+	PyErr_Clear();
+	Py_CLEAR(self->timer);
+	PyErr_Restore(exc_type, exc_value, exc_tb);
+}
+
+static PyObject *Runtime_advance(RuntimeObject *self, PyObject *seconds)
+{
+	double s = PyFloat_AsDouble(seconds);
+	int rc;
+
+	if (s == -1 && PyErr_Occurred())
+		return NULL;
+	if (!self->rt || dobj_rt_closed(self->rt)) {
+		PyErr_SetString(self->st->Error, "the runtime is closed");
+		return NULL;
+	}
+	rc = dobj_rt_advance(self->rt, s * 1000.0);
+	complete_deferred_futures(self->st);
+	if (rc < 0)
+		return raise_core_error(self->st, rc);
+	runtime_arm_timer(self);
+	Py_RETURN_NONE;
+}
+
+static PyObject *Runtime_close(RuntimeObject *self, PyObject *unused)
+{
+	(void)unused;
+	if (self->rt) {
+		dobj_rt_clear(self->rt);
+		complete_deferred_futures(self->st);
+	}
+	if (self->timer) {
+		PyObject *r = PyObject_CallMethodNoArgs(self->timer, self->st->s_cancel);
+		Py_XDECREF(r);
+		PyErr_Clear();
+		Py_CLEAR(self->timer);
+	}
+	Py_RETURN_NONE;
+}
+
+static PyObject *Runtime_pending(RuntimeObject *self, void *c)
+{
+	(void)c;
+	return PyLong_FromSize_t(self->rt ? dobj_rt_pending(self->rt) : 0);
+}
+
+static PyObject *Runtime_get_env(RuntimeObject *self, void *c)
+{
+	(void)c;
+	return Py_NewRef(self->env ? self->env : Py_None);
+}
+
+static PyObject *Runtime_get_namespaces(RuntimeObject *self, void *c)
+{
+	(void)c;
+	return PyDictProxy_New(self->namespaces);
+}
+
+static PyObject *Runtime_live(RuntimeObject *self, PyObject *binding)
+{
+	NamespaceObject *ns = (NamespaceObject *)PyDict_GetItemWithError(self->namespaces, binding);
+	if (!ns) {
+		if (!PyErr_Occurred())
+			PyErr_SetObject(PyExc_KeyError, binding);
+		return NULL;
+	}
+	return PyLong_FromSize_t(dobj_ns_live(ns->ns));
+}
+
+static PyObject *Runtime_now(RuntimeObject *self, PyObject *unused)
+{
+	(void)unused;
+	if (!self->rt) {
+		PyErr_SetString(self->st->Error, "the runtime is closed");
+		return NULL;
+	}
+	return PyFloat_FromDouble(dobj_rt_wall_ms(self->rt));
+}
+
+/* Run what is ready and what is due; re-arm the loop's timer. */
+static PyObject *Runtime_pump(RuntimeObject *self, PyObject *unused)
+{
+	(void)unused;
+	if (self->rt && !dobj_rt_closed(self->rt))
+		runtime_pump(self);
+	Py_RETURN_NONE;
+}
+
+static PyObject *Runtime_next_timer(RuntimeObject *self, PyObject *unused)
+{
+	double next;
+
+	(void)unused;
+	if (!self->rt || dobj_rt_closed(self->rt) || (next = dobj_rt_next_timer_ms(self->rt)) < 0)
+		Py_RETURN_NONE;
+	return PyFloat_FromDouble(next / 1000.0);
+}
+
+static PyObject *Runtime_drain(RuntimeObject *self, PyObject *args, PyObject *kw)
+{
+	static char *kwlist[] = { "timeout", NULL };
+	PyObject *timeout = Py_None;
+
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "|O:drain", kwlist, &timeout))
+		return NULL;
+	if (!self->st->drain) {
+		PyErr_SetString(PyExc_RuntimeError, "dobj is not initialised (import dobj)");
+		return NULL;
+	}
+	return PyObject_CallFunctionObjArgs(self->st->drain, (PyObject *)self, timeout, NULL);
+}
+
+static PyObject *Runtime_open_storages(RuntimeObject *self, PyObject *binding)
+{
+	NamespaceObject *ns = (NamespaceObject *)PyDict_GetItemWithError(self->namespaces, binding);
+	if (!ns) {
+		if (!PyErr_Occurred())
+			PyErr_SetObject(PyExc_KeyError, binding);
+		return NULL;
+	}
+	return PyLong_FromSize_t(dobj_ns_open_storages(ns->ns));
+}
+
+static PyObject *Runtime_get_virtual(RuntimeObject *self, void *c)
+{
+	(void)c;
+	return PyBool_FromLong(self->virtual_time);
+}
+
+static PyMethodDef Runtime_methods[] = {
+	{ "now", (PyCFunction)Runtime_now, METH_NOARGS,
+		"The wall clock alarms use, in ms since the epoch (virtual time included)." },
+	{ "drain", (PyCFunction)(void (*)(void))Runtime_drain, METH_VARARGS | METH_KEYWORDS,
+		"await drain(timeout=None): run until no call is unfinished and no alarm is pending." },
+	{ "open_storages", (PyCFunction)Runtime_open_storages, METH_O,
+		"Number of databases open in the namespace bound as `binding`." },
+	{ "_pump", (PyCFunction)Runtime_pump, METH_NOARGS, NULL },
+	{ "_next_timer", (PyCFunction)Runtime_next_timer, METH_NOARGS, NULL },
+	{ "bind", (PyCFunction)(void (*)(void))Runtime_bind, METH_VARARGS | METH_KEYWORDS,
+		"bind(binding, cls, unique_key=None) -> Namespace" },
+	{ "bind_native", (PyCFunction)(void (*)(void))Runtime_bind_native, METH_VARARGS | METH_KEYWORDS,
+		"bind_native(binding, path, class_name, unique_key=None) -> Namespace of a C class" },
+	{ "close", (PyCFunction)Runtime_close, METH_NOARGS,
+		"Reset every object; unfinished calls fail with 'the runtime is closed'." },
+	{ "advance", (PyCFunction)Runtime_advance, METH_O,
+		"Virtual time only: move the clock by `seconds` and run what falls due." },
+	{ "live_objects", (PyCFunction)Runtime_live, METH_O,
+		"Number of live instances in the namespace bound as `binding`." },
+	{ "_on_timer", (PyCFunction)Runtime_on_timer, METH_NOARGS, NULL },
+	{ NULL }
+};
+
+static PyGetSetDef Runtime_getset[] = {
+	{ "env", (getter)Runtime_get_env, NULL, "Plain values and every namespace, by name.", NULL },
+	{ "namespaces", (getter)Runtime_get_namespaces, NULL, "Bound namespaces by binding.", NULL },
+	{ "pending", (getter)Runtime_pending, NULL, "Unfinished tasks plus pending timers.", NULL },
+	{ "virtual_time", (getter)Runtime_get_virtual, NULL, "Was it made with virtual_time=True?", NULL },
+	{ NULL }
+};
+
+static PyMemberDef Runtime_members[] = {
+	{ "__weaklistoffset__", T_PYSSIZET, offsetof(RuntimeObject, weakreflist), READONLY, NULL },
+	{ NULL }
+};
+
+static PyType_Slot Runtime_slots[] = {
+	{ Py_tp_doc, "Runtime(env=None, *, id_seed=None, storage=None, durability=None, "
+		"idle_timeout=None, virtual_time=False): namespaces, objects and their calls." },
+	{ Py_tp_new, Runtime_new },
+	{ Py_tp_traverse, Runtime_traverse },
+	{ Py_tp_clear, Runtime_clear },
+	{ Py_tp_dealloc, Runtime_dealloc },
+	{ Py_tp_methods, Runtime_methods },
+	{ Py_tp_getset, Runtime_getset },
+	{ Py_tp_members, Runtime_members },
+	{ 0, NULL }
+};
+
+static PyType_Spec Runtime_spec = {
+	"dobj.Runtime", sizeof(RuntimeObject), 0,
+	Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_BASETYPE,
+	Runtime_slots
+};
+
+int runtime_setup_types(PyObject *m)
+{
+	module_state *st = PyModule_GetState(m);
+
+	st->Runtime_T = (PyTypeObject *)PyType_FromModuleAndSpec(m, &Runtime_spec, NULL);
+	if (!st->Runtime_T || PyModule_AddType(m, st->Runtime_T) < 0)
+		return -1;
+	return 0;
+}
