@@ -98,6 +98,7 @@ sanitize-c: sanitize-build
 # The Lua module and the test libraries of build-asan, loaded by lua5.4.
 sanitize-lua: sanitize-build workerd
 	$(SAN_PRELOAD) ASAN_OPTIONS=detect_leaks=1 $(SAN_UBSAN) \
+	  LSAN_OPTIONS=suppressions=$(CURDIR)/tests/sanitize/lsan.supp:print_suppressions=0 \
 	  LUA_CPATH="$(CURDIR)/$(BUILD_ASAN)/?.so;;" $(LUA_PATHS) $(BUSTED) tests/lua
 
 # The extension built with DOBJ_SANITIZE=1 into its own venv; PYTHONMALLOC=malloc

@@ -15,7 +15,7 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROCKSPEC = "dobj-scm-1.rockspec"
 # The Lua module: the core and the binding, the folders CMake globs.
-LUA_MODULE_GLOBS = ["core/src/*.c", "bindings/lua/*.c", "bindings/lua/src/*.c"]
+LUA_MODULE_GLOBS = ["core/src/*.c", "bindings/lua/src/*.c"]
 SOURCES_BLOCK = re.compile(r"(\n(\s*)sources = \{\n)(.*?)(\n?\s*\},)", re.S)
 
 
