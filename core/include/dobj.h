@@ -446,6 +446,100 @@ DOBJ_API void dobj_obj_abort(dobj_obj *obj, int code, const char *message, void 
 DOBJ_API void dobj_obj_ref(dobj_obj *obj);
 DOBJ_API void dobj_obj_unref(dobj_obj *obj);
 
+/* ------------------------------------------- rules shared by the bindings */
+
+/*
+ * Each rule below is decided here once, so that every binding behaves the
+ * same; a binding only translates values and raises what the core says.
+ */
+
+/** workerd's message for an RPC method the class does not have. */
+#define DOBJ_MSG_NO_METHOD_FMT "The RPC receiver does not implement the method \"%s\"."
+/** Used by ctx and storage of an incarnation that was reset or evicted. */
+#define DOBJ_MSG_GONE \
+	"this object was reset or evicted; its ctx and storage belong to a previous instance"
+
+/**
+ * May RPC look `name` up on the class?  DOBJ_OK, or DOBJ_ENOHANDLER with the
+ * message a caller gets:
+ * - workerd's reserved handler names (`fetch`, `connect`, `alarm`,
+ *   `webSocketMessage`, `webSocketClose`, `webSocketError`) and constructor
+ *   names (`constructor`; `new`, the constructor of Lua classes, refused in
+ *   every language so that a class behaves the same in all of them):
+ *   "'NAME' is a reserved method and cannot be called over RPC." (workerd's);
+ * - private names (starting with `_`, which includes Python's dunders and
+ *   Lua's metamethods), the empty name and names with a NUL byte: the
+ *   missing-method message (dobj_rpc_no_method).
+ * The core applies it to every RPC call before the object's step runs, so a
+ * step only ever sees callable names; bindings need not check again.
+ */
+DOBJ_API int dobj_rpc_name_check(const char *name, size_t len);
+
+/**
+ * Set the thread's error to workerd's missing-method message for `name`
+ * (DOBJ_MSG_NO_METHOD_FMT) and return DOBJ_ENOHANDLER.  The message always
+ * ends with `".`: a name longer than 256 bytes is cut (at a UTF-8 character
+ * boundary) and marked with "...".  A step that finds no method returns this
+ * code (or raises its task with it).
+ */
+DOBJ_API int dobj_rpc_no_method(const char *name, size_t len);
+
+/**
+ * Translate a user's idle timeout in seconds into opts->idle_timeout_ms, the
+ * one rule for every binding: a positive number of seconds evicts objects
+ * idle that long; +infinity never evicts (a binding maps its "never" spelling,
+ * such as Lua's `false`, to INFINITY); 0, negative numbers and NaN are
+ * refused with DOBJ_EARG.  Not calling it keeps the default
+ * (DOBJ_IDLE_TIMEOUT_MS).
+ */
+DOBJ_API int dobj_rt_opts_idle_timeout(dobj_rt_opts *opts, double seconds);
+
+/**
+ * Check runtime options (dobj_rt_new does it too): DOBJ_EARG with a message
+ * for a wrong version, a NaN idle timeout, an unknown durability.
+ */
+DOBJ_API int dobj_rt_opts_check(const dobj_rt_opts *opts);
+
+/**
+ * Is the failure of a finished CALL remote (raised in or by the object:
+ * its handler or constructor, its abort or reset, a missing method or
+ * handler, a failed commit) rather than of the caller's own side (the
+ * runtime was closed before the call could run)?  Bindings set their
+ * `remote` flag from this.  0 for successes and unfinished tasks.
+ */
+DOBJ_API int dobj_task_remote(const dobj_task *t);
+
+/**
+ * Can the incarnation's ctx and storage still be used?  DOBJ_OK, or
+ * DOBJ_EABORTED with DOBJ_MSG_GONE when it was reset or evicted (a ctx kept
+ * past its instance), DOBJ_ECLOSED when the runtime is closed.
+ */
+DOBJ_API int dobj_obj_check(const dobj_obj *obj);
+
+/**
+ * Background errors: failures nobody awaits.  The hook is called once for
+ * - a BACKGROUND task (ctx.wait_until) that failed by its own error, and
+ * - each failed run of an alarm handler (dobj_task_alarm_info gives its
+ *   retry count; the core retries up to DOBJ_ALARM_MAX_RETRIES times),
+ * as workerd logs them.  Tasks failed because their object was reset or
+ * the runtime closed are not reported (their callers hear of it).  `task`
+ * is borrowed and finished: read it with dobj_task_result, dobj_task_kind_of,
+ * dobj_task_call_kind, dobj_task_obj, dobj_task_alarm_info; take a reference
+ * to keep it.  The hook runs from dobj_rt_pump / dobj_rt_run /
+ * dobj_rt_advance after the step's writes are committed, like a done
+ * callback: it may call accessors, ref and unref, not pump, run, advance,
+ * clear or free the runtime.  No hook (the default): nothing is reported.
+ */
+typedef void (*dobj_error_hook)(dobj_task *task, void *data);
+DOBJ_API void dobj_rt_set_error_hook(dobj_rt *rt, dobj_error_hook hook, void *data);
+#define DOBJ_ALARM_MAX_RETRIES 6
+
+/**
+ * Take a finished task's host error value out (ownership to the caller; the
+ * task keeps NULL), like dobj_task_take_result.
+ */
+DOBJ_API void *dobj_task_take_error(dobj_task *t);
+
 /* -------------------------------------------------------- small messages */
 
 /** A plain HTTP-like message for C classes and C callers. */

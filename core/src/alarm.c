@@ -14,7 +14,7 @@
 
 #include "internal.h"
 
-#define ALARM_MAX_RETRIES 6
+#define ALARM_MAX_RETRIES DOBJ_ALARM_MAX_RETRIES
 
 typedef struct alarm_rec {
 	dobj_id id; /* map key */
@@ -23,6 +23,7 @@ typedef struct alarm_rec {
 	int retry;         /* retries so far of the current run */
 	int firing;        /* a handler run is in progress */
 	int reset;         /* the handler set or deleted the alarm while running */
+	int orphaned;      /* out of the map (runtime closed while firing): alarm_done frees it */
 	dobj_timer *timer;
 	char *name;
 	size_t name_len;
@@ -140,8 +141,11 @@ static void alarm_done(dobj_task *t, void *data)
 	a->firing = 0;
 	free(t->alarm_info);
 	t->alarm_info = NULL;
-	if (rt->closing)
+	if (rt->closing) {
+		if (a->orphaned)
+			rec_free(a);
 		return;
+	}
 	if (a->reset) {
 		/* The handler set a new alarm (armed already) or deleted it. */
 		a->reset = 0;
@@ -355,8 +359,21 @@ void dobj__alarms_free(dobj_ns *ns)
 {
 	alarm_rec *a;
 
-	while ((a = dobj__idmap_any(&ns->alarms)))
+	while ((a = dobj__idmap_any(&ns->alarms))) {
+		if (a->firing) {
+			/* Its handler still runs (it may be what closed the runtime)
+			 * and its done callback still comes: that one frees it. */
+			dobj__idmap_del(&ns->alarms, &a->id);
+			a->orphaned = 1;
+			if (a->timer) {
+				dobj_timer *tm = a->timer;
+				a->timer = NULL;
+				dobj_timer_cancel(ns->rt, tm);
+			}
+			continue;
+		}
 		drop(a);
+	}
 	dobj__idmap_free(&ns->alarms);
 }
 

@@ -63,8 +63,23 @@ dobj_obj *dobj__storage_obj(dobj_storage *st);
 /** Check a unique key can name a directory. */
 int dobj__storage_check_unique_key(const char *key, size_t len);
 
+/* The SQL API's rules (sql_guard.c): an authorizer state per database. */
+typedef struct dobj__sql_guard {
+	int active;    /* a user query is being compiled or run */
+	int denied;    /* the authorizer refused; why says why */
+	int altered;   /* an ALTER TABLE was compiled (check its new name) */
+	char why[300];
+} dobj__sql_guard;
+/** sqlite3_set_authorizer callback; arg is a dobj__sql_guard. */
+int dobj__sql_authorize(void *arg, int action, const char *a, const char *b, const char *db,
+	const char *trigger);
+/** After preparing a user statement: refuse ALTER TABLE ... RENAME TO _cf_... */
+int dobj__sql_guard_check_rename(dobj__sql_guard *g, const char *sql);
+
 /** Replace item i of an array (takes item). */
 int dobj__val_set_at(dobj_val *array, size_t i, dobj_val *item);
+/** A number to write as `I` (dobj_val_number of a Smi, or read from `I`). */
+int dobj__val_is_smi(const dobj_val *v);
 
 /* Core structures, shared by rt.c and storage.c. */
 
@@ -78,6 +93,7 @@ struct dobj_task {
 	int depth;
 	int block_level;
 	unsigned queued : 1, done : 1, started : 1, running : 1, listed : 1, held : 1;
+	unsigned report : 1;           /* failed on its own with nobody awaiting: error hook */
 	void *request;
 	void (*request_free)(void *); /* core value (dobj_msg, dobj_val); NULL: host value */
 	void (*result_free)(void *);
@@ -179,6 +195,8 @@ struct dobj_rt {
 	double idle_ms;
 	double (*wall_ms)(void *);
 	double wall_base;          /* virtual time: wall clock at start */
+	dobj_error_hook error_hook; /* background errors (dobj_rt_set_error_hook) */
+	void *error_hook_data;
 };
 
 

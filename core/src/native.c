@@ -363,18 +363,16 @@ static dobj_val *convert_ret(const method *m, const void *r)
 	switch (m->ret) {
 	case T_VOID: return dobj_val_undefined();
 	case T_BOOL: return dobj_val_bool((int)*sa != 0);
-	case T_I8: case T_I16: case T_I32: return dobj_val_number((double)(int32_t)*sa);
-	case T_U8: case T_U16: case T_U32: return dobj_val_number((double)(uint32_t)*a);
-	case T_I64:
-		/* Beyond 2^53 a number would lose digits: give a BigInt. */
-		if (s->i64 > 9007199254740991LL || s->i64 < -9007199254740991LL)
-			return dobj_val_bigint_i64(s->i64);
-		return dobj_val_number((double)s->i64);
+	/* Integers by the integer rule (beyond 2^53 a BigInt), doubles as
+	 * floats: an f64 result of 3.0 is 3.0 in Python and Lua. */
+	case T_I8: case T_I16: case T_I32: return dobj_val_integer((int32_t)*sa);
+	case T_U8: case T_U16: case T_U32: return dobj_val_integer((uint32_t)*a);
+	case T_I64: return dobj_val_integer(s->i64);
 	case T_U64:
-		if (s->u64 > 9007199254740991ULL)
+		if (s->u64 > (uint64_t)DOBJ_VALUE_INTEGER_MAX)
 			return dobj_val_bigint_u64(s->u64);
-		return dobj_val_number((double)s->u64);
-	case T_F64: return dobj_val_number(s->d);
+		return dobj_val_integer((int64_t)s->u64);
+	case T_F64: return dobj_val_double(s->d);
 	case T_STR: return s->p ? dobj_val_string(s->p, strlen(s->p)) : dobj_val_null();
 	case T_BYTES: {
 		const dobj_bytes *b = r;
@@ -417,8 +415,7 @@ int dobj_native_check(const dobj_ns *ns, const char *name, const dobj_val *args)
 	nc = dobj_ns_class_data(ns);
 	m = find_method(nc, name);
 	if (!m)
-		return dobj_error_set(DOBJ_ENOHANDLER,
-			"The RPC receiver does not implement the method \"%s\".", name ? name : "");
+		return dobj_rpc_no_method(name, name ? strlen(name) : 0);
 	return check_args(nc, m, args);
 }
 
@@ -518,13 +515,8 @@ static int native_step(dobj_task *t, void *data)
 	case DOBJ_CALL_RPC: {
 		const method *m = find_method(nc, dobj_task_method(t));
 		dobj_val *result;
-		if (!m) {
-			char msg[300];
-			snprintf(msg, sizeof(msg), "The RPC receiver does not implement the method \"%s\".",
-				dobj_task_method(t));
-			dobj_task_raise(t, DOBJ_ENOHANDLER, msg, NULL);
-			return DOBJ_OK;
-		}
+		if (!m)
+			return dobj_rpc_no_method(dobj_task_method(t), strlen(dobj_task_method(t)));
 		rc = invoke(&ctx, m, dobj_task_request(t), &result);
 		if (rc < 0) {
 			dobj_task_raise(t, rc, dobj_error_last(), NULL);

@@ -439,6 +439,9 @@ static void deliver(dobj_task *t)
 {
 	dobj_obj *obj = t->obj;
 
+	/* Before the done callback: an alarm's drops the retry count. */
+	if (t->report && t->rt->error_hook)
+		t->rt->error_hook(t, t->rt->error_hook_data);
 	if (t->done_fn)
 		t->done_fn(t, t->done_data);
 	/* The gate of a finished block opens only now, and the events it held
@@ -541,6 +544,20 @@ int dobj_task_result(const dobj_task *t, void **result, const char **message, vo
 	if (!t->done)
 		return DOBJ_PENDING;
 	return t->code;
+}
+
+void *dobj_task_take_error(dobj_task *t)
+{
+	void *e = t->error;
+
+	t->error = NULL;
+	return e;
+}
+
+void dobj_rt_set_error_hook(dobj_rt *rt, dobj_error_hook hook, void *data)
+{
+	rt->error_hook = hook;
+	rt->error_hook_data = data;
 }
 
 void *dobj_task_take_result(dobj_task *t)
@@ -770,6 +787,11 @@ static void run_task(dobj_rt *rt, dobj_task *t)
 			finish(t, DOBJ_ENOHANDLER, "Handler does not export an alarm() function.", NULL, NULL);
 			goto done;
 		}
+		if (t->kind == DOBJ_TASK_CALL && !t->started && t->call_kind == DOBJ_CALL_RPC &&
+		    dobj_rpc_name_check(t->method, t->method ? strlen(t->method) : 0) < 0) {
+			finish(t, DOBJ_ENOHANDLER, dobj_error_last(), NULL, NULL);
+			goto done;
+		}
 	}
 	t->started = 1;
 	t->running = 1;
@@ -785,6 +807,12 @@ static void run_task(dobj_rt *rt, dobj_task *t)
 			finish(t, rc, dobj_error_last()[0] ? dobj_error_last() : "the handler failed",
 				NULL, NULL);
 	}
+	/* A failure nobody awaits goes to the error hook (see deliver), unless
+	 * the object was reset meanwhile: that reaches its callers. */
+	if (t->done && t->code != DOBJ_OK && !(obj && obj->dead) &&
+	    (t->kind == DOBJ_TASK_BACKGROUND ||
+	     (t->kind == DOBJ_TASK_CALL && t->call_kind == DOBJ_CALL_ALARM)))
+		t->report = 1;
 	rt->current = prev;
 	if (!prev)
 		end_step(rt);
@@ -1068,10 +1096,11 @@ int dobj_rt_run(dobj_rt *rt, int (*until)(void *arg), void *arg)
 int dobj_rt_new(dobj_rt **out, const dobj_rt_opts *opts)
 {
 	dobj_rt *rt;
+	int rc;
 
 	*out = NULL;
-	if (opts && opts->version != DOBJ_RT_OPTS_VERSION)
-		return dobj_error_set(DOBJ_EARG, "unsupported dobj_rt_opts version %u", opts->version);
+	if ((rc = dobj_rt_opts_check(opts)) < 0)
+		return rc;
 	rt = calloc(1, sizeof(*rt));
 	if (!rt)
 		return dobj_error_set(DOBJ_ENOMEM, "out of memory");
@@ -1427,6 +1456,12 @@ int dobj_stub_call_ex(dobj_task **out, dobj_stub *stub, dobj_call_kind kind, con
 		goto fail;
 	}
 	if (kind == DOBJ_CALL_FETCH && (rc = dobj_url_check(url, url_len)) < 0)
+		goto fail;
+	/* A native method's arity and argument types are known: a mismatch is
+	 * the caller's error, raised before anything is delivered.  (A missing
+	 * method is the object's answer, delivered as workerd does.) */
+	if (kind == DOBJ_CALL_RPC && (ns->klass.flags & DOBJ_CLASS_NATIVE) && request_free &&
+	    (rc = dobj_native_check(ns, method, request)) < 0 && rc != DOBJ_ENOHANDLER)
 		goto fail;
 	depth = (rt->current ? rt->current->depth : 0) + 1;
 	if (depth > DOBJ_MAX_CALL_DEPTH) {

@@ -42,9 +42,7 @@ struct dobj_storage {
 	sqlite3_stmt *list[L_COUNT];
 	int in_txn;     /* the step's implicit transaction is open */
 	int savepoints; /* explicit transactions open */
-	int user_sql;   /* the authorizer applies the SQL API's rules */
-	const char *denied; /* why the authorizer refused */
-	char denied_buf[160];
+	dobj__sql_guard guard; /* the SQL API's rules (sql_guard.c) */
 	dobj_storage *dirty_next;
 	int dirty;
 	unsigned char *buf; /* get()'s copy of a value */
@@ -105,73 +103,6 @@ static int exec_simple(sqlite3 *db, const char *sql)
 		return rc;
 	}
 	return DOBJ_OK;
-}
-
-/*
- * The SQL API may not touch the reserved _cf_ tables, run transaction
- * statements, attach databases or change how the database is stored.
- */
-static int authorize(void *arg, int action, const char *a, const char *b, const char *db,
-	const char *trigger)
-{
-	dobj_storage *st = arg;
-	const char *table = NULL;
-
-	(void)db;
-	(void)trigger;
-	if (!st->user_sql)
-		return SQLITE_OK;
-	switch (action) {
-	case SQLITE_TRANSACTION:
-	case SQLITE_SAVEPOINT:
-		st->denied = "SQL transaction statements (BEGIN, COMMIT, ROLLBACK, SAVEPOINT) are not "
-			"allowed: use the storage transaction API (transaction() / transaction_sync()), "
-			"which rolls back on errors and works with automatic write coalescing";
-		return SQLITE_DENY;
-	case SQLITE_ATTACH:
-	case SQLITE_DETACH:
-		st->denied = "ATTACH and DETACH are not allowed";
-		return SQLITE_DENY;
-	case SQLITE_PRAGMA:
-		if (a && (!strcmp(a, "table_info") || !strcmp(a, "table_xinfo") ||
-			  !strcmp(a, "index_list") || !strcmp(a, "index_info") ||
-			  !strcmp(a, "foreign_key_list") || !strcmp(a, "table_list") ||
-			  !strcmp(a, "data_version")))
-			return SQLITE_OK;
-		snprintf(st->denied_buf, sizeof(st->denied_buf), "PRAGMA %s is not allowed", a ? a : "");
-		st->denied = st->denied_buf;
-		return SQLITE_DENY;
-	case SQLITE_READ:
-	case SQLITE_UPDATE:
-	case SQLITE_INSERT:
-	case SQLITE_DELETE:
-	case SQLITE_CREATE_TABLE:
-	case SQLITE_DROP_TABLE:
-	case SQLITE_CREATE_INDEX:
-	case SQLITE_DROP_INDEX:
-	case SQLITE_ALTER_TABLE:
-	case SQLITE_CREATE_TRIGGER:
-	case SQLITE_DROP_TRIGGER:
-	case SQLITE_ANALYZE:
-		table = (action == SQLITE_CREATE_INDEX || action == SQLITE_DROP_INDEX ||
-			 action == SQLITE_CREATE_TRIGGER || action == SQLITE_DROP_TRIGGER) ? b : a;
-		if (action == SQLITE_ALTER_TABLE)
-			table = b;
-		break;
-	case SQLITE_CREATE_VIEW:
-	case SQLITE_DROP_VIEW:
-		table = a;
-		break;
-	default:
-		return SQLITE_OK;
-	}
-	if (table && strncasecmp(table, "_cf_", 4) == 0) {
-		snprintf(st->denied_buf, sizeof(st->denied_buf),
-			"access to %s is not allowed: table names starting with _cf_ are reserved", table);
-		st->denied = st->denied_buf;
-		return SQLITE_DENY;
-	}
-	return SQLITE_OK;
 }
 
 static int prepare(dobj_storage *st, const char *sql, sqlite3_stmt **out)
@@ -263,7 +194,7 @@ static int storage_open(dobj_ns *ns, const dobj_id *id, dobj_storage **out)
 		free(st);
 		return rc;
 	}
-	sqlite3_set_authorizer(st->db, authorize, st);
+	sqlite3_set_authorizer(st->db, dobj__sql_authorize, &st->guard);
 	if ((rc = exec_simple(st->db,
 		"CREATE TABLE IF NOT EXISTS _cf_KV (key TEXT PRIMARY KEY, value BLOB) WITHOUT ROWID")) < 0 ||
 	    (rc = dobj__idmap_put(&ns->stores, &st->id, st)) < 0) {
@@ -280,11 +211,8 @@ int dobj_obj_storage(dobj_obj *obj, dobj_storage **out)
 	int rc;
 
 	*out = NULL;
-	if (obj->dead)
-		return dobj_error_set(DOBJ_EABORTED, "%s", obj->message ? obj->message : "the object was reset");
-	if (obj->evicted)
-		return dobj_error_set(DOBJ_ESTATE,
-			"this object was evicted for being idle; its old context can no longer be used");
+	if ((rc = dobj_obj_check(obj)) < 0)
+		return rc;
 	if (!obj->storage) {
 		st = dobj__idmap_get(&obj->ns->stores, &obj->id);
 		if (!st && (rc = storage_open(obj->ns, &obj->id, &st)) < 0)
@@ -348,8 +276,7 @@ static int touch(dobj_storage *st)
 	if (!st->db)
 		return dobj_error_set(DOBJ_ECLOSED, "the storage is closed");
 	if (st->obj && st->obj->dead)
-		return dobj_error_set(DOBJ_EABORTED, "%s",
-			st->obj->message ? st->obj->message : "the object was reset");
+		return dobj_error_set(DOBJ_EABORTED, DOBJ_MSG_GONE);
 	if (!rt->current || st->in_txn)
 		return DOBJ_OK;
 	if (prepare(st, fixed_sql[Q_BEGIN], &st->q[Q_BEGIN]) < 0)
@@ -755,6 +682,56 @@ int dobj_txn_depth(const dobj_storage *st)
 	return st->savepoints;
 }
 
+int dobj_txn_open(dobj_storage *st, dobj_txn *txn)
+{
+	int rc;
+
+	txn->level = 0;
+	txn->state = DOBJ_TXN_ENDED;
+	if ((rc = dobj_txn_begin(st)) < 0)
+		return rc;
+	txn->level = st->savepoints;
+	txn->state = DOBJ_TXN_OPEN;
+	return DOBJ_OK;
+}
+
+int dobj_txn_end(dobj_storage *st, dobj_txn *txn, int ok)
+{
+	char sql[96];
+	int rc;
+
+	if (txn->state != DOBJ_TXN_OPEN)
+		return DOBJ_OK;
+	txn->state = DOBJ_TXN_ENDED;
+	if (!st || !st->db || (st->obj && dobj_obj_check(st->obj) < 0) || st->savepoints < txn->level)
+		return DOBJ_OK;
+	/* Releasing (or rolling back to) the handle's savepoint ends the inner
+	 * ones its function left open too. */
+	if (ok)
+		snprintf(sql, sizeof(sql), "RELEASE dobj_txn_%d", txn->level);
+	else
+		snprintf(sql, sizeof(sql), "ROLLBACK TO dobj_txn_%d; RELEASE dobj_txn_%d",
+			txn->level, txn->level);
+	if ((rc = exec_simple(st->db, sql)) < 0)
+		return rc;
+	st->savepoints = txn->level - 1;
+	return txn_closed(st);
+}
+
+int dobj_txn_rollback_handle(dobj_storage *st, dobj_txn *txn)
+{
+	int rc;
+
+	if (txn->state != DOBJ_TXN_OPEN)
+		return dobj_error_set(DOBJ_ESTATE, "this transaction has already ended");
+	if (st->savepoints != txn->level)
+		return dobj_error_set(DOBJ_ESTATE, "only the innermost open transaction can be rolled back");
+	if ((rc = dobj_txn_rollback(st)) < 0)
+		return rc;
+	txn->state = DOBJ_TXN_ROLLED_BACK;
+	return DOBJ_OK;
+}
+
 int dobj_storage_sync(dobj_storage *st)
 {
 	if (st->savepoints > 0)
@@ -869,7 +846,7 @@ int dobj_sql_exec(dobj_storage *st, const char *sql, size_t len, const dobj_sql_
 	c = calloc(1, sizeof(*c));
 	if (!c)
 		return dobj_error_set(DOBJ_ENOMEM, "out of memory");
-	st->user_sql = 1;
+	st->guard.active = 1;
 	while (tail < end) {
 		sqlite3_stmt *s = NULL;
 		const char *next = NULL;
@@ -877,15 +854,20 @@ int dobj_sql_exec(dobj_storage *st, const char *sql, size_t len, const dobj_sql_
 		size_t i;
 		long long before = sqlite3_total_changes64(st->db);
 
-		st->denied = NULL;
+		st->guard.denied = 0;
+		st->guard.altered = 0;
 		if (sqlite3_prepare_v3(st->db, tail, (int)(end - tail), 0, &s, &next) != SQLITE_OK) {
-			rc = st->denied ? dobj_error_set(DOBJ_EARG, "%s", st->denied)
+			rc = st->guard.denied ? dobj_error_set(DOBJ_EARG, "%s", st->guard.why)
 				: dobj_error_set(DOBJ_EARG, "%s", sqlite3_errmsg(st->db));
 			break;
 		}
 		tail = next;
 		if (!s)
 			continue; /* whitespace or a comment */
+		if ((rc = dobj__sql_guard_check_rename(&st->guard, sqlite3_sql(s))) < 0) {
+			sqlite3_finalize(s);
+			break;
+		}
 		if ((rc = bind_args(s, args, nargs, &used)) < 0) {
 			sqlite3_finalize(s);
 			break;
@@ -908,7 +890,8 @@ int dobj_sql_exec(dobj_storage *st, const char *sql, size_t len, const dobj_sql_
 			c->rows_read++;
 		}
 		if (rc >= 0 && step != SQLITE_DONE)
-			rc = dobj_error_set(DOBJ_ERROR, "%s", sqlite3_errmsg(st->db));
+			rc = st->guard.denied ? dobj_error_set(DOBJ_EARG, "%s", st->guard.why)
+				: dobj_error_set(DOBJ_ERROR, "%s", sqlite3_errmsg(st->db));
 		if (rc >= 0) {
 			c->rows_written += sqlite3_total_changes64(st->db) - before;
 			c->rows_read += sqlite3_stmt_status(s, SQLITE_STMTSTATUS_FULLSCAN_STEP, 0);
@@ -917,7 +900,7 @@ int dobj_sql_exec(dobj_storage *st, const char *sql, size_t len, const dobj_sql_
 		if (rc < 0)
 			break;
 	}
-	st->user_sql = 0;
+	st->guard.active = 0;
 	if (rc >= 0 && used != nargs)
 		rc = dobj_error_set(DOBJ_EARG, "%zu bindings were given but the query uses %zu",
 			nargs, used);

@@ -30,6 +30,16 @@ int dobj__v8_is_smi(double d)
 		!(d == 0 && signbit(d));
 }
 
+int dobj_number_is_integer(double d, int was_int32)
+{
+	if (was_int32)
+		return 1;
+	/* NaN and the infinities fail the range test; -0 and 1.0 the Smi one. */
+	if (!(fabs(d) <= (double)DOBJ_VALUE_INTEGER_MAX) || d != floor(d))
+		return 0;
+	return d < DOBJ_VALUE_SMI_MIN || d > DOBJ_VALUE_SMI_MAX;
+}
+
 const char *dobj__v8_kind_name(int kind)
 {
 	switch (kind) {

@@ -119,6 +119,7 @@ struct dobj_de {
 	size_t table_cap, table_len;
 	char *keys;
 	size_t keys_len, keys_cap;
+	uint64_t slots, max_slots; /* array slots claimed so far, and the cap */
 };
 
 static int de_fail(dobj_de *d, const char *fmt, ...)
@@ -267,6 +268,8 @@ int dobj_de_reset(dobj_de *d, const void *data, size_t len)
 	d->last_begin = 0;
 	d->nobjs = 0;
 	d->keys_len = 0;
+	d->slots = 0;
+	d->max_slots = DOBJ_VALUE_SLOTS_BASE + (uint64_t)DOBJ_VALUE_SLOTS_PER_BYTE * len;
 	if (d->table_len) {
 		size_t i;
 		for (i = 0; i < d->table_cap; i++)
@@ -658,11 +661,21 @@ static int de_value(dobj_de *d, unsigned char tag, dobj_tok *tok)
 	case T_SPARSE:
 		if ((rc = de_varint(d, &u)) < 0)
 			return rc;
-		/* Each element takes at least a byte: a bigger length is a lie
-		 * (and a binding may allocate `length` slots up front). */
+		/* Each element takes at least a byte: a bigger length is a lie. */
 		if (tag == T_DENSE && u > (size_t)(d->end - d->p))
 			return de_fail(d, "corrupt value: array of length %u in %zu bytes (byte %zu)", u,
 				(size_t)(d->end - d->p), at);
+		/* A binding may make `length` slots for an array (a Python list
+		 * holds its holes), so the lengths of all arrays together are
+		 * bounded by the size of the blob (see DOBJ_VALUE_SLOTS_BASE).
+		 * V8 itself does not preallocate from a claimed length. */
+		if (u > d->max_slots - d->slots)
+			return de_fail(d, "value too large to read: %s of length %u at byte %zu makes "
+				"%llu array slots in a value of %zu bytes (at most %llu)",
+				tag == T_DENSE ? "an array" : "a sparse array", u, at,
+				(unsigned long long)(d->slots + u), (size_t)(d->end - d->start),
+				(unsigned long long)d->max_slots);
+		d->slots += u;
 		tok->type = tag == T_DENSE ? DOBJ_TOK_ARRAY : DOBJ_TOK_SPARSE;
 		tok->length = u;
 		if ((rc = de_new_id(d, SIZE_MAX, 0, &tok->id)) < 0 ||
@@ -742,6 +755,10 @@ static int de_read_key(dobj_de *d, unsigned char tag, dobj_tok *tok, de_frame *f
 		if (f->kind == K_DENSE && tok->is_index && tok->index < f->length)
 			return de_fail(d, "corrupt value: array element %u given twice (byte %zu)",
 				tok->index, de_pos(d));
+		/* V8 never writes an index past the length it wrote first. */
+		if (tok->is_index && tok->index >= f->length)
+			return de_fail(d, "corrupt value: index %u of %s of length %u (byte %zu)",
+				tok->index, dobj__v8_kind_name(f->kind), f->length, de_pos(d));
 	}
 	return de_key_add(d, f->id, tok->str, tok->len);
 }

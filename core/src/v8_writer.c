@@ -305,6 +305,15 @@ int dobj_ser_bigint_i64(dobj_ser *s, int64_t v)
 	return dobj_ser_bigint(s, v < 0, b, 8);
 }
 
+int dobj_ser_integer(dobj_ser *s, int64_t v)
+{
+	if (v >= DOBJ_VALUE_SMI_MIN && v <= DOBJ_VALUE_SMI_MAX)
+		return dobj_ser_int32(s, (int32_t)v);
+	if (v >= -DOBJ_VALUE_INTEGER_MAX && v <= DOBJ_VALUE_INTEGER_MAX)
+		return ser_double_bits(s, double_bits((double)v));
+	return dobj_ser_bigint_i64(s, v);
+}
+
 /*
  * Start a two-byte string of `units` code units: `\0` first when the
  * characters would otherwise start at an odd offset of the blob (V8 keeps

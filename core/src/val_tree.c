@@ -10,6 +10,7 @@
 struct dobj_val {
 	int refs;
 	dobj_val_type type;
+	int smi; /* a number written `I` (see dobj_val_is_integer) */
 	union {
 		int b;
 		double num;
@@ -72,7 +73,34 @@ static dobj_val *val_double(dobj_val_type type, double d)
 	return v;
 }
 
-dobj_val *dobj_val_number(double d) { return val_double(DOBJ_VAL_NUMBER, d); }
+dobj_val *dobj_val_double(double d) { return val_double(DOBJ_VAL_NUMBER, d); }
+
+dobj_val *dobj_val_number(double d)
+{
+	dobj_val *v = val_double(DOBJ_VAL_NUMBER, d);
+
+	if (v)
+		v->smi = d >= DOBJ_VALUE_SMI_MIN && d <= DOBJ_VALUE_SMI_MAX && d == floor(d) &&
+			!(d == 0 && signbit(d));
+	return v;
+}
+
+dobj_val *dobj_val_integer(int64_t x)
+{
+	if (x < -DOBJ_VALUE_INTEGER_MAX || x > DOBJ_VALUE_INTEGER_MAX)
+		return dobj_val_bigint_i64(x);
+	return dobj_val_number((double)x);
+}
+
+int dobj__val_is_smi(const dobj_val *v)
+{
+	return v && v->type == DOBJ_VAL_NUMBER && v->smi;
+}
+
+int dobj_val_is_integer(const dobj_val *v)
+{
+	return v && v->type == DOBJ_VAL_NUMBER && dobj_number_is_integer(v->u.num, v->smi);
+}
 dobj_val *dobj_val_date(double ms) { return val_double(DOBJ_VAL_DATE, ms); }
 
 static dobj_val *val_bytes(dobj_val_type type, const void *p, size_t len)
@@ -488,6 +516,9 @@ int dobj_val_equal(const dobj_val *a, const dobj_val *b)
 	case DOBJ_VAL_BOOL:
 		return a->u.b == b->u.b;
 	case DOBJ_VAL_NUMBER:
+		if (dobj_val_is_integer(a) != dobj_val_is_integer(b))
+			return 0;
+		/* fall through */
 	case DOBJ_VAL_DATE:
 		return a->u.num == b->u.num || (isnan(a->u.num) && isnan(b->u.num));
 	case DOBJ_VAL_STUB:

@@ -1,5 +1,6 @@
 /* dobj_val <-> V8 blobs: dobj_val_encode and dobj_val_decode, through the
  * core's one V8 format writer and reader (v8_writer.c, v8_reader.c). */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -63,7 +64,13 @@ static int encode(dobj_ser *w, const dobj_val *v, seen *s, int depth)
 	case DOBJ_VAL_UNDEFINED: return dobj_ser_undefined(w);
 	case DOBJ_VAL_NULL: return dobj_ser_null(w);
 	case DOBJ_VAL_BOOL: return dobj_ser_bool(w, dobj_val_get_bool(v));
-	case DOBJ_VAL_NUMBER: return dobj_ser_number(w, dobj_val_get_number(v));
+	case DOBJ_VAL_NUMBER: {
+		/* `I` only for what was a Smi: a float 1.0 stays `N` (and a float). */
+		double d = dobj_val_get_number(v);
+		if (dobj__val_is_smi(v))
+			return dobj_ser_int32(w, (int32_t)d);
+		return isnan(d) ? dobj_ser_number(w, d) : dobj_ser_double(w, d);
+	}
 	case DOBJ_VAL_BIGINT: {
 		int neg;
 		const unsigned char *mag = dobj_val_get_bigint(v, &neg, &len);
@@ -274,8 +281,8 @@ static int decode(dobj_de *de, dobj_tok *t, objs *o, dobj_val **out)
 	case DOBJ_TOK_NULL: v = dobj_val_null(); break;
 	case DOBJ_TOK_TRUE: v = dobj_val_bool(1); break;
 	case DOBJ_TOK_FALSE: v = dobj_val_bool(0); break;
-	case DOBJ_TOK_INT32:
-	case DOBJ_TOK_DOUBLE: v = dobj_val_number(t->number); break;
+	case DOBJ_TOK_INT32: v = dobj_val_number(t->i32); break;
+	case DOBJ_TOK_DOUBLE: v = dobj_val_double(t->number); break;
 	case DOBJ_TOK_BIGINT: v = dobj_val_bigint(t->negative, t->bytes, t->len); break;
 	case DOBJ_TOK_STRING: v = dobj_val_string(t->str, t->len); break;
 	case DOBJ_TOK_REF:
@@ -317,9 +324,18 @@ static int decode(dobj_de *de, dobj_tok *t, objs *o, dobj_val **out)
 		if ((rc = objs_set(o, id, NULL)) < 0) /* open: a reference now is a cycle */
 			return fail(v, rc);
 		if (t->type == DOBJ_TOK_SPARSE) {
+			/* The holes share one undefined: a slot costs a pointer (the
+			 * reader bounds the slots by the blob's size). */
+			dobj_val *hole = dobj_val_undefined();
+			if (!hole)
+				return fail(v, DOBJ_ENOMEM);
+			rc = DOBJ_OK;
 			for (i = 0; i < t->length; i++)
-				if ((rc = dobj_val_push(v, dobj_val_undefined())) < 0)
-					return fail(v, rc);
+				if ((rc = dobj_val_push(v, dobj_val_ref(hole))) < 0)
+					break;
+			dobj_val_free(hole);
+			if (rc < 0)
+				return fail(v, rc);
 		}
 		if ((rc = decode_items(de, t, o, v)) < 0)
 			return fail(v, rc);

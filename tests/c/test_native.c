@@ -161,8 +161,12 @@ static dobj_val *rpc(dobj_rt *rt, dobj_stub *s, const char *method, dobj_val *ar
 	const char *msg;
 	dobj_val *out = NULL;
 	err[0] = 0;
-	CHECK_EQ_INT(dobj_stub_call_ex(&t, s, DOBJ_CALL_RPC, method, NULL, 0, args, val_free_cb,
-		NULL, NULL), DOBJ_OK);
+	if (dobj_stub_call_ex(&t, s, DOBJ_CALL_RPC, method, NULL, 0, args, val_free_cb,
+		NULL, NULL) < 0) {
+		/* Refused in the caller (wrong arity or argument types). */
+		snprintf(err, 256, "%s", dobj_error_last());
+		return NULL;
+	}
 	dobj_rt_run(rt, task_is_done, t);
 	if (dobj_task_result(t, &res, &msg, NULL) == DOBJ_OK) {
 		CHECK(dobj_task_result_is_core(t));
@@ -251,6 +255,20 @@ static void test_bad_calls_get_clear_errors(void)
 	r = rpc(rt, s, "missing", args_of(0), err);
 	CHECK(r == NULL);
 	CHECK_STR(err, "The RPC receiver does not implement the method \"missing\".");
+	{
+		/* Arity and types are checked in the caller, before delivery; a
+		 * missing method is the object's (remote) answer. */
+		dobj_task *t = NULL;
+		CHECK_EQ_INT(dobj_stub_call_ex(&t, s, DOBJ_CALL_RPC, "add", NULL, 0,
+			args_of(2, dobj_val_number(1), dobj_val_number(2)), val_free_cb, NULL, NULL), DOBJ_EARG);
+		CHECK(t == NULL);
+		CHECK_EQ_INT(dobj_stub_call_ex(&t, s, DOBJ_CALL_RPC, "missing", NULL, 0, args_of(0),
+			val_free_cb, NULL, NULL), DOBJ_OK);
+		dobj_rt_run(rt, task_is_done, t);
+		CHECK_EQ_INT(dobj_task_result(t, NULL, NULL, NULL), DOBJ_ENOHANDLER);
+		CHECK(dobj_task_remote(t));
+		dobj_task_unref(t);
+	}
 	rpc(rt, s, "add", args_of(2, dobj_val_number(1), dobj_val_number(2)), err);
 	CHECK_STR(err, "Counter.add() expects 1 argument, got 2");
 	rpc(rt, s, "add", args_of(1, dobj_val_number(1.5)), err);

@@ -322,6 +322,102 @@ static void test_sql_api(void)
 	dobj_rt_free(rt);
 }
 
+/* Names starting with _cf_ are out of reach of the SQL API whatever the route:
+ * TEMP objects, quoting, case, schema prefixes, views, triggers, pragmas,
+ * renames, VACUUM INTO. */
+static void test_sql_cannot_reach_reserved_names(void)
+{
+	static const char *const refused[] = {
+		"CREATE TEMP TRIGGER t AFTER INSERT ON main._cf_KV BEGIN SELECT 1; END",
+		"CREATE TEMP TABLE _cf_x (a)",
+		"CREATE TEMP TABLE x (a)",
+		"CREATE TEMP VIEW v AS SELECT 1",
+		"SELECT * FROM \"_CF_kv\"",
+		"SELECT * FROM [_cf_KV]",
+		"SELECT * FROM main.`_Cf_Kv`",
+		"WITH x AS (SELECT * FROM _cf_KV) SELECT * FROM x",
+		"SELECT (SELECT value FROM _cf_KV LIMIT 1)",
+		"DELETE FROM _cf_kv",
+		"INSERT INTO _cf_KV VALUES ('k', x'00')",
+		"UPDATE _cf_KV SET value = NULL",
+		"CREATE INDEX i ON _cf_KV(value)",
+		"DROP INDEX sqlite_autoindex__cf_KV_1",
+		"REINDEX _cf_KV",
+		"CREATE TRIGGER t AFTER INSERT ON _cf_KV BEGIN SELECT 1; END",
+		"CREATE TABLE \"_cf_METADATA\" (key INTEGER PRIMARY KEY, value BLOB)",
+		"CREATE VIEW _cf_v AS SELECT 1",
+		"CREATE TABLE people2 AS SELECT * FROM _cf_KV",
+		"PRAGMA table_info(_cf_KV)",
+		"PRAGMA main.index_list('_cf_KV')",
+		"SELECT * FROM pragma_table_info('_cf_KV')",
+		"ALTER TABLE people RENAME TO _cf_people",
+		"ALTER TABLE main.people RENAME TO \"_CF_people\"",
+		"alter /* a */ table people rename -- b\n to [_cf_p]",
+		"ALTER TABLE people RENAME TO '_cf_p'",
+		"ALTER TABLE _cf_KV RENAME TO mine",
+		"ALTER TABLE _cf_KV ADD COLUMN x",
+		"ATTACH ':memory:' AS x",
+		"VACUUM",
+		"VACUUM INTO '/tmp/dobj-vacuum-copy.sqlite'",
+		"CREATE VIRTUAL TABLE st USING dbstat",
+		"SELECT * FROM peek",             /* a view over _cf_KV */
+		"INSERT INTO people VALUES ('x')", /* fires a trigger that empties _cf_KV */
+	};
+	static const char *const allowed[] = {
+		"CREATE VIEW peek AS SELECT * FROM _cf_KV", /* harmless until used */
+		"CREATE TRIGGER wipe AFTER INSERT ON people BEGIN DELETE FROM _cf_KV; END",
+		"ALTER TABLE people RENAME TO folks",
+		"ALTER TABLE folks RENAME TO people",
+		"ALTER TABLE people RENAME COLUMN name TO _cf_column", /* columns are free */
+		"SELECT name FROM sqlite_schema",
+		"PRAGMA table_info(people)",
+	};
+	dobj_rt *rt = make_store_rt(NULL, DOBJ_CLASS_FETCH, -1);
+	dobj_stub *s = store_stub("reserved");
+	dobj_storage *st;
+	dobj_cursor *c;
+	const char *q;
+	size_t i;
+
+	CHECK_STR(fetch(rt, s, "put x 1", NULL), "ok");
+	CHECK_EQ_INT(dobj_obj_storage(obj_of(s), &st), DOBJ_OK);
+	q = "CREATE TABLE people (name TEXT)";
+	CHECK_EQ_INT(dobj_sql_exec(st, q, strlen(q), NULL, 0, &c), DOBJ_OK);
+	dobj_cursor_free(c);
+	for (i = 0; i < sizeof(allowed) / sizeof(*allowed); i++) {
+		c = NULL;
+		CHECK_EQ_INT(dobj_sql_exec(st, allowed[i], strlen(allowed[i]), NULL, 0, &c), DOBJ_OK);
+		if (!c)
+			fprintf(stderr, "  refused: %s: %s\n", allowed[i], dobj_error_last());
+		dobj_cursor_free(c);
+	}
+	for (i = 0; i < sizeof(refused) / sizeof(*refused); i++) {
+		c = NULL;
+		CHECK_EQ_INT(dobj_sql_exec(st, refused[i], strlen(refused[i]), NULL, 0, &c), DOBJ_EARG);
+		if (c)
+			fprintf(stderr, "  accepted: %s\n", refused[i]);
+		dobj_cursor_free(c);
+	}
+	q = "ALTER TABLE people RENAME TO _cf_people";
+	CHECK_EQ_INT(dobj_sql_exec(st, q, strlen(q), NULL, 0, &c), DOBJ_EARG);
+	CHECK(strstr(dobj_error_last(), "_cf_people") != NULL);
+	q = "CREATE TEMP TRIGGER t AFTER INSERT ON main._cf_KV BEGIN SELECT 1; END";
+	CHECK_EQ_INT(dobj_sql_exec(st, q, strlen(q), NULL, 0, &c), DOBJ_EARG);
+	CHECK(strstr(dobj_error_last(), "TEMP") != NULL);
+	/* Nothing reached the reserved table or the schema. */
+	q = "SELECT count(*) FROM sqlite_schema WHERE name LIKE '%cf%' AND name <> '_cf_KV' "
+		"UNION ALL SELECT count(*) FROM sqlite_temp_schema";
+	CHECK_EQ_INT(dobj_sql_exec(st, q, strlen(q), NULL, 0, &c), DOBJ_OK);
+	CHECK_EQ_INT(dobj_cursor_rows(c), 2);
+	CHECK_EQ_INT(dobj_cursor_cell(c, 0, 0)->i, 0);
+	CHECK_EQ_INT(dobj_cursor_cell(c, 1, 0)->i, 0);
+	dobj_cursor_free(c);
+	CHECK(access("/tmp/dobj-vacuum-copy.sqlite", F_OK) != 0);
+	CHECK_STR(fetch(rt, s, "get x", NULL), "1");
+	dobj_stub_free(s);
+	dobj_rt_free(rt);
+}
+
 static void test_layout_and_persistence(void)
 {
 	dobj_rt *rt;
@@ -541,6 +637,7 @@ int main(void)
 {
 	RUN(test_kv_api);
 	RUN(test_sql_api);
+	RUN(test_sql_cannot_reach_reserved_names);
 	RUN(test_layout_and_persistence);
 	RUN(test_transaction_across_steps_commits_later_writes);
 	RUN(test_abort_discards_uncommitted_writes);

@@ -108,11 +108,80 @@ static void test_integers_and_reading(void)
 	dobj_val_free(n);
 }
 
+/* Numbers keep int vs float through encode/decode, by the integer rule. */
+static void test_numbers_keep_the_integer_rule(void)
+{
+	dobj_val *v;
+	check_encodes(dobj_val_double(1.0), "FF0F4E000000000000F03F");
+	check_encodes(dobj_val_double(-0.0), "FF0F4E0000000000000080");
+	check_encodes(dobj_val_integer(1099511627776), "FF0F4E0000000000007042");
+	check_encodes(dobj_val_integer(1152921504606846976), "FF0F5A100000000000000010");
+	check_encodes(dobj_val_integer(-7), "FF0F490D");
+	/* A float 1.0 is not an integer, a JS 1 (dobj_val_number) is. */
+	v = dobj_val_double(1.0);
+	CHECK(!dobj_val_is_integer(v));
+	dobj_val_free(v);
+	v = dobj_val_number(1.0);
+	CHECK(dobj_val_is_integer(v));
+	dobj_val_free(v);
+	v = dobj_val_double(1099511627776.0); /* V8's form of the integer 2^40 */
+	CHECK(dobj_val_is_integer(v));
+	dobj_val_free(v);
+	v = dobj_val_integer(1152921504606846976); /* 2^60: a BigInt */
+	CHECK_EQ_INT(dobj_val_type_of(v), DOBJ_VAL_BIGINT);
+	dobj_val_free(v);
+	v = dobj_val_double(-0.0);
+	CHECK(!dobj_val_is_integer(v));
+	dobj_val_free(v);
+	{
+		dobj_val *a = dobj_val_double(1.0), *b = dobj_val_number(1.0);
+		CHECK(!dobj_val_equal(a, b));
+		dobj_val_free(a);
+		dobj_val_free(b);
+	}
+	{ /* and after a round trip */
+		static const unsigned char one_n[] = { 0xFF, 0x0F, 0x4E, 0, 0, 0, 0, 0, 0, 0xF0, 0x3F };
+		static const unsigned char one_i[] = { 0xFF, 0x0F, 0x49, 0x02 };
+		CHECK_EQ_INT(dobj_val_decode(one_n, sizeof(one_n), &v), DOBJ_OK);
+		CHECK(!dobj_val_is_integer(v) && dobj_val_get_number(v) == 1.0);
+		dobj_val_free(v);
+		CHECK_EQ_INT(dobj_val_decode(one_i, sizeof(one_i), &v), DOBJ_OK);
+		CHECK(dobj_val_is_integer(v) && dobj_val_get_number(v) == 1.0);
+		dobj_val_free(v);
+	}
+}
+
+/* A sparse array's holes do not cost a value each, and lengths the blob
+ * cannot back are refused before anything is allocated. */
+static void test_decode_is_bounded_by_the_blob(void)
+{
+	/* a(2^20) with "x" at 5; a(2^32-1) in 15 bytes; an index past the length. */
+	static const unsigned char holey[] = { 0xFF, 0x0F, 0x61, 0x80, 0x80, 0x40, 0x49, 0x0A,
+		0x22, 0x01, 0x78, 0x40, 0x01, 0x80, 0x80, 0x40 };
+	static const unsigned char huge[] = { 0xFF, 0x0F, 0x61, 0xFF, 0xFF, 0xFF, 0xFF, 0x0F,
+		0x40, 0x00, 0xFF, 0xFF, 0xFF, 0xFF, 0x0F };
+	static const unsigned char past[] = { 0xFF, 0x0F, 0x61, 0x00, 0x55, 0xFE, 0xFF, 0xFF,
+		0xFF, 0x0F, 0x30, 0x40, 0x01, 0x00 };
+	dobj_val *v;
+	CHECK_EQ_INT(dobj_val_decode(holey, sizeof(holey), &v), DOBJ_OK);
+	CHECK_EQ_INT(dobj_val_len(v), 1 << 20);
+	CHECK(dobj_val_at(v, 0) == dobj_val_at(v, 1 << 19)); /* one shared undefined */
+	CHECK_STR(dobj_val_get_string(dobj_val_at(v, 5), NULL), "x");
+	dobj_val_free(v);
+	CHECK_EQ_INT(dobj_val_decode(huge, sizeof(huge), &v), DOBJ_EINVALID);
+	CHECK(strstr(dobj_error_last(), "value too large to read") != NULL);
+	CHECK(v == NULL);
+	CHECK_EQ_INT(dobj_val_decode(past, sizeof(past), &v), DOBJ_EINVALID);
+	CHECK(strstr(dobj_error_last(), "index 4294967294 of a sparse array of length 0") != NULL);
+}
+
 int main(void)
 {
 	RUN(test_reference_encodings);
 	RUN(test_shared_values_use_back_references);
 	RUN(test_bad_blobs_fail_cleanly);
 	RUN(test_integers_and_reading);
+	RUN(test_numbers_keep_the_integer_rule);
+	RUN(test_decode_is_bounded_by_the_blob);
 	return DONE();
 }

@@ -1032,6 +1032,13 @@ static const struct { const char *hex, *message; } corrupt[] = {
 	{ "ff0f ff0f 4902", "version tag inside" },
 	{ "ff0f 24 00 00", "unexpected end tag '$'" },
 	{ "ff0f 6f 22 02 61", "2 bytes needed" },
+	/* Indices at or past the length: V8 never writes them. */
+	{ "ff0f 61 02 4908 4902 40 01 02", "index 4 of a sparse array of length 2" },
+	{ "ff0f 61 02 4904 4902 40 01 02", "index 2 of a sparse array of length 2" },
+	{ "ff0f 61 00 55 feffffff0f 30 40 01 00", "index 4294967294 of a sparse array of length 0" },
+	{ "ff0f 41 01 4902 4902 4902 24 01 01", "index 1 of an array of length 1" },
+	/* Lengths no blob this size can back (14 bytes claiming 2^32-1 slots). */
+	{ "ff0f 61 ffffffff0f 40 00 ffffffff0f", "value too large to read: a sparse array of length 4294967295" },
 };
 
 static void test_corrupt_inputs(void)
@@ -1267,6 +1274,98 @@ static void test_skip_and_reuse(void)
 	dobj_de_free(de);
 }
 
+/* Arrays claim slots in proportion to the blob: 300 sparse arrays of 2^20
+ * holes in 2.7 KB (2.4 GB as Python lists) fail at the second array. */
+static void test_array_slots_are_bounded(void)
+{
+	size_t n = 300, len = 0, i;
+	unsigned char *blob = malloc(16 + n * 9);
+	text t = { 0 };
+	dobj_val *v;
+
+	len = unhex("ff0f 41 ac02", blob, 5); /* [ ... 300 items ] */
+	for (i = 0; i < n; i++)
+		len += unhex("61 808040 40 00 808040", blob + len, 9);
+	len += unhex("24 00 ac02", blob + len, 4);
+	CHECK_EQ_INT(describe(blob, len, &t), DOBJ_EINVALID);
+	if (!strstr(t.p, "value too large to read: a sparse array of length 1048576 at byte 14"))
+		fprintf(stderr, "%s\n", t.p);
+	CHECK(strstr(t.p, "value too large to read: a sparse array of length 1048576 at byte 14") != NULL);
+	CHECK_EQ_INT(dobj_val_decode(blob, len, &v), DOBJ_EINVALID);
+	CHECK(strstr(dobj_error_last(), "value too large") != NULL);
+	/* One such array is fine: 2^20 is within the base allowance. */
+	len = unhex("ff0f 61 808040 40 00 808040", blob, 11);
+	CHECK_EQ_INT(describe(blob, len, &t), 0);
+	CHECK_STR(t.p, "a0(1048576)[]");
+	/* Nested dense arrays each claiming the bytes left add up too. */
+	free(blob);
+	blob = malloc(2 << 20);
+	len = 2;
+	blob[0] = 0xff;
+	blob[1] = 0x0f;
+	for (i = 0; i < 200; i++) { /* A n, A n-4, ...: each length fits what is left */
+		uint32_t left = (2u << 20) - 2 - 4 * (uint32_t)(i + 1);
+		blob[len++] = 'A';
+		blob[len++] = (unsigned char)(0x80 | (left & 0x7f));
+		blob[len++] = (unsigned char)(0x80 | ((left >> 7) & 0x7f));
+		blob[len++] = (unsigned char)(left >> 14);
+	}
+	memset(blob + len, '_', (2u << 20) - len);
+	CHECK_EQ_INT(describe(blob, 2u << 20, &t), DOBJ_EINVALID);
+	CHECK(strstr(t.p, "value too large to read: an array of length") != NULL);
+	free(blob);
+	free(t.p);
+}
+
+/* dobj's integer rule: I in the Smi range, N within ±2^53, Z beyond. */
+static void test_integer_rule(void)
+{
+	static const struct { int64_t v; const char *hex; } w[] = {
+		{ 0, "ff0f4900" },
+		{ 1073741823, "ff0f49feffffff07" },
+		{ -1073741824, "ff0f49ffffffff07" },
+		{ 1073741824, "ff0f4e000000000000d041" },
+		{ -1073741825, "ff0f4e000040000000d0c1" },
+		{ 1099511627776, "ff0f4e0000000000007042" },
+		{ 9007199254740992, "ff0f4e0000000000004043" },
+		{ -9007199254740992, "ff0f4e00000000000040c3" },
+		{ 9007199254740993, "ff0f5a100100000000002000" },
+		{ -9007199254740993, "ff0f5a110100000000002000" },
+		{ INT64_MIN, "ff0f5a110000000000000080" },
+	};
+	dobj_ser *s;
+	const unsigned char *data;
+	size_t len, i;
+	char hex[64];
+
+	dobj_ser_new(&s);
+	for (i = 0; i < sizeof(w) / sizeof(w[0]); i++) {
+		dobj_ser_reset(s);
+		CHECK_EQ_INT(dobj_ser_integer(s, w[i].v), 0);
+		CHECK_EQ_INT(dobj_ser_finish(s, &data, &len), 0);
+		tohex(data, len, hex);
+		CHECK_STR(hex, w[i].hex);
+	}
+	dobj_ser_free(s);
+	/* Reading: I is an integer; N only when whole, past the Smi range and
+	 * within ±2^53 (how V8 stores such integers). */
+	CHECK(dobj_number_is_integer(5, 1));
+	CHECK(dobj_number_is_integer(1073741824.0, 0));
+	CHECK(dobj_number_is_integer(-1073741825.0, 0));
+	CHECK(dobj_number_is_integer(1764547200000.0, 0)); /* a ms timestamp */
+	CHECK(dobj_number_is_integer(9007199254740992.0, 0));
+	CHECK(dobj_number_is_integer(-9007199254740992.0, 0));
+	CHECK(!dobj_number_is_integer(9007199254740994.0, 0));
+	CHECK(!dobj_number_is_integer(1.0, 0));
+	CHECK(!dobj_number_is_integer(0.0, 0));
+	CHECK(!dobj_number_is_integer(-0.0, 0));
+	CHECK(!dobj_number_is_integer(1073741823.0, 0));
+	CHECK(!dobj_number_is_integer(1099511627776.5, 0));
+	CHECK(!dobj_number_is_integer(NAN, 0));
+	CHECK(!dobj_number_is_integer(INFINITY, 0));
+	CHECK(!dobj_number_is_integer(-INFINITY, 0));
+}
+
 static void test_key_index(void)
 {
 	uint32_t i = 7;
@@ -1301,6 +1400,8 @@ int main(void)
 	RUN(test_every_truncation_fails);
 	RUN(test_skip_and_reuse);
 	RUN(test_key_index);
+	RUN(test_array_slots_are_bounded);
+	RUN(test_integer_rule);
 	RUN(test_mutation_fuzz);
 	for (i = 0; i < nvectors; i++)
 		free(vectors[i].blob);

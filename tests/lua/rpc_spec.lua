@@ -91,12 +91,18 @@ describe("RPC", function()
 
   it("refuses missing methods, private names and lifecycle handlers", function()
     local _, _, stub = setup()
-    for _, name in ipairs { "missing", "_private", "__index", "__name", "fetch_", "new", "alarm",
+    for _, name in ipairs { "missing", "_private", "__index", "__name", "fetch_",
       "VERSION", "helper", "n", "calls" } do
       local err = H.catch(stub[name], stub)
       assert.are.equal(('The RPC receiver does not implement the method "%s".'):format(name), err.message)
       assert.is_true(err.remote)
       assert.are.equal(tostring(stub.id), err.durable_object_id)
+    end
+    -- workerd's reserved names (and constructors) say so, as workerd does.
+    for _, name in ipairs { "new", "alarm", "constructor", "webSocketMessage" } do
+      local err = H.catch(stub[name], stub)
+      assert.are.equal(("'%s' is a reserved method and cannot be called over RPC."):format(name), err.message)
+      assert.is_true(err.remote)
     end
     -- fetch stays the stub's own fetch (a request, not an RPC call).
     assert.are.equal("fetched 0", stub:fetch("https://c/"):text())

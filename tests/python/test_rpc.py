@@ -71,13 +71,22 @@ async def test_methods_with_args_and_kwargs(ns):
     assert (await s.fetch("https://c/")).text() == "7"  # one instance for fetch and RPC
 
 
-@pytest.mark.parametrize("name", ["missing", "instance_fn", "__init__", "alarm", "n"])
+@pytest.mark.parametrize("name", ["missing", "instance_fn", "__init__", "n"])
 async def test_only_public_class_methods_are_callable(ns, name):
     s = ns.get_by_name("p")
     with pytest.raises(dobj.Error, match=f'^The RPC receiver does not implement the method "{name}".$') as info:
         await s._rpc(name)
     assert info.value.remote is True
     assert info.value.durable_object_id == str(s.id)
+
+
+@pytest.mark.parametrize("name", ["alarm", "fetch", "new", "constructor", "webSocketClose"])
+async def test_reserved_names_are_refused_as_workerd_does(ns, name):
+    s = ns.get_by_name("p")
+    with pytest.raises(dobj.Error, match=f"^'{name}' is a reserved method and cannot be called over RPC.$") as info:
+        await s._rpc(name)
+    assert info.value.remote is True
+
 
 
 async def test_private_names_are_not_methods(ns):

@@ -263,6 +263,7 @@ void *test_ud(lua_State *L, int idx, int which);
 void *check_ud(lua_State *L, int idx, int which);
 int is_table_of(lua_State *L, int idx, const void *mt);
 int raise_plain(lua_State *L, const char *msg);
+const char *check_cstring(lua_State *L, int idx, const char *what);
 
 /* namespace.c */
 id_ud *push_id(lua_State *L, const dobj_idkey *key, int mt_from_rt, runtime_ud *r);

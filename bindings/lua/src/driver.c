@@ -177,10 +177,26 @@ static int alarm_tramp(lua_State *L)
 	return 0;
 }
 
-/* Step of a CALL task: start the handler on the first step, resume later. */
+/* Step of a CALL task: start the handler on the first step, resume later.
+ * The handler may close the runtime (rt:close()), which releases the class
+ * record k: the step holds its own reference so that k, which the handler's
+ * trampoline reads, lives until the step returns. */
+static int step_call_held(dobj_task *t, bound_class *k);
+
 int step_call(dobj_task *t, void *data)
 {
 	bound_class *k = data;
+	runtime_ud *r = k->r;
+	int rc;
+
+	host_retain(r, k);
+	rc = step_call_held(t, k);
+	host_release(r, k);
+	return rc;
+}
+
+static int step_call_held(dobj_task *t, bound_class *k)
+{
 	runtime_ud *r = k->r;
 	task_coro *c = dobj_task_host(t);
 	lua_State *L;

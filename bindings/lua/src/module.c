@@ -50,6 +50,20 @@ int is_table_of(lua_State *L, int idx, const void *mt)
 	return ok;
 }
 
+/* The string at idx for a core API that takes a C string (a name, a path):
+ * raises if it is not a string (or number) or holds a NUL byte, which would cut it short
+ * ("q\0one" and "q\0two" would name one thing).  A translation check: the
+ * core cannot see past a NUL it is not told the length of. */
+const char *check_cstring(lua_State *L, int idx, const char *what)
+{
+	size_t len;
+	const char *s = luaL_checklstring(L, idx, &len);
+
+	if (strlen(s) != len)
+		luaL_error(L, "%s must not contain a NUL byte", what);
+	return s;
+}
+
 /* Raise `msg` verbatim (no "file:line:" prefix): workerd's messages. */
 int raise_plain(lua_State *L, const char *msg)
 {

@@ -169,7 +169,7 @@ int l_runtime(lua_State *L)
 		if (!lua_isnil(L, -1)) {
 			if (lua_type(L, -1) != LUA_TSTRING)
 				return luaL_error(L, "storage must be a directory name (a string)");
-			dir = lua_tostring(L, -1); /* kept alive by the options table */
+			dir = check_cstring(L, -1, "the storage directory"); /* kept alive by the options table */
 		}
 		lua_pop(L, 1);
 		lua_getfield(L, 1, "durability");
@@ -305,7 +305,7 @@ static namespace_ud *push_ns(lua_State *L, runtime_ud *r)
 static int l_rt_bind(lua_State *L)
 {
 	runtime_ud *r = check_rt(L, 1);
-	const char *binding = luaL_checkstring(L, 2);
+	const char *binding = check_cstring(L, 2, "the binding name");
 	const char *ukey = NULL, *cname = NULL;
 	size_t uklen = 0;
 	dobj_class klass;
@@ -338,6 +338,17 @@ static int l_rt_bind(lua_State *L)
 		if (!cname)
 			cname = binding;
 	}
+	/* Every lookup that may run Lua code (__index on the class) before
+	 * anything is allocated: an error there leaks nothing. */
+	memset(&klass, 0, sizeof(klass));
+	klass.name = cname;
+	lua_getfield(L, 3, "fetch");
+	klass.flags = lua_isnil(L, -1) ? 0 : DOBJ_CLASS_FETCH;
+	lua_pop(L, 1);
+	lua_getfield(L, 3, "alarm");
+	if (!lua_isnil(L, -1))
+		klass.flags |= DOBJ_CLASS_ALARM;
+	lua_pop(L, 1);
 
 	/* The namespace userdata first, then the core namespace it names. */
 	n = push_ns(L, r);
@@ -355,15 +366,6 @@ static int l_rt_bind(lua_State *L)
 		free(k);
 		return luaL_error(L, "out of memory");
 	}
-	memset(&klass, 0, sizeof(klass));
-	klass.name = cname;
-	lua_getfield(L, 3, "fetch");
-	klass.flags = lua_isnil(L, -1) ? 0 : DOBJ_CLASS_FETCH;
-	lua_pop(L, 1);
-	lua_getfield(L, 3, "alarm");
-	if (!lua_isnil(L, -1))
-		klass.flags |= DOBJ_CLASS_ALARM;
-	lua_pop(L, 1);
 	klass.data = k;
 	klass.construct = class_construct;
 	klass.step = step_call;
@@ -403,9 +405,9 @@ static void pin_module(void)
 static int l_rt_bind_native(lua_State *L)
 {
 	runtime_ud *r = check_rt(L, 1);
-	const char *binding = luaL_checkstring(L, 2);
-	const char *path = luaL_checkstring(L, 3);
-	const char *cname = luaL_checkstring(L, 4);
+	const char *binding = check_cstring(L, 2, "the binding name");
+	const char *path = check_cstring(L, 3, "the library path");
+	const char *cname = check_cstring(L, 4, "the class name");
 	const char *ukey = NULL;
 	size_t uklen = 0;
 	dobj_native_class *nc;

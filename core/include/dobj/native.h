@@ -149,8 +149,11 @@ DOBJ_API const char *dobj_native_class_name(const dobj_native_class *nc);
 
 /**
  * For a native namespace: would `args` (an array) call `name`?  Checks the
- * method exists, the arity and that every argument converts, so a binding
- * can refuse a bad call in the caller before anything is delivered.
+ * method exists, the arity and that every argument converts.
+ * dobj_stub_call_ex runs it for every RPC call to a native namespace and
+ * fails the call at once (nothing delivered) on a wrong arity or argument
+ * (DOBJ_EARG or the conversion's code); a missing method is delivered and
+ * fails remotely, as workerd's.  Bindings need not call it themselves.
  * DOBJ_OK for namespaces that are not native.
  */
 DOBJ_API int dobj_native_check(const dobj_ns *ns, const char *name, const dobj_val *args);

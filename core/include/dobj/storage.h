@@ -86,6 +86,29 @@ DOBJ_API int dobj_txn_commit(dobj_storage *st);
 DOBJ_API int dobj_txn_rollback(dobj_storage *st);
 DOBJ_API int dobj_txn_depth(const dobj_storage *st);
 
+/**
+ * A transaction handle: the state a binding's transaction object keeps (a
+ * plain value).  With it every binding follows one set of rules:
+ * - dobj_txn_open begins a transaction nested in those already open;
+ * - dobj_txn_end, after the transaction's function returned (ok) or raised
+ *   (!ok), commits or rolls back the handle's transaction, together with any
+ *   inner one its function left open; it does nothing for a handle already
+ *   ended or rolled back, and for a storage whose object is gone (`st` NULL
+ *   or reset: its writes were discarded with it);
+ * - dobj_txn_rollback_handle (txn.rollback()) works on the innermost open
+ *   transaction only: DOBJ_ESTATE "only the innermost open transaction can
+ *   be rolled back" otherwise, and "this transaction has already ended" for
+ *   a handle used after its end.
+ */
+typedef struct dobj_txn {
+	int level; /**< nesting level (1 = outermost) */
+	int state; /**< DOBJ_TXN_OPEN, DOBJ_TXN_ENDED or DOBJ_TXN_ROLLED_BACK */
+} dobj_txn;
+enum { DOBJ_TXN_OPEN = 1, DOBJ_TXN_ENDED = 2, DOBJ_TXN_ROLLED_BACK = 3 };
+DOBJ_API int dobj_txn_open(dobj_storage *st, dobj_txn *txn);
+DOBJ_API int dobj_txn_end(dobj_storage *st, dobj_txn *txn, int ok);
+DOBJ_API int dobj_txn_rollback_handle(dobj_storage *st, dobj_txn *txn);
+
 /** Commit what the current step wrote now (sync()).  Outside a transaction. */
 DOBJ_API int dobj_storage_sync(dobj_storage *st);
 

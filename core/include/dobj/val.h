@@ -38,7 +38,23 @@ typedef struct dobj_val dobj_val;
 DOBJ_API dobj_val *dobj_val_undefined(void);
 DOBJ_API dobj_val *dobj_val_null(void);
 DOBJ_API dobj_val *dobj_val_bool(int b);
+/**
+ * A JS number, as a JS function would return it: a whole number in the Smi
+ * range is written `I` and reads as an integer, so dobj_val_number(1.0) is
+ * the integer 1 to Python and Lua (as JS's `1.0` is `1`).
+ */
 DOBJ_API dobj_val *dobj_val_number(double d);
+/**
+ * A float of the host language (Python float, Lua float): always written
+ * `N`, so 1.0 reads back as a float.  See dobj_number_is_integer for the
+ * one exception (whole numbers beyond the Smi range read as integers).
+ */
+DOBJ_API dobj_val *dobj_val_double(double d);
+/**
+ * An integer of the host language, by dobj's integer rule: a number within
+ * ±DOBJ_VALUE_INTEGER_MAX (2^53), a BigInt beyond.
+ */
+DOBJ_API dobj_val *dobj_val_integer(int64_t v);
 /** A BigInt from a sign (0 or 1 = negative) and a little-endian magnitude. */
 DOBJ_API dobj_val *dobj_val_bigint(int negative, const unsigned char *magnitude, size_t len);
 DOBJ_API dobj_val *dobj_val_bigint_i64(int64_t v);
@@ -79,6 +95,14 @@ DOBJ_API const char *dobj_val_type_name(const dobj_val *v);
 DOBJ_API int dobj_val_get_bool(const dobj_val *v);
 /** Numbers and Dates: the double. */
 DOBJ_API double dobj_val_get_number(const dobj_val *v);
+/**
+ * Is v a number a binding shows as an integer?  The same rule as for
+ * stored values (dobj_number_is_integer): 1 for a number written `I`, or a
+ * whole number beyond the Smi range within ±2^53; 0 for other numbers and
+ * every other type.  Numbers keep this through dobj_val_encode/decode, so
+ * RPC and storage map numbers alike.
+ */
+DOBJ_API int dobj_val_is_integer(const dobj_val *v);
 /** Strings: UTF-8 bytes (NUL-terminated); bytes: the buffer. */
 DOBJ_API const char *dobj_val_get_string(const dobj_val *v, size_t *len);
 DOBJ_API const void *dobj_val_get_bytes(const dobj_val *v, size_t *len);
@@ -97,14 +121,17 @@ DOBJ_API const char *dobj_val_key_at(const dobj_val *v, size_t i, size_t *len);
 DOBJ_API dobj_val *dobj_val_map_key_at(const dobj_val *v, size_t i);
 /** An object's property by key, or NULL (borrowed). */
 DOBJ_API dobj_val *dobj_val_get(const dobj_val *v, const char *key, size_t key_len);
-/** Deep equality (numbers by value, NaN equal to NaN). */
+/** Deep equality (numbers by value and dobj_val_is_integer, NaN equal to
+ *  NaN). */
 DOBJ_API int dobj_val_equal(const dobj_val *a, const dobj_val *b);
 
 /** Encode in V8's serialization format (what storage holds); *out is the
  *  caller's (free()). */
 DOBJ_API int dobj_val_encode(const dobj_val *v, unsigned char **out, size_t *len);
 /** Decode a V8 blob (DOBJ_EINVALID with a message for corrupt input; cyclic
- *  values are refused). */
+ *  values are refused).  Allocation is bounded by the blob's size: the
+ *  holes of a sparse array share one undefined value, and the reader caps
+ *  claimed array lengths (DOBJ_VALUE_SLOTS_BASE). */
 DOBJ_API int dobj_val_decode(const void *blob, size_t len, dobj_val **out);
 
 #endif

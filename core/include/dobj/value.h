@@ -29,6 +29,35 @@
  *  compression, so Smis are 31-bit.  Other numbers are doubles (`N`). */
 #define DOBJ_VALUE_SMI_MIN (-1073741824)
 #define DOBJ_VALUE_SMI_MAX 1073741823
+/** Every integer up to ±2^53 is exact in a double: dobj writes integers
+ *  within ±DOBJ_VALUE_INTEGER_MAX as JS numbers, larger ones as BigInts
+ *  (dobj_ser_integer; the whole rule is in docs/value-format.md). */
+#define DOBJ_VALUE_INTEGER_MAX 9007199254740992LL
+/**
+ * Array slots a blob may claim: the lengths of all its arrays added up
+ * (sparse arrays count their holes) may not exceed
+ * DOBJ_VALUE_SLOTS_BASE + DOBJ_VALUE_SLOTS_PER_BYTE × the blob's size.
+ * A binding that makes a list of `length` slots for an array therefore
+ * allocates in proportion to the bytes it was given, whatever lengths the
+ * blob claims.  Arrays V8 writes without holes take at least a byte per
+ * element, so only sparse arrays with many holes (`a[1e7] = 1`) go past it.
+ */
+#define DOBJ_VALUE_SLOTS_BASE (1u << 20)
+#define DOBJ_VALUE_SLOTS_PER_BYTE 8u
+
+/**
+ * The integer rule, for readers: should a number read from a blob be shown
+ * to the host language as an integer?  `was_int32` is 1 for an `I` token
+ * (DOBJ_TOK_INT32: always an integer).  A double (`N`) is an integer when
+ * it is whole, outside the Smi range and within ±DOBJ_VALUE_INTEGER_MAX —
+ * that is how V8 stores such integers (a millisecond timestamp); any other
+ * double (a fraction, -0, NaN, ±Infinity, or a whole number in the Smi
+ * range such as 1.0, which V8 would have written as `I`) is a float.
+ * Writing integers with dobj_ser_integer and floats with dobj_ser_double
+ * makes every integer within ±2^53 and every float outside that band read
+ * back as it was written.
+ */
+DOBJ_API int dobj_number_is_integer(double value, int was_int32);
 
 /* ------------------------------------------------------------------ writer */
 
@@ -89,6 +118,12 @@ DOBJ_API int dobj_ser_number(dobj_ser *ser, double value);
 DOBJ_API int dobj_ser_bigint(dobj_ser *ser, int negative, const unsigned char *magnitude, size_t len);
 /** `Z` from a 64-bit integer. */
 DOBJ_API int dobj_ser_bigint_i64(dobj_ser *ser, int64_t value);
+/**
+ * An integer of the host language, by dobj's integer rule: `I` in the Smi
+ * range, `N` (a JS number) within ±DOBJ_VALUE_INTEGER_MAX, `Z` (a BigInt)
+ * beyond.  dobj_number_is_integer reads all three back as integers.
+ */
+DOBJ_API int dobj_ser_integer(dobj_ser *ser, int64_t value);
 /**
  * A string from UTF-8: one-byte (`"`, Latin-1) when every code point is at
  * most U+00FF, else two-byte (`c`, UTF-16LE, preceded by a `\0` padding byte
@@ -264,7 +299,9 @@ DOBJ_API void dobj_de_free(dobj_de *de);
  * problem and its byte offset for corrupt data (truncation, overlong
  * varints, lengths past the end, mismatched ends or counts, references to
  * unassigned ids, keys that are not strings or numbers, duplicate keys,
- * nesting deeper than DOBJ_VALUE_MAX_DEPTH, trailing bytes) and for types
+ * array indices not below the array's length, arrays claiming more slots
+ * than DOBJ_VALUE_SLOTS_BASE/_PER_BYTE allow, nesting deeper than
+ * DOBJ_VALUE_MAX_DEPTH, trailing bytes) and for types
  * outside the subset (RegExp, Error, wrappers, other typed arrays...),
  * DOBJ_ENOMEM.  After a failure every call fails again.
  */

@@ -1,0 +1,90 @@
+/*
+ * Rules every binding follows, decided here once: which names RPC may call
+ * and what a caller hears when a method is missing, what an idle timeout
+ * means, which errors are remote, when a ctx or storage is still usable.
+ * (Before they lived here, each binding had its own copy, and they drifted.)
+ */
+#include <math.h>
+#include <string.h>
+
+#include "internal.h"
+
+/* workerd refuses its handler names; constructors are never methods. */
+static const char *const reserved_names[] = {
+	"fetch", "connect", "alarm", "webSocketMessage", "webSocketClose", "webSocketError",
+	"constructor", "new", NULL
+};
+
+int dobj_rpc_name_check(const char *name, size_t len)
+{
+	size_t i;
+
+	if (!name || len == 0 || memchr(name, '\0', len) || name[0] == '_')
+		return dobj_rpc_no_method(name, len);
+	for (i = 0; reserved_names[i]; i++)
+		if (strlen(reserved_names[i]) == len && memcmp(reserved_names[i], name, len) == 0)
+			return dobj_error_set(DOBJ_ENOHANDLER,
+				"'%s' is a reserved method and cannot be called over RPC.", reserved_names[i]);
+	return DOBJ_OK;
+}
+
+/* Longest name quoted whole in a message; longer ones are cut and marked. */
+#define NAME_MAX_QUOTED 256
+
+int dobj_rpc_no_method(const char *name, size_t len)
+{
+	size_t n;
+
+	if (!name)
+		len = 0;
+	n = len;
+	if (n > NAME_MAX_QUOTED) {
+		/* Cut before a UTF-8 continuation byte, never inside a character. */
+		n = NAME_MAX_QUOTED;
+		while (n > 0 && ((unsigned char)name[n] & 0xC0) == 0x80)
+			n--;
+	}
+	/* "%.*s" also stops at a NUL inside the name, which is fine for a message. */
+	return dobj_error_set(DOBJ_ENOHANDLER, "The RPC receiver does not implement the method \"%.*s%s\".",
+		(int)n, name ? name : "", n < len ? "..." : "");
+}
+
+int dobj_rt_opts_idle_timeout(dobj_rt_opts *opts, double seconds)
+{
+	if (!(seconds > 0))
+		return dobj_error_set(DOBJ_EARG,
+			"idle_timeout must be a positive number of seconds (or infinite: never evict)");
+	opts->idle_timeout_ms = isinf(seconds) ? -1 : seconds * 1e3;
+	if (opts->idle_timeout_ms == 0) /* a subnormal number of seconds */
+		opts->idle_timeout_ms = 1e-300;
+	return DOBJ_OK;
+}
+
+int dobj_rt_opts_check(const dobj_rt_opts *opts)
+{
+	if (!opts)
+		return DOBJ_OK;
+	if (opts->version != DOBJ_RT_OPTS_VERSION)
+		return dobj_error_set(DOBJ_EARG, "unsupported dobj_rt_opts version %u", opts->version);
+	if (opts->idle_timeout_ms != opts->idle_timeout_ms)
+		return dobj_error_set(DOBJ_EARG, "the idle timeout is not a number");
+	if (opts->durability != DOBJ_DURABLE_PROCESS && opts->durability != DOBJ_DURABLE_POWER)
+		return dobj_error_set(DOBJ_EARG, "unknown durability %d", opts->durability);
+	return DOBJ_OK;
+}
+
+int dobj_task_remote(const dobj_task *t)
+{
+	/* Everything that fails a delivered call comes from the object's side,
+	 * except the caller's runtime going away under it. */
+	return t->kind == DOBJ_TASK_CALL && t->done && t->code != DOBJ_OK && t->code != DOBJ_ECLOSED;
+}
+
+int dobj_obj_check(const dobj_obj *obj)
+{
+	if (obj->ns->rt->closing)
+		return dobj_error_set(DOBJ_ECLOSED, "the runtime is closed");
+	if (obj->dead || obj->evicted)
+		return dobj_error_set(DOBJ_EABORTED, DOBJ_MSG_GONE);
+	return DOBJ_OK;
+}

@@ -1,0 +1,483 @@
+/*
+ * The rules every binding follows, decided by the core: which names RPC may
+ * call and the missing-method message, the idle timeout's meaning, which
+ * errors are remote, the ctx/storage of a previous instance, background
+ * errors (wait_until, alarms) and transaction handles.
+ */
+#include <math.h>
+#include <stdlib.h>
+
+#include "testhost.h"
+
+static dobj_ns *ns;
+static int steps;
+
+/* RPC: the method "fail" raises, "ok" returns, "abort" aborts its object,
+ * anything else is missing.  BACKGROUND tasks raise at once. */
+static int rules_step(dobj_task *t, void *data)
+{
+	const char *m = dobj_task_method(t);
+	(void)data;
+	steps++;
+	if (dobj_task_call_kind(t) == DOBJ_CALL_ALARM) {
+		dobj_task_raise(t, DOBJ_EUSER, "alarm failed", tv_new(V_ERR, "alarm failed", 0));
+		return DOBJ_OK;
+	}
+	if (m && strcmp(m, "ok") == 0) {
+		respond(t, 200, "ok");
+		return DOBJ_OK;
+	}
+	if (m && strcmp(m, "fail") == 0) {
+		dobj_task_raise(t, DOBJ_EUSER, "boom", tv_new(V_ERR, "boom", 0));
+		return DOBJ_OK;
+	}
+	if (m && strcmp(m, "abort") == 0) {
+		dobj_obj_abort(dobj_task_obj(t), DOBJ_EABORTED, "bye", NULL);
+		return DOBJ_OK;
+	}
+	return dobj_rpc_no_method(m, strlen(m));
+}
+
+static int rules_construct(dobj_obj *obj, void *data, void **instance, void **error)
+{
+	(void)obj;
+	(void)data;
+	(void)error;
+	*instance = tv_new(V_INST, NULL, 0);
+	return DOBJ_OK;
+}
+
+static dobj_task *reported[8];
+static int reported_retry[8];
+static int nreported;
+
+static void on_error(dobj_task *t, void *data)
+{
+	CHECK(data == &nreported);
+	if (nreported < 8) {
+		/* Alarm details are readable in the hook (not after it). */
+		reported_retry[nreported] = -1;
+		dobj_task_alarm_info(t, NULL, &reported_retry[nreported]);
+		dobj_task_ref(t);
+		reported[nreported] = t;
+	}
+	nreported++;
+}
+
+static dobj_rt *make_rt(int virtual_time)
+{
+	dobj_rt *rt;
+	dobj_rt_opts o = DOBJ_RT_OPTS_INIT;
+	dobj_class k = { 0 };
+	o.host.retain = tv_retain;
+	o.host.release = tv_release;
+	o.virtual_time = virtual_time;
+	CHECK_EQ_INT(dobj_rt_new(&rt, &o), DOBJ_OK);
+	k.name = "Rules";
+	k.flags = DOBJ_CLASS_ALARM;
+	k.construct = rules_construct;
+	k.step = rules_step;
+	CHECK_EQ_INT(dobj_ns_new(&ns, rt, "RULES", NULL, 0, &k), DOBJ_OK);
+	dobj_rt_set_error_hook(rt, on_error, &nreported);
+	nreported = 0;
+	steps = 0;
+	return rt;
+}
+
+static void drop_reported(void)
+{
+	int i;
+	for (i = 0; i < nreported && i < 8; i++)
+		dobj_task_unref(reported[i]);
+	nreported = 0;
+}
+
+static dobj_stub *named(const char *name)
+{
+	dobj_id id;
+	dobj_stub *s;
+	dobj_id_from_name(dobj_ns_idkey(ns), name, strlen(name), &id);
+	CHECK_EQ_INT(dobj_stub_new(&s, ns, &id, name, strlen(name)), DOBJ_OK);
+	return s;
+}
+
+/* Call `method`; return the task, finished. */
+static dobj_task *call(dobj_rt *rt, dobj_stub *s, const char *method)
+{
+	dobj_task *t = NULL;
+	CHECK_EQ_INT(dobj_stub_call(&t, s, DOBJ_CALL_RPC, method, NULL, 0, NULL, NULL, NULL), DOBJ_OK);
+	dobj_rt_run(rt, task_is_done, t);
+	CHECK(dobj_task_done(t));
+	return t;
+}
+
+static void test_rpc_names_reserved_private_and_callable(void)
+{
+	CHECK_EQ_INT(dobj_rpc_name_check("get", 3), DOBJ_OK);
+	CHECK_EQ_INT(dobj_rpc_name_check("newer", 5), DOBJ_OK);
+	CHECK_EQ_INT(dobj_rpc_name_check("fetch", 5), DOBJ_ENOHANDLER);
+	CHECK_STR(dobj_error_last(), "'fetch' is a reserved method and cannot be called over RPC.");
+	CHECK_EQ_INT(dobj_rpc_name_check("alarm", 5), DOBJ_ENOHANDLER);
+	CHECK_EQ_INT(dobj_rpc_name_check("constructor", 11), DOBJ_ENOHANDLER);
+	CHECK_EQ_INT(dobj_rpc_name_check("new", 3), DOBJ_ENOHANDLER);
+	CHECK_EQ_INT(dobj_rpc_name_check("webSocketMessage", 16), DOBJ_ENOHANDLER);
+	CHECK_EQ_INT(dobj_rpc_name_check("_private", 8), DOBJ_ENOHANDLER);
+	CHECK_STR(dobj_error_last(), "The RPC receiver does not implement the method \"_private\".");
+	CHECK_EQ_INT(dobj_rpc_name_check("__init__", 8), DOBJ_ENOHANDLER);
+	CHECK_EQ_INT(dobj_rpc_name_check("", 0), DOBJ_ENOHANDLER);
+	CHECK_EQ_INT(dobj_rpc_name_check("a\0b", 3), DOBJ_ENOHANDLER);
+}
+
+static void test_missing_method_message_keeps_its_end(void)
+{
+	char name[2001], expect[400];
+	const char *msg;
+	size_t len;
+
+	memset(name, 'm', 2000);
+	name[2000] = 0;
+	CHECK_EQ_INT(dobj_rpc_no_method(name, 2000), DOBJ_ENOHANDLER);
+	msg = dobj_error_last();
+	len = strlen(msg);
+	CHECK(len > 2 && strcmp(msg + len - 2, "\".") == 0);
+	snprintf(expect, sizeof(expect), "The RPC receiver does not implement the method \"%.256s...\".",
+		name);
+	CHECK_STR(msg, expect);
+	/* Cut at a character boundary: 255 ASCII bytes then "é" (2 bytes). */
+	memset(name, 'a', 255);
+	memcpy(name + 255, "\xc3\xa9zz", 5);
+	CHECK_EQ_INT(dobj_rpc_no_method(name, 259), DOBJ_ENOHANDLER);
+	msg = dobj_error_last();
+	CHECK(strstr(msg, "a...\".") != NULL);
+	CHECK_EQ_INT(dobj_rpc_no_method("x", 1), DOBJ_ENOHANDLER);
+	CHECK_STR(dobj_error_last(), "The RPC receiver does not implement the method \"x\".");
+}
+
+static void test_reserved_names_never_reach_the_step(void)
+{
+	dobj_rt *rt = make_rt(0);
+	dobj_stub *s = named("a");
+	dobj_task *t;
+	const char *msg;
+
+	t = call(rt, s, "fetch");
+	CHECK_EQ_INT(dobj_task_result(t, NULL, &msg, NULL), DOBJ_ENOHANDLER);
+	CHECK_STR(msg, "'fetch' is a reserved method and cannot be called over RPC.");
+	CHECK(dobj_task_remote(t));
+	CHECK_EQ_INT(steps, 0);
+	dobj_task_unref(t);
+	t = call(rt, s, "_secret");
+	CHECK_EQ_INT(dobj_task_result(t, NULL, &msg, NULL), DOBJ_ENOHANDLER);
+	CHECK_STR(msg, "The RPC receiver does not implement the method \"_secret\".");
+	CHECK_EQ_INT(steps, 0);
+	dobj_task_unref(t);
+	t = call(rt, s, "nothere");
+	CHECK_EQ_INT(dobj_task_result(t, NULL, &msg, NULL), DOBJ_ENOHANDLER);
+	CHECK_STR(msg, "The RPC receiver does not implement the method \"nothere\".");
+	CHECK_EQ_INT(steps, 1);
+	dobj_task_unref(t);
+	dobj_stub_free(s);
+	dobj_rt_free(rt);
+	CHECK_EQ_INT(live_values, 0);
+}
+
+static void test_idle_timeout_has_one_meaning(void)
+{
+	dobj_rt_opts o = DOBJ_RT_OPTS_INIT;
+	dobj_rt *rt;
+
+	CHECK_EQ_INT(dobj_rt_opts_idle_timeout(&o, 2.5), DOBJ_OK);
+	CHECK(o.idle_timeout_ms == 2500);
+	CHECK_EQ_INT(dobj_rt_opts_idle_timeout(&o, INFINITY), DOBJ_OK);
+	CHECK(o.idle_timeout_ms < 0);
+	CHECK_EQ_INT(dobj_rt_opts_idle_timeout(&o, 0), DOBJ_EARG);
+	CHECK_STR(dobj_error_last(),
+		"idle_timeout must be a positive number of seconds (or infinite: never evict)");
+	CHECK_EQ_INT(dobj_rt_opts_idle_timeout(&o, -1), DOBJ_EARG);
+	CHECK_EQ_INT(dobj_rt_opts_idle_timeout(&o, NAN), DOBJ_EARG);
+	CHECK_EQ_INT(dobj_rt_opts_idle_timeout(&o, -INFINITY), DOBJ_EARG);
+	CHECK(o.idle_timeout_ms < 0); /* refused values change nothing */
+	o.idle_timeout_ms = NAN;
+	CHECK_EQ_INT(dobj_rt_opts_check(&o), DOBJ_EARG);
+	CHECK_EQ_INT(dobj_rt_new(&rt, &o), DOBJ_EARG);
+	CHECK(rt == NULL);
+	o.idle_timeout_ms = 0;
+	o.durability = 7;
+	CHECK_EQ_INT(dobj_rt_new(&rt, &o), DOBJ_EARG);
+	o.durability = DOBJ_DURABLE_POWER;
+	o.version = 99;
+	CHECK_EQ_INT(dobj_rt_opts_check(&o), DOBJ_EARG);
+}
+
+static void test_remote_is_the_objects_side(void)
+{
+	dobj_rt *rt = make_rt(0);
+	dobj_stub *s = named("r");
+	dobj_task *t, *pending;
+	void *err;
+
+	t = call(rt, s, "ok");
+	CHECK(!dobj_task_remote(t));
+	dobj_task_unref(t);
+	t = call(rt, s, "fail");
+	CHECK(dobj_task_remote(t));
+	/* The host error can be taken out, like the result. */
+	err = dobj_task_take_error(t);
+	CHECK(err != NULL && strcmp(((tv *)err)->s, "boom") == 0);
+	CHECK(dobj_task_take_error(t) == NULL);
+	tv_release(NULL, err);
+	dobj_task_unref(t);
+	t = call(rt, s, "abort");
+	CHECK_EQ_INT(dobj_task_result(t, NULL, NULL, NULL), DOBJ_EABORTED);
+	CHECK(dobj_task_remote(t));
+	dobj_task_unref(t);
+	/* Closing the runtime under a queued call is the caller's side. */
+	dobj_stub_free(s);
+	s = named("r2");
+	CHECK_EQ_INT(dobj_stub_call(&pending, s, DOBJ_CALL_RPC, "ok", NULL, 0, NULL, NULL, NULL), DOBJ_OK);
+	CHECK(!dobj_task_remote(pending)); /* unfinished */
+	dobj_rt_clear(rt);
+	CHECK_EQ_INT(dobj_task_result(pending, NULL, NULL, NULL), DOBJ_ECLOSED);
+	CHECK(!dobj_task_remote(pending));
+	dobj_task_unref(pending);
+	dobj_stub_free(s);
+	dobj_rt_free(rt);
+	CHECK_EQ_INT(live_values, 0);
+}
+
+/* Background task: fails with a host error on its first step. */
+static int bg_fail(dobj_task *t, void *data)
+{
+	(void)data;
+	dobj_task_raise(t, DOBJ_EUSER, "background boom", tv_new(V_ERR, "background boom", 0));
+	return DOBJ_OK;
+}
+
+static int bg_ok(dobj_task *t, void *data)
+{
+	(void)data;
+	dobj_task_return(t, NULL);
+	return DOBJ_OK;
+}
+
+/* Spawns a failing and a succeeding background task, then answers. */
+static int spawner_step(dobj_task *t, void *data)
+{
+	dobj_obj *obj = dobj_task_obj(t);
+	(void)data;
+	CHECK_EQ_INT(dobj_task_spawn(NULL, dobj_task_rt(t), obj, DOBJ_TASK_BACKGROUND, bg_fail, NULL,
+		NULL, NULL, NULL), DOBJ_OK);
+	CHECK_EQ_INT(dobj_task_spawn(NULL, dobj_task_rt(t), obj, DOBJ_TASK_BACKGROUND, bg_ok, NULL,
+		NULL, NULL, NULL), DOBJ_OK);
+	if (strcmp(dobj_task_method(t), "spawn_and_abort") == 0)
+		CHECK_EQ_INT(dobj_task_spawn(NULL, dobj_task_rt(t), obj, DOBJ_TASK_BACKGROUND,
+			rules_step, NULL, NULL, NULL, NULL), DOBJ_OK);
+	return rules_step(t, data);
+}
+
+static void test_background_failures_reach_the_error_hook(void)
+{
+	dobj_rt *rt = make_rt(0);
+	dobj_ns *sns;
+	dobj_class k = { 0 };
+	dobj_stub *s;
+	dobj_id id;
+	dobj_task *t;
+	const char *msg;
+	void *err;
+
+	k.name = "Spawner";
+	k.construct = rules_construct;
+	k.step = spawner_step;
+	CHECK_EQ_INT(dobj_ns_new(&sns, rt, "SPAWNER", NULL, 0, &k), DOBJ_OK);
+	dobj_id_from_name(dobj_ns_idkey(sns), "s", 1, &id);
+	CHECK_EQ_INT(dobj_stub_new(&s, sns, &id, "s", 1), DOBJ_OK);
+	t = call(rt, s, "ok");
+	CHECK_EQ_INT(dobj_task_result(t, NULL, NULL, NULL), DOBJ_OK);
+	dobj_task_unref(t);
+	dobj_rt_run(rt, NULL, NULL);
+	/* Only the failed one, once, with its message and host error. */
+	CHECK_EQ_INT(nreported, 1);
+	if (nreported == 1) {
+		CHECK_EQ_INT(dobj_task_kind_of(reported[0]), DOBJ_TASK_BACKGROUND);
+		CHECK_EQ_INT(dobj_task_result(reported[0], NULL, &msg, &err), DOBJ_EUSER);
+		CHECK_STR(msg, "background boom");
+		CHECK(err && strcmp(((tv *)err)->s, "background boom") == 0);
+		CHECK(dobj_id_equal(dobj_obj_id(dobj_task_obj(reported[0])), &id));
+	}
+	drop_reported();
+	dobj_stub_free(s);
+	dobj_rt_free(rt);
+	CHECK_EQ_INT(live_values, 0);
+}
+
+static int ms_passed(void *arg)
+{
+	(void)arg;
+	return 0;
+}
+
+static void test_each_failed_alarm_run_is_reported(void)
+{
+	dobj_rt *rt = make_rt(1);
+	dobj_stub *s = named("alarm");
+	dobj_task *t = call(rt, s, "ok");
+	dobj_obj *obj;
+	dobj_storage *st;
+	int i;
+
+	/* Set the alarm from outside a step, through the live incarnation. */
+	dobj_task_unref(t);
+	{
+		dobj_task *c;
+		CHECK_EQ_INT(dobj_stub_call(&c, s, DOBJ_CALL_RPC, "ok", NULL, 0, NULL, NULL, NULL), DOBJ_OK);
+		obj = dobj_task_obj(c);
+		dobj_obj_ref(obj);
+		dobj_rt_run(rt, task_is_done, c);
+		dobj_task_unref(c);
+	}
+	CHECK_EQ_INT(dobj_obj_storage(obj, &st), DOBJ_OK);
+	CHECK_EQ_INT(dobj_alarm_set(st, dobj_rt_wall_ms(rt) + 10), DOBJ_OK);
+	dobj_obj_unref(obj);
+	/* 1 run + 6 retries, every one reported with its retry count. */
+	dobj_rt_run(rt, ms_passed, NULL);
+	CHECK_EQ_INT(nreported, 1 + DOBJ_ALARM_MAX_RETRIES);
+	for (i = 0; i < nreported && i < 8; i++) {
+		CHECK_EQ_INT(dobj_task_call_kind(reported[i]), DOBJ_CALL_ALARM);
+		CHECK_EQ_INT(dobj_task_result(reported[i], NULL, NULL, NULL), DOBJ_EUSER);
+		CHECK_EQ_INT(reported_retry[i], i);
+	}
+	drop_reported();
+	dobj_stub_free(s);
+	dobj_rt_free(rt);
+	CHECK_EQ_INT(live_values, 0);
+}
+
+static void test_ctx_and_storage_of_a_previous_instance(void)
+{
+	dobj_rt *rt = make_rt(1);
+	dobj_stub *s = named("gone");
+	dobj_task *c;
+	dobj_obj *obj;
+	dobj_storage *st;
+
+	CHECK_EQ_INT(dobj_stub_call(&c, s, DOBJ_CALL_RPC, "ok", NULL, 0, NULL, NULL, NULL), DOBJ_OK);
+	obj = dobj_task_obj(c);
+	dobj_obj_ref(obj);
+	dobj_rt_run(rt, task_is_done, c);
+	dobj_task_unref(c);
+	CHECK_EQ_INT(dobj_obj_check(obj), DOBJ_OK);
+	CHECK_EQ_INT(dobj_obj_storage(obj, &st), DOBJ_OK);
+	/* Evicted (idle for the default 10 s of virtual time). */
+	dobj_rt_advance(rt, DOBJ_IDLE_TIMEOUT_MS + 1);
+	CHECK_EQ_INT(dobj_ns_live(ns), 0);
+	CHECK_EQ_INT(dobj_obj_check(obj), DOBJ_EABORTED);
+	CHECK_STR(dobj_error_last(), DOBJ_MSG_GONE);
+	CHECK_EQ_INT(dobj_obj_storage(obj, &st), DOBJ_EABORTED);
+	CHECK_STR(dobj_error_last(), DOBJ_MSG_GONE);
+	dobj_obj_unref(obj);
+	/* Aborted: the same message, whatever the abort's reason was. */
+	CHECK_EQ_INT(dobj_stub_call(&c, s, DOBJ_CALL_RPC, "ok", NULL, 0, NULL, NULL, NULL), DOBJ_OK);
+	obj = dobj_task_obj(c);
+	dobj_obj_ref(obj);
+	dobj_rt_run(rt, task_is_done, c);
+	dobj_task_unref(c);
+	dobj_obj_abort(obj, DOBJ_EABORTED, "some reason", NULL);
+	CHECK_EQ_INT(dobj_obj_storage(obj, &st), DOBJ_EABORTED);
+	CHECK_STR(dobj_error_last(), DOBJ_MSG_GONE);
+	dobj_rt_clear(rt);
+	CHECK_EQ_INT(dobj_obj_check(obj), DOBJ_ECLOSED);
+	dobj_obj_unref(obj);
+	dobj_stub_free(s);
+	dobj_rt_free(rt);
+	CHECK_EQ_INT(live_values, 0);
+}
+
+static int count_row(void *arg, const char *k, size_t kl, const void *v, size_t vl)
+{
+	(void)k; (void)kl; (void)v; (void)vl;
+	++*(int *)arg;
+	return 0;
+}
+
+static int keys_in(dobj_storage *st)
+{
+	dobj_kv_list_opts lo = DOBJ_KV_LIST_OPTS_INIT;
+	int n = 0;
+	CHECK_EQ_INT(dobj_kv_list(st, &lo, count_row, &n), DOBJ_OK);
+	return n;
+}
+
+static void test_transaction_handles_and_innermost_rollback(void)
+{
+	dobj_rt *rt = make_rt(0);
+	dobj_stub *s = named("txn");
+	dobj_task *c;
+	dobj_obj *obj;
+	dobj_storage *st;
+	dobj_txn outer, inner, third;
+
+	CHECK_EQ_INT(dobj_stub_call(&c, s, DOBJ_CALL_RPC, "ok", NULL, 0, NULL, NULL, NULL), DOBJ_OK);
+	obj = dobj_task_obj(c);
+	dobj_obj_ref(obj);
+	dobj_rt_run(rt, task_is_done, c);
+	dobj_task_unref(c);
+	CHECK_EQ_INT(dobj_obj_storage(obj, &st), DOBJ_OK);
+
+	CHECK_EQ_INT(dobj_txn_open(st, &outer), DOBJ_OK);
+	CHECK_EQ_INT(outer.level, 1);
+	CHECK_EQ_INT(dobj_kv_put(st, "a", 1, "\xff\x0f\x49\x02", 4), DOBJ_OK);
+	CHECK_EQ_INT(dobj_txn_open(st, &inner), DOBJ_OK);
+	CHECK_EQ_INT(inner.level, 2);
+	CHECK_EQ_INT(dobj_kv_put(st, "b", 1, "\xff\x0f\x49\x02", 4), DOBJ_OK);
+	/* Only the innermost open transaction can be rolled back. */
+	CHECK_EQ_INT(dobj_txn_rollback_handle(st, &outer), DOBJ_ESTATE);
+	CHECK_STR(dobj_error_last(), "only the innermost open transaction can be rolled back");
+	CHECK_EQ_INT(dobj_txn_rollback_handle(st, &inner), DOBJ_OK);
+	CHECK_EQ_INT(inner.state, DOBJ_TXN_ROLLED_BACK);
+	CHECK_EQ_INT(dobj_txn_rollback_handle(st, &inner), DOBJ_ESTATE);
+	CHECK_STR(dobj_error_last(), "this transaction has already ended");
+	/* Ending a rolled-back handle does nothing (its function returned). */
+	CHECK_EQ_INT(dobj_txn_end(st, &inner, 1), DOBJ_OK);
+	CHECK_EQ_INT(dobj_txn_depth(st), 1);
+	CHECK_EQ_INT(keys_in(st), 1);
+	/* A function that leaves an inner transaction open: ending the outer
+	 * one ends both. */
+	CHECK_EQ_INT(dobj_txn_open(st, &third), DOBJ_OK);
+	CHECK_EQ_INT(dobj_kv_put(st, "c", 1, "\xff\x0f\x49\x02", 4), DOBJ_OK);
+	CHECK_EQ_INT(dobj_txn_end(st, &outer, 1), DOBJ_OK);
+	CHECK_EQ_INT(dobj_txn_depth(st), 0);
+	CHECK_EQ_INT(keys_in(st), 2);
+	CHECK_EQ_INT(dobj_txn_end(st, &third, 0), DOBJ_OK); /* already ended with outer */
+	CHECK_EQ_INT(keys_in(st), 2);
+	/* A failed function rolls back, inner ones included. */
+	CHECK_EQ_INT(dobj_txn_open(st, &outer), DOBJ_OK);
+	CHECK_EQ_INT(dobj_kv_put(st, "d", 1, "\xff\x0f\x49\x02", 4), DOBJ_OK);
+	CHECK_EQ_INT(dobj_txn_open(st, &inner), DOBJ_OK);
+	CHECK_EQ_INT(dobj_kv_put(st, "e", 1, "\xff\x0f\x49\x02", 4), DOBJ_OK);
+	CHECK_EQ_INT(dobj_txn_end(st, &outer, 0), DOBJ_OK);
+	CHECK_EQ_INT(keys_in(st), 2);
+	/* The object is gone: ending does nothing and succeeds. */
+	CHECK_EQ_INT(dobj_txn_open(st, &outer), DOBJ_OK);
+	dobj_obj_abort(obj, DOBJ_EABORTED, "x", NULL);
+	CHECK_EQ_INT(dobj_txn_end(NULL, &outer, 1), DOBJ_OK);
+	CHECK_EQ_INT(outer.state, DOBJ_TXN_ENDED);
+	dobj_obj_unref(obj);
+	dobj_stub_free(s);
+	dobj_rt_free(rt);
+	CHECK_EQ_INT(live_values, 0);
+}
+
+int main(void)
+{
+	RUN(test_rpc_names_reserved_private_and_callable);
+	RUN(test_missing_method_message_keeps_its_end);
+	RUN(test_reserved_names_never_reach_the_step);
+	RUN(test_idle_timeout_has_one_meaning);
+	RUN(test_remote_is_the_objects_side);
+	RUN(test_background_failures_reach_the_error_hook);
+	RUN(test_each_failed_alarm_run_is_reported);
+	RUN(test_ctx_and_storage_of_a_previous_instance);
+	RUN(test_transaction_handles_and_innermost_rollback);
+	return DONE();
+}
