@@ -192,12 +192,15 @@ test-rock: rock build workerd
 	  lua5.4 -e 'local d = require "dobj"; assert(package.searchpath("dobj", package.cpath):find("/rock/", 1, true))'
 	LUA_CPATH="$(CURDIR)/$(ROCK_TREE)/lib/lua/5.4/?.so;$(CURDIR)/$(BUILD)/?.so;;" $(LUA_PATHS) $(BUSTED) tests/lua
 
-# Every suite; pytest runs last so its summary is the final line CI reads.
+# Every suite: C, the three languages under the sanitizers, Lua from the CMake
+# build and from `luarocks make`, Python.  pytest runs last so its summary is
+# the final line CI reads.
 test: build venv
 	@status=0; \
 	$(MAKE) --no-print-directory test-c || status=1; \
 	$(MAKE) --no-print-directory sanitize || status=1; \
 	$(MAKE) --no-print-directory test-lua || status=1; \
+	$(MAKE) --no-print-directory test-rock || status=1; \
 	$(MAKE) --no-print-directory test-python || status=1; \
 	exit $$status
 

@@ -41,6 +41,8 @@ build = {
             "core/src/msg.c",
             "core/src/native.c",
             "core/src/rt.c",
+            "core/src/rules.c",
+            "core/src/sql_guard.c",
             "core/src/storage.c",
             "core/src/v8_format.c",
             "core/src/v8_reader.c",
