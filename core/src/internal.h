@@ -2,6 +2,8 @@
 #ifndef DOBJ_INTERNAL_H
 #define DOBJ_INTERNAL_H
 
+#include <pthread.h>
+
 #include "dobj.h"
 
 #define DOBJ__UNUSED(x) ((void)(x))
@@ -63,6 +65,24 @@ dobj_obj *dobj__storage_obj(dobj_storage *st);
 /** Check a unique key can name a directory. */
 int dobj__storage_check_unique_key(const char *key, size_t len);
 
+/* The host contract and timers (loop.c). */
+/** The ready queue became non-empty outside a pump: hooks and fd. */
+void dobj__work_ready(dobj_rt *rt);
+/** Report the next deadline if it is earlier than what the host knows. */
+void dobj__timer_sync(dobj_rt *rt);
+/** Make the fd unreadable and forget what it was armed for. */
+void dobj__fd_clear(dobj_rt *rt);
+/** dobj_rt_run's wait: poll the fd until the next timer is due. */
+int dobj__wait_for_timer(dobj_rt *rt);
+/** Fire every timer that is due; returns how many fired. */
+size_t dobj__fire_timers(dobj_rt *rt);
+/** Is the caller another thread than the runtime's owner? */
+int dobj__wrong_thread(const dobj_rt *rt);
+/** Release a value handed over by a call refused on another thread. */
+void dobj__release_now(dobj_rt *rt, void *v, void (*free_fn)(void *));
+#define CHECK_THREAD(rt) \
+	do { if (dobj__wrong_thread(rt)) return dobj_error_set(DOBJ_ETHREAD, DOBJ_MSG_THREAD); } while (0)
+
 /* The SQL API's rules (sql_guard.c): an authorizer state per database. */
 typedef struct dobj__sql_guard {
 	int active;    /* a user query is being compiled or run */
@@ -92,7 +112,7 @@ struct dobj_task {
 	dobj_obj *obj;
 	int depth;
 	int block_level;
-	unsigned queued : 1, done : 1, started : 1, running : 1, listed : 1, held : 1;
+	unsigned queued : 1, done : 1, started : 1, running : 1, listed : 1, held : 1, parked : 1;
 	unsigned report : 1;           /* failed on its own with nobody awaiting: error hook */
 	void *request;
 	void (*request_free)(void *); /* core value (dobj_msg, dobj_val); NULL: host value */
@@ -110,6 +130,9 @@ struct dobj_task {
 	dobj_task *lprev, *lnext;      /* runtime's unfinished list */
 	dobj_task *dnext;              /* held deliveries (output gate) */
 	void *alarm_info;              /* ALARM calls: scheduled time, retry */
+	dobj_task **waiters;           /* tasks suspended until this one finishes (held) */
+	size_t nwaiters, capwaiters;
+	dobj_timer *limit;             /* BLOCK: the 30 s limit */
 };
 
 struct dobj_obj {
@@ -197,6 +220,12 @@ struct dobj_rt {
 	double wall_base;          /* virtual time: wall clock at start */
 	dobj_error_hook error_hook; /* background errors (dobj_rt_set_error_hook) */
 	void *error_hook_data;
+	/* host contract (see dobj.h, "driving a runtime") */
+	pthread_t owner;           /* the thread that made the runtime */
+	int fd;                    /* dobj_rt_fd (-1 until asked for) */
+	int fd_now;                /* the fd is armed to be readable at once (work) */
+	double fd_when;            /* deadline the fd is armed for (INFINITY: none) */
+	double hook_when;          /* deadline last reported to host.timer */
 };
 
 

@@ -718,12 +718,20 @@ int dobj_txn_end(dobj_storage *st, dobj_txn *txn, int ok)
 	return txn_closed(st);
 }
 
+int dobj_txn_check(const dobj_txn *txn)
+{
+	if (txn->state == DOBJ_TXN_OPEN)
+		return DOBJ_OK;
+	return dobj_error_set(DOBJ_ESTATE, txn->state == DOBJ_TXN_ROLLED_BACK
+		? "the transaction was rolled back" : "the transaction has finished");
+}
+
 int dobj_txn_rollback_handle(dobj_storage *st, dobj_txn *txn)
 {
 	int rc;
 
-	if (txn->state != DOBJ_TXN_OPEN)
-		return dobj_error_set(DOBJ_ESTATE, "this transaction has already ended");
+	if ((rc = dobj_txn_check(txn)) < 0)
+		return rc;
 	if (st->savepoints != txn->level)
 		return dobj_error_set(DOBJ_ESTATE, "only the innermost open transaction can be rolled back");
 	if ((rc = dobj_txn_rollback(st)) < 0)

@@ -145,7 +145,7 @@ static dobj_rt *make_store_rt(const char *dir, unsigned flags, double idle_ms)
 	k.flags = flags;
 	k.construct = store_construct;
 	k.step = store_step;
-	CHECK_EQ_INT(dobj_ns_new(&store_ns, rt, "STORE", "store-key", 9, &k), DOBJ_OK);
+	CHECK_EQ_INT(dobj_ns_new(&store_ns, rt, "STORE", 5, "store-key", 9, &k), DOBJ_OK);
 	constructions = 0;
 	return rt;
 }
@@ -626,9 +626,9 @@ static void test_unique_key_must_name_a_directory(void)
 	o.storage_dir = tmpdir;
 	o.host.release = tv_release;
 	CHECK_EQ_INT(dobj_rt_new(&rt, &o), DOBJ_OK);
-	CHECK_EQ_INT(dobj_ns_new(&ns, rt, "A", "../escape", 9, &k), DOBJ_EARG);
-	CHECK_EQ_INT(dobj_ns_new(&ns, rt, "A", "..", 2, &k), DOBJ_EARG);
-	CHECK_EQ_INT(dobj_ns_new(&ns, rt, "A", "ok-key", 6, &k), DOBJ_OK);
+	CHECK_EQ_INT(dobj_ns_new(&ns, rt, "A", 1, "../escape", 9, &k), DOBJ_EARG);
+	CHECK_EQ_INT(dobj_ns_new(&ns, rt, "A", 1, "..", 2, &k), DOBJ_EARG);
+	CHECK_EQ_INT(dobj_ns_new(&ns, rt, "A", 1, "ok-key", 6, &k), DOBJ_OK);
 	dobj_rt_free(rt);
 	rm_rf(tmpdir);
 }

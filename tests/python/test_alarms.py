@@ -39,7 +39,8 @@ async def test_alarm_fires_once_at_its_time_never_early(vrt):
     assert await run(stub, lambda self: self.ctx.storage.get_alarm()) is None
 
 
-async def test_failing_alarm_is_retried_with_backoff_then_dropped(vrt):
+async def test_failing_alarm_is_retried_with_backoff_then_dropped(vrt, caplog):
+    caplog.set_level("ERROR", logger="dobj")
     stub = vrt.bind("A", AlarmBox).get_by_name("retry")
     times = []
 
@@ -59,6 +60,10 @@ async def test_failing_alarm_is_retried_with_backoff_then_dropped(vrt):
         assert base <= gap <= base * 1.25 + 0.01, gaps
     vrt.advance(3600)
     assert len(AlarmBox.log) == 7
+    # Each failed run is logged on the "dobj" logger (workerd logs each one).
+    logged = [r.getMessage() for r in caplog.records if r.name == "dobj"]
+    assert logged == [f"alarm() of AlarmBox {stub.id} (run {n} of 7) failed: alarm failed"
+                      for n in range(1, 8)]
 
 
 async def test_alarm_that_succeeds_on_retry_stops(vrt):

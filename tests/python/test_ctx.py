@@ -261,8 +261,7 @@ async def test_ctx_and_env_given_to_the_constructor(rt):
     assert seen["id"] == unique and seen["id"].name is None
 
 
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-async def test_wait_until_errors_do_not_break_the_object(rt):
+async def test_wait_until_errors_are_logged_and_do_not_break_the_object(rt, caplog):
     class Background(dobj.DurableObject):
         def __init__(self, ctx, env):
             super().__init__(ctx, env)
@@ -277,14 +276,16 @@ async def test_wait_until_errors_do_not_break_the_object(rt):
             return dobj.Response(str(self.n))
 
     stub = rt.bind("BACKGROUND", Background).get_by_name("b")
-    reported = []
-    old_hook, sys.unraisablehook = sys.unraisablehook, reported.append
-    try:
+    with caplog.at_level("ERROR", logger="dobj"):
         assert (await stub.fetch("https://b/")).text() == "1"
-        await asyncio.sleep(0.01)
-    finally:
-        sys.unraisablehook = old_hook
-    assert [str(r.exc_value) for r in reported] == ["background failure"]  # reported, not lost
+        await rt.drain(timeout=5)
+    # Reported once on the "dobj" logger, with the exception and its traceback.
+    [record] = [r for r in caplog.records if r.name == "dobj"]
+    assert record.levelname == "ERROR"
+    assert record.getMessage() == (
+        f"ctx.wait_until() of Background {stub.id} failed: background failure")
+    assert isinstance(record.exc_info[1], RuntimeError)
+    assert record.exc_info[2] is not None
     assert (await stub.fetch("https://b/")).text() == "2"
 
 

@@ -33,6 +33,18 @@ def test_unique_key_defaults_to_the_binding_name():
     assert a.unique_key == "test-unique-key" and a.binding == "test-unique-key"
 
 
+def test_nul_in_binding_names_and_unique_keys_is_refused():
+    # "q\0one" and "q\0two" were cut at the NUL: one ID key, one folder.
+    rt = dobj.Runtime()
+    with pytest.raises(dobj.Error, match="binding name must not contain a NUL byte"):
+        rt.bind("q\0one", Plain)
+    with pytest.raises(dobj.Error, match="unique key must not contain a NUL byte"):
+        rt.bind("q", Plain, unique_key="k\0two")
+    assert "q\0one" not in rt.namespaces
+    rt.bind("q", Plain)
+    rt.close()
+
+
 def test_upper_case_in_lower_case_out(counter):
     hex_id = FOO
     assert str(counter.id_from_string(hex_id.upper())) == hex_id

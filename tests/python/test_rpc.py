@@ -269,3 +269,11 @@ def test_bad_registrations(variant, message):
     with pytest.raises(dobj.Error, match=message):
         rt.bind_native("K", path, "Kinds")
     rt.close()
+
+
+async def test_missing_method_message_keeps_its_end(ns):
+    s = ns.get_by_name("p")
+    name = "m" * 2000
+    with pytest.raises(dobj.Error) as info:
+        await s._rpc(name)
+    assert str(info.value) == f'The RPC receiver does not implement the method "{"m" * 256}...".'

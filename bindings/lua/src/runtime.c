@@ -127,6 +127,7 @@ int l_runtime(lua_State *L)
 	runtime_ud *r;
 	dobj_rt_opts o = DOBJ_RT_OPTS_INIT;
 	const char *dir = NULL;
+	size_t dir_len = 0;
 	int vt = 0, rc;
 
 	lua_settop(L, 1);
@@ -169,7 +170,7 @@ int l_runtime(lua_State *L)
 		if (!lua_isnil(L, -1)) {
 			if (lua_type(L, -1) != LUA_TSTRING)
 				return luaL_error(L, "storage must be a directory name (a string)");
-			dir = check_cstring(L, -1, "the storage directory"); /* kept alive by the options table */
+			dir = lua_tolstring(L, -1, &dir_len); /* kept alive by the options table */
 		}
 		lua_pop(L, 1);
 		lua_getfield(L, 1, "durability");
@@ -204,6 +205,7 @@ int l_runtime(lua_State *L)
 	o.host.release = host_release;
 	o.virtual_time = vt;
 	o.storage_dir = dir;
+	o.storage_dir_len = dir_len;
 	o.wall_ms = wall_clock;
 	o.clock_data = r;
 	r->virtual_time = vt;
@@ -305,7 +307,8 @@ static namespace_ud *push_ns(lua_State *L, runtime_ud *r)
 static int l_rt_bind(lua_State *L)
 {
 	runtime_ud *r = check_rt(L, 1);
-	const char *binding = check_cstring(L, 2, "the binding name");
+	size_t binding_len;
+	const char *binding = luaL_checklstring(L, 2, &binding_len);
 	const char *ukey = NULL, *cname = NULL;
 	size_t uklen = 0;
 	dobj_class klass;
@@ -369,7 +372,7 @@ static int l_rt_bind(lua_State *L)
 	klass.data = k;
 	klass.construct = class_construct;
 	klass.step = step_call;
-	rc = dobj_ns_new(&n->ns, r->rt, binding, ukey, uklen, &klass);
+	rc = dobj_ns_new(&n->ns, r->rt, binding, binding_len, ukey, uklen, &klass);
 	host_release(r, k); /* the namespace holds its own reference */
 	if (rc < 0)
 		return luaL_error(L, "%s", dobj_error_last());
@@ -405,7 +408,8 @@ static void pin_module(void)
 static int l_rt_bind_native(lua_State *L)
 {
 	runtime_ud *r = check_rt(L, 1);
-	const char *binding = check_cstring(L, 2, "the binding name");
+	size_t binding_len;
+	const char *binding = luaL_checklstring(L, 2, &binding_len);
 	const char *path = check_cstring(L, 3, "the library path");
 	const char *cname = check_cstring(L, 4, "the class name");
 	const char *ukey = NULL;
@@ -436,7 +440,7 @@ static int l_rt_bind_native(lua_State *L)
 	pin_module();
 	n = push_ns(L, r);
 	dobj_native_class_of(nc, &klass);
-	rc = dobj_ns_new(&n->ns, r->rt, binding, ukey, uklen, &klass);
+	rc = dobj_ns_new(&n->ns, r->rt, binding, binding_len, ukey, uklen, &klass);
 	if (rc < 0)
 		return luaL_error(L, "%s", dobj_error_last());
 	return bind_done(L, r, n, binding, 7);

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio as _asyncio
 import inspect as _inspect
 import json as _json
+import logging as _logging
 from typing import Any, Iterable, Iterator, Mapping, Optional, Tuple, Union
 
 from . import _dobj
@@ -356,5 +357,16 @@ async def _drain(rt, timeout=None):
         await _asyncio.sleep(delay)
 
 
+_log = _logging.getLogger("dobj")
+
+
+def _report_error(what: str, exc: BaseException) -> None:
+    """Failures nobody awaits (a ``ctx.wait_until`` task, each failed run of an
+    alarm handler) are logged on the ``dobj`` logger at ERROR level with their
+    traceback, as asyncio logs a task exception that was never retrieved."""
+    _log.error("%s failed: %s", what, exc, exc_info=(type(exc), exc, exc.__traceback__))
+
+
 _dobj._setup(Request, Response, Env, _make_request)
 _dobj._setup_storage(_transaction, _drain)
+_dobj._setup_reporting(_report_error)

@@ -165,16 +165,19 @@ static PyObject *call_exception(CallObject *self, int code, const char *msg, PyO
 		exc = error_unbox(err);
 	} else {
 		PyObject *type = code == DOBJ_EINVALID || code == DOBJ_EFOREIGN ? st->InvalidIdError : st->Error;
-		exc = PyObject_CallOneArg(type, PyUnicode_FromString(msg ? msg : "error"));
+		PyObject *text = PyUnicode_FromString(msg ? msg : "error");
+		if (!text)
+			return NULL;
+		exc = PyObject_CallOneArg(type, text);
+		Py_DECREF(text);
 		if (!exc)
 			return NULL;
 	}
 	if (self->target && PyObject_HasAttrString(exc, "__dict__")) {
 		PyObject *hex = Id_str(self->target);
 		if (hex) {
-			/* Errors the object raised (or its reset) are remote; failures of
-			 * delivery (closed runtime) are not. */
-			PyObject_SetAttr(exc, st->s_remote, code == DOBJ_ECLOSED ? Py_False : Py_True);
+			/* The core decides what is remote (see dobj_task_remote). */
+			PyObject_SetAttr(exc, st->s_remote, dobj_task_remote(self->task) ? Py_True : Py_False);
 			PyObject_SetAttr(exc, st->s_durable_object_id, hex);
 			Py_DECREF(hex);
 		}

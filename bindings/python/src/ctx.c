@@ -49,9 +49,12 @@ static void Context_dealloc(ContextObject *self)
 
 static int context_check_alive(ContextObject *self)
 {
-	if (!self->rt || !self->rt->rt || dobj_rt_closed(self->rt->rt) || dobj_obj_dead(self->obj)) {
-		PyErr_SetString(self->rt ? self->rt->st->Error : PyExc_RuntimeError,
-			"this object was reset; its context can no longer be used");
+	if (!self->rt || !self->rt->rt) {
+		PyErr_SetString(self->rt ? self->rt->st->Error : PyExc_RuntimeError, "the runtime is closed");
+		return 0;
+	}
+	if (dobj_obj_check(self->obj) < 0) {
+		PyErr_SetString(self->rt->st->Error, dobj_error_last());
 		return 0;
 	}
 	return 1;
@@ -60,13 +63,12 @@ static int context_check_alive(ContextObject *self)
 /* Turn a reason into (message, exception). */
 static PyObject *abort_reason_exception(module_state *st, PyObject *reason)
 {
-	if (!reason || reason == Py_None)
-		return PyObject_CallOneArg(st->Error, PyUnicode_FromString(
-			"Application called abort() to reset Durable Object."));
-	if (PyExceptionInstance_Check(reason))
+	if (reason && PyExceptionInstance_Check(reason))
 		return Py_NewRef(reason);
 	{
-		PyObject *s = PyObject_Str(reason), *e;
+		PyObject *s = !reason || reason == Py_None
+			? PyUnicode_FromString("Application called abort() to reset Durable Object.")
+			: PyObject_Str(reason), *e;
 		if (!s)
 			return NULL;
 		e = PyObject_CallOneArg(st->Error, s);

@@ -183,13 +183,8 @@ static int drive_coroutine(dobj_task *t, RuntimeObject *rt, PyObject *coro)
 		return DOBJ_OK;
 	}
 	if (r == PYGEN_ERROR) {
-		if (dobj_task_kind_of(t) == DOBJ_TASK_BACKGROUND) {
-			/* Nobody awaits wait_until work: report its failure rather than
-			 * drop it (the object itself is not affected). */
-			PyErr_WriteUnraisable(coro);
-			dobj_task_raise(t, DOBJ_EUSER, "a ctx.wait_until() task failed", NULL);
-			return DOBJ_OK;
-		}
+		/* A failed wait_until task is reported by the core's error hook
+		 * (runtime.c), like a failed alarm handler. */
 		fail_task_with_exception(t);
 		return DOBJ_OK;
 	}

@@ -47,6 +47,7 @@ typedef struct {
 	dobjpy_values values;
 	dobjpy_storage_state storage;
 	PyObject *drain; /* dobj._drain(rt, timeout), set by _setup_storage */
+	PyObject *report_error; /* dobj._report_error(what, exc), set by _setup_reporting */
 	PyObject *partial; /* functools.partial: stub.method -> stub._rpc("method", ...) */
 } module_state;
 
@@ -64,6 +65,15 @@ typedef struct {
 
 struct RuntimeObject {
 	PyObject_HEAD
+	/*
+	 * A strong reference to the _dobj module, released last in dealloc and
+	 * deliberately not visited: while a runtime lives, the module is never
+	 * part of the garbage the GC clears, so `st` and every field in it stay
+	 * valid for everything the runtime does (closing objects, cancelling its
+	 * timer), also at interpreter exit.  The module references no runtime,
+	 * so this keeps no cycle alive.
+	 */
+	PyObject *module;
 	module_state *st;
 	dobj_rt *rt;
 	PyObject *env;
@@ -128,11 +138,16 @@ typedef struct {
 	dobj_task *task;
 } WakerObject;
 
-/* The state of the module that made type `t`. */
-static inline module_state *module_state_of_type(PyTypeObject *t)
-{
-	return PyType_GetModuleState(t);
-}
+/* The _dobj module definition (module.c). */
+extern PyModuleDef dobjpy_module_def;
+
+/*
+ * The _dobj module that defined `t` or one of its bases (a subclass of
+ * dobj.Runtime has no module of its own): a borrowed reference, or NULL with
+ * an exception.  Its state, or NULL with an exception.
+ */
+PyObject *module_of_type(PyTypeObject *t);
+module_state *module_state_of_type(PyTypeObject *t);
 
 /* Keyword arguments of an RPC call travel in an object next to the
  * positional ones. */

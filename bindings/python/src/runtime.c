@@ -105,8 +105,7 @@ static int Runtime_clear(RuntimeObject *self)
 	}
 	Py_CLEAR(self->env);
 	Py_CLEAR(self->namespaces);
-	if (self->timer && self->st)
-		runtime_cancel_timer(self);
+	runtime_cancel_timer(self);
 	Py_CLEAR(self->timer);
 	return 0;
 }
@@ -114,6 +113,7 @@ static int Runtime_clear(RuntimeObject *self)
 static void Runtime_dealloc(RuntimeObject *self)
 {
 	PyTypeObject *tp = Py_TYPE(self);
+	PyObject *module = self->module; /* released last: see RuntimeObject.module */
 	PyObject_GC_UnTrack(self);
 	if (self->weakreflist)
 		PyObject_ClearWeakRefs((PyObject *)self);
@@ -125,13 +125,61 @@ static void Runtime_dealloc(RuntimeObject *self)
 	}
 	tp->tp_free(self);
 	Py_DECREF(tp);
+	Py_XDECREF(module);
+}
+
+/*
+ * The core's error hook: a failure nobody awaits (a ctx.wait_until task, a
+ * run of an alarm handler) goes to dobj._report_error(what, exc), which logs
+ * it on the "dobj" logger, as asyncio logs a task's unretrieved exception.
+ */
+static void report_background_error(dobj_task *t, void *data)
+{
+	RuntimeObject *self = data;
+	module_state *st = self->st;
+	dobj_obj *obj = dobj_task_obj(t);
+	PyObject *exc_type, *exc_value, *exc_tb, *exc = NULL, *what = NULL, *r;
+	const char *msg;
+	void *err;
+	char hex[DOBJ_ID_HEX_LEN + 1];
+	int retry = 0;
+
+	PyErr_Fetch(&exc_type, &exc_value, &exc_tb);
+	dobj_task_result(t, NULL, &msg, &err);
+	if (err) {
+		exc = error_unbox(err);
+	} else {
+		PyObject *text = PyUnicode_FromString(msg ? msg : "error");
+		exc = text ? PyObject_CallOneArg(st->Error, text) : NULL;
+		Py_XDECREF(text);
+	}
+	dobj_id_to_hex(dobj_obj_id(obj), hex);
+	hex[DOBJ_ID_HEX_LEN] = '\0';
+	if (dobj_task_alarm_info(t, NULL, &retry) == DOBJ_OK)
+		what = PyUnicode_FromFormat("alarm() of %s %s (run %d of %d)",
+			dobj_ns_class_name(dobj_obj_ns(obj)), hex, retry + 1, DOBJ_ALARM_MAX_RETRIES + 1);
+	else
+		what = PyUnicode_FromFormat("ctx.wait_until() of %s %s",
+			dobj_ns_class_name(dobj_obj_ns(obj)), hex);
+	if (exc && what && st->report_error) {
+		r = PyObject_CallFunctionObjArgs(st->report_error, what, exc, NULL);
+		if (!r)
+			PyErr_WriteUnraisable(st->report_error);
+		Py_XDECREF(r);
+	} else if (PyErr_Occurred()) {
+		PyErr_WriteUnraisable(NULL);
+	}
+	Py_XDECREF(exc);
+	Py_XDECREF(what);
+	PyErr_Restore(exc_type, exc_value, exc_tb);
 }
 
 static PyObject *Runtime_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 {
 	static char *kwlist[] = { "env", "id_seed", "storage", "durability", "idle_timeout",
 		"virtual_time", NULL };
-	module_state *st = module_state_of_type(type);
+	PyObject *module = module_of_type(type);
+	module_state *st = module ? PyModule_GetState(module) : NULL;
 	PyObject *env = Py_None, *seed = Py_None, *storage = Py_None, *durability = Py_None,
 		*idle = Py_None;
 	int virtual_time = 0;
@@ -142,6 +190,8 @@ static PyObject *Runtime_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 
 	if (!PyArg_ParseTupleAndKeywords(args, kw, "|O$OOOOp:Runtime", kwlist, &env, &seed, &storage,
 		    &durability, &idle, &virtual_time))
+		return NULL;
+	if (!st)
 		return NULL;
 	if (!st->Env) {
 		PyErr_SetString(PyExc_RuntimeError, "dobj is not initialised (import dobj, not dobj._dobj)");
@@ -154,6 +204,7 @@ static PyObject *Runtime_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 	self = (RuntimeObject *)type->tp_alloc(type, 0);
 	if (!self)
 		return NULL;
+	self->module = Py_NewRef(module);
 	self->st = st;
 	self->namespaces = PyDict_New();
 	if (!self->namespaces)
@@ -175,6 +226,7 @@ static PyObject *Runtime_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 		if (!PyUnicode_FSConverter(storage, &storage_bytes))
 			goto fail;
 		opts.storage_dir = PyBytes_AS_STRING(storage_bytes);
+		opts.storage_dir_len = (size_t)PyBytes_GET_SIZE(storage_bytes);
 	}
 	if (durability != Py_None) {
 		if (PyUnicode_Check(durability) && (PyUnicode_CompareWithASCIIString(durability, "power") == 0))
@@ -188,7 +240,11 @@ static PyObject *Runtime_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 		double s = PyFloat_AsDouble(idle);
 		if (PyErr_Occurred())
 			goto fail;
-		opts.idle_timeout_ms = s > 0 ? s * 1000.0 : -1;
+		/* The core's one meaning: seconds > 0, math.inf = never; 0 is refused. */
+		if (dobj_rt_opts_idle_timeout(&opts, s) < 0) {
+			PyErr_SetString(PyExc_ValueError, dobj_error_last());
+			goto fail;
+		}
 	}
 	rc = dobj_rt_new(&self->rt, &opts);
 	Py_XDECREF(storage_bytes);
@@ -197,11 +253,22 @@ static PyObject *Runtime_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 		raise_core_error(st, rc);
 		goto fail;
 	}
+	dobj_rt_set_error_hook(self->rt, report_background_error, self);
 	return (PyObject *)self;
 fail:
 	Py_XDECREF(storage_bytes);
 	Py_DECREF(self);
 	return NULL;
+}
+
+/* Everything is set up by __new__; a subclass's __init__ may still call
+ * super().__init__(*args, **kwargs) with the same arguments. */
+static int Runtime_init(PyObject *self, PyObject *args, PyObject *kw)
+{
+	(void)self;
+	(void)args;
+	(void)kw;
+	return 0;
 }
 
 /*
@@ -214,7 +281,7 @@ static PyObject *runtime_bind_namespace(RuntimeObject *self, PyObject *binding, 
 	module_state *st = self->st;
 	NamespaceObject *ns;
 	const char *key = NULL, *bname;
-	Py_ssize_t keylen = 0;
+	Py_ssize_t keylen = 0, bname_len = 0;
 	int rc;
 
 	if (!self->rt || dobj_rt_closed(self->rt)) {
@@ -230,7 +297,7 @@ static PyObject *runtime_bind_namespace(RuntimeObject *self, PyObject *binding, 
 		if (!key)
 			return NULL;
 	}
-	bname = PyUnicode_AsUTF8(binding);
+	bname = PyUnicode_AsUTF8AndSize(binding, &bname_len);
 	if (!bname)
 		return NULL;
 	if (PyDict_GetItemWithError(self->namespaces, binding)) {
@@ -264,7 +331,7 @@ static PyObject *runtime_bind_namespace(RuntimeObject *self, PyObject *binding, 
 		klass->construct = python_class_construct;
 		klass->step = python_class_step;
 	}
-	rc = dobj_ns_new(&ns->ns, self->rt, bname, key, (size_t)keylen, klass);
+	rc = dobj_ns_new(&ns->ns, self->rt, bname, (size_t)bname_len, key, (size_t)keylen, klass);
 	if (rc < 0) {
 		Py_DECREF(ns);
 		return raise_core_error(st, rc);
@@ -354,7 +421,9 @@ void runtime_cancel_timer(RuntimeObject *self)
 	if (!self->timer)
 		return;
 	PyErr_Fetch(&exc_type, &exc_value, &exc_tb);
-	r = PyObject_CallMethodNoArgs(self->timer, self->st->s_cancel);
+	/* A plain name, not the state's interned one: this also runs while the
+	 * runtime is torn down. */
+	r = PyObject_CallMethod(self->timer, "cancel", NULL);
 	Py_XDECREF(r);
 	PyErr_Clear();
 	Py_CLEAR(self->timer);
@@ -387,12 +456,7 @@ static PyObject *Runtime_close(RuntimeObject *self, PyObject *unused)
 		dobj_rt_clear(self->rt);
 		complete_deferred_futures(self->st);
 	}
-	if (self->timer) {
-		PyObject *r = PyObject_CallMethodNoArgs(self->timer, self->st->s_cancel);
-		Py_XDECREF(r);
-		PyErr_Clear();
-		Py_CLEAR(self->timer);
-	}
+	runtime_cancel_timer(self);
 	Py_RETURN_NONE;
 }
 
@@ -525,6 +589,7 @@ static PyType_Slot Runtime_slots[] = {
 	{ Py_tp_doc, "Runtime(env=None, *, id_seed=None, storage=None, durability=None, "
 		"idle_timeout=None, virtual_time=False): namespaces, objects and their calls." },
 	{ Py_tp_new, Runtime_new },
+	{ Py_tp_init, Runtime_init },
 	{ Py_tp_traverse, Runtime_traverse },
 	{ Py_tp_clear, Runtime_clear },
 	{ Py_tp_dealloc, Runtime_dealloc },

@@ -16,8 +16,6 @@
 #include <structmember.h>
 #include <string.h>
 
-#define MSG_GONE "the object was reset or evicted (this storage belongs to a previous instance)"
-
 typedef struct {
 	PyObject_HEAD
 	dobjpy_storage_state *s;
@@ -31,14 +29,11 @@ typedef struct {
 	PyObject *sql;
 } StorageObject;
 
-enum { TXN_OPEN, TXN_DONE, TXN_ROLLED };
-
 typedef struct {
 	PyObject_HEAD
 	dobjpy_storage_state *s;
 	StorageObject *storage;
-	int depth; /* savepoint depth it opened */
-	int state;
+	dobj_txn txn; /* the core's handle: level and state (rules in dobj/storage.h) */
 } TxnObject;
 
 typedef struct {
@@ -71,11 +66,6 @@ static PyObject *fail(dobjpy_storage_state *s, int code)
 
 /* ---------------------------------------------------------- resolution */
 
-static int storage_alive(StorageObject *S)
-{
-	return S->obj && !dobj_obj_dead(S->obj) && dobj_obj_ctx(S->obj) == (void *)S->ctx;
-}
-
 /* The core storage behind a Storage or a Transaction (and the Storage). */
 static dobj_storage *resolve(PyObject *self, StorageObject **out)
 {
@@ -86,17 +76,15 @@ static dobj_storage *resolve(PyObject *self, StorageObject **out)
 
 	if (Py_TYPE(self) == s->Txn_T) {
 		TxnObject *t = (TxnObject *)self;
-		if (t->state != TXN_OPEN) {
-			PyErr_SetString(s->error, t->state == TXN_ROLLED ? "the transaction was rolled back"
-				: "the transaction has finished");
-			return NULL;
-		}
+		if ((rc = dobj_txn_check(&t->txn)) < 0)
+			return (dobj_storage *)fail(s, rc);
 		S = t->storage;
 	} else {
 		S = (StorageObject *)self;
 	}
-	if (!storage_alive(S)) {
-		PyErr_SetString(s->error, MSG_GONE);
+	/* A previous instance's storage: the core says so (dobj_obj_check). */
+	if (!S->obj) {
+		PyErr_SetString(s->error, DOBJ_MSG_GONE);
 		return NULL;
 	}
 	if ((rc = dobj_obj_storage(S->obj, &st)) < 0)
@@ -505,42 +493,38 @@ static TxnObject *txn_begin(PyObject *self)
 	StorageObject *S = NULL; /* set by resolve(); gcc -O3 cannot see it */
 	dobj_storage *st = resolve(self, &S);
 	TxnObject *t;
+	dobj_txn h;
 	int rc;
 
 	if (!st)
 		return NULL;
-	if ((rc = dobj_txn_begin(st)) < 0)
+	if ((rc = dobj_txn_open(st, &h)) < 0)
 		return (TxnObject *)fail(s, rc);
 	t = PyObject_GC_New(TxnObject, s->Txn_T);
 	if (!t) {
-		dobj_txn_rollback(st);
+		dobj_txn_end(st, &h, 0);
 		return NULL;
 	}
 	t->s = s;
 	t->storage = (StorageObject *)Py_NewRef(S);
-	t->depth = dobj_txn_depth(st);
-	t->state = TXN_OPEN;
+	t->txn = h;
 	PyObject_GC_Track(t);
 	return t;
 }
 
 /*
- * Close a transaction after its function ran: commit (ok) or roll back,
- * unless the function rolled back itself or the object is gone (its
- * storage discarded the writes).  -1 with an exception if that failed.
+ * Close a transaction after its function ran: commit (ok) or roll back, as
+ * dobj_txn_end decides (nothing when it rolled back itself or the object is
+ * gone).  -1 with an exception if that failed.
  */
 static int txn_end(TxnObject *t, int ok)
 {
-	int state = t->state, rc = 0;
-	dobj_storage *st;
+	dobj_storage *st = NULL;
+	int rc;
 
-	t->state = state == TXN_ROLLED ? TXN_ROLLED : TXN_DONE;
-	if (state != TXN_OPEN || !storage_alive(t->storage) ||
-	    dobj_obj_storage(t->storage->obj, &st) < 0)
-		return 0;
-	if (dobj_txn_depth(st) == t->depth)
-		rc = ok ? dobj_txn_commit(st) : dobj_txn_rollback(st);
-	if (rc < 0) {
+	if (!t->storage->obj || dobj_obj_storage(t->storage->obj, &st) < 0)
+		st = NULL;
+	if ((rc = dobj_txn_end(st, &t->txn, ok)) < 0) {
 		fail(t->s, rc);
 		return -1;
 	}
@@ -619,13 +603,9 @@ static PyObject *Txn_rollback(TxnObject *self, PyObject *unused)
 	(void)unused;
 	if (!st)
 		return NULL;
-	if (dobj_txn_depth(st) != self->depth) {
-		PyErr_SetString(self->s->error, "only the innermost open transaction can be rolled back");
-		return NULL;
-	}
-	if ((rc = dobj_txn_rollback(st)) < 0)
+	/* Only the innermost open transaction (dobj_txn_rollback_handle). */
+	if ((rc = dobj_txn_rollback_handle(st, &self->txn)) < 0)
 		return fail(self->s, rc);
-	self->state = TXN_ROLLED;
 	Py_RETURN_NONE;
 }
 

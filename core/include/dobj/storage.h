@@ -95,10 +95,13 @@ DOBJ_API int dobj_txn_depth(const dobj_storage *st);
  *   inner one its function left open; it does nothing for a handle already
  *   ended or rolled back, and for a storage whose object is gone (`st` NULL
  *   or reset: its writes were discarded with it);
+ * - dobj_txn_check, before every use of a handle (txn.get(), ...): DOBJ_OK
+ *   while open, else DOBJ_ESTATE "the transaction was rolled back" or "the
+ *   transaction has finished";
  * - dobj_txn_rollback_handle (txn.rollback()) works on the innermost open
  *   transaction only: DOBJ_ESTATE "only the innermost open transaction can
- *   be rolled back" otherwise, and "this transaction has already ended" for
- *   a handle used after its end.
+ *   be rolled back" otherwise (and dobj_txn_check's error for a handle that
+ *   is no longer open).
  */
 typedef struct dobj_txn {
 	int level; /**< nesting level (1 = outermost) */
@@ -107,6 +110,7 @@ typedef struct dobj_txn {
 enum { DOBJ_TXN_OPEN = 1, DOBJ_TXN_ENDED = 2, DOBJ_TXN_ROLLED_BACK = 3 };
 DOBJ_API int dobj_txn_open(dobj_storage *st, dobj_txn *txn);
 DOBJ_API int dobj_txn_end(dobj_storage *st, dobj_txn *txn, int ok);
+DOBJ_API int dobj_txn_check(const dobj_txn *txn);
 DOBJ_API int dobj_txn_rollback_handle(dobj_storage *st, dobj_txn *txn);
 
 /** Commit what the current step wrote now (sync()).  Outside a transaction. */
