@@ -38,6 +38,7 @@ build = {
             "core/src/error.c",
             "core/src/id.c",
             "core/src/idmap.c",
+            "core/src/loop.c",
             "core/src/msg.c",
             "core/src/native.c",
             "core/src/rt.c",
