@@ -229,13 +229,13 @@ static PyObject *Context_get_storage(ContextObject *self, void *c)
 	return Py_NewRef(self->storage);
 }
 
-/* An alarm was set from outside a pump: re-arm the loop's timer. */
+/* An alarm was set from outside a pump: make sure a loop watches the fd. */
 void context_alarm_changed(PyObject *ctx)
 {
 	ContextObject *c = (ContextObject *)ctx;
 
 	if (c->rt && c->rt->rt && !dobj_rt_closed(c->rt->rt) && !dobj_rt_pumping(c->rt->rt))
-		runtime_arm_timer(c->rt);
+		runtime_watch(c->rt);
 }
 
 static PyGetSetDef Context_getset[] = {
