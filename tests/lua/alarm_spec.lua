@@ -88,8 +88,20 @@ describe("alarms", function()
     end
     local when = rt:now() + 1000
     H.job(a, function(s) s:set_alarm(when) end)
-    rt:run()
+    local reported = {}
+    local previous = dobj.on_error(function(err, info)
+      reported[#reported + 1] = { kind = info.kind, retry = info.retry_count, msg = err.message }
+    end)
+    local ok, err = pcall(rt.run, rt)
+    dobj.on_error(previous)
+    assert(ok, err)
     assert.are.equal(7, #runs)
+    -- Each failed run goes to dobj.on_error, as workerd logs each one.
+    assert.are.equal(7, #reported)
+    for i, r in ipairs(reported) do
+      assert.are.same({ kind = "alarm", retry = i - 1 }, { kind = r.kind, retry = r.retry })
+      assert.matches("alarm failed", r.msg)
+    end
     for i, r in ipairs(runs) do
       assert.are.equal(i - 1, r.retry)
       assert.are.equal(i > 1, r.is_retry)

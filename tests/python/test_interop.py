@@ -38,8 +38,9 @@ def cases():
     nan = float("nan")
     out = [
         ("int", 1), ("neg", -5), ("smi_max", 2**30 - 1), ("smi_min", -(2**30)),
-        ("two30", 2.0**30), ("two31", 2.0**31), ("two40", 2.0**40), ("safe_max", 2.0**53),
-        ("whole_float", 2.0, 2), ("bigint", 2**53 + 1), ("bigint_neg", -(2**63)),
+        ("two30", 2**30), ("two31", 2**31), ("two40", 2**40), ("safe_max", 2**53),
+        ("ms_timestamp", 1700000000123), ("two40_float", 2.0**40, 2**40),
+        ("whole_float", 2.0, 2), ("double_array", [0.5, 1.0]), ("bigint", 2**53 + 1), ("bigint_neg", -(2**63)),
         ("bigint_huge", 2**100), ("float", 1.5), ("nan", nan), ("negzero", -0.0),
         ("inf", float("inf")), ("ninf", float("-inf")), ("true", True), ("false", False),
         ("null", None), ("ascii", "hello"), ("latin1", "héllo ÿ"), ("twobyte", "日本"),

@@ -7,8 +7,11 @@ static ctx_ud *check_ctx(lua_State *L)
 {
 	ctx_ud *x = check_ud(L, 1, MT_CTX);
 
+	/* A previous instance's ctx: the core's rule and message. */
 	if (!x->obj)
-		luaL_error(L, "the object was reset (this ctx belongs to a previous instance)");
+		raise_plain(L, DOBJ_MSG_GONE);
+	if (dobj_obj_check(x->obj) < 0)
+		raise_plain(L, dobj_error_last());
 	return x;
 }
 

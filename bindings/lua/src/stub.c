@@ -31,7 +31,7 @@ static int call_outcome(lua_State *L, runtime_ud *r, dobj_task *t, const dobj_id
 	else if (err)
 		push_slot(r, L, err);
 	else
-		push_core_error(L, msg, id, 1);
+		push_core_error(L, msg, id, dobj_task_remote(t)); /* the core's rule */
 	dobj_task_unref(t);
 	return lua_error(L);
 }

@@ -106,10 +106,13 @@ static int wait_for_yielded(dobj_task *t, RuntimeObject *rt, PyObject *y)
 		if (call_is_done(c)) {
 			dobj_task_wake(t);
 		} else {
-			if (c->waiter)
-				dobj_task_unref(c->waiter);
-			dobj_task_ref(t);
-			c->waiter = t;
+			/* The core wakes t when the call finishes (and knows who waits
+			 * on whom: a block waiting on its own object's call fails). */
+			int rc = dobj_task_wait(t, c->task);
+			if (rc < 0) {
+				raise_core_error(st, rc);
+				return -1;
+			}
 		}
 		return DOBJ_PENDING;
 	}

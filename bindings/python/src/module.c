@@ -124,7 +124,7 @@ static PyObject *mod_val_roundtrip(PyObject *m, PyObject *value)
 
 static PyMethodDef mod_methods[] = {
 	{ "_setup", mod_setup, METH_VARARGS, NULL },
-	{ "_timer_fired", runtime_timer_fired, METH_O, NULL },
+	{ "_fd_readable", runtime_fd_readable, METH_O, NULL },
 	{ "_setup_storage", mod_setup_storage, METH_VARARGS, NULL },
 	{ "_setup_reporting", mod_setup_reporting, METH_O, NULL },
 	{ "serialize", mod_serialize, METH_O,
@@ -153,7 +153,7 @@ static int mod_exec(PyObject *m)
 	st->get_running_loop = PyObject_GetAttrString(asyncio, "get_running_loop");
 	if (!(st->deferred = PyList_New(0)))
 		return -1;
-	if (!(st->timer_fired = PyObject_GetAttrString(m, "_timer_fired")))
+	if (!(st->fd_readable = PyObject_GetAttrString(m, "_fd_readable")))
 		return -1;
 	Py_DECREF(asyncio);
 	if (!st->get_running_loop)
@@ -178,8 +178,6 @@ static int mod_exec(PyObject *m)
 	STR(s_remote, "remote");
 	STR(s_durable_object_id, "durable_object_id");
 	STR(s_url, "url");
-	STR(s_call_later, "call_later");
-	STR(s_cancel, "cancel");
 	STR(s_await, "__await__");
 	STR(s_call_soon, "call_soon");
 #undef STR
@@ -198,13 +196,14 @@ static int mod_traverse(PyObject *m, visitproc visit, void *arg)
 	Py_VISIT(st->Waker_T);
 	Py_VISIT(st->Error);
 	Py_VISIT(st->InvalidIdError);
+	Py_VISIT(st->Aborted);
 	Py_VISIT(st->Request);
 	Py_VISIT(st->Response);
 	Py_VISIT(st->Env);
 	Py_VISIT(st->make_request);
 	Py_VISIT(st->get_running_loop);
 	Py_VISIT(st->deferred);
-	Py_VISIT(st->timer_fired);
+	Py_VISIT(st->fd_readable);
 	Py_VISIT(st->drain);
 	Py_VISIT(st->report_error);
 	Py_VISIT(st->partial);
@@ -225,13 +224,14 @@ static int mod_clear(PyObject *m)
 	Py_CLEAR(st->Waker_T);
 	Py_CLEAR(st->Error);
 	Py_CLEAR(st->InvalidIdError);
+	Py_CLEAR(st->Aborted);
 	Py_CLEAR(st->Request);
 	Py_CLEAR(st->Response);
 	Py_CLEAR(st->Env);
 	Py_CLEAR(st->make_request);
 	Py_CLEAR(st->get_running_loop);
 	Py_CLEAR(st->deferred);
-	Py_CLEAR(st->timer_fired);
+	Py_CLEAR(st->fd_readable);
 	Py_CLEAR(st->s_fetch);
 	Py_CLEAR(st->s_alarm);
 	Py_CLEAR(st->s_blocking);
@@ -242,8 +242,6 @@ static int mod_clear(PyObject *m)
 	Py_CLEAR(st->s_remote);
 	Py_CLEAR(st->s_durable_object_id);
 	Py_CLEAR(st->s_url);
-	Py_CLEAR(st->s_call_later);
-	Py_CLEAR(st->s_cancel);
 	Py_CLEAR(st->s_call_soon);
 	Py_CLEAR(st->s_await);
 	Py_CLEAR(st->drain);

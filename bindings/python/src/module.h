@@ -32,17 +32,18 @@
 
 typedef struct {
 	PyTypeObject *Runtime_T, *Namespace_T, *Id_T, *Stub_T, *Call_T, *Context_T, *Waker_T;
-	PyObject *Error, *InvalidIdError;
+	PyObject *Error, *InvalidIdError, *Aborted;
 	/* Set by dobj/__init__.py through _setup(). */
 	PyObject *Request, *Response, *Env, *make_request;
 	PyObject *get_running_loop;
 	/* Calls whose loop future must be completed once the core returns. */
 	PyObject *deferred;
-	/* _timer_fired(weakref to a Runtime): what asyncio timers call. */
-	PyObject *timer_fired;
+	/* _fd_readable(weakref to a Runtime): what the loop calls when a
+	 * runtime's fd is readable (add_reader). */
+	PyObject *fd_readable;
 	PyObject *s_fetch, *s_alarm, *s_blocking, *s_add_done_callback, *s_create_future,
-		*s_set_result, *s_done, *s_remote, *s_durable_object_id, *s_url, *s_call_later,
-		*s_cancel, *s_await, *s_call_soon;
+		*s_set_result, *s_done, *s_remote, *s_durable_object_id, *s_url, *s_await,
+		*s_call_soon;
 	/* Issue 3: the value mapping and ctx.storage (values.c, storage.c). */
 	dobjpy_values values;
 	dobjpy_storage_state storage;
@@ -78,8 +79,11 @@ struct RuntimeObject {
 	dobj_rt *rt;
 	PyObject *env;
 	PyObject *namespaces; /* dict binding -> Namespace */
-	PyObject *timer;      /* asyncio TimerHandle for the next core timer */
-	double timer_at;
+	/* The loop that watches the core's fd (add_reader): it calls
+	 * dobj_rt_process when work is ready or a timer is due. */
+	PyObject *reader_loop;
+	int reader_fd;
+	PyObject *progress;   /* a loop future drain() waits on; set by each pump */
 	int has_seed;
 	unsigned long long seed;
 	int virtual_time;
@@ -105,7 +109,6 @@ typedef struct {
 	PyObject_HEAD
 	RuntimeObject *rt;
 	dobj_task *task;      /* NULL once settled into value/error */
-	dobj_task *waiter;    /* a handler task waiting for this one */
 	PyObject *future;     /* loop future for awaiting outside handlers */
 	PyObject *value;      /* immediate result */
 	PyObject *error;      /* immediate exception */
@@ -177,9 +180,9 @@ void fail_task_with_exception(dobj_task *t);
 void retain_python_value(void *data, void *v);
 void release_python_value(void *data, void *v);
 void runtime_pump(RuntimeObject *self);
-void runtime_arm_timer(RuntimeObject *self);
-void runtime_cancel_timer(RuntimeObject *self);
-PyObject *runtime_timer_fired(PyObject *module, PyObject *weakref);
+void runtime_watch(RuntimeObject *self);
+void runtime_unwatch(RuntimeObject *self);
+PyObject *runtime_fd_readable(PyObject *module, PyObject *weakref);
 
 /* namespace.c */
 IdObject *id_object_new(module_state *st, NamespaceObject *ns, const dobj_id *id, PyObject *name);
