@@ -78,19 +78,19 @@ dobj_obj *dobj__storage_obj(dobj_storage *st);
 /** Check a unique key can name a directory. */
 int dobj__storage_check_unique_key(const char *key, size_t len);
 
-/* The host contract and timers (loop.c). */
+/* The host contract and timers (loop.c).  The checks that run on every call
+ * are inline here: most of the time there is nothing to tell the host. */
 /** The ready queue became non-empty outside a pump: hooks and fd. */
-void dobj__work_ready(dobj_rt *rt);
+void dobj__work_ready_slow(dobj_rt *rt);
 /** Report the next deadline if it is earlier than what the host knows. */
-void dobj__timer_sync(dobj_rt *rt);
+void dobj__timer_sync_slow(dobj_rt *rt);
 /** Make the fd unreadable and forget what it was armed for. */
 void dobj__fd_clear(dobj_rt *rt);
 /** dobj_rt_run's wait: poll the fd until the next timer is due. */
 int dobj__wait_for_timer(dobj_rt *rt);
 /** Fire every timer that is due; returns how many fired. */
 size_t dobj__fire_timers(dobj_rt *rt);
-/** Is the caller another thread than the runtime's owner? */
-int dobj__wrong_thread(const dobj_rt *rt);
+
 /** Release a value handed over by a call refused on another thread. */
 void dobj__release_now(dobj_rt *rt, void *v, void (*free_fn)(void *));
 #define CHECK_THREAD(rt) \
@@ -243,6 +243,31 @@ struct dobj_rt {
 	double fd_when;            /* deadline the fd is armed for (INFINITY: none) */
 	double hook_when;          /* deadline last reported to host.timer */
 };
+
+
+/* Inline parts of the host contract (see loop.c). */
+static inline void dobj__work_ready(dobj_rt *rt)
+{
+	if (rt->host.notify || rt->fd >= 0)
+		dobj__work_ready_slow(rt);
+}
+
+static inline void dobj__timer_sync(dobj_rt *rt)
+{
+	double when;
+
+	if (rt->pumping || rt->busy || !rt->nheap)
+		return;
+	when = rt->heap[0]->when;
+	if (when < rt->hook_when || (rt->fd >= 0 && when < rt->fd_when))
+		dobj__timer_sync_slow(rt);
+}
+
+/** Is the caller another thread than the runtime's owner? */
+static inline int dobj__wrong_thread(const dobj_rt *rt)
+{
+	return !pthread_equal(rt->owner, pthread_self());
+}
 
 
 #endif

@@ -577,8 +577,8 @@ int dobj_task_wait(dobj_task *waiter, dobj_task *t)
 	dobj_rt *rt = t->rt;
 
 	CHECK_THREAD(rt);
-	if (waiter == t || waiter->rt != rt)
-		return dobj_error_set(DOBJ_EARG, "a task cannot wait for itself or another runtime's task");
+	if (waiter == t)
+		return dobj_error_set(DOBJ_EARG, "a task cannot wait for itself");
 	if (waiter->done)
 		return DOBJ_OK;
 	if (t->done) {
