@@ -52,6 +52,11 @@ int dobj__storage_alarm_write(dobj_storage *st, int64_t when);
 /** The same from the scheduler, with or without a live incarnation: op < 0
  *  reads into *when; op >= 0 clears it if it still holds *when. */
 int dobj__storage_alarm_peek(dobj_ns *ns, const dobj_id *id, int op, int64_t *when);
+/** Claim the namespace's folder for this namespace alone: a registry in
+ *  this process, flock against other processes (folder.c).  Released when
+ *  the namespace's storage closes. */
+int dobj__folder_claim(dobj_ns *ns);
+void dobj__folder_release(dobj_ns *ns);
 /** Make the namespace's storage directory (if the runtime has a root). */
 int dobj__storage_ns_open(dobj_ns *ns);
 /** Abort an object from inside the core (commit failure). */
@@ -178,6 +183,7 @@ struct dobj_ns {
 	void *meta;         /* sqlite3 handle of <dir>/<unique_key>/metadata.sqlite */
 	dobj__idmap alarms; /* pending alarms by ID */
 	char *dir;          /* <dir>/<unique_key>, or NULL for in-memory storage */
+	int folder_fd;      /* dir, open and flock'ed while bound (folder.c); -1 if none */
 };
 
 struct dobj_stub {
