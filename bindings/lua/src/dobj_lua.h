@@ -281,7 +281,6 @@ int core_outcome(lua_State *L, runtime_ud *r, dobj_task *t);
 int l_stub_rpc(lua_State *L);
 
 /* runtime.c */
-double realtime_ms(void);
 int l_on_error(lua_State *L);
 int l_runtime(lua_State *L);
 void raise_task_error(lua_State *L, runtime_ud *r);
