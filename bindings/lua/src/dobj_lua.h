@@ -162,6 +162,7 @@ typedef struct runtime_ud {
 	int seeded;
 	lua_Integer seed;
 	dobj_ser *ser;       /* value writer and reader, reused (storage values) */
+	int codec_users;     /* storage calls using them now (nested: a finalizer's) */
 	dobj_de *de;
 	int virtual_time;
 	double wall_base;    /* virtual time: the wall clock when the runtime started */
