@@ -268,7 +268,7 @@ static int setup(void)
 	k.construct = store_construct;
 	k.step = store_step;
 	k.destroy = store_destroy;
-	if (dobj_ns_new(&ns, rt, "STORE", "bench-store", 11, &k) < 0)
+	if (dobj_ns_new(&ns, rt, "STORE", 5, "bench-store", 11, &k) < 0)
 		return dobj_error_last_code();
 	return DOBJ_OK;
 }
@@ -339,7 +339,7 @@ static int native_add(long n, double *seconds)
 		if (dobj_rt_new(&nrt, &o) < 0)
 			return dobj_error_last_code();
 		dobj_native_class_of(nc, &k);
-		if (dobj_ns_new(&nns, nrt, "NADDER", "bench-nadder", 12, &k) < 0)
+		if (dobj_ns_new(&nns, nrt, "NADDER", 6, "bench-nadder", 12, &k) < 0)
 			return dobj_error_last_code();
 	}
 	dobj_id_from_name(dobj_ns_idkey(nns), "bench", 5, &id);

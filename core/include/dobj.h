@@ -15,9 +15,16 @@
  *   Messages are meant to be shown verbatim as a Python or Lua error.
  * - `**out` parameters belong to the caller and have a matching *_free or
  *   *_unref; those accept NULL.
- * - Single-threaded per runtime: a dobj_rt and everything made from it must be
- *   used from one thread at a time.  ID functions on a namespace are pure and
- *   may be called from any thread once the namespace exists.
+ * - One thread per runtime: a dobj_rt and everything made from it belong to
+ *   the thread that called dobj_rt_new.  The entry points that run or queue
+ *   work (dobj_stub_call, dobj_task_spawn, dobj_task_wait, dobj_rt_pump,
+ *   dobj_rt_process, dobj_rt_run, dobj_rt_advance, dobj_rt_timer,
+ *   dobj_ns_new) fail with DOBJ_ETHREAD on any other thread.  Freeing
+ *   (dobj_rt_free, dobj_rt_clear, *_unref) is allowed from any thread, one
+ *   at a time (a garbage collector may run anywhere).  ID functions on a
+ *   namespace are pure and may be called from any thread once it exists.
+ * - The host contract (how an event loop drives a runtime, and what a host
+ *   callback may call) is described in the "driving a runtime" section.
  */
 #ifndef DOBJ_H
 #define DOBJ_H
@@ -52,7 +59,9 @@ enum {
 	DOBJ_EABORTED = -9,      /**< the object was aborted / reset */
 	DOBJ_ENOHANDLER = -10,   /**< the class has no handler for this event */
 	DOBJ_ECLOSED = -11,      /**< the runtime was closed */
-	DOBJ_ESTATE = -12        /**< call not allowed in this state */
+	DOBJ_ESTATE = -12,       /**< call not allowed in this state */
+	DOBJ_ETHREAD = -13,      /**< runtime used from another thread than its own */
+	DOBJ_EDEADLOCK = -14     /**< the call waits on a gate held by its own waiter */
 };
 
 /** Message of the last failure on this thread ("" if none). */
@@ -73,11 +82,21 @@ DOBJ_API int dobj_error_set(int code, const char *fmt, ...)
 #define DOBJ_MSG_NO_FETCH "Handler does not export a fetch() function."
 #define DOBJ_MSG_DEPTH "Subrequest depth limit exceeded"
 #define DOBJ_MSG_BCW_NESTED "blockConcurrencyWhile() calls are nested too deeply."
+#define DOBJ_MSG_BCW_TIMEOUT "A call to blockConcurrencyWhile() in a Durable Object waited for " \
+	"too long. The call was canceled and the Durable Object was reset."
+/* dobj's own messages for rules workerd has no words for. */
+#define DOBJ_MSG_DEADLOCK "deadlock: this call waits for the object's " \
+	"block_concurrency_while, which waits for this call"
+#define DOBJ_MSG_THREAD "a dobj runtime can only be used from the thread that created it"
+#define DOBJ_MSG_DELAY "a delay must be a finite number"
 
 /** Limits. */
 #define DOBJ_MAX_CALL_DEPTH 16    /**< nested object-to-object calls */
 #define DOBJ_MAX_BLOCK_NESTING 64 /**< nested block_concurrency_while */
 #define DOBJ_MAX_CTX_NAME 1024    /**< longer names are dropped inside the object */
+/** A block_concurrency_while callback still running after this long resets
+ *  its object with DOBJ_MSG_BCW_TIMEOUT (workerd's limit; virtual time counts). */
+#define DOBJ_BLOCK_TIMEOUT_MS 30000.0
 
 /* ------------------------------------------------------------------- IDs */
 
@@ -129,9 +148,17 @@ typedef struct dobj_host {
 	void (*retain)(void *data, void *value);
 	/** Drop one reference the core held. */
 	void (*release)(void *data, void *value);
-	/** Called when the ready queue becomes non-empty outside dobj_rt_run /
-	 *  dobj_rt_pump (e.g. a wake from a host callback).  May be NULL. */
+	/** "Work is ready": the ready queue became non-empty outside a pump
+	 *  (a wake from a host callback, a call made from outside a handler).
+	 *  The host arranges for dobj_rt_process (or dobj_rt_pump) to run soon;
+	 *  it must not call them from inside this hook.  May be NULL. */
 	void (*notify)(void *data);
+	/** "The next timer moved": `deadline_ms` is the earliest timer, on the
+	 *  runtime's clock (dobj_rt_now_ms).  Reported only when it is earlier
+	 *  than the deadline last reported since the last dobj_rt_process: a host
+	 *  timer that fires early just calls dobj_rt_process, which fires nothing
+	 *  and reports the real deadline again.  May be NULL. */
+	void (*timer)(void *data, double deadline_ms);
 } dobj_host;
 
 /* --------------------------------------------------------------- runtime */
@@ -218,9 +245,13 @@ typedef struct dobj_rt_opts {
 	/** Wall clock for alarms (ms since the epoch); NULL = CLOCK_REALTIME.
 	 *  Called with clock_data. */
 	double (*wall_ms)(void *data);
+	/** Length of storage_dir in bytes; 0 = up to its NUL.  A binding passes
+	 *  the length of the string it was given, so that a NUL inside it is
+	 *  refused (DOBJ_EARG) instead of cutting the path short. */
+	size_t storage_dir_len;
 } dobj_rt_opts;
 #define DOBJ_RT_OPTS_VERSION 1
-#define DOBJ_RT_OPTS_INIT { DOBJ_RT_OPTS_VERSION, { 0, 0, 0, 0 }, 0, 0, 0, 0, 0, 0, 0 }
+#define DOBJ_RT_OPTS_INIT { DOBJ_RT_OPTS_VERSION, { 0, 0, 0, 0, 0 }, 0, 0, 0, 0, 0, 0, 0, 0 }
 #define DOBJ_IDLE_TIMEOUT_MS 10000.0
 
 DOBJ_API int dobj_rt_new(dobj_rt **out, const dobj_rt_opts *opts);
@@ -244,24 +275,95 @@ DOBJ_API int dobj_rt_closed(const dobj_rt *rt);
  *  returns the first non-zero result of `visit`. */
 DOBJ_API int dobj_rt_visit(dobj_rt *rt, int (*visit)(void *value, void *arg), void *arg);
 
+/* ------------------------------------------- driving a runtime (the contract) */
+
+/*
+ * How a host drives a runtime (the way hiredis' redisAsyncContext is driven by
+ * any event loop).  The core never blocks and never waits by itself except in
+ * dobj_rt_run; it tells the host when it needs to run, in two ways a host may
+ * use together or apart:
+ *
+ * - Hooks (dobj_host.notify, dobj_host.timer): "work is ready" and "the next
+ *   timer moved, to this deadline".  A host answers both by arranging for
+ *   dobj_rt_process to run (soon / at the deadline), never from inside the hook.
+ * - One pollable file descriptor per runtime, dobj_rt_fd (Linux: a timerfd).
+ *   It becomes readable when work is ready or a timer is due.  Any loop that
+ *   can watch a descriptor (asyncio's add_reader, cqueues, luv, libuv, a plain
+ *   poll) calls dobj_rt_process when it is readable, and nothing else: no
+ *   polling, no sleeping.  A spurious wake-up (the host already pumped the
+ *   work, a timer moved later) costs one dobj_rt_process that does nothing.
+ *
+ * A host may also pump at once after calling into the core (dobj_rt_pump runs
+ * what its own call made ready); the fd and the hooks only cover what happens
+ * outside the host's sight (timers, wakes from callbacks).
+ *
+ * Virtual time (dobj_rt_opts.virtual_time): the clock moves only through
+ * dobj_rt_advance and dobj_rt_run, so the fd never becomes readable for a
+ * timer; it still does for ready work.
+ *
+ * What a host callback may call.  Callbacks are: host.retain/release/notify/
+ * timer, class construct/step/destroy, done callbacks (dobj_done_fn), timer
+ * callbacks (dobj_timer_fn).
+ * - All of them may read (accessors, dobj_task_result, dobj_rt_now_ms, ...)
+ *   and call dobj_task_wake.
+ * - step and construct run inside a pump: they may in addition make calls
+ *   (dobj_stub_call), spawn tasks, wait (dobj_task_wait), finish their task,
+ *   use storage, set timers, abort their object.  A pump from inside a step
+ *   returns 0 at once; dobj_rt_run and dobj_rt_advance fail with DOBJ_ESTATE.
+ * - Done callbacks and timer callbacks may also run where no pump is running
+ *   (inside dobj_obj_abort, dobj_rt_clear, dobj_rt_free): there they may only
+ *   read and wake, never drop a reference (dobj_task_unref, dobj_stub_free,
+ *   dobj_obj_unref) nor run code that may (a finaliser): keep it for later.
+ * - retain, release, notify and timer may not call the core at all, except
+ *   release, which may drop references (the core calls it only where that is
+ *   safe: never in the middle of its own loops).
+ * - Freeing the runtime is never allowed from a callback.
+ */
+
 /**
- * Run ready steps until none is left (never waits for timers).  Re-entrant
- * calls (from inside a step) return at once: the outer pump picks up the work.
- * Returns the number of steps run.
+ * Run ready steps until none is left (fires the timers already due first;
+ * never waits).  Re-entrant calls (from inside a step) return 0 at once: the
+ * outer pump picks up the work.  Returns the number of steps run.
  */
 DOBJ_API size_t dobj_rt_pump(dobj_rt *rt);
 /** Is a pump (or run) in progress? */
 DOBJ_API int dobj_rt_pumping(const dobj_rt *rt);
 
 /**
- * Run ready steps and timers until `until(arg)` is true, or nothing is left to
- * do (no ready step, no timer).  Sleeps until the next timer when idle.
- * `until` may be NULL (run to completion).  Returns DOBJ_OK when `until`
- * became true or everything finished, DOBJ_ESTATE when called from inside a
- * step, DOBJ_PENDING when it stopped with `until` false and nothing to run
- * (a deadlock: work is waiting on something that will never happen).
+ * What a host's loop calls when dobj_rt_fd is readable, or when a hook asked
+ * for it: clears the fd, fires the timers that are due, pumps, then re-arms
+ * the fd and reports the next deadline (host.timer) afresh.  Never waits.
+ * DOBJ_OK, or DOBJ_ESTATE from inside a step, DOBJ_ETHREAD from another
+ * thread, DOBJ_ECLOSED once the runtime is closed.
+ */
+DOBJ_API int dobj_rt_process(dobj_rt *rt);
+
+/**
+ * The runtime's pollable file descriptor: readable when work is ready or a
+ * timer is due (see the contract above).  Made on the first call, owned by
+ * the runtime (closed by dobj_rt_clear; do not close it), the same for the
+ * runtime's life.  A negative code where the system has none (non-Linux).
+ */
+DOBJ_API int dobj_rt_fd(dobj_rt *rt);
+
+/**
+ * A reference driver of the contract for programs without an event loop:
+ * process and wait with poll() on dobj_rt_fd (virtual time: jump the clock to
+ * the next timer instead) until `until(arg)` is true, or nothing is left to
+ * do (no ready step, no timer that keeps it going).  `until` may be NULL (run
+ * to completion).  Returns DOBJ_OK when `until` became true or everything
+ * finished, DOBJ_ESTATE when called from inside a step, DOBJ_PENDING when it
+ * stopped with `until` false and nothing to run (a deadlock: work waits on
+ * something that will never happen; the message says so).
  */
 DOBJ_API int dobj_rt_run(dobj_rt *rt, int (*until)(void *arg), void *arg);
+
+/** Is work ready (a step to run now)? */
+DOBJ_API int dobj_rt_ready(const dobj_rt *rt);
+/** Number of unfinished tasks (calls, blocks, background and free tasks),
+ *  timers not included.  With dobj_rt_pending it tells "only timers are left"
+ *  (tasks == 0) from "tasks wait for the host" (tasks > 0, none ready). */
+DOBJ_API size_t dobj_rt_tasks(const dobj_rt *rt);
 
 /** The task whose step is running (NULL outside steps). */
 DOBJ_API dobj_task *dobj_rt_current(const dobj_rt *rt);
@@ -274,7 +376,9 @@ DOBJ_API double dobj_rt_wall_ms(dobj_rt *rt);
 DOBJ_API double dobj_rt_now_ms(dobj_rt *rt);
 
 /**
- * A one-shot timer.  `fn(data, 1)` runs from dobj_rt_run after `delay_ms`;
+ * A one-shot timer.  `fn(data, 1)` runs when the runtime is processed, pumped
+ * or run after `delay_ms` (negative: 0; not a finite number: DOBJ_EARG with
+ * DOBJ_MSG_DELAY — a sleep "for ever" is a wait on something else);
  * if the timer is cancelled or the runtime closes first, `fn(data, 0)` runs
  * instead: fn is called exactly once, so it can drop what data holds.
  * *out (may be NULL) is valid until fn has been called.
@@ -294,11 +398,14 @@ DOBJ_API double dobj_rt_next_timer_ms(dobj_rt *rt);
 /* ------------------------------------------------------------ namespaces */
 
 /**
- * Bind a namespace: `binding` is its name in env, `unique_key` the ID key
- * (NULL: the binding name).  The namespace is owned by the runtime (freed with
- * it) and retains class->data.
+ * Bind a namespace: `binding` (binding_len bytes) is its name in env,
+ * `unique_key` the ID key (NULL: the binding name).  Neither may contain a
+ * NUL byte (DOBJ_EARG): a binding passes the lengths of the strings it was
+ * given, so "q\0one" and "q\0two" are refused rather than cut to one "q".
+ * The namespace is owned by the runtime (freed with it) and retains
+ * class->data.  On failure nothing stays bound.
  */
-DOBJ_API int dobj_ns_new(dobj_ns **out, dobj_rt *rt, const char *binding,
+DOBJ_API int dobj_ns_new(dobj_ns **out, dobj_rt *rt, const char *binding, size_t binding_len,
 	const char *unique_key, size_t unique_key_len, const dobj_class *klass);
 DOBJ_API dobj_rt *dobj_ns_rt(const dobj_ns *ns);
 DOBJ_API const char *dobj_ns_binding(const dobj_ns *ns);
@@ -388,8 +495,21 @@ DOBJ_API int dobj_task_result_is_core(const dobj_task *t);
  *  (ownership passes).  No-op if the task already finished. */
 DOBJ_API void dobj_task_raise(dobj_task *t, int code, const char *message, void *error);
 
-/** Replace the task's done callback (e.g. when someone starts waiting on it). */
+/** Replace the task's done callback (the one its creator gave; NULL removes it). */
 DOBJ_API void dobj_task_on_done(dobj_task *t, dobj_done_fn done, void *data);
+
+/**
+ * `waiter` suspends until `t` finishes: the core wakes it then (as
+ * dobj_task_wake does), once per wait.  Any number of tasks may wait on one
+ * task; they wake in the order they started waiting, after t's done callback.
+ * If t is already finished, waiter is woken at once.  The core knows who
+ * waits on whom, and refuses a wait that can never end: a call waiting
+ * (directly or through other tasks) to be let through the gate of a
+ * block_concurrency_while that itself waits on the call fails with
+ * DOBJ_EDEADLOCK / DOBJ_MSG_DEADLOCK (the call fails, the wait is accepted:
+ * the waiter wakes and sees that error).  DOBJ_EARG if waiter == t.
+ */
+DOBJ_API int dobj_task_wait(dobj_task *waiter, dobj_task *t);
 
 DOBJ_API dobj_task_kind dobj_task_kind_of(const dobj_task *t);
 DOBJ_API dobj_call_kind dobj_task_call_kind(const dobj_task *t);

@@ -2,6 +2,8 @@
 #ifndef DOBJ_INTERNAL_H
 #define DOBJ_INTERNAL_H
 
+#include <pthread.h>
+
 #include "dobj.h"
 
 #define DOBJ__UNUSED(x) ((void)(x))
@@ -42,6 +44,14 @@ void dobj__storage_detach(dobj_obj *obj);
 void dobj__storage_ns_close(dobj_ns *ns);
 /** Schedule the alarms already stored for a namespace (bind time). */
 int dobj__alarms_load(dobj_ns *ns);
+/** The alarm in the object's own database (workerd's _cf_METADATA, key 1,
+ *  ns since the epoch): read (1 and *when, 0 if none) and write (0 = none)
+ *  inside the step's transaction. */
+int dobj__storage_alarm_read(dobj_storage *st, int64_t *when);
+int dobj__storage_alarm_write(dobj_storage *st, int64_t when);
+/** The same from the scheduler, with or without a live incarnation: op < 0
+ *  reads into *when; op >= 0 clears it if it still holds *when. */
+int dobj__storage_alarm_peek(dobj_ns *ns, const dobj_id *id, int op, int64_t *when);
 /** Make the namespace's storage directory (if the runtime has a root). */
 int dobj__storage_ns_open(dobj_ns *ns);
 /** Abort an object from inside the core (commit failure). */
@@ -63,6 +73,37 @@ dobj_obj *dobj__storage_obj(dobj_storage *st);
 /** Check a unique key can name a directory. */
 int dobj__storage_check_unique_key(const char *key, size_t len);
 
+/* The host contract and timers (loop.c). */
+/** The ready queue became non-empty outside a pump: hooks and fd. */
+void dobj__work_ready(dobj_rt *rt);
+/** Report the next deadline if it is earlier than what the host knows. */
+void dobj__timer_sync(dobj_rt *rt);
+/** Make the fd unreadable and forget what it was armed for. */
+void dobj__fd_clear(dobj_rt *rt);
+/** dobj_rt_run's wait: poll the fd until the next timer is due. */
+int dobj__wait_for_timer(dobj_rt *rt);
+/** Fire every timer that is due; returns how many fired. */
+size_t dobj__fire_timers(dobj_rt *rt);
+/** Is the caller another thread than the runtime's owner? */
+int dobj__wrong_thread(const dobj_rt *rt);
+/** Release a value handed over by a call refused on another thread. */
+void dobj__release_now(dobj_rt *rt, void *v, void (*free_fn)(void *));
+#define CHECK_THREAD(rt) \
+	do { if (dobj__wrong_thread(rt)) return dobj_error_set(DOBJ_ETHREAD, DOBJ_MSG_THREAD); } while (0)
+
+/* The SQL API's rules (sql_guard.c): an authorizer state per database. */
+typedef struct dobj__sql_guard {
+	int active;    /* a user query is being compiled or run */
+	int denied;    /* the authorizer refused; why says why */
+	int altered;   /* an ALTER TABLE was compiled (check its new name) */
+	char why[300];
+} dobj__sql_guard;
+/** sqlite3_set_authorizer callback; arg is a dobj__sql_guard. */
+int dobj__sql_authorize(void *arg, int action, const char *a, const char *b, const char *db,
+	const char *trigger);
+/** After preparing a user statement: refuse ALTER TABLE ... RENAME TO _cf_... */
+int dobj__sql_guard_check_rename(dobj__sql_guard *g, const char *sql);
+
 /** Replace item i of an array (takes item). */
 int dobj__val_set_at(dobj_val *array, size_t i, dobj_val *item);
 /** A number to write as `I` (dobj_val_number of a Smi, or read from `I`). */
@@ -79,7 +120,7 @@ struct dobj_task {
 	dobj_obj *obj;
 	int depth;
 	int block_level;
-	unsigned queued : 1, done : 1, started : 1, running : 1, listed : 1, held : 1;
+	unsigned queued : 1, done : 1, started : 1, running : 1, listed : 1, held : 1, parked : 1;
 	unsigned report : 1;           /* failed on its own with nobody awaiting: error hook */
 	void *request;
 	void (*request_free)(void *); /* core value (dobj_msg, dobj_val); NULL: host value */
@@ -97,6 +138,9 @@ struct dobj_task {
 	dobj_task *lprev, *lnext;      /* runtime's unfinished list */
 	dobj_task *dnext;              /* held deliveries (output gate) */
 	void *alarm_info;              /* ALARM calls: scheduled time, retry */
+	dobj_task **waiters;           /* tasks suspended until this one finishes (held) */
+	size_t nwaiters, capwaiters;
+	dobj_timer *limit;             /* BLOCK: the 30 s limit */
 };
 
 struct dobj_obj {
@@ -184,6 +228,12 @@ struct dobj_rt {
 	double wall_base;          /* virtual time: wall clock at start */
 	dobj_error_hook error_hook; /* background errors (dobj_rt_set_error_hook) */
 	void *error_hook_data;
+	/* host contract (see dobj.h, "driving a runtime") */
+	pthread_t owner;           /* the thread that made the runtime */
+	int fd;                    /* dobj_rt_fd (-1 until asked for) */
+	int fd_now;                /* the fd is armed to be readable at once (work) */
+	double fd_when;            /* deadline the fd is armed for (INFINITY: none) */
+	double hook_when;          /* deadline last reported to host.timer */
 };
 
 

@@ -130,6 +130,6 @@ static void msg_release(void *data, void *value)
 
 dobj_host dobj_host_msg(void)
 {
-	dobj_host h = { NULL, NULL, msg_release, NULL };
+	dobj_host h = { NULL, NULL, msg_release, NULL, NULL };
 	return h;
 }

@@ -13,11 +13,12 @@
  * releasing a host value can run host code (a Python finaliser) that calls
  * back into the core.
  */
-#include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "internal.h"
 
@@ -134,8 +135,8 @@ static void enqueue(dobj_task *t)
 	t->queued = 1;
 	t->refs++; /* the queue's reference */
 	ready_push(rt, t);
-	if (was_empty && !rt->pumping && rt->host.notify)
-		rt->host.notify(rt->host.data);
+	if (was_empty && !rt->pumping)
+		dobj__work_ready(rt);
 }
 
 /* ----------------------------------------------------------------- objects */
@@ -326,6 +327,9 @@ static void task_unref(dobj_task *t)
 	trash(rt, t->error);
 	free(t->method);
 	free(t->message);
+	while (t->nwaiters) /* only if never finished (cannot happen: defensive) */
+		task_unref(t->waiters[--t->nwaiters]);
+	free(t->waiters);
 	if (t->obj)
 		obj_unref(t->obj);
 	free(t);
@@ -353,6 +357,8 @@ static void unpark(dobj_obj *obj)
 	/* Parked tasks were ready before anything now queued: they go first. */
 	if (!obj->parked_head)
 		return;
+	if (!rt->ready_head && !rt->pumping)
+		dobj__work_ready(rt);
 	obj->parked_tail->qnext = rt->ready_head;
 	if (!rt->ready_head)
 		rt->ready_tail = obj->parked_tail;
@@ -383,6 +389,11 @@ static void finish_ex(dobj_task *t, int code, const char *message, void *result,
 		return;
 	}
 	t->done = 1;
+	if (t->limit) {
+		dobj_timer *tm = t->limit;
+		t->limit = NULL;
+		dobj_timer_cancel(rt, tm);
+	}
 	t->code = code;
 	t->result = result;
 	t->result_free = result_free;
@@ -444,11 +455,25 @@ static void deliver(dobj_task *t)
 		t->rt->error_hook(t, t->rt->error_hook_data);
 	if (t->done_fn)
 		t->done_fn(t, t->done_data);
+	if (t->nwaiters) {
+		/* Whoever waits wakes now, in the order they began waiting. */
+		dobj_task **w = t->waiters;
+		size_t i, n = t->nwaiters;
+		t->waiters = NULL;
+		t->nwaiters = t->capwaiters = 0;
+		for (i = 0; i < n; i++) {
+			enqueue(w[i]);
+			task_unref(w[i]);
+		}
+		free(w);
+	}
 	/* The gate of a finished block opens only now, and the events it held
 	 * queue up behind whoever the done callback woke (the handler awaiting
 	 * block_concurrency_while continues first, as in workerd). */
 	if (t->kind == DOBJ_TASK_BLOCK && t->code == DOBJ_OK && obj && !obj->dead &&
 	    obj->nblock > 0 && --obj->nblock == 0 && obj->parked_head) {
+		if (!t->rt->ready_head && !t->rt->pumping)
+			dobj__work_ready(t->rt);
 		if (t->rt->ready_tail)
 			t->rt->ready_tail->qnext = obj->parked_head;
 		else
@@ -517,6 +542,58 @@ void dobj_task_on_done(dobj_task *t, dobj_done_fn done, void *data)
 	t->done_data = data;
 }
 
+/* Does a block of `obj` wait, directly or through other tasks, for t?  Then
+ * t can never pass obj's gate, which that block holds.  The walk is bounded:
+ * waits between tasks are as deep as calls are (and user code can make a
+ * cycle of waits, which is a deadlock of its own). */
+static int waited_by_block_of(const dobj_task *t, const dobj_obj *obj, int depth)
+{
+	size_t i;
+
+	if (depth > 4 * DOBJ_MAX_CALL_DEPTH)
+		return 0;
+	for (i = 0; i < t->nwaiters; i++) {
+		const dobj_task *w = t->waiters[i];
+		if (w->done)
+			continue;
+		if (w->kind == DOBJ_TASK_BLOCK && w->obj == obj)
+			return 1;
+		if (waited_by_block_of(w, obj, depth + 1))
+			return 1;
+	}
+	return 0;
+}
+
+int dobj_task_wait(dobj_task *waiter, dobj_task *t)
+{
+	dobj_rt *rt = t->rt;
+
+	CHECK_THREAD(rt);
+	if (waiter == t || waiter->rt != rt)
+		return dobj_error_set(DOBJ_EARG, "a task cannot wait for itself or another runtime's task");
+	if (waiter->done)
+		return DOBJ_OK;
+	if (t->done) {
+		enqueue(waiter);
+		return DOBJ_OK;
+	}
+	if (t->nwaiters == t->capwaiters) {
+		size_t cap = t->capwaiters ? 2 * t->capwaiters : 2;
+		dobj_task **w = realloc(t->waiters, cap * sizeof(*w));
+		if (!w)
+			return dobj_error_set(DOBJ_ENOMEM, "out of memory");
+		t->waiters = w;
+		t->capwaiters = cap;
+	}
+	waiter->refs++;
+	t->waiters[t->nwaiters++] = waiter;
+	/* A call already held at a gate that its (new) waiter holds: it stays in
+	 * the parked list, finished, and is dropped when the gate opens. */
+	if (t->parked && waited_by_block_of(t, t->obj, 0))
+		finish(t, DOBJ_EDEADLOCK, DOBJ_MSG_DEADLOCK, NULL, NULL);
+	return DOBJ_OK;
+}
+
 dobj_task_kind dobj_task_kind_of(const dobj_task *t) { return t->kind; }
 dobj_call_kind dobj_task_call_kind(const dobj_task *t) { return t->call_kind; }
 const char *dobj_task_method(const dobj_task *t) { return t->method; }
@@ -574,6 +651,21 @@ int dobj_task_result_is_core(const dobj_task *t)
 	return t->result_free != NULL;
 }
 
+/* workerd's limit: a block still running after 30 s resets its object. */
+static void block_limit_fired(void *data, int fired)
+{
+	dobj_task *t = data;
+	dobj_rt *rt = t->rt;
+
+	t->limit = NULL;
+	if (fired && !t->done && t->obj && !t->obj->dead) {
+		rt->busy++; /* done callbacks run here, outside any step */
+		abort_obj(t->obj, DOBJ_EABORTED, DOBJ_MSG_BCW_TIMEOUT, NULL);
+		rt->busy--;
+	}
+	task_unref(t);
+}
+
 int dobj_task_spawn(dobj_task **out, dobj_rt *rt, dobj_obj *obj, dobj_task_kind kind,
 	dobj_step_fn step, void *step_data, void *host, dobj_done_fn done, void *done_data)
 {
@@ -582,6 +674,10 @@ int dobj_task_spawn(dobj_task **out, dobj_rt *rt, dobj_obj *obj, dobj_task_kind 
 
 	if (out)
 		*out = NULL;
+	if (dobj__wrong_thread(rt)) {
+		dobj__release_now(rt, host, NULL);
+		return dobj_error_set(DOBJ_ETHREAD, DOBJ_MSG_THREAD);
+	}
 	if (rt->closing) {
 		trash(rt, host);
 		flush_trash(rt);
@@ -619,8 +715,13 @@ int dobj_task_spawn(dobj_task **out, dobj_rt *rt, dobj_obj *obj, dobj_task_kind 
 	t->host = host;
 	t->done_fn = done;
 	t->done_data = done_data;
-	if (kind == DOBJ_TASK_BLOCK)
+	if (kind == DOBJ_TASK_BLOCK) {
 		obj->nblock++; /* the gate closes now, not when the task first runs */
+		/* A weak timer: it does not keep dobj_rt_run going by itself. */
+		t->refs++;
+		if (dobj__timer(rt, DOBJ_BLOCK_TIMEOUT_MS, block_limit_fired, t, 1, &t->limit) < 0)
+			t->refs--;
+	}
 	enqueue(t);
 	if (out)
 		*out = t;
@@ -753,6 +854,7 @@ static void run_task(dobj_rt *rt, dobj_task *t)
 	int rc;
 
 	t->queued = 0;
+	t->parked = 0;
 	if (t->done)
 		goto done;
 	if (obj) {
@@ -767,7 +869,14 @@ static void run_task(dobj_rt *rt, dobj_task *t)
 				goto done;
 		}
 		if (obj->nblock > 0 && t->kind != DOBJ_TASK_BLOCK) {
-			/* Input gate closed by block_concurrency_while: wait, in order. */
+			/* Input gate closed by block_concurrency_while: wait, in order;
+			 * unless the block waits for this very task (an object calling
+			 * itself from inside the block): that wait would never end. */
+			if (waited_by_block_of(t, obj, 0)) {
+				finish(t, DOBJ_EDEADLOCK, DOBJ_MSG_DEADLOCK, NULL, NULL);
+				goto done;
+			}
+			t->parked = 1;
 			t->qnext = NULL;
 			if (obj->parked_tail)
 				obj->parked_tail->qnext = t;
@@ -824,7 +933,6 @@ done:
 	task_unref(t); /* the queue's reference */
 }
 
-static size_t fire_timers(dobj_rt *rt);
 
 size_t dobj_rt_pump(dobj_rt *rt)
 {
@@ -833,9 +941,13 @@ size_t dobj_rt_pump(dobj_rt *rt)
 
 	if (rt->pumping || rt->busy)
 		return 0;
+	if (dobj__wrong_thread(rt)) {
+		dobj_error_set(DOBJ_ETHREAD, DOBJ_MSG_THREAD);
+		return 0;
+	}
 	rt->refs++;
 	if (rt->nheap)
-		fire_timers(rt);
+		dobj__fire_timers(rt);
 	rt->pumping = 1;
 	while ((t = ready_pop(rt))) {
 		run_task(rt, t);
@@ -843,12 +955,41 @@ size_t dobj_rt_pump(dobj_rt *rt)
 	}
 	rt->pumping = 0;
 	flush_trash(rt);
+	dobj__timer_sync(rt);
 	rt_unref(rt);
 	return n;
 }
 
+int dobj_rt_process(dobj_rt *rt)
+{
+	CHECK_THREAD(rt);
+	if (rt->pumping || rt->busy)
+		return dobj_error_set(DOBJ_ESTATE, "the runtime cannot be processed from inside a handler");
+	if (rt->closing)
+		return dobj_error_set(DOBJ_ECLOSED, "the runtime is closed");
+	/* The host's timer and the fd are spent: report the next deadline anew. */
+	dobj__fd_clear(rt);
+	rt->hook_when = INFINITY;
+	dobj_rt_pump(rt);
+	if (rt->ready_head) /* woken by a finaliser after the pump */
+		dobj__work_ready(rt);
+	dobj__timer_sync(rt);
+	return DOBJ_OK;
+}
+
+int dobj_rt_ready(const dobj_rt *rt)
+{
+	return rt->ready_head != NULL;
+}
+
+size_t dobj_rt_tasks(const dobj_rt *rt)
+{
+	return rt->ntasks;
+}
+
 int dobj_rt_advance(dobj_rt *rt, double ms)
 {
+	CHECK_THREAD(rt);
 	if (!rt->virtual_time)
 		return dobj_error_set(DOBJ_ESTATE, "advance() needs a runtime with virtual time");
 	if (rt->pumping)
@@ -857,23 +998,6 @@ int dobj_rt_advance(dobj_rt *rt, double ms)
 		rt->virtual_now += ms;
 	dobj_rt_pump(rt);
 	return DOBJ_OK;
-}
-
-double dobj_rt_wall_ms(dobj_rt *rt)
-{
-	return dobj__wall_ms(rt);
-}
-
-double dobj__wall_ms(dobj_rt *rt)
-{
-	struct timespec ts;
-
-	if (rt->wall_ms)
-		return rt->wall_ms(rt->clock_data);
-	if (rt->virtual_time && rt->wall_base > 0)
-		return rt->wall_base + rt->virtual_now;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
 int dobj_rt_pumping(const dobj_rt *rt)
@@ -891,166 +1015,11 @@ size_t dobj_rt_pending(const dobj_rt *rt)
 	return rt->ntasks + rt->nstrong;
 }
 
-/* ------------------------------------------------------------------ timers */
-
-static double monotonic_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
-double dobj_rt_now_ms(dobj_rt *rt)
-{
-	if (rt->virtual_time)
-		return rt->virtual_now;
-	return rt->now_ms ? rt->now_ms(rt->clock_data) : monotonic_ms();
-}
-
-static int timer_less(const dobj_timer *a, const dobj_timer *b)
-{
-	return a->when < b->when || (a->when == b->when && a->seq < b->seq);
-}
-
-static void heap_swap(dobj_rt *rt, size_t i, size_t j)
-{
-	dobj_timer *x = rt->heap[i];
-
-	rt->heap[i] = rt->heap[j];
-	rt->heap[j] = x;
-	rt->heap[i]->index = i;
-	rt->heap[j]->index = j;
-}
-
-static void heap_up(dobj_rt *rt, size_t i)
-{
-	while (i > 0 && timer_less(rt->heap[i], rt->heap[(i - 1) / 2])) {
-		heap_swap(rt, i, (i - 1) / 2);
-		i = (i - 1) / 2;
-	}
-}
-
-static void heap_down(dobj_rt *rt, size_t i)
-{
-	for (;;) {
-		size_t l = 2 * i + 1, r = l + 1, m = i;
-		if (l < rt->nheap && timer_less(rt->heap[l], rt->heap[m]))
-			m = l;
-		if (r < rt->nheap && timer_less(rt->heap[r], rt->heap[m]))
-			m = r;
-		if (m == i)
-			return;
-		heap_swap(rt, i, m);
-		i = m;
-	}
-}
-
-static void heap_remove(dobj_rt *rt, dobj_timer *tm)
-{
-	size_t i = tm->index;
-
-	rt->nstrong -= !tm->weak;
-	rt->nheap--;
-	if (i != rt->nheap) {
-		heap_swap(rt, i, rt->nheap);
-		heap_down(rt, i);
-		heap_up(rt, i);
-	}
-}
-
-int dobj_rt_timer(dobj_rt *rt, double delay_ms, dobj_timer_fn fn, void *data, dobj_timer **out)
-{
-	return dobj__timer(rt, delay_ms, fn, data, 0, out);
-}
-
-int dobj__timer(dobj_rt *rt, double delay_ms, dobj_timer_fn fn, void *data, int weak,
-	dobj_timer **out)
-{
-	dobj_timer *tm;
-
-	if (out)
-		*out = NULL;
-	if (rt->closing)
-		return dobj_error_set(DOBJ_ECLOSED, "the runtime is closed");
-	if (!fn || !(delay_ms == delay_ms))
-		return dobj_error_set(DOBJ_EARG, "bad timer");
-	if (rt->nheap == rt->capheap) {
-		size_t cap = rt->capheap ? 2 * rt->capheap : 16;
-		dobj_timer **h = realloc(rt->heap, cap * sizeof(*h));
-		if (!h)
-			return dobj_error_set(DOBJ_ENOMEM, "out of memory");
-		rt->heap = h;
-		rt->capheap = cap;
-	}
-	tm = calloc(1, sizeof(*tm));
-	if (!tm)
-		return dobj_error_set(DOBJ_ENOMEM, "out of memory");
-	tm->when = dobj_rt_now_ms(rt) + (delay_ms > 0 ? delay_ms : 0);
-	tm->seq = rt->timer_seq++;
-	tm->fn = fn;
-	tm->data = data;
-	tm->weak = weak;
-	rt->nstrong += !weak;
-	tm->index = rt->nheap;
-	rt->heap[rt->nheap++] = tm;
-	heap_up(rt, tm->index);
-	if (out)
-		*out = tm;
-	return DOBJ_OK;
-}
-
-void dobj_timer_cancel(dobj_rt *rt, dobj_timer *tm)
-{
-	if (!tm)
-		return;
-	heap_remove(rt, tm);
-	tm->fn(tm->data, 0);
-	free(tm);
-}
-
-double dobj_rt_next_timer_ms(dobj_rt *rt)
-{
-	double d;
-
-	if (!rt->nheap)
-		return -1;
-	d = rt->heap[0]->when - dobj_rt_now_ms(rt);
-	return d > 0 ? d : 0;
-}
-
-/* Fire every timer that is due; returns how many fired. */
-static size_t fire_timers(dobj_rt *rt)
-{
-	double now = dobj_rt_now_ms(rt);
-	size_t n = 0;
-
-	while (rt->nheap && rt->heap[0]->when <= now) {
-		dobj_timer *tm = rt->heap[0];
-		heap_remove(rt, tm);
-		tm->fn(tm->data, 1);
-		free(tm);
-		n++;
-	}
-	return n;
-}
-
-static void sleep_ms(double ms)
-{
-	struct timespec ts;
-
-	if (ms <= 0)
-		return;
-	ts.tv_sec = (time_t)(ms / 1e3);
-	ts.tv_nsec = (long)((ms - (double)ts.tv_sec * 1e3) * 1e6);
-	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-		;
-}
-
 int dobj_rt_run(dobj_rt *rt, int (*until)(void *arg), void *arg)
 {
 	int rc = DOBJ_OK;
 
+	CHECK_THREAD(rt);
 	if (rt->pumping)
 		return dobj_error_set(DOBJ_ESTATE, "the runtime cannot be run from inside a handler");
 	rt->refs++;
@@ -1068,7 +1037,7 @@ int dobj_rt_run(dobj_rt *rt, int (*until)(void *arg), void *arg)
 				run_task(rt, t);
 			rt->pumping = 0;
 			flush_trash(rt);
-			fire_timers(rt);
+			dobj__fire_timers(rt);
 			continue;
 		}
 		if (!rt->nstrong) {
@@ -1077,16 +1046,16 @@ int dobj_rt_run(dobj_rt *rt, int (*until)(void *arg), void *arg)
 					"deadlock: waiting for work that nothing will ever finish");
 			break;
 		}
-		if (!fire_timers(rt)) {
-			double wait = rt->heap[0]->when - dobj_rt_now_ms(rt);
+		if (!dobj__fire_timers(rt)) {
 			if (rt->virtual_time)
 				rt->virtual_now = rt->heap[0]->when;
-			else
-				sleep_ms(wait);
+			else if ((rc = dobj__wait_for_timer(rt)) < 0)
+				break;
 		}
 		flush_trash(rt);
 	}
 	flush_trash(rt);
+	dobj__timer_sync(rt);
 	rt_unref(rt);
 	return rc;
 }
@@ -1106,6 +1075,10 @@ int dobj_rt_new(dobj_rt **out, const dobj_rt_opts *opts)
 		return dobj_error_set(DOBJ_ENOMEM, "out of memory");
 	rt->refs = 1;
 	rt->idle_ms = DOBJ_IDLE_TIMEOUT_MS;
+	rt->owner = pthread_self();
+	rt->fd = -1;
+	rt->fd_when = INFINITY;
+	rt->hook_when = INFINITY;
 	if (opts) {
 		rt->host = opts->host;
 		rt->now_ms = opts->now_ms;
@@ -1117,7 +1090,13 @@ int dobj_rt_new(dobj_rt **out, const dobj_rt_opts *opts)
 		if (opts->idle_timeout_ms != 0)
 			rt->idle_ms = opts->idle_timeout_ms;
 		if (opts->storage_dir) {
-			rt->storage_dir = strdup(opts->storage_dir);
+			size_t n = opts->storage_dir_len ? opts->storage_dir_len : strlen(opts->storage_dir);
+			if (memchr(opts->storage_dir, '\0', n)) {
+				free(rt);
+				return dobj_error_set(DOBJ_EARG,
+					"the storage directory must not contain a NUL byte");
+			}
+			rt->storage_dir = dobj__strndup(opts->storage_dir, n);
 			if (!rt->storage_dir) {
 				free(rt);
 				return dobj_error_set(DOBJ_ENOMEM, "out of memory");
@@ -1158,6 +1137,8 @@ static void rt_unref(dobj_rt *rt)
 	free(rt->storage_dir);
 	free(rt->heap);
 	free(rt->trash);
+	if (rt->fd >= 0)
+		close(rt->fd);
 	free(rt);
 }
 
@@ -1200,6 +1181,7 @@ void dobj_rt_clear(dobj_rt *rt)
 	}
 	rt->closed = 1;
 	rt->busy--;
+	dobj__fd_clear(rt); /* a closed runtime never becomes readable again */
 	flush_trash(rt);
 	rt_unref(rt);
 }
@@ -1250,17 +1232,23 @@ int dobj_rt_visit(dobj_rt *rt, int (*visit)(void *value, void *arg), void *arg)
 
 /* -------------------------------------------------------------- namespaces */
 
-int dobj_ns_new(dobj_ns **out, dobj_rt *rt, const char *binding, const char *unique_key,
-	size_t unique_key_len, const dobj_class *klass)
+int dobj_ns_new(dobj_ns **out, dobj_rt *rt, const char *binding, size_t binding_len,
+	const char *unique_key, size_t unique_key_len, const dobj_class *klass)
 {
 	dobj_ns *ns;
 	int rc;
 
 	*out = NULL;
+	CHECK_THREAD(rt);
 	if (rt->closing)
 		return dobj_error_set(DOBJ_ECLOSED, "the runtime is closed");
 	if (!binding || !klass)
 		return dobj_error_set(DOBJ_EARG, "a namespace needs a binding name and a class");
+	/* Names are C strings everywhere after this (env, messages, folders). */
+	if (memchr(binding, '\0', binding_len))
+		return dobj_error_set(DOBJ_EARG, "the binding name must not contain a NUL byte");
+	if (unique_key && memchr(unique_key, '\0', unique_key_len))
+		return dobj_error_set(DOBJ_EARG, "the unique key must not contain a NUL byte");
 	if (klass->flags & ~(unsigned)(DOBJ_CLASS_FETCH | DOBJ_CLASS_ALARM | DOBJ_CLASS_NATIVE))
 		return dobj_error_set(DOBJ_EARG, "unknown class flags 0x%x", klass->flags);
 	if (!klass->step)
@@ -1278,7 +1266,7 @@ int dobj_ns_new(dobj_ns **out, dobj_rt *rt, const char *binding, const char *uni
 		return dobj_error_set(DOBJ_ENOMEM, "out of memory");
 	ns->rt = rt;
 	ns->klass = *klass;
-	ns->binding = strdup(binding);
+	ns->binding = dobj__strndup(binding, binding_len);
 	ns->class_name = strdup(klass->name ? klass->name : "DurableObject");
 	ns->klass.name = ns->class_name;
 	if (!ns->binding || !ns->class_name) {
@@ -1287,7 +1275,7 @@ int dobj_ns_new(dobj_ns **out, dobj_rt *rt, const char *binding, const char *uni
 	}
 	if (!unique_key) {
 		unique_key = binding;
-		unique_key_len = strlen(binding);
+		unique_key_len = binding_len;
 	}
 	ns->unique_key = dobj__strndup(unique_key, unique_key_len);
 	ns->unique_key_len = unique_key_len;
@@ -1443,6 +1431,10 @@ int dobj_stub_call_ex(dobj_task **out, dobj_stub *stub, dobj_call_kind kind, con
 	int rc, depth;
 
 	*out = NULL;
+	if (dobj__wrong_thread(rt)) {
+		dobj__release_now(rt, request, request_free);
+		return dobj_error_set(DOBJ_ETHREAD, DOBJ_MSG_THREAD);
+	}
 	if (rt->closing) {
 		rc = dobj_error_set(DOBJ_ECLOSED, "the runtime is closed");
 		goto fail;

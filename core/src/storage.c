@@ -42,9 +42,7 @@ struct dobj_storage {
 	sqlite3_stmt *list[L_COUNT];
 	int in_txn;     /* the step's implicit transaction is open */
 	int savepoints; /* explicit transactions open */
-	int user_sql;   /* the authorizer applies the SQL API's rules */
-	const char *denied; /* why the authorizer refused */
-	char denied_buf[160];
+	dobj__sql_guard guard; /* the SQL API's rules (sql_guard.c) */
 	dobj_storage *dirty_next;
 	int dirty;
 	unsigned char *buf; /* get()'s copy of a value */
@@ -105,73 +103,6 @@ static int exec_simple(sqlite3 *db, const char *sql)
 		return rc;
 	}
 	return DOBJ_OK;
-}
-
-/*
- * The SQL API may not touch the reserved _cf_ tables, run transaction
- * statements, attach databases or change how the database is stored.
- */
-static int authorize(void *arg, int action, const char *a, const char *b, const char *db,
-	const char *trigger)
-{
-	dobj_storage *st = arg;
-	const char *table = NULL;
-
-	(void)db;
-	(void)trigger;
-	if (!st->user_sql)
-		return SQLITE_OK;
-	switch (action) {
-	case SQLITE_TRANSACTION:
-	case SQLITE_SAVEPOINT:
-		st->denied = "SQL transaction statements (BEGIN, COMMIT, ROLLBACK, SAVEPOINT) are not "
-			"allowed: use the storage transaction API (transaction() / transaction_sync()), "
-			"which rolls back on errors and works with automatic write coalescing";
-		return SQLITE_DENY;
-	case SQLITE_ATTACH:
-	case SQLITE_DETACH:
-		st->denied = "ATTACH and DETACH are not allowed";
-		return SQLITE_DENY;
-	case SQLITE_PRAGMA:
-		if (a && (!strcmp(a, "table_info") || !strcmp(a, "table_xinfo") ||
-			  !strcmp(a, "index_list") || !strcmp(a, "index_info") ||
-			  !strcmp(a, "foreign_key_list") || !strcmp(a, "table_list") ||
-			  !strcmp(a, "data_version")))
-			return SQLITE_OK;
-		snprintf(st->denied_buf, sizeof(st->denied_buf), "PRAGMA %s is not allowed", a ? a : "");
-		st->denied = st->denied_buf;
-		return SQLITE_DENY;
-	case SQLITE_READ:
-	case SQLITE_UPDATE:
-	case SQLITE_INSERT:
-	case SQLITE_DELETE:
-	case SQLITE_CREATE_TABLE:
-	case SQLITE_DROP_TABLE:
-	case SQLITE_CREATE_INDEX:
-	case SQLITE_DROP_INDEX:
-	case SQLITE_ALTER_TABLE:
-	case SQLITE_CREATE_TRIGGER:
-	case SQLITE_DROP_TRIGGER:
-	case SQLITE_ANALYZE:
-		table = (action == SQLITE_CREATE_INDEX || action == SQLITE_DROP_INDEX ||
-			 action == SQLITE_CREATE_TRIGGER || action == SQLITE_DROP_TRIGGER) ? b : a;
-		if (action == SQLITE_ALTER_TABLE)
-			table = b;
-		break;
-	case SQLITE_CREATE_VIEW:
-	case SQLITE_DROP_VIEW:
-		table = a;
-		break;
-	default:
-		return SQLITE_OK;
-	}
-	if (table && strncasecmp(table, "_cf_", 4) == 0) {
-		snprintf(st->denied_buf, sizeof(st->denied_buf),
-			"access to %s is not allowed: table names starting with _cf_ are reserved", table);
-		st->denied = st->denied_buf;
-		return SQLITE_DENY;
-	}
-	return SQLITE_OK;
 }
 
 static int prepare(dobj_storage *st, const char *sql, sqlite3_stmt **out)
@@ -263,7 +194,7 @@ static int storage_open(dobj_ns *ns, const dobj_id *id, dobj_storage **out)
 		free(st);
 		return rc;
 	}
-	sqlite3_set_authorizer(st->db, authorize, st);
+	sqlite3_set_authorizer(st->db, dobj__sql_authorize, &st->guard);
 	if ((rc = exec_simple(st->db,
 		"CREATE TABLE IF NOT EXISTS _cf_KV (key TEXT PRIMARY KEY, value BLOB) WITHOUT ROWID")) < 0 ||
 	    (rc = dobj__idmap_put(&ns->stores, &st->id, st)) < 0) {
@@ -701,6 +632,111 @@ int dobj_kv_delete_all(dobj_storage *st)
 	return dobj_alarm_delete(st);
 }
 
+/* ------------------------------------------------ the object's own alarm */
+
+/*
+ * workerd keeps each object's alarm twice: in the namespace's schedule
+ * (metadata.sqlite, _cf_ALARM, alarm.c) and in the object's own database,
+ * `_cf_METADATA(key INTEGER PRIMARY KEY, value BLOB)`, key 1 = ns since the
+ * epoch or NULL.  The object's copy is written inside the step's
+ * transaction, so it commits or rolls back with the writes around it; the
+ * scheduler trusts it over the schedule when an alarm comes due.
+ */
+static const char meta_table[] =
+	"CREATE TABLE IF NOT EXISTS _cf_METADATA (key INTEGER PRIMARY KEY, value BLOB)";
+
+static int meta_read(sqlite3 *db, int64_t *when)
+{
+	sqlite3_stmt *s;
+	int rc = 0;
+
+	*when = 0;
+	if (sqlite3_prepare_v2(db, "SELECT 1 FROM sqlite_schema WHERE type = 'table' "
+			"AND name = '_cf_METADATA'", -1, &s, NULL) != SQLITE_OK)
+		return sqlerr(db, "_cf_METADATA");
+	rc = sqlite3_step(s) == SQLITE_ROW;
+	sqlite3_finalize(s);
+	if (!rc)
+		return 0;
+	if (sqlite3_prepare_v2(db, "SELECT value FROM _cf_METADATA WHERE key = 1", -1, &s, NULL)
+	    != SQLITE_OK)
+		return sqlerr(db, "_cf_METADATA");
+	rc = 0;
+	if (sqlite3_step(s) == SQLITE_ROW && sqlite3_column_type(s, 0) == SQLITE_INTEGER) {
+		*when = sqlite3_column_int64(s, 0);
+		rc = *when > 0;
+	}
+	sqlite3_finalize(s);
+	return rc;
+}
+
+int dobj__storage_alarm_read(dobj_storage *st, int64_t *when)
+{
+	int rc;
+
+	*when = 0;
+	if ((rc = touch(st)) < 0)
+		return rc;
+	return meta_read(st->db, when);
+}
+
+int dobj__storage_alarm_write(dobj_storage *st, int64_t when)
+{
+	sqlite3_stmt *s;
+	int64_t old;
+	int rc;
+
+	if ((rc = touch(st)) < 0)
+		return rc;
+	if ((rc = meta_read(st->db, &old)) < 0)
+		return rc;
+	if ((when > 0 ? rc == 1 && old == when : rc == 0))
+		return DOBJ_OK; /* unchanged: workerd writes nothing either */
+	if ((rc = exec_simple(st->db, meta_table)) < 0)
+		return rc;
+	if (sqlite3_prepare_v2(st->db, "INSERT INTO _cf_METADATA VALUES (1, ?1) "
+			"ON CONFLICT DO UPDATE SET value = excluded.value", -1, &s, NULL) != SQLITE_OK)
+		return sqlerr(st->db, "_cf_METADATA");
+	if (when > 0)
+		sqlite3_bind_int64(s, 1, when);
+	else
+		sqlite3_bind_null(s, 1);
+	rc = sqlite3_step(s) == SQLITE_DONE ? DOBJ_OK : sqlerr(st->db, "_cf_METADATA");
+	sqlite3_finalize(s);
+	return rc;
+}
+
+/*
+ * The scheduler's view of an object's own alarm, whether or not an
+ * incarnation is live: `op` < 0 reads it into *when; otherwise it clears it
+ * if it still holds *when (an alarm that ran to success, as workerd's
+ * deferred delete).  A file database opened only for this is closed again.
+ */
+int dobj__storage_alarm_peek(dobj_ns *ns, const dobj_id *id, int op, int64_t *when)
+{
+	dobj_storage *st = dobj__idmap_get(&ns->stores, id);
+	int opened = 0, rc;
+	int64_t now;
+
+	if (!st) {
+		if ((rc = storage_open(ns, id, &st)) < 0)
+			return rc;
+		opened = 1;
+	}
+	if (op < 0) {
+		rc = meta_read(st->db, when);
+	} else {
+		rc = meta_read(st->db, &now);
+		if (rc == 1 && now == *when)
+			rc = st->obj && st->obj->dead ? DOBJ_OK : dobj__storage_alarm_write(st, 0);
+	}
+	if (opened && ns->dir && !st->obj) {
+		dobj__idmap_del(&ns->stores, &st->id);
+		storage_close(st);
+	}
+	return rc;
+}
+
 /* ------------------------------------------------------------- transactions */
 
 int dobj_txn_begin(dobj_storage *st)
@@ -787,12 +823,20 @@ int dobj_txn_end(dobj_storage *st, dobj_txn *txn, int ok)
 	return txn_closed(st);
 }
 
+int dobj_txn_check(const dobj_txn *txn)
+{
+	if (txn->state == DOBJ_TXN_OPEN)
+		return DOBJ_OK;
+	return dobj_error_set(DOBJ_ESTATE, txn->state == DOBJ_TXN_ROLLED_BACK
+		? "the transaction was rolled back" : "the transaction has finished");
+}
+
 int dobj_txn_rollback_handle(dobj_storage *st, dobj_txn *txn)
 {
 	int rc;
 
-	if (txn->state != DOBJ_TXN_OPEN)
-		return dobj_error_set(DOBJ_ESTATE, "this transaction has already ended");
+	if ((rc = dobj_txn_check(txn)) < 0)
+		return rc;
 	if (st->savepoints != txn->level)
 		return dobj_error_set(DOBJ_ESTATE, "only the innermost open transaction can be rolled back");
 	if ((rc = dobj_txn_rollback(st)) < 0)
@@ -915,7 +959,7 @@ int dobj_sql_exec(dobj_storage *st, const char *sql, size_t len, const dobj_sql_
 	c = calloc(1, sizeof(*c));
 	if (!c)
 		return dobj_error_set(DOBJ_ENOMEM, "out of memory");
-	st->user_sql = 1;
+	st->guard.active = 1;
 	while (tail < end) {
 		sqlite3_stmt *s = NULL;
 		const char *next = NULL;
@@ -923,15 +967,20 @@ int dobj_sql_exec(dobj_storage *st, const char *sql, size_t len, const dobj_sql_
 		size_t i;
 		long long before = sqlite3_total_changes64(st->db);
 
-		st->denied = NULL;
+		st->guard.denied = 0;
+		st->guard.altered = 0;
 		if (sqlite3_prepare_v3(st->db, tail, (int)(end - tail), 0, &s, &next) != SQLITE_OK) {
-			rc = st->denied ? dobj_error_set(DOBJ_EARG, "%s", st->denied)
+			rc = st->guard.denied ? dobj_error_set(DOBJ_EARG, "%s", st->guard.why)
 				: dobj_error_set(DOBJ_EARG, "%s", sqlite3_errmsg(st->db));
 			break;
 		}
 		tail = next;
 		if (!s)
 			continue; /* whitespace or a comment */
+		if ((rc = dobj__sql_guard_check_rename(&st->guard, sqlite3_sql(s))) < 0) {
+			sqlite3_finalize(s);
+			break;
+		}
 		if ((rc = bind_args(s, args, nargs, &used)) < 0) {
 			sqlite3_finalize(s);
 			break;
@@ -954,7 +1003,8 @@ int dobj_sql_exec(dobj_storage *st, const char *sql, size_t len, const dobj_sql_
 			c->rows_read++;
 		}
 		if (rc >= 0 && step != SQLITE_DONE)
-			rc = dobj_error_set(DOBJ_ERROR, "%s", sqlite3_errmsg(st->db));
+			rc = st->guard.denied ? dobj_error_set(DOBJ_EARG, "%s", st->guard.why)
+				: dobj_error_set(DOBJ_ERROR, "%s", sqlite3_errmsg(st->db));
 		if (rc >= 0) {
 			c->rows_written += sqlite3_total_changes64(st->db) - before;
 			c->rows_read += sqlite3_stmt_status(s, SQLITE_STMTSTATUS_FULLSCAN_STEP, 0);
@@ -963,7 +1013,7 @@ int dobj_sql_exec(dobj_storage *st, const char *sql, size_t len, const dobj_sql_
 		if (rc < 0)
 			break;
 	}
-	st->user_sql = 0;
+	st->guard.active = 0;
 	if (rc >= 0 && used != nargs)
 		rc = dobj_error_set(DOBJ_EARG, "%zu bindings were given but the query uses %zu",
 			nargs, used);

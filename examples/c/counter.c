@@ -111,7 +111,7 @@ int main(void)
 	klass.construct = counter_construct;
 	klass.step = counter_fetch;
 	klass.destroy = counter_destroy;
-	if (dobj_ns_new(&ns, rt, "COUNTER", "counter", 7, &klass) < 0)
+	if (dobj_ns_new(&ns, rt, "COUNTER", 7, "counter", 7, &klass) < 0)
 		goto done;
 
 	dobj_id_from_name(dobj_ns_idkey(ns), "foo", 3, &id);

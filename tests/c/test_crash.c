@@ -59,7 +59,7 @@ static dobj_rt *open_rt(const char *dir, dobj_stub **stub)
 	o.host.retain = tv_retain;
 	o.host.release = tv_release;
 	o.storage_dir = dir;
-	if (dobj_rt_new(&rt, &o) < 0 || dobj_ns_new(&ns, rt, "C", "crash-key", 9, &k) < 0)
+	if (dobj_rt_new(&rt, &o) < 0 || dobj_ns_new(&ns, rt, "C", 1, "crash-key", 9, &k) < 0)
 		return NULL;
 	dobj_id_from_name(dobj_ns_idkey(ns), "c", 1, &id);
 	dobj_stub_new(stub, ns, &id, "c", 1);

@@ -135,7 +135,7 @@ static dobj_rt *make_rt(dobj_native_class *nc)
 	o.virtual_time = 1;
 	CHECK_EQ_INT(dobj_rt_new(&rt, &o), DOBJ_OK);
 	dobj_native_class_of(nc, &k);
-	CHECK_EQ_INT(dobj_ns_new(&ns, rt, "N", NULL, 0, &k), DOBJ_OK);
+	CHECK_EQ_INT(dobj_ns_new(&ns, rt, "N", 1, NULL, 0, &k), DOBJ_OK);
 	CHECK(dobj_ns_is_native(ns));
 	return rt;
 }

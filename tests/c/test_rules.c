@@ -77,7 +77,7 @@ static dobj_rt *make_rt(int virtual_time)
 	k.flags = DOBJ_CLASS_ALARM;
 	k.construct = rules_construct;
 	k.step = rules_step;
-	CHECK_EQ_INT(dobj_ns_new(&ns, rt, "RULES", NULL, 0, &k), DOBJ_OK);
+	CHECK_EQ_INT(dobj_ns_new(&ns, rt, "RULES", 5, NULL, 0, &k), DOBJ_OK);
 	dobj_rt_set_error_hook(rt, on_error, &nreported);
 	nreported = 0;
 	steps = 0;
@@ -289,7 +289,7 @@ static void test_background_failures_reach_the_error_hook(void)
 	k.name = "Spawner";
 	k.construct = rules_construct;
 	k.step = spawner_step;
-	CHECK_EQ_INT(dobj_ns_new(&sns, rt, "SPAWNER", NULL, 0, &k), DOBJ_OK);
+	CHECK_EQ_INT(dobj_ns_new(&sns, rt, "SPAWNER", 7, NULL, 0, &k), DOBJ_OK);
 	dobj_id_from_name(dobj_ns_idkey(sns), "s", 1, &id);
 	CHECK_EQ_INT(dobj_stub_new(&s, sns, &id, "s", 1), DOBJ_OK);
 	t = call(rt, s, "ok");
@@ -436,7 +436,9 @@ static void test_transaction_handles_and_innermost_rollback(void)
 	CHECK_EQ_INT(dobj_txn_rollback_handle(st, &inner), DOBJ_OK);
 	CHECK_EQ_INT(inner.state, DOBJ_TXN_ROLLED_BACK);
 	CHECK_EQ_INT(dobj_txn_rollback_handle(st, &inner), DOBJ_ESTATE);
-	CHECK_STR(dobj_error_last(), "this transaction has already ended");
+	CHECK_STR(dobj_error_last(), "the transaction was rolled back");
+	CHECK_EQ_INT(dobj_txn_check(&inner), DOBJ_ESTATE);
+	CHECK_EQ_INT(dobj_txn_check(&outer), DOBJ_OK);
 	/* Ending a rolled-back handle does nothing (its function returned). */
 	CHECK_EQ_INT(dobj_txn_end(st, &inner, 1), DOBJ_OK);
 	CHECK_EQ_INT(dobj_txn_depth(st), 1);
@@ -462,6 +464,8 @@ static void test_transaction_handles_and_innermost_rollback(void)
 	dobj_obj_abort(obj, DOBJ_EABORTED, "x", NULL);
 	CHECK_EQ_INT(dobj_txn_end(NULL, &outer, 1), DOBJ_OK);
 	CHECK_EQ_INT(outer.state, DOBJ_TXN_ENDED);
+	CHECK_EQ_INT(dobj_txn_check(&outer), DOBJ_ESTATE);
+	CHECK_STR(dobj_error_last(), "the transaction has finished");
 	dobj_obj_unref(obj);
 	dobj_stub_free(s);
 	dobj_rt_free(rt);

@@ -149,7 +149,7 @@ static dobj_rt *make_rt(unsigned flags, int virtual_time)
 	k.flags = flags;
 	k.construct = probe_construct;
 	k.step = probe_step;
-	CHECK_EQ_INT(dobj_ns_new(&probe_ns, rt, "PROBE", "probe-key", 9, &k), DOBJ_OK);
+	CHECK_EQ_INT(dobj_ns_new(&probe_ns, rt, "PROBE", 5, "probe-key", 9, &k), DOBJ_OK);
 	constructions = 0;
 	logbuf[0] = 0;
 	return rt;
@@ -382,7 +382,7 @@ static void test_long_names_are_dropped_inside_the_object(void)
 	dobj_stub *s;
 	size_t len;
 	memset(name, 'n', sizeof(name));
-	CHECK_EQ_INT(dobj_ns_new(&ns, rt, "NAMES", NULL, 0, &k), DOBJ_OK);
+	CHECK_EQ_INT(dobj_ns_new(&ns, rt, "NAMES", 5, NULL, 0, &k), DOBJ_OK);
 	dobj_id_from_name(dobj_ns_idkey(ns), name, 1024, &id);
 	dobj_stub_new(&s, ns, &id, name, 1024);
 	wait_body(rt, ({ dobj_task *t; dobj_stub_call(&t, s, DOBJ_CALL_FETCH, NULL, "https://a/", 10,
@@ -398,6 +398,31 @@ static void test_long_names_are_dropped_inside_the_object(void)
 	CHECK_EQ_INT(len, 1025); /* the stub keeps the full name */
 	CHECK_STR(dobj_ns_binding(ns), "NAMES");
 	dobj_stub_free(s);
+	dobj_rt_free(rt);
+}
+
+/* "q\0one" and "q\0two" were cut to one "q": one ID key, one folder. */
+static void test_nul_in_names_and_paths_is_refused(void)
+{
+	dobj_rt *rt = make_rt(DOBJ_CLASS_FETCH, 0);
+	dobj_class k = { "Names", DOBJ_CLASS_FETCH, NULL, name_construct, probe_step, NULL };
+	dobj_rt_opts o = DOBJ_RT_OPTS_INIT;
+	size_t bound = dobj_rt_ns_count(rt);
+	dobj_rt *rt2;
+	dobj_ns *ns;
+
+	CHECK_EQ_INT(dobj_ns_new(&ns, rt, "q\0one", 5, NULL, 0, &k), DOBJ_EARG);
+	CHECK_STR(dobj_error_last(), "the binding name must not contain a NUL byte");
+	CHECK(ns == NULL);
+	CHECK_EQ_INT(dobj_ns_new(&ns, rt, "q", 1, "key\0two", 7, &k), DOBJ_EARG);
+	CHECK_STR(dobj_error_last(), "the unique key must not contain a NUL byte");
+	CHECK_EQ_INT(dobj_rt_ns_count(rt), bound);
+	CHECK_EQ_INT(dobj_ns_new(&ns, rt, "q", 1, NULL, 0, &k), DOBJ_OK);
+	o.storage_dir = "/tmp/dobj-nul\0/elsewhere";
+	o.storage_dir_len = 24;
+	CHECK_EQ_INT(dobj_rt_new(&rt2, &o), DOBJ_EARG);
+	CHECK_STR(dobj_error_last(), "the storage directory must not contain a NUL byte");
+	CHECK(rt2 == NULL);
 	dobj_rt_free(rt);
 }
 
@@ -520,5 +545,6 @@ int main(void)
 	RUN(test_virtual_time_and_deadlock);
 	RUN(test_visit_reaches_host_values);
 	RUN(test_timers_fire_in_order_and_cancel);
+	RUN(test_nul_in_names_and_paths_is_refused);
 	return DONE();
 }

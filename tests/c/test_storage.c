@@ -3,6 +3,7 @@
  * (writes committed before a step's results are delivered), aborts that
  * discard uncommitted writes, failed commits, alarms and eviction.
  */
+#include <math.h>
 #include <sqlite3.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -117,6 +118,11 @@ static int store_step(dobj_task *t, void *data)
 		CHECK_EQ_INT(dobj_txn_commit(st), DOBJ_OK);
 		CHECK_EQ_INT(dobj_kv_put(st, "after-txn", 9, "2", 1), DOBJ_OK);
 		respond(t, 200, "ok");
+	} else if (!strcmp(cmd, "alarmabort")) {
+		/* A set_alarm whose step never commits. */
+		CHECK_EQ_INT(dobj_alarm_set(st, atof(a)), DOBJ_OK);
+		dobj_obj_abort(obj, DOBJ_EABORTED, "aborted after set_alarm", NULL);
+		return DOBJ_OK;
 	} else if (!strcmp(cmd, "alarm")) {
 		rc = dobj_alarm_set(st, atof(a));
 		if (rc < 0) {
@@ -145,7 +151,7 @@ static dobj_rt *make_store_rt(const char *dir, unsigned flags, double idle_ms)
 	k.flags = flags;
 	k.construct = store_construct;
 	k.step = store_step;
-	CHECK_EQ_INT(dobj_ns_new(&store_ns, rt, "STORE", "store-key", 9, &k), DOBJ_OK);
+	CHECK_EQ_INT(dobj_ns_new(&store_ns, rt, "STORE", 5, "store-key", 9, &k), DOBJ_OK);
 	constructions = 0;
 	return rt;
 }
@@ -322,6 +328,102 @@ static void test_sql_api(void)
 	dobj_rt_free(rt);
 }
 
+/* Names starting with _cf_ are out of reach of the SQL API whatever the route:
+ * TEMP objects, quoting, case, schema prefixes, views, triggers, pragmas,
+ * renames, VACUUM INTO. */
+static void test_sql_cannot_reach_reserved_names(void)
+{
+	static const char *const refused[] = {
+		"CREATE TEMP TRIGGER t AFTER INSERT ON main._cf_KV BEGIN SELECT 1; END",
+		"CREATE TEMP TABLE _cf_x (a)",
+		"CREATE TEMP TABLE x (a)",
+		"CREATE TEMP VIEW v AS SELECT 1",
+		"SELECT * FROM \"_CF_kv\"",
+		"SELECT * FROM [_cf_KV]",
+		"SELECT * FROM main.`_Cf_Kv`",
+		"WITH x AS (SELECT * FROM _cf_KV) SELECT * FROM x",
+		"SELECT (SELECT value FROM _cf_KV LIMIT 1)",
+		"DELETE FROM _cf_kv",
+		"INSERT INTO _cf_KV VALUES ('k', x'00')",
+		"UPDATE _cf_KV SET value = NULL",
+		"CREATE INDEX i ON _cf_KV(value)",
+		"DROP INDEX sqlite_autoindex__cf_KV_1",
+		"REINDEX _cf_KV",
+		"CREATE TRIGGER t AFTER INSERT ON _cf_KV BEGIN SELECT 1; END",
+		"CREATE TABLE \"_cf_METADATA\" (key INTEGER PRIMARY KEY, value BLOB)",
+		"CREATE VIEW _cf_v AS SELECT 1",
+		"CREATE TABLE people2 AS SELECT * FROM _cf_KV",
+		"PRAGMA table_info(_cf_KV)",
+		"PRAGMA main.index_list('_cf_KV')",
+		"SELECT * FROM pragma_table_info('_cf_KV')",
+		"ALTER TABLE people RENAME TO _cf_people",
+		"ALTER TABLE main.people RENAME TO \"_CF_people\"",
+		"alter /* a */ table people rename -- b\n to [_cf_p]",
+		"ALTER TABLE people RENAME TO '_cf_p'",
+		"ALTER TABLE _cf_KV RENAME TO mine",
+		"ALTER TABLE _cf_KV ADD COLUMN x",
+		"ATTACH ':memory:' AS x",
+		"VACUUM",
+		"VACUUM INTO '/tmp/dobj-vacuum-copy.sqlite'",
+		"CREATE VIRTUAL TABLE st USING dbstat",
+		"SELECT * FROM peek",             /* a view over _cf_KV */
+		"INSERT INTO people VALUES ('x')", /* fires a trigger that empties _cf_KV */
+	};
+	static const char *const allowed[] = {
+		"CREATE VIEW peek AS SELECT * FROM _cf_KV", /* harmless until used */
+		"CREATE TRIGGER wipe AFTER INSERT ON people BEGIN DELETE FROM _cf_KV; END",
+		"ALTER TABLE people RENAME TO folks",
+		"ALTER TABLE folks RENAME TO people",
+		"ALTER TABLE people RENAME COLUMN name TO _cf_column", /* columns are free */
+		"SELECT name FROM sqlite_schema",
+		"PRAGMA table_info(people)",
+	};
+	dobj_rt *rt = make_store_rt(NULL, DOBJ_CLASS_FETCH, -1);
+	dobj_stub *s = store_stub("reserved");
+	dobj_storage *st;
+	dobj_cursor *c;
+	const char *q;
+	size_t i;
+
+	CHECK_STR(fetch(rt, s, "put x 1", NULL), "ok");
+	CHECK_EQ_INT(dobj_obj_storage(obj_of(s), &st), DOBJ_OK);
+	q = "CREATE TABLE people (name TEXT)";
+	CHECK_EQ_INT(dobj_sql_exec(st, q, strlen(q), NULL, 0, &c), DOBJ_OK);
+	dobj_cursor_free(c);
+	for (i = 0; i < sizeof(allowed) / sizeof(*allowed); i++) {
+		c = NULL;
+		CHECK_EQ_INT(dobj_sql_exec(st, allowed[i], strlen(allowed[i]), NULL, 0, &c), DOBJ_OK);
+		if (!c)
+			fprintf(stderr, "  refused: %s: %s\n", allowed[i], dobj_error_last());
+		dobj_cursor_free(c);
+	}
+	for (i = 0; i < sizeof(refused) / sizeof(*refused); i++) {
+		c = NULL;
+		CHECK_EQ_INT(dobj_sql_exec(st, refused[i], strlen(refused[i]), NULL, 0, &c), DOBJ_EARG);
+		if (c)
+			fprintf(stderr, "  accepted: %s\n", refused[i]);
+		dobj_cursor_free(c);
+	}
+	q = "ALTER TABLE people RENAME TO _cf_people";
+	CHECK_EQ_INT(dobj_sql_exec(st, q, strlen(q), NULL, 0, &c), DOBJ_EARG);
+	CHECK(strstr(dobj_error_last(), "_cf_people") != NULL);
+	q = "CREATE TEMP TRIGGER t AFTER INSERT ON main._cf_KV BEGIN SELECT 1; END";
+	CHECK_EQ_INT(dobj_sql_exec(st, q, strlen(q), NULL, 0, &c), DOBJ_EARG);
+	CHECK(strstr(dobj_error_last(), "TEMP") != NULL);
+	/* Nothing reached the reserved table or the schema. */
+	q = "SELECT count(*) FROM sqlite_schema WHERE name LIKE '%cf%' AND name <> '_cf_KV' "
+		"UNION ALL SELECT count(*) FROM sqlite_temp_schema";
+	CHECK_EQ_INT(dobj_sql_exec(st, q, strlen(q), NULL, 0, &c), DOBJ_OK);
+	CHECK_EQ_INT(dobj_cursor_rows(c), 2);
+	CHECK_EQ_INT(dobj_cursor_cell(c, 0, 0)->i, 0);
+	CHECK_EQ_INT(dobj_cursor_cell(c, 1, 0)->i, 0);
+	dobj_cursor_free(c);
+	CHECK(access("/tmp/dobj-vacuum-copy.sqlite", F_OK) != 0);
+	CHECK_STR(fetch(rt, s, "get x", NULL), "1");
+	dobj_stub_free(s);
+	dobj_rt_free(rt);
+}
+
 static void test_layout_and_persistence(void)
 {
 	dobj_rt *rt;
@@ -482,6 +584,150 @@ static void test_alarms_fire_retry_and_persist(void)
 	rm_rf(tmpdir);
 }
 
+/* The stored alarm times of object `id` in the schedule (metadata.sqlite)
+ * and in the object's own database (_cf_METADATA); -1 when absent. */
+static void stored_alarm(const dobj_id *id, long long *schedule, long long *own)
+{
+	char hex[DOBJ_ID_HEX_LEN + 1], path[256];
+	sqlite3 *db;
+	sqlite3_stmt *q;
+
+	dobj_id_to_hex(id, hex);
+	hex[DOBJ_ID_HEX_LEN] = '\0';
+	*schedule = *own = -1;
+	snprintf(path, sizeof(path), "%s/store-key/metadata.sqlite", tmpdir);
+	CHECK_EQ_INT(sqlite3_open(path, &db), SQLITE_OK);
+	if (sqlite3_prepare_v2(db, "SELECT scheduled_time FROM _cf_ALARM WHERE actor_id = ?1", -1, &q,
+			NULL) == SQLITE_OK) {
+		sqlite3_bind_text(q, 1, hex, -1, SQLITE_STATIC);
+		if (sqlite3_step(q) == SQLITE_ROW)
+			*schedule = sqlite3_column_int64(q, 0);
+		sqlite3_finalize(q);
+	}
+	sqlite3_close(db);
+	snprintf(path, sizeof(path), "%s/store-key/%s.sqlite", tmpdir, hex);
+	CHECK_EQ_INT(sqlite3_open(path, &db), SQLITE_OK);
+	if (sqlite3_prepare_v2(db, "SELECT value FROM _cf_METADATA WHERE key = 1", -1, &q,
+			NULL) == SQLITE_OK) {
+		if (sqlite3_step(q) == SQLITE_ROW && sqlite3_column_type(q, 0) == SQLITE_INTEGER)
+			*own = sqlite3_column_int64(q, 0);
+		sqlite3_finalize(q);
+	}
+	sqlite3_close(db);
+}
+
+/* Out-of-range times are refused as workerd refuses them (they were
+ * accepted, reported, then dropped on restart); the time is kept to the
+ * nanosecond (ms * 1e6 in floating point was off by up to 128 ns). */
+static void test_alarm_times_are_exact_and_in_range(void)
+{
+	static const struct { double ms; const char *msg; } bad[] = {
+		{ NAN, DOBJ_MSG_ALARM_NOT_A_DATE }, { INFINITY, DOBJ_MSG_ALARM_NOT_A_DATE },
+		{ -INFINITY, DOBJ_MSG_ALARM_NOT_A_DATE }, { 9.3e12, DOBJ_MSG_ALARM_TOO_LATE },
+		{ 9223372036854.7758, DOBJ_MSG_ALARM_TOO_LATE }, { 1e300, DOBJ_MSG_ALARM_TOO_LATE },
+		{ -1e300, DOBJ_MSG_ALARM_TOO_EARLY }, { 0, DOBJ_MSG_ALARM_NOT_POSITIVE },
+		{ 0.5, DOBJ_MSG_ALARM_NOT_POSITIVE }, { -1, DOBJ_MSG_ALARM_NOT_POSITIVE },
+	};
+	const double when = 2000000000123.4567; /* 2033, a double whose ns are not whole */
+	dobj_rt *rt;
+	dobj_stub *s;
+	dobj_storage *st;
+	dobj_id id;
+	long long schedule, own;
+	unsigned __int128 exact;
+	double got;
+	size_t i;
+
+	make_tmpdir();
+	rt = make_store_rt(tmpdir, DOBJ_CLASS_FETCH | DOBJ_CLASS_ALARM, -1);
+	s = store_stub("exact");
+	id = *dobj_stub_id(s);
+	CHECK_STR(fetch(rt, s, "put x 1", NULL), "ok");
+	CHECK_EQ_INT(dobj_obj_storage(obj_of(s), &st), DOBJ_OK);
+	for (i = 0; i < sizeof(bad) / sizeof(*bad); i++) {
+		CHECK_EQ_INT(dobj_alarm_set(st, bad[i].ms), DOBJ_EARG);
+		CHECK_STR(dobj_error_last(), bad[i].msg);
+	}
+	CHECK_EQ_INT(dobj_alarm_get(st, &got), 0);
+	/* The last representable day is fine (2262-04-11). */
+	CHECK_EQ_INT(dobj_alarm_set(st, 9223372036854.0), DOBJ_OK);
+	CHECK_EQ_INT(dobj_alarm_get(st, &got), 1);
+	CHECK(got == 9223372036854.0);
+	stored_alarm(&id, &schedule, &own);
+	CHECK_EQ_INT(schedule, 9223372036854000000LL);
+	CHECK_EQ_INT(own, 9223372036854000000LL);
+
+	CHECK_EQ_INT(dobj_alarm_set(st, when), DOBJ_OK);
+	stored_alarm(&id, &schedule, &own);
+	/* when = m / 4096 ms exactly (its ulp is 2^-12 ms): the nearest ns. */
+	exact = ((unsigned __int128)(when * 4096.0) * 15625u + 32u) / 64u;
+	CHECK(schedule == (long long)exact);
+	CHECK_EQ_INT(own, schedule);
+	dobj_stub_free(s);
+	dobj_rt_free(rt);
+
+	/* After a restart the same double comes back. */
+	rt = make_store_rt(tmpdir, DOBJ_CLASS_FETCH | DOBJ_CLASS_ALARM, -1);
+	s = store_stub("exact");
+	CHECK_STR(fetch(rt, s, "put x 2", NULL), "ok");
+	CHECK_EQ_INT(dobj_obj_storage(obj_of(s), &st), DOBJ_OK);
+	CHECK_EQ_INT(dobj_alarm_get(st, &got), 1);
+	CHECK(got == when);
+	CHECK_EQ_INT(dobj_alarm_delete(st), DOBJ_OK);
+	stored_alarm(&id, &schedule, &own);
+	CHECK_EQ_INT(schedule, -1);
+	CHECK_EQ_INT(own, -1);
+	dobj_stub_free(s);
+	dobj_rt_free(rt);
+	rm_rf(tmpdir);
+}
+
+/* The object's own record decides when an alarm comes due, as in workerd:
+ * a set_alarm whose step never committed does not fire, and an alarm that
+ * ran is cleared from both places. */
+static void test_alarm_follows_the_objects_own_record(void)
+{
+	dobj_rt *rt;
+	dobj_stub *s;
+	dobj_id id;
+	long long schedule, own;
+	char cmd[64];
+	int code;
+
+	make_tmpdir();
+	rt = make_store_rt(tmpdir, DOBJ_CLASS_FETCH | DOBJ_CLASS_ALARM, -1);
+	s = store_stub("rolled-back");
+	id = *dobj_stub_id(s);
+	alarm_runs = 0;
+	alarm_failures_left = 0;
+	snprintf(cmd, sizeof(cmd), "alarmabort %.0f", dobj__wall_ms(rt) + 100);
+	CHECK_STR(fetch(rt, s, cmd, &code), "aborted after set_alarm");
+	stored_alarm(&id, &schedule, &own);
+	CHECK(schedule > 0); /* scheduled at once, as workerd's alarm manager */
+	CHECK_EQ_INT(own, -1); /* but never committed */
+	CHECK_EQ_INT(dobj_rt_run(rt, NULL, NULL), DOBJ_OK);
+	CHECK_EQ_INT(alarm_runs, 0);
+	stored_alarm(&id, &schedule, &own);
+	CHECK_EQ_INT(schedule, -1);
+	dobj_stub_free(s);
+
+	s = store_stub("runs");
+	id = *dobj_stub_id(s);
+	snprintf(cmd, sizeof(cmd), "alarm %.0f", dobj__wall_ms(rt) + 100);
+	CHECK_STR(fetch(rt, s, cmd, NULL), "set");
+	stored_alarm(&id, &schedule, &own);
+	CHECK(schedule > 0);
+	CHECK_EQ_INT(own, schedule);
+	CHECK_EQ_INT(dobj_rt_run(rt, NULL, NULL), DOBJ_OK);
+	CHECK_EQ_INT(alarm_runs, 1);
+	stored_alarm(&id, &schedule, &own);
+	CHECK_EQ_INT(schedule, -1);
+	CHECK_EQ_INT(own, -1);
+	dobj_stub_free(s);
+	dobj_rt_free(rt);
+	rm_rf(tmpdir);
+}
+
 static void test_idle_objects_are_evicted(void)
 {
 	dobj_rt *rt;
@@ -530,9 +776,9 @@ static void test_unique_key_must_name_a_directory(void)
 	o.storage_dir = tmpdir;
 	o.host.release = tv_release;
 	CHECK_EQ_INT(dobj_rt_new(&rt, &o), DOBJ_OK);
-	CHECK_EQ_INT(dobj_ns_new(&ns, rt, "A", "../escape", 9, &k), DOBJ_EARG);
-	CHECK_EQ_INT(dobj_ns_new(&ns, rt, "A", "..", 2, &k), DOBJ_EARG);
-	CHECK_EQ_INT(dobj_ns_new(&ns, rt, "A", "ok-key", 6, &k), DOBJ_OK);
+	CHECK_EQ_INT(dobj_ns_new(&ns, rt, "A", 1, "../escape", 9, &k), DOBJ_EARG);
+	CHECK_EQ_INT(dobj_ns_new(&ns, rt, "A", 1, "..", 2, &k), DOBJ_EARG);
+	CHECK_EQ_INT(dobj_ns_new(&ns, rt, "A", 1, "ok-key", 6, &k), DOBJ_OK);
 	dobj_rt_free(rt);
 	rm_rf(tmpdir);
 }
@@ -541,11 +787,14 @@ int main(void)
 {
 	RUN(test_kv_api);
 	RUN(test_sql_api);
+	RUN(test_sql_cannot_reach_reserved_names);
 	RUN(test_layout_and_persistence);
 	RUN(test_transaction_across_steps_commits_later_writes);
 	RUN(test_abort_discards_uncommitted_writes);
 	RUN(test_failed_commit_withholds_the_response);
 	RUN(test_alarms_fire_retry_and_persist);
+	RUN(test_alarm_times_are_exact_and_in_range);
+	RUN(test_alarm_follows_the_objects_own_record);
 	RUN(test_idle_objects_are_evicted);
 	RUN(test_unique_key_must_name_a_directory);
 	return DONE();

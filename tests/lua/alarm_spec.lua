@@ -32,7 +32,14 @@ describe("alarms", function()
     local rt, a = fixture()
     local when = rt:now() + 1000
     assert.are.equal(when, H.job(a, function(s) s:set_alarm(dobj.date(when)); return s:get_alarm() end))
-    assert.matches("setAlarm%(%) needs a time after the epoch", H.job_error(a, function(s) s:set_alarm(0) end))
+    assert.matches("setAlarm%(%) cannot be called with an alarm time <= 0",
+      H.job_error(a, function(s) s:set_alarm(0) end))
+    -- Beyond int64 nanoseconds (2262; JS dates go on to 275760): refused as
+    -- workerd refuses them, not accepted and lost on restart.
+    assert.matches("This API doesn't support dates after 2189.",
+      H.job_error(a, function(s) s:set_alarm(8.64e15) end), nil, true)
+    assert.matches("not a valid Date", H.job_error(a, function(s) s:set_alarm(0 / 0) end))
+    assert.matches("not a valid Date", H.job_error(a, function(s) s:set_alarm(math.huge) end))
     assert.matches("number expected", H.job_error(a, function(s) s:set_alarm("soon") end))
   end)
 
@@ -81,8 +88,20 @@ describe("alarms", function()
     end
     local when = rt:now() + 1000
     H.job(a, function(s) s:set_alarm(when) end)
-    rt:run()
+    local reported = {}
+    local previous = dobj.on_error(function(err, info)
+      reported[#reported + 1] = { kind = info.kind, retry = info.retry_count, msg = err.message }
+    end)
+    local ok, err = pcall(rt.run, rt)
+    dobj.on_error(previous)
+    assert(ok, err)
     assert.are.equal(7, #runs)
+    -- Each failed run goes to dobj.on_error, as workerd logs each one.
+    assert.are.equal(7, #reported)
+    for i, r in ipairs(reported) do
+      assert.are.same({ kind = "alarm", retry = i - 1 }, { kind = r.kind, retry = r.retry })
+      assert.matches("alarm failed", r.msg)
+    end
     for i, r in ipairs(runs) do
       assert.are.equal(i - 1, r.retry)
       assert.are.equal(i > 1, r.is_retry)

@@ -253,18 +253,56 @@ describe("ctx:wait_until", function()
     assert.are.same({ "responding", "background done" }, log)
   end)
 
-  it("reports a background error from rt:run()", function()
+  it("reports a background error to dobj.on_error, not to rt:run()", function()
     local Bg = H.class("BgFail")
     function Bg:fetch()
       self.ctx:wait_until(function() error("background failed", 0) end)
-      return dobj.response("ok")
+      self.n = (self.n or 0) + 1
+      return dobj.response(tostring(self.n))
     end
-    local rt = H.runtime()
-    local stub = rt:bind("BG", Bg):get_by_name("b")
-    assert.are.equal("ok", stub:fetch("https://b/"):text())
-    local err = H.catch(rt.run, rt)
-    assert.are.equal("background failed", err.message)
-    assert.are.equal(tostring(stub.id), err.durable_object_id)
+    local seen = {}
+    local previous = dobj.on_error(function(err, info) seen[#seen + 1] = { err = err, info = info } end)
+    local ok, err = pcall(function()
+      local rt = H.runtime()
+      local stub = rt:bind("BG", Bg):get_by_name("b")
+      assert.are.equal("1", stub:fetch("https://b/"):text())
+      rt:run() -- does not raise: nobody awaited the background work
+      assert.are.equal(1, #seen)
+      assert.are.equal("background failed", seen[1].err.message)
+      assert.are.equal(tostring(stub.id), seen[1].err.durable_object_id)
+      assert.are.same({ kind = "wait_until", class = "BgFail", id = tostring(stub.id) }, seen[1].info)
+      assert.are.equal("2", stub:fetch("https://b/"):text()) -- the object is fine
+      rt:close()
+    end)
+    assert.are.equal("function", type(dobj.on_error(previous))) -- ours, replaced
+    assert.is_nil(previous) -- the default was in place before
+    assert(ok, err)
+  end)
+
+  it("writes background errors to stderr by default", function()
+    local script = os.tmpname()
+    local f = assert(io.open(script, "w"))
+    f:write([[
+      local dobj = require "dobj"
+      local C = {}
+      C.__index = C
+      function C.new(ctx) return setmetatable({ ctx = ctx }, C) end
+      function C:fetch()
+        self.ctx:wait_until(function() error("lost in the background", 0) end)
+        return dobj.response("ok")
+      end
+      local rt = dobj.runtime{ virtual_time = true }
+      rt:bind("BG", C):get_by_name("b"):fetch("https://b/")
+      rt:run()
+      rt:close()
+    ]])
+    f:close()
+    local p = assert(io.popen("lua5.4 " .. script .. " 2>&1"))
+    local out = p:read("a")
+    p:close()
+    os.remove(script)
+    assert.matches("^dobj: ctx:wait_until%(%) of BG %x+ failed: lost in the background\n", out)
+    assert.matches("stack traceback", out)
   end)
 
   it("needs a function", function()

@@ -71,7 +71,11 @@ describe("native classes", function()
     assert.is_true(k:echo_bool(true))
     assert.is_false(k:echo_bool(false))
     assert.are.equal(0.25, k:echo_f64(0.25))
-    assert.are.equal(3, k:echo_f64(3)) -- whole numbers read back as integers
+    -- An f64 result is a float, whole or not (the integer rule: a float 3.0
+    -- stays a float); integer results are integers.
+    assert.are.equal("float", math.type(k:echo_f64(3)))
+    assert.are.equal(3.0, k:echo_f64(3))
+    assert.are.equal("integer", math.type(k:echo_i64(1 << 40)))
     assert.are.equal(1 / 0, k:echo_double(1 / 0))
     local nan = k:echo_f64(0 / 0)
     assert.is_true(nan ~= nan)

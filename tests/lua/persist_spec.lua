@@ -84,8 +84,14 @@ describe("storage on disk", function()
     rt2:close()
     assert.has_error(function() dobj.runtime{ durability = "disk" } end, 'durability must be "process" or "power"')
     assert.has_error(function() dobj.runtime{ storage = 42 } end, "storage must be a directory name (a string)")
-    assert.has_error(function() dobj.runtime{ idle_timeout = 0 } end,
-      "idle_timeout must be a positive number of seconds, or false")
+    -- One meaning in every language (the core's): seconds > 0, never = false or math.huge.
+    for _, bad in ipairs { 0, -1, 0/0, -math.huge } do
+      assert.has_error(function() dobj.runtime{ idle_timeout = bad } end,
+        "idle_timeout must be a positive number of seconds (or infinite: never evict)")
+    end
+    assert.has_error(function() dobj.runtime{ idle_timeout = "10" } end,
+      "idle_timeout must be a number of seconds or false, got string")
+    dobj.runtime{ idle_timeout = math.huge }:close()
   end)
 
   it("closing or collecting a runtime releases its SQLite handles", function()

@@ -68,8 +68,18 @@ describe("RPC", function()
     -- Sharing inside one call survives; so does sharing across arguments.
     local got = stub:echo({ shared, shared })
     assert.are.equal(got[1], got[2])
-    -- Whole floats come back as integers (JS has one number type), as from storage.
-    assert.are.equal(math.type(stub:echo(2.0)), "integer")
+    -- Numbers follow the integer rule, as in storage: 1.0 stays a float,
+    -- integers stay integers (beyond 2^53 through a BigInt).
+    assert.are.equal("float", math.type(stub:echo(1.0)))
+    assert.are.equal("float", math.type(stub:echo(2.0)))
+    assert.are.equal("integer", math.type(stub:echo(1 << 40)))
+    assert.are.equal(1 << 40, stub:echo(1 << 40))
+    assert.are.equal("integer", math.type(stub:echo(1 << 60)))
+    assert.are.equal(1 << 60, stub:echo(1 << 60))
+    local nz = stub:echo(-0.0)
+    assert.are.equal("float", math.type(nz))
+    assert.are.equal(-math.huge, 1 / nz)
+    assert.are.equal("integer", math.type(stub:echo(2.0^40)), "as storage reads V8's 2^40")
     local p = stub:pack(shared, shared)
     assert.are.equal(p[1], p[2])
     assert.are_not.equal(shared, p[1])
@@ -108,6 +118,13 @@ describe("RPC", function()
     assert.are.equal("fetched 0", stub:fetch("https://c/"):text())
     -- The object is fine afterwards.
     assert.are.equal(1, stub:add(1))
+  end)
+
+  it("keeps the end of the missing-method message for a long name", function()
+    local _, _, stub = setup()
+    local name = ("m"):rep(2000)
+    local err = H.catch(stub[name], stub)
+    assert.are.equal('The RPC receiver does not implement the method "' .. ("m"):rep(256) .. '...".', err.message)
   end)
 
   it("finds methods inherited through the class's metatable", function()

@@ -95,6 +95,11 @@ describe("sql:exec", function()
     local _, db = fixture()
     assert.matches("_cf_KV", H.job_error(db, function(s) s.sql:exec("SELECT * FROM _cf_KV") end), nil, true)
     assert.matches("reserved", H.job_error(db, function(s) s.sql:exec("CREATE TABLE _cf_x (a)") end))
+    assert.matches("TEMP objects are not allowed", H.job_error(db, function(s)
+      s.sql:exec("CREATE TEMP TRIGGER t AFTER INSERT ON main._cf_KV BEGIN SELECT 1; END") end))
+    assert.matches("TEMP objects are not allowed",
+      H.job_error(db, function(s) s.sql:exec("CREATE TEMP TABLE _cf_x (a)") end))
+    assert.matches("_cf_KV is not allowed", H.job_error(db, function(s) s.sql:exec('SELECT * FROM main."_CF_kv"') end))
   end)
 
   it("reports SQL errors and wrong binding counts", function()

@@ -193,7 +193,8 @@ describe("storage limits and messages", function()
     local _, kv, ns = fixture()
     local kept = H.job(kv, function(s, ctx) return s end)
     pcall(H.job, kv, function(s, ctx) ctx:abort() end)
-    assert.matches("the object was reset", H.catch(kept.get, kept, "a"))
+    assert.are.equal("this object was reset or evicted; its ctx and storage belong to a previous instance",
+      H.catch(kept.get, kept, "a"))
   end)
 end)
 

@@ -37,12 +37,16 @@ describe("values: scalars", function()
     end
   end)
 
-  it("whole floats up to 2^53 read back as integers (JS has one number type)", function()
+  it("the integer rule: floats stay floats, except whole ones past 2^30 (V8's form of an integer)", function()
     local back = roundtrip(3.0)
-    assert.are.equal("integer", math.type(back))
-    assert.are.equal(3, back)
-    assert.are.equal("integer", math.type(roundtrip(2.0^40)))
+    assert.are.equal("float", math.type(back))
+    assert.are.equal(3.0, back)
+    assert.are.equal("float", math.type(roundtrip(1.0)))
+    assert.are.equal("float", math.type(roundtrip(-0.0)))
+    assert.are.equal("integer", math.type(roundtrip(2.0^40)), "stored as V8 stores the integer 2^40")
     assert.are.equal("float", math.type(roundtrip(2.0^60)), "beyond 2^53 a double stays a float")
+    assert.are.equal("integer", math.type(roundtrip(1 << 40)))
+    assert.are.equal("integer", math.type(roundtrip(1 << 60)))
   end)
 
   it("UTF-8 strings: ASCII, Latin-1, BMP, astral, NUL, empty, long", function()
@@ -182,6 +186,12 @@ describe("values: the bytes stored are V8's", function()
     { math.maxinteger, "FF0F5A10FFFFFFFFFFFFFF7F" },
     { (1 << 53) + 1, "FF0F5A100100000000002000" },
     { -(1 << 53) - 1, "FF0F5A110100000000002000" },
+    -- The integer rule: I in the Smi range, N within 2^53, Z beyond; floats always N.
+    { (1 << 30) - 1, "FF0F49FEFFFFFF07" },
+    { 1 << 30, "FF0F4E000000000000D041" },
+    { 1 << 53, "FF0F4E0000000000004043" },
+    { 1 << 60, "FF0F5A100000000000000010" },
+    { 1.0, "FF0F4E000000000000F03F" },
   }
 
   it("writes the reference encodings", function()
@@ -227,6 +237,30 @@ describe("values: corrupt data", function()
       os.execute(("sqlite3 %s \"INSERT OR REPLACE INTO _cf_KV VALUES ('bad%d', X'%s')\""):format(file, i, hex))
       local msg = H.job_error(s2, function(s) return s:get("bad" .. i) end)
       assert.matches("cannot read the stored value", msg, "blob " .. hex)
+    end
+    assert.are.equal(1, H.job(s2, function(s) return s:get("ok") end))
+    rt2:close()
+    H.rm_rf(dir)
+  end)
+
+  it("lengths the blob cannot back are refused before anything is built", function()
+    local dir = H.tmpdir()
+    local rt2 = H.runtime({ storage = dir })
+    local s2 = rt2:bind("BAD", H.job_class("Bad"), { unique_key = "bad" }):get_by_name("b")
+    H.job(s2, function(s) s:put("ok", 1) end)
+    local file = H.sh("ls " .. dir .. "/bad/*.sqlite | grep -v metadata")
+    -- 300 sparse arrays of 2^20 holes in 2.7 KB; 2^32-1 slots in 15 bytes;
+    -- an index 2^32-2 in an array of length 0 (14 bytes).
+    local cases = {
+      { "FF0F41AC02" .. ("618080404000808040"):rep(300) .. "2400AC02",
+        "value too large to read: a sparse array of length 1048576 at byte 14" },
+      { "FF0F61FFFFFFFF0F4000FFFFFFFF0F", "value too large to read: a sparse array of length 4294967295" },
+      { "FF0F610055FEFFFFFF0F30400100", "index 4294967294 of a sparse array of length 0" },
+    }
+    for i, c in ipairs(cases) do
+      os.execute(("sqlite3 %s \"INSERT OR REPLACE INTO _cf_KV VALUES ('big%d', X'%s')\""):format(file, i, c[1]))
+      local msg = H.job_error(s2, function(s) return s:get("big" .. i) end)
+      assert.matches(c[2], msg, 1, true)
     end
     assert.are.equal(1, H.job(s2, function(s) return s:get("ok") end))
     rt2:close()

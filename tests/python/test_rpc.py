@@ -107,6 +107,18 @@ async def test_arguments_and_results_are_copies(ns):
     assert await s.peek() == ["original", "mutated by the object"]
 
 
+async def test_numbers_keep_the_storage_mapping(ns):
+    # One integer rule for RPC and storage: floats stay floats (1.0, -0.0),
+    # ints stay ints (2**40 as a JS number, 2**60 as a BigInt).
+    from storage_util import same
+    s = ns.get_by_name("numbers")
+    for v in [1.0, 2.0, -0.0, 0.5, 2**40, 2**60, -(2**60), 2**53, 7, 1700000000123]:
+        assert same(await s.slow_echo(v), v), v
+    assert same(await s.slow_echo([1.0, 2**40, 2**60, -0.0]), [1.0, 2**40, 2**60, -0.0])
+    assert same(await s.slow_echo(2.0**40), 2**40)  # as storage reads V8's 2**40
+    assert same(await s.slow_echo(dobj.deserialize(dobj.serialize(1.0))), 1.0)
+
+
 async def test_shared_parts_stay_shared(ns):
     part = {"x": 1}
     out = await ns.get_by_name("s").slow_echo([part, part])
@@ -233,6 +245,15 @@ async def test_native_signature_kinds():
     assert await k.echo_u64(2**64 - 1) == 2**64 - 1
     assert await k.echo_bool(True) is True
     assert await k.echo_f64(0.25) == 0.25
+    # Python <-> native: an f64 result is a float even when whole, integer
+    # results are ints (the same rule as storage).
+    got = await k.echo_f64(1.0)
+    assert got == 1.0 and type(got) is float
+    got = await k.echo_f64(-0.0)
+    assert type(got) is float and str(got) == "-0.0"
+    got = await k.echo_i64(2**40)
+    assert got == 2**40 and type(got) is int
+    assert type(await k.echo_i64(5)) is int
     assert await k.echo_str("héllo") == "héllo"
     assert await k.echo_bytes(b"\x00\x01") == b"\x00\x01"
     with pytest.raises(TypeError, match=r"must be an integer in \[-128, 127\]"):
@@ -269,3 +290,11 @@ def test_bad_registrations(variant, message):
     with pytest.raises(dobj.Error, match=message):
         rt.bind_native("K", path, "Kinds")
     rt.close()
+
+
+async def test_missing_method_message_keeps_its_end(ns):
+    s = ns.get_by_name("p")
+    name = "m" * 2000
+    with pytest.raises(dobj.Error) as info:
+        await s._rpc(name)
+    assert str(info.value) == f'The RPC receiver does not implement the method "{"m" * 256}...".'

@@ -62,6 +62,9 @@ async def test_iteration_raw_and_one(box):
     ("BEGIN", "transaction"), ("COMMIT", "transaction"), ("SAVEPOINT x", "transaction"),
     ("ROLLBACK", "transaction"), ("SELECT * FROM _cf_KV", "_cf_"),
     ("CREATE TABLE _cf_mine (x)", "_cf_"), ("SELEC 1", "syntax"),
+    ("CREATE TEMP TRIGGER t AFTER INSERT ON main._cf_KV BEGIN SELECT 1; END", "TEMP"),
+    ("CREATE TEMP TABLE _cf_x (a)", "TEMP"), ('SELECT * FROM main."_CF_kv"', "_cf_KV is not allowed"),
+    ("CREATE TABLE t (a); ALTER TABLE t RENAME TO [_cf_t]", "_cf_t"), ("VACUUM INTO '/tmp/dobj-copy.sqlite'", "VACUUM"),
 ])
 async def test_refused_and_bad_queries(box, query, msg):
     def body(self):

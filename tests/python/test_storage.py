@@ -204,6 +204,29 @@ async def test_transactions_nest(box):
     assert await run(box, body) == {"outer": 1, "inner_ok": 1}
 
 
+async def test_only_the_innermost_transaction_rolls_back(box):
+    def body(self):
+        s = self.ctx.storage
+
+        def outer(txn):
+            txn.put("a", 1)
+
+            def inner(t2):
+                t2.put("b", 1)
+                # The outer handle cannot roll back while the inner one is open.
+                with pytest.raises(dobj.Error, match="^only the innermost open transaction can be rolled back$"):
+                    txn.rollback()
+                t2.rollback()
+                with pytest.raises(dobj.Error, match="^the transaction was rolled back$"):
+                    t2.rollback()
+
+            txn.transaction_sync(inner)
+        s.transaction_sync(outer)
+        return s.list()
+
+    assert await run(box, body) == {"a": 1}
+
+
 async def test_transaction_sync_refuses_coroutine_functions(box):
     def body(self):
         async def fn(txn):

@@ -88,9 +88,21 @@ def test_a_list_holding_itself_is_written_as_v8_does():
     assert dobj.serialize(lst).hex() == "ff0f" + "4101" + "5e00" + "240001"
 
 
+# The integer rule: ints are I in the Smi range, N (a JS number) within
+# 2**53, a BigInt beyond; floats are always N.
+def test_the_integer_rule_bytes():
+    assert dobj.serialize(2**30 - 1).hex() == "ff0f49feffffff07"
+    assert dobj.serialize(2**30).hex() == "ff0f4e000000000000d041"
+    assert dobj.serialize(2**53).hex() == "ff0f4e0000000000004043"
+    assert dobj.serialize(-(2**53)).hex() == "ff0f4e00000000000040c3"
+    assert dobj.serialize(2**53 + 1).hex() == "ff0f5a100100000000002000"
+    assert dobj.serialize(1.0).hex() == "ff0f4e000000000000f03f"
+    assert same(dobj.deserialize(dobj.serialize(1700000000123)), 1700000000123)  # a ms timestamp
+
+
 # The bytes workerd writes (docs/value-format.md, the reference, section 6).
 V8_BYTES = [
-    (1, "4902"), (-5, "4909"), (2.0**40, "4e0000000000007042"), (1.5, "4e000000000000f83f"),
+    (1, "4902"), (-5, "4909"), (2**40, "4e0000000000007042"), (1.5, "4e000000000000f83f"),
     (True, "54"), (False, "46"), (None, "30"), ("hello", "220568656c6c6f"),
     ("héllo", "220568e96c6c6f"), ("日本", "6304e5652c67"), ("", "2200"), ({}, "6f7b00"),
     ({"x": 1, "y": "z"}, "6f22017849022201792201" + "7a7b02"),
@@ -110,9 +122,16 @@ def test_bytes_are_v8s(value, hexbytes):
 
 
 def test_what_workerd_writes_reads_as_documented():
-    # JS numbers: I -> int, N -> float (even when whole).
-    assert same(dobj.deserialize(bytes.fromhex("ff0f4e0000000000007042")), 2.0**40)
+    # JS numbers, by the integer rule: I -> int; N -> int when whole, past the
+    # Smi range and within 2**53 (V8's form of 2**40); any other N -> float.
+    assert same(dobj.deserialize(bytes.fromhex("ff0f4e0000000000007042")), 2**40)
     assert same(dobj.deserialize(bytes.fromhex("ff0f4e000000000000f03f")), 1.0)
+    assert same(dobj.deserialize(bytes.fromhex("ff0f4e0000000000000080")), -0.0)
+    assert same(dobj.deserialize(bytes.fromhex("ff0f4e0000000000003043")), 2**52)
+    assert same(dobj.deserialize(bytes.fromhex("ff0f4e0100000000004043")), 2.0**53 + 2)
+    # [1.5, 1] from JS is a double array: both N, so 1 reads as 1.0.
+    assert same(dobj.deserialize(bytes.fromhex("ff0f4102" "4e000000000000f83f" "4e000000000000f03f"
+                                               "240002")), [1.5, 1.0])
     # undefined -> None; an ArrayBuffer -> bytes; a view of part of a buffer -> its bytes.
     assert dobj.deserialize(bytes.fromhex("ff0f5f")) is None
     assert dobj.deserialize(bytes.fromhex("ff0f42020908")) == b"\x09\x08"
@@ -132,6 +151,56 @@ CORRUPT = [b"", b"\xff", b"\xff\x0f", b"\xff\x0f\x49", b"\xff\x0f\x22\x05ab", b"
 def test_corrupt_blobs_raise_clear_errors(blob):
     with pytest.raises(dobj.Error, match="^cannot read the stored value: "):
         dobj.deserialize(blob)
+
+
+# Lengths a blob cannot back (issue 7): a sparse array of 2**32-1 slots in
+# 15 bytes, an index 2**32-2 in 14, and 300 sparse arrays of 2**20 holes in
+# 2.7 KB (2.4 GB as lists).  Each fails at once, allocating next to nothing.
+HUGE = [
+    ("ff0f61ffffffff0f4000ffffffff0f", "value too large to read: a sparse array of length 4294967295"),
+    ("ff0f610055feffffff0f30400100", "index 4294967294 of a sparse array of length 0"),
+    ("ff0f41ac02" + "618080404000808040" * 300 + "2400ac02",
+     "value too large to read: a sparse array of length 1048576 at byte 14"),
+]
+
+
+@pytest.mark.parametrize("hexblob,message", HUGE, ids=lambda x: x[:24])
+def test_lengths_the_blob_cannot_back_fail_fast(hexblob, message):
+    import tracemalloc
+    tracemalloc.start()
+    try:
+        with pytest.raises(dobj.Error, match="^cannot read the stored value: ") as info:
+            dobj.deserialize(bytes.fromhex(hexblob))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert message in str(info.value)
+    assert peak < 16 << 20, peak  # at most one list of 2**20 slots (8 MB)
+
+
+def test_holes_within_the_allowance_read_as_none():
+    # a[1e6] = "x": one sparse array of 1000001 slots in a dozen bytes.
+    got = dobj.deserialize(bytes.fromhex("ff0f61c1843d55c0843d2201784001c1843d"))
+    assert len(got) == 1000001 and got[-1] == "x" and got[0] is None
+
+
+async def test_storage_get_of_a_huge_claim_is_a_clear_error(tmp_path):
+    import sqlite3
+    rt = dobj.Runtime(storage=str(tmp_path))
+    ns = rt.bind("BOX", Box, unique_key="huge")
+    stub = ns.get_by_name("h")
+    await run(stub, lambda self: self.ctx.storage.put("ok", 1))
+    db = sqlite3.connect(tmp_path / "huge" / f"{ns.id_from_name('h')}.sqlite")
+    with db:
+        for i, (hexblob, _) in enumerate(HUGE):
+            db.execute("INSERT OR REPLACE INTO _cf_KV VALUES (?, ?)", (f"big{i}", bytes.fromhex(hexblob)))
+    db.close()
+    for i, (_, message) in enumerate(HUGE):
+        with pytest.raises(dobj.Error, match="cannot read the stored value") as info:
+            await run(stub, lambda self, i=i: self.ctx.storage.get(f"big{i}"))
+        assert message in str(info.value)
+    assert await run(stub, lambda self: self.ctx.storage.get("ok")) == 1
+    rt.close()
 
 
 def test_random_corruptions_never_crash():
@@ -173,16 +242,17 @@ def test_map_keys_that_python_cannot_hash_are_a_clear_error():
 
 
 def test_dates_python_cannot_hold_are_a_clear_error():
-    with pytest.raises(dobj.Error, match="outside the years"):
+    # The number is in the message (it was a literal "%.0f").
+    with pytest.raises(dobj.Error, match="the Date 8640000000000000 ms is outside the years"):
         dobj.deserialize(bytes.fromhex("ff0f44") + (8.64e15).hex().encode() * 0 +
                          __import__("struct").pack("<d", 8.64e15))
     with pytest.raises(dobj.Error, match="invalid Date"):
         dobj.deserialize(bytes.fromhex("ff0f44") + __import__("struct").pack("<d", float("nan")))
 
 
-@pytest.mark.parametrize("value", [v for v in SAME if not isinstance(v, float)] +
-                         [1.5, float("inf"), -0.0], ids=repr)
+@pytest.mark.parametrize("value", SAME, ids=repr)
 def test_dobj_val_path_round_trips(value):
+    # The same mapping as storage, floats included (1.0 stays a float).
     assert same(_dobj._val_roundtrip(value), value)
 
 
@@ -194,8 +264,9 @@ def test_dobj_val_path_keeps_sharing_and_refuses_cycles():
     lst.append(lst)
     with pytest.raises(ValueError, match="contains itself"):
         _dobj._val_roundtrip(lst)
-    # dobj_val numbers are doubles: a whole float in the Smi range reads as an int.
-    assert same(_dobj._val_roundtrip(2.0), 2)
+    # dobj_val numbers keep int vs float, by the same rule as storage.
+    assert same(_dobj._val_roundtrip(2.0), 2.0)
+    assert same(_dobj._val_roundtrip(2.0**40), 2**40)  # V8's form of the integer
 
 
 async def test_values_round_trip_through_storage(rt):

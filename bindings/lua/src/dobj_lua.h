@@ -165,7 +165,6 @@ typedef struct runtime_ud {
 	int codec_users;     /* storage calls using them now (nested: a finalizer's) */
 	dobj_de *de;
 	int virtual_time;
-	double wall_base;    /* virtual time: the wall clock when the runtime started */
 } runtime_ud;
 
 /* A coroutine that runs tasks; pooled when its function returns. */
@@ -213,7 +212,6 @@ typedef struct ctx_ud {
 /* The coroutine whose step is running (innermost), on this thread. */
 extern _Thread_local task_coro *running_coro;
 
-#define MAX_SAFE_INT 9007199254740992LL /* 2^53: doubles hold every integer up to it */
 
 /* Which JS value a table stands for (table_kind_at). */
 enum { TABLE_OBJECT, TABLE_ARRAY, TABLE_MAP, TABLE_SET };
@@ -231,7 +229,7 @@ int block_results(lua_State *L, task_coro *c);
 /* driver.c */
 void push_ms(lua_State *L, double ms);
 int step_call(dobj_task *t, void *data);
-void wake_waiter(dobj_task *done, void *data);
+void wait_for_task(lua_State *L, task_coro *c, dobj_task *t);
 int until_done(void *arg);
 task_coro *spawn_fn(lua_State *L, runtime_ud *r, dobj_obj *obj, dobj_task_kind kind, int fidx,
 	int nargs, dobj_done_fn done, void *done_data, dobj_task **out);
@@ -279,6 +277,7 @@ int l_stub_rpc(lua_State *L);
 
 /* runtime.c */
 double realtime_ms(void);
+int l_on_error(lua_State *L);
 int l_runtime(lua_State *L);
 void raise_task_error(lua_State *L, runtime_ud *r);
 
@@ -298,7 +297,7 @@ int await_call(lua_State *L, stub_ud *s, task_coro *c, dobj_task *t);
 void push_null_rt(runtime_ud *r, lua_State *L);
 void push_bytes_rt(runtime_ud *r, lua_State *L, const void *p, size_t len);
 void push_date_rt(runtime_ud *r, lua_State *L, double ms);
-void push_jsnumber(lua_State *L, double d);
+void push_jsnumber(lua_State *L, double d, int was_int32);
 int table_kind_at(lua_State *L, runtime_ud *r, int idx, lua_Integer *n);
 const unsigned char *storage_encode(lua_State *L, runtime_ud *r, int idx, size_t *len);
 void storage_decode(lua_State *L, runtime_ud *r, const void *data, size_t len);

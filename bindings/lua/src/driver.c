@@ -9,7 +9,7 @@ _Thread_local task_coro *running_coro;
 
 static int step_co(dobj_task *t, void *data);
 
-/* Remember the first unhandled error of a spawned or background task. */
+/* Remember the first unhandled error of a spawned task (rt:spawn). */
 static void keep_task_error(runtime_ud *r, void *slot)
 {
 	if (slot && !r->error_slot && IS_SLOT(slot)) {
@@ -93,7 +93,9 @@ static int run_co(runtime_ud *r, dobj_task *t, task_coro *c, int nargs)
 		} else {
 			err = convert_error(r, c->co, obj, c->co, 1);
 		}
-		if (kind == DOBJ_TASK_FREE || kind == DOBJ_TASK_BACKGROUND)
+		/* A spawned task's error is raised by rt:run(); a wait_until
+		 * function's goes to the core's error hook (dobj.on_error). */
+		if (kind == DOBJ_TASK_FREE)
 			keep_task_error(r, err);
 		dobj_task_raise(t, DOBJ_EUSER, dobj_error_last(), err);
 	}
@@ -150,7 +152,8 @@ static int fetch_tramp(lua_State *L)
 /* A time in ms as Lua shows it: an integer when it is whole. */
 void push_ms(lua_State *L, double ms)
 {
-	if (ms == (double)(lua_Integer)ms && ms >= -9007199254740992.0 && ms <= 9007199254740992.0)
+	/* The range first: converting NaN or a huge double to an integer is UB. */
+	if (ms >= -9007199254740992.0 && ms <= 9007199254740992.0 && ms == (double)(lua_Integer)ms)
 		lua_pushinteger(L, (lua_Integer)ms);
 	else
 		lua_pushnumber(L, ms);
@@ -249,14 +252,15 @@ static int step_co(dobj_task *t, void *data)
 	return run_co(r, t, c, nargs);
 }
 
-/* Done callback of an awaited task: wake the waiting task. */
-void wake_waiter(dobj_task *done, void *data)
+/* The coroutine c suspends until t finishes: the core wakes it then (and
+ * knows who waits on whom: a block waiting on its own object's call fails
+ * with a deadlock error instead of hanging).  c takes the reference to t. */
+void wait_for_task(lua_State *L, task_coro *c, dobj_task *t)
 {
-	task_coro *c = data;
-
-	(void)done;
-	if (c->task)
-		dobj_task_wake(c->task);
+	c->wait = t;
+	c->state = CORO_WAIT;
+	if (dobj_task_wait(c->task, t) < 0)
+		raise_core_error(L, dobj_error_last());
 }
 
 int until_done(void *arg)

@@ -254,13 +254,10 @@ static dobj_val *to_val(rpc_encoder *o, int idx)
 	case LUA_TBOOLEAN:
 		return dobj_val_bool(lua_toboolean(L, idx));
 	case LUA_TNUMBER:
-		if (lua_isinteger(L, idx)) {
-			lua_Integer i = lua_tointeger(L, idx);
-			if (i >= -MAX_SAFE_INT && i <= MAX_SAFE_INT)
-				return dobj_val_number((double)i);
-			return dobj_val_bigint_i64((int64_t)i);
-		}
-		return dobj_val_number(lua_tonumber(L, idx));
+		/* The same integer rule as storage (the core's). */
+		if (lua_isinteger(L, idx))
+			return dobj_val_integer((int64_t)lua_tointeger(L, idx));
+		return dobj_val_double(lua_tonumber(L, idx));
 	case LUA_TSTRING: {
 		size_t len;
 		const char *p = lua_tolstring(L, idx, &len);
@@ -359,7 +356,10 @@ static int push_val(rpc_decoder *in, const dobj_val *v)
 		lua_pushboolean(L, dobj_val_get_bool(v));
 		return DOBJ_OK;
 	case DOBJ_VAL_NUMBER:
-		push_jsnumber(L, dobj_val_get_number(v));
+		if (dobj_val_is_integer(v)) /* the same integer rule as storage */
+			lua_pushinteger(L, (lua_Integer)dobj_val_get_number(v));
+		else
+			lua_pushnumber(L, dobj_val_get_number(v));
 		return DOBJ_OK;
 	case DOBJ_VAL_DATE:
 		push_date_rt(in->r, L, dobj_val_get_number(v));
@@ -459,13 +459,6 @@ static int push_val(rpc_decoder *in, const dobj_val *v)
 
 /* ------------------------------------------------------- RPC: the object */
 
-/* Callable over RPC: not private, not a lifecycle handler. */
-static int rpc_name_callable(const char *name)
-{
-	return name && name[0] != '_' && strcmp(name, "fetch") != 0 &&
-		strcmp(name, "alarm") != 0 && strcmp(name, "new") != 0;
-}
-
 /* After the method: (instance, class, seen slot, results...) -> the first
  * result as a dobj_val (light userdata), which finish_ok hands to the core. */
 static int rpc_tramp_k(lua_State *L, int status, lua_KContext ctx)
@@ -492,8 +485,9 @@ static int rpc_tramp_k(lua_State *L, int status, lua_KContext ctx)
 
 /*
  * The body of an RPC call's coroutine: (instance, class) -> result.  The
- * method is looked up in the class table (lua_getfield: inherited methods
- * count), never in the instance, so instance fields are not callable.
+ * core refused reserved and private names already (dobj_rpc_name_check).
+ * The method is looked up in the class table (lua_getfield: inherited
+ * methods count), never in the instance, so instance fields are not callable.
  */
 int rpc_tramp(lua_State *L)
 {
@@ -506,8 +500,6 @@ int rpc_tramp(lua_State *L)
 
 	lua_settop(L, 2);
 	lua_pushnil(L); /* 3: the seen slot of the converters */
-	if (!rpc_name_callable(name))
-		goto missing;
 	push_slot(k->r, L, SLOT_TO_HOST(k->slot));
 	lua_getfield(L, 4, name);
 	if (lua_type(L, -1) != LUA_TFUNCTION)
@@ -526,8 +518,8 @@ int rpc_tramp(lua_State *L)
 	lua_callk(L, (int)n + 1, LUA_MULTRET, (lua_KContext)k, rpc_tramp_k);
 	return rpc_tramp_k(L, LUA_OK, (lua_KContext)k);
 missing:
-	lua_pushfstring(L, "The RPC receiver does not implement the method \"%s\".", name ? name : "");
-	return lua_error(L);
+	dobj_rpc_no_method(name, strlen(name));
+	return raise_plain(L, dobj_error_last());
 }
 
 /* ------------------------------------------------------- RPC: the caller */
@@ -668,15 +660,11 @@ int l_stub_rpc(lua_State *L)
 		}
 	}
 	lua_settop(L, top);
-	/* A native method checks arity and types here, in the caller, before
-	 * anything is delivered. */
-	if (dobj_native_check(dobj_stub_ns(s->stub), name, args) < 0 &&
-	    dobj_error_last_code() != DOBJ_ENOHANDLER) { /* a missing method is the object's answer */
-		dobj_val_free(args);
-		return raise_core_error(L, dobj_error_last());
-	}
+	/* The core checks a native method's arity and types here, in the
+	 * caller, before anything is delivered (a missing method is the
+	 * object's answer). */
 	rc = dobj_stub_call_ex(&t, s->stub, DOBJ_CALL_RPC, name, NULL, 0, args, val_free_cb,
-		c ? wake_waiter : NULL, c);
+		NULL, NULL);
 	if (rc < 0)
 		return raise_core_error(L, dobj_error_last());
 	return await_call(L, s, c, t);

@@ -2,6 +2,9 @@
  * virtual time, and constructing instances of bound classes. */
 #include "dobj_lua.h"
 
+#include <math.h>
+#include <stdio.h>
+
 /* ---------------------------------------------------------------- classes */
 
 /* (class, ctx, env) -> instance, under lua_pcall. */
@@ -110,15 +113,79 @@ double realtime_ms(void)
 	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
-/* The wall clock of alarms: real time, or with virtual time the real time at
- * start plus the virtual clock, so that rt:now() and the core agree. */
-static double wall_clock(void *data)
+/* ------------------------------------------------------ background errors */
+
+#define ON_ERROR_KEY "dobj.on_error"
+
+/* dobj.on_error([fn]): the handler of failures nobody awaits; returns the
+ * previous one (nil: the default, which writes to io.stderr). */
+int l_on_error(lua_State *L)
+{
+	if (!lua_isnoneornil(L, 1))
+		luaL_checktype(L, 1, LUA_TFUNCTION);
+	lua_settop(L, 1);
+	lua_getfield(L, LUA_REGISTRYINDEX, ON_ERROR_KEY);
+	lua_pushvalue(L, 1);
+	lua_setfield(L, LUA_REGISTRYINDEX, ON_ERROR_KEY);
+	return 1;
+}
+
+/*
+ * The core's error hook: a ctx:wait_until function or a run of an alarm
+ * handler failed.  dobj.on_error's handler gets (err, info); without one,
+ * one line (and the error's stack) goes to stderr, as workerd logs it.
+ * Runs on the anchor thread, which never runs Lua code otherwise.
+ */
+static void report_background_error(dobj_task *t, void *data)
 {
 	runtime_ud *r = data;
+	lua_State *L = r->A;
+	int top = lua_gettop(L), retry = 0, alarm;
+	const char *msg = NULL, *cls = dobj_ns_class_name(dobj_obj_ns(dobj_task_obj(t)));
+	void *err = NULL;
+	char hex[DOBJ_ID_HEX_LEN];
 
-	if (r->virtual_time && r->rt)
-		return r->wall_base + dobj_rt_now_ms(r->rt);
-	return realtime_ms();
+	if (!lua_checkstack(L, 8))
+		return;
+	dobj_task_result(t, NULL, &msg, &err);
+	alarm = dobj_task_alarm_info(t, NULL, &retry) == DOBJ_OK;
+	dobj_id_to_hex(dobj_obj_id(dobj_task_obj(t)), hex);
+	lua_getfield(L, LUA_REGISTRYINDEX, ON_ERROR_KEY);
+	if (lua_isfunction(L, -1)) {
+		if (err)
+			push_slot(r, L, err);
+		else
+			push_core_error(L, msg, dobj_obj_id(dobj_task_obj(t)), 1);
+		lua_createtable(L, 0, 4);
+		lua_pushstring(L, alarm ? "alarm" : "wait_until");
+		lua_setfield(L, -2, "kind");
+		lua_pushstring(L, cls);
+		lua_setfield(L, -2, "class");
+		lua_pushlstring(L, hex, sizeof(hex));
+		lua_setfield(L, -2, "id");
+		if (alarm) {
+			lua_pushinteger(L, retry);
+			lua_setfield(L, -2, "retry_count");
+		}
+		if (lua_pcall(L, 2, 0, 0) == LUA_OK) {
+			lua_settop(L, top);
+			return;
+		}
+		fprintf(stderr, "dobj: the dobj.on_error handler failed: %s\n",
+			lua_tostring(L, -1) ? lua_tostring(L, -1) : "(not a string)");
+	}
+	if (alarm)
+		fprintf(stderr, "dobj: alarm() of %s %.*s (run %d of %d) failed: %s\n", cls,
+			(int)sizeof(hex), hex, retry + 1, DOBJ_ALARM_MAX_RETRIES + 1, msg ? msg : "error");
+	else
+		fprintf(stderr, "dobj: ctx:wait_until() of %s %.*s failed: %s\n", cls,
+			(int)sizeof(hex), hex, msg ? msg : "error");
+	if (err) {
+		push_slot(r, L, err);
+		if (lua_istable(L, -1) && lua_getfield(L, -1, "stack") == LUA_TSTRING)
+			fprintf(stderr, "%s\n", lua_tostring(L, -1));
+	}
+	lua_settop(L, top);
 }
 
 int l_runtime(lua_State *L)
@@ -127,6 +194,7 @@ int l_runtime(lua_State *L)
 	runtime_ud *r;
 	dobj_rt_opts o = DOBJ_RT_OPTS_INIT;
 	const char *dir = NULL;
+	size_t dir_len = 0;
 	int vt = 0, rc;
 
 	lua_settop(L, 1);
@@ -169,7 +237,7 @@ int l_runtime(lua_State *L)
 		if (!lua_isnil(L, -1)) {
 			if (lua_type(L, -1) != LUA_TSTRING)
 				return luaL_error(L, "storage must be a directory name (a string)");
-			dir = check_cstring(L, -1, "the storage directory"); /* kept alive by the options table */
+			dir = lua_tolstring(L, -1, &dir_len); /* kept alive by the options table */
 		}
 		lua_pop(L, 1);
 		lua_getfield(L, 1, "durability");
@@ -184,13 +252,15 @@ int l_runtime(lua_State *L)
 		}
 		lua_pop(L, 1);
 		lua_getfield(L, 1, "idle_timeout");
+		/* The core's one meaning; false is Lua's spelling of "never". */
 		if (lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1)) {
-			o.idle_timeout_ms = -1; /* never evict */
+			dobj_rt_opts_idle_timeout(&o, HUGE_VAL);
 		} else if (!lua_isnil(L, -1)) {
-			double sec = lua_tonumber(L, -1);
-			if (lua_type(L, -1) != LUA_TNUMBER || !(sec > 0))
-				return luaL_error(L, "idle_timeout must be a positive number of seconds, or false");
-			o.idle_timeout_ms = sec >= 1e300 ? -1 : sec * 1e3;
+			if (lua_type(L, -1) != LUA_TNUMBER)
+				return luaL_error(L, "idle_timeout must be a number of seconds or false, got %s",
+					luaL_typename(L, -1));
+			if (dobj_rt_opts_idle_timeout(&o, lua_tonumber(L, -1)) < 0)
+				return luaL_error(L, "%s", dobj_error_last());
 		}
 		lua_pop(L, 1);
 	}
@@ -204,13 +274,13 @@ int l_runtime(lua_State *L)
 	o.host.release = host_release;
 	o.virtual_time = vt;
 	o.storage_dir = dir;
-	o.wall_ms = wall_clock;
+	o.storage_dir_len = dir_len;
 	o.clock_data = r;
 	r->virtual_time = vt;
-	r->wall_base = realtime_ms();
 	rc = dobj_rt_new(&r->rt, &o);
 	if (rc < 0)
 		return luaL_error(L, "%s", dobj_error_last());
+	dobj_rt_set_error_hook(r->rt, report_background_error, r);
 	m->nruntimes++;
 	/* The runtime that dobj.sleep drives from the main chunk. */
 	lua_getiuservalue(L, MODIDX, UV_DEFAULT_RT);
@@ -305,7 +375,8 @@ static namespace_ud *push_ns(lua_State *L, runtime_ud *r)
 static int l_rt_bind(lua_State *L)
 {
 	runtime_ud *r = check_rt(L, 1);
-	const char *binding = check_cstring(L, 2, "the binding name");
+	size_t binding_len;
+	const char *binding = luaL_checklstring(L, 2, &binding_len);
 	const char *ukey = NULL, *cname = NULL;
 	size_t uklen = 0;
 	dobj_class klass;
@@ -369,7 +440,7 @@ static int l_rt_bind(lua_State *L)
 	klass.data = k;
 	klass.construct = class_construct;
 	klass.step = step_call;
-	rc = dobj_ns_new(&n->ns, r->rt, binding, ukey, uklen, &klass);
+	rc = dobj_ns_new(&n->ns, r->rt, binding, binding_len, ukey, uklen, &klass);
 	host_release(r, k); /* the namespace holds its own reference */
 	if (rc < 0)
 		return luaL_error(L, "%s", dobj_error_last());
@@ -405,7 +476,8 @@ static void pin_module(void)
 static int l_rt_bind_native(lua_State *L)
 {
 	runtime_ud *r = check_rt(L, 1);
-	const char *binding = check_cstring(L, 2, "the binding name");
+	size_t binding_len;
+	const char *binding = luaL_checklstring(L, 2, &binding_len);
 	const char *path = check_cstring(L, 3, "the library path");
 	const char *cname = check_cstring(L, 4, "the class name");
 	const char *ukey = NULL;
@@ -436,7 +508,7 @@ static int l_rt_bind_native(lua_State *L)
 	pin_module();
 	n = push_ns(L, r);
 	dobj_native_class_of(nc, &klass);
-	rc = dobj_ns_new(&n->ns, r->rt, binding, ukey, uklen, &klass);
+	rc = dobj_ns_new(&n->ns, r->rt, binding, binding_len, ukey, uklen, &klass);
 	if (rc < 0)
 		return luaL_error(L, "%s", dobj_error_last());
 	return bind_done(L, r, n, binding, 7);
@@ -480,12 +552,46 @@ static int l_rt_run(lua_State *L)
 	return 0;
 }
 
+/* rt:fd(): the runtime's pollable file descriptor, for a loop of your own
+ * (cqueues, luv, poll): readable when work is ready or a timer is due; then
+ * call rt:process().  The same number for the runtime's life; do not close it. */
+static int l_rt_fd(lua_State *L)
+{
+	runtime_ud *r = check_rt(L, 1);
+	int fd = dobj_rt_fd(r->rt);
+
+	if (fd < 0)
+		return luaL_error(L, "%s", dobj_error_last());
+	lua_pushinteger(L, fd);
+	return 1;
+}
+
+/* rt:process(): fire the timers that are due and run what is ready, without
+ * waiting (what a loop calls when rt:fd() is readable). */
+static int l_rt_process(lua_State *L)
+{
+	runtime_ud *r = check_rt(L, 1);
+	lua_State *saved;
+	int rc;
+
+	if (running_coro && running_coro->r == r)
+		return luaL_error(L, "rt:process() cannot be called from inside the runtime");
+	saved = r->from;
+	r->from = L;
+	rc = dobj_rt_process(r->rt);
+	r->from = saved;
+	if (rc < 0)
+		return luaL_error(L, "%s", dobj_error_last());
+	raise_task_error(L, r);
+	return 0;
+}
+
 /* rt:now(): ms since the epoch by the runtime's clock (virtual time included). */
 static int l_rt_now(lua_State *L)
 {
 	runtime_ud *r = check_rt(L, 1);
 
-	push_ms(L, wall_clock(r));
+	push_ms(L, dobj_rt_wall_ms(r->rt));
 	return 1;
 }
 
@@ -523,7 +629,8 @@ static const luaL_Reg rt_meta[] = {
 };
 static const luaL_Reg rt_methods[] = {
 	{ "bind", l_rt_bind }, { "bind_native", l_rt_bind_native }, { "spawn", l_rt_spawn }, { "run", l_rt_run },
-	{ "close", l_rt_close }, { "now", l_rt_now }, { "advance", l_rt_advance }, { NULL, NULL }
+	{ "close", l_rt_close }, { "now", l_rt_now }, { "advance", l_rt_advance },
+	{ "fd", l_rt_fd }, { "process", l_rt_process }, { NULL, NULL }
 };
 
 void runtime_open(lua_State *L, int mi)

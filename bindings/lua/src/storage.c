@@ -7,12 +7,9 @@ typedef struct storage_ud {
 	runtime_ud *r;
 } storage_ud; /* user values: 1 the ctx userdata, 2 the sql userdata (made on first use) */
 
-enum { TXN_OPEN, TXN_DONE, TXN_ROLLED };
-
 typedef struct txn_ud {
 	runtime_ud *r;
-	int depth;   /* savepoint depth it opened */
-	int state;
+	dobj_txn txn; /* the core's handle: level and state (rules in dobj/storage.h) */
 } txn_ud; /* user value 1: the storage userdata */
 
 typedef struct sql_ud {
@@ -50,18 +47,16 @@ dobj_storage *storage_at(lua_State *L, int idx, runtime_ud **rp)
 		x = store_ctx(L, idx);
 	} else {
 		txn_ud *t = check_ud(L, idx, MT_TXN);
-		if (t->state != TXN_OPEN)
-			luaL_error(L, t->state == TXN_ROLLED ? "the transaction was rolled back"
-				: "the transaction has finished");
+		if (dobj_txn_check(&t->txn) < 0)
+			storage_fail(L);
 		lua_getiuservalue(L, idx, 1);
 		s = lua_touserdata(L, -1);
 		x = store_ctx(L, lua_gettop(L));
 		lua_pop(L, 1);
 	}
 	if (!x || !x->obj)
-		luaL_error(L, "the object was reset or evicted (this storage belongs to a previous "
-			"instance)");
-	if (dobj_obj_storage(x->obj, &st) < 0)
+		raise_plain(L, DOBJ_MSG_GONE);
+	if (dobj_obj_storage(x->obj, &st) < 0) /* says so for a previous instance too */
 		storage_fail(L);
 	if (rp)
 		*rp = s->r;
@@ -365,8 +360,8 @@ static txn_ud *push_txn(lua_State *L, runtime_ud *r, dobj_storage *st)
 	txn_ud *t = lua_newuserdatauv(L, sizeof(*t), 1);
 
 	t->r = r;
-	t->state = TXN_DONE;
-	t->depth = 0;
+	t->txn.state = DOBJ_TXN_ENDED;
+	t->txn.level = 0;
 	push_mt(L, MT_TXN);
 	lua_setmetatable(L, -2);
 	if (test_ud(L, 1, MT_TXN))
@@ -374,36 +369,28 @@ static txn_ud *push_txn(lua_State *L, runtime_ud *r, dobj_storage *st)
 	else
 		lua_pushvalue(L, 1);
 	lua_setiuservalue(L, -2, 1);
-	if (dobj_txn_begin(st) < 0)
+	if (dobj_txn_open(st, &t->txn) < 0)
 		storage_fail(L);
-	t->depth = dobj_txn_depth(st);
-	t->state = TXN_OPEN;
 	return t;
 }
 
 /*
  * Close the transaction at idx after its function ran (ok or not): commit or
- * roll back, unless the function rolled back itself or the object is gone
- * (its storage then discarded the writes).  Returns the storage or NULL.
+ * roll back as dobj_txn_end decides (nothing when the function rolled back
+ * itself or the object is gone).  Returns the storage or NULL.
  */
 static dobj_storage *txn_close(lua_State *L, int idx, int ok, int *failed)
 {
 	txn_ud *t = lua_touserdata(L, idx);
 	dobj_storage *st = NULL;
 	ctx_ud *x;
-	int state = t->state;
 
-	*failed = 0;
-	t->state = state == TXN_ROLLED ? TXN_ROLLED : TXN_DONE;
 	lua_getiuservalue(L, idx, 1);
 	x = store_ctx(L, lua_gettop(L));
 	lua_pop(L, 1);
 	if (!x || !x->obj || dobj_obj_storage(x->obj, &st) < 0)
-		return NULL;
-	if (state == TXN_OPEN && dobj_txn_depth(st) == t->depth) {
-		if ((ok ? dobj_txn_commit(st) : dobj_txn_rollback(st)) < 0)
-			*failed = 1;
-	}
+		st = NULL;
+	*failed = dobj_txn_end(st, &t->txn, ok) < 0;
 	return st;
 }
 
@@ -515,9 +502,8 @@ static int l_st_transaction(lua_State *L)
 	lua_pushcclosure(L, txn_body, 1);         /* 4: body */
 	lua_pushvalue(L, 3);
 	lua_pushvalue(L, 2);                      /* body, txn, fn */
-	spawn_fn(L, r, x->obj, DOBJ_TASK_BLOCK, 4, 2, wake_waiter, c, &t);
-	c->wait = t;
-	c->state = CORO_WAIT;
+	spawn_fn(L, r, x->obj, DOBJ_TASK_BLOCK, 4, 2, NULL, NULL, &t);
+	wait_for_task(L, c, t);
 	return lua_yieldk(L, 0, (lua_KContext)c, txn_wait_k);
 }
 
@@ -526,11 +512,9 @@ static int l_txn_rollback(lua_State *L)
 	txn_ud *t = check_ud(L, 1, MT_TXN);
 	dobj_storage *st = storage_at(L, 1, NULL);
 
-	if (dobj_txn_depth(st) != t->depth)
-		return luaL_error(L, "only the innermost open transaction can be rolled back");
-	if (dobj_txn_rollback(st) < 0)
+	/* Only the innermost open transaction (dobj_txn_rollback_handle). */
+	if (dobj_txn_rollback_handle(st, &t->txn) < 0)
 		return storage_fail(L);
-	t->state = TXN_ROLLED;
 	return 0;
 }
 

@@ -6,8 +6,8 @@
 /*
  * Storage values are V8 serialization blobs, written and read by the core's
  * codec (dobj/value.h).  The mapping is in docs/lua.md ("Values"); in short:
- * booleans, numbers (whole numbers up to 2^53 as JS numbers, beyond as
- * BigInts), UTF-8 strings, dobj.bytes (Uint8Array), dobj.date (Date),
+ * booleans, numbers (the core's integer rule: integers up to 2^53 as JS
+ * numbers, beyond as BigInts; floats as doubles), UTF-8 strings, dobj.bytes (Uint8Array), dobj.date (Date),
  * dobj.null (null), tables (a sequence -> Array, string keys -> Object,
  * anything else or a dobj.map table -> Map, a dobj.set table -> Set).  A
  * table or value met twice is written once and referenced, so shared parts
@@ -49,11 +49,12 @@ void push_date_rt(runtime_ud *r, lua_State *L, double ms)
 	lua_setmetatable(L, -2);
 }
 
-/* A JS number as Lua shows it: whole numbers up to 2^53 (not -0) are
- * integers, the rest floats. */
-void push_jsnumber(lua_State *L, double d)
+/* A JS number as Lua shows it, by the core's integer rule
+ * (dobj_number_is_integer): `I` and whole doubles past the Smi range within
+ * ±2^53 are integers, other doubles (1.0, -0.0, 0.5) floats. */
+void push_jsnumber(lua_State *L, double d, int was_int32)
 {
-	if (d == floor(d) && fabs(d) <= (double)MAX_SAFE_INT && !(d == 0 && signbit(d)))
+	if (dobj_number_is_integer(d, was_int32))
 		lua_pushinteger(L, (lua_Integer)d);
 	else
 		lua_pushnumber(L, d);
@@ -213,15 +214,11 @@ static void enc_value(storage_encoder *e, int idx)
 		rc = dobj_ser_bool(e->ser, lua_toboolean(L, idx));
 		break;
 	case LUA_TNUMBER:
-		if (lua_isinteger(L, idx)) {
-			lua_Integer i = lua_tointeger(L, idx);
-			if (i >= -MAX_SAFE_INT && i <= MAX_SAFE_INT)
-				rc = dobj_ser_number(e->ser, (double)i);
-			else
-				rc = dobj_ser_bigint_i64(e->ser, (int64_t)i);
-		} else {
-			rc = dobj_ser_number(e->ser, lua_tonumber(L, idx));
-		}
+		/* The core's integer rule; a float is always `N`, so 1.0 stays one. */
+		if (lua_isinteger(L, idx))
+			rc = dobj_ser_integer(e->ser, (int64_t)lua_tointeger(L, idx));
+		else
+			rc = dobj_ser_double(e->ser, lua_tonumber(L, idx));
 		break;
 	case LUA_TSTRING: {
 		size_t len;
@@ -390,7 +387,7 @@ static void dec_tok(storage_decoder *d)
 		lua_pushinteger(L, t->i32);
 		break;
 	case DOBJ_TOK_DOUBLE:
-		push_jsnumber(L, t->number);
+		push_jsnumber(L, t->number, 0);
 		break;
 	case DOBJ_TOK_BIGINT:
 		push_bigint(L, t->negative, t->bytes, t->len);
@@ -591,7 +588,7 @@ static int l_date_index(lua_State *L)
 	const char *k = lua_tostring(L, 2);
 
 	if (k && strcmp(k, "ms") == 0) {
-		push_jsnumber(L, ms);
+		push_ms(L, ms); /* whole ms (JS's TimeClip) as an integer */
 		return 1;
 	}
 	return 0;

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio as _asyncio
 import inspect as _inspect
 import json as _json
+import logging as _logging
 from typing import Any, Iterable, Iterator, Mapping, Optional, Tuple, Union
 
 from . import _dobj
@@ -23,6 +24,7 @@ from ._dobj import (  # noqa: F401  (re-exported)
     deserialize,
     serialize,
     DurableObjectId,
+    Aborted,
     Error,
     InvalidIdError,
     Namespace,
@@ -33,7 +35,7 @@ from ._dobj import (  # noqa: F401  (re-exported)
 __all__ = [
     "Runtime", "Namespace", "DurableObjectId", "Stub", "Context", "Call",
     "DurableObject", "Request", "Response", "Headers", "Env",
-    "Error", "InvalidIdError",
+    "Error", "InvalidIdError", "Aborted",
     "Storage", "Transaction", "SqlStorage", "Cursor", "serialize", "deserialize",
 ]
 
@@ -330,31 +332,37 @@ async def _transaction(storage, ctx, fn):
 
 async def _drain(rt, timeout=None):
     """``await rt.drain()``: run until no call is unfinished and no alarm is
-    pending (eviction timers do not count).  With virtual time the clock
-    jumps to the next timer once the loop has had a turn."""
+    pending (eviction timers do not count).  It waits for the runtime to move
+    (each pump, and the loop watching the runtime's fd, wake it); with
+    virtual time, once only timers are left, it jumps the clock to the next."""
     loop = _asyncio.get_running_loop()
     deadline = None if timeout is None else loop.time() + timeout
     while True:
         rt._pump()
         if rt.pending == 0:
             return
-        if deadline is not None and loop.time() >= deadline:
-            raise TimeoutError(f"drain(): {rt.pending} calls or alarms still pending")
-        nxt = rt._next_timer()
-        if rt.virtual_time:
-            await _asyncio.sleep(0)
-            rt._pump()
-            nxt = rt._next_timer()
-            if rt.pending and nxt is not None:
-                rt.advance(nxt)
-            elif rt.pending:
-                await _asyncio.sleep(0.001)
+        if rt.virtual_time and rt._tasks == 0:
+            rt.advance(rt._next_timer())  # only timers are left
             continue
-        delay = 0.05 if nxt is None else min(nxt, 0.05)
-        if deadline is not None:
-            delay = max(0.0, min(delay, deadline - loop.time()))
-        await _asyncio.sleep(delay)
+        left = None if deadline is None else deadline - loop.time()
+        if left is not None and left <= 0:
+            raise TimeoutError(f"drain(): {rt.pending} calls or alarms still pending")
+        try:
+            await _asyncio.wait_for(_asyncio.shield(rt._progress()), left)
+        except _asyncio.TimeoutError:
+            raise TimeoutError(f"drain(): {rt.pending} calls or alarms still pending") from None
+
+
+_log = _logging.getLogger("dobj")
+
+
+def _report_error(what: str, exc: BaseException) -> None:
+    """Failures nobody awaits (a ``ctx.wait_until`` task, each failed run of an
+    alarm handler) are logged on the ``dobj`` logger at ERROR level with their
+    traceback, as asyncio logs a task exception that was never retrieved."""
+    _log.error("%s failed: %s", what, exc, exc_info=(type(exc), exc, exc.__traceback__))
 
 
 _dobj._setup(Request, Response, Env, _make_request)
 _dobj._setup_storage(_transaction, _drain)
+_dobj._setup_reporting(_report_error)

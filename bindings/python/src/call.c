@@ -20,7 +20,6 @@ CallObject *call_object_new(RuntimeObject *rt, dobj_task *task, IdObject *target
 	}
 	c->rt = (RuntimeObject *)Py_NewRef(rt);
 	c->task = task;
-	c->waiter = NULL;
 	c->future = NULL;
 	c->value = NULL;
 	c->error = NULL;
@@ -58,10 +57,6 @@ static void call_drop_task(CallObject *self)
 		dobj_task_unref(self->task);
 		self->task = NULL;
 	}
-	if (self->waiter) {
-		dobj_task_unref(self->waiter);
-		self->waiter = NULL;
-	}
 }
 
 static int Call_clear(CallObject *self)
@@ -87,22 +82,22 @@ static void Call_dealloc(CallObject *self)
 static void call_complete_future(CallObject *self);
 
 /*
- * The task finished: wake whoever waits (a handler task or a loop future).
+ * The task finished: complete the loop future of whoever awaits it outside a
+ * handler.  (Handlers wait through the core: dobj_task_wait wakes each of
+ * them, however many await the same call.)
  *
  * Done callbacks also run from inside the core's own loops (dobj_obj_abort
  * and dobj_rt_clear fail tasks one by one) where no pump is running.  There
  * this callback must neither drop a reference (dobj_task_unref would flush
  * the core's trash: finalisers, re-entry, and possibly this very Call freed
  * under our feet) nor run Python code (an allocation may start the GC).  So
- * the waiter's reference is dropped later (call_drop_task), and outside a
- * pump the loop future is completed after the core returns (complete_deferred_futures).
+ * outside a pump the loop future is completed after the core returns
+ * (complete_deferred_futures).
  */
 static void call_on_task_done(dobj_task *t, void *data)
 {
 	CallObject *self = data;
 
-	if (self->waiter)
-		dobj_task_wake(self->waiter);
 	if (self->future) {
 		if (dobj_rt_pumping(dobj_task_rt(t)))
 			call_complete_future(self);
@@ -165,16 +160,19 @@ static PyObject *call_exception(CallObject *self, int code, const char *msg, PyO
 		exc = error_unbox(err);
 	} else {
 		PyObject *type = code == DOBJ_EINVALID || code == DOBJ_EFOREIGN ? st->InvalidIdError : st->Error;
-		exc = PyObject_CallOneArg(type, PyUnicode_FromString(msg ? msg : "error"));
+		PyObject *text = PyUnicode_FromString(msg ? msg : "error");
+		if (!text)
+			return NULL;
+		exc = PyObject_CallOneArg(type, text);
+		Py_DECREF(text);
 		if (!exc)
 			return NULL;
 	}
 	if (self->target && PyObject_HasAttrString(exc, "__dict__")) {
 		PyObject *hex = Id_str(self->target);
 		if (hex) {
-			/* Errors the object raised (or its reset) are remote; failures of
-			 * delivery (closed runtime) are not. */
-			PyObject_SetAttr(exc, st->s_remote, code == DOBJ_ECLOSED ? Py_False : Py_True);
+			/* The core decides what is remote (see dobj_task_remote). */
+			PyObject_SetAttr(exc, st->s_remote, dobj_task_remote(self->task) ? Py_True : Py_False);
 			PyObject_SetAttr(exc, st->s_durable_object_id, hex);
 			Py_DECREF(hex);
 		}
@@ -274,6 +272,18 @@ static PyObject *Call_throw(CallObject *self, PyObject *const *args, Py_ssize_t 
 	return NULL;
 }
 
+/* The outcome of a finished call without awaiting it (a loop of your own
+ * that waits on Runtime.fileno()). */
+static PyObject *Call_result(CallObject *self, PyObject *unused)
+{
+	(void)unused;
+	if (!call_is_done(self)) {
+		PyErr_SetString(self->rt->st->Error, "the call has not finished yet");
+		return NULL;
+	}
+	return call_result(self);
+}
+
 static PyObject *Call_close(CallObject *self, PyObject *unused)
 {
 	(void)self;
@@ -296,6 +306,8 @@ static PyMethodDef Call_methods[] = {
 	{ "send", (PyCFunction)Call_send, METH_O, NULL },
 	{ "throw", (PyCFunction)(void (*)(void))Call_throw, METH_FASTCALL, NULL },
 	{ "close", (PyCFunction)Call_close, METH_NOARGS, NULL },
+	{ "result", (PyCFunction)Call_result, METH_NOARGS,
+		"The value of a finished call, or raise its error (dobj.Error if not finished)." },
 	{ NULL }
 };
 

@@ -49,9 +49,12 @@ static void Context_dealloc(ContextObject *self)
 
 static int context_check_alive(ContextObject *self)
 {
-	if (!self->rt || !self->rt->rt || dobj_rt_closed(self->rt->rt) || dobj_obj_dead(self->obj)) {
-		PyErr_SetString(self->rt ? self->rt->st->Error : PyExc_RuntimeError,
-			"this object was reset; its context can no longer be used");
+	if (!self->rt || !self->rt->rt) {
+		PyErr_SetString(self->rt ? self->rt->st->Error : PyExc_RuntimeError, "the runtime is closed");
+		return 0;
+	}
+	if (dobj_obj_check(self->obj) < 0) {
+		PyErr_SetString(self->rt->st->Error, dobj_error_last());
 		return 0;
 	}
 	return 1;
@@ -60,13 +63,12 @@ static int context_check_alive(ContextObject *self)
 /* Turn a reason into (message, exception). */
 static PyObject *abort_reason_exception(module_state *st, PyObject *reason)
 {
-	if (!reason || reason == Py_None)
-		return PyObject_CallOneArg(st->Error, PyUnicode_FromString(
-			"Application called abort() to reset Durable Object."));
-	if (PyExceptionInstance_Check(reason))
+	if (reason && PyExceptionInstance_Check(reason))
 		return Py_NewRef(reason);
 	{
-		PyObject *s = PyObject_Str(reason), *e;
+		PyObject *s = !reason || reason == Py_None
+			? PyUnicode_FromString("Application called abort() to reset Durable Object.")
+			: PyObject_Str(reason), *e;
 		if (!s)
 			return NULL;
 		e = PyObject_CallOneArg(st->Error, s);
@@ -79,6 +81,8 @@ static PyObject *Context_abort(ContextObject *self, PyObject *const *args, Py_ss
 {
 	PyObject *exc, *s;
 	const char *msg;
+	dobj_task *cur;
+	int own;
 
 	if (nargs > 1) {
 		PyErr_SetString(PyExc_TypeError, "abort(reason=None)");
@@ -86,6 +90,11 @@ static PyObject *Context_abort(ContextObject *self, PyObject *const *args, Py_ss
 	}
 	if (!context_check_alive(self))
 		return NULL;
+	/* Called by the object's own code (a handler, its constructor, a block
+	 * or wait_until task of it)?  The core fails that task with the abort:
+	 * whatever the handler does afterwards never reaches its caller. */
+	cur = dobj_rt_current(self->rt->rt);
+	own = cur && dobj_task_obj(cur) == self->obj;
 	exc = abort_reason_exception(self->rt->st, nargs ? args[0] : NULL);
 	if (!exc)
 		return NULL;
@@ -108,7 +117,22 @@ static PyObject *Context_abort(ContextObject *self, PyObject *const *args, Py_ss
 	else
 		complete_deferred_futures(self->rt->st);
 	Py_XDECREF(s);
-	/* Nothing after abort() runs in the handler. */
+	if (own) {
+		/* Cloudflare: the abort cannot be caught by the application.  Raise
+		 * dobj.Aborted, a BaseException (like asyncio.CancelledError), so
+		 * `except Exception` lets it through; a handler that catches it
+		 * anyway changes nothing (its task has failed already) and its
+		 * coroutine is closed at its next suspension. */
+		PyObject *a = PyObject_CallOneArg(self->rt->st->Aborted, exc);
+		if (a) {
+			PyException_SetCause(a, Py_NewRef(exc));
+			PyErr_SetObject(self->rt->st->Aborted, a);
+			Py_DECREF(a);
+		}
+		Py_DECREF(exc);
+		return NULL;
+	}
+	/* From outside the object (plain asyncio code): the reason is raised. */
 	PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
 	Py_DECREF(exc);
 	return NULL;
@@ -227,13 +251,13 @@ static PyObject *Context_get_storage(ContextObject *self, void *c)
 	return Py_NewRef(self->storage);
 }
 
-/* An alarm was set from outside a pump: re-arm the loop's timer. */
+/* An alarm was set from outside a pump: make sure a loop watches the fd. */
 void context_alarm_changed(PyObject *ctx)
 {
 	ContextObject *c = (ContextObject *)ctx;
 
 	if (c->rt && c->rt->rt && !dobj_rt_closed(c->rt->rt) && !dobj_rt_pumping(c->rt->rt))
-		runtime_arm_timer(c->rt);
+		runtime_watch(c->rt);
 }
 
 static PyGetSetDef Context_getset[] = {

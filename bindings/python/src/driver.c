@@ -106,10 +106,13 @@ static int wait_for_yielded(dobj_task *t, RuntimeObject *rt, PyObject *y)
 		if (call_is_done(c)) {
 			dobj_task_wake(t);
 		} else {
-			if (c->waiter)
-				dobj_task_unref(c->waiter);
-			dobj_task_ref(t);
-			c->waiter = t;
+			/* The core wakes t when the call finishes (and knows who waits
+			 * on whom: a block waiting on its own object's call fails). */
+			int rc = dobj_task_wait(t, c->task);
+			if (rc < 0) {
+				raise_core_error(st, rc);
+				return -1;
+			}
 		}
 		return DOBJ_PENDING;
 	}
@@ -183,13 +186,8 @@ static int drive_coroutine(dobj_task *t, RuntimeObject *rt, PyObject *coro)
 		return DOBJ_OK;
 	}
 	if (r == PYGEN_ERROR) {
-		if (dobj_task_kind_of(t) == DOBJ_TASK_BACKGROUND) {
-			/* Nobody awaits wait_until work: report its failure rather than
-			 * drop it (the object itself is not affected). */
-			PyErr_WriteUnraisable(coro);
-			dobj_task_raise(t, DOBJ_EUSER, "a ctx.wait_until() task failed", NULL);
-			return DOBJ_OK;
-		}
+		/* A failed wait_until task is reported by the core's error hook
+		 * (runtime.c), like a failed alarm handler. */
 		fail_task_with_exception(t);
 		return DOBJ_OK;
 	}

@@ -10,6 +10,38 @@
  */
 #include "module.h"
 
+PyObject *module_of_type(PyTypeObject *t)
+{
+#if PY_VERSION_HEX >= 0x030B0000
+	return PyType_GetModuleByDef(t, &dobjpy_module_def);
+#else
+	PyObject *mro = t->tp_mro;
+	Py_ssize_t i;
+
+	for (i = 0; mro && i < PyTuple_GET_SIZE(mro); i++) {
+		PyTypeObject *base = (PyTypeObject *)PyTuple_GET_ITEM(mro, i);
+		PyObject *m;
+		if (!PyType_HasFeature(base, Py_TPFLAGS_HEAPTYPE))
+			continue;
+		m = PyType_GetModule(base);
+		if (!m) {
+			PyErr_Clear(); /* a heap type made by a class statement */
+			continue;
+		}
+		if (PyModule_GetDef(m) == &dobjpy_module_def)
+			return m;
+	}
+	PyErr_Format(PyExc_TypeError, "%.100s is not a type of the dobj._dobj module", t->tp_name);
+	return NULL;
+#endif
+}
+
+module_state *module_state_of_type(PyTypeObject *t)
+{
+	PyObject *m = module_of_type(t);
+	return m ? PyModule_GetState(m) : NULL;
+}
+
 static PyObject *mod_setup(PyObject *m, PyObject *args)
 {
 	module_state *st = PyModule_GetState(m);
@@ -37,6 +69,18 @@ static PyObject *mod_setup_storage(PyObject *m, PyObject *args)
 		return NULL;
 	Py_XSETREF(st->storage.transaction, Py_NewRef(txn));
 	Py_XSETREF(st->drain, Py_NewRef(drain));
+	Py_RETURN_NONE;
+}
+
+static PyObject *mod_setup_reporting(PyObject *m, PyObject *fn)
+{
+	module_state *st = PyModule_GetState(m);
+
+	if (!PyCallable_Check(fn)) {
+		PyErr_SetString(PyExc_TypeError, "_setup_reporting(report_error)");
+		return NULL;
+	}
+	Py_XSETREF(st->report_error, Py_NewRef(fn));
 	Py_RETURN_NONE;
 }
 
@@ -80,8 +124,9 @@ static PyObject *mod_val_roundtrip(PyObject *m, PyObject *value)
 
 static PyMethodDef mod_methods[] = {
 	{ "_setup", mod_setup, METH_VARARGS, NULL },
-	{ "_timer_fired", runtime_timer_fired, METH_O, NULL },
+	{ "_fd_readable", runtime_fd_readable, METH_O, NULL },
 	{ "_setup_storage", mod_setup_storage, METH_VARARGS, NULL },
+	{ "_setup_reporting", mod_setup_reporting, METH_O, NULL },
 	{ "serialize", mod_serialize, METH_O,
 		"The bytes storage keeps for `value` (V8's serialization format, as workerd)." },
 	{ "deserialize", mod_deserialize, METH_O, "The value of a V8 serialization blob." },
@@ -108,7 +153,7 @@ static int mod_exec(PyObject *m)
 	st->get_running_loop = PyObject_GetAttrString(asyncio, "get_running_loop");
 	if (!(st->deferred = PyList_New(0)))
 		return -1;
-	if (!(st->timer_fired = PyObject_GetAttrString(m, "_timer_fired")))
+	if (!(st->fd_readable = PyObject_GetAttrString(m, "_fd_readable")))
 		return -1;
 	Py_DECREF(asyncio);
 	if (!st->get_running_loop)
@@ -133,8 +178,6 @@ static int mod_exec(PyObject *m)
 	STR(s_remote, "remote");
 	STR(s_durable_object_id, "durable_object_id");
 	STR(s_url, "url");
-	STR(s_call_later, "call_later");
-	STR(s_cancel, "cancel");
 	STR(s_await, "__await__");
 	STR(s_call_soon, "call_soon");
 #undef STR
@@ -153,14 +196,16 @@ static int mod_traverse(PyObject *m, visitproc visit, void *arg)
 	Py_VISIT(st->Waker_T);
 	Py_VISIT(st->Error);
 	Py_VISIT(st->InvalidIdError);
+	Py_VISIT(st->Aborted);
 	Py_VISIT(st->Request);
 	Py_VISIT(st->Response);
 	Py_VISIT(st->Env);
 	Py_VISIT(st->make_request);
 	Py_VISIT(st->get_running_loop);
 	Py_VISIT(st->deferred);
-	Py_VISIT(st->timer_fired);
+	Py_VISIT(st->fd_readable);
 	Py_VISIT(st->drain);
+	Py_VISIT(st->report_error);
 	Py_VISIT(st->partial);
 	dobjpy_values_traverse(&st->values, visit, arg);
 	dobjpy_storage_traverse(&st->storage, visit, arg);
@@ -179,13 +224,14 @@ static int mod_clear(PyObject *m)
 	Py_CLEAR(st->Waker_T);
 	Py_CLEAR(st->Error);
 	Py_CLEAR(st->InvalidIdError);
+	Py_CLEAR(st->Aborted);
 	Py_CLEAR(st->Request);
 	Py_CLEAR(st->Response);
 	Py_CLEAR(st->Env);
 	Py_CLEAR(st->make_request);
 	Py_CLEAR(st->get_running_loop);
 	Py_CLEAR(st->deferred);
-	Py_CLEAR(st->timer_fired);
+	Py_CLEAR(st->fd_readable);
 	Py_CLEAR(st->s_fetch);
 	Py_CLEAR(st->s_alarm);
 	Py_CLEAR(st->s_blocking);
@@ -196,11 +242,10 @@ static int mod_clear(PyObject *m)
 	Py_CLEAR(st->s_remote);
 	Py_CLEAR(st->s_durable_object_id);
 	Py_CLEAR(st->s_url);
-	Py_CLEAR(st->s_call_later);
-	Py_CLEAR(st->s_cancel);
 	Py_CLEAR(st->s_call_soon);
 	Py_CLEAR(st->s_await);
 	Py_CLEAR(st->drain);
+	Py_CLEAR(st->report_error);
 	Py_CLEAR(st->partial);
 	dobjpy_values_clear(&st->values);
 	dobjpy_storage_clear(&st->storage);
@@ -217,13 +262,13 @@ static PyModuleDef_Slot mod_slots[] = {
 	{ 0, NULL }
 };
 
-static struct PyModuleDef moddef = {
+PyModuleDef dobjpy_module_def = {
 	PyModuleDef_HEAD_INIT, "dobj._dobj", "The C half of dobj.", sizeof(module_state), mod_methods,
 	mod_slots, mod_traverse, mod_clear, mod_free
 };
 
 PyMODINIT_FUNC PyInit__dobj(void)
 {
-	return PyModuleDef_Init(&moddef);
+	return PyModuleDef_Init(&dobjpy_module_def);
 }
 

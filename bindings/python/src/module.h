@@ -32,21 +32,23 @@
 
 typedef struct {
 	PyTypeObject *Runtime_T, *Namespace_T, *Id_T, *Stub_T, *Call_T, *Context_T, *Waker_T;
-	PyObject *Error, *InvalidIdError;
+	PyObject *Error, *InvalidIdError, *Aborted;
 	/* Set by dobj/__init__.py through _setup(). */
 	PyObject *Request, *Response, *Env, *make_request;
 	PyObject *get_running_loop;
 	/* Calls whose loop future must be completed once the core returns. */
 	PyObject *deferred;
-	/* _timer_fired(weakref to a Runtime): what asyncio timers call. */
-	PyObject *timer_fired;
+	/* _fd_readable(weakref to a Runtime): what the loop calls when a
+	 * runtime's fd is readable (add_reader). */
+	PyObject *fd_readable;
 	PyObject *s_fetch, *s_alarm, *s_blocking, *s_add_done_callback, *s_create_future,
-		*s_set_result, *s_done, *s_remote, *s_durable_object_id, *s_url, *s_call_later,
-		*s_cancel, *s_await, *s_call_soon;
+		*s_set_result, *s_done, *s_remote, *s_durable_object_id, *s_url, *s_await,
+		*s_call_soon;
 	/* Issue 3: the value mapping and ctx.storage (values.c, storage.c). */
 	dobjpy_values values;
 	dobjpy_storage_state storage;
 	PyObject *drain; /* dobj._drain(rt, timeout), set by _setup_storage */
+	PyObject *report_error; /* dobj._report_error(what, exc), set by _setup_reporting */
 	PyObject *partial; /* functools.partial: stub.method -> stub._rpc("method", ...) */
 } module_state;
 
@@ -64,12 +66,24 @@ typedef struct {
 
 struct RuntimeObject {
 	PyObject_HEAD
+	/*
+	 * A strong reference to the _dobj module, released last in dealloc and
+	 * deliberately not visited: while a runtime lives, the module is never
+	 * part of the garbage the GC clears, so `st` and every field in it stay
+	 * valid for everything the runtime does (closing objects, cancelling its
+	 * timer), also at interpreter exit.  The module references no runtime,
+	 * so this keeps no cycle alive.
+	 */
+	PyObject *module;
 	module_state *st;
 	dobj_rt *rt;
 	PyObject *env;
 	PyObject *namespaces; /* dict binding -> Namespace */
-	PyObject *timer;      /* asyncio TimerHandle for the next core timer */
-	double timer_at;
+	/* The loop that watches the core's fd (add_reader): it calls
+	 * dobj_rt_process when work is ready or a timer is due. */
+	PyObject *reader_loop;
+	int reader_fd;
+	PyObject *progress;   /* a loop future drain() waits on; set by each pump */
 	int has_seed;
 	unsigned long long seed;
 	int virtual_time;
@@ -95,7 +109,6 @@ typedef struct {
 	PyObject_HEAD
 	RuntimeObject *rt;
 	dobj_task *task;      /* NULL once settled into value/error */
-	dobj_task *waiter;    /* a handler task waiting for this one */
 	PyObject *future;     /* loop future for awaiting outside handlers */
 	PyObject *value;      /* immediate result */
 	PyObject *error;      /* immediate exception */
@@ -128,11 +141,16 @@ typedef struct {
 	dobj_task *task;
 } WakerObject;
 
-/* The state of the module that made type `t`. */
-static inline module_state *module_state_of_type(PyTypeObject *t)
-{
-	return PyType_GetModuleState(t);
-}
+/* The _dobj module definition (module.c). */
+extern PyModuleDef dobjpy_module_def;
+
+/*
+ * The _dobj module that defined `t` or one of its bases (a subclass of
+ * dobj.Runtime has no module of its own): a borrowed reference, or NULL with
+ * an exception.  Its state, or NULL with an exception.
+ */
+PyObject *module_of_type(PyTypeObject *t);
+module_state *module_state_of_type(PyTypeObject *t);
 
 /* Keyword arguments of an RPC call travel in an object next to the
  * positional ones. */
@@ -162,9 +180,9 @@ void fail_task_with_exception(dobj_task *t);
 void retain_python_value(void *data, void *v);
 void release_python_value(void *data, void *v);
 void runtime_pump(RuntimeObject *self);
-void runtime_arm_timer(RuntimeObject *self);
-void runtime_cancel_timer(RuntimeObject *self);
-PyObject *runtime_timer_fired(PyObject *module, PyObject *weakref);
+void runtime_watch(RuntimeObject *self);
+void runtime_unwatch(RuntimeObject *self);
+PyObject *runtime_fd_readable(PyObject *module, PyObject *weakref);
 
 /* namespace.c */
 IdObject *id_object_new(module_state *st, NamespaceObject *ns, const dobj_id *id, PyObject *name);

@@ -66,10 +66,10 @@ static Py_hash_t Id_hash(IdObject *self)
 
 static PyObject *Id_richcompare(PyObject *a, PyObject *b, int op)
 {
-	module_state *st = module_state_of_type(Py_TYPE(a));
 	int eq;
 
-	if ((op != Py_EQ && op != Py_NE) || !PyObject_TypeCheck(b, st->Id_T))
+	/* DurableObjectId cannot be subclassed: a's type is the ID type. */
+	if ((op != Py_EQ && op != Py_NE) || !Py_IS_TYPE(b, Py_TYPE(a)))
 		Py_RETURN_NOTIMPLEMENTED;
 	eq = dobj_id_equal(&((IdObject *)a)->id, &((IdObject *)b)->id);
 	return PyBool_FromLong(op == Py_EQ ? eq : !eq);
@@ -77,8 +77,7 @@ static PyObject *Id_richcompare(PyObject *a, PyObject *b, int op)
 
 static PyObject *Id_equals(IdObject *self, PyObject *other)
 {
-	module_state *st = module_state_of_type(Py_TYPE(self));
-	if (!PyObject_TypeCheck(other, st->Id_T)) {
+	if (!Py_IS_TYPE(other, Py_TYPE(self))) {
 		PyErr_Format(PyExc_TypeError, "equals() needs a DurableObjectId, got %s",
 			Py_TYPE(other)->tp_name);
 		return NULL;

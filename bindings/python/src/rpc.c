@@ -94,22 +94,19 @@ PyObject *rpc_invoke_method(dobj_task *t, RuntimeObject *rt, PyObject *inst)
 {
 	const char *name = dobj_task_method(t);
 	PyObject *attr, *payload, *args = NULL, *kwargs = NULL, *fn, *r = NULL;
-	char msg[300];
 
-	/* Public methods of the class only: not instance attributes, not
-	 * private names, not the lifecycle handlers. */
-	if (name && name[0] != '_' && strcmp(name, "fetch") != 0 && strcmp(name, "alarm") != 0) {
-		attr = PyObject_GetAttrString((PyObject *)Py_TYPE(inst), name);
-		if (attr && PyCallable_Check(attr) && !PyType_Check(attr)) {
-			Py_DECREF(attr);
-			goto found;
-		}
-		Py_XDECREF(attr);
-		PyErr_Clear();
+	/* The core refused reserved and private names already (see
+	 * dobj_rpc_name_check); the method must be on the class, so instance
+	 * attributes are not callable. */
+	attr = PyObject_GetAttrString((PyObject *)Py_TYPE(inst), name);
+	if (attr && PyCallable_Check(attr) && !PyType_Check(attr)) {
+		Py_DECREF(attr);
+		goto found;
 	}
-	snprintf(msg, sizeof(msg), "The RPC receiver does not implement the method \"%s\".",
-		name ? name : "");
-	dobj_task_raise(t, DOBJ_ENOHANDLER, msg, NULL);
+	Py_XDECREF(attr);
+	PyErr_Clear();
+	dobj_rpc_no_method(name, strlen(name));
+	dobj_task_raise(t, DOBJ_ENOHANDLER, dobj_error_last(), NULL);
 	return NULL;
 found:
 	payload = rpc_value_from_core(rt, dobj_task_request(t));

@@ -1,6 +1,6 @@
 /*
- * runtime.c — dobj.Runtime: owns the core runtime, pumps it, keeps an
- * asyncio timer armed for its next timer, and binds namespaces.
+ * runtime.c — dobj.Runtime: owns the core runtime, pumps it, has the running
+ * asyncio loop watch its fd, and binds namespaces.
  */
 #include "module.h"
 
@@ -16,7 +16,35 @@ void release_python_value(void *data, void *v)
 	Py_DECREF((PyObject *)v);
 }
 
-/* --------------------------------------------------------------- pumping */
+/* --------------------------------------------------------------- driving */
+
+/*
+ * The loop drives the core through its pollable fd (dobj.h, "driving a
+ * runtime"): the running loop watches it with add_reader, and calls
+ * dobj_rt_process when the core has work ready or a timer due.  Calls made
+ * from Python pump at once (runtime_pump); what happens out of Python's
+ * sight (alarms, eviction, a handler woken by a loop callback) reaches the
+ * loop through the fd.  No timer is re-armed after a pump, nothing polls.
+ */
+
+/* Something happened: wake drain(), which waits for the runtime to move. */
+static void runtime_progress(RuntimeObject *self)
+{
+	PyObject *f = self->progress, *r;
+
+	if (!f)
+		return;
+	self->progress = NULL;
+	r = PyObject_CallMethod(f, "done", NULL);
+	if (r && !PyObject_IsTrue(r)) {
+		Py_DECREF(r);
+		r = PyObject_CallMethod(f, "set_result", "O", Py_None);
+	}
+	Py_XDECREF(r);
+	if (PyErr_Occurred())
+		PyErr_WriteUnraisable(f);
+	Py_DECREF(f);
+}
 
 void runtime_pump(RuntimeObject *self)
 {
@@ -24,53 +52,108 @@ void runtime_pump(RuntimeObject *self)
 		return;
 	dobj_rt_pump(self->rt);
 	complete_deferred_futures(self->st);
-	runtime_arm_timer(self);
+	runtime_watch(self);
+	runtime_progress(self);
 }
 
-/* Keep an asyncio timer armed for the core's next timer (alarms, eviction). */
-void runtime_arm_timer(RuntimeObject *self)
+/* Make sure the running loop (if any) watches the runtime's fd. */
+void runtime_watch(RuntimeObject *self)
 {
 	module_state *st = self->st;
-	double next = dobj_rt_next_timer_ms(self->rt);
-	PyObject *loop, *cb, *h;
+	PyObject *loop, *cb, *r;
+	int fd;
 
-	if (next < 0)
+	if (!self->rt || dobj_rt_closed(self->rt))
 		return;
 	loop = PyObject_CallNoArgs(st->get_running_loop);
 	if (!loop) {
-		PyErr_Clear(); /* no loop: timers run at the next pump */
+		PyErr_Clear(); /* no loop: the next pump or drain() runs what is due */
 		return;
 	}
-	{
-		double now = dobj_rt_now_ms(self->rt);
-		if (self->timer && self->timer_at <= now + next + 0.5) {
-			Py_DECREF(loop);
-			return;
-		}
-		if (self->timer) {
-			PyObject *r = PyObject_CallMethodNoArgs(self->timer, st->s_cancel);
-			Py_XDECREF(r);
-			PyErr_Clear();
-			Py_CLEAR(self->timer);
-		}
-		/* The loop holds the timer until it fires (idle eviction: 10 s);
-		 * a weak reference lets a dropped runtime be collected meanwhile. */
-		cb = PyWeakref_NewRef((PyObject *)self, NULL);
-		if (!cb) {
-			PyErr_Clear();
-			Py_DECREF(loop);
-			return;
-		}
-		h = PyObject_CallMethod(loop, "call_later", "dOO", next / 1000.0, st->timer_fired, cb);
-		Py_DECREF(cb);
+	if (loop == self->reader_loop) {
 		Py_DECREF(loop);
-		if (!h) {
-			PyErr_Clear();
-			return;
-		}
-		self->timer = h;
-		self->timer_at = now + next;
+		return;
 	}
+	runtime_unwatch(self);
+	fd = dobj_rt_fd(self->rt);
+	if (fd < 0) {
+		Py_DECREF(loop);
+		return;
+	}
+	/* The loop holds the callback for as long as it watches; a weak
+	 * reference lets a dropped runtime be collected meanwhile. */
+	cb = PyWeakref_NewRef((PyObject *)self, NULL);
+	if (!cb) {
+		PyErr_Clear();
+		Py_DECREF(loop);
+		return;
+	}
+	r = PyObject_CallMethod(loop, "add_reader", "iOO", fd, st->fd_readable, cb);
+	Py_DECREF(cb);
+	if (!r) {
+		PyErr_Clear();
+		Py_DECREF(loop);
+		return;
+	}
+	Py_DECREF(r);
+	self->reader_loop = loop;
+	self->reader_fd = fd;
+}
+
+/* Stop the loop watching (closing, or another loop runs the runtime now).
+ * Keeps a pending exception; plain method names: this also runs while the
+ * runtime is torn down. */
+void runtime_unwatch(RuntimeObject *self)
+{
+	PyObject *exc_type, *exc_value, *exc_tb, *loop = self->reader_loop, *closed, *r;
+
+	if (!loop)
+		return;
+	self->reader_loop = NULL;
+	PyErr_Fetch(&exc_type, &exc_value, &exc_tb);
+	closed = PyObject_CallMethod(loop, "is_closed", NULL);
+	if (closed && !PyObject_IsTrue(closed)) {
+		r = PyObject_CallMethod(loop, "remove_reader", "i", self->reader_fd);
+		Py_XDECREF(r);
+	}
+	Py_XDECREF(closed);
+	PyErr_Clear();
+	Py_DECREF(loop);
+	PyErr_Restore(exc_type, exc_value, exc_tb);
+}
+
+/* The fd is readable: fire what is due, run what is ready. */
+static PyObject *runtime_process(RuntimeObject *self)
+{
+	int rc;
+
+	if (!self->rt || dobj_rt_closed(self->rt)) {
+		runtime_unwatch(self);
+		Py_RETURN_NONE;
+	}
+	rc = dobj_rt_process(self->rt);
+	complete_deferred_futures(self->st);
+	if (rc < 0)
+		return raise_core_error(self->st, rc);
+	runtime_progress(self);
+	Py_RETURN_NONE;
+}
+
+/* Module function _fd_readable(weakref): the loop's reader callback. */
+PyObject *runtime_fd_readable(PyObject *m, PyObject *wr)
+{
+	module_state *st = PyModule_GetState(m);
+	PyObject *rt, *r;
+
+	if (!PyWeakref_CheckRef(wr))
+		Py_RETURN_NONE;
+	rt = PyWeakref_GetObject(wr); /* borrowed */
+	if (rt == Py_None || !PyObject_TypeCheck(rt, st->Runtime_T))
+		Py_RETURN_NONE;
+	Py_INCREF(rt);
+	r = runtime_process((RuntimeObject *)rt);
+	Py_DECREF(rt);
+	return r;
 }
 
 /* ---------------------------------------------------------------- runtime */
@@ -87,7 +170,8 @@ static int Runtime_traverse(RuntimeObject *self, visitproc visit, void *arg)
 	Py_VISIT(Py_TYPE(self));
 	Py_VISIT(self->env);
 	Py_VISIT(self->namespaces);
-	Py_VISIT(self->timer);
+	Py_VISIT(self->reader_loop);
+	Py_VISIT(self->progress);
 	if (self->rt) {
 		void *pair[2] = { &visit, arg };
 		int rc = dobj_rt_visit(self->rt, visit_core_reference, pair);
@@ -105,15 +189,15 @@ static int Runtime_clear(RuntimeObject *self)
 	}
 	Py_CLEAR(self->env);
 	Py_CLEAR(self->namespaces);
-	if (self->timer && self->st)
-		runtime_cancel_timer(self);
-	Py_CLEAR(self->timer);
+	runtime_unwatch(self);
+	Py_CLEAR(self->progress);
 	return 0;
 }
 
 static void Runtime_dealloc(RuntimeObject *self)
 {
 	PyTypeObject *tp = Py_TYPE(self);
+	PyObject *module = self->module; /* released last: see RuntimeObject.module */
 	PyObject_GC_UnTrack(self);
 	if (self->weakreflist)
 		PyObject_ClearWeakRefs((PyObject *)self);
@@ -125,13 +209,61 @@ static void Runtime_dealloc(RuntimeObject *self)
 	}
 	tp->tp_free(self);
 	Py_DECREF(tp);
+	Py_XDECREF(module);
+}
+
+/*
+ * The core's error hook: a failure nobody awaits (a ctx.wait_until task, a
+ * run of an alarm handler) goes to dobj._report_error(what, exc), which logs
+ * it on the "dobj" logger, as asyncio logs a task's unretrieved exception.
+ */
+static void report_background_error(dobj_task *t, void *data)
+{
+	RuntimeObject *self = data;
+	module_state *st = self->st;
+	dobj_obj *obj = dobj_task_obj(t);
+	PyObject *exc_type, *exc_value, *exc_tb, *exc = NULL, *what = NULL, *r;
+	const char *msg;
+	void *err;
+	char hex[DOBJ_ID_HEX_LEN + 1];
+	int retry = 0;
+
+	PyErr_Fetch(&exc_type, &exc_value, &exc_tb);
+	dobj_task_result(t, NULL, &msg, &err);
+	if (err) {
+		exc = error_unbox(err);
+	} else {
+		PyObject *text = PyUnicode_FromString(msg ? msg : "error");
+		exc = text ? PyObject_CallOneArg(st->Error, text) : NULL;
+		Py_XDECREF(text);
+	}
+	dobj_id_to_hex(dobj_obj_id(obj), hex);
+	hex[DOBJ_ID_HEX_LEN] = '\0';
+	if (dobj_task_alarm_info(t, NULL, &retry) == DOBJ_OK)
+		what = PyUnicode_FromFormat("alarm() of %s %s (run %d of %d)",
+			dobj_ns_class_name(dobj_obj_ns(obj)), hex, retry + 1, DOBJ_ALARM_MAX_RETRIES + 1);
+	else
+		what = PyUnicode_FromFormat("ctx.wait_until() of %s %s",
+			dobj_ns_class_name(dobj_obj_ns(obj)), hex);
+	if (exc && what && st->report_error) {
+		r = PyObject_CallFunctionObjArgs(st->report_error, what, exc, NULL);
+		if (!r)
+			PyErr_WriteUnraisable(st->report_error);
+		Py_XDECREF(r);
+	} else if (PyErr_Occurred()) {
+		PyErr_WriteUnraisable(NULL);
+	}
+	Py_XDECREF(exc);
+	Py_XDECREF(what);
+	PyErr_Restore(exc_type, exc_value, exc_tb);
 }
 
 static PyObject *Runtime_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 {
 	static char *kwlist[] = { "env", "id_seed", "storage", "durability", "idle_timeout",
 		"virtual_time", NULL };
-	module_state *st = module_state_of_type(type);
+	PyObject *module = module_of_type(type);
+	module_state *st = module ? PyModule_GetState(module) : NULL;
 	PyObject *env = Py_None, *seed = Py_None, *storage = Py_None, *durability = Py_None,
 		*idle = Py_None;
 	int virtual_time = 0;
@@ -142,6 +274,8 @@ static PyObject *Runtime_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 
 	if (!PyArg_ParseTupleAndKeywords(args, kw, "|O$OOOOp:Runtime", kwlist, &env, &seed, &storage,
 		    &durability, &idle, &virtual_time))
+		return NULL;
+	if (!st)
 		return NULL;
 	if (!st->Env) {
 		PyErr_SetString(PyExc_RuntimeError, "dobj is not initialised (import dobj, not dobj._dobj)");
@@ -154,6 +288,7 @@ static PyObject *Runtime_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 	self = (RuntimeObject *)type->tp_alloc(type, 0);
 	if (!self)
 		return NULL;
+	self->module = Py_NewRef(module);
 	self->st = st;
 	self->namespaces = PyDict_New();
 	if (!self->namespaces)
@@ -175,6 +310,7 @@ static PyObject *Runtime_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 		if (!PyUnicode_FSConverter(storage, &storage_bytes))
 			goto fail;
 		opts.storage_dir = PyBytes_AS_STRING(storage_bytes);
+		opts.storage_dir_len = (size_t)PyBytes_GET_SIZE(storage_bytes);
 	}
 	if (durability != Py_None) {
 		if (PyUnicode_Check(durability) && (PyUnicode_CompareWithASCIIString(durability, "power") == 0))
@@ -188,7 +324,11 @@ static PyObject *Runtime_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 		double s = PyFloat_AsDouble(idle);
 		if (PyErr_Occurred())
 			goto fail;
-		opts.idle_timeout_ms = s > 0 ? s * 1000.0 : -1;
+		/* The core's one meaning: seconds > 0, math.inf = never; 0 is refused. */
+		if (dobj_rt_opts_idle_timeout(&opts, s) < 0) {
+			PyErr_SetString(PyExc_ValueError, dobj_error_last());
+			goto fail;
+		}
 	}
 	rc = dobj_rt_new(&self->rt, &opts);
 	Py_XDECREF(storage_bytes);
@@ -197,11 +337,22 @@ static PyObject *Runtime_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 		raise_core_error(st, rc);
 		goto fail;
 	}
+	dobj_rt_set_error_hook(self->rt, report_background_error, self);
 	return (PyObject *)self;
 fail:
 	Py_XDECREF(storage_bytes);
 	Py_DECREF(self);
 	return NULL;
+}
+
+/* Everything is set up by __new__; a subclass's __init__ may still call
+ * super().__init__(*args, **kwargs) with the same arguments. */
+static int Runtime_init(PyObject *self, PyObject *args, PyObject *kw)
+{
+	(void)self;
+	(void)args;
+	(void)kw;
+	return 0;
 }
 
 /*
@@ -214,7 +365,7 @@ static PyObject *runtime_bind_namespace(RuntimeObject *self, PyObject *binding, 
 	module_state *st = self->st;
 	NamespaceObject *ns;
 	const char *key = NULL, *bname;
-	Py_ssize_t keylen = 0;
+	Py_ssize_t keylen = 0, bname_len = 0;
 	int rc;
 
 	if (!self->rt || dobj_rt_closed(self->rt)) {
@@ -230,7 +381,7 @@ static PyObject *runtime_bind_namespace(RuntimeObject *self, PyObject *binding, 
 		if (!key)
 			return NULL;
 	}
-	bname = PyUnicode_AsUTF8(binding);
+	bname = PyUnicode_AsUTF8AndSize(binding, &bname_len);
 	if (!bname)
 		return NULL;
 	if (PyDict_GetItemWithError(self->namespaces, binding)) {
@@ -264,7 +415,7 @@ static PyObject *runtime_bind_namespace(RuntimeObject *self, PyObject *binding, 
 		klass->construct = python_class_construct;
 		klass->step = python_class_step;
 	}
-	rc = dobj_ns_new(&ns->ns, self->rt, bname, key, (size_t)keylen, klass);
+	rc = dobj_ns_new(&ns->ns, self->rt, bname, (size_t)bname_len, key, (size_t)keylen, klass);
 	if (rc < 0) {
 		Py_DECREF(ns);
 		return raise_core_error(st, rc);
@@ -275,7 +426,7 @@ static PyObject *runtime_bind_namespace(RuntimeObject *self, PyObject *binding, 
 		Py_DECREF(ns);
 		return NULL;
 	}
-	runtime_arm_timer(self); /* alarms stored in a storage directory */
+	runtime_watch(self); /* alarms stored in a storage directory */
 	return (PyObject *)ns;
 }
 
@@ -318,49 +469,6 @@ static PyObject *Runtime_bind_native(RuntimeObject *self, PyObject *args, PyObje
 	return r;
 }
 
-static PyObject *Runtime_on_timer(RuntimeObject *self, PyObject *unused)
-{
-	(void)unused;
-	Py_CLEAR(self->timer);
-	if (self->rt && !dobj_rt_closed(self->rt))
-		runtime_pump(self);
-	Py_RETURN_NONE;
-}
-
-/* Module function _timer_fired(weakref): the asyncio timer's callback. */
-PyObject *runtime_timer_fired(PyObject *m, PyObject *wr)
-{
-	module_state *st = PyModule_GetState(m);
-	PyObject *rt;
-
-	if (!PyWeakref_CheckRef(wr))
-		Py_RETURN_NONE;
-	rt = PyWeakref_GetObject(wr); /* borrowed */
-	if (rt == Py_None || !PyObject_TypeCheck(rt, st->Runtime_T))
-		Py_RETURN_NONE;
-	Py_INCREF(rt);
-	{
-		PyObject *r = Runtime_on_timer((RuntimeObject *)rt, NULL);
-		Py_DECREF(rt);
-		return r;
-	}
-}
-
-/* Cancel the pending asyncio timer, if any (keeps a pending exception). */
-void runtime_cancel_timer(RuntimeObject *self)
-{
-	PyObject *exc_type, *exc_value, *exc_tb, *r;
-
-	if (!self->timer)
-		return;
-	PyErr_Fetch(&exc_type, &exc_value, &exc_tb);
-	r = PyObject_CallMethodNoArgs(self->timer, self->st->s_cancel);
-	Py_XDECREF(r);
-	PyErr_Clear();
-	Py_CLEAR(self->timer);
-	PyErr_Restore(exc_type, exc_value, exc_tb);
-}
-
 static PyObject *Runtime_advance(RuntimeObject *self, PyObject *seconds)
 {
 	double s = PyFloat_AsDouble(seconds);
@@ -376,7 +484,8 @@ static PyObject *Runtime_advance(RuntimeObject *self, PyObject *seconds)
 	complete_deferred_futures(self->st);
 	if (rc < 0)
 		return raise_core_error(self->st, rc);
-	runtime_arm_timer(self);
+	runtime_watch(self);
+	runtime_progress(self);
 	Py_RETURN_NONE;
 }
 
@@ -387,12 +496,8 @@ static PyObject *Runtime_close(RuntimeObject *self, PyObject *unused)
 		dobj_rt_clear(self->rt);
 		complete_deferred_futures(self->st);
 	}
-	if (self->timer) {
-		PyObject *r = PyObject_CallMethodNoArgs(self->timer, self->st->s_cancel);
-		Py_XDECREF(r);
-		PyErr_Clear();
-		Py_CLEAR(self->timer);
-	}
+	runtime_unwatch(self);
+	runtime_progress(self);
 	Py_RETURN_NONE;
 }
 
@@ -435,13 +540,59 @@ static PyObject *Runtime_now(RuntimeObject *self, PyObject *unused)
 	return PyFloat_FromDouble(dobj_rt_wall_ms(self->rt));
 }
 
-/* Run what is ready and what is due; re-arm the loop's timer. */
+/* Run what is ready and what is due. */
 static PyObject *Runtime_pump(RuntimeObject *self, PyObject *unused)
 {
 	(void)unused;
 	if (self->rt && !dobj_rt_closed(self->rt))
 		runtime_pump(self);
 	Py_RETURN_NONE;
+}
+
+static PyObject *Runtime_fileno(RuntimeObject *self, PyObject *unused)
+{
+	int fd;
+
+	(void)unused;
+	if (!self->rt || dobj_rt_closed(self->rt)) {
+		PyErr_SetString(self->st->Error, "the runtime is closed");
+		return NULL;
+	}
+	fd = dobj_rt_fd(self->rt);
+	if (fd < 0)
+		return raise_core_error(self->st, fd);
+	return PyLong_FromLong(fd);
+}
+
+static PyObject *Runtime_process(RuntimeObject *self, PyObject *unused)
+{
+	(void)unused;
+	return runtime_process(self);
+}
+
+/* drain()'s wait: a loop future completed by the next pump or process. */
+static PyObject *Runtime_progress(RuntimeObject *self, PyObject *unused)
+{
+	PyObject *loop;
+
+	(void)unused;
+	if (!self->progress) {
+		loop = PyObject_CallNoArgs(self->st->get_running_loop);
+		if (!loop)
+			return NULL;
+		self->progress = PyObject_CallMethodNoArgs(loop, self->st->s_create_future);
+		Py_DECREF(loop);
+		if (!self->progress)
+			return NULL;
+	}
+	runtime_watch(self);
+	return Py_NewRef(self->progress);
+}
+
+static PyObject *Runtime_tasks(RuntimeObject *self, void *c)
+{
+	(void)c;
+	return PyLong_FromSize_t(self->rt ? dobj_rt_tasks(self->rt) : 0);
 }
 
 static PyObject *Runtime_next_timer(RuntimeObject *self, PyObject *unused)
@@ -494,6 +645,13 @@ static PyMethodDef Runtime_methods[] = {
 		"Number of databases open in the namespace bound as `binding`." },
 	{ "_pump", (PyCFunction)Runtime_pump, METH_NOARGS, NULL },
 	{ "_next_timer", (PyCFunction)Runtime_next_timer, METH_NOARGS, NULL },
+	{ "_progress", (PyCFunction)Runtime_progress, METH_NOARGS, NULL },
+	{ "fileno", (PyCFunction)Runtime_fileno, METH_NOARGS,
+		"The runtime's pollable fd (Linux): readable when work is ready or a timer is due; "
+		"then call process().  For loops other than asyncio (which is wired already)." },
+	{ "process", (PyCFunction)Runtime_process, METH_NOARGS,
+		"Fire the timers that are due and run what is ready (what a loop calls when "
+		"fileno() is readable); never waits." },
 	{ "bind", (PyCFunction)(void (*)(void))Runtime_bind, METH_VARARGS | METH_KEYWORDS,
 		"bind(binding, cls, unique_key=None) -> Namespace" },
 	{ "bind_native", (PyCFunction)(void (*)(void))Runtime_bind_native, METH_VARARGS | METH_KEYWORDS,
@@ -504,7 +662,6 @@ static PyMethodDef Runtime_methods[] = {
 		"Virtual time only: move the clock by `seconds` and run what falls due." },
 	{ "live_objects", (PyCFunction)Runtime_live, METH_O,
 		"Number of live instances in the namespace bound as `binding`." },
-	{ "_on_timer", (PyCFunction)Runtime_on_timer, METH_NOARGS, NULL },
 	{ NULL }
 };
 
@@ -512,6 +669,7 @@ static PyGetSetDef Runtime_getset[] = {
 	{ "env", (getter)Runtime_get_env, NULL, "Plain values and every namespace, by name.", NULL },
 	{ "namespaces", (getter)Runtime_get_namespaces, NULL, "Bound namespaces by binding.", NULL },
 	{ "pending", (getter)Runtime_pending, NULL, "Unfinished tasks plus pending timers.", NULL },
+	{ "_tasks", (getter)Runtime_tasks, NULL, "Unfinished tasks (timers not included).", NULL },
 	{ "virtual_time", (getter)Runtime_get_virtual, NULL, "Was it made with virtual_time=True?", NULL },
 	{ NULL }
 };
@@ -525,6 +683,7 @@ static PyType_Slot Runtime_slots[] = {
 	{ Py_tp_doc, "Runtime(env=None, *, id_seed=None, storage=None, durability=None, "
 		"idle_timeout=None, virtual_time=False): namespaces, objects and their calls." },
 	{ Py_tp_new, Runtime_new },
+	{ Py_tp_init, Runtime_init },
 	{ Py_tp_traverse, Runtime_traverse },
 	{ Py_tp_clear, Runtime_clear },
 	{ Py_tp_dealloc, Runtime_dealloc },

@@ -16,8 +16,6 @@
 #include <structmember.h>
 #include <string.h>
 
-#define MSG_GONE "the object was reset or evicted (this storage belongs to a previous instance)"
-
 typedef struct {
 	PyObject_HEAD
 	dobjpy_storage_state *s;
@@ -31,14 +29,11 @@ typedef struct {
 	PyObject *sql;
 } StorageObject;
 
-enum { TXN_OPEN, TXN_DONE, TXN_ROLLED };
-
 typedef struct {
 	PyObject_HEAD
 	dobjpy_storage_state *s;
 	StorageObject *storage;
-	int depth; /* savepoint depth it opened */
-	int state;
+	dobj_txn txn; /* the core's handle: level and state (rules in dobj/storage.h) */
 } TxnObject;
 
 typedef struct {
@@ -71,32 +66,25 @@ static PyObject *fail(dobjpy_storage_state *s, int code)
 
 /* ---------------------------------------------------------- resolution */
 
-static int storage_alive(StorageObject *S)
-{
-	return S->obj && !dobj_obj_dead(S->obj) && dobj_obj_ctx(S->obj) == (void *)S->ctx;
-}
-
 /* The core storage behind a Storage or a Transaction (and the Storage). */
 static dobj_storage *resolve(PyObject *self, StorageObject **out)
 {
 	dobjpy_storage_state *s = ((BaseObject *)self)->s;
-	StorageObject *S;
+	StorageObject *S = NULL; /* set by resolve(); gcc -O3 cannot see it */
 	dobj_storage *st;
 	int rc;
 
 	if (Py_TYPE(self) == s->Txn_T) {
 		TxnObject *t = (TxnObject *)self;
-		if (t->state != TXN_OPEN) {
-			PyErr_SetString(s->error, t->state == TXN_ROLLED ? "the transaction was rolled back"
-				: "the transaction has finished");
-			return NULL;
-		}
+		if ((rc = dobj_txn_check(&t->txn)) < 0)
+			return (dobj_storage *)fail(s, rc);
 		S = t->storage;
 	} else {
 		S = (StorageObject *)self;
 	}
-	if (!storage_alive(S)) {
-		PyErr_SetString(s->error, MSG_GONE);
+	/* A previous instance's storage: the core says so (dobj_obj_check). */
+	if (!S->obj) {
+		PyErr_SetString(s->error, DOBJ_MSG_GONE);
 		return NULL;
 	}
 	if ((rc = dobj_obj_storage(S->obj, &st)) < 0)
@@ -115,6 +103,32 @@ static const char *key_of(PyObject *k, Py_ssize_t *n)
 	return PyUnicode_AsUTF8AndSize(k, n);
 }
 
+/*
+ * A key as an exact str (a new reference).  A str subclass's __hash__ or
+ * __eq__ would run Python code when the key goes into a dict; a plain copy
+ * runs none.
+ */
+static PyObject *plain_key(PyObject *k)
+{
+	if (PyUnicode_CheckExact(k))
+		return Py_NewRef(k);
+	if (!PyUnicode_Check(k)) {
+		PyErr_Format(PyExc_TypeError, "storage keys must be str, got %.100s", Py_TYPE(k)->tp_name);
+		return NULL;
+	}
+	return PyUnicode_FromObject(k);
+}
+
+/*
+ * A list or tuple of keys as a tuple that holds its own references: the
+ * caller's list may change while Python code runs (a finaliser, a value's
+ * tzinfo), and a borrowed item or a cached size would then be stale.
+ */
+static PyObject *key_snapshot(PyObject *keys)
+{
+	return PyTuple_CheckExact(keys) ? Py_NewRef(keys) : PySequence_Tuple(keys);
+}
+
 static PyObject *key_str(const char *k, size_t n)
 {
 	return PyUnicode_DecodeUTF8(k, (Py_ssize_t)n, "surrogatepass");
@@ -127,68 +141,99 @@ static int is_key_list(PyObject *o)
 
 /* ------------------------------------------------------------ key-value */
 
-static PyObject *St_get(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+/*
+ * The value stored under `key`, or NULL with *found = 0 if there is none, or
+ * NULL with an exception.  The blob is borrowed from the core only until the
+ * next storage call: it is copied before decoding, which allocates and so
+ * may run Python code (a finaliser) that closes the runtime.
+ */
+static PyObject *kv_get_value(PyObject *self, PyObject *key, int *found)
 {
 	dobjpy_storage_state *s = ((BaseObject *)self)->s;
 	dobj_storage *st;
 	const void *v;
 	size_t vlen;
 	const char *k;
-	Py_ssize_t klen, i, n;
+	Py_ssize_t klen;
+	PyObject *blob, *val;
 	int rc;
+
+	*found = 0;
+	if (!(k = key_of(key, &klen)) || !(st = resolve(self, NULL)))
+		return NULL;
+	rc = dobj_kv_get(st, k, (size_t)klen, &v, &vlen);
+	if (rc <= 0)
+		return rc < 0 ? fail(s, rc) : NULL;
+	*found = 1;
+	if (!(blob = PyBytes_FromStringAndSize(v, (Py_ssize_t)vlen)))
+		return NULL;
+	val = dobjpy_decode(s->values, PyBytes_AS_STRING(blob), vlen);
+	Py_DECREF(blob);
+	return val;
+}
+
+static PyObject *St_get(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+	dobjpy_storage_state *s = ((BaseObject *)self)->s;
+	PyObject *keys, *out = NULL, *val;
+	Py_ssize_t i, n;
+	int rc, found;
 
 	if (nargs != 1) {
 		PyErr_SetString(PyExc_TypeError, "get() takes a key or a list of keys");
 		return NULL;
 	}
-	if (!(st = resolve(self, NULL)))
+	if (!resolve(self, NULL))
 		return NULL;
-	if (is_key_list(args[0])) {
-		PyObject *seq = args[0], *out;
-		n = PySequence_Fast_GET_SIZE(seq);
-		if ((rc = dobj_kv_check_count((size_t)n, "get")) < 0)
-			return fail(s, rc);
-		if (!(out = PyDict_New()))
-			return NULL;
-		for (i = 0; i < n; i++) {
-			PyObject *key = PySequence_Fast_GET_ITEM(seq, i), *val;
-			if (!(k = key_of(key, &klen)))
-				goto fail_multi;
-			rc = dobj_kv_get(st, k, (size_t)klen, &v, &vlen);
-			if (rc < 0) {
-				fail(s, rc);
-				goto fail_multi;
-			}
-			if (rc == 0)
-				continue;
-			val = dobjpy_decode(s->values, v, vlen);
-			if (!val || PyDict_SetItem(out, key, val) < 0) {
-				Py_XDECREF(val);
-				goto fail_multi;
-			}
-			Py_DECREF(val);
-		}
-		return out;
-fail_multi:
-		Py_DECREF(out);
-		return NULL;
+	if (!is_key_list(args[0])) {
+		val = kv_get_value(self, args[0], &found);
+		if (!val && !found && !PyErr_Occurred())
+			Py_RETURN_NONE;
+		return val;
 	}
-	if (!(k = key_of(args[0], &klen)))
+	if (!(keys = key_snapshot(args[0])))
 		return NULL;
-	rc = dobj_kv_get(st, k, (size_t)klen, &v, &vlen);
-	if (rc < 0)
-		return fail(s, rc);
-	if (rc == 0)
-		Py_RETURN_NONE;
-	return dobjpy_decode(s->values, v, vlen);
+	n = PyTuple_GET_SIZE(keys);
+	if ((rc = dobj_kv_check_count((size_t)n, "get")) < 0) {
+		fail(s, rc);
+		goto done;
+	}
+	if (!(out = PyDict_New()))
+		goto done;
+	for (i = 0; i < n; i++) {
+		PyObject *key = plain_key(PyTuple_GET_ITEM(keys, i));
+		if (!key)
+			goto fail;
+		/* The storage is looked up again for each key (see kv_get_value). */
+		val = kv_get_value(self, key, &found);
+		if (!val && (found || PyErr_Occurred())) {
+			Py_DECREF(key);
+			goto fail;
+		}
+		rc = val ? PyDict_SetItem(out, key, val) : 0;
+		Py_DECREF(key);
+		Py_XDECREF(val);
+		if (rc < 0)
+			goto fail;
+	}
+	goto done;
+fail:
+	Py_CLEAR(out);
+done:
+	Py_DECREF(keys);
+	return out;
 }
 
-static int put_one(dobjpy_storage_state *s, dobj_storage *st, PyObject *key, PyObject *value)
+/* put(key, value).  Encoding may run Python code (a tzinfo), which may
+ * close the runtime: the storage is looked up after it. */
+static int put_one(PyObject *self, PyObject *key, PyObject *value)
 {
+	dobjpy_storage_state *s = ((BaseObject *)self)->s;
 	const unsigned char *blob;
 	size_t blen;
 	const char *k;
 	Py_ssize_t klen;
+	dobj_storage *st;
 	dobj_ser *ser;
 	int rc;
 
@@ -199,12 +244,15 @@ static int put_one(dobjpy_storage_state *s, dobj_storage *st, PyObject *key, PyO
 	if (!(ser = dobjpy_encode(s->values, value, &blob, &blen)))
 		return -1;
 	rc = dobj_kv_check_value(blen);
-	if (rc == 0)
-		rc = dobj_kv_put(st, k, (size_t)klen, blob, blen);
+	if (rc < 0) {
+		fail(s, rc);
+	} else if (!(st = resolve(self, NULL))) {
+		rc = -1;
+	} else if ((rc = dobj_kv_put(st, k, (size_t)klen, blob, blen)) < 0) {
+		fail(s, rc);
+	}
 	dobjpy_encode_done(s->values, ser);
-	if (rc < 0)
-		return fail(s, rc), -1;
-	return 0;
+	return rc < 0 ? -1 : 0;
 }
 
 static PyObject *St_put(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
@@ -214,37 +262,55 @@ static PyObject *St_put(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 	int rc;
 
 	if (nargs == 2) {
-		if (!(st = resolve(self, NULL)) || put_one(s, st, args[0], args[1]) < 0)
+		if (!resolve(self, NULL) || put_one(self, args[0], args[1]) < 0)
 			return NULL;
 		Py_RETURN_NONE;
 	}
 	if (nargs == 1 && PyDict_Check(args[0])) {
-		/* Every key and value is checked and encoded before anything is written. */
-		PyObject *entries = args[0], *blobs, *k, *v;
-		Py_ssize_t pos = 0, i = 0, klen;
-		if (!(st = resolve(self, NULL)))
+		/*
+		 * Every key and value is checked and encoded before anything is
+		 * written.  Encoding may run Python code (a tzinfo) that changes the
+		 * dict: the entries are a snapshot holding their own references.
+		 */
+		PyObject *entries, *blobs;
+		Py_ssize_t i = 0, klen;
+		if (!resolve(self, NULL) || !(entries = PyDict_Items(args[0])))
 			return NULL;
-		if ((rc = dobj_kv_check_count((size_t)PyDict_GET_SIZE(entries), "put")) < 0)
+		if ((rc = dobj_kv_check_count((size_t)PyList_GET_SIZE(entries), "put")) < 0) {
+			Py_DECREF(entries);
 			return fail(s, rc);
-		if (!(blobs = PyList_New(0)))
+		}
+		if (!(blobs = PyList_New(0))) {
+			Py_DECREF(entries);
 			return NULL;
-		while (PyDict_Next(entries, &pos, &k, &v)) {
-			const char *kp = key_of(k, &klen);
-			PyObject *b, *pair;
-			if (!kp)
+		}
+		for (i = 0; i < PyList_GET_SIZE(entries); i++) {
+			PyObject *item = PyList_GET_ITEM(entries, i);
+			PyObject *v = PyTuple_GET_ITEM(item, 1), *b, *pair, *k;
+			const char *kp;
+			if (!(k = plain_key(PyTuple_GET_ITEM(item, 0))))
 				goto fail_multi;
+			if (!(kp = PyUnicode_AsUTF8AndSize(k, &klen))) {
+				Py_DECREF(k);
+				goto fail_multi;
+			}
 			if ((rc = dobj_kv_check_key((size_t)klen)) < 0) {
+				Py_DECREF(k);
 				fail(s, rc);
 				goto fail_multi;
 			}
-			if (!(b = dobjpy_encode_bytes(s->values, v)))
+			if (!(b = dobjpy_encode_bytes(s->values, v))) {
+				Py_DECREF(k);
 				goto fail_multi;
+			}
 			if ((rc = dobj_kv_check_value((size_t)PyBytes_GET_SIZE(b))) < 0) {
+				Py_DECREF(k);
 				Py_DECREF(b);
 				fail(s, rc);
 				goto fail_multi;
 			}
 			pair = PyTuple_Pack(2, k, b);
+			Py_DECREF(k);
 			Py_DECREF(b);
 			if (!pair || PyList_Append(blobs, pair) < 0) {
 				Py_XDECREF(pair);
@@ -265,9 +331,11 @@ static PyObject *St_put(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 			}
 		}
 		Py_DECREF(blobs);
+		Py_DECREF(entries);
 		Py_RETURN_NONE;
 fail_multi:
 		Py_DECREF(blobs);
+		Py_DECREF(entries);
 		return NULL;
 	}
 	if (nargs == 1 && PyUnicode_Check(args[0])) {
@@ -300,17 +368,27 @@ static PyObject *St_delete(PyObject *self, PyObject *const *args, Py_ssize_t nar
 	if (!(st = resolve(self, NULL)))
 		return NULL;
 	if (is_key_list(args[0])) {
-		n = PySequence_Fast_GET_SIZE(args[0]);
-		if ((rc = dobj_kv_check_count((size_t)n, "delete")) < 0)
-			return fail(s, rc);
+		PyObject *keys = key_snapshot(args[0]), *r = NULL;
+		if (!keys)
+			return NULL;
+		n = PyTuple_GET_SIZE(keys);
+		if ((rc = dobj_kv_check_count((size_t)n, "delete")) < 0) {
+			fail(s, rc);
+			goto done_multi;
+		}
 		for (i = 0; i < n; i++) {
-			if (!(k = key_of(PySequence_Fast_GET_ITEM(args[0], i), &klen)))
-				return NULL;
-			if ((rc = dobj_kv_delete(st, k, (size_t)klen)) < 0)
-				return fail(s, rc);
+			if (!(k = key_of(PyTuple_GET_ITEM(keys, i), &klen)) || !(st = resolve(self, NULL)))
+				goto done_multi;
+			if ((rc = dobj_kv_delete(st, k, (size_t)klen)) < 0) {
+				fail(s, rc);
+				goto done_multi;
+			}
 			count += rc;
 		}
-		return PyLong_FromLong(count);
+		r = PyLong_FromLong(count);
+done_multi:
+		Py_DECREF(keys);
+		return r;
 	}
 	if (!(k = key_of(args[0], &klen)))
 		return NULL;
@@ -324,20 +402,43 @@ typedef struct listarg {
 	PyObject *out;
 } listarg;
 
-/* One row of list(); a Python error stops the listing (returns 1). */
+/*
+ * One row of list(): the key and a copy of the blob; a Python error stops the
+ * listing (returns 1).  Nothing is decoded while the core iterates: decoding
+ * allocates containers, which may run a finaliser (Python code) in the
+ * middle of the core's loop.
+ */
 static int list_row(void *arg, const char *key, size_t klen, const void *v, size_t vlen)
 {
 	listarg *a = arg;
-	PyObject *k = key_str(key, klen), *val;
+	PyObject *k = key_str(key, klen), *blob;
 	int rc;
 
 	if (!k)
 		return 1;
-	val = dobjpy_decode(a->s->values, v, vlen);
-	rc = val ? PyDict_SetItem(a->out, k, val) : -1;
+	blob = PyBytes_FromStringAndSize(v, (Py_ssize_t)vlen);
+	rc = blob ? PyDict_SetItem(a->out, k, blob) : -1;
 	Py_DECREF(k);
-	Py_XDECREF(val);
+	Py_XDECREF(blob);
 	return rc < 0 ? 1 : 0;
+}
+
+/* Replace each blob of list()'s result by its value. */
+static int list_decode(dobjpy_storage_state *s, PyObject *out)
+{
+	Py_ssize_t pos = 0;
+	PyObject *k, *blob;
+
+	while (PyDict_Next(out, &pos, &k, &blob)) {
+		PyObject *val = dobjpy_decode(s->values, PyBytes_AS_STRING(blob),
+			(size_t)PyBytes_GET_SIZE(blob));
+		/* Replacing the value of an existing key does not resize the dict. */
+		int rc = val ? PyDict_SetItem(out, k, val) : -1;
+		Py_XDECREF(val);
+		if (rc < 0)
+			return -1;
+	}
+	return 0;
 }
 
 static int opt_key(PyObject *o, const char *name, const char **p, size_t *len)
@@ -399,7 +500,7 @@ static PyObject *St_list(PyObject *self, PyObject *args, PyObject *kw)
 	if (!(a.out = PyDict_New()))
 		return NULL;
 	rc = dobj_kv_list(st, &o, list_row, &a);
-	if (rc > 0 || rc < 0) {
+	if (rc > 0 || rc < 0 || list_decode(s, a.out) < 0) {
 		if (rc < 0)
 			fail(s, rc);
 		Py_DECREF(a.out);
@@ -442,7 +543,7 @@ static PyObject *St_sync(PyObject *self, PyObject *unused)
 static PyObject *St_set_alarm(PyObject *self, PyObject *when)
 {
 	dobjpy_storage_state *s = ((BaseObject *)self)->s;
-	StorageObject *S;
+	StorageObject *S = NULL; /* set by resolve(); gcc -O3 cannot see it */
 	dobj_storage *st;
 	double ms;
 	int rc;
@@ -502,45 +603,43 @@ static PyObject *St_delete_alarm(PyObject *self, PyObject *unused)
 static TxnObject *txn_begin(PyObject *self)
 {
 	dobjpy_storage_state *s = ((BaseObject *)self)->s;
-	StorageObject *S;
-	dobj_storage *st = resolve(self, &S);
+	StorageObject *S = NULL; /* set by resolve(); gcc -O3 cannot see it */
+	dobj_storage *st;
 	TxnObject *t;
-	int rc;
+	int rc = 0;
 
-	if (!st)
+	/* Allocated first: an allocation may run a finaliser that closes the
+	 * runtime, so nothing allocates between resolve() and the core calls. */
+	if (!(t = PyObject_GC_New(TxnObject, s->Txn_T)))
 		return NULL;
-	if ((rc = dobj_txn_begin(st)) < 0)
-		return (TxnObject *)fail(s, rc);
-	t = PyObject_GC_New(TxnObject, s->Txn_T);
-	if (!t) {
-		dobj_txn_rollback(st);
+	t->s = s;
+	t->storage = NULL;
+	t->txn.level = 0;
+	t->txn.state = DOBJ_TXN_ENDED;
+	PyObject_GC_Track(t);
+	if (!(st = resolve(self, &S)) || (rc = dobj_txn_open(st, &t->txn)) < 0) {
+		if (st)
+			fail(s, rc);
+		Py_DECREF(t);
 		return NULL;
 	}
-	t->s = s;
 	t->storage = (StorageObject *)Py_NewRef(S);
-	t->depth = dobj_txn_depth(st);
-	t->state = TXN_OPEN;
-	PyObject_GC_Track(t);
 	return t;
 }
 
 /*
- * Close a transaction after its function ran: commit (ok) or roll back,
- * unless the function rolled back itself or the object is gone (its
- * storage discarded the writes).  -1 with an exception if that failed.
+ * Close a transaction after its function ran: commit (ok) or roll back, as
+ * dobj_txn_end decides (nothing when it rolled back itself or the object is
+ * gone).  -1 with an exception if that failed.
  */
 static int txn_end(TxnObject *t, int ok)
 {
-	int state = t->state, rc = 0;
-	dobj_storage *st;
+	dobj_storage *st = NULL;
+	int rc;
 
-	t->state = state == TXN_ROLLED ? TXN_ROLLED : TXN_DONE;
-	if (state != TXN_OPEN || !storage_alive(t->storage) ||
-	    dobj_obj_storage(t->storage->obj, &st) < 0)
-		return 0;
-	if (dobj_txn_depth(st) == t->depth)
-		rc = ok ? dobj_txn_commit(st) : dobj_txn_rollback(st);
-	if (rc < 0) {
+	if (!t->storage->obj || dobj_obj_storage(t->storage->obj, &st) < 0)
+		st = NULL;
+	if ((rc = dobj_txn_end(st, &t->txn, ok)) < 0) {
 		fail(t->s, rc);
 		return -1;
 	}
@@ -585,7 +684,7 @@ static PyObject *St_transaction_sync(PyObject *self, PyObject *fn)
 static PyObject *St_transaction(PyObject *self, PyObject *fn)
 {
 	dobjpy_storage_state *s = ((BaseObject *)self)->s;
-	StorageObject *S;
+	StorageObject *S = NULL; /* set by resolve(); gcc -O3 cannot see it */
 
 	if (!resolve(self, &S))
 		return NULL;
@@ -619,13 +718,9 @@ static PyObject *Txn_rollback(TxnObject *self, PyObject *unused)
 	(void)unused;
 	if (!st)
 		return NULL;
-	if (dobj_txn_depth(st) != self->depth) {
-		PyErr_SetString(self->s->error, "only the innermost open transaction can be rolled back");
-		return NULL;
-	}
-	if ((rc = dobj_txn_rollback(st)) < 0)
+	/* Only the innermost open transaction (dobj_txn_rollback_handle). */
+	if ((rc = dobj_txn_rollback_handle(st, &self->txn)) < 0)
 		return fail(self->s, rc);
-	self->state = TXN_ROLLED;
 	Py_RETURN_NONE;
 }
 
@@ -857,10 +952,14 @@ static PyObject *Sql_exec(SqlObject *self, PyObject *const *args, Py_ssize_t nar
 			goto done;
 		}
 	}
-	if (!(st = resolve((PyObject *)self->storage, NULL)))
-		goto done;
+	/* The cursor is allocated before the storage is looked up (an
+	 * allocation may run a finaliser that closes the runtime). */
 	if (!(c = cursor_new(s, NULL, 0)))
 		goto done;
+	if (!(st = resolve((PyObject *)self->storage, NULL))) {
+		Py_CLEAR(c);
+		goto done;
+	}
 	q = PyUnicode_AsUTF8AndSize(args[0], &qlen);
 	rc = dobj_sql_exec(st, q, (size_t)qlen, v, (size_t)n, &c->c);
 	if (rc < 0) {

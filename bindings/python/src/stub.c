@@ -71,6 +71,8 @@ static PyObject *Stub_fetch(StubObject *self, PyObject *const *args, Py_ssize_t 
 	dobj_task *t;
 	int rc;
 
+	if (!st)
+		return NULL;
 	if (nargs != 1) {
 		PyErr_SetString(PyExc_TypeError, "fetch() takes one positional argument: a URL or a dobj.Request");
 		return NULL;
@@ -134,6 +136,8 @@ static PyObject *Stub_rpc(StubObject *self, PyObject *const *args, Py_ssize_t na
 	dobj_task *t;
 	int rc;
 
+	if (!st)
+		return NULL;
 	if (nargs < 1 || !PyUnicode_Check(args[0])) {
 		PyErr_SetString(PyExc_TypeError, "_rpc() needs a method name");
 		return NULL;
@@ -174,13 +178,13 @@ static PyObject *Stub_rpc(StubObject *self, PyObject *const *args, Py_ssize_t na
 	Py_DECREF(payload);
 	if (!val)
 		return NULL;
-	/* A native method checks arity and types here, in the caller. */
-	if (dobj_native_check(ns->ns, name, val) < 0 && dobj_error_last_code() != DOBJ_ENOHANDLER) {
-		dobj_val_free(val);
+	/* The core checks a native method's arity and argument types here, in
+	 * the caller (DOBJ_EARG: a TypeError for Python). */
+	rc = dobj_stub_call_ex(&t, self->stub, DOBJ_CALL_RPC, name, NULL, 0, val, core_val_free, NULL, NULL);
+	if (rc == DOBJ_EARG) {
 		PyErr_SetString(PyExc_TypeError, dobj_error_last());
 		return NULL;
 	}
-	rc = dobj_stub_call_ex(&t, self->stub, DOBJ_CALL_RPC, name, NULL, 0, val, core_val_free, NULL, NULL);
 	if (rc < 0)
 		return raise_core_error(st, rc);
 	{
@@ -192,15 +196,43 @@ static PyObject *Stub_rpc(StubObject *self, PyObject *const *args, Py_ssize_t na
 	}
 }
 
+/* Does a class in the MRO of `t` define `name`?  1, 0, or -1 with an
+ * exception (what _PyType_Lookup answers, through public API only). */
+static int type_defines(PyTypeObject *t, PyObject *name)
+{
+	PyObject *mro = t->tp_mro;
+	Py_ssize_t i;
+	int found = 0;
+
+	for (i = 0; !found && mro && i < PyTuple_GET_SIZE(mro); i++) {
+		PyTypeObject *base = (PyTypeObject *)PyTuple_GET_ITEM(mro, i);
+#if PY_VERSION_HEX >= 0x030C0000
+		PyObject *dict = PyType_GetDict(base); /* builtin types keep theirs elsewhere */
+#else
+		PyObject *dict = Py_XNewRef(base->tp_dict);
+#endif
+		if (dict) {
+			found = PyDict_Contains(dict, name);
+			Py_DECREF(dict);
+		}
+	}
+	return found;
+}
+
 /* stub.NAME for any public name the type does not define: an RPC method. */
 static PyObject *Stub_getattro(PyObject *self, PyObject *name)
 {
-	module_state *st = module_state_of_type(Py_TYPE(self));
+	module_state *st;
 	PyObject *rpc, *r;
+	int defined;
 
 	if (!PyUnicode_Check(name) || PyUnicode_GET_LENGTH(name) == 0 ||
-	    PyUnicode_READ_CHAR(name, 0) == '_' || _PyType_Lookup(Py_TYPE(self), name))
+	    PyUnicode_READ_CHAR(name, 0) == '_')
 		return PyObject_GenericGetAttr(self, name);
+	if ((defined = type_defines(Py_TYPE(self), name)) != 0)
+		return defined < 0 ? NULL : PyObject_GenericGetAttr(self, name);
+	if (!(st = module_state_of_type(Py_TYPE(self))))
+		return NULL;
 	rpc = PyObject_GetAttrString(self, "_rpc");
 	if (!rpc)
 		return NULL;

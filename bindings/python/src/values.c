@@ -213,8 +213,11 @@ static PyObject *datetime_from_ms(dobjpy_values *v, double ms)
 	}
 	civil_from_days(days, &y, &m, &d);
 	if (y < 1 || y > 9999) {
-		PyErr_Format(v->error, "cannot read the stored value: the Date %.0f ms is outside "
-			"the years datetime can hold (1 to 9999)", ms);
+		/* PyErr_Format has no %f: format the number first. */
+		char num[32];
+		snprintf(num, sizeof(num), "%.0f", ms);
+		PyErr_Format(v->error, "cannot read the stored value: the Date %s ms is outside "
+			"the years datetime can hold (1 to 9999)", num);
 		return NULL;
 	}
 	return PyDateTimeAPI->DateTime_FromDateAndTime((int)y, m, d, (int)(rem / 3600000000LL),
@@ -403,10 +406,7 @@ static int enc_int(enc *e, PyObject *o)
 	if (x == -1 && PyErr_Occurred())
 		return -1;
 	if (!ovf) {
-		if (x >= DOBJ_VALUE_SMI_MIN && x <= DOBJ_VALUE_SMI_MAX)
-			SER(dobj_ser_int32(e->ser, (int32_t)x));
-		else
-			SER(dobj_ser_bigint_i64(e->ser, (int64_t)x));
+		SER(dobj_ser_integer(e->ser, (int64_t)x)); /* the core's integer rule */
 		return 0;
 	}
 	neg = ovf < 0;
@@ -659,9 +659,6 @@ PyObject *dobjpy_encode_bytes(dobjpy_values *v, PyObject *o)
 
 /* ------------------------------------------------------------- decoder */
 
-/* Longest sparse array read as a list (its holes become None). */
-#define MAX_SPARSE_LIST (1u << 20)
-
 typedef struct dec {
 	dobjpy_values *v;
 	dobj_de *de;
@@ -736,18 +733,6 @@ static PyObject *dec_str(dec *d)
 	return utf8_str(t->str, t->len);
 }
 
-/* Put item at index i of list (growing it with None when a sparse array
- * reaches past its length).  Steals item. */
-static int list_put(PyObject *list, size_t i, PyObject *item)
-{
-	while ((size_t)PyList_GET_SIZE(list) <= i) {
-		if (PyList_Append(list, Py_None) < 0) {
-			Py_DECREF(item);
-			return -1;
-		}
-	}
-	return PyList_SetItem(list, (Py_ssize_t)i, item);
-}
 
 static PyObject *dec_array(dec *d)
 {
@@ -758,10 +743,8 @@ static PyObject *dec_array(dec *d)
 	size_t i = 0, j;
 	PyObject *list, *item;
 
-	if (!dense && length > MAX_SPARSE_LIST) {
-		dec_fail(d, "a sparse Array of length %u is too long to read as a list", length);
-		return NULL;
-	}
+	/* `length` slots (a sparse array's holes are None): the core's reader
+	 * caps the lengths of all arrays by the size of the blob. */
 	list = PyList_New((Py_ssize_t)length);
 	if (!list)
 		return NULL;
@@ -782,12 +765,12 @@ static PyObject *dec_array(dec *d)
 				goto fail;
 			}
 			at = t->index;
-			if (!(item = dec_value(d)) || list_put(list, at, item) < 0)
+			if (!(item = dec_value(d)) || PyList_SetItem(list, (Py_ssize_t)at, item) < 0)
 				goto fail;
 		} else if (t->type == DOBJ_TOK_HOLE) {
 			i++;
 		} else {
-			if (!(item = dec_tok(d)) || list_put(list, i++, item) < 0)
+			if (!(item = dec_tok(d)) || PyList_SetItem(list, (Py_ssize_t)i++, item) < 0)
 				goto fail;
 		}
 	}
@@ -875,7 +858,9 @@ static PyObject *dec_tok(dec *d)
 		Py_RETURN_FALSE;
 	case DOBJ_TOK_INT32:
 		return PyLong_FromLong(t->i32);
-	case DOBJ_TOK_DOUBLE:
+	case DOBJ_TOK_DOUBLE: /* V8 writes integers past the Smi range as doubles */
+		if (dobj_number_is_integer(t->number, 0))
+			return PyLong_FromDouble(t->number);
 		return PyFloat_FromDouble(t->number);
 	case DOBJ_TOK_BIGINT:
 		return int_from_magnitude(d->v, t->negative, t->bytes, t->len);
@@ -1071,10 +1056,8 @@ static dobj_val *to_val(tval *c, PyObject *o)
 		long long x = PyLong_AsLongLongAndOverflow(o, &ovf);
 		if (x == -1 && PyErr_Occurred())
 			return NULL;
-		if (!ovf && x >= DOBJ_VALUE_SMI_MIN && x <= DOBJ_VALUE_SMI_MAX)
-			r = dobj_val_number((double)x);
-		else if (!ovf)
-			r = dobj_val_bigint_i64((int64_t)x);
+		if (!ovf)
+			r = dobj_val_integer((int64_t)x); /* the core's integer rule */
 		else {
 			PyObject *mag = int_magnitude(o);
 			if (!mag)
@@ -1085,7 +1068,7 @@ static dobj_val *to_val(tval *c, PyObject *o)
 			Py_DECREF(mag);
 		}
 	} else if (PyFloat_Check(o))
-		r = dobj_val_number(PyFloat_AS_DOUBLE(o));
+		r = dobj_val_double(PyFloat_AS_DOUBLE(o));
 	else if (PyUnicode_Check(o)) {
 		PyObject *tmp;
 		Py_ssize_t n;
@@ -1176,14 +1159,10 @@ static PyObject *from_val(fval *c, const dobj_val *val)
 		Py_RETURN_NONE;
 	case DOBJ_VAL_BOOL:
 		return PyBool_FromLong(dobj_val_get_bool(val));
-	case DOBJ_VAL_NUMBER: {
-		/* What the blob would hold: `I` for whole numbers in the Smi range. */
-		double d = dobj_val_get_number(val);
-		if (d == floor(d) && d >= DOBJ_VALUE_SMI_MIN && d <= DOBJ_VALUE_SMI_MAX &&
-		    !(d == 0 && signbit(d)))
-			return PyLong_FromLong((long)d);
-		return PyFloat_FromDouble(d);
-	}
+	case DOBJ_VAL_NUMBER: /* the same integer rule as stored values */
+		if (dobj_val_is_integer(val))
+			return PyLong_FromDouble(dobj_val_get_number(val));
+		return PyFloat_FromDouble(dobj_val_get_number(val));
 	case DOBJ_VAL_BIGINT: {
 		int neg;
 		size_t len;

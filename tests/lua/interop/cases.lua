@@ -14,6 +14,8 @@ return {
   { "two31", 1 << 31 },
   { "two40", 1 << 40 },
   { "safe_max", 1 << 53 },
+  { "ms_timestamp", 1700000000123 },
+  { "double_array", { 0.5, 1.0 } }, -- a JS double array: 1 is N, a float in Lua
   { "bigint", (1 << 53) + 1 },
   { "bigint_neg", math.mininteger },
   { "float", 1.5 },

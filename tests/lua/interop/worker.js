@@ -9,7 +9,8 @@ function cases() {
   cycle.self = cycle;
   return [
     ["int", 1], ["neg", -5], ["smi_max", 2 ** 30 - 1], ["two30", 2 ** 30], ["two31", 2 ** 31],
-    ["two40", 2 ** 40], ["safe_max", 2 ** 53], ["bigint", 2n ** 53n + 1n],
+    ["two40", 2 ** 40], ["safe_max", 2 ** 53], ["ms_timestamp", 1700000000123],
+    ["double_array", [0.5, 1]], ["bigint", 2n ** 53n + 1n],
     ["bigint_neg", -(2n ** 63n)], ["float", 1.5], ["nan", NaN], ["negzero", -0],
     ["inf", Infinity], ["ninf", -Infinity], ["true", true], ["false", false], ["null", null],
     ["ascii", "hello"], ["latin1", "héllo ÿ"], ["twobyte", "日本"], ["astral", "😀!"],

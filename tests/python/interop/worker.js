@@ -2,8 +2,9 @@
 // /read compares what dobj's Python binding wrote (object "from-python") with
 // the same cases in JS; /write stores the cases into object "from-workerd"
 // for Python to read.  The cases are the JS values of the Python mapping
-// (docs/python.md): e.g. Python's 2.0**30 is the JS number 2**30, Python's
-// 2**53 + 1 the BigInt 2n**53n + 1n, a dict with a non-str key a Map.
+// (docs/python.md): e.g. Python's 2**40 (and 2.0**40) is the JS number
+// 2**40, Python's 2**53 + 1 the BigInt 2n**53n + 1n, a dict with a non-str
+// key a Map.  [0.5, 1] is a double array (both N): Python reads [0.5, 1.0].
 import { makePeer } from "./peer.js";
 
 function cases() {
@@ -15,7 +16,8 @@ function cases() {
   return [
     ["int", 1], ["neg", -5], ["smi_max", 2 ** 30 - 1], ["smi_min", -(2 ** 30)],
     ["two30", 2 ** 30], ["two31", 2 ** 31], ["two40", 2 ** 40], ["safe_max", 2 ** 53],
-    ["whole_float", 2], ["bigint", 2n ** 53n + 1n], ["bigint_neg", -(2n ** 63n)],
+    ["ms_timestamp", 1700000000123], ["two40_float", 2 ** 40], ["whole_float", 2],
+    ["double_array", [0.5, 1]], ["bigint", 2n ** 53n + 1n], ["bigint_neg", -(2n ** 63n)],
     ["bigint_huge", 2n ** 100n], ["float", 1.5], ["nan", NaN], ["negzero", -0],
     ["inf", Infinity], ["ninf", -Infinity], ["true", true], ["false", false], ["null", null],
     ["ascii", "hello"], ["latin1", "héllo ÿ"], ["twobyte", "日本"], ["astral", "😀!"],

@@ -1,0 +1,336 @@
+/*
+ * The clock, the timers and the host contract (dobj.h, "driving a runtime"):
+ * the hooks, the pollable fd and the owner thread.  The scheduler (rt.c)
+ * calls in here when work becomes ready or a timer moves; what runs the work
+ * (pump, process, run) stays there.
+ */
+#include <errno.h>
+#include <math.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#ifdef __linux__
+#include <sys/timerfd.h>
+#endif
+
+#include "internal.h"
+
+/* ------------------------------------------------------------ host contract */
+
+/* Arm the fd to become readable after `delay_ms` (<= 0: at once). */
+static void fd_arm(dobj_rt *rt, double delay_ms)
+{
+#ifdef __linux__
+	struct itimerspec its;
+
+	memset(&its, 0, sizeof(its));
+	if (!(delay_ms > 0)) {
+		its.it_value.tv_nsec = 1; /* relative 1 ns: expires at once */
+	} else {
+		if (delay_ms > 1e12) /* ~31 years: "not in this process's life" */
+			delay_ms = 1e12;
+		its.it_value.tv_sec = (time_t)(delay_ms / 1e3);
+		its.it_value.tv_nsec = (long)((delay_ms - (double)its.it_value.tv_sec * 1e3) * 1e6);
+		if (its.it_value.tv_nsec >= 1000000000L)
+			its.it_value.tv_nsec = 999999999L;
+		if (its.it_value.tv_sec == 0 && its.it_value.tv_nsec == 0)
+			its.it_value.tv_nsec = 1;
+	}
+	timerfd_settime(rt->fd, 0, &its, NULL);
+#else
+	(void)rt;
+	(void)delay_ms;
+#endif
+}
+
+/* Make the fd unreadable and forget what it was armed for. */
+void dobj__fd_clear(dobj_rt *rt)
+{
+#ifdef __linux__
+	uint64_t n;
+
+	if (rt->fd < 0)
+		return;
+	if (rt->fd_now || rt->fd_when != INFINITY) {
+		struct itimerspec off;
+		memset(&off, 0, sizeof(off));
+		timerfd_settime(rt->fd, 0, &off, NULL);
+	}
+	while (read(rt->fd, &n, sizeof(n)) < 0 && errno == EINTR)
+		;
+#endif
+	rt->fd_now = 0;
+	rt->fd_when = INFINITY;
+}
+
+/* The ready queue became non-empty outside a pump: tell the host. */
+void dobj__work_ready(dobj_rt *rt)
+{
+	if (rt->closing)
+		return;
+	if (rt->host.notify)
+		rt->host.notify(rt->host.data);
+	if (rt->fd >= 0 && !rt->fd_now) {
+		fd_arm(rt, 0);
+		rt->fd_now = 1;
+	}
+}
+
+/* Report the next deadline if it is earlier than what the host was told
+ * (hook) or what the fd is armed for.  Later deadlines are not reported: the
+ * host wakes early, calls dobj_rt_process, and hears of them then. */
+void dobj__timer_sync(dobj_rt *rt)
+{
+	double when;
+
+	if (rt->pumping || rt->busy || rt->closing || !rt->nheap)
+		return;
+	when = rt->heap[0]->when;
+	if (when < rt->hook_when) {
+		rt->hook_when = when;
+		if (rt->host.timer)
+			rt->host.timer(rt->host.data, when);
+	}
+	if (rt->fd >= 0 && !rt->fd_now && !rt->virtual_time && when < rt->fd_when) {
+		fd_arm(rt, when - dobj_rt_now_ms(rt));
+		rt->fd_when = when;
+	}
+}
+
+int dobj__wrong_thread(const dobj_rt *rt)
+{
+	return !pthread_equal(rt->owner, pthread_self());
+}
+
+/* Release a value handed over by a call refused on another thread: not
+ * through the trash (the runtime's state belongs to its thread), but at
+ * once, on the caller's thread, which holds whatever its host needs. */
+void dobj__release_now(dobj_rt *rt, void *v, void (*free_fn)(void *))
+{
+	if (!v)
+		return;
+	if (free_fn)
+		free_fn(v);
+	else if (rt->host.release)
+		rt->host.release(rt->host.data, v);
+}
+
+
+int dobj_rt_fd(dobj_rt *rt)
+{
+	CHECK_THREAD(rt);
+	if (rt->fd >= 0)
+		return rt->fd;
+#ifdef __linux__
+	if (rt->closing)
+		return dobj_error_set(DOBJ_ECLOSED, "the runtime is closed");
+	rt->fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+	if (rt->fd < 0)
+		return dobj_error_set(DOBJ_ERROR, "timerfd_create: %s", strerror(errno));
+	rt->fd_now = 0;
+	rt->fd_when = INFINITY;
+	if (rt->ready_head) {
+		fd_arm(rt, 0);
+		rt->fd_now = 1;
+	} else {
+		dobj__timer_sync(rt);
+	}
+	return rt->fd;
+#else
+	return dobj_error_set(DOBJ_ERROR, "dobj_rt_fd needs Linux (timerfd)");
+#endif
+}
+
+double dobj_rt_wall_ms(dobj_rt *rt)
+{
+	return dobj__wall_ms(rt);
+}
+
+double dobj__wall_ms(dobj_rt *rt)
+{
+	struct timespec ts;
+
+	if (rt->wall_ms)
+		return rt->wall_ms(rt->clock_data);
+	if (rt->virtual_time && rt->wall_base > 0)
+		return rt->wall_base + rt->virtual_now;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+/* ------------------------------------------------------------------ timers */
+
+static double monotonic_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+double dobj_rt_now_ms(dobj_rt *rt)
+{
+	if (rt->virtual_time)
+		return rt->virtual_now;
+	return rt->now_ms ? rt->now_ms(rt->clock_data) : monotonic_ms();
+}
+
+static int timer_less(const dobj_timer *a, const dobj_timer *b)
+{
+	return a->when < b->when || (a->when == b->when && a->seq < b->seq);
+}
+
+static void heap_swap(dobj_rt *rt, size_t i, size_t j)
+{
+	dobj_timer *x = rt->heap[i];
+
+	rt->heap[i] = rt->heap[j];
+	rt->heap[j] = x;
+	rt->heap[i]->index = i;
+	rt->heap[j]->index = j;
+}
+
+static void heap_up(dobj_rt *rt, size_t i)
+{
+	while (i > 0 && timer_less(rt->heap[i], rt->heap[(i - 1) / 2])) {
+		heap_swap(rt, i, (i - 1) / 2);
+		i = (i - 1) / 2;
+	}
+}
+
+static void heap_down(dobj_rt *rt, size_t i)
+{
+	for (;;) {
+		size_t l = 2 * i + 1, r = l + 1, m = i;
+		if (l < rt->nheap && timer_less(rt->heap[l], rt->heap[m]))
+			m = l;
+		if (r < rt->nheap && timer_less(rt->heap[r], rt->heap[m]))
+			m = r;
+		if (m == i)
+			return;
+		heap_swap(rt, i, m);
+		i = m;
+	}
+}
+
+static void heap_remove(dobj_rt *rt, dobj_timer *tm)
+{
+	size_t i = tm->index;
+
+	rt->nstrong -= !tm->weak;
+	rt->nheap--;
+	if (i != rt->nheap) {
+		heap_swap(rt, i, rt->nheap);
+		heap_down(rt, i);
+		heap_up(rt, i);
+	}
+}
+
+int dobj_rt_timer(dobj_rt *rt, double delay_ms, dobj_timer_fn fn, void *data, dobj_timer **out)
+{
+	if (out)
+		*out = NULL;
+	CHECK_THREAD(rt);
+	return dobj__timer(rt, delay_ms, fn, data, 0, out);
+}
+
+int dobj__timer(dobj_rt *rt, double delay_ms, dobj_timer_fn fn, void *data, int weak,
+	dobj_timer **out)
+{
+	dobj_timer *tm;
+
+	if (out)
+		*out = NULL;
+	if (rt->closing)
+		return dobj_error_set(DOBJ_ECLOSED, "the runtime is closed");
+	if (!fn)
+		return dobj_error_set(DOBJ_EARG, "a timer needs a function");
+	if (!isfinite(delay_ms))
+		return dobj_error_set(DOBJ_EARG, DOBJ_MSG_DELAY);
+	if (rt->nheap == rt->capheap) {
+		size_t cap = rt->capheap ? 2 * rt->capheap : 16;
+		dobj_timer **h = realloc(rt->heap, cap * sizeof(*h));
+		if (!h)
+			return dobj_error_set(DOBJ_ENOMEM, "out of memory");
+		rt->heap = h;
+		rt->capheap = cap;
+	}
+	tm = calloc(1, sizeof(*tm));
+	if (!tm)
+		return dobj_error_set(DOBJ_ENOMEM, "out of memory");
+	tm->when = dobj_rt_now_ms(rt) + (delay_ms > 0 ? delay_ms : 0);
+	tm->seq = rt->timer_seq++;
+	tm->fn = fn;
+	tm->data = data;
+	tm->weak = weak;
+	rt->nstrong += !weak;
+	tm->index = rt->nheap;
+	rt->heap[rt->nheap++] = tm;
+	heap_up(rt, tm->index);
+	if (tm->index == 0)
+		dobj__timer_sync(rt);
+	if (out)
+		*out = tm;
+	return DOBJ_OK;
+}
+
+void dobj_timer_cancel(dobj_rt *rt, dobj_timer *tm)
+{
+	if (!tm)
+		return;
+	heap_remove(rt, tm);
+	tm->fn(tm->data, 0);
+	free(tm);
+}
+
+double dobj_rt_next_timer_ms(dobj_rt *rt)
+{
+	double d;
+
+	if (!rt->nheap)
+		return -1;
+	d = rt->heap[0]->when - dobj_rt_now_ms(rt);
+	return d > 0 ? d : 0;
+}
+
+/* Fire every timer that is due; returns how many fired. */
+size_t dobj__fire_timers(dobj_rt *rt)
+{
+	double now = dobj_rt_now_ms(rt);
+	size_t n = 0;
+
+	while (rt->nheap && rt->heap[0]->when <= now) {
+		dobj_timer *tm = rt->heap[0];
+		heap_remove(rt, tm);
+		tm->fn(tm->data, 1);
+		free(tm);
+		n++;
+	}
+	return n;
+}
+
+/* dobj_rt_run's wait: until the next timer is due, on the runtime's own fd
+ * (the same contract a host's loop uses). */
+int dobj__wait_for_timer(dobj_rt *rt)
+{
+	struct pollfd pfd;
+	int fd = dobj_rt_fd(rt);
+
+	if (fd < 0)
+		return fd;
+	dobj__fd_clear(rt);
+	fd_arm(rt, rt->heap[0]->when - dobj_rt_now_ms(rt));
+	rt->fd_when = rt->heap[0]->when;
+	pfd.fd = fd;
+	pfd.events = POLLIN;
+	pfd.revents = 0;
+	while (poll(&pfd, 1, -1) < 0) {
+		if (errno != EINTR)
+			return dobj_error_set(DOBJ_ERROR, "poll: %s", strerror(errno));
+	}
+	dobj__fd_clear(rt);
+	return DOBJ_OK;
+}
+
