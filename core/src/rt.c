@@ -265,6 +265,14 @@ static void obj_unref(dobj_obj *obj)
 		return;
 	rt = obj->ns->rt;
 	obj_release_instance(obj);
+	if (obj->dead) {
+		if (obj->dead_prev)
+			obj->dead_prev->dead_next = obj->dead_next;
+		else
+			rt->dead_objs = obj->dead_next;
+		if (obj->dead_next)
+			obj->dead_next->dead_prev = obj->dead_prev;
+	}
 	trash(rt, obj->error);
 	free(obj->message);
 	free(obj->name);
@@ -569,8 +577,8 @@ int dobj_task_wait(dobj_task *waiter, dobj_task *t)
 	dobj_rt *rt = t->rt;
 
 	CHECK_THREAD(rt);
-	if (waiter == t || waiter->rt != rt)
-		return dobj_error_set(DOBJ_EARG, "a task cannot wait for itself or another runtime's task");
+	if (waiter == t)
+		return dobj_error_set(DOBJ_EARG, "a task cannot wait for itself");
 	if (waiter->done)
 		return DOBJ_OK;
 	if (t->done) {
@@ -743,6 +751,12 @@ static void abort_obj(dobj_obj *obj, int code, const char *message, void *error)
 	}
 	obj->refs++; /* keep it while we work */
 	obj->dead = 1;
+	/* Listed until freed, so that closing the runtime can drop its error. */
+	obj->dead_prev = NULL;
+	obj->dead_next = rt->dead_objs;
+	if (rt->dead_objs)
+		rt->dead_objs->dead_prev = obj;
+	rt->dead_objs = obj;
 	obj->code = code < 0 ? code : DOBJ_EABORTED;
 	obj->message = strdup(message ? message : "");
 	obj->error = error;
@@ -787,6 +801,7 @@ dobj_ns *dobj_obj_ns(const dobj_obj *obj) { return obj->ns; }
 void *dobj_obj_instance(const dobj_obj *obj) { return obj->instance; }
 void *dobj_obj_ctx(const dobj_obj *obj) { return obj->ctx; }
 int dobj_obj_dead(const dobj_obj *obj) { return obj->dead; }
+void *dobj_obj_error(const dobj_obj *obj) { return obj->dead ? obj->error : NULL; }
 int dobj_obj_blocked(const dobj_obj *obj) { return obj->nblock; }
 
 const char *dobj_obj_name(const dobj_obj *obj, size_t *len)
@@ -1161,6 +1176,16 @@ void dobj_rt_clear(dobj_rt *rt)
 		dobj__alarms_free(ns);
 		dobj__storage_ns_close(ns);
 	}
+	/* Dead incarnations kept by stubs or ctx wrappers keep no host value:
+	 * their calls fail with ECLOSED now, and their errors could hold host
+	 * cycles (a traceback's frames) alive for as long as a stub lives. */
+	{
+		dobj_obj *o;
+		for (o = rt->dead_objs; o; o = o->dead_next) {
+			trash(rt, o->error);
+			o->error = NULL;
+		}
+	}
 	/* Tasks not tied to a live object (FREE tasks, broken stubs' calls). */
 	while (rt->tasks)
 		finish(rt->tasks, DOBJ_ECLOSED, "the runtime is closed", NULL, NULL);
@@ -1265,6 +1290,7 @@ int dobj_ns_new(dobj_ns **out, dobj_rt *rt, const char *binding, size_t binding_
 	if (!ns)
 		return dobj_error_set(DOBJ_ENOMEM, "out of memory");
 	ns->rt = rt;
+	ns->folder_fd = -1;
 	ns->klass = *klass;
 	ns->binding = dobj__strndup(binding, binding_len);
 	ns->class_name = strdup(klass->name ? klass->name : "DurableObject");
@@ -1283,18 +1309,19 @@ int dobj_ns_new(dobj_ns **out, dobj_rt *rt, const char *binding, size_t binding_
 		ns_free(ns);
 		return DOBJ_ENOMEM;
 	}
+	/* Alarms already stored (a restart on the same directory) are scheduled
+	 * now, including those already due.  Everything that can fail comes
+	 * before the namespace is published, so a failed bind leaves nothing
+	 * behind: no namespace, no claim on the folder, no class reference. */
 	if ((rc = dobj_idkey_new(&ns->key, unique_key, unique_key_len)) < 0 ||
-	    (rc = dobj__storage_ns_open(ns)) < 0) {
+	    (rc = dobj__storage_ns_open(ns)) < 0 ||
+	    (rc = dobj__alarms_load(ns)) < 0) {
 		ns_free(ns);
 		return rc;
 	}
 	if (class_data_is_host(ns))
 		host_retain(rt, ns->klass.data);
 	rt->nss[rt->nns++] = ns;
-	/* Alarms already stored (a restart on the same directory) are scheduled
-	 * now, including those already due. */
-	if ((rc = dobj__alarms_load(ns)) < 0)
-		return rc;
 	*out = ns;
 	return DOBJ_OK;
 }
