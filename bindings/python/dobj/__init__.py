@@ -26,6 +26,7 @@ from ._dobj import (  # noqa: F401  (re-exported)
     DurableObjectId,
     Error,
     InvalidIdError,
+    MAX_CALL_DEPTH,
     Namespace,
     Runtime,
     Stub,
@@ -34,7 +35,7 @@ from ._dobj import (  # noqa: F401  (re-exported)
 __all__ = [
     "Runtime", "Namespace", "DurableObjectId", "Stub", "Context", "Call",
     "DurableObject", "Request", "Response", "Headers", "Env",
-    "Error", "InvalidIdError",
+    "Error", "InvalidIdError", "MAX_CALL_DEPTH",
     "Storage", "Transaction", "SqlStorage", "Cursor", "serialize", "deserialize",
 ]
 
