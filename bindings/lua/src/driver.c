@@ -152,7 +152,8 @@ static int fetch_tramp(lua_State *L)
 /* A time in ms as Lua shows it: an integer when it is whole. */
 void push_ms(lua_State *L, double ms)
 {
-	if (ms == (double)(lua_Integer)ms && ms >= -9007199254740992.0 && ms <= 9007199254740992.0)
+	/* The range first: converting NaN or a huge double to an integer is UB. */
+	if (ms >= -9007199254740992.0 && ms <= 9007199254740992.0 && ms == (double)(lua_Integer)ms)
 		lua_pushinteger(L, (lua_Integer)ms);
 	else
 		lua_pushnumber(L, ms);

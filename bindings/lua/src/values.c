@@ -6,8 +6,8 @@
 /*
  * Storage values are V8 serialization blobs, written and read by the core's
  * codec (dobj/value.h).  The mapping is in docs/lua.md ("Values"); in short:
- * booleans, numbers (whole numbers up to 2^53 as JS numbers, beyond as
- * BigInts), UTF-8 strings, dobj.bytes (Uint8Array), dobj.date (Date),
+ * booleans, numbers (the core's integer rule: integers up to 2^53 as JS
+ * numbers, beyond as BigInts; floats as doubles), UTF-8 strings, dobj.bytes (Uint8Array), dobj.date (Date),
  * dobj.null (null), tables (a sequence -> Array, string keys -> Object,
  * anything else or a dobj.map table -> Map, a dobj.set table -> Set).  A
  * table or value met twice is written once and referenced, so shared parts
@@ -588,11 +588,7 @@ static int l_date_index(lua_State *L)
 	const char *k = lua_tostring(L, 2);
 
 	if (k && strcmp(k, "ms") == 0) {
-		/* A Date's time is whole milliseconds (JS's TimeClip) or NaN. */
-		if (ms == floor(ms))
-			lua_pushinteger(L, (lua_Integer)ms);
-		else
-			lua_pushnumber(L, ms);
+		push_ms(L, ms); /* whole ms (JS's TimeClip) as an integer */
 		return 1;
 	}
 	return 0;

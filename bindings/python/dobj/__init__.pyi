@@ -10,6 +10,7 @@ class Error(Exception):
     durable_object_id: str
 
 class InvalidIdError(Error, ValueError): ...
+class Aborted(BaseException): ...
 
 MAX_CALL_DEPTH: int
 

@@ -5,9 +5,11 @@
  * One mapping serves both (docs/python.md, "Values"):
  *
  *   None <-> null            bool <-> boolean
- *   int in the Smi range (-2^30 .. 2^30-1) -> number `I`, other ints -> BigInt
- *   float -> number `N` (always a double, so 1.0 stays a float)
- *   reading: `I` -> int, `N` -> float, BigInt -> int, undefined -> None
+ *   numbers by the core's integer rule (docs/value-format.md): int -> `I`
+ *   in the Smi range, `N` within 2^53, BigInt beyond (dobj_ser_integer);
+ *   float -> `N` (so 1.0 stays a float); reading: `I` -> int, `N` -> int
+ *   when dobj_number_is_integer says so (whole, past the Smi range, within
+ *   2^53), else float; BigInt -> int; undefined -> None
  *   str <-> string (lone surrogates kept: surrogatepass / WTF-8)
  *   bytes, bytearray, memoryview -> Uint8Array; Uint8Array, ArrayBuffer -> bytes
  *   list, tuple -> Array -> list         set, frozenset -> Set -> set
@@ -85,10 +87,9 @@ typedef struct dobjpy_val_hooks {
 
 /*
  * Python -> dobj_val (a new value, or NULL with an exception).  The same
- * mapping as blobs, with two limits of dobj_val: numbers are doubles (an
- * integral float in the Smi range reads back as an int, as it would from
- * workerd), and cycles cannot be represented (ValueError).  Shared parts
- * stay shared.
+ * mapping as blobs (ints through dobj_val_integer, floats through
+ * dobj_val_double, so numbers keep int vs float), except that cycles cannot
+ * be represented (ValueError).  Shared parts stay shared.
  */
 dobj_val *dobjpy_to_val(dobjpy_values *v, PyObject *o, const dobjpy_val_hooks *hooks);
 /* dobj_val -> Python (a new reference, or NULL with an exception). */
