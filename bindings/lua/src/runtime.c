@@ -101,7 +101,7 @@ static runtime_ud *check_rt(lua_State *L, int idx)
 	runtime_ud *r = check_ud(L, idx, MT_RUNTIME);
 
 	if (!r->rt)
-		luaL_error(L, "the runtime is closed");
+		luaL_error(L, DOBJ_MSG_CLOSED);
 	return r;
 }
 
