@@ -105,14 +105,6 @@ static runtime_ud *check_rt(lua_State *L, int idx)
 	return r;
 }
 
-double realtime_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
 /* ------------------------------------------------------ background errors */
 
 #define ON_ERROR_KEY "dobj.on_error"
