@@ -356,3 +356,37 @@ async def test_abort_from_outside_wakes_the_objects_waiting_on_it(rt):
     with pytest.raises(KeyError):
         ctxs["b"].abort(KeyError("stop"))
     assert (await asyncio.wait_for(call, 2)).text() == "A saw stop"
+
+
+async def test_abort_cannot_be_caught_by_the_handler(rt):
+    """Cloudflare: the abort cannot be caught. `except Exception` lets dobj.Aborted
+    through; a handler that catches it anyway cannot answer its caller."""
+    log = []
+
+    class A(dobj.DurableObject):
+        async def fetch(self, request):
+            try:
+                self.ctx.abort("bye")
+            except Exception:  # noqa: BLE001  (what a handler typically writes)
+                log.append("caught by except Exception")
+                return dobj.Response("caught")
+
+        async def stubborn(self):
+            try:
+                self.ctx.abort(KeyError("k"))
+            except BaseException as e:  # noqa: BLE001
+                log.append(type(e).__name__)
+                assert isinstance(e.__cause__, KeyError)
+            log.append("after")
+            await asyncio.sleep(0)
+            log.append("after an await")  # never: the coroutine is closed
+            return "ignored"
+
+    ns = rt.bind("A", A)
+    with pytest.raises(dobj.Error, match="^bye$") as info:
+        await ns.get_by_name("x").fetch("https://a/")
+    assert info.value.remote is True
+    with pytest.raises(KeyError):
+        await ns.get_by_name("y").stubborn()
+    await asyncio.sleep(0.01)
+    assert log == ["Aborted", "after"]

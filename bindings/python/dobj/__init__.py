@@ -24,6 +24,7 @@ from ._dobj import (  # noqa: F401  (re-exported)
     deserialize,
     serialize,
     DurableObjectId,
+    Aborted,
     Error,
     InvalidIdError,
     Namespace,
@@ -34,7 +35,7 @@ from ._dobj import (  # noqa: F401  (re-exported)
 __all__ = [
     "Runtime", "Namespace", "DurableObjectId", "Stub", "Context", "Call",
     "DurableObject", "Request", "Response", "Headers", "Env",
-    "Error", "InvalidIdError",
+    "Error", "InvalidIdError", "Aborted",
     "Storage", "Transaction", "SqlStorage", "Cursor", "serialize", "deserialize",
 ]
 

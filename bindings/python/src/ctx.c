@@ -81,6 +81,8 @@ static PyObject *Context_abort(ContextObject *self, PyObject *const *args, Py_ss
 {
 	PyObject *exc, *s;
 	const char *msg;
+	dobj_task *cur;
+	int own;
 
 	if (nargs > 1) {
 		PyErr_SetString(PyExc_TypeError, "abort(reason=None)");
@@ -88,6 +90,11 @@ static PyObject *Context_abort(ContextObject *self, PyObject *const *args, Py_ss
 	}
 	if (!context_check_alive(self))
 		return NULL;
+	/* Called by the object's own code (a handler, its constructor, a block
+	 * or wait_until task of it)?  The core fails that task with the abort:
+	 * whatever the handler does afterwards never reaches its caller. */
+	cur = dobj_rt_current(self->rt->rt);
+	own = cur && dobj_task_obj(cur) == self->obj;
 	exc = abort_reason_exception(self->rt->st, nargs ? args[0] : NULL);
 	if (!exc)
 		return NULL;
@@ -110,7 +117,22 @@ static PyObject *Context_abort(ContextObject *self, PyObject *const *args, Py_ss
 	else
 		complete_deferred_futures(self->rt->st);
 	Py_XDECREF(s);
-	/* Nothing after abort() runs in the handler. */
+	if (own) {
+		/* Cloudflare: the abort cannot be caught by the application.  Raise
+		 * dobj.Aborted, a BaseException (like asyncio.CancelledError), so
+		 * `except Exception` lets it through; a handler that catches it
+		 * anyway changes nothing (its task has failed already) and its
+		 * coroutine is closed at its next suspension. */
+		PyObject *a = PyObject_CallOneArg(self->rt->st->Aborted, exc);
+		if (a) {
+			PyException_SetCause(a, Py_NewRef(exc));
+			PyErr_SetObject(self->rt->st->Aborted, a);
+			Py_DECREF(a);
+		}
+		Py_DECREF(exc);
+		return NULL;
+	}
+	/* From outside the object (plain asyncio code): the reason is raised. */
 	PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
 	Py_DECREF(exc);
 	return NULL;

@@ -165,5 +165,11 @@ int errors_setup_types(PyObject *m)
 	Py_DECREF(bases);
 	if (!st->InvalidIdError || PyModule_AddObjectRef(m, "InvalidIdError", st->InvalidIdError) < 0)
 		return -1;
+	st->Aborted = PyErr_NewExceptionWithDoc("dobj.Aborted",
+		"Raised by ctx.abort() in the aborted object's own code. A BaseException, so "
+		"`except Exception` does not stop it: the abort cannot be caught. args[0] is "
+		"the reason its callers get.", PyExc_BaseException, NULL);
+	if (!st->Aborted || PyModule_AddObjectRef(m, "Aborted", st->Aborted) < 0)
+		return -1;
 	return 0;
 }

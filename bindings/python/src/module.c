@@ -196,6 +196,7 @@ static int mod_traverse(PyObject *m, visitproc visit, void *arg)
 	Py_VISIT(st->Waker_T);
 	Py_VISIT(st->Error);
 	Py_VISIT(st->InvalidIdError);
+	Py_VISIT(st->Aborted);
 	Py_VISIT(st->Request);
 	Py_VISIT(st->Response);
 	Py_VISIT(st->Env);
@@ -223,6 +224,7 @@ static int mod_clear(PyObject *m)
 	Py_CLEAR(st->Waker_T);
 	Py_CLEAR(st->Error);
 	Py_CLEAR(st->InvalidIdError);
+	Py_CLEAR(st->Aborted);
 	Py_CLEAR(st->Request);
 	Py_CLEAR(st->Response);
 	Py_CLEAR(st->Env);

@@ -32,7 +32,7 @@
 
 typedef struct {
 	PyTypeObject *Runtime_T, *Namespace_T, *Id_T, *Stub_T, *Call_T, *Context_T, *Waker_T;
-	PyObject *Error, *InvalidIdError;
+	PyObject *Error, *InvalidIdError, *Aborted;
 	/* Set by dobj/__init__.py through _setup(). */
 	PyObject *Request, *Response, *Env, *make_request;
 	PyObject *get_running_loop;
