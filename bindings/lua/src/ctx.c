@@ -93,9 +93,8 @@ static int l_ctx_block_concurrency_while(lua_State *L)
 			"constructor or from one of its handlers");
 	if (!lua_isyieldable(L))
 		return luaL_error(L, "ctx:block_concurrency_while() cannot suspend here");
-	spawn_fn(L, r, x->obj, DOBJ_TASK_BLOCK, 2, nargs, wake_waiter, c, &t);
-	c->wait = t;
-	c->state = CORO_WAIT;
+	spawn_fn(L, r, x->obj, DOBJ_TASK_BLOCK, 2, nargs, NULL, NULL, &t);
+	wait_for_task(L, c, t);
 	return lua_yieldk(L, 0, (lua_KContext)c, block_concurrency_while_k);
 }
 

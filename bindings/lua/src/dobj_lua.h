@@ -228,7 +228,7 @@ int block_results(lua_State *L, task_coro *c);
 /* driver.c */
 void push_ms(lua_State *L, double ms);
 int step_call(dobj_task *t, void *data);
-void wake_waiter(dobj_task *done, void *data);
+void wait_for_task(lua_State *L, task_coro *c, dobj_task *t);
 int until_done(void *arg);
 task_coro *spawn_fn(lua_State *L, runtime_ud *r, dobj_obj *obj, dobj_task_kind kind, int fidx,
 	int nargs, dobj_done_fn done, void *done_data, dobj_task **out);

@@ -252,14 +252,15 @@ static int step_co(dobj_task *t, void *data)
 	return run_co(r, t, c, nargs);
 }
 
-/* Done callback of an awaited task: wake the waiting task. */
-void wake_waiter(dobj_task *done, void *data)
+/* The coroutine c suspends until t finishes: the core wakes it then (and
+ * knows who waits on whom: a block waiting on its own object's call fails
+ * with a deadlock error instead of hanging).  c takes the reference to t. */
+void wait_for_task(lua_State *L, task_coro *c, dobj_task *t)
 {
-	task_coro *c = data;
-
-	(void)done;
-	if (c->task)
-		dobj_task_wake(c->task);
+	c->wait = t;
+	c->state = CORO_WAIT;
+	if (dobj_task_wait(c->task, t) < 0)
+		raise_core_error(L, dobj_error_last());
 }
 
 int until_done(void *arg)

@@ -664,7 +664,7 @@ int l_stub_rpc(lua_State *L)
 	 * caller, before anything is delivered (a missing method is the
 	 * object's answer). */
 	rc = dobj_stub_call_ex(&t, s->stub, DOBJ_CALL_RPC, name, NULL, 0, args, val_free_cb,
-		c ? wake_waiter : NULL, c);
+		NULL, NULL);
 	if (rc < 0)
 		return raise_core_error(L, dobj_error_last());
 	return await_call(L, s, c, t);

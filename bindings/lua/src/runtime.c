@@ -552,6 +552,40 @@ static int l_rt_run(lua_State *L)
 	return 0;
 }
 
+/* rt:fd(): the runtime's pollable file descriptor, for a loop of your own
+ * (cqueues, luv, poll): readable when work is ready or a timer is due; then
+ * call rt:process().  The same number for the runtime's life; do not close it. */
+static int l_rt_fd(lua_State *L)
+{
+	runtime_ud *r = check_rt(L, 1);
+	int fd = dobj_rt_fd(r->rt);
+
+	if (fd < 0)
+		return luaL_error(L, "%s", dobj_error_last());
+	lua_pushinteger(L, fd);
+	return 1;
+}
+
+/* rt:process(): fire the timers that are due and run what is ready, without
+ * waiting (what a loop calls when rt:fd() is readable). */
+static int l_rt_process(lua_State *L)
+{
+	runtime_ud *r = check_rt(L, 1);
+	lua_State *saved;
+	int rc;
+
+	if (running_coro && running_coro->r == r)
+		return luaL_error(L, "rt:process() cannot be called from inside the runtime");
+	saved = r->from;
+	r->from = L;
+	rc = dobj_rt_process(r->rt);
+	r->from = saved;
+	if (rc < 0)
+		return luaL_error(L, "%s", dobj_error_last());
+	raise_task_error(L, r);
+	return 0;
+}
+
 /* rt:now(): ms since the epoch by the runtime's clock (virtual time included). */
 static int l_rt_now(lua_State *L)
 {
@@ -595,7 +629,8 @@ static const luaL_Reg rt_meta[] = {
 };
 static const luaL_Reg rt_methods[] = {
 	{ "bind", l_rt_bind }, { "bind_native", l_rt_bind_native }, { "spawn", l_rt_spawn }, { "run", l_rt_run },
-	{ "close", l_rt_close }, { "now", l_rt_now }, { "advance", l_rt_advance }, { NULL, NULL }
+	{ "close", l_rt_close }, { "now", l_rt_now }, { "advance", l_rt_advance },
+	{ "fd", l_rt_fd }, { "process", l_rt_process }, { NULL, NULL }
 };
 
 void runtime_open(lua_State *L, int mi)

@@ -33,12 +33,11 @@ static int until_flag(void *arg)
 
 int l_sleep(lua_State *L)
 {
-	double s = luaL_checknumber(L, 1), ms;
+	double s = luaL_checknumber(L, 1), ms = s * 1e3;
 	task_coro *c = task_here(L, NULL);
 
-	if (!(s > 0))
-		s = 0;
-	ms = s * 1e3;
+	/* The core decides what a delay may be (negative: none; not finite:
+	 * refused); the binding forwards it. */
 	if (c) {
 		if (!lua_isyieldable(L))
 			return luaL_error(L, "dobj.sleep() cannot suspend here");
@@ -67,8 +66,13 @@ int l_sleep(lua_State *L)
 			return 0;
 		}
 	}
-	{
+	/* No runtime to drive: a plain wait (the same rule on the delay). */
+	if (!isfinite(ms))
+		return raise_core_error(L, DOBJ_MSG_DELAY);
+	if (ms > 0) {
 		struct timespec ts;
+		if (s > 1e9)
+			s = 1e9; /* ~31 years: keeps the conversion to time_t defined */
 		ts.tv_sec = (time_t)s;
 		ts.tv_nsec = (long)((s - (double)ts.tv_sec) * 1e9);
 		while (nanosleep(&ts, &ts) < 0 && errno == EINTR)

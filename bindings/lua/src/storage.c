@@ -478,9 +478,8 @@ static int l_st_transaction(lua_State *L)
 	lua_pushcclosure(L, txn_body, 1);         /* 4: body */
 	lua_pushvalue(L, 3);
 	lua_pushvalue(L, 2);                      /* body, txn, fn */
-	spawn_fn(L, r, x->obj, DOBJ_TASK_BLOCK, 4, 2, wake_waiter, c, &t);
-	c->wait = t;
-	c->state = CORO_WAIT;
+	spawn_fn(L, r, x->obj, DOBJ_TASK_BLOCK, 4, 2, NULL, NULL, &t);
+	wait_for_task(L, c, t);
 	return lua_yieldk(L, 0, (lua_KContext)c, txn_wait_k);
 }
 

@@ -27,7 +27,7 @@ static int call_outcome(lua_State *L, runtime_ud *r, dobj_task *t, const dobj_id
 		return 1;
 	}
 	if (rc == DOBJ_PENDING)
-		push_core_error(L, "deadlock: the call can never finish (every task is waiting)", id, 0);
+		push_core_error(L, dobj_error_last(), id, 0); /* dobj_rt_run says why */
 	else if (err)
 		push_slot(r, L, err);
 	else
@@ -74,8 +74,7 @@ int await_call(lua_State *L, stub_ud *s, task_coro *c, dobj_task *t)
 	lua_State *saved;
 
 	if (c) {
-		c->wait = t;
-		c->state = CORO_WAIT;
+		wait_for_task(L, c, t);
 		return lua_yieldk(L, 0, (lua_KContext)c, fetch_k);
 	}
 	saved = r->from;
@@ -110,11 +109,11 @@ static int l_stub_fetch(lua_State *L)
 		if (!m)
 			return raise_core_error(L, "out of memory");
 		rc = dobj_stub_call_ex(&t, s->stub, DOBJ_CALL_FETCH, NULL, url, len, m, msg_free_cb,
-			c ? wake_waiter : NULL, c);
+			NULL, NULL);
 	} else {
 		req = anchor(r, L, ri, SLOT_VALUE);
 		rc = dobj_stub_call(&t, s->stub, DOBJ_CALL_FETCH, NULL, url, len, req,
-			c ? wake_waiter : NULL, c);
+			NULL, NULL);
 	}
 	if (rc < 0)
 		return raise_core_error(L, dobj_error_last());
