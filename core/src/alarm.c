@@ -1,10 +1,20 @@
 /*
- * Alarms: one per object, persisted in <dir>/<unique_key>/metadata.sqlite
- * (workerd's `_cf_ALARM`, scheduled_time in ns since the epoch) or kept in
- * memory without a storage root.  An alarm is delivered as an ALARM call to
- * the object, at least once: a handler that fails is retried after 2, 4, 8,
- * 16, 32 and 64 s (plus up to 25 % jitter), then dropped.  It never fires
- * early: a timer that wakes before the wall clock reaches the time re-arms.
+ * Alarms: one per object, kept twice as workerd keeps them — in the
+ * namespace's schedule, <dir>/<unique_key>/metadata.sqlite (`_cf_ALARM`,
+ * scheduled_time in ns since the epoch), and in the object's own database
+ * (`_cf_METADATA`, key 1, storage.c), written in the step's transaction.
+ * Without a storage root the schedule lives in memory only.  When a
+ * scheduled alarm comes due, the object's own record decides, as in
+ * workerd's ActorSqlite::armAlarmHandler: none means the alarm was deleted
+ * or rolled back (it is dropped), another time means the schedule is stale
+ * (it runs now if that time has passed, else it moves there).  So either
+ * runtime fires the alarms the other set.
+ *
+ * An alarm is delivered as an ALARM call to the object, at least once: a
+ * handler that fails is retried after 2, 4, 8, 16, 32 and 64 s (plus up to
+ * 25 % jitter), then dropped.  It never fires early: a timer that wakes
+ * before the wall clock reaches the time re-arms.  Times are integers (ns
+ * since the epoch), converted from the API's double milliseconds exactly.
  */
 #include <math.h>
 #include <sqlite3.h>
@@ -19,7 +29,7 @@
 typedef struct alarm_rec {
 	dobj_id id; /* map key */
 	dobj_ns *ns;
-	double when;       /* ms since the epoch; 0 = none */
+	int64_t when;      /* ns since the epoch; 0 = none */
 	int retry;         /* retries so far of the current run */
 	int firing;        /* a handler run is in progress */
 	int reset;         /* the handler set or deleted the alarm while running */
@@ -33,6 +43,41 @@ typedef struct alarm_info {
 	double scheduled;
 	int retry;
 } alarm_info;
+
+#define NS_PER_MS INT64_C(1000000)
+
+/* ns -> ms: split first, ns since the epoch exceed 2^53. */
+static double ns_to_ms(int64_t ns)
+{
+	return (double)(ns / NS_PER_MS) + (double)(ns % NS_PER_MS) / 1e6;
+}
+
+/*
+ * ms -> ns without rounding through a double product (which was off by up
+ * to 128 ns), and workerd's rules for what a Date may be (jsg's DateWrapper
+ * and setAlarm): finite, within int64 nanoseconds, after the epoch.
+ */
+static int ms_to_ns(double ms, int64_t *out)
+{
+	double whole, frac;
+	int64_t ns;
+
+	if (!isfinite(ms))
+		return dobj_error_set(DOBJ_EARG, DOBJ_MSG_ALARM_NOT_A_DATE);
+	if (ms * 1e6 >= 9223372036854775808.0)
+		return dobj_error_set(DOBJ_EARG, DOBJ_MSG_ALARM_TOO_LATE);
+	if (ms * 1e6 <= -9223372036854775808.0)
+		return dobj_error_set(DOBJ_EARG, DOBJ_MSG_ALARM_TOO_EARLY);
+	whole = trunc(ms);
+	if (whole <= 0) /* workerd compares whole milliseconds */
+		return dobj_error_set(DOBJ_EARG, DOBJ_MSG_ALARM_NOT_POSITIVE);
+	frac = ms - whole; /* exact */
+	ns = (int64_t)llround(frac * 1e6);
+	if ((int64_t)whole > (INT64_MAX - ns) / NS_PER_MS)
+		return dobj_error_set(DOBJ_EARG, DOBJ_MSG_ALARM_TOO_LATE);
+	*out = (int64_t)whole * NS_PER_MS + ns;
+	return DOBJ_OK;
+}
 
 static int meta_open(dobj_ns *ns)
 {
@@ -93,7 +138,7 @@ static int persist(alarm_rec *a)
 		return dobj_error_set(DOBJ_ERROR, "metadata.sqlite: %s", sqlite3_errmsg(ns->meta));
 	sqlite3_bind_text(s, 1, hex, DOBJ_ID_HEX_LEN, SQLITE_STATIC);
 	if (a->when > 0) {
-		sqlite3_bind_int64(s, 2, (sqlite3_int64)llround(a->when * 1e6));
+		sqlite3_bind_int64(s, 2, a->when);
 		if (a->name)
 			sqlite3_bind_text(s, 3, a->name, (int)a->name_len, SQLITE_STATIC);
 	}
@@ -155,6 +200,10 @@ static void alarm_done(dobj_task *t, void *data)
 		return;
 	}
 	if (ok || a->retry >= ALARM_MAX_RETRIES) {
+		/* Done (or given up): off the schedule and out of the object's
+		 * record, unless something set another time meanwhile. */
+		int64_t ran = a->when;
+		dobj__storage_alarm_peek(a->ns, &a->id, 0, &ran);
 		a->when = 0;
 		persist(a);
 		drop(a);
@@ -188,9 +237,29 @@ static void fire(void *data, int fired)
 		return; /* cancelled: the record owns nothing the timer holds */
 	a->timer = NULL;
 	now = dobj__wall_ms(rt);
-	if (a->retry == 0 && now < a->when) {
-		arm(a, a->when); /* never early */
+	if (a->retry == 0 && now < ns_to_ms(a->when)) {
+		arm(a, ns_to_ms(a->when)); /* never early */
 		return;
+	}
+	if (a->retry == 0) {
+		/* The object's own record decides (workerd's armAlarmHandler). */
+		int64_t local;
+		int rc = dobj__storage_alarm_peek(a->ns, &a->id, -1, &local);
+		if (rc == 0) {
+			a->when = 0; /* deleted or rolled back behind the schedule */
+			persist(a);
+			drop(a);
+			return;
+		}
+		if (rc == 1 && local != a->when) {
+			a->when = local;
+			persist(a);
+			if (now < ns_to_ms(local)) {
+				arm(a, ns_to_ms(local));
+				return;
+			}
+		}
+		/* rc < 0 (the database cannot be read): run on the schedule. */
 	}
 	obj = dobj__obj_get(a->ns, &a->id, a->name, a->name_len);
 	info = calloc(1, sizeof(*info));
@@ -200,7 +269,7 @@ static void fire(void *data, int fired)
 		arm(a, now + 1000.0);
 		return;
 	}
-	info->scheduled = a->when;
+	info->scheduled = ns_to_ms(a->when);
 	info->retry = a->retry;
 	a->firing = 1;
 	a->reset = 0;
@@ -260,41 +329,45 @@ int dobj_alarm_set(dobj_storage *st, double epoch_ms)
 {
 	dobj_obj *obj = owner(st);
 	alarm_rec *a;
+	int64_t when = 0;
 	int rc;
 
 	if (!obj)
 		return dobj_error_set(DOBJ_ESTATE, "the storage has no object");
 	if (!(obj->ns->klass.flags & DOBJ_CLASS_ALARM))
 		return dobj_error_set(DOBJ_EARG, DOBJ_MSG_NO_ALARM_HANDLER);
-	if (!(epoch_ms > 0) || !isfinite(epoch_ms))
-		return dobj_error_set(DOBJ_EARG, "setAlarm() needs a time after the epoch, got %g", epoch_ms);
-	{
-		size_t len;
-		const char *name = obj->name;
-		len = obj->name_len;
-		a = rec_get(obj->ns, &obj->id, 1, name, len);
-	}
+	if ((rc = ms_to_ns(epoch_ms, &when)) < 0)
+		return rc;
+	/* The object's record first: it commits (or not) with the step. */
+	if ((rc = dobj__storage_alarm_write(st, when)) < 0)
+		return rc;
+	a = rec_get(obj->ns, &obj->id, 1, obj->name, obj->name_len);
 	if (!a)
 		return DOBJ_ENOMEM;
-	a->when = epoch_ms;
+	a->when = when;
 	a->retry = 0;
 	if (a->firing)
 		a->reset = 1;
 	if ((rc = persist(a)) < 0)
 		return rc;
-	return arm(a, epoch_ms);
+	return arm(a, ns_to_ms(when));
 }
 
 int dobj_alarm_get(dobj_storage *st, double *epoch_ms)
 {
 	dobj_obj *obj = owner(st);
 	alarm_rec *a = obj ? rec_get(obj->ns, &obj->id, 0, NULL, 0) : NULL;
+	int64_t when = 0;
+	int rc;
 
 	*epoch_ms = 0;
 	/* Inside the handler the alarm reads as unset unless it was set again. */
-	if (!a || a->when <= 0 || (a->firing && !a->reset))
+	if (a && a->firing && !a->reset)
 		return 0;
-	*epoch_ms = a->when;
+	/* As workerd: the object's own record, which follows its transactions. */
+	if ((rc = dobj__storage_alarm_read(st, &when)) <= 0)
+		return rc;
+	*epoch_ms = ns_to_ms(when);
 	return 1;
 }
 
@@ -304,6 +377,8 @@ int dobj_alarm_delete(dobj_storage *st)
 	alarm_rec *a = obj ? rec_get(obj->ns, &obj->id, 0, NULL, 0) : NULL;
 	int rc;
 
+	if ((rc = dobj__storage_alarm_write(st, 0)) < 0)
+		return rc;
 	if (!a)
 		return DOBJ_OK;
 	a->when = 0;
@@ -343,12 +418,8 @@ int dobj__alarms_load(dobj_ns *ns)
 			(size_t)sqlite3_column_bytes(s, 2));
 		if (!a)
 			continue;
-		{
-			/* ns since the epoch exceed 2^53: split before converting. */
-			sqlite3_int64 ns_ = sqlite3_column_int64(s, 1);
-			a->when = (double)(ns_ / 1000000) + (double)(ns_ % 1000000) / 1e6;
-		}
-		if (a->when <= 0 || arm(a, a->when) < 0)
+		a->when = sqlite3_column_int64(s, 1);
+		if (a->when <= 0 || arm(a, ns_to_ms(a->when)) < 0)
 			drop(a);
 	}
 	sqlite3_finalize(s);

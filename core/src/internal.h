@@ -44,6 +44,14 @@ void dobj__storage_detach(dobj_obj *obj);
 void dobj__storage_ns_close(dobj_ns *ns);
 /** Schedule the alarms already stored for a namespace (bind time). */
 int dobj__alarms_load(dobj_ns *ns);
+/** The alarm in the object's own database (workerd's _cf_METADATA, key 1,
+ *  ns since the epoch): read (1 and *when, 0 if none) and write (0 = none)
+ *  inside the step's transaction. */
+int dobj__storage_alarm_read(dobj_storage *st, int64_t *when);
+int dobj__storage_alarm_write(dobj_storage *st, int64_t when);
+/** The same from the scheduler, with or without a live incarnation: op < 0
+ *  reads into *when; op >= 0 clears it if it still holds *when. */
+int dobj__storage_alarm_peek(dobj_ns *ns, const dobj_id *id, int op, int64_t *when);
 /** Make the namespace's storage directory (if the runtime has a root). */
 int dobj__storage_ns_open(dobj_ns *ns);
 /** Abort an object from inside the core (commit failure). */

@@ -632,6 +632,111 @@ int dobj_kv_delete_all(dobj_storage *st)
 	return dobj_alarm_delete(st);
 }
 
+/* ------------------------------------------------ the object's own alarm */
+
+/*
+ * workerd keeps each object's alarm twice: in the namespace's schedule
+ * (metadata.sqlite, _cf_ALARM, alarm.c) and in the object's own database,
+ * `_cf_METADATA(key INTEGER PRIMARY KEY, value BLOB)`, key 1 = ns since the
+ * epoch or NULL.  The object's copy is written inside the step's
+ * transaction, so it commits or rolls back with the writes around it; the
+ * scheduler trusts it over the schedule when an alarm comes due.
+ */
+static const char meta_table[] =
+	"CREATE TABLE IF NOT EXISTS _cf_METADATA (key INTEGER PRIMARY KEY, value BLOB)";
+
+static int meta_read(sqlite3 *db, int64_t *when)
+{
+	sqlite3_stmt *s;
+	int rc = 0;
+
+	*when = 0;
+	if (sqlite3_prepare_v2(db, "SELECT 1 FROM sqlite_schema WHERE type = 'table' "
+			"AND name = '_cf_METADATA'", -1, &s, NULL) != SQLITE_OK)
+		return sqlerr(db, "_cf_METADATA");
+	rc = sqlite3_step(s) == SQLITE_ROW;
+	sqlite3_finalize(s);
+	if (!rc)
+		return 0;
+	if (sqlite3_prepare_v2(db, "SELECT value FROM _cf_METADATA WHERE key = 1", -1, &s, NULL)
+	    != SQLITE_OK)
+		return sqlerr(db, "_cf_METADATA");
+	rc = 0;
+	if (sqlite3_step(s) == SQLITE_ROW && sqlite3_column_type(s, 0) == SQLITE_INTEGER) {
+		*when = sqlite3_column_int64(s, 0);
+		rc = *when > 0;
+	}
+	sqlite3_finalize(s);
+	return rc;
+}
+
+int dobj__storage_alarm_read(dobj_storage *st, int64_t *when)
+{
+	int rc;
+
+	*when = 0;
+	if ((rc = touch(st)) < 0)
+		return rc;
+	return meta_read(st->db, when);
+}
+
+int dobj__storage_alarm_write(dobj_storage *st, int64_t when)
+{
+	sqlite3_stmt *s;
+	int64_t old;
+	int rc;
+
+	if ((rc = touch(st)) < 0)
+		return rc;
+	if ((rc = meta_read(st->db, &old)) < 0)
+		return rc;
+	if ((when > 0 ? rc == 1 && old == when : rc == 0))
+		return DOBJ_OK; /* unchanged: workerd writes nothing either */
+	if ((rc = exec_simple(st->db, meta_table)) < 0)
+		return rc;
+	if (sqlite3_prepare_v2(st->db, "INSERT INTO _cf_METADATA VALUES (1, ?1) "
+			"ON CONFLICT DO UPDATE SET value = excluded.value", -1, &s, NULL) != SQLITE_OK)
+		return sqlerr(st->db, "_cf_METADATA");
+	if (when > 0)
+		sqlite3_bind_int64(s, 1, when);
+	else
+		sqlite3_bind_null(s, 1);
+	rc = sqlite3_step(s) == SQLITE_DONE ? DOBJ_OK : sqlerr(st->db, "_cf_METADATA");
+	sqlite3_finalize(s);
+	return rc;
+}
+
+/*
+ * The scheduler's view of an object's own alarm, whether or not an
+ * incarnation is live: `op` < 0 reads it into *when; otherwise it clears it
+ * if it still holds *when (an alarm that ran to success, as workerd's
+ * deferred delete).  A file database opened only for this is closed again.
+ */
+int dobj__storage_alarm_peek(dobj_ns *ns, const dobj_id *id, int op, int64_t *when)
+{
+	dobj_storage *st = dobj__idmap_get(&ns->stores, id);
+	int opened = 0, rc;
+	int64_t now;
+
+	if (!st) {
+		if ((rc = storage_open(ns, id, &st)) < 0)
+			return rc;
+		opened = 1;
+	}
+	if (op < 0) {
+		rc = meta_read(st->db, when);
+	} else {
+		rc = meta_read(st->db, &now);
+		if (rc == 1 && now == *when)
+			rc = st->obj && st->obj->dead ? DOBJ_OK : dobj__storage_alarm_write(st, 0);
+	}
+	if (opened && ns->dir && !st->obj) {
+		dobj__idmap_del(&ns->stores, &st->id);
+		storage_close(st);
+	}
+	return rc;
+}
+
 /* ------------------------------------------------------------- transactions */
 
 int dobj_txn_begin(dobj_storage *st)

@@ -3,7 +3,9 @@
 // worker.js lists its cases (the JS values of that language's mapping) and
 // builds its worker with makePeer: /read compares what the binding wrote
 // (object `reader`) with those cases; /write stores the cases into object
-// "from-workerd" for the binding to read.
+// "from-workerd" for the binding to read; /alarm-get, /alarm-set and
+// /alarm-wait (?name=object) check that each runtime fires the alarms the
+// other set.
 import { DurableObject } from "cloudflare:workers";
 
 // Deep equality that also checks types, -0, NaN and the sharing of objects.
@@ -47,9 +49,41 @@ function same(a, b, seen = new Map()) {
 
 export function makePeer(cases, reader, language) {
   class Interop extends DurableObject {
+    constructor(ctx, env) {
+      super(ctx, env);
+      this.fired = new Promise((resolve) => (this.onAlarm = resolve));
+    }
+
+    // Alarms across runtimes: dobj sets one and workerd fires it (/alarm-wait),
+    // workerd sets one (/alarm-set?at=ms) and dobj fires it.
+    async alarm(info) {
+      const record = { at: Date.now(), retryCount: info?.retryCount ?? 0 };
+      await this.ctx.storage.put("alarm-fired", record);
+      this.onAlarm(record);
+    }
+
+    async alarmRequest(url) {
+      const storage = this.ctx.storage;
+      if (url.pathname === "/alarm-get") return { alarm: await storage.getAlarm() };
+      if (url.pathname === "/alarm-set") {
+        await storage.setAlarm(Number(url.searchParams.get("at")));
+        return { alarm: await storage.getAlarm() };
+      }
+      // /alarm-wait: until this object's alarm has run (or 30 s passed).
+      let fired = await storage.get("alarm-fired");
+      if (!fired) {
+        const timeout = new Promise((resolve) => setTimeout(() => resolve(null), 30000));
+        fired = await Promise.race([this.fired, timeout]);
+      }
+      return { fired, alarm: await storage.getAlarm() };
+    }
+
     async fetch(request) {
       const url = new URL(request.url);
       const out = [];
+      if (url.pathname.startsWith("/alarm-")) {
+        return new Response(JSON.stringify(await this.alarmRequest(url)));
+      }
       if (url.pathname === "/write") {
         for (const [k, v] of cases()) this.ctx.storage.put(k, v);
         await this.ctx.storage.sync();
@@ -74,7 +108,8 @@ export function makePeer(cases, reader, language) {
       const url = new URL(request.url);
       // The driver waits for "/" to answer before it sends anything.
       if (url.pathname === "/") return new Response(`dobj bench peer (${language} interop)`);
-      const name = url.pathname === "/write" ? "from-workerd" : reader;
+      const name = url.searchParams.get("name") ??
+        (url.pathname === "/write" ? "from-workerd" : reader);
       return env.NS.get(env.NS.idFromName(name)).fetch(request);
     },
   };

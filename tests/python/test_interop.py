@@ -9,11 +9,12 @@ import gc
 import json
 import os
 import sys
+import time
 
 import pytest
 
 import dobj
-from storage_util import Box, run, same
+from storage_util import AlarmBox, Box, run, same
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -121,3 +122,60 @@ async def test_values_cross_between_python_and_workerd(tmp_path):
     rt.close()
     mismatches = [name for name, _, want in cases() if name not in back or not same(back[name], want)]
     assert mismatches == [], {m: back.get(m) for m in mismatches}
+
+
+async def test_alarms_cross_between_python_and_workerd(tmp_path):
+    """An alarm dobj set is fired by workerd on the same folder, and the
+    reverse.  workerd keeps each alarm in the object's own database too
+    (_cf_METADATA) and cancels one its object does not know of: dobj's
+    alarms were silently dropped before dobj wrote that copy."""
+    with _no_preload():
+        binary = _workerd()
+    if not binary:
+        pytest.skip("workerd is not installed (make workerd installs it into bench/.node)")
+    store = tmp_path / "store"
+    store.mkdir()
+    tmpl = tmp_path / "tmpl"
+    tmpl.mkdir()
+    peer.prepare(tmpl, store, os.path.join(HERE, "interop", "worker.js"))
+    AlarmBox.log = []
+    AlarmBox.on_alarm = None
+
+    # 1. Python sets an alarm a few seconds ahead (whole ms: workerd's unit).
+    rt = dobj.Runtime(storage=str(store))
+    ns = rt.bind("NS", AlarmBox, unique_key="interop-key")
+    when = float(int(rt.now()) + 4000)
+    await run(ns.get_by_name("alarm-from-python"), lambda self: self.ctx.storage.set_alarm(when))
+    rt.close()
+    del ns, rt
+    gc.collect()
+
+    # 2. workerd reports it, fires it, and sets one for Python to fire.
+    saved = driver.HERE
+    driver.HERE = str(tmpl)
+    try:
+        with _no_preload(), driver.Workerd(binary) as wd:
+            seen = json.loads(wd._get("/alarm-get?name=alarm-from-python"))
+            fired = json.loads(wd._get("/alarm-wait?name=alarm-from-python"))
+            later = int(time.time() * 1000) + 2500  # after this workerd has stopped
+            set_by_workerd = json.loads(wd._get(f"/alarm-set?name=alarm-from-workerd&at={later}"))
+    except driver.Unavailable as e:
+        pytest.skip(f"workerd could not start: {e}")
+    finally:
+        driver.HERE = saved
+    assert seen["alarm"] == when, "workerd does not see the alarm Python set"
+    assert fired["fired"] is not None, "workerd did not fire the alarm Python set"
+    assert fired["fired"]["at"] >= when and fired["alarm"] is None
+    assert set_by_workerd["alarm"] == later
+    assert AlarmBox.log == []
+
+    # 3. Python fires the alarm workerd set, at its time.
+    rt = dobj.Runtime(storage=str(store))
+    ns = rt.bind("NS", AlarmBox, unique_key="interop-key")
+    got = await run(ns.get_by_name("alarm-from-workerd"), lambda self: self.ctx.storage.get_alarm())
+    assert got == later
+    await rt.drain(timeout=30)
+    assert [i.scheduled_time for i in AlarmBox.log] == [later]
+    assert await run(ns.get_by_name("alarm-from-workerd"),
+                     lambda self: self.ctx.storage.get_alarm()) is None
+    rt.close()

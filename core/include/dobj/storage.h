@@ -21,6 +21,13 @@
 #define DOBJ_MSG_DELETE_ALL_TXN "Cannot call deleteAll() within a transaction"
 #define DOBJ_MSG_NO_ALARM_HANDLER \
 	"Your Durable Object class must have an alarm() handler in order to call setAlarm()"
+/* Alarm times workerd refuses, with its messages (jsg's Date conversion and
+ * setAlarm).  Its limit is int64 nanoseconds, 2262-04-11, whatever the
+ * message says. */
+#define DOBJ_MSG_ALARM_NOT_A_DATE "The value cannot be converted because it is not a valid Date."
+#define DOBJ_MSG_ALARM_TOO_LATE "This API doesn't support dates after 2189."
+#define DOBJ_MSG_ALARM_TOO_EARLY "This API doesn't support dates before 1687."
+#define DOBJ_MSG_ALARM_NOT_POSITIVE "setAlarm() cannot be called with an alarm time <= 0"
 
 /** Durability of commits. */
 typedef enum dobj_durability {
@@ -157,10 +164,16 @@ DOBJ_API long long dobj_sql_database_size(dobj_storage *st);
 
 /* ---------------------------------------------------------------- alarms */
 
-/** Set the object's alarm (ms since the epoch); a time in the past fires
- *  as soon as possible; <= 0 is an error. */
+/** Set the object's alarm (ms since the epoch, kept to the nanosecond); a
+ *  time in the past fires as soon as possible.  Like workerd, refuses
+ *  NaN and infinities, times at or beyond 2^63 ns (2262) and times below
+ *  1 ms (DOBJ_EARG, DOBJ_MSG_ALARM_*).  Written to the namespace's schedule
+ *  and to the object's own database (`_cf_METADATA`, in the step's
+ *  transaction), as workerd does. */
 DOBJ_API int dobj_alarm_set(dobj_storage *st, double epoch_ms);
-/** 1 and *epoch_ms if set, 0 if none. */
+/** 1 and *epoch_ms if set, 0 if none: the object's own record (so a
+ *  rolled-back set_alarm reads as not set), none inside the alarm handler
+ *  unless the handler set a new one. */
 DOBJ_API int dobj_alarm_get(dobj_storage *st, double *epoch_ms);
 DOBJ_API int dobj_alarm_delete(dobj_storage *st);
 
