@@ -2,18 +2,52 @@
 # Both install what they need on a fresh Debian 12 machine (apt as root,
 # a Python venv in .venv), then build with CMake (core, C tests, Lua module)
 # and pip (the Python extension, from the same core sources).
+#
+# Development builds turn warnings into errors (DOBJ_WERROR); a user's own
+# `cmake` or `pip install .` does not.
 
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
+VENV_ASAN := .venv-asan
 BUILD := build
 BUILD_ASAN := build-asan
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
-DEB_PACKAGES := cmake libssl-dev libffi-dev libsqlite3-dev sqlite3 \
-	lua5.4 liblua5.4-dev lua-busted nodejs npm
-LUA_ENV := LUA_CPATH="$(CURDIR)/$(BUILD)/?.so;;" LUA_PATH="$(CURDIR)/tests/lua/?.lua;$(CURDIR)/examples/lua/?.lua;;"
+DEB_PACKAGES := build-essential pkg-config python3-dev python3-venv \
+	cmake libssl-dev libffi-dev libsqlite3-dev sqlite3 \
+	lua5.4 liblua5.4-dev lua-busted luarocks nodejs npm
+LUA_PATHS := LUA_PATH="$(CURDIR)/tests/lua/?.lua;$(CURDIR)/examples/lua/?.lua;;"
+LUA_ENV := LUA_CPATH="$(CURDIR)/$(BUILD)/?.so;;" $(LUA_PATHS)
+BUSTED := busted --lua=lua5.4 -o utfTerminal
 
-.PHONY: all deps build venv workerd test test-c test-lua test-python sanitize demo bench clean
+# The Python extension is rebuilt when any of these change.
+PY_DEPS := pyproject.toml setup.py MANIFEST.in requirements-test.txt \
+	$(wildcard core/src/* core/include/* core/include/dobj/* bindings/python/src/* bindings/python/dobj/*)
+# pip installs the package with its `test` extra, pinned by requirements-test.txt.
+PIP_INSTALL = pip install -q '.[test]' -c requirements-test.txt
+
+# Sanitizers: the interpreters (python, lua5.4) are not instrumented, so the
+# ASan runtime is preloaded into them.  Leak detection stays off for Python
+# (CPython keeps memory until exit); Lua frees everything, so LeakSanitizer
+# runs there.  UBSan findings abort (-fno-sanitize-recover), so they fail.
+SAN_PRELOAD = LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)"
+SAN_UBSAN := UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+
+# Every Python in requires-python is tested by `make test-pythons`: the oldest
+# and the newest.  Found in pyenv's folder or on PATH; a missing one is skipped
+# with a message.
+PY_VERSIONS ?= 3.10 3.13
+PYENV_ROOT ?= $(HOME)/.pyenv
+python_for = $(or $(lastword $(sort $(wildcard $(PYENV_ROOT)/versions/$(1).*/bin/python$(1)))),$(shell command -v python$(1) 2>/dev/null))
+PY_FOUND := $(foreach v,$(PY_VERSIONS),$(if $(call python_for,$(v)),$(v)))
+PY_MISSING := $(filter-out $(PY_FOUND),$(PY_VERSIONS))
+
+ROCK_TREE := $(BUILD)/rock
+
+.PHONY: all deps build venv workerd test test-c test-lua test-python \
+	sanitize sanitize-build sanitize-c sanitize-lua sanitize-python \
+	test-pythons dist test-dist rock test-rock check-sources rockspec \
+	demo bench clean
 
 all: build
 
@@ -32,14 +66,14 @@ deps:
 	fi
 
 build: deps
-	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDOBJ_WERROR=ON >/dev/null
 	cmake --build $(BUILD) -j$(JOBS)
 
 # The Python package is installed with a plain `pip install .` into the venv.
-$(VENV)/.installed: setup.py requirements-test.txt $(wildcard core/src/* core/include/* bindings/python/*/* bindings/python/*)
+$(VENV)/.installed: $(PY_DEPS)
 	@[ -x $(VENV)/bin/python ] || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip >/dev/null
-	$(VENV)/bin/pip install -q . -r requirements-test.txt
+	DOBJ_WERROR=1 $(VENV)/bin/$(PIP_INSTALL)
 	@touch $@
 
 venv: deps $(VENV)/.installed
@@ -52,23 +86,121 @@ workerd: deps
 test-c: build
 	cd $(BUILD) && ctest --output-on-failure
 
-sanitize: deps
-	cmake -S . -B $(BUILD_ASAN) -DDOBJ_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug >/dev/null
+# ---- sanitizers: C, Lua and Python suites under ASan + UBSan ----------------
+
+sanitize-build: deps
+	cmake -S . -B $(BUILD_ASAN) -DDOBJ_SANITIZE=ON -DDOBJ_WERROR=ON -DCMAKE_BUILD_TYPE=Debug >/dev/null
 	cmake --build $(BUILD_ASAN) -j$(JOBS)
-	cd $(BUILD_ASAN) && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest --output-on-failure
+
+sanitize-c: sanitize-build
+	cd $(BUILD_ASAN) && ASAN_OPTIONS=detect_leaks=1 $(SAN_UBSAN) ctest --output-on-failure
+
+# The Lua module and the test libraries of build-asan, loaded by lua5.4.
+sanitize-lua: sanitize-build workerd
+	$(SAN_PRELOAD) ASAN_OPTIONS=detect_leaks=1 $(SAN_UBSAN) \
+	  LSAN_OPTIONS=suppressions=$(CURDIR)/tests/sanitize/lsan.supp:print_suppressions=0 \
+	  LUA_CPATH="$(CURDIR)/$(BUILD_ASAN)/?.so;;" $(LUA_PATHS) $(BUSTED) tests/lua
+
+# The extension built with DOBJ_SANITIZE=1 into its own venv; PYTHONMALLOC=malloc
+# so that ASan sees every Python object (a use-after-free of a key or a value).
+$(VENV_ASAN)/.installed: $(PY_DEPS)
+	@[ -x $(VENV_ASAN)/bin/python ] || $(PYTHON) -m venv $(VENV_ASAN)
+	$(VENV_ASAN)/bin/pip install -q --upgrade pip >/dev/null
+	DOBJ_WERROR=1 DOBJ_SANITIZE=1 $(VENV_ASAN)/bin/$(PIP_INSTALL)
+	@touch $@
+
+sanitize-python: deps $(VENV_ASAN)/.installed sanitize-build workerd
+	$(SAN_PRELOAD) ASAN_OPTIONS=detect_leaks=0 $(SAN_UBSAN) PYTHONMALLOC=malloc \
+	  $(VENV_ASAN)/bin/python -m pytest tests/python -q -p no:cacheprovider
+
+sanitize:
+	@status=0; \
+	$(MAKE) --no-print-directory sanitize-c || status=1; \
+	$(MAKE) --no-print-directory sanitize-lua || status=1; \
+	$(MAKE) --no-print-directory sanitize-python || status=1; \
+	exit $$status
+
+# ---- the suites --------------------------------------------------------------
 
 test-lua: build workerd
-	$(LUA_ENV) busted --lua=lua5.4 -o utfTerminal tests/lua
+	$(LUA_ENV) $(BUSTED) tests/lua
 
 test-python: venv workerd
 	$(VENV)/bin/pytest tests/python -q
 
-# Every suite; pytest runs last so its summary is the final line CI reads.
+# The Python suite on the oldest and the newest Python of requires-python,
+# each in its own venv (.venv-3.10, .venv-3.13).
+.venv-%/.installed: $(PY_DEPS)
+	@[ -x .venv-$*/bin/python ] || $(call python_for,$*) -m venv .venv-$*
+	.venv-$*/bin/pip install -q --upgrade pip >/dev/null
+	DOBJ_WERROR=1 .venv-$*/bin/$(PIP_INSTALL)
+	@touch $@
+
+test-pythons: deps build workerd
+	@status=0; \
+	for v in $(PY_MISSING); do echo "test-pythons: python$$v not found (pyenv install $$v): skipped"; done; \
+	for v in $(PY_FOUND); do \
+	  echo "== Python $$v =="; \
+	  $(MAKE) --no-print-directory .venv-$$v/.installed && \
+	  .venv-$$v/bin/python -m pytest tests/python -q -p no:cacheprovider || status=1; \
+	done; exit $$status
+
+# ---- packages ------------------------------------------------------------------
+
+# An sdist and a wheel in dist/, made by `python -m build` as a user would.
+dist: venv
+	@$(VENV)/bin/python -c 'import build' 2>/dev/null || $(VENV)/bin/pip install -q build
+	rm -rf dist
+	$(VENV)/bin/python -m build -o dist . >/dev/null
+	@ls dist
+
+# The wheel installed into a fresh venv passes the Python suite; the sdist
+# holds every core and binding source and header.
+test-dist: dist build workerd
+	rm -rf $(BUILD)/venv-dist
+	$(PYTHON) -m venv $(BUILD)/venv-dist
+	$(BUILD)/venv-dist/bin/pip install -q dist/dobj-*.whl -c requirements-test.txt \
+	  $$(sed -n 's/^\(pytest[^=]*\)==.*/\1/p' requirements-test.txt)
+	@missing=$$(comm -23 <(git ls-files core bindings/python/src | sort) \
+	  <(tar tzf dist/dobj-*.tar.gz | sed 's|^[^/]*/||' | sort)); \
+	  if [ -n "$$missing" ]; then echo "sdist lacks: $$missing"; exit 1; fi
+	cd $(BUILD) && venv-dist/bin/python -c 'import dobj, sys; assert "/venv-dist/" in dobj.__file__, dobj.__file__'
+	$(BUILD)/venv-dist/bin/python -m pytest tests/python -q -p no:cacheprovider
+
+# The rockspec lists its files (LuaRocks has no globs): `make rockspec`
+# rewrites the lists from the folders, `make check-sources` checks them.
+rockspec:
+	$(PYTHON) tools/sources.py --write
+
+check-sources:
+	$(PYTHON) tools/sources.py --check
+
+# `luarocks make` as a user runs it, into a scratch tree (from a copy of the
+# sources, since LuaRocks writes its objects next to them); then the Lua suite
+# runs against the installed module.
+rock: deps check-sources
+	rm -rf $(ROCK_TREE) && mkdir -p $(ROCK_TREE)/src
+	git ls-files -z --cached --others --exclude-standard core bindings/lua dobj-scm-1.rockspec \
+	  | xargs -0 cp --parents -t $(ROCK_TREE)/src
+	cd $(ROCK_TREE)/src && luarocks --lua-version=5.4 make --tree $(CURDIR)/$(ROCK_TREE) dobj-scm-1.rockspec >/dev/null
+
+# The suite's native test libraries are looked up next to dobj.so: linked
+# into the scratch tree from the CMake build.
+test-rock: rock build workerd
+	ln -sf $(addprefix $(CURDIR)/,$(wildcard $(BUILD)/lib*.so)) $(ROCK_TREE)/lib/lua/5.4/
+	LUA_CPATH="$(CURDIR)/$(ROCK_TREE)/lib/lua/5.4/?.so;$(CURDIR)/$(BUILD)/?.so;;" $(LUA_PATHS) \
+	  lua5.4 -e 'local d = require "dobj"; assert(package.searchpath("dobj", package.cpath):find("/rock/", 1, true))'
+	LUA_CPATH="$(CURDIR)/$(ROCK_TREE)/lib/lua/5.4/?.so;$(CURDIR)/$(BUILD)/?.so;;" $(LUA_PATHS) $(BUSTED) tests/lua
+
+# Every suite: C, the three languages under the sanitizers, Lua from the CMake
+# build and from `luarocks make`, Python.  pytest runs last so its summary is
+# the final line CI reads.
 test: build venv
 	@status=0; \
 	$(MAKE) --no-print-directory test-c || status=1; \
 	$(MAKE) --no-print-directory sanitize || status=1; \
 	$(MAKE) --no-print-directory test-lua || status=1; \
+	$(MAKE) --no-print-directory test-rock || status=1; \
 	$(MAKE) --no-print-directory test-python || status=1; \
 	exit $$status
 
@@ -88,4 +220,4 @@ bench: build venv
 	$(PYTHON) bench/run.py
 
 clean:
-	rm -rf $(BUILD) $(BUILD_ASAN) $(VENV) *.egg-info
+	rm -rf $(BUILD) $(BUILD_ASAN) $(VENV) $(VENV_ASAN) .venv-3.* .build-py .build-py-asan dist *.egg-info

@@ -30,21 +30,48 @@ static double now_s(void)
 /* Folded into the output so that no loop can be optimised away. */
 static volatile unsigned char sink;
 
-static const struct {
-	const char *key, *name, *hex;
-} golden[] = {
-	{ "mykey", "http://foo/", "59002eb8cf872e541722977a258a12d6a93bbe8192b502e1c0cb250aa91af234" },
-	{ "test-unique-key", "foo", "6a248adcdc1638376a64c74646a2ea589649c6cb40bb459a775f741671d6f99e" },
-	{ "test-unique-key", "bar", "f83eca8872c7745307e563de8981cda073df756760148d2245d75c07d20ed717" },
-	{ "test-unique-key", "", "b9724b681bce7a32c115e2a48e41945c9f779d558c7c9af0aa2acb3959ba450f" },
-	{ "test-unique-key", "hello world", "daae68144c0ceee69f4abc3b191574e94f89e87ef1eb599149ff716cf78da8df" },
-	{ "my-unique-key", "foo", "6d0b43246317379a4509e873874250fac7a6c5f99e6a3ce081ddc890532854b3" },
-};
+/* workerd's vectors, read from tests/vectors/ids.tsv (the file every suite reads). */
+static struct {
+	char key[64], name[64], hex[65];
+} golden[64];
+static size_t ngolden;
+
+static int load_golden(void)
+{
+	char path[1024], line[512];
+	const char *slash = strrchr(__FILE__, '/');
+	FILE *f;
+
+	snprintf(path, sizeof path, "%.*s../tests/vectors/ids.tsv",
+		slash ? (int)(slash - __FILE__ + 1) : 0, __FILE__);
+	if (!(f = fopen(path, "r"))) {
+		fprintf(stderr, "bench_ids: cannot open %s\n", path);
+		return -1;
+	}
+	while (fgets(line, sizeof line, f) && ngolden < sizeof golden / sizeof golden[0]) {
+		char *name, *hex;
+		if (line[0] == '#' || line[0] == '\n')
+			continue;
+		line[strcspn(line, "\r\n")] = 0;
+		if (!(name = strchr(line, '\t')) || !(hex = strchr(name + 1, '\t')))
+			continue;
+		*name++ = 0;
+		*hex++ = 0;
+		snprintf(golden[ngolden].key, sizeof golden[0].key, "%.63s", line);
+		snprintf(golden[ngolden].name, sizeof golden[0].name, "%.63s", name);
+		snprintf(golden[ngolden].hex, sizeof golden[0].hex, "%.64s", hex);
+		ngolden++;
+	}
+	fclose(f);
+	return ngolden ? 0 : -1;
+}
 
 static int check_golden(void)
 {
 	int failed = 0;
-	for (size_t i = 0; i < sizeof golden / sizeof golden[0]; i++) {
+	if (load_golden() != 0)
+		return -1;
+	for (size_t i = 0; i < ngolden; i++) {
 		dobj_idkey *key = NULL;
 		dobj_id id;
 		char hex[DOBJ_ID_HEX_LEN];

@@ -52,9 +52,16 @@ def _binary() -> str | None:
     return p if os.access(p, os.X_OK) else None
 
 
+def _env() -> dict:
+    """The environment for workerd and npm: without a sanitizer preload (the
+    suites run under ASan with libasan preloaded; workerd crashes with it)."""
+    return {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+
+
 def _version(binary: str) -> str | None:
     try:
-        out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=30)
+        out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=30,
+                             env=_env())
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip() if out.returncode == 0 else None
@@ -75,7 +82,7 @@ def install(log=sys.stderr) -> tuple[str, str]:
             out = subprocess.run(
                 [npm, "install", "--prefix", NODE_DIR, "--no-audit", "--no-fund",
                  "--loglevel=error", f"workerd@{v}"],
-                capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+                capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL, env=_env())
         except subprocess.TimeoutExpired:
             errors.append(f"workerd@{v}: npm install timed out")
             continue
@@ -149,7 +156,7 @@ class Workerd:
                  f"--socket-fd=http={sock.fileno()}"],
                 cwd=self.tmp, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                 pass_fds=(sock.fileno(),), start_new_session=True,
-                preexec_fn=_die_with_parent)
+                preexec_fn=_die_with_parent, env=_env())
         finally:
             sock.close()
             log.close()

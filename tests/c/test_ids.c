@@ -6,14 +6,59 @@
 #include "dobj.h"
 #include "check.h"
 
-static const struct { const char *key, *name; size_t name_len; const char *hex; } golden[] = {
-	{ "mykey", "http://foo/", 11, "59002eb8cf872e541722977a258a12d6a93bbe8192b502e1c0cb250aa91af234" },
-	{ "test-unique-key", "foo", 3, "6a248adcdc1638376a64c74646a2ea589649c6cb40bb459a775f741671d6f99e" },
-	{ "test-unique-key", "bar", 3, "f83eca8872c7745307e563de8981cda073df756760148d2245d75c07d20ed717" },
-	{ "test-unique-key", "", 0, "b9724b681bce7a32c115e2a48e41945c9f779d558c7c9af0aa2acb3959ba450f" },
-	{ "test-unique-key", "hello world", 11, "daae68144c0ceee69f4abc3b191574e94f89e87ef1eb599149ff716cf78da8df" },
-	{ "my-unique-key", "foo", 3, "6d0b43246317379a4509e873874250fac7a6c5f99e6a3ce081ddc890532854b3" },
-};
+/* workerd's vectors, from tests/vectors/ids.tsv (the file every suite reads). */
+#define MAX_GOLDEN 64
+static struct golden {
+	char key[64], name[64], hex[65];
+} golden[MAX_GOLDEN];
+static size_t ngolden;
+
+static void load_golden(void)
+{
+	char path[1024], line[512];
+	const char *slash = strrchr(__FILE__, '/');
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%.*s../vectors/ids.tsv",
+		slash ? (int)(slash - __FILE__ + 1) : 0, __FILE__);
+	f = fopen(path, "r");
+	if (!f) {
+		fprintf(stderr, "cannot open %s\n", path);
+		exit(1);
+	}
+	while (fgets(line, sizeof(line), f)) {
+		char *name, *hex;
+		struct golden *g = &golden[ngolden];
+		if (line[0] == '#' || line[0] == '\n')
+			continue;
+		line[strcspn(line, "\r\n")] = 0;
+		name = strchr(line, '\t');
+		hex = name ? strchr(name + 1, '\t') : NULL;
+		CHECK(hex && ngolden < MAX_GOLDEN);
+		if (!hex || ngolden == MAX_GOLDEN)
+			break;
+		*name++ = 0;
+		*hex++ = 0;
+		CHECK(strlen(line) < sizeof(g->key) && strlen(name) < sizeof(g->name) && strlen(hex) == 64);
+		snprintf(g->key, sizeof(g->key), "%.63s", line);
+		snprintf(g->name, sizeof(g->name), "%.63s", name);
+		snprintf(g->hex, sizeof(g->hex), "%.64s", hex);
+		ngolden++;
+	}
+	fclose(f);
+	CHECK(ngolden >= 6);
+}
+
+/* The vector of one key and name (the tests below build on two of them). */
+static const char *golden_hex(const char *key, const char *name)
+{
+	size_t i;
+	for (i = 0; i < ngolden; i++)
+		if (strcmp(golden[i].key, key) == 0 && strcmp(golden[i].name, name) == 0)
+			return golden[i].hex;
+	fprintf(stderr, "tests/vectors/ids.tsv has no vector for %s / %s\n", key, name);
+	exit(1);
+}
 
 static dobj_idkey *key_for(const char *k)
 {
@@ -31,11 +76,11 @@ static void hex_of(const dobj_id *id, char out[65])
 static void test_golden_vectors(void)
 {
 	size_t i;
-	for (i = 0; i < sizeof(golden) / sizeof(golden[0]); i++) {
+	for (i = 0; i < ngolden; i++) {
 		dobj_idkey *key = key_for(golden[i].key);
 		dobj_id id, parsed;
 		char hex[65];
-		dobj_id_from_name(key, golden[i].name, golden[i].name_len, &id);
+		dobj_id_from_name(key, golden[i].name, strlen(golden[i].name), &id);
 		hex_of(&id, hex);
 		CHECK_STR(hex, golden[i].hex);
 		CHECK_EQ_INT(dobj_id_from_string(key, golden[i].hex, 64, &parsed), DOBJ_OK);
@@ -47,15 +92,16 @@ static void test_golden_vectors(void)
 static void test_upper_case_accepted_lower_case_out(void)
 {
 	dobj_idkey *key = key_for("test-unique-key");
+	const char *foo = golden_hex("test-unique-key", "foo");
 	char up[65], hex[65];
 	dobj_id id;
 	size_t i;
 	for (i = 0; i < 64; i++)
-		up[i] = (golden[1].hex[i] >= 'a' && golden[1].hex[i] <= 'f') ? golden[1].hex[i] - 32 : golden[1].hex[i];
+		up[i] = (foo[i] >= 'a' && foo[i] <= 'f') ? foo[i] - 32 : foo[i];
 	up[64] = 0;
 	CHECK_EQ_INT(dobj_id_from_string(key, up, 64, &id), DOBJ_OK);
 	hex_of(&id, hex);
-	CHECK_STR(hex, golden[1].hex);
+	CHECK_STR(hex, foo);
 	dobj_idkey_free(key);
 }
 
@@ -64,7 +110,7 @@ static void test_bad_strings(void)
 	dobj_idkey *key = key_for("test-unique-key");
 	char buf[200];
 	dobj_id id;
-	const char *hex = golden[1].hex;
+	const char *hex = golden_hex("test-unique-key", "foo");
 
 	CHECK_EQ_INT(dobj_id_from_string(key, hex, 63, &id), DOBJ_EINVALID);
 	CHECK_STR(dobj_error_last(), "Invalid Durable Object ID: must be 64 hex digits");
@@ -84,7 +130,7 @@ static void test_bad_strings(void)
 	memset(buf, 'a', 64);
 	CHECK_EQ_INT(dobj_id_from_string(key, buf, 64, &id), DOBJ_EFOREIGN);
 	CHECK_STR(dobj_error_last(), "Durable Object ID is not valid for this namespace.");
-	CHECK_EQ_INT(dobj_id_from_string(key, golden[5].hex, 64, &id), DOBJ_EFOREIGN);
+	CHECK_EQ_INT(dobj_id_from_string(key, golden_hex("my-unique-key", "foo"), 64, &id), DOBJ_EFOREIGN);
 	/* One flipped bit in the MAC. */
 	memcpy(buf, hex, 64); buf[63] = buf[63] == 'e' ? 'f' : 'e';
 	CHECK_EQ_INT(dobj_id_from_string(key, buf, 64, &id), DOBJ_EFOREIGN);
@@ -178,6 +224,7 @@ static void test_fork_does_not_repeat_ids(void)
 
 int main(void)
 {
+	load_golden();
 	RUN(test_golden_vectors);
 	RUN(test_upper_case_accepted_lower_case_out);
 	RUN(test_bad_strings);

@@ -1,6 +1,32 @@
 -- IDs: byte-compatible with workerd (golden vectors), parsing, names, equality.
-local H = dofile((debug.getinfo(1, "S").source:match("^@(.*[/\\])") or "./") .. "helpers.lua")
+local HERE = debug.getinfo(1, "S").source:match("^@(.*[/\\])") or "./"
+local H = dofile(HERE .. "helpers.lua")
 local dobj = H.dobj
+
+-- workerd's vectors { unique key, name, id } from tests/vectors/ids.tsv, the
+-- file every suite reads.
+local function load_vectors()
+  local path = HERE .. "../vectors/ids.tsv"
+  local vectors = {}
+  for line in assert(io.lines(path)) do
+    if line ~= "" and line:sub(1, 1) ~= "#" then
+      local key, name, hex = line:match("^([^\t]*)\t([^\t]*)\t(%x+)$")
+      assert(key and #hex == 64, path .. ": bad line " .. line)
+      vectors[#vectors + 1] = { key, name, hex }
+    end
+  end
+  assert(#vectors > 0, path .. ": no vectors")
+  return vectors
+end
+local VECTORS = load_vectors()
+
+-- The vector of one key and name (the tests below build on a few of them).
+local function golden(key, name)
+  for _, v in ipairs(VECTORS) do
+    if v[1] == key and v[2] == name then return v[3] end
+  end
+  error("tests/vectors/ids.tsv has no vector for " .. key .. " / " .. name)
+end
 
 local BAD = "Invalid Durable Object ID: must be 64 hex digits"
 local FOREIGN = "Durable Object ID is not valid for this namespace."
@@ -15,15 +41,7 @@ local function ns_for(key, binding)
 end
 
 describe("golden vectors", function()
-  local vectors = {
-    { "mykey", "http://foo/", "59002eb8cf872e541722977a258a12d6a93bbe8192b502e1c0cb250aa91af234" },
-    { "test-unique-key", "foo", "6a248adcdc1638376a64c74646a2ea589649c6cb40bb459a775f741671d6f99e" },
-    { "test-unique-key", "bar", "f83eca8872c7745307e563de8981cda073df756760148d2245d75c07d20ed717" },
-    { "test-unique-key", "", "b9724b681bce7a32c115e2a48e41945c9f779d558c7c9af0aa2acb3959ba450f" },
-    { "test-unique-key", "hello world", "daae68144c0ceee69f4abc3b191574e94f89e87ef1eb599149ff716cf78da8df" },
-    { "my-unique-key", "foo", "6d0b43246317379a4509e873874250fac7a6c5f99e6a3ce081ddc890532854b3" },
-  }
-  for _, v in ipairs(vectors) do
+  for _, v in ipairs(VECTORS) do
     it(("%s / %q"):format(v[1], v[2]), function()
       local ns = ns_for(v[1])
       local id = ns:id_from_name(v[2])
@@ -36,20 +54,20 @@ describe("golden vectors", function()
   it("the unique key defaults to the binding name", function()
     local rt = H.runtime()
     local ns = rt:bind("mykey", Plain)
-    assert.are.equal(vectors[1][3], tostring(ns:id_from_name("http://foo/")))
+    assert.are.equal(golden("mykey", "http://foo/"), tostring(ns:id_from_name("http://foo/")))
   end)
 
   it("get_by_name reaches the same ID", function()
     local ns = ns_for("test-unique-key")
     local stub = ns:get_by_name("foo")
-    assert.are.equal(vectors[2][3], tostring(stub.id))
+    assert.are.equal(golden("test-unique-key", "foo"), tostring(stub.id))
     assert.are.equal("foo", stub.name)
   end)
 end)
 
 describe("id_from_string", function()
   local ns = ns_for("test-unique-key")
-  local hex = "6a248adcdc1638376a64c74646a2ea589649c6cb40bb459a775f741671d6f99e"
+  local hex = golden("test-unique-key", "foo")
 
   it("parses its own IDs and accepts upper case, printing lower case", function()
     local id = ns:id_from_string(hex:upper())

@@ -1,17 +1,29 @@
 import gc
+import os
 
 import pytest
 
 import dobj
 
-GOLDEN = [
-    ("mykey", "http://foo/", "59002eb8cf872e541722977a258a12d6a93bbe8192b502e1c0cb250aa91af234"),
-    ("test-unique-key", "foo", "6a248adcdc1638376a64c74646a2ea589649c6cb40bb459a775f741671d6f99e"),
-    ("test-unique-key", "bar", "f83eca8872c7745307e563de8981cda073df756760148d2245d75c07d20ed717"),
-    ("test-unique-key", "", "b9724b681bce7a32c115e2a48e41945c9f779d558c7c9af0aa2acb3959ba450f"),
-    ("test-unique-key", "hello world", "daae68144c0ceee69f4abc3b191574e94f89e87ef1eb599149ff716cf78da8df"),
-    ("my-unique-key", "foo", "6d0b43246317379a4509e873874250fac7a6c5f99e6a3ce081ddc890532854b3"),
-]
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _load_golden():
+    """workerd's ID vectors, (unique key, name, id), from tests/vectors/ids.tsv:
+    the file every suite reads."""
+    path = os.path.join(HERE, "..", "vectors", "ids.tsv")
+    with open(path, encoding="utf-8") as f:
+        rows = [line.rstrip("\n").split("\t") for line in f if line.strip() and not line.startswith("#")]
+    assert rows and all(len(r) == 3 and len(r[2]) == 64 for r in rows), path
+    return [tuple(r) for r in rows]
+
+
+GOLDEN = _load_golden()
+
+
+def golden_id(unique_key, name):
+    """The vector of one key and name (tests build on a few of them)."""
+    return next(h for k, n, h in GOLDEN if k == unique_key and n == name)
 
 
 class Counter(dobj.DurableObject):

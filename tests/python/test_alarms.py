@@ -201,13 +201,14 @@ def test_due_alarm_fires_when_a_runtime_made_outside_the_loop_is_drained(tmp_pat
     AlarmBox.on_alarm = None
     rt1 = dobj.Runtime(storage=str(tmp_path))
     stub = rt1.bind("A", AlarmBox).get_by_name("x")
-    when = rt1.now() + 50
+    # Far enough ahead that rt1 (slow under the sanitizers) closes before it is due.
+    when = rt1.now() + 500
 
     async def setup():
         await run(stub, lambda self: self.ctx.storage.set_alarm(when))
     asyncio.run(setup())
     rt1.close()
-    time.sleep(0.1)
+    time.sleep(max(0.0, when / 1000 - time.time()) + 0.05)
 
     # Made outside any loop: nothing can arm a timer until a loop runs drain().
     rt2 = dobj.Runtime(storage=str(tmp_path))

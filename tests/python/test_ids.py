@@ -2,7 +2,10 @@
 import pytest
 
 import dobj
-from conftest import GOLDEN
+from conftest import GOLDEN, golden_id
+
+FOO = golden_id("test-unique-key", "foo")
+OTHER_NAMESPACE = golden_id("my-unique-key", "foo")
 
 
 class Plain(dobj.DurableObject):
@@ -26,7 +29,7 @@ def test_golden_vectors(key, name, hex_id):
 def test_unique_key_defaults_to_the_binding_name():
     rt = dobj.Runtime()
     a = rt.bind("test-unique-key", Plain)
-    assert str(a.id_from_name("foo")) == GOLDEN[1][2]
+    assert str(a.id_from_name("foo")) == FOO
     assert a.unique_key == "test-unique-key" and a.binding == "test-unique-key"
 
 
@@ -43,14 +46,14 @@ def test_nul_in_binding_names_and_unique_keys_is_refused():
 
 
 def test_upper_case_in_lower_case_out(counter):
-    hex_id = GOLDEN[1][2]
+    hex_id = FOO
     assert str(counter.id_from_string(hex_id.upper())) == hex_id
 
 
 @pytest.mark.parametrize("bad", [
-    "", "abc", GOLDEN[1][2][:63], GOLDEN[1][2] + "0", GOLDEN[1][2][:-1] + "g",
-    GOLDEN[1][2][:10] + "\0" + GOLDEN[1][2][11:], " " + GOLDEN[1][2][1:], "é" * 32,
-    GOLDEN[1][2][:62] + "é",
+    "", "abc", FOO[:63], FOO + "0", FOO[:-1] + "g",
+    FOO[:10] + "\0" + FOO[11:], " " + FOO[1:], "é" * 32,
+    FOO[:62] + "é",
 ])
 def test_malformed_strings(counter, bad):
     with pytest.raises(dobj.InvalidIdError, match="^Invalid Durable Object ID: must be 64 hex digits$"):
@@ -63,7 +66,7 @@ def test_invalid_id_error_is_a_value_error(counter):
     assert issubclass(dobj.InvalidIdError, dobj.Error)
 
 
-@pytest.mark.parametrize("bad", ["a" * 64, GOLDEN[5][2], GOLDEN[1][2][:-1] + "f"])
+@pytest.mark.parametrize("bad", ["a" * 64, OTHER_NAMESPACE, FOO[:-1] + "f"])
 def test_foreign_and_forged_ids(counter, bad):
     with pytest.raises(dobj.InvalidIdError, match=r"^Durable Object ID is not valid for this namespace\.$"):
         counter.id_from_string(bad)

@@ -70,7 +70,7 @@ static PyObject *fail(dobjpy_storage_state *s, int code)
 static dobj_storage *resolve(PyObject *self, StorageObject **out)
 {
 	dobjpy_storage_state *s = ((BaseObject *)self)->s;
-	StorageObject *S;
+	StorageObject *S = NULL; /* set by resolve(); gcc -O3 cannot see it */
 	dobj_storage *st;
 	int rc;
 
@@ -543,7 +543,7 @@ static PyObject *St_sync(PyObject *self, PyObject *unused)
 static PyObject *St_set_alarm(PyObject *self, PyObject *when)
 {
 	dobjpy_storage_state *s = ((BaseObject *)self)->s;
-	StorageObject *S;
+	StorageObject *S = NULL; /* set by resolve(); gcc -O3 cannot see it */
 	dobj_storage *st;
 	double ms;
 	int rc;
@@ -603,7 +603,7 @@ static PyObject *St_delete_alarm(PyObject *self, PyObject *unused)
 static TxnObject *txn_begin(PyObject *self)
 {
 	dobjpy_storage_state *s = ((BaseObject *)self)->s;
-	StorageObject *S;
+	StorageObject *S = NULL; /* set by resolve(); gcc -O3 cannot see it */
 	dobj_storage *st;
 	TxnObject *t;
 	int rc = 0;
@@ -684,7 +684,7 @@ static PyObject *St_transaction_sync(PyObject *self, PyObject *fn)
 static PyObject *St_transaction(PyObject *self, PyObject *fn)
 {
 	dobjpy_storage_state *s = ((BaseObject *)self)->s;
-	StorageObject *S;
+	StorageObject *S = NULL; /* set by resolve(); gcc -O3 cannot see it */
 
 	if (!resolve(self, &S))
 		return NULL;

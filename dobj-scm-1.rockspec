@@ -1,0 +1,73 @@
+-- dobj as a LuaRocks package.  From a clone:
+--   luarocks --lua-version=5.4 make            (or: make test-rock)
+-- builds the module "dobj" from the C core and the Lua binding and installs it.
+rockspec_format = "3.0"
+package = "dobj"
+version = "scm-1"
+source = {
+   -- No public home yet: this rockspec is for `luarocks make` in a clone.
+   url = "git+https://example.invalid/dobj.git",
+}
+description = {
+   summary = "Cloudflare-style Durable Objects as a native SDK (C core, Lua 5.4 binding)",
+   detailed = [[
+Named, single-instance objects with serialized delivery, input and output
+gates, durable storage on SQLite in workerd's on-disk format, alarms and
+native C classes, driven from Lua coroutines.]],
+}
+dependencies = {
+   "lua >= 5.4",
+}
+external_dependencies = {
+   OPENSSL = { header = "openssl/sha.h", library = "crypto" },
+   SQLITE = { header = "sqlite3.h", library = "sqlite3" },
+   -- By its library, not its header: Debian keeps ffi.h in the multiarch
+   -- folder (/usr/include/x86_64-linux-gnu), where the compiler finds it
+   -- but LuaRocks does not look.
+   LIBFFI = { library = "ffi" },
+}
+build = {
+   type = "builtin",
+   modules = {
+      dobj = {
+         -- core/src/*.c and the Lua binding's C files.  LuaRocks has no
+         -- globs: `make rockspec` rewrites this list, `make check-sources`
+         -- (part of `make test`) fails when it is stale.
+         sources = {
+            "core/src/alarm.c",
+            "core/src/error.c",
+            "core/src/id.c",
+            "core/src/idmap.c",
+            "core/src/loop.c",
+            "core/src/msg.c",
+            "core/src/native.c",
+            "core/src/rt.c",
+            "core/src/rules.c",
+            "core/src/sql_guard.c",
+            "core/src/storage.c",
+            "core/src/v8_format.c",
+            "core/src/v8_reader.c",
+            "core/src/v8_writer.c",
+            "core/src/val_tree.c",
+            "core/src/val_v8.c",
+            "bindings/lua/src/ctx.c",
+            "bindings/lua/src/driver.c",
+            "bindings/lua/src/errors.c",
+            "bindings/lua/src/host_values.c",
+            "bindings/lua/src/http.c",
+            "bindings/lua/src/module.c",
+            "bindings/lua/src/namespace.c",
+            "bindings/lua/src/rpc.c",
+            "bindings/lua/src/runtime.c",
+            "bindings/lua/src/sleep.c",
+            "bindings/lua/src/sql.c",
+            "bindings/lua/src/storage.c",
+            "bindings/lua/src/stub.c",
+            "bindings/lua/src/values.c",
+         },
+         incdirs = { "core/include", "core/src", "$(OPENSSL_INCDIR)", "$(SQLITE_INCDIR)" },
+         libdirs = { "$(OPENSSL_LIBDIR)", "$(SQLITE_LIBDIR)", "$(LIBFFI_LIBDIR)" },
+         libraries = { "crypto", "sqlite3", "ffi", "dl", "m", "pthread" },
+      },
+   },
+}
