@@ -2,6 +2,7 @@
 import asyncio
 import datetime as dt
 import gc
+import math
 import time
 
 import pytest
@@ -155,10 +156,11 @@ async def test_alarms_fire_while_the_loop_runs(rt):
     AlarmBox.log = []
     AlarmBox.on_alarm = None
     stub = rt.bind("A", AlarmBox).get_by_name("real")
-    await run(stub, lambda self: self.ctx.storage.set_alarm(rt.now() + 30))
+    # 200 ms: far enough that a loaded machine's 20 ms sleep does not reach it.
+    await run(stub, lambda self: self.ctx.storage.set_alarm(rt.now() + 200))
     await asyncio.sleep(0.02)
     assert AlarmBox.log == []
-    for _ in range(100):
+    for _ in range(300):
         await asyncio.sleep(0.01)
         if AlarmBox.log:
             break
@@ -201,8 +203,9 @@ def test_due_alarm_fires_when_a_runtime_made_outside_the_loop_is_drained(tmp_pat
     AlarmBox.on_alarm = None
     rt1 = dobj.Runtime(storage=str(tmp_path))
     stub = rt1.bind("A", AlarmBox).get_by_name("x")
-    # Far enough ahead that rt1 (slow under the sanitizers) closes before it is due.
-    when = rt1.now() + 500
+    # Far enough ahead that rt1 (slow under the sanitizers) closes before it is
+    # due; a whole ms, which the stored int64 ns gives back exactly.
+    when = math.floor(rt1.now()) + 500
 
     async def setup():
         await run(stub, lambda self: self.ctx.storage.set_alarm(when))
