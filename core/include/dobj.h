@@ -550,6 +550,17 @@ DOBJ_API void *dobj_obj_ctx(const dobj_obj *obj);
 DOBJ_API void dobj_obj_set_ctx(dobj_obj *obj, void *ctx);
 /** Has the incarnation been aborted/reset? */
 DOBJ_API int dobj_obj_dead(const dobj_obj *obj);
+/**
+ * The host error a dead incarnation keeps for the calls of its broken stubs
+ * (borrowed; NULL while alive, for an abort without one, and once the
+ * runtime is closed: dobj_rt_clear releases them).  dobj_rt_visit does not
+ * visit it: it is reachable only through whoever keeps the incarnation, so a
+ * GC binding visits it from exactly one of them (Python: the object's ctx
+ * wrapper).  Visiting it from the runtime would keep a cycle through it
+ * (error -> traceback -> frame -> instance -> ctx -> incarnation) alive for
+ * as long as the runtime lives.
+ */
+DOBJ_API void *dobj_obj_error(const dobj_obj *obj);
 /** Nesting of block_concurrency_while on the object. */
 DOBJ_API int dobj_obj_blocked(const dobj_obj *obj);
 /**

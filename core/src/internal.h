@@ -152,6 +152,7 @@ struct dobj_obj {
 	void *instance;
 	void *ctx;
 	unsigned constructed : 1, dead : 1, mapped : 1, evicted : 1, commit_failed : 1;
+	dobj_obj *dead_prev, *dead_next; /* runtime's list of dead incarnations still referenced */
 	int nblock;
 	dobj_task *parked_head, *parked_tail;
 	size_t nparked;
@@ -226,6 +227,7 @@ struct dobj_rt {
 	double idle_ms;
 	double (*wall_ms)(void *);
 	double wall_base;          /* virtual time: wall clock at start */
+	dobj_obj *dead_objs;        /* dead incarnations still referenced (their errors) */
 	dobj_error_hook error_hook; /* background errors (dobj_rt_set_error_hook) */
 	void *error_hook_data;
 	/* host contract (see dobj.h, "driving a runtime") */

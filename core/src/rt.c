@@ -265,6 +265,14 @@ static void obj_unref(dobj_obj *obj)
 		return;
 	rt = obj->ns->rt;
 	obj_release_instance(obj);
+	if (obj->dead) {
+		if (obj->dead_prev)
+			obj->dead_prev->dead_next = obj->dead_next;
+		else
+			rt->dead_objs = obj->dead_next;
+		if (obj->dead_next)
+			obj->dead_next->dead_prev = obj->dead_prev;
+	}
 	trash(rt, obj->error);
 	free(obj->message);
 	free(obj->name);
@@ -743,6 +751,12 @@ static void abort_obj(dobj_obj *obj, int code, const char *message, void *error)
 	}
 	obj->refs++; /* keep it while we work */
 	obj->dead = 1;
+	/* Listed until freed, so that closing the runtime can drop its error. */
+	obj->dead_prev = NULL;
+	obj->dead_next = rt->dead_objs;
+	if (rt->dead_objs)
+		rt->dead_objs->dead_prev = obj;
+	rt->dead_objs = obj;
 	obj->code = code < 0 ? code : DOBJ_EABORTED;
 	obj->message = strdup(message ? message : "");
 	obj->error = error;
@@ -787,6 +801,7 @@ dobj_ns *dobj_obj_ns(const dobj_obj *obj) { return obj->ns; }
 void *dobj_obj_instance(const dobj_obj *obj) { return obj->instance; }
 void *dobj_obj_ctx(const dobj_obj *obj) { return obj->ctx; }
 int dobj_obj_dead(const dobj_obj *obj) { return obj->dead; }
+void *dobj_obj_error(const dobj_obj *obj) { return obj->dead ? obj->error : NULL; }
 int dobj_obj_blocked(const dobj_obj *obj) { return obj->nblock; }
 
 const char *dobj_obj_name(const dobj_obj *obj, size_t *len)
@@ -1160,6 +1175,16 @@ void dobj_rt_clear(dobj_rt *rt)
 			abort_obj(o, DOBJ_ECLOSED, "the runtime is closed", NULL);
 		dobj__alarms_free(ns);
 		dobj__storage_ns_close(ns);
+	}
+	/* Dead incarnations kept by stubs or ctx wrappers keep no host value:
+	 * their calls fail with ECLOSED now, and their errors could hold host
+	 * cycles (a traceback's frames) alive for as long as a stub lives. */
+	{
+		dobj_obj *o;
+		for (o = rt->dead_objs; o; o = o->dead_next) {
+			trash(rt, o->error);
+			o->error = NULL;
+		}
 	}
 	/* Tasks not tied to a live object (FREE tasks, broken stubs' calls). */
 	while (rt->tasks)

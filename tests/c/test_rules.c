@@ -472,6 +472,52 @@ static void test_transaction_handles_and_innermost_rollback(void)
 	CHECK_EQ_INT(live_values, 0);
 }
 
+/* Aborts its object with a host error. */
+static int abort_with_error_step(dobj_task *t, void *data)
+{
+	(void)data;
+	dobj_obj_abort(dobj_task_obj(t), DOBJ_EABORTED, "bye", tv_new(V_ERR, "bye", 0));
+	return DOBJ_OK;
+}
+
+static void test_dead_incarnation_error_is_visible_and_released_at_close(void)
+{
+	dobj_rt *rt;
+	dobj_rt_opts o = DOBJ_RT_OPTS_INIT;
+	dobj_class k = { 0 };
+	dobj_ns *dns;
+	dobj_stub *s;
+	dobj_id id;
+	dobj_task *t;
+	dobj_obj *obj;
+	void *err;
+
+	o.host.retain = tv_retain;
+	o.host.release = tv_release;
+	CHECK_EQ_INT(dobj_rt_new(&rt, &o), DOBJ_OK);
+	k.name = "Dying";
+	k.construct = rules_construct;
+	k.step = abort_with_error_step;
+	CHECK_EQ_INT(dobj_ns_new(&dns, rt, "DYING", 5, NULL, 0, &k), DOBJ_OK);
+	dobj_id_from_name(dobj_ns_idkey(dns), "d", 1, &id);
+	CHECK_EQ_INT(dobj_stub_new(&s, dns, &id, "d", 1), DOBJ_OK);
+	t = call(rt, s, "go");
+	obj = dobj_task_obj(t);
+	dobj_obj_ref(obj);
+	dobj_task_unref(t);
+	CHECK(dobj_obj_dead(obj));
+	err = dobj_obj_error(obj);
+	CHECK(err != NULL && strcmp(((tv *)err)->s, "bye") == 0);
+	/* Only the dead incarnation (held by the stub and by us) keeps it. */
+	CHECK_EQ_INT(live_values, 1);
+	dobj_rt_clear(rt);
+	CHECK(dobj_obj_error(obj) == NULL);
+	CHECK_EQ_INT(live_values, 0);
+	dobj_obj_unref(obj);
+	dobj_stub_free(s);
+	dobj_rt_free(rt);
+}
+
 int main(void)
 {
 	RUN(test_rpc_names_reserved_private_and_callable);
@@ -483,5 +529,6 @@ int main(void)
 	RUN(test_each_failed_alarm_run_is_reported);
 	RUN(test_ctx_and_storage_of_a_previous_instance);
 	RUN(test_transaction_handles_and_innermost_rollback);
+	RUN(test_dead_incarnation_error_is_visible_and_released_at_close);
 	return DONE();
 }

@@ -344,3 +344,30 @@ def test_failing_calls_do_not_leak(kind):
         return grown
 
     assert asyncio.run(go()) < 1500  # KB; the leak made it ~5500
+
+
+async def test_aborted_instance_is_collected_while_the_runtime_lives():
+    """The error a dead incarnation keeps leads back to it (error -> traceback ->
+    handler frame -> instance -> ctx -> incarnation -> error): the ctx wrapper reports
+    the core's edge (dobj_obj_error), so the cycle goes without closing the runtime."""
+    alive = weakref.WeakSet()
+
+    class Doomed(dobj.DurableObject):
+        def __init__(self, ctx, env):
+            super().__init__(ctx, env)
+            alive.add(self)
+
+        async def fetch(self, request):
+            async def fail():
+                me = self  # this frame (kept by the error's traceback) holds the instance
+                raise ValueError(f"block failed in {type(me).__name__}")
+            await self.ctx.block_concurrency_while(fail)
+
+    rt = dobj.Runtime()
+    stub = rt.bind("DOOMED", Doomed).get_by_name("d")
+    with pytest.raises(ValueError):
+        await stub.fetch("https://d/")
+    del stub
+    gc.collect()
+    assert len(alive) == 0
+    rt.close()

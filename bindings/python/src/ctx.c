@@ -11,18 +11,12 @@ static int Context_traverse(ContextObject *self, visitproc visit, void *arg)
 	Py_VISIT(self->id);
 	Py_VISIT(self->dict);
 	Py_VISIT(self->storage);
-	if (self->core_error && self->obj && dobj_obj_dead(self->obj))
-		Py_VISIT(self->core_error);
+	/* The error a dead incarnation keeps (the core's one reference): its
+	 * traceback's frames reach the instance and this ctx, a cycle only this
+	 * one wrapper can report (see dobj_obj_error). */
+	if (self->obj)
+		Py_VISIT((PyObject *)dobj_obj_error(self->obj));
 	return 0;
-}
-
-/* Remember the error the core just stored on an aborted incarnation (see
- * ContextObject.core_error). */
-void context_note_core_error(dobj_obj *obj, int was_dead, void *ctx, PyObject *err)
-{
-	if (obj && ctx && err && !was_dead && dobj_obj_dead(obj) &&
-	    Py_TYPE((PyObject *)ctx)->tp_traverse == (traverseproc)Context_traverse)
-		((ContextObject *)ctx)->core_error = err;
 }
 
 static int Context_clear(ContextObject *self)
@@ -107,7 +101,6 @@ static PyObject *Context_abort(ContextObject *self, PyObject *const *args, Py_ss
 		 * this caller's frames, which must not hang off the core's value. */
 		PyObject *box = error_box_shared(copy_exception(exc));
 		dobj_obj_abort(self->obj, DOBJ_EABORTED, msg ? msg : "aborted", box);
-		context_note_core_error(self->obj, 0, self, box);
 	}
 	/* Outside a step nobody else runs what the abort woke (handlers that
 	 * awaited a call to this object): pump now.  Inside one, the running
@@ -173,8 +166,7 @@ static PyObject *Context_block_concurrency_while(ContextObject *self, PyObject *
 		if (exc) {
 			PyObject *box = error_box_shared(copy_exception(exc));
 			dobj_obj_abort(self->obj, DOBJ_EUSER, msg, box);
-			context_note_core_error(self->obj, 0, self, box);
-			if (self->rt->rt && !dobj_rt_pumping(self->rt->rt))
+				if (self->rt->rt && !dobj_rt_pumping(self->rt->rt))
 				runtime_pump(self->rt);
 			else
 				complete_deferred_futures(self->rt->st);

@@ -334,7 +334,6 @@ int python_class_construct(dobj_obj *obj, void *data, void **instance, void **er
 	dobj_obj_ref(obj);
 	ctx->dict = NULL;
 	ctx->storage = NULL;
-	ctx->core_error = NULL;
 	name = dobj_obj_name(obj, &len);
 	if (name && !(pyname = PyUnicode_DecodeUTF8(name, (Py_ssize_t)len, "surrogatepass"))) {
 		ctx->id = NULL;
@@ -356,7 +355,6 @@ int python_class_construct(dobj_obj *obj, void *data, void **instance, void **er
 		/* The core aborts the object with this error, unless the
 		 * constructor aborted it already. */
 		*error = error_box_shared(take_exception(msg, sizeof(msg)));
-		context_note_core_error(obj, dobj_obj_dead(obj), ctx, *error);
 		return dobj_error_set(DOBJ_EUSER, "%s", msg);
 	}
 	*instance = inst;

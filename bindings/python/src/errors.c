@@ -140,13 +140,9 @@ void fail_task_with_exception(dobj_task *t)
 	char msg[1024];
 	PyObject *exc = take_exception(msg, sizeof(msg));
 	PyObject *box = dobj_task_kind_of(t) == DOBJ_TASK_BLOCK ? error_box_shared(exc) : error_box(exc);
-	dobj_obj *obj = dobj_task_kind_of(t) == DOBJ_TASK_BLOCK ? dobj_task_obj(t) : NULL;
-	void *ctx = obj ? dobj_obj_ctx(obj) : NULL;
-	int was_dead = obj ? dobj_obj_dead(obj) : 1;
 
 	/* A failed block aborts its object with this error (kept by the core). */
 	dobj_task_raise(t, DOBJ_EUSER, msg, box);
-	context_note_core_error(obj, was_dead, ctx, box);
 }
 
 int errors_setup_types(PyObject *m)

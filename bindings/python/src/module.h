@@ -123,15 +123,6 @@ typedef struct {
 	IdObject *id;
 	PyObject *dict;
 	PyObject *storage; /* ctx.storage, made on first use */
-	/*
-	 * Borrowed: the error value the core keeps on this incarnation once it
-	 * is aborted (obj->error, released only when the dobj_obj is freed).
-	 * dobj_rt_visit does not reach dead incarnations, and that error often
-	 * leads back here (exception -> traceback -> handler frame -> self ->
-	 * ctx), so this wrapper, which keeps the dobj_obj alive, reports the
-	 * core's reference in tp_traverse.  Nobody else visits it.
-	 */
-	PyObject *core_error;
 } ContextObject;
 
 /* A done callback for an asyncio future that wakes a task. */
@@ -204,7 +195,6 @@ int coroutine_step(dobj_task *t, void *data);
 PyObject *awaitable_iterator(PyObject *v);
 
 /* ctx.c */
-void context_note_core_error(dobj_obj *obj, int was_dead, void *ctx, PyObject *err);
 void context_alarm_changed(PyObject *ctx);
 
 /* rpc.c */
