@@ -507,7 +507,8 @@ DOBJ_API void dobj_task_on_done(dobj_task *t, dobj_done_fn done, void *data);
  * (directly or through other tasks) to be let through the gate of a
  * block_concurrency_while that itself waits on the call fails with
  * DOBJ_EDEADLOCK / DOBJ_MSG_DEADLOCK (the call fails, the wait is accepted:
- * the waiter wakes and sees that error).  DOBJ_EARG if waiter == t.
+ * the waiter wakes and sees that error).  The two may belong to different
+ * runtimes (of the same thread).  DOBJ_EARG if waiter == t.
  */
 DOBJ_API int dobj_task_wait(dobj_task *waiter, dobj_task *t);
 

@@ -52,6 +52,11 @@ int dobj__storage_alarm_write(dobj_storage *st, int64_t when);
 /** The same from the scheduler, with or without a live incarnation: op < 0
  *  reads into *when; op >= 0 clears it if it still holds *when. */
 int dobj__storage_alarm_peek(dobj_ns *ns, const dobj_id *id, int op, int64_t *when);
+/** Claim the namespace's folder for this namespace alone: a registry in
+ *  this process, flock against other processes (folder.c).  Released when
+ *  the namespace's storage closes. */
+int dobj__folder_claim(dobj_ns *ns);
+void dobj__folder_release(dobj_ns *ns);
 /** Make the namespace's storage directory (if the runtime has a root). */
 int dobj__storage_ns_open(dobj_ns *ns);
 /** Abort an object from inside the core (commit failure). */
@@ -73,19 +78,19 @@ dobj_obj *dobj__storage_obj(dobj_storage *st);
 /** Check a unique key can name a directory. */
 int dobj__storage_check_unique_key(const char *key, size_t len);
 
-/* The host contract and timers (loop.c). */
+/* The host contract and timers (loop.c).  The checks that run on every call
+ * are inline here: most of the time there is nothing to tell the host. */
 /** The ready queue became non-empty outside a pump: hooks and fd. */
-void dobj__work_ready(dobj_rt *rt);
+void dobj__work_ready_slow(dobj_rt *rt);
 /** Report the next deadline if it is earlier than what the host knows. */
-void dobj__timer_sync(dobj_rt *rt);
+void dobj__timer_sync_slow(dobj_rt *rt);
 /** Make the fd unreadable and forget what it was armed for. */
 void dobj__fd_clear(dobj_rt *rt);
 /** dobj_rt_run's wait: poll the fd until the next timer is due. */
 int dobj__wait_for_timer(dobj_rt *rt);
 /** Fire every timer that is due; returns how many fired. */
 size_t dobj__fire_timers(dobj_rt *rt);
-/** Is the caller another thread than the runtime's owner? */
-int dobj__wrong_thread(const dobj_rt *rt);
+
 /** Release a value handed over by a call refused on another thread. */
 void dobj__release_now(dobj_rt *rt, void *v, void (*free_fn)(void *));
 #define CHECK_THREAD(rt) \
@@ -178,6 +183,7 @@ struct dobj_ns {
 	void *meta;         /* sqlite3 handle of <dir>/<unique_key>/metadata.sqlite */
 	dobj__idmap alarms; /* pending alarms by ID */
 	char *dir;          /* <dir>/<unique_key>, or NULL for in-memory storage */
+	int folder_fd;      /* dir, open and flock'ed while bound (folder.c); -1 if none */
 };
 
 struct dobj_stub {
@@ -237,6 +243,31 @@ struct dobj_rt {
 	double fd_when;            /* deadline the fd is armed for (INFINITY: none) */
 	double hook_when;          /* deadline last reported to host.timer */
 };
+
+
+/* Inline parts of the host contract (see loop.c). */
+static inline void dobj__work_ready(dobj_rt *rt)
+{
+	if (rt->host.notify || rt->fd >= 0)
+		dobj__work_ready_slow(rt);
+}
+
+static inline void dobj__timer_sync(dobj_rt *rt)
+{
+	double when;
+
+	if (rt->pumping || rt->busy || !rt->nheap)
+		return;
+	when = rt->heap[0]->when;
+	if (when < rt->hook_when || (rt->fd >= 0 && when < rt->fd_when))
+		dobj__timer_sync_slow(rt);
+}
+
+/** Is the caller another thread than the runtime's owner? */
+static inline int dobj__wrong_thread(const dobj_rt *rt)
+{
+	return !pthread_equal(rt->owner, pthread_self());
+}
 
 
 #endif

@@ -66,7 +66,7 @@ void dobj__fd_clear(dobj_rt *rt)
 }
 
 /* The ready queue became non-empty outside a pump: tell the host. */
-void dobj__work_ready(dobj_rt *rt)
+void dobj__work_ready_slow(dobj_rt *rt)
 {
 	if (rt->closing)
 		return;
@@ -81,7 +81,7 @@ void dobj__work_ready(dobj_rt *rt)
 /* Report the next deadline if it is earlier than what the host was told
  * (hook) or what the fd is armed for.  Later deadlines are not reported: the
  * host wakes early, calls dobj_rt_process, and hears of them then. */
-void dobj__timer_sync(dobj_rt *rt)
+void dobj__timer_sync_slow(dobj_rt *rt)
 {
 	double when;
 
@@ -99,10 +99,6 @@ void dobj__timer_sync(dobj_rt *rt)
 	}
 }
 
-int dobj__wrong_thread(const dobj_rt *rt)
-{
-	return !pthread_equal(rt->owner, pthread_self());
-}
 
 /* Release a value handed over by a call refused on another thread: not
  * through the trash (the runtime's state belongs to its thread), but at

@@ -577,8 +577,8 @@ int dobj_task_wait(dobj_task *waiter, dobj_task *t)
 	dobj_rt *rt = t->rt;
 
 	CHECK_THREAD(rt);
-	if (waiter == t || waiter->rt != rt)
-		return dobj_error_set(DOBJ_EARG, "a task cannot wait for itself or another runtime's task");
+	if (waiter == t)
+		return dobj_error_set(DOBJ_EARG, "a task cannot wait for itself");
 	if (waiter->done)
 		return DOBJ_OK;
 	if (t->done) {
@@ -1290,6 +1290,7 @@ int dobj_ns_new(dobj_ns **out, dobj_rt *rt, const char *binding, size_t binding_
 	if (!ns)
 		return dobj_error_set(DOBJ_ENOMEM, "out of memory");
 	ns->rt = rt;
+	ns->folder_fd = -1;
 	ns->klass = *klass;
 	ns->binding = dobj__strndup(binding, binding_len);
 	ns->class_name = strdup(klass->name ? klass->name : "DurableObject");
@@ -1308,18 +1309,19 @@ int dobj_ns_new(dobj_ns **out, dobj_rt *rt, const char *binding, size_t binding_
 		ns_free(ns);
 		return DOBJ_ENOMEM;
 	}
+	/* Alarms already stored (a restart on the same directory) are scheduled
+	 * now, including those already due.  Everything that can fail comes
+	 * before the namespace is published, so a failed bind leaves nothing
+	 * behind: no namespace, no claim on the folder, no class reference. */
 	if ((rc = dobj_idkey_new(&ns->key, unique_key, unique_key_len)) < 0 ||
-	    (rc = dobj__storage_ns_open(ns)) < 0) {
+	    (rc = dobj__storage_ns_open(ns)) < 0 ||
+	    (rc = dobj__alarms_load(ns)) < 0) {
 		ns_free(ns);
 		return rc;
 	}
 	if (class_data_is_host(ns))
 		host_retain(rt, ns->klass.data);
 	rt->nss[rt->nns++] = ns;
-	/* Alarms already stored (a restart on the same directory) are scheduled
-	 * now, including those already due. */
-	if ((rc = dobj__alarms_load(ns)) < 0)
-		return rc;
 	*out = ns;
 	return DOBJ_OK;
 }

@@ -393,6 +393,7 @@ void dobj__storage_ns_close(dobj_ns *ns)
 		sqlite3_close(ns->meta);
 		ns->meta = NULL;
 	}
+	dobj__folder_release(ns); /* after every database of the folder is closed */
 }
 
 /* ---------------------------------------------------------------- key-value */
@@ -1076,5 +1077,7 @@ int dobj__storage_ns_open(dobj_ns *ns)
 	if (!ns->dir)
 		return dobj_error_set(DOBJ_ENOMEM, "out of memory");
 	snprintf(ns->dir, n, "%s/%s", rt->storage_dir, ns->unique_key);
-	return mkdir_p(ns->dir);
+	if ((rc = mkdir_p(ns->dir)) < 0)
+		return rc;
+	return dobj__folder_claim(ns);
 }

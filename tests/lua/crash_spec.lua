@@ -23,8 +23,11 @@ describe("crash safety", function()
     for round = 1, 6 do
       local out = dir .. "/acks-" .. round
       local ms = 40 + math.random(0, 120)
-      -- `timeout -s KILL` is the SIGKILL, at a random moment of the run.
-      os.execute(string.format("LUA_CPATH=%q timeout -s KILL %.3f lua5.4 %q %q > %q 2>/dev/null",
+      -- `timeout -s KILL` is the SIGKILL, at a random moment of the run;
+      -- --foreground makes timeout wait for the child to be gone (it would
+      -- otherwise kill itself too, and the child might still hold the
+      -- folder's lock when the next runtime binds).
+      os.execute(string.format("LUA_CPATH=%q timeout --foreground -s KILL %.3f lua5.4 %q %q > %q 2>/dev/null",
         CPATH, ms / 1000, HERE .. "crash/child.lua", dir, out))
       local acked = 0
       for line in io.lines(out) do

@@ -70,12 +70,20 @@ function H.open_files(dir, with_metadata)
   local n = 0
   local p = io.popen("ls -l /proc/" .. H.sh("echo $PPID") .. "/fd 2>/dev/null")
   for line in p:lines() do
-    if line:find(dir, 1, true) and (with_metadata or not line:find("metadata.sqlite", 1, true)) then
+    -- (database files only: a bound namespace also holds its folder, locked)
+    if line:find(dir, 1, true) and line:find(".sqlite", 1, true) and
+       (with_metadata or not line:find("metadata.sqlite", 1, true)) then
       n = n + 1
     end
   end
   p:close()
   return n
+end
+
+-- The keys committed to an object's database file, read by another SQLite
+-- connection (the sqlite3 shell), sorted and joined with ",".
+function H.committed_keys(file)
+  return (H.sh("sqlite3 " .. file .. " 'SELECT key FROM _cf_KV ORDER BY key'"):gsub("\n", ","))
 end
 
 -- A class that runs functions inside the object: H.job(stub, fn) calls

@@ -50,20 +50,32 @@ describe("storage on disk", function()
 
   it("holds writes back until the handler suspends or returns (output gate)", function()
     local rt, d = on(dir)
-    local rt2, d2 = on(dir)
+    local file = dir .. "/disk-key/" .. tostring(d.id) .. ".sqlite"
+    H.job(d, function(s) s:put("0", 0) end) -- creates the file
     local seen = {}
     H.job(d, function(s)
       s:put("a", 1)
-      seen.during = H.job(d2, function(s2) return s2:get("a") end)
+      seen.during = H.committed_keys(file) -- another connection's view
       dobj.sleep(0.01) -- suspends: the step's writes commit
-      seen.after_suspend = H.job(d2, function(s2) return s2:get("a") end)
+      seen.after_suspend = H.committed_keys(file)
       s:put("b", 2)
     end)
-    seen.after_response = H.job(d2, function(s2) return s2:get("b") end)
-    assert.is_nil(seen.during)
-    assert.are.equal(1, seen.after_suspend)
-    assert.are.equal(2, seen.after_response)
-    rt:close(); rt2:close()
+    seen.after_response = H.committed_keys(file)
+    assert.are.equal("0", seen.during)
+    assert.are.equal("0,a", seen.after_suspend)
+    assert.are.equal("0,a,b", seen.after_response)
+    rt:close()
+  end)
+
+  it("is one namespace's at a time: a second runtime on the folder is refused", function()
+    local rt = on(dir)
+    local ok, err = pcall(on, dir)
+    assert.is_false(ok)
+    assert.matches("the storage folder .*/disk%-key is already used by the namespace bound as DISK",
+      tostring(err))
+    rt:close()
+    local rt2 = on(dir) -- the folder is free once the first runtime is closed
+    rt2:close()
   end)
 
   it("abort discards the writes of the current event", function()

@@ -70,12 +70,43 @@ async def test_writes_are_committed_before_the_response_and_not_before(tmp_path)
     assert await run(stub, body) == ["first"]
     assert sorted(kv_rows(path)) == ["first", "k"]  # the response came: committed
 
-    # A second runtime on the same folder sees it too.
+    # A new runtime on the folder sees it too, once the first is closed.
+    rt.close()
     rt2 = dobj.Runtime(storage=str(tmp_path))
     assert await run(rt2.bind("BOX", Box, unique_key="gate").get_by_name("g"),
                      lambda self: self.ctx.storage.get("k")) == "v"
     rt2.close()
+
+
+async def test_a_folder_is_one_namespaces_at_a_time(tmp_path):
+    # Two namespaces (or runtimes) on one folder and unique key shared one
+    # object's SQLite file: a write then stalled 5 s on "database is locked".
+    rt = dobj.Runtime(storage=str(tmp_path))
+    rt.bind("BOX", Box, unique_key="one")
+    rt2 = dobj.Runtime(storage=str(tmp_path))
+    folder = os.path.realpath(tmp_path / "one")
+    with pytest.raises(dobj.Error, match=f"the storage folder {folder} is already used by the "
+                                         "namespace bound as BOX in this process"):
+        rt2.bind("BOX", Box, unique_key="one")
+    with pytest.raises(dobj.Error, match="already used by the namespace bound as BOX"):
+        rt.bind("OTHER", Box, unique_key="one")
+    assert "BOX" not in rt2.namespaces and "OTHER" not in rt.namespaces
+
+    # Another process is refused with a message naming the folder.
+    child = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent("""
+            import sys, dobj
+            try:
+                dobj.Runtime(storage=sys.argv[1]).bind("BOX", dobj.DurableObject, unique_key="one")
+            except dobj.Error as e:
+                print(e)
+        """), str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert child.stdout.strip() == (f"the storage folder {folder} is used by another process "
+                                    "(it holds the folder's lock); one process at a time may use "
+                                    "a folder"), child.stderr
     rt.close()
+    rt2.bind("BOX", Box, unique_key="one")  # free once the first runtime is closed
+    rt2.close()
 
 
 async def test_writes_commit_when_the_handler_suspends(tmp_path):
@@ -174,22 +205,20 @@ CHILD = textwrap.dedent("""
 
     class Writer(dobj.DurableObject):
         def fetch(self, request):
+            if request.url.endswith("/setup"):
+                self.ctx.storage.sql.exec("CREATE TABLE IF NOT EXISTS log (i)")
+                return dobj.Response("ok")
             i = int(request.url.rsplit("/", 1)[1])
             self.ctx.storage.put(f"k{i}", {"i": i, "pad": "x" * (i % 300)})
             if i % 7 == 0:
                 self.ctx.storage.sql.exec("INSERT INTO log VALUES (?)", i)
             return dobj.Response("ok")
 
-    class Setup(dobj.DurableObject):
-        def fetch(self, request):
-            self.ctx.storage.sql.exec("CREATE TABLE IF NOT EXISTS log (i)")
-            return dobj.Response("ok")
-
     async def main(start):
         rt = dobj.Runtime(storage=sys.argv[1])
         ns = rt.bind("W", Writer, unique_key="crash")
-        await rt.bind("S", Setup, unique_key="crash").get(ns.id_from_name("w")).fetch("https://s/")
         stub = ns.get_by_name("w")
+        await stub.fetch("https://w/setup")
         i = start
         while True:
             r = await stub.fetch(f"https://w/{i}")
@@ -277,4 +306,26 @@ async def test_infinite_idle_timeout_never_evicts():
     await run(stub, lambda self: None)
     rt.advance(10 ** 9)
     assert rt.live_objects("BOX") == 1
+    rt.close()
+
+
+def test_a_bind_that_fails_leaves_nothing_bound(tmp_path):
+    # Loading the stored alarms fails (metadata.sqlite is not a database).
+    # The core kept the half-bound namespace, holding the class and folder.
+    class Kept(Box):
+        pass
+
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    (folder / "metadata.sqlite").write_bytes(b"not an SQLite database " * 8)
+    rt = dobj.Runtime(storage=str(tmp_path))
+    gc.collect()
+    refs = sys.getrefcount(Kept)
+    with pytest.raises(dobj.Error, match="metadata.sqlite"):
+        rt.bind("BROKEN", Kept, unique_key="broken")
+    gc.collect()
+    assert sys.getrefcount(Kept) == refs
+    assert "BROKEN" not in rt.namespaces
+    (folder / "metadata.sqlite").unlink()
+    rt.bind("BROKEN", Kept, unique_key="broken")  # the folder was not left claimed
     rt.close()

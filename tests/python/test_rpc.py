@@ -1,6 +1,7 @@
 """RPC on stubs (Python classes) and native classes through libffi."""
 import asyncio
 import os
+import sqlite3
 
 import pytest
 
@@ -188,13 +189,15 @@ async def test_rpc_results_wait_for_the_commit(tmp_path):
             return n
 
     rt = dobj.Runtime(storage=str(tmp_path))
-    s = rt.bind("S", Store).get_by_name("s")
+    ns = rt.bind("S", Store)
+    s = ns.get_by_name("s")
     assert await s.bump() == 1
-    other = dobj.Runtime(storage=str(tmp_path))  # a second process's view
-    db = other.bind("S", Store).get_by_name("s")
-    assert await db.bump() == 2
+    # Another connection's view of the file: committed when the result came.
+    db = sqlite3.connect(tmp_path / "S" / f"{ns.id_from_name('s')}.sqlite")
+    assert db.execute("SELECT key FROM _cf_KV").fetchall() == [("n",)]
+    db.close()
+    assert await s.bump() == 2
     rt.close()
-    other.close()
 
 
 @needs_native

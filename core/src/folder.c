@@ -1,0 +1,109 @@
+/*
+ * One namespace per storage folder.  Two namespaces on the same folder (same
+ * storage root and unique key) would both activate the same object on one
+ * SQLite file: the first write of one then waits out the other's busy
+ * timeout (5 s) and fails with "database is locked".  Sharing a folder
+ * properly (between processes) is the cluster issue; until then a folder is
+ * claimed when a namespace is bound and released when its runtime closes:
+ *
+ * - in this process, through a registry of canonical folder paths guarded by
+ *   a mutex (flock alone would do between two open() calls, but the
+ *   registry gives a message that says which binding holds the folder, and
+ *   does not depend on how the kernel treats locks within one process);
+ * - between processes, with flock(LOCK_EX | LOCK_NB) on the folder itself,
+ *   so a second process gets a clear error at bind instead of a stall.  The
+ *   kernel drops the lock when the process dies, however it dies.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+typedef struct claim {
+	char *path;      /* realpath of the folder */
+	char *binding;   /* who holds it, for the message */
+	const dobj_ns *ns;
+	struct claim *next;
+} claim;
+
+static pthread_mutex_t claims_lock = PTHREAD_MUTEX_INITIALIZER;
+static claim *claims;
+
+int dobj__folder_claim(dobj_ns *ns)
+{
+	char real[PATH_MAX];
+	claim *c;
+	int fd, rc = DOBJ_OK;
+
+	if (!realpath(ns->dir, real))
+		return dobj_error_set(DOBJ_ERROR, "cannot resolve the storage folder %s: %s", ns->dir,
+			strerror(errno));
+	pthread_mutex_lock(&claims_lock);
+	for (c = claims; c; c = c->next) {
+		if (strcmp(c->path, real) == 0) {
+			rc = dobj_error_set(DOBJ_ESTATE, "the storage folder %s is already used by the "
+				"namespace bound as %s in this process (same storage directory and "
+				"unique key); close that runtime first", real, c->binding);
+			goto done;
+		}
+	}
+	fd = open(real, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0) {
+		rc = dobj_error_set(DOBJ_ERROR, "cannot open the storage folder %s: %s", real,
+			strerror(errno));
+		goto done;
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		int e = errno;
+		close(fd);
+		rc = e == EWOULDBLOCK
+			? dobj_error_set(DOBJ_ESTATE, "the storage folder %s is used by another process "
+				"(it holds the folder's lock); one process at a time may use a folder", real)
+			: dobj_error_set(DOBJ_ERROR, "cannot lock the storage folder %s: %s", real,
+				strerror(e));
+		goto done;
+	}
+	c = calloc(1, sizeof(*c));
+	if (!c || !(c->path = strdup(real)) || !(c->binding = strdup(ns->binding))) {
+		if (c)
+			free(c->path);
+		free(c);
+		close(fd);
+		rc = dobj_error_set(DOBJ_ENOMEM, "out of memory");
+		goto done;
+	}
+	c->ns = ns;
+	c->next = claims;
+	claims = c;
+	ns->folder_fd = fd;
+done:
+	pthread_mutex_unlock(&claims_lock);
+	return rc;
+}
+
+void dobj__folder_release(dobj_ns *ns)
+{
+	claim **pp, *c;
+
+	if (ns->folder_fd < 0)
+		return;
+	pthread_mutex_lock(&claims_lock);
+	for (pp = &claims; (c = *pp); pp = &c->next) {
+		if (c->ns == ns) {
+			*pp = c->next;
+			free(c->path);
+			free(c->binding);
+			free(c);
+			break;
+		}
+	}
+	close(ns->folder_fd); /* drops the flock */
+	ns->folder_fd = -1;
+	pthread_mutex_unlock(&claims_lock);
+}
