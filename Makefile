@@ -149,7 +149,7 @@ test-pythons: deps build workerd
 
 # An sdist and a wheel in dist/, made by `python -m build` as a user would.
 dist: venv
-	@$(VENV)/bin/python -c 'import build' 2>/dev/null || $(VENV)/bin/pip install -q build
+	@$(VENV)/bin/pip show -q build 2>/dev/null || $(VENV)/bin/pip install -q build
 	rm -rf dist
 	$(VENV)/bin/python -m build -o dist . >/dev/null
 	@ls dist
@@ -164,8 +164,8 @@ test-dist: dist build workerd
 	@missing=$$(comm -23 <(git ls-files core bindings/python/src | sort) \
 	  <(tar tzf dist/dobj-*.tar.gz | sed 's|^[^/]*/||' | sort)); \
 	  if [ -n "$$missing" ]; then echo "sdist lacks: $$missing"; exit 1; fi
-	cd $(BUILD) && venv-dist/bin/python -c 'import dobj, sys; assert "/venv-dist/" in dobj.__file__, dobj.__file__'
-	$(BUILD)/venv-dist/bin/python -m pytest tests/python -q -p no:cacheprovider
+	cd $(BUILD)/venv-dist && bin/python -c 'import dobj; assert "/venv-dist/" in dobj.__file__, dobj.__file__'
+	$(BUILD)/venv-dist/bin/pytest tests/python -q -p no:cacheprovider
 
 # The rockspec lists its files (LuaRocks has no globs): `make rockspec`
 # rewrites the lists from the folders, `make check-sources` checks them.

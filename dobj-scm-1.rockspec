@@ -36,6 +36,7 @@ build = {
          sources = {
             "core/src/alarm.c",
             "core/src/error.c",
+            "core/src/folder.c",
             "core/src/id.c",
             "core/src/idmap.c",
             "core/src/loop.c",

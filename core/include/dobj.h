@@ -587,6 +587,10 @@ DOBJ_API void dobj_obj_unref(dobj_obj *obj);
 
 /** workerd's message for an RPC method the class does not have. */
 #define DOBJ_MSG_NO_METHOD_FMT "The RPC receiver does not implement the method \"%s\"."
+/** workerd's reason for ctx.abort() without one. */
+#define DOBJ_MSG_ABORT_DEFAULT "Application called abort() to reset Durable Object."
+/** Every call on a closed runtime. */
+#define DOBJ_MSG_CLOSED "the runtime is closed"
 /** Used by ctx and storage of an incarnation that was reset or evicted. */
 #define DOBJ_MSG_GONE \
 	"this object was reset or evicted; its ctx and storage belong to a previous instance"

@@ -6,6 +6,12 @@
 
 #include "dobj.h"
 
+/* Everything declared below is private to the library: hidden even when the
+ * build does not pass -fvisibility=hidden (a plain `luarocks make`). */
+#if defined(__GNUC__)
+#pragma GCC visibility push(hidden)
+#endif
+
 #define DOBJ__UNUSED(x) ((void)(x))
 
 /** Empty the thread's error slot (before calling code that may fail
@@ -269,5 +275,8 @@ static inline int dobj__wrong_thread(const dobj_rt *rt)
 	return !pthread_equal(rt->owner, pthread_self());
 }
 
+#if defined(__GNUC__)
+#pragma GCC visibility pop
+#endif
 
 #endif

@@ -88,3 +88,11 @@ int dobj_obj_check(const dobj_obj *obj)
 		return dobj_error_set(DOBJ_EABORTED, DOBJ_MSG_GONE);
 	return DOBJ_OK;
 }
+
+int dobj_sql_one_check(size_t rows_left)
+{
+	if (rows_left == 1)
+		return DOBJ_OK;
+	return dobj_error_set(DOBJ_ESTATE, "Expected exactly one result from SQL query, but got %s results.",
+		rows_left == 0 ? "no" : "multiple");
+}

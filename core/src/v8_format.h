@@ -11,6 +11,12 @@
 
 #include "internal.h"
 
+/* Everything declared below is private to the library: hidden even when the
+ * build does not pass -fvisibility=hidden (a plain `luarocks make`). */
+#if defined(__GNUC__)
+#pragma GCC visibility push(hidden)
+#endif
+
 /* Tags of the format. */
 enum {
 	T_VERSION = 0xFF,
@@ -101,5 +107,9 @@ size_t dobj__utf8_put(unsigned char *p, uint32_t cp);
  * With `wtf8`, encoded surrogates (ED A0..BF xx) are accepted.
  */
 size_t dobj__utf8_get(const unsigned char *s, size_t len, int wtf8, uint32_t *cp, size_t *bad);
+
+#if defined(__GNUC__)
+#pragma GCC visibility pop
+#endif
 
 #endif

@@ -181,6 +181,15 @@ static void test_reserved_names_never_reach_the_step(void)
 	CHECK_EQ_INT(live_values, 0);
 }
 
+static void test_sql_one_wants_exactly_one_row(void)
+{
+	CHECK_EQ_INT(dobj_sql_one_check(1), DOBJ_OK);
+	CHECK_EQ_INT(dobj_sql_one_check(0), DOBJ_ESTATE);
+	CHECK_STR(dobj_error_last(), "Expected exactly one result from SQL query, but got no results.");
+	CHECK_EQ_INT(dobj_sql_one_check(5), DOBJ_ESTATE);
+	CHECK_STR(dobj_error_last(), "Expected exactly one result from SQL query, but got multiple results.");
+}
+
 static void test_idle_timeout_has_one_meaning(void)
 {
 	dobj_rt_opts o = DOBJ_RT_OPTS_INIT;
@@ -524,6 +533,7 @@ int main(void)
 	RUN(test_missing_method_message_keeps_its_end);
 	RUN(test_reserved_names_never_reach_the_step);
 	RUN(test_idle_timeout_has_one_meaning);
+	RUN(test_sql_one_wants_exactly_one_row);
 	RUN(test_remote_is_the_objects_side);
 	RUN(test_background_failures_reach_the_error_hook);
 	RUN(test_each_failed_alarm_run_is_reported);

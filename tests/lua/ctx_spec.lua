@@ -185,6 +185,20 @@ describe("ctx:abort", function()
     assert.is_false(after_abort)
   end)
 
+  it("cannot be caught by pcall in the handler (as in Cloudflare)", function()
+    local Catcher = H.class("Catcher")
+    local log = {}
+    function Catcher:fetch()
+      local ok = pcall(self.ctx.abort, self.ctx, "uncatchable")
+      log[#log + 1] = "after pcall " .. tostring(ok)
+      return dobj.response("caught")
+    end
+    local stub = rt:bind("CATCHER", Catcher):get_by_name("c")
+    local err = H.catch(stub.fetch, stub, "https://c/")
+    assert.are.equal("uncatchable", err.message)
+    assert.are.same({}, log)
+  end)
+
   it("breaks the stub; a new stub reaches a fresh instance", function()
     local stub = ns:get_by_name("a")
     stub:fetch("https://a/count")

@@ -120,7 +120,7 @@ static int l_ctx_abort(lua_State *L)
 	own = c && dobj_task_obj(c->task) == obj;
 	lua_settop(L, 2);
 	if (lua_isnil(L, 2)) {
-		lua_pushliteral(L, "Application called abort() to reset Durable Object.");
+		lua_pushliteral(L, DOBJ_MSG_ABORT_DEFAULT);
 		lua_replace(L, 2);
 	}
 	/* The error every pending and later call on this incarnation sees. */

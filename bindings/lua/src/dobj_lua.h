@@ -82,6 +82,12 @@
 #define LDOBJ_EXPORT
 #endif
 
+/* Everything declared below is private to the library: hidden even when the
+ * build does not pass -fvisibility=hidden (a plain `luarocks make`). */
+#if defined(__GNUC__)
+#pragma GCC visibility push(hidden)
+#endif
+
 /* ------------------------------------------------------------ module state */
 
 /* Metatables, by index: the module state keeps each as a user value (and a
@@ -275,7 +281,6 @@ int core_outcome(lua_State *L, runtime_ud *r, dobj_task *t);
 int l_stub_rpc(lua_State *L);
 
 /* runtime.c */
-double realtime_ms(void);
 int l_on_error(lua_State *L);
 int l_runtime(lua_State *L);
 void raise_task_error(lua_State *L, runtime_ud *r);
@@ -317,5 +322,9 @@ void errors_open(lua_State *L, int mi);
 void storage_open(lua_State *L, int mi);
 void sql_open(lua_State *L, int mi);
 void values_open(lua_State *L, int mi);
+
+#if defined(__GNUC__)
+#pragma GCC visibility pop
+#endif
 
 #endif

@@ -101,16 +101,8 @@ static runtime_ud *check_rt(lua_State *L, int idx)
 	runtime_ud *r = check_ud(L, idx, MT_RUNTIME);
 
 	if (!r->rt)
-		luaL_error(L, "the runtime is closed");
+		luaL_error(L, DOBJ_MSG_CLOSED);
 	return r;
-}
-
-double realtime_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
 /* ------------------------------------------------------ background errors */

@@ -189,10 +189,8 @@ static int l_cursor_one(lua_State *L)
 	cursor_ud *cur = check_cursor(L, 1), *b = cur->base;
 	size_t left = dobj_cursor_rows(b->c) - b->pos;
 
-	if (left == 0)
-		return raise_plain(L, "Expected exactly one result from SQL query, but got no results.");
-	if (left > 1)
-		return raise_plain(L, "Expected exactly one result from SQL query, but got multiple results.");
+	if (dobj_sql_one_check(left) < 0)
+		return raise_plain(L, dobj_error_last());
 	return cursor_next(L, 1);
 }
 

@@ -565,6 +565,16 @@ static int l_bytes_eq(lua_State *L)
 	return 1;
 }
 
+/* The time of day for dobj.date() without an argument (a Date value, as JS's
+ * `new Date()`; the clock of alarms is the runtime's, dobj_rt_wall_ms). */
+static double realtime_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
 /* dobj.date([ms]): a Date; without ms, now. */
 int l_date(lua_State *L)
 {

@@ -44,7 +44,7 @@ static void Context_dealloc(ContextObject *self)
 static int context_check_alive(ContextObject *self)
 {
 	if (!self->rt || !self->rt->rt) {
-		PyErr_SetString(self->rt ? self->rt->st->Error : PyExc_RuntimeError, "the runtime is closed");
+		PyErr_SetString(self->rt ? self->rt->st->Error : PyExc_RuntimeError, DOBJ_MSG_CLOSED);
 		return 0;
 	}
 	if (dobj_obj_check(self->obj) < 0) {
@@ -61,7 +61,7 @@ static PyObject *abort_reason_exception(module_state *st, PyObject *reason)
 		return Py_NewRef(reason);
 	{
 		PyObject *s = !reason || reason == Py_None
-			? PyUnicode_FromString("Application called abort() to reset Durable Object.")
+			? PyUnicode_FromString(DOBJ_MSG_ABORT_DEFAULT)
 			: PyObject_Str(reason), *e;
 		if (!s)
 			return NULL;

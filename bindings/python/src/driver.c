@@ -274,7 +274,7 @@ int python_class_step(dobj_task *t, void *data)
 
 	if (!rt) {
 		/* The GC cleared the namespace before closing its runtime. */
-		dobj_task_raise(t, DOBJ_ECLOSED, "the runtime is closed", NULL);
+		dobj_task_raise(t, DOBJ_ECLOSED, DOBJ_MSG_CLOSED, NULL);
 		return DOBJ_OK;
 	}
 	if (coro)

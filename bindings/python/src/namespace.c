@@ -169,7 +169,7 @@ static int namespace_check_open(NamespaceObject *self)
 {
 	if (!self->rt || !self->rt->rt || dobj_rt_closed(self->rt->rt)) {
 		PyErr_SetString(self->rt ? self->rt->st->Error : PyExc_RuntimeError,
-			"the runtime is closed");
+			DOBJ_MSG_CLOSED);
 		return 0;
 	}
 	return 1;

@@ -369,7 +369,7 @@ static PyObject *runtime_bind_namespace(RuntimeObject *self, PyObject *binding, 
 	int rc;
 
 	if (!self->rt || dobj_rt_closed(self->rt)) {
-		PyErr_SetString(st->Error, "the runtime is closed");
+		PyErr_SetString(st->Error, DOBJ_MSG_CLOSED);
 		return NULL;
 	}
 	if (unique_key != Py_None) {
@@ -477,7 +477,7 @@ static PyObject *Runtime_advance(RuntimeObject *self, PyObject *seconds)
 	if (s == -1 && PyErr_Occurred())
 		return NULL;
 	if (!self->rt || dobj_rt_closed(self->rt)) {
-		PyErr_SetString(self->st->Error, "the runtime is closed");
+		PyErr_SetString(self->st->Error, DOBJ_MSG_CLOSED);
 		return NULL;
 	}
 	rc = dobj_rt_advance(self->rt, s * 1000.0);
@@ -534,7 +534,7 @@ static PyObject *Runtime_now(RuntimeObject *self, PyObject *unused)
 {
 	(void)unused;
 	if (!self->rt) {
-		PyErr_SetString(self->st->Error, "the runtime is closed");
+		PyErr_SetString(self->st->Error, DOBJ_MSG_CLOSED);
 		return NULL;
 	}
 	return PyFloat_FromDouble(dobj_rt_wall_ms(self->rt));
@@ -555,7 +555,7 @@ static PyObject *Runtime_fileno(RuntimeObject *self, PyObject *unused)
 
 	(void)unused;
 	if (!self->rt || dobj_rt_closed(self->rt)) {
-		PyErr_SetString(self->st->Error, "the runtime is closed");
+		PyErr_SetString(self->st->Error, DOBJ_MSG_CLOSED);
 		return NULL;
 	}
 	fd = dobj_rt_fd(self->rt);

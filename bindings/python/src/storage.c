@@ -1142,10 +1142,8 @@ static PyObject *Cursor_one(CursorObject *self, PyObject *unused)
 	size_t left = b->c ? dobj_cursor_rows(b->c) - b->pos : 0;
 
 	(void)unused;
-	if (left != 1) {
-		PyErr_SetString(self->s->error, left == 0
-			? "Expected exactly one result from SQL query, but got no results."
-			: "Expected exactly one result from SQL query, but got multiple results.");
+	if (dobj_sql_one_check(left) < 0) {
+		PyErr_SetString(self->s->error, dobj_error_last());
 		return NULL;
 	}
 	return cursor_next(self);

@@ -80,7 +80,7 @@ static PyObject *Stub_fetch(StubObject *self, PyObject *const *args, Py_ssize_t 
 	/* rt is NULL once the GC has cleared the namespace (a finaliser in the
 	 * same garbage may still hold this stub). */
 	if (!rt || !rt->rt || dobj_rt_closed(rt->rt)) {
-		PyErr_SetString(st->Error, "the runtime is closed");
+		PyErr_SetString(st->Error, DOBJ_MSG_CLOSED);
 		return NULL;
 	}
 	if (!kwnames && PyUnicode_CheckExact(args[0])) {
@@ -143,7 +143,7 @@ static PyObject *Stub_rpc(StubObject *self, PyObject *const *args, Py_ssize_t na
 		return NULL;
 	}
 	if (!rt || !rt->rt || dobj_rt_closed(rt->rt)) {
-		PyErr_SetString(st->Error, "the runtime is closed");
+		PyErr_SetString(st->Error, DOBJ_MSG_CLOSED);
 		return NULL;
 	}
 	name = PyUnicode_AsUTF8(args[0]);

@@ -155,6 +155,10 @@ DOBJ_API void dobj_cursor_free(dobj_cursor *c);
 DOBJ_API size_t dobj_cursor_columns(const dobj_cursor *c);
 DOBJ_API const char *dobj_cursor_column_name(const dobj_cursor *c, size_t col);
 DOBJ_API size_t dobj_cursor_rows(const dobj_cursor *c);
+/** cursor.one(): DOBJ_OK when exactly one row is left (`rows_left`), else
+ *  DOBJ_ESTATE with workerd's message ("Expected exactly one result from SQL
+ *  query, but got no results." / "... but got multiple results."). */
+DOBJ_API int dobj_sql_one_check(size_t rows_left);
 /** Cell (row, col), borrowed from the cursor. */
 DOBJ_API const dobj_sql_value *dobj_cursor_cell(const dobj_cursor *c, size_t row, size_t col);
 DOBJ_API long long dobj_cursor_rows_read(const dobj_cursor *c);
