@@ -310,10 +310,13 @@ DOBJ_API int dobj_rt_visit(dobj_rt *rt, int (*visit)(void *value, void *arg), vo
  *   (dobj_stub_call), spawn tasks, wait (dobj_task_wait), finish their task,
  *   use storage, set timers, abort their object.  A pump from inside a step
  *   returns 0 at once; dobj_rt_run and dobj_rt_advance fail with DOBJ_ESTATE.
- * - Done callbacks and timer callbacks may also run where no pump is running
- *   (inside dobj_obj_abort, dobj_rt_clear, dobj_rt_free): there they may only
- *   read and wake, never drop a reference (dobj_task_unref, dobj_stub_free,
- *   dobj_obj_unref) nor run code that may (a finaliser): keep it for later.
+ * - Done callbacks and timer callbacks may also drop references
+ *   (dobj_task_unref, dobj_stub_free, dobj_obj_unref: the core defers the
+ *   host releases that follow) and make calls; they never pump, process, run,
+ *   advance or free the runtime.  They may run where no pump is running
+ *   (inside dobj_obj_abort, dobj_rt_clear, dobj_rt_free, and while timers
+ *   fire): a host must not run code of its own there that could re-enter
+ *   the core (Python: a loop future is completed after the core returns).
  * - retain, release, notify and timer may not call the core at all, except
  *   release, which may drop references (the core calls it only where that is
  *   safe: never in the middle of its own loops).

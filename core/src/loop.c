@@ -297,6 +297,9 @@ size_t dobj__fire_timers(dobj_rt *rt)
 	double now = dobj_rt_now_ms(rt);
 	size_t n = 0;
 
+	/* Timer callbacks run outside any pump: what they drop waits in the
+	 * trash until the caller flushes it (as inside dobj_obj_abort). */
+	rt->busy++;
 	while (rt->nheap && rt->heap[0]->when <= now) {
 		dobj_timer *tm = rt->heap[0];
 		heap_remove(rt, tm);
@@ -304,6 +307,7 @@ size_t dobj__fire_timers(dobj_rt *rt)
 		free(tm);
 		n++;
 	}
+	rt->busy--;
 	return n;
 }
 

@@ -168,6 +168,7 @@ typedef struct runtime_ud {
 	int seeded;
 	lua_Integer seed;
 	dobj_ser *ser;       /* value writer and reader, reused (storage values) */
+	int codec_users;     /* storage calls using them now (nested: a finalizer's) */
 	dobj_de *de;
 	int virtual_time;
 } runtime_ud;

@@ -25,6 +25,8 @@ void release_python_value(void *data, void *v)
  * from Python pump at once (runtime_pump); what happens out of Python's
  * sight (alarms, eviction, a handler woken by a loop callback) reaches the
  * loop through the fd.  No timer is re-armed after a pump, nothing polls.
+ * The core's notify/timer hooks are left unset: the fd carries both, and
+ * asyncio watches an fd as cheaply as it runs a callback.
  */
 
 /* Something happened: wake drain(), which waits for the runtime to move. */
