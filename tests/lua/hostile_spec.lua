@@ -83,6 +83,34 @@ local function big_value(tag)
   return t
 end
 
+describe("a stub closed while its call is in flight", function()
+  it("by the called object: the caller still gets the result or the error", function()
+    local rt = H.runtime()
+    local stub
+    local function close_stub() local s <close> = stub end -- closed at the block's end
+    local C = H.class("StubCloser")
+    function C:fetch() close_stub(); return dobj.response("fetched") end
+    function C:method() close_stub(); return "returned" end
+    function C:fail() close_stub(); error("failed on purpose", 0) end
+    local ns = rt:bind("STUBCLOSER", C)
+    stub = ns:get_by_name("a")
+    assert.are.equal("fetched", stub:fetch("https://a/"):text())
+    stub = ns:get_by_name("b")
+    assert.are.equal("returned", stub:method())
+    stub = ns:get_by_name("c")
+    assert.are.equal("failed on purpose", message(function() return stub:fail() end))
+    -- the same from inside another object (the waiting coroutine path)
+    local Caller = H.class("Caller")
+    function Caller:fetch()
+      stub = ns:get_by_name("d")
+      local err = message(function() return stub:fail() end)
+      return dobj.response(err)
+    end
+    assert.are.equal("failed on purpose", rt:bind("CALLER", Caller):get_by_name("x"):fetch("https://x/"):text())
+    assert.matches("the stub is closed", message(stub.fetch, stub, "https://a/"))
+  end)
+end)
+
 describe("finalizers running inside storage and SQL calls", function()
   -- Run test(storage, rt) inside an object's handler; its failures are the
   -- test's (the call itself may fail: the runtime may be closed).
