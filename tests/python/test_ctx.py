@@ -390,3 +390,22 @@ async def test_abort_cannot_be_caught_by_the_handler(rt):
         await ns.get_by_name("y").stubborn()
     await asyncio.sleep(0.01)
     assert log == ["Aborted", "after"]
+
+
+async def test_remote_is_false_when_the_runtime_closes_under_a_call(rt):
+    """The core's rule (dobj_task_remote): what fails a delivered call is remote,
+    except the caller's runtime closing under it."""
+    started = asyncio.Event()
+
+    class Slow(dobj.DurableObject):
+        async def fetch(self, request):
+            started.set()
+            await asyncio.get_running_loop().create_future()  # never done
+
+    stub = rt.bind("SLOW", Slow).get_by_name("s")
+    call = asyncio.ensure_future(stub.fetch("https://s/"))
+    await started.wait()
+    rt.close()
+    with pytest.raises(dobj.Error, match="^the runtime is closed$") as info:
+        await call
+    assert info.value.remote is False

@@ -124,6 +124,7 @@ extern const char *const mt_names[MT_COUNT + 1];
 typedef struct module_state {
 	const void *mt[MT_COUNT + 1];
 	int nruntimes; /* live runtimes (not yet collected): for tests */
+	int storage_calls; /* storage get/put/list running (nested: a finalizer's) */
 } module_state;
 
 /* Every function of the module has the module state as upvalue 1. */

@@ -23,14 +23,15 @@ static dobj_storage *sql_storage(lua_State *L, runtime_ud **rp)
 
 static int l_sql_exec(lua_State *L)
 {
-	runtime_ud *r;
-	dobj_storage *st = sql_storage(L, &r);
+	dobj_storage *st;
 	size_t qlen, nargs, i;
-	const char *q = luaL_checklstring(L, 2, &qlen);
+	const char *q;
 	dobj_sql_value *args;
 	cursor_ud *cur;
 	int rc;
 
+	check_ud(L, 1, MT_SQL);
+	q = luaL_checklstring(L, 2, &qlen);
 	nargs = (size_t)(lua_gettop(L) - 2);
 	args = lua_newuserdatauv(L, (nargs ? nargs : 1) * sizeof(*args), 0); /* scratch */
 	memset(args, 0, (nargs ? nargs : 1) * sizeof(*args));
@@ -77,6 +78,9 @@ static int l_sql_exec(lua_State *L)
 	cur->base = cur;
 	push_mt(L, MT_CURSOR);
 	lua_setmetatable(L, -2);
+	/* The storage last: an allocation above may run a finalizer that
+	 * closes the runtime, and with it the storage. */
+	st = sql_storage(L, NULL);
 	rc = dobj_sql_exec(st, q, qlen, args, nargs, &cur->c);
 	if (rc < 0)
 		return storage_fail(L);

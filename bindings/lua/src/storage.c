@@ -70,6 +70,18 @@ static const char *check_key(lua_State *L, int idx, size_t *len)
 	return lua_tolstring(L, idx, len);
 }
 
+/* Decode a stored value the core lends until the next storage call: from a
+ * copy, since decoding allocates and a finalizer may make that call. */
+static void push_lent_value(lua_State *L, runtime_ud *r, const void *v, size_t len)
+{
+	const char *copy;
+
+	lua_pushlstring(L, (const char *)v, len); /* copies before collecting */
+	copy = lua_tostring(L, -1);
+	storage_decode(L, r, copy, len);
+	lua_remove(L, -2);
+}
+
 static int l_st_get(lua_State *L)
 {
 	runtime_ud *r;
@@ -88,11 +100,12 @@ static int l_st_get(lua_State *L)
 		for (i = 1; i <= n; i++) {
 			lua_rawgeti(L, 2, i);
 			k = check_key(L, 4, &klen);
+			st = storage_at(L, 1, NULL); /* again: a finalizer may have ended it */
 			rc = dobj_kv_get(st, k, klen, &v, &vlen);
 			if (rc < 0)
 				return storage_fail(L);
 			if (rc == 1) {
-				storage_decode(L, r, v, vlen);
+				push_lent_value(L, r, v, vlen);
 				lua_rawset(L, 3);
 			} else {
 				lua_pop(L, 1);
@@ -107,7 +120,7 @@ static int l_st_get(lua_State *L)
 	if (rc == 0)
 		lua_pushnil(L);
 	else
-		storage_decode(L, r, v, vlen);
+		push_lent_value(L, r, v, vlen);
 	return 1;
 }
 
@@ -140,6 +153,7 @@ static int l_st_put(lua_State *L)
 		}
 		if (dobj_kv_check_count((size_t)(n / 2), "put") < 0)
 			return storage_fail(L);
+		st = storage_at(L, 1, NULL); /* again: a finalizer may have ended it */
 		for (i = 1; i <= n; i += 2) {
 			lua_rawgeti(L, 3, i);
 			lua_rawgeti(L, 3, i + 1);
@@ -155,6 +169,7 @@ static int l_st_put(lua_State *L)
 	if (dobj_kv_check_key(klen) < 0)
 		return storage_fail(L);
 	blob = storage_encode(L, r, 3, &blen);
+	st = storage_at(L, 1, NULL); /* again: a finalizer may have ended it */
 	if (dobj_kv_put(st, k, klen, blob, blen) < 0)
 		return storage_fail(L);
 	return 0;
@@ -248,7 +263,7 @@ static int l_st_list(lua_State *L)
 	dobj_storage *st = storage_at(L, 1, &r);
 	dobj_kv_list_opts o = DOBJ_KV_LIST_OPTS_INIT;
 	listarg arg;
-	int rc;
+	int rc, running;
 
 	lua_settop(L, 2);
 	if (!lua_isnil(L, 2)) {
@@ -276,7 +291,16 @@ static int l_st_list(lua_State *L)
 	memset(&arg, 0, sizeof(arg));
 	arg.r = r;
 	arg.L = L;
+	/* No finalizer may run while the core iterates (it could end the
+	 * storage): the rows are decoded with the collector paused.  list_row
+	 * catches every error, so nothing skips the restart. */
+	st = storage_at(L, 1, NULL);
+	running = lua_gc(L, LUA_GCISRUNNING) > 0; /* -1 inside a finalizer: held already */
+	if (running)
+		lua_gc(L, LUA_GCSTOP);
 	rc = dobj_kv_list(st, &o, list_row, &arg);
+	if (running)
+		lua_gc(L, LUA_GCRESTART);
 	if (rc > 0)
 		return lua_error(L); /* a row could not be decoded */
 	if (rc < 0)
@@ -543,6 +567,48 @@ void push_ctx_storage(lua_State *L, int ctxidx)
 	lua_setiuservalue(L, ctxidx, 2);
 }
 
+/*
+ * User code can run in the middle of get, put and list: a __gc finalizer,
+ * started by any allocation, may itself use storage or call rt:close().  So
+ * these methods never keep across an allocation what such a call frees or
+ * reuses: a value the core lends (copied first), the storage (looked up
+ * again), a listing in progress (the collector is paused while the core
+ * iterates).  And the runtime's one value writer and reader, which a nested
+ * call would reset under the outer one: this wrapper gives a nested call
+ * fresh ones, under lua_pcall so that they are freed whatever happens.
+ */
+static int call_storage_method(lua_State *L)
+{
+	module_state *m = MOD(L);
+	runtime_ud *r = NULL;
+	dobj_ser *ser = NULL;
+	dobj_de *de = NULL;
+	int st;
+
+	if (m->storage_calls > 0) {
+		/* Nested (a finalizer's call): fresh writer and reader. */
+		storage_at(L, 1, &r); /* raises if it is not a live storage */
+		ser = r->ser;
+		de = r->de;
+		r->ser = NULL;
+		r->de = NULL;
+	}
+	lua_pushvalue(L, lua_upvalueindex(2)); /* the method itself (storage_open) */
+	lua_insert(L, 1);
+	m->storage_calls++;
+	st = lua_pcall(L, lua_gettop(L) - 1, LUA_MULTRET, 0);
+	m->storage_calls--;
+	if (r) {
+		dobj_ser_free(r->ser);
+		dobj_de_free(r->de);
+		r->ser = ser;
+		r->de = de;
+	}
+	if (st != LUA_OK)
+		return lua_error(L);
+	return lua_gettop(L);
+}
+
 static const luaL_Reg storage_meta[] = {
 	{ "__index", l_st_index }, { "__tostring", l_st_tostring }, { NULL, NULL }
 };
@@ -557,6 +623,23 @@ static const luaL_Reg txn_methods[] = { STORAGE_METHODS, { "rollback", l_txn_rol
 
 void storage_open(lua_State *L, int mi)
 {
+	static const luaL_Reg wrapped[] = {
+		{ "get", l_st_get }, { "put", l_st_put }, { "list", l_st_list }, { NULL, NULL }
+	};
+	static const int types[] = { MT_STORAGE, MT_TXN };
+	int i, j;
+
 	register_type(L, mi, MT_STORAGE, storage_meta, storage_methods);
 	register_type(L, mi, MT_TXN, storage_meta, txn_methods);
+	for (i = 0; i < 2; i++) {
+		lua_getiuservalue(L, mi, UV_METHODS(types[i]));
+		for (j = 0; wrapped[j].name; j++) {
+			lua_pushvalue(L, mi);
+			lua_pushvalue(L, mi);
+			lua_pushcclosure(L, wrapped[j].func, 1);
+			lua_pushcclosure(L, call_storage_method, 2);
+			lua_setfield(L, -2, wrapped[j].name);
+		}
+		lua_pop(L, 1);
+	}
 }

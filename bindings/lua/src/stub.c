@@ -36,15 +36,26 @@ static int call_outcome(lua_State *L, runtime_ud *r, dobj_task *t, const dobj_id
 	return lua_error(L);
 }
 
+/* The ID of the stub at idx, from its ID userdata (kept by the stub): the
+ * called object may have closed the stub (stub:close()) while it waited. */
+static const dobj_id *stub_id_at(lua_State *L, int idx)
+{
+	id_ud *d;
+
+	lua_getiuservalue(L, idx, 2);
+	d = lua_touserdata(L, -1);
+	lua_pop(L, 1);
+	return &d->id;
+}
+
 static int fetch_k(lua_State *L, int status, lua_KContext ctx)
 {
 	task_coro *c = (task_coro *)ctx;
 	dobj_task *t = c->wait;
-	stub_ud *s = lua_touserdata(L, 1);
 
 	(void)status;
 	c->wait = NULL;
-	return call_outcome(L, c->r, t, dobj_stub_id(s->stub));
+	return call_outcome(L, c->r, t, stub_id_at(L, 1));
 }
 
 /* Can a stub call made here wait for its answer?  Raises if not; `what` is
@@ -83,7 +94,7 @@ int await_call(lua_State *L, stub_ud *s, task_coro *c, dobj_task *t)
 	if (!dobj_task_done(t))
 		dobj_rt_run(r->rt, until_done, t);
 	r->from = saved;
-	return call_outcome(L, r, t, dobj_stub_id(s->stub));
+	return call_outcome(L, r, t, stub_id_at(L, 1));
 }
 
 static int l_stub_fetch(lua_State *L)

@@ -27,6 +27,7 @@ from ._dobj import (  # noqa: F401  (re-exported)
     Aborted,
     Error,
     InvalidIdError,
+    MAX_CALL_DEPTH,
     Namespace,
     Runtime,
     Stub,
@@ -35,7 +36,7 @@ from ._dobj import (  # noqa: F401  (re-exported)
 __all__ = [
     "Runtime", "Namespace", "DurableObjectId", "Stub", "Context", "Call",
     "DurableObject", "Request", "Response", "Headers", "Env",
-    "Error", "InvalidIdError", "Aborted",
+    "Error", "InvalidIdError", "Aborted", "MAX_CALL_DEPTH",
     "Storage", "Transaction", "SqlStorage", "Cursor", "serialize", "deserialize",
 ]
 

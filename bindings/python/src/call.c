@@ -217,21 +217,34 @@ static PyObject *call_result(CallObject *self)
 	return call_result(self);
 }
 
-/* Iterator protocol: the await machinery calls this. */
-static PyObject *Call_next(CallObject *self)
+typedef enum { CALL_NEXT, CALL_RETURN, CALL_ERROR } call_send_result;
+
+static PyObject *call_next_yield(CallObject *self);
+
+/*
+ * One step of `await call` (the am_send protocol): CALL_RETURN with the
+ * result in *out once finished, CALL_NEXT with what to yield meanwhile, or
+ * CALL_ERROR with an exception.
+ */
+static call_send_result call_send(CallObject *self, PyObject **out)
+{
+	*out = call_next_yield(self);
+	if (*out)
+		return CALL_NEXT;
+	if (PyErr_Occurred() || !call_is_done(self))
+		return CALL_ERROR;
+	*out = call_result(self);
+	return *out ? CALL_RETURN : CALL_ERROR;
+}
+
+/* What to yield while the call is not finished: NULL (no exception) once it is. */
+static PyObject *call_next_yield(CallObject *self)
 {
 	module_state *st = self->rt->st;
-	PyObject *r, *loop;
+	PyObject *loop;
 
-	if (call_is_done(self)) {
-		r = call_result(self);
-		if (!r)
-			return NULL;
-		/* Return value of the await: StopIteration(value). */
-		_PyGen_SetStopIterationValue(r);
-		Py_DECREF(r);
+	if (call_is_done(self))
 		return NULL;
-	}
 	/* Inside a handler step: yield ourselves; the driver makes the core wake
 	 * the handler when we finish. */
 	if (self->rt->rt && dobj_rt_current(self->rt->rt))
@@ -249,6 +262,46 @@ static PyObject *Call_next(CallObject *self)
 	if (PyObject_SetAttr(self->future, st->s_blocking, Py_True) < 0)
 		return NULL;
 	return Py_NewRef(self->future);
+}
+
+#if PY_VERSION_HEX >= 0x030A0000
+/* am_send: the return value travels without a StopIteration. */
+static PySendResult Call_am_send(CallObject *self, PyObject *arg, PyObject **out)
+{
+	(void)arg;
+	switch (call_send(self, out)) {
+	case CALL_NEXT:
+		return PYGEN_NEXT;
+	case CALL_RETURN:
+		return PYGEN_RETURN;
+	default:
+		return PYGEN_ERROR;
+	}
+}
+#endif
+
+/* The iterator protocol (next(), send(), Python 3.9): the result is raised as
+ * StopIteration(result). */
+static PyObject *Call_next(CallObject *self)
+{
+	PyObject *r, *stop;
+
+	switch (call_send(self, &r)) {
+	case CALL_NEXT:
+		return r;
+	case CALL_RETURN:
+		/* An instance, so that a tuple or an exception result is not taken
+		 * for the exception's arguments. */
+		stop = PyObject_CallOneArg(PyExc_StopIteration, r);
+		Py_DECREF(r);
+		if (stop) {
+			PyErr_SetObject(PyExc_StopIteration, stop);
+			Py_DECREF(stop);
+		}
+		return NULL;
+	default:
+		return NULL;
+	}
 }
 
 static PyObject *Call_send(CallObject *self, PyObject *v)
@@ -324,6 +377,9 @@ static PyType_Slot Call_slots[] = {
 	{ Py_tp_iter, Call_await },
 	{ Py_tp_iternext, Call_next },
 	{ Py_am_await, Call_await },
+#if PY_VERSION_HEX >= 0x030A0000
+	{ Py_am_send, Call_am_send },
+#endif
 	{ Py_tp_methods, Call_methods },
 	{ Py_tp_getset, Call_getset },
 	{ 0, NULL }

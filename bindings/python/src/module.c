@@ -143,6 +143,9 @@ static int mod_exec(PyObject *m)
 	    namespace_setup_types(m) < 0 || stub_setup_types(m) < 0 || call_setup_types(m) < 0 ||
 	    driver_setup_types(m) < 0 || ctx_setup_types(m) < 0)
 		return -1;
+	/* Nested object-to-object calls allowed (the core's limit). */
+	if (PyModule_AddIntConstant(m, "MAX_CALL_DEPTH", DOBJ_MAX_CALL_DEPTH) < 0)
+		return -1;
 	if (dobjpy_values_init(&st->values, st->Error) < 0 ||
 	    dobjpy_storage_init(m, &st->storage, st->Error, &st->values) < 0)
 		return -1;

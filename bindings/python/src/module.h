@@ -62,6 +62,7 @@ typedef struct {
 	PyObject *binding;
 	PyObject *unique_key;
 	int has_fetch;
+	PyObject *weakreflist;
 } NamespaceObject;
 
 struct RuntimeObject {
@@ -95,6 +96,7 @@ typedef struct {
 	dobj_id id;
 	PyObject *name;            /* str or NULL */
 	NamespaceObject *ns;
+	PyObject *weakreflist;
 } IdObject;
 
 typedef struct {
@@ -102,6 +104,7 @@ typedef struct {
 	NamespaceObject *ns;
 	dobj_stub *stub;
 	IdObject *id;
+	PyObject *weakreflist;
 } StubObject;
 
 /* An awaitable over a core task (a call, a block), or over a value. */

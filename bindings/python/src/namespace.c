@@ -10,6 +10,7 @@ IdObject *id_object_new(module_state *st, NamespaceObject *ns, const dobj_id *id
 
 	if (!o)
 		return NULL;
+	o->weakreflist = NULL;
 	o->id = *id;
 	o->name = Py_XNewRef(name);
 	o->ns = (NamespaceObject *)Py_NewRef(ns);
@@ -36,6 +37,8 @@ static void Id_dealloc(IdObject *self)
 {
 	PyTypeObject *tp = Py_TYPE(self);
 	PyObject_GC_UnTrack(self);
+	if (self->weakreflist)
+		PyObject_ClearWeakRefs((PyObject *)self);
 	Id_clear(self);
 	tp->tp_free(self);
 	Py_DECREF(tp);
@@ -114,6 +117,11 @@ static PyGetSetDef Id_getset[] = {
 	{ NULL }
 };
 
+static PyMemberDef Id_members[] = {
+	{ "__weaklistoffset__", T_PYSSIZET, offsetof(IdObject, weakreflist), READONLY, NULL },
+	{ NULL }
+};
+
 static PyType_Slot Id_slots[] = {
 	{ Py_tp_doc, "A Durable Object ID (64 hex digits)." },
 	{ Py_tp_traverse, Id_traverse },
@@ -125,6 +133,7 @@ static PyType_Slot Id_slots[] = {
 	{ Py_tp_richcompare, Id_richcompare },
 	{ Py_tp_methods, Id_methods },
 	{ Py_tp_getset, Id_getset },
+	{ Py_tp_members, Id_members },
 	{ 0, NULL }
 };
 
@@ -159,6 +168,8 @@ static void Namespace_dealloc(NamespaceObject *self)
 {
 	PyTypeObject *tp = Py_TYPE(self);
 	PyObject_GC_UnTrack(self);
+	if (self->weakreflist)
+		PyObject_ClearWeakRefs((PyObject *)self);
 	Namespace_clear(self);
 	tp->tp_free(self);
 	Py_DECREF(tp);
@@ -242,6 +253,7 @@ static PyObject *Namespace_new_unique_id(NamespaceObject *self, PyObject *const 
 static PyObject *Namespace_id_from_string(NamespaceObject *self, PyObject *s)
 {
 	const char *p;
+	PyObject *wtf8 = NULL;
 	Py_ssize_t n;
 	dobj_id id;
 	int rc;
@@ -253,9 +265,19 @@ static PyObject *Namespace_id_from_string(NamespaceObject *self, PyObject *s)
 		return NULL;
 	}
 	p = PyUnicode_AsUTF8AndSize(s, &n);
-	if (!p)
-		return NULL;
+	if (!p) {
+		/* A lone surrogate is no hex digit either: the core refuses the
+		 * string (InvalidIdError, workerd's message) from its WTF-8 bytes. */
+		if (!PyErr_ExceptionMatches(PyExc_UnicodeEncodeError))
+			return NULL;
+		PyErr_Clear();
+		if (!(wtf8 = PyUnicode_AsEncodedString(s, "utf-8", "surrogatepass")))
+			return NULL;
+		p = PyBytes_AS_STRING(wtf8);
+		n = PyBytes_GET_SIZE(wtf8);
+	}
 	rc = dobj_id_from_string(dobj_ns_idkey(self->ns), p, (size_t)n, &id);
+	Py_XDECREF(wtf8);
 	if (rc < 0)
 		return raise_core_error(self->rt->st, rc);
 	return (PyObject *)id_object_new(self->rt->st, self, &id, NULL);
@@ -343,6 +365,7 @@ static PyMethodDef Namespace_methods[] = {
 };
 
 static PyMemberDef Namespace_members[] = {
+	{ "__weaklistoffset__", T_PYSSIZET, offsetof(NamespaceObject, weakreflist), READONLY, NULL },
 	{ "binding", T_OBJECT, offsetof(NamespaceObject, binding), READONLY, "The binding name." },
 	{ "unique_key", T_OBJECT, offsetof(NamespaceObject, unique_key), READONLY, "The ID key." },
 	{ "object_class", T_OBJECT, offsetof(NamespaceObject, cls), READONLY, "The class bound." },

@@ -393,6 +393,7 @@ static PyObject *runtime_bind_namespace(RuntimeObject *self, PyObject *binding, 
 	ns = PyObject_GC_New(NamespaceObject, st->Namespace_T);
 	if (!ns)
 		return NULL;
+	ns->weakreflist = NULL;
 	ns->rt = (RuntimeObject *)Py_NewRef(self);
 	ns->cls = Py_NewRef(cls);
 	ns->binding = Py_NewRef(binding);

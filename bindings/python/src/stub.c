@@ -17,6 +17,7 @@ StubObject *stub_object_new(NamespaceObject *self, IdObject *id)
 	o = PyObject_GC_New(StubObject, st->Stub_T);
 	if (!o)
 		return NULL;
+	o->weakreflist = NULL;
 	o->ns = (NamespaceObject *)Py_NewRef(self);
 	o->id = (IdObject *)Py_NewRef(id);
 	rc = dobj_stub_new(&o->stub, self->ns, &id->id, name, (size_t)n);
@@ -46,6 +47,8 @@ static void Stub_dealloc(StubObject *self)
 {
 	PyTypeObject *tp = Py_TYPE(self);
 	PyObject_GC_UnTrack(self);
+	if (self->weakreflist)
+		PyObject_ClearWeakRefs((PyObject *)self);
 	if (self->stub) {
 		dobj_stub_free(self->stub);
 		self->stub = NULL;
@@ -272,6 +275,11 @@ static PyGetSetDef Stub_getset[] = {
 	{ NULL }
 };
 
+static PyMemberDef Stub_members[] = {
+	{ "__weaklistoffset__", T_PYSSIZET, offsetof(StubObject, weakreflist), READONLY, NULL },
+	{ NULL }
+};
+
 static PyType_Slot Stub_slots[] = {
 	{ Py_tp_doc, "A stub: calls reach the one live instance of its object." },
 	{ Py_tp_traverse, Stub_traverse },
@@ -280,6 +288,7 @@ static PyType_Slot Stub_slots[] = {
 	{ Py_tp_repr, Stub_repr },
 	{ Py_tp_methods, Stub_methods },
 	{ Py_tp_getset, Stub_getset },
+	{ Py_tp_members, Stub_members },
 	{ Py_tp_getattro, Stub_getattro },
 	{ 0, NULL }
 };

@@ -6,7 +6,11 @@
 2. workerd (bench/.node, started and always stopped by bench/workerd/driver.py)
    serves that folder as localDisk storage: it reads the Lua values and
    compares them with the same cases in JS, then writes the JS values.
-3. After workerd has stopped, side.lua reads what workerd wrote and compares.
+   Alarms: workerd reports and fires the alarm Lua set (it keeps a copy in
+   the object's database and drops alarms its object does not know of), and
+   sets one that Lua fires after workerd has stopped.
+3. After workerd has stopped, side.lua reads what workerd wrote and compares,
+   and fires workerd's alarm.
 
 Exit status: 0 ok, 1 mismatches, 77 workerd is not installed (skip).
 """
@@ -17,6 +21,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))
@@ -49,16 +54,24 @@ def main() -> int:
         print(w.stdout.strip(), w.stderr.strip())
         if w.returncode != 0:
             return 1
+        when = int(w.stdout.split("lua set an alarm at ")[1].split()[0])
         driver.HERE = tmpl  # the driver takes config.capnp.in and worker.js from here
         with driver.Workerd(binary) as wd:
             got = json.loads(wd._get("/read"))
             print(wd._get("/write"))
+            seen = json.loads(wd._get("/alarm-get?name=alarm-from-lua"))["alarm"]
+            fired = json.loads(wd._get("/alarm-wait?name=alarm-from-lua"))
+            later = int(time.time() * 1000) + 2500  # workerd has stopped by then
+            wd._get(f"/alarm-set?name=alarm-from-workerd&at={later}")
         for m in got["mismatches"]:
             print("MISMATCH (lua -> workerd)", m)
         print(f"workerd read {got['n']} values written by Lua, {len(got['mismatches'])} mismatches")
-        r = lua("read", store)
+        alarm_ok = seen == when and fired["fired"] is not None and fired["alarm"] is None
+        print(f"workerd saw the alarm Lua set at {when} as {seen}; "
+              f"{'fired it' if fired['fired'] else 'did not fire it'}")
+        r = lua("read", store, str(later))
         print(r.stdout.strip(), r.stderr.strip())
-        return 0 if not got["mismatches"] and r.returncode == 0 else 1
+        return 0 if not got["mismatches"] and alarm_ok and r.returncode == 0 else 1
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
