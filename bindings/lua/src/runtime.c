@@ -289,6 +289,13 @@ static int l_rt_gc(lua_State *L)
 
 	if (!r->rt)
 		return 0;
+	if (dobj_rt_pumping(r->rt) || (running_coro && running_coro->r == r) ||
+	    r->mod->storage_calls) {
+		/* Called by hand (getmetatable(rt).__gc) while the runtime is in
+		 * use below: only close it; the collector's call frees it. */
+		dobj_rt_clear(r->rt);
+		return 0;
+	}
 	r->dying = 1;
 	dobj_rt_free(r->rt);
 	r->rt = NULL;
