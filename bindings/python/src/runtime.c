@@ -152,10 +152,17 @@ PyObject *runtime_fd_readable(PyObject *m, PyObject *wr)
 
 	if (!PyWeakref_CheckRef(wr))
 		Py_RETURN_NONE;
-	rt = PyWeakref_GetObject(wr); /* borrowed */
-	if (rt == Py_None || !PyObject_TypeCheck(rt, st->Runtime_T))
+#if PY_VERSION_HEX >= 0x030D0000
+	if (PyWeakref_GetRef(wr, &rt) < 0)
+		return NULL;
+#else
+	rt = PyWeakref_GetObject(wr); /* borrowed (deprecated in 3.13) */
+	rt = rt == Py_None ? NULL : Py_NewRef(rt);
+#endif
+	if (!rt || !PyObject_TypeCheck(rt, st->Runtime_T)) {
+		Py_XDECREF(rt);
 		Py_RETURN_NONE;
-	Py_INCREF(rt);
+	}
 	r = runtime_process((RuntimeObject *)rt);
 	Py_DECREF(rt);
 	return r;
