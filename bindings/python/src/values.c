@@ -503,26 +503,24 @@ static int enc_seq(enc *e, PyObject *o)
 
 static int enc_dict(enc *e, PyObject *o)
 {
-	Py_ssize_t pos = 0;
-	PyObject *k, *val;
+	/* Writing a value may run Python code (a tzinfo) that changes the dict:
+	 * what is written is a snapshot of its items, holding their references. */
+	PyObject *items = PyDict_Items(o), *k, *val;
+	Py_ssize_t i, n;
 	int all_str = 1, rc = 0;
 	uint32_t id;
 
-	while (PyDict_Next(o, &pos, &k, &val)) {
-		if (!PyUnicode_Check(k)) {
-			all_str = 0;
-			break;
-		}
-	}
-	SER(all_str ? dobj_ser_object_begin(e->ser, &id) : dobj_ser_map_begin(e->ser, &id));
-	if (enc_mark(e, o, id) < 0)
+	if (!items)
 		return -1;
-	pos = 0;
-	while (rc == 0 && PyDict_Next(o, &pos, &k, &val)) {
-		/* Writing a value may run Python code (a tzinfo): hold both. */
-		Py_INCREF(k);
-		Py_INCREF(val);
-		if (all_str && PyUnicode_Check(k)) {
+	n = PyList_GET_SIZE(items);
+	for (i = 0; i < n && all_str; i++)
+		all_str = PyUnicode_Check(PyTuple_GET_ITEM(PyList_GET_ITEM(items, i), 0));
+	rc = all_str ? dobj_ser_object_begin(e->ser, &id) : dobj_ser_map_begin(e->ser, &id);
+	rc = rc < 0 ? ser_fail(rc) : enc_mark(e, o, id);
+	for (i = 0; rc == 0 && i < n; i++) {
+		k = PyTuple_GET_ITEM(PyList_GET_ITEM(items, i), 0);
+		val = PyTuple_GET_ITEM(PyList_GET_ITEM(items, i), 1);
+		if (all_str) {
 			PyObject *tmp;
 			Py_ssize_t kn;
 			const char *kp = str_utf8(k, &kn, &tmp);
@@ -534,17 +532,13 @@ static int enc_dict(enc *e, PyObject *o)
 				if (r2 < 0)
 					rc = ser_fail(r2);
 			}
-		} else if (all_str) {
-			PyErr_SetString(PyExc_RuntimeError, "a dict changed while it was stored");
-			rc = -1;
 		} else {
 			rc = enc_value(e, k);
 		}
 		if (rc == 0)
 			rc = enc_value(e, val);
-		Py_DECREF(k);
-		Py_DECREF(val);
 	}
+	Py_DECREF(items);
 	if (rc < 0)
 		return -1;
 	SER(all_str ? dobj_ser_object_end(e->ser) : dobj_ser_map_end(e->ser));
