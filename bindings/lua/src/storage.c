@@ -582,19 +582,16 @@ void push_ctx_storage(lua_State *L, int ctxidx)
  * whose instance is gone may outlive its runtime. */
 static runtime_ud *storage_runtime(lua_State *L, int idx)
 {
-	storage_ud *s = test_ud(L, idx, MT_STORAGE);
-	ctx_ud *x;
+	ctx_ud *x = NULL;
 
-	if (!s) {
-		if (!test_ud(L, idx, MT_TXN))
-			return NULL;
-		lua_getiuservalue(L, idx, 1);
-		s = lua_touserdata(L, -1);
+	if (test_ud(L, idx, MT_STORAGE)) {
+		x = store_ctx(L, idx);
+	} else if (test_ud(L, idx, MT_TXN)) {
+		lua_getiuservalue(L, idx, 1); /* the storage userdata */
+		if (lua_touserdata(L, -1))
+			x = store_ctx(L, lua_gettop(L));
 		lua_pop(L, 1);
-		if (!s)
-			return NULL;
 	}
-	x = store_ctx(L, lua_absindex(L, idx));
 	return x && x->obj ? x->r : NULL;
 }
 
