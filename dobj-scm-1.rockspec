@@ -35,6 +35,11 @@ build = {
          -- (part of `make test`) fails when it is stale.
          sources = {
             "core/src/alarm.c",
+            "core/src/config.c",
+            "core/src/config_dotenv.c",
+            "core/src/config_json.c",
+            "core/src/config_text.c",
+            "core/src/config_toml.c",
             "core/src/error.c",
             "core/src/folder.c",
             "core/src/id.c",
