@@ -707,6 +707,9 @@ static const dobj_native_api api = {
 	dobj_val_ref,
 	dobj_val_key_at,
 	dobj_val_map_key_at,
+	dobj_val_double,
+	dobj_val_integer,
+	dobj_val_is_integer,
 };
 
 const dobj_native_api *dobj_native_api_get(void)

@@ -245,6 +245,36 @@ static void test_every_signature_kind(void)
 	CHECK_EQ_INT(live_values, 0);
 }
 
+/* Results follow the integer rule: f64 results are floats even when whole,
+ * integer results integers (BigInt beyond 2^53); the API table offers it. */
+static void test_results_keep_int_vs_float(void)
+{
+	dobj_rt *rt = make_rt(counter_class);
+	dobj_stub *s = named("numbers");
+	const dobj_native_api *api = dobj_native_api_get();
+	char err[256];
+	dobj_val *r;
+
+	r = rpc(rt, s, "half", args_of(1, dobj_val_number(4)), err);
+	CHECK(dobj_val_get_number(r) == 2.0 && !dobj_val_is_integer(r));
+	dobj_val_free(r);
+	r = rpc(rt, s, "i32f", args_of(2, dobj_val_number(10), dobj_val_number(3)), err);
+	CHECK(dobj_val_get_number(r) == 7 && dobj_val_is_integer(r));
+	dobj_val_free(r);
+	r = rpc(rt, s, "u64f", args_of(1, dobj_val_integer(1099511627776)), err);
+	CHECK(dobj_val_get_number(r) == 1099511627777.0 && dobj_val_is_integer(r));
+	dobj_val_free(r);
+	CHECK(api->size >= offsetof(dobj_native_api, val_is_integer) + sizeof(api->val_is_integer));
+	r = api->val_double(1.0);
+	CHECK(!api->val_is_integer(r));
+	api->val_free(r);
+	r = api->val_integer(1);
+	CHECK(api->val_is_integer(r));
+	api->val_free(r);
+	dobj_stub_free(s);
+	dobj_rt_free(rt);
+}
+
 static void test_bad_calls_get_clear_errors(void)
 {
 	dobj_rt *rt = make_rt(counter_class);
@@ -427,6 +457,7 @@ int main(void)
 	api = dobj_native_api_get();
 	CHECK_EQ_INT(dobj_native_define(&counter_class, &def), DOBJ_OK);
 	RUN(test_every_signature_kind);
+	RUN(test_results_keep_int_vs_float);
 	RUN(test_bad_calls_get_clear_errors);
 	RUN(test_calls_can_be_checked_before_sending);
 	RUN(test_native_fetch);

@@ -37,6 +37,18 @@ describe("rt:close() from inside the runtime", function()
     assert.matches("the runtime is closed", closed_message(rt.bind, rt, "OTHER", H.class("Other")))
   end)
 
+  it("by calling its __gc by hand in a handler: closed now, freed by the collector", function()
+    local rt, ns = closing_class(function(rt) getmetatable(rt).__gc(rt) end)
+    local stub = ns:get_by_name("a")
+    assert.are.equal("the runtime is closed", closed_message(stub.fetch, stub, "https://a/"))
+    assert.are.equal("dobj.Runtime(closed)", tostring(rt))
+    local before = dobj._stats().runtimes
+    rt, ns, stub = nil, nil, nil
+    collectgarbage()
+    collectgarbage()
+    assert.are.equal(before - 1, dobj._stats().runtimes)
+  end)
+
   it("in an RPC method", function()
     local _, ns = closing_class(function(rt) rt:close() end)
     local stub = ns:get_by_name("a")

@@ -83,6 +83,22 @@ local function big_value(tag)
   return t
 end
 
+describe("rt.env with a metatable of the script's", function()
+  it("cannot fail a bind half-way or hide a binding", function()
+    local rt = H.runtime()
+    setmetatable(rt.env, {
+      __newindex = function() error("no new keys", 0) end,
+      __index = function() return "not a namespace" end,
+    })
+    local C = H.class("EnvTest")
+    function C:fetch() return dobj.response("bound") end
+    local ns = rt:bind("A", C)
+    assert.are.equal(ns, rawget(rt.env, "A"))
+    assert.matches("already bound as A", message(rt.bind, rt, "A", C))
+    assert.are.equal("bound", ns:get_by_name("x"):fetch("https://x/"):text())
+  end)
+end)
+
 describe("a stub closed while its call is in flight", function()
   it("by the called object: the caller still gets the result or the error", function()
     local rt = H.runtime()

@@ -289,6 +289,13 @@ static int l_rt_gc(lua_State *L)
 
 	if (!r->rt)
 		return 0;
+	if (dobj_rt_pumping(r->rt) || (running_coro && running_coro->r == r) ||
+	    r->mod->storage_calls) {
+		/* Called by hand (getmetatable(rt).__gc) while the runtime is in
+		 * use below: only close it; the collector's call frees it. */
+		dobj_rt_clear(r->rt);
+		return 0;
+	}
 	r->dying = 1;
 	dobj_rt_free(r->rt);
 	r->rt = NULL;
@@ -343,10 +350,13 @@ static int bind_done(lua_State *L, runtime_ud *r, namespace_ud *n, const char *b
 	if (r->seeded)
 		dobj_idkey_seed(dobj_ns_idkey(n->ns), (uint64_t)r->seed);
 	lua_pushvalue(L, -1);
-	lua_setfield(L, envidx, binding);
-	lua_pushvalue(L, -1);
 	lua_xmove(L, r->A, 1);
 	lua_rawsetp(r->A, ANCHOR_NSMAP, n->ns);
+	/* rt.env is the script's table: raw access, so that a metatable the
+	 * script gave it cannot fail the bind half-way or hide a binding. */
+	lua_pushstring(L, binding);
+	lua_pushvalue(L, -2);
+	lua_rawset(L, envidx);
 	return 1;
 }
 
@@ -391,7 +401,8 @@ static int l_rt_bind(lua_State *L)
 	lua_settop(L, 6);
 	lua_pushvalue(r->A, ANCHOR_ENV);
 	lua_xmove(r->A, L, 1); /* 7: env */
-	lua_getfield(L, 7, binding);
+	lua_pushstring(L, binding);
+	lua_rawget(L, 7);
 	if (test_ud(L, -1, MT_NS))
 		return luaL_error(L, "a namespace is already bound as %s", binding);
 	lua_pop(L, 1);
@@ -491,7 +502,8 @@ static int l_rt_bind_native(lua_State *L)
 	lua_settop(L, 6);
 	lua_pushvalue(r->A, ANCHOR_ENV);
 	lua_xmove(r->A, L, 1); /* 7: env */
-	lua_getfield(L, 7, binding);
+	lua_pushstring(L, binding);
+	lua_rawget(L, 7);
 	if (test_ud(L, -1, MT_NS))
 		return luaL_error(L, "a namespace is already bound as %s", binding);
 	lua_pop(L, 1);

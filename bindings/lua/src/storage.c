@@ -579,25 +579,26 @@ void push_ctx_storage(lua_State *L, int ctxidx)
  */
 static int call_storage_method(lua_State *L)
 {
-	runtime_ud *r;
-	dobj_ser *ser;
-	dobj_de *de;
-	int nested, st;
+	module_state *m = MOD(L);
+	runtime_ud *r = NULL;
+	dobj_ser *ser = NULL;
+	dobj_de *de = NULL;
+	int st;
 
-	storage_at(L, 1, &r); /* raises if it is not a live storage */
-	lua_pushvalue(L, lua_upvalueindex(2)); /* the method itself (storage_open) */
-	lua_insert(L, 1);
-	nested = r->codec_users > 0;
-	ser = r->ser;
-	de = r->de;
-	if (nested) {
+	if (m->storage_calls > 0) {
+		/* Nested (a finalizer's call): fresh writer and reader. */
+		storage_at(L, 1, &r); /* raises if it is not a live storage */
+		ser = r->ser;
+		de = r->de;
 		r->ser = NULL;
 		r->de = NULL;
 	}
-	r->codec_users++;
+	lua_pushvalue(L, lua_upvalueindex(2)); /* the method itself (storage_open) */
+	lua_insert(L, 1);
+	m->storage_calls++;
 	st = lua_pcall(L, lua_gettop(L) - 1, LUA_MULTRET, 0);
-	r->codec_users--;
-	if (nested) {
+	m->storage_calls--;
+	if (r) {
 		dobj_ser_free(r->ser);
 		dobj_de_free(r->de);
 		r->ser = ser;

@@ -116,6 +116,12 @@ typedef struct dobj_native_api {
 	dobj_val *(*val_ref)(dobj_val *v);
 	const char *(*val_key_at)(const dobj_val *v, size_t i, size_t *len);
 	dobj_val *(*val_map_key_at)(const dobj_val *v, size_t i);
+	/* Since issue 7 (check api->size): numbers by the integer rule
+	 * (dobj/val.h) — a float that stays a float in Python and Lua, an
+	 * integer (a BigInt beyond 2^53), and whether a number reads as one. */
+	dobj_val *(*val_double)(double d);
+	dobj_val *(*val_integer)(int64_t v);
+	int (*val_is_integer)(const dobj_val *v);
 } dobj_native_api;
 
 typedef int (*dobj_native_init_fn)(const dobj_native_api *api, dobj_native_registry *reg);
