@@ -108,7 +108,11 @@ static char *fmt(const char *f, ...)
 /* A string the config keeps (NULL on out-of-memory). */
 static const char *keep(config_impl *c, char *s)
 {
-	return vec_push(&c->owned, s) == 0 ? s : NULL;
+	/* On failure vec_push frees s: the kept copy is read back from the
+	 * vector so that no path reads s after that. */
+	if (vec_push(&c->owned, s) < 0)
+		return NULL;
+	return c->owned.p[c->owned.n - 1];
 }
 
 #if defined(__GNUC__)
@@ -662,21 +666,21 @@ static int read_dev_vars(config_impl *c, const char *env)
 		return rc < 0 ? rc : 0;
 	{
 		/* No .dev.vars: the .env files, the more specific winning. */
-		char *files[4];
-		size_t i, nf = 0;
-		files[nf++] = fmt("%s/.env", d);
-		if (env)
-			files[nf++] = fmt("%s/.env.%s", d, env);
-		files[nf++] = fmt("%s/.env.local", d);
-		if (env)
-			files[nf++] = fmt("%s/.env.%s.local", d, env);
-		rc = 0;
-		for (i = 0; i < nf; i++) {
-			if (rc >= 0)
-				rc = files[i] ? merge_dotenv(c, files[i]) : DOBJ_ENOMEM;
-			free(files[i]);
+		size_t i;
+		for (i = 0; i < 4; i++) {
+			int with_env = i == 1 || i == 3;
+			if (with_env && !env)
+				continue;
+			p = with_env ? (i == 1 ? fmt("%s/.env.%s", d, env) : fmt("%s/.env.%s.local", d, env)) :
+				(i == 0 ? fmt("%s/.env", d) : fmt("%s/.env.local", d));
+			if (!p)
+				return DOBJ_ENOMEM;
+			rc = merge_dotenv(c, p);
+			free(p);
+			if (rc < 0)
+				return rc;
 		}
-		return rc < 0 ? rc : 0;
+		return 0;
 	}
 }
 
