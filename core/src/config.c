@@ -143,36 +143,58 @@ static int is_dir(const char *path)
 	return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
-/* An absolute form of path (the caller's); "." parts and trailing slashes
- * dropped, ".." kept as written (the folder need not exist). */
+/* An absolute form of path (the caller's), normalized as Node's
+ * path.resolve does (wrangler's): "." and empty parts dropped, ".." taking
+ * the part before it away, symbolic links left as they are. */
 static char *absolute(const char *path)
 {
 	char cwd[PATH_MAX];
-	char *s;
-	size_t n;
+	char *joined, *out;
+	size_t i = 0, o = 0, n;
 
 	if (path[0] == '/') {
-		s = dobj__strndup(path, strlen(path));
+		joined = dobj__strndup(path, strlen(path));
 	} else {
 		if (!getcwd(cwd, sizeof(cwd))) {
 			dobj_error_set(DOBJ_ERROR, "cannot read the current folder: %s", strerror(errno));
 			return NULL;
 		}
-		s = strcmp(path, ".") == 0 ? dobj__strndup(cwd, strlen(cwd)) :
-			fmt("%s/%s", strcmp(cwd, "/") == 0 ? "" : cwd, strncmp(path, "./", 2) == 0 ? path + 2 : path);
+		joined = fmt("%s/%s", cwd, path);
 	}
-	if (!s)
+	if (!joined)
 		return NULL;
-	n = strlen(s);
-	while (n > 1 && s[n - 1] == '/')
-		s[--n] = '\0';
-	while (n > 2 && strcmp(s + n - 2, "/.") == 0) {
-		n -= 2;
-		s[n ? n : 1] = '\0';
-		if (!n)
-			n = 1;
+	n = strlen(joined);
+	if (!(out = malloc(n + 2))) {
+		free(joined);
+		dobj_error_set(DOBJ_ENOMEM, "out of memory");
+		return NULL;
 	}
-	return s;
+	while (i < n) {
+		size_t start, len;
+		while (i < n && joined[i] == '/')
+			i++;
+		start = i;
+		while (i < n && joined[i] != '/')
+			i++;
+		len = i - start;
+		if (len == 0 || (len == 1 && joined[start] == '.'))
+			continue;
+		if (len == 2 && joined[start] == '.' && joined[start + 1] == '.') {
+			while (o > 0 && out[o - 1] != '/')
+				o--;
+			if (o > 0)
+				o--; /* the slash before the dropped part */
+			continue;
+		}
+		out[o++] = '/';
+		memcpy(out + o, joined + start, len);
+		o += len;
+	}
+	if (o == 0)
+		out[o++] = '/';
+	out[o] = '\0';
+	free(joined);
+	return out;
 }
 
 static char *dir_of(const char *path)
@@ -857,8 +879,9 @@ int dobj_config_load(dobj_config **out, const dobj_config_opts *opts)
 		if ((rc = get_str(c, *where ? envobj : root, "main", where, &s)) < 0)
 			goto error;
 		if (s && *s) {
-			char *m = s[0] == '/' ? dobj__strndup(s, strlen(s)) :
-				fmt("%s/%s", strcmp(c->pub.dir, "/") == 0 ? "" : c->pub.dir, strncmp(s, "./", 2) == 0 ? s + 2 : s);
+			char *joined = s[0] == '/' ? dobj__strndup(s, strlen(s)) : fmt("%s/%s", c->pub.dir, s);
+			char *m = joined ? absolute(joined) : NULL;
+			free(joined);
 			if (!(c->pub.main = keep(c, m))) {
 				rc = DOBJ_ENOMEM;
 				goto error;

@@ -161,6 +161,16 @@ static int parse_number(cfg_text *t, dobj_val **out)
 			i++;
 	}
 	t->pos = i;
+	if (!is_float && i - start > 1000)
+		return dobj__cfg_error(t, start, "integer of more than 1000 digits");
+	if (!is_float && i - start >= sizeof(tmp)) {
+		char *p = dobj__strndup(t->s + start, i - start);
+		if (!p)
+			return DOBJ_ENOMEM;
+		*out = dobj__cfg_int_digits(p[0] == '-', p + (p[0] == '-'), strlen(p) - (p[0] == '-'));
+		free(p);
+		return *out ? 0 : DOBJ_ENOMEM;
+	}
 	if (i - start >= sizeof(tmp)) {
 		/* Long literals: strtod reads them from a heap copy. */
 		char *p = dobj__strndup(t->s + start, i - start);
@@ -178,10 +188,9 @@ static int parse_number(cfg_text *t, dobj_val **out)
 		long long v;
 		errno = 0;
 		v = strtoll(tmp, NULL, 10);
-		if (errno != ERANGE) {
-			*out = dobj_val_integer((int64_t)v);
-			return *out ? 0 : DOBJ_ENOMEM;
-		}
+		*out = errno != ERANGE ? dobj__cfg_int((int64_t)v) :
+			dobj__cfg_int_digits(tmp[0] == '-', tmp + (tmp[0] == '-'), strlen(tmp) - (tmp[0] == '-'));
+		return *out ? 0 : DOBJ_ENOMEM;
 	}
 	*out = dobj_val_double(strtod(tmp, NULL));
 	return *out ? 0 : DOBJ_ENOMEM;
@@ -244,7 +253,7 @@ static int parse_container(cfg_text *t, cfg_buf *b, dobj_val **out, int object)
 			if ((rc = skip_space(t)) < 0 || t->pos >= t->len || t->s[t->pos] != ':') {
 				free(key);
 				if (rc == 0)
-					rc = dobj__cfg_error(t, t->pos, "expected ':' after the key \"%.60s\"", b->p);
+					rc = dobj__cfg_error(t, t->pos, "expected ':' after a key");
 				goto error;
 			}
 			t->pos++;

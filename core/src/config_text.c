@@ -118,6 +118,44 @@ void dobj__cfg_buf_free(cfg_buf *b)
 	b->len = b->cap = 0;
 }
 
+dobj_val *dobj__cfg_int(int64_t v)
+{
+	if (v >= DOBJ_VALUE_SMI_MIN && v <= DOBJ_VALUE_SMI_MAX)
+		return dobj_val_integer(v);
+	return dobj_val_bigint_i64(v);
+}
+
+dobj_val *dobj__cfg_int_digits(int negative, const char *digits, size_t n)
+{
+	/* Little-endian base-256 magnitude: mag = mag * 10 + digit. */
+	unsigned char *mag = calloc(n / 2 + 2, 1);
+	size_t len = 0, i, j;
+	dobj_val *v;
+
+	if (!mag) {
+		dobj_error_set(DOBJ_ENOMEM, "out of memory");
+		return NULL;
+	}
+	for (i = 0; i < n; i++) {
+		unsigned carry = (unsigned)(digits[i] - '0');
+		for (j = 0; j < len; j++) {
+			unsigned x = mag[j] * 10u + carry;
+			mag[j] = (unsigned char)(x & 0xFF);
+			carry = x >> 8;
+		}
+		if (carry)
+			mag[len++] = (unsigned char)carry;
+	}
+	v = dobj_val_bigint(negative && len > 0, mag, len);
+	free(mag);
+	return v;
+}
+
+int dobj_config_is_integer(const dobj_val *v)
+{
+	return dobj_val_type_of(v) == DOBJ_VAL_BIGINT || dobj__val_is_smi(v);
+}
+
 int dobj_config_parse(dobj_val **out, const char *text, size_t len, dobj_config_format format,
 	const char *filename)
 {

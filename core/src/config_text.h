@@ -39,6 +39,11 @@ int dobj__cfg_buf_put(cfg_buf *b, const char *p, size_t n);
 int dobj__cfg_buf_cp(cfg_buf *b, uint32_t cp);
 void dobj__cfg_buf_free(cfg_buf *b);
 
+/* A config integer: a Smi-range number, else a BigInt (dobj_config_is_integer). */
+dobj_val *dobj__cfg_int(int64_t v);
+/* A config integer from decimal digits (no sign, no leading zeros). */
+dobj_val *dobj__cfg_int_digits(int negative, const char *digits, size_t n);
+
 int dobj__cfg_parse_json(dobj_val **out, cfg_text *t);
 int dobj__cfg_parse_toml(dobj_val **out, cfg_text *t);
 

@@ -425,8 +425,10 @@ static int parse_key(tparser *p, tkey *k)
 			s = p->t->s + st;
 			len = p->t->pos - st;
 		} else {
-			return dobj__cfg_error(p->t, p->t->pos, at_end(p) || peek(p) == '\n' || peek(p) == '\r' ?
-				"expected a key" : "a key cannot start with '%c' (quote it)", peek(p));
+			char c = peek(p);
+			if (c > 0x20 && c < 0x7f)
+				return dobj__cfg_error(p->t, p->t->pos, "a key cannot start with '%c' (quote it)", c);
+			return dobj__cfg_error(p->t, p->t->pos, "expected a key");
 		}
 		if (!(k->part[k->n] = dobj__strndup(s, len)))
 			return DOBJ_ENOMEM;
@@ -449,8 +451,11 @@ static const char *key_str(const tkey *k, size_t upto, char *buf, size_t cap)
 		for (j = 0; j < k->len[i]; j++)
 			if (!is_bare(k->part[i][j]))
 				bare = 0;
+		size_t show = k->len[i] > 60 ? 60 : k->len[i];
+		while (show < k->len[i] && show > 0 && ((unsigned char)k->part[i][show] & 0xC0) == 0x80)
+			show--; /* never cut a character */
 		o += (size_t)snprintf(buf + o, cap - o, bare ? "%s%.*s" : "%s\"%.*s\"", i ? "." : "",
-			(int)(k->len[i] > 60 ? 60 : k->len[i]), k->part[i]);
+			(int)show, k->part[i]);
 		if (o >= cap)
 			o = cap - 1;
 	}
@@ -538,7 +543,7 @@ static int parse_number(tparser *p, tnode *n)
 				return dobj__cfg_error(t, st, "integer out of range (64 bits)");
 			v = v * (unsigned)radix + d;
 		}
-		n->val = dobj_val_integer((int64_t)v);
+		n->val = dobj__cfg_int((int64_t)v);
 		return n->val ? 0 : DOBJ_ENOMEM;
 	}
 	{
@@ -584,7 +589,7 @@ static int parse_number(tparser *p, tnode *n)
 			v = strtoll(tmp, NULL, 10);
 			if (errno == ERANGE)
 				return dobj__cfg_error(t, st, "integer out of range (64 bits)");
-			n->val = dobj_val_integer((int64_t)v);
+			n->val = dobj__cfg_int((int64_t)v);
 		}
 		return n->val ? 0 : DOBJ_ENOMEM;
 	}

@@ -68,7 +68,7 @@ static void test_toml_values(void)
 		"'lit key' = 'C:\\path'\n"
 		"a.b . c = 1\n"
 		"hex = 0xDEAD_beef\noct = 0o755\nbin = 0b1101\nneg = -17\nbig = 9_223_372_036_854_775_807\n"
-		"flt = 6.25e-2\nwhole = 1.0\nminf = -inf\n"
+		"flt = 6.25e-2\nwhole = 1.0\nbigf = 3e9\nminf = -inf\n"
 		"ml = \"\"\"\nRoses \\\n   are red\"\"\"\"\n"
 		"lit = '''\nraw \\n'''\n"
 		"uni = \"\\u00e9\\U0001F600\\t\"\n"
@@ -87,14 +87,19 @@ static void test_toml_values(void)
 	CHECK_STR(str_at(v, "lit key"), "C:\\path");
 	x = dobj_val_get(dobj_val_get(v, "a", 1), "b", 1);
 	CHECK(num_at(x, "c") == 1 && dobj_val_is_integer(dobj_val_get(x, "c", 1)));
-	CHECK(num_at(v, "hex") == 3735928559.0);
+	{
+		int64_t hex = 0;
+		CHECK(dobj_val_to_i64(dobj_val_get(v, "hex", 3), &hex) == 0 && hex == 3735928559);
+		CHECK(dobj_config_is_integer(dobj_val_get(v, "hex", 3)));
+	}
 	CHECK(num_at(v, "oct") == 493 && num_at(v, "bin") == 13 && num_at(v, "neg") == -17);
 	{
 		int64_t big = 0;
 		CHECK(dobj_val_to_i64(dobj_val_get(v, "big", 3), &big) == 0 && big == INT64_MAX);
 	}
 	CHECK(num_at(v, "flt") == 0.0625);
-	CHECK(num_at(v, "whole") == 1.0 && !dobj_val_is_integer(dobj_val_get(v, "whole", 5)));
+	CHECK(num_at(v, "whole") == 1.0 && !dobj_config_is_integer(dobj_val_get(v, "whole", 5)));
+	CHECK(num_at(v, "bigf") == 3e9 && !dobj_config_is_integer(dobj_val_get(v, "bigf", 4)));
 	CHECK(num_at(v, "minf") < -1e308);
 	CHECK_STR(str_at(v, "ml"), "Roses are red\"");
 	CHECK_STR(str_at(v, "lit"), "raw \\n");
@@ -167,7 +172,11 @@ static void test_json_values(void)
 	CHECK(dobj_val_type_of(dobj_val_at(a, 6)) == DOBJ_VAL_NULL);
 	CHECK_STR(dobj_val_get_string(dobj_val_get(v, "s", 1), &len), "\"\\/\b\f\n\r\t\xC3\xA9\xF0\x9F\x98\x80");
 	CHECK(num_at(v, "dup") == 2 && dobj_val_len(v) == 5); /* the last wins, as JSON.parse */
-	CHECK(num_at(v, "big") > 1.2e19);
+	{
+		uint64_t big = 0;
+		CHECK(dobj_val_to_u64(dobj_val_get(v, "big", 3), &big) == 0 && big == UINT64_C(12345678901234567890));
+		CHECK(dobj_config_is_integer(dobj_val_get(v, "big", 3)));
+	}
 	dobj_val_free(v);
 }
 

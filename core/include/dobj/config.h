@@ -33,15 +33,23 @@ typedef enum dobj_config_format {
 
 /**
  * Parse `len` bytes of TOML or JSONC into a tree (*out, the caller's:
- * dobj_val_free).  TOML integers become integers (dobj_val_integer), floats
- * doubles (dobj_val_double); JSON numbers without a fraction or exponent are
- * integers when they fit 64 bits.  TOML dates and times are refused
+ * dobj_val_free).  TOML integers (64-bit) and JSON numbers without a
+ * fraction or exponent (up to 1000 digits) are integers, other numbers
+ * floats: see dobj_config_is_integer.  TOML dates and times are refused
  * ("not supported").  DOBJ_EINVALID with "<filename>:<line>:<col>: what" for
  * bad syntax, DOBJ_EARG for input over DOBJ_CONFIG_MAX_BYTES.  `filename`
  * (may be NULL) only names the input in messages.
  */
 DOBJ_API int dobj_config_parse(dobj_val **out, const char *text, size_t len,
 	dobj_config_format format, const char *filename);
+
+/**
+ * Is v an integer of a config tree (as TOML and JSON tell integers from
+ * floats)?  Config integers are numbers in V8's Smi range written `I`, or
+ * BigInts beyond it; every other number is a float, even a whole one
+ * (`3e9`, `1.0`).  Bindings show integers as Python int / Lua integer.
+ */
+DOBJ_API int dobj_config_is_integer(const dobj_val *v);
 
 /** One Durable Object binding of the resolved configuration. */
 typedef struct dobj_config_binding {
