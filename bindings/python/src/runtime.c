@@ -195,13 +195,13 @@ static int Runtime_traverse(RuntimeObject *self, visitproc visit, void *arg)
 
 static int Runtime_clear(RuntimeObject *self)
 {
+	runtime_unwatch(self); /* before the core closes the fd */
 	if (self->rt) {
 		dobj_rt_clear(self->rt);
 		complete_deferred_futures(self->st);
 	}
 	Py_CLEAR(self->env);
 	Py_CLEAR(self->namespaces);
-	runtime_unwatch(self);
 	Py_CLEAR(self->progress);
 	return 0;
 }
@@ -511,11 +511,11 @@ static PyObject *Runtime_close(RuntimeObject *self, PyObject *unused)
 	 * thread (a collector may still free the runtime anywhere). */
 	if (self->rt && (rc = dobj_rt_check_thread(self->rt)) < 0)
 		return raise_core_error(self->st, rc);
+	runtime_unwatch(self); /* before the core closes the fd */
 	if (self->rt) {
 		dobj_rt_clear(self->rt);
 		complete_deferred_futures(self->st);
 	}
-	runtime_unwatch(self);
 	runtime_progress(self);
 	Py_RETURN_NONE;
 }
