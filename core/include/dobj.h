@@ -712,6 +712,7 @@ DOBJ_API dobj_host dobj_host_msg(void);
 #include "dobj/val.h"
 #include "dobj/value.h"
 #include "dobj/native.h"
+#include "dobj/config.h"
 
 #ifdef __cplusplus
 }

@@ -18,6 +18,7 @@
  *   rpc.c         RPC values (dobj_val), the RPC trampoline and caller
  *   storage.c     ctx.storage, transactions, alarms
  *   sql.c         storage.sql and cursors
+ *   config.c      dobj.load_config: the wrangler configuration
  *
  * The files are separate compilation units rather than one unit including
  * the others (luv's way): each then states what it uses through this header,
@@ -124,7 +125,6 @@ extern const char *const mt_names[MT_COUNT + 1];
 typedef struct module_state {
 	const void *mt[MT_COUNT + 1];
 	int nruntimes; /* live runtimes (not yet collected): for tests */
-	int storage_calls; /* storage get/put/list running (nested: a finalizer's) */
 } module_state;
 
 /* Every function of the module has the module state as upvalue 1. */
@@ -169,6 +169,7 @@ typedef struct runtime_ud {
 	int seeded;
 	lua_Integer seed;
 	dobj_ser *ser;       /* value writer and reader, reused (storage values) */
+	int storage_calls;   /* storage get/put/list using them now (nested: a finalizer's) */
 	dobj_de *de;
 	int virtual_time;
 } runtime_ud;
@@ -284,6 +285,9 @@ int l_stub_rpc(lua_State *L);
 /* runtime.c */
 int l_on_error(lua_State *L);
 int l_runtime(lua_State *L);
+/* config.c */
+int l_load_config(lua_State *L);
+int l_config_parse(lua_State *L);
 void raise_task_error(lua_State *L, runtime_ud *r);
 
 /* sleep.c */
