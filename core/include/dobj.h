@@ -80,6 +80,7 @@ DOBJ_API int dobj_error_set(int code, const char *fmt, ...)
 #define DOBJ_MSG_FOREIGN_ID "Durable Object ID is not valid for this namespace."
 #define DOBJ_MSG_JURISDICTION "Jurisdiction restrictions are not implemented in workerd."
 #define DOBJ_MSG_NO_FETCH "Handler does not export a fetch() function."
+#define DOBJ_MSG_NO_ALARM "Handler does not export an alarm() function."
 #define DOBJ_MSG_DEPTH "Subrequest depth limit exceeded"
 #define DOBJ_MSG_BCW_NESTED "blockConcurrencyWhile() calls are nested too deeply."
 #define DOBJ_MSG_BCW_TIMEOUT "A call to blockConcurrencyWhile() in a Durable Object waited for " \
@@ -597,8 +598,6 @@ DOBJ_API void dobj_obj_unref(dobj_obj *obj);
  * same; a binding only translates values and raises what the core says.
  */
 
-/** workerd's message for an RPC method the class does not have. */
-#define DOBJ_MSG_NO_METHOD_FMT "The RPC receiver does not implement the method \"%s\"."
 /** workerd's reason for ctx.abort() without one. */
 #define DOBJ_MSG_ABORT_DEFAULT "Application called abort() to reset Durable Object."
 /** Every call on a closed runtime. */
@@ -625,7 +624,8 @@ DOBJ_API int dobj_rpc_name_check(const char *name, size_t len);
 
 /**
  * Set the thread's error to workerd's missing-method message for `name`
- * (DOBJ_MSG_NO_METHOD_FMT) and return DOBJ_ENOHANDLER.  The message always
+ * (`The RPC receiver does not implement the method "NAME".`) and return
+ * DOBJ_ENOHANDLER.  The message always
  * ends with `".`: a name longer than 256 bytes is cut (at a UTF-8 character
  * boundary) and marked with "...".  A step that finds no method returns this
  * code (or raises its task with it).
