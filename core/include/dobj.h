@@ -643,6 +643,20 @@ DOBJ_API int dobj_rpc_no_method(const char *name, size_t len);
 DOBJ_API int dobj_rt_opts_idle_timeout(dobj_rt_opts *opts, double seconds);
 
 /**
+ * Set opts->durability from its user-facing name (`len` bytes): "process"
+ * (DOBJ_DURABLE_PROCESS) or "power" (DOBJ_DURABLE_POWER); anything else is
+ * refused with DOBJ_EARG and the message a binding shows.
+ */
+DOBJ_API int dobj_rt_opts_durability(dobj_rt_opts *opts, const char *name, size_t len);
+
+/**
+ * Is `ms` a delay the core accepts (dobj_rt_timer's rule)?  DOBJ_OK, or
+ * DOBJ_EARG with DOBJ_MSG_DELAY for NaN and infinities.  For a binding that
+ * waits without a runtime, so that its sleep refuses what a timer refuses.
+ */
+DOBJ_API int dobj_delay_check(double ms);
+
+/**
  * Check runtime options (dobj_rt_new does it too): DOBJ_EARG with a message
  * for a wrong version, a NaN idle timeout, an unknown durability.
  */

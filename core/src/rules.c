@@ -1,7 +1,8 @@
 /*
  * Rules every binding follows, decided here once: which names RPC may call
  * and what a caller hears when a method is missing, what an idle timeout
- * means, which errors are remote, when a ctx or storage is still usable.
+ * means, which durabilities and delays exist, which errors are remote, when
+ * a ctx or storage is still usable.
  * (Before they lived here, each binding had its own copy, and they drifted.)
  */
 #include <math.h>
@@ -57,6 +58,24 @@ int dobj_rt_opts_idle_timeout(dobj_rt_opts *opts, double seconds)
 	opts->idle_timeout_ms = isinf(seconds) ? -1 : seconds * 1e3;
 	if (opts->idle_timeout_ms == 0) /* a subnormal number of seconds */
 		opts->idle_timeout_ms = 1e-300;
+	return DOBJ_OK;
+}
+
+int dobj_rt_opts_durability(dobj_rt_opts *opts, const char *name, size_t len)
+{
+	if (name && len == 7 && memcmp(name, "process", 7) == 0)
+		opts->durability = DOBJ_DURABLE_PROCESS;
+	else if (name && len == 5 && memcmp(name, "power", 5) == 0)
+		opts->durability = DOBJ_DURABLE_POWER;
+	else
+		return dobj_error_set(DOBJ_EARG, "durability must be \"process\" or \"power\"");
+	return DOBJ_OK;
+}
+
+int dobj_delay_check(double ms)
+{
+	if (!isfinite(ms))
+		return dobj_error_set(DOBJ_EARG, DOBJ_MSG_DELAY);
 	return DOBJ_OK;
 }
 

@@ -244,13 +244,10 @@ int l_runtime(lua_State *L)
 		lua_pop(L, 1);
 		lua_getfield(L, 1, "durability");
 		if (!lua_isnil(L, -1)) {
-			const char *d = lua_tostring(L, -1);
-			if (d && strcmp(d, "process") == 0)
-				o.durability = DOBJ_DURABLE_PROCESS;
-			else if (d && strcmp(d, "power") == 0)
-				o.durability = DOBJ_DURABLE_POWER;
-			else
-				return luaL_error(L, "durability must be \"process\" or \"power\"");
+			size_t n = 0;
+			const char *d = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &n) : NULL;
+			if (dobj_rt_opts_durability(&o, d, n) < 0)
+				return luaL_error(L, "%s", dobj_error_last());
 		}
 		lua_pop(L, 1);
 		lua_getfield(L, 1, "idle_timeout");
