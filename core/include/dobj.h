@@ -675,7 +675,8 @@ DOBJ_API int dobj_task_remote(const dobj_task *t);
  * Can the incarnation's ctx and storage still be used?  DOBJ_OK, or
  * DOBJ_ETHREAD with DOBJ_MSG_THREAD on another thread than the runtime's,
  * DOBJ_EABORTED with DOBJ_MSG_GONE when it was reset or evicted (a ctx kept
- * past its instance), DOBJ_ECLOSED when the runtime is closed.  Every
+ * past its instance) or `obj` is NULL (a binding's wrapper that released
+ * it), DOBJ_ECLOSED when the runtime is closed.  Every
  * storage call (dobj_kv_*, dobj_sql_exec, dobj_alarm_*, dobj_txn_begin)
  * refuses another thread the same way.
  */

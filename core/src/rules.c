@@ -101,6 +101,10 @@ int dobj_task_remote(const dobj_task *t)
 
 int dobj_obj_check(const dobj_obj *obj)
 {
+	/* A binding's wrapper that let go of its incarnation: the same answer
+	 * as for one still held, so no binding words it again. */
+	if (!obj)
+		return dobj_error_set(DOBJ_EABORTED, DOBJ_MSG_GONE);
 	/* A ctx or a storage is the runtime's like everything else: used from
 	 * another thread it would run SQLite and the object's tasks under the
 	 * owner's feet. */

@@ -241,6 +241,18 @@ static void test_durability_names_and_delays(void)
 	CHECK_EQ_INT(dobj_delay_check(-INFINITY), DOBJ_EARG);
 }
 
+static void test_a_released_incarnation_is_gone(void)
+{
+	dobj_storage *st = (dobj_storage *)&st;
+
+	/* A binding's wrapper that let go of its incarnation asks with NULL. */
+	CHECK_EQ_INT(dobj_obj_check(NULL), DOBJ_EABORTED);
+	CHECK_STR(dobj_error_last(), DOBJ_MSG_GONE);
+	CHECK_EQ_INT(dobj_obj_storage(NULL, &st), DOBJ_EABORTED);
+	CHECK(st == NULL);
+	CHECK_STR(dobj_error_last(), DOBJ_MSG_GONE);
+}
+
 static void test_remote_is_the_objects_side(void)
 {
 	dobj_rt *rt = make_rt(0);
@@ -593,6 +605,7 @@ int main(void)
 	RUN(test_reserved_names_never_reach_the_step);
 	RUN(test_idle_timeout_has_one_meaning);
 	RUN(test_durability_names_and_delays);
+	RUN(test_a_released_incarnation_is_gone);
 	RUN(test_sql_one_wants_exactly_one_row);
 	RUN(test_remote_is_the_objects_side);
 	RUN(test_background_failures_reach_the_error_hook);

@@ -54,9 +54,8 @@ dobj_storage *storage_at(lua_State *L, int idx, runtime_ud **rp)
 		x = store_ctx(L, lua_gettop(L));
 		lua_pop(L, 1);
 	}
-	if (!x || !x->obj)
-		raise_plain(L, DOBJ_MSG_GONE);
-	if (dobj_obj_storage(x->obj, &st) < 0) /* says so for a previous instance too */
+	/* A previous instance's storage: the core says so (dobj_obj_check). */
+	if (dobj_obj_storage(x ? x->obj : NULL, &st) < 0)
 		storage_fail(L);
 	if (rp)
 		*rp = s->r;
