@@ -269,6 +269,11 @@ DOBJ_API void dobj_rt_free(dobj_rt *rt);
  * so bindings may free those in any order.
  */
 DOBJ_API void dobj_rt_clear(dobj_rt *rt);
+/** DOBJ_OK on the runtime's own thread, else DOBJ_ETHREAD with
+ *  DOBJ_MSG_THREAD: for a binding's explicit close (dobj_rt_clear itself is
+ *  allowed anywhere, for collectors) and its other entry points that call
+ *  nothing else that checks. */
+DOBJ_API int dobj_rt_check_thread(const dobj_rt *rt);
 /** Has the runtime been closed? */
 DOBJ_API int dobj_rt_closed(const dobj_rt *rt);
 /** Visit every host value the core holds (for a GC's traverse).  Stops and
@@ -654,8 +659,11 @@ DOBJ_API int dobj_task_remote(const dobj_task *t);
 
 /**
  * Can the incarnation's ctx and storage still be used?  DOBJ_OK, or
+ * DOBJ_ETHREAD with DOBJ_MSG_THREAD on another thread than the runtime's,
  * DOBJ_EABORTED with DOBJ_MSG_GONE when it was reset or evicted (a ctx kept
- * past its instance), DOBJ_ECLOSED when the runtime is closed.
+ * past its instance), DOBJ_ECLOSED when the runtime is closed.  Every
+ * storage call (dobj_kv_*, dobj_sql_exec, dobj_alarm_*, dobj_txn_begin)
+ * refuses another thread the same way.
  */
 DOBJ_API int dobj_obj_check(const dobj_obj *obj);
 
