@@ -149,10 +149,14 @@ PyObject *runtime_fd_readable(PyObject *m, PyObject *wr)
 
 	if (!PyWeakref_CheckRef(wr))
 		Py_RETURN_NONE;
-	rt = PyWeakref_GetObject(wr); /* borrowed */
-	if (rt == Py_None || !PyObject_TypeCheck(rt, st->Runtime_T))
+	/* Calling the weakref gives a strong reference (PyWeakref_GetObject's
+	 * borrowed one is deprecated in 3.13, PyWeakref_GetRef is 3.13+). */
+	if (!(rt = PyObject_CallNoArgs(wr)))
+		return NULL;
+	if (!PyObject_TypeCheck(rt, st->Runtime_T)) {
+		Py_DECREF(rt);
 		Py_RETURN_NONE;
-	Py_INCREF(rt);
+	}
 	r = runtime_process((RuntimeObject *)rt);
 	Py_DECREF(rt);
 	return r;
