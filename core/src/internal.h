@@ -90,8 +90,9 @@ int dobj__storage_check_unique_key(const char *key, size_t len);
 void dobj__work_ready_slow(dobj_rt *rt);
 /** Report the next deadline if it is earlier than what the host knows. */
 void dobj__timer_sync_slow(dobj_rt *rt);
-/** Make the fd unreadable and forget what it was armed for. */
-void dobj__fd_clear(dobj_rt *rt);
+/** Make the fd unreadable; with `disarm` 0, a deadline not reached yet stays
+ * armed (dobj_rt_process: no system call to re-arm it). */
+void dobj__fd_clear(dobj_rt *rt, int disarm);
 /** dobj_rt_run's wait: poll the fd until the next timer is due. */
 int dobj__wait_for_timer(dobj_rt *rt);
 /** Fire every timer that is due; returns how many fired. */

@@ -46,20 +46,31 @@ static void fd_arm(dobj_rt *rt, double delay_ms)
 }
 
 /* Make the fd unreadable and forget what it was armed for. */
-void dobj__fd_clear(dobj_rt *rt)
+void dobj__fd_clear(dobj_rt *rt, int disarm)
 {
 #ifdef __linux__
 	uint64_t n;
+	ssize_t got;
 
 	if (rt->fd < 0)
 		return;
-	if (rt->fd_now || rt->fd_when != INFINITY) {
-		struct itimerspec off;
-		memset(&off, 0, sizeof(off));
-		timerfd_settime(rt->fd, 0, &off, NULL);
+	do
+		got = read(rt->fd, &n, sizeof(n));
+	while (got < 0 && errno == EINTR);
+	if (got != (ssize_t)sizeof(n) && (rt->fd_now || rt->fd_when != INFINITY)) {
+		/* Armed, not expired yet: a later deadline may stay armed (an
+		 * early wake is harmless); a work signal or a close disarms. */
+		if (!disarm && !rt->fd_now)
+			return;
+		{
+			struct itimerspec off;
+			memset(&off, 0, sizeof(off));
+			timerfd_settime(rt->fd, 0, &off, NULL);
+		}
 	}
-	while (read(rt->fd, &n, sizeof(n)) < 0 && errno == EINTR)
-		;
+	/* Expired (a one-shot timer is disarmed by then) or disarmed. */
+#else
+	(void)disarm;
 #endif
 	rt->fd_now = 0;
 	rt->fd_when = INFINITY;
@@ -320,7 +331,7 @@ int dobj__wait_for_timer(dobj_rt *rt)
 
 	if (fd < 0)
 		return fd;
-	dobj__fd_clear(rt);
+	dobj__fd_clear(rt, 1);
 	fd_arm(rt, rt->heap[0]->when - dobj_rt_now_ms(rt));
 	rt->fd_when = rt->heap[0]->when;
 	pfd.fd = fd;
@@ -330,7 +341,7 @@ int dobj__wait_for_timer(dobj_rt *rt)
 		if (errno != EINTR)
 			return dobj_error_set(DOBJ_ERROR, "poll: %s", strerror(errno));
 	}
-	dobj__fd_clear(rt);
+	dobj__fd_clear(rt, 1);
 	return DOBJ_OK;
 }
 

@@ -983,7 +983,7 @@ int dobj_rt_process(dobj_rt *rt)
 	if (rt->closing)
 		return dobj_error_set(DOBJ_ECLOSED, "the runtime is closed");
 	/* The host's timer and the fd are spent: report the next deadline anew. */
-	dobj__fd_clear(rt);
+	dobj__fd_clear(rt, 0);
 	rt->hook_when = INFINITY;
 	dobj_rt_pump(rt);
 	if (rt->ready_head) /* woken by a finaliser after the pump */
@@ -1206,7 +1206,7 @@ void dobj_rt_clear(dobj_rt *rt)
 	}
 	rt->closed = 1;
 	rt->busy--;
-	dobj__fd_clear(rt); /* a closed runtime never becomes readable again */
+	dobj__fd_clear(rt, 1); /* a closed runtime never becomes readable again */
 	flush_trash(rt);
 	rt_unref(rt);
 }

@@ -71,8 +71,7 @@ PUBLIC_MACRO_SYMBOLS = re.compile(
     r"_Py_Dealloc|_Py_(None|True|False|NotImplemented|Ellipsis)Struct|_PyObject_GC_New(Var)?|"
     r"_PyWeakref_\w+Type|\w+_SizeT|_Py_RefTotal|_Py_NegativeRefcount|_Py_IncRef|_Py_DecRef|"
     r"_Py_IsImmortal|_PyObject_New|_Py_MergeZeroLocalRefcount|_Py_DecRefShared|_Py_Is|"
-    # Python 3.10's inline PyObject_Vectorcall (cpython/abstract.h) calls these.
-    r"_PyObject_MakeTpCall|_Py_CheckFunctionResult")
+    r"_PyObject_MakeTpCall|_Py_CheckFunctionResult")  # 3.10's inline vectorcall
 
 
 @pytest.mark.skipif(not shutil.which("nm"), reason="needs nm (binutils)")

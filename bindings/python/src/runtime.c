@@ -149,12 +149,15 @@ PyObject *runtime_fd_readable(PyObject *m, PyObject *wr)
 
 	if (!PyWeakref_CheckRef(wr))
 		Py_RETURN_NONE;
-	/* Calling the weakref gives a strong reference (PyWeakref_GetObject's
-	 * borrowed one is deprecated in 3.13, PyWeakref_GetRef is 3.13+). */
-	if (!(rt = PyObject_CallNoArgs(wr)))
+#if PY_VERSION_HEX >= 0x030D0000
+	if (PyWeakref_GetRef(wr, &rt) < 0)
 		return NULL;
-	if (!PyObject_TypeCheck(rt, st->Runtime_T)) {
-		Py_DECREF(rt);
+#else
+	rt = PyWeakref_GetObject(wr); /* borrowed (deprecated in 3.13) */
+	rt = rt == Py_None ? NULL : Py_NewRef(rt);
+#endif
+	if (!rt || !PyObject_TypeCheck(rt, st->Runtime_T)) {
+		Py_XDECREF(rt);
 		Py_RETURN_NONE;
 	}
 	r = runtime_process((RuntimeObject *)rt);
