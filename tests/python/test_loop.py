@@ -170,3 +170,36 @@ def test_a_runtime_is_refused_from_another_thread(rt, counter):
     assert all("thread that created it" in str(e) for e in caught)
     # The owning thread goes on as before.
     assert asyncio.run(stub.fetch("https://t/")).text() == "0"
+
+
+def test_drain_after_a_timed_out_drain_in_another_loop():
+    # A drain() that timed out leaves its wait behind; a drain() in the next
+    # asyncio.run must wait on a future of its own loop.
+    kept = {}
+
+    class Waits(dobj.DurableObject):
+        async def fetch(self, request):
+            if request.url.endswith("/stuck"):
+                kept["ctx"] = self.ctx
+                await asyncio.get_running_loop().create_future()  # never set
+            await asyncio.sleep(0.02)
+            return dobj.Response("ok")
+
+    rt = dobj.Runtime()
+    ns = rt.bind("W", Waits)
+
+    async def first():
+        ns.get_by_name("a").fetch("https://w/stuck")
+        with pytest.raises(TimeoutError):
+            await rt.drain(timeout=0.05)
+
+    async def second():
+        with pytest.raises(dobj.Error):  # abort() raises to its caller
+            kept.pop("ctx").abort()      # the stuck call of the closed loop fails
+        call = ns.get_by_name("b").fetch("https://w/b")
+        await rt.drain(timeout=5)
+        assert call.result().text() == "ok"
+
+    asyncio.run(first())
+    asyncio.run(second())
+    rt.close()

@@ -32,20 +32,23 @@ void release_python_value(void *data, void *v)
 /* Something happened: wake drain(), which waits for the runtime to move. */
 static void runtime_progress(RuntimeObject *self)
 {
-	PyObject *f = self->progress, *r;
+	PyObject *f = self->progress, *r, *exc_type, *exc_value, *exc_tb;
 
 	if (!f)
 		return;
 	self->progress = NULL;
+	PyErr_Fetch(&exc_type, &exc_value, &exc_tb);
 	r = PyObject_CallMethod(f, "done", NULL);
 	if (r && !PyObject_IsTrue(r)) {
 		Py_DECREF(r);
 		r = PyObject_CallMethod(f, "set_result", "O", Py_None);
 	}
 	Py_XDECREF(r);
-	if (PyErr_Occurred())
-		PyErr_WriteUnraisable(f);
+	/* A future left by a drain() whose loop has closed cannot be set:
+	 * nobody waits on it any more. */
+	PyErr_Clear();
 	Py_DECREF(f);
+	PyErr_Restore(exc_type, exc_value, exc_tb);
 }
 
 void runtime_pump(RuntimeObject *self)
@@ -586,15 +589,28 @@ static PyObject *Runtime_progress(RuntimeObject *self, PyObject *unused)
 	PyObject *loop;
 
 	(void)unused;
-	if (!self->progress) {
-		loop = PyObject_CallNoArgs(self->st->get_running_loop);
-		if (!loop)
+	loop = PyObject_CallNoArgs(self->st->get_running_loop);
+	if (!loop)
+		return NULL;
+	if (self->progress) {
+		/* One left by a drain() of an earlier loop (asyncio.run) goes. */
+		PyObject *its = PyObject_CallMethod(self->progress, "get_loop", NULL);
+		if (!its) {
+			Py_DECREF(loop);
 			return NULL;
-		self->progress = PyObject_CallMethodNoArgs(loop, self->st->s_create_future);
-		Py_DECREF(loop);
-		if (!self->progress)
-			return NULL;
+		}
+		if (its != loop)
+			Py_CLEAR(self->progress);
+		Py_DECREF(its);
 	}
+	if (!self->progress) {
+		self->progress = PyObject_CallMethodNoArgs(loop, self->st->s_create_future);
+		if (!self->progress) {
+			Py_DECREF(loop);
+			return NULL;
+		}
+	}
+	Py_DECREF(loop);
 	runtime_watch(self);
 	return Py_NewRef(self->progress);
 }
