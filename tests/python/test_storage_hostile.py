@@ -127,3 +127,17 @@ async def test_delete_many_with_str_subclass_keys(box):
             MeddlingKey.meddle = None
 
     assert await run(box, job) == (2, {})
+
+
+@pytest.mark.parametrize("new_keys", [{f"n{i}": i for i in range(20)}, {1: 2, 3: 4}])
+def test_a_nested_dict_changed_while_it_is_stored_is_stored_as_it_was(new_keys):
+    inner = {}
+
+    def meddle():
+        inner.clear()
+        inner.update(new_keys)
+
+    when = datetime.datetime(2024, 1, 1, tzinfo=MeddlingZone(meddle))
+    inner.update({"a": 1, "when": when, "z": 2})
+    back = dobj.deserialize(dobj.serialize({"outer": inner}))
+    assert back == {"outer": {"a": 1, "when": when, "z": 2}}

@@ -178,6 +178,20 @@ def test_lengths_the_blob_cannot_back_fail_fast(hexblob, message):
     assert peak < 16 << 20, peak  # at most one list of 2**20 slots (8 MB)
 
 
+def test_one_big_array_as_many_set_items_fails_fast():
+    # [a(2**20), Set{^1 x 2000}]: 4 KB naming a 2**20-slot list as 2000 Set
+    # items; each would be hashed as a tuple of 2**20 (16 s of CPU before).
+    import time
+    blob = bytes.fromhex("ff0f4102" "618080404000808040" "27" + "5e01" * 2000 + "2cd00f" "240002")
+    t = time.perf_counter()
+    with pytest.raises(dobj.Error, match="arrays used as Map keys or Set items add up to more than"):
+        dobj.deserialize(blob)
+    assert time.perf_counter() - t < 2
+    # Many small array keys are fine (each is converted and hashed once).
+    keys = {(i, i + 1): i for i in range(5000)}
+    assert dobj.deserialize(dobj.serialize(keys)) == keys
+
+
 def test_holes_within_the_allowance_read_as_none():
     # a[1e6] = "x": one sparse array of 1000001 slots in a dozen bytes.
     got = dobj.deserialize(bytes.fromhex("ff0f61c1843d55c0843d2201784001c1843d"))

@@ -126,19 +126,27 @@ int l_on_error(lua_State *L)
  * The core's error hook: a ctx:wait_until function or a run of an alarm
  * handler failed.  dobj.on_error's handler gets (err, info); without one,
  * one line (and the error's stack) goes to stderr, as workerd logs it.
- * Runs on the anchor thread, which never runs Lua code otherwise.
+ * Runs on a thread of its own, made on the anchor thread: the anchor's
+ * values live at fixed stack indices, which Lua code running on the anchor
+ * itself (a handler that closes the runtime, makes a stub...) would shift.
  */
 static void report_background_error(dobj_task *t, void *data)
 {
 	runtime_ud *r = data;
-	lua_State *L = r->A;
-	int top = lua_gettop(L), retry = 0, alarm;
+	lua_State *A = r->A, *L;
+	int atop = lua_gettop(A), top, retry = 0, alarm;
 	const char *msg = NULL, *cls = dobj_ns_class_name(dobj_obj_ns(dobj_task_obj(t)));
 	void *err = NULL;
 	char hex[DOBJ_ID_HEX_LEN];
 
-	if (!lua_checkstack(L, 8))
+	if (!lua_checkstack(A, 2))
 		return;
+	L = lua_newthread(A); /* anchored on A's stack until the end */
+	top = lua_gettop(L);
+	if (!lua_checkstack(L, 8)) {
+		lua_settop(A, atop);
+		return;
+	}
 	dobj_task_result(t, NULL, &msg, &err);
 	alarm = dobj_task_alarm_info(t, NULL, &retry) == DOBJ_OK;
 	dobj_id_to_hex(dobj_obj_id(dobj_task_obj(t)), hex);
@@ -161,6 +169,7 @@ static void report_background_error(dobj_task *t, void *data)
 		}
 		if (lua_pcall(L, 2, 0, 0) == LUA_OK) {
 			lua_settop(L, top);
+			lua_settop(A, atop);
 			return;
 		}
 		fprintf(stderr, "dobj: the dobj.on_error handler failed: %s\n",
@@ -178,6 +187,7 @@ static void report_background_error(dobj_task *t, void *data)
 			fprintf(stderr, "%s\n", lua_tostring(L, -1));
 	}
 	lua_settop(L, top);
+	lua_settop(A, atop);
 }
 
 int l_runtime(lua_State *L)

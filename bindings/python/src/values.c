@@ -20,6 +20,7 @@ typedef struct pent {
 	void *v;
 	uint32_t id;
 	int open; /* dobj_val: still being built (a cycle if met again) */
+	uint64_t cost; /* hashable(): items converted under k */
 } pent;
 
 typedef struct ptab {
@@ -301,31 +302,71 @@ static PyObject *int_from_magnitude(dobjpy_values *v, int negative, const unsign
 }
 
 /* A Map key or Set item must be hashable: lists read back as tuples, sets
- * as frozensets (so {(1, 2): x} and {frozenset()} round-trip). */
-static PyObject *hashable(dobjpy_values *v, PyObject *o, int depth)
+ * as frozensets (so {(1, 2): x} and {frozenset()} round-trip).  `memo`
+ * (source -> converted, both held) converts each list or set once; *cost
+ * gets the number of items converted under o (what hashing it costs each
+ * time it is used as a key: Python does not cache a tuple's hash). */
+static PyObject *hashable(dobjpy_values *v, PyObject *o, int depth, ptab *memo, uint64_t *cost)
 {
+	PyObject *r;
+	pent *p;
+	uint64_t items = 0, sub;
+
 	if (depth > DOBJ_VALUE_MAX_DEPTH) {
 		PyErr_SetString(v->error, "cannot read the stored value: a Map key nests too deeply");
 		return NULL;
 	}
+	*cost = 0;
+	if (!PyList_CheckExact(o) && !PySet_CheckExact(o))
+		return Py_NewRef(o);
+	if ((p = ptab_find(memo, o))) {
+		*cost = p->cost;
+		return Py_NewRef((PyObject *)p->v);
+	}
 	if (PyList_CheckExact(o)) {
 		Py_ssize_t i, n = PyList_GET_SIZE(o);
-		PyObject *t = PyTuple_New(n);
-		if (!t)
+		r = PyTuple_New(n);
+		if (!r)
 			return NULL;
-		for (i = 0; i < n; i++) {
-			PyObject *x = hashable(v, PyList_GET_ITEM(o, i), depth + 1);
+		for (i = 0; i < n && i < PyList_GET_SIZE(o); i++) {
+			PyObject *x = hashable(v, PyList_GET_ITEM(o, i), depth + 1, memo, &sub);
 			if (!x) {
-				Py_DECREF(t);
+				Py_DECREF(r);
 				return NULL;
 			}
-			PyTuple_SET_ITEM(t, i, x);
+			PyTuple_SET_ITEM(r, i, x);
+			items += 1 + sub;
 		}
-		return t;
+		for (; i < n; i++) /* cannot shrink (no Python code runs), but be safe */
+			PyTuple_SET_ITEM(r, i, Py_NewRef(Py_None));
+	} else if (!(r = PyFrozenSet_New(o))) { /* caches its hash: costs nothing again */
+		return NULL;
 	}
-	if (PySet_CheckExact(o))
-		return PyFrozenSet_New(o);
-	return Py_NewRef(o);
+	if (!(p = ptab_add(memo, o))) {
+		Py_DECREF(r);
+		return NULL;
+	}
+	p->k = Py_NewRef(o);
+	p->v = Py_NewRef(r);
+	p->cost = items;
+	*cost = items;
+	return r;
+}
+
+/* Drop a table whose keys and values are both held references. */
+static void memo_clear(ptab *t)
+{
+	size_t i;
+
+	for (i = 0; i < t->cap; i++) {
+		if (t->e[i].k) {
+			Py_DECREF((PyObject *)t->e[i].k);
+			Py_DECREF((PyObject *)t->e[i].v);
+		}
+	}
+	PyMem_Free(t->e);
+	t->e = NULL;
+	t->cap = t->n = 0;
 }
 
 /* ------------------------------------------------------------- encoder */
@@ -462,26 +503,24 @@ static int enc_seq(enc *e, PyObject *o)
 
 static int enc_dict(enc *e, PyObject *o)
 {
-	Py_ssize_t pos = 0;
-	PyObject *k, *val;
+	/* Writing a value may run Python code (a tzinfo) that changes the dict:
+	 * what is written is a snapshot of its items, holding their references. */
+	PyObject *items = PyDict_Items(o), *k, *val;
+	Py_ssize_t i, n;
 	int all_str = 1, rc = 0;
 	uint32_t id;
 
-	while (PyDict_Next(o, &pos, &k, &val)) {
-		if (!PyUnicode_Check(k)) {
-			all_str = 0;
-			break;
-		}
-	}
-	SER(all_str ? dobj_ser_object_begin(e->ser, &id) : dobj_ser_map_begin(e->ser, &id));
-	if (enc_mark(e, o, id) < 0)
+	if (!items)
 		return -1;
-	pos = 0;
-	while (rc == 0 && PyDict_Next(o, &pos, &k, &val)) {
-		/* Writing a value may run Python code (a tzinfo): hold both. */
-		Py_INCREF(k);
-		Py_INCREF(val);
-		if (all_str && PyUnicode_Check(k)) {
+	n = PyList_GET_SIZE(items);
+	for (i = 0; i < n && all_str; i++)
+		all_str = PyUnicode_Check(PyTuple_GET_ITEM(PyList_GET_ITEM(items, i), 0));
+	rc = all_str ? dobj_ser_object_begin(e->ser, &id) : dobj_ser_map_begin(e->ser, &id);
+	rc = rc < 0 ? ser_fail(rc) : enc_mark(e, o, id);
+	for (i = 0; rc == 0 && i < n; i++) {
+		k = PyTuple_GET_ITEM(PyList_GET_ITEM(items, i), 0);
+		val = PyTuple_GET_ITEM(PyList_GET_ITEM(items, i), 1);
+		if (all_str) {
 			PyObject *tmp;
 			Py_ssize_t kn;
 			const char *kp = str_utf8(k, &kn, &tmp);
@@ -493,17 +532,13 @@ static int enc_dict(enc *e, PyObject *o)
 				if (r2 < 0)
 					rc = ser_fail(r2);
 			}
-		} else if (all_str) {
-			PyErr_SetString(PyExc_RuntimeError, "a dict changed while it was stored");
-			rc = -1;
 		} else {
 			rc = enc_value(e, k);
 		}
 		if (rc == 0)
 			rc = enc_value(e, val);
-		Py_DECREF(k);
-		Py_DECREF(val);
 	}
+	Py_DECREF(items);
 	if (rc < 0)
 		return -1;
 	SER(all_str ? dobj_ser_object_end(e->ser) : dobj_ser_map_end(e->ser));
@@ -665,6 +700,11 @@ typedef struct dec {
 	dobj_tok tok;
 	PyObject **ids; /* object id -> value (strong references) */
 	size_t nids;
+	ptab hashed;    /* hashable() memo */
+	/* Items hashed as Map keys and Set items, and the cap: the core's slot
+	 * allowance for a blob of this size (DOBJ_VALUE_SLOTS_BASE), so a blob
+	 * naming one big array as many keys costs time in proportion to it. */
+	uint64_t hash_work, hash_cap;
 } dec;
 
 static PyObject *dec_tok(dec *d);
@@ -802,8 +842,16 @@ static PyObject *dec_keyed(dec *d)
 			if (!(hk = utf8_str(t->str, t->len)))
 				goto fail;
 		} else {
-			if (!(k = dec_tok(d)) || !(hk = hashable(d->v, k, 0)))
+			uint64_t cost;
+			if (!(k = dec_tok(d)) || !(hk = hashable(d->v, k, 0, &d->hashed, &cost)))
 				goto fail;
+			d->hash_work += cost;
+			if (d->hash_work > d->hash_cap) {
+				dec_fail(d, "value too large to read: arrays used as Map keys or Set "
+					"items add up to more than %llu items in a value of this size",
+					(unsigned long long)d->hash_cap);
+				goto fail;
+			}
 			Py_CLEAR(k);
 		}
 		if (type == DOBJ_TOK_SET) {
@@ -909,6 +957,7 @@ PyObject *dobjpy_decode(dobjpy_values *v, const void *data, size_t len)
 
 	memset(&d, 0, sizeof(d));
 	d.v = v;
+	d.hash_cap = DOBJ_VALUE_SLOTS_BASE + (uint64_t)DOBJ_VALUE_SLOTS_PER_BYTE * len;
 	if (!v->de_busy) {
 		rc = v->de ? dobj_de_reset(v->de, data, len) : dobj_de_new(&v->de, data, len);
 		d.de = v->de;
@@ -937,6 +986,7 @@ done:
 	for (i = 0; i < d.nids; i++)
 		Py_XDECREF(d.ids[i]);
 	PyMem_Free(d.ids);
+	memo_clear(&d.hashed);
 	if (own)
 		dobj_de_free(d.de);
 	else
@@ -1143,6 +1193,7 @@ typedef struct fval {
 	dobjpy_values *v;
 	const dobjpy_val_hooks *hooks;
 	ptab seen; /* dobj_val -> its Python value (a reference held) */
+	ptab hashed; /* hashable() memo */
 	int depth;
 } fval;
 
@@ -1212,7 +1263,8 @@ static PyObject *from_val(fval *c, const dobj_val *val)
 		if (type == DOBJ_VAL_ARRAY) {
 			rc = PyList_Append(r, x);
 		} else if (type == DOBJ_VAL_SET) {
-			PyObject *h = hashable(c->v, x, 0);
+			uint64_t cost;
+			PyObject *h = hashable(c->v, x, 0, &c->hashed, &cost);
 			rc = h ? PySet_Add(r, h) : -1;
 			Py_XDECREF(h);
 		} else {
@@ -1222,7 +1274,8 @@ static PyObject *from_val(fval *c, const dobj_val *val)
 				k = utf8_str(ks, kl);
 			} else {
 				PyObject *k0 = from_val(c, dobj_val_map_key_at(val, i));
-				k = k0 ? hashable(c->v, k0, 0) : NULL;
+				uint64_t cost;
+				k = k0 ? hashable(c->v, k0, 0, &c->hashed, &cost) : NULL;
 				Py_XDECREF(k0);
 			}
 			rc = k ? PyDict_SetItem(r, k, x) : -1;
@@ -1253,5 +1306,6 @@ PyObject *dobjpy_from_val(dobjpy_values *v, const dobj_val *val, const dobjpy_va
 		if (c.seen.e[i].k)
 			Py_DECREF((PyObject *)c.seen.e[i].v);
 	PyMem_Free(c.seen.e);
+	memo_clear(&c.hashed);
 	return r;
 }
