@@ -35,6 +35,11 @@ build = {
          -- (part of `make test`) fails when it is stale.
          sources = {
             "core/src/alarm.c",
+            "core/src/config.c",
+            "core/src/config_dotenv.c",
+            "core/src/config_json.c",
+            "core/src/config_text.c",
+            "core/src/config_toml.c",
             "core/src/error.c",
             "core/src/folder.c",
             "core/src/id.c",
@@ -51,6 +56,7 @@ build = {
             "core/src/v8_writer.c",
             "core/src/val_tree.c",
             "core/src/val_v8.c",
+            "bindings/lua/src/config.c",
             "bindings/lua/src/ctx.c",
             "bindings/lua/src/driver.c",
             "bindings/lua/src/errors.c",

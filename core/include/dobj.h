@@ -344,8 +344,10 @@ DOBJ_API int dobj_rt_process(dobj_rt *rt);
 /**
  * The runtime's pollable file descriptor: readable when work is ready or a
  * timer is due (see the contract above).  Made on the first call, owned by
- * the runtime (closed by dobj_rt_clear; do not close it), the same for the
- * runtime's life.  A negative code where the system has none (non-Linux).
+ * the runtime, the same until the runtime is closed: dobj_rt_clear (and
+ * dobj_rt_free) close it, so a loop stops watching it before closing the
+ * runtime.  DOBJ_ECLOSED after that; a negative code where the system has
+ * none (non-Linux).
  */
 DOBJ_API int dobj_rt_fd(dobj_rt *rt);
 
@@ -708,6 +710,7 @@ DOBJ_API dobj_host dobj_host_msg(void);
 #include "dobj/val.h"
 #include "dobj/value.h"
 #include "dobj/native.h"
+#include "dobj/config.h"
 
 #ifdef __cplusplus
 }

@@ -1152,8 +1152,6 @@ static void rt_unref(dobj_rt *rt)
 	free(rt->storage_dir);
 	free(rt->heap);
 	free(rt->trash);
-	if (rt->fd >= 0)
-		close(rt->fd);
 	free(rt);
 }
 
@@ -1206,7 +1204,12 @@ void dobj_rt_clear(dobj_rt *rt)
 	}
 	rt->closed = 1;
 	rt->busy--;
-	dobj__fd_clear(rt, 1); /* a closed runtime never becomes readable again */
+	if (rt->fd >= 0) {
+		/* A closed runtime has nothing to signal: its fd goes now, not
+		 * when the last stub lets the memory go. */
+		close(rt->fd);
+		rt->fd = -1;
+	}
 	flush_trash(rt);
 	rt_unref(rt);
 }

@@ -4,6 +4,8 @@
  * several waiters on one task, a block_concurrency_while that waits on a call
  * to its own object (deadlock), the 30 s limit of a block, finite delays.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <poll.h>
 #include <pthread.h>
@@ -161,6 +163,10 @@ static void test_fd_is_readable_when_work_is_ready(void)
 	/* Processed: the fd is armed for the idle timer (10 s), not readable. */
 	CHECK(!readable(fd, 0));
 	CHECK_EQ_INT(dobj_rt_tasks(rt), 0);
+	/* Closing the runtime closes its fd, though a stub keeps the memory. */
+	dobj_rt_clear(rt);
+	CHECK_EQ_INT(dobj_rt_fd(rt), DOBJ_ECLOSED);
+	CHECK(fcntl(fd, F_GETFD) < 0 && errno == EBADF);
 	dobj_task_unref(t);
 	dobj_stub_free(s);
 	dobj_rt_free(rt);

@@ -3,6 +3,7 @@ other loops, drain(); and the rules that came with the host contract: one
 owner thread, several handlers awaiting one call, a block_concurrency_while
 that calls its own object, and the 30 s limit of a block."""
 import asyncio
+import os
 import selectors
 import threading
 
@@ -203,3 +204,16 @@ def test_drain_after_a_timed_out_drain_in_another_loop():
     asyncio.run(first())
     asyncio.run(second())
     rt.close()
+
+
+async def test_closing_a_watched_runtime_closes_its_fd():
+    rt = dobj.Runtime()
+    stub = rt.bind("CLOCK", Clock).get_by_name("z")
+    await stub.fetch(f"https://c/{rt.now() + 3_600_000}")  # the loop watches the fd now
+    fd = rt.fileno()
+    rt.close()
+    with pytest.raises(OSError):
+        os.fstat(fd)
+    with pytest.raises(dobj.Error):
+        rt.fileno()
+    await asyncio.sleep(0)  # the loop goes on without it

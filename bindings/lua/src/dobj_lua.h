@@ -18,6 +18,7 @@
  *   rpc.c         RPC values (dobj_val), the RPC trampoline and caller
  *   storage.c     ctx.storage, transactions, alarms
  *   sql.c         storage.sql and cursors
+ *   config.c      dobj.load_config: the wrangler configuration
  *
  * The files are separate compilation units rather than one unit including
  * the others (luv's way): each then states what it uses through this header,
@@ -284,6 +285,9 @@ int l_stub_rpc(lua_State *L);
 /* runtime.c */
 int l_on_error(lua_State *L);
 int l_runtime(lua_State *L);
+/* config.c */
+int l_load_config(lua_State *L);
+int l_config_parse(lua_State *L);
 void raise_task_error(lua_State *L, runtime_ud *r);
 
 /* sleep.c */

@@ -32,12 +32,14 @@ from ._dobj import (  # noqa: F401  (re-exported)
     Runtime,
     Stub,
 )
+from .config import Binding, Config, ConfigError, Migration, load_config  # noqa: F401
 
 __all__ = [
     "Runtime", "Namespace", "DurableObjectId", "Stub", "Context", "Call",
     "DurableObject", "Request", "Response", "Headers", "Env",
     "Error", "InvalidIdError", "Aborted", "MAX_CALL_DEPTH",
     "Storage", "Transaction", "SqlStorage", "Cursor", "serialize", "deserialize",
+    "load_config", "Config", "Binding", "Migration", "ConfigError",
 ]
 
 HeadersInit = Union["Headers", Mapping[str, str], Iterable[Tuple[str, str]], None]

@@ -12,6 +12,14 @@ class Error(Exception):
 class InvalidIdError(Error, ValueError): ...
 class Aborted(BaseException): ...
 
+from .config import (
+    Binding as Binding,
+    Config as Config,
+    ConfigError as ConfigError,
+    Migration as Migration,
+    load_config as load_config,
+)
+
 MAX_CALL_DEPTH: int
 
 class Headers:

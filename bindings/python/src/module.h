@@ -16,6 +16,7 @@
  *   http.c       dobj.Request / Response <-> the core's messages (native classes)
  *   values.c     Python values <-> JS values (values.h)
  *   storage.c    ctx.storage (storage.h)
+ *   config.c     dobj.ConfigError, the wrangler config (dobj.load_config)
  * Each type file has a *_setup_types(module) that module exec calls.
  */
 #ifndef DOBJPY_MODULE_H
@@ -160,6 +161,7 @@ int stub_setup_types(PyObject *module);
 int call_setup_types(PyObject *module);
 int driver_setup_types(PyObject *module);
 int ctx_setup_types(PyObject *module);
+int config_setup_types(PyObject *module);
 
 /* errors.c */
 PyObject *raise_core_error(module_state *st, int code);

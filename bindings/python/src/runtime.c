@@ -195,13 +195,13 @@ static int Runtime_traverse(RuntimeObject *self, visitproc visit, void *arg)
 
 static int Runtime_clear(RuntimeObject *self)
 {
+	runtime_unwatch(self); /* before the core closes the fd */
 	if (self->rt) {
 		dobj_rt_clear(self->rt);
 		complete_deferred_futures(self->st);
 	}
 	Py_CLEAR(self->env);
 	Py_CLEAR(self->namespaces);
-	runtime_unwatch(self);
 	Py_CLEAR(self->progress);
 	return 0;
 }
@@ -505,11 +505,11 @@ static PyObject *Runtime_advance(RuntimeObject *self, PyObject *seconds)
 static PyObject *Runtime_close(RuntimeObject *self, PyObject *unused)
 {
 	(void)unused;
+	runtime_unwatch(self); /* before the core closes the fd */
 	if (self->rt) {
 		dobj_rt_clear(self->rt);
 		complete_deferred_futures(self->st);
 	}
-	runtime_unwatch(self);
 	runtime_progress(self);
 	Py_RETURN_NONE;
 }

@@ -1,0 +1,113 @@
+"""dobj.load_config: a Workers project's wrangler configuration.
+
+The core reads and resolves the file (``wrangler.json``, ``wrangler.jsonc``
+or ``wrangler.toml``, environments, ``.dev.vars``): the rules live once, in
+C, for Python and Lua alike.  This module only gives the result a shape.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Mapping, Optional, Tuple, Union
+
+from . import _dobj
+from ._dobj import ConfigError
+
+__all__ = ["load_config", "Config", "Binding", "Migration", "ConfigError"]
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+@dataclass(frozen=True)
+class Binding:
+    """A Durable Object binding: ``env.<binding>`` is a namespace of
+    ``class_name`` whose IDs use ``unique_key`` (Miniflare's
+    ``<worker name>-<class_name>``) and whose state is in ``storage_dir``."""
+
+    binding: str
+    class_name: str
+    unique_key: str
+    storage_dir: str
+    sqlite: bool
+
+
+@dataclass(frozen=True)
+class Migration:
+    tag: str
+    new_classes: Tuple[str, ...]
+    new_sqlite_classes: Tuple[str, ...]
+    renamed_classes: Tuple[Tuple[str, str], ...]
+    deleted_classes: Tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Config:
+    """A resolved configuration (read-only).  Paths are absolute."""
+
+    config_path: str
+    env: Optional[str]
+    name: Optional[str]
+    worker_name: str
+    main: Optional[str]
+    compatibility_date: Optional[str]
+    compatibility_flags: Tuple[str, ...]
+    vars: Mapping[str, Any]
+    dev_vars_path: Optional[str]
+    bindings: Tuple[Binding, ...]
+    migrations: Tuple[Migration, ...]
+    state_dir: str
+    warnings: Tuple[str, ...]
+
+    @property
+    def compatibility(self) -> Tuple[Optional[str], Tuple[str, ...]]:
+        """``(compatibility_date, compatibility_flags)``."""
+        return self.compatibility_date, self.compatibility_flags
+
+
+def _opt_path(p: Optional[PathLike]) -> Optional[str]:
+    return None if p is None else os.fspath(p)
+
+
+def load_config(
+    path: Optional[PathLike] = None,
+    *,
+    env: Optional[str] = None,
+    persist_to: Optional[PathLike] = None,
+) -> Config:
+    """Read a project's wrangler configuration.
+
+    ``path`` is the config file or a folder to look in (and above, as
+    wrangler does; ``wrangler.json`` wins over ``wrangler.jsonc`` over
+    ``wrangler.toml``); default: the current folder.  ``env`` selects
+    ``[env.NAME]`` (default: ``$CLOUDFLARE_ENV``; ``""`` for the top level).
+    ``persist_to`` is ``wrangler dev --persist-to``: state goes to
+    ``<persist_to>/v3/do`` instead of ``.wrangler/state/v3/do`` next to the
+    config.  Raises :class:`ConfigError` (a ``dobj.Error`` and a
+    ``ValueError``) naming the file, the key and, for syntax errors, the line.
+    """
+    raw = _dobj._config_load(_opt_path(path), env, _opt_path(persist_to))
+    return Config(
+        config_path=raw["config_path"],
+        env=raw["env"],
+        name=raw["name"],
+        worker_name=raw["worker_name"],
+        main=raw["main"],
+        compatibility_date=raw["compatibility_date"],
+        compatibility_flags=tuple(raw["compatibility_flags"]),
+        vars=MappingProxyType(raw["vars"]),
+        dev_vars_path=raw["dev_vars_path"],
+        bindings=tuple(Binding(**b) for b in raw["bindings"]),
+        migrations=tuple(
+            Migration(
+                tag=m["tag"],
+                new_classes=tuple(m["new_classes"]),
+                new_sqlite_classes=tuple(m["new_sqlite_classes"]),
+                renamed_classes=tuple((r["from"], r["to"]) for r in m["renamed_classes"]),
+                deleted_classes=tuple(m["deleted_classes"]),
+            )
+            for m in raw["migrations"]
+        ),
+        state_dir=raw["state_dir"],
+        warnings=tuple(raw["warnings"]),
+    )

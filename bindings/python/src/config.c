@@ -1,0 +1,285 @@
+/*
+ * config.c — dobj.ConfigError and the module functions behind
+ * dobj.load_config (bindings/python/dobj/config.py): the core reads and
+ * resolves the wrangler configuration (dobj/config.h); this file only turns
+ * its result into Python values.
+ */
+#include "module.h"
+
+/* A config tree value as Python: objects -> dict, arrays -> list, integers
+ * (dobj_config_is_integer) -> int, other numbers -> float. */
+static PyObject *from_tree(const dobj_val *v)
+{
+	PyObject *o, *item;
+	size_t i, len;
+	const char *s;
+
+	switch (dobj_val_type_of(v)) {
+	case DOBJ_VAL_NULL:
+		Py_RETURN_NONE;
+	case DOBJ_VAL_BOOL:
+		return PyBool_FromLong(dobj_val_get_bool(v));
+	case DOBJ_VAL_NUMBER:
+	case DOBJ_VAL_BIGINT:
+		if (dobj_config_is_integer(v)) {
+			int64_t i64;
+			uint64_t u64;
+			if (dobj_val_to_i64(v, &i64) == 0)
+				return PyLong_FromLongLong(i64);
+			if (dobj_val_to_u64(v, &u64) == 0)
+				return PyLong_FromUnsignedLongLong(u64);
+			{
+				/* Beyond 64 bits (JSON): from the magnitude. */
+				int neg;
+				const unsigned char *mag = dobj_val_get_bigint(v, &neg, &len);
+				PyObject *r;
+				char *hex = PyMem_Malloc(len * 2 + 2), *p;
+				if (!hex)
+					return PyErr_NoMemory();
+				p = hex;
+				if (neg)
+					*p++ = '-';
+				for (i = len; i > 0; i--, p += 2)
+					sprintf(p, "%02x", mag[i - 1]);
+				*p = '\0';
+				r = PyLong_FromString(hex, NULL, 16);
+				PyMem_Free(hex);
+				return r;
+			}
+		}
+		return PyFloat_FromDouble(dobj_val_get_number(v));
+	case DOBJ_VAL_STRING:
+		s = dobj_val_get_string(v, &len);
+		return PyUnicode_DecodeUTF8(s, (Py_ssize_t)len, "strict");
+	case DOBJ_VAL_ARRAY:
+		if (!(o = PyList_New((Py_ssize_t)dobj_val_len(v))))
+			return NULL;
+		for (i = 0; i < dobj_val_len(v); i++) {
+			if (!(item = from_tree(dobj_val_at(v, i)))) {
+				Py_DECREF(o);
+				return NULL;
+			}
+			PyList_SET_ITEM(o, (Py_ssize_t)i, item);
+		}
+		return o;
+	case DOBJ_VAL_OBJECT:
+		if (!(o = PyDict_New()))
+			return NULL;
+		for (i = 0; i < dobj_val_len(v); i++) {
+			PyObject *k;
+			s = dobj_val_key_at(v, i, &len);
+			k = PyUnicode_DecodeUTF8(s, (Py_ssize_t)len, "strict");
+			item = k ? from_tree(dobj_val_at(v, i)) : NULL;
+			if (!item || PyDict_SetItem(o, k, item) < 0) {
+				Py_XDECREF(k);
+				Py_XDECREF(item);
+				Py_DECREF(o);
+				return NULL;
+			}
+			Py_DECREF(k);
+			Py_DECREF(item);
+		}
+		return o;
+	default:
+		PyErr_Format(PyExc_TypeError, "unexpected %s in a config tree", dobj_val_type_name(v));
+		return NULL;
+	}
+}
+
+static PyObject *raise_config_error(PyObject *m, int rc)
+{
+	PyObject *type;
+
+	if (rc == DOBJ_ENOMEM)
+		return PyErr_NoMemory();
+	type = PyObject_GetAttrString(m, "ConfigError");
+	if (!type)
+		return NULL;
+	{
+		/* "replace": a message cut at the core's buffer size may end
+		 * inside a character. */
+		const char *msg = dobj_error_last();
+		PyObject *s = PyUnicode_DecodeUTF8(msg, (Py_ssize_t)strlen(msg), "replace");
+		if (s) {
+			PyErr_SetObject(type, s);
+			Py_DECREF(s);
+		}
+	}
+	Py_DECREF(type);
+	return NULL;
+}
+
+/* A str (or None) argument as UTF-8 without NUL bytes, which would cut a
+ * path short. */
+static int opt_str(PyObject *o, const char *what, const char **out)
+{
+	Py_ssize_t len;
+
+	*out = NULL;
+	if (o == Py_None)
+		return 0;
+	if (!PyUnicode_Check(o)) {
+		PyErr_Format(PyExc_TypeError, "%s must be a str or None, not %.100s", what, Py_TYPE(o)->tp_name);
+		return -1;
+	}
+	if (!(*out = PyUnicode_AsUTF8AndSize(o, &len)))
+		return -1;
+	if ((size_t)len != strlen(*out)) {
+		PyErr_Format(PyExc_ValueError, "%s contains a NUL character", what);
+		return -1;
+	}
+	return 0;
+}
+
+#define SET(d, key, value) do { PyObject *_v = (value); \
+	if (!_v || PyDict_SetItemString(d, key, _v) < 0) { Py_XDECREF(_v); goto error; } \
+	Py_DECREF(_v); } while (0)
+
+static PyObject *str_or_none(const char *s)
+{
+	if (!s)
+		Py_RETURN_NONE;
+	return PyUnicode_DecodeUTF8(s, (Py_ssize_t)strlen(s), "surrogateescape");
+}
+
+/* _config_load(path, env, persist_to) -> dict of the resolved config. */
+static PyObject *mod_config_load(PyObject *m, PyObject *args)
+{
+	PyObject *path_o, *env_o, *persist_o, *d = NULL, *list;
+	dobj_config_opts opts = DOBJ_CONFIG_OPTS_INIT;
+	dobj_config *c = NULL;
+	size_t i;
+	int rc;
+
+	if (!PyArg_ParseTuple(args, "OOO:_config_load", &path_o, &env_o, &persist_o))
+		return NULL;
+	if (opt_str(path_o, "path", &opts.path) < 0 || opt_str(env_o, "env", &opts.env) < 0 ||
+	    opt_str(persist_o, "persist_to", &opts.persist_to) < 0)
+		return NULL;
+	/* File reads of a few kilobytes: no GIL release. */
+	if ((rc = dobj_config_load(&c, &opts)) < 0)
+		return raise_config_error(m, rc);
+	if (!(d = PyDict_New()))
+		goto error;
+	SET(d, "config_path", str_or_none(c->path));
+	SET(d, "env", str_or_none(c->env));
+	SET(d, "name", str_or_none(c->name));
+	SET(d, "worker_name", str_or_none(c->worker_name));
+	SET(d, "main", str_or_none(c->main));
+	SET(d, "compatibility_date", str_or_none(c->compatibility_date));
+	SET(d, "dev_vars_path", str_or_none(c->dev_vars_path));
+	SET(d, "state_dir", str_or_none(c->state_dir));
+	SET(d, "vars", from_tree(c->vars));
+	SET(d, "migrations", from_tree(c->migrations));
+	SET(d, "compatibility_flags", PyList_New(0));
+	list = PyDict_GetItemString(d, "compatibility_flags");
+	for (i = 0; i < c->compatibility_flags_len; i++) {
+		PyObject *s = str_or_none(c->compatibility_flags[i]);
+		if (!s || PyList_Append(list, s) < 0) {
+			Py_XDECREF(s);
+			goto error;
+		}
+		Py_DECREF(s);
+	}
+	SET(d, "warnings", PyList_New(0));
+	list = PyDict_GetItemString(d, "warnings");
+	for (i = 0; i < c->warnings_len; i++) {
+		PyObject *s = str_or_none(c->warnings[i]);
+		if (!s || PyList_Append(list, s) < 0) {
+			Py_XDECREF(s);
+			goto error;
+		}
+		Py_DECREF(s);
+	}
+	SET(d, "bindings", PyList_New(0));
+	list = PyDict_GetItemString(d, "bindings");
+	for (i = 0; i < c->bindings_len; i++) {
+		const dobj_config_binding *b = &c->bindings[i];
+		PyObject *bd = PyDict_New();
+		if (!bd)
+			goto error;
+		if (PyList_Append(list, bd) < 0) {
+			Py_DECREF(bd);
+			goto error;
+		}
+		Py_DECREF(bd); /* the list holds it */
+		SET(bd, "binding", str_or_none(b->binding));
+		SET(bd, "class_name", str_or_none(b->class_name));
+		SET(bd, "unique_key", str_or_none(b->unique_key));
+		SET(bd, "storage_dir", str_or_none(b->storage_dir));
+		SET(bd, "sqlite", PyBool_FromLong(b->sqlite));
+	}
+	dobj_config_free(c);
+	return d;
+error:
+	dobj_config_free(c);
+	Py_XDECREF(d);
+	return NULL;
+}
+
+/* _config_parse(text: str|bytes, format: "toml"|"jsonc"|"dotenv", filename)
+ * -> the tree (tests compare it with tomllib / json). */
+static PyObject *mod_config_parse(PyObject *m, PyObject *args)
+{
+	PyObject *text_o, *res;
+	const char *format, *filename = NULL, *text;
+	Py_ssize_t len;
+	dobj_val *v = NULL;
+	int rc;
+
+	if (!PyArg_ParseTuple(args, "Os|z:_config_parse", &text_o, &format, &filename))
+		return NULL;
+	if (PyBytes_Check(text_o)) {
+		text = PyBytes_AS_STRING(text_o);
+		len = PyBytes_GET_SIZE(text_o);
+	} else if (PyUnicode_Check(text_o)) {
+		if (!(text = PyUnicode_AsUTF8AndSize(text_o, &len)))
+			return NULL;
+	} else {
+		PyErr_SetString(PyExc_TypeError, "_config_parse(text: str | bytes, format, filename=None)");
+		return NULL;
+	}
+	if (strcmp(format, "toml") == 0)
+		rc = dobj_config_parse(&v, text, (size_t)len, DOBJ_CONFIG_TOML, filename);
+	else if (strcmp(format, "jsonc") == 0 || strcmp(format, "json") == 0)
+		rc = dobj_config_parse(&v, text, (size_t)len, DOBJ_CONFIG_JSONC, filename);
+	else if (strcmp(format, "dotenv") == 0)
+		rc = dobj_config_parse_dotenv(&v, text, (size_t)len, filename);
+	else {
+		PyErr_Format(PyExc_ValueError, "unknown format %.40s (toml, jsonc, dotenv)", format);
+		return NULL;
+	}
+	if (rc < 0)
+		return raise_config_error(m, rc);
+	res = from_tree(v);
+	dobj_val_free(v);
+	return res;
+}
+
+static PyMethodDef config_methods[] = {
+	{ "_config_load", mod_config_load, METH_VARARGS, NULL },
+	{ "_config_parse", mod_config_parse, METH_VARARGS, NULL },
+	{ NULL }
+};
+
+int config_setup_types(PyObject *m)
+{
+	module_state *st = PyModule_GetState(m);
+	PyObject *bases, *err;
+
+	bases = PyTuple_Pack(2, st->Error, PyExc_ValueError);
+	if (!bases)
+		return -1;
+	err = PyErr_NewExceptionWithDoc("dobj.ConfigError",
+		"A wrangler configuration that cannot be read: the message names the file, "
+		"the key and, for syntax errors, the line.", bases, NULL);
+	Py_DECREF(bases);
+	if (!err)
+		return -1;
+	if (PyModule_AddObjectRef(m, "ConfigError", err) < 0) {
+		Py_DECREF(err);
+		return -1;
+	}
+	Py_DECREF(err);
+	return PyModule_AddFunctions(m, config_methods);
+}

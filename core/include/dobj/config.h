@@ -1,0 +1,134 @@
+/**
+ * dobj/config.h — a Workers project's wrangler configuration, read once in
+ * the core so that Python and Lua apply the same rules.
+ *
+ * Two layers:
+ * - dobj_config_parse(): TOML 1.0 or JSONC text -> a dobj_val tree (objects,
+ *   arrays, strings, numbers, booleans; JSON null).  Bounded: input size,
+ *   nesting depth and entries per table are capped; any input either
+ *   parses or fails with a message naming the file, the line and column.
+ * - dobj_config_load(): finds `wrangler.json` / `wrangler.jsonc` /
+ *   `wrangler.toml`, applies wrangler's environment rules (`[env.NAME]`),
+ *   reads `.dev.vars` / `.env`, and says where each Durable Object
+ *   namespace keeps its state (Miniflare's layout, so `wrangler dev` and
+ *   dobj share a project's state folder).
+ *
+ * Included by dobj.h; do not include directly.
+ */
+#ifndef DOBJ_CONFIG_H
+#define DOBJ_CONFIG_H
+
+/** Input size cap of dobj_config_parse (bytes). */
+#define DOBJ_CONFIG_MAX_BYTES (1u << 20)
+/** Nesting cap: tables, arrays, dotted-key parts, counted together. */
+#define DOBJ_CONFIG_MAX_DEPTH 64
+/** Entries per table / object (keeps key lookup cheap on hostile input). */
+#define DOBJ_CONFIG_MAX_ENTRIES 10000
+
+typedef enum dobj_config_format {
+	DOBJ_CONFIG_TOML = 1,
+	/** JSON with // and block comments and trailing commas (plain JSON too). */
+	DOBJ_CONFIG_JSONC = 2
+} dobj_config_format;
+
+/**
+ * Parse `len` bytes of TOML or JSONC into a tree (*out, the caller's:
+ * dobj_val_free).  TOML integers (64-bit) and JSON numbers without a
+ * fraction or exponent (up to 1000 digits) are integers, other numbers
+ * floats: see dobj_config_is_integer.  TOML dates and times are refused
+ * ("not supported").  DOBJ_EINVALID with "<filename>:<line>:<col>: what" for
+ * bad syntax, DOBJ_EARG for input over DOBJ_CONFIG_MAX_BYTES.  `filename`
+ * (may be NULL) only names the input in messages.
+ */
+DOBJ_API int dobj_config_parse(dobj_val **out, const char *text, size_t len,
+	dobj_config_format format, const char *filename);
+
+/**
+ * Is v an integer of a config tree (as TOML and JSON tell integers from
+ * floats)?  Config integers are numbers in V8's Smi range written `I`, or
+ * BigInts beyond it; every other number is a float, even a whole one
+ * (`3e9`, `1.0`).  Bindings show integers as Python int / Lua integer.
+ */
+DOBJ_API int dobj_config_is_integer(const dobj_val *v);
+
+/** One Durable Object binding of the resolved configuration. */
+typedef struct dobj_config_binding {
+	const char *binding;     /**< name in env (`durable_objects.bindings[].name`) */
+	const char *class_name;  /**< the class */
+	/** Miniflare's unique key: "<worker name>-<class_name>" (the ID key). */
+	const char *unique_key;
+	/** The namespace's folder: "<state_dir>/<unique_key>". */
+	const char *storage_dir;
+	/** 1 if the class was created by `new_sqlite_classes` (after renames). */
+	int sqlite;
+} dobj_config_binding;
+
+/**
+ * A resolved configuration: read-only, owned by the core, freed with
+ * dobj_config_free().  Paths are absolute.
+ */
+typedef struct dobj_config {
+	const char *path;        /**< the config file read */
+	const char *dir;         /**< its folder */
+	const char *env;         /**< the environment applied, NULL for the top level */
+	/** The Worker's name ("<name>-<env>" in an environment), NULL if none. */
+	const char *name;
+	/** The name unique keys use: `name`, or "worker" when there is none. */
+	const char *worker_name;
+	const char *main;        /**< the entry, resolved against dir; NULL if none */
+	const char *compatibility_date;          /**< NULL if none */
+	const char *const *compatibility_flags;
+	size_t compatibility_flags_len;
+	/** `vars` of the environment, overridden by the dev vars file (an object;
+	 *  values as written in the config, strings from the dev vars file). */
+	const dobj_val *vars;
+	const char *dev_vars_path; /**< the secrets file read, NULL if none */
+	const dobj_config_binding *bindings;
+	size_t bindings_len;
+	/** The migrations in effect: an array of objects, each with `tag` and
+	 *  arrays `new_classes`, `new_sqlite_classes`, `renamed_classes`
+	 *  (objects {from, to}) and `deleted_classes` (empty when absent). */
+	const dobj_val *migrations;
+	/** The Durable Object state root: ".wrangler/state/v3/do" next to the
+	 *  config, or "<persist_to>/v3/do". */
+	const char *state_dir;
+	/** Warnings, worded as wrangler words them (a binding prints them). */
+	const char *const *warnings;
+	size_t warnings_len;
+} dobj_config;
+
+typedef struct dobj_config_opts {
+	unsigned version;        /**< DOBJ_CONFIG_OPTS_VERSION */
+	/** A config file, or a folder to search (and its parents, as wrangler
+	 *  does); NULL = the current folder. */
+	const char *path;
+	/** The environment; NULL = $CLOUDFLARE_ENV; "" = the top level. */
+	const char *env;
+	/** State folder as `wrangler dev --persist-to DIR` (relative to the
+	 *  current folder); NULL = "<config dir>/.wrangler/state". */
+	const char *persist_to;
+} dobj_config_opts;
+#define DOBJ_CONFIG_OPTS_VERSION 1
+#define DOBJ_CONFIG_OPTS_INIT { DOBJ_CONFIG_OPTS_VERSION, 0, 0, 0 }
+
+/**
+ * Find, read and resolve a project's configuration (*out is the caller's:
+ * dobj_config_free).  Which file: `wrangler.json`, then `wrangler.jsonc`,
+ * then `wrangler.toml`, each looked for from the folder upwards (wrangler's
+ * order).  Fails with a message naming the file and the key:
+ * DOBJ_EINVALID for bad syntax or a bad value, DOBJ_EARG for a missing file
+ * or an unknown environment, DOBJ_ENOMEM.
+ */
+DOBJ_API int dobj_config_load(dobj_config **out, const dobj_config_opts *opts);
+DOBJ_API void dobj_config_free(dobj_config *cfg);
+
+/**
+ * Parse dotenv text (`.dev.vars`, `.env`): KEY=value lines, `export`,
+ * single / double / backtick quotes (double quotes expand \n and \r),
+ * `#` comments; lines that are not assignments are skipped, as the dotenv
+ * package does.  *out (the caller's) is an object of strings.
+ */
+DOBJ_API int dobj_config_parse_dotenv(dobj_val **out, const char *text, size_t len,
+	const char *filename);
+
+#endif
