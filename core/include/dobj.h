@@ -269,6 +269,11 @@ DOBJ_API void dobj_rt_free(dobj_rt *rt);
  * so bindings may free those in any order.
  */
 DOBJ_API void dobj_rt_clear(dobj_rt *rt);
+/** DOBJ_OK on the runtime's own thread, else DOBJ_ETHREAD with
+ *  DOBJ_MSG_THREAD: for a binding's explicit close (dobj_rt_clear itself is
+ *  allowed anywhere, for collectors) and its other entry points that call
+ *  nothing else that checks. */
+DOBJ_API int dobj_rt_check_thread(const dobj_rt *rt);
 /** Has the runtime been closed? */
 DOBJ_API int dobj_rt_closed(const dobj_rt *rt);
 /** Visit every host value the core holds (for a GC's traverse).  Stops and
@@ -441,6 +446,19 @@ DOBJ_API const dobj_id *dobj_stub_id(const dobj_stub *stub);
 /** Name or NULL; *len receives its length. */
 DOBJ_API const char *dobj_stub_name(const dobj_stub *stub, size_t *len);
 DOBJ_API dobj_ns *dobj_stub_ns(const dobj_stub *stub);
+/**
+ * The host error of a broken stub (borrowed; NULL while the stub is not
+ * broken, for an abort without an error, after dobj_stub_drop_error and once
+ * the runtime is closed).  When an incarnation is aborted, each stub bound
+ * to it retains the abort's error for the calls it will fail; the dead
+ * incarnation itself keeps none.  So the reference has exactly one owner
+ * that a GC binding can see: the stub's wrapper visits it (tp_traverse) and
+ * drops it (tp_clear).  dobj_rt_visit does not visit it.
+ */
+DOBJ_API void *dobj_stub_error(const dobj_stub *stub);
+/** Release a broken stub's error now (a GC's tp_clear); later calls on the
+ * stub still fail, with the abort's code and message and no host error. */
+DOBJ_API void dobj_stub_drop_error(dobj_stub *stub);
 
 /** Called once when a task finishes (successfully or not). */
 typedef void (*dobj_done_fn)(dobj_task *task, void *data);
@@ -556,17 +574,6 @@ DOBJ_API void *dobj_obj_ctx(const dobj_obj *obj);
 DOBJ_API void dobj_obj_set_ctx(dobj_obj *obj, void *ctx);
 /** Has the incarnation been aborted/reset? */
 DOBJ_API int dobj_obj_dead(const dobj_obj *obj);
-/**
- * The host error a dead incarnation keeps for the calls of its broken stubs
- * (borrowed; NULL while alive, for an abort without one, and once the
- * runtime is closed: dobj_rt_clear releases them).  dobj_rt_visit does not
- * visit it: it is reachable only through whoever keeps the incarnation, so a
- * GC binding visits it from exactly one of them (Python: the object's ctx
- * wrapper).  Visiting it from the runtime would keep a cycle through it
- * (error -> traceback -> frame -> instance -> ctx -> incarnation) alive for
- * as long as the runtime lives.
- */
-DOBJ_API void *dobj_obj_error(const dobj_obj *obj);
 /** Nesting of block_concurrency_while on the object. */
 DOBJ_API int dobj_obj_blocked(const dobj_obj *obj);
 /**
@@ -652,8 +659,11 @@ DOBJ_API int dobj_task_remote(const dobj_task *t);
 
 /**
  * Can the incarnation's ctx and storage still be used?  DOBJ_OK, or
+ * DOBJ_ETHREAD with DOBJ_MSG_THREAD on another thread than the runtime's,
  * DOBJ_EABORTED with DOBJ_MSG_GONE when it was reset or evicted (a ctx kept
- * past its instance), DOBJ_ECLOSED when the runtime is closed.
+ * past its instance), DOBJ_ECLOSED when the runtime is closed.  Every
+ * storage call (dobj_kv_*, dobj_sql_exec, dobj_alarm_*, dobj_txn_begin)
+ * refuses another thread the same way.
  */
 DOBJ_API int dobj_obj_check(const dobj_obj *obj);
 

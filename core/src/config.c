@@ -584,8 +584,9 @@ static int read_bindings(config_impl *c, const dobj_val *dobjs, const char *wher
 		/* wrangler's warning, with its suggested migration. */
 		size_t cap = 1, o = 0;
 		char *names, *quoted;
+		int toml;
 		for (j = 0; j < missing.n; j++)
-			cap += strlen(missing.p[j]) + 4;
+			cap += strlen(missing.p[j]) + 12;
 		names = malloc(cap);
 		quoted = malloc(cap);
 		if (!names || !quoted) {
@@ -595,12 +596,15 @@ static int read_bindings(config_impl *c, const dobj_val *dobjs, const char *wher
 			goto out;
 		}
 		names[0] = quoted[0] = '\0';
+		toml = strlen(c->base) >= 5 && strcmp(c->base + strlen(c->base) - 5, ".toml") == 0;
 		for (j = 0; j < missing.n; j++) {
 			o += (size_t)sprintf(names + strlen(names), "%s%s", j ? ", " : "", missing.p[j]);
-			sprintf(quoted + strlen(quoted), "%s\"%s\"", j ? ", " : "", missing.p[j]);
+			/* TOML.stringify writes [ "A", "B" ]; JSON.stringify(_, null, 2)
+			 * one name a line. */
+			sprintf(quoted + strlen(quoted), "%s\"%s\"", j ? (toml ? ", " : ",\n        ") : "", missing.p[j]);
 		}
 		(void)o;
-		if (strcmp(c->base, "wrangler.toml") == 0 || strstr(c->base, ".toml"))
+		if (toml)
 			rc = warn(c, "In your %s file, you have configured `durable_objects` exported by this Worker "
 				"(%s), but no `migrations` for them. This may not work as expected until you add a "
 				"`migrations` section to your %s file. Add the following configuration:\n\n```\n"

@@ -153,6 +153,7 @@ struct dobj_task {
 	dobj_task **waiters;           /* tasks suspended until this one finishes (held) */
 	size_t nwaiters, capwaiters;
 	dobj_timer *limit;             /* BLOCK: the 30 s limit */
+	void *stub_error;              /* call on a broken stub: the stub's error, until it fails */
 };
 
 struct dobj_obj {
@@ -171,7 +172,7 @@ struct dobj_obj {
 	size_t ntasks;
 	int code;
 	char *message;
-	void *error;
+	dobj_stub *stubs;              /* stubs bound to this incarnation (stub->onext) */
 	dobj_storage *storage;
 	dobj_timer *idle_timer;
 	double last_active;
@@ -199,6 +200,8 @@ struct dobj_stub {
 	char *name;
 	size_t name_len;
 	dobj_obj *obj; /* incarnation bound on first call */
+	dobj_stub *oprev, *onext; /* obj->stubs */
+	void *error;   /* retained: the abort error of a dead obj (a broken stub) */
 };
 
 struct dobj_timer {

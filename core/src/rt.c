@@ -273,7 +273,6 @@ static void obj_unref(dobj_obj *obj)
 		if (obj->dead_next)
 			obj->dead_next->dead_prev = obj->dead_prev;
 	}
-	trash(rt, obj->error);
 	free(obj->message);
 	free(obj->name);
 	free(obj);
@@ -333,6 +332,7 @@ static void task_unref(dobj_task *t)
 	trash(rt, t->host);
 	drop_value(rt, t->result, t->result_free);
 	trash(rt, t->error);
+	trash(rt, t->stub_error);
 	free(t->method);
 	free(t->message);
 	while (t->nwaiters) /* only if never finished (cannot happen: defensive) */
@@ -397,6 +397,10 @@ static void finish_ex(dobj_task *t, int code, const char *message, void *result,
 		return;
 	}
 	t->done = 1;
+	if (t->stub_error) { /* failed otherwise (the runtime closing) */
+		trash(rt, t->stub_error);
+		t->stub_error = NULL;
+	}
 	if (t->limit) {
 		dobj_timer *tm = t->limit;
 		t->limit = NULL;
@@ -759,8 +763,22 @@ static void abort_obj(dobj_obj *obj, int code, const char *message, void *error)
 	rt->dead_objs = obj;
 	obj->code = code < 0 ? code : DOBJ_EABORTED;
 	obj->message = strdup(message ? message : "");
-	obj->error = error;
 	obj->nblock = 0;
+	/* Each stub bound to it keeps its own reference to the error, for the
+	 * calls it will fail; the incarnation keeps none.  A GC binding visits
+	 * the error from the stub's wrapper (dobj_stub_error), once per stub:
+	 * a reference held by the incarnation, shared by all its stubs and its
+	 * ctx, could be reported by none of them exactly once, and a cycle
+	 * through it (error -> traceback -> frame -> stub) could never be
+	 * collected. */
+	{
+		dobj_stub *s;
+		for (s = obj->stubs; s; s = s->onext) {
+			trash(rt, s->error);
+			host_retain(rt, error);
+			s->error = error;
+		}
+	}
 	if (obj->mapped)
 		map_remove(obj->ns, obj);
 
@@ -776,9 +794,10 @@ static void abort_obj(dobj_obj *obj, int code, const char *message, void *error)
 		}
 		if (!t)
 			break;
-		host_retain(rt, obj->error);
-		finish(t, obj->code, obj->message, NULL, obj->error);
+		host_retain(rt, error);
+		finish(t, obj->code, obj->message, NULL, error);
 	}
+	trash(rt, error);
 	obj_release_instance(obj);
 	obj_unref(obj);
 }
@@ -801,7 +820,6 @@ dobj_ns *dobj_obj_ns(const dobj_obj *obj) { return obj->ns; }
 void *dobj_obj_instance(const dobj_obj *obj) { return obj->instance; }
 void *dobj_obj_ctx(const dobj_obj *obj) { return obj->ctx; }
 int dobj_obj_dead(const dobj_obj *obj) { return obj->dead; }
-void *dobj_obj_error(const dobj_obj *obj) { return obj->dead ? obj->error : NULL; }
 int dobj_obj_blocked(const dobj_obj *obj) { return obj->nblock; }
 
 const char *dobj_obj_name(const dobj_obj *obj, size_t *len)
@@ -874,8 +892,9 @@ static void run_task(dobj_rt *rt, dobj_task *t)
 		goto done;
 	if (obj) {
 		if (obj->dead) {
-			host_retain(rt, obj->error);
-			finish(t, obj->code, obj->message, NULL, obj->error);
+			void *error = t->stub_error; /* a broken stub's call */
+			t->stub_error = NULL;
+			finish(t, obj->code, obj->message, NULL, error);
 			goto done;
 		}
 		if (!obj->constructed && t->kind == DOBJ_TASK_CALL) {
@@ -1174,15 +1193,17 @@ void dobj_rt_clear(dobj_rt *rt)
 		dobj__alarms_free(ns);
 		dobj__storage_ns_close(ns);
 	}
-	/* Dead incarnations kept by stubs or ctx wrappers keep no host value:
-	 * their calls fail with ECLOSED now, and their errors could hold host
-	 * cycles (a traceback's frames) alive for as long as a stub lives. */
+	/* Broken stubs keep no host value: their calls fail with ECLOSED now,
+	 * and their errors could hold host cycles (a traceback's frames) alive
+	 * for as long as a stub lives. */
 	{
 		dobj_obj *o;
-		for (o = rt->dead_objs; o; o = o->dead_next) {
-			trash(rt, o->error);
-			o->error = NULL;
-		}
+		dobj_stub *s;
+		for (o = rt->dead_objs; o; o = o->dead_next)
+			for (s = o->stubs; s; s = s->onext) {
+				trash(rt, s->error);
+				s->error = NULL;
+			}
 	}
 	/* Tasks not tied to a live object (FREE tasks, broken stubs' calls). */
 	while (rt->tasks)
@@ -1363,6 +1384,37 @@ int dobj_stub_new(dobj_stub **out, dobj_ns *ns, const dobj_id *id, const char *n
 	return DOBJ_OK;
 }
 
+/* Bind a stub to an incarnation (taking over a reference to it), or unbind
+ * it (dropping that reference and a broken stub's error). */
+static void stub_bind(dobj_stub *s, dobj_obj *obj)
+{
+	s->obj = obj;
+	s->oprev = NULL;
+	s->onext = obj->stubs;
+	if (obj->stubs)
+		obj->stubs->oprev = s;
+	obj->stubs = s;
+}
+
+static void stub_unbind(dobj_stub *s)
+{
+	dobj_obj *obj = s->obj;
+
+	if (!obj)
+		return;
+	if (s->oprev)
+		s->oprev->onext = s->onext;
+	else
+		obj->stubs = s->onext;
+	if (s->onext)
+		s->onext->oprev = s->oprev;
+	s->obj = NULL;
+	s->oprev = s->onext = NULL;
+	trash(s->ns->rt, s->error);
+	s->error = NULL;
+	obj_unref(obj);
+}
+
 void dobj_stub_free(dobj_stub *s)
 {
 	dobj_rt *rt;
@@ -1370,8 +1422,7 @@ void dobj_stub_free(dobj_stub *s)
 	if (!s)
 		return;
 	rt = s->ns->rt;
-	if (s->obj)
-		obj_unref(s->obj);
+	stub_unbind(s);
 	free(s->name);
 	free(s);
 	if (!rt->pumping && !rt->busy)
@@ -1380,6 +1431,17 @@ void dobj_stub_free(dobj_stub *s)
 }
 
 const dobj_id *dobj_stub_id(const dobj_stub *s) { return &s->id; }
+void *dobj_stub_error(const dobj_stub *s) { return s->error; }
+
+void dobj_stub_drop_error(dobj_stub *s)
+{
+	dobj_rt *rt = s->ns->rt;
+
+	trash(rt, s->error);
+	s->error = NULL;
+	if (!rt->pumping && !rt->busy)
+		flush_trash(rt);
+}
 dobj_ns *dobj_stub_ns(const dobj_stub *s) { return s->ns; }
 
 const char *dobj_stub_name(const dobj_stub *s, size_t *len)
@@ -1496,8 +1558,7 @@ int dobj_stub_call_ex(dobj_task **out, dobj_stub *stub, dobj_call_kind kind, con
 	obj = stub->obj;
 	if (obj && obj->evicted) {
 		/* Eviction is not a failure: the next call reaches a new instance. */
-		stub->obj = NULL;
-		obj_unref(obj);
+		stub_unbind(stub);
 		obj = NULL;
 	}
 	if (!obj) {
@@ -1506,7 +1567,7 @@ int dobj_stub_call_ex(dobj_task **out, dobj_stub *stub, dobj_call_kind kind, con
 			rc = DOBJ_ENOMEM;
 			goto fail;
 		}
-		stub->obj = obj; /* dobj__obj_get's reference */
+		stub_bind(stub, obj); /* dobj__obj_get's reference */
 	}
 
 	t = task_new(rt, obj, DOBJ_TASK_CALL);
@@ -1519,6 +1580,11 @@ int dobj_stub_call_ex(dobj_task **out, dobj_stub *stub, dobj_call_kind kind, con
 		task_unref(t);
 		rc = dobj_error_set(DOBJ_ENOMEM, "out of memory");
 		goto fail;
+	}
+	if (obj->dead) {
+		/* A broken stub: the call fails with the stub's error when popped. */
+		host_retain(rt, stub->error);
+		t->stub_error = stub->error;
 	}
 	t->call_kind = kind;
 	t->depth = depth;

@@ -82,10 +82,22 @@ int dobj_task_remote(const dobj_task *t)
 
 int dobj_obj_check(const dobj_obj *obj)
 {
+	/* A ctx or a storage is the runtime's like everything else: used from
+	 * another thread it would run SQLite and the object's tasks under the
+	 * owner's feet. */
+	if (dobj__wrong_thread(obj->ns->rt))
+		return dobj_error_set(DOBJ_ETHREAD, DOBJ_MSG_THREAD);
 	if (obj->ns->rt->closing)
 		return dobj_error_set(DOBJ_ECLOSED, "the runtime is closed");
 	if (obj->dead || obj->evicted)
 		return dobj_error_set(DOBJ_EABORTED, DOBJ_MSG_GONE);
+	return DOBJ_OK;
+}
+
+int dobj_rt_check_thread(const dobj_rt *rt)
+{
+	if (dobj__wrong_thread(rt))
+		return dobj_error_set(DOBJ_ETHREAD, DOBJ_MSG_THREAD);
 	return DOBJ_OK;
 }
 

@@ -273,6 +273,8 @@ static int touch(dobj_storage *st)
 {
 	dobj_rt *rt = st->ns->rt;
 
+	if (dobj__wrong_thread(rt))
+		return dobj_error_set(DOBJ_ETHREAD, DOBJ_MSG_THREAD);
 	if (!st->db)
 		return dobj_error_set(DOBJ_ECLOSED, "the storage is closed");
 	if (st->obj && st->obj->dead)
@@ -809,7 +811,10 @@ int dobj_txn_end(dobj_storage *st, dobj_txn *txn, int ok)
 	if (txn->state != DOBJ_TXN_OPEN)
 		return DOBJ_OK;
 	txn->state = DOBJ_TXN_ENDED;
-	if (!st || !st->db || (st->obj && dobj_obj_check(st->obj) < 0) || st->savepoints < txn->level)
+	/* Not dobj_obj_check: a handle dropped by a collector on another thread
+	 * still ends its savepoint. */
+	if (!st || !st->db || (st->obj && (st->obj->dead || st->obj->evicted ||
+	    st->obj->ns->rt->closing)) || st->savepoints < txn->level)
 		return DOBJ_OK;
 	/* Releasing (or rolling back to) the handle's savepoint ends the inner
 	 * ones its function left open too. */

@@ -552,6 +552,76 @@ static char *slurp(const char *path, size_t *len)
 	return p;
 }
 
+/* Mutated configs through the whole loader: values of every type where the
+ * rules expect another must fail with a message, never crash. */
+static void test_loader_fuzz(void)
+{
+	static const char *seeds[] = { "project_toml/wrangler.toml", "project_jsonc/wrangler.jsonc",
+		"noname/wrangler.toml" };
+	static const char *const swaps[] = { "1", "true", "[]", "{}", "\"s\"", "[1, {}]", "{ a = 1 }",
+		"{\"a\": null}", "null", "\"\"", "\"a/b\"", "\"..\"" };
+	static const char *const envs[] = { "", "staging", "production" };
+	char dir[] = "/tmp/dobj-config-fuzz-XXXXXX";
+	int round, loaded = 0, refused = 0;
+	size_t s;
+
+	if (!mkdtemp(dir)) {
+		CHECK(0);
+		return;
+	}
+	for (s = 0; s < sizeof(seeds) / sizeof(seeds[0]); s++) {
+		size_t len;
+		char *seed = slurp(fx(seeds[s]), &len);
+		const char *ext = strrchr(seeds[s], '.');
+		char path[PATH_MAX + 64];
+		snprintf(path, sizeof(path), "%s/wrangler%s", dir, ext);
+		for (round = 0; seed && round < 1500; round++) {
+			/* Replace the value after a random '=' or ':' with another
+			 * type's value (up to the end of the line or a ','). */
+			char buf[1 << 16];
+			size_t at = next() % len, n = 0, e;
+			FILE *f;
+			while (at < len && seed[at] != '=' && seed[at] != ':')
+				at++;
+			if (at >= len)
+				continue;
+			memcpy(buf, seed, at + 1);
+			n = at + 1;
+			n += (size_t)sprintf(buf + n, " %s", swaps[next() % (sizeof(swaps) / sizeof(swaps[0]))]);
+			for (e = at + 1; e < len && seed[e] != '\n' && seed[e] != ','; e++)
+				;
+			memcpy(buf + n, seed + e, len - e);
+			n += len - e;
+			f = fopen(path, "wb");
+			CHECK(f && fwrite(buf, 1, n, f) == n);
+			if (f)
+				fclose(f);
+			{
+				dobj_config_opts o = DOBJ_CONFIG_OPTS_INIT;
+				dobj_config *c = NULL;
+				int rc;
+				o.path = path;
+				o.env = envs[next() % 3];
+				rc = dobj_config_load(&c, &o);
+				if (rc == 0) {
+					loaded++;
+					CHECK(c && c->vars && c->migrations && c->state_dir);
+				} else {
+					refused++;
+					CHECK(c == NULL);
+					CHECK(rc == DOBJ_EINVALID || rc == DOBJ_EARG);
+					CHECK(strstr(dobj_error_last(), path) != NULL);
+				}
+				dobj_config_free(c);
+			}
+		}
+		remove(path);
+		free(seed);
+	}
+	rmdir(dir);
+	printf("  loader fuzz: %d configs loaded, %d refused with a message naming the file\n", loaded, refused);
+}
+
 static void test_mutation_fuzz(void)
 {
 	static const char *seeds[] = { "project_toml/wrangler.toml", "project_jsonc/wrangler.jsonc",
@@ -628,6 +698,7 @@ int main(void)
 	RUN(test_dotenv_project);
 	RUN(test_no_name_and_missing_migration);
 	RUN(test_bad_files);
+	RUN(test_loader_fuzz);
 	RUN(test_mutation_fuzz);
 	return DONE();
 }

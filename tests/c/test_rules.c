@@ -489,17 +489,21 @@ static int abort_with_error_step(dobj_task *t, void *data)
 	return DOBJ_OK;
 }
 
-static void test_dead_incarnation_error_is_visible_and_released_at_close(void)
+/* Each stub bound to an aborted incarnation keeps its own reference to the
+ * abort error (one owner per reference, for a GC binding to visit); the dead
+ * incarnation keeps none; closing the runtime releases them all. */
+static void test_broken_stubs_keep_the_abort_error_each(void)
 {
 	dobj_rt *rt;
 	dobj_rt_opts o = DOBJ_RT_OPTS_INIT;
 	dobj_class k = { 0 };
 	dobj_ns *dns;
-	dobj_stub *s;
+	dobj_stub *s, *s2, *fresh;
 	dobj_id id;
-	dobj_task *t;
+	dobj_task *t, *t2;
 	dobj_obj *obj;
-	void *err;
+	void *err, *err2;
+	tv *e;
 
 	o.host.retain = tv_retain;
 	o.host.release = tv_release;
@@ -510,20 +514,52 @@ static void test_dead_incarnation_error_is_visible_and_released_at_close(void)
 	CHECK_EQ_INT(dobj_ns_new(&dns, rt, "DYING", 5, NULL, 0, &k), DOBJ_OK);
 	dobj_id_from_name(dobj_ns_idkey(dns), "d", 1, &id);
 	CHECK_EQ_INT(dobj_stub_new(&s, dns, &id, "d", 1), DOBJ_OK);
-	t = call(rt, s, "go");
+	CHECK_EQ_INT(dobj_stub_new(&s2, dns, &id, "d", 1), DOBJ_OK);
+	/* Both stubs bind; s's call aborts the object, s2's call queued behind it fails. */
+	CHECK_EQ_INT(dobj_stub_call(&t, s, DOBJ_CALL_RPC, "go", NULL, 0, NULL, NULL, NULL), DOBJ_OK);
+	CHECK_EQ_INT(dobj_stub_call(&t2, s2, DOBJ_CALL_RPC, "go", NULL, 0, NULL, NULL, NULL), DOBJ_OK);
+	CHECK(dobj_stub_error(s) == NULL && dobj_stub_error(s2) == NULL);
+	dobj_rt_run(rt, task_is_done, t2);
+	CHECK(dobj_task_done(t) && dobj_task_done(t2));
 	obj = dobj_task_obj(t);
 	dobj_obj_ref(obj);
-	dobj_task_unref(t);
 	CHECK(dobj_obj_dead(obj));
-	err = dobj_obj_error(obj);
+	err = dobj_stub_error(s);
 	CHECK(err != NULL && strcmp(((tv *)err)->s, "bye") == 0);
-	/* Only the dead incarnation (held by the stub and by us) keeps it. */
+	CHECK(dobj_stub_error(s2) == err);
+	e = err;
+	CHECK_EQ_INT(dobj_task_result(t2, NULL, NULL, &err2), DOBJ_EABORTED);
+	CHECK(err2 == err);
+	CHECK_EQ_INT(dobj_task_result(t, NULL, NULL, &err2), DOBJ_EABORTED);
+	CHECK(err2 == err);
+	CHECK_EQ_INT(e->refs, 4); /* the two stubs and the two calls; the incarnation none */
+	dobj_task_unref(t2);
+	dobj_task_unref(t);
+	CHECK_EQ_INT(e->refs, 2);
+	/* A later call on the broken stub fails with the stub's error. */
+	t = call(rt, s, "go");
+	CHECK_EQ_INT(dobj_task_result(t, NULL, NULL, &err2), DOBJ_EABORTED);
+	CHECK(err2 == err);
+	dobj_task_unref(t);
+	/* A GC's tp_clear drops one stub's reference; its calls still fail. */
+	dobj_stub_drop_error(s2);
+	CHECK(dobj_stub_error(s2) == NULL);
+	CHECK_EQ_INT(e->refs, 1);
+	t = call(rt, s2, "go");
+	CHECK_EQ_INT(dobj_task_result(t, NULL, NULL, &err2), DOBJ_EABORTED);
+	CHECK(err2 == NULL);
+	dobj_task_unref(t);
+	/* A new stub reaches a fresh incarnation and holds no error. */
+	CHECK_EQ_INT(dobj_stub_new(&fresh, dns, &id, "d", 1), DOBJ_OK);
+	CHECK(dobj_stub_error(fresh) == NULL);
+	dobj_stub_free(fresh);
 	CHECK_EQ_INT(live_values, 1);
 	dobj_rt_clear(rt);
-	CHECK(dobj_obj_error(obj) == NULL);
+	CHECK(dobj_stub_error(s) == NULL);
 	CHECK_EQ_INT(live_values, 0);
 	dobj_obj_unref(obj);
 	dobj_stub_free(s);
+	dobj_stub_free(s2);
 	dobj_rt_free(rt);
 }
 
@@ -539,6 +575,6 @@ int main(void)
 	RUN(test_each_failed_alarm_run_is_reported);
 	RUN(test_ctx_and_storage_of_a_previous_instance);
 	RUN(test_transaction_handles_and_innermost_rollback);
-	RUN(test_dead_incarnation_error_is_visible_and_released_at_close);
+	RUN(test_broken_stubs_keep_the_abort_error_each);
 	return DONE();
 }

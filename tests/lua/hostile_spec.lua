@@ -171,6 +171,40 @@ describe("finalizers running inside storage and SQL calls", function()
     end)
   end)
 
+  -- The runtime's __gc only closes a runtime in use (its memory is still
+  -- used below) and frees it later.  "In use" was counted for the whole
+  -- module, so every other runtime collected during any storage call was
+  -- closed and never freed (LeakSanitizer: whole runtimes).
+  it("another runtime finalized during a storage call is freed", function()
+    in_object(function(s)
+      s:put("outer", big_value("outer"))
+      local other = H.runtime()
+      local ok, err = finalizer_inside(function() return s:get("outer") end,
+        function() getmetatable(other).__gc(other) end)
+      assert.is_true(ok, err)
+      assert.are.equal("dobj.Runtime(freed)", tostring(other))
+    end)
+  end)
+
+  it("runtimes collected during storage calls are all freed", function()
+    collectgarbage()
+    collectgarbage()
+    local before = dobj._stats().runtimes
+    in_object(function(s)
+      s:put("outer", big_value("outer"))
+      for _ = 1, 20 do
+        for _ = 1, 5 do H.runtime() end -- garbage, collected during the get below
+        collectgarbage("incremental", 1, 1000, 0)
+        local ok, err = pcall(s.get, s, "outer")
+        collectgarbage("incremental", 200, 100, 13)
+        assert.is_true(ok, err)
+      end
+    end)
+    collectgarbage()
+    collectgarbage()
+    assert.are.equal(before, dobj._stats().runtimes)
+  end)
+
   for _, method in ipairs({ "get", "put", "list", "sql" }) do
     it("rt:close() from a finalizer during storage " .. method .. " is a clean error", function()
       in_object(function(s, rt)

@@ -418,3 +418,66 @@ def test_generated_json_matches_json():
 def test_jsonc_extensions():
     assert dobj._dobj._config_parse(b'// c\n{"a": [1, 2,], /* b */ "b": {"c": 1,},}\n', "jsonc") == \
         {"a": [1, 2], "b": {"c": 1}}
+
+
+# ------------------------------------------------------------------ interop
+
+async def test_config_state_folder_is_shared_with_workerd(tmp_path):
+    """The unique key and state folder the config gives (Miniflare's
+    `<name>-<class_name>` under `<persist_to>/v3/do`) are those workerd
+    reads when started as wrangler dev starts it (localDisk on that folder):
+    what Python wrote there, workerd reads under the same IDs, and back."""
+    import gc
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from storage_util import Box, run, same as same_value
+    from test_interop import _no_preload, _workerd, cases, driver, peer
+
+    with _no_preload():
+        binary = _workerd()
+    if not binary:
+        pytest.skip("workerd is not installed (make workerd installs it into bench/.node)")
+    cfg = dobj.load_config(FIXTURES / "interop", persist_to=tmp_path / "state")
+    (b,) = cfg.bindings
+    assert (b.unique_key, b.class_name) == ("interop-worker-Interop", "Interop")
+    assert cfg.state_dir == str(tmp_path / "state" / "v3" / "do")
+    os.makedirs(cfg.state_dir)
+
+    rt = dobj.Runtime(storage=cfg.state_dir)
+    ns = rt.bind(b.binding, Box, unique_key=b.unique_key)
+
+    def write(self):
+        for name, value, _ in cases():
+            self.ctx.storage.put(name, value)
+
+    await run(ns.get_by_name("from-python"), write)
+    rt.close()
+    del ns, rt
+    gc.collect()
+    assert os.path.isdir(b.storage_dir)  # <state_dir>/<unique_key>
+
+    tmpl = tmp_path / "tmpl"
+    tmpl.mkdir()
+    peer.prepare(tmpl, cfg.state_dir, str(Path(__file__).resolve().parent / "interop" / "worker.js"))
+    capnp = tmpl / "config.capnp.in"
+    text = capnp.read_text()
+    assert 'uniqueKey = "interop-key"' in text
+    capnp.write_text(text.replace('uniqueKey = "interop-key"', f'uniqueKey = "{b.unique_key}"'))
+    saved = driver.HERE
+    driver.HERE = str(tmpl)
+    try:
+        with _no_preload(), driver.Workerd(binary) as wd:
+            got = json.loads(wd._get("/read"))
+            wrote = wd._get("/write")
+    except driver.Unavailable as e:
+        pytest.skip(f"workerd could not start: {e}")
+    finally:
+        driver.HERE = saved
+    assert got["n"] == len(cases()) and got["mismatches"] == [], got
+    assert wrote.startswith("workerd wrote")
+
+    rt = dobj.Runtime(storage=cfg.state_dir)
+    ns = rt.bind(b.binding, Box, unique_key=b.unique_key)
+    names = [c[0] for c in cases()]
+    back = await run(ns.get_by_name("from-workerd"), lambda self: self.ctx.storage.get(names))
+    rt.close()
+    assert [n for n, _, want in cases() if n not in back or not same_value(back[n], want)] == []

@@ -250,8 +250,10 @@ def test_closing_a_runtime_releases_instances_at_once():
 
 def test_abort_error_caught_next_to_a_stub_of_the_aborted_object_is_collected():
     """A handler keeps a stub to an object that aborts, and catches the abort
-    error: error -> traceback -> frame -> stub -> (core) dead incarnation ->
-    its stored error.  That last edge lives in the core."""
+    error: error -> traceback -> frame -> stub -> (core) the stub's copy of the
+    abort error.  On 3.12+ the failed block's frame also links back (f_back) to
+    the caller's frame, which holds the stub.  The stub's wrapper visits that
+    edge (dobj_stub_error)."""
     alive = weakref.WeakSet()
 
     class Pair(dobj.DurableObject):
@@ -348,8 +350,8 @@ def test_failing_calls_do_not_leak(kind):
 
 async def test_aborted_instance_is_collected_while_the_runtime_lives():
     """The error a dead incarnation keeps leads back to it (error -> traceback ->
-    handler frame -> instance -> ctx -> incarnation -> error): the ctx wrapper reports
-    the core's edge (dobj_obj_error), so the cycle goes without closing the runtime."""
+    handler frame -> instance -> ctx -> incarnation): the incarnation keeps no
+    reference to the error (its stubs do), so the cycle goes without closing the runtime."""
     alive = weakref.WeakSet()
 
     class Doomed(dobj.DurableObject):

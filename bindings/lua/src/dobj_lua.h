@@ -125,7 +125,6 @@ extern const char *const mt_names[MT_COUNT + 1];
 typedef struct module_state {
 	const void *mt[MT_COUNT + 1];
 	int nruntimes; /* live runtimes (not yet collected): for tests */
-	int storage_calls; /* storage get/put/list running (nested: a finalizer's) */
 } module_state;
 
 /* Every function of the module has the module state as upvalue 1. */
@@ -170,6 +169,7 @@ typedef struct runtime_ud {
 	int seeded;
 	lua_Integer seed;
 	dobj_ser *ser;       /* value writer and reader, reused (storage values) */
+	int storage_calls;   /* storage get/put/list using them now (nested: a finalizer's) */
 	dobj_de *de;
 	int virtual_time;
 } runtime_ud;

@@ -300,10 +300,16 @@ static int l_rt_gc(lua_State *L)
 	if (!r->rt)
 		return 0;
 	if (dobj_rt_pumping(r->rt) || (running_coro && running_coro->r == r) ||
-	    r->mod->storage_calls) {
-		/* Called by hand (getmetatable(rt).__gc) while the runtime is in
-		 * use below: only close it; the collector's call frees it. */
+	    r->storage_calls) {
+		/* In use below (called by hand, getmetatable(rt).__gc, or by the
+		 * collector when only a stashed ctx reached it): only close it now.
+		 * Setting the metatable again marks it for finalization again, so
+		 * the collector calls this once more and frees it later (and
+		 * keeps its memory, which the call below still uses, until then).
+		 * Lua ignores that at lua_close: in use there, it is left. */
 		dobj_rt_clear(r->rt);
+		lua_getmetatable(L, 1);
+		lua_setmetatable(L, 1);
 		return 0;
 	}
 	r->dying = 1;

@@ -577,28 +577,52 @@ void push_ctx_storage(lua_State *L, int ctxidx)
  * call would reset under the outer one: this wrapper gives a nested call
  * fresh ones, under lua_pcall so that they are freed whatever happens.
  */
+/* The runtime of the live storage or transaction at idx, or NULL (the
+ * method itself then raises the right error).  Reads nothing freed: a ctx
+ * whose instance is gone may outlive its runtime. */
+static runtime_ud *storage_runtime(lua_State *L, int idx)
+{
+	ctx_ud *x = NULL;
+
+	if (test_ud(L, idx, MT_STORAGE)) {
+		x = store_ctx(L, idx);
+	} else if (test_ud(L, idx, MT_TXN)) {
+		lua_getiuservalue(L, idx, 1); /* the storage userdata */
+		if (lua_touserdata(L, -1))
+			x = store_ctx(L, lua_gettop(L));
+		lua_pop(L, 1);
+	}
+	return x && x->obj ? x->r : NULL;
+}
+
 static int call_storage_method(lua_State *L)
 {
-	module_state *m = MOD(L);
-	runtime_ud *r = NULL;
+	runtime_ud *r = storage_runtime(L, 1);
 	dobj_ser *ser = NULL;
 	dobj_de *de = NULL;
-	int st;
+	int nested = 0, st;
 
-	if (m->storage_calls > 0) {
-		/* Nested (a finalizer's call): fresh writer and reader. */
-		storage_at(L, 1, &r); /* raises if it is not a live storage */
+	lua_pushvalue(L, lua_upvalueindex(2)); /* the method itself (storage_open) */
+	lua_insert(L, 1);
+	if (!r) {
+		lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+		return lua_gettop(L);
+	}
+	/* Counted per runtime: the runtime's __gc must not free what this
+	 * call uses, and only this runtime's (a module-wide count made every
+	 * runtime collected during any storage call leak). */
+	nested = r->storage_calls > 0;
+	if (nested) {
+		/* A finalizer's call: fresh writer and reader. */
 		ser = r->ser;
 		de = r->de;
 		r->ser = NULL;
 		r->de = NULL;
 	}
-	lua_pushvalue(L, lua_upvalueindex(2)); /* the method itself (storage_open) */
-	lua_insert(L, 1);
-	m->storage_calls++;
+	r->storage_calls++;
 	st = lua_pcall(L, lua_gettop(L) - 1, LUA_MULTRET, 0);
-	m->storage_calls--;
-	if (r) {
+	r->storage_calls--;
+	if (nested) {
 		dobj_ser_free(r->ser);
 		dobj_de_free(r->de);
 		r->ser = ser;

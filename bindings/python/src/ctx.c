@@ -11,11 +11,6 @@ static int Context_traverse(ContextObject *self, visitproc visit, void *arg)
 	Py_VISIT(self->id);
 	Py_VISIT(self->dict);
 	Py_VISIT(self->storage);
-	/* The error a dead incarnation keeps (the core's one reference): its
-	 * traceback's frames reach the instance and this ctx, a cycle only this
-	 * one wrapper can report (see dobj_obj_error). */
-	if (self->obj)
-		Py_VISIT((PyObject *)dobj_obj_error(self->obj));
 	return 0;
 }
 

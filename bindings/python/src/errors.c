@@ -75,13 +75,12 @@ PyObject *error_box(PyObject *exc)
 }
 
 /*
- * An error value that the core keeps on an aborted incarnation (obj->error:
- * ctx.abort, a failed block_concurrency_while, a failed constructor) and
- * hands to every call that meets it: (exception, traceback, None).  Each
- * caller gets a copy (same type, args and attributes), so that the stored
- * exception never picks up a caller's frames: a caller frame holding a stub
- * bound to the dead incarnation would close a cycle through the core's
- * obj->error, which no tp_traverse can see.
+ * An error value that the core hands to every call that meets an aborted
+ * incarnation (ctx.abort, a failed block_concurrency_while, a failed
+ * constructor), kept by each broken stub (dobj_stub_error):
+ * (exception, traceback, None).  Each caller gets a copy (same type, args and
+ * attributes), so that the stored exception never picks up the frames of
+ * every caller it is raised in (its traceback would grow with each call).
  */
 PyObject *error_box_shared(PyObject *exc)
 {

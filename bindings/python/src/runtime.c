@@ -504,7 +504,13 @@ static PyObject *Runtime_advance(RuntimeObject *self, PyObject *seconds)
 
 static PyObject *Runtime_close(RuntimeObject *self, PyObject *unused)
 {
+	int rc;
+
 	(void)unused;
+	/* Closing completes the callers' loop futures: only on the loop's
+	 * thread (a collector may still free the runtime anywhere). */
+	if (self->rt && (rc = dobj_rt_check_thread(self->rt)) < 0)
+		return raise_core_error(self->st, rc);
 	runtime_unwatch(self); /* before the core closes the fd */
 	if (self->rt) {
 		dobj_rt_clear(self->rt);
@@ -635,9 +641,19 @@ static PyObject *Runtime_drain(RuntimeObject *self, PyObject *args, PyObject *kw
 {
 	static char *kwlist[] = { "timeout", NULL };
 	PyObject *timeout = Py_None;
+	int rc;
 
 	if (!PyArg_ParseTupleAndKeywords(args, kw, "|O:drain", kwlist, &timeout))
 		return NULL;
+	if (self->rt && (rc = dobj_rt_check_thread(self->rt)) < 0)
+		return raise_core_error(self->st, rc);
+	/* drain() waits until no call is unfinished: awaited by a handler it
+	 * would wait for itself for ever (the core refuses dobj_rt_run there). */
+	if (self->rt && dobj_rt_current(self->rt)) {
+		PyErr_SetString(self->st->Error, "drain() cannot be awaited from inside a handler of "
+			"its runtime: it waits for every call to finish, this one included");
+		return NULL;
+	}
 	if (!self->st->drain) {
 		PyErr_SetString(PyExc_RuntimeError, "dobj is not initialised (import dobj)");
 		return NULL;

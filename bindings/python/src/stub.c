@@ -34,12 +34,18 @@ static int Stub_traverse(StubObject *self, visitproc visit, void *arg)
 	Py_VISIT(Py_TYPE(self));
 	Py_VISIT(self->ns);
 	Py_VISIT(self->id);
+	/* A broken stub's own reference to the abort error (its traceback's
+	 * frames may hold this stub); no other wrapper visits it. */
+	if (self->stub)
+		Py_VISIT((PyObject *)dobj_stub_error(self->stub));
 	return 0;
 }
 
 static int Stub_clear(StubObject *self)
 {
 	Py_CLEAR(self->id);
+	if (self->stub)
+		dobj_stub_drop_error(self->stub);
 	return 0; /* the namespace stays: the stub's core half needs its runtime */
 }
 

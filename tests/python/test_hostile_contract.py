@@ -1,0 +1,93 @@
+"""The host contract attacked as a hostile user would: the owner-thread rule
+at every entry point, and the runtime's own calls made from places they
+cannot work from.  Each case crashed, hung or quietly did the wrong thing."""
+import asyncio
+import threading
+
+import pytest
+
+import dobj
+
+
+class Keeps(dobj.DurableObject):
+    """Hands its ctx and storage out, as a user might through a global."""
+    kept = {}
+
+    async def fetch(self, request):
+        Keeps.kept["ctx"] = self.ctx
+        Keeps.kept["storage"] = self.ctx.storage
+        self.ctx.storage.put("k", 1)
+        return dobj.Response("ok")
+
+    async def alarm(self, info):
+        pass
+
+
+def in_another_thread(*fns):
+    """Run each fn on another thread; what each raised (None if nothing)."""
+    out = []
+
+    def run():
+        for fn in fns:
+            try:
+                fn()
+                out.append(None)
+            except BaseException as exc:  # noqa: BLE001  (returned)
+                out.append(exc)
+
+    th = threading.Thread(target=run)
+    th.start()
+    th.join(10)
+    assert not th.is_alive()
+    return out
+
+
+def is_thread_error(exc):
+    return isinstance(exc, dobj.Error) and "thread that created it" in str(exc)
+
+
+async def test_storage_and_ctx_are_refused_from_another_thread(rt):
+    # They used to run: another thread wrote the object's SQLite database and
+    # aborted the object under the owner's loop.
+    ns = rt.bind("K", Keeps)
+    stub = ns.get_by_name("a")
+    await stub.fetch("https://k/")
+    st, ctx = Keeps.kept.pop("storage"), Keeps.kept.pop("ctx")
+    caught = in_another_thread(
+        lambda: st.get("k"),
+        lambda: st.put("k", 2),
+        lambda: st.delete("k"),
+        lambda: st.list(),
+        lambda: st.delete_all(),
+        lambda: st.sql.exec("SELECT 1"),
+        lambda: st.get_alarm(),
+        lambda: st.set_alarm(rt.now() + 60_000),
+        lambda: st.delete_alarm(),
+        lambda: st.transaction_sync(lambda txn: None),
+        lambda: ctx.abort("from another thread"),
+        lambda: ctx.block_concurrency_while(lambda: None),
+    )
+    assert all(is_thread_error(e) for e in caught), caught
+    # Nothing happened to the object: same instance, same data.
+    assert st.get("k") == 1
+    assert (await stub.fetch("https://k/")).text() == "ok"
+
+
+async def test_close_and_drain_are_refused_from_another_thread(rt):
+    # close() from another thread completed the owner loop's futures there.
+    ns = rt.bind("K", Keeps)
+    stub = ns.get_by_name("a")
+    caught = in_another_thread(rt.close, lambda: asyncio.run(rt.drain()))
+    assert all(is_thread_error(e) for e in caught), caught
+    assert (await stub.fetch("https://k/")).text() == "ok"
+
+
+async def test_drain_from_inside_a_handler_raises_instead_of_waiting_for_itself(rt):
+    class Drains(dobj.DurableObject):
+        async def fetch(self, request):
+            await rt.drain()  # waits until no call is left: this one included
+            return dobj.Response("never")
+
+    ns = rt.bind("D", Drains)
+    with pytest.raises(dobj.Error, match="drain.. cannot be awaited from inside a handler"):
+        await asyncio.wait_for(ns.get_by_name("a").fetch("https://d/"), 5)
