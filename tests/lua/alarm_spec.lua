@@ -88,19 +88,15 @@ describe("alarms", function()
     end
     local when = rt:now() + 1000
     H.job(a, function(s) s:set_alarm(when) end)
-    local reported = {}
-    local previous = dobj.on_error(function(err, info)
-      reported[#reported + 1] = { kind = info.kind, retry = info.retry_count, msg = err.message }
-    end)
-    local ok, err = pcall(rt.run, rt)
-    dobj.on_error(previous)
-    assert(ok, err)
+    local reported = H.capture_errors(finally)
+    rt:run()
     assert.are.equal(7, #runs)
     -- Each failed run goes to dobj.on_error, as workerd logs each one.
     assert.are.equal(7, #reported)
     for i, r in ipairs(reported) do
-      assert.are.same({ kind = "alarm", retry = i - 1 }, { kind = r.kind, retry = r.retry })
-      assert.matches("alarm failed", r.msg)
+      assert.are.same({ kind = "alarm", class = "Alarmed", id = tostring(a.id), retry_count = i - 1 },
+        r.info)
+      assert.matches("alarm failed", r.message)
     end
     for i, r in ipairs(runs) do
       assert.are.equal(i - 1, r.retry)
@@ -118,10 +114,19 @@ describe("alarms", function()
   it("a handler that succeeds on a retry stops the retries", function()
     local rt, a, C = fixture()
     local runs = 0
-    C.on_alarm = function() runs = runs + 1; if runs < 3 then error("not yet") end end
+    C.on_alarm = function() runs = runs + 1; if runs < 3 then error("not yet", 0) end end
     H.job(a, function(s) s:set_alarm(rt:now() + 10) end)
+    local reported = H.capture_errors(finally)
     rt:run()
     assert.are.equal(3, runs)
+    -- the two failed runs were reported, the successful one was not
+    assert.are.equal(2, #reported)
+    for i, r in ipairs(reported) do
+      assert.are.equal("not yet", r.message)
+      assert.are.equal(tostring(a.id), r.err.durable_object_id)
+      assert.are.same({ kind = "alarm", class = "Alarmed", id = tostring(a.id), retry_count = i - 1 },
+        r.info)
+    end
   end)
 
   it("a deleted alarm does not fire", function()
@@ -211,9 +216,13 @@ describe("alarms on disk", function()
   it("a retry pending at shutdown runs again in the next runtime (at least once)", function()
     local dir = H.tmpdir()
     local rt, a, C = fixture({ storage = dir })
-    C.on_alarm = function() error("fails in the first runtime") end
+    C.on_alarm = function() error("fails in the first runtime", 0) end
     H.job(a, function(s) s:set_alarm(rt:now() + 1) end)
+    local reported = H.capture_errors(finally)
     rt:advance(0.5)
+    assert.are.equal(1, #reported)
+    assert.are.equal("fails in the first runtime", reported[1].message)
+    assert.are.equal(0, reported[1].info.retry_count)
     rt:close()
     local rt2, _, C2 = fixture({ storage = dir })
     local fired = 0

@@ -29,6 +29,22 @@ end
 
 function H.text(res) return res:text() end
 
+-- Background errors (failed ctx:wait_until functions and alarm runs) for the
+-- rest of the running test: installs a dobj.on_error handler that records
+-- each report as { err = dobj.Error, message = err.message, info = { kind,
+-- class, id, retry_count } } in the list it returns, instead of writing it
+-- to stderr.  Pass busted's `finally`: the previous handler is put back when
+-- the test ends, passed or failed.
+function H.capture_errors(finally)
+  local reported = {}
+  local previous = dobj.on_error(function(err, info)
+    reported[#reported + 1] = { err = err, info = info,
+      message = type(err) == "table" and err.message or tostring(err) }
+  end)
+  finally(function() dobj.on_error(previous) end)
+  return reported
+end
+
 -- A class whose fetch returns the request's fields, for echo tests.
 H.Echo = H.class("Echo")
 function H.Echo:fetch(req)
