@@ -84,7 +84,7 @@ workerd: deps
 	  || echo "workerd could not be installed: interop tests will be skipped"
 
 test-c: build
-	cd $(BUILD) && ctest --output-on-failure
+	cd $(BUILD) && ctest --output-on-failure -j$(JOBS)
 
 # ---- sanitizers: C, Lua and Python suites under ASan + UBSan ----------------
 
@@ -93,7 +93,7 @@ sanitize-build: deps
 	cmake --build $(BUILD_ASAN) -j$(JOBS)
 
 sanitize-c: sanitize-build
-	cd $(BUILD_ASAN) && ASAN_OPTIONS=detect_leaks=1 $(SAN_UBSAN) ctest --output-on-failure
+	cd $(BUILD_ASAN) && ASAN_OPTIONS=detect_leaks=1 $(SAN_UBSAN) ctest --output-on-failure -j$(JOBS)
 
 # The Lua module and the test libraries of build-asan, loaded by lua5.4.
 sanitize-lua: sanitize-build workerd
@@ -193,14 +193,16 @@ test-rock: rock build workerd
 	LUA_CPATH="$(CURDIR)/$(ROCK_TREE)/lib/lua/5.4/?.so;$(CURDIR)/$(BUILD)/?.so;;" $(LUA_PATHS) $(BUSTED) tests/lua
 
 # Every suite: C, the three languages under the sanitizers, Lua from the CMake
-# build and from `luarocks make`, Python.  pytest runs last so its summary is
-# the final line CI reads.
+# build and from `luarocks make`, Python on the oldest and newest versions it
+# supports, then on the default one.  pytest runs last so its summary is the
+# final line CI reads.
 test: build venv
 	@status=0; \
 	$(MAKE) --no-print-directory test-c || status=1; \
 	$(MAKE) --no-print-directory sanitize || status=1; \
 	$(MAKE) --no-print-directory test-lua || status=1; \
 	$(MAKE) --no-print-directory test-rock || status=1; \
+	$(MAKE) --no-print-directory test-pythons || status=1; \
 	$(MAKE) --no-print-directory test-python || status=1; \
 	exit $$status
 

@@ -91,3 +91,82 @@ async def test_drain_from_inside_a_handler_raises_instead_of_waiting_for_itself(
     ns = rt.bind("D", Drains)
     with pytest.raises(dobj.Error, match="drain.. cannot be awaited from inside a handler"):
         await asyncio.wait_for(ns.get_by_name("a").fetch("https://d/"), 5)
+
+
+
+class RollsBack(dobj.DurableObject):
+    """Sets its alarm, then deletes or moves it in a transaction that rolls
+    back."""
+    fired = []
+
+    async def fetch(self, request):
+        st = self.ctx.storage
+        what, at = request.url.rsplit("/", 2)[1:]
+        if what == "set":
+            st.set_alarm(float(at))
+        else:
+            def change(txn):
+                if what == "move":
+                    txn.set_alarm(float(at))
+                else:
+                    txn.delete_alarm()
+                raise ValueError("roll back")
+
+            with pytest.raises(ValueError):
+                st.transaction_sync(change)
+        return dobj.Response(repr(st.get_alarm()))
+
+    async def alarm(self, info):
+        RollsBack.fired.append(info.scheduled_time)
+
+
+@pytest.mark.parametrize("change", ["delete", "move"])
+@pytest.mark.parametrize("restart", [False, True])
+async def test_an_alarm_change_rolled_back_leaves_the_alarm_scheduled(tmp_path, change, restart):
+    # delete_alarm took the alarm off the schedule at once; the rollback
+    # brought the object's record back, so get_alarm reported an alarm that
+    # never fired, in this runtime or after a restart.
+    RollsBack.fired = []
+    rt = dobj.Runtime(storage=str(tmp_path), virtual_time=True)
+    stub = rt.bind("R", RollsBack).get_by_name("r")
+    when = float(int(rt.now()) + 1000)
+    assert (await stub.fetch(f"https://r/set/{when}")).text() == repr(when)
+    assert (await stub.fetch(f"https://r/{change}/{when + 60_000}")).text() == repr(when)
+    if restart:
+        rt.close()
+        rt = dobj.Runtime(storage=str(tmp_path), virtual_time=True)
+        rt.bind("R", RollsBack)
+    rt.advance(120)
+    assert RollsBack.fired == [when]
+    rt.close()
+
+
+class Crosses(dobj.DurableObject):
+    """Each object's block_concurrency_while calls the other object."""
+
+    async def fetch(self, request):
+        other = "b" if request.url.endswith("/a") else "a"
+
+        async def section():
+            await asyncio.sleep(0)  # both sections hold their gates first
+            res = await self.env.X.get_by_name(other).fetch(f"https://x/plain/{other}")
+            return res.text()
+
+        if "/plain/" in request.url:
+            return dobj.Response("plain")
+        return dobj.Response(await self.ctx.block_concurrency_while(section))
+
+
+async def test_two_blocks_calling_each_other_are_a_deadlock_not_a_hang(rt):
+    # a's block waits for a call parked at b's gate, whose block waits for a
+    # call parked at a's gate: nothing could ever run again (the 30 s limit
+    # was the only way out).
+    ns = rt.bind("X", Crosses)
+    results = await asyncio.wait_for(asyncio.gather(
+        ns.get_by_name("a").fetch("https://x/a"), ns.get_by_name("b").fetch("https://x/b"),
+        return_exceptions=True), 5)
+    assert [type(r) for r in results] == [dobj.Error, dobj.Error]
+    assert all(str(r).startswith("deadlock:") for r in results)
+    # Both objects serve later calls.
+    assert (await ns.get_by_name("a").fetch("https://x/plain/a")).text() == "plain"
+    assert (await ns.get_by_name("b").fetch("https://x/plain/b")).text() == "plain"
