@@ -84,7 +84,7 @@ workerd: deps
 	  || echo "workerd could not be installed: interop tests will be skipped"
 
 test-c: build
-	cd $(BUILD) && ctest --output-on-failure
+	cd $(BUILD) && ctest --output-on-failure -j$(JOBS)
 
 # ---- sanitizers: C, Lua and Python suites under ASan + UBSan ----------------
 
@@ -93,7 +93,7 @@ sanitize-build: deps
 	cmake --build $(BUILD_ASAN) -j$(JOBS)
 
 sanitize-c: sanitize-build
-	cd $(BUILD_ASAN) && ASAN_OPTIONS=detect_leaks=1 $(SAN_UBSAN) ctest --output-on-failure
+	cd $(BUILD_ASAN) && ASAN_OPTIONS=detect_leaks=1 $(SAN_UBSAN) ctest --output-on-failure -j$(JOBS)
 
 # The Lua module and the test libraries of build-asan, loaded by lua5.4.
 sanitize-lua: sanitize-build workerd

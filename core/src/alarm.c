@@ -396,6 +396,30 @@ int dobj_alarm_delete(dobj_storage *st)
 	return DOBJ_OK;
 }
 
+void dobj__alarm_rolled_back(dobj_storage *st, int64_t when)
+{
+	dobj_obj *obj = owner(st);
+	alarm_rec *a;
+
+	if (!obj || !(obj->ns->klass.flags & DOBJ_CLASS_ALARM))
+		return;
+	a = rec_get(obj->ns, &obj->id, 0, NULL, 0);
+	/* Inside the alarm's own handler the schedule is settled when it
+	 * returns; a record the rollback removed is dropped when it fires
+	 * (fire() reads the object's record first). */
+	if (when <= 0 || (a && (a->firing || a->when == when)))
+		return;
+	/* A delete_alarm (or a set_alarm to another time) was rolled back:
+	 * the schedule had already dropped or moved the alarm. */
+	a = rec_get(obj->ns, &obj->id, 1, obj->name, obj->name_len);
+	if (!a)
+		return;
+	a->when = when;
+	a->retry = 0;
+	if (persist(a) < 0 || arm(a, ns_to_ms(when)) < 0)
+		return; /* the record stays: a restart schedules it */
+}
+
 int dobj__alarms_load(dobj_ns *ns)
 {
 	sqlite3_stmt *s;

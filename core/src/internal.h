@@ -58,6 +58,9 @@ int dobj__storage_alarm_write(dobj_storage *st, int64_t when);
 /** The same from the scheduler, with or without a live incarnation: op < 0
  *  reads into *when; op >= 0 clears it if it still holds *when. */
 int dobj__storage_alarm_peek(dobj_ns *ns, const dobj_id *id, int op, int64_t *when);
+/** A rollback left the object's record at `when` (0: none): bring the
+ *  schedule back to it (alarm.c). */
+void dobj__alarm_rolled_back(dobj_storage *st, int64_t when);
 /** Claim the namespace's folder for this namespace alone: a registry in
  *  this process, flock against other processes (folder.c).  Released when
  *  the namespace's storage closes. */

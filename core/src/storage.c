@@ -770,6 +770,16 @@ int dobj_txn_commit(dobj_storage *st)
 	return txn_closed(st);
 }
 
+/* The rollback may have undone a set_alarm or a delete_alarm: the schedule
+ * follows the object's record again. */
+static void alarm_after_rollback(dobj_storage *st)
+{
+	int64_t when;
+
+	if (meta_read(st->db, &when) >= 0)
+		dobj__alarm_rolled_back(st, when);
+}
+
 int dobj_txn_rollback(dobj_storage *st)
 {
 	char sql[96];
@@ -782,6 +792,7 @@ int dobj_txn_rollback(dobj_storage *st)
 	if ((rc = exec_simple(st->db, sql)) < 0)
 		return rc;
 	st->savepoints--;
+	alarm_after_rollback(st);
 	return txn_closed(st);
 }
 
@@ -826,6 +837,8 @@ int dobj_txn_end(dobj_storage *st, dobj_txn *txn, int ok)
 	if ((rc = exec_simple(st->db, sql)) < 0)
 		return rc;
 	st->savepoints = txn->level - 1;
+	if (!ok)
+		alarm_after_rollback(st);
 	return txn_closed(st);
 }
 

@@ -155,17 +155,18 @@ async def test_set_alarm_needs_an_alarm_handler(rt):
 async def test_alarms_fire_while_the_loop_runs(rt):
     AlarmBox.log = []
     AlarmBox.on_alarm = None
+    fired = asyncio.get_running_loop().create_future()
+    # The wall clock when the handler runs: never before the scheduled time.
+    AlarmBox.on_alarm = lambda self, info: fired.done() or fired.set_result(rt.now())
     stub = rt.bind("A", AlarmBox).get_by_name("real")
-    # 200 ms: far enough that a loaded machine's 20 ms sleep does not reach it.
-    await run(stub, lambda self: self.ctx.storage.set_alarm(rt.now() + 200))
-    await asyncio.sleep(0.02)
-    assert AlarmBox.log == []
-    for _ in range(300):
-        await asyncio.sleep(0.01)
-        if AlarmBox.log:
-            break
+    when = rt.now() + 30
+    await run(stub, lambda self: self.ctx.storage.set_alarm(when))
+    # Only the event loop runs the runtime meanwhile (no drain, no pump); the
+    # timeout only keeps a broken runtime from hanging the suite.
+    ran_at = await asyncio.wait_for(fired, 60)
     assert len(AlarmBox.log) == 1
-    assert AlarmBox.log[0].scheduled_time <= rt.now()
+    assert AlarmBox.log[0].scheduled_time == when
+    assert ran_at >= when
 
 
 async def test_alarms_persist_across_runtimes_and_due_ones_fire_at_start(tmp_path):
@@ -183,17 +184,17 @@ async def test_alarms_persist_across_runtimes_and_due_ones_fire_at_start(tmp_pat
     assert (tmp_path / "alarm-key" / "metadata.sqlite").exists()
     await asyncio.sleep(0.35)  # "soon" is now overdue
 
+    fired = asyncio.get_running_loop().create_future()
+    AlarmBox.on_alarm = lambda self, info: fired.done() or fired.set_result(None)
     rt2 = dobj.Runtime(storage=str(tmp_path))
     ns2 = rt2.bind("A", AlarmBox, unique_key="alarm-key")
-    for _ in range(200):  # the loop runs: the overdue alarm fires
-        await asyncio.sleep(0.01)
-        if AlarmBox.log:
-            break
-    # Times are stored as whole nanoseconds: a reloaded time matches to well under 1 µs.
+    await asyncio.wait_for(fired, 60)  # the loop runs: the overdue alarm fires
+    # Times are stored as whole nanoseconds, finer than a double's ulp for any
+    # date after 1970-04: a reloaded time is the very double that was set.
     assert len(AlarmBox.log) == 1
-    assert AlarmBox.log[0].scheduled_time == pytest.approx(now + 300, abs=1e-3)
+    assert AlarmBox.log[0].scheduled_time == now + 300
     assert await run(ns2.get_by_name("later"), lambda self: self.ctx.storage.get_alarm()) == \
-        pytest.approx(now + 3_600_000, abs=1e-3)
+        now + 3_600_000
     assert await run(ns2.get_by_name("soon"), lambda self: self.ctx.storage.get_alarm()) is None
     rt2.close()
 
@@ -204,8 +205,10 @@ def test_due_alarm_fires_when_a_runtime_made_outside_the_loop_is_drained(tmp_pat
     rt1 = dobj.Runtime(storage=str(tmp_path))
     stub = rt1.bind("A", AlarmBox).get_by_name("x")
     # Far enough ahead that rt1 (slow under the sanitizers) closes before it is
-    # due; a whole ms, which the stored int64 ns gives back exactly.
-    when = math.floor(rt1.now()) + 500
+    # due; a fractional ms (now() is), which the stored int64 ns gives back
+    # exactly (a store in ms * 1e6 floating point was off by up to 0.0003 ms).
+    when = rt1.now() + 500.123456
+    assert when != math.floor(when)
 
     async def setup():
         await run(stub, lambda self: self.ctx.storage.set_alarm(when))

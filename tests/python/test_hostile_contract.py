@@ -91,3 +91,51 @@ async def test_drain_from_inside_a_handler_raises_instead_of_waiting_for_itself(
     ns = rt.bind("D", Drains)
     with pytest.raises(dobj.Error, match="drain.. cannot be awaited from inside a handler"):
         await asyncio.wait_for(ns.get_by_name("a").fetch("https://d/"), 5)
+
+
+
+class RollsBack(dobj.DurableObject):
+    """Sets its alarm, then deletes or moves it in a transaction that rolls
+    back."""
+    fired = []
+
+    async def fetch(self, request):
+        st = self.ctx.storage
+        what, at = request.url.rsplit("/", 2)[1:]
+        if what == "set":
+            st.set_alarm(float(at))
+        else:
+            def change(txn):
+                if what == "move":
+                    txn.set_alarm(float(at))
+                else:
+                    txn.delete_alarm()
+                raise ValueError("roll back")
+
+            with pytest.raises(ValueError):
+                st.transaction_sync(change)
+        return dobj.Response(repr(st.get_alarm()))
+
+    async def alarm(self, info):
+        RollsBack.fired.append(info.scheduled_time)
+
+
+@pytest.mark.parametrize("change", ["delete", "move"])
+@pytest.mark.parametrize("restart", [False, True])
+async def test_an_alarm_change_rolled_back_leaves_the_alarm_scheduled(tmp_path, change, restart):
+    # delete_alarm took the alarm off the schedule at once; the rollback
+    # brought the object's record back, so get_alarm reported an alarm that
+    # never fired, in this runtime or after a restart.
+    RollsBack.fired = []
+    rt = dobj.Runtime(storage=str(tmp_path), virtual_time=True)
+    stub = rt.bind("R", RollsBack).get_by_name("r")
+    when = float(int(rt.now()) + 1000)
+    assert (await stub.fetch(f"https://r/set/{when}")).text() == repr(when)
+    assert (await stub.fetch(f"https://r/{change}/{when + 60_000}")).text() == repr(when)
+    if restart:
+        rt.close()
+        rt = dobj.Runtime(storage=str(tmp_path), virtual_time=True)
+        rt.bind("R", RollsBack)
+    rt.advance(120)
+    assert RollsBack.fired == [when]
+    rt.close()

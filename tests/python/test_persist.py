@@ -4,12 +4,12 @@ import asyncio
 import gc
 import os
 import random
+import select
 import signal
 import sqlite3
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 
@@ -219,6 +219,8 @@ CHILD = textwrap.dedent("""
         ns = rt.bind("W", Writer, unique_key="crash")
         stub = ns.get_by_name("w")
         await stub.fetch("https://w/setup")
+        sys.stdout.write("ready\\n")  # started: the parent counts acks from here
+        sys.stdout.flush()
         i = start
         while True:
             r = await stub.fetch(f"https://w/{i}")
@@ -231,6 +233,12 @@ CHILD = textwrap.dedent("""
 """)
 
 
+def _readline(f, timeout=120):
+    """A line from an unbuffered pipe; b"" if nothing came for `timeout` s (a
+    hung child fails the test instead of hanging it)."""
+    return f.readline() if select.select([f], [], [], timeout)[0] else b""
+
+
 def test_acknowledged_writes_survive_sigkill(tmp_path):
     store = str(tmp_path)
     script = tmp_path / "child.py"
@@ -240,32 +248,30 @@ def test_acknowledged_writes_survive_sigkill(tmp_path):
     start = 0
     for round_ in range(6):
         p = subprocess.Popen([sys.executable, str(script), store, str(start)],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        # Killed at a random moment once it writes (its start-up is slow under
-        # the sanitizers, so the moment is not counted from the start).
-        started, deadline = time.monotonic(), None
-        lines = []
-        os.set_blocking(p.stdout.fileno(), False)
-        buf = b""
-        while p.poll() is None and (deadline is None or time.monotonic() < deadline):
-            chunk = p.stdout.read()
-            if chunk:
-                buf += chunk
-            if deadline is None and (buf or time.monotonic() - started > 60):
-                deadline = time.monotonic() + rnd.uniform(0.2, 0.6)
-            time.sleep(0.005)
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
+        # Killed at a random moment while it writes: after its "ready" line
+        # (start-up is slow under the sanitizers or on a busy machine, so no
+        # clock is involved) and a random number of acknowledged writes, read
+        # as they come; the child keeps writing meanwhile, so the kill lands
+        # anywhere in a write.
+        lines, ready = [], _readline(p.stdout)
+        want = rnd.randint(10, 60)
+        while ready == b"ready\n" and len(lines) < want:
+            line = _readline(p.stdout)
+            if not line.endswith(b"\n"):
+                break  # the child died: its stderr says why
+            lines.append(line)
         os.kill(p.pid, signal.SIGKILL)
         p.wait()
         rest = p.stdout.read()
-        if rest:
-            buf += rest
         err = p.stderr.read().decode()
         p.stdout.close()
         p.stderr.close()
-        lines = buf.decode().split("\n")[:-1]  # the last, partial line is not an ack
-        assert lines or round_ == 0, err
+        assert ready == b"ready\n" and len(lines) == want, err
+        # Acks written before the kill count too; a last, partial line does not.
+        lines += rest.split(b"\n")[:-1]
         acked += [int(x) for x in lines]
-        start = (acked[-1] + 1 if acked else start) + 1000
+        start = acked[-1] + 1 + 1000
 
     assert len(acked) > 50
     rt = dobj.Runtime(storage=store)
