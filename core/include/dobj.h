@@ -528,7 +528,9 @@ DOBJ_API void dobj_task_on_done(dobj_task *t, dobj_done_fn done, void *data);
  * If t is already finished, waiter is woken at once.  The core knows who
  * waits on whom, and refuses a wait that can never end: a call waiting
  * (directly or through other tasks) to be let through the gate of a
- * block_concurrency_while that itself waits on the call fails with
+ * block_concurrency_while that itself waits on the call (a call parked at
+ * another object's gate waits for that object's blocks: two blocks calling
+ * each other's object are found too) fails with
  * DOBJ_EDEADLOCK / DOBJ_MSG_DEADLOCK (the call fails, the wait is accepted:
  * the waiter wakes and sees that error).  The two may belong to different
  * runtimes (of the same thread).  DOBJ_EARG if waiter == t.

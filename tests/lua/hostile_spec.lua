@@ -205,6 +205,46 @@ describe("finalizers running inside storage and SQL calls", function()
     assert.are.equal(before, dobj._stats().runtimes)
   end)
 
+  -- Only a storage kept past its handler reaches the instance; nothing
+  -- reaches the runtime, so the collector may finalize it during a call on
+  -- that storage: it is closed then (the call fails cleanly) and freed by a
+  -- later cycle.  Freed in the same cycle, the call ended on freed memory.
+  it("a runtime collected during a call on its stashed storage is freed after the call", function()
+    collectgarbage()
+    collectgarbage()
+    local before = dobj._stats().runtimes
+    local function stashed_storage()
+      local rt, storage = H.runtime(), nil
+      local C = H.class("Stash")
+      function C.new(ctx) return setmetatable({ ctx = ctx }, C) end
+      function C:fetch()
+        storage = self.ctx.storage
+        local t = {}
+        for i = 1, 3000 do t[i] = { i = i, n = { i } } end
+        storage:put("big", t)
+        return dobj.response("ok")
+      end
+      rt:bind("STASH", C):get_by_name("s"):fetch("https://s/")
+      return storage
+    end
+    local s, closed = stashed_storage(), nil
+    for _ = 1, 20 do
+      collectgarbage("incremental", 1, 1000, 0)
+      local ok, v = pcall(s.get, s, "big")
+      collectgarbage("incremental", 200, 100, 13)
+      if not ok then
+        closed = type(v) == "table" and v.message or tostring(v)
+        break
+      end
+      assert.are.equal(3000, #v)
+    end
+    assert.matches("reset or evicted", closed)
+    s = nil -- luacheck: ignore
+    collectgarbage()
+    collectgarbage()
+    assert.are.equal(before, dobj._stats().runtimes)
+  end)
+
   for _, method in ipairs({ "get", "put", "list", "sql" }) do
     it("rt:close() from a finalizer during storage " .. method .. " is a clean error", function()
       in_object(function(s, rt)
