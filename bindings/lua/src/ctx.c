@@ -7,9 +7,7 @@ static ctx_ud *check_ctx(lua_State *L)
 {
 	ctx_ud *x = check_ud(L, 1, MT_CTX);
 
-	/* A previous instance's ctx: the core's rule and message. */
-	if (!x->obj)
-		raise_plain(L, DOBJ_MSG_GONE);
+	/* A previous instance's ctx (x->obj NULL or dead): the core's rule and message. */
 	if (dobj_obj_check(x->obj) < 0)
 		raise_plain(L, dobj_error_last());
 	return x;
