@@ -943,7 +943,7 @@ static void run_task(dobj_rt *rt, dobj_task *t)
 		}
 		if (t->kind == DOBJ_TASK_CALL && !t->started && t->call_kind == DOBJ_CALL_ALARM &&
 		    !(obj->ns->klass.flags & DOBJ_CLASS_ALARM)) {
-			finish(t, DOBJ_ENOHANDLER, "Handler does not export an alarm() function.", NULL, NULL);
+			finish(t, DOBJ_ENOHANDLER, DOBJ_MSG_NO_ALARM, NULL, NULL);
 			goto done;
 		}
 		if (t->kind == DOBJ_TASK_CALL && !t->started && t->call_kind == DOBJ_CALL_RPC &&
