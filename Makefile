@@ -193,14 +193,16 @@ test-rock: rock build workerd
 	LUA_CPATH="$(CURDIR)/$(ROCK_TREE)/lib/lua/5.4/?.so;$(CURDIR)/$(BUILD)/?.so;;" $(LUA_PATHS) $(BUSTED) tests/lua
 
 # Every suite: C, the three languages under the sanitizers, Lua from the CMake
-# build and from `luarocks make`, Python.  pytest runs last so its summary is
-# the final line CI reads.
+# build and from `luarocks make`, Python on the oldest and newest versions it
+# supports, then on the default one.  pytest runs last so its summary is the
+# final line CI reads.
 test: build venv
 	@status=0; \
 	$(MAKE) --no-print-directory test-c || status=1; \
 	$(MAKE) --no-print-directory sanitize || status=1; \
 	$(MAKE) --no-print-directory test-lua || status=1; \
 	$(MAKE) --no-print-directory test-rock || status=1; \
+	$(MAKE) --no-print-directory test-pythons || status=1; \
 	$(MAKE) --no-print-directory test-python || status=1; \
 	exit $$status
 

@@ -80,6 +80,7 @@ DOBJ_API int dobj_error_set(int code, const char *fmt, ...)
 #define DOBJ_MSG_FOREIGN_ID "Durable Object ID is not valid for this namespace."
 #define DOBJ_MSG_JURISDICTION "Jurisdiction restrictions are not implemented in workerd."
 #define DOBJ_MSG_NO_FETCH "Handler does not export a fetch() function."
+#define DOBJ_MSG_NO_ALARM "Handler does not export an alarm() function."
 #define DOBJ_MSG_DEPTH "Subrequest depth limit exceeded"
 #define DOBJ_MSG_BCW_NESTED "blockConcurrencyWhile() calls are nested too deeply."
 #define DOBJ_MSG_BCW_TIMEOUT "A call to blockConcurrencyWhile() in a Durable Object waited for " \
@@ -528,7 +529,9 @@ DOBJ_API void dobj_task_on_done(dobj_task *t, dobj_done_fn done, void *data);
  * If t is already finished, waiter is woken at once.  The core knows who
  * waits on whom, and refuses a wait that can never end: a call waiting
  * (directly or through other tasks) to be let through the gate of a
- * block_concurrency_while that itself waits on the call fails with
+ * block_concurrency_while that itself waits on the call (a call parked at
+ * another object's gate waits for that object's blocks: two blocks calling
+ * each other's object are found too) fails with
  * DOBJ_EDEADLOCK / DOBJ_MSG_DEADLOCK (the call fails, the wait is accepted:
  * the waiter wakes and sees that error).  The two may belong to different
  * runtimes (of the same thread).  DOBJ_EARG if waiter == t.
@@ -597,8 +600,6 @@ DOBJ_API void dobj_obj_unref(dobj_obj *obj);
  * same; a binding only translates values and raises what the core says.
  */
 
-/** workerd's message for an RPC method the class does not have. */
-#define DOBJ_MSG_NO_METHOD_FMT "The RPC receiver does not implement the method \"%s\"."
 /** workerd's reason for ctx.abort() without one. */
 #define DOBJ_MSG_ABORT_DEFAULT "Application called abort() to reset Durable Object."
 /** Every call on a closed runtime. */
@@ -625,7 +626,8 @@ DOBJ_API int dobj_rpc_name_check(const char *name, size_t len);
 
 /**
  * Set the thread's error to workerd's missing-method message for `name`
- * (DOBJ_MSG_NO_METHOD_FMT) and return DOBJ_ENOHANDLER.  The message always
+ * (`The RPC receiver does not implement the method "NAME".`) and return
+ * DOBJ_ENOHANDLER.  The message always
  * ends with `".`: a name longer than 256 bytes is cut (at a UTF-8 character
  * boundary) and marked with "...".  A step that finds no method returns this
  * code (or raises its task with it).
@@ -641,6 +643,20 @@ DOBJ_API int dobj_rpc_no_method(const char *name, size_t len);
  * (DOBJ_IDLE_TIMEOUT_MS).
  */
 DOBJ_API int dobj_rt_opts_idle_timeout(dobj_rt_opts *opts, double seconds);
+
+/**
+ * Set opts->durability from its user-facing name (`len` bytes): "process"
+ * (DOBJ_DURABLE_PROCESS) or "power" (DOBJ_DURABLE_POWER); anything else is
+ * refused with DOBJ_EARG and the message a binding shows.
+ */
+DOBJ_API int dobj_rt_opts_durability(dobj_rt_opts *opts, const char *name, size_t len);
+
+/**
+ * Is `ms` a delay the core accepts (dobj_rt_timer's rule)?  DOBJ_OK, or
+ * DOBJ_EARG with DOBJ_MSG_DELAY for NaN and infinities.  For a binding that
+ * waits without a runtime, so that its sleep refuses what a timer refuses.
+ */
+DOBJ_API int dobj_delay_check(double ms);
 
 /**
  * Check runtime options (dobj_rt_new does it too): DOBJ_EARG with a message
@@ -661,7 +677,8 @@ DOBJ_API int dobj_task_remote(const dobj_task *t);
  * Can the incarnation's ctx and storage still be used?  DOBJ_OK, or
  * DOBJ_ETHREAD with DOBJ_MSG_THREAD on another thread than the runtime's,
  * DOBJ_EABORTED with DOBJ_MSG_GONE when it was reset or evicted (a ctx kept
- * past its instance), DOBJ_ECLOSED when the runtime is closed.  Every
+ * past its instance) or `obj` is NULL (a binding's wrapper that released
+ * it), DOBJ_ECLOSED when the runtime is closed.  Every
  * storage call (dobj_kv_*, dobj_sql_exec, dobj_alarm_*, dobj_txn_begin)
  * refuses another thread the same way.
  */

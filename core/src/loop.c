@@ -254,8 +254,8 @@ int dobj__timer(dobj_rt *rt, double delay_ms, dobj_timer_fn fn, void *data, int 
 		return dobj_error_set(DOBJ_ECLOSED, "the runtime is closed");
 	if (!fn)
 		return dobj_error_set(DOBJ_EARG, "a timer needs a function");
-	if (!isfinite(delay_ms))
-		return dobj_error_set(DOBJ_EARG, DOBJ_MSG_DELAY);
+	if (dobj_delay_check(delay_ms) < 0)
+		return DOBJ_EARG;
 	if (rt->nheap == rt->capheap) {
 		size_t cap = rt->capheap ? 2 * rt->capheap : 16;
 		dobj_timer **h = realloc(rt->heap, cap * sizeof(*h));

@@ -555,14 +555,17 @@ void dobj_task_on_done(dobj_task *t, dobj_done_fn done, void *data)
 }
 
 /* Does a block of `obj` wait, directly or through other tasks, for t?  Then
- * t can never pass obj's gate, which that block holds.  The walk is bounded:
- * waits between tasks are as deep as calls are (and user code can make a
- * cycle of waits, which is a deadlock of its own). */
-static int waited_by_block_of(const dobj_task *t, const dobj_obj *obj, int depth)
+ * t can never pass obj's gate, which that block holds.  Waits are explicit
+ * (dobj_task_wait) or at a gate: every call parked at an object's gate waits
+ * for that object's blocks, so A's block calling B while B's block calls A
+ * is found too.  The walk is bounded in depth (waits are as deep as calls
+ * are) and in the tasks it visits (*budget): past it, no deadlock is
+ * reported, and the block limit (DOBJ_BLOCK_TIMEOUT_MS) still ends a cycle. */
+static int waited_by_block_of_ex(const dobj_task *t, const dobj_obj *obj, int depth, int *budget)
 {
 	size_t i;
 
-	if (depth > 4 * DOBJ_MAX_CALL_DEPTH)
+	if (depth > 4 * DOBJ_MAX_CALL_DEPTH || --*budget < 0)
 		return 0;
 	for (i = 0; i < t->nwaiters; i++) {
 		const dobj_task *w = t->waiters[i];
@@ -570,10 +573,23 @@ static int waited_by_block_of(const dobj_task *t, const dobj_obj *obj, int depth
 			continue;
 		if (w->kind == DOBJ_TASK_BLOCK && w->obj == obj)
 			return 1;
-		if (waited_by_block_of(w, obj, depth + 1))
+		if (waited_by_block_of_ex(w, obj, depth + 1, budget))
 			return 1;
+		if (w->kind == DOBJ_TASK_BLOCK && w->obj) {
+			const dobj_task *p;
+			for (p = w->obj->parked_head; p; p = p->qnext)
+				if (!p->done && waited_by_block_of_ex(p, obj, depth + 1, budget))
+					return 1;
+		}
 	}
 	return 0;
+}
+
+static int waited_by_block_of(const dobj_task *t, const dobj_obj *obj)
+{
+	int budget = 4096;
+
+	return waited_by_block_of_ex(t, obj, 0, &budget);
 }
 
 int dobj_task_wait(dobj_task *waiter, dobj_task *t)
@@ -601,7 +617,7 @@ int dobj_task_wait(dobj_task *waiter, dobj_task *t)
 	t->waiters[t->nwaiters++] = waiter;
 	/* A call already held at a gate that its (new) waiter holds: it stays in
 	 * the parked list, finished, and is dropped when the gate opens. */
-	if (t->parked && waited_by_block_of(t, t->obj, 0))
+	if (t->parked && waited_by_block_of(t, t->obj))
 		finish(t, DOBJ_EDEADLOCK, DOBJ_MSG_DEADLOCK, NULL, NULL);
 	return DOBJ_OK;
 }
@@ -906,7 +922,7 @@ static void run_task(dobj_rt *rt, dobj_task *t)
 			/* Input gate closed by block_concurrency_while: wait, in order;
 			 * unless the block waits for this very task (an object calling
 			 * itself from inside the block): that wait would never end. */
-			if (waited_by_block_of(t, obj, 0)) {
+			if (waited_by_block_of(t, obj)) {
 				finish(t, DOBJ_EDEADLOCK, DOBJ_MSG_DEADLOCK, NULL, NULL);
 				goto done;
 			}
@@ -927,7 +943,7 @@ static void run_task(dobj_rt *rt, dobj_task *t)
 		}
 		if (t->kind == DOBJ_TASK_CALL && !t->started && t->call_kind == DOBJ_CALL_ALARM &&
 		    !(obj->ns->klass.flags & DOBJ_CLASS_ALARM)) {
-			finish(t, DOBJ_ENOHANDLER, "Handler does not export an alarm() function.", NULL, NULL);
+			finish(t, DOBJ_ENOHANDLER, DOBJ_MSG_NO_ALARM, NULL, NULL);
 			goto done;
 		}
 		if (t->kind == DOBJ_TASK_CALL && !t->started && t->call_kind == DOBJ_CALL_RPC &&

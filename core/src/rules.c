@@ -1,7 +1,8 @@
 /*
  * Rules every binding follows, decided here once: which names RPC may call
  * and what a caller hears when a method is missing, what an idle timeout
- * means, which errors are remote, when a ctx or storage is still usable.
+ * means, which durabilities and delays exist, which errors are remote, when
+ * a ctx or storage is still usable.
  * (Before they lived here, each binding had its own copy, and they drifted.)
  */
 #include <math.h>
@@ -60,6 +61,24 @@ int dobj_rt_opts_idle_timeout(dobj_rt_opts *opts, double seconds)
 	return DOBJ_OK;
 }
 
+int dobj_rt_opts_durability(dobj_rt_opts *opts, const char *name, size_t len)
+{
+	if (name && len == 7 && memcmp(name, "process", 7) == 0)
+		opts->durability = DOBJ_DURABLE_PROCESS;
+	else if (name && len == 5 && memcmp(name, "power", 5) == 0)
+		opts->durability = DOBJ_DURABLE_POWER;
+	else
+		return dobj_error_set(DOBJ_EARG, "durability must be \"process\" or \"power\"");
+	return DOBJ_OK;
+}
+
+int dobj_delay_check(double ms)
+{
+	if (!isfinite(ms))
+		return dobj_error_set(DOBJ_EARG, DOBJ_MSG_DELAY);
+	return DOBJ_OK;
+}
+
 int dobj_rt_opts_check(const dobj_rt_opts *opts)
 {
 	if (!opts)
@@ -82,6 +101,10 @@ int dobj_task_remote(const dobj_task *t)
 
 int dobj_obj_check(const dobj_obj *obj)
 {
+	/* A binding's wrapper that let go of its incarnation: the same answer
+	 * as for one still held, so no binding words it again. */
+	if (!obj)
+		return dobj_error_set(DOBJ_EABORTED, DOBJ_MSG_GONE);
 	/* A ctx or a storage is the runtime's like everything else: used from
 	 * another thread it would run SQLite and the object's tasks under the
 	 * owner's feet. */

@@ -218,6 +218,41 @@ static void test_idle_timeout_has_one_meaning(void)
 	CHECK_EQ_INT(dobj_rt_opts_check(&o), DOBJ_EARG);
 }
 
+static void test_durability_names_and_delays(void)
+{
+	dobj_rt_opts o = DOBJ_RT_OPTS_INIT;
+
+	CHECK_EQ_INT(dobj_rt_opts_durability(&o, "power", 5), DOBJ_OK);
+	CHECK_EQ_INT(o.durability, DOBJ_DURABLE_POWER);
+	CHECK_EQ_INT(dobj_rt_opts_durability(&o, "process", 7), DOBJ_OK);
+	CHECK_EQ_INT(o.durability, DOBJ_DURABLE_PROCESS);
+	CHECK_EQ_INT(dobj_rt_opts_durability(&o, "power\0x", 7), DOBJ_EARG);
+	CHECK_STR(dobj_error_last(), "durability must be \"process\" or \"power\"");
+	CHECK_EQ_INT(dobj_rt_opts_durability(&o, "Power", 5), DOBJ_EARG);
+	CHECK_EQ_INT(dobj_rt_opts_durability(&o, NULL, 0), DOBJ_EARG);
+	CHECK_EQ_INT(o.durability, DOBJ_DURABLE_PROCESS); /* refused names change nothing */
+
+	CHECK_EQ_INT(dobj_delay_check(0), DOBJ_OK);
+	CHECK_EQ_INT(dobj_delay_check(-5), DOBJ_OK); /* a negative delay is none */
+	CHECK_EQ_INT(dobj_delay_check(1e300), DOBJ_OK);
+	CHECK_EQ_INT(dobj_delay_check(NAN), DOBJ_EARG);
+	CHECK_STR(dobj_error_last(), DOBJ_MSG_DELAY);
+	CHECK_EQ_INT(dobj_delay_check(INFINITY), DOBJ_EARG);
+	CHECK_EQ_INT(dobj_delay_check(-INFINITY), DOBJ_EARG);
+}
+
+static void test_a_released_incarnation_is_gone(void)
+{
+	dobj_storage *st = (dobj_storage *)&st;
+
+	/* A binding's wrapper that let go of its incarnation asks with NULL. */
+	CHECK_EQ_INT(dobj_obj_check(NULL), DOBJ_EABORTED);
+	CHECK_STR(dobj_error_last(), DOBJ_MSG_GONE);
+	CHECK_EQ_INT(dobj_obj_storage(NULL, &st), DOBJ_EABORTED);
+	CHECK(st == NULL);
+	CHECK_STR(dobj_error_last(), DOBJ_MSG_GONE);
+}
+
 static void test_remote_is_the_objects_side(void)
 {
 	dobj_rt *rt = make_rt(0);
@@ -569,6 +604,8 @@ int main(void)
 	RUN(test_missing_method_message_keeps_its_end);
 	RUN(test_reserved_names_never_reach_the_step);
 	RUN(test_idle_timeout_has_one_meaning);
+	RUN(test_durability_names_and_delays);
+	RUN(test_a_released_incarnation_is_gone);
 	RUN(test_sql_one_wants_exactly_one_row);
 	RUN(test_remote_is_the_objects_side);
 	RUN(test_background_failures_reach_the_error_hook);

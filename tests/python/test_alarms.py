@@ -172,7 +172,9 @@ async def test_alarms_fire_while_the_loop_runs(rt):
 async def test_alarms_persist_across_runtimes_and_due_ones_fire_at_start(tmp_path):
     AlarmBox.log = []
     AlarmBox.on_alarm = None
-    rt1 = dobj.Runtime(storage=str(tmp_path))
+    # Virtual time starts at the wall clock and never moves here: rt1 cannot
+    # fire "soon" however slowly it runs; only rt2 (real time) does.
+    rt1 = dobj.Runtime(storage=str(tmp_path), virtual_time=True)
     ns = rt1.bind("A", AlarmBox, unique_key="alarm-key")
     now = rt1.now()
     await run(ns.get_by_name("soon"), lambda self: self.ctx.storage.set_alarm(now + 300))
@@ -182,7 +184,7 @@ async def test_alarms_persist_across_runtimes_and_due_ones_fire_at_start(tmp_pat
     gc.collect()
     assert AlarmBox.log == []
     assert (tmp_path / "alarm-key" / "metadata.sqlite").exists()
-    await asyncio.sleep(0.35)  # "soon" is now overdue
+    await asyncio.sleep(max(0.0, (now + 300) / 1000 - time.time()) + 0.05)  # "soon" is overdue
 
     fired = asyncio.get_running_loop().create_future()
     AlarmBox.on_alarm = lambda self, info: fired.done() or fired.set_result(None)

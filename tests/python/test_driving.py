@@ -36,7 +36,7 @@ async def test_polling_handler_gives_way_to_the_loop(rt):
 
 
 async def test_caller_cancellation_leaves_the_object_usable(rt):
-    started = asyncio.Event()
+    started, finished = asyncio.Event(), asyncio.Event()
 
     class Slow(dobj.DurableObject):
         def __init__(self, ctx, env):
@@ -48,6 +48,7 @@ async def test_caller_cancellation_leaves_the_object_usable(rt):
                 started.set()
                 await asyncio.sleep(0.05)
                 self.finished += 1
+                finished.set()
             return dobj.Response(str(self.finished))
 
     stub = rt.bind("SLOW", Slow).get_by_name("s")
@@ -56,7 +57,7 @@ async def test_caller_cancellation_leaves_the_object_usable(rt):
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    await asyncio.sleep(0.1)  # the handler itself was not cancelled: it finishes
+    await asyncio.wait_for(finished.wait(), 60)  # the handler itself was not cancelled: it finishes
     assert (await stub.fetch("https://s/")).text() == "1"
 
 

@@ -139,3 +139,34 @@ async def test_an_alarm_change_rolled_back_leaves_the_alarm_scheduled(tmp_path, 
     rt.advance(120)
     assert RollsBack.fired == [when]
     rt.close()
+
+
+class Crosses(dobj.DurableObject):
+    """Each object's block_concurrency_while calls the other object."""
+
+    async def fetch(self, request):
+        other = "b" if request.url.endswith("/a") else "a"
+
+        async def section():
+            await asyncio.sleep(0)  # both sections hold their gates first
+            res = await self.env.X.get_by_name(other).fetch(f"https://x/plain/{other}")
+            return res.text()
+
+        if "/plain/" in request.url:
+            return dobj.Response("plain")
+        return dobj.Response(await self.ctx.block_concurrency_while(section))
+
+
+async def test_two_blocks_calling_each_other_are_a_deadlock_not_a_hang(rt):
+    # a's block waits for a call parked at b's gate, whose block waits for a
+    # call parked at a's gate: nothing could ever run again (the 30 s limit
+    # was the only way out).
+    ns = rt.bind("X", Crosses)
+    results = await asyncio.wait_for(asyncio.gather(
+        ns.get_by_name("a").fetch("https://x/a"), ns.get_by_name("b").fetch("https://x/b"),
+        return_exceptions=True), 5)
+    assert [type(r) for r in results] == [dobj.Error, dobj.Error]
+    assert all(str(r).startswith("deadlock:") for r in results)
+    # Both objects serve later calls.
+    assert (await ns.get_by_name("a").fetch("https://x/plain/a")).text() == "plain"
+    assert (await ns.get_by_name("b").fetch("https://x/plain/b")).text() == "plain"

@@ -33,7 +33,7 @@ def test_every_name_in_the_stubs_exists():
             for name in names:
                 if name.startswith("__") or inspect.isclass(cls) and issubclass(cls, BaseException):
                     continue
-                if name in ("ctx", "env") and cls is dobj.DurableObject:
+                if name in ("ctx", "env") and cls in (dobj.DurableObject, dobj.WorkerEntrypoint):
                     continue  # instance attributes set by __init__
                 if name in ("url", "method", "body", "status") and cls in (dobj.Request, dobj.Response):
                     continue  # instance attributes

@@ -306,6 +306,13 @@ def test_idle_timeout_zero_or_negative_is_refused(bad):
         dobj.Runtime(idle_timeout=bad)
 
 
+@pytest.mark.parametrize("bad", ["disk", "Power", "power\0", "\ud800", 1])
+def test_unknown_durability_is_refused(bad):
+    # The core's names and message (dobj_rt_opts_durability), as in Lua.
+    with pytest.raises(ValueError, match='durability must be "process" or "power"'):
+        dobj.Runtime(durability=bad)
+
+
 async def test_infinite_idle_timeout_never_evicts():
     rt = dobj.Runtime(idle_timeout=float("inf"), virtual_time=True)
     stub = rt.bind("BOX", Box).get_by_name("forever")

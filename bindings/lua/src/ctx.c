@@ -7,9 +7,7 @@ static ctx_ud *check_ctx(lua_State *L)
 {
 	ctx_ud *x = check_ud(L, 1, MT_CTX);
 
-	/* A previous instance's ctx: the core's rule and message. */
-	if (!x->obj)
-		raise_plain(L, DOBJ_MSG_GONE);
+	/* A previous instance's ctx (x->obj NULL or dead): the core's rule and message. */
 	if (dobj_obj_check(x->obj) < 0)
 		raise_plain(L, dobj_error_last());
 	return x;
@@ -131,6 +129,18 @@ static int l_ctx_abort(lua_State *L)
 		/* The handler ends here, like workerd's: nothing after abort runs. */
 		c->state = CORO_KILLED;
 		return lua_yield(L, 0);
+	}
+	{
+		/* The object's own code where its coroutine cannot be ended here
+		 * (its constructor, a nested coroutine, a table.sort comparator):
+		 * raise the reason, so that what follows abort does not run
+		 * there either.  Its failure changes nothing: the object is reset
+		 * and its callers have the reason already. */
+		dobj_task *cur = r->rt ? dobj_rt_current(r->rt) : NULL;
+		if (cur && dobj_task_obj(cur) == obj) {
+			lua_settop(L, 2);
+			return lua_error(L);
+		}
 	}
 	return 0;
 }

@@ -173,7 +173,7 @@ static int alarm_tramp(lua_State *L)
 	bound_class *k = lua_touserdata(L, 3);
 
 	if (!push_handler(L, k, "alarm"))
-		return raise_plain(L, "Handler does not export an alarm() function.");
+		return raise_plain(L, DOBJ_MSG_NO_ALARM);
 	lua_pushvalue(L, 1);
 	lua_pushvalue(L, 2);
 	lua_callk(L, 2, 0, 0, alarm_tramp_k);

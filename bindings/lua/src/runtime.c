@@ -244,13 +244,10 @@ int l_runtime(lua_State *L)
 		lua_pop(L, 1);
 		lua_getfield(L, 1, "durability");
 		if (!lua_isnil(L, -1)) {
-			const char *d = lua_tostring(L, -1);
-			if (d && strcmp(d, "process") == 0)
-				o.durability = DOBJ_DURABLE_PROCESS;
-			else if (d && strcmp(d, "power") == 0)
-				o.durability = DOBJ_DURABLE_POWER;
-			else
-				return luaL_error(L, "durability must be \"process\" or \"power\"");
+			size_t n = 0;
+			const char *d = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &n) : NULL;
+			if (dobj_rt_opts_durability(&o, d, n) < 0)
+				return luaL_error(L, "%s", dobj_error_last());
 		}
 		lua_pop(L, 1);
 		lua_getfield(L, 1, "idle_timeout");
@@ -270,6 +267,7 @@ int l_runtime(lua_State *L)
 	lua_pushvalue(L, MODIDX);
 	lua_xmove(L, r->A, 1); /* ANCHOR_MODULE */
 	lua_newtable(r->A);    /* ANCHOR_NSMAP */
+	lua_pushnil(r->A);     /* ANCHOR_PROJECT */
 
 	o.host.data = r;
 	o.host.retain = host_retain;
@@ -351,6 +349,15 @@ static int l_rt_index(lua_State *L)
 	if (k && strcmp(k, "env") == 0) {
 		lua_pushvalue(r->A, ANCHOR_ENV);
 		lua_xmove(r->A, L, 1);
+		return 1;
+	}
+	if (k && (strcmp(k, "default") == 0 || strcmp(k, "config") == 0 || strcmp(k, "module") == 0)) {
+		lua_pushvalue(r->A, ANCHOR_PROJECT); /* dobj.load's runtimes only */
+		lua_xmove(r->A, L, 1);
+		if (!lua_istable(L, -1))
+			return 1; /* nil */
+		lua_pushvalue(L, 2);
+		lua_rawget(L, -2);
 		return 1;
 	}
 	lua_getiuservalue(L, MODIDX, UV_METHODS(MT_RUNTIME));
@@ -554,22 +561,44 @@ void raise_task_error(lua_State *L, runtime_ud *r)
 	}
 }
 
-static int l_rt_run(lua_State *L)
+static int run_until_idle(dobj_rt *rt, double ms)
+{
+	(void)ms;
+	return dobj_rt_run(rt, NULL, NULL);
+}
+
+static int process_ready(dobj_rt *rt, double ms)
+{
+	(void)ms;
+	return dobj_rt_process(rt);
+}
+
+/* rt:run(), rt:process() and rt:advance(): drive the runtime from outside
+ * it.  The core refuses them from inside a handler too; checking first keeps
+ * r->from untouched and names the Lua method.  What the handlers leave for
+ * the caller goes to this thread (r->from), and the first task error left
+ * unhandled is raised here. */
+static int drive(lua_State *L, const char *method, int (*fn)(dobj_rt *, double), double ms)
 {
 	runtime_ud *r = check_rt(L, 1);
 	lua_State *saved;
 	int rc;
 
 	if (running_coro && running_coro->r == r)
-		return luaL_error(L, "rt:run() cannot be called from inside the runtime");
+		return luaL_error(L, "rt:%s() cannot be called from inside the runtime", method);
 	saved = r->from;
 	r->from = L;
-	rc = dobj_rt_run(r->rt, NULL, NULL);
+	rc = fn(r->rt, ms);
 	r->from = saved;
 	if (rc < 0)
 		return luaL_error(L, "%s", dobj_error_last());
 	raise_task_error(L, r);
 	return 0;
+}
+
+static int l_rt_run(lua_State *L)
+{
+	return drive(L, "run", run_until_idle, 0);
 }
 
 /* rt:fd(): the runtime's pollable file descriptor, for a loop of your own
@@ -590,20 +619,7 @@ static int l_rt_fd(lua_State *L)
  * waiting (what a loop calls when rt:fd() is readable). */
 static int l_rt_process(lua_State *L)
 {
-	runtime_ud *r = check_rt(L, 1);
-	lua_State *saved;
-	int rc;
-
-	if (running_coro && running_coro->r == r)
-		return luaL_error(L, "rt:process() cannot be called from inside the runtime");
-	saved = r->from;
-	r->from = L;
-	rc = dobj_rt_process(r->rt);
-	r->from = saved;
-	if (rc < 0)
-		return luaL_error(L, "%s", dobj_error_last());
-	raise_task_error(L, r);
-	return 0;
+	return drive(L, "process", process_ready, 0);
 }
 
 /* rt:now(): ms since the epoch by the runtime's clock (virtual time included). */
@@ -618,21 +634,11 @@ static int l_rt_now(lua_State *L)
 /* rt:advance(seconds): virtual time only; fires what falls due. */
 static int l_rt_advance(lua_State *L)
 {
-	runtime_ud *r = check_rt(L, 1);
-	double s = luaL_checknumber(L, 2);
-	lua_State *saved;
-	int rc;
+	double ms;
 
-	if (running_coro && running_coro->r == r)
-		return luaL_error(L, "rt:advance() cannot be called from inside the runtime");
-	saved = r->from;
-	r->from = L;
-	rc = dobj_rt_advance(r->rt, s * 1e3);
-	r->from = saved;
-	if (rc < 0)
-		return luaL_error(L, "%s", dobj_error_last());
-	raise_task_error(L, r);
-	return 0;
+	check_rt(L, 1);
+	ms = luaL_checknumber(L, 2) * 1e3;
+	return drive(L, "advance", dobj_rt_advance, ms);
 }
 
 static int l_rt_tostring(lua_State *L)

@@ -67,8 +67,8 @@ int l_sleep(lua_State *L)
 		}
 	}
 	/* No runtime to drive: a plain wait (the same rule on the delay). */
-	if (!isfinite(ms))
-		return raise_core_error(L, DOBJ_MSG_DELAY);
+	if (dobj_delay_check(ms) < 0)
+		return raise_core_error(L, dobj_error_last());
 	if (ms > 0) {
 		struct timespec ts;
 		if (s > 1e9)

@@ -54,9 +54,8 @@ dobj_storage *storage_at(lua_State *L, int idx, runtime_ud **rp)
 		x = store_ctx(L, lua_gettop(L));
 		lua_pop(L, 1);
 	}
-	if (!x || !x->obj)
-		raise_plain(L, DOBJ_MSG_GONE);
-	if (dobj_obj_storage(x->obj, &st) < 0) /* says so for a previous instance too */
+	/* A previous instance's storage: the core says so (dobj_obj_check). */
+	if (dobj_obj_storage(x ? x->obj : NULL, &st) < 0)
 		storage_fail(L);
 	if (rp)
 		*rp = s->r;
@@ -377,9 +376,10 @@ static txn_ud *push_txn(lua_State *L, runtime_ud *r, dobj_storage *st)
 /*
  * Close the transaction at idx after its function ran (ok or not): commit or
  * roll back as dobj_txn_end decides (nothing when the function rolled back
- * itself or the object is gone).  Returns the storage or NULL.
+ * itself or the object is gone).  The step's implicit transaction commits
+ * when the step ends, as after any write.
  */
-static dobj_storage *txn_close(lua_State *L, int idx, int ok, int *failed)
+static void txn_close(lua_State *L, int idx, int ok, int *failed)
 {
 	txn_ud *t = lua_touserdata(L, idx);
 	dobj_storage *st = NULL;
@@ -391,7 +391,6 @@ static dobj_storage *txn_close(lua_State *L, int idx, int ok, int *failed)
 	if (!x || !x->obj || dobj_obj_storage(x->obj, &st) < 0)
 		st = NULL;
 	*failed = dobj_txn_end(st, &t->txn, ok) < 0;
-	return st;
 }
 
 /* storage:transaction_sync(fn): fn(txn) in a transaction; it may not yield. */
@@ -422,16 +421,9 @@ static int l_st_transaction_sync(lua_State *L)
 static int txn_body_k(lua_State *L, int status, lua_KContext ctx)
 {
 	int ok = status == LUA_OK || status == LUA_YIELD, failed;
-	dobj_storage *st;
 
 	(void)ctx;
-	st = txn_close(L, 1, ok, &failed);
-	/* An explicit transaction that spanned steps leaves the step's implicit
-	 * transaction open without marking it for commit (CORE_NOTES 6): commit
-	 * it now that the outermost transaction is over. */
-	if (st && dobj_txn_depth(st) == 0 && dobj_storage_sync(st) < 0 && ok) {
-		failed = 1;
-	}
+	txn_close(L, 1, ok, &failed);
 	if (ok && failed) {
 		lua_settop(L, 0);
 		lua_pushboolean(L, 0);

@@ -33,6 +33,8 @@ from ._dobj import (  # noqa: F401  (re-exported)
     Stub,
 )
 from .config import Binding, Config, ConfigError, Migration, load_config  # noqa: F401
+from .project import Entry, ExecutionContext, ProjectRuntime, WorkerEntrypoint  # noqa: F401
+from .project import from_config as _from_config
 
 __all__ = [
     "Runtime", "Namespace", "DurableObjectId", "Stub", "Context", "Call",
@@ -40,6 +42,7 @@ __all__ = [
     "Error", "InvalidIdError", "Aborted", "MAX_CALL_DEPTH",
     "Storage", "Transaction", "SqlStorage", "Cursor", "serialize", "deserialize",
     "load_config", "Config", "Binding", "Migration", "ConfigError",
+    "WorkerEntrypoint", "ExecutionContext", "Entry", "ProjectRuntime",
 ]
 
 HeadersInit = Union["Headers", Mapping[str, str], Iterable[Tuple[str, str]], None]
@@ -365,6 +368,8 @@ def _report_error(what: str, exc: BaseException) -> None:
     traceback, as asyncio logs a task exception that was never retrieved."""
     _log.error("%s failed: %s", what, exc, exc_info=(type(exc), exc, exc.__traceback__))
 
+
+Runtime.from_config = classmethod(_from_config)  # type: ignore[attr-defined]
 
 _dobj._setup(Request, Response, Env, _make_request)
 _dobj._setup_storage(_transaction, _drain)

@@ -192,3 +192,27 @@ class Runtime:
     def process(self) -> None: ...
     @property
     def virtual_time(self) -> bool: ...
+    @classmethod
+    def from_config(cls, path: Optional[str] = ..., *, env: Optional[str] = ...,
+                    persist_to: Optional[str] = ..., id_seed: Optional[int] = ...,
+                    durability: Optional[str] = ..., idle_timeout: Optional[float] = ...,
+                    virtual_time: bool = ...) -> ProjectRuntime: ...
+
+class WorkerEntrypoint:
+    ctx: ExecutionContext
+    env: Env
+    def __init__(self, ctx: ExecutionContext, env: Env) -> None: ...
+
+class ExecutionContext:
+    def wait_until(self, awaitable: Awaitable[Any]) -> None: ...
+
+class Entry:
+    name: str
+    async def fetch(self, url_or_request: Union[str, Request], *, method: Optional[str] = ...,
+                    headers: HeadersInit = ..., body: BodyInit = ...) -> Response: ...
+
+class ProjectRuntime(Runtime):
+    config: Config
+    module: Any
+    default: Entry
+    async def drain(self, timeout: Optional[float] = ...) -> None: ...  # type: ignore[override]

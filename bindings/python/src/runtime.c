@@ -325,10 +325,13 @@ static PyObject *Runtime_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 		opts.storage_dir_len = (size_t)PyBytes_GET_SIZE(storage_bytes);
 	}
 	if (durability != Py_None) {
-		if (PyUnicode_Check(durability) && (PyUnicode_CompareWithASCIIString(durability, "power") == 0))
-			opts.durability = DOBJ_DURABLE_POWER;
-		else if (!(PyUnicode_Check(durability) && (PyUnicode_CompareWithASCIIString(durability, "process") == 0))) {
-			PyErr_SetString(PyExc_ValueError, "durability must be \"process\" or \"power\"");
+		Py_ssize_t n = 0;
+		const char *d = PyUnicode_Check(durability) ? PyUnicode_AsUTF8AndSize(durability, &n) : NULL;
+
+		if (!d)
+			PyErr_Clear(); /* not a str, or a lone surrogate: refused below */
+		if (dobj_rt_opts_durability(&opts, d, (size_t)n) < 0) {
+			PyErr_SetString(PyExc_ValueError, dobj_error_last());
 			goto fail;
 		}
 	}

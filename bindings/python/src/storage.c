@@ -82,11 +82,8 @@ static dobj_storage *resolve(PyObject *self, StorageObject **out)
 	} else {
 		S = (StorageObject *)self;
 	}
-	/* A previous instance's storage: the core says so (dobj_obj_check). */
-	if (!S->obj) {
-		PyErr_SetString(s->error, DOBJ_MSG_GONE);
-		return NULL;
-	}
+	/* A previous instance's storage (S->obj NULL or dead): the core says so
+	 * (dobj_obj_check). */
 	if ((rc = dobj_obj_storage(S->obj, &st)) < 0)
 		return (dobj_storage *)fail(s, rc);
 	if (out)

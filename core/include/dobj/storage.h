@@ -41,7 +41,8 @@ typedef struct dobj_storage dobj_storage;
  * The object's storage, opened on first use (borrowed; valid while the
  * incarnation lives).  With a storage directory it is
  * `<dir>/<unique_key>/<hex id>.sqlite`; without, an in-memory database that
- * lives as long as the runtime (eviction and abort keep it).
+ * lives as long as the runtime (eviction and abort keep it).  Refused as
+ * dobj_obj_check refuses (NULL included).
  */
 DOBJ_API int dobj_obj_storage(dobj_obj *obj, dobj_storage **out);
 

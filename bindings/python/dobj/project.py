@@ -1,0 +1,238 @@
+"""dobj.Runtime.from_config: run a Workers project (config + entry module).
+
+The config is read by the core (:func:`dobj.load_config`): which file, which
+environment, each namespace's unique key and state folder are its rules.
+This module only does what is Python's own business: importing ``main`` as a
+module, finding the classes in it, and wrapping its entry so that
+``await rt.default.fetch(request)`` works for both entry styles of Python
+Workers (``class Default(WorkerEntrypoint)`` or a module-level
+``async def fetch(request, env, ctx)``).
+"""
+from __future__ import annotations
+
+import asyncio
+import importlib
+import importlib.util
+import inspect
+import itertools
+import logging
+import os
+import sys
+from typing import Any, Optional, Set
+
+from ._dobj import ConfigError, Error, Runtime
+from .config import Config, PathLike, load_config
+
+__all__ = ["WorkerEntrypoint", "ExecutionContext", "Entry", "ProjectRuntime"]
+
+_log = logging.getLogger("dobj")
+_module_numbers = itertools.count(1)
+
+
+class WorkerEntrypoint:
+    """Base class of a Worker's ``class Default(WorkerEntrypoint)``: keeps
+    ``self.ctx`` (the request's :class:`ExecutionContext`) and ``self.env``.
+    A new instance serves each request, as in workerd."""
+
+    def __init__(self, ctx: "ExecutionContext", env: Any) -> None:
+        self.ctx = ctx
+        self.env = env
+
+
+class ExecutionContext:
+    """The ``ctx`` of one request to the entry: ``wait_until(awaitable)``
+    keeps background work running after the response."""
+
+    __slots__ = ("_background",)
+
+    def __init__(self, background: Set["asyncio.Future[Any]"]) -> None:
+        self._background = background
+
+    def wait_until(self, awaitable: Any) -> None:
+        if not inspect.isawaitable(awaitable):
+            raise TypeError(f"wait_until() needs an awaitable, got {type(awaitable).__name__}")
+        fut = asyncio.ensure_future(awaitable)
+        self._background.add(fut)
+        fut.add_done_callback(self._finished)
+
+    def _finished(self, fut: "asyncio.Future[Any]") -> None:
+        self._background.discard(fut)
+        if fut.cancelled():
+            return
+        exc = fut.exception()
+        if exc is not None:
+            from . import _report_error
+            _report_error("ctx.wait_until() of the entry", exc)
+
+
+class Entry:
+    """``rt.default``: the Worker's entry.  ``await entry.fetch(request)``
+    calls ``Default(ctx, env).fetch(request)`` or ``fetch(request, env, ctx)``
+    with a new ctx per request."""
+
+    __slots__ = ("_cls", "_fn", "_env", "_background", "name")
+
+    def __init__(self, cls: Optional[type], fn: Any, env: Any,
+                 background: Set["asyncio.Future[Any]"], name: str) -> None:
+        self._cls = cls
+        self._fn = fn
+        self._env = env
+        self._background = background
+        self.name = name
+
+    async def fetch(self, url_or_request: Any, *, method: Optional[str] = None,
+                    headers: Any = None, body: Any = None) -> Any:
+        from . import Response, _make_request
+        request = _make_request(url_or_request, method=method, headers=headers, body=body)
+        ctx = ExecutionContext(self._background)
+        if self._cls is not None:
+            handler = getattr(self._cls(ctx, self._env), "fetch", None)
+            if handler is None:
+                raise Error("Handler does not export a fetch() function.")
+            result = handler(request)
+        elif self._fn is not None:
+            result = self._fn(request, self._env, ctx)
+        else:
+            raise Error("Handler does not export a fetch() function.")
+        if inspect.isawaitable(result):
+            result = await result
+        if not isinstance(result, Response):
+            raise TypeError(f"{self.name}.fetch() returned {type(result).__name__}; "
+                            "it must return a dobj.Response")
+        return result
+
+    def __repr__(self) -> str:
+        return f"<dobj.Entry {self.name}>"
+
+
+class ProjectRuntime(Runtime):
+    """The runtime :meth:`Runtime.from_config` returns: a :class:`Runtime`
+    with ``config`` (the :class:`dobj.Config`), ``module`` (the imported
+    ``main``) and ``default`` (the :class:`Entry`)."""
+
+    __slots__ = ("config", "module", "default", "_background")
+
+    async def drain(self, timeout: Optional[float] = None) -> None:
+        """Like :meth:`Runtime.drain`, and also waits for the entry's
+        ``ctx.wait_until`` work."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+
+        def left() -> Optional[float]:
+            return None if deadline is None else max(0.0, deadline - loop.time())
+
+        while True:
+            if self._background:
+                _, pending = await asyncio.wait(set(self._background), timeout=left())
+                if pending:
+                    raise TimeoutError(f"drain(): {len(pending)} ctx.wait_until() "
+                                       "tasks of the entry still pending")
+            await Runtime.drain(self, left())
+            if not self._background:
+                return
+
+
+def _inside(path: Optional[str], folder: str) -> bool:
+    if not path:
+        return False
+    try:
+        return os.path.commonpath([os.path.abspath(path), folder]) == folder
+    except ValueError:
+        return False
+
+
+def _import_main(cfg: Config) -> Any:
+    """Import ``cfg.main`` under a name of its own (``_dobj_main_<n>_<stem>``),
+    with its folder first on ``sys.path`` while it runs (so ``import helper``
+    finds ``src/helper.py``, as in Python Workers).  Afterwards the folder is
+    taken off ``sys.path`` again, and the module and every module imported
+    from that folder are taken out of ``sys.modules``: two projects with a
+    ``helper.py`` each never see each other's."""
+    where = cfg.config_path
+    if cfg.main is None:
+        raise ConfigError(f"{where}: main is not set: it names the Worker's entry module "
+                          "(e.g. main = \"src/entry.py\")")
+    main = cfg.main
+    if not main.endswith(".py"):
+        raise ConfigError(f"{where}: main {main} is not a Python module (.py)")
+    if not os.path.isfile(main):
+        raise ConfigError(f"{where}: main {main} does not exist")
+    folder = os.path.dirname(main)
+    stem = "".join(c if c.isalnum() or c == "_" else "_" for c in os.path.basename(main)[:-3])
+    name = f"_dobj_main_{next(_module_numbers)}_{stem}"
+    spec = importlib.util.spec_from_file_location(name, main)
+    if spec is None or spec.loader is None:
+        raise ConfigError(f"{where}: main {main} cannot be imported")
+    module = importlib.util.module_from_spec(spec)
+    before = set(sys.modules)
+    sys.path.insert(0, folder)
+    importlib.invalidate_caches()
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        raise ConfigError(f"{where}: main {main} failed to import: "
+                          f"{type(exc).__name__}: {exc}") from exc
+    finally:
+        for i, p in enumerate(sys.path):
+            if p is folder:
+                del sys.path[i]
+                break
+        for n in set(sys.modules) - before:
+            m = sys.modules.get(n)
+            spec_n = getattr(m, "__spec__", None)
+            if n == name or _inside(getattr(m, "__file__", None), folder) or \
+                    _inside(getattr(spec_n, "origin", None), folder):
+                sys.modules.pop(n, None)
+    return module
+
+
+def _entry(cfg: Config, module: Any, env: Any, background: Set[Any]) -> Entry:
+    where = f"{cfg.config_path}: main {cfg.main}"
+    default = getattr(module, "Default", None)
+    if default is not None:
+        if not inspect.isclass(default):
+            raise ConfigError(f"{where}: Default must be a class (class Default(WorkerEntrypoint)), "
+                              f"got {type(default).__name__}")
+        return Entry(default, None, env, background, "Default")
+    fn = getattr(module, "fetch", None)
+    if fn is not None and not callable(fn):
+        raise ConfigError(f"{where}: fetch must be a function (async def fetch(request, env, ctx)), "
+                          f"got {type(fn).__name__}")
+    return Entry(None, fn, env, background, "fetch")
+
+
+def from_config(cls: type, path: Optional[PathLike] = None, *, env: Optional[str] = None,
+                persist_to: Optional[PathLike] = None, **runtime_options: Any) -> ProjectRuntime:
+    """Load a Workers project: see :meth:`dobj.Runtime.from_config`."""
+    if "storage" in runtime_options:
+        raise TypeError("from_config() keeps state where the config says (use persist_to=)")
+    cfg = load_config(path, env=env, persist_to=persist_to)
+    for warning in cfg.warnings:
+        _log.warning("%s", warning)
+    module = _import_main(cfg)
+    classes = []
+    for b in cfg.bindings:
+        found = getattr(module, b.class_name, None)
+        if found is None:
+            raise ConfigError(f"{cfg.config_path}: durable_objects binding {b.binding}: "
+                              f"class {b.class_name} is not defined in main {cfg.main}")
+        if not inspect.isclass(found):
+            raise ConfigError(f"{cfg.config_path}: durable_objects binding {b.binding}: "
+                              f"{b.class_name} in main {cfg.main} is a "
+                              f"{type(found).__name__}, not a class")
+        classes.append((b, found))
+    target = cls if cls is not Runtime else ProjectRuntime
+    rt = target(dict(cfg.vars), storage=cfg.state_dir, **runtime_options)
+    try:
+        for b, found in classes:
+            rt.bind(b.binding, found, unique_key=b.unique_key)
+        background: Set[Any] = set()
+        rt._background = background
+        rt.config = cfg
+        rt.module = module
+        rt.default = _entry(cfg, module, rt.env, background)
+    except BaseException:
+        rt.close()
+        raise
+    return rt
