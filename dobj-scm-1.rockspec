@@ -65,6 +65,7 @@ build = {
             "bindings/lua/src/http.c",
             "bindings/lua/src/module.c",
             "bindings/lua/src/namespace.c",
+            "bindings/lua/src/project.c",
             "bindings/lua/src/rpc.c",
             "bindings/lua/src/runtime.c",
             "bindings/lua/src/sleep.c",

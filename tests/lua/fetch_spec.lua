@@ -59,6 +59,19 @@ describe("fetch", function()
     assert.are.equal("PUT b2", stub:fetch(req, { body = "b2" }):text())
   end)
 
+  it("keeps binary bodies whole, NUL bytes included, both ways", function()
+    local Bin = H.class("Bin")
+    function Bin:fetch(req) return dobj.response(req.body .. "\0end") end
+    local rt = H.runtime()
+    local stub = rt:bind("BIN", Bin):get_by_name("b")
+    local body = "\0\255\0x"
+    assert.equal(4, #dobj.request("https://b/", { method = "PUT", body = body }).body)
+    local res = stub:fetch("https://b/", { method = "PUT", body = body })
+    assert.equal(body .. "\0end", res.body)
+    assert.equal(body, dobj.response(body).body)
+    rt:close()
+  end)
+
   it("builds responses with defaults and checks them", function()
     local r = dobj.response()
     assert.are.equal(200, r.status)

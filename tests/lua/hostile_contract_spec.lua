@@ -51,3 +51,47 @@ describe("a dobj.on_error handler", function()
     rt:close()
   end)
 end)
+
+describe("ctx:abort where the handler's coroutine cannot be ended", function()
+  -- It returned normally there, and the object's code went on after abort.
+  local function run_case(setup)
+    local rt = H.runtime()
+    local after = {}
+    local C = H.class("Aborts")
+    function C.new(ctx)
+      local self = setmetatable({ ctx = ctx }, C)
+      if setup == "constructor" then
+        ctx:abort("from a constructor")
+        after[#after + 1] = "constructor"
+      end
+      return self
+    end
+    function C:fetch()
+      local ctx = self.ctx
+      if setup == "comparator" then
+        table.sort({ 1, 2, 3 }, function(a, b) ctx:abort("from a comparator"); return a < b end)
+        after[#after + 1] = "comparator"
+      elseif setup == "coroutine" then
+        coroutine.wrap(function()
+          ctx:abort("from a nested coroutine")
+          after[#after + 1] = "inner coroutine"
+        end)()
+        after[#after + 1] = "handler"
+      end
+      return dobj.response("not aborted")
+    end
+    local ok, err = pcall(function() return rt:bind("A", C):get_by_name("a"):fetch("https://a/") end)
+    rt:run()
+    rt:close()
+    return ok, err, after
+  end
+
+  for _, case in ipairs({ "constructor", "comparator", "coroutine" }) do
+    it("stops the object's code in a " .. case, function()
+      local ok, err, after = run_case(case)
+      assert.is_false(ok)
+      assert.matches("^from a", type(err) == "table" and err.message or tostring(err))
+      assert.are.same({}, after)
+    end)
+  end
+end)

@@ -170,3 +170,29 @@ async def test_two_blocks_calling_each_other_are_a_deadlock_not_a_hang(rt):
     # Both objects serve later calls.
     assert (await ns.get_by_name("a").fetch("https://x/plain/a")).text() == "plain"
     assert (await ns.get_by_name("b").fetch("https://x/plain/b")).text() == "plain"
+
+
+class Ticks(dobj.DurableObject):
+    """An alarm that always sets the next one."""
+
+    async def fetch(self, request):
+        self.ctx.storage.set_alarm(self.env.RT[0].now() + 1000)
+        return dobj.Response("armed")
+
+    async def alarm(self, info):
+        self.ctx.storage.set_alarm(info.scheduled_time + 1000)
+
+
+async def test_drain_with_virtual_time_and_a_periodic_alarm_times_out():
+    # drain() jumped from alarm to alarm without ever returning to the loop
+    # or looking at its timeout: the program hung at 100 % CPU.
+    holder = []
+    rt = dobj.Runtime(env={"RT": holder}, virtual_time=True)
+    holder.append(rt)
+    await rt.bind("T", Ticks).get_by_name("t").fetch("https://t/")
+    other_ran = asyncio.Event()
+    asyncio.get_running_loop().call_soon(other_ran.set)
+    with pytest.raises(TimeoutError, match="still pending"):
+        await rt.drain(timeout=0.2)
+    assert other_ran.is_set()  # the loop ran meanwhile
+    rt.close()

@@ -130,6 +130,18 @@ static int l_ctx_abort(lua_State *L)
 		c->state = CORO_KILLED;
 		return lua_yield(L, 0);
 	}
+	{
+		/* The object's own code where its coroutine cannot be ended here
+		 * (its constructor, a nested coroutine, a table.sort comparator):
+		 * raise the reason, so that what follows abort does not run
+		 * there either.  Its failure changes nothing: the object is reset
+		 * and its callers have the reason already. */
+		dobj_task *cur = r->rt ? dobj_rt_current(r->rt) : NULL;
+		if (cur && dobj_task_obj(cur) == obj) {
+			lua_settop(L, 2);
+			return lua_error(L);
+		}
+	}
 	return 0;
 }
 

@@ -19,6 +19,7 @@
  *   storage.c     ctx.storage, transactions, alarms
  *   sql.c         storage.sql and cursors
  *   config.c      dobj.load_config: the wrangler configuration
+ *   project.c     dobj.load: a Workers project (config + main) as a runtime
  *
  * The files are separate compilation units rather than one unit including
  * the others (luv's way): each then states what it uses through this header,
@@ -137,7 +138,9 @@ typedef struct module_state {
 /* Stack of the anchor thread A.  ANCHOR_NSMAP maps each core namespace
  * (light userdata) to its namespace userdata, so that a stub or ID received
  * over RPC becomes a Lua stub of the right namespace. */
-enum { ANCHOR_SLOTS = 1, ANCHOR_ENV = 2, ANCHOR_MODULE = 3, ANCHOR_NSMAP = 4 };
+/* ANCHOR_PROJECT: nil, or for a runtime made by dobj.load (project.c) the
+ * table { default =, config =, module = } that rt.default etc. read. */
+enum { ANCHOR_SLOTS = 1, ANCHOR_ENV = 2, ANCHOR_MODULE = 3, ANCHOR_NSMAP = 4, ANCHOR_PROJECT = 5 };
 
 /* Kinds of slot (what release must do besides unanchoring). */
 enum { SLOT_VALUE = 0, SLOT_CTX = 1, SLOT_THREAD = 2 };
@@ -287,6 +290,7 @@ int l_on_error(lua_State *L);
 int l_runtime(lua_State *L);
 /* config.c */
 int l_load_config(lua_State *L);
+int l_load(lua_State *L);
 int l_config_parse(lua_State *L);
 void raise_task_error(lua_State *L, runtime_ud *r);
 

@@ -57,7 +57,9 @@ static void check_body(lua_State *L, int idx)
 
 	if (t == LUA_TNIL || t == LUA_TNONE)
 		lua_pushliteral(L, "");
-	else if (t == LUA_TSTRING || t == LUA_TNUMBER)
+	else if (t == LUA_TSTRING)
+		lua_pushvalue(L, idx); /* any bytes: NUL included */
+	else if (t == LUA_TNUMBER)
 		lua_pushstring(L, lua_tostring(L, idx));
 	else
 		luaL_error(L, "a body must be a string (got %s)", luaL_typename(L, idx));

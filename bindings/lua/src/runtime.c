@@ -267,6 +267,7 @@ int l_runtime(lua_State *L)
 	lua_pushvalue(L, MODIDX);
 	lua_xmove(L, r->A, 1); /* ANCHOR_MODULE */
 	lua_newtable(r->A);    /* ANCHOR_NSMAP */
+	lua_pushnil(r->A);     /* ANCHOR_PROJECT */
 
 	o.host.data = r;
 	o.host.retain = host_retain;
@@ -348,6 +349,15 @@ static int l_rt_index(lua_State *L)
 	if (k && strcmp(k, "env") == 0) {
 		lua_pushvalue(r->A, ANCHOR_ENV);
 		lua_xmove(r->A, L, 1);
+		return 1;
+	}
+	if (k && (strcmp(k, "default") == 0 || strcmp(k, "config") == 0 || strcmp(k, "module") == 0)) {
+		lua_pushvalue(r->A, ANCHOR_PROJECT); /* dobj.load's runtimes only */
+		lua_xmove(r->A, L, 1);
+		if (!lua_istable(L, -1))
+			return 1; /* nil */
+		lua_pushvalue(L, 2);
+		lua_rawget(L, -2);
 		return 1;
 	}
 	lua_getiuservalue(L, MODIDX, UV_METHODS(MT_RUNTIME));

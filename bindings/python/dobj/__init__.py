@@ -347,12 +347,16 @@ async def _drain(rt, timeout=None):
         rt._pump()
         if rt.pending == 0:
             return
-        if rt.virtual_time and rt._tasks == 0:
-            rt.advance(rt._next_timer())  # only timers are left
-            continue
         left = None if deadline is None else deadline - loop.time()
         if left is not None and left <= 0:
             raise TimeoutError(f"drain(): {rt.pending} calls or alarms still pending")
+        if rt.virtual_time and rt._tasks == 0:
+            rt.advance(rt._next_timer())  # only timers are left
+            # Let the loop run between jumps: an alarm that sets the next
+            # one keeps virtual time going for ever, and the timeout (real
+            # seconds) must still be seen.
+            await _asyncio.sleep(0)
+            continue
         try:
             await _asyncio.wait_for(_asyncio.shield(rt._progress()), left)
         except _asyncio.TimeoutError:
