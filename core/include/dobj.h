@@ -722,6 +722,17 @@ typedef struct dobj_msg {
 	size_t body_len;
 } dobj_msg;
 
+/** workerd's message (a RangeError there) for a status outside 200..599. */
+#define DOBJ_MSG_STATUS_RANGE \
+	"Responses may only be constructed with status codes in the range 200 to 599, inclusive."
+
+/**
+ * May a response be made with `status`?  DOBJ_OK for 200 to 599 (the range
+ * workerd's Response constructor takes), else DOBJ_EARG with
+ * DOBJ_MSG_STATUS_RANGE.  Bindings check their Response type with it.
+ */
+DOBJ_API int dobj_msg_status_check(long long status);
+
 DOBJ_API dobj_msg *dobj_msg_new_request(const char *url, const char *method);
 DOBJ_API dobj_msg *dobj_msg_new_response(int status, const void *body, size_t len);
 DOBJ_API int dobj_msg_set_header(dobj_msg *m, const char *name, const char *value);

@@ -6,6 +6,13 @@
 
 #include "internal.h"
 
+int dobj_msg_status_check(long long status)
+{
+	if (status < 200 || status > 599)
+		return dobj_error_set(DOBJ_EARG, DOBJ_MSG_STATUS_RANGE);
+	return DOBJ_OK;
+}
+
 dobj_msg *dobj_msg_new_request(const char *url, const char *method)
 {
 	dobj_msg *m = calloc(1, sizeof(*m));

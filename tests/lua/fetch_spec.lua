@@ -87,6 +87,12 @@ describe("fetch", function()
     assert.are.equal(dobj.Response, getmetatable(r2))
     assert.has_error(function() dobj.response("x", { status = 99 }) end)
     assert.has_error(function() dobj.response("x", { status = 600 }) end)
+    -- The core's range and workerd's message, as in Python.
+    for _, bad in ipairs({ 199, 600, math.mininteger }) do
+      local ok, err = pcall(dobj.response, "x", { status = bad })
+      assert.is_false(ok)
+      assert.matches("in the range 200 to 599, inclusive", err, 1, true)
+    end
     assert.has_error(function() dobj.response("x", { status = "ok" }) end)
     assert.has_error(function() dobj.response({}) end)
     assert.has_error(function() dobj.response("x", { headers = { a = {} } }) end)

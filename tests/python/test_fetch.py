@@ -258,6 +258,13 @@ async def test_constructor_errors_reach_the_caller(rt):
 def test_request_and_response_validation():
     with pytest.raises(ValueError):
         dobj.Response("x", status=99)
+    # The core's range and workerd's message, as in Lua.
+    for bad in (199, 600, -(2**70), 2**70):
+        with pytest.raises(ValueError, match="in the range 200 to 599, inclusive"):
+            dobj.Response("x", status=bad)
+    with pytest.raises(ValueError, match="status must be an int"):
+        dobj.Response("x", status=200.0)
+    assert dobj.Response("x", status=599).status == 599
     with pytest.raises(TypeError):
         dobj.Response(12)
     with pytest.raises(TypeError):

@@ -171,9 +171,8 @@ int l_response(lua_State *L)
 			status = lua_tointegerx(L, -1, &isint);
 			if (!isint)
 				return luaL_error(L, "status must be an integer");
-			if (status < 200 || status > 599)
-				return luaL_error(L, "Responses may only be constructed with status codes in "
-					"the range 200 to 599, inclusive.");
+			if (dobj_msg_status_check(status) < 0)
+				return luaL_error(L, "%s", dobj_error_last());
 		}
 		lua_pop(L, 1);
 		lua_getfield(L, 2, "headers");

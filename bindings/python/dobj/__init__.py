@@ -203,8 +203,9 @@ class Response(_Message):
 
     def __init__(self, body: BodyInit = None, *, status: int = 200,
                  headers: HeadersInit = None) -> None:
-        if type(status) is not int or not 200 <= status <= 599:
-            raise ValueError(f"status must be an int from 200 to 599, got {status!r}")
+        if type(status) is not int:
+            raise ValueError(f"status must be an int, got {status!r}")
+        _dobj._check_status(status)  # the core's range and message (workerd's)
         self.status = status
         self._headers = Headers(headers) if headers is not None else None
         self.body = _body(body)

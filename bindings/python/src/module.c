@@ -122,11 +122,29 @@ static PyObject *mod_val_roundtrip(PyObject *m, PyObject *value)
 	return r;
 }
 
+/* _check_status(status): the core's rule for a Response's status (the
+ * caller has checked that it is an int). */
+static PyObject *mod_check_status(PyObject *m, PyObject *status)
+{
+	int ovf;
+	long long s = PyLong_AsLongLongAndOverflow(status, &ovf);
+
+	(void)m;
+	if (s == -1 && PyErr_Occurred())
+		return NULL;
+	if (dobj_msg_status_check(ovf ? (long long)ovf * 1000 : s) < 0) {
+		PyErr_SetString(PyExc_ValueError, dobj_error_last());
+		return NULL;
+	}
+	Py_RETURN_NONE;
+}
+
 static PyMethodDef mod_methods[] = {
 	{ "_setup", mod_setup, METH_VARARGS, NULL },
 	{ "_fd_readable", runtime_fd_readable, METH_O, NULL },
 	{ "_setup_storage", mod_setup_storage, METH_VARARGS, NULL },
 	{ "_setup_reporting", mod_setup_reporting, METH_O, NULL },
+	{ "_check_status", mod_check_status, METH_O, NULL },
 	{ "serialize", mod_serialize, METH_O,
 		"The bytes storage keeps for `value` (V8's serialization format, as workerd)." },
 	{ "deserialize", mod_deserialize, METH_O, "The value of a V8 serialization blob." },
