@@ -263,6 +263,16 @@ static void test_list_limit_from_a_user_number(void)
 	CHECK(o.limit == 5); /* refused numbers change nothing */
 }
 
+static void test_response_status_range(void)
+{
+	CHECK_EQ_INT(dobj_msg_status_check(200), DOBJ_OK);
+	CHECK_EQ_INT(dobj_msg_status_check(599), DOBJ_OK);
+	CHECK_EQ_INT(dobj_msg_status_check(199), DOBJ_EARG);
+	CHECK_STR(dobj_error_last(), DOBJ_MSG_STATUS_RANGE);
+	CHECK_EQ_INT(dobj_msg_status_check(600), DOBJ_EARG);
+	CHECK_EQ_INT(dobj_msg_status_check(-1), DOBJ_EARG);
+}
+
 static void test_a_released_incarnation_is_gone(void)
 {
 	dobj_storage *st = (dobj_storage *)&st;
@@ -628,6 +638,7 @@ int main(void)
 	RUN(test_idle_timeout_has_one_meaning);
 	RUN(test_durability_names_and_delays);
 	RUN(test_list_limit_from_a_user_number);
+	RUN(test_response_status_range);
 	RUN(test_a_released_incarnation_is_gone);
 	RUN(test_sql_one_wants_exactly_one_row);
 	RUN(test_remote_is_the_objects_side);
