@@ -47,6 +47,7 @@ build = {
             "core/src/loop.c",
             "core/src/msg.c",
             "core/src/native.c",
+            "core/src/ns.c",
             "core/src/rt.c",
             "core/src/rules.c",
             "core/src/sql_guard.c",

@@ -82,6 +82,8 @@ int dobj__timer(dobj_rt *rt, double delay_ms, dobj_timer_fn fn, void *data, int 
 double dobj__wall_ms(dobj_rt *rt);
 /** Alarms of a namespace go away with it. */
 void dobj__alarms_free(dobj_ns *ns);
+/** Free a namespace that is not (or no longer) published (ns.c). */
+void dobj__ns_free(dobj_ns *ns);
 /** The incarnation a storage belongs to (NULL when none is live). */
 dobj_obj *dobj__storage_obj(dobj_storage *st);
 /** Check a unique key can name a directory. */
@@ -274,6 +276,19 @@ static inline void dobj__timer_sync(dobj_rt *rt)
 	when = rt->heap[0]->when;
 	if (when < rt->hook_when || (rt->fd >= 0 && when < rt->fd_when))
 		dobj__timer_sync_slow(rt);
+}
+
+static inline void dobj__host_retain(dobj_rt *rt, void *v)
+{
+	if (v && rt->host.retain)
+		rt->host.retain(rt->host.data, v);
+}
+
+/* Class data and instances are host values unless the class is native
+ * (class data) or releases its instances itself (klass.destroy). */
+static inline int dobj__class_data_is_host(const dobj_ns *ns)
+{
+	return !(ns->klass.flags & DOBJ_CLASS_NATIVE);
 }
 
 /** Is the caller another thread than the runtime's owner? */

@@ -1,6 +1,7 @@
 /*
- * The runtime: namespaces, objects (one incarnation per ID), stubs, tasks and
- * the scheduler that decides when each task's next step runs.
+ * The runtime: objects (one incarnation per ID), stubs, tasks and the
+ * scheduler that decides when each task's next step runs (namespaces are
+ * in ns.c).
  *
  * Ownership in one paragraph: the runtime memory is reference counted (the
  * owner, every stub, task and object hold it) so that bindings may free their
@@ -23,12 +24,6 @@
 #include "internal.h"
 
 /* ------------------------------------------------------------ host values */
-
-static void host_retain(dobj_rt *rt, void *v)
-{
-	if (v && rt->host.retain)
-		rt->host.retain(rt->host.data, v);
-}
 
 /*
  * Queue a host value for release.  Releasing runs host code, which may
@@ -80,13 +75,6 @@ static void flush_trash(dobj_rt *rt)
 }
 
 static void rt_unref(dobj_rt *rt);
-
-/* Class data and instances are host values unless the class is native
- * (class data) or releases its instances itself (klass.destroy). */
-static int class_data_is_host(const dobj_ns *ns)
-{
-	return !(ns->klass.flags & DOBJ_CLASS_NATIVE);
-}
 
 static void drop_instance(dobj_ns *ns, void *inst)
 {
@@ -436,7 +424,7 @@ static void finish_ex(dobj_task *t, int code, const char *message, void *result,
 	if (t->kind == DOBJ_TASK_BLOCK && obj && !obj->dead && code != DOBJ_OK) {
 		/* A failed block_concurrency_while resets the object. */
 		obj->nblock--;
-		host_retain(rt, error);
+		dobj__host_retain(rt, error);
 		abort_obj(obj, code, message, error);
 	}
 	/* A successful block keeps the gate closed until its result is
@@ -791,7 +779,7 @@ static void abort_obj(dobj_obj *obj, int code, const char *message, void *error)
 		dobj_stub *s;
 		for (s = obj->stubs; s; s = s->onext) {
 			trash(rt, s->error);
-			host_retain(rt, error);
+			dobj__host_retain(rt, error);
 			s->error = error;
 		}
 	}
@@ -810,7 +798,7 @@ static void abort_obj(dobj_obj *obj, int code, const char *message, void *error)
 		}
 		if (!t)
 			break;
-		host_retain(rt, error);
+		dobj__host_retain(rt, error);
 		finish(t, obj->code, obj->message, NULL, error);
 	}
 	trash(rt, error);
@@ -1161,19 +1149,6 @@ int dobj_rt_new(dobj_rt **out, const dobj_rt_opts *opts)
 	return DOBJ_OK;
 }
 
-static void ns_free(dobj_ns *ns)
-{
-	dobj__alarms_free(ns);
-	dobj__storage_ns_close(ns);
-	dobj__idmap_free(&ns->objs);
-	free(ns->unique_key);
-	free(ns->dir);
-	free(ns->binding);
-	free(ns->class_name);
-	dobj_idkey_free(ns->key);
-	free(ns);
-}
-
 static void rt_unref(dobj_rt *rt)
 {
 	size_t i;
@@ -1182,7 +1157,7 @@ static void rt_unref(dobj_rt *rt)
 		return;
 	flush_trash(rt);
 	for (i = 0; i < rt->nns; i++)
-		ns_free(rt->nss[i]);
+		dobj__ns_free(rt->nss[i]);
 	free(rt->nss);
 	free(rt->storage_dir);
 	free(rt->heap);
@@ -1234,7 +1209,7 @@ void dobj_rt_clear(dobj_rt *rt)
 		}
 	}
 	for (i = 0; i < rt->nns; i++) {
-		if (class_data_is_host(rt->nss[i])) {
+		if (dobj__class_data_is_host(rt->nss[i])) {
 			trash(rt, rt->nss[i]->klass.data);
 			rt->nss[i]->klass.data = NULL;
 		}
@@ -1273,7 +1248,7 @@ int dobj_rt_visit(dobj_rt *rt, int (*visit)(void *value, void *arg), void *arg)
 #define VISIT(v) do { if ((v) && (rc = visit((v), arg)) != 0) return rc; } while (0)
 	for (i = 0; i < rt->nns; i++) {
 		dobj_ns *ns = rt->nss[i];
-		if (class_data_is_host(ns))
+		if (dobj__class_data_is_host(ns))
 			VISIT(ns->klass.data);
 		for (j = 0; j < ns->objs.cap; j++) {
 			dobj_obj *o = ns->objs.slots[j].value;
@@ -1294,86 +1269,6 @@ int dobj_rt_visit(dobj_rt *rt, int (*visit)(void *value, void *arg), void *arg)
 #undef VISIT
 	return 0;
 }
-
-/* -------------------------------------------------------------- namespaces */
-
-int dobj_ns_new(dobj_ns **out, dobj_rt *rt, const char *binding, size_t binding_len,
-	const char *unique_key, size_t unique_key_len, const dobj_class *klass)
-{
-	dobj_ns *ns;
-	int rc;
-
-	*out = NULL;
-	CHECK_THREAD(rt);
-	if (rt->closing)
-		return dobj_error_set(DOBJ_ECLOSED, "the runtime is closed");
-	if (!binding || !klass)
-		return dobj_error_set(DOBJ_EARG, "a namespace needs a binding name and a class");
-	/* Names are C strings everywhere after this (env, messages, folders). */
-	if (memchr(binding, '\0', binding_len))
-		return dobj_error_set(DOBJ_EARG, "the binding name must not contain a NUL byte");
-	if (unique_key && memchr(unique_key, '\0', unique_key_len))
-		return dobj_error_set(DOBJ_EARG, "the unique key must not contain a NUL byte");
-	if (klass->flags & ~(unsigned)(DOBJ_CLASS_FETCH | DOBJ_CLASS_ALARM | DOBJ_CLASS_NATIVE))
-		return dobj_error_set(DOBJ_EARG, "unknown class flags 0x%x", klass->flags);
-	if (!klass->step)
-		return dobj_error_set(DOBJ_EARG, "a class needs a step function");
-	if (rt->nns == rt->capns) {
-		size_t cap = rt->capns ? 2 * rt->capns : 4;
-		dobj_ns **p = realloc(rt->nss, cap * sizeof(*p));
-		if (!p)
-			return dobj_error_set(DOBJ_ENOMEM, "out of memory");
-		rt->nss = p;
-		rt->capns = cap;
-	}
-	ns = calloc(1, sizeof(*ns));
-	if (!ns)
-		return dobj_error_set(DOBJ_ENOMEM, "out of memory");
-	ns->rt = rt;
-	ns->folder_fd = -1;
-	ns->klass = *klass;
-	ns->binding = dobj__strndup(binding, binding_len);
-	ns->class_name = strdup(klass->name ? klass->name : "DurableObject");
-	ns->klass.name = ns->class_name;
-	if (!ns->binding || !ns->class_name) {
-		ns_free(ns);
-		return dobj_error_set(DOBJ_ENOMEM, "out of memory");
-	}
-	if (!unique_key) {
-		unique_key = binding;
-		unique_key_len = binding_len;
-	}
-	ns->unique_key = dobj__strndup(unique_key, unique_key_len);
-	ns->unique_key_len = unique_key_len;
-	if (!ns->unique_key) {
-		ns_free(ns);
-		return DOBJ_ENOMEM;
-	}
-	/* Alarms already stored (a restart on the same directory) are scheduled
-	 * now, including those already due.  Everything that can fail comes
-	 * before the namespace is published, so a failed bind leaves nothing
-	 * behind: no namespace, no claim on the folder, no class reference. */
-	if ((rc = dobj_idkey_new(&ns->key, unique_key, unique_key_len)) < 0 ||
-	    (rc = dobj__storage_ns_open(ns)) < 0 ||
-	    (rc = dobj__alarms_load(ns)) < 0) {
-		ns_free(ns);
-		return rc;
-	}
-	if (class_data_is_host(ns))
-		host_retain(rt, ns->klass.data);
-	rt->nss[rt->nns++] = ns;
-	*out = ns;
-	return DOBJ_OK;
-}
-
-dobj_rt *dobj_ns_rt(const dobj_ns *ns) { return ns->rt; }
-const char *dobj_ns_binding(const dobj_ns *ns) { return ns->binding; }
-const char *dobj_ns_class_name(const dobj_ns *ns) { return ns->class_name; }
-void *dobj_ns_class_data(const dobj_ns *ns) { return ns->klass.data; }
-dobj_idkey *dobj_ns_idkey(const dobj_ns *ns) { return ns->key; }
-size_t dobj_rt_ns_count(const dobj_rt *rt) { return rt->nns; }
-dobj_ns *dobj_rt_ns_at(const dobj_rt *rt, size_t i) { return i < rt->nns ? rt->nss[i] : NULL; }
-size_t dobj_ns_live(const dobj_ns *ns) { return ns->objs.len; }
 
 /* ------------------------------------------------------------------- stubs */
 
@@ -1465,26 +1360,6 @@ const char *dobj_stub_name(const dobj_stub *s, size_t *len)
 	if (len)
 		*len = s->name ? s->name_len : 0;
 	return s->name;
-}
-
-int dobj_url_check(const char *url, size_t len)
-{
-	size_t i;
-
-	/* An absolute URL starts with a scheme: ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ) ":" */
-	if (url && len > 0 && ((url[0] | 0x20) >= 'a' && (url[0] | 0x20) <= 'z')) {
-		for (i = 1; i < len; i++) {
-			char c = url[i];
-			if (c == ':')
-				return i + 1 < len ? DOBJ_OK : dobj_error_set(DOBJ_EARG, "Invalid URL: %.*s", (int)(len > 200 ? 200 : len), url);
-			if (!((c | 0x20) >= 'a' && (c | 0x20) <= 'z') && !(c >= '0' && c <= '9') &&
-			    c != '+' && c != '-' && c != '.')
-				break;
-		}
-	}
-	return dobj_error_set(DOBJ_EARG,
-		"Invalid URL: %.*s (a Durable Object stub needs an absolute URL, e.g. https://host/path)",
-		(int)(len > 200 ? 200 : len), url ? url : "");
 }
 
 dobj_obj *dobj__obj_get(dobj_ns *ns, const dobj_id *id, const char *name, size_t name_len)
@@ -1599,7 +1474,7 @@ int dobj_stub_call_ex(dobj_task **out, dobj_stub *stub, dobj_call_kind kind, con
 	}
 	if (obj->dead) {
 		/* A broken stub: the call fails with the stub's error when popped. */
-		host_retain(rt, stub->error);
+		dobj__host_retain(rt, stub->error);
 		t->stub_error = stub->error;
 	}
 	t->call_kind = kind;

@@ -2,7 +2,7 @@
  * Rules every binding follows, decided here once: which names RPC may call
  * and what a caller hears when a method is missing, what an idle timeout
  * means, which durabilities and delays exist, which errors are remote, when
- * a ctx or storage is still usable.
+ * a ctx or storage is still usable, which URLs a stub's fetch takes.
  * (Before they lived here, each binding had its own copy, and they drifted.)
  */
 #include <math.h>
@@ -130,4 +130,24 @@ int dobj_sql_one_check(size_t rows_left)
 		return DOBJ_OK;
 	return dobj_error_set(DOBJ_ESTATE, "Expected exactly one result from SQL query, but got %s results.",
 		rows_left == 0 ? "no" : "multiple");
+}
+
+int dobj_url_check(const char *url, size_t len)
+{
+	size_t i;
+
+	/* An absolute URL starts with a scheme: ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ) ":" */
+	if (url && len > 0 && ((url[0] | 0x20) >= 'a' && (url[0] | 0x20) <= 'z')) {
+		for (i = 1; i < len; i++) {
+			char c = url[i];
+			if (c == ':')
+				return i + 1 < len ? DOBJ_OK : dobj_error_set(DOBJ_EARG, "Invalid URL: %.*s", (int)(len > 200 ? 200 : len), url);
+			if (!((c | 0x20) >= 'a' && (c | 0x20) <= 'z') && !(c >= '0' && c <= '9') &&
+			    c != '+' && c != '-' && c != '.')
+				break;
+		}
+	}
+	return dobj_error_set(DOBJ_EARG,
+		"Invalid URL: %.*s (a Durable Object stub needs an absolute URL, e.g. https://host/path)",
+		(int)(len > 200 ? 200 : len), url ? url : "");
 }

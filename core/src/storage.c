@@ -520,6 +520,15 @@ static size_t prefix_upper(const char *prefix, size_t len, char *out)
 	return len;
 }
 
+int dobj_kv_list_limit(dobj_kv_list_opts *opts, double limit)
+{
+	if (!(limit >= 1))
+		return dobj_error_set(DOBJ_EARG, DOBJ_MSG_LIST_LIMIT);
+	/* Checked before the conversion, which is undefined past LLONG_MAX. */
+	opts->limit = limit >= 9e18 ? -1 : (long long)limit;
+	return DOBJ_OK;
+}
+
 int dobj_kv_list(dobj_storage *st, const dobj_kv_list_opts *o, dobj_kv_row_fn fn, void *arg)
 {
 	dobj_kv_list_opts none = DOBJ_KV_LIST_OPTS_INIT;

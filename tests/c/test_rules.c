@@ -241,6 +241,28 @@ static void test_durability_names_and_delays(void)
 	CHECK_EQ_INT(dobj_delay_check(-INFINITY), DOBJ_EARG);
 }
 
+static void test_list_limit_from_a_user_number(void)
+{
+	dobj_kv_list_opts o = DOBJ_KV_LIST_OPTS_INIT;
+
+	CHECK_EQ_INT(dobj_kv_list_limit(&o, 3), DOBJ_OK);
+	CHECK(o.limit == 3);
+	CHECK_EQ_INT(dobj_kv_list_limit(&o, 2.9), DOBJ_OK);
+	CHECK(o.limit == 2);
+	CHECK_EQ_INT(dobj_kv_list_limit(&o, INFINITY), DOBJ_OK);
+	CHECK(o.limit == -1); /* no limit */
+	CHECK_EQ_INT(dobj_kv_list_limit(&o, 1e300), DOBJ_OK);
+	CHECK(o.limit == -1);
+	o.limit = 5;
+	CHECK_EQ_INT(dobj_kv_list_limit(&o, 0), DOBJ_EARG);
+	CHECK_STR(dobj_error_last(), DOBJ_MSG_LIST_LIMIT);
+	CHECK_EQ_INT(dobj_kv_list_limit(&o, -1), DOBJ_EARG); /* not "not given" */
+	CHECK_EQ_INT(dobj_kv_list_limit(&o, 0.5), DOBJ_EARG);
+	CHECK_EQ_INT(dobj_kv_list_limit(&o, NAN), DOBJ_EARG);
+	CHECK_EQ_INT(dobj_kv_list_limit(&o, -INFINITY), DOBJ_EARG);
+	CHECK(o.limit == 5); /* refused numbers change nothing */
+}
+
 static void test_a_released_incarnation_is_gone(void)
 {
 	dobj_storage *st = (dobj_storage *)&st;
@@ -605,6 +627,7 @@ int main(void)
 	RUN(test_reserved_names_never_reach_the_step);
 	RUN(test_idle_timeout_has_one_meaning);
 	RUN(test_durability_names_and_delays);
+	RUN(test_list_limit_from_a_user_number);
 	RUN(test_a_released_incarnation_is_gone);
 	RUN(test_sql_one_wants_exactly_one_row);
 	RUN(test_remote_is_the_objects_side);

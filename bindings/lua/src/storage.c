@@ -278,9 +278,8 @@ static int l_st_list(lua_State *L)
 			lua_Number lim = lua_tonumber(L, -1);
 			if (lua_type(L, -1) != LUA_TNUMBER)
 				return luaL_error(L, "list option limit must be a number");
-			if (!(lim >= 1))
-				return raise_plain(L, DOBJ_MSG_LIST_LIMIT);
-			o.limit = lim >= 9e18 ? -1 : (long long)lim;
+			if (dobj_kv_list_limit(&o, lim) < 0)
+				return storage_fail(L);
 		}
 	}
 	lua_newtable(L);

@@ -195,8 +195,9 @@ static int drive_coroutine(dobj_task *t, RuntimeObject *rt, PyObject *coro)
 		int rc = wait_for_yielded(t, rt, out);
 		Py_DECREF(out);
 		if (rc < 0) {
-			/* Throw the problem into the handler so that its finally blocks
-			 * run, then fail the task. */
+			/* The handler awaited something the driver cannot wait for:
+			 * its task fails with that error (the coroutine's finally
+			 * blocks run when it is closed, as the task lets go of it). */
 			fail_task_with_exception(t);
 			return DOBJ_OK;
 		}

@@ -485,11 +485,9 @@ static PyObject *St_list(PyObject *self, PyObject *args, PyObject *kw)
 		lim = PyLong_AsLongLongAndOverflow(limit, &ovf);
 		if (lim == -1 && PyErr_Occurred())
 			return NULL;
-		if (ovf < 0 || (!ovf && lim <= 0)) {
-			PyErr_SetString(PyExc_ValueError, DOBJ_MSG_LIST_LIMIT);
-			return NULL;
-		}
-		o.limit = ovf ? -1 : lim;
+		/* The core's rule; past a long long the sign is all that counts. */
+		if ((rc = dobj_kv_list_limit(&o, ovf ? ovf * HUGE_VAL : (double)lim)) < 0)
+			return fail(s, rc);
 	}
 	if (!(st = resolve(self, NULL)))
 		return NULL;

@@ -78,6 +78,14 @@ typedef struct dobj_kv_list_opts {
 } dobj_kv_list_opts;
 #define DOBJ_KV_LIST_OPTS_INIT { 0, 0, 0, 0, 0, 0, 0, 0, 0, -1 }
 
+/**
+ * Set opts->limit from a user's number, the one rule for every binding: a
+ * number >= 1 (a fraction is cut; 9e18 and beyond mean no limit); 0,
+ * negative numbers and NaN are refused with DOBJ_EARG and
+ * DOBJ_MSG_LIST_LIMIT (the C field cannot say so: -1 is "not given").
+ */
+DOBJ_API int dobj_kv_list_limit(dobj_kv_list_opts *opts, double limit);
+
 /** Called per row; a non-zero return stops the listing and is returned. */
 typedef int (*dobj_kv_row_fn)(void *arg, const char *key, size_t key_len,
 	const void *value, size_t len);
