@@ -107,8 +107,10 @@ int dobj__sql_authorize(void *arg, int action, const char *a, const char *b, con
 		return SQLITE_OK; /* a is NULL, b the function's name */
 	case SQLITE_READ:
 	case SQLITE_UPDATE:
-		/* Raw pages of every table, when SQLite is built with it. */
-		if (a && strcasecmp(a, "sqlite_dbpage") == 0)
+		/* Raw pages of every table, and every table's page layout (the
+		 * sizes of _cf_KV's rows), when SQLite is built with them: their
+		 * eponymous tables need no CREATE VIRTUAL TABLE. */
+		if (a && (strcasecmp(a, "sqlite_dbpage") == 0 || strcasecmp(a, "dbstat") == 0))
 			return deny(g, "access to %s is not allowed", a);
 		b = NULL; /* a column name */
 		break;

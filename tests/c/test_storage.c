@@ -366,6 +366,8 @@ static void test_sql_cannot_reach_reserved_names(void)
 		"VACUUM",
 		"VACUUM INTO '/tmp/dobj-vacuum-copy.sqlite'",
 		"CREATE VIRTUAL TABLE st USING dbstat",
+		"SELECT name, payload FROM dbstat",     /* eponymous: no CREATE needed */
+		"SELECT * FROM dbstat('main') WHERE name = '_cf_KV'",
 		"SELECT * FROM peek",             /* a view over _cf_KV */
 		"INSERT INTO people VALUES ('x')", /* fires a trigger that empties _cf_KV */
 	};
