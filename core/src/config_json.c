@@ -35,29 +35,6 @@ static int skip_space(cfg_text *t)
 	return 0;
 }
 
-static int hex4(const cfg_text *t, size_t at, uint32_t *out)
-{
-	uint32_t v = 0;
-	size_t i;
-
-	if (at + 4 > t->len)
-		return -1;
-	for (i = 0; i < 4; i++) {
-		char c = t->s[at + i];
-		v <<= 4;
-		if (c >= '0' && c <= '9')
-			v |= (uint32_t)(c - '0');
-		else if (c >= 'a' && c <= 'f')
-			v |= (uint32_t)(c - 'a' + 10);
-		else if (c >= 'A' && c <= 'F')
-			v |= (uint32_t)(c - 'A' + 10);
-		else
-			return -1;
-	}
-	*out = v;
-	return 0;
-}
-
 /* A string at t->pos (on the opening quote) into b (cleared first). */
 static int parse_string(cfg_text *t, cfg_buf *b)
 {
@@ -99,12 +76,12 @@ static int parse_string(cfg_text *t, cfg_buf *b)
 			case 'r': c = '\r'; break;
 			case 't': c = '\t'; break;
 			case 'u':
-				if (hex4(t, t->pos + 2, &cp) < 0)
+				if (dobj__cfg_hex(t, t->pos + 2, 4, &cp) < 0)
 					return dobj__cfg_error(t, t->pos, "\\u needs four hex digits");
 				t->pos += 6;
 				if (cp >= 0xD800 && cp <= 0xDBFF) {
 					if (t->pos + 1 < t->len && t->s[t->pos] == '\\' && t->s[t->pos + 1] == 'u' &&
-					    hex4(t, t->pos + 2, &lo) == 0 && lo >= 0xDC00 && lo <= 0xDFFF) {
+					    dobj__cfg_hex(t, t->pos + 2, 4, &lo) == 0 && lo >= 0xDC00 && lo <= 0xDFFF) {
 						cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
 						t->pos += 6;
 					} else {

@@ -187,3 +187,26 @@ int dobj_config_parse(dobj_val **out, const char *text, size_t len, dobj_config_
 	}
 	return dobj_error_set(DOBJ_EARG, "unknown config format %d", (int)format);
 }
+
+int dobj__cfg_hex(const cfg_text *t, size_t at, int n, uint32_t *out)
+{
+	uint32_t v = 0;
+	int i;
+
+	if (at > t->len || (size_t)n > t->len - at)
+		return -1;
+	for (i = 0; i < n; i++) {
+		char c = t->s[at + (size_t)i];
+		v <<= 4;
+		if (c >= '0' && c <= '9')
+			v |= (uint32_t)(c - '0');
+		else if (c >= 'a' && c <= 'f')
+			v |= (uint32_t)(c - 'a' + 10);
+		else if (c >= 'A' && c <= 'F')
+			v |= (uint32_t)(c - 'A' + 10);
+		else
+			return -1;
+	}
+	*out = v;
+	return 0;
+}

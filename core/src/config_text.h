@@ -39,6 +39,9 @@ int dobj__cfg_buf_put(cfg_buf *b, const char *p, size_t n);
 int dobj__cfg_buf_cp(cfg_buf *b, uint32_t cp);
 void dobj__cfg_buf_free(cfg_buf *b);
 
+/* The n (<= 8) hex digits at `at` as a number; -1 if fewer or not hex
+ * (\u escapes of both formats). */
+int dobj__cfg_hex(const cfg_text *t, size_t at, int n, uint32_t *out);
 /* A config integer: a Smi-range number, else a BigInt (dobj_config_is_integer). */
 dobj_val *dobj__cfg_int(int64_t v);
 /* A config integer from decimal digits (no sign, no leading zeros). */

@@ -247,29 +247,6 @@ static int skip_array_space(tparser *p)
 
 /* ------------------------------------------------------------- strings */
 
-static int hexn(tparser *p, size_t at, int n, uint32_t *out)
-{
-	uint32_t v = 0;
-	int i;
-
-	if (at + (size_t)n > p->t->len)
-		return -1;
-	for (i = 0; i < n; i++) {
-		char c = p->t->s[at + (size_t)i];
-		v <<= 4;
-		if (c >= '0' && c <= '9')
-			v |= (uint32_t)(c - '0');
-		else if (c >= 'a' && c <= 'f')
-			v |= (uint32_t)(c - 'a' + 10);
-		else if (c >= 'A' && c <= 'F')
-			v |= (uint32_t)(c - 'A' + 10);
-		else
-			return -1;
-	}
-	*out = v;
-	return 0;
-}
-
 /* A string at pos (on its first quote) into p->b.  `multi_ok`: keys take
  * only single-line strings. */
 static int parse_str(tparser *p, int multi_ok)
@@ -344,7 +321,7 @@ static int parse_str(tparser *p, int multi_ok)
 			case '\\': out = '\\'; break;
 			case 'u':
 			case 'U':
-				if (hexn(p, t->pos + 2, e == 'u' ? 4 : 8, &cp) < 0)
+				if (dobj__cfg_hex(p->t, t->pos + 2, e == 'u' ? 4 : 8, &cp) < 0)
 					return dobj__cfg_error(t, t->pos, "\\%c needs %d hex digits", e, e == 'u' ? 4 : 8);
 				if (cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
 					return dobj__cfg_error(t, t->pos, "\\%c%0*X is not a Unicode scalar value", e,
