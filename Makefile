@@ -15,7 +15,8 @@ BUILD_ASAN := build-asan
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 DEB_PACKAGES := build-essential pkg-config python3-dev python3-venv \
 	cmake libssl-dev libffi-dev libsqlite3-dev sqlite3 \
-	lua5.4 liblua5.4-dev lua-busted luarocks nodejs npm
+	lua5.4 liblua5.4-dev lua-busted luarocks nodejs npm \
+	libpq-dev postgresql
 LUA_PATHS := LUA_PATH="$(CURDIR)/tests/lua/?.lua;$(CURDIR)/examples/lua/?.lua;;"
 LUA_ENV := LUA_CPATH="$(CURDIR)/$(BUILD)/?.so;;" $(LUA_PATHS)
 BUSTED := busted --lua=lua5.4 -o utfTerminal

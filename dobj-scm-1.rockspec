@@ -25,6 +25,8 @@ external_dependencies = {
    -- folder (/usr/include/x86_64-linux-gnu), where the compiler finds it
    -- but LuaRocks does not look.
    LIBFFI = { library = "ffi" },
+   -- libpq (cluster mode): Debian keeps its header in include/postgresql.
+   PQ = { header = "postgresql/libpq-fe.h", library = "pq" },
 }
 build = {
    type = "builtin",
@@ -74,9 +76,10 @@ build = {
             "bindings/lua/src/stub.c",
             "bindings/lua/src/values.c",
          },
-         incdirs = { "core/include", "core/src", "$(OPENSSL_INCDIR)", "$(SQLITE_INCDIR)" },
-         libdirs = { "$(OPENSSL_LIBDIR)", "$(SQLITE_LIBDIR)", "$(LIBFFI_LIBDIR)" },
-         libraries = { "crypto", "sqlite3", "ffi", "dl", "m", "pthread" },
+         incdirs = { "core/include", "core/src", "$(OPENSSL_INCDIR)", "$(SQLITE_INCDIR)",
+            "$(PQ_INCDIR)/postgresql" },
+         libdirs = { "$(OPENSSL_LIBDIR)", "$(SQLITE_LIBDIR)", "$(LIBFFI_LIBDIR)", "$(PQ_LIBDIR)" },
+         libraries = { "crypto", "sqlite3", "pq", "ffi", "dl", "m", "pthread" },
       },
    },
 }

@@ -749,6 +749,7 @@ DOBJ_API dobj_host dobj_host_msg(void);
 #include "dobj/value.h"
 #include "dobj/native.h"
 #include "dobj/config.h"
+#include "dobj/cluster.h"
 
 #ifdef __cplusplus
 }
