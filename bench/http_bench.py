@@ -113,9 +113,13 @@ def python_server(tmp: str, port: int) -> tuple[list[str], dict]:
 
 
 def lua_command() -> list[str] | None:
-    for p in (os.path.join(ROOT, "build", "dobj-lua"), os.path.join(ROOT, "bin", "dobj-lua")):
+    for p in (os.path.join(ROOT, "build", "bin", "dobj-lua"), os.path.join(ROOT, "build", "dobj-lua")):
         if os.access(p, os.X_OK):
             return [p]
+    script = os.path.join(ROOT, "bindings", "lua", "bin", "dobj-lua")
+    lua = shutil.which("lua5.4")
+    if os.path.exists(script) and lua:
+        return [lua, script]
     p = shutil.which("dobj-lua")
     return [p] if p else None
 
@@ -123,7 +127,7 @@ def lua_command() -> list[str] | None:
 def lua_server(tmp: str, port: int) -> tuple[list[str], dict]:
     cmd = lua_command()
     if cmd is None:
-        raise Unavailable("dobj-lua not found (build/dobj-lua, bin/dobj-lua or on PATH)")
+        raise Unavailable("dobj-lua not found (build/bin/dobj-lua, bindings/lua/bin/dobj-lua or on PATH)")
     project = os.path.join(ROOT, "examples", "workers", "lua-counter", "wrangler.toml")
     env = {"LUA_CPATH": os.path.join(ROOT, "build", "?.so") + ";;"}
     return [*cmd, "dev", "--config", project, "--ip", "127.0.0.1", "--port", str(port),
