@@ -423,3 +423,48 @@ async def test_rpc_passes_ids_and_stubs_with_the_javascript_names(tmp_path):
             "True True [1] cannot convert a value of type _Id"
     finally:
         close(rt)
+
+
+async def test_option_forms_transaction_sync_cursor_next_and_two_argument_on_fetch(tmp_path):
+    d = write_project(tmp_path / "forms", """\
+        import json
+        from workers import DurableObject, Response
+
+        class Counter(DurableObject):
+            async def run(self):
+                s = self.ctx.storage
+                await s.put("a", 1, {"allowUnconfirmed": True})
+                await s.put({"b": 2, "c": 3}, {"noCache": True})
+                def bump():
+                    s.transactionSync(lambda: None)  # nested: fine
+                    return "sync"
+                sync = s.transactionSync(bump)
+                try:
+                    s.transactionSync(lambda: (_ for _ in ()).throw(KeyError("x")))
+                except KeyError:
+                    pass
+                cur = s.sql.exec("SELECT 1 AS one UNION ALL SELECT 2")
+                steps = [cur.next(), cur.next(), cur.next()]
+                unique = self.env.COUNTER.newUniqueId({"jurisdiction": None})
+                stub = self.env.COUNTER.get(unique, {"locationHint": "enam"})
+                named = self.env.COUNTER.getByName("n", locationHint="weur")
+                return {
+                    "kv": dict((await s.get(["a", "b", "c"])).items()),
+                    "sync": sync, "steps": [st.to_py() for st in steps],
+                    "stub": stub.id.equals(unique), "named": named.name,
+                    "listed": list(await s.list(prefix="", limit=2, noCache=True)),
+                }
+
+        async def on_fetch(request, env):
+            result = await env.COUNTER.getByName("f").run()
+            return Response(json.dumps(result))
+        """)
+    rt = dobj.Runtime.from_config(d)
+    try:
+        assert (await rt.default.fetch("https://f/")).json() == {
+            "kv": {"a": 1, "b": 2, "c": 3}, "sync": "sync",
+            "steps": [{"done": False, "value": {"one": 1}}, {"done": False, "value": {"one": 2}},
+                      {"done": True}],
+            "stub": True, "named": "n", "listed": ["a", "b"]}
+    finally:
+        close(rt)
