@@ -37,6 +37,9 @@ build = {
          -- (part of `make test`) fails when it is stale.
          sources = {
             "core/src/alarm.c",
+            "core/src/cluster.c",
+            "core/src/cluster_pg.c",
+            "core/src/cluster_wal.c",
             "core/src/config.c",
             "core/src/config_dotenv.c",
             "core/src/config_json.c",
@@ -54,6 +57,7 @@ build = {
             "core/src/rules.c",
             "core/src/sql_guard.c",
             "core/src/storage.c",
+            "core/src/testkit.c",
             "core/src/v8_format.c",
             "core/src/v8_reader.c",
             "core/src/v8_writer.c",
