@@ -101,6 +101,8 @@ int dobj_cluster_opts_check(const dobj_cluster_opts *o)
 	if (!o->url)
 		return dobj_error_set(DOBJ_EARG, "cluster: a PostgreSQL URL is needed");
 	n = o->url_len ? o->url_len : strlen(o->url);
+	if (n == 0)
+		return dobj_error_set(DOBJ_EARG, "cluster: a PostgreSQL URL is needed");
 	if (memchr(o->url, '\0', n))
 		return dobj_error_set(DOBJ_EARG, "cluster: the PostgreSQL URL contains a NUL byte");
 	if (o->node_addr && memchr(o->node_addr, '\0',
@@ -174,6 +176,25 @@ static int join(struct dobj__cluster *cl)
 	return DOBJ_OK;
 }
 
+/* Release every object of the node and mark it as gone. */
+static int leave(struct dobj__cluster *cl)
+{
+	char node[32];
+	const char *v[1] = { node };
+	PGresult *r;
+	int rc;
+
+	snprintf(node, sizeof(node), "%lld", cl->node_id);
+	if ((rc = dobj__pg_exec(&cl->pg,
+		"WITH r AS (UPDATE dobj_owner SET node_id = NULL WHERE node_id = $1) "
+		"UPDATE dobj_node SET status = 'left', lease_until = least(lease_until, now()) "
+		"WHERE node_id = $1",
+		1, v, NULL, NULL, 0, &r)) < 0)
+		return rc;
+	PQclear(r);
+	return DOBJ_OK;
+}
+
 /* Reset every live object of the runtime (the node lost them). */
 static void abort_all(dobj_rt *rt, const char *why)
 {
@@ -225,7 +246,9 @@ static int renew(dobj_rt *rt)
 	}
 	abort_all(rt, "cluster: this node's lease lapsed and another node may own the object now; "
 		"the object was reset");
-	if ((rc = join(cl)) < 0)
+	/* Nothing of the old node's can release a result any more: its objects
+	 * are free at once (for this process too), without the grace period. */
+	if ((rc = leave(cl)) < 0 || (rc = join(cl)) < 0)
 		return rc;
 	return 1;
 }
@@ -320,21 +343,13 @@ long long dobj_rt_cluster_node(const dobj_rt *rt)
 void dobj__cluster_close(dobj_rt *rt)
 {
 	struct dobj__cluster *cl = rt->cluster;
-	char node[32];
-	const char *v[1] = { node };
-	PGresult *r;
 
 	if (!cl)
 		return;
 	/* One statement releases every object still held and leaves; with
 	 * PostgreSQL gone, the lease lapses by itself. */
 	cl->pg.no_reconnect = 1;
-	snprintf(node, sizeof(node), "%lld", cl->node_id);
-	if (dobj__pg_exec(&cl->pg,
-		"WITH r AS (UPDATE dobj_owner SET node_id = NULL WHERE node_id = $1) "
-		"UPDATE dobj_node SET status = 'left', lease_until = now() WHERE node_id = $1",
-		1, v, NULL, NULL, 0, &r) == DOBJ_OK)
-		PQclear(r);
+	leave(cl);
 	dobj__pg_drop(&cl->pg);
 	rt->cluster = NULL;
 	free(cl->pg.url);

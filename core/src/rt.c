@@ -182,8 +182,7 @@ static void obj_release_instance(dobj_obj *obj)
 	obj->instance = NULL;
 	obj->constructed = 0;
 	dobj__storage_detach(obj);
-	if (obj->cluster)
-		dobj__cluster_release(obj);
+	dobj__cluster_release(obj);
 	if (obj->idle_timer) {
 		dobj_timer *tm = obj->idle_timer;
 		obj->idle_timer = NULL;
