@@ -32,7 +32,7 @@ _module_numbers = itertools.count(1)
 #: Workers names: ``workers``, ``pyodide.ffi`` (from the folder below).
 PYTHON_WORKERS_FLAG = "python_workers"
 _PYWORKERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_pyworkers")
-_PYWORKERS_NAMES = ("workers", "pyodide", "js")
+_PYWORKERS_NAMES = ("workers", "pyodide", "js", "asgi")
 
 
 class WorkerEntrypoint:
