@@ -21,7 +21,7 @@ import sys
 from typing import Any, Optional, Set
 
 from ._dobj import ConfigError, Error, Runtime
-from .config import Config, PathLike, load_config
+from .config import Config, PathLike, _load
 
 __all__ = ["WorkerEntrypoint", "ExecutionContext", "Entry", "ProjectRuntime"]
 
@@ -207,7 +207,7 @@ def from_config(cls: type, path: Optional[PathLike] = None, *, env: Optional[str
     """Load a Workers project: see :meth:`dobj.Runtime.from_config`."""
     if "storage" in runtime_options:
         raise TypeError("from_config() keeps state where the config says (use persist_to=)")
-    cfg = load_config(path, env=env, persist_to=persist_to)
+    cfg = _load(path, env, persist_to, True)
     for warning in cfg.warnings:
         _log.warning("%s", warning)
     module = _import_main(cfg)
@@ -226,7 +226,7 @@ def from_config(cls: type, path: Optional[PathLike] = None, *, env: Optional[str
     rt = target(dict(cfg.vars), storage=cfg.state_dir, **runtime_options)
     try:
         for b, found in classes:
-            rt.bind(b.binding, found, unique_key=b.unique_key)
+            rt.bind(b.binding, found, unique_key=b.unique_key, id_key=b.id_key)
         background: Set[Any] = set()
         rt._background = background
         rt.config = cfg
