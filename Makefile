@@ -220,6 +220,8 @@ demo: build venv
 	@echo; echo "== Python: dobj dev serving examples/workers/python-counter over HTTP =="
 	$(VENV)/bin/python examples/workers/dev_demo.py
 
+# The HTTP rows load the servers with wrk (Debian's package).
+bench: DEB_PACKAGES += wrk
 bench: build venv
 	$(PYTHON) bench/run.py
 
