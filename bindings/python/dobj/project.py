@@ -88,8 +88,14 @@ class Entry:
 
     async def fetch(self, url_or_request: Any, *, method: Optional[str] = None,
                     headers: Any = None, body: Any = None) -> Any:
-        from . import Response, _make_request
-        request = _make_request(url_or_request, method=method, headers=headers, body=body)
+        from . import _make_request
+        return await self._serve(_make_request(url_or_request, method=method, headers=headers,
+                                               body=body))
+
+    async def _serve(self, request: Any) -> Any:
+        """fetch() for a new :class:`dobj.Request` of the caller's own (the
+        ASGI adapter's), which is handed over as it is, without a copy."""
+        from . import Response
         ctx = ExecutionContext(self._background)
         if self._cls is not None:
             handler = getattr(self._cls(ctx, self._env), "fetch", None)
