@@ -16,7 +16,7 @@ import dobj.workers
 HERE = Path(__file__).resolve().parent
 KITCHEN = HERE / "projects" / "pyworkers-kitchen"
 EXAMPLE = HERE.parent.parent / "examples" / "workers" / "python-workers-counter"
-SHIM_NAMES = ("workers", "pyodide", "js")
+SHIM_NAMES = ("workers", "pyodide", "js", "asgi")
 
 
 @pytest.fixture(autouse=True)
@@ -468,3 +468,51 @@ async def test_option_forms_transaction_sync_cursor_next_and_two_argument_on_fet
             "stub": True, "named": "n", "listed": ["a", "b"]}
     finally:
         close(rt)
+
+
+async def test_asgi_fetch_runs_a_starlette_app_with_env_in_scope(tmp_path):
+    pytest.importorskip("starlette")
+    d = write_project(tmp_path / "asgiapp", """\
+        import asgi
+        from starlette.applications import Starlette
+        from starlette.responses import JSONResponse, PlainTextResponse
+        from starlette.routing import Route
+        from workers import DurableObject, WorkerEntrypoint
+
+        class Counter(DurableObject):
+            async def add(self, n):
+                total = (await self.ctx.storage.get("t") or 0) + n
+                await self.ctx.storage.put("t", total)
+                return total
+
+        async def add(request):
+            env = request.scope["env"]
+            n = int(await request.body())
+            total = await env.COUNTER.getByName(request.path_params["name"]).add(n)
+            return JSONResponse({"total": total, "q": request.query_params.get("q"),
+                                 "h": request.headers.get("x-h")}, status_code=201)
+
+        async def boom(request):
+            raise RuntimeError("app failed")
+
+        app = Starlette(routes=[Route("/add/{name}", add, methods=["POST"]),
+                                Route("/boom", boom)])
+
+        class Default(WorkerEntrypoint):
+            async def fetch(self, request):
+                return await asgi.fetch(app, request.js_object, self.env)
+        """)
+    rt = dobj.Runtime.from_config(d)
+    try:
+        for want in (3, 7):
+            r = await rt.default.fetch("https://a/add/x?q=1", method="POST",
+                                       headers={"x-h": "v"}, body=str(4 if want == 7 else 3))
+            assert (r.status, r.json(), r.headers["content-type"]) == \
+                (201, {"total": want, "q": "1", "h": "v"}, "application/json")
+        r = await rt.default.fetch("https://a/nowhere")
+        assert (r.status, r.text()) == (404, "Not Found")
+        with pytest.raises(RuntimeError, match="app failed"):
+            await rt.default.fetch("https://a/boom")
+    finally:
+        close(rt)
+    assert shims_loaded() == []

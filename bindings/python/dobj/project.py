@@ -21,7 +21,7 @@ import sys
 from typing import Any, Optional, Set
 
 from ._dobj import ConfigError, Error, Runtime
-from .config import Config, PathLike, load_config
+from .config import Config, PathLike, _load
 
 __all__ = ["WorkerEntrypoint", "ExecutionContext", "Entry", "ProjectRuntime"]
 
@@ -32,7 +32,7 @@ _module_numbers = itertools.count(1)
 #: Workers names: ``workers``, ``pyodide.ffi`` (from the folder below).
 PYTHON_WORKERS_FLAG = "python_workers"
 _PYWORKERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_pyworkers")
-_PYWORKERS_NAMES = ("workers", "pyodide", "js")
+_PYWORKERS_NAMES = ("workers", "pyodide", "js", "asgi")
 
 
 class WorkerEntrypoint:
@@ -88,8 +88,14 @@ class Entry:
 
     async def fetch(self, url_or_request: Any, *, method: Optional[str] = None,
                     headers: Any = None, body: Any = None) -> Any:
-        from . import Response, _make_request
-        request = _make_request(url_or_request, method=method, headers=headers, body=body)
+        from . import _make_request
+        return await self._serve(_make_request(url_or_request, method=method, headers=headers,
+                                               body=body))
+
+    async def _serve(self, request: Any) -> Any:
+        """fetch() for a new :class:`dobj.Request` of the caller's own (the
+        ASGI adapter's), which is handed over as it is, without a copy."""
+        from . import Response
         ctx = ExecutionContext(self._background)
         if self._cls is not None:
             handler = getattr(self._cls(ctx, self._env), "fetch", None)
@@ -238,7 +244,7 @@ def from_config(cls: type, path: Optional[PathLike] = None, *, env: Optional[str
     """Load a Workers project: see :meth:`dobj.Runtime.from_config`."""
     if "storage" in runtime_options:
         raise TypeError("from_config() keeps state where the config says (use persist_to=)")
-    cfg = load_config(path, env=env, persist_to=persist_to)
+    cfg = _load(path, env, persist_to, True)
     for warning in cfg.warnings:
         _log.warning("%s", warning)
     module = _import_main(cfg)
@@ -257,7 +263,7 @@ def from_config(cls: type, path: Optional[PathLike] = None, *, env: Optional[str
     rt = target(dict(cfg.vars), storage=cfg.state_dir, **runtime_options)
     try:
         for b, found in classes:
-            rt.bind(b.binding, found, unique_key=b.unique_key)
+            rt.bind(b.binding, found, unique_key=b.unique_key, id_key=b.id_key)
         background: Set[Any] = set()
         rt._background = background
         rt.config = cfg
