@@ -16,6 +16,9 @@
 # Ports are drawn from DOBJ_PG_PORTS (default 18750-18799).  Every wait is
 # bounded (pg_ctl -t).
 set -u
+# A sanitizer runtime preloaded into the test (make sanitize) is not for the
+# server: its leak report would fail pg_config, initdb and postgres.
+unset LD_PRELOAD ASAN_OPTIONS LSAN_OPTIONS UBSAN_OPTIONS PYTHONMALLOC
 # Hold no descriptor of the caller's (a test's lifeline above all): the
 # server started here would keep it open for ever.
 for fd in $(ls /proc/$$/fd); do
@@ -36,6 +39,8 @@ pgctl_start() { # DIR PORT
 do_stop() { # DIR
 	local d=$1
 	[ -d "$d/data" ] && "${AS[@]}" "$BIN/pg_ctl" -D "$d/data" -m immediate -w -t 30 stop >/dev/null 2>&1
+	# A watchdog still waiting for its first writer is let go.
+	if [ -p "$d/lifeline" ]; then exec 3<>"$d/lifeline"; exec 3>&-; fi
 	rm -rf "$d"
 }
 

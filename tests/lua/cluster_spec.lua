@@ -38,6 +38,7 @@ describe("cluster mode", function()
   local pg, dirs
   setup(function() pg = pg_start() end)
   teardown(function()
+    if not pg then return end
     pg.lifeline:close()
     pg_run(pg, "stop")
   end)
