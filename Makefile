@@ -226,6 +226,8 @@ demo-lua-dev: build
 	@echo; echo "== Lua: dobj-lua dev serving examples/workers/lua-counter over HTTP =="
 	examples/workers/lua-dev-demo.sh $(BUILD)/bin/dobj-lua
 
+# The HTTP rows load the servers with wrk (Debian's package).
+bench: DEB_PACKAGES += wrk
 bench: build venv
 	$(PYTHON) bench/run.py
 
