@@ -113,7 +113,8 @@ def python_server(tmp: str, port: int) -> tuple[list[str], dict]:
 
 
 def lua_command() -> list[str] | None:
-    for p in (os.path.join(ROOT, "build", "dobj-lua"), os.path.join(ROOT, "bin", "dobj-lua")):
+    for p in (os.path.join(ROOT, "build", "bin", "dobj-lua"), os.path.join(ROOT, "build", "dobj-lua"),
+              os.path.join(ROOT, "bin", "dobj-lua")):
         if os.access(p, os.X_OK):
             return [p]
     p = shutil.which("dobj-lua")
