@@ -143,7 +143,7 @@ int dobj_msg_append_body(dobj_msg *m, const void *data, size_t len)
 		return DOBJ_OK;
 	if (!data)
 		return dobj_error_set(DOBJ_EARG, "body is NULL");
-	if (len > DOBJ_MSG_BODY_MAX - m->body_len)
+	if (m->body_len > DOBJ_MSG_BODY_MAX || len > DOBJ_MSG_BODY_MAX - m->body_len)
 		return dobj_error_set(DOBJ_EARG, "request body larger than %zu MiB",
 			DOBJ_MSG_BODY_MAX >> 20);
 	/* Grow to the next power of two, so that a chunked upload costs O(n)

@@ -55,10 +55,11 @@ local function wait_line(s, text)
   error("the server exited before printing " .. text .. ":\n" .. table.concat(s.lines, "\n"))
 end
 
--- SIGTERM, then everything it printed until it exited, and its exit code.
-local function stop(s)
+-- SIGTERM (unless `no_signal`), then everything it printed until it
+-- exited, and its exit code.
+local function stop(s, no_signal)
   if s.stopped then return s.output, s.code end
-  os.execute("kill -TERM " .. s.pid)
+  if not no_signal then os.execute("kill -TERM " .. s.pid .. " 2>/dev/null") end
   local rest = s.p:read("a")
   local _, _, code = s.p:close()
   s.stopped, s.code = true, code
@@ -112,6 +113,9 @@ describe("dobj-lua dev", function()
     assert.truthy(out:find("method=GET\n", 1, true), out)
     assert.truthy(out:find("x-rep: first, second, third\n", 1, true), out)
     assert.truthy(out:find("x-other: o\n", 1, true), out)
+    -- A request target in absolute form (as to a proxy) is the URL itself.
+    out = curl("--request-target http://example.com/echo?q " .. q(url(s, "/")))
+    assert.truthy(out:find("url=http://example.com/echo?q\n", 1, true), out)
   end)
 
   it("passes a binary body through, sent whole or in chunks, both ways", function()
@@ -185,6 +189,20 @@ describe("dobj-lua dev", function()
     -- The write is on disk and the port is free: a new server on it reads it.
     s = assert(start(("--config %s --persist-to %s"):format(q(PROJECT), q(dir)), 18208))
     assert.equal("2", curl(q(url(s, "/count/x"))))
+  end)
+
+  it("stops at once on a second signal, with a request still in flight", function()
+    local s = assert(start(("--config %s --persist-to %s"):format(q(PROJECT), q(dir)), 18210))
+    local client = assert(io.popen("env -u LD_PRELOAD curl -s -m 20 " .. q(url(s, "/slow/x")) .. " 2>&1"))
+    wait_line(s, "slow request started")
+    os.execute("kill -INT " .. s.pid)
+    assert.truthy(wait_line(s, "SIGINT: stopping after 1 request in flight (again to stop now)"))
+    os.execute("kill -INT " .. s.pid)
+    local log, code = stop(s, true)
+    assert.equal(0, code, log)
+    assert.truthy(log:find("stopped (SIGINT)", 1, true), log)
+    assert.falsy(log:find("GET /slow/x 200", 1, true), log)
+    client:close()
   end)
 
   it("answers a usage line for unknown arguments", function()

@@ -155,7 +155,10 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
 		char *u = malloc(n);
 		if (!u)
 			return MHD_NO;
-		snprintf(u, n, "http://%s%s", host ? host : s->host, q->uri);
+		if (q->uri[0] != '/' && strstr(q->uri, "://"))
+			snprintf(u, n, "%s", q->uri); /* absolute-form (a proxy's request) */
+		else
+			snprintf(u, n, "http://%s%s", host ? host : s->host, q->uri);
 		q->msg = dobj_msg_new_request(u, method);
 		free(u);
 		if (!q->msg)
@@ -386,20 +389,20 @@ static int dispatch(lua_State *L, server *s, int h)
 		lua_pushvalue(L, h);
 		lua_pushinteger(L, (lua_Integer)q->id);
 		push_req(L, q);
-		if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
-			s->npending = 0;
-			return -1;
-		}
+		if (lua_pcall(L, 2, 0, 0) != LUA_OK)
+			return -1; /* the rest stay in pending: server_close resumes them */
 	}
 	s->npending = 0;
 	return 0;
 }
 
 /*
- * srv:run(rt, handler): serve until SIGINT or SIGTERM, then stop taking
+ * srv:run(rt, handler [, on_stop]): serve until SIGINT or SIGTERM, then stop taking
  * connections (the port is freed at once), let the requests in flight
  * finish and return the signal's name ("SIGINT"/"SIGTERM") or nil after
- * srv:stop().  handler(id, request) is called for each complete request from
+ * srv:stop().  on_stop(signal_name, requests_in_flight) is called when the
+ * first signal arrives.  A second signal returns at once (srv:close() then
+ * drops the connections still open).  handler(id, request) is called for each complete request from
  * the loop (never from inside libmicrohttpd); it answers later, from any
  * task, with srv:respond(id, response).  rt:process() runs when the
  * runtime's fd is readable.  Errors of the handler or of rt:process() stop
@@ -414,16 +417,18 @@ static int l_srv_run(lua_State *L)
 	const char *signame = NULL;
 
 	luaL_checktype(L, 3, LUA_TFUNCTION);
+	if (!lua_isnoneornil(L, 4))
+		luaL_checktype(L, 4, LUA_TFUNCTION);
 	if (s->running)
 		return luaL_error(L, "the server is already running");
-	lua_settop(L, 3);
+	lua_settop(L, 4);
 	lua_getfield(L, 2, "fd");
 	lua_pushvalue(L, 2);
 	lua_call(L, 1, 1);
 	rtfd = (int)luaL_checkinteger(L, -1);
 	lua_pop(L, 1);
-	lua_getfield(L, 2, "process"); /* 4: rt.process */
-	luaL_checktype(L, 4, LUA_TFUNCTION);
+	lua_getfield(L, 2, "process"); /* 5: rt.process */
+	luaL_checktype(L, 5, LUA_TFUNCTION);
 	info = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_EPOLL_FD);
 	if (!info)
 		return luaL_error(L, "libmicrohttpd has no epoll fd");
@@ -469,9 +474,20 @@ static int l_srv_run(lua_State *L)
 		}
 		if (p[2].revents & POLLIN) {
 			struct signalfd_siginfo si;
-			if (read(sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si) && !s->stopping) {
+			if (read(sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+				if (signame)
+					break; /* a second signal: stop now, in flight or not */
 				signame = si.ssi_signo == SIGINT ? "SIGINT" : "SIGTERM";
 				s->stopping = 1;
+				if (lua_isfunction(L, 4)) {
+					lua_pushvalue(L, 4);
+					lua_pushstring(L, signame);
+					lua_pushinteger(L, (lua_Integer)s->inflight);
+					if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
+						failed = 1;
+						break;
+					}
+				}
 			}
 		}
 		if (s->stopping && s->listen_fd >= 0) {
@@ -481,7 +497,7 @@ static int l_srv_run(lua_State *L)
 			s->listen_fd = -1;
 		}
 		if (p[1].revents & POLLIN) {
-			lua_pushvalue(L, 4);
+			lua_pushvalue(L, 5);
 			lua_pushvalue(L, 2);
 			if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
 				failed = 1;
