@@ -206,6 +206,13 @@ def dev(args: argparse.Namespace) -> int:
             out.flush()
     finally:
         try:
+            # What is left (an ASGI app's lifespan task...) is cancelled, as
+            # asyncio.run does.
+            left = asyncio.all_tasks(loop)
+            for task in left:
+                task.cancel()
+            if left:
+                loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
             loop.run_until_complete(loop.shutdown_asyncgens())
         finally:
             asyncio.set_event_loop(None)
