@@ -221,6 +221,8 @@ demo: build venv
 	@echo; echo "== Python: the same native class =="
 	$(VENV)/bin/python examples/native/demo.py
 
+# The HTTP rows load the servers with wrk (Debian's package).
+bench: DEB_PACKAGES += wrk
 bench: build venv
 	$(PYTHON) bench/run.py
 

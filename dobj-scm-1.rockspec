@@ -52,6 +52,7 @@ build = {
             "core/src/rules.c",
             "core/src/sql_guard.c",
             "core/src/storage.c",
+            "core/src/testkit.c",
             "core/src/v8_format.c",
             "core/src/v8_reader.c",
             "core/src/v8_writer.c",

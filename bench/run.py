@@ -1,7 +1,7 @@
-"""`make bench`: dobj's IDs, stub.fetch, storage and RPC side by side with workerd.
+"""`make bench`: dobj's IDs, stub.fetch, storage, RPC and HTTP side by side with workerd.
 
     python3 bench/run.py [--seconds S] [--store-seconds S] [--runs N] [--only SIDES]
-                         [--json FILE]
+                         [--http-seconds S] [--http-runs N] [--json FILE]
 
 Standard library only.  Every side runs in its own process and is driven the
 same way (bench/bench_ids.c, bench_py.py, bench_lua.lua answer "OP N" lines;
@@ -9,7 +9,9 @@ workerd answers HTTP requests, see bench/workerd/): for each figure the loop
 count is calibrated so that one run takes about S seconds, and the best of N
 runs is kept.  A side that is missing (not built yet, no npm...) is shown as
 n/a with the reason; the bench itself does not fail for it.  Storage lives
-in a temporary directory (one folder per side) removed at the end.
+in a temporary directory (one folder per side) removed at the end.  The HTTP
+rows come last, from bench/http_bench.py: one server process at a time
+loaded by wrk.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ sys.path.insert(0, os.path.join(BENCH, "workerd"))
 sys.path.insert(0, BENCH)
 
 import driver  # noqa: E402  (bench/workerd/driver.py)
+import http_bench  # noqa: E402
 import pure_ids  # noqa: E402
 
 ID_OPS = ("id_from_name", "id_from_string", "new_unique_id")
@@ -277,6 +280,10 @@ ROWS = [
     ("rpc add", "c", "native_add", "C -> native"),
     ("rpc add", "py", "native_take", "Python -> librate take"),
     ("rpc add", "lua", "native_take", "Lua -> librate take"),
+    # HTTP (issue 8): requests per second through one server process loaded by
+    # wrk (32 connections), each request counted by the Durable Object named
+    # by its path (bench/http_bench.py).  Side "http", op = the server.
+    *[("http counter", "http", name, label) for name, label in http_bench.SERVERS.items()],
 ]
 # The workerd figure(s) each row is compared with: the faster one in this run.
 BASE = {**{op: [("workerd", op)] for op in ID_OPS}, "stub.fetch": [("workerd", "fetch")],
@@ -284,6 +291,9 @@ BASE = {**{op: [("workerd", op)] for op in ID_OPS}, "stub.fetch": [("workerd", "
         "storage get": [("workerd", "store_kv_get"), ("workerd", "store_get")],
         "durable inc": [("workerd", "store_inc_rpc"), ("workerd", "store_inc_fetch")],
         "rpc add": [("workerd", "rpc_add")],
+        # workerd on disk, as `wrangler dev` runs the project (dobj's state is
+        # on disk too); the in-memory row is shown for reference.
+        "http counter": [("http", "workerd")],
         "kv get, flat": [], "kv put, flat": []}
 # Ops measured with --store-seconds (the storage and RPC rows).
 NEW_FIGURES = {"storage put", "storage get", "durable inc", "kv get, flat", "kv put, flat",
@@ -309,6 +319,8 @@ TARGETS = {
     ("rpc add", "py", "rpc_add"): [("workerd", "workerd", "rpc_add", 10)],
     ("rpc add", "lua", "rpc_add"): [("workerd", "workerd", "rpc_add", 10)],
     ("rpc add", "py", "native_add"): [("workerd", "workerd", "rpc_add", 30)],
+    ("http counter", "http", "py"): [("workerd", "http", "workerd", 3)],
+    ("http counter", "http", "lua"): [("workerd", "http", "workerd", 3)],
 }
 
 
@@ -331,7 +343,12 @@ def main() -> int:
     ap.add_argument("--store-seconds", type=float, default=0.4,
                     help="length of one run of the storage and RPC figures (default 0.4)")
     ap.add_argument("--runs", type=int, default=3, help="runs per figure, best kept (default 3)")
-    ap.add_argument("--only", default="", help="comma-separated sides: workerd,c,py,lua,pure")
+    ap.add_argument("--http-seconds", type=float, default=4,
+                    help="length of one wrk run of the HTTP rows (default 4)")
+    ap.add_argument("--http-runs", type=int, default=2,
+                    help="wrk runs per HTTP server, best kept (default 2)")
+    ap.add_argument("--only", default="",
+                    help="comma-separated sides: workerd,c,py,lua,pure,http")
     ap.add_argument("--json", help="also write the figures to this file")
     args = ap.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that cleanup runs
@@ -354,6 +371,7 @@ def workerd_base(results: dict, figure: str):
 
 def bench(args, log, started: float, store: str) -> int:
     sides = make_sides(log, store)
+    sides["http"] = ("HTTP", None, "")  # measured after the others (below)
     only = {s.strip() for s in args.only.split(",") if s.strip()}
     results: dict = {}   # (side, op) -> ops/s
     errors: dict = {}    # side -> reason (n/a)
@@ -365,6 +383,8 @@ def bench(args, log, started: float, store: str) -> int:
     for key, (label, factory, why) in sides.items():
         if only and key not in only:
             errors[key] = "skipped (--only)"
+            continue
+        if key == "http":
             continue
         if factory is None:
             errors[key] = why
@@ -399,6 +419,13 @@ def bench(args, log, started: float, store: str) -> int:
         finally:
             if side is not None:
                 side.close()
+
+    if not only or "http" in only:
+        got, reasons, more = http_bench.run_all(args.http_seconds, args.http_runs, 1.0, log=log)
+        results.update({("http", name): v for name, v in got.items()})
+        for name, reason in reasons.items():
+            na_ops.setdefault(reason, []).append(f"http counter: {http_bench.SERVERS[name]}")
+        notes.extend(more)
 
     # ------------------------------------------------------------ table
     out = []
@@ -443,7 +470,7 @@ def bench(args, log, started: float, store: str) -> int:
             r = v / ref
             ok = r >= factor
             met_count += ok
-            extra = f" ({r:.2g}x)" if ts != "workerd" else ""
+            extra = f" ({r:.2g}x)" if ts not in ("workerd", "http") else ""
             lines.append((f">= {factor:g}x {what}{extra}", "yes" if ok else "NO"))
         first = lines[0] if lines else ("", "")
         out.append(f"{fig:<15} {label:<24} {ops:>12} {ratio:>10}  {first[0]:<28} {first[1]}".rstrip())
@@ -478,6 +505,17 @@ def bench(args, log, started: float, store: str) -> int:
     out.append("note: storage is on disk on every side (workerd localDisk with enableSql, dobj "
                "Runtime(storage=DIR) in a temporary folder, removed at the end); flat rows: random "
                "existing keys, the target compares 1M keys with 1k keys, not with workerd")
+    if results.get(("http", "workerd")):
+        out.append(
+            f"note: http counter: {http_bench.OBJECTS} objects (/obj0../obj{http_bench.OBJECTS - 1}), "
+            f"wrk -t{http_bench.THREADS} -c{http_bench.CONNECTIONS}, best of {args.http_runs} runs of "
+            f"~{args.http_seconds:g} s after a 1 s warm-up; workerd's localDisk SQLite fsyncs each "
+            "commit, dobj's WAL does not (it survives a process kill, not a power cut)")
+        mem = results.get(("http", "workerd_mem"))
+        vs = [f"{http_bench.SERVERS[s]} {results[('http', s)] / mem:.2f}x"
+              for s in ("py", "lua") if mem and results.get(("http", s))]
+        if vs:
+            out.append("note: http counter against workerd in memory: " + ", ".join(vs))
     out.append(f"({time.monotonic() - started:.0f} s)")
     print("\n".join(out), flush=True)
 

@@ -28,6 +28,12 @@ __all__ = ["WorkerEntrypoint", "ExecutionContext", "Entry", "ProjectRuntime"]
 _log = logging.getLogger("dobj")
 _module_numbers = itertools.count(1)
 
+#: The compatibility flag that makes a project's entry see Cloudflare's Python
+#: Workers names: ``workers``, ``pyodide.ffi`` (from the folder below).
+PYTHON_WORKERS_FLAG = "python_workers"
+_PYWORKERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_pyworkers")
+_PYWORKERS_NAMES = ("workers", "pyodide", "js")
+
 
 class WorkerEntrypoint:
     """Base class of a Worker's ``class Default(WorkerEntrypoint)``: keeps
@@ -147,7 +153,9 @@ def _import_main(cfg: Config) -> Any:
     finds ``src/helper.py``, as in Python Workers).  Afterwards the folder is
     taken off ``sys.path`` again, and the module and every module imported
     from that folder are taken out of ``sys.modules``: two projects with a
-    ``helper.py`` each never see each other's."""
+    ``helper.py`` each never see each other's.  With the ``python_workers``
+    compatibility flag, ``_pyworkers`` (``workers``, ``pyodide.ffi``, ``js``)
+    is on ``sys.path`` the same way, after the project's folder."""
     where = cfg.config_path
     if cfg.main is None:
         raise ConfigError(f"{where}: main is not set: it names the Worker's entry module "
@@ -166,6 +174,16 @@ def _import_main(cfg: Config) -> Any:
     module = importlib.util.module_from_spec(spec)
     before = set(sys.modules)
     sys.path.insert(0, folder)
+    # Python Workers code: `workers`, `pyodide.ffi` (and `js`, an error)
+    # from _pyworkers, after the project's own folder, for this import only.
+    shims = _PYWORKERS if PYTHON_WORKERS_FLAG in cfg.compatibility_flags else None
+    hidden = {}
+    if shims is not None:
+        sys.path.insert(1, shims)
+        # A `workers` or `pyodide` imported before (another package of that
+        # name) must not answer this project's imports: set aside meanwhile.
+        hidden = {n: sys.modules.pop(n) for n in list(sys.modules)
+                  if n.partition(".")[0] in _PYWORKERS_NAMES}
     importlib.invalidate_caches()
     sys.modules[name] = module
     try:
@@ -174,16 +192,20 @@ def _import_main(cfg: Config) -> Any:
         raise ConfigError(f"{where}: main {main} failed to import: "
                           f"{type(exc).__name__}: {exc}") from exc
     finally:
-        for i, p in enumerate(sys.path):
-            if p is folder:
-                del sys.path[i]
-                break
+        for p in (folder, shims):
+            for i, q in enumerate(sys.path):
+                if q is p:
+                    del sys.path[i]
+                    break
         for n in set(sys.modules) - before:
             m = sys.modules.get(n)
             spec_n = getattr(m, "__spec__", None)
-            if n == name or _inside(getattr(m, "__file__", None), folder) or \
-                    _inside(getattr(spec_n, "origin", None), folder):
-                sys.modules.pop(n, None)
+            for where_from in (getattr(m, "__file__", None), getattr(spec_n, "origin", None)):
+                if n == name or _inside(where_from, folder) or \
+                        (shims is not None and _inside(where_from, shims)):
+                    sys.modules.pop(n, None)
+                    break
+        sys.modules.update(hidden)
     return module
 
 
@@ -196,6 +218,15 @@ def _entry(cfg: Config, module: Any, env: Any, background: Set[Any]) -> Entry:
                               f"got {type(default).__name__}")
         return Entry(default, None, env, background, "Default")
     fn = getattr(module, "fetch", None)
+    if PYTHON_WORKERS_FLAG in cfg.compatibility_flags:
+        from . import workers
+        if fn is workers.fetch:  # `from workers import fetch` (outbound HTTP)
+            fn = None
+        on_fetch = getattr(module, "on_fetch", None)
+        if fn is None and callable(on_fetch):  # Python Workers' handler style
+            return Entry(None, workers._entry_function(on_fetch), env, background, "on_fetch")
+        if callable(fn):  # it sees the same names as on_fetch would
+            return Entry(None, workers._entry_function(fn), env, background, "fetch")
     if fn is not None and not callable(fn):
         raise ConfigError(f"{where}: fetch must be a function (async def fetch(request, env, ctx)), "
                           f"got {type(fn).__name__}")

@@ -1,0 +1,339 @@
+"""HTTP requests per second through `workerd serve`, `dobj dev` and `dobj-lua dev`.
+
+    python3 bench/http_bench.py [--seconds S] [--runs N] [--only workerd,workerd_mem,py,lua,py_bare]
+
+Part of `make bench` (bench/run.py calls run_all); also runs alone.  Standard
+library only, plus `wrk` (Debian package) as the load generator.
+
+The same project on every server (see bench/README.md, "HTTP"):
+examples/workers/python-counter (`dobj dev`), examples/workers/lua-counter
+(`dobj-lua dev`) and bench/http/counter.js (`workerd serve`, config
+bench/http/counter.capnp.in): an entry that forwards each request to the
+Durable Object named by the URL path, whose fetch reads a count from its
+durable storage, adds one, writes it and returns it.  wrk (2 threads, 32
+connections, keep-alive) sends GET /obj0 .. /obj31 in turn (bench/http/paths.lua).
+
+Each server is one process started on a free port of 18400-18499 with its
+storage in a temporary folder; after a warm-up run (not counted) the best of
+`runs` wrk runs is kept.  Then the counts are read back: their sum must cover
+every response wrk counted (a lost write shows).  The server is stopped with
+SIGTERM (then SIGKILL) to its process group, with bounded waits, and dies
+with this process if it is killed (PR_SET_PDEATHSIG).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+BENCH = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(BENCH)
+HTTP = os.path.join(BENCH, "http")
+sys.path.insert(0, os.path.join(BENCH, "workerd"))
+
+import driver  # noqa: E402  (bench/workerd/driver.py: install(), _die_with_parent)
+
+PORTS = range(18400, 18500)
+OBJECTS = 32          # /obj0 .. /obj31 (bench/http/paths.lua)
+THREADS = 2
+CONNECTIONS = 32
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 10.0
+
+# name -> label (the order of the table)
+SERVERS = {"workerd": "workerd, localDisk", "workerd_mem": "workerd, in memory",
+           "py": "dobj dev (Python)", "lua": "dobj-lua dev (Lua)",
+           "py_bare": "uvicorn, bare app"}
+# Servers without the counter (reference rows): no counts to check.
+NO_COUNTS = {"py_bare"}
+
+
+class Unavailable(Exception):
+    """This server can't run here; the message says why."""
+
+
+def free_port() -> int:
+    ports = list(PORTS)
+    random.shuffle(ports)
+    for port in ports:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise Unavailable(f"no free port in {PORTS.start}-{PORTS.stop - 1}")
+
+
+def get(port: int, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        r = conn.getresponse()
+        return r.status, r.read()
+    finally:
+        conn.close()
+
+
+# ------------------------------------------------------------ the servers
+def workerd_server(tmp: str, port: int, storage: str = 'localDisk = "do"') -> tuple[list[str], dict]:
+    try:
+        binary, _version = driver.install()
+    except driver.Unavailable as e:
+        raise Unavailable(str(e))
+    with open(os.path.join(HTTP, "counter.capnp.in")) as f:
+        config = f.read().replace("@ADDRESS@", f"127.0.0.1:{port}")
+        config = config.replace("@STORAGE@", f"({storage})")
+    with open(os.path.join(tmp, "config.capnp"), "w") as f:
+        f.write(config)
+    shutil.copy(os.path.join(HTTP, "counter.js"), tmp)
+    os.makedirs(os.path.join(tmp, "do"))
+    return [binary, "serve", "config.capnp", "--experimental"], driver._env()
+
+
+def venv_python() -> str:
+    py = os.environ.get("DOBJ_BENCH_PYTHON") or os.path.join(ROOT, ".venv", "bin", "python")
+    if not os.access(py, os.X_OK):
+        raise Unavailable(".venv/bin/python missing (make venv)")
+    return py
+
+
+def python_server(tmp: str, port: int) -> tuple[list[str], dict]:
+    py = venv_python()
+    probe = subprocess.run([py, "-m", "dobj", "dev", "--help"], capture_output=True, text=True,
+                           timeout=60, cwd=tmp)
+    if probe.returncode != 0:
+        last = (probe.stderr.strip().splitlines() or ["no output"])[-1]
+        raise Unavailable(f"`python -m dobj dev` does not run: {last}")
+    project = os.path.join(ROOT, "examples", "workers", "python-counter", "wrangler.toml")
+    return [py, "-m", "dobj", "dev", "--config", project, "--ip", "127.0.0.1",
+            "--port", str(port), "--persist-to", os.path.join(tmp, "state")], {}
+
+
+def bare_server(tmp: str, port: int) -> tuple[list[str], dict]:
+    """uvicorn with the settings `dobj dev` uses (its HTTP parser and event
+    loop chosen by uvicorn: httptools and uvloop when installed)."""
+    py = venv_python()
+    probe = subprocess.run([py, "-c", "import uvicorn"], capture_output=True, text=True, timeout=60)
+    if probe.returncode != 0:
+        raise Unavailable("uvicorn is not installed in the venv")
+    return [py, "-m", "uvicorn", "--app-dir", HTTP, "bare_asgi:app", "--host", "127.0.0.1",
+            "--port", str(port), "--no-access-log", "--log-level", "warning",
+            "--lifespan", "off", "--no-server-header"], {}
+
+
+def lua_command() -> list[str] | None:
+    for p in (os.path.join(ROOT, "build", "bin", "dobj-lua"), os.path.join(ROOT, "build", "dobj-lua")):
+        if os.access(p, os.X_OK):
+            return [p]
+    script = os.path.join(ROOT, "bindings", "lua", "bin", "dobj-lua")
+    lua = shutil.which("lua5.4")
+    if os.path.exists(script) and lua:
+        return [lua, script]
+    p = shutil.which("dobj-lua")
+    return [p] if p else None
+
+
+def lua_server(tmp: str, port: int) -> tuple[list[str], dict]:
+    cmd = lua_command()
+    if cmd is None:
+        raise Unavailable("dobj-lua not found (build/bin/dobj-lua, bindings/lua/bin/dobj-lua or on PATH)")
+    project = os.path.join(ROOT, "examples", "workers", "lua-counter", "wrangler.toml")
+    env = {"LUA_CPATH": os.path.join(ROOT, "build", "?.so") + ";;"}
+    return [*cmd, "dev", "--config", project, "--ip", "127.0.0.1", "--port", str(port),
+            "--persist-to", os.path.join(tmp, "state")], env
+
+
+def workerd_memory_server(tmp: str, port: int) -> tuple[list[str], dict]:
+    return workerd_server(tmp, port, "inMemory = void")
+
+
+COMMANDS = {"workerd": workerd_server, "workerd_mem": workerd_memory_server,
+            "py": python_server, "lua": lua_server, "py_bare": bare_server}
+
+
+class Server:
+    """One server process on a port of ours, in its own temporary folder."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.proc: subprocess.Popen | None = None
+        self.tmp = tempfile.mkdtemp(prefix=f"dobj-httpbench-{name}-")
+        self.log_path = os.path.join(self.tmp, "server.log")
+        self.port = 0
+
+    def __enter__(self) -> "Server":
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        self.port = free_port()
+        cmd, env = COMMANDS[self.name](self.tmp, self.port)
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(cmd, cwd=self.tmp, stdin=subprocess.DEVNULL,
+                                         stdout=log, stderr=log, start_new_session=True,
+                                         preexec_fn=driver._die_with_parent,
+                                         env={**os.environ, **env})
+        # Ready when the entry answers through an object (a different name
+        # from the measured ones).
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            if self.proc.poll() is not None:
+                raise Unavailable(f"exited with {self.proc.returncode}: {self.log_tail()}")
+            try:
+                status, body = get(self.port, "/ready", timeout=2)
+                if status == 200 and body.strip().isdigit():
+                    return
+                raise Unavailable(f"GET /ready answered {status} {body[:200]!r}")
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise Unavailable(f"no answer within {START_TIMEOUT:.0f} s: {self.log_tail()}")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is not None:
+            for sig, wait in ((signal.SIGTERM, STOP_TIMEOUT), (signal.SIGKILL, STOP_TIMEOUT)):
+                try:
+                    os.killpg(proc.pid, sig)
+                except ProcessLookupError:
+                    break
+                try:
+                    proc.wait(timeout=wait)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+            try:  # anything its children left in the group
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        if self.tmp:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            self.tmp = None
+
+    def log_tail(self, lines: int = 3) -> str:
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return " | ".join(f.read().strip().splitlines()[-lines:]) or "(empty log)"
+        except OSError:
+            return "(no log)"
+
+    def counts(self) -> int:
+        """The sum of the counts of /obj0 .. /obj31 before this read."""
+        total = 0
+        for i in range(OBJECTS):
+            status, body = get(self.port, f"/obj{i}")
+            if status != 200:
+                raise Unavailable(f"GET /obj{i} answered {status} {body[:200]!r}")
+            total += int(body) - 1
+        return total
+
+
+# ------------------------------------------------------------ wrk
+def wrk(port: int, seconds: float) -> dict:
+    cmd = ["wrk", f"-t{THREADS}", f"-c{CONNECTIONS}", f"-d{max(1, round(seconds))}s",
+           "--timeout", "10s", "-s", os.path.join(HTTP, "paths.lua"), f"http://127.0.0.1:{port}/"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60,
+                         stdin=subprocess.DEVNULL)
+    text = out.stdout
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", text)
+    done = re.search(r"(\d+) requests in", text)
+    if out.returncode != 0 or not rps or not done:
+        raise Unavailable("wrk failed: " + " | ".join((out.stderr or text).strip().splitlines()[-3:]))
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    return {"rps": float(rps.group(1)), "requests": int(done.group(1)),
+            "non2xx": int(bad.group(1)) if bad else 0,
+            "socket_errors": sum(map(int, sock.groups())) if sock else 0}
+
+
+def measure(name: str, seconds: float, runs: int, warmup: float, log=sys.stderr) -> tuple[float, list[str]]:
+    """(best req/s, notes) for one server; raises Unavailable."""
+    notes = []
+    with Server(name) as server:
+        sent = 0
+        for i in range(runs + 1):
+            r = wrk(server.port, warmup if i == 0 else seconds)
+            sent += r["requests"]
+            if r["non2xx"] or r["socket_errors"]:
+                notes.append(f"{r['non2xx']} non-2xx responses, {r['socket_errors']} socket "
+                             f"errors in {r['requests']} (log: {server.log_tail()})")
+            if i == 0:
+                best = 0.0
+                print(f"bench: {SERVERS[name]}: warm-up {r['rps']:,.0f} req/s", file=log, flush=True)
+            else:
+                best = max(best, r["rps"])
+        # Every response wrk counted is in the counts; at most one request per
+        # connection per run was cut off by wrk and may have counted too.
+        if name not in NO_COUNTS:
+            total = server.counts()
+            if not sent <= total <= sent + CONNECTIONS * (runs + 1):
+                notes.append(f"the objects counted {total:,} requests, wrk {sent:,}")
+    return best, notes
+
+
+def wrk_missing() -> str | None:
+    return None if shutil.which("wrk") else "wrk not found (apt-get install wrk; make bench installs it)"
+
+
+def run_all(seconds: float, runs: int, warmup: float, only=None, log=sys.stderr):
+    """{name: req/s or None}, {name: reason}, [notes]."""
+    results, reasons, notes = {}, {}, []
+    missing = wrk_missing()
+    for name, label in SERVERS.items():
+        if only and name not in only:
+            continue
+        results[name] = None
+        if missing:
+            reasons[name] = missing
+            continue
+        print(f"bench: HTTP, {label} ...", file=log, flush=True)
+        try:
+            results[name], more = measure(name, seconds, runs, warmup, log)
+            notes.extend(f"{label}: {n}" for n in more)
+        except (Unavailable, OSError, subprocess.SubprocessError, ValueError) as e:
+            reasons[name] = str(e) or type(e).__name__
+    return results, reasons, notes
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=5, help="length of one wrk run (default 5)")
+    ap.add_argument("--runs", type=int, default=2, help="wrk runs per server, best kept (default 2)")
+    ap.add_argument("--warmup", type=float, default=2, help="warm-up run, not counted (default 2)")
+    ap.add_argument("--only", default="", help="comma-separated servers: workerd,workerd_mem,py,lua,py_bare")
+    args = ap.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that servers are stopped
+    only = {s.strip() for s in args.only.split(",") if s.strip()}
+    results, reasons, notes = run_all(args.seconds, args.runs, args.warmup, only)
+    base = results.get("workerd")
+    for name, v in results.items():
+        ratio = f"{v / base:6.2f}x workerd" if v and base else ""
+        print(f"{SERVERS[name]:<22} {'n/a' if v is None else f'{v:,.0f}':>10} req/s  {ratio}")
+    for name, why in reasons.items():
+        print(f"n/a: {SERVERS[name]}: {why}")
+    for n in notes:
+        print(f"note: {n}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
