@@ -445,4 +445,17 @@ describe("docs/testing.md's Lua example", function()
     assert.is_nil(out:find("not ok", 1, true), out)
     assert.matches("exit 0$", out)
   end)
+
+  it("is the file docs/testing.md shows", function()
+    local function read(path)
+      local f = assert(io.open(path))
+      local text = f:read("a")
+      f:close()
+      return text
+    end
+    local docs = read(absolute(HERE .. "../../docs/testing.md"))
+    local example = read(absolute(HERE .. "../../examples/testing/reminder_spec.lua"))
+    local shown = docs:match("## Lua: busted helpers.-```lua\n(.-)```")
+    assert.are.equal(example:sub((example:find("local dobj = require", 1, true))), shown)
+  end)
 end)
