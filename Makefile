@@ -157,13 +157,13 @@ dist: venv
 	$(VENV)/bin/python -m build -o dist . >/dev/null
 	@ls dist
 
-# The wheel installed into a fresh venv passes the Python suite; the sdist
+# The wheel (with its `test` extra, which takes in `dev`) installed into a
+# fresh venv passes the Python suite; the sdist
 # holds every core and binding source and header.
 test-dist: dist build workerd
 	rm -rf $(BUILD)/venv-dist
 	$(PYTHON) -m venv $(BUILD)/venv-dist
-	$(BUILD)/venv-dist/bin/pip install -q dist/dobj-*.whl -c requirements-test.txt \
-	  $$(sed -n 's/^\(pytest[^=]*\)==.*/\1/p' requirements-test.txt)
+	$(BUILD)/venv-dist/bin/pip install -q "$$(ls dist/dobj-*.whl)[test]" -c requirements-test.txt
 	@missing=$$(comm -23 <(git ls-files core bindings/python/src | sort) \
 	  <(tar tzf dist/dobj-*.tar.gz | sed 's|^[^/]*/||' | sort)); \
 	  if [ -n "$$missing" ]; then echo "sdist lacks: $$missing"; exit 1; fi
@@ -220,6 +220,8 @@ demo: build venv
 	$(LUA_ENV) lua5.4 examples/native/demo.lua
 	@echo; echo "== Python: the same native class =="
 	$(VENV)/bin/python examples/native/demo.py
+	@echo; echo "== Python: dobj dev serving examples/workers/python-counter over HTTP =="
+	$(VENV)/bin/python examples/workers/dev_demo.py
 
 # The HTTP rows load the servers with wrk (Debian's package).
 bench: DEB_PACKAGES += wrk

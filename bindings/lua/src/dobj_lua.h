@@ -291,6 +291,7 @@ int l_on_error(lua_State *L);
 int l_runtime(lua_State *L);
 /* config.c */
 int l_load_config(lua_State *L);
+int l_load_config_starting(lua_State *L);
 int l_load(lua_State *L);
 int l_config_parse(lua_State *L);
 void raise_task_error(lua_State *L, runtime_ud *r);
