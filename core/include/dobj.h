@@ -422,6 +422,15 @@ DOBJ_API double dobj_rt_next_timer_ms(dobj_rt *rt);
  */
 DOBJ_API int dobj_ns_new(dobj_ns **out, dobj_rt *rt, const char *binding, size_t binding_len,
 	const char *unique_key, size_t unique_key_len, const dobj_class *klass);
+/**
+ * dobj_ns_new with the IDs derived from `id_key` instead of `unique_key`
+ * (NULL: the same).  The unique key still names the storage folder.  For a
+ * class renamed by a migration (dobj_config_binding.id_key): its objects
+ * keep their IDs under the new name.
+ */
+DOBJ_API int dobj_ns_new_with_id_key(dobj_ns **out, dobj_rt *rt, const char *binding,
+	size_t binding_len, const char *unique_key, size_t unique_key_len, const char *id_key,
+	size_t id_key_len, const dobj_class *klass);
 DOBJ_API dobj_rt *dobj_ns_rt(const dobj_ns *ns);
 DOBJ_API const char *dobj_ns_binding(const dobj_ns *ns);
 DOBJ_API const char *dobj_ns_class_name(const dobj_ns *ns);

@@ -65,6 +65,7 @@ void dobj__alarm_rolled_back(dobj_storage *st, int64_t when);
  *  this process, flock against other processes (folder.c).  Released when
  *  the namespace's storage closes. */
 int dobj__folder_claim(dobj_ns *ns);
+int dobj__folder_move(const char *from, const char *to);
 void dobj__folder_release(dobj_ns *ns);
 /** Make the namespace's storage directory (if the runtime has a root). */
 int dobj__storage_ns_open(dobj_ns *ns);
