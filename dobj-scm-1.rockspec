@@ -73,11 +73,14 @@ build = {
             "bindings/lua/src/sql.c",
             "bindings/lua/src/storage.c",
             "bindings/lua/src/stub.c",
+            "bindings/lua/src/testkit.c",
             "bindings/lua/src/values.c",
          },
          incdirs = { "core/include", "core/src", "$(OPENSSL_INCDIR)", "$(SQLITE_INCDIR)" },
          libdirs = { "$(OPENSSL_LIBDIR)", "$(SQLITE_LIBDIR)", "$(LIBFFI_LIBDIR)" },
          libraries = { "crypto", "sqlite3", "ffi", "dl", "m", "pthread" },
       },
+      -- require "dobj.test": the busted helpers (docs/testing.md).
+      ["dobj.test"] = "bindings/lua/dobj/test.lua",
    },
 }

@@ -20,6 +20,7 @@
  *   sql.c         storage.sql and cursors
  *   config.c      dobj.load_config: the wrangler configuration
  *   project.c     dobj.load: a Workers project (config + main) as a runtime
+ *   testkit.c     dobj._testkit: the C half of require "dobj.test" (dobj/test.lua)
  *
  * The files are separate compilation units rather than one unit including
  * the others (luv's way): each then states what it uses through this header,
@@ -332,6 +333,7 @@ void errors_open(lua_State *L, int mi);
 void storage_open(lua_State *L, int mi);
 void sql_open(lua_State *L, int mi);
 void values_open(lua_State *L, int mi);
+void testkit_open(lua_State *L, int mi); /* sets dobj._testkit on the module table at -1 */
 
 #if defined(__GNUC__)
 #pragma GCC visibility pop
