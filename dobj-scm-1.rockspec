@@ -54,6 +54,7 @@ build = {
             "core/src/rules.c",
             "core/src/sql_guard.c",
             "core/src/storage.c",
+            "core/src/testkit.c",
             "core/src/v8_format.c",
             "core/src/v8_reader.c",
             "core/src/v8_writer.c",
@@ -75,6 +76,7 @@ build = {
             "bindings/lua/src/sql.c",
             "bindings/lua/src/storage.c",
             "bindings/lua/src/stub.c",
+            "bindings/lua/src/testkit.c",
             "bindings/lua/src/values.c",
          },
          defines = { "DOBJ_HAVE_MHD" },
@@ -82,6 +84,8 @@ build = {
          libdirs = { "$(OPENSSL_LIBDIR)", "$(SQLITE_LIBDIR)", "$(LIBFFI_LIBDIR)", "$(MHD_LIBDIR)" },
          libraries = { "crypto", "sqlite3", "ffi", "microhttpd", "dl", "m", "pthread" },
       },
+      -- require "dobj.test": the busted helpers (docs/testing.md).
+      ["dobj.test"] = "bindings/lua/dobj/test.lua",
    },
    -- `dobj-lua dev`: LuaRocks puts a wrapper in the tree's bin/ that finds
    -- the tree's modules.

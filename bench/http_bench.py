@@ -1,6 +1,6 @@
 """HTTP requests per second through `workerd serve`, `dobj dev` and `dobj-lua dev`.
 
-    python3 bench/http_bench.py [--seconds S] [--runs N] [--only workerd,workerd_mem,py,lua]
+    python3 bench/http_bench.py [--seconds S] [--runs N] [--only workerd,workerd_mem,py,lua,py_bare]
 
 Part of `make bench` (bench/run.py calls run_all); also runs alone.  Standard
 library only, plus `wrk` (Debian package) as the load generator.
@@ -52,7 +52,10 @@ STOP_TIMEOUT = 10.0
 
 # name -> label (the order of the table)
 SERVERS = {"workerd": "workerd, localDisk", "workerd_mem": "workerd, in memory",
-           "py": "dobj dev (Python)", "lua": "dobj-lua dev (Lua)"}
+           "py": "dobj dev (Python)", "lua": "dobj-lua dev (Lua)",
+           "py_bare": "uvicorn, bare app"}
+# Servers without the counter (reference rows): no counts to check.
+NO_COUNTS = {"py_bare"}
 
 
 class Unavailable(Exception):
@@ -98,10 +101,15 @@ def workerd_server(tmp: str, port: int, storage: str = 'localDisk = "do"') -> tu
     return [binary, "serve", "config.capnp", "--experimental"], driver._env()
 
 
-def python_server(tmp: str, port: int) -> tuple[list[str], dict]:
+def venv_python() -> str:
     py = os.environ.get("DOBJ_BENCH_PYTHON") or os.path.join(ROOT, ".venv", "bin", "python")
     if not os.access(py, os.X_OK):
         raise Unavailable(".venv/bin/python missing (make venv)")
+    return py
+
+
+def python_server(tmp: str, port: int) -> tuple[list[str], dict]:
+    py = venv_python()
     probe = subprocess.run([py, "-m", "dobj", "dev", "--help"], capture_output=True, text=True,
                            timeout=60, cwd=tmp)
     if probe.returncode != 0:
@@ -112,11 +120,26 @@ def python_server(tmp: str, port: int) -> tuple[list[str], dict]:
             "--port", str(port), "--persist-to", os.path.join(tmp, "state")], {}
 
 
+def bare_server(tmp: str, port: int) -> tuple[list[str], dict]:
+    """uvicorn with the settings `dobj dev` uses (its HTTP parser and event
+    loop chosen by uvicorn: httptools and uvloop when installed)."""
+    py = venv_python()
+    probe = subprocess.run([py, "-c", "import uvicorn"], capture_output=True, text=True, timeout=60)
+    if probe.returncode != 0:
+        raise Unavailable("uvicorn is not installed in the venv")
+    return [py, "-m", "uvicorn", "--app-dir", HTTP, "bare_asgi:app", "--host", "127.0.0.1",
+            "--port", str(port), "--no-access-log", "--log-level", "warning",
+            "--lifespan", "off", "--no-server-header"], {}
+
+
 def lua_command() -> list[str] | None:
-    for p in (os.path.join(ROOT, "build", "bin", "dobj-lua"), os.path.join(ROOT, "build", "dobj-lua"),
-              os.path.join(ROOT, "bin", "dobj-lua")):
+    for p in (os.path.join(ROOT, "build", "bin", "dobj-lua"), os.path.join(ROOT, "build", "dobj-lua")):
         if os.access(p, os.X_OK):
             return [p]
+    script = os.path.join(ROOT, "bindings", "lua", "bin", "dobj-lua")
+    lua = shutil.which("lua5.4")
+    if os.path.exists(script) and lua:
+        return [lua, script]
     p = shutil.which("dobj-lua")
     return [p] if p else None
 
@@ -124,7 +147,7 @@ def lua_command() -> list[str] | None:
 def lua_server(tmp: str, port: int) -> tuple[list[str], dict]:
     cmd = lua_command()
     if cmd is None:
-        raise Unavailable("dobj-lua not found (build/dobj-lua, bin/dobj-lua or on PATH)")
+        raise Unavailable("dobj-lua not found (build/bin/dobj-lua, bindings/lua/bin/dobj-lua or on PATH)")
     project = os.path.join(ROOT, "examples", "workers", "lua-counter", "wrangler.toml")
     env = {"LUA_CPATH": os.path.join(ROOT, "build", "?.so") + ";;"}
     return [*cmd, "dev", "--config", project, "--ip", "127.0.0.1", "--port", str(port),
@@ -136,7 +159,7 @@ def workerd_memory_server(tmp: str, port: int) -> tuple[list[str], dict]:
 
 
 COMMANDS = {"workerd": workerd_server, "workerd_mem": workerd_memory_server,
-            "py": python_server, "lua": lua_server}
+            "py": python_server, "lua": lua_server, "py_bare": bare_server}
 
 
 class Server:
@@ -260,9 +283,10 @@ def measure(name: str, seconds: float, runs: int, warmup: float, log=sys.stderr)
                 best = max(best, r["rps"])
         # Every response wrk counted is in the counts; at most one request per
         # connection per run was cut off by wrk and may have counted too.
-        total = server.counts()
-        if not sent <= total <= sent + CONNECTIONS * (runs + 1):
-            notes.append(f"the objects counted {total:,} requests, wrk {sent:,}")
+        if name not in NO_COUNTS:
+            total = server.counts()
+            if not sent <= total <= sent + CONNECTIONS * (runs + 1):
+                notes.append(f"the objects counted {total:,} requests, wrk {sent:,}")
     return best, notes
 
 
@@ -295,7 +319,7 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=5, help="length of one wrk run (default 5)")
     ap.add_argument("--runs", type=int, default=2, help="wrk runs per server, best kept (default 2)")
     ap.add_argument("--warmup", type=float, default=2, help="warm-up run, not counted (default 2)")
-    ap.add_argument("--only", default="", help="comma-separated servers: workerd,workerd_mem,py,lua")
+    ap.add_argument("--only", default="", help="comma-separated servers: workerd,workerd_mem,py,lua,py_bare")
     args = ap.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that servers are stopped
     only = {s.strip() for s in args.only.split(",") if s.strip()}

@@ -185,7 +185,8 @@ typedef enum dobj_task_kind {
 typedef enum dobj_call_kind {
 	DOBJ_CALL_FETCH = 1,
 	DOBJ_CALL_RPC = 2,
-	DOBJ_CALL_ALARM = 3  /**< made by the core when an alarm is due */
+	DOBJ_CALL_ALARM = 3, /**< made by the core when an alarm is due */
+	DOBJ_CALL_HOST = 4   /**< a host function run in the object (dobj_stub_run) */
 } dobj_call_kind;
 
 /**
@@ -400,8 +401,11 @@ DOBJ_API int dobj_rt_timer(dobj_rt *rt, double delay_ms, dobj_timer_fn fn, void 
 	dobj_timer **out);
 /** Cancel a timer whose fn has not been called yet (fn(data, 0) runs now). */
 DOBJ_API void dobj_timer_cancel(dobj_rt *rt, dobj_timer *timer);
-/** Virtual time only: move the clock forward by `ms`, fire what is due and
- *  pump.  Lets tests of alarm retries and eviction run in no time. */
+/** Virtual time only: move the clock forward by `ms`, stopping at each timer
+ *  due on the way (in time order, the clock reading that timer's time) to
+ *  fire it and pump, so alarms, their retries and idle eviction happen in
+ *  the order and at the times they would in real time.  Lets tests of alarm
+ *  retries and eviction run in no time. */
 DOBJ_API int dobj_rt_advance(dobj_rt *rt, double ms);
 /** Milliseconds until the next timer, or -1 if none. */
 DOBJ_API double dobj_rt_next_timer_ms(dobj_rt *rt);
@@ -418,6 +422,15 @@ DOBJ_API double dobj_rt_next_timer_ms(dobj_rt *rt);
  */
 DOBJ_API int dobj_ns_new(dobj_ns **out, dobj_rt *rt, const char *binding, size_t binding_len,
 	const char *unique_key, size_t unique_key_len, const dobj_class *klass);
+/**
+ * dobj_ns_new with the IDs derived from `id_key` instead of `unique_key`
+ * (NULL: the same).  The unique key still names the storage folder.  For a
+ * class renamed by a migration (dobj_config_binding.id_key): its objects
+ * keep their IDs under the new name.
+ */
+DOBJ_API int dobj_ns_new_with_id_key(dobj_ns **out, dobj_rt *rt, const char *binding,
+	size_t binding_len, const char *unique_key, size_t unique_key_len, const char *id_key,
+	size_t id_key_len, const dobj_class *klass);
 DOBJ_API dobj_rt *dobj_ns_rt(const dobj_ns *ns);
 DOBJ_API const char *dobj_ns_binding(const dobj_ns *ns);
 DOBJ_API const char *dobj_ns_class_name(const dobj_ns *ns);
@@ -775,6 +788,7 @@ DOBJ_API dobj_host dobj_host_msg(void);
 #include "dobj/value.h"
 #include "dobj/native.h"
 #include "dobj/config.h"
+#include "dobj/testkit.h"
 
 #ifdef __cplusplus
 }

@@ -186,11 +186,13 @@ static void alarm_done(dobj_task *t, void *data)
 	a->firing = 0;
 	free(t->alarm_info);
 	t->alarm_info = NULL;
-	if (rt->closing) {
-		if (a->orphaned)
-			rec_free(a);
+	if (a->orphaned) {
+		/* Out of the schedule (runtime closed or reset while it ran). */
+		rec_free(a);
 		return;
 	}
+	if (rt->closing)
+		return;
 	if (a->reset) {
 		/* The handler set a new alarm (armed already) or deleted it. */
 		a->reset = 0;
@@ -224,50 +226,21 @@ static void alarm_done(dobj_task *t, void *data)
 	}
 }
 
-static void fire(void *data, int fired)
+/* Deliver the alarm as an ALARM call (fire, dobj_ns_run_alarm); NULL if it
+ * could not be made (then it is tried again in a second). */
+static dobj_task *start(alarm_rec *a, double now)
 {
-	alarm_rec *a = data;
-	dobj_rt *rt = a->ns->rt;
 	alarm_info *info;
 	dobj_obj *obj;
 	dobj_task *t;
-	double now;
 
-	if (!fired)
-		return; /* cancelled: the record owns nothing the timer holds */
-	a->timer = NULL;
-	now = dobj__wall_ms(rt);
-	if (a->retry == 0 && now < ns_to_ms(a->when)) {
-		arm(a, ns_to_ms(a->when)); /* never early */
-		return;
-	}
-	if (a->retry == 0) {
-		/* The object's own record decides (workerd's armAlarmHandler). */
-		int64_t local;
-		int rc = dobj__storage_alarm_peek(a->ns, &a->id, -1, &local);
-		if (rc == 0) {
-			a->when = 0; /* deleted or rolled back behind the schedule */
-			persist(a);
-			drop(a);
-			return;
-		}
-		if (rc == 1 && local != a->when) {
-			a->when = local;
-			persist(a);
-			if (now < ns_to_ms(local)) {
-				arm(a, ns_to_ms(local));
-				return;
-			}
-		}
-		/* rc < 0 (the database cannot be read): run on the schedule. */
-	}
 	obj = dobj__obj_get(a->ns, &a->id, a->name, a->name_len);
 	info = calloc(1, sizeof(*info));
 	if (!obj || !info) {
 		free(info);
 		dobj__obj_unref(obj);
 		arm(a, now + 1000.0);
-		return;
+		return NULL;
 	}
 	info->scheduled = ns_to_ms(a->when);
 	info->retry = a->retry;
@@ -279,10 +252,83 @@ static void fire(void *data, int fired)
 		free(info);
 		a->firing = 0;
 		arm(a, now + 1000.0);
-		return;
+		return NULL;
 	}
 	t->alarm_info = info;
-	dobj_task_unref(t);
+	return t;
+}
+
+/* Before a first run, the object's own record decides (workerd's
+ * armAlarmHandler): 0 = none (the alarm was dropped), 1 = run it (a->when
+ * follows the record). */
+static int check_record(alarm_rec *a)
+{
+	int64_t local;
+	int rc;
+
+	if (a->retry != 0)
+		return 1;
+	rc = dobj__storage_alarm_peek(a->ns, &a->id, -1, &local);
+	if (rc == 0) {
+		a->when = 0; /* deleted or rolled back behind the schedule */
+		persist(a);
+		drop(a);
+		return 0;
+	}
+	if (rc == 1 && local != a->when) {
+		a->when = local;
+		persist(a);
+	}
+	/* rc < 0 (the database cannot be read): run on the schedule. */
+	return 1;
+}
+
+static void fire(void *data, int fired)
+{
+	alarm_rec *a = data;
+	double now;
+
+	if (!fired)
+		return; /* cancelled: the record owns nothing the timer holds */
+	a->timer = NULL;
+	now = dobj__wall_ms(a->ns->rt);
+	if (a->retry == 0 && now < ns_to_ms(a->when)) {
+		arm(a, ns_to_ms(a->when)); /* never early */
+		return;
+	}
+	if (!check_record(a))
+		return;
+	if (a->retry == 0 && now < ns_to_ms(a->when)) {
+		arm(a, ns_to_ms(a->when)); /* the record holds a later time */
+		return;
+	}
+	dobj_task_unref(start(a, now));
+}
+
+int dobj__alarm_run_now(dobj_ns *ns, const dobj_id *id, dobj_task **out)
+{
+	alarm_rec *a = dobj__idmap_get(&ns->alarms, id);
+	dobj_task *t;
+
+	if (out)
+		*out = NULL;
+	if (!a || a->firing || a->when <= 0)
+		return 0;
+	if (a->timer) {
+		dobj_timer *tm = a->timer;
+		a->timer = NULL;
+		dobj_timer_cancel(ns->rt, tm);
+	}
+	if (!check_record(a))
+		return 0;
+	t = start(a, dobj__wall_ms(ns->rt));
+	if (!t)
+		return dobj_error_last_code() < 0 ? dobj_error_last_code() : DOBJ_ENOMEM;
+	if (out)
+		*out = t;
+	else
+		dobj_task_unref(t);
+	return 1;
 }
 
 int dobj_task_alarm_info(const dobj_task *t, double *scheduled_ms, int *retry_count)
@@ -450,14 +496,14 @@ int dobj__alarms_load(dobj_ns *ns)
 	return DOBJ_OK;
 }
 
-void dobj__alarms_free(dobj_ns *ns)
+/* Take every alarm off the schedule; one whose handler still runs is
+ * freed by its done callback. */
+static void alarms_drop_all(dobj_ns *ns)
 {
 	alarm_rec *a;
 
 	while ((a = dobj__idmap_any(&ns->alarms))) {
 		if (a->firing) {
-			/* Its handler still runs (it may be what closed the runtime)
-			 * and its done callback still comes: that one frees it. */
 			dobj__idmap_del(&ns->alarms, &a->id);
 			a->orphaned = 1;
 			if (a->timer) {
@@ -469,7 +515,50 @@ void dobj__alarms_free(dobj_ns *ns)
 		}
 		drop(a);
 	}
+}
+
+void dobj__alarms_free(dobj_ns *ns)
+{
+	alarms_drop_all(ns);
 	dobj__idmap_free(&ns->alarms);
+}
+
+void dobj__alarms_reset(dobj_ns *ns)
+{
+	alarms_drop_all(ns);
+	if (ns->dir && meta_open(ns) == DOBJ_OK)
+		sqlite3_exec(ns->meta, "DELETE FROM _cf_ALARM", NULL, NULL, NULL);
+}
+
+static int by_id(const void *x, const void *y)
+{
+	const alarm_rec *a = *(alarm_rec *const *)x, *b = *(alarm_rec *const *)y;
+	return memcmp(a->id.bytes, b->id.bytes, sizeof(a->id.bytes));
+}
+
+int dobj__alarms_visit(dobj_ns *ns, int (*fn)(const dobj_id *id, const char *name,
+	size_t name_len, double when_ms, int retry, void *arg), void *arg)
+{
+	alarm_rec **list;
+	size_t i, n = 0;
+	int rc = 0;
+
+	if (!ns->alarms.len)
+		return 0;
+	list = malloc(ns->alarms.len * sizeof(*list));
+	if (!list)
+		return dobj_error_set(DOBJ_ENOMEM, "out of memory");
+	for (i = 0; i < ns->alarms.cap; i++) {
+		alarm_rec *a = ns->alarms.slots[i].key ? ns->alarms.slots[i].value : NULL;
+		if (a && a->when > 0 && n < ns->alarms.len)
+			list[n++] = a;
+	}
+	qsort(list, n, sizeof(*list), by_id);
+	for (i = 0; i < n && !rc; i++)
+		rc = fn(&list[i]->id, list[i]->name, list[i]->name_len, ns_to_ms(list[i]->when),
+			list[i]->retry, arg);
+	free(list);
+	return rc;
 }
 
 static dobj_obj *owner(dobj_storage *st)

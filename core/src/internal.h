@@ -65,6 +65,7 @@ void dobj__alarm_rolled_back(dobj_storage *st, int64_t when);
  *  this process, flock against other processes (folder.c).  Released when
  *  the namespace's storage closes. */
 int dobj__folder_claim(dobj_ns *ns);
+int dobj__folder_move(const char *from, const char *to);
 void dobj__folder_release(dobj_ns *ns);
 /** Make the namespace's storage directory (if the runtime has a root). */
 int dobj__storage_ns_open(dobj_ns *ns);
@@ -73,6 +74,21 @@ void dobj__abort(dobj_obj *obj, int code, const char *message);
 /** Find the live incarnation of `id` or make one (name may be NULL). */
 dobj_obj *dobj__obj_get(dobj_ns *ns, const dobj_id *id, const char *name, size_t name_len);
 void dobj__obj_unref(dobj_obj *obj);
+/** Evict a live, idle incarnation (idle eviction, dobj_ns_evict). */
+void dobj__obj_evict(dobj_obj *obj);
+/** Flush the host values the core dropped, unless inside a pump or loop. */
+void dobj__rt_flush(dobj_rt *rt);
+/* Test kit (testkit.c) parts that live with the alarms and storage. */
+/** Start the alarm of `id` now (dobj_ns_run_alarm). */
+int dobj__alarm_run_now(dobj_ns *ns, const dobj_id *id, dobj_task **out);
+/** Cancel every alarm of a namespace and empty its schedule (reset). */
+void dobj__alarms_reset(dobj_ns *ns);
+/** Visit the pending alarms of a namespace, sorted by ID. */
+int dobj__alarms_visit(dobj_ns *ns, int (*fn)(const dobj_id *id, const char *name,
+	size_t name_len, double when_ms, int retry, void *arg), void *arg);
+/** Close and delete every database of a namespace (reset); none may be
+ *  attached to a live incarnation. */
+void dobj__storage_ns_reset(dobj_ns *ns);
 /** Make a CALL task on obj without a stub (alarms). */
 dobj_task *dobj__call_new(dobj_obj *obj, dobj_call_kind kind, dobj_done_fn done, void *data);
 /** A timer; weak timers do not keep dobj_rt_run going. */

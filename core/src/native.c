@@ -538,6 +538,8 @@ static int native_step(dobj_task *t, void *data)
 		dobj_task_return(t, NULL);
 		return DOBJ_OK;
 	}
+	case DOBJ_CALL_HOST: /* refused by dobj_stub_run */
+		break;
 	}
 	return dobj_error_set(DOBJ_EARG, "unknown call kind");
 }

@@ -198,15 +198,27 @@ static void idle_fired(void *data, int fired)
 
 	if (fired) {
 		obj->idle_timer = NULL;
-		if (obj->ntasks == 0 && !obj->dead && obj->mapped) {
-			/* Evict: the instance and its database handle go; the data stays.
-			 * Stubs bound to it reach a new instance on their next call. */
-			obj->evicted = 1;
-			map_remove(obj->ns, obj);
-			obj_release_instance(obj);
-		}
+		if (obj->ntasks == 0 && !obj->dead && obj->mapped)
+			dobj__obj_evict(obj);
 	}
 	obj_unref(obj);
+}
+
+void dobj__obj_evict(dobj_obj *obj)
+{
+	/* The instance and its database handle go; the data stays.  Stubs
+	 * bound to it reach a new instance on their next call. */
+	obj->evicted = 1;
+	obj->refs++;
+	map_remove(obj->ns, obj);
+	obj_release_instance(obj);
+	obj_unref(obj);
+}
+
+void dobj__rt_flush(dobj_rt *rt)
+{
+	if (!rt->pumping && !rt->busy)
+		flush_trash(rt);
 }
 
 static void arm_idle(dobj_obj *obj)
@@ -1025,19 +1037,6 @@ size_t dobj_rt_tasks(const dobj_rt *rt)
 	return rt->ntasks;
 }
 
-int dobj_rt_advance(dobj_rt *rt, double ms)
-{
-	CHECK_THREAD(rt);
-	if (!rt->virtual_time)
-		return dobj_error_set(DOBJ_ESTATE, "advance() needs a runtime with virtual time");
-	if (rt->pumping)
-		return dobj_error_set(DOBJ_ESTATE, "the clock cannot be advanced from inside a handler");
-	if (ms > 0)
-		rt->virtual_now += ms;
-	dobj_rt_pump(rt);
-	return DOBJ_OK;
-}
-
 int dobj_rt_pumping(const dobj_rt *rt)
 {
 	return rt->pumping;
@@ -1422,7 +1421,8 @@ int dobj_stub_call_ex(dobj_task **out, dobj_stub *stub, dobj_call_kind kind, con
 		rc = dobj_error_set(DOBJ_ECLOSED, "the runtime is closed");
 		goto fail;
 	}
-	if (kind != DOBJ_CALL_FETCH && kind != DOBJ_CALL_RPC) {
+	if (kind != DOBJ_CALL_FETCH && kind != DOBJ_CALL_RPC &&
+	    !(kind == DOBJ_CALL_HOST && !(ns->klass.flags & DOBJ_CLASS_NATIVE))) {
 		rc = dobj_error_set(DOBJ_EARG, "unknown call kind %d", (int)kind);
 		goto fail;
 	}

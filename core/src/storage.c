@@ -8,13 +8,16 @@
  * before any result of that step is delivered: the output gate.  Storage
  * calls are synchronous, so no other event can run in the middle of one.
  */
+#include <dirent.h>
 #include <errno.h>
+#include <limits.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "internal.h"
 
@@ -747,6 +750,52 @@ int dobj__storage_alarm_peek(dobj_ns *ns, const dobj_id *id, int op, int64_t *wh
 		storage_close(st);
 	}
 	return rc;
+}
+
+/* A database file of an object: 64 hex digits, ".sqlite", and SQLite's
+ * companions (-wal, -shm, -journal). */
+static int is_object_file(const char *name)
+{
+	static const char *const tails[] = { ".sqlite", ".sqlite-wal", ".sqlite-shm",
+		".sqlite-journal" };
+	size_t i;
+
+	for (i = 0; i < DOBJ_ID_HEX_LEN; i++)
+		if (!((name[i] >= '0' && name[i] <= '9') || (name[i] >= 'a' && name[i] <= 'f')))
+			return 0;
+	for (i = 0; i < sizeof(tails) / sizeof(tails[0]); i++)
+		if (strcmp(name + DOBJ_ID_HEX_LEN, tails[i]) == 0)
+			return 1;
+	return 0;
+}
+
+void dobj__storage_ns_reset(dobj_ns *ns)
+{
+	dobj_storage *st;
+	DIR *d;
+	struct dirent *e;
+
+	while ((st = dobj__idmap_any(&ns->stores))) {
+		/* Callers evict or abort every incarnation first; should one still
+		 * hold its database, it loses it as an evicted one would. */
+		if (st->obj) {
+			st->obj->storage = NULL;
+			st->obj = NULL;
+		}
+		rollback(st);
+		dobj__idmap_del(&ns->stores, &st->id);
+		storage_close(st);
+	}
+	if (!ns->dir || !(d = opendir(ns->dir)))
+		return;
+	while ((e = readdir(d))) {
+		char path[PATH_MAX];
+		if (strlen(e->d_name) < DOBJ_ID_HEX_LEN || !is_object_file(e->d_name))
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", ns->dir, e->d_name);
+		unlink(path);
+	}
+	closedir(d);
 }
 
 /* ------------------------------------------------------------- transactions */

@@ -177,5 +177,6 @@ LDOBJ_EXPORT int luaopen_dobj(lua_State *L)
 	lua_setfield(L, -2, "MAX_CTX_NAME");
 	lua_pushliteral(L, "0.1.0");
 	lua_setfield(L, -2, "version");
+	testkit_open(L, mi);
 	return 1;
 }

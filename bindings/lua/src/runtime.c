@@ -402,8 +402,8 @@ static int l_rt_bind(lua_State *L)
 	runtime_ud *r = check_rt(L, 1);
 	size_t binding_len;
 	const char *binding = luaL_checklstring(L, 2, &binding_len);
-	const char *ukey = NULL, *cname = NULL;
-	size_t uklen = 0;
+	const char *ukey = NULL, *cname = NULL, *idkey = NULL;
+	size_t uklen = 0, idlen = 0;
 	dobj_class klass;
 	bound_class *k;
 	namespace_ud *n;
@@ -413,19 +413,24 @@ static int l_rt_bind(lua_State *L)
 	lua_settop(L, 4);
 	if (!lua_isnil(L, 4)) {
 		luaL_checktype(L, 4, LUA_TTABLE);
-		lua_getfield(L, 4, "unique_key");
+		lua_getfield(L, 4, "unique_key"); /* 5 */
 		if (!lua_isnil(L, -1)) {
 			luaL_checktype(L, -1, LUA_TSTRING);
 			ukey = lua_tolstring(L, -1, &uklen);
 		}
-		lua_getfield(L, 4, "class_name");
+		lua_getfield(L, 4, "class_name"); /* 6 */
 		cname = lua_tostring(L, -1);
+		lua_getfield(L, 4, "id_key"); /* 7 */
+		if (!lua_isnil(L, -1)) {
+			luaL_checktype(L, -1, LUA_TSTRING);
+			idkey = lua_tolstring(L, -1, &idlen);
+		}
 	}
-	lua_settop(L, 6);
+	lua_settop(L, 7);
 	lua_pushvalue(r->A, ANCHOR_ENV);
-	lua_xmove(r->A, L, 1); /* 7: env */
+	lua_xmove(r->A, L, 1); /* 8: env */
 	lua_pushstring(L, binding);
-	lua_rawget(L, 7);
+	lua_rawget(L, 8);
 	if (test_ud(L, -1, MT_NS))
 		return luaL_error(L, "a namespace is already bound as %s", binding);
 	lua_pop(L, 1);
@@ -466,11 +471,12 @@ static int l_rt_bind(lua_State *L)
 	klass.data = k;
 	klass.construct = class_construct;
 	klass.step = step_call;
-	rc = dobj_ns_new(&n->ns, r->rt, binding, binding_len, ukey, uklen, &klass);
+	rc = dobj_ns_new_with_id_key(&n->ns, r->rt, binding, binding_len, ukey, uklen, idkey, idlen,
+		&klass);
 	host_release(r, k); /* the namespace holds its own reference */
 	if (rc < 0)
 		return luaL_error(L, "%s", dobj_error_last());
-	return bind_done(L, r, n, binding, 7);
+	return bind_done(L, r, n, binding, 8);
 }
 
 LDOBJ_EXPORT int luaopen_dobj(lua_State *L);

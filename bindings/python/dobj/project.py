@@ -11,6 +11,7 @@ Workers (``class Default(WorkerEntrypoint)`` or a module-level
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import importlib.util
 import inspect
@@ -20,13 +21,15 @@ import os
 import sys
 from typing import Any, Optional, Set
 
+from . import _pyworkers_import
 from ._dobj import ConfigError, Error, Runtime
-from .config import Config, PathLike, load_config
+from .config import Config, PathLike, _load
 
 __all__ = ["WorkerEntrypoint", "ExecutionContext", "Entry", "ProjectRuntime"]
 
 _log = logging.getLogger("dobj")
 _module_numbers = itertools.count(1)
+
 
 
 class WorkerEntrypoint:
@@ -82,8 +85,14 @@ class Entry:
 
     async def fetch(self, url_or_request: Any, *, method: Optional[str] = None,
                     headers: Any = None, body: Any = None) -> Any:
-        from . import Response, _make_request
-        request = _make_request(url_or_request, method=method, headers=headers, body=body)
+        from . import _make_request
+        return await self._serve(_make_request(url_or_request, method=method, headers=headers,
+                                               body=body))
+
+    async def _serve(self, request: Any) -> Any:
+        """fetch() for a new :class:`dobj.Request` of the caller's own (the
+        ASGI adapter's), which is handed over as it is, without a copy."""
+        from . import Response
         ctx = ExecutionContext(self._background)
         if self._cls is not None:
             handler = getattr(self._cls(ctx, self._env), "fetch", None)
@@ -147,7 +156,9 @@ def _import_main(cfg: Config) -> Any:
     finds ``src/helper.py``, as in Python Workers).  Afterwards the folder is
     taken off ``sys.path`` again, and the module and every module imported
     from that folder are taken out of ``sys.modules``: two projects with a
-    ``helper.py`` each never see each other's."""
+    ``helper.py`` each never see each other's.  With the ``python_workers``
+    compatibility flag, Python Workers' modules are there for this project
+    only (see :mod:`dobj._pyworkers_import`)."""
     where = cfg.config_path
     if cfg.main is None:
         raise ConfigError(f"{where}: main is not set: it names the Worker's entry module "
@@ -164,12 +175,20 @@ def _import_main(cfg: Config) -> Any:
     if spec is None or spec.loader is None:
         raise ConfigError(f"{where}: main {main} cannot be imported")
     module = importlib.util.module_from_spec(spec)
+    # Python Workers code (the python_workers flag): `workers`, `pyodide.ffi`,
+    # `asgi` and `js` (an error) for this project only (_pyworkers_import).
+    shims = contextlib.nullcontext()
+    if _pyworkers_import.FLAG in cfg.compatibility_flags:
+        cache: dict = {}
+        module.__dict__["__builtins__"] = _pyworkers_import.scoped_builtins(cache)
+        shims = _pyworkers_import.on_path(cache, index=1)
     before = set(sys.modules)
     sys.path.insert(0, folder)
     importlib.invalidate_caches()
     sys.modules[name] = module
     try:
-        spec.loader.exec_module(module)
+        with shims:
+            spec.loader.exec_module(module)
     except Exception as exc:
         raise ConfigError(f"{where}: main {main} failed to import: "
                           f"{type(exc).__name__}: {exc}") from exc
@@ -196,6 +215,15 @@ def _entry(cfg: Config, module: Any, env: Any, background: Set[Any]) -> Entry:
                               f"got {type(default).__name__}")
         return Entry(default, None, env, background, "Default")
     fn = getattr(module, "fetch", None)
+    if _pyworkers_import.FLAG in cfg.compatibility_flags:
+        from . import workers
+        if fn is workers.fetch:  # `from workers import fetch` (outbound HTTP)
+            fn = None
+        on_fetch = getattr(module, "on_fetch", None)
+        if fn is None and callable(on_fetch):  # Python Workers' handler style
+            return Entry(None, workers._entry_function(on_fetch), env, background, "on_fetch")
+        if callable(fn):  # it sees the same names as on_fetch would
+            return Entry(None, workers._entry_function(fn), env, background, "fetch")
     if fn is not None and not callable(fn):
         raise ConfigError(f"{where}: fetch must be a function (async def fetch(request, env, ctx)), "
                           f"got {type(fn).__name__}")
@@ -207,7 +235,7 @@ def from_config(cls: type, path: Optional[PathLike] = None, *, env: Optional[str
     """Load a Workers project: see :meth:`dobj.Runtime.from_config`."""
     if "storage" in runtime_options:
         raise TypeError("from_config() keeps state where the config says (use persist_to=)")
-    cfg = load_config(path, env=env, persist_to=persist_to)
+    cfg = _load(path, env, persist_to, True)
     for warning in cfg.warnings:
         _log.warning("%s", warning)
     module = _import_main(cfg)
@@ -226,7 +254,7 @@ def from_config(cls: type, path: Optional[PathLike] = None, *, env: Optional[str
     rt = target(dict(cfg.vars), storage=cfg.state_dir, **runtime_options)
     try:
         for b, found in classes:
-            rt.bind(b.binding, found, unique_key=b.unique_key)
+            rt.bind(b.binding, found, unique_key=b.unique_key, id_key=b.id_key)
         background: Set[Any] = set()
         rt._background = background
         rt.config = cfg

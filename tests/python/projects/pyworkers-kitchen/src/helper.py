@@ -1,0 +1,2 @@
+def jsonable(value):
+    return value
