@@ -516,3 +516,39 @@ async def test_asgi_fetch_runs_a_starlette_app_with_env_in_scope(tmp_path):
     finally:
         close(rt)
     assert shims_loaded() == []
+
+
+async def test_imports_inside_handlers_of_main_still_find_the_shims_and_only_there(tmp_path):
+    d = write_project(tmp_path / "lazy", """\
+        from workers import DurableObject
+
+        class Counter(DurableObject):
+            async def fetch(self, request):
+                from pyodide.ffi import to_js
+                import pyodide.ffi
+                from pyodide import ffi
+                import workers
+                import asgi
+                try:
+                    import js  # noqa: F401
+                    js_error = None
+                except ImportError as e:
+                    js_error = type(e).__name__
+                same = to_js is pyodide.ffi.to_js is ffi.to_js
+                return workers.Response(f"{same} {js_error} {asgi.fetch.__name__}")
+
+        async def fetch(request, env, ctx):
+            return await env.COUNTER.getByName("x").fetch(request)
+        """)
+    rt = dobj.Runtime.from_config(d)
+    try:
+        for _ in range(2):  # the second time from the project's copies
+            assert (await rt.default.fetch("https://l/")).text() == \
+                "True JavaScriptUnsupportedError asgi_fetch"
+            assert shims_loaded() == []
+            assert not [p for p in sys.path if "_pyworkers" in p]
+        # Other code still cannot import them.
+        with pytest.raises(ModuleNotFoundError):
+            import workers  # noqa: F401
+    finally:
+        close(rt)
