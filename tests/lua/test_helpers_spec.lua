@@ -189,6 +189,38 @@ describe("dobj.test.run_in_durable_object", function()
     assert.is_nil(dt.close(rt))
   end)
 
+  it("fails with the reason of a ctx:abort() inside fn; a new stub reaches a fresh instance", function()
+    local rt = dt.runtime { memory = true }
+    local C = counter_class()
+    local ns = rt:bind("COUNTER", C)
+    local err = H.catch(dt.run_in_durable_object, ns:get_by_name("a"), function(_, ctx)
+      ctx:abort("gone")
+      error("not reached")
+    end)
+    assert.are.equal("gone", err.message)
+    assert.are.equal("1", ns:get_by_name("a"):fetch("https://a/"):text())
+    assert.are.equal(2, C.constructed)
+    assert.is_nil(dt.close(rt))
+  end)
+
+  it("refuses a native class, with the core's message", function()
+    local rt = dt.runtime { memory = true }
+    -- examples/native/ratelimit.c, built next to dobj.so (the native_spec way)
+    local so = assert(package.searchpath("dobj", package.cpath)):match("^(.*)/") .. "/librate.so"
+    local stub = rt:bind_native("LIMITER", so, "RateLimiter"):get_by_name("x")
+    assert.has_error(function() dt.run_in_durable_object(stub, function() end) end,
+      "a host function cannot run inside an object of the native class RateLimiter")
+    assert.is_nil(dt.close(rt))
+  end)
+
+  it("is the one helper usable inside an object: the others raise there", function()
+    local rt = dt.runtime { memory = true }
+    local stub = rt:bind("COUNTER", counter_class()):get_by_name("a")
+    assert.has_error(function() dt.run_in_durable_object(stub, function() dt.evict_all(rt) end) end,
+      "this test helper cannot be used from inside an object's handler (call it from the test)")
+    assert.is_nil(dt.close(rt))
+  end)
+
   it("refuses what is not a stub or a function", function()
     local rt = dt.runtime { memory = true }
     local stub = rt:bind("COUNTER", counter_class()):get_by_name("a")
