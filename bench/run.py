@@ -420,6 +420,7 @@ def bench(args, log, started: float, store: str) -> int:
             if side is not None:
                 side.close()
 
+    http_started = time.monotonic()
     if not only or "http" in only:
         got, reasons, more = http_bench.run_all(args.http_seconds, args.http_runs, 1.0, log=log)
         results.update({("http", name): v for name, v in got.items()})
@@ -509,8 +510,9 @@ def bench(args, log, started: float, store: str) -> int:
         out.append(
             f"note: http counter: {http_bench.OBJECTS} objects (/obj0../obj{http_bench.OBJECTS - 1}), "
             f"wrk -t{http_bench.THREADS} -c{http_bench.CONNECTIONS}, best of {args.http_runs} runs of "
-            f"~{args.http_seconds:g} s after a 1 s warm-up; workerd's localDisk SQLite fsyncs each "
-            "commit, dobj's WAL does not (it survives a process kill, not a power cut)")
+            f"~{args.http_seconds:g} s after a 1 s warm-up ({time.monotonic() - http_started:.0f} s "
+            "in all); workerd's localDisk SQLite fsyncs each commit, dobj's WAL does not (it "
+            "survives a process kill, not a power cut)")
         mem = results.get(("http", "workerd_mem"))
         vs = [f"{http_bench.SERVERS[s]} {results[('http', s)] / mem:.2f}x"
               for s in ("py", "lua") if mem and results.get(("http", s))]
