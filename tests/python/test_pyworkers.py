@@ -552,3 +552,73 @@ async def test_imports_inside_handlers_of_main_still_find_the_shims_and_only_the
             import workers  # noqa: F401
     finally:
         close(rt)
+
+
+async def test_dobj_workers_classes_bound_by_hand_and_collected_after_close():
+    import weakref
+    refs = []
+
+    class Cyclic(dobj.workers.DurableObject):
+        def __init__(self, ctx, env):
+            super().__init__(ctx, env)
+            self.me = self
+            self.storage = ctx.storage  # a wrapper kept by the instance
+            refs.append(weakref.ref(self))
+
+        async def fetch(self, request):
+            await self.storage.put("n", (await self.storage.get("n") or 0) + 1)
+            return dobj.workers.Response(str(await self.storage.get("n")))
+
+    rt = dobj.Runtime()
+    ns = rt.bind("CYC", Cyclic)
+    r = await ns.get_by_name("a").fetch("https://x/")
+    assert (type(r), r.text()) == (dobj.Response, "1")
+    assert (await ns.get_by_name("a").fetch("https://x/")).text() == "2"
+    rt.close()
+    del ns, rt, r
+    gc.collect()
+    assert len(refs) == 1 and refs[0]() is None
+
+
+def test_request_headers_read_like_http_message():
+    from dobj.workers import MessageHeaders, Request
+    r = Request("https://x/", method="POST", headers=[("X-A", "1"), ("x-a", "2")], body="b")
+    h = r.headers
+    assert type(h) is MessageHeaders and h is r.headers
+    assert (h["x-a"], h["X-A"], h["missing"], h.get_all("x-a"), h.get_all("nope", [])) == \
+        ("1, 2", "1, 2", None, ["1, 2"], [])
+    assert dict(h.items()) == {"x-a": "1, 2"} and "X-a" in h
+    adopted = Request._adopt(dobj.Request("https://y/"))
+    assert adopted.headers["anything"] is None and len(adopted.headers) == 0
+
+
+async def test_cloudflare_changelog_example_sync_fetch_no_super_and_forwarded_response(tmp_path):
+    # Cloudflare's "Durable Objects are now supported in Python Workers"
+    # example (with `self.env` where it says `env`).
+    d = write_project(tmp_path / "hello", """\
+        from workers import DurableObject, Response, WorkerEntrypoint
+        from urllib.parse import urlparse
+
+        class Counter(DurableObject):
+            def __init__(self, ctx, env):
+                self.ctx = ctx
+                self.env = env
+
+            def fetch(self, request):
+                result = self.ctx.storage.sql.exec("SELECT 'Hello, World!' as greeting").one()
+                return Response(result.greeting)
+
+        class Default(WorkerEntrypoint):
+            async def fetch(self, request):
+                url = urlparse(request.url)
+                id = self.env.COUNTER.idFromName(url.path)
+                stub = self.env.COUNTER.get(id)
+                greeting = await stub.fetch(request.url)
+                return greeting
+        """)
+    rt = dobj.Runtime.from_config(d)
+    try:
+        r = await rt.default.fetch("https://h/some/path")
+        assert (type(r), r.status, r.text()) == (dobj.Response, 200, "Hello, World!")
+    finally:
+        close(rt)

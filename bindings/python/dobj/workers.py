@@ -620,6 +620,22 @@ def _env(env: Any) -> Any:
 
 # ------------------------------------------------------- requests, responses
 
+class MessageHeaders(Headers):
+    """``request.headers`` as Python Workers gives it (an
+    ``http.client.HTTPMessage``): ``headers["missing"]`` is ``None``, and
+    ``get_all(name)`` lists the value (repeated headers are joined with
+    ``", "``, as fetch() joins them)."""
+
+    __slots__ = ()
+
+    def __getitem__(self, name: str) -> Optional[str]:  # type: ignore[override]
+        return self.get(name)
+
+    def get_all(self, name: str, failobj: Any = None) -> Any:
+        value = self.get(name)
+        return failobj if value is None else [value]
+
+
 class Request(_Request):
     """A request as Python Workers code sees it: ``url``, ``method``,
     ``headers`` (case-insensitive), ``await text()``, ``await json()``,
@@ -644,6 +660,13 @@ class Request(_Request):
         r = cls.__new__(cls)
         r.url, r.method, r._headers, r.body = req.url, req.method, req._headers, req.body
         return r
+
+    @property
+    def headers(self) -> MessageHeaders:  # type: ignore[override]
+        h = self._headers
+        if type(h) is not MessageHeaders:
+            h = self._headers = MessageHeaders(h)
+        return h
 
     def text(self) -> _Done:  # type: ignore[override]
         return _Done(self.body.decode("utf-8"))
