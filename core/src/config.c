@@ -340,8 +340,14 @@ static int str_array(const config_impl *c, const dobj_val *obj, const char *key,
 
 /* ------------------------------------------------------------ migrations */
 
+/* A class as the migrations leave it.  A rename retires the old entry
+ * (name NULL, `was` kept) and links the new one to it (`from`, index + 1),
+ * so a binding can find the class's first name (its objects' ID key) and
+ * the folders it had under earlier names. */
 typedef struct classinfo {
 	const char *name;
+	const char *was;
+	size_t from;
 	int sqlite;
 } classinfo;
 
@@ -376,7 +382,8 @@ static int class_add(classes *cl, const char *name, int sqlite)
 		cl->p = p;
 		cl->cap = cap;
 	}
-	cl->p[cl->n].name = name;
+	cl->p[cl->n].name = cl->p[cl->n].was = name;
+	cl->p[cl->n].from = 0;
 	cl->p[cl->n++].sqlite = sqlite;
 	return 0;
 }
@@ -495,11 +502,17 @@ static int read_migrations(config_impl *c, const dobj_val *raw, const char *wher
 		for (j = 0; j < dobj_val_len(v); j++) {
 			const dobj_val *r = dobj_val_at(v, j);
 			classinfo *ci = class_find(cl, dobj_val_get_string(dobj_val_get(r, "from", 4), &len));
+			const char *to = dobj_val_get_string(dobj_val_get(r, "to", 2), &len);
 			int sqlite = ci ? ci->sqlite : 0;
+			size_t from = ci ? (size_t)(ci - cl->p) + 1 : 0;
 			if (ci)
 				ci->name = NULL;
-			if ((rc = class_add(cl, dobj_val_get_string(dobj_val_get(r, "to", 2), &len), sqlite)) < 0)
+			if (class_find(cl, to))
+				return BAD(c, "%smigrations[%zu].renamed_classes[%zu]: class \"%s\" already exists",
+					where, i, j, to);
+			if ((rc = class_add(cl, to, sqlite)) < 0)
 				return rc;
+			cl->p[cl->n - 1].from = from;
 		}
 		v = dobj_val_get(m, "deleted_classes", 15);
 		for (j = 0; j < dobj_val_len(v); j++) {
@@ -512,6 +525,47 @@ static int read_migrations(config_impl *c, const dobj_val *raw, const char *wher
 }
 
 /* -------------------------------------------------------------- bindings */
+
+/* A class renamed by the migrations keeps its objects, as on Cloudflare:
+ * their IDs still derive from the class's first name, and its storage
+ * moves (dobj_config_move_renamed) from the folders of its earlier names,
+ * newest first, to the folder of its current one. */
+static int renamed_binding(config_impl *c, classes *cl, const classinfo *ci, dobj_config_binding *out)
+{
+	const classinfo *p;
+	size_t n = 0, k = 0;
+	const char **dirs;
+
+	for (p = ci; p->from; p = &cl->p[p->from - 1])
+		n++;
+	if (!(out->id_key = keep(c, fmt("%s-%s", c->pub.worker_name, p->was))))
+		return DOBJ_ENOMEM;
+	if (!(dirs = calloc(n + 1, sizeof(*dirs))))
+		return dobj_error_set(DOBJ_ENOMEM, "out of memory");
+	if (vec_push(&c->owned, (char *)dirs) < 0)
+		return DOBJ_ENOMEM;
+	for (p = &cl->p[ci->from - 1]; ; p = &cl->p[p->from - 1]) {
+		char *key = fmt("%s-%s", c->pub.worker_name, p->was);
+		if (!key)
+			return DOBJ_ENOMEM;
+		if (dobj__storage_check_unique_key(key, strlen(key)) < 0) {
+			free(key);
+			if (!p->from)
+				break;
+			continue; /* no folder could have had that name */
+		}
+		if (!(dirs[k++] = keep(c, fmt("%s/%s", c->pub.state_dir, key)))) {
+			free(key);
+			return DOBJ_ENOMEM;
+		}
+		free(key);
+		if (!p->from)
+			break;
+	}
+	out->former_dirs = dirs;
+	out->former_dirs_len = k;
+	return 0;
+}
 
 static int read_bindings(config_impl *c, const dobj_val *dobjs, const char *where, classes *cl)
 {
@@ -571,6 +625,9 @@ static int read_bindings(config_impl *c, const dobj_val *dobjs, const char *wher
 			{ rc = DOBJ_ENOMEM; goto out; }
 		ci = class_find(cl, cls);
 		out->sqlite = ci ? ci->sqlite : 0;
+		out->id_key = out->unique_key;
+		if (ci && ci->from && (rc = renamed_binding(c, cl, ci, out)) < 0)
+			goto out;
 		if (!ci) {
 			for (j = 0; j < missing.n && strcmp(missing.p[j], cls) != 0; j++)
 				;
@@ -711,6 +768,47 @@ static int read_dev_vars(config_impl *c, const char *env)
 }
 
 /* ------------------------------------------------------------------ load */
+
+static int folder_exists(const char *path)
+{
+	struct stat sb;
+
+	return stat(path, &sb) == 0 && S_ISDIR(sb.st_mode);
+}
+
+int dobj_config_move_renamed(const dobj_config *cfg)
+{
+	size_t i, j;
+	int rc;
+
+	if (!cfg)
+		return dobj_error_set(DOBJ_EARG, "no configuration");
+	for (i = 0; i < cfg->bindings_len; i++) {
+		const dobj_config_binding *b = &cfg->bindings[i];
+		const char *found = NULL;
+
+		if (!b->former_dirs_len)
+			continue;
+		for (j = 0; j < b->former_dirs_len; j++) {
+			if (!folder_exists(b->former_dirs[j]))
+				continue;
+			if (found)
+				return dobj_error_set(DOBJ_ESTATE, "class %s (binding %s) was renamed, and the "
+					"folders of two of its earlier names exist: %s and %s; move the one to keep "
+					"to %s", b->class_name, b->binding, found, b->former_dirs[j], b->storage_dir);
+			found = b->former_dirs[j];
+		}
+		if (!found)
+			continue;
+		if (folder_exists(b->storage_dir))
+			return dobj_error_set(DOBJ_ESTATE, "class %s (binding %s) was renamed, and both its "
+				"folder %s and the folder of its earlier name %s exist; remove or merge one",
+				b->class_name, b->binding, b->storage_dir, found);
+		if ((rc = dobj__folder_move(found, b->storage_dir)) < 0)
+			return rc;
+	}
+	return DOBJ_OK;
+}
 
 void dobj_config_free(dobj_config *cfg)
 {

@@ -18,6 +18,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
@@ -106,4 +107,54 @@ void dobj__folder_release(dobj_ns *ns)
 	close(ns->folder_fd); /* drops the flock */
 	ns->folder_fd = -1;
 	pthread_mutex_unlock(&claims_lock);
+}
+
+/*
+ * Move a namespace's folder to a new name (a class renamed by a migration):
+ * only while nobody uses it, checked the way a bind claims it (the registry
+ * in this process, the folder's flock between processes), and with
+ * rename(2), which moves everything inside at once or nothing.  `to` must
+ * not exist (rename would replace an empty folder silently).
+ */
+int dobj__folder_move(const char *from, const char *to)
+{
+	char real[PATH_MAX];
+	claim *c;
+	int fd, rc = DOBJ_OK;
+
+	if (!realpath(from, real))
+		return dobj_error_set(DOBJ_ERROR, "cannot resolve the storage folder %s: %s", from,
+			strerror(errno));
+	pthread_mutex_lock(&claims_lock);
+	for (c = claims; c; c = c->next) {
+		if (strcmp(c->path, real) == 0) {
+			rc = dobj_error_set(DOBJ_ESTATE, "cannot move the storage folder %s of a renamed "
+				"class: the namespace bound as %s in this process uses it", real, c->binding);
+			goto done;
+		}
+	}
+	fd = open(real, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0) {
+		rc = dobj_error_set(DOBJ_ERROR, "cannot open the storage folder %s: %s", real,
+			strerror(errno));
+		goto done;
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		int e = errno;
+		rc = e == EWOULDBLOCK
+			? dobj_error_set(DOBJ_ESTATE, "cannot move the storage folder %s of a renamed "
+				"class: another process uses it (it holds the folder's lock)", real)
+			: dobj_error_set(DOBJ_ERROR, "cannot lock the storage folder %s: %s", real,
+				strerror(e));
+	} else if (access(to, F_OK) == 0) {
+		rc = dobj_error_set(DOBJ_ESTATE, "cannot move the storage folder %s to %s: %s exists",
+			real, to, to);
+	} else if (rename(real, to) < 0) {
+		rc = dobj_error_set(DOBJ_ERROR, "cannot move the storage folder %s to %s: %s", real, to,
+			strerror(errno));
+	}
+	close(fd); /* drops the flock */
+done:
+	pthread_mutex_unlock(&claims_lock);
+	return rc;
 }

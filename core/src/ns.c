@@ -11,6 +11,14 @@
 int dobj_ns_new(dobj_ns **out, dobj_rt *rt, const char *binding, size_t binding_len,
 	const char *unique_key, size_t unique_key_len, const dobj_class *klass)
 {
+	return dobj_ns_new_with_id_key(out, rt, binding, binding_len, unique_key, unique_key_len,
+		NULL, 0, klass);
+}
+
+int dobj_ns_new_with_id_key(dobj_ns **out, dobj_rt *rt, const char *binding, size_t binding_len,
+	const char *unique_key, size_t unique_key_len, const char *id_key, size_t id_key_len,
+	const dobj_class *klass)
+{
 	dobj_ns *ns;
 	int rc;
 
@@ -25,6 +33,8 @@ int dobj_ns_new(dobj_ns **out, dobj_rt *rt, const char *binding, size_t binding_
 		return dobj_error_set(DOBJ_EARG, "the binding name must not contain a NUL byte");
 	if (unique_key && memchr(unique_key, '\0', unique_key_len))
 		return dobj_error_set(DOBJ_EARG, "the unique key must not contain a NUL byte");
+	if (id_key && memchr(id_key, '\0', id_key_len))
+		return dobj_error_set(DOBJ_EARG, "the ID key must not contain a NUL byte");
 	if (klass->flags & ~(unsigned)(DOBJ_CLASS_FETCH | DOBJ_CLASS_ALARM | DOBJ_CLASS_NATIVE))
 		return dobj_error_set(DOBJ_EARG, "unknown class flags 0x%x", klass->flags);
 	if (!klass->step)
@@ -54,6 +64,10 @@ int dobj_ns_new(dobj_ns **out, dobj_rt *rt, const char *binding, size_t binding_
 		unique_key = binding;
 		unique_key_len = binding_len;
 	}
+	if (!id_key) {
+		id_key = unique_key;
+		id_key_len = unique_key_len;
+	}
 	ns->unique_key = dobj__strndup(unique_key, unique_key_len);
 	ns->unique_key_len = unique_key_len;
 	if (!ns->unique_key) {
@@ -64,7 +78,7 @@ int dobj_ns_new(dobj_ns **out, dobj_rt *rt, const char *binding, size_t binding_
 	 * now, including those already due.  Everything that can fail comes
 	 * before the namespace is published, so a failed bind leaves nothing
 	 * behind: no namespace, no claim on the folder, no class reference. */
-	if ((rc = dobj_idkey_new(&ns->key, unique_key, unique_key_len)) < 0 ||
+	if ((rc = dobj_idkey_new(&ns->key, id_key, id_key_len)) < 0 ||
 	    (rc = dobj__storage_ns_open(ns)) < 0 ||
 	    (rc = dobj__alarms_load(ns)) < 0) {
 		dobj__ns_free(ns);

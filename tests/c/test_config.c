@@ -7,6 +7,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include "check.h"
@@ -673,6 +676,109 @@ static void test_mutation_fuzz(void)
 	printf("  fuzz: %d parses of mutated configs, %d parsed, all others refused cleanly\n", total, ok);
 }
 
+/* renamed_classes: the class keeps its objects' IDs (the ID key of its first
+ * name) and its folder moves once, from whichever earlier name's folder
+ * exists; ambiguity or a folder in use moves nothing. */
+static void write_file(const char *path, const char *text)
+{
+	FILE *f = fopen(path, "w");
+	CHECK(f != NULL);
+	if (f) {
+		fputs(text, f);
+		fclose(f);
+	}
+}
+
+static int is_dir(const char *path)
+{
+	struct stat sb;
+	return stat(path, &sb) == 0 && S_ISDIR(sb.st_mode);
+}
+
+static void test_renamed_classes(void)
+{
+	char root[] = "/tmp/dobj-rename-XXXXXX", path[PATH_MAX + 128], st[PATH_MAX + 64];
+	dobj_config_opts o = DOBJ_CONFIG_OPTS_INIT;
+	dobj_config *c = NULL;
+	int fd;
+
+	CHECK(mkdtemp(root) != NULL);
+	snprintf(path, sizeof(path), "%s/wrangler.toml", root);
+	write_file(path,
+		"name = \"w\"\n"
+		"[[durable_objects.bindings]]\nname = \"SCORE\"\nclass_name = \"Score\"\n"
+		"[[durable_objects.bindings]]\nname = \"PLAIN\"\nclass_name = \"Plain\"\n"
+		"[[migrations]]\ntag = \"v1\"\nnew_sqlite_classes = [\"Counter\", \"Plain\"]\n"
+		"[[migrations]]\ntag = \"v2\"\nrenamed_classes = [{ from = \"Counter\", to = \"Tally\" }]\n"
+		"[[migrations]]\ntag = \"v3\"\nrenamed_classes = [{ from = \"Tally\", to = \"Score\" }]\n");
+	o.path = root;
+	o.env = "";
+	CHECK(dobj_config_load(&c, &o) == 0);
+	if (!c)
+		return;
+	CHECK(c->bindings_len == 2);
+	CHECK_STR(c->bindings[0].unique_key, "w-Score");
+	CHECK_STR(c->bindings[0].id_key, "w-Counter");
+	CHECK(c->bindings[0].sqlite == 1);
+	CHECK(c->bindings[0].former_dirs_len == 2);
+	snprintf(st, sizeof(st), "%s/.wrangler/state/v3/do", root);
+	if (c->bindings[0].former_dirs_len == 2) {
+		snprintf(path, sizeof(path), "%s/w-Tally", st);
+		CHECK_STR(c->bindings[0].former_dirs[0], path);
+		snprintf(path, sizeof(path), "%s/w-Counter", st);
+		CHECK_STR(c->bindings[0].former_dirs[1], path);
+	}
+	CHECK_STR(c->bindings[1].id_key, "w-Plain");
+	CHECK(c->bindings[1].former_dirs_len == 0);
+
+	/* Nothing stored yet: nothing to move. */
+	CHECK(dobj_config_move_renamed(c) == 0);
+	/* The first name's folder moves to the current name's, with its files. */
+	snprintf(path, sizeof(path), "%s/.wrangler", root); CHECK(mkdir(path, 0700) == 0);
+	snprintf(path, sizeof(path), "%s/.wrangler/state", root); CHECK(mkdir(path, 0700) == 0);
+	snprintf(path, sizeof(path), "%s/.wrangler/state/v3", root); CHECK(mkdir(path, 0700) == 0);
+	CHECK(mkdir(st, 0700) == 0);
+	snprintf(path, sizeof(path), "%s/w-Counter", st); CHECK(mkdir(path, 0700) == 0);
+	snprintf(path, sizeof(path), "%s/w-Counter/abc.sqlite", st); write_file(path, "data");
+	/* Held by another open file (as another process would): refused. */
+	snprintf(path, sizeof(path), "%s/w-Counter", st);
+	fd = open(path, O_RDONLY | O_DIRECTORY);
+	CHECK(fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) == 0);
+	CHECK(dobj_config_move_renamed(c) == DOBJ_ESTATE);
+	CHECK(strstr(dobj_error_last(), "another process uses it") != NULL);
+	close(fd);
+	CHECK(dobj_config_move_renamed(c) == 0);
+	snprintf(path, sizeof(path), "%s/w-Score/abc.sqlite", st);
+	CHECK(access(path, F_OK) == 0);
+	snprintf(path, sizeof(path), "%s/w-Counter", st);
+	CHECK(!is_dir(path));
+	/* Again: done already. */
+	CHECK(dobj_config_move_renamed(c) == 0);
+	/* An earlier name's folder beside the current one: the user decides. */
+	snprintf(path, sizeof(path), "%s/w-Tally", st); CHECK(mkdir(path, 0700) == 0);
+	CHECK(dobj_config_move_renamed(c) == DOBJ_ESTATE);
+	CHECK(strstr(dobj_error_last(), "both its folder") != NULL);
+	snprintf(path, sizeof(path), "%s/w-Counter", st); CHECK(mkdir(path, 0700) == 0);
+	CHECK(dobj_config_move_renamed(c) == DOBJ_ESTATE);
+	CHECK(strstr(dobj_error_last(), "two of its earlier names") != NULL);
+	snprintf(path, sizeof(path), "%s/w-Score/abc.sqlite", st);
+	CHECK(access(path, F_OK) == 0); /* nothing moved */
+	dobj_config_free(c);
+
+	/* Renaming onto a class that exists is a config error naming the key. */
+	snprintf(path, sizeof(path), "%s/wrangler.toml", root);
+	write_file(path,
+		"name = \"w\"\n"
+		"[[migrations]]\ntag = \"v1\"\nnew_classes = [\"A\", \"B\"]\n"
+		"[[migrations]]\ntag = \"v2\"\nrenamed_classes = [{ from = \"A\", to = \"B\" }]\n");
+	c = NULL;
+	CHECK(dobj_config_load(&c, &o) == DOBJ_EINVALID);
+	CHECK(strstr(dobj_error_last(), "migrations[1].renamed_classes[0]: class \"B\" already exists") != NULL);
+	dobj_config_free(c);
+	snprintf(path, sizeof(path), "rm -rf '%s'", root);
+	CHECK(system(path) == 0);
+}
+
 int main(void)
 {
 	char src[PATH_MAX];
@@ -698,6 +804,7 @@ int main(void)
 	RUN(test_dotenv_project);
 	RUN(test_no_name_and_missing_migration);
 	RUN(test_bad_files);
+	RUN(test_renamed_classes);
 	RUN(test_loader_fuzz);
 	RUN(test_mutation_fuzz);
 	return DONE();

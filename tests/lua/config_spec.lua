@@ -41,9 +41,9 @@ describe("load_config", function()
       assert.equal(state, c.state_dir)
       assert.same({
         { binding = "COUNTER", class_name = "Counter", unique_key = "counter-Counter",
-          storage_dir = state .. "/counter-Counter", sqlite = true },
+          storage_dir = state .. "/counter-Counter", sqlite = true, id_key = "counter-Counter" },
         { binding = "ROOM", class_name = "ChatRoom", unique_key = "counter-ChatRoom",
-          storage_dir = state .. "/counter-ChatRoom", sqlite = false },
+          storage_dir = state .. "/counter-ChatRoom", sqlite = false, id_key = "counter-Room" },
       }, c.bindings)
       assert.equal(3, #c.migrations)
       assert.same({ tag = "v3", new_classes = {}, new_sqlite_classes = {},

@@ -260,4 +260,42 @@ describe("dobj.load", function()
     collectgarbage()
     assert.equal(before, dobj._stats().runtimes)
   end)
+
+  it("keeps a renamed class's objects: same IDs, its folder moved on start", function()
+    local entry = [==[
+      local dobj = require "dobj"
+      local C = {}
+      C.__index = C
+      function C.new(ctx, env) return setmetatable({ ctx = ctx }, C) end
+      function C:fetch(req)
+        local n = (self.ctx.storage:get("n") or 0) + 1
+        self.ctx.storage:put("n", n)
+        return dobj.response(tostring(n))
+      end
+      return { %s = C, fetch = function(req, env, ctx) return env.COUNTER:get_by_name("a"):fetch(req) end }
+    ]==]
+    local dir = tmp(project(entry:format("Counter")))
+    local rt = assert(dobj.load { config = dir })
+    assert.equal("1", rt.default.fetch("https://x/"):text())
+    local old_id = rt.env.COUNTER:id_from_name("a"):to_string()
+    close(rt)
+    local state = dir .. "/.wrangler/state/v3/do"
+    assert.truthy(read(state .. "/t-Counter/" .. old_id .. ".sqlite"))
+    write(dir .. "/src/entry.lua", entry:format("Tally"))
+    write(dir .. "/wrangler.toml", (CONFIG:gsub('class_name = "Counter"', 'class_name = "Tally"')) ..
+      '[[migrations]]\ntag = "v2"\nrenamed_classes = [{ from = "Counter", to = "Tally" }]\n')
+    local cfg = assert(dobj.load_config(dir))
+    assert.same({ "t-Tally", "t-Counter" }, { cfg.bindings[1].unique_key, cfg.bindings[1].id_key })
+    assert.truthy(read(state .. "/t-Counter/" .. old_id .. ".sqlite")) -- reading moves nothing
+    rt = assert(dobj.load { config = dir })
+    assert.equal(old_id, rt.env.COUNTER:id_from_name("a"):to_string())
+    assert.equal("2", rt.default.fetch("https://x/"):text())
+    close(rt)
+    assert.falsy(read(state .. "/t-Counter/" .. old_id .. ".sqlite"))
+    assert.truthy(read(state .. "/t-Tally/" .. old_id .. ".sqlite"))
+    os.execute("mkdir '" .. state .. "/t-Counter'")
+    local none, msg = dobj.load { config = dir }
+    assert.is_nil(none)
+    assert.matches("both its folder .*t%-Tally and the folder of its earlier name", msg)
+  end)
 end)

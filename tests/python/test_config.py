@@ -47,8 +47,8 @@ def test_project_top_level(folder, file):
     state = d / ".wrangler" / "state" / "v3" / "do"
     assert c.state_dir == str(state)
     assert c.bindings == (
-        dobj.Binding("COUNTER", "Counter", "counter-Counter", str(state / "counter-Counter"), True),
-        dobj.Binding("ROOM", "ChatRoom", "counter-ChatRoom", str(state / "counter-ChatRoom"), False),
+        dobj.Binding("COUNTER", "Counter", "counter-Counter", str(state / "counter-Counter"), True, "counter-Counter"),
+        dobj.Binding("ROOM", "ChatRoom", "counter-ChatRoom", str(state / "counter-ChatRoom"), False, "counter-Room"),
     )
     assert [m.tag for m in c.migrations] == ["v1", "v2", "v3"]
     assert c.migrations[2] == dobj.Migration("v3", (), (), (("Room", "ChatRoom"),), ("Old",))

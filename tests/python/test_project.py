@@ -386,3 +386,62 @@ def test_a_project_runtime_is_collected(tmp_path):
     del rt
     gc.collect()
     assert ref() is None
+
+
+# ------------------------------------------------------------------ renamed classes
+
+RENAME_ENTRY = """\
+    import dobj
+
+    class {cls}(dobj.DurableObject):
+        async def fetch(self, request):
+            n = (self.ctx.storage.get("n") or 0) + 1
+            self.ctx.storage.put("n", n)
+            return dobj.Response(str(n))
+
+    async def fetch(request, env, ctx):
+        return await env.COUNTER.get_by_name("a").fetch(request)
+    """
+
+
+async def test_renamed_class_keeps_its_objects_and_moves_its_folder(tmp_path):
+    d = write_project(tmp_path / "p", RENAME_ENTRY.format(cls="Counter"))
+    rt = dobj.Runtime.from_config(d)
+    try:
+        assert (await rt.default.fetch("https://x/")).text() == "1"
+        old_id = rt.env.COUNTER.id_from_name("a").to_string()
+    finally:
+        close(rt)
+    state = d / ".wrangler" / "state" / "v3" / "do"
+    assert (state / "t-Counter" / f"{old_id}.sqlite").exists()
+    # A migration renames Counter to Tally (the entry's class is renamed too).
+    write_project(d, RENAME_ENTRY.format(cls="Tally"), textwrap.dedent("""\
+        name = "t"
+        main = "src/entry.py"
+        [[durable_objects.bindings]]
+        name = "COUNTER"
+        class_name = "Tally"
+        [[migrations]]
+        tag = "v1"
+        new_sqlite_classes = ["Counter"]
+        [[migrations]]
+        tag = "v2"
+        renamed_classes = [{ from = "Counter", to = "Tally" }]
+        """))
+    cfg = dobj.load_config(d)
+    assert (cfg.bindings[0].unique_key, cfg.bindings[0].id_key) == ("t-Tally", "t-Counter")
+    assert (state / "t-Counter").exists()  # reading the config moves nothing
+    rt = dobj.Runtime.from_config(d)
+    try:
+        assert rt.env.COUNTER.unique_key == "t-Tally"
+        assert rt.env.COUNTER.id_from_name("a").to_string() == old_id  # same IDs
+        assert (await rt.default.fetch("https://x/")).text() == "2"  # same data
+    finally:
+        close(rt)
+    assert not (state / "t-Counter").exists()
+    assert (state / "t-Tally" / f"{old_id}.sqlite").exists()
+    # Both folders present: the user decides; nothing is moved or opened.
+    (state / "t-Counter").mkdir()
+    with pytest.raises(dobj.ConfigError, match="both its folder .*t-Tally and the folder of its earlier name"):
+        dobj.Runtime.from_config(d)
+    assert (state / "t-Tally" / f"{old_id}.sqlite").exists()

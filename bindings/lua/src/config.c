@@ -142,8 +142,10 @@ static const char *opt_field(lua_State *L, int t, const char *key)
 	return s;
 }
 
-/* dobj.load_config([path | { path=, env=, persist_to= }]) -> table | nil, msg */
-int l_load_config(lua_State *L)
+/* dobj.load_config([path | { path=, env=, persist_to= }]) -> table | nil, msg.
+ * `starting`: the project is about to start (dobj.load), so its state folder
+ * takes the migrations' renames first (dobj_config_move_renamed). */
+static int load_config(lua_State *L, int starting)
 {
 	dobj_config_opts opts = DOBJ_CONFIG_OPTS_INIT;
 	config_guard *g;
@@ -166,6 +168,8 @@ int l_load_config(lua_State *L)
 	opts.persist_to = opt_field(L, 1, "persist_to");
 	g = push_guard(L);
 	rc = dobj_config_load(&g->cfg, &opts);
+	if (rc == 0 && starting)
+		rc = dobj_config_move_renamed(g->cfg);
 	if (rc < 0) {
 		lua_pushnil(L);
 		lua_pushstring(L, dobj_error_last());
@@ -194,6 +198,7 @@ int l_load_config(lua_State *L)
 		set_str(L, "binding", b->binding);
 		set_str(L, "class_name", b->class_name);
 		set_str(L, "unique_key", b->unique_key);
+		set_str(L, "id_key", b->id_key);
 		set_str(L, "storage_dir", b->storage_dir);
 		lua_pushboolean(L, b->sqlite);
 		lua_setfield(L, -2, "sqlite");
@@ -203,6 +208,16 @@ int l_load_config(lua_State *L)
 	dobj_config_free(g->cfg);
 	g->cfg = NULL;
 	return 1;
+}
+
+int l_load_config(lua_State *L)
+{
+	return load_config(L, 0);
+}
+
+int l_load_config_starting(lua_State *L)
+{
+	return load_config(L, 1);
 }
 
 /* dobj._config_parse(text, "toml" | "jsonc" | "dotenv") -> tree | nil, msg

@@ -230,7 +230,7 @@ int l_load(lua_State *L)
 
 	/* The config, by the core's loader. */
 	lua_pushvalue(L, MODIDX);
-	lua_pushcclosure(L, l_load_config, 1);
+	lua_pushcclosure(L, l_load_config_starting, 1);
 	lua_createtable(L, 0, 3);
 	copy_field(L, opts, "config", 3, "path");
 	copy_field(L, opts, "env", 3, "env");
@@ -292,8 +292,9 @@ int l_load(lua_State *L)
 		lua_getfield(L, -3, "binding");
 		lua_getfield(L, -4, "class_name");
 		lua_gettable(L, mod);
-		lua_createtable(L, 0, 2);
+		lua_createtable(L, 0, 3);
 		copy_field(L, -6, "unique_key", -2, "unique_key");
+		copy_field(L, -6, "id_key", -2, "id_key");
 		copy_field(L, -6, "class_name", -2, "class_name");
 		if (lua_pcall(L, 4, 0, 0) != LUA_OK) {
 			/* e.g. the folder is another runtime's: close what was bound */

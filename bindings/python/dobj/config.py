@@ -23,13 +23,17 @@ PathLike = Union[str, "os.PathLike[str]"]
 class Binding:
     """A Durable Object binding: ``env.<binding>`` is a namespace of
     ``class_name`` whose IDs use ``unique_key`` (Miniflare's
-    ``<worker name>-<class_name>``) and whose state is in ``storage_dir``."""
+    ``<worker name>-<class_name>``) and whose state is in ``storage_dir``.
+    ``id_key`` is the key its IDs derive from: ``unique_key``, except for a
+    class renamed by ``renamed_classes``, whose objects keep their IDs (as on
+    Cloudflare): ``<worker name>-<the class's first name>``."""
 
     binding: str
     class_name: str
     unique_key: str
     storage_dir: str
     sqlite: bool
+    id_key: str
 
 
 @dataclass(frozen=True)
@@ -86,7 +90,14 @@ def load_config(
     config.  Raises :class:`ConfigError` (a ``dobj.Error`` and a
     ``ValueError``) naming the file, the key and, for syntax errors, the line.
     """
-    raw = _dobj._config_load(_opt_path(path), env, _opt_path(persist_to))
+    return _load(path, env, persist_to, False)
+
+
+def _load(path: Optional[PathLike], env: Optional[str], persist_to: Optional[PathLike],
+          starting: bool) -> Config:
+    """load_config; ``starting``: the project starts, so ``renamed_classes``
+    move the state folders first (the core's dobj_config_move_renamed)."""
+    raw = _dobj._config_load(_opt_path(path), env, _opt_path(persist_to), starting)
     return Config(
         config_path=raw["config_path"],
         env=raw["env"],

@@ -11,6 +11,7 @@ class Binding:
     unique_key: str
     storage_dir: str
     sqlite: bool
+    id_key: str
 
 class Migration:
     tag: str

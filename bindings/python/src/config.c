@@ -142,16 +142,18 @@ static PyObject *str_or_none(const char *s)
 	return PyUnicode_DecodeUTF8(s, (Py_ssize_t)strlen(s), "surrogateescape");
 }
 
-/* _config_load(path, env, persist_to) -> dict of the resolved config. */
+/* _config_load(path, env, persist_to, starting=False) -> dict of the resolved
+ * config.  `starting`: the project is about to start, so its state folder
+ * takes the migrations' renames first (dobj_config_move_renamed). */
 static PyObject *mod_config_load(PyObject *m, PyObject *args)
 {
 	PyObject *path_o, *env_o, *persist_o, *d = NULL, *list;
 	dobj_config_opts opts = DOBJ_CONFIG_OPTS_INIT;
 	dobj_config *c = NULL;
 	size_t i;
-	int rc;
+	int rc, starting = 0;
 
-	if (!PyArg_ParseTuple(args, "OOO:_config_load", &path_o, &env_o, &persist_o))
+	if (!PyArg_ParseTuple(args, "OOO|p:_config_load", &path_o, &env_o, &persist_o, &starting))
 		return NULL;
 	if (opt_str(path_o, "path", &opts.path) < 0 || opt_str(env_o, "env", &opts.env) < 0 ||
 	    opt_str(persist_o, "persist_to", &opts.persist_to) < 0)
@@ -159,6 +161,10 @@ static PyObject *mod_config_load(PyObject *m, PyObject *args)
 	/* File reads of a few kilobytes: no GIL release. */
 	if ((rc = dobj_config_load(&c, &opts)) < 0)
 		return raise_config_error(m, rc);
+	if (starting && (rc = dobj_config_move_renamed(c)) < 0) {
+		dobj_config_free(c);
+		return raise_config_error(m, rc);
+	}
 	if (!(d = PyDict_New()))
 		goto error;
 	SET(d, "config_path", str_or_none(c->path));
@@ -206,6 +212,7 @@ static PyObject *mod_config_load(PyObject *m, PyObject *args)
 		SET(bd, "binding", str_or_none(b->binding));
 		SET(bd, "class_name", str_or_none(b->class_name));
 		SET(bd, "unique_key", str_or_none(b->unique_key));
+		SET(bd, "id_key", str_or_none(b->id_key));
 		SET(bd, "storage_dir", str_or_none(b->storage_dir));
 		SET(bd, "sqlite", PyBool_FromLong(b->sqlite));
 	}

@@ -273,20 +273,25 @@ static void report_background_error(dobj_task *t, void *data)
 static PyObject *Runtime_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 {
 	static char *kwlist[] = { "env", "id_seed", "storage", "durability", "idle_timeout",
-		"virtual_time", NULL };
+		"virtual_time", "cluster", "node_addr", NULL };
 	PyObject *module = module_of_type(type);
 	module_state *st = module ? PyModule_GetState(module) : NULL;
 	PyObject *env = Py_None, *seed = Py_None, *storage = Py_None, *durability = Py_None,
-		*idle = Py_None;
+		*idle = Py_None, *cluster = Py_None, *node_addr = Py_None;
 	int virtual_time = 0;
 	RuntimeObject *self;
 	dobj_rt_opts opts = DOBJ_RT_OPTS_INIT;
 	PyObject *storage_bytes = NULL;
 	int rc;
 
-	if (!PyArg_ParseTupleAndKeywords(args, kw, "|O$OOOOp:Runtime", kwlist, &env, &seed, &storage,
-		    &durability, &idle, &virtual_time))
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "|O$OOOOpOO:Runtime", kwlist, &env, &seed, &storage,
+		    &durability, &idle, &virtual_time, &cluster, &node_addr))
 		return NULL;
+	if ((cluster != Py_None && !PyUnicode_Check(cluster)) ||
+	    (node_addr != Py_None && !PyUnicode_Check(node_addr))) {
+		PyErr_SetString(PyExc_TypeError, "cluster and node_addr must be str");
+		return NULL;
+	}
 	if (!st)
 		return NULL;
 	if (!st->Env) {
@@ -352,6 +357,24 @@ static PyObject *Runtime_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 		raise_core_error(st, rc);
 		goto fail;
 	}
+	if (cluster != Py_None) {
+		/* Cluster mode (dobj/cluster.h): join before anything is bound. */
+		dobj_cluster_opts co = DOBJ_CLUSTER_OPTS_INIT;
+		Py_ssize_t n = 0, an = 0;
+
+		co.url = PyUnicode_AsUTF8AndSize(cluster, &n);
+		co.url_len = (size_t)n;
+		if (node_addr != Py_None) {
+			co.node_addr = PyUnicode_AsUTF8AndSize(node_addr, &an);
+			co.node_addr_len = (size_t)an;
+		}
+		if (!co.url || (node_addr != Py_None && !co.node_addr))
+			goto fail;
+		if ((rc = dobj_rt_cluster(self->rt, &co)) < 0) {
+			raise_core_error(st, rc);
+			goto fail;
+		}
+	}
 	dobj_rt_set_error_hook(self->rt, report_background_error, self);
 	return (PyObject *)self;
 fail:
@@ -374,28 +397,34 @@ static int Runtime_init(PyObject *self, PyObject *args, PyObject *kw)
  * Bind a namespace: `cls` is the Python class (None for a native class) and
  * `klass` the core class (for Python classes, completed here).
  */
+static int optional_key(PyObject *o, const char *what, const char **s, Py_ssize_t *len)
+{
+	if (o == Py_None)
+		return 0;
+	if (!PyUnicode_Check(o)) {
+		PyErr_Format(PyExc_TypeError, "%s must be a str", what);
+		return -1;
+	}
+	*s = PyUnicode_AsUTF8AndSize(o, len);
+	return *s ? 0 : -1;
+}
+
 static PyObject *runtime_bind_namespace(RuntimeObject *self, PyObject *binding, PyObject *unique_key,
-	PyObject *cls, dobj_class *klass)
+	PyObject *id_key, PyObject *cls, dobj_class *klass)
 {
 	module_state *st = self->st;
 	NamespaceObject *ns;
-	const char *key = NULL, *bname;
-	Py_ssize_t keylen = 0, bname_len = 0;
+	const char *key = NULL, *idkey = NULL, *bname;
+	Py_ssize_t keylen = 0, idkey_len = 0, bname_len = 0;
 	int rc;
 
 	if (!self->rt || dobj_rt_closed(self->rt)) {
 		PyErr_SetString(st->Error, DOBJ_MSG_CLOSED);
 		return NULL;
 	}
-	if (unique_key != Py_None) {
-		if (!PyUnicode_Check(unique_key)) {
-			PyErr_SetString(PyExc_TypeError, "unique_key must be a str");
-			return NULL;
-		}
-		key = PyUnicode_AsUTF8AndSize(unique_key, &keylen);
-		if (!key)
-			return NULL;
-	}
+	if (optional_key(unique_key, "unique_key", &key, &keylen) < 0 ||
+	    optional_key(id_key, "id_key", &idkey, &idkey_len) < 0)
+		return NULL;
 	bname = PyUnicode_AsUTF8AndSize(binding, &bname_len);
 	if (!bname)
 		return NULL;
@@ -431,7 +460,8 @@ static PyObject *runtime_bind_namespace(RuntimeObject *self, PyObject *binding, 
 		klass->construct = python_class_construct;
 		klass->step = python_class_step;
 	}
-	rc = dobj_ns_new(&ns->ns, self->rt, bname, (size_t)bname_len, key, (size_t)keylen, klass);
+	rc = dobj_ns_new_with_id_key(&ns->ns, self->rt, bname, (size_t)bname_len, key, (size_t)keylen,
+		idkey, (size_t)idkey_len, klass);
 	if (rc < 0) {
 		Py_DECREF(ns);
 		return raise_core_error(st, rc);
@@ -448,17 +478,18 @@ static PyObject *runtime_bind_namespace(RuntimeObject *self, PyObject *binding, 
 
 static PyObject *Runtime_bind(RuntimeObject *self, PyObject *args, PyObject *kw)
 {
-	static char *kwlist[] = { "binding", "cls", "unique_key", NULL };
-	PyObject *binding, *cls, *unique_key = Py_None;
+	static char *kwlist[] = { "binding", "cls", "unique_key", "id_key", NULL };
+	PyObject *binding, *cls, *unique_key = Py_None, *id_key = Py_None;
 	dobj_class klass = { 0 };
 
-	if (!PyArg_ParseTupleAndKeywords(args, kw, "UO|O:bind", kwlist, &binding, &cls, &unique_key))
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "UO|O$O:bind", kwlist, &binding, &cls, &unique_key,
+			&id_key))
 		return NULL;
 	if (!PyType_Check(cls)) {
 		PyErr_Format(PyExc_TypeError, "bind() needs a class, got %.100s", Py_TYPE(cls)->tp_name);
 		return NULL;
 	}
-	return runtime_bind_namespace(self, binding, unique_key, cls, &klass);
+	return runtime_bind_namespace(self, binding, unique_key, id_key, cls, &klass);
 }
 
 /* bind_native(binding, path, class_name, unique_key=None): a class written
@@ -481,7 +512,7 @@ static PyObject *Runtime_bind_native(RuntimeObject *self, PyObject *args, PyObje
 	if (rc < 0)
 		return raise_core_error(self->st, rc);
 	dobj_native_class_of(nc, &klass);
-	r = runtime_bind_namespace(self, binding, unique_key, Py_None, &klass);
+	r = runtime_bind_namespace(self, binding, unique_key, Py_None, Py_None, &klass);
 	return r;
 }
 
@@ -698,7 +729,7 @@ static PyMethodDef Runtime_methods[] = {
 		"Fire the timers that are due and run what is ready (what a loop calls when "
 		"fileno() is readable); never waits." },
 	{ "bind", (PyCFunction)(void (*)(void))Runtime_bind, METH_VARARGS | METH_KEYWORDS,
-		"bind(binding, cls, unique_key=None) -> Namespace" },
+		"bind(binding, cls, unique_key=None, *, id_key=None) -> Namespace" },
 	{ "bind_native", (PyCFunction)(void (*)(void))Runtime_bind_native, METH_VARARGS | METH_KEYWORDS,
 		"bind_native(binding, path, class_name, unique_key=None) -> Namespace of a C class" },
 	{ "close", (PyCFunction)Runtime_close, METH_NOARGS,
@@ -710,7 +741,20 @@ static PyMethodDef Runtime_methods[] = {
 	{ NULL }
 };
 
+/* The node id in the cluster (cluster mode), else None. */
+static PyObject *Runtime_get_node_id(RuntimeObject *self, void *c)
+{
+	long long id = self->rt ? dobj_rt_cluster_node(self->rt) : 0;
+
+	(void)c;
+	if (!id)
+		Py_RETURN_NONE;
+	return PyLong_FromLongLong(id);
+}
+
 static PyGetSetDef Runtime_getset[] = {
+	{ "node_id", (getter)Runtime_get_node_id, NULL,
+		"This runtime's node id in its cluster (None outside cluster mode).", NULL },
 	{ "env", (getter)Runtime_get_env, NULL, "Plain values and every namespace, by name.", NULL },
 	{ "namespaces", (getter)Runtime_get_namespaces, NULL, "Bound namespaces by binding.", NULL },
 	{ "pending", (getter)Runtime_pending, NULL, "Unfinished tasks plus pending timers.", NULL },

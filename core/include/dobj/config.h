@@ -61,6 +61,14 @@ typedef struct dobj_config_binding {
 	const char *storage_dir;
 	/** 1 if the class was created by `new_sqlite_classes` (after renames). */
 	int sqlite;
+	/** The key the namespace's IDs derive from: unique_key, except for a
+	 *  class renamed by `renamed_classes`, whose objects keep their IDs
+	 *  (as on Cloudflare): "<worker name>-<the class's first name>". */
+	const char *id_key;
+	/** A renamed class's folders under its earlier names, newest first
+	 *  (dobj_config_move_renamed moves the one that exists). */
+	const char *const *former_dirs;
+	size_t former_dirs_len;
 } dobj_config_binding;
 
 /**
@@ -121,6 +129,19 @@ typedef struct dobj_config_opts {
  */
 DOBJ_API int dobj_config_load(dobj_config **out, const dobj_config_opts *opts);
 DOBJ_API void dobj_config_free(dobj_config *cfg);
+
+/**
+ * Apply `renamed_classes` to the state folder, once, before the project's
+ * namespaces are bound: a renamed class's storage folder moves from the
+ * folder of its earlier name to that of its current one (each binding's
+ * storage_dir), so its objects and alarms carry over.  Nothing to do when
+ * the new folder exists already or no earlier one does.  Fails, moving
+ * nothing for that binding, when the new folder and an earlier one both
+ * exist or two earlier ones do (DOBJ_ESTATE: which folder holds the data
+ * is for the user to say), or when a folder is in use by a namespace of
+ * this process or locked by another process.
+ */
+DOBJ_API int dobj_config_move_renamed(const dobj_config *cfg);
 
 /**
  * Parse dotenv text (`.dev.vars`, `.env`): KEY=value lines, `export`,

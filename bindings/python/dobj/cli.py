@@ -1,0 +1,231 @@
+"""The ``dobj`` command: ``dobj dev`` serves a Workers project over HTTP.
+
+``dobj dev [--config F] [--env X] [--port 8787] [--ip 127.0.0.1]
+[--persist-to DIR]`` loads the project as :meth:`dobj.Runtime.from_config`
+does and serves its entry (:class:`dobj.asgi.App`) with uvicorn (HTTP/1.1,
+keep-alive; httptools and uvloop when installed: ``pip install 'dobj[dev]'``).
+The runtime lives in uvicorn's own event loop.  Ctrl-C or SIGTERM: no new
+connections, requests in flight finish, the entry's ``ctx.wait_until`` work
+finishes, the runtime is closed (every acknowledged write is on disk), the
+port is freed, exit status 0.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import errno
+import logging
+import os
+import signal
+import socket
+import sys
+from typing import Any, List, Optional
+
+__all__ = ["main"]
+
+_INSTALL = "pip install 'dobj[dev]'"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dobj", description="dobj: Durable Objects as a native SDK")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    dev = sub.add_parser("dev", help="serve a Workers project over HTTP, like wrangler dev",
+                         description="Serve a Workers project (wrangler.toml / wrangler.json[c] "
+                         "and its main module) over HTTP on localhost, like wrangler dev.")
+    dev.add_argument("--config", "-c", metavar="F",
+                     help="the config file or its folder (default: the current folder's)")
+    dev.add_argument("--env", "-e", metavar="X",
+                     help="the environment ([env.X]; default: $CLOUDFLARE_ENV, else none)")
+    dev.add_argument("--port", type=int, default=8787,
+                     help="the port to listen on (default 8787; 0 picks a free one)")
+    dev.add_argument("--ip", default="127.0.0.1", help="the address to listen on (default 127.0.0.1)")
+    dev.add_argument("--persist-to", metavar="DIR",
+                     help="keep state in DIR/v3/do (default: .wrangler/state next to the config)")
+    return p
+
+
+def _fail(message: str) -> int:
+    sys.stderr.write(f"dobj dev: {message}\n")
+    sys.stderr.flush()
+    return 1
+
+
+def _listen(ip: str, port: int) -> socket.socket:
+    """The listening socket, made here so that a port in use is one clear
+    error (and port 0 works: the chosen port is printed)."""
+    infos = socket.getaddrinfo(ip, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, kind, proto, _, addr = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(addr)
+        sock.listen(1024)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+def _server_class() -> Any:
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn's server, minus re-raising the stopping signal after a
+        graceful shutdown: ``dobj dev`` has closed the runtime by then and
+        exits with status 0."""
+
+        out: Any = None
+        loop: Any = None
+
+        def capture_signals(self):  # type: ignore[override]
+            import contextlib
+
+            @contextlib.contextmanager
+            def captured():
+                handlers = {s: signal.signal(s, self.handle_exit)
+                            for s in (signal.SIGINT, signal.SIGTERM)}
+                try:
+                    yield
+                finally:
+                    for s, h in handlers.items():
+                        signal.signal(s, h)
+            return captured()
+
+        def handle_exit(self, sig, frame):  # type: ignore[override]
+            first = not self.should_exit
+            super().handle_exit(sig, frame)
+            if first and self.out is not None:
+                # Not written here: a signal handler may interrupt a write.
+                self.loop.call_soon_threadsafe(self.stopping)
+
+        def stopping(self) -> None:
+            n = len(self.server_state.tasks)
+            self.out.write(f"[dobj] stopping: {n} request(s) in flight\n")
+
+    return Server
+
+
+async def _serve(args: argparse.Namespace, out: Any) -> int:
+    import uvicorn
+
+    import dobj
+    from .asgi import App, close_runtime
+
+    try:
+        rt = dobj.Runtime.from_config(args.config, env=args.env, persist_to=args.persist_to)
+    except dobj.Error as exc:  # ConfigError, a state folder in use, ...
+        return _fail(str(exc))
+    try:
+        try:
+            sock = _listen(args.ip, args.port)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return _fail(f"cannot listen on {args.ip}:{args.port}: the address is already "
+                             "in use (another dobj dev or wrangler dev?); pick another with --port")
+            return _fail(f"cannot listen on {args.ip}:{args.port}: {exc.strerror or exc}")
+        host, port = sock.getsockname()[:2]
+        shown = f"[{host}]" if ":" in host else host
+        config = uvicorn.Config(
+            App(rt, log=out), lifespan="off", access_log=False, log_config=None,
+            log_level="warning", ws="none", http="auto", server_header=False, proxy_headers=False,
+            timeout_graceful_shutdown=30)
+        server = _server_class()(config)
+        server.out, server.loop = out, asyncio.get_running_loop()
+        cfg = rt.config
+        where = cfg.worker_name + (f" (env {cfg.env})" if cfg.env else "")
+        out.write(f"[dobj] {where}: {cfg.config_path}\n")
+        for b in cfg.bindings:
+            out.write(f"[dobj]   env.{b.binding} (Durable Object {b.class_name})\n")
+        out.write(f"[dobj] state: {cfg.state_dir}\n")
+        out.write(f"[dobj] Ready on http://{shown}:{port}\n")
+        out.flush()
+        await server.serve(sockets=[sock])
+        sock.close()
+        out.write("[dobj] stopped\n")
+    finally:
+        await close_runtime(rt)
+    return 0
+
+
+class _LineWriter:
+    """stdout for the request log.  Lines written while the loop runs are
+    joined and written once at the end of the loop's current turn (one
+    write for every request it served, not one each: a busy server makes
+    far fewer system calls), and flushed then (a pipe or file is
+    block-buffered otherwise: a line must show when its request is done)."""
+
+    __slots__ = ("_stream", "_lines", "_loop")
+
+    def __init__(self, stream: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self._stream = stream
+        self._lines: List[str] = []
+        self._loop = loop
+
+    def write(self, text: str) -> None:
+        lines = self._lines
+        if not lines:
+            try:
+                self._loop.call_soon(self.flush)
+            except RuntimeError:  # the loop is closed: write at once
+                self._stream.write(text)
+                self._stream.flush()
+                return
+        lines.append(text)
+
+    def flush(self) -> None:
+        lines = self._lines
+        if lines:
+            text = "".join(lines)
+            lines.clear()
+            self._stream.write(text)
+        self._stream.flush()
+
+
+def dev(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn  # noqa: F401
+    except ImportError:
+        return _fail(f"needs uvicorn, which is not installed: {_INSTALL}")
+    logging.basicConfig(level=logging.WARNING, format="[%(name)s] %(levelname)s %(message)s")
+    loop = _new_loop()
+    try:
+        asyncio.set_event_loop(loop)
+        out = _LineWriter(sys.stdout, loop)
+        try:
+            return loop.run_until_complete(_serve(args, out))
+        finally:
+            out.flush()
+    finally:
+        try:
+            # What is left (an ASGI app's lifespan task...) is cancelled, as
+            # asyncio.run does.
+            left = asyncio.all_tasks(loop)
+            for task in left:
+                task.cancel()
+            if left:
+                loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "dev":
+        return dev(args)
+    _parser().print_help(sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""A real `dobj dev` subprocess for the tests: started on a free port
+(`--port 0`: the server prints the port it got), its stdout and stderr read
+line by line by a thread, waited for by pattern with a bounded timeout, and
+always stopped (SIGTERM, then SIGKILL after a timeout)."""
+import os
+import queue
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+EXAMPLE = ROOT / "examples" / "workers" / "python-counter"
+START_TIMEOUT = 60.0  # the ASan build starts slowly
+STOP_TIMEOUT = 60.0
+
+
+def copy_example(tmp_path):
+    d = tmp_path / "python-counter"
+    shutil.copytree(EXAMPLE, d, ignore=shutil.ignore_patterns(".wrangler", "__pycache__"))
+    return d
+
+
+def write_project(d, entry, config=None):
+    """A project in folder d: wrangler.toml (a COUNTER binding of Counter) and src/entry.py."""
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "wrangler.toml").write_text(config or textwrap.dedent("""\
+        name = "t"
+        main = "src/entry.py"
+        [vars]
+        GREETING = "hello"
+        [[durable_objects.bindings]]
+        name = "COUNTER"
+        class_name = "Counter"
+        [[migrations]]
+        tag = "v1"
+        new_sqlite_classes = ["Counter"]
+        [env.staging]
+        vars = { GREETING = "hello from staging" }
+        """))
+    if entry is not None:
+        (d / "src").mkdir(exist_ok=True)
+        (d / "src" / "entry.py").write_text(textwrap.dedent(entry))
+    return d
+
+
+def dev_env(**extra):
+    env = dict(os.environ)
+    env.pop("CLOUDFLARE_ENV", None)
+    env.update(extra)
+    return env
+
+
+class DevServer:
+    """`python -m dobj dev ARGS` (or the `dobj` console script) in folder cwd."""
+
+    def __init__(self, cwd, *args, script=False, env=None, ready=True):
+        cmd = [str(Path(sys.executable).parent / "dobj")] if script else \
+            [sys.executable, "-m", "dobj"]
+        if "--port" not in args:
+            args = args + ("--port", "0")
+        self.proc = subprocess.Popen(
+            cmd + ["dev", *args], cwd=str(cwd), env=env or dev_env(),
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True, encoding="utf-8", errors="replace")
+        self.log = []
+        self._lines = queue.Queue()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self.port = None
+        if ready:
+            try:
+                m = self.wait_for(r"Ready on http://127\.0\.0\.1:(\d+)", START_TIMEOUT)
+            except BaseException:
+                self.kill()
+                raise
+            self.port = int(m.group(1))
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self._lines.put(line)
+        self._lines.put(None)
+
+    def wait_for(self, pattern, timeout=30.0):
+        """The first line (after those already seen) matching pattern."""
+        deadline = time.monotonic() + timeout
+        rx = re.compile(pattern)
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                line = self._lines.get(timeout=max(left, 0.0))
+            except queue.Empty:
+                raise AssertionError(f"no line matching {pattern!r} within {timeout}s; "
+                                     f"output:\n{self.output()}") from None
+            if line is None:
+                self._lines.put(None)
+                raise AssertionError(f"the server ended before a line matching {pattern!r}; "
+                                     f"output:\n{self.output()}")
+            self.log.append(line)
+            m = rx.search(line)
+            if m:
+                return m
+
+    def output(self):
+        """Everything printed so far (waits for nothing)."""
+        while True:
+            try:
+                line = self._lines.get_nowait()
+            except queue.Empty:
+                break
+            if line is None:
+                self._lines.put(None)
+                break
+            self.log.append(line)
+        return "".join(self.log)
+
+    def wait(self, timeout=STOP_TIMEOUT):
+        """The exit status (kills the server if it has not ended in time)."""
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"the server did not stop within {timeout}s; "
+                                 f"output:\n{self.output()}") from None
+        self._reader.join(timeout)
+        return rc
+
+    def stop(self, sig=signal.SIGTERM, timeout=STOP_TIMEOUT):
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.wait(timeout)
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(STOP_TIMEOUT)
+        self._reader.join(STOP_TIMEOUT)

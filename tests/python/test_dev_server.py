@@ -1,0 +1,315 @@
+"""`dobj dev` as a user runs it: a real subprocess (`python -m dobj dev` or
+the `dobj` console script) serving a project copied to a temporary folder,
+driven over real HTTP with http.client."""
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from devserver import DevServer, copy_example, dev_env, write_project
+
+ECHO = """\
+    import asyncio
+    import json
+
+    import dobj
+
+
+    class Counter(dobj.DurableObject):
+        async def fetch(self, request):
+            n = (self.ctx.storage.get("count") or 0) + 1
+            self.ctx.storage.put("count", n)
+            return dobj.Response(str(n))
+
+
+    async def fetch(request, env, ctx):
+        path = request.url.split("/", 3)[3]
+        if path.startswith("boom"):
+            raise RuntimeError("the entry failed <on purpose>")
+        if path.startswith("slow"):
+            # A request still running when the server is told to stop.
+            print("[test] slow request started", flush=True)
+            await asyncio.sleep(0.5)
+            return await env.COUNTER.get_by_name("c").fetch(request)
+        if path.startswith("count"):
+            return await env.COUNTER.get_by_name("c").fetch(request)
+        if path.startswith("bytes"):
+            return dobj.Response(request.body, headers=[
+                ("content-type", "application/octet-stream"), ("x-len", str(len(request.body)))])
+        return dobj.Response(json.dumps({
+            "method": request.method, "url": request.url,
+            "headers": dict(request.headers.items()), "body": request.body.hex(),
+            "greeting": env.GREETING,
+        }), headers=[("content-type", "application/json"), ("x-r", "1"), ("x-r", "2")])
+"""
+
+
+@pytest.fixture
+def servers():
+    """Start servers with servers(cwd, *args); every one is stopped after the test."""
+    started = []
+
+    def start(cwd, *args, **kw):
+        s = DevServer(cwd, *args, **kw)
+        started.append(s)
+        return s
+
+    try:
+        yield start
+    finally:
+        for s in started:
+            s.kill()
+
+
+@pytest.fixture
+def echo(tmp_path):
+    return write_project(tmp_path / "echo", ECHO)
+
+
+def get(port, path, method="GET", headers=None, body=None):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        r = conn.getresponse()
+        return r.status, dict(r.getheaders()), r.read()
+    finally:
+        conn.close()
+
+
+# ------------------------------------------------------------ the example project
+
+def test_counts_persist_across_requests_and_a_restart(tmp_path, servers):
+    project = copy_example(tmp_path)
+    s = servers(project)
+    assert [get(s.port, "/a")[2] for _ in range(3)] == [b"1", b"2", b"3"]
+    assert get(s.port, "/b")[2] == b"1"
+    s.wait_for(r"\[dobj\] GET /b 200 OK \(\d+ms\)")
+    assert s.stop() == 0
+    assert "[dobj] stopped" in s.output()
+    assert "Traceback" not in s.output()
+    # The same folder, the same count: every acknowledged write was on disk.
+    # (Started by the console script pip installed this time.)
+    again = servers(project, script=True)
+    assert get(again.port, "/a")[2] == b"4"
+    assert os.path.isdir(project / ".wrangler" / "state" / "v3" / "do" / "python-counter-Counter")
+    assert again.stop() == 0
+
+
+def test_keep_alive_serves_two_requests_on_one_connection(tmp_path, servers):
+    s = servers(copy_example(tmp_path))
+    conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=30)
+    try:
+        conn.request("GET", "/k")
+        r = conn.getresponse()
+        assert (r.status, r.read(), r.getheader("connection")) == (200, b"1", None)
+        first = conn.sock
+        assert first is not None  # http.client keeps a kept-alive socket open
+        conn.request("POST", "/k", body=b"x")
+        r = conn.getresponse()
+        assert (r.status, r.read()) == (200, b"2")
+        assert conn.sock is first
+    finally:
+        conn.close()
+
+
+def test_each_request_gets_a_log_line_like_wrangler_dev(tmp_path, servers):
+    s = servers(copy_example(tmp_path))
+    get(s.port, "/x?y=1", method="PUT", body=b"z")
+    s.wait_for(r"^\[dobj\] PUT /x\?y=1 200 OK \(\d+ms\)$")
+
+
+# ------------------------------------------------------------ what the Worker sees
+
+def test_the_worker_sees_the_full_url_method_headers_and_body(echo, servers):
+    s = servers(echo)
+    conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=30)
+    try:
+        conn.putrequest("PATCH", "/p/a%20b/?q=1&r=%2F&q=2", skip_accept_encoding=True)
+        conn.putheader("X-Rep", "one")
+        conn.putheader("x-other", "o")
+        conn.putheader("X-Rep", "two")
+        conn.putheader("x-rep", "three")
+        conn.putheader("Content-Length", "3")
+        conn.endheaders(b"abc")
+        r = conn.getresponse()
+        got = json.loads(r.read())
+        assert r.status == 200
+        # A repeated response header, in order.
+        assert r.getheader("x-r") == "1, 2"
+    finally:
+        conn.close()
+    assert got["method"] == "PATCH"
+    assert got["url"] == f"http://127.0.0.1:{s.port}/p/a%20b/?q=1&r=%2F&q=2"
+    assert got["headers"]["x-rep"] == "one, two, three"
+    assert got["headers"]["x-other"] == "o"
+    assert got["headers"]["host"] == f"127.0.0.1:{s.port}"
+    assert got["body"] == b"abc".hex()
+    assert got["greeting"] == "hello"
+    # The Host header is the URL's host, as in workerd.
+    _, _, body = get(s.port, "/h", headers={"Host": "example.test:99"})
+    assert json.loads(body)["url"] == "http://example.test:99/h"
+
+
+def test_head_gets_the_headers_and_no_body(echo, servers):
+    s = servers(echo)
+    conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=30)
+    try:
+        conn.request("HEAD", "/x")
+        r = conn.getresponse()
+        assert r.status == 200 and r.read() == b""
+        length = int(r.getheader("content-length"))
+        # The connection is still in step: the next answer is whole.
+        conn.request("GET", "/x")
+        r = conn.getresponse()
+        got = json.loads(r.read())
+        assert got["method"] == "GET"
+        assert length == int(r.getheader("content-length")) + 1  # "HEAD" vs "GET"
+    finally:
+        conn.close()
+
+
+def test_binary_body_round_trips_unchanged(echo, servers):
+    s = servers(echo)
+    data = bytes(range(256)) * 4096 + os.urandom(12345)  # 1 MiB and a bit
+    status, headers, body = get(s.port, "/bytes", method="POST", body=data)
+    assert (status, headers["x-len"], headers["content-length"]) == \
+        (200, str(len(data)), str(len(data)))
+    assert body == data
+
+
+def test_chunked_upload_arrives_whole(echo, servers):
+    s = servers(echo)
+    parts = [b"\x00\xff" * 1000, b"", b"middle\r\n0\r\n\r\n", os.urandom(70000)]
+    conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=30)
+    try:
+        conn.request("POST", "/bytes", body=iter([p for p in parts if p]),
+                     headers={"Transfer-Encoding": "chunked"}, encode_chunked=True)
+        r = conn.getresponse()
+        assert r.status == 200
+        assert r.read() == b"".join(parts)
+    finally:
+        conn.close()
+
+
+# ------------------------------------------------------------ errors
+
+def test_an_exception_in_the_entry_is_a_500_with_an_html_page_and_a_log(echo, servers):
+    s = servers(echo)
+    status, headers, body = get(s.port, "/boom", headers={"Accept": "text/html,*/*;q=0.8"})
+    assert status == 500
+    assert headers["content-type"] == "text/html; charset=utf-8"
+    page = body.decode()
+    assert page.startswith("<!DOCTYPE html>")
+    assert "RuntimeError: the entry failed &lt;on purpose&gt;" in page  # escaped
+    assert "Traceback" in page and "entry.py" in page
+    s.wait_for(r"\[dobj:err\] GET http://127\.0\.0\.1:\d+/boom: RuntimeError: the entry failed")
+    s.wait_for(r'File ".*entry\.py", line \d+, in fetch')
+    s.wait_for(r"^\[dobj\] GET /boom 500 Internal Server Error \(\d+ms\)$")
+    # Not a browser: plain text.
+    status, headers, body = get(s.port, "/boom")
+    assert status == 500 and headers["content-type"] == "text/plain; charset=utf-8"
+    assert body.startswith(b"RuntimeError: the entry failed <on purpose>\n")
+    # The server goes on serving.
+    assert get(s.port, "/count")[2] == b"1"
+
+
+def test_a_port_in_use_is_a_clear_error(echo, servers):
+    taken = socket.socket()
+    try:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        s = servers(echo, "--port", str(port), ready=False)
+        assert s.wait() == 1
+        out = s.output()
+        assert out.strip().splitlines() == [
+            f"dobj dev: cannot listen on 127.0.0.1:{port}: the address is already in use "
+            "(another dobj dev or wrangler dev?); pick another with --port"]
+    finally:
+        taken.close()
+
+
+def test_a_bad_config_is_the_loaders_error(tmp_path, servers):
+    project = write_project(tmp_path / "bad", ECHO, config='name = "t"\nmain = [1,\n')
+    s = servers(project, ready=False)
+    assert s.wait() == 1
+    out = s.output()
+    assert out.startswith("dobj dev: ") and "wrangler.toml:3:1: " in out  # file:line:column
+    assert "Traceback" not in out
+
+
+def test_the_state_folder_in_use_by_another_server_is_a_clear_error(tmp_path, servers):
+    project = copy_example(tmp_path)
+    servers(project)
+    s = servers(project, ready=False)
+    assert s.wait() == 1
+    out = s.output()
+    assert out.startswith("dobj dev: ") and "used by another process" in out
+    assert "Traceback" not in out
+
+
+def test_dobj_alone_prints_usage(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "dobj"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "dev" in r.stderr
+    r = subprocess.run([str(Path(sys.executable).parent / "dobj"), "dev", "--help"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "--persist-to" in r.stdout
+
+
+# ------------------------------------------------------------ environments, state
+
+def test_env_flag_and_cloudflare_env(echo, servers):
+    s = servers(echo, "--env", "staging")
+    assert json.loads(get(s.port, "/")[2])["greeting"] == "hello from staging"
+    s = servers(echo, env=dev_env(CLOUDFLARE_ENV="staging"))
+    assert json.loads(get(s.port, "/")[2])["greeting"] == "hello from staging"
+
+
+def test_persist_to_keeps_state_there(tmp_path, servers):
+    project = copy_example(tmp_path)
+    state = tmp_path / "state"
+    s = servers(project, "--persist-to", str(state))
+    assert get(s.port, "/a")[2] == b"1"
+    assert s.stop() == 0
+    assert (state / "v3" / "do" / "python-counter-Counter").is_dir()
+    assert not (project / ".wrangler").exists()
+    s = servers(project, "--persist-to", str(state))
+    assert get(s.port, "/a")[2] == b"2"
+
+
+# ------------------------------------------------------------ stopping
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_request_in_flight_finishes_when_the_server_stops(echo, servers, sig):
+    s = servers(echo)
+    assert get(s.port, "/count")[2] == b"1"
+    conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=30)
+    try:
+        conn.request("GET", "/slow")
+        s.wait_for(r"^\[test\] slow request started$")
+        s.proc.send_signal(sig)
+        s.wait_for(r"\[dobj\] stopping: 1 request\(s\) in flight")
+        r = conn.getresponse()
+        assert (r.status, r.read(), r.getheader("connection")) == (200, b"2", "close")
+    finally:
+        conn.close()
+    assert s.wait() == 0
+    assert "Traceback" not in s.output()
+    # The port is free again, and the write the response acknowledged is on disk.
+    again = servers(echo, "--port", str(s.port))
+    assert get(again.port, "/count")[2] == b"3"
+
+
+def test_writes_acknowledged_before_sigterm_are_on_disk(echo, servers):
+    s = servers(echo)
+    for want in range(1, 21):
+        assert get(s.port, "/count")[2] == str(want).encode()
+    assert s.stop() == 0
+    s = servers(echo)
+    assert get(s.port, "/count")[2] == b"21"
