@@ -1,9 +1,12 @@
 """The pytest plugin, tested with pytest's own pytester: fixtures, helpers,
 virtual time (alarms, retries, eviction and asyncio.sleep in order, no
 wall-clock time), isolation between tests, xdist, and `-p no:dobj`."""
+import pathlib
 import textwrap
 
 import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 pytest_plugins = ["pytester"]
 
@@ -423,3 +426,20 @@ def test_project_fixtures(tester):
     result.assert_outcomes(passed=1)
     result = run(tester, "--dobj-config", "wrangler.toml", "--dobj-env", "nope")
     result.assert_outcomes(errors=2)
+
+
+def _docs_python_example():
+    with open(ROOT / "docs" / "testing.md", encoding="utf-8") as f:
+        text = f.read()
+    section = text[text.index("## Python: the pytest plugin"):]
+    section = section[section.index("### A complete example"):]
+    start = section.index("```python\n") + 10
+    return section[start:section.index("\n```", start)] + "\n"
+
+
+def test_docs_example_is_the_example_file_and_passes(tester):
+    example = (ROOT / "examples" / "testing" / "test_reminder.py").read_text(encoding="utf-8")
+    assert _docs_python_example() == example
+    tester.makepyfile(test_reminder=example)
+    result = run(tester)
+    result.assert_outcomes(passed=2)
