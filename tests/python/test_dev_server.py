@@ -197,6 +197,18 @@ def test_chunked_upload_arrives_whole(echo, servers):
         conn.close()
 
 
+def test_an_upload_cut_short_never_reaches_the_entry(echo, servers):
+    s = servers(echo)
+    sock = socket.create_connection(("127.0.0.1", s.port), timeout=30)
+    try:
+        sock.sendall(b"POST /count HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     b"5\r\nfirst\r\n")
+    finally:
+        sock.close()
+    s.wait_for(r"\[dobj\] POST /count: the client disconnected before sending the whole body")
+    assert get(s.port, "/count")[2] == b"1"  # the cut request did not count
+
+
 # ------------------------------------------------------------ errors
 
 def test_an_exception_in_the_entry_is_a_500_with_an_html_page_and_a_log(echo, servers):

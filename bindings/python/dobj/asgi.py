@@ -211,6 +211,13 @@ class App:
                 message = await receive()
                 parts.append(message.get("body", b""))
             body = b"".join(parts)
+        if message["type"] != "http.request":
+            # The client went away before its body was whole: the entry
+            # never sees a cut request (nobody is left to answer either).
+            if log is not None:
+                log.write(f"[dobj] {scope['method']} {scope['path']}: the client disconnected "
+                          "before sending the whole body\n")
+            return
         request = _REQUEST(Request)
         request.url = url = _url(scope, items.get("host"))
         request.method = method = scope["method"]
