@@ -144,8 +144,7 @@ int dobj_msg_append_body(dobj_msg *m, const void *data, size_t len)
 	if (!data)
 		return dobj_error_set(DOBJ_EARG, "body is NULL");
 	if (m->body_len > DOBJ_MSG_BODY_MAX || len > DOBJ_MSG_BODY_MAX - m->body_len)
-		return dobj_error_set(DOBJ_EARG, "request body larger than %zu MiB",
-			DOBJ_MSG_BODY_MAX >> 20);
+		return dobj_msg_body_check(SIZE_MAX);
 	/* Grow to the next power of two, so that a chunked upload costs O(n)
 	 * copies (realloc to the size a block already has is cheap). */
 	for (cap = 64; cap < m->body_len + len; cap <<= 1)
@@ -156,6 +155,14 @@ int dobj_msg_append_body(dobj_msg *m, const void *data, size_t len)
 	m->body = p;
 	memcpy(m->body + m->body_len, data, len);
 	m->body_len += len;
+	return DOBJ_OK;
+}
+
+int dobj_msg_body_check(size_t len)
+{
+	if (len > DOBJ_MSG_BODY_MAX)
+		return dobj_error_set(DOBJ_EARG, "request body larger than %zu MiB",
+			DOBJ_MSG_BODY_MAX >> 20);
 	return DOBJ_OK;
 }
 
