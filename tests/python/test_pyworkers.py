@@ -448,7 +448,11 @@ async def test_option_forms_transaction_sync_cursor_next_and_two_argument_on_fet
                 unique = self.env.COUNTER.newUniqueId({"jurisdiction": None})
                 stub = self.env.COUNTER.get(unique, {"locationHint": "enam"})
                 named = self.env.COUNTER.getByName("n", locationHint="weur")
+                s.kv.put("sync", {"x": [1]})
+                synckv = [s.kv.get("sync").x, s.kv.get("nope"), s.kv.delete("nope"),
+                          [list(p) for p in s.kv.list(prefix="sy")], s.kv.delete("sync")]
                 return {
+                    "synckv": synckv,
                     "kv": dict((await s.get(["a", "b", "c"])).items()),
                     "sync": sync, "steps": [st.to_py() for st in steps],
                     "stub": stub.id.equals(unique), "named": named.name,
@@ -462,6 +466,7 @@ async def test_option_forms_transaction_sync_cursor_next_and_two_argument_on_fet
     rt = dobj.Runtime.from_config(d)
     try:
         assert (await rt.default.fetch("https://f/")).json() == {
+            "synckv": [[1], None, False, [["sync", {"x": [1]}]], True],
             "kv": {"a": 1, "b": 2, "c": 3}, "sync": "sync",
             "steps": [{"done": False, "value": {"one": 1}}, {"done": False, "value": {"one": 2}},
                       {"done": True}],

@@ -308,6 +308,10 @@ class _Storage:
         return self._s.transaction_sync(lambda txn: fn())
 
     @property
+    def kv(self) -> "_SyncKv":
+        return _SyncKv(self._s)
+
+    @property
     def sql(self) -> "_Sql":
         sql = self._sql
         if sql is None:
@@ -326,6 +330,34 @@ class _Transaction(_Storage):
 
     def rollback(self) -> None:
         self._s.rollback()
+
+
+class _SyncKv:
+    """``ctx.storage.kv``, workerd's synchronous key-value API (SQLite-backed
+    objects): ``get(key)``, ``put(key, value)``, ``delete(key)`` and
+    ``list(options)`` (an iterator of ``[key, value]`` pairs), not awaited."""
+
+    __slots__ = ("_s",)
+
+    def __init__(self, s: Any) -> None:
+        self._s = s
+
+    def get(self, key: str) -> Any:
+        value = self._s.get(key)
+        t = type(value)
+        return _from_storage(value) if t is dict or t is list else value
+
+    def put(self, key: str, value: Any = _UNSET) -> None:
+        if value is _UNSET:
+            self._s.put(key)  # the "undefined value" error
+        else:
+            self._s.put(key, value)
+
+    def delete(self, key: str) -> bool:
+        return self._s.delete(key)
+
+    def list(self, options: Any = None, **kw: Any):
+        return (JsArray((k, v)) for k, v in _Storage.list(self, options, **kw).value.items())
 
 
 class _Sql:
