@@ -214,10 +214,16 @@ describe("dobj-lua dev", function()
 end)
 
 describe("dobj.http_listen", function()
-  it("returns nil and a message for an address that is not IPv4", function()
-    local srv, err = dobj.http_listen("not-an-ip", 18209)
+  it("returns nil and the reason for an address it cannot listen on", function()
+    local srv, err = dobj.http_listen("10.9.9.9", 18209) -- not one of this machine's
     assert.is_nil(srv)
-    assert.equal("not-an-ip: not an IPv4 address", err)
+    assert.equal("10.9.9.9:18209: Cannot assign requested address", err)
+  end)
+
+  it("listens on a name's address, and says which", function()
+    local srv <close> = assert(dobj.http_listen("localhost", 18209))
+    assert.truthy(srv:address() == "127.0.0.1:18209" or srv:address() == "[::1]:18209", srv:address())
+    assert.equal(18209, srv:port())
   end)
 
   it("refuses to answer a request it never gave", function()

@@ -21,6 +21,7 @@
 #ifdef DOBJ_HAVE_MHD
 #include <arpa/inet.h>
 #include <microhttpd.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -262,41 +263,54 @@ static void server_close(server *s)
 }
 
 /*
- * dobj.http_listen(ip, port): a server listening on ip:port (port 0: any
- * free port, see srv:port()), or nil, "ip:port: reason" when the address
- * cannot be had (in use, not local, no permission).
+ * dobj.http_listen(host, port): a server listening on host:port, host an
+ * address ("127.0.0.1", "::1", "0.0.0.0") or a name ("localhost": its first
+ * address); port 0: any free port, see srv:port().  nil, "host:port: reason"
+ * when the address cannot be had (unknown, in use, not local, no permission).
  */
 int l_http_listen(lua_State *L)
 {
 	const char *ip = luaL_checkstring(L, 1);
 	lua_Integer port = luaL_checkinteger(L, 2);
-	struct sockaddr_in sa;
+	struct addrinfo hints, *ai = NULL;
+	struct sockaddr_storage sa;
 	socklen_t salen = sizeof(sa);
+	char portstr[8], addr[INET6_ADDRSTRLEN];
 	server *s;
-	int one = 1, fd;
+	int one = 1, fd, rc, e;
 
 	luaL_argcheck(L, port >= 0 && port <= 65535, 2, "port must be from 0 to 65535");
 	s = lua_newuserdatauv(L, sizeof(*s), 0);
 	memset(s, 0, sizeof(*s));
 	s->listen_fd = -1;
 	luaL_setmetatable(L, SERVER_MT);
-	memset(&sa, 0, sizeof(sa));
-	sa.sin_family = AF_INET;
-	sa.sin_port = htons((uint16_t)port);
-	if (inet_pton(AF_INET, ip, &sa.sin_addr) != 1) {
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+	snprintf(portstr, sizeof(portstr), "%d", (int)port);
+	rc = getaddrinfo(ip, portstr, &hints, &ai);
+	if (rc != 0) {
 		lua_pushnil(L);
-		lua_pushfstring(L, "%s: not an IPv4 address", ip);
+		lua_pushfstring(L, "%s:%d: %s", ip, (int)port, gai_strerror(rc));
 		return 2;
 	}
 	/* Our own socket, so that a failed bind says why (libmicrohttpd's
 	 * start only says it failed). */
-	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-	if (fd < 0)
-		return luaL_error(L, "socket: %s", strerror(errno));
+	fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0) {
+		e = errno;
+		freeaddrinfo(ai);
+		return luaL_error(L, "socket: %s", strerror(e));
+	}
 	s->listen_fd = fd;
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 511) < 0) {
-		int e = errno;
+	if (ai->ai_family == AF_INET6)
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+	rc = bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 511) < 0;
+	e = errno;
+	freeaddrinfo(ai);
+	if (rc) {
 		server_close(s);
 		lua_pushnil(L);
 		lua_pushfstring(L, "%s:%d: %s", ip, (int)port,
@@ -304,8 +318,17 @@ int l_http_listen(lua_State *L)
 		return 2;
 	}
 	getsockname(fd, (struct sockaddr *)&sa, &salen);
-	s->port = ntohs(sa.sin_port);
-	snprintf(s->host, sizeof(s->host), "%s:%d", ip, s->port);
+	if (sa.ss_family == AF_INET6) {
+		struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&sa;
+		inet_ntop(AF_INET6, &a6->sin6_addr, addr, sizeof(addr));
+		s->port = ntohs(a6->sin6_port);
+		snprintf(s->host, sizeof(s->host), "[%s]:%d", addr, s->port);
+	} else {
+		struct sockaddr_in *a4 = (struct sockaddr_in *)&sa;
+		inet_ntop(AF_INET, &a4->sin_addr, addr, sizeof(addr));
+		s->port = ntohs(a4->sin_port);
+		snprintf(s->host, sizeof(s->host), "%s:%d", addr, s->port);
+	}
 	s->d = MHD_start_daemon(MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_TURBO,
 		0, NULL, NULL, on_access, s,
 		MHD_OPTION_LISTEN_SOCKET, fd,
@@ -320,9 +343,16 @@ int l_http_listen(lua_State *L)
 	return 1;
 }
 
+/* srv:port(), srv:address(): the port, and "addr:port" ("[::1]:8787") bound. */
 static int l_srv_port(lua_State *L)
 {
 	lua_pushinteger(L, check_srv(L)->port);
+	return 1;
+}
+
+static int l_srv_address(lua_State *L)
+{
+	lua_pushstring(L, check_srv(L)->host);
 	return 1;
 }
 
@@ -622,7 +652,8 @@ void server_open(lua_State *L, int mi)
 {
 	static const luaL_Reg methods[] = {
 		{ "run", l_srv_run }, { "respond", l_srv_respond }, { "stop", l_srv_stop },
-		{ "port", l_srv_port }, { "close", l_srv_close }, { NULL, NULL }
+		{ "port", l_srv_port }, { "address", l_srv_address }, { "close", l_srv_close },
+		{ NULL, NULL }
 	};
 	static const luaL_Reg meta[] = {
 		{ "__gc", l_srv_gc }, { "__close", l_srv_close },
