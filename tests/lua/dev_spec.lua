@@ -138,6 +138,17 @@ describe("dobj-lua dev", function()
     end
   end)
 
+  it("answers 413 to a body over 100 MiB without running the entry, and logs it", function()
+    local s = assert(start(("--config %s --persist-to %s"):format(q(PROJECT), q(dir)), 18211))
+    -- 100 MiB and one byte, streamed (chunked): read, dropped, answered 413.
+    local out = read_all("head -c 104857601 /dev/zero | env -u LD_PRELOAD curl -s -m 60 -i -T - "
+      .. q(url(s, "/count/big")) .. " 2>&1")
+    assert.truthy(out:find("HTTP/1.1 413 Content Too Large", 1, true), out)
+    assert.truthy(out:find("request body larger than 100 MiB", 1, true), out)
+    assert.equal("1", curl(q(url(s, "/count/big")))) -- the entry never saw the big one
+    assert.truthy(stop(s):find("PUT /count/big 413 Content Too Large", 1, true))
+  end)
+
   it("answers 500 with the error logged, as a page for browsers", function()
     local s = assert(start(("--config %s --persist-to %s"):format(q(PROJECT), q(dir)), 18205))
     local page = curl("-i -H 'Accept: text/html,application/xhtml+xml' " .. q(url(s, "/boom")))

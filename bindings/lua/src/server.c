@@ -39,7 +39,7 @@ typedef struct req {
 	char *uri;          /* as sent: path and query, not unescaped */
 	dobj_msg *msg;      /* the request, built as headers and body arrive */
 	int state;
-	char *too_large;    /* the body passed DOBJ_MSG_BODY_MAX: answered 413 with this */
+	char *too_large;    /* the body passed DOBJ_MSG_BODY_MAX: why (the handler answers 413) */
 	int orphan;         /* libmicrohttpd is done with it while Lua holds its id */
 	unsigned status;
 	struct MHD_Response *resp;
@@ -115,20 +115,6 @@ static int push_pending(server *s, req *q)
 	return 0;
 }
 
-static enum MHD_Result queue_plain(struct MHD_Connection *conn, unsigned status, const char *text)
-{
-	struct MHD_Response *r = MHD_create_response_from_buffer(strlen(text), (void *)text,
-		MHD_RESPMEM_MUST_COPY);
-	enum MHD_Result rc;
-
-	if (!r)
-		return MHD_NO;
-	MHD_add_response_header(r, "content-type", "text/plain;charset=UTF-8");
-	rc = MHD_queue_response(conn, status, r);
-	MHD_destroy_response(r);
-	return rc;
-}
-
 static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const char *url,
 	const char *method, const char *version, const char *upload_data,
 	size_t *upload_data_size, void **con_cls)
@@ -170,13 +156,17 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
 		return MHD_YES;
 	}
 	if (*upload_data_size) {
-		if (!q->too_large && dobj_msg_append_body(q->msg, upload_data, *upload_data_size) < 0)
+		/* Past the limit, the rest is read and dropped: answering before
+		 * the end would close the connection with unread data, and the
+		 * kernel's reset could destroy the answer before the client reads it. */
+		if (!q->too_large && dobj_msg_append_body(q->msg, upload_data, *upload_data_size) < 0) {
 			q->too_large = strdup(dobj_error_last());
+			if (!q->too_large)
+				return MHD_NO;
+		}
 		*upload_data_size = 0;
 		return MHD_YES;
 	}
-	if (q->too_large)
-		return queue_plain(conn, MHD_HTTP_CONTENT_TOO_LARGE, q->too_large);
 	/* Complete: suspend until Lua answers. */
 	if (push_pending(s, q) < 0)
 		return MHD_NO;
@@ -372,7 +362,10 @@ static void push_req(lua_State *L, req *q)
 		lua_setfield(L, -2, q->msg->header_names[i]);
 	}
 	lua_setfield(L, -2, "headers");
-	lua_pushlstring(L, (const char *)q->msg->body, q->msg->body_len);
+	if (q->too_large)
+		lua_pushliteral(L, ""); /* what arrived of it was dropped */
+	else
+		lua_pushlstring(L, (const char *)q->msg->body, q->msg->body_len);
 	lua_setfield(L, -2, "body");
 	push_mt(L, MT_REQUEST);
 	lua_setmetatable(L, -2);
@@ -401,7 +394,9 @@ static int take_id(server *s, req *q)
 	return 0;
 }
 
-/* Hand this MHD_run's complete requests to the handler at `h`: h(id, request). */
+/* Hand this MHD_run's complete requests to the handler at `h`: h(id, request)
+ * or, for a request the core refused (a body past DOBJ_MSG_BODY_MAX),
+ * h(id, request without its body, why). */
 static int dispatch(lua_State *L, server *s, int h)
 {
 	size_t i;
@@ -419,7 +414,9 @@ static int dispatch(lua_State *L, server *s, int h)
 		lua_pushvalue(L, h);
 		lua_pushinteger(L, (lua_Integer)q->id);
 		push_req(L, q);
-		if (lua_pcall(L, 2, 0, 0) != LUA_OK)
+		if (q->too_large)
+			lua_pushstring(L, q->too_large);
+		if (lua_pcall(L, q->too_large ? 3 : 2, 0, 0) != LUA_OK)
 			return -1; /* the rest stay in pending: server_close resumes them */
 	}
 	s->npending = 0;
@@ -431,7 +428,8 @@ static int dispatch(lua_State *L, server *s, int h)
  * connections (the port is freed at once), let the requests in flight
  * finish and return the signal's name ("SIGINT"/"SIGTERM") or nil after
  * srv:stop().  on_stop(signal_name, requests_in_flight) is called when the
- * first signal arrives.  A second signal returns at once (srv:close() then
+ * first signal arrives.  handler(id, request, why) with a third argument is a
+ * request the core refused (its body is past 100 MiB): answer it 413.  A second signal returns at once (srv:close() then
  * drops the connections still open).  handler(id, request) is called for each complete request from
  * the loop (never from inside libmicrohttpd); it answers later, from any
  * task, with srv:respond(id, response).  rt:process() runs when the
