@@ -790,6 +790,7 @@ DOBJ_API dobj_host dobj_host_msg(void);
 #include "dobj/native.h"
 #include "dobj/config.h"
 #include "dobj/testkit.h"
+#include "dobj/cluster.h"
 
 #ifdef __cplusplus
 }

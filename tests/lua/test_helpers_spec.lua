@@ -365,6 +365,26 @@ describe("dobj.test.advance", function()
     assert.is_nil(dt.close(rt))
   end)
 
+  it("refuses an infinite or NaN time (an alarm that re-arms itself never let it end)", function()
+    local rt = dt.runtime { memory = true }
+    local C = counter_class("Ticker")
+    local runs = 0
+    C.on_alarm = function(self)
+      runs = runs + 1
+      self.ctx.storage:set_alarm(rt:now() + 1000)
+    end
+    local stub = rt:bind("TICKER", C):get_by_name("t")
+    dt.run_in_durable_object(stub, function(_, ctx) ctx.storage:set_alarm(rt:now() + 1000) end)
+    local before = rt:now()
+    assert.has_error(function() dt.advance(rt, math.huge) end, "a delay must be a finite number")
+    assert.has_error(function() dt.advance(rt, 0 / 0) end, "a delay must be a finite number")
+    assert.are.equal(before, rt:now())
+    dt.advance(rt, 3.5)
+    assert.are.equal(3, runs)
+    dt.reset(rt)
+    assert.is_nil(dt.close(rt))
+  end)
+
   it("runs an alarm's retries without wall-clock time", function()
     local rt = dt.runtime { memory = true }
     local C = counter_class("Flaky")
