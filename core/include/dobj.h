@@ -733,6 +733,7 @@ typedef struct dobj_msg {
 	char **header_values;
 	unsigned char *body;
 	size_t body_len;
+	size_t body_cap;       /**< bytes allocated at body (set by the dobj_msg functions) */
 } dobj_msg;
 
 /** workerd's message (a RangeError there) for a status outside 200..599. */
