@@ -145,8 +145,7 @@ int dobj_msg_append_body(dobj_msg *m, const void *data, size_t len)
 	if (!data)
 		return dobj_error_set(DOBJ_EARG, "body is NULL");
 	if (m->body_len > DOBJ_MSG_BODY_MAX || len > DOBJ_MSG_BODY_MAX - m->body_len)
-		return dobj_error_set(DOBJ_EARG, "request body larger than %zu MiB",
-			DOBJ_MSG_BODY_MAX >> 20);
+		return dobj_msg_body_check(SIZE_MAX);
 	/* Grow to the next power of two, so that a chunked upload costs O(n)
 	 * copies in all. */
 	if (m->body_len + len > m->body_cap || !m->body) {
@@ -160,6 +159,14 @@ int dobj_msg_append_body(dobj_msg *m, const void *data, size_t len)
 	}
 	memcpy(m->body + m->body_len, data, len);
 	m->body_len += len;
+	return DOBJ_OK;
+}
+
+int dobj_msg_body_check(size_t len)
+{
+	if (len > DOBJ_MSG_BODY_MAX)
+		return dobj_error_set(DOBJ_EARG, "request body larger than %zu MiB",
+			DOBJ_MSG_BODY_MAX >> 20);
 	return DOBJ_OK;
 }
 
