@@ -703,3 +703,18 @@ async def test_cloudflare_changelog_example_sync_fetch_no_super_and_forwarded_re
         assert (type(r), r.status, r.text()) == (dobj.Response, 200, "Hello, World!")
     finally:
         close(rt)
+
+
+async def test_unsupported_workers_names_say_so(tmp_path):
+    d = write_project(tmp_path / "formdata", """\
+        from workers import DurableObject, FormData
+        class Counter(DurableObject): pass
+        """)
+    with pytest.raises(dobj.ConfigError) as err:
+        dobj.Runtime.from_config(d)
+    assert "UnsupportedError: workers.FormData is not supported by dobj" in str(err.value)
+    assert isinstance(err.value.__cause__, dobj.workers.UnsupportedError)
+    assert isinstance(err.value.__cause__, ImportError)
+    with pytest.raises(AttributeError, match="has no attribute 'nothing'"):
+        dobj.workers.nothing
+    assert dobj.workers.Context is not None

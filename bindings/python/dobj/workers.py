@@ -38,11 +38,31 @@ __all__ = [
     "DurableObject", "WorkerEntrypoint", "Request", "Response", "FetchResponse",
     "Headers", "handler", "python_to_rpc", "python_from_rpc", "fetch",
     "to_js", "to_py", "JsProxy", "JsException", "JavaScriptUnsupportedError",
+    "UnsupportedError", "Context",
 ]
 
 
 class JavaScriptUnsupportedError(Error, ImportError):
     """``import js`` in a Python Workers project: dobj runs Python only."""
+
+
+class UnsupportedError(Error, ImportError):
+    """A name of Cloudflare's ``workers`` module that dobj does not provide
+    (``from workers import FormData``)."""
+
+
+_UNSUPPORTED = ("Blob", "BlobEnding", "BlobValue", "File", "FormData", "FormDataValue",
+                "JSBody", "Body", "FetchKwargs", "RequestInitCfProperties",
+                "WorkflowEntrypoint", "import_from_javascript", "patch_env", "env", "waitUntil")
+
+
+def __getattr__(name: str) -> Any:
+    # An ImportError, not an AttributeError, so that `from workers import X`
+    # shows this message instead of Python's generic "cannot import name".
+    if name in _UNSUPPORTED:
+        raise UnsupportedError(f"workers.{name} is not supported by dobj "
+                               "(docs/python.md, Python Workers compatibility)", name=name)
+    raise AttributeError(f"module 'workers' has no attribute {name!r}")
 
 
 def _no_js() -> JavaScriptUnsupportedError:
@@ -636,6 +656,9 @@ class _EntryContext:
     def __getattr__(self, name: str) -> Any:
         raise AttributeError(f"ctx.{name} is not supported by dobj "
                              "(docs/python.md, Python Workers compatibility)")
+
+
+Context = _EntryContext  # the type Python Workers names for an entry's ctx
 
 
 def _ctx(ctx: Any) -> Any:
