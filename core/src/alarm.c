@@ -42,6 +42,7 @@ typedef struct alarm_rec {
 typedef struct alarm_info {
 	double scheduled;
 	int retry;
+	struct alarm_rec *rec; /* told when the call finishes (dobj__alarm_done) */
 } alarm_info;
 
 #define NS_PER_MS INT64_C(1000000)
@@ -177,9 +178,12 @@ static int arm(alarm_rec *a, double at)
 	return dobj_rt_timer(rt, delay > 0 ? delay : 0, fire, a, &a->timer);
 }
 
-static void alarm_done(dobj_task *t, void *data)
+/* The ALARM call finished.  Called by the scheduler itself (deliver), not
+ * as the task's done callback: a binding that waits for the call (a test's
+ * dobj_ns_run_alarm) replaces that one. */
+void dobj__alarm_done(dobj_task *t)
 {
-	alarm_rec *a = data;
+	alarm_rec *a = ((alarm_info *)t->alarm_info)->rec;
 	dobj_rt *rt = a->ns->rt;
 	int ok = dobj_task_result(t, NULL, NULL, NULL) == DOBJ_OK;
 
@@ -244,9 +248,10 @@ static dobj_task *start(alarm_rec *a, double now)
 	}
 	info->scheduled = ns_to_ms(a->when);
 	info->retry = a->retry;
+	info->rec = a;
 	a->firing = 1;
 	a->reset = 0;
-	t = dobj__call_new(obj, DOBJ_CALL_ALARM, alarm_done, a);
+	t = dobj__call_new(obj, DOBJ_CALL_ALARM, NULL, NULL);
 	dobj__obj_unref(obj);
 	if (!t) {
 		free(info);
@@ -436,7 +441,7 @@ int dobj_alarm_delete(dobj_storage *st)
 		dobj_timer_cancel(a->ns->rt, tm);
 	}
 	if (a->firing)
-		a->reset = 1; /* alarm_done drops it */
+		a->reset = 1; /* dobj__alarm_done drops it */
 	else
 		drop(a);
 	return DOBJ_OK;

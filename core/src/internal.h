@@ -96,6 +96,9 @@ int dobj__timer(dobj_rt *rt, double delay_ms, dobj_timer_fn fn, void *data, int 
 	dobj_timer **out);
 /** Wall clock (ms since the epoch) for alarms. */
 double dobj__wall_ms(dobj_rt *rt);
+/** An ALARM call finished (deliver, before its done callback): retry,
+ *  reschedule or drop the alarm. */
+void dobj__alarm_done(dobj_task *t);
 /** Alarms of a namespace go away with it. */
 void dobj__alarms_free(dobj_ns *ns);
 /** Free a namespace that is not (or no longer) published (ns.c). */

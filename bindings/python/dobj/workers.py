@@ -694,12 +694,13 @@ class MessageHeaders(Headers):
 class Request(_Request):
     """A request as Python Workers code sees it: ``url``, ``method``,
     ``headers`` (case-insensitive), ``await text()``, ``await json()``,
-    ``await bytes()``.  ``Request(url_or_request, method=, headers=, body=)``."""
+    ``await bytes()``.  ``Request(url_or_request, method=, headers=, body=)``
+    (``redirect=`` and ``cf=`` are accepted and ignored)."""
 
     __slots__ = ()
 
     def __init__(self, input: Any, *, method: Any = None, headers: Any = None,
-                 body: Any = None, **_ignored: Any) -> None:
+                 body: Any = None, redirect: Any = None, cf: Any = None) -> None:
         if isinstance(input, _Request):
             src = input
             super().__init__(src.url, method=str(method or src.method),
