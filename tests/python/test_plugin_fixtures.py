@@ -204,6 +204,7 @@ def test_leaks_are_reported(tester):
 def test_alarms_and_storage_never_leak_between_tests(tester):
     tester.makepyfile(test_isolation=textwrap.dedent('''
         import pytest
+        import dobj
         from objects import LOG, setup
 
 
@@ -230,6 +231,11 @@ def test_alarms_and_storage_never_leak_between_tests(tester):
             assert dobj_runtime.run(stub.get_alarm()) is None
             dobj_runtime.advance(3600)
             assert [w for w, _ in LOG if w.startswith("alarm")] == []
+            for bad in (float("inf"), float("nan")):          # the core's rule
+                with pytest.raises(dobj.Error, match="a delay must be a finite number"):
+                    dobj_runtime.advance(bad)
+            with pytest.raises(ValueError):
+                dobj_runtime.advance(-1)
     '''))
     result = run(tester)
     result.assert_outcomes(passed=3, failed=1)

@@ -24,6 +24,7 @@ helpers work, but only the core's timers follow virtual time.
 from __future__ import annotations
 
 import asyncio
+import math
 from typing import Any, Awaitable, Callable, Dict, List, Optional
 
 from . import _dobj
@@ -336,16 +337,16 @@ async def _run_alarm(stub: Any) -> bool:
 
 async def _advance(h: Harness, seconds: float) -> None:
     __tracebackhide__ = True
-    if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or not seconds >= 0:
+    if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or seconds < 0:
         raise ValueError(f"advance() needs a number of seconds >= 0, got {seconds!r}")
     loop = asyncio.get_running_loop()
     rt = h.rt
-    if h.clock.attached(loop):
+    if h.clock.attached(loop) and math.isfinite(seconds):
         # The loop jumps from timer to timer (core and asyncio alike, in
         # time order) until this sleep ends at now + seconds.
         await asyncio.sleep(seconds)
     else:
-        Runtime.advance(rt, seconds)
+        Runtime.advance(rt, seconds)  # the core refuses infinities and NaN (dobj.Error)
     await _settle(rt)
 
 
