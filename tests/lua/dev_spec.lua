@@ -108,6 +108,17 @@ describe("dobj-lua dev", function()
     assert.equal(2, select(2, log:gsub("GET /x 200 OK", "")), log)
   end)
 
+  it("serves the environment given by --env (its worker name, so its own state folder)", function()
+    local s = assert(start(("--config examples/workers/lua-counter --env staging --persist-to %s"):format(q(dir))))
+    assert.equal("1", curl(q(url(s, "/a"))))
+    local _, code = stop(s)
+    assert.equal(0, code)
+    local f = io.open(dir .. "/v3/do/lua-counter-staging-Counter", "r")
+    assert.truthy(f, "no state folder for the staging worker")
+    f:close()
+    assert.is_nil(io.open(dir .. "/v3/do/lua-counter-Counter", "r"))
+  end)
+
   it("gives the entry the full URL and every header, repeated ones in order", function()
     local s = assert(start(("--config %s --persist-to %s"):format(q(PROJECT), q(dir))))
     local out = curl("-H 'X-Rep: first' -H 'X-Other: o' -H 'X-Rep: second' -H 'X-Rep: third' "
