@@ -241,6 +241,12 @@ describe("dobj-lua dev", function()
     client:close()
   end)
 
+  it("says how to run it when the dobj module cannot be found", function()
+    local out, code = read_all(("LUA_CPATH=/nonexistent/?.so lua5.4 %s dev 2>&1"):format(q(SCRIPT)))
+    assert.equal(1, code)
+    assert.truthy(out:find("^dobj%-lua: cannot load the dobj module %(run build/bin/dobj%-lua"), out)
+  end)
+
   it("answers a usage line for unknown arguments", function()
     local out, code = read_all(("lua5.4 %s dev --nope 2>&1"):format(q(SCRIPT)))
     assert.equal(2, code)
