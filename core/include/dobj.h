@@ -758,6 +758,10 @@ DOBJ_API void dobj_msg_free(dobj_msg *m);
  *  body limit on the paid plans): a server refuses a bigger upload with 413. */
 #define DOBJ_MSG_BODY_MAX ((size_t)100 << 20)
 
+/** The largest request head (request line and headers) a server reads
+ *  (128 KiB, Cloudflare's limit on a request's headers): past it, 431. */
+#define DOBJ_MSG_HEAD_MAX ((size_t)128 << 10)
+
 /**
  * Add a header the way the Fetch API's Headers.append does: a name already
  * present gets ", " and the new value after its old one (so repeated request

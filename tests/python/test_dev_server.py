@@ -248,6 +248,37 @@ def test_a_body_past_the_cores_limit_is_refused_with_413(echo, servers):
     assert get(s.port, "/count")[2] == b"1"  # the refused request never reached the entry
 
 
+def test_an_endless_header_is_refused_with_431_not_gathered(echo, servers):
+    """One client sending a header that never ends used to grow the server
+    by everything it sent (300 MiB sent: 370 MB resident).  Past the core's
+    head limit (128 KiB) it gets 431 and the connection closes; a large
+    head under the limit and the next clients are served."""
+    s = servers(echo)
+    sock = socket.create_connection(("127.0.0.1", s.port), timeout=30)
+    sent = 0
+    reply = b""
+    try:
+        sock.sendall(b"GET /count HTTP/1.1\r\nHost: t\r\nX-Big: ")
+        try:
+            while sent < 64 << 20:  # far past the limit: the server stops reading first
+                sock.sendall(b"a" * 65536)
+                sent += 65536
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        try:
+            while chunk := sock.recv(65536):
+                reply += chunk
+        except ConnectionResetError:
+            pass
+    finally:
+        sock.close()
+    assert sent < 64 << 20
+    if reply:  # unless the reset of the unread data came first
+        assert reply.startswith(b"HTTP/1.1 431 ")
+    assert get(s.port, "/count", headers={"x-big": "a" * (100 << 10)})[0] == 200
+    assert get(s.port, "/count")[2] == b"2"
+
+
 # ------------------------------------------------------------ errors
 
 def test_an_exception_in_the_entry_is_a_500_with_an_html_page_and_a_log(echo, servers):
