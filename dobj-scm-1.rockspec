@@ -58,6 +58,7 @@ build = {
             "core/src/v8_writer.c",
             "core/src/val_tree.c",
             "core/src/val_v8.c",
+            "core/src/websocket.c",
             "bindings/lua/src/config.c",
             "bindings/lua/src/ctx.c",
             "bindings/lua/src/driver.c",
