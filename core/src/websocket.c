@@ -265,16 +265,25 @@ size_t dobj_ns_web_socket_count(const dobj_ns *ns)
 
 /* -------------------------------------------------- the object's side */
 
+int dobj_ws_response_check(long long status, int has_web_socket)
+{
+	if (has_web_socket)
+		return status == 101 ? DOBJ_OK : dobj_error_set(DOBJ_EARG, DOBJ_MSG_WS_STATUS);
+	return dobj_msg_status_check(status);
+}
+
 static int utf8_units(const char *s, size_t len)
 {
-	/* Characters as the user counts them when the binding did not say:
-	 * code points. */
+	/* Characters as JavaScript counts them (Cloudflare's limit is on the
+	 * string's length): UTF-16 units, two for a 4-byte sequence. */
 	size_t i;
 	int n = 0;
 
-	for (i = 0; i < len; i++)
-		if (((unsigned char)s[i] & 0xc0) != 0x80)
-			n++;
+	for (i = 0; i < len; i++) {
+		unsigned char b = (unsigned char)s[i];
+		if ((b & 0xc0) != 0x80)
+			n += b >= 0xf0 ? 2 : 1;
+	}
 	return n;
 }
 

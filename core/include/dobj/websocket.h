@@ -95,9 +95,8 @@ DOBJ_API uint64_t dobj_ws_serial(const dobj_ws *ws);
 /**
  * ctx.acceptWebSocket(ws, tags): register the server end with the object
  * `obj` (from inside one of its steps or not).  `tags` are `ntags` strings
- * of `tag_lens[i]` bytes (UTF-8); `tag_units[i]` (may be NULL: the byte
- * length) is the length the user sees (UTF-16 units for JavaScript-like
- * strings, code points for Python) and is what the 256 limit counts.
+ * of `tag_lens[i]` bytes (UTF-8); `tag_units[i]` (may be NULL: UTF-16 units
+ * of the UTF-8, JavaScript's length) is what the 256 limit counts.
  * Duplicate tags are kept once.  Errors (DOBJ_ESTATE / DOBJ_EARG, workerd's
  * messages): the end was already accepted, its pair was already used in a
  * response, the client end, more than 10 tags, a tag too long, more than
@@ -227,6 +226,11 @@ DOBJ_API int dobj_ws_peer_close(dobj_ws *client, int code, const char *reason,
 /** The connection failed: queues a WS_ERROR event with `message`; the
  *  socket leaves the object's list once it has run. */
 DOBJ_API int dobj_ws_peer_error(dobj_ws *client, const char *message, size_t len);
+
+/** The status rule of a Response carrying a WebSocket: 101 and only
+ *  with one; otherwise dobj_msg_status_check's.  DOBJ_EARG with a message. */
+#define DOBJ_MSG_WS_STATUS "a Response with a WebSocket must have status 101"
+DOBJ_API int dobj_ws_response_check(long long status, int has_web_socket);
 
 /** Number of sockets accepted by objects of `ns` still registered (tests,
  *  leak reports). */
