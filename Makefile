@@ -15,8 +15,12 @@ BUILD_ASAN := build-asan
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 DEB_PACKAGES := build-essential pkg-config python3-dev python3-venv \
 	cmake libssl-dev libffi-dev libsqlite3-dev sqlite3 \
-	lua5.4 liblua5.4-dev lua-busted luarocks nodejs npm
-LUA_PATHS := LUA_PATH="$(CURDIR)/tests/lua/?.lua;$(CURDIR)/examples/lua/?.lua;;"
+	lua5.4 liblua5.4-dev lua-busted luarocks nodejs npm \
+	libmicrohttpd-dev curl
+# $(call lua_paths,DIR): DIR holds dobj/test.lua (require "dobj.test") of
+# the module under test: the CMake build, build-asan or the LuaRocks tree.
+lua_paths = LUA_PATH="$(1)/?.lua;$(CURDIR)/tests/lua/?.lua;$(CURDIR)/examples/lua/?.lua;;"
+LUA_PATHS := $(call lua_paths,$(CURDIR)/$(BUILD))
 LUA_ENV := LUA_CPATH="$(CURDIR)/$(BUILD)/?.so;;" $(LUA_PATHS)
 BUSTED := busted --lua=lua5.4 -o utfTerminal
 
@@ -47,7 +51,7 @@ ROCK_TREE := $(BUILD)/rock
 .PHONY: all deps build venv workerd test test-c test-lua test-python \
 	sanitize sanitize-build sanitize-c sanitize-lua sanitize-python \
 	test-pythons dist test-dist rock test-rock check-sources rockspec \
-	demo bench clean
+	demo demo-lua-dev bench clean
 
 all: build
 
@@ -99,7 +103,7 @@ sanitize-c: sanitize-build
 sanitize-lua: sanitize-build workerd
 	$(SAN_PRELOAD) ASAN_OPTIONS=detect_leaks=1 $(SAN_UBSAN) \
 	  LSAN_OPTIONS=suppressions=$(CURDIR)/tests/sanitize/lsan.supp:print_suppressions=0 \
-	  LUA_CPATH="$(CURDIR)/$(BUILD_ASAN)/?.so;;" $(LUA_PATHS) $(BUSTED) tests/lua
+	  LUA_CPATH="$(CURDIR)/$(BUILD_ASAN)/?.so;;" $(call lua_paths,$(CURDIR)/$(BUILD_ASAN)) $(BUSTED) tests/lua
 
 # The extension built with DOBJ_SANITIZE=1 into its own venv; PYTHONMALLOC=malloc
 # so that ASan sees every Python object (a use-after-free of a key or a value).
@@ -188,9 +192,10 @@ rock: deps check-sources
 # into the scratch tree from the CMake build.
 test-rock: rock build workerd
 	ln -sf $(addprefix $(CURDIR)/,$(wildcard $(BUILD)/lib*.so)) $(ROCK_TREE)/lib/lua/5.4/
-	LUA_CPATH="$(CURDIR)/$(ROCK_TREE)/lib/lua/5.4/?.so;$(CURDIR)/$(BUILD)/?.so;;" $(LUA_PATHS) \
-	  lua5.4 -e 'local d = require "dobj"; assert(package.searchpath("dobj", package.cpath):find("/rock/", 1, true))'
-	LUA_CPATH="$(CURDIR)/$(ROCK_TREE)/lib/lua/5.4/?.so;$(CURDIR)/$(BUILD)/?.so;;" $(LUA_PATHS) $(BUSTED) tests/lua
+	LUA_CPATH="$(CURDIR)/$(ROCK_TREE)/lib/lua/5.4/?.so;$(CURDIR)/$(BUILD)/?.so;;" $(call lua_paths,$(CURDIR)/$(ROCK_TREE)/share/lua/5.4) \
+	  lua5.4 -e 'local d = require "dobj"; assert(package.searchpath("dobj", package.cpath):find("/rock/", 1, true)); assert(package.searchpath("dobj.test", package.path):find("/rock/", 1, true))'
+	LUA_CPATH="$(CURDIR)/$(ROCK_TREE)/lib/lua/5.4/?.so;$(CURDIR)/$(BUILD)/?.so;;" $(call lua_paths,$(CURDIR)/$(ROCK_TREE)/share/lua/5.4) $(BUSTED) tests/lua
+	$(ROCK_TREE)/bin/dobj-lua --help | grep -q '^usage: dobj-lua dev'
 
 # Every suite: C, the three languages under the sanitizers, Lua from the CMake
 # build and from `luarocks make`, Python on the oldest and newest versions it
@@ -219,6 +224,12 @@ demo: build venv
 	$(VENV)/bin/python examples/native/demo.py
 	@echo; echo "== Python: dobj dev serving examples/workers/python-counter over HTTP =="
 	$(VENV)/bin/python examples/workers/dev_demo.py
+	@$(MAKE) --no-print-directory demo-lua-dev
+
+# `dobj-lua dev` serving a Lua Workers project, two requests, then stopped.
+demo-lua-dev: build
+	@echo; echo "== Lua: dobj-lua dev serving examples/workers/lua-counter over HTTP =="
+	examples/workers/lua-dev-demo.sh $(BUILD)/bin/dobj-lua
 
 # The HTTP rows load the servers with wrk (Debian's package).
 bench: DEB_PACKAGES += wrk

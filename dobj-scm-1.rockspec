@@ -25,6 +25,8 @@ external_dependencies = {
    -- folder (/usr/include/x86_64-linux-gnu), where the compiler finds it
    -- but LuaRocks does not look.
    LIBFFI = { library = "ffi" },
+   -- The HTTP server of `dobj-lua dev` (Debian: libmicrohttpd-dev).
+   MHD = { header = "microhttpd.h", library = "microhttpd" },
 }
 build = {
    type = "builtin",
@@ -70,15 +72,25 @@ build = {
             "bindings/lua/src/project.c",
             "bindings/lua/src/rpc.c",
             "bindings/lua/src/runtime.c",
+            "bindings/lua/src/server.c",
             "bindings/lua/src/sleep.c",
             "bindings/lua/src/sql.c",
             "bindings/lua/src/storage.c",
             "bindings/lua/src/stub.c",
+            "bindings/lua/src/testkit.c",
             "bindings/lua/src/values.c",
          },
-         incdirs = { "core/include", "core/src", "$(OPENSSL_INCDIR)", "$(SQLITE_INCDIR)" },
-         libdirs = { "$(OPENSSL_LIBDIR)", "$(SQLITE_LIBDIR)", "$(LIBFFI_LIBDIR)" },
-         libraries = { "crypto", "sqlite3", "ffi", "dl", "m", "pthread" },
+         defines = { "DOBJ_HAVE_MHD" },
+         incdirs = { "core/include", "core/src", "$(OPENSSL_INCDIR)", "$(SQLITE_INCDIR)", "$(MHD_INCDIR)" },
+         libdirs = { "$(OPENSSL_LIBDIR)", "$(SQLITE_LIBDIR)", "$(LIBFFI_LIBDIR)", "$(MHD_LIBDIR)" },
+         libraries = { "crypto", "sqlite3", "ffi", "microhttpd", "dl", "m", "pthread" },
       },
+      -- require "dobj.test": the busted helpers (docs/testing.md).
+      ["dobj.test"] = "bindings/lua/dobj/test.lua",
+   },
+   -- `dobj-lua dev`: LuaRocks puts a wrapper in the tree's bin/ that finds
+   -- the tree's modules.
+   install = {
+      bin = { ["dobj-lua"] = "bindings/lua/bin/dobj-lua" },
    },
 }

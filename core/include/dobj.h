@@ -759,6 +759,32 @@ DOBJ_API const char *dobj_msg_header(const dobj_msg *m, const char *name);
 DOBJ_API int dobj_msg_set_body(dobj_msg *m, const void *body, size_t len);
 DOBJ_API void dobj_msg_free(dobj_msg *m);
 
+/** The largest body dobj_msg_append_body builds (100 MiB, workerd's request
+ *  body limit on the paid plans): a server refuses a bigger upload with 413. */
+#define DOBJ_MSG_BODY_MAX ((size_t)100 << 20)
+
+/**
+ * Add a header the way the Fetch API's Headers.append does: a name already
+ * present gets ", " and the new value after its old one (so repeated request
+ * headers keep their order); a new name is lower-cased and appended.
+ */
+DOBJ_API int dobj_msg_add_header(dobj_msg *m, const char *name, const char *value);
+
+/**
+ * Append `len` bytes to the body (an upload arriving in chunks).  DOBJ_EARG
+ * ("request body larger than 100 MiB") past DOBJ_MSG_BODY_MAX; the body is
+ * then unchanged.
+ */
+DOBJ_API int dobj_msg_append_body(dobj_msg *m, const void *data, size_t len);
+
+/**
+ * Is `name` a header that frames the message on the wire (content-length,
+ * transfer-encoding, connection, keep-alive, upgrade...)?  A server writes
+ * those itself from the body it sends, so it drops a response's own copies,
+ * as workerd does.  1 or 0; case-insensitive.
+ */
+DOBJ_API int dobj_msg_header_is_framing(const char *name);
+
 /** A host for C programs whose values are dobj_msg (release = dobj_msg_free,
  *  no retain: C values are never shared). */
 DOBJ_API dobj_host dobj_host_msg(void);

@@ -111,6 +111,68 @@ int dobj_msg_set_header(dobj_msg *m, const char *name, const char *value)
 	return DOBJ_OK;
 }
 
+int dobj_msg_add_header(dobj_msg *m, const char *name, const char *value)
+{
+	size_t i, old_len, len;
+	char *v;
+
+	if (!name || !*name || !value)
+		return dobj_error_set(DOBJ_EARG, "a header needs a name and a value");
+	for (i = 0; i < m->nheaders; i++) {
+		if (strcasecmp(m->header_names[i], name) != 0)
+			continue;
+		old_len = strlen(m->header_values[i]);
+		len = strlen(value);
+		v = realloc(m->header_values[i], old_len + 2 + len + 1);
+		if (!v)
+			return dobj_error_set(DOBJ_ENOMEM, "out of memory");
+		memcpy(v + old_len, ", ", 2);
+		memcpy(v + old_len + 2, value, len + 1);
+		m->header_values[i] = v;
+		return DOBJ_OK;
+	}
+	return dobj_msg_set_header(m, name, value);
+}
+
+int dobj_msg_append_body(dobj_msg *m, const void *data, size_t len)
+{
+	unsigned char *p;
+	size_t cap;
+
+	if (!len)
+		return DOBJ_OK;
+	if (!data)
+		return dobj_error_set(DOBJ_EARG, "body is NULL");
+	if (m->body_len > DOBJ_MSG_BODY_MAX || len > DOBJ_MSG_BODY_MAX - m->body_len)
+		return dobj_error_set(DOBJ_EARG, "request body larger than %zu MiB",
+			DOBJ_MSG_BODY_MAX >> 20);
+	/* Grow to the next power of two, so that a chunked upload costs O(n)
+	 * copies (realloc to the size a block already has is cheap). */
+	for (cap = 64; cap < m->body_len + len; cap <<= 1)
+		;
+	p = realloc(m->body, cap);
+	if (!p)
+		return dobj_error_set(DOBJ_ENOMEM, "out of memory");
+	m->body = p;
+	memcpy(m->body + m->body_len, data, len);
+	m->body_len += len;
+	return DOBJ_OK;
+}
+
+int dobj_msg_header_is_framing(const char *name)
+{
+	static const char *const framing[] = {
+		"content-length", "transfer-encoding", "connection", "keep-alive",
+		"upgrade", "te", "trailer", "proxy-connection",
+	};
+	size_t i;
+
+	for (i = 0; name && i < sizeof(framing) / sizeof(framing[0]); i++)
+		if (strcasecmp(name, framing[i]) == 0)
+			return 1;
+	return 0;
+}
+
 void dobj_msg_free(dobj_msg *m)
 {
 	size_t i;

@@ -273,6 +273,50 @@ static void test_response_status_range(void)
 	CHECK_EQ_INT(dobj_msg_status_check(-1), DOBJ_EARG);
 }
 
+/* What an HTTP server builds a request with: repeated headers joined as
+ * Fetch's Headers.append does, a bounded body, framing headers its own. */
+static void test_http_request_headers_body_and_framing(void)
+{
+	dobj_msg *m = dobj_msg_new_request("http://h/", "POST");
+	static const char chunk[4096];
+	size_t i;
+
+	CHECK(m != NULL);
+	CHECK_EQ_INT(dobj_msg_add_header(m, "X-Rep", "a"), DOBJ_OK);
+	CHECK_EQ_INT(dobj_msg_add_header(m, "Host", "h"), DOBJ_OK);
+	CHECK_EQ_INT(dobj_msg_add_header(m, "x-rep", "b"), DOBJ_OK);
+	CHECK_EQ_INT(dobj_msg_add_header(m, "X-REP", ""), DOBJ_OK);
+	CHECK((int)m->nheaders == 2);
+	CHECK_STR(m->header_names[0], "x-rep");
+	CHECK_STR(dobj_msg_header(m, "x-rep"), "a, b, ");
+	CHECK_EQ_INT(dobj_msg_add_header(m, "", "v"), DOBJ_EARG);
+
+	CHECK_EQ_INT(dobj_msg_append_body(m, "ab\0c", 4), DOBJ_OK);
+	CHECK_EQ_INT(dobj_msg_append_body(m, "de", 2), DOBJ_OK);
+	CHECK((int)m->body_len == 6);
+	CHECK(memcmp(m->body, "ab\0cde", 6) == 0);
+	for (i = 0; i < 64; i++) /* past a few powers of two */
+		CHECK_EQ_INT(dobj_msg_append_body(m, chunk, sizeof(chunk)), DOBJ_OK);
+	CHECK(m->body_len == 6 + 64 * sizeof(chunk));
+	CHECK(memcmp(m->body, "ab\0cde", 6) == 0);
+	/* The limit is checked before any allocation: a body that claims to be
+	 * near it (without the bytes) shows the refusal without 100 MiB. */
+	i = m->body_len;
+	m->body_len = DOBJ_MSG_BODY_MAX - 3;
+	CHECK_EQ_INT(dobj_msg_append_body(m, chunk, 4), DOBJ_EARG);
+	CHECK_STR(dobj_error_last(), "request body larger than 100 MiB");
+	CHECK(m->body_len == DOBJ_MSG_BODY_MAX - 3); /* unchanged by the refused chunk */
+	m->body_len = i;
+	dobj_msg_free(m);
+
+	CHECK(dobj_msg_header_is_framing("Content-Length"));
+	CHECK(dobj_msg_header_is_framing("transfer-encoding"));
+	CHECK(dobj_msg_header_is_framing("Connection"));
+	CHECK(!dobj_msg_header_is_framing("content-type"));
+	CHECK(!dobj_msg_header_is_framing("set-cookie"));
+	CHECK(!dobj_msg_header_is_framing(NULL));
+}
+
 static void test_a_released_incarnation_is_gone(void)
 {
 	dobj_storage *st = (dobj_storage *)&st;
@@ -639,6 +683,7 @@ int main(void)
 	RUN(test_durability_names_and_delays);
 	RUN(test_list_limit_from_a_user_number);
 	RUN(test_response_status_range);
+	RUN(test_http_request_headers_body_and_framing);
 	RUN(test_a_released_incarnation_is_gone);
 	RUN(test_sql_one_wants_exactly_one_row);
 	RUN(test_remote_is_the_objects_side);

@@ -164,3 +164,87 @@ def test_app_takes_a_runtime_or_a_config_not_both(tmp_path):
             App(rt, config=tmp_path)
     finally:
         rt.close()
+
+
+STARLETTE_ENTRY = """\
+    import contextlib
+
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
+
+    import dobj
+    import dobj.asgi
+
+
+    class Counter(dobj.DurableObject):
+        async def fetch(self, request):
+            n = (self.ctx.storage.get("n") or 0) + 1
+            self.ctx.storage.put("n", n)
+            return dobj.Response(str(n))
+
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        app.state.started = "yes"
+        yield
+
+
+    async def count(request):
+        env = request.scope["env"]
+        r = await env.COUNTER.get_by_name(request.path_params["name"]).fetch("https://x/")
+        return JSONResponse({"n": int(r.text()), "greeting": env.GREETING,
+                             "started": request.app.state.started,
+                             "url": str(request.url), "q": request.query_params.getlist("q")})
+
+
+    async def echo(request):
+        body = await request.body()
+        return Response(body, status_code=201, headers={"x-len": str(len(body)),
+                                                   "x-h": request.headers.get("x-h", "")},
+                        media_type="application/octet-stream")
+
+
+    app = Starlette(routes=[Route("/count/{name}", count), Route("/echo", echo, methods=["POST"])],
+                    lifespan=lifespan)
+
+
+    class Default(dobj.WorkerEntrypoint):
+        async def fetch(self, request):
+            return await dobj.asgi.fetch(app, request, self.env)
+"""
+
+
+async def test_fetch_runs_a_starlette_app_inside_the_entry_like_python_workers(tmp_path):
+    project = write_project(tmp_path / "p", STARLETTE_ENTRY)
+    rt = dobj.Runtime.from_config(project)
+    try:
+        r = await rt.default.fetch("http://w.test/count/a?q=1&q=2")
+        assert r.status == 200 and r.headers["content-type"] == "application/json"
+        assert r.json() == {"n": 1, "greeting": "hello", "started": "yes",
+                            "url": "http://w.test/count/a?q=1&q=2", "q": ["1", "2"]}
+        assert (await rt.default.fetch("http://w.test/count/a")).json()["n"] == 2
+        data = bytes(range(256)) * 10
+        r = await rt.default.fetch("http://w.test/echo", method="POST", body=data,
+                                   headers=[("x-h", "1"), ("x-h", "2")])
+        assert (r.status, r.body, r.headers["x-len"], r.headers["x-h"]) == \
+            (201, data, str(len(data)), "1, 2")
+        assert (await rt.default.fetch("http://w.test/nope")).status == 404
+    finally:
+        rt.close()
+
+
+def test_fetch_through_dobj_dev_over_http(tmp_path):
+    from devserver import DevServer
+    s = DevServer(write_project(tmp_path / "p", STARLETTE_ENTRY))
+    try:
+        status, ctype, body = _get(s.port, "/count/b?q=x")
+        assert (status, ctype) == (200, "application/json")
+        assert json.loads(body)["url"] == f"http://127.0.0.1:{s.port}/count/b?q=x"
+        assert json.loads(body)["n"] == 1
+        status, _, body = _get(s.port, "/echo", method="POST", body=b"\x00\x01")
+        assert (status, body) == (201, b"\x00\x01")
+        assert s.stop() == 0
+        assert "Task was destroyed" not in s.output() and "Traceback" not in s.output()
+    finally:
+        s.kill()

@@ -156,6 +156,24 @@ def test_the_worker_sees_the_full_url_method_headers_and_body(echo, servers):
     assert json.loads(body)["url"] == "http://example.test:99/h"
 
 
+def test_head_gets_the_headers_and_no_body(echo, servers):
+    s = servers(echo)
+    conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=30)
+    try:
+        conn.request("HEAD", "/x")
+        r = conn.getresponse()
+        assert r.status == 200 and r.read() == b""
+        length = int(r.getheader("content-length"))
+        # The connection is still in step: the next answer is whole.
+        conn.request("GET", "/x")
+        r = conn.getresponse()
+        got = json.loads(r.read())
+        assert got["method"] == "GET"
+        assert length == int(r.getheader("content-length")) + 1  # "HEAD" vs "GET"
+    finally:
+        conn.close()
+
+
 def test_binary_body_round_trips_unchanged(echo, servers):
     s = servers(echo)
     data = bytes(range(256)) * 4096 + os.urandom(12345)  # 1 MiB and a bit

@@ -16,7 +16,7 @@ import dobj.workers
 HERE = Path(__file__).resolve().parent
 KITCHEN = HERE / "projects" / "pyworkers-kitchen"
 EXAMPLE = HERE.parent.parent / "examples" / "workers" / "python-workers-counter"
-SHIM_NAMES = ("workers", "pyodide", "js")
+SHIM_NAMES = ("workers", "pyodide", "js", "asgi")
 
 
 @pytest.fixture(autouse=True)
@@ -466,5 +466,89 @@ async def test_option_forms_transaction_sync_cursor_next_and_two_argument_on_fet
             "steps": [{"done": False, "value": {"one": 1}}, {"done": False, "value": {"one": 2}},
                       {"done": True}],
             "stub": True, "named": "n", "listed": ["a", "b"]}
+    finally:
+        close(rt)
+
+
+async def test_asgi_fetch_runs_a_starlette_app_with_env_in_scope(tmp_path):
+    pytest.importorskip("starlette")
+    d = write_project(tmp_path / "asgiapp", """\
+        import asgi
+        from starlette.applications import Starlette
+        from starlette.responses import JSONResponse, PlainTextResponse
+        from starlette.routing import Route
+        from workers import DurableObject, WorkerEntrypoint
+
+        class Counter(DurableObject):
+            async def add(self, n):
+                total = (await self.ctx.storage.get("t") or 0) + n
+                await self.ctx.storage.put("t", total)
+                return total
+
+        async def add(request):
+            env = request.scope["env"]
+            n = int(await request.body())
+            total = await env.COUNTER.getByName(request.path_params["name"]).add(n)
+            return JSONResponse({"total": total, "q": request.query_params.get("q"),
+                                 "h": request.headers.get("x-h")}, status_code=201)
+
+        async def boom(request):
+            raise RuntimeError("app failed")
+
+        app = Starlette(routes=[Route("/add/{name}", add, methods=["POST"]),
+                                Route("/boom", boom)])
+
+        class Default(WorkerEntrypoint):
+            async def fetch(self, request):
+                return await asgi.fetch(app, request.js_object, self.env)
+        """)
+    rt = dobj.Runtime.from_config(d)
+    try:
+        for want in (3, 7):
+            r = await rt.default.fetch("https://a/add/x?q=1", method="POST",
+                                       headers={"x-h": "v"}, body=str(4 if want == 7 else 3))
+            assert (r.status, r.json(), r.headers["content-type"]) == \
+                (201, {"total": want, "q": "1", "h": "v"}, "application/json")
+        r = await rt.default.fetch("https://a/nowhere")
+        assert (r.status, r.text()) == (404, "Not Found")
+        with pytest.raises(RuntimeError, match="app failed"):
+            await rt.default.fetch("https://a/boom")
+    finally:
+        close(rt)
+    assert shims_loaded() == []
+
+
+async def test_imports_inside_handlers_of_main_still_find_the_shims_and_only_there(tmp_path):
+    d = write_project(tmp_path / "lazy", """\
+        from workers import DurableObject
+
+        class Counter(DurableObject):
+            async def fetch(self, request):
+                from pyodide.ffi import to_js
+                import pyodide.ffi
+                from pyodide import ffi
+                import workers
+                import asgi
+                try:
+                    import js  # noqa: F401
+                    js_error = None
+                except ImportError as e:
+                    js_error = type(e).__name__
+                same = to_js is pyodide.ffi.to_js is ffi.to_js
+                return workers.Response(f"{same} {js_error} {asgi.fetch.__name__}")
+
+        async def fetch(request, env, ctx):
+            return await env.COUNTER.getByName("x").fetch(request)
+        """)
+    rt = dobj.Runtime.from_config(d)
+    try:
+        for _ in range(2):  # the second time from the project's copies
+            assert (await rt.default.fetch("https://l/")).text() == \
+                "True JavaScriptUnsupportedError asgi_fetch"
+            assert shims_loaded() == []
+            assert not [p for p in sys.path if "_pyworkers" in p]
+        # Other code still cannot import them.
+        with pytest.raises(ModuleNotFoundError):
+            import workers  # noqa: F401
     finally:
         close(rt)

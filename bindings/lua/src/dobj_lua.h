@@ -20,6 +20,8 @@
  *   sql.c         storage.sql and cursors
  *   config.c      dobj.load_config: the wrangler configuration
  *   project.c     dobj.load: a Workers project (config + main) as a runtime
+ *   server.c      dobj.http_listen: the HTTP server of `dobj-lua dev`
+ *   testkit.c     dobj._testkit: the C half of require "dobj.test" (dobj/test.lua)
  *
  * The files are separate compilation units rather than one unit including
  * the others (luv's way): each then states what it uses through this header,
@@ -292,6 +294,8 @@ int l_runtime(lua_State *L);
 int l_load_config(lua_State *L);
 int l_load_config_starting(lua_State *L);
 int l_load(lua_State *L);
+int l_http_listen(lua_State *L);
+void server_open(lua_State *L, int mi);
 int l_config_parse(lua_State *L);
 void raise_task_error(lua_State *L, runtime_ud *r);
 
@@ -332,6 +336,7 @@ void errors_open(lua_State *L, int mi);
 void storage_open(lua_State *L, int mi);
 void sql_open(lua_State *L, int mi);
 void values_open(lua_State *L, int mi);
+void testkit_open(lua_State *L, int mi); /* sets dobj._testkit on the module table at -1 */
 
 #if defined(__GNUC__)
 #pragma GCC visibility pop

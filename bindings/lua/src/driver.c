@@ -18,6 +18,22 @@ static void keep_task_error(runtime_ud *r, void *slot)
 	}
 }
 
+/* The `nres` values on top of L as one host value, a table { ..., n = nres }
+ * (a block function's or a run_in_durable_object function's results). */
+static void *pack_results(runtime_ud *r, lua_State *L, int nres)
+{
+	int i, base = lua_gettop(L) - nres;
+
+	lua_createtable(L, nres, 1);
+	for (i = 1; i <= nres; i++) {
+		lua_pushvalue(L, base + i);
+		lua_rawseti(L, -2, i);
+	}
+	lua_pushinteger(L, nres);
+	lua_setfield(L, -2, "n");
+	return anchor(r, L, -1, SLOT_VALUE);
+}
+
 /* The coroutine finished: hand its results to the core. */
 static int finish_ok(runtime_ud *r, dobj_task *t, task_coro *c, int nres)
 {
@@ -26,25 +42,20 @@ static int finish_ok(runtime_ud *r, dobj_task *t, task_coro *c, int nres)
 	switch (dobj_task_kind_of(t)) {
 	case DOBJ_TASK_CALL:
 		/* The trampoline checked that the first result is a response
-		 * (RPC: made it a dobj_val); an alarm handler's results are dropped. */
+		 * (RPC: made it a dobj_val); an alarm handler's results are dropped;
+		 * a host function's (dobj.test's run_in_durable_object) are all kept,
+		 * as they are: caller and object share one Lua state. */
 		if (dobj_task_call_kind(t) == DOBJ_CALL_RPC)
 			dobj_task_return_value(t, lua_touserdata(L, -nres), val_free_cb);
+		else if (dobj_task_call_kind(t) == DOBJ_CALL_HOST)
+			dobj_task_return(t, pack_results(r, L, nres));
 		else
 			dobj_task_return(t, dobj_task_call_kind(t) == DOBJ_CALL_ALARM ? NULL
 				: anchor(r, L, -nres, SLOT_VALUE));
 		break;
-	case DOBJ_TASK_BLOCK: {
-		int i, base = lua_gettop(L) - nres;
-		lua_createtable(L, nres, 1);
-		for (i = 1; i <= nres; i++) {
-			lua_pushvalue(L, base + i);
-			lua_rawseti(L, -2, i);
-		}
-		lua_pushinteger(L, nres);
-		lua_setfield(L, -2, "n");
-		dobj_task_return(t, anchor(r, L, -1, SLOT_VALUE));
+	case DOBJ_TASK_BLOCK:
+		dobj_task_return(t, pack_results(r, L, nres));
 		break;
-	}
 	default:
 		dobj_task_return(t, NULL);
 		break;
@@ -180,6 +191,21 @@ static int alarm_tramp(lua_State *L)
 	return 0;
 }
 
+/* The body of a host call's coroutine (dobj.test's run_in_durable_object):
+ * (fn, instance, ctx) -> fn(instance, ctx)'s results. */
+static int host_tramp_k(lua_State *L, int status, lua_KContext ctx)
+{
+	(void)status;
+	(void)ctx;
+	return lua_gettop(L);
+}
+
+static int host_tramp(lua_State *L)
+{
+	lua_callk(L, 2, LUA_MULTRET, 0, host_tramp_k);
+	return lua_gettop(L);
+}
+
 /* Step of a CALL task: start the handler on the first step, resume later.
  * The handler may close the runtime (rt:close()), which releases the class
  * record k: the step holds its own reference so that k, which the handler's
@@ -227,6 +253,14 @@ static int step_call_held(dobj_task *t, bound_class *k)
 		lua_pushboolean(L, retry > 0);
 		lua_setfield(L, -2, "is_retry");
 		lua_pushlightuserdata(L, k);
+		return run_co(r, t, c, 3);
+	}
+	if (dobj_task_call_kind(t) == DOBJ_CALL_HOST) {
+		dobj_obj *obj = dobj_task_obj(t);
+		lua_pushcfunction(L, host_tramp);
+		push_slot(r, L, dobj_task_request(t));
+		push_slot(r, L, dobj_obj_instance(obj));
+		push_slot(r, L, dobj_obj_ctx(obj));
 		return run_co(r, t, c, 3);
 	}
 	if (dobj_task_call_kind(t) == DOBJ_CALL_RPC) {

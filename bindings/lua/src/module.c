@@ -111,7 +111,7 @@ void register_type(lua_State *L, int mi, int which, const luaL_Reg *meta, const 
 static const luaL_Reg module_funcs[] = {
 	{ "runtime", l_runtime }, { "request", l_request }, { "response", l_response },
 	{ "sleep", l_sleep }, { "is_error", l_is_error }, { "_stats", l_stats },
-	{ "on_error", l_on_error }, { "load_config", l_load_config }, { "load", l_load }, { "_config_parse", l_config_parse },
+	{ "on_error", l_on_error }, { "load_config", l_load_config }, { "load", l_load }, { "http_listen", l_http_listen }, { "_config_parse", l_config_parse },
 	{ "bytes", l_bytes }, { "date", l_date }, { "set", l_set }, { "map", l_map }, { NULL, NULL }
 };
 
@@ -132,6 +132,7 @@ LDOBJ_EXPORT int luaopen_dobj(lua_State *L)
 	storage_open(L, mi);
 	sql_open(L, mi);
 	values_open(L, mi);
+	server_open(L, mi);
 	lua_newtable(L);
 	lua_createtable(L, 0, 1);
 	lua_pushliteral(L, "v");
@@ -176,5 +177,6 @@ LDOBJ_EXPORT int luaopen_dobj(lua_State *L)
 	lua_setfield(L, -2, "MAX_CTX_NAME");
 	lua_pushliteral(L, "0.1.0");
 	lua_setfield(L, -2, "version");
+	testkit_open(L, mi);
 	return 1;
 }

@@ -10,7 +10,9 @@ received, as the Fetch API's ``Headers`` does) and the body, byte for byte.
 
 ``with_env(app, runtime)`` is the other direction, as Python Workers run a
 FastAPI or Starlette app: every request that reaches ``app`` has the
-runtime's ``env`` (namespaces and vars) in ``scope["env"]``.
+runtime's ``env`` (namespaces and vars) in ``scope["env"]``.  So does
+``await fetch(app, request, env)`` inside a Worker's entry: one request run
+through an ASGI app, as Python Workers' ``asgi.fetch`` does.
 
 Both take either a runtime or what :meth:`dobj.Runtime.from_config` takes
 (``config=``, ``env=``, ``persist_to=``); a runtime they load themselves is
@@ -26,12 +28,13 @@ import http
 import sys
 import time
 import traceback
+import weakref
 from typing import Any, Callable, Optional, TextIO
 
 from . import Headers, Request, Runtime
 from .config import PathLike
 
-__all__ = ["App", "with_env"]
+__all__ = ["App", "with_env", "fetch"]
 
 _PHRASES = {s.value: s.phrase for s in http.HTTPStatus}
 _REQUEST = Request.__new__
@@ -270,3 +273,104 @@ def with_env(app: Any, runtime: Optional[Runtime] = None, *, config: Optional[Pa
 
     wrapped.runtime = lambda: project.runtime  # type: ignore[attr-defined]
     return wrapped
+
+
+# app -> (its lifespan startup, done or not; the task running its lifespan)
+_started_apps: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
+
+
+async def _lifespan_startup(app: Any, env: Any) -> None:
+    """Run the app's lifespan startup once per event loop (as Python Workers
+    do before its first request); an app without lifespan support is fine.
+    Its lifespan task then stays until the loop closes."""
+    loop = asyncio.get_running_loop()
+    known = _started_apps.get(app)
+    if known is None or known[0].get_loop() is not loop:
+        started = loop.create_future()
+        inbox: "asyncio.Queue[Any]" = asyncio.Queue()
+        inbox.put_nowait({"type": "lifespan.startup"})
+
+        async def send(message: Any) -> None:
+            if started.done():
+                return
+            if message["type"] == "lifespan.startup.failed":
+                started.set_exception(RuntimeError(
+                    f"the ASGI app's startup failed: {message.get('message', '')}"))
+            else:
+                started.set_result(None)
+
+        async def run() -> None:
+            try:
+                await app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}},
+                          inbox.get, send)
+            except Exception:
+                pass  # no lifespan support: nothing to start
+            finally:
+                if not started.done():
+                    started.set_result(None)
+
+        known = _started_apps[app] = (started, loop.create_task(run()))
+    await asyncio.shield(known[0])
+
+
+async def fetch(app: Any, request: Any, env: Any, ctx: Any = None) -> Any:
+    """Run one :class:`dobj.Request` through the ASGI app ``app`` (FastAPI,
+    Starlette, ...) with ``env`` in ``scope["env"]`` (and ``ctx`` in
+    ``scope["ctx"]``), and return what it answered as a
+    :class:`dobj.Response`: Python Workers' ``asgi.fetch(app, request, env)``.
+    The app's lifespan startup runs before its first request."""
+    from urllib.parse import unquote, urlsplit
+
+    from . import Response
+
+    request = getattr(request, "js_object", request)
+    await _lifespan_startup(app, env)
+    parts = urlsplit(request.url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    headers = request._headers._items.items() if request._headers is not None else ()
+    raw_path = parts.path or "/"
+    scope = {
+        "type": "http", "asgi": {"version": "3.0", "spec_version": "2.4"},
+        "http_version": "1.1", "method": request.method, "scheme": parts.scheme or "http",
+        "path": unquote(raw_path), "raw_path": raw_path.encode("latin-1", "replace"),
+        "query_string": parts.query.encode("latin-1", "replace"), "root_path": "",
+        "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers],
+        "server": (parts.hostname or "localhost", port), "client": None,
+        "env": env, "ctx": ctx, "state": {},
+    }
+    sent_body = False
+    done = asyncio.get_running_loop().create_future()
+
+    async def receive() -> Any:
+        nonlocal sent_body
+        if not sent_body:
+            sent_body = True
+            return {"type": "http.request", "body": request.body, "more_body": False}
+        await asyncio.shield(done)  # the app waits for a disconnect: after the response
+        return {"type": "http.disconnect"}
+
+    status = None
+    out_headers: list = []
+    body: list = []
+
+    async def send(message: Any) -> None:
+        nonlocal status
+        kind = message["type"]
+        if kind == "http.response.start":
+            status = message["status"]
+            out_headers.extend((k.decode("latin-1"), v.decode("latin-1"))
+                               for k, v in message.get("headers", ()))
+        elif kind == "http.response.body":
+            body.append(message.get("body", b""))
+            if not message.get("more_body") and not done.done():
+                done.set_result(None)
+
+    try:
+        await app(scope, receive, send)
+    finally:
+        if not done.done():
+            done.set_result(None)
+    if status is None:
+        raise RuntimeError("the ASGI app returned without sending a response")
+    return Response(b"".join(body), status=status,
+                    headers=[(k, v) for k, v in out_headers if k.lower() not in _DROPPED])

@@ -11,6 +11,7 @@ Workers (``class Default(WorkerEntrypoint)`` or a module-level
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import importlib.util
 import inspect
@@ -20,6 +21,7 @@ import os
 import sys
 from typing import Any, Optional, Set
 
+from . import _pyworkers_import
 from ._dobj import ConfigError, Error, Runtime
 from .config import Config, PathLike, _load
 
@@ -28,11 +30,6 @@ __all__ = ["WorkerEntrypoint", "ExecutionContext", "Entry", "ProjectRuntime"]
 _log = logging.getLogger("dobj")
 _module_numbers = itertools.count(1)
 
-#: The compatibility flag that makes a project's entry see Cloudflare's Python
-#: Workers names: ``workers``, ``pyodide.ffi`` (from the folder below).
-PYTHON_WORKERS_FLAG = "python_workers"
-_PYWORKERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_pyworkers")
-_PYWORKERS_NAMES = ("workers", "pyodide", "js")
 
 
 class WorkerEntrypoint:
@@ -160,8 +157,8 @@ def _import_main(cfg: Config) -> Any:
     taken off ``sys.path`` again, and the module and every module imported
     from that folder are taken out of ``sys.modules``: two projects with a
     ``helper.py`` each never see each other's.  With the ``python_workers``
-    compatibility flag, ``_pyworkers`` (``workers``, ``pyodide.ffi``, ``js``)
-    is on ``sys.path`` the same way, after the project's folder."""
+    compatibility flag, Python Workers' modules are there for this project
+    only (see :mod:`dobj._pyworkers_import`)."""
     where = cfg.config_path
     if cfg.main is None:
         raise ConfigError(f"{where}: main is not set: it names the Worker's entry module "
@@ -178,40 +175,34 @@ def _import_main(cfg: Config) -> Any:
     if spec is None or spec.loader is None:
         raise ConfigError(f"{where}: main {main} cannot be imported")
     module = importlib.util.module_from_spec(spec)
+    # Python Workers code (the python_workers flag): `workers`, `pyodide.ffi`,
+    # `asgi` and `js` (an error) for this project only (_pyworkers_import).
+    shims = contextlib.nullcontext()
+    if _pyworkers_import.FLAG in cfg.compatibility_flags:
+        cache: dict = {}
+        module.__dict__["__builtins__"] = _pyworkers_import.scoped_builtins(cache)
+        shims = _pyworkers_import.on_path(cache, index=1)
     before = set(sys.modules)
     sys.path.insert(0, folder)
-    # Python Workers code: `workers`, `pyodide.ffi` (and `js`, an error)
-    # from _pyworkers, after the project's own folder, for this import only.
-    shims = _PYWORKERS if PYTHON_WORKERS_FLAG in cfg.compatibility_flags else None
-    hidden = {}
-    if shims is not None:
-        sys.path.insert(1, shims)
-        # A `workers` or `pyodide` imported before (another package of that
-        # name) must not answer this project's imports: set aside meanwhile.
-        hidden = {n: sys.modules.pop(n) for n in list(sys.modules)
-                  if n.partition(".")[0] in _PYWORKERS_NAMES}
     importlib.invalidate_caches()
     sys.modules[name] = module
     try:
-        spec.loader.exec_module(module)
+        with shims:
+            spec.loader.exec_module(module)
     except Exception as exc:
         raise ConfigError(f"{where}: main {main} failed to import: "
                           f"{type(exc).__name__}: {exc}") from exc
     finally:
-        for p in (folder, shims):
-            for i, q in enumerate(sys.path):
-                if q is p:
-                    del sys.path[i]
-                    break
+        for i, p in enumerate(sys.path):
+            if p is folder:
+                del sys.path[i]
+                break
         for n in set(sys.modules) - before:
             m = sys.modules.get(n)
             spec_n = getattr(m, "__spec__", None)
-            for where_from in (getattr(m, "__file__", None), getattr(spec_n, "origin", None)):
-                if n == name or _inside(where_from, folder) or \
-                        (shims is not None and _inside(where_from, shims)):
-                    sys.modules.pop(n, None)
-                    break
-        sys.modules.update(hidden)
+            if n == name or _inside(getattr(m, "__file__", None), folder) or \
+                    _inside(getattr(spec_n, "origin", None), folder):
+                sys.modules.pop(n, None)
     return module
 
 
@@ -224,7 +215,7 @@ def _entry(cfg: Config, module: Any, env: Any, background: Set[Any]) -> Entry:
                               f"got {type(default).__name__}")
         return Entry(default, None, env, background, "Default")
     fn = getattr(module, "fetch", None)
-    if PYTHON_WORKERS_FLAG in cfg.compatibility_flags:
+    if _pyworkers_import.FLAG in cfg.compatibility_flags:
         from . import workers
         if fn is workers.fetch:  # `from workers import fetch` (outbound HTTP)
             fn = None

@@ -202,6 +202,10 @@ class _Done:
         yield  # noqa: unreachable  (makes this a generator)
 
 
+_DONE_NONE = _Done(None)  # awaiting it never changes it: one is enough
+_UNSET = object()
+
+
 def _options(options: Any, kw: dict, known: tuple, what: str) -> dict:
     """JavaScript options, given as a dict (or keyword arguments, as Pyodide
     passes them): the names known for ``what``, as given."""
@@ -235,36 +239,41 @@ class _Storage:
         self._s = s
         self._sql = None
 
+    # get, put and delete are the hot calls: options are looked at only when
+    # given, and a plain value read back is not copied.
     def get(self, keys: Any, options: Any = None, **kw: Any) -> _Done:
-        _options(options, kw, _RW_OPTIONS, "get")
-        if isinstance(keys, (list, tuple)):
-            return _Done(StorageMap((k, _from_storage(v)) for k, v in self._s.get(keys).items()))
-        return _Done(_from_storage(self._s.get(keys)))
+        if options is not None or kw:
+            _options(options, kw, _RW_OPTIONS, "get")
+        value = self._s.get(keys)
+        if type(keys) is not str and isinstance(keys, (list, tuple)):
+            return _Done(StorageMap((k, _from_storage(v)) for k, v in value.items()))
+        t = type(value)
+        return _Done(_from_storage(value) if t is dict or t is list else value)
 
-    def put(self, key_or_entries: Any, value: Any = inspect.Parameter.empty,
-            options: Any = None, **kw: Any) -> _Done:
-        if isinstance(key_or_entries, dict):
-            # put(entries, options)
-            if value is not inspect.Parameter.empty:
-                options = value
-            _options(options, kw, _RW_OPTIONS, "put")
+    def put(self, key_or_entries: Any, value: Any = _UNSET, options: Any = None,
+            **kw: Any) -> _Done:
+        if value is _UNSET:
+            if options is not None or kw:
+                _options(options, kw, _RW_OPTIONS, "put")
+            self._s.put(key_or_entries)  # entries, or the "undefined value" error
+        elif isinstance(key_or_entries, dict):  # put(entries, options)
+            _options(value, kw, _RW_OPTIONS, "put")
             self._s.put(key_or_entries)
         else:
-            _options(options, kw, _RW_OPTIONS, "put")
-            if value is inspect.Parameter.empty:
-                self._s.put(key_or_entries)  # the binding's "undefined value" error
-            else:
-                self._s.put(key_or_entries, value)
-        return _Done(None)
+            if options is not None or kw:
+                _options(options, kw, _RW_OPTIONS, "put")
+            self._s.put(key_or_entries, value)
+        return _DONE_NONE
 
     def delete(self, keys: Any, options: Any = None, **kw: Any) -> _Done:
-        _options(options, kw, _RW_OPTIONS, "delete")
+        if options is not None or kw:
+            _options(options, kw, _RW_OPTIONS, "delete")
         return _Done(self._s.delete(keys))
 
     def deleteAll(self, options: Any = None, **kw: Any) -> _Done:  # noqa: N802
         _options(options, kw, _RW_OPTIONS, "deleteAll")
         self._s.delete_all()
-        return _Done(None)
+        return _DONE_NONE
 
     def list(self, options: Any = None, **kw: Any) -> _Done:
         opts = _options(options, kw, _LIST_OPTIONS, "list")
@@ -281,12 +290,12 @@ class _Storage:
     def setAlarm(self, scheduled_time: Any, options: Any = None, **kw: Any) -> _Done:  # noqa: N802
         _options(options, kw, ("allowConcurrency", "allowUnconfirmed"), "setAlarm")
         self._s.set_alarm(scheduled_time)
-        return _Done(None)
+        return _DONE_NONE
 
     def deleteAlarm(self, options: Any = None, **kw: Any) -> _Done:  # noqa: N802
         _options(options, kw, ("allowConcurrency", "allowUnconfirmed"), "deleteAlarm")
         self._s.delete_alarm()
-        return _Done(None)
+        return _DONE_NONE
 
     def sync(self) -> Any:
         return self._s.sync()
@@ -426,18 +435,19 @@ def _unwrap(value: Any) -> Any:
 
 
 def _wrap(value: Any) -> Any:
-    if isinstance(value, _Stub):
+    t = type(value)
+    if t is _Stub:
         return _DOStub(value)
-    if isinstance(value, _DurableObjectId):
+    if t is _DurableObjectId:
         return _Id(value)
     return value
 
 
 class _DOStub:
     """A stub: ``await stub.fetch(url_or_request, method=, headers=, body=)``
-    (a :class:`FetchResponse`), ``await stub.anyMethod(...)`` (RPC), ``id``,
-    ``name``.  Stubs and IDs given as RPC arguments, or returned, are
-    translated at the top level (not inside lists or dicts)."""
+    (a :class:`FetchResponse`), ``await stub.anyMethod(...)`` (RPC: dobj's
+    awaitable call), ``id``, ``name``.  Stubs and IDs given as RPC arguments
+    are translated at the top level (not inside lists or dicts)."""
 
     __slots__ = ("_stub",)
 
@@ -460,13 +470,14 @@ class _DOStub:
     def __getattr__(self, name: str) -> Callable[..., Any]:
         if name.startswith("__"):
             raise AttributeError(name)
-        stub = self._stub
+        rpc = self._stub._rpc
 
-        async def rpc(*args: Any, **kwargs: Any) -> Any:
-            return _wrap(await stub._rpc(name, *map(_unwrap, args),
-                                         **{k: _unwrap(v) for k, v in kwargs.items()}))
-        rpc.__name__ = name
-        return rpc
+        def method(*args: Any, **kwargs: Any) -> Any:
+            if kwargs:
+                kwargs = {k: _unwrap(v) for k, v in kwargs.items()}
+            return rpc(name, *map(_unwrap, args), **kwargs)
+        method.__name__ = name
+        return method
 
     def __repr__(self) -> str:
         return f"<DurableObjectStub {self._stub.id}>"
@@ -668,6 +679,12 @@ class Request(_Request):
     def clone(self) -> "Request":
         return Request(self)
 
+    @property
+    def js_object(self) -> "Request":
+        """The request itself (what ``asgi.fetch(app, request.js_object,
+        env)`` gets in Python Workers' FastAPI examples)."""
+        return self
+
 
 class _ResponseJson:
     """``Response.json(data, status=, status_text=, headers=)`` builds a JSON
@@ -820,7 +837,9 @@ def _translating_args(fn: Callable[..., Any]) -> Callable[..., Any]:
     one), so calls from the object's own code are unchanged."""
     @functools.wraps(fn)
     def method(self: Any, *args: Any, **kwargs: Any) -> Any:
-        return fn(self, *map(_wrap, args), **{k: _wrap(v) for k, v in kwargs.items()})
+        if kwargs:
+            kwargs = {k: _wrap(v) for k, v in kwargs.items()}
+        return fn(self, *map(_wrap, args), **kwargs)
     method._dobj_workers = True  # type: ignore[attr-defined]
     return method
 
@@ -905,3 +924,62 @@ def _entry_function(fn: Callable[..., Any]) -> Callable[..., Any]:
         return _plain(result)
     return on_fetch
 
+
+
+# --------------------------------------------------------- ASGI apps (import asgi)
+
+async def asgi_fetch(app: Any, request: Any, env: Any, ctx: Any = None) -> Response:
+    """``asgi.fetch(app, request, env, ctx=None)``: one request through an ASGI
+    application (FastAPI, Starlette...) in this process, with ``env`` in
+    ``scope["env"]`` as in Python Workers; the body is buffered both ways.
+    The lifespan protocol is not run."""
+    from urllib.parse import urlsplit
+
+    import asyncio
+
+    req = Request._adopt(request)
+    url = urlsplit(req.url)
+    scope = {
+        "type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1", "method": req.method, "scheme": url.scheme or "http",
+        "path": url.path or "/", "raw_path": (url.path or "/").encode(),
+        "query_string": url.query.encode(), "root_path": "",
+        "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in req.headers.items()],
+        "server": None, "client": None, "env": env,
+    }
+    sent_body = False
+    done = asyncio.Event()
+    status: Optional[int] = None
+    headers: list = []
+    chunks: list = []
+
+    async def receive() -> dict:
+        nonlocal sent_body
+        if not sent_body:
+            sent_body = True
+            return {"type": "http.request", "body": req.body, "more_body": False}
+        await done.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+            headers.extend((k.decode("latin-1"), v.decode("latin-1"))
+                           for k, v in message.get("headers", ()))
+        elif message["type"] == "http.response.body":
+            chunks.append(bytes(message.get("body", b"")))
+            if not message.get("more_body", False):
+                done.set()
+
+    try:
+        await app(scope, receive, send)
+    finally:
+        done.set()
+    if status is None:
+        raise Error("the ASGI application did not send a response")
+    resp = Response(b"".join(chunks), status=status)
+    h = resp.headers
+    for k, v in headers:
+        h.append(k, v)
+    return resp

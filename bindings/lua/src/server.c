@@ -1,0 +1,654 @@
+/*
+ * server.c — dobj.http_listen: an HTTP/1.1 server (libmicrohttpd) driven in
+ * one poll() loop with the runtime's fd, for `dobj-lua dev`.
+ *
+ * libmicrohttpd parses HTTP (keep-alive, chunked uploads, 100-continue) in
+ * "external select" mode with epoll: its whole state is one epoll fd that we
+ * poll next to rt:fd() and a signalfd for SIGINT/SIGTERM.  Nothing sleeps or
+ * spins: poll() waits for the first of the three (or libmicrohttpd's own
+ * connection timeout).
+ *
+ * Lua never runs inside a libmicrohttpd callback (an error there would
+ * longjmp across its frames): the callbacks only build the request as a
+ * dobj_msg (the core's rules: repeated headers joined as Fetch does, the body
+ * limit) and suspend the connection.  When MHD_run returns, srv:run hands each
+ * complete request to the Lua handler as (id, dobj.request); the handler runs
+ * the entry in a task and answers with srv:respond(id, response), which
+ * resumes the connection; the next MHD_run queues the response.
+ */
+#include "dobj_lua.h"
+
+#ifdef DOBJ_HAVE_MHD
+#include <arpa/inet.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define SERVER_MT "dobj.HttpServer"
+
+enum req_state { REQ_READING, REQ_DISPATCHED, REQ_ANSWERED };
+
+typedef struct req {
+	struct server *srv;
+	struct MHD_Connection *conn;
+	char *uri;          /* as sent: path and query, not unescaped */
+	dobj_msg *msg;      /* the request, built as headers and body arrive */
+	int state;
+	char *too_large;    /* the body passed DOBJ_MSG_BODY_MAX: answered 413 with this */
+	int orphan;         /* libmicrohttpd is done with it while Lua holds its id */
+	unsigned status;
+	struct MHD_Response *resp;
+	size_t id;          /* index in srv->slots while dispatched, 1-based */
+} req;
+
+typedef struct server {
+	struct MHD_Daemon *d;
+	int listen_fd;
+	int port;
+	char host[80];      /* ip:port, for a request without a Host header */
+	req **pending;      /* complete requests of this MHD_run, for Lua */
+	size_t npending, cap_pending;
+	req **slots;        /* dispatched requests by id - 1 */
+	size_t nslots;
+	size_t *free_ids;   /* ids free for reuse */
+	size_t nfree;
+	size_t inflight;    /* dispatched, response not yet sent */
+	int stopping;
+	int running;
+} server;
+
+static void req_free(req *q)
+{
+	if (!q)
+		return;
+	if (q->resp)
+		MHD_destroy_response(q->resp);
+	dobj_msg_free(q->msg);
+	free(q->too_large);
+	free(q->uri);
+	free(q);
+}
+
+/* ------------------------------------------------ libmicrohttpd callbacks */
+
+/* Called first for each request: its raw URI (libmicrohttpd hands the access
+ * handler an unescaped path without the query). */
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+	req *q = calloc(1, sizeof(*q));
+
+	(void)conn;
+	if (!q)
+		return NULL;
+	q->srv = cls;
+	q->uri = strdup(uri ? uri : "/");
+	if (!q->uri) {
+		free(q);
+		return NULL;
+	}
+	return q;
+}
+
+static enum MHD_Result add_header(void *cls, enum MHD_ValueKind kind, const char *key,
+	const char *value)
+{
+	(void)kind;
+	return dobj_msg_add_header(cls, key, value ? value : "") < 0 ? MHD_NO : MHD_YES;
+}
+
+static int push_pending(server *s, req *q)
+{
+	if (s->npending == s->cap_pending) {
+		size_t n = s->cap_pending ? s->cap_pending * 2 : 16;
+		req **p = realloc(s->pending, n * sizeof(*p));
+		if (!p)
+			return -1;
+		s->pending = p;
+		s->cap_pending = n;
+	}
+	s->pending[s->npending++] = q;
+	return 0;
+}
+
+static enum MHD_Result queue_plain(struct MHD_Connection *conn, unsigned status, const char *text)
+{
+	struct MHD_Response *r = MHD_create_response_from_buffer(strlen(text), (void *)text,
+		MHD_RESPMEM_MUST_COPY);
+	enum MHD_Result rc;
+
+	if (!r)
+		return MHD_NO;
+	MHD_add_response_header(r, "content-type", "text/plain;charset=UTF-8");
+	rc = MHD_queue_response(conn, status, r);
+	MHD_destroy_response(r);
+	return rc;
+}
+
+static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const char *url,
+	const char *method, const char *version, const char *upload_data,
+	size_t *upload_data_size, void **con_cls)
+{
+	server *s = cls;
+	req *q = *con_cls;
+
+	(void)url;
+	(void)version;
+	if (!q)
+		return MHD_NO; /* out of memory in on_uri: drop the connection */
+	if (q->state == REQ_ANSWERED) {
+		enum MHD_Result rc = MHD_queue_response(conn, q->status, q->resp);
+		MHD_destroy_response(q->resp);
+		q->resp = NULL;
+		return rc;
+	}
+	if (q->state != REQ_READING)
+		return MHD_YES;
+	if (!q->msg) {
+		/* First call: the headers are in.  The URL the entry sees is the
+		 * full one, as workerd gives it: scheme, Host, path and query. */
+		const char *host = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "host");
+		size_t n = strlen(q->uri) + strlen(host ? host : s->host) + 8;
+		char *u = malloc(n);
+		if (!u)
+			return MHD_NO;
+		if (q->uri[0] != '/' && strstr(q->uri, "://"))
+			snprintf(u, n, "%s", q->uri); /* absolute-form (a proxy's request) */
+		else
+			snprintf(u, n, "http://%s%s", host ? host : s->host, q->uri);
+		q->msg = dobj_msg_new_request(u, method);
+		free(u);
+		if (!q->msg)
+			return MHD_NO;
+		q->conn = conn;
+		if (MHD_get_connection_values(conn, MHD_HEADER_KIND, add_header, q->msg) < 0)
+			return MHD_NO;
+		return MHD_YES;
+	}
+	if (*upload_data_size) {
+		if (!q->too_large && dobj_msg_append_body(q->msg, upload_data, *upload_data_size) < 0)
+			q->too_large = strdup(dobj_error_last());
+		*upload_data_size = 0;
+		return MHD_YES;
+	}
+	if (q->too_large)
+		return queue_plain(conn, MHD_HTTP_CONTENT_TOO_LARGE, q->too_large);
+	/* Complete: suspend until Lua answers. */
+	if (push_pending(s, q) < 0)
+		return MHD_NO;
+	q->state = REQ_DISPATCHED;
+	s->inflight++;
+	MHD_suspend_connection(conn);
+	return MHD_YES;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+	enum MHD_RequestTerminationCode toe)
+{
+	server *s = cls;
+	req *q = *con_cls;
+
+	(void)conn;
+	(void)toe;
+	if (!q)
+		return;
+	*con_cls = NULL;
+	if (q->state != REQ_READING)
+		s->inflight--;
+	if (q->state == REQ_DISPATCHED && q->id) {
+		q->orphan = 1; /* srv:respond frees it */
+		q->conn = NULL;
+		return;
+	}
+	if (q->state == REQ_DISPATCHED) {
+		/* Still in srv->pending (the daemon stopped first): drop it there. */
+		size_t i;
+		for (i = 0; i < s->npending; i++)
+			if (s->pending[i] == q)
+				s->pending[i] = NULL;
+	}
+	req_free(q);
+}
+
+/* ------------------------------------------------------------ the server */
+
+static server *check_srv(lua_State *L)
+{
+	server *s = luaL_checkudata(L, 1, SERVER_MT);
+
+	if (!s->d)
+		luaL_error(L, "the server is closed");
+	return s;
+}
+
+static void server_close(server *s)
+{
+	size_t i;
+
+	if (s->d) {
+		/* Take the listen socket back (ours to close), and resume what is
+		 * suspended: stopping with suspended connections is an API
+		 * violation.  The stop calls on_completed for every request left. */
+		MHD_quiesce_daemon(s->d);
+		for (i = 0; i < s->nslots; i++)
+			if (s->slots[i] && s->slots[i]->conn && !s->slots[i]->orphan)
+				MHD_resume_connection(s->slots[i]->conn);
+		for (i = 0; i < s->npending; i++)
+			if (s->pending[i])
+				MHD_resume_connection(s->pending[i]->conn);
+		MHD_stop_daemon(s->d);
+		s->d = NULL;
+	}
+	if (s->listen_fd >= 0) {
+		close(s->listen_fd);
+		s->listen_fd = -1;
+	}
+	for (i = 0; i < s->nslots; i++) {
+		if (s->slots[i]) {
+			req_free(s->slots[i]);
+			s->slots[i] = NULL;
+		}
+	}
+	free(s->slots);
+	free(s->free_ids);
+	free(s->pending);
+	s->slots = NULL;
+	s->free_ids = NULL;
+	s->pending = NULL;
+	s->nslots = s->nfree = s->npending = s->cap_pending = 0;
+}
+
+/*
+ * dobj.http_listen(ip, port): a server listening on ip:port (port 0: any
+ * free port, see srv:port()), or nil, "ip:port: reason" when the address
+ * cannot be had (in use, not local, no permission).
+ */
+int l_http_listen(lua_State *L)
+{
+	const char *ip = luaL_checkstring(L, 1);
+	lua_Integer port = luaL_checkinteger(L, 2);
+	struct sockaddr_in sa;
+	socklen_t salen = sizeof(sa);
+	server *s;
+	int one = 1, fd;
+
+	luaL_argcheck(L, port >= 0 && port <= 65535, 2, "port must be from 0 to 65535");
+	s = lua_newuserdatauv(L, sizeof(*s), 0);
+	memset(s, 0, sizeof(*s));
+	s->listen_fd = -1;
+	luaL_setmetatable(L, SERVER_MT);
+	memset(&sa, 0, sizeof(sa));
+	sa.sin_family = AF_INET;
+	sa.sin_port = htons((uint16_t)port);
+	if (inet_pton(AF_INET, ip, &sa.sin_addr) != 1) {
+		lua_pushnil(L);
+		lua_pushfstring(L, "%s: not an IPv4 address", ip);
+		return 2;
+	}
+	/* Our own socket, so that a failed bind says why (libmicrohttpd's
+	 * start only says it failed). */
+	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return luaL_error(L, "socket: %s", strerror(errno));
+	s->listen_fd = fd;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 511) < 0) {
+		int e = errno;
+		server_close(s);
+		lua_pushnil(L);
+		lua_pushfstring(L, "%s:%d: %s", ip, (int)port,
+			e == EADDRINUSE ? "address already in use (is another server running on this port?)" : strerror(e));
+		return 2;
+	}
+	getsockname(fd, (struct sockaddr *)&sa, &salen);
+	s->port = ntohs(sa.sin_port);
+	snprintf(s->host, sizeof(s->host), "%s:%d", ip, s->port);
+	s->d = MHD_start_daemon(MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_TURBO,
+		0, NULL, NULL, on_access, s,
+		MHD_OPTION_LISTEN_SOCKET, fd,
+		MHD_OPTION_URI_LOG_CALLBACK, on_uri, s,
+		MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+		MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)0,
+		MHD_OPTION_END);
+	if (!s->d) {
+		server_close(s);
+		return luaL_error(L, "libmicrohttpd could not start on %s", s->host);
+	}
+	return 1;
+}
+
+static int l_srv_port(lua_State *L)
+{
+	lua_pushinteger(L, check_srv(L)->port);
+	return 1;
+}
+
+/* Push the dobj.request for q (url, method, headers, body). */
+static void push_req(lua_State *L, req *q)
+{
+	size_t i;
+
+	lua_createtable(L, 0, 4);
+	lua_pushstring(L, q->msg->url);
+	lua_setfield(L, -2, "url");
+	lua_pushstring(L, q->msg->method);
+	lua_setfield(L, -2, "method");
+	lua_createtable(L, 0, (int)q->msg->nheaders);
+	for (i = 0; i < q->msg->nheaders; i++) {
+		lua_pushstring(L, q->msg->header_values[i]);
+		lua_setfield(L, -2, q->msg->header_names[i]);
+	}
+	lua_setfield(L, -2, "headers");
+	lua_pushlstring(L, (const char *)q->msg->body, q->msg->body_len);
+	lua_setfield(L, -2, "body");
+	push_mt(L, MT_REQUEST);
+	lua_setmetatable(L, -2);
+}
+
+static int take_id(server *s, req *q)
+{
+	size_t id;
+
+	if (s->nfree) {
+		id = s->free_ids[--s->nfree];
+	} else {
+		req **p = realloc(s->slots, (s->nslots + 1) * sizeof(*p));
+		size_t *f;
+		if (!p)
+			return -1;
+		s->slots = p;
+		f = realloc(s->free_ids, (s->nslots + 1) * sizeof(*f));
+		if (!f)
+			return -1;
+		s->free_ids = f;
+		id = ++s->nslots;
+	}
+	s->slots[id - 1] = q;
+	q->id = id;
+	return 0;
+}
+
+/* Hand this MHD_run's complete requests to the handler at `h`: h(id, request). */
+static int dispatch(lua_State *L, server *s, int h)
+{
+	size_t i;
+
+	for (i = 0; i < s->npending; i++) {
+		req *q = s->pending[i];
+		if (!q)
+			continue;
+		s->pending[i] = NULL;
+		if (take_id(s, q) < 0) {
+			s->pending[i] = q; /* server_close resumes it */
+			lua_pushliteral(L, "out of memory");
+			return -1;
+		}
+		lua_pushvalue(L, h);
+		lua_pushinteger(L, (lua_Integer)q->id);
+		push_req(L, q);
+		if (lua_pcall(L, 2, 0, 0) != LUA_OK)
+			return -1; /* the rest stay in pending: server_close resumes them */
+	}
+	s->npending = 0;
+	return 0;
+}
+
+/*
+ * srv:run(rt, handler [, on_stop]): serve until SIGINT or SIGTERM, then stop taking
+ * connections (the port is freed at once), let the requests in flight
+ * finish and return the signal's name ("SIGINT"/"SIGTERM") or nil after
+ * srv:stop().  on_stop(signal_name, requests_in_flight) is called when the
+ * first signal arrives.  A second signal returns at once (srv:close() then
+ * drops the connections still open).  handler(id, request) is called for each complete request from
+ * the loop (never from inside libmicrohttpd); it answers later, from any
+ * task, with srv:respond(id, response).  rt:process() runs when the
+ * runtime's fd is readable.  Errors of the handler or of rt:process() stop
+ * the loop and are raised.
+ */
+static int l_srv_run(lua_State *L)
+{
+	server *s = check_srv(L);
+	const union MHD_DaemonInfo *info;
+	sigset_t set, old;
+	int sigfd, rtfd, mfd, failed = 0;
+	const char *signame = NULL;
+
+	luaL_checktype(L, 3, LUA_TFUNCTION);
+	if (!lua_isnoneornil(L, 4))
+		luaL_checktype(L, 4, LUA_TFUNCTION);
+	if (s->running)
+		return luaL_error(L, "the server is already running");
+	lua_settop(L, 4);
+	lua_getfield(L, 2, "fd");
+	lua_pushvalue(L, 2);
+	lua_call(L, 1, 1);
+	rtfd = (int)luaL_checkinteger(L, -1);
+	lua_pop(L, 1);
+	lua_getfield(L, 2, "process"); /* 5: rt.process */
+	luaL_checktype(L, 5, LUA_TFUNCTION);
+	info = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_EPOLL_FD);
+	if (!info)
+		return luaL_error(L, "libmicrohttpd has no epoll fd");
+	mfd = info->epoll_fd;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	if (sigprocmask(SIG_BLOCK, &set, &old) < 0)
+		return luaL_error(L, "sigprocmask: %s", strerror(errno));
+	sigfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+	if (sigfd < 0) {
+		int e = errno;
+		sigprocmask(SIG_SETMASK, &old, NULL);
+		return luaL_error(L, "signalfd: %s", strerror(e));
+	}
+	s->running = 1;
+	for (;;) {
+		struct pollfd p[3];
+		MHD_UNSIGNED_LONG_LONG mhd_ms;
+		int timeout = -1;
+
+		MHD_run(s->d);
+		if (s->npending && dispatch(L, s, 3) < 0) {
+			failed = 1;
+			break;
+		}
+		if (s->stopping && s->inflight == 0)
+			break;
+		if (MHD_get_timeout(s->d, &mhd_ms) == MHD_YES)
+			timeout = mhd_ms > 60000 ? 60000 : (int)mhd_ms;
+		p[0].fd = mfd;
+		p[0].events = POLLIN;
+		p[1].fd = rtfd;
+		p[1].events = POLLIN;
+		p[2].fd = sigfd;
+		p[2].events = POLLIN;
+		p[0].revents = p[1].revents = p[2].revents = 0;
+		if (poll(p, 3, timeout) < 0 && errno != EINTR) {
+			lua_pushfstring(L, "poll: %s", strerror(errno));
+			failed = 1;
+			break;
+		}
+		if (p[2].revents & POLLIN) {
+			struct signalfd_siginfo si;
+			if (read(sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+				if (signame)
+					break; /* a second signal: stop now, in flight or not */
+				signame = si.ssi_signo == SIGINT ? "SIGINT" : "SIGTERM";
+				s->stopping = 1;
+				if (lua_isfunction(L, 4)) {
+					lua_pushvalue(L, 4);
+					lua_pushstring(L, signame);
+					lua_pushinteger(L, (lua_Integer)s->inflight);
+					if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
+						failed = 1;
+						break;
+					}
+				}
+			}
+		}
+		if (s->stopping && s->listen_fd >= 0) {
+			/* Stop accepting and free the port; in-flight requests go on. */
+			MHD_quiesce_daemon(s->d);
+			close(s->listen_fd);
+			s->listen_fd = -1;
+		}
+		if (p[1].revents & POLLIN) {
+			lua_pushvalue(L, 5);
+			lua_pushvalue(L, 2);
+			if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+				failed = 1;
+				break;
+			}
+		}
+	}
+	s->running = 0;
+	close(sigfd);
+	sigprocmask(SIG_SETMASK, &old, NULL);
+	if (failed)
+		return lua_error(L);
+	if (signame)
+		lua_pushstring(L, signame);
+	else
+		lua_pushnil(L);
+	return 1;
+}
+
+/* srv:stop(): make srv:run() return once the requests in flight are
+ * answered (what SIGINT/SIGTERM do). */
+static int l_srv_stop(lua_State *L)
+{
+	check_srv(L)->stopping = 1;
+	return 0;
+}
+
+/*
+ * srv:respond(id, response): answer request `id` with a dobj.response
+ * (status, headers, body).  Framing headers (content-length,
+ * transfer-encoding, connection...) are the server's: dropped.  Returns the
+ * status's reason phrase ("OK"), for the log.  An id answered already, or
+ * never given, raises.
+ */
+static int l_srv_respond(lua_State *L)
+{
+	server *s = luaL_checkudata(L, 1, SERVER_MT);
+	lua_Integer id = luaL_checkinteger(L, 2);
+	lua_Integer status;
+	struct MHD_Response *r;
+	const char *body;
+	size_t len;
+	req *q;
+	int isint;
+
+	luaL_checktype(L, 3, LUA_TTABLE);
+	if (id < 1 || (size_t)id > s->nslots || !s->slots[id - 1])
+		return luaL_error(L, "no request %d waits for a response", (int)id);
+	q = s->slots[id - 1];
+	lua_getfield(L, 3, "status");
+	status = lua_tointegerx(L, -1, &isint);
+	if (!isint)
+		return luaL_error(L, "status must be an integer");
+	if (dobj_msg_status_check(status) < 0)
+		return luaL_error(L, "%s", dobj_error_last());
+	lua_getfield(L, 3, "body");
+	body = lua_tolstring(L, -1, &len);
+	if (!body && !lua_isnil(L, -1))
+		return luaL_error(L, "a body must be a string (got %s)", luaL_typename(L, -1));
+	if (!body)
+		body = "", len = 0;
+	lua_getfield(L, 3, "headers");
+	if (!lua_isnil(L, -1))
+		luaL_checktype(L, -1, LUA_TTABLE);
+	/* Take the id back before anything can fail: the request is answered
+	 * (with this response, or with 500 below). */
+	s->slots[id - 1] = NULL;
+	s->free_ids[s->nfree++] = (size_t)id;
+	q->id = 0;
+	if (q->orphan) {
+		req_free(q); /* the client left */
+		lua_pushstring(L, MHD_get_reason_phrase_for((unsigned)status));
+		return 1;
+	}
+	r = MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
+	if (!r)
+		return luaL_error(L, "out of memory");
+	if (lua_istable(L, -1)) {
+		lua_pushnil(L);
+		while (lua_next(L, -2)) {
+			const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+			const char *v = lua_type(L, -1) == LUA_TSTRING || lua_type(L, -1) == LUA_TNUMBER
+				? lua_tostring(L, -1) : NULL;
+			if (k && v && !dobj_msg_header_is_framing(k))
+				MHD_add_response_header(r, k, v);
+			lua_pop(L, 1);
+		}
+	}
+	q->resp = r;
+	q->status = (unsigned)status;
+	q->state = REQ_ANSWERED;
+	MHD_resume_connection(q->conn);
+	lua_pushstring(L, MHD_get_reason_phrase_for((unsigned)status));
+	return 1;
+}
+
+static int l_srv_close(lua_State *L)
+{
+	server *s = luaL_checkudata(L, 1, SERVER_MT);
+
+	if (s->running)
+		return luaL_error(L, "close() while srv:run() runs: call srv:stop()");
+	server_close(s);
+	return 0;
+}
+
+static int l_srv_gc(lua_State *L)
+{
+	server_close(luaL_checkudata(L, 1, SERVER_MT));
+	return 0;
+}
+
+static int l_srv_tostring(lua_State *L)
+{
+	server *s = luaL_checkudata(L, 1, SERVER_MT);
+
+	lua_pushfstring(L, "dobj.HttpServer(%s%s)", s->host, s->d ? "" : ", closed");
+	return 1;
+}
+
+void server_open(lua_State *L, int mi)
+{
+	static const luaL_Reg methods[] = {
+		{ "run", l_srv_run }, { "respond", l_srv_respond }, { "stop", l_srv_stop },
+		{ "port", l_srv_port }, { "close", l_srv_close }, { NULL, NULL }
+	};
+	static const luaL_Reg meta[] = {
+		{ "__gc", l_srv_gc }, { "__close", l_srv_close },
+		{ "__tostring", l_srv_tostring }, { NULL, NULL }
+	};
+
+	luaL_newmetatable(L, SERVER_MT);
+	luaL_setfuncs(L, meta, 0);
+	luaL_newlibtable(L, methods);
+	lua_pushvalue(L, mi); /* the module state, for push_mt */
+	luaL_setfuncs(L, methods, 1);
+	lua_setfield(L, -2, "__index");
+	lua_pop(L, 1);
+}
+
+#else /* !DOBJ_HAVE_MHD */
+
+int l_http_listen(lua_State *L)
+{
+	return luaL_error(L, "dobj was built without libmicrohttpd (apt install libmicrohttpd-dev, then rebuild)");
+}
+
+void server_open(lua_State *L, int mi)
+{
+	(void)L;
+	(void)mi;
+}
+
+#endif

@@ -1,0 +1,229 @@
+-- `dobj-lua dev`: the real server as a subprocess (bindings/lua/bin/dobj-lua,
+-- with the dobj.so of LUA_CPATH, so ASan runs cover it too), driven over
+-- real HTTP with curl.  Each server is stopped by SIGTERM in after_each; its
+-- lifetime is bounded by timeout(1) so that a hung server cannot hang the
+-- suite.  Ports: 18200-18299 (this suite's range).
+local H = dofile("tests/lua/helpers.lua")
+local dobj = H.dobj
+
+local HERE = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
+local SCRIPT = HERE .. "../../bindings/lua/bin/dobj-lua"
+local PROJECT = HERE .. "dev"
+local PRELOAD = os.getenv("LD_PRELOAD") -- the ASan runtime, for the server only
+
+local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+
+local function read_all(cmd)
+  local p = assert(io.popen(cmd))
+  local out = p:read("a")
+  local _, _, code = p:close()
+  return out, code
+end
+
+-- curl without the sanitizer preload (its own leaks are not ours).
+local function curl(args)
+  return read_all("env -u LD_PRELOAD curl -s -m 20 " .. args .. " 2>&1")
+end
+
+local servers = {}
+
+-- Start `dobj-lua dev ARGS`; returns a server { port, pid, lines } once it
+-- printed its "Ready on" line, or nil and everything it printed if it exited
+-- first.
+local function start(args, port)
+  local cmd = ("echo $$; exec env -u LD_PRELOAD timeout --foreground -k 5 60 env %s lua5.4 %s dev --port %d %s 2>&1")
+    :format(PRELOAD and ("LD_PRELOAD=" .. q(PRELOAD)) or "", q(SCRIPT), port, args)
+  local p = assert(io.popen("sh -c " .. q(cmd)))
+  local s = { p = p, pid = assert(tonumber(p:read("l"))), port = port, lines = {} }
+  for line in p:lines() do
+    s.lines[#s.lines + 1] = line
+    if line:find("Ready on", 1, true) then
+      servers[#servers + 1] = s
+      return s
+    end
+  end
+  local _, _, code = p:close()
+  return nil, table.concat(s.lines, "\n"), code
+end
+
+-- Read the server's output until a line containing `text`.
+local function wait_line(s, text)
+  for line in s.p:lines() do
+    s.lines[#s.lines + 1] = line
+    if line:find(text, 1, true) then return line end
+  end
+  error("the server exited before printing " .. text .. ":\n" .. table.concat(s.lines, "\n"))
+end
+
+-- SIGTERM (unless `no_signal`), then everything it printed until it
+-- exited, and its exit code.
+local function stop(s, no_signal)
+  if s.stopped then return s.output, s.code end
+  if not no_signal then os.execute("kill -TERM " .. s.pid .. " 2>/dev/null") end
+  local rest = s.p:read("a")
+  local _, _, code = s.p:close()
+  s.stopped, s.code = true, code
+  s.output = table.concat(s.lines, "\n") .. "\n" .. rest
+  return s.output, code
+end
+
+local function url(s, path) return ("http://127.0.0.1:%d%s"):format(s.port, path) end
+
+describe("dobj-lua dev", function()
+  local dir
+
+  before_each(function() dir = H.tmpdir() end)
+
+  after_each(function()
+    for _, s in ipairs(servers) do stop(s) end
+    servers = {}
+    H.rm_rf(dir)
+  end)
+
+  it("counts per object, keeps the counts across a restart, logs a line per request", function()
+    local s = assert(start(("--config %s --persist-to %s"):format(q(PROJECT), q(dir)), 18201))
+    assert.equal("1", curl(q(url(s, "/count/a"))))
+    assert.equal("2", curl(q(url(s, "/count/a"))))
+    assert.equal("1", curl(q(url(s, "/count/b"))))
+    local out, code = stop(s)
+    assert.equal(0, code)
+    assert.truthy(out:find("[dobj:inf] GET /count/a 200 OK (", 1, true), out)
+    assert.truthy(out:find("stopped (SIGTERM)", 1, true), out)
+    -- The state is the project's folder layout: a restart reads it back.
+    s = assert(start(("--config %s --persist-to %s"):format(q(PROJECT), q(dir)), 18201))
+    assert.equal("3", curl(q(url(s, "/count/a"))))
+    assert.equal("2", curl(q(url(s, "/count/b"))))
+  end)
+
+  it("serves the example project and keeps a connection alive across requests", function()
+    local s = assert(start(("--config examples/workers/lua-counter --persist-to %s"):format(q(dir)), 18202))
+    local out = curl("-v " .. q(url(s, "/x")) .. " " .. q(url(s, "/x")))
+    assert.truthy(out:find("Re-using existing connection", 1, true), out)
+    assert.truthy(out:find("\n1", 1, true) or out:find("^1"), out)
+    assert.truthy(out:find("2", 1, true), out)
+    local log = stop(s)
+    assert.equal(2, select(2, log:gsub("GET /x 200 OK", "")), log)
+  end)
+
+  it("gives the entry the full URL and every header, repeated ones in order", function()
+    local s = assert(start(("--config %s --persist-to %s"):format(q(PROJECT), q(dir)), 18203))
+    local out = curl("-H 'X-Rep: first' -H 'X-Other: o' -H 'X-Rep: second' -H 'X-Rep: third' "
+      .. q(url(s, "/echo?a=1&b=%20c")))
+    assert.truthy(out:find("url=http://127.0.0.1:18203/echo?a=1&b=%20c\n", 1, true), out)
+    assert.truthy(out:find("method=GET\n", 1, true), out)
+    assert.truthy(out:find("x-rep: first, second, third\n", 1, true), out)
+    assert.truthy(out:find("x-other: o\n", 1, true), out)
+    -- A request target in absolute form (as to a proxy) is the URL itself.
+    out = curl("--request-target http://example.com/echo?q " .. q(url(s, "/")))
+    assert.truthy(out:find("url=http://example.com/echo?q\n", 1, true), out)
+  end)
+
+  it("passes a binary body through, sent whole or in chunks, both ways", function()
+    local s = assert(start(("--config %s --persist-to %s"):format(q(PROJECT), q(dir)), 18204))
+    local bytes = {}
+    for i = 0, 255 do bytes[#bytes + 1] = string.char(i) end
+    local body = table.concat(bytes):rep(300) -- 76,800 bytes: NUL, CR, LF, 0xff...
+    local file = dir .. "/body.bin"
+    local f = assert(io.open(file, "wb"))
+    f:write(body)
+    f:close()
+    for _, extra in ipairs({ "", "-H 'Transfer-Encoding: chunked' " }) do
+      local out = curl("-i -X PUT --data-binary @" .. q(file) .. " " .. extra .. q(url(s, "/echo")))
+      assert.truthy(out:find("x-body-length: 76800", 1, true), out:sub(1, 500))
+      -- The entry's own content-length ("1") is dropped: the server frames the body.
+      assert.truthy(out:find("Content%-Length: %d+"), out:sub(1, 500))
+      assert.equal(body, out:sub(-#body))
+      assert.truthy(out:find("method=PUT\n", 1, true))
+      if extra ~= "" then assert.truthy(out:find("transfer-encoding: chunked", 1, true)) end
+    end
+  end)
+
+  it("answers 500 with the error logged, as a page for browsers", function()
+    local s = assert(start(("--config %s --persist-to %s"):format(q(PROJECT), q(dir)), 18205))
+    local page = curl("-i -H 'Accept: text/html,application/xhtml+xml' " .. q(url(s, "/boom")))
+    assert.truthy(page:find("^HTTP/1.1 500"), page)
+    assert.truthy(page:find("content-type: text/html", 1, true), page)
+    assert.truthy(page:find("<!DOCTYPE html>", 1, true), page)
+    assert.truthy(page:find("boom from the entry", 1, true), page)
+    local text = curl("-i " .. q(url(s, "/boom")))
+    assert.truthy(text:find("^HTTP/1.1 500"), text)
+    assert.truthy(text:find("content-type: text/plain", 1, true), text)
+    assert.truthy(text:find("Error: ", 1, true), text)
+    -- The server goes on serving.
+    assert.equal("1", curl(q(url(s, "/count/after"))))
+    local log = stop(s)
+    assert.truthy(log:find("[dobj:err] GET http://127.0.0.1:18205/boom: ", 1, true), log)
+    assert.truthy(log:find("boom from the entry", 1, true), log)
+    assert.truthy(log:find("GET /boom 500 Internal Server Error", 1, true), log)
+  end)
+
+  it("refuses a port in use with one clear line and a non-zero exit", function()
+    local s = assert(start(("--config %s --persist-to %s"):format(q(PROJECT), q(dir)), 18206))
+    local ok, out, code = start(("--config %s --persist-to %s/other"):format(q(PROJECT), q(dir)), 18206)
+    assert.is_nil(ok)
+    assert.equal(1, code)
+    assert.equal("dobj-lua: 127.0.0.1:18206: address already in use (is another server running on this port?)", out)
+    assert.equal("1", curl(q(url(s, "/count/a")))) -- the first one still serves
+  end)
+
+  it("exits non-zero with the loader's message on a bad config", function()
+    local f = assert(io.open(dir .. "/wrangler.toml", "w"))
+    f:write('name = "x"\nmain = [oops\n')
+    f:close()
+    local ok, out, code = start("--config " .. q(dir), 18207)
+    assert.is_nil(ok)
+    assert.equal(1, code)
+    assert.truthy(out:find("wrangler.toml", 1, true), out)
+    assert.truthy(out:find("wrangler.toml:2:", 1, true), out)
+  end)
+
+  it("on SIGTERM finishes the request in flight, commits its write and frees the port", function()
+    local s = assert(start(("--config %s --persist-to %s"):format(q(PROJECT), q(dir)), 18208))
+    local client = assert(io.popen("env -u LD_PRELOAD curl -s -m 20 " .. q(url(s, "/slow/x")) .. " 2>&1"))
+    wait_line(s, "slow request started")
+    local log, code = stop(s)
+    assert.equal("1", client:read("a"))
+    client:close()
+    assert.equal(0, code, log)
+    assert.truthy(log:find("GET /slow/x 200 OK", 1, true), log)
+    -- The write is on disk and the port is free: a new server on it reads it.
+    s = assert(start(("--config %s --persist-to %s"):format(q(PROJECT), q(dir)), 18208))
+    assert.equal("2", curl(q(url(s, "/count/x"))))
+  end)
+
+  it("stops at once on a second signal, with a request still in flight", function()
+    local s = assert(start(("--config %s --persist-to %s"):format(q(PROJECT), q(dir)), 18210))
+    local client = assert(io.popen("env -u LD_PRELOAD curl -s -m 20 " .. q(url(s, "/slow/x")) .. " 2>&1"))
+    wait_line(s, "slow request started")
+    os.execute("kill -INT " .. s.pid)
+    assert.truthy(wait_line(s, "SIGINT: stopping after 1 request in flight (again to stop now)"))
+    os.execute("kill -INT " .. s.pid)
+    local log, code = stop(s, true)
+    assert.equal(0, code, log)
+    assert.truthy(log:find("stopped (SIGINT)", 1, true), log)
+    assert.falsy(log:find("GET /slow/x 200", 1, true), log)
+    client:close()
+  end)
+
+  it("answers a usage line for unknown arguments", function()
+    local out, code = read_all(("lua5.4 %s dev --nope 2>&1"):format(q(SCRIPT)))
+    assert.equal(2, code)
+    assert.truthy(out:find("unknown argument --nope", 1, true), out)
+    assert.truthy(out:find("usage: dobj-lua dev", 1, true), out)
+  end)
+end)
+
+describe("dobj.http_listen", function()
+  it("returns nil and a message for an address that is not IPv4", function()
+    local srv, err = dobj.http_listen("not-an-ip", 18209)
+    assert.is_nil(srv)
+    assert.equal("not-an-ip: not an IPv4 address", err)
+  end)
+
+  it("refuses to answer a request it never gave", function()
+    local srv <close> = assert(dobj.http_listen("127.0.0.1", 0))
+    assert.truthy(srv:port() > 0)
+    local err = H.catch(srv.respond, srv, 1, dobj.response("x"))
+    assert.truthy(tostring(err):find("no request 1 waits for a response", 1, true))
+  end)
+end)
