@@ -235,6 +235,7 @@ demo-lua-dev: build
 bench: DEB_PACKAGES += wrk
 bench: build venv
 	$(PYTHON) bench/run.py
+	$(PYTHON) bench/ws_bench.py
 
 clean:
 	rm -rf $(BUILD) $(BUILD_ASAN) $(VENV) $(VENV_ASAN) .venv-3.* .build-py .build-py-asan dist *.egg-info
