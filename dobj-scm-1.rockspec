@@ -79,6 +79,7 @@ build = {
             "bindings/lua/src/stub.c",
             "bindings/lua/src/testkit.c",
             "bindings/lua/src/values.c",
+            "bindings/lua/src/websocket.c",
          },
          defines = { "DOBJ_HAVE_MHD" },
          incdirs = { "core/include", "core/src", "$(OPENSSL_INCDIR)", "$(SQLITE_INCDIR)", "$(MHD_INCDIR)" },
