@@ -103,6 +103,9 @@ void dobj__alarms_free(dobj_ns *ns);
 /** A WebSocket event the class has no handler for: 1 to finish it at once
  *  (close, error), -1 to fail it (message: an error for the hook), 0 to run. */
 int dobj__ws_unhandled(const dobj_task *t);
+/** Send the WebSocket output the step held (its writes are committed now);
+ *  drop what an object whose commit failed sent. */
+void dobj__ws_flush(dobj_rt *rt);
 /** Let go of every WebSocket accepted in a namespace (runtime closed). */
 void dobj__ws_ns_close(dobj_ns *ns);
 /** Free a namespace that is not (or no longer) published (ns.c). */
@@ -269,6 +272,7 @@ struct dobj_rt {
 	dobj_durability durability;
 	dobj_storage *dirty;       /* written during the current step */
 	dobj_task *held_head, *held_tail; /* results waiting for the commit */
+	struct dobj__ws_held *ws_held, *ws_held_tail; /* WebSocket output waiting for it */
 	double idle_ms;
 	double (*wall_ms)(void *);
 	double wall_base;          /* virtual time: wall clock at start */

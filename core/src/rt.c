@@ -504,6 +504,8 @@ static void deliver(dobj_task *t)
 static void end_step(dobj_rt *rt)
 {
 	dobj__storage_commit_dirty(rt);
+	if (rt->ws_held)
+		dobj__ws_flush(rt);
 	while (rt->held_head) {
 		dobj_task *t = rt->held_head;
 		rt->held_head = t->dnext;

@@ -69,6 +69,17 @@ typedef struct wsev {
 	char *reason;
 } wsev;
 
+/* Output of a step, held until its writes are committed (workerd's output
+ * gate: a client never sees a message about a write that is then lost). */
+struct dobj__ws_held {
+	struct dobj__ws_held *next;
+	wsconn *c;            /* a reference */
+	dobj_obj *obj;        /* the sender (a reference), or NULL */
+	int close, text_or_code;
+	size_t len;
+	unsigned char data[];
+};
+
 static uint64_t next_serial;
 
 /* A pair belongs to no runtime until its server end is accepted. */
@@ -238,6 +249,16 @@ void dobj__ws_ns_close(dobj_ns *ns)
 {
 	room *r;
 
+	/* The runtime is closing: output still held goes nowhere. */
+	while (ns->rt->ws_held) {
+		struct dobj__ws_held *h = ns->rt->ws_held;
+		ns->rt->ws_held = h->next;
+		dobj__obj_unref(h->obj);
+		conn_unref(h->c);
+		free(h);
+	}
+	ns->rt->ws_held_tail = NULL;
+
 	while ((r = dobj__idmap_any(&ns->rooms))) {
 		size_t i;
 		dobj__idmap_del(&ns->rooms, &r->id);
@@ -364,8 +385,54 @@ nomem:
 	return dobj_error_set(DOBJ_ENOMEM, "out of memory");
 }
 
-/* Hand one frame to the host, or keep it until the host attaches. */
+static int output_now(wsconn *c, int close, int text_or_code, const void *data, size_t len);
+
 static int output(wsconn *c, int close, int text_or_code, const void *data, size_t len)
+{
+	dobj_rt *rt = c->rt;
+	struct dobj__ws_held *h;
+
+	if (!rt || !rt->current)
+		return output_now(c, close, text_or_code, data, len);
+	h = malloc(sizeof(*h) + len + 1);
+	if (!h)
+		return dobj_error_set(DOBJ_ENOMEM, "out of memory");
+	h->next = NULL;
+	h->c = c;
+	c->refs++;
+	h->obj = rt->current->obj;
+	dobj_obj_ref(h->obj);
+	h->close = close;
+	h->text_or_code = text_or_code;
+	h->len = len;
+	if (len)
+		memcpy(h->data, data, len);
+	if (rt->ws_held_tail)
+		rt->ws_held_tail->next = h;
+	else
+		rt->ws_held = h;
+	rt->ws_held_tail = h;
+	return DOBJ_OK;
+}
+
+void dobj__ws_flush(dobj_rt *rt)
+{
+	struct dobj__ws_held *h;
+
+	while ((h = rt->ws_held)) {
+		rt->ws_held = h->next;
+		if (!rt->ws_held)
+			rt->ws_held_tail = NULL;
+		if (!(h->obj && h->obj->dead && h->obj->commit_failed) && !h->c->detached)
+			output_now(h->c, h->close, h->text_or_code, h->data, h->len);
+		dobj__obj_unref(h->obj);
+		conn_unref(h->c);
+		free(h);
+	}
+}
+
+/* Hand one frame to the host, or keep it until the host attaches. */
+static int output_now(wsconn *c, int close, int text_or_code, const void *data, size_t len)
 {
 	outmsg *m;
 

@@ -14,6 +14,7 @@ static int constructions, destroyed, hook_errors;
 static char seen[4096];      /* what the object saw, in order */
 static char hook_msg[256];
 static dobj_ws *last_client; /* the client end of the last accepted pair */
+static struct conn *watched; /* test_output_waits_for_the_commit */
 
 static void see(const char *fmt, ...)
 {
@@ -102,7 +103,11 @@ static int room_step(dobj_task *t, void *data)
 			broadcast(obj, "red", m + 4, strlen(m + 4));
 		else if (!strncmp(m, "att ", 4))
 			CHECK_EQ_INT(dobj_ws_set_attachment(ev->ws, m + 4, strlen(m + 4)), DOBJ_OK);
-		else if (!strcmp(m, "bye"))
+		else if (!strcmp(m, "gate")) {
+			/* Held until the step's writes are committed (output gate). */
+			CHECK_EQ_INT(dobj_ws_send(ev->ws, "held", 4, 1), DOBJ_OK);
+			CHECK_STR(watched->out, "");
+		} else if (!strcmp(m, "bye"))
 			CHECK_EQ_INT(dobj_ws_close(ev->ws, 4000, "done", 4), DOBJ_OK);
 		else if (!strcmp(m, "fail")) {
 			dobj_task_raise(t, DOBJ_EUSER, "handler failed", NULL);
@@ -535,6 +540,24 @@ static void test_failed_handler_goes_to_the_hook(void)
 }
 
 /* A thousand sockets on one object, all reached by one broadcast. */
+static void test_output_waits_for_the_commit(void)
+{
+	dobj_rt *rt = make_rt(-1, ALL_WS);
+	dobj_stub *s = room_stub("gate");
+	conn a;
+	dobj_ws *ca = connect_ws(rt, s, "", &a);
+
+	a.out[0] = '\0';
+	watched = &a;
+	recv_text(rt, ca, "gate");
+	watched = NULL;
+	CHECK_STR(a.out, "held|");
+	dobj_ws_unref(ca);
+	dobj_stub_free(s);
+	dobj_rt_free(rt);
+	CHECK_EQ_INT(live_values, 0);
+}
+
 static void test_thousand_sockets(void)
 {
 	dobj_rt *rt = make_rt(-1, ALL_WS);
@@ -573,6 +596,7 @@ int main(void)
 	RUN(test_accept_twice_and_tag_length);
 	RUN(test_missing_handlers);
 	RUN(test_failed_handler_goes_to_the_hook);
+	RUN(test_output_waits_for_the_commit);
 	RUN(test_thousand_sockets);
 	return DONE();
 }
