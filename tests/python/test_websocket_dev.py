@@ -340,3 +340,14 @@ async def test_python_workers_code_with_the_javascript_names(tmp_path, servers):
     await b.close(4005)
     assert await a.recv() == "left 4005"
     await a.close()
+
+
+async def test_sigterm_closes_open_websockets_and_stops(probe):
+    a = await connect(probe)
+    assert await ask(a, "echo") == "echo"
+    probe.proc.terminate()
+    with pytest.raises(websockets.ConnectionClosed) as info:
+        await asyncio.wait_for(a.recv(), 30)
+    assert info.value.rcvd.code == 1012  # uvicorn's "service restart"
+    assert probe.wait() == 0
+    assert "Traceback" not in probe.output()
