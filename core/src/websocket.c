@@ -49,6 +49,7 @@ struct wsconn {
 	const dobj_ws_io *io;
 	void *payload;
 	outmsg *out_head, *out_tail;
+	size_t out_bytes;     /* buffered before the host attached */
 };
 
 typedef struct room {
@@ -102,6 +103,7 @@ static void conn_release_io(wsconn *c)
 		free(m);
 	}
 	c->out_tail = NULL;
+	c->out_bytes = 0;
 	if (io && io->release)
 		io->release(payload);
 }
@@ -392,6 +394,13 @@ static int output(wsconn *c, int close, int text_or_code, const void *data, size
 	dobj_rt *rt = c->rt;
 	struct dobj__ws_held *h;
 
+	if (!c->attached) {
+		/* Nobody serves the client end (yet): bounded, not a leak. */
+		if (len > DOBJ_WS_MAX_BUFFERED - c->out_bytes)
+			return dobj_error_set(DOBJ_ESTATE, "this WebSocket's client end is not served yet "
+				"and %u bytes are waiting for it", (unsigned)c->out_bytes);
+		c->out_bytes += len;
+	}
 	if (!rt || !rt->current)
 		return output_now(c, close, text_or_code, data, len);
 	h = malloc(sizeof(*h) + len + 1);
@@ -443,6 +452,8 @@ static int output_now(wsconn *c, int close, int text_or_code, const void *data, 
 			c->io->send(c->payload, data, len, text_or_code);
 		return DOBJ_OK;
 	}
+	if (c->detached)
+		return DOBJ_OK;
 	m = malloc(sizeof(*m) + len + 1);
 	if (!m)
 		return dobj_error_set(DOBJ_ENOMEM, "out of memory");
@@ -786,6 +797,7 @@ int dobj_ws_attach(dobj_ws *client, const dobj_ws_io *io, void *payload)
 			io->send(payload, m->data, m->len, m->text_or_code);
 		free(m);
 	}
+	c->out_bytes = 0;
 	return DOBJ_OK;
 }
 

@@ -558,6 +558,52 @@ static void test_output_waits_for_the_commit(void)
 	CHECK_EQ_INT(live_values, 0);
 }
 
+/* A client end nobody serves: what the object sends is bounded. */
+static int unserved_step(dobj_task *t, void *data)
+{
+	dobj_ws *client, *server;
+	char *mb = calloc(1, 1 << 20);
+	int i, rc = DOBJ_OK;
+	(void)data;
+	CHECK_EQ_INT(dobj_ws_pair_new(&client, &server), DOBJ_OK);
+	CHECK_EQ_INT(dobj_ws_accept(dobj_task_obj(t), server, NULL, NULL, NULL, 0), DOBJ_OK);
+	for (i = 0; i < 40 && rc == DOBJ_OK; i++)
+		rc = dobj_ws_send(server, mb, 1 << 20, 0);
+	CHECK_EQ_INT(rc, DOBJ_ESTATE);
+	CHECK_EQ_INT(i, 33); /* 32 MiB went in, the 33rd MiB did not */
+	CHECK(strstr(dobj_error_last(), "not served yet") != NULL);
+	free(mb);
+	dobj_ws_unref(client);
+	dobj_ws_unref(server);
+	respond(t, 200, "done");
+	return DOBJ_OK;
+}
+
+static void test_unserved_output_is_bounded(void)
+{
+	dobj_rt *rt;
+	dobj_rt_opts o = DOBJ_RT_OPTS_INIT;
+	dobj_class k = { 0 };
+	dobj_ns *ns;
+	dobj_stub *s;
+	dobj_id id;
+
+	o.host.retain = tv_retain;
+	o.host.release = tv_release;
+	o.virtual_time = 1;
+	CHECK_EQ_INT(dobj_rt_new(&rt, &o), DOBJ_OK);
+	k.name = "Unserved";
+	k.flags = DOBJ_CLASS_FETCH;
+	k.step = unserved_step;
+	CHECK_EQ_INT(dobj_ns_new(&ns, rt, "U", 1, "unserved", 8, &k), DOBJ_OK);
+	dobj_id_from_name(dobj_ns_idkey(ns), "x", 1, &id);
+	CHECK_EQ_INT(dobj_stub_new(&s, ns, &id, "x", 1), DOBJ_OK);
+	CHECK_STR(fetch(rt, s, "go", NULL), "done");
+	dobj_stub_free(s);
+	dobj_rt_free(rt);
+	CHECK_EQ_INT(live_values, 0);
+}
+
 static void test_thousand_sockets(void)
 {
 	dobj_rt *rt = make_rt(-1, ALL_WS);
@@ -597,6 +643,7 @@ int main(void)
 	RUN(test_missing_handlers);
 	RUN(test_failed_handler_goes_to_the_hook);
 	RUN(test_output_waits_for_the_commit);
+	RUN(test_unserved_output_is_bounded);
 	RUN(test_thousand_sockets);
 	return DONE();
 }

@@ -35,6 +35,9 @@ extern "C" {
 #define DOBJ_WS_MAX_ATTACHMENT 16384      /**< serialized attachment, bytes */
 #define DOBJ_WS_MAX_AUTO_RESPONSE 2048    /**< auto-response request/response, bytes */
 #define DOBJ_WS_MAX_CLOSE_REASON 123      /**< close reason, bytes of UTF-8 */
+/** Output kept for a client end the host has not attached yet (dobj's bound:
+ *  a send beyond it fails instead of growing without limit). */
+#define DOBJ_WS_MAX_BUFFERED (32u << 20)
 
 /** Close code sent when a received message is over DOBJ_WS_MAX_MESSAGE. */
 #define DOBJ_WS_CLOSE_TOO_BIG 1009
@@ -108,7 +111,8 @@ DOBJ_API int dobj_ws_accept(dobj_obj *obj, dobj_ws *ws, const char *const *tags,
 /**
  * ws.send(message): `text` is 1 for a string (UTF-8), 0 for bytes.  Before
  * the host attached the client end the message is buffered (and delivered
- * at attach time, in order).  DOBJ_ESTATE with workerd's message when the
+ * at attach time, in order), up to DOBJ_WS_MAX_BUFFERED bytes (DOBJ_ESTATE
+ * beyond; the step's output is checked when the step ends, see below).  DOBJ_ESTATE with workerd's message when the
  * end was not accepted, or after this end's close(); a send after the peer
  * closed or failed is dropped silently (as workerd does).
  */
