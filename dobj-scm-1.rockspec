@@ -25,6 +25,8 @@ external_dependencies = {
    -- folder (/usr/include/x86_64-linux-gnu), where the compiler finds it
    -- but LuaRocks does not look.
    LIBFFI = { library = "ffi" },
+   -- libpq (cluster mode): Debian keeps its header in include/postgresql.
+   PQ = { header = "postgresql/libpq-fe.h", library = "pq" },
    -- The HTTP server of `dobj-lua dev` (Debian: libmicrohttpd-dev).
    MHD = { header = "microhttpd.h", library = "microhttpd" },
 }
@@ -37,6 +39,9 @@ build = {
          -- (part of `make test`) fails when it is stale.
          sources = {
             "core/src/alarm.c",
+            "core/src/cluster.c",
+            "core/src/cluster_pg.c",
+            "core/src/cluster_wal.c",
             "core/src/config.c",
             "core/src/config_dotenv.c",
             "core/src/config_json.c",
@@ -82,9 +87,11 @@ build = {
             "bindings/lua/src/websocket.c",
          },
          defines = { "DOBJ_HAVE_MHD" },
-         incdirs = { "core/include", "core/src", "$(OPENSSL_INCDIR)", "$(SQLITE_INCDIR)", "$(MHD_INCDIR)" },
-         libdirs = { "$(OPENSSL_LIBDIR)", "$(SQLITE_LIBDIR)", "$(LIBFFI_LIBDIR)", "$(MHD_LIBDIR)" },
-         libraries = { "crypto", "sqlite3", "ffi", "microhttpd", "dl", "m", "pthread" },
+         incdirs = { "core/include", "core/src", "$(OPENSSL_INCDIR)", "$(SQLITE_INCDIR)", "$(MHD_INCDIR)",
+            "$(PQ_INCDIR)/postgresql" },
+         libdirs = { "$(OPENSSL_LIBDIR)", "$(SQLITE_LIBDIR)", "$(LIBFFI_LIBDIR)", "$(MHD_LIBDIR)",
+            "$(PQ_LIBDIR)" },
+         libraries = { "crypto", "sqlite3", "pq", "ffi", "microhttpd", "dl", "m", "pthread" },
       },
       -- require "dobj.test": the busted helpers (docs/testing.md).
       ["dobj.test"] = "bindings/lua/dobj/test.lua",

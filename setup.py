@@ -47,7 +47,7 @@ if not core_sources or not binding_sources:
     raise SystemExit("core/src/*.c or bindings/python/src/*.c not found: "
                      "build from the repository root or from the sdist")
 
-include_dirs, library_dirs = pkg_config(["libffi", "libcrypto", "sqlite3"])
+include_dirs, library_dirs = pkg_config(["libffi", "libcrypto", "sqlite3", "libpq"])
 compile_args = ["-std=gnu11", "-fvisibility=hidden", "-Wall", "-Wextra",
                 "-Wno-missing-field-initializers", "-Wno-cast-function-type"]
 link_args = []
@@ -67,7 +67,7 @@ ext = Extension(
     + sources("core/include", "*.h") + sources("core/include/dobj", "*.h"),
     include_dirs=["bindings/python/src", "core/include", "core/src"] + include_dirs,
     library_dirs=library_dirs,
-    libraries=["crypto", "sqlite3", "ffi", "dl", "m"],
+    libraries=["crypto", "sqlite3", "pq", "ffi", "dl", "m"],
     extra_compile_args=compile_args,
     extra_link_args=link_args,
 )

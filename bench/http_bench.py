@@ -236,6 +236,17 @@ class Server:
         except OSError:
             return "(no log)"
 
+    def cpu_seconds(self) -> float | None:
+        """CPU time (user + system, every thread) the server used so far, from
+        /proc (None elsewhere): per request, a figure the machine's other
+        load moves much less than the rate."""
+        try:
+            with open(f"/proc/{self.proc.pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, ValueError, IndexError, AttributeError):
+            return None
+
     def counts(self) -> int:
         """The sum of the counts of /obj0 .. /obj31 before this read."""
         total = 0
@@ -265,14 +276,19 @@ def wrk(port: int, seconds: float) -> dict:
             "socket_errors": sum(map(int, sock.groups())) if sock else 0}
 
 
-def measure(name: str, seconds: float, runs: int, warmup: float, log=sys.stderr) -> tuple[float, list[str]]:
-    """(best req/s, notes) for one server; raises Unavailable."""
+def measure(name: str, seconds: float, runs: int, warmup: float,
+            log=sys.stderr) -> tuple[float, float | None, list[str]]:
+    """(best req/s, server CPU us per request over the measured runs, notes)
+    for one server; raises Unavailable."""
     notes = []
     with Server(name) as server:
-        sent = 0
+        sent = measured = 0
         for i in range(runs + 1):
+            if i == 1:
+                cpu0 = server.cpu_seconds()
             r = wrk(server.port, warmup if i == 0 else seconds)
             sent += r["requests"]
+            measured += r["requests"] if i else 0
             if r["non2xx"] or r["socket_errors"]:
                 notes.append(f"{r['non2xx']} non-2xx responses, {r['socket_errors']} socket "
                              f"errors in {r['requests']} (log: {server.log_tail()})")
@@ -281,13 +297,15 @@ def measure(name: str, seconds: float, runs: int, warmup: float, log=sys.stderr)
                 print(f"bench: {SERVERS[name]}: warm-up {r['rps']:,.0f} req/s", file=log, flush=True)
             else:
                 best = max(best, r["rps"])
+        cpu1 = server.cpu_seconds()
+        cpu = (cpu1 - cpu0) / measured * 1e6 if None not in (cpu0, cpu1) and measured else None
         # Every response wrk counted is in the counts; at most one request per
         # connection per run was cut off by wrk and may have counted too.
         if name not in NO_COUNTS:
             total = server.counts()
             if not sent <= total <= sent + CONNECTIONS * (runs + 1):
                 notes.append(f"the objects counted {total:,} requests, wrk {sent:,}")
-    return best, notes
+    return best, cpu, notes
 
 
 def wrk_missing() -> str | None:
@@ -295,8 +313,8 @@ def wrk_missing() -> str | None:
 
 
 def run_all(seconds: float, runs: int, warmup: float, only=None, log=sys.stderr):
-    """{name: req/s or None}, {name: reason}, [notes]."""
-    results, reasons, notes = {}, {}, []
+    """{name: req/s or None}, {name: server CPU us per request}, {name: reason}, [notes]."""
+    results, cpu, reasons, notes = {}, {}, {}, []
     missing = wrk_missing()
     for name, label in SERVERS.items():
         if only and name not in only:
@@ -307,11 +325,11 @@ def run_all(seconds: float, runs: int, warmup: float, only=None, log=sys.stderr)
             continue
         print(f"bench: HTTP, {label} ...", file=log, flush=True)
         try:
-            results[name], more = measure(name, seconds, runs, warmup, log)
+            results[name], cpu[name], more = measure(name, seconds, runs, warmup, log)
             notes.extend(f"{label}: {n}" for n in more)
         except (Unavailable, OSError, subprocess.SubprocessError, ValueError) as e:
             reasons[name] = str(e) or type(e).__name__
-    return results, reasons, notes
+    return results, cpu, reasons, notes
 
 
 def main() -> int:
@@ -323,11 +341,13 @@ def main() -> int:
     args = ap.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that servers are stopped
     only = {s.strip() for s in args.only.split(",") if s.strip()}
-    results, reasons, notes = run_all(args.seconds, args.runs, args.warmup, only)
+    results, cpu, reasons, notes = run_all(args.seconds, args.runs, args.warmup, only)
     base = results.get("workerd")
     for name, v in results.items():
         ratio = f"{v / base:6.2f}x workerd" if v and base else ""
-        print(f"{SERVERS[name]:<22} {'n/a' if v is None else f'{v:,.0f}':>10} req/s  {ratio}")
+        us = f"{cpu[name]:6.1f} us CPU/request" if cpu.get(name) else ""
+        print(f"{SERVERS[name]:<22} {'n/a' if v is None else f'{v:,.0f}':>10} req/s  "
+              f"{us:<20} {ratio}".rstrip())
     for name, why in reasons.items():
         print(f"n/a: {SERVERS[name]}: {why}")
     for n in notes:

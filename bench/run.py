@@ -420,8 +420,12 @@ def bench(args, log, started: float, store: str) -> int:
             if side is not None:
                 side.close()
 
+    http_started = time.monotonic()
+    http_cpu: list = []
     if not only or "http" in only:
-        got, reasons, more = http_bench.run_all(args.http_seconds, args.http_runs, 1.0, log=log)
+        got, cpu, reasons, more = http_bench.run_all(args.http_seconds, args.http_runs, 1.0,
+                                                     log=log)
+        http_cpu = [f"{http_bench.SERVERS[n]} {us:.0f}" for n, us in cpu.items() if us]
         results.update({("http", name): v for name, v in got.items()})
         for name, reason in reasons.items():
             na_ops.setdefault(reason, []).append(f"http counter: {http_bench.SERVERS[name]}")
@@ -509,8 +513,12 @@ def bench(args, log, started: float, store: str) -> int:
         out.append(
             f"note: http counter: {http_bench.OBJECTS} objects (/obj0../obj{http_bench.OBJECTS - 1}), "
             f"wrk -t{http_bench.THREADS} -c{http_bench.CONNECTIONS}, best of {args.http_runs} runs of "
-            f"~{args.http_seconds:g} s after a 1 s warm-up; workerd's localDisk SQLite fsyncs each "
-            "commit, dobj's WAL does not (it survives a process kill, not a power cut)")
+            f"~{args.http_seconds:g} s after a 1 s warm-up ({time.monotonic() - http_started:.0f} s "
+            "in all); workerd's localDisk SQLite fsyncs each commit, dobj's WAL does not (it "
+            "survives a process kill, not a power cut)")
+        if http_cpu:
+            out.append("note: http counter, server CPU time (all its threads) per request, us: "
+                       + "; ".join(http_cpu))
         mem = results.get(("http", "workerd_mem"))
         vs = [f"{http_bench.SERVERS[s]} {results[('http', s)] / mem:.2f}x"
               for s in ("py", "lua") if mem and results.get(("http", s))]

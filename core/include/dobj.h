@@ -795,6 +795,7 @@ DOBJ_API dobj_host dobj_host_msg(void);
 #include "dobj/native.h"
 #include "dobj/config.h"
 #include "dobj/testkit.h"
+#include "dobj/cluster.h"
 #include "dobj/websocket.h"
 
 #ifdef __cplusplus

@@ -115,6 +115,24 @@ dobj_obj *dobj__storage_obj(dobj_storage *st);
 /** Check a unique key can name a directory. */
 int dobj__storage_check_unique_key(const char *key, size_t len);
 
+/* Cluster mode (cluster.c): each is a no-op when the runtime is not a node
+ * (dobj/cluster.h). */
+/** Before an incarnation's constructor: claim the object (fencing epoch)
+ *  and rebuild its local file from PostgreSQL.  A failure fails the
+ *  activation like a constructor that throws. */
+int dobj__cluster_activate(dobj_obj *obj);
+/** After a storage commit of `obj` (db: its sqlite3 handle): append what
+ *  the commit changed, fenced.  A failure is a failed commit. */
+int dobj__cluster_commit(dobj_obj *obj, void *db);
+/** Before a step's results are released: the node's lease must hold
+ *  (otherwise every object of the node is reset). */
+int dobj__cluster_gate(dobj_rt *rt);
+/** The incarnation goes away (eviction, reset): release the object. */
+void dobj__cluster_release(dobj_obj *obj);
+/** dobj_rt_clear: closing (objects are released together), then leave. */
+void dobj__cluster_closing(dobj_rt *rt);
+void dobj__cluster_close(dobj_rt *rt);
+
 /* The host contract and timers (loop.c).  The checks that run on every call
  * are inline here: most of the time there is nothing to tell the host. */
 /** The ready queue became non-empty outside a pump: hooks and fd. */
@@ -207,6 +225,7 @@ struct dobj_obj {
 	dobj_storage *storage;
 	dobj_timer *idle_timer;
 	double last_active;
+	struct dobj__cluster_obj *cluster; /* cluster mode: epoch and log position */
 };
 
 struct dobj_ns {
@@ -285,6 +304,7 @@ struct dobj_rt {
 	int fd_now;                /* the fd is armed to be readable at once (work) */
 	double fd_when;            /* deadline the fd is armed for (INFINITY: none) */
 	double hook_when;          /* deadline last reported to host.timer */
+	struct dobj__cluster *cluster; /* cluster mode (dobj_rt_cluster), or NULL */
 };
 
 

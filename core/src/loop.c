@@ -337,6 +337,11 @@ int dobj_rt_advance(dobj_rt *rt, double ms)
 		return dobj_error_set(DOBJ_ESTATE, "advance() needs a runtime with virtual time");
 	if (rt->pumping)
 		return dobj_error_set(DOBJ_ESTATE, "the clock cannot be advanced from inside a handler");
+	/* An infinite target would never be reached while a timer keeps
+	 * re-arming itself (an alarm that sets the next): refused, as a timer's
+	 * delay is; NaN too, rather than read as 0. */
+	if (dobj_delay_check(ms) < 0)
+		return DOBJ_EARG;
 	target = rt->virtual_now + (ms > 0 ? ms : 0);
 	for (;;) {
 		dobj_rt_pump(rt); /* fires what is due now, runs what it woke */

@@ -182,6 +182,7 @@ static void obj_release_instance(dobj_obj *obj)
 	obj->instance = NULL;
 	obj->constructed = 0;
 	dobj__storage_detach(obj);
+	dobj__cluster_release(obj);
 	if (obj->idle_timer) {
 		dobj_timer *tm = obj->idle_timer;
 		obj->idle_timer = NULL;
@@ -503,6 +504,8 @@ static void deliver(dobj_task *t)
  * commit aborted the object: its held results become that error. */
 static void end_step(dobj_rt *rt)
 {
+	if (rt->cluster)
+		dobj__cluster_gate(rt);
 	dobj__storage_commit_dirty(rt);
 	if (rt->ws_held)
 		dobj__ws_flush(rt);
@@ -873,6 +876,11 @@ static void construct(dobj_task *t)
 	char msg[512];
 	int rc;
 
+	if (rt->cluster && (rc = dobj__cluster_activate(obj)) < 0) {
+		snprintf(msg, sizeof(msg), "%s", dobj_error_last());
+		abort_obj(obj, rc, msg, NULL);
+		return;
+	}
 	if (!ns->klass.construct) {
 		obj->constructed = 1;
 		return;
@@ -1183,6 +1191,7 @@ void dobj_rt_clear(dobj_rt *rt)
 	rt->closing = 1;
 	rt->refs++;
 	rt->busy++;
+	dobj__cluster_closing(rt);
 	/* Reset every live object: their tasks fail and callers hear of it. */
 	for (i = 0; i < rt->nns; i++) {
 		dobj_ns *ns = rt->nss[i];
@@ -1194,6 +1203,7 @@ void dobj_rt_clear(dobj_rt *rt)
 		dobj__ws_ns_close(ns);
 		dobj__storage_ns_close(ns);
 	}
+	dobj__cluster_close(rt);
 	/* Broken stubs keep no host value: their calls fail with ECLOSED now,
 	 * and their errors could hold host cycles (a traceback's frames) alive
 	 * for as long as a stub lives. */

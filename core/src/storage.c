@@ -197,6 +197,13 @@ static int storage_open(dobj_ns *ns, const dobj_id *id, dobj_storage **out)
 		free(st);
 		return rc;
 	}
+	/* Cluster mode reads each commit's pages from the -wal file: SQLite
+	 * must not checkpoint it behind the reader's back (cluster.c does). */
+	if (rt->cluster && (rc = exec_simple(st->db, "PRAGMA wal_autocheckpoint=0")) < 0) {
+		sqlite3_close(st->db);
+		free(st);
+		return rc;
+	}
 	sqlite3_set_authorizer(st->db, dobj__sql_authorize, &st->guard);
 	if ((rc = exec_simple(st->db,
 		"CREATE TABLE IF NOT EXISTS _cf_KV (key TEXT PRIMARY KEY, value BLOB) WITHOUT ROWID")) < 0 ||
@@ -346,7 +353,8 @@ void dobj__storage_commit_dirty(dobj_rt *rt)
 			 * its writes commit when it does. */
 			continue;
 		}
-		if (commit(st) < 0 && st->obj && !st->obj->dead) {
+		if ((commit(st) < 0 || (st->obj && st->obj->cluster &&
+		     dobj__cluster_commit(st->obj, st->db) < 0)) && st->obj && !st->obj->dead) {
 			char msg[600];
 			snprintf(msg, sizeof(msg), "storage commit failed, the object was reset: %s",
 				dobj_error_last());

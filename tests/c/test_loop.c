@@ -229,6 +229,17 @@ static void test_delays_must_be_finite(void)
 	CHECK_STR(dobj_error_last(), DOBJ_MSG_DELAY);
 	CHECK_EQ_INT(dobj_rt_timer(rt, NAN, log_timer, "nan", NULL), DOBJ_EARG);
 	CHECK_STR(dobj_error_last(), DOBJ_MSG_DELAY);
+	/* advance() refuses them too (an infinite advance never ended while a
+	 * timer re-armed itself), and leaves the clock where it was. */
+	{
+		double before = dobj_rt_now_ms(rt);
+		CHECK_EQ_INT(dobj_rt_advance(rt, INFINITY), DOBJ_EARG);
+		CHECK_STR(dobj_error_last(), DOBJ_MSG_DELAY);
+		CHECK_EQ_INT(dobj_rt_advance(rt, NAN), DOBJ_EARG);
+		CHECK(dobj_rt_now_ms(rt) == before);
+		CHECK_EQ_INT(dobj_rt_advance(rt, -5), DOBJ_OK); /* a negative advance is none */
+		CHECK(dobj_rt_now_ms(rt) == before);
+	}
 	/* Huge but finite: accepted, and armed without overflow. */
 	CHECK_EQ_INT(dobj_rt_timer(rt, 1e300, log_timer, "huge", NULL), DOBJ_OK);
 	CHECK(dobj_rt_next_timer_ms(rt) > 1e299);

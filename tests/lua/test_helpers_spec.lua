@@ -254,6 +254,31 @@ describe("dobj.test.run_durable_object_alarm", function()
   end)
 end)
 
+describe("dobj.test.run_durable_object_alarm with a failing handler", function()
+  it("returns true, reports the failure and leaves the retry on its schedule", function()
+    local rt = dt.runtime { memory = true }
+    local C = counter_class("Failing")
+    local reports = H.capture_errors(finally)
+    local t0 = rt:now()
+    local runs = {}
+    C.on_alarm = function(_, info)
+      runs[#runs + 1] = { retry = info.retry_count, at = rt:now() - t0 }
+      if info.retry_count == 0 then error("first run fails") end
+    end
+    local stub = rt:bind("FAILING", C):get_by_name("f")
+    dt.run_in_durable_object(stub, function(_, ctx) ctx.storage:set_alarm(t0 + 3600 * 1000) end)
+    assert.is_true(dt.run_durable_object_alarm(stub))
+    assert.are.equal(1, #reports)
+    assert.matches("first run fails", reports[1].message, 1, true)
+    assert.are.same({ { retry = 0, at = 0 } }, runs)
+    dt.advance(rt, 2.5)                                   -- the retry: 2 s, plus jitter
+    assert.are.equal(2, #runs)
+    assert.are.equal(1, runs[2].retry)
+    assert.is_nil(dt.leaks(rt))
+    assert.is_nil(dt.close(rt))
+  end)
+end)
+
 describe("dobj.test.list_durable_object_ids", function()
   it("lists the IDs with storage or live, and nothing for a fresh namespace", function()
     local rt = dt.runtime()
@@ -274,6 +299,24 @@ describe("dobj.test.list_durable_object_ids", function()
     assert.are.same(ids_of { a.id, c.id }, ids_of(dt.list_durable_object_ids(ns)),
       "after eviction, those with storage")
     assert.is_nil(dt.close(rt))
+  end)
+end)
+
+describe("dobj.test.list_durable_object_ids on a folder of your own", function()
+  it("lists what an earlier runtime stored there, before anything is live", function()
+    local dir = H.tmpdir()
+    local rt = dt.runtime { storage = dir }
+    local ns = rt:bind("COUNTER", counter_class(), { unique_key = "kept" })
+    local a = ns:get_by_name("a")
+    a:fetch("https://a/")
+    assert.is_nil(dt.close(rt))
+    assert.is_true(exists(dir .. "/kept"), "a folder of your own stays")
+    local rt2 = dt.runtime { storage = dir }
+    local ns2 = rt2:bind("COUNTER", counter_class(), { unique_key = "kept" })
+    assert.are.equal(0, ns2:_stats().live)
+    assert.are.same({ tostring(a.id) }, ids_of(dt.list_durable_object_ids(ns2)))
+    assert.is_nil(dt.close(rt2))
+    H.rm_rf(dir)
   end)
 end)
 
@@ -322,26 +365,33 @@ describe("dobj.test.evict / evict_all / abort_all / reset", function()
     assert.are.equal("stop", err.message)
     assert.are.equal("2", ns:get_by_name("a"):fetch("https://a/"):text())
     assert.are.equal(2, C.constructed)
+    local b = ns:get_by_name("a")
+    b:fetch("https://a/")                                 -- bound to the live instance
+    assert.are.equal(1, dt.abort_all(rt))
+    assert.are.equal("Application called abort() to reset Durable Object.",
+      H.catch(b.fetch, b, "https://a/").message, "workerd's reason by default")
     assert.is_nil(dt.close(rt))
   end)
 
-  it("reset drops every object, its storage and its alarms", function()
-    local rt = dt.runtime()
-    local C = counter_class()
-    local fired = 0
-    C.on_alarm = function() fired = fired + 1 end
-    local ns = rt:bind("COUNTER", C)
-    local a = ns:get_by_name("a")
-    a:fetch("https://a/")
-    dt.run_in_durable_object(a, function(_, ctx) ctx.storage:set_alarm(rt:now() + 1000) end)
-    dt.reset(rt)
-    assert.are.same({}, dt.list_durable_object_ids(ns))
-    assert.is_nil(dt.leaks(rt), "no alarm left")
-    rt:advance(10)
-    assert.are.equal(0, fired)
-    assert.are.equal("1", ns:get_by_name("a"):fetch("https://a/"):text(), "storage dropped")
-    assert.is_nil(dt.close(rt))
-  end)
+  for _, memory in ipairs { false, true } do
+    it("reset drops every object, its storage and its alarms (memory = " .. tostring(memory) .. ")", function()
+      local rt = dt.runtime { memory = memory }
+      local C = counter_class()
+      local fired = 0
+      C.on_alarm = function() fired = fired + 1 end
+      local ns = rt:bind("COUNTER", C)
+      local a = ns:get_by_name("a")
+      a:fetch("https://a/")
+      dt.run_in_durable_object(a, function(_, ctx) ctx.storage:set_alarm(rt:now() + 1000) end)
+      dt.reset(rt)
+      assert.are.same({}, dt.list_durable_object_ids(ns))
+      assert.is_nil(dt.leaks(rt), "no alarm left")
+      rt:advance(10)
+      assert.are.equal(0, fired)
+      assert.are.equal("1", ns:get_by_name("a"):fetch("https://a/"):text(), "storage dropped")
+      assert.is_nil(dt.close(rt))
+    end)
+  end
 end)
 
 describe("dobj.test.advance", function()
@@ -362,6 +412,26 @@ describe("dobj.test.advance", function()
     dt.advance(rt, 60)
     assert.are.same({ { at = 5000, idle_live = 1 }, { at = 20000, idle_live = 0 } }, log)
     assert.are.equal(60000, rt:now() - t0)
+    assert.is_nil(dt.close(rt))
+  end)
+
+  it("refuses an infinite or NaN time (an alarm that re-arms itself never let it end)", function()
+    local rt = dt.runtime { memory = true }
+    local C = counter_class("Ticker")
+    local runs = 0
+    C.on_alarm = function(self)
+      runs = runs + 1
+      self.ctx.storage:set_alarm(rt:now() + 1000)
+    end
+    local stub = rt:bind("TICKER", C):get_by_name("t")
+    dt.run_in_durable_object(stub, function(_, ctx) ctx.storage:set_alarm(rt:now() + 1000) end)
+    local before = rt:now()
+    assert.has_error(function() dt.advance(rt, math.huge) end, "a delay must be a finite number")
+    assert.has_error(function() dt.advance(rt, 0 / 0) end, "a delay must be a finite number")
+    assert.are.equal(before, rt:now())
+    dt.advance(rt, 3.5)
+    assert.are.equal(3, runs)
+    dt.reset(rt)
     assert.is_nil(dt.close(rt))
   end)
 

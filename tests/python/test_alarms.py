@@ -21,6 +21,20 @@ def vrt():
     gc.collect()
 
 
+async def test_advance_refuses_an_infinite_or_nan_time(vrt):
+    # An alarm that always sets the next one: advance(inf) never ended.
+    stub = vrt.bind("A", AlarmBox).get_by_name("a")
+    AlarmBox.on_alarm = lambda self, info: self.ctx.storage.set_alarm(vrt.now() + 1000)
+    await run(stub, lambda self: self.ctx.storage.set_alarm(vrt.now() + 1000))
+    before = vrt.now()
+    for bad in (math.inf, math.nan):
+        with pytest.raises(dobj.Error, match="a delay must be a finite number"):
+            vrt.advance(bad)
+    assert vrt.now() == before
+    vrt.advance(3.5)
+    assert len(AlarmBox.log) == 3
+
+
 async def test_alarm_fires_once_at_its_time_never_early(vrt):
     stub = vrt.bind("A", AlarmBox).get_by_name("a")
     seen = []

@@ -448,7 +448,11 @@ async def test_option_forms_transaction_sync_cursor_next_and_two_argument_on_fet
                 unique = self.env.COUNTER.newUniqueId({"jurisdiction": None})
                 stub = self.env.COUNTER.get(unique, {"locationHint": "enam"})
                 named = self.env.COUNTER.getByName("n", locationHint="weur")
+                s.kv.put("sync", {"x": [1]})
+                synckv = [s.kv.get("sync").x, s.kv.get("nope"), s.kv.delete("nope"),
+                          [list(p) for p in s.kv.list(prefix="sy")], s.kv.delete("sync")]
                 return {
+                    "synckv": synckv,
                     "kv": dict((await s.get(["a", "b", "c"])).items()),
                     "sync": sync, "steps": [st.to_py() for st in steps],
                     "stub": stub.id.equals(unique), "named": named.name,
@@ -462,6 +466,7 @@ async def test_option_forms_transaction_sync_cursor_next_and_two_argument_on_fet
     rt = dobj.Runtime.from_config(d)
     try:
         assert (await rt.default.fetch("https://f/")).json() == {
+            "synckv": [[1], None, False, [["sync", {"x": [1]}]], True],
             "kv": {"a": 1, "b": 2, "c": 3}, "sync": "sync",
             "steps": [{"done": False, "value": {"one": 1}}, {"done": False, "value": {"one": 2}},
                       {"done": True}],
@@ -550,5 +555,75 @@ async def test_imports_inside_handlers_of_main_still_find_the_shims_and_only_the
         # Other code still cannot import them.
         with pytest.raises(ModuleNotFoundError):
             import workers  # noqa: F401
+    finally:
+        close(rt)
+
+
+async def test_dobj_workers_classes_bound_by_hand_and_collected_after_close():
+    import weakref
+    refs = []
+
+    class Cyclic(dobj.workers.DurableObject):
+        def __init__(self, ctx, env):
+            super().__init__(ctx, env)
+            self.me = self
+            self.storage = ctx.storage  # a wrapper kept by the instance
+            refs.append(weakref.ref(self))
+
+        async def fetch(self, request):
+            await self.storage.put("n", (await self.storage.get("n") or 0) + 1)
+            return dobj.workers.Response(str(await self.storage.get("n")))
+
+    rt = dobj.Runtime()
+    ns = rt.bind("CYC", Cyclic)
+    r = await ns.get_by_name("a").fetch("https://x/")
+    assert (type(r), r.text()) == (dobj.Response, "1")
+    assert (await ns.get_by_name("a").fetch("https://x/")).text() == "2"
+    rt.close()
+    del ns, rt, r
+    gc.collect()
+    assert len(refs) == 1 and refs[0]() is None
+
+
+def test_request_headers_read_like_http_message():
+    from dobj.workers import MessageHeaders, Request
+    r = Request("https://x/", method="POST", headers=[("X-A", "1"), ("x-a", "2")], body="b")
+    h = r.headers
+    assert type(h) is MessageHeaders and h is r.headers
+    assert (h["x-a"], h["X-A"], h["missing"], h.get_all("x-a"), h.get_all("nope", [])) == \
+        ("1, 2", "1, 2", None, ["1, 2"], [])
+    assert dict(h.items()) == {"x-a": "1, 2"} and "X-a" in h
+    adopted = Request._adopt(dobj.Request("https://y/"))
+    assert adopted.headers["anything"] is None and len(adopted.headers) == 0
+
+
+async def test_cloudflare_changelog_example_sync_fetch_no_super_and_forwarded_response(tmp_path):
+    # Cloudflare's "Durable Objects are now supported in Python Workers"
+    # example (with `self.env` where it says `env`).
+    d = write_project(tmp_path / "hello", """\
+        from workers import DurableObject, Response, WorkerEntrypoint
+        from urllib.parse import urlparse
+
+        class Counter(DurableObject):
+            def __init__(self, ctx, env):
+                self.ctx = ctx
+                self.env = env
+
+            def fetch(self, request):
+                result = self.ctx.storage.sql.exec("SELECT 'Hello, World!' as greeting").one()
+                return Response(result.greeting)
+
+        class Default(WorkerEntrypoint):
+            async def fetch(self, request):
+                url = urlparse(request.url)
+                id = self.env.COUNTER.idFromName(url.path)
+                stub = self.env.COUNTER.get(id)
+                greeting = await stub.fetch(request.url)
+                return greeting
+        """)
+    rt = dobj.Runtime.from_config(d)
+    try:
+        r = await rt.default.fetch("https://h/some/path")
+        assert (type(r), r.status, r.text()) == (dobj.Response, 200, "Hello, World!")
     finally:
         close(rt)

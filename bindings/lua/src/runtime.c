@@ -197,6 +197,7 @@ int l_runtime(lua_State *L)
 	dobj_rt_opts o = DOBJ_RT_OPTS_INIT;
 	const char *dir = NULL;
 	size_t dir_len = 0;
+	dobj_cluster_opts co = DOBJ_CLUSTER_OPTS_INIT;
 	int vt = 0, rc;
 
 	lua_settop(L, 1);
@@ -242,6 +243,22 @@ int l_runtime(lua_State *L)
 			dir = lua_tolstring(L, -1, &dir_len); /* kept alive by the options table */
 		}
 		lua_pop(L, 1);
+		/* Cluster mode (dobj/cluster.h); the strings stay alive in the
+		 * options table. */
+		lua_getfield(L, 1, "cluster");
+		if (!lua_isnil(L, -1)) {
+			if (lua_type(L, -1) != LUA_TSTRING)
+				return luaL_error(L, "cluster must be a PostgreSQL URL (a string)");
+			co.url = lua_tolstring(L, -1, &co.url_len);
+		}
+		lua_pop(L, 1);
+		lua_getfield(L, 1, "node_addr");
+		if (!lua_isnil(L, -1)) {
+			if (lua_type(L, -1) != LUA_TSTRING)
+				return luaL_error(L, "node_addr must be a string (\"host:port\")");
+			co.node_addr = lua_tolstring(L, -1, &co.node_addr_len);
+		}
+		lua_pop(L, 1);
 		lua_getfield(L, 1, "durability");
 		if (!lua_isnil(L, -1)) {
 			size_t n = 0;
@@ -280,6 +297,16 @@ int l_runtime(lua_State *L)
 	rc = dobj_rt_new(&r->rt, &o);
 	if (rc < 0)
 		return luaL_error(L, "%s", dobj_error_last());
+	if (co.url && (co.url_len == 0 || (rc = dobj_rt_cluster(r->rt, &co)) < 0)) {
+		/* An unreachable database is an expected failure: nil, message. */
+		if (co.url_len == 0)
+			dobj_cluster_opts_check(&co);
+		lua_pushnil(L);
+		lua_pushstring(L, dobj_error_last());
+		dobj_rt_free(r->rt);
+		r->rt = NULL;
+		return 2;
+	}
 	dobj_rt_set_error_hook(r->rt, report_background_error, r);
 	m->nruntimes++;
 	/* The runtime that dobj.sleep drives from the main chunk. */
@@ -656,6 +683,19 @@ static int l_rt_tostring(lua_State *L)
 	return 1;
 }
 
+/* rt:node_id(): the node id in the cluster, or nil outside cluster mode. */
+static int l_rt_node_id(lua_State *L)
+{
+	runtime_ud *r = check_ud(L, 1, MT_RUNTIME);
+	long long id = r->rt ? dobj_rt_cluster_node(r->rt) : 0;
+
+	if (id)
+		lua_pushinteger(L, (lua_Integer)id);
+	else
+		lua_pushnil(L);
+	return 1;
+}
+
 static const luaL_Reg rt_meta[] = {
 	{ "__index", l_rt_index }, { "__gc", l_rt_gc }, { "__close", l_rt_close },
 	{ "__tostring", l_rt_tostring }, { NULL, NULL }
@@ -663,7 +703,7 @@ static const luaL_Reg rt_meta[] = {
 static const luaL_Reg rt_methods[] = {
 	{ "bind", l_rt_bind }, { "bind_native", l_rt_bind_native }, { "spawn", l_rt_spawn }, { "run", l_rt_run },
 	{ "close", l_rt_close }, { "now", l_rt_now }, { "advance", l_rt_advance },
-	{ "fd", l_rt_fd }, { "process", l_rt_process }, { NULL, NULL }
+	{ "fd", l_rt_fd }, { "process", l_rt_process }, { "node_id", l_rt_node_id }, { NULL, NULL }
 };
 
 void runtime_open(lua_State *L, int mi)

@@ -311,6 +311,10 @@ class _Storage:
         return self._s.transaction_sync(lambda txn: fn())
 
     @property
+    def kv(self) -> "_SyncKv":
+        return _SyncKv(self._s)
+
+    @property
     def sql(self) -> "_Sql":
         sql = self._sql
         if sql is None:
@@ -329,6 +333,34 @@ class _Transaction(_Storage):
 
     def rollback(self) -> None:
         self._s.rollback()
+
+
+class _SyncKv:
+    """``ctx.storage.kv``, workerd's synchronous key-value API (SQLite-backed
+    objects): ``get(key)``, ``put(key, value)``, ``delete(key)`` and
+    ``list(options)`` (an iterator of ``[key, value]`` pairs), not awaited."""
+
+    __slots__ = ("_s",)
+
+    def __init__(self, s: Any) -> None:
+        self._s = s
+
+    def get(self, key: str) -> Any:
+        value = self._s.get(key)
+        t = type(value)
+        return _from_storage(value) if t is dict or t is list else value
+
+    def put(self, key: str, value: Any = _UNSET) -> None:
+        if value is _UNSET:
+            self._s.put(key)  # the "undefined value" error
+        else:
+            self._s.put(key, value)
+
+    def delete(self, key: str) -> bool:
+        return self._s.delete(key)
+
+    def list(self, options: Any = None, **kw: Any):
+        return (JsArray((k, v)) for k, v in _Storage.list(self, options, **kw).value.items())
 
 
 class _Sql:
@@ -642,6 +674,22 @@ def _env(env: Any) -> Any:
 
 # ------------------------------------------------------- requests, responses
 
+class MessageHeaders(Headers):
+    """``request.headers`` as Python Workers gives it (an
+    ``http.client.HTTPMessage``): ``headers["missing"]`` is ``None``, and
+    ``get_all(name)`` lists the value (repeated headers are joined with
+    ``", "``, as fetch() joins them)."""
+
+    __slots__ = ()
+
+    def __getitem__(self, name: str) -> Optional[str]:  # type: ignore[override]
+        return self.get(name)
+
+    def get_all(self, name: str, failobj: Any = None) -> Any:
+        value = self.get(name)
+        return failobj if value is None else [value]
+
+
 class Request(_Request):
     """A request as Python Workers code sees it: ``url``, ``method``,
     ``headers`` (case-insensitive), ``await text()``, ``await json()``,
@@ -666,6 +714,13 @@ class Request(_Request):
         r = cls.__new__(cls)
         r.url, r.method, r._headers, r.body = req.url, req.method, req._headers, req.body
         return r
+
+    @property
+    def headers(self) -> MessageHeaders:  # type: ignore[override]
+        h = self._headers
+        if type(h) is not MessageHeaders:
+            h = self._headers = MessageHeaders(h)
+        return h
 
     def text(self) -> _Done:  # type: ignore[override]
         return _Done(self.body.decode("utf-8"))

@@ -139,7 +139,26 @@ static PyObject *mod_check_status(PyObject *m, PyObject *status)
 	Py_RETURN_NONE;
 }
 
+/* _cluster_init(url, timeout_seconds): create or migrate the cluster
+ * schema (dobj/cluster.h); the schema version. */
+static PyObject *mod_cluster_init(PyObject *m, PyObject *args)
+{
+	module_state *st = PyModule_GetState(m);
+	const char *url;
+	Py_ssize_t n;
+	double timeout = 0;
+	int version = 0, rc;
+
+	if (!PyArg_ParseTuple(args, "s#|d:cluster_init", &url, &n, &timeout))
+		return NULL;
+	rc = dobj_cluster_init(url, (size_t)n, timeout * 1e3, &version);
+	if (rc < 0)
+		return raise_core_error(st, rc);
+	return PyLong_FromLong(version);
+}
+
 static PyMethodDef mod_methods[] = {
+	{ "_cluster_init", mod_cluster_init, METH_VARARGS, NULL },
 	{ "_setup", mod_setup, METH_VARARGS, NULL },
 	{ "_fd_readable", runtime_fd_readable, METH_O, NULL },
 	{ "_setup_storage", mod_setup_storage, METH_VARARGS, NULL },

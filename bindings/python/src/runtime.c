@@ -278,20 +278,25 @@ static void report_background_error(dobj_task *t, void *data)
 static PyObject *Runtime_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 {
 	static char *kwlist[] = { "env", "id_seed", "storage", "durability", "idle_timeout",
-		"virtual_time", NULL };
+		"virtual_time", "cluster", "node_addr", NULL };
 	PyObject *module = module_of_type(type);
 	module_state *st = module ? PyModule_GetState(module) : NULL;
 	PyObject *env = Py_None, *seed = Py_None, *storage = Py_None, *durability = Py_None,
-		*idle = Py_None;
+		*idle = Py_None, *cluster = Py_None, *node_addr = Py_None;
 	int virtual_time = 0;
 	RuntimeObject *self;
 	dobj_rt_opts opts = DOBJ_RT_OPTS_INIT;
 	PyObject *storage_bytes = NULL;
 	int rc;
 
-	if (!PyArg_ParseTupleAndKeywords(args, kw, "|O$OOOOp:Runtime", kwlist, &env, &seed, &storage,
-		    &durability, &idle, &virtual_time))
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "|O$OOOOpOO:Runtime", kwlist, &env, &seed, &storage,
+		    &durability, &idle, &virtual_time, &cluster, &node_addr))
 		return NULL;
+	if ((cluster != Py_None && !PyUnicode_Check(cluster)) ||
+	    (node_addr != Py_None && !PyUnicode_Check(node_addr))) {
+		PyErr_SetString(PyExc_TypeError, "cluster and node_addr must be str");
+		return NULL;
+	}
 	if (!st)
 		return NULL;
 	if (!st->Env) {
@@ -356,6 +361,24 @@ static PyObject *Runtime_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 	if (rc < 0) {
 		raise_core_error(st, rc);
 		goto fail;
+	}
+	if (cluster != Py_None) {
+		/* Cluster mode (dobj/cluster.h): join before anything is bound. */
+		dobj_cluster_opts co = DOBJ_CLUSTER_OPTS_INIT;
+		Py_ssize_t n = 0, an = 0;
+
+		co.url = PyUnicode_AsUTF8AndSize(cluster, &n);
+		co.url_len = (size_t)n;
+		if (node_addr != Py_None) {
+			co.node_addr = PyUnicode_AsUTF8AndSize(node_addr, &an);
+			co.node_addr_len = (size_t)an;
+		}
+		if (!co.url || (node_addr != Py_None && !co.node_addr))
+			goto fail;
+		if ((rc = dobj_rt_cluster(self->rt, &co)) < 0) {
+			raise_core_error(st, rc);
+			goto fail;
+		}
 	}
 	dobj_rt_set_error_hook(self->rt, report_background_error, self);
 	return (PyObject *)self;
@@ -724,7 +747,20 @@ static PyMethodDef Runtime_methods[] = {
 	{ NULL }
 };
 
+/* The node id in the cluster (cluster mode), else None. */
+static PyObject *Runtime_get_node_id(RuntimeObject *self, void *c)
+{
+	long long id = self->rt ? dobj_rt_cluster_node(self->rt) : 0;
+
+	(void)c;
+	if (!id)
+		Py_RETURN_NONE;
+	return PyLong_FromLongLong(id);
+}
+
 static PyGetSetDef Runtime_getset[] = {
+	{ "node_id", (getter)Runtime_get_node_id, NULL,
+		"This runtime's node id in its cluster (None outside cluster mode).", NULL },
 	{ "env", (getter)Runtime_get_env, NULL, "Plain values and every namespace, by name.", NULL },
 	{ "namespaces", (getter)Runtime_get_namespaces, NULL, "Bound namespaces by binding.", NULL },
 	{ "pending", (getter)Runtime_pending, NULL, "Unfinished tasks plus pending timers.", NULL },

@@ -186,7 +186,7 @@ class Kitchen(DurableObject):
     async def fetch(self, request):
         body = await request.bytes()
         info = {"method": request.method, "url": request.url,
-                "header": request.headers.get("x-test"), "length": len(body)}
+                "header": request.headers["x-test"], "length": len(body)}
         if request.method == "POST":
             info["text"] = await request.text()
             info["json"] = await request.json()

@@ -1,0 +1,6 @@
+from typing import List, Optional
+
+SCHEMA_VERSION: int
+
+def init(url: str, timeout: Optional[float] = ...) -> int: ...
+def main(argv: Optional[List[str]] = ...) -> int: ...

@@ -1,0 +1,87 @@
+/**
+ * dobj/cluster.h — cluster mode: one namespace served by several processes
+ * (nodes), with PostgreSQL as the source of truth for who owns an object
+ * (leases and fencing epochs) and for its data (a redo log of what each
+ * committed step changed).  The design is in docs/cluster.md.
+ *
+ * Included by dobj.h; do not include directly.
+ *
+ * What a node does:
+ * - joins (a dobj_node row) and renews its lease every ttl/4 on the
+ *   database's clock; it keeps its own view of the lease on CLOCK_BOOTTIME
+ *   (0.8 x ttl after the renewal was sent) and releases no result past it;
+ * - claims an object on activation (a dobj_owner row, the epoch goes up by
+ *   one) unless a live node owns it; rebuilds the object's local SQLite file
+ *   (workerd's layout) from the log;
+ * - appends the pages each committed step changed to dobj_wal, with the
+ *   epoch checked in the same statement: a node that lost the object (it was
+ *   paused past its lease and another node took over) is refused, and its
+ *   object is reset like a failed commit;
+ * - releases the object on eviction, reset and close.
+ *
+ * Every PostgreSQL round trip is bounded (opts.timeout_ms): a database that
+ * does not answer fails the operation, it never hangs the runtime.  The
+ * round trips run on the runtime's thread (a commit waits for PostgreSQL).
+ */
+#ifndef DOBJ_CLUSTER_H
+#define DOBJ_CLUSTER_H
+
+/** The schema version this dobj creates and understands. */
+#define DOBJ_CLUSTER_SCHEMA_VERSION 1
+/** Defaults (milliseconds). */
+#define DOBJ_CLUSTER_TTL_MS 3000.0
+#define DOBJ_CLUSTER_GRACE_MS 1000.0
+#define DOBJ_CLUSTER_TIMEOUT_MS 2000.0
+
+/** Cluster options for dobj_rt_cluster. */
+typedef struct dobj_cluster_opts {
+	unsigned version;       /**< DOBJ_CLUSTER_OPTS_VERSION */
+	/** libpq connection string: "postgresql://user@host:port/db" or
+	 *  "host=... dbname=..." (url_len bytes; 0 = up to the NUL). */
+	const char *url;
+	size_t url_len;
+	/** Address other nodes reach this one at ("127.0.0.1:7001"); kept in
+	 *  dobj_node for routing.  NULL: "" (this node is not reachable). */
+	const char *node_addr;
+	size_t node_addr_len;
+	/** Lease time to live (0: DOBJ_CLUSTER_TTL_MS); grace after a lease
+	 *  lapsed before another node may claim its objects (0: the default,
+	 *  < 0: none); bound on every PostgreSQL round trip, the connection
+	 *  included (0: DOBJ_CLUSTER_TIMEOUT_MS). */
+	double ttl_ms;
+	double grace_ms;
+	double timeout_ms;
+} dobj_cluster_opts;
+#define DOBJ_CLUSTER_OPTS_VERSION 1
+#define DOBJ_CLUSTER_OPTS_INIT { DOBJ_CLUSTER_OPTS_VERSION, 0, 0, 0, 0, 0, 0, 0 }
+
+/**
+ * Create or migrate the cluster schema in the database at `url` (what
+ * `dobj cluster init` runs; dobj_rt_cluster does it too).  *version (may be
+ * NULL) receives the schema version now in the database.  A schema of a
+ * newer dobj is refused (DOBJ_ESTATE) and left alone; a bad URL is
+ * DOBJ_EARG; an unreachable database DOBJ_ERROR, after at most
+ * `timeout_ms` (0: the default).
+ */
+DOBJ_API int dobj_cluster_init(const char *url, size_t url_len, double timeout_ms, int *version);
+
+/**
+ * Make `rt` a node of the cluster at opts->url: connect, create or migrate
+ * the schema, join.  Call it right after dobj_rt_new, before binding any
+ * namespace.  The runtime needs a storage directory (its local files are a
+ * cache of the cluster's data) and real time (no virtual_time): DOBJ_EARG
+ * otherwise.  On failure the runtime is unchanged.  Leaving the cluster is
+ * part of dobj_rt_clear / dobj_rt_free: the node's objects are released and
+ * its row is marked as gone.
+ */
+DOBJ_API int dobj_rt_cluster(dobj_rt *rt, const dobj_cluster_opts *opts);
+
+/** The runtime's node id in the cluster (a new one after a lost lease),
+ *  0 when it is not a node. */
+DOBJ_API long long dobj_rt_cluster_node(const dobj_rt *rt);
+
+/** Check cluster options the way dobj_rt_cluster does, without connecting
+ *  (a binding's early check): DOBJ_EARG with a message. */
+DOBJ_API int dobj_cluster_opts_check(const dobj_cluster_opts *opts);
+
+#endif

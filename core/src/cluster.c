@@ -1,0 +1,617 @@
+/*
+ * Cluster mode: nodes, leases, ownership with fencing epochs, and the redo
+ * log of every object in PostgreSQL (docs/cluster.md; the design and its
+ * measurements are in the project's shared design notes).
+ *
+ * The scheduler calls in at four places (internal.h): activation of an
+ * incarnation (claim + restore), the end of a step (the lease gate, then
+ * the fenced append of each commit), the release of an incarnation, and
+ * the runtime's close.  Everything else in the core is unchanged: a
+ * refused append is a failed commit, a refused claim a failed constructor.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cluster_int.h"
+
+/* Serialises concurrent migrations (any constant; "dobjschm"). */
+#define MIGRATE_LOCK "7305675160151470641"
+
+/* Version 1 of the schema: see dobj/cluster.h and docs/cluster.md. */
+static const char schema_v1[] =
+	"CREATE TABLE dobj_node ("
+	" node_id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
+	" addr text NOT NULL,"
+	" started_at timestamptz NOT NULL DEFAULT now(),"
+	" lease_until timestamptz NOT NULL,"
+	" status text NOT NULL DEFAULT 'live');"
+	"CREATE TABLE dobj_owner ("
+	" ns text NOT NULL, object_id bytea NOT NULL, epoch bigint NOT NULL, node_id bigint,"
+	" PRIMARY KEY (ns, object_id));"
+	"CREATE TABLE dobj_wal ("
+	" ns text NOT NULL, object_id bytea NOT NULL, seq bigint NOT NULL, epoch bigint NOT NULL,"
+	" frames bytea NOT NULL, PRIMARY KEY (ns, object_id, seq));"
+	/* Pages are shipped as they are: compressing them costs more CPU than
+	 * the bytes it saves on a local disk. */
+	"ALTER TABLE dobj_wal ALTER frames SET STORAGE EXTERNAL;"
+	"CREATE TABLE dobj_snapshot ("
+	" ns text NOT NULL, object_id bytea NOT NULL, seq bigint NOT NULL, db bytea NOT NULL,"
+	" PRIMARY KEY (ns, object_id));"
+	"CREATE TABLE dobj_alarm ("
+	" ns text NOT NULL, object_id bytea NOT NULL, scheduled_at timestamptz NOT NULL,"
+	" PRIMARY KEY (ns, object_id));"
+	"CREATE INDEX dobj_alarm_due ON dobj_alarm (scheduled_at);";
+
+/* ------------------------------------------------------------------ schema */
+
+static int migrate(dobj__pg *pg, int *version)
+{
+	PGresult *r = NULL;
+	int have, rc;
+
+	if ((rc = dobj__pg_exec(pg,
+		"BEGIN;"
+		"SELECT pg_advisory_xact_lock(" MIGRATE_LOCK ");"
+		"CREATE TABLE IF NOT EXISTS dobj_schema_version (version integer NOT NULL);"
+		"SELECT coalesce(max(version), 0) FROM dobj_schema_version",
+		0, NULL, NULL, NULL, 0, &r)) < 0)
+		goto fail;
+	have = atoi(PQgetvalue(r, 0, 0));
+	PQclear(r);
+	if (have > DOBJ_CLUSTER_SCHEMA_VERSION) {
+		dobj__pg_simple(pg, "ROLLBACK");
+		return dobj_error_set(DOBJ_ESTATE,
+			"cluster: the database's dobj schema is version %d, newer than this dobj's (%d): "
+			"upgrade dobj on this node", have, DOBJ_CLUSTER_SCHEMA_VERSION);
+	}
+	if (have < 1) {
+		if ((rc = dobj__pg_simple(pg, schema_v1)) < 0 ||
+		    (rc = dobj__pg_simple(pg, "DELETE FROM dobj_schema_version;"
+			"INSERT INTO dobj_schema_version VALUES (1)")) < 0)
+			goto fail;
+		have = 1;
+	}
+	if ((rc = dobj__pg_simple(pg, "COMMIT")) < 0)
+		goto fail;
+	if (version)
+		*version = have;
+	return DOBJ_OK;
+fail:
+	/* The transaction is in an unknown state: start afresh next time. */
+	dobj__pg_drop(pg);
+	return rc;
+}
+
+static double opt_ms(double v, double dflt)
+{
+	return v == 0 || isnan(v) ? dflt : v;
+}
+
+int dobj_cluster_opts_check(const dobj_cluster_opts *o)
+{
+	size_t n;
+
+	if (!o || o->version != DOBJ_CLUSTER_OPTS_VERSION)
+		return dobj_error_set(DOBJ_EARG, "cluster options: unknown version");
+	if (!o->url)
+		return dobj_error_set(DOBJ_EARG, "cluster: a PostgreSQL URL is needed");
+	n = o->url_len ? o->url_len : strlen(o->url);
+	if (n == 0)
+		return dobj_error_set(DOBJ_EARG, "cluster: a PostgreSQL URL is needed");
+	if (memchr(o->url, '\0', n))
+		return dobj_error_set(DOBJ_EARG, "cluster: the PostgreSQL URL contains a NUL byte");
+	if (o->node_addr && memchr(o->node_addr, '\0',
+		o->node_addr_len ? o->node_addr_len : strlen(o->node_addr)))
+		return dobj_error_set(DOBJ_EARG, "cluster: the node address contains a NUL byte");
+	if (isnan(o->ttl_ms) || o->ttl_ms < 0 || isinf(o->ttl_ms) ||
+	    (o->ttl_ms > 0 && o->ttl_ms < 100))
+		return dobj_error_set(DOBJ_EARG,
+			"cluster: the lease time to live must be a finite number of at least 0.1 s");
+	if (isnan(o->grace_ms) || isinf(o->grace_ms))
+		return dobj_error_set(DOBJ_EARG, "cluster: the grace period must be a finite number");
+	if (isnan(o->timeout_ms) || o->timeout_ms < 0 || isinf(o->timeout_ms) ||
+	    (o->timeout_ms > 0 && o->timeout_ms < 10))
+		return dobj_error_set(DOBJ_EARG,
+			"cluster: the PostgreSQL timeout must be a finite number of at least 0.01 s");
+	return DOBJ_OK;
+}
+
+int dobj_cluster_init(const char *url, size_t url_len, double timeout_ms, int *version)
+{
+	dobj__pg pg;
+	dobj_cluster_opts o = DOBJ_CLUSTER_OPTS_INIT;
+	int rc;
+
+	o.url = url;
+	o.url_len = url_len;
+	o.timeout_ms = timeout_ms;
+	if ((rc = dobj_cluster_opts_check(&o)) < 0)
+		return rc;
+	memset(&pg, 0, sizeof(pg));
+	pg.timeout_ms = opt_ms(timeout_ms, DOBJ_CLUSTER_TIMEOUT_MS);
+	if (!(pg.url = dobj__strndup(url, url_len ? url_len : strlen(url))))
+		return DOBJ_ENOMEM;
+	if ((rc = dobj__pg_check_url(pg.url)) == DOBJ_OK)
+		rc = migrate(&pg, version);
+	dobj__pg_drop(&pg);
+	free(pg.url);
+	return rc;
+}
+
+/* ------------------------------------------------------------------- nodes */
+
+static void renew_fired(void *data, int fired);
+
+static void arm_renew(dobj_rt *rt)
+{
+	struct dobj__cluster *cl = rt->cluster;
+
+	if (cl->renew || cl->closing || rt->closing)
+		return;
+	dobj__timer(rt, cl->ttl_ms / 4, renew_fired, rt, 1, &cl->renew);
+}
+
+static int join(struct dobj__cluster *cl)
+{
+	char ttl[32];
+	const char *v[2] = { cl->addr, ttl };
+	double sent = dobj__boot_ms();
+	PGresult *r;
+	int rc;
+
+	snprintf(ttl, sizeof(ttl), "%.3f", cl->ttl_ms);
+	if ((rc = dobj__pg_exec(&cl->pg,
+		"INSERT INTO dobj_node (addr, lease_until) "
+		"VALUES ($1, now() + make_interval(secs => $2::float8 / 1000)) RETURNING node_id",
+		2, v, NULL, NULL, 0, &r)) < 0)
+		return rc;
+	cl->node_id = atoll(PQgetvalue(r, 0, 0));
+	cl->lease_view = sent + 0.8 * cl->ttl_ms;
+	PQclear(r);
+	return DOBJ_OK;
+}
+
+/* Release every object of the node and mark it as gone. */
+static int leave(struct dobj__cluster *cl)
+{
+	char node[32];
+	const char *v[1] = { node };
+	PGresult *r;
+	int rc;
+
+	snprintf(node, sizeof(node), "%lld", cl->node_id);
+	if ((rc = dobj__pg_exec(&cl->pg,
+		"WITH r AS (UPDATE dobj_owner SET node_id = NULL WHERE node_id = $1) "
+		"UPDATE dobj_node SET status = 'left', lease_until = least(lease_until, now()) "
+		"WHERE node_id = $1",
+		1, v, NULL, NULL, 0, &r)) < 0)
+		return rc;
+	PQclear(r);
+	return DOBJ_OK;
+}
+
+/* Reset every live object of the runtime (the node lost them). */
+static void abort_all(dobj_rt *rt, const char *why)
+{
+	size_t i, j;
+
+	for (i = 0; i < rt->nns; i++) {
+		dobj_ns *ns = rt->nss[i];
+		for (;;) {
+			dobj_obj *o = NULL;
+			for (j = 0; j < ns->objs.cap && !o; j++)
+				if (ns->objs.slots && ns->objs.slots[j].key) {
+					dobj_obj *c = ns->objs.slots[j].value;
+					if (c->cluster && !c->dead)
+						o = c;
+				}
+			if (!o)
+				break;
+			dobj__abort(o, DOBJ_EABORTED, why);
+		}
+	}
+}
+
+/*
+ * Renew the lease: DOBJ_OK while it held (the view moves on), 1 when the
+ * database refused (the lease lapsed: the node lost its objects and joined
+ * again as a new node), < 0 when PostgreSQL could not be asked.
+ */
+static int renew(dobj_rt *rt)
+{
+	struct dobj__cluster *cl = rt->cluster;
+	char node[32], ttl[32];
+	const char *v[2] = { node, ttl };
+	double sent = dobj__boot_ms();
+	PGresult *r;
+	int rc, n;
+
+	snprintf(node, sizeof(node), "%lld", cl->node_id);
+	snprintf(ttl, sizeof(ttl), "%.3f", cl->ttl_ms);
+	if ((rc = dobj__pg_exec(&cl->pg,
+		"UPDATE dobj_node SET lease_until = now() + make_interval(secs => $2::float8 / 1000) "
+		"WHERE node_id = $1 AND status = 'live' AND lease_until > now()",
+		2, v, NULL, NULL, 0, &r)) < 0)
+		return rc;
+	n = atoi(PQcmdTuples(r));
+	PQclear(r);
+	if (n == 1) {
+		cl->lease_view = sent + 0.8 * cl->ttl_ms;
+		return DOBJ_OK;
+	}
+	abort_all(rt, "cluster: this node's lease lapsed and another node may own the object now; "
+		"the object was reset");
+	/* Nothing of the old node's can release a result any more: its objects
+	 * are free at once (for this process too), without the grace period. */
+	if ((rc = leave(cl)) < 0 || (rc = join(cl)) < 0)
+		return rc;
+	return 1;
+}
+
+static void renew_fired(void *data, int fired)
+{
+	dobj_rt *rt = data;
+	struct dobj__cluster *cl = rt->cluster;
+
+	if (!cl)
+		return;
+	cl->renew = NULL;
+	if (!fired)
+		return;
+	renew(rt); /* a failure is retried next time; the gate guards results */
+	arm_renew(rt);
+}
+
+int dobj__cluster_gate(dobj_rt *rt)
+{
+	struct dobj__cluster *cl = rt->cluster;
+	char msg[600];
+
+	if (!cl || dobj__boot_ms() < cl->lease_view)
+		return DOBJ_OK;
+	/* The view lapsed (the loop did not run the renewal in time, or
+	 * PostgreSQL did not answer): a renewal that succeeds now proves the
+	 * lease never lapsed on the database's clock, so nobody took over. */
+	if (renew(rt) == DOBJ_OK)
+		return DOBJ_OK;
+	snprintf(msg, sizeof(msg),
+		"cluster: this node could not renew its lease, so it cannot tell whether another "
+		"node owns the object; the object was reset (%s)", dobj_error_last());
+	abort_all(rt, msg);
+	return dobj_error_set(DOBJ_EABORTED, "%s", msg);
+}
+
+int dobj_rt_cluster(dobj_rt *rt, const dobj_cluster_opts *o)
+{
+	struct dobj__cluster *cl;
+	size_t n;
+	int rc;
+
+	CHECK_THREAD(rt);
+	if ((rc = dobj_cluster_opts_check(o)) < 0)
+		return rc;
+	if (rt->closing)
+		return dobj_error_set(DOBJ_ECLOSED, DOBJ_MSG_CLOSED);
+	if (rt->cluster)
+		return dobj_error_set(DOBJ_ESTATE, "cluster: this runtime is already a node");
+	if (rt->nns)
+		return dobj_error_set(DOBJ_ESTATE,
+			"cluster: join the cluster before binding namespaces");
+	if (!rt->storage_dir)
+		return dobj_error_set(DOBJ_EARG,
+			"cluster mode needs a storage directory (the node's local copy of its objects)");
+	if (rt->virtual_time)
+		return dobj_error_set(DOBJ_EARG, "cluster mode needs real time (no virtual_time)");
+	cl = calloc(1, sizeof(*cl));
+	if (!cl)
+		return dobj_error_set(DOBJ_ENOMEM, "out of memory");
+	n = o->url_len ? o->url_len : strlen(o->url);
+	cl->pg.url = dobj__strndup(o->url, n);
+	n = o->node_addr ? (o->node_addr_len ? o->node_addr_len : strlen(o->node_addr)) : 0;
+	cl->addr = dobj__strndup(o->node_addr ? o->node_addr : "", n);
+	if (!cl->pg.url || !cl->addr) {
+		rc = DOBJ_ENOMEM;
+		goto fail;
+	}
+	cl->ttl_ms = opt_ms(o->ttl_ms, DOBJ_CLUSTER_TTL_MS);
+	cl->grace_ms = o->grace_ms < 0 ? 0 : opt_ms(o->grace_ms, DOBJ_CLUSTER_GRACE_MS);
+	cl->pg.timeout_ms = opt_ms(o->timeout_ms, DOBJ_CLUSTER_TIMEOUT_MS);
+	if ((rc = dobj__pg_check_url(cl->pg.url)) < 0 || (rc = migrate(&cl->pg, NULL)) < 0 ||
+	    (rc = join(cl)) < 0)
+		goto fail;
+	rt->cluster = cl;
+	arm_renew(rt);
+	return DOBJ_OK;
+fail:
+	dobj__pg_drop(&cl->pg);
+	free(cl->pg.url);
+	free(cl->addr);
+	free(cl);
+	return rc;
+}
+
+long long dobj_rt_cluster_node(const dobj_rt *rt)
+{
+	return rt->cluster ? rt->cluster->node_id : 0;
+}
+
+void dobj__cluster_close(dobj_rt *rt)
+{
+	struct dobj__cluster *cl = rt->cluster;
+
+	if (!cl)
+		return;
+	/* One statement releases every object still held and leaves; with
+	 * PostgreSQL gone, the lease lapses by itself. */
+	cl->pg.no_reconnect = 1;
+	leave(cl);
+	dobj__pg_drop(&cl->pg);
+	rt->cluster = NULL;
+	free(cl->pg.url);
+	free(cl->addr);
+	free(cl);
+}
+
+void dobj__cluster_closing(dobj_rt *rt)
+{
+	if (rt->cluster)
+		rt->cluster->closing = 1;
+}
+
+/* ----------------------------------------------------------------- objects */
+
+static char *db_path(dobj_obj *obj, const char *suffix)
+{
+	char hex[DOBJ_ID_HEX_LEN + 1];
+	size_t n = strlen(obj->ns->dir) + DOBJ_ID_HEX_LEN + 32;
+	char *p = malloc(n);
+
+	if (!p) {
+		dobj_error_set(DOBJ_ENOMEM, "out of memory");
+		return NULL;
+	}
+	dobj_id_to_hex(&obj->id, hex);
+	hex[DOBJ_ID_HEX_LEN] = '\0';
+	snprintf(p, n, "%s/%s.sqlite%s", obj->ns->dir, hex, suffix);
+	return p;
+}
+
+/* Who owns the object (for the message of a refused claim). */
+static int owner_error(struct dobj__cluster *cl, const char *const *key, const int *lens,
+	const int *fmts)
+{
+	PGresult *r;
+	int rc;
+
+	if ((rc = dobj__pg_exec(&cl->pg,
+		"SELECT o.node_id, coalesce(n.addr, '') FROM dobj_owner o "
+		"LEFT JOIN dobj_node n ON n.node_id = o.node_id WHERE o.ns = $1 AND o.object_id = $2",
+		2, key, lens, fmts, 0, &r)) < 0)
+		return rc;
+	if (PQntuples(r) == 1 && !PQgetisnull(r, 0, 0)) {
+		rc = dobj_error_set(DOBJ_ESTATE,
+			"cluster: the object is active on node %s (%s); calls between nodes are not "
+			"routed yet", PQgetvalue(r, 0, 0),
+			PQgetvalue(r, 0, 1)[0] ? PQgetvalue(r, 0, 1) : "no address");
+	} else {
+		rc = dobj_error_set(DOBJ_EABORTED,
+			"cluster: this node's lease lapsed; the object cannot be activated here now");
+	}
+	PQclear(r);
+	return rc;
+}
+
+/* Rebuild the object's local file from the log (replacing whatever cached
+ * file was there): the file is PostgreSQL's copy, nothing else. */
+static int restore(struct dobj__cluster *cl, dobj_obj *obj, const char *const *key,
+	const int *lens, const int *fmts, long long *seq)
+{
+	char *path = NULL, *tmp = NULL, *wal = NULL, *shm = NULL;
+	PGresult *r = NULL;
+	int fd = -1, rc, i, n;
+
+	*seq = 0;
+	if ((rc = dobj__pg_exec(&cl->pg,
+		"SELECT seq, frames FROM dobj_wal WHERE ns = $1 AND object_id = $2 ORDER BY seq",
+		2, key, lens, fmts, 1, &r)) < 0)
+		return rc;
+	if (!(path = db_path(obj, "")) || !(tmp = db_path(obj, ".restore")) ||
+	    !(wal = db_path(obj, "-wal")) || !(shm = db_path(obj, "-shm"))) {
+		rc = DOBJ_ENOMEM;
+		goto done;
+	}
+	unlink(wal);
+	unlink(shm);
+	n = PQntuples(r);
+	if (n == 0) {
+		unlink(path);
+		rc = DOBJ_OK;
+		goto done;
+	}
+	fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0) {
+		rc = dobj_error_set(DOBJ_ERROR, "cluster: cannot write %s: %s", tmp, strerror(errno));
+		goto done;
+	}
+	for (i = 0; i < n; i++) {
+		const unsigned char *s = (const unsigned char *)PQgetvalue(r, i, 0);
+		if ((rc = dobj__wal_apply(fd, (const unsigned char *)PQgetvalue(r, i, 1),
+			(size_t)PQgetlength(r, i, 1))) < 0)
+			goto done;
+		*seq = (long long)((uint64_t)s[0] << 56 | (uint64_t)s[1] << 48 | (uint64_t)s[2] << 40 |
+			(uint64_t)s[3] << 32 | (uint64_t)s[4] << 24 | (uint64_t)s[5] << 16 |
+			(uint64_t)s[6] << 8 | s[7]);
+	}
+	if (rename(tmp, path) < 0) {
+		rc = dobj_error_set(DOBJ_ERROR, "cluster: cannot replace %s: %s", path, strerror(errno));
+		goto done;
+	}
+	rc = DOBJ_OK;
+done:
+	if (fd >= 0) {
+		close(fd);
+		if (rc < 0)
+			unlink(tmp);
+	}
+	PQclear(r);
+	free(path);
+	free(tmp);
+	free(wal);
+	free(shm);
+	return rc;
+}
+
+int dobj__cluster_activate(dobj_obj *obj)
+{
+	dobj_rt *rt = obj->ns->rt;
+	struct dobj__cluster *cl = rt->cluster;
+	struct dobj__cluster_obj *co;
+	char node[32], grace[32];
+	const char *v[4] = { obj->ns->unique_key, (const char *)obj->id.bytes, node, grace };
+	int lens[4] = { (int)obj->ns->unique_key_len, 32, 0, 0 };
+	int fmts[4] = { 0, 1, 0, 0 };
+	PGresult *r;
+	long long epoch, seq;
+	int rc;
+
+	if (!cl || obj->cluster)
+		return DOBJ_OK;
+	if (dobj__boot_ms() >= cl->lease_view && (rc = renew(rt)) < 0)
+		return rc;
+	snprintf(node, sizeof(node), "%lld", cl->node_id);
+	snprintf(grace, sizeof(grace), "%.3f", cl->grace_ms);
+	if ((rc = dobj__pg_exec(&cl->pg,
+		"INSERT INTO dobj_owner AS o (ns, object_id, epoch, node_id) "
+		"SELECT $1, $2, 1, $3 WHERE EXISTS (SELECT 1 FROM dobj_node "
+		"  WHERE node_id = $3 AND status = 'live' AND lease_until > now()) "
+		"ON CONFLICT (ns, object_id) DO UPDATE SET epoch = o.epoch + 1, node_id = excluded.node_id "
+		"WHERE o.node_id IS NULL OR o.node_id = excluded.node_id OR NOT EXISTS ("
+		"  SELECT 1 FROM dobj_node n WHERE n.node_id = o.node_id AND n.status = 'live'"
+		"  AND n.lease_until + make_interval(secs => $4::float8 / 1000) > now()) "
+		"RETURNING epoch",
+		4, v, lens, fmts, 0, &r)) < 0)
+		return rc;
+	if (PQntuples(r) != 1) {
+		PQclear(r);
+		return owner_error(cl, v, lens, fmts);
+	}
+	epoch = atoll(PQgetvalue(r, 0, 0));
+	PQclear(r);
+	if ((rc = restore(cl, obj, v, lens, fmts, &seq)) < 0)
+		return rc;
+	co = calloc(1, sizeof(*co));
+	if (!co)
+		return dobj_error_set(DOBJ_ENOMEM, "out of memory");
+	co->epoch = epoch;
+	co->seq = seq;
+	obj->cluster = co;
+	return DOBJ_OK;
+}
+
+void dobj__cluster_release(dobj_obj *obj)
+{
+	dobj_rt *rt = obj->ns->rt;
+	struct dobj__cluster *cl = rt->cluster;
+	struct dobj__cluster_obj *co = obj->cluster;
+	char epoch[32], node[32];
+	const char *v[4] = { obj->ns->unique_key, (const char *)obj->id.bytes, epoch, node };
+	int lens[4] = { (int)obj->ns->unique_key_len, 32, 0, 0 };
+	int fmts[4] = { 0, 1, 0, 0 };
+	PGresult *r;
+
+	if (!co)
+		return;
+	obj->cluster = NULL;
+	if (cl && !cl->closing && cl->pg.conn) {
+		/* Best effort, without reconnecting: if it fails, the claim of the
+		 * next node waits for this node's lease instead. */
+		snprintf(epoch, sizeof(epoch), "%lld", co->epoch);
+		snprintf(node, sizeof(node), "%lld", cl->node_id);
+		cl->pg.no_reconnect = 1;
+		if (dobj__pg_exec(&cl->pg,
+			"UPDATE dobj_owner SET node_id = NULL "
+			"WHERE ns = $1 AND object_id = $2 AND epoch = $3 AND node_id = $4",
+			4, v, lens, fmts, 0, &r) == DOBJ_OK)
+			PQclear(r);
+		cl->pg.no_reconnect = 0;
+	}
+	free(co);
+}
+
+/* Checkpoint the -wal file into the database once it holds this much. */
+#define WAL_CHECKPOINT_BYTES (4 << 20)
+
+int dobj__cluster_commit(dobj_obj *obj, void *db)
+{
+	dobj_rt *rt = obj->ns->rt;
+	struct dobj__cluster *cl = rt->cluster;
+	struct dobj__cluster_obj *co = obj->cluster;
+	char seq[32], epoch[32], node[32], *wal;
+	const char *v[6] = { obj->ns->unique_key, (const char *)obj->id.bytes, seq, epoch, NULL, node };
+	int lens[6] = { (int)obj->ns->unique_key_len, 32, 0, 0, 0, 0 };
+	int fmts[6] = { 0, 1, 0, 0, 1, 0 };
+	unsigned char *rec = NULL;
+	size_t len;
+	long long end;
+	unsigned salt;
+	PGresult *r;
+	int rc, n;
+
+	if (!cl || !co)
+		return DOBJ_OK;
+	if (!(wal = db_path(obj, "-wal")))
+		return DOBJ_ENOMEM;
+	salt = co->salt;
+	rc = dobj__wal_capture(wal, co->wal_off, &salt, &rec, &len, &end);
+	free(wal);
+	if (rc < 0 || len == 0)
+		return rc; /* a step that only read: no round trip */
+	if (len > 0x7fffffff) {
+		free(rec);
+		return dobj_error_set(DOBJ_ERROR, "cluster: one commit changed more than 2 GiB");
+	}
+	if (dobj__boot_ms() >= cl->lease_view && (rc = renew(rt)) != DOBJ_OK) {
+		free(rec);
+		return rc < 0 ? rc : dobj_error_set(DOBJ_EABORTED,
+			"cluster: this node's lease lapsed; the write was not acknowledged");
+	}
+	snprintf(seq, sizeof(seq), "%lld", co->seq + 1);
+	snprintf(epoch, sizeof(epoch), "%lld", co->epoch);
+	snprintf(node, sizeof(node), "%lld", cl->node_id);
+	v[4] = (const char *)rec;
+	lens[4] = (int)len;
+	/* The epoch is checked in the append's own transaction, with the owner
+	 * row locked FOR SHARE: a takeover (an UPDATE of that row) either
+	 * commits first, and this append finds another epoch, or waits for it. */
+	rc = dobj__pg_exec(&cl->pg,
+		"INSERT INTO dobj_wal (ns, object_id, seq, epoch, frames) "
+		"SELECT $1, $2, $3, $4, $5 FROM dobj_owner "
+		"WHERE ns = $1 AND object_id = $2 AND epoch = $4 AND node_id = $6 FOR SHARE",
+		6, v, lens, fmts, 0, &r);
+	free(rec);
+	if (rc < 0) {
+		if (!strcmp(cl->pg.sqlstate, "23505"))
+			return dobj_error_set(DOBJ_EABORTED,
+				"cluster: another node wrote this object (its log moved past seq %lld): "
+				"this node's incarnation is fenced", co->seq);
+		return rc;
+	}
+	n = atoi(PQcmdTuples(r));
+	PQclear(r);
+	if (n != 1)
+		return dobj_error_set(DOBJ_EABORTED,
+			"cluster: another node took the object over (fencing epoch %lld is stale): "
+			"the write was refused", co->epoch);
+	co->seq++;
+	co->wal_off = end;
+	co->salt = salt;
+	if (end >= WAL_CHECKPOINT_BYTES &&
+	    sqlite3_exec(db, "PRAGMA wal_checkpoint(TRUNCATE)", NULL, NULL, NULL) == SQLITE_OK)
+		co->wal_off = 0;
+	return DOBJ_OK;
+}

@@ -1,0 +1,67 @@
+/* Private declarations of cluster mode (cluster.c, cluster_pg.c, cluster_wal.c). */
+#ifndef DOBJ_CLUSTER_INT_H
+#define DOBJ_CLUSTER_INT_H
+
+#include <libpq-fe.h>
+#include <sqlite3.h>
+
+#include "internal.h"
+
+#if defined(__GNUC__)
+#pragma GCC visibility push(hidden)
+#endif
+
+/* A PostgreSQL connection with bounded waits (cluster_pg.c). */
+typedef struct dobj__pg {
+	char *url;
+	PGconn *conn;       /* NULL while disconnected */
+	double timeout_ms;  /* every wait, the connection included */
+	int no_reconnect;   /* fail at once while disconnected (closing) */
+	char sqlstate[6];   /* of the last failed statement ("" otherwise) */
+} dobj__pg;
+
+/** Milliseconds on CLOCK_BOOTTIME (counts while the process is stopped). */
+double dobj__boot_ms(void);
+/** DOBJ_EARG with libpq's words for a connection string it cannot parse. */
+int dobj__pg_check_url(const char *url);
+/** Run one statement (parameters as PQexecParams takes them); *out is the
+ *  result to PQclear on success.  Reconnects first when needed. */
+int dobj__pg_exec(dobj__pg *pg, const char *sql, int nparams, const char *const *values,
+	const int *lengths, const int *formats, int binary, PGresult **out);
+int dobj__pg_simple(dobj__pg *pg, const char *sql);
+void dobj__pg_drop(dobj__pg *pg);
+
+/* The cluster state of a runtime. */
+struct dobj__cluster {
+	dobj__pg pg;
+	char *addr;
+	long long node_id;
+	double ttl_ms, grace_ms;
+	double lease_view;  /* boot ms: past it this node releases no result */
+	dobj_timer *renew;
+	int closing;
+};
+
+/* The cluster state of an incarnation. */
+struct dobj__cluster_obj {
+	long long epoch;
+	long long seq;      /* the last seq appended (or restored) */
+	long long wal_off;  /* end of the last commit frame shipped, in the -wal file */
+	unsigned salt;      /* salt-1 of the -wal file's generation wal_off is in */
+};
+
+/* Page capture and restore (cluster_wal.c).  A record is what one or more
+ * local commits changed: u32 page size, u32 pages in the database after it,
+ * u32 count, then count x (u32 page number, page bytes); big-endian. */
+/** Read the committed frames of `wal_path` past `off` into a record (*rec,
+ *  malloc'd; *len 0 when nothing new), the new end in *end.  *salt is the
+ *  generation `off` belongs to (updated): another one starts at the top. */
+int dobj__wal_capture(const char *wal_path, long long off, unsigned *salt, unsigned char **rec,
+	size_t *len, long long *end);
+/** Apply a record to the database file open on fd. */
+int dobj__wal_apply(int fd, const unsigned char *rec, size_t len);
+
+#if defined(__GNUC__)
+#pragma GCC visibility pop
+#endif
+#endif

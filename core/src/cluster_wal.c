@@ -1,0 +1,198 @@
+/*
+ * What a committed step changed, as page images read from SQLite's WAL.
+ *
+ * Why pages and not the session extension's changesets: pages cover
+ * everything a step can change (SQL schema changes, tables without a
+ * primary key, the alarm row), and replaying them rebuilds a byte-for-byte
+ * copy of the file.  In cluster mode a storage runs with
+ * wal_autocheckpoint=0, so the -wal file only grows between the
+ * checkpoints cluster.c asks for; after each commit the frames past the
+ * last shipped one, up to the last commit frame, are this commit's pages
+ * (a page written twice keeps its last image).  Frames after the last
+ * commit frame belong to a transaction that did not commit.
+ *
+ * WAL layout (sqlite.org/fileformat2.html#walformat): a 32-byte header
+ * (magic, version, page size, checkpoint sequence, salt-1, salt-2,
+ * checksums), then frames of a 24-byte header (page number, database size
+ * in pages for a commit frame else 0, salt-1, salt-2, checksums) and the
+ * page.  Frames whose salts differ from the header's are left over from an
+ * earlier generation of the file.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cluster_int.h"
+
+static uint32_t be32(const unsigned char *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static void put32(unsigned char *p, uint32_t v)
+{
+	p[0] = (unsigned char)(v >> 24);
+	p[1] = (unsigned char)(v >> 16);
+	p[2] = (unsigned char)(v >> 8);
+	p[3] = (unsigned char)v;
+}
+
+typedef struct frame_ref {
+	uint32_t pgno;
+	size_t at; /* offset of the page in buf */
+} frame_ref;
+
+static int by_page_then_position(const void *a, const void *b)
+{
+	const frame_ref *x = a, *y = b;
+
+	if (x->pgno != y->pgno)
+		return x->pgno < y->pgno ? -1 : 1;
+	return x->at < y->at ? -1 : x->at > y->at;
+}
+
+static int read_all(int fd, long long from, size_t n, unsigned char *buf)
+{
+	size_t got = 0;
+
+	while (got < n) {
+		ssize_t r = pread(fd, buf + got, n - got, (off_t)(from + (long long)got));
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			return -1;
+		got += (size_t)r;
+	}
+	return 0;
+}
+
+int dobj__wal_capture(const char *wal_path, long long off, unsigned *salt, unsigned char **rec,
+	size_t *len, long long *end)
+{
+	unsigned char hdr[32], *buf = NULL, *out = NULL;
+	frame_ref *frames = NULL;
+	size_t nframes = 0, ncommitted = 0, i, n, frame;
+	uint32_t psz, salt1, salt2, dbsize = 0;
+	long long commit_end = off;
+	struct stat sb;
+	int fd, rc = DOBJ_OK;
+
+	*rec = NULL;
+	*len = 0;
+	*end = off;
+	fd = open(wal_path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		if (errno == ENOENT)
+			return DOBJ_OK; /* nothing written since the last checkpoint */
+		return dobj_error_set(DOBJ_ERROR, "cluster: cannot read %s: %s", wal_path, strerror(errno));
+	}
+	if (fstat(fd, &sb) < 0 || sb.st_size < 32 || read_all(fd, 0, 32, hdr) < 0)
+		goto done;
+	psz = be32(hdr + 8);
+	salt1 = be32(hdr + 16);
+	salt2 = be32(hdr + 20);
+	if (psz < 512 || psz > 65536 || (psz & (psz - 1)))
+		goto done;
+	if (off < 32 || salt1 != *salt)
+		off = 32; /* a new generation of the file: every frame is new */
+	frame = 24 + (size_t)psz;
+	if (sb.st_size <= off)
+		goto done;
+	n = (size_t)(sb.st_size - off);
+	buf = malloc(n);
+	frames = malloc((n / frame + 1) * sizeof(*frames));
+	if (!buf || !frames) {
+		rc = dobj_error_set(DOBJ_ENOMEM, "out of memory");
+		goto done;
+	}
+	if (read_all(fd, off, n, buf) < 0) {
+		rc = dobj_error_set(DOBJ_ERROR, "cluster: cannot read %s", wal_path);
+		goto done;
+	}
+	for (i = 0; i + frame <= n; i += frame) {
+		if (be32(buf + i + 8) != salt1 || be32(buf + i + 12) != salt2)
+			break;
+		frames[nframes].pgno = be32(buf + i);
+		frames[nframes].at = i + 24;
+		nframes++;
+		if (be32(buf + i + 4)) {
+			dbsize = be32(buf + i + 4);
+			ncommitted = nframes;
+			commit_end = off + (long long)(i + frame);
+		}
+	}
+	if (!ncommitted)
+		goto done;
+	/* One image per page: the last one written. */
+	qsort(frames, ncommitted, sizeof(*frames), by_page_then_position);
+	n = 0;
+	for (i = 0; i < ncommitted; i++)
+		if (i + 1 == ncommitted || frames[i + 1].pgno != frames[i].pgno)
+			frames[n++] = frames[i];
+	out = malloc(12 + n * (4 + (size_t)psz));
+	if (!out) {
+		rc = dobj_error_set(DOBJ_ENOMEM, "out of memory");
+		goto done;
+	}
+	put32(out, psz);
+	put32(out + 4, dbsize);
+	put32(out + 8, (uint32_t)n);
+	for (i = 0; i < n; i++) {
+		unsigned char *p = out + 12 + i * (4 + (size_t)psz);
+		put32(p, frames[i].pgno);
+		memcpy(p + 4, buf + frames[i].at, psz);
+	}
+	*rec = out;
+	*len = 12 + n * (4 + (size_t)psz);
+	*end = commit_end;
+	*salt = salt1;
+done:
+	free(buf);
+	free(frames);
+	close(fd);
+	return rc;
+}
+
+int dobj__wal_apply(int fd, const unsigned char *rec, size_t len)
+{
+	uint32_t psz, dbsize, count, i;
+	size_t need;
+
+	if (len < 12)
+		goto bad;
+	psz = be32(rec);
+	dbsize = be32(rec + 4);
+	count = be32(rec + 8);
+	if (psz < 512 || psz > 65536 || (psz & (psz - 1)))
+		goto bad;
+	need = 12 + (size_t)count * (4 + (size_t)psz);
+	if (need != len)
+		goto bad;
+	for (i = 0; i < count; i++) {
+		const unsigned char *p = rec + 12 + (size_t)i * (4 + (size_t)psz);
+		uint32_t pgno = be32(p);
+		size_t done = 0;
+		if (pgno == 0)
+			goto bad;
+		while (done < psz) {
+			ssize_t w = pwrite(fd, p + 4 + done, psz - done,
+				(off_t)(pgno - 1) * psz + (off_t)done);
+			if (w < 0 && errno == EINTR)
+				continue;
+			if (w <= 0)
+				return dobj_error_set(DOBJ_ERROR, "cluster: cannot write a restored page: %s",
+					strerror(errno));
+			done += (size_t)w;
+		}
+	}
+	if (ftruncate(fd, (off_t)dbsize * psz) < 0)
+		return dobj_error_set(DOBJ_ERROR, "cluster: cannot size a restored file: %s",
+			strerror(errno));
+	return DOBJ_OK;
+bad:
+	return dobj_error_set(DOBJ_ERROR, "cluster: a log record in PostgreSQL is malformed");
+}

@@ -1,0 +1,60 @@
+/* A throw-away PostgreSQL for C tests, from tests/cluster/pgtmp.sh (the
+ * script every suite uses).  The server goes away with the test process
+ * however it ends: the test holds the server's lifeline (a FIFO) open, and
+ * the script's watchdog stops the server when it is closed. */
+#ifndef DOBJ_TEST_PG_H
+#define DOBJ_TEST_PG_H
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+typedef struct pgtest {
+	char url[256];
+	char dir[256];
+	int lifeline;
+} pgtest;
+
+static int pgtest_run(const char *verb, const char *dir)
+{
+	char cmd[768];
+	snprintf(cmd, sizeof(cmd), "'%s' %s '%s'", PGTMP, verb, dir);
+	return system(cmd);
+}
+
+/* 0 when started; -1 (with a message) when PostgreSQL is not installed. */
+static int pgtest_start(pgtest *pg)
+{
+	char cmd[512], path[300];
+	FILE *f;
+	int ok;
+
+	memset(pg, 0, sizeof(*pg));
+	pg->lifeline = -1;
+	snprintf(cmd, sizeof(cmd), "'%s' start", PGTMP);
+	f = popen(cmd, "r");
+	if (!f)
+		return -1;
+	ok = fscanf(f, "%255s %255s", pg->url, pg->dir) == 2;
+	if (pclose(f) != 0 || !ok) {
+		fprintf(stderr, "pgtest: could not start PostgreSQL (%s)\n", PGTMP);
+		return -1;
+	}
+	/* Read-write: opening never blocks, and the watchdog sees a writer. */
+	snprintf(path, sizeof(path), "%s/lifeline", pg->dir);
+	pg->lifeline = open(path, O_RDWR | O_CLOEXEC);
+	return 0;
+}
+
+static void pgtest_stop(pgtest *pg)
+{
+	if (pg->lifeline >= 0)
+		close(pg->lifeline);
+	pg->lifeline = -1;
+	if (pg->dir[0])
+		pgtest_run("stop", pg->dir);
+	pg->dir[0] = '\0';
+}
+
+#endif

@@ -1,0 +1,340 @@
+/*
+ * Cluster mode against a real PostgreSQL (tests/cluster/pgtmp.sh): the
+ * schema, bad input, every acknowledged write in PostgreSQL, objects
+ * restored by another node, a live owner refusing a second node, fencing
+ * after a takeover, and PostgreSQL killed and restarted.
+ */
+#include <arpa/inet.h>
+#include <libpq-fe.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <math.h>
+#include <time.h>
+
+/* testhost.h's send() is not the socket one. */
+#define send test_send
+#include "testhost.h"
+#include "pgtest.h"
+
+static pgtest pg;
+static dobj_ns *ns;
+
+static int counter_step(dobj_task *t, void *data)
+{
+	dobj_storage *st;
+	tv *req = dobj_task_request(t);
+	const void *val;
+	size_t len;
+	char buf[64];
+	long n = 0;
+	int rc;
+
+	(void)data;
+	if ((rc = dobj_obj_storage(dobj_task_obj(t), &st)) < 0)
+		return rc;
+	if (!strcmp(req->s, "count")) {
+		if (dobj_kv_get(st, "n", 1, &val, &len) == 1) {
+			snprintf(buf, sizeof(buf), "%.*s", (int)len, (const char *)val);
+			n = strtol(buf, NULL, 10);
+		}
+		snprintf(buf, sizeof(buf), "%ld", n + 1);
+		CHECK_EQ_INT(dobj_kv_put(st, "n", 1, buf, strlen(buf)), DOBJ_OK);
+		respond(t, 200, "%ld", n + 1);
+	} else if (!strcmp(req->s, "sql")) {
+		/* A schema change: pages, not rows, carry it to the next node. */
+		static const char q[] = "CREATE TABLE IF NOT EXISTS t (x TEXT); INSERT INTO t VALUES ('row')";
+		dobj_cursor *c = NULL;
+		CHECK_EQ_INT(dobj_sql_exec(st, q, strlen(q), NULL, 0, &c), DOBJ_OK);
+		dobj_cursor_free(c);
+		respond(t, 200, "ok");
+	} else if (!strcmp(req->s, "rows")) {
+		static const char q[] = "SELECT count(*) FROM t";
+		dobj_cursor *c = NULL;
+		if (dobj_sql_exec(st, q, strlen(q), NULL, 0, &c) < 0) {
+			dobj_task_raise(t, DOBJ_ERROR, dobj_error_last(), NULL);
+			return DOBJ_OK;
+		}
+		respond(t, 200, "%lld", dobj_cursor_cell(c, 0, 0)->i);
+		dobj_cursor_free(c);
+	} else {
+		respond(t, 200, "read");
+	}
+	return DOBJ_OK;
+}
+
+static dobj_rt *node_new(const char *dir, dobj_cluster_opts *co, int expect)
+{
+	dobj_rt *rt;
+	dobj_rt_opts o = DOBJ_RT_OPTS_INIT;
+	dobj_class k = { 0 };
+	dobj_cluster_opts dflt = DOBJ_CLUSTER_OPTS_INIT;
+	int rc;
+
+	o.host.retain = tv_retain;
+	o.host.release = tv_release;
+	o.storage_dir = dir;
+	o.idle_timeout_ms = -1;
+	CHECK_EQ_INT(dobj_rt_new(&rt, &o), DOBJ_OK);
+	if (!co) {
+		co = &dflt;
+		dflt.url = pg.url;
+		dflt.node_addr = "127.0.0.1:18700";
+		dflt.grace_ms = -1; /* the tests expire leases by hand */
+	}
+	rc = dobj_rt_cluster(rt, co);
+	CHECK_EQ_INT(rc, expect);
+	if (rc < 0) {
+		dobj_rt_free(rt);
+		return NULL;
+	}
+	k.name = "Counter";
+	k.flags = DOBJ_CLASS_FETCH;
+	k.step = counter_step;
+	CHECK_EQ_INT(dobj_ns_new(&ns, rt, "COUNTER", 7, "counter-key", 11, &k), DOBJ_OK);
+	return rt;
+}
+
+static dobj_stub *stub_for(dobj_rt *rt, const char *name)
+{
+	dobj_ns *n = dobj_rt_ns_at(rt, 0);
+	dobj_id id;
+	dobj_stub *s;
+	dobj_id_from_name(dobj_ns_idkey(n), name, strlen(name), &id);
+	CHECK_EQ_INT(dobj_stub_new(&s, n, &id, name, strlen(name)), DOBJ_OK);
+	return s;
+}
+
+static char *tmp_dir(char *buf)
+{
+	strcpy(buf, "/tmp/dobj-cluster-XXXXXX");
+	CHECK(mkdtemp(buf) != NULL);
+	return buf;
+}
+
+static void rm_rf(const char *dir)
+{
+	char cmd[128];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	CHECK_EQ_INT(system(cmd), 0);
+}
+
+/* One SQL statement on the test's own connection; the first cell. */
+static long long sql1(const char *q)
+{
+	PGconn *c = PQconnectdb(pg.url);
+	PGresult *r = PQexec(c, q);
+	long long v = -1;
+	CHECK(PQresultStatus(r) == PGRES_TUPLES_OK || PQresultStatus(r) == PGRES_COMMAND_OK);
+	if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) > 0)
+		v = atoll(PQgetvalue(r, 0, 0));
+	PQclear(r);
+	PQfinish(c);
+	return v;
+}
+
+static double now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* ------------------------------------------------------------------ tests */
+
+static void test_bad_input_fails_clearly_and_in_bounded_time(void)
+{
+	dobj_rt *rt;
+	dobj_rt_opts o = DOBJ_RT_OPTS_INIT;
+	dobj_cluster_opts co = DOBJ_CLUSTER_OPTS_INIT;
+	struct sockaddr_in a;
+	socklen_t alen = sizeof(a);
+	char url[128], dir[64];
+	double t0;
+	int s;
+
+	CHECK_EQ_INT(dobj_cluster_init("postgresql://dobj@127.0.0.1/postgres?nosuch=1", 0, 0, NULL),
+		DOBJ_EARG);
+	CHECK(strstr(dobj_error_last(), "invalid PostgreSQL URL") != NULL);
+	CHECK_EQ_INT(dobj_cluster_init("host=127.0.0.1 nosuchoption=1", 0, 0, NULL), DOBJ_EARG);
+	/* Nothing listens on port 1: refused at once. */
+	CHECK_EQ_INT(dobj_cluster_init("postgresql://dobj@127.0.0.1:1/postgres", 0, 0, NULL), DOBJ_ERROR);
+	CHECK(strstr(dobj_error_last(), "cannot connect to PostgreSQL") != NULL);
+	/* A server that accepts the connection and never answers: the wait ends. */
+	s = socket(AF_INET, SOCK_STREAM, 0);
+	memset(&a, 0, sizeof(a));
+	a.sin_family = AF_INET;
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	CHECK_EQ_INT(bind(s, (struct sockaddr *)&a, sizeof(a)), 0);
+	CHECK_EQ_INT(listen(s, 4), 0);
+	CHECK_EQ_INT(getsockname(s, (struct sockaddr *)&a, &alen), 0);
+	snprintf(url, sizeof(url), "postgresql://dobj@127.0.0.1:%d/postgres", ntohs(a.sin_port));
+	t0 = now_s();
+	CHECK_EQ_INT(dobj_cluster_init(url, 0, 300, NULL), DOBJ_ERROR);
+	CHECK(strstr(dobj_error_last(), "no answer within 0.3 s") != NULL);
+	CHECK(now_s() - t0 < 2.0);
+	close(s);
+	/* Options. */
+	co.url = pg.url;
+	co.ttl_ms = 5;
+	CHECK_EQ_INT(dobj_cluster_opts_check(&co), DOBJ_EARG);
+	co.ttl_ms = 0;
+	co.timeout_ms = NAN;
+	CHECK_EQ_INT(dobj_cluster_opts_check(&co), DOBJ_EARG);
+	co.timeout_ms = 0;
+	/* A node needs a storage directory, and joins before binding. */
+	CHECK_EQ_INT(dobj_rt_new(&rt, &o), DOBJ_OK);
+	CHECK_EQ_INT(dobj_rt_cluster(rt, &co), DOBJ_EARG);
+	CHECK(strstr(dobj_error_last(), "storage directory") != NULL);
+	CHECK_EQ_INT(dobj_rt_cluster_node(rt), 0);
+	dobj_rt_free(rt);
+	rt = node_new(tmp_dir(dir), NULL, DOBJ_OK);
+	CHECK(dobj_rt_cluster_node(rt) > 0);
+	CHECK_EQ_INT(dobj_rt_cluster(rt, &co), DOBJ_ESTATE);
+	dobj_rt_free(rt);
+	rm_rf(dir);
+}
+
+static void test_schema_is_versioned_and_a_newer_one_refused(void)
+{
+	int v = 0;
+	CHECK_EQ_INT(dobj_cluster_init(pg.url, 0, 0, &v), DOBJ_OK);
+	CHECK_EQ_INT(v, DOBJ_CLUSTER_SCHEMA_VERSION);
+	CHECK_EQ_INT(dobj_cluster_init(pg.url, 0, 0, &v), DOBJ_OK); /* idempotent */
+	CHECK_EQ_INT(sql1("SELECT count(*) FROM dobj_schema_version"), 1);
+	sql1("UPDATE dobj_schema_version SET version = 99");
+	CHECK_EQ_INT(dobj_cluster_init(pg.url, 0, 0, &v), DOBJ_ESTATE);
+	CHECK(strstr(dobj_error_last(), "version 99, newer than this dobj's") != NULL);
+	sql1("UPDATE dobj_schema_version SET version = 1");
+}
+
+static void test_a_new_node_restores_every_acknowledged_write(void)
+{
+	char d1[64], d2[64];
+	dobj_rt *a, *b;
+	dobj_stub *s;
+	long long before = sql1("SELECT count(*) FROM dobj_wal");
+
+	a = node_new(tmp_dir(d1), NULL, DOBJ_OK);
+	s = stub_for(a, "restore");
+	CHECK_STR(fetch(a, s, "count", NULL), "1");
+	CHECK_STR(fetch(a, s, "count", NULL), "2");
+	CHECK_STR(fetch(a, s, "sql", NULL), "ok");
+	CHECK_STR(fetch(a, s, "read", NULL), "read");
+	/* One log row per step that wrote; the read cost none. */
+	CHECK_EQ_INT(sql1("SELECT count(*) FROM dobj_wal") - before, 3);
+	dobj_stub_free(s);
+	dobj_rt_free(a); /* releases the object */
+	/* Another node, on an empty folder. */
+	b = node_new(tmp_dir(d2), NULL, DOBJ_OK);
+	s = stub_for(b, "restore");
+	CHECK_STR(fetch(b, s, "count", NULL), "3");
+	CHECK_STR(fetch(b, s, "rows", NULL), "1");
+	dobj_stub_free(s);
+	dobj_rt_free(b);
+	CHECK_EQ_INT(sql1("SELECT max(epoch) FROM dobj_owner o WHERE ns = 'counter-key' "
+		"AND EXISTS (SELECT 1 FROM dobj_wal w WHERE w.object_id = o.object_id AND w.seq = 4)"), 2);
+	rm_rf(d1);
+	rm_rf(d2);
+}
+
+static void test_a_live_owner_keeps_its_object(void)
+{
+	char d1[64], d2[64];
+	dobj_rt *a, *b;
+	dobj_stub *sa, *sb;
+	int code;
+
+	a = node_new(tmp_dir(d1), NULL, DOBJ_OK);
+	b = node_new(tmp_dir(d2), NULL, DOBJ_OK);
+	sa = stub_for(a, "owned");
+	sb = stub_for(b, "owned");
+	CHECK_STR(fetch(a, sa, "count", NULL), "1");
+	CHECK(strstr(fetch(b, sb, "count", &code), "is active on node") != NULL);
+	CHECK(code != DOBJ_OK);
+	dobj_stub_free(sb);
+	CHECK_STR(fetch(a, sa, "count", NULL), "2");
+	dobj_stub_free(sa);
+	dobj_rt_free(a);
+	sb = stub_for(b, "owned");
+	CHECK_STR(fetch(b, sb, "count", NULL), "3");
+	dobj_stub_free(sb);
+	dobj_rt_free(b);
+	rm_rf(d1);
+	rm_rf(d2);
+}
+
+static void test_a_stale_owner_is_fenced(void)
+{
+	char d1[64], d2[64], q[160];
+	dobj_rt *a, *b;
+	dobj_stub *sa, *sb;
+	int code;
+
+	a = node_new(tmp_dir(d1), NULL, DOBJ_OK);
+	b = node_new(tmp_dir(d2), NULL, DOBJ_OK);
+	sa = stub_for(a, "fenced");
+	CHECK_STR(fetch(a, sa, "count", NULL), "1");
+	/* A's lease lapses on the database's clock (as if it had been paused
+	 * past it) while A itself has not noticed yet. */
+	snprintf(q, sizeof(q), "UPDATE dobj_node SET lease_until = now() - interval '1 hour' "
+		"WHERE node_id = %lld", dobj_rt_cluster_node(a));
+	sql1(q);
+	sb = stub_for(b, "fenced");
+	CHECK_STR(fetch(b, sb, "count", NULL), "2");
+	/* A's write is refused by the epoch, and its incarnation reset. */
+	CHECK(strstr(fetch(a, sa, "count", &code), "fencing epoch") != NULL);
+	CHECK(code != DOBJ_OK);
+	CHECK_EQ_INT(dobj_ns_live(dobj_rt_ns_at(a, 0)), 0);
+	CHECK_STR(fetch(b, sb, "count", NULL), "3");
+	dobj_stub_free(sa);
+	dobj_stub_free(sb);
+	dobj_rt_free(a);
+	dobj_rt_free(b);
+	rm_rf(d1);
+	rm_rf(d2);
+}
+
+static void test_postgres_killed_and_restarted_loses_no_acknowledged_write(void)
+{
+	char d1[64], d2[64];
+	dobj_rt *a, *b;
+	dobj_stub *s;
+	int code;
+
+	a = node_new(tmp_dir(d1), NULL, DOBJ_OK);
+	s = stub_for(a, "pgkill");
+	CHECK_STR(fetch(a, s, "count", NULL), "1");
+	CHECK_STR(fetch(a, s, "count", NULL), "2");
+	CHECK_EQ_INT(pgtest_run("kill", pg.dir), 0);
+	/* The write fails and the object is reset, as on a failed commit. */
+	CHECK(strstr(fetch(a, s, "count", &code), "storage commit failed") != NULL);
+	CHECK(code != DOBJ_OK);
+	dobj_stub_free(s);
+	CHECK_EQ_INT(pgtest_run("restart", pg.dir), 0);
+	s = stub_for(a, "pgkill");
+	CHECK_STR(fetch(a, s, "count", NULL), "3");
+	dobj_stub_free(s);
+	dobj_rt_free(a);
+	b = node_new(tmp_dir(d2), NULL, DOBJ_OK);
+	s = stub_for(b, "pgkill");
+	CHECK_STR(fetch(b, s, "count", NULL), "4");
+	dobj_stub_free(s);
+	dobj_rt_free(b);
+	rm_rf(d1);
+	rm_rf(d2);
+}
+
+int main(void)
+{
+	if (pgtest_start(&pg) < 0)
+		return 1;
+	RUN(test_bad_input_fails_clearly_and_in_bounded_time);
+	RUN(test_schema_is_versioned_and_a_newer_one_refused);
+	RUN(test_a_new_node_restores_every_acknowledged_write);
+	RUN(test_a_live_owner_keeps_its_object);
+	RUN(test_a_stale_owner_is_fenced);
+	RUN(test_postgres_killed_and_restarted_loses_no_acknowledged_write);
+	pgtest_stop(&pg);
+	CHECK_EQ_INT(live_values, 0);
+	return DONE();
+}

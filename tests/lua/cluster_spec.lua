@@ -1,0 +1,119 @@
+-- Cluster mode on a real PostgreSQL (tests/cluster/pgtmp.sh, the script every
+-- suite uses): bad input, every acknowledged write restored by another node,
+-- a live owner keeping its object, PostgreSQL killed and restarted.
+local H = dofile((debug.getinfo(1, "S").source:match("^@(.*[/\\])") or "./") .. "helpers.lua")
+local dobj = H.dobj
+
+local here = debug.getinfo(1, "S").source:match("^@(.*[/\\])") or "./"
+local PGTMP = here .. "../cluster/pgtmp.sh"
+
+-- The server lives while its lifeline (a FIFO) is open: the watchdog stops
+-- it when the test process goes away, however it ends.
+local function pg_start()
+  local p = assert(io.popen("'" .. PGTMP .. "' start"))
+  local url, dir = p:read("l"):match("^(%S+) (%S+)$")
+  assert(p:close() and url, "could not start PostgreSQL")
+  return { url = url, dir = dir, lifeline = assert(io.open(dir .. "/lifeline", "r+")) }
+end
+
+local function pg_run(pg, verb)
+  assert(os.execute("'" .. PGTMP .. "' " .. verb .. " '" .. pg.dir .. "'"))
+end
+
+local Counter = H.class("Counter")
+function Counter.new(ctx) return setmetatable({ ctx = ctx }, Counter) end
+function Counter:add(n)
+  local v = (self.ctx.storage:get("n") or 0) + (n or 1)
+  self.ctx.storage:put("n", v)
+  return v
+end
+function Counter:table()
+  -- A schema change travels as pages, like any other write.
+  self.ctx.storage.sql:exec("CREATE TABLE IF NOT EXISTS t (x TEXT)")
+  self.ctx.storage.sql:exec("INSERT INTO t VALUES ('row')")
+  return self.ctx.storage.sql:exec("SELECT count(*) AS n FROM t"):one().n
+end
+
+describe("cluster mode", function()
+  local pg, dirs
+  setup(function() pg = pg_start() end)
+  teardown(function()
+    if not pg then return end
+    pg.lifeline:close()
+    pg_run(pg, "stop")
+  end)
+  before_each(function() dirs = {} end)
+  after_each(function()
+    collectgarbage()
+    for _, d in ipairs(dirs) do H.rm_rf(d) end
+  end)
+
+  local function node(opts)
+    opts = opts or {}
+    local d = H.tmpdir()
+    dirs[#dirs + 1] = d
+    local rt = assert(dobj.runtime{ storage = d, cluster = opts.cluster or pg.url,
+      node_addr = "127.0.0.1:18703" })
+    return rt, rt:bind("COUNTER", Counter)
+  end
+
+  it("refuses bad input with nil and a message, in bounded time", function()
+    local d = H.tmpdir()
+    dirs[#dirs + 1] = d
+    local rt, err = dobj.runtime{ storage = d, cluster = "postgresql://h/db?nosuch=1" }
+    assert.is_nil(rt)
+    assert.matches("invalid PostgreSQL URL", err)
+    local t0 = os.time()
+    rt, err = dobj.runtime{ storage = d, cluster = "postgresql://dobj@127.0.0.1:1/postgres" }
+    assert.is_nil(rt)
+    assert.matches("cannot connect to PostgreSQL", err)
+    assert.is_true(os.time() - t0 <= 5)
+    rt, err = dobj.runtime{ cluster = pg.url }
+    assert.is_nil(rt)
+    assert.matches("storage directory", err)
+    rt, err = dobj.runtime{ storage = d, cluster = "" }
+    assert.is_nil(rt)
+    assert.matches("a PostgreSQL URL is needed", err)
+    assert.matches("cluster must be a PostgreSQL URL", H.catch(dobj.runtime, { storage = d, cluster = 1 }))
+  end)
+
+  it("another node restores every acknowledged write", function()
+    local rt, ns = node()
+    assert.is_true(math.type(rt:node_id()) == "integer")
+    local s = ns:get_by_name("restore")
+    assert.are.same({ 1, 2, 3 }, { s:add(), s:add(), s:add() })
+    assert.are.equal(1, s:table())
+    rt:close()
+    local rt2, ns2 = node() -- another folder: nothing local
+    s = ns2:get_by_name("restore")
+    assert.are.equal(13, s:add(10))
+    assert.are.equal(2, s:table())
+    rt2:close()
+  end)
+
+  it("a live owner keeps its object: another node gets a clear error", function()
+    local a, nsa = node()
+    local b, nsb = node()
+    assert.are.equal(1, nsa:get_by_name("owned"):add())
+    local err = H.catch(function() return nsb:get_by_name("owned"):add() end)
+    assert.matches("active on node " .. a:node_id(), err.message)
+    a:close()
+    assert.are.equal(2, nsb:get_by_name("owned"):add())
+    b:close()
+  end)
+
+  it("loses no acknowledged write when PostgreSQL is killed and restarted", function()
+    local rt, ns = node()
+    local s = ns:get_by_name("pgkill")
+    assert.are.equal(1, s:add())
+    pg_run(pg, "kill")
+    local err = H.catch(function() return s:add() end)
+    assert.matches("storage commit failed", err.message)
+    pg_run(pg, "restart")
+    assert.are.equal(2, ns:get_by_name("pgkill"):add())
+    rt:close()
+    local rt2, ns2 = node()
+    assert.are.equal(3, ns2:get_by_name("pgkill"):add())
+    rt2:close()
+  end)
+end)

@@ -1,0 +1,150 @@
+"""Cluster mode on a real PostgreSQL (tests/cluster/pgtmp.sh): the schema and
+bad input, every acknowledged write in PostgreSQL, a node SIGKILLed and its
+objects restored by another process, a live owner keeping its objects, and
+PostgreSQL killed and restarted."""
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+import dobj
+import dobj.cluster
+from pg_util import PgServer, available
+
+pytestmark = pytest.mark.skipif(not available(), reason="PostgreSQL (Debian: postgresql) not installed")
+
+
+@pytest.fixture(scope="module")
+def pg():
+    server = PgServer()
+    yield server
+    server.stop()
+
+
+class Counter(dobj.DurableObject):
+    async def add(self, n=1):
+        v = (self.ctx.storage.get("n") or 0) + n
+        self.ctx.storage.put("n", v)
+        return v
+
+    async def table(self):
+        # A schema change travels as pages, like any other write.
+        self.ctx.storage.sql.exec("CREATE TABLE IF NOT EXISTS t (x TEXT)")
+        self.ctx.storage.sql.exec("INSERT INTO t VALUES ('row')")
+        return [r["x"] for r in self.ctx.storage.sql.exec("SELECT x FROM t")]
+
+
+def node(pg, tmp_path, name="a"):
+    rt = dobj.Runtime(storage=str(tmp_path / name), cluster=pg.url, node_addr="127.0.0.1:18701")
+    return rt, rt.bind("COUNTER", Counter)
+
+
+def test_schema_init_is_versioned(pg):
+    assert dobj.cluster.init(pg.url) == dobj.cluster.SCHEMA_VERSION == 1
+    out = subprocess.run([sys.executable, "-m", "dobj.cluster", "init", pg.url],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "dobj cluster schema version 1"
+    pg.sql("UPDATE dobj_schema_version SET version = 7")
+    try:
+        with pytest.raises(dobj.Error, match="version 7, newer than this dobj's"):
+            dobj.cluster.init(pg.url)
+    finally:
+        pg.sql("UPDATE dobj_schema_version SET version = 1")
+
+
+def test_bad_input_is_a_clear_error(pg, tmp_path):
+    with pytest.raises(dobj.Error, match="invalid PostgreSQL URL"):
+        dobj.Runtime(storage=str(tmp_path), cluster="postgresql://h/db?nosuch=1")
+    t0 = time.monotonic()
+    with pytest.raises(dobj.Error, match="cannot connect to PostgreSQL"):
+        dobj.Runtime(storage=str(tmp_path), cluster="postgresql://dobj@127.0.0.1:1/postgres")
+    assert time.monotonic() - t0 < 5
+    with pytest.raises(dobj.Error, match="storage directory"):
+        dobj.Runtime(cluster=pg.url)
+    with pytest.raises(dobj.Error, match="a PostgreSQL URL is needed"):
+        dobj.Runtime(storage=str(tmp_path), cluster="")
+    with pytest.raises(TypeError):
+        dobj.Runtime(storage=str(tmp_path), cluster=1)
+
+
+async def test_another_node_restores_every_acknowledged_write(pg, tmp_path):
+    rt, ns = node(pg, tmp_path, "a")
+    stub = ns.get_by_name("restore")
+    assert [await stub.add() for _ in range(3)] == [1, 2, 3]
+    assert await stub.table() == ["row"]
+    rt.close()
+    rt, ns = node(pg, tmp_path, "b")  # another folder: nothing local
+    stub = ns.get_by_name("restore")
+    assert await stub.add(10) == 13
+    assert await stub.table() == ["row", "row"]
+    rt.close()
+
+
+NODE = textwrap.dedent("""
+    import asyncio, sys
+    import dobj
+
+    class Counter(dobj.DurableObject):
+        async def add(self, n=1):
+            v = (self.ctx.storage.get("n") or 0) + n
+            self.ctx.storage.put("n", v)
+            return v
+
+    async def main():
+        rt = dobj.Runtime(storage=sys.argv[2], cluster=sys.argv[1], node_addr="127.0.0.1:18702")
+        stub = rt.bind("COUNTER", Counter).get_by_name(sys.argv[3])
+        for _ in range(int(sys.argv[4])):
+            print(await stub.add(), flush=True)
+        print("node", rt.node_id, flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+
+    asyncio.run(main())
+""")
+
+
+def start_node(pg, tmp_path, name, n):
+    return subprocess.Popen([sys.executable, "-c", NODE, pg.url, str(tmp_path / "n"), name, str(n)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+
+async def test_a_killed_nodes_objects_come_back_elsewhere(pg, tmp_path):
+    proc = start_node(pg, tmp_path, "killed", 5)
+    try:
+        acked = [int(proc.stdout.readline()) for _ in range(5)]
+        node_id = proc.stdout.readline().split()[1]
+        assert acked == [1, 2, 3, 4, 5]
+        # While the node lives, its object stays there: a clear error here.
+        rt, ns = node(pg, tmp_path, "b")
+        with pytest.raises(dobj.Error, match=f"active on node {node_id}"):
+            await ns.get_by_name("killed").add()
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        # Its lease lapses (as TTL + grace would make it, without the wait).
+        pg.sql(f"UPDATE dobj_node SET lease_until = now() - interval '1 hour' WHERE node_id = {node_id}")
+        assert await ns.get_by_name("killed").add() == 6
+        rt.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdin.close()
+        proc.stdout.close()
+
+
+async def test_postgres_killed_and_restarted_loses_no_acknowledged_write(pg, tmp_path):
+    rt, ns = node(pg, tmp_path, "a")
+    stub = ns.get_by_name("pgkill")
+    assert await stub.add() == 1
+    pg.kill()
+    with pytest.raises(dobj.Error, match="storage commit failed"):
+        await stub.add()
+    pg.restart()
+    assert await ns.get_by_name("pgkill").add() == 2
+    rt.close()
+    rt, ns = node(pg, tmp_path, "b")
+    assert await ns.get_by_name("pgkill").add() == 3
+    rt.close()
