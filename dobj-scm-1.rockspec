@@ -29,6 +29,8 @@ external_dependencies = {
    PQ = { header = "postgresql/libpq-fe.h", library = "pq" },
    -- The HTTP server of `dobj-lua dev` (Debian: libmicrohttpd-dev).
    MHD = { header = "microhttpd.h", library = "microhttpd" },
+   -- Its WebSockets' framing (Debian: libwslay-dev).
+   WSLAY = { header = "wslay/wslay.h", library = "wslay" },
 }
 build = {
    type = "builtin",
@@ -78,6 +80,7 @@ build = {
             "bindings/lua/src/rpc.c",
             "bindings/lua/src/runtime.c",
             "bindings/lua/src/server.c",
+            "bindings/lua/src/server_ws.c",
             "bindings/lua/src/sleep.c",
             "bindings/lua/src/sql.c",
             "bindings/lua/src/storage.c",
@@ -86,12 +89,12 @@ build = {
             "bindings/lua/src/values.c",
             "bindings/lua/src/websocket.c",
          },
-         defines = { "DOBJ_HAVE_MHD" },
-         incdirs = { "core/include", "core/src", "$(OPENSSL_INCDIR)", "$(SQLITE_INCDIR)", "$(MHD_INCDIR)",
+         defines = { "DOBJ_HAVE_MHD", "DOBJ_HAVE_WSLAY" },
+         incdirs = { "core/include", "core/src", "$(OPENSSL_INCDIR)", "$(SQLITE_INCDIR)", "$(MHD_INCDIR)", "$(WSLAY_INCDIR)",
             "$(PQ_INCDIR)/postgresql" },
-         libdirs = { "$(OPENSSL_LIBDIR)", "$(SQLITE_LIBDIR)", "$(LIBFFI_LIBDIR)", "$(MHD_LIBDIR)",
+         libdirs = { "$(OPENSSL_LIBDIR)", "$(SQLITE_LIBDIR)", "$(LIBFFI_LIBDIR)", "$(MHD_LIBDIR)", "$(WSLAY_LIBDIR)",
             "$(PQ_LIBDIR)" },
-         libraries = { "crypto", "sqlite3", "pq", "ffi", "microhttpd", "dl", "m", "pthread" },
+         libraries = { "crypto", "sqlite3", "pq", "ffi", "microhttpd", "wslay", "dl", "m", "pthread" },
       },
       -- require "dobj.test": the busted helpers (docs/testing.md).
       ["dobj.test"] = "bindings/lua/dobj/test.lua",

@@ -23,6 +23,7 @@
  *   server.c      dobj.http_listen: the HTTP server of `dobj-lua dev`
  *   testkit.c     dobj._testkit: the C half of require "dobj.test" (dobj/test.lua)
  *   websocket.c   dobj.WebSocket, ctx:accept_web_socket..., WebSocket handlers
+ *   server_ws.c   the WebSockets of dobj.http_listen (libmicrohttpd upgrade + wslay)
  *
  * The files are separate compilation units rather than one unit including
  * the others (luv's way): each then states what it uses through this header,
@@ -344,6 +345,7 @@ void websocket_open(lua_State *L, int mi);
 /* websocket.c */
 void push_websocket(lua_State *L, runtime_ud *r, dobj_ws *ws);
 int l_websocket_pair(lua_State *L);
+dobj_ws *websocket_at(lua_State *L, int idx);
 int websocket_push_event(lua_State *L, runtime_ud *r, dobj_task *t, bound_class *k);
 unsigned websocket_class_flags(lua_State *L, int idx);
 extern const luaL_Reg websocket_ctx_methods[];

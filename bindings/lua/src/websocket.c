@@ -40,6 +40,13 @@ void push_websocket(lua_State *L, runtime_ud *r, dobj_ws *ws)
 	u->ws = ws;
 }
 
+/* The WebSocket at idx (borrowed), or NULL when it is not one. */
+dobj_ws *websocket_at(lua_State *L, int idx)
+{
+	ws_ud *u = test_ud(L, idx, MT_WEBSOCKET);
+	return u ? u->ws : NULL;
+}
+
 static int ws_raise(lua_State *L)
 {
 	return raise_core_error(L, dobj_error_last());
