@@ -739,6 +739,7 @@ typedef struct dobj_msg {
 	char **header_values;
 	unsigned char *body;
 	size_t body_len;
+	size_t body_cap;       /**< bytes allocated at body (set by the dobj_msg functions) */
 } dobj_msg;
 
 /** workerd's message (a RangeError there) for a status outside 200..599. */
@@ -776,6 +777,14 @@ DOBJ_API int dobj_msg_add_header(dobj_msg *m, const char *name, const char *valu
  * then unchanged.
  */
 DOBJ_API int dobj_msg_append_body(dobj_msg *m, const void *data, size_t len);
+
+/**
+ * Is a request body of `len` bytes allowed?  DOBJ_OK, or DOBJ_EARG ("request
+ * body larger than 100 MiB") past DOBJ_MSG_BODY_MAX: the rule and message
+ * dobj_msg_append_body applies, for a server that gathers a body itself (or
+ * reads a Content-Length before the body) and answers 413 with the message.
+ */
+DOBJ_API int dobj_msg_body_check(size_t len);
 
 /**
  * Is `name` a header that frames the message on the wire (content-length,

@@ -61,6 +61,7 @@ int dobj_msg_set_body(dobj_msg *m, const void *body, size_t len)
 	free(m->body);
 	m->body = p;
 	m->body_len = len;
+	m->body_cap = len;
 	return DOBJ_OK;
 }
 
@@ -144,18 +145,28 @@ int dobj_msg_append_body(dobj_msg *m, const void *data, size_t len)
 	if (!data)
 		return dobj_error_set(DOBJ_EARG, "body is NULL");
 	if (m->body_len > DOBJ_MSG_BODY_MAX || len > DOBJ_MSG_BODY_MAX - m->body_len)
-		return dobj_error_set(DOBJ_EARG, "request body larger than %zu MiB",
-			DOBJ_MSG_BODY_MAX >> 20);
+		return dobj_msg_body_check(SIZE_MAX);
 	/* Grow to the next power of two, so that a chunked upload costs O(n)
-	 * copies (realloc to the size a block already has is cheap). */
-	for (cap = 64; cap < m->body_len + len; cap <<= 1)
-		;
-	p = realloc(m->body, cap);
-	if (!p)
-		return dobj_error_set(DOBJ_ENOMEM, "out of memory");
-	m->body = p;
+	 * copies in all. */
+	if (m->body_len + len > m->body_cap || !m->body) {
+		for (cap = 64; cap < m->body_len + len; cap <<= 1)
+			;
+		p = realloc(m->body, cap);
+		if (!p)
+			return dobj_error_set(DOBJ_ENOMEM, "out of memory");
+		m->body = p;
+		m->body_cap = cap;
+	}
 	memcpy(m->body + m->body_len, data, len);
 	m->body_len += len;
+	return DOBJ_OK;
+}
+
+int dobj_msg_body_check(size_t len)
+{
+	if (len > DOBJ_MSG_BODY_MAX)
+		return dobj_error_set(DOBJ_EARG, "request body larger than %zu MiB",
+			DOBJ_MSG_BODY_MAX >> 20);
 	return DOBJ_OK;
 }
 

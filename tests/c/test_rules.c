@@ -309,6 +309,13 @@ static void test_http_request_headers_body_and_framing(void)
 	m->body_len = i;
 	dobj_msg_free(m);
 
+	/* The same rule for a server that gathers a body itself. */
+	CHECK_EQ_INT(dobj_msg_body_check(0), DOBJ_OK);
+	CHECK_EQ_INT(dobj_msg_body_check(DOBJ_MSG_BODY_MAX), DOBJ_OK);
+	CHECK_EQ_INT(dobj_msg_body_check(DOBJ_MSG_BODY_MAX + 1), DOBJ_EARG);
+	CHECK_STR(dobj_error_last(), "request body larger than 100 MiB");
+	CHECK_EQ_INT(dobj_msg_body_check(SIZE_MAX), DOBJ_EARG);
+
 	CHECK(dobj_msg_header_is_framing("Content-Length"));
 	CHECK(dobj_msg_header_is_framing("transfer-encoding"));
 	CHECK(dobj_msg_header_is_framing("Connection"));

@@ -138,6 +138,17 @@ describe("dobj-lua dev", function()
     end
   end)
 
+  it("answers 413 to a body over 100 MiB without running the entry, and logs it", function()
+    local s = assert(start(("--config %s --persist-to %s"):format(q(PROJECT), q(dir)), 18211))
+    -- 100 MiB and one byte, streamed (chunked): read, dropped, answered 413.
+    local out = read_all("head -c 104857601 /dev/zero | env -u LD_PRELOAD curl -s -m 60 -i -T - "
+      .. q(url(s, "/count/big")) .. " 2>&1")
+    assert.truthy(out:find("HTTP/1.1 413 Content Too Large", 1, true), out)
+    assert.truthy(out:find("request body larger than 100 MiB", 1, true), out)
+    assert.equal("1", curl(q(url(s, "/count/big")))) -- the entry never saw the big one
+    assert.truthy(stop(s):find("PUT /count/big 413 Content Too Large", 1, true))
+  end)
+
   it("answers 500 with the error logged, as a page for browsers", function()
     local s = assert(start(("--config %s --persist-to %s"):format(q(PROJECT), q(dir)), 18205))
     local page = curl("-i -H 'Accept: text/html,application/xhtml+xml' " .. q(url(s, "/boom")))
@@ -214,10 +225,16 @@ describe("dobj-lua dev", function()
 end)
 
 describe("dobj.http_listen", function()
-  it("returns nil and a message for an address that is not IPv4", function()
-    local srv, err = dobj.http_listen("not-an-ip", 18209)
+  it("returns nil and the reason for an address it cannot listen on", function()
+    local srv, err = dobj.http_listen("10.9.9.9", 18209) -- not one of this machine's
     assert.is_nil(srv)
-    assert.equal("not-an-ip: not an IPv4 address", err)
+    assert.equal("10.9.9.9:18209: Cannot assign requested address", err)
+  end)
+
+  it("listens on a name's address, and says which", function()
+    local srv <close> = assert(dobj.http_listen("localhost", 18209))
+    assert.truthy(srv:address() == "127.0.0.1:18209" or srv:address() == "[::1]:18209", srv:address())
+    assert.equal(18209, srv:port())
   end)
 
   it("refuses to answer a request it never gave", function()

@@ -248,3 +248,35 @@ def test_fetch_through_dobj_dev_over_http(tmp_path):
         assert "Task was destroyed" not in s.output() and "Traceback" not in s.output()
     finally:
         s.kill()
+
+
+async def test_a_chunked_body_past_the_cores_limit_is_refused_before_the_entry(tmp_path):
+    # Driven as a server would (one 1 MiB chunk object, sent again and
+    # again: no 100 MiB in memory).
+    project = copy_example(tmp_path)
+    rt = dobj.Runtime.from_config(project)
+    try:
+        app = App(rt)
+        chunk = b"x" * (1 << 20)
+        received = 0
+        sent = []
+
+        async def receive():
+            nonlocal received
+            received += 1
+            return {"type": "http.request", "body": chunk, "more_body": received < 200}
+
+        async def send(message):
+            sent.append(message)
+
+        scope = {"type": "http", "method": "POST", "scheme": "http", "path": "/a",
+                 "raw_path": b"/a", "query_string": b"", "server": ("127.0.0.1", 1),
+                 "headers": [(b"host", b"h"), (b"transfer-encoding", b"chunked")]}
+        await app(scope, receive, send)
+        assert received == 101  # stopped at the first chunk past 100 MiB
+        assert sent[0]["status"] == 413 and (b"connection", b"close") in sent[0]["headers"]
+        assert sent[1]["body"] == b"request body larger than 100 MiB\n"
+        # The Counter named "a" was never called.
+        assert (await rt.default.fetch("http://h/a")).text() == "1"
+    finally:
+        rt.close()

@@ -39,6 +39,10 @@ ECHO = """\
             return await env.COUNTER.get_by_name("c").fetch(request)
         if path.startswith("count"):
             return await env.COUNTER.get_by_name("c").fetch(request)
+        if path.startswith("framing"):
+            return dobj.Response("framed by the server", headers=[
+                ("connection", "close"), ("transfer-encoding", "chunked"), ("keep-alive", "5"),
+                ("content-length", "999"), ("x-ok", "1")])
         if path.startswith("bytes"):
             return dobj.Response(request.body, headers=[
                 ("content-type", "application/octet-stream"), ("x-len", str(len(request.body)))])
@@ -195,6 +199,53 @@ def test_chunked_upload_arrives_whole(echo, servers):
         assert r.read() == b"".join(parts)
     finally:
         conn.close()
+
+
+def test_an_upload_cut_short_never_reaches_the_entry(echo, servers):
+    s = servers(echo)
+    sock = socket.create_connection(("127.0.0.1", s.port), timeout=30)
+    try:
+        sock.sendall(b"POST /count HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     b"5\r\nfirst\r\n")
+    finally:
+        sock.close()
+    s.wait_for(r"\[dobj\] POST /count: the client disconnected before sending the whole body")
+    assert get(s.port, "/count")[2] == b"1"  # the cut request did not count
+
+
+def test_a_responses_own_framing_headers_are_dropped(echo, servers):
+    s = servers(echo)
+    conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=30)
+    try:
+        for _ in range(2):  # the connection stays open: "connection: close" was dropped
+            conn.request("GET", "/framing")
+            r = conn.getresponse()
+            assert (r.status, r.read()) == (200, b"framed by the server")
+            assert r.getheader("content-length") == "20" and r.getheader("x-ok") == "1"
+            assert r.getheader("connection") is None and r.getheader("keep-alive") is None
+            assert r.getheader("transfer-encoding") is None
+    finally:
+        conn.close()
+
+
+def test_a_body_past_the_cores_limit_is_refused_with_413(echo, servers):
+    s = servers(echo)
+    sock = socket.create_connection(("127.0.0.1", s.port), timeout=30)
+    try:
+        # Declared, not sent: refused before a byte of it is read.
+        sock.sendall(b"POST /count HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n"
+                     % (100 * 1024 * 1024 + 1))
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    finally:
+        sock.close()
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413 ")
+    assert b"connection: close" in head.lower()
+    assert body == b"request body larger than 100 MiB\n"
+    s.wait_for(r"^\[dobj\] POST /count 413 ")
+    assert get(s.port, "/count")[2] == b"1"  # the refused request never reached the entry
 
 
 # ------------------------------------------------------------ errors

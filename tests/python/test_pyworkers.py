@@ -326,8 +326,84 @@ async def test_on_fetch_handler_entry_with_wrangler_jsonc(tmp_path):
         assert r.text() == "7"
         await rt.drain(timeout=10)
         assert await rt.env.COUNTER.get_by_name("bg").add(0) == 2
-        with pytest.raises(dobj.Error, match="outbound HTTP request"):
-            await rt.module.fetch("https://example.com/")
+    finally:
+        close(rt)
+
+
+@pytest.fixture
+def http_server():
+    """A local HTTP server (127.0.0.1, a free port) answering /echo with what
+    it got and anything else with 404; stopped after the test."""
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def _answer(self):
+            n = int(self.headers.get("content-length") or 0)
+            body = self.rfile.read(n)
+            if self.path.startswith("/echo"):
+                out = json.dumps({"method": self.command, "path": self.path,
+                                  "x_a": self.headers.get("x-a"), "body": body.decode()}).encode()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("x-r", "1")
+                self.send_header("x-r", "2")
+            else:
+                out = b"nothing here"
+                self.send_response(404)
+            self.send_header("content-length", str(len(out)))
+            self.end_headers()
+            self.wfile.write(out)
+
+        do_GET = do_POST = _answer
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+async def test_outbound_fetch_from_an_object(tmp_path, http_server):
+    d = write_project(tmp_path / "outbound", """\
+        import json
+        from workers import DurableObject, Request, Response, fetch
+
+        class Counter(DurableObject):
+            async def fetch(self, request):
+                base = await request.text()
+                r = await fetch(base + "/echo?q=1", method="POST", body="hi",
+                                headers={"x-a": "1"})
+                got = await r.json()
+                r2 = await fetch(Request(base + "/echo"))
+                missing = await fetch(base + "/missing")
+                try:
+                    await fetch("http://127.0.0.1:1/")
+                    refused = None
+                except OSError as e:
+                    refused = type(e).__name__
+                return Response(json.dumps({
+                    "got": got, "status": r.status, "x_r": r.headers.get("x-r"),
+                    "get": (await r2.json())["method"], "missing": missing.status,
+                    "missing_text": await missing.text(), "refused": refused}))
+
+        async def on_fetch(request, env, ctx):
+            return await env.COUNTER.getByName("x").fetch(request)
+        """)
+    rt = dobj.Runtime.from_config(d)
+    try:
+        r = await rt.default.fetch("https://o/", method="POST", body=http_server)
+        assert r.json() == {
+            "got": {"method": "POST", "path": "/echo?q=1", "x_a": "1", "body": "hi"},
+            "status": 200, "x_r": "1, 2", "get": "GET", "missing": 404,
+            "missing_text": "nothing here", "refused": "URLError"}
     finally:
         close(rt)
 
@@ -627,3 +703,18 @@ async def test_cloudflare_changelog_example_sync_fetch_no_super_and_forwarded_re
         assert (type(r), r.status, r.text()) == (dobj.Response, 200, "Hello, World!")
     finally:
         close(rt)
+
+
+async def test_unsupported_workers_names_say_so(tmp_path):
+    d = write_project(tmp_path / "formdata", """\
+        from workers import DurableObject, FormData
+        class Counter(DurableObject): pass
+        """)
+    with pytest.raises(dobj.ConfigError) as err:
+        dobj.Runtime.from_config(d)
+    assert "UnsupportedError: workers.FormData is not supported by dobj" in str(err.value)
+    assert isinstance(err.value.__cause__, dobj.workers.UnsupportedError)
+    assert isinstance(err.value.__cause__, ImportError)
+    with pytest.raises(AttributeError, match="has no attribute 'nothing'"):
+        dobj.workers.nothing
+    assert dobj.workers.Context is not None

@@ -21,6 +21,7 @@
 #ifdef DOBJ_HAVE_MHD
 #include <arpa/inet.h>
 #include <microhttpd.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -42,7 +43,7 @@ typedef struct req {
 	char *uri;          /* as sent: path and query, not unescaped */
 	dobj_msg *msg;      /* the request, built as headers and body arrive */
 	int state;
-	char *too_large;    /* the body passed DOBJ_MSG_BODY_MAX: answered 413 with this */
+	char *too_large;    /* the body passed DOBJ_MSG_BODY_MAX: why (the handler answers 413) */
 	int orphan;         /* libmicrohttpd is done with it while Lua holds its id */
 	unsigned status;
 	struct MHD_Response *resp;
@@ -121,20 +122,6 @@ static int push_pending(server *s, req *q)
 	return 0;
 }
 
-static enum MHD_Result queue_plain(struct MHD_Connection *conn, unsigned status, const char *text)
-{
-	struct MHD_Response *r = MHD_create_response_from_buffer(strlen(text), (void *)text,
-		MHD_RESPMEM_MUST_COPY);
-	enum MHD_Result rc;
-
-	if (!r)
-		return MHD_NO;
-	MHD_add_response_header(r, "content-type", "text/plain;charset=UTF-8");
-	rc = MHD_queue_response(conn, status, r);
-	MHD_destroy_response(r);
-	return rc;
-}
-
 static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const char *url,
 	const char *method, const char *version, const char *upload_data,
 	size_t *upload_data_size, void **con_cls)
@@ -176,13 +163,17 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
 		return MHD_YES;
 	}
 	if (*upload_data_size) {
-		if (!q->too_large && dobj_msg_append_body(q->msg, upload_data, *upload_data_size) < 0)
+		/* Past the limit, the rest is read and dropped: answering before
+		 * the end would close the connection with unread data, and the
+		 * kernel's reset could destroy the answer before the client reads it. */
+		if (!q->too_large && dobj_msg_append_body(q->msg, upload_data, *upload_data_size) < 0) {
 			q->too_large = strdup(dobj_error_last());
+			if (!q->too_large)
+				return MHD_NO;
+		}
 		*upload_data_size = 0;
 		return MHD_YES;
 	}
-	if (q->too_large)
-		return queue_plain(conn, MHD_HTTP_CONTENT_TOO_LARGE, q->too_large);
 	/* Complete: suspend until Lua answers. */
 	if (push_pending(s, q) < 0)
 		return MHD_NO;
@@ -275,41 +266,54 @@ static void server_close(server *s)
 }
 
 /*
- * dobj.http_listen(ip, port): a server listening on ip:port (port 0: any
- * free port, see srv:port()), or nil, "ip:port: reason" when the address
- * cannot be had (in use, not local, no permission).
+ * dobj.http_listen(host, port): a server listening on host:port, host an
+ * address ("127.0.0.1", "::1", "0.0.0.0") or a name ("localhost": its first
+ * address); port 0: any free port, see srv:port().  nil, "host:port: reason"
+ * when the address cannot be had (unknown, in use, not local, no permission).
  */
 int l_http_listen(lua_State *L)
 {
 	const char *ip = luaL_checkstring(L, 1);
 	lua_Integer port = luaL_checkinteger(L, 2);
-	struct sockaddr_in sa;
+	struct addrinfo hints, *ai = NULL;
+	struct sockaddr_storage sa;
 	socklen_t salen = sizeof(sa);
+	char portstr[8], addr[INET6_ADDRSTRLEN];
 	server *s;
-	int one = 1, fd;
+	int one = 1, fd, rc, e;
 
 	luaL_argcheck(L, port >= 0 && port <= 65535, 2, "port must be from 0 to 65535");
 	s = lua_newuserdatauv(L, sizeof(*s), 0);
 	memset(s, 0, sizeof(*s));
 	s->listen_fd = -1;
 	luaL_setmetatable(L, SERVER_MT);
-	memset(&sa, 0, sizeof(sa));
-	sa.sin_family = AF_INET;
-	sa.sin_port = htons((uint16_t)port);
-	if (inet_pton(AF_INET, ip, &sa.sin_addr) != 1) {
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+	snprintf(portstr, sizeof(portstr), "%d", (int)port);
+	rc = getaddrinfo(ip, portstr, &hints, &ai);
+	if (rc != 0) {
 		lua_pushnil(L);
-		lua_pushfstring(L, "%s: not an IPv4 address", ip);
+		lua_pushfstring(L, "%s:%d: %s", ip, (int)port, gai_strerror(rc));
 		return 2;
 	}
 	/* Our own socket, so that a failed bind says why (libmicrohttpd's
 	 * start only says it failed). */
-	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-	if (fd < 0)
-		return luaL_error(L, "socket: %s", strerror(errno));
+	fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0) {
+		e = errno;
+		freeaddrinfo(ai);
+		return luaL_error(L, "socket: %s", strerror(e));
+	}
 	s->listen_fd = fd;
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 511) < 0) {
-		int e = errno;
+	if (ai->ai_family == AF_INET6)
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+	rc = bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 511) < 0;
+	e = errno;
+	freeaddrinfo(ai);
+	if (rc) {
 		server_close(s);
 		lua_pushnil(L);
 		lua_pushfstring(L, "%s:%d: %s", ip, (int)port,
@@ -317,8 +321,17 @@ int l_http_listen(lua_State *L)
 		return 2;
 	}
 	getsockname(fd, (struct sockaddr *)&sa, &salen);
-	s->port = ntohs(sa.sin_port);
-	snprintf(s->host, sizeof(s->host), "%s:%d", ip, s->port);
+	if (sa.ss_family == AF_INET6) {
+		struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&sa;
+		inet_ntop(AF_INET6, &a6->sin6_addr, addr, sizeof(addr));
+		s->port = ntohs(a6->sin6_port);
+		snprintf(s->host, sizeof(s->host), "[%s]:%d", addr, s->port);
+	} else {
+		struct sockaddr_in *a4 = (struct sockaddr_in *)&sa;
+		inet_ntop(AF_INET, &a4->sin_addr, addr, sizeof(addr));
+		s->port = ntohs(a4->sin_port);
+		snprintf(s->host, sizeof(s->host), "%s:%d", addr, s->port);
+	}
 #ifdef DOBJ_HAVE_WSLAY
 	s->ws = ws_srv_new();
 	if (!s->ws) {
@@ -344,9 +357,16 @@ int l_http_listen(lua_State *L)
 	return 1;
 }
 
+/* srv:port(), srv:address(): the port, and "addr:port" ("[::1]:8787") bound. */
 static int l_srv_port(lua_State *L)
 {
 	lua_pushinteger(L, check_srv(L)->port);
+	return 1;
+}
+
+static int l_srv_address(lua_State *L)
+{
+	lua_pushstring(L, check_srv(L)->host);
 	return 1;
 }
 
@@ -366,7 +386,10 @@ static void push_req(lua_State *L, req *q)
 		lua_setfield(L, -2, q->msg->header_names[i]);
 	}
 	lua_setfield(L, -2, "headers");
-	lua_pushlstring(L, (const char *)q->msg->body, q->msg->body_len);
+	if (q->too_large)
+		lua_pushliteral(L, ""); /* what arrived of it was dropped */
+	else
+		lua_pushlstring(L, (const char *)q->msg->body, q->msg->body_len);
 	lua_setfield(L, -2, "body");
 	push_mt(L, MT_REQUEST);
 	lua_setmetatable(L, -2);
@@ -395,7 +418,9 @@ static int take_id(server *s, req *q)
 	return 0;
 }
 
-/* Hand this MHD_run's complete requests to the handler at `h`: h(id, request). */
+/* Hand this MHD_run's complete requests to the handler at `h`: h(id, request)
+ * or, for a request the core refused (a body past DOBJ_MSG_BODY_MAX),
+ * h(id, request without its body, why). */
 static int dispatch(lua_State *L, server *s, int h)
 {
 	size_t i;
@@ -413,7 +438,9 @@ static int dispatch(lua_State *L, server *s, int h)
 		lua_pushvalue(L, h);
 		lua_pushinteger(L, (lua_Integer)q->id);
 		push_req(L, q);
-		if (lua_pcall(L, 2, 0, 0) != LUA_OK)
+		if (q->too_large)
+			lua_pushstring(L, q->too_large);
+		if (lua_pcall(L, q->too_large ? 3 : 2, 0, 0) != LUA_OK)
 			return -1; /* the rest stay in pending: server_close resumes them */
 	}
 	s->npending = 0;
@@ -425,7 +452,8 @@ static int dispatch(lua_State *L, server *s, int h)
  * connections (the port is freed at once), let the requests in flight
  * finish and return the signal's name ("SIGINT"/"SIGTERM") or nil after
  * srv:stop().  on_stop(signal_name, requests_in_flight) is called when the
- * first signal arrives.  A second signal returns at once (srv:close() then
+ * first signal arrives.  handler(id, request, why) with a third argument is a
+ * request the core refused (its body is past 100 MiB): answer it 413.  A second signal returns at once (srv:close() then
  * drops the connections still open).  handler(id, request) is called for each complete request from
  * the loop (never from inside libmicrohttpd); it answers later, from any
  * task, with srv:respond(id, response).  rt:process() runs when the
@@ -698,7 +726,8 @@ void server_open(lua_State *L, int mi)
 {
 	static const luaL_Reg methods[] = {
 		{ "run", l_srv_run }, { "respond", l_srv_respond }, { "stop", l_srv_stop },
-		{ "port", l_srv_port }, { "close", l_srv_close }, { NULL, NULL }
+		{ "port", l_srv_port }, { "address", l_srv_address }, { "close", l_srv_close },
+		{ NULL, NULL }
 	};
 	static const luaL_Reg meta[] = {
 		{ "__gc", l_srv_gc }, { "__close", l_srv_close },

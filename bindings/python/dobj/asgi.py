@@ -31,7 +31,7 @@ import traceback
 import weakref
 from typing import Any, Callable, Optional, TextIO
 
-from . import Headers, Request, Runtime
+from . import Error, Headers, Request, Runtime, _dobj
 from .config import PathLike
 
 __all__ = ["App", "with_env", "fetch"]
@@ -39,7 +39,28 @@ __all__ = ["App", "with_env", "fetch"]
 _PHRASES = {s.value: s.phrase for s in http.HTTPStatus}
 _REQUEST = Request.__new__
 _HEADERS = Headers.__new__
-_DROPPED = frozenset(("content-length", "transfer-encoding"))
+_BODY_MAX = _dobj._MSG_BODY_MAX  # the core's limit on a request body (413 past it)
+_FRAMING: dict = {}  # header name -> the core's dobj_msg_header_is_framing, as asked
+
+
+def _is_framing(name: str) -> bool:
+    """Does the server write this header itself (content-length,
+    transfer-encoding, connection...)?  Then a response's own copy is
+    dropped, as workerd does.  The core's rule, remembered per name."""
+    framing = _FRAMING.get(name)
+    if framing is None:
+        framing = _dobj._header_is_framing(name)
+        if len(_FRAMING) < 1024:
+            _FRAMING[name] = framing
+    return framing
+
+
+def _too_large(size: int) -> str:
+    try:
+        _dobj._body_check(size)
+    except Error as exc:
+        return str(exc)
+    return f"request body of {size} bytes is too large"  # not reached: size > _BODY_MAX
 
 
 class _Project:
@@ -204,14 +225,32 @@ class App:
             items[key] = value if old is None else f"{old}, {value}"
         headers = _HEADERS(Headers)
         headers._items = items
+        length = items.get("content-length")
+        if length is not None and len(length) >= 9 and length.isdigit() and \
+                int(length) > _BODY_MAX:
+            await self._refuse(scope, send, 413, _too_large(int(length)), log)
+            return
         message = await receive()
         body = message.get("body", b"")
         if message.get("more_body"):
             parts = [body]
+            size = len(body)
             while message.get("more_body"):
                 message = await receive()
-                parts.append(message.get("body", b""))
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > _BODY_MAX:
+                    await self._refuse(scope, send, 413, _too_large(size), log)
+                    return
+                parts.append(chunk)
             body = b"".join(parts)
+        if message["type"] != "http.request":
+            # The client went away before its body was whole: the entry
+            # never sees a cut request (nobody is left to answer either).
+            if log is not None:
+                log.write(f"[dobj] {scope['method']} {scope['path']}: the client disconnected "
+                          "before sending the whole body\n")
+            return
         request = _REQUEST(Request)
         request.url = url = _url(scope, items.get("host"))
         request.method = method = scope["method"]
@@ -225,7 +264,7 @@ class App:
             h = response._headers
             if h is not None:
                 for key, value in h._items.items():
-                    if key not in _DROPPED:
+                    if not _is_framing(key):
                         out.append((key.encode("latin-1"), value.encode("latin-1")))
             body = response.body
         except Exception as exc:
@@ -244,13 +283,31 @@ class App:
         await send({"type": "http.response.start", "status": status, "headers": out})
         await send({"type": "http.response.body", "body": body})
         if log is not None:
-            ms = (time.perf_counter() - started) * 1000.0
-            path = scope.get("raw_path")
-            path = path.decode("latin-1") if path else scope["path"]
-            query = scope.get("query_string")
-            if query:
-                path = f"{path}?{query.decode('latin-1')}"
-            log.write(f"[dobj] {method} {path} {status} {_PHRASES.get(status, '')} ({ms:.0f}ms)\n")
+            _log_line(log, scope, status, started)
+
+    @staticmethod
+    async def _refuse(scope: Any, send: Callable[..., Any], status: int, message: str,
+                      log: Optional[TextIO]) -> None:
+        """Answer without calling the entry (a body past the core's limit),
+        and close the connection: the rest of the body is not read."""
+        started = time.perf_counter()
+        body = f"{message}\n".encode()
+        await send({"type": "http.response.start", "status": status, "headers": [
+            (b"content-type", b"text/plain; charset=utf-8"),
+            (b"content-length", str(len(body)).encode()), (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})
+        if log is not None:
+            _log_line(log, scope, status, started)
+
+
+def _log_line(log: TextIO, scope: Any, status: int, started: float) -> None:
+    ms = (time.perf_counter() - started) * 1000.0
+    path = scope.get("raw_path")
+    path = path.decode("latin-1") if path else scope["path"]
+    query = scope.get("query_string")
+    if query:
+        path = f"{path}?{query.decode('latin-1')}"
+    log.write(f"[dobj] {scope['method']} {path} {status} {_PHRASES.get(status, '')} ({ms:.0f}ms)\n")
 
 
 def with_env(app: Any, runtime: Optional[Runtime] = None, *, config: Optional[PathLike] = None,
@@ -373,4 +430,4 @@ async def fetch(app: Any, request: Any, env: Any, ctx: Any = None) -> Any:
     if status is None:
         raise RuntimeError("the ASGI app returned without sending a response")
     return Response(b"".join(body), status=status,
-                    headers=[(k, v) for k, v in out_headers if k.lower() not in _DROPPED])
+                    headers=[(k, v) for k, v in out_headers if not _is_framing(k.lower())])

@@ -40,12 +40,31 @@ __all__ = [
     "DurableObject", "WorkerEntrypoint", "Request", "Response", "FetchResponse",
     "Headers", "handler", "python_to_rpc", "python_from_rpc", "fetch",
     "to_js", "to_py", "JsProxy", "JsException", "JavaScriptUnsupportedError",
-    "WebSocketPair", "WebSocketRequestResponsePair",
+    "UnsupportedError", "Context", "WebSocketPair", "WebSocketRequestResponsePair",
 ]
 
 
 class JavaScriptUnsupportedError(Error, ImportError):
     """``import js`` in a Python Workers project: dobj runs Python only."""
+
+
+class UnsupportedError(Error, ImportError):
+    """A name of Cloudflare's ``workers`` module that dobj does not provide
+    (``from workers import FormData``)."""
+
+
+_UNSUPPORTED = ("Blob", "BlobEnding", "BlobValue", "File", "FormData", "FormDataValue",
+                "JSBody", "Body", "FetchKwargs", "RequestInitCfProperties",
+                "WorkflowEntrypoint", "import_from_javascript", "patch_env", "env", "waitUntil")
+
+
+def __getattr__(name: str) -> Any:
+    # An ImportError, not an AttributeError, so that `from workers import X`
+    # shows this message instead of Python's generic "cannot import name".
+    if name in _UNSUPPORTED:
+        raise UnsupportedError(f"workers.{name} is not supported by dobj "
+                               "(docs/python.md, Python Workers compatibility)", name=name)
+    raise AttributeError(f"module 'workers' has no attribute {name!r}")
 
 
 def _no_js() -> JavaScriptUnsupportedError:
@@ -660,6 +679,9 @@ class _EntryContext:
                              "(docs/python.md, Python Workers compatibility)")
 
 
+Context = _EntryContext  # the type Python Workers names for an entry's ctx
+
+
 def _ctx(ctx: Any) -> Any:
     if isinstance(ctx, _Context):
         return _DOContext(ctx)
@@ -955,10 +977,41 @@ def python_from_rpc(value: Any) -> Any:
     return value
 
 
-async def fetch(resource: Any, **options: Any) -> Any:
-    """Outbound ``fetch()`` to the internet is not part of dobj."""
-    raise Error("workers.fetch() (an outbound HTTP request) is not supported by dobj; "
-                "use an HTTP client library, or stub.fetch() to reach an object")
+async def fetch(resource: Any, *, method: Any = None, headers: Any = None, body: Any = None,
+                redirect: Any = None, cf: Any = None) -> FetchResponse:
+    """``await workers.fetch(url_or_request, method=, headers=, body=)``: an
+    outbound HTTP request, made by the standard library's ``urllib`` in a
+    worker thread (the event loop and the object's other events go on
+    meanwhile, as while JavaScript awaits a fetch).  Redirects are followed;
+    an HTTP error status is a response, not an exception; a network failure
+    raises ``urllib.error.URLError`` (an ``OSError``).  ``redirect`` and
+    ``cf`` are accepted and ignored."""
+    import asyncio
+    import urllib.error
+    import urllib.request
+
+    if isinstance(resource, _Request) and method is None and headers is None and body is None:
+        req = resource
+    else:
+        req = Request(resource, method=method, headers=headers, body=body)
+    outgoing = urllib.request.Request(req.url, data=req.body if req.body else None,
+                                      method=req.method, headers=dict(req.headers.items()))
+
+    def send() -> Any:
+        try:
+            with urllib.request.urlopen(outgoing) as r:  # noqa: S310  (the user's URL)
+                return r.status, r.headers.items(), r.read()
+        except urllib.error.HTTPError as e:  # a status, not a failure
+            with e:
+                return e.code, e.headers.items(), e.read()
+
+    status, pairs, data = await asyncio.get_running_loop().run_in_executor(None, send)
+    resp = FetchResponse.__new__(FetchResponse)
+    resp.status, resp.body, resp._status_text = status, data, ""
+    h = resp._headers = Headers()
+    for k, v in pairs:
+        h.append(k, v)
+    return resp
 
 
 def _entry_function(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -139,6 +139,44 @@ static PyObject *mod_check_status(PyObject *m, PyObject *status)
 	Py_RETURN_NONE;
 }
 
+/* _body_check(n): the core's limit on a request body a server gathers
+ * (dobj.Error with its message past it). */
+static PyObject *mod_body_check(PyObject *m, PyObject *n)
+{
+	module_state *st = PyModule_GetState(m);
+	size_t len = PyLong_AsSize_t(n);
+
+	if (len == (size_t)-1 && PyErr_Occurred()) {
+		if (!PyErr_ExceptionMatches(PyExc_OverflowError))
+			return NULL;
+		PyErr_Clear(); /* bigger than any size: past the limit */
+	}
+	if (dobj_msg_body_check(len) < 0) {
+		PyErr_SetString(st->Error, dobj_error_last());
+		return NULL;
+	}
+	Py_RETURN_NONE;
+}
+
+/* _header_is_framing(name): does a server write this header itself (so a
+ * response's own copy is dropped)?  The core's list. */
+static PyObject *mod_header_is_framing(PyObject *m, PyObject *name)
+{
+	const char *s;
+
+	(void)m;
+	if (!PyUnicode_Check(name)) {
+		PyErr_SetString(PyExc_TypeError, "a header name must be a str");
+		return NULL;
+	}
+	s = PyUnicode_AsUTF8(name);
+	if (!s) {
+		PyErr_Clear(); /* a lone surrogate: no such header */
+		Py_RETURN_FALSE;
+	}
+	return PyBool_FromLong(dobj_msg_header_is_framing(s));
+}
+
 /* _cluster_init(url, timeout_seconds): create or migrate the cluster
  * schema (dobj/cluster.h); the schema version. */
 static PyObject *mod_cluster_init(PyObject *m, PyObject *args)
@@ -165,6 +203,8 @@ static PyMethodDef mod_methods[] = {
 	{ "_setup_reporting", mod_setup_reporting, METH_O, NULL },
 	{ "_check_status", mod_check_status, METH_O, NULL },
 	{ "_check_response", (PyCFunction)(void (*)(void))websocket_check_response, METH_FASTCALL, NULL },
+	{ "_body_check", mod_body_check, METH_O, NULL },
+	{ "_header_is_framing", mod_header_is_framing, METH_O, NULL },
 	{ "serialize", mod_serialize, METH_O,
 		"The bytes storage keeps for `value` (V8's serialization format, as workerd)." },
 	{ "deserialize", mod_deserialize, METH_O, "The value of a V8 serialization blob." },
@@ -185,6 +225,15 @@ static int mod_exec(PyObject *m)
 	/* Nested object-to-object calls allowed (the core's limit). */
 	if (PyModule_AddIntConstant(m, "MAX_CALL_DEPTH", DOBJ_MAX_CALL_DEPTH) < 0)
 		return -1;
+	/* The largest request body a server gathers (dobj.asgi answers 413). */
+	{
+		PyObject *max = PyLong_FromSize_t(DOBJ_MSG_BODY_MAX);
+		int rc = max ? PyModule_AddObjectRef(m, "_MSG_BODY_MAX", max) : -1;
+
+		Py_XDECREF(max);
+		if (rc < 0)
+			return -1;
+	}
 	if (dobjpy_values_init(&st->values, st->Error) < 0 ||
 	    dobjpy_storage_init(m, &st->storage, st->Error, &st->values) < 0)
 		return -1;
