@@ -541,8 +541,9 @@ static int l_srv_run(lua_State *L)
 			break;
 		}
 #ifdef DOBJ_HAVE_WSLAY
-		if (nws)
-			ws_srv_poll_done(s->ws, p + 3, nws);
+		/* Messages read queue events: process them in this round. */
+		if (nws && ws_srv_poll_done(s->ws, p + 3, nws))
+			p[1].revents |= POLLIN;
 #endif
 		if (p != p3) {
 			memcpy(p3, p, sizeof(p3));

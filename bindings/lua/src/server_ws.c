@@ -13,6 +13,8 @@
 #if defined(DOBJ_HAVE_MHD) && defined(DOBJ_HAVE_WSLAY)
 #include <fcntl.h>
 #include <microhttpd.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <openssl/evp.h>
 #include <openssl/sha.h>
 #include <poll.h>
@@ -179,6 +181,13 @@ static void on_upgrade(void *cls, struct MHD_Connection *conn, void *req_cls, co
 	c->urh = urh;
 	c->fd = sock;
 	fcntl(sock, F_SETFL, fcntl(sock, F_GETFL) | O_NONBLOCK);
+	/* Small frames go out at once (libmicrohttpd may have corked the
+	 * socket for its response). */
+	{
+		int one = 1, zero = 0;
+		setsockopt(sock, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		setsockopt(sock, IPPROTO_TCP, TCP_CORK, &zero, sizeof(zero));
+	}
 	if (extra_in_size && (c->extra = malloc(extra_in_size))) {
 		memcpy(c->extra, extra_in, extra_in_size);
 		c->extra_len = extra_in_size;
@@ -286,14 +295,15 @@ size_t ws_srv_poll_fill(ws_srv *w, struct pollfd *p)
 	return n;
 }
 
-void ws_srv_poll_done(ws_srv *w, const struct pollfd *p, size_t n)
+size_t ws_srv_poll_done(ws_srv *w, const struct pollfd *p, size_t n)
 {
-	size_t i;
+	size_t i, ready = 0;
 	wsc *c, *next;
 
 	for (i = 0; i < n; i++) {
 		if (!p[i].revents)
 			continue;
+		ready++;
 		for (c = w->head; c; c = next) {
 			next = c->next;
 			if (c->fd != p[i].fd)
@@ -304,6 +314,7 @@ void ws_srv_poll_done(ws_srv *w, const struct pollfd *p, size_t n)
 			break;
 		}
 	}
+	return ready;
 }
 
 void ws_srv_close_all(ws_srv *w, int code, const char *reason)

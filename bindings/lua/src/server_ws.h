@@ -17,7 +17,7 @@ struct MHD_Response *ws_srv_upgrade(ws_srv *w, struct MHD_Connection *conn, dobj
 size_t ws_srv_count(const ws_srv *w);
 /* Write what is queued, drop finished connections, fill `p`: how many. */
 size_t ws_srv_poll_fill(ws_srv *w, struct pollfd *p);
-/* Read and write what poll() said is ready. */
-void ws_srv_poll_done(ws_srv *w, const struct pollfd *p, size_t n);
+/* Read and write what poll() said is ready; how many were. */
+size_t ws_srv_poll_done(ws_srv *w, const struct pollfd *p, size_t n);
 void ws_srv_close_all(ws_srv *w, int code, const char *reason);
 #endif
