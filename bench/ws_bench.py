@@ -1,10 +1,11 @@
 """WebSocket messages per second echoed by one Durable Object: `dobj dev`
-(Python), `dobj-lua dev` (Lua, when it serves WebSockets) and `workerd serve`.
+(Python), `dobj-lua dev` (Lua) and `workerd serve`.
 
     python3 bench/ws_bench.py [--seconds S] [--runs N] [--only workerd,py,lua]
 
 Part of `make bench`; also runs alone.  The same project on every server:
-examples/chat/python's /echo (`dobj dev`) and bench/ws/echo.js (`workerd
+examples/chat/python's /echo (`dobj dev`), examples/chat/lua's (`dobj-lua
+dev`) and bench/ws/echo.js (`workerd
 serve`, config bench/ws/echo.capnp.in): the entry forwards the upgrade to one
 Echo object, which accepts it with the hibernation API
 (ctx.acceptWebSocket) and sends every message back from webSocketMessage.
@@ -104,7 +105,7 @@ def bare_server(tmp: str, port: int) -> tuple[list[str], dict, str]:
 def lua_server(tmp: str, port: int) -> tuple[list[str], dict, str]:
     project = os.path.join(ROOT, "examples", "chat", "lua", "wrangler.toml")
     if not os.path.exists(project):
-        raise Unavailable("examples/chat/lua is not there yet (dobj-lua dev serves no WebSockets)")
+        raise Unavailable("examples/chat/lua is missing")
     import http_bench
     cmd = http_bench.lua_command()
     if cmd is None:
