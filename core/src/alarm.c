@@ -42,6 +42,7 @@ typedef struct alarm_rec {
 typedef struct alarm_info {
 	double scheduled;
 	int retry;
+	struct alarm_rec *rec; /* told when the call finishes (dobj__alarm_done) */
 } alarm_info;
 
 #define NS_PER_MS INT64_C(1000000)
@@ -163,6 +164,8 @@ static void drop(alarm_rec *a)
 }
 
 static void fire(void *data, int fired);
+static alarm_rec *rec_get(dobj_ns *ns, const dobj_id *id, int create, const char *name,
+	size_t len);
 
 static int arm(alarm_rec *a, double at)
 {
@@ -177,9 +180,12 @@ static int arm(alarm_rec *a, double at)
 	return dobj_rt_timer(rt, delay > 0 ? delay : 0, fire, a, &a->timer);
 }
 
-static void alarm_done(dobj_task *t, void *data)
+/* The ALARM call finished.  Called by the scheduler itself (deliver), not
+ * as the task's done callback: a binding that waits for the call (a test's
+ * dobj_ns_run_alarm) replaces that one. */
+void dobj__alarm_done(dobj_task *t)
 {
-	alarm_rec *a = data;
+	alarm_rec *a = ((alarm_info *)t->alarm_info)->rec;
 	dobj_rt *rt = a->ns->rt;
 	int ok = dobj_task_result(t, NULL, NULL, NULL) == DOBJ_OK;
 
@@ -244,9 +250,10 @@ static dobj_task *start(alarm_rec *a, double now)
 	}
 	info->scheduled = ns_to_ms(a->when);
 	info->retry = a->retry;
+	info->rec = a;
 	a->firing = 1;
 	a->reset = 0;
-	t = dobj__call_new(obj, DOBJ_CALL_ALARM, alarm_done, a);
+	t = dobj__call_new(obj, DOBJ_CALL_ALARM, NULL, NULL);
 	dobj__obj_unref(obj);
 	if (!t) {
 		free(info);
@@ -286,6 +293,7 @@ static int check_record(alarm_rec *a)
 static void fire(void *data, int fired)
 {
 	alarm_rec *a = data;
+	dobj_obj *held = NULL;
 	double now;
 
 	if (!fired)
@@ -296,13 +304,50 @@ static void fire(void *data, int fired)
 		arm(a, ns_to_ms(a->when)); /* never early */
 		return;
 	}
-	if (!check_record(a))
+	if (a->ns->rt->cluster && !a->firing) {
+		/* Cluster mode: the object's record is PostgreSQL's, read once the
+		 * object is active here (claimed and restored). */
+		int rc = dobj__cluster_hold(a->ns, &a->id, a->name, a->name_len, &held);
+		if (rc == 0) {
+			drop(a); /* a live node owns the object: the alarm is its own */
+			return;
+		}
+		if (rc < 0) {
+			arm(a, now + 1000.0); /* PostgreSQL did not answer: later */
+			return;
+		}
+		if (a->timer) {
+			/* The restore re-armed it; what follows decides afresh. */
+			dobj_timer *tm = a->timer;
+			a->timer = NULL;
+			dobj_timer_cancel(a->ns->rt, tm);
+		}
+	}
+	if (!check_record(a)) {
+		dobj__cluster_unhold(held);
 		return;
+	}
 	if (a->retry == 0 && now < ns_to_ms(a->when)) {
 		arm(a, ns_to_ms(a->when)); /* the record holds a later time */
+		dobj__cluster_unhold(held);
 		return;
 	}
 	dobj_task_unref(start(a, now));
+	dobj__cluster_unhold(held);
+}
+
+int dobj__alarm_track(dobj_ns *ns, const dobj_id *id, const char *name, size_t len,
+	int64_t when)
+{
+	alarm_rec *a = dobj__idmap_get(&ns->alarms, id);
+
+	if (when <= 0 || (a && (a->firing || a->when == when)))
+		return DOBJ_OK;
+	if (!a && !(a = rec_get(ns, id, 1, name, len)))
+		return DOBJ_ENOMEM;
+	a->when = when;
+	a->retry = 0;
+	return arm(a, ns_to_ms(when));
 }
 
 int dobj__alarm_run_now(dobj_ns *ns, const dobj_id *id, dobj_task **out)
@@ -436,7 +481,7 @@ int dobj_alarm_delete(dobj_storage *st)
 		dobj_timer_cancel(a->ns->rt, tm);
 	}
 	if (a->firing)
-		a->reset = 1; /* alarm_done drops it */
+		a->reset = 1; /* dobj__alarm_done drops it */
 	else
 		drop(a);
 	return DOBJ_OK;
@@ -471,7 +516,9 @@ int dobj__alarms_load(dobj_ns *ns)
 	sqlite3_stmt *s;
 	int rc;
 
-	if (!ns->dir)
+	/* A cluster node learns its alarms from PostgreSQL (cluster.c): the
+	 * local schedule is a cache that may be stale. */
+	if (!ns->dir || ns->rt->cluster)
 		return DOBJ_OK;
 	if ((rc = meta_open(ns)) < 0)
 		return rc;

@@ -345,7 +345,9 @@ int dobj_rt_advance(dobj_rt *rt, double ms)
 	target = rt->virtual_now + (ms > 0 ? ms : 0);
 	for (;;) {
 		dobj_rt_pump(rt); /* fires what is due now, runs what it woke */
-		if (rt->closing || !rt->nheap || rt->heap[0]->when > target)
+		/* A nanosecond of slack: a host that computes the delay to the next
+		 * timer in its own units (seconds) may land one rounding short. */
+		if (rt->closing || !rt->nheap || rt->heap[0]->when > target + 1e-6)
 			break;
 		if (rt->heap[0]->when > rt->virtual_now)
 			rt->virtual_now = rt->heap[0]->when;

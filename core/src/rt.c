@@ -468,6 +468,8 @@ static void deliver(dobj_task *t)
 	/* Before the done callback: an alarm's drops the retry count. */
 	if (t->report && t->rt->error_hook)
 		t->rt->error_hook(t, t->rt->error_hook_data);
+	if (t->alarm_info)
+		dobj__alarm_done(t);
 	if (t->done_fn)
 		t->done_fn(t, t->done_data);
 	if (t->nwaiters) {

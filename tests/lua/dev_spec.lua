@@ -237,6 +237,14 @@ describe("dobj.http_listen", function()
     assert.equal(18209, srv:port())
   end)
 
+  it("sends an answer given at once, inside the handler", function()
+    -- A resume wakes nothing in libmicrohttpd's external-select mode: the
+    -- loop used to wait in poll() forever with the answer queued.
+    local out, code = read_all(("timeout -k 5 20 lua5.4 %s 18212 2>&1"):format(q(PROJECT .. "/sync_respond.lua")))
+    assert.equal(0, code, out)
+    assert.equal("answered http://127.0.0.1:18212/sync", out)
+  end)
+
   it("refuses to answer a request it never gave", function()
     local srv <close> = assert(dobj.http_listen("127.0.0.1", 0))
     assert.truthy(srv:port() > 0)

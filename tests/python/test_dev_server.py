@@ -286,6 +286,18 @@ def test_a_port_in_use_is_a_clear_error(echo, servers):
         taken.close()
 
 
+@pytest.mark.parametrize("args, message", [
+    (("--port", "70000"), "argument --port: '70000' is not a port (0 to 65535)"),
+    (("--port", "x"), "argument --port: 'x' is not a port (0 to 65535)"),
+    (("--ip", "no.such.host.invalid"), "dobj dev: cannot listen on no.such.host.invalid:"),
+])
+def test_a_bad_port_or_address_is_a_clear_error(echo, servers, args, message):
+    s = servers(echo, *args, ready=False)
+    assert s.wait() in (1, 2)
+    out = s.output()
+    assert message in out and "Traceback" not in out
+
+
 def test_a_bad_config_is_the_loaders_error(tmp_path, servers):
     project = write_project(tmp_path / "bad", ECHO, config='name = "t"\nmain = [1,\n')
     s = servers(project, ready=False)

@@ -718,3 +718,20 @@ async def test_unsupported_workers_names_say_so(tmp_path):
     with pytest.raises(AttributeError, match="has no attribute 'nothing'"):
         dobj.workers.nothing
     assert dobj.workers.Context is not None
+
+
+def test_rpc_conversions_are_identity_and_fetch_response_is_the_base():
+    from dobj.workers import FetchResponse, Response, handler, python_from_rpc, python_to_rpc
+    value = {"a": [1, b"x"]}
+    assert python_to_rpc(value) is value and python_from_rpc(value) is value
+    assert issubclass(Response, FetchResponse) and issubclass(FetchResponse, dobj.Response)
+
+    def f():
+        pass
+    assert handler(f) is f
+    plain = dobj.Response("x", status=202, headers={"a": "b"})
+    adopted = FetchResponse._adopt(plain)
+    assert (type(adopted), adopted.status, adopted.headers["a"], adopted.status_text) == \
+        (FetchResponse, 202, "b", "")
+    clone = adopted.clone()
+    assert clone is not adopted and clone.body == b"x" and clone.headers == adopted.headers

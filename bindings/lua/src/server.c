@@ -64,6 +64,7 @@ typedef struct server {
 	size_t inflight;    /* dispatched, response not yet sent */
 	int stopping;
 	int running;
+	int resumed;        /* a connection was resumed since the last MHD_run */
 #ifdef DOBJ_HAVE_WSLAY
 	ws_srv *ws;         /* upgraded connections (server_ws.c) */
 #endif
@@ -504,6 +505,7 @@ static int l_srv_run(lua_State *L)
 		MHD_UNSIGNED_LONG_LONG mhd_ms;
 		int timeout = -1;
 
+		s->resumed = 0;
 		MHD_run(s->d);
 		if (s->npending && dispatch(L, s, 3) < 0) {
 			failed = 1;
@@ -513,6 +515,11 @@ static int l_srv_run(lua_State *L)
 			break;
 		if (MHD_get_timeout(s->d, &mhd_ms) == MHD_YES)
 			timeout = mhd_ms > 60000 ? 60000 : (int)mhd_ms;
+		/* In external-select mode a resume wakes nothing: libmicrohttpd
+		 * only sees it in the next MHD_run, so do not wait for it (a
+		 * handler that answered at once, before this poll). */
+		if (s->resumed)
+			timeout = 0;
 		p[0].fd = mfd;
 		p[0].events = POLLIN;
 		p[1].fd = rtfd;
@@ -695,6 +702,7 @@ static int l_srv_respond(lua_State *L)
 	q->status = (unsigned)status;
 	q->state = REQ_ANSWERED;
 	MHD_resume_connection(q->conn);
+	s->resumed = 1;
 	lua_pushstring(L, MHD_get_reason_phrase_for((unsigned)status));
 	return 1;
 }

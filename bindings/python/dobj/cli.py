@@ -26,6 +26,16 @@ __all__ = ["main"]
 _INSTALL = "pip install 'dobj[dev]'"
 
 
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port (0 to 65535)")
+    return port
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dobj", description="dobj: Durable Objects as a native SDK")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
@@ -36,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
                      help="the config file or its folder (default: the current folder's)")
     dev.add_argument("--env", "-e", metavar="X",
                      help="the environment ([env.X]; default: $CLOUDFLARE_ENV, else none)")
-    dev.add_argument("--port", type=int, default=8787,
+    dev.add_argument("--port", type=_port, default=8787,
                      help="the port to listen on (default 8787; 0 picks a free one)")
     dev.add_argument("--ip", default="127.0.0.1", help="the address to listen on (default 127.0.0.1)")
     dev.add_argument("--persist-to", metavar="DIR",
@@ -136,6 +146,8 @@ async def _serve(args: argparse.Namespace, out: Any) -> int:
                 return _fail(f"cannot listen on {args.ip}:{args.port}: the address is already "
                              "in use (another dobj dev or wrangler dev?); pick another with --port")
             return _fail(f"cannot listen on {args.ip}:{args.port}: {exc.strerror or exc}")
+        except (ValueError, UnicodeError) as exc:  # an --ip no resolver takes
+            return _fail(f"cannot listen on {args.ip}:{args.port}: {exc}")
         host, port = sock.getsockname()[:2]
         shown = f"[{host}]" if ":" in host else host
         config = uvicorn.Config(

@@ -306,6 +306,11 @@ int python_class_step(dobj_task *t, void *data)
 		if (!r && !PyErr_Occurred())
 			return DOBJ_OK; /* refused (no such method): the task is finished */
 		break;
+	case DOBJ_CALL_HOST: /* dobj.testing.run_in_durable_object: fn(instance, ctx) */
+		r = PyObject_CallFunctionObjArgs(dobj_task_request(t), inst,
+			dobj_obj_ctx(dobj_task_obj(t)) ? (PyObject *)dobj_obj_ctx(dobj_task_obj(t)) : Py_None,
+			NULL);
+		break;
 	default:
 		dobj_task_raise(t, DOBJ_ENOHANDLER, "this call kind is not supported by Python classes",
 			NULL);

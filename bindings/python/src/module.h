@@ -207,6 +207,9 @@ CallObject *call_object_new(RuntimeObject *rt, dobj_task *task, IdObject *target
 int call_is_done(CallObject *self);
 void complete_deferred_futures(module_state *st);
 
+/* testkit.c: dobj.testing's functions (_tk_*), added to the module. */
+extern PyMethodDef testkit_methods[];
+
 /* driver.c */
 int python_class_construct(dobj_obj *obj, void *data, void **instance, void **error);
 int python_class_step(dobj_task *t, void *data);
