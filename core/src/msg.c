@@ -184,6 +184,29 @@ int dobj_msg_header_is_framing(const char *name)
 	return 0;
 }
 
+int dobj_msg_header_check(const char *name, size_t name_len, const char *value, size_t value_len)
+{
+	size_t i;
+
+	if (!name || !name_len)
+		return dobj_error_set(DOBJ_EARG, "invalid header name: empty");
+	for (i = 0; i < name_len; i++) {
+		unsigned char c = (unsigned char)name[i];
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      (c && strchr("!#$%&'*+-.^_`|~", c))))
+			return dobj_error_set(DOBJ_EARG,
+				"invalid header name: \"%.*s\" (letters, digits and !#$%%&'*+-.^_`|~ only)",
+				(int)(name_len > 100 ? 100 : name_len), name);
+	}
+	for (i = 0; value && i < value_len; i++) {
+		if (value[i] == '\r' || value[i] == '\n' || value[i] == '\0')
+			return dobj_error_set(DOBJ_EARG,
+				"invalid value for header %.*s: it holds a CR, LF or NUL byte",
+				(int)(name_len > 100 ? 100 : name_len), name);
+	}
+	return DOBJ_OK;
+}
+
 void dobj_msg_free(dobj_msg *m)
 {
 	size_t i;

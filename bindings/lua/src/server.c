@@ -653,8 +653,26 @@ static int l_srv_respond(lua_State *L)
 	if (!body)
 		body = "", len = 0;
 	lua_getfield(L, 3, "headers");
-	if (!lua_isnil(L, -1))
+	if (!lua_isnil(L, -1)) {
+		/* Checked before the id is taken back: on an error the caller can
+		 * still answer (500). */
 		luaL_checktype(L, -1, LUA_TTABLE);
+		lua_pushnil(L);
+		while (lua_next(L, -2)) {
+			size_t kl, vl;
+			const char *k, *v;
+			if (lua_type(L, -2) != LUA_TSTRING)
+				return luaL_error(L, "header names must be strings");
+			if (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER)
+				return luaL_error(L, "header values must be strings");
+			k = lua_tolstring(L, -2, &kl);
+			lua_pushvalue(L, -1);
+			v = lua_tolstring(L, -1, &vl); /* a copy: never convert the key's neighbour in place */
+			if (dobj_msg_header_check(k, kl, v, vl) < 0)
+				return luaL_error(L, "%s", dobj_error_last());
+			lua_pop(L, 2);
+		}
+	}
 	/* Take the id back before anything can fail: the request is answered
 	 * (with this response, or with 500 below). */
 	s->slots[id - 1] = NULL;

@@ -3,6 +3,7 @@
 --   /slow/NAME   prints "slow request started", waits 0.3 s, then counts as /count
 --   /echo...     answers the request as seen: url, method, headers, then the body
 --   /boom        raises
+--   /badheader   answers a header value with CR LF in it
 local dobj = require "dobj"
 
 local Counter = {}
@@ -36,6 +37,9 @@ local function fetch(request, env)
   end
   if path == "/echo" then return echo(request) end
   if path == "/boom" then error("boom from the entry") end
+  if path == "/badheader" then
+    return dobj.response("x", { headers = { ["x-bad"] = "a\r\nInjected: yes" } })
+  end
   return dobj.response("not found", { status = 404 })
 end
 
