@@ -277,6 +277,12 @@ describe("dobj.http_listen", function()
     assert.truthy(out:find("^answered http://127%.0%.0%.1:%d+/sync$"), out)
   end)
 
+  it("stops with the runtime's error when a handler closes the runtime", function()
+    local out, code = read_all(("timeout -k 5 20 lua5.4 %s 2>&1"):format(q(PROJECT .. "/close_in_handler.lua")))
+    assert.equal(0, code, out)
+    assert.truthy(out:find("^run: false [^\n]*the runtime is closed\n"), out)
+  end)
+
   it("refuses to answer a request it never gave", function()
     local srv <close> = assert(dobj.http_listen("127.0.0.1", 0))
     assert.truthy(srv:port() > 0)

@@ -585,7 +585,10 @@ static int l_srv_run(lua_State *L)
 			close(s->listen_fd);
 			s->listen_fd = -1;
 		}
-		if (p[1].revents & POLLIN) {
+		/* Any event, not only POLLIN: after a handler closed the runtime
+		 * its fd is gone (POLLNVAL at once, every round: the loop spun),
+		 * and rt:process() then raises "the runtime is closed". */
+		if (p[1].revents) {
 			lua_pushvalue(L, 5);
 			lua_pushvalue(L, 2);
 			if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
