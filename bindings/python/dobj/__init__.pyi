@@ -173,7 +173,8 @@ class Runtime:
     def __init__(self, env: Optional[Mapping[str, Any]] = ..., *, id_seed: Optional[int] = ...,
                  storage: Optional[str] = ..., durability: Optional[str] = ...,
                  idle_timeout: Optional[float] = ..., virtual_time: bool = ...,
-                 cluster: Optional[str] = ..., node_addr: Optional[str] = ...) -> None: ...
+                 cluster: Optional[str] = ..., node_addr: Optional[str] = ...,
+                 cluster_ttl: Optional[float] = ..., cluster_grace: Optional[float] = ...) -> None: ...
     @property
     def env(self) -> Env: ...
     @property
