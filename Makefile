@@ -16,7 +16,7 @@ JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 DEB_PACKAGES := build-essential pkg-config python3-dev python3-venv \
 	cmake libssl-dev libffi-dev libsqlite3-dev sqlite3 \
 	lua5.4 liblua5.4-dev lua-busted luarocks nodejs npm \
-	libmicrohttpd-dev curl libpq-dev postgresql
+	libmicrohttpd-dev libwslay-dev curl libpq-dev postgresql
 # $(call lua_paths,DIR): DIR holds dobj/test.lua (require "dobj.test") of
 # the module under test: the CMake build, build-asan or the LuaRocks tree.
 lua_paths = LUA_PATH="$(1)/?.lua;$(CURDIR)/tests/lua/?.lua;$(CURDIR)/examples/lua/?.lua;;"
@@ -249,6 +249,7 @@ demo-lua-dev: build
 bench: DEB_PACKAGES += wrk
 bench: build venv
 	$(PYTHON) bench/run.py
+	$(PYTHON) bench/ws_bench.py
 
 clean:
 	rm -rf $(BUILD) $(BUILD_ASAN) $(VENV) $(VENV_ASAN) .venv-3.* .build-py .build-py-asan dist *.egg-info

@@ -119,17 +119,25 @@ def check(log, lists, url):
                 problems.append(f"client {r['c']} read list{r['obj']} back in time")
                 break
         seen.append((r["t1"], len(r["val"])))
-    windows = {}
+    # A result is released after its handler ended (th) and before its
+    # caller saw it (t1; later when the caller's process was paused).  An
+    # incarnation still serving after a later one's result was seen, that is
+    # a handler of the earlier ending after a t1 of the later, is a definite
+    # overlap.  (Incarnations are ordered by their first handler end.)
+    spans = {}
     for r in ops:
         if r["out"] == "ok":
-            w = windows.setdefault((r["obj"], r["inc"]), [r["t1"], r["t1"]])
-            w[0], w[1] = min(w[0], r["t1"]), max(w[1], r["t1"])
+            sp = spans.setdefault((r["obj"], r["inc"]), {"first": r["th"], "last": r["th"], "seen": r["t1"]})
+            sp["first"] = min(sp["first"], r["th"])
+            sp["last"] = max(sp["last"], r["th"])
+            sp["seen"] = min(sp["seen"], r["t1"])
     for k in range(5):
-        ws = sorted(w for (obj, _), w in windows.items() if obj == k)
-        for a, b in zip(ws, ws[1:]):
-            if b[0] < a[1]:
-                problems.append(f"list{k}: two incarnations released results at the same time "
-                                f"({a} and {b})")
+        order = sorted((sp for (obj, _), sp in spans.items() if obj == k), key=lambda sp: sp["first"])
+        for i, a in enumerate(order):
+            for b in order[i + 1:]:
+                if a["last"] > b["seen"]:
+                    problems.append(f"list{k}: an incarnation served after a later one's result "
+                                    f"was released ({a['last']:.3f} > {b['seen']:.3f})")
     bad = psql(url, "SELECT count(*) FROM (SELECT epoch < lag(epoch) OVER (PARTITION BY ns, "
                     "object_id ORDER BY seq) AS down FROM dobj_wal) w WHERE down")
     if bad != ["0"]:
@@ -174,11 +182,19 @@ def run_seed(seed, seconds, verbose):
             faults.append((kind, victim.name, t))
             time.sleep(1 + rng.random() * 2)
         time.sleep(max(0.0, end - time.monotonic()))
+        for n in nodes:
+            n.stop()
+        lists = final_lists(url, os.path.join(work, "reader"))
     finally:
         for n in nodes:
             n.stop()
-    lists = final_lists(url, os.path.join(work, "reader"))
+        if "lists" not in locals():  # failed before the check: clean up here
+            subprocess.run(["rm", "-rf", work], timeout=60)
     problems = check(log, lists, url)
+    acked_total = sum(1 for r in log if r.get("op") == "append" and r.get("out") == "ok")
+    if acked_total < 50:
+        # A history where nothing succeeded proves nothing: the run must progress.
+        problems.append(f"only {acked_total} appends were acknowledged: the workload made no progress")
     ops = [r for r in log if "op" in r]
     for run, t0, t1 in pauses:
         before = {r["node"] for r in ops if r["c"].startswith(run + ".") and r["t1"] < t0}

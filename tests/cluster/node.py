@@ -3,8 +3,9 @@ mode that also runs the clients' workload against five list objects, logging
 every operation as a JSON line on stdout:
 
     {"c": client, "op": "append"|"read", "obj": k, "tok": token, "t0": invoke,
-     "t1": complete, "out": "ok"|"fail"|"unknown", "val": [...], "inc": incarnation,
-     "node": node_id, "err": message}
+     "t1": complete, "th": the handler's end (ok only; the result is released
+     after it, before t1), "out": "ok"|"fail"|"unknown", "val": [...],
+     "inc": incarnation, "node": node_id, "err": message}
 
 Times are time.monotonic() (CLOCK_MONOTONIC: one clock for every process of the
 machine).  "fail" means the call certainly did not run (a live node elsewhere
@@ -33,10 +34,10 @@ class ListObj(dobj.DurableObject):
         items = self.ctx.storage.get("items") or []
         items.append(token)
         self.ctx.storage.put("items", items)
-        return self.inc, items
+        return self.inc, items, time.monotonic()
 
     async def read(self):
-        return self.inc, self.ctx.storage.get("items") or []
+        return self.inc, self.ctx.storage.get("items") or [], time.monotonic()
 
 
 def emit(rec):
@@ -59,7 +60,7 @@ async def client(rt, ns, name, c, rng, stop):
             call = stub.read()
         rec["t0"] = time.monotonic()
         try:
-            rec["inc"], rec["val"] = await asyncio.wait_for(call, 10)
+            rec["inc"], rec["val"], rec["th"] = await asyncio.wait_for(call, 10)
             rec["out"] = "ok"
         except Exception as e:  # noqa: BLE001 - every failure is recorded
             rec["err"] = str(e)[:200]

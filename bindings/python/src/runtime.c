@@ -254,6 +254,11 @@ static void report_background_error(dobj_task *t, void *data)
 	if (dobj_task_alarm_info(t, NULL, &retry) == DOBJ_OK)
 		what = PyUnicode_FromFormat("alarm() of %s %s (run %d of %d)",
 			dobj_ns_class_name(dobj_obj_ns(obj)), hex, retry + 1, DOBJ_ALARM_MAX_RETRIES + 1);
+	else if (dobj_task_call_kind(t) >= DOBJ_CALL_WS_MESSAGE)
+		what = PyUnicode_FromFormat("%s() of %s %s",
+			dobj_task_call_kind(t) == DOBJ_CALL_WS_MESSAGE ? "web_socket_message"
+			: dobj_task_call_kind(t) == DOBJ_CALL_WS_CLOSE ? "web_socket_close"
+			: "web_socket_error", dobj_ns_class_name(dobj_obj_ns(obj)), hex);
 	else
 		what = PyUnicode_FromFormat("ctx.wait_until() of %s %s",
 			dobj_ns_class_name(dobj_obj_ns(obj)), hex);
@@ -467,6 +472,7 @@ static PyObject *runtime_bind_namespace(RuntimeObject *self, PyObject *binding, 
 			klass->flags |= DOBJ_CLASS_ALARM;
 		Py_XDECREF(attr);
 		PyErr_Clear();
+		klass->flags |= websocket_class_flags(cls);
 		klass->data = ns;
 		klass->construct = python_class_construct;
 		klass->step = python_class_step;
