@@ -128,7 +128,7 @@ static int header_args_check(const char *name, const char *value)
 int dobj_msg_set_header(dobj_msg *m, const char *name, const char *value)
 {
 	size_t i, j;
-	char *v;
+	char *v = NULL;
 	int rc, found = 0;
 
 	if ((rc = header_args_check(name, value)) < 0)
@@ -157,7 +157,7 @@ int dobj_msg_set_header(dobj_msg *m, const char *name, const char *value)
 int dobj_msg_add_header(dobj_msg *m, const char *name, const char *value)
 {
 	size_t i, old_len, len;
-	char *v, *nv;
+	char *v = NULL, *nv;
 	int rc;
 
 	if ((rc = header_args_check(name, value)) < 0)

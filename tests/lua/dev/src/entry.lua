@@ -3,6 +3,8 @@
 --   /slow/NAME   prints "slow request started", waits 0.3 s, then counts as /count
 --   /echo...     answers the request as seen: url, method, headers, then the body
 --   /boom        raises
+--   /cookies     answers two set-cookie headers
+--   /badheader   answers a response whose headers were changed to a value no server can send
 local dobj = require "dobj"
 
 local Counter = {}
@@ -36,6 +38,15 @@ local function fetch(request, env)
   end
   if path == "/echo" then return echo(request) end
   if path == "/boom" then error("boom from the entry") end
+  if path == "/cookies" then
+    return dobj.response("two cookies", { headers = {
+      ["Set-Cookie"] = { "a=1; Expires=Wed, 21 Oct 2026 07:28:00 GMT", "b=2" } } })
+  end
+  if path == "/badheader" then
+    local r = dobj.response("bad")
+    r.headers["x-bad"] = "a\r\nInjected: 1" -- a plain table: changed after the rules ran
+    return r
+  end
   return dobj.response("not found", { status = 404 })
 end
 
