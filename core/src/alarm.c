@@ -164,6 +164,8 @@ static void drop(alarm_rec *a)
 }
 
 static void fire(void *data, int fired);
+static alarm_rec *rec_get(dobj_ns *ns, const dobj_id *id, int create, const char *name,
+	size_t len);
 
 static int arm(alarm_rec *a, double at)
 {
@@ -291,6 +293,7 @@ static int check_record(alarm_rec *a)
 static void fire(void *data, int fired)
 {
 	alarm_rec *a = data;
+	dobj_obj *held = NULL;
 	double now;
 
 	if (!fired)
@@ -301,13 +304,50 @@ static void fire(void *data, int fired)
 		arm(a, ns_to_ms(a->when)); /* never early */
 		return;
 	}
-	if (!check_record(a))
+	if (a->ns->rt->cluster && !a->firing) {
+		/* Cluster mode: the object's record is PostgreSQL's, read once the
+		 * object is active here (claimed and restored). */
+		int rc = dobj__cluster_hold(a->ns, &a->id, a->name, a->name_len, &held);
+		if (rc == 0) {
+			drop(a); /* a live node owns the object: the alarm is its own */
+			return;
+		}
+		if (rc < 0) {
+			arm(a, now + 1000.0); /* PostgreSQL did not answer: later */
+			return;
+		}
+		if (a->timer) {
+			/* The restore re-armed it; what follows decides afresh. */
+			dobj_timer *tm = a->timer;
+			a->timer = NULL;
+			dobj_timer_cancel(a->ns->rt, tm);
+		}
+	}
+	if (!check_record(a)) {
+		dobj__cluster_unhold(held);
 		return;
+	}
 	if (a->retry == 0 && now < ns_to_ms(a->when)) {
 		arm(a, ns_to_ms(a->when)); /* the record holds a later time */
+		dobj__cluster_unhold(held);
 		return;
 	}
 	dobj_task_unref(start(a, now));
+	dobj__cluster_unhold(held);
+}
+
+int dobj__alarm_track(dobj_ns *ns, const dobj_id *id, const char *name, size_t len,
+	int64_t when)
+{
+	alarm_rec *a = dobj__idmap_get(&ns->alarms, id);
+
+	if (when <= 0 || (a && (a->firing || a->when == when)))
+		return DOBJ_OK;
+	if (!a && !(a = rec_get(ns, id, 1, name, len)))
+		return DOBJ_ENOMEM;
+	a->when = when;
+	a->retry = 0;
+	return arm(a, ns_to_ms(when));
 }
 
 int dobj__alarm_run_now(dobj_ns *ns, const dobj_id *id, dobj_task **out)
@@ -476,7 +516,9 @@ int dobj__alarms_load(dobj_ns *ns)
 	sqlite3_stmt *s;
 	int rc;
 
-	if (!ns->dir)
+	/* A cluster node learns its alarms from PostgreSQL (cluster.c): the
+	 * local schedule is a cache that may be stale. */
+	if (!ns->dir || ns->rt->cluster)
 		return DOBJ_OK;
 	if ((rc = meta_open(ns)) < 0)
 		return rc;

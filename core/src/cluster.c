@@ -42,8 +42,9 @@ static const char schema_v1[] =
 	"CREATE TABLE dobj_snapshot ("
 	" ns text NOT NULL, object_id bytea NOT NULL, seq bigint NOT NULL, db bytea NOT NULL,"
 	" PRIMARY KEY (ns, object_id));"
+	/* scheduled_at: ns since the epoch, the object's own record exactly. */
 	"CREATE TABLE dobj_alarm ("
-	" ns text NOT NULL, object_id bytea NOT NULL, scheduled_at timestamptz NOT NULL,"
+	" ns text NOT NULL, object_id bytea NOT NULL, scheduled_at bigint NOT NULL, name bytea,"
 	" PRIMARY KEY (ns, object_id));"
 	"CREATE INDEX dobj_alarm_due ON dobj_alarm (scheduled_at);";
 
@@ -146,6 +147,7 @@ int dobj_cluster_init(const char *url, size_t url_len, double timeout_ms, int *v
 /* ------------------------------------------------------------------- nodes */
 
 static void renew_fired(void *data, int fired);
+static void scan_alarms(dobj_rt *rt);
 
 static void arm_renew(dobj_rt *rt)
 {
@@ -263,7 +265,8 @@ static void renew_fired(void *data, int fired)
 	cl->renew = NULL;
 	if (!fired)
 		return;
-	renew(rt); /* a failure is retried next time; the gate guards results */
+	if (renew(rt) >= 0) /* a failure is retried next time; the gate guards results */
+		scan_alarms(rt);
 	arm_renew(rt);
 }
 
@@ -408,14 +411,34 @@ static int owner_error(struct dobj__cluster *cl, const char *const *key, const i
 
 /* Rebuild the object's local file from the log (replacing whatever cached
  * file was there): the file is PostgreSQL's copy, nothing else. */
+/* The alarm record of a restored file, read without writing to it (any
+ * write to the file must go through a commit that is shipped). */
+static int read_alarm(const char *path, int64_t *when)
+{
+	sqlite3 *db = NULL;
+	int rc;
+
+	*when = 0;
+	if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
+		rc = dobj_error_set(DOBJ_ERROR, "cluster: cannot read the restored %s: %s", path,
+			db ? sqlite3_errmsg(db) : "out of memory");
+		sqlite3_close(db);
+		return rc;
+	}
+	rc = dobj__storage_meta_read(db, when);
+	sqlite3_close(db);
+	return rc < 0 ? rc : DOBJ_OK;
+}
+
 static int restore(struct dobj__cluster *cl, dobj_obj *obj, const char *const *key,
-	const int *lens, const int *fmts, long long *seq)
+	const int *lens, const int *fmts, long long *seq, int64_t *alarm)
 {
 	char *path = NULL, *tmp = NULL, *wal = NULL, *shm = NULL;
 	PGresult *r = NULL;
 	int fd = -1, rc, i, n;
 
 	*seq = 0;
+	*alarm = 0;
 	if ((rc = dobj__pg_exec(&cl->pg,
 		"SELECT seq, frames FROM dobj_wal WHERE ns = $1 AND object_id = $2 ORDER BY seq",
 		2, key, lens, fmts, 1, &r)) < 0)
@@ -451,7 +474,7 @@ static int restore(struct dobj__cluster *cl, dobj_obj *obj, const char *const *k
 		rc = dobj_error_set(DOBJ_ERROR, "cluster: cannot replace %s: %s", path, strerror(errno));
 		goto done;
 	}
-	rc = DOBJ_OK;
+	rc = read_alarm(path, alarm);
 done:
 	if (fd >= 0) {
 		close(fd);
@@ -477,6 +500,7 @@ int dobj__cluster_activate(dobj_obj *obj)
 	int fmts[4] = { 0, 1, 0, 0 };
 	PGresult *r;
 	long long epoch, seq;
+	int64_t alarm;
 	int rc;
 
 	if (!cl || obj->cluster)
@@ -502,14 +526,18 @@ int dobj__cluster_activate(dobj_obj *obj)
 	}
 	epoch = atoll(PQgetvalue(r, 0, 0));
 	PQclear(r);
-	if ((rc = restore(cl, obj, v, lens, fmts, &seq)) < 0)
+	if ((rc = restore(cl, obj, v, lens, fmts, &seq, &alarm)) < 0)
 		return rc;
 	co = calloc(1, sizeof(*co));
 	if (!co)
 		return dobj_error_set(DOBJ_ENOMEM, "out of memory");
 	co->epoch = epoch;
 	co->seq = seq;
+	co->alarm = alarm;
 	obj->cluster = co;
+	/* Its alarm fires here now (whichever node set it). */
+	if (alarm > 0 && (obj->ns->klass.flags & DOBJ_CLASS_ALARM))
+		dobj__alarm_track(obj->ns, &obj->id, obj->name, obj->name_len, alarm);
 	return DOBJ_OK;
 }
 
@@ -546,15 +574,16 @@ void dobj__cluster_release(dobj_obj *obj)
 /* Checkpoint the -wal file into the database once it holds this much. */
 #define WAL_CHECKPOINT_BYTES (4 << 20)
 
-int dobj__cluster_commit(dobj_obj *obj, void *db)
+int dobj__cluster_commit(dobj_obj *obj, void *db, int64_t alarm)
 {
 	dobj_rt *rt = obj->ns->rt;
 	struct dobj__cluster *cl = rt->cluster;
 	struct dobj__cluster_obj *co = obj->cluster;
-	char seq[32], epoch[32], node[32], *wal;
-	const char *v[6] = { obj->ns->unique_key, (const char *)obj->id.bytes, seq, epoch, NULL, node };
-	int lens[6] = { (int)obj->ns->unique_key_len, 32, 0, 0, 0, 0 };
-	int fmts[6] = { 0, 1, 0, 0, 1, 0 };
+	char seq[32], epoch[32], node[32], when[32], *wal;
+	const char *v[8] = { obj->ns->unique_key, (const char *)obj->id.bytes, seq, epoch, NULL, node,
+		when, obj->name };
+	int lens[8] = { (int)obj->ns->unique_key_len, 32, 0, 0, 0, 0, 0, (int)obj->name_len };
+	int fmts[8] = { 0, 1, 0, 0, 1, 0, 0, 1 };
 	unsigned char *rec = NULL;
 	size_t len;
 	long long end;
@@ -588,11 +617,29 @@ int dobj__cluster_commit(dobj_obj *obj, void *db)
 	/* The epoch is checked in the append's own transaction, with the owner
 	 * row locked FOR SHARE: a takeover (an UPDATE of that row) either
 	 * commits first, and this append finds another epoch, or waits for it. */
-	rc = dobj__pg_exec(&cl->pg,
-		"INSERT INTO dobj_wal (ns, object_id, seq, epoch, frames) "
-		"SELECT $1, $2, $3, $4, $5 FROM dobj_owner "
-		"WHERE ns = $1 AND object_id = $2 AND epoch = $4 AND node_id = $6 FOR SHARE",
-		6, v, lens, fmts, 0, &r);
+	snprintf(when, sizeof(when), "%lld", (long long)alarm);
+	if (alarm == co->alarm)
+		rc = dobj__pg_exec(&cl->pg,
+			"INSERT INTO dobj_wal (ns, object_id, seq, epoch, frames) "
+			"SELECT $1, $2, $3, $4, $5 FROM dobj_owner "
+			"WHERE ns = $1 AND object_id = $2 AND epoch = $4 AND node_id = $6 FOR SHARE",
+			6, v, lens, fmts, 0, &r);
+	else
+		/* The alarm changed: the cluster's schedule follows in the same
+		 * transaction, and only if the append was accepted. */
+		rc = dobj__pg_exec(&cl->pg,
+			"WITH w AS (INSERT INTO dobj_wal (ns, object_id, seq, epoch, frames) "
+			"  SELECT $1, $2, $3, $4, $5 FROM dobj_owner "
+			"  WHERE ns = $1 AND object_id = $2 AND epoch = $4 AND node_id = $6 FOR SHARE "
+			"  RETURNING 1), "
+			"s AS (INSERT INTO dobj_alarm (ns, object_id, scheduled_at, name) "
+			"  SELECT $1, $2, $7::bigint, $8::bytea FROM w WHERE $7::bigint > 0 "
+			"  ON CONFLICT (ns, object_id) DO UPDATE SET scheduled_at = excluded.scheduled_at, "
+			"  name = excluded.name), "
+			"d AS (DELETE FROM dobj_alarm WHERE ns = $1 AND object_id = $2 AND $7::bigint = 0 "
+			"  AND EXISTS (SELECT 1 FROM w)) "
+			"SELECT count(*) FROM w",
+			8, v, lens, fmts, 0, &r);
 	free(rec);
 	if (rc < 0) {
 		if (!strcmp(cl->pg.sqlstate, "23505"))
@@ -601,17 +648,102 @@ int dobj__cluster_commit(dobj_obj *obj, void *db)
 				"this node's incarnation is fenced", co->seq);
 		return rc;
 	}
-	n = atoi(PQcmdTuples(r));
+	n = alarm == co->alarm ? atoi(PQcmdTuples(r)) : atoi(PQgetvalue(r, 0, 0));
 	PQclear(r);
 	if (n != 1)
 		return dobj_error_set(DOBJ_EABORTED,
 			"cluster: another node took the object over (fencing epoch %lld is stale): "
 			"the write was refused", co->epoch);
 	co->seq++;
+	co->alarm = alarm;
 	co->wal_off = end;
 	co->salt = salt;
 	if (end >= WAL_CHECKPOINT_BYTES &&
 	    sqlite3_exec(db, "PRAGMA wal_checkpoint(TRUNCATE)", NULL, NULL, NULL) == SQLITE_OK)
 		co->wal_off = 0;
 	return DOBJ_OK;
+}
+
+/* ------------------------------------------------------------------ alarms */
+
+int dobj__cluster_hold(dobj_ns *ns, const dobj_id *id, const char *name, size_t len,
+	dobj_obj **out)
+{
+	dobj_obj *obj;
+	char msg[600];
+	int rc;
+
+	*out = NULL;
+	obj = dobj__obj_get(ns, id, name, len);
+	if (!obj)
+		return DOBJ_ENOMEM;
+	if ((rc = dobj__cluster_activate(obj)) < 0) {
+		snprintf(msg, sizeof(msg), "%s", dobj_error_last());
+		if (!obj->dead && !obj->constructed && obj->ntasks == 0 && obj->mapped)
+			dobj__abort(obj, rc, msg); /* nobody waits on it: it just goes */
+		dobj__obj_unref(obj);
+		dobj_error_set(rc, "%s", msg);
+		return rc == DOBJ_ESTATE ? 0 : rc;
+	}
+	*out = obj;
+	return 1;
+}
+
+void dobj__cluster_unhold(dobj_obj *obj)
+{
+	if (!obj)
+		return;
+	if (!obj->dead && !obj->constructed && obj->ntasks == 0 && obj->mapped)
+		dobj__obj_evict(obj); /* made for the alarm, which did not run */
+	dobj__obj_unref(obj);
+}
+
+/*
+ * Due alarms of objects no live node holds (their node died, or they were
+ * evicted): scheduled here, so that some node activates the object and
+ * fires them.  Alarms of objects active on a live node are that node's.
+ */
+static void scan_alarms(dobj_rt *rt)
+{
+	struct dobj__cluster *cl = rt->cluster;
+	char grace[32], horizon[32];
+	size_t i;
+
+	snprintf(grace, sizeof(grace), "%.3f", cl->grace_ms);
+	snprintf(horizon, sizeof(horizon), "%.0f", cl->ttl_ms * 1e6); /* ns */
+	for (i = 0; i < rt->nns; i++) {
+		dobj_ns *ns = rt->nss[i];
+		const char *v[3] = { ns->unique_key, grace, horizon };
+		int lens[3] = { (int)ns->unique_key_len, 0, 0 };
+		PGresult *r;
+		int j;
+
+		if (!(ns->klass.flags & DOBJ_CLASS_ALARM))
+			continue;
+		if (dobj__pg_exec(&cl->pg,
+			"SELECT a.object_id, a.scheduled_at, a.name FROM dobj_alarm a "
+			"LEFT JOIN dobj_owner o ON o.ns = a.ns AND o.object_id = a.object_id "
+			"LEFT JOIN dobj_node n ON n.node_id = o.node_id "
+			"WHERE a.ns = $1 "
+			"AND a.scheduled_at <= (extract(epoch FROM clock_timestamp()) * 1e9)::bigint + $3::bigint "
+			"AND (o.node_id IS NULL OR n.node_id IS NULL OR n.status <> 'live' "
+			"  OR n.lease_until + make_interval(secs => $2::float8 / 1000) < now()) "
+			"ORDER BY a.scheduled_at LIMIT 1000",
+			3, v, lens, NULL, 1, &r) < 0)
+			return;
+		for (j = 0; j < PQntuples(r); j++) {
+			const unsigned char *w = (const unsigned char *)PQgetvalue(r, j, 1);
+			dobj_id id;
+			int64_t when;
+			if (PQgetlength(r, j, 0) != 32 || PQgetlength(r, j, 1) != 8)
+				continue;
+			memcpy(id.bytes, PQgetvalue(r, j, 0), 32);
+			when = (int64_t)((uint64_t)w[0] << 56 | (uint64_t)w[1] << 48 | (uint64_t)w[2] << 40 |
+				(uint64_t)w[3] << 32 | (uint64_t)w[4] << 24 | (uint64_t)w[5] << 16 |
+				(uint64_t)w[6] << 8 | w[7]);
+			dobj__alarm_track(ns, &id, PQgetisnull(r, j, 2) ? NULL : PQgetvalue(r, j, 2),
+				(size_t)PQgetlength(r, j, 2), when);
+		}
+		PQclear(r);
+	}
 }

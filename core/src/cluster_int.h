@@ -48,6 +48,7 @@ struct dobj__cluster_obj {
 	long long seq;      /* the last seq appended (or restored) */
 	long long wal_off;  /* end of the last commit frame shipped, in the -wal file */
 	unsigned salt;      /* salt-1 of the -wal file's generation wal_off is in */
+	int64_t alarm;      /* the alarm record dobj_alarm holds (ns since the epoch; 0: none) */
 };
 
 /* Page capture and restore (cluster_wal.c).  A record is what one or more

@@ -115,8 +115,26 @@ int dobj__storage_check_unique_key(const char *key, size_t len);
  *  activation like a constructor that throws. */
 int dobj__cluster_activate(dobj_obj *obj);
 /** After a storage commit of `obj` (db: its sqlite3 handle): append what
- *  the commit changed, fenced.  A failure is a failed commit. */
-int dobj__cluster_commit(dobj_obj *obj, void *db);
+ *  the commit changed, fenced, with the object's alarm record (`alarm`, ns
+ *  since the epoch, 0: none) for the cluster's schedule.  A failure is a
+ *  failed commit. */
+int dobj__cluster_commit(dobj_obj *obj, void *db, int64_t alarm);
+/** An alarm of `id` is due: make sure the object is active on this node
+ *  (claim and restore) so that its record can be read.  1 and *obj (a
+ *  reference, for dobj__cluster_unhold) when it is; 0 when a live node
+ *  elsewhere owns it (its alarm to fire); < 0 when PostgreSQL cannot tell. */
+int dobj__cluster_hold(dobj_ns *ns, const dobj_id *id, const char *name, size_t len,
+	dobj_obj **obj);
+/** Drop dobj__cluster_hold's reference; an incarnation it made that got no
+ *  call is evicted (released) again.  NULL: no-op. */
+void dobj__cluster_unhold(dobj_obj *obj);
+/** The object's alarm record in an open database (db: sqlite3 *): 1 and
+ *  *when, or 0 (storage.c). */
+int dobj__storage_meta_read(void *db, int64_t *when);
+/** Schedule an alarm of `id` found in the cluster (restored with the
+ *  object, or due in dobj_alarm): armed unless already known (alarm.c). */
+int dobj__alarm_track(dobj_ns *ns, const dobj_id *id, const char *name, size_t len,
+	int64_t when);
 /** Before a step's results are released: the node's lease must hold
  *  (otherwise every object of the node is reset). */
 int dobj__cluster_gate(dobj_rt *rt);

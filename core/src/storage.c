@@ -340,6 +340,18 @@ static void rollback(dobj_storage *st)
 	st->savepoints = 0;
 }
 
+static int meta_read(sqlite3 *db, int64_t *when);
+
+/* Cluster mode: append what the commit changed, with the alarm record. */
+static int cluster_commit(dobj_storage *st)
+{
+	int64_t alarm = 0;
+
+	if (meta_read(st->db, &alarm) < 0)
+		return DOBJ_ERROR;
+	return dobj__cluster_commit(st->obj, st->db, alarm);
+}
+
 void dobj__storage_commit_dirty(dobj_rt *rt)
 {
 	while (rt->dirty) {
@@ -354,7 +366,7 @@ void dobj__storage_commit_dirty(dobj_rt *rt)
 			continue;
 		}
 		if ((commit(st) < 0 || (st->obj && st->obj->cluster &&
-		     dobj__cluster_commit(st->obj, st->db) < 0)) && st->obj && !st->obj->dead) {
+		     cluster_commit(st) < 0)) && st->obj && !st->obj->dead) {
 			char msg[600];
 			snprintf(msg, sizeof(msg), "storage commit failed, the object was reset: %s",
 				dobj_error_last());
@@ -693,6 +705,11 @@ static int meta_read(sqlite3 *db, int64_t *when)
 	return rc;
 }
 
+int dobj__storage_meta_read(void *db, int64_t *when)
+{
+	return meta_read(db, when);
+}
+
 int dobj__storage_alarm_read(dobj_storage *st, int64_t *when)
 {
 	int rc;
@@ -741,6 +758,13 @@ int dobj__storage_alarm_peek(dobj_ns *ns, const dobj_id *id, int op, int64_t *wh
 	int opened = 0, rc;
 	int64_t now;
 
+	if (!st && ns->rt->cluster) {
+		/* Cluster mode: an incarnation live here owns the file; its
+		 * storage (attached now) ships what the scheduler writes. */
+		dobj_obj *o = dobj__idmap_get(&ns->objs, id);
+		if (o && o->cluster && !o->dead && (rc = dobj_obj_storage(o, &st)) < 0)
+			return rc;
+	}
 	if (!st) {
 		if ((rc = storage_open(ns, id, &st)) < 0)
 			return rc;
@@ -748,10 +772,20 @@ int dobj__storage_alarm_peek(dobj_ns *ns, const dobj_id *id, int op, int64_t *wh
 	}
 	if (op < 0) {
 		rc = meta_read(st->db, when);
+	} else if (ns->rt->cluster && !(st->obj && st->obj->cluster && !st->obj->dead)) {
+		/* Cluster mode: a file no incarnation of this node holds is only a
+		 * cache; a write to it would never reach PostgreSQL.  The record
+		 * stays, and the alarm runs again where the object is next active
+		 * (at least once). */
+		rc = DOBJ_OK;
 	} else {
 		rc = meta_read(st->db, &now);
-		if (rc == 1 && now == *when)
+		if (rc == 1 && now == *when) {
 			rc = st->obj && st->obj->dead ? DOBJ_OK : dobj__storage_alarm_write(st, 0);
+			/* Outside a step, the clear commits on its own: ship it now. */
+			if (rc == DOBJ_OK && st->obj && st->obj->cluster && !st->in_txn)
+				cluster_commit(st);
+		}
 	}
 	if (opened && ns->dir && !st->obj) {
 		dobj__idmap_del(&ns->stores, &st->id);

@@ -19,6 +19,10 @@
 static pgtest pg;
 static dobj_ns *ns;
 
+static int alarm_runs;
+static dobj_rt *alarm_rt; /* the runtime the last alarm ran on */
+static char alarm_name[64];
+
 static int counter_step(dobj_task *t, void *data)
 {
 	dobj_storage *st;
@@ -32,7 +36,20 @@ static int counter_step(dobj_task *t, void *data)
 	(void)data;
 	if ((rc = dobj_obj_storage(dobj_task_obj(t), &st)) < 0)
 		return rc;
-	if (!strcmp(req->s, "count")) {
+	if (dobj_task_call_kind(t) == DOBJ_CALL_ALARM) {
+		const char *name = dobj_obj_name(dobj_task_obj(t), &len);
+		alarm_runs++;
+		alarm_rt = dobj_task_rt(t);
+		snprintf(alarm_name, sizeof(alarm_name), "%.*s", name ? (int)len : 6,
+			name ? name : "(none)");
+		dobj_task_return(t, NULL);
+		return DOBJ_OK;
+	}
+	if (!strncmp(req->s, "alarm ", 6)) {
+		CHECK_EQ_INT(dobj_alarm_set(st, dobj_rt_wall_ms(dobj_task_rt(t)) + atof(req->s + 6)),
+			DOBJ_OK);
+		respond(t, 200, "set");
+	} else if (!strcmp(req->s, "count")) {
 		if (dobj_kv_get(st, "n", 1, &val, &len) == 1) {
 			snprintf(buf, sizeof(buf), "%.*s", (int)len, (const char *)val);
 			n = strtol(buf, NULL, 10);
@@ -88,7 +105,7 @@ static dobj_rt *node_new(const char *dir, dobj_cluster_opts *co, int expect)
 		return NULL;
 	}
 	k.name = "Counter";
-	k.flags = DOBJ_CLASS_FETCH;
+	k.flags = DOBJ_CLASS_FETCH | DOBJ_CLASS_ALARM;
 	k.step = counter_step;
 	CHECK_EQ_INT(dobj_ns_new(&ns, rt, "COUNTER", 7, "counter-key", 11, &k), DOBJ_OK);
 	return rt;
@@ -324,6 +341,69 @@ static void test_postgres_killed_and_restarted_loses_no_acknowledged_write(void)
 	rm_rf(d2);
 }
 
+static int alarm_ran(void *arg)
+{
+	return alarm_runs >= *(int *)arg;
+}
+
+static void guard_fired(void *data, int fired)
+{
+	(void)data;
+	(void)fired;
+}
+
+/* Run until `n` alarms ran, for at most 10 s (a strong timer keeps
+ * dobj_rt_run going while only the node's own timers are left). */
+static void run_alarms(dobj_rt *rt, int n)
+{
+	dobj_timer *guard;
+	CHECK_EQ_INT(dobj_rt_timer(rt, 10000, guard_fired, NULL, &guard), DOBJ_OK);
+	dobj_rt_run(rt, alarm_ran, &n);
+	if (!alarm_ran(&n))
+		return; /* the guard fired */
+	dobj_timer_cancel(rt, guard);
+}
+
+static void test_an_alarm_fires_on_whichever_node_activates_the_object(void)
+{
+	char d1[64], d2[64], d3[64];
+	dobj_rt *a, *b, *c;
+	dobj_stub *s;
+
+	alarm_runs = 0;
+	a = node_new(tmp_dir(d1), NULL, DOBJ_OK);
+	s = stub_for(a, "alarmed");
+	CHECK_STR(fetch(a, s, "alarm 60000", NULL), "set");
+	CHECK_EQ_INT(sql1("SELECT count(*) FROM dobj_alarm WHERE name = 'alarmed'::bytea"), 1);
+	dobj_stub_free(s);
+	dobj_rt_free(a);
+	/* Another node activates the object: the restored alarm is its own now
+	 * (here moved close, from a call on that node). */
+	b = node_new(tmp_dir(d2), NULL, DOBJ_OK);
+	s = stub_for(b, "alarmed");
+	CHECK_STR(fetch(b, s, "alarm 200", NULL), "set");
+	run_alarms(b, 1);
+	CHECK_EQ_INT(alarm_runs, 1);
+	CHECK(alarm_rt == b);
+	/* The run cleared the record, and the cluster's schedule with it. */
+	CHECK_EQ_INT(sql1("SELECT count(*) FROM dobj_alarm WHERE name = 'alarmed'::bytea"), 0);
+	/* An alarm whose node went away is found by a node that never saw the
+	 * object: it claims the object, restores it and fires the alarm. */
+	CHECK_STR(fetch(b, s, "alarm 300", NULL), "set");
+	dobj_stub_free(s);
+	dobj_rt_free(b);
+	c = node_new(tmp_dir(d3), NULL, DOBJ_OK);
+	run_alarms(c, 2);
+	CHECK_EQ_INT(alarm_runs, 2);
+	CHECK(alarm_rt == c);
+	CHECK_STR(alarm_name, "alarmed");
+	CHECK_EQ_INT(sql1("SELECT count(*) FROM dobj_alarm"), 0);
+	dobj_rt_free(c);
+	rm_rf(d1);
+	rm_rf(d2);
+	rm_rf(d3);
+}
+
 int main(void)
 {
 	if (pgtest_start(&pg) < 0)
@@ -334,6 +414,7 @@ int main(void)
 	RUN(test_a_live_owner_keeps_its_object);
 	RUN(test_a_stale_owner_is_fenced);
 	RUN(test_postgres_killed_and_restarted_loses_no_acknowledged_write);
+	RUN(test_an_alarm_fires_on_whichever_node_activates_the_object);
 	pgtest_stop(&pg);
 	CHECK_EQ_INT(live_values, 0);
 	return DONE();

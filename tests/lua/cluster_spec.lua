@@ -34,6 +34,13 @@ function Counter:table()
   return self.ctx.storage.sql:exec("SELECT count(*) AS n FROM t"):one().n
 end
 
+local Alarmed = H.class("Alarmed")
+Alarmed.fired = {}
+function Alarmed.new(ctx) return setmetatable({ ctx = ctx }, Alarmed) end
+function Alarmed:set(when) self.ctx.storage:set_alarm(when) end
+function Alarmed:read() return self.ctx.storage:get_alarm() end
+function Alarmed:alarm() Alarmed.fired[#Alarmed.fired + 1] = self.ctx.id.name end
+
 describe("cluster mode", function()
   local pg, dirs
   setup(function() pg = pg_start() end)
@@ -114,6 +121,21 @@ describe("cluster mode", function()
     rt:close()
     local rt2, ns2 = node()
     assert.are.equal(3, ns2:get_by_name("pgkill"):add())
+    rt2:close()
+  end)
+
+  it("fires an alarm on whichever node activates the object", function()
+    local rt = node()
+    local a = rt:bind("ALARMED", Alarmed)
+    local when = rt:now() + 300
+    a:get_by_name("wake"):set(when)
+    rt:close() -- the alarm stays in PostgreSQL, with the object's data
+    local rt2 = node()
+    local a2 = rt2:bind("ALARMED", Alarmed)
+    assert.are.equal(when, a2:get_by_name("wake"):read()) -- restored here, alarm included
+    rt2:run() -- the restored alarm's timer keeps the loop going until it fired
+    assert.are.same({ "wake" }, Alarmed.fired)
+    assert.is_nil(a2:get_by_name("wake"):read())
     rt2:close()
   end)
 end)

@@ -534,7 +534,8 @@ describe("dobj.test.setup in a busted run", function()
     assert.matches("failed on purpose", out, 1, true)
     -- the leak, reported by the fixture's after_each right after that test
     assert.matches("not ok 2 %- leaky after_each", out)
-    assert.matches("dobj.test: the test left work behind in its runtime:", out, 1, true)
+    assert.matches('dobj.test: the test "leaky sets an alarm and fails on purpose" left work behind in its runtime:',
+      out, 1, true)
     assert.matches("alarm on LEAKY", out, 1, true)
     assert.matches("1 task, 1 alarm", out, 1, true)
     assert.matches("\nok 3 %- leaky sees nothing of the test before", out)

@@ -148,3 +148,35 @@ async def test_postgres_killed_and_restarted_loses_no_acknowledged_write(pg, tmp
     rt, ns = node(pg, tmp_path, "b")
     assert await ns.get_by_name("pgkill").add() == 3
     rt.close()
+
+
+class Alarmed(dobj.DurableObject):
+    fired = []
+
+    async def set_in(self, seconds):
+        when = time.time() * 1000 + seconds * 1000
+        self.ctx.storage.set_alarm(when)
+        return when
+
+    async def alarm(self, info=None):
+        type(self).fired.append((self.ctx.id.name, time.time() * 1000))
+        type(self).event.set()
+
+
+async def test_an_alarm_fires_on_the_node_that_finds_it(pg, tmp_path):
+    import asyncio
+    Alarmed.fired = []
+    Alarmed.event = asyncio.Event()
+    rt = dobj.Runtime(storage=str(tmp_path / "a"), cluster=pg.url)
+    ns = rt.bind("ALARMED", Alarmed)
+    when = await ns.get_by_name("wake").set_in(0.3)
+    assert pg.sql("SELECT count(*) FROM dobj_alarm WHERE ns = 'ALARMED'") == ["1"]
+    rt.close()  # the alarm stays in the cluster's schedule
+    rt = dobj.Runtime(storage=str(tmp_path / "b"), cluster=pg.url)
+    rt.bind("ALARMED", Alarmed)  # never calls the object: finds the alarm in PostgreSQL
+    await asyncio.wait_for(Alarmed.event.wait(), 10)
+    assert [name for name, _ in Alarmed.fired] == ["wake"]
+    assert Alarmed.fired[0][1] >= when  # never early
+    await rt.drain(timeout=5)
+    assert pg.sql("SELECT count(*) FROM dobj_alarm WHERE ns = 'ALARMED'") == ["0"]
+    rt.close()

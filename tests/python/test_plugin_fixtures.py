@@ -204,6 +204,7 @@ def test_leaks_are_reported(tester):
 def test_alarms_and_storage_never_leak_between_tests(tester):
     tester.makepyfile(test_isolation=textwrap.dedent('''
         import pytest
+        import dobj
         from objects import LOG, setup
 
 
@@ -230,6 +231,11 @@ def test_alarms_and_storage_never_leak_between_tests(tester):
             assert dobj_runtime.run(stub.get_alarm()) is None
             dobj_runtime.advance(3600)
             assert [w for w, _ in LOG if w.startswith("alarm")] == []
+            for bad in (float("inf"), float("nan")):          # the core's rule
+                with pytest.raises(dobj.Error, match="a delay must be a finite number"):
+                    dobj_runtime.advance(bad)
+            with pytest.raises(ValueError):
+                dobj_runtime.advance(-1)
     '''))
     result = run(tester)
     result.assert_outcomes(passed=3, failed=1)
@@ -443,3 +449,45 @@ def test_docs_example_is_the_example_file_and_passes(tester):
     tester.makepyfile(test_reminder=example)
     result = run(tester)
     result.assert_outcomes(passed=2)
+
+
+def test_auto_mode_and_a_loop_without_a_replaceable_clock(tester):
+    """pytest-asyncio's auto mode (no marker); uvloop, whose clock cannot be
+    replaced: advance still moves the core's timers (alarms, eviction)."""
+    pytest.importorskip("uvloop")
+    tester.makeini(INI.replace("strict", "auto"))
+    tester.makepyfile(test_modes=textwrap.dedent('''
+        import pytest
+        from objects import LOG, setup
+
+
+        async def test_auto_mode(dobj_runtime):
+            stub = setup(dobj_runtime).get_by_name("a")
+            await stub.set_alarm_in(5)
+            await stub.nap(1)                      # asyncio.sleep on the virtual clock
+            await dobj_runtime.advance(5)
+            assert [w for w, _ in LOG] == ["construct", "woke", "alarm0"]
+    '''))
+    tester.makepyfile(test_uvloop=textwrap.dedent('''
+        import asyncio
+        import uvloop
+        from objects import LOG, setup
+
+
+        async def test_uvloop(dobj_runtime):
+            assert isinstance(asyncio.get_running_loop(), uvloop.Loop)
+            stub = setup(dobj_runtime).get_by_name("u")
+            await stub.set_alarm_in(5)
+            await dobj_runtime.advance(5)
+            assert [w for w, t in LOG] == ["construct", "alarm0"] and LOG[-1][1] == 5.0
+    '''))
+    run(tester, "test_modes.py").assert_outcomes(passed=1)
+    tester.makeconftest(textwrap.dedent('''
+        import pytest
+        import uvloop
+
+        @pytest.fixture(scope="session")
+        def event_loop_policy():
+            return uvloop.EventLoopPolicy()
+    '''))
+    run(tester, "test_uvloop.py").assert_outcomes(passed=1)

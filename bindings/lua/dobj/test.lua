@@ -91,16 +91,20 @@ end
 --- Close a runtime made by M.runtime or M.project and remove its temporary
 -- folder.  Returns nil when nothing leaked, else a message listing what was
 -- still open (the runtime is closed all the same).
-function M.close(rt)
+local function close(rt, who)
   local report = kit.leaks(rt)
   rt:close()
   local dir = folders[rt]
   folders[rt] = nil
   if dir then kit.rmtree(dir) end
   if report then
-    return "dobj.test: the test left work behind in its runtime: " .. report
+    return "dobj.test: " .. who .. " left work behind in its runtime: " .. report
   end
   return nil
+end
+
+function M.close(rt)
+  return close(rt, "the test")
 end
 
 --- Run fn(instance, ctx) inside the object of `stub`, as one of its events
@@ -175,7 +179,24 @@ end
 -- `describe`): each `it` gets a fresh runtime in `t.rt` (M.runtime(opts),
 -- or M.project(opts) when opts.config is set; `t.env` is its env), and after
 -- each `it`, passed or failed, the runtime is closed and its folder removed;
--- if it leaked, the test's after_each fails with the list.
+-- if it leaked, the test's after_each fails with the list, naming the test.
+-- The name of the test busted is running ("describe it"), for leak reports;
+-- heard of through busted's test/start event (subscribed once).
+local running_test
+
+local function follow_tests(busted)
+  if running_test ~= nil then return end
+  running_test = false
+  busted.subscribe({ "test", "start" }, function(element, parent)
+    local name = element and element.name or "?"
+    if parent and parent.descriptor == "describe" and parent.name then
+      name = parent.name .. " " .. name
+    end
+    running_test = name
+    return nil, true -- let busted's other handlers run
+  end)
+end
+
 function M.setup(opts)
   opts = copy(opts)
   local make = opts.config and M.project or M.runtime
@@ -183,6 +204,7 @@ function M.setup(opts)
   -- busted's hooks: globals of the spec file, not of this module; the
   -- running busted's API has them too.
   local busted = require "busted"
+  follow_tests(busted)
   busted.before_each(function()
     local rt = make(opts)
     t.rt, t.env = rt, rt.env
@@ -191,7 +213,7 @@ function M.setup(opts)
     local rt = t.rt
     t.rt, t.env = nil, nil
     if rt then
-      local report = M.close(rt)
+      local report = close(rt, running_test and string.format("the test %q", running_test) or "the test")
       if report then error(report, 0) end
     end
   end)

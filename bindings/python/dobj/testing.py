@@ -17,12 +17,14 @@ when the loop would wait for a timer with nothing else to do, the clock
 jumps to the next timer instead (the core's alarms and eviction, the loop's
 ``asyncio.sleep``, whichever comes first), so a test takes no wall-clock
 time and everything fires in time order.  ``advance(seconds)`` moves it by
-hand.  Standard asyncio loops only (selector loops; not uvloop).
+hand.  asyncio's own selector loops only: on another loop (uvloop) the
+helpers work, but only the core's timers follow virtual time.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 from typing import Any, Awaitable, Callable, Dict, List, Optional
 
 from . import _dobj
@@ -56,6 +58,9 @@ class VirtualClock:
         self._saved: Dict[int, Any] = {}
 
     def attached(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Does ``loop`` follow the virtual clock?  (False for loops other
+        than asyncio's selector loops, such as uvloop's: there ``advance``
+        moves the core's timers only.)"""
         return id(loop) in self._saved
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -70,10 +75,11 @@ class VirtualClock:
             return base + clock(rt)
 
         selector = getattr(loop, "_selector", None)
-        self._saved[id(loop)] = (loop, selector)
+        if not isinstance(loop, asyncio.BaseEventLoop) or selector is None:
+            return  # not asyncio's own selector loop (uvloop...): core timers only
         loop.time = time  # type: ignore[method-assign]
-        if selector is not None:
-            loop._selector = _JumpingSelector(selector, loop, self)  # type: ignore[attr-defined]
+        self._saved[id(loop)] = (loop, selector)
+        loop._selector = _JumpingSelector(selector, loop, self)  # type: ignore[attr-defined]
 
     def detach(self, loop: asyncio.AbstractEventLoop) -> None:
         saved = self._saved.pop(id(loop), None)
@@ -83,8 +89,7 @@ class VirtualClock:
             del loop.time
         except AttributeError:
             pass
-        if saved[1] is not None:
-            loop._selector = saved[1]  # type: ignore[attr-defined]
+        loop._selector = saved[1]  # type: ignore[attr-defined]
 
     def detach_all(self) -> None:
         for loop, _ in list(self._saved.values()):
@@ -332,16 +337,16 @@ async def _run_alarm(stub: Any) -> bool:
 
 async def _advance(h: Harness, seconds: float) -> None:
     __tracebackhide__ = True
-    if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or not seconds >= 0:
+    if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or seconds < 0:
         raise ValueError(f"advance() needs a number of seconds >= 0, got {seconds!r}")
     loop = asyncio.get_running_loop()
     rt = h.rt
-    if h.clock.attached(loop) and getattr(loop, "_selector", None) is not None:
+    if h.clock.attached(loop) and math.isfinite(seconds):
         # The loop jumps from timer to timer (core and asyncio alike, in
         # time order) until this sleep ends at now + seconds.
         await asyncio.sleep(seconds)
     else:
-        Runtime.advance(rt, seconds)
+        Runtime.advance(rt, seconds)  # the core refuses infinities and NaN (dobj.Error)
     await _settle(rt)
 
 

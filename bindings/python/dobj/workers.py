@@ -992,58 +992,9 @@ def _entry_function(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 # --------------------------------------------------------- ASGI apps (import asgi)
 
-async def asgi_fetch(app: Any, request: Any, env: Any, ctx: Any = None) -> Response:
-    """``asgi.fetch(app, request, env, ctx=None)``: one request through an ASGI
-    application (FastAPI, Starlette...) in this process, with ``env`` in
-    ``scope["env"]`` as in Python Workers; the body is buffered both ways.
-    The lifespan protocol is not run."""
-    from urllib.parse import urlsplit
-
-    import asyncio
-
-    req = Request._adopt(request)
-    url = urlsplit(req.url)
-    scope = {
-        "type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"},
-        "http_version": "1.1", "method": req.method, "scheme": url.scheme or "http",
-        "path": url.path or "/", "raw_path": (url.path or "/").encode(),
-        "query_string": url.query.encode(), "root_path": "",
-        "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in req.headers.items()],
-        "server": None, "client": None, "env": env,
-    }
-    sent_body = False
-    done = asyncio.Event()
-    status: Optional[int] = None
-    headers: list = []
-    chunks: list = []
-
-    async def receive() -> dict:
-        nonlocal sent_body
-        if not sent_body:
-            sent_body = True
-            return {"type": "http.request", "body": req.body, "more_body": False}
-        await done.wait()
-        return {"type": "http.disconnect"}
-
-    async def send(message: dict) -> None:
-        nonlocal status
-        if message["type"] == "http.response.start":
-            status = message["status"]
-            headers.extend((k.decode("latin-1"), v.decode("latin-1"))
-                           for k, v in message.get("headers", ()))
-        elif message["type"] == "http.response.body":
-            chunks.append(bytes(message.get("body", b"")))
-            if not message.get("more_body", False):
-                done.set()
-
-    try:
-        await app(scope, receive, send)
-    finally:
-        done.set()
-    if status is None:
-        raise Error("the ASGI application did not send a response")
-    resp = Response(b"".join(chunks), status=status)
-    h = resp.headers
-    for k, v in headers:
-        h.append(k, v)
-    return resp
+async def asgi_fetch(app: Any, request: Any, env: Any, ctx: Any = None) -> FetchResponse:
+    """``asgi.fetch(app, request, env, ctx=None)``: :func:`dobj.asgi.fetch`
+    (one request through an ASGI app, FastAPI or Starlette, with ``env`` in
+    ``scope["env"]``), its response read with ``await`` like any other here."""
+    from . import asgi
+    return FetchResponse._adopt(await asgi.fetch(app, request, env, ctx))
