@@ -852,7 +852,8 @@ DOBJ_API int dobj_msg_request_body_check(const char *method, size_t body_len);
  */
 DOBJ_API int dobj_msg_response_body_check(int status, size_t body_len);
 
-/** The reason phrase of `status` ("OK", "Not Found"), "" if it has none. */
+/** The reason phrase of `status` ("OK", "Not Found"), "" if it has none: workerd's
+ *  table (its Response.statusText when none is given). */
 DOBJ_API const char *dobj_msg_status_text(int status);
 
 /** A host for C programs whose values are dobj_msg (release = dobj_msg_free,

@@ -272,6 +272,7 @@ int dobj_msg_response_body_check(int status, size_t body_len)
 	return DOBJ_OK;
 }
 
+/* workerd's defaultStatusText: RFC 7231's phrases and the few it adds. */
 const char *dobj_msg_status_text(int status)
 {
 	static const struct { int status; const char *text; } phrases[] = {
@@ -287,12 +288,12 @@ const char *dobj_msg_status_text(int status)
 		{ 405, "Method Not Allowed" }, { 406, "Not Acceptable" },
 		{ 407, "Proxy Authentication Required" }, { 408, "Request Timeout" },
 		{ 409, "Conflict" }, { 410, "Gone" }, { 411, "Length Required" },
-		{ 412, "Precondition Failed" }, { 413, "Content Too Large" },
+		{ 412, "Precondition Failed" }, { 413, "Payload Too Large" },
 		{ 414, "URI Too Long" }, { 415, "Unsupported Media Type" },
 		{ 416, "Range Not Satisfiable" }, { 417, "Expectation Failed" },
 		{ 418, "I'm a teapot" }, { 421, "Misdirected Request" },
-		{ 422, "Unprocessable Content" }, { 423, "Locked" }, { 424, "Failed Dependency" },
-		{ 425, "Too Early" }, { 426, "Upgrade Required" }, { 428, "Precondition Required" },
+		{ 422, "Unprocessable Entity" }, { 423, "Locked" }, { 424, "Failed Dependency" },
+		{ 426, "Upgrade Required" }, { 428, "Precondition Required" },
 		{ 429, "Too Many Requests" }, { 431, "Request Header Fields Too Large" },
 		{ 451, "Unavailable For Legal Reasons" }, { 500, "Internal Server Error" },
 		{ 501, "Not Implemented" }, { 502, "Bad Gateway" }, { 503, "Service Unavailable" },
