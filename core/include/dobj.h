@@ -856,6 +856,16 @@ DOBJ_API int dobj_msg_response_body_check(int status, size_t body_len);
  *  table (its Response.statusText when none is given). */
 DOBJ_API const char *dobj_msg_status_text(int status);
 
+/**
+ * May a header with this name and value go on the wire?  DOBJ_OK when the
+ * name is a non-empty RFC 9110 token and the value holds no CR, LF or NUL
+ * (what the Fetch API's Headers accepts); else DOBJ_EARG with a message
+ * naming the header.  A server checks a response's headers with it, so that
+ * a value cannot add a header or end the head early.
+ */
+DOBJ_API int dobj_msg_header_check(const char *name, size_t name_len, const char *value,
+	size_t value_len);
+
 /** A host for C programs whose values are dobj_msg (release = dobj_msg_free,
  *  no retain: C values are never shared). */
 DOBJ_API dobj_host dobj_host_msg(void);

@@ -209,6 +209,11 @@ int dobj_msg_header_name_check(const char *name, size_t len)
 	return DOBJ_OK;
 }
 
+static int has_cr_lf_nul(const char *s, size_t len)
+{
+	return len && (memchr(s, '\0', len) || memchr(s, '\r', len) || memchr(s, '\n', len));
+}
+
 static int is_http_ws(char c)
 {
 	return c == ' ' || c == '\t' || c == '\r' || c == '\n';
@@ -224,8 +229,7 @@ int dobj_msg_header_value_check(const char *value, size_t len, size_t *start, si
 		a++;
 	while (b > a && is_http_ws(value[b - 1]))
 		b--;
-	if (b > a && (memchr(value + a, '\0', b - a) || memchr(value + a, '\r', b - a) ||
-	    memchr(value + a, '\n', b - a)))
+	if (has_cr_lf_nul(value + a, b - a))
 		return dobj_error_set(DOBJ_EARG, "Invalid header value.");
 	if (start)
 		*start = a;
@@ -357,6 +361,24 @@ int dobj_msg_header_is_framing(const char *name)
 		if (strcasecmp(name, framing[i]) == 0)
 			return 1;
 	return 0;
+}
+
+/* The wire's check: the same character rules as dobj_msg_header_name_check
+ * and dobj_msg_header_value_check (no normalizing: what is sent is checked
+ * as it is), with a message naming the header for a server's log. */
+int dobj_msg_header_check(const char *name, size_t name_len, const char *value, size_t value_len)
+{
+	if (!name || !name_len)
+		return dobj_error_set(DOBJ_EARG, "invalid header name: empty");
+	if (!is_token(name, name_len))
+		return dobj_error_set(DOBJ_EARG,
+			"invalid header name: \"%.*s\" (letters, digits and !#$%%&'*+-.^_`|~ only)",
+			(int)(name_len > 100 ? 100 : name_len), name);
+	if (value && has_cr_lf_nul(value, value_len))
+		return dobj_error_set(DOBJ_EARG,
+			"invalid value for header %.*s: it holds a CR, LF or NUL byte",
+			(int)(name_len > 100 ? 100 : name_len), name);
+	return DOBJ_OK;
 }
 
 void dobj_msg_free(dobj_msg *m)

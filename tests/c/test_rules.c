@@ -322,6 +322,18 @@ static void test_http_request_headers_body_and_framing(void)
 	CHECK(!dobj_msg_header_is_framing("content-type"));
 	CHECK(!dobj_msg_header_is_framing("set-cookie"));
 	CHECK(!dobj_msg_header_is_framing(NULL));
+
+	CHECK_EQ_INT(dobj_msg_header_check("x-ok", 4, "a, b; c=\"d\"", 11), DOBJ_OK);
+	CHECK_EQ_INT(dobj_msg_header_check("x-empty", 7, "", 0), DOBJ_OK);
+	CHECK_EQ_INT(dobj_msg_header_check("bad name", 8, "v", 1), DOBJ_EARG);
+	CHECK_STR(dobj_error_last(),
+		"invalid header name: \"bad name\" (letters, digits and !#$%&'*+-.^_`|~ only)");
+	CHECK_EQ_INT(dobj_msg_header_check("", 0, "v", 1), DOBJ_EARG);
+	CHECK_EQ_INT(dobj_msg_header_check("x:y", 3, "v", 1), DOBJ_EARG);
+	CHECK_EQ_INT(dobj_msg_header_check("x-bad", 5, "a\r\nInjected: yes", 17), DOBJ_EARG);
+	CHECK_STR(dobj_error_last(), "invalid value for header x-bad: it holds a CR, LF or NUL byte");
+	CHECK_EQ_INT(dobj_msg_header_check("x-nul", 5, "a\0b", 3), DOBJ_EARG);
+	CHECK_EQ_INT(dobj_msg_header_check("x-lf", 4, "a\nb", 3), DOBJ_EARG);
 }
 
 static void test_a_released_incarnation_is_gone(void)

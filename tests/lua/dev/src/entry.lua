@@ -4,7 +4,8 @@
 --   /echo...     answers the request as seen: url, method, headers, then the body
 --   /boom        raises
 --   /cookies     answers two set-cookie headers
---   /badheader   answers a response whose headers were changed to a value no server can send
+--   /badheader   answers a header value with CR LF in it (set after the response was made:
+--                dobj.response itself refuses one)
 local dobj = require "dobj"
 
 local Counter = {}
@@ -44,7 +45,7 @@ local function fetch(request, env)
   end
   if path == "/badheader" then
     local r = dobj.response("bad")
-    r.headers["x-bad"] = "a\r\nInjected: 1" -- a plain table: changed after the rules ran
+    r.headers["x-bad"] = "a\r\nInjected: yes" -- a plain table: changed after the rules ran
     return r
   end
   return dobj.response("not found", { status = 404 })
