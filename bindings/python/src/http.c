@@ -33,7 +33,7 @@ dobj_msg *http_request_to_msg(PyObject *req, const char *url)
 			if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2 ||
 			    !(k = PyUnicode_AsUTF8(PyTuple_GET_ITEM(pair, 0))) ||
 			    !(v = PyUnicode_AsUTF8(PyTuple_GET_ITEM(pair, 1))) ||
-			    dobj_msg_set_header(m, k, v) < 0) {
+			    dobj_msg_add_header(m, k, v) < 0) {
 				Py_DECREF(seq);
 				if (!PyErr_Occurred())
 					PyErr_SetString(PyExc_TypeError, "bad header");
