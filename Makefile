@@ -16,7 +16,7 @@ JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 DEB_PACKAGES := build-essential pkg-config python3-dev python3-venv \
 	cmake libssl-dev libffi-dev libsqlite3-dev sqlite3 \
 	lua5.4 liblua5.4-dev lua-busted luarocks nodejs npm \
-	libmicrohttpd-dev curl libpq-dev postgresql
+	libmicrohttpd-dev libwslay-dev curl libpq-dev postgresql
 # $(call lua_paths,DIR): DIR holds dobj/test.lua (require "dobj.test") of
 # the module under test: the CMake build, build-asan or the LuaRocks tree.
 lua_paths = LUA_PATH="$(1)/?.lua;$(CURDIR)/tests/lua/?.lua;$(CURDIR)/examples/lua/?.lua;;"
@@ -48,7 +48,7 @@ PY_MISSING := $(filter-out $(PY_FOUND),$(PY_VERSIONS))
 
 ROCK_TREE := $(BUILD)/rock
 
-.PHONY: all deps build venv workerd test test-c test-lua test-python \
+.PHONY: all deps build venv workerd test test-c test-lua test-python test-cluster \
 	sanitize sanitize-build sanitize-c sanitize-lua sanitize-python \
 	test-pythons dist test-dist rock test-rock check-sources rockspec \
 	demo demo-lua-dev bench clean
@@ -207,6 +207,13 @@ test-rock: rock build workerd
 # build and from `luarocks make`, Python on the oldest and newest versions it
 # supports, then on the default one.  pytest runs last so its summary is the
 # final line CI reads.
+# The cluster fault test (tests/cluster/fault.py): a real PostgreSQL, three
+# node processes, kills, pauses and PostgreSQL restarts, then the history is
+# checked.  `make test` runs SEEDS=2 (~50 s); `make test-cluster SEEDS=50`.
+SEEDS ?= 2
+test-cluster: venv
+	$(VENV)/bin/python tests/cluster/fault.py --seeds $(SEEDS)
+
 test: build venv
 	@status=0; \
 	$(MAKE) --no-print-directory test-c || status=1; \
@@ -214,6 +221,7 @@ test: build venv
 	$(MAKE) --no-print-directory test-lua || status=1; \
 	$(MAKE) --no-print-directory test-rock || status=1; \
 	$(MAKE) --no-print-directory test-pythons || status=1; \
+	$(MAKE) --no-print-directory test-cluster || status=1; \
 	$(MAKE) --no-print-directory test-python || status=1; \
 	exit $$status
 
@@ -241,6 +249,7 @@ demo-lua-dev: build
 bench: DEB_PACKAGES += wrk
 bench: build venv
 	$(PYTHON) bench/run.py
+	$(PYTHON) bench/ws_bench.py
 
 clean:
 	rm -rf $(BUILD) $(BUILD_ASAN) $(VENV) $(VENV_ASAN) .venv-3.* .build-py .build-py-asan dist *.egg-info

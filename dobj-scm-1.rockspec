@@ -29,6 +29,8 @@ external_dependencies = {
    PQ = { header = "postgresql/libpq-fe.h", library = "pq" },
    -- The HTTP server of `dobj-lua dev` (Debian: libmicrohttpd-dev).
    MHD = { header = "microhttpd.h", library = "microhttpd" },
+   -- Its WebSockets' framing (Debian: libwslay-dev).
+   WSLAY = { header = "wslay/wslay.h", library = "wslay" },
 }
 build = {
    type = "builtin",
@@ -65,6 +67,7 @@ build = {
             "core/src/v8_writer.c",
             "core/src/val_tree.c",
             "core/src/val_v8.c",
+            "core/src/websocket.c",
             "bindings/lua/src/config.c",
             "bindings/lua/src/ctx.c",
             "bindings/lua/src/driver.c",
@@ -77,19 +80,21 @@ build = {
             "bindings/lua/src/rpc.c",
             "bindings/lua/src/runtime.c",
             "bindings/lua/src/server.c",
+            "bindings/lua/src/server_ws.c",
             "bindings/lua/src/sleep.c",
             "bindings/lua/src/sql.c",
             "bindings/lua/src/storage.c",
             "bindings/lua/src/stub.c",
             "bindings/lua/src/testkit.c",
             "bindings/lua/src/values.c",
+            "bindings/lua/src/websocket.c",
          },
-         defines = { "DOBJ_HAVE_MHD" },
-         incdirs = { "core/include", "core/src", "$(OPENSSL_INCDIR)", "$(SQLITE_INCDIR)", "$(MHD_INCDIR)",
+         defines = { "DOBJ_HAVE_MHD", "DOBJ_HAVE_WSLAY" },
+         incdirs = { "core/include", "core/src", "$(OPENSSL_INCDIR)", "$(SQLITE_INCDIR)", "$(MHD_INCDIR)", "$(WSLAY_INCDIR)",
             "$(PQ_INCDIR)/postgresql" },
-         libdirs = { "$(OPENSSL_LIBDIR)", "$(SQLITE_LIBDIR)", "$(LIBFFI_LIBDIR)", "$(MHD_LIBDIR)",
+         libdirs = { "$(OPENSSL_LIBDIR)", "$(SQLITE_LIBDIR)", "$(LIBFFI_LIBDIR)", "$(MHD_LIBDIR)", "$(WSLAY_LIBDIR)",
             "$(PQ_LIBDIR)" },
-         libraries = { "crypto", "sqlite3", "pq", "ffi", "microhttpd", "dl", "m", "pthread" },
+         libraries = { "crypto", "sqlite3", "pq", "ffi", "microhttpd", "wslay", "dl", "m", "pthread" },
       },
       -- require "dobj.test": the busted helpers (docs/testing.md).
       ["dobj.test"] = "bindings/lua/dobj/test.lua",

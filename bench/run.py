@@ -348,7 +348,7 @@ def main() -> int:
     ap.add_argument("--http-runs", type=int, default=2,
                     help="wrk runs per HTTP server, best kept (default 2)")
     ap.add_argument("--only", default="",
-                    help="comma-separated sides: workerd,c,py,lua,pure,http")
+                    help="comma-separated sides: workerd,c,py,lua,pure,http,cluster")
     ap.add_argument("--json", help="also write the figures to this file")
     args = ap.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that cleanup runs
@@ -524,6 +524,9 @@ def bench(args, log, started: float, store: str) -> int:
               for s in ("py", "lua") if mem and results.get(("http", s))]
         if vs:
             out.append("note: http counter against workerd in memory: " + ", ".join(vs))
+    if not only or "cluster" in only:
+        import cluster_bench  # bench/cluster_bench.py: PostgreSQL rows
+        out.extend(cluster_bench.rows(*cluster_bench.run(args.store_seconds)))
     out.append(f"({time.monotonic() - started:.0f} s)")
     print("\n".join(out), flush=True)
 

@@ -186,7 +186,10 @@ typedef enum dobj_call_kind {
 	DOBJ_CALL_FETCH = 1,
 	DOBJ_CALL_RPC = 2,
 	DOBJ_CALL_ALARM = 3, /**< made by the core when an alarm is due */
-	DOBJ_CALL_HOST = 4   /**< a host function run in the object (dobj_stub_run) */
+	DOBJ_CALL_HOST = 4,  /**< a host function run in the object (dobj_stub_run) */
+	DOBJ_CALL_WS_MESSAGE = 5, /**< made by the core: a WebSocket message (dobj/websocket.h) */
+	DOBJ_CALL_WS_CLOSE = 6,   /**< made by the core: a WebSocket closed */
+	DOBJ_CALL_WS_ERROR = 7    /**< made by the core: a WebSocket failed */
 } dobj_call_kind;
 
 /**
@@ -205,7 +208,10 @@ enum {
 	DOBJ_CLASS_ALARM = 1 << 1, /**< has an alarm handler */
 	/** Class data and instances are C values owned by the class (never
 	 *  host values), and calls carry core values (dobj/native.h). */
-	DOBJ_CLASS_NATIVE = 1 << 2
+	DOBJ_CLASS_NATIVE = 1 << 2,
+	DOBJ_CLASS_WS_MESSAGE = 1 << 3, /**< has a webSocketMessage handler */
+	DOBJ_CLASS_WS_CLOSE = 1 << 4,   /**< has a webSocketClose handler */
+	DOBJ_CLASS_WS_ERROR = 1 << 5    /**< has a webSocketError handler */
 };
 
 /** How a namespace's objects are made and run. */
@@ -877,6 +883,7 @@ DOBJ_API dobj_host dobj_host_msg(void);
 #include "dobj/config.h"
 #include "dobj/testkit.h"
 #include "dobj/cluster.h"
+#include "dobj/websocket.h"
 
 #ifdef __cplusplus
 }

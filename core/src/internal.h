@@ -74,6 +74,8 @@ void dobj__abort(dobj_obj *obj, int code, const char *message);
 /** Find the live incarnation of `id` or make one (name may be NULL). */
 dobj_obj *dobj__obj_get(dobj_ns *ns, const dobj_id *id, const char *name, size_t name_len);
 void dobj__obj_unref(dobj_obj *obj);
+/** Drop a reference to the runtime taken with rt->refs++. */
+void dobj__rt_unref(dobj_rt *rt);
 /** Evict a live, idle incarnation (idle eviction, dobj_ns_evict). */
 void dobj__obj_evict(dobj_obj *obj);
 /** Flush the host values the core dropped, unless inside a pump or loop. */
@@ -101,6 +103,14 @@ double dobj__wall_ms(dobj_rt *rt);
 void dobj__alarm_done(dobj_task *t);
 /** Alarms of a namespace go away with it. */
 void dobj__alarms_free(dobj_ns *ns);
+/** A WebSocket event the class has no handler for: 1 to finish it at once
+ *  (close, error), -1 to fail it (message: an error for the hook), 0 to run. */
+int dobj__ws_unhandled(const dobj_task *t);
+/** Send the WebSocket output the step held (its writes are committed now);
+ *  drop what an object whose commit failed sent. */
+void dobj__ws_flush(dobj_rt *rt);
+/** Let go of every WebSocket accepted in a namespace (runtime closed). */
+void dobj__ws_ns_close(dobj_ns *ns);
 /** Free a namespace that is not (or no longer) published (ns.c). */
 void dobj__ns_free(dobj_ns *ns);
 /** The incarnation a storage belongs to (NULL when none is live). */
@@ -251,6 +261,7 @@ struct dobj_ns {
 	dobj__idmap stores; /* open storages (in-memory ones live as long as the runtime) */
 	void *meta;         /* sqlite3 handle of <dir>/<unique_key>/metadata.sqlite */
 	dobj__idmap alarms; /* pending alarms by ID */
+	dobj__idmap rooms;  /* accepted WebSockets by ID (websocket.c) */
 	char *dir;          /* <dir>/<unique_key>, or NULL for in-memory storage */
 	int folder_fd;      /* dir, open and flock'ed while bound (folder.c); -1 if none */
 };
@@ -301,6 +312,7 @@ struct dobj_rt {
 	dobj_durability durability;
 	dobj_storage *dirty;       /* written during the current step */
 	dobj_task *held_head, *held_tail; /* results waiting for the commit */
+	struct dobj__ws_held *ws_held, *ws_held_tail; /* WebSocket output waiting for it */
 	double idle_ms;
 	double (*wall_ms)(void *);
 	double wall_base;          /* virtual time: wall clock at start */

@@ -539,6 +539,9 @@ static int native_step(dobj_task *t, void *data)
 		return DOBJ_OK;
 	}
 	case DOBJ_CALL_HOST: /* refused by dobj_stub_run */
+	case DOBJ_CALL_WS_MESSAGE: /* native classes have no WebSocket handlers */
+	case DOBJ_CALL_WS_CLOSE:
+	case DOBJ_CALL_WS_ERROR:
 		break;
 	}
 	return dobj_error_set(DOBJ_EARG, "unknown call kind");

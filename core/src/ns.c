@@ -35,7 +35,8 @@ int dobj_ns_new_with_id_key(dobj_ns **out, dobj_rt *rt, const char *binding, siz
 		return dobj_error_set(DOBJ_EARG, "the unique key must not contain a NUL byte");
 	if (id_key && memchr(id_key, '\0', id_key_len))
 		return dobj_error_set(DOBJ_EARG, "the ID key must not contain a NUL byte");
-	if (klass->flags & ~(unsigned)(DOBJ_CLASS_FETCH | DOBJ_CLASS_ALARM | DOBJ_CLASS_NATIVE))
+	if (klass->flags & ~(unsigned)(DOBJ_CLASS_FETCH | DOBJ_CLASS_ALARM | DOBJ_CLASS_NATIVE |
+	    DOBJ_CLASS_WS_MESSAGE | DOBJ_CLASS_WS_CLOSE | DOBJ_CLASS_WS_ERROR))
 		return dobj_error_set(DOBJ_EARG, "unknown class flags 0x%x", klass->flags);
 	if (!klass->step)
 		return dobj_error_set(DOBJ_EARG, "a class needs a step function");
@@ -103,6 +104,7 @@ size_t dobj_ns_live(const dobj_ns *ns) { return ns->objs.len; }
 void dobj__ns_free(dobj_ns *ns)
 {
 	dobj__alarms_free(ns);
+	dobj__ws_ns_close(ns);
 	dobj__storage_ns_close(ns);
 	dobj__idmap_free(&ns->objs);
 	free(ns->unique_key);

@@ -238,6 +238,8 @@ void dobj__obj_unref(dobj_obj *obj)
 	obj_unref(obj);
 }
 
+void dobj__rt_unref(dobj_rt *rt) { rt_unref(rt); }
+
 void dobj_obj_ref(dobj_obj *obj)
 {
 	if (obj)
@@ -507,6 +509,8 @@ static void end_step(dobj_rt *rt)
 	if (rt->cluster)
 		dobj__cluster_gate(rt);
 	dobj__storage_commit_dirty(rt);
+	if (rt->ws_held)
+		dobj__ws_flush(rt);
 	while (rt->held_head) {
 		dobj_task *t = rt->held_head;
 		rt->held_head = t->dnext;
@@ -956,6 +960,11 @@ static void run_task(dobj_rt *rt, dobj_task *t)
 			finish(t, DOBJ_ENOHANDLER, DOBJ_MSG_NO_ALARM, NULL, NULL);
 			goto done;
 		}
+		if (t->kind == DOBJ_TASK_CALL && !t->started && (rc = dobj__ws_unhandled(t)) != 0) {
+			t->report = rc < 0; /* see dobj__ws_unhandled */
+			finish(t, rc < 0 ? DOBJ_ENOHANDLER : DOBJ_OK, DOBJ_MSG_WS_NO_MESSAGE, NULL, NULL);
+			goto done;
+		}
 		if (t->kind == DOBJ_TASK_CALL && !t->started && t->call_kind == DOBJ_CALL_RPC &&
 		    dobj_rpc_name_check(t->method, t->method ? strlen(t->method) : 0) < 0) {
 			finish(t, DOBJ_ENOHANDLER, dobj_error_last(), NULL, NULL);
@@ -980,7 +989,8 @@ static void run_task(dobj_rt *rt, dobj_task *t)
 	 * the object was reset meanwhile: that reaches its callers. */
 	if (t->done && t->code != DOBJ_OK && !(obj && obj->dead) &&
 	    (t->kind == DOBJ_TASK_BACKGROUND ||
-	     (t->kind == DOBJ_TASK_CALL && t->call_kind == DOBJ_CALL_ALARM)))
+	     (t->kind == DOBJ_TASK_CALL && (t->call_kind == DOBJ_CALL_ALARM ||
+	      t->call_kind >= DOBJ_CALL_WS_MESSAGE))))
 		t->report = 1;
 	rt->current = prev;
 	if (!prev)
@@ -1192,6 +1202,7 @@ void dobj_rt_clear(dobj_rt *rt)
 		while ((o = dobj__idmap_any(&ns->objs)))
 			abort_obj(o, DOBJ_ECLOSED, "the runtime is closed", NULL);
 		dobj__alarms_free(ns);
+		dobj__ws_ns_close(ns);
 		dobj__storage_ns_close(ns);
 	}
 	dobj__cluster_close(rt);

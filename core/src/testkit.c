@@ -417,6 +417,9 @@ static const char *what_task(const dobj_open_item *it)
 		case DOBJ_CALL_RPC: return "call";
 		case DOBJ_CALL_ALARM: return "call alarm";
 		case DOBJ_CALL_HOST: return "call run_in_durable_object";
+		case DOBJ_CALL_WS_MESSAGE: return "call webSocketMessage";
+		case DOBJ_CALL_WS_CLOSE: return "call webSocketClose";
+		case DOBJ_CALL_WS_ERROR: return "call webSocketError";
 		}
 		return "call";
 	case DOBJ_TASK_BLOCK: return "block_concurrency_while";

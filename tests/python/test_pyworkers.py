@@ -444,7 +444,7 @@ def test_response_constructors():
     assert (red.status, red.headers["location"]) == (301, "https://e/")
     with pytest.raises(ValueError, match="200 to 599"):
         Response("x", status=99)
-    with pytest.raises(TypeError, match="WebSockets"):
+    with pytest.raises(TypeError, match="web_socket must be a dobj.WebSocket"):
         Response("x", web_socket=object())
 
 
@@ -454,7 +454,7 @@ async def test_ctx_names_dobj_does_not_have_say_so(tmp_path):
         class Counter(DurableObject):
             async def fetch(self, request):
                 try:
-                    self.ctx.acceptWebSocket(None)
+                    self.ctx.container
                 except AttributeError as e:
                     return Response(str(e))
         async def fetch(request, env, ctx):
@@ -463,7 +463,7 @@ async def test_ctx_names_dobj_does_not_have_say_so(tmp_path):
     rt = dobj.Runtime.from_config(d)
     try:
         assert (await rt.default.fetch("https://c/")).text() == \
-            "ctx.acceptWebSocket is not supported by dobj " \
+            "ctx.container is not supported by dobj " \
             "(docs/python.md, Python Workers compatibility)"
     finally:
         close(rt)

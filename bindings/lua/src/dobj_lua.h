@@ -22,6 +22,8 @@
  *   project.c     dobj.load: a Workers project (config + main) as a runtime
  *   server.c      dobj.http_listen: the HTTP server of `dobj-lua dev`
  *   testkit.c     dobj._testkit: the C half of require "dobj.test" (dobj/test.lua)
+ *   websocket.c   dobj.WebSocket, ctx:accept_web_socket..., WebSocket handlers
+ *   server_ws.c   the WebSockets of dobj.http_listen (libmicrohttpd upgrade + wslay)
  *
  * The files are separate compilation units rather than one unit including
  * the others (luv's way): each then states what it uses through this header,
@@ -115,7 +117,8 @@ enum {
 	MT_SET,    /* metatables of plain tables: markers only */
 	MT_MAP,
 	MT_LIST,
-	MT_COUNT = MT_LIST
+	MT_WEBSOCKET,
+	MT_COUNT = MT_WEBSOCKET
 };
 #define UV_METHODS(i) (MT_COUNT + (i))
 #define UV_DEFAULT_RT (2 * MT_COUNT + 1) /* weak table { runtime } */
@@ -343,6 +346,15 @@ void storage_open(lua_State *L, int mi);
 void sql_open(lua_State *L, int mi);
 void values_open(lua_State *L, int mi);
 void testkit_open(lua_State *L, int mi); /* sets dobj._testkit on the module table at -1 */
+void websocket_open(lua_State *L, int mi);
+
+/* websocket.c */
+void push_websocket(lua_State *L, runtime_ud *r, dobj_ws *ws);
+int l_websocket_pair(lua_State *L);
+dobj_ws *websocket_at(lua_State *L, int idx);
+int websocket_push_event(lua_State *L, runtime_ud *r, dobj_task *t, bound_class *k);
+unsigned websocket_class_flags(lua_State *L, int idx);
+extern const luaL_Reg websocket_ctx_methods[];
 
 #if defined(__GNUC__)
 #pragma GCC visibility pop

@@ -269,6 +269,8 @@ static int step_call_held(dobj_task *t, bound_class *k)
 		lua_pushlightuserdata(L, k);
 		return run_co(r, t, c, 2);
 	}
+	if (dobj_task_call_kind(t) >= DOBJ_CALL_WS_MESSAGE)
+		return run_co(r, t, c, websocket_push_event(L, r, t, k));
 	lua_pushcfunction(L, fetch_tramp);
 	push_slot(r, L, dobj_obj_instance(dobj_task_obj(t)));
 	push_slot(r, L, dobj_task_request(t));

@@ -338,13 +338,21 @@ int l_response(lua_State *L)
 	check_body(L, 1);
 	lua_setfield(L, t, "body");
 	if (!lua_isnil(L, 2)) {
+		int has_ws;
+		lua_getfield(L, 2, "web_socket");
+		has_ws = !lua_isnil(L, -1);
+		if (has_ws && !test_ud(L, -1, MT_WEBSOCKET))
+			return luaL_error(L, "web_socket must be a dobj.WebSocket, got %s", luaL_typename(L, -1));
+		lua_setfield(L, t, "web_socket");
 		lua_getfield(L, 2, "status");
-		if (!lua_isnil(L, -1)) {
-			int isint;
-			status = lua_tointegerx(L, -1, &isint);
+		if (!lua_isnil(L, -1) || has_ws) {
+			int isint = 1;
+			if (!lua_isnil(L, -1))
+				status = lua_tointegerx(L, -1, &isint);
 			if (!isint)
 				return luaL_error(L, "status must be an integer");
-			if (dobj_msg_status_check(status) < 0)
+			/* The core's rule: 101 with a WebSocket and only then. */
+			if (dobj_ws_response_check(status, has_ws) < 0)
 				return luaL_error(L, "%s", dobj_error_last());
 		}
 		lua_pop(L, 1);

@@ -9,7 +9,7 @@ const char *const mt_names[MT_COUNT + 1] = {
 	NULL, "dobj.Runtime", "dobj.Namespace", "dobj.Id", "dobj.Stub",
 	"dobj.Ctx", "dobj.Request", "dobj.Response", "dobj.Error",
 	"dobj.Storage", "dobj.Transaction", "dobj.Sql", "dobj.Cursor", "dobj.Bytes",
-	"dobj.Date", "dobj.null", "dobj.Set", "dobj.Map", "dobj.List",
+	"dobj.Date", "dobj.null", "dobj.Set", "dobj.Map", "dobj.List", "dobj.WebSocket",
 };
 
 void push_mt(lua_State *L, int which)
@@ -112,7 +112,8 @@ static const luaL_Reg module_funcs[] = {
 	{ "runtime", l_runtime }, { "request", l_request }, { "response", l_response },
 	{ "sleep", l_sleep }, { "is_error", l_is_error }, { "_stats", l_stats },
 	{ "on_error", l_on_error }, { "load_config", l_load_config }, { "load", l_load }, { "http_listen", l_http_listen }, { "_config_parse", l_config_parse },
-	{ "bytes", l_bytes }, { "date", l_date }, { "set", l_set }, { "map", l_map }, { NULL, NULL }
+	{ "bytes", l_bytes }, { "date", l_date }, { "set", l_set }, { "map", l_map },
+	{ "websocket_pair", l_websocket_pair }, { NULL, NULL }
 };
 
 LDOBJ_EXPORT int luaopen_dobj(lua_State *L)
@@ -127,6 +128,7 @@ LDOBJ_EXPORT int luaopen_dobj(lua_State *L)
 	namespace_open(L, mi);
 	stub_open(L, mi);
 	ctx_open(L, mi);
+	websocket_open(L, mi);
 	http_open(L, mi);
 	errors_open(L, mi);
 	storage_open(L, mi);

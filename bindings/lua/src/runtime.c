@@ -478,6 +478,7 @@ static int l_rt_bind(lua_State *L)
 	if (!lua_isnil(L, -1))
 		klass.flags |= DOBJ_CLASS_ALARM;
 	lua_pop(L, 1);
+	klass.flags |= websocket_class_flags(L, 3);
 
 	/* The namespace userdata first, then the core namespace it names. */
 	n = push_ns(L, r);

@@ -29,6 +29,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#ifdef DOBJ_HAVE_WSLAY
+#include "server_ws.h"
+#endif
+
 #define SERVER_MT "dobj.HttpServer"
 
 enum req_state { REQ_READING, REQ_DISPATCHED, REQ_ANSWERED };
@@ -61,6 +65,9 @@ typedef struct server {
 	int stopping;
 	int running;
 	int resumed;        /* a connection was resumed since the last MHD_run */
+#ifdef DOBJ_HAVE_WSLAY
+	ws_srv *ws;         /* upgraded connections (server_ws.c) */
+#endif
 } server;
 
 static void req_free(req *q)
@@ -220,6 +227,12 @@ static void server_close(server *s)
 {
 	size_t i;
 
+#ifdef DOBJ_HAVE_WSLAY
+	if (s->ws) {
+		ws_srv_free(s->ws); /* upgraded connections go before the daemon */
+		s->ws = NULL;
+	}
+#endif
 	if (s->d) {
 		/* Take the listen socket back (ours to close), and resume what is
 		 * suspended: stopping with suspended connections is an API
@@ -320,7 +333,18 @@ int l_http_listen(lua_State *L)
 		s->port = ntohs(a4->sin_port);
 		snprintf(s->host, sizeof(s->host), "%s:%d", addr, s->port);
 	}
-	s->d = MHD_start_daemon(MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_TURBO,
+#ifdef DOBJ_HAVE_WSLAY
+	s->ws = ws_srv_new();
+	if (!s->ws) {
+		server_close(s);
+		return luaL_error(L, "out of memory");
+	}
+#endif
+	s->d = MHD_start_daemon(MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_TURBO |
+#ifdef DOBJ_HAVE_WSLAY
+		MHD_ALLOW_UPGRADE |
+#endif
+		0,
 		0, NULL, NULL, on_access, s,
 		MHD_OPTION_LISTEN_SOCKET, fd,
 		MHD_OPTION_URI_LOG_CALLBACK, on_uri, s,
@@ -470,7 +494,8 @@ static int l_srv_run(lua_State *L)
 	}
 	s->running = 1;
 	for (;;) {
-		struct pollfd p[3];
+		struct pollfd p3[3], *p = p3;
+		size_t nws = 0;
 		MHD_UNSIGNED_LONG_LONG mhd_ms;
 		int timeout = -1;
 
@@ -495,11 +520,36 @@ static int l_srv_run(lua_State *L)
 		p[1].events = POLLIN;
 		p[2].fd = sigfd;
 		p[2].events = POLLIN;
+#ifdef DOBJ_HAVE_WSLAY
+		if (ws_srv_count(s->ws)) {
+			/* The upgraded connections after the three (server_ws.c). */
+			p = malloc((3 + ws_srv_count(s->ws)) * sizeof(*p));
+			if (!p) {
+				lua_pushstring(L, "out of memory");
+				failed = 1;
+				break;
+			}
+			memcpy(p, p3, sizeof(p3));
+			nws = ws_srv_poll_fill(s->ws, p + 3);
+		}
+#endif
 		p[0].revents = p[1].revents = p[2].revents = 0;
-		if (poll(p, 3, timeout) < 0 && errno != EINTR) {
+		if (poll(p, 3 + (nfds_t)nws, timeout) < 0 && errno != EINTR) {
 			lua_pushfstring(L, "poll: %s", strerror(errno));
+			if (p != p3)
+				free(p);
 			failed = 1;
 			break;
+		}
+#ifdef DOBJ_HAVE_WSLAY
+		/* Messages read queue events: process them in this round. */
+		if (nws && ws_srv_poll_done(s->ws, p + 3, nws))
+			p[1].revents |= POLLIN;
+#endif
+		if (p != p3) {
+			memcpy(p3, p, sizeof(p3));
+			free(p);
+			p = p3;
 		}
 		if (p[2].revents & POLLIN) {
 			struct signalfd_siginfo si;
@@ -519,6 +569,10 @@ static int l_srv_run(lua_State *L)
 				}
 			}
 		}
+#ifdef DOBJ_HAVE_WSLAY
+		if (s->stopping)
+			ws_srv_close_all(s->ws, 1001, "the server is stopping");
+#endif
 		if (s->stopping && s->listen_fd >= 0) {
 			/* Stop accepting and free the port; in-flight requests go on. */
 			MHD_quiesce_daemon(s->d);
@@ -605,6 +659,7 @@ static int l_srv_respond(lua_State *L)
 	server *s = luaL_checkudata(L, 1, SERVER_MT);
 	lua_Integer id = luaL_checkinteger(L, 2);
 	lua_Integer status;
+	dobj_ws *ws;
 	struct MHD_Response *r;
 	const char *body;
 	size_t len;
@@ -619,7 +674,10 @@ static int l_srv_respond(lua_State *L)
 	status = lua_tointegerx(L, -1, &isint);
 	if (!isint)
 		return luaL_error(L, "status must be an integer");
-	if (dobj_msg_status_check(status) < 0)
+	lua_getfield(L, 3, "web_socket");
+	ws = websocket_at(L, -1);
+	lua_pop(L, 1);
+	if (dobj_ws_response_check(status, ws != NULL) < 0)
 		return luaL_error(L, "%s", dobj_error_last());
 	lua_getfield(L, 3, "body");
 	body = lua_tolstring(L, -1, &len);
@@ -658,6 +716,34 @@ static int l_srv_respond(lua_State *L)
 		lua_pushstring(L, dobj_msg_status_text((int)status));
 		return 1;
 	}
+#ifdef DOBJ_HAVE_WSLAY
+	if (ws) {
+		const char *why = NULL;
+		struct MHD_Response *up = ws_srv_upgrade(s->ws, q->conn, ws, &why);
+		MHD_destroy_response(r);
+		if (up) {
+			struct add_resp_header a = { up, NULL };
+			r = up;
+			if (lua_istable(L, -1)) /* checked above: cannot fail */
+				lua_pcall_walk(L, lua_gettop(L), &a);
+		} else {
+			/* Not a WebSocket request: refuse it, and the object hears
+			 * that its socket closed. */
+			dobj_ws_peer_close(ws, 1006, "", 0, 0);
+			status = 426;
+			r = MHD_create_response_from_buffer(strlen(why), (void *)why, MHD_RESPMEM_MUST_COPY);
+		}
+	}
+#else
+	if (ws) {
+		MHD_destroy_response(r);
+		status = 501;
+		r = MHD_create_response_from_buffer(41, (void *)"dobj was built without wslay (WebSockets)",
+			MHD_RESPMEM_MUST_COPY);
+	}
+#endif
+	if (!r)
+		return luaL_error(L, "out of memory");
 	q->resp = r;
 	q->status = (unsigned)status;
 	q->state = REQ_ANSWERED;

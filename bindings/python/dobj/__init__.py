@@ -32,6 +32,7 @@ from ._dobj import (  # noqa: F401  (re-exported)
     Namespace,
     Runtime,
     Stub,
+    WebSocket,
 )
 from .config import Binding, Config, ConfigError, Migration, load_config  # noqa: F401
 from .project import Entry, ExecutionContext, ProjectRuntime, WorkerEntrypoint  # noqa: F401
@@ -44,6 +45,7 @@ __all__ = [
     "Storage", "Transaction", "SqlStorage", "Cursor", "serialize", "deserialize",
     "load_config", "Config", "Binding", "Migration", "ConfigError",
     "WorkerEntrypoint", "ExecutionContext", "Entry", "ProjectRuntime",
+    "WebSocket", "WebSocketPair", "WebSocketRequestResponsePair",
 ]
 
 HeadersInit = Union["Headers", Mapping[str, str], Iterable[Tuple[str, str]], None]
@@ -207,18 +209,25 @@ class Request(_Message):
 
 
 class Response(_Message):
-    """An HTTP response: ``status``, ``headers``, ``body`` (bytes), ``ok``.
+    """An HTTP response: ``status``, ``headers``, ``body`` (bytes), ``ok``;
+    ``web_socket`` is the client end of a WebSocketPair in a 101 response.
     A str body gets ``content-type: text/plain;charset=UTF-8`` unless the
     headers name one, as in workerd."""
 
-    __slots__ = ("status",)
+    __slots__ = ("status", "web_socket")
 
     def __init__(self, body: BodyInit = None, *, status: int = 200,
-                 headers: HeadersInit = None) -> None:
+                 headers: HeadersInit = None, web_socket: Optional[WebSocket] = None) -> None:
         if type(status) is not int:
             raise ValueError(f"status must be an int, got {status!r}")
-        _dobj._check_status(status)  # the core's range and message (workerd's)
+        if web_socket is None:
+            _dobj._check_status(status)  # the core's range and message (workerd's)
+        else:
+            if not isinstance(web_socket, WebSocket):
+                raise TypeError(f"web_socket must be a dobj.WebSocket, got {type(web_socket).__name__}")
+            _dobj._check_response(status, True)
         self.status = status
+        self.web_socket = web_socket
         self._headers = Headers(headers) if headers is not None else None
         self.body = _body(body)
         if self.body:
@@ -314,6 +323,52 @@ def _make_request(url_or_request, *, method=None, headers=None, body=None):
         return Request(url_or_request, method=method or "GET", headers=headers, body=body)
     raise TypeError("fetch() needs a URL (str) or a dobj.Request, got "
                     f"{type(url_or_request).__name__}")
+
+
+class WebSocketPair(tuple):
+    """``client, server = dobj.WebSocketPair()``: the two ends of a WebSocket.
+    The object accepts ``server`` (``ctx.accept_web_socket``) and returns
+    ``Response(None, status=101, web_socket=client)``; ``pair.client``,
+    ``pair.server`` (and ``pair[0]``, ``pair[1]`` as in JavaScript)."""
+
+    __slots__ = ()
+
+    def __new__(cls) -> "WebSocketPair":
+        return tuple.__new__(cls, WebSocket._pair())
+
+    @property
+    def client(self) -> WebSocket:
+        return self[0]
+
+    @property
+    def server(self) -> WebSocket:
+        return self[1]
+
+
+class WebSocketRequestResponsePair:
+    """For ``ctx.set_web_socket_auto_response``: a text message equal to
+    ``request`` is answered with ``response`` without waking the object."""
+
+    __slots__ = ("request", "response")
+
+    def __init__(self, request: str, response: str) -> None:
+        if not isinstance(request, str) or not isinstance(response, str):
+            raise TypeError("request and response must be str")
+        self.request = request
+        self.response = response
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, WebSocketRequestResponsePair):
+            return NotImplemented
+        return (self.request, self.response) == (other.request, other.response)
+
+    def __repr__(self) -> str:
+        return f"WebSocketRequestResponsePair({self.request!r}, {self.response!r})"
+
+
+def _utc_datetime(ms: float):
+    import datetime
+    return datetime.datetime.fromtimestamp(ms / 1000.0, datetime.timezone.utc)
 
 
 class DurableObject:

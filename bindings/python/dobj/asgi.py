@@ -207,9 +207,10 @@ class App:
         elif kind == "lifespan":
             await self._project.lifespan(receive, send)
         elif kind == "websocket":
-            # The entry answers HTTP requests only: refuse the handshake (403).
-            await receive()
-            await send({"type": "websocket.close", "code": 1008})
+            # The upgrade request goes to the entry's fetch; a 101 response
+            # with web_socket= accepts (dobj/_asgi_websocket.py).
+            from ._asgi_websocket import serve
+            await serve(self._project.get(), scope, receive, send, _url, self._log)
 
     async def _http(self, scope: Any, receive: Callable[..., Any], send: Callable[..., Any]) -> None:
         log = self._log

@@ -51,6 +51,8 @@ def _parser() -> argparse.ArgumentParser:
     dev.add_argument("--ip", default="127.0.0.1", help="the address to listen on (default 127.0.0.1)")
     dev.add_argument("--persist-to", metavar="DIR",
                      help="keep state in DIR/v3/do (default: .wrangler/state next to the config)")
+    dev.add_argument("--idle-timeout", type=float, metavar="SECONDS",
+                     help="evict objects idle this long (default 10; WebSockets hibernate)")
     return p
 
 
@@ -131,8 +133,10 @@ async def _serve(args: argparse.Namespace, out: Any) -> int:
     from .asgi import App, close_runtime
 
     try:
-        rt = dobj.Runtime.from_config(args.config, env=args.env, persist_to=args.persist_to)
-    except dobj.Error as exc:  # ConfigError, a state folder in use, ...
+        extra = {} if args.idle_timeout is None else {"idle_timeout": args.idle_timeout}
+        rt = dobj.Runtime.from_config(args.config, env=args.env, persist_to=args.persist_to,
+                                      **extra)
+    except (dobj.Error, ValueError) as exc:  # ConfigError, a state folder in use, ...
         return _fail(str(exc))
     try:
         try:
@@ -148,7 +152,8 @@ async def _serve(args: argparse.Namespace, out: Any) -> int:
         shown = f"[{host}]" if ":" in host else host
         config = uvicorn.Config(
             App(rt, log=out), lifespan="off", access_log=False, log_config=None,
-            log_level="warning", ws="none", http="auto", server_header=False, proxy_headers=False,
+            log_level="warning", ws=_ws_impl(), ws_max_size=32 << 20, http="auto",
+            server_header=False, proxy_headers=False,
             timeout_graceful_shutdown=30)
         server = _server_class()(config)
         server.out, server.loop = out, asyncio.get_running_loop()
@@ -166,6 +171,17 @@ async def _serve(args: argparse.Namespace, out: Any) -> int:
     finally:
         await close_runtime(rt)
     return 0
+
+
+def _ws_impl() -> str:
+    """WebSockets through uvicorn's implementation on the ``websockets``
+    library (its sans-I/O protocol), when installed (``dobj[dev]`` has it);
+    messages up to Cloudflare's 32 MiB."""
+    try:
+        import websockets  # noqa: F401
+    except ImportError:
+        return "none"
+    return "websockets-sansio"
 
 
 class _LineWriter:

@@ -31,6 +31,8 @@ from . import Namespace as _Namespace
 from . import Request as _Request
 from . import Response as _Response
 from . import Stub as _Stub
+from . import WebSocketPair as _WebSocketPair
+from . import WebSocketRequestResponsePair
 from .project import ExecutionContext as _ExecutionContext
 from .project import WorkerEntrypoint as _WorkerEntrypoint
 
@@ -38,7 +40,7 @@ __all__ = [
     "DurableObject", "WorkerEntrypoint", "Request", "Response", "FetchResponse",
     "Headers", "handler", "python_to_rpc", "python_from_rpc", "fetch",
     "to_js", "to_py", "JsProxy", "JsException", "JavaScriptUnsupportedError",
-    "UnsupportedError", "Context",
+    "UnsupportedError", "Context", "WebSocketPair", "WebSocketRequestResponsePair",
 ]
 
 
@@ -637,6 +639,25 @@ class _DOContext:
     def abort(self, reason: Any = None) -> Any:
         return self._ctx.abort(reason)
 
+    # The WebSocket hibernation API (dobj's ctx methods, JavaScript names).
+    def acceptWebSocket(self, ws: Any, tags: Any = None) -> None:  # noqa: N802
+        self._ctx.accept_web_socket(ws, tags)
+
+    def getWebSockets(self, tag: Any = None) -> Any:  # noqa: N802
+        return self._ctx.get_web_sockets(tag)
+
+    def getTags(self, ws: Any) -> Any:  # noqa: N802
+        return self._ctx.get_tags(ws)
+
+    def setWebSocketAutoResponse(self, pair: Any = None) -> None:  # noqa: N802
+        self._ctx.set_web_socket_auto_response(pair)
+
+    def getWebSocketAutoResponse(self) -> Any:  # noqa: N802
+        return self._ctx.get_web_socket_auto_response()
+
+    def getWebSocketAutoResponseTimestamp(self, ws: Any) -> Any:  # noqa: N802
+        return self._ctx.get_web_socket_auto_response_timestamp(ws)
+
     def __getattr__(self, name: str) -> Any:
         raise AttributeError(f"ctx.{name} is not supported by dobj "
                              "(docs/python.md, Python Workers compatibility)")
@@ -765,6 +786,7 @@ class FetchResponse(_Response):
             return resp
         r = FetchResponse.__new__(FetchResponse)
         r.status, r._headers, r.body, r._status_text = resp.status, resp._headers, resp.body, ""
+        r.web_socket = getattr(resp, "web_socket", None)
         return r
 
     @property
@@ -800,11 +822,10 @@ class Response(FetchResponse):
 
     def __init__(self, body: Any = None, status: Any = None, status_text: str = "",
                  headers: Any = None, web_socket: Any = None) -> None:
-        if web_socket is not None:
-            raise TypeError("WebSockets are not supported by dobj")
         if isinstance(status, HTTPStatus):
             status = status.value
-        super().__init__(body, status=200 if status is None else status, headers=headers)
+        super().__init__(body, status=200 if status is None else status, headers=headers,
+                         web_socket=web_socket)
         self._status_text = status_text
 
     @staticmethod
@@ -830,8 +851,28 @@ def _plain(result: Any) -> Any:
     if isinstance(result, FetchResponse):
         r = _Response.__new__(_Response)
         r.status, r._headers, r.body = result.status, result._headers, result.body
+        r.web_socket = getattr(result, "web_socket", None)
         return r
     return result
+
+
+_WEBSOCKET_HANDLERS = (("webSocketMessage", "web_socket_message"),
+                       ("webSocketClose", "web_socket_close"),
+                       ("webSocketError", "web_socket_error"))
+
+
+class WebSocketPair(_WebSocketPair):
+    """``client, server = WebSocketPair.new().object_values()`` (the Python
+    Workers spelling; ``WebSocketPair()`` unpacks the same way)."""
+
+    __slots__ = ()
+
+    @classmethod
+    def new(cls) -> "WebSocketPair":
+        return cls()
+
+    def object_values(self) -> tuple:
+        return tuple(self)
 
 
 def _wrap_handlers(cls: type) -> None:
@@ -853,6 +894,10 @@ def _wrap_handlers(cls: type) -> None:
         if inspect.isfunction(fn) and not name.startswith("_") and name not in ("fetch", "alarm") \
                 and not getattr(fn, "_dobj_workers", False):
             setattr(cls, name, _translating_args(fn))
+    for js, py in _WEBSOCKET_HANDLERS:  # webSocketMessage -> web_socket_message
+        fn = cls.__dict__.get(js)
+        if fn is not None and py not in cls.__dict__:
+            setattr(cls, py, fn)
     alarm = cls.__dict__.get("alarm")
     if inspect.isfunction(alarm) and not getattr(alarm, "_dobj_workers", False):
         @functools.wraps(alarm)

@@ -222,6 +222,19 @@ static PyMethodDef Context_methods[] = {
 		"Deliver nothing else to the object until fn() finishes; await it for fn's result." },
 	{ "wait_until", (PyCFunction)Context_wait_until, METH_O,
 		"Keep background work (an awaitable) alive." },
+	/* The WebSocket hibernation API (websocket.c). */
+	{ "accept_web_socket", (PyCFunction)(void (*)(void))ctx_accept_web_socket,
+		METH_VARARGS | METH_KEYWORDS, "Accept the server end of a WebSocketPair, with tags." },
+	{ "get_web_sockets", (PyCFunction)(void (*)(void))ctx_get_web_sockets,
+		METH_VARARGS | METH_KEYWORDS, "The accepted WebSockets (with `tag` if given)." },
+	{ "get_tags", (PyCFunction)ctx_get_tags, METH_O, "The tags of an accepted WebSocket." },
+	{ "set_web_socket_auto_response",
+		(PyCFunction)(void (*)(void))ctx_set_web_socket_auto_response, METH_FASTCALL,
+		"Answer a request message with a response without waking the object (None clears)." },
+	{ "get_web_socket_auto_response", (PyCFunction)ctx_web_socket_auto_response, METH_NOARGS,
+		"The WebSocketRequestResponsePair set, or None." },
+	{ "get_web_socket_auto_response_timestamp", (PyCFunction)ctx_web_socket_auto_response_ms,
+		METH_O, "When the socket was last answered by the auto-response (UTC), or None." },
 	{ NULL }
 };
 

@@ -296,6 +296,11 @@ int python_class_step(dobj_task *t, void *data)
 			Py_DECREF(arg);
 		}
 		break;
+	case DOBJ_CALL_WS_MESSAGE:
+	case DOBJ_CALL_WS_CLOSE:
+	case DOBJ_CALL_WS_ERROR:
+		r = websocket_dispatch(t, rt, inst);
+		break;
 	case DOBJ_CALL_RPC:
 		r = rpc_invoke_method(t, rt, inst);
 		if (!r && !PyErr_Occurred())

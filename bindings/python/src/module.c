@@ -202,6 +202,7 @@ static PyMethodDef mod_methods[] = {
 	{ "_setup_storage", mod_setup_storage, METH_VARARGS, NULL },
 	{ "_setup_reporting", mod_setup_reporting, METH_O, NULL },
 	{ "_check_status", mod_check_status, METH_O, NULL },
+	{ "_check_response", (PyCFunction)(void (*)(void))websocket_check_response, METH_FASTCALL, NULL },
 	{ "_body_check", mod_body_check, METH_O, NULL },
 	{ "_header_is_framing", mod_header_is_framing, METH_O, NULL },
 	{ "serialize", mod_serialize, METH_O,
@@ -219,6 +220,7 @@ static int mod_exec(PyObject *m)
 	if (errors_setup_types(m) < 0 || runtime_setup_types(m) < 0 ||
 	    namespace_setup_types(m) < 0 || stub_setup_types(m) < 0 || call_setup_types(m) < 0 ||
 	    driver_setup_types(m) < 0 || ctx_setup_types(m) < 0 || config_setup_types(m) < 0 ||
+	    websocket_setup_types(m) < 0 ||
 	    PyModule_AddFunctions(m, testkit_methods) < 0 || http_setup(m) < 0)
 		return -1;
 	/* Nested object-to-object calls allowed (the core's limit). */
@@ -284,6 +286,7 @@ static int mod_traverse(PyObject *m, visitproc visit, void *arg)
 	Py_VISIT(st->Call_T);
 	Py_VISIT(st->Context_T);
 	Py_VISIT(st->Waker_T);
+	Py_VISIT(st->WebSocket_T);
 	Py_VISIT(st->Error);
 	Py_VISIT(st->InvalidIdError);
 	Py_VISIT(st->Aborted);
@@ -312,6 +315,7 @@ static int mod_clear(PyObject *m)
 	Py_CLEAR(st->Call_T);
 	Py_CLEAR(st->Context_T);
 	Py_CLEAR(st->Waker_T);
+	Py_CLEAR(st->WebSocket_T);
 	Py_CLEAR(st->Error);
 	Py_CLEAR(st->InvalidIdError);
 	Py_CLEAR(st->Aborted);

@@ -32,7 +32,7 @@
 #include "values.h"
 
 typedef struct {
-	PyTypeObject *Runtime_T, *Namespace_T, *Id_T, *Stub_T, *Call_T, *Context_T, *Waker_T;
+	PyTypeObject *Runtime_T, *Namespace_T, *Id_T, *Stub_T, *Call_T, *Context_T, *Waker_T, *WebSocket_T;
 	PyObject *Error, *InvalidIdError, *Aborted;
 	/* Set by dobj/__init__.py through _setup(). */
 	PyObject *Request, *Response, *Env, *make_request;
@@ -162,6 +162,20 @@ int call_setup_types(PyObject *module);
 int driver_setup_types(PyObject *module);
 int ctx_setup_types(PyObject *module);
 int config_setup_types(PyObject *module);
+int websocket_setup_types(PyObject *module);
+
+/* websocket.c */
+PyObject *websocket_wrap(module_state *st, dobj_ws *ws);
+PyObject *websocket_dispatch(dobj_task *t, RuntimeObject *rt, PyObject *inst);
+unsigned websocket_class_flags(PyObject *cls);
+PyObject *websocket_check_response(PyObject *m, PyObject *const *args, Py_ssize_t nargs);
+PyObject *ctx_accept_web_socket(ContextObject *self, PyObject *args, PyObject *kw);
+PyObject *ctx_get_web_sockets(ContextObject *self, PyObject *args, PyObject *kw);
+PyObject *ctx_get_tags(ContextObject *self, PyObject *ws);
+PyObject *ctx_set_web_socket_auto_response(ContextObject *self, PyObject *const *args,
+	Py_ssize_t nargs);
+PyObject *ctx_web_socket_auto_response(ContextObject *self, PyObject *unused);
+PyObject *ctx_web_socket_auto_response_ms(ContextObject *self, PyObject *ws);
 
 /* errors.c */
 PyObject *raise_core_error(module_state *st, int code);

@@ -254,6 +254,11 @@ static void report_background_error(dobj_task *t, void *data)
 	if (dobj_task_alarm_info(t, NULL, &retry) == DOBJ_OK)
 		what = PyUnicode_FromFormat("alarm() of %s %s (run %d of %d)",
 			dobj_ns_class_name(dobj_obj_ns(obj)), hex, retry + 1, DOBJ_ALARM_MAX_RETRIES + 1);
+	else if (dobj_task_call_kind(t) >= DOBJ_CALL_WS_MESSAGE)
+		what = PyUnicode_FromFormat("%s() of %s %s",
+			dobj_task_call_kind(t) == DOBJ_CALL_WS_MESSAGE ? "web_socket_message"
+			: dobj_task_call_kind(t) == DOBJ_CALL_WS_CLOSE ? "web_socket_close"
+			: "web_socket_error", dobj_ns_class_name(dobj_obj_ns(obj)), hex);
 	else
 		what = PyUnicode_FromFormat("ctx.wait_until() of %s %s",
 			dobj_ns_class_name(dobj_obj_ns(obj)), hex);
@@ -273,19 +278,20 @@ static void report_background_error(dobj_task *t, void *data)
 static PyObject *Runtime_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 {
 	static char *kwlist[] = { "env", "id_seed", "storage", "durability", "idle_timeout",
-		"virtual_time", "cluster", "node_addr", NULL };
+		"virtual_time", "cluster", "node_addr", "cluster_ttl", "cluster_grace", NULL };
 	PyObject *module = module_of_type(type);
 	module_state *st = module ? PyModule_GetState(module) : NULL;
 	PyObject *env = Py_None, *seed = Py_None, *storage = Py_None, *durability = Py_None,
-		*idle = Py_None, *cluster = Py_None, *node_addr = Py_None;
+		*idle = Py_None, *cluster = Py_None, *node_addr = Py_None, *ttl = Py_None,
+		*grace = Py_None;
 	int virtual_time = 0;
 	RuntimeObject *self;
 	dobj_rt_opts opts = DOBJ_RT_OPTS_INIT;
 	PyObject *storage_bytes = NULL;
 	int rc;
 
-	if (!PyArg_ParseTupleAndKeywords(args, kw, "|O$OOOOpOO:Runtime", kwlist, &env, &seed, &storage,
-		    &durability, &idle, &virtual_time, &cluster, &node_addr))
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "|O$OOOOpOOOO:Runtime", kwlist, &env, &seed,
+		    &storage, &durability, &idle, &virtual_time, &cluster, &node_addr, &ttl, &grace))
 		return NULL;
 	if ((cluster != Py_None && !PyUnicode_Check(cluster)) ||
 	    (node_addr != Py_None && !PyUnicode_Check(node_addr))) {
@@ -370,6 +376,16 @@ static PyObject *Runtime_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 		}
 		if (!co.url || (node_addr != Py_None && !co.node_addr))
 			goto fail;
+		/* Seconds; the core checks them (dobj_cluster_opts_check). */
+		if (ttl != Py_None && (co.ttl_ms = PyFloat_AsDouble(ttl) * 1e3, PyErr_Occurred()))
+			goto fail;
+		if (grace != Py_None) {
+			co.grace_ms = PyFloat_AsDouble(grace) * 1e3;
+			if (PyErr_Occurred())
+				goto fail;
+			if (co.grace_ms == 0)
+				co.grace_ms = -1; /* 0 s: none (the C field's 0 is "the default") */
+		}
 		if ((rc = dobj_rt_cluster(self->rt, &co)) < 0) {
 			raise_core_error(st, rc);
 			goto fail;
@@ -456,6 +472,7 @@ static PyObject *runtime_bind_namespace(RuntimeObject *self, PyObject *binding, 
 			klass->flags |= DOBJ_CLASS_ALARM;
 		Py_XDECREF(attr);
 		PyErr_Clear();
+		klass->flags |= websocket_class_flags(cls);
 		klass->data = ns;
 		klass->construct = python_class_construct;
 		klass->step = python_class_step;

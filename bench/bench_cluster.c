@@ -1,0 +1,243 @@
+/*
+ * Cluster figures for `make bench` (bench/cluster_bench.py starts the
+ * PostgreSQL):
+ *   bench_cluster URL SECONDS
+ * prints "NAME OPS_PER_SECOND" lines:
+ *   raw_append_1    fenced appends straight through libpq, one connection
+ *                   (the statement dobj runs, 4 KiB of pages each)
+ *   raw_append_16   the same from 16 connections (threads), 16 objects
+ *   dobj_inc_1      durable increments of one object through the cluster
+ *                   (a C class: get, put, commit, fenced append)
+ */
+#include <libpq-fe.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "dobj.h"
+
+static const char *url;
+static double seconds;
+
+static double now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static PGconn *connect_or_die(void)
+{
+	PGconn *c = PQconnectdb(url);
+	if (PQstatus(c) != CONNECTION_OK) {
+		fprintf(stderr, "bench_cluster: %s", PQerrorMessage(c));
+		exit(1);
+	}
+	return c;
+}
+
+static void exec_or_die(PGconn *c, const char *sql)
+{
+	PGresult *r = PQexec(c, sql);
+	if (PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK) {
+		fprintf(stderr, "bench_cluster: %s: %s", sql, PQerrorMessage(c));
+		exit(1);
+	}
+	PQclear(r);
+}
+
+typedef struct worker {
+	int index;
+	long done;
+	double until;
+} worker;
+
+/* One connection appending to its own object with the epoch checked, as a
+ * node does (cluster.c's statement). */
+static void *append_loop(void *arg)
+{
+	worker *w = arg;
+	PGconn *c = connect_or_die();
+	unsigned char id[32] = { 0 }, page[4108];
+	char seq[32], sql[256];
+	const char *v[6];
+	int lens[6] = { 5, 32, 0, 0, (int)sizeof(page), 0 };
+	int fmts[6] = { 0, 1, 0, 0, 1, 0 };
+	long n;
+
+	memset(page, 0xA5, sizeof(page));
+	id[0] = (unsigned char)w->index;
+	id[1] = 0xBE;
+	/* Node 0: no real node has it (identities start at 1), so a real
+	 * node's leave does not release these rows. */
+	snprintf(sql, sizeof(sql), "INSERT INTO dobj_owner VALUES ('bench', '\\x%02xbe%060d', 1, 0) "
+		"ON CONFLICT DO NOTHING", w->index, 0);
+	exec_or_die(c, sql);
+	v[0] = "bench"; v[1] = (const char *)id; v[2] = seq; v[3] = "1"; v[4] = (const char *)page;
+	v[5] = "0";
+	for (n = 0; now_s() < w->until; n++) {
+		PGresult *r;
+		snprintf(seq, sizeof(seq), "%ld", n + 1 + (long)w->index * 100000000L);
+		r = PQexecParams(c, "INSERT INTO dobj_wal (ns, object_id, seq, epoch, frames) "
+			"SELECT $1, $2, $3, $4, $5 FROM dobj_owner "
+			"WHERE ns = $1 AND object_id = $2 AND epoch = $4 AND node_id = $6 FOR SHARE",
+			6, NULL, v, lens, fmts, 0);
+		if (PQresultStatus(r) != PGRES_COMMAND_OK || strcmp(PQcmdTuples(r), "1") != 0) {
+			fprintf(stderr, "bench_cluster: append: %s", PQerrorMessage(c));
+			exit(1);
+		}
+		PQclear(r);
+	}
+	w->done = n;
+	PQfinish(c);
+	return NULL;
+}
+
+static double raw_appends(int conns)
+{
+	pthread_t th[16];
+	worker w[16];
+	PGconn *c = connect_or_die();
+	double t0;
+	long total = 0;
+	int i;
+
+	exec_or_die(c, "DELETE FROM dobj_wal WHERE ns = 'bench'");
+	PQfinish(c);
+	t0 = now_s();
+	for (i = 0; i < conns; i++) {
+		w[i].index = i;
+		w[i].done = 0;
+		w[i].until = t0 + seconds;
+		pthread_create(&th[i], NULL, append_loop, &w[i]);
+	}
+	for (i = 0; i < conns; i++) {
+		pthread_join(th[i], NULL);
+		total += w[i].done;
+	}
+	return (double)total / (now_s() - t0);
+}
+
+/* ---------------------------------------------------------- through dobj */
+
+static void drop_value(void *data, void *value)
+{
+	(void)data;
+	free(value);
+}
+
+static int inc_step(dobj_task *t, void *data)
+{
+	dobj_storage *st;
+	const void *val;
+	size_t len;
+	long n = 0;
+	char buf[32];
+	int rc;
+
+	(void)data;
+	if ((rc = dobj_obj_storage(dobj_task_obj(t), &st)) < 0)
+		return rc;
+	if (dobj_kv_get(st, "n", 1, &val, &len) == 1) {
+		snprintf(buf, sizeof(buf), "%.*s", (int)len, (const char *)val);
+		n = strtol(buf, NULL, 10);
+	}
+	snprintf(buf, sizeof(buf), "%ld", n + 1);
+	if ((rc = dobj_kv_put(st, "n", 1, buf, strlen(buf))) < 0)
+		return rc;
+	dobj_task_return(t, NULL);
+	return DOBJ_OK;
+}
+
+static int is_done(void *arg)
+{
+	return dobj_task_done(arg);
+}
+
+static double dobj_increments(void)
+{
+	char dir[] = "/tmp/dobj-bench-cluster-XXXXXX", cmd[96];
+	dobj_rt_opts o = DOBJ_RT_OPTS_INIT;
+	dobj_cluster_opts co = DOBJ_CLUSTER_OPTS_INIT;
+	dobj_class k = { 0 };
+	dobj_rt *rt;
+	dobj_ns *ns;
+	dobj_stub *s;
+	dobj_id id;
+	double t0, until;
+	long n;
+
+	if (!mkdtemp(dir))
+		return 0;
+	o.host.release = drop_value;
+	o.storage_dir = dir;
+	o.idle_timeout_ms = -1;
+	co.url = url;
+	if (dobj_rt_new(&rt, &o) < 0 || dobj_rt_cluster(rt, &co) < 0) {
+		fprintf(stderr, "bench_cluster: %s\n", dobj_error_last());
+		exit(1);
+	}
+	k.name = "Inc";
+	k.step = inc_step;
+	dobj_ns_new(&ns, rt, "INC", 3, "bench-inc", 9, &k);
+	dobj_id_from_name(dobj_ns_idkey(ns), "x", 1, &id);
+	dobj_stub_new(&s, ns, &id, "x", 1);
+	t0 = now_s();
+	until = t0 + seconds;
+	for (n = 0; now_s() < until; n++) {
+		dobj_task *t;
+		if (dobj_stub_call(&t, s, DOBJ_CALL_RPC, "inc", NULL, 0, NULL, NULL, NULL) < 0)
+			exit(1);
+		dobj_rt_run(rt, is_done, t);
+		if (dobj_task_result(t, NULL, NULL, NULL) != DOBJ_OK) {
+			const char *m;
+			dobj_task_result(t, NULL, &m, NULL);
+			fprintf(stderr, "bench_cluster: inc: %s\n", m);
+			exit(1);
+		}
+		dobj_task_unref(t);
+	}
+	t0 = (double)n / (now_s() - t0);
+	dobj_stub_free(s);
+	dobj_rt_free(rt);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	if (system(cmd) != 0)
+		fprintf(stderr, "bench_cluster: could not remove %s\n", dir);
+	return t0;
+}
+
+static void checkpoint(void)
+{
+	PGconn *c = connect_or_die();
+	exec_or_die(c, "CHECKPOINT");
+	PQfinish(c);
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 3) {
+		fprintf(stderr, "usage: bench_cluster URL SECONDS\n");
+		return 2;
+	}
+	url = argv[1];
+	seconds = atof(argv[2]);
+	if (dobj_cluster_init(url, 0, 0, NULL) < 0) {
+		fprintf(stderr, "bench_cluster: %s\n", dobj_error_last());
+		return 1;
+	}
+	/* One connection, then dobj on one object (the pair the target
+	 * compares), then sixteen connections; a checkpoint before each, so
+	 * that no figure pays for the WAL of the one before it. */
+	checkpoint();
+	printf("raw_append_1 %.0f\n", raw_appends(1));
+	fflush(stdout);
+	checkpoint();
+	printf("dobj_inc_1 %.0f\n", dobj_increments());
+	fflush(stdout);
+	checkpoint();
+	printf("raw_append_16 %.0f\n", raw_appends(16));
+	return 0;
+}

@@ -1,0 +1,62 @@
+"""Cluster rows of `make bench`: a throw-away PostgreSQL (tests/cluster/pgtmp.sh)
+and build/bench_cluster, which measures the raw floor (fenced appends straight
+through libpq, 1 and 16 connections) and dobj's durable increments of one
+object through the cluster.  Standard library only."""
+from __future__ import annotations
+
+import os
+import subprocess
+
+BENCH = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(BENCH)
+PGTMP = os.path.join(ROOT, "tests", "cluster", "pgtmp.sh")
+BINARY = os.path.join(ROOT, "build", "bench_cluster")
+LABELS = {
+    "raw_append_1": "raw fenced append, libpq, 1 connection",
+    "raw_append_16": "raw fenced append, libpq, 16 connections",
+    "dobj_inc_1": "dobj durable increment, 1 object, 1 node",
+}
+
+
+def run(seconds: float) -> tuple[dict[str, float], str]:
+    """{name: ops/s} and a reason when nothing could be measured."""
+    if not os.path.exists(BINARY):
+        return {}, "build/bench_cluster not built"
+    try:
+        out = subprocess.run([PGTMP, "start"], check=True, capture_output=True, text=True,
+                             timeout=120).stdout.split()
+    except (OSError, subprocess.SubprocessError) as e:
+        return {}, f"no PostgreSQL ({e})"
+    url, folder = out[0], out[1]
+    lifeline = os.open(os.path.join(folder, "lifeline"), os.O_RDWR | os.O_CLOEXEC)
+    try:
+        res = subprocess.run([BINARY, url, str(seconds)], capture_output=True, text=True,
+                             timeout=60 + 10 * seconds)
+        got = {}
+        for line in res.stdout.splitlines():
+            name, _, value = line.partition(" ")
+            got[name] = float(value)
+        return got, (res.stderr.strip() if res.returncode else "")
+    finally:
+        os.close(lifeline)
+        subprocess.run([PGTMP, "stop", folder], timeout=60)
+
+
+def rows(got: dict[str, float], reason: str) -> list[str]:
+    out = ["", "cluster (PostgreSQL 15 on loopback, synchronous_commit on, fsync on)"]
+    for name, label in LABELS.items():
+        v = got.get(name)
+        out.append(f"  {label:<44} {'n/a' if v is None else f'{v:,.0f}':>10} /s")
+    floor = got.get("raw_append_1")
+    if floor and got.get("dobj_inc_1"):
+        r = got["dobj_inc_1"] / floor
+        out.append(f"  one object vs the one-connection floor: {r:.2f}x (target >= 0.8x: "
+                   f"{'met' if r >= 0.8 else 'NOT met'})")
+    if reason:
+        out.append(f"  note: {reason}")
+    return out
+
+
+if __name__ == "__main__":
+    import sys
+    print("\n".join(rows(*run(float(sys.argv[1]) if len(sys.argv) > 1 else 2.0))))

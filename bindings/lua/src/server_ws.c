@@ -1,0 +1,340 @@
+/*
+ * server_ws.c — WebSockets for `dobj-lua dev` (dobj.http_listen): the 101
+ * response answers the handshake through libmicrohttpd's upgrade support,
+ * and the upgraded socket is framed by wslay (a WebSocket protocol library:
+ * no frame parsing here).  Each connection is the host side of a client end
+ * (dobj/websocket.h): what arrives goes to dobj_ws_receive / _peer_close,
+ * what the object sends comes back through the io callbacks into wslay's
+ * queue.  The sockets are polled by srv:run next to libmicrohttpd's and the
+ * runtime's fds; nothing here runs Lua.
+ */
+#include "dobj_lua.h"
+
+#if defined(DOBJ_HAVE_MHD) && defined(DOBJ_HAVE_WSLAY)
+#include <fcntl.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <openssl/evp.h>
+#include <openssl/sha.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <wslay/wslay.h>
+
+#include "server_ws.h"
+
+typedef struct wsc {
+	struct ws_srv *srv;
+	struct wsc *prev, *next;
+	dobj_ws *client;               /* a reference */
+	struct MHD_UpgradeResponseHandle *urh;
+	int fd;                        /* -1 until the upgrade happened */
+	wslay_event_context_ptr ctx;
+	char *extra;                   /* bytes libmicrohttpd read past the headers */
+	size_t extra_len, extra_off;
+	int eof;
+} wsc;
+
+struct ws_srv {
+	wsc *head;
+	size_t n;
+};
+
+ws_srv *ws_srv_new(void)
+{
+	return calloc(1, sizeof(ws_srv));
+}
+
+static ssize_t on_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags,
+	void *user)
+{
+	wsc *c = user;
+	ssize_t r;
+
+	(void)flags;
+	if (c->extra_off < c->extra_len) {
+		size_t n = c->extra_len - c->extra_off;
+		if (n > len)
+			n = len;
+		memcpy(buf, c->extra + c->extra_off, n);
+		c->extra_off += n;
+		return (ssize_t)n;
+	}
+	do
+		r = recv(c->fd, buf, len, 0);
+	while (r < 0 && errno == EINTR);
+	if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+		wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
+		return -1;
+	}
+	if (r <= 0) {
+		c->eof = 1;
+		wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
+		return -1;
+	}
+	return r;
+}
+
+static ssize_t on_send(wslay_event_context_ptr ctx, const uint8_t *data, size_t len, int flags,
+	void *user)
+{
+	wsc *c = user;
+	ssize_t r;
+
+	(void)flags;
+	do
+		r = send(c->fd, data, len, MSG_NOSIGNAL);
+	while (r < 0 && errno == EINTR);
+	if (r < 0) {
+		wslay_event_set_error(ctx, errno == EAGAIN || errno == EWOULDBLOCK
+			? WSLAY_ERR_WOULDBLOCK : WSLAY_ERR_CALLBACK_FAILURE);
+		return -1;
+	}
+	return r;
+}
+
+static void on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg,
+	void *user)
+{
+	wsc *c = user;
+
+	(void)ctx;
+	if (arg->opcode == WSLAY_TEXT_FRAME || arg->opcode == WSLAY_BINARY_FRAME) {
+		dobj_ws_receive(c->client, arg->msg, arg->msg_length, arg->opcode == WSLAY_TEXT_FRAME);
+	} else if (arg->opcode == WSLAY_CONNECTION_CLOSE) {
+		/* The payload: a 2-byte code, then the reason.  wslay answers the
+		 * close itself (the closing handshake). */
+		const char *reason = arg->msg_length > 2 ? (const char *)arg->msg + 2 : "";
+		size_t rlen = arg->msg_length > 2 ? arg->msg_length - 2 : 0;
+		dobj_ws_peer_close(c->client, arg->status_code ? arg->status_code : 1005, reason, rlen, 1);
+	}
+}
+
+static const struct wslay_event_callbacks callbacks = {
+	on_recv, on_send, NULL, NULL, NULL, NULL, on_msg
+};
+
+/* The core's output for this connection: queued in wslay, written when the
+ * socket is writable. */
+static void io_send(void *payload, const void *data, size_t len, int text)
+{
+	wsc *c = payload;
+	struct wslay_event_msg m;
+
+	if (!c->ctx)
+		return;
+	m.opcode = text ? WSLAY_TEXT_FRAME : WSLAY_BINARY_FRAME;
+	m.msg = data;
+	m.msg_length = len;
+	wslay_event_queue_msg(c->ctx, &m);
+}
+
+static void io_close(void *payload, int code, const char *reason, size_t len)
+{
+	wsc *c = payload;
+
+	if (c->ctx)
+		wslay_event_queue_close(c->ctx, code == 1005 ? 0 : (uint16_t)code,
+			(const uint8_t *)reason, len);
+}
+
+static void io_release(void *payload)
+{
+	(void)payload; /* the connection is freed by ws_srv, not by the core */
+}
+
+static const dobj_ws_io io = { io_send, io_close, io_release };
+
+static void wsc_free(wsc *c, int code, const char *reason)
+{
+	ws_srv *w = c->srv;
+
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		w->head = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	w->n--;
+	if (c->ctx) {
+		/* The object hears of a connection that ended without a close. */
+		if (!wslay_event_get_close_received(c->ctx))
+			dobj_ws_peer_close(c->client, code, reason, strlen(reason), 0);
+		wslay_event_context_free(c->ctx);
+	}
+	dobj_ws_detach(c->client);
+	dobj_ws_unref(c->client);
+	if (c->urh)
+		MHD_upgrade_action(c->urh, MHD_UPGRADE_ACTION_CLOSE);
+	free(c->extra);
+	free(c);
+}
+
+static void on_upgrade(void *cls, struct MHD_Connection *conn, void *req_cls, const char *extra_in,
+	size_t extra_in_size, MHD_socket sock, struct MHD_UpgradeResponseHandle *urh)
+{
+	wsc *c = cls;
+
+	(void)conn;
+	(void)req_cls;
+	c->urh = urh;
+	c->fd = sock;
+	fcntl(sock, F_SETFL, fcntl(sock, F_GETFL) | O_NONBLOCK);
+	/* Small frames go out at once (libmicrohttpd may have corked the
+	 * socket for its response). */
+	{
+		int one = 1, zero = 0;
+		setsockopt(sock, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		setsockopt(sock, IPPROTO_TCP, TCP_CORK, &zero, sizeof(zero));
+	}
+	if (extra_in_size && (c->extra = malloc(extra_in_size))) {
+		memcpy(c->extra, extra_in, extra_in_size);
+		c->extra_len = extra_in_size;
+	}
+	if (wslay_event_context_server_init(&c->ctx, &callbacks, c) != 0) {
+		c->ctx = NULL;
+		wsc_free(c, 1011, "");
+		return;
+	}
+	/* Cloudflare's limit: a larger message closes with 1009. */
+	wslay_event_config_set_max_recv_msg_length(c->ctx, DOBJ_WS_MAX_MESSAGE);
+	if (dobj_ws_attach(c->client, &io, c) < 0)
+		wsc_free(c, 1011, "");
+}
+
+/* Sec-WebSocket-Accept for `key` (RFC 6455 4.2.2). */
+static void accept_key(const char *key, char out[29])
+{
+	static const char guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+	unsigned char sha[SHA_DIGEST_LENGTH];
+	char buf[128];
+
+	snprintf(buf, sizeof(buf), "%.60s%s", key, guid);
+	SHA1((const unsigned char *)buf, strlen(buf), sha);
+	EVP_EncodeBlock((unsigned char *)out, sha, SHA_DIGEST_LENGTH);
+}
+
+struct MHD_Response *ws_srv_upgrade(ws_srv *w, struct MHD_Connection *conn, dobj_ws *client,
+	const char **error)
+{
+	const char *up = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "upgrade");
+	const char *key = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "sec-websocket-key");
+	const char *ver = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "sec-websocket-version");
+	const char *proto = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "sec-websocket-protocol");
+	struct MHD_Response *r;
+	char acc[29];
+	wsc *c;
+
+	if (!up || strcasecmp(up, "websocket") != 0 || !key || strlen(key) > 60 || !ver ||
+	    strcmp(ver, "13") != 0) {
+		*error = "a 101 response with a WebSocket answers a WebSocket upgrade request only";
+		return NULL;
+	}
+	c = calloc(1, sizeof(*c));
+	if (!c) {
+		*error = "out of memory";
+		return NULL;
+	}
+	c->fd = -1;
+	c->srv = w;
+	r = MHD_create_response_for_upgrade(on_upgrade, c);
+	if (!r) {
+		free(c);
+		*error = "libmicrohttpd cannot upgrade this connection";
+		return NULL;
+	}
+	accept_key(key, acc);
+	MHD_add_response_header(r, "Upgrade", "websocket");
+	MHD_add_response_header(r, "Sec-WebSocket-Accept", acc);
+	if (proto) { /* the first protocol offered */
+		char first[128];
+		snprintf(first, sizeof(first), "%.*s", (int)strcspn(proto, ", "), proto);
+		MHD_add_response_header(r, "Sec-WebSocket-Protocol", first);
+	}
+	dobj_ws_ref(client);
+	c->client = client;
+	c->next = w->head;
+	if (w->head)
+		w->head->prev = c;
+	w->head = c;
+	w->n++;
+	return r;
+}
+
+size_t ws_srv_count(const ws_srv *w)
+{
+	return w ? w->n : 0;
+}
+
+size_t ws_srv_poll_fill(ws_srv *w, struct pollfd *p)
+{
+	size_t n = 0;
+	wsc *c, *next;
+
+	for (c = w ? w->head : NULL; c; c = next) {
+		next = c->next;
+		if (c->fd < 0 || !c->ctx)
+			continue;
+		/* Write what the object queued before waiting. */
+		if (wslay_event_want_write(c->ctx) && wslay_event_send(c->ctx) != 0) {
+			wsc_free(c, 1006, "");
+			continue;
+		}
+		if (!wslay_event_want_read(c->ctx) && !wslay_event_want_write(c->ctx)) {
+			wsc_free(c, wslay_event_get_status_code_sent(c->ctx) ? 
+				wslay_event_get_status_code_sent(c->ctx) : 1006, "");
+			continue;
+		}
+		p[n].fd = c->fd;
+		p[n].events = (short)((wslay_event_want_read(c->ctx) ? POLLIN : 0) |
+			(wslay_event_want_write(c->ctx) ? POLLOUT : 0));
+		p[n].revents = 0;
+		n++;
+	}
+	return n;
+}
+
+size_t ws_srv_poll_done(ws_srv *w, const struct pollfd *p, size_t n)
+{
+	size_t i, ready = 0;
+	wsc *c, *next;
+
+	for (i = 0; i < n; i++) {
+		if (!p[i].revents)
+			continue;
+		ready++;
+		for (c = w->head; c; c = next) {
+			next = c->next;
+			if (c->fd != p[i].fd)
+				continue;
+			if (((p[i].revents & (POLLIN | POLLHUP | POLLERR)) && wslay_event_recv(c->ctx) != 0) ||
+			    ((p[i].revents & POLLOUT) && wslay_event_send(c->ctx) != 0))
+				wsc_free(c, 1006, "");
+			break;
+		}
+	}
+	return ready;
+}
+
+void ws_srv_close_all(ws_srv *w, int code, const char *reason)
+{
+	if (!w)
+		return;
+	while (w->head) {
+		wsc *c = w->head;
+		if (c->ctx && !wslay_event_get_close_sent(c->ctx)) {
+			wslay_event_queue_close(c->ctx, (uint16_t)code, (const uint8_t *)reason, strlen(reason));
+			wslay_event_send(c->ctx);
+		}
+		wsc_free(c, code, reason);
+	}
+}
+
+void ws_srv_free(ws_srv *w)
+{
+	ws_srv_close_all(w, 1001, "the server is stopping");
+	free(w);
+}
+
+#endif

@@ -1,0 +1,141 @@
+"""The WebSocket half of :class:`dobj.asgi.App` (an ASGI ``websocket`` scope).
+
+The upgrade request reaches the entry's ``fetch`` like any request (method
+GET, the ``Upgrade: websocket`` and ``Sec-WebSocket-*`` headers as the client
+sent them, an ``http(s)://`` URL as Workers see it).  A response with status
+101 and ``web_socket=client`` accepts the handshake; the server (uvicorn, with
+the ``websockets`` library doing the framing) then carries frames between the
+client and the core (``dobj/websocket.h``): what arrives goes to
+``client._receive`` / ``_peer_close``, what the object sends comes back
+through the two callbacks given to ``client._attach``.  Any other response
+refuses the handshake with its status (the ASGI ``websocket.http.response``
+extension when the server has it, else a close with 1008, which uvicorn
+answers with 403).
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, Callable, Optional, TextIO
+
+from . import Headers, Request
+
+_SCHEMES = {"ws": "http", "wss": "https"}
+_STOP = object()
+
+
+def _request(scope: Any, url_of: Callable[[Any, Optional[str]], str]) -> Request:
+    items: dict = {}
+    for name, value in scope["headers"]:
+        key = name.decode("latin-1").lower()
+        value = value.decode("latin-1")
+        old = items.get(key)
+        items[key] = value if old is None else f"{old}, {value}"
+    headers = Headers.__new__(Headers)
+    headers._items = items
+    scope = dict(scope)
+    scope["scheme"] = _SCHEMES.get(scope.get("scheme", "ws"), "http")
+    request = Request.__new__(Request)
+    request.url = url_of(scope, items.get("host"))
+    request.method = "GET"
+    request._headers = headers
+    request.body = b""
+    return request
+
+
+async def serve(runtime: Any, scope: Any, receive: Callable[..., Any], send: Callable[..., Any],
+                url_of: Callable[[Any, Optional[str]], str], log: Optional[TextIO]) -> None:
+    started = time.perf_counter()
+    message = await receive()
+    if message["type"] != "websocket.connect":
+        return
+    request = _request(scope, url_of)
+    path = scope.get("raw_path")
+    path = path.decode("latin-1") if path else scope["path"]
+    try:
+        response = await runtime.default._serve(request)
+    except Exception as exc:  # the entry raised: refuse the handshake with a 500
+        if log is not None:
+            log.write(f"[dobj:err] GET {request.url} (WebSocket): {type(exc).__name__}: {exc}\n")
+        else:
+            from . import _log
+            _log.error("GET %s (WebSocket): the entry raised", request.url, exc_info=exc)
+        await _refuse(scope, send, 500, b"the Worker's fetch() raised\n")
+        return
+    client = getattr(response, "web_socket", None)
+    if response.status != 101 or client is None:
+        await _refuse(scope, send, response.status, response.body)
+        if log is not None:
+            log.write(f"[dobj] GET {path} {response.status} (WebSocket refused)\n")
+        return
+    accept: dict = {"type": "websocket.accept"}
+    h = response._headers
+    if h is not None:
+        proto = h._items.get("sec-websocket-protocol")
+        if proto:
+            accept["subprotocol"] = proto
+        extra = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in h._items.items()
+                 if k not in ("sec-websocket-protocol", "sec-websocket-accept", "upgrade",
+                              "connection", "content-length")]
+        if extra:
+            accept["headers"] = extra
+    await send(accept)
+    if log is not None:
+        ms = (time.perf_counter() - started) * 1000.0
+        log.write(f"[dobj] GET {path} 101 Switching Protocols ({ms:.0f}ms)\n")
+
+    # What the object sends is queued by the core's callbacks (they run
+    # inside its steps and must not block) and written by one task, in order.
+    out: asyncio.Queue = asyncio.Queue()
+    client._attach(out.put_nowait, lambda code, reason: out.put_nowait((code, reason)))
+    writer = asyncio.ensure_future(_write(out, send))
+    try:
+        while True:
+            message = await receive()
+            kind = message["type"]
+            if kind == "websocket.receive":
+                text = message.get("text")
+                client._receive(text if text is not None else message.get("bytes") or b"")
+            elif kind == "websocket.disconnect":
+                code = message.get("code", 1005)
+                reason = message.get("reason") or ""
+                client._peer_close(code, reason, code != 1006)
+                break
+    except Exception as exc:  # the connection failed under us
+        try:
+            client._peer_error(f"{type(exc).__name__}: {exc}")
+        except Exception:  # noqa: BLE001  (already closed)
+            pass
+        raise
+    finally:
+        client._detach()
+        out.put_nowait(_STOP)
+        try:
+            await writer
+        except Exception:  # noqa: BLE001  (the peer is gone)
+            pass
+
+
+async def _write(out: asyncio.Queue, send: Callable[..., Any]) -> None:
+    while True:
+        item = await out.get()
+        if item is _STOP:
+            return
+        if isinstance(item, str):
+            await send({"type": "websocket.send", "text": item})
+        elif isinstance(item, bytes):
+            await send({"type": "websocket.send", "bytes": item})
+        else:
+            code, reason = item
+            # 1005 ("no code") is not sent on the wire: a bare close is 1000.
+            await send({"type": "websocket.close", "code": 1000 if code == 1005 else code,
+                        "reason": reason})
+
+
+async def _refuse(scope: Any, send: Callable[..., Any], status: int, body: bytes) -> None:
+    if "websocket.http.response" in scope.get("extensions", {}):
+        await send({"type": "websocket.http.response.start", "status": status,
+                    "headers": [(b"content-length", str(len(body)).encode())]})
+        await send({"type": "websocket.http.response.body", "body": body})
+    else:
+        await send({"type": "websocket.close", "code": 1008})

@@ -1,0 +1,353 @@
+"""WebSockets with the hibernation API through a real `dobj dev`, driven by
+real clients (the `websockets` library): the chat example's broadcast order,
+hibernation (the object evicted after a short --idle-timeout and woken by the
+next message with its sockets, tags and attachments), auto-response, close
+codes both ways, workerd's errors, refused upgrades, Cloudflare's message
+size limit, and 1,000 connections to one object."""
+import asyncio
+import json
+import shutil
+import time
+
+import pytest
+
+websockets = pytest.importorskip("websockets")
+
+from devserver import ROOT, DevServer, write_project  # noqa: E402
+
+CHAT = ROOT / "examples" / "chat" / "python"
+
+# A room that tells the tests what it is: how many instances were made (a
+# class attribute of the server process), its tags and attachments, and the
+# errors the hibernation API raises.
+PROBE = """
+import json
+import dobj
+
+
+class Counter(dobj.DurableObject):
+    made = 0
+
+    def __init__(self, ctx, env):
+        super().__init__(ctx, env)
+        type(self).made += 1
+
+    async def fetch(self, request):
+        if request.headers.get("upgrade") != "websocket":
+            return dobj.Response("expected Upgrade: websocket", status=426)
+        tags = request.url.split("?tags=")[1].split(",") if "?tags=" in request.url else None
+        client, server = dobj.WebSocketPair()
+        self.ctx.accept_web_socket(server, tags=tags)
+        server.send("hello")  # before the handshake completed: delivered after it
+        return dobj.Response(None, status=101, web_socket=client)
+
+    async def web_socket_message(self, ws, message):
+        cmd, _, arg = message.partition(" ") if isinstance(message, str) else ("bytes", "", "")
+        if cmd == "att":
+            ws.serialize_attachment({"who": arg, "n": [1, 2.5, None]})
+            ws.send("ok")
+        elif cmd == "state":
+            ws.send(json.dumps({"made": type(self).made, "att": ws.deserialize_attachment(),
+                                "tags": self.ctx.get_tags(ws),
+                                "all": len(self.ctx.get_web_sockets()),
+                                "tagged": len(self.ctx.get_web_sockets(arg or None))}))
+        elif cmd == "auto":
+            self.ctx.set_web_socket_auto_response(dobj.WebSocketRequestResponsePair("ping", "pong"))
+            ws.send(repr(self.ctx.get_web_socket_auto_response()))
+        elif cmd == "autots":
+            ts = self.ctx.get_web_socket_auto_response_timestamp(ws)
+            ws.send("none" if ts is None else ts.isoformat())
+        elif cmd == "all":
+            for w in self.ctx.get_web_sockets():
+                w.send(arg)
+        elif cmd == "bye":
+            ws.close(4000, "done")
+            try:
+                ws.send("after close")
+            except dobj.Error as exc:
+                self.ctx.storage.put("error", str(exc))
+        elif cmd == "error":
+            ws.send(self.ctx.storage.get("error") or "none")
+        elif cmd == "errors":
+            out = []
+            client, server = dobj.WebSocketPair()
+            for attempt in (lambda: server.send("x"),
+                            lambda: self.ctx.accept_web_socket(ws),
+                            lambda: self.ctx.accept_web_socket(server, tags=[str(i) for i in range(11)]),
+                            lambda: self.ctx.accept_web_socket(server, tags=["x" * 257]),
+                            lambda: ws.serialize_attachment("x" * 20000),
+                            lambda: ws.close(1005),
+                            lambda: ws.close(None, "why"),
+                            lambda: client.send("x")):
+                try:
+                    attempt()
+                    out.append("no error")
+                except dobj.Error as exc:
+                    out.append(f"{type(exc).__name__}: {exc}")
+            ws.send(json.dumps(out))
+        elif cmd == "bytes":
+            ws.send(message[::-1])
+        else:
+            ws.send(message)
+
+    async def web_socket_close(self, ws, code, reason, was_clean):
+        for w in self.ctx.get_web_sockets():
+            if w != ws:
+                w.send(f"closed {code} {reason} {was_clean} state={ws.ready_state}")
+
+
+async def fetch(request, env, ctx):
+    if request.url.endswith("/plain"):
+        return dobj.Response("no upgrade here")
+    return await env.COUNTER.get_by_name("room").fetch(request)
+"""
+
+
+@pytest.fixture
+def servers():
+    started = []
+
+    def start(cwd, *args, **kw):
+        s = DevServer(cwd, *args, **kw)
+        started.append(s)
+        return s
+
+    try:
+        yield start
+    finally:
+        for s in started:
+            s.kill()
+
+
+@pytest.fixture
+def probe(tmp_path, servers):
+    d = write_project(tmp_path / "probe", PROBE)
+    return servers(d, "--idle-timeout", "0.5")
+
+
+def url(server, path="/room", tags=None):
+    return f"ws://127.0.0.1:{server.port}{path}" + (f"?tags={','.join(tags)}" if tags else "")
+
+
+async def connect(server, path="/room", tags=None, greeting=True, **kw):
+    ws = await websockets.connect(url(server, path, tags), **kw)
+    if greeting:
+        assert await ws.recv() == "hello"
+    return ws
+
+
+async def ask(ws, message):
+    await ws.send(message)
+    return await asyncio.wait_for(ws.recv(), 30)
+
+
+async def test_chat_example_broadcasts_every_message_in_one_order(tmp_path, servers):
+    d = tmp_path / "chat"
+    shutil.copytree(CHAT, d, ignore=shutil.ignore_patterns(".wrangler", "__pycache__"))
+    server = servers(d)
+    base = f"ws://127.0.0.1:{server.port}/rooms/lobby?name="
+    clients = [await websockets.connect(base + n) for n in ("ann", "bob", "cy")]
+    # The joins: bob's reaches ann, cy's reaches ann and bob.
+    assert json.loads(await clients[0].recv()) == {"type": "join", "name": "bob"}
+    for c in clients[:2]:
+        assert json.loads(await c.recv()) == {"type": "join", "name": "cy"}
+
+    async def chatter(i, c):
+        for k in range(20):
+            await c.send(f"{i}-{k}")
+
+    await asyncio.gather(*(chatter(i, c) for i, c in enumerate(clients)))
+    seen = []
+    for c in clients:
+        events = [json.loads(await asyncio.wait_for(c.recv(), 30)) for _ in range(60)]
+        seen.append([(e["seq"], e["name"], e["text"]) for e in events])
+    assert seen[0] == seen[1] == seen[2]  # one order for everybody
+    assert [s for s, _, _ in seen[0]] == list(range(1, 61))
+    for i, name in enumerate(("ann", "bob", "cy")):  # each sender's own order kept
+        assert [t for _, n, t in seen[0] if n == name] == [f"{i}-{k}" for k in range(20)]
+    assert await ask(clients[0], "ping") == "pong"
+    await clients[1].close(4001, "gone")
+    for c in (clients[0], clients[2]):
+        assert json.loads(await c.recv()) == {"type": "leave", "name": "bob", "code": 4001}
+    names = json.loads(await ask(clients[2], "/who"))["names"]
+    assert names == ["ann", "cy"]
+    for c in clients:
+        await c.close()
+    assert server.wait_for(r"GET / 200|GET /rooms/lobby 101")
+
+
+async def test_the_page_is_served(tmp_path, servers):
+    d = tmp_path / "chat"
+    shutil.copytree(CHAT, d, ignore=shutil.ignore_patterns(".wrangler", "__pycache__"))
+    server = servers(d)
+    import urllib.request
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/", timeout=30) as r:
+        page = r.read().decode()
+    assert r.status == 200 and "new WebSocket(" in page
+
+
+async def test_hibernation_wakes_a_fresh_instance_with_the_same_sockets(probe):
+    a = await connect(probe, tags=["red", "x"])
+    b = await connect(probe, tags=["blue"])
+    assert await ask(a, "att alice") == "ok"
+    before = json.loads(await ask(a, "state red"))
+    assert before == {"made": 1, "att": {"who": "alice", "n": [1, 2.5, None]},
+                      "tags": ["red", "x"], "all": 2, "tagged": 1}
+    # Only open sockets: evicted after the idle timeout (0.5 s), connections kept.
+    await asyncio.sleep(1.5)
+    after = json.loads(await ask(a, "state blue"))
+    assert after == {"made": 2, "att": {"who": "alice", "n": [1, 2.5, None]},
+                     "tags": ["red", "x"], "all": 2, "tagged": 1}
+    # The woken instance reaches the other socket too.
+    await a.send("all hi")
+    assert await b.recv() == "hi" and await a.recv() == "hi"
+    await a.close()
+    await b.close()
+
+
+async def test_auto_response_is_answered_without_waking_the_object(probe):
+    a = await connect(probe)
+    assert await ask(a, "auto") == "WebSocketRequestResponsePair('ping', 'pong')"
+    assert await ask(a, "autots") == "none"
+    await asyncio.sleep(1.5)  # hibernated
+    started = time.time()
+    assert await ask(a, "ping") == "pong"
+    state = json.loads(await ask(a, "state"))
+    assert state["made"] == 2  # woken by "state", not by "ping"
+    ts = await ask(a, "autots")
+    from datetime import datetime
+    assert abs(datetime.fromisoformat(ts).timestamp() - started) < 5
+    await a.close()
+
+
+async def test_close_codes_both_ways(probe):
+    a = await connect(probe)
+    b = await connect(probe)
+    await a.close(4001, "gone away")
+    assert await b.recv() == "closed 4001 gone away True state=2"
+    # The object closes: the client sees its code and reason; a send after
+    # its own close() is workerd's error.
+    await b.send("bye")
+    with pytest.raises(websockets.ConnectionClosed) as info:
+        await asyncio.wait_for(b.recv(), 30)
+    assert (info.value.rcvd.code, info.value.rcvd.reason) == (4000, "done")
+    c = await connect(probe)
+    assert await ask(c, "error") == "Can't call WebSocket send() after close()."
+    await c.close()
+
+
+async def test_errors_are_workerds(probe):
+    a = await connect(probe)
+    errors = json.loads(await ask(a, "errors"))
+    assert errors == [
+        "Error: You must call one of accept() or state.acceptWebSocket() on this WebSocket "
+        "before sending messages.",
+        "Error: Cannot call `acceptWebSocket()` if the WebSocket was already accepted via "
+        "`accept()`",
+        "Error: a Hibernatable WebSocket cannot have more than 10 tags",
+        f"Error: \"{'x' * 257}\" is longer than the max tag length (256 characters).",
+        "Error: A WebSocket 'attachment' cannot be larger than 16384 bytes.'attachment' "
+        "was 20006 bytes.",
+        "Error: Invalid WebSocket close code: 1005.",
+        "Error: If you specify a WebSocket close reason, you must also specify a code.",
+        "Error: this is the client end of a WebSocketPair: return it in a 101 Response (the "
+        "server serves it) and accept the server end",
+    ]
+    await a.close()
+
+
+async def test_binary_messages_and_a_refused_upgrade(probe):
+    a = await connect(probe)
+    await a.send(b"\x00\x01\x02")
+    assert await a.recv() == b"\x02\x01\x00"
+    await a.close()
+    with pytest.raises(websockets.InvalidStatus) as info:
+        await websockets.connect(url(probe, "/plain"))
+    assert info.value.response.status_code == 200 or info.value.response.status_code == 403
+
+
+async def test_a_message_over_32_mib_closes_with_1009(probe):
+    a = await connect(probe, max_size=None)
+    await a.send(b"x" * ((32 << 20) + 1))
+    with pytest.raises(websockets.ConnectionClosed) as info:
+        await asyncio.wait_for(a.recv(), 60)
+    assert info.value.rcvd.code == 1009
+
+
+async def test_a_thousand_connections_to_one_object(probe):
+    started = time.monotonic()
+    clients = await asyncio.gather(*(connect(probe) for _ in range(1000)))
+    await clients[0].send("all everyone")
+    got = await asyncio.gather(*(asyncio.wait_for(c.recv(), 60) for c in clients))
+    assert got == ["everyone"] * 1000
+    state = json.loads(await ask(clients[1], "state"))
+    assert state["all"] == 1000
+    await asyncio.gather(*(c.close() for c in clients))
+    assert time.monotonic() - started < 120
+
+
+WORKERS = """
+import json
+from workers import (DurableObject, Response, WebSocketPair, WebSocketRequestResponsePair,
+                     WorkerEntrypoint)
+
+
+class Counter(DurableObject):
+    async def fetch(self, request):
+        client, server = WebSocketPair.new().object_values()
+        self.ctx.acceptWebSocket(server, ["t1"])
+        server.serializeAttachment({"n": 1})
+        self.ctx.setWebSocketAutoResponse(WebSocketRequestResponsePair("ping", "pong"))
+        return Response(None, status=101, web_socket=client)
+
+    async def webSocketMessage(self, ws, message):
+        ws.send(json.dumps({"msg": message, "tags": self.ctx.getTags(ws),
+                            "att": ws.deserializeAttachment(), "state": ws.readyState,
+                            "n": len(self.ctx.getWebSockets("t1")),
+                            "auto": self.ctx.getWebSocketAutoResponse().response,
+                            "ts": self.ctx.getWebSocketAutoResponseTimestamp(ws) is not None}))
+
+    async def webSocketClose(self, ws, code, reason, wasClean):
+        for w in self.ctx.getWebSockets():
+            if w != ws:
+                w.send(f"left {code}")
+
+
+class Default(WorkerEntrypoint):
+    async def fetch(self, request):
+        return await self.env.COUNTER.getByName("r").fetch(request)
+"""
+
+
+async def test_python_workers_code_with_the_javascript_names(tmp_path, servers):
+    d = write_project(tmp_path / "pyw", WORKERS, config="""\
+        name = "pyw"
+        main = "src/entry.py"
+        compatibility_flags = ["python_workers"]
+        [[durable_objects.bindings]]
+        name = "COUNTER"
+        class_name = "Counter"
+        [[migrations]]
+        tag = "v1"
+        new_sqlite_classes = ["Counter"]
+        """.replace("        ", ""))
+    server = servers(d)
+    a = await connect(server, "/", greeting=False)
+    b = await connect(server, "/", greeting=False)
+    assert await ask(a, "ping") == "pong"
+    assert json.loads(await ask(a, "hi")) == {"msg": "hi", "tags": ["t1"], "att": {"n": 1},
+                                              "state": 1, "n": 2, "auto": "pong", "ts": True}
+    await b.close(4005)
+    assert await a.recv() == "left 4005"
+    await a.close()
+
+
+async def test_sigterm_closes_open_websockets_and_stops(probe):
+    a = await connect(probe)
+    assert await ask(a, "echo") == "echo"
+    probe.proc.terminate()
+    with pytest.raises(websockets.ConnectionClosed) as info:
+        await asyncio.wait_for(a.recv(), 30)
+    assert info.value.rcvd.code == 1012  # uvicorn's "service restart"
+    assert probe.wait() == 0
+    assert "Traceback" not in probe.output()
