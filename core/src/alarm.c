@@ -31,7 +31,8 @@ typedef struct alarm_rec {
 	dobj_ns *ns;
 	int64_t when;      /* ns since the epoch; 0 = none */
 	int retry;         /* retries so far of the current run */
-	int firing;        /* a handler run is in progress */
+	int firing;        /* an ALARM call is queued or running */
+	dobj_task *call;   /* that call while firing (its rec is told when it ends) */
 	int reset;         /* the handler set or deleted the alarm while running */
 	int orphaned;      /* out of the map (runtime closed while firing): alarm_done frees it */
 	dobj_timer *timer;
@@ -190,6 +191,7 @@ void dobj__alarm_done(dobj_task *t)
 	int ok = dobj_task_result(t, NULL, NULL, NULL) == DOBJ_OK;
 
 	a->firing = 0;
+	a->call = NULL;
 	free(t->alarm_info);
 	t->alarm_info = NULL;
 	if (a->orphaned) {
@@ -262,6 +264,7 @@ static dobj_task *start(alarm_rec *a, double now)
 		return NULL;
 	}
 	t->alarm_info = info;
+	a->call = t;
 	return t;
 }
 
@@ -347,6 +350,10 @@ int dobj__alarm_track(dobj_ns *ns, const dobj_id *id, const char *name, size_t l
 		return DOBJ_ENOMEM;
 	a->when = when;
 	a->retry = 0;
+	/* A cluster node's schedule is PostgreSQL's; a local one must know it
+	 * for the next start (metadata.sqlite lost the row: an older tool). */
+	if (!ns->rt->cluster && persist(a) < 0)
+		return dobj_error_last_code();
 	return arm(a, ns_to_ms(when));
 }
 
@@ -452,8 +459,10 @@ int dobj_alarm_get(dobj_storage *st, double *epoch_ms)
 	int rc;
 
 	*epoch_ms = 0;
-	/* Inside the handler the alarm reads as unset unless it was set again. */
-	if (a && a->firing && !a->reset)
+	/* Once the handler has begun the alarm reads as unset unless it was set
+	 * again (workerd's deferred delete, armed when the handler starts); a
+	 * step that runs while the call still waits in the queue sees the time. */
+	if (a && a->firing && a->call && a->call->started && !a->reset)
 		return 0;
 	/* As workerd: the object's own record, which follows its transactions. */
 	if ((rc = dobj__storage_alarm_read(st, &when)) <= 0)

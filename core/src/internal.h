@@ -141,8 +141,9 @@ void dobj__cluster_unhold(dobj_obj *obj);
 /** The object's alarm record in an open database (db: sqlite3 *): 1 and
  *  *when, or 0 (storage.c). */
 int dobj__storage_meta_read(void *db, int64_t *when);
-/** Schedule an alarm of `id` found in the cluster (restored with the
- *  object, or due in dobj_alarm): armed unless already known (alarm.c). */
+/** Schedule an alarm of `id` found in its object's own record (restored
+ *  with the object, or due in dobj_alarm): armed unless already known, and
+ *  written to the local schedule outside cluster mode (alarm.c). */
 int dobj__alarm_track(dobj_ns *ns, const dobj_id *id, const char *name, size_t len,
 	int64_t when);
 /** Before a step's results are released: the node's lease must hold

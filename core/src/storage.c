@@ -215,6 +215,28 @@ static int storage_open(dobj_ns *ns, const dobj_id *id, dobj_storage **out)
 	return DOBJ_OK;
 }
 
+static int meta_read(sqlite3 *db, int64_t *when);
+
+/*
+ * The object's own record is the truth for its alarm, as in workerd (whose
+ * ActorSqlite reads _cf_METADATA when the object starts and assumes the
+ * schedule holds that time or an earlier one).  A schedule that lost the
+ * row (deleted by another tool) would leave an alarm that get_alarm reports
+ * but that never fires: the object's first storage use puts it back.
+ * Cluster mode restores the alarm with the object (cluster.c).
+ */
+static void adopt_alarm(dobj_storage *st)
+{
+	dobj_obj *obj = st->obj;
+	int64_t when;
+
+	if (obj->ns->rt->cluster || !(obj->ns->klass.flags & DOBJ_CLASS_ALARM))
+		return;
+	/* A failure leaves the schedule as it was: the storage still works. */
+	if (meta_read(st->db, &when) == 1)
+		dobj__alarm_track(obj->ns, &obj->id, obj->name, obj->name_len, when);
+}
+
 int dobj_obj_storage(dobj_obj *obj, dobj_storage **out)
 {
 	dobj_storage *st;
@@ -229,6 +251,7 @@ int dobj_obj_storage(dobj_obj *obj, dobj_storage **out)
 			return rc;
 		st->obj = obj;
 		obj->storage = st;
+		adopt_alarm(st);
 	}
 	*out = obj->storage;
 	return DOBJ_OK;
@@ -339,8 +362,6 @@ static void rollback(dobj_storage *st)
 	st->in_txn = 0;
 	st->savepoints = 0;
 }
-
-static int meta_read(sqlite3 *db, int64_t *when);
 
 /* Cluster mode: append what the commit changed, with the alarm record. */
 static int cluster_commit(dobj_storage *st)

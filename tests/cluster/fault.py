@@ -182,10 +182,14 @@ def run_seed(seed, seconds, verbose):
             faults.append((kind, victim.name, t))
             time.sleep(1 + rng.random() * 2)
         time.sleep(max(0.0, end - time.monotonic()))
+        for n in nodes:
+            n.stop()
+        lists = final_lists(url, os.path.join(work, "reader"))
     finally:
         for n in nodes:
             n.stop()
-    lists = final_lists(url, os.path.join(work, "reader"))
+        if "lists" not in locals():  # failed before the check: clean up here
+            subprocess.run(["rm", "-rf", work], timeout=60)
     problems = check(log, lists, url)
     acked_total = sum(1 for r in log if r.get("op") == "append" and r.get("out") == "ok")
     if acked_total < 50:

@@ -1,8 +1,10 @@
 """Alarms: set/get/delete, the handler, retries, never early, persistence."""
 import asyncio
+import contextlib
 import datetime as dt
 import gc
 import math
+import sqlite3
 import time
 
 import pytest
@@ -142,8 +144,14 @@ async def test_set_alarm_arguments(vrt):
 async def test_past_alarm_fires_as_soon_as_possible(vrt):
     stub = vrt.bind("A", AlarmBox).get_by_name("past")
     await run(stub, lambda self: self.ctx.storage.set_alarm(1000))
+    # As workerd: the time is kept as given (not moved up to now), and a step
+    # that runs before the handler has begun still reads it; the handler gets
+    # it as scheduled_time, and once it succeeded the alarm is gone.
+    assert await run(stub, lambda self: (len(AlarmBox.log), self.ctx.storage.get_alarm())) == \
+        (0, 1000.0)
     vrt.advance(0)
-    assert len(AlarmBox.log) == 1
+    assert [(i.scheduled_time, i.retry_count) for i in AlarmBox.log] == [(1000.0, 0)]
+    assert await run(stub, lambda self: self.ctx.storage.get_alarm()) is None
 
 
 async def test_delete_alarm_cancels(vrt):
@@ -238,4 +246,33 @@ def test_due_alarm_fires_when_a_runtime_made_outside_the_loop_is_drained(tmp_pat
     assert AlarmBox.log == []
     asyncio.run(rt2.drain(timeout=5))
     assert len(AlarmBox.log) == 1 and AlarmBox.log[0].scheduled_time == when
+    rt2.close()
+
+
+async def test_alarm_only_in_the_objects_record_fires_once_the_object_runs(tmp_path):
+    # An older tool deleted the schedule's row (metadata.sqlite, _cf_ALARM)
+    # and left the object's record (_cf_METADATA in its own file).  As in
+    # workerd, the record is the truth: get_alarm reports it, so it must also
+    # fire; the object's first storage use puts it back on the schedule.
+    AlarmBox.log = []
+    AlarmBox.on_alarm = None
+    rt1 = dobj.Runtime(storage=str(tmp_path), virtual_time=True)
+    when = rt1.now() + 60_000
+    await run(rt1.bind("A", AlarmBox, unique_key="k").get_by_name("x"),
+              lambda self: self.ctx.storage.set_alarm(when))
+    rt1.close()
+    del rt1
+    gc.collect()
+    meta = str(tmp_path / "k" / "metadata.sqlite")
+    with contextlib.closing(sqlite3.connect(meta)) as db, db:
+        db.execute("DELETE FROM _cf_ALARM")
+
+    rt2 = dobj.Runtime(storage=str(tmp_path), virtual_time=True)
+    stub = rt2.bind("A", AlarmBox, unique_key="k").get_by_name("x")
+    assert await run(stub, lambda self: self.ctx.storage.get_alarm()) == when
+    with contextlib.closing(sqlite3.connect(meta)) as db:
+        (ns,), = db.execute("SELECT scheduled_time FROM _cf_ALARM").fetchall()
+    assert ns // 1_000_000 == int(when)
+    rt2.advance(61)
+    assert [i.scheduled_time for i in AlarmBox.log] == [when]
     rt2.close()

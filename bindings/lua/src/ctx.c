@@ -106,15 +106,13 @@ static int l_ctx_wait_until(lua_State *L)
 
 static int l_ctx_abort(lua_State *L)
 {
-	ctx_ud *x = check_ud(L, 1, MT_CTX);
+	ctx_ud *x = check_ctx(L); /* a reset object's ctx: the core's error, as in Python */
 	runtime_ud *r = x->r;
 	dobj_obj *obj = x->obj;
 	task_coro *c = task_here(L, r);
 	int own;
 	void *err;
 
-	if (!obj)
-		return 0; /* already reset */
 	own = c && dobj_task_obj(c->task) == obj;
 	lua_settop(L, 2);
 	if (lua_isnil(L, 2)) {
