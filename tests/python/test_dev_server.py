@@ -43,6 +43,10 @@ ECHO = """\
             return dobj.Response("framed by the server", headers=[
                 ("connection", "close"), ("transfer-encoding", "chunked"), ("keep-alive", "5"),
                 ("content-length", "999"), ("x-ok", "1")])
+        if path.startswith("cookies"):
+            h = dobj.Headers([("set-cookie", "a=1; Expires=Wed, 21 Oct 2026 07:28:00 GMT"),
+                              ("Set-Cookie", "b=2")])
+            return dobj.Response("two cookies", headers=h)
         if path.startswith("bytes"):
             return dobj.Response(request.body, headers=[
                 ("content-type", "application/octet-stream"), ("x-len", str(len(request.body)))])
@@ -224,6 +228,21 @@ def test_a_responses_own_framing_headers_are_dropped(echo, servers):
             assert r.getheader("content-length") == "20" and r.getheader("x-ok") == "1"
             assert r.getheader("connection") is None and r.getheader("keep-alive") is None
             assert r.getheader("transfer-encoding") is None
+    finally:
+        conn.close()
+
+
+def test_each_set_cookie_reaches_the_client_as_its_own_line(echo, servers):
+    # Joined with ", " they were one broken cookie (the date holds a comma).
+    s = servers(echo)
+    conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=30)
+    try:
+        conn.request("GET", "/cookies")
+        r = conn.getresponse()
+        assert (r.status, r.read()) == (200, b"two cookies")
+        assert r.headers.get_all("set-cookie") == [
+            "a=1; Expires=Wed, 21 Oct 2026 07:28:00 GMT", "b=2"]
+        assert r.getheader("content-type") == "text/plain;charset=UTF-8"
     finally:
         conn.close()
 
