@@ -4,6 +4,7 @@ over HTTP from a thread (http.client), so the loop keeps serving."""
 import asyncio
 import contextlib
 import http.client
+import io
 import json
 import socket
 
@@ -278,5 +279,46 @@ async def test_a_chunked_body_past_the_cores_limit_is_refused_before_the_entry(t
         assert sent[1]["body"] == b"request body larger than 100 MiB\n"
         # The Counter named "a" was never called.
         assert (await rt.default.fetch("http://h/a")).text() == "1"
+    finally:
+        rt.close()
+
+
+async def test_an_exception_whose_str_raises_is_still_a_500_page_and_a_log_line(tmp_path):
+    # str(exc) is user code: it raised inside the adapter's error handling,
+    # so uvicorn answered its own bare 500 and the request had no log line.
+    project = write_project(tmp_path / "p", """\
+        import dobj
+
+        class Counter(dobj.DurableObject):
+            pass
+
+        class Hostile(Exception):
+            def __str__(self):
+                raise RuntimeError("str() of this error raises")
+
+        class Default(dobj.WorkerEntrypoint):
+            async def fetch(self, request):
+                raise Hostile()
+        """)
+    rt = dobj.Runtime.from_config(project)
+    try:
+        log = io.StringIO()
+        app = App(rt, log=log)
+        sent = []
+
+        async def receive():
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message):
+            sent.append(message)
+
+        scope = {"type": "http", "method": "GET", "scheme": "http", "path": "/a",
+                 "raw_path": b"/a", "query_string": b"", "server": ("127.0.0.1", 1),
+                 "headers": [(b"host", b"h")]}
+        await app(scope, receive, send)
+        assert sent[0]["status"] == 500
+        assert sent[1]["body"].startswith(b"Hostile: <exception str() failed>\n")
+        assert "[dobj:err] GET http://h/a: Hostile: <exception str() failed>" in log.getvalue()
+        assert "[dobj] GET /a 500 Internal Server Error" in log.getvalue()
     finally:
         rt.close()

@@ -160,8 +160,17 @@ def _quote(path: str) -> str:
     return quote(path, safe="/:@!$&'()*+,;=-._~%")
 
 
+def _text(exc: BaseException) -> str:
+    """str(exc), which is user code: one that raises must not turn the
+    entry's 500 page and log line into the server's bare 500."""
+    try:
+        return str(exc)
+    except Exception:
+        return "<exception str() failed>"
+
+
 def _error_page(exc: BaseException, tb: str, method: str, url: str, as_html: bool) -> bytes:
-    title = f"{type(exc).__name__}: {exc}"
+    title = f"{type(exc).__name__}: {_text(exc)}"
     if not as_html:
         return f"{title}\n\n{tb}".encode("utf-8", "replace")
     e = html.escape
@@ -280,7 +289,7 @@ class App:
             status = 500
             tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
             if log is not None:
-                log.write(f"[dobj:err] {method} {url}: {type(exc).__name__}: {exc}\n{tb}")
+                log.write(f"[dobj:err] {method} {url}: {type(exc).__name__}: {_text(exc)}\n{tb}")
             else:
                 from . import _log
                 _log.error("%s %s: the entry raised\n%s", method, url, tb)
