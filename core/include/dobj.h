@@ -755,7 +755,11 @@ DOBJ_API int dobj_msg_status_check(long long status);
 
 DOBJ_API dobj_msg *dobj_msg_new_request(const char *url, const char *method);
 DOBJ_API dobj_msg *dobj_msg_new_response(int status, const void *body, size_t len);
+/** Set a header (replacing every entry of that name), name checked and value
+ *  normalized as dobj_msg_header_name_check / dobj_msg_header_value_check. */
 DOBJ_API int dobj_msg_set_header(dobj_msg *m, const char *name, const char *value);
+/** The value of header `name` (case-insensitive), NULL if absent; for a
+ *  repeated set-cookie, the first (walk header_names for the others). */
 DOBJ_API const char *dobj_msg_header(const dobj_msg *m, const char *name);
 DOBJ_API int dobj_msg_set_body(dobj_msg *m, const void *body, size_t len);
 DOBJ_API void dobj_msg_free(dobj_msg *m);
@@ -764,10 +768,17 @@ DOBJ_API void dobj_msg_free(dobj_msg *m);
  *  body limit on the paid plans): a server refuses a bigger upload with 413. */
 #define DOBJ_MSG_BODY_MAX ((size_t)100 << 20)
 
+/** The largest request head (request line and headers) a server reads
+ *  (128 KiB, Cloudflare's limit on a request's headers): past it, 431. */
+#define DOBJ_MSG_HEAD_MAX ((size_t)128 << 10)
+
 /**
  * Add a header the way the Fetch API's Headers.append does: a name already
  * present gets ", " and the new value after its old one (so repeated request
- * headers keep their order); a new name is lower-cased and appended.
+ * headers keep their order); a new name is lower-cased and appended; a
+ * set-cookie (dobj_msg_header_is_list) is always a new entry.  Like
+ * dobj_msg_set_header, it checks the name and normalizes the value
+ * (DOBJ_EARG as dobj_msg_header_name_check / dobj_msg_header_value_check).
  */
 DOBJ_API int dobj_msg_add_header(dobj_msg *m, const char *name, const char *value);
 
@@ -793,6 +804,67 @@ DOBJ_API int dobj_msg_body_check(size_t len);
  * as workerd does.  1 or 0; case-insensitive.
  */
 DOBJ_API int dobj_msg_header_is_framing(const char *name);
+
+/* The Fetch rules for headers, methods and bodies, as workerd applies them.
+ * Bindings call these (their Headers/Request/Response types keep no copy of
+ * a rule), and dobj_msg_set_header / dobj_msg_add_header apply them too. */
+
+/** The content-type workerd gives a response made from a string body. */
+#define DOBJ_MSG_TEXT_TYPE "text/plain;charset=UTF-8"
+/** The content-type of Response.json(). */
+#define DOBJ_MSG_JSON_TYPE "application/json"
+
+/**
+ * Is `name` (`len` bytes) a header name: one or more token characters
+ * (RFC 9110: letters, digits and !#$%&'*+-.^_`|~)?  DOBJ_OK or DOBJ_EARG
+ * with workerd's message "Invalid header name.".
+ */
+DOBJ_API int dobj_msg_header_name_check(const char *name, size_t len);
+
+/**
+ * Normalize a header value as Fetch does: leading and trailing HTTP
+ * whitespace (space, tab, CR, LF) is not part of it; the rest must hold no
+ * NUL, CR or LF.  On DOBJ_OK the value is the `*out_len` bytes at
+ * `value + *start`; else DOBJ_EARG with workerd's "Invalid header value.".
+ */
+DOBJ_API int dobj_msg_header_value_check(const char *value, size_t len,
+	size_t *start, size_t *out_len);
+
+/**
+ * Is `name` a header whose repeated values stay apart (set-cookie: a
+ * cookie's date holds ", ", so joining them breaks them)?  Fetch's Headers
+ * keeps them as a list (getSetCookie()), iterates them one by one and a
+ * server sends each on its own line.  1 or 0; case-insensitive.
+ */
+DOBJ_API int dobj_msg_header_is_list(const char *name);
+
+/**
+ * Check a request method and give its normal form: a token (else DOBJ_EARG
+ * "Invalid HTTP method string: <method>"); DELETE, GET, HEAD, OPTIONS, POST
+ * and PUT in any case become upper case (`*canonical` points at a static
+ * upper-case name), any other method is kept as given (`*canonical` NULL),
+ * as the Fetch spec says.
+ */
+DOBJ_API int dobj_msg_method_check(const char *method, size_t len, const char **canonical);
+
+/**
+ * May a request with `method` (already normalized) have a body of
+ * `body_len` bytes?  DOBJ_EARG with workerd's "Request with a GET or HEAD
+ * method cannot have a body." for a non-empty body on GET or HEAD.
+ */
+DOBJ_API int dobj_msg_request_body_check(const char *method, size_t body_len);
+
+/**
+ * May a response with `status` have a body of `body_len` bytes?  A
+ * null-body status (101, 204, 205, 304) takes none: DOBJ_EARG with
+ * workerd's "Response with null body status (101, 204, 205, or 304) cannot
+ * have a body.".
+ */
+DOBJ_API int dobj_msg_response_body_check(int status, size_t body_len);
+
+/** The reason phrase of `status` ("OK", "Not Found"), "" if it has none: workerd's
+ *  table (its Response.statusText when none is given). */
+DOBJ_API const char *dobj_msg_status_text(int status);
 
 /**
  * May a header with this name and value go on the wire?  DOBJ_OK when the

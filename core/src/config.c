@@ -548,11 +548,19 @@ static int renamed_binding(config_impl *c, classes *cl, const classinfo *ci, dob
 		char *key = fmt("%s-%s", c->pub.worker_name, p->was);
 		if (!key)
 			return DOBJ_ENOMEM;
-		if (dobj__storage_check_unique_key(key, strlen(key)) < 0) {
+		size_t d;
+		/* A name that cannot name a folder had none; the current name (a
+		 * class renamed back, or to itself) is not an earlier folder; a
+		 * name taken twice is one folder. */
+		int skip = dobj__storage_check_unique_key(key, strlen(key)) < 0 ||
+			strcmp(key, out->unique_key) == 0;
+		for (d = 0; !skip && d < k; d++)
+			skip = strcmp(dirs[d] + strlen(c->pub.state_dir) + 1, key) == 0;
+		if (skip) {
 			free(key);
 			if (!p->from)
 				break;
-			continue; /* no folder could have had that name */
+			continue;
 		}
 		if (!(dirs[k++] = keep(c, fmt("%s/%s", c->pub.state_dir, key)))) {
 			free(key);

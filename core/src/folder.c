@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -114,11 +115,15 @@ void dobj__folder_release(dobj_ns *ns)
  * only while nobody uses it, checked the way a bind claims it (the registry
  * in this process, the folder's flock between processes), and with
  * rename(2), which moves everything inside at once or nothing.  `to` must
- * not exist (rename would replace an empty folder silently).
+ * not exist, not even as a dangling symlink (rename would replace an empty
+ * folder or a link silently).  `from` itself is renamed: when it is a
+ * symlink, the link moves, never the folder it points to (which may be
+ * anywhere, outside the state folder).
  */
 int dobj__folder_move(const char *from, const char *to)
 {
 	char real[PATH_MAX];
+	struct stat sb;
 	claim *c;
 	int fd, rc = DOBJ_OK;
 
@@ -146,11 +151,11 @@ int dobj__folder_move(const char *from, const char *to)
 				"class: another process uses it (it holds the folder's lock)", real)
 			: dobj_error_set(DOBJ_ERROR, "cannot lock the storage folder %s: %s", real,
 				strerror(e));
-	} else if (access(to, F_OK) == 0) {
+	} else if (lstat(to, &sb) == 0) {
 		rc = dobj_error_set(DOBJ_ESTATE, "cannot move the storage folder %s to %s: %s exists",
-			real, to, to);
-	} else if (rename(real, to) < 0) {
-		rc = dobj_error_set(DOBJ_ERROR, "cannot move the storage folder %s to %s: %s", real, to,
+			from, to, to);
+	} else if (rename(from, to) < 0) {
+		rc = dobj_error_set(DOBJ_ERROR, "cannot move the storage folder %s to %s: %s", from, to,
 			strerror(errno));
 	}
 	close(fd); /* drops the flock */

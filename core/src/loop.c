@@ -5,6 +5,7 @@
  * (pump, process, run) stays there.
  */
 #include <errno.h>
+#include <float.h>
 #include <math.h>
 #include <poll.h>
 #include <stdlib.h>
@@ -330,7 +331,7 @@ size_t dobj__fire_timers(dobj_rt *rt)
  */
 int dobj_rt_advance(dobj_rt *rt, double ms)
 {
-	double target;
+	double target, slack;
 
 	CHECK_THREAD(rt);
 	if (!rt->virtual_time)
@@ -343,11 +344,19 @@ int dobj_rt_advance(dobj_rt *rt, double ms)
 	if (dobj_delay_check(ms) < 0)
 		return DOBJ_EARG;
 	target = rt->virtual_now + (ms > 0 ? ms : 0);
+	/* A positive advance always moves the clock, if only to the next
+	 * double: far from the epoch (a test that advanced years) a delay
+	 * below the clock's resolution would add nothing, and a host jumping
+	 * to its next timer would jump again for ever. */
+	if (ms > 0 && target <= rt->virtual_now)
+		target = nextafter(rt->virtual_now, INFINITY);
+	/* A nanosecond of slack, or a few units of the clock's resolution when
+	 * that is coarser: a host that computes the delay to the next timer in
+	 * its own units (seconds) may land one rounding short. */
+	slack = fmax(1e-6, fabs(target) * 4 * DBL_EPSILON);
 	for (;;) {
 		dobj_rt_pump(rt); /* fires what is due now, runs what it woke */
-		/* A nanosecond of slack: a host that computes the delay to the next
-		 * timer in its own units (seconds) may land one rounding short. */
-		if (rt->closing || !rt->nheap || rt->heap[0]->when > target + 1e-6)
+		if (rt->closing || !rt->nheap || rt->heap[0]->when > target + slack)
 			break;
 		if (rt->heap[0]->when > rt->virtual_now)
 			rt->virtual_now = rt->heap[0]->when;

@@ -75,24 +75,30 @@ const char *dobj_msg_header(const dobj_msg *m, const char *name)
 	return NULL;
 }
 
-int dobj_msg_set_header(dobj_msg *m, const char *name, const char *value)
+/* A checked, normalized copy of a header value, to *out. */
+static int value_dup(const char *value, char **out)
 {
-	size_t i;
-	char *n, *v, **pn, **pv;
+	size_t start, len;
+	int rc = dobj_msg_header_value_check(value, strlen(value), &start, &len);
+	char *v;
 
-	if (!name || !*name || !value)
-		return dobj_error_set(DOBJ_EARG, "a header needs a name and a value");
-	v = strdup(value);
+	if (rc < 0)
+		return rc;
+	v = malloc(len + 1);
 	if (!v)
 		return dobj_error_set(DOBJ_ENOMEM, "out of memory");
-	for (i = 0; i < m->nheaders; i++) {
-		if (strcasecmp(m->header_names[i], name) == 0) {
-			free(m->header_values[i]);
-			m->header_values[i] = v;
-			return DOBJ_OK;
-		}
-	}
-	n = strdup(name);
+	memcpy(v, value + start, len);
+	v[len] = 0;
+	*out = v;
+	return DOBJ_OK;
+}
+
+/* Append a new entry (name lower-cased); takes `v`. */
+static int header_push(dobj_msg *m, const char *name, char *v)
+{
+	size_t i;
+	char *n = strdup(name), **pn, **pv;
+
 	pn = realloc(m->header_names, (m->nheaders + 1) * sizeof(*pn));
 	if (pn)
 		m->header_names = pn;
@@ -112,27 +118,200 @@ int dobj_msg_set_header(dobj_msg *m, const char *name, const char *value)
 	return DOBJ_OK;
 }
 
+static int header_args_check(const char *name, const char *value)
+{
+	if (!name || !value)
+		return dobj_error_set(DOBJ_EARG, "a header needs a name and a value");
+	return dobj_msg_header_name_check(name, strlen(name));
+}
+
+int dobj_msg_set_header(dobj_msg *m, const char *name, const char *value)
+{
+	size_t i, j;
+	char *v = NULL;
+	int rc, found = 0;
+
+	if ((rc = header_args_check(name, value)) < 0)
+		return rc;
+	if ((rc = value_dup(value, &v)) < 0)
+		return rc;
+	for (i = j = 0; i < m->nheaders; i++) {
+		if (strcasecmp(m->header_names[i], name) != 0) {
+			m->header_names[j] = m->header_names[i];
+			m->header_values[j++] = m->header_values[i];
+		} else if (!found) {
+			free(m->header_values[i]);
+			m->header_values[i] = v;
+			m->header_names[j] = m->header_names[i];
+			m->header_values[j++] = v;
+			found = 1;
+		} else { /* a later set-cookie: set replaces them all */
+			free(m->header_names[i]);
+			free(m->header_values[i]);
+		}
+	}
+	m->nheaders = j;
+	return found ? DOBJ_OK : header_push(m, name, v);
+}
+
 int dobj_msg_add_header(dobj_msg *m, const char *name, const char *value)
 {
 	size_t i, old_len, len;
-	char *v;
+	char *v = NULL, *nv;
+	int rc;
 
-	if (!name || !*name || !value)
-		return dobj_error_set(DOBJ_EARG, "a header needs a name and a value");
-	for (i = 0; i < m->nheaders; i++) {
+	if ((rc = header_args_check(name, value)) < 0)
+		return rc;
+	if ((rc = value_dup(value, &v)) < 0)
+		return rc;
+	for (i = 0; !dobj_msg_header_is_list(name) && i < m->nheaders; i++) {
 		if (strcasecmp(m->header_names[i], name) != 0)
 			continue;
 		old_len = strlen(m->header_values[i]);
-		len = strlen(value);
-		v = realloc(m->header_values[i], old_len + 2 + len + 1);
-		if (!v)
+		len = strlen(v);
+		nv = realloc(m->header_values[i], old_len + 2 + len + 1);
+		if (!nv) {
+			free(v);
 			return dobj_error_set(DOBJ_ENOMEM, "out of memory");
-		memcpy(v + old_len, ", ", 2);
-		memcpy(v + old_len + 2, value, len + 1);
-		m->header_values[i] = v;
+		}
+		memcpy(nv + old_len, ", ", 2);
+		memcpy(nv + old_len + 2, v, len + 1);
+		m->header_values[i] = nv;
+		free(v);
 		return DOBJ_OK;
 	}
-	return dobj_msg_set_header(m, name, value);
+	return header_push(m, name, v);
+}
+
+/* RFC 9110 tchar. */
+static int is_token_char(unsigned char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		(c && strchr("!#$%&'*+-.^_`|~", c) != NULL);
+}
+
+static int is_token(const char *s, size_t len)
+{
+	size_t i;
+
+	if (!s || !len)
+		return 0;
+	for (i = 0; i < len; i++)
+		if (!is_token_char((unsigned char)s[i]))
+			return 0;
+	return 1;
+}
+
+int dobj_msg_header_name_check(const char *name, size_t len)
+{
+	if (!is_token(name, len))
+		return dobj_error_set(DOBJ_EARG, "Invalid header name.");
+	return DOBJ_OK;
+}
+
+static int has_cr_lf_nul(const char *s, size_t len)
+{
+	return len && (memchr(s, '\0', len) || memchr(s, '\r', len) || memchr(s, '\n', len));
+}
+
+static int is_http_ws(char c)
+{
+	return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+}
+
+int dobj_msg_header_value_check(const char *value, size_t len, size_t *start, size_t *out_len)
+{
+	size_t a = 0, b = len;
+
+	if (!value && len)
+		return dobj_error_set(DOBJ_EARG, "Invalid header value.");
+	while (a < b && is_http_ws(value[a]))
+		a++;
+	while (b > a && is_http_ws(value[b - 1]))
+		b--;
+	if (has_cr_lf_nul(value + a, b - a))
+		return dobj_error_set(DOBJ_EARG, "Invalid header value.");
+	if (start)
+		*start = a;
+	if (out_len)
+		*out_len = b - a;
+	return DOBJ_OK;
+}
+
+int dobj_msg_header_is_list(const char *name)
+{
+	return name && strcasecmp(name, "set-cookie") == 0;
+}
+
+int dobj_msg_method_check(const char *method, size_t len, const char **canonical)
+{
+	static const char *const normal[] = { "DELETE", "GET", "HEAD", "OPTIONS", "POST", "PUT" };
+	size_t i;
+
+	*canonical = NULL;
+	if (!is_token(method, len))
+		return dobj_error_set(DOBJ_EARG, "Invalid HTTP method string: %.*s",
+			(int)(len > 100 ? 100 : len), method ? method : "");
+	for (i = 0; i < sizeof(normal) / sizeof(normal[0]); i++)
+		if (strlen(normal[i]) == len && strncasecmp(method, normal[i], len) == 0) {
+			*canonical = normal[i];
+			break;
+		}
+	return DOBJ_OK;
+}
+
+int dobj_msg_request_body_check(const char *method, size_t body_len)
+{
+	if (body_len && method && (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0))
+		return dobj_error_set(DOBJ_EARG,
+			"Request with a GET or HEAD method cannot have a body.");
+	return DOBJ_OK;
+}
+
+int dobj_msg_response_body_check(int status, size_t body_len)
+{
+	if (body_len && (status == 101 || status == 204 || status == 205 || status == 304))
+		return dobj_error_set(DOBJ_EARG, "Response with null body status (101, 204, 205, "
+			"or 304) cannot have a body.");
+	return DOBJ_OK;
+}
+
+/* workerd's defaultStatusText: RFC 7231's phrases and the few it adds. */
+const char *dobj_msg_status_text(int status)
+{
+	static const struct { int status; const char *text; } phrases[] = {
+		{ 100, "Continue" }, { 101, "Switching Protocols" }, { 102, "Processing" },
+		{ 103, "Early Hints" }, { 200, "OK" }, { 201, "Created" }, { 202, "Accepted" },
+		{ 203, "Non-Authoritative Information" }, { 204, "No Content" },
+		{ 205, "Reset Content" }, { 206, "Partial Content" }, { 207, "Multi-Status" },
+		{ 208, "Already Reported" }, { 226, "IM Used" }, { 300, "Multiple Choices" },
+		{ 301, "Moved Permanently" }, { 302, "Found" }, { 303, "See Other" },
+		{ 304, "Not Modified" }, { 305, "Use Proxy" }, { 307, "Temporary Redirect" },
+		{ 308, "Permanent Redirect" }, { 400, "Bad Request" }, { 401, "Unauthorized" },
+		{ 402, "Payment Required" }, { 403, "Forbidden" }, { 404, "Not Found" },
+		{ 405, "Method Not Allowed" }, { 406, "Not Acceptable" },
+		{ 407, "Proxy Authentication Required" }, { 408, "Request Timeout" },
+		{ 409, "Conflict" }, { 410, "Gone" }, { 411, "Length Required" },
+		{ 412, "Precondition Failed" }, { 413, "Payload Too Large" },
+		{ 414, "URI Too Long" }, { 415, "Unsupported Media Type" },
+		{ 416, "Range Not Satisfiable" }, { 417, "Expectation Failed" },
+		{ 418, "I'm a teapot" }, { 421, "Misdirected Request" },
+		{ 422, "Unprocessable Entity" }, { 423, "Locked" }, { 424, "Failed Dependency" },
+		{ 426, "Upgrade Required" }, { 428, "Precondition Required" },
+		{ 429, "Too Many Requests" }, { 431, "Request Header Fields Too Large" },
+		{ 451, "Unavailable For Legal Reasons" }, { 500, "Internal Server Error" },
+		{ 501, "Not Implemented" }, { 502, "Bad Gateway" }, { 503, "Service Unavailable" },
+		{ 504, "Gateway Timeout" }, { 505, "HTTP Version Not Supported" },
+		{ 506, "Variant Also Negotiates" }, { 507, "Insufficient Storage" },
+		{ 508, "Loop Detected" }, { 510, "Not Extended" },
+		{ 511, "Network Authentication Required" },
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof(phrases) / sizeof(phrases[0]); i++)
+		if (phrases[i].status == status)
+			return phrases[i].text;
+	return "";
 }
 
 int dobj_msg_append_body(dobj_msg *m, const void *data, size_t len)
@@ -184,26 +363,21 @@ int dobj_msg_header_is_framing(const char *name)
 	return 0;
 }
 
+/* The wire's check: the same character rules as dobj_msg_header_name_check
+ * and dobj_msg_header_value_check (no normalizing: what is sent is checked
+ * as it is), with a message naming the header for a server's log. */
 int dobj_msg_header_check(const char *name, size_t name_len, const char *value, size_t value_len)
 {
-	size_t i;
-
 	if (!name || !name_len)
 		return dobj_error_set(DOBJ_EARG, "invalid header name: empty");
-	for (i = 0; i < name_len; i++) {
-		unsigned char c = (unsigned char)name[i];
-		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-		      (c && strchr("!#$%&'*+-.^_`|~", c))))
-			return dobj_error_set(DOBJ_EARG,
-				"invalid header name: \"%.*s\" (letters, digits and !#$%%&'*+-.^_`|~ only)",
-				(int)(name_len > 100 ? 100 : name_len), name);
-	}
-	for (i = 0; value && i < value_len; i++) {
-		if (value[i] == '\r' || value[i] == '\n' || value[i] == '\0')
-			return dobj_error_set(DOBJ_EARG,
-				"invalid value for header %.*s: it holds a CR, LF or NUL byte",
-				(int)(name_len > 100 ? 100 : name_len), name);
-	}
+	if (!is_token(name, name_len))
+		return dobj_error_set(DOBJ_EARG,
+			"invalid header name: \"%.*s\" (letters, digits and !#$%%&'*+-.^_`|~ only)",
+			(int)(name_len > 100 ? 100 : name_len), name);
+	if (value && has_cr_lf_nul(value, value_len))
+		return dobj_error_set(DOBJ_EARG,
+			"invalid value for header %.*s: it holds a CR, LF or NUL byte",
+			(int)(name_len > 100 ? 100 : name_len), name);
 	return DOBJ_OK;
 }
 

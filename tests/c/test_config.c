@@ -779,6 +779,64 @@ static void test_renamed_classes(void)
 	CHECK(system(path) == 0);
 }
 
+/* Hostile renames: a class renamed back to an earlier name (A -> B -> A) or
+ * to itself starts again and again (its folder is its current one, not an
+ * earlier name's); a former folder that is a symlink is moved as a link,
+ * never the folder it points to (which may be anywhere). */
+static void test_renamed_classes_hostile(void)
+{
+	char root[] = "/tmp/dobj-rename2-XXXXXX", path[PATH_MAX * 2 + 256], st[PATH_MAX + 64],
+		outside[PATH_MAX + 128];
+	dobj_config_opts o = DOBJ_CONFIG_OPTS_INIT;
+	dobj_config *c = NULL;
+	struct stat sb;
+
+	CHECK(mkdtemp(root) != NULL);
+	snprintf(path, sizeof(path), "%s/wrangler.toml", root);
+	write_file(path,
+		"name = \"w\"\n"
+		"[[durable_objects.bindings]]\nname = \"A\"\nclass_name = \"A\"\n"
+		"[[durable_objects.bindings]]\nname = \"S\"\nclass_name = \"S\"\n"
+		"[[migrations]]\ntag = \"v1\"\nnew_sqlite_classes = [\"A\", \"S\"]\n"
+		"[[migrations]]\ntag = \"v2\"\nrenamed_classes = [{ from = \"A\", to = \"B\" }, "
+		"{ from = \"S\", to = \"S\" }]\n"
+		"[[migrations]]\ntag = \"v3\"\nrenamed_classes = [{ from = \"B\", to = \"A\" }]\n"
+		"[[migrations]]\ntag = \"v4\"\nrenamed_classes = [{ from = \"A\", to = \"B\" }]\n"
+		"[[migrations]]\ntag = \"v5\"\nrenamed_classes = [{ from = \"B\", to = \"A\" }]\n");
+	o.path = root;
+	o.env = "";
+	CHECK(dobj_config_load(&c, &o) == 0);
+	if (!c)
+		return;
+	snprintf(st, sizeof(st), "%s/.wrangler/state/v3/do", root);
+	snprintf(path, sizeof(path), "mkdir -p '%s/w-A' '%s/w-S'", st, st);
+	CHECK(system(path) == 0);
+	/* The folders are the classes' current ones: nothing to move, no error. */
+	CHECK(dobj_config_move_renamed(c) == 0);
+	CHECK(c->bindings[0].former_dirs_len == 1); /* w-B, once */
+	CHECK(c->bindings[1].former_dirs_len == 0);
+	/* From the earlier name B: moved back, then again nothing to do. */
+	snprintf(path, sizeof(path), "%s/w-A", st);
+	snprintf(outside, sizeof(outside), "%s/w-B", st);
+	CHECK(rename(path, outside) == 0);
+	CHECK(dobj_config_move_renamed(c) == 0);
+	CHECK(is_dir(path) && !is_dir(outside));
+	CHECK(dobj_config_move_renamed(c) == 0);
+	CHECK(rmdir(path) == 0);
+	/* w-B a symlink to a folder outside the state: the link moves. */
+	snprintf(outside, sizeof(outside), "%s/elsewhere", root);
+	CHECK(mkdir(outside, 0700) == 0);
+	snprintf(path, sizeof(path), "%s/w-B", st);
+	CHECK(symlink(outside, path) == 0);
+	CHECK(dobj_config_move_renamed(c) == 0);
+	CHECK(is_dir(outside)); /* still where it was */
+	snprintf(path, sizeof(path), "%s/w-A", st);
+	CHECK(lstat(path, &sb) == 0 && S_ISLNK(sb.st_mode));
+	dobj_config_free(c);
+	snprintf(path, sizeof(path), "rm -rf '%s'", root);
+	CHECK(system(path) == 0);
+}
+
 int main(void)
 {
 	char src[PATH_MAX];
@@ -805,6 +863,7 @@ int main(void)
 	RUN(test_no_name_and_missing_migration);
 	RUN(test_bad_files);
 	RUN(test_renamed_classes);
+	RUN(test_renamed_classes_hostile);
 	RUN(test_loader_fuzz);
 	RUN(test_mutation_fuzz);
 	return DONE();

@@ -235,6 +235,30 @@ static void test_delays_must_be_finite(void)
 	CHECK_STR(logbuf, "huge-cancelled ");
 }
 
+/* Far from the epoch a delay can be below the clock's resolution: a
+ * positive advance still moves the clock (a host that jumps to its next
+ * timer, like dobj.testing's asyncio clock, spun for ever after a test
+ * advanced a billion seconds), and a timer a host lands one rounding
+ * short of still fires. */
+static void test_advance_far_from_the_epoch(void)
+{
+	dobj_rt *rt = make_rt(1);
+	double before;
+
+	CHECK_EQ_INT(dobj_rt_advance(rt, 1e15), DOBJ_OK);
+	before = dobj_rt_now_ms(rt);
+	CHECK(before + 1e-4 == before); /* below the resolution here */
+	CHECK_EQ_INT(dobj_rt_advance(rt, 1e-4), DOBJ_OK);
+	CHECK(dobj_rt_now_ms(rt) > before);
+	logbuf[0] = '\0';
+	CHECK_EQ_INT(dobj_rt_timer(rt, 1, log_timer, "t", NULL), DOBJ_OK);
+	before = dobj_rt_now_ms(rt);
+	CHECK_EQ_INT(dobj_rt_advance(rt, dobj_rt_next_timer_ms(rt) * (1 - 1e-9)), DOBJ_OK);
+	CHECK_STR(logbuf, "t ");
+	CHECK(dobj_rt_now_ms(rt) > before);
+	dobj_rt_free(rt);
+}
+
 struct other_thread {
 	dobj_rt *rt;
 	dobj_stub *stub;
@@ -374,6 +398,7 @@ int main(void)
 	RUN(test_fd_is_readable_when_a_timer_is_due);
 	RUN(test_timer_hook_reports_earlier_deadlines);
 	RUN(test_delays_must_be_finite);
+	RUN(test_advance_far_from_the_epoch);
 	RUN(test_other_threads_are_refused);
 	RUN(test_two_waiters_on_one_call_both_wake);
 	RUN(test_block_calling_its_own_object_is_a_deadlock);

@@ -160,7 +160,16 @@ describe("dobj-lua dev", function()
     assert.truthy(out:find("HTTP/1.1 413 Content Too Large", 1, true), out)
     assert.truthy(out:find("request body larger than 100 MiB", 1, true), out)
     assert.equal("1", curl(q(url(s, "/count/big")))) -- the entry never saw the big one
-    assert.truthy(stop(s):find("PUT /count/big 413 Content Too Large", 1, true))
+    assert.truthy(stop(s):find("PUT /count/big 413 Payload Too Large", 1, true)) -- workerd's phrase
+  end)
+
+  it("sends each set-cookie on its own line", function()
+    -- Joined with ", " they were one broken cookie (the date holds a comma).
+    local s = assert(start(("--config %s --persist-to %s"):format(q(PROJECT), q(dir))))
+    local out = curl("-i " .. q(url(s, "/cookies")))
+    assert.truthy(out:find("\r\nset%-cookie: a=1; Expires=Wed, 21 Oct 2026 07:28:00 GMT\r\n"), out)
+    assert.truthy(out:find("\r\nset%-cookie: b=2\r\n"), out)
+    assert.truthy(out:find("\r\ncontent%-type: text/plain;charset=UTF%-8\r\n"), out)
   end)
 
   it("answers 500 with the error logged, as a page for browsers", function()
@@ -275,6 +284,12 @@ describe("dobj.http_listen", function()
     local out, code = read_all(("timeout -k 5 20 lua5.4 %s 2>&1"):format(q(PROJECT .. "/sync_respond.lua")))
     assert.equal(0, code, out)
     assert.truthy(out:find("^answered http://127%.0%.0%.1:%d+/sync$"), out)
+  end)
+
+  it("stops with the runtime's error when a handler closes the runtime", function()
+    local out, code = read_all(("timeout -k 5 20 lua5.4 %s 2>&1"):format(q(PROJECT .. "/close_in_handler.lua")))
+    assert.equal(0, code, out)
+    assert.truthy(out:find("^run: false [^\n]*the runtime is closed\n"), out)
   end)
 
   it("refuses to answer a request it never gave", function()

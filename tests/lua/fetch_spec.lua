@@ -79,6 +79,7 @@ describe("fetch", function()
     assert.are.equal("", r:text())
     assert.is_true(r.ok)
     assert.are.same({}, r.headers)
+    assert.are.equal("OK", r.status_text)
     local r2 = dobj.response("nope", { status = 404, headers = { ["Content-Type"] = "x/y" } })
     assert.are.equal(404, r2.status)
     assert.is_false(r2.ok)
@@ -95,7 +96,8 @@ describe("fetch", function()
     end
     assert.has_error(function() dobj.response("x", { status = "ok" }) end)
     assert.has_error(function() dobj.response({}) end)
-    assert.has_error(function() dobj.response("x", { headers = { a = {} } }) end)
+    assert.has_error(function() dobj.response("x", { headers = { a = true } }) end)
+    assert.has_error(function() dobj.response("x", { headers = { a = { {} } } }) end)
     assert.has_error(function() dobj.request("/relative") end)
     assert.has_error(function() dobj.request(42) end)
   end)
@@ -518,5 +520,62 @@ describe("object-to-object calls", function()
     assert.are.equal("Subrequest depth limit exceeded", err.message)
     -- The runtime still works afterwards.
     assert.are.equal("end", stub:fetch("https://c/1"):text())
+  end)
+end)
+
+describe("the core's message rules (dobj_msg_*)", function()
+  local function err_of(f, ...)
+    local ok, err = pcall(f, ...)
+    assert.is_false(ok)
+    return err
+  end
+
+  it("takes token header names and normalized values only", function()
+    for _, bad in ipairs({ "", "bad name", "a:b", "caf\xc3\xa9", "x\0", "(x)" }) do
+      assert.matches("Invalid header name.", err_of(dobj.response, "x", { headers = { [bad] = "v" } }), 1, true)
+    end
+    for _, bad in ipairs({ "a\r\nInjected: 1", "a\nb", "a\0b" }) do
+      assert.matches("Invalid header value.", err_of(dobj.response, "x", { headers = { x = bad } }), 1, true)
+    end
+    local r = dobj.response(nil, { headers = { ["X-Custom_1!#$%&'*+.^`|~"] = " \t v w \r\n", ["X-N"] = 5 } })
+    assert.are.same({ ["x-custom_1!#$%&'*+.^`|~"] = "v w", ["x-n"] = "5" }, r.headers)
+    assert.are.equal("v w", r.headers:get("X-CUSTOM_1!#$%&'*+.^`|~"))
+  end)
+
+  it("keeps set-cookie a list and joins other repeated values", function()
+    local r = dobj.response(nil, { headers = {
+      ["Set-Cookie"] = { "a=1; Expires=Wed, 21 Oct 2026 07:28:00 GMT", "b=2" }, ["x-b"] = { "1", "2" } } })
+    assert.are.same({ "a=1; Expires=Wed, 21 Oct 2026 07:28:00 GMT", "b=2" }, r.headers:get_set_cookie())
+    assert.are.equal("a=1; Expires=Wed, 21 Oct 2026 07:28:00 GMT, b=2", r.headers:get("set-cookie"))
+    assert.are.equal("1, 2", r.headers["x-b"])
+    assert.are.same({}, dobj.response().headers:get_set_cookie())
+    -- A request copies them (a list stays a list).
+    local req = dobj.request("https://x/", { headers = r.headers })
+    assert.are.same({ "a=1; Expires=Wed, 21 Oct 2026 07:28:00 GMT", "b=2" }, req.headers:get_set_cookie())
+  end)
+
+  it("normalizes methods as Fetch says and refuses a body on GET and HEAD", function()
+    assert.are.equal("GET", dobj.request("https://x/", { method = "get" }).method)
+    assert.are.equal("DELETE", dobj.request("https://x/", { method = "Delete" }).method)
+    assert.are.equal("patch", dobj.request("https://x/", { method = "patch" }).method)
+    assert.matches("Invalid HTTP method string: GE T",
+      err_of(dobj.request, "https://x/", { method = "GE T" }), 1, true)
+    for _, m in ipairs({ "GET", "head" }) do
+      assert.matches("Request with a GET or HEAD method cannot have a body.",
+        err_of(dobj.request, "https://x/", { method = m, body = "x" }), 1, true)
+    end
+  end)
+
+  it("refuses a body with a null-body status, types a text body, names the status", function()
+    for _, status in ipairs({ 204, 205, 304 }) do
+      assert.matches("Response with null body status (101, 204, 205, or 304) cannot have a body.",
+        err_of(dobj.response, "x", { status = status }), 1, true)
+      assert.are.equal("", dobj.response(nil, { status = status }).body)
+    end
+    assert.are.equal("text/plain;charset=UTF-8", dobj.response("x").headers["content-type"])
+    assert.are.equal("text/html", dobj.response("x", { headers = { ["Content-Type"] = "text/html" } })
+      .headers["content-type"])
+    assert.are.equal("Not Found", dobj.response(nil, { status = 404 }).status_text)
+    assert.are.equal("", dobj.response(nil, { status = 599 }).status_text)
   end)
 end)

@@ -43,6 +43,10 @@ ECHO = """\
             return dobj.Response("framed by the server", headers=[
                 ("connection", "close"), ("transfer-encoding", "chunked"), ("keep-alive", "5"),
                 ("content-length", "999"), ("x-ok", "1")])
+        if path.startswith("cookies"):
+            h = dobj.Headers([("set-cookie", "a=1; Expires=Wed, 21 Oct 2026 07:28:00 GMT"),
+                              ("Set-Cookie", "b=2")])
+            return dobj.Response("two cookies", headers=h)
         if path.startswith("bytes"):
             return dobj.Response(request.body, headers=[
                 ("content-type", "application/octet-stream"), ("x-len", str(len(request.body)))])
@@ -228,6 +232,21 @@ def test_a_responses_own_framing_headers_are_dropped(echo, servers):
         conn.close()
 
 
+def test_each_set_cookie_reaches_the_client_as_its_own_line(echo, servers):
+    # Joined with ", " they were one broken cookie (the date holds a comma).
+    s = servers(echo)
+    conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=30)
+    try:
+        conn.request("GET", "/cookies")
+        r = conn.getresponse()
+        assert (r.status, r.read()) == (200, b"two cookies")
+        assert r.headers.get_all("set-cookie") == [
+            "a=1; Expires=Wed, 21 Oct 2026 07:28:00 GMT", "b=2"]
+        assert r.getheader("content-type") == "text/plain;charset=UTF-8"
+    finally:
+        conn.close()
+
+
 def test_a_body_past_the_cores_limit_is_refused_with_413(echo, servers):
     s = servers(echo)
     sock = socket.create_connection(("127.0.0.1", s.port), timeout=30)
@@ -246,6 +265,37 @@ def test_a_body_past_the_cores_limit_is_refused_with_413(echo, servers):
     assert body == b"request body larger than 100 MiB\n"
     s.wait_for(r"^\[dobj\] POST /count 413 ")
     assert get(s.port, "/count")[2] == b"1"  # the refused request never reached the entry
+
+
+def test_an_endless_header_is_refused_with_431_not_gathered(echo, servers):
+    """One client sending a header that never ends used to grow the server
+    by everything it sent (300 MiB sent: 370 MB resident).  Past the core's
+    head limit (128 KiB) it gets 431 and the connection closes; a large
+    head under the limit and the next clients are served."""
+    s = servers(echo)
+    sock = socket.create_connection(("127.0.0.1", s.port), timeout=30)
+    sent = 0
+    reply = b""
+    try:
+        sock.sendall(b"GET /count HTTP/1.1\r\nHost: t\r\nX-Big: ")
+        try:
+            while sent < 64 << 20:  # far past the limit: the server stops reading first
+                sock.sendall(b"a" * 65536)
+                sent += 65536
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        try:
+            while chunk := sock.recv(65536):
+                reply += chunk
+        except ConnectionResetError:
+            pass
+    finally:
+        sock.close()
+    assert sent < 64 << 20
+    if reply:  # unless the reset of the unread data came first
+        assert reply.startswith(b"HTTP/1.1 431 ")
+    assert get(s.port, "/count", headers={"x-big": "a" * (100 << 10)})[0] == 200
+    assert get(s.port, "/count")[2] == b"2"
 
 
 # ------------------------------------------------------------ errors

@@ -277,3 +277,65 @@ def test_request_and_response_validation():
     assert h["CONTENT-TYPE"] == "a" and "content-type" in h and list(h) == ["content-type"]
     r = dobj.Response.json({"a": [1, 2]}, status=404)
     assert (r.status, r.ok, r.json()) == (404, False, {"a": [1, 2]})
+
+
+# ---------------------------------------- the core's message rules (dobj_msg_*)
+
+def test_header_names_must_be_tokens_and_values_are_normalized():
+    for bad in ("", "bad name", "a:b", "caf\u00e9", "x\0", "(x)"):
+        with pytest.raises(ValueError, match=r"^Invalid header name\.$"):
+            dobj.Headers({bad: "x"})
+    h = dobj.Headers([("X-Custom_1!#$%&'*+.^`|~", "v")])
+    assert list(h) == ["x-custom_1!#$%&'*+.^`|~"]
+    for bad in ("a\r\nInjected: 1", "a\nb", "a\0b", "\u0100"):
+        with pytest.raises(ValueError, match=r"^Invalid header value\.$"):
+            dobj.Headers({"x": bad})
+    h = dobj.Headers({"x": " \t v w \r\n"})
+    assert h["x"] == "v w"
+    h.append("X", "\xff")  # a byte string: code points up to 255
+    assert h.get("x") == "v w, \xff"
+
+
+def test_set_cookie_stays_a_list_and_iterates_one_by_one():
+    h = dobj.Headers()
+    h.append("Set-Cookie", "a=1; Expires=Wed, 21 Oct 2026 07:28:00 GMT")
+    h.append("x-b", "1")
+    h.append("set-cookie", "b=2")
+    h.append("X-B", "2")
+    assert h.get_set_cookie() == ["a=1; Expires=Wed, 21 Oct 2026 07:28:00 GMT", "b=2"]
+    assert h.get("set-cookie") == "a=1; Expires=Wed, 21 Oct 2026 07:28:00 GMT, b=2"
+    assert h.get("x-b") == "1, 2"
+    assert h.items() == [("set-cookie", "a=1; Expires=Wed, 21 Oct 2026 07:28:00 GMT"),
+                         ("set-cookie", "b=2"), ("x-b", "1, 2")]
+    assert list(h) == ["set-cookie", "set-cookie", "x-b"]
+    copy = dobj.Headers(h)
+    copy.append("set-cookie", "c=3")
+    assert len(h.get_set_cookie()) == 2 and copy == dobj.Headers(copy.items())
+    h.set("set-cookie", "z=9")
+    assert h.get_set_cookie() == ["z=9"]
+    assert dobj.Headers().get_set_cookie() == []
+
+
+def test_methods_are_normalized_as_fetch_says():
+    assert dobj.Request("https://x/", method="get").method == "GET"
+    assert dobj.Request("https://x/", method="Delete").method == "DELETE"
+    assert dobj.Request("https://x/", method="patch").method == "patch"  # kept as given
+    with pytest.raises(ValueError, match="Invalid HTTP method string: GE T"):
+        dobj.Request("https://x/", method="GE T")
+    for m in ("GET", "head"):
+        with pytest.raises(TypeError, match=r"^Request with a GET or HEAD method cannot have a body\.$"):
+            dobj.Request("https://x/", method=m, body=b"x")
+
+
+def test_responses_null_body_statuses_content_type_and_status_text():
+    for status in (204, 205, 304):
+        with pytest.raises(ValueError, match=r"null body status \(101, 204, 205, or 304\)"):
+            dobj.Response("x", status=status)
+        assert dobj.Response(None, status=status).body == b""
+    assert dobj.Response("x").headers["content-type"] == "text/plain;charset=UTF-8"
+    assert dobj.Response("x", headers={"Content-Type": "text/html"}).headers["content-type"] \
+        == "text/html"
+    assert "content-type" not in dobj.Response(b"x").headers
+    assert dobj.Response.json({}).headers["content-type"] == "application/json"
+    assert dobj.Response(status=404).status_text == "Not Found"
+    assert dobj.Response(status=599).status_text == ""

@@ -491,3 +491,42 @@ def test_auto_mode_and_a_loop_without_a_replaceable_clock(tester):
             return uvloop.EventLoopPolicy()
     '''))
     run(tester, "test_uvloop.py").assert_outcomes(passed=1)
+
+
+def test_advance_far_from_the_epoch_ends():
+    """advance(1e9) (or any time where a delay is below the clock's
+    resolution) used to spin for ever: the asyncio loop's jump to its last
+    timer added less than the clock's resolution.  Run in a child process,
+    bounded, so that a regression fails instead of hanging the suite."""
+    import subprocess
+    import sys
+
+    code = textwrap.dedent('''
+        import asyncio
+        import dobj
+        from dobj import testing
+
+        class Box(dobj.DurableObject):
+            def put(self, k, v):
+                self.ctx.storage.put(k, v)
+
+            def get(self, k):
+                return self.ctx.storage.get(k)
+
+        with testing.Harness(lambda: testing.TestRuntime(virtual_time=True)) as h:
+            stub = h.rt.bind("BOX", Box).get_by_name("a")
+            h.run(stub.put("k", 1))
+            for seconds in (1e9, 1e15, 1e300):
+                h.rt.advance(seconds)
+                assert h.run(stub.get("k")) == 1
+
+            async def in_async():
+                await h.rt.advance(1e9)
+                await asyncio.sleep(1e9)
+                return await stub.get("k")
+            assert h.run(in_async()) == 1
+        print("done")
+    ''')
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "done\n"

@@ -270,6 +270,12 @@ void host_release(void *data, void *v);
 int push_request(lua_State *L, int src, int init);
 int l_request(lua_State *L);
 int l_response(lua_State *L);
+/* Headers tables by the core's rules (dobj_msg_*): see http.c. */
+typedef void (*header_fn)(lua_State *L, void *data, const char *name, size_t nlen,
+	const char *value, size_t vlen);
+void headers_walk(lua_State *L, int src, header_fn fn, void *data);
+void push_msg_headers(lua_State *L, const dobj_msg *m);
+int msg_add_headers(lua_State *L, int src, dobj_msg *m);
 
 /* module.c */
 void push_mt(lua_State *L, int which);

@@ -25,7 +25,101 @@ static void push_lower(lua_State *L, const char *s, size_t len)
 		lua_remove(L, -2);
 }
 
-/* Copy the headers table at `src` into a new table with lower-case names. */
+/*
+ * Headers are plain tables with lower-case names and the metatable
+ * "dobj.Headers" (methods get and get_set_cookie).  The rules are the
+ * core's (dobj_msg_*): token names, values normalized and checked, repeated
+ * values joined with ", " except set-cookie, kept as a list of strings.
+ */
+#define HEADERS_MT "dobj.Headers"
+
+/* Append name: value to the headers table at `dst` as Fetch's
+ * Headers.append does; raises the core's message for a bad name or value. */
+static void headers_append(lua_State *L, int dst, const char *name, size_t nlen,
+	const char *value, size_t vlen)
+{
+	size_t start, len;
+	const char *key;
+
+	if (dobj_msg_header_name_check(name, nlen) < 0 ||
+	    dobj_msg_header_value_check(value, vlen, &start, &len) < 0)
+		luaL_error(L, "%s", dobj_error_last());
+	push_lower(L, name, nlen);
+	key = lua_tostring(L, -1);
+	lua_pushvalue(L, -1);
+	switch (lua_rawget(L, dst)) {
+	case LUA_TNIL:
+		lua_pop(L, 1);
+		if (dobj_msg_header_is_list(key)) {
+			lua_createtable(L, 1, 0);
+			lua_pushlstring(L, value + start, len);
+			lua_rawseti(L, -2, 1);
+		} else {
+			lua_pushlstring(L, value + start, len);
+		}
+		lua_rawset(L, dst);
+		return;
+	case LUA_TTABLE: /* set-cookie: one more entry */
+		lua_pushlstring(L, value + start, len);
+		lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+		lua_pop(L, 2);
+		return;
+	default:
+		lua_pushliteral(L, ", ");
+		lua_pushlstring(L, value + start, len);
+		lua_concat(L, 3);
+		lua_rawset(L, dst);
+	}
+}
+
+/* A header value at `idx`: a string or a number, else NULL. */
+static const char *header_value(lua_State *L, int idx, size_t *len)
+{
+	int t = lua_type(L, idx);
+
+	if (t != LUA_TSTRING && t != LUA_TNUMBER)
+		return NULL;
+	return lua_tolstring(L, idx, len); /* numbers become strings */
+}
+
+/* Call fn for each (name, value) of the headers table at `src`: a value is a
+ * string, a number or a list of them (each its own entry).  Raises for any
+ * other value. */
+void headers_walk(lua_State *L, int src, header_fn fn, void *data)
+{
+	src = lua_absindex(L, src);
+	lua_pushnil(L);
+	while (lua_next(L, src)) {
+		size_t nlen, vlen;
+		const char *k, *v;
+		if (lua_type(L, -2) != LUA_TSTRING)
+			luaL_error(L, "header names must be strings");
+		k = lua_tolstring(L, -2, &nlen);
+		if (lua_type(L, -1) == LUA_TTABLE) {
+			lua_Integer i, n = (lua_Integer)lua_rawlen(L, -1);
+			for (i = 1; i <= n; i++) {
+				lua_rawgeti(L, -1, i);
+				if (!(v = header_value(L, -1, &vlen)))
+					luaL_error(L, "header values must be strings");
+				fn(L, data, k, nlen, v, vlen);
+				lua_pop(L, 1);
+			}
+		} else {
+			if (!(v = header_value(L, -1, &vlen)))
+				luaL_error(L, "header values must be strings");
+			fn(L, data, k, nlen, v, vlen);
+		}
+		lua_pop(L, 1);
+	}
+}
+
+static void append_cb(lua_State *L, void *data, const char *name, size_t nlen,
+	const char *value, size_t vlen)
+{
+	headers_append(L, *(int *)data, name, nlen, value, vlen);
+}
+
+/* Push a new headers table made of the table at `src`, by the core's rules. */
 static void push_headers(lua_State *L, int src)
 {
 	int dst;
@@ -34,21 +128,95 @@ static void push_headers(lua_State *L, int src)
 	luaL_checktype(L, src, LUA_TTABLE);
 	lua_newtable(L);
 	dst = lua_gettop(L);
-	lua_pushnil(L);
-	while (lua_next(L, src)) {
-		size_t len;
-		const char *k;
-		if (lua_type(L, -2) != LUA_TSTRING)
-			luaL_error(L, "header names must be strings");
-		if (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER)
-			luaL_error(L, "header values must be strings");
-		k = lua_tolstring(L, -2, &len);
-		push_lower(L, k, len);
-		lua_pushvalue(L, -2);
-		lua_tostring(L, -1); /* numbers become strings */
-		lua_rawset(L, dst);
-		lua_pop(L, 1);
+	headers_walk(L, src, append_cb, &dst);
+	luaL_setmetatable(L, HEADERS_MT);
+}
+
+void push_msg_headers(lua_State *L, const dobj_msg *m)
+{
+	size_t i;
+	int dst;
+
+	lua_createtable(L, 0, (int)m->nheaders);
+	dst = lua_gettop(L);
+	for (i = 0; i < m->nheaders; i++)
+		headers_append(L, dst, m->header_names[i], strlen(m->header_names[i]),
+			m->header_values[i], strlen(m->header_values[i]));
+	luaL_setmetatable(L, HEADERS_MT);
+}
+
+struct msg_add { dobj_msg *m; int rc; };
+
+static void msg_add_cb(lua_State *L, void *data, const char *name, size_t nlen,
+	const char *value, size_t vlen)
+{
+	struct msg_add *a = data;
+
+	(void)L;
+	if (a->rc < 0)
+		return;
+	if (strlen(name) != nlen || strlen(value) != vlen)
+		a->rc = dobj_error_set(DOBJ_EARG, strlen(name) != nlen ?
+			"Invalid header name." : "Invalid header value.");
+	else
+		a->rc = dobj_msg_add_header(a->m, name, value);
+}
+
+int msg_add_headers(lua_State *L, int src, dobj_msg *m)
+{
+	struct msg_add a = { m, DOBJ_OK };
+
+	headers_walk(L, src, msg_add_cb, &a);
+	return a.rc;
+}
+
+/* headers:get(name): the value (a set-cookie list joined with ", "), or nil. */
+static int l_headers_get(lua_State *L)
+{
+	size_t len;
+	const char *name;
+
+	luaL_checktype(L, 1, LUA_TTABLE);
+	name = luaL_checklstring(L, 2, &len);
+	push_lower(L, name, len);
+	if (lua_rawget(L, 1) == LUA_TTABLE) {
+		luaL_Buffer b;
+		lua_Integer i, n = (lua_Integer)lua_rawlen(L, -1);
+		luaL_buffinit(L, &b);
+		for (i = 1; i <= n; i++) {
+			if (i > 1)
+				luaL_addstring(&b, ", ");
+			lua_rawgeti(L, -2, i);
+			luaL_addvalue(&b);
+		}
+		luaL_pushresult(&b);
 	}
+	return 1;
+}
+
+/* headers:get_set_cookie(): every set-cookie value, as a new list. */
+static int l_headers_get_set_cookie(lua_State *L)
+{
+	luaL_checktype(L, 1, LUA_TTABLE);
+	lua_newtable(L);
+	lua_pushliteral(L, "set-cookie");
+	switch (lua_rawget(L, 1)) {
+	case LUA_TTABLE: {
+		lua_Integer i, n = (lua_Integer)lua_rawlen(L, -1);
+		for (i = 1; i <= n; i++) {
+			lua_rawgeti(L, -1, i);
+			lua_rawseti(L, -3, i);
+		}
+		break;
+	}
+	case LUA_TSTRING: /* set by hand after the headers were made */
+		lua_rawseti(L, -2, 1);
+		return 1;
+	default:
+		break;
+	}
+	lua_pop(L, 1);
+	return 1;
 }
 
 static void check_body(lua_State *L, int idx)
@@ -105,16 +273,16 @@ int push_request(lua_State *L, int src, int init)
 	if (have_init) {
 		lua_getfield(L, init, "method");
 		if (!lua_isnil(L, -1)) {
+			size_t len;
+			const char *m, *canonical;
 			luaL_checktype(L, -1, LUA_TSTRING);
-			{
-				size_t len, i;
-				const char *m = lua_tolstring(L, -1, &len);
-				luaL_Buffer b;
-				char *p = luaL_buffinitsize(L, &b, len);
-				for (i = 0; i < len; i++)
-					p[i] = (m[i] >= 'a' && m[i] <= 'z') ? (char)(m[i] - 32) : m[i];
-				luaL_pushresultsize(&b, len);
-			}
+			m = lua_tolstring(L, -1, &len);
+			if (dobj_msg_method_check(m, len, &canonical) < 0)
+				return luaL_error(L, "%s", dobj_error_last());
+			if (canonical)
+				lua_pushstring(L, canonical);
+			else
+				lua_pushvalue(L, -1);
 			lua_setfield(L, t, "method");
 		}
 		lua_pop(L, 1);
@@ -131,6 +299,11 @@ int push_request(lua_State *L, int src, int init)
 		}
 		lua_pop(L, 1);
 	}
+	lua_getfield(L, t, "method");
+	lua_getfield(L, t, "body");
+	if (dobj_msg_request_body_check(lua_tostring(L, -2), luaL_len(L, -1)) < 0)
+		return luaL_error(L, "%s", dobj_error_last());
+	lua_pop(L, 2);
 	push_mt(L, MT_REQUEST);
 	lua_setmetatable(L, t);
 	return t;
@@ -190,6 +363,25 @@ int l_response(lua_State *L)
 		}
 		lua_pop(L, 1);
 	}
+	lua_getfield(L, t, "body");
+	if (dobj_msg_response_body_check((int)status, luaL_len(L, -1)) < 0)
+		return luaL_error(L, "%s", dobj_error_last());
+	lua_pop(L, 1);
+	/* A body is a string: workerd's content-type for one, unless given. */
+	if (!lua_isnil(L, 1)) {
+		if (lua_getfield(L, t, "headers") != LUA_TTABLE) {
+			lua_pop(L, 1);
+			lua_newtable(L);
+			luaL_setmetatable(L, HEADERS_MT);
+			lua_pushvalue(L, -1);
+			lua_setfield(L, t, "headers");
+		}
+		if (lua_getfield(L, -1, "content-type") == LUA_TNIL) {
+			lua_pushliteral(L, DOBJ_MSG_TEXT_TYPE);
+			lua_setfield(L, -3, "content-type");
+		}
+		lua_pop(L, 2);
+	}
 	lua_pushinteger(L, status);
 	lua_setfield(L, t, "status");
 	push_mt(L, MT_RESPONSE);
@@ -218,6 +410,7 @@ static int l_msg_index(lua_State *L)
 		return 0;
 	if (strcmp(k, "headers") == 0) {
 		lua_newtable(L);
+		luaL_setmetatable(L, HEADERS_MT);
 		lua_pushvalue(L, -1);
 		lua_setfield(L, 1, "headers");
 		return 1;
@@ -235,6 +428,11 @@ static int l_msg_index(lua_State *L)
 	}
 	if (strcmp(k, "body") == 0) {
 		lua_pushliteral(L, "");
+		return 1;
+	}
+	if (strcmp(k, "status_text") == 0) {
+		lua_getfield(L, 1, "status");
+		lua_pushstring(L, dobj_msg_status_text((int)lua_tointeger(L, -1)));
 		return 1;
 	}
 	return 0;
@@ -263,6 +461,14 @@ void http_open(lua_State *L, int mi)
 	static const int types[] = { MT_REQUEST, MT_RESPONSE };
 	int i;
 
+	static const luaL_Reg headers_methods[] = {
+		{ "get", l_headers_get }, { "get_set_cookie", l_headers_get_set_cookie }, { NULL, NULL }
+	};
+
+	luaL_newmetatable(L, HEADERS_MT);
+	luaL_newlib(L, headers_methods);
+	lua_setfield(L, -2, "__index");
+	lua_pop(L, 1);
 	register_type(L, mi, MT_REQUEST, request_meta, NULL);
 	register_type(L, mi, MT_RESPONSE, response_meta, NULL);
 	for (i = 0; i < 2; i++) {

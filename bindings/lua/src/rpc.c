@@ -527,19 +527,13 @@ missing:
 /* The response of a native class's fetch, as a dobj.response. */
 static void push_msg_response(lua_State *L, runtime_ud *r, const dobj_msg *m)
 {
-	size_t i;
-
 	lua_createtable(L, 0, 3);
 	lua_pushlstring(L, m->body ? (const char *)m->body : "", m->body ? m->body_len : 0);
 	lua_setfield(L, -2, "body");
 	lua_pushinteger(L, m->status);
 	lua_setfield(L, -2, "status");
 	if (m->nheaders) {
-		lua_createtable(L, 0, (int)m->nheaders);
-		for (i = 0; i < m->nheaders; i++) {
-			lua_pushstring(L, m->header_values[i]);
-			lua_setfield(L, -2, m->header_names[i]);
-		}
+		push_msg_headers(L, m);
 		lua_setfield(L, -2, "headers");
 	}
 	push_mt_rt(r, L, MT_RESPONSE);
@@ -563,15 +557,8 @@ dobj_msg *msg_from_request(lua_State *L, int ri)
 	if (!m)
 		return NULL;
 	lua_pushliteral(L, "headers");
-	if (lua_rawget(L, ri) == LUA_TTABLE) {
-		lua_pushnil(L);
-		while (lua_next(L, -2)) {
-			const char *k = lua_tostring(L, -2), *v = lua_tostring(L, -1);
-			if (k && v && dobj_msg_set_header(m, k, v) < 0)
-				ok = 0;
-			lua_pop(L, 1);
-		}
-	}
+	if (lua_rawget(L, ri) == LUA_TTABLE && msg_add_headers(L, -1, m) < 0)
+		ok = 0;
 	lua_pop(L, 1);
 	lua_getfield(L, ri, "body");
 	body = lua_tolstring(L, -1, &blen);

@@ -374,18 +374,12 @@ static int l_srv_address(lua_State *L)
 /* Push the dobj.request for q (url, method, headers, body). */
 static void push_req(lua_State *L, req *q)
 {
-	size_t i;
-
 	lua_createtable(L, 0, 4);
 	lua_pushstring(L, q->msg->url);
 	lua_setfield(L, -2, "url");
 	lua_pushstring(L, q->msg->method);
 	lua_setfield(L, -2, "method");
-	lua_createtable(L, 0, (int)q->msg->nheaders);
-	for (i = 0; i < q->msg->nheaders; i++) {
-		lua_pushstring(L, q->msg->header_values[i]);
-		lua_setfield(L, -2, q->msg->header_names[i]);
-	}
+	push_msg_headers(L, q->msg);
 	lua_setfield(L, -2, "headers");
 	if (q->too_large)
 		lua_pushliteral(L, ""); /* what arrived of it was dropped */
@@ -585,7 +579,10 @@ static int l_srv_run(lua_State *L)
 			close(s->listen_fd);
 			s->listen_fd = -1;
 		}
-		if (p[1].revents & POLLIN) {
+		/* Any event, not only POLLIN: after a handler closed the runtime
+		 * its fd is gone (POLLNVAL at once, every round: the loop spun),
+		 * and rt:process() then raises "the runtime is closed". */
+		if (p[1].revents) {
 			lua_pushvalue(L, 5);
 			lua_pushvalue(L, 2);
 			if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
@@ -612,6 +609,45 @@ static int l_srv_stop(lua_State *L)
 {
 	check_srv(L)->stopping = 1;
 	return 0;
+}
+
+/* Add each header of a response to the MHD response, checked as it goes on
+ * the wire by the core (dobj_msg_header_check); framing headers are the
+ * server's (dropped). */
+struct add_resp_header { struct MHD_Response *r; const char *err; };
+
+static void add_resp_header(lua_State *L, void *data, const char *name, size_t nlen,
+	const char *value, size_t vlen)
+{
+	struct add_resp_header *a = data;
+
+	(void)L;
+	if (a->err)
+		return;
+	if (dobj_msg_header_check(name, nlen, value, vlen) < 0) {
+		a->err = dobj_error_last();
+		return;
+	}
+	if (dobj_msg_header_is_framing(name))
+		return;
+	if (MHD_add_response_header(a->r, name, value) != MHD_YES)
+		a->err = "the server refused a response header";
+}
+
+static int walk_k(lua_State *L)
+{
+	headers_walk(L, 1, add_resp_header, lua_touserdata(L, 2));
+	return 0;
+}
+
+/* Walk the headers table at `idx` in a protected call: a bad value in it
+ * must not leave the MHD response behind. */
+static int lua_pcall_walk(lua_State *L, int idx, struct add_resp_header *a)
+{
+	lua_pushcfunction(L, walk_k);
+	lua_pushvalue(L, idx);
+	lua_pushlightuserdata(L, a);
+	return lua_pcall(L, 2, 0, 0);
 }
 
 /*
@@ -652,76 +688,71 @@ static int l_srv_respond(lua_State *L)
 		return luaL_error(L, "a body must be a string (got %s)", luaL_typename(L, -1));
 	if (!body)
 		body = "", len = 0;
+	if (dobj_msg_response_body_check((int)status, len) < 0)
+		return luaL_error(L, "%s", dobj_error_last());
+	/* The whole response is built before the id is taken back: a header
+	 * the server cannot send raises here, and the caller can still answer
+	 * the request (with a 500). */
+	r = MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
+	if (!r)
+		return luaL_error(L, "out of memory");
 	lua_getfield(L, 3, "headers");
-	if (!lua_isnil(L, -1)) {
-		/* Checked before the id is taken back: on an error the caller can
-		 * still answer (500). */
-		luaL_checktype(L, -1, LUA_TTABLE);
-		lua_pushnil(L);
-		while (lua_next(L, -2)) {
-			size_t kl, vl;
-			const char *k, *v;
-			if (lua_type(L, -2) != LUA_TSTRING)
-				return luaL_error(L, "header names must be strings");
-			if (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER)
-				return luaL_error(L, "header values must be strings");
-			k = lua_tolstring(L, -2, &kl);
-			lua_pushvalue(L, -1);
-			v = lua_tolstring(L, -1, &vl); /* a copy: never convert the key's neighbour in place */
-			if (dobj_msg_header_check(k, kl, v, vl) < 0)
-				return luaL_error(L, "%s", dobj_error_last());
-			lua_pop(L, 2);
+	if (lua_istable(L, -1)) {
+		struct add_resp_header a = { r, NULL };
+		int top = lua_gettop(L);
+		if (lua_pcall_walk(L, top, &a) != LUA_OK || a.err) {
+			MHD_destroy_response(r);
+			if (a.err)
+				return luaL_error(L, "%s", a.err);
+			return lua_error(L);
 		}
+	} else if (!lua_isnil(L, -1)) {
+		MHD_destroy_response(r);
+		return luaL_typeerror(L, -1, "table");
 	}
-	/* Take the id back before anything can fail: the request is answered
-	 * (with this response, or with 500 below). */
 	s->slots[id - 1] = NULL;
 	s->free_ids[s->nfree++] = (size_t)id;
 	q->id = 0;
 	if (q->orphan) {
+		MHD_destroy_response(r);
 		req_free(q); /* the client left */
-		lua_pushstring(L, MHD_get_reason_phrase_for((unsigned)status));
+		lua_pushstring(L, dobj_msg_status_text((int)status));
 		return 1;
 	}
 #ifdef DOBJ_HAVE_WSLAY
 	if (ws) {
 		const char *why = NULL;
-		r = ws_srv_upgrade(s->ws, q->conn, ws, &why);
-		if (!r) {
+		struct MHD_Response *up = ws_srv_upgrade(s->ws, q->conn, ws, &why);
+		MHD_destroy_response(r);
+		if (up) {
+			struct add_resp_header a = { up, NULL };
+			r = up;
+			if (lua_istable(L, -1)) /* checked above: cannot fail */
+				lua_pcall_walk(L, lua_gettop(L), &a);
+		} else {
 			/* Not a WebSocket request: refuse it, and the object hears
 			 * that its socket closed. */
 			dobj_ws_peer_close(ws, 1006, "", 0, 0);
 			status = 426;
 			r = MHD_create_response_from_buffer(strlen(why), (void *)why, MHD_RESPMEM_MUST_COPY);
 		}
-	} else
+	}
 #else
 	if (ws) {
+		MHD_destroy_response(r);
 		status = 501;
 		r = MHD_create_response_from_buffer(41, (void *)"dobj was built without wslay (WebSockets)",
 			MHD_RESPMEM_MUST_COPY);
-	} else
+	}
 #endif
-	r = MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
 	if (!r)
 		return luaL_error(L, "out of memory");
-	if (lua_istable(L, -1)) {
-		lua_pushnil(L);
-		while (lua_next(L, -2)) {
-			const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
-			const char *v = lua_type(L, -1) == LUA_TSTRING || lua_type(L, -1) == LUA_TNUMBER
-				? lua_tostring(L, -1) : NULL;
-			if (k && v && !dobj_msg_header_is_framing(k))
-				MHD_add_response_header(r, k, v);
-			lua_pop(L, 1);
-		}
-	}
 	q->resp = r;
 	q->status = (unsigned)status;
 	q->state = REQ_ANSWERED;
 	MHD_resume_connection(q->conn);
 	s->resumed = 1;
-	lua_pushstring(L, MHD_get_reason_phrase_for((unsigned)status));
+	lua_pushstring(L, dobj_msg_status_text((int)status));
 	return 1;
 }
 

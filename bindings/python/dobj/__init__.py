@@ -11,7 +11,6 @@ import asyncio as _asyncio
 import inspect as _inspect
 import json as _json
 import logging as _logging
-import re as _re
 from collections.abc import Mapping as _Mapping
 from typing import Any, Iterable, Iterator, Mapping, Optional, Tuple, Union
 
@@ -51,16 +50,20 @@ __all__ = [
 
 HeadersInit = Union["Headers", Mapping[str, str], Iterable[Tuple[str, str]], None]
 
-# Headers are built for every request and response on the HTTP path: a name
-# is checked with one regex search (not a generator over its characters), and
-# mappings are told by collections.abc's ABC (isinstance with typing.Mapping
-# costs several times more).  Together: 3.4 -> 1.0 us for one header.
-_BAD_NAME = _re.compile(r"[ \t\r\n:]").search
+# The rules (token names, normalized values, set-cookie kept as a list,
+# methods, bodies) are the core's dobj_msg_* functions: this layer only keeps
+# the values.  A set-cookie is stored as a list, every other header as one
+# str (repeated values joined with ", ", as Fetch's Headers does).
+_NAME = _dobj._header_name
+_VALUE = _dobj._header_value
+_IS_LIST = _dobj._header_is_list
 BodyInit = Union[bytes, bytearray, memoryview, str, None]
 
 
 class Headers:
-    """Case-insensitive HTTP headers; names are kept lower-case, like fetch()."""
+    """Case-insensitive HTTP headers, as the Fetch API's ``Headers``: names
+    are lower-cased, repeated values joined with ``", "`` except set-cookie
+    (``get_set_cookie()`` lists them; iteration yields each)."""
 
     __slots__ = ("_items",)
 
@@ -69,7 +72,7 @@ class Headers:
         if init is None:
             return
         if isinstance(init, Headers):
-            self._items = dict(init._items)
+            self._items = {k: list(v) if type(v) is list else v for k, v in init._items.items()}
             return
         pairs = init.items() if isinstance(init, _Mapping) else init
         for pair in pairs:
@@ -79,35 +82,30 @@ class Headers:
                 raise TypeError("headers must be a mapping or (name, value) pairs") from None
             self.append(name, value)
 
-    @staticmethod
-    def _name(name: Any) -> str:
-        if not isinstance(name, str):
-            raise TypeError(f"a header name must be a str, got {type(name).__name__}")
-        if not name or _BAD_NAME(name):
-            raise ValueError(f"invalid header name {name!r}")
-        return name.lower()
-
-    @staticmethod
-    def _value(value: Any) -> str:
-        if not isinstance(value, str):
-            raise TypeError(f"a header value must be a str, got {type(value).__name__}")
-        if "\r" in value or "\n" in value or "\0" in value:
-            raise ValueError("a header value cannot contain CR, LF or NUL")
-        return value.strip(" \t")
-
     def get(self, name: str, default: Optional[str] = None) -> Optional[str]:
-        return self._items.get(name.lower() if isinstance(name, str) else name, default)
+        v = self._items.get(name.lower() if isinstance(name, str) else name, default)
+        return ", ".join(v) if type(v) is list else v
+
+    def get_set_cookie(self) -> list:
+        """Every set-cookie value, in order (as ``getSetCookie()``)."""
+        return list(self._items.get("set-cookie", ()))
 
     def set(self, name: str, value: str) -> None:
-        self._items[self._name(name)] = self._value(value)
+        key, value = _NAME(name), _VALUE(value)
+        self._items[key] = [value] if _IS_LIST(key) else value
 
     def append(self, name: str, value: str) -> None:
-        key, value = self._name(name), self._value(value)
+        key, value = _NAME(name), _VALUE(value)
         old = self._items.get(key)
-        self._items[key] = value if old is None else f"{old}, {value}"
+        if old is None:
+            self._items[key] = [value] if _IS_LIST(key) else value
+        elif type(old) is list:
+            old.append(value)
+        else:
+            self._items[key] = f"{old}, {value}"
 
     def delete(self, name: str) -> None:
-        self._items.pop(self._name(name), None)
+        self._items.pop(_NAME(name), None)
 
     def has(self, name: str) -> bool:
         return isinstance(name, str) and name.lower() in self._items
@@ -130,16 +128,23 @@ class Headers:
         return isinstance(name, str) and name.lower() in self._items
 
     def __iter__(self) -> Iterator[str]:
-        return iter(sorted(self._items))
+        return iter(self.keys())
 
     def __len__(self) -> int:
         return len(self._items)
 
     def items(self):
-        return sorted(self._items.items())
+        """(name, value) pairs sorted by name, each set-cookie on its own."""
+        out = []
+        for k, v in sorted(self._items.items()):
+            if type(v) is list:
+                out.extend((k, c) for c in v)
+            else:
+                out.append((k, v))
+        return out
 
     def keys(self):
-        return sorted(self._items)
+        return [k for k, _ in self.items()]
 
     def values(self):
         return [v for _, v in self.items()]
@@ -152,7 +157,7 @@ class Headers:
         return NotImplemented
 
     def __repr__(self) -> str:
-        return f"Headers({dict(self.items())!r})"
+        return f"Headers({self.items()!r})"
 
 
 def _body(body: BodyInit) -> bytes:
@@ -193,14 +198,11 @@ class Request(_Message):
                  body: BodyInit = None) -> None:
         if not isinstance(url, str):
             raise TypeError(f"a URL must be a str, got {type(url).__name__}")
-        if not isinstance(method, str) or not method:
-            raise TypeError("method must be a non-empty str")
         self.url = url
-        self.method = method.upper()
+        self.method = _dobj._method(method)
         self._headers = Headers(headers) if headers is not None else None
         self.body = _body(body)
-        if self.body and self.method in ("GET", "HEAD"):
-            raise TypeError(f"a {self.method} request cannot have a body")
+        _dobj._request_body_check(self.method, len(self.body))
 
     def __repr__(self) -> str:
         return f"<Request {self.method} {self.url}>"
@@ -208,7 +210,9 @@ class Request(_Message):
 
 class Response(_Message):
     """An HTTP response: ``status``, ``headers``, ``body`` (bytes), ``ok``;
-    ``web_socket`` is the client end of a WebSocketPair in a 101 response."""
+    ``web_socket`` is the client end of a WebSocketPair in a 101 response.
+    A str body gets ``content-type: text/plain;charset=UTF-8`` unless the
+    headers name one, as in workerd."""
 
     __slots__ = ("status", "web_socket")
 
@@ -226,10 +230,19 @@ class Response(_Message):
         self.web_socket = web_socket
         self._headers = Headers(headers) if headers is not None else None
         self.body = _body(body)
+        if self.body:
+            _dobj._response_body_check(status, len(self.body))
+        if isinstance(body, str) and "content-type" not in self.headers._items:
+            self._headers._items["content-type"] = _dobj._TEXT_TYPE
 
     @property
     def ok(self) -> bool:
         return 200 <= self.status < 300
+
+    @property
+    def status_text(self) -> str:
+        """The status's reason phrase ("OK", "Not Found")."""
+        return _dobj._status_text(self.status)
 
     def __repr__(self) -> str:
         return f"<Response {self.status}>"
@@ -238,7 +251,7 @@ class Response(_Message):
 def _json_response(cls, obj: Any = None, status: int = 200, headers: HeadersInit = None):
     h = Headers(headers)
     if not h.has("content-type"):
-        h.set("content-type", "application/json")
+        h.set("content-type", _dobj._JSON_TYPE)
     return cls(_json.dumps(obj), status=status, headers=h)
 
 
@@ -300,10 +313,11 @@ def _make_request(url_or_request, *, method=None, headers=None, body=None):
         src = url_or_request
         req = Request.__new__(Request)
         req.url = src.url
-        req.method = (method or src.method).upper()
+        req.method = _dobj._method(method) if method else src.method
         req._headers = Headers(headers if headers is not None else src._headers) \
             if (headers is not None or src._headers) else None
         req.body = _body(body) if body is not None else src.body
+        _dobj._request_body_check(req.method, len(req.body))
         return req
     if isinstance(url_or_request, str):
         return Request(url_or_request, method=method or "GET", headers=headers, body=body)

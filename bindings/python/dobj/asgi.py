@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import html
-import http
 import sys
 import time
 import traceback
@@ -36,7 +35,7 @@ from .config import PathLike
 
 __all__ = ["App", "with_env", "fetch"]
 
-_PHRASES = {s.value: s.phrase for s in http.HTTPStatus}
+_IS_LIST = _dobj._header_is_list
 _REQUEST = Request.__new__
 _HEADERS = Headers.__new__
 _BODY_MAX = _dobj._MSG_BODY_MAX  # the core's limit on a request body (413 past it)
@@ -222,7 +221,12 @@ class App:
             key = name.decode("latin-1").lower()
             value = value.decode("latin-1")
             old = items.get(key)
-            items[key] = value if old is None else f"{old}, {value}"
+            if old is None:
+                items[key] = [value] if _IS_LIST(key) else value
+            elif type(old) is list:
+                old.append(value)  # set-cookie: a list, never joined (the core's rule)
+            else:
+                items[key] = f"{old}, {value}"
         headers = _HEADERS(Headers)
         headers._items = items
         length = items.get("content-length")
@@ -264,7 +268,12 @@ class App:
             h = response._headers
             if h is not None:
                 for key, value in h._items.items():
-                    if not _is_framing(key):
+                    if _is_framing(key):
+                        continue
+                    if type(value) is list:  # set-cookie: one line each
+                        name = key.encode("latin-1")
+                        out.extend((name, v.encode("latin-1")) for v in value)
+                    else:
                         out.append((key.encode("latin-1"), value.encode("latin-1")))
             body = response.body
         except Exception as exc:
@@ -307,7 +316,7 @@ def _log_line(log: TextIO, scope: Any, status: int, started: float) -> None:
     query = scope.get("query_string")
     if query:
         path = f"{path}?{query.decode('latin-1')}"
-    log.write(f"[dobj] {scope['method']} {path} {status} {_PHRASES.get(status, '')} ({ms:.0f}ms)\n")
+    log.write(f"[dobj] {scope['method']} {path} {status} {_dobj._status_text(status)} ({ms:.0f}ms)\n")
 
 
 def with_env(app: Any, runtime: Optional[Runtime] = None, *, config: Optional[PathLike] = None,
@@ -384,7 +393,7 @@ async def fetch(app: Any, request: Any, env: Any, ctx: Any = None) -> Any:
     await _lifespan_startup(app, env)
     parts = urlsplit(request.url)
     port = parts.port or (443 if parts.scheme == "https" else 80)
-    headers = request._headers._items.items() if request._headers is not None else ()
+    headers = request._headers.items() if request._headers is not None else ()
     raw_path = parts.path or "/"
     scope = {
         "type": "http", "asgi": {"version": "3.0", "spec_version": "2.4"},

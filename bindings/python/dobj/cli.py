@@ -87,6 +87,53 @@ def _new_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
+def _http_protocol() -> Any:
+    """uvicorn's httptools protocol with the request head bounded: httptools
+    gathers a request line or a header of any size (one client sending an
+    endless header grew the server by all it sent).  Past the core's
+    DOBJ_MSG_HEAD_MAX the client gets 431 and the connection closes.
+    Without httptools, h11's own bound is set to the same size."""
+    from . import _dobj
+
+    head_max = _dobj._MSG_HEAD_MAX
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    except ImportError:
+        return "h11"
+
+    class Protocol(HttpToolsProtocol):
+        _head = 0            # bytes fed since the current request began
+        _in_head = True      # its head is not complete yet
+
+        def data_received(self, data: bytes) -> None:
+            if self._in_head:
+                self._head += len(data)
+            super().data_received(data)
+            # Checked after feeding: a read that also holds the body does
+            # not count against the head; what httptools holds stays
+            # within the limit and one read.
+            if self._in_head and self._head > head_max and not self.transport.is_closing():
+                msg = f"request head (request line and headers) larger than {head_max >> 10} KiB\n"
+                self.logger.warning(msg.rstrip())
+                self.transport.write(
+                    b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+                    b"content-type: text/plain; charset=utf-8\r\n"
+                    b"content-length: %d\r\nconnection: close\r\n\r\n%s"
+                    % (len(msg), msg.encode()))
+                self.transport.close()
+
+        def on_headers_complete(self) -> None:
+            self._in_head = False
+            self._head = 0
+            super().on_headers_complete()
+
+        def on_message_complete(self) -> None:
+            super().on_message_complete()
+            self._in_head = True
+
+    return Protocol
+
+
 def _server_class() -> Any:
     import uvicorn
 
@@ -152,9 +199,9 @@ async def _serve(args: argparse.Namespace, out: Any) -> int:
         shown = f"[{host}]" if ":" in host else host
         config = uvicorn.Config(
             App(rt, log=out), lifespan="off", access_log=False, log_config=None,
-            log_level="warning", ws=_ws_impl(), ws_max_size=32 << 20, http="auto",
-            server_header=False, proxy_headers=False,
-            timeout_graceful_shutdown=30)
+            log_level="warning", ws=_ws_impl(), ws_max_size=32 << 20, http=_http_protocol(),
+            server_header=False, proxy_headers=False, timeout_graceful_shutdown=30,
+            h11_max_incomplete_event_size=dobj._dobj._MSG_HEAD_MAX)
         server = _server_class()(config)
         server.out, server.loop = out, asyncio.get_running_loop()
         cfg = rt.config

@@ -115,6 +115,24 @@ class VirtualClock:
         return True
 
 
+    def nudge(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The loop's next timer is due (a zero wait) but asyncio will not
+        run it: it runs a timer only once ``when < time() + resolution``,
+        and far from the epoch (a test that advanced a billion seconds)
+        the resolution is below the clock's own, so a jump that lands
+        exactly on ``when`` left the loop spinning.  Move one step on."""
+        scheduled = getattr(loop, "_scheduled", None)
+        if not scheduled:
+            return
+        when = scheduled[0].when()
+        if when < loop.time() + getattr(loop, "_clock_resolution", 0.0):
+            return  # asyncio runs it in this turn
+        try:
+            Runtime.advance(self.rt, max(when - loop.time(), 1e-9))  # the core moves at least a step
+        except Error:
+            pass
+
+
 class _JumpingSelector:
     """The loop's selector, except that a wait for a timer with nothing
     ready becomes a jump of the virtual clock.  A wait with no timer at all
@@ -127,7 +145,10 @@ class _JumpingSelector:
 
     def select(self, timeout: Optional[float] = None) -> List[Any]:
         if timeout is not None and timeout <= 0:
-            return self._selector.select(timeout)
+            events = self._selector.select(timeout)
+            if not events and not self._loop._ready:  # type: ignore[attr-defined]
+                self._clock.nudge(self._loop)
+            return events
         events = self._selector.select(0)
         if events:
             return events

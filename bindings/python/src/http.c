@@ -33,7 +33,7 @@ dobj_msg *http_request_to_msg(PyObject *req, const char *url)
 			if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2 ||
 			    !(k = PyUnicode_AsUTF8(PyTuple_GET_ITEM(pair, 0))) ||
 			    !(v = PyUnicode_AsUTF8(PyTuple_GET_ITEM(pair, 1))) ||
-			    dobj_msg_set_header(m, k, v) < 0) {
+			    dobj_msg_add_header(m, k, v) < 0) {
 				Py_DECREF(seq);
 				if (!PyErr_Occurred())
 					PyErr_SetString(PyExc_TypeError, "bad header");
@@ -88,4 +88,157 @@ PyObject *http_response_from_msg(module_state *st, const dobj_msg *m)
 	Py_XDECREF(body);
 	Py_DECREF(headers);
 	return r;
+}
+
+/* ------------------------------------------- the core's rules, for dobj/__init__.py */
+
+static PyObject *rule_error(void)
+{
+	PyErr_SetString(PyExc_ValueError, dobj_error_last());
+	return NULL;
+}
+
+/* _header_name(name): `name` lower-cased, if it is a header name. */
+static PyObject *http_header_name(PyObject *m, PyObject *name)
+{
+	Py_ssize_t n, i;
+	const char *s;
+
+	(void)m;
+	if (!PyUnicode_Check(name))
+		return PyErr_Format(PyExc_TypeError, "a header name must be a str, got %s",
+			Py_TYPE(name)->tp_name);
+	if (!(s = PyUnicode_AsUTF8AndSize(name, &n))) {
+		PyErr_Clear(); /* a lone surrogate: not a token */
+		s = "", n = 0;
+	}
+	if (dobj_msg_header_name_check(s, (size_t)n) < 0)
+		return rule_error();
+	for (i = 0; i < n; i++)
+		if (s[i] >= 'A' && s[i] <= 'Z')
+			return PyObject_CallMethod(name, "lower", NULL);
+	return Py_NewRef(name);
+}
+
+/* _header_value(value): the value normalized (HTTP whitespace off its ends),
+ * if a server can send it: a byte string (code points up to 255, as a
+ * ByteString in workerd) without NUL, CR or LF. */
+static PyObject *http_header_value(PyObject *m, PyObject *value)
+{
+	size_t start, len;
+	Py_ssize_t n;
+
+	(void)m;
+	if (!PyUnicode_Check(value))
+		return PyErr_Format(PyExc_TypeError, "a header value must be a str, got %s",
+			Py_TYPE(value)->tp_name);
+	n = PyUnicode_GET_LENGTH(value);
+	if (PyUnicode_KIND(value) != PyUnicode_1BYTE_KIND) {
+		dobj_error_set(DOBJ_EARG, "Invalid header value.");
+		return rule_error();
+	}
+	if (dobj_msg_header_value_check((const char *)PyUnicode_1BYTE_DATA(value), (size_t)n,
+	    &start, &len) < 0)
+		return rule_error();
+	if (start == 0 && (Py_ssize_t)len == n)
+		return Py_NewRef(value);
+	return PyUnicode_Substring(value, (Py_ssize_t)start, (Py_ssize_t)(start + len));
+}
+
+/* _header_is_list(name): does this header stay a list (set-cookie)? */
+static PyObject *http_header_is_list(PyObject *m, PyObject *name)
+{
+	const char *s = PyUnicode_Check(name) ? PyUnicode_AsUTF8(name) : NULL;
+
+	(void)m;
+	if (!s) {
+		PyErr_Clear();
+		Py_RETURN_FALSE;
+	}
+	return PyBool_FromLong(dobj_msg_header_is_list(s));
+}
+
+/* _method(method): the method as Fetch normalizes it. */
+static PyObject *http_method(PyObject *m, PyObject *method)
+{
+	const char *s, *canonical;
+	Py_ssize_t n;
+
+	(void)m;
+	if (!PyUnicode_Check(method))
+		return PyErr_Format(PyExc_TypeError, "method must be a str, got %s",
+			Py_TYPE(method)->tp_name);
+	if (!(s = PyUnicode_AsUTF8AndSize(method, &n))) {
+		PyErr_Clear();
+		s = "", n = 0;
+	}
+	if (dobj_msg_method_check(s, (size_t)n, &canonical) < 0)
+		return rule_error();
+	if (!canonical || strcmp(canonical, s) == 0)
+		return Py_NewRef(method);
+	return PyUnicode_FromString(canonical);
+}
+
+/* _request_body_check(method, n) and _response_body_check(status, n). */
+static PyObject *http_request_body_check(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
+{
+	const char *method;
+	Py_ssize_t n;
+
+	(void)m;
+	if (nargs != 2 || !(method = PyUnicode_AsUTF8(args[0])) ||
+	    ((n = PyLong_AsSsize_t(args[1])) == -1 && PyErr_Occurred()))
+		return PyErr_Occurred() ? NULL : PyErr_Format(PyExc_TypeError, "2 arguments");
+	if (dobj_msg_request_body_check(method, (size_t)n) < 0) {
+		PyErr_SetString(PyExc_TypeError, dobj_error_last()); /* workerd's TypeError */
+		return NULL;
+	}
+	Py_RETURN_NONE;
+}
+
+static PyObject *http_response_body_check(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
+{
+	long status;
+	Py_ssize_t n;
+
+	(void)m;
+	if (nargs != 2 || ((status = PyLong_AsLong(args[0])) == -1 && PyErr_Occurred()) ||
+	    ((n = PyLong_AsSsize_t(args[1])) == -1 && PyErr_Occurred()))
+		return PyErr_Occurred() ? NULL : PyErr_Format(PyExc_TypeError, "2 arguments");
+	if (dobj_msg_response_body_check((int)status, (size_t)n) < 0)
+		return rule_error();
+	Py_RETURN_NONE;
+}
+
+/* _status_text(status): the reason phrase ("" if none). */
+static PyObject *http_status_text(PyObject *m, PyObject *status)
+{
+	long s = PyLong_AsLong(status);
+
+	(void)m;
+	if (s == -1 && PyErr_Occurred())
+		return NULL;
+	return PyUnicode_FromString(dobj_msg_status_text(s < 0 || s > 999 ? 0 : (int)s));
+}
+
+static PyMethodDef http_methods[] = {
+	{ "_header_name", http_header_name, METH_O, NULL },
+	{ "_header_value", http_header_value, METH_O, NULL },
+	{ "_header_is_list", http_header_is_list, METH_O, NULL },
+	{ "_method", http_method, METH_O, NULL },
+	{ "_request_body_check", (PyCFunction)(void (*)(void))http_request_body_check,
+		METH_FASTCALL, NULL },
+	{ "_response_body_check", (PyCFunction)(void (*)(void))http_response_body_check,
+		METH_FASTCALL, NULL },
+	{ "_status_text", http_status_text, METH_O, NULL },
+	{ NULL }
+};
+
+int http_setup(PyObject *m)
+{
+	if (PyModule_AddFunctions(m, http_methods) < 0 ||
+	    PyModule_AddStringConstant(m, "_TEXT_TYPE", DOBJ_MSG_TEXT_TYPE) < 0 ||
+	    PyModule_AddStringConstant(m, "_JSON_TYPE", DOBJ_MSG_JSON_TYPE) < 0)
+		return -1;
+	return 0;
 }

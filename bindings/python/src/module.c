@@ -221,18 +221,19 @@ static int mod_exec(PyObject *m)
 	    namespace_setup_types(m) < 0 || stub_setup_types(m) < 0 || call_setup_types(m) < 0 ||
 	    driver_setup_types(m) < 0 || ctx_setup_types(m) < 0 || config_setup_types(m) < 0 ||
 	    websocket_setup_types(m) < 0 ||
-	    PyModule_AddFunctions(m, testkit_methods) < 0)
+	    PyModule_AddFunctions(m, testkit_methods) < 0 || http_setup(m) < 0)
 		return -1;
 	/* Nested object-to-object calls allowed (the core's limit). */
 	if (PyModule_AddIntConstant(m, "MAX_CALL_DEPTH", DOBJ_MAX_CALL_DEPTH) < 0)
 		return -1;
-	/* The largest request body a server gathers (dobj.asgi answers 413). */
+	/* The largest request body a server gathers (dobj.asgi answers 413),
+	 * and the largest request head (dobj dev answers 431). */
 	{
 		PyObject *max = PyLong_FromSize_t(DOBJ_MSG_BODY_MAX);
 		int rc = max ? PyModule_AddObjectRef(m, "_MSG_BODY_MAX", max) : -1;
 
 		Py_XDECREF(max);
-		if (rc < 0)
+		if (rc < 0 || PyModule_AddIntConstant(m, "_MSG_HEAD_MAX", (long)DOBJ_MSG_HEAD_MAX) < 0)
 			return -1;
 	}
 	if (dobjpy_values_init(&st->values, st->Error) < 0 ||

@@ -228,5 +228,6 @@ PyObject *rpc_invoke_method(dobj_task *t, RuntimeObject *rt, PyObject *inst);
 /* http.c */
 dobj_msg *http_request_to_msg(PyObject *req, const char *url);
 PyObject *http_response_from_msg(module_state *st, const dobj_msg *m);
+int http_setup(PyObject *m); /* the core's message rules as _dobj functions */
 
 #endif

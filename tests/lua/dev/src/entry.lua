@@ -3,7 +3,9 @@
 --   /slow/NAME   prints "slow request started", waits 0.3 s, then counts as /count
 --   /echo...     answers the request as seen: url, method, headers, then the body
 --   /boom        raises
---   /badheader   answers a header value with CR LF in it
+--   /cookies     answers two set-cookie headers
+--   /badheader   answers a header value with CR LF in it (set after the response was made:
+--                dobj.response itself refuses one)
 local dobj = require "dobj"
 
 local Counter = {}
@@ -37,8 +39,14 @@ local function fetch(request, env)
   end
   if path == "/echo" then return echo(request) end
   if path == "/boom" then error("boom from the entry") end
+  if path == "/cookies" then
+    return dobj.response("two cookies", { headers = {
+      ["Set-Cookie"] = { "a=1; Expires=Wed, 21 Oct 2026 07:28:00 GMT", "b=2" } } })
+  end
   if path == "/badheader" then
-    return dobj.response("x", { headers = { ["x-bad"] = "a\r\nInjected: yes" } })
+    local r = dobj.response("bad")
+    r.headers["x-bad"] = "a\r\nInjected: yes" -- a plain table: changed after the rules ran
+    return r
   end
   return dobj.response("not found", { status = 404 })
 end
