@@ -108,33 +108,21 @@ static int loop_step(dobj_task *t, void *data)
 
 static dobj_rt *make_rt(int virtual_time)
 {
-	dobj_rt *rt;
 	dobj_rt_opts o = DOBJ_RT_OPTS_INIT;
-	dobj_class k = { 0 };
-	o.host.retain = tv_retain;
-	o.host.release = tv_release;
+	dobj_class k = { .name = "Loop", .flags = DOBJ_CLASS_FETCH, .construct = loop_construct,
+		.step = loop_step };
+
 	o.host.notify = on_notify;
 	o.host.timer = on_timer;
 	o.virtual_time = virtual_time;
-	CHECK_EQ_INT(dobj_rt_new(&rt, &o), DOBJ_OK);
-	k.name = "Loop";
-	k.flags = DOBJ_CLASS_FETCH;
-	k.construct = loop_construct;
-	k.step = loop_step;
-	CHECK_EQ_INT(dobj_ns_new(&loop_ns, rt, "LOOP", 4, NULL, 0, &k), DOBJ_OK);
 	notified = timer_reports = 0;
 	last_deadline = -1;
-	logbuf[0] = 0;
-	return rt;
+	return testhost_rt(&o, &k, "LOOP", NULL, &loop_ns);
 }
 
 static dobj_stub *stub_named(const char *name)
 {
-	dobj_id id;
-	dobj_stub *s;
-	dobj_id_from_name(dobj_ns_idkey(loop_ns), name, strlen(name), &id);
-	CHECK_EQ_INT(dobj_stub_new(&s, loop_ns, &id, name, strlen(name)), DOBJ_OK);
-	return s;
+	return testhost_stub(loop_ns, name);
 }
 
 static int readable(int fd, int timeout_ms)

@@ -127,26 +127,20 @@ static dobj_ns *ns;
 
 static dobj_rt *make_rt(dobj_native_class *nc)
 {
-	dobj_rt *rt;
 	dobj_rt_opts o = DOBJ_RT_OPTS_INIT;
 	dobj_class k;
-	o.host.retain = tv_retain;
-	o.host.release = tv_release;
+	dobj_rt *rt;
+
 	o.virtual_time = 1;
-	CHECK_EQ_INT(dobj_rt_new(&rt, &o), DOBJ_OK);
 	dobj_native_class_of(nc, &k);
-	CHECK_EQ_INT(dobj_ns_new(&ns, rt, "N", 1, NULL, 0, &k), DOBJ_OK);
+	rt = testhost_rt(&o, &k, "N", NULL, &ns);
 	CHECK(dobj_ns_is_native(ns));
 	return rt;
 }
 
 static dobj_stub *named(const char *name)
 {
-	dobj_id id;
-	dobj_stub *s;
-	dobj_id_from_name(dobj_ns_idkey(ns), name, strlen(name), &id);
-	CHECK_EQ_INT(dobj_stub_new(&s, ns, &id, name, strlen(name)), DOBJ_OK);
-	return s;
+	return testhost_stub(ns, name);
 }
 
 static void val_free_cb(void *v) { dobj_val_free(v); }

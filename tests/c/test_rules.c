@@ -66,18 +66,13 @@ static void on_error(dobj_task *t, void *data)
 
 static dobj_rt *make_rt(int virtual_time)
 {
-	dobj_rt *rt;
 	dobj_rt_opts o = DOBJ_RT_OPTS_INIT;
-	dobj_class k = { 0 };
-	o.host.retain = tv_retain;
-	o.host.release = tv_release;
+	dobj_class k = { .name = "Rules", .flags = DOBJ_CLASS_ALARM, .construct = rules_construct,
+		.step = rules_step };
+	dobj_rt *rt;
+
 	o.virtual_time = virtual_time;
-	CHECK_EQ_INT(dobj_rt_new(&rt, &o), DOBJ_OK);
-	k.name = "Rules";
-	k.flags = DOBJ_CLASS_ALARM;
-	k.construct = rules_construct;
-	k.step = rules_step;
-	CHECK_EQ_INT(dobj_ns_new(&ns, rt, "RULES", 5, NULL, 0, &k), DOBJ_OK);
+	rt = testhost_rt(&o, &k, "RULES", NULL, &ns);
 	dobj_rt_set_error_hook(rt, on_error, &nreported);
 	nreported = 0;
 	steps = 0;
@@ -94,11 +89,7 @@ static void drop_reported(void)
 
 static dobj_stub *named(const char *name)
 {
-	dobj_id id;
-	dobj_stub *s;
-	dobj_id_from_name(dobj_ns_idkey(ns), name, strlen(name), &id);
-	CHECK_EQ_INT(dobj_stub_new(&s, ns, &id, name, strlen(name)), DOBJ_OK);
-	return s;
+	return testhost_stub(ns, name);
 }
 
 /* Call `method`; return the task, finished. */

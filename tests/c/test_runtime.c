@@ -138,30 +138,18 @@ static int probe_step(dobj_task *t, void *data)
 
 static dobj_rt *make_rt(unsigned flags, int virtual_time)
 {
-	dobj_rt *rt;
 	dobj_rt_opts o = DOBJ_RT_OPTS_INIT;
-	dobj_class k = { 0 };
-	o.host.retain = tv_retain;
-	o.host.release = tv_release;
+	dobj_class k = { .name = "Probe", .flags = flags, .construct = probe_construct,
+		.step = probe_step };
+
 	o.virtual_time = virtual_time;
-	CHECK_EQ_INT(dobj_rt_new(&rt, &o), DOBJ_OK);
-	k.name = "Probe";
-	k.flags = flags;
-	k.construct = probe_construct;
-	k.step = probe_step;
-	CHECK_EQ_INT(dobj_ns_new(&probe_ns, rt, "PROBE", 5, "probe-key", 9, &k), DOBJ_OK);
 	constructions = 0;
-	logbuf[0] = 0;
-	return rt;
+	return testhost_rt(&o, &k, "PROBE", "probe-key", &probe_ns);
 }
 
 static dobj_stub *stub_named(const char *name)
 {
-	dobj_id id;
-	dobj_stub *s;
-	dobj_id_from_name(dobj_ns_idkey(probe_ns), name, strlen(name), &id);
-	CHECK_EQ_INT(dobj_stub_new(&s, probe_ns, &id, name, strlen(name)), DOBJ_OK);
-	return s;
+	return testhost_stub(probe_ns, name);
 }
 
 /* ----------------------------------------------------------------- tests */

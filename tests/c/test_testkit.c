@@ -114,11 +114,7 @@ static dobj_rt *make_kit_rt(const char *dir, double idle_ms)
 
 static dobj_stub *kit_stub(const char *name)
 {
-	dobj_id id;
-	dobj_stub *s;
-	dobj_id_from_name(dobj_ns_idkey(kit_ns), name, strlen(name), &id);
-	CHECK_EQ_INT(dobj_stub_new(&s, kit_ns, &id, name, strlen(name)), DOBJ_OK);
-	return s;
+	return testhost_stub(kit_ns, name);
 }
 
 static char tmpdir[64];

@@ -69,6 +69,38 @@ static inline void logf_(const char *fmt, ...)
 	va_end(ap);
 }
 
+/* --------------------------------------------------------------- fixture */
+
+/*
+ * A runtime with these host values and one namespace of class `k` (binding
+ * name `binding`, unique key `key` or NULL), the log emptied: what each test
+ * file's make_rt builds on.  `o` carries the test's own options and hooks.
+ */
+static inline dobj_rt *testhost_rt(dobj_rt_opts *o, const dobj_class *k, const char *binding,
+	const char *key, dobj_ns **ns)
+{
+	dobj_rt *rt = NULL;
+
+	o->host.retain = tv_retain;
+	o->host.release = tv_release;
+	CHECK_EQ_INT(dobj_rt_new(&rt, o), DOBJ_OK);
+	CHECK_EQ_INT(dobj_ns_new(ns, rt, binding, strlen(binding), key, key ? strlen(key) : 0, k),
+		DOBJ_OK);
+	logbuf[0] = 0;
+	return rt;
+}
+
+/* A stub to the object of `ns` named `name`. */
+static inline dobj_stub *testhost_stub(dobj_ns *ns, const char *name)
+{
+	dobj_id id;
+	dobj_stub *s = NULL;
+
+	dobj_id_from_name(dobj_ns_idkey(ns), name, strlen(name), &id);
+	CHECK_EQ_INT(dobj_stub_new(&s, ns, &id, name, strlen(name)), DOBJ_OK);
+	return s;
+}
+
 /* ------------------------------------------------------ waking handlers */
 
 static inline void wake_timer(void *data, int fired)

@@ -5,7 +5,8 @@
 // (object `reader`) with those cases; /write stores the cases into object
 // "from-workerd" for the binding to read; /alarm-get, /alarm-set and
 // /alarm-wait (?name=object) check that each runtime fires the alarms the
-// other set.
+// other set; /sql-counts runs statements and answers their rowsRead and
+// rowsWritten.
 import { DurableObject } from "cloudflare:workers";
 
 // Deep equality that also checks types, -0, NaN and the sharing of objects.
@@ -81,6 +82,15 @@ export function makePeer(cases, reader, language) {
     async fetch(request) {
       const url = new URL(request.url);
       const out = [];
+      if (url.pathname === "/sql-counts") {
+        // rowsRead and rowsWritten of each statement of ?q= (a JSON list).
+        const sql = this.ctx.storage.sql;
+        return new Response(JSON.stringify(JSON.parse(url.searchParams.get("q")).map((q) => {
+          const cursor = sql.exec(q);
+          cursor.toArray();
+          return [cursor.rowsRead, cursor.rowsWritten];
+        })));
+      }
       if (url.pathname.startsWith("/alarm-")) {
         return new Response(JSON.stringify(await this.alarmRequest(url)));
       }

@@ -10,6 +10,7 @@ import json
 import os
 import sys
 import time
+import urllib.parse
 
 import pytest
 
@@ -179,3 +180,30 @@ async def test_alarms_cross_between_python_and_workerd(tmp_path):
     assert await run(ns.get_by_name("alarm-from-workerd"),
                      lambda self: self.ctx.storage.get_alarm()) is None
     rt.close()
+
+
+async def test_sql_rows_read_as_workerd_counts_it(tmp_path):
+    """workerd gives the rowsRead/rowsWritten test_sql.py expects of dobj."""
+    from test_sql import ROWS_READ_CASES, ROWS_READ_SETUP
+    with _no_preload():
+        binary = _workerd()
+    if not binary:
+        pytest.skip("workerd is not installed (make workerd installs it into bench/.node)")
+    store = tmp_path / "store"
+    store.mkdir()
+    tmpl = tmp_path / "tmpl"
+    tmpl.mkdir()
+    peer.prepare(tmpl, store, os.path.join(HERE, "interop", "worker.js"))
+    queries = ROWS_READ_SETUP + [q for q, _, _ in ROWS_READ_CASES]
+    saved = driver.HERE
+    driver.HERE = str(tmpl)
+    try:
+        with _no_preload(), driver.Workerd(binary) as wd:
+            got = json.loads(wd._get("/sql-counts?name=sql&q=" +
+                                     urllib.parse.quote(json.dumps(queries))))
+    except driver.Unavailable as e:
+        pytest.skip(f"workerd could not start: {e}")
+    finally:
+        driver.HERE = saved
+    assert [(q, r, w) for q, (r, w) in zip(queries, got)][len(ROWS_READ_SETUP):] == \
+        ROWS_READ_CASES

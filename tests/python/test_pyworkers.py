@@ -155,7 +155,7 @@ async def test_sql_cursor_has_the_javascript_properties(kitchen):
     got = await call(kitchen, "s", "sql")
     assert got == {
         "rows": [{"id": 1, "name": "ada"}, {"id": 2, "name": "bob"}],
-        "columns": ["id", "name"], "rowsRead": 3, "rowsWritten": 2, "one": "ada",
+        "columns": ["id", "name"], "rowsRead": 2, "rowsWritten": 2, "one": "ada",
         "raw": [[1, "ada"], [2, "bob"]], "iter": ["ada", "bob"],
         "many": "Expected exactly one result from SQL query, but got multiple results.",
         "size_positive": True,
