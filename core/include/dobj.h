@@ -798,6 +798,18 @@ DOBJ_API int dobj_msg_append_body(dobj_msg *m, const void *data, size_t len);
 DOBJ_API int dobj_msg_body_check(size_t len);
 
 /**
+ * Is `host` (len bytes, a request's Host header) an authority a server may
+ * put in the URL it builds, "http://" + host + path?  RFC 3986's
+ * host [":" port]: a registered name (letters, digits, "-._~", "!$&'()*+,;="
+ * and %XX), an IPv4 address or a bracketed IPv6 literal, then an optional
+ * port of digits.  Anything else (empty, "/", "?", "#", "@", whitespace,
+ * control bytes) would let the header rewrite the URL's path or query, so it
+ * is refused: DOBJ_EARG ("invalid Host header ...") and the server answers
+ * 400 without calling the entry.
+ */
+DOBJ_API int dobj_msg_host_check(const char *host, size_t len);
+
+/**
  * Is `name` a header that frames the message on the wire (content-length,
  * transfer-encoding, connection, keep-alive, upgrade...)?  A server writes
  * those itself from the body it sends, so it drops a response's own copies,

@@ -349,6 +349,54 @@ int dobj_msg_body_check(size_t len)
 	return DOBJ_OK;
 }
 
+int dobj_msg_host_check(const char *host, size_t len)
+{
+	size_t i = 0, port_at;
+
+	if (!host || len == 0)
+		return dobj_error_set(DOBJ_EARG, "invalid Host header: empty");
+	if (host[0] == '[') {
+		/* An IP literal: hex digits, ':' and '.' (an embedded IPv4), up to ']'. */
+		for (i = 1; i < len && host[i] != ']'; i++)
+			if (!isxdigit((unsigned char)host[i]) && host[i] != ':' && host[i] != '.')
+				goto bad;
+		if (i >= len || i == 1)
+			goto bad;
+		i++;
+	} else {
+		for (; i < len && host[i] != ':'; i++) {
+			unsigned char c = (unsigned char)host[i];
+			if (isalnum(c) || strchr("-._~!$&'()*+,;=", c) != NULL) {
+				if (c == '\0')
+					goto bad;
+				continue;
+			}
+			if (c == '%' && i + 2 < len && isxdigit((unsigned char)host[i + 1]) &&
+			    isxdigit((unsigned char)host[i + 2])) {
+				i += 2;
+				continue;
+			}
+			goto bad;
+		}
+		if (i == 0)
+			goto bad;
+	}
+	if (i == len)
+		return DOBJ_OK;
+	if (host[i] != ':')
+		goto bad;
+	port_at = ++i;
+	for (; i < len; i++)
+		if (!isdigit((unsigned char)host[i]))
+			goto bad;
+	if (len - port_at > 5)
+		goto bad;
+	return DOBJ_OK;
+bad:
+	/* Not echoed: the bytes may hold CR, LF or escapes meant for a log. */
+	return dobj_error_set(DOBJ_EARG, "invalid Host header (%zu bytes): not host[:port]", len);
+}
+
 int dobj_msg_header_is_framing(const char *name)
 {
 	static const char *const framing[] = {

@@ -103,6 +103,29 @@ static void test_null_body_statuses_and_status_text(void)
 	CHECK_STR(DOBJ_MSG_TEXT_TYPE, "text/plain;charset=UTF-8");
 }
 
+/* A Host header goes into the URL a server builds: only host[:port]. */
+static void test_host_header_is_an_authority(void)
+{
+	static const char *const good[] = {
+		"example.com", "example.com:8787", "127.0.0.1:80", "[::1]:8787", "[::1]",
+		"localhost", "a-b.c_d~e", "xn--bcher-kva.example", "%41b.example", "h:",
+	};
+	static const char *const bad[] = {
+		"", "evil.com/x?y", "a b", "a\tb", "a@b", "a#b", "a?b", "a/b", ":80", "[::1",
+		"[]", "[::1]x", "[g::1]", "h:8o", "h:123456", "a\r\nb", "%4", "%zz", "h:80/",
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+		CHECK(dobj_msg_host_check(good[i], strlen(good[i])) == DOBJ_OK);
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		CHECK(dobj_msg_host_check(bad[i], strlen(bad[i])) == DOBJ_EARG);
+		CHECK(strstr(dobj_error_last(), "invalid Host header") == dobj_error_last());
+	}
+	CHECK(dobj_msg_host_check("a\0b", 3) == DOBJ_EARG); /* the length, not the C string */
+	CHECK(dobj_msg_host_check(NULL, 0) == DOBJ_EARG);
+}
+
 int main(void)
 {
 	RUN(test_header_names_are_tokens);
@@ -110,5 +133,6 @@ int main(void)
 	RUN(test_set_cookie_is_never_joined);
 	RUN(test_methods_normalized_as_fetch_says);
 	RUN(test_null_body_statuses_and_status_text);
+	RUN(test_host_header_is_an_authority);
 	return DONE();
 }

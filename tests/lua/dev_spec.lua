@@ -119,6 +119,16 @@ describe("dobj-lua dev", function()
     assert.is_nil(io.open(dir .. "/v3/do/lua-counter-Counter", "r"))
   end)
 
+  it("answers 400 to a Host header that is not host[:port], without running the entry", function()
+    -- It would rewrite the URL the entry routes on ("http://evil.com/x?y/echo").
+    local s = assert(start(("--config %s --persist-to %s"):format(q(PROJECT), q(dir))))
+    local out = curl("-i -H 'Host: evil.com/x?y' " .. q(url(s, "/count/a")))
+    assert.truthy(out:find("^HTTP/1.1 400 "), out)
+    assert.truthy(out:find("invalid Host header", 1, true), out)
+    assert.equal("1", curl(q(url(s, "/count/a")))) -- the refused request never reached the entry
+    stop(s)
+  end)
+
   it("gives the entry the full URL and every header, repeated ones in order", function()
     local s = assert(start(("--config %s --persist-to %s"):format(q(PROJECT), q(dir))))
     local out = curl("-H 'X-Rep: first' -H 'X-Other: o' -H 'X-Rep: second' -H 'X-Rep: third' "

@@ -267,6 +267,24 @@ def test_a_body_past_the_cores_limit_is_refused_with_413(echo, servers):
     assert get(s.port, "/count")[2] == b"1"  # the refused request never reached the entry
 
 
+@pytest.mark.parametrize("host", [b"evil.com/x?y", b"", b"a b", b"h:80/p"])
+def test_a_host_header_that_is_not_host_port_is_refused_with_400(echo, servers, host):
+    # It would rewrite the URL the entry routes on ("http://evil.com/x?y/echo").
+    s = servers(echo)
+    sock = socket.create_connection(("127.0.0.1", s.port), timeout=30)
+    try:
+        sock.sendall(b"GET /count HTTP/1.1\r\nHost: " + host + b"\r\nConnection: close\r\n\r\n")
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    finally:
+        sock.close()
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 "), reply
+    assert body.startswith(b"invalid Host header"), body
+    assert get(s.port, "/count")[2] == b"1"  # the refused request never reached the entry
+
+
 def test_an_endless_header_is_refused_with_431_not_gathered(echo, servers):
     """One client sending a header that never ends used to grow the server
     by everything it sent (300 MiB sent: 370 MB resident).  Past the core's

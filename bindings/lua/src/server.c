@@ -43,7 +43,11 @@ typedef struct req {
 	char *uri;          /* as sent: path and query, not unescaped */
 	dobj_msg *msg;      /* the request, built as headers and body arrive */
 	int state;
-	char *too_large;    /* the body passed DOBJ_MSG_BODY_MAX: why (the handler answers 413) */
+	/* The core refused the request: why, and the status the handler answers
+	 * without running the entry (413: the body passed DOBJ_MSG_BODY_MAX;
+	 * 400: a Host header that is not host[:port]). */
+	char *refused;
+	int refused_status;
 	int orphan;         /* libmicrohttpd is done with it while Lua holds its id */
 	unsigned status;
 	struct MHD_Response *resp;
@@ -77,7 +81,7 @@ static void req_free(req *q)
 	if (q->resp)
 		MHD_destroy_response(q->resp);
 	dobj_msg_free(q->msg);
-	free(q->too_large);
+	free(q->refused);
 	free(q->uri);
 	free(q);
 }
@@ -146,7 +150,15 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
 		/* First call: the headers are in.  The URL the entry sees is the
 		 * full one, as workerd gives it: scheme, Host, path and query. */
 		const char *host = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "host");
-		size_t n = strlen(q->uri) + strlen(host ? host : s->host) + 8;
+		size_t n;
+		if (host && dobj_msg_host_check(host, strlen(host)) < 0) {
+			/* It would rewrite the URL's path or query: refused, answered 400. */
+			if (!(q->refused = strdup(dobj_error_last())))
+				return MHD_NO;
+			q->refused_status = 400;
+			host = NULL;
+		}
+		n = strlen(q->uri) + strlen(host ? host : s->host) + 8;
 		char *u = malloc(n);
 		if (!u)
 			return MHD_NO;
@@ -167,10 +179,11 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
 		/* Past the limit, the rest is read and dropped: answering before
 		 * the end would close the connection with unread data, and the
 		 * kernel's reset could destroy the answer before the client reads it. */
-		if (!q->too_large && dobj_msg_append_body(q->msg, upload_data, *upload_data_size) < 0) {
-			q->too_large = strdup(dobj_error_last());
-			if (!q->too_large)
+		if (!q->refused && dobj_msg_append_body(q->msg, upload_data, *upload_data_size) < 0) {
+			q->refused = strdup(dobj_error_last());
+			if (!q->refused)
 				return MHD_NO;
+			q->refused_status = 413;
 		}
 		*upload_data_size = 0;
 		return MHD_YES;
@@ -381,7 +394,7 @@ static void push_req(lua_State *L, req *q)
 	lua_setfield(L, -2, "method");
 	push_msg_headers(L, q->msg);
 	lua_setfield(L, -2, "headers");
-	if (q->too_large)
+	if (q->refused)
 		lua_pushliteral(L, ""); /* what arrived of it was dropped */
 	else
 		lua_pushlstring(L, (const char *)q->msg->body, q->msg->body_len);
@@ -414,8 +427,8 @@ static int take_id(server *s, req *q)
 }
 
 /* Hand this MHD_run's complete requests to the handler at `h`: h(id, request)
- * or, for a request the core refused (a body past DOBJ_MSG_BODY_MAX),
- * h(id, request without its body, why). */
+ * or, for a request the core refused (a body past DOBJ_MSG_BODY_MAX, a bad
+ * Host header), h(id, request without its body, why, status to answer). */
 static int dispatch(lua_State *L, server *s, int h)
 {
 	size_t i;
@@ -433,9 +446,11 @@ static int dispatch(lua_State *L, server *s, int h)
 		lua_pushvalue(L, h);
 		lua_pushinteger(L, (lua_Integer)q->id);
 		push_req(L, q);
-		if (q->too_large)
-			lua_pushstring(L, q->too_large);
-		if (lua_pcall(L, q->too_large ? 3 : 2, 0, 0) != LUA_OK)
+		if (q->refused) {
+			lua_pushstring(L, q->refused);
+			lua_pushinteger(L, q->refused_status);
+		}
+		if (lua_pcall(L, q->refused ? 4 : 2, 0, 0) != LUA_OK)
 			return -1; /* the rest stay in pending: server_close resumes them */
 	}
 	s->npending = 0;
@@ -447,8 +462,8 @@ static int dispatch(lua_State *L, server *s, int h)
  * connections (the port is freed at once), let the requests in flight
  * finish and return the signal's name ("SIGINT"/"SIGTERM") or nil after
  * srv:stop().  on_stop(signal_name, requests_in_flight) is called when the
- * first signal arrives.  handler(id, request, why) with a third argument is a
- * request the core refused (its body is past 100 MiB): answer it 413.  A second signal returns at once (srv:close() then
+ * first signal arrives.  handler(id, request, why, status) with a third argument is a
+ * request the core refused (its body is past 100 MiB: 413; a bad Host: 400).  A second signal returns at once (srv:close() then
  * drops the connections still open).  handler(id, request) is called for each complete request from
  * the loop (never from inside libmicrohttpd); it answers later, from any
  * task, with srv:respond(id, response).  rt:process() runs when the

@@ -62,6 +62,18 @@ def _too_large(size: int) -> str:
     return f"request body of {size} bytes is too large"  # not reached: size > _BODY_MAX
 
 
+def _bad_host(scope: Any) -> Optional[str]:
+    """The core's message when the request's Host header is not host[:port]
+    (it would rewrite the URL's path or query), else None."""
+    for name, value in scope["headers"]:
+        if name.lower() == b"host":
+            try:
+                _dobj._host_check(value.decode("latin-1"))
+            except Error as exc:
+                return str(exc)
+    return None
+
+
 class _Project:
     """The runtime an adapter serves: given, or loaded (and then owned)."""
 
@@ -216,6 +228,9 @@ class App:
         elif kind == "lifespan":
             await self._project.lifespan(receive, send)
         elif kind == "websocket":
+            if _bad_host(scope) is not None:
+                await send({"type": "websocket.close", "code": 1008})  # uvicorn answers 403
+                return
             # The upgrade request goes to the entry's fetch; a 101 response
             # with web_socket= accepts (dobj/_asgi_websocket.py).
             from ._asgi_websocket import serve
@@ -238,6 +253,13 @@ class App:
                 items[key] = f"{old}, {value}"
         headers = _HEADERS(Headers)
         headers._items = items
+        host = items.get("host")
+        if host is not None:
+            try:
+                _dobj._host_check(host)  # two Host headers, joined, fail too
+            except Error as exc:
+                await self._refuse(scope, send, 400, str(exc), log)
+                return
         length = items.get("content-length")
         if length is not None and len(length) >= 9 and length.isdigit() and \
                 int(length) > _BODY_MAX:

@@ -158,6 +158,32 @@ static PyObject *mod_body_check(PyObject *m, PyObject *n)
 	Py_RETURN_NONE;
 }
 
+/* _host_check(host): may a request's Host header go into the URL a server
+ * builds?  dobj.Error with the core's message when not (the server answers
+ * 400). */
+static PyObject *mod_host_check(PyObject *m, PyObject *host)
+{
+	module_state *st = PyModule_GetState(m);
+	const char *s;
+	Py_ssize_t len;
+
+	if (!PyUnicode_Check(host)) {
+		PyErr_SetString(PyExc_TypeError, "a Host header must be a str");
+		return NULL;
+	}
+	if (!(s = PyUnicode_AsUTF8AndSize(host, &len))) {
+		/* lone surrogates: not an authority */
+		PyErr_Clear();
+		s = "\x01";
+		len = 1;
+	}
+	if (dobj_msg_host_check(s, (size_t)len) < 0) {
+		PyErr_SetString(st->Error, dobj_error_last());
+		return NULL;
+	}
+	Py_RETURN_NONE;
+}
+
 /* _header_is_framing(name): does a server write this header itself (so a
  * response's own copy is dropped)?  The core's list. */
 static PyObject *mod_header_is_framing(PyObject *m, PyObject *name)
@@ -204,6 +230,7 @@ static PyMethodDef mod_methods[] = {
 	{ "_check_status", mod_check_status, METH_O, NULL },
 	{ "_check_response", (PyCFunction)(void (*)(void))websocket_check_response, METH_FASTCALL, NULL },
 	{ "_body_check", mod_body_check, METH_O, NULL },
+	{ "_host_check", mod_host_check, METH_O, NULL },
 	{ "_header_is_framing", mod_header_is_framing, METH_O, NULL },
 	{ "serialize", mod_serialize, METH_O,
 		"The bytes storage keeps for `value` (V8's serialization format, as workerd)." },
