@@ -52,3 +52,23 @@ def rt():
 def counter(rt):
     Counter.constructed = 0
     return rt.bind("COUNTER", Counter, unique_key="test-unique-key")
+
+
+@pytest.fixture
+def servers():
+    """dobj dev servers for the tests over HTTP (tests/python/devserver.py):
+    servers(cwd, *args) starts one; every one is stopped after the test."""
+    from devserver import DevServer
+
+    started = []
+
+    def start(cwd, *args, **kw):
+        s = DevServer(cwd, *args, **kw)
+        started.append(s)
+        return s
+
+    try:
+        yield start
+    finally:
+        for s in started:
+            s.kill()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from devserver import DevServer, copy_example, dev_env, write_project
+from devserver import copy_example, dev_env, write_project
 
 ECHO = """\
     import asyncio
@@ -56,23 +56,6 @@ ECHO = """\
             "greeting": env.GREETING,
         }), headers=[("content-type", "application/json"), ("x-r", "1"), ("x-r", "2")])
 """
-
-
-@pytest.fixture
-def servers():
-    """Start servers with servers(cwd, *args); every one is stopped after the test."""
-    started = []
-
-    def start(cwd, *args, **kw):
-        s = DevServer(cwd, *args, **kw)
-        started.append(s)
-        return s
-
-    try:
-        yield start
-    finally:
-        for s in started:
-            s.kill()
 
 
 @pytest.fixture

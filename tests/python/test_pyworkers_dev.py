@@ -9,27 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from devserver import DevServer
 
 HERE = Path(__file__).resolve().parent
 KITCHEN = HERE / "projects" / "pyworkers-kitchen"
 EXAMPLE = HERE.parent.parent / "examples" / "workers" / "python-workers-counter"
-
-
-@pytest.fixture
-def servers():
-    started = []
-
-    def start(cwd, *args, **kw):
-        s = DevServer(cwd, *args, **kw)
-        started.append(s)
-        return s
-
-    try:
-        yield start
-    finally:
-        for s in started:
-            s.kill()
 
 
 def copy(src, tmp_path):

@@ -13,7 +13,7 @@ import pytest
 
 websockets = pytest.importorskip("websockets")
 
-from devserver import ROOT, DevServer, write_project  # noqa: E402
+from devserver import ROOT, write_project  # noqa: E402
 
 CHAT = ROOT / "examples" / "chat" / "python"
 
@@ -101,22 +101,6 @@ async def fetch(request, env, ctx):
         return dobj.Response("no upgrade here")
     return await env.COUNTER.get_by_name("room").fetch(request)
 """
-
-
-@pytest.fixture
-def servers():
-    started = []
-
-    def start(cwd, *args, **kw):
-        s = DevServer(cwd, *args, **kw)
-        started.append(s)
-        return s
-
-    try:
-        yield start
-    finally:
-        for s in started:
-            s.kill()
 
 
 @pytest.fixture
