@@ -41,6 +41,7 @@ build = {
          -- (part of `make test`) fails when it is stale.
          sources = {
             "core/src/alarm.c",
+            "core/src/background.c",
             "core/src/cluster.c",
             "core/src/cluster_pg.c",
             "core/src/cluster_wal.c",

@@ -514,7 +514,8 @@ DOBJ_API int dobj_url_check(const char *url, size_t len);
 /* ----------------------------------------------------------------- tasks */
 
 /**
- * Spawn a task running `step` on `obj` (NULL for FREE tasks).  `host` is the
+ * Spawn a task running `step` on `obj` (NULL for FREE tasks, and for
+ * BACKGROUND work of the runtime itself: dobj/background.h).  `host` is the
  * task's host state (coroutine...), owned by the core.  BLOCK closes obj's
  * gate at once: nothing but BLOCK tasks runs on obj until it finishes; if it
  * fails, obj is reset with its error.  Depth is inherited from the current
@@ -900,6 +901,7 @@ DOBJ_API dobj_host dobj_host_msg(void);
 #include "dobj/testkit.h"
 #include "dobj/cluster.h"
 #include "dobj/websocket.h"
+#include "dobj/background.h"
 
 #ifdef __cplusplus
 }

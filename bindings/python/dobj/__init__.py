@@ -414,20 +414,28 @@ async def _transaction(storage, ctx, fn):
     return value
 
 
-async def _drain(rt, timeout=None):
+async def _drain(rt, timeout=None, _background=False):
     """``await rt.drain()``: run until no call is unfinished and no alarm is
     pending (eviction timers do not count).  It waits for the runtime to move
     (each pump, and the loop watching the runtime's fd, wake it); with
-    virtual time, once only timers are left, it jumps the clock to the next."""
+    virtual time, once only timers are left, it jumps the clock to the next.
+    With ``_background`` (``drain_background``): until no background work
+    (``ctx.wait_until``, the entry's and the objects') is left."""
     loop = _asyncio.get_running_loop()
     deadline = None if timeout is None else loop.time() + timeout
+
+    def still() -> str:
+        if _background:
+            return f"drain_background(): {rt._background_count()} ctx.wait_until() tasks still pending"
+        return f"drain(): {rt.pending} calls or alarms still pending"
+
     while True:
         rt._pump()
-        if rt.pending == 0:
+        if (rt._background_count() if _background else rt.pending) == 0:
             return
         left = None if deadline is None else deadline - loop.time()
         if left is not None and left <= 0:
-            raise TimeoutError(f"drain(): {rt.pending} calls or alarms still pending")
+            raise TimeoutError(still())
         if rt.virtual_time and rt._tasks == 0:
             rt.advance(rt._next_timer())  # only timers are left
             # Let the loop run between jumps: an alarm that sets the next
@@ -438,7 +446,15 @@ async def _drain(rt, timeout=None):
         try:
             await _asyncio.wait_for(_asyncio.shield(rt._progress()), left)
         except _asyncio.TimeoutError:
-            raise TimeoutError(f"drain(): {rt.pending} calls or alarms still pending") from None
+            raise TimeoutError(still()) from None
+
+
+async def _drain_background(rt, timeout=None):
+    """``await rt.drain_background(timeout=None)``: run until no background
+    work (``ctx.wait_until`` of the entry and of objects) is left, as the dev
+    server does on shutdown; TimeoutError (the work stays) after ``timeout``
+    seconds.  The core's dobj_rt_background_count decides what is left."""
+    await _drain(rt, timeout, True)
 
 
 _log = _logging.getLogger("dobj")
@@ -452,6 +468,7 @@ def _report_error(what: str, exc: BaseException) -> None:
 
 
 Runtime.from_config = classmethod(_from_config)  # type: ignore[attr-defined]
+Runtime.drain_background = _drain_background  # type: ignore[attr-defined]
 
 _dobj._setup(Request, Response, Env, _make_request)
 _dobj._setup_storage(_transaction, _drain)
