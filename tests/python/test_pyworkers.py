@@ -194,7 +194,7 @@ async def test_request_and_response_bodies_are_awaited(kitchen):
     got = {"method": "POST", "url": "https://k/fetch/r/path", "header": "yes",
            "length": 10, "text": '{"a": [1]}', "json": {"a": [1]}}
     n = len(json.dumps(got))
-    assert resp.json() == {"status": 201, "status_text": "", "x_from": "do",
+    assert resp.json() == {"status": 201, "status_text": "Made", "x_from": "do",
                            "text_len": n, "bytes_len": n, "got": got}
     resp = await kitchen.default.fetch("https://k/fetch/r/")
     assert resp.json()["got"] == {"method": "GET", "url": "https://k/fetch/r/",
@@ -470,6 +470,8 @@ async def test_ctx_names_dobj_does_not_have_say_so(tmp_path):
 
 
 async def test_rpc_passes_ids_and_stubs_with_the_javascript_names(tmp_path):
+    # As on Cloudflare: stubs and IDs travel as arguments and results, also
+    # inside lists and dicts, and arrive with the JavaScript names.
     d = write_project(tmp_path / "rpcids", """\
         from workers import DurableObject, Response
         class Counter(DurableObject):
@@ -482,21 +484,33 @@ async def test_rpc_passes_ids_and_stubs_with_the_javascript_names(tmp_path):
                 return x
             async def gives_id(self):
                 return self.ctx.id
+            async def gives_stub(self, name):
+                return self.env.COUNTER.getByName(name)
+            async def nested(self, box):
+                peer = box["peers"][0]
+                return {"id": self.ctx.id, "seen": [box["id"].toString(), await peer.me()],
+                        "stubs": [peer, self.env.COUNTER.getByName("z")]}
         async def fetch(request, env, ctx):
             stub = env.COUNTER.getByName("x")
             ok = await stub.same(stub.id, stub=stub)
-            try:
-                await stub.gives_id()
-                gives = "no error"
-            except TypeError as e:
-                gives = str(e)
+            got = await stub.gives_id()
+            other = await stub.gives_stub("y")
+            box = await stub.nested({"id": other.id, "peers": [other]})
+            checks = [
+                type(got).__name__, got.equals(stub.id), got.name,
+                type(other).__name__, await other.me() == other.id.toString(),
+                box["id"].equals(stub.id), box["seen"] == [other.id.toString()] * 2,
+                [type(s).__name__ for s in box["stubs"]],
+                await box["stubs"][1].me() == env.COUNTER.idFromName("z").toString(),
+            ]
             return Response(f"{await stub.me() == stub.id.toString()} {ok} "
-                            f"{await stub.plain([1])} {gives}")
+                            f"{await stub.plain([1])} {checks}")
         """)
     rt = dobj.Runtime.from_config(d)
     try:
-        assert (await rt.default.fetch("https://r/")).text() == \
-            "True True [1] cannot convert a value of type _Id"
+        assert (await rt.default.fetch("https://r/")).text() == (
+            "True True [1] ['_Id', True, 'x', '_DOStub', True, True, True, "
+            "['_DOStub', '_DOStub'], True]")
     finally:
         close(rt)
 
@@ -659,6 +673,35 @@ async def test_dobj_workers_classes_bound_by_hand_and_collected_after_close():
     del ns, rt, r
     gc.collect()
     assert len(refs) == 1 and refs[0]() is None
+
+
+async def test_status_text_travels_with_the_response_and_get_all_lists_each_cookie(tmp_path):
+    d = write_project(tmp_path / "statustext", """\
+        from workers import DurableObject, Request, Response
+        class Counter(DurableObject):
+            async def fetch(self, request):
+                h = request.headers
+                return Response(f"{h.get_all('set-cookie')} {h.get_all('Set-Cookie')} "
+                                f"{h.get_all('x-a')} {h.get_all('x', 'none')}",
+                                status=418, status_text="I'm a teapot, really")
+        async def fetch(request, env, ctx):
+            req = Request("https://s/", headers=[("set-cookie", "a=1; Path=/"),
+                                                 ("set-cookie", "b=2, c"),
+                                                 ("x-a", "1"), ("x-a", "2")])
+            r = await env.COUNTER.getByName("x").fetch(req)
+            return Response(f"{r.status} {r.status_text!r} {await r.text()}")
+        """)
+    rt = dobj.Runtime.from_config(d)
+    try:
+        assert (await rt.default.fetch("https://s/")).text() == (
+            "418 \"I'm a teapot, really\" ['a=1; Path=/', 'b=2, c'] "
+            "['a=1; Path=/', 'b=2, c'] ['1, 2'] none")
+        # dobj code sees it too; a plain dobj.Response keeps its reason phrase.
+        r = await rt.env.COUNTER.get_by_name("x").fetch("https://s/")
+        assert (r.status_text, dobj.Response("x", status=404).status_text) == \
+            ("I'm a teapot, really", "Not Found")
+    finally:
+        close(rt)
 
 
 def test_request_headers_read_like_http_message():

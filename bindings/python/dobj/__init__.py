@@ -214,7 +214,7 @@ class Response(_Message):
     A str body gets ``content-type: text/plain;charset=UTF-8`` unless the
     headers name one, as in workerd."""
 
-    __slots__ = ("status", "web_socket")
+    __slots__ = ("status", "web_socket", "_status_text")
 
     def __init__(self, body: BodyInit = None, *, status: int = 200,
                  headers: HeadersInit = None, web_socket: Optional[WebSocket] = None) -> None:
@@ -241,8 +241,11 @@ class Response(_Message):
 
     @property
     def status_text(self) -> str:
-        """The status's reason phrase ("OK", "Not Found")."""
-        return _dobj._status_text(self.status)
+        """The status's reason phrase ("OK", "Not Found"), or the one a
+        ``dobj.workers.Response`` was made with (it travels with the
+        response from the object to its caller, as statusText does)."""
+        text = getattr(self, "_status_text", None)
+        return _dobj._status_text(self.status) if text is None else text
 
     def __repr__(self) -> str:
         return f"<Response {self.status}>"
