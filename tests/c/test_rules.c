@@ -280,7 +280,7 @@ static void test_http_request_headers_body_and_framing(void)
 	CHECK((int)m->nheaders == 2);
 	CHECK_STR(m->header_names[0], "x-rep");
 	CHECK_STR(dobj_msg_header(m, "x-rep"), "a, b, ");
-	CHECK_EQ_INT(dobj_msg_add_header(m, "", "v"), DOBJ_EARG);
+	CHECK_EQ_INT(dobj_msg_add_header(m, "", "v"), DOBJ_ETYPE);
 
 	CHECK_EQ_INT(dobj_msg_append_body(m, "ab\0c", 4), DOBJ_OK);
 	CHECK_EQ_INT(dobj_msg_append_body(m, "de", 2), DOBJ_OK);

@@ -28,6 +28,7 @@ from ._dobj import (  # noqa: F401  (re-exported)
     Aborted,
     Error,
     InvalidIdError,
+    InvalidInputError,
     MAX_CALL_DEPTH,
     Namespace,
     Runtime,
@@ -41,7 +42,7 @@ from .project import from_config as _from_config
 __all__ = [
     "Runtime", "Namespace", "DurableObjectId", "Stub", "Context", "Call",
     "DurableObject", "Request", "Response", "Headers", "Env",
-    "Error", "InvalidIdError", "Aborted", "MAX_CALL_DEPTH",
+    "Error", "InvalidIdError", "InvalidInputError", "Aborted", "MAX_CALL_DEPTH",
     "Storage", "Transaction", "SqlStorage", "Cursor", "serialize", "deserialize",
     "load_config", "Config", "Binding", "Migration", "ConfigError",
     "WorkerEntrypoint", "ExecutionContext", "Entry", "ProjectRuntime",
@@ -83,7 +84,10 @@ class Headers:
             self.append(name, value)
 
     def get(self, name: str, default: Optional[str] = None) -> Optional[str]:
-        v = self._items.get(name.lower() if isinstance(name, str) else name, default)
+        v = self._items.get(name.lower() if isinstance(name, str) else name, None)
+        if v is None:
+            _NAME(name)  # as workerd's get: an invalid name is a TypeError
+            return default
         return ", ".join(v) if type(v) is list else v
 
     def get_set_cookie(self) -> list:
@@ -108,7 +112,7 @@ class Headers:
         self._items.pop(_NAME(name), None)
 
     def has(self, name: str) -> bool:
-        return isinstance(name, str) and name.lower() in self._items
+        return _NAME(name) in self._items  # an invalid name: TypeError, as in workerd
 
     def __getitem__(self, name: str) -> str:
         value = self.get(name)
