@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 import dobj
+from project_util import write_project as _write_project
 
 EXAMPLE = Path(__file__).resolve().parent.parent.parent / "examples" / "workers" / "python-counter"
 
@@ -32,23 +33,8 @@ def project(tmp_path):
 
 
 def write_project(d, entry, config=None):
-    """A project in folder d: wrangler.toml (a COUNTER binding of Counter by
-    default) and src/entry.py."""
-    d.mkdir(parents=True, exist_ok=True)
-    (d / "wrangler.toml").write_text(config or textwrap.dedent("""\
-        name = "t"
-        main = "src/entry.py"
-        [[durable_objects.bindings]]
-        name = "COUNTER"
-        class_name = "Counter"
-        [[migrations]]
-        tag = "v1"
-        new_sqlite_classes = ["Counter"]
-        """))
-    if entry is not None:
-        (d / "src").mkdir(exist_ok=True)
-        (d / "src" / "entry.py").write_text(textwrap.dedent(entry))
-    return d
+    """project_util's, as worker "t" (the state folders the tests name)."""
+    return _write_project(d, entry, config, name="t")
 
 
 def close(rt):

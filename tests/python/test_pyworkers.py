@@ -12,6 +12,7 @@ import pytest
 
 import dobj
 import dobj.workers
+from project_util import write_project as _write_project
 
 HERE = Path(__file__).resolve().parent
 KITCHEN = HERE / "projects" / "pyworkers-kitchen"
@@ -31,21 +32,7 @@ def copy(src, tmp_path):
 
 
 def write_project(d, entry, flags=("python_workers",), main="src/entry.py"):
-    d.mkdir(parents=True, exist_ok=True)
-    (d / "wrangler.toml").write_text(textwrap.dedent(f"""\
-        name = "{d.name}"
-        main = "{main}"
-        compatibility_flags = {json.dumps(list(flags))}
-        [[durable_objects.bindings]]
-        name = "COUNTER"
-        class_name = "Counter"
-        [[migrations]]
-        tag = "v1"
-        new_sqlite_classes = ["Counter"]
-        """))
-    (d / "src").mkdir(exist_ok=True)
-    (d / main).write_text(textwrap.dedent(entry))
-    return d
+    return _write_project(d, entry, flags=flags, main=main)
 
 
 def shims_loaded():
