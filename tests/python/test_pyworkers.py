@@ -398,10 +398,19 @@ async def test_outbound_fetch_from_an_object(tmp_path, http_server):
 # ------------------------------------------------------------- the mapping itself
 
 def test_to_js_to_py_round_trips():
-    from dobj.workers import JsArray, JsObject, to_js, to_py
+    from dobj.workers import JsArray, JsMap, JsObject, to_js, to_py
     value = {"d": {"x": [1, 2]}, "l": [1, (2, 3)], "b": bytearray(b"\x01"), "s": {1}}
     js = to_js(value)
     assert js == {"d": {"x": [1, 2]}, "l": [1, [2, 3]], "b": b"\x01", "s": {1}}
+    # As Pyodide's default: dicts become Maps (stored and sent as a Map, str
+    # keys too), with the Map methods; a dict_converter gives plain objects.
+    assert type(js) is JsMap and type(js["d"]) is JsMap
+    assert (js.size, js.has("d"), js.get("nope"), list(js)) == (4, True, None, ["d", "l", "b", "s"])
+    assert js.set("n", 1) is js and js.delete("n") and not js.delete("n")
+    assert dobj.deserialize(dobj.serialize(js))  # a Map with str keys reads back as a dict
+    assert dobj.serialize(js)[2:3] == b";" and dobj.serialize(dict(js))[2:3] == b"o"
+    assert type(to_js(value, dict_converter=dict)) is dict
+    assert type(to_py(js)) is dict and type(to_py(js)["d"]) is dict
     assert type(js["b"]) is bytes and type(js["l"][1]) is list
     assert js["d"] is not value["d"]
     assert to_js(value, depth=1)["d"] is value["d"]

@@ -40,7 +40,7 @@ from .project import WorkerEntrypoint as _WorkerEntrypoint
 __all__ = [
     "DurableObject", "WorkerEntrypoint", "Request", "Response", "FetchResponse",
     "Headers", "handler", "python_to_rpc", "python_from_rpc", "fetch",
-    "to_js", "to_py", "JsProxy", "JsException", "JavaScriptUnsupportedError",
+    "to_js", "to_py", "JsProxy", "JsMap", "JsException", "JavaScriptUnsupportedError",
     "UnsupportedError", "Context", "WebSocketPair", "WebSocketRequestResponsePair",
 ]
 
@@ -133,6 +133,26 @@ class StorageMap(JsObject):
         return iter(self.items())
 
 
+class JsMap(StorageMap):
+    """What ``to_js(dict)`` gives, as Pyodide's default makes a JavaScript
+    ``Map`` of a dict: a dict that dobj stores and sends as a ``Map`` (also
+    with str keys), with the Map methods ``get``, ``set``, ``has``,
+    ``delete``, ``size``, ``entries()``; iterating gives the keys."""
+
+    __slots__ = ()
+    _dobj_js_map = True  # the value mapping writes it as a Map
+
+    def set(self, key: Any, value: Any) -> "JsMap":
+        self[key] = value
+        return self
+
+    def delete(self, key: Any) -> bool:
+        return self.pop(key, _MISSING) is not _MISSING
+
+
+_MISSING = object()
+
+
 def _from_storage(value: Any, memo: Optional[dict] = None) -> Any:
     """A stored value as Python Workers code sees it: dicts and lists become
     JsObject/JsArray (shared parts and cycles stay shared)."""
@@ -156,7 +176,7 @@ def _from_storage(value: Any, memo: Optional[dict] = None) -> Any:
     return out
 
 
-def _convert(value: Any, depth: int, memo: dict, to_js_side: bool) -> Any:
+def _convert(value: Any, depth: int, memo: dict, to_js_side: bool, maps: bool = False) -> Any:
     if depth == 0:
         return value
     if isinstance(value, (bytes, bytearray, memoryview)):
@@ -165,10 +185,10 @@ def _convert(value: Any, depth: int, memo: dict, to_js_side: bool) -> Any:
         seen = memo.get(id(value))
         if seen is not None:
             return seen
-        out: Any = {}
+        out: Any = JsMap() if maps else {}
         memo[id(value)] = out
         for k, v in value.items():
-            out[k] = _convert(v, depth - 1, memo, to_js_side)
+            out[k] = _convert(v, depth - 1, memo, to_js_side, maps)
         return out
     if isinstance(value, (list, tuple) if to_js_side else list):
         seen = memo.get(id(value))
@@ -176,7 +196,7 @@ def _convert(value: Any, depth: int, memo: dict, to_js_side: bool) -> Any:
             return seen
         out = []
         memo[id(value)] = out
-        out.extend(_convert(v, depth - 1, memo, to_js_side) for v in value)
+        out.extend(_convert(v, depth - 1, memo, to_js_side, maps) for v in value)
         return out
     if isinstance(value, (set, frozenset)) and to_js_side:
         return set(value)
@@ -188,11 +208,12 @@ def to_js(obj: Any, *, depth: int = -1, pyproxies: Any = None, create_pyproxies:
           eager_converter: Any = None) -> Any:
     """``pyodide.ffi.to_js``: there is no JavaScript heap here, so the result
     is the Python value dobj stores or sends as that JavaScript value: dicts
-    (plain ``dict``), lists and tuples (``list``), ``bytes``-likes
+    (a :class:`JsMap`, stored and sent as a ``Map`` as Pyodide's default
+    makes one; with a ``dict_converter``, such as ``Object.fromEntries``, a
+    plain ``dict``: an object), lists and tuples (``list``), ``bytes``-likes
     (``bytes``, a ``Uint8Array``), sets, copied ``depth`` levels deep (-1:
-    all).  The keyword arguments of Pyodide's ``to_js`` are accepted and
-    ignored (a dict with str keys is always stored as a JavaScript object)."""
-    return _convert(obj, depth, {}, True)
+    all).  The other keyword arguments are accepted and ignored."""
+    return _convert(obj, depth, {}, True, dict_converter is None)
 
 
 def to_py(obj: Any, *, depth: int = -1, default_converter: Any = None) -> Any:
