@@ -56,6 +56,7 @@ build = {
             "core/src/idmap.c",
             "core/src/loop.c",
             "core/src/msg.c",
+            "core/src/msg_wire.c",
             "core/src/native.c",
             "core/src/ns.c",
             "core/src/rt.c",

@@ -893,6 +893,7 @@ DOBJ_API int dobj_msg_header_check(const char *name, size_t name_len, const char
 DOBJ_API dobj_host dobj_host_msg(void);
 
 #include "dobj/storage.h"
+#include "dobj/wire.h"
 #include "dobj/val.h"
 #include "dobj/value.h"
 #include "dobj/native.h"
