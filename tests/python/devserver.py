@@ -57,11 +57,12 @@ def dev_env(**extra):
 
 
 class DevServer:
-    """`python -m dobj dev ARGS` (or the `dobj` console script) in folder cwd."""
+    """`python -m dobj dev ARGS` (or the `dobj` console script, or `command`:
+    another server's, such as dobj-lua) in folder cwd."""
 
-    def __init__(self, cwd, *args, script=False, env=None, ready=True):
-        cmd = [str(Path(sys.executable).parent / "dobj")] if script else \
-            [sys.executable, "-m", "dobj"]
+    def __init__(self, cwd, *args, script=False, env=None, ready=True, command=None):
+        cmd = command or ([str(Path(sys.executable).parent / "dobj")] if script else
+                          [sys.executable, "-m", "dobj"])
         if "--port" not in args:
             args = args + ("--port", "0")
         self.proc = subprocess.Popen(
