@@ -42,7 +42,9 @@ build = {
          sources = {
             "core/src/alarm.c",
             "core/src/cluster.c",
+            "core/src/cluster_net.c",
             "core/src/cluster_pg.c",
+            "core/src/cluster_route.c",
             "core/src/cluster_wal.c",
             "core/src/config.c",
             "core/src/config_dotenv.c",
@@ -77,6 +79,7 @@ build = {
             "bindings/lua/src/module.c",
             "bindings/lua/src/namespace.c",
             "bindings/lua/src/project.c",
+            "bindings/lua/src/route.c",
             "bindings/lua/src/rpc.c",
             "bindings/lua/src/runtime.c",
             "bindings/lua/src/server.c",

@@ -899,6 +899,7 @@ DOBJ_API dobj_host dobj_host_msg(void);
 #include "dobj/config.h"
 #include "dobj/testkit.h"
 #include "dobj/cluster.h"
+#include "dobj/route.h"
 #include "dobj/websocket.h"
 
 #ifdef __cplusplus

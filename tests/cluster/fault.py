@@ -1,12 +1,14 @@
 """The cluster fault test: a real PostgreSQL (pgtmp.sh), three node processes
-(tests/cluster/node.py, each also running two clients of the list-append
-workload on five objects), and faults for a bounded time per seed: SIGKILL a
-node and restart it, SIGSTOP a node for 2 x TTL then SIGCONT it, kill
-PostgreSQL and restart it.  Then the history is checked:
+(tests/cluster/node.py) serving five list objects, four client processes
+(tests/cluster/client.py, no node_addr: they call through stubs into the
+nodes, each running two clients of the list-append workload), and faults for
+a bounded time per seed: SIGKILL a node and restart it, SIGSTOP a node for
+2 x TTL then SIGCONT it, kill PostgreSQL and restart it.  Then the history is
+checked:
 
 - every acknowledged append is in the final list of its object, once;
 - no token is in a list twice, and a call that certainly did not run
-  ("active on node") left no token;
+  ("was not sent") left no token;
 - every list a client read is a prefix of the final list, and no client's
   read goes back in time (shorter than one it completed before invoking);
 - epochs never go down along an object's log (dobj_wal);
@@ -30,20 +32,22 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 PGTMP = os.path.join(HERE, "pgtmp.sh")
 NODE = os.path.join(HERE, "node.py")
+CLIENT = os.path.join(HERE, "client.py")
 TTL = 1.5
 TOOL_ENV = {k: v for k, v in os.environ.items()
             if k not in ("LD_PRELOAD", "ASAN_OPTIONS", "LSAN_OPTIONS", "UBSAN_OPTIONS", "PYTHONMALLOC")}
 
 
 class Node:
-    def __init__(self, url, folder, name, seed, log):
+    def __init__(self, url, folder, name, seed, log, script=NODE):
         self.url, self.folder, self.name, self.seed, self.log = url, folder, name, seed, log
+        self.script = script
         self.proc = None
         self.runs = 0
 
     def start(self):
         self.runs += 1
-        self.proc = subprocess.Popen([sys.executable, NODE, self.url, self.folder,
+        self.proc = subprocess.Popen([sys.executable, self.script, self.url, self.folder,
                                       f"{self.name}r{self.runs}", str(self.seed * 100 + self.runs)],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         proc = self.proc
@@ -79,7 +83,7 @@ def final_lists(url, folder):
     from node import ListObj  # noqa: E402  (the class the nodes run)
 
     async def read():
-        rt = dobj.Runtime(storage=folder, cluster=url)
+        rt = dobj.Runtime(storage=folder, cluster=url, node_addr="127.0.0.1:0")
         ns = rt.bind("LIST", ListObj)
         out = {}
         for k in range(5):
@@ -154,10 +158,12 @@ def run_seed(seed, seconds, verbose):
     work = tempfile.mkdtemp(prefix="dobj-fault-")
     log = []
     nodes = [Node(url, os.path.join(work, f"n{i}"), f"n{i}", seed * 10 + i, log) for i in range(3)]
+    clients = [Node(url, os.path.join(work, f"c{i}"), f"c{i}", seed * 10 + 5 + i, log, CLIENT)
+               for i in range(4)]
     faults = []
     pauses = []  # (node run, paused at, resumed at)
     try:
-        for n in nodes:
+        for n in nodes + clients:
             n.start()
         end = time.monotonic() + seconds
         time.sleep(2)
@@ -182,11 +188,11 @@ def run_seed(seed, seconds, verbose):
             faults.append((kind, victim.name, t))
             time.sleep(1 + rng.random() * 2)
         time.sleep(max(0.0, end - time.monotonic()))
-        for n in nodes:
+        for n in clients + nodes:
             n.stop()
         lists = final_lists(url, os.path.join(work, "reader"))
     finally:
-        for n in nodes:
+        for n in clients + nodes:
             n.stop()
         if "lists" not in locals():  # failed before the check: clean up here
             subprocess.run(["rm", "-rf", work], timeout=60)
@@ -196,9 +202,10 @@ def run_seed(seed, seconds, verbose):
         # A history where nothing succeeded proves nothing: the run must progress.
         problems.append(f"only {acked_total} appends were acknowledged: the workload made no progress")
     ops = [r for r in log if "op" in r]
+    beats = [r for r in log if "hb" in r]  # node heartbeats (node.py)
     for run, t0, t1 in pauses:
-        before = {r["node"] for r in ops if r["c"].startswith(run + ".") and r["t1"] < t0}
-        after = {r["node"] for r in ops if r["c"].startswith(run + ".") and r["t0"] > t1 + 2 * TTL}
+        before = {r["node"] for r in beats if r["hb"] == run and r["t"] < t0}
+        after = {r["node"] for r in beats if r["hb"] == run and r["t"] > t1 + 2 * TTL}
         if before and after and before & after:
             problems.append(f"{run} was paused past its lease and kept its node id {before & after}")
     os.close(lifeline)

@@ -1,22 +1,18 @@
-"""One node of the fault test (tests/cluster/fault.py): a dobj runtime in cluster
-mode that also runs the clients' workload against five list objects, logging
-every operation as a JSON line on stdout:
+"""One node of the fault test (tests/cluster/fault.py): a dobj runtime in
+cluster mode serving the five list objects to the client processes
+(tests/cluster/client.py), which call it through stubs.  It logs a JSON line
+on stdout when it starts and a heartbeat every 0.25 s:
 
-    {"c": client, "op": "append"|"read", "obj": k, "tok": token, "t0": invoke,
-     "t1": complete, "th": the handler's end (ok only; the result is released
-     after it, before t1), "out": "ok"|"fail"|"unknown", "val": [...],
-     "inc": incarnation, "node": node_id, "err": message}
+    {"hb": run name, "node": node_id, "t": time.monotonic()}
 
-Times are time.monotonic() (CLOCK_MONOTONIC: one clock for every process of the
-machine).  "fail" means the call certainly did not run (a live node elsewhere
-owns the object); any other error is "unknown".  Runs until stdin closes.
+so that the check can tell a node paused past its lease came back as a new
+node.  Runs until stdin closes.
 
     python node.py URL STORAGE NAME SEED
 """
 import asyncio
 import json
 import os
-import random
 import sys
 import time
 
@@ -45,38 +41,11 @@ def emit(rec):
     sys.stdout.flush()
 
 
-async def client(rt, ns, name, c, rng, stop):
-    n = 0
-    while not stop.is_set():
-        k = rng.randrange(OBJECTS)
-        stub = ns.get_by_name(f"list{k}")
-        rec = {"c": f"{name}.{c}", "obj": k, "node": rt.node_id}
-        if rng.random() < 0.6:
-            n += 1
-            rec["op"], rec["tok"] = "append", f"{name}.{c}.{n}"
-            call = stub.append(rec["tok"])
-        else:
-            rec["op"] = "read"
-            call = stub.read()
-        rec["t0"] = time.monotonic()
-        try:
-            rec["inc"], rec["val"], rec["th"] = await asyncio.wait_for(call, 10)
-            rec["out"] = "ok"
-        except Exception as e:  # noqa: BLE001 - every failure is recorded
-            rec["err"] = str(e)[:200]
-            rec["out"] = "fail" if "is active on node" in rec["err"] else "unknown"
-        rec["t1"] = time.monotonic()
-        if rec["op"] == "append" and rec["out"] == "ok":
-            rec["val"] = None  # the token is enough; keeps the log small
-        emit(rec)
-        await asyncio.sleep(rng.random() * 0.02)
-
-
 async def main():
     url, storage, name, seed = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
     for attempt in range(40):  # PostgreSQL may be down (a fault) when the node starts
         try:
-            rt = dobj.Runtime(storage=storage, cluster=url, node_addr=f"127.0.0.1:0/{name}",
+            rt = dobj.Runtime(storage=storage, cluster=url, node_addr="127.0.0.1:0",
                               cluster_ttl=1.5, cluster_grace=0.5, idle_timeout=1)
             break
         except dobj.Error:
@@ -85,13 +54,15 @@ async def main():
             await asyncio.sleep(0.25)
     ns = rt.bind("LIST", ListObj)
     emit({"started": name, "node": rt.node_id, "t": time.monotonic()})
-    stop = asyncio.Event()
-    rng = random.Random(seed)
-    tasks = [asyncio.ensure_future(client(rt, ns, name, c, random.Random(rng.random()), stop))
-             for c in range(2)]
+    del ns, seed
+
+    async def heartbeat():
+        while True:
+            emit({"hb": name, "node": rt.node_id, "t": time.monotonic()})
+            await asyncio.sleep(0.25)
+    hb = asyncio.ensure_future(heartbeat())
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
-    stop.set()
-    await asyncio.gather(*tasks)
+    hb.cancel()
     emit({"stopped": name, "node": rt.node_id, "t": time.monotonic()})
     rt.close()
 

@@ -259,6 +259,22 @@ int l_runtime(lua_State *L)
 			co.node_addr = lua_tolstring(L, -1, &co.node_addr_len);
 		}
 		lua_pop(L, 1);
+		/* Seconds, as in Python; the core checks them (dobj_cluster_opts_check). */
+		lua_getfield(L, 1, "cluster_ttl");
+		if (!lua_isnil(L, -1)) {
+			if (lua_type(L, -1) != LUA_TNUMBER)
+				return luaL_error(L, "cluster_ttl must be a number of seconds");
+			co.ttl_ms = lua_tonumber(L, -1) * 1e3;
+		}
+		lua_getfield(L, 1, "cluster_grace");
+		if (!lua_isnil(L, -1)) {
+			if (lua_type(L, -1) != LUA_TNUMBER)
+				return luaL_error(L, "cluster_grace must be a number of seconds");
+			co.grace_ms = lua_tonumber(L, -1) * 1e3;
+			if (co.grace_ms == 0)
+				co.grace_ms = -1; /* 0 s: none (the C field's 0 is "the default") */
+		}
+		lua_pop(L, 2);
 		lua_getfield(L, 1, "durability");
 		if (!lua_isnil(L, -1)) {
 			size_t n = 0;
@@ -307,6 +323,8 @@ int l_runtime(lua_State *L)
 		r->rt = NULL;
 		return 2;
 	}
+	if (co.url)
+		route_codec_install(r);
 	dobj_rt_set_error_hook(r->rt, report_background_error, r);
 	m->nruntimes++;
 	/* The runtime that dobj.sleep drives from the main chunk. */
@@ -696,6 +714,20 @@ static int l_rt_node_id(lua_State *L)
 	return 1;
 }
 
+/* rt:node_addr(): where other nodes reach this one (the port the system
+ * chose for port 0), or nil when it is not a reachable node. */
+static int l_rt_node_addr(lua_State *L)
+{
+	runtime_ud *r = check_ud(L, 1, MT_RUNTIME);
+	const char *a = r->rt ? dobj_rt_cluster_addr(r->rt) : NULL;
+
+	if (a)
+		lua_pushstring(L, a);
+	else
+		lua_pushnil(L);
+	return 1;
+}
+
 static const luaL_Reg rt_meta[] = {
 	{ "__index", l_rt_index }, { "__gc", l_rt_gc }, { "__close", l_rt_close },
 	{ "__tostring", l_rt_tostring }, { NULL, NULL }
@@ -703,7 +735,8 @@ static const luaL_Reg rt_meta[] = {
 static const luaL_Reg rt_methods[] = {
 	{ "bind", l_rt_bind }, { "bind_native", l_rt_bind_native }, { "spawn", l_rt_spawn }, { "run", l_rt_run },
 	{ "close", l_rt_close }, { "now", l_rt_now }, { "advance", l_rt_advance },
-	{ "fd", l_rt_fd }, { "process", l_rt_process }, { "node_id", l_rt_node_id }, { NULL, NULL }
+	{ "fd", l_rt_fd }, { "process", l_rt_process }, { "node_id", l_rt_node_id },
+	{ "node_addr", l_rt_node_addr }, { NULL, NULL }
 };
 
 void runtime_open(lua_State *L, int mi)
