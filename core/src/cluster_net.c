@@ -84,6 +84,7 @@ static void conn_fail(struct dobj__route *r, conn *c, const char *fmt, ...)
 		if (it) {
 			it->cid = c->cid;
 			it->written = c->written;
+			it->node = c->node;
 			va_start(ap, fmt);
 			vsnprintf(it->why, sizeof(it->why), fmt, ap);
 			va_end(ap);

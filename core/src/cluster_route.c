@@ -26,6 +26,8 @@
  * results as they are, fetch requests and responses as an object.
  */
 #define _GNU_SOURCE
+#include <signal.h>
+
 #include "cluster_route.h"
 
 /* ----------------------------------------------- fetch messages as values */
@@ -280,6 +282,37 @@ static void cache_put(struct dobj__route *r, dobj_obj *obj, long long node, cons
 		r->ncache++;
 }
 
+/* A node whose connection failed (killed, refused, silent) is not sent
+ * calls for a lease TTL: its objects are claimed elsewhere once its lease
+ * lapsed, and until then a call to it would only wait for the silence again
+ * (a paused node).  A restarted process is a new node, never a suspect. */
+static int suspect(struct dobj__route *r, long long node)
+{
+	double now = mono_ms();
+	size_t i;
+
+	for (i = 0; i < sizeof(r->suspects) / sizeof(r->suspects[0]); i++)
+		if (r->suspects[i].node == node && r->suspects[i].until > now)
+			return 1;
+	return 0;
+}
+
+static void suspect_add(struct dobj__route *r, long long node)
+{
+	size_t i, n = sizeof(r->suspects) / sizeof(r->suspects[0]), pick = 0;
+
+	for (i = 0; i < n; i++) {
+		if (r->suspects[i].node == node) {
+			pick = i;
+			break;
+		}
+		if (r->suspects[i].until < r->suspects[pick].until)
+			pick = i;
+	}
+	r->suspects[pick].node = node;
+	r->suspects[pick].until = mono_ms() + (r->rt->cluster ? r->rt->cluster->ttl_ms : 3000);
+}
+
 /* Send t to node: 1 (sent, or failed here: either way the task is no
  * longer this node's to run). */
 static int send_call(struct dobj__route *r, dobj_task *t, long long node, const char *addr)
@@ -290,6 +323,13 @@ static int send_call(struct dobj__route *r, dobj_task *t, long long node, const 
 	pend *p = NULL;
 	size_t mlen = t->method ? strlen(t->method) : 0;
 	int rc = DOBJ_OK;
+
+	if (suspect(r, node)) {
+		cache_drop(r, obj);
+		fail_call(t, DOBJ_ERROR, 1, "cluster: the call was not sent: node %lld, where the "
+			"object lives, stopped answering (it moves once that node's lease lapsed)", node);
+		return 1;
+	}
 
 	if (t->call_kind == DOBJ_CALL_RPC) {
 		unsigned char *out = NULL;
@@ -438,9 +478,9 @@ int dobj__route_call(dobj_task *t)
 		cache_drop(r, t->obj);
 		return 0;
 	}
-	if ((o = cache_get(r, t->obj)) && o->node != cl->node_id)
+	if ((o = cache_get(r, t->obj)) && o->node != cl->node_id && !suspect(r, o->node))
 		return send_call(r, t, o->node, o->addr);
-	if (o)
+	if (o) /* stale: look again (the claim, or the owner row) */
 		cache_drop(r, t->obj);
 	if (cl->addr[0])
 		return 0; /* claim it here; a live owner elsewhere: dobj__route_owned */
@@ -564,6 +604,7 @@ static void on_failure(struct dobj__route *r, const item *it)
 	dobj_task **again = NULL;
 	size_t nagain = 0;
 
+	suspect_add(r, it->node);
 	for (i = 0; i < r->tcap; i++) {
 		pend **pp = &r->tab[i];
 		while (*pp) {
@@ -938,9 +979,20 @@ int dobj__route_start(dobj_rt *rt, struct dobj__cluster *cl)
 		ev.data.ptr = &r->lfd;
 		epoll_ctl(r->ep, EPOLL_CTL_ADD, r->lfd, &ev);
 	}
-	if (pthread_create(&r->thread, NULL, dobj__net_main, r) != 0) {
-		rc = dobj_error_set(DOBJ_ERROR, "cluster: cannot start the network thread");
-		goto fail;
+	{
+		/* The thread takes no signal: a process-directed one (SIGTERM to a
+		 * server that waits for it with sigwait or a signalfd, SIGINT) must
+		 * reach the host's threads, never this one's default action. */
+		sigset_t all, old;
+		int e;
+		sigfillset(&all);
+		pthread_sigmask(SIG_SETMASK, &all, &old);
+		e = pthread_create(&r->thread, NULL, dobj__net_main, r);
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
+		if (e != 0) {
+			rc = dobj_error_set(DOBJ_ERROR, "cluster: cannot start the network thread");
+			goto fail;
+		}
 	}
 	r->started = 1;
 	return DOBJ_OK;

@@ -166,6 +166,7 @@ typedef struct item {      /* the network thread -> the runtime */
 	unsigned char *data;
 	size_t len;
 	uint64_t written;      /* failure: what the connection had written */
+	long long node;        /* failure: the peer node */
 	char why[240];
 } item;
 
@@ -213,6 +214,7 @@ struct dobj__route {
 	size_t ncache;
 	inreq *replies;
 	dobj_timer *watch;
+	struct { long long node; double until; } suspects[16]; /* stopped answering lately */
 };
 
 static inline double mono_ms(void)
