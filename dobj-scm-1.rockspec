@@ -42,6 +42,7 @@ build = {
          sources = {
             "core/src/alarm.c",
             "core/src/cluster.c",
+            "core/src/cluster_log.c",
             "core/src/cluster_pg.c",
             "core/src/cluster_wal.c",
             "core/src/config.c",

@@ -40,7 +40,18 @@ struct dobj__cluster {
 	double lease_view;  /* boot ms: past it this node releases no result */
 	dobj_timer *renew;
 	int closing;
+	dobj_cluster_log_fn log_fn; /* dobj_rt_cluster_set_log (cluster_log.c) */
+	void *log_data;
+	int unrenewed_logged; /* "could not renew" was logged since the last renewal */
 };
+
+/** A line about node `node` for the node's log hook, delivered from the
+ *  runtime's loop (cluster_log.c); nothing without a hook.  Leaves
+ *  dobj_error_last alone. */
+#if defined(__GNUC__)
+__attribute__((format(printf, 3, 4)))
+#endif
+void dobj__cluster_log(dobj_rt *rt, long long node, const char *fmt, ...);
 
 /* The cluster state of an incarnation. */
 struct dobj__cluster_obj {

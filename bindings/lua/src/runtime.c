@@ -206,6 +206,16 @@ static double cluster_ms(lua_State *L, int t, const char *key, int grace)
 	return s == 0 ? (grace ? -1 : NAN) : s * 1e3;
 }
 
+/* The node's log lines (dobj_rt_cluster_set_log: a lost lease...), on
+ * stderr as the binding's other warnings. */
+static void log_cluster_event(void *data, long long node_id, const char *message)
+{
+	(void)data;
+	(void)node_id;
+	fprintf(stderr, "dobj: %s\n", message);
+	fflush(stderr);
+}
+
 int l_runtime(lua_State *L)
 {
 	module_state *m = MOD(L);
@@ -330,6 +340,8 @@ int l_runtime(lua_State *L)
 		return 2;
 	}
 	dobj_rt_set_error_hook(r->rt, report_background_error, r);
+	if (co.url)
+		dobj_rt_cluster_set_log(r->rt, log_cluster_event, NULL);
 	m->nruntimes++;
 	/* The runtime that dobj.sleep drives from the main chunk. */
 	lua_getiuservalue(L, MODIDX, UV_DEFAULT_RT);

@@ -275,6 +275,28 @@ static void report_background_error(dobj_task *t, void *data)
 	PyErr_Restore(exc_type, exc_value, exc_tb);
 }
 
+/* The node's log lines (dobj_rt_cluster_set_log: a lost lease...) go to the
+ * "dobj" logger as warnings.  Called from the runtime's loop, GIL held. */
+static void log_cluster_event(void *data, long long node_id, const char *message)
+{
+	PyObject *exc_type, *exc_value, *exc_tb, *logging, *logger = NULL, *r = NULL;
+
+	(void)data;
+	(void)node_id;
+	PyErr_Fetch(&exc_type, &exc_value, &exc_tb);
+	logging = PyImport_ImportModule("logging");
+	if (logging)
+		logger = PyObject_CallMethod(logging, "getLogger", "s", "dobj");
+	if (logger)
+		r = PyObject_CallMethod(logger, "warning", "s", message);
+	if (!r)
+		PyErr_WriteUnraisable(logger);
+	Py_XDECREF(r);
+	Py_XDECREF(logger);
+	Py_XDECREF(logging);
+	PyErr_Restore(exc_type, exc_value, exc_tb);
+}
+
 static PyObject *Runtime_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 {
 	static char *kwlist[] = { "env", "id_seed", "storage", "durability", "idle_timeout",
@@ -399,6 +421,10 @@ static PyObject *Runtime_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 			raise_core_error(st, rc);
 			goto fail;
 		}
+		dobj_rt_cluster_set_log(self->rt, log_cluster_event, NULL);
+		/* The lease renewal is a timer of the runtime's own: the loop
+		 * must watch a node before anything is bound to it. */
+		runtime_watch(self);
 	}
 	dobj_rt_set_error_hook(self->rt, report_background_error, self);
 	return (PyObject *)self;
