@@ -239,6 +239,8 @@ demo: build venv
 	$(VENV)/bin/python examples/native/demo.py
 	@echo; echo "== Python: dobj dev serving examples/workers/python-counter over HTTP =="
 	$(VENV)/bin/python examples/workers/dev_demo.py
+	@echo; echo "== Python: two dobj dev --cluster servers on one PostgreSQL (skipped without it) =="
+	$(VENV)/bin/python examples/workers/cluster_demo.py
 	@$(MAKE) --no-print-directory demo-lua-dev
 
 # `dobj-lua dev` serving a Lua Workers project, two requests, then stopped.
