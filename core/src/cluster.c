@@ -253,14 +253,25 @@ static int renew(dobj_rt *rt)
 	PQclear(r);
 	if (n == 1) {
 		cl->lease_view = sent + 0.8 * cl->ttl_ms;
+		cl->unrenewed_logged = 0;
 		return DOBJ_OK;
 	}
 	abort_all(rt, "cluster: this node's lease lapsed and another node may own the object now; "
 		"the object was reset");
 	/* Nothing of the old node's can release a result any more: its objects
 	 * are free at once (for this process too), without the grace period. */
-	if ((rc = leave(cl)) < 0 || (rc = join(cl)) < 0)
-		return rc;
+	{
+		long long old = cl->node_id;
+		if ((rc = leave(cl)) < 0 || (rc = join(cl)) < 0) {
+			dobj__cluster_log(rt, old, "cluster: node %lld lost its lease (the process was paused or "
+				"cut off past it); its objects were reset; joining again failed: %s", old,
+				dobj_error_last());
+			return rc;
+		}
+		dobj__cluster_log(rt, old, "cluster: node %lld lost its lease (the process was paused or cut "
+			"off past it); its objects were reset, and it joined again as node %lld", old,
+			cl->node_id);
+	}
 	return 1;
 }
 
@@ -296,6 +307,10 @@ int dobj__cluster_gate(dobj_rt *rt)
 	snprintf(msg, sizeof(msg),
 		"cluster: this node could not renew its lease, so it cannot tell whether another "
 		"node owns the object; the object was reset (%s)", dobj_error_last());
+	if (!cl->unrenewed_logged) /* once until a renewal succeeds */
+		dobj__cluster_log(rt, cl->node_id, "cluster: node %lld could not renew its lease in time; its objects "
+			"were reset (%s)", cl->node_id, dobj_error_last());
+	cl->unrenewed_logged = 1;
 	abort_all(rt, msg);
 	return dobj_error_set(DOBJ_EABORTED, "%s", msg);
 }
