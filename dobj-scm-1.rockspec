@@ -5,8 +5,11 @@ rockspec_format = "3.0"
 package = "dobj"
 version = "scm-1"
 source = {
-   -- No public home yet: this rockspec is for `luarocks make` in a clone.
-   url = "git+https://example.invalid/dobj.git",
+   -- No public home yet: this rockspec builds the source tree it sits in
+   -- (`luarocks make` in a checkout); `luarocks install` of it has nothing
+   -- to fetch.  The URL says so rather than naming a repository that does
+   -- not exist.
+   url = "file://.",
 }
 description = {
    summary = "Cloudflare-style Durable Objects as a native SDK (C core, Lua 5.4 binding)",
@@ -14,6 +17,7 @@ description = {
 Named, single-instance objects with serialized delivery, input and output
 gates, durable storage on SQLite in workerd's on-disk format, alarms and
 native C classes, driven from Lua coroutines.]],
+   license = "MIT",
 }
 dependencies = {
    "lua >= 5.4",
@@ -41,10 +45,15 @@ build = {
          -- (part of `make test`) fails when it is stale.
          sources = {
             "core/src/alarm.c",
+            "core/src/background.c",
             "core/src/cluster.c",
+            "core/src/cluster_log.c",
+            "core/src/cluster_net.c",
             "core/src/cluster_pg.c",
+            "core/src/cluster_route.c",
             "core/src/cluster_wal.c",
             "core/src/config.c",
+            "core/src/config_cluster.c",
             "core/src/config_dotenv.c",
             "core/src/config_json.c",
             "core/src/config_text.c",
@@ -55,6 +64,7 @@ build = {
             "core/src/idmap.c",
             "core/src/loop.c",
             "core/src/msg.c",
+            "core/src/msg_wire.c",
             "core/src/native.c",
             "core/src/ns.c",
             "core/src/rt.c",
@@ -68,6 +78,7 @@ build = {
             "core/src/val_tree.c",
             "core/src/val_v8.c",
             "core/src/websocket.c",
+            "bindings/lua/src/cluster.c",
             "bindings/lua/src/config.c",
             "bindings/lua/src/ctx.c",
             "bindings/lua/src/driver.c",
@@ -77,6 +88,7 @@ build = {
             "bindings/lua/src/module.c",
             "bindings/lua/src/namespace.c",
             "bindings/lua/src/project.c",
+            "bindings/lua/src/route.c",
             "bindings/lua/src/rpc.c",
             "bindings/lua/src/runtime.c",
             "bindings/lua/src/server.c",

@@ -1,17 +1,21 @@
 """One node of the fault test (tests/cluster/fault.py): a dobj runtime in cluster
-mode that also runs the clients' workload against five list objects, logging
-every operation as a JSON line on stdout:
+mode serving five list objects to the client processes (client.py, which run
+the workload below through stubs; CLIENTS=n in the environment runs n clients
+in the node itself too), logging every operation as a JSON line on stdout:
 
     {"c": client, "op": "append"|"read", "obj": k, "tok": token, "t0": invoke,
      "t1": complete, "th": the handler's end (ok only; the result is released
      after it, before t1), "out": "ok"|"fail"|"unknown", "val": [...],
      "inc": incarnation, "node": node_id, "err": message}
 
-Times are time.monotonic() (CLOCK_MONOTONIC: one clock for every process of the
-machine).  "fail" means the call certainly did not run (a live node elsewhere
-owns the object); any other error is "unknown".  Runs until stdin closes.
+Times are time.time() (CLOCK_REALTIME: one clock for every process of the
+machine, and the one Lua nodes have, lua_node.lua).  "fail" means the call
+certainly did not run ("was not sent": docs/cluster.md, "Routing"); any other
+error is "unknown" (a `retryable` one may or may not have run).  An incarnation's name starts with the node's ("n0r1-py-...").
+When the node's id changes (it lost its lease and joined again) it logs
+{"rejoined": name, "old": id, "new": id, "t": time}.  Runs until stdin closes.
 
-    python node.py URL STORAGE NAME SEED
+    python node.py URL STORAGE NAME SEED [TTL GRACE]
 """
 import asyncio
 import json
@@ -23,21 +27,26 @@ import time
 import dobj
 
 OBJECTS = 5
+# Messages of calls that certainly did not run.
+NOT_RUN = ("was not sent", "is active on node")
+
+
+NAME = "reader"
 
 
 class ListObj(dobj.DurableObject):
     def __init__(self, ctx, env):
         super().__init__(ctx, env)
-        self.inc = os.urandom(6).hex()  # this incarnation
+        self.inc = f"{NAME}-py-{os.urandom(6).hex()}"  # this incarnation
 
     async def append(self, token):
         items = self.ctx.storage.get("items") or []
         items.append(token)
         self.ctx.storage.put("items", items)
-        return self.inc, items, time.monotonic()
+        return self.inc, items, time.time()
 
     async def read(self):
-        return self.inc, self.ctx.storage.get("items") or [], time.monotonic()
+        return self.inc, self.ctx.storage.get("items") or [], time.time()
 
 
 def emit(rec):
@@ -58,41 +67,56 @@ async def client(rt, ns, name, c, rng, stop):
         else:
             rec["op"] = "read"
             call = stub.read()
-        rec["t0"] = time.monotonic()
+        rec["t0"] = time.time()
         try:
             rec["inc"], rec["val"], rec["th"] = await asyncio.wait_for(call, 10)
             rec["out"] = "ok"
         except Exception as e:  # noqa: BLE001 - every failure is recorded
             rec["err"] = str(e)[:200]
-            rec["out"] = "fail" if "is active on node" in rec["err"] else "unknown"
-        rec["t1"] = time.monotonic()
+            rec["out"] = "fail" if any(m in rec["err"] for m in NOT_RUN) else "unknown"
+        rec["t1"] = time.time()
         if rec["op"] == "append" and rec["out"] == "ok":
             rec["val"] = None  # the token is enough; keeps the log small
         emit(rec)
         await asyncio.sleep(rng.random() * 0.02)
 
 
+async def watch(rt, name, stop):
+    """Log when the node's id changes: it lost its lease (paused past it)
+    and joined again."""
+    seen = rt.node_id
+    while not stop.is_set():
+        if rt.node_id != seen:
+            emit({"rejoined": name, "old": seen, "new": rt.node_id, "t": time.time()})
+            seen = rt.node_id
+        await asyncio.sleep(0.05)
+
+
 async def main():
+    global NAME
     url, storage, name, seed = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    ttl, grace = (float(sys.argv[5]), float(sys.argv[6])) if len(sys.argv) > 6 else (1.5, 0.5)
+    NAME = name
     for attempt in range(40):  # PostgreSQL may be down (a fault) when the node starts
         try:
-            rt = dobj.Runtime(storage=storage, cluster=url, node_addr=f"127.0.0.1:0/{name}",
-                              cluster_ttl=1.5, cluster_grace=0.5, idle_timeout=1)
+            rt = dobj.Runtime(storage=storage, cluster=url, node_addr="127.0.0.1:0",
+                              cluster_ttl=ttl, cluster_grace=grace, idle_timeout=1)
             break
         except dobj.Error:
             if attempt == 39:
                 raise
             await asyncio.sleep(0.25)
     ns = rt.bind("LIST", ListObj)
-    emit({"started": name, "node": rt.node_id, "t": time.monotonic()})
+    emit({"started": name, "node": rt.node_id, "t": time.time(), "lang": "py"})
     stop = asyncio.Event()
     rng = random.Random(seed)
     tasks = [asyncio.ensure_future(client(rt, ns, name, c, random.Random(rng.random()), stop))
-             for c in range(2)]
+             for c in range(int(os.environ.get("CLIENTS", "0")))]
+    tasks.append(asyncio.ensure_future(watch(rt, name, stop)))
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
     stop.set()
     await asyncio.gather(*tasks)
-    emit({"stopped": name, "node": rt.node_id, "t": time.monotonic()})
+    emit({"stopped": name, "node": rt.node_id, "t": time.time()})
     rt.close()
 
 

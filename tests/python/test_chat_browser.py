@@ -10,7 +10,6 @@ the page, the server's own at stop too.
 Skipped only when Chromium is missing or cannot run here (the reason is
 printed); `make deps` installs Debian's chromium."""
 import asyncio
-import os
 import re
 
 import pytest
@@ -18,17 +17,10 @@ import pytest
 pytest.importorskip("websockets")
 
 from browser import Browser, BrowserUnavailable  # noqa: E402
-from devserver import ROOT  # noqa: E402
+from devserver import DOBJ_LUA, ROOT  # noqa: E402
 
 IDLE = 0.2  # seconds: the servers' --idle-timeout
 NAP = 3 * IDLE  # long enough for the room to be evicted (hibernate)
-LUA_SERVER = ROOT / "build" / "bin" / "dobj-lua"
-
-
-def lua_command():
-    if not LUA_SERVER.exists() or not (ROOT / "build" / "dobj.so").exists():
-        pytest.skip("the Lua module is not built (make build)")
-    return [str(LUA_SERVER)]
 
 
 @pytest.fixture(params=["python", "lua"])
@@ -37,11 +29,9 @@ def chat(request, tmp_path, servers):
     project = ROOT / "examples" / "chat" / request.param / "wrangler.toml"
     args = ("--config", str(project), "--persist-to", str(tmp_path / "state"),
             "--idle-timeout", str(IDLE))
-    if request.param == "python":
-        return servers(tmp_path, *args)
-    # A plain build of the Lua module: no sanitizer preloaded into lua5.4.
-    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
-    return servers(tmp_path, *args, command=lua_command(), env=env)
+    if request.param == "lua" and not DOBJ_LUA.exists():
+        pytest.skip("dobj-lua dev is not built (make build)")
+    return servers(tmp_path, *args, lua=request.param == "lua")
 
 
 @pytest.fixture

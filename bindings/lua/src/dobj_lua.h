@@ -294,6 +294,8 @@ void msg_free_cb(void *m);
 int rpc_tramp(lua_State *L);
 dobj_msg *msg_from_request(lua_State *L, int ri);
 int core_outcome(lua_State *L, runtime_ud *r, dobj_task *t);
+/* route.c: carry requests, responses and errors to other nodes (cluster mode). */
+void route_codec_install(runtime_ud *r);
 int l_stub_rpc(lua_State *L);
 
 /* runtime.c */
@@ -303,6 +305,8 @@ int l_runtime(lua_State *L);
 int l_load_config(lua_State *L);
 int l_load_config_starting(lua_State *L);
 int l_load(lua_State *L);
+int l_cluster_init(lua_State *L);
+int l_cluster_check(lua_State *L);
 int l_http_listen(lua_State *L);
 void server_open(lua_State *L, int mi);
 int l_config_parse(lua_State *L);
