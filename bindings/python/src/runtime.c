@@ -279,6 +279,28 @@ static void report_background_error(dobj_task *t, void *data)
 	PyErr_Restore(exc_type, exc_value, exc_tb);
 }
 
+/* The node's log lines (dobj_rt_cluster_set_log: a lost lease...) go to the
+ * "dobj" logger as warnings.  Called from the runtime's loop, GIL held. */
+static void log_cluster_event(void *data, long long node_id, const char *message)
+{
+	PyObject *exc_type, *exc_value, *exc_tb, *logging, *logger = NULL, *r = NULL;
+
+	(void)data;
+	(void)node_id;
+	PyErr_Fetch(&exc_type, &exc_value, &exc_tb);
+	logging = PyImport_ImportModule("logging");
+	if (logging)
+		logger = PyObject_CallMethod(logging, "getLogger", "s", "dobj");
+	if (logger)
+		r = PyObject_CallMethod(logger, "warning", "s", message);
+	if (!r)
+		PyErr_WriteUnraisable(logger);
+	Py_XDECREF(r);
+	Py_XDECREF(logger);
+	Py_XDECREF(logging);
+	PyErr_Restore(exc_type, exc_value, exc_tb);
+}
+
 static PyObject *Runtime_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 {
 	static char *kwlist[] = { "env", "id_seed", "storage", "durability", "idle_timeout",
@@ -403,6 +425,11 @@ static PyObject *Runtime_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 			raise_core_error(st, rc);
 			goto fail;
 		}
+		route_codec_install(self);
+		dobj_rt_cluster_set_log(self->rt, log_cluster_event, NULL);
+		/* The lease renewal is a timer of the runtime's own: the loop
+		 * must watch a node before anything is bound to it. */
+		runtime_watch(self);
 	}
 	dobj_rt_set_error_hook(self->rt, report_background_error, self);
 	return (PyObject *)self;
@@ -820,9 +847,23 @@ static PyObject *Runtime_get_node_id(RuntimeObject *self, void *c)
 	return PyLong_FromLongLong(id);
 }
 
+/* The address other nodes reach this one at (cluster mode), else None. */
+static PyObject *Runtime_get_node_addr(RuntimeObject *self, void *c)
+{
+	const char *a = self->rt ? dobj_rt_cluster_addr(self->rt) : NULL;
+
+	(void)c;
+	if (!a)
+		Py_RETURN_NONE;
+	return PyUnicode_FromString(a);
+}
+
 static PyGetSetDef Runtime_getset[] = {
 	{ "node_id", (getter)Runtime_get_node_id, NULL,
 		"This runtime's node id in its cluster (None outside cluster mode).", NULL },
+	{ "node_addr", (getter)Runtime_get_node_addr, NULL,
+		"The address this node listens on for calls from other nodes (the port the system "
+		"chose for port 0), or None when it is not a reachable node.", NULL },
 	{ "env", (getter)Runtime_get_env, NULL, "Plain values and every namespace, by name.", NULL },
 	{ "namespaces", (getter)Runtime_get_namespaces, NULL, "Bound namespaces by binding.", NULL },
 	{ "pending", (getter)Runtime_pending, NULL, "Unfinished tasks plus pending timers.", NULL },
