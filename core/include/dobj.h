@@ -898,9 +898,9 @@ DOBJ_API dobj_host dobj_host_msg(void);
 #include "dobj/val.h"
 #include "dobj/value.h"
 #include "dobj/native.h"
+#include "dobj/cluster.h" /* before config.h: a config names cluster options */
 #include "dobj/config.h"
 #include "dobj/testkit.h"
-#include "dobj/cluster.h"
 #include "dobj/websocket.h"
 
 #ifdef __cplusplus

@@ -1,16 +1,21 @@
 """The ``dobj`` command: ``dobj dev`` serves a Workers project over HTTP.
 
 ``dobj dev [--config F] [--env X] [--port 8787] [--ip 127.0.0.1]
-[--persist-to DIR] [--server native|uvicorn]`` loads the project as
-:meth:`dobj.Runtime.from_config` does and serves its entry over HTTP/1.1
-with keep-alive and WebSockets.  The default server is the core's
-(``dobj/server.h``, libmicrohttpd and wslay: the one ``dobj-lua dev`` runs;
-dobj/_native_server.py drives it from the asyncio loop); ``--server
-uvicorn`` serves :class:`dobj.asgi.App` with uvicorn instead (httptools and
-uvloop when installed: ``pip install 'dobj[dev]'``).  Ctrl-C or SIGTERM: no new
+[--persist-to DIR] [--cluster URL] [--node-addr HOST:PORT] [--server native|uvicorn]``
+loads the project as :meth:`dobj.Runtime.from_config` does and serves its
+entry over HTTP/1.1 with keep-alive and WebSockets.  The default server is
+the core's (``dobj/server.h``, libmicrohttpd and wslay: the one ``dobj-lua
+dev`` runs; dobj/_native_server.py drives it from the asyncio loop);
+``--server uvicorn`` serves :class:`dobj.asgi.App` with uvicorn instead
+(httptools and uvloop when installed: ``pip install 'dobj[dev]'``).  Ctrl-C or SIGTERM: no new
 connections, requests in flight finish, the entry's ``ctx.wait_until`` work
 finishes, the runtime is closed (every acknowledged write is on disk), the
-port is freed, exit status 0.
+port is freed, exit status 0.  Exit status 2: a bad command line (a
+``--cluster`` URL libpq cannot parse included); 1: the project could not
+start (its config, PostgreSQL unreachable, ...).
+
+``dobj cluster init URL`` creates or migrates the cluster schema
+(:mod:`dobj.cluster`).
 """
 from __future__ import annotations
 
@@ -59,13 +64,24 @@ def _parser() -> argparse.ArgumentParser:
     dev.add_argument("--server", choices=("native", "uvicorn"), default="native",
                      help="the HTTP server: the core's (native, the default: libmicrohttpd "
                      "and wslay, as dobj-lua dev) or uvicorn (serving dobj.asgi.App)")
+    dev.add_argument("--cluster", metavar="URL",
+                     help="run as a node of the cluster on this PostgreSQL database "
+                     "(default: $DOBJ_CLUSTER_URL, else the config's [dobj.cluster] url)")
+    dev.add_argument("--node-addr", metavar="HOST:PORT",
+                     help="the address other nodes reach this one at (default: "
+                     "$DOBJ_NODE_ADDR, else the config's [dobj.cluster] node_addr)")
+    from . import cluster
+    cl = sub.add_parser("cluster", help="cluster mode on PostgreSQL (docs/cluster.md)",
+                        description="dobj cluster mode on PostgreSQL")
+    add_parser_to = cl.add_subparsers(dest="cluster_command", metavar="COMMAND", required=True)
+    cluster.add_parser(add_parser_to, "dobj cluster")
     return p
 
 
-def _fail(message: str) -> int:
+def _fail(message: str, status: int = 1) -> int:
     sys.stderr.write(f"dobj dev: {message}\n")
     sys.stderr.flush()
-    return 1
+    return status
 
 
 def _listen(ip: str, port: int) -> socket.socket:
@@ -191,6 +207,10 @@ def _banner(rt: Any, out: Any, shown: str, port: int) -> None:
     for b in cfg.bindings:
         out.write(f"[dobj]   env.{b.binding} (Durable Object {b.class_name})\n")
     out.write(f"[dobj] state: {cfg.state_dir}\n")
+    if rt.node_id is not None:
+        # Not the URL: it may hold a password.
+        addr = cfg.cluster.node_addr if cfg.cluster else None
+        out.write(f"[dobj] cluster: node {rt.node_id}" + (f" at {addr}" if addr else "") + "\n")
     out.write(f"[dobj] Ready on http://{shown}:{port}\n")
     out.flush()
 
@@ -240,8 +260,20 @@ async def _serve(args: argparse.Namespace, out: Any) -> int:
     import dobj
     from .asgi import close_runtime
 
+    # A bad --cluster / --node-addr is a bad command line (exit 2), checked
+    # by the core as the runtime would check it.
+    for flag, bad in (("--cluster", args.cluster is not None and
+                       dobj._dobj._cluster_check(args.cluster)),
+                      ("--node-addr", args.node_addr is not None and
+                       dobj._dobj._cluster_check("postgresql://", args.node_addr))):
+        if bad:
+            return _fail(f"{flag}: {bad.removeprefix('cluster: ')}", 2)
     try:
         extra = {} if args.idle_timeout is None else {"idle_timeout": args.idle_timeout}
+        if args.cluster is not None:
+            extra["cluster"] = args.cluster
+        if args.node_addr is not None:
+            extra["node_addr"] = args.node_addr
         rt = dobj.Runtime.from_config(args.config, env=args.env, persist_to=args.persist_to,
                                       **extra)
     except (dobj.Error, ValueError) as exc:  # ConfigError, a state folder in use, ...
@@ -364,6 +396,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "dev":
         return dev(args)
+    if args.command == "cluster":
+        from . import cluster
+        return cluster.run(args)
     _parser().print_help(sys.stderr)
     return 2
 

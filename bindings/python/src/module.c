@@ -263,8 +263,46 @@ static PyObject *mod_cluster_init(PyObject *m, PyObject *args)
 	return PyLong_FromLong(version);
 }
 
+/* _cluster_init_status(url, timeout_seconds) -> (code, version, message):
+ * dobj_cluster_init's own code (0, DOBJ_EARG for a bad URL, DOBJ_ESTATE for
+ * a newer schema, ...) for `dobj cluster init`'s exit status. */
+static PyObject *mod_cluster_init_status(PyObject *m, PyObject *args)
+{
+	const char *url;
+	Py_ssize_t n;
+	double timeout = 0;
+	int version = 0, rc;
+
+	(void)m;
+	if (!PyArg_ParseTuple(args, "s#|d:cluster_init_status", &url, &n, &timeout))
+		return NULL;
+	rc = dobj_cluster_init(url, (size_t)n, timeout * 1e3, &version);
+	return Py_BuildValue("iis", rc, version, rc < 0 ? dobj_error_last() : "");
+}
+
+/* _cluster_check(url, node_addr=None): dobj_cluster_opts_check, the URL's
+ * syntax included (no connection); None, or the message. */
+static PyObject *mod_cluster_check(PyObject *m, PyObject *args)
+{
+	dobj_cluster_opts o = DOBJ_CLUSTER_OPTS_INIT;
+	Py_ssize_t n, an = 0;
+
+	(void)m;
+	if (!PyArg_ParseTuple(args, "s#|z#:cluster_check", &o.url, &n, &o.node_addr, &an))
+		return NULL;
+	o.url_len = (size_t)n;
+	o.node_addr_len = (size_t)an;
+	if (n == 0)
+		o.url_len = 0, o.url = "";
+	if (dobj_cluster_opts_check(&o) < 0)
+		return PyUnicode_FromString(dobj_error_last());
+	Py_RETURN_NONE;
+}
+
 static PyMethodDef mod_methods[] = {
 	{ "_cluster_init", mod_cluster_init, METH_VARARGS, NULL },
+	{ "_cluster_init_status", mod_cluster_init_status, METH_VARARGS, NULL },
+	{ "_cluster_check", mod_cluster_check, METH_VARARGS, NULL },
 	{ "_setup", mod_setup, METH_VARARGS, NULL },
 	{ "_fd_readable", runtime_fd_readable, METH_O, NULL },
 	{ "_setup_storage", mod_setup_storage, METH_VARARGS, NULL },
