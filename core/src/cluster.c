@@ -253,14 +253,25 @@ static int renew(dobj_rt *rt)
 	PQclear(r);
 	if (n == 1) {
 		cl->lease_view = sent + 0.8 * cl->ttl_ms;
+		cl->unrenewed_logged = 0;
 		return DOBJ_OK;
 	}
 	abort_all(rt, "cluster: this node's lease lapsed and another node may own the object now; "
 		"the object was reset");
 	/* Nothing of the old node's can release a result any more: its objects
 	 * are free at once (for this process too), without the grace period. */
-	if ((rc = leave(cl)) < 0 || (rc = join(cl)) < 0)
-		return rc;
+	{
+		long long old = cl->node_id;
+		if ((rc = leave(cl)) < 0 || (rc = join(cl)) < 0) {
+			dobj__cluster_log(rt, old, "cluster: node %lld lost its lease (the process was paused or "
+				"cut off past it); its objects were reset; joining again failed: %s", old,
+				dobj_error_last());
+			return rc;
+		}
+		dobj__cluster_log(rt, old, "cluster: node %lld lost its lease (the process was paused or cut "
+			"off past it); its objects were reset, and it joined again as node %lld", old,
+			cl->node_id);
+	}
 	return 1;
 }
 
@@ -274,7 +285,9 @@ static void renew_fired(void *data, int fired)
 	cl->renew = NULL;
 	if (!fired)
 		return;
-	if (renew(rt) >= 0) /* a failure is retried next time; the gate guards results */
+	/* A failure is retried next time; the gate guards results.  A node
+	 * without an address serves no object, so it fires no alarm. */
+	if (renew(rt) >= 0 && cl->addr[0])
 		scan_alarms(rt);
 	arm_renew(rt);
 }
@@ -294,6 +307,10 @@ int dobj__cluster_gate(dobj_rt *rt)
 	snprintf(msg, sizeof(msg),
 		"cluster: this node could not renew its lease, so it cannot tell whether another "
 		"node owns the object; the object was reset (%s)", dobj_error_last());
+	if (!cl->unrenewed_logged) /* once until a renewal succeeds */
+		dobj__cluster_log(rt, cl->node_id, "cluster: node %lld could not renew its lease in time; its objects "
+			"were reset (%s)", cl->node_id, dobj_error_last());
+	cl->unrenewed_logged = 1;
 	abort_all(rt, msg);
 	return dobj_error_set(DOBJ_EABORTED, "%s", msg);
 }
@@ -334,12 +351,13 @@ int dobj_rt_cluster(dobj_rt *rt, const dobj_cluster_opts *o)
 	cl->grace_ms = o->grace_ms < 0 ? 0 : opt_ms(o->grace_ms, DOBJ_CLUSTER_GRACE_MS);
 	cl->pg.timeout_ms = opt_ms(o->timeout_ms, DOBJ_CLUSTER_TIMEOUT_MS);
 	if ((rc = dobj__pg_check_url(cl->pg.url)) < 0 || (rc = migrate(&cl->pg, NULL)) < 0 ||
-	    (rc = join(cl)) < 0)
+	    (rc = dobj__route_start(rt, cl)) < 0 || (rc = join(cl)) < 0)
 		goto fail;
 	rt->cluster = cl;
 	arm_renew(rt);
 	return DOBJ_OK;
 fail:
+	dobj__route_stop(rt);
 	dobj__pg_drop(&cl->pg);
 	free(cl->pg.url);
 	free(cl->addr);
@@ -358,6 +376,7 @@ void dobj__cluster_close(dobj_rt *rt)
 
 	if (!cl)
 		return;
+	dobj__route_stop(rt);
 	/* One statement releases every object still held and leaves; with
 	 * PostgreSQL gone, the lease lapses by itself. */
 	cl->pg.no_reconnect = 1;
@@ -405,11 +424,12 @@ static int owner_error(struct dobj__cluster *cl, const char *const *key, const i
 		"LEFT JOIN dobj_node n ON n.node_id = o.node_id WHERE o.ns = $1 AND o.object_id = $2",
 		2, key, lens, fmts, 0, &r)) < 0)
 		return rc;
+	cl->owner_node = 0;
 	if (PQntuples(r) == 1 && !PQgetisnull(r, 0, 0)) {
-		rc = dobj_error_set(DOBJ_ESTATE,
-			"cluster: the object is active on node %s (%s); calls between nodes are not "
-			"routed yet", PQgetvalue(r, 0, 0),
-			PQgetvalue(r, 0, 1)[0] ? PQgetvalue(r, 0, 1) : "no address");
+		cl->owner_node = atoll(PQgetvalue(r, 0, 0));
+		snprintf(cl->owner_addr, sizeof(cl->owner_addr), "%s", PQgetvalue(r, 0, 1));
+		rc = dobj_error_set(DOBJ_ESTATE, "cluster: the object is active on node %s (%s)",
+			PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1)[0] ? PQgetvalue(r, 0, 1) : "no address");
 	} else {
 		rc = dobj_error_set(DOBJ_EABORTED,
 			"cluster: this node's lease lapsed; the object cannot be activated here now");
@@ -514,6 +534,10 @@ int dobj__cluster_activate(dobj_obj *obj)
 
 	if (!cl || obj->cluster)
 		return DOBJ_OK;
+	cl->owner_node = 0;
+	if (!cl->addr[0]) /* docs/cluster.md: a node nobody can reach only calls */
+		return dobj_error_set(DOBJ_ESTATE, "cluster: this node has no node_addr, so it "
+			"serves no object (its calls go to the nodes that do)");
 	if (dobj__boot_ms() >= cl->lease_view && (rc = renew(rt)) < 0)
 		return rc;
 	snprintf(node, sizeof(node), "%lld", cl->node_id);

@@ -720,10 +720,12 @@ int dobj_task_spawn(dobj_task **out, dobj_rt *rt, dobj_obj *obj, dobj_task_kind 
 		flush_trash(rt);
 		return dobj_error_set(DOBJ_ECLOSED, "the runtime is closed");
 	}
-	if (!step || kind == DOBJ_TASK_CALL || (kind == DOBJ_TASK_FREE) != (obj == NULL)) {
+	if (!step || kind == DOBJ_TASK_CALL || (kind == DOBJ_TASK_FREE && obj) ||
+	    (kind == DOBJ_TASK_BLOCK && !obj)) {
+		/* BACKGROUND may lack one: the runtime's own (dobj_rt_background). */
 		trash(rt, host);
 		flush_trash(rt);
-		return dobj_error_set(DOBJ_EARG, "bad task: FREE tasks have no object, others need one");
+		return dobj_error_set(DOBJ_EARG, "bad task: FREE tasks have no object, BLOCK tasks need one");
 	}
 	if (obj && obj->dead) {
 		trash(rt, host);
@@ -879,6 +881,9 @@ static void construct(dobj_task *t)
 	int rc;
 
 	if (rt->cluster && (rc = dobj__cluster_activate(obj)) < 0) {
+		/* A live owner elsewhere: the call goes there (cluster_route.c). */
+		if (rc == DOBJ_ESTATE && rt->route && dobj__route_owned(t))
+			return;
 		snprintf(msg, sizeof(msg), "%s", dobj_error_last());
 		abort_obj(obj, rc, msg, NULL);
 		return;
@@ -932,8 +937,10 @@ static void run_task(dobj_rt *rt, dobj_task *t)
 			goto done;
 		}
 		if (!obj->constructed && t->kind == DOBJ_TASK_CALL) {
+			if (rt->route && dobj__route_call(t))
+				goto done; /* sent to the node that owns the object */
 			construct(t);
-			if (obj->dead || t->done)
+			if (obj->dead || t->done || t->routed)
 				goto done;
 		}
 		if (obj->nblock > 0 && t->kind != DOBJ_TASK_BLOCK) {
@@ -1023,6 +1030,8 @@ size_t dobj_rt_pump(dobj_rt *rt)
 	if (rt->nheap)
 		dobj__fire_timers(rt);
 	rt->pumping = 1;
+	if (rt->route)
+		dobj__route_drain(rt);
 	while ((t = ready_pop(rt))) {
 		run_task(rt, t);
 		n++;
@@ -1094,6 +1103,8 @@ int dobj_rt_run(dobj_rt *rt, int (*until)(void *arg), void *arg)
 			/* One round: the tasks ready now, then the timers get a turn, so
 			 * a task that keeps yielding cannot starve a sleeper. */
 			rt->pumping = 1;
+			if (rt->route)
+				dobj__route_drain(rt);
 			for (n = rt->nready; n > 0 && (t = ready_pop(rt)); n--)
 				run_task(rt, t);
 			rt->pumping = 0;

@@ -95,7 +95,11 @@ int dobj_rt_opts_check(const dobj_rt_opts *opts)
 int dobj_task_remote(const dobj_task *t)
 {
 	/* Everything that fails a delivered call comes from the object's side,
-	 * except the caller's runtime going away under it. */
+	 * except the caller's runtime going away under it.  A call routed to
+	 * another node is remote as that node said (its connection failing is
+	 * not the object's doing). */
+	if (t->remote_known)
+		return t->done && t->code != DOBJ_OK && t->remote_flag;
 	return t->kind == DOBJ_TASK_CALL && t->done && t->code != DOBJ_OK && t->code != DOBJ_ECLOSED;
 }
 
@@ -141,13 +145,13 @@ int dobj_url_check(const char *url, size_t len)
 		for (i = 1; i < len; i++) {
 			char c = url[i];
 			if (c == ':')
-				return i + 1 < len ? DOBJ_OK : dobj_error_set(DOBJ_EARG, "Invalid URL: %.*s", (int)(len > 200 ? 200 : len), url);
+				return i + 1 < len ? DOBJ_OK : dobj_error_set(DOBJ_ETYPE, "Invalid URL: %.*s", (int)(len > 200 ? 200 : len), url);
 			if (!((c | 0x20) >= 'a' && (c | 0x20) <= 'z') && !(c >= '0' && c <= '9') &&
 			    c != '+' && c != '-' && c != '.')
 				break;
 		}
 	}
-	return dobj_error_set(DOBJ_EARG,
+	return dobj_error_set(DOBJ_ETYPE,
 		"Invalid URL: %.*s (a Durable Object stub needs an absolute URL, e.g. https://host/path)",
 		(int)(len > 200 ? 200 : len), url ? url : "");
 }

@@ -15,8 +15,8 @@ PyObject *raise_core_error(module_state *st, int code)
 		type = st->InvalidIdError;
 	else if (code == DOBJ_ENOMEM)
 		return PyErr_NoMemory();
-	else if (code == DOBJ_EARG && strncmp(msg, "Invalid URL", 11) == 0)
-		type = PyExc_TypeError;
+	else if (code == DOBJ_ETYPE)
+		type = st->InvalidInputError;
 	PyErr_SetString(type, msg[0] ? msg : "dobj error");
 	return NULL;
 }
@@ -149,7 +149,15 @@ int errors_setup_types(PyObject *m)
 	module_state *st = PyModule_GetState(m);
 	PyObject *bases;
 
-	st->Error = PyErr_NewExceptionWithDoc("dobj.Error", "Base of dobj's errors.", NULL, NULL);
+	{
+		/* `retryable`: False unless a call to another node of a cluster
+		 * may or may not have run (call.c sets it per error). */
+		PyObject *dict = Py_BuildValue("{sO}", "retryable", Py_False);
+		if (!dict)
+			return -1;
+		st->Error = PyErr_NewExceptionWithDoc("dobj.Error", "Base of dobj's errors.", NULL, dict);
+		Py_DECREF(dict);
+	}
 	if (!st->Error || PyModule_AddObjectRef(m, "Error", st->Error) < 0)
 		return -1;
 	bases = PyTuple_Pack(2, st->Error, PyExc_ValueError);
@@ -159,6 +167,19 @@ int errors_setup_types(PyObject *m)
 		"A malformed ID string, or an ID of another namespace.", bases, NULL);
 	Py_DECREF(bases);
 	if (!st->InvalidIdError || PyModule_AddObjectRef(m, "InvalidIdError", st->InvalidIdError) < 0)
+		return -1;
+	/* workerd throws a TypeError; ValueError too, which dobj raised for these
+	 * before (code catching it keeps working). */
+	bases = PyTuple_Pack(3, st->Error, PyExc_TypeError, PyExc_ValueError);
+	if (!bases)
+		return -1;
+	st->InvalidInputError = PyErr_NewExceptionWithDoc("dobj.InvalidInputError",
+		"A value a Web API refuses where workerd throws a TypeError: a header name or "
+		"value, an HTTP method, a relative URL, a body a GET request may not have.",
+		bases, NULL);
+	Py_DECREF(bases);
+	if (!st->InvalidInputError ||
+	    PyModule_AddObjectRef(m, "InvalidInputError", st->InvalidInputError) < 0)
 		return -1;
 	st->Aborted = PyErr_NewExceptionWithDoc("dobj.Aborted",
 		"Raised by ctx.abort() in the aborted object's own code. A BaseException, so "

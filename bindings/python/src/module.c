@@ -377,6 +377,7 @@ static int mod_exec(PyObject *m)
 	STR(s_set_result, "set_result");
 	STR(s_done, "done");
 	STR(s_remote, "remote");
+	STR(s_retryable, "retryable");
 	STR(s_durable_object_id, "durable_object_id");
 	STR(s_url, "url");
 	STR(s_await, "__await__");
@@ -398,6 +399,7 @@ static int mod_traverse(PyObject *m, visitproc visit, void *arg)
 	Py_VISIT(st->WebSocket_T);
 	Py_VISIT(st->Error);
 	Py_VISIT(st->InvalidIdError);
+	Py_VISIT(st->InvalidInputError);
 	Py_VISIT(st->Aborted);
 	Py_VISIT(st->Request);
 	Py_VISIT(st->Response);
@@ -427,6 +429,7 @@ static int mod_clear(PyObject *m)
 	Py_CLEAR(st->WebSocket_T);
 	Py_CLEAR(st->Error);
 	Py_CLEAR(st->InvalidIdError);
+	Py_CLEAR(st->InvalidInputError);
 	Py_CLEAR(st->Aborted);
 	Py_CLEAR(st->Request);
 	Py_CLEAR(st->Response);
@@ -443,6 +446,7 @@ static int mod_clear(PyObject *m)
 	Py_CLEAR(st->s_set_result);
 	Py_CLEAR(st->s_done);
 	Py_CLEAR(st->s_remote);
+	Py_CLEAR(st->s_retryable);
 	Py_CLEAR(st->s_durable_object_id);
 	Py_CLEAR(st->s_url);
 	Py_CLEAR(st->s_call_soon);
