@@ -173,7 +173,7 @@ static int process(lua_State *L, server *s, int h)
 
 /*
  * srv:run(rt, handler [, on_stop]): serve until SIGINT or SIGTERM, then stop taking
- * connections (the port is freed at once; WebSockets close with 1001), let the
+ * connections (the port is freed at once; WebSockets close with 1012), let the
  * requests in flight finish and return the signal's name ("SIGINT"/"SIGTERM") or nil after
  * srv:stop().  on_stop(signal_name, requests_in_flight) is called when the
  * first signal arrives.  handler(id, request, why, status) with a third argument is a
@@ -253,7 +253,7 @@ static int l_srv_run(lua_State *L)
 			}
 		}
 		if (s->stopping)
-			dobj_server_quiesce(s->s, 1001, "the server is stopping");
+			dobj_server_quiesce(s->s, 1012, "the server is stopping"); /* as dobj dev (and uvicorn) */
 		if (p[0].revents || timeout == 0) {
 			if (process(L, s, 3) < 0) {
 				failed = 1;

@@ -117,7 +117,7 @@ class NativeServer:
         self._log.write(f"[dobj] {request.method} {_path(request.url)} {status} "
                         f"{_STATUS_TEXT(status)} ({ms:.0f}ms)\n")
 
-    async def stop(self, code: int = 1012, reason: str = "the server is restarting",
+    async def stop(self, code: int = 1012, reason: str = "the server is stopping",
                    timeout: float = 30.0) -> None:
         """Stop taking connections (the port is freed at once), close the
         WebSockets with ``code``, and wait (up to ``timeout`` seconds) for
