@@ -54,18 +54,22 @@ def counter(rt):
     return rt.bind("COUNTER", Counter, unique_key="test-unique-key")
 
 
-@pytest.fixture
-def servers():
+@pytest.fixture(params=["native", "uvicorn"])
+def servers(request):
     """dobj dev servers for the tests over HTTP (tests/python/devserver.py):
-    servers(cwd, *args) starts one; every one is stopped after the test."""
+    servers(cwd, *args) starts one; every one is stopped after the test.
+    Each test runs on both servers `dobj dev` has: the core's (the default)
+    and uvicorn (`--server uvicorn`)."""
     from devserver import DevServer
 
     started = []
 
     def start(cwd, *args, **kw):
-        s = DevServer(cwd, *args, **kw)
+        s = DevServer(cwd, *args, server=request.param, **kw)
         started.append(s)
         return s
+
+    start.kind = request.param
 
     try:
         yield start
