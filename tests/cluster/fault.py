@@ -239,8 +239,13 @@ def run_seed(seed, seconds, verbose, lua=True):
         # Each fault leaves time to heal and to be measured before the end.
         while time.time() < end - bound - 1:
             kind = rng.choice(["kill", "pause", "pg"])
-            # The first fault hits the Lua node: its objects go on in Python.
-            victim = nodes[2] if not faults else rng.choice(nodes)
+            # A node that holds objects (routing places every object on one
+            # node while the membership stays: a fault elsewhere would test
+            # and measure nothing); the Lua node first when it holds some.
+            with cond:
+                holders = {heal.run_of(inc) for inc in heal.last_incarnations(log, time.time()).values()}
+            holding = [n for n in nodes if n.run in holders] or nodes
+            victim = nodes[2] if not faults and nodes[2] in holding else rng.choice(holding)
             t = time.time()
             with cond:
                 hit = heal.affected(log, kind, victim.run, t, OBJECTS)
