@@ -16,6 +16,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 EXAMPLE = ROOT / "examples" / "workers" / "python-counter"
+CHAT = ROOT / "examples" / "chat"  # the chat room in both languages, one page
 START_TIMEOUT = 60.0  # the ASan build starts slowly
 STOP_TIMEOUT = 60.0
 
@@ -59,6 +60,18 @@ def dev_env(**extra):
 # `dobj-lua dev` of the CMake build (make build), for the tests that run
 # the same requests against both servers.
 DOBJ_LUA = ROOT / "build" / "bin" / "dobj-lua"
+
+
+def serve_chat(servers, lang, state, *args):
+    """examples/chat/<lang> through the `servers` fixture: python under
+    `dobj dev`, lua under `dobj-lua dev` (the test skipped when it is not
+    built), its state in folder `state`."""
+    import pytest
+
+    if lang == "lua" and not DOBJ_LUA.exists():
+        pytest.skip("dobj-lua dev is not built (make build)")
+    return servers(state.parent, "--config", str(CHAT / lang / "wrangler.toml"),
+                   "--persist-to", str(state), *args, lua=lang == "lua")
 
 
 class DevServer:

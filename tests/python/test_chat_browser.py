@@ -17,7 +17,7 @@ import pytest
 pytest.importorskip("websockets")
 
 from browser import Browser, BrowserUnavailable  # noqa: E402
-from devserver import DOBJ_LUA, ROOT  # noqa: E402
+from devserver import serve_chat  # noqa: E402
 
 IDLE = 0.2  # seconds: the servers' --idle-timeout
 NAP = 3 * IDLE  # long enough for the room to be evicted (hibernate)
@@ -26,12 +26,7 @@ NAP = 3 * IDLE  # long enough for the room to be evicted (hibernate)
 @pytest.fixture(params=["python", "lua"])
 def chat(request, tmp_path, servers):
     """The chat example of one language, served with a short idle timeout."""
-    project = ROOT / "examples" / "chat" / request.param / "wrangler.toml"
-    args = ("--config", str(project), "--persist-to", str(tmp_path / "state"),
-            "--idle-timeout", str(IDLE))
-    if request.param == "lua" and not DOBJ_LUA.exists():
-        pytest.skip("dobj-lua dev is not built (make build)")
-    return servers(tmp_path, *args, lua=request.param == "lua")
+    return serve_chat(servers, request.param, tmp_path / "state", "--idle-timeout", str(IDLE))
 
 
 @pytest.fixture
