@@ -62,23 +62,11 @@ def dev_env(**extra):
 DOBJ_LUA = ROOT / "build" / "bin" / "dobj-lua"
 
 
-def serve_chat(servers, lang, state, *args):
-    """examples/chat/<lang> through the `servers` fixture: python under
-    `dobj dev`, lua under `dobj-lua dev` (the test skipped when it is not
-    built), its state in folder `state`."""
-    import pytest
-
-    if lang == "lua" and not DOBJ_LUA.exists():
-        pytest.skip("dobj-lua dev is not built (make build)")
-    return servers(state.parent, "--config", str(CHAT / lang / "wrangler.toml"),
-                   "--persist-to", str(state), *args, lua=lang == "lua")
-
-
 class DevServer:
     """`python -m dobj dev ARGS` (or the `dobj` console script, or with
     lua=True `dobj-lua dev` of the CMake build) in folder cwd."""
 
-    def __init__(self, cwd, *args, script=False, env=None, ready=True, lua=False):
+    def __init__(self, cwd, *args, script=False, env=None, ready=True, lua=False, server=None):
         if lua:
             cmd = [str(DOBJ_LUA)]
         elif script:
@@ -87,6 +75,9 @@ class DevServer:
             cmd = [sys.executable, "-m", "dobj"]
         if "--port" not in args:
             args = args + ("--port", "0")
+        if server is not None and not lua:
+            args = args + ("--server", server)
+        self.kind = "lua" if lua else server or "native"
         self.proc = subprocess.Popen(
             cmd + ["dev", *args], cwd=str(cwd), env=env or dev_env(),
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

@@ -13,12 +13,13 @@ import pytest
 
 websockets = pytest.importorskip("websockets")
 
-from devserver import CHAT, serve_chat, write_project  # noqa: E402
+from devserver import CHAT, write_project  # noqa: E402
 
 # A room that tells the tests what it is: how many instances were made (a
 # class attribute of the server process), its tags and attachments, and the
 # errors the hibernation API raises.
 PROBE = """
+import asyncio
 import json
 import dobj
 
@@ -34,6 +35,8 @@ class Counter(dobj.DurableObject):
         if request.headers.get("upgrade") != "websocket":
             return dobj.Response("expected Upgrade: websocket", status=426)
         tags = request.url.split("?tags=")[1].split(",") if "?tags=" in request.url else None
+        if request.url.endswith("?slow"):  # a client that leaves before the 101 is sent
+            await asyncio.sleep(0.3)
         client, server = dobj.WebSocketPair()
         self.ctx.accept_web_socket(server, tags=tags)
         server.send("hello")  # before the handshake completed: delivered after it
@@ -123,10 +126,10 @@ async def ask(ws, message):
     return await asyncio.wait_for(ws.recv(), 30)
 
 
-@pytest.fixture(params=["python", "lua"])
-def chat(request, tmp_path, servers):
-    """examples/chat/python served by `dobj dev`, examples/chat/lua by `dobj-lua dev`."""
-    return serve_chat(servers, request.param, tmp_path / "state")
+@pytest.fixture
+def chat(chat_server):
+    """examples/chat/python under `dobj dev`, examples/chat/lua under `dobj-lua dev`."""
+    return chat_server()
 
 
 async def test_chat_example_broadcasts_every_message_in_one_order(chat):
@@ -258,6 +261,20 @@ async def test_a_message_over_32_mib_closes_with_1009(probe):
     with pytest.raises(websockets.ConnectionClosed) as info:
         await asyncio.wait_for(a.recv(), 60)
     assert info.value.rcvd.code == 1009
+
+
+async def test_a_client_that_leaves_before_the_upgrade_completes_is_not_kept(probe):
+    # It stayed in the object's list (and the server's) until the server
+    # stopped: the object never heard that it closed.
+    a = await connect(probe)
+    reader, writer = await asyncio.open_connection("127.0.0.1", probe.port)
+    writer.write(b"GET /room?slow HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\n"
+                 b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                 b"Sec-WebSocket-Version: 13\r\n\r\n")
+    await writer.drain()
+    writer.close()
+    assert (await asyncio.wait_for(a.recv(), 30)).startswith("closed 1006 ")
+    assert json.loads(await ask(a, "state"))["all"] == 1
 
 
 async def test_a_thousand_connections_to_one_object(probe):
