@@ -145,6 +145,19 @@ def final_lists(url, folder):
     return asyncio.run(read())
 
 
+def prefix_detail(r, final, ops):
+    """Where a read and the final list part, and what the append of the
+    token read there became."""
+    val = r["val"]
+    i = next((i for i, (a, b) in enumerate(zip(val, final)) if a != b), min(len(val), len(final)))
+    tok = val[i] if i < len(val) else None
+    app = next((a for a in ops if a["op"] == "append" and a.get("tok") == tok), None)
+    return (f" (client {r['c']}, incarnation {r['inc']}, read {len(val)} items, first difference "
+            f"at {i}: read {tok!r}, final {final[i] if i < len(final) else None!r}; the append of "
+            f"{tok!r}: {app and {k: app.get(k) for k in ('out', 'inc', 'err', 't0', 't1')}}; "
+            f"the read: t0 {r['t0']:.3f} th {r['th']:.3f} t1 {r['t1']:.3f})")
+
+
 def check(log, lists, url):
     problems = []
     ops = [r for r in log if "op" in r]
@@ -161,7 +174,8 @@ def check(log, lists, url):
         elif r["out"] == "ok":
             final = lists.get(r["obj"], [])
             if r["val"] != final[:len(r["val"])]:
-                problems.append(f"a read of list{r['obj']} is not a prefix of the final list")
+                problems.append(f"a read of list{r['obj']} is not a prefix of the final list"
+                                + prefix_detail(r, final, ops))
     by_client = {}
     for r in sorted((r for r in ops if r["op"] == "read" and r["out"] == "ok"), key=lambda r: r["t0"]):
         seen = by_client.setdefault((r["c"], r["obj"]), [])

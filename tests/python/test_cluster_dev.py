@@ -112,6 +112,13 @@ def test_dev_cluster_two_servers_share_one_database(pg, tmp_path, servers):
     assert pg.sql("SELECT count(*) FROM dobj_owner WHERE node_id = %d" % node_b) == ["1"]
 
 
+def test_dev_cluster_prints_the_address_it_listens_on(pg, tmp_path, servers):
+    s = servers(copy_example(tmp_path), "--cluster", pg.url, "--node-addr", "127.0.0.1:0",
+                env=dev_env(**CLEAN))
+    port = int(re.search(r"\[dobj\] cluster: node \d+ at 127\.0\.0\.1:(\d+)\n", s.output()).group(1))
+    assert port != 0
+
+
 def test_dev_bad_cluster_flag_is_one_line_and_exit_2(tmp_path):
     d = copy_example(tmp_path)
     out = run(DOBJ, "dev", "--port", "0", "--cluster", BAD_URL, "--config", str(d))

@@ -208,8 +208,9 @@ def _banner(rt: Any, out: Any, shown: str, port: int) -> None:
         out.write(f"[dobj]   env.{b.binding} (Durable Object {b.class_name})\n")
     out.write(f"[dobj] state: {cfg.state_dir}\n")
     if rt.node_id is not None:
-        # Not the URL: it may hold a password.
-        addr = cfg.cluster.node_addr if cfg.cluster else None
+        # Not the URL: it may hold a password; where it listens (port 0:
+        # the port it got).
+        addr = rt.node_addr
         out.write(f"[dobj] cluster: node {rt.node_id}" + (f" at {addr}" if addr else "") + "\n")
     out.write(f"[dobj] Ready on http://{shown}:{port}\n")
     out.flush()
