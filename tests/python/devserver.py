@@ -16,6 +16,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 EXAMPLE = ROOT / "examples" / "workers" / "python-counter"
+CHAT = ROOT / "examples" / "chat"  # the chat room in both languages, one page
 START_TIMEOUT = 60.0  # the ASan build starts slowly
 STOP_TIMEOUT = 60.0
 
