@@ -911,6 +911,7 @@ DOBJ_API dobj_host dobj_host_msg(void);
 
 #include "dobj/storage.h"
 #include "dobj/wire.h"
+#include "dobj/server.h"
 #include "dobj/val.h"
 #include "dobj/value.h"
 #include "dobj/native.h"

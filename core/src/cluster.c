@@ -296,21 +296,29 @@ int dobj__cluster_gate(dobj_rt *rt)
 {
 	struct dobj__cluster *cl = rt->cluster;
 	char msg[600];
+	int rc;
 
 	if (!cl || dobj__boot_ms() < cl->lease_view)
 		return DOBJ_OK;
 	/* The view lapsed (the loop did not run the renewal in time, or
 	 * PostgreSQL did not answer): a renewal that succeeds now proves the
 	 * lease never lapsed on the database's clock, so nobody took over. */
-	if (renew(rt) == DOBJ_OK)
+	if ((rc = renew(rt)) == DOBJ_OK)
 		return DOBJ_OK;
-	snprintf(msg, sizeof(msg),
-		"cluster: this node could not renew its lease, so it cannot tell whether another "
-		"node owns the object; the object was reset (%s)", dobj_error_last());
-	if (!cl->unrenewed_logged) /* once until a renewal succeeds */
-		dobj__cluster_log(rt, cl->node_id, "cluster: node %lld could not renew its lease in time; its objects "
-			"were reset (%s)", cl->node_id, dobj_error_last());
-	cl->unrenewed_logged = 1;
+	if (rc > 0) {
+		/* The lease lapsed: renew() reset the objects, logged it and
+		 * joined again. */
+		snprintf(msg, sizeof(msg), "cluster: this node's lease lapsed and another node may own "
+			"the object now; the object was reset");
+	} else {
+		snprintf(msg, sizeof(msg),
+			"cluster: this node could not renew its lease, so it cannot tell whether another "
+			"node owns the object; the object was reset (%s)", dobj_error_last());
+		if (!cl->unrenewed_logged) /* once until a renewal succeeds */
+			dobj__cluster_log(rt, cl->node_id, "cluster: node %lld could not renew its lease "
+				"in time; its objects were reset (%s)", cl->node_id, dobj_error_last());
+		cl->unrenewed_logged = 1;
+	}
 	abort_all(rt, msg);
 	return dobj_error_set(DOBJ_EABORTED, "%s", msg);
 }

@@ -380,7 +380,7 @@ static int ctx_alive(ContextObject *ctx)
 	return 1;
 }
 
-static dobj_ws *arg_websocket(module_state *st, PyObject *o)
+dobj_ws *websocket_arg(module_state *st, PyObject *o)
 {
 	if (!is_websocket(st, o)) {
 		PyErr_Format(PyExc_TypeError, "expected a dobj.WebSocket, got %s", Py_TYPE(o)->tp_name);
@@ -405,7 +405,7 @@ PyObject *ctx_accept_web_socket(ContextObject *self, PyObject *args, PyObject *k
 	    !ctx_alive(self))
 		return NULL;
 	st = self->rt->st;
-	if (!(ws = arg_websocket(st, wso)))
+	if (!(ws = websocket_arg(st, wso)))
 		return NULL;
 	if (tags != Py_None) {
 		if (PyUnicode_Check(tags)) {
@@ -479,7 +479,7 @@ PyObject *ctx_get_tags(ContextObject *self, PyObject *wso)
 	PyObject *list;
 	int rc;
 
-	if (!ctx_alive(self) || !(ws = arg_websocket(self->rt->st, wso)))
+	if (!ctx_alive(self) || !(ws = websocket_arg(self->rt->st, wso)))
 		return NULL;
 	if ((rc = dobj_ws_tag_count(ws, &n)) < 0)
 		return ws_error(self->rt->st, rc);
@@ -573,7 +573,7 @@ PyObject *ctx_web_socket_auto_response_ms(ContextObject *self, PyObject *wso)
 	dobj_ws *ws;
 	double ms;
 
-	if (!ctx_alive(self) || !(ws = arg_websocket(self->rt->st, wso)))
+	if (!ctx_alive(self) || !(ws = websocket_arg(self->rt->st, wso)))
 		return NULL;
 	if (!dobj_ws_auto_response_time(ws, &ms))
 		Py_RETURN_NONE;
