@@ -23,6 +23,9 @@ last one affected healed (or the bound passed).  Then the history is checked:
 - Python and Lua incarnations read lists the other language wrote (counted;
   the prefix checks above hold for them like for any read).
 
+A seed that fails keeps its history (every operation, the nodes' log lines,
+the faults and the final lists) in a JSON file whose path it prints.
+
     python tests/cluster/fault.py [--seeds N] [--first S] [--seconds T]
                                   [--ttl 1.5] [--grace 0.5] [--no-lua]
 """
@@ -314,6 +317,14 @@ def run_seed(seed, seconds, verbose, lua=True):
     HEALS.append(figures)
     for p in problems[:20]:
         print("  " + p)
+    if problems:
+        # The history, the faults and the final lists, for a look afterwards
+        # (which incarnation served what, when, relative to the faults).
+        fd, kept = tempfile.mkstemp(prefix=f"dobj-fault-seed{seed}-", suffix=".json")
+        with os.fdopen(fd, "w") as f:
+            json.dump({"seed": seed, "problems": problems, "faults": faults, "pauses": pauses,
+                       "lists": lists, "log": log}, f)
+        print(f"  the history is kept in {kept}")
     if verbose:
         for r in ops:
             if r["out"] == "unknown":
