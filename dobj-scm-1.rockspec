@@ -42,6 +42,8 @@ build = {
          sources = {
             "core/src/alarm.c",
             "core/src/cluster.c",
+            "core/src/cluster_commit.c",
+            "core/src/cluster_lease.c",
             "core/src/cluster_pg.c",
             "core/src/cluster_wal.c",
             "core/src/config.c",
