@@ -42,8 +42,10 @@ typedef struct alarm_rec {
 
 typedef struct alarm_info {
 	double scheduled;
+	int64_t when;          /* the same in ns: the time this call runs for */
 	int retry;
-	struct alarm_rec *rec; /* told when the call finishes (dobj__alarm_done) */
+	struct alarm_rec *rec; /* told when the call finishes (dobj__alarm_done);
+	                        * NULL once the call was cancelled (see cancel_queued) */
 } alarm_info;
 
 #define NS_PER_MS INT64_C(1000000)
@@ -187,9 +189,16 @@ static int arm(alarm_rec *a, double at)
 void dobj__alarm_done(dobj_task *t)
 {
 	alarm_rec *a = ((alarm_info *)t->alarm_info)->rec;
-	dobj_rt *rt = a->ns->rt;
+	dobj_rt *rt;
 	int ok = dobj_task_result(t, NULL, NULL, NULL) == DOBJ_OK;
 
+	if (!a) {
+		/* Cancelled before its handler began: the schedule moved on. */
+		free(t->alarm_info);
+		t->alarm_info = NULL;
+		return;
+	}
+	rt = a->ns->rt;
 	a->firing = 0;
 	a->call = NULL;
 	free(t->alarm_info);
@@ -207,6 +216,8 @@ void dobj__alarm_done(dobj_task *t)
 		a->retry = 0;
 		if (a->when <= 0)
 			drop(a);
+		else if (!a->timer && arm(a, ns_to_ms(a->when)) < 0)
+			drop(a); /* its timer came due while the handler ran (see fire) */
 		return;
 	}
 	if (ok || a->retry >= ALARM_MAX_RETRIES) {
@@ -251,6 +262,7 @@ static dobj_task *start(alarm_rec *a, double now)
 		return NULL;
 	}
 	info->scheduled = ns_to_ms(a->when);
+	info->when = a->when;
 	info->retry = a->retry;
 	info->rec = a;
 	a->firing = 1;
@@ -302,6 +314,8 @@ static void fire(void *data, int fired)
 	if (!fired)
 		return; /* cancelled: the record owns nothing the timer holds */
 	a->timer = NULL;
+	if (a->firing)
+		return; /* set again by its running handler: re-armed when it ends */
 	now = dobj__wall_ms(a->ns->rt);
 	if (a->retry == 0 && now < ns_to_ms(a->when)) {
 		arm(a, ns_to_ms(a->when)); /* never early */
@@ -420,6 +434,36 @@ static alarm_rec *rec_get(dobj_ns *ns, const dobj_id *id, int create, const char
 	return a;
 }
 
+/*
+ * The alarm was deleted or moved to another time while its ALARM call still
+ * waited in the queue (behind the object's gate, or behind other events):
+ * workerd's armAlarmHandler finds the time changed when the handler would
+ * begin and skips it.  The call is let go of here (it finishes without
+ * running, dobj__alarm_skipped) and the record is free again: dropped, or
+ * armed for its new time like any other alarm.  A handler already running
+ * keeps `reset` instead: its end settles the schedule.
+ */
+static void cancel_queued(alarm_rec *a)
+{
+	alarm_info *info;
+
+	if (!a->firing || !a->call || a->call->started)
+		return;
+	info = a->call->alarm_info;
+	if (info)
+		info->rec = NULL;
+	a->firing = 0;
+	a->call = NULL;
+	a->reset = 0;
+	a->retry = 0;
+}
+
+int dobj__alarm_skipped(const dobj_task *t)
+{
+	const alarm_info *info = t->alarm_info;
+	return info && !info->rec;
+}
+
 /* The storage's object (alarms belong to the incarnation's ID). */
 static dobj_obj *owner(dobj_storage *st);
 
@@ -442,6 +486,10 @@ int dobj_alarm_set(dobj_storage *st, double epoch_ms)
 	a = rec_get(obj->ns, &obj->id, 1, obj->name, obj->name_len);
 	if (!a)
 		return DOBJ_ENOMEM;
+	if (a->firing && a->call && !a->call->started &&
+	    ((alarm_info *)a->call->alarm_info)->when == when)
+		return persist(a); /* the same time: the queued call is it */
+	cancel_queued(a);
 	a->when = when;
 	a->retry = 0;
 	if (a->firing)
@@ -481,6 +529,7 @@ int dobj_alarm_delete(dobj_storage *st)
 		return rc;
 	if (!a)
 		return DOBJ_OK;
+	cancel_queued(a);
 	a->when = 0;
 	if ((rc = persist(a)) < 0)
 		return rc;

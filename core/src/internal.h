@@ -101,6 +101,9 @@ double dobj__wall_ms(dobj_rt *rt);
 /** An ALARM call finished (deliver, before its done callback): retry,
  *  reschedule or drop the alarm. */
 void dobj__alarm_done(dobj_task *t);
+/** Was this queued ALARM call cancelled (its alarm deleted or moved before
+ *  the handler began)?  Then it finishes without running. */
+int dobj__alarm_skipped(const dobj_task *t);
 /** Alarms of a namespace go away with it. */
 void dobj__alarms_free(dobj_ns *ns);
 /** A WebSocket event the class has no handler for: 1 to finish it at once

@@ -935,6 +935,10 @@ static void run_task(dobj_rt *rt, dobj_task *t)
 	t->parked = 0;
 	if (t->done)
 		goto done;
+	if (t->alarm_info && !t->started && dobj__alarm_skipped(t)) {
+		finish(t, DOBJ_OK, NULL, NULL, NULL); /* deleted or moved meanwhile */
+		goto done;
+	}
 	if (obj) {
 		if (obj->dead) {
 			void *error = t->stub_error; /* a broken stub's call */

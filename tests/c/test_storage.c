@@ -33,6 +33,31 @@ static int store_construct(dobj_obj *obj, void *data, void **instance, void **er
 	return DOBJ_OK;
 }
 
+/* A block_concurrency_while body: set an alarm 10 ms away, wait 50 ms
+ * (the alarm's call queues up behind the gate), then delete the alarm
+ * ("delete") or move it 1 s on ("move"). */
+static int block_alarm_step(dobj_task *t, void *data)
+{
+	tv *stt = dobj_task_host(t);
+	dobj_storage *st;
+	double now = dobj__wall_ms(dobj_task_rt(t));
+
+	(void)data;
+	CHECK_EQ_INT(dobj_obj_storage(dobj_task_obj(t), &st), DOBJ_OK);
+	if (stt->pc == 0) {
+		stt->pc = 1;
+		CHECK_EQ_INT(dobj_alarm_set(st, now + 10), DOBJ_OK);
+		sleep_then_wake(t, 50);
+		return DOBJ_PENDING;
+	}
+	if (!strcmp(stt->s, "delete"))
+		CHECK_EQ_INT(dobj_alarm_delete(st), DOBJ_OK);
+	else
+		CHECK_EQ_INT(dobj_alarm_set(st, now + 1000), DOBJ_OK);
+	dobj_task_return(t, NULL);
+	return DOBJ_OK;
+}
+
 static int store_step(dobj_task *t, void *data)
 {
 	dobj_obj *obj = dobj_task_obj(t);
@@ -123,6 +148,12 @@ static int store_step(dobj_task *t, void *data)
 		CHECK_EQ_INT(dobj_alarm_set(st, atof(a)), DOBJ_OK);
 		dobj_obj_abort(obj, DOBJ_EABORTED, "aborted after set_alarm", NULL);
 		return DOBJ_OK;
+	} else if (!strcmp(cmd, "blockalarm")) {
+		/* The alarm comes due while the object's gate is closed, then the
+		 * block deletes it or moves it (block_alarm_step). */
+		CHECK_EQ_INT(dobj_task_spawn(NULL, dobj_task_rt(t), obj, DOBJ_TASK_BLOCK,
+			block_alarm_step, NULL, tv_new(V_STATE, a, 0), NULL, NULL), DOBJ_OK);
+		respond(t, 200, "blocked");
 	} else if (!strcmp(cmd, "alarm")) {
 		rc = dobj_alarm_set(st, atof(a));
 		if (rc < 0) {
@@ -582,6 +613,37 @@ static void test_alarms_fire_retry_and_persist(void)
 	rm_rf(tmpdir);
 }
 
+/* An alarm deleted or moved after it came due but before its handler began
+ * (its call waiting behind the object's gate) does not run: workerd skips a
+ * handler whose alarm time changed; a moved one runs once, at its new time. */
+static void test_alarm_changed_while_queued(void)
+{
+	dobj_rt *rt;
+	dobj_stub *s;
+	double t0, scheduled = 0;
+
+	make_tmpdir();
+	rt = make_store_rt(tmpdir, DOBJ_CLASS_FETCH | DOBJ_CLASS_ALARM, -1);
+	s = store_stub("queued");
+	alarm_runs = 0;
+	alarm_failures_left = 0;
+	CHECK_STR(fetch(rt, s, "blockalarm delete", NULL), "blocked");
+	CHECK_EQ_INT(dobj_rt_run(rt, NULL, NULL), DOBJ_OK);
+	CHECK_EQ_INT(alarm_runs, 0);
+	CHECK_EQ_INT(dobj_rt_pending(rt), 0);
+
+	t0 = dobj__wall_ms(rt);
+	CHECK_STR(fetch(rt, s, "blockalarm move", NULL), "blocked");
+	CHECK_EQ_INT(dobj_rt_run(rt, NULL, NULL), DOBJ_OK);
+	CHECK_EQ_INT(alarm_runs, 1);
+	scheduled = alarm_times[0] - dobj_rt_now_ms(rt) + dobj__wall_ms(rt);
+	CHECK(scheduled - t0 >= 1049); /* the new time (50 + 1000 ms on), not the old */
+	CHECK_EQ_INT(alarm_early, 0);
+	dobj_stub_free(s);
+	dobj_rt_free(rt);
+	rm_rf(tmpdir);
+}
+
 /* The stored alarm times of object `id` in the schedule (metadata.sqlite)
  * and in the object's own database (_cf_METADATA); -1 when absent. */
 static void stored_alarm(const dobj_id *id, long long *schedule, long long *own)
@@ -819,6 +881,7 @@ int main(void)
 	RUN(test_abort_discards_uncommitted_writes);
 	RUN(test_failed_commit_withholds_the_response);
 	RUN(test_alarms_fire_retry_and_persist);
+	RUN(test_alarm_changed_while_queued);
 	RUN(test_alarm_times_are_exact_and_in_range);
 	RUN(test_alarm_follows_the_objects_own_record);
 	RUN(test_idle_objects_are_evicted);

@@ -139,6 +139,34 @@ describe("alarms", function()
     assert.are.equal(0, runs)
   end)
 
+  it("deleted or moved after it came due but before its handler began: not run (as workerd)", function()
+    local rt, a, C = fixture()
+    local runs = {}
+    C.on_alarm = function(_, info) runs[#runs + 1] = info.scheduled_time end
+    -- The alarm comes due while block_concurrency_while holds the gate: its
+    -- call waits, and the block deletes the alarm before it can begin.
+    H.job(a, function(s, ctx)
+      ctx:block_concurrency_while(function()
+        s:set_alarm(rt:now() + 10)
+        dobj.sleep(0.05)
+        s:delete_alarm()
+      end)
+    end)
+    rt:run()
+    assert.are.same({}, runs)
+    local moved
+    H.job(a, function(s, ctx)
+      ctx:block_concurrency_while(function()
+        s:set_alarm(rt:now() + 10)
+        dobj.sleep(0.05)
+        moved = rt:now() + 1000
+        s:set_alarm(moved)
+      end)
+    end)
+    rt:run()
+    assert.are.same({ moved }, runs)
+  end)
+
   it("a time in the past fires as soon as the runtime runs", function()
     local rt, a, C = fixture()
     local info

@@ -162,6 +162,37 @@ async def test_delete_alarm_cancels(vrt):
     assert AlarmBox.log == []
 
 
+@pytest.mark.parametrize("change", ["delete", "move"])
+async def test_alarm_changed_after_it_came_due_before_its_handler_began(vrt, change):
+    # The alarm comes due while block_concurrency_while holds the gate; the
+    # block then deletes or moves it.  workerd skips the queued handler (its
+    # time changed); a moved alarm runs once, at its new time.
+    stub = vrt.bind("A", AlarmBox).get_by_name("queued")
+    held, go = asyncio.Event(), asyncio.Event()
+    moved = []
+
+    async def body(self):
+        async def hold():
+            self.ctx.storage.set_alarm(vrt.now() + 10)
+            held.set()
+            await go.wait()
+            if change == "delete":
+                self.ctx.storage.delete_alarm()
+            else:
+                moved.append(vrt.now() + 1000)
+                self.ctx.storage.set_alarm(moved[0])
+        await self.ctx.block_concurrency_while(hold)
+
+    job = asyncio.ensure_future(run(stub, body))
+    await held.wait()
+    vrt.advance(0.05)  # due: its call waits behind the gate
+    assert AlarmBox.log == []
+    go.set()
+    await job
+    vrt.advance(10)
+    assert [i.scheduled_time for i in AlarmBox.log] == moved
+
+
 async def test_set_alarm_needs_an_alarm_handler(rt):
     stub = rt.bind("B", Box).get_by_name("no-handler")
 
