@@ -8,12 +8,18 @@
  *   raw_append_16   the same from 16 connections (threads), 16 objects
  *   dobj_inc_1      durable increments of one object through the cluster
  *                   (a C class: get, put, commit, fenced append)
+ *   dobj_inc_100    durable increments of 100 objects spread over 3 node
+ *                   processes from 16 concurrent callers; until routing
+ *                   between nodes exists, each node's callers (6, 5, 5)
+ *                   call its own objects
  */
 #include <libpq-fe.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -209,6 +215,152 @@ static double dobj_increments(void)
 	return t0;
 }
 
+/* ------------------------------------------- many objects, several nodes */
+
+typedef struct callers {
+	dobj_stub **stubs;
+	int nstubs, next, live;
+	long done;
+	double start, until;
+} callers;
+
+static void call_next(callers *c);
+
+static void call_done(dobj_task *t, void *data)
+{
+	callers *c = data;
+	double now = now_s();
+
+	if (dobj_task_result(t, NULL, NULL, NULL) != DOBJ_OK) {
+		const char *m;
+		dobj_task_result(t, NULL, &m, NULL);
+		fprintf(stderr, "bench_cluster: inc: %s\n", m);
+		exit(1);
+	}
+	dobj_task_unref(t);
+	if (now >= c->start && now < c->until)
+		c->done++;
+	if (now < c->until)
+		call_next(c);
+	else
+		c->live--;
+}
+
+/* One caller's next call, on the next object (callers spread over them). */
+static void call_next(callers *c)
+{
+	dobj_task *t;
+
+	if (dobj_stub_call(&t, c->stubs[c->next], DOBJ_CALL_RPC, "inc", NULL, 0, NULL, NULL, NULL) < 0)
+		exit(1);
+	c->next = (c->next + 1) % c->nstubs;
+	dobj_task_on_done(t, call_done, c);
+}
+
+static int callers_gone(void *arg)
+{
+	return ((callers *)arg)->live == 0;
+}
+
+/* A node process: objects i with i % nodes == index, `ncallers` callers. */
+static long node_run(int index, int nodes, int objects, int ncallers, double start, double until)
+{
+	char dir[] = "/tmp/dobj-bench-cluster-XXXXXX", cmd[96], name[32];
+	dobj_rt_opts o = DOBJ_RT_OPTS_INIT;
+	dobj_cluster_opts co = DOBJ_CLUSTER_OPTS_INIT;
+	dobj_class k = { 0 };
+	callers c = { 0 };
+	dobj_rt *rt;
+	dobj_ns *ns;
+	dobj_id id;
+	int i;
+
+	if (!mkdtemp(dir))
+		exit(1);
+	o.host.release = drop_value;
+	o.storage_dir = dir;
+	o.idle_timeout_ms = -1;
+	co.url = url;
+	if (dobj_rt_new(&rt, &o) < 0 || dobj_rt_cluster(rt, &co) < 0) {
+		fprintf(stderr, "bench_cluster: %s\n", dobj_error_last());
+		exit(1);
+	}
+	k.name = "Inc";
+	k.step = inc_step;
+	dobj_ns_new(&ns, rt, "INC", 3, "bench-many", 10, &k);
+	c.stubs = calloc((size_t)objects, sizeof(*c.stubs));
+	for (i = index; i < objects; i += nodes) {
+		dobj_task *t;
+		snprintf(name, sizeof(name), "obj-%d", i);
+		dobj_id_from_name(dobj_ns_idkey(ns), name, strlen(name), &id);
+		dobj_stub_new(&c.stubs[c.nstubs], ns, &id, name, strlen(name));
+		/* Activated (claimed, restored) before the clock starts. */
+		if (dobj_stub_call(&t, c.stubs[c.nstubs], DOBJ_CALL_RPC, "inc", NULL, 0, NULL, NULL,
+			NULL) < 0)
+			exit(1);
+		dobj_rt_run(rt, is_done, t);
+		dobj_task_unref(t);
+		c.nstubs++;
+	}
+	while (now_s() < start)
+		usleep(1000);
+	c.start = start;
+	c.until = until;
+	for (i = 0; i < ncallers; i++) {
+		c.next = (int)((long)i * c.nstubs / ncallers);
+		c.live++;
+		call_next(&c);
+	}
+	dobj_rt_run(rt, callers_gone, &c);
+	for (i = 0; i < c.nstubs; i++)
+		dobj_stub_free(c.stubs[i]);
+	free(c.stubs);
+	dobj_rt_free(rt);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	if (system(cmd) != 0)
+		fprintf(stderr, "bench_cluster: could not remove %s\n", dir);
+	return c.done;
+}
+
+static double dobj_increments_many(int nodes, int objects, int ncallers)
+{
+	double start = now_s() + 3.0, until = start + seconds;
+	int fds[8][2], i;
+	pid_t pids[8];
+	long total = 0;
+
+	for (i = 0; i < nodes; i++) {
+		if (pipe(fds[i]) < 0 || (pids[i] = fork()) < 0)
+			exit(1);
+		if (pids[i] == 0) {
+			/* Callers split as evenly as they go: 6, 5, 5. */
+			int mine = ncallers / nodes + (i < ncallers % nodes);
+			char out[32];
+			long n;
+			close(fds[i][0]);
+			n = node_run(i, nodes, objects, mine, start, until);
+			snprintf(out, sizeof(out), "%ld\n", n);
+			if (write(fds[i][1], out, strlen(out)) < 0)
+				_exit(1);
+			_exit(0);
+		}
+		close(fds[i][1]);
+	}
+	for (i = 0; i < nodes; i++) {
+		char buf[32] = { 0 };
+		int st;
+		if (read(fds[i][0], buf, sizeof(buf) - 1) > 0)
+			total += atol(buf);
+		close(fds[i][0]);
+		waitpid(pids[i], &st, 0);
+		if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+			fprintf(stderr, "bench_cluster: node %d failed\n", i);
+			exit(1);
+		}
+	}
+	return (double)total / seconds;
+}
+
 static void checkpoint(void)
 {
 	PGconn *c = connect_or_die();
@@ -239,5 +391,8 @@ int main(int argc, char **argv)
 	fflush(stdout);
 	checkpoint();
 	printf("raw_append_16 %.0f\n", raw_appends(16));
+	fflush(stdout);
+	checkpoint();
+	printf("dobj_inc_100 %.0f\n", dobj_increments_many(3, 100, 16));
 	return 0;
 }

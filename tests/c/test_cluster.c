@@ -399,6 +399,7 @@ static void test_an_alarm_fires_on_whichever_node_activates_the_object(void)
 	CHECK_EQ_INT(alarm_runs, 2);
 	CHECK(alarm_rt == c);
 	CHECK_STR(alarm_name, "alarmed");
+	CHECK_EQ_INT(dobj_rt_run(c, NULL, NULL), DOBJ_OK); /* the clear's append is back */
 	CHECK_EQ_INT(sql1("SELECT count(*) FROM dobj_alarm"), 0);
 	dobj_rt_free(c);
 	rm_rf(d1);
