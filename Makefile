@@ -208,11 +208,12 @@ test-rock: rock build workerd
 # supports, then on the default one.  pytest runs last so its summary is the
 # final line CI reads.
 # The cluster fault test (tests/cluster/fault.py): a real PostgreSQL, three
-# node processes, kills, pauses and PostgreSQL restarts, then the history is
-# checked.  `make test` runs SEEDS=2 (~50 s); `make test-cluster SEEDS=50`.
+# node processes (two Python, one Lua: LUA_ENV finds this build's dobj.so),
+# kills, pauses and PostgreSQL restarts, then the history and the heal times
+# are checked.  `make test` runs SEEDS=2 (~50 s); `make test-cluster SEEDS=50`.
 SEEDS ?= 2
-test-cluster: venv
-	$(VENV)/bin/python tests/cluster/fault.py --seeds $(SEEDS)
+test-cluster: build venv
+	$(LUA_ENV) $(VENV)/bin/python tests/cluster/fault.py --seeds $(SEEDS)
 
 test: build venv
 	@status=0; \

@@ -899,12 +899,13 @@ DOBJ_API int dobj_msg_header_check(const char *name, size_t name_len, const char
 DOBJ_API dobj_host dobj_host_msg(void);
 
 #include "dobj/storage.h"
+#include "dobj/wire.h"
 #include "dobj/val.h"
 #include "dobj/value.h"
 #include "dobj/native.h"
+#include "dobj/cluster.h" /* before config.h: a config names cluster options */
 #include "dobj/config.h"
 #include "dobj/testkit.h"
-#include "dobj/cluster.h"
 #include "dobj/websocket.h"
 
 #ifdef __cplusplus

@@ -119,7 +119,16 @@ int dobj_cluster_opts_check(const dobj_cluster_opts *o)
 	    (o->timeout_ms > 0 && o->timeout_ms < 10))
 		return dobj_error_set(DOBJ_EARG,
 			"cluster: the PostgreSQL timeout must be a finite number of at least 0.01 s");
-	return DOBJ_OK;
+	{
+		/* The URL's syntax (libpq's parser, no connection). */
+		char *u = dobj__strndup(o->url, n);
+		int rc;
+		if (!u)
+			return DOBJ_ENOMEM;
+		rc = dobj__pg_check_url(u);
+		free(u);
+		return rc;
+	}
 }
 
 int dobj_cluster_init(const char *url, size_t url_len, double timeout_ms, int *version)

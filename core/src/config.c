@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "config_cluster.h"
 
 static const char *const config_names[] = { "wrangler.json", "wrangler.jsonc", "wrangler.toml" };
 
@@ -41,6 +42,7 @@ typedef struct config_impl {
 	dobj_config_binding *bindings;
 	dobj_val *vars, *migrations;
 	dobj_val *root;   /* the parsed file: binding names and flags point into it */
+	dobj_cluster_opts *cluster; /* one block (config_cluster.c) */
 	const char *base; /* config file name, for messages */
 } config_impl;
 
@@ -831,6 +833,7 @@ void dobj_config_free(dobj_config *cfg)
 	dobj_val_free(c->vars);
 	dobj_val_free(c->migrations);
 	dobj_val_free(c->root);
+	free(c->cluster);
 	free(c);
 }
 
@@ -865,7 +868,7 @@ int dobj_config_load(dobj_config **out, const dobj_config_opts *opts)
 	*out = NULL;
 	if (!opts)
 		opts = &defaults;
-	if (opts->version != DOBJ_CONFIG_OPTS_VERSION)
+	if (opts->version != 1 && opts->version != DOBJ_CONFIG_OPTS_VERSION)
 		return dobj_error_set(DOBJ_EARG, "dobj_config_opts: unknown version %u", opts->version);
 	if (!(c = calloc(1, sizeof(*c))))
 		return dobj_error_set(DOBJ_ENOMEM, "out of memory");
@@ -1019,6 +1022,11 @@ int dobj_config_load(dobj_config **out, const dobj_config_opts *opts)
 	v = pick(root, envobj, "migrations", &where, env_where);
 	if ((rc = read_migrations(c, v, where, &cl)) < 0)
 		goto error;
+	v = pick(root, envobj, "dobj", &where, env_where);
+	if ((rc = dobj__config_cluster(&c->cluster, c->pub.path, v, where,
+			opts->version >= 2 ? &opts->cluster : NULL)) < 0)
+		goto error;
+	c->pub.cluster = c->cluster;
 
 	/* The state folder. */
 	if (opts->persist_to && *opts->persist_to) {

@@ -1,8 +1,10 @@
 """The cluster fault test: a real PostgreSQL (pgtmp.sh), three node processes
-(tests/cluster/node.py, each also running two clients of the list-append
-workload on five objects), and faults for a bounded time per seed: SIGKILL a
-node and restart it, SIGSTOP a node for 2 x TTL then SIGCONT it, kill
-PostgreSQL and restart it.  Then the history is checked:
+(two Python ones, tests/cluster/node.py, and a Lua one, lua_node.lua, serving
+one namespace with the same list-append class; each also running two clients
+of the workload on five objects), and faults for a bounded time per seed:
+SIGKILL a node and restart it, SIGSTOP a node for 2 x TTL then SIGCONT it,
+kill PostgreSQL and restart it.  The next fault waits until every object the
+last one affected healed (or the bound passed).  Then the history is checked:
 
 - every acknowledged append is in the final list of its object, once;
 - no token is in a list twice, and a call that certainly did not run
@@ -11,10 +13,16 @@ PostgreSQL and restart it.  Then the history is checked:
   read goes back in time (shorter than one it completed before invoking);
 - epochs never go down along an object's log (dobj_wal);
 - no two incarnations of an object released results in overlapping time
-  windows (one clock for all processes: CLOCK_MONOTONIC);
-- a node paused past its lease comes back as a new node (it was fenced).
+  windows (one clock for all processes: CLOCK_REALTIME, the clock Lua has);
+- a node paused past its lease comes back as a new node (it was fenced), and
+  logs it (heal.py);
+- every fault heals within TTL + grace + 2 s: the first acknowledged write on
+  each object it affected (heal.py);
+- Python and Lua incarnations read lists the other language wrote (counted;
+  the prefix checks above hold for them like for any read).
 
     python tests/cluster/fault.py [--seeds N] [--first S] [--seconds T]
+                                  [--ttl 1.5] [--grace 0.5] [--no-lua]
 """
 import argparse
 import json
@@ -27,41 +35,72 @@ import tempfile
 import threading
 import time
 
+import heal
+
 HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
 PGTMP = os.path.join(HERE, "pgtmp.sh")
 NODE = os.path.join(HERE, "node.py")
-TTL = 1.5
+LUA_NODE = os.path.join(HERE, "lua_node.lua")
+OBJECTS = 5
+TTL, GRACE = 1.5, 0.5  # the nodes' lease settings (--ttl, --grace)
 TOOL_ENV = {k: v for k, v in os.environ.items()
             if k not in ("LD_PRELOAD", "ASAN_OPTIONS", "LSAN_OPTIONS", "UBSAN_OPTIONS", "PYTHONMALLOC")}
 
 
+def lua_env():
+    """The environment a Lua node needs: LUA_CPATH finding this build's dobj.so."""
+    env = dict(os.environ)
+    if "LUA_CPATH" not in env:
+        env["LUA_CPATH"] = os.path.join(ROOT, "build", "?.so") + ";;"
+    return env
+
+
 class Node:
-    def __init__(self, url, folder, name, seed, log):
+    """A node process, Python or Lua (`lua`: a deadline, on CLOCK_REALTIME,
+    since the Lua node stops by itself; the Python node when stdin closes)."""
+
+    def __init__(self, url, folder, name, seed, log, cond, lua_until=None):
         self.url, self.folder, self.name, self.seed, self.log = url, folder, name, seed, log
+        self.cond, self.lua_until = cond, lua_until
         self.proc = None
         self.runs = 0
 
+    @property
+    def run(self):
+        return f"{self.name}r{self.runs}"
+
     def start(self):
         self.runs += 1
-        self.proc = subprocess.Popen([sys.executable, NODE, self.url, self.folder,
-                                      f"{self.name}r{self.runs}", str(self.seed * 100 + self.runs)],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        seed = str(self.seed * 100 + self.runs)
+        if self.lua_until is not None:
+            cmd, env = ["lua5.4", LUA_NODE, self.url, self.folder, self.run, seed,
+                        repr(self.lua_until), str(TTL), str(GRACE)], lua_env()
+        else:
+            cmd, env = [sys.executable, NODE, self.url, self.folder, self.run, seed,
+                        str(TTL), str(GRACE)], None
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                     env=env)
         proc = self.proc
         threading.Thread(target=self._read, args=(proc,), daemon=True).start()
 
     def _read(self, proc):
         for line in proc.stdout:
             try:
-                self.log.append(json.loads(line))
+                rec = json.loads(line)
             except ValueError:
-                pass
+                continue
+            with self.cond:
+                self.log.append(rec)
+                self.cond.notify_all()
 
     def stop(self):
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGCONT)
             self.proc.stdin.close()
             try:
-                self.proc.wait(timeout=30)
+                # A Lua node ends at its deadline.
+                self.proc.wait(timeout=30 + max(0.0, (self.lua_until or 0) - time.time()))
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
@@ -82,7 +121,7 @@ def final_lists(url, folder):
         rt = dobj.Runtime(storage=folder, cluster=url)
         ns = rt.bind("LIST", ListObj)
         out = {}
-        for k in range(5):
+        for k in range(OBJECTS):
             for _ in range(20):  # objects of stopped nodes are free once they left
                 try:
                     out[k] = (await ns.get_by_name(f"list{k}").read())[1]
@@ -131,7 +170,7 @@ def check(log, lists, url):
             sp["first"] = min(sp["first"], r["th"])
             sp["last"] = max(sp["last"], r["th"])
             sp["seen"] = min(sp["seen"], r["t1"])
-    for k in range(5):
+    for k in range(OBJECTS):
         order = sorted((sp for (obj, _), sp in spans.items() if obj == k), key=lambda sp: sp["first"])
         for i, a in enumerate(order):
             for b in order[i + 1:]:
@@ -145,26 +184,41 @@ def check(log, lists, url):
     return problems
 
 
-def run_seed(seed, seconds, verbose):
+def run_seed(seed, seconds, verbose, lua=True):
     rng = random.Random(seed)
+    bound = TTL + GRACE + 2
     out = subprocess.run([PGTMP, "start"], check=True, capture_output=True, text=True,
                          timeout=120, env=TOOL_ENV).stdout.split()
     url, pgdir = out
     lifeline = os.open(os.path.join(pgdir, "lifeline"), os.O_RDWR | os.O_CLOEXEC)
     work = tempfile.mkdtemp(prefix="dobj-fault-")
     log = []
-    nodes = [Node(url, os.path.join(work, f"n{i}"), f"n{i}", seed * 10 + i, log) for i in range(3)]
-    faults = []
+    cond = threading.Condition()
+    start = time.time()
+    end = start + seconds
+    # n0, n1: Python; l2: Lua (a deadline a little past the end: the
+    # harness stops the nodes at the end).
+    nodes = [Node(url, os.path.join(work, f"n{i}"), f"n{i}", seed * 10 + i, log, cond)
+             for i in range(2)]
+    nodes.append(Node(url, os.path.join(work, "l2"), "l2" if lua else "n2", seed * 10 + 2, log, cond,
+                      lua_until=end + 1 if lua else None))
+    faults = []  # {kind, victim, rel, since, objects}
     pauses = []  # (node run, paused at, resumed at)
     try:
         for n in nodes:
             n.start()
-        end = time.monotonic() + seconds
         time.sleep(2)
-        while time.monotonic() < end - 2:
+        # Each fault leaves time to heal and to be measured before the end.
+        while time.time() < end - bound - 1:
             kind = rng.choice(["kill", "pause", "pg"])
-            victim = rng.choice(nodes)
-            t = time.monotonic()
+            # The first fault hits the Lua node: its objects go on in Python.
+            victim = nodes[2] if not faults else rng.choice(nodes)
+            t = time.time()
+            with cond:
+                hit = heal.affected(log, kind, victim.run, t, OBJECTS)
+                first = len(log)
+            fault = {"kind": kind, "victim": victim.run if kind != "pg" else "PostgreSQL",
+                     "rel": t - start, "since": t, "objects": hit, "first": first}
             if kind == "kill":
                 victim.proc.kill()
                 victim.proc.wait()
@@ -174,14 +228,19 @@ def run_seed(seed, seconds, verbose):
                 victim.proc.send_signal(signal.SIGSTOP)
                 time.sleep(2 * TTL)
                 victim.proc.send_signal(signal.SIGCONT)
-                pauses.append((f"{victim.name}r{victim.runs}", t, time.monotonic()))
+                pauses.append((fault["victim"], t, time.time()))
             else:
                 subprocess.run([PGTMP, "kill", pgdir], check=True, timeout=60, env=TOOL_ENV)
                 time.sleep(0.5 + rng.random())
                 subprocess.run([PGTMP, "restart", pgdir], check=True, timeout=60, env=TOOL_ENV)
-            faults.append((kind, victim.name, t))
-            time.sleep(1 + rng.random() * 2)
-        time.sleep(max(0.0, end - time.monotonic()))
+                fault["since"] = time.time()  # nothing can heal while it is down
+            faults.append(fault)
+            # The next fault once this one healed (or its bound passed).
+            with cond:
+                cond.wait_for(lambda: heal.healed(log, fault),
+                              timeout=max(0.0, fault["since"] + bound + 0.5 - time.time()))
+            time.sleep(0.5 + rng.random() * 1.5)
+        time.sleep(max(0.0, end - time.time()))
         for n in nodes:
             n.stop()
         lists = final_lists(url, os.path.join(work, "reader"))
@@ -201,15 +260,25 @@ def run_seed(seed, seconds, verbose):
         after = {r["node"] for r in ops if r["c"].startswith(run + ".") and r["t0"] > t1 + 2 * TTL}
         if before and after and before & after:
             problems.append(f"{run} was paused past its lease and kept its node id {before & after}")
+    problems += heal.check_paused_logged(log, pauses)
+    heal_problems, figures = heal.check_heal(log, faults, bound)
+    problems += heal_problems
+    py_saw_lua, lua_saw_py = heal.cross_language(log)
     os.close(lifeline)
     subprocess.run([PGTMP, "stop", pgdir], timeout=60, env=TOOL_ENV)
     subprocess.run(["rm", "-rf", work], timeout=60)
     ops = [r for r in log if "op" in r]
     counts = {o: sum(1 for r in ops if r["out"] == o) for o in ("ok", "fail", "unknown")}
     acked = sum(1 for r in ops if r["op"] == "append" and r["out"] == "ok")
+    heals = ", ".join(f"{kind} {min(ts):.2f}-{max(ts):.2f} s ({len(ts)})"
+                      for kind, ts in sorted(figures.items()))
     print(f"seed {seed}: {len(ops)} operations ({counts}), {acked} acknowledged appends, "
-          f"faults {[f[0] for f in faults]}, final lengths {[len(lists.get(k, [])) for k in range(5)]}: "
+          f"faults {[(f['kind'], f['victim']) for f in faults]}, "
+          f"final lengths {[len(lists.get(k, [])) for k in range(OBJECTS)]}; "
+          f"healed in {heals or 'nothing measured'} (bound {bound:.1f} s); "
+          f"reads across languages: Python saw Lua's {py_saw_lua}, Lua saw Python's {lua_saw_py}: "
           + ("PASS" if not problems else "FAIL"), flush=True)
+    HEALS.append(figures)
     for p in problems[:20]:
         print("  " + p)
     if verbose:
@@ -219,14 +288,30 @@ def run_seed(seed, seconds, verbose):
     return not problems
 
 
+HEALS = []  # per seed: {fault kind: [heal seconds, ...]}
+
+
 def main():
+    global TTL, GRACE
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", type=int, default=int(os.environ.get("SEEDS", "2")))
     ap.add_argument("--first", type=int, default=1)
     ap.add_argument("--seconds", type=float, default=float(os.environ.get("SECONDS_PER_SEED", "20")))
+    ap.add_argument("--ttl", type=float, default=TTL, help="the nodes' lease TTL (seconds)")
+    ap.add_argument("--grace", type=float, default=GRACE, help="the nodes' grace (seconds)")
+    ap.add_argument("--no-lua", action="store_true", help="three Python nodes")
     ap.add_argument("-v", action="store_true")
     args = ap.parse_args()
-    ok = all([run_seed(s, args.seconds, args.v) for s in range(args.first, args.first + args.seeds)])
+    TTL, GRACE = args.ttl, args.grace
+    ok = all([run_seed(s, args.seconds, args.v, not args.no_lua)
+              for s in range(args.first, args.first + args.seeds)])
+    every = {}
+    for figures in HEALS:
+        for kind, ts in figures.items():
+            every.setdefault(kind, []).extend(ts)
+    print("heal times over all seeds (TTL %.1f s, grace %.1f s): " % (TTL, GRACE) + ", ".join(
+        f"{kind} median {sorted(ts)[len(ts) // 2]:.2f} s, max {max(ts):.2f} s (n={len(ts)})"
+        for kind, ts in sorted(every.items())), flush=True)
     return 0 if ok else 1
 
 

@@ -7,11 +7,14 @@ every operation as a JSON line on stdout:
      after it, before t1), "out": "ok"|"fail"|"unknown", "val": [...],
      "inc": incarnation, "node": node_id, "err": message}
 
-Times are time.monotonic() (CLOCK_MONOTONIC: one clock for every process of the
-machine).  "fail" means the call certainly did not run (a live node elsewhere
-owns the object); any other error is "unknown".  Runs until stdin closes.
+Times are time.time() (CLOCK_REALTIME: one clock for every process of the
+machine, and the one Lua nodes have, lua_node.lua).  "fail" means the call
+certainly did not run (a live node elsewhere owns the object); any other error
+is "unknown".  An incarnation's name starts with the node's ("n0r1-py-...").
+When the node's id changes (it lost its lease and joined again) it logs
+{"rejoined": name, "old": id, "new": id, "t": time}.  Runs until stdin closes.
 
-    python node.py URL STORAGE NAME SEED
+    python node.py URL STORAGE NAME SEED [TTL GRACE]
 """
 import asyncio
 import json
@@ -25,19 +28,22 @@ import dobj
 OBJECTS = 5
 
 
+NAME = "reader"
+
+
 class ListObj(dobj.DurableObject):
     def __init__(self, ctx, env):
         super().__init__(ctx, env)
-        self.inc = os.urandom(6).hex()  # this incarnation
+        self.inc = f"{NAME}-py-{os.urandom(6).hex()}"  # this incarnation
 
     async def append(self, token):
         items = self.ctx.storage.get("items") or []
         items.append(token)
         self.ctx.storage.put("items", items)
-        return self.inc, items, time.monotonic()
+        return self.inc, items, time.time()
 
     async def read(self):
-        return self.inc, self.ctx.storage.get("items") or [], time.monotonic()
+        return self.inc, self.ctx.storage.get("items") or [], time.time()
 
 
 def emit(rec):
@@ -45,7 +51,7 @@ def emit(rec):
     sys.stdout.flush()
 
 
-async def client(rt, ns, name, c, rng, stop):
+async def client(rt, ns, name, c, rng, stop, seen):
     n = 0
     while not stop.is_set():
         k = rng.randrange(OBJECTS)
@@ -58,41 +64,48 @@ async def client(rt, ns, name, c, rng, stop):
         else:
             rec["op"] = "read"
             call = stub.read()
-        rec["t0"] = time.monotonic()
+        rec["t0"] = time.time()
         try:
             rec["inc"], rec["val"], rec["th"] = await asyncio.wait_for(call, 10)
             rec["out"] = "ok"
         except Exception as e:  # noqa: BLE001 - every failure is recorded
             rec["err"] = str(e)[:200]
             rec["out"] = "fail" if "is active on node" in rec["err"] else "unknown"
-        rec["t1"] = time.monotonic()
+        rec["t1"] = time.time()
         if rec["op"] == "append" and rec["out"] == "ok":
             rec["val"] = None  # the token is enough; keeps the log small
         emit(rec)
+        if rt.node_id != seen[0]:  # lost its lease (paused past it) and joined again
+            emit({"rejoined": name, "old": seen[0], "new": rt.node_id, "t": time.time()})
+            seen[0] = rt.node_id
         await asyncio.sleep(rng.random() * 0.02)
 
 
 async def main():
+    global NAME
     url, storage, name, seed = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    ttl, grace = (float(sys.argv[5]), float(sys.argv[6])) if len(sys.argv) > 6 else (1.5, 0.5)
+    NAME = name
     for attempt in range(40):  # PostgreSQL may be down (a fault) when the node starts
         try:
             rt = dobj.Runtime(storage=storage, cluster=url, node_addr=f"127.0.0.1:0/{name}",
-                              cluster_ttl=1.5, cluster_grace=0.5, idle_timeout=1)
+                              cluster_ttl=ttl, cluster_grace=grace, idle_timeout=1)
             break
         except dobj.Error:
             if attempt == 39:
                 raise
             await asyncio.sleep(0.25)
     ns = rt.bind("LIST", ListObj)
-    emit({"started": name, "node": rt.node_id, "t": time.monotonic()})
+    emit({"started": name, "node": rt.node_id, "t": time.time(), "lang": "py"})
     stop = asyncio.Event()
     rng = random.Random(seed)
-    tasks = [asyncio.ensure_future(client(rt, ns, name, c, random.Random(rng.random()), stop))
+    seen = [rt.node_id]
+    tasks = [asyncio.ensure_future(client(rt, ns, name, c, random.Random(rng.random()), stop, seen))
              for c in range(2)]
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
     stop.set()
     await asyncio.gather(*tasks)
-    emit({"stopped": name, "node": rt.node_id, "t": time.monotonic()})
+    emit({"stopped": name, "node": rt.node_id, "t": time.time()})
     rt.close()
 
 

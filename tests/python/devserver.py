@@ -56,12 +56,22 @@ def dev_env(**extra):
     return env
 
 
-class DevServer:
-    """`python -m dobj dev ARGS` (or the `dobj` console script) in folder cwd."""
+# `dobj-lua dev` of the CMake build (make build), for the tests that run
+# the same requests against both servers.
+DOBJ_LUA = ROOT / "build" / "bin" / "dobj-lua"
 
-    def __init__(self, cwd, *args, script=False, env=None, ready=True):
-        cmd = [str(Path(sys.executable).parent / "dobj")] if script else \
-            [sys.executable, "-m", "dobj"]
+
+class DevServer:
+    """`python -m dobj dev ARGS` (or the `dobj` console script, or with
+    lua=True `dobj-lua dev` of the CMake build) in folder cwd."""
+
+    def __init__(self, cwd, *args, script=False, env=None, ready=True, lua=False):
+        if lua:
+            cmd = [str(DOBJ_LUA)]
+        elif script:
+            cmd = [str(Path(sys.executable).parent / "dobj")]
+        else:
+            cmd = [sys.executable, "-m", "dobj"]
         if "--port" not in args:
             args = args + ("--port", "0")
         self.proc = subprocess.Popen(

@@ -5,6 +5,8 @@
  * return nil and the core's message, which names the file, the key and,
  * for syntax errors, the line.
  */
+#include <math.h>
+
 #include "dobj_lua.h"
 
 /* A config tree value: objects and arrays -> tables, JSON null -> dobj.null,
@@ -142,7 +144,50 @@ static const char *opt_field(lua_State *L, int t, const char *key)
 	return s;
 }
 
-/* dobj.load_config([path | { path=, env=, persist_to= }]) -> table | nil, msg.
+/* An optional number of seconds of the options table -> ms in
+ * dobj_cluster_opts' terms (0: not given; a grace of 0 s is < 0; a ttl or
+ * timeout of 0 s is refused by the core, so it stays a refusal: NaN). */
+static double opt_ms(lua_State *L, int t, const char *key, int grace)
+{
+	double s;
+
+	lua_getfield(L, t, key);
+	if (lua_isnil(L, -1)) {
+		lua_pop(L, 1);
+		return 0;
+	}
+	if (lua_type(L, -1) != LUA_TNUMBER)
+		luaL_error(L, "load_config: %s must be a number of seconds, not %s", key, luaL_typename(L, -1));
+	s = lua_tonumber(L, -1);
+	lua_pop(L, 1);
+	if (s == 0)
+		return grace ? -1 : NAN;
+	return s * 1e3;
+}
+
+/* The resolved cluster settings as a table (seconds; nil for a setting left
+ * at the core's default). */
+static void push_cluster(lua_State *L, const dobj_cluster_opts *o)
+{
+	const double ms[3] = { o->ttl_ms, o->grace_ms, o->timeout_ms };
+	static const char *const names[3] = { "ttl", "grace", "timeout" };
+	int i;
+
+	lua_createtable(L, 0, 5);
+	set_str(L, "url", o->url);
+	set_str(L, "node_addr", o->node_addr);
+	for (i = 0; i < 3; i++) {
+		if (ms[i] == 0)
+			continue;
+		lua_pushnumber(L, ms[i] < 0 ? 0 : ms[i] / 1e3);
+		lua_setfield(L, -2, names[i]);
+	}
+}
+
+/* dobj.load_config([path | { path=, env=, persist_to=, cluster=, node_addr=,
+ * cluster_ttl=, cluster_grace=, cluster_timeout= }]) -> table | nil, msg.
+ * The cluster fields are the caller's settings: they win over the
+ * environment's and the file's (dobj_config.cluster).
  * `starting`: the project is about to start (dobj.load), so its state folder
  * takes the migrations' renames first (dobj_config_move_renamed). */
 static int load_config(lua_State *L, int starting)
@@ -166,6 +211,11 @@ static int load_config(lua_State *L, int starting)
 	opts.path = opt_field(L, 1, "path");
 	opts.env = opt_field(L, 1, "env");
 	opts.persist_to = opt_field(L, 1, "persist_to");
+	opts.cluster.url = opt_field(L, 1, "cluster");
+	opts.cluster.node_addr = opt_field(L, 1, "node_addr");
+	opts.cluster.ttl_ms = opt_ms(L, 1, "cluster_ttl", 0);
+	opts.cluster.grace_ms = opt_ms(L, 1, "cluster_grace", 1);
+	opts.cluster.timeout_ms = opt_ms(L, 1, "cluster_timeout", 0);
 	g = push_guard(L);
 	rc = dobj_config_load(&g->cfg, &opts);
 	if (rc == 0 && starting)
@@ -185,6 +235,10 @@ static int load_config(lua_State *L, int starting)
 	set_str(L, "compatibility_date", c->compatibility_date);
 	set_str(L, "dev_vars_path", c->dev_vars_path);
 	set_str(L, "state_dir", c->state_dir);
+	if (c->cluster) {
+		push_cluster(L, c->cluster);
+		lua_setfield(L, -2, "cluster");
+	}
 	set_list(L, "compatibility_flags", c->compatibility_flags, c->compatibility_flags_len);
 	set_list(L, "warnings", c->warnings, c->warnings_len);
 	push_tree(L, c->vars);

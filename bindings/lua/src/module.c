@@ -113,7 +113,8 @@ static const luaL_Reg module_funcs[] = {
 	{ "sleep", l_sleep }, { "is_error", l_is_error }, { "_stats", l_stats },
 	{ "on_error", l_on_error }, { "load_config", l_load_config }, { "load", l_load }, { "http_listen", l_http_listen }, { "_config_parse", l_config_parse },
 	{ "bytes", l_bytes }, { "date", l_date }, { "set", l_set }, { "map", l_map },
-	{ "websocket_pair", l_websocket_pair }, { NULL, NULL }
+	{ "websocket_pair", l_websocket_pair }, { "cluster_init", l_cluster_init },
+	{ "_cluster_check", l_cluster_check }, { NULL, NULL }
 };
 
 LDOBJ_EXPORT int luaopen_dobj(lua_State *L)

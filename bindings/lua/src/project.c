@@ -209,6 +209,10 @@ static void copy_field(lua_State *L, int from, const char *key, int to, const ch
 int l_load(lua_State *L)
 {
 	static const char *const rt_opts[] = { "id_seed", "virtual_time", "durability", "idle_timeout", NULL };
+	/* The caller's cluster settings go to the config loader, which
+	 * resolves them with the environment's and the file's. */
+	static const char *const cluster_opts[] = { "cluster", "node_addr", "cluster_ttl", "cluster_grace",
+		"cluster_timeout", NULL };
 	const char *where, *main;
 	runtime_ud *r;
 	int opts = 1, cfg, mod, rtidx, nb, i;
@@ -235,6 +239,8 @@ int l_load(lua_State *L)
 	copy_field(L, opts, "config", 3, "path");
 	copy_field(L, opts, "env", 3, "env");
 	copy_field(L, opts, "persist_to", 3, "persist_to");
+	for (i = 0; cluster_opts[i]; i++)
+		copy_field(L, opts, cluster_opts[i], 3, cluster_opts[i]);
 	lua_call(L, 1, 2);
 	if (lua_isnil(L, -2))
 		return 2;
@@ -281,7 +287,19 @@ int l_load(lua_State *L)
 	copy_field(L, cfg, "state_dir", -2, "storage");
 	for (i = 0; rt_opts[i]; i++)
 		copy_field(L, opts, rt_opts[i], -2, rt_opts[i]);
-	lua_call(L, 1, 1);
+	if (lua_getfield(L, cfg, "cluster") == LUA_TTABLE) {
+		/* The settings in effect (config.cluster, in seconds). */
+		copy_field(L, -1, "url", -3, "cluster");
+		copy_field(L, -1, "node_addr", -3, "node_addr");
+		copy_field(L, -1, "ttl", -3, "cluster_ttl");
+		copy_field(L, -1, "grace", -3, "cluster_grace");
+		copy_field(L, -1, "timeout", -3, "cluster_timeout");
+	}
+	lua_pop(L, 1);
+	lua_call(L, 1, 2);
+	if (lua_isnil(L, -2))
+		return 2; /* nil, message: the cluster cannot be joined */
+	lua_pop(L, 1);
 	rtidx = lua_gettop(L);
 	r = check_ud(L, rtidx, MT_RUNTIME);
 

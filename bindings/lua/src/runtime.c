@@ -190,6 +190,22 @@ static void report_background_error(dobj_task *t, void *data)
 	lua_settop(A, atop);
 }
 
+static double cluster_ms(lua_State *L, int t, const char *key, int grace)
+{
+	double s;
+
+	lua_getfield(L, t, key);
+	if (lua_isnil(L, -1)) {
+		lua_pop(L, 1);
+		return 0;
+	}
+	if (lua_type(L, -1) != LUA_TNUMBER)
+		return luaL_error(L, "%s must be a number of seconds, got %s", key, luaL_typename(L, -1));
+	s = lua_tonumber(L, -1);
+	lua_pop(L, 1);
+	return s == 0 ? (grace ? -1 : NAN) : s * 1e3;
+}
+
 int l_runtime(lua_State *L)
 {
 	module_state *m = MOD(L);
@@ -259,6 +275,12 @@ int l_runtime(lua_State *L)
 			co.node_addr = lua_tolstring(L, -1, &co.node_addr_len);
 		}
 		lua_pop(L, 1);
+		/* Seconds; the core checks them (dobj_cluster_opts_check).  The C
+		 * fields' 0 means "the default": a grace of 0 s is written < 0
+		 * there, a ttl or timeout of 0 s stays a refusal (NaN). */
+		co.ttl_ms = cluster_ms(L, 1, "cluster_ttl", 0);
+		co.grace_ms = cluster_ms(L, 1, "cluster_grace", 1);
+		co.timeout_ms = cluster_ms(L, 1, "cluster_timeout", 0);
 		lua_getfield(L, 1, "durability");
 		if (!lua_isnil(L, -1)) {
 			size_t n = 0;

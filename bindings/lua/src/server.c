@@ -106,11 +106,47 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
 	return q;
 }
 
+struct add_headers { dobj_msg *msg; const char *error; };
+
 static enum MHD_Result add_header(void *cls, enum MHD_ValueKind kind, const char *key,
 	const char *value)
 {
+	struct add_headers *a = cls;
+
 	(void)kind;
-	return dobj_msg_add_header(cls, key, value ? value : "") < 0 ? MHD_NO : MHD_YES;
+	if (!a->error && dobj_msg_add_header(a->msg, key, value ? value : "") < 0)
+		a->error = dobj_error_last();
+	return MHD_YES;
+}
+
+/* Mark q refused with `status`, for the reason in dobj_error_last(). */
+static int refuse(req *q, int status)
+{
+	if (!q->refused) {
+		if (!(q->refused = strdup(dobj_error_last())))
+			return -1;
+		q->refused_status = status;
+	}
+	return 0;
+}
+
+/* The request the handler gets (for its log line) when the core refused
+ * the method or target: both as sent, cut at 100 bytes, control bytes and
+ * spaces as '?'. */
+static dobj_msg *shown_request(const char *method, const char *uri)
+{
+	char m[101], u[101];
+	size_t i;
+
+	snprintf(m, sizeof(m), "%s", method);
+	snprintf(u, sizeof(u), "%s", uri);
+	for (i = 0; m[i]; i++)
+		if ((unsigned char)m[i] <= ' ' || m[i] == 0x7f)
+			m[i] = '?';
+	for (i = 0; u[i]; i++)
+		if ((unsigned char)u[i] <= ' ' || u[i] == 0x7f)
+			u[i] = '?';
+	return dobj_msg_new_request(u, m[0] ? m : "?");
 }
 
 static int push_pending(server *s, req *q)
@@ -147,33 +183,43 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
 	if (q->state != REQ_READING)
 		return MHD_YES;
 	if (!q->msg) {
-		/* First call: the headers are in.  The URL the entry sees is the
-		 * full one, as workerd gives it: scheme, Host, path and query. */
-		const char *host = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "host");
-		size_t n;
-		if (host && dobj_msg_host_check(host, strlen(host)) < 0) {
-			/* It would rewrite the URL's path or query: refused, answered 400. */
-			if (!(q->refused = strdup(dobj_error_last())))
+		/* First call: the headers are in.  The core decides what the
+		 * request is (dobj/wire.h): its method, its URL (the full one, as
+		 * workerd gives it: scheme, Host, path and query) and whether it
+		 * is refused, with which status; a refused request is answered
+		 * with the reason without running the entry, and the connection
+		 * closes (its framing cannot be trusted). */
+		struct add_headers a = { NULL, NULL };
+		int status = 0;
+		if (dobj_msg_wire_begin(method, strlen(method), q->uri, strlen(q->uri), &a.msg,
+		    &status) < 0) {
+			if (!status)
+				return MHD_NO; /* out of memory */
+			if (refuse(q, status) < 0)
 				return MHD_NO;
-			q->refused_status = 400;
-			host = NULL;
+			q->msg = shown_request(method, q->uri);
+			if (!q->msg)
+				return MHD_NO;
+		} else {
+			q->msg = a.msg;
+			/* Every header, in order: one the core refuses is a 400 (it
+			 * used to end the walk, and the rest were dropped unseen). */
+			MHD_get_connection_values(conn, MHD_HEADER_KIND, add_header, &a);
+			if (a.error) {
+				if (refuse(q, 400) < 0)
+					return MHD_NO;
+			} else if (dobj_msg_wire_finish(q->msg, s->host, &status) < 0) {
+				if (!status || refuse(q, status) < 0)
+					return MHD_NO;
+			}
 		}
-		n = strlen(q->uri) + strlen(host ? host : s->host) + 8;
-		char *u = malloc(n);
-		if (!u)
-			return MHD_NO;
-		if (q->uri[0] != '/' && strstr(q->uri, "://"))
-			snprintf(u, n, "%s", q->uri); /* absolute-form (a proxy's request) */
-		else
-			snprintf(u, n, "http://%s%s", host ? host : s->host, q->uri);
-		q->msg = dobj_msg_new_request(u, method);
-		free(u);
-		if (!q->msg)
-			return MHD_NO;
 		q->conn = conn;
-		if (MHD_get_connection_values(conn, MHD_HEADER_KIND, add_header, q->msg) < 0)
-			return MHD_NO;
-		return MHD_YES;
+		if (!q->refused)
+			return MHD_YES;
+		/* Answered now, before any body: its length is not known (a
+		 * Transfer-Encoding libmicrohttpd would read until the client
+		 * closes), and nothing more is read from this connection. */
+		goto complete;
 	}
 	if (*upload_data_size) {
 		/* Past the limit, the rest is read and dropped: answering before
@@ -188,6 +234,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
 		*upload_data_size = 0;
 		return MHD_YES;
 	}
+complete:
 	/* Complete: suspend until Lua answers. */
 	if (push_pending(s, q) < 0)
 		return MHD_NO;
@@ -363,6 +410,11 @@ int l_http_listen(lua_State *L)
 		MHD_OPTION_URI_LOG_CALLBACK, on_uri, s,
 		MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
 		MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)0,
+		/* Room for a head past the core's limits, so that the core
+		 * answers it (414, 431) after reading it whole: libmicrohttpd's
+		 * own answer to a head past its memory closes with the rest
+		 * unread, and the reset could reach the client first. */
+		MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(2 * DOBJ_MSG_HEAD_MAX + (64 << 10)),
 		MHD_OPTION_END);
 	if (!s->d) {
 		server_close(s);
@@ -762,6 +814,8 @@ static int l_srv_respond(lua_State *L)
 #endif
 	if (!r)
 		return luaL_error(L, "out of memory");
+	if (q->refused)
+		MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
 	q->resp = r;
 	q->status = (unsigned)status;
 	q->state = REQ_ANSWERED;

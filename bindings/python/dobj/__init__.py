@@ -34,7 +34,7 @@ from ._dobj import (  # noqa: F401  (re-exported)
     Stub,
     WebSocket,
 )
-from .config import Binding, Config, ConfigError, Migration, load_config  # noqa: F401
+from .config import Binding, ClusterSettings, Config, ConfigError, Migration, load_config  # noqa: F401
 from .project import Entry, ExecutionContext, ProjectRuntime, WorkerEntrypoint  # noqa: F401
 from .project import from_config as _from_config
 
@@ -43,7 +43,7 @@ __all__ = [
     "DurableObject", "Request", "Response", "Headers", "Env",
     "Error", "InvalidIdError", "Aborted", "MAX_CALL_DEPTH",
     "Storage", "Transaction", "SqlStorage", "Cursor", "serialize", "deserialize",
-    "load_config", "Config", "Binding", "Migration", "ConfigError",
+    "load_config", "Config", "Binding", "Migration", "ClusterSettings", "ConfigError",
     "WorkerEntrypoint", "ExecutionContext", "Entry", "ProjectRuntime",
     "WebSocket", "WebSocketPair", "WebSocketRequestResponsePair",
 ]

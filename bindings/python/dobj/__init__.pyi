@@ -206,7 +206,8 @@ class Runtime:
                  storage: Optional[str] = ..., durability: Optional[str] = ...,
                  idle_timeout: Optional[float] = ..., virtual_time: bool = ...,
                  cluster: Optional[str] = ..., node_addr: Optional[str] = ...,
-                 cluster_ttl: Optional[float] = ..., cluster_grace: Optional[float] = ...) -> None: ...
+                 cluster_ttl: Optional[float] = ..., cluster_grace: Optional[float] = ...,
+                 cluster_timeout: Optional[float] = ...) -> None: ...
     @property
     def env(self) -> Env: ...
     @property
@@ -233,7 +234,10 @@ class Runtime:
     def from_config(cls, path: Optional[str] = ..., *, env: Optional[str] = ...,
                     persist_to: Optional[str] = ..., id_seed: Optional[int] = ...,
                     durability: Optional[str] = ..., idle_timeout: Optional[float] = ...,
-                    virtual_time: bool = ...) -> ProjectRuntime: ...
+                    virtual_time: bool = ..., cluster: Optional[str] = ...,
+                    node_addr: Optional[str] = ..., cluster_ttl: Optional[float] = ...,
+                    cluster_grace: Optional[float] = ...,
+                    cluster_timeout: Optional[float] = ...) -> ProjectRuntime: ...
 
 class WorkerEntrypoint:
     ctx: ExecutionContext

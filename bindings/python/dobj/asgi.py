@@ -36,6 +36,7 @@ from .config import PathLike
 __all__ = ["App", "with_env", "fetch"]
 
 _IS_LIST = _dobj._header_is_list
+_WIRE_CHECK = _dobj._wire_check
 _REQUEST = Request.__new__
 _HEADERS = Headers.__new__
 _BODY_MAX = _dobj._MSG_BODY_MAX  # the core's limit on a request body (413 past it)
@@ -149,6 +150,17 @@ async def close_runtime(rt: Any, timeout: float = 10.0) -> None:
     rt.close()
 
 
+def _server_host(scope: Any) -> str:
+    """host[:port] of the server, for a request without a Host header."""
+    server = scope.get("server")
+    if server is None:
+        return "localhost"
+    name, port = server[0], server[1]
+    if ":" in name:
+        name = f"[{name}]"
+    return name if port is None else f"{name}:{port}"
+
+
 def _url(scope: Any, host: Optional[str]) -> str:
     if host is None:
         server = scope.get("server")
@@ -253,13 +265,20 @@ class App:
                 items[key] = f"{old}, {value}"
         headers = _HEADERS(Headers)
         headers._items = items
-        host = items.get("host")
-        if host is not None:
-            try:
-                _dobj._host_check(host)  # two Host headers, joined, fail too
-            except Error as exc:
-                await self._refuse(scope, send, 400, str(exc), log)
-                return
+        path = scope.get("raw_path")
+        target = path.decode("latin-1") if path else _quote(scope["path"])
+        query = scope.get("query_string")
+        if query:
+            target = f"{target}?{query.decode('latin-1')}"
+        # The core's rules (dobj/wire.h): the method, the target, the Host
+        # header (two of them, joined, fail too) and the URL the entry gets.
+        refused, method, url = _WIRE_CHECK(scope["method"], target, items.get("host"),
+                                           _server_host(scope))
+        if refused:
+            await self._refuse(scope, send, refused, method, log)
+            return
+        if scope.get("scheme") == "https" and url.startswith("http://"):
+            url = "https://" + url[7:]
         length = items.get("content-length")
         if length is not None and len(length) >= 9 and length.isdigit() and \
                 int(length) > _BODY_MAX:
@@ -287,8 +306,8 @@ class App:
                           "before sending the whole body\n")
             return
         request = _REQUEST(Request)
-        request.url = url = _url(scope, items.get("host"))
-        request.method = method = scope["method"]
+        request.url = url
+        request.method = method
         request._headers = headers
         request.body = body
 

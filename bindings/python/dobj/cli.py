@@ -1,13 +1,18 @@
 """The ``dobj`` command: ``dobj dev`` serves a Workers project over HTTP.
 
 ``dobj dev [--config F] [--env X] [--port 8787] [--ip 127.0.0.1]
-[--persist-to DIR]`` loads the project as :meth:`dobj.Runtime.from_config`
+[--persist-to DIR] [--cluster URL] [--node-addr HOST:PORT]`` loads the project as :meth:`dobj.Runtime.from_config`
 does and serves its entry (:class:`dobj.asgi.App`) with uvicorn (HTTP/1.1,
 keep-alive; httptools and uvloop when installed: ``pip install 'dobj[dev]'``).
 The runtime lives in uvicorn's own event loop.  Ctrl-C or SIGTERM: no new
 connections, requests in flight finish, the entry's ``ctx.wait_until`` work
 finishes, the runtime is closed (every acknowledged write is on disk), the
-port is freed, exit status 0.
+port is freed, exit status 0.  Exit status 2: a bad command line (a
+``--cluster`` URL libpq cannot parse included); 1: the project could not
+start (its config, PostgreSQL unreachable, ...).
+
+``dobj cluster init URL`` creates or migrates the cluster schema
+(:mod:`dobj.cluster`).
 """
 from __future__ import annotations
 
@@ -53,13 +58,24 @@ def _parser() -> argparse.ArgumentParser:
                      help="keep state in DIR/v3/do (default: .wrangler/state next to the config)")
     dev.add_argument("--idle-timeout", type=float, metavar="SECONDS",
                      help="evict objects idle this long (default 10; WebSockets hibernate)")
+    dev.add_argument("--cluster", metavar="URL",
+                     help="run as a node of the cluster on this PostgreSQL database "
+                     "(default: $DOBJ_CLUSTER_URL, else the config's [dobj.cluster] url)")
+    dev.add_argument("--node-addr", metavar="HOST:PORT",
+                     help="the address other nodes reach this one at (default: "
+                     "$DOBJ_NODE_ADDR, else the config's [dobj.cluster] node_addr)")
+    from . import cluster
+    cl = sub.add_parser("cluster", help="cluster mode on PostgreSQL (docs/cluster.md)",
+                        description="dobj cluster mode on PostgreSQL")
+    add_parser_to = cl.add_subparsers(dest="cluster_command", metavar="COMMAND", required=True)
+    cluster.add_parser(add_parser_to, "dobj cluster")
     return p
 
 
-def _fail(message: str) -> int:
+def _fail(message: str, status: int = 1) -> int:
     sys.stderr.write(f"dobj dev: {message}\n")
     sys.stderr.flush()
-    return 1
+    return status
 
 
 def _listen(ip: str, port: int) -> socket.socket:
@@ -179,8 +195,20 @@ async def _serve(args: argparse.Namespace, out: Any) -> int:
     import dobj
     from .asgi import App, close_runtime
 
+    # A bad --cluster / --node-addr is a bad command line (exit 2), checked
+    # by the core as the runtime would check it.
+    for flag, bad in (("--cluster", args.cluster is not None and
+                       dobj._dobj._cluster_check(args.cluster)),
+                      ("--node-addr", args.node_addr is not None and
+                       dobj._dobj._cluster_check("postgresql://", args.node_addr))):
+        if bad:
+            return _fail(f"{flag}: {bad.removeprefix('cluster: ')}", 2)
     try:
         extra = {} if args.idle_timeout is None else {"idle_timeout": args.idle_timeout}
+        if args.cluster is not None:
+            extra["cluster"] = args.cluster
+        if args.node_addr is not None:
+            extra["node_addr"] = args.node_addr
         rt = dobj.Runtime.from_config(args.config, env=args.env, persist_to=args.persist_to,
                                       **extra)
     except (dobj.Error, ValueError) as exc:  # ConfigError, a state folder in use, ...
@@ -210,6 +238,11 @@ async def _serve(args: argparse.Namespace, out: Any) -> int:
         for b in cfg.bindings:
             out.write(f"[dobj]   env.{b.binding} (Durable Object {b.class_name})\n")
         out.write(f"[dobj] state: {cfg.state_dir}\n")
+        if rt.node_id is not None:
+            # Not the URL: it may hold a password.
+            addr = cfg.cluster.node_addr if cfg.cluster else None
+            out.write(f"[dobj] cluster: node {rt.node_id}"
+                      + (f" at {addr}" if addr else "") + "\n")
         out.write(f"[dobj] Ready on http://{shown}:{port}\n")
         out.flush()
         await server.serve(sockets=[sock])
@@ -298,6 +331,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "dev":
         return dev(args)
+    if args.command == "cluster":
+        from . import cluster
+        return cluster.run(args)
     _parser().print_help(sys.stderr)
     return 2
 

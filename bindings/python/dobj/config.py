@@ -14,7 +14,7 @@ from typing import Any, Mapping, Optional, Tuple, Union
 from . import _dobj
 from ._dobj import ConfigError
 
-__all__ = ["load_config", "Config", "Binding", "Migration", "ConfigError"]
+__all__ = ["load_config", "Config", "Binding", "Migration", "ClusterSettings", "ConfigError"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -46,6 +46,22 @@ class Migration:
 
 
 @dataclass(frozen=True)
+class ClusterSettings:
+    """The cluster settings in effect (docs/cluster.md): each from the first
+    of the caller (``dobj dev --cluster``, ``from_config(cluster=...)``),
+    the environment (``DOBJ_CLUSTER_URL``, ``DOBJ_NODE_ADDR``,
+    ``DOBJ_CLUSTER_TTL``, ``DOBJ_CLUSTER_GRACE``, ``DOBJ_CLUSTER_TIMEOUT``)
+    and the config's ``[dobj.cluster]`` table.  Seconds; ``None``: the
+    core's default."""
+
+    url: str
+    node_addr: Optional[str]
+    ttl: Optional[float]
+    grace: Optional[float]
+    timeout: Optional[float]
+
+
+@dataclass(frozen=True)
 class Config:
     """A resolved configuration (read-only).  Paths are absolute."""
 
@@ -62,6 +78,8 @@ class Config:
     migrations: Tuple[Migration, ...]
     state_dir: str
     warnings: Tuple[str, ...]
+    #: Cluster mode: the settings in effect, or ``None`` (not a node).
+    cluster: Optional[ClusterSettings] = None
 
     @property
     def compatibility(self) -> Tuple[Optional[str], Tuple[str, ...]]:
@@ -87,17 +105,23 @@ def load_config(
     ``[env.NAME]`` (default: ``$CLOUDFLARE_ENV``; ``""`` for the top level).
     ``persist_to`` is ``wrangler dev --persist-to``: state goes to
     ``<persist_to>/v3/do`` instead of ``.wrangler/state/v3/do`` next to the
-    config.  Raises :class:`ConfigError` (a ``dobj.Error`` and a
-    ``ValueError``) naming the file, the key and, for syntax errors, the line.
+    config.  ``cluster`` is the cluster settings in effect (the environment's
+    over the file's; see :class:`ClusterSettings`).  Raises
+    :class:`ConfigError` (a ``dobj.Error`` and a ``ValueError``) naming the
+    file (or the environment variable), the key and, for syntax errors, the
+    line.
     """
     return _load(path, env, persist_to, False)
 
 
 def _load(path: Optional[PathLike], env: Optional[str], persist_to: Optional[PathLike],
-          starting: bool) -> Config:
+          starting: bool, cluster: Optional[Tuple[Any, ...]] = None) -> Config:
     """load_config; ``starting``: the project starts, so ``renamed_classes``
-    move the state folders first (the core's dobj_config_move_renamed)."""
-    raw = _dobj._config_load(_opt_path(path), env, _opt_path(persist_to), starting)
+    move the state folders first (the core's dobj_config_move_renamed);
+    ``cluster``: the caller's (url, node_addr, ttl, grace, timeout), each
+    ``None`` when not given."""
+    raw = _dobj._config_load(_opt_path(path), env, _opt_path(persist_to), starting, cluster)
+    cl = raw["cluster"]
     return Config(
         config_path=raw["config_path"],
         env=raw["env"],
@@ -121,4 +145,5 @@ def _load(path: Optional[PathLike], env: Optional[str], persist_to: Optional[Pat
         ),
         state_dir=raw["state_dir"],
         warnings=tuple(raw["warnings"]),
+        cluster=None if cl is None else ClusterSettings(**cl),
     )

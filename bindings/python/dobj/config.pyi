@@ -20,6 +20,13 @@ class Migration:
     renamed_classes: Tuple[Tuple[str, str], ...]
     deleted_classes: Tuple[str, ...]
 
+class ClusterSettings:
+    url: str
+    node_addr: Optional[str]
+    ttl: Optional[float]
+    grace: Optional[float]
+    timeout: Optional[float]
+
 class Config:
     config_path: str
     env: Optional[str]
@@ -34,6 +41,7 @@ class Config:
     migrations: Tuple[Migration, ...]
     state_dir: str
     warnings: Tuple[str, ...]
+    cluster: Optional[ClusterSettings]
     @property
     def compatibility(self) -> Tuple[Optional[str], Tuple[str, ...]]: ...
 

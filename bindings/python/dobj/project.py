@@ -28,6 +28,7 @@ from .config import Config, PathLike, _load
 __all__ = ["WorkerEntrypoint", "ExecutionContext", "Entry", "ProjectRuntime"]
 
 _log = logging.getLogger("dobj")
+_CLUSTER_KWARGS = ("cluster", "node_addr", "cluster_ttl", "cluster_grace", "cluster_timeout")
 _module_numbers = itertools.count(1)
 
 
@@ -235,7 +236,14 @@ def from_config(cls: type, path: Optional[PathLike] = None, *, env: Optional[str
     """Load a Workers project: see :meth:`dobj.Runtime.from_config`."""
     if "storage" in runtime_options:
         raise TypeError("from_config() keeps state where the config says (use persist_to=)")
-    cfg = _load(path, env, persist_to, True)
+    # Cluster settings given here win over the environment's and the
+    # config's (the core resolves them: dobj_config.cluster).
+    given = tuple(runtime_options.pop(k, None) for k in _CLUSTER_KWARGS)
+    cfg = _load(path, env, persist_to, True, given if any(v is not None for v in given) else None)
+    if cfg.cluster is not None:
+        c = cfg.cluster
+        runtime_options.update(cluster=c.url, node_addr=c.node_addr, cluster_ttl=c.ttl,
+                               cluster_grace=c.grace, cluster_timeout=c.timeout)
     for warning in cfg.warnings:
         _log.warning("%s", warning)
     module = _import_main(cfg)

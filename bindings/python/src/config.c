@@ -142,21 +142,71 @@ static PyObject *str_or_none(const char *s)
 	return PyUnicode_DecodeUTF8(s, (Py_ssize_t)strlen(s), "surrogateescape");
 }
 
-/* _config_load(path, env, persist_to, starting=False) -> dict of the resolved
- * config.  `starting`: the project is about to start, so its state folder
- * takes the migrations' renames first (dobj_config_move_renamed). */
+/* Seconds (a float, or None: not given) -> ms in dobj_cluster_opts' terms,
+ * where 0 means "not given" and a grace of 0 s is written < 0. */
+static int opt_ms(PyObject *o, int grace, double *ms)
+{
+	double s;
+
+	if (o == Py_None)
+		return 0;
+	s = PyFloat_AsDouble(o);
+	if (s == -1 && PyErr_Occurred())
+		return -1;
+	*ms = grace && s == 0 ? -1 : s * 1e3;
+	if (*ms == 0) /* a ttl or timeout of 0 s: refused by the core, not "the default" */
+		*ms = NAN;
+	return 0;
+}
+
+/* The resolved cluster settings: None, or a dict in seconds (None for a
+ * setting left at the core's default). */
+static PyObject *cluster_dict(const dobj_cluster_opts *o)
+{
+	PyObject *d;
+	const double ms[3] = { o->ttl_ms, o->grace_ms, o->timeout_ms };
+	static const char *const names[3] = { "ttl", "grace", "timeout" };
+	int i;
+
+	if (!(d = PyDict_New()))
+		return NULL;
+	SET(d, "url", str_or_none(o->url));
+	SET(d, "node_addr", str_or_none(o->node_addr));
+	for (i = 0; i < 3; i++)
+		SET(d, names[i], ms[i] == 0 ? Py_NewRef(Py_None) : PyFloat_FromDouble(ms[i] < 0 ? 0 : ms[i] / 1e3));
+	return d;
+error:
+	Py_DECREF(d);
+	return NULL;
+}
+
+/* _config_load(path, env, persist_to, starting=False, cluster=None) -> dict
+ * of the resolved config.  `starting`: the project is about to start, so
+ * its state folder takes the migrations' renames first
+ * (dobj_config_move_renamed).  `cluster`: the caller's cluster settings, a
+ * tuple (url, node_addr, ttl, grace, timeout) of str / seconds / None; they
+ * win over the environment and the file (the core's rule). */
 static PyObject *mod_config_load(PyObject *m, PyObject *args)
 {
-	PyObject *path_o, *env_o, *persist_o, *d = NULL, *list;
+	PyObject *path_o, *env_o, *persist_o, *d = NULL, *list, *cl = Py_None;
+	PyObject *url_o = Py_None, *addr_o = Py_None, *ttl_o = Py_None, *grace_o = Py_None,
+		*timeout_o = Py_None;
 	dobj_config_opts opts = DOBJ_CONFIG_OPTS_INIT;
 	dobj_config *c = NULL;
 	size_t i;
 	int rc, starting = 0;
 
-	if (!PyArg_ParseTuple(args, "OOO|p:_config_load", &path_o, &env_o, &persist_o, &starting))
+	if (!PyArg_ParseTuple(args, "OOO|pO:_config_load", &path_o, &env_o, &persist_o, &starting, &cl))
+		return NULL;
+	if (cl != Py_None && !PyArg_ParseTuple(cl, "OOOOO:cluster", &url_o, &addr_o, &ttl_o, &grace_o,
+			&timeout_o))
 		return NULL;
 	if (opt_str(path_o, "path", &opts.path) < 0 || opt_str(env_o, "env", &opts.env) < 0 ||
-	    opt_str(persist_o, "persist_to", &opts.persist_to) < 0)
+	    opt_str(persist_o, "persist_to", &opts.persist_to) < 0 ||
+	    opt_str(url_o, "cluster", &opts.cluster.url) < 0 ||
+	    opt_str(addr_o, "node_addr", &opts.cluster.node_addr) < 0 ||
+	    opt_ms(ttl_o, 0, &opts.cluster.ttl_ms) < 0 || opt_ms(grace_o, 1, &opts.cluster.grace_ms) < 0 ||
+	    opt_ms(timeout_o, 0, &opts.cluster.timeout_ms) < 0)
 		return NULL;
 	/* File reads of a few kilobytes: no GIL release. */
 	if ((rc = dobj_config_load(&c, &opts)) < 0)
@@ -175,6 +225,7 @@ static PyObject *mod_config_load(PyObject *m, PyObject *args)
 	SET(d, "compatibility_date", str_or_none(c->compatibility_date));
 	SET(d, "dev_vars_path", str_or_none(c->dev_vars_path));
 	SET(d, "state_dir", str_or_none(c->state_dir));
+	SET(d, "cluster", c->cluster ? cluster_dict(c->cluster) : Py_NewRef(Py_None));
 	SET(d, "vars", from_tree(c->vars));
 	SET(d, "migrations", from_tree(c->migrations));
 	SET(d, "compatibility_flags", PyList_New(0));

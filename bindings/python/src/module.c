@@ -184,6 +184,48 @@ static PyObject *mod_host_check(PyObject *m, PyObject *host)
 	Py_RETURN_NONE;
 }
 
+/* _wire_check(method, target, host, default_host): the core's rules for a
+ * request read off the wire (dobj/wire.h), for a server whose parser gives
+ * the method, the target and the Host header (None: none was sent):
+ * (0, method, url) as the entry gets them, or (status to answer, why, None). */
+static PyObject *mod_wire_check(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
+{
+	const char *method, *target, *host = NULL, *dflt;
+	Py_ssize_t mlen, tlen;
+	dobj_msg *msg = NULL;
+	PyObject *out;
+	int status = 0;
+
+	(void)m;
+	if (nargs != 4 || !PyUnicode_Check(args[0]) || !PyUnicode_Check(args[1]) ||
+	    (args[2] != Py_None && !PyUnicode_Check(args[2])) || !PyUnicode_Check(args[3])) {
+		PyErr_SetString(PyExc_TypeError,
+			"_wire_check(method: str, target: str, host: str | None, default_host: str)");
+		return NULL;
+	}
+	if (!(method = PyUnicode_AsUTF8AndSize(args[0], &mlen)) ||
+	    !(target = PyUnicode_AsUTF8AndSize(args[1], &tlen)) ||
+	    (args[2] != Py_None && !(host = PyUnicode_AsUTF8(args[2]))) ||
+	    !(dflt = PyUnicode_AsUTF8(args[3])))
+		return NULL;
+	if (dobj_msg_wire_begin(method, (size_t)mlen, target, (size_t)tlen, &msg, &status) < 0)
+		goto refused;
+	if (host && dobj_msg_add_header(msg, "host", host) < 0) {
+		status = 400;
+		goto refused;
+	}
+	if (dobj_msg_wire_finish(msg, dflt, &status) < 0)
+		goto refused;
+	out = Py_BuildValue("(iss)", 0, msg->method, msg->url);
+	dobj_msg_free(msg);
+	return out;
+refused:
+	dobj_msg_free(msg);
+	if (!status)
+		return PyErr_NoMemory();
+	return Py_BuildValue("(isO)", status, dobj_error_last(), Py_None);
+}
+
 /* _header_is_framing(name): does a server write this header itself (so a
  * response's own copy is dropped)?  The core's list. */
 static PyObject *mod_header_is_framing(PyObject *m, PyObject *name)
@@ -221,8 +263,46 @@ static PyObject *mod_cluster_init(PyObject *m, PyObject *args)
 	return PyLong_FromLong(version);
 }
 
+/* _cluster_init_status(url, timeout_seconds) -> (code, version, message):
+ * dobj_cluster_init's own code (0, DOBJ_EARG for a bad URL, DOBJ_ESTATE for
+ * a newer schema, ...) for `dobj cluster init`'s exit status. */
+static PyObject *mod_cluster_init_status(PyObject *m, PyObject *args)
+{
+	const char *url;
+	Py_ssize_t n;
+	double timeout = 0;
+	int version = 0, rc;
+
+	(void)m;
+	if (!PyArg_ParseTuple(args, "s#|d:cluster_init_status", &url, &n, &timeout))
+		return NULL;
+	rc = dobj_cluster_init(url, (size_t)n, timeout * 1e3, &version);
+	return Py_BuildValue("iis", rc, version, rc < 0 ? dobj_error_last() : "");
+}
+
+/* _cluster_check(url, node_addr=None): dobj_cluster_opts_check, the URL's
+ * syntax included (no connection); None, or the message. */
+static PyObject *mod_cluster_check(PyObject *m, PyObject *args)
+{
+	dobj_cluster_opts o = DOBJ_CLUSTER_OPTS_INIT;
+	Py_ssize_t n, an = 0;
+
+	(void)m;
+	if (!PyArg_ParseTuple(args, "s#|z#:cluster_check", &o.url, &n, &o.node_addr, &an))
+		return NULL;
+	o.url_len = (size_t)n;
+	o.node_addr_len = (size_t)an;
+	if (n == 0)
+		o.url_len = 0, o.url = "";
+	if (dobj_cluster_opts_check(&o) < 0)
+		return PyUnicode_FromString(dobj_error_last());
+	Py_RETURN_NONE;
+}
+
 static PyMethodDef mod_methods[] = {
 	{ "_cluster_init", mod_cluster_init, METH_VARARGS, NULL },
+	{ "_cluster_init_status", mod_cluster_init_status, METH_VARARGS, NULL },
+	{ "_cluster_check", mod_cluster_check, METH_VARARGS, NULL },
 	{ "_setup", mod_setup, METH_VARARGS, NULL },
 	{ "_fd_readable", runtime_fd_readable, METH_O, NULL },
 	{ "_setup_storage", mod_setup_storage, METH_VARARGS, NULL },
@@ -232,6 +312,7 @@ static PyMethodDef mod_methods[] = {
 	{ "_body_check", mod_body_check, METH_O, NULL },
 	{ "_host_check", mod_host_check, METH_O, NULL },
 	{ "_header_is_framing", mod_header_is_framing, METH_O, NULL },
+	{ "_wire_check", (PyCFunction)(void (*)(void))mod_wire_check, METH_FASTCALL, NULL },
 	{ "serialize", mod_serialize, METH_O,
 		"The bytes storage keeps for `value` (V8's serialization format, as workerd)." },
 	{ "deserialize", mod_deserialize, METH_O, "The value of a V8 serialization blob." },

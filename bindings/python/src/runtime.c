@@ -278,20 +278,22 @@ static void report_background_error(dobj_task *t, void *data)
 static PyObject *Runtime_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 {
 	static char *kwlist[] = { "env", "id_seed", "storage", "durability", "idle_timeout",
-		"virtual_time", "cluster", "node_addr", "cluster_ttl", "cluster_grace", NULL };
+		"virtual_time", "cluster", "node_addr", "cluster_ttl", "cluster_grace", "cluster_timeout",
+		NULL };
 	PyObject *module = module_of_type(type);
 	module_state *st = module ? PyModule_GetState(module) : NULL;
 	PyObject *env = Py_None, *seed = Py_None, *storage = Py_None, *durability = Py_None,
 		*idle = Py_None, *cluster = Py_None, *node_addr = Py_None, *ttl = Py_None,
-		*grace = Py_None;
+		*grace = Py_None, *timeout = Py_None;
 	int virtual_time = 0;
 	RuntimeObject *self;
 	dobj_rt_opts opts = DOBJ_RT_OPTS_INIT;
 	PyObject *storage_bytes = NULL;
 	int rc;
 
-	if (!PyArg_ParseTupleAndKeywords(args, kw, "|O$OOOOpOOOO:Runtime", kwlist, &env, &seed,
-		    &storage, &durability, &idle, &virtual_time, &cluster, &node_addr, &ttl, &grace))
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "|O$OOOOpOOOOO:Runtime", kwlist, &env, &seed,
+		    &storage, &durability, &idle, &virtual_time, &cluster, &node_addr, &ttl, &grace,
+		    &timeout))
 		return NULL;
 	if ((cluster != Py_None && !PyUnicode_Check(cluster)) ||
 	    (node_addr != Py_None && !PyUnicode_Check(node_addr))) {
@@ -379,6 +381,13 @@ static PyObject *Runtime_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 		/* Seconds; the core checks them (dobj_cluster_opts_check). */
 		if (ttl != Py_None && (co.ttl_ms = PyFloat_AsDouble(ttl) * 1e3, PyErr_Occurred()))
 			goto fail;
+		if (timeout != Py_None && (co.timeout_ms = PyFloat_AsDouble(timeout) * 1e3, PyErr_Occurred()))
+			goto fail;
+		/* 0 s is refused by the core (the C field's 0 means "the default"). */
+		if (ttl != Py_None && co.ttl_ms == 0)
+			co.ttl_ms = NAN;
+		if (timeout != Py_None && co.timeout_ms == 0)
+			co.timeout_ms = NAN;
 		if (grace != Py_None) {
 			co.grace_ms = PyFloat_AsDouble(grace) * 1e3;
 			if (PyErr_Occurred())

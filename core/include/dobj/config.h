@@ -103,6 +103,16 @@ typedef struct dobj_config {
 	/** Warnings, worded as wrangler words them (a binding prints them). */
 	const char *const *warnings;
 	size_t warnings_len;
+	/** Cluster mode (docs/cluster.md): the settings in effect, for
+	 *  dobj_rt_cluster; NULL when no source names a cluster URL.  Each
+	 *  setting comes from the first of: dobj_config_opts.cluster (a flag),
+	 *  the environment (DOBJ_CLUSTER_URL, DOBJ_NODE_ADDR, DOBJ_CLUSTER_TTL,
+	 *  DOBJ_CLUSTER_GRACE, DOBJ_CLUSTER_TIMEOUT; seconds; an empty variable
+	 *  counts as unset), the file's `[dobj.cluster]` table (`url`,
+	 *  `node_addr`, `ttl`, `grace`, `timeout`; `[env.NAME.dobj.cluster]` in
+	 *  an environment, which replaces the top level's).  The numbers are in
+	 *  dobj_cluster_opts' terms (ms; grace_ms < 0 for a grace of 0 s). */
+	const dobj_cluster_opts *cluster;
 } dobj_config;
 
 typedef struct dobj_config_opts {
@@ -115,15 +125,21 @@ typedef struct dobj_config_opts {
 	/** State folder as `wrangler dev --persist-to DIR` (relative to the
 	 *  current folder); NULL = "<config dir>/.wrangler/state". */
 	const char *persist_to;
+	/** (version 2) Cluster settings given by the caller (`dobj dev
+	 *  --cluster URL --node-addr HOST:PORT`, keyword arguments): each field
+	 *  set (a non-NULL string, a non-zero number) wins over the environment
+	 *  and the file.  `cluster.version` is ignored. */
+	dobj_cluster_opts cluster;
 } dobj_config_opts;
-#define DOBJ_CONFIG_OPTS_VERSION 1
-#define DOBJ_CONFIG_OPTS_INIT { DOBJ_CONFIG_OPTS_VERSION, 0, 0, 0 }
+#define DOBJ_CONFIG_OPTS_VERSION 2
+#define DOBJ_CONFIG_OPTS_INIT { DOBJ_CONFIG_OPTS_VERSION, 0, 0, 0, DOBJ_CLUSTER_OPTS_INIT }
 
 /**
  * Find, read and resolve a project's configuration (*out is the caller's:
- * dobj_config_free).  Which file: `wrangler.json`, then `wrangler.jsonc`,
- * then `wrangler.toml`, each looked for from the folder upwards (wrangler's
- * order).  Fails with a message naming the file and the key:
+ * dobj_config_free); version 1 options (without `cluster`) are accepted.
+ * Which file: `wrangler.json`, then `wrangler.jsonc`, then `wrangler.toml`,
+ * each looked for from the folder upwards (wrangler's order).  Fails with
+ * a message naming the file and the key (or the environment variable):
  * DOBJ_EINVALID for bad syntax or a bad value, DOBJ_EARG for a missing file
  * or an unknown environment, DOBJ_ENOMEM.
  */

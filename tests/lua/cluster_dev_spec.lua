@@ -1,0 +1,190 @@
+-- Cluster settings of a Lua project and `dobj-lua cluster init`, on a real
+-- PostgreSQL (tests/cluster/pgtmp.sh): the init command's exit status per
+-- failure, two `dobj-lua dev --cluster` servers on one database over real
+-- HTTP, a bad --cluster as one line and exit status 2, and dobj.load taking
+-- the `[dobj.cluster]` table (a caller's value winning over it).
+local H = dofile((debug.getinfo(1, "S").source:match("^@(.*[/\\])") or "./") .. "helpers.lua")
+local dobj = H.dobj
+
+local HERE = debug.getinfo(1, "S").source:match("^@(.*[/\\])") or "./"
+local PGTMP = HERE .. "../cluster/pgtmp.sh"
+local SCRIPT = HERE .. "../../bindings/lua/bin/dobj-lua"
+local EXAMPLE = HERE .. "../../examples/workers/lua-counter"
+local PRELOAD = os.getenv("LD_PRELOAD") -- the ASan runtime, for the server only
+local BAD_URL = "postgresql://dobj@127.0.0.1/x?bogus=1"
+
+local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+
+local function read_all(cmd)
+  local p = assert(io.popen(cmd))
+  local out = p:read("a")
+  local _, _, code = p:close()
+  return out, code
+end
+
+-- dobj-lua ARGS (stdout and stderr apart), without DOBJ_CLUSTER_* from
+-- the caller's environment: output, error output, exit status.
+local function dobj_lua(args, env)
+  local err = os.tmpname()
+  local out, code = read_all(("env -u LD_PRELOAD -u DOBJ_CLUSTER_URL -u DOBJ_NODE_ADDR env %s %s lua5.4 %s %s 2>%s")
+    :format(PRELOAD and ("LD_PRELOAD=" .. q(PRELOAD)) or "", env or "", q(SCRIPT), args, q(err)))
+  local f = assert(io.open(err))
+  local errout = f:read("a")
+  f:close()
+  os.remove(err)
+  return out, errout, code
+end
+
+local function curl(url)
+  local out = read_all("env -u LD_PRELOAD curl -s -m 20 -w ' %{http_code}' " .. q(url) .. " 2>&1")
+  local body, status = out:match("^(.-) (%d+)$")
+  return tonumber(status), body
+end
+
+-- `dobj-lua dev --port 0 --config DIR ARGS`, once it printed "Ready on".
+local function start(dir, args)
+  local cmd = ("echo $$ && exec env -u LD_PRELOAD timeout --foreground -k 5 60 env %s lua5.4 %s dev --port 0 --config %s %s 2>&1")
+    :format(PRELOAD and ("LD_PRELOAD=" .. q(PRELOAD)) or "", q(SCRIPT), q(dir), args)
+  local p = assert(io.popen("sh -c " .. q(cmd)))
+  local s = { p = p, pid = assert(tonumber(p:read("l"))), lines = {} }
+  for line in p:lines() do
+    s.lines[#s.lines + 1] = line
+    if line:find("Ready on", 1, true) then
+      s.port = assert(tonumber(line:match(":(%d+)$")), line)
+      return s
+    end
+  end
+  p:close()
+  error("dobj-lua dev did not start:\n" .. table.concat(s.lines, "\n"))
+end
+
+local function stop(s)
+  if s.stopped then return s.code end
+  os.execute("kill -TERM " .. s.pid .. " 2>/dev/null")
+  s.rest = s.p:read("a")
+  local _, _, code = s.p:close()
+  s.stopped, s.code = true, code
+  return code
+end
+
+local function closed_port()
+  -- A port in this helper's own range that nothing of the suite listens on.
+  return 18399
+end
+
+describe("cluster settings and commands (Lua)", function()
+  local pg, dirs, servers
+  setup(function()
+    local p = assert(io.popen("'" .. PGTMP .. "' start"))
+    local url, dir = p:read("l"):match("^(%S+) (%S+)$")
+    assert(p:close() and url, "could not start PostgreSQL")
+    pg = { url = url, dir = dir, lifeline = assert(io.open(dir .. "/lifeline", "r+")) }
+  end)
+  teardown(function()
+    if not pg then return end
+    pg.lifeline:close()
+    os.execute("'" .. PGTMP .. "' stop '" .. pg.dir .. "'")
+  end)
+  before_each(function() dirs, servers = {}, {} end)
+  after_each(function()
+    for _, s in ipairs(servers) do stop(s) end
+    collectgarbage()
+    for _, d in ipairs(dirs) do H.rm_rf(d) end
+  end)
+
+  local function sql(query)
+    return (read_all("env -u LD_PRELOAD psql -XAtq " .. q(pg.url) .. " -c " .. q(query)):gsub("%s+$", ""))
+  end
+
+  local function project(toml)
+    local d = H.tmpdir()
+    dirs[#dirs + 1] = d
+    H.sh("cp -r " .. q(EXAMPLE) .. "/. " .. q(d))
+    if toml then
+      local f = assert(io.open(d .. "/wrangler.toml", "a"))
+      f:write(toml)
+      f:close()
+    end
+    return d
+  end
+
+  it("dobj-lua cluster init: schema version, exit 2 for a bad URL, 1 unreachable, 3 newer", function()
+    local out, err, code = dobj_lua("cluster init " .. q(pg.url))
+    assert.are.same({ "dobj cluster schema version 1\n", "", 0 }, { out, err, code })
+    out, err, code = dobj_lua("cluster init " .. q(BAD_URL))
+    assert.are.equal(2, code)
+    assert.are.equal('dobj-lua cluster init: invalid PostgreSQL URL: invalid URI query parameter: "bogus"\n', err)
+    out, err, code = dobj_lua(("cluster init postgresql://dobj@127.0.0.1:%d/x --timeout 1"):format(closed_port()))
+    assert.are.equal(1, code)
+    assert.truthy(err:find("^dobj%-lua cluster init: cannot connect to PostgreSQL: [^\n]*\n$"), err)
+    out, err, code = dobj_lua("cluster init")
+    assert.are.equal(2, code)
+    assert.truthy(err:find("needs a PostgreSQL URL", 1, true))
+    sql("UPDATE dobj_schema_version SET version = 7")
+    out, err, code = dobj_lua("cluster init " .. q(pg.url))
+    sql("UPDATE dobj_schema_version SET version = 1")
+    assert.are.equal(3, code)
+    assert.truthy(err:find("version 7, newer than this dobj's (1)", 1, true), err)
+    -- The module function under it.
+    assert.are.equal(1, dobj.cluster_init(pg.url))
+    local v, msg, kind = dobj.cluster_init(BAD_URL)
+    assert.are.same({ nil, "url" }, { v, kind })
+    assert.truthy(msg:find("invalid PostgreSQL URL", 1, true))
+  end)
+
+  it("two dobj-lua dev --cluster servers share one database", function()
+    local a = start(project(), "--cluster " .. q(pg.url) .. " --node-addr 127.0.0.1:18311")
+    servers[#servers + 1] = a
+    local b = start(project(), "--cluster " .. q(pg.url) .. " --node-addr 127.0.0.1:18312")
+    servers[#servers + 1] = b
+    local node_a = tonumber(table.concat(a.lines, "\n"):match("%[dobj:inf%] cluster: node (%d+) at 127%.0%.0%.1:18311"))
+    local node_b = tonumber(table.concat(b.lines, "\n"):match("%[dobj:inf%] cluster: node (%d+) at 127%.0%.0%.1:18312"))
+    assert.truthy(node_a and node_b and node_a ~= node_b)
+    for i = 1, 3 do
+      assert.are.same({ 200, tostring(i) }, { curl(("http://127.0.0.1:%d/shared"):format(a.port)) })
+    end
+    -- Active on a: b cannot run a second incarnation.
+    local status, body = curl(("http://127.0.0.1:%d/shared"):format(b.port))
+    assert.are.equal(500, status)
+    assert.truthy(body:find("active on node " .. node_a, 1, true), body)
+    assert.are.equal(0, stop(a)) -- releases its objects
+    assert.are.same({ 200, "4" }, { curl(("http://127.0.0.1:%d/shared"):format(b.port)) })
+    assert.are.equal("1", sql("SELECT count(*) FROM dobj_owner WHERE node_id = " .. node_b))
+  end)
+
+  it("a bad --cluster is one line and exit status 2; an unreachable database exit 1", function()
+    local d = project()
+    local out, err, code = dobj_lua("dev --port 0 --config " .. q(d) .. " --cluster " .. q(BAD_URL))
+    assert.are.same({ "", 'dobj-lua: --cluster: invalid PostgreSQL URL: invalid URI query parameter: "bogus"\n', 2 },
+      { out, err, code })
+    out, err, code = dobj_lua(("dev --port 0 --config %s --cluster postgresql://dobj@127.0.0.1:%d/x")
+      :format(q(d), closed_port()), "DOBJ_CLUSTER_TIMEOUT=1")
+    assert.are.equal(1, code)
+    assert.truthy(err:find("^dobj%-lua: cluster: cannot connect to PostgreSQL: [^\n]*\n$"), err)
+    -- The environment is read by the same loader.
+    out, err, code = dobj_lua("dev --port 0 --config " .. q(d), "DOBJ_CLUSTER_URL=" .. q(pg.url) .. " DOBJ_CLUSTER_TTL=soon")
+    assert.are.equal(1, code)
+    assert.are.equal("dobj-lua: environment variable DOBJ_CLUSTER_TTL=soon: not a number of seconds\n", err)
+  end)
+
+  it("dobj.load takes the [dobj.cluster] table; a caller's value wins", function()
+    local d = project(('\n[dobj.cluster]\nurl = "%s"\nnode_addr = "127.0.0.1:18313"\nttl = 2.5\ngrace = 0\n')
+      :format(pg.url))
+    local cfg = assert(dobj.load_config(d))
+    assert.are.same({ url = pg.url, node_addr = "127.0.0.1:18313", ttl = 2.5, grace = 0 }, cfg.cluster)
+    local rt = assert(dobj.load { config = d, node_addr = "127.0.0.1:18314" })
+    assert.truthy(rt:node_id())
+    assert.are.equal("127.0.0.1:18314", sql("SELECT addr FROM dobj_node WHERE node_id = " .. rt:node_id()))
+    assert.are.equal("1", rt.default.fetch("http://x/cfg"):text())
+    rt:close()
+    local none, msg = dobj.load { config = d, cluster = BAD_URL }
+    assert.is_nil(none)
+    assert.truthy(msg:find("the cluster URL given (--cluster, cluster=): invalid PostgreSQL URL", 1, true), msg)
+    none, msg = dobj.load { config = d, cluster = ("postgresql://dobj@127.0.0.1:%d/x"):format(closed_port()),
+      cluster_timeout = 1 }
+    assert.is_nil(none)
+    assert.truthy(msg:find("cannot connect to PostgreSQL", 1, true), msg)
+    assert.has_error(function() dobj.load { config = d, cluster_ttl = "3" } end,
+      "load_config: cluster_ttl must be a number of seconds, not string")
+  end)
+end)

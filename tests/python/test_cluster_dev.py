@@ -1,0 +1,192 @@
+"""Cluster settings of a project and the cluster commands, on a real
+PostgreSQL (tests/cluster/pgtmp.sh): `dobj cluster init` (exit status per
+failure), `dobj dev --cluster` over real HTTP with two servers on one
+database, the `[dobj.cluster]` table and DOBJ_CLUSTER_* variables with their
+precedence (flag > environment > file), and Runtime.from_config picking them
+up."""
+import os
+import re
+import socket
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+import dobj
+from devserver import copy_example, dev_env
+from pg_util import PgServer, available
+
+pytestmark = pytest.mark.skipif(not available(), reason="PostgreSQL (Debian: postgresql) not installed")
+
+DOBJ = str(Path(sys.executable).parent / "dobj")
+BAD_URL = "postgresql://dobj@127.0.0.1/x?bogus=1"
+CLEAN = {k: v for k, v in os.environ.items() if not k.startswith(("DOBJ_CLUSTER_", "DOBJ_NODE_"))}
+
+
+@pytest.fixture(scope="module")
+def pg():
+    server = PgServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(autouse=True)
+def no_cluster_environ(monkeypatch):
+    for k in list(os.environ):
+        if k.startswith(("DOBJ_CLUSTER_", "DOBJ_NODE_")):
+            monkeypatch.delenv(k)
+
+
+def closed_port():
+    """A loopback port nothing listens on (bound, then closed)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run(*args, env=None):
+    return subprocess.run(list(args), capture_output=True, text=True, timeout=60, env=env or CLEAN)
+
+
+def get(port, path):
+    """(status, body) of GET http://127.0.0.1:port/path."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/{path}", timeout=30) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def test_cluster_init_console_command_and_its_exit_status(pg):
+    out = run(DOBJ, "cluster", "init", pg.url)
+    assert (out.returncode, out.stdout) == (0, "dobj cluster schema version 1\n")
+    # `python -m dobj.cluster init` is the same command.
+    out = run(sys.executable, "-m", "dobj.cluster", "init", pg.url)
+    assert (out.returncode, out.stdout) == (0, "dobj cluster schema version 1\n")
+    out = run(DOBJ, "cluster", "init", BAD_URL)
+    assert out.returncode == 2
+    assert out.stderr == 'dobj cluster init: invalid PostgreSQL URL: invalid URI query parameter: "bogus"\n'
+    out = run(DOBJ, "cluster", "init", f"postgresql://dobj@127.0.0.1:{closed_port()}/x", "--timeout", "1")
+    assert out.returncode == 1
+    assert out.stderr.startswith("dobj cluster init: cannot connect to PostgreSQL: ")
+    assert out.stderr.count("\n") == 1
+    out = run(DOBJ, "cluster", "init", pg.url, "--timeout", "-1")
+    assert out.returncode == 2 and "timeout" in out.stderr
+    out = run(DOBJ, "cluster")
+    assert out.returncode == 2 and "usage: dobj cluster" in out.stderr
+    pg.sql("UPDATE dobj_schema_version SET version = 7")
+    try:
+        out = run(DOBJ, "cluster", "init", pg.url)
+        assert out.returncode == 3
+        assert "version 7, newer than this dobj's (1)" in out.stderr
+        assert pg.sql("SELECT version FROM dobj_schema_version") == ["7"]  # left alone
+    finally:
+        pg.sql("UPDATE dobj_schema_version SET version = 1")
+
+
+def test_dev_cluster_two_servers_share_one_database(pg, tmp_path, servers):
+    """Two `dobj dev --cluster` processes on one database, each with its own
+    state folder: an object lives on one node at a time, and what one node
+    wrote is what the next one sees."""
+    a_dir, b_dir = copy_example(tmp_path / "a"), copy_example(tmp_path / "b")
+    a = servers(a_dir, "--cluster", pg.url, "--node-addr", "127.0.0.1:18301", env=dev_env(**CLEAN))
+    b = servers(b_dir, "--cluster", pg.url, "--node-addr", "127.0.0.1:18302", env=dev_env(**CLEAN))
+    # Printed before "Ready".
+    node_a = int(re.search(r"\[dobj\] cluster: node (\d+) at 127\.0\.0\.1:18301\n", a.output()).group(1))
+    node_b = int(re.search(r"\[dobj\] cluster: node (\d+) at 127\.0\.0\.1:18302\n", b.output()).group(1))
+    assert node_a != node_b
+    assert pg.url not in a.output()  # the URL may hold a password: never printed
+    assert [get(a.port, "shared")[1] for _ in range(3)] == ["1", "2", "3"]
+    # The object is active on a: b cannot run a second incarnation of it.
+    status, body = get(b.port, "shared")
+    assert status == 500 and f"active on node {node_a}" in body
+    assert a.stop() == 0  # releases its objects
+    assert get(b.port, "shared") == (200, "4")  # a's writes, restored from PostgreSQL
+    assert pg.sql("SELECT count(*) FROM dobj_owner WHERE node_id = %d" % node_b) == ["1"]
+
+
+def test_dev_bad_cluster_flag_is_one_line_and_exit_2(tmp_path):
+    d = copy_example(tmp_path)
+    out = run(DOBJ, "dev", "--port", "0", "--cluster", BAD_URL, "--config", str(d))
+    assert out.returncode == 2
+    assert out.stderr == ('dobj dev: --cluster: invalid PostgreSQL URL: invalid URI query '
+                          'parameter: "bogus"\n')
+
+
+def test_dev_unreachable_database_is_one_line_and_exit_1(tmp_path):
+    d = copy_example(tmp_path)
+    env = dict(CLEAN, DOBJ_CLUSTER_TIMEOUT="1")
+    out = run(DOBJ, "dev", "--port", "0", "--cluster", f"postgresql://dobj@127.0.0.1:{closed_port()}/x",
+              "--config", str(d), env=env)
+    assert out.returncode == 1
+    assert out.stderr.startswith("dobj dev: cluster: cannot connect to PostgreSQL: ")
+    assert out.stderr.count("\n") == 1
+
+
+CONFIG = """\
+name = "t"
+main = "src/entry.py"
+[[durable_objects.bindings]]
+name = "COUNTER"
+class_name = "Counter"
+[[migrations]]
+tag = "v1"
+new_sqlite_classes = ["Counter"]
+[dobj.cluster]
+url = "{url}"
+node_addr = "127.0.0.1:18303"
+ttl = 2.5
+grace = 0
+"""
+
+
+def project(tmp_path, url):
+    d = copy_example(tmp_path)
+    (d / "wrangler.toml").write_text(CONFIG.format(url=url))
+    return d
+
+
+async def test_from_config_takes_the_config_table(pg, tmp_path):
+    d = project(tmp_path, pg.url)
+    cfg = dobj.load_config(d)
+    assert cfg.cluster == dobj.ClusterSettings(url=pg.url, node_addr="127.0.0.1:18303", ttl=2.5,
+                                               grace=0.0, timeout=None)
+    rt = dobj.Runtime.from_config(d)
+    try:
+        assert rt.node_id is not None
+        assert pg.sql(f"SELECT addr FROM dobj_node WHERE node_id = {rt.node_id}") == ["127.0.0.1:18303"]
+        assert (await rt.default.fetch("http://x/cfg")).text() == "1"
+    finally:
+        rt.close()
+
+
+async def test_precedence_flag_over_environment_over_file(pg, tmp_path, monkeypatch):
+    d = project(tmp_path, BAD_URL)  # the file's URL is never used below
+    monkeypatch.setenv("DOBJ_CLUSTER_URL", pg.url)
+    monkeypatch.setenv("DOBJ_NODE_ADDR", "127.0.0.1:18304")
+    monkeypatch.setenv("DOBJ_CLUSTER_TTL", "4")
+    cfg = dobj.load_config(d)
+    assert cfg.cluster == dobj.ClusterSettings(url=pg.url, node_addr="127.0.0.1:18304", ttl=4.0,
+                                               grace=0.0, timeout=None)
+    rt = dobj.Runtime.from_config(d, node_addr="127.0.0.1:18305")  # a keyword is a flag
+    try:
+        assert pg.sql(f"SELECT addr FROM dobj_node WHERE node_id = {rt.node_id}") == ["127.0.0.1:18305"]
+    finally:
+        rt.close()
+    # The flag's URL over the environment's: a bad one is refused, naming it.
+    with pytest.raises(dobj.ConfigError, match=r"the cluster URL given \(--cluster, cluster=\): "
+                       "invalid PostgreSQL URL"):
+        dobj.Runtime.from_config(d, cluster=BAD_URL)
+    monkeypatch.delenv("DOBJ_CLUSTER_URL")
+    with pytest.raises(dobj.ConfigError, match=r"wrangler.toml: dobj.cluster.url: invalid PostgreSQL URL"):
+        dobj.load_config(d)
+    monkeypatch.setenv("DOBJ_CLUSTER_TTL", "soon")
+    with pytest.raises(dobj.ConfigError, match="environment variable DOBJ_CLUSTER_TTL=soon: not a number"):
+        dobj.load_config(d)
+    # `dobj dev` takes the environment the same way.
+    out = run(DOBJ, "dev", "--port", "0", "--config", str(d), env=dict(CLEAN, DOBJ_CLUSTER_TTL="soon"))
+    assert out.returncode == 1
+    assert out.stderr == "dobj dev: environment variable DOBJ_CLUSTER_TTL=soon: not a number of seconds\n"
