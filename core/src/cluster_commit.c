@@ -23,6 +23,7 @@
  */
 #include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -777,6 +778,7 @@ static int cond_init(pthread_cond_t *c)
 
 int dobj__cluster_start(struct dobj__cluster *cl)
 {
+	sigset_t all, old;
 	int rc;
 
 	cl->cpg.timeout_ms = cl->lpg.timeout_ms = cl->pg.timeout_ms;
@@ -794,19 +796,24 @@ int dobj__cluster_start(struct dobj__cluster *cl)
 	cond_init(&cl->idle);
 	if ((rc = dobj__rt_source_add(cl->rt, drain, cl)) < 0)
 		goto fail;
-	if (pthread_create(&cl->cth, NULL, commit_main, cl) != 0) {
-		dobj__rt_source_remove(cl->rt, drain, cl);
-		rc = dobj_error_set(DOBJ_ERROR, "cluster: cannot start a thread: %s", strerror(errno));
-		goto fail;
-	}
-	if (pthread_create(&cl->lth, NULL, dobj__lease_main, cl) != 0) {
+	/* The threads take no signal: a host that waits for SIGTERM on a
+	 * signalfd (dobj-lua dev) has it blocked on its own thread, and the
+	 * kernel would deliver it here, with its default action, instead. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	rc = pthread_create(&cl->cth, NULL, commit_main, cl);
+	if (rc == 0 && pthread_create(&cl->lth, NULL, dobj__lease_main, cl) != 0) {
 		pthread_mutex_lock(&cl->mu);
 		cl->stop = 1;
 		pthread_cond_signal(&cl->cwake);
 		pthread_mutex_unlock(&cl->mu);
 		pthread_join(cl->cth, NULL);
+		rc = -1;
+	}
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (rc != 0) {
 		dobj__rt_source_remove(cl->rt, drain, cl);
-		rc = dobj_error_set(DOBJ_ERROR, "cluster: cannot start a thread: %s", strerror(errno));
+		rc = dobj_error_set(DOBJ_ERROR, "cluster: cannot start a thread");
 		goto fail;
 	}
 	cl->threads = 1;

@@ -10,6 +10,8 @@
  */
 #include <libpq-fe.h>
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <time.h>
 
 /* testhost.h's send() is not the socket one. */
@@ -380,6 +382,27 @@ static void test_closing_right_after_a_write_keeps_it(void)
 	rm_rf(dir);
 }
 
+/* A host that waits for a signal on its own thread (a signalfd, sigwait:
+ * dobj-lua dev) blocks it there after the node started: the node's threads
+ * must not take it, with its default action, in its place. */
+static void test_the_nodes_threads_take_no_signal(void)
+{
+	char dir[64];
+	dobj_ns *ns;
+	dobj_rt *rt = node(tmp_dir(dir), 2000, &ns);
+	struct timespec wait = { 10, 0 };
+	sigset_t set;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGUSR1);
+	CHECK_EQ_INT(pthread_sigmask(SIG_BLOCK, &set, NULL), 0);
+	CHECK_EQ_INT(kill(getpid(), SIGUSR1), 0);
+	CHECK_EQ_INT(sigtimedwait(&set, NULL, &wait), SIGUSR1);
+	CHECK_EQ_INT(pthread_sigmask(SIG_UNBLOCK, &set, NULL), 0);
+	dobj_rt_free(rt);
+	rm_rf(dir);
+}
+
 int main(void)
 {
 	if (pgtest_start(&pg) < 0)
@@ -389,6 +412,7 @@ int main(void)
 	RUN(test_postgres_killed_while_an_append_waits);
 	RUN(test_closing_with_appends_out_delivers_what_was_confirmed_and_fails_the_rest);
 	RUN(test_closing_right_after_a_write_keeps_it);
+	RUN(test_the_nodes_threads_take_no_signal);
 	pgtest_stop(&pg);
 	CHECK_EQ_INT(live_values, 0);
 	return DONE();
