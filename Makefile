@@ -51,7 +51,7 @@ ROCK_TREE := $(BUILD)/rock
 .PHONY: all deps build venv workerd test test-c test-lua test-python test-cluster \
 	sanitize sanitize-build sanitize-c sanitize-lua sanitize-python \
 	test-pythons dist test-dist rock test-rock check-sources rockspec \
-	demo demo-lua-dev bench clean
+	demo demo-lua-dev bench fuzz clean
 
 all: build
 
@@ -239,6 +239,8 @@ demo: build venv
 	$(VENV)/bin/python examples/native/demo.py
 	@echo; echo "== Python: dobj dev serving examples/workers/python-counter over HTTP =="
 	$(VENV)/bin/python examples/workers/dev_demo.py
+	@echo; echo "== Python: two dobj dev --cluster servers on one PostgreSQL (skipped without it) =="
+	$(VENV)/bin/python examples/workers/cluster_demo.py
 	@$(MAKE) --no-print-directory demo-lua-dev
 
 # `dobj-lua dev` serving a Lua Workers project, two requests, then stopped.
@@ -251,6 +253,25 @@ bench: DEB_PACKAGES += wrk
 bench: build venv
 	$(PYTHON) bench/run.py
 	$(PYTHON) bench/ws_bench.py
+
+# libFuzzer targets (tests/c/fuzz/fuzz_*.c) with ASan and UBSan, built by
+# clang (Debian: apt-get install clang) against the whole core; each runs
+# FUZZ_SECONDS on a seed corpus (tests/c/fuzz/seeds.py) kept in build-fuzz/,
+# and a crash leaves its input there (crash-*) and fails the target.
+FUZZ_SECONDS ?= 120
+FUZZ_DIR := build-fuzz
+fuzz:
+	@command -v clang >/dev/null || { echo "make fuzz needs clang (apt-get install clang)"; exit 1; }
+	mkdir -p $(FUZZ_DIR)
+	python3 tests/c/fuzz/seeds.py $(FUZZ_DIR)/seeds
+	set -e; for t in value config; do \
+	  clang -g -O1 -fsanitize=fuzzer,address,undefined -Icore/include -Icore/src \
+	    $$(pkg-config --cflags libpq) tests/c/fuzz/fuzz_$$t.c core/src/*.c \
+	    -lsqlite3 -lcrypto -lpq -lffi -ldl -lm -lpthread -o $(FUZZ_DIR)/fuzz_$$t; \
+	  mkdir -p $(FUZZ_DIR)/corpus-$$t; \
+	  (cd $(FUZZ_DIR) && ./fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	    corpus-$$t seeds/$$t); \
+	done
 
 clean:
 	rm -rf $(BUILD) $(BUILD_ASAN) $(VENV) $(VENV_ASAN) .venv-3.* .build-py .build-py-asan dist *.egg-info

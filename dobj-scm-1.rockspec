@@ -5,8 +5,11 @@ rockspec_format = "3.0"
 package = "dobj"
 version = "scm-1"
 source = {
-   -- No public home yet: this rockspec is for `luarocks make` in a clone.
-   url = "git+https://example.invalid/dobj.git",
+   -- No public home yet: this rockspec builds the source tree it sits in
+   -- (`luarocks make` in a checkout); `luarocks install` of it has nothing
+   -- to fetch.  The URL says so rather than naming a repository that does
+   -- not exist.
+   url = "file://.",
 }
 description = {
    summary = "Cloudflare-style Durable Objects as a native SDK (C core, Lua 5.4 binding)",
@@ -14,6 +17,7 @@ description = {
 Named, single-instance objects with serialized delivery, input and output
 gates, durable storage on SQLite in workerd's on-disk format, alarms and
 native C classes, driven from Lua coroutines.]],
+   license = "MIT",
 }
 dependencies = {
    "lua >= 5.4",
@@ -41,9 +45,11 @@ build = {
          -- (part of `make test`) fails when it is stale.
          sources = {
             "core/src/alarm.c",
+            "core/src/background.c",
             "core/src/cluster.c",
             "core/src/cluster_commit.c",
             "core/src/cluster_lease.c",
+            "core/src/cluster_log.c",
             "core/src/cluster_pg.c",
             "core/src/cluster_wal.c",
             "core/src/config.c",

@@ -61,7 +61,12 @@ enum {
 	DOBJ_ECLOSED = -11,      /**< the runtime was closed */
 	DOBJ_ESTATE = -12,       /**< call not allowed in this state */
 	DOBJ_ETHREAD = -13,      /**< runtime used from another thread than its own */
-	DOBJ_EDEADLOCK = -14     /**< the call waits on a gate held by its own waiter */
+	DOBJ_EDEADLOCK = -14,    /**< the call waits on a gate held by its own waiter */
+	/** a value a Web API refuses where workerd throws a TypeError (a header
+	 *  name or value, a method, a relative URL, a body GET may not have):
+	 *  bindings raise their "type error" (Python: dobj.InvalidInputError,
+	 *  a TypeError) with the message as it is */
+	DOBJ_ETYPE = -15
 };
 
 /** Message of the last failure on this thread ("" if none). */
@@ -514,13 +519,14 @@ DOBJ_API int dobj_stub_call_ex(dobj_task **out, dobj_stub *stub, dobj_call_kind 
 	const char *method, const char *url, size_t url_len, void *request,
 	void (*request_free)(void *), dobj_done_fn done, void *done_data);
 
-/** Is `url` absolute (scheme ":" ...)?  DOBJ_EARG with a message if not. */
+/** Is `url` absolute (scheme ":" ...)?  DOBJ_ETYPE with a message if not. */
 DOBJ_API int dobj_url_check(const char *url, size_t len);
 
 /* ----------------------------------------------------------------- tasks */
 
 /**
- * Spawn a task running `step` on `obj` (NULL for FREE tasks).  `host` is the
+ * Spawn a task running `step` on `obj` (NULL for FREE tasks, and for
+ * BACKGROUND work of the runtime itself: dobj/background.h).  `host` is the
  * task's host state (coroutine...), owned by the core.  BLOCK closes obj's
  * gate at once: nothing but BLOCK tasks runs on obj until it finishes; if it
  * fails, obj is reset with its error.  Depth is inherited from the current
@@ -784,7 +790,7 @@ DOBJ_API void dobj_msg_free(dobj_msg *m);
  * headers keep their order); a new name is lower-cased and appended; a
  * set-cookie (dobj_msg_header_is_list) is always a new entry.  Like
  * dobj_msg_set_header, it checks the name and normalizes the value
- * (DOBJ_EARG as dobj_msg_header_name_check / dobj_msg_header_value_check).
+ * (DOBJ_ETYPE as dobj_msg_header_name_check / dobj_msg_header_value_check).
  */
 DOBJ_API int dobj_msg_add_header(dobj_msg *m, const char *name, const char *value);
 
@@ -834,7 +840,7 @@ DOBJ_API int dobj_msg_header_is_framing(const char *name);
 
 /**
  * Is `name` (`len` bytes) a header name: one or more token characters
- * (RFC 9110: letters, digits and !#$%&'*+-.^_`|~)?  DOBJ_OK or DOBJ_EARG
+ * (RFC 9110: letters, digits and !#$%&'*+-.^_`|~)?  DOBJ_OK or DOBJ_ETYPE
  * with workerd's message "Invalid header name.".
  */
 DOBJ_API int dobj_msg_header_name_check(const char *name, size_t len);
@@ -843,7 +849,7 @@ DOBJ_API int dobj_msg_header_name_check(const char *name, size_t len);
  * Normalize a header value as Fetch does: leading and trailing HTTP
  * whitespace (space, tab, CR, LF) is not part of it; the rest must hold no
  * NUL, CR or LF.  On DOBJ_OK the value is the `*out_len` bytes at
- * `value + *start`; else DOBJ_EARG with workerd's "Invalid header value.".
+ * `value + *start`; else DOBJ_ETYPE with workerd's "Invalid header value.".
  */
 DOBJ_API int dobj_msg_header_value_check(const char *value, size_t len,
 	size_t *start, size_t *out_len);
@@ -857,24 +863,28 @@ DOBJ_API int dobj_msg_header_value_check(const char *value, size_t len,
 DOBJ_API int dobj_msg_header_is_list(const char *name);
 
 /**
- * Check a request method and give its normal form: a token (else DOBJ_EARG
- * "Invalid HTTP method string: <method>"); DELETE, GET, HEAD, OPTIONS, POST
- * and PUT in any case become upper case (`*canonical` points at a static
- * upper-case name), any other method is kept as given (`*canonical` NULL),
- * as the Fetch spec says.
+ * Check a request method and give its normal form, as workerd's Request
+ * does: DELETE, GET, HEAD, OPTIONS, POST and PUT in any case become upper
+ * case (`*canonical` points at a static upper-case name, as the Fetch spec
+ * says); the other methods workerd knows (PATCH, PURGE, TRACE, COPY, LOCK,
+ * MKCOL, MOVE, PROPFIND, PROPPATCH, SEARCH, UNLOCK, ACL, REPORT, MKACTIVITY,
+ * CHECKOUT, MERGE, MSEARCH, NOTIFY, SUBSCRIBE, UNSUBSCRIBE, QUERY) only as
+ * written, in upper case (`*canonical` NULL); anything else ("patch",
+ * CONNECT, a custom method) is DOBJ_ETYPE "Invalid HTTP method string:
+ * <method>", workerd's TypeError.
  */
 DOBJ_API int dobj_msg_method_check(const char *method, size_t len, const char **canonical);
 
 /**
  * May a request with `method` (already normalized) have a body of
- * `body_len` bytes?  DOBJ_EARG with workerd's "Request with a GET or HEAD
+ * `body_len` bytes?  DOBJ_ETYPE with workerd's "Request with a GET or HEAD
  * method cannot have a body." for a non-empty body on GET or HEAD.
  */
 DOBJ_API int dobj_msg_request_body_check(const char *method, size_t body_len);
 
 /**
  * May a response with `status` have a body of `body_len` bytes?  A
- * null-body status (101, 204, 205, 304) takes none: DOBJ_EARG with
+ * null-body status (101, 204, 205, 304) takes none: DOBJ_ETYPE with
  * workerd's "Response with null body status (101, 204, 205, or 304) cannot
  * have a body.".
  */
@@ -907,6 +917,7 @@ DOBJ_API dobj_host dobj_host_msg(void);
 #include "dobj/config.h"
 #include "dobj/testkit.h"
 #include "dobj/websocket.h"
+#include "dobj/background.h"
 
 #ifdef __cplusplus
 }

@@ -417,6 +417,8 @@ static void lease_update(dobj_rt *rt, struct dobj__cluster *cl)
 	long long node;
 	double view;
 
+	char err[300];
+
 	pthread_mutex_lock(&cl->mu);
 	gen = cl->l_gen;
 	ok = cl->l_ok;
@@ -424,15 +426,26 @@ static void lease_update(dobj_rt *rt, struct dobj__cluster *cl)
 	cl->l_lost = 0;
 	node = cl->l_node;
 	view = cl->l_view;
+	snprintf(err, sizeof(err), "%s", cl->l_err);
 	pthread_mutex_unlock(&cl->mu);
 
+	if (ok)
+		cl->unrenewed_logged = 0;
 	if (lost) {
 		const char *why = "cluster: this node's lease lapsed and another node may own the "
 			"object now; the object was reset";
+		long long old = cl->node_id;
 		cl->node_id = node;
 		cl->lease_view = view;
 		dobj__cluster_abort_all(rt, why);
 		hold_release(&cl->gate, DOBJ_EABORTED, why);
+		if (node)
+			dobj__cluster_log(rt, old, "cluster: node %lld lost its lease (the process was paused "
+				"or cut off past it); its objects were reset, and it joined again as node %lld",
+				old, node);
+		else
+			dobj__cluster_log(rt, old, "cluster: node %lld lost its lease (the process was paused "
+				"or cut off past it); its objects were reset; joining again failed: %s", old, err);
 	} else if (node != cl->node_id) {
 		/* Joined again after a refusal it could not join right after. */
 		cl->node_id = node;
@@ -446,7 +459,12 @@ static void lease_update(dobj_rt *rt, struct dobj__cluster *cl)
 		} else if (gen != cl->gate_gen && !ok) {
 			char msg[600];
 			snprintf(msg, sizeof(msg), "cluster: this node could not renew its lease, so it "
-				"cannot tell whether another node owns the object; the object was reset");
+				"cannot tell whether another node owns the object; the object was reset (%s)",
+				err);
+			if (!cl->unrenewed_logged) /* once until a renewal succeeds */
+				dobj__cluster_log(rt, cl->node_id, "cluster: node %lld could not renew its lease "
+					"in time; its objects were reset (%s)", cl->node_id, err);
+			cl->unrenewed_logged = 1;
 			dobj__cluster_abort_all(rt, msg);
 			hold_release(&cl->gate, DOBJ_EABORTED, msg);
 		} else if (gen != cl->gate_gen) {

@@ -86,7 +86,19 @@ struct dobj__cluster {
 	dobj__due *due;
 	/* the threads' own */
 	dobj__pg cpg, lpg;
+	dobj_cluster_log_fn log_fn; /* dobj_rt_cluster_set_log (cluster_log.c) */
+	void *log_data;
+	int unrenewed_logged; /* "could not renew" was logged since the last renewal */
+	char l_err[300];               /* why the lease keeper could not join again (under mu) */
 };
+
+/** A line about node `node` for the node's log hook, delivered from the
+ *  runtime's loop (cluster_log.c); nothing without a hook.  Leaves
+ *  dobj_error_last alone. */
+#if defined(__GNUC__)
+__attribute__((format(printf, 3, 4)))
+#endif
+void dobj__cluster_log(dobj_rt *rt, long long node, const char *fmt, ...);
 
 /* The cluster state of an incarnation. */
 struct dobj__cluster_obj {

@@ -123,6 +123,7 @@ void *dobj__lease_main(void *arg)
 	double next = mono_ms() + cl->ttl_ms / 4, sent, view = 0;
 	long long node, fresh;
 	dobj__due *due, **tail;
+	char err[300];
 	int rc;
 
 	pthread_mutex_lock(&cl->mu);
@@ -154,11 +155,13 @@ void *dobj__lease_main(void *arg)
 			    dobj__node_join(&cl->lpg, cl->addr, cl->ttl_ms, &fresh, &view) < 0)
 				fresh = 0;
 		}
+		snprintf(err, sizeof(err), "%s", rc < 0 || (rc == 1 && !fresh) ? dobj_error_last() : "");
 		due = rc >= 0 ? scan(&cl->lpg, cl->ttl_ms, cl->grace_ms) : NULL;
 
 		pthread_mutex_lock(&cl->mu);
 		cl->l_gen++;
 		cl->l_ok = rc == DOBJ_OK;
+		snprintf(cl->l_err, sizeof(cl->l_err), "%s", err);
 		if (rc == DOBJ_OK) {
 			if (sent + 0.8 * cl->ttl_ms > cl->l_view)
 				cl->l_view = sent + 0.8 * cl->ttl_ms;

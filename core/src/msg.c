@@ -205,7 +205,7 @@ static int is_token(const char *s, size_t len)
 int dobj_msg_header_name_check(const char *name, size_t len)
 {
 	if (!is_token(name, len))
-		return dobj_error_set(DOBJ_EARG, "Invalid header name.");
+		return dobj_error_set(DOBJ_ETYPE, "Invalid header name.");
 	return DOBJ_OK;
 }
 
@@ -224,13 +224,13 @@ int dobj_msg_header_value_check(const char *value, size_t len, size_t *start, si
 	size_t a = 0, b = len;
 
 	if (!value && len)
-		return dobj_error_set(DOBJ_EARG, "Invalid header value.");
+		return dobj_error_set(DOBJ_ETYPE, "Invalid header value.");
 	while (a < b && is_http_ws(value[a]))
 		a++;
 	while (b > a && is_http_ws(value[b - 1]))
 		b--;
 	if (has_cr_lf_nul(value + a, b - a))
-		return dobj_error_set(DOBJ_EARG, "Invalid header value.");
+		return dobj_error_set(DOBJ_ETYPE, "Invalid header value.");
 	if (start)
 		*start = a;
 	if (out_len)
@@ -245,25 +245,33 @@ int dobj_msg_header_is_list(const char *name)
 
 int dobj_msg_method_check(const char *method, size_t len, const char **canonical)
 {
+	/* Fetch upper-cases these six whatever their case... */
 	static const char *const normal[] = { "DELETE", "GET", "HEAD", "OPTIONS", "POST", "PUT" };
+	/* ...and workerd takes only the methods its HTTP library knows, as
+	 * written (checked against workerd 2026-11-17: "patch", CONNECT, LINK,
+	 * M-SEARCH are refused; PATCH, TRACE, MSEARCH, QUERY are not). */
+	static const char *const known[] = { "PATCH", "PURGE", "TRACE", "COPY", "LOCK", "MKCOL",
+		"MOVE", "PROPFIND", "PROPPATCH", "SEARCH", "UNLOCK", "ACL", "REPORT", "MKACTIVITY",
+		"CHECKOUT", "MERGE", "MSEARCH", "NOTIFY", "SUBSCRIBE", "UNSUBSCRIBE", "QUERY" };
 	size_t i;
 
 	*canonical = NULL;
-	if (!is_token(method, len))
-		return dobj_error_set(DOBJ_EARG, "Invalid HTTP method string: %.*s",
-			(int)(len > 100 ? 100 : len), method ? method : "");
-	for (i = 0; i < sizeof(normal) / sizeof(normal[0]); i++)
+	for (i = 0; method && i < sizeof(normal) / sizeof(normal[0]); i++)
 		if (strlen(normal[i]) == len && strncasecmp(method, normal[i], len) == 0) {
 			*canonical = normal[i];
-			break;
+			return DOBJ_OK;
 		}
-	return DOBJ_OK;
+	for (i = 0; method && i < sizeof(known) / sizeof(known[0]); i++)
+		if (strlen(known[i]) == len && memcmp(method, known[i], len) == 0)
+			return DOBJ_OK;
+	return dobj_error_set(DOBJ_ETYPE, "Invalid HTTP method string: %.*s",
+		(int)(len > 100 ? 100 : len), method ? method : "");
 }
 
 int dobj_msg_request_body_check(const char *method, size_t body_len)
 {
 	if (body_len && method && (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0))
-		return dobj_error_set(DOBJ_EARG,
+		return dobj_error_set(DOBJ_ETYPE,
 			"Request with a GET or HEAD method cannot have a body.");
 	return DOBJ_OK;
 }
@@ -271,7 +279,7 @@ int dobj_msg_request_body_check(const char *method, size_t body_len)
 int dobj_msg_response_body_check(int status, size_t body_len)
 {
 	if (body_len && (status == 101 || status == 204 || status == 205 || status == 304))
-		return dobj_error_set(DOBJ_EARG, "Response with null body status (101, 204, 205, "
+		return dobj_error_set(DOBJ_ETYPE, "Response with null body status (101, 204, 205, "
 			"or 304) cannot have a body.");
 	return DOBJ_OK;
 }

@@ -67,8 +67,12 @@ int dobj_msg_wire_begin(const char *method, size_t method_len, const char *targe
 	*status = 0;
 	if (!method || !target)
 		return refuse(status, 400, "a request needs a method and a target%s", "", 0);
-	if (dobj_msg_method_check(method, method_len, &canonical) < 0)
+	/* A method is a token, as a header name is: else 400.  The Request
+	 * rule (dobj_msg_method_check) only names the six Fetch normalizes
+	 * here; what the server takes is kj-http's list, else 501. */
+	if (dobj_msg_header_name_check(method, method_len) < 0)
 		return refuse(status, 400, "invalid method: %s", method, method_len);
+	(void)dobj_msg_method_check(method, method_len, &canonical);
 	if (!canonical && !method_known(method, method_len))
 		return refuse(status, 501, "method %s is not implemented by dobj dev", method,
 			method_len);

@@ -735,10 +735,12 @@ int dobj_task_spawn(dobj_task **out, dobj_rt *rt, dobj_obj *obj, dobj_task_kind 
 		flush_trash(rt);
 		return dobj_error_set(DOBJ_ECLOSED, "the runtime is closed");
 	}
-	if (!step || kind == DOBJ_TASK_CALL || (kind == DOBJ_TASK_FREE) != (obj == NULL)) {
+	if (!step || kind == DOBJ_TASK_CALL || (kind == DOBJ_TASK_FREE && obj) ||
+	    (kind == DOBJ_TASK_BLOCK && !obj)) {
+		/* BACKGROUND may lack one: the runtime's own (dobj_rt_background). */
 		trash(rt, host);
 		flush_trash(rt);
-		return dobj_error_set(DOBJ_EARG, "bad task: FREE tasks have no object, others need one");
+		return dobj_error_set(DOBJ_EARG, "bad task: FREE tasks have no object, BLOCK tasks need one");
 	}
 	if (obj && obj->dead) {
 		trash(rt, host);

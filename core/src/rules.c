@@ -141,13 +141,13 @@ int dobj_url_check(const char *url, size_t len)
 		for (i = 1; i < len; i++) {
 			char c = url[i];
 			if (c == ':')
-				return i + 1 < len ? DOBJ_OK : dobj_error_set(DOBJ_EARG, "Invalid URL: %.*s", (int)(len > 200 ? 200 : len), url);
+				return i + 1 < len ? DOBJ_OK : dobj_error_set(DOBJ_ETYPE, "Invalid URL: %.*s", (int)(len > 200 ? 200 : len), url);
 			if (!((c | 0x20) >= 'a' && (c | 0x20) <= 'z') && !(c >= '0' && c <= '9') &&
 			    c != '+' && c != '-' && c != '.')
 				break;
 		}
 	}
-	return dobj_error_set(DOBJ_EARG,
+	return dobj_error_set(DOBJ_ETYPE,
 		"Invalid URL: %.*s (a Durable Object stub needs an absolute URL, e.g. https://host/path)",
 		(int)(len > 200 ? 200 : len), url ? url : "");
 }

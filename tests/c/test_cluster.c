@@ -9,6 +9,7 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <math.h>
+#include <poll.h>
 #include <time.h>
 
 /* testhost.h's send() is not the socket one. */
@@ -407,6 +408,59 @@ static void test_an_alarm_fires_on_whichever_node_activates_the_object(void)
 	rm_rf(d3);
 }
 
+static int log_calls;
+static long long log_node;
+static char log_msg[600];
+
+static void on_log(void *data, long long node, const char *message)
+{
+	(void)data;
+	log_calls++;
+	log_node = node;
+	snprintf(log_msg, sizeof(log_msg), "%s", message);
+}
+
+/* A node that finds its lease lapsed (as after a pause past it) says so
+ * through its log hook, from the runtime's loop, and goes on as a new node. */
+static void test_a_node_that_lost_its_lease_logs_it(void)
+{
+	char d1[64], q[200];
+	dobj_cluster_opts co = DOBJ_CLUSTER_OPTS_INIT;
+	dobj_rt *a, *plain;
+	dobj_rt_opts po = DOBJ_RT_OPTS_INIT;
+	long long old;
+	double deadline;
+
+	co.url = pg.url;
+	co.ttl_ms = 200; /* renewed every 50 ms */
+	co.grace_ms = -1;
+	a = node_new(tmp_dir(d1), &co, DOBJ_OK);
+	CHECK_EQ_INT(dobj_rt_cluster_set_log(a, on_log, NULL), DOBJ_OK);
+	old = dobj_rt_cluster_node(a);
+	snprintf(q, sizeof(q), "UPDATE dobj_node SET lease_until = now() - interval '1 hour' "
+		"WHERE node_id = %lld", old);
+	sql1(q);
+	log_calls = 0;
+	deadline = now_s() + 10;
+	while (!log_calls && now_s() < deadline) {
+		struct pollfd p = { dobj_rt_fd(a), POLLIN, 0 };
+		poll(&p, 1, 100);
+		CHECK(dobj_rt_process(a) >= 0);
+	}
+	CHECK_EQ_INT(log_calls, 1);
+	CHECK_EQ_INT(log_node, old);
+	CHECK(dobj_rt_cluster_node(a) != old);
+	CHECK(strstr(log_msg, "lost its lease") != NULL);
+	snprintf(q, sizeof(q), "joined again as node %lld", dobj_rt_cluster_node(a));
+	CHECK(strstr(log_msg, q) != NULL);
+	dobj_rt_free(a);
+	rm_rf(d1);
+	/* Not a node: nothing to log. */
+	CHECK_EQ_INT(dobj_rt_new(&plain, &po), DOBJ_OK);
+	CHECK_EQ_INT(dobj_rt_cluster_set_log(plain, on_log, NULL), DOBJ_ESTATE);
+	dobj_rt_free(plain);
+}
+
 int main(void)
 {
 	if (pgtest_start(&pg) < 0)
@@ -418,6 +472,7 @@ int main(void)
 	RUN(test_a_stale_owner_is_fenced);
 	RUN(test_postgres_killed_and_restarted_loses_no_acknowledged_write);
 	RUN(test_an_alarm_fires_on_whichever_node_activates_the_object);
+	RUN(test_a_node_that_lost_its_lease_logs_it);
 	pgtest_stop(&pg);
 	CHECK_EQ_INT(live_values, 0);
 	return DONE();

@@ -280,7 +280,7 @@ static void test_http_request_headers_body_and_framing(void)
 	CHECK((int)m->nheaders == 2);
 	CHECK_STR(m->header_names[0], "x-rep");
 	CHECK_STR(dobj_msg_header(m, "x-rep"), "a, b, ");
-	CHECK_EQ_INT(dobj_msg_add_header(m, "", "v"), DOBJ_EARG);
+	CHECK_EQ_INT(dobj_msg_add_header(m, "", "v"), DOBJ_ETYPE);
 
 	CHECK_EQ_INT(dobj_msg_append_body(m, "ab\0c", 4), DOBJ_OK);
 	CHECK_EQ_INT(dobj_msg_append_body(m, "de", 2), DOBJ_OK);
@@ -438,6 +438,72 @@ static void test_background_failures_reach_the_error_hook(void)
 	drop_reported();
 	dobj_stub_free(s);
 	dobj_rt_free(rt);
+	CHECK_EQ_INT(live_values, 0);
+}
+
+/* Background work sleeping `data` ms (virtual time), then failing or not. */
+static int bg_sleep(dobj_task *t, void *data)
+{
+	tv *st = dobj_task_host(t);
+
+	if (st->pc++ == 0) {
+		sleep_then_wake(t, (double)(intptr_t)data);
+		return DOBJ_PENDING;
+	}
+	if (st->n)
+		dobj_task_raise(t, DOBJ_EUSER, "entry boom", tv_new(V_ERR, "entry boom", 0));
+	else
+		dobj_task_return(t, NULL);
+	return DOBJ_OK;
+}
+
+/* The entry's ctx.wait_until: background work without an object.  A failure
+ * goes to the error hook once (dobj_task_obj NULL), never out of
+ * dobj_rt_run; drain waits for it within its limit. */
+static void test_background_work_without_an_object(void)
+{
+	dobj_rt *rt = make_rt(1);
+	dobj_task *t = NULL;
+	const char *msg;
+	void *err;
+
+	CHECK_EQ_INT(dobj_rt_background(&t, rt, bg_sleep, (void *)(intptr_t)100,
+		tv_new(V_STATE, NULL, 1)), DOBJ_OK);
+	CHECK_EQ_INT(dobj_rt_background(NULL, rt, bg_sleep, (void *)(intptr_t)50,
+		tv_new(V_STATE, NULL, 0)), DOBJ_OK);
+	CHECK_EQ_INT(dobj_rt_background_count(rt), 2);
+	CHECK_EQ_INT(dobj_rt_run(rt, NULL, NULL), DOBJ_OK);
+	CHECK_EQ_INT(dobj_rt_background_count(rt), 0);
+	CHECK_EQ_INT(nreported, 1);
+	if (nreported == 1) {
+		CHECK(reported[0] == t);
+		CHECK(dobj_task_obj(reported[0]) == NULL);
+		CHECK_EQ_INT(dobj_task_kind_of(reported[0]), DOBJ_TASK_BACKGROUND);
+		CHECK_EQ_INT(dobj_task_result(reported[0], NULL, &msg, &err), DOBJ_EUSER);
+		CHECK_STR(msg, "entry boom");
+	}
+	drop_reported();
+	dobj_task_unref(t);
+
+	/* Drain: within the limit it waits for the work; past it, the work
+	 * stays (and ends if the runtime runs on). */
+	CHECK_EQ_INT(dobj_rt_background(NULL, rt, bg_sleep, (void *)(intptr_t)1000,
+		tv_new(V_STATE, NULL, 0)), DOBJ_OK);
+	CHECK_EQ_INT(dobj_rt_background_drain(rt, 500), 1);
+	CHECK(dobj_rt_now_ms(rt) < 1000);
+	CHECK_EQ_INT(dobj_rt_background_drain(rt, 10000), 0);
+	CHECK(dobj_rt_now_ms(rt) >= 1000 && dobj_rt_now_ms(rt) < 2000);
+	CHECK_EQ_INT(dobj_rt_background_drain(rt, 0), 0);
+	CHECK_EQ_INT(dobj_rt_background_drain(rt, -1), DOBJ_EARG);
+	CHECK_EQ_INT(nreported, 0);
+
+	/* Closing the runtime fails what is left, unreported. */
+	CHECK_EQ_INT(dobj_rt_background(&t, rt, bg_sleep, (void *)(intptr_t)1000,
+		tv_new(V_STATE, NULL, 1)), DOBJ_OK);
+	dobj_rt_free(rt);
+	CHECK_EQ_INT(dobj_task_result(t, NULL, NULL, NULL), DOBJ_ECLOSED);
+	CHECK_EQ_INT(nreported, 0);
+	dobj_task_unref(t);
 	CHECK_EQ_INT(live_values, 0);
 }
 
@@ -698,6 +764,7 @@ int main(void)
 	RUN(test_sql_one_wants_exactly_one_row);
 	RUN(test_remote_is_the_objects_side);
 	RUN(test_background_failures_reach_the_error_hook);
+	RUN(test_background_work_without_an_object);
 	RUN(test_each_failed_alarm_run_is_reported);
 	RUN(test_ctx_and_storage_of_a_previous_instance);
 	RUN(test_transaction_handles_and_innermost_rollback);

@@ -326,14 +326,14 @@ static void test_relative_url_is_refused(void)
 	dobj_stub *s = stub_named("u");
 	dobj_task *t;
 	CHECK_EQ_INT(dobj_stub_call(&t, s, DOBJ_CALL_FETCH, NULL, "/foo", 4,
-		tv_new(V_REQ, "count", 0), NULL, NULL), DOBJ_EARG);
+		tv_new(V_REQ, "count", 0), NULL, NULL), DOBJ_ETYPE);
 	CHECK(t == NULL);
 	CHECK(strstr(dobj_error_last(), "Invalid URL: /foo") != NULL);
 	CHECK_EQ_INT(dobj_url_check("https://a/", 10), DOBJ_OK);
-	CHECK_EQ_INT(dobj_url_check("x-y.z+1:", 8), DOBJ_EARG);
-	CHECK_EQ_INT(dobj_url_check("1http://a", 9), DOBJ_EARG);
-	CHECK_EQ_INT(dobj_url_check("", 0), DOBJ_EARG);
-	CHECK_EQ_INT(dobj_url_check(NULL, 0), DOBJ_EARG);
+	CHECK_EQ_INT(dobj_url_check("x-y.z+1:", 8), DOBJ_ETYPE);
+	CHECK_EQ_INT(dobj_url_check("1http://a", 9), DOBJ_ETYPE);
+	CHECK_EQ_INT(dobj_url_check("", 0), DOBJ_ETYPE);
+	CHECK_EQ_INT(dobj_url_check(NULL, 0), DOBJ_ETYPE);
 	CHECK_EQ_INT(live_values, 0); /* the refused request was released */
 	dobj_stub_free(s);
 	dobj_rt_free(rt);

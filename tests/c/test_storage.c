@@ -169,20 +169,14 @@ static int store_step(dobj_task *t, void *data)
 
 static dobj_rt *make_store_rt(const char *dir, unsigned flags, double idle_ms)
 {
-	dobj_rt *rt;
-	dobj_rt_opts o = DOBJ_RT_OPTS_INIT;
 	dobj_class k = { 0 };
-	o.host.retain = tv_retain;
-	o.host.release = tv_release;
-	o.virtual_time = 1;
-	o.storage_dir = dir;
-	o.idle_timeout_ms = idle_ms;
-	CHECK_EQ_INT(dobj_rt_new(&rt, &o), DOBJ_OK);
+	dobj_rt *rt;
+
 	k.name = "Store";
 	k.flags = flags;
 	k.construct = store_construct;
 	k.step = store_step;
-	CHECK_EQ_INT(dobj_ns_new(&store_ns, rt, "STORE", 5, "store-key", 9, &k), DOBJ_OK);
+	rt = testhost_storage_rt(dir, idle_ms, &k, "STORE", "store-key", &store_ns);
 	constructions = 0;
 	return rt;
 }
@@ -193,18 +187,8 @@ static dobj_stub *store_stub(const char *name)
 }
 
 static char tmpdir[64];
-static void make_tmpdir(void)
-{
-	snprintf(tmpdir, sizeof(tmpdir), "/tmp/dobj-test-XXXXXX");
-	CHECK(mkdtemp(tmpdir) != NULL);
-}
-
-static void rm_rf(const char *dir)
-{
-	char cmd[128];
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-	CHECK_EQ_INT(system(cmd), 0);
-}
+#define make_tmpdir() testhost_tmpdir(tmpdir, "dobj-test")
+#define rm_rf testhost_rm_rf
 
 /* ------------------------------------------------------------------ tests */
 

@@ -91,21 +91,15 @@ static int kit_step(dobj_task *t, void *data)
 
 static dobj_rt *make_kit_rt(const char *dir, double idle_ms)
 {
-	dobj_rt *rt;
-	dobj_rt_opts o = DOBJ_RT_OPTS_INIT;
 	dobj_class k = { 0 };
-	o.host.retain = tv_retain;
-	o.host.release = tv_release;
-	o.virtual_time = 1;
-	o.storage_dir = dir;
-	o.idle_timeout_ms = idle_ms;
-	CHECK_EQ_INT(dobj_rt_new(&rt, &o), DOBJ_OK);
+	dobj_rt *rt;
+
 	k.name = "Kit";
 	k.flags = DOBJ_CLASS_FETCH | DOBJ_CLASS_ALARM;
 	k.construct = kit_construct;
 	k.step = kit_step;
 	k.destroy = kit_destroy;
-	CHECK_EQ_INT(dobj_ns_new(&kit_ns, rt, "KIT", 3, "kit-key", 7, &k), DOBJ_OK);
+	rt = testhost_storage_rt(dir, idle_ms, &k, "KIT", "kit-key", &kit_ns);
 	constructions = 0;
 	alarm_failures_left = 0;
 	events[0] = '\0';
@@ -118,18 +112,8 @@ static dobj_stub *kit_stub(const char *name)
 }
 
 static char tmpdir[64];
-static void make_tmpdir(void)
-{
-	snprintf(tmpdir, sizeof(tmpdir), "/tmp/dobj-testkit-XXXXXX");
-	CHECK(mkdtemp(tmpdir) != NULL);
-}
-
-static void rm_rf(const char *dir)
-{
-	char cmd[128];
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-	CHECK_EQ_INT(system(cmd), 0);
-}
+#define make_tmpdir() testhost_tmpdir(tmpdir, "dobj-testkit")
+#define rm_rf testhost_rm_rf
 
 static int db_file_exists(dobj_stub *s)
 {

@@ -90,6 +90,37 @@ static inline dobj_rt *testhost_rt(dobj_rt_opts *o, const dobj_class *k, const c
 	return rt;
 }
 
+/*
+ * A runtime with storage for the storage tests: virtual time, databases in
+ * `dir` (NULL: in memory), idle eviction after `idle_ms` (< 0: the
+ * default), one namespace of class `k`.
+ */
+static inline dobj_rt *testhost_storage_rt(const char *dir, double idle_ms, const dobj_class *k,
+	const char *binding, const char *key, dobj_ns **ns)
+{
+	dobj_rt_opts o = DOBJ_RT_OPTS_INIT;
+
+	o.virtual_time = 1;
+	o.storage_dir = dir;
+	o.idle_timeout_ms = idle_ms;
+	return testhost_rt(&o, k, binding, key, ns);
+}
+
+/* A new empty folder under /tmp, named in `dir` (64 bytes), for a test's
+ * databases; testhost_rm_rf removes it. */
+static inline void testhost_tmpdir(char *dir, const char *prefix)
+{
+	snprintf(dir, 64, "/tmp/%s-XXXXXX", prefix);
+	CHECK(mkdtemp(dir) != NULL);
+}
+
+static inline void testhost_rm_rf(const char *dir)
+{
+	char cmd[128];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	CHECK_EQ_INT(system(cmd), 0);
+}
+
 /* A stub to the object of `ns` named `name`. */
 static inline dobj_stub *testhost_stub(dobj_ns *ns, const char *name)
 {

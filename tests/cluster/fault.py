@@ -79,10 +79,19 @@ class Node:
         else:
             cmd, env = [sys.executable, NODE, self.url, self.folder, self.run, seed,
                         str(TTL), str(GRACE)], None
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                     env=env)
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, env=env)
         proc = self.proc
         threading.Thread(target=self._read, args=(proc,), daemon=True).start()
+        threading.Thread(target=self._read_log, args=(proc, self.run), daemon=True).start()
+
+    def _read_log(self, proc, run):
+        """The node's log (stderr): kept as records, and shown."""
+        for line in proc.stderr:
+            sys.stderr.write(f"  [{run}] {line}")
+            with self.cond:
+                self.log.append({"stderr": run, "line": line.rstrip("\n"), "t": time.time()})
+                self.cond.notify_all()
 
     def _read(self, proc):
         for line in proc.stdout:

@@ -166,6 +166,45 @@ describe("dobj.load", function()
     close(rt)
   end)
 
+  it("reports a failed ctx:wait_until of the entry to dobj.on_error, not rt:run(); drain_background waits", function()
+    local reported = H.capture_errors(finally)
+    local dir = tmp(project([[
+      local dobj = require "dobj"
+      local Counter = {}
+      Counter.__index = Counter
+      function Counter:fetch(req)
+        local n = (self.ctx.storage:get("n") or 0) + 1
+        self.ctx.storage:put("n", n)
+        return dobj.response(tostring(n))
+      end
+      local function fetch(request, env, ctx)
+        ctx:wait_until(function() dobj.sleep(0.01); error("entry background failed", 0) end)
+        ctx:wait_until(function()
+          dobj.sleep(tonumber(request.url:match("%d+$")))
+          env.COUNTER:get_by_name("bg"):fetch("https://c/")
+        end)
+        return dobj.response("sent")
+      end
+      return { fetch = fetch, Counter = Counter }
+    ]]))
+    local rt = assert(dobj.load { config = dir, virtual_time = true })
+    rt:spawn(function() assert.equal("sent", rt.default.fetch("https://w/1"):text()) end)
+    rt:run() -- does not raise: nobody awaited the background work
+    assert.equal(1, #reported)
+    assert.equal("entry background failed", reported[1].message)
+    assert.same({ kind = "wait_until", entry = true }, reported[1].info)
+    assert.equal("2", rt.env.COUNTER:get_by_name("bg"):fetch("https://c/"):text())
+    -- drain_background: the work within the limit, nil and a message past it.
+    assert.equal("sent", rt.default.fetch("https://w/60"):text())
+    local ok, msg = rt:drain_background(30)
+    assert.is_nil(ok)
+    assert.equal("drain_background(): 1 ctx:wait_until() tasks still pending", msg)
+    assert.is_true(rt:drain_background())
+    assert.equal("4", rt.env.COUNTER:get_by_name("bg"):fetch("https://c/"):text())
+    assert.equal(2, #reported)
+    close(rt)
+  end)
+
   it("passes runtime options and refuses storage", function()
     local dir = tmp(copy_example())
     local a = assert(dobj.load { config = dir, id_seed = 7 })

@@ -2,17 +2,20 @@
 as a runtime, on examples/workers/python-counter (copied to a temporary
 folder, so its state and .dev.vars stay there) and small projects written
 by the tests."""
+import asyncio
 import gc
 import logging
 import os
 import shutil
 import sys
 import textwrap
+import weakref
 from pathlib import Path
 
 import pytest
 
 import dobj
+from project_util import write_project as _write_project
 
 EXAMPLE = Path(__file__).resolve().parent.parent.parent / "examples" / "workers" / "python-counter"
 
@@ -30,23 +33,8 @@ def project(tmp_path):
 
 
 def write_project(d, entry, config=None):
-    """A project in folder d: wrangler.toml (a COUNTER binding of Counter by
-    default) and src/entry.py."""
-    d.mkdir(parents=True, exist_ok=True)
-    (d / "wrangler.toml").write_text(config or textwrap.dedent("""\
-        name = "t"
-        main = "src/entry.py"
-        [[durable_objects.bindings]]
-        name = "COUNTER"
-        class_name = "Counter"
-        [[migrations]]
-        tag = "v1"
-        new_sqlite_classes = ["Counter"]
-        """))
-    if entry is not None:
-        (d / "src").mkdir(exist_ok=True)
-        (d / "src" / "entry.py").write_text(textwrap.dedent(entry))
-    return d
+    """project_util's, as worker "t" (the state folders the tests name)."""
+    return _write_project(d, entry, config, name="t")
 
 
 def close(rt):
@@ -255,6 +243,51 @@ async def test_wait_until_runs_after_the_response_and_drain_waits_for_it(tmp_pat
                    for r in caplog.records)
     finally:
         close(rt)
+
+
+async def test_entry_wait_until_is_core_background_work_drained_within_a_limit(tmp_path, caplog):
+    # The entry's ctx.wait_until is the core's background work without an
+    # object: counted, drained by drain_background (what the dev server does
+    # on shutdown), its failure logged once, never raised.
+    d = write_project(tmp_path / "p", """\
+        import asyncio
+        import dobj
+
+        class Counter(dobj.DurableObject):
+            async def fetch(self, request):
+                return dobj.Response("c")
+
+        release = asyncio.Event()
+
+        async def fetch(request, env, ctx):
+            async def held():
+                await release.wait()
+            async def fails():
+                raise RuntimeError("entry boom")
+            ctx.wait_until(held())
+            ctx.wait_until(fails())
+            return dobj.Response("sent")
+        """)
+    rt = dobj.Runtime.from_config(d)
+    try:
+        with caplog.at_level(logging.ERROR, logger="dobj"):
+            assert (await rt.default.fetch("https://w/")).text() == "sent"
+            with pytest.raises(TimeoutError, match=r"drain_background\(\): 1 ctx.wait_until\(\) "
+                               "tasks still pending"):
+                await rt.drain_background(0.05)
+            rt.module.release.set()
+            await rt.drain_background(5)
+        assert [r.getMessage() for r in caplog.records
+                if "ctx.wait_until() of the entry" in r.getMessage()] == \
+            ["ctx.wait_until() of the entry failed: entry boom"]
+        with pytest.raises(TypeError, match="wait_until\\(\\) needs an awaitable, got int"):
+            dobj.ExecutionContext(weakref.ref(rt)).wait_until(3)
+    finally:
+        close(rt)
+    work = asyncio.sleep(0)
+    with pytest.raises(dobj.Error, match="closed"):
+        dobj.ExecutionContext(weakref.ref(rt)).wait_until(work)
+    work.close()
 
 
 async def test_entry_without_fetch_and_bad_results(tmp_path):

@@ -12,6 +12,7 @@ import pytest
 
 import dobj
 import dobj.workers
+from project_util import write_project as _write_project
 
 HERE = Path(__file__).resolve().parent
 KITCHEN = HERE / "projects" / "pyworkers-kitchen"
@@ -31,21 +32,7 @@ def copy(src, tmp_path):
 
 
 def write_project(d, entry, flags=("python_workers",), main="src/entry.py"):
-    d.mkdir(parents=True, exist_ok=True)
-    (d / "wrangler.toml").write_text(textwrap.dedent(f"""\
-        name = "{d.name}"
-        main = "{main}"
-        compatibility_flags = {json.dumps(list(flags))}
-        [[durable_objects.bindings]]
-        name = "COUNTER"
-        class_name = "Counter"
-        [[migrations]]
-        tag = "v1"
-        new_sqlite_classes = ["Counter"]
-        """))
-    (d / "src").mkdir(exist_ok=True)
-    (d / main).write_text(textwrap.dedent(entry))
-    return d
+    return _write_project(d, entry, flags=flags, main=main)
 
 
 def shims_loaded():
@@ -194,7 +181,7 @@ async def test_request_and_response_bodies_are_awaited(kitchen):
     got = {"method": "POST", "url": "https://k/fetch/r/path", "header": "yes",
            "length": 10, "text": '{"a": [1]}', "json": {"a": [1]}}
     n = len(json.dumps(got))
-    assert resp.json() == {"status": 201, "status_text": "", "x_from": "do",
+    assert resp.json() == {"status": 201, "status_text": "Made", "x_from": "do",
                            "text_len": n, "bytes_len": n, "got": got}
     resp = await kitchen.default.fetch("https://k/fetch/r/")
     assert resp.json()["got"] == {"method": "GET", "url": "https://k/fetch/r/",
@@ -411,10 +398,19 @@ async def test_outbound_fetch_from_an_object(tmp_path, http_server):
 # ------------------------------------------------------------- the mapping itself
 
 def test_to_js_to_py_round_trips():
-    from dobj.workers import JsArray, JsObject, to_js, to_py
+    from dobj.workers import JsArray, JsMap, JsObject, to_js, to_py
     value = {"d": {"x": [1, 2]}, "l": [1, (2, 3)], "b": bytearray(b"\x01"), "s": {1}}
     js = to_js(value)
     assert js == {"d": {"x": [1, 2]}, "l": [1, [2, 3]], "b": b"\x01", "s": {1}}
+    # As Pyodide's default: dicts become Maps (stored and sent as a Map, str
+    # keys too), with the Map methods; a dict_converter gives plain objects.
+    assert type(js) is JsMap and type(js["d"]) is JsMap
+    assert (js.size, js.has("d"), js.get("nope"), list(js)) == (4, True, None, ["d", "l", "b", "s"])
+    assert js.set("n", 1) is js and js.delete("n") and not js.delete("n")
+    assert dobj.deserialize(dobj.serialize(js))  # a Map with str keys reads back as a dict
+    assert dobj.serialize(js)[2:3] == b";" and dobj.serialize(dict(js))[2:3] == b"o"
+    assert type(to_js(value, dict_converter=dict)) is dict
+    assert type(to_py(js)) is dict and type(to_py(js)["d"]) is dict
     assert type(js["b"]) is bytes and type(js["l"][1]) is list
     assert js["d"] is not value["d"]
     assert to_js(value, depth=1)["d"] is value["d"]
@@ -470,6 +466,8 @@ async def test_ctx_names_dobj_does_not_have_say_so(tmp_path):
 
 
 async def test_rpc_passes_ids_and_stubs_with_the_javascript_names(tmp_path):
+    # As on Cloudflare: stubs and IDs travel as arguments and results, also
+    # inside lists and dicts, and arrive with the JavaScript names.
     d = write_project(tmp_path / "rpcids", """\
         from workers import DurableObject, Response
         class Counter(DurableObject):
@@ -482,21 +480,33 @@ async def test_rpc_passes_ids_and_stubs_with_the_javascript_names(tmp_path):
                 return x
             async def gives_id(self):
                 return self.ctx.id
+            async def gives_stub(self, name):
+                return self.env.COUNTER.getByName(name)
+            async def nested(self, box):
+                peer = box["peers"][0]
+                return {"id": self.ctx.id, "seen": [box["id"].toString(), await peer.me()],
+                        "stubs": [peer, self.env.COUNTER.getByName("z")]}
         async def fetch(request, env, ctx):
             stub = env.COUNTER.getByName("x")
             ok = await stub.same(stub.id, stub=stub)
-            try:
-                await stub.gives_id()
-                gives = "no error"
-            except TypeError as e:
-                gives = str(e)
+            got = await stub.gives_id()
+            other = await stub.gives_stub("y")
+            box = await stub.nested({"id": other.id, "peers": [other]})
+            checks = [
+                type(got).__name__, got.equals(stub.id), got.name,
+                type(other).__name__, await other.me() == other.id.toString(),
+                box["id"].equals(stub.id), box["seen"] == [other.id.toString()] * 2,
+                [type(s).__name__ for s in box["stubs"]],
+                await box["stubs"][1].me() == env.COUNTER.idFromName("z").toString(),
+            ]
             return Response(f"{await stub.me() == stub.id.toString()} {ok} "
-                            f"{await stub.plain([1])} {gives}")
+                            f"{await stub.plain([1])} {checks}")
         """)
     rt = dobj.Runtime.from_config(d)
     try:
-        assert (await rt.default.fetch("https://r/")).text() == \
-            "True True [1] cannot convert a value of type _Id"
+        assert (await rt.default.fetch("https://r/")).text() == (
+            "True True [1] ['_Id', True, 'x', '_DOStub', True, True, True, "
+            "['_DOStub', '_DOStub'], True]")
     finally:
         close(rt)
 
@@ -659,6 +669,35 @@ async def test_dobj_workers_classes_bound_by_hand_and_collected_after_close():
     del ns, rt, r
     gc.collect()
     assert len(refs) == 1 and refs[0]() is None
+
+
+async def test_status_text_travels_with_the_response_and_get_all_lists_each_cookie(tmp_path):
+    d = write_project(tmp_path / "statustext", """\
+        from workers import DurableObject, Request, Response
+        class Counter(DurableObject):
+            async def fetch(self, request):
+                h = request.headers
+                return Response(f"{h.get_all('set-cookie')} {h.get_all('Set-Cookie')} "
+                                f"{h.get_all('x-a')} {h.get_all('x', 'none')}",
+                                status=418, status_text="I'm a teapot, really")
+        async def fetch(request, env, ctx):
+            req = Request("https://s/", headers=[("set-cookie", "a=1; Path=/"),
+                                                 ("set-cookie", "b=2, c"),
+                                                 ("x-a", "1"), ("x-a", "2")])
+            r = await env.COUNTER.getByName("x").fetch(req)
+            return Response(f"{r.status} {r.status_text!r} {await r.text()}")
+        """)
+    rt = dobj.Runtime.from_config(d)
+    try:
+        assert (await rt.default.fetch("https://s/")).text() == (
+            "418 \"I'm a teapot, really\" ['a=1; Path=/', 'b=2, c'] "
+            "['a=1; Path=/', 'b=2, c'] ['1, 2'] none")
+        # dobj code sees it too; a plain dobj.Response keeps its reason phrase.
+        r = await rt.env.COUNTER.get_by_name("x").fetch("https://s/")
+        assert (r.status_text, dobj.Response("x", status=404).status_text) == \
+            ("I'm a teapot, really", "Not Found")
+    finally:
+        close(rt)
 
 
 def test_request_headers_read_like_http_message():

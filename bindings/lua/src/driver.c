@@ -102,7 +102,7 @@ static int run_co(runtime_ud *r, dobj_task *t, task_coro *c, int nargs)
 			err = anchor(r, c->co, -1, SLOT_VALUE);
 			lua_pop(c->co, 1);
 		} else {
-			err = convert_error(r, c->co, obj, c->co, 1);
+			err = convert_error(r, c->co, obj, c->co, obj != NULL);
 		}
 		/* A spawned task's error is raised by rt:run(); a wait_until
 		 * function's goes to the core's error hook (dobj.on_error). */
@@ -325,7 +325,10 @@ task_coro *spawn_fn(lua_State *L, runtime_ud *r, dobj_obj *obj, dobj_task_kind k
 		lua_pushvalue(L, fidx + i);
 	lua_xmove(L, c->co, nargs + 1);
 	c->state = CORO_START;
-	rc = dobj_task_spawn(&t, r->rt, obj, kind, step_co, r, c, done, done_data);
+	if (kind == DOBJ_TASK_BACKGROUND && !obj) /* the entry's ctx:wait_until */
+		rc = dobj_rt_background(&t, r->rt, step_co, r, c);
+	else
+		rc = dobj_task_spawn(&t, r->rt, obj, kind, step_co, r, c, done, done_data);
 	if (rc < 0) {
 		/* The core released c. */
 		raise_core_error(L, dobj_error_last());

@@ -156,7 +156,7 @@ static void msg_add_cb(lua_State *L, void *data, const char *name, size_t nlen,
 	if (a->rc < 0)
 		return;
 	if (strlen(name) != nlen || strlen(value) != vlen)
-		a->rc = dobj_error_set(DOBJ_EARG, strlen(name) != nlen ?
+		a->rc = dobj_error_set(DOBJ_ETYPE, strlen(name) != nlen ?
 			"Invalid header name." : "Invalid header value.");
 	else
 		a->rc = dobj_msg_add_header(a->m, name, value);
@@ -178,6 +178,8 @@ static int l_headers_get(lua_State *L)
 
 	luaL_checktype(L, 1, LUA_TTABLE);
 	name = luaL_checklstring(L, 2, &len);
+	if (dobj_msg_header_name_check(name, len) < 0) /* as workerd's Headers.get */
+		return luaL_error(L, "%s", dobj_error_last());
 	push_lower(L, name, len);
 	if (lua_rawget(L, 1) == LUA_TTABLE) {
 		luaL_Buffer b;

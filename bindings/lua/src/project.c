@@ -27,17 +27,17 @@ static int fail(lua_State *L, const char *fmt, ...)
 
 /* ------------------------------------------------------------ the entry */
 
-/* ctx:wait_until(fn, ...): rt:spawn(fn, ...) (upvalue 2: the runtime). */
+/* ctx:wait_until(fn, ...) of the entry: background work without an object
+ * (dobj/background.h; upvalue 2: the runtime).  A failure goes to
+ * dobj.on_error (or stderr), never out of rt:run(), as an object's does. */
 static int entry_wait_until(lua_State *L)
 {
-	int n = lua_gettop(L), i;
+	runtime_ud *r = check_ud(L, lua_upvalueindex(2), MT_RUNTIME);
 
-	luaL_checktype(L, 2, LUA_TFUNCTION);
-	lua_getfield(L, lua_upvalueindex(2), "spawn");
-	lua_pushvalue(L, lua_upvalueindex(2));
-	for (i = 2; i <= n; i++)
-		lua_pushvalue(L, i);
-	lua_call(L, n, 0);
+	if (!r->rt)
+		return luaL_error(L, DOBJ_MSG_CLOSED);
+
+	spawn_fn(L, r, NULL, DOBJ_TASK_BACKGROUND, 2, lua_gettop(L) - 2, NULL, NULL, NULL);
 	return 0;
 }
 

@@ -135,7 +135,8 @@ static void report_background_error(dobj_task *t, void *data)
 	runtime_ud *r = data;
 	lua_State *A = r->A, *L;
 	int atop = lua_gettop(A), top, retry = 0, alarm;
-	const char *msg = NULL, *cls = dobj_ns_class_name(dobj_obj_ns(dobj_task_obj(t)));
+	dobj_obj *obj = dobj_task_obj(t); /* NULL: the entry's ctx:wait_until */
+	const char *msg = NULL, *cls = obj ? dobj_ns_class_name(dobj_obj_ns(obj)) : NULL;
 	void *err = NULL;
 	char hex[DOBJ_ID_HEX_LEN];
 
@@ -149,20 +150,26 @@ static void report_background_error(dobj_task *t, void *data)
 	}
 	dobj_task_result(t, NULL, &msg, &err);
 	alarm = dobj_task_alarm_info(t, NULL, &retry) == DOBJ_OK;
-	dobj_id_to_hex(dobj_obj_id(dobj_task_obj(t)), hex);
+	if (obj)
+		dobj_id_to_hex(dobj_obj_id(obj), hex);
 	lua_getfield(L, LUA_REGISTRYINDEX, ON_ERROR_KEY);
 	if (lua_isfunction(L, -1)) {
 		if (err)
 			push_slot(r, L, err);
 		else
-			push_core_error(L, msg, dobj_obj_id(dobj_task_obj(t)), 1);
+			push_core_error(L, msg, obj ? dobj_obj_id(obj) : NULL, obj != NULL);
 		lua_createtable(L, 0, 4);
 		lua_pushstring(L, alarm ? "alarm" : "wait_until");
 		lua_setfield(L, -2, "kind");
-		lua_pushstring(L, cls);
-		lua_setfield(L, -2, "class");
-		lua_pushlstring(L, hex, sizeof(hex));
-		lua_setfield(L, -2, "id");
+		if (obj) {
+			lua_pushstring(L, cls);
+			lua_setfield(L, -2, "class");
+			lua_pushlstring(L, hex, sizeof(hex));
+			lua_setfield(L, -2, "id");
+		} else {
+			lua_pushboolean(L, 1);
+			lua_setfield(L, -2, "entry");
+		}
 		if (alarm) {
 			lua_pushinteger(L, retry);
 			lua_setfield(L, -2, "retry_count");
@@ -178,6 +185,8 @@ static void report_background_error(dobj_task *t, void *data)
 	if (alarm)
 		fprintf(stderr, "dobj: alarm() of %s %.*s (run %d of %d) failed: %s\n", cls,
 			(int)sizeof(hex), hex, retry + 1, DOBJ_ALARM_MAX_RETRIES + 1, msg ? msg : "error");
+	else if (!obj)
+		fprintf(stderr, "dobj: ctx:wait_until() of the entry failed: %s\n", msg ? msg : "error");
 	else
 		fprintf(stderr, "dobj: ctx:wait_until() of %s %.*s failed: %s\n", cls,
 			(int)sizeof(hex), hex, msg ? msg : "error");
@@ -204,6 +213,16 @@ static double cluster_ms(lua_State *L, int t, const char *key, int grace)
 	s = lua_tonumber(L, -1);
 	lua_pop(L, 1);
 	return s == 0 ? (grace ? -1 : NAN) : s * 1e3;
+}
+
+/* The node's log lines (dobj_rt_cluster_set_log: a lost lease...), on
+ * stderr as the binding's other warnings. */
+static void log_cluster_event(void *data, long long node_id, const char *message)
+{
+	(void)data;
+	(void)node_id;
+	fprintf(stderr, "dobj: %s\n", message);
+	fflush(stderr);
 }
 
 int l_runtime(lua_State *L)
@@ -330,6 +349,8 @@ int l_runtime(lua_State *L)
 		return 2;
 	}
 	dobj_rt_set_error_hook(r->rt, report_background_error, r);
+	if (co.url)
+		dobj_rt_cluster_set_log(r->rt, log_cluster_event, NULL);
 	m->nruntimes++;
 	/* The runtime that dobj.sleep drives from the main chunk. */
 	lua_getiuservalue(L, MODIDX, UV_DEFAULT_RT);
@@ -657,6 +678,34 @@ static int l_rt_run(lua_State *L)
 	return drive(L, "run", run_until_idle, 0);
 }
 
+static int drain_background(dobj_rt *rt, double ms)
+{
+	return dobj_rt_background_drain(rt, ms);
+}
+
+/* rt:drain_background([seconds]): run until no ctx:wait_until work (the
+ * entry's and the objects') is left, at most `seconds` (none: no limit).
+ * true, or nil and a message naming how many are left (they go on if the
+ * runtime runs again). */
+static int l_rt_drain_background(lua_State *L)
+{
+	double s = luaL_optnumber(L, 2, HUGE_VAL);
+	runtime_ud *r = check_rt(L, 1);
+	int left;
+
+	if (!(s >= 0)) /* the core refuses it too; a clearer message here */
+		return luaL_argerror(L, 2, "a number of seconds >= 0 expected");
+	drive(L, "drain_background", drain_background, s * 1e3);
+	left = (int)dobj_rt_background_count(r->rt);
+	if (!left) {
+		lua_pushboolean(L, 1);
+		return 1;
+	}
+	lua_pushnil(L);
+	lua_pushfstring(L, "drain_background(): %d ctx:wait_until() tasks still pending", left);
+	return 2;
+}
+
 /* rt:fd(): the runtime's pollable file descriptor, for a loop of your own
  * (cqueues, luv, poll): readable when work is ready or a timer is due; then
  * call rt:process().  The same number for the runtime's life; do not close it. */
@@ -724,6 +773,7 @@ static const luaL_Reg rt_meta[] = {
 };
 static const luaL_Reg rt_methods[] = {
 	{ "bind", l_rt_bind }, { "bind_native", l_rt_bind_native }, { "spawn", l_rt_spawn }, { "run", l_rt_run },
+	{ "drain_background", l_rt_drain_background },
 	{ "close", l_rt_close }, { "now", l_rt_now }, { "advance", l_rt_advance },
 	{ "fd", l_rt_fd }, { "process", l_rt_process }, { "node_id", l_rt_node_id }, { NULL, NULL }
 };

@@ -28,6 +28,7 @@ from ._dobj import (  # noqa: F401  (re-exported)
     Aborted,
     Error,
     InvalidIdError,
+    InvalidInputError,
     MAX_CALL_DEPTH,
     Namespace,
     Runtime,
@@ -41,7 +42,7 @@ from .project import from_config as _from_config
 __all__ = [
     "Runtime", "Namespace", "DurableObjectId", "Stub", "Context", "Call",
     "DurableObject", "Request", "Response", "Headers", "Env",
-    "Error", "InvalidIdError", "Aborted", "MAX_CALL_DEPTH",
+    "Error", "InvalidIdError", "InvalidInputError", "Aborted", "MAX_CALL_DEPTH",
     "Storage", "Transaction", "SqlStorage", "Cursor", "serialize", "deserialize",
     "load_config", "Config", "Binding", "Migration", "ClusterSettings", "ConfigError",
     "WorkerEntrypoint", "ExecutionContext", "Entry", "ProjectRuntime",
@@ -83,7 +84,10 @@ class Headers:
             self.append(name, value)
 
     def get(self, name: str, default: Optional[str] = None) -> Optional[str]:
-        v = self._items.get(name.lower() if isinstance(name, str) else name, default)
+        v = self._items.get(name.lower() if isinstance(name, str) else name, None)
+        if v is None:
+            _NAME(name)  # as workerd's get: an invalid name is a TypeError
+            return default
         return ", ".join(v) if type(v) is list else v
 
     def get_set_cookie(self) -> list:
@@ -108,7 +112,7 @@ class Headers:
         self._items.pop(_NAME(name), None)
 
     def has(self, name: str) -> bool:
-        return isinstance(name, str) and name.lower() in self._items
+        return _NAME(name) in self._items  # an invalid name: TypeError, as in workerd
 
     def __getitem__(self, name: str) -> str:
         value = self.get(name)
@@ -214,7 +218,7 @@ class Response(_Message):
     A str body gets ``content-type: text/plain;charset=UTF-8`` unless the
     headers name one, as in workerd."""
 
-    __slots__ = ("status", "web_socket")
+    __slots__ = ("status", "web_socket", "_status_text")
 
     def __init__(self, body: BodyInit = None, *, status: int = 200,
                  headers: HeadersInit = None, web_socket: Optional[WebSocket] = None) -> None:
@@ -241,8 +245,11 @@ class Response(_Message):
 
     @property
     def status_text(self) -> str:
-        """The status's reason phrase ("OK", "Not Found")."""
-        return _dobj._status_text(self.status)
+        """The status's reason phrase ("OK", "Not Found"), or the one a
+        ``dobj.workers.Response`` was made with (it travels with the
+        response from the object to its caller, as statusText does)."""
+        text = getattr(self, "_status_text", None)
+        return _dobj._status_text(self.status) if text is None else text
 
     def __repr__(self) -> str:
         return f"<Response {self.status}>"
@@ -414,20 +421,28 @@ async def _transaction(storage, ctx, fn):
     return value
 
 
-async def _drain(rt, timeout=None):
+async def _drain(rt, timeout=None, _background=False):
     """``await rt.drain()``: run until no call is unfinished and no alarm is
     pending (eviction timers do not count).  It waits for the runtime to move
     (each pump, and the loop watching the runtime's fd, wake it); with
-    virtual time, once only timers are left, it jumps the clock to the next."""
+    virtual time, once only timers are left, it jumps the clock to the next.
+    With ``_background`` (``drain_background``): until no background work
+    (``ctx.wait_until``, the entry's and the objects') is left."""
     loop = _asyncio.get_running_loop()
     deadline = None if timeout is None else loop.time() + timeout
+
+    def still() -> str:
+        if _background:
+            return f"drain_background(): {rt._background_count()} ctx.wait_until() tasks still pending"
+        return f"drain(): {rt.pending} calls or alarms still pending"
+
     while True:
         rt._pump()
-        if rt.pending == 0:
+        if (rt._background_count() if _background else rt.pending) == 0:
             return
         left = None if deadline is None else deadline - loop.time()
         if left is not None and left <= 0:
-            raise TimeoutError(f"drain(): {rt.pending} calls or alarms still pending")
+            raise TimeoutError(still())
         if rt.virtual_time and rt._tasks == 0:
             rt.advance(rt._next_timer())  # only timers are left
             # Let the loop run between jumps: an alarm that sets the next
@@ -438,7 +453,15 @@ async def _drain(rt, timeout=None):
         try:
             await _asyncio.wait_for(_asyncio.shield(rt._progress()), left)
         except _asyncio.TimeoutError:
-            raise TimeoutError(f"drain(): {rt.pending} calls or alarms still pending") from None
+            raise TimeoutError(still()) from None
+
+
+async def _drain_background(rt, timeout=None):
+    """``await rt.drain_background(timeout=None)``: run until no background
+    work (``ctx.wait_until`` of the entry and of objects) is left, as the dev
+    server does on shutdown; TimeoutError (the work stays) after ``timeout``
+    seconds.  The core's dobj_rt_background_count decides what is left."""
+    await _drain(rt, timeout, True)
 
 
 _log = _logging.getLogger("dobj")
@@ -452,6 +475,7 @@ def _report_error(what: str, exc: BaseException) -> None:
 
 
 Runtime.from_config = classmethod(_from_config)  # type: ignore[attr-defined]
+Runtime.drain_background = _drain_background  # type: ignore[attr-defined]
 
 _dobj._setup(Request, Response, Env, _make_request)
 _dobj._setup_storage(_transaction, _drain)

@@ -23,6 +23,7 @@ shutdown, after the entry's ``ctx.wait_until`` work.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import html
 import sys
 import time
@@ -144,9 +145,8 @@ async def close_runtime(rt: Any, timeout: float = 10.0) -> None:
     entry's ``ctx.wait_until`` work, then :meth:`Runtime.close` it.  Every
     write a response acknowledged is already committed; closing closes the
     objects' databases."""
-    background = getattr(rt, "_background", None)
-    if background:
-        await asyncio.wait(set(background), timeout=timeout)
+    with contextlib.suppress(TimeoutError):
+        await rt.drain_background(timeout)
     rt.close()
 
 

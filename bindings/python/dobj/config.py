@@ -9,10 +9,17 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Mapping, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Tuple, Union
 
 from . import _dobj
-from ._dobj import ConfigError
+
+if TYPE_CHECKING:  # the extension has no stubs of its own: its class, typed here
+    from . import Error
+
+    class ConfigError(Error, ValueError):
+        """A wrangler configuration the core refuses (file, key, line)."""
+else:
+    from ._dobj import ConfigError
 
 __all__ = ["load_config", "Config", "Binding", "Migration", "ClusterSettings", "ConfigError"]
 

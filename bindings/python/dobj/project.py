@@ -10,7 +10,6 @@ Workers (``class Default(WorkerEntrypoint)`` or a module-level
 """
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import importlib
 import importlib.util
@@ -19,7 +18,8 @@ import itertools
 import logging
 import os
 import sys
-from typing import Any, Optional, Set
+import weakref
+from typing import Any, Optional
 
 from . import _pyworkers_import
 from ._dobj import ConfigError, Error, Runtime
@@ -45,28 +45,22 @@ class WorkerEntrypoint:
 
 class ExecutionContext:
     """The ``ctx`` of one request to the entry: ``wait_until(awaitable)``
-    keeps background work running after the response."""
+    keeps background work running after the response.  The work is the
+    core's background work without an object (``dobj/background.h``): a
+    failure is logged on the ``dobj`` logger (as workerd logs an uncaught
+    rejection), never raised; ``rt.drain()`` and ``rt.drain_background()``
+    wait for it."""
 
-    __slots__ = ("_background",)
+    __slots__ = ("_rt",)
 
-    def __init__(self, background: Set["asyncio.Future[Any]"]) -> None:
-        self._background = background
+    def __init__(self, rt: "weakref.ReferenceType[Any]") -> None:
+        self._rt = rt
 
     def wait_until(self, awaitable: Any) -> None:
-        if not inspect.isawaitable(awaitable):
-            raise TypeError(f"wait_until() needs an awaitable, got {type(awaitable).__name__}")
-        fut = asyncio.ensure_future(awaitable)
-        self._background.add(fut)
-        fut.add_done_callback(self._finished)
-
-    def _finished(self, fut: "asyncio.Future[Any]") -> None:
-        self._background.discard(fut)
-        if fut.cancelled():
-            return
-        exc = fut.exception()
-        if exc is not None:
-            from . import _report_error
-            _report_error("ctx.wait_until() of the entry", exc)
+        rt = self._rt()
+        if rt is None:
+            raise Error("the runtime is closed")
+        rt._wait_until(awaitable)
 
 
 class Entry:
@@ -74,14 +68,14 @@ class Entry:
     calls ``Default(ctx, env).fetch(request)`` or ``fetch(request, env, ctx)``
     with a new ctx per request."""
 
-    __slots__ = ("_cls", "_fn", "_env", "_background", "name")
+    __slots__ = ("_cls", "_fn", "_env", "_rt", "name")
 
     def __init__(self, cls: Optional[type], fn: Any, env: Any,
-                 background: Set["asyncio.Future[Any]"], name: str) -> None:
+                 rt: "weakref.ReferenceType[Any]", name: str) -> None:
         self._cls = cls
         self._fn = fn
         self._env = env
-        self._background = background
+        self._rt = rt
         self.name = name
 
     async def fetch(self, url_or_request: Any, *, method: Optional[str] = None,
@@ -94,7 +88,7 @@ class Entry:
         """fetch() for a new :class:`dobj.Request` of the caller's own (the
         ASGI adapter's), which is handed over as it is, without a copy."""
         from . import Response
-        ctx = ExecutionContext(self._background)
+        ctx = ExecutionContext(self._rt)
         if self._cls is not None:
             handler = getattr(self._cls(ctx, self._env), "fetch", None)
             if handler is None:
@@ -120,26 +114,7 @@ class ProjectRuntime(Runtime):
     with ``config`` (the :class:`dobj.Config`), ``module`` (the imported
     ``main``) and ``default`` (the :class:`Entry`)."""
 
-    __slots__ = ("config", "module", "default", "_background")
-
-    async def drain(self, timeout: Optional[float] = None) -> None:
-        """Like :meth:`Runtime.drain`, and also waits for the entry's
-        ``ctx.wait_until`` work."""
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
-
-        def left() -> Optional[float]:
-            return None if deadline is None else max(0.0, deadline - loop.time())
-
-        while True:
-            if self._background:
-                _, pending = await asyncio.wait(set(self._background), timeout=left())
-                if pending:
-                    raise TimeoutError(f"drain(): {len(pending)} ctx.wait_until() "
-                                       "tasks of the entry still pending")
-            await Runtime.drain(self, left())
-            if not self._background:
-                return
+    __slots__ = ("config", "module", "default")
 
 
 def _inside(path: Optional[str], folder: str) -> bool:
@@ -207,7 +182,7 @@ def _import_main(cfg: Config) -> Any:
     return module
 
 
-def _entry(cfg: Config, module: Any, env: Any, background: Set[Any]) -> Entry:
+def _entry(cfg: Config, module: Any, env: Any, background: "weakref.ReferenceType[Any]") -> Entry:
     where = f"{cfg.config_path}: main {cfg.main}"
     default = getattr(module, "Default", None)
     if default is not None:
@@ -263,11 +238,9 @@ def from_config(cls: type, path: Optional[PathLike] = None, *, env: Optional[str
     try:
         for b, found in classes:
             rt.bind(b.binding, found, unique_key=b.unique_key, id_key=b.id_key)
-        background: Set[Any] = set()
-        rt._background = background
         rt.config = cfg
         rt.module = module
-        rt.default = _entry(cfg, module, rt.env, background)
+        rt.default = _entry(cfg, module, rt.env, weakref.ref(rt))
     except BaseException:
         rt.close()
         raise

@@ -33,13 +33,14 @@ from . import Response as _Response
 from . import Stub as _Stub
 from . import WebSocketPair as _WebSocketPair
 from . import WebSocketRequestResponsePair
+from . import _dobj
 from .project import ExecutionContext as _ExecutionContext
 from .project import WorkerEntrypoint as _WorkerEntrypoint
 
 __all__ = [
     "DurableObject", "WorkerEntrypoint", "Request", "Response", "FetchResponse",
     "Headers", "handler", "python_to_rpc", "python_from_rpc", "fetch",
-    "to_js", "to_py", "JsProxy", "JsException", "JavaScriptUnsupportedError",
+    "to_js", "to_py", "JsProxy", "JsMap", "JsException", "JavaScriptUnsupportedError",
     "UnsupportedError", "Context", "WebSocketPair", "WebSocketRequestResponsePair",
 ]
 
@@ -132,6 +133,26 @@ class StorageMap(JsObject):
         return iter(self.items())
 
 
+class JsMap(StorageMap):
+    """What ``to_js(dict)`` gives, as Pyodide's default makes a JavaScript
+    ``Map`` of a dict: a dict that dobj stores and sends as a ``Map`` (also
+    with str keys), with the Map methods ``get``, ``set``, ``has``,
+    ``delete``, ``size``, ``entries()``; iterating gives the keys."""
+
+    __slots__ = ()
+    _dobj_js_map = True  # the value mapping writes it as a Map
+
+    def set(self, key: Any, value: Any) -> "JsMap":
+        self[key] = value
+        return self
+
+    def delete(self, key: Any) -> bool:
+        return self.pop(key, _MISSING) is not _MISSING
+
+
+_MISSING = object()
+
+
 def _from_storage(value: Any, memo: Optional[dict] = None) -> Any:
     """A stored value as Python Workers code sees it: dicts and lists become
     JsObject/JsArray (shared parts and cycles stay shared)."""
@@ -155,7 +176,7 @@ def _from_storage(value: Any, memo: Optional[dict] = None) -> Any:
     return out
 
 
-def _convert(value: Any, depth: int, memo: dict, to_js_side: bool) -> Any:
+def _convert(value: Any, depth: int, memo: dict, to_js_side: bool, maps: bool = False) -> Any:
     if depth == 0:
         return value
     if isinstance(value, (bytes, bytearray, memoryview)):
@@ -164,10 +185,10 @@ def _convert(value: Any, depth: int, memo: dict, to_js_side: bool) -> Any:
         seen = memo.get(id(value))
         if seen is not None:
             return seen
-        out: Any = {}
+        out: Any = JsMap() if maps else {}
         memo[id(value)] = out
         for k, v in value.items():
-            out[k] = _convert(v, depth - 1, memo, to_js_side)
+            out[k] = _convert(v, depth - 1, memo, to_js_side, maps)
         return out
     if isinstance(value, (list, tuple) if to_js_side else list):
         seen = memo.get(id(value))
@@ -175,7 +196,7 @@ def _convert(value: Any, depth: int, memo: dict, to_js_side: bool) -> Any:
             return seen
         out = []
         memo[id(value)] = out
-        out.extend(_convert(v, depth - 1, memo, to_js_side) for v in value)
+        out.extend(_convert(v, depth - 1, memo, to_js_side, maps) for v in value)
         return out
     if isinstance(value, (set, frozenset)) and to_js_side:
         return set(value)
@@ -187,11 +208,12 @@ def to_js(obj: Any, *, depth: int = -1, pyproxies: Any = None, create_pyproxies:
           eager_converter: Any = None) -> Any:
     """``pyodide.ffi.to_js``: there is no JavaScript heap here, so the result
     is the Python value dobj stores or sends as that JavaScript value: dicts
-    (plain ``dict``), lists and tuples (``list``), ``bytes``-likes
+    (a :class:`JsMap`, stored and sent as a ``Map`` as Pyodide's default
+    makes one; with a ``dict_converter``, such as ``Object.fromEntries``, a
+    plain ``dict``: an object), lists and tuples (``list``), ``bytes``-likes
     (``bytes``, a ``Uint8Array``), sets, copied ``depth`` levels deep (-1:
-    all).  The keyword arguments of Pyodide's ``to_js`` are accepted and
-    ignored (a dict with str keys is always stored as a JavaScript object)."""
-    return _convert(obj, depth, {}, True)
+    all).  The other keyword arguments are accepted and ignored."""
+    return _convert(obj, depth, {}, True, dict_converter is None)
 
 
 def to_py(obj: Any, *, depth: int = -1, default_converter: Any = None) -> Any:
@@ -475,6 +497,10 @@ class _Id:
     def __hash__(self) -> int:
         return hash(self._id)
 
+    def _dobj_rpc_value(self) -> Any:
+        """What dobj's value mapping sends for this ID (dobj's ID)."""
+        return self._id
+
 
 def _unwrap(value: Any) -> Any:
     t = type(value)
@@ -494,11 +520,60 @@ def _wrap(value: Any) -> Any:
     return value
 
 
+_SCALARS = frozenset((str, int, float, bool, type(None), bytes))
+
+
+def _wrap_deep(value: Any, memo: Optional[dict] = None) -> Any:
+    """An RPC value as Python Workers code sees it: every stub and ID in it,
+    at any depth, with the JavaScript names.  Containers that hold none are
+    returned as they are; shared ones stay shared."""
+    t = type(value)
+    if t in _SCALARS:
+        return value
+    if t is _Stub or t is _DurableObjectId:
+        return _wrap(value)
+    if t is not list and t is not dict and t is not set and t is not tuple:
+        return value
+    if memo is None:
+        memo = {}
+    key = id(value)
+    if key in memo:
+        return memo[key]
+    memo[key] = value  # until proven otherwise (a cycle reads the original)
+    if t is dict:
+        items = [(_wrap_deep(k, memo), _wrap_deep(v, memo)) for k, v in value.items()]
+        if all(a is k and b is v for (a, b), (k, v) in zip(items, value.items())):
+            return value
+        out: Any = dict(items)
+    else:
+        elems = [_wrap_deep(v, memo) for v in value]
+        if all(a is b for a, b in zip(elems, value)):
+            return value
+        out = t(elems)
+    memo[key] = out
+    return out
+
+
+class _RpcCall:
+    """``stub.anyMethod(...)``: the call is made at once (calls keep their
+    order); awaiting it gives the result with its stubs and IDs (at any
+    depth) in their Python Workers form."""
+
+    __slots__ = ("_call",)
+
+    def __init__(self, call: Any) -> None:
+        self._call = call
+
+    def __await__(self) -> Any:
+        return _wrap_deep((yield from self._call.__await__()))
+
+
 class _DOStub:
     """A stub: ``await stub.fetch(url_or_request, method=, headers=, body=)``
-    (a :class:`FetchResponse`), ``await stub.anyMethod(...)`` (RPC: dobj's
-    awaitable call), ``id``, ``name``.  Stubs and IDs given as RPC arguments
-    are translated at the top level (not inside lists or dicts)."""
+    (a :class:`FetchResponse`), ``await stub.anyMethod(...)`` (RPC), ``id``,
+    ``name``.  Stubs and IDs travel in RPC arguments and results at any
+    depth, as on Cloudflare (dobj's own forms underneath, see
+    ``_dobj_rpc_value``)."""
 
     __slots__ = ("_stub",)
 
@@ -524,11 +599,13 @@ class _DOStub:
         rpc = self._stub._rpc
 
         def method(*args: Any, **kwargs: Any) -> Any:
-            if kwargs:
-                kwargs = {k: _unwrap(v) for k, v in kwargs.items()}
-            return rpc(name, *map(_unwrap, args), **kwargs)
+            return _RpcCall(rpc(name, *args, **kwargs))
         method.__name__ = name
         return method
+
+    def _dobj_rpc_value(self) -> Any:
+        """What dobj's value mapping sends for this stub (dobj's stub)."""
+        return self._stub
 
     def __repr__(self) -> str:
         return f"<DurableObjectStub {self._stub.id}>"
@@ -699,8 +776,8 @@ def _env(env: Any) -> Any:
 class MessageHeaders(Headers):
     """``request.headers`` as Python Workers gives it (an
     ``http.client.HTTPMessage``): ``headers["missing"]`` is ``None``, and
-    ``get_all(name)`` lists the value (repeated headers are joined with
-    ``", "``, as fetch() joins them)."""
+    ``get_all(name)`` lists the values (repeated headers are joined with
+    ``", "``, as fetch() joins them, except set-cookie: each on its own)."""
 
     __slots__ = ()
 
@@ -708,8 +785,14 @@ class MessageHeaders(Headers):
         return self.get(name)
 
     def get_all(self, name: str, failobj: Any = None) -> Any:
-        value = self.get(name)
-        return failobj if value is None else [value]
+        """Every value of ``name``: one for most headers (repeated ones are
+        joined with ``", "``), each on its own for set-cookie."""
+        if not isinstance(name, str):
+            return failobj
+        value = self._items.get(name.lower())
+        if value is None:
+            return failobj
+        return list(value) if type(value) is list else [value]
 
 
 class Request(_Request):
@@ -778,20 +861,21 @@ class FetchResponse(_Response):
     """A response: ``status``, ``status_text``, ``ok``, ``headers``, and the
     body read with ``await text()``, ``await json()``, ``await bytes()``."""
 
-    __slots__ = ("_status_text",)
+    __slots__ = ()  # _status_text is dobj.Response's
 
     @classmethod
     def _adopt(cls, resp: Any) -> "FetchResponse":
         if isinstance(resp, FetchResponse):
             return resp
         r = FetchResponse.__new__(FetchResponse)
-        r.status, r._headers, r.body, r._status_text = resp.status, resp._headers, resp.body, ""
+        r.status, r._headers, r.body = resp.status, resp._headers, resp.body
+        r._status_text = getattr(resp, "_status_text", None) or ""
         r.web_socket = getattr(resp, "web_socket", None)
         return r
 
     @property
     def status_text(self) -> str:
-        return getattr(self, "_status_text", "") or ""
+        return getattr(self, "_status_text", None) or ""
 
     def text(self) -> _Done:  # type: ignore[override]
         return _Done(self.body.decode("utf-8"))
@@ -832,8 +916,8 @@ class Response(FetchResponse):
     def from_json(data: Any, status: Any = HTTPStatus.OK, status_text: str = "",
                   headers: Any = None) -> "Response":
         h = Headers(headers)
-        if not h.has("content-type"):
-            h.set("content-type", "application/json")
+        if not h.has("content-type"):  # the core's type (DOBJ_MSG_JSON_TYPE)
+            h.set("content-type", _dobj._JSON_TYPE)
         return Response(_json.dumps(data), status, status_text, h)
 
     @staticmethod
@@ -846,12 +930,14 @@ class Response(FetchResponse):
 def _plain(result: Any) -> Any:
     """A response leaving a handler, as a plain ``dobj.Response``: the caller
     may be dobj code (``rt.default.fetch``, a dobj stub), which reads
-    ``text()`` without ``await``; a workers stub adopts it again.  The
-    ``status_text`` stays behind (dobj's responses have no reason phrase)."""
+    ``text()`` without ``await``; a workers stub adopts it again.  A
+    ``status_text`` it was given goes with it (as statusText does)."""
     if isinstance(result, FetchResponse):
         r = _Response.__new__(_Response)
         r.status, r._headers, r.body = result.status, result._headers, result.body
         r.web_socket = getattr(result, "web_socket", None)
+        if result.status_text:
+            r._status_text = result.status_text
         return r
     return result
 
@@ -910,14 +996,15 @@ def _wrap_handlers(cls: type) -> None:
 
 
 def _translating_args(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """An RPC method: IDs and stubs among its (top-level) arguments get the
+    """An RPC method: IDs and stubs in its arguments (at any depth) get the
     JavaScript names.  The result is returned as it is (a coroutine stays
-    one), so calls from the object's own code are unchanged."""
+    one), so calls from the object's own code are unchanged; stubs and IDs
+    in it travel back as dobj's (``_dobj_rpc_value``)."""
     @functools.wraps(fn)
     def method(self: Any, *args: Any, **kwargs: Any) -> Any:
         if kwargs:
-            kwargs = {k: _wrap(v) for k, v in kwargs.items()}
-        return fn(self, *map(_wrap, args), **kwargs)
+            kwargs = {k: _wrap_deep(v) for k, v in kwargs.items()}
+        return fn(self, *map(_wrap_deep, args), **kwargs)
     method._dobj_workers = True  # type: ignore[attr-defined]
     return method
 
@@ -1001,14 +1088,14 @@ async def fetch(resource: Any, *, method: Any = None, headers: Any = None, body:
     def send() -> Any:
         try:
             with urllib.request.urlopen(outgoing) as r:  # noqa: S310  (the user's URL)
-                return r.status, r.headers.items(), r.read()
+                return r.status, r.reason, r.headers.items(), r.read()
         except urllib.error.HTTPError as e:  # a status, not a failure
             with e:
-                return e.code, e.headers.items(), e.read()
+                return e.code, e.reason, e.headers.items(), e.read()
 
-    status, pairs, data = await asyncio.get_running_loop().run_in_executor(None, send)
+    status, reason, pairs, data = await asyncio.get_running_loop().run_in_executor(None, send)
     resp = FetchResponse.__new__(FetchResponse)
-    resp.status, resp.body, resp._status_text = status, data, ""
+    resp.status, resp.body, resp._status_text = status, data, reason or ""
     h = resp._headers = Headers()
     for k, v in pairs:
         h.append(k, v)

@@ -15,8 +15,8 @@ PyObject *raise_core_error(module_state *st, int code)
 		type = st->InvalidIdError;
 	else if (code == DOBJ_ENOMEM)
 		return PyErr_NoMemory();
-	else if (code == DOBJ_EARG && strncmp(msg, "Invalid URL", 11) == 0)
-		type = PyExc_TypeError;
+	else if (code == DOBJ_ETYPE)
+		type = st->InvalidInputError;
 	PyErr_SetString(type, msg[0] ? msg : "dobj error");
 	return NULL;
 }
@@ -159,6 +159,19 @@ int errors_setup_types(PyObject *m)
 		"A malformed ID string, or an ID of another namespace.", bases, NULL);
 	Py_DECREF(bases);
 	if (!st->InvalidIdError || PyModule_AddObjectRef(m, "InvalidIdError", st->InvalidIdError) < 0)
+		return -1;
+	/* workerd throws a TypeError; ValueError too, which dobj raised for these
+	 * before (code catching it keeps working). */
+	bases = PyTuple_Pack(3, st->Error, PyExc_TypeError, PyExc_ValueError);
+	if (!bases)
+		return -1;
+	st->InvalidInputError = PyErr_NewExceptionWithDoc("dobj.InvalidInputError",
+		"A value a Web API refuses where workerd throws a TypeError: a header name or "
+		"value, an HTTP method, a relative URL, a body a GET request may not have.",
+		bases, NULL);
+	Py_DECREF(bases);
+	if (!st->InvalidInputError ||
+	    PyModule_AddObjectRef(m, "InvalidInputError", st->InvalidInputError) < 0)
 		return -1;
 	st->Aborted = PyErr_NewExceptionWithDoc("dobj.Aborted",
 		"Raised by ctx.abort() in the aborted object's own code. A BaseException, so "

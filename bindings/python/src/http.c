@@ -92,8 +92,12 @@ PyObject *http_response_from_msg(module_state *st, const dobj_msg *m)
 
 /* ------------------------------------------- the core's rules, for dobj/__init__.py */
 
-static PyObject *rule_error(void)
+/* The core's kind decides: DOBJ_ETYPE (workerd's TypeError) raises
+ * dobj.InvalidInputError, a TypeError; other refusals a ValueError. */
+static PyObject *rule_error(PyObject *m)
 {
+	if (dobj_error_last_code() == DOBJ_ETYPE)
+		return raise_core_error(PyModule_GetState(m), DOBJ_ETYPE);
 	PyErr_SetString(PyExc_ValueError, dobj_error_last());
 	return NULL;
 }
@@ -113,7 +117,7 @@ static PyObject *http_header_name(PyObject *m, PyObject *name)
 		s = "", n = 0;
 	}
 	if (dobj_msg_header_name_check(s, (size_t)n) < 0)
-		return rule_error();
+		return rule_error(m);
 	for (i = 0; i < n; i++)
 		if (s[i] >= 'A' && s[i] <= 'Z')
 			return PyObject_CallMethod(name, "lower", NULL);
@@ -134,12 +138,12 @@ static PyObject *http_header_value(PyObject *m, PyObject *value)
 			Py_TYPE(value)->tp_name);
 	n = PyUnicode_GET_LENGTH(value);
 	if (PyUnicode_KIND(value) != PyUnicode_1BYTE_KIND) {
-		dobj_error_set(DOBJ_EARG, "Invalid header value.");
-		return rule_error();
+		dobj_error_set(DOBJ_ETYPE, "Invalid header value.");
+		return rule_error(m);
 	}
 	if (dobj_msg_header_value_check((const char *)PyUnicode_1BYTE_DATA(value), (size_t)n,
 	    &start, &len) < 0)
-		return rule_error();
+		return rule_error(m);
 	if (start == 0 && (Py_ssize_t)len == n)
 		return Py_NewRef(value);
 	return PyUnicode_Substring(value, (Py_ssize_t)start, (Py_ssize_t)(start + len));
@@ -173,7 +177,7 @@ static PyObject *http_method(PyObject *m, PyObject *method)
 		s = "", n = 0;
 	}
 	if (dobj_msg_method_check(s, (size_t)n, &canonical) < 0)
-		return rule_error();
+		return rule_error(m);
 	if (!canonical || strcmp(canonical, s) == 0)
 		return Py_NewRef(method);
 	return PyUnicode_FromString(canonical);
@@ -189,10 +193,8 @@ static PyObject *http_request_body_check(PyObject *m, PyObject *const *args, Py_
 	if (nargs != 2 || !(method = PyUnicode_AsUTF8(args[0])) ||
 	    ((n = PyLong_AsSsize_t(args[1])) == -1 && PyErr_Occurred()))
 		return PyErr_Occurred() ? NULL : PyErr_Format(PyExc_TypeError, "2 arguments");
-	if (dobj_msg_request_body_check(method, (size_t)n) < 0) {
-		PyErr_SetString(PyExc_TypeError, dobj_error_last()); /* workerd's TypeError */
-		return NULL;
-	}
+	if (dobj_msg_request_body_check(method, (size_t)n) < 0)
+		return rule_error(m); /* workerd's TypeError */
 	Py_RETURN_NONE;
 }
 
@@ -206,7 +208,7 @@ static PyObject *http_response_body_check(PyObject *m, PyObject *const *args, Py
 	    ((n = PyLong_AsSsize_t(args[1])) == -1 && PyErr_Occurred()))
 		return PyErr_Occurred() ? NULL : PyErr_Format(PyExc_TypeError, "2 arguments");
 	if (dobj_msg_response_body_check((int)status, (size_t)n) < 0)
-		return rule_error();
+		return rule_error(m);
 	Py_RETURN_NONE;
 }
 

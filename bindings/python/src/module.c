@@ -398,6 +398,7 @@ static int mod_traverse(PyObject *m, visitproc visit, void *arg)
 	Py_VISIT(st->WebSocket_T);
 	Py_VISIT(st->Error);
 	Py_VISIT(st->InvalidIdError);
+	Py_VISIT(st->InvalidInputError);
 	Py_VISIT(st->Aborted);
 	Py_VISIT(st->Request);
 	Py_VISIT(st->Response);
@@ -427,6 +428,7 @@ static int mod_clear(PyObject *m)
 	Py_CLEAR(st->WebSocket_T);
 	Py_CLEAR(st->Error);
 	Py_CLEAR(st->InvalidIdError);
+	Py_CLEAR(st->InvalidInputError);
 	Py_CLEAR(st->Aborted);
 	Py_CLEAR(st->Request);
 	Py_CLEAR(st->Response);

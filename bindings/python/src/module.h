@@ -33,7 +33,7 @@
 
 typedef struct {
 	PyTypeObject *Runtime_T, *Namespace_T, *Id_T, *Stub_T, *Call_T, *Context_T, *Waker_T, *WebSocket_T;
-	PyObject *Error, *InvalidIdError, *Aborted;
+	PyObject *Error, *InvalidIdError, *InvalidInputError, *Aborted;
 	/* Set by dobj/__init__.py through _setup(). */
 	PyObject *Request, *Response, *Env, *make_request;
 	PyObject *get_running_loop;

@@ -19,6 +19,40 @@ static NamespaceObject *runtime_namespace_of(RuntimeObject *rt, dobj_ns *ns)
 	return NULL;
 }
 
+static dobj_val *rpc_ref_to_val(void *data, PyObject *o);
+
+/*
+ * A look-alike of a stub or ID (dobj.workers' DurableObjectStub and
+ * DurableObjectId) names the dobj stub or ID it stands for with a method
+ * `_dobj_rpc_value` of its type: so they travel at any depth of an RPC
+ * value.  NULL without an exception when `o` is no such thing.
+ */
+static dobj_val *rpc_ref_of_lookalike(RuntimeObject *rt, PyObject *o)
+{
+	PyObject *fn, *ref;
+	dobj_val *r;
+
+	fn = PyObject_GetAttrString((PyObject *)Py_TYPE(o), "_dobj_rpc_value");
+	if (!fn) {
+		if (PyErr_ExceptionMatches(PyExc_AttributeError))
+			PyErr_Clear();
+		return NULL;
+	}
+	ref = PyObject_CallOneArg(fn, o);
+	Py_DECREF(fn);
+	if (!ref)
+		return NULL;
+	if (!PyObject_TypeCheck(ref, rt->st->Stub_T) && !PyObject_TypeCheck(ref, rt->st->Id_T)) {
+		PyErr_Format(PyExc_TypeError, "%.100s._dobj_rpc_value() must give a dobj stub or ID, "
+			"got %.100s", Py_TYPE(o)->tp_name, Py_TYPE(ref)->tp_name);
+		Py_DECREF(ref);
+		return NULL;
+	}
+	r = rpc_ref_to_val(rt, ref);
+	Py_DECREF(ref);
+	return r;
+}
+
 /* Stubs and IDs travel as references to namespaces of the same runtime. */
 static dobj_val *rpc_ref_to_val(void *data, PyObject *o)
 {
@@ -47,7 +81,8 @@ static dobj_val *rpc_ref_to_val(void *data, PyObject *o)
 			return NULL;
 		return dobj_val_id(i->ns->ns, &i->id, name, (size_t)n);
 	}
-	return NULL; /* no exception: the mapping raises its TypeError */
+	/* Otherwise NULL and no exception: the mapping raises its TypeError. */
+	return rpc_ref_of_lookalike(rt, o);
 }
 
 static PyObject *rpc_ref_from_val(void *data, const dobj_val *v)

@@ -249,9 +249,13 @@ static void report_background_error(dobj_task *t, void *data)
 		exc = text ? PyObject_CallOneArg(st->Error, text) : NULL;
 		Py_XDECREF(text);
 	}
-	dobj_id_to_hex(dobj_obj_id(obj), hex);
-	hex[DOBJ_ID_HEX_LEN] = '\0';
-	if (dobj_task_alarm_info(t, NULL, &retry) == DOBJ_OK)
+	if (obj) {
+		dobj_id_to_hex(dobj_obj_id(obj), hex);
+		hex[DOBJ_ID_HEX_LEN] = '\0';
+	}
+	if (!obj)
+		what = PyUnicode_FromString("ctx.wait_until() of the entry");
+	else if (dobj_task_alarm_info(t, NULL, &retry) == DOBJ_OK)
 		what = PyUnicode_FromFormat("alarm() of %s %s (run %d of %d)",
 			dobj_ns_class_name(dobj_obj_ns(obj)), hex, retry + 1, DOBJ_ALARM_MAX_RETRIES + 1);
 	else if (dobj_task_call_kind(t) >= DOBJ_CALL_WS_MESSAGE)
@@ -272,6 +276,28 @@ static void report_background_error(dobj_task *t, void *data)
 	}
 	Py_XDECREF(exc);
 	Py_XDECREF(what);
+	PyErr_Restore(exc_type, exc_value, exc_tb);
+}
+
+/* The node's log lines (dobj_rt_cluster_set_log: a lost lease...) go to the
+ * "dobj" logger as warnings.  Called from the runtime's loop, GIL held. */
+static void log_cluster_event(void *data, long long node_id, const char *message)
+{
+	PyObject *exc_type, *exc_value, *exc_tb, *logging, *logger = NULL, *r = NULL;
+
+	(void)data;
+	(void)node_id;
+	PyErr_Fetch(&exc_type, &exc_value, &exc_tb);
+	logging = PyImport_ImportModule("logging");
+	if (logging)
+		logger = PyObject_CallMethod(logging, "getLogger", "s", "dobj");
+	if (logger)
+		r = PyObject_CallMethod(logger, "warning", "s", message);
+	if (!r)
+		PyErr_WriteUnraisable(logger);
+	Py_XDECREF(r);
+	Py_XDECREF(logger);
+	Py_XDECREF(logging);
 	PyErr_Restore(exc_type, exc_value, exc_tb);
 }
 
@@ -399,6 +425,10 @@ static PyObject *Runtime_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 			raise_core_error(st, rc);
 			goto fail;
 		}
+		dobj_rt_cluster_set_log(self->rt, log_cluster_event, NULL);
+		/* The lease renewal is a timer of the runtime's own: the loop
+		 * must watch a node before anything is bound to it. */
+		runtime_watch(self);
 	}
 	dobj_rt_set_error_hook(self->rt, report_background_error, self);
 	return (PyObject *)self;
@@ -738,7 +768,45 @@ static PyObject *Runtime_get_virtual(RuntimeObject *self, void *c)
 	return PyBool_FromLong(self->virtual_time);
 }
 
+/*
+ * _wait_until(awaitable): the entry's ctx.wait_until (project.py): core
+ * background work without an object (dobj/background.h), driven like an
+ * object's; its failure reaches report_background_error.
+ */
+static PyObject *Runtime_wait_until(RuntimeObject *self, PyObject *awaitable)
+{
+	PyObject *it;
+	int rc;
+
+	if (!self->rt || dobj_rt_closed(self->rt)) {
+		PyErr_SetString(self->st->Error, DOBJ_MSG_CLOSED);
+		return NULL;
+	}
+	it = awaitable_iterator(awaitable);
+	if (!it) {
+		if (!PyErr_Occurred())
+			PyErr_Format(PyExc_TypeError, "wait_until() needs an awaitable, got %.100s",
+				Py_TYPE(awaitable)->tp_name);
+		return NULL;
+	}
+	rc = dobj_rt_background(NULL, self->rt, coroutine_step, self, it);
+	if (rc < 0)
+		return raise_core_error(self->st, rc); /* the core released it */
+	if (!dobj_rt_pumping(self->rt))
+		runtime_pump(self);
+	Py_RETURN_NONE;
+}
+
+/* _background_count(): unfinished background tasks (drain_background). */
+static PyObject *Runtime_background_count(RuntimeObject *self, PyObject *unused)
+{
+	(void)unused;
+	return PyLong_FromSize_t(self->rt ? dobj_rt_background_count(self->rt) : 0);
+}
+
 static PyMethodDef Runtime_methods[] = {
+	{ "_wait_until", (PyCFunction)Runtime_wait_until, METH_O, NULL },
+	{ "_background_count", (PyCFunction)Runtime_background_count, METH_NOARGS, NULL },
 	{ "now", (PyCFunction)Runtime_now, METH_NOARGS,
 		"The wall clock alarms use, in ms since the epoch (virtual time included)." },
 	{ "drain", (PyCFunction)(void (*)(void))Runtime_drain, METH_VARARGS | METH_KEYWORDS,

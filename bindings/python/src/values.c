@@ -501,6 +501,30 @@ static int enc_seq(enc *e, PyObject *o)
 	return 0;
 }
 
+/*
+ * A dict written as a Map even when its keys are all str: a subclass whose
+ * type says `_dobj_js_map = True` (dobj.workers' JsMap, what to_js makes of
+ * a dict, as Pyodide makes a Map).  Plain dicts never look.  -1 on error.
+ */
+static int dict_is_js_map(PyObject *o)
+{
+	PyObject *flag;
+	int r;
+
+	if (PyDict_CheckExact(o))
+		return 0;
+	flag = PyObject_GetAttrString((PyObject *)Py_TYPE(o), "_dobj_js_map");
+	if (!flag) {
+		if (!PyErr_ExceptionMatches(PyExc_AttributeError))
+			return -1;
+		PyErr_Clear();
+		return 0;
+	}
+	r = PyObject_IsTrue(flag);
+	Py_DECREF(flag);
+	return r;
+}
+
 static int enc_dict(enc *e, PyObject *o)
 {
 	/* Writing a value may run Python code (a tzinfo) that changes the dict:
@@ -512,6 +536,14 @@ static int enc_dict(enc *e, PyObject *o)
 
 	if (!items)
 		return -1;
+	if ((rc = dict_is_js_map(o)) != 0) {
+		if (rc < 0) {
+			Py_DECREF(items);
+			return -1;
+		}
+		all_str = 0;
+	}
+	rc = 0;
 	n = PyList_GET_SIZE(items);
 	for (i = 0; i < n && all_str; i++)
 		all_str = PyUnicode_Check(PyTuple_GET_ITEM(PyList_GET_ITEM(items, i), 0));
@@ -1022,7 +1054,10 @@ static dobj_val *to_val_container(tval *c, PyObject *o)
 	if (is_dict) {
 		Py_ssize_t pos = 0;
 		PyObject *k, *x;
-		while (PyDict_Next(o, &pos, &k, &x))
+		if ((all_str = dict_is_js_map(o)) < 0)
+			return NULL;
+		all_str = !all_str;
+		while (all_str && PyDict_Next(o, &pos, &k, &x))
 			if (!PyUnicode_Check(k)) {
 				all_str = 0;
 				break;

@@ -87,6 +87,23 @@ DOBJ_API int dobj_rt_cluster(dobj_rt *rt, const dobj_cluster_opts *opts);
  *  0 when it is not a node. */
 DOBJ_API long long dobj_rt_cluster_node(const dobj_rt *rt);
 
+/**
+ * What happens to a node that its operator wants in the log, one line each:
+ * the node lost its lease (the process was paused or cut off past it: its
+ * objects were reset and it joined again as a new node), or could not renew
+ * it in time (PostgreSQL unreachable: its objects were reset).  `node_id` is
+ * the node the event happened to; `message` is borrowed for the call.
+ */
+typedef void (*dobj_cluster_log_fn)(void *data, long long node_id, const char *message);
+
+/**
+ * Set the node's log hook (NULL: none, the default).  The hook is called
+ * from the runtime's loop (dobj_rt_process / dobj_rt_run / dobj_rt_pump),
+ * after the event, like a timer: it may log and read the runtime; it must
+ * not clear or free it.  DOBJ_ESTATE when `rt` is not a node.
+ */
+DOBJ_API int dobj_rt_cluster_set_log(dobj_rt *rt, dobj_cluster_log_fn fn, void *data);
+
 /** Check cluster options the way dobj_rt_cluster does, without connecting
  *  (a binding's early check): DOBJ_EARG with a message. */
 DOBJ_API int dobj_cluster_opts_check(const dobj_cluster_opts *opts);

@@ -1,11 +1,7 @@
 /* libFuzzer target for the config parsers (not part of the default build;
  * tests/c/test_config.c runs a deterministic mutation fuzz in every build):
  *
- *   clang -g -O1 -fsanitize=fuzzer,address,undefined -Icore/include -Icore/src \
- *     tests/c/fuzz/fuzz_config.c core/src/config_text.c core/src/config_json.c \
- *     core/src/config_toml.c core/src/config_dotenv.c core/src/val_tree.c \
- *     core/src/error.c core/src/id.c -lcrypto -lm -o fuzz_config
- *   ./fuzz_config -max_total_time=60 tests/config/project_toml tests/config/project_jsonc
+ *   make fuzz                  (both targets; FUZZ_SECONDS=120 each, clang)
  *
  * Every input parses or fails with DOBJ_EINVALID (DOBJ_EARG when too large),
  * as TOML, as JSONC and as dotenv. */

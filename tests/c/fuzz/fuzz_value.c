@@ -1,12 +1,6 @@
 /* libFuzzer target for the value reader (not part of the default build):
  *
- *   clang -g -O1 -fsanitize=fuzzer,address,undefined -Icore/include -Icore/src \
- *     tests/c/fuzz/fuzz_value.c core/src/v8_reader.c core/src/v8_writer.c core/src/v8_format.c core/src/error.c -lm -o fuzz_value
- *   mkdir -p /tmp/corpus && python3 -c 'import sys
- *   for l in open("tests/c/vectors/vectors.txt"):
- *       if not l.startswith("#"):
- *           n, _, h = l.rstrip("\n").split("\t"); open("/tmp/corpus/" + n, "wb").write(bytes.fromhex(h))'
- *   ./fuzz_value -max_total_time=60 /tmp/corpus
+ *   make fuzz                  (both targets; FUZZ_SECONDS=120 each, clang)
  *
  * Every input must either read to the end or fail with DOBJ_EINVALID; what
  * reads is fed back to the writer, whose output must read again and
