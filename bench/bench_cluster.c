@@ -1,7 +1,7 @@
 /*
  * Cluster figures for `make bench` (bench/cluster_bench.py starts the
  * PostgreSQL):
- *   bench_cluster URL SECONDS
+ *   bench_cluster URL SECONDS [ROW...]
  * prints "NAME OPS_PER_SECOND" lines:
  *   raw_append_1    fenced appends straight through libpq, one connection
  *                   (the statement dobj runs, 4 KiB of pages each)
@@ -370,8 +370,11 @@ static void checkpoint(void)
 
 int main(int argc, char **argv)
 {
+	static char *all[] = { "raw_append_1", "dobj_inc_1", "raw_append_16", "dobj_inc_100", NULL };
+	char **rows;
+
 	if (argc < 3) {
-		fprintf(stderr, "usage: bench_cluster URL SECONDS\n");
+		fprintf(stderr, "usage: bench_cluster URL SECONDS [ROW...]\n");
 		return 2;
 	}
 	url = argv[1];
@@ -383,16 +386,24 @@ int main(int argc, char **argv)
 	/* One connection, then dobj on one object (the pair the target
 	 * compares), then sixteen connections; a checkpoint before each, so
 	 * that no figure pays for the WAL of the one before it. */
-	checkpoint();
-	printf("raw_append_1 %.0f\n", raw_appends(1));
-	fflush(stdout);
-	checkpoint();
-	printf("dobj_inc_1 %.0f\n", dobj_increments());
-	fflush(stdout);
-	checkpoint();
-	printf("raw_append_16 %.0f\n", raw_appends(16));
-	fflush(stdout);
-	checkpoint();
-	printf("dobj_inc_100 %.0f\n", dobj_increments_many(3, 100, 16));
+	rows = argc > 3 ? argv + 3 : all;
+	for (; *rows; rows++) {
+		double v;
+		checkpoint();
+		if (!strcmp(*rows, "raw_append_1"))
+			v = raw_appends(1);
+		else if (!strcmp(*rows, "dobj_inc_1"))
+			v = dobj_increments();
+		else if (!strcmp(*rows, "raw_append_16"))
+			v = raw_appends(16);
+		else if (!strcmp(*rows, "dobj_inc_100"))
+			v = dobj_increments_many(3, 100, 16);
+		else {
+			fprintf(stderr, "bench_cluster: no row %s\n", *rows);
+			return 2;
+		}
+		printf("%s %.0f\n", *rows, v);
+		fflush(stdout);
+	}
 	return 0;
 }
