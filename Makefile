@@ -17,6 +17,10 @@ DEB_PACKAGES := build-essential pkg-config python3-dev python3-venv \
 	cmake libssl-dev libffi-dev libsqlite3-dev sqlite3 \
 	lua5.4 liblua5.4-dev lua-busted luarocks nodejs npm \
 	libmicrohttpd-dev libwslay-dev curl libpq-dev postgresql
+# What only the test suites need: Debian's Chromium for the chat page's
+# browser test (tests/python/test_chat_browser.py, driven over DevTools).
+TEST_DEB_PACKAGES := chromium
+test test-python test-pythons test-dist sanitize sanitize-python: DEB_PACKAGES += $(TEST_DEB_PACKAGES)
 # $(call lua_paths,DIR): DIR holds dobj/test.lua (require "dobj.test") of
 # the module under test: the CMake build, build-asan or the LuaRocks tree.
 lua_paths = LUA_PATH="$(1)/?.lua;$(CURDIR)/tests/lua/?.lua;$(CURDIR)/examples/lua/?.lua;;"

@@ -527,6 +527,8 @@ def bench(args, log, started: float, store: str) -> int:
     if not only or "cluster" in only:
         import cluster_bench  # bench/cluster_bench.py: PostgreSQL rows
         out.extend(cluster_bench.rows(*cluster_bench.run(args.store_seconds)))
+        import route_bench  # bench/route_bench.py: calls between nodes, failover
+        out.extend(route_bench.rows(*route_bench.run(args.store_seconds)))
     out.append(f"({time.monotonic() - started:.0f} s)")
     print("\n".join(out), flush=True)
 

@@ -916,6 +916,7 @@ DOBJ_API dobj_host dobj_host_msg(void);
 #include "dobj/cluster.h" /* before config.h: a config names cluster options */
 #include "dobj/config.h"
 #include "dobj/testkit.h"
+#include "dobj/route.h"
 #include "dobj/websocket.h"
 #include "dobj/background.h"
 

@@ -252,6 +252,7 @@ int dobj_rt_cluster(dobj_rt *rt, const dobj_cluster_opts *o)
 	cl->pg.timeout_ms = opt_ms(o->timeout_ms, DOBJ_CLUSTER_TIMEOUT_MS);
 	cl->rt = rt;
 	if ((rc = dobj__pg_check_url(cl->pg.url)) < 0 || (rc = migrate(&cl->pg, NULL)) < 0 ||
+	    (rc = dobj__route_start(rt, cl)) < 0 ||
 	    (rc = dobj__node_join(&cl->pg, cl->addr, cl->ttl_ms, &cl->node_id,
 		&cl->lease_view)) < 0)
 		goto fail;
@@ -264,6 +265,7 @@ int dobj_rt_cluster(dobj_rt *rt, const dobj_cluster_opts *o)
 	}
 	return DOBJ_OK;
 fail:
+	dobj__route_stop(rt);
 	dobj__pg_drop(&cl->pg);
 	free(cl->pg.url);
 	free(cl->addr);
@@ -282,6 +284,7 @@ void dobj__cluster_close(dobj_rt *rt)
 
 	if (!cl)
 		return;
+	dobj__route_stop(rt);
 	/* One statement releases every object still held and leaves; with
 	 * PostgreSQL gone, the lease lapses by itself. */
 	dobj__cluster_stop(cl);
@@ -333,11 +336,12 @@ static int owner_error(struct dobj__cluster *cl, const char *const *key, const i
 		"LEFT JOIN dobj_node n ON n.node_id = o.node_id WHERE o.ns = $1 AND o.object_id = $2",
 		2, key, lens, fmts, 0, &r)) < 0)
 		return rc;
+	cl->owner_node = 0;
 	if (PQntuples(r) == 1 && !PQgetisnull(r, 0, 0)) {
-		rc = dobj_error_set(DOBJ_ESTATE,
-			"cluster: the object is active on node %s (%s); calls between nodes are not "
-			"routed yet", PQgetvalue(r, 0, 0),
-			PQgetvalue(r, 0, 1)[0] ? PQgetvalue(r, 0, 1) : "no address");
+		cl->owner_node = atoll(PQgetvalue(r, 0, 0));
+		snprintf(cl->owner_addr, sizeof(cl->owner_addr), "%s", PQgetvalue(r, 0, 1));
+		rc = dobj_error_set(DOBJ_ESTATE, "cluster: the object is active on node %s (%s)",
+			PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1)[0] ? PQgetvalue(r, 0, 1) : "no address");
 	} else {
 		rc = dobj_error_set(DOBJ_EABORTED,
 			"cluster: this node's lease lapsed; the object cannot be activated here now");
@@ -442,6 +446,10 @@ int dobj__cluster_activate(dobj_obj *obj)
 
 	if (!cl || obj->cluster)
 		return DOBJ_OK;
+	cl->owner_node = 0;
+	if (!cl->addr[0]) /* docs/cluster.md: a node nobody can reach only calls */
+		return dobj_error_set(DOBJ_ESTATE, "cluster: this node has no node_addr, so it "
+			"serves no object (its calls go to the nodes that do)");
 	/* A lapsed view (PostgreSQL was away, the node was paused): the lease
 	 * keeper renews, or joins again as a new node, before the claim. */
 	if (dobj__boot_ms() >= cl->lease_view)

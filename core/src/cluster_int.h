@@ -86,6 +86,9 @@ struct dobj__cluster {
 	dobj__due *due;
 	/* the threads' own */
 	dobj__pg cpg, lpg;
+	/* The live owner the last refused claim found (routing: cluster_route.c). */
+	long long owner_node;
+	char owner_addr[256];
 	dobj_cluster_log_fn log_fn; /* dobj_rt_cluster_set_log (cluster_log.c) */
 	void *log_data;
 	int unrenewed_logged; /* "could not renew" was logged since the last renewal */
@@ -99,6 +102,13 @@ struct dobj__cluster {
 __attribute__((format(printf, 3, 4)))
 #endif
 void dobj__cluster_log(dobj_rt *rt, long long node, const char *fmt, ...);
+
+/* Calls between nodes (cluster_route.c). */
+/** Listen on cl->addr when it is set (port 0: cl->addr becomes the port
+ *  the system chose) and start the network thread; before the join. */
+int dobj__route_start(dobj_rt *rt, struct dobj__cluster *cl);
+/** Stop the network thread, fail what is in flight (runtime closing). */
+void dobj__route_stop(dobj_rt *rt);
 
 /* The cluster state of an incarnation. */
 struct dobj__cluster_obj {

@@ -156,7 +156,8 @@ void *dobj__lease_main(void *arg)
 				fresh = 0;
 		}
 		snprintf(err, sizeof(err), "%s", rc < 0 || (rc == 1 && !fresh) ? dobj_error_last() : "");
-		due = rc >= 0 ? scan(&cl->lpg, cl->ttl_ms, cl->grace_ms) : NULL;
+		/* A node without an address serves no object: it fires no alarm. */
+		due = rc >= 0 && cl->addr[0] ? scan(&cl->lpg, cl->ttl_ms, cl->grace_ms) : NULL;
 
 		pthread_mutex_lock(&cl->mu);
 		cl->l_gen++;

@@ -169,6 +169,21 @@ void dobj__cluster_release(dobj_obj *obj);
 void dobj__cluster_closing(dobj_rt *rt);
 void dobj__cluster_close(dobj_rt *rt);
 
+/* Calls between nodes (cluster_route.c); rt->route is NULL outside cluster
+ * mode, so none of these is reached on the local path. */
+/** A CALL about to construct its object: 1 when it was sent to another
+ *  node (its answer will finish it), 0 to run it here. */
+int dobj__route_call(dobj_task *t);
+/** The claim found a live owner elsewhere (the cluster's owner_node and
+ *  owner_addr): 1 when the call was sent there (or, for a call another
+ *  node sent, answered NOT_OWNER), 0 to fail it as before. */
+int dobj__route_owned(dobj_task *t);
+/** Take in what the network thread received (inside a pump). */
+void dobj__route_drain(dobj_rt *rt);
+/** Has the network thread asked to be drained (after the runtime re-armed
+ *  its fd: the network thread's wake must not be lost)? */
+int dobj__route_wanted(dobj_rt *rt);
+
 /* The host contract and timers (loop.c).  The checks that run on every call
  * are inline here: most of the time there is nothing to tell the host. */
 /** The ready queue became non-empty outside a pump: hooks and fd. */
@@ -234,6 +249,13 @@ struct dobj_task {
 	int block_level;
 	unsigned queued : 1, done : 1, started : 1, running : 1, listed : 1, held : 1, parked : 1;
 	unsigned report : 1;           /* failed on its own with nobody awaiting: error hook */
+	/* cluster routing (cluster_route.c) */
+	unsigned routed : 1;           /* sent to another node: its answer finishes it */
+	unsigned route_in : 1;         /* a call another node sent here */
+	unsigned not_owner : 1;        /* route_in: this node neither owns nor can claim it */
+	unsigned retryable : 1;        /* dobj_task_retryable */
+	unsigned remote_known : 1, remote_flag : 1; /* remote as the other node said */
+	unsigned char route_tries;     /* times sent (NOT_OWNER, connection refused) */
 	void *request;
 	void (*request_free)(void *); /* core value (dobj_msg, dobj_val); NULL: host value */
 	void (*result_free)(void *);
@@ -361,6 +383,8 @@ struct dobj_rt {
 	int posted;                /* under post_mu; read without it as a hint */
 	size_t nsources;
 	struct { dobj__drain_fn fn; void *data; } sources[DOBJ__MAX_SOURCES];
+	struct dobj__route *route;     /* calls between nodes (cluster_route.c), or NULL */
+	dobj_route_codec codec;        /* the binding's (dobj_rt_set_route_codec) */
 };
 
 

@@ -42,6 +42,13 @@ static void fd_arm(dobj_rt *rt, double delay_ms)
 			its.it_value.tv_nsec = 1;
 	}
 	fd_settime(rt, &its);
+	/* The network thread of a cluster node wakes the runtime by arming the
+	 * fd too: what it armed before this call must not be lost. */
+	if (rt->route && delay_ms > 0 && dobj__route_wanted(rt)) {
+		its.it_value.tv_sec = 0;
+		its.it_value.tv_nsec = 1;
+		timerfd_settime(rt->fd, 0, &its, NULL);
+	}
 #else
 	(void)rt;
 	(void)delay_ms;
@@ -153,6 +160,13 @@ void dobj__fd_clear(dobj_rt *rt, int disarm)
 			struct itimerspec off;
 			memset(&off, 0, sizeof(off));
 			fd_settime(rt, &off);
+			if (rt->route && dobj__route_wanted(rt)) {
+				off.it_value.tv_nsec = 1; /* see fd_arm */
+				timerfd_settime(rt->fd, 0, &off, NULL);
+				rt->fd_now = 1;
+				rt->fd_when = INFINITY;
+				return;
+			}
 		}
 	}
 	/* Expired (a one-shot timer is disarmed by then) or disarmed. */
@@ -472,6 +486,11 @@ int dobj__wait_for_timer(dobj_rt *rt)
 			return dobj_error_set(DOBJ_ERROR, "poll: %s", strerror(errno));
 	}
 	dobj__fd_clear(rt, 1);
+	if (rt->route) { /* what another node sent: calls to run, answers */
+		rt->pumping = 1;
+		dobj__route_drain(rt);
+		rt->pumping = 0;
+	}
 	return DOBJ_OK;
 }
 

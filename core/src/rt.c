@@ -896,6 +896,9 @@ static void construct(dobj_task *t)
 	int rc;
 
 	if (rt->cluster && (rc = dobj__cluster_activate(obj)) < 0) {
+		/* A live owner elsewhere: the call goes there (cluster_route.c). */
+		if (rc == DOBJ_ESTATE && rt->route && dobj__route_owned(t))
+			return;
 		snprintf(msg, sizeof(msg), "%s", dobj_error_last());
 		abort_obj(obj, rc, msg, NULL);
 		return;
@@ -949,8 +952,10 @@ static void run_task(dobj_rt *rt, dobj_task *t)
 			goto done;
 		}
 		if (!obj->constructed && t->kind == DOBJ_TASK_CALL) {
+			if (rt->route && dobj__route_call(t))
+				goto done; /* sent to the node that owns the object */
 			construct(t);
-			if (obj->dead || t->done)
+			if (obj->dead || t->done || t->routed)
 				goto done;
 		}
 		if (obj->nblock > 0 && t->kind != DOBJ_TASK_BLOCK) {
@@ -1041,6 +1046,8 @@ size_t dobj_rt_pump(dobj_rt *rt)
 	if (rt->nheap)
 		dobj__fire_timers(rt);
 	rt->pumping = 1;
+	if (rt->route)
+		dobj__route_drain(rt);
 	while ((t = ready_pop(rt))) {
 		run_task(rt, t);
 		n++;
@@ -1113,6 +1120,8 @@ int dobj_rt_run(dobj_rt *rt, int (*until)(void *arg), void *arg)
 			/* One round: the tasks ready now, then the timers get a turn, so
 			 * a task that keeps yielding cannot starve a sleeper. */
 			rt->pumping = 1;
+			if (rt->route)
+				dobj__route_drain(rt);
 			for (n = rt->nready; n > 0 && (t = ready_pop(rt)); n--)
 				run_task(rt, t);
 			rt->pumping = 0;

@@ -95,7 +95,11 @@ int dobj_rt_opts_check(const dobj_rt_opts *opts)
 int dobj_task_remote(const dobj_task *t)
 {
 	/* Everything that fails a delivered call comes from the object's side,
-	 * except the caller's runtime going away under it. */
+	 * except the caller's runtime going away under it.  A call routed to
+	 * another node is remote as that node said (its connection failing is
+	 * not the object's doing). */
+	if (t->remote_known)
+		return t->done && t->code != DOBJ_OK && t->remote_flag;
 	return t->kind == DOBJ_TASK_CALL && t->done && t->code != DOBJ_OK && t->code != DOBJ_ECLOSED;
 }
 

@@ -96,7 +96,7 @@ static dobj_rt *node_new(const char *dir, dobj_cluster_opts *co, int expect)
 	if (!co) {
 		co = &dflt;
 		dflt.url = pg.url;
-		dflt.node_addr = "127.0.0.1:18700";
+		dflt.node_addr = "127.0.0.1:0"; /* the system picks a port: nodes listen */
 		dflt.grace_ms = -1; /* the tests expire leases by hand */
 	}
 	rc = dobj_rt_cluster(rt, co);

@@ -1,14 +1,16 @@
 """The cluster fault test: a real PostgreSQL (pgtmp.sh), three node processes
 (two Python ones, tests/cluster/node.py, and a Lua one, lua_node.lua, serving
-one namespace with the same list-append class; each also running two clients
-of the workload on five objects), and faults for a bounded time per seed:
+one namespace with the same list-append class), four client processes
+(client.py: no node_addr, they call through stubs into the nodes wherever
+the objects live; two clients of the workload on five objects each), and
+faults for a bounded time per seed:
 SIGKILL a node and restart it, SIGSTOP a node for 2 x TTL then SIGCONT it,
 kill PostgreSQL and restart it.  The next fault waits until every object the
 last one affected healed (or the bound passed).  Then the history is checked:
 
 - every acknowledged append is in the final list of its object, once;
 - no token is in a list twice, and a call that certainly did not run
-  ("active on node") left no token;
+  ("was not sent") left no token;
 - every list a client read is a prefix of the final list, and no client's
   read goes back in time (shorter than one it completed before invoking);
 - epochs never go down along an object's log (dobj_wal);
@@ -42,6 +44,7 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 PGTMP = os.path.join(HERE, "pgtmp.sh")
 NODE = os.path.join(HERE, "node.py")
 LUA_NODE = os.path.join(HERE, "lua_node.lua")
+CLIENT = os.path.join(HERE, "client.py")
 OBJECTS = 5
 TTL, GRACE = 1.5, 0.5  # the nodes' lease settings (--ttl, --grace)
 TOOL_ENV = {k: v for k, v in os.environ.items()
@@ -60,9 +63,9 @@ class Node:
     """A node process, Python or Lua (`lua`: a deadline, on CLOCK_REALTIME,
     since the Lua node stops by itself; the Python node when stdin closes)."""
 
-    def __init__(self, url, folder, name, seed, log, cond, lua_until=None):
+    def __init__(self, url, folder, name, seed, log, cond, lua_until=None, script=NODE):
         self.url, self.folder, self.name, self.seed, self.log = url, folder, name, seed, log
-        self.cond, self.lua_until = cond, lua_until
+        self.cond, self.lua_until, self.script = cond, lua_until, script
         self.proc = None
         self.runs = 0
 
@@ -77,7 +80,7 @@ class Node:
             cmd, env = ["lua5.4", LUA_NODE, self.url, self.folder, self.run, seed,
                         repr(self.lua_until), str(TTL), str(GRACE)], lua_env()
         else:
-            cmd, env = [sys.executable, NODE, self.url, self.folder, self.run, seed,
+            cmd, env = [sys.executable, self.script, self.url, self.folder, self.run, seed,
                         str(TTL), str(GRACE)], None
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True, env=env)
@@ -127,7 +130,7 @@ def final_lists(url, folder):
     from node import ListObj  # noqa: E402  (the class the nodes run)
 
     async def read():
-        rt = dobj.Runtime(storage=folder, cluster=url)
+        rt = dobj.Runtime(storage=folder, cluster=url, node_addr="127.0.0.1:0")
         ns = rt.bind("LIST", ListObj)
         out = {}
         for k in range(OBJECTS):
@@ -211,10 +214,12 @@ def run_seed(seed, seconds, verbose, lua=True):
              for i in range(2)]
     nodes.append(Node(url, os.path.join(work, "l2"), "l2" if lua else "n2", seed * 10 + 2, log, cond,
                       lua_until=end + 1 if lua else None))
+    clients = [Node(url, os.path.join(work, f"c{i}"), f"c{i}", seed * 10 + 5 + i, log, cond,
+                    script=CLIENT) for i in range(4)]
     faults = []  # {kind, victim, rel, since, objects}
     pauses = []  # (node run, paused at, resumed at)
     try:
-        for n in nodes:
+        for n in nodes + clients:
             n.start()
         time.sleep(2)
         # Each fault leaves time to heal and to be measured before the end.
@@ -250,11 +255,11 @@ def run_seed(seed, seconds, verbose, lua=True):
                               timeout=max(0.0, fault["since"] + bound + 0.5 - time.time()))
             time.sleep(0.5 + rng.random() * 1.5)
         time.sleep(max(0.0, end - time.time()))
-        for n in nodes:
+        for n in clients + nodes:
             n.stop()
         lists = final_lists(url, os.path.join(work, "reader"))
     finally:
-        for n in nodes:
+        for n in clients + nodes:
             n.stop()
         if "lists" not in locals():  # failed before the check: clean up here
             subprocess.run(["rm", "-rf", work], timeout=60)

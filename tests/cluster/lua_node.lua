@@ -1,8 +1,8 @@
 -- One Lua node of the fault test (tests/cluster/fault.py): the same as
 -- node.py, in Lua — a runtime in cluster mode serving the namespace LIST
--- with the same list-append class (ListObj, written in Lua), and two
--- clients of the workload, each operation logged as one JSON line on stdout
--- in node.py's format.  Python and Lua nodes serve one namespace: a list
+-- with the same list-append class (ListObj, written in Lua) to the client
+-- processes (client.py; CLIENTS=n runs n clients of the workload here too),
+-- each operation logged as one JSON line on stdout in node.py's format.  Python and Lua nodes serve one namespace: a list
 -- written by one language's incarnation is read by the other's (the values
 -- are the core's V8 format: a Lua sequence of strings is a JS array of
 -- strings, a Python list of str too).
@@ -82,7 +82,7 @@ end
 
 for attempt = 1, 40 do -- PostgreSQL may be down (a fault) when the node starts
   local err
-  rt, err = dobj.runtime { storage = STORAGE, cluster = URL, node_addr = "127.0.0.1:0/" .. NAME,
+  rt, err = dobj.runtime { storage = STORAGE, cluster = URL, node_addr = "127.0.0.1:0",
     cluster_ttl = TTL, cluster_grace = GRACE, idle_timeout = 1 }
   if rt then break end
   if attempt == 40 then error(err) end
@@ -119,21 +119,34 @@ local function client(c, rng_seed)
     else
       local msg = type(res) == "table" and tostring(res.message) or tostring(res)
       rec.err = msg:sub(1, 200)
-      rec.out = msg:find("is active on node", 1, true) and "fail" or "unknown"
+      rec.out = (msg:find("was not sent", 1, true) or msg:find("is active on node", 1, true))
+        and "fail" or "unknown"
     end
     rec.t1 = now()
     if rec.op == "append" and rec.out == "ok" then rec.val = nil end
     emit(rec)
-    if rt:node_id() ~= node then
-      -- The node lost its lease (paused past it) and joined again.
-      emit { rejoined = NAME, old = node, new = rt:node_id(), t = now() }
-      node = rt:node_id()
-    end
     dobj.sleep(random() * 0.02)
   end
 end
 
-for c = 0, 1 do rt:spawn(client, c, SEED * 1000 + c + 1) end
+-- The node lost its lease (paused past it) and joined again: log it.  This
+-- also keeps rt:run() serving the client processes until END.
+local function watch()
+  while now() < END do
+    if rt:node_id() ~= node then
+      emit { rejoined = NAME, old = node, new = rt:node_id(), t = now() }
+      node = rt:node_id()
+    end
+    dobj.sleep(0.05)
+  end
+end
+
+-- The workload runs in the client processes (client.py); CLIENTS=n runs n
+-- clients here too.
+for c = 0, (tonumber(os.getenv("CLIENTS") or "0") or 0) - 1 do
+  rt:spawn(client, c, SEED * 1000 + c + 1)
+end
+rt:spawn(watch)
 rt:run()
 emit { stopped = NAME, node = rt:node_id(), t = now() }
 rt:close()

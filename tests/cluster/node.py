@@ -1,6 +1,7 @@
 """One node of the fault test (tests/cluster/fault.py): a dobj runtime in cluster
-mode that also runs the clients' workload against five list objects, logging
-every operation as a JSON line on stdout:
+mode serving five list objects to the client processes (client.py, which run
+the workload below through stubs; CLIENTS=n in the environment runs n clients
+in the node itself too), logging every operation as a JSON line on stdout:
 
     {"c": client, "op": "append"|"read", "obj": k, "tok": token, "t0": invoke,
      "t1": complete, "th": the handler's end (ok only; the result is released
@@ -9,8 +10,8 @@ every operation as a JSON line on stdout:
 
 Times are time.time() (CLOCK_REALTIME: one clock for every process of the
 machine, and the one Lua nodes have, lua_node.lua).  "fail" means the call
-certainly did not run (a live node elsewhere owns the object); any other error
-is "unknown".  An incarnation's name starts with the node's ("n0r1-py-...").
+certainly did not run ("was not sent": docs/cluster.md, "Routing"); any other
+error is "unknown" (a `retryable` one may or may not have run).  An incarnation's name starts with the node's ("n0r1-py-...").
 When the node's id changes (it lost its lease and joined again) it logs
 {"rejoined": name, "old": id, "new": id, "t": time}.  Runs until stdin closes.
 
@@ -26,6 +27,8 @@ import time
 import dobj
 
 OBJECTS = 5
+# Messages of calls that certainly did not run.
+NOT_RUN = ("was not sent", "is active on node")
 
 
 NAME = "reader"
@@ -51,7 +54,7 @@ def emit(rec):
     sys.stdout.flush()
 
 
-async def client(rt, ns, name, c, rng, stop, seen):
+async def client(rt, ns, name, c, rng, stop):
     n = 0
     while not stop.is_set():
         k = rng.randrange(OBJECTS)
@@ -70,15 +73,23 @@ async def client(rt, ns, name, c, rng, stop, seen):
             rec["out"] = "ok"
         except Exception as e:  # noqa: BLE001 - every failure is recorded
             rec["err"] = str(e)[:200]
-            rec["out"] = "fail" if "is active on node" in rec["err"] else "unknown"
+            rec["out"] = "fail" if any(m in rec["err"] for m in NOT_RUN) else "unknown"
         rec["t1"] = time.time()
         if rec["op"] == "append" and rec["out"] == "ok":
             rec["val"] = None  # the token is enough; keeps the log small
         emit(rec)
-        if rt.node_id != seen[0]:  # lost its lease (paused past it) and joined again
-            emit({"rejoined": name, "old": seen[0], "new": rt.node_id, "t": time.time()})
-            seen[0] = rt.node_id
         await asyncio.sleep(rng.random() * 0.02)
+
+
+async def watch(rt, name, stop):
+    """Log when the node's id changes: it lost its lease (paused past it)
+    and joined again."""
+    seen = rt.node_id
+    while not stop.is_set():
+        if rt.node_id != seen:
+            emit({"rejoined": name, "old": seen, "new": rt.node_id, "t": time.time()})
+            seen = rt.node_id
+        await asyncio.sleep(0.05)
 
 
 async def main():
@@ -88,7 +99,7 @@ async def main():
     NAME = name
     for attempt in range(40):  # PostgreSQL may be down (a fault) when the node starts
         try:
-            rt = dobj.Runtime(storage=storage, cluster=url, node_addr=f"127.0.0.1:0/{name}",
+            rt = dobj.Runtime(storage=storage, cluster=url, node_addr="127.0.0.1:0",
                               cluster_ttl=ttl, cluster_grace=grace, idle_timeout=1)
             break
         except dobj.Error:
@@ -99,9 +110,9 @@ async def main():
     emit({"started": name, "node": rt.node_id, "t": time.time(), "lang": "py"})
     stop = asyncio.Event()
     rng = random.Random(seed)
-    seen = [rt.node_id]
-    tasks = [asyncio.ensure_future(client(rt, ns, name, c, random.Random(rng.random()), stop, seen))
-             for c in range(2)]
+    tasks = [asyncio.ensure_future(client(rt, ns, name, c, random.Random(rng.random()), stop))
+             for c in range(int(os.environ.get("CLIENTS", "0")))]
+    tasks.append(asyncio.ensure_future(watch(rt, name, stop)))
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
     stop.set()
     await asyncio.gather(*tasks)

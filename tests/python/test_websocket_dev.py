@@ -15,7 +15,13 @@ websockets = pytest.importorskip("websockets")
 
 from devserver import ROOT, write_project  # noqa: E402
 
-CHAT = ROOT / "examples" / "chat" / "python"
+CHAT = ROOT / "examples" / "chat"
+
+
+def copy_chat(tmp_path):
+    """examples/chat/python with the page it shares with the Lua room (../index.html)."""
+    shutil.copytree(CHAT, tmp_path / "chat", ignore=shutil.ignore_patterns(".wrangler", "__pycache__"))
+    return tmp_path / "chat" / "python"
 
 # A room that tells the tests what it is: how many instances were made (a
 # class attribute of the server process), its tags and attachments, and the
@@ -126,9 +132,7 @@ async def ask(ws, message):
 
 
 async def test_chat_example_broadcasts_every_message_in_one_order(tmp_path, servers):
-    d = tmp_path / "chat"
-    shutil.copytree(CHAT, d, ignore=shutil.ignore_patterns(".wrangler", "__pycache__"))
-    server = servers(d)
+    server = servers(copy_chat(tmp_path))
     base = f"ws://127.0.0.1:{server.port}/rooms/lobby?name="
     clients = [await websockets.connect(base + n) for n in ("ann", "bob", "cy")]
     # The joins: bob's reaches ann, cy's reaches ann and bob.
@@ -161,9 +165,7 @@ async def test_chat_example_broadcasts_every_message_in_one_order(tmp_path, serv
 
 
 async def test_the_page_is_served(tmp_path, servers):
-    d = tmp_path / "chat"
-    shutil.copytree(CHAT, d, ignore=shutil.ignore_patterns(".wrangler", "__pycache__"))
-    server = servers(d)
+    server = servers(copy_chat(tmp_path))
     import urllib.request
     with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/", timeout=30) as r:
         page = r.read().decode()

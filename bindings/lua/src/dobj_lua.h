@@ -294,6 +294,8 @@ void msg_free_cb(void *m);
 int rpc_tramp(lua_State *L);
 dobj_msg *msg_from_request(lua_State *L, int ri);
 int core_outcome(lua_State *L, runtime_ud *r, dobj_task *t);
+/* route.c: carry requests, responses and errors to other nodes (cluster mode). */
+void route_codec_install(runtime_ud *r);
 int l_stub_rpc(lua_State *L);
 
 /* runtime.c */

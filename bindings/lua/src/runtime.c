@@ -348,6 +348,8 @@ int l_runtime(lua_State *L)
 		r->rt = NULL;
 		return 2;
 	}
+	if (co.url)
+		route_codec_install(r);
 	dobj_rt_set_error_hook(r->rt, report_background_error, r);
 	if (co.url)
 		dobj_rt_cluster_set_log(r->rt, log_cluster_event, NULL);
@@ -767,6 +769,20 @@ static int l_rt_node_id(lua_State *L)
 	return 1;
 }
 
+/* rt:node_addr(): where other nodes reach this one (the port the system
+ * chose for port 0), or nil when it is not a reachable node. */
+static int l_rt_node_addr(lua_State *L)
+{
+	runtime_ud *r = check_ud(L, 1, MT_RUNTIME);
+	const char *a = r->rt ? dobj_rt_cluster_addr(r->rt) : NULL;
+
+	if (a)
+		lua_pushstring(L, a);
+	else
+		lua_pushnil(L);
+	return 1;
+}
+
 static const luaL_Reg rt_meta[] = {
 	{ "__index", l_rt_index }, { "__gc", l_rt_gc }, { "__close", l_rt_close },
 	{ "__tostring", l_rt_tostring }, { NULL, NULL }
@@ -775,7 +791,8 @@ static const luaL_Reg rt_methods[] = {
 	{ "bind", l_rt_bind }, { "bind_native", l_rt_bind_native }, { "spawn", l_rt_spawn }, { "run", l_rt_run },
 	{ "drain_background", l_rt_drain_background },
 	{ "close", l_rt_close }, { "now", l_rt_now }, { "advance", l_rt_advance },
-	{ "fd", l_rt_fd }, { "process", l_rt_process }, { "node_id", l_rt_node_id }, { NULL, NULL }
+	{ "fd", l_rt_fd }, { "process", l_rt_process }, { "node_id", l_rt_node_id },
+	{ "node_addr", l_rt_node_addr }, { NULL, NULL }
 };
 
 void runtime_open(lua_State *L, int mi)

@@ -32,6 +32,11 @@ static int call_outcome(lua_State *L, runtime_ud *r, dobj_task *t, const dobj_id
 		push_slot(r, L, err);
 	else
 		push_core_error(L, msg, id, dobj_task_remote(t)); /* the core's rule */
+	if (dobj_task_retryable(t) && lua_type(L, -1) == LUA_TTABLE) {
+		/* Cluster mode: the call may or may not have run (dobj/route.h). */
+		lua_pushboolean(L, 1);
+		lua_setfield(L, -2, "retryable");
+	}
 	dobj_task_unref(t);
 	return lua_error(L);
 }

@@ -7,6 +7,7 @@ BodyInit = Union[bytes, bytearray, memoryview, str, None]
 
 class Error(Exception):
     remote: bool
+    retryable: bool
     durable_object_id: str
 
 class InvalidIdError(Error, ValueError): ...
@@ -232,6 +233,8 @@ class Runtime:
     def virtual_time(self) -> bool: ...
     @property
     def node_id(self) -> Optional[int]: ...
+    @property
+    def node_addr(self) -> Optional[str]: ...
     @classmethod
     def from_config(cls, path: Optional[str] = ..., *, env: Optional[str] = ...,
                     persist_to: Optional[str] = ..., id_seed: Optional[int] = ...,

@@ -173,6 +173,9 @@ static PyObject *call_exception(CallObject *self, int code, const char *msg, PyO
 		if (hex) {
 			/* The core decides what is remote (see dobj_task_remote). */
 			PyObject_SetAttr(exc, st->s_remote, dobj_task_remote(self->task) ? Py_True : Py_False);
+			/* Cluster mode: the call may or may not have run (dobj/route.h). */
+			PyObject_SetAttr(exc, st->s_retryable,
+				dobj_task_retryable(self->task) ? Py_True : Py_False);
 			PyObject_SetAttr(exc, st->s_durable_object_id, hex);
 			Py_DECREF(hex);
 		}

@@ -149,7 +149,15 @@ int errors_setup_types(PyObject *m)
 	module_state *st = PyModule_GetState(m);
 	PyObject *bases;
 
-	st->Error = PyErr_NewExceptionWithDoc("dobj.Error", "Base of dobj's errors.", NULL, NULL);
+	{
+		/* `retryable`: False unless a call to another node of a cluster
+		 * may or may not have run (call.c sets it per error). */
+		PyObject *dict = Py_BuildValue("{sO}", "retryable", Py_False);
+		if (!dict)
+			return -1;
+		st->Error = PyErr_NewExceptionWithDoc("dobj.Error", "Base of dobj's errors.", NULL, dict);
+		Py_DECREF(dict);
+	}
 	if (!st->Error || PyModule_AddObjectRef(m, "Error", st->Error) < 0)
 		return -1;
 	bases = PyTuple_Pack(2, st->Error, PyExc_ValueError);

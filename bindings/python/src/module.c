@@ -377,6 +377,7 @@ static int mod_exec(PyObject *m)
 	STR(s_set_result, "set_result");
 	STR(s_done, "done");
 	STR(s_remote, "remote");
+	STR(s_retryable, "retryable");
 	STR(s_durable_object_id, "durable_object_id");
 	STR(s_url, "url");
 	STR(s_await, "__await__");
@@ -445,6 +446,7 @@ static int mod_clear(PyObject *m)
 	Py_CLEAR(st->s_set_result);
 	Py_CLEAR(st->s_done);
 	Py_CLEAR(st->s_remote);
+	Py_CLEAR(st->s_retryable);
 	Py_CLEAR(st->s_durable_object_id);
 	Py_CLEAR(st->s_url);
 	Py_CLEAR(st->s_call_soon);

@@ -14,6 +14,7 @@
  *   ctx.c        dobj.Context (ctx): abort, block_concurrency_while, wait_until
  *   rpc.c        RPC values (stubs and IDs inside them), the receiving side
  *   http.c       dobj.Request / Response <-> the core's messages (native classes)
+ *   route.c      the codec for calls to other nodes of a cluster
  *   values.c     Python values <-> JS values (values.h)
  *   storage.c    ctx.storage (storage.h)
  *   config.c     dobj.ConfigError, the wrangler config (dobj.load_config)
@@ -43,7 +44,7 @@ typedef struct {
 	 * runtime's fd is readable (add_reader). */
 	PyObject *fd_readable;
 	PyObject *s_fetch, *s_alarm, *s_blocking, *s_add_done_callback, *s_create_future,
-		*s_set_result, *s_done, *s_remote, *s_durable_object_id, *s_url, *s_await,
+		*s_set_result, *s_done, *s_remote, *s_retryable, *s_durable_object_id, *s_url, *s_await,
 		*s_call_soon;
 	/* Issue 3: the value mapping and ctx.storage (values.c, storage.c). */
 	dobjpy_values values;
@@ -228,6 +229,8 @@ PyObject *rpc_invoke_method(dobj_task *t, RuntimeObject *rt, PyObject *inst);
 /* http.c */
 dobj_msg *http_request_to_msg(PyObject *req, const char *url);
 PyObject *http_response_from_msg(module_state *st, const dobj_msg *m);
+/* route.c: carry requests, responses and errors to other nodes (cluster mode). */
+void route_codec_install(RuntimeObject *rt);
 int http_setup(PyObject *m); /* the core's message rules as _dobj functions */
 
 #endif

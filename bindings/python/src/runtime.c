@@ -425,6 +425,7 @@ static PyObject *Runtime_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 			raise_core_error(st, rc);
 			goto fail;
 		}
+		route_codec_install(self);
 		dobj_rt_cluster_set_log(self->rt, log_cluster_event, NULL);
 		/* The lease renewal is a timer of the runtime's own: the loop
 		 * must watch a node before anything is bound to it. */
@@ -846,9 +847,23 @@ static PyObject *Runtime_get_node_id(RuntimeObject *self, void *c)
 	return PyLong_FromLongLong(id);
 }
 
+/* The address other nodes reach this one at (cluster mode), else None. */
+static PyObject *Runtime_get_node_addr(RuntimeObject *self, void *c)
+{
+	const char *a = self->rt ? dobj_rt_cluster_addr(self->rt) : NULL;
+
+	(void)c;
+	if (!a)
+		Py_RETURN_NONE;
+	return PyUnicode_FromString(a);
+}
+
 static PyGetSetDef Runtime_getset[] = {
 	{ "node_id", (getter)Runtime_get_node_id, NULL,
 		"This runtime's node id in its cluster (None outside cluster mode).", NULL },
+	{ "node_addr", (getter)Runtime_get_node_addr, NULL,
+		"The address this node listens on for calls from other nodes (the port the system "
+		"chose for port 0), or None when it is not a reachable node.", NULL },
 	{ "env", (getter)Runtime_get_env, NULL, "Plain values and every namespace, by name.", NULL },
 	{ "namespaces", (getter)Runtime_get_namespaces, NULL, "Bound namespaces by binding.", NULL },
 	{ "pending", (getter)Runtime_pending, NULL, "Unfinished tasks plus pending timers.", NULL },

@@ -1,6 +1,6 @@
 -- A chat room on the WebSocket hibernation API (the Lua twin of
 -- examples/chat/python).
---   GET /                         the page (src/index.html)
+--   GET /                         the page (examples/chat/index.html, shared with the Python room)
 --   GET /rooms/<room>?name=<you>  (Upgrade: websocket) joins <room> as <you>
 --   GET /echo                     (Upgrade: websocket) an object echoing messages
 -- ChatRoom keeps nothing in memory: each socket carries its user's name in
@@ -9,7 +9,8 @@
 local dobj = require "dobj"
 
 local here = debug.getinfo(1, "S").source:match("^@(.*[/\\])") or "./"
-local PAGE = assert(io.open(here .. "index.html")):read("a")
+-- One page for both chat rooms: examples/chat/index.html, next to the two projects.
+local PAGE = assert(io.open(here .. "../../index.html")):read("a")
 
 -- JSON for the few shapes the page reads (strings, integers, string lists).
 local function quote(s)

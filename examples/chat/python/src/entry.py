@@ -1,6 +1,6 @@
 """A chat room on the WebSocket hibernation API.
 
-GET /                         the page (src/index.html)
+GET /                         the page (examples/chat/index.html, shared with the Lua room)
 GET /rooms/<room>?name=<you>  (Upgrade: websocket) joins <room> as <you>
 GET /echo                     (Upgrade: websocket) an object echoing messages
 
@@ -14,7 +14,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import dobj
 
-PAGE = (Path(__file__).parent / "index.html").read_text(encoding="utf-8")
+# One page for both chat rooms: examples/chat/index.html, next to the two projects.
+PAGE = (Path(__file__).resolve().parents[2] / "index.html").read_text(encoding="utf-8")
 
 
 def _upgrade_required():

@@ -1,0 +1,519 @@
+/*
+ * The network thread of a cluster node (see cluster_route.c for the
+ * protocol): the sockets, whole frames in, queued frames out, pings, and
+ * the wake of the runtime through its own fd.  It never touches the
+ * runtime's state: what it receives goes through the lock to the runtime.
+ */
+#define _GNU_SOURCE
+#include "cluster_route.h"
+
+/* Split "host:port" ("[v6]:port" too) into host and port. */
+int dobj__route_split_addr(const char *addr, char *host, size_t hcap, char *port, size_t pcap)
+{
+	const char *colon = strrchr(addr, ':');
+	const char *h = addr, *he;
+	char *end;
+	long p;
+
+	if (!colon || !colon[1] || strlen(colon + 1) >= pcap)
+		goto bad;
+	p = strtol(colon + 1, &end, 10);
+	if (*end || p < 0 || p > 65535)
+		goto bad;
+	he = colon;
+	if (h[0] == '[') {
+		if (he - h < 2 || he[-1] != ']')
+			goto bad;
+		h++;
+		he--;
+	}
+	if (he == h || (size_t)(he - h) >= hcap)
+		goto bad;
+	memcpy(host, h, (size_t)(he - h));
+	host[he - h] = '\0';
+	snprintf(port, pcap, "%ld", p);
+	return DOBJ_OK;
+bad:
+	return dobj_error_set(DOBJ_EARG, "cluster: node_addr must be HOST:PORT, such as "
+		"127.0.0.1:7001 (got \"%.100s\")", addr);
+}
+
+/* ------------------------------------------------------- the network thread */
+
+/* Tell the runtime (after the lock is let go: see net_main). */
+static void push_item(struct dobj__route *r, item *it)
+{
+	it->next = NULL;
+	if (r->in_tail)
+		r->in_tail->next = it;
+	else
+		r->in_head = it;
+	r->in_tail = it;
+	if (!r->rt_kicked) {
+		r->rt_kicked = 1;
+		r->wake_now = 1;
+	}
+}
+
+static void conn_fail(struct dobj__route *r, conn *c, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void conn_fail(struct dobj__route *r, conn *c, const char *fmt, ...)
+{
+	conn **pp;
+	va_list ap;
+
+	if (c->state == C_DEAD)
+		return;
+	for (pp = &r->conns; *pp; pp = &(*pp)->next)
+		if (*pp == c) {
+			*pp = c->next;
+			break;
+		}
+	c->state = C_DEAD;
+	if (c->fd >= 0) {
+		epoll_ctl(r->ep, EPOLL_CTL_DEL, c->fd, NULL);
+		close(c->fd);
+		c->fd = -1;
+	}
+	if (!c->out_dir)
+		r->nincoming--;
+	if (c->out_dir) {
+		/* Its calls fail (or go again, if they were never written). */
+		item *it = calloc(1, sizeof(*it));
+		if (it) {
+			it->cid = c->cid;
+			it->written = c->written;
+			it->node = c->node;
+			va_start(ap, fmt);
+			vsnprintf(it->why, sizeof(it->why), fmt, ap);
+			va_end(ap);
+			push_item(r, it);
+		}
+	}
+	c->next = r->grave; /* freed after this round: the round's events may name it */
+	r->grave = c;
+}
+
+static void conn_events(struct dobj__route *r, conn *c, int out)
+{
+	struct epoll_event ev;
+
+	if (c->fd < 0 || c->want_out == out)
+		return;
+	c->want_out = out;
+	ev.events = EPOLLIN | (out ? EPOLLOUT : 0);
+	ev.data.ptr = c;
+	epoll_ctl(r->ep, EPOLL_CTL_MOD, c->fd, &ev);
+}
+
+/* Write what is queued (under mu). */
+static void conn_flush(struct dobj__route *r, conn *c)
+{
+	while (c->state == C_OPEN && c->out_off < c->out.len) {
+		ssize_t n = send(c->fd, c->out.p + c->out_off, c->out.len - c->out_off,
+			MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (n > 0) {
+			c->out_off += (size_t)n;
+			c->written += (uint64_t)n;
+		} else if (n < 0 && errno == EINTR) {
+			continue;
+		} else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			conn_events(r, c, 1);
+			return;
+		} else {
+			conn_fail(r, c, "the connection failed while sending (%s)",
+				n < 0 ? strerror(errno) : "closed");
+			return;
+		}
+	}
+	if (c->state != C_OPEN)
+		return;
+	c->out.len = c->out_off = 0;
+	if (c->out.cap > ((size_t)1 << 20))
+		buf_free(&c->out); /* a big answer went: do not keep its buffer */
+	conn_events(r, c, 0);
+}
+
+static int frame_put(buf *b, int type, const void *p, size_t n)
+{
+	if (put_be(b, (uint64_t)n + 1, 4) < 0 || put_be(b, (uint64_t)type, 1) < 0 ||
+	    buf_put(b, p, n) < 0)
+		return -1;
+	return 0;
+}
+
+static void conn_queue(conn *c, int type, const void *p, size_t n)
+{
+	size_t before = c->out.len;
+
+	if (frame_put(&c->out, type, p, n) == 0)
+		c->queued += c->out.len - before;
+	else
+		c->out.len = before;
+}
+
+static void conn_connect(struct dobj__route *r, conn *c)
+{
+	char host[256], port[16];
+	struct addrinfo hints, *ai = NULL;
+	struct epoll_event ev;
+	int fd, one = 1, rc;
+
+	if (dobj__route_split_addr(c->addr, host, sizeof(host), port, sizeof(port)) < 0) {
+		conn_fail(r, c, "node %lld has a bad address \"%.100s\"", c->node, c->addr);
+		return;
+	}
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_NUMERICSERV;
+	if ((rc = getaddrinfo(host, port, &hints, &ai)) != 0 || !ai) {
+		conn_fail(r, c, "cannot resolve %.100s (%s)", c->addr, gai_strerror(rc));
+		return;
+	}
+	fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		freeaddrinfo(ai);
+		conn_fail(r, c, "socket: %s", strerror(errno));
+		return;
+	}
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	rc = connect(fd, ai->ai_addr, ai->ai_addrlen);
+	freeaddrinfo(ai);
+	if (rc < 0 && errno != EINPROGRESS) {
+		close(fd);
+		conn_fail(r, c, "cannot connect to node %lld at %.100s (%s)", c->node, c->addr,
+			strerror(errno));
+		return;
+	}
+	c->fd = fd;
+	c->state = C_CONNECTING;
+	c->want_out = 1;
+	ev.events = EPOLLIN | EPOLLOUT;
+	ev.data.ptr = c;
+	if (epoll_ctl(r->ep, EPOLL_CTL_ADD, fd, &ev) < 0)
+		conn_fail(r, c, "epoll: %s", strerror(errno));
+}
+
+/* One whole frame arrived on c. */
+static void conn_frame(struct dobj__route *r, conn *c, const unsigned char *p, size_t n)
+{
+	int type = p[0];
+	item *it;
+
+	switch (type) {
+	case F_HELLO:
+		if (c->out_dir || c->hello || n != 15 || memcmp(p + 1, "DOBJ", 4) ||
+		    get_be(p + 5, 2) != PROTO_VERSION) {
+			conn_fail(r, c, "not a dobj node, or another protocol version");
+			return;
+		}
+		c->hello = 1;
+		return;
+	case F_PING:
+		conn_queue(c, F_PONG, NULL, 0);
+		return;
+	case F_PONG:
+		return;
+	case F_CALL:
+	case F_RESULT:
+		if ((type == F_CALL) == (c->out_dir != 0)) {
+			conn_fail(r, c, "a %s frame on the wrong connection",
+				type == F_CALL ? "CALL" : "RESULT");
+			return;
+		}
+		it = calloc(1, sizeof(*it));
+		if (!it || !(it->data = malloc(n - 1 ? n - 1 : 1))) {
+			free(it);
+			conn_fail(r, c, "out of memory");
+			return;
+		}
+		memcpy(it->data, p + 1, n - 1);
+		it->len = n - 1;
+		it->cid = c->cid;
+		it->type = type;
+		push_item(r, it);
+		return;
+	default:
+		conn_fail(r, c, "unknown frame type %d", type);
+	}
+}
+
+/* Read what arrived on c and hand over its whole frames. */
+static void conn_read(struct dobj__route *r, conn *c)
+{
+	int rounds;
+
+	for (rounds = 0; rounds < 16 && c->state != C_DEAD; rounds++) {
+		size_t off = 0;
+		ssize_t n;
+
+		if (buf_reserve(&c->in, 65536) < 0) {
+			conn_fail(r, c, "out of memory");
+			return;
+		}
+		n = recv(c->fd, c->in.p + c->in.len, 65536, MSG_DONTWAIT);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			return;
+		if (n <= 0) {
+			conn_fail(r, c, n == 0 ? (c->in.len ? "the peer closed the connection in the "
+				"middle of a frame" : "the peer closed the connection") : "%s",
+				strerror(errno));
+			return;
+		}
+		c->in.len += (size_t)n;
+		c->last_rx = mono_ms();
+		/* Whatever a peer sends first must be a hello: garbage on the port
+		 * is refused before it can claim a large frame. */
+		if (!c->out_dir && !c->hello && c->in.len >= 5 &&
+		    (get_be(c->in.p, 4) != 15 || c->in.p[4] != F_HELLO)) {
+			conn_fail(r, c, "not a dobj node (no hello)");
+			return;
+		}
+		while (c->state != C_DEAD && c->in.len - off >= 4) {
+			uint64_t len = get_be(c->in.p + off, 4);
+			if (len < 1 || len > FRAME_MAX) {
+				conn_fail(r, c, "a frame of %llu bytes (the limit is %zu)",
+					(unsigned long long)len, (size_t)FRAME_MAX);
+				return;
+			}
+			if (c->in.len - off - 4 < len)
+				break;
+			if (!c->out_dir && !c->hello && c->in.p[off + 4] != F_HELLO) {
+				conn_fail(r, c, "not a dobj node (no hello)");
+				return;
+			}
+			conn_frame(r, c, c->in.p + off + 4, (size_t)len);
+			off += 4 + (size_t)len;
+		}
+		if (c->state == C_DEAD)
+			return;
+		if (off) {
+			memmove(c->in.p, c->in.p + off, c->in.len - off);
+			c->in.len -= off;
+		}
+		if (c->in.len == 0 && c->in.cap > ((size_t)1 << 20))
+			buf_free(&c->in);
+	}
+}
+
+static void net_accept(struct dobj__route *r)
+{
+	for (;;) {
+		struct epoll_event ev;
+		conn *c;
+		int one = 1, fd = accept4(r->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+		if (fd < 0)
+			return; /* EAGAIN, or a failure of that one connection */
+		if (r->nincoming >= MAX_INCOMING || !(c = calloc(1, sizeof(*c)))) {
+			close(fd);
+			continue;
+		}
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		c->fd = fd;
+		c->cid = ++r->next_cid;
+		c->state = C_OPEN;
+		c->born = c->last_rx = mono_ms();
+		ev.events = EPOLLIN;
+		ev.data.ptr = c;
+		if (epoll_ctl(r->ep, EPOLL_CTL_ADD, fd, &ev) < 0) {
+			close(fd);
+			free(c);
+			continue;
+		}
+		c->next = r->conns;
+		r->conns = c;
+		r->nincoming++;
+	}
+}
+
+/* Each round: connect new peers, write, ping, and give up on silent peers. */
+static void net_service(struct dobj__route *r)
+{
+	double now = mono_ms();
+	conn *c, *next;
+
+	for (c = r->conns; c; c = next) {
+		next = c->next;
+		if (c->state == C_NEW)
+			conn_connect(r, c);
+		if (c->state == C_DEAD)
+			continue;
+		if (c->out_dir && now - c->last_rx > r->dead_ms) {
+			conn_fail(r, c, "node %lld (%.100s) did not answer for %.1f s", c->node, c->addr,
+				(now - c->last_rx) / 1e3);
+			continue;
+		}
+		if (!c->out_dir && !c->hello && now - c->born > r->dead_ms) {
+			conn_fail(r, c, "no hello");
+			continue;
+		}
+		if (c->out_dir && c->state == C_OPEN && now - c->last_ping >= r->ping_ms) {
+			c->last_ping = now;
+			conn_queue(c, F_PING, NULL, 0);
+		}
+		if (c->state == C_OPEN && c->out_off < c->out.len && !c->want_out)
+			conn_flush(r, c);
+	}
+}
+
+void *dobj__net_main(void *arg)
+{
+	struct dobj__route *r = arg;
+	struct epoll_event ev[64];
+
+	for (;;) {
+		int i, n = epoll_wait(r->ep, ev, 64, (int)r->ping_ms);
+
+		pthread_mutex_lock(&r->mu);
+		if (r->stop) {
+			pthread_mutex_unlock(&r->mu);
+			break;
+		}
+		for (i = 0; i < n; i++) {
+			void *tag = ev[i].data.ptr;
+			if (tag == &r->efd) {
+				uint64_t x;
+				ssize_t got = read(r->efd, &x, sizeof(x));
+				(void)got;
+				r->net_kicked = 0;
+			} else if (tag == &r->lfd) {
+				net_accept(r);
+			} else {
+				conn *c = tag;
+				if (c->state == C_DEAD)
+					continue;
+				if (c->state == C_CONNECTING && (ev[i].events & (EPOLLOUT | EPOLLERR | EPOLLHUP))) {
+					int err = 0;
+					socklen_t len = sizeof(err);
+					getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+					if (err) {
+						conn_fail(r, c, "cannot connect to node %lld at %.100s (%s)", c->node,
+							c->addr, strerror(err));
+						continue;
+					}
+					c->state = C_OPEN;
+					c->last_rx = c->last_ping = mono_ms();
+				}
+				if (ev[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR))
+					conn_read(r, c);
+				if (c->state == C_OPEN && (ev[i].events & EPOLLOUT))
+					conn_flush(r, c);
+			}
+		}
+		net_service(r);
+		while (r->grave) {
+			conn *c = r->grave;
+			r->grave = c->next;
+			dobj__net_conn_free(c);
+		}
+		pthread_mutex_unlock(&r->mu);
+		if (r->wake_now) {
+			/* Arm the runtime's fd (see dobj__route_wanted for the race with
+			 * the runtime re-arming it). */
+			struct itimerspec its;
+			r->wake_now = 0;
+			atomic_store(&r->wake, 1);
+			memset(&its, 0, sizeof(its));
+			its.it_value.tv_nsec = 1;
+			timerfd_settime(r->rtfd, 0, &its, NULL);
+		}
+	}
+	return NULL;
+}
+
+/* --------------------------------------------- the runtime: sending frames */
+
+static void kick_net(struct dobj__route *r)
+{
+	if (!r->net_kicked) {
+		uint64_t one = 1;
+		ssize_t n;
+		r->net_kicked = 1;
+		n = write(r->efd, &one, sizeof(one));
+		(void)n;
+	}
+}
+
+/* Queue a CALL for node (its connection made if needed): *cid and *start
+ * say where it went. */
+int dobj__net_send_node(struct dobj__route *r, long long node, const char *addr, const buf *f,
+	uint64_t *cid, uint64_t *start)
+{
+	conn *c;
+	int rc = DOBJ_OK;
+
+	pthread_mutex_lock(&r->mu);
+	for (c = r->conns; c; c = c->next)
+		if (c->out_dir && c->node == node && !strcmp(c->addr, addr))
+			break;
+	if (!c) {
+		unsigned char hello[14];
+		c = calloc(1, sizeof(*c));
+		if (!c || !(c->addr = strdup(addr))) {
+			free(c);
+			rc = dobj_error_set(DOBJ_ENOMEM, "out of memory");
+			goto done;
+		}
+		c->fd = -1;
+		c->cid = ++r->next_cid;
+		c->out_dir = 1;
+		c->state = C_NEW;
+		c->node = node;
+		c->born = c->last_rx = c->last_ping = mono_ms();
+		memcpy(hello, "DOBJ", 4);
+		hello[4] = 0;
+		hello[5] = PROTO_VERSION;
+		{
+			uint64_t self = (uint64_t)(r->rt->cluster ? r->rt->cluster->node_id : 0);
+			int i;
+			for (i = 0; i < 8; i++)
+				hello[6 + i] = (unsigned char)(self >> (56 - 8 * i));
+		}
+		conn_queue(c, F_HELLO, hello, sizeof(hello));
+		c->next = r->conns;
+		r->conns = c;
+	}
+	if (buf_put(&c->out, f->p, f->len) < 0) {
+		rc = dobj_error_set(DOBJ_ENOMEM, "out of memory");
+		goto done;
+	}
+	*cid = c->cid;
+	*start = c->queued;
+	c->queued += f->len;
+	kick_net(r);
+done:
+	pthread_mutex_unlock(&r->mu);
+	return rc;
+}
+
+/* Queue an answer on the connection its call came in on (gone: dropped). */
+void dobj__net_send_conn(struct dobj__route *r, uint64_t cid, const buf *f)
+{
+	conn *c;
+
+	pthread_mutex_lock(&r->mu);
+	for (c = r->conns; c; c = c->next)
+		if (c->cid == cid)
+			break;
+	if (c && buf_put(&c->out, f->p, f->len) == 0) {
+		c->queued += f->len;
+		kick_net(r);
+	}
+	pthread_mutex_unlock(&r->mu);
+}
+
+
+void dobj__net_conn_free(conn *c)
+{
+	if (c->fd >= 0)
+		close(c->fd);
+	buf_free(&c->in);
+	buf_free(&c->out);
+	free(c->addr);
+	free(c);
+}

@@ -1,0 +1,1087 @@
+/*
+ * Calls between the nodes of a cluster (dobj/route.h, docs/cluster.md).
+ *
+ * Two halves share one lock:
+ * - the network thread (net_main) owns the sockets: a listener on the
+ *   node's address, one outgoing connection per peer node (calls go out on
+ *   it, their answers come back on it, so each caller's calls stay in
+ *   order), the incoming connections of the other nodes.  It reads whole
+ *   length-prefixed frames, answers pings, hands CALL and RESULT frames to
+ *   the runtime and wakes it by arming the runtime's own fd (dobj_rt_fd);
+ *   it writes what the runtime queued.  It never touches the runtime's
+ *   state.
+ * - the runtime's thread (everything else) decides where a call goes,
+ *   serialises it, dispatches incoming calls through the normal path
+ *   (dobj__call_new: input gate, order, errors as for local calls) and
+ *   finishes the caller's task with the answer, inside a pump.
+ *
+ * Frames: u32 length (big-endian, of what follows), u8 type, then
+ *   HELLO   "DOBJ" u16 version u64 node        (first frame of a connection)
+ *   CALL    u64 id, u8 kind, u8 depth, u16+ns key, 32 id bytes,
+ *           u32+name (0xffffffff: none), u16+method, payload (to the end)
+ *   RESULT  u64 id, u8 status, u8 flags, i32 code, u32+message, payload
+ *   PING / PONG (liveness: the caller's side pings; a peer silent for a
+ *           lease time to live is taken for dead)
+ * Payloads are V8 serialisation (dobj_val_encode): RPC arguments and
+ * results as they are, fetch requests and responses as an object.
+ */
+#define _GNU_SOURCE
+#include <signal.h>
+
+#include "cluster_route.h"
+
+/* ----------------------------------------------- fetch messages as values */
+
+static int put_str(dobj_val *o, const char *k, const char *s)
+{
+	return dobj_val_put(o, k, strlen(k), s ? dobj_val_string(s, strlen(s)) : dobj_val_null());
+}
+
+static int msg_encode(const dobj_msg *m, buf *b)
+{
+	dobj_val *o = dobj_val_object(), *h = dobj_val_array();
+	unsigned char *out = NULL;
+	size_t i, len;
+	int rc = DOBJ_OK;
+
+	for (i = 0; h && rc >= 0 && i < m->nheaders; i++)
+		if ((rc = dobj_val_push(h, dobj_val_string(m->header_names[i],
+			strlen(m->header_names[i])))) >= 0)
+			rc = dobj_val_push(h, dobj_val_string(m->header_values[i],
+				strlen(m->header_values[i])));
+	if (!o || !h || rc < 0) {
+		dobj_val_free(o);
+		dobj_val_free(h);
+		return rc < 0 ? rc : DOBJ_ENOMEM;
+	}
+	/* dobj_val_put owns what it is given, also when it fails. */
+	if ((rc = dobj_val_put(o, "headers", 7, h)) >= 0 && (rc = put_str(o, "url", m->url)) >= 0 &&
+	    (rc = put_str(o, "method", m->method)) >= 0 &&
+	    (rc = dobj_val_put(o, "status", 6, dobj_val_number(m->status))) >= 0 &&
+	    (rc = dobj_val_put(o, "body", 4, dobj_val_bytes(m->body ? (const void *)m->body : "",
+		m->body_len))) >= 0 && (rc = dobj_val_encode(o, &out, &len)) >= 0 &&
+	    buf_put(b, out, len) < 0)
+		rc = dobj_error_set(DOBJ_ENOMEM, "out of memory");
+	free(out);
+	dobj_val_free(o);
+	return rc < 0 ? rc : DOBJ_OK;
+}
+
+static const char *val_str(const dobj_val *o, const char *k)
+{
+	const dobj_val *v = dobj_val_get(o, k, strlen(k));
+	size_t len;
+	const char *s;
+
+	if (!v || dobj_val_type_of(v) != DOBJ_VAL_STRING)
+		return NULL;
+	s = dobj_val_get_string(v, &len);
+	return strlen(s) == len ? s : NULL;
+}
+
+/* A message from its value form, every part checked (a peer's bytes). */
+static int msg_decode(const unsigned char *p, size_t n, int is_request, dobj_msg **out)
+{
+	dobj_val *o = NULL;
+	const dobj_val *h, *st, *body;
+	const char *url, *method;
+	dobj_msg *m = NULL;
+	size_t i, blen = 0;
+	const void *bp = "";
+	int rc;
+
+	*out = NULL;
+	if ((rc = dobj_val_decode(p, n, &o)) < 0)
+		return rc;
+	rc = dobj_error_set(DOBJ_EINVALID, "a malformed %s", is_request ? "request" : "response");
+	if (dobj_val_type_of(o) != DOBJ_VAL_OBJECT)
+		goto done;
+	h = dobj_val_get(o, "headers", 7);
+	st = dobj_val_get(o, "status", 6);
+	body = dobj_val_get(o, "body", 4);
+	if (!h || dobj_val_type_of(h) != DOBJ_VAL_ARRAY || dobj_val_len(h) % 2)
+		goto done;
+	if (body) {
+		if (dobj_val_type_of(body) != DOBJ_VAL_BYTES)
+			goto done;
+		bp = dobj_val_get_bytes(body, &blen);
+	}
+	if (is_request) {
+		url = val_str(o, "url");
+		method = val_str(o, "method");
+		if (!url || !method || !(m = dobj_msg_new_request(url, method)))
+			goto done;
+	} else {
+		double s = st && dobj_val_type_of(st) == DOBJ_VAL_NUMBER ? dobj_val_get_number(st) : 0;
+		if (!(s >= 100 && s <= 599) || s != floor(s) || !(m = dobj_msg_new_response((int)s, NULL, 0)))
+			goto done;
+	}
+	if (dobj_msg_set_body(m, bp, blen) < 0)
+		goto done;
+	for (i = 0; i + 1 < dobj_val_len(h); i += 2) {
+		const dobj_val *k = dobj_val_at(h, i), *v = dobj_val_at(h, i + 1);
+		size_t kl, vl;
+		const char *ks, *vs;
+		if (dobj_val_type_of(k) != DOBJ_VAL_STRING || dobj_val_type_of(v) != DOBJ_VAL_STRING)
+			goto done;
+		ks = dobj_val_get_string(k, &kl);
+		vs = dobj_val_get_string(v, &vl);
+		if (strlen(ks) != kl || strlen(vs) != vl || dobj_msg_add_header(m, ks, vs) < 0)
+			goto done;
+	}
+	*out = m;
+	m = NULL;
+	rc = DOBJ_OK;
+done:
+	dobj_msg_free(m);
+	dobj_val_free(o);
+	return rc;
+}
+
+/* ---------------------------------------------------- the runtime: calls */
+
+static uint64_t hash_id(uint64_t id)
+{
+	id ^= id >> 33;
+	id *= 0xff51afd7ed558ccdULL;
+	return id ^ (id >> 33);
+}
+
+static int pend_add(struct dobj__route *r, pend *p)
+{
+	size_t i;
+
+	if (r->npend + 1 > r->tcap / 2) {
+		size_t cap = r->tcap ? 2 * r->tcap : 64;
+		pend **tab = calloc(cap, sizeof(*tab));
+		if (!tab)
+			return dobj_error_set(DOBJ_ENOMEM, "out of memory");
+		for (i = 0; i < r->tcap; i++)
+			while (r->tab[i]) {
+				pend *q = r->tab[i];
+				r->tab[i] = q->next;
+				q->next = tab[hash_id(q->id) & (cap - 1)];
+				tab[hash_id(q->id) & (cap - 1)] = q;
+			}
+		free(r->tab);
+		r->tab = tab;
+		r->tcap = cap;
+	}
+	i = hash_id(p->id) & (r->tcap - 1);
+	p->next = r->tab[i];
+	r->tab[i] = p;
+	r->npend++;
+	return DOBJ_OK;
+}
+
+static pend *pend_take(struct dobj__route *r, uint64_t id)
+{
+	pend **pp;
+
+	if (!r->tcap)
+		return NULL;
+	for (pp = &r->tab[hash_id(id) & (r->tcap - 1)]; *pp; pp = &(*pp)->next)
+		if ((*pp)->id == id) {
+			pend *p = *pp;
+			*pp = p->next;
+			r->npend--;
+			return p;
+		}
+	return NULL;
+}
+
+static void watch_fired(void *data, int fired);
+
+/* While calls are in flight a strong timer keeps dobj_rt_run waiting for
+ * their answers (the fd wakes it when they come). */
+static void watch_sync(struct dobj__route *r)
+{
+	if (r->npend && !r->watch && !r->rt->closing)
+		dobj__timer(r->rt, 1000, watch_fired, r->rt, 0, &r->watch);
+	else if (!r->npend && r->watch) {
+		dobj_timer *tm = r->watch;
+		r->watch = NULL;
+		dobj_timer_cancel(r->rt, tm);
+	}
+}
+
+static void watch_fired(void *data, int fired)
+{
+	dobj_rt *rt = data;
+
+	if (!rt->route || !fired)
+		return;
+	rt->route->watch = NULL;
+	watch_sync(rt->route);
+}
+
+static void fail_call(dobj_task *t, int code, int retryable, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+/* The call failed on this side (not the object's doing). */
+static void fail_call(dobj_task *t, int code, int retryable, const char *fmt, ...)
+{
+	char msg[600];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	t->retryable = retryable;
+	t->remote_known = 1;
+	t->remote_flag = 0;
+	dobj_task_raise(t, code, msg, NULL);
+}
+
+static owner *cache_get(struct dobj__route *r, dobj_obj *obj)
+{
+	owner *o = dobj__idmap_get(&r->cache, &obj->id);
+
+	return o && o->ns == obj->ns ? o : NULL;
+}
+
+static void cache_drop(struct dobj__route *r, dobj_obj *obj)
+{
+	owner *o = dobj__idmap_del(&r->cache, &obj->id);
+
+	if (o) {
+		free(o);
+		r->ncache--;
+	}
+}
+
+static void cache_clear(struct dobj__route *r)
+{
+	owner *o;
+
+	while ((o = dobj__idmap_any(&r->cache))) {
+		dobj__idmap_del(&r->cache, &o->id);
+		free(o);
+	}
+	r->ncache = 0;
+}
+
+static void cache_put(struct dobj__route *r, dobj_obj *obj, long long node, const char *addr)
+{
+	size_t n = strlen(addr);
+	owner *o;
+
+	cache_drop(r, obj);
+	if (r->ncache >= CACHE_MAX)
+		cache_clear(r);
+	o = malloc(sizeof(*o) + n + 1);
+	if (!o)
+		return;
+	o->id = obj->id;
+	o->ns = obj->ns;
+	o->node = node;
+	memcpy(o->addr, addr, n + 1);
+	if (dobj__idmap_put(&r->cache, &o->id, o) < 0)
+		free(o);
+	else
+		r->ncache++;
+}
+
+/* A node whose connection failed (killed, refused, silent) is not sent
+ * calls for a lease TTL: its objects are claimed elsewhere once its lease
+ * lapsed, and until then a call to it would only wait for the silence again
+ * (a paused node).  A restarted process is a new node, never a suspect. */
+static int suspect(struct dobj__route *r, long long node)
+{
+	double now = mono_ms();
+	size_t i;
+
+	for (i = 0; i < sizeof(r->suspects) / sizeof(r->suspects[0]); i++)
+		if (r->suspects[i].node == node && r->suspects[i].until > now)
+			return 1;
+	return 0;
+}
+
+static void suspect_add(struct dobj__route *r, long long node)
+{
+	size_t i, n = sizeof(r->suspects) / sizeof(r->suspects[0]), pick = 0;
+
+	for (i = 0; i < n; i++) {
+		if (r->suspects[i].node == node) {
+			pick = i;
+			break;
+		}
+		if (r->suspects[i].until < r->suspects[pick].until)
+			pick = i;
+	}
+	r->suspects[pick].node = node;
+	r->suspects[pick].until = mono_ms() + (r->rt->cluster ? r->rt->cluster->ttl_ms : 3000);
+}
+
+/* Send t to node: 1 (sent, or failed here: either way the task is no
+ * longer this node's to run). */
+static int send_call(struct dobj__route *r, dobj_task *t, long long node, const char *addr)
+{
+	dobj_rt *rt = t->rt;
+	dobj_obj *obj = t->obj;
+	buf f = { 0 }, pl = { 0 };
+	pend *p = NULL;
+	size_t mlen = t->method ? strlen(t->method) : 0;
+	int rc = DOBJ_OK;
+
+	if (suspect(r, node)) {
+		cache_drop(r, obj);
+		fail_call(t, DOBJ_ERROR, 1, "cluster: the call was not sent: node %lld, where the "
+			"object lives, stopped answering (it moves once that node's lease lapsed)", node);
+		return 1;
+	}
+
+	if (t->call_kind == DOBJ_CALL_RPC) {
+		unsigned char *out = NULL;
+		size_t len;
+		if (!t->request_free)
+			rc = dobj_error_set(DOBJ_EARG, "the arguments are host values");
+		else if ((rc = dobj_val_encode(t->request, &out, &len)) >= 0 && buf_put(&pl, out, len) < 0)
+			rc = DOBJ_ENOMEM;
+		free(out);
+	} else if (t->request_free) {
+		rc = msg_encode(t->request, &pl);
+	} else if (rt->codec.to_msg) {
+		dobj_msg *m = rt->codec.to_msg(rt->codec.data, t->request, 1);
+		rc = m ? msg_encode(m, &pl) : (dobj_error_last_code() < 0 ? dobj_error_last_code() : DOBJ_ERROR);
+		dobj_msg_free(m);
+	} else {
+		rc = dobj_error_set(DOBJ_EARG, "the request is a host value and the runtime has no codec");
+	}
+	if (rc < 0) {
+		char why[400];
+		snprintf(why, sizeof(why), "%s", dobj_error_last());
+		buf_free(&pl);
+		fail_call(t, rc == DOBJ_ENOMEM ? rc : DOBJ_EARG, 0,
+			"cluster: the object is active on node %lld (%s) and the call cannot be sent there: %s",
+			node, addr, why);
+		return 1;
+	}
+	{
+		uint64_t id = ++r->next_id;
+		uint32_t nlen = obj->name ? (uint32_t)obj->name_len : NO_NAME;
+		size_t body = 8 + 1 + 1 + 2 + obj->ns->unique_key_len + 32 + 4 +
+			(obj->name ? obj->name_len : 0) + 2 + mlen + pl.len;
+		if (obj->ns->unique_key_len > 0xffff || mlen > 0xffff || body + 1 > FRAME_MAX ||
+		    (obj->name && obj->name_len >= NO_NAME)) {
+			buf_free(&pl);
+			fail_call(t, DOBJ_EARG, 0, "cluster: the call is too large to send to another node");
+			return 1;
+		}
+		p = calloc(1, sizeof(*p));
+		if (!p || put_be(&f, body + 1, 4) < 0 || put_be(&f, F_CALL, 1) < 0 || put_be(&f, id, 8) < 0 ||
+		    put_be(&f, (uint64_t)t->call_kind, 1) < 0 || put_be(&f, (uint64_t)t->depth, 1) < 0 ||
+		    put_be(&f, obj->ns->unique_key_len, 2) < 0 ||
+		    buf_put(&f, obj->ns->unique_key, obj->ns->unique_key_len) < 0 ||
+		    buf_put(&f, obj->id.bytes, 32) < 0 || put_be(&f, nlen, 4) < 0 ||
+		    buf_put(&f, obj->name, obj->name ? obj->name_len : 0) < 0 ||
+		    put_be(&f, mlen, 2) < 0 || buf_put(&f, t->method, mlen) < 0 ||
+		    buf_put(&f, pl.p, pl.len) < 0) {
+			free(p);
+			buf_free(&pl);
+			buf_free(&f);
+			fail_call(t, DOBJ_ENOMEM, 0, "out of memory");
+			return 1;
+		}
+		buf_free(&pl);
+		p->id = id;
+	}
+	p->node = node;
+	p->t = t;
+	if ((rc = dobj__net_send_node(r, node, addr, &f, &p->cid, &p->start)) < 0 || (rc = pend_add(r, p)) < 0) {
+		/* Not queued (or queued and untracked: its answer is dropped). */
+		free(p);
+		buf_free(&f);
+		fail_call(t, DOBJ_ENOMEM, 0, "out of memory");
+		return 1;
+	}
+	buf_free(&f);
+	dobj_task_ref(t);
+	t->routed = 1;
+	t->route_tries++;
+	watch_sync(r);
+	return 1;
+}
+
+/* Send t again (it certainly did not run), or fail it once it went too
+ * often. */
+static void resend(dobj_task *t, const char *why)
+{
+	if (t->done)
+		return;
+	t->routed = 0;
+	if (t->route_tries >= ROUTE_TRIES) {
+		fail_call(t, DOBJ_ERROR, 1, "cluster: the call was not sent: %s (after %d tries)", why,
+			(int)t->route_tries);
+		return;
+	}
+	dobj_task_wake(t); /* back through run_task: a fresh lookup */
+}
+
+/* A node that serves nothing (no node_addr): where does the object live,
+ * or which live node should take it?  1 and node/addr, 0 if no node can. */
+static int client_lookup(dobj_rt *rt, dobj_obj *obj, long long *node, char *addr, size_t cap)
+{
+	struct dobj__cluster *cl = rt->cluster;
+	const char *v[2] = { obj->ns->unique_key, (const char *)obj->id.bytes };
+	int lens[2] = { (int)obj->ns->unique_key_len, 32 };
+	int fmts[2] = { 0, 1 };
+	PGresult *res;
+	int rc, n;
+
+	if ((rc = dobj__pg_exec(&cl->pg,
+		"SELECT n.node_id, n.addr FROM dobj_owner o JOIN dobj_node n ON n.node_id = o.node_id "
+		"WHERE o.ns = $1 AND o.object_id = $2 AND n.status = 'live' AND n.lease_until > now() "
+		"AND n.addr <> ''",
+		2, v, lens, fmts, 0, &res)) < 0)
+		return rc;
+	if (PQntuples(res) == 1) {
+		*node = atoll(PQgetvalue(res, 0, 0));
+		snprintf(addr, cap, "%s", PQgetvalue(res, 0, 1));
+		PQclear(res);
+		return 1;
+	}
+	PQclear(res);
+	/* Nobody holds it: one of the live nodes, the same for every caller
+	 * while the membership stays (placement by the ID). */
+	if ((rc = dobj__pg_exec(&cl->pg,
+		"SELECT node_id, addr FROM dobj_node WHERE status = 'live' AND lease_until > now() "
+		"AND addr <> '' ORDER BY node_id", 0, NULL, NULL, NULL, 0, &res)) < 0)
+		return rc;
+	n = PQntuples(res);
+	if (n > 0) {
+		int i = (int)(get_be(obj->id.bytes, 4) % (uint64_t)n);
+		*node = atoll(PQgetvalue(res, i, 0));
+		snprintf(addr, cap, "%s", PQgetvalue(res, i, 1));
+	}
+	PQclear(res);
+	return n > 0;
+}
+
+int dobj__route_call(dobj_task *t)
+{
+	dobj_rt *rt = t->rt;
+	struct dobj__route *r = rt->route;
+	struct dobj__cluster *cl = rt->cluster;
+	owner *o;
+	long long node;
+	char addr[256];
+	int rc;
+
+	if (!r || !cl || t->route_in ||
+	    (t->call_kind != DOBJ_CALL_FETCH && t->call_kind != DOBJ_CALL_RPC))
+		return 0;
+	/* A call the core cannot carry (a host value without a codec) is only
+	 * ever run here: the claim says where the object is. */
+	if (!(t->call_kind == DOBJ_CALL_RPC ? t->request_free != NULL
+	      : t->request_free || rt->codec.to_msg)) {
+		cache_drop(r, t->obj);
+		return 0;
+	}
+	if ((o = cache_get(r, t->obj)) && o->node != cl->node_id && !suspect(r, o->node))
+		return send_call(r, t, o->node, o->addr);
+	if (o) /* stale: look again (the claim, or the owner row) */
+		cache_drop(r, t->obj);
+	if (cl->addr[0])
+		return 0; /* claim it here; a live owner elsewhere: dobj__route_owned */
+	if ((rc = client_lookup(rt, t->obj, &node, addr, sizeof(addr))) <= 0) {
+		if (rc == 0)
+			fail_call(t, DOBJ_ERROR, 1, "cluster: the call was not sent: no live node with a "
+				"node_addr can take the object");
+		else
+			fail_call(t, rc, 1, "cluster: the call was not sent: cannot find the object's "
+				"node (%s)", dobj_error_last());
+		return 1;
+	}
+	cache_put(r, t->obj, node, addr);
+	return send_call(r, t, node, addr);
+}
+
+int dobj__route_owned(dobj_task *t)
+{
+	dobj_rt *rt = t->rt;
+	struct dobj__route *r = rt->route;
+	struct dobj__cluster *cl = rt->cluster;
+
+	if (!r || !cl || t->kind != DOBJ_TASK_CALL)
+		return 0;
+	if (t->route_in) {
+		/* The caller looks again and retries: nothing ran here. */
+		t->not_owner = 1;
+		dobj_task_raise(t, DOBJ_ESTATE, dobj_error_last(), NULL);
+		return 1;
+	}
+	if ((t->call_kind != DOBJ_CALL_FETCH && t->call_kind != DOBJ_CALL_RPC) ||
+	    !cl->owner_node || !cl->owner_addr[0])
+		return 0;
+	cache_put(r, t->obj, cl->owner_node, cl->owner_addr);
+	return send_call(r, t, cl->owner_node, cl->owner_addr);
+}
+
+/* ------------------------------------------- the runtime: answers coming in */
+
+static void on_result(struct dobj__route *r, const unsigned char *data, size_t len)
+{
+	dobj_rt *rt = r->rt;
+	rd d = { data, len, 0, 0 };
+	uint64_t id = rd_be(&d, 8);
+	int status = (int)rd_be(&d, 1), flags = (int)rd_be(&d, 1);
+	int code = (int)(int32_t)(uint32_t)rd_be(&d, 4);
+	size_t mlen = (size_t)rd_be(&d, 4);
+	const unsigned char *msg = rd_bytes(&d, mlen);
+	const unsigned char *pl = d.bad ? NULL : d.p + d.off;
+	size_t plen = d.bad ? 0 : d.len - d.off;
+	pend *p = pend_take(r, id);
+	dobj_task *t;
+
+	if (!p)
+		return; /* an answer nobody waits for (malformed, or the call went) */
+	t = p->t;
+	free(p);
+	watch_sync(r);
+	if (t->done)
+		goto out;
+	t->routed = 0;
+	if (d.bad) {
+		fail_call(t, DOBJ_ERROR, 1, "cluster: a malformed answer from the object's node");
+		goto out;
+	}
+	if (status == ST_OK && t->call_kind == DOBJ_CALL_RPC) {
+		dobj_val *v = NULL;
+		if (dobj_val_decode(pl, plen, &v) < 0)
+			fail_call(t, DOBJ_ERROR, 1, "cluster: a malformed result from the object's node: %s",
+				dobj_error_last());
+		else {
+			t->remote_known = 1;
+			dobj_task_return_value(t, v, (void (*)(void *))dobj_val_free);
+		}
+	} else if (status == ST_OK) {
+		dobj_msg *m = NULL;
+		if (msg_decode(pl, plen, 0, &m) < 0)
+			fail_call(t, DOBJ_ERROR, 1, "cluster: a malformed response from the object's node: %s",
+				dobj_error_last());
+		else {
+			t->remote_known = 1;
+			dobj_task_return_value(t, m, (void (*)(void *))dobj_msg_free);
+		}
+	} else if (status == ST_ERROR) {
+		char *text = malloc(mlen + 1);
+		void *err = NULL;
+		if (!text) {
+			fail_call(t, DOBJ_ENOMEM, 1, "out of memory");
+			goto out;
+		}
+		memcpy(text, msg, mlen);
+		text[mlen] = '\0';
+		if (plen && rt->codec.error_from_val) {
+			dobj_val *desc = NULL;
+			if (dobj_val_decode(pl, plen, &desc) == DOBJ_OK && dobj_val_type_of(desc) == DOBJ_VAL_OBJECT)
+				err = rt->codec.error_from_val(rt->codec.data, desc);
+			dobj_val_free(desc);
+		}
+		if (code >= 0 || code < DOBJ_EDEADLOCK)
+			code = DOBJ_ERROR;
+		t->remote_known = 1;
+		t->remote_flag = (flags & FL_REMOTE) != 0;
+		t->retryable = (flags & FL_RETRYABLE) != 0;
+		dobj_task_raise(t, code, text, err);
+		free(text);
+	} else if (status == ST_NOT_OWNER) {
+		cache_drop(r, t->obj);
+		resend(t, "the node it was sent to no longer owns the object");
+	} else {
+		fail_call(t, DOBJ_ERROR, 1, "cluster: an unknown answer from the object's node");
+	}
+out:
+	dobj_task_unref(t);
+}
+
+/* A connection of ours failed: its calls go again if they were never
+ * written, and fail as retryable otherwise. */
+static void on_failure(struct dobj__route *r, const item *it)
+{
+	size_t i;
+	dobj_task **again = NULL;
+	size_t nagain = 0;
+
+	suspect_add(r, it->node);
+	for (i = 0; i < r->tcap; i++) {
+		pend **pp = &r->tab[i];
+		while (*pp) {
+			pend *p = *pp;
+			dobj_task *t = p->t;
+			if (p->cid != it->cid) {
+				pp = &p->next;
+				continue;
+			}
+			*pp = p->next;
+			r->npend--;
+			if (!t->done) {
+				t->routed = 0;
+				cache_drop(r, t->obj);
+				if (p->start >= it->written) {
+					dobj_task **a = realloc(again, (nagain + 1) * sizeof(*a));
+					if (a) {
+						again = a;
+						again[nagain++] = t;
+						free(p);
+						continue;
+					}
+				}
+				fail_call(t, DOBJ_ERROR, 1, "cluster: the connection to node %lld failed after "
+					"the call was sent (%s): it may or may not have run", p->node, it->why);
+			}
+			dobj_task_unref(t);
+			free(p);
+		}
+	}
+	/* In the order they were sent. */
+	for (i = 0; i < nagain; i++) {
+		resend(again[i], it->why);
+		dobj_task_unref(again[i]);
+	}
+	free(again);
+	watch_sync(r);
+}
+
+/* ------------------------------------- the runtime: calls from other nodes */
+
+static void answer(struct dobj__route *r, inreq *in, dobj_task *t);
+static void in_done(dobj_task *t, void *data);
+
+/* Answer a call that could not even be dispatched. */
+static void answer_error(struct dobj__route *r, uint64_t cid, uint64_t id, int status,
+	int code, const char *msg)
+{
+	buf f = { 0 };
+	size_t mlen = strlen(msg);
+
+	if (put_be(&f, 8 + 1 + 1 + 4 + 4 + mlen + 1, 4) == 0 && put_be(&f, F_RESULT, 1) == 0 &&
+	    put_be(&f, id, 8) == 0 && put_be(&f, (uint64_t)status, 1) == 0 &&
+	    put_be(&f, FL_REMOTE, 1) == 0 && put_be(&f, (uint32_t)code, 4) == 0 &&
+	    put_be(&f, mlen, 4) == 0 && buf_put(&f, msg, mlen) == 0)
+		dobj__net_send_conn(r, cid, &f);
+	buf_free(&f);
+}
+
+static void on_call(struct dobj__route *r, uint64_t cid, const unsigned char *data, size_t len)
+{
+	dobj_rt *rt = r->rt;
+	rd d = { data, len, 0, 0 };
+	uint64_t id = rd_be(&d, 8);
+	int kind = (int)rd_be(&d, 1), depth = (int)rd_be(&d, 1);
+	size_t kl = (size_t)rd_be(&d, 2);
+	const unsigned char *key = rd_bytes(&d, kl), *idb = rd_bytes(&d, 32);
+	uint32_t nl = (uint32_t)rd_be(&d, 4);
+	const unsigned char *name = nl == NO_NAME ? NULL : rd_bytes(&d, nl);
+	size_t ml = (size_t)rd_be(&d, 2);
+	const unsigned char *method = rd_bytes(&d, ml);
+	const unsigned char *pl = d.bad ? NULL : d.p + d.off;
+	size_t plen = d.bad ? 0 : d.len - d.off, i;
+	dobj_ns *ns = NULL;
+	dobj_obj *obj;
+	dobj_task *t;
+	dobj_id oid;
+	void *req = NULL;
+	void (*req_free)(void *) = NULL;
+	inreq *in;
+	int rc;
+
+	if (d.bad || (kind != DOBJ_CALL_FETCH && kind != DOBJ_CALL_RPC) || depth < 1 ||
+	    depth > DOBJ_MAX_CALL_DEPTH || (kind == DOBJ_CALL_RPC && (ml == 0 || memchr(method, 0, ml)))) {
+		if (!d.bad || d.off > 8)
+			answer_error(r, cid, id, ST_ERROR, DOBJ_EARG, "cluster: a malformed call");
+		return;
+	}
+	for (i = 0; i < rt->nns && !ns; i++)
+		if (rt->nss[i]->unique_key_len == kl && !memcmp(rt->nss[i]->unique_key, key, kl))
+			ns = rt->nss[i];
+	if (!ns) {
+		answer_error(r, cid, id, ST_ERROR, DOBJ_ENOHANDLER,
+			"cluster: the node the call reached has no such namespace bound");
+		return;
+	}
+	if (!rt->cluster || !rt->cluster->addr[0] || rt->closing) {
+		answer_error(r, cid, id, ST_NOT_OWNER, DOBJ_ESTATE, "cluster: not the owner");
+		return;
+	}
+	memcpy(oid.bytes, idb, 32);
+	if (kind == DOBJ_CALL_RPC) {
+		dobj_val *v = NULL;
+		/* An array of arguments; Python's keyword arguments make an object. */
+		if ((rc = dobj_val_decode(pl, plen, &v)) < 0 || (dobj_val_type_of(v) != DOBJ_VAL_ARRAY &&
+		    (dobj_val_type_of(v) != DOBJ_VAL_OBJECT || (ns->klass.flags & DOBJ_CLASS_NATIVE)))) {
+			dobj_val_free(v);
+			answer_error(r, cid, id, ST_ERROR, DOBJ_EARG, "cluster: malformed RPC arguments");
+			return;
+		}
+		req = v;
+		req_free = (void (*)(void *))dobj_val_free;
+	} else {
+		dobj_msg *m = NULL;
+		if (msg_decode(pl, plen, 1, &m) < 0 || dobj_url_check(m->url, strlen(m->url)) < 0) {
+			dobj_msg_free(m);
+			answer_error(r, cid, id, ST_ERROR, DOBJ_EARG, "cluster: a malformed request");
+			return;
+		}
+		if ((ns->klass.flags & DOBJ_CLASS_NATIVE) || !rt->codec.request_from_msg) {
+			req = m;
+			req_free = (void (*)(void *))dobj_msg_free;
+		} else {
+			req = rt->codec.request_from_msg(rt->codec.data, m);
+			dobj_msg_free(m);
+			if (!req) {
+				answer_error(r, cid, id, ST_ERROR, DOBJ_EARG, dobj_error_last());
+				return;
+			}
+		}
+	}
+	in = calloc(1, sizeof(*in));
+	obj = in ? dobj__obj_get(ns, &oid, (const char *)name, name ? nl : 0) : NULL;
+	t = obj ? dobj__call_new(obj, (dobj_call_kind)kind, in_done, in) : NULL;
+	if (obj)
+		dobj__obj_unref(obj);
+	if (!t || (ml && !(t->method = dobj__strndup((const char *)method, ml)))) {
+		if (t) {
+			t->done_fn = NULL;
+			dobj_task_raise(t, DOBJ_ENOMEM, "out of memory", NULL);
+			dobj_task_unref(t);
+		}
+		free(in);
+		dobj__release_now(rt, req, req_free);
+		answer_error(r, cid, id, ST_ERROR, DOBJ_ENOMEM, "out of memory");
+		return;
+	}
+	in->rt = rt;
+	in->cid = cid;
+	in->id = id;
+	t->route_in = 1;
+	t->depth = depth;
+	t->request = req;
+	t->request_free = req_free;
+	dobj_task_unref(t);
+}
+
+/* An incoming call finished: answer now, inside a pump, or at the next
+ * drain when it finished inside the core's own loops (an abort), where the
+ * codec must not run host code. */
+static void in_done(dobj_task *t, void *data)
+{
+	inreq *in = data;
+	dobj_rt *rt = in->rt;
+	struct dobj__route *r = rt->route;
+
+	if (!r) {
+		free(in);
+		return;
+	}
+	if (rt->pumping && !rt->busy) {
+		answer(r, in, t);
+		free(in);
+		return;
+	}
+	dobj_task_ref(t);
+	in->t = t;
+	in->next = r->replies;
+	r->replies = in;
+	atomic_store(&r->wake, 1);
+	dobj__work_ready_slow(rt);
+}
+
+static void answer(struct dobj__route *r, inreq *in, dobj_task *t)
+{
+	dobj_rt *rt = r->rt;
+	buf f = { 0 }, pl = { 0 };
+	const char *msg = "";
+	char why[400];
+	int status = ST_OK, flags = 0, code = 0, rc = DOBJ_OK;
+
+	if (t->not_owner) {
+		status = ST_NOT_OWNER;
+		msg = t->message ? t->message : "";
+		code = DOBJ_ESTATE;
+	} else if (t->code == DOBJ_OK) {
+		if (t->call_kind == DOBJ_CALL_RPC) {
+			unsigned char *out = NULL;
+			size_t len;
+			if (!t->result_free)
+				rc = dobj_error_set(DOBJ_EARG, "the result is a host value");
+			else if ((rc = dobj_val_encode(t->result, &out, &len)) >= 0 && buf_put(&pl, out, len) < 0)
+				rc = dobj_error_set(DOBJ_ENOMEM, "out of memory");
+			free(out);
+		} else if (t->result_free) {
+			rc = msg_encode(t->result, &pl);
+		} else if (t->result && rt->codec.to_msg) {
+			dobj_msg *m = rt->codec.to_msg(rt->codec.data, t->result, 0);
+			rc = m ? msg_encode(m, &pl) : (dobj_error_last_code() < 0 ? dobj_error_last_code() : DOBJ_ERROR);
+			dobj_msg_free(m);
+		} else {
+			rc = dobj_error_set(DOBJ_EARG, "the response cannot be carried");
+		}
+		if (rc < 0) {
+			snprintf(why, sizeof(why), "cluster: the result cannot be sent back to the caller's "
+				"node: %s", dobj_error_last());
+			buf_free(&pl);
+			status = ST_ERROR;
+			code = DOBJ_EARG;
+			msg = why;
+			flags = FL_REMOTE;
+		}
+	} else {
+		status = ST_ERROR;
+		code = t->code;
+		msg = t->message ? t->message : "";
+		flags = (dobj_task_remote(t) ? FL_REMOTE : 0) | (t->retryable ? FL_RETRYABLE : 0);
+		if (t->error && rt->codec.error_to_val) {
+			dobj_val *desc = rt->codec.error_to_val(rt->codec.data, t->error);
+			unsigned char *out = NULL;
+			size_t len;
+			if (desc && dobj_val_encode(desc, &out, &len) == DOBJ_OK && buf_put(&pl, out, len) < 0)
+				pl.len = 0;
+			free(out);
+			dobj_val_free(desc);
+		}
+	}
+	{
+		size_t mlen = strlen(msg);
+		if (put_be(&f, 8 + 1 + 1 + 4 + 4 + mlen + pl.len + 1, 4) == 0 &&
+		    put_be(&f, F_RESULT, 1) == 0 && put_be(&f, in->id, 8) == 0 &&
+		    put_be(&f, (uint64_t)status, 1) == 0 && put_be(&f, (uint64_t)flags, 1) == 0 &&
+		    put_be(&f, (uint32_t)code, 4) == 0 && put_be(&f, mlen, 4) == 0 &&
+		    buf_put(&f, msg, mlen) == 0 && buf_put(&f, pl.p, pl.len) == 0)
+			dobj__net_send_conn(r, in->cid, &f);
+	}
+	buf_free(&f);
+	buf_free(&pl);
+}
+
+/* ------------------------------------------------------------- the drain */
+
+int dobj__route_wanted(dobj_rt *rt)
+{
+	return rt->route && atomic_load(&rt->route->wake);
+}
+
+void dobj__route_drain(dobj_rt *rt)
+{
+	struct dobj__route *r = rt->route;
+	item *it;
+
+	if (!r || !atomic_load(&r->wake))
+		return;
+	atomic_store(&r->wake, 0);
+	pthread_mutex_lock(&r->mu);
+	it = r->in_head;
+	r->in_head = r->in_tail = NULL;
+	r->rt_kicked = 0;
+	pthread_mutex_unlock(&r->mu);
+	while (it) {
+		item *next = it->next;
+		if (rt->route == r && !rt->closing) {
+			if (it->type == F_RESULT)
+				on_result(r, it->data, it->len);
+			else if (it->type == F_CALL)
+				on_call(r, it->cid, it->data, it->len);
+			else
+				on_failure(r, it);
+		}
+		free(it->data);
+		free(it);
+		it = next;
+	}
+	while (r->replies && rt->route == r) {
+		/* Oldest first. */
+		inreq **pp = &r->replies, *in;
+		while ((*pp)->next)
+			pp = &(*pp)->next;
+		in = *pp;
+		*pp = NULL;
+		answer(r, in, in->t);
+		dobj_task_unref(in->t);
+		free(in);
+	}
+}
+
+/* ------------------------------------------------------------- start, stop */
+
+int dobj__route_start(dobj_rt *rt, struct dobj__cluster *cl)
+{
+	struct dobj__route *r;
+	struct epoll_event ev;
+	int rc;
+
+	if (rt->route)
+		return DOBJ_OK;
+	if ((rc = dobj_rt_fd(rt)) < 0)
+		return rc;
+	r = calloc(1, sizeof(*r));
+	if (!r)
+		return dobj_error_set(DOBJ_ENOMEM, "out of memory");
+	r->rt = rt;
+	r->rtfd = rc;
+	r->lfd = r->efd = r->ep = -1;
+	r->ping_ms = fmax(20, cl->ttl_ms / 6);
+	r->dead_ms = cl->ttl_ms;
+	pthread_mutex_init(&r->mu, NULL);
+	atomic_init(&r->wake, 0);
+	rt->route = r;
+	if (cl->addr[0]) {
+		char host[256], port[16], buf[320];
+		struct addrinfo hints, *ai = NULL;
+		struct sockaddr_storage ss;
+		socklen_t sl = sizeof(ss);
+		int one = 1, g;
+		if ((rc = dobj__route_split_addr(cl->addr, host, sizeof(host), port, sizeof(port))) < 0)
+			goto fail;
+		memset(&hints, 0, sizeof(hints));
+		hints.ai_family = AF_UNSPEC;
+		hints.ai_socktype = SOCK_STREAM;
+		hints.ai_flags = AI_NUMERICSERV | AI_PASSIVE;
+		if ((g = getaddrinfo(host, port, &hints, &ai)) != 0 || !ai) {
+			rc = dobj_error_set(DOBJ_EARG, "cluster: node_addr %.100s: %s", cl->addr, gai_strerror(g));
+			goto fail;
+		}
+		r->lfd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+		if (r->lfd < 0 || setsockopt(r->lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+		    bind(r->lfd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(r->lfd, 128) < 0 ||
+		    getsockname(r->lfd, (struct sockaddr *)&ss, &sl) < 0) {
+			rc = dobj_error_set(DOBJ_ERROR, "cluster: cannot listen on %.100s: %s", cl->addr,
+				strerror(errno));
+			freeaddrinfo(ai);
+			goto fail;
+		}
+		freeaddrinfo(ai);
+		if (!strcmp(port, "0")) {
+			/* The port the system chose is the one other nodes need. */
+			char *a;
+			int p = ss.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&ss)->sin6_port)
+				: ntohs(((struct sockaddr_in *)&ss)->sin_port);
+			snprintf(buf, sizeof(buf), strchr(host, ':') ? "[%s]:%d" : "%s:%d", host, p);
+			if (!(a = strdup(buf))) {
+				rc = dobj_error_set(DOBJ_ENOMEM, "out of memory");
+				goto fail;
+			}
+			free(cl->addr);
+			cl->addr = a;
+		}
+	}
+	r->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	r->ep = epoll_create1(EPOLL_CLOEXEC);
+	if (r->efd < 0 || r->ep < 0) {
+		rc = dobj_error_set(DOBJ_ERROR, "cluster: %s", strerror(errno));
+		goto fail;
+	}
+	ev.events = EPOLLIN;
+	ev.data.ptr = &r->efd;
+	epoll_ctl(r->ep, EPOLL_CTL_ADD, r->efd, &ev);
+	if (r->lfd >= 0) {
+		ev.events = EPOLLIN;
+		ev.data.ptr = &r->lfd;
+		epoll_ctl(r->ep, EPOLL_CTL_ADD, r->lfd, &ev);
+	}
+	{
+		/* The thread takes no signal: a process-directed one (SIGTERM to a
+		 * server that waits for it with sigwait or a signalfd, SIGINT) must
+		 * reach the host's threads, never this one's default action. */
+		sigset_t all, old;
+		int e;
+		sigfillset(&all);
+		pthread_sigmask(SIG_SETMASK, &all, &old);
+		e = pthread_create(&r->thread, NULL, dobj__net_main, r);
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
+		if (e != 0) {
+			rc = dobj_error_set(DOBJ_ERROR, "cluster: cannot start the network thread");
+			goto fail;
+		}
+	}
+	r->started = 1;
+	return DOBJ_OK;
+fail:
+	dobj__route_stop(rt);
+	return rc;
+}
+
+void dobj__route_stop(dobj_rt *rt)
+{
+	struct dobj__route *r = rt->route;
+	conn *c;
+	item *it;
+	size_t i;
+
+	if (!r)
+		return;
+	if (r->watch) {
+		dobj_timer *tm = r->watch;
+		r->watch = NULL;
+		dobj_timer_cancel(rt, tm);
+	}
+	if (r->started) {
+		uint64_t one = 1;
+		ssize_t n;
+		pthread_mutex_lock(&r->mu);
+		r->stop = 1;
+		pthread_mutex_unlock(&r->mu);
+		n = write(r->efd, &one, sizeof(one));
+		(void)n;
+		pthread_join(r->thread, NULL);
+	}
+	rt->route = NULL;
+	while ((c = r->conns) || (c = r->grave)) {
+		if (c == r->conns)
+			r->conns = c->next;
+		else
+			r->grave = c->next;
+		dobj__net_conn_free(c);
+	}
+	while ((it = r->in_head)) {
+		r->in_head = it->next;
+		free(it->data);
+		free(it);
+	}
+	for (i = 0; i < r->tcap; i++)
+		while (r->tab[i]) {
+			pend *p = r->tab[i];
+			r->tab[i] = p->next;
+			if (!p->t->done)
+				fail_call(p->t, DOBJ_ECLOSED, 0, "the runtime is closed");
+			dobj_task_unref(p->t);
+			free(p);
+		}
+	free(r->tab);
+	while (r->replies) {
+		inreq *in = r->replies;
+		r->replies = in->next;
+		dobj_task_unref(in->t);
+		free(in);
+	}
+	cache_clear(r);
+	dobj__idmap_free(&r->cache);
+	if (r->lfd >= 0)
+		close(r->lfd);
+	if (r->efd >= 0)
+		close(r->efd);
+	if (r->ep >= 0)
+		close(r->ep);
+	pthread_mutex_destroy(&r->mu);
+	free(r);
+}
+
+/* ------------------------------------------------------------- public API */
+
+int dobj_rt_set_route_codec(dobj_rt *rt, const dobj_route_codec *codec)
+{
+	if (!codec || codec->version != DOBJ_ROUTE_CODEC_VERSION)
+		return dobj_error_set(DOBJ_EARG, "route codec: unknown version");
+	rt->codec = *codec;
+	return DOBJ_OK;
+}
+
+int dobj_task_retryable(const dobj_task *t)
+{
+	return t->done && t->code != DOBJ_OK && t->retryable;
+}
+
+const char *dobj_rt_cluster_addr(const dobj_rt *rt)
+{
+	return rt->cluster && rt->cluster->addr[0] ? rt->cluster->addr : NULL;
+}

@@ -1,0 +1,245 @@
+/* Private declarations of the routing between nodes, shared by
+ * cluster_route.c (the runtime's side) and cluster_net.c (the network
+ * thread).  The protocol is described at the top of cluster_route.c. */
+#ifndef DOBJ_CLUSTER_ROUTE_H
+#define DOBJ_CLUSTER_ROUTE_H
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/timerfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cluster_int.h"
+
+#if defined(__GNUC__)
+#pragma GCC visibility push(hidden)
+#endif
+
+/* The largest frame read: a fetch body at DOBJ_MSG_BODY_MAX plus its head. */
+#define FRAME_MAX (DOBJ_MSG_BODY_MAX + ((size_t)1 << 20))
+#define PROTO_VERSION 1
+/* Times a call is sent before it fails: NOT_OWNER, connection refused. */
+#define ROUTE_TRIES 4
+/* Incoming connections accepted at once. */
+#define MAX_INCOMING 1024
+/* Owner cache entries before the cache starts afresh. */
+#define CACHE_MAX 65536
+#define NO_NAME 0xffffffffu
+
+enum { F_HELLO = 1, F_CALL = 2, F_RESULT = 3, F_PING = 4, F_PONG = 5 };
+enum { ST_OK = 0, ST_ERROR = 1, ST_NOT_OWNER = 2 };
+enum { FL_REMOTE = 1, FL_RETRYABLE = 2 };
+enum { C_NEW, C_CONNECTING, C_OPEN, C_DEAD };
+
+/* ------------------------------------------------------------- byte buffers */
+
+typedef struct buf {
+	unsigned char *p;
+	size_t len, cap;
+} buf;
+
+static inline int buf_reserve(buf *b, size_t more)
+{
+	size_t cap;
+	unsigned char *p;
+
+	if (more <= b->cap - b->len)
+		return 0;
+	cap = b->cap ? b->cap : 256;
+	while (cap - b->len < more)
+		cap *= 2;
+	p = realloc(b->p, cap);
+	if (!p)
+		return -1;
+	b->p = p;
+	b->cap = cap;
+	return 0;
+}
+
+static inline int buf_put(buf *b, const void *p, size_t n)
+{
+	if (buf_reserve(b, n) < 0)
+		return -1;
+	if (n)
+		memcpy(b->p + b->len, p, n);
+	b->len += n;
+	return 0;
+}
+
+static inline int put_be(buf *b, uint64_t v, int n)
+{
+	unsigned char x[8];
+	int i;
+
+	for (i = 0; i < n; i++)
+		x[i] = (unsigned char)(v >> (8 * (n - 1 - i)));
+	return buf_put(b, x, (size_t)n);
+}
+
+static inline uint64_t get_be(const unsigned char *p, int n)
+{
+	uint64_t v = 0;
+	int i;
+
+	for (i = 0; i < n; i++)
+		v = v << 8 | p[i];
+	return v;
+}
+
+static inline void buf_free(buf *b)
+{
+	free(b->p);
+	b->p = NULL;
+	b->len = b->cap = 0;
+}
+
+/* Reading a frame: every read is bounds-checked; `bad` sticks. */
+typedef struct rd {
+	const unsigned char *p;
+	size_t len, off;
+	int bad;
+} rd;
+
+static inline uint64_t rd_be(rd *r, int n)
+{
+	uint64_t v;
+
+	if (r->bad || r->len - r->off < (size_t)n) {
+		r->bad = 1;
+		return 0;
+	}
+	v = get_be(r->p + r->off, n);
+	r->off += (size_t)n;
+	return v;
+}
+
+static inline const unsigned char *rd_bytes(rd *r, size_t n)
+{
+	const unsigned char *p;
+
+	if (r->bad || r->len - r->off < n) {
+		r->bad = 1;
+		return NULL;
+	}
+	p = r->p + r->off;
+	r->off += n;
+	return p;
+}
+
+/* --------------------------------------------------------------- the state */
+
+typedef struct conn {
+	struct conn *next;
+	uint64_t cid;          /* never reused: the runtime names connections by it */
+	int fd;                /* -1 until the network thread connects */
+	int out_dir;           /* 1: ours (calls out, answers in); 0: a peer's */
+	int state;
+	int hello;             /* incoming: the peer said hello */
+	int want_out;          /* EPOLLOUT is on */
+	long long node;        /* outgoing: the peer's node id */
+	char *addr;            /* outgoing: where it listens */
+	buf out;               /* queued by either thread (under mu) */
+	size_t out_off;
+	uint64_t queued, written; /* stream positions, bytes */
+	buf in;                /* the network thread's */
+	double last_rx, last_ping, born;
+} conn;
+
+typedef struct item {      /* the network thread -> the runtime */
+	struct item *next;
+	uint64_t cid;
+	int type;              /* F_CALL, F_RESULT, or 0: the connection failed */
+	unsigned char *data;
+	size_t len;
+	uint64_t written;      /* failure: what the connection had written */
+	long long node;        /* failure: the peer node */
+	char why[240];
+} item;
+
+typedef struct pend {      /* a call sent to another node */
+	struct pend *next;
+	uint64_t id, cid, start;
+	long long node;
+	dobj_task *t;
+} pend;
+
+typedef struct owner {     /* the owner cache: where an object was found */
+	dobj_id id;
+	dobj_ns *ns;
+	long long node;
+	char addr[];
+} owner;
+
+typedef struct inreq {     /* a call another node sent here */
+	struct inreq *next;    /* deferred answers */
+	dobj_rt *rt;
+	uint64_t cid, id;
+	dobj_task *t;          /* deferred answers: a reference */
+} inreq;
+
+struct dobj__route {
+	dobj_rt *rt;
+	pthread_mutex_t mu;
+	/* under mu */
+	conn *conns;
+	item *in_head, *in_tail;
+	int rt_kicked, net_kicked, stop;
+	uint64_t next_cid;
+	size_t nincoming;
+	/* the network thread's */
+	pthread_t thread;
+	int started, lfd, efd, ep, rtfd, wake_now;
+	conn *grave;
+	double ping_ms, dead_ms;
+	atomic_int wake;       /* the runtime has something to drain */
+	/* the runtime's */
+	uint64_t next_id;
+	pend **tab;
+	size_t tcap, npend;
+	dobj__idmap cache;
+	size_t ncache;
+	inreq *replies;
+	dobj_timer *watch;
+	struct { long long node; double until; } suspects[16]; /* stopped answering lately */
+};
+
+static inline double mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+/* Split "host:port" ("[v6]:port" too); DOBJ_EARG with a message. */
+int dobj__route_split_addr(const char *addr, char *host, size_t hcap, char *port, size_t pcap);
+
+/* The network thread (cluster_net.c). */
+void *dobj__net_main(void *arg);
+/** Queue a CALL for `node` (its connection made if needed): *cid and
+ *  *start say where it went (runtime thread). */
+int dobj__net_send_node(struct dobj__route *r, long long node, const char *addr, const buf *f,
+	uint64_t *cid, uint64_t *start);
+/** Queue an answer on connection `cid` (gone: dropped). */
+void dobj__net_send_conn(struct dobj__route *r, uint64_t cid, const buf *f);
+/** Free a connection the network thread no longer uses. */
+void dobj__net_conn_free(conn *c);
+
+#if defined(__GNUC__)
+#pragma GCC visibility pop
+#endif
+#endif

@@ -1,0 +1,111 @@
+-- Calls between the nodes of a cluster (docs/cluster.md, "Routing") on a real
+-- PostgreSQL: this process and a Lua node process (route_node.lua) call each
+-- other's objects by fetch and RPC, errors arrive as the object raised them,
+-- a call in flight when its owner is SIGKILLed fails with err.retryable.
+local H = dofile((debug.getinfo(1, "S").source:match("^@(.*[/\\])") or "./") .. "helpers.lua")
+local dobj = H.dobj
+
+local here = debug.getinfo(1, "S").source:match("^@(.*[/\\])") or "./"
+local PGTMP = here .. "../cluster/pgtmp.sh"
+
+local function pg_start()
+  local p = assert(io.popen("'" .. PGTMP .. "' start"))
+  local url, dir = p:read("l"):match("^(%S+) (%S+)$")
+  assert(p:close() and url, "could not start PostgreSQL")
+  return { url = url, dir = dir, lifeline = assert(io.open(dir .. "/lifeline", "r+")) }
+end
+
+-- A node process; its pid (first line) lets the test kill it.
+local function start_node(url, dir, ...)
+  local names = table.concat({ ... }, " ")
+  local p = assert(io.popen("exec sh -c 'echo $$; exec lua5.4 " .. here .. "route_node.lua " .. url ..
+    " " .. dir .. " 127.0.0.1:0 " .. names .. "'"))
+  local pid = assert(tonumber(p:read("l")))
+  local id, addr = p:read("l"):match("^ready (%d+) (%S+)$")
+  return { pipe = p, pid = pid, id = tonumber(id), addr = addr }
+end
+
+local function kill(node)
+  if not node.killed then os.execute("kill -KILL " .. node.pid) end
+  node.killed = true
+end
+
+local Box = H.class("Box")
+function Box.new(ctx, env) return setmetatable({ ctx = ctx, env = env }, Box) end
+function Box:add(n)
+  local v = (self.ctx.storage:get("n") or 0) + (n or 1)
+  self.ctx.storage:put("n", v)
+  return v
+end
+function Box:node() return "here" end
+function Box:slow(s) dobj.sleep(s) return "slept" end
+
+describe("calls between cluster nodes", function()
+  local pg, dirs, node
+  setup(function() pg = pg_start() end)
+  teardown(function()
+    if not pg then return end
+    pg.lifeline:close()
+    os.execute("'" .. PGTMP .. "' stop '" .. pg.dir .. "'")
+  end)
+  before_each(function() dirs = {} end)
+  after_each(function()
+    if node then kill(node) node.pipe:close() node = nil end
+    collectgarbage()
+    for _, d in ipairs(dirs) do H.rm_rf(d) end
+  end)
+  local function dir() local d = H.tmpdir() dirs[#dirs + 1] = d return d end
+  local function me()
+    local rt = assert(dobj.runtime{ storage = dir(), cluster = pg.url, node_addr = "127.0.0.1:0",
+      cluster_ttl = 1.5, cluster_grace = 0.5 })
+    return rt, rt:bind("ROUTE", Box)
+  end
+
+  it("reaches objects on the other node, and the other node reaches ours", function()
+    node = start_node(pg.url, dir(), "on-node")
+    local rt, ns = me()
+    assert.is_string(rt:node_addr())
+    assert.are.equal(1, ns:get_by_name("on-spec"):add(1)) -- claimed here
+    local there = ns:get_by_name("on-node")
+    assert.are.equal(node.id, there:node())
+    assert.are.equal(2, there:add(2))
+    assert.are.same({ 1, "x", { k = true } }, there:echo(1, "x", { k = true }))
+    local res = there:fetch("http://do/p?q=1", { method = "POST", body = "hello" })
+    assert.are.equal(201, res.status)
+    assert.are.equal(tostring(node.id), res.headers["x-node"])
+    assert.are.equal("POST http://do/p?q=1 hello", res:text())
+    -- The node's object calls ours while this chunk waits for the answer.
+    assert.are.equal(2, there:call("on-spec", "add", 1))
+    assert.are.equal("here", there:call("on-spec", "node"))
+    rt:close()
+  end)
+
+  it("delivers the object's errors as a local call would", function()
+    node = start_node(pg.url, dir(), "err")
+    local rt, ns = me()
+    local err = H.catch(function() return ns:get_by_name("err"):boom("bad value") end)
+    assert.are.equal("bad value", err.message)
+    assert.are.equal("RangeError", err.name)
+    assert.is_true(err.remote)
+    assert.is_nil(err.retryable)
+    err = H.catch(function() return ns:get_by_name("err"):nosuch() end)
+    assert.matches("does not implement the method", err.message)
+    assert.is_true(err.remote)
+    rt:close()
+  end)
+
+  it("fails a call in flight when its owner is killed, with err.retryable", function()
+    node = start_node(pg.url, dir(), "doomed")
+    local rt, ns = me()
+    local outcome
+    rt:spawn(function() outcome = { pcall(function() return ns:get_by_name("doomed"):slow(30) end) } end)
+    dobj.sleep(0.5) -- the call is in the node's handler now
+    kill(node)
+    rt:run()
+    assert.is_false(outcome[1])
+    assert.is_true(outcome[2].retryable)
+    assert.is_falsy(outcome[2].remote)
+    assert.matches("may or may not have run", outcome[2].message)
+    rt:close()
+  end)
+end)

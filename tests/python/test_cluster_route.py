@@ -1,0 +1,275 @@
+"""Calls between the nodes of a cluster (docs/cluster.md, "Routing"), on a real
+PostgreSQL: node processes (tests/python/route_node.py) calling each other's
+objects by fetch and RPC, errors arriving as the object raised them, a call in
+flight when its owner is SIGKILLed failing with `retryable`, a call that
+reaches a node after the object moved away (NOT_OWNER) followed to the new
+owner, a client without node_addr that never claims, and hostile bytes on a
+node's port."""
+import asyncio
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+
+import pytest
+
+import dobj
+from pg_util import PgServer, available
+
+pytestmark = pytest.mark.skipif(not available(), reason="PostgreSQL (Debian: postgresql) not installed")
+
+NODE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "route_node.py")
+
+
+@pytest.fixture(scope="module")
+def pg():
+    server = PgServer()
+    yield server
+    server.stop()
+
+
+class Node:
+    """A node process driven by JSON lines (route_node.py)."""
+
+    def __init__(self, pg, storage, addr="127.0.0.1:0", idle=30):
+        args = [sys.executable, NODE, pg.url, str(storage)] + ([addr] if addr else [])
+        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                     env=dict(os.environ, IDLE=str(idle)))
+        ready = json.loads(self.proc.stdout.readline())
+        self.node_id, self.addr = ready["ready"], ready["addr"]
+        self.seq = 0
+        self.early = {}
+
+    def send(self, op="call", **cmd):
+        self.seq += 1
+        cmd.update(op=op, tag=self.seq)
+        self.proc.stdin.write(json.dumps(cmd) + "\n")
+        self.proc.stdin.flush()
+        return self.seq
+
+    def reply(self, tag):
+        while tag not in self.early:
+            line = self.proc.stdout.readline()
+            assert line, "the node exited"
+            rec = json.loads(line)
+            self.early[rec["tag"]] = rec
+        return self.early.pop(tag)
+
+    def call(self, name, method, *args):
+        return self.reply(self.send(name=name, method=method, args=list(args)))
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc.stdout.close()
+
+    def kill(self, sig=signal.SIGKILL):
+        self.proc.send_signal(sig)
+
+
+@pytest.fixture
+def nodes(pg, tmp_path):
+    made = []
+
+    def make(name, **kw):
+        n = Node(pg, tmp_path / name, **kw)
+        made.append(n)
+        return n
+
+    yield make
+    for n in made:
+        if n.proc.poll() is None and n.proc.returncode is None:
+            try:
+                os.kill(n.proc.pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+        n.close()
+
+
+def test_two_nodes_call_each_others_objects(nodes):
+    a, b = nodes("a"), nodes("b")
+    pa = a.call("on-a", "whoami")["ok"]  # a claims it
+    pb = b.call("on-b", "whoami")["ok"]
+    assert pa != pb
+    assert b.call("on-a", "whoami") == {"tag": 2, "ok": pa}  # routed to a
+    assert a.call("on-b", "whoami")["ok"] == pb                # and back
+    assert [b.call("on-a", "add", 2)["ok"], a.call("on-a", "add", 3)["ok"]] == [2, 5]
+    # Values travel in V8's format: nested containers, bytes, big integers.
+    assert b.call("on-a", "echo", [1, 2.5, "x", None], {"k": [True]})["ok"] == [[[1, 2.5, "x", None], {"k": [True]}], {}]
+    assert b.reply(b.send(name="on-a", method="echo", args=[1], kwargs={"k": "v"}))["ok"] == [[1], {"k": "v"}]
+    # fetch: method, URL, body, status and headers go and come back.
+    r = b.reply(b.send("fetch", name="on-a", path="/p?q=1", body="hello"))
+    assert r["ok"] == [201, str(pa), "POST http://do/p?q=1 hello"]
+    # A call made inside an object on b, to an object on a.
+    assert b.call("on-b", "call", "on-a", "add", 1)["ok"] == 6
+
+
+def test_errors_arrive_as_the_object_raised_them(nodes):
+    a, b = nodes("a"), nodes("b")
+    a.call("err", "whoami")
+    e = b.call("err", "boom", "bad value")
+    assert (e["type"], e["err"], e["remote"], e["retryable"]) == ("ValueError", "bad value", True, False)
+    e = b.call("err", "custom")  # a class only the object's node has: a dobj.Error
+    assert (e["type"], e["err"], e["remote"], e["retryable"]) == ("Error", "custom failure", True, False)
+    e = b.call("err", "nosuch")
+    assert e["type"] == "Error" and "does not implement the method" in e["err"] and e["remote"]
+    assert e["retryable"] is False
+
+
+def test_a_call_in_flight_when_the_owner_is_killed_is_retryable(nodes, pg):
+    a, b = nodes("a"), nodes("b")
+    a.call("doomed", "add", 1)
+    tag = b.send(name="doomed", method="slow", args=[30])
+    time.sleep(0.5)  # the call is in a's handler now
+    t0 = time.monotonic()
+    a.kill()
+    e = b.reply(tag)
+    assert e["retryable"] is True and e["remote"] is False
+    assert "may or may not have run" in e["err"]
+    assert time.monotonic() - t0 < 5
+    # The next call finds the object again once a's lease lapsed (TTL 1.5 s +
+    # grace 0.5 s), with every acknowledged write.
+    deadline = time.monotonic() + 15
+    while True:
+        r = b.call("doomed", "add", 1)
+        if "ok" in r or time.monotonic() > deadline:
+            break
+        assert r["retryable"] is True and "was not sent" in r["err"], r
+        time.sleep(0.2)
+    assert r["ok"] == 2
+
+
+def test_a_call_to_a_paused_owner_fails_retryable_instead_of_hanging(nodes):
+    a, b = nodes("a"), nodes("b")
+    a.call("paused", "add", 1)
+    tag = b.send(name="paused", method="slow", args=[0.5])
+    a.kill(signal.SIGSTOP)
+    t0 = time.monotonic()
+    try:
+        e = b.reply(tag)
+    finally:
+        a.kill(signal.SIGCONT)
+    # a stops answering pings: after one lease TTL (1.5 s) the call fails.
+    assert e["retryable"] is True and "did not answer" in e["err"], e
+    assert time.monotonic() - t0 < 1.5 + 2
+
+
+async def test_a_call_follows_an_object_that_moved(nodes, pg, tmp_path):
+    a, b = nodes("a", idle=0.3), nodes("b")
+    assert a.call("mover", "add", 1)["ok"] == 1
+    assert b.call("mover", "add", 1)["ok"] == 2          # b caches: a owns it
+    # a evicts it (idle), and this process (a node too) takes it over.
+    import route_node
+    rt = dobj.Runtime(storage=str(tmp_path / "c"), cluster=pg.url, node_addr="127.0.0.1:0")
+    ns = rt.bind("ROUTE", route_node.Box)
+    hexid = str(ns.id_from_name("mover"))
+    deadline = time.monotonic() + 10
+    while pg.sql(f"SELECT node_id IS NULL FROM dobj_owner WHERE ns = 'ROUTE' "
+                 f"AND object_id = decode('{hexid}', 'hex')") != ["t"]:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    assert await ns.get_by_name("mover").add(1) == 3
+    # b sends to a (its cache), a answers NOT_OWNER, b looks again: here.
+    tag = b.send(name="mover", method="add", args=[1])
+    r = await asyncio.get_running_loop().run_in_executor(None, b.reply, tag)
+    assert r["ok"] == 4
+    assert await ns.get_by_name("mover").whoami() == os.getpid()
+    rt.close()
+
+
+def test_a_client_without_node_addr_never_claims(nodes, pg):
+    a = nodes("a")
+    c = nodes("client", addr=None)
+    assert c.addr is None
+    assert c.call("placed", "add", 5)["ok"] == 5
+    assert c.call("placed", "whoami")["ok"] == a.proc.pid
+    owner = pg.sql("SELECT o.node_id FROM dobj_owner o WHERE o.ns = 'ROUTE' AND o.node_id = %d" % c.node_id)
+    assert owner == []
+
+
+def frame(t, body=b""):
+    return struct.pack(">IB", len(body) + 1, t) + body
+
+
+HELLO = frame(1, b"DOBJ" + struct.pack(">HQ", 1, 99))
+
+
+def refused(addr, payload, close=False):
+    """Send bytes to a node's port; True when the node closed the connection."""
+    host, port = addr.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(payload)
+        if close:
+            return True
+        s.settimeout(10)
+        try:
+            return s.recv(65536) == b""
+        except ConnectionResetError:
+            return True
+
+
+def test_hostile_bytes_on_a_nodes_port_are_refused(nodes):
+    a = nodes("a")
+    a.call("hostile", "add", 1)
+    assert refused(a.addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")           # garbage
+    assert refused(a.addr, struct.pack(">I", 0xFFFFFFF0) + b"\x01")        # a huge claimed frame
+    assert refused(a.addr, HELLO + struct.pack(">I", 500 << 20) + b"\x02")  # over the limit
+    assert refused(a.addr, HELLO + frame(9))                                # unknown type
+    assert refused(a.addr, HELLO + frame(3, b"\x00" * 30))                  # a RESULT to a server
+    assert refused(a.addr, HELLO + struct.pack(">I", 1000) + b"\x02abc", close=True)  # closed mid-frame
+    # Lies inside a CALL frame: answered with an error or ignored, never a crash.
+    for body in [b"", b"\x00" * 8, b"\x00" * 8 + b"\x02\x01\xff\xff", b"\x00" * 8 + b"\x02\x01\x00\x05ROUTE" + b"\x01" * 32 + b"\xff\xff\xff\xfe",
+                 b"\x00" * 8 + b"\x02\x01\x00\x05ROUTE" + b"\x01" * 32 + b"\xff\xff\xff\xff\x00\x03add" + b"\xff\x0f\x6f"]:
+        host, port = a.addr.rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=10) as s:
+            s.sendall(HELLO + frame(2, body))
+            s.settimeout(2)
+            try:
+                s.recv(65536)
+            except (socket.timeout, ConnectionResetError):
+                pass
+    # The node still serves.
+    assert a.call("hostile", "add", 1)["ok"] == 2
+    assert a.proc.poll() is None
+
+
+LUA_NODE = os.path.join(os.path.dirname(NODE), "..", "lua", "route_node.lua")
+LUA_SO = os.path.join(os.path.dirname(NODE), "..", "..", "build", "dobj.so")
+
+
+@pytest.mark.skipif(not os.path.exists(LUA_SO) or not __import__("shutil").which("lua5.4"),
+                    reason="the Lua module (make build) and lua5.4 are needed")
+def test_a_python_node_and_a_lua_node_serve_one_namespace(nodes, pg, tmp_path):
+    """docs/cluster.md: a namespace may be served by nodes of both languages
+    when its class exists in both with the same methods."""
+    build = os.path.dirname(os.path.abspath(LUA_SO))
+    lua = subprocess.Popen(["lua5.4", LUA_NODE, pg.url, str(tmp_path / "lua"), "127.0.0.1:0", "lua-owned"],
+                           stdout=subprocess.PIPE, text=True,
+                           env=dict(os.environ, LUA_CPATH=f"{build}/?.so;;"))
+    try:
+        lua_id = int(lua.stdout.readline().split()[1])
+        a = nodes("a")
+        assert a.call("py-owned", "add", 1)["ok"] == 1
+        assert a.call("lua-owned", "whoami")["ok"] == f"lua:{lua_id}"
+        assert a.call("lua-owned", "add", 2)["ok"] == 2
+        assert a.call("lua-owned", "echo", 1, "x", [True, None])["ok"] == [1, "x", [True, None]]
+        r = a.reply(a.send("fetch", name="lua-owned", path="/l", body="hi"))
+        assert r["ok"] == [201, str(lua_id), "POST http://do/l hi"]
+        e = a.call("lua-owned", "boom", "from lua")
+        assert (e["type"], e["err"], e["remote"], e["retryable"]) == ("Error", "from lua", True, False)
+        # The Lua node's object calls the Python node's.
+        assert a.call("lua-owned", "call", "py-owned", "add", 5)["ok"] == 6
+        assert a.call("lua-owned", "call", "py-owned", "whoami")["ok"] == a.proc.pid
+    finally:
+        lua.kill()
+        lua.wait()
+        lua.stdout.close()
