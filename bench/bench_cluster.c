@@ -9,9 +9,11 @@
  *   dobj_inc_1      durable increments of one object through the cluster
  *                   (a C class: get, put, commit, fenced append)
  *   dobj_inc_100    durable increments of 100 objects spread over 3 node
- *                   processes from 16 concurrent callers; until routing
- *                   between nodes exists, each node's callers (6, 5, 5)
- *                   call its own objects
+ *                   processes from 16 concurrent callers (6, 5, 5 on the
+ *                   nodes), each calling every object: two calls in three
+ *                   are routed to the object's node
+ *   dobj_inc_100_own  the same with each node's callers on its own objects
+ *                   only (no routing: the commit pipeline alone)
  */
 #include <libpq-fe.h>
 #include <pthread.h>
@@ -154,13 +156,25 @@ static int inc_step(dobj_task *t, void *data)
 	snprintf(buf, sizeof(buf), "%ld", n + 1);
 	if ((rc = dobj_kv_put(st, "n", 1, buf, strlen(buf))) < 0)
 		return rc;
-	dobj_task_return(t, NULL);
+	/* A core value: it can cross nodes without a binding's codec. */
+	dobj_task_return_value(t, dobj_val_integer(n + 1), (void (*)(void *))dobj_val_free);
 	return DOBJ_OK;
 }
 
 static int is_done(void *arg)
 {
 	return dobj_task_done(arg);
+}
+
+static void mark_fired(void *data, int fired)
+{
+	*(int *)data = 1;
+	(void)fired;
+}
+
+static int flag_set(void *arg)
+{
+	return *(int *)arg;
 }
 
 static double dobj_increments(void)
@@ -182,6 +196,7 @@ static double dobj_increments(void)
 	o.storage_dir = dir;
 	o.idle_timeout_ms = -1;
 	co.url = url;
+	co.node_addr = "127.0.0.1:0"; /* a node serves objects only with an address */
 	if (dobj_rt_new(&rt, &o) < 0 || dobj_rt_cluster(rt, &co) < 0) {
 		fprintf(stderr, "bench_cluster: %s\n", dobj_error_last());
 		exit(1);
@@ -220,7 +235,7 @@ static double dobj_increments(void)
 typedef struct callers {
 	dobj_stub **stubs;
 	int nstubs, next, live;
-	long done;
+	long done, failed;
 	double start, until;
 } callers;
 
@@ -234,12 +249,11 @@ static void call_done(dobj_task *t, void *data)
 	if (dobj_task_result(t, NULL, NULL, NULL) != DOBJ_OK) {
 		const char *m;
 		dobj_task_result(t, NULL, &m, NULL);
-		fprintf(stderr, "bench_cluster: inc: %s\n", m);
-		exit(1);
-	}
-	dobj_task_unref(t);
-	if (now >= c->start && now < c->until)
+		if (c->failed++ == 0)
+			fprintf(stderr, "bench_cluster: inc: %s\n", m);
+	} else if (now >= c->start && now < c->until) {
 		c->done++;
+	}
 	if (now < c->until)
 		call_next(c);
 	else
@@ -251,10 +265,11 @@ static void call_next(callers *c)
 {
 	dobj_task *t;
 
-	if (dobj_stub_call(&t, c->stubs[c->next], DOBJ_CALL_RPC, "inc", NULL, 0, NULL, NULL, NULL) < 0)
+	if (dobj_stub_call_ex(&t, c->stubs[c->next], DOBJ_CALL_RPC, "inc", NULL, 0, dobj_val_array(),
+		(void (*)(void *))dobj_val_free, call_done, c) < 0)
 		exit(1);
 	c->next = (c->next + 1) % c->nstubs;
-	dobj_task_on_done(t, call_done, c);
+	dobj_task_unref(t);
 }
 
 static int callers_gone(void *arg)
@@ -262,18 +277,25 @@ static int callers_gone(void *arg)
 	return ((callers *)arg)->live == 0;
 }
 
-/* A node process: objects i with i % nodes == index, `ncallers` callers. */
-static long node_run(int index, int nodes, int objects, int ncallers, double start, double until)
+/*
+ * A node process (listening on `port` when routed): it activates the
+ * objects i with i % nodes == index before the clock starts; then its
+ * `ncallers` callers call every object (routed: the others' objects go
+ * to their nodes) or only its own.
+ */
+static long node_run(int index, int nodes, int objects, int ncallers, int port, int routed,
+	double start, double until)
 {
-	char dir[] = "/tmp/dobj-bench-cluster-XXXXXX", cmd[96], name[32];
+	char dir[] = "/tmp/dobj-bench-cluster-XXXXXX", cmd[96], name[32], addr[32];
 	dobj_rt_opts o = DOBJ_RT_OPTS_INIT;
 	dobj_cluster_opts co = DOBJ_CLUSTER_OPTS_INIT;
 	dobj_class k = { 0 };
 	callers c = { 0 };
+	dobj_stub **own;
 	dobj_rt *rt;
 	dobj_ns *ns;
 	dobj_id id;
-	int i;
+	int i, nown = 0;
 
 	if (!mkdtemp(dir))
 		exit(1);
@@ -281,37 +303,63 @@ static long node_run(int index, int nodes, int objects, int ncallers, double sta
 	o.storage_dir = dir;
 	o.idle_timeout_ms = -1;
 	co.url = url;
+	snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
+	co.node_addr = addr;
 	if (dobj_rt_new(&rt, &o) < 0 || dobj_rt_cluster(rt, &co) < 0) {
 		fprintf(stderr, "bench_cluster: %s\n", dobj_error_last());
 		exit(1);
 	}
 	k.name = "Inc";
 	k.step = inc_step;
-	dobj_ns_new(&ns, rt, "INC", 3, "bench-many", 10, &k);
+	dobj_ns_new(&ns, rt, "INC", 3, routed ? "bench-routed" : "bench-many",
+		routed ? 12 : 10, &k);
 	c.stubs = calloc((size_t)objects, sizeof(*c.stubs));
-	for (i = index; i < objects; i += nodes) {
-		dobj_task *t;
+	own = calloc((size_t)objects, sizeof(*own));
+	for (i = 0; i < objects; i++) {
+		if (!routed && i % nodes != index)
+			continue;
 		snprintf(name, sizeof(name), "obj-%d", i);
 		dobj_id_from_name(dobj_ns_idkey(ns), name, strlen(name), &id);
 		dobj_stub_new(&c.stubs[c.nstubs], ns, &id, name, strlen(name));
-		/* Activated (claimed, restored) before the clock starts. */
-		if (dobj_stub_call(&t, c.stubs[c.nstubs], DOBJ_CALL_RPC, "inc", NULL, 0, NULL, NULL,
-			NULL) < 0)
+		if (i % nodes == index)
+			own[nown++] = c.stubs[c.nstubs];
+		c.nstubs++;
+	}
+	for (i = 0; i < nown; i++) {
+		/* Activated (claimed, restored) here before the clock starts. */
+		dobj_task *t;
+		if (dobj_stub_call_ex(&t, own[i], DOBJ_CALL_RPC, "inc", NULL, 0, dobj_val_array(),
+			(void (*)(void *))dobj_val_free, NULL, NULL) < 0)
 			exit(1);
 		dobj_rt_run(rt, is_done, t);
 		dobj_task_unref(t);
-		c.nstubs++;
 	}
-	while (now_s() < start)
-		usleep(1000);
+	free(own);
+	/* Serve the others' calls until the clock starts (a strong timer
+	 * keeps dobj_rt_run waiting on the fd). */
+	{
+		dobj_timer *tm;
+		int fired = 0;
+		dobj_rt_timer(rt, (start - now_s()) * 1e3, mark_fired, &fired, &tm);
+		dobj_rt_run(rt, flag_set, &fired);
+	}
 	c.start = start;
 	c.until = until;
 	for (i = 0; i < ncallers; i++) {
-		c.next = (int)((long)i * c.nstubs / ncallers);
+		c.next = (int)((long)(i * nodes + index) * c.nstubs / (ncallers * nodes)) % c.nstubs;
 		c.live++;
 		call_next(&c);
 	}
 	dobj_rt_run(rt, callers_gone, &c);
+	/* The others' calls are still coming until their clocks stop. */
+	{
+		dobj_timer *tm;
+		int fired = 0;
+		dobj_rt_timer(rt, 500, mark_fired, &fired, &tm);
+		dobj_rt_run(rt, flag_set, &fired);
+	}
+	if (c.failed)
+		fprintf(stderr, "bench_cluster: node %d: %ld calls failed\n", index, c.failed);
 	for (i = 0; i < c.nstubs; i++)
 		dobj_stub_free(c.stubs[i]);
 	free(c.stubs);
@@ -322,10 +370,10 @@ static long node_run(int index, int nodes, int objects, int ncallers, double sta
 	return c.done;
 }
 
-static double dobj_increments_many(int nodes, int objects, int ncallers)
+static double dobj_increments_many(int nodes, int objects, int ncallers, int routed)
 {
-	double start = now_s() + 3.0, until = start + seconds;
-	int fds[8][2], i;
+	double start = now_s() + 4.0, until = start + seconds;
+	int fds[8][2], i, port = 18210 + (int)(getpid() % 80);
 	pid_t pids[8];
 	long total = 0;
 
@@ -338,7 +386,7 @@ static double dobj_increments_many(int nodes, int objects, int ncallers)
 			char out[32];
 			long n;
 			close(fds[i][0]);
-			n = node_run(i, nodes, objects, mine, start, until);
+			n = node_run(i, nodes, objects, mine, port + i, routed, start, until);
 			snprintf(out, sizeof(out), "%ld\n", n);
 			if (write(fds[i][1], out, strlen(out)) < 0)
 				_exit(1);
@@ -370,7 +418,8 @@ static void checkpoint(void)
 
 int main(int argc, char **argv)
 {
-	static char *all[] = { "raw_append_1", "dobj_inc_1", "raw_append_16", "dobj_inc_100", NULL };
+	static char *all[] = { "raw_append_1", "dobj_inc_1", "raw_append_16", "dobj_inc_100",
+		"dobj_inc_100_own", NULL };
 	char **rows;
 
 	if (argc < 3) {
@@ -397,7 +446,9 @@ int main(int argc, char **argv)
 		else if (!strcmp(*rows, "raw_append_16"))
 			v = raw_appends(16);
 		else if (!strcmp(*rows, "dobj_inc_100"))
-			v = dobj_increments_many(3, 100, 16);
+			v = dobj_increments_many(3, 100, 16, 1);
+		else if (!strcmp(*rows, "dobj_inc_100_own"))
+			v = dobj_increments_many(3, 100, 16, 0);
 		else {
 			fprintf(stderr, "bench_cluster: no row %s\n", *rows);
 			return 2;
