@@ -392,6 +392,13 @@ static void finish_job(struct dobj__cluster *cl, dobj__cjob *j)
 	cl->jobs_out--;
 	if (obj->cluster && obj->cluster->last == j)
 		obj->cluster->last = NULL;
+	if (j->rc >= 0 && j->node != cl->node_id) {
+		/* Confirmed, but this node lost its lease since: another node may
+		 * serve the object now, so nothing of the old node's is released. */
+		j->rc = DOBJ_EABORTED;
+		snprintf(j->msg, sizeof(j->msg), "cluster: this node's lease lapsed before the write "
+			"was acknowledged; another node may own the object now");
+	}
 	if (j->rc < 0) {
 		char msg[600];
 		snprintf(msg, sizeof(msg), "storage commit failed, the object was reset: %s", j->msg);
