@@ -47,7 +47,39 @@ if not core_sources or not binding_sources:
     raise SystemExit("core/src/*.c or bindings/python/src/*.c not found: "
                      "build from the repository root or from the sdist")
 
-include_dirs, library_dirs = pkg_config(["libffi", "libcrypto", "sqlite3", "libpq"])
+include_dirs, library_dirs = pkg_config(["libffi", "libcrypto", "sqlite3", "libpq",
+                                          "libmicrohttpd"])
+
+
+def have_header(name):
+    """Is the C header `name` in an include folder the compiler searches
+    (or one pkg-config gave)?"""
+    folders = include_dirs + ["/usr/include", "/usr/local/include"]
+    try:
+        arch = subprocess.run(["gcc", "-print-multiarch"], capture_output=True, text=True).stdout
+        if arch.strip():
+            folders.append(f"/usr/include/{arch.strip()}")
+    except OSError:
+        pass
+    return any(os.path.exists(os.path.join(d, name)) for d in folders)
+
+
+# The server of `dobj dev` (core/src/server.c, dobj/server.h): libmicrohttpd
+# and wslay (Debian: libmicrohttpd-dev libwslay-dev).  Without them the
+# extension builds, and `dobj dev` says to use --server uvicorn.
+server_macros, server_libraries = [], []
+if have_header("microhttpd.h"):
+    server_macros.append(("DOBJ_HAVE_MHD", None))
+    server_libraries.append("microhttpd")
+    if have_header("wslay/wslay.h"):
+        server_macros.append(("DOBJ_HAVE_WSLAY", None))
+        server_libraries.append("wslay")
+    else:
+        print("warning: wslay/wslay.h not found (apt install libwslay-dev): "
+              "dobj dev will not serve WebSockets")
+else:
+    print("warning: microhttpd.h not found (apt install libmicrohttpd-dev libwslay-dev): "
+          "dobj dev needs --server uvicorn")
 compile_args = ["-std=gnu11", "-fvisibility=hidden", "-Wall", "-Wextra",
                 "-Wno-missing-field-initializers", "-Wno-cast-function-type"]
 link_args = []
@@ -67,7 +99,8 @@ ext = Extension(
     + sources("core/include", "*.h") + sources("core/include/dobj", "*.h"),
     include_dirs=["bindings/python/src", "core/include", "core/src"] + include_dirs,
     library_dirs=library_dirs,
-    libraries=["crypto", "sqlite3", "pq", "ffi", "dl", "m"],
+    libraries=["crypto", "sqlite3", "pq", "ffi", "dl", "m"] + server_libraries,
+    define_macros=server_macros,
     extra_compile_args=compile_args,
     extra_link_args=link_args,
 )

@@ -26,53 +26,33 @@ from __future__ import annotations
 import argparse
 import http.client
 import os
-import random
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
-import time
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(BENCH)
 HTTP = os.path.join(BENCH, "http")
 sys.path.insert(0, os.path.join(BENCH, "workerd"))
+sys.path.insert(0, BENCH)
 
-import driver  # noqa: E402  (bench/workerd/driver.py: install(), _die_with_parent)
+import driver  # noqa: E402  (bench/workerd/driver.py: install())
+import servers  # noqa: E402  (bench/servers.py: the server processes)
+from servers import Unavailable  # noqa: E402
 
 PORTS = range(18400, 18500)
 OBJECTS = 32          # /obj0 .. /obj31 (bench/http/paths.lua)
 THREADS = 2
 CONNECTIONS = 32
-START_TIMEOUT = 30.0
-STOP_TIMEOUT = 10.0
 
 # name -> label (the order of the table)
 SERVERS = {"workerd": "workerd, localDisk", "workerd_mem": "workerd, in memory",
-           "py": "dobj dev (Python)", "lua": "dobj-lua dev (Lua)",
-           "py_bare": "uvicorn, bare app"}
+           "py": "dobj dev (Python, core server)", "py_uvicorn": "dobj dev --server uvicorn",
+           "lua": "dobj-lua dev (Lua)", "py_bare": "uvicorn, bare app"}
 # Servers without the counter (reference rows): no counts to check.
 NO_COUNTS = {"py_bare"}
-
-
-class Unavailable(Exception):
-    """This server can't run here; the message says why."""
-
-
-def free_port() -> int:
-    ports = list(PORTS)
-    random.shuffle(ports)
-    for port in ports:
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise Unavailable(f"no free port in {PORTS.start}-{PORTS.stop - 1}")
 
 
 def get(port: int, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
@@ -102,13 +82,10 @@ def workerd_server(tmp: str, port: int, storage: str = 'localDisk = "do"') -> tu
 
 
 def venv_python() -> str:
-    py = os.environ.get("DOBJ_BENCH_PYTHON") or os.path.join(ROOT, ".venv", "bin", "python")
-    if not os.access(py, os.X_OK):
-        raise Unavailable(".venv/bin/python missing (make venv)")
-    return py
+    return servers.venv_python(ROOT)
 
 
-def python_server(tmp: str, port: int) -> tuple[list[str], dict]:
+def python_server(tmp: str, port: int, server: str = "native") -> tuple[list[str], dict]:
     py = venv_python()
     probe = subprocess.run([py, "-m", "dobj", "dev", "--help"], capture_output=True, text=True,
                            timeout=60, cwd=tmp)
@@ -117,7 +94,12 @@ def python_server(tmp: str, port: int) -> tuple[list[str], dict]:
         raise Unavailable(f"`python -m dobj dev` does not run: {last}")
     project = os.path.join(ROOT, "examples", "workers", "python-counter", "wrangler.toml")
     return [py, "-m", "dobj", "dev", "--config", project, "--ip", "127.0.0.1",
-            "--port", str(port), "--persist-to", os.path.join(tmp, "state")], {}
+            "--port", str(port), "--persist-to", os.path.join(tmp, "state"),
+            "--server", server], {}
+
+
+def python_uvicorn_server(tmp: str, port: int) -> tuple[list[str], dict]:
+    return python_server(tmp, port, "uvicorn")
 
 
 def bare_server(tmp: str, port: int) -> tuple[list[str], dict]:
@@ -133,15 +115,7 @@ def bare_server(tmp: str, port: int) -> tuple[list[str], dict]:
 
 
 def lua_command() -> list[str] | None:
-    for p in (os.path.join(ROOT, "build", "bin", "dobj-lua"), os.path.join(ROOT, "build", "dobj-lua")):
-        if os.access(p, os.X_OK):
-            return [p]
-    script = os.path.join(ROOT, "bindings", "lua", "bin", "dobj-lua")
-    lua = shutil.which("lua5.4")
-    if os.path.exists(script) and lua:
-        return [lua, script]
-    p = shutil.which("dobj-lua")
-    return [p] if p else None
+    return servers.lua_command(ROOT)
 
 
 def lua_server(tmp: str, port: int) -> tuple[list[str], dict]:
@@ -159,93 +133,25 @@ def workerd_memory_server(tmp: str, port: int) -> tuple[list[str], dict]:
 
 
 COMMANDS = {"workerd": workerd_server, "workerd_mem": workerd_memory_server,
-            "py": python_server, "lua": lua_server, "py_bare": bare_server}
+            "py": python_server, "py_uvicorn": python_uvicorn_server, "lua": lua_server,
+            "py_bare": bare_server}
 
 
-class Server:
+def counter_ready(port: int) -> bool:
+    """Ready when the entry answers through an object (a different name
+    from the measured ones)."""
+    status, body = get(port, "/ready", timeout=2)
+    if status == 200 and body.strip().isdigit():
+        return True
+    raise Unavailable(f"GET /ready answered {status} {body[:200]!r}")
+
+
+class Server(servers.ServerProcess):
     """One server process on a port of ours, in its own temporary folder."""
 
     def __init__(self, name: str):
-        self.name = name
-        self.proc: subprocess.Popen | None = None
-        self.tmp = tempfile.mkdtemp(prefix=f"dobj-httpbench-{name}-")
-        self.log_path = os.path.join(self.tmp, "server.log")
-        self.port = 0
-
-    def __enter__(self) -> "Server":
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    def start(self) -> None:
-        self.port = free_port()
-        cmd, env = COMMANDS[self.name](self.tmp, self.port)
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(cmd, cwd=self.tmp, stdin=subprocess.DEVNULL,
-                                         stdout=log, stderr=log, start_new_session=True,
-                                         preexec_fn=driver._die_with_parent,
-                                         env={**os.environ, **env})
-        # Ready when the entry answers through an object (a different name
-        # from the measured ones).
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            if self.proc.poll() is not None:
-                raise Unavailable(f"exited with {self.proc.returncode}: {self.log_tail()}")
-            try:
-                status, body = get(self.port, "/ready", timeout=2)
-                if status == 200 and body.strip().isdigit():
-                    return
-                raise Unavailable(f"GET /ready answered {status} {body[:200]!r}")
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise Unavailable(f"no answer within {START_TIMEOUT:.0f} s: {self.log_tail()}")
-            time.sleep(0.1)
-
-    def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is not None:
-            for sig, wait in ((signal.SIGTERM, STOP_TIMEOUT), (signal.SIGKILL, STOP_TIMEOUT)):
-                try:
-                    os.killpg(proc.pid, sig)
-                except ProcessLookupError:
-                    break
-                try:
-                    proc.wait(timeout=wait)
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
-            try:  # anything its children left in the group
-                os.killpg(proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-        if self.tmp:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            self.tmp = None
-
-    def log_tail(self, lines: int = 3) -> str:
-        try:
-            with open(self.log_path, errors="replace") as f:
-                return " | ".join(f.read().strip().splitlines()[-lines:]) or "(empty log)"
-        except OSError:
-            return "(no log)"
-
-    def cpu_seconds(self) -> float | None:
-        """CPU time (user + system, every thread) the server used so far, from
-        /proc (None elsewhere): per request, a figure the machine's other
-        load moves much less than the rate."""
-        try:
-            with open(f"/proc/{self.proc.pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        except (OSError, ValueError, IndexError, AttributeError):
-            return None
+        super().__init__(name, PORTS, COMMANDS[name], counter_ready,
+                         tmp_prefix="dobj-httpbench-")
 
     def counts(self) -> int:
         """The sum of the counts of /obj0 .. /obj31 before this read."""
@@ -337,7 +243,7 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=5, help="length of one wrk run (default 5)")
     ap.add_argument("--runs", type=int, default=2, help="wrk runs per server, best kept (default 2)")
     ap.add_argument("--warmup", type=float, default=2, help="warm-up run, not counted (default 2)")
-    ap.add_argument("--only", default="", help="comma-separated servers: workerd,workerd_mem,py,lua,py_bare")
+    ap.add_argument("--only", default="", help="comma-separated servers: workerd,workerd_mem,py,py_uvicorn,lua,py_bare")
     args = ap.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that servers are stopped
     only = {s.strip() for s in args.only.split(",") if s.strip()}

@@ -1,7 +1,7 @@
 """WebSocket messages per second echoed by one Durable Object: `dobj dev`
 (Python), `dobj-lua dev` (Lua) and `workerd serve`.
 
-    python3 bench/ws_bench.py [--seconds S] [--runs N] [--only workerd,py,lua]
+    python3 bench/ws_bench.py [--seconds S] [--runs N] [--only workerd,py,py_uvicorn,lua,py_bare]
 
 Part of `make bench`; also runs alone.  The same project on every server:
 examples/chat/python's /echo (`dobj dev`), examples/chat/lua's (`dobj-lua
@@ -24,55 +24,34 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
-import time
+import urllib.error
 import urllib.request
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(BENCH)
 WS = os.path.join(BENCH, "ws")
 sys.path.insert(0, os.path.join(BENCH, "workerd"))
+sys.path.insert(0, BENCH)
 
-import driver  # noqa: E402  (bench/workerd/driver.py: install(), _die_with_parent)
+import driver  # noqa: E402  (bench/workerd/driver.py: install())
+import servers  # noqa: E402  (bench/servers.py: the server processes)
+from servers import Unavailable  # noqa: E402
 
 PORTS = range(18800, 18900)
 CONNECTIONS = 32
 WINDOW = 8
-START_TIMEOUT = 30.0
-STOP_TIMEOUT = 10.0
 
-SERVERS = {"workerd": "workerd serve", "py": "dobj dev (Python)", "lua": "dobj-lua dev (Lua)",
+SERVERS = {"workerd": "workerd serve", "py": "dobj dev (Python, core server)",
+           "py_uvicorn": "dobj dev --server uvicorn", "lua": "dobj-lua dev (Lua)",
            "py_bare": "uvicorn, bare echo"}
 
 
-class Unavailable(Exception):
-    """This server can't run here; the message says why."""
-
-
-def free_port() -> int:
-    ports = list(PORTS)
-    random.shuffle(ports)
-    for port in ports:
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise Unavailable(f"no free port in {PORTS.start}-{PORTS.stop - 1}")
-
-
 def venv_python() -> str:
-    py = os.environ.get("DOBJ_BENCH_PYTHON") or os.path.join(ROOT, ".venv", "bin", "python")
-    if not os.access(py, os.X_OK):
-        raise Unavailable(".venv/bin/python missing (make venv)")
-    return py
+    return servers.venv_python(ROOT)
 
 
 def workerd_server(tmp: str, port: int) -> tuple[list[str], dict, str]:
@@ -88,11 +67,16 @@ def workerd_server(tmp: str, port: int) -> tuple[list[str], dict, str]:
     return [binary, "serve", "config.capnp", "--experimental"], driver._env(), "/echo"
 
 
-def python_server(tmp: str, port: int) -> tuple[list[str], dict, str]:
+def python_server(tmp: str, port: int, server: str = "native") -> tuple[list[str], dict, str]:
     py = venv_python()
     project = os.path.join(ROOT, "examples", "chat", "python", "wrangler.toml")
     return [py, "-m", "dobj", "dev", "--config", project, "--ip", "127.0.0.1",
-            "--port", str(port), "--persist-to", os.path.join(tmp, "state")], {}, "/echo"
+            "--port", str(port), "--persist-to", os.path.join(tmp, "state"),
+            "--server", server], {}, "/echo"
+
+
+def python_uvicorn_server(tmp: str, port: int) -> tuple[list[str], dict, str]:
+    return python_server(tmp, port, "uvicorn")
 
 
 def bare_server(tmp: str, port: int) -> tuple[list[str], dict, str]:
@@ -106,8 +90,7 @@ def lua_server(tmp: str, port: int) -> tuple[list[str], dict, str]:
     project = os.path.join(ROOT, "examples", "chat", "lua", "wrangler.toml")
     if not os.path.exists(project):
         raise Unavailable("examples/chat/lua is missing")
-    import http_bench
-    cmd = http_bench.lua_command()
+    cmd = servers.lua_command(ROOT)
     if cmd is None:
         raise Unavailable("dobj-lua not found")
     env = {"LUA_CPATH": os.path.join(ROOT, "build", "?.so") + ";;"}
@@ -115,78 +98,29 @@ def lua_server(tmp: str, port: int) -> tuple[list[str], dict, str]:
             "--persist-to", os.path.join(tmp, "state")], env, "/echo"
 
 
-COMMANDS = {"workerd": workerd_server, "py": python_server, "lua": lua_server,
-            "py_bare": bare_server}
+COMMANDS = {"workerd": workerd_server, "py": python_server, "py_uvicorn": python_uvicorn_server,
+            "lua": lua_server, "py_bare": bare_server}
 
 
-class Server:
-    """One server process on a port of ours, in its own temporary folder."""
+def answers_http(port: int) -> bool:
+    """Ready when it answers HTTP at all (an error status too: 404, 426)."""
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=2).read()
+    except urllib.error.HTTPError:
+        pass
+    return True
+
+
+class Server(servers.ServerProcess):
+    """One server process on a port of ours, in its own temporary folder;
+    `path` is the echo's."""
 
     def __init__(self, name: str):
-        self.name = name
-        self.proc: subprocess.Popen | None = None
-        self.tmp = tempfile.mkdtemp(prefix=f"dobj-wsbench-{name}-")
-        self.log_path = os.path.join(self.tmp, "server.log")
-        self.port = 0
-        self.path = "/"
+        super().__init__(name, PORTS, COMMANDS[name], answers_http, tmp_prefix="dobj-wsbench-")
 
-    def __enter__(self) -> "Server":
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    def start(self) -> None:
-        self.port = free_port()
-        cmd, env, self.path = COMMANDS[self.name](self.tmp, self.port)
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(cmd, cwd=self.tmp, stdin=subprocess.DEVNULL,
-                                         stdout=log, stderr=log, start_new_session=True,
-                                         preexec_fn=driver._die_with_parent,
-                                         env={**os.environ, **env})
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:  # ready when it answers HTTP at all
-            if self.proc.poll() is not None:
-                raise Unavailable(f"exited with {self.proc.returncode}: {self.log_tail()}")
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/ready", timeout=2).read()
-                return
-            except urllib.error.HTTPError:
-                return  # an HTTP answer (404, 426): it serves
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise Unavailable(f"no answer within {START_TIMEOUT:.0f} s: {self.log_tail()}")
-            time.sleep(0.1)
-
-    def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is not None:
-            for sig in (signal.SIGTERM, signal.SIGKILL):
-                try:
-                    os.killpg(proc.pid, sig)
-                except ProcessLookupError:
-                    break
-                try:
-                    proc.wait(timeout=STOP_TIMEOUT)
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
-        if self.tmp:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            self.tmp = None
-
-    def log_tail(self, lines: int = 3) -> str:
-        try:
-            with open(self.log_path, errors="replace") as f:
-                return " | ".join(f.read().strip().splitlines()[-lines:]) or "(empty log)"
-        except OSError:
-            return "(no log)"
+    @property
+    def path(self) -> str:
+        return self.extra[0] if self.extra else "/"
 
 
 def load(port: int, path: str, seconds: float) -> dict:
@@ -237,7 +171,7 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=5, help="length of one run (default 5)")
     ap.add_argument("--runs", type=int, default=2, help="runs per server, best kept (default 2)")
     ap.add_argument("--warmup", type=float, default=2, help="warm-up run, not counted (default 2)")
-    ap.add_argument("--only", default="", help="comma-separated servers: workerd,py,lua,py_bare")
+    ap.add_argument("--only", default="", help="comma-separated servers: workerd,py,py_uvicorn,lua,py_bare")
     args = ap.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that servers are stopped
     only = {s.strip() for s in args.only.split(",") if s.strip()}

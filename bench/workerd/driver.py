@@ -17,11 +17,9 @@
 from __future__ import annotations
 
 import atexit
-import ctypes
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -35,9 +33,11 @@ BENCH = os.path.dirname(HERE)
 NODE_DIR = os.path.join(BENCH, ".node")
 VERSIONS = ("1.20261117.1", "latest")
 
+sys.path.insert(0, BENCH)
+import servers  # noqa: E402  (bench/servers.py: stopping and reading a server process)
 
-class Unavailable(Exception):
-    """workerd can't be installed or started here; the message says why."""
+# workerd can't be installed or started here; the message says why.
+Unavailable = servers.Unavailable
 
 
 def _binary() -> str | None:
@@ -93,14 +93,8 @@ def install(log=sys.stderr) -> tuple[str, str]:
     raise Unavailable("; ".join(errors))
 
 
-def _die_with_parent() -> None:
-    # Runs in the child between fork and exec: ask Linux to SIGKILL workerd
-    # when the process that started it goes away, however that happens.
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
-    except Exception:
-        pass
+# Runs in the child between fork and exec: it dies with us (PR_SET_PDEATHSIG).
+_die_with_parent = servers.die_with_parent
 
 
 class Workerd:
@@ -176,36 +170,13 @@ class Workerd:
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
-            for sig, wait in ((signal.SIGTERM, 5), (signal.SIGKILL, 10)):
-                try:
-                    os.killpg(proc.pid, sig)
-                except ProcessLookupError:
-                    break
-                try:
-                    proc.wait(timeout=wait)
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
-        if proc is not None:
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
-            try:  # anything left in its group (there should be nothing)
-                os.killpg(proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
+        servers.stop_group(proc, 5)
         if self.tmp:
             shutil.rmtree(self.tmp, ignore_errors=True)
             self.tmp = None
 
     def _log_tail(self) -> str:
-        try:
-            with open(self.log_path, errors="replace") as f:
-                return " | ".join(f.read().strip().splitlines()[-5:])
-        except OSError:
-            return ""
+        return servers.log_tail(self.log_path, 5)
 
     # -- requests --------------------------------------------------------
     def _get(self, path: str, timeout: float | None = None) -> str:

@@ -890,6 +890,13 @@ DOBJ_API int dobj_msg_request_body_check(const char *method, size_t body_len);
  */
 DOBJ_API int dobj_msg_response_body_check(int status, size_t body_len);
 
+/**
+ * May a response carry `text` (`len` bytes of UTF-8) as its statusText?  As
+ * workerd's Response: anything without a control character below U+0020
+ * (a tab, CR, LF or NUL included); else DOBJ_ETYPE "Invalid statusText".
+ */
+DOBJ_API int dobj_msg_status_text_check(const char *text, size_t len);
+
 /** The reason phrase of `status` ("OK", "Not Found"), "" if it has none: workerd's
  *  table (its Response.statusText when none is given). */
 DOBJ_API const char *dobj_msg_status_text(int status);
@@ -910,6 +917,7 @@ DOBJ_API dobj_host dobj_host_msg(void);
 
 #include "dobj/storage.h"
 #include "dobj/wire.h"
+#include "dobj/server.h"
 #include "dobj/val.h"
 #include "dobj/value.h"
 #include "dobj/native.h"

@@ -284,6 +284,18 @@ int dobj_msg_response_body_check(int status, size_t body_len)
 	return DOBJ_OK;
 }
 
+int dobj_msg_status_text_check(const char *text, size_t len)
+{
+	size_t i;
+
+	/* Checked against workerd 2026-11-17: tab, CR, NUL, 0x01 refused; DEL,
+	 * "caf\u00e9" and non-Latin-1 text taken. */
+	for (i = 0; i < len; i++)
+		if ((unsigned char)text[i] < 0x20)
+			return dobj_error_set(DOBJ_ETYPE, "Invalid statusText");
+	return DOBJ_OK;
+}
+
 /* workerd's defaultStatusText: RFC 7231's phrases and the few it adds. */
 const char *dobj_msg_status_text(int status)
 {

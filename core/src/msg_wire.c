@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <stdint.h>
 
 #include "internal.h"
 
@@ -161,6 +162,11 @@ int dobj_msg_wire_finish(dobj_msg *m, const char *default_host, int *status)
 	if (cl && !all_digits(cl))
 		return refuse(status, 400, "invalid Content-Length: %s (one length, digits only)",
 			cl, strlen(cl));
+	if (cl && (strlen(cl) > 12 || strtoull(cl, NULL, 10) > DOBJ_MSG_BODY_MAX)) {
+		/* Declared too large: refused before a byte of it is read. */
+		*status = 413;
+		return dobj_msg_body_check(SIZE_MAX);
+	}
 	if (cl && te) {
 		*status = 400;
 		return dobj_error_set(DOBJ_EARG,

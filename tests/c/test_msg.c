@@ -115,6 +115,13 @@ static void test_null_body_statuses_and_status_text(void)
 	CHECK_EQ_INT(dobj_msg_response_body_check(205, 1), DOBJ_ETYPE);
 	CHECK_EQ_INT(dobj_msg_response_body_check(304, 1), DOBJ_ETYPE);
 	CHECK_STR(dobj_msg_status_text(200), "OK");
+	/* statusText as workerd's Response takes it: no control character */
+	CHECK_EQ_INT(dobj_msg_status_text_check("", 0), DOBJ_OK);
+	CHECK_EQ_INT(dobj_msg_status_text_check("caf\xc3\xa9 \x7f \xe6\x97\xa5", 11), DOBJ_OK);
+	CHECK_EQ_INT(dobj_msg_status_text_check("a\tb", 3), DOBJ_ETYPE);
+	CHECK_STR(dobj_error_last(), "Invalid statusText");
+	CHECK_EQ_INT(dobj_msg_status_text_check("a\0b", 3), DOBJ_ETYPE);
+	CHECK_EQ_INT(dobj_msg_status_text_check("a\r\nX: y", 7), DOBJ_ETYPE);
 	CHECK_STR(dobj_msg_status_text(404), "Not Found");
 	CHECK_STR(dobj_msg_status_text(599), "");
 	CHECK_STR(DOBJ_MSG_TEXT_TYPE, "text/plain;charset=UTF-8");

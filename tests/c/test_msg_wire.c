@@ -48,6 +48,9 @@ static void test_hostile_requests_get_one_status(void)
 	static const char *const plus_cl[] = { "content-length", "+3", NULL };
 	static const char *const two_hosts[] = { "host", "a", "host", "b", NULL };
 	static const char *const bad_name[] = { "x@y", "v", NULL };
+	static const char *const huge[] = { "content-length", "104857601", NULL };
+	static const char *const huger[] = { "content-length", "99999999999999999999999", NULL };
+	static const char *const limit[] = { "content-length", "104857600", NULL };
 	char *method, *url;
 
 	CHECK_EQ_INT(wire("POST", "/", two_cl, &method, &url), 400);
@@ -58,6 +61,12 @@ static void test_hostile_requests_get_one_status(void)
 	CHECK_EQ_INT(wire("POST", "/", plus_cl, &method, &url), 400);
 	CHECK_EQ_INT(wire("GET", "/", two_hosts, &method, &url), 400);
 	CHECK_EQ_INT(wire("GET", "/", bad_name, &method, &url), 400);
+	CHECK_EQ_INT(wire("POST", "/", huge, &method, &url), 413);
+	CHECK_STR(dobj_error_last(), "request body larger than 100 MiB");
+	CHECK_EQ_INT(wire("POST", "/", huger, &method, &url), 413);
+	CHECK_EQ_INT(wire("POST", "/", limit, &method, &url), 0);
+	free(method);
+	free(url);
 	CHECK_EQ_INT(wire("POST", "/", te_ok, &method, &url), 0);
 	free(method);
 	free(url);

@@ -184,22 +184,21 @@ static void hook(dobj_task *t, void *data)
 	snprintf(hook_msg, sizeof(hook_msg), "%s", msg);
 }
 
+/* The Room runtime of most tests (tests/c/testhost.h's fixture), on virtual
+ * time, the object's state and the log emptied. */
 static dobj_rt *make_rt(double idle_ms, unsigned ws_flags)
 {
 	dobj_rt *rt;
 	dobj_rt_opts o = DOBJ_RT_OPTS_INIT;
 	dobj_class k = { 0 };
-	o.host.retain = tv_retain;
-	o.host.release = tv_release;
 	o.virtual_time = 1;
 	o.idle_timeout_ms = idle_ms;
-	CHECK_EQ_INT(dobj_rt_new(&rt, &o), DOBJ_OK);
 	k.name = "Room";
 	k.flags = DOBJ_CLASS_FETCH | ws_flags;
 	k.construct = room_construct;
 	k.step = room_step;
 	k.destroy = room_destroy;
-	CHECK_EQ_INT(dobj_ns_new(&room_ns, rt, "ROOM", 4, "room-key", 8, &k), DOBJ_OK);
+	rt = testhost_rt(&o, &k, "ROOM", "room-key", &room_ns);
 	dobj_rt_set_error_hook(rt, hook, NULL);
 	constructions = destroyed = hook_errors = 0;
 	seen[0] = hook_msg[0] = '\0';
@@ -207,15 +206,35 @@ static dobj_rt *make_rt(double idle_ms, unsigned ws_flags)
 	return rt;
 }
 
+/* A runtime whose one class runs `step` for a fetch: the tests of a step
+ * that is not the room's. */
+static dobj_rt *step_rt(const char *name, int (*step)(dobj_task *, void *), dobj_ns **ns)
+{
+	dobj_rt_opts o = DOBJ_RT_OPTS_INIT;
+	dobj_class k = { 0 };
+	o.virtual_time = 1;
+	k.name = name;
+	k.flags = DOBJ_CLASS_FETCH;
+	k.step = step;
+	return testhost_rt(&o, &k, name, NULL, ns);
+}
+
+/* The end of every test: the sockets, the stub and the runtime let go, and
+ * no host value left alive. */
+static void finish(dobj_rt *rt, dobj_stub *s, dobj_ws *a, dobj_ws *b)
+{
+	dobj_ws_unref(a);
+	dobj_ws_unref(b);
+	dobj_stub_free(s);
+	dobj_rt_free(rt);
+	CHECK_EQ_INT(live_values, 0);
+}
+
 #define ALL_WS (DOBJ_CLASS_WS_MESSAGE | DOBJ_CLASS_WS_CLOSE | DOBJ_CLASS_WS_ERROR)
 
 static dobj_stub *room_stub(const char *name)
 {
-	dobj_id id;
-	dobj_stub *s;
-	dobj_id_from_name(dobj_ns_idkey(room_ns), name, strlen(name), &id);
-	CHECK_EQ_INT(dobj_stub_new(&s, room_ns, &id, name, strlen(name)), DOBJ_OK);
-	return s;
+	return testhost_stub(room_ns, name);
 }
 
 /* Accept a socket on `s` with `tags` and attach the host's io: the client. */
@@ -305,11 +324,7 @@ static void test_hibernation_keeps_sockets_tags_and_attachment(void)
 	CHECK_EQ_INT(n, 2);
 	tag = dobj_ws_tag_at(dobj_ws_peer(ca), 1, &len);
 	CHECK(len == 1 && tag[0] == 'x');
-	dobj_ws_unref(ca);
-	dobj_ws_unref(cb);
-	dobj_stub_free(s);
-	dobj_rt_free(rt);
-	CHECK_EQ_INT(live_values, 0);
+	finish(rt, s, ca, cb);
 }
 
 static void test_auto_response_does_not_wake_the_object(void)
@@ -333,10 +348,7 @@ static void test_auto_response_does_not_wake_the_object(void)
 	/* Anything else wakes it. */
 	recv_text(rt, ca, "pingx");
 	CHECK_EQ_INT(constructions, 2);
-	dobj_ws_unref(ca);
-	dobj_stub_free(s);
-	dobj_rt_free(rt);
-	CHECK_EQ_INT(live_values, 0);
+	finish(rt, s, ca, NULL);
 }
 
 static void test_close_from_peer_and_from_object(void)
@@ -365,11 +377,7 @@ static void test_close_from_peer_and_from_object(void)
 	CHECK_EQ_INT(dobj_rt_run(rt, NULL, NULL), DOBJ_OK);
 	CHECK(strstr(seen, "close 4000 done 1 state=3 listed=1;") != NULL);
 	CHECK_EQ_INT(dobj_ns_web_socket_count(room_ns), 0);
-	dobj_ws_unref(ca);
-	dobj_ws_unref(cb);
-	dobj_stub_free(s);
-	dobj_rt_free(rt);
-	CHECK_EQ_INT(live_values, 0);
+	finish(rt, s, ca, cb);
 }
 
 static void test_too_big_message_and_connection_error(void)
@@ -392,11 +400,7 @@ static void test_too_big_message_and_connection_error(void)
 	CHECK_EQ_INT(dobj_rt_run(rt, NULL, NULL), DOBJ_OK);
 	CHECK_STR(seen, "error reset by peer;");
 	CHECK_EQ_INT(dobj_ns_web_socket_count(room_ns), 0);
-	dobj_ws_unref(ca);
-	dobj_ws_unref(cb);
-	dobj_stub_free(s);
-	dobj_rt_free(rt);
-	CHECK_EQ_INT(live_values, 0);
+	finish(rt, s, ca, cb);
 }
 
 static void test_errors_and_limits(void)
@@ -440,10 +444,7 @@ static void test_errors_and_limits(void)
 	/* Attaching twice, and receiving on the server end. */
 	CHECK_EQ_INT(dobj_ws_attach(ca, &test_io, &a), DOBJ_ESTATE);
 	CHECK_EQ_INT(dobj_ws_receive(server, "x", 1, 1), DOBJ_ESTATE);
-	dobj_ws_unref(ca);
-	dobj_stub_free(s);
-	dobj_rt_free(rt);
-	CHECK_EQ_INT(live_values, 0);
+	finish(rt, s, ca, NULL);
 }
 
 /* Accepting twice and too long a tag, from inside a step. */
@@ -473,30 +474,15 @@ static int twice_step(dobj_task *t, void *data)
 
 static void test_accept_twice_and_tag_length(void)
 {
-	dobj_rt *rt;
-	dobj_rt_opts o = DOBJ_RT_OPTS_INIT;
-	dobj_class k = { 0 };
 	dobj_ns *ns;
-	dobj_stub *s;
-	dobj_id id;
+	dobj_rt *rt = step_rt("Twice", twice_step, &ns);
+	dobj_stub *s = testhost_stub(ns, "x");
 
-	o.host.retain = tv_retain;
-	o.host.release = tv_release;
-	o.virtual_time = 1;
-	CHECK_EQ_INT(dobj_rt_new(&rt, &o), DOBJ_OK);
-	k.name = "Twice";
-	k.flags = DOBJ_CLASS_FETCH;
-	k.step = twice_step;
-	CHECK_EQ_INT(dobj_ns_new(&ns, rt, "T", 1, "twice", 5, &k), DOBJ_OK);
-	dobj_id_from_name(dobj_ns_idkey(ns), "x", 1, &id);
-	CHECK_EQ_INT(dobj_stub_new(&s, ns, &id, "x", 1), DOBJ_OK);
 	CHECK_STR(fetch(rt, s, "go", NULL), "done");
 	/* The client end was dropped: the socket stays accepted until the
 	 * runtime goes (a host reports the close). */
 	CHECK_EQ_INT(dobj_ns_web_socket_count(ns), 1);
-	dobj_stub_free(s);
-	dobj_rt_free(rt);
-	CHECK_EQ_INT(live_values, 0);
+	finish(rt, s, NULL, NULL);
 }
 
 static void test_missing_handlers(void)
@@ -514,10 +500,7 @@ static void test_missing_handlers(void)
 	CHECK_EQ_INT(dobj_rt_run(rt, NULL, NULL), DOBJ_OK);
 	CHECK_EQ_INT(hook_errors, 1);
 	CHECK_EQ_INT(dobj_ns_web_socket_count(room_ns), 0);
-	dobj_ws_unref(ca);
-	dobj_stub_free(s);
-	dobj_rt_free(rt);
-	CHECK_EQ_INT(live_values, 0);
+	finish(rt, s, ca, NULL);
 }
 
 static void test_failed_handler_goes_to_the_hook(void)
@@ -533,13 +516,10 @@ static void test_failed_handler_goes_to_the_hook(void)
 	a.out[0] = '\0';
 	recv_text(rt, ca, "still here");
 	CHECK_STR(a.out, "still here|");
-	dobj_ws_unref(ca);
-	dobj_stub_free(s);
-	dobj_rt_free(rt);
-	CHECK_EQ_INT(live_values, 0);
+	finish(rt, s, ca, NULL);
 }
 
-/* A thousand sockets on one object, all reached by one broadcast. */
+/* What a step sends waits for its writes to commit (the output gate). */
 static void test_output_waits_for_the_commit(void)
 {
 	dobj_rt *rt = make_rt(-1, ALL_WS);
@@ -552,10 +532,7 @@ static void test_output_waits_for_the_commit(void)
 	recv_text(rt, ca, "gate");
 	watched = NULL;
 	CHECK_STR(a.out, "held|");
-	dobj_ws_unref(ca);
-	dobj_stub_free(s);
-	dobj_rt_free(rt);
-	CHECK_EQ_INT(live_values, 0);
+	finish(rt, s, ca, NULL);
 }
 
 /* A client end nobody serves: what the object sends is bounded. */
@@ -581,29 +558,15 @@ static int unserved_step(dobj_task *t, void *data)
 
 static void test_unserved_output_is_bounded(void)
 {
-	dobj_rt *rt;
-	dobj_rt_opts o = DOBJ_RT_OPTS_INIT;
-	dobj_class k = { 0 };
 	dobj_ns *ns;
-	dobj_stub *s;
-	dobj_id id;
+	dobj_rt *rt = step_rt("Unserved", unserved_step, &ns);
+	dobj_stub *s = testhost_stub(ns, "x");
 
-	o.host.retain = tv_retain;
-	o.host.release = tv_release;
-	o.virtual_time = 1;
-	CHECK_EQ_INT(dobj_rt_new(&rt, &o), DOBJ_OK);
-	k.name = "Unserved";
-	k.flags = DOBJ_CLASS_FETCH;
-	k.step = unserved_step;
-	CHECK_EQ_INT(dobj_ns_new(&ns, rt, "U", 1, "unserved", 8, &k), DOBJ_OK);
-	dobj_id_from_name(dobj_ns_idkey(ns), "x", 1, &id);
-	CHECK_EQ_INT(dobj_stub_new(&s, ns, &id, "x", 1), DOBJ_OK);
 	CHECK_STR(fetch(rt, s, "go", NULL), "done");
-	dobj_stub_free(s);
-	dobj_rt_free(rt);
-	CHECK_EQ_INT(live_values, 0);
+	finish(rt, s, NULL, NULL);
 }
 
+/* A thousand sockets on one object, all reached by one broadcast. */
 static void test_thousand_sockets(void)
 {
 	dobj_rt *rt = make_rt(-1, ALL_WS);
@@ -626,9 +589,7 @@ static void test_thousand_sockets(void)
 	}
 	CHECK_EQ_INT(dobj_rt_run(rt, NULL, NULL), DOBJ_OK);
 	CHECK_EQ_INT(dobj_ns_web_socket_count(room_ns), 0);
-	dobj_stub_free(s);
-	dobj_rt_free(rt);
-	CHECK_EQ_INT(live_values, 0);
+	finish(rt, s, NULL, NULL);
 }
 
 int main(void)

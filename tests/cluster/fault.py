@@ -145,6 +145,19 @@ def final_lists(url, folder):
     return asyncio.run(read())
 
 
+def prefix_detail(r, final, ops):
+    """Where a read and the final list part, and what the append of the
+    token read there became."""
+    val = r["val"]
+    i = next((i for i, (a, b) in enumerate(zip(val, final)) if a != b), min(len(val), len(final)))
+    tok = val[i] if i < len(val) else None
+    app = next((a for a in ops if a["op"] == "append" and a.get("tok") == tok), None)
+    return (f" (client {r['c']}, incarnation {r['inc']}, read {len(val)} items, first difference "
+            f"at {i}: read {tok!r}, final {final[i] if i < len(final) else None!r}; the append of "
+            f"{tok!r}: {app and {k: app.get(k) for k in ('out', 'inc', 'err', 't0', 't1')}}; "
+            f"the read: t0 {r['t0']:.3f} th {r['th']:.3f} t1 {r['t1']:.3f})")
+
+
 def check(log, lists, url):
     problems = []
     ops = [r for r in log if "op" in r]
@@ -161,7 +174,8 @@ def check(log, lists, url):
         elif r["out"] == "ok":
             final = lists.get(r["obj"], [])
             if r["val"] != final[:len(r["val"])]:
-                problems.append(f"a read of list{r['obj']} is not a prefix of the final list")
+                problems.append(f"a read of list{r['obj']} is not a prefix of the final list"
+                                + prefix_detail(r, final, ops))
     by_client = {}
     for r in sorted((r for r in ops if r["op"] == "read" and r["out"] == "ok"), key=lambda r: r["t0"]):
         seen = by_client.setdefault((r["c"], r["obj"]), [])
@@ -225,8 +239,13 @@ def run_seed(seed, seconds, verbose, lua=True):
         # Each fault leaves time to heal and to be measured before the end.
         while time.time() < end - bound - 1:
             kind = rng.choice(["kill", "pause", "pg"])
-            # The first fault hits the Lua node: its objects go on in Python.
-            victim = nodes[2] if not faults else rng.choice(nodes)
+            # A node that holds objects (routing places every object on one
+            # node while the membership stays: a fault elsewhere would test
+            # and measure nothing); the Lua node first when it holds some.
+            with cond:
+                holders = {heal.run_of(inc) for inc in heal.last_incarnations(log, time.time()).values()}
+            holding = [n for n in nodes if n.run in holders] or nodes
+            victim = nodes[2] if not faults and nodes[2] in holding else rng.choice(holding)
             t = time.time()
             with cond:
                 hit = heal.affected(log, kind, victim.run, t, OBJECTS)

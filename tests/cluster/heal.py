@@ -91,13 +91,19 @@ def check_paused_logged(log, pauses):
 
 
 def cross_language(log):
-    """(reads by Python incarnations that saw tokens a Lua node's client
-    appended, reads by Lua incarnations that saw Python clients' tokens)."""
+    """(reads by Python incarnations that saw items a Lua incarnation
+    appended, reads by Lua incarnations that saw items a Python incarnation
+    appended): who appended an item is the incarnation that acknowledged
+    its append."""
+    lang = {}
+    for r in list(log):
+        if r.get("op") == "append" and r.get("out") == "ok":
+            lang[r["tok"]] = "lua" if "-lua-" in r["inc"] else "py"
     py_saw_lua = lua_saw_py = 0
     for r in list(log):
         if r.get("op") != "read" or r.get("out") != "ok" or not r.get("val"):
             continue
-        langs = {"lua" if tok.startswith("l") else "py" for tok in r["val"]}
+        langs = {lang.get(tok) for tok in r["val"]}
         if "-lua-" in r["inc"] and "py" in langs:
             lua_saw_py += 1
         elif "-py-" in r["inc"] and "lua" in langs:

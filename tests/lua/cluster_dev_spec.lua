@@ -150,6 +150,13 @@ describe("cluster settings and commands (Lua)", function()
     assert.are.equal("1", sql("SELECT count(*) FROM dobj_owner WHERE node_id = " .. node_b))
   end)
 
+  it("dobj-lua dev --cluster prints the address it listens on", function()
+    local s = start(project(), "--cluster " .. q(pg.url) .. " --node-addr 127.0.0.1:0")
+    servers[#servers + 1] = s
+    local port = tonumber(table.concat(s.lines, "\n"):match("%[dobj:inf%] cluster: node %d+ at 127%.0%.0%.1:(%d+)"))
+    assert.truthy(port and port ~= 0, table.concat(s.lines, "\n"))
+  end)
+
   it("a bad --cluster is one line and exit status 2; an unreachable database exit 1", function()
     local d = project()
     local out, err, code = dobj_lua("dev --port 0 --config " .. q(d) .. " --cluster " .. q(BAD_URL))

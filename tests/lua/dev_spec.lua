@@ -246,6 +246,15 @@ describe("dobj-lua dev", function()
     assert.equal("2", curl(q(url(s, "/count/x"))))
   end)
 
+  it("on SIGTERM lets the entry's ctx:wait_until work finish before it closes the runtime", function()
+    local s = assert(start(("--config %s --persist-to %s"):format(q(PROJECT), q(dir))))
+    assert.equal("queued", curl(q(url(s, "/later"))))
+    local log, code = stop(s) -- at once: the work sleeps 1 s
+    assert.equal(0, code, log)
+    local done, stopped = log:find("background done", 1, true), log:find("stopped (SIGTERM)", 1, true)
+    assert.truthy(done and stopped and done < stopped, log)
+  end)
+
   it("stops at once on a second signal, with a request still in flight", function()
     local s = assert(start(("--config %s --persist-to %s"):format(q(PROJECT), q(dir))))
     local client = assert(io.popen("env -u LD_PRELOAD curl -s -m 20 " .. q(url(s, "/slow/x")) .. " 2>&1"))

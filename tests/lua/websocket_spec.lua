@@ -1,76 +1,13 @@
 -- WebSockets with the hibernation API in Lua: the same core as Python
 -- (dobj/websocket.h).  The spec serves the client end itself (client:_attach,
 -- _receive, _peer_close, _take: what a server does) and drives the runtime.
-local H = dofile((debug.getinfo(1, "S").source:match("^@(.*[/\\])") or "./") .. "helpers.lua")
+local HERE = debug.getinfo(1, "S").source:match("^@(.*[/\\])") or "./"
+local H = dofile(HERE .. "helpers.lua")
 local dobj = H.dobj
 
-local Room = H.class("Room")
-Room.made = 0
-
-function Room.new(ctx, env)
-  Room.made = Room.made + 1
-  return setmetatable({ ctx = ctx }, Room)
-end
-
-function Room:fetch(req)
-  local client, server = dobj.websocket_pair()
-  local tags = {}
-  for t in (req.url:match("tags=([^&]*)") or ""):gmatch("[^,]+") do tags[#tags + 1] = t end
-  self.ctx:accept_web_socket(server, tags)
-  server:send("hello")
-  return dobj.response(nil, { status = 101, web_socket = client })
-end
-
-function Room:web_socket_message(ws, msg)
-  if type(msg) ~= "string" then
-    ws:send(dobj.bytes(tostring(msg):reverse()))
-    return
-  end
-  local cmd, arg = msg:match("^(%S+)%s*(.*)$")
-  if cmd == "att" then
-    ws:serialize_attachment({ who = arg, n = 2 })
-    ws:send("ok")
-  elseif cmd == "state" then
-    local att = ws:deserialize_attachment()
-    ws:send(("made=%d who=%s tags=%s all=%d state=%d"):format(Room.made, att and att.who or "-",
-      table.concat(self.ctx:get_tags(ws), ","), #self.ctx:get_web_sockets(), ws.ready_state))
-  elseif cmd == "all" then
-    for _, w in ipairs(self.ctx:get_web_sockets(arg ~= "" and arg or nil)) do w:send("to all") end
-  elseif cmd == "auto" then
-    self.ctx:set_web_socket_auto_response("ping", "pong")
-    local a, b = self.ctx:get_web_socket_auto_response()
-    ws:send(a .. "/" .. b)
-  elseif cmd == "bye" then
-    ws:close(4000, "done")
-    local ok, err = pcall(ws.send, ws, "after")
-    self.ctx.storage:put("err", ok and "none" or err.message)
-  elseif cmd == "err" then
-    ws:send(self.ctx.storage:get("err") or "none")
-  elseif cmd == "errors" then
-    local out = {}
-    local c2, s2 = dobj.websocket_pair()
-    for _, f in ipairs({
-      function() s2:send("x") end,
-      function() self.ctx:accept_web_socket(ws) end,
-      function() self.ctx:accept_web_socket(s2, { "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11" }) end,
-      function() ws:serialize_attachment(("x"):rep(20000)) end,
-      function() ws:close(1005) end,
-      function() c2:send("x") end,
-    }) do
-      local ok, err = pcall(f)
-      out[#out + 1] = ok and "no error" or (type(err) == "table" and err.message or tostring(err))
-    end
-    ws:send(table.concat(out, "|"))
-  else
-    ws:send(msg)
-  end
-end
-
-function Room:web_socket_close(ws, code, reason, clean)
-  for _, w in ipairs(self.ctx:get_web_sockets()) do
-    if w ~= ws then w:send(("closed %d %s %s"):format(code, reason, tostring(clean))) end
-  end
-end
+-- The probe object of tests/lua/ws (the project websocket_dev_spec.lua serves
+-- with `dobj-lua dev`): one class for both specs.
+local Room = dofile(HERE .. "ws/src/entry.lua").Probe
 
 local function setup(opts)
   Room.made = 0

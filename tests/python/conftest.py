@@ -54,16 +54,47 @@ def counter(rt):
     return rt.bind("COUNTER", Counter, unique_key="test-unique-key")
 
 
-@pytest.fixture
-def servers():
+@pytest.fixture(params=["native", "uvicorn"])
+def servers(request):
     """dobj dev servers for the tests over HTTP (tests/python/devserver.py):
-    servers(cwd, *args) starts one; every one is stopped after the test."""
+    servers(cwd, *args) starts one; every one is stopped after the test.
+    Each test runs on both servers `dobj dev` has: the core's (the default)
+    and uvicorn (`--server uvicorn`)."""
     from devserver import DevServer
 
     started = []
 
     def start(cwd, *args, **kw):
-        s = DevServer(cwd, *args, **kw)
+        s = DevServer(cwd, *args, server=request.param, **kw)
+        started.append(s)
+        return s
+
+    start.kind = request.param
+
+    try:
+        yield start
+    finally:
+        for s in started:
+            s.kill()
+
+
+@pytest.fixture(params=["native", "uvicorn", "lua"])
+def chat_server(request, tmp_path):
+    """examples/chat on every server: the Python room under `dobj dev` (the
+    core's server and uvicorn), the Lua room under `dobj-lua dev` (skipped
+    when it is not built).  chat_server(*args) starts it with its state in
+    tmp_path; it is stopped after the test."""
+    from devserver import CHAT, DOBJ_LUA, DevServer
+
+    lua = request.param == "lua"
+    if lua and not DOBJ_LUA.exists():
+        pytest.skip("dobj-lua dev is not built (make build)")
+    started = []
+
+    def start(*args):
+        project = CHAT / ("lua" if lua else "python") / "wrangler.toml"
+        s = DevServer(tmp_path, "--config", str(project), "--persist-to", str(tmp_path / "state"),
+                      *args, lua=lua, server=None if lua else request.param)
         started.append(s)
         return s
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 EXAMPLE = ROOT / "examples" / "workers" / "python-counter"
+CHAT = ROOT / "examples" / "chat"  # the chat room in both languages, one page
 START_TIMEOUT = 60.0  # the ASan build starts slowly
 STOP_TIMEOUT = 60.0
 
@@ -65,7 +66,7 @@ class DevServer:
     """`python -m dobj dev ARGS` (or the `dobj` console script, or with
     lua=True `dobj-lua dev` of the CMake build) in folder cwd."""
 
-    def __init__(self, cwd, *args, script=False, env=None, ready=True, lua=False):
+    def __init__(self, cwd, *args, script=False, env=None, ready=True, lua=False, server=None):
         if lua:
             cmd = [str(DOBJ_LUA)]
         elif script:
@@ -74,6 +75,9 @@ class DevServer:
             cmd = [sys.executable, "-m", "dobj"]
         if "--port" not in args:
             args = args + ("--port", "0")
+        if server is not None and not lua:
+            args = args + ("--server", server)
+        self.kind = "lua" if lua else server or "native"
         self.proc = subprocess.Popen(
             cmd + ["dev", *args], cwd=str(cwd), env=env or dev_env(),
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

@@ -1,6 +1,6 @@
 """The chat page (examples/chat/index.html) in a real browser, Debian's
 headless Chromium (tests/python/browser.py), served over HTTP by the real
-servers: `dobj dev` for examples/chat/python and `dobj-lua dev` for
+servers: `dobj dev` (the core's server and uvicorn) for examples/chat/python and `dobj-lua dev` for
 examples/chat/lua.  Two tabs join one room through the page's form, type and
 send messages, and must show every message in one broadcast order; the room
 hibernates (evicted after a short --idle-timeout) and one tab reloads: the
@@ -17,21 +17,15 @@ import pytest
 pytest.importorskip("websockets")
 
 from browser import Browser, BrowserUnavailable  # noqa: E402
-from devserver import DOBJ_LUA, ROOT  # noqa: E402
 
 IDLE = 0.2  # seconds: the servers' --idle-timeout
 NAP = 3 * IDLE  # long enough for the room to be evicted (hibernate)
 
 
-@pytest.fixture(params=["python", "lua"])
-def chat(request, tmp_path, servers):
-    """The chat example of one language, served with a short idle timeout."""
-    project = ROOT / "examples" / "chat" / request.param / "wrangler.toml"
-    args = ("--config", str(project), "--persist-to", str(tmp_path / "state"),
-            "--idle-timeout", str(IDLE))
-    if request.param == "lua" and not DOBJ_LUA.exists():
-        pytest.skip("dobj-lua dev is not built (make build)")
-    return servers(tmp_path, *args, lua=request.param == "lua")
+@pytest.fixture
+def chat(chat_server):
+    """The chat example on one server (conftest.py), with a short idle timeout."""
+    return chat_server("--idle-timeout", str(IDLE))
 
 
 @pytest.fixture

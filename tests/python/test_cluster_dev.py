@@ -101,12 +101,22 @@ def test_dev_cluster_two_servers_share_one_database(pg, tmp_path, servers):
     node_b = int(re.search(r"\[dobj\] cluster: node (\d+) at 127\.0\.0\.1:18302\n", b.output()).group(1))
     assert node_a != node_b
     assert pg.url not in a.output()  # the URL may hold a password: never printed
-    assert [get(a.port, "shared")[1] for _ in range(3)] == ["1", "2", "3"]
+    # One object per server kind (the database is the module's, each test
+    # runs on both servers of dobj dev).
+    shared = f"shared-{servers.kind}"
+    assert [get(a.port, shared)[1] for _ in range(3)] == ["1", "2", "3"]
     # The object is active on a: b's request reaches it there (routing).
-    assert get(b.port, "shared") == (200, "4")
+    assert get(b.port, shared) == (200, "4")
     assert a.stop() == 0  # releases its objects
-    assert get(b.port, "shared") == (200, "5")  # a's writes, restored from PostgreSQL
+    assert get(b.port, shared) == (200, "5")  # a's writes, restored from PostgreSQL
     assert pg.sql("SELECT count(*) FROM dobj_owner WHERE node_id = %d" % node_b) == ["1"]
+
+
+def test_dev_cluster_prints_the_address_it_listens_on(pg, tmp_path, servers):
+    s = servers(copy_example(tmp_path), "--cluster", pg.url, "--node-addr", "127.0.0.1:0",
+                env=dev_env(**CLEAN))
+    port = int(re.search(r"\[dobj\] cluster: node \d+ at 127\.0\.0\.1:(\d+)\n", s.output()).group(1))
+    assert port != 0
 
 
 def test_dev_bad_cluster_flag_is_one_line_and_exit_2(tmp_path):

@@ -2,6 +2,7 @@
 import asyncio
 import gc
 import sys
+import warnings
 
 import pytest
 
@@ -287,6 +288,48 @@ async def test_wait_until_errors_are_logged_and_do_not_break_the_object(rt, capl
     assert isinstance(record.exc_info[1], RuntimeError)
     assert record.exc_info[2] is not None
     assert (await stub.fetch("https://b/")).text() == "2"
+
+
+@pytest.mark.filterwarnings("error")
+@pytest.mark.parametrize("end", ["abort", "close"])
+async def test_wait_until_work_that_never_started_is_closed_not_left_unawaited(end):
+    """A wait_until coroutine whose task never ran (the object reset at once,
+    or the runtime closed first) is closed: none of its code runs and Python
+    does not warn "coroutine ... was never awaited" (the stress test saw it)."""
+    ran = []
+
+    async def later():
+        ran.append("later")
+
+    class Background(dobj.DurableObject):
+        def fetch(self, request):
+            self.ctx.wait_until(later())
+            if end == "abort":
+                self.ctx.abort("reset before the work started")
+            return dobj.Response("replied")
+
+    rt = dobj.Runtime()
+    stub = rt.bind("BACKGROUND", Background).get_by_name("b")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if end == "abort":
+            with pytest.raises(dobj.Error, match="reset before the work started"):
+                await stub.fetch("https://b/")
+        else:
+            # Closed from inside the handler: the background task is queued
+            # behind it and never runs.
+            class Closer(dobj.DurableObject):
+                def fetch(self, request):
+                    self.ctx.wait_until(later())
+                    rt.close()
+                    return dobj.Response("closed")
+
+            with pytest.raises(dobj.Error):
+                await rt.bind("CLOSER", Closer).get_by_name("c").fetch("https://c/")
+        rt.close()
+        gc.collect()
+    assert [str(w.message) for w in caught] == []
+    assert ran == []
 
 
 async def test_abort_from_outside_a_handler_while_callers_wait(rt):

@@ -1,5 +1,5 @@
 """One table of hostile requests, sent byte for byte to every dev server
-dobj has (`dobj dev` and `dobj-lua dev`): the same status for each, decided
+dobj has (`dobj dev` on the core's server and on uvicorn, `dobj-lua dev`): the same status for each, decided
 by the core's rules (dobj/wire.h), and a refused request never reaches the
 entry.  Each server serves its own echo project: tests/lua/dev for Lua, the
 ECHO project of test_dev_server.py for Python (both answer /echo with the
@@ -72,7 +72,7 @@ def count(port, name):
     return reply.partition(b"\r\n\r\n")[2].strip()
 
 
-@pytest.fixture(scope="module", params=["uvicorn", "lua"])
+@pytest.fixture(scope="module", params=["native", "uvicorn", "lua"])
 def server(request, tmp_path_factory):
     from devserver import DevServer
 
@@ -83,7 +83,7 @@ def server(request, tmp_path_factory):
         s = DevServer(ROOT, "--config", str(ROOT / "tests" / "lua" / "dev"),
                       "--persist-to", str(tmp / "state"), lua=True)
     else:
-        s = DevServer(write_project(tmp / "echo", ECHO))
+        s = DevServer(write_project(tmp / "echo", ECHO), server=request.param)
     s.kind = request.param
     yield s
     s.kill()

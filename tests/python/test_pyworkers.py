@@ -440,6 +440,12 @@ def test_response_constructors():
     assert (red.status, red.headers["location"]) == (301, "https://e/")
     with pytest.raises(ValueError, match="200 to 599"):
         Response("x", status=99)
+    # statusText as workerd takes it (checked against workerd 2026-11-17).
+    assert Response("x", status_text="caf\u00e9 \x7f \u65e5").status_text == "caf\u00e9 \x7f \u65e5"
+    for bad in ("a\tb", "a\0b", "a\r\nSet-Cookie: x", "\x01"):
+        with pytest.raises(TypeError, match="^Invalid statusText$") as e:
+            Response("x", status_text=bad)
+        assert type(e.value) is dobj.InvalidInputError
     with pytest.raises(TypeError, match="web_socket must be a dobj.WebSocket"):
         Response("x", web_socket=object())
 

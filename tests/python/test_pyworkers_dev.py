@@ -26,7 +26,8 @@ def request(port, path, method="GET", headers=None, body=None):
     try:
         conn.request(method, path, body=body, headers=headers or {})
         r = conn.getresponse()
-        return r.status, dict(r.getheaders()), r.read()
+        # Header names in lower case: HTTP's are case-insensitive, and servers differ.
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
     finally:
         conn.close()
 

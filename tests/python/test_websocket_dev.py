@@ -1,32 +1,25 @@
 """WebSockets with the hibernation API through a real `dobj dev`, driven by
-real clients (the `websockets` library): the chat example's broadcast order,
+real clients (the `websockets` library): the chat example's broadcast order
+(examples/chat/python under `dobj dev`, examples/chat/lua under `dobj-lua dev`),
 hibernation (the object evicted after a short --idle-timeout and woken by the
 next message with its sockets, tags and attachments), auto-response, close
 codes both ways, workerd's errors, refused upgrades, Cloudflare's message
 size limit, and 1,000 connections to one object."""
 import asyncio
 import json
-import shutil
 import time
 
 import pytest
 
 websockets = pytest.importorskip("websockets")
 
-from devserver import ROOT, write_project  # noqa: E402
-
-CHAT = ROOT / "examples" / "chat"
-
-
-def copy_chat(tmp_path):
-    """examples/chat/python with the page it shares with the Lua room (../index.html)."""
-    shutil.copytree(CHAT, tmp_path / "chat", ignore=shutil.ignore_patterns(".wrangler", "__pycache__"))
-    return tmp_path / "chat" / "python"
+from devserver import CHAT, write_project  # noqa: E402
 
 # A room that tells the tests what it is: how many instances were made (a
 # class attribute of the server process), its tags and attachments, and the
 # errors the hibernation API raises.
 PROBE = """
+import asyncio
 import json
 import dobj
 
@@ -42,6 +35,8 @@ class Counter(dobj.DurableObject):
         if request.headers.get("upgrade") != "websocket":
             return dobj.Response("expected Upgrade: websocket", status=426)
         tags = request.url.split("?tags=")[1].split(",") if "?tags=" in request.url else None
+        if request.url.endswith("?slow"):  # a client that leaves before the 101 is sent
+            await asyncio.sleep(0.3)
         client, server = dobj.WebSocketPair()
         self.ctx.accept_web_socket(server, tags=tags)
         server.send("hello")  # before the handshake completed: delivered after it
@@ -131,8 +126,14 @@ async def ask(ws, message):
     return await asyncio.wait_for(ws.recv(), 30)
 
 
-async def test_chat_example_broadcasts_every_message_in_one_order(tmp_path, servers):
-    server = servers(copy_chat(tmp_path))
+@pytest.fixture
+def chat(chat_server):
+    """examples/chat/python under `dobj dev`, examples/chat/lua under `dobj-lua dev`."""
+    return chat_server()
+
+
+async def test_chat_example_broadcasts_every_message_in_one_order(chat):
+    server = chat
     base = f"ws://127.0.0.1:{server.port}/rooms/lobby?name="
     clients = [await websockets.connect(base + n) for n in ("ann", "bob", "cy")]
     # The joins: bob's reaches ann, cy's reaches ann and bob.
@@ -161,15 +162,28 @@ async def test_chat_example_broadcasts_every_message_in_one_order(tmp_path, serv
     assert names == ["ann", "cy"]
     for c in clients:
         await c.close()
-    assert server.wait_for(r"GET / 200|GET /rooms/lobby 101")
+    assert server.wait_for(r"GET /rooms/lobby\S* 101 Switching Protocols")
+    assert server.stop() == 0, server.output()
 
 
-async def test_the_page_is_served(tmp_path, servers):
-    server = servers(copy_chat(tmp_path))
+async def test_a_clients_close_ends_the_connection_at_once(chat):
+    """The closing handshake ends with the server closing TCP: a lone socket
+    (nothing else in the room to make the server run again) is not left
+    until the client's own close timeout (it took 10 s on the core server)."""
+    ws = await websockets.connect(f"ws://127.0.0.1:{chat.port}/rooms/alone?name=ann",
+                                  close_timeout=30)
+    assert await ask(ws, "ping") == "pong"
+    await asyncio.wait_for(ws.close(), 5)
+    assert ws.close_code == 1000
+
+
+async def test_the_page_is_served(chat):
+    """Both servers serve the one page, examples/chat/index.html."""
     import urllib.request
-    with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/", timeout=30) as r:
+    with urllib.request.urlopen(f"http://127.0.0.1:{chat.port}/", timeout=30) as r:
         page = r.read().decode()
-    assert r.status == 200 and "new WebSocket(" in page
+    assert r.status == 200 and r.headers["content-type"] == "text/html; charset=utf-8"
+    assert page == (CHAT / "index.html").read_text(encoding="utf-8")
 
 
 async def test_hibernation_wakes_a_fresh_instance_with_the_same_sockets(probe):
@@ -254,10 +268,26 @@ async def test_binary_messages_and_a_refused_upgrade(probe):
 
 async def test_a_message_over_32_mib_closes_with_1009(probe):
     a = await connect(probe, max_size=None)
-    await a.send(b"x" * ((32 << 20) + 1))
+    # The server closes as soon as the frame's length is known: the close
+    # may reach the client while it is still sending.
     with pytest.raises(websockets.ConnectionClosed) as info:
+        await a.send(b"x" * ((32 << 20) + 1))
         await asyncio.wait_for(a.recv(), 60)
     assert info.value.rcvd.code == 1009
+
+
+async def test_a_client_that_leaves_before_the_upgrade_completes_is_not_kept(probe):
+    # It stayed in the object's list (and the server's) until the server
+    # stopped: the object never heard that it closed.
+    a = await connect(probe)
+    reader, writer = await asyncio.open_connection("127.0.0.1", probe.port)
+    writer.write(b"GET /room?slow HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\n"
+                 b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                 b"Sec-WebSocket-Version: 13\r\n\r\n")
+    await writer.drain()
+    writer.close()
+    assert (await asyncio.wait_for(a.recv(), 30)).startswith("closed 1006 ")
+    assert json.loads(await ask(a, "state"))["all"] == 1
 
 
 async def test_a_thousand_connections_to_one_object(probe):

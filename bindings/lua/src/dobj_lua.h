@@ -20,10 +20,9 @@
  *   sql.c         storage.sql and cursors
  *   config.c      dobj.load_config: the wrangler configuration
  *   project.c     dobj.load: a Workers project (config + main) as a runtime
- *   server.c      dobj.http_listen: the HTTP server of `dobj-lua dev`
+ *   server.c      dobj.http_listen: the core's HTTP/WebSocket server (dobj/server.h) for `dobj-lua dev`
  *   testkit.c     dobj._testkit: the C half of require "dobj.test" (dobj/test.lua)
  *   websocket.c   dobj.WebSocket, ctx:accept_web_socket..., WebSocket handlers
- *   server_ws.c   the WebSockets of dobj.http_listen (libmicrohttpd upgrade + wslay)
  *
  * The files are separate compilation units rather than one unit including
  * the others (luv's way): each then states what it uses through this header,

@@ -52,6 +52,9 @@ async def serve(runtime: Any, scope: Any, receive: Callable[..., Any], send: Cal
     request = _request(scope, url_of)
     path = scope.get("raw_path")
     path = path.decode("latin-1") if path else scope["path"]
+    query = scope.get("query_string")
+    if query:  # the log line shows the query, as for HTTP requests
+        path = f"{path}?{query.decode('latin-1')}"
     try:
         response = await runtime.default._serve(request)
     except Exception as exc:  # the entry raised: refuse the handshake with a 500
@@ -79,7 +82,12 @@ async def serve(runtime: Any, scope: Any, receive: Callable[..., Any], send: Cal
                               "connection", "content-length")]
         if extra:
             accept["headers"] = extra
-    await send(accept)
+    try:
+        await send(accept)
+    except Exception:  # noqa: BLE001  (the client left before the handshake completed)
+        # The object hears that the socket closed (it stayed in its list).
+        client._peer_close(1006, "", False)
+        return
     if log is not None:
         ms = (time.perf_counter() - started) * 1000.0
         log.write(f"[dobj] GET {path} 101 Switching Protocols ({ms:.0f}ms)\n")

@@ -1,10 +1,13 @@
 """The ``dobj`` command: ``dobj dev`` serves a Workers project over HTTP.
 
 ``dobj dev [--config F] [--env X] [--port 8787] [--ip 127.0.0.1]
-[--persist-to DIR] [--cluster URL] [--node-addr HOST:PORT]`` loads the project as :meth:`dobj.Runtime.from_config`
-does and serves its entry (:class:`dobj.asgi.App`) with uvicorn (HTTP/1.1,
-keep-alive; httptools and uvloop when installed: ``pip install 'dobj[dev]'``).
-The runtime lives in uvicorn's own event loop.  Ctrl-C or SIGTERM: no new
+[--persist-to DIR] [--cluster URL] [--node-addr HOST:PORT] [--server native|uvicorn]``
+loads the project as :meth:`dobj.Runtime.from_config` does and serves its
+entry over HTTP/1.1 with keep-alive and WebSockets.  The default server is
+the core's (``dobj/server.h``, libmicrohttpd and wslay: the one ``dobj-lua
+dev`` runs; dobj/_native_server.py drives it from the asyncio loop);
+``--server uvicorn`` serves :class:`dobj.asgi.App` with uvicorn instead
+(httptools and uvloop when installed: ``pip install 'dobj[dev]'``).  Ctrl-C or SIGTERM: no new
 connections, requests in flight finish, the entry's ``ctx.wait_until`` work
 finishes, the runtime is closed (every acknowledged write is on disk), the
 port is freed, exit status 0.  Exit status 2: a bad command line (a
@@ -58,6 +61,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="keep state in DIR/v3/do (default: .wrangler/state next to the config)")
     dev.add_argument("--idle-timeout", type=float, metavar="SECONDS",
                      help="evict objects idle this long (default 10; WebSockets hibernate)")
+    dev.add_argument("--server", choices=("native", "uvicorn"), default="native",
+                     help="the HTTP server: the core's (native, the default: libmicrohttpd "
+                     "and wslay, as dobj-lua dev) or uvicorn (serving dobj.asgi.App)")
     dev.add_argument("--cluster", metavar="URL",
                      help="run as a node of the cluster on this PostgreSQL database "
                      "(default: $DOBJ_CLUSTER_URL, else the config's [dobj.cluster] url)")
@@ -189,11 +195,71 @@ def _server_class() -> Any:
     return Server
 
 
-async def _serve(args: argparse.Namespace, out: Any) -> int:
-    import uvicorn
+def _in_use(args: argparse.Namespace) -> int:
+    return _fail(f"cannot listen on {args.ip}:{args.port}: the address is already "
+                 "in use (another dobj dev or wrangler dev?); pick another with --port")
 
+
+def _banner(rt: Any, out: Any, shown: str, port: int) -> None:
+    cfg = rt.config
+    where = cfg.worker_name + (f" (env {cfg.env})" if cfg.env else "")
+    out.write(f"[dobj] {where}: {cfg.config_path}\n")
+    for b in cfg.bindings:
+        out.write(f"[dobj]   env.{b.binding} (Durable Object {b.class_name})\n")
+    out.write(f"[dobj] state: {cfg.state_dir}\n")
+    if rt.node_id is not None:
+        # Not the URL: it may hold a password; where it listens (port 0:
+        # the port it got).
+        addr = rt.node_addr
+        out.write(f"[dobj] cluster: node {rt.node_id}" + (f" at {addr}" if addr else "") + "\n")
+    out.write(f"[dobj] Ready on http://{shown}:{port}\n")
+    out.flush()
+
+
+async def _serve_native(args: argparse.Namespace, out: Any, rt: Any) -> int:
     import dobj
-    from .asgi import App, close_runtime
+    from ._native_server import NativeServer
+
+    loop = asyncio.get_running_loop()
+    try:
+        server = NativeServer(rt, args.ip, args.port, out, loop)
+    except dobj.Error as exc:
+        if "address already in use" in str(exc):
+            return _in_use(args)
+        if str(exc).startswith("dobj was built without"):
+            return _fail(f"{exc}; or serve with --server uvicorn")
+        return _fail(f"cannot listen on {exc}")
+    stop = loop.create_future()
+
+    def on_signal(name: str) -> None:
+        if stop.done():  # a second signal: stop now
+            for task in list(server._tasks):
+                task.cancel()
+            server.stopping = True
+            if server._done is not None and not server._done.done():
+                server._done.set_result(None)
+            return
+        out.write(f"[dobj] stopping: {server.inflight} request(s) in flight\n")
+        stop.set_result(name)
+
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, on_signal, sig.name)
+        host, _, port = server.address.rpartition(":")
+        _banner(rt, out, host, int(port))
+        await stop
+        await server.stop()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        server.close()
+    out.write("[dobj] stopped\n")
+    return 0
+
+
+async def _serve(args: argparse.Namespace, out: Any) -> int:
+    import dobj
+    from .asgi import close_runtime
 
     # A bad --cluster / --node-addr is a bad command line (exit 2), checked
     # by the core as the runtime would check it.
@@ -214,12 +280,25 @@ async def _serve(args: argparse.Namespace, out: Any) -> int:
     except (dobj.Error, ValueError) as exc:  # ConfigError, a state folder in use, ...
         return _fail(str(exc))
     try:
+        if args.server == "native":
+            return await _serve_native(args, out, rt)
+        return await _serve_uvicorn(args, out, rt)
+    finally:
+        await close_runtime(rt)
+
+
+async def _serve_uvicorn(args: argparse.Namespace, out: Any, rt: Any) -> int:
+    import uvicorn
+
+    import dobj
+    from .asgi import App
+
+    if True:
         try:
             sock = _listen(args.ip, args.port)
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
-                return _fail(f"cannot listen on {args.ip}:{args.port}: the address is already "
-                             "in use (another dobj dev or wrangler dev?); pick another with --port")
+                return _in_use(args)
             return _fail(f"cannot listen on {args.ip}:{args.port}: {exc.strerror or exc}")
         except (ValueError, UnicodeError) as exc:  # an --ip no resolver takes
             return _fail(f"cannot listen on {args.ip}:{args.port}: {exc}")
@@ -232,24 +311,10 @@ async def _serve(args: argparse.Namespace, out: Any) -> int:
             h11_max_incomplete_event_size=dobj._dobj._MSG_HEAD_MAX)
         server = _server_class()(config)
         server.out, server.loop = out, asyncio.get_running_loop()
-        cfg = rt.config
-        where = cfg.worker_name + (f" (env {cfg.env})" if cfg.env else "")
-        out.write(f"[dobj] {where}: {cfg.config_path}\n")
-        for b in cfg.bindings:
-            out.write(f"[dobj]   env.{b.binding} (Durable Object {b.class_name})\n")
-        out.write(f"[dobj] state: {cfg.state_dir}\n")
-        if rt.node_id is not None:
-            # Not the URL: it may hold a password.
-            addr = cfg.cluster.node_addr if cfg.cluster else None
-            out.write(f"[dobj] cluster: node {rt.node_id}"
-                      + (f" at {addr}" if addr else "") + "\n")
-        out.write(f"[dobj] Ready on http://{shown}:{port}\n")
-        out.flush()
+        _banner(rt, out, shown, port)
         await server.serve(sockets=[sock])
         sock.close()
         out.write("[dobj] stopped\n")
-    finally:
-        await close_runtime(rt)
     return 0
 
 
@@ -299,10 +364,11 @@ class _LineWriter:
 
 
 def dev(args: argparse.Namespace) -> int:
-    try:
-        import uvicorn  # noqa: F401
-    except ImportError:
-        return _fail(f"needs uvicorn, which is not installed: {_INSTALL}")
+    if args.server == "uvicorn":
+        try:
+            import uvicorn  # noqa: F401
+        except ImportError:
+            return _fail(f"--server uvicorn needs uvicorn, which is not installed: {_INSTALL}")
     logging.basicConfig(level=logging.WARNING, format="[%(name)s] %(levelname)s %(message)s")
     loop = _new_loop()
     try:

@@ -908,6 +908,7 @@ class Response(FetchResponse):
                  headers: Any = None, web_socket: Any = None) -> None:
         if isinstance(status, HTTPStatus):
             status = status.value
+        _dobj._status_text_check(status_text)  # the core's rule (workerd's TypeError)
         super().__init__(body, status=200 if status is None else status, headers=headers,
                          web_socket=web_socket)
         self._status_text = status_text

@@ -212,6 +212,24 @@ static PyObject *http_response_body_check(PyObject *m, PyObject *const *args, Py
 	Py_RETURN_NONE;
 }
 
+/* _status_text_check(text): a statusText workerd's Response takes. */
+static PyObject *http_status_text_check(PyObject *m, PyObject *text)
+{
+	Py_ssize_t n;
+	const char *s;
+
+	if (!PyUnicode_Check(text))
+		return PyErr_Format(PyExc_TypeError, "status_text must be a str, got %s",
+			Py_TYPE(text)->tp_name);
+	if (!(s = PyUnicode_AsUTF8AndSize(text, &n))) {
+		PyErr_Clear(); /* a lone surrogate: not a control character */
+		Py_RETURN_NONE;
+	}
+	if (dobj_msg_status_text_check(s, (size_t)n) < 0)
+		return rule_error(m);
+	Py_RETURN_NONE;
+}
+
 /* _status_text(status): the reason phrase ("" if none). */
 static PyObject *http_status_text(PyObject *m, PyObject *status)
 {
@@ -233,6 +251,7 @@ static PyMethodDef http_methods[] = {
 	{ "_response_body_check", (PyCFunction)(void (*)(void))http_response_body_check,
 		METH_FASTCALL, NULL },
 	{ "_status_text", http_status_text, METH_O, NULL },
+	{ "_status_text_check", http_status_text_check, METH_O, NULL },
 	{ NULL }
 };
 

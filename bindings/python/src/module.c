@@ -328,7 +328,7 @@ static int mod_exec(PyObject *m)
 	if (errors_setup_types(m) < 0 || runtime_setup_types(m) < 0 ||
 	    namespace_setup_types(m) < 0 || stub_setup_types(m) < 0 || call_setup_types(m) < 0 ||
 	    driver_setup_types(m) < 0 || ctx_setup_types(m) < 0 || config_setup_types(m) < 0 ||
-	    websocket_setup_types(m) < 0 ||
+	    websocket_setup_types(m) < 0 || server_setup_types(m) < 0 ||
 	    PyModule_AddFunctions(m, testkit_methods) < 0 || http_setup(m) < 0)
 		return -1;
 	/* Nested object-to-object calls allowed (the core's limit). */

@@ -164,9 +164,12 @@ int driver_setup_types(PyObject *module);
 int ctx_setup_types(PyObject *module);
 int config_setup_types(PyObject *module);
 int websocket_setup_types(PyObject *module);
+int server_setup_types(PyObject *module);
 
 /* websocket.c */
 PyObject *websocket_wrap(module_state *st, dobj_ws *ws);
+/* The dobj_ws of a dobj.WebSocket (TypeError for anything else). */
+dobj_ws *websocket_arg(module_state *st, PyObject *o);
 PyObject *websocket_dispatch(dobj_task *t, RuntimeObject *rt, PyObject *inst);
 unsigned websocket_class_flags(PyObject *cls);
 PyObject *websocket_check_response(PyObject *m, PyObject *const *args, Py_ssize_t nargs);

@@ -10,10 +10,30 @@ void retain_python_value(void *data, void *v)
 	Py_INCREF((PyObject *)v);
 }
 
+/*
+ * A coroutine the core lets go of for good is closed first: a ctx.wait_until
+ * (or block_concurrency_while) coroutine whose task never started (the
+ * object was reset, the runtime closed) would otherwise be freed unstarted,
+ * and Python warns "coroutine ... was never awaited".  close() of an
+ * unstarted coroutine runs none of its code; of a suspended one, what its
+ * finalizer would run anyway.  One held elsewhere too is left to its holder.
+ */
 void release_python_value(void *data, void *v)
 {
+	PyObject *o = v;
 	(void)data;
-	Py_DECREF((PyObject *)v);
+	if (PyCoro_CheckExact(o) && Py_REFCNT(o) == 1) {
+		PyObject *exc_type, *exc_value, *exc_tb, *r;
+
+		PyErr_Fetch(&exc_type, &exc_value, &exc_tb);
+		r = PyObject_CallMethod(o, "close", NULL);
+		if (r)
+			Py_DECREF(r);
+		else
+			PyErr_WriteUnraisable(o);
+		PyErr_Restore(exc_type, exc_value, exc_tb);
+	}
+	Py_DECREF(o);
 }
 
 /* --------------------------------------------------------------- driving */

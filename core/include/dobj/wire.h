@@ -45,6 +45,7 @@ DOBJ_API int dobj_msg_wire_begin(const char *method, size_t method_len, const ch
  * `default_host`, the server's "addr:port", when there is none) + the
  * target.  Refused (DOBJ_EARG, `*status` and the reason as above):
  * - a head (target and header lines) over DOBJ_MSG_HEAD_MAX: 431;
+ * - a Content-Length over DOBJ_MSG_BODY_MAX: 413 (before the body is read);
  * - a Host header that is not host[:port] (dobj_msg_host_check), or more
  *   than one Host header (RFC 9112 3.2): 400;
  * - more than one Content-Length, a Content-Length that is not digits, both

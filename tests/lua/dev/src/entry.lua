@@ -2,6 +2,7 @@
 --   /count/NAME  the Counter named NAME counts (in its storage) and answers the count
 --   /slow/NAME   prints "slow request started", waits 0.3 s, then counts as /count
 --   /echo...     answers the request as seen: url, method, headers, then the body
+--   /later       answers at once; its ctx:wait_until work prints "background done" 1 s later
 --   /boom        raises
 --   /cookies     answers two set-cookie headers
 --   /badheader   answers a header value with CR LF in it (set after the response was made:
@@ -27,8 +28,15 @@ local function echo(request)
     { headers = { ["x-body-length"] = tostring(#request.body), ["content-length"] = "1" } })
 end
 
-local function fetch(request, env)
+local function fetch(request, env, ctx)
   local path = request.url:match("^https?://[^/]*(/[^?]*)")
+  if path == "/later" then
+    ctx:wait_until(function()
+      dobj.sleep(1)
+      print("background done")
+    end)
+    return dobj.response("queued")
+  end
   local name = path:match("^/count/(.+)$")
   if name then return env.COUNTER:get_by_name(name):fetch(request) end
   name = path:match("^/slow/(.+)$")

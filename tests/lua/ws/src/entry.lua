@@ -1,14 +1,20 @@
+-- The WebSocket probe of the Lua tests: one object that tells the client what
+-- it is (how many instances were made, its tags and attachments) and raises
+-- workerd's errors on demand.  tests/lua/websocket_spec.lua binds Probe in
+-- its own runtime and serves the client end itself; websocket_dev_spec.lua
+-- serves this project with `dobj-lua dev` to a real client (ws_client.py).
 local dobj = require "dobj"
 
 local Probe = {}
 Probe.__index = Probe
-local made = 0
+Probe.made = 0 -- instances constructed (a fresh one after each eviction)
 
 function Probe.new(ctx, env)
-  made = made + 1
+  Probe.made = Probe.made + 1
   return setmetatable({ ctx = ctx, env = env }, Probe)
 end
 
+-- Accepts the server end of a pair with the tags of `?tags=a,b` and greets.
 function Probe:fetch(request)
   local tags = {}
   for t in (request.url:match("tags=([^&]*)") or ""):gmatch("[^,]+") do tags[#tags + 1] = t end
@@ -18,6 +24,24 @@ function Probe:fetch(request)
   return dobj.response(nil, { status = 101, web_socket = client })
 end
 
+-- The errors of the "errors" command, in order.
+local function errors(self, ws)
+  local out = {}
+  local c2, s2 = dobj.websocket_pair()
+  for _, f in ipairs({
+    function() s2:send("x") end,
+    function() self.ctx:accept_web_socket(ws) end,
+    function() self.ctx:accept_web_socket(s2, { "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11" }) end,
+    function() ws:serialize_attachment(("x"):rep(20000)) end,
+    function() ws:close(1005) end,
+    function() c2:send("x") end,
+  }) do
+    local ok, err = pcall(f)
+    out[#out + 1] = ok and "no error" or (type(err) == "table" and err.message or tostring(err))
+  end
+  return table.concat(out, "|")
+end
+
 function Probe:web_socket_message(ws, msg)
   if type(msg) ~= "string" then
     ws:send(dobj.bytes(tostring(msg):reverse()))
@@ -25,16 +49,26 @@ function Probe:web_socket_message(ws, msg)
   end
   local cmd, arg = msg:match("^(%S+)%s*(.*)$")
   if cmd == "att" then
-    ws:serialize_attachment({ who = arg })
+    ws:serialize_attachment({ who = arg, n = 2 })
     ws:send("ok")
   elseif cmd == "state" then
     local att = ws:deserialize_attachment()
-    ws:send(("made=%d who=%s tags=%s all=%d"):format(made, att and att.who or "-",
-      table.concat(self.ctx:get_tags(ws), ","), #self.ctx:get_web_sockets()))
-  elseif cmd == "all" then
-    for _, w in ipairs(self.ctx:get_web_sockets()) do w:send(arg) end
+    ws:send(("made=%d who=%s tags=%s all=%d state=%d"):format(Probe.made, att and att.who or "-",
+      table.concat(self.ctx:get_tags(ws), ","), #self.ctx:get_web_sockets(), ws.ready_state))
+  elseif cmd == "all" then -- "all" to every socket, "all TAG" to those tagged TAG
+    for _, w in ipairs(self.ctx:get_web_sockets(arg ~= "" and arg or nil)) do w:send("to all") end
+  elseif cmd == "auto" then
+    self.ctx:set_web_socket_auto_response("ping", "pong")
+    local a, b = self.ctx:get_web_socket_auto_response()
+    ws:send(a .. "/" .. b)
   elseif cmd == "bye" then
     ws:close(4000, "done")
+    local ok, err = pcall(ws.send, ws, "after")
+    self.ctx.storage:put("err", ok and "none" or err.message)
+  elseif cmd == "err" then
+    ws:send(self.ctx.storage:get("err") or "none")
+  elseif cmd == "errors" then
+    ws:send(errors(self, ws))
   else
     ws:send(msg)
   end

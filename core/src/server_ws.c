@@ -1,14 +1,21 @@
 /*
- * server_ws.c — WebSockets for `dobj-lua dev` (dobj.http_listen): the 101
- * response answers the handshake through libmicrohttpd's upgrade support,
- * and the upgraded socket is framed by wslay (a WebSocket protocol library:
- * no frame parsing here).  Each connection is the host side of a client end
+ * server_ws.c — the WebSockets of dobj/server.h: the 101 answer completes
+ * the handshake through libmicrohttpd's upgrade support, and the upgraded
+ * socket is framed by wslay (a WebSocket protocol library: no frame parsing
+ * here).  Each connection is the host side of a client end
  * (dobj/websocket.h): what arrives goes to dobj_ws_receive / _peer_close,
  * what the object sends comes back through the io callbacks into wslay's
- * queue.  The sockets are polled by srv:run next to libmicrohttpd's and the
- * runtime's fds; nothing here runs Lua.
+ * queue, written at the end of dobj_server_process.  The sockets are in the
+ * server's epoll set (EPOLLOUT only while wslay has bytes the socket did not
+ * take).
  */
-#include "dobj_lua.h"
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "internal.h"
 
 #if defined(DOBJ_HAVE_MHD) && defined(DOBJ_HAVE_WSLAY)
 #include <fcntl.h>
@@ -17,33 +24,56 @@
 #include <netinet/tcp.h>
 #include <openssl/evp.h>
 #include <openssl/sha.h>
-#include <poll.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <wslay/wslay.h>
 
-#include "server_ws.h"
+#include "server_int.h"
 
-typedef struct wsc {
-	struct ws_srv *srv;
-	struct wsc *prev, *next;
+struct wsc {
+	ws_srv *srv;
+	wsc *prev, *next;
+	wsc *dirty_next;               /* in srv->dirty: output to write */
+	int dirty;
 	dobj_ws *client;               /* a reference */
+	wsc **link;                    /* the request's pointer to it, until forgotten */
 	struct MHD_UpgradeResponseHandle *urh;
 	int fd;                        /* -1 until the upgrade happened */
+	int pollout;                   /* EPOLLOUT is in the epoll set */
+	int dead;                      /* to be freed (an io callback saw it fail) */
 	wslay_event_context_ptr ctx;
 	char *extra;                   /* bytes libmicrohttpd read past the headers */
 	size_t extra_len, extra_off;
-	int eof;
-} wsc;
+};
 
 struct ws_srv {
+	dobj_server *server;
+	int epfd;
 	wsc *head;
+	wsc *dirty;
 	size_t n;
 };
 
-ws_srv *ws_srv_new(void)
+ws_srv *dobj__ws_srv_new(dobj_server *s, int epfd)
 {
-	return calloc(1, sizeof(ws_srv));
+	ws_srv *w = calloc(1, sizeof(*w));
+
+	if (w) {
+		w->server = s;
+		w->epfd = epfd;
+	}
+	return w;
+}
+
+static void mark_dirty(wsc *c)
+{
+	if (c->dirty)
+		return;
+	c->dirty = 1;
+	c->dirty_next = c->srv->dirty;
+	c->srv->dirty = c;
+	dobj__server_wake(c->srv->server);
 }
 
 static ssize_t on_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags,
@@ -69,7 +99,6 @@ static ssize_t on_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, in
 		return -1;
 	}
 	if (r <= 0) {
-		c->eof = 1;
 		wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
 		return -1;
 	}
@@ -109,14 +138,17 @@ static void on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_
 		size_t rlen = arg->msg_length > 2 ? arg->msg_length - 2 : 0;
 		dobj_ws_peer_close(c->client, arg->status_code ? arg->status_code : 1005, reason, rlen, 1);
 	}
+	/* What the core answered (an auto-response, a 1009) is written at the
+	 * end of this dobj_server_process. */
+	mark_dirty(c);
 }
 
 static const struct wslay_event_callbacks callbacks = {
 	on_recv, on_send, NULL, NULL, NULL, NULL, on_msg
 };
 
-/* The core's output for this connection: queued in wslay, written when the
- * socket is writable. */
+/* The core's output for this connection: queued in wslay, written at the
+ * end of the next dobj_server_process. */
 static void io_send(void *payload, const void *data, size_t len, int text)
 {
 	wsc *c = payload;
@@ -128,15 +160,18 @@ static void io_send(void *payload, const void *data, size_t len, int text)
 	m.msg = data;
 	m.msg_length = len;
 	wslay_event_queue_msg(c->ctx, &m);
+	mark_dirty(c);
 }
 
 static void io_close(void *payload, int code, const char *reason, size_t len)
 {
 	wsc *c = payload;
 
-	if (c->ctx)
-		wslay_event_queue_close(c->ctx, code == 1005 ? 0 : (uint16_t)code,
-			(const uint8_t *)reason, len);
+	if (!c->ctx)
+		return;
+	wslay_event_queue_close(c->ctx, code == 1005 ? 0 : (uint16_t)code,
+		(const uint8_t *)reason, len);
+	mark_dirty(c);
 }
 
 static void io_release(void *payload)
@@ -149,6 +184,7 @@ static const dobj_ws_io io = { io_send, io_close, io_release };
 static void wsc_free(wsc *c, int code, const char *reason)
 {
 	ws_srv *w = c->srv;
+	wsc **p;
 
 	if (c->prev)
 		c->prev->next = c->next;
@@ -157,16 +193,28 @@ static void wsc_free(wsc *c, int code, const char *reason)
 	if (c->next)
 		c->next->prev = c->prev;
 	w->n--;
-	if (c->ctx) {
-		/* The object hears of a connection that ended without a close. */
-		if (!wslay_event_get_close_received(c->ctx))
-			dobj_ws_peer_close(c->client, code, reason, strlen(reason), 0);
+	if (c->dirty)
+		for (p = &w->dirty; *p; p = &(*p)->dirty_next)
+			if (*p == c) {
+				*p = c->dirty_next;
+				break;
+			}
+	/* The object hears of a connection that ended without a close (or
+	 * never began: the client left before the upgrade). */
+	if (!c->ctx || !wslay_event_get_close_received(c->ctx))
+		dobj_ws_peer_close(c->client, code, reason, strlen(reason), 0);
+	if (c->ctx)
 		wslay_event_context_free(c->ctx);
-	}
+	if (c->fd >= 0)
+		epoll_ctl(w->epfd, EPOLL_CTL_DEL, c->fd, NULL);
 	dobj_ws_detach(c->client);
 	dobj_ws_unref(c->client);
-	if (c->urh)
+	if (c->link) /* before the close below, which may end the request */
+		*c->link = NULL;
+	if (c->urh) {
 		MHD_upgrade_action(c->urh, MHD_UPGRADE_ACTION_CLOSE);
+		dobj__server_wake(w->server); /* libmicrohttpd's cleanup: its next run */
+	}
 	free(c->extra);
 	free(c);
 }
@@ -175,6 +223,8 @@ static void on_upgrade(void *cls, struct MHD_Connection *conn, void *req_cls, co
 	size_t extra_in_size, MHD_socket sock, struct MHD_UpgradeResponseHandle *urh)
 {
 	wsc *c = cls;
+	struct epoll_event ev;
+	int one = 1, zero = 0;
 
 	(void)conn;
 	(void)req_cls;
@@ -183,15 +233,15 @@ static void on_upgrade(void *cls, struct MHD_Connection *conn, void *req_cls, co
 	fcntl(sock, F_SETFL, fcntl(sock, F_GETFL) | O_NONBLOCK);
 	/* Small frames go out at once (libmicrohttpd may have corked the
 	 * socket for its response). */
-	{
-		int one = 1, zero = 0;
-		setsockopt(sock, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-		setsockopt(sock, IPPROTO_TCP, TCP_CORK, &zero, sizeof(zero));
-	}
+	setsockopt(sock, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	setsockopt(sock, IPPROTO_TCP, TCP_CORK, &zero, sizeof(zero));
 	if (extra_in_size && (c->extra = malloc(extra_in_size))) {
 		memcpy(c->extra, extra_in, extra_in_size);
 		c->extra_len = extra_in_size;
 	}
+	memset(&ev, 0, sizeof(ev));
+	ev.events = EPOLLIN;
+	ev.data.ptr = c;
 	if (wslay_event_context_server_init(&c->ctx, &callbacks, c) != 0) {
 		c->ctx = NULL;
 		wsc_free(c, 1011, "");
@@ -199,8 +249,14 @@ static void on_upgrade(void *cls, struct MHD_Connection *conn, void *req_cls, co
 	}
 	/* Cloudflare's limit: a larger message closes with 1009. */
 	wslay_event_config_set_max_recv_msg_length(c->ctx, DOBJ_WS_MAX_MESSAGE);
-	if (dobj_ws_attach(c->client, &io, c) < 0)
+	if (epoll_ctl(c->srv->epfd, EPOLL_CTL_ADD, sock, &ev) < 0 ||
+	    dobj_ws_attach(c->client, &io, c) < 0) {
 		wsc_free(c, 1011, "");
+		return;
+	}
+	if (c->extra_len) /* frames that came with the handshake */
+		dobj__ws_srv_ready(c->srv, c, EPOLLIN);
+	mark_dirty(c);
 }
 
 /* Sec-WebSocket-Accept for `key` (RFC 6455 4.2.2). */
@@ -215,8 +271,8 @@ static void accept_key(const char *key, char out[29])
 	EVP_EncodeBlock((unsigned char *)out, sha, SHA_DIGEST_LENGTH);
 }
 
-struct MHD_Response *ws_srv_upgrade(ws_srv *w, struct MHD_Connection *conn, dobj_ws *client,
-	const char **error)
+struct MHD_Response *dobj__ws_srv_upgrade(ws_srv *w, struct MHD_Connection *conn,
+	dobj_ws *client, wsc **link, const char **error)
 {
 	const char *up = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "upgrade");
 	const char *key = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "sec-websocket-key");
@@ -259,65 +315,68 @@ struct MHD_Response *ws_srv_upgrade(ws_srv *w, struct MHD_Connection *conn, dobj
 		w->head->prev = c;
 	w->head = c;
 	w->n++;
+	c->link = link;
+	*link = c;
 	return r;
 }
 
-size_t ws_srv_count(const ws_srv *w)
+void dobj__ws_srv_forget(wsc *c)
+{
+	c->link = NULL;
+	if (c->fd < 0)
+		wsc_free(c, 1006, ""); /* the 101 never went out: the client left */
+}
+
+size_t dobj__ws_srv_count(const ws_srv *w)
 {
 	return w ? w->n : 0;
 }
 
-size_t ws_srv_poll_fill(ws_srv *w, struct pollfd *p)
+void dobj__ws_srv_ready(ws_srv *w, wsc *c, uint32_t events)
 {
-	size_t n = 0;
-	wsc *c, *next;
+	(void)w;
+	if (c->dead || !c->ctx)
+		return;
+	if ((events & (EPOLLIN | EPOLLHUP | EPOLLERR)) && wslay_event_recv(c->ctx) != 0)
+		c->dead = 1;
+	else if ((events & EPOLLOUT) && wslay_event_send(c->ctx) != 0)
+		c->dead = 1;
+	mark_dirty(c);
+}
 
-	for (c = w ? w->head : NULL; c; c = next) {
-		next = c->next;
-		if (c->fd < 0 || !c->ctx)
+void dobj__ws_srv_flush(ws_srv *w)
+{
+	while (w->dirty) {
+		wsc *c = w->dirty;
+		int want;
+		w->dirty = c->dirty_next;
+		c->dirty = 0;
+		if (!c->ctx)
 			continue;
-		/* Write what the object queued before waiting. */
-		if (wslay_event_want_write(c->ctx) && wslay_event_send(c->ctx) != 0) {
+		if (!c->dead && wslay_event_want_write(c->ctx) && wslay_event_send(c->ctx) != 0)
+			c->dead = 1;
+		if (c->dead) {
 			wsc_free(c, 1006, "");
 			continue;
 		}
 		if (!wslay_event_want_read(c->ctx) && !wslay_event_want_write(c->ctx)) {
-			wsc_free(c, wslay_event_get_status_code_sent(c->ctx) ? 
-				wslay_event_get_status_code_sent(c->ctx) : 1006, "");
+			int code = wslay_event_get_status_code_sent(c->ctx);
+			wsc_free(c, code ? code : 1006, "");
 			continue;
 		}
-		p[n].fd = c->fd;
-		p[n].events = (short)((wslay_event_want_read(c->ctx) ? POLLIN : 0) |
-			(wslay_event_want_write(c->ctx) ? POLLOUT : 0));
-		p[n].revents = 0;
-		n++;
-	}
-	return n;
-}
-
-size_t ws_srv_poll_done(ws_srv *w, const struct pollfd *p, size_t n)
-{
-	size_t i, ready = 0;
-	wsc *c, *next;
-
-	for (i = 0; i < n; i++) {
-		if (!p[i].revents)
-			continue;
-		ready++;
-		for (c = w->head; c; c = next) {
-			next = c->next;
-			if (c->fd != p[i].fd)
-				continue;
-			if (((p[i].revents & (POLLIN | POLLHUP | POLLERR)) && wslay_event_recv(c->ctx) != 0) ||
-			    ((p[i].revents & POLLOUT) && wslay_event_send(c->ctx) != 0))
-				wsc_free(c, 1006, "");
-			break;
+		want = wslay_event_want_write(c->ctx);
+		if (want != c->pollout) {
+			struct epoll_event ev;
+			memset(&ev, 0, sizeof(ev));
+			ev.events = EPOLLIN | (want ? EPOLLOUT : 0);
+			ev.data.ptr = c;
+			epoll_ctl(w->epfd, EPOLL_CTL_MOD, c->fd, &ev);
+			c->pollout = want;
 		}
 	}
-	return ready;
 }
 
-void ws_srv_close_all(ws_srv *w, int code, const char *reason)
+void dobj__ws_srv_close_all(ws_srv *w, int code, const char *reason)
 {
 	if (!w)
 		return;
@@ -331,9 +390,9 @@ void ws_srv_close_all(ws_srv *w, int code, const char *reason)
 	}
 }
 
-void ws_srv_free(ws_srv *w)
+void dobj__ws_srv_free(ws_srv *w)
 {
-	ws_srv_close_all(w, 1001, "the server is stopping");
+	dobj__ws_srv_close_all(w, 1001, "the server is stopping");
 	free(w);
 }
 
