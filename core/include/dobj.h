@@ -315,6 +315,12 @@ DOBJ_API int dobj_rt_visit(dobj_rt *rt, int (*visit)(void *value, void *arg), vo
  * what its own call made ready); the fd and the hooks only cover what happens
  * outside the host's sight (timers, wakes from callbacks).
  *
+ * In cluster mode (dobj/cluster.h) the node's own threads report through the
+ * fd alone (PostgreSQL confirmed a commit, the lease was renewed), never
+ * through the hooks, which run on the runtime's thread: such a host watches
+ * the fd.  A result counts as finished (dobj_task_done) only once its
+ * object's writes are confirmed.
+ *
  * Virtual time (dobj_rt_opts.virtual_time): the clock moves only through
  * dobj_rt_advance and dobj_rt_run, so the fd never becomes readable for a
  * timer; it still does for ready work.

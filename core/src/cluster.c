@@ -155,48 +155,36 @@ int dobj_cluster_init(const char *url, size_t url_len, double timeout_ms, int *v
 
 /* ------------------------------------------------------------------- nodes */
 
-static void renew_fired(void *data, int fired);
-static void scan_alarms(dobj_rt *rt);
-
-static void arm_renew(dobj_rt *rt)
-{
-	struct dobj__cluster *cl = rt->cluster;
-
-	if (cl->renew || cl->closing || rt->closing)
-		return;
-	dobj__timer(rt, cl->ttl_ms / 4, renew_fired, rt, 1, &cl->renew);
-}
-
-static int join(struct dobj__cluster *cl)
+int dobj__node_join(dobj__pg *pg, const char *addr, double ttl_ms, long long *node,
+	double *view)
 {
 	char ttl[32];
-	const char *v[2] = { cl->addr, ttl };
+	const char *v[2] = { addr, ttl };
 	double sent = dobj__boot_ms();
 	PGresult *r;
 	int rc;
 
-	snprintf(ttl, sizeof(ttl), "%.3f", cl->ttl_ms);
-	if ((rc = dobj__pg_exec(&cl->pg,
+	snprintf(ttl, sizeof(ttl), "%.3f", ttl_ms);
+	if ((rc = dobj__pg_exec(pg,
 		"INSERT INTO dobj_node (addr, lease_until) "
 		"VALUES ($1, now() + make_interval(secs => $2::float8 / 1000)) RETURNING node_id",
 		2, v, NULL, NULL, 0, &r)) < 0)
 		return rc;
-	cl->node_id = atoll(PQgetvalue(r, 0, 0));
-	cl->lease_view = sent + 0.8 * cl->ttl_ms;
+	*node = atoll(PQgetvalue(r, 0, 0));
+	*view = sent + 0.8 * ttl_ms;
 	PQclear(r);
 	return DOBJ_OK;
 }
 
-/* Release every object of the node and mark it as gone. */
-static int leave(struct dobj__cluster *cl)
+int dobj__node_leave(dobj__pg *pg, long long node_id)
 {
 	char node[32];
 	const char *v[1] = { node };
 	PGresult *r;
 	int rc;
 
-	snprintf(node, sizeof(node), "%lld", cl->node_id);
-	if ((rc = dobj__pg_exec(&cl->pg,
+	snprintf(node, sizeof(node), "%lld", node_id);
+	if ((rc = dobj__pg_exec(pg,
 		"WITH r AS (UPDATE dobj_owner SET node_id = NULL WHERE node_id = $1) "
 		"UPDATE dobj_node SET status = 'left', lease_until = least(lease_until, now()) "
 		"WHERE node_id = $1",
@@ -206,8 +194,7 @@ static int leave(struct dobj__cluster *cl)
 	return DOBJ_OK;
 }
 
-/* Reset every live object of the runtime (the node lost them). */
-static void abort_all(dobj_rt *rt, const char *why)
+void dobj__cluster_abort_all(dobj_rt *rt, const char *why)
 {
 	size_t i, j;
 
@@ -226,101 +213,6 @@ static void abort_all(dobj_rt *rt, const char *why)
 			dobj__abort(o, DOBJ_EABORTED, why);
 		}
 	}
-}
-
-/*
- * Renew the lease: DOBJ_OK while it held (the view moves on), 1 when the
- * database refused (the lease lapsed: the node lost its objects and joined
- * again as a new node), < 0 when PostgreSQL could not be asked.
- */
-static int renew(dobj_rt *rt)
-{
-	struct dobj__cluster *cl = rt->cluster;
-	char node[32], ttl[32];
-	const char *v[2] = { node, ttl };
-	double sent = dobj__boot_ms();
-	PGresult *r;
-	int rc, n;
-
-	snprintf(node, sizeof(node), "%lld", cl->node_id);
-	snprintf(ttl, sizeof(ttl), "%.3f", cl->ttl_ms);
-	if ((rc = dobj__pg_exec(&cl->pg,
-		"UPDATE dobj_node SET lease_until = now() + make_interval(secs => $2::float8 / 1000) "
-		"WHERE node_id = $1 AND status = 'live' AND lease_until > now()",
-		2, v, NULL, NULL, 0, &r)) < 0)
-		return rc;
-	n = atoi(PQcmdTuples(r));
-	PQclear(r);
-	if (n == 1) {
-		cl->lease_view = sent + 0.8 * cl->ttl_ms;
-		cl->unrenewed_logged = 0;
-		return DOBJ_OK;
-	}
-	abort_all(rt, "cluster: this node's lease lapsed and another node may own the object now; "
-		"the object was reset");
-	/* Nothing of the old node's can release a result any more: its objects
-	 * are free at once (for this process too), without the grace period. */
-	{
-		long long old = cl->node_id;
-		if ((rc = leave(cl)) < 0 || (rc = join(cl)) < 0) {
-			dobj__cluster_log(rt, old, "cluster: node %lld lost its lease (the process was paused or "
-				"cut off past it); its objects were reset; joining again failed: %s", old,
-				dobj_error_last());
-			return rc;
-		}
-		dobj__cluster_log(rt, old, "cluster: node %lld lost its lease (the process was paused or cut "
-			"off past it); its objects were reset, and it joined again as node %lld", old,
-			cl->node_id);
-	}
-	return 1;
-}
-
-static void renew_fired(void *data, int fired)
-{
-	dobj_rt *rt = data;
-	struct dobj__cluster *cl = rt->cluster;
-
-	if (!cl)
-		return;
-	cl->renew = NULL;
-	if (!fired)
-		return;
-	/* A failure is retried next time; the gate guards results.  A node
-	 * without an address serves no object, so it fires no alarm. */
-	if (renew(rt) >= 0 && cl->addr[0])
-		scan_alarms(rt);
-	arm_renew(rt);
-}
-
-int dobj__cluster_gate(dobj_rt *rt)
-{
-	struct dobj__cluster *cl = rt->cluster;
-	char msg[600];
-	int rc;
-
-	if (!cl || dobj__boot_ms() < cl->lease_view)
-		return DOBJ_OK;
-	/* The view lapsed (the loop did not run the renewal in time, or
-	 * PostgreSQL did not answer): a renewal that succeeds now proves the
-	 * lease never lapsed on the database's clock, so nobody took over. */
-	if ((rc = renew(rt)) == DOBJ_OK)
-		return DOBJ_OK;
-	if (rc > 0) {
-		/* The lease lapsed: renew() reset the objects, logged it and
-		 * joined again. */
-		snprintf(msg, sizeof(msg), "cluster: this node's lease lapsed and another node may own "
-			"the object now; the object was reset");
-	} else {
-		snprintf(msg, sizeof(msg),
-			"cluster: this node could not renew its lease, so it cannot tell whether another "
-			"node owns the object; the object was reset (%s)", dobj_error_last());
-		if (!cl->unrenewed_logged) /* once until a renewal succeeds */
-			dobj__cluster_log(rt, cl->node_id, "cluster: node %lld could not renew its lease "
-				"in time; its objects were reset (%s)", cl->node_id, dobj_error_last());
-		cl->unrenewed_logged = 1;
-	}
-	abort_all(rt, msg);
-	return dobj_error_set(DOBJ_EABORTED, "%s", msg);
 }
 
 int dobj_rt_cluster(dobj_rt *rt, const dobj_cluster_opts *o)
@@ -358,11 +250,19 @@ int dobj_rt_cluster(dobj_rt *rt, const dobj_cluster_opts *o)
 	cl->ttl_ms = opt_ms(o->ttl_ms, DOBJ_CLUSTER_TTL_MS);
 	cl->grace_ms = o->grace_ms < 0 ? 0 : opt_ms(o->grace_ms, DOBJ_CLUSTER_GRACE_MS);
 	cl->pg.timeout_ms = opt_ms(o->timeout_ms, DOBJ_CLUSTER_TIMEOUT_MS);
+	cl->rt = rt;
 	if ((rc = dobj__pg_check_url(cl->pg.url)) < 0 || (rc = migrate(&cl->pg, NULL)) < 0 ||
-	    (rc = dobj__route_start(rt, cl)) < 0 || (rc = join(cl)) < 0)
+	    (rc = dobj__route_start(rt, cl)) < 0 ||
+	    (rc = dobj__node_join(&cl->pg, cl->addr, cl->ttl_ms, &cl->node_id,
+		&cl->lease_view)) < 0)
 		goto fail;
 	rt->cluster = cl;
-	arm_renew(rt);
+	if ((rc = dobj__cluster_start(cl)) < 0) {
+		rt->cluster = NULL;
+		cl->pg.no_reconnect = 1;
+		dobj__node_leave(&cl->pg, cl->node_id);
+		goto fail;
+	}
 	return DOBJ_OK;
 fail:
 	dobj__route_stop(rt);
@@ -387,8 +287,9 @@ void dobj__cluster_close(dobj_rt *rt)
 	dobj__route_stop(rt);
 	/* One statement releases every object still held and leaves; with
 	 * PostgreSQL gone, the lease lapses by itself. */
+	dobj__cluster_stop(cl);
 	cl->pg.no_reconnect = 1;
-	leave(cl);
+	dobj__node_leave(&cl->pg, cl->node_id);
 	dobj__pg_drop(&cl->pg);
 	rt->cluster = NULL;
 	free(cl->pg.url);
@@ -398,13 +299,16 @@ void dobj__cluster_close(dobj_rt *rt)
 
 void dobj__cluster_closing(dobj_rt *rt)
 {
-	if (rt->cluster)
-		rt->cluster->closing = 1;
+	if (!rt->cluster)
+		return;
+	rt->cluster->closing = 1;
+	/* What PostgreSQL confirms now is delivered; the rest fails. */
+	dobj__cluster_stop(rt->cluster);
 }
 
 /* ----------------------------------------------------------------- objects */
 
-static char *db_path(dobj_obj *obj, const char *suffix)
+char *dobj__cluster_path(dobj_obj *obj, const char *suffix)
 {
 	char hex[DOBJ_ID_HEX_LEN + 1];
 	size_t n = strlen(obj->ns->dir) + DOBJ_ID_HEX_LEN + 32;
@@ -480,8 +384,8 @@ static int restore(struct dobj__cluster *cl, dobj_obj *obj, const char *const *k
 		"SELECT seq, frames FROM dobj_wal WHERE ns = $1 AND object_id = $2 ORDER BY seq",
 		2, key, lens, fmts, 1, &r)) < 0)
 		return rc;
-	if (!(path = db_path(obj, "")) || !(tmp = db_path(obj, ".restore")) ||
-	    !(wal = db_path(obj, "-wal")) || !(shm = db_path(obj, "-shm"))) {
+	if (!(path = dobj__cluster_path(obj, "")) || !(tmp = dobj__cluster_path(obj, ".restore")) ||
+	    !(wal = dobj__cluster_path(obj, "-wal")) || !(shm = dobj__cluster_path(obj, "-shm"))) {
 		rc = DOBJ_ENOMEM;
 		goto done;
 	}
@@ -546,8 +450,10 @@ int dobj__cluster_activate(dobj_obj *obj)
 	if (!cl->addr[0]) /* docs/cluster.md: a node nobody can reach only calls */
 		return dobj_error_set(DOBJ_ESTATE, "cluster: this node has no node_addr, so it "
 			"serves no object (its calls go to the nodes that do)");
-	if (dobj__boot_ms() >= cl->lease_view && (rc = renew(rt)) < 0)
-		return rc;
+	/* A lapsed view (PostgreSQL was away, the node was paused): the lease
+	 * keeper renews, or joins again as a new node, before the claim. */
+	if (dobj__boot_ms() >= cl->lease_view)
+		dobj__lease_sync(cl);
 	snprintf(node, sizeof(node), "%lld", cl->node_id);
 	snprintf(grace, sizeof(grace), "%.3f", cl->grace_ms);
 	if ((rc = dobj__pg_exec(&cl->pg,
@@ -584,125 +490,14 @@ int dobj__cluster_activate(dobj_obj *obj)
 
 void dobj__cluster_release(dobj_obj *obj)
 {
-	dobj_rt *rt = obj->ns->rt;
-	struct dobj__cluster *cl = rt->cluster;
 	struct dobj__cluster_obj *co = obj->cluster;
-	char epoch[32], node[32];
-	const char *v[4] = { obj->ns->unique_key, (const char *)obj->id.bytes, epoch, node };
-	int lens[4] = { (int)obj->ns->unique_key_len, 32, 0, 0 };
-	int fmts[4] = { 0, 1, 0, 0 };
-	PGresult *r;
 
 	if (!co)
 		return;
 	obj->cluster = NULL;
-	if (cl && !cl->closing && cl->pg.conn) {
-		/* Best effort, without reconnecting: if it fails, the claim of the
-		 * next node waits for this node's lease instead. */
-		snprintf(epoch, sizeof(epoch), "%lld", co->epoch);
-		snprintf(node, sizeof(node), "%lld", cl->node_id);
-		cl->pg.no_reconnect = 1;
-		if (dobj__pg_exec(&cl->pg,
-			"UPDATE dobj_owner SET node_id = NULL "
-			"WHERE ns = $1 AND object_id = $2 AND epoch = $3 AND node_id = $4",
-			4, v, lens, fmts, 0, &r) == DOBJ_OK)
-			PQclear(r);
-		cl->pg.no_reconnect = 0;
-	}
-	free(co);
-}
-
-/* Checkpoint the -wal file into the database once it holds this much. */
-#define WAL_CHECKPOINT_BYTES (4 << 20)
-
-int dobj__cluster_commit(dobj_obj *obj, void *db, int64_t alarm)
-{
-	dobj_rt *rt = obj->ns->rt;
-	struct dobj__cluster *cl = rt->cluster;
-	struct dobj__cluster_obj *co = obj->cluster;
-	char seq[32], epoch[32], node[32], when[32], *wal;
-	const char *v[8] = { obj->ns->unique_key, (const char *)obj->id.bytes, seq, epoch, NULL, node,
-		when, obj->name };
-	int lens[8] = { (int)obj->ns->unique_key_len, 32, 0, 0, 0, 0, 0, (int)obj->name_len };
-	int fmts[8] = { 0, 1, 0, 0, 1, 0, 0, 1 };
-	unsigned char *rec = NULL;
-	size_t len;
-	long long end;
-	unsigned salt;
-	PGresult *r;
-	int rc, n;
-
-	if (!cl || !co)
-		return DOBJ_OK;
-	if (!(wal = db_path(obj, "-wal")))
-		return DOBJ_ENOMEM;
-	salt = co->salt;
-	rc = dobj__wal_capture(wal, co->wal_off, &salt, &rec, &len, &end);
-	free(wal);
-	if (rc < 0 || len == 0)
-		return rc; /* a step that only read: no round trip */
-	if (len > 0x7fffffff) {
-		free(rec);
-		return dobj_error_set(DOBJ_ERROR, "cluster: one commit changed more than 2 GiB");
-	}
-	if (dobj__boot_ms() >= cl->lease_view && (rc = renew(rt)) != DOBJ_OK) {
-		free(rec);
-		return rc < 0 ? rc : dobj_error_set(DOBJ_EABORTED,
-			"cluster: this node's lease lapsed; the write was not acknowledged");
-	}
-	snprintf(seq, sizeof(seq), "%lld", co->seq + 1);
-	snprintf(epoch, sizeof(epoch), "%lld", co->epoch);
-	snprintf(node, sizeof(node), "%lld", cl->node_id);
-	v[4] = (const char *)rec;
-	lens[4] = (int)len;
-	/* The epoch is checked in the append's own transaction, with the owner
-	 * row locked FOR SHARE: a takeover (an UPDATE of that row) either
-	 * commits first, and this append finds another epoch, or waits for it. */
-	snprintf(when, sizeof(when), "%lld", (long long)alarm);
-	if (alarm == co->alarm)
-		rc = dobj__pg_exec(&cl->pg,
-			"INSERT INTO dobj_wal (ns, object_id, seq, epoch, frames) "
-			"SELECT $1, $2, $3, $4, $5 FROM dobj_owner "
-			"WHERE ns = $1 AND object_id = $2 AND epoch = $4 AND node_id = $6 FOR SHARE",
-			6, v, lens, fmts, 0, &r);
-	else
-		/* The alarm changed: the cluster's schedule follows in the same
-		 * transaction, and only if the append was accepted. */
-		rc = dobj__pg_exec(&cl->pg,
-			"WITH w AS (INSERT INTO dobj_wal (ns, object_id, seq, epoch, frames) "
-			"  SELECT $1, $2, $3, $4, $5 FROM dobj_owner "
-			"  WHERE ns = $1 AND object_id = $2 AND epoch = $4 AND node_id = $6 FOR SHARE "
-			"  RETURNING 1), "
-			"s AS (INSERT INTO dobj_alarm (ns, object_id, scheduled_at, name) "
-			"  SELECT $1, $2, $7::bigint, $8::bytea FROM w WHERE $7::bigint > 0 "
-			"  ON CONFLICT (ns, object_id) DO UPDATE SET scheduled_at = excluded.scheduled_at, "
-			"  name = excluded.name), "
-			"d AS (DELETE FROM dobj_alarm WHERE ns = $1 AND object_id = $2 AND $7::bigint = 0 "
-			"  AND EXISTS (SELECT 1 FROM w)) "
-			"SELECT count(*) FROM w",
-			8, v, lens, fmts, 0, &r);
-	free(rec);
-	if (rc < 0) {
-		if (!strcmp(cl->pg.sqlstate, "23505"))
-			return dobj_error_set(DOBJ_EABORTED,
-				"cluster: another node wrote this object (its log moved past seq %lld): "
-				"this node's incarnation is fenced", co->seq);
-		return rc;
-	}
-	n = alarm == co->alarm ? atoi(PQcmdTuples(r)) : atoi(PQgetvalue(r, 0, 0));
-	PQclear(r);
-	if (n != 1)
-		return dobj_error_set(DOBJ_EABORTED,
-			"cluster: another node took the object over (fencing epoch %lld is stale): "
-			"the write was refused", co->epoch);
-	co->seq++;
-	co->alarm = alarm;
-	co->wal_off = end;
-	co->salt = salt;
-	if (end >= WAL_CHECKPOINT_BYTES &&
-	    sqlite3_exec(db, "PRAGMA wal_checkpoint(TRUNCATE)", NULL, NULL, NULL) == SQLITE_OK)
-		co->wal_off = 0;
-	return DOBJ_OK;
+	/* Behind the incarnation's appends; best effort: if it fails, the
+	 * claim of the next node waits for this node's lease instead. */
+	dobj__cluster_queue_release(obj->ns->rt->cluster, obj, co);
 }
 
 /* ------------------------------------------------------------------ alarms */
@@ -737,54 +532,4 @@ void dobj__cluster_unhold(dobj_obj *obj)
 	if (!obj->dead && !obj->constructed && obj->ntasks == 0 && obj->mapped)
 		dobj__obj_evict(obj); /* made for the alarm, which did not run */
 	dobj__obj_unref(obj);
-}
-
-/*
- * Due alarms of objects no live node holds (their node died, or they were
- * evicted): scheduled here, so that some node activates the object and
- * fires them.  Alarms of objects active on a live node are that node's.
- */
-static void scan_alarms(dobj_rt *rt)
-{
-	struct dobj__cluster *cl = rt->cluster;
-	char grace[32], horizon[32];
-	size_t i;
-
-	snprintf(grace, sizeof(grace), "%.3f", cl->grace_ms);
-	snprintf(horizon, sizeof(horizon), "%.0f", cl->ttl_ms * 1e6); /* ns */
-	for (i = 0; i < rt->nns; i++) {
-		dobj_ns *ns = rt->nss[i];
-		const char *v[3] = { ns->unique_key, grace, horizon };
-		int lens[3] = { (int)ns->unique_key_len, 0, 0 };
-		PGresult *r;
-		int j;
-
-		if (!(ns->klass.flags & DOBJ_CLASS_ALARM))
-			continue;
-		if (dobj__pg_exec(&cl->pg,
-			"SELECT a.object_id, a.scheduled_at, a.name FROM dobj_alarm a "
-			"LEFT JOIN dobj_owner o ON o.ns = a.ns AND o.object_id = a.object_id "
-			"LEFT JOIN dobj_node n ON n.node_id = o.node_id "
-			"WHERE a.ns = $1 "
-			"AND a.scheduled_at <= (extract(epoch FROM clock_timestamp()) * 1e9)::bigint + $3::bigint "
-			"AND (o.node_id IS NULL OR n.node_id IS NULL OR n.status <> 'live' "
-			"  OR n.lease_until + make_interval(secs => $2::float8 / 1000) < now()) "
-			"ORDER BY a.scheduled_at LIMIT 1000",
-			3, v, lens, NULL, 1, &r) < 0)
-			return;
-		for (j = 0; j < PQntuples(r); j++) {
-			const unsigned char *w = (const unsigned char *)PQgetvalue(r, j, 1);
-			dobj_id id;
-			int64_t when;
-			if (PQgetlength(r, j, 0) != 32 || PQgetlength(r, j, 1) != 8)
-				continue;
-			memcpy(id.bytes, PQgetvalue(r, j, 0), 32);
-			when = (int64_t)((uint64_t)w[0] << 56 | (uint64_t)w[1] << 48 | (uint64_t)w[2] << 40 |
-				(uint64_t)w[3] << 32 | (uint64_t)w[4] << 24 | (uint64_t)w[5] << 16 |
-				(uint64_t)w[6] << 8 | w[7]);
-			dobj__alarm_track(ns, &id, PQgetisnull(r, j, 2) ? NULL : PQgetvalue(r, j, 2),
-				(size_t)PQgetlength(r, j, 2), when);
-		}
-		PQclear(r);
-	}
 }

@@ -3,6 +3,7 @@
 #define DOBJ_CLUSTER_INT_H
 
 #include <libpq-fe.h>
+#include <pthread.h>
 #include <sqlite3.h>
 
 #include "internal.h"
@@ -18,6 +19,8 @@ typedef struct dobj__pg {
 	double timeout_ms;  /* every wait, the connection included */
 	int no_reconnect;   /* fail at once while disconnected (closing) */
 	char sqlstate[6];   /* of the last failed statement ("" otherwise) */
+	unsigned prepared;  /* statements prepared on this connection (bit per slot) */
+	int broken;         /* the last statement lost the connection */
 } dobj__pg;
 
 /** Milliseconds on CLOCK_BOOTTIME (counts while the process is stopped). */
@@ -28,24 +31,68 @@ int dobj__pg_check_url(const char *url);
  *  result to PQclear on success.  Reconnects first when needed. */
 int dobj__pg_exec(dobj__pg *pg, const char *sql, int nparams, const char *const *values,
 	const int *lengths, const int *formats, int binary, PGresult **out);
+/** The same with a statement prepared once per connection (`slot` < 32
+ *  names it; the same slot must always carry the same sql). */
+int dobj__pg_exec_prepared(dobj__pg *pg, int slot, const char *sql, int nparams,
+	const char *const *values, const int *lengths, const int *formats, int binary,
+	PGresult **out);
 int dobj__pg_simple(dobj__pg *pg, const char *sql);
 void dobj__pg_drop(dobj__pg *pg);
 
-/* The cluster state of a runtime. */
+/* What waits for PostgreSQL's confirmation of an object's writes (or for
+ * the node's lease view): finished results and WebSocket output. */
+typedef struct dobj__hold {
+	dobj_task *head, *tail;        /* linked by dnext, each a held reference */
+	struct dobj__ws_held **ws;
+	size_t nws, capws;
+} dobj__hold;
+
+typedef struct dobj__cjob dobj__cjob;   /* an append or a release (cluster_commit.c) */
+typedef struct dobj__cinc dobj__cinc;   /* an incarnation, as the worker knows it */
+typedef struct dobj__due dobj__due;     /* a due alarm found by the lease thread */
+
+/* The cluster state of a runtime.  The runtime's thread claims and
+ * restores objects on `pg`; two threads of the node own a connection each:
+ * the committer (appends, in groups, and releases: cluster_commit.c) and
+ * the lease keeper (renewal, rejoining, the alarm scan: cluster_lease.c).
+ * They hand results back through the runtime's fd (dobj__rt_post). */
 struct dobj__cluster {
+	dobj_rt *rt;
 	dobj__pg pg;
 	char *addr;
-	long long node_id;
+	long long node_id;  /* as the runtime's thread knows it */
 	double ttl_ms, grace_ms;
-	double lease_view;  /* boot ms: past it this node releases no result */
-	dobj_timer *renew;
+	double lease_view;  /* boot ms: past it this node releases no result (runtime's copy) */
 	int closing;
+	/* the runtime's thread only */
+	size_t jobs_out;    /* appends handed over and not drained yet */
+	dobj__hold gate;    /* confirmed, waiting for the lease view */
+	unsigned long gate_gen; /* the renewal count when the gate asked for one */
+	dobj_timer *watch;  /* keeps dobj_rt_run waiting while anything is out */
+	/* shared with the threads: under mu */
+	pthread_mutex_t mu;
+	pthread_cond_t cwake, lwake, idle;
+	pthread_t cth, lth;
+	int threads, stop, flushing;
+	dobj__cjob *q_head, *q_tail;   /* for the committer */
+	size_t q_busy;                 /* taken by the committer, not done */
+	dobj__cjob *d_head, *d_tail;   /* done, for the runtime */
+	long long l_node;              /* the lease keeper's node (0: to join) */
+	double l_view;
+	unsigned long l_gen;           /* renewals finished */
+	int l_ok;                      /* the last one held the lease */
+	int l_lost;                    /* the lease lapsed: rejoined as l_node */
+	int renew_now;
+	dobj__due *due;
+	/* the threads' own */
+	dobj__pg cpg, lpg;
 	/* The live owner the last refused claim found (routing: cluster_route.c). */
 	long long owner_node;
 	char owner_addr[256];
 	dobj_cluster_log_fn log_fn; /* dobj_rt_cluster_set_log (cluster_log.c) */
 	void *log_data;
 	int unrenewed_logged; /* "could not renew" was logged since the last renewal */
+	char l_err[300];               /* why the lease keeper could not join again (under mu) */
 };
 
 /** A line about node `node` for the node's log hook, delivered from the
@@ -66,11 +113,51 @@ void dobj__route_stop(dobj_rt *rt);
 /* The cluster state of an incarnation. */
 struct dobj__cluster_obj {
 	long long epoch;
-	long long seq;      /* the last seq appended (or restored) */
-	long long wal_off;  /* end of the last commit frame shipped, in the -wal file */
+	long long seq;      /* the last seq handed to the committer (or restored) */
+	long long wal_off;  /* end of the last commit frame captured, in the -wal file */
 	unsigned salt;      /* salt-1 of the -wal file's generation wal_off is in */
 	int64_t alarm;      /* the alarm record dobj_alarm holds (ns since the epoch; 0: none) */
+	dobj__cjob *last;   /* its last append not drained yet (results wait for it) */
+	dobj__cinc *inc;
 };
+
+/* cluster.c */
+/** Join as a new node: *node, and *view the lease view it gives. */
+int dobj__node_join(dobj__pg *pg, const char *addr, double ttl_ms, long long *node,
+	double *view);
+/** Release every object of the node and mark it as gone. */
+int dobj__node_leave(dobj__pg *pg, long long node);
+/** Reset every live object of the runtime (the node lost them). */
+void dobj__cluster_abort_all(dobj_rt *rt, const char *why);
+
+/* cluster_commit.c */
+/** Start the committer and the lease keeper (dobj_rt_cluster). */
+int dobj__cluster_start(struct dobj__cluster *cl);
+/** Stop them after handing over what is out (bounded); drain. */
+void dobj__cluster_stop(struct dobj__cluster *cl);
+/** Ask the lease keeper for a renewal now. */
+void dobj__lease_kick(struct dobj__cluster *cl);
+/** The same, and wait for it (bounded) and act on it: activation, which
+ *  waits for PostgreSQL anyway, after the view lapsed. */
+void dobj__lease_sync(struct dobj__cluster *cl);
+/** Queue the release of an incarnation behind its appends. */
+void dobj__cluster_queue_release(struct dobj__cluster *cl, dobj_obj *obj,
+	struct dobj__cluster_obj *co);
+
+/** The path of the object's database file plus `suffix` (malloc'd). */
+char *dobj__cluster_path(dobj_obj *obj, const char *suffix);
+
+/* cluster_lease.c: the lease keeper's thread. */
+struct dobj__due {
+	dobj__due *next;
+	dobj_id id;
+	int64_t when;
+	char *ns, *name;    /* in the same allocation; name NULL when none */
+	size_t name_len;
+};
+void *dobj__lease_main(void *arg);
+/** Hand the alarms found due to their namespaces (the runtime's thread). */
+void dobj__due_track(dobj_rt *rt, dobj__due *list);
 
 /* Page capture and restore (cluster_wal.c).  A record is what one or more
  * local commits changed: u32 page size, u32 pages in the database after it,

@@ -149,9 +149,20 @@ int dobj__storage_meta_read(void *db, int64_t *when);
  *  written to the local schedule outside cluster mode (alarm.c). */
 int dobj__alarm_track(dobj_ns *ns, const dobj_id *id, const char *name, size_t len,
 	int64_t when);
-/** Before a step's results are released: the node's lease must hold
- *  (otherwise every object of the node is reset). */
-int dobj__cluster_gate(dobj_rt *rt);
+struct dobj__ws_held;
+/** A step's result `t` is about to be delivered (its writes committed
+ *  locally): 1 when the cluster keeps it (held reference and all) until
+ *  PostgreSQL confirmed the object's writes and the node's lease view
+ *  holds, then hands it to dobj__held_deliver; 0: deliver now. */
+int dobj__cluster_defer(dobj_task *t);
+/** The same for WebSocket output held by the step (websocket.c). */
+int dobj__cluster_defer_ws(dobj_obj *obj, struct dobj__ws_held *h);
+/** Deliver a held result: code < 0 replaces a success by that error;
+ *  DOBJ_OK applies the failed-commit rule (a result of an object whose
+ *  commit failed becomes its error); 1 delivers it as it is (rt.c). */
+void dobj__held_deliver(dobj_task *t, int code, const char *message);
+/** Send (ok) or drop WebSocket output the cluster kept (websocket.c). */
+void dobj__ws_held_release(struct dobj__ws_held *h, int ok);
 /** The incarnation goes away (eviction, reset): release the object. */
 void dobj__cluster_release(dobj_obj *obj);
 /** dobj_rt_clear: closing (objects are released together), then leave. */
@@ -186,6 +197,21 @@ void dobj__fd_clear(dobj_rt *rt, int disarm);
 int dobj__wait_for_timer(dobj_rt *rt);
 /** Fire every timer that is due; returns how many fired. */
 size_t dobj__fire_timers(dobj_rt *rt);
+
+/* Wakes from other threads (loop.c): a thread of the core (the cluster's
+ * PostgreSQL workers) that has news for the runtime posts; the runtime's fd
+ * becomes readable at once, and the runtime's thread runs every source's
+ * drain function at the start of its next pump (dobj_rt_process), run round
+ * or advance.  The fd is made when the first source is added. */
+typedef void (*dobj__drain_fn)(dobj_rt *rt, void *data);
+#define DOBJ__MAX_SOURCES 4
+/** Add a source (the runtime's thread). */
+int dobj__rt_source_add(dobj_rt *rt, dobj__drain_fn fn, void *data);
+/** Remove it (the runtime's thread; its threads must have stopped posting). */
+void dobj__rt_source_remove(dobj_rt *rt, dobj__drain_fn fn, void *data);
+/** Any thread: wake the runtime. */
+void dobj__rt_post(dobj_rt *rt);
+void dobj__rt_drain_slow(dobj_rt *rt);
 
 /** Release a value handed over by a call refused on another thread. */
 void dobj__release_now(dobj_rt *rt, void *v, void (*free_fn)(void *));
@@ -352,6 +378,11 @@ struct dobj_rt {
 	double fd_when;            /* deadline the fd is armed for (INFINITY: none) */
 	double hook_when;          /* deadline last reported to host.timer */
 	struct dobj__cluster *cluster; /* cluster mode (dobj_rt_cluster), or NULL */
+	/* posts from other threads (loop.c) */
+	pthread_mutex_t post_mu;   /* posted, and arming the fd while sources exist */
+	int posted;                /* under post_mu; read without it as a hint */
+	size_t nsources;
+	struct { dobj__drain_fn fn; void *data; } sources[DOBJ__MAX_SOURCES];
 	struct dobj__route *route;     /* calls between nodes (cluster_route.c), or NULL */
 	dobj_route_codec codec;        /* the binding's (dobj_rt_set_route_codec) */
 };
@@ -386,6 +417,13 @@ static inline void dobj__host_retain(dobj_rt *rt, void *v)
 static inline int dobj__class_data_is_host(const dobj_ns *ns)
 {
 	return !(ns->klass.flags & DOBJ_CLASS_NATIVE);
+}
+
+/** Run the drain functions when another thread posted (see loop.c). */
+static inline void dobj__rt_drain(dobj_rt *rt)
+{
+	if (rt->nsources && __atomic_load_n(&rt->posted, __ATOMIC_ACQUIRE))
+		dobj__rt_drain_slow(rt);
 }
 
 /** Is the caller another thread than the runtime's owner? */

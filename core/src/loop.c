@@ -20,6 +20,8 @@
 
 /* ------------------------------------------------------------ host contract */
 
+static void fd_settime(dobj_rt *rt, const struct itimerspec *its);
+
 /* Arm the fd to become readable after `delay_ms` (<= 0: at once). */
 static void fd_arm(dobj_rt *rt, double delay_ms)
 {
@@ -39,7 +41,7 @@ static void fd_arm(dobj_rt *rt, double delay_ms)
 		if (its.it_value.tv_sec == 0 && its.it_value.tv_nsec == 0)
 			its.it_value.tv_nsec = 1;
 	}
-	timerfd_settime(rt->fd, 0, &its, NULL);
+	fd_settime(rt, &its);
 	/* The network thread of a cluster node wakes the runtime by arming the
 	 * fd too: what it armed before this call must not be lost. */
 	if (rt->route && delay_ms > 0 && dobj__route_wanted(rt)) {
@@ -51,6 +53,90 @@ static void fd_arm(dobj_rt *rt, double delay_ms)
 	(void)rt;
 	(void)delay_ms;
 #endif
+}
+
+#ifdef __linux__
+/* Set the timerfd from the runtime's thread.  While another thread may post
+ * (dobj__rt_post), the setting and the post are serialised: a post that came
+ * first is not overwritten by a later deadline or a disarm. */
+static void fd_settime(dobj_rt *rt, const struct itimerspec *its)
+{
+	struct itimerspec now;
+
+	if (!rt->nsources) {
+		timerfd_settime(rt->fd, 0, its, NULL);
+		return;
+	}
+	pthread_mutex_lock(&rt->post_mu);
+	if (rt->posted) {
+		memset(&now, 0, sizeof(now));
+		now.it_value.tv_nsec = 1;
+		its = &now;
+	}
+	timerfd_settime(rt->fd, 0, its, NULL);
+	pthread_mutex_unlock(&rt->post_mu);
+}
+#endif
+
+void dobj__rt_post(dobj_rt *rt)
+{
+	pthread_mutex_lock(&rt->post_mu);
+	if (!rt->posted) {
+		__atomic_store_n(&rt->posted, 1, __ATOMIC_RELEASE);
+#ifdef __linux__
+		if (rt->fd >= 0) {
+			struct itimerspec now;
+			memset(&now, 0, sizeof(now));
+			now.it_value.tv_nsec = 1;
+			timerfd_settime(rt->fd, 0, &now, NULL);
+		}
+#endif
+	}
+	pthread_mutex_unlock(&rt->post_mu);
+}
+
+void dobj__rt_drain_slow(dobj_rt *rt)
+{
+	unsigned pumping = rt->pumping;
+	size_t i;
+
+	pthread_mutex_lock(&rt->post_mu);
+	__atomic_store_n(&rt->posted, 0, __ATOMIC_RELEASE);
+	pthread_mutex_unlock(&rt->post_mu);
+	/* What a drain wakes runs in the pump that follows: no signal. */
+	rt->pumping = 1;
+	for (i = 0; i < rt->nsources; i++)
+		rt->sources[i].fn(rt, rt->sources[i].data);
+	rt->pumping = pumping;
+}
+
+int dobj__rt_source_add(dobj_rt *rt, dobj__drain_fn fn, void *data)
+{
+	int rc;
+
+	if (rt->nsources == DOBJ__MAX_SOURCES)
+		return dobj_error_set(DOBJ_ESTATE, "too many event sources on one runtime");
+	if ((rc = dobj_rt_fd(rt)) < 0)
+		return rc;
+	pthread_mutex_lock(&rt->post_mu);
+	rt->sources[rt->nsources].fn = fn;
+	rt->sources[rt->nsources].data = data;
+	rt->nsources++;
+	pthread_mutex_unlock(&rt->post_mu);
+	return DOBJ_OK;
+}
+
+void dobj__rt_source_remove(dobj_rt *rt, dobj__drain_fn fn, void *data)
+{
+	size_t i;
+
+	pthread_mutex_lock(&rt->post_mu);
+	for (i = 0; i < rt->nsources; i++)
+		if (rt->sources[i].fn == fn && rt->sources[i].data == data) {
+			rt->sources[i] = rt->sources[--rt->nsources];
+			break;
+		}
+	pthread_mutex_unlock(&rt->post_mu);
 }
 
 /* Make the fd unreadable and forget what it was armed for. */
@@ -73,7 +159,7 @@ void dobj__fd_clear(dobj_rt *rt, int disarm)
 		{
 			struct itimerspec off;
 			memset(&off, 0, sizeof(off));
-			timerfd_settime(rt->fd, 0, &off, NULL);
+			fd_settime(rt, &off);
 			if (rt->route && dobj__route_wanted(rt)) {
 				off.it_value.tv_nsec = 1; /* see fd_arm */
 				timerfd_settime(rt->fd, 0, &off, NULL);

@@ -502,12 +502,31 @@ static void deliver(dobj_task *t)
 	}
 }
 
+void dobj__held_deliver(dobj_task *t, int code, const char *message)
+{
+	dobj_rt *rt = t->rt;
+
+	t->dnext = NULL;
+	t->held = 0;
+	if (t->code == DOBJ_OK && (code < 0 ||
+	    (code == DOBJ_OK && t->obj && t->obj->dead && t->obj->commit_failed))) {
+		drop_value(rt, t->result, t->result_free);
+		t->result = NULL;
+		t->code = code < 0 ? code : t->obj->code;
+		free(t->message);
+		t->message = strdup(code < 0 ? (message ? message : "")
+			: (t->obj->message ? t->obj->message : ""));
+	}
+	deliver(t);
+	task_unref(t);
+}
+
 /* Commit what the step wrote, then deliver what it finished.  A failed
- * commit aborted the object: its held results become that error. */
+ * commit aborted the object: its held results become that error.  In
+ * cluster mode, the results of an object whose writes PostgreSQL has not
+ * confirmed yet wait for the confirmation (cluster_commit.c). */
 static void end_step(dobj_rt *rt)
 {
-	if (rt->cluster)
-		dobj__cluster_gate(rt);
 	dobj__storage_commit_dirty(rt);
 	if (rt->ws_held)
 		dobj__ws_flush(rt);
@@ -517,16 +536,9 @@ static void end_step(dobj_rt *rt)
 		if (!rt->held_head)
 			rt->held_tail = NULL;
 		t->dnext = NULL;
-		t->held = 0;
-		if (t->obj && t->obj->dead && t->code == DOBJ_OK && t->obj->commit_failed) {
-			drop_value(rt, t->result, t->result_free);
-			t->result = NULL;
-			t->code = t->obj->code;
-			free(t->message);
-			t->message = strdup(t->obj->message ? t->obj->message : "");
-		}
-		deliver(t);
-		task_unref(t);
+		if (rt->cluster && dobj__cluster_defer(t))
+			continue;
+		dobj__held_deliver(t, DOBJ_OK, NULL);
 	}
 }
 
@@ -610,7 +622,7 @@ int dobj_task_wait(dobj_task *waiter, dobj_task *t)
 		return dobj_error_set(DOBJ_EARG, "a task cannot wait for itself");
 	if (waiter->done)
 		return DOBJ_OK;
-	if (t->done) {
+	if (t->done && !t->held) {
 		enqueue(waiter);
 		return DOBJ_OK;
 	}
@@ -639,7 +651,8 @@ dobj_obj *dobj_task_obj(const dobj_task *t) { return t->obj; }
 int dobj_task_depth(const dobj_task *t) { return t->depth; }
 void *dobj_task_request(const dobj_task *t) { return t->request; }
 void *dobj_task_host(const dobj_task *t) { return t->host; }
-int dobj_task_done(const dobj_task *t) { return t->done; }
+/* A result held at the output gate is not there yet for anyone. */
+int dobj_task_done(const dobj_task *t) { return t->done && !t->held; }
 
 void dobj_task_set_host(dobj_task *t, void *host)
 {
@@ -649,13 +662,15 @@ void dobj_task_set_host(dobj_task *t, void *host)
 
 int dobj_task_result(const dobj_task *t, void **result, const char **message, void **error)
 {
+	int done = dobj_task_done(t);
+
 	if (result)
-		*result = t->done ? t->result : NULL;
+		*result = done ? t->result : NULL;
 	if (message)
-		*message = t->done && t->code ? t->message : NULL;
+		*message = done && t->code ? t->message : NULL;
 	if (error)
-		*error = t->done ? t->error : NULL;
-	if (!t->done)
+		*error = done ? t->error : NULL;
+	if (!done)
 		return DOBJ_PENDING;
 	return t->code;
 }
@@ -1027,6 +1042,7 @@ size_t dobj_rt_pump(dobj_rt *rt)
 		return 0;
 	}
 	rt->refs++;
+	dobj__rt_drain(rt);
 	if (rt->nheap)
 		dobj__fire_timers(rt);
 	rt->pumping = 1;
@@ -1097,6 +1113,7 @@ int dobj_rt_run(dobj_rt *rt, int (*until)(void *arg), void *arg)
 		dobj_task *t;
 		size_t n;
 
+		dobj__rt_drain(rt);
 		if (until && until(arg))
 			break;
 		if (rt->ready_head) {
@@ -1179,6 +1196,7 @@ int dobj_rt_new(dobj_rt **out, const dobj_rt_opts *opts)
 		rt->virtual_now = rt->now_ms ? rt->now_ms(rt->clock_data) : 0;
 		rt->wall_base = dobj__wall_ms(rt) - rt->virtual_now;
 	}
+	pthread_mutex_init(&rt->post_mu, NULL);
 	*out = rt;
 	return DOBJ_OK;
 }
@@ -1196,6 +1214,7 @@ static void rt_unref(dobj_rt *rt)
 	free(rt->storage_dir);
 	free(rt->heap);
 	free(rt->trash);
+	pthread_mutex_destroy(&rt->post_mu);
 	free(rt);
 }
 

@@ -66,6 +66,7 @@ struct dobj_server {
 	int evfd;           /* readable: work queued for dobj_server_process */
 	int woken;          /* evfd written since it was last read */
 	int processing;     /* inside dobj_server_process */
+	int wake_after;     /* a wake asked for inside dobj_server_process */
 	req **pending;      /* complete requests of this MHD_run, for the host */
 	size_t npending, cap_pending;
 	req **slots;        /* dispatched requests by id - 1 */
@@ -110,8 +111,15 @@ void dobj__server_wake(dobj_server *s)
 {
 	uint64_t one = 1;
 
-	if (s->woken || s->processing)
-		return; /* the end of dobj_server_process looks again */
+	if (s->processing) {
+		/* Written at its end: libmicrohttpd's work for this (a closed
+		 * upgrade) is in a run after the current one, and its timeout
+		 * does not say so. */
+		s->wake_after = 1;
+		return;
+	}
+	if (s->woken)
+		return;
 	s->woken = 1;
 	if (write(s->evfd, &one, sizeof(one)) < 0 && errno != EAGAIN)
 		s->woken = 0;
@@ -607,8 +615,10 @@ int dobj_server_process(dobj_server *s)
 	/* libmicrohttpd has work it does in its next run without a socket
 	 * event (a connection's next step): the fd says so, so that a host
 	 * whose loop only watches the fd needs no timer for it. */
-	if (s->resumed || (MHD_get_timeout(s->d, &ms) == MHD_YES && ms == 0))
+	if (s->wake_after || s->resumed || (MHD_get_timeout(s->d, &ms) == MHD_YES && ms == 0)) {
+		s->wake_after = 0;
 		dobj__server_wake(s);
+	}
 	return rc;
 }
 

@@ -432,12 +432,19 @@ void dobj__ws_flush(dobj_rt *rt)
 		rt->ws_held = h->next;
 		if (!rt->ws_held)
 			rt->ws_held_tail = NULL;
-		if (!(h->obj && h->obj->dead && h->obj->commit_failed) && !h->c->detached)
-			output_now(h->c, h->close, h->text_or_code, h->data, h->len);
-		dobj__obj_unref(h->obj);
-		conn_unref(h->c);
-		free(h);
+		if (h->obj && rt->cluster && dobj__cluster_defer_ws(h->obj, h))
+			continue; /* sent once PostgreSQL confirmed the object's writes */
+		dobj__ws_held_release(h, !(h->obj && h->obj->dead && h->obj->commit_failed));
 	}
+}
+
+void dobj__ws_held_release(struct dobj__ws_held *h, int ok)
+{
+	if (ok && !h->c->detached)
+		output_now(h->c, h->close, h->text_or_code, h->data, h->len);
+	dobj__obj_unref(h->obj);
+	conn_unref(h->c);
+	free(h);
 }
 
 /* Hand one frame to the host, or keep it until the host attaches. */

@@ -13,7 +13,7 @@ import pytest
 
 import dobj
 import dobj.cluster
-from pg_util import PgServer, available
+from pg_util import TOOL_ENV, PgServer, available
 
 pytestmark = pytest.mark.skipif(not available(), reason="PostgreSQL (Debian: postgresql) not installed")
 
@@ -30,6 +30,9 @@ class Counter(dobj.DurableObject):
         v = (self.ctx.storage.get("n") or 0) + n
         self.ctx.storage.put("n", v)
         return v
+
+    async def get(self):
+        return self.ctx.storage.get("n") or 0
 
     async def table(self):
         # A schema change travels as pages, like any other write.
@@ -81,6 +84,46 @@ async def test_another_node_restores_every_acknowledged_write(pg, tmp_path):
     stub = ns.get_by_name("restore")
     assert await stub.add(10) == 13
     assert await stub.table() == ["row", "row"]
+    rt.close()
+
+
+class RowLock:
+    """The owner row of an object locked FOR UPDATE from psql until release():
+    the node's appends for it (which lock it FOR SHARE) wait meanwhile."""
+
+    def __init__(self, pg, object_id):
+        self.proc = subprocess.Popen(["psql", "-XAtq", "-v", "ON_ERROR_STOP=1", pg.url],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                     env=TOOL_ENV)
+        self.proc.stdin.write("BEGIN;\nSELECT 'locked' FROM dobj_owner "
+                              f"WHERE object_id = '\\x{object_id}'::bytea FOR UPDATE;\n")
+        self.proc.stdin.flush()
+        assert self.proc.stdout.readline().strip() == "locked"
+
+    def release(self):
+        if self.proc.poll() is None:
+            self.proc.stdin.write("COMMIT;\n")
+            self.proc.stdin.close()
+            self.proc.wait(timeout=30)
+            self.proc.stdout.close()
+
+
+async def test_a_slow_commit_does_not_delay_another_objects_reads(pg, tmp_path):
+    import asyncio
+    rt, ns = node(pg, tmp_path, "a")
+    slow, fast = ns.get_by_name("slow-commit"), ns.get_by_name("fast-read")
+    assert await slow.add() == 1 and await fast.add() == 1
+    lock = RowLock(pg, ns.id_from_name("slow-commit").to_string())
+    try:
+        # slow's step runs and commits locally; its append waits for the lock
+        # on the node's committer thread, and its result waits for the append.
+        pending = asyncio.ensure_future(slow.add())
+        assert await fast.get() == 1
+        assert not pending.done()
+        lock.release()
+        assert await pending == 2
+    finally:
+        lock.release()
     rt.close()
 
 

@@ -66,7 +66,10 @@ static const char *message_bytes(PyObject *msg, Py_ssize_t *len, int *text, Py_b
 	return view->buf;
 }
 
-static PyObject *WebSocket_send(WebSocketObject *self, PyObject *msg)
+/* A message (str or bytes) handed to the core: sent by the object (send)
+ * or arriving from the client (receive, for hosts that carry WebSockets). */
+static PyObject *pass_message(WebSocketObject *self, PyObject *msg,
+	int (*to_core)(dobj_ws *, const void *, size_t, int))
 {
 	module_state *st = ws_state((PyObject *)self);
 	Py_buffer view;
@@ -76,12 +79,17 @@ static PyObject *WebSocket_send(WebSocketObject *self, PyObject *msg)
 
 	if (!st || !(data = message_bytes(msg, &len, &text, &view)))
 		return NULL;
-	rc = dobj_ws_send(self->ws, data, (size_t)len, text);
+	rc = to_core(self->ws, data, (size_t)len, text);
 	if (view.obj)
 		PyBuffer_Release(&view);
 	if (rc < 0)
 		return ws_error(st, rc);
 	Py_RETURN_NONE;
+}
+
+static PyObject *WebSocket_send(WebSocketObject *self, PyObject *msg)
+{
+	return pass_message(self, msg, dobj_ws_send);
 }
 
 static PyObject *WebSocket_close(WebSocketObject *self, PyObject *args, PyObject *kw)
@@ -270,20 +278,7 @@ static PyObject *WebSocket_detach(WebSocketObject *self, PyObject *unused)
 
 static PyObject *WebSocket_receive(WebSocketObject *self, PyObject *msg)
 {
-	module_state *st = ws_state((PyObject *)self);
-	Py_buffer view;
-	Py_ssize_t len;
-	int text, rc;
-	const char *data;
-
-	if (!st || !(data = message_bytes(msg, &len, &text, &view)))
-		return NULL;
-	rc = dobj_ws_receive(self->ws, data, (size_t)len, text);
-	if (view.obj)
-		PyBuffer_Release(&view);
-	if (rc < 0)
-		return ws_error(st, rc);
-	Py_RETURN_NONE;
+	return pass_message(self, msg, dobj_ws_receive);
 }
 
 static PyObject *WebSocket_peer_close(WebSocketObject *self, PyObject *args)

@@ -20,8 +20,15 @@
  * - releases the object on eviction, reset and close.
  *
  * Every PostgreSQL round trip is bounded (opts.timeout_ms): a database that
- * does not answer fails the operation, it never hangs the runtime.  The
- * round trips run on the runtime's thread (a commit waits for PostgreSQL).
+ * does not answer fails the operation, it never hangs the runtime.  Appends
+ * and lease renewals run on two threads of the node, each with its own
+ * connection: the runtime serves other objects while an append is out, and
+ * the committing object's results (and WebSocket output) wait until
+ * PostgreSQL confirmed and the node's lease view holds; the confirmation
+ * makes the runtime's fd (dobj_rt_fd, made by dobj_rt_cluster) readable.
+ * The committer appends everything queued in one transaction (group commit),
+ * each object's rows fenced by its own epoch.  Claims and restores on
+ * activation still run on the runtime's thread.
  */
 #ifndef DOBJ_CLUSTER_H
 #define DOBJ_CLUSTER_H

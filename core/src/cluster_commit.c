@@ -1,0 +1,931 @@
+/*
+ * The commit pipeline of a cluster node: every append to PostgreSQL runs on
+ * the node's committer thread, never on the runtime's.
+ *
+ * When a step that wrote ends, the runtime commits locally, captures the
+ * pages (cluster_wal.c) and hands them over with the object's epoch and
+ * next seq; it goes on serving every other object.  The step's results and
+ * WebSocket output wait in the append's hold (the output gate) until
+ * PostgreSQL confirmed it and the node's own lease view still holds; the
+ * confirmation reaches the runtime through its fd (dobj__rt_post), like any
+ * other event.  A refused (fenced) or failed append resets its object as a
+ * failed local commit does, and fails what waited on it.
+ *
+ * Group commit: the committer takes everything queued and appends it in one
+ * statement (one round trip, one transaction, one fsync of PostgreSQL's
+ * log).  Each row is fenced by its own object's epoch, with the owner row
+ * locked FOR SHARE; the statement returns which rows it accepted, so a
+ * fenced object fails alone and the others' rows commit.
+ *
+ * Order: one object's appends are accepted in seq order or not at all.
+ * Once one of an incarnation's appends failed, its later ones are failed
+ * without being sent (a gap in the log would rebuild a wrong file).
+ */
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cluster_int.h"
+
+/* A batch's bounds: PostgreSQL takes up to 1 GiB in one parameter. */
+#define BATCH_JOBS 1024
+#define BATCH_BYTES (64u << 20)
+
+/* Checkpoint the -wal file into the database once it holds this much. */
+#define WAL_CHECKPOINT_BYTES (4 << 20)
+
+enum { JOB_APPEND, JOB_RELEASE };
+
+/* Shared by an incarnation (its runtime-side state) and its jobs; under
+ * cl->mu. */
+struct dobj__cinc {
+	int refs;
+	int failed;     /* an append failed: later ones are not sent */
+};
+
+struct dobj__cjob {
+	dobj__cjob *next;
+	int kind;
+	/* the statement's inputs, copied: the committer touches nothing else */
+	char *ns;
+	size_t ns_len;
+	unsigned char id[32];
+	long long seq, epoch, node;
+	unsigned char *rec;
+	size_t len;
+	long long alarm;   /* the schedule after it: -1 unchanged, 0 none, else ns */
+	char *name;        /* the object's name for dobj_alarm (NULL: none) */
+	size_t name_len;
+	dobj__cinc *inc;
+	/* the outcome (the committer's, under mu) */
+	int rc;
+	char msg[400];
+	/* the runtime's thread only */
+	dobj_obj *obj;     /* a reference */
+	dobj__hold hold;
+};
+
+/* The committer reads the tokens under the lock while it runs; once it
+ * stopped (cl->threads 0), the runtime's thread is alone. */
+static void cinc_unref(struct dobj__cluster *cl, dobj__cinc *inc)
+{
+	int threads = cl && cl->threads;
+
+	if (!inc)
+		return;
+	if (threads)
+		pthread_mutex_lock(&cl->mu);
+	if (--inc->refs == 0)
+		free(inc);
+	if (threads)
+		pthread_mutex_unlock(&cl->mu);
+}
+
+static void job_free(struct dobj__cluster *cl, dobj__cjob *j)
+{
+	cinc_unref(cl, j->inc);
+	free(j->ns);
+	free(j->rec);
+	free(j->name);
+	free(j);
+}
+
+/* ------------------------------------------------------------------ holds */
+
+static void hold_task(dobj__hold *h, dobj_task *t)
+{
+	t->dnext = NULL;
+	if (h->tail)
+		h->tail->dnext = t;
+	else
+		h->head = t;
+	h->tail = t;
+}
+
+static int hold_ws(dobj__hold *h, struct dobj__ws_held *w)
+{
+	if (h->nws == h->capws) {
+		size_t cap = h->capws ? 2 * h->capws : 4;
+		struct dobj__ws_held **n = realloc(h->ws, cap * sizeof(*n));
+		if (!n)
+			return 0;
+		h->ws = n;
+		h->capws = cap;
+	}
+	h->ws[h->nws++] = w;
+	return 1;
+}
+
+/* Move everything of `from` to the end of `to`. */
+static void hold_move(dobj__hold *to, dobj__hold *from)
+{
+	size_t i;
+
+	if (from->head) {
+		if (to->tail)
+			to->tail->dnext = from->head;
+		else
+			to->head = from->head;
+		to->tail = from->tail;
+	}
+	from->head = from->tail = NULL;
+	for (i = 0; i < from->nws; i++)
+		if (!hold_ws(to, from->ws[i]))
+			dobj__ws_held_release(from->ws[i], 0);
+	from->nws = 0;
+}
+
+/* Deliver (code 1: as they are) or fail (code < 0) what a hold kept. */
+static void hold_release(dobj__hold *h, int code, const char *message)
+{
+	while (h->head) {
+		dobj_task *t = h->head;
+		h->head = t->dnext;
+		if (!h->head)
+			h->tail = NULL;
+		dobj__held_deliver(t, code, message);
+	}
+	for (size_t i = 0; i < h->nws; i++)
+		dobj__ws_held_release(h->ws[i], code > 0);
+	free(h->ws);
+	h->ws = NULL;
+	h->nws = h->capws = 0;
+}
+
+static int hold_empty(const dobj__hold *h)
+{
+	return !h->head && !h->nws;
+}
+
+/* ---------------------------------------------------- the runtime's side */
+
+static void watch_fired(void *data, int fired);
+
+/* While appends are out or results wait for the lease, a strong timer keeps
+ * dobj_rt_run waiting (the confirmation itself comes through the fd). */
+static void watch_update(struct dobj__cluster *cl)
+{
+	int busy = cl->jobs_out > 0 || !hold_empty(&cl->gate);
+
+	if (busy && !cl->watch && !cl->rt->closing)
+		dobj__timer(cl->rt, cl->pg.timeout_ms * 2 + cl->ttl_ms, watch_fired, cl, 0, &cl->watch);
+	else if (!busy && cl->watch) {
+		dobj_timer *tm = cl->watch;
+		cl->watch = NULL;
+		dobj_timer_cancel(cl->rt, tm);
+	}
+}
+
+static void watch_fired(void *data, int fired)
+{
+	struct dobj__cluster *cl = data;
+
+	cl->watch = NULL;
+	if (fired)
+		watch_update(cl);
+}
+
+static void mono_deadline(struct timespec *ts, double ms);
+static void lease_update(dobj_rt *rt, struct dobj__cluster *cl);
+
+void dobj__lease_sync(struct dobj__cluster *cl)
+{
+	struct timespec until;
+	unsigned long gen;
+
+	if (!cl->threads)
+		return;
+	mono_deadline(&until, cl->pg.timeout_ms * 3);
+	pthread_mutex_lock(&cl->mu);
+	gen = cl->l_gen;
+	cl->renew_now = 1;
+	pthread_cond_signal(&cl->lwake);
+	while (cl->l_gen == gen && pthread_cond_timedwait(&cl->idle, &cl->mu, &until) != ETIMEDOUT)
+		;
+	pthread_mutex_unlock(&cl->mu);
+	lease_update(cl->rt, cl);
+}
+
+void dobj__lease_kick(struct dobj__cluster *cl)
+{
+	pthread_mutex_lock(&cl->mu);
+	cl->renew_now = 1;
+	pthread_cond_signal(&cl->lwake);
+	pthread_mutex_unlock(&cl->mu);
+}
+
+/* Results wait for a renewal of the lease (the view lapsed). */
+static void gate(struct dobj__cluster *cl, dobj__hold *from, dobj_task *t)
+{
+	int first = hold_empty(&cl->gate);
+
+	if (from)
+		hold_move(&cl->gate, from);
+	if (t)
+		hold_task(&cl->gate, t);
+	if (first) {
+		pthread_mutex_lock(&cl->mu);
+		cl->gate_gen = cl->l_gen;
+		cl->renew_now = 1;
+		pthread_cond_signal(&cl->lwake);
+		pthread_mutex_unlock(&cl->mu);
+	}
+	watch_update(cl);
+}
+
+static int lease_holds(const struct dobj__cluster *cl)
+{
+	return dobj__boot_ms() < cl->lease_view;
+}
+
+int dobj__cluster_defer(dobj_task *t)
+{
+	struct dobj__cluster *cl = t->rt->cluster;
+	dobj_obj *obj = t->obj;
+
+	if (!obj || !obj->cluster)
+		return 0;
+	if (obj->cluster->last) {
+		hold_task(&obj->cluster->last->hold, t);
+		return 1;
+	}
+	if (lease_holds(cl) && hold_empty(&cl->gate))
+		return 0;
+	gate(cl, NULL, t);
+	return 1;
+}
+
+int dobj__cluster_defer_ws(dobj_obj *obj, struct dobj__ws_held *h)
+{
+	struct dobj__cluster *cl = obj->ns->rt->cluster;
+	dobj__hold one = { 0 };
+
+	if (!obj->cluster || obj->dead)
+		return 0;
+	if (obj->cluster->last)
+		return hold_ws(&obj->cluster->last->hold, h);
+	if (lease_holds(cl) && hold_empty(&cl->gate))
+		return 0;
+	if (!hold_ws(&one, h))
+		return 0;
+	gate(cl, &one, NULL);
+	free(one.ws);
+	return 1;
+}
+
+static void queue(struct dobj__cluster *cl, dobj__cjob *j)
+{
+	pthread_mutex_lock(&cl->mu);
+	j->next = NULL;
+	if (cl->q_tail)
+		cl->q_tail->next = j;
+	else
+		cl->q_head = j;
+	cl->q_tail = j;
+	pthread_cond_signal(&cl->cwake);
+	pthread_mutex_unlock(&cl->mu);
+}
+
+int dobj__cluster_commit(dobj_obj *obj, void *db, int64_t alarm)
+{
+	struct dobj__cluster *cl = obj->ns->rt->cluster;
+	struct dobj__cluster_obj *co = obj->cluster;
+	unsigned char *rec = NULL;
+	dobj__cjob *j;
+	size_t len;
+	long long end;
+	unsigned salt;
+	char *wal;
+	int rc;
+
+	if (!cl || !co)
+		return DOBJ_OK;
+	if (!cl->threads)
+		return dobj_error_set(DOBJ_ECLOSED, "cluster: the node is closing; the write was not "
+			"acknowledged");
+	if (!(wal = dobj__cluster_path(obj, "-wal")))
+		return DOBJ_ENOMEM;
+	salt = co->salt;
+	rc = dobj__wal_capture(wal, co->wal_off, &salt, &rec, &len, &end);
+	free(wal);
+	if (rc < 0 || len == 0)
+		return rc; /* a step that only read: no round trip */
+	if (len > 0x3fffffff) {
+		free(rec);
+		return dobj_error_set(DOBJ_ERROR, "cluster: one commit changed more than 1 GiB");
+	}
+	if (!co->inc) {
+		if (!(co->inc = calloc(1, sizeof(*co->inc)))) {
+			free(rec);
+			return dobj_error_set(DOBJ_ENOMEM, "out of memory");
+		}
+		co->inc->refs = 1;
+	}
+	j = calloc(1, sizeof(*j));
+	if (!j || !(j->ns = dobj__strndup(obj->ns->unique_key, obj->ns->unique_key_len)) ||
+	    (obj->name && !(j->name = dobj__strndup(obj->name, obj->name_len)))) {
+		if (j)
+			job_free(cl, j);
+		free(rec);
+		return dobj_error_set(DOBJ_ENOMEM, "out of memory");
+	}
+	j->kind = JOB_APPEND;
+	j->ns_len = obj->ns->unique_key_len;
+	memcpy(j->id, obj->id.bytes, 32);
+	j->seq = ++co->seq;
+	j->epoch = co->epoch;
+	j->node = cl->node_id;
+	j->rec = rec;
+	j->len = len;
+	j->alarm = alarm == co->alarm ? -1 : (long long)alarm;
+	j->name_len = obj->name_len;
+	pthread_mutex_lock(&cl->mu);
+	co->inc->refs++;
+	pthread_mutex_unlock(&cl->mu);
+	j->inc = co->inc;
+	j->obj = obj;
+	obj->refs++;
+	/* The next capture starts where this one ended (the pages are copied:
+	 * the file may be checkpointed at once). */
+	co->alarm = alarm;
+	co->wal_off = end;
+	co->salt = salt;
+	co->last = j;
+	if (end >= WAL_CHECKPOINT_BYTES &&
+	    sqlite3_exec(db, "PRAGMA wal_checkpoint(TRUNCATE)", NULL, NULL, NULL) == SQLITE_OK)
+		co->wal_off = 0;
+	cl->jobs_out++;
+	queue(cl, j);
+	watch_update(cl);
+	return DOBJ_OK;
+}
+
+void dobj__cluster_queue_release(struct dobj__cluster *cl, dobj_obj *obj,
+	struct dobj__cluster_obj *co)
+{
+	dobj__cjob *j = NULL;
+
+	if (cl && cl->threads && !cl->closing && (j = calloc(1, sizeof(*j))) &&
+	    (j->ns = dobj__strndup(obj->ns->unique_key, obj->ns->unique_key_len))) {
+		j->kind = JOB_RELEASE;
+		j->ns_len = obj->ns->unique_key_len;
+		memcpy(j->id, obj->id.bytes, 32);
+		j->epoch = co->epoch;
+		j->node = cl->node_id;
+		queue(cl, j);
+	} else if (j) {
+		job_free(cl, j);
+	}
+	cinc_unref(cl, co->inc);
+	free(co);
+}
+
+/* An append came back: deliver or fail what waited on it. */
+static void finish_job(struct dobj__cluster *cl, dobj__cjob *j)
+{
+	dobj_obj *obj = j->obj;
+
+	cl->jobs_out--;
+	if (obj->cluster && obj->cluster->last == j)
+		obj->cluster->last = NULL;
+	if (j->rc >= 0 && j->node != cl->node_id) {
+		/* Confirmed, but this node lost its lease since: another node may
+		 * serve the object now, so nothing of the old node's is released. */
+		j->rc = DOBJ_EABORTED;
+		snprintf(j->msg, sizeof(j->msg), "cluster: this node's lease lapsed before the write "
+			"was acknowledged; another node may own the object now");
+	}
+	if (j->rc < 0) {
+		char msg[600];
+		snprintf(msg, sizeof(msg), "storage commit failed, the object was reset: %s", j->msg);
+		if (!obj->dead && obj->cluster && obj->cluster->epoch == j->epoch)
+			dobj__abort(obj, DOBJ_EABORTED, msg);
+		hold_release(&j->hold, DOBJ_EABORTED, msg);
+	} else if (lease_holds(cl) && hold_empty(&cl->gate)) {
+		hold_release(&j->hold, 1, NULL);
+	} else {
+		gate(cl, &j->hold, NULL);
+		free(j->hold.ws);
+	}
+	dobj__obj_unref(obj);
+	job_free(cl, j);
+}
+
+/* What the lease keeper learnt: a lost lease resets the node's objects;
+ * results waiting for the lease go when it holds again. */
+static void lease_update(dobj_rt *rt, struct dobj__cluster *cl)
+{
+	unsigned long gen;
+	int ok, lost;
+	long long node;
+	double view;
+
+	char err[300];
+
+	pthread_mutex_lock(&cl->mu);
+	gen = cl->l_gen;
+	ok = cl->l_ok;
+	lost = cl->l_lost;
+	cl->l_lost = 0;
+	node = cl->l_node;
+	view = cl->l_view;
+	snprintf(err, sizeof(err), "%s", cl->l_err);
+	pthread_mutex_unlock(&cl->mu);
+
+	if (ok)
+		cl->unrenewed_logged = 0;
+	if (lost) {
+		const char *why = "cluster: this node's lease lapsed and another node may own the "
+			"object now; the object was reset";
+		long long old = cl->node_id;
+		cl->node_id = node;
+		cl->lease_view = view;
+		dobj__cluster_abort_all(rt, why);
+		hold_release(&cl->gate, DOBJ_EABORTED, why);
+		if (node)
+			dobj__cluster_log(rt, old, "cluster: node %lld lost its lease (the process was paused "
+				"or cut off past it); its objects were reset, and it joined again as node %lld",
+				old, node);
+		else
+			dobj__cluster_log(rt, old, "cluster: node %lld lost its lease (the process was paused "
+				"or cut off past it); its objects were reset; joining again failed: %s", old, err);
+	} else if (node != cl->node_id) {
+		/* Joined again after a refusal it could not join right after. */
+		cl->node_id = node;
+		cl->lease_view = view;
+	} else if (view > cl->lease_view) {
+		cl->lease_view = view;
+	}
+	if (!hold_empty(&cl->gate)) {
+		if (lease_holds(cl)) {
+			hold_release(&cl->gate, 1, NULL);
+		} else if (gen != cl->gate_gen && !ok) {
+			char msg[600];
+			snprintf(msg, sizeof(msg), "cluster: this node could not renew its lease, so it "
+				"cannot tell whether another node owns the object; the object was reset (%s)",
+				err);
+			if (!cl->unrenewed_logged) /* once until a renewal succeeds */
+				dobj__cluster_log(rt, cl->node_id, "cluster: node %lld could not renew its lease "
+					"in time; its objects were reset (%s)", cl->node_id, err);
+			cl->unrenewed_logged = 1;
+			dobj__cluster_abort_all(rt, msg);
+			hold_release(&cl->gate, DOBJ_EABORTED, msg);
+		} else if (gen != cl->gate_gen) {
+			/* Renewed, but the view lapsed again already: once more. */
+			pthread_mutex_lock(&cl->mu);
+			cl->gate_gen = cl->l_gen;
+			cl->renew_now = 1;
+			pthread_cond_signal(&cl->lwake);
+			pthread_mutex_unlock(&cl->mu);
+		}
+	}
+}
+
+/* The runtime's thread, when a thread posted (dobj__rt_post). */
+static void drain(dobj_rt *rt, void *data)
+{
+	struct dobj__cluster *cl = data;
+	dobj__cjob *done, *j;
+	dobj__due *due;
+
+	pthread_mutex_lock(&cl->mu);
+	done = cl->d_head;
+	cl->d_head = cl->d_tail = NULL;
+	due = cl->due;
+	cl->due = NULL;
+	pthread_mutex_unlock(&cl->mu);
+	lease_update(rt, cl);
+	while ((j = done)) {
+		done = j->next;
+		finish_job(cl, j);
+	}
+	if (due)
+		dobj__due_track(rt, due);
+	watch_update(cl);
+}
+
+/* ------------------------------------------------------------ the committer */
+
+/* PostgreSQL's binary array format: ndim, has-null, element type, then
+ * (count, lower bound 1), then each element as (length, bytes). */
+typedef struct pgarr {
+	unsigned char *p;
+	size_t len, cap;
+	int oom;
+} pgarr;
+
+static void arr_put(pgarr *a, const void *data, size_t n)
+{
+	if (a->oom)
+		return;
+	if (a->len + n > a->cap) {
+		size_t cap = a->cap ? a->cap : 256;
+		unsigned char *p;
+		while (cap < a->len + n)
+			cap *= 2;
+		if (!(p = realloc(a->p, cap))) {
+			a->oom = 1;
+			return;
+		}
+		a->p = p;
+		a->cap = cap;
+	}
+	memcpy(a->p + a->len, data, n);
+	a->len += n;
+}
+
+static void arr_i32(pgarr *a, long v)
+{
+	unsigned char b[4] = { (unsigned char)(v >> 24), (unsigned char)(v >> 16),
+		(unsigned char)(v >> 8), (unsigned char)v };
+	arr_put(a, b, 4);
+}
+
+static void arr_begin(pgarr *a, unsigned oid, int n, int has_null)
+{
+	arr_i32(a, 1);
+	arr_i32(a, has_null);
+	arr_i32(a, (long)oid);
+	arr_i32(a, n);
+	arr_i32(a, 1);
+}
+
+static void arr_bytes(pgarr *a, const void *p, size_t n)
+{
+	if (!p) {
+		arr_i32(a, -1);
+		return;
+	}
+	arr_i32(a, (long)n);
+	arr_put(a, p, n);
+}
+
+static void arr_i64(pgarr *a, long long v)
+{
+	unsigned char b[8];
+	int i;
+
+	for (i = 0; i < 8; i++)
+		b[i] = (unsigned char)((unsigned long long)v >> (56 - 8 * i));
+	arr_i32(a, 8);
+	arr_put(a, b, 8);
+}
+
+#define OID_BYTEA 17
+#define OID_INT8 20
+#define OID_INT4 23
+#define OID_TEXT 25
+
+/* One statement for a whole batch: the rows whose object's owner row still
+ * names this node with the row's epoch (locked FOR SHARE: a takeover either
+ * commits first, and the row is refused, or waits) are appended, with the
+ * alarm schedule of the objects whose alarm changed; it returns the
+ * accepted rows' positions. */
+static const char append_sql[] =
+	"WITH i AS (SELECT * FROM unnest($1::text[], $2::bytea[], $3::int8[], $4::int8[], "
+	"  $5::bytea[], $6::int4[], $8::int8[], $9::bytea[]) "
+	"  AS u(ns, object_id, seq, epoch, frames, ord, alarm, name)), "
+	"ok AS (SELECT i.* FROM i JOIN dobj_owner o ON o.ns = i.ns AND o.object_id = i.object_id "
+	"  AND o.epoch = i.epoch AND o.node_id = $7::int8 FOR SHARE OF o), "
+	"w AS (INSERT INTO dobj_wal (ns, object_id, seq, epoch, frames) "
+	"  SELECT ns, object_id, seq, epoch, frames FROM ok ON CONFLICT DO NOTHING "
+	"  RETURNING ns, object_id, seq), "
+	"s AS (INSERT INTO dobj_alarm (ns, object_id, scheduled_at, name) "
+	"  SELECT ns, object_id, alarm, name FROM ok WHERE alarm > 0 "
+	"  ON CONFLICT (ns, object_id) DO UPDATE SET scheduled_at = excluded.scheduled_at, "
+	"  name = excluded.name), "
+	"d AS (DELETE FROM dobj_alarm a USING ok WHERE ok.alarm = 0 AND a.ns = ok.ns "
+	"  AND a.object_id = ok.object_id) "
+	"SELECT ok.ord FROM ok JOIN w ON w.ns = ok.ns AND w.object_id = ok.object_id "
+	"AND w.seq = ok.seq";
+
+static void job_fail(dobj__cjob *j, int rc, const char *msg)
+{
+	j->rc = rc < 0 ? rc : DOBJ_ERROR;
+	snprintf(j->msg, sizeof(j->msg), "%s", msg);
+}
+
+/* Append the batch (n jobs, all JOB_APPEND of one node) in one round trip;
+ * each job gets its verdict.  Without the lock: only the committer reads
+ * the jobs' inputs. */
+static void run_appends(struct dobj__cluster *cl, dobj__cjob **jobs, int n)
+{
+	pgarr a[8];
+	const char *v[9];
+	int lens[9], fmts[9], i, k, rc, *accepted = NULL;
+	char node[32];
+	PGresult *r = NULL;
+
+	memset(a, 0, sizeof(a));
+	arr_begin(&a[0], OID_TEXT, n, 0);
+	arr_begin(&a[1], OID_BYTEA, n, 0);
+	arr_begin(&a[2], OID_INT8, n, 0);
+	arr_begin(&a[3], OID_INT8, n, 0);
+	arr_begin(&a[4], OID_BYTEA, n, 0);
+	arr_begin(&a[5], OID_INT4, n, 0);
+	arr_begin(&a[6], OID_INT8, n, 0);
+	arr_begin(&a[7], OID_BYTEA, n, 1);
+	for (i = 0; i < n; i++) {
+		dobj__cjob *j = jobs[i];
+		long long alarm = j->alarm;
+		/* Only the last change of an object's schedule in the batch is
+		 * written (one statement cannot upsert one row twice). */
+		for (k = i + 1; k < n && alarm >= 0; k++)
+			if (jobs[k]->alarm >= 0 && jobs[k]->epoch == j->epoch &&
+			    !memcmp(jobs[k]->id, j->id, 32) && !strcmp(jobs[k]->ns, j->ns))
+				alarm = -1;
+		arr_bytes(&a[0], j->ns, j->ns_len);
+		arr_bytes(&a[1], j->id, 32);
+		arr_i64(&a[2], j->seq);
+		arr_i64(&a[3], j->epoch);
+		arr_bytes(&a[4], j->rec, j->len);
+		arr_i32(&a[5], 4);
+		arr_i32(&a[5], i);
+		arr_i64(&a[6], alarm);
+		arr_bytes(&a[7], j->name, j->name_len);
+	}
+	for (i = 0; i < 8; i++)
+		if (a[i].oom) {
+			for (k = 0; k < n; k++)
+				job_fail(jobs[k], DOBJ_ENOMEM, "out of memory");
+			goto done;
+		}
+	snprintf(node, sizeof(node), "%lld", jobs[0]->node);
+	for (i = 0; i < 9; i++) {
+		int at = i < 6 ? i : i == 6 ? -1 : i - 1;
+		v[i] = at < 0 ? node : (const char *)a[at].p;
+		lens[i] = at < 0 ? 0 : (int)a[at].len;
+		fmts[i] = at >= 0;
+	}
+	rc = dobj__pg_exec_prepared(&cl->cpg, 0, append_sql, 9, v, lens, fmts, 0, &r);
+	if (rc < 0) {
+		for (k = 0; k < n; k++)
+			job_fail(jobs[k], rc, dobj_error_last());
+		goto done;
+	}
+	if (!(accepted = calloc((size_t)n, sizeof(*accepted)))) {
+		for (k = 0; k < n; k++)
+			job_fail(jobs[k], DOBJ_ENOMEM, "out of memory");
+		goto done;
+	}
+	for (i = 0; i < PQntuples(r); i++) {
+		k = atoi(PQgetvalue(r, i, 0));
+		if (k >= 0 && k < n)
+			accepted[k] = 1;
+	}
+	for (k = 0; k < n; k++) {
+		char msg[200];
+		if (accepted[k]) {
+			jobs[k]->rc = DOBJ_OK;
+			continue;
+		}
+		snprintf(msg, sizeof(msg), "cluster: another node took the object over (fencing "
+			"epoch %lld is stale): the write was refused", jobs[k]->epoch);
+		job_fail(jobs[k], DOBJ_EABORTED, msg);
+	}
+done:
+	PQclear(r);
+	free(accepted);
+	for (i = 0; i < 8; i++)
+		free(a[i].p);
+}
+
+static void run_release(struct dobj__cluster *cl, dobj__cjob *j)
+{
+	char epoch[32], node[32];
+	const char *v[4] = { j->ns, (const char *)j->id, epoch, node };
+	int lens[4] = { (int)j->ns_len, 32, 0, 0 };
+	int fmts[4] = { 0, 1, 0, 0 };
+	PGresult *r;
+
+	/* Best effort, without reconnecting for it. */
+	if (!cl->cpg.conn)
+		return;
+	snprintf(epoch, sizeof(epoch), "%lld", j->epoch);
+	snprintf(node, sizeof(node), "%lld", j->node);
+	if (dobj__pg_exec_prepared(&cl->cpg, 1,
+		"UPDATE dobj_owner SET node_id = NULL "
+		"WHERE ns = $1 AND object_id = $2 AND epoch = $3 AND node_id = $4",
+		4, v, lens, fmts, 0, &r) == DOBJ_OK)
+		PQclear(r);
+}
+
+static void *commit_main(void *arg)
+{
+	struct dobj__cluster *cl = arg;
+	dobj__cjob *batch[BATCH_JOBS], *j, *release;
+	int n, i;
+	size_t bytes;
+
+	pthread_mutex_lock(&cl->mu);
+	for (;;) {
+		while (!cl->stop && !cl->q_head)
+			pthread_cond_wait(&cl->cwake, &cl->mu);
+		if (!cl->q_head)
+			break;
+		/* Everything queued, up to the bounds, in order; a release ends
+		 * the batch (it goes after the appends before it). */
+		n = 0;
+		bytes = 0;
+		release = NULL;
+		while ((j = cl->q_head) && n < BATCH_JOBS) {
+			if (j->kind == JOB_APPEND && n > 0 &&
+			    (bytes + j->len > BATCH_BYTES || j->node != batch[0]->node))
+				break;
+			cl->q_head = j->next;
+			if (!cl->q_head)
+				cl->q_tail = NULL;
+			j->next = NULL;
+			if (j->kind == JOB_RELEASE) {
+				release = j;
+				break;
+			}
+			if (j->inc->failed) {
+				/* An earlier append of this incarnation failed. */
+				job_fail(j, DOBJ_EABORTED, "cluster: an earlier write of this object was "
+					"not confirmed");
+				j->next = NULL;
+				if (cl->d_tail)
+					cl->d_tail->next = j;
+				else
+					cl->d_head = j;
+				cl->d_tail = j;
+				continue;
+			}
+			batch[n++] = j;
+			bytes += j->len;
+		}
+		cl->q_busy = (size_t)n + (release != NULL);
+		pthread_mutex_unlock(&cl->mu);
+		if (n > 0)
+			run_appends(cl, batch, n);
+		if (release)
+			run_release(cl, release);
+		pthread_mutex_lock(&cl->mu);
+		for (i = 0; i < n; i++) {
+			j = batch[i];
+			if (j->rc < 0)
+				j->inc->failed = 1;
+			if (cl->d_tail)
+				cl->d_tail->next = j;
+			else
+				cl->d_head = j;
+			cl->d_tail = j;
+		}
+		if (release)
+			job_free(cl, release); /* no token: takes no lock */
+		cl->q_busy = 0;
+		pthread_cond_broadcast(&cl->idle);
+		if (n > 0 || cl->d_head)
+			dobj__rt_post(cl->rt);
+	}
+	pthread_mutex_unlock(&cl->mu);
+	return NULL;
+}
+
+/* --------------------------------------------------------------- lifetime */
+
+static int cond_init(pthread_cond_t *c)
+{
+	pthread_condattr_t a;
+	int rc;
+
+	pthread_condattr_init(&a);
+	pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+	rc = pthread_cond_init(c, &a);
+	pthread_condattr_destroy(&a);
+	return rc;
+}
+
+int dobj__cluster_start(struct dobj__cluster *cl)
+{
+	sigset_t all, old;
+	int rc;
+
+	cl->cpg.timeout_ms = cl->lpg.timeout_ms = cl->pg.timeout_ms;
+	if (!(cl->cpg.url = dobj__strndup(cl->pg.url, strlen(cl->pg.url))) ||
+	    !(cl->lpg.url = dobj__strndup(cl->pg.url, strlen(cl->pg.url)))) {
+		free(cl->cpg.url);
+		return DOBJ_ENOMEM;
+	}
+	cl->l_node = cl->node_id;
+	cl->l_view = cl->lease_view;
+	cl->l_ok = 1;
+	pthread_mutex_init(&cl->mu, NULL);
+	cond_init(&cl->cwake);
+	cond_init(&cl->lwake);
+	cond_init(&cl->idle);
+	if ((rc = dobj__rt_source_add(cl->rt, drain, cl)) < 0)
+		goto fail;
+	/* The threads take no signal: a host that waits for SIGTERM on a
+	 * signalfd (dobj-lua dev) has it blocked on its own thread, and the
+	 * kernel would deliver it here, with its default action, instead. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	rc = pthread_create(&cl->cth, NULL, commit_main, cl);
+	if (rc == 0 && pthread_create(&cl->lth, NULL, dobj__lease_main, cl) != 0) {
+		pthread_mutex_lock(&cl->mu);
+		cl->stop = 1;
+		pthread_cond_signal(&cl->cwake);
+		pthread_mutex_unlock(&cl->mu);
+		pthread_join(cl->cth, NULL);
+		rc = -1;
+	}
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (rc != 0) {
+		dobj__rt_source_remove(cl->rt, drain, cl);
+		rc = dobj_error_set(DOBJ_ERROR, "cluster: cannot start a thread");
+		goto fail;
+	}
+	cl->threads = 1;
+	return DOBJ_OK;
+fail:
+	pthread_cond_destroy(&cl->cwake);
+	pthread_cond_destroy(&cl->lwake);
+	pthread_cond_destroy(&cl->idle);
+	pthread_mutex_destroy(&cl->mu);
+	free(cl->cpg.url);
+	free(cl->lpg.url);
+	cl->cpg.url = cl->lpg.url = NULL;
+	return rc;
+}
+
+static void mono_deadline(struct timespec *ts, double ms)
+{
+	clock_gettime(CLOCK_MONOTONIC, ts);
+	ts->tv_sec += (time_t)(ms / 1e3);
+	ts->tv_nsec += (long)fmod(ms, 1e3) * 1000000L;
+	if (ts->tv_nsec >= 1000000000L) {
+		ts->tv_sec++;
+		ts->tv_nsec -= 1000000000L;
+	}
+}
+
+void dobj__cluster_stop(struct dobj__cluster *cl)
+{
+	struct timespec until;
+	dobj__cjob *j;
+	dobj__due *d;
+
+	if (!cl->threads)
+		return;
+	/* What is queued gets one more round trip (each is bounded by the
+	 * timeout); then the threads stop. */
+	mono_deadline(&until, cl->pg.timeout_ms * 2 + 500);
+	pthread_mutex_lock(&cl->mu);
+	cl->flushing = 1;
+	pthread_cond_signal(&cl->cwake);
+	while ((cl->q_head || cl->q_busy) &&
+	       pthread_cond_timedwait(&cl->idle, &cl->mu, &until) != ETIMEDOUT)
+		;
+	cl->stop = 1;
+	pthread_cond_signal(&cl->cwake);
+	pthread_cond_signal(&cl->lwake);
+	pthread_mutex_unlock(&cl->mu);
+	pthread_join(cl->cth, NULL);
+	pthread_join(cl->lth, NULL);
+	cl->threads = 0;
+	dobj__rt_source_remove(cl->rt, drain, cl);
+	/* Whatever the committer did not send fails: never acknowledged. */
+	while ((j = cl->q_head)) {
+		cl->q_head = j->next;
+		if (j->kind == JOB_RELEASE) {
+			job_free(cl, j);
+			continue;
+		}
+		job_fail(j, DOBJ_ECLOSED, "cluster: the runtime closed before PostgreSQL confirmed "
+			"the write");
+		j->next = NULL;
+		if (cl->d_tail)
+			cl->d_tail->next = j;
+		else
+			cl->d_head = j;
+		cl->d_tail = j;
+	}
+	cl->q_tail = NULL;
+	drain(cl->rt, cl);
+	hold_release(&cl->gate, DOBJ_ECLOSED, "cluster: the runtime closed before this node's "
+		"lease was confirmed");
+	if (cl->watch) {
+		dobj_timer *tm = cl->watch;
+		cl->watch = NULL;
+		dobj_timer_cancel(cl->rt, tm);
+	}
+	while ((d = cl->due)) {
+		cl->due = d->next;
+		free(d);
+	}
+	dobj__pg_drop(&cl->cpg);
+	dobj__pg_drop(&cl->lpg);
+	free(cl->cpg.url);
+	free(cl->lpg.url);
+	cl->cpg.url = cl->lpg.url = NULL;
+	pthread_cond_destroy(&cl->cwake);
+	pthread_cond_destroy(&cl->lwake);
+	pthread_cond_destroy(&cl->idle);
+	pthread_mutex_destroy(&cl->mu);
+}

@@ -1,0 +1,188 @@
+/*
+ * The lease keeper of a cluster node: a thread with its own PostgreSQL
+ * connection that renews the node's lease every TTL/4 (at once when the
+ * runtime asks: its view lapsed and results wait), rejoins as a new node
+ * when the database refused (the lease lapsed: the node lost its objects),
+ * and looks for due alarms of objects no live node holds.  Nothing here
+ * waits behind the committer's appends, and the runtime's thread never
+ * waits for it: what it learns goes to the runtime through its fd and is
+ * acted on there (cluster_commit.c's drain).
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cluster_int.h"
+
+/* DOBJ_OK while the lease held, 1 when the database refused (it lapsed). */
+static int renew(dobj__pg *pg, long long node_id, double ttl_ms)
+{
+	char node[32], ttl[32];
+	const char *v[2] = { node, ttl };
+	PGresult *r;
+	int rc, n;
+
+	snprintf(node, sizeof(node), "%lld", node_id);
+	snprintf(ttl, sizeof(ttl), "%.3f", ttl_ms);
+	if ((rc = dobj__pg_exec_prepared(pg, 0,
+		"UPDATE dobj_node SET lease_until = now() + make_interval(secs => $2::float8 / 1000) "
+		"WHERE node_id = $1 AND status = 'live' AND lease_until > now()",
+		2, v, NULL, NULL, 0, &r)) < 0)
+		return rc;
+	n = atoi(PQcmdTuples(r));
+	PQclear(r);
+	return n == 1 ? DOBJ_OK : 1;
+}
+
+/*
+ * Due alarms of objects no live node holds (their node died, or they were
+ * evicted), in every namespace: the runtime keeps those of the namespaces
+ * it serves, so that some node activates the object and fires them.
+ * Alarms of objects active on a live node are that node's.
+ */
+static dobj__due *scan(dobj__pg *pg, double ttl_ms, double grace_ms)
+{
+	char grace[32], horizon[32];
+	const char *v[2] = { grace, horizon };
+	dobj__due *list = NULL, **tail = &list;
+	PGresult *r;
+	int i;
+
+	snprintf(grace, sizeof(grace), "%.3f", grace_ms);
+	snprintf(horizon, sizeof(horizon), "%.0f", ttl_ms * 1e6); /* ns */
+	if (dobj__pg_exec_prepared(pg, 1,
+		"SELECT a.object_id, a.scheduled_at, a.name, a.ns FROM dobj_alarm a "
+		"LEFT JOIN dobj_owner o ON o.ns = a.ns AND o.object_id = a.object_id "
+		"LEFT JOIN dobj_node n ON n.node_id = o.node_id "
+		"WHERE a.scheduled_at <= (extract(epoch FROM clock_timestamp()) * 1e9)::bigint "
+		"  + $2::bigint "
+		"AND (o.node_id IS NULL OR n.node_id IS NULL OR n.status <> 'live' "
+		"  OR n.lease_until + make_interval(secs => $1::float8 / 1000) < now()) "
+		"ORDER BY a.scheduled_at LIMIT 1000",
+		2, v, NULL, NULL, 1, &r) < 0)
+		return NULL;
+	for (i = 0; i < PQntuples(r); i++) {
+		const unsigned char *w = (const unsigned char *)PQgetvalue(r, i, 1);
+		size_t nlen = (size_t)PQgetlength(r, i, 2), klen = (size_t)PQgetlength(r, i, 3);
+		int has_name = !PQgetisnull(r, i, 2);
+		dobj__due *d;
+		if (PQgetlength(r, i, 0) != 32 || PQgetlength(r, i, 1) != 8)
+			continue;
+		if (!(d = calloc(1, sizeof(*d) + klen + 1 + nlen + 1)))
+			break;
+		memcpy(d->id.bytes, PQgetvalue(r, i, 0), 32);
+		d->when = (int64_t)((uint64_t)w[0] << 56 | (uint64_t)w[1] << 48 | (uint64_t)w[2] << 40 |
+			(uint64_t)w[3] << 32 | (uint64_t)w[4] << 24 | (uint64_t)w[5] << 16 |
+			(uint64_t)w[6] << 8 | w[7]);
+		d->ns = (char *)(d + 1);
+		memcpy(d->ns, PQgetvalue(r, i, 3), klen);
+		if (has_name) {
+			d->name = d->ns + klen + 1;
+			memcpy(d->name, PQgetvalue(r, i, 2), nlen);
+			d->name_len = nlen;
+		}
+		*tail = d;
+		tail = &d->next;
+	}
+	PQclear(r);
+	return list;
+}
+
+void dobj__due_track(dobj_rt *rt, dobj__due *list)
+{
+	dobj__due *d;
+	size_t i;
+
+	while ((d = list)) {
+		list = d->next;
+		for (i = 0; i < rt->nns; i++) {
+			dobj_ns *ns = rt->nss[i];
+			if ((ns->klass.flags & DOBJ_CLASS_ALARM) && !strcmp(ns->unique_key, d->ns)) {
+				dobj__alarm_track(ns, &d->id, d->name, d->name_len, d->when);
+				break;
+			}
+		}
+		free(d);
+	}
+}
+
+static double mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+void *dobj__lease_main(void *arg)
+{
+	struct dobj__cluster *cl = arg;
+	double next = mono_ms() + cl->ttl_ms / 4, sent, view = 0;
+	long long node, fresh;
+	dobj__due *due, **tail;
+	char err[300];
+	int rc;
+
+	pthread_mutex_lock(&cl->mu);
+	for (;;) {
+		while (!cl->stop && !cl->renew_now && mono_ms() < next) {
+			struct timespec ts;
+			double at = next;
+			ts.tv_sec = (time_t)(at / 1e3);
+			ts.tv_nsec = (long)fmod(at * 1e6, 1e9);
+			pthread_cond_timedwait(&cl->lwake, &cl->mu, &ts);
+		}
+		if (cl->stop)
+			break;
+		cl->renew_now = 0;
+		node = cl->l_node;
+		pthread_mutex_unlock(&cl->mu);
+
+		sent = dobj__boot_ms();
+		fresh = 0;
+		if (node == 0) {
+			/* Refused earlier and could not join again then. */
+			rc = dobj__node_join(&cl->lpg, cl->addr, cl->ttl_ms, &fresh, &view);
+			rc = rc < 0 ? rc : 1;
+		} else if ((rc = renew(&cl->lpg, node, cl->ttl_ms)) == 1) {
+			/* Nothing of the old node's can release a result any more:
+			 * its objects are free at once (for this process too),
+			 * without the grace period. */
+			if (dobj__node_leave(&cl->lpg, node) < 0 ||
+			    dobj__node_join(&cl->lpg, cl->addr, cl->ttl_ms, &fresh, &view) < 0)
+				fresh = 0;
+		}
+		snprintf(err, sizeof(err), "%s", rc < 0 || (rc == 1 && !fresh) ? dobj_error_last() : "");
+		/* A node without an address serves no object: it fires no alarm. */
+		due = rc >= 0 && cl->addr[0] ? scan(&cl->lpg, cl->ttl_ms, cl->grace_ms) : NULL;
+
+		pthread_mutex_lock(&cl->mu);
+		cl->l_gen++;
+		cl->l_ok = rc == DOBJ_OK;
+		snprintf(cl->l_err, sizeof(cl->l_err), "%s", err);
+		if (rc == DOBJ_OK) {
+			if (sent + 0.8 * cl->ttl_ms > cl->l_view)
+				cl->l_view = sent + 0.8 * cl->ttl_ms;
+		} else if (rc == 1) {
+			if (node != 0)
+				cl->l_lost = 1; /* the runtime resets the old node's objects */
+			cl->l_node = fresh;
+			if (fresh) {
+				cl->l_view = view;
+				cl->l_ok = 1;
+			}
+		}
+		for (tail = &cl->due; *tail; tail = &(*tail)->next)
+			;
+		*tail = due;
+		/* A failure is retried sooner; results wait meanwhile. */
+		next = mono_ms() + (rc < 0 || (rc == 1 && !fresh) ? cl->ttl_ms / 8 : cl->ttl_ms / 4);
+		pthread_cond_broadcast(&cl->idle); /* dobj__lease_sync */
+		dobj__rt_post(cl->rt);
+	}
+	pthread_mutex_unlock(&cl->mu);
+	return NULL;
+}

@@ -1,0 +1,419 @@
+/*
+ * The commit pipeline of a cluster node against a real PostgreSQL: appends
+ * run on the node's committer thread and come back through the runtime's fd;
+ * an object whose append waits does not hold up another object's reads;
+ * appends of many objects go in one transaction, each fenced on its own;
+ * PostgreSQL killed while an append waits; closing with appends out.
+ *
+ * An append is held up at will by locking its object's owner row from the
+ * test's own connection (the append locks it FOR SHARE).
+ */
+#include <libpq-fe.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <time.h>
+
+/* testhost.h's send() is not the socket one. */
+#define send test_send
+#include "testhost.h"
+#include "pgtest.h"
+
+#define KEY "commit-key"
+
+static pgtest pg;
+
+/* "w": add one to n and answer it; "r": answer n. */
+static int step(dobj_task *t, void *data)
+{
+	tv *req = dobj_task_request(t);
+	dobj_storage *st;
+	const void *val;
+	size_t len;
+	char buf[32];
+	long n = 0;
+	int rc;
+
+	(void)data;
+	if ((rc = dobj_obj_storage(dobj_task_obj(t), &st)) < 0)
+		return rc;
+	if (dobj_kv_get(st, "n", 1, &val, &len) == 1) {
+		snprintf(buf, sizeof(buf), "%.*s", (int)len, (const char *)val);
+		n = strtol(buf, NULL, 10);
+	}
+	if (!strcmp(req->s, "w")) {
+		snprintf(buf, sizeof(buf), "%ld", ++n);
+		CHECK_EQ_INT(dobj_kv_put(st, "n", 1, buf, strlen(buf)), DOBJ_OK);
+	}
+	respond(t, 200, "%ld", n);
+	return DOBJ_OK;
+}
+
+static dobj_rt *node(const char *dir, double timeout_ms, dobj_ns **ns)
+{
+	dobj_rt *rt;
+	dobj_rt_opts o = DOBJ_RT_OPTS_INIT;
+	dobj_cluster_opts co = DOBJ_CLUSTER_OPTS_INIT;
+	dobj_class k = { 0 };
+
+	o.host.retain = tv_retain;
+	o.host.release = tv_release;
+	o.storage_dir = dir;
+	o.idle_timeout_ms = -1;
+	CHECK_EQ_INT(dobj_rt_new(&rt, &o), DOBJ_OK);
+	co.url = pg.url;
+	co.node_addr = "127.0.0.1:18201";
+	co.timeout_ms = timeout_ms;
+	CHECK_EQ_INT(dobj_rt_cluster(rt, &co), DOBJ_OK);
+	k.name = "Counter";
+	k.flags = DOBJ_CLASS_FETCH;
+	k.step = step;
+	CHECK_EQ_INT(dobj_ns_new(ns, rt, "COUNTER", 7, KEY, strlen(KEY), &k), DOBJ_OK);
+	return rt;
+}
+
+static char *tmp_dir(char *buf)
+{
+	strcpy(buf, "/tmp/dobj-commit-XXXXXX");
+	CHECK(mkdtemp(buf) != NULL);
+	return buf;
+}
+
+static void rm_rf(const char *dir)
+{
+	char cmd[128];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	CHECK_EQ_INT(system(cmd), 0);
+}
+
+static PGconn *pg_connect(void)
+{
+	PGconn *c = PQconnectdb(pg.url);
+	CHECK(PQstatus(c) == CONNECTION_OK);
+	return c;
+}
+
+/* One statement on `c` (a new connection when NULL); the first cell. */
+static long long sql(PGconn *c, const char *q)
+{
+	PGconn *own = c ? NULL : (c = pg_connect());
+	PGresult *r = PQexec(c, q);
+	long long v = -1;
+
+	CHECK(PQresultStatus(r) == PGRES_TUPLES_OK || PQresultStatus(r) == PGRES_COMMAND_OK);
+	if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) > 0)
+		v = atoll(PQgetvalue(r, 0, 0));
+	PQclear(r);
+	if (own)
+		PQfinish(own);
+	return v;
+}
+
+/* "ns = ... AND object_id = ..." of the object named `name`. */
+static const char *where(dobj_ns *ns, const char *name)
+{
+	static char buf[200];
+	char hex[DOBJ_ID_HEX_LEN + 1];
+	dobj_id id;
+
+	dobj_id_from_name(dobj_ns_idkey(ns), name, strlen(name), &id);
+	dobj_id_to_hex(&id, hex);
+	hex[DOBJ_ID_HEX_LEN] = '\0';
+	snprintf(buf, sizeof(buf), "ns = '" KEY "' AND object_id = '\\x%s'::bytea", hex);
+	return buf;
+}
+
+/* Hold up the appends of `name`: its owner row locked until unlock(). */
+static PGconn *lock(dobj_ns *ns, const char *name)
+{
+	PGconn *c = pg_connect();
+	char q[300];
+
+	sql(c, "BEGIN");
+	snprintf(q, sizeof(q), "SELECT epoch FROM dobj_owner WHERE %s FOR UPDATE", where(ns, name));
+	CHECK(sql(c, q) > 0);
+	return c;
+}
+
+static void unlock(PGconn *c)
+{
+	sql(c, "COMMIT");
+	PQfinish(c);
+}
+
+static double now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static const char *body(dobj_task *t, int *code)
+{
+	static char out[256];
+	void *res;
+	const char *msg;
+	int rc = dobj_task_result(t, &res, &msg, NULL);
+
+	if (code)
+		*code = rc;
+	snprintf(out, sizeof(out), "%s", rc == DOBJ_OK ? ((tv *)res)->s : msg ? msg : "(pending)");
+	return out;
+}
+
+/* ------------------------------------------------------------------ tests */
+
+static void test_a_waiting_append_comes_back_through_the_fd_and_holds_up_no_other_object(void)
+{
+	char dir[64];
+	dobj_ns *ns;
+	dobj_rt *rt = node(tmp_dir(dir), 2000, &ns);
+	dobj_stub *slow = testhost_stub(ns, "slow"), *fast = testhost_stub(ns, "fast");
+	dobj_task *ts, *tf;
+	PGconn *locker;
+	struct pollfd p;
+	int fd = dobj_rt_fd(rt), rounds;
+
+	CHECK(fd >= 0);
+	CHECK_STR(fetch(rt, slow, "w", NULL), "1");
+	CHECK_STR(fetch(rt, fast, "w", NULL), "1");
+	locker = lock(ns, "slow");
+	ts = send(slow, "w");
+	dobj_rt_pump(rt);
+	/* Its step ran and committed locally; its result waits for PostgreSQL,
+	 * which waits for the lock. */
+	CHECK(!dobj_task_done(ts));
+	/* Meanwhile the runtime serves another object at once. */
+	tf = send(fast, "r");
+	dobj_rt_pump(rt);
+	CHECK(dobj_task_done(tf));
+	CHECK_STR(body(tf, NULL), "1");
+	dobj_task_unref(tf);
+	CHECK(!dobj_task_done(ts));
+	unlock(locker);
+	/* The confirmation makes the runtime's fd readable: a host's loop that
+	 * only watches the fd delivers it. */
+	for (rounds = 0; rounds < 20 && !dobj_task_done(ts); rounds++) {
+		p.fd = fd;
+		p.events = POLLIN;
+		p.revents = 0;
+		CHECK_EQ_INT(poll(&p, 1, 5000), 1);
+		CHECK_EQ_INT(dobj_rt_process(rt), DOBJ_OK);
+	}
+	CHECK(dobj_task_done(ts));
+	CHECK_STR(body(ts, NULL), "2");
+	dobj_task_unref(ts);
+	dobj_stub_free(slow);
+	dobj_stub_free(fast);
+	dobj_rt_free(rt);
+	rm_rf(dir);
+}
+
+static int all_done(void *arg)
+{
+	dobj_task **t = arg;
+	for (; *t; t++)
+		if (!dobj_task_done(*t))
+			return 0;
+	return 1;
+}
+
+static void test_appends_of_many_objects_go_in_one_transaction_and_a_fenced_one_fails_alone(void)
+{
+	static const char *names[] = { "g0", "g1", "g2", "g3", "g4", "g5" };
+	char dir[64], q[2000];
+	dobj_ns *ns;
+	dobj_rt *rt = node(tmp_dir(dir), 2000, &ns);
+	dobj_stub *s[6];
+	dobj_task *t[7] = { 0 };
+	PGconn *locker;
+	int i, code;
+
+	for (i = 0; i < 6; i++) {
+		s[i] = testhost_stub(ns, names[i]);
+		CHECK_STR(fetch(rt, s[i], "w", NULL), "1");
+	}
+	/* g3 was taken over behind this node's back (its epoch moved on). */
+	snprintf(q, sizeof(q), "UPDATE dobj_owner SET epoch = epoch + 1 WHERE %s", where(ns, "g3"));
+	sql(NULL, q);
+	/* g0's append waits for the lock: the others queue up behind it and go
+	 * together (with g0's, or in the next round trip). */
+	locker = lock(ns, "g0");
+	for (i = 0; i < 6; i++)
+		t[i] = send(s[i], "w");
+	dobj_rt_pump(rt);
+	unlock(locker);
+	CHECK_EQ_INT(dobj_rt_run(rt, all_done, t), DOBJ_OK);
+	for (i = 0; i < 6; i++) {
+		if (i == 3) {
+			CHECK(strstr(body(t[i], &code), "fencing epoch") != NULL);
+			CHECK_EQ_INT(code, DOBJ_EABORTED);
+		} else {
+			CHECK_STR(body(t[i], NULL), "2");
+		}
+		dobj_task_unref(t[i]);
+	}
+	/* Only the fenced object was reset. */
+	CHECK_EQ_INT(dobj_ns_live(ns), 5);
+	/* Five rows in at most two transactions (g0's alone or with whatever
+	 * was queued when the committer took it, then the rest together):
+	 * rows of one transaction share its id. */
+	snprintf(q, sizeof(q), "SELECT count(*), count(DISTINCT xmin::text) FROM dobj_wal "
+		"WHERE seq = 2 AND (false");
+	for (i = 0; i < 6; i++)
+		snprintf(q + strlen(q), sizeof(q) - strlen(q), " OR (%s)", where(ns, names[i]));
+	strcat(q, ")");
+	{
+		PGconn *c = pg_connect();
+		PGresult *r = PQexec(c, q);
+		CHECK(PQresultStatus(r) == PGRES_TUPLES_OK);
+		CHECK_STR(PQgetvalue(r, 0, 0), "5");
+		CHECK(atoi(PQgetvalue(r, 0, 1)) <= 2);
+		PQclear(r);
+		PQfinish(c);
+	}
+	snprintf(q, sizeof(q), "SELECT count(*) FROM dobj_wal WHERE seq = 2 AND %s", where(ns, "g3"));
+	CHECK_EQ_INT(sql(NULL, q), 0);
+	for (i = 0; i < 6; i++)
+		dobj_stub_free(s[i]);
+	dobj_rt_free(rt);
+	rm_rf(dir);
+}
+
+static void test_postgres_killed_while_an_append_waits(void)
+{
+	char dir[64];
+	dobj_ns *ns;
+	dobj_rt *rt = node(tmp_dir(dir), 1000, &ns);
+	dobj_stub *s = testhost_stub(ns, "killed");
+	dobj_task *t;
+	PGconn *locker;
+	int code;
+
+	CHECK_STR(fetch(rt, s, "w", NULL), "1");
+	locker = lock(ns, "killed"); /* goes with the server */
+	t = send(s, "w");
+	dobj_rt_pump(rt);
+	CHECK(!dobj_task_done(t));
+	CHECK_EQ_INT(pgtest_run("kill", pg.dir), 0);
+	PQfinish(locker);
+	CHECK_EQ_INT(dobj_rt_run(rt, task_is_done, t), DOBJ_OK);
+	CHECK(strstr(body(t, &code), "storage commit failed") != NULL);
+	CHECK(code != DOBJ_OK);
+	dobj_task_unref(t);
+	dobj_stub_free(s);
+	CHECK_EQ_INT(pgtest_run("restart", pg.dir), 0);
+	/* The write that was never acknowledged is not there. */
+	s = testhost_stub(ns, "killed");
+	CHECK_STR(fetch(rt, s, "r", NULL), "1");
+	CHECK_STR(fetch(rt, s, "w", NULL), "2");
+	dobj_stub_free(s);
+	dobj_rt_free(rt);
+	rm_rf(dir);
+}
+
+static void test_closing_with_appends_out_delivers_what_was_confirmed_and_fails_the_rest(void)
+{
+	char dir[64], q[300];
+	dobj_ns *ns;
+	dobj_rt *rt = node(tmp_dir(dir), 500, &ns);
+	dobj_stub *a = testhost_stub(ns, "close-a"), *b = testhost_stub(ns, "close-b");
+	dobj_task *ta, *tb;
+	PGconn *locker;
+	char qa[300];
+	double t0;
+	int code;
+
+	snprintf(q, sizeof(q), "SELECT count(*) FROM dobj_wal WHERE seq = 2 AND %s", where(ns, "close-b"));
+	snprintf(qa, sizeof(qa), "SELECT count(*) FROM dobj_wal WHERE seq = 2 AND %s",
+		where(ns, "close-a"));
+	CHECK_STR(fetch(rt, a, "w", NULL), "1");
+	CHECK_STR(fetch(rt, b, "w", NULL), "1");
+	/* b's append waits for a lock longer than the node waits for anything. */
+	locker = lock(ns, "close-b");
+	tb = send(b, "w");
+	dobj_rt_pump(rt);
+	ta = send(a, "w");
+	dobj_rt_pump(rt);
+	CHECK(!dobj_task_done(ta));
+	CHECK(!dobj_task_done(tb));
+	t0 = now_s();
+	dobj_stub_free(a);
+	dobj_stub_free(b);
+	dobj_rt_free(rt);
+	/* Bounded: the node waits for PostgreSQL at most its timeout per round
+	 * trip. */
+	CHECK(now_s() - t0 < 3.0);
+	unlock(locker);
+	CHECK(dobj_task_done(ta));
+	CHECK(dobj_task_done(tb));
+	/* b's write was not confirmed: not acknowledged, and not there. */
+	CHECK(body(tb, &code) && code != DOBJ_OK);
+	CHECK_EQ_INT(sql(NULL, q), 0);
+	/* a's was sent after b's: in b's round trip or after it; acknowledged
+	 * exactly when it is in PostgreSQL. */
+	body(ta, &code);
+	CHECK_EQ_INT(sql(NULL, qa), code == DOBJ_OK ? 1 : 0);
+	dobj_task_unref(ta);
+	dobj_task_unref(tb);
+	rm_rf(dir);
+}
+
+static void test_closing_right_after_a_write_keeps_it(void)
+{
+	char dir[64], q[300];
+	dobj_ns *ns;
+	dobj_rt *rt = node(tmp_dir(dir), 2000, &ns);
+	dobj_stub *a = testhost_stub(ns, "close-now");
+	dobj_task *t;
+
+	snprintf(q, sizeof(q), "SELECT count(*) FROM dobj_wal WHERE seq = 2 AND %s",
+		where(ns, "close-now"));
+	CHECK_STR(fetch(rt, a, "w", NULL), "1");
+	t = send(a, "w");
+	dobj_rt_pump(rt);
+	dobj_stub_free(a);
+	dobj_rt_free(rt);
+	/* Confirmed while closing: delivered, and in PostgreSQL. */
+	CHECK(dobj_task_done(t));
+	CHECK_STR(body(t, NULL), "2");
+	dobj_task_unref(t);
+	CHECK_EQ_INT(sql(NULL, q), 1);
+	rm_rf(dir);
+}
+
+/* A host that waits for a signal on its own thread (a signalfd, sigwait:
+ * dobj-lua dev) blocks it there after the node started: the node's threads
+ * must not take it, with its default action, in its place. */
+static void test_the_nodes_threads_take_no_signal(void)
+{
+	char dir[64];
+	dobj_ns *ns;
+	dobj_rt *rt = node(tmp_dir(dir), 2000, &ns);
+	struct timespec wait = { 10, 0 };
+	sigset_t set;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGUSR1);
+	CHECK_EQ_INT(pthread_sigmask(SIG_BLOCK, &set, NULL), 0);
+	CHECK_EQ_INT(kill(getpid(), SIGUSR1), 0);
+	CHECK_EQ_INT(sigtimedwait(&set, NULL, &wait), SIGUSR1);
+	CHECK_EQ_INT(pthread_sigmask(SIG_UNBLOCK, &set, NULL), 0);
+	dobj_rt_free(rt);
+	rm_rf(dir);
+}
+
+int main(void)
+{
+	if (pgtest_start(&pg) < 0)
+		return 1;
+	RUN(test_a_waiting_append_comes_back_through_the_fd_and_holds_up_no_other_object);
+	RUN(test_appends_of_many_objects_go_in_one_transaction_and_a_fenced_one_fails_alone);
+	RUN(test_postgres_killed_while_an_append_waits);
+	RUN(test_closing_with_appends_out_delivers_what_was_confirmed_and_fails_the_rest);
+	RUN(test_closing_right_after_a_write_keeps_it);
+	RUN(test_the_nodes_threads_take_no_signal);
+	pgtest_stop(&pg);
+	CHECK_EQ_INT(live_values, 0);
+	return DONE();
+}
