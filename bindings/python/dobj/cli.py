@@ -124,29 +124,36 @@ def _http_protocol() -> Any:
         return "h11"
 
     class Protocol(HttpToolsProtocol):
-        _head = 0            # bytes fed since the current request began
+        _head = 0            # bytes of the current request's head fed so far
         _in_head = True      # its head is not complete yet
+        _tail = b""          # the last bytes fed: a "\r\n\r\n" may span two reads
 
         def data_received(self, data: bytes) -> None:
-            if self._in_head:
+            # Checked before feeding, on where the head ends: a read may hold
+            # the whole request (the 200 KB header arrived in one read, the
+            # head completed inside it and the entry ran), and what
+            # httptools would gather stays within the limit and one read.
+            if self._in_head and not self.transport.is_closing():
+                end = (self._tail + data).find(b"\r\n\r\n")
+                size = self._head + (len(data) if end < 0 else end + 4 - len(self._tail))
+                if size > head_max:
+                    msg = f"request head (request line and headers) larger than {head_max >> 10} KiB\n"
+                    self.logger.warning(msg.rstrip())
+                    self.transport.write(
+                        b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+                        b"content-type: text/plain; charset=utf-8\r\n"
+                        b"content-length: %d\r\nconnection: close\r\n\r\n%s"
+                        % (len(msg), msg.encode()))
+                    self.transport.close()
+                    return
                 self._head += len(data)
+                self._tail = (self._tail + data)[-3:]
             super().data_received(data)
-            # Checked after feeding: a read that also holds the body does
-            # not count against the head; what httptools holds stays
-            # within the limit and one read.
-            if self._in_head and self._head > head_max and not self.transport.is_closing():
-                msg = f"request head (request line and headers) larger than {head_max >> 10} KiB\n"
-                self.logger.warning(msg.rstrip())
-                self.transport.write(
-                    b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
-                    b"content-type: text/plain; charset=utf-8\r\n"
-                    b"content-length: %d\r\nconnection: close\r\n\r\n%s"
-                    % (len(msg), msg.encode()))
-                self.transport.close()
 
         def on_headers_complete(self) -> None:
             self._in_head = False
             self._head = 0
+            self._tail = b""
             super().on_headers_complete()
 
         def on_message_complete(self) -> None:
