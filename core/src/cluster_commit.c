@@ -603,6 +603,18 @@ static const char append_sql[] =
 	"SELECT ok.ord FROM ok JOIN w ON w.ns = ok.ns AND w.object_id = ok.object_id "
 	"AND w.seq = ok.seq";
 
+/* Hand a finished job to the runtime's side (the done list, drained on the
+ * runtime's thread).  Under cl->mu. */
+static void done_push(struct dobj__cluster *cl, dobj__cjob *j)
+{
+	j->next = NULL;
+	if (cl->d_tail)
+		cl->d_tail->next = j;
+	else
+		cl->d_head = j;
+	cl->d_tail = j;
+}
+
 static void job_fail(dobj__cjob *j, int rc, const char *msg)
 {
 	j->rc = rc < 0 ? rc : DOBJ_ERROR;
@@ -748,12 +760,7 @@ static void *commit_main(void *arg)
 				/* An earlier append of this incarnation failed. */
 				job_fail(j, DOBJ_EABORTED, "cluster: an earlier write of this object was "
 					"not confirmed");
-				j->next = NULL;
-				if (cl->d_tail)
-					cl->d_tail->next = j;
-				else
-					cl->d_head = j;
-				cl->d_tail = j;
+				done_push(cl, j);
 				continue;
 			}
 			batch[n++] = j;
@@ -770,11 +777,7 @@ static void *commit_main(void *arg)
 			j = batch[i];
 			if (j->rc < 0)
 				j->inc->failed = 1;
-			if (cl->d_tail)
-				cl->d_tail->next = j;
-			else
-				cl->d_head = j;
-			cl->d_tail = j;
+			done_push(cl, j);
 		}
 		if (release)
 			job_free(cl, release); /* no token: takes no lock */
@@ -899,12 +902,7 @@ void dobj__cluster_stop(struct dobj__cluster *cl)
 		}
 		job_fail(j, DOBJ_ECLOSED, "cluster: the runtime closed before PostgreSQL confirmed "
 			"the write");
-		j->next = NULL;
-		if (cl->d_tail)
-			cl->d_tail->next = j;
-		else
-			cl->d_head = j;
-		cl->d_tail = j;
+		done_push(cl, j);
 	}
 	cl->q_tail = NULL;
 	drain(cl->rt, cl);
