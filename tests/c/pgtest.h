@@ -5,6 +5,7 @@
 #ifndef DOBJ_TEST_PG_H
 #define DOBJ_TEST_PG_H
 #include <fcntl.h>
+#include <libpq-fe.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,6 +56,31 @@ static void pgtest_stop(pgtest *pg)
 	if (pg->dir[0])
 		pgtest_run("stop", pg->dir);
 	pg->dir[0] = '\0';
+}
+
+/* The test's own connection to the server (the caller PQfinish()es it). */
+static PGconn *pgtest_connect(const pgtest *pg)
+{
+	PGconn *c = PQconnectdb(pg->url);
+	CHECK(PQstatus(c) == CONNECTION_OK);
+	return c;
+}
+
+/* One statement on `c` (on a connection of its own when NULL); the first
+ * cell as a number, -1 when there is none. */
+static long long pgtest_sql(const pgtest *pg, PGconn *c, const char *q)
+{
+	PGconn *own = c ? NULL : (c = pgtest_connect(pg));
+	PGresult *r = PQexec(c, q);
+	long long v = -1;
+
+	CHECK(PQresultStatus(r) == PGRES_TUPLES_OK || PQresultStatus(r) == PGRES_COMMAND_OK);
+	if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) > 0)
+		v = atoll(PQgetvalue(r, 0, 0));
+	PQclear(r);
+	if (own)
+		PQfinish(own);
+	return v;
 }
 
 #endif

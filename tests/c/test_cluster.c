@@ -114,47 +114,7 @@ static dobj_rt *node_new(const char *dir, dobj_cluster_opts *co, int expect)
 
 static dobj_stub *stub_for(dobj_rt *rt, const char *name)
 {
-	dobj_ns *n = dobj_rt_ns_at(rt, 0);
-	dobj_id id;
-	dobj_stub *s;
-	dobj_id_from_name(dobj_ns_idkey(n), name, strlen(name), &id);
-	CHECK_EQ_INT(dobj_stub_new(&s, n, &id, name, strlen(name)), DOBJ_OK);
-	return s;
-}
-
-static char *tmp_dir(char *buf)
-{
-	strcpy(buf, "/tmp/dobj-cluster-XXXXXX");
-	CHECK(mkdtemp(buf) != NULL);
-	return buf;
-}
-
-static void rm_rf(const char *dir)
-{
-	char cmd[128];
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-	CHECK_EQ_INT(system(cmd), 0);
-}
-
-/* One SQL statement on the test's own connection; the first cell. */
-static long long sql1(const char *q)
-{
-	PGconn *c = PQconnectdb(pg.url);
-	PGresult *r = PQexec(c, q);
-	long long v = -1;
-	CHECK(PQresultStatus(r) == PGRES_TUPLES_OK || PQresultStatus(r) == PGRES_COMMAND_OK);
-	if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) > 0)
-		v = atoll(PQgetvalue(r, 0, 0));
-	PQclear(r);
-	PQfinish(c);
-	return v;
-}
-
-static double now_s(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+	return testhost_stub(dobj_rt_ns_at(rt, 0), name);
 }
 
 /* ------------------------------------------------------------------ tests */
@@ -186,10 +146,10 @@ static void test_bad_input_fails_clearly_and_in_bounded_time(void)
 	CHECK_EQ_INT(listen(s, 4), 0);
 	CHECK_EQ_INT(getsockname(s, (struct sockaddr *)&a, &alen), 0);
 	snprintf(url, sizeof(url), "postgresql://dobj@127.0.0.1:%d/postgres", ntohs(a.sin_port));
-	t0 = now_s();
+	t0 = testhost_now_s();
 	CHECK_EQ_INT(dobj_cluster_init(url, 0, 300, NULL), DOBJ_ERROR);
 	CHECK(strstr(dobj_error_last(), "no answer within 0.3 s") != NULL);
-	CHECK(now_s() - t0 < 2.0);
+	CHECK(testhost_now_s() - t0 < 2.0);
 	close(s);
 	/* Options. */
 	co.url = pg.url;
@@ -205,11 +165,11 @@ static void test_bad_input_fails_clearly_and_in_bounded_time(void)
 	CHECK(strstr(dobj_error_last(), "storage directory") != NULL);
 	CHECK_EQ_INT(dobj_rt_cluster_node(rt), 0);
 	dobj_rt_free(rt);
-	rt = node_new(tmp_dir(dir), NULL, DOBJ_OK);
+	rt = node_new(testhost_tmpdir(dir, "dobj-cluster"), NULL, DOBJ_OK);
 	CHECK(dobj_rt_cluster_node(rt) > 0);
 	CHECK_EQ_INT(dobj_rt_cluster(rt, &co), DOBJ_ESTATE);
 	dobj_rt_free(rt);
-	rm_rf(dir);
+	testhost_rm_rf(dir);
 }
 
 static void test_schema_is_versioned_and_a_newer_one_refused(void)
@@ -218,11 +178,11 @@ static void test_schema_is_versioned_and_a_newer_one_refused(void)
 	CHECK_EQ_INT(dobj_cluster_init(pg.url, 0, 0, &v), DOBJ_OK);
 	CHECK_EQ_INT(v, DOBJ_CLUSTER_SCHEMA_VERSION);
 	CHECK_EQ_INT(dobj_cluster_init(pg.url, 0, 0, &v), DOBJ_OK); /* idempotent */
-	CHECK_EQ_INT(sql1("SELECT count(*) FROM dobj_schema_version"), 1);
-	sql1("UPDATE dobj_schema_version SET version = 99");
+	CHECK_EQ_INT(pgtest_sql(&pg, NULL, "SELECT count(*) FROM dobj_schema_version"), 1);
+	pgtest_sql(&pg, NULL, "UPDATE dobj_schema_version SET version = 99");
 	CHECK_EQ_INT(dobj_cluster_init(pg.url, 0, 0, &v), DOBJ_ESTATE);
 	CHECK(strstr(dobj_error_last(), "version 99, newer than this dobj's") != NULL);
-	sql1("UPDATE dobj_schema_version SET version = 1");
+	pgtest_sql(&pg, NULL, "UPDATE dobj_schema_version SET version = 1");
 }
 
 static void test_a_new_node_restores_every_acknowledged_write(void)
@@ -230,29 +190,29 @@ static void test_a_new_node_restores_every_acknowledged_write(void)
 	char d1[64], d2[64];
 	dobj_rt *a, *b;
 	dobj_stub *s;
-	long long before = sql1("SELECT count(*) FROM dobj_wal");
+	long long before = pgtest_sql(&pg, NULL, "SELECT count(*) FROM dobj_wal");
 
-	a = node_new(tmp_dir(d1), NULL, DOBJ_OK);
+	a = node_new(testhost_tmpdir(d1, "dobj-cluster"), NULL, DOBJ_OK);
 	s = stub_for(a, "restore");
 	CHECK_STR(fetch(a, s, "count", NULL), "1");
 	CHECK_STR(fetch(a, s, "count", NULL), "2");
 	CHECK_STR(fetch(a, s, "sql", NULL), "ok");
 	CHECK_STR(fetch(a, s, "read", NULL), "read");
 	/* One log row per step that wrote; the read cost none. */
-	CHECK_EQ_INT(sql1("SELECT count(*) FROM dobj_wal") - before, 3);
+	CHECK_EQ_INT(pgtest_sql(&pg, NULL, "SELECT count(*) FROM dobj_wal") - before, 3);
 	dobj_stub_free(s);
 	dobj_rt_free(a); /* releases the object */
 	/* Another node, on an empty folder. */
-	b = node_new(tmp_dir(d2), NULL, DOBJ_OK);
+	b = node_new(testhost_tmpdir(d2, "dobj-cluster"), NULL, DOBJ_OK);
 	s = stub_for(b, "restore");
 	CHECK_STR(fetch(b, s, "count", NULL), "3");
 	CHECK_STR(fetch(b, s, "rows", NULL), "1");
 	dobj_stub_free(s);
 	dobj_rt_free(b);
-	CHECK_EQ_INT(sql1("SELECT max(epoch) FROM dobj_owner o WHERE ns = 'counter-key' "
+	CHECK_EQ_INT(pgtest_sql(&pg, NULL, "SELECT max(epoch) FROM dobj_owner o WHERE ns = 'counter-key' "
 		"AND EXISTS (SELECT 1 FROM dobj_wal w WHERE w.object_id = o.object_id AND w.seq = 4)"), 2);
-	rm_rf(d1);
-	rm_rf(d2);
+	testhost_rm_rf(d1);
+	testhost_rm_rf(d2);
 }
 
 static void test_a_live_owner_keeps_its_object(void)
@@ -262,8 +222,8 @@ static void test_a_live_owner_keeps_its_object(void)
 	dobj_stub *sa, *sb;
 	int code;
 
-	a = node_new(tmp_dir(d1), NULL, DOBJ_OK);
-	b = node_new(tmp_dir(d2), NULL, DOBJ_OK);
+	a = node_new(testhost_tmpdir(d1, "dobj-cluster"), NULL, DOBJ_OK);
+	b = node_new(testhost_tmpdir(d2, "dobj-cluster"), NULL, DOBJ_OK);
 	sa = stub_for(a, "owned");
 	sb = stub_for(b, "owned");
 	CHECK_STR(fetch(a, sa, "count", NULL), "1");
@@ -277,8 +237,8 @@ static void test_a_live_owner_keeps_its_object(void)
 	CHECK_STR(fetch(b, sb, "count", NULL), "3");
 	dobj_stub_free(sb);
 	dobj_rt_free(b);
-	rm_rf(d1);
-	rm_rf(d2);
+	testhost_rm_rf(d1);
+	testhost_rm_rf(d2);
 }
 
 static void test_a_stale_owner_is_fenced(void)
@@ -288,15 +248,15 @@ static void test_a_stale_owner_is_fenced(void)
 	dobj_stub *sa, *sb;
 	int code;
 
-	a = node_new(tmp_dir(d1), NULL, DOBJ_OK);
-	b = node_new(tmp_dir(d2), NULL, DOBJ_OK);
+	a = node_new(testhost_tmpdir(d1, "dobj-cluster"), NULL, DOBJ_OK);
+	b = node_new(testhost_tmpdir(d2, "dobj-cluster"), NULL, DOBJ_OK);
 	sa = stub_for(a, "fenced");
 	CHECK_STR(fetch(a, sa, "count", NULL), "1");
 	/* A's lease lapses on the database's clock (as if it had been paused
 	 * past it) while A itself has not noticed yet. */
 	snprintf(q, sizeof(q), "UPDATE dobj_node SET lease_until = now() - interval '1 hour' "
 		"WHERE node_id = %lld", dobj_rt_cluster_node(a));
-	sql1(q);
+	pgtest_sql(&pg, NULL, q);
 	sb = stub_for(b, "fenced");
 	CHECK_STR(fetch(b, sb, "count", NULL), "2");
 	/* A's write is refused by the epoch, and its incarnation reset. */
@@ -308,8 +268,8 @@ static void test_a_stale_owner_is_fenced(void)
 	dobj_stub_free(sb);
 	dobj_rt_free(a);
 	dobj_rt_free(b);
-	rm_rf(d1);
-	rm_rf(d2);
+	testhost_rm_rf(d1);
+	testhost_rm_rf(d2);
 }
 
 static void test_postgres_killed_and_restarted_loses_no_acknowledged_write(void)
@@ -319,7 +279,7 @@ static void test_postgres_killed_and_restarted_loses_no_acknowledged_write(void)
 	dobj_stub *s;
 	int code;
 
-	a = node_new(tmp_dir(d1), NULL, DOBJ_OK);
+	a = node_new(testhost_tmpdir(d1, "dobj-cluster"), NULL, DOBJ_OK);
 	s = stub_for(a, "pgkill");
 	CHECK_STR(fetch(a, s, "count", NULL), "1");
 	CHECK_STR(fetch(a, s, "count", NULL), "2");
@@ -333,13 +293,13 @@ static void test_postgres_killed_and_restarted_loses_no_acknowledged_write(void)
 	CHECK_STR(fetch(a, s, "count", NULL), "3");
 	dobj_stub_free(s);
 	dobj_rt_free(a);
-	b = node_new(tmp_dir(d2), NULL, DOBJ_OK);
+	b = node_new(testhost_tmpdir(d2, "dobj-cluster"), NULL, DOBJ_OK);
 	s = stub_for(b, "pgkill");
 	CHECK_STR(fetch(b, s, "count", NULL), "4");
 	dobj_stub_free(s);
 	dobj_rt_free(b);
-	rm_rf(d1);
-	rm_rf(d2);
+	testhost_rm_rf(d1);
+	testhost_rm_rf(d2);
 }
 
 static int alarm_ran(void *arg)
@@ -372,15 +332,15 @@ static void test_an_alarm_fires_on_whichever_node_activates_the_object(void)
 	dobj_stub *s;
 
 	alarm_runs = 0;
-	a = node_new(tmp_dir(d1), NULL, DOBJ_OK);
+	a = node_new(testhost_tmpdir(d1, "dobj-cluster"), NULL, DOBJ_OK);
 	s = stub_for(a, "alarmed");
 	CHECK_STR(fetch(a, s, "alarm 60000", NULL), "set");
-	CHECK_EQ_INT(sql1("SELECT count(*) FROM dobj_alarm WHERE name = 'alarmed'::bytea"), 1);
+	CHECK_EQ_INT(pgtest_sql(&pg, NULL, "SELECT count(*) FROM dobj_alarm WHERE name = 'alarmed'::bytea"), 1);
 	dobj_stub_free(s);
 	dobj_rt_free(a);
 	/* Another node activates the object: the restored alarm is its own now
 	 * (here moved close, from a call on that node). */
-	b = node_new(tmp_dir(d2), NULL, DOBJ_OK);
+	b = node_new(testhost_tmpdir(d2, "dobj-cluster"), NULL, DOBJ_OK);
 	s = stub_for(b, "alarmed");
 	CHECK_STR(fetch(b, s, "alarm 200", NULL), "set");
 	run_alarms(b, 1);
@@ -389,23 +349,23 @@ static void test_an_alarm_fires_on_whichever_node_activates_the_object(void)
 	/* The run cleared the record, and the cluster's schedule with it (once
 	 * the clear's append is back from PostgreSQL). */
 	CHECK_EQ_INT(dobj_rt_run(b, NULL, NULL), DOBJ_OK);
-	CHECK_EQ_INT(sql1("SELECT count(*) FROM dobj_alarm WHERE name = 'alarmed'::bytea"), 0);
+	CHECK_EQ_INT(pgtest_sql(&pg, NULL, "SELECT count(*) FROM dobj_alarm WHERE name = 'alarmed'::bytea"), 0);
 	/* An alarm whose node went away is found by a node that never saw the
 	 * object: it claims the object, restores it and fires the alarm. */
 	CHECK_STR(fetch(b, s, "alarm 300", NULL), "set");
 	dobj_stub_free(s);
 	dobj_rt_free(b);
-	c = node_new(tmp_dir(d3), NULL, DOBJ_OK);
+	c = node_new(testhost_tmpdir(d3, "dobj-cluster"), NULL, DOBJ_OK);
 	run_alarms(c, 2);
 	CHECK_EQ_INT(alarm_runs, 2);
 	CHECK(alarm_rt == c);
 	CHECK_STR(alarm_name, "alarmed");
 	CHECK_EQ_INT(dobj_rt_run(c, NULL, NULL), DOBJ_OK); /* the clear's append is back */
-	CHECK_EQ_INT(sql1("SELECT count(*) FROM dobj_alarm"), 0);
+	CHECK_EQ_INT(pgtest_sql(&pg, NULL, "SELECT count(*) FROM dobj_alarm"), 0);
 	dobj_rt_free(c);
-	rm_rf(d1);
-	rm_rf(d2);
-	rm_rf(d3);
+	testhost_rm_rf(d1);
+	testhost_rm_rf(d2);
+	testhost_rm_rf(d3);
 }
 
 static int log_calls;
@@ -434,15 +394,15 @@ static void test_a_node_that_lost_its_lease_logs_it(void)
 	co.url = pg.url;
 	co.ttl_ms = 200; /* renewed every 50 ms */
 	co.grace_ms = -1;
-	a = node_new(tmp_dir(d1), &co, DOBJ_OK);
+	a = node_new(testhost_tmpdir(d1, "dobj-cluster"), &co, DOBJ_OK);
 	CHECK_EQ_INT(dobj_rt_cluster_set_log(a, on_log, NULL), DOBJ_OK);
 	old = dobj_rt_cluster_node(a);
 	snprintf(q, sizeof(q), "UPDATE dobj_node SET lease_until = now() - interval '1 hour' "
 		"WHERE node_id = %lld", old);
-	sql1(q);
+	pgtest_sql(&pg, NULL, q);
 	log_calls = 0;
-	deadline = now_s() + 10;
-	while (!log_calls && now_s() < deadline) {
+	deadline = testhost_now_s() + 10;
+	while (!log_calls && testhost_now_s() < deadline) {
 		struct pollfd p = { dobj_rt_fd(a), POLLIN, 0 };
 		poll(&p, 1, 100);
 		CHECK(dobj_rt_process(a) >= 0);
@@ -454,7 +414,7 @@ static void test_a_node_that_lost_its_lease_logs_it(void)
 	snprintf(q, sizeof(q), "joined again as node %lld", dobj_rt_cluster_node(a));
 	CHECK(strstr(log_msg, q) != NULL);
 	dobj_rt_free(a);
-	rm_rf(d1);
+	testhost_rm_rf(d1);
 	/* Not a node: nothing to log. */
 	CHECK_EQ_INT(dobj_rt_new(&plain, &po), DOBJ_OK);
 	CHECK_EQ_INT(dobj_rt_cluster_set_log(plain, on_log, NULL), DOBJ_ESTATE);

@@ -72,43 +72,6 @@ static dobj_rt *node(const char *dir, double timeout_ms, dobj_ns **ns)
 	return rt;
 }
 
-static char *tmp_dir(char *buf)
-{
-	strcpy(buf, "/tmp/dobj-commit-XXXXXX");
-	CHECK(mkdtemp(buf) != NULL);
-	return buf;
-}
-
-static void rm_rf(const char *dir)
-{
-	char cmd[128];
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-	CHECK_EQ_INT(system(cmd), 0);
-}
-
-static PGconn *pg_connect(void)
-{
-	PGconn *c = PQconnectdb(pg.url);
-	CHECK(PQstatus(c) == CONNECTION_OK);
-	return c;
-}
-
-/* One statement on `c` (a new connection when NULL); the first cell. */
-static long long sql(PGconn *c, const char *q)
-{
-	PGconn *own = c ? NULL : (c = pg_connect());
-	PGresult *r = PQexec(c, q);
-	long long v = -1;
-
-	CHECK(PQresultStatus(r) == PGRES_TUPLES_OK || PQresultStatus(r) == PGRES_COMMAND_OK);
-	if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) > 0)
-		v = atoll(PQgetvalue(r, 0, 0));
-	PQclear(r);
-	if (own)
-		PQfinish(own);
-	return v;
-}
-
 /* "ns = ... AND object_id = ..." of the object named `name`. */
 static const char *where(dobj_ns *ns, const char *name)
 {
@@ -126,39 +89,19 @@ static const char *where(dobj_ns *ns, const char *name)
 /* Hold up the appends of `name`: its owner row locked until unlock(). */
 static PGconn *lock(dobj_ns *ns, const char *name)
 {
-	PGconn *c = pg_connect();
+	PGconn *c = pgtest_connect(&pg);
 	char q[300];
 
-	sql(c, "BEGIN");
+	pgtest_sql(&pg, c, "BEGIN");
 	snprintf(q, sizeof(q), "SELECT epoch FROM dobj_owner WHERE %s FOR UPDATE", where(ns, name));
-	CHECK(sql(c, q) > 0);
+	CHECK(pgtest_sql(&pg, c, q) > 0);
 	return c;
 }
 
 static void unlock(PGconn *c)
 {
-	sql(c, "COMMIT");
+	pgtest_sql(&pg, c, "COMMIT");
 	PQfinish(c);
-}
-
-static double now_s(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static const char *body(dobj_task *t, int *code)
-{
-	static char out[256];
-	void *res;
-	const char *msg;
-	int rc = dobj_task_result(t, &res, &msg, NULL);
-
-	if (code)
-		*code = rc;
-	snprintf(out, sizeof(out), "%s", rc == DOBJ_OK ? ((tv *)res)->s : msg ? msg : "(pending)");
-	return out;
 }
 
 /* ------------------------------------------------------------------ tests */
@@ -167,7 +110,7 @@ static void test_a_waiting_append_comes_back_through_the_fd_and_holds_up_no_othe
 {
 	char dir[64];
 	dobj_ns *ns;
-	dobj_rt *rt = node(tmp_dir(dir), 2000, &ns);
+	dobj_rt *rt = node(testhost_tmpdir(dir, "dobj-commit"), 2000, &ns);
 	dobj_stub *slow = testhost_stub(ns, "slow"), *fast = testhost_stub(ns, "fast");
 	dobj_task *ts, *tf;
 	PGconn *locker;
@@ -187,7 +130,7 @@ static void test_a_waiting_append_comes_back_through_the_fd_and_holds_up_no_othe
 	tf = send(fast, "r");
 	dobj_rt_pump(rt);
 	CHECK(dobj_task_done(tf));
-	CHECK_STR(body(tf, NULL), "1");
+	CHECK_STR(task_body(tf, NULL), "1");
 	dobj_task_unref(tf);
 	CHECK(!dobj_task_done(ts));
 	unlock(locker);
@@ -201,12 +144,12 @@ static void test_a_waiting_append_comes_back_through_the_fd_and_holds_up_no_othe
 		CHECK_EQ_INT(dobj_rt_process(rt), DOBJ_OK);
 	}
 	CHECK(dobj_task_done(ts));
-	CHECK_STR(body(ts, NULL), "2");
+	CHECK_STR(task_body(ts, NULL), "2");
 	dobj_task_unref(ts);
 	dobj_stub_free(slow);
 	dobj_stub_free(fast);
 	dobj_rt_free(rt);
-	rm_rf(dir);
+	testhost_rm_rf(dir);
 }
 
 static int all_done(void *arg)
@@ -223,7 +166,7 @@ static void test_appends_of_many_objects_go_in_one_transaction_and_a_fenced_one_
 	static const char *names[] = { "g0", "g1", "g2", "g3", "g4", "g5" };
 	char dir[64], q[2000];
 	dobj_ns *ns;
-	dobj_rt *rt = node(tmp_dir(dir), 2000, &ns);
+	dobj_rt *rt = node(testhost_tmpdir(dir, "dobj-commit"), 2000, &ns);
 	dobj_stub *s[6];
 	dobj_task *t[7] = { 0 };
 	PGconn *locker;
@@ -235,7 +178,7 @@ static void test_appends_of_many_objects_go_in_one_transaction_and_a_fenced_one_
 	}
 	/* g3 was taken over behind this node's back (its epoch moved on). */
 	snprintf(q, sizeof(q), "UPDATE dobj_owner SET epoch = epoch + 1 WHERE %s", where(ns, "g3"));
-	sql(NULL, q);
+	pgtest_sql(&pg, NULL, q);
 	/* g0's append waits for the lock: the others queue up behind it and go
 	 * together (with g0's, or in the next round trip). */
 	locker = lock(ns, "g0");
@@ -246,10 +189,10 @@ static void test_appends_of_many_objects_go_in_one_transaction_and_a_fenced_one_
 	CHECK_EQ_INT(dobj_rt_run(rt, all_done, t), DOBJ_OK);
 	for (i = 0; i < 6; i++) {
 		if (i == 3) {
-			CHECK(strstr(body(t[i], &code), "fencing epoch") != NULL);
+			CHECK(strstr(task_body(t[i], &code), "fencing epoch") != NULL);
 			CHECK_EQ_INT(code, DOBJ_EABORTED);
 		} else {
-			CHECK_STR(body(t[i], NULL), "2");
+			CHECK_STR(task_body(t[i], NULL), "2");
 		}
 		dobj_task_unref(t[i]);
 	}
@@ -264,7 +207,7 @@ static void test_appends_of_many_objects_go_in_one_transaction_and_a_fenced_one_
 		snprintf(q + strlen(q), sizeof(q) - strlen(q), " OR (%s)", where(ns, names[i]));
 	strcat(q, ")");
 	{
-		PGconn *c = pg_connect();
+		PGconn *c = pgtest_connect(&pg);
 		PGresult *r = PQexec(c, q);
 		CHECK(PQresultStatus(r) == PGRES_TUPLES_OK);
 		CHECK_STR(PQgetvalue(r, 0, 0), "5");
@@ -273,18 +216,18 @@ static void test_appends_of_many_objects_go_in_one_transaction_and_a_fenced_one_
 		PQfinish(c);
 	}
 	snprintf(q, sizeof(q), "SELECT count(*) FROM dobj_wal WHERE seq = 2 AND %s", where(ns, "g3"));
-	CHECK_EQ_INT(sql(NULL, q), 0);
+	CHECK_EQ_INT(pgtest_sql(&pg, NULL, q), 0);
 	for (i = 0; i < 6; i++)
 		dobj_stub_free(s[i]);
 	dobj_rt_free(rt);
-	rm_rf(dir);
+	testhost_rm_rf(dir);
 }
 
 static void test_postgres_killed_while_an_append_waits(void)
 {
 	char dir[64];
 	dobj_ns *ns;
-	dobj_rt *rt = node(tmp_dir(dir), 1000, &ns);
+	dobj_rt *rt = node(testhost_tmpdir(dir, "dobj-commit"), 1000, &ns);
 	dobj_stub *s = testhost_stub(ns, "killed");
 	dobj_task *t;
 	PGconn *locker;
@@ -298,7 +241,7 @@ static void test_postgres_killed_while_an_append_waits(void)
 	CHECK_EQ_INT(pgtest_run("kill", pg.dir), 0);
 	PQfinish(locker);
 	CHECK_EQ_INT(dobj_rt_run(rt, task_is_done, t), DOBJ_OK);
-	CHECK(strstr(body(t, &code), "storage commit failed") != NULL);
+	CHECK(strstr(task_body(t, &code), "storage commit failed") != NULL);
 	CHECK(code != DOBJ_OK);
 	dobj_task_unref(t);
 	dobj_stub_free(s);
@@ -309,14 +252,14 @@ static void test_postgres_killed_while_an_append_waits(void)
 	CHECK_STR(fetch(rt, s, "w", NULL), "2");
 	dobj_stub_free(s);
 	dobj_rt_free(rt);
-	rm_rf(dir);
+	testhost_rm_rf(dir);
 }
 
 static void test_closing_with_appends_out_delivers_what_was_confirmed_and_fails_the_rest(void)
 {
 	char dir[64], q[300];
 	dobj_ns *ns;
-	dobj_rt *rt = node(tmp_dir(dir), 500, &ns);
+	dobj_rt *rt = node(testhost_tmpdir(dir, "dobj-commit"), 500, &ns);
 	dobj_stub *a = testhost_stub(ns, "close-a"), *b = testhost_stub(ns, "close-b");
 	dobj_task *ta, *tb;
 	PGconn *locker;
@@ -337,33 +280,33 @@ static void test_closing_with_appends_out_delivers_what_was_confirmed_and_fails_
 	dobj_rt_pump(rt);
 	CHECK(!dobj_task_done(ta));
 	CHECK(!dobj_task_done(tb));
-	t0 = now_s();
+	t0 = testhost_now_s();
 	dobj_stub_free(a);
 	dobj_stub_free(b);
 	dobj_rt_free(rt);
 	/* Bounded: the node waits for PostgreSQL at most its timeout per round
 	 * trip. */
-	CHECK(now_s() - t0 < 3.0);
+	CHECK(testhost_now_s() - t0 < 3.0);
 	unlock(locker);
 	CHECK(dobj_task_done(ta));
 	CHECK(dobj_task_done(tb));
 	/* b's write was not confirmed: not acknowledged, and not there. */
-	CHECK(body(tb, &code) && code != DOBJ_OK);
-	CHECK_EQ_INT(sql(NULL, q), 0);
+	CHECK(task_body(tb, &code) && code != DOBJ_OK);
+	CHECK_EQ_INT(pgtest_sql(&pg, NULL, q), 0);
 	/* a's was sent after b's: in b's round trip or after it; acknowledged
 	 * exactly when it is in PostgreSQL. */
-	body(ta, &code);
-	CHECK_EQ_INT(sql(NULL, qa), code == DOBJ_OK ? 1 : 0);
+	task_body(ta, &code);
+	CHECK_EQ_INT(pgtest_sql(&pg, NULL, qa), code == DOBJ_OK ? 1 : 0);
 	dobj_task_unref(ta);
 	dobj_task_unref(tb);
-	rm_rf(dir);
+	testhost_rm_rf(dir);
 }
 
 static void test_closing_right_after_a_write_keeps_it(void)
 {
 	char dir[64], q[300];
 	dobj_ns *ns;
-	dobj_rt *rt = node(tmp_dir(dir), 2000, &ns);
+	dobj_rt *rt = node(testhost_tmpdir(dir, "dobj-commit"), 2000, &ns);
 	dobj_stub *a = testhost_stub(ns, "close-now");
 	dobj_task *t;
 
@@ -376,10 +319,10 @@ static void test_closing_right_after_a_write_keeps_it(void)
 	dobj_rt_free(rt);
 	/* Confirmed while closing: delivered, and in PostgreSQL. */
 	CHECK(dobj_task_done(t));
-	CHECK_STR(body(t, NULL), "2");
+	CHECK_STR(task_body(t, NULL), "2");
 	dobj_task_unref(t);
-	CHECK_EQ_INT(sql(NULL, q), 1);
-	rm_rf(dir);
+	CHECK_EQ_INT(pgtest_sql(&pg, NULL, q), 1);
+	testhost_rm_rf(dir);
 }
 
 /* A host that waits for a signal on its own thread (a signalfd, sigwait:
@@ -389,7 +332,7 @@ static void test_the_nodes_threads_take_no_signal(void)
 {
 	char dir[64];
 	dobj_ns *ns;
-	dobj_rt *rt = node(tmp_dir(dir), 2000, &ns);
+	dobj_rt *rt = node(testhost_tmpdir(dir, "dobj-commit"), 2000, &ns);
 	struct timespec wait = { 10, 0 };
 	sigset_t set;
 
@@ -400,7 +343,7 @@ static void test_the_nodes_threads_take_no_signal(void)
 	CHECK_EQ_INT(sigtimedwait(&set, NULL, &wait), SIGUSR1);
 	CHECK_EQ_INT(pthread_sigmask(SIG_UNBLOCK, &set, NULL), 0);
 	dobj_rt_free(rt);
-	rm_rf(dir);
+	testhost_rm_rf(dir);
 }
 
 int main(void)

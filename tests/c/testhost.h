@@ -5,6 +5,7 @@
 #define DOBJ_TEST_HOST_H
 #include <stdarg.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include "dobj.h"
 #include "check.h"
@@ -107,11 +108,12 @@ static inline dobj_rt *testhost_storage_rt(const char *dir, double idle_ms, cons
 }
 
 /* A new empty folder under /tmp, named in `dir` (64 bytes), for a test's
- * databases; testhost_rm_rf removes it. */
-static inline void testhost_tmpdir(char *dir, const char *prefix)
+ * databases; testhost_rm_rf removes it.  Returns `dir`. */
+static inline char *testhost_tmpdir(char *dir, const char *prefix)
 {
 	snprintf(dir, 64, "/tmp/%s-XXXXXX", prefix);
 	CHECK(mkdtemp(dir) != NULL);
+	return dir;
 }
 
 static inline void testhost_rm_rf(const char *dir)
@@ -119,6 +121,14 @@ static inline void testhost_rm_rf(const char *dir)
 	char cmd[128];
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
 	CHECK_EQ_INT(system(cmd), 0);
+}
+
+/* Seconds on the monotonic clock, for tests that bound how long a wait took. */
+static inline double testhost_now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 /* A stub to the object of `ns` named `name`. */
@@ -177,18 +187,28 @@ static inline int task_is_done(void *arg)
 	return dobj_task_done(arg);
 }
 
-/* Wait for t; return its body (or error message) in a static buffer. */
-static inline const char *wait_body(dobj_rt *rt, dobj_task *t, int *code)
+/* t's body (or error message, or "(pending)") in a static buffer; its
+ * result code in *code.  t stays the caller's. */
+static inline const char *task_body(dobj_task *t, int *code)
 {
 	static char out[256];
 	void *res;
 	const char *msg;
-	int rc;
-	dobj_rt_run(rt, task_is_done, t);
-	rc = dobj_task_result(t, &res, &msg, NULL);
+	int rc = dobj_task_result(t, &res, &msg, NULL);
+
 	if (code)
 		*code = rc;
 	snprintf(out, sizeof(out), "%s", rc == DOBJ_OK ? ((tv *)res)->s : msg ? msg : "(pending)");
+	return out;
+}
+
+/* Wait for t and drop it; return its body as task_body does. */
+static inline const char *wait_body(dobj_rt *rt, dobj_task *t, int *code)
+{
+	const char *out;
+
+	dobj_rt_run(rt, task_is_done, t);
+	out = task_body(t, code);
 	dobj_task_unref(t);
 	return out;
 }
