@@ -207,5 +207,8 @@ rt:close()
     assert.truthy(msg:find("cannot connect to PostgreSQL", 1, true), msg)
     assert.has_error(function() dobj.load { config = d, cluster_ttl = "3" } end,
       "load_config: cluster_ttl must be a number of seconds, not string")
+    none, msg = dobj.load { config = d, cluster_grace = -2 }
+    assert.is_nil(none)
+    assert.are.equal("cluster_grace: the grace period must be 0 or more seconds", msg)
   end)
 end)

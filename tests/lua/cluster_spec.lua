@@ -90,6 +90,20 @@ describe("cluster mode", function()
     assert.is_nil(rt)
     assert.matches("a PostgreSQL URL is needed", err)
     assert.matches("cluster must be a PostgreSQL URL", H.catch(dobj.runtime, { storage = d, cluster = 1 }))
+    -- Times: a negative grace was taken for "none" (the file and the
+    -- environment refused it); past a day was accepted, then undefined
+    -- behaviour in the network thread's wait or a PostgreSQL error.
+    for _, c in ipairs {
+      { "cluster_grace", -1, "cluster_grace: the grace period must be 0 or more seconds" },
+      { "cluster_ttl", 1e12, "cluster_ttl: the lease time to live must be a number of seconds from 0.1 to 86400" },
+      { "cluster_timeout", 1e7, "cluster_timeout: the PostgreSQL timeout must be a number of seconds from 0.01 to 86400" },
+      { "cluster_ttl", -math.huge, "cluster_ttl: must be a finite number of seconds" },
+      { "cluster_grace", 0 / 0, "cluster_grace: must be a finite number of seconds" },
+    } do
+      rt, err = dobj.runtime{ storage = d, cluster = "postgresql://nobody@127.0.0.1:1/x", [c[1]] = c[2] }
+      assert.is_nil(rt)
+      assert.are.equal(c[3], err)
+    end
   end)
 
   it("another node restores every acknowledged write", function()
