@@ -548,7 +548,7 @@ int dobj__route_call(dobj_task *t)
 	struct dobj__route *r = rt->route;
 	struct dobj__cluster *cl = rt->cluster;
 	owner *o;
-	long long node;
+	long long node = 0; /* set when client_lookup finds one (-O1 cannot tell) */
 	char addr[256];
 	int rc;
 
