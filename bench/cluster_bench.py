@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(BENCH)
-PGTMP = os.path.join(ROOT, "tests", "cluster", "pgtmp.sh")
+sys.path.insert(0, BENCH)
+import servers  # noqa: E402  (bench/servers.py: the throw-away PostgreSQL)
+from servers import Unavailable  # noqa: E402
 BINARY = os.path.join(ROOT, "build", "bench_cluster")
 LABELS = {
     "raw_append_1": "raw fenced append, libpq, 1 connection",
@@ -26,23 +29,12 @@ def run(seconds: float) -> tuple[dict[str, float], str]:
     if not os.path.exists(BINARY):
         return {}, "build/bench_cluster not built"
     try:
-        out = subprocess.run([PGTMP, "start"], check=True, capture_output=True, text=True,
-                             timeout=120).stdout.split()
-    except (OSError, subprocess.SubprocessError) as e:
-        return {}, f"no PostgreSQL ({e})"
-    url, folder = out[0], out[1]
-    lifeline = os.open(os.path.join(folder, "lifeline"), os.O_RDWR | os.O_CLOEXEC)
-    try:
-        res = subprocess.run([BINARY, url, str(seconds)], capture_output=True, text=True,
-                             timeout=60 + 10 * seconds)
-        got = {}
-        for line in res.stdout.splitlines():
-            name, _, value = line.partition(" ")
-            got[name] = float(value)
-        return got, (res.stderr.strip() if res.returncode else "")
-    finally:
-        os.close(lifeline)
-        subprocess.run([PGTMP, "stop", folder], timeout=60)
+        with servers.postgres(ROOT) as url:
+            res = subprocess.run([BINARY, url, str(seconds)], capture_output=True, text=True,
+                                 timeout=60 + 10 * seconds)
+    except Unavailable as e:
+        return {}, str(e)
+    return servers.name_values(res.stdout), (res.stderr.strip() if res.returncode else "")
 
 
 def rows(got: dict[str, float], reason: str) -> list[str]:

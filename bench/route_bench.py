@@ -17,7 +17,10 @@ import time
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(BENCH)
-PGTMP = os.path.join(ROOT, "tests", "cluster", "pgtmp.sh")
+sys.path.insert(0, BENCH)
+import servers  # noqa: E402  (bench/servers.py: the throw-away PostgreSQL)
+from servers import Unavailable  # noqa: E402
+
 BINARY = os.path.join(ROOT, "build", "bench_route")
 VENV_PY = os.path.join(ROOT, ".venv", "bin", "python")
 TTL, GRACE = 3.0, 1.0  # the defaults (docs/cluster.md)
@@ -94,34 +97,25 @@ def failover(url: str) -> float | None:
 
 def run(seconds: float) -> tuple[dict[str, float], str]:
     """{name: value} and a reason when something could not be measured."""
-    try:
-        out = subprocess.run([PGTMP, "start"], check=True, capture_output=True, text=True,
-                             timeout=120).stdout.split()
-    except (OSError, subprocess.SubprocessError) as e:
-        return {}, f"no PostgreSQL ({e})"
-    url, folder = out[0], out[1]
-    lifeline = os.open(os.path.join(folder, "lifeline"), os.O_RDWR | os.O_CLOEXEC)
     got, reasons = {}, []
     try:
-        if os.path.exists(BINARY):
-            res = subprocess.run([BINARY, url, str(seconds)], capture_output=True, text=True,
-                                 timeout=120 + 10 * seconds)
-            for line in res.stdout.splitlines():
-                name, _, value = line.partition(" ")
-                got[name] = float(value)
-            if res.returncode:
-                reasons.append(res.stderr.strip()[:200])
-        else:
-            reasons.append("build/bench_route not built")
-        f = failover(url)
-        if f is not None:
-            got["failover_s"] = f
-        else:
-            reasons.append("the failover run did not finish")
-        return got, "; ".join(reasons)
-    finally:
-        os.close(lifeline)
-        subprocess.run([PGTMP, "stop", folder], timeout=60)
+        with servers.postgres(ROOT) as url:
+            if os.path.exists(BINARY):
+                res = subprocess.run([BINARY, url, str(seconds)], capture_output=True, text=True,
+                                     timeout=120 + 10 * seconds)
+                got.update(servers.name_values(res.stdout))
+                if res.returncode:
+                    reasons.append(res.stderr.strip()[:200])
+            else:
+                reasons.append("build/bench_route not built")
+            f = failover(url)
+    except Unavailable as e:
+        return {}, str(e)
+    if f is not None:
+        got["failover_s"] = f
+    else:
+        reasons.append("the failover run did not finish")
+    return got, "; ".join(reasons)
 
 
 def rows(got: dict[str, float], reason: str) -> list[str]:

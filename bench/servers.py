@@ -6,6 +6,8 @@ with this process too, PR_SET_PDEATHSIG).  Standard library only."""
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import ctypes
 import os
 import random
@@ -15,7 +17,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 
 class Unavailable(Exception):
@@ -95,12 +97,17 @@ class ServerProcess:
     """One server process in its own temporary folder (removed at stop),
     its output in server.log there.
 
-    `command(tmp, port)` returns (argv, extra environment); `ready(port)`
-    returns True once the server answers (or raises Unavailable)."""
+    `command(tmp, port)` returns (argv, extra environment, ...); a variable
+    set to None in the extra environment is removed from the server's.
+    `ready(port)` returns True once the server answers (or raises
+    Unavailable).  With `ports` None the server is handed a listening socket
+    on a free loopback port instead, as file descriptor `self.listen_fd`
+    (no race for the port)."""
 
-    def __init__(self, name: str, ports: range, command: Callable[[str, int], tuple],
+    def __init__(self, name: str, ports: Optional[range], command: Callable[[str, int], tuple],
                  ready: Callable[[int], bool], start_timeout: float = 30.0,
-                 stop_timeout: float = 10.0, tmp_prefix: str = "dobj-bench-"):
+                 stop_timeout: float = 10.0, tmp_prefix: str = "dobj-bench-",
+                 tmp_dir: Optional[str] = None, tmp_suffix: str = ""):
         self.name = name
         self.ports = ports
         self.command = command
@@ -108,9 +115,11 @@ class ServerProcess:
         self.start_timeout = start_timeout
         self.stop_timeout = stop_timeout
         self.proc: Optional[subprocess.Popen] = None
-        self.tmp: Optional[str] = tempfile.mkdtemp(prefix=f"{tmp_prefix}{name}-")
+        self.tmp: Optional[str] = tempfile.mkdtemp(prefix=f"{tmp_prefix}{name}-", suffix=tmp_suffix,
+                                                   dir=tmp_dir)
         self.log_path = os.path.join(self.tmp, "server.log")
         self.port = 0
+        self.listen_fd = -1
         self.extra = ()  # what command() returned beyond argv and env
 
     def __enter__(self) -> "ServerProcess":
@@ -125,12 +134,28 @@ class ServerProcess:
         self.stop()
 
     def start(self) -> None:
-        self.port = free_port(self.ports)
-        cmd, env, *self.extra = self.command(self.tmp, self.port)
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(cmd, cwd=self.tmp, stdin=subprocess.DEVNULL,
-                                         stdout=log, stderr=log, start_new_session=True,
-                                         preexec_fn=die_with_parent, env={**os.environ, **env})
+        sock = None
+        if self.ports is None:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(("127.0.0.1", 0))
+            sock.listen(128)
+            self.port, self.listen_fd = sock.getsockname()[1], sock.fileno()
+        else:
+            self.port = free_port(self.ports)
+        atexit.register(self.stop)  # the folder goes even when the caller forgets
+        try:
+            cmd, env, *self.extra = self.command(self.tmp, self.port)
+            env = {k: v for k, v in {**os.environ, **env}.items() if v is not None}
+            with open(self.log_path, "wb") as log:
+                self.proc = subprocess.Popen(cmd, cwd=self.tmp, stdin=subprocess.DEVNULL,
+                                             stdout=log, stderr=log, start_new_session=True,
+                                             pass_fds=(self.listen_fd,) if sock else (),
+                                             preexec_fn=die_with_parent, env=env)
+        finally:
+            if sock is not None:
+                sock.close()
+                self.listen_fd = -1
         deadline = time.monotonic() + self.start_timeout
         while True:
             if self.proc.poll() is not None:
@@ -146,6 +171,7 @@ class ServerProcess:
             time.sleep(0.1)
 
     def stop(self) -> None:
+        atexit.unregister(self.stop)
         proc, self.proc = self.proc, None
         stop_group(proc, self.stop_timeout)
         if self.tmp:
@@ -178,3 +204,35 @@ def lua_command(root: str) -> Optional[list]:
         return [lua, script]
     p = shutil.which("dobj-lua")
     return [p] if p else None
+
+
+@contextlib.contextmanager
+def postgres(root: str) -> Iterator[str]:
+    """A throw-away PostgreSQL from tests/cluster/pgtmp.sh (the script every
+    suite uses): its URL, the server stopped on leaving.  It also goes when
+    this process does, however that happens: the script's watchdog stops it
+    once the lifeline (a FIFO) this process holds open closes.  Raises
+    Unavailable when it can't start."""
+    pgtmp = os.path.join(root, "tests", "cluster", "pgtmp.sh")
+    try:
+        out = subprocess.run([pgtmp, "start"], check=True, capture_output=True, text=True,
+                             timeout=120).stdout.split()
+    except (OSError, subprocess.SubprocessError) as e:
+        raise Unavailable(f"no PostgreSQL ({e})")
+    url, folder = out[0], out[1]
+    # Read-write: opening never blocks, and the watchdog sees a writer.
+    lifeline = os.open(os.path.join(folder, "lifeline"), os.O_RDWR | os.O_CLOEXEC)
+    try:
+        yield url
+    finally:
+        os.close(lifeline)
+        subprocess.run([pgtmp, "stop", folder], timeout=60)
+
+
+def name_values(text: str) -> dict:
+    """{name: float} of the "name value" lines a C bench (bench_*.c) prints."""
+    got = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        got[name] = float(value)
+    return got

@@ -1,22 +1,27 @@
 """WebSocket messages per second echoed by one Durable Object: `dobj dev`
 (Python), `dobj-lua dev` (Lua) and `workerd serve`.
 
-    python3 bench/ws_bench.py [--seconds S] [--runs N] [--only workerd,py,py_uvicorn,lua,py_bare]
+    python3 bench/ws_bench.py [--seconds S] [--runs N] [--pin]
+                              [--only workerd,py,py_uvicorn,lua,py_bare,c_bare]
 
-Part of `make bench`; also runs alone.  The same project on every server:
-examples/chat/python's /echo (`dobj dev`), examples/chat/lua's (`dobj-lua
-dev`) and bench/ws/echo.js (`workerd
-serve`, config bench/ws/echo.capnp.in): the entry forwards the upgrade to one
-Echo object, which accepts it with the hibernation API
-(ctx.acceptWebSocket) and sends every message back from webSocketMessage.
+Part of `make bench`; also runs alone (after `make build venv`).  The same
+project on every server: examples/chat/python's /echo (`dobj dev`),
+examples/chat/lua's (`dobj-lua dev`) and bench/ws/echo.js (`workerd serve`,
+config bench/ws/echo.capnp.in): the entry forwards the upgrade to one Echo
+object, which accepts it with the hibernation API (ctx.acceptWebSocket) and
+sends every message back from webSocketMessage.
 
-The load client is bench/ws/client.py, a separate process (Python asyncio and
-the `websockets` library, uvloop when installed): 32 connections, each
-keeping 8 messages of 64 bytes in flight, every echo checked.  Each server is
-one process on a free port of 18800-18899 with its state in a temporary
-folder; after a warm-up run (not counted) the best of `runs` runs is kept.
-The client is not free: its own limit (measured against a bare uvicorn echo
-app, the "uvicorn, bare echo" row) caps every row.
+The load client is build/ws_load (bench/ws/ws_load.c: C, one thread, epoll),
+a separate process, the same command for every server: 32 connections, each
+keeping 8 messages of 64 bytes in flight, every echo checked in order.  Every
+row reports the CPU share its server (all threads) and the client used over
+the run (1.00 = one core busy all the time): the client uses well under one
+core.  With --pin (two CPUs or more) the server runs on CPU 0 and the client
+on CPU 1 (taskset), so that neither takes the other's core; by default the
+scheduler places them (workerd's threads may then use both cores).  The "bare C echo" row (`ws_load echo`, no object) shows
+the client's own ceiling.  Each server is one process on a free port of
+18800-18899 with its state in a temporary folder; after a warm-up run (not
+counted) the best of `runs` runs is kept.
 """
 
 from __future__ import annotations
@@ -44,10 +49,25 @@ from servers import Unavailable  # noqa: E402
 PORTS = range(18800, 18900)
 CONNECTIONS = 32
 WINDOW = 8
+SIZE = 64
 
 SERVERS = {"workerd": "workerd serve", "py": "dobj dev (Python, core server)",
            "py_uvicorn": "dobj dev --server uvicorn", "lua": "dobj-lua dev (Lua)",
-           "py_bare": "uvicorn, bare echo"}
+           "py_bare": "uvicorn, bare echo", "c_bare": "bare C echo (ws_load)"}
+
+
+def ws_load() -> str:
+    path = os.path.join(ROOT, "build", "ws_load")
+    if not os.access(path, os.X_OK):
+        raise Unavailable("build/ws_load missing (make build)")
+    return path
+
+
+def pinning(enabled: bool) -> tuple[list[str], list[str]]:
+    """The taskset prefixes of (server, client): CPU 0 and CPU 1, or none."""
+    if not enabled or (os.cpu_count() or 1) < 2 or not shutil.which("taskset"):
+        return [], []
+    return ["taskset", "-c", "0"], ["taskset", "-c", "1"]
 
 
 def venv_python() -> str:
@@ -98,8 +118,12 @@ def lua_server(tmp: str, port: int) -> tuple[list[str], dict, str]:
             "--persist-to", os.path.join(tmp, "state")], env, "/echo"
 
 
+def c_bare_server(tmp: str, port: int) -> tuple[list[str], dict, str]:
+    return [ws_load(), "echo", str(port)], {}, "/echo"
+
+
 COMMANDS = {"workerd": workerd_server, "py": python_server, "py_uvicorn": python_uvicorn_server,
-            "lua": lua_server, "py_bare": bare_server}
+            "lua": lua_server, "py_bare": bare_server, "c_bare": c_bare_server}
 
 
 def answers_http(port: int) -> bool:
@@ -115,43 +139,53 @@ class Server(servers.ServerProcess):
     """One server process on a port of ours, in its own temporary folder;
     `path` is the echo's."""
 
-    def __init__(self, name: str):
-        super().__init__(name, PORTS, COMMANDS[name], answers_http, tmp_prefix="dobj-wsbench-")
+    def __init__(self, name: str, prefix: list[str]):
+        def command(tmp: str, port: int):
+            argv, env, *extra = COMMANDS[name](tmp, port)
+            return [*prefix, *argv], env, *extra
+        super().__init__(name, PORTS, command, answers_http, tmp_prefix="dobj-wsbench-")
 
     @property
     def path(self) -> str:
         return self.extra[0] if self.extra else "/"
 
 
-def load(port: int, path: str, seconds: float) -> dict:
-    cmd = [venv_python(), os.path.join(WS, "client.py"), f"ws://127.0.0.1:{port}{path}",
-           "--connections", str(CONNECTIONS), "--window", str(WINDOW), "--seconds", str(seconds)]
+def load(port: int, path: str, seconds: float, prefix: list[str]) -> dict:
+    cmd = [*prefix, ws_load(), "client", f"ws://127.0.0.1:{port}{path}",
+           "--connections", str(CONNECTIONS), "--window", str(WINDOW), "--size", str(SIZE),
+           "--seconds", str(seconds)]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 120,
                          stdin=subprocess.DEVNULL)
-    if out.returncode != 0:
+    if out.returncode not in (0, 2):  # 2: some echoes did not match (counted below)
         raise Unavailable("the load client failed: " +
                           " | ".join(out.stderr.strip().splitlines()[-3:]))
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def measure(name: str, seconds: float, runs: int, warmup: float, log=sys.stderr):
+def measure(name: str, seconds: float, runs: int, warmup: float, pin: bool, log=sys.stderr):
+    """The best run's result of ws_load, with "server_cpu" added (the
+    server's CPU time over the run's wall time, all its threads)."""
     notes = []
-    with Server(name) as server:
-        best = 0.0
+    server_prefix, client_prefix = pinning(pin)
+    with Server(name, server_prefix) as server:
+        best = None
         for i in range(runs + 1):
-            r = load(server.port, server.path, warmup if i == 0 else seconds)
+            cpu0 = server.cpu_seconds()
+            r = load(server.port, server.path, warmup if i == 0 else seconds, client_prefix)
+            cpu1 = server.cpu_seconds()
+            r["server_cpu"] = (cpu1 - cpu0) / r["seconds"] if cpu0 is not None and cpu1 else None
             if r["mismatched"]:
                 notes.append(f"{r['mismatched']} echoes did not match what was sent")
             if i == 0:
                 print(f"bench: WebSocket, {SERVERS[name]}: warm-up {r['per_second']:,.0f} msg/s",
                       file=log, flush=True)
-            else:
-                best = max(best, r["per_second"])
+            elif best is None or r["per_second"] > best["per_second"]:
+                best = r
     return best, notes
 
 
-def run_all(seconds: float, runs: int, warmup: float, only=None, log=sys.stderr):
-    """{name: messages/s or None}, {name: reason}, [notes]."""
+def run_all(seconds: float, runs: int, warmup: float, only=None, pin=False, log=sys.stderr):
+    """{name: ws_load's result or None}, {name: reason}, [notes]."""
     results, reasons, notes = {}, {}, []
     for name, label in SERVERS.items():
         if only and name not in only:
@@ -159,7 +193,7 @@ def run_all(seconds: float, runs: int, warmup: float, only=None, log=sys.stderr)
         results[name] = None
         print(f"bench: WebSocket echo, {label} ...", file=log, flush=True)
         try:
-            results[name], more = measure(name, seconds, runs, warmup, log)
+            results[name], more = measure(name, seconds, runs, warmup, pin, log)
             notes.extend(f"{label}: {n}" for n in more)
         except (Unavailable, OSError, subprocess.SubprocessError, ValueError) as e:
             reasons[name] = str(e) or type(e).__name__
@@ -171,18 +205,30 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=5, help="length of one run (default 5)")
     ap.add_argument("--runs", type=int, default=2, help="runs per server, best kept (default 2)")
     ap.add_argument("--warmup", type=float, default=2, help="warm-up run, not counted (default 2)")
-    ap.add_argument("--only", default="", help="comma-separated servers: workerd,py,py_uvicorn,lua,py_bare")
+    ap.add_argument("--only", default="",
+                    help="comma-separated servers: workerd,py,py_uvicorn,lua,py_bare,c_bare")
+    ap.add_argument("--pin", action="store_true",
+                    help="server on CPU 0, client on CPU 1 (default: wherever the scheduler puts them)")
     args = ap.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that servers are stopped
     only = {s.strip() for s in args.only.split(",") if s.strip()}
-    results, reasons, notes = run_all(args.seconds, args.runs, args.warmup, only)
+    results, reasons, notes = run_all(args.seconds, args.runs, args.warmup, only, args.pin)
     base = results.get("workerd")
+    base = base["per_second"] if base else None
+    server_pin, _ = pinning(args.pin)
     print(f"WebSocket echo, one object: {CONNECTIONS} connections x {WINDOW} in flight, "
-          "64-byte text messages (bench/ws/client.py)")
-    for name, v in results.items():
-        ratio = f"{v / base:6.2f}x workerd" if v and base else ""
+          f"{SIZE}-byte text messages, {args.seconds:g} s runs, best of {args.runs} "
+          f"(load client build/ws_load; "
+          + ("server on CPU 0, client on CPU 1)" if server_pin else "not pinned)"))
+    for name, r in results.items():
+        v = r["per_second"] if r else None
+        ratio = f"{v / base:5.2f}x workerd" if v and base else ""
         shown = "n/a" if v is None else f"{v:,.0f}"
-        print(f"{SERVERS[name]:<22} {shown:>10} msg/s  {ratio}")
+        cpu = ""
+        if r:
+            scpu = "?" if r["server_cpu"] is None else f"{r['server_cpu']:.2f}"
+            cpu = f"  CPU: server {scpu}, client {r['client_cpu']:.2f}"
+        print(f"{SERVERS[name]:<31} {shown:>10} msg/s  {ratio:<14}{cpu}")
     for name, why in reasons.items():
         print(f"  {SERVERS[name]}: n/a: {why}")
     for n in notes:

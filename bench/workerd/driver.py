@@ -4,28 +4,25 @@
 
 * install(): workerd from npm into bench/.node (ignored by git), pinned to the
   version the reference was measured with, else the newest that installs.
-* Workerd: a context manager that writes config.capnp (from config.capnp.in)
-  and worker.js into a temporary folder, opens a listening socket on a free
-  loopback port and hands it to `workerd serve --experimental --socket-fd`
-  (no port race), and always stops the server: SIGTERM then SIGKILL to its
-  process group on exit, and PR_SET_PDEATHSIG so that it dies with us even
-  if this process is killed outright.  Every request has a timeout.
+* Workerd: a bench/servers.py ServerProcess (a context manager) that writes
+  config.capnp (from config.capnp.in) and worker.js into a temporary folder,
+  hands `workerd serve --experimental --socket-fd` a listening socket on a
+  free loopback port (no port race), and always stops the server: SIGTERM
+  then SIGKILL to its process group on exit, and PR_SET_PDEATHSIG so that it
+  dies with us even if this process is killed outright.  Every request has a
+  timeout.
 * run(op, n): one request to /bench; the worker times the loop itself (see
   worker.js) and the driver times the request from outside as a cross-check.
 """
 
 from __future__ import annotations
 
-import atexit
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import tempfile
 import time
-import urllib.error
 import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -56,6 +53,10 @@ def _env() -> dict:
     """The environment for workerd and npm: without a sanitizer preload (the
     suites run under ASan with libasan preloaded; workerd crashes with it)."""
     return {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+
+
+# The same, as extra environment for a servers.ServerProcess.
+NO_PRELOAD = {"LD_PRELOAD": None}
 
 
 def _version(binary: str) -> str | None:
@@ -93,90 +94,45 @@ def install(log=sys.stderr) -> tuple[str, str]:
     raise Unavailable("; ".join(errors))
 
 
-# Runs in the child between fork and exec: it dies with us (PR_SET_PDEATHSIG).
-_die_with_parent = servers.die_with_parent
+class Workerd(servers.ServerProcess):
+    """workerd serving config.capnp.in and the *.js modules of `template`
+    (this folder: the bench peer), in a folder of its own under
+    bench/.node/run."""
 
-
-class Workerd:
-    def __init__(self, binary: str, start_timeout: float = 30.0, request_timeout: float = 120.0):
+    def __init__(self, binary: str, start_timeout: float = 30.0, request_timeout: float = 120.0,
+                 template: str = HERE):
         self.binary = binary
-        self.start_timeout = start_timeout
+        self.template = template
         self.request_timeout = request_timeout
-        self.proc: subprocess.Popen | None = None
-        self.tmp: str | None = None
-        self.port = 0
-
-    # -- lifetime --------------------------------------------------------
-    def __enter__(self) -> "Workerd":
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    def start(self) -> None:
-        # The server's folder lives in bench/.node/run; folders left there by
-        # a runner that was killed outright are removed first.
+        # Folders left in bench/.node/run by a runner that was killed
+        # outright are removed first.
         run_dir = os.path.join(NODE_DIR, "run")
         os.makedirs(run_dir, exist_ok=True)
         for old in os.listdir(run_dir):
             pid = old.rsplit("-", 1)[-1]
             if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
                 shutil.rmtree(os.path.join(run_dir, old), ignore_errors=True)
-        self.tmp = tempfile.mkdtemp(prefix="workerd-", suffix=f"-{os.getpid()}", dir=run_dir)
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(128)
-        self.port = sock.getsockname()[1]
-        with open(os.path.join(HERE, "config.capnp.in")) as f:
-            config = f.read().replace("@ADDRESS@", f"127.0.0.1:{self.port}")
-        with open(os.path.join(self.tmp, "config.capnp"), "w") as f:
+        super().__init__("workerd", None, self._command, self._ready, start_timeout=start_timeout,
+                         stop_timeout=5, tmp_prefix="", tmp_dir=run_dir,
+                         tmp_suffix=f"-{os.getpid()}")
+
+    def _command(self, tmp: str, port: int) -> tuple:
+        with open(os.path.join(self.template, "config.capnp.in")) as f:
+            config = f.read().replace("@ADDRESS@", f"127.0.0.1:{port}")
+        with open(os.path.join(tmp, "config.capnp"), "w") as f:
             f.write(config)
-        for name in os.listdir(HERE):  # worker.js and the modules it imports
+        for name in os.listdir(self.template):  # worker.js and the modules it imports
             if name.endswith(".js"):
-                shutil.copy(os.path.join(HERE, name), self.tmp)
-        os.makedirs(os.path.join(self.tmp, "store"))  # localDisk storage (removed by stop)
-        self.log_path = os.path.join(self.tmp, "workerd.log")
-        log = open(self.log_path, "wb")
-        atexit.register(self.stop)
-        try:
-            self.proc = subprocess.Popen(
-                [self.binary, "serve", "config.capnp", "--experimental",
-                 f"--socket-fd=http={sock.fileno()}"],
-                cwd=self.tmp, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                pass_fds=(sock.fileno(),), start_new_session=True,
-                preexec_fn=_die_with_parent, env=_env())
-        finally:
-            sock.close()
-            log.close()
-        deadline = time.monotonic() + self.start_timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise Unavailable(f"workerd exited with {self.proc.returncode}: {self._log_tail()}")
-            try:
-                if self._get("/", timeout=2).startswith("dobj bench peer"):
-                    return
-            except (OSError, urllib.error.URLError):
-                pass
-            if time.monotonic() > deadline:
-                raise Unavailable(f"workerd did not answer within {self.start_timeout:.0f} s: "
-                                  f"{self._log_tail()}")
-            time.sleep(0.1)
+                shutil.copy(os.path.join(self.template, name), tmp)
+        os.makedirs(os.path.join(tmp, "store"))  # localDisk storage (removed by stop)
+        return ([self.binary, "serve", "config.capnp", "--experimental",
+                 f"--socket-fd=http={self.listen_fd}"], NO_PRELOAD)
 
-    def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        servers.stop_group(proc, 5)
-        if self.tmp:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            self.tmp = None
+    def _ready(self, port: int) -> bool:
+        return self._get("/", timeout=2).startswith("dobj bench peer")
 
-    def _log_tail(self) -> str:
-        return servers.log_tail(self.log_path, 5)
+    def log_tail(self, lines: int = 5) -> str:
+        return super().log_tail(lines)
 
     # -- requests --------------------------------------------------------
     def _get(self, path: str, timeout: float | None = None) -> str:

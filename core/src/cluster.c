@@ -123,16 +123,21 @@ int dobj_cluster_opts_check(const dobj_cluster_opts *o)
 	if (o->node_addr && memchr(o->node_addr, '\0',
 		o->node_addr_len ? o->node_addr_len : strlen(o->node_addr)))
 		return dobj_error_set(DOBJ_EARG, "cluster: the node address contains a NUL byte");
+	/* At most a day each: the times become C ints (a poll's timeout,
+	 * statement_timeout) and PostgreSQL intervals, which a larger number
+	 * overflows (a TTL of 1e12 s was undefined behaviour in the network
+	 * thread's wait). */
 	if (isnan(o->ttl_ms) || o->ttl_ms < 0 || isinf(o->ttl_ms) ||
-	    (o->ttl_ms > 0 && o->ttl_ms < 100))
-		return dobj_error_set(DOBJ_EARG,
-			"cluster: the lease time to live must be a finite number of at least 0.1 s");
-	if (isnan(o->grace_ms) || isinf(o->grace_ms))
-		return dobj_error_set(DOBJ_EARG, "cluster: the grace period must be a finite number");
+	    (o->ttl_ms > 0 && o->ttl_ms < 100) || o->ttl_ms > DOBJ_CLUSTER_MAX_MS)
+		return dobj_error_set(DOBJ_EARG, "cluster: the lease time to live must be a "
+			"number of seconds from 0.1 to 86400");
+	if (isnan(o->grace_ms) || isinf(o->grace_ms) || o->grace_ms > DOBJ_CLUSTER_MAX_MS)
+		return dobj_error_set(DOBJ_EARG, "cluster: the grace period must be a number of "
+			"seconds from 0 to 86400");
 	if (isnan(o->timeout_ms) || o->timeout_ms < 0 || isinf(o->timeout_ms) ||
-	    (o->timeout_ms > 0 && o->timeout_ms < 10))
-		return dobj_error_set(DOBJ_EARG,
-			"cluster: the PostgreSQL timeout must be a finite number of at least 0.01 s");
+	    (o->timeout_ms > 0 && o->timeout_ms < 10) || o->timeout_ms > DOBJ_CLUSTER_MAX_MS)
+		return dobj_error_set(DOBJ_EARG, "cluster: the PostgreSQL timeout must be a "
+			"number of seconds from 0.01 to 86400");
 	{
 		/* The URL's syntax (libpq's parser, no connection). */
 		char *u = dobj__strndup(o->url, n);

@@ -42,31 +42,31 @@ typedef struct found {
 
 /* The last error (dobj_cluster_opts_check's), with the source of the
  * refused setting in front of it. */
-static int reword(const char *from)
+static int reword(const char *from, int code)
 {
 	const char *m = dobj_error_last();
 	char msg[400];
 
 	snprintf(msg, sizeof(msg), "%s", strncmp(m, "cluster: ", 9) == 0 ? m + 9 : m);
-	return dobj_error_set(DOBJ_EINVALID, "%s: %s", from, msg);
+	return dobj_error_set(code, "%s: %s", from, msg);
+}
+
+static double *field(dobj_cluster_opts *o, int which)
+{
+	return which == S_TTL ? &o->ttl_ms : which == S_GRACE ? &o->grace_ms : &o->timeout_ms;
 }
 
 /* Checks one number (ms, dobj_cluster_opts' terms) the way the runtime will,
  * naming its source. */
-static int check_ms(int which, double ms, const char *from)
+static int check_ms(int which, double ms, const char *from, int code)
 {
 	dobj_cluster_opts o = DOBJ_CLUSTER_OPTS_INIT;
 
 	o.url = "postgresql://";
-	if (which == S_TTL)
-		o.ttl_ms = ms;
-	else if (which == S_GRACE)
-		o.grace_ms = ms;
-	else
-		o.timeout_ms = ms;
+	*field(&o, which) = ms;
 	if (dobj_cluster_opts_check(&o) == DOBJ_OK)
 		return DOBJ_OK;
-	return reword(from);
+	return reword(from, code);
 }
 
 /* Checks a URL or a node address the way the runtime will. */
@@ -78,22 +78,40 @@ static int check_str(const char *url, const char *addr, const char *from)
 	o.node_addr = addr;
 	if (dobj_cluster_opts_check(&o) == DOBJ_OK)
 		return DOBJ_OK;
-	return reword(from);
+	return reword(from, DOBJ_EINVALID);
 }
 
 /* Seconds as a setting gives them -> ms in dobj_cluster_opts' terms (whose
- * 0 means "the default": a grace of 0 s is written < 0 there). */
-static int seconds(int which, double s, const char *from, double *ms)
+ * 0 means "the default": a grace of 0 s is written < 0 there, and a TTL or
+ * timeout of 0 s is refused rather than taken for "the default"). */
+static int seconds(int which, double s, const char *from, double *ms, int code)
 {
+	double v;
+	int rc;
+
 	if (isnan(s) || isinf(s))
-		return dobj_error_set(DOBJ_EINVALID, "%s: must be a finite number of seconds", from);
+		return dobj_error_set(code, "%s: must be a finite number of seconds", from);
 	if (which == S_GRACE && s < 0)
-		return dobj_error_set(DOBJ_EINVALID, "%s: the grace period must be 0 or more seconds", from);
+		return dobj_error_set(code, "%s: the grace period must be 0 or more seconds", from);
 	if (which != S_GRACE && s <= 0)
-		/* 0 would mean "the default" below: a setting says what it wants. */
-		return dobj_error_set(DOBJ_EINVALID, "%s: must be a number of seconds above 0", from);
-	*ms = which == S_GRACE && s == 0 ? -1 : s * 1e3;
-	return check_ms(which, *ms, from);
+		return dobj_error_set(code, "%s: must be a number of seconds above 0", from);
+	v = which == S_GRACE && s == 0 ? -1 : s * 1e3;
+	if ((rc = check_ms(which, v, from, code)) < 0)
+		return rc;
+	*ms = v;
+	return DOBJ_OK;
+}
+
+int dobj_cluster_opts_seconds(dobj_cluster_opts *opts, dobj_cluster_time which, double s,
+	const char *from)
+{
+	static const char *const names[3] = { "the lease time to live", "the grace period",
+		"the PostgreSQL timeout" };
+	int j = (int)which + S_TTL;
+
+	if (!opts || (int)which < 0 || j > S_TIMEOUT)
+		return dobj_error_set(DOBJ_EARG, "cluster: no such setting");
+	return seconds(j, s, from ? from : names[which], field(opts, j), DOBJ_EARG);
 }
 
 static int from_file(found *f, const char *path, const dobj_val *top, const char *where)
@@ -143,7 +161,8 @@ static int from_file(found *f, const char *path, const dobj_val *top, const char
 			if (dobj_val_type_of(v) != DOBJ_VAL_NUMBER)
 				return dobj_error_set(DOBJ_EINVALID, "%s must be a number of seconds, not %s",
 					from, dobj_val_type_name(v));
-			if ((rc = seconds((int)j, dobj_val_get_number(v), from, &f->ms[j - S_TTL])) < 0)
+			if ((rc = seconds((int)j, dobj_val_get_number(v), from, &f->ms[j - S_TTL],
+			    DOBJ_EINVALID)) < 0)
 				return rc;
 		}
 		f->set[j] = 1;
@@ -175,7 +194,7 @@ static int from_environ(found *f)
 		if (end == v || *end || errno == ERANGE)
 			return dobj_error_set(DOBJ_EINVALID, "environment variable %s=%.40s%s: not a number "
 				"of seconds", vars[j], v, strlen(v) > 40 ? "..." : "");
-		if ((rc = seconds(j, s, f->from[j], &f->ms[j - S_TTL])) < 0)
+		if ((rc = seconds(j, s, f->from[j], &f->ms[j - S_TTL], DOBJ_EINVALID)) < 0)
 			return rc;
 	}
 	return DOBJ_OK;
@@ -274,9 +293,11 @@ int dobj__config_cluster(dobj_cluster_opts **out, const char *path, const dobj_v
 	 * checked as they were read. */
 	if ((rc = check_str(o->url, NULL, f.from[S_URL])) < 0 ||
 	    (f.set[S_ADDR] && (rc = check_str("postgresql://", o->node_addr, f.from[S_ADDR])) < 0) ||
-	    (call.set[S_TTL] && (rc = check_ms(S_TTL, o->ttl_ms, f.from[S_TTL])) < 0) ||
-	    (call.set[S_GRACE] && (rc = check_ms(S_GRACE, o->grace_ms, f.from[S_GRACE])) < 0) ||
-	    (call.set[S_TIMEOUT] && (rc = check_ms(S_TIMEOUT, o->timeout_ms, f.from[S_TIMEOUT])) < 0)) {
+	    (call.set[S_TTL] && (rc = check_ms(S_TTL, o->ttl_ms, f.from[S_TTL], DOBJ_EINVALID)) < 0) ||
+	    (call.set[S_GRACE] && (rc = check_ms(S_GRACE, o->grace_ms, f.from[S_GRACE],
+		DOBJ_EINVALID)) < 0) ||
+	    (call.set[S_TIMEOUT] && (rc = check_ms(S_TIMEOUT, o->timeout_ms, f.from[S_TIMEOUT],
+		DOBJ_EINVALID)) < 0)) {
 		free(o);
 		return rc;
 	}

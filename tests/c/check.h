@@ -7,15 +7,28 @@
 
 static int check_failures;
 static int check_count;
+/* The row of a table a loop checks (-1: none): failure lines name it. */
+static int check_case = -1;
+
+static inline const char *check_case_tag(void)
+{
+	static char tag[32];
+	if (check_case < 0)
+		return "";
+	snprintf(tag, sizeof(tag), " [case %d]", check_case);
+	return tag;
+}
 
 #define CHECK(cond) do { check_count++; if (!(cond)) { check_failures++; \
-	fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); } } while (0)
+	fprintf(stderr, "%s:%d:%s CHECK failed: %s\n", __FILE__, __LINE__, check_case_tag(), \
+	#cond); } } while (0)
 #define CHECK_EQ_INT(a, b) do { long long _a = (long long)(a), _b = (long long)(b); check_count++; \
-	if (_a != _b) { check_failures++; fprintf(stderr, "%s:%d: %s == %lld, expected %lld\n", \
-	__FILE__, __LINE__, #a, _a, _b); } } while (0)
+	if (_a != _b) { check_failures++; fprintf(stderr, "%s:%d:%s %s == %lld, expected %lld\n", \
+	__FILE__, __LINE__, check_case_tag(), #a, _a, _b); } } while (0)
 #define CHECK_STR(a, b) do { const char *_a = (a), *_b = (b); check_count++; \
 	if (!_a || strcmp(_a, _b) != 0) { check_failures++; fprintf(stderr, \
-	"%s:%d: %s == \"%s\", expected \"%s\"\n", __FILE__, __LINE__, #a, _a ? _a : "(null)", _b); } } while (0)
+	"%s:%d:%s %s == \"%s\", expected \"%s\"\n", __FILE__, __LINE__, check_case_tag(), #a, \
+	_a ? _a : "(null)", _b); } } while (0)
 
 #define RUN(test) do { int _f = check_failures; test(); \
 	printf("%s %s\n", check_failures == _f ? "ok  " : "FAIL", #test); } while (0)

@@ -196,7 +196,7 @@ static void test_bad_settings(void)
 	write_file("wrangler.toml", "name = \"w\"\ndobj = 1\n");
 	refused("", NULL, "dobj must be a table");
 	write_file("wrangler.toml", "name = \"w\"\n[dobj.cluster]\nurl = \"postgresql://a@b/c\"\nttl = 0.01\n");
-	refused("", NULL, "dobj.cluster.ttl: the lease time to live must be a finite number of at least 0.1 s");
+	refused("", NULL, "dobj.cluster.ttl: the lease time to live must be a number of seconds from 0.1 to 86400");
 	write_file("wrangler.toml", "name = \"w\"\n[dobj.cluster]\nurl = \"postgresql://a@b/c\"\nttl = 0\n");
 	refused("", NULL, "dobj.cluster.ttl: must be a number of seconds above 0");
 	write_file("wrangler.toml", "name = \"w\"\n[dobj.cluster]\nurl = \"postgresql://a@b/c\"\ngrace = -1\n");
@@ -222,7 +222,24 @@ static void test_bad_settings(void)
 	refused("", NULL, "environment variable DOBJ_CLUSTER_TTL: must be a finite number of seconds");
 	setenv("DOBJ_CLUSTER_TTL", "1e999", 1);
 	refused("", NULL, "DOBJ_CLUSTER_TTL=1e999: not a number of seconds");
+	/* Numbers C cannot hold as an int of ms, or PostgreSQL as an interval,
+	 * are refused at load time (they were accepted, then made undefined
+	 * behaviour in the network thread's wait or a PostgreSQL error later). */
+	setenv("DOBJ_CLUSTER_TTL", "1e300", 1);
+	refused("", NULL, "environment variable DOBJ_CLUSTER_TTL: the lease time to live must be a "
+		"number of seconds from 0.1 to 86400");
+	setenv("DOBJ_CLUSTER_TTL", "-inf", 1);
+	refused("", NULL, "environment variable DOBJ_CLUSTER_TTL: must be a finite number of seconds");
 	unsetenv("DOBJ_CLUSTER_TTL");
+	setenv("DOBJ_CLUSTER_GRACE", "1e7", 1);
+	refused("", NULL, "environment variable DOBJ_CLUSTER_GRACE: the grace period must be a number "
+		"of seconds from 0 to 86400");
+	setenv("DOBJ_CLUSTER_GRACE", "-0.5", 1);
+	refused("", NULL, "environment variable DOBJ_CLUSTER_GRACE: the grace period must be 0 or more");
+	unsetenv("DOBJ_CLUSTER_GRACE");
+	setenv("DOBJ_CLUSTER_TIMEOUT", "1e7", 1);
+	refused("", NULL, "environment variable DOBJ_CLUSTER_TIMEOUT: the PostgreSQL timeout must be "
+		"a number of seconds from 0.01 to 86400");
 	setenv("DOBJ_CLUSTER_TIMEOUT", "0.001", 1);
 	refused("", NULL, "environment variable DOBJ_CLUSTER_TIMEOUT: the PostgreSQL timeout must be");
 	unsetenv("DOBJ_CLUSTER_TIMEOUT");
@@ -236,7 +253,72 @@ static void test_bad_settings(void)
 	refused("", &flag, "the lease time to live given: the lease time to live must be");
 	flag.ttl_ms = NAN;
 	refused("", &flag, "the lease time to live given");
+	flag.ttl_ms = 1e15;
+	refused("", &flag, "the lease time to live given: the lease time to live must be a number of "
+		"seconds from 0.1 to 86400");
+	flag.ttl_ms = 0;
+	write_file("wrangler.toml", "name = \"w\"\n[dobj.cluster]\nurl = \"postgresql://a@b/c\"\n"
+		"timeout = 1e300\n");
+	refused("", NULL, "wrangler.toml: dobj.cluster.timeout: the PostgreSQL timeout must be");
+	write_file("wrangler.toml", "name = \"w\"\n[dobj.cluster]\nurl = \"postgresql://a@b/c\"\n"
+		"grace = -inf\n");
+	refused("", NULL, "wrangler.toml: dobj.cluster.grace: must be a finite number of seconds");
+	write_file("wrangler.toml", "name = \"w\"\n");
 	clear_environ();
+}
+
+/* dobj_cluster_opts_seconds: the bindings' one rule for keyword arguments
+ * and flags in seconds (a negative grace was taken for "none" from a
+ * keyword argument while the file and the environment refused it). */
+static void seconds_refused(dobj_cluster_time which, double s, const char *want)
+{
+	dobj_cluster_opts o = DOBJ_CLUSTER_OPTS_INIT;
+
+	CHECK_EQ_INT(dobj_cluster_opts_seconds(&o, which, s, "cluster_x"), DOBJ_EARG);
+	CHECK(o.ttl_ms == 0 && o.grace_ms == 0 && o.timeout_ms == 0);
+	if (!strstr(dobj_error_last(), want)) {
+		check_failures++;
+		fprintf(stderr, "error: %s\n  wanted: %s\n", dobj_error_last(), want);
+	}
+}
+
+static void test_opts_seconds(void)
+{
+	dobj_cluster_opts o = DOBJ_CLUSTER_OPTS_INIT;
+
+	CHECK_EQ_INT(dobj_cluster_opts_seconds(&o, DOBJ_CLUSTER_TTL, 1.5, NULL), 0);
+	CHECK_EQ_INT(dobj_cluster_opts_seconds(&o, DOBJ_CLUSTER_GRACE, 0, NULL), 0);
+	CHECK_EQ_INT(dobj_cluster_opts_seconds(&o, DOBJ_CLUSTER_TIMEOUT, 86400, NULL), 0);
+	CHECK(o.ttl_ms == 1500 && o.grace_ms < 0 && o.timeout_ms == 86400e3);
+	CHECK_EQ_INT(dobj_cluster_opts_seconds(&o, DOBJ_CLUSTER_GRACE, 2, NULL), 0);
+	CHECK(o.grace_ms == 2000);
+	seconds_refused(DOBJ_CLUSTER_GRACE, -1, "cluster_x: the grace period must be 0 or more seconds");
+	seconds_refused(DOBJ_CLUSTER_GRACE, -0.0 - 1e-9, "the grace period must be 0 or more");
+	seconds_refused(DOBJ_CLUSTER_GRACE, 1e300, "cluster_x: the grace period must be a number of "
+		"seconds from 0 to 86400");
+	seconds_refused(DOBJ_CLUSTER_TTL, 0, "cluster_x: must be a number of seconds above 0");
+	seconds_refused(DOBJ_CLUSTER_TTL, -3, "cluster_x: must be a number of seconds above 0");
+	seconds_refused(DOBJ_CLUSTER_TTL, INFINITY, "cluster_x: must be a finite number of seconds");
+	seconds_refused(DOBJ_CLUSTER_TTL, -INFINITY, "cluster_x: must be a finite number of seconds");
+	seconds_refused(DOBJ_CLUSTER_TIMEOUT, NAN, "cluster_x: must be a finite number of seconds");
+	seconds_refused(DOBJ_CLUSTER_TTL, 1e12, "cluster_x: the lease time to live must be a number "
+		"of seconds from 0.1 to 86400");
+	seconds_refused(DOBJ_CLUSTER_TIMEOUT, 1e7, "cluster_x: the PostgreSQL timeout must be a number "
+		"of seconds from 0.01 to 86400");
+	seconds_refused((dobj_cluster_time)7, 1, "no such setting");
+	/* The C options themselves: past a day is refused too. */
+	o = (dobj_cluster_opts)DOBJ_CLUSTER_OPTS_INIT;
+	o.url = "postgresql://a@b/c";
+	o.ttl_ms = 1e15;
+	CHECK_EQ_INT(dobj_cluster_opts_check(&o), DOBJ_EARG);
+	o.ttl_ms = 0;
+	o.timeout_ms = 1e10;
+	CHECK_EQ_INT(dobj_cluster_opts_check(&o), DOBJ_EARG);
+	o.timeout_ms = 0;
+	o.grace_ms = 1e300;
+	CHECK_EQ_INT(dobj_cluster_opts_check(&o), DOBJ_EARG);
+	o.grace_ms = -5; /* < 0: none, as documented for C */
+	CHECK_EQ_INT(dobj_cluster_opts_check(&o), 0);
 }
 
 /* A caller built for version 1 of the options (without `cluster`) still
@@ -267,6 +349,7 @@ int main(void)
 	RUN(test_precedence);
 	RUN(test_bad_settings);
 	RUN(test_version_1_options);
+	RUN(test_opts_seconds);
 	snprintf(path, sizeof(path), "%s/wrangler.toml", dir);
 	unlink(path);
 	snprintf(path, sizeof(path), "%s/wrangler.jsonc", dir);

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 
 #include "testhost.h"
+#include "cases.h"
 
 static dobj_ns *ns;
 static int steps;
@@ -104,19 +105,23 @@ static dobj_task *call(dobj_rt *rt, dobj_stub *s, const char *method)
 
 static void test_rpc_names_reserved_private_and_callable(void)
 {
-	CHECK_EQ_INT(dobj_rpc_name_check("get", 3), DOBJ_OK);
-	CHECK_EQ_INT(dobj_rpc_name_check("newer", 5), DOBJ_OK);
-	CHECK_EQ_INT(dobj_rpc_name_check("fetch", 5), DOBJ_ENOHANDLER);
-	CHECK_STR(dobj_error_last(), "'fetch' is a reserved method and cannot be called over RPC.");
-	CHECK_EQ_INT(dobj_rpc_name_check("alarm", 5), DOBJ_ENOHANDLER);
-	CHECK_EQ_INT(dobj_rpc_name_check("constructor", 11), DOBJ_ENOHANDLER);
-	CHECK_EQ_INT(dobj_rpc_name_check("new", 3), DOBJ_ENOHANDLER);
-	CHECK_EQ_INT(dobj_rpc_name_check("webSocketMessage", 16), DOBJ_ENOHANDLER);
-	CHECK_EQ_INT(dobj_rpc_name_check("_private", 8), DOBJ_ENOHANDLER);
-	CHECK_STR(dobj_error_last(), "The RPC receiver does not implement the method \"_private\".");
-	CHECK_EQ_INT(dobj_rpc_name_check("__init__", 8), DOBJ_ENOHANDLER);
-	CHECK_EQ_INT(dobj_rpc_name_check("", 0), DOBJ_ENOHANDLER);
-	CHECK_EQ_INT(dobj_rpc_name_check("a\0b", 3), DOBJ_ENOHANDLER);
+	static const str_case names[] = {
+		STR_CASE("get", DOBJ_OK, NULL),
+		STR_CASE("newer", DOBJ_OK, NULL),
+		STR_CASE("fetch", DOBJ_ENOHANDLER,
+			"'fetch' is a reserved method and cannot be called over RPC."),
+		STR_CASE("alarm", DOBJ_ENOHANDLER, NULL),
+		STR_CASE("constructor", DOBJ_ENOHANDLER, NULL),
+		STR_CASE("new", DOBJ_ENOHANDLER, NULL),
+		STR_CASE("webSocketMessage", DOBJ_ENOHANDLER, NULL),
+		STR_CASE("_private", DOBJ_ENOHANDLER,
+			"The RPC receiver does not implement the method \"_private\"."),
+		STR_CASE("__init__", DOBJ_ENOHANDLER, NULL),
+		STR_CASE("", DOBJ_ENOHANDLER, NULL),
+		STR_CASE("a\0b", DOBJ_ENOHANDLER, NULL),
+	};
+
+	check_str_cases(dobj_rpc_name_check, names, N_CASES(names));
 }
 
 static void test_missing_method_message_keeps_its_end(void)

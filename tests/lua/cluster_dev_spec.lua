@@ -7,7 +7,6 @@ local H = dofile((debug.getinfo(1, "S").source:match("^@(.*[/\\])") or "./") .. 
 local dobj = H.dobj
 
 local HERE = debug.getinfo(1, "S").source:match("^@(.*[/\\])") or "./"
-local PGTMP = HERE .. "../cluster/pgtmp.sh"
 local SCRIPT = HERE .. "../../bindings/lua/bin/dobj-lua"
 local EXAMPLE = HERE .. "../../examples/workers/lua-counter"
 local PRELOAD = os.getenv("LD_PRELOAD") -- the ASan runtime, for the server only
@@ -74,17 +73,8 @@ end
 
 describe("cluster settings and commands (Lua)", function()
   local pg, dirs, servers
-  setup(function()
-    local p = assert(io.popen("'" .. PGTMP .. "' start"))
-    local url, dir = p:read("l"):match("^(%S+) (%S+)$")
-    assert(p:close() and url, "could not start PostgreSQL")
-    pg = { url = url, dir = dir, lifeline = assert(io.open(dir .. "/lifeline", "r+")) }
-  end)
-  teardown(function()
-    if not pg then return end
-    pg.lifeline:close()
-    os.execute("'" .. PGTMP .. "' stop '" .. pg.dir .. "'")
-  end)
+  setup(function() pg = H.postgres() end)
+  teardown(function() if pg then pg.stop() end end)
   before_each(function() dirs, servers = {}, {} end)
   after_each(function()
     for _, s in ipairs(servers) do stop(s) end
@@ -217,5 +207,8 @@ rt:close()
     assert.truthy(msg:find("cannot connect to PostgreSQL", 1, true), msg)
     assert.has_error(function() dobj.load { config = d, cluster_ttl = "3" } end,
       "load_config: cluster_ttl must be a number of seconds, not string")
+    none, msg = dobj.load { config = d, cluster_grace = -2 }
+    assert.is_nil(none)
+    assert.are.equal("cluster_grace: the grace period must be 0 or more seconds", msg)
   end)
 end)

@@ -6,14 +6,6 @@ local H = dofile((debug.getinfo(1, "S").source:match("^@(.*[/\\])") or "./") .. 
 local dobj = H.dobj
 
 local here = debug.getinfo(1, "S").source:match("^@(.*[/\\])") or "./"
-local PGTMP = here .. "../cluster/pgtmp.sh"
-
-local function pg_start()
-  local p = assert(io.popen("'" .. PGTMP .. "' start"))
-  local url, dir = p:read("l"):match("^(%S+) (%S+)$")
-  assert(p:close() and url, "could not start PostgreSQL")
-  return { url = url, dir = dir, lifeline = assert(io.open(dir .. "/lifeline", "r+")) }
-end
 
 -- A node process; its pid (first line) lets the test kill it.
 local function start_node(url, dir, ...)
@@ -42,12 +34,8 @@ function Box:slow(s) dobj.sleep(s) return "slept" end
 
 describe("calls between cluster nodes", function()
   local pg, dirs, node
-  setup(function() pg = pg_start() end)
-  teardown(function()
-    if not pg then return end
-    pg.lifeline:close()
-    os.execute("'" .. PGTMP .. "' stop '" .. pg.dir .. "'")
-  end)
+  setup(function() pg = H.postgres() end)
+  teardown(function() if pg then pg.stop() end end)
   before_each(function() dirs = {} end)
   after_each(function()
     if node then kill(node) node.pipe:close() node = nil end

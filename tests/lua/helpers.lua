@@ -71,6 +71,32 @@ function H.rm_rf(dir)
   os.execute("rm -rf '" .. dir .. "'")
 end
 
+-- PostgreSQL fixture ------------------------------------------------------
+
+local PGTMP = (debug.getinfo(1, "S").source:match("^@(.*[/\\])") or "./") .. "../cluster/pgtmp.sh"
+
+-- A throw-away PostgreSQL from tests/cluster/pgtmp.sh (the script every suite
+-- uses): { url, dir }, pg.run(verb) for the script's other verbs ("kill",
+-- "restart") and pg.stop().  The server lives while its lifeline (a FIFO) is
+-- open: the script's watchdog stops it when the test process goes away,
+-- however it ends.
+function H.postgres()
+  local p = assert(io.popen("'" .. PGTMP .. "' start"))
+  local url, dir = (p:read("l") or ""):match("^(%S+) (%S+)$")
+  assert(p:close() and url, "could not start PostgreSQL")
+  local pg = { url = url, dir = dir, lifeline = assert(io.open(dir .. "/lifeline", "r+")) }
+  function pg.run(verb)
+    assert(os.execute("'" .. PGTMP .. "' " .. verb .. " '" .. dir .. "'"))
+  end
+  function pg.stop()
+    if not pg.lifeline then return end
+    pg.lifeline:close()
+    pg.lifeline = nil
+    os.execute("'" .. PGTMP .. "' stop '" .. dir .. "'")
+  end
+  return pg
+end
+
 -- Run a shell command and return its output (trailing newline removed).
 function H.sh(cmd)
   local p = io.popen(cmd)

@@ -3,6 +3,7 @@ bad input, every acknowledged write in PostgreSQL, a node SIGKILLed and its
 objects restored by another process, a live owner keeping its objects, and
 PostgreSQL killed and restarted."""
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -72,6 +73,28 @@ def test_bad_input_is_a_clear_error(pg, tmp_path):
         dobj.Runtime(storage=str(tmp_path), cluster="")
     with pytest.raises(TypeError):
         dobj.Runtime(storage=str(tmp_path), cluster=1)
+
+
+@pytest.mark.parametrize("kw, value, message", [
+    # A negative grace was taken for "none" (the file and the environment refused it).
+    ("cluster_grace", -1, "cluster_grace: the grace period must be 0 or more seconds"),
+    # Past a day: accepted, then undefined behaviour in the network thread's
+    # wait (1e12 s), or a PostgreSQL error about -2147483648 ms (1e7 s).
+    ("cluster_ttl", 1e12, "cluster_ttl: the lease time to live must be a number of seconds from 0.1 to 86400"),
+    ("cluster_grace", 1e300, "cluster_grace: the grace period must be a number of seconds from 0 to 86400"),
+    ("cluster_timeout", 1e7, "cluster_timeout: the PostgreSQL timeout must be a number of seconds from 0.01 to 86400"),
+    ("cluster_ttl", float("-inf"), "cluster_ttl: must be a finite number of seconds"),
+    ("cluster_timeout", float("nan"), "cluster_timeout: must be a finite number of seconds"),
+    ("cluster_ttl", 0, "cluster_ttl: must be a number of seconds above 0"),
+])
+def test_bad_times_are_refused_naming_the_argument(tmp_path, kw, value, message):
+    """Refused before connecting, with the keyword named (Runtime and from_config alike)."""
+    url = "postgresql://nobody@127.0.0.1:1/x"
+    with pytest.raises(dobj.Error, match=re.escape(message)):
+        dobj.Runtime(storage=str(tmp_path), cluster=url, **{kw: value})
+    (tmp_path / "wrangler.toml").write_text('name = "w"\n')
+    with pytest.raises(dobj.ConfigError, match=re.escape(message)):
+        dobj.Runtime.from_config(str(tmp_path), cluster=url, **{kw: value})
 
 
 async def test_another_node_restores_every_acknowledged_write(pg, tmp_path):

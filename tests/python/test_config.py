@@ -430,17 +430,14 @@ async def test_config_state_folder_is_shared_with_workerd(tmp_path):
     import gc
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from storage_util import Box, run, same as same_value
-    from test_interop import _no_preload, _workerd, cases, driver, peer
+    from test_interop import _peer, _serving, cases
 
-    with _no_preload():
-        binary = _workerd()
-    if not binary:
-        pytest.skip("workerd is not installed (make workerd installs it into bench/.node)")
     cfg = dobj.load_config(FIXTURES / "interop", persist_to=tmp_path / "state")
     (b,) = cfg.bindings
     assert (b.unique_key, b.class_name) == ("interop-worker-Interop", "Interop")
     assert cfg.state_dir == str(tmp_path / "state" / "v3" / "do")
     os.makedirs(cfg.state_dir)
+    binary, tmpl = _peer(tmp_path, cfg.state_dir)  # (skips here without workerd)
 
     rt = dobj.Runtime(storage=cfg.state_dir)
     ns = rt.bind(b.binding, Box, unique_key=b.unique_key)
@@ -455,23 +452,13 @@ async def test_config_state_folder_is_shared_with_workerd(tmp_path):
     gc.collect()
     assert os.path.isdir(b.storage_dir)  # <state_dir>/<unique_key>
 
-    tmpl = tmp_path / "tmpl"
-    tmpl.mkdir()
-    peer.prepare(tmpl, cfg.state_dir, str(Path(__file__).resolve().parent / "interop" / "worker.js"))
     capnp = tmpl / "config.capnp.in"
     text = capnp.read_text()
     assert 'uniqueKey = "interop-key"' in text
     capnp.write_text(text.replace('uniqueKey = "interop-key"', f'uniqueKey = "{b.unique_key}"'))
-    saved = driver.HERE
-    driver.HERE = str(tmpl)
-    try:
-        with _no_preload(), driver.Workerd(binary) as wd:
-            got = json.loads(wd._get("/read"))
-            wrote = wd._get("/write")
-    except driver.Unavailable as e:
-        pytest.skip(f"workerd could not start: {e}")
-    finally:
-        driver.HERE = saved
+    with _serving(binary, tmpl) as wd:
+        got = json.loads(wd._get("/read"))
+        wrote = wd._get("/write")
     assert got["n"] == len(cases()) and got["mismatches"] == [], got
     assert wrote.startswith("workerd wrote")
 

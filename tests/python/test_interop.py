@@ -4,6 +4,7 @@ key, same values), and data workerd wrote is read by Python, for every type
 of the mapping.  workerd comes from npm (`make workerd`, into bench/.node) and
 is started and always stopped by bench/workerd/driver.py; without it the
 test is skipped.  The JS cases are in tests/python/interop/worker.js."""
+import contextlib
 import datetime as dt
 import gc
 import json
@@ -76,16 +77,34 @@ class _no_preload:
             os.environ["LD_PRELOAD"] = self.saved
 
 
-async def test_values_cross_between_python_and_workerd(tmp_path):
+def _peer(tmp_path, store):
+    """workerd's binary and a template folder for it (tests/interop/peer.py)
+    running interop/worker.js on `store`; skips the test without workerd."""
     with _no_preload():
         binary = _workerd()
     if not binary:
         pytest.skip("workerd is not installed (make workerd installs it into bench/.node)")
-    store = tmp_path / "store"
-    store.mkdir()
     tmpl = tmp_path / "tmpl"
     tmpl.mkdir()
     peer.prepare(tmpl, store, os.path.join(HERE, "interop", "worker.js"))
+    return binary, tmpl
+
+
+@contextlib.contextmanager
+def _serving(binary, tmpl):
+    """workerd running from template folder `tmpl` (stopped on leaving); skips
+    the test when it can't start."""
+    try:
+        with driver.Workerd(binary, template=str(tmpl)) as wd:
+            yield wd
+    except driver.Unavailable as e:
+        pytest.skip(f"workerd could not start: {e}")
+
+
+async def test_values_cross_between_python_and_workerd(tmp_path):
+    store = tmp_path / "store"
+    store.mkdir()
+    binary, tmpl = _peer(tmp_path, store)
 
     # 1. Python writes every case.
     rt = dobj.Runtime(storage=str(store))
@@ -101,16 +120,9 @@ async def test_values_cross_between_python_and_workerd(tmp_path):
     gc.collect()
 
     # 2. workerd reads them, compares with the same cases in JS, writes its own.
-    saved = driver.HERE
-    driver.HERE = str(tmpl)  # the driver takes config.capnp.in and worker.js from here
-    try:
-        with _no_preload(), driver.Workerd(binary) as wd:
-            got = json.loads(wd._get("/read"))
-            wrote = wd._get("/write")
-    except driver.Unavailable as e:
-        pytest.skip(f"workerd could not start: {e}")
-    finally:
-        driver.HERE = saved
+    with _serving(binary, tmpl) as wd:
+        got = json.loads(wd._get("/read"))
+        wrote = wd._get("/write")
     assert got["n"] == len(cases()), got
     assert got["mismatches"] == [], "python -> workerd"
     assert wrote.startswith("workerd wrote")
@@ -130,15 +142,9 @@ async def test_alarms_cross_between_python_and_workerd(tmp_path):
     reverse.  workerd keeps each alarm in the object's own database too
     (_cf_METADATA) and cancels one its object does not know of: dobj's
     alarms were silently dropped before dobj wrote that copy."""
-    with _no_preload():
-        binary = _workerd()
-    if not binary:
-        pytest.skip("workerd is not installed (make workerd installs it into bench/.node)")
     store = tmp_path / "store"
     store.mkdir()
-    tmpl = tmp_path / "tmpl"
-    tmpl.mkdir()
-    peer.prepare(tmpl, store, os.path.join(HERE, "interop", "worker.js"))
+    binary, tmpl = _peer(tmp_path, store)
     AlarmBox.log = []
     AlarmBox.on_alarm = None
 
@@ -152,18 +158,11 @@ async def test_alarms_cross_between_python_and_workerd(tmp_path):
     gc.collect()
 
     # 2. workerd reports it, fires it, and sets one for Python to fire.
-    saved = driver.HERE
-    driver.HERE = str(tmpl)
-    try:
-        with _no_preload(), driver.Workerd(binary) as wd:
-            seen = json.loads(wd._get("/alarm-get?name=alarm-from-python"))
-            fired = json.loads(wd._get("/alarm-wait?name=alarm-from-python"))
-            later = int(time.time() * 1000) + 2500  # after this workerd has stopped
-            set_by_workerd = json.loads(wd._get(f"/alarm-set?name=alarm-from-workerd&at={later}"))
-    except driver.Unavailable as e:
-        pytest.skip(f"workerd could not start: {e}")
-    finally:
-        driver.HERE = saved
+    with _serving(binary, tmpl) as wd:
+        seen = json.loads(wd._get("/alarm-get?name=alarm-from-python"))
+        fired = json.loads(wd._get("/alarm-wait?name=alarm-from-python"))
+        later = int(time.time() * 1000) + 2500  # after this workerd has stopped
+        set_by_workerd = json.loads(wd._get(f"/alarm-set?name=alarm-from-workerd&at={later}"))
     assert seen["alarm"] == when, "workerd does not see the alarm Python set"
     assert fired["fired"] is not None, "workerd did not fire the alarm Python set"
     assert fired["fired"]["at"] >= when and fired["alarm"] is None
@@ -185,25 +184,12 @@ async def test_alarms_cross_between_python_and_workerd(tmp_path):
 async def test_sql_rows_read_as_workerd_counts_it(tmp_path):
     """workerd gives the rowsRead/rowsWritten test_sql.py expects of dobj."""
     from test_sql import ROWS_READ_CASES, ROWS_READ_SETUP
-    with _no_preload():
-        binary = _workerd()
-    if not binary:
-        pytest.skip("workerd is not installed (make workerd installs it into bench/.node)")
     store = tmp_path / "store"
     store.mkdir()
-    tmpl = tmp_path / "tmpl"
-    tmpl.mkdir()
-    peer.prepare(tmpl, store, os.path.join(HERE, "interop", "worker.js"))
+    binary, tmpl = _peer(tmp_path, store)
     queries = ROWS_READ_SETUP + [q for q, _, _ in ROWS_READ_CASES]
-    saved = driver.HERE
-    driver.HERE = str(tmpl)
-    try:
-        with _no_preload(), driver.Workerd(binary) as wd:
-            got = json.loads(wd._get("/sql-counts?name=sql&q=" +
-                                     urllib.parse.quote(json.dumps(queries))))
-    except driver.Unavailable as e:
-        pytest.skip(f"workerd could not start: {e}")
-    finally:
-        driver.HERE = saved
+    with _serving(binary, tmpl) as wd:
+        got = json.loads(wd._get("/sql-counts?name=sql&q=" +
+                                 urllib.parse.quote(json.dumps(queries))))
     assert [(q, r, w) for q, (r, w) in zip(queries, got)][len(ROWS_READ_SETUP):] == \
         ROWS_READ_CASES

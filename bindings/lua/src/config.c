@@ -147,7 +147,10 @@ static const char *opt_field(lua_State *L, int t, const char *key)
 /* An optional number of seconds of the options table -> ms in
  * dobj_cluster_opts' terms (0: not given; a grace of 0 s is < 0; a ttl or
  * timeout of 0 s is refused by the core, so it stays a refusal: NaN). */
-static double opt_ms(lua_State *L, int t, const char *key, int grace)
+/* A field in seconds (nil: not given) into co, by the core's rule
+ * (dobj_cluster_opts_seconds): 0, or < 0 with the core's message. */
+static int opt_secs(lua_State *L, int t, const char *key, dobj_cluster_time which,
+	dobj_cluster_opts *co)
 {
 	double s;
 
@@ -160,9 +163,7 @@ static double opt_ms(lua_State *L, int t, const char *key, int grace)
 		luaL_error(L, "load_config: %s must be a number of seconds, not %s", key, luaL_typename(L, -1));
 	s = lua_tonumber(L, -1);
 	lua_pop(L, 1);
-	if (s == 0)
-		return grace ? -1 : NAN;
-	return s * 1e3;
+	return dobj_cluster_opts_seconds(co, which, s, key);
 }
 
 /* The resolved cluster settings as a table (seconds; nil for a setting left
@@ -213,9 +214,13 @@ static int load_config(lua_State *L, int starting)
 	opts.persist_to = opt_field(L, 1, "persist_to");
 	opts.cluster.url = opt_field(L, 1, "cluster");
 	opts.cluster.node_addr = opt_field(L, 1, "node_addr");
-	opts.cluster.ttl_ms = opt_ms(L, 1, "cluster_ttl", 0);
-	opts.cluster.grace_ms = opt_ms(L, 1, "cluster_grace", 1);
-	opts.cluster.timeout_ms = opt_ms(L, 1, "cluster_timeout", 0);
+	if (opt_secs(L, 1, "cluster_ttl", DOBJ_CLUSTER_TTL, &opts.cluster) < 0 ||
+	    opt_secs(L, 1, "cluster_grace", DOBJ_CLUSTER_GRACE, &opts.cluster) < 0 ||
+	    opt_secs(L, 1, "cluster_timeout", DOBJ_CLUSTER_TIMEOUT, &opts.cluster) < 0) {
+		lua_pushnil(L);
+		lua_pushstring(L, dobj_error_last());
+		return 2;
+	}
 	g = push_guard(L);
 	rc = dobj_config_load(&g->cfg, &opts);
 	if (rc == 0 && starting)

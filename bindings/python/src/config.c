@@ -142,20 +142,23 @@ static PyObject *str_or_none(const char *s)
 	return PyUnicode_DecodeUTF8(s, (Py_ssize_t)strlen(s), "surrogateescape");
 }
 
-/* Seconds (a float, or None: not given) -> ms in dobj_cluster_opts' terms,
- * where 0 means "not given" and a grace of 0 s is written < 0. */
-static int opt_ms(PyObject *o, int grace, double *ms)
+/* Seconds (a float, or None: not given) into opts (the core's rule,
+ * dobj_cluster_opts_seconds); -1 with a ConfigError or a TypeError. */
+static int opt_ms(PyObject *m, PyObject *o, dobj_cluster_time which, const char *name,
+	dobj_cluster_opts *co)
 {
 	double s;
+	int rc;
 
 	if (o == Py_None)
 		return 0;
 	s = PyFloat_AsDouble(o);
 	if (s == -1 && PyErr_Occurred())
 		return -1;
-	*ms = grace && s == 0 ? -1 : s * 1e3;
-	if (*ms == 0) /* a ttl or timeout of 0 s: refused by the core, not "the default" */
-		*ms = NAN;
+	if ((rc = dobj_cluster_opts_seconds(co, which, s, name)) < 0) {
+		raise_config_error(m, rc);
+		return -1;
+	}
 	return 0;
 }
 
@@ -205,8 +208,9 @@ static PyObject *mod_config_load(PyObject *m, PyObject *args)
 	    opt_str(persist_o, "persist_to", &opts.persist_to) < 0 ||
 	    opt_str(url_o, "cluster", &opts.cluster.url) < 0 ||
 	    opt_str(addr_o, "node_addr", &opts.cluster.node_addr) < 0 ||
-	    opt_ms(ttl_o, 0, &opts.cluster.ttl_ms) < 0 || opt_ms(grace_o, 1, &opts.cluster.grace_ms) < 0 ||
-	    opt_ms(timeout_o, 0, &opts.cluster.timeout_ms) < 0)
+	    opt_ms(m, ttl_o, DOBJ_CLUSTER_TTL, "cluster_ttl", &opts.cluster) < 0 ||
+	    opt_ms(m, grace_o, DOBJ_CLUSTER_GRACE, "cluster_grace", &opts.cluster) < 0 ||
+	    opt_ms(m, timeout_o, DOBJ_CLUSTER_TIMEOUT, "cluster_timeout", &opts.cluster) < 0)
 		return NULL;
 	/* File reads of a few kilobytes: no GIL release. */
 	if ((rc = dobj_config_load(&c, &opts)) < 0)

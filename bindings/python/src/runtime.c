@@ -321,6 +321,25 @@ static void log_cluster_event(void *data, long long node_id, const char *message
 	PyErr_Restore(exc_type, exc_value, exc_tb);
 }
 
+/* A keyword argument in seconds (None: not given) into co. */
+static int cluster_seconds(module_state *st, dobj_cluster_opts *co, dobj_cluster_time which,
+	PyObject *o, const char *name)
+{
+	double s;
+	int rc;
+
+	if (o == Py_None)
+		return 0;
+	s = PyFloat_AsDouble(o);
+	if (s == -1 && PyErr_Occurred())
+		return -1;
+	if ((rc = dobj_cluster_opts_seconds(co, which, s, name)) < 0) {
+		raise_core_error(st, rc);
+		return -1;
+	}
+	return 0;
+}
+
 static PyObject *Runtime_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 {
 	static char *kwlist[] = { "env", "id_seed", "storage", "durability", "idle_timeout",
@@ -424,23 +443,11 @@ static PyObject *Runtime_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 		}
 		if (!co.url || (node_addr != Py_None && !co.node_addr))
 			goto fail;
-		/* Seconds; the core checks them (dobj_cluster_opts_check). */
-		if (ttl != Py_None && (co.ttl_ms = PyFloat_AsDouble(ttl) * 1e3, PyErr_Occurred()))
+		/* Seconds; the core's rule (dobj_cluster_opts_seconds). */
+		if (cluster_seconds(st, &co, DOBJ_CLUSTER_TTL, ttl, "cluster_ttl") < 0 ||
+		    cluster_seconds(st, &co, DOBJ_CLUSTER_GRACE, grace, "cluster_grace") < 0 ||
+		    cluster_seconds(st, &co, DOBJ_CLUSTER_TIMEOUT, timeout, "cluster_timeout") < 0)
 			goto fail;
-		if (timeout != Py_None && (co.timeout_ms = PyFloat_AsDouble(timeout) * 1e3, PyErr_Occurred()))
-			goto fail;
-		/* 0 s is refused by the core (the C field's 0 means "the default"). */
-		if (ttl != Py_None && co.ttl_ms == 0)
-			co.ttl_ms = NAN;
-		if (timeout != Py_None && co.timeout_ms == 0)
-			co.timeout_ms = NAN;
-		if (grace != Py_None) {
-			co.grace_ms = PyFloat_AsDouble(grace) * 1e3;
-			if (PyErr_Occurred())
-				goto fail;
-			if (co.grace_ms == 0)
-				co.grace_ms = -1; /* 0 s: none (the C field's 0 is "the default") */
-		}
 		if (snap != Py_None) {
 			/* Bytes of log between snapshots; 0: never (the C field's 0 is
 			 * "the default"). */

@@ -47,6 +47,8 @@
 #define DOBJ_CLUSTER_TIMEOUT_MS 2000.0
 /** Log bytes since an object's last snapshot that call for a new one. */
 #define DOBJ_CLUSTER_SNAPSHOT_BYTES (4LL << 20)
+/** The largest ttl, grace and timeout (one day). */
+#define DOBJ_CLUSTER_MAX_MS 86400000.0
 
 /** Cluster options for dobj_rt_cluster. */
 typedef struct dobj_cluster_opts {
@@ -120,5 +122,23 @@ DOBJ_API int dobj_rt_cluster_set_log(dobj_rt *rt, dobj_cluster_log_fn fn, void *
 /** Check cluster options the way dobj_rt_cluster does, without connecting
  *  (a binding's early check): DOBJ_EARG with a message. */
 DOBJ_API int dobj_cluster_opts_check(const dobj_cluster_opts *opts);
+
+/** The three times of dobj_cluster_opts, for dobj_cluster_opts_seconds. */
+typedef enum dobj_cluster_time {
+	DOBJ_CLUSTER_TTL,
+	DOBJ_CLUSTER_GRACE,
+	DOBJ_CLUSTER_TIMEOUT
+} dobj_cluster_time;
+
+/**
+ * Set one of opts' times from a user's number of seconds (a keyword
+ * argument, a field of a Lua table, a command-line flag), the one rule of
+ * every binding and of the config file: a finite number, the TTL from 0.1 s
+ * and the timeout from 0.01 s, the grace from 0 s (0: none), each at most
+ * 86400 s.  `from` names the setting in the message (e.g. "cluster_ttl");
+ * DOBJ_EARG "FROM: ..." when refused (opts unchanged).
+ */
+DOBJ_API int dobj_cluster_opts_seconds(dobj_cluster_opts *opts, dobj_cluster_time which,
+	double seconds, const char *from);
 
 #endif

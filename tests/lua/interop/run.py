@@ -55,8 +55,7 @@ def main() -> int:
         if w.returncode != 0:
             return 1
         when = int(w.stdout.split("lua set an alarm at ")[1].split()[0])
-        driver.HERE = tmpl  # the driver takes config.capnp.in and worker.js from here
-        with driver.Workerd(binary) as wd:
+        with driver.Workerd(binary, template=tmpl) as wd:
             got = json.loads(wd._get("/read"))
             print(wd._get("/write"))
             seen = json.loads(wd._get("/alarm-get?name=alarm-from-lua"))["alarm"]
