@@ -138,6 +138,11 @@ int dobj_cluster_opts_check(const dobj_cluster_opts *o)
 	    (o->timeout_ms > 0 && o->timeout_ms < 10) || o->timeout_ms > DOBJ_CLUSTER_MAX_MS)
 		return dobj_error_set(DOBJ_EARG, "cluster: the PostgreSQL timeout must be a "
 			"number of seconds from 0.01 to 86400");
+	if (o->version >= 2 && (isnan(o->call_timeout_ms) || o->call_timeout_ms < 0 ||
+	    isinf(o->call_timeout_ms) || (o->call_timeout_ms > 0 && o->call_timeout_ms < 10) ||
+	    o->call_timeout_ms > DOBJ_CLUSTER_MAX_MS))
+		return dobj_error_set(DOBJ_EARG, "cluster: the call timeout must be a number of "
+			"seconds from 0.01 to 86400");
 	{
 		/* The URL's syntax (libpq's parser, no connection). */
 		char *u = dobj__strndup(o->url, n);
@@ -269,7 +274,9 @@ int dobj_rt_cluster(dobj_rt *rt, const dobj_cluster_opts *o)
 	cl->ttl_ms = opt_ms(o->ttl_ms, DOBJ_CLUSTER_TTL_MS);
 	cl->grace_ms = o->grace_ms < 0 ? 0 : opt_ms(o->grace_ms, DOBJ_CLUSTER_GRACE_MS);
 	cl->pg.timeout_ms = opt_ms(o->timeout_ms, DOBJ_CLUSTER_TIMEOUT_MS);
-	cl->snap_bytes = o->version < 2 || o->snapshot_bytes == 0 ? DOBJ_CLUSTER_SNAPSHOT_BYTES
+	cl->call_timeout_ms = opt_ms(o->version >= 2 ? o->call_timeout_ms : 0,
+		DOBJ_CLUSTER_CALL_TIMEOUT_MS);
+	cl->snap_bytes = o->version < 3 || o->snapshot_bytes == 0 ? DOBJ_CLUSTER_SNAPSHOT_BYTES
 		: o->snapshot_bytes;
 	cl->rt = rt;
 	if ((rc = dobj__pg_check_url(cl->pg.url)) < 0 || (rc = migrate(&cl->pg, NULL)) < 0 ||

@@ -62,6 +62,7 @@ struct dobj__cluster {
 	char *addr;
 	long long node_id;  /* as the runtime's thread knows it */
 	double ttl_ms, grace_ms;
+	double call_timeout_ms; /* a routed call's wait for its answer */
 	double lease_view;  /* boot ms: past it this node releases no result (runtime's copy) */
 	int closing;
 	/* the runtime's thread only */

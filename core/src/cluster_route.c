@@ -193,15 +193,49 @@ static pend *pend_take(struct dobj__route *r, uint64_t id)
 static void watch_fired(void *data, int fired);
 
 /* While calls are in flight a strong timer keeps dobj_rt_run waiting for
- * their answers (the fd wakes it when they come). */
+ * their answers (the fd wakes it when they come) and fails those past the
+ * call timeout (a node that answers pings while its runtime is stuck). */
 static void watch_sync(struct dobj__route *r)
 {
-	if (r->npend && !r->watch && !r->rt->closing)
-		dobj__timer(r->rt, 1000, watch_fired, r->rt, 0, &r->watch);
+	if (r->npend && !r->watch && !r->rt->closing) {
+		double every = r->rt->cluster ? r->rt->cluster->call_timeout_ms / 4 : 1000;
+		dobj__timer(r->rt, fmin(1000, fmax(10, every)), watch_fired, r->rt, 0, &r->watch);
+	}
 	else if (!r->npend && r->watch) {
 		dobj_timer *tm = r->watch;
 		r->watch = NULL;
 		dobj_timer_cancel(r->rt, tm);
+	}
+}
+
+static void fail_call(dobj_task *t, int code, int retryable, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+/* Calls past their deadline fail: they may or may not have run, so they
+ * are never sent again. */
+static void expire(struct dobj__route *r)
+{
+	double now = mono_ms(), limit = r->rt->cluster ? r->rt->cluster->call_timeout_ms : 0;
+	size_t i;
+
+	for (i = 0; i < r->tcap; i++) {
+		pend **pp = &r->tab[i];
+		while (*pp) {
+			pend *p = *pp;
+			if (p->deadline > now) {
+				pp = &p->next;
+				continue;
+			}
+			*pp = p->next;
+			r->npend--;
+			if (!p->t->done) {
+				p->t->routed = 0;
+				fail_call(p->t, DOBJ_ERROR, 1, "cluster: node %lld did not answer the call within "
+					"%.3g s (the call timeout): it may or may not have run", p->node, limit / 1e3);
+			}
+			dobj_task_unref(p->t);
+			free(p);
+		}
 	}
 }
 
@@ -212,11 +246,9 @@ static void watch_fired(void *data, int fired)
 	if (!rt->route || !fired)
 		return;
 	rt->route->watch = NULL;
+	expire(rt->route);
 	watch_sync(rt->route);
 }
-
-static void fail_call(dobj_task *t, int code, int retryable, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
 
 /* The call failed on this side (not the object's doing). */
 static void fail_call(dobj_task *t, int code, int retryable, const char *fmt, ...)
@@ -313,6 +345,57 @@ static void suspect_add(struct dobj__route *r, long long node)
 	r->suspects[pick].until = mono_ms() + (r->rt->cluster ? r->rt->cluster->ttl_ms : 3000);
 }
 
+/* ------------------------------------------- stubs and IDs inside values */
+
+static dobj_ns *ns_by_key(dobj_rt *rt, const void *key, size_t len)
+{
+	size_t i;
+
+	for (i = 0; i < rt->nns; i++)
+		if (rt->nss[i]->unique_key_len == len && !memcmp(rt->nss[i]->unique_key, key, len))
+			return rt->nss[i];
+	return NULL;
+}
+
+/* A peer's namespace key for a message: printable ASCII, the rest '?'. */
+static void key_show(const char *key, size_t len, char *out, size_t cap)
+{
+	size_t i, n = len < cap - 1 ? len : cap - 1;
+
+	for (i = 0; i < n; i++)
+		out[i] = key[i] >= 0x20 && key[i] < 0x7f ? key[i] : '?';
+	out[n] = '\0';
+}
+
+/* A stub or an ID another node sent becomes one of this runtime's: its
+ * namespace must be bound here (the same unique key), its ID made by that
+ * namespace (the MAC, and the name when it has one).  Calling through it
+ * then routes like any stub of this node. */
+static dobj_val *ref_resolve(void *data, const dobj__ref *ref)
+{
+	dobj_rt *rt = data;
+	dobj_ns *ns = ns_by_key(rt, ref->key, ref->key_len);
+	const char *what = ref->kind == DOBJ_VAL_STUB ? "a stub" : "an ID";
+	char shown[120];
+	dobj_id named;
+
+	key_show(ref->key, ref->key_len, shown, sizeof(shown));
+	if (!ns) {
+		dobj_error_set(DOBJ_EARG, "%s of namespace '%s', which node %lld does not serve "
+			"(no namespace with that key is bound there)", what, shown,
+			rt->cluster ? rt->cluster->node_id : 0);
+		return NULL;
+	}
+	if (ref->name)
+		dobj_id_from_name(ns->key, ref->name, ref->name_len, &named);
+	if (!dobj__id_sealed(ns->key, &ref->id) || (ref->name && !dobj_id_equal(&named, &ref->id))) {
+		dobj_error_set(DOBJ_EARG, "%s that is not of namespace '%s'", what, shown);
+		return NULL;
+	}
+	return ref->kind == DOBJ_VAL_STUB ? dobj_val_stub(ns, &ref->id, ref->name, ref->name_len)
+		: dobj_val_id(ns, &ref->id, ref->name, ref->name_len);
+}
+
 /* Send t to node: 1 (sent, or failed here: either way the task is no
  * longer this node's to run). */
 static int send_call(struct dobj__route *r, dobj_task *t, long long node, const char *addr)
@@ -336,7 +419,7 @@ static int send_call(struct dobj__route *r, dobj_task *t, long long node, const 
 		size_t len;
 		if (!t->request_free)
 			rc = dobj_error_set(DOBJ_EARG, "the arguments are host values");
-		else if ((rc = dobj_val_encode(t->request, &out, &len)) >= 0 && buf_put(&pl, out, len) < 0)
+		else if ((rc = dobj__val_encode_refs(t->request, &out, &len)) >= 0 && buf_put(&pl, out, len) < 0)
 			rc = DOBJ_ENOMEM;
 		free(out);
 	} else if (t->request_free) {
@@ -388,6 +471,7 @@ static int send_call(struct dobj__route *r, dobj_task *t, long long node, const 
 	}
 	p->node = node;
 	p->t = t;
+	p->deadline = mono_ms() + (rt->cluster ? rt->cluster->call_timeout_ms : DOBJ_CLUSTER_CALL_TIMEOUT_MS);
 	if ((rc = dobj__net_send_node(r, node, addr, &f, &p->cid, &p->start)) < 0 || (rc = pend_add(r, p)) < 0) {
 		/* Not queued (or queued and untracked: its answer is dropped). */
 		free(p);
@@ -464,7 +548,7 @@ int dobj__route_call(dobj_task *t)
 	struct dobj__route *r = rt->route;
 	struct dobj__cluster *cl = rt->cluster;
 	owner *o;
-	long long node;
+	long long node = 0; /* set when client_lookup finds one (-O1 cannot tell) */
 	char addr[256];
 	int rc;
 
@@ -533,10 +617,13 @@ static void on_result(struct dobj__route *r, const unsigned char *data, size_t l
 	size_t plen = d.bad ? 0 : d.len - d.off;
 	pend *p = pend_take(r, id);
 	dobj_task *t;
+	long long node;
+	int rc;
 
 	if (!p)
 		return; /* an answer nobody waits for (malformed, or the call went) */
 	t = p->t;
+	node = p->node;
 	free(p);
 	watch_sync(r);
 	if (t->done)
@@ -548,7 +635,11 @@ static void on_result(struct dobj__route *r, const unsigned char *data, size_t l
 	}
 	if (status == ST_OK && t->call_kind == DOBJ_CALL_RPC) {
 		dobj_val *v = NULL;
-		if (dobj_val_decode(pl, plen, &v) < 0)
+		if ((rc = dobj__val_decode_refs(pl, plen, ref_resolve, rt, &v)) == DOBJ_EARG)
+			/* It ran; its result names what this node cannot hold. */
+			fail_call(t, DOBJ_EARG, 0, "cluster: the result from node %lld cannot be received "
+				"here: %s", node, dobj_error_last());
+		else if (rc < 0)
 			fail_call(t, DOBJ_ERROR, 1, "cluster: a malformed result from the object's node: %s",
 				dobj_error_last());
 		else {
@@ -677,7 +768,7 @@ static void on_call(struct dobj__route *r, uint64_t cid, const unsigned char *da
 	size_t ml = (size_t)rd_be(&d, 2);
 	const unsigned char *method = rd_bytes(&d, ml);
 	const unsigned char *pl = d.bad ? NULL : d.p + d.off;
-	size_t plen = d.bad ? 0 : d.len - d.off, i;
+	size_t plen = d.bad ? 0 : d.len - d.off;
 	dobj_ns *ns = NULL;
 	dobj_obj *obj;
 	dobj_task *t;
@@ -693,10 +784,7 @@ static void on_call(struct dobj__route *r, uint64_t cid, const unsigned char *da
 			answer_error(r, cid, id, ST_ERROR, DOBJ_EARG, "cluster: a malformed call");
 		return;
 	}
-	for (i = 0; i < rt->nns && !ns; i++)
-		if (rt->nss[i]->unique_key_len == kl && !memcmp(rt->nss[i]->unique_key, key, kl))
-			ns = rt->nss[i];
-	if (!ns) {
+	if (!(ns = ns_by_key(rt, key, kl))) {
 		answer_error(r, cid, id, ST_ERROR, DOBJ_ENOHANDLER,
 			"cluster: the node the call reached has no such namespace bound");
 		return;
@@ -709,10 +797,20 @@ static void on_call(struct dobj__route *r, uint64_t cid, const unsigned char *da
 	if (kind == DOBJ_CALL_RPC) {
 		dobj_val *v = NULL;
 		/* An array of arguments; Python's keyword arguments make an object. */
-		if ((rc = dobj_val_decode(pl, plen, &v)) < 0 || (dobj_val_type_of(v) != DOBJ_VAL_ARRAY &&
+		if ((rc = dobj__val_decode_refs(pl, plen, ref_resolve, rt, &v)) == DOBJ_EARG) {
+			char why[600];
+			snprintf(why, sizeof(why), "cluster: the RPC arguments cannot be received on node "
+				"%lld: %s", rt->cluster ? rt->cluster->node_id : 0, dobj_error_last());
+			answer_error(r, cid, id, ST_ERROR, DOBJ_EARG, why);
+			return;
+		}
+		if (rc < 0 || (dobj_val_type_of(v) != DOBJ_VAL_ARRAY &&
 		    (dobj_val_type_of(v) != DOBJ_VAL_OBJECT || (ns->klass.flags & DOBJ_CLASS_NATIVE)))) {
+			char why[600];
+			snprintf(why, sizeof(why), "cluster: malformed RPC arguments%s%s", rc < 0 ? ": " : "",
+				rc < 0 ? dobj_error_last() : "");
 			dobj_val_free(v);
-			answer_error(r, cid, id, ST_ERROR, DOBJ_EARG, "cluster: malformed RPC arguments");
+			answer_error(r, cid, id, ST_ERROR, DOBJ_EARG, why);
 			return;
 		}
 		req = v;
@@ -806,7 +904,7 @@ static void answer(struct dobj__route *r, inreq *in, dobj_task *t)
 			size_t len;
 			if (!t->result_free)
 				rc = dobj_error_set(DOBJ_EARG, "the result is a host value");
-			else if ((rc = dobj_val_encode(t->result, &out, &len)) >= 0 && buf_put(&pl, out, len) < 0)
+			else if ((rc = dobj__val_encode_refs(t->result, &out, &len)) >= 0 && buf_put(&pl, out, len) < 0)
 				rc = dobj_error_set(DOBJ_ENOMEM, "out of memory");
 			free(out);
 		} else if (t->result_free) {

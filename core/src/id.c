@@ -160,6 +160,14 @@ int dobj_id_from_string(const dobj_idkey *key, const char *s, size_t len, dobj_i
 	return DOBJ_OK;
 }
 
+int dobj__id_sealed(const dobj_idkey *key, const dobj_id *id)
+{
+	unsigned char mac[32];
+
+	hmac_from_midstate(key, id->bytes, 16, mac);
+	return CRYPTO_memcmp(mac, id->bytes + 16, 16) == 0;
+}
+
 void dobj_id_to_hex(const dobj_id *id, char out[DOBJ_ID_HEX_LEN])
 {
 	static const char digits[] = "0123456789abcdef";

@@ -236,6 +236,26 @@ int dobj__val_set_at(dobj_val *array, size_t i, dobj_val *item);
 /** A number to write as `I` (dobj_val_number of a Smi, or read from `I`). */
 int dobj__val_is_smi(const dobj_val *v);
 
+/* RPC values between the nodes of a cluster: a stub or an ID travels as a
+ * V8 host object naming its namespace (unique_key) and ID (val_v8.c); the
+ * receiving node resolves it against its own namespaces. */
+typedef struct dobj__ref {
+	dobj_val_type kind;        /* DOBJ_VAL_STUB or DOBJ_VAL_ID */
+	const char *key;           /* the namespace's unique_key (not terminated) */
+	size_t key_len;
+	dobj_id id;
+	const char *name;          /* NULL: none (not terminated) */
+	size_t name_len;
+} dobj__ref;
+/** 1 when id was made by key (its MAC matches), as dobj_id_from_string checks. */
+int dobj__id_sealed(const dobj_idkey *key, const dobj_id *id);
+/** dobj_val_encode, with stubs and IDs written as host objects. */
+int dobj__val_encode_refs(const dobj_val *v, unsigned char **out, size_t *len);
+/** dobj_val_decode reading host objects: resolve gives each stub or ID its
+ *  value (a new reference), or NULL with dobj_error_set. */
+int dobj__val_decode_refs(const void *blob, size_t len,
+	dobj_val *(*resolve)(void *data, const dobj__ref *ref), void *data, dobj_val **out);
+
 /* Core structures, shared by rt.c and storage.c. */
 
 struct dobj_task {

@@ -47,8 +47,19 @@ enum {
 	T_SET = '\'',
 	T_SET_END = ',',
 	T_BUFFER = 'B',
-	T_VIEW = 'V'
+	T_VIEW = 'V',
+	T_HOST = '\\'
 };
+
+/* A host object (`\\ varint-length bytes`): dobj writes one only between
+ * the nodes of a cluster, for a stub or an ID inside RPC values (what V8
+ * leaves to the embedder's delegate; the bytes are dobj's, val_v8.c).  The
+ * public reader refuses the tag; dobj__de_allow_host turns it into this
+ * private token (bytes/len, id). */
+#define DOBJ__TOK_HOST 0x100
+void dobj__de_allow_host(dobj_de *d);
+/** Write a host object of len bytes (it takes an id, as in V8). */
+int dobj__ser_host(dobj_ser *s, const void *bytes, size_t len, uint32_t *id);
 
 #define VIEW_UINT8 'B'
 /* V8 caps BigInts at 2^30 bits. */

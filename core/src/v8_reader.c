@@ -120,6 +120,7 @@ struct dobj_de {
 	char *keys;
 	size_t keys_len, keys_cap;
 	uint64_t slots, max_slots; /* array slots claimed so far, and the cap */
+	int host_ok;    /* host objects are read (dobj__de_allow_host) */
 };
 
 static int de_fail(dobj_de *d, const char *fmt, ...)
@@ -310,6 +311,11 @@ void dobj_de_free(dobj_de *d)
 	free(d->table);
 	free(d->keys);
 	free(d);
+}
+
+void dobj__de_allow_host(dobj_de *d)
+{
+	d->host_ok = 1;
 }
 
 uint32_t dobj_de_version(const dobj_de *d)
@@ -709,6 +715,17 @@ static int de_value(dobj_de *d, unsigned char tag, dobj_tok *tok)
 		tok->len = u;
 		if ((rc = de_maybe_view(d, id, 1, tok)) < 0)
 			return rc;
+		break;
+	case T_HOST:
+		if (!d->host_ok)
+			return de_fail(d, "unsupported value type: host object (tag '\\' at byte %zu)", at);
+		if ((rc = de_varint(d, &u)) < 0 || (rc = de_need(d, u)) < 0 ||
+		    (rc = de_new_id(d, SIZE_MAX, 0, &tok->id)) < 0)
+			return rc;
+		tok->type = (dobj_tok_type)DOBJ__TOK_HOST;
+		tok->bytes = d->p;
+		tok->len = u;
+		d->p += u;
 		break;
 	case T_VIEW:
 		return de_fail(d, "corrupt value: view without an ArrayBuffer before it (byte %zu)", at);

@@ -551,6 +551,24 @@ int dobj_ser_date(dobj_ser *s, double ms, uint32_t *id)
 	return 0;
 }
 
+int dobj__ser_host(dobj_ser *s, const void *bytes, size_t len, uint32_t *id)
+{
+	int rc;
+
+	if (len > UINT32_MAX)
+		return ser_fail(s, DOBJ_EARG, "host object larger than 2^32-1 bytes");
+	if ((rc = ser_slot(s, SLOT_VALUE)) < 0 || (rc = ser_reserve(s, 1 + varint_size(len) + len)) < 0)
+		return rc;
+	put_byte(s, T_HOST);
+	put_varint(s, len);
+	put_bytes(s, bytes, len);
+	if (id)
+		*id = s->next_id;
+	s->next_id++;
+	ser_done(s);
+	return 0;
+}
+
 /* Write `B len data` with a new id; the caller did ser_slot. */
 static int ser_buffer_raw(dobj_ser *s, const void *data, size_t len, uint32_t *id)
 {

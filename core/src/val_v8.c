@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include "v8_format.h"
 
 /* ------------------------------------------------------------------ encode */
 
@@ -12,6 +12,7 @@ typedef struct seen {
 	const dobj_val **vals;
 	uint32_t *ids;
 	size_t len, cap;
+	int refs; /* stubs and IDs are written (dobj__val_encode_refs) */
 } seen;
 
 static int seen_find(const seen *s, const dobj_val *v, uint32_t *id)
@@ -45,6 +46,37 @@ static int seen_add(seen *s, const dobj_val *v, uint32_t id)
 	s->vals[s->len] = v;
 	s->ids[s->len++] = id;
 	return DOBJ_OK;
+}
+
+/* A stub or an ID as a host object's bytes: u8 kind (1 stub, 2 ID), u16
+ * namespace key length, the key (dobj_ns unique_key), the 32 ID bytes, u8
+ * has-name, the name (to the end).  Read back by ref_parse. */
+static int encode_ref(dobj_ser *w, const dobj_val *v)
+{
+	const dobj_id *id;
+	const char *name;
+	size_t nlen, klen, n;
+	dobj_ns *ns = dobj_val_get_ref(v, &id, &name, &nlen);
+	unsigned char *b;
+	int rc;
+
+	klen = ns->unique_key_len;
+	if (klen > 0xffff)
+		return dobj_error_set(DOBJ_EARG, "a namespace key longer than 65535 bytes");
+	n = 1 + 2 + klen + 32 + 1 + (name ? nlen : 0);
+	if (!(b = malloc(n)))
+		return dobj_error_set(DOBJ_ENOMEM, "out of memory");
+	b[0] = dobj_val_type_of(v) == DOBJ_VAL_STUB ? 1 : 2;
+	b[1] = (unsigned char)(klen >> 8);
+	b[2] = (unsigned char)klen;
+	memcpy(b + 3, ns->unique_key, klen);
+	memcpy(b + 3 + klen, id->bytes, 32);
+	b[3 + klen + 32] = name != NULL;
+	if (name)
+		memcpy(b + 3 + klen + 33, name, nlen);
+	rc = dobj__ser_host(w, b, n, NULL);
+	free(b);
+	return rc;
 }
 
 static int encode(dobj_ser *w, const dobj_val *v, seen *s, int depth)
@@ -120,8 +152,10 @@ static int encode(dobj_ser *w, const dobj_val *v, seen *s, int depth)
 		return dobj_ser_map_end(w);
 	case DOBJ_VAL_STUB:
 	case DOBJ_VAL_ID:
-		return dobj_error_set(DOBJ_EARG, "a %s cannot be stored: only RPC can pass it",
-			dobj_val_type_name(v));
+		if (!s->refs)
+			return dobj_error_set(DOBJ_EARG, "a %s cannot be stored: only RPC can pass it",
+				dobj_val_type_name(v));
+		return encode_ref(w, v);
 	case DOBJ_VAL_SET:
 		if ((rc = dobj_ser_set_begin(w, &id)) < 0 || (rc = seen_add(s, v, id)) < 0)
 			return rc;
@@ -133,13 +167,14 @@ static int encode(dobj_ser *w, const dobj_val *v, seen *s, int depth)
 	return dobj_error_set(DOBJ_EARG, "unknown value type");
 }
 
-int dobj_val_encode(const dobj_val *v, unsigned char **out, size_t *len)
+static int encode_top(const dobj_val *v, unsigned char **out, size_t *len, int refs)
 {
 	dobj_ser *w = NULL;
 	seen s = { 0 };
 	const unsigned char *data;
 	int rc;
 
+	s.refs = refs;
 	*out = NULL;
 	*len = 0;
 	if (!v)
@@ -159,12 +194,45 @@ int dobj_val_encode(const dobj_val *v, unsigned char **out, size_t *len)
 	return rc < 0 ? rc : DOBJ_OK;
 }
 
+int dobj_val_encode(const dobj_val *v, unsigned char **out, size_t *len)
+{
+	return encode_top(v, out, len, 0);
+}
+
+int dobj__val_encode_refs(const dobj_val *v, unsigned char **out, size_t *len)
+{
+	return encode_top(v, out, len, 1);
+}
+
 /* ------------------------------------------------------------------ decode */
 
 typedef struct objs {
 	dobj_val **v; /* by id; NULL while the container is still open */
 	size_t cap;
+	dobj_val *(*resolve)(void *data, const dobj__ref *ref); /* NULL: no host objects */
+	void *data;
 } objs;
+
+/* The bytes encode_ref wrote, every length checked (a peer's bytes). */
+static int ref_parse(const unsigned char *p, size_t n, dobj__ref *r)
+{
+	size_t klen;
+
+	if (n < 3 || (p[0] != 1 && p[0] != 2))
+		goto bad;
+	klen = (size_t)p[1] << 8 | p[2];
+	if (n < 3 + klen + 32 + 1 || p[3 + klen + 32] > 1 || (!p[3 + klen + 32] && n != 3 + klen + 33))
+		goto bad;
+	r->kind = p[0] == 1 ? DOBJ_VAL_STUB : DOBJ_VAL_ID;
+	r->key = (const char *)p + 3;
+	r->key_len = klen;
+	memcpy(r->id.bytes, p + 3 + klen, 32);
+	r->name = p[3 + klen + 32] ? (const char *)p + 3 + klen + 33 : NULL;
+	r->name_len = r->name ? n - (3 + klen + 33) : 0;
+	return DOBJ_OK;
+bad:
+	return dobj_error_set(DOBJ_EINVALID, "a malformed stub or ID (%zu bytes)", n);
+}
 
 static int objs_set(objs *o, uint32_t id, dobj_val *v)
 {
@@ -276,7 +344,7 @@ static int decode(dobj_de *de, dobj_tok *t, objs *o, dobj_val **out)
 	int rc;
 
 	*out = NULL;
-	switch (t->type) {
+	switch ((int)t->type) {
 	case DOBJ_TOK_UNDEFINED: v = dobj_val_undefined(); break;
 	case DOBJ_TOK_NULL: v = dobj_val_null(); break;
 	case DOBJ_TOK_TRUE: v = dobj_val_bool(1); break;
@@ -291,6 +359,17 @@ static int decode(dobj_de *de, dobj_tok *t, objs *o, dobj_val **out)
 				"the value contains itself: cyclic values are not supported here");
 		*out = dobj_val_ref(o->v[id]);
 		return DOBJ_OK;
+	case DOBJ__TOK_HOST: {
+		dobj__ref ref;
+		if ((rc = ref_parse(t->bytes, t->len, &ref)) < 0)
+			return rc;
+		if (!(v = o->resolve(o->data, &ref)))
+			return dobj_error_last_code() < 0 ? dobj_error_last_code() : DOBJ_ERROR;
+		if ((rc = objs_set(o, id, v)) < 0)
+			return fail(v, rc);
+		*out = dobj_val_ref(v);
+		return DOBJ_OK;
+	}
 	case DOBJ_TOK_DATE:
 	case DOBJ_TOK_BUFFER:
 	case DOBJ_TOK_VIEW:
@@ -349,16 +428,18 @@ static int decode(dobj_de *de, dobj_tok *t, objs *o, dobj_val **out)
 	}
 }
 
-int dobj_val_decode(const void *blob, size_t len, dobj_val **out)
+static int decode_top(const void *blob, size_t len, objs *op, dobj_val **out)
 {
 	dobj_de *de = NULL;
-	objs o = { 0 };
+	objs o = *op;
 	dobj_tok t;
 	size_t i;
 	int rc;
 
 	*out = NULL;
-	if ((rc = dobj_de_new(&de, blob, len)) >= 0 && (rc = decode_next(de, &o, out)) >= 0) {
+	if ((rc = dobj_de_new(&de, blob, len)) >= 0 && o.resolve)
+		dobj__de_allow_host(de);
+	if (rc >= 0 && (rc = decode_next(de, &o, out)) >= 0) {
 		/* The whole blob must be one value. */
 		if ((rc = dobj_de_next(de, &t)) >= 0 && t.type != DOBJ_TOK_EOF)
 			rc = dobj_error_set(DOBJ_EINVALID, "trailing data after the value");
@@ -373,4 +454,21 @@ int dobj_val_decode(const void *blob, size_t len, dobj_val **out)
 	free(o.v);
 	dobj_de_free(de);
 	return rc < 0 ? rc : DOBJ_OK;
+}
+
+int dobj_val_decode(const void *blob, size_t len, dobj_val **out)
+{
+	objs o = { 0 };
+
+	return decode_top(blob, len, &o, out);
+}
+
+int dobj__val_decode_refs(const void *blob, size_t len,
+	dobj_val *(*resolve)(void *data, const dobj__ref *ref), void *data, dobj_val **out)
+{
+	objs o = { 0 };
+
+	o.resolve = resolve;
+	o.data = data;
+	return decode_top(blob, len, &o, out);
 }

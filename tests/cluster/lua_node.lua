@@ -70,14 +70,14 @@ function ListObj.new(ctx, env)
 end
 
 function ListObj:append(token)
-  local items = self.ctx.storage:get("items") or {}
+  local items = self.ctx.storage:get("items") or dobj.array()
   items[#items + 1] = token
   self.ctx.storage:put("items", items)
   return { self.inc, items, now() }
 end
 
 function ListObj:read()
-  return { self.inc, self.ctx.storage:get("items") or {}, now() }
+  return { self.inc, self.ctx.storage:get("items") or dobj.array(), now() }
 end
 
 for attempt = 1, 40 do -- PostgreSQL may be down (a fault) when the node starts

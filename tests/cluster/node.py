@@ -71,10 +71,6 @@ async def client(rt, ns, name, c, rng, stop):
         try:
             rec["inc"], rec["val"], rec["th"] = await asyncio.wait_for(call, 10)
             rec["out"] = "ok"
-            if rec["val"] == {}:
-                # A Lua incarnation's empty list: an empty Lua table is stored
-                # and sent as an empty Object (docs/lua.md, values).
-                rec["val"] = []
         except Exception as e:  # noqa: BLE001 - every failure is recorded
             rec["err"] = str(e)[:200]
             rec["out"] = "fail" if any(m in rec["err"] for m in NOT_RUN) else "unknown"

@@ -210,5 +210,10 @@ rt:close()
     none, msg = dobj.load { config = d, cluster_grace = -2 }
     assert.is_nil(none)
     assert.are.equal("cluster_grace: the grace period must be 0 or more seconds", msg)
+    -- The call timeout resolves like the others (a field here, the file, the environment).
+    assert.are.equal(4, assert(dobj.load_config { path = d, cluster_call_timeout = 4 }).cluster.call_timeout)
+    none, msg = dobj.load { config = d, cluster_call_timeout = 0 / 0 }
+    assert.is_nil(none)
+    assert.are.equal("cluster_call_timeout: must be a finite number of seconds", msg)
   end)
 end)

@@ -68,6 +68,38 @@ describe("calls between cluster nodes", function()
     rt:close()
   end)
 
+  it("passes stubs and IDs to the other node and back", function()
+    node = start_node(pg.url, dir(), "ref-there", "ref-node")
+    local rt, ns = me()
+    assert.are.equal(1, ns:get_by_name("ref-spec"):add(1)) -- claimed here
+    local there = ns:get_by_name("ref-there")
+    -- A stub in the arguments: the node calls through it, back to this process.
+    assert.are.equal(2, there:use(ns:get_by_name("ref-spec"), "add", 1))
+    assert.are.equal(node.id, there:use(ns:get_by_name("ref-node"), "node"))
+    -- A stub as a result: a stub of this runtime, routed as any.
+    local s = there:give("ref-spec")
+    assert.are.equal("ref-spec", s.name)
+    assert.are.equal(3, s:add(1))
+    assert.are.equal(node.id, there:give("ref-node"):node())
+    -- IDs go and come back as IDs of this namespace, names kept.
+    local named, unique = ns:id_from_name("n1"), ns:new_unique_id()
+    local back = there:echo(named, { u = unique })
+    assert.is_true(back[1] == named)
+    assert.are.equal("n1", back[1].name)
+    assert.is_true(back[2].u == unique)
+    assert.is_nil(back[2].u.name)
+    assert.are.equal("here", ns:get(back[1]):node()) -- claimed here: the caller
+    -- A namespace the node does not serve: a clear error, the call did not run.
+    local other = rt:bind("OTHER", Box)
+    local err = H.catch(function() return there:echo(other:get_by_name("x")) end)
+    assert.matches("cannot be received on node " .. node.id, err.message, 1, true)
+    assert.matches("a stub of namespace 'OTHER', which node " .. node.id .. " does not serve",
+      err.message, 1, true)
+    assert.is_nil(err.retryable)
+    assert.are.equal(node.id, there:node())
+    rt:close()
+  end)
+
   it("delivers the object's errors as a local call would", function()
     node = start_node(pg.url, dir(), "err")
     local rt, ns = me()

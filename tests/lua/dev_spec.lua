@@ -269,6 +269,31 @@ describe("dobj-lua dev", function()
     client:close()
   end)
 
+  it("stops cleanly on a SIGTERM right after its Ready line", function()
+    -- The server signals itself the moment it has written the line (the
+    -- earliest a supervisor can): the line used to come before the server
+    -- took SIGTERM, whose default action then killed it.
+    local term_at_ready = [[
+      local real = io.stdout
+      local pid = io.open("/proc/self/stat"):read("l"):match("^(%d+)")
+      io.stdout = setmetatable({}, { __index = {
+        setvbuf = function(_, ...) return real:setvbuf(...) end,
+        flush = function() return real:flush() end,
+        write = function(self, ...)
+          real:write(...)
+          if table.concat({ ... }):find("Ready on", 1, true) then
+            real:flush()
+            os.execute("kill -TERM " .. pid)
+          end
+          return self
+        end } })]]
+    local out, code = read_all(("env -u LD_PRELOAD timeout -k 5 60 env %s lua5.4 -e %s %s dev --port 0 --config %s --persist-to %s 2>&1")
+      :format(PRELOAD and ("LD_PRELOAD=" .. q(PRELOAD)) or "", q(term_at_ready), q(SCRIPT), q(PROJECT), q(dir)))
+    assert.truthy(out:find("Ready on", 1, true), out)
+    assert.truthy(out:find("stopped (SIGTERM)", 1, true), out)
+    assert.equal(0, code, out)
+  end)
+
   it("says how to run it when the dobj module cannot be found", function()
     local out, code = read_all(("LUA_CPATH=/nonexistent/?.so lua5.4 %s dev 2>&1"):format(q(SCRIPT)))
     assert.equal(1, code)

@@ -183,9 +183,13 @@ function H.same_value(a, b, seen)
   if seen[a] then return seen[a] == b, "sharing differs" end
   seen[a] = b
   -- A table stored as a Map reads back marked with dobj.Map (so that it is
-  -- stored as a Map again); its keys and values are what count.
+  -- stored as a Map again), and a non-empty dobj.array table unmarked (its
+  -- keys 1..n make it an Array); its keys and values are what count.
   local ma, mb = getmetatable(a), getmetatable(b)
-  if ma ~= mb and not (ma == nil and mb == dobj.Map) then return false, "metatables differ" end
+  if ma ~= mb and not (ma == nil and mb == dobj.Map) and
+     not (ma == dobj.Array and mb == nil and next(a) ~= nil) then
+    return false, "metatables differ"
+  end
   for k, v in pairs(a) do
     local kb = k
     if type(k) == "table" or type(k) == "userdata" then

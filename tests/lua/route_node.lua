@@ -23,6 +23,8 @@ function Box:call(name, method, ...)
   local s = self.env.ROUTE:get_by_name(name)
   return s[method](s, ...)
 end
+function Box:use(stub, method, ...) return stub[method](stub, ...) end -- a stub passed in
+function Box:give(name) return self.env.ROUTE:get_by_name(name) end -- a stub as a result
 function Box:fetch(req)
   return dobj.response(req.method .. " " .. req.url .. " " .. req.body,
     { status = 201, headers = { ["x-node"] = tostring(NODE) } })

@@ -9,6 +9,7 @@ next) and answering JSON lines on stdout:
          "remote": bool, "retryable": bool}
 
     python route_node.py URL STORAGE [NODE_ADDR]   (no NODE_ADDR: a client)
+With EXTRA=1 in the environment it also serves the OTHER namespace.
 It prints {"ready": node_id, "addr": node_addr} first; it exits when stdin closes.
 """
 import asyncio
@@ -47,6 +48,40 @@ class Box(dobj.DurableObject):
         """Call another object of the namespace from inside this one."""
         return await getattr(self.env.ROUTE.get_by_name(name), method)(*args)
 
+    async def use(self, stub, method, *args):
+        """Call through a stub another object passed in."""
+        return await getattr(stub, method)(*args)
+
+    async def pass_stub(self, via, target, method, *args):
+        """Hand object `via` a stub of object `target`; `via` calls through it."""
+        ns = self.env.ROUTE
+        return await ns.get_by_name(via).use(ns.get_by_name(target), method, *args)
+
+    async def give(self, name):
+        """A stub of object `name`, as a result."""
+        return self.env.ROUTE.get_by_name(name)
+
+    async def take(self, via, name, method, *args):
+        """Ask object `via` for a stub of object `name`, then call through it here."""
+        s = await self.env.ROUTE.get_by_name(via).give(name)
+        return [type(s).__name__, s.name, await getattr(s, method)(*args)]
+
+    async def id_trip(self, via, name):
+        """IDs sent to object `via` and echoed back: the same IDs, of this namespace."""
+        ns = self.env.ROUTE
+        named, unique = ns.id_from_name(name), ns.new_unique_id()
+        back = await ns.get_by_name(via).echo(named, {"u": unique})
+        a, d = back[0] if isinstance(back[0], list) else back  # Python's echo, or Lua's
+        return [type(a).__name__, a == named, a.name, d["u"] == unique, d["u"].name,
+                type(ns.get(a)).__name__]
+
+    async def pass_other(self, via):
+        """Send object `via` a stub of the OTHER namespace (bound with EXTRA=1 only)."""
+        return await self.env.ROUTE.get_by_name(via).echo(self.env.OTHER.get_by_name("x"))
+
+    async def give_other(self):
+        return self.env.OTHER.get_by_name("x")
+
     async def fetch(self, request):
         return dobj.Response(f"{request.method} {request.url} {request.body.decode()}",
                              status=201, headers={"x-node": str(os.getpid())})
@@ -79,6 +114,8 @@ async def main():
     rt = dobj.Runtime(storage=storage, cluster=url, node_addr=addr, cluster_ttl=1.5,
                       cluster_grace=0.5, idle_timeout=float(os.environ.get("IDLE", "30")))
     ns = rt.bind("ROUTE", Box)
+    if os.environ.get("EXTRA"):
+        rt.bind("OTHER", Box)  # a namespace other nodes may not have
     out({"ready": rt.node_id, "addr": rt.node_addr})
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()

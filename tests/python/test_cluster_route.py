@@ -35,10 +35,10 @@ def pg():
 class Node:
     """A node process driven by JSON lines (route_node.py)."""
 
-    def __init__(self, pg, storage, addr="127.0.0.1:0", idle=30):
+    def __init__(self, pg, storage, addr="127.0.0.1:0", idle=30, extra=False):
         args = [sys.executable, NODE, pg.url, str(storage)] + ([addr] if addr else [])
         self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                     env=dict(os.environ, IDLE=str(idle)))
+                                     env=dict(os.environ, IDLE=str(idle), EXTRA="1" if extra else ""))
         ready = json.loads(self.proc.stdout.readline())
         self.node_id, self.addr = ready["ready"], ready["addr"]
         self.seq = 0
@@ -196,6 +196,57 @@ def test_a_client_without_node_addr_never_claims(nodes, pg):
     assert owner == []
 
 
+def test_a_stub_passed_to_another_node_is_called_there(nodes):
+    """A stub inside RPC arguments crosses nodes and becomes a stub of the
+    receiving node's runtime; calling through it routes as any call."""
+    a, b = nodes("a"), nodes("b")
+    a.call("on-a", "whoami")
+    b.call("on-b", "whoami")
+    assert a.call("t-a", "add", 10)["ok"] == 10
+    # on-a (node a) hands on-b (node b) a stub of t-a; on-b calls it: back to a.
+    assert a.call("on-a", "pass_stub", "on-b", "t-a", "add", 1)["ok"] == 11
+    assert a.call("on-a", "pass_stub", "on-b", "t-a", "whoami")["ok"] == a.proc.pid
+    # A stub of an object nobody holds yet: b calls it first, so b claims it.
+    assert a.call("on-a", "pass_stub", "on-b", "fresh", "whoami")["ok"] == b.proc.pid
+    assert a.call("fresh", "add", 2)["ok"] == 2  # routed to b
+    assert b.call("fresh", "whoami")["ok"] == b.proc.pid
+
+
+def test_a_stub_returned_by_another_node_is_callable(nodes):
+    a, b = nodes("a"), nodes("b")
+    a.call("on-a", "whoami")
+    b.call("on-b", "whoami")
+    b.call("r-b", "add", 5)
+    a.call("r-a", "add", 7)
+    assert a.call("on-a", "take", "on-b", "r-b", "add", 1)["ok"] == ["Stub", "r-b", 6]
+    assert a.call("on-a", "take", "on-b", "r-a", "add", 1)["ok"] == ["Stub", "r-a", 8]
+    assert a.call("on-a", "take", "on-b", "r-b", "whoami")["ok"] == ["Stub", "r-b", b.proc.pid]
+
+
+def test_ids_round_trip_through_another_node(nodes):
+    a, b = nodes("a"), nodes("b")
+    a.call("on-a", "whoami")
+    b.call("on-b", "whoami")
+    assert a.call("on-a", "id_trip", "on-b", "n1")["ok"] == ["DurableObjectId", True, "n1", True, None, "Stub"]
+    assert b.call("on-b", "id_trip", "on-a", "")["ok"] == ["DurableObjectId", True, "", True, None, "Stub"]
+
+
+def test_a_stub_of_a_namespace_the_other_node_lacks_is_a_clear_error(nodes):
+    a, b = nodes("a", extra=True), nodes("b")
+    a.call("lack-a", "whoami")
+    b.call("lack-b", "whoami")
+    e = a.call("lack-a", "pass_other", "lack-b")  # arguments for b
+    assert e["type"] == "Error" and e["retryable"] is False, e
+    assert f"cannot be received on node {b.node_id}" in e["err"]
+    assert f"a stub of namespace 'OTHER', which node {b.node_id} does not serve" in e["err"]
+    e = b.call("lack-a", "give_other")           # a result for b: it ran on a
+    assert e["type"] == "Error" and e["retryable"] is False and e["remote"] is False, e
+    assert f"the result from node {a.node_id} cannot be received here" in e["err"]
+    assert "namespace 'OTHER'" in e["err"]
+    # Both nodes still serve.
+    assert b.call("lack-a", "add", 1)["ok"] == 1 and a.call("lack-b", "add", 1)["ok"] == 1
+
+
 def frame(t, body=b""):
     return struct.pack(">IB", len(body) + 1, t) + body
 
@@ -262,6 +313,8 @@ def test_a_python_node_and_a_lua_node_serve_one_namespace(nodes, pg, tmp_path):
         assert a.call("lua-owned", "whoami")["ok"] == f"lua:{lua_id}"
         assert a.call("lua-owned", "add", 2)["ok"] == 2
         assert a.call("lua-owned", "echo", 1, "x", [True, None])["ok"] == [1, "x", [True, None]]
+        # An empty list reaches Lua marked dobj.array, so it comes back a list.
+        assert a.call("lua-owned", "echo", [], {})["ok"] == [[], {}]
         r = a.reply(a.send("fetch", name="lua-owned", path="/l", body="hi"))
         assert r["ok"] == [201, str(lua_id), "POST http://do/l hi"]
         e = a.call("lua-owned", "boom", "from lua")
@@ -269,7 +322,53 @@ def test_a_python_node_and_a_lua_node_serve_one_namespace(nodes, pg, tmp_path):
         # The Lua node's object calls the Python node's.
         assert a.call("lua-owned", "call", "py-owned", "add", 5)["ok"] == 6
         assert a.call("lua-owned", "call", "py-owned", "whoami")["ok"] == a.proc.pid
+        # Stubs and IDs cross between the languages too.
+        assert a.call("py-owned", "pass_stub", "lua-owned", "py-two", "add", 3)["ok"] == 3
+        assert a.call("py-owned", "take", "lua-owned", "py-two", "add", 1)["ok"] == ["Stub", "py-two", 4]
+        assert a.call("py-owned", "take", "lua-owned", "lua-owned", "whoami")["ok"] == \
+            ["Stub", "lua-owned", f"lua:{lua_id}"]
+        assert a.call("py-owned", "id_trip", "lua-owned", "n2")["ok"] == \
+            ["DurableObjectId", True, "n2", True, None, "Stub"]
     finally:
         lua.kill()
         lua.wait()
         lua.stdout.close()
+
+
+def rpc_answer(addr, ref):
+    """Send a node a CALL whose one argument is a host object of `ref` bytes
+    (a stub or an ID as nodes write them); the RESULT's status and message."""
+    payload = b"\xff\x0fA\x01\\" + bytes([len(ref)]) + ref + b"$\x00\x01"
+    call = (struct.pack(">QBBH", 7, 2, 1, 5) + b"ROUTE" + b"\x01" * 32 + b"\xff\xff\xff\xff"
+            + struct.pack(">H", 4) + b"echo" + payload)
+    host, port = addr.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(HELLO + frame(2, call))
+        data = b""
+        while len(data) < 4 or len(data) < 4 + struct.unpack(">I", data[:4])[0]:
+            chunk = s.recv(65536)
+            assert chunk, "the node closed the connection"
+            data += chunk
+    typ, cid, status, flags, code, mlen = struct.unpack(">BQBBiI", data[4:23])
+    assert (typ, cid) == (3, 7)
+    return status, data[23:23 + mlen].decode()
+
+
+def test_hostile_stubs_in_a_call_are_refused(nodes):
+    a = nodes("a")
+    a.call("hostile-ref", "add", 1)
+    # A forged ID for ROUTE (its MAC does not match), a stub of a namespace
+    # the node lacks (odd bytes shown as '?'), an ID of 31 bytes, a name flag
+    # of 2, an unknown kind.
+    status, msg = rpc_answer(a.addr, b"\x01\x00\x05ROUTE" + b"\x02" * 32 + b"\x00")
+    assert status == 1 and "a stub that is not of namespace 'ROUTE'" in msg, msg
+    status, msg = rpc_answer(a.addr, b"\x02\x00\x05NO\x00\xffX" + b"\x02" * 32 + b"\x00")
+    assert status == 1 and "an ID of namespace 'NO??X', which node" in msg, msg
+    for bad in [b"\x01\x00\x05ROUTE" + b"\x02" * 31, b"\x01\x00\x05ROUTE" + b"\x02" * 32 + b"\x02",
+                b"\x03\x00\x05ROUTE" + b"\x02" * 32 + b"\x00", b"\x01\xff\xffROUTE", b""]:
+        status, msg = rpc_answer(a.addr, bad)
+        assert status == 1 and "malformed RPC arguments: a malformed stub or ID" in msg, (bad, msg)
+    # A stub's name must match its ID.
+    status, msg = rpc_answer(a.addr, b"\x01\x00\x05ROUTE" + b"\x02" * 32 + b"\x01name")
+    assert status == 1 and "not of namespace 'ROUTE'" in msg, msg
+    assert a.call("hostile-ref", "add", 1)["ok"] == 2

@@ -303,7 +303,8 @@ int l_runtime(lua_State *L)
 		 * there, a ttl or timeout of 0 s stays a refusal (NaN). */
 		if (cluster_secs(L, 1, "cluster_ttl", DOBJ_CLUSTER_TTL, &co) < 0 ||
 		    cluster_secs(L, 1, "cluster_grace", DOBJ_CLUSTER_GRACE, &co) < 0 ||
-		    cluster_secs(L, 1, "cluster_timeout", DOBJ_CLUSTER_TIMEOUT, &co) < 0) {
+		    cluster_secs(L, 1, "cluster_timeout", DOBJ_CLUSTER_TIMEOUT, &co) < 0 ||
+		    cluster_secs(L, 1, "cluster_call_timeout", DOBJ_CLUSTER_CALL_TIMEOUT, &co) < 0) {
 			lua_pushnil(L);
 			lua_pushstring(L, dobj_error_last());
 			return 2;

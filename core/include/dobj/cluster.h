@@ -47,7 +47,10 @@
 #define DOBJ_CLUSTER_TIMEOUT_MS 2000.0
 /** Log bytes since an object's last snapshot that call for a new one. */
 #define DOBJ_CLUSTER_SNAPSHOT_BYTES (4LL << 20)
-/** The largest ttl, grace and timeout (one day). */
+/** How long a caller waits for the answer of a call it sent to another
+ *  node (a node that answers pings but whose runtime is stuck). */
+#define DOBJ_CLUSTER_CALL_TIMEOUT_MS 30000.0
+/** The largest ttl, grace, timeout and call timeout (one day). */
 #define DOBJ_CLUSTER_MAX_MS 86400000.0
 
 /** Cluster options for dobj_rt_cluster. */
@@ -68,14 +71,19 @@ typedef struct dobj_cluster_opts {
 	double ttl_ms;
 	double grace_ms;
 	double timeout_ms;
-	/** (version 2) An object's log since its last snapshot is compacted into
+	/** (version 2) How long a call sent to another node waits for its
+	 *  answer before it fails with `retryable` (it may or may not have
+	 *  run): 0: DOBJ_CLUSTER_CALL_TIMEOUT_MS.  A node that stops answering
+	 *  pings altogether fails its calls after a TTL already. */
+	double call_timeout_ms;
+	/** (version 3) An object's log since its last snapshot is compacted into
 	 *  a new snapshot once it holds this many bytes and at least the size of
 	 *  that snapshot (so a big database is not rewritten for a small
 	 *  change).  0: DOBJ_CLUSTER_SNAPSHOT_BYTES; < 0: never. */
 	long long snapshot_bytes;
 } dobj_cluster_opts;
-#define DOBJ_CLUSTER_OPTS_VERSION 2
-#define DOBJ_CLUSTER_OPTS_INIT { DOBJ_CLUSTER_OPTS_VERSION, 0, 0, 0, 0, 0, 0, 0, 0 }
+#define DOBJ_CLUSTER_OPTS_VERSION 3
+#define DOBJ_CLUSTER_OPTS_INIT { DOBJ_CLUSTER_OPTS_VERSION, 0, 0, 0, 0, 0, 0, 0, 0, 0 }
 
 /**
  * Create or migrate the cluster schema in the database at `url` (what
@@ -127,14 +135,15 @@ DOBJ_API int dobj_cluster_opts_check(const dobj_cluster_opts *opts);
 typedef enum dobj_cluster_time {
 	DOBJ_CLUSTER_TTL,
 	DOBJ_CLUSTER_GRACE,
-	DOBJ_CLUSTER_TIMEOUT
+	DOBJ_CLUSTER_TIMEOUT,
+	DOBJ_CLUSTER_CALL_TIMEOUT
 } dobj_cluster_time;
 
 /**
  * Set one of opts' times from a user's number of seconds (a keyword
  * argument, a field of a Lua table, a command-line flag), the one rule of
- * every binding and of the config file: a finite number, the TTL from 0.1 s
- * and the timeout from 0.01 s, the grace from 0 s (0: none), each at most
+ * every binding and of the config file: a finite number, the TTL from 0.1 s,
+ * the timeouts from 0.01 s, the grace from 0 s (0: none), each at most
  * 86400 s.  `from` names the setting in the message (e.g. "cluster_ttl");
  * DOBJ_EARG "FROM: ..." when refused (opts unchanged).
  */
