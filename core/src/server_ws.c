@@ -5,9 +5,12 @@
  * here).  Each connection is the host side of a client end
  * (dobj/websocket.h): what arrives goes to dobj_ws_receive / _peer_close,
  * what the object sends comes back through the io callbacks into wslay's
- * queue, written at the end of dobj_server_process.  The sockets are in the
- * server's epoll set (EPOLLOUT only while wslay has bytes the socket did not
- * take).
+ * queue, written at the end of dobj_server_process.  wslay hands each
+ * frame's header and payload to its send callback separately: they go into
+ * the connection's output buffer, written with one send() per connection
+ * and round (two send() calls per message before: an echo spent most of its
+ * time in the kernel).  The sockets are in the server's epoll set (EPOLLOUT
+ * only while bytes wait that the socket did not take).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -45,7 +48,20 @@ struct wsc {
 	wslay_event_context_ptr ctx;
 	char *extra;                   /* bytes libmicrohttpd read past the headers */
 	size_t extra_len, extra_off;
+	unsigned char *out;            /* frames wslay gave, not yet written: out[out_off..out_len) */
+	size_t out_len, out_off, out_cap;
+	/* A close the object asked for while messages were still queued: wslay
+	 * sends control frames before queued messages (and none after a
+	 * close), so it is queued once they are out. */
+	int close_pending;
+	uint16_t close_code;
+	uint8_t close_reason[123];
+	size_t close_len;
 };
+
+/* The output buffer takes frames while it holds less than this; the rest
+ * waits in wslay's queue (as it did when wslay wrote to the socket). */
+#define OUT_HIGH (64u << 10)
 
 struct ws_srv {
 	dobj_server *server;
@@ -105,22 +121,73 @@ static ssize_t on_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, in
 	return r;
 }
 
+/* wslay's bytes go into the output buffer (written by out_write). */
 static ssize_t on_send(wslay_event_context_ptr ctx, const uint8_t *data, size_t len, int flags,
 	void *user)
 {
 	wsc *c = user;
-	ssize_t r;
 
 	(void)flags;
-	do
-		r = send(c->fd, data, len, MSG_NOSIGNAL);
-	while (r < 0 && errno == EINTR);
-	if (r < 0) {
-		wslay_event_set_error(ctx, errno == EAGAIN || errno == EWOULDBLOCK
-			? WSLAY_ERR_WOULDBLOCK : WSLAY_ERR_CALLBACK_FAILURE);
+	if (c->out_len - c->out_off >= OUT_HIGH) {
+		wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
 		return -1;
 	}
-	return r;
+	if (c->out_off == c->out_len) {
+		c->out_off = c->out_len = 0;
+	} else if (c->out_off && c->out_len + len > c->out_cap) {
+		memmove(c->out, c->out + c->out_off, c->out_len - c->out_off);
+		c->out_len -= c->out_off;
+		c->out_off = 0;
+	}
+	if (c->out_len + len > c->out_cap) {
+		size_t cap = c->out_cap ? c->out_cap : 4096;
+		unsigned char *p;
+		while (cap < c->out_len + len)
+			cap *= 2;
+		if (!(p = realloc(c->out, cap))) {
+			wslay_event_set_error(ctx, WSLAY_ERR_NOMEM);
+			return -1;
+		}
+		c->out = p;
+		c->out_cap = cap;
+	}
+	memcpy(c->out + c->out_len, data, len);
+	c->out_len += len;
+	return (ssize_t)len;
+}
+
+/* Write what the output buffer holds: 0 (all, or the socket is full), -1
+ * when the connection failed. */
+static int out_write(wsc *c)
+{
+	while (c->out_off < c->out_len) {
+		ssize_t r = send(c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -1;
+		c->out_off += (size_t)r;
+	}
+	return 0;
+}
+
+/* wslay's queue into the output buffer and the buffer to the socket, until
+ * both are empty or the socket is full: 0, or -1 when the connection failed. */
+static int out_flush(wsc *c)
+{
+	for (;;) {
+		if (c->close_pending && !wslay_event_get_queued_msg_count(c->ctx)) {
+			c->close_pending = 0;
+			wslay_event_queue_close(c->ctx, c->close_code, c->close_reason, c->close_len);
+		}
+		if (wslay_event_want_write(c->ctx) && wslay_event_send(c->ctx) != 0)
+			return -1;
+		if (out_write(c) < 0)
+			return -1;
+		if (c->out_off < c->out_len ||
+		    (!wslay_event_want_write(c->ctx) && !c->close_pending))
+			return 0;
+	}
 }
 
 static void on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg,
@@ -167,10 +234,17 @@ static void io_close(void *payload, int code, const char *reason, size_t len)
 {
 	wsc *c = payload;
 
-	if (!c->ctx)
+	if (!c->ctx || c->close_pending)
 		return;
-	wslay_event_queue_close(c->ctx, code == 1005 ? 0 : (uint16_t)code,
-		(const uint8_t *)reason, len);
+	if (wslay_event_get_queued_msg_count(c->ctx)) {
+		c->close_pending = 1;
+		c->close_code = code == 1005 ? 0 : (uint16_t)code;
+		c->close_len = len < sizeof(c->close_reason) ? len : sizeof(c->close_reason);
+		memcpy(c->close_reason, reason, c->close_len);
+	} else {
+		wslay_event_queue_close(c->ctx, code == 1005 ? 0 : (uint16_t)code,
+			(const uint8_t *)reason, len);
+	}
 	mark_dirty(c);
 }
 
@@ -216,6 +290,7 @@ static void wsc_free(wsc *c, int code, const char *reason)
 		dobj__server_wake(w->server); /* libmicrohttpd's cleanup: its next run */
 	}
 	free(c->extra);
+	free(c->out);
 	free(c);
 }
 
@@ -339,9 +414,7 @@ void dobj__ws_srv_ready(ws_srv *w, wsc *c, uint32_t events)
 		return;
 	if ((events & (EPOLLIN | EPOLLHUP | EPOLLERR)) && wslay_event_recv(c->ctx) != 0)
 		c->dead = 1;
-	else if ((events & EPOLLOUT) && wslay_event_send(c->ctx) != 0)
-		c->dead = 1;
-	mark_dirty(c);
+	mark_dirty(c); /* EPOLLOUT: the flush writes */
 }
 
 void dobj__ws_srv_flush(ws_srv *w)
@@ -353,18 +426,18 @@ void dobj__ws_srv_flush(ws_srv *w)
 		c->dirty = 0;
 		if (!c->ctx)
 			continue;
-		if (!c->dead && wslay_event_want_write(c->ctx) && wslay_event_send(c->ctx) != 0)
+		if (!c->dead && out_flush(c) < 0)
 			c->dead = 1;
 		if (c->dead) {
 			wsc_free(c, 1006, "");
 			continue;
 		}
-		if (!wslay_event_want_read(c->ctx) && !wslay_event_want_write(c->ctx)) {
+		want = c->out_off < c->out_len || wslay_event_want_write(c->ctx) || c->close_pending;
+		if (!wslay_event_want_read(c->ctx) && !want) { /* the close went out */
 			int code = wslay_event_get_status_code_sent(c->ctx);
 			wsc_free(c, code ? code : 1006, "");
 			continue;
 		}
-		want = wslay_event_want_write(c->ctx);
 		if (want != c->pollout) {
 			struct epoll_event ev;
 			memset(&ev, 0, sizeof(ev));
@@ -382,10 +455,11 @@ void dobj__ws_srv_close_all(ws_srv *w, int code, const char *reason)
 		return;
 	while (w->head) {
 		wsc *c = w->head;
-		if (c->ctx && !wslay_event_get_close_sent(c->ctx)) {
+		c->close_pending = 0; /* the server's close instead, now */
+		if (c->ctx && !wslay_event_get_close_sent(c->ctx))
 			wslay_event_queue_close(c->ctx, (uint16_t)code, (const uint8_t *)reason, strlen(reason));
-			wslay_event_send(c->ctx);
-		}
+		if (c->ctx && !c->dead)
+			out_flush(c); /* what the socket takes now, the close last */
 		wsc_free(c, code, reason);
 	}
 }

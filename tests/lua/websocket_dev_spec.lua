@@ -56,4 +56,10 @@ describe("dobj-lua dev WebSockets", function()
     local s = serve(HERE .. "ws/wrangler.toml", "--idle-timeout 0.5")
     assert.are.equal("ok\n", client("probe", s.port))
   end)
+
+  it("sends what a handler sent before its close, in order, however much", function()
+    if not have_client() then return pending("no websockets client in .venv (make venv)") end
+    local s = serve(HERE .. "ws/wrangler.toml")
+    assert.are.equal("ok\n", client("flood", s.port))
+  end)
 end)

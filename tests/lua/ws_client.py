@@ -66,10 +66,26 @@ async def probe(port):
     check(time.monotonic() - started < 120, "1000 connections in bounded time")
 
 
+async def flood(port):
+    """~19 MiB sent from one handler, then a close: every message arrives,
+    in order, before the close (the close went out first and the queued
+    messages were dropped)."""
+    a = await connect(port)
+    await a.send("flood 300")
+    for i in range(300):
+        m = await asyncio.wait_for(a.recv(), 60)
+        check((m[:6], len(m)) == (f"{i:06d}", 65536), f"message {i}: {m[:6]!r}, {len(m)} bytes")
+    try:
+        await asyncio.wait_for(a.recv(), 60)
+        check(False, "no close after the flood")
+    except websockets.ConnectionClosed as e:
+        check((e.rcvd.code, e.rcvd.reason) == (4002, "flooded"), str(e.rcvd))
+
+
 if __name__ == "__main__":
     scenario, port = sys.argv[1], int(sys.argv[2])
     try:
-        asyncio.run({"probe": probe}[scenario](port))
+        asyncio.run({"probe": probe, "flood": flood}[scenario](port))
     except Exception as exc:  # noqa: BLE001  (reported to the spec)
         print(f"FAILED: {type(exc).__name__}: {exc}")
         sys.exit(1)

@@ -86,6 +86,10 @@ class Counter(dobj.DurableObject):
                 except dobj.Error as exc:
                     out.append(f"{type(exc).__name__}: {exc}")
             ws.send(json.dumps(out))
+        elif cmd == "flood":  # far more than the socket takes at once, then the close
+            for i in range(int(arg)):
+                ws.send(f"{i:06d}" + "x" * 65530)
+            ws.close(4001, "flooded")
         elif cmd == "bytes":
             ws.send(message[::-1])
         else:
@@ -264,6 +268,20 @@ async def test_binary_messages_and_a_refused_upgrade(probe):
     with pytest.raises(websockets.InvalidStatus) as info:
         await websockets.connect(url(probe, "/plain"))
     assert info.value.response.status_code == 200 or info.value.response.status_code == 403
+
+
+async def test_a_flood_waits_in_the_server_and_arrives_in_order_with_the_close_last(probe):
+    """~19 MiB sent from one handler: what the socket does not take waits in
+    the server (written as the client reads), every message in order, and
+    the close goes out only after them."""
+    a = await connect(probe, max_size=None)
+    await a.send("flood 300")
+    for i in range(300):
+        m = await asyncio.wait_for(a.recv(), 60)
+        assert (m[:6], len(m)) == (f"{i:06d}", 65536)
+    with pytest.raises(websockets.ConnectionClosed) as info:
+        await asyncio.wait_for(a.recv(), 60)
+    assert (info.value.rcvd.code, info.value.rcvd.reason) == (4001, "flooded")
 
 
 async def test_a_message_over_32_mib_closes_with_1009(probe):

@@ -61,6 +61,9 @@ function Probe:web_socket_message(ws, msg)
     self.ctx:set_web_socket_auto_response("ping", "pong")
     local a, b = self.ctx:get_web_socket_auto_response()
     ws:send(a .. "/" .. b)
+  elseif cmd == "flood" then -- far more than the socket takes at once, then the close
+    for i = 0, tonumber(arg) - 1 do ws:send(("%06d"):format(i) .. ("x"):rep(65530)) end
+    ws:close(4002, "flooded")
   elseif cmd == "bye" then
     ws:close(4000, "done")
     local ok, err = pcall(ws.send, ws, "after")
