@@ -204,15 +204,49 @@ static pend *pend_take(struct dobj__route *r, uint64_t id)
 static void watch_fired(void *data, int fired);
 
 /* While calls are in flight a strong timer keeps dobj_rt_run waiting for
- * their answers (the fd wakes it when they come). */
+ * their answers (the fd wakes it when they come) and fails those past the
+ * call timeout (a node that answers pings while its runtime is stuck). */
 static void watch_sync(struct dobj__route *r)
 {
-	if (r->npend && !r->watch && !r->rt->closing)
-		dobj__timer(r->rt, 1000, watch_fired, r->rt, 0, &r->watch);
+	if (r->npend && !r->watch && !r->rt->closing) {
+		double every = r->rt->cluster ? r->rt->cluster->call_timeout_ms / 4 : 1000;
+		dobj__timer(r->rt, fmin(1000, fmax(10, every)), watch_fired, r->rt, 0, &r->watch);
+	}
 	else if (!r->npend && r->watch) {
 		dobj_timer *tm = r->watch;
 		r->watch = NULL;
 		dobj_timer_cancel(r->rt, tm);
+	}
+}
+
+static void fail_call(dobj_task *t, int code, int retryable, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+/* Calls past their deadline fail: they may or may not have run, so they
+ * are never sent again. */
+static void expire(struct dobj__route *r)
+{
+	double now = mono_ms(), limit = r->rt->cluster ? r->rt->cluster->call_timeout_ms : 0;
+	size_t i;
+
+	for (i = 0; i < r->tcap; i++) {
+		pend **pp = &r->tab[i];
+		while (*pp) {
+			pend *p = *pp;
+			if (p->deadline > now) {
+				pp = &p->next;
+				continue;
+			}
+			*pp = p->next;
+			r->npend--;
+			if (!p->t->done) {
+				p->t->routed = 0;
+				fail_call(p->t, DOBJ_ERROR, 1, "cluster: node %lld did not answer the call within "
+					"%.3g s (the call timeout): it may or may not have run", p->node, limit / 1e3);
+			}
+			dobj_task_unref(p->t);
+			free(p);
+		}
 	}
 }
 
@@ -223,11 +257,9 @@ static void watch_fired(void *data, int fired)
 	if (!rt->route || !fired)
 		return;
 	rt->route->watch = NULL;
+	expire(rt->route);
 	watch_sync(rt->route);
 }
-
-static void fail_call(dobj_task *t, int code, int retryable, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
 
 /* The call failed on this side (not the object's doing). */
 static void fail_call(dobj_task *t, int code, int retryable, const char *fmt, ...)
@@ -450,6 +482,7 @@ static int send_call(struct dobj__route *r, dobj_task *t, long long node, const 
 	}
 	p->node = node;
 	p->t = t;
+	p->deadline = mono_ms() + (rt->cluster ? rt->cluster->call_timeout_ms : DOBJ_CLUSTER_CALL_TIMEOUT_MS);
 	if ((rc = dobj__net_send_node(r, node, addr, &f, &p->cid, &p->start)) < 0 || (rc = pend_add(r, p)) < 0) {
 		/* Not queued (or queued and untracked: its answer is dropped). */
 		free(p);
@@ -526,7 +559,7 @@ int dobj__route_call(dobj_task *t)
 	struct dobj__route *r = rt->route;
 	struct dobj__cluster *cl = rt->cluster;
 	owner *o;
-	long long node;
+	long long node = 0; /* set when client_lookup finds one (-O1 cannot tell) */
 	char addr[256];
 	int rc;
 

@@ -174,6 +174,7 @@ typedef struct item {      /* the network thread -> the runtime */
 typedef struct pend {      /* a call sent to another node */
 	struct pend *next;
 	uint64_t id, cid, start;
+	double deadline;       /* mono ms: past it the caller stops waiting */
 	long long node;
 	dobj_task *t;
 } pend;

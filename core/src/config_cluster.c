@@ -6,10 +6,11 @@
  * 1. the caller (dobj_config_opts.cluster: a command-line flag, a keyword
  *    argument);
  * 2. the environment: DOBJ_CLUSTER_URL, DOBJ_NODE_ADDR, DOBJ_CLUSTER_TTL,
- *    DOBJ_CLUSTER_GRACE, DOBJ_CLUSTER_TIMEOUT (seconds); empty = unset, as
+ *    DOBJ_CLUSTER_GRACE, DOBJ_CLUSTER_TIMEOUT, DOBJ_CLUSTER_CALL_TIMEOUT
+ *    (seconds); empty = unset, as
  *    shells and container files often leave a variable;
  * 3. the config file's `[dobj.cluster]` table (url, node_addr, ttl, grace,
- *    timeout; seconds), `[env.NAME.dobj.cluster]` in an environment.
+ *    timeout, call_timeout; seconds), `[env.NAME.dobj.cluster]` in an environment.
  * Settings merge one by one (a flag's URL with the file's TTL is fine).
  * The values' own rules are dobj_cluster_opts_check's, so a setting is
  * refused exactly as dobj_rt_cluster would refuse it, with its source
@@ -26,16 +27,17 @@
 #include "internal.h"
 #include "config_cluster.h"
 
-enum { S_URL, S_ADDR, S_TTL, S_GRACE, S_TIMEOUT, S_N };
+enum { S_URL, S_ADDR, S_TTL, S_GRACE, S_TIMEOUT, S_CALL, S_N };
 
-static const char *const keys[S_N] = { "url", "node_addr", "ttl", "grace", "timeout" };
+static const char *const keys[S_N] = { "url", "node_addr", "ttl", "grace", "timeout",
+	"call_timeout" };
 static const char *const vars[S_N] = { "DOBJ_CLUSTER_URL", "DOBJ_NODE_ADDR", "DOBJ_CLUSTER_TTL",
-	"DOBJ_CLUSTER_GRACE", "DOBJ_CLUSTER_TIMEOUT" };
+	"DOBJ_CLUSTER_GRACE", "DOBJ_CLUSTER_TIMEOUT", "DOBJ_CLUSTER_CALL_TIMEOUT" };
 
 typedef struct found {
 	const char *str[2];      /* url, node_addr (borrowed) */
 	size_t len[2];
-	double ms[3];            /* ttl, grace, timeout in dobj_cluster_opts' terms */
+	double ms[4];            /* ttl, grace, timeout, call timeout (dobj_cluster_opts' ms) */
 	int set[S_N];
 	char from[S_N][600];     /* where each setting came from, for messages */
 } found;
@@ -53,7 +55,8 @@ static int reword(const char *from, int code)
 
 static double *field(dobj_cluster_opts *o, int which)
 {
-	return which == S_TTL ? &o->ttl_ms : which == S_GRACE ? &o->grace_ms : &o->timeout_ms;
+	return which == S_TTL ? &o->ttl_ms : which == S_GRACE ? &o->grace_ms
+		: which == S_TIMEOUT ? &o->timeout_ms : &o->call_timeout_ms;
 }
 
 /* Checks one number (ms, dobj_cluster_opts' terms) the way the runtime will,
@@ -105,11 +108,11 @@ static int seconds(int which, double s, const char *from, double *ms, int code)
 int dobj_cluster_opts_seconds(dobj_cluster_opts *opts, dobj_cluster_time which, double s,
 	const char *from)
 {
-	static const char *const names[3] = { "the lease time to live", "the grace period",
-		"the PostgreSQL timeout" };
+	static const char *const names[4] = { "the lease time to live", "the grace period",
+		"the PostgreSQL timeout", "the call timeout" };
 	int j = (int)which + S_TTL;
 
-	if (!opts || (int)which < 0 || j > S_TIMEOUT)
+	if (!opts || (int)which < 0 || j > S_CALL)
 		return dobj_error_set(DOBJ_EARG, "cluster: no such setting");
 	return seconds(j, s, from ? from : names[which], field(opts, j), DOBJ_EARG);
 }
@@ -143,7 +146,7 @@ static int from_file(found *f, const char *path, const dobj_val *top, const char
 			;
 		if (j == S_N)
 			return dobj_error_set(DOBJ_EINVALID, "%s: %sdobj.cluster.%.100s is not a cluster "
-				"setting (url, node_addr, ttl, grace, timeout)", path, where, k);
+				"setting (url, node_addr, ttl, grace, timeout, call_timeout)", path, where, k);
 		from = f->from[j];
 		snprintf(from, sizeof(f->from[j]), "%.500s: %.40sdobj.cluster.%s", path, where, keys[j]);
 		if (j <= S_ADDR) {
@@ -204,7 +207,7 @@ static void from_caller(found *f, const dobj_cluster_opts *o)
 {
 	static const char *const flags[S_N] = { "the cluster URL given (--cluster, cluster=)",
 		"the node address given (--node-addr, node_addr=)", "the lease time to live given",
-		"the grace period given", "the PostgreSQL timeout given" };
+		"the grace period given", "the PostgreSQL timeout given", "the call timeout given" };
 	int j;
 
 	if (o->url) {
@@ -223,6 +226,8 @@ static void from_caller(found *f, const dobj_cluster_opts *o)
 		f->ms[1] = o->grace_ms, f->set[S_GRACE] = 1;
 	if (o->timeout_ms != 0)
 		f->ms[2] = o->timeout_ms, f->set[S_TIMEOUT] = 1;
+	if (o->version >= 2 && o->call_timeout_ms != 0)
+		f->ms[3] = o->call_timeout_ms, f->set[S_CALL] = 1;
 	for (j = 0; j < S_N; j++)
 		if (f->set[j])
 			snprintf(f->from[j], sizeof(f->from[j]), "%s", flags[j]);
@@ -287,6 +292,7 @@ int dobj__config_cluster(dobj_cluster_opts **out, const char *path, const dobj_v
 	o->ttl_ms = f.ms[0];
 	o->grace_ms = f.ms[1];
 	o->timeout_ms = f.ms[2];
+	o->call_timeout_ms = f.ms[3];
 	/* The runtime's own checks (the URL's syntax included, without
 	 * connecting), one setting at a time so that a refusal names the
 	 * setting's source; the file's and the environment's numbers were
@@ -297,6 +303,8 @@ int dobj__config_cluster(dobj_cluster_opts **out, const char *path, const dobj_v
 	    (call.set[S_GRACE] && (rc = check_ms(S_GRACE, o->grace_ms, f.from[S_GRACE],
 		DOBJ_EINVALID)) < 0) ||
 	    (call.set[S_TIMEOUT] && (rc = check_ms(S_TIMEOUT, o->timeout_ms, f.from[S_TIMEOUT],
+		DOBJ_EINVALID)) < 0) ||
+	    (call.set[S_CALL] && (rc = check_ms(S_CALL, o->call_timeout_ms, f.from[S_CALL],
 		DOBJ_EINVALID)) < 0)) {
 		free(o);
 		return rc;

@@ -190,7 +190,7 @@ static void test_bad_settings(void)
 	write_file("wrangler.toml", "name = \"w\"\n[dobj.cluster]\nurl = 5\n");
 	refused("", NULL, "wrangler.toml: dobj.cluster.url must be a string, not number");
 	write_file("wrangler.toml", "name = \"w\"\n[dobj.cluster]\nurl = \"postgresql://a@b/c\"\ntll = 3\n");
-	refused("", NULL, "dobj.cluster.tll is not a cluster setting (url, node_addr, ttl, grace, timeout)");
+	refused("", NULL, "dobj.cluster.tll is not a cluster setting (url, node_addr, ttl, grace, timeout, call_timeout)");
 	write_file("wrangler.toml", "name = \"w\"\n[dobj]\nclustr = {}\n");
 	refused("", NULL, "dobj.clustr is not a dobj setting");
 	write_file("wrangler.toml", "name = \"w\"\ndobj = 1\n");
@@ -240,6 +240,14 @@ static void test_bad_settings(void)
 	setenv("DOBJ_CLUSTER_TIMEOUT", "1e7", 1);
 	refused("", NULL, "environment variable DOBJ_CLUSTER_TIMEOUT: the PostgreSQL timeout must be "
 		"a number of seconds from 0.01 to 86400");
+	unsetenv("DOBJ_CLUSTER_TIMEOUT");
+	setenv("DOBJ_CLUSTER_CALL_TIMEOUT", "0", 1);
+	refused("", NULL, "environment variable DOBJ_CLUSTER_CALL_TIMEOUT: must be a number of seconds "
+		"above 0");
+	setenv("DOBJ_CLUSTER_CALL_TIMEOUT", "1e6", 1);
+	refused("", NULL, "environment variable DOBJ_CLUSTER_CALL_TIMEOUT: the call timeout must be a "
+		"number of seconds from 0.01 to 86400");
+	unsetenv("DOBJ_CLUSTER_CALL_TIMEOUT");
 	setenv("DOBJ_CLUSTER_TIMEOUT", "0.001", 1);
 	refused("", NULL, "environment variable DOBJ_CLUSTER_TIMEOUT: the PostgreSQL timeout must be");
 	unsetenv("DOBJ_CLUSTER_TIMEOUT");

@@ -58,6 +58,7 @@ describe("RPC", function()
       { 1, 2, 3 }, { "a", { "nested", { true } } }, {}, { a = 1, b = { c = "d" } },
       { ["0"] = "zero", ["1"] = "one" }, { [1] = "a", [3] = "c" }, { [true] = 1, [2.5] = "x" },
       dobj.map { a = 1 }, dobj.set { "x", 7, true }, { shared, shared, { k = shared } },
+      dobj.array(), dobj.array { 1, 2 }, { dobj.array(), {} },
       { list = { 1, dobj.null, dobj.bytes("b") }, date = dobj.date(5), set = dobj.set { 1 } },
     }
     for i, v in ipairs(cases) do
@@ -186,6 +187,7 @@ describe("RPC", function()
       { { ["\255"] = 1 }, "cannot send a table key that is not valid UTF-8 over RPC (argument 1)" },
       { deep, "cannot send tables nested deeper than 256 over RPC (argument 1)" },
       { dobj.runtime(), "cannot send a value of type userdata (dobj.Runtime) over RPC (argument 1)" },
+      { dobj.array { x = 1 }, "cannot send a dobj.array table with keys other than 1..n over RPC (argument 1)" },
     }
     local before = C.calls
     for _, case in ipairs(cases) do

@@ -121,6 +121,26 @@ describe("values: tables", function()
     check(dobj.set())
   end)
 
+  it("dobj.array makes an Array even empty; an empty Array reads back marked, so it stays one", function()
+    local e = check(dobj.array(), "dobj.array()")
+    assert.are.equal(dobj.Array, getmetatable(e))
+    assert.is_nil(next(e))
+    check(dobj.array({ 1, "a" }), "dobj.array{ 1, 'a' }")
+    local nested = check({ list = dobj.array(), obj = {} })
+    assert.are.equal(dobj.Array, getmetatable(nested.list))
+    assert.is_nil(getmetatable(nested.obj)) -- the empty table stays an Object
+    -- Read back and stored again, it stays an empty Array.
+    assert.are.equal(dobj.Array, getmetatable(roundtrip(roundtrip(dobj.array()))))
+    assert.are.equal(e, dobj.array(e)) -- marks in place and returns the table
+  end)
+
+  it("a dobj.array table with keys other than 1..n is refused", function()
+    for _, t in ipairs({ { x = 1 }, { [2] = "b" }, { 1, nil, 3 }, { 1, 2, x = 3 } }) do
+      assert.matches("cannot store a dobj.array table with keys other than 1..n",
+        H.job_error(kv, function(s) s:put("bad", dobj.array(t)) end))
+    end
+  end)
+
   it("a table met twice is stored once and comes back shared", function()
     local shared = { "shared" }
     local back = check({ a = shared, b = shared, c = { shared } })
@@ -179,6 +199,7 @@ describe("values: the bytes stored are V8's", function()
     { "héllo", "FF0F220568E96C6C6F" },
     { "", "FF0F2200" },
     { {}, "FF0F6F7B00" },
+    { dobj.array(), "FF0F4100240000" },
     { dobj.bytes("\1\2\3"), "FF0F42030102035642000300" },
     { dobj.date(0), "FF0F440000000000000000" },
     { dobj.map({ k = 1 }), "FF0F3B22016B49023A02" },

@@ -377,6 +377,8 @@ def test_a_python_node_and_a_lua_node_serve_one_namespace(nodes, pg, tmp_path):
         assert a.call("lua-owned", "whoami")["ok"] == f"lua:{lua_id}"
         assert a.call("lua-owned", "add", 2)["ok"] == 2
         assert a.call("lua-owned", "echo", 1, "x", [True, None])["ok"] == [1, "x", [True, None]]
+        # An empty list reaches Lua marked dobj.array, so it comes back a list.
+        assert a.call("lua-owned", "echo", [], {})["ok"] == [[], {}]
         r = a.reply(a.send("fetch", name="lua-owned", path="/l", body="hi"))
         assert r["ok"] == [201, str(lua_id), "POST http://do/l hi"]
         e = a.call("lua-owned", "boom", "from lua")

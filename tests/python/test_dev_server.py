@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from devserver import copy_example, dev_env, write_project
+from devserver import copy_example, dev_env, http_request as get, write_project
 
 ECHO = """\
     import asyncio
@@ -61,17 +61,6 @@ ECHO = """\
 @pytest.fixture
 def echo(tmp_path):
     return write_project(tmp_path / "echo", ECHO)
-
-
-def get(port, path, method="GET", headers=None, body=None):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    try:
-        conn.request(method, path, body=body, headers=headers or {})
-        r = conn.getresponse()
-        # Header names in lower case: HTTP's are case-insensitive, and servers differ.
-        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
-    finally:
-        conn.close()
 
 
 # ------------------------------------------------------------ the example project
@@ -419,6 +408,44 @@ def test_a_request_in_flight_finishes_when_the_server_stops(echo, servers, sig):
     # The port is free again, and the write the response acknowledged is on disk.
     again = servers(echo, "--port", str(s.port))
     assert get(again.port, "/count")[2] == b"3"
+
+
+# Sends its own process SIGTERM the moment `dobj dev` has written the Ready
+# line: the earliest a supervisor that waits for that line can stop it.
+TERM_AT_READY = """\
+import os, signal, sys
+import dobj.cli
+
+
+class Stdout:
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text):
+        self.stream.write(text)
+        if "Ready on" in text:
+            self.stream.flush()
+            os.kill(os.getpid(), signal.SIGTERM)
+        return len(text)
+
+    def flush(self):
+        self.stream.flush()
+
+
+sys.stdout = Stdout(sys.stdout)
+sys.exit(dobj.cli.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("server", ["native", "uvicorn"])
+def test_sigterm_right_after_the_ready_line_stops_cleanly(echo, server):
+    """`dobj dev --server uvicorn` printed Ready before uvicorn took SIGTERM:
+    a SIGTERM in between killed it (status -15, runtime not closed)."""
+    r = subprocess.run([sys.executable, "-c", TERM_AT_READY, "dev", "--port", "0",
+                        "--server", server], cwd=echo, env=dev_env(), capture_output=True,
+                       text=True, timeout=60)
+    assert (r.returncode, r.stderr) == (0, ""), r.stdout
+    assert "Ready on" in r.stdout and r.stdout.endswith("[dobj] stopped\n"), r.stdout
 
 
 def test_writes_acknowledged_before_sigterm_are_on_disk(echo, servers):

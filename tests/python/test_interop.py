@@ -50,7 +50,7 @@ def cases():
         ("bytes", b"\x00\x01\xff"), ("empty_bytes", b""), ("bytearray", bytearray(b"\x07\x08"), b"\x07\x08"),
         ("date", dt.datetime(2023, 11, 14, 22, 13, 20, 123000, tzinfo=dt.timezone.utc)),
         ("array", [1, "a", None]), ("tuple", (1, 2), [1, 2]),
-        ("object", {"x": 1, "y": "z"}), ("empty_obj", {}), ("index_keys", {"1": "a", "b": 2}),
+        ("object", {"x": 1, "y": "z"}), ("empty_obj", {}), ("empty_array", []), ("index_keys", {"1": "a", "b": 2}),
         ("map", {"k": 1, 2: "two", True: False}), ("set", {1, "a"}),
         ("frozenset", frozenset({3}), {3}),
         ("nested", {"list": [{"a": 1}, {"b": [True, False]}], "m": {"inner": [1, 2], 0: None}}),

@@ -170,14 +170,14 @@ static int opt_secs(lua_State *L, int t, const char *key, dobj_cluster_time whic
  * at the core's default). */
 static void push_cluster(lua_State *L, const dobj_cluster_opts *o)
 {
-	const double ms[3] = { o->ttl_ms, o->grace_ms, o->timeout_ms };
-	static const char *const names[3] = { "ttl", "grace", "timeout" };
+	const double ms[4] = { o->ttl_ms, o->grace_ms, o->timeout_ms, o->call_timeout_ms };
+	static const char *const names[4] = { "ttl", "grace", "timeout", "call_timeout" };
 	int i;
 
-	lua_createtable(L, 0, 5);
+	lua_createtable(L, 0, 6);
 	set_str(L, "url", o->url);
 	set_str(L, "node_addr", o->node_addr);
-	for (i = 0; i < 3; i++) {
+	for (i = 0; i < 4; i++) {
 		if (ms[i] == 0)
 			continue;
 		lua_pushnumber(L, ms[i] < 0 ? 0 : ms[i] / 1e3);
@@ -186,7 +186,8 @@ static void push_cluster(lua_State *L, const dobj_cluster_opts *o)
 }
 
 /* dobj.load_config([path | { path=, env=, persist_to=, cluster=, node_addr=,
- * cluster_ttl=, cluster_grace=, cluster_timeout= }]) -> table | nil, msg.
+ * cluster_ttl=, cluster_grace=, cluster_timeout=, cluster_call_timeout= }])
+ * -> table | nil, msg.
  * The cluster fields are the caller's settings: they win over the
  * environment's and the file's (dobj_config.cluster).
  * `starting`: the project is about to start (dobj.load), so its state folder
@@ -216,7 +217,8 @@ static int load_config(lua_State *L, int starting)
 	opts.cluster.node_addr = opt_field(L, 1, "node_addr");
 	if (opt_secs(L, 1, "cluster_ttl", DOBJ_CLUSTER_TTL, &opts.cluster) < 0 ||
 	    opt_secs(L, 1, "cluster_grace", DOBJ_CLUSTER_GRACE, &opts.cluster) < 0 ||
-	    opt_secs(L, 1, "cluster_timeout", DOBJ_CLUSTER_TIMEOUT, &opts.cluster) < 0) {
+	    opt_secs(L, 1, "cluster_timeout", DOBJ_CLUSTER_TIMEOUT, &opts.cluster) < 0 ||
+	    opt_secs(L, 1, "cluster_call_timeout", DOBJ_CLUSTER_CALL_TIMEOUT, &opts.cluster) < 0) {
 		lua_pushnil(L);
 		lua_pushstring(L, dobj_error_last());
 		return 2;

@@ -117,7 +117,8 @@ enum {
 	MT_MAP,
 	MT_LIST,
 	MT_WEBSOCKET,
-	MT_COUNT = MT_WEBSOCKET
+	MT_ARRAY,  /* a marker too (dobj.array) */
+	MT_COUNT = MT_ARRAY
 };
 #define UV_METHODS(i) (MT_COUNT + (i))
 #define UV_DEFAULT_RT (2 * MT_COUNT + 1) /* weak table { runtime } */
@@ -227,8 +228,10 @@ typedef struct ctx_ud {
 extern _Thread_local task_coro *running_coro;
 
 
-/* Which JS value a table stands for (table_kind_at). */
-enum { TABLE_OBJECT, TABLE_ARRAY, TABLE_MAP, TABLE_SET };
+/* Which JS value a table stands for (table_kind_at); TABLE_BAD_ARRAY: a
+ * dobj.array table with keys other than 1..n (TABLE_BAD_ARRAY_MSG says so). */
+enum { TABLE_OBJECT, TABLE_ARRAY, TABLE_MAP, TABLE_SET, TABLE_BAD_ARRAY };
+#define TABLE_BAD_ARRAY_MSG "a dobj.array table with keys other than 1..n"
 
 #define POOL_MAX 256
 #define IS_SLOT(v) (((uintptr_t)(v)) & 1u)
@@ -336,6 +339,8 @@ int l_date(lua_State *L);
 double check_date(lua_State *L, int idx);
 int l_set(lua_State *L);
 int l_map(lua_State *L);
+int l_array(lua_State *L);
+void mark_if_empty_array(runtime_ud *r, lua_State *L, int idx);
 
 /* Each file registers its types (metatables and methods) from luaopen_dobj. */
 void register_type(lua_State *L, int mi, int which, const luaL_Reg *meta, const luaL_Reg *methods);

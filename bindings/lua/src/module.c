@@ -10,6 +10,7 @@ const char *const mt_names[MT_COUNT + 1] = {
 	"dobj.Ctx", "dobj.Request", "dobj.Response", "dobj.Error",
 	"dobj.Storage", "dobj.Transaction", "dobj.Sql", "dobj.Cursor", "dobj.Bytes",
 	"dobj.Date", "dobj.null", "dobj.Set", "dobj.Map", "dobj.List", "dobj.WebSocket",
+	"dobj.Array",
 };
 
 void push_mt(lua_State *L, int which)
@@ -113,6 +114,7 @@ static const luaL_Reg module_funcs[] = {
 	{ "sleep", l_sleep }, { "is_error", l_is_error }, { "_stats", l_stats },
 	{ "on_error", l_on_error }, { "load_config", l_load_config }, { "load", l_load }, { "http_listen", l_http_listen }, { "_config_parse", l_config_parse },
 	{ "bytes", l_bytes }, { "date", l_date }, { "set", l_set }, { "map", l_map },
+	{ "array", l_array },
 	{ "websocket_pair", l_websocket_pair }, { "cluster_init", l_cluster_init },
 	{ "_cluster_check", l_cluster_check }, { NULL, NULL }
 };
@@ -167,7 +169,7 @@ LDOBJ_EXPORT int luaopen_dobj(lua_State *L)
 	{
 		static const struct { int which; const char *name; } exported[] = {
 			{ MT_BYTES, "Bytes" }, { MT_DATE, "Date" }, { MT_SET, "Set" }, { MT_MAP, "Map" },
-			{ MT_LIST, "List" }, { MT_STORAGE, "Storage" }, { MT_CURSOR, "Cursor" },
+			{ MT_ARRAY, "Array" }, { MT_LIST, "List" }, { MT_STORAGE, "Storage" }, { MT_CURSOR, "Cursor" },
 		};
 		for (i = 0; i < (int)(sizeof(exported) / sizeof(exported[0])); i++) {
 			lua_getiuservalue(L, mi, exported[i].which);

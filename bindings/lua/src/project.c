@@ -212,7 +212,7 @@ int l_load(lua_State *L)
 	/* The caller's cluster settings go to the config loader, which
 	 * resolves them with the environment's and the file's. */
 	static const char *const cluster_opts[] = { "cluster", "node_addr", "cluster_ttl", "cluster_grace",
-		"cluster_timeout", NULL };
+		"cluster_timeout", "cluster_call_timeout", NULL };
 	const char *where, *main;
 	runtime_ud *r;
 	int opts = 1, cfg, mod, rtidx, nb, i;
@@ -294,6 +294,7 @@ int l_load(lua_State *L)
 		copy_field(L, -1, "ttl", -3, "cluster_ttl");
 		copy_field(L, -1, "grace", -3, "cluster_grace");
 		copy_field(L, -1, "timeout", -3, "cluster_timeout");
+		copy_field(L, -1, "call_timeout", -3, "cluster_call_timeout");
 	}
 	lua_pop(L, 1);
 	lua_call(L, 1, 2);

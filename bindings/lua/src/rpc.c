@@ -180,6 +180,8 @@ static dobj_val *table_to_val(rpc_encoder *o, int idx)
 		return NULL;
 	}
 	kind = table_kind_at(L, o->r, idx, &n);
+	if (kind == TABLE_BAD_ARRAY)
+		return rpc_encode_fail(o, TABLE_BAD_ARRAY_MSG);
 	v = kind == TABLE_ARRAY ? dobj_val_array() : kind == TABLE_OBJECT ? dobj_val_object()
 		: kind == TABLE_MAP ? dobj_val_map() : dobj_val_set();
 	if (!v)
@@ -453,6 +455,8 @@ static int push_val(rpc_decoder *in, const dobj_val *v)
 			break;
 		}
 	}
+	if (type == DOBJ_VAL_ARRAY)
+		mark_if_empty_array(in->r, L, tb);
 	in->depth--;
 	return DOBJ_OK;
 }

@@ -303,11 +303,23 @@ int l_runtime(lua_State *L)
 		 * there, a ttl or timeout of 0 s stays a refusal (NaN). */
 		if (cluster_secs(L, 1, "cluster_ttl", DOBJ_CLUSTER_TTL, &co) < 0 ||
 		    cluster_secs(L, 1, "cluster_grace", DOBJ_CLUSTER_GRACE, &co) < 0 ||
-		    cluster_secs(L, 1, "cluster_timeout", DOBJ_CLUSTER_TIMEOUT, &co) < 0) {
+		    cluster_secs(L, 1, "cluster_timeout", DOBJ_CLUSTER_TIMEOUT, &co) < 0 ||
+		    cluster_secs(L, 1, "cluster_call_timeout", DOBJ_CLUSTER_CALL_TIMEOUT, &co) < 0) {
 			lua_pushnil(L);
 			lua_pushstring(L, dobj_error_last());
 			return 2;
 		}
+		/* Bytes of log between snapshots; 0: never (the C field's 0 is
+		 * "the default"). */
+		lua_getfield(L, 1, "cluster_snapshot_bytes");
+		if (!lua_isnil(L, -1)) {
+			if (!lua_isinteger(L, -1))
+				return luaL_error(L, "cluster_snapshot_bytes must be an integer (bytes)");
+			co.snapshot_bytes = (long long)lua_tointeger(L, -1);
+			if (co.snapshot_bytes == 0)
+				co.snapshot_bytes = -1;
+		}
+		lua_pop(L, 1);
 		lua_getfield(L, 1, "durability");
 		if (!lua_isnil(L, -1)) {
 			size_t n = 0;

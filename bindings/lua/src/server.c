@@ -172,11 +172,12 @@ static int process(lua_State *L, server *s, int h)
 }
 
 /*
- * srv:run(rt, handler [, on_stop]): serve until SIGINT or SIGTERM, then stop taking
+ * srv:run(rt, handler [, on_stop [, on_ready]]): serve until SIGINT or SIGTERM, then stop taking
  * connections (the port is freed at once; WebSockets close with 1012), let the
  * requests in flight finish and return the signal's name ("SIGINT"/"SIGTERM") or nil after
  * srv:stop().  on_stop(signal_name, requests_in_flight) is called when the
- * first signal arrives.  handler(id, request, why, status) with a third argument is a
+ * first signal arrives; on_ready() once both signals are the server's, before
+ * it serves (where to say "Ready": a supervisor may signal at once).  handler(id, request, why, status) with a third argument is a
  * request the core refused (dobj/wire.h: 400, 413, 414, 431, 501), answered with that
  * status without running the entry.  A second signal returns at once (srv:close() then
  * drops the connections still open).  handler(id, request) is called for each complete request from
@@ -195,16 +196,18 @@ static int l_srv_run(lua_State *L)
 	luaL_checktype(L, 3, LUA_TFUNCTION);
 	if (!lua_isnoneornil(L, 4))
 		luaL_checktype(L, 4, LUA_TFUNCTION);
+	if (!lua_isnoneornil(L, 5))
+		luaL_checktype(L, 5, LUA_TFUNCTION);
 	if (s->running)
 		return luaL_error(L, "the server is already running");
-	lua_settop(L, 4);
+	lua_settop(L, 5);
 	lua_getfield(L, 2, "fd");
 	lua_pushvalue(L, 2);
 	lua_call(L, 1, 1);
 	rtfd = (int)luaL_checkinteger(L, -1);
 	lua_pop(L, 1);
-	lua_getfield(L, 2, "process"); /* 5: rt.process */
-	luaL_checktype(L, 5, LUA_TFUNCTION);
+	lua_getfield(L, 2, "process"); /* 6: rt.process */
+	luaL_checktype(L, 6, LUA_TFUNCTION);
 
 	sigemptyset(&set);
 	sigaddset(&set, SIGINT);
@@ -218,7 +221,11 @@ static int l_srv_run(lua_State *L)
 		return luaL_error(L, "signalfd: %s", strerror(e));
 	}
 	s->running = 1;
-	for (;;) {
+	if (lua_isfunction(L, 5)) {
+		lua_pushvalue(L, 5);
+		failed = lua_pcall(L, 0, 0, 0) != LUA_OK;
+	}
+	while (!failed) {
 		struct pollfd p[3];
 		int timeout = dobj_server_timeout(s->s), served = 0;
 
@@ -267,7 +274,7 @@ static int l_srv_run(lua_State *L)
 		 * the server's work too: WebSocket messages it read queued
 		 * events, processed in this round. */
 		if (p[1].revents || served) {
-			lua_pushvalue(L, 5);
+			lua_pushvalue(L, 6);
 			lua_pushvalue(L, 2);
 			if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
 				failed = 1;

@@ -8,8 +8,10 @@
  * codec (dobj/value.h).  The mapping is in docs/lua.md ("Values"); in short:
  * booleans, numbers (the core's integer rule: integers up to 2^53 as JS
  * numbers, beyond as BigInts; floats as doubles), UTF-8 strings, dobj.bytes (Uint8Array), dobj.date (Date),
- * dobj.null (null), tables (a sequence -> Array, string keys -> Object,
- * anything else or a dobj.map table -> Map, a dobj.set table -> Set).  A
+ * dobj.null (null), tables (a sequence or a dobj.array table -> Array,
+ * string keys -> Object, anything else or a dobj.map table -> Map, a
+ * dobj.set table -> Set; an Array read back as an empty table is marked
+ * dobj.array, so that it is written as an Array again).  A
  * table or value met twice is written once and referenced, so shared parts
  * and cycles come back shared.  Encoding calls no Lua code (raw access
  * only), so the writer and reader kept on the runtime are never re-entered.
@@ -100,16 +102,20 @@ static void enc_mark(storage_encoder *e, int idx, uint32_t id)
 }
 
 /* Which JS value a table is: a sequence 1..n (n > 0) is an Array, a table
- * with only string keys (or none) an Object, anything else a Map. */
+ * with only string keys (or none) an Object, anything else a Map.  The
+ * marks decide first: dobj.set, dobj.map, and dobj.array, whose keys must
+ * be 1..n (n >= 0: an empty one is the empty Array an empty table cannot
+ * say). */
 int table_kind_at(lua_State *L, runtime_ud *r, int idx, lua_Integer *n)
 {
 	lua_Integer count = 0, maxk = 0;
-	int all_str = 1, all_int = 1;
+	int all_str = 1, all_int = 1, marked;
 
 	if (is_mt_rt(r, L, idx, MT_SET))
 		return TABLE_SET;
 	if (is_mt_rt(r, L, idx, MT_MAP))
 		return TABLE_MAP;
+	marked = is_mt_rt(r, L, idx, MT_ARRAY);
 	lua_pushnil(L);
 	while (lua_next(L, idx)) {
 		lua_pop(L, 1);
@@ -125,11 +131,28 @@ int table_kind_at(lua_State *L, runtime_ud *r, int idx, lua_Integer *n)
 		}
 	}
 	*n = count;
+	if (marked)
+		return all_int && maxk == count && count <= (lua_Integer)UINT32_MAX - 1 ? TABLE_ARRAY
+			: TABLE_BAD_ARRAY;
 	if (count == 0 || all_str)
 		return TABLE_OBJECT;
 	if (all_int && maxk == count && count <= (lua_Integer)UINT32_MAX - 1)
 		return TABLE_ARRAY;
 	return TABLE_MAP;
+}
+
+/* The table at idx, read from a JS Array: marked dobj.array when it came
+ * out empty, or it would be written back as an Object. */
+void mark_if_empty_array(runtime_ud *r, lua_State *L, int idx)
+{
+	idx = lua_absindex(L, idx);
+	lua_pushnil(L);
+	if (lua_next(L, idx)) {
+		lua_pop(L, 2);
+		return;
+	}
+	push_mt_rt(r, L, MT_ARRAY);
+	lua_setmetatable(L, idx);
 }
 
 static int table_kind(storage_encoder *e, int idx, lua_Integer *n)
@@ -150,6 +173,8 @@ static void enc_table(storage_encoder *e, int idx)
 		luaL_error(L, "cannot store a value nested deeper than %d tables", DOBJ_VALUE_MAX_DEPTH);
 	luaL_checkstack(L, 8, "value nested too deeply");
 	kind = table_kind(e, idx, &n);
+	if (kind == TABLE_BAD_ARRAY)
+		luaL_error(L, "cannot store " TABLE_BAD_ARRAY_MSG);
 	switch (kind) {
 	case TABLE_ARRAY:
 		enc_check(e, dobj_ser_array_begin(e->ser, (uint32_t)n, &id));
@@ -433,6 +458,7 @@ static void dec_tok(storage_decoder *d)
 				lua_rawseti(L, tb, ++i);
 			}
 		}
+		mark_if_empty_array(d->r, L, tb);
 		break;
 	}
 	case DOBJ_TOK_MAP:
@@ -686,6 +712,21 @@ int l_map(lua_State *L)
 	return 1;
 }
 
+/* dobj.array([t]): marks t (or a new table) to be stored and sent as an
+ * Array, even empty; its keys must be 1..n. */
+int l_array(lua_State *L)
+{
+	lua_settop(L, 1);
+	if (lua_isnil(L, 1)) {
+		lua_newtable(L);
+		lua_replace(L, 1);
+	}
+	luaL_checktype(L, 1, LUA_TTABLE);
+	push_mt(L, MT_ARRAY);
+	lua_setmetatable(L, 1);
+	return 1;
+}
+
 static int l_null_tostring(lua_State *L)
 {
 	lua_pushliteral(L, "dobj.null");
@@ -737,5 +778,6 @@ void values_open(lua_State *L, int mi)
 	/* Metatables of plain tables: markers only. */
 	register_type(L, mi, MT_SET, no_functions, NULL);
 	register_type(L, mi, MT_MAP, no_functions, NULL);
+	register_type(L, mi, MT_ARRAY, no_functions, NULL);
 	register_type(L, mi, MT_LIST, list_meta, NULL);
 }

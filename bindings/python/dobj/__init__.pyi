@@ -209,7 +209,9 @@ class Runtime:
                  idle_timeout: Optional[float] = ..., virtual_time: bool = ...,
                  cluster: Optional[str] = ..., node_addr: Optional[str] = ...,
                  cluster_ttl: Optional[float] = ..., cluster_grace: Optional[float] = ...,
-                 cluster_timeout: Optional[float] = ...) -> None: ...
+                 cluster_timeout: Optional[float] = ...,
+                 cluster_call_timeout: Optional[float] = ...,
+                 cluster_snapshot_bytes: Optional[int] = ...) -> None: ...
     @property
     def env(self) -> Env: ...
     @property
@@ -242,7 +244,8 @@ class Runtime:
                     virtual_time: bool = ..., cluster: Optional[str] = ...,
                     node_addr: Optional[str] = ..., cluster_ttl: Optional[float] = ...,
                     cluster_grace: Optional[float] = ...,
-                    cluster_timeout: Optional[float] = ...) -> ProjectRuntime: ...
+                    cluster_timeout: Optional[float] = ...,
+                 cluster_call_timeout: Optional[float] = ...) -> ProjectRuntime: ...
 
 class WorkerEntrypoint:
     ctx: ExecutionContext

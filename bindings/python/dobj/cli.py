@@ -173,6 +173,15 @@ def _server_class() -> Any:
 
         out: Any = None
         loop: Any = None
+        banner: Any = None  # writes the Ready line
+
+        async def startup(self, sockets=None):  # type: ignore[override]
+            await super().startup(sockets=sockets)
+            # Ready only now that SIGINT/SIGTERM are this server's (serve()
+            # took them before startup): a supervisor that stops the server
+            # as soon as it reads the Ready line must not kill it instead.
+            if self.banner is not None:
+                self.banner()
 
         def capture_signals(self):  # type: ignore[override]
             import contextlib
@@ -318,7 +327,7 @@ async def _serve_uvicorn(args: argparse.Namespace, out: Any, rt: Any) -> int:
             h11_max_incomplete_event_size=dobj._dobj._MSG_HEAD_MAX)
         server = _server_class()(config)
         server.out, server.loop = out, asyncio.get_running_loop()
-        _banner(rt, out, shown, port)
+        server.banner = lambda: _banner(rt, out, shown, port)
         await server.serve(sockets=[sock])
         sock.close()
         out.write("[dobj] stopped\n")

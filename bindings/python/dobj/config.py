@@ -57,15 +57,16 @@ class ClusterSettings:
     """The cluster settings in effect (docs/cluster.md): each from the first
     of the caller (``dobj dev --cluster``, ``from_config(cluster=...)``),
     the environment (``DOBJ_CLUSTER_URL``, ``DOBJ_NODE_ADDR``,
-    ``DOBJ_CLUSTER_TTL``, ``DOBJ_CLUSTER_GRACE``, ``DOBJ_CLUSTER_TIMEOUT``)
-    and the config's ``[dobj.cluster]`` table.  Seconds; ``None``: the
-    core's default."""
+    ``DOBJ_CLUSTER_TTL``, ``DOBJ_CLUSTER_GRACE``, ``DOBJ_CLUSTER_TIMEOUT``,
+    ``DOBJ_CLUSTER_CALL_TIMEOUT``) and the config's ``[dobj.cluster]``
+    table.  Seconds; ``None``: the core's default."""
 
     url: str
     node_addr: Optional[str]
     ttl: Optional[float]
     grace: Optional[float]
     timeout: Optional[float]
+    call_timeout: Optional[float] = None
 
 
 @dataclass(frozen=True)
@@ -125,7 +126,8 @@ def _load(path: Optional[PathLike], env: Optional[str], persist_to: Optional[Pat
           starting: bool, cluster: Optional[Tuple[Any, ...]] = None) -> Config:
     """load_config; ``starting``: the project starts, so ``renamed_classes``
     move the state folders first (the core's dobj_config_move_renamed);
-    ``cluster``: the caller's (url, node_addr, ttl, grace, timeout), each
+    ``cluster``: the caller's (url, node_addr, ttl, grace, timeout,
+    call_timeout), each
     ``None`` when not given."""
     raw = _dobj._config_load(_opt_path(path), env, _opt_path(persist_to), starting, cluster)
     cl = raw["cluster"]

@@ -28,7 +28,8 @@ from .config import Config, PathLike, _load
 __all__ = ["WorkerEntrypoint", "ExecutionContext", "Entry", "ProjectRuntime"]
 
 _log = logging.getLogger("dobj")
-_CLUSTER_KWARGS = ("cluster", "node_addr", "cluster_ttl", "cluster_grace", "cluster_timeout")
+_CLUSTER_KWARGS = ("cluster", "node_addr", "cluster_ttl", "cluster_grace", "cluster_timeout",
+                   "cluster_call_timeout")
 _module_numbers = itertools.count(1)
 
 
@@ -218,7 +219,8 @@ def from_config(cls: type, path: Optional[PathLike] = None, *, env: Optional[str
     if cfg.cluster is not None:
         c = cfg.cluster
         runtime_options.update(cluster=c.url, node_addr=c.node_addr, cluster_ttl=c.ttl,
-                               cluster_grace=c.grace, cluster_timeout=c.timeout)
+                               cluster_grace=c.grace, cluster_timeout=c.timeout,
+                               cluster_call_timeout=c.call_timeout)
     for warning in cfg.warnings:
         _log.warning("%s", warning)
     module = _import_main(cfg)

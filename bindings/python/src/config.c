@@ -167,15 +167,15 @@ static int opt_ms(PyObject *m, PyObject *o, dobj_cluster_time which, const char 
 static PyObject *cluster_dict(const dobj_cluster_opts *o)
 {
 	PyObject *d;
-	const double ms[3] = { o->ttl_ms, o->grace_ms, o->timeout_ms };
-	static const char *const names[3] = { "ttl", "grace", "timeout" };
+	const double ms[4] = { o->ttl_ms, o->grace_ms, o->timeout_ms, o->call_timeout_ms };
+	static const char *const names[4] = { "ttl", "grace", "timeout", "call_timeout" };
 	int i;
 
 	if (!(d = PyDict_New()))
 		return NULL;
 	SET(d, "url", str_or_none(o->url));
 	SET(d, "node_addr", str_or_none(o->node_addr));
-	for (i = 0; i < 3; i++)
+	for (i = 0; i < 4; i++)
 		SET(d, names[i], ms[i] == 0 ? Py_NewRef(Py_None) : PyFloat_FromDouble(ms[i] < 0 ? 0 : ms[i] / 1e3));
 	return d;
 error:
@@ -193,7 +193,7 @@ static PyObject *mod_config_load(PyObject *m, PyObject *args)
 {
 	PyObject *path_o, *env_o, *persist_o, *d = NULL, *list, *cl = Py_None;
 	PyObject *url_o = Py_None, *addr_o = Py_None, *ttl_o = Py_None, *grace_o = Py_None,
-		*timeout_o = Py_None;
+		*timeout_o = Py_None, *call_o = Py_None;
 	dobj_config_opts opts = DOBJ_CONFIG_OPTS_INIT;
 	dobj_config *c = NULL;
 	size_t i;
@@ -201,8 +201,8 @@ static PyObject *mod_config_load(PyObject *m, PyObject *args)
 
 	if (!PyArg_ParseTuple(args, "OOO|pO:_config_load", &path_o, &env_o, &persist_o, &starting, &cl))
 		return NULL;
-	if (cl != Py_None && !PyArg_ParseTuple(cl, "OOOOO:cluster", &url_o, &addr_o, &ttl_o, &grace_o,
-			&timeout_o))
+	if (cl != Py_None && !PyArg_ParseTuple(cl, "OOOOO|O:cluster", &url_o, &addr_o, &ttl_o, &grace_o,
+			&timeout_o, &call_o))
 		return NULL;
 	if (opt_str(path_o, "path", &opts.path) < 0 || opt_str(env_o, "env", &opts.env) < 0 ||
 	    opt_str(persist_o, "persist_to", &opts.persist_to) < 0 ||
@@ -210,7 +210,8 @@ static PyObject *mod_config_load(PyObject *m, PyObject *args)
 	    opt_str(addr_o, "node_addr", &opts.cluster.node_addr) < 0 ||
 	    opt_ms(m, ttl_o, DOBJ_CLUSTER_TTL, "cluster_ttl", &opts.cluster) < 0 ||
 	    opt_ms(m, grace_o, DOBJ_CLUSTER_GRACE, "cluster_grace", &opts.cluster) < 0 ||
-	    opt_ms(m, timeout_o, DOBJ_CLUSTER_TIMEOUT, "cluster_timeout", &opts.cluster) < 0)
+	    opt_ms(m, timeout_o, DOBJ_CLUSTER_TIMEOUT, "cluster_timeout", &opts.cluster) < 0 ||
+	    opt_ms(m, call_o, DOBJ_CLUSTER_CALL_TIMEOUT, "cluster_call_timeout", &opts.cluster) < 0)
 		return NULL;
 	/* File reads of a few kilobytes: no GIL release. */
 	if ((rc = dobj_config_load(&c, &opts)) < 0)

@@ -12,11 +12,17 @@
  *   (0.8 x ttl after the renewal was sent) and releases no result past it;
  * - claims an object on activation (a dobj_owner row, the epoch goes up by
  *   one) unless a live node owns it; rebuilds the object's local SQLite file
- *   (workerd's layout) from the log;
+ *   (workerd's layout) from the latest snapshot and the log after it, or
+ *   keeps its cached file when that is already at the latest seq;
  * - appends the pages each committed step changed to dobj_wal, with the
  *   epoch checked in the same statement: a node that lost the object (it was
  *   paused past its lease and another node took over) is refused, and its
  *   object is reset like a failed commit;
+ * - once the log of an object since its last snapshot passes
+ *   opts.snapshot_bytes (and the size of that snapshot), writes a new
+ *   snapshot (dobj_snapshot: the whole database at a seq, checksummed) and
+ *   deletes the log rows it covers, in one transaction fenced by the epoch,
+ *   on a thread of its own (the compactor);
  * - releases the object on eviction, reset and close.
  *
  * Every PostgreSQL round trip is bounded (opts.timeout_ms): a database that
@@ -34,12 +40,17 @@
 #define DOBJ_CLUSTER_H
 
 /** The schema version this dobj creates and understands. */
-#define DOBJ_CLUSTER_SCHEMA_VERSION 1
+#define DOBJ_CLUSTER_SCHEMA_VERSION 2
 /** Defaults (milliseconds). */
 #define DOBJ_CLUSTER_TTL_MS 3000.0
 #define DOBJ_CLUSTER_GRACE_MS 1000.0
 #define DOBJ_CLUSTER_TIMEOUT_MS 2000.0
-/** The largest ttl, grace and timeout (one day). */
+/** Log bytes since an object's last snapshot that call for a new one. */
+#define DOBJ_CLUSTER_SNAPSHOT_BYTES (4LL << 20)
+/** How long a caller waits for the answer of a call it sent to another
+ *  node (a node that answers pings but whose runtime is stuck). */
+#define DOBJ_CLUSTER_CALL_TIMEOUT_MS 30000.0
+/** The largest ttl, grace, timeout and call timeout (one day). */
 #define DOBJ_CLUSTER_MAX_MS 86400000.0
 
 /** Cluster options for dobj_rt_cluster. */
@@ -60,9 +71,19 @@ typedef struct dobj_cluster_opts {
 	double ttl_ms;
 	double grace_ms;
 	double timeout_ms;
+	/** (version 2) How long a call sent to another node waits for its
+	 *  answer before it fails with `retryable` (it may or may not have
+	 *  run): 0: DOBJ_CLUSTER_CALL_TIMEOUT_MS.  A node that stops answering
+	 *  pings altogether fails its calls after a TTL already. */
+	double call_timeout_ms;
+	/** (version 3) An object's log since its last snapshot is compacted into
+	 *  a new snapshot once it holds this many bytes and at least the size of
+	 *  that snapshot (so a big database is not rewritten for a small
+	 *  change).  0: DOBJ_CLUSTER_SNAPSHOT_BYTES; < 0: never. */
+	long long snapshot_bytes;
 } dobj_cluster_opts;
-#define DOBJ_CLUSTER_OPTS_VERSION 1
-#define DOBJ_CLUSTER_OPTS_INIT { DOBJ_CLUSTER_OPTS_VERSION, 0, 0, 0, 0, 0, 0, 0 }
+#define DOBJ_CLUSTER_OPTS_VERSION 3
+#define DOBJ_CLUSTER_OPTS_INIT { DOBJ_CLUSTER_OPTS_VERSION, 0, 0, 0, 0, 0, 0, 0, 0, 0 }
 
 /**
  * Create or migrate the cluster schema in the database at `url` (what
@@ -114,14 +135,15 @@ DOBJ_API int dobj_cluster_opts_check(const dobj_cluster_opts *opts);
 typedef enum dobj_cluster_time {
 	DOBJ_CLUSTER_TTL,
 	DOBJ_CLUSTER_GRACE,
-	DOBJ_CLUSTER_TIMEOUT
+	DOBJ_CLUSTER_TIMEOUT,
+	DOBJ_CLUSTER_CALL_TIMEOUT
 } dobj_cluster_time;
 
 /**
  * Set one of opts' times from a user's number of seconds (a keyword
  * argument, a field of a Lua table, a command-line flag), the one rule of
- * every binding and of the config file: a finite number, the TTL from 0.1 s
- * and the timeout from 0.01 s, the grace from 0 s (0: none), each at most
+ * every binding and of the config file: a finite number, the TTL from 0.1 s,
+ * the timeouts from 0.01 s, the grace from 0 s (0: none), each at most
  * 86400 s.  `from` names the setting in the message (e.g. "cluster_ttl");
  * DOBJ_EARG "FROM: ..." when refused (opts unchanged).
  */

@@ -128,7 +128,8 @@ typedef struct dobj_config_opts {
 	/** (version 2) Cluster settings given by the caller (`dobj dev
 	 *  --cluster URL --node-addr HOST:PORT`, keyword arguments): each field
 	 *  set (a non-NULL string, a non-zero number) wins over the environment
-	 *  and the file.  `cluster.version` is ignored. */
+	 *  and the file.  `cluster.call_timeout_ms` is read when
+	 *  `cluster.version` >= 2 (DOBJ_CONFIG_OPTS_INIT sets it). */
 	dobj_cluster_opts cluster;
 } dobj_config_opts;
 #define DOBJ_CONFIG_OPTS_VERSION 2

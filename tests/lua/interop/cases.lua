@@ -37,6 +37,7 @@ return {
   { "array", { 1, "a", dobj.null } },
   { "object", { x = 1, y = "z" } },
   { "empty_obj", {} },
+  { "empty_array", dobj.array() },
   { "map", dobj.map({ k = 1, [2] = "two", [true] = false }) },
   { "set", dobj.set({ 1, "a" }) },
   { "nested", { list = { { a = 1 }, { b = { true, false } } }, m = dobj.map({ inner = { 1, 2 } }) } },

@@ -16,7 +16,7 @@ function cases() {
     ["ascii", "hello"], ["latin1", "héllo ÿ"], ["twobyte", "日本"], ["astral", "😀!"],
     ["empty_str", ""], ["bytes", new Uint8Array([0, 1, 255])], ["empty_bytes", new Uint8Array([])],
     ["date", new Date(1700000000123)], ["array", [1, "a", null]], ["object", { x: 1, y: "z" }],
-    ["empty_obj", {}], ["map", new Map([["k", 1], [2, "two"], [true, false]])],
+    ["empty_obj", {}], ["empty_array", []], ["map", new Map([["k", 1], [2, "two"], [true, false]])],
     ["set", new Set([1, "a"])],
     ["nested", { list: [{ a: 1 }, { b: [true, false] }], m: new Map([["inner", [1, 2]]]) }],
     ["shared", { a: shared, b: shared }], ["cycle", cycle],

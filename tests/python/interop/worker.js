@@ -25,7 +25,7 @@ function cases() {
     ["bytes", new Uint8Array([0, 1, 255])], ["empty_bytes", new Uint8Array([])],
     ["bytearray", new Uint8Array([7, 8])],
     ["date", new Date(1700000000123)], ["array", [1, "a", null]], ["tuple", [1, 2]],
-    ["object", { x: 1, y: "z" }], ["empty_obj", {}], ["index_keys", { 1: "a", b: 2 }],
+    ["object", { x: 1, y: "z" }], ["empty_obj", {}], ["empty_array", []], ["index_keys", { 1: "a", b: 2 }],
     ["map", new Map([["k", 1], [2, "two"], [true, false]])],
     ["set", new Set([1, "a"])], ["frozenset", new Set([3])],
     ["nested", { list: [{ a: 1 }, { b: [true, false] }], m: new Map([["inner", [1, 2]], [0, null]]) }],
