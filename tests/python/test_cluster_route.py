@@ -18,18 +18,11 @@ import time
 import pytest
 
 import dobj
-from pg_util import PgServer, available
+from pg_util import available
 
 pytestmark = pytest.mark.skipif(not available(), reason="PostgreSQL (Debian: postgresql) not installed")
 
 NODE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "route_node.py")
-
-
-@pytest.fixture(scope="module")
-def pg():
-    server = PgServer()
-    yield server
-    server.stop()
 
 
 class Node:
