@@ -65,7 +65,7 @@ static void test_a_waiting_activation_holds_up_no_other_object_and_calls_keep_th
 	char dir[64], q[300], hex[DOBJ_ID_HEX_LEN + 1];
 	dobj_ns *ns;
 	dobj_rt *rt = node(testhost_tmpdir(dir, "dobj-act"), &ns);
-	dobj_stub *slow = testhost_stub(ns, "slow"), *fast = testhost_stub(ns, "fast");
+	dobj_stub *slow = testhost_stub(ns, "slow"), *fast;
 	dobj_task *t[3], *tf;
 	dobj_id id;
 	PGconn *locker;
