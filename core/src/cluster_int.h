@@ -129,6 +129,7 @@ struct dobj__cluster_obj {
 	/* snapshots (cluster_snapshot.c) */
 	long long seq_epoch;  /* the epoch of log row `seq` (the file's state is (seq, seq_epoch)) */
 	long long log_bytes;  /* log confirmed since the last snapshot */
+	long long conf_seq;   /* the last seq PostgreSQL confirmed */
 	long long snap_size;  /* bytes of the last snapshot */
 	int snap_out;         /* a snapshot of this incarnation is queued or running */
 };

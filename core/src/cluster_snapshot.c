@@ -688,6 +688,8 @@ static void watch_fired(void *data, int fired)
 		watch_update(cl);
 }
 
+static void maybe_queue(struct dobj__cluster *cl, dobj_obj *obj, struct dobj__cluster_obj *co);
+
 /* The runtime's thread: snapshots that ended. */
 static void snap_drain(dobj_rt *rt, void *data)
 {
@@ -707,6 +709,10 @@ static void snap_drain(dobj_rt *rt, void *data)
 			co->snap_out = 0;
 			if (j->rc == 0)
 				co->snap_size = j->size;
+			/* What was confirmed meanwhile may call for the next one now
+			 * (the object may write nothing more for a while). */
+			if (j->rc >= 0 && !j->obj->dead)
+				maybe_queue(cl, j->obj, co);
 		}
 		/* A failure, or a refusal by the fence (this node lost the object). */
 		if (j->rc < 0 || j->msg[0])
@@ -722,14 +728,23 @@ void dobj__snap_confirmed(struct dobj__cluster *cl, dobj_obj *obj, long long seq
 	long long epoch, size_t len)
 {
 	struct dobj__cluster_obj *co = obj->cluster;
-	struct dobj__snapper *sn = cl->snap;
-	snap_job *j;
 
 	if (!co || co->epoch != epoch || obj->dead)
 		return;
 	co->seq_epoch = epoch;
+	co->conf_seq = seq;
 	co->log_bytes += (long long)len;
-	if (!sn || cl->snap_bytes < 0 || co->snap_out || cl->closing ||
+	maybe_queue(cl, obj, co);
+}
+
+/* Queue a snapshot of obj at its last confirmed seq when its log calls for
+ * one and none is out. */
+static void maybe_queue(struct dobj__cluster *cl, dobj_obj *obj, struct dobj__cluster_obj *co)
+{
+	struct dobj__snapper *sn = cl->snap;
+	snap_job *j;
+
+	if (!sn || cl->snap_bytes < 0 || co->snap_out || cl->closing || co->conf_seq <= 0 ||
 	    co->log_bytes < cl->snap_bytes || co->log_bytes < co->snap_size)
 		return;
 	if (!(j = calloc(1, sizeof(*j))) ||
@@ -739,8 +754,8 @@ void dobj__snap_confirmed(struct dobj__cluster *cl, dobj_obj *obj, long long seq
 	}
 	j->ns_len = obj->ns->unique_key_len;
 	memcpy(j->id, obj->id.bytes, 32);
-	j->seq = seq;
-	j->epoch = epoch;
+	j->seq = co->conf_seq;
+	j->epoch = co->epoch;
 	j->node = cl->node_id;
 	j->obj = obj;
 	obj->refs++;
