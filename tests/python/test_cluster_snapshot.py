@@ -14,16 +14,9 @@ import textwrap
 import pytest
 
 import dobj
-from pg_util import TOOL_ENV, PgServer, available
+from pg_util import TOOL_ENV, available
 
 pytestmark = pytest.mark.skipif(not available(), reason="PostgreSQL (Debian: postgresql) not installed")
-
-
-@pytest.fixture(scope="module")
-def pg():
-    server = PgServer()
-    yield server
-    server.stop()
 
 
 class Counter(dobj.DurableObject):
