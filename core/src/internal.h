@@ -78,6 +78,9 @@ void dobj__obj_unref(dobj_obj *obj);
 void dobj__rt_unref(dobj_rt *rt);
 /** Evict a live, idle incarnation (idle eviction, dobj_ns_evict). */
 void dobj__obj_evict(dobj_obj *obj);
+/** Open a gate closed with obj->nblock++ (not a block's): the calls parked
+ *  at it queue again, in order, once no gate is closed. */
+void dobj__obj_gate_open(dobj_obj *obj);
 /** Flush the host values the core dropped, unless inside a pump or loop. */
 void dobj__rt_flush(dobj_rt *rt);
 /* Test kit (testkit.c) parts that live with the alarms and storage. */
@@ -125,7 +128,9 @@ int dobj__storage_check_unique_key(const char *key, size_t len);
  * (dobj/cluster.h). */
 /** Before an incarnation's constructor: claim the object (fencing epoch)
  *  and rebuild its local file from PostgreSQL.  A failure fails the
- *  activation like a constructor that throws. */
+ *  activation like a constructor that throws.  1: under way on the node's
+ *  activator thread, with the object's input gate closed (obj->nblock):
+ *  the call parks and runs again when it is done (dobj__obj_gate_open). */
 int dobj__cluster_activate(dobj_obj *obj);
 /** After a storage commit of `obj` (db: its sqlite3 handle): append what
  *  the commit changed, fenced, with the object's alarm record (`alarm`, ns
@@ -247,6 +252,26 @@ typedef struct dobj__ref {
 	const char *name;          /* NULL: none (not terminated) */
 	size_t name_len;
 } dobj__ref;
+/* Cluster mode: the entry node's half of a WebSocket whose object lives on
+ * another node (cluster_ws.c).  The host serves its client end as usual;
+ * what arrives on it goes to the ops, what the object sends comes in
+ * through dobj__ws_relay_output. */
+typedef struct dobj__ws_relay_ops {
+	void (*message)(void *data, const void *p, size_t len, int text);
+	void (*close)(void *data, int code, const char *reason, size_t len, int was_clean);
+	void (*error)(void *data, const char *msg, size_t len);
+} dobj__ws_relay_ops;
+/** A client end (one reference) relaying to ops. */
+int dobj__ws_relay_new(dobj_rt *rt, const dobj__ws_relay_ops *ops, void *data, dobj_ws **client);
+/** The ops are gone: later input is dropped. */
+void dobj__ws_relay_cut(dobj_ws *client);
+/** A frame from the object's node, to the host (or kept until it attaches). */
+void dobj__ws_relay_output(dobj_ws *client, int close, int text_or_code, const void *data,
+	size_t len);
+/** 1 while sockets accepted by the object are registered (it hibernates
+ *  on this node: cluster mode keeps it owned here). */
+int dobj__ws_pinned(dobj_ns *ns, const dobj_id *id);
+
 /** 1 when id was made by key (its MAC matches), as dobj_id_from_string checks. */
 int dobj__id_sealed(const dobj_idkey *key, const dobj_id *id);
 /** dobj_val_encode, with stubs and IDs written as host objects. */
@@ -319,6 +344,7 @@ struct dobj_obj {
 	dobj_timer *idle_timer;
 	double last_active;
 	struct dobj__cluster_obj *cluster; /* cluster mode: epoch and log position */
+	struct dobj__act *act;         /* cluster mode: its activation, while out (cluster_activate.c) */
 };
 
 struct dobj_ns {

@@ -19,20 +19,13 @@ import pytest
 
 import dobj
 from devserver import copy_example, dev_env
-from pg_util import PgServer, available
+from pg_util import available
 
 pytestmark = pytest.mark.skipif(not available(), reason="PostgreSQL (Debian: postgresql) not installed")
 
 DOBJ = str(Path(sys.executable).parent / "dobj")
 BAD_URL = "postgresql://dobj@127.0.0.1/x?bogus=1"
 CLEAN = {k: v for k, v in os.environ.items() if not k.startswith(("DOBJ_CLUSTER_", "DOBJ_NODE_"))}
-
-
-@pytest.fixture(scope="module")
-def pg():
-    server = PgServer()
-    yield server
-    server.stop()
 
 
 @pytest.fixture(autouse=True)
