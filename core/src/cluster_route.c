@@ -615,7 +615,20 @@ int dobj__route_owned(dobj_task *t)
 
 /* ------------------------------------------- the runtime: answers coming in */
 
-static void on_result(struct dobj__route *r, const unsigned char *data, size_t len)
+/* A fetch answer nobody takes (the call timed out, or went): a WebSocket
+ * it carries is closed at once, so the object hears of it. */
+static void unwanted(struct dobj__route *r, uint64_t from, int status, const unsigned char *pl,
+	size_t plen)
+{
+	dobj_msg *m = NULL;
+	uint64_t link = 0;
+
+	if (status == ST_OK && pl && msg_decode(pl, plen, 0, &m, &link) == DOBJ_OK && link)
+		dobj__route_ws_refuse(r, from, link);
+	dobj_msg_free(m);
+}
+
+static void on_result(struct dobj__route *r, uint64_t from, const unsigned char *data, size_t len)
 {
 	dobj_rt *rt = r->rt;
 	rd d = { data, len, 0, 0 };
@@ -632,15 +645,19 @@ static void on_result(struct dobj__route *r, const unsigned char *data, size_t l
 	uint64_t cid;
 	int rc;
 
-	if (!p)
-		return; /* an answer nobody waits for (malformed, or the call went) */
+	if (!p) { /* an answer nobody waits for (malformed, or the call went) */
+		unwanted(r, from, status, pl, plen);
+		return;
+	}
 	t = p->t;
 	node = p->node;
 	cid = p->cid;
 	free(p);
 	watch_sync(r);
-	if (t->done)
+	if (t->done) {
+		unwanted(r, from, status, pl, plen);
 		goto out;
+	}
 	t->routed = 0;
 	if (d.bad) {
 		fail_call(t, DOBJ_ERROR, 1, "cluster: a malformed answer from the object's node");
@@ -934,11 +951,9 @@ static void answer(struct dobj__route *r, inreq *in, dobj_task *t)
 			dobj_msg *m = t->result_free ? t->result : rt->codec.to_msg(rt->codec.data, t->result, 0);
 			if (!m)
 				rc = dobj_error_last_code() < 0 ? dobj_error_last_code() : DOBJ_ERROR;
-			else if (m->web_socket && (rc = dobj__route_ws_offer(r, in->cid, m->web_socket,
-				&ws_link)) < 0)
-				;
-			else
-				rc = msg_encode(m, ws_link, &pl);
+			else if (!m->web_socket || (rc = dobj__route_ws_offer(r, in->cid, m->web_socket,
+				&ws_link)) >= 0)
+				rc = msg_encode(m, ws_link, &pl); /* a 101 carries its link (cluster_ws.c) */
 			if (m != t->result)
 				dobj_msg_free(m);
 		} else {
@@ -1009,7 +1024,7 @@ void dobj__route_drain(dobj_rt *rt)
 		item *next = it->next;
 		if (rt->route == r && !rt->closing) {
 			if (it->type == F_RESULT)
-				on_result(r, it->data, it->len);
+				on_result(r, it->cid, it->data, it->len);
 			else if (it->type == F_CALL)
 				on_call(r, it->cid, it->data, it->len);
 			else if (it->type == F_WS_OUT || it->type == F_WS_IN)

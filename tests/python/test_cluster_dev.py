@@ -105,6 +105,40 @@ def test_dev_cluster_two_servers_share_one_database(pg, tmp_path, servers):
     assert pg.sql("SELECT count(*) FROM dobj_owner WHERE node_id = %d" % node_b) == ["1"]
 
 
+async def test_dev_cluster_websocket_to_a_room_on_the_other_node(pg, tmp_path, servers):
+    """docs/cluster.md, "WebSockets between nodes", over real HTTP: the chat
+    example on two `dobj dev --cluster` servers; bob's connection to b makes
+    the room b's, alice connects to a and talks to it there."""
+    websockets = pytest.importorskip("websockets")
+    import json
+    from devserver import CHAT
+    for d in ("a", "b"):
+        copy_example(tmp_path / d, CHAT)
+    a = servers(tmp_path / "a" / "chat" / "python", "--cluster", pg.url, "--node-addr", "127.0.0.1:0",
+                env=dev_env(**CLEAN))
+    b = servers(tmp_path / "b" / "chat" / "python", "--cluster", pg.url, "--node-addr", "127.0.0.1:0",
+                env=dev_env(**CLEAN))
+    room = f"/rooms/across-{servers.kind}"
+
+    async def recv(ws):
+        return json.loads(await asyncio.wait_for(ws.recv(), 30))
+
+    async with websockets.connect(f"ws://127.0.0.1:{b.port}{room}?name=bob") as bob:
+        async with websockets.connect(f"ws://127.0.0.1:{a.port}{room}?name=alice") as alice:
+            assert await recv(bob) == {"type": "join", "name": "alice"}
+            await alice.send("/who")
+            assert await recv(alice) == {"type": "who", "names": ["alice", "bob"]}
+            await alice.send("hi")
+            for ws in (alice, bob):
+                assert await recv(ws) == {"type": "message", "seq": 1, "name": "alice", "text": "hi"}
+            await alice.send("ping")  # answered by b's runtime (the auto-response)
+            assert await asyncio.wait_for(alice.recv(), 30) == "pong"
+            await bob.send("yo")
+            for ws in (alice, bob):
+                assert await recv(ws) == {"type": "message", "seq": 2, "name": "bob", "text": "yo"}
+        assert await recv(bob) == {"type": "leave", "name": "alice", "code": 1000}
+
+
 def test_dev_cluster_prints_the_address_it_listens_on(pg, tmp_path, servers):
     s = servers(copy_example(tmp_path), "--cluster", pg.url, "--node-addr", "127.0.0.1:0",
                 env=dev_env(**CLEAN))
