@@ -755,6 +755,22 @@ static void answer_error(struct dobj__route *r, uint64_t cid, uint64_t id, int s
 	buf_free(&f);
 }
 
+/* Is `id` one the namespace makes (its MAC), from `name` when it has one?
+ * A peer's word is not enough: an object must never carry a name its ID was
+ * not made from (ctx.id.name), nor exist under an ID no stub could name. */
+static int id_of(dobj_ns *ns, const dobj_id *id, const unsigned char *name, size_t nl)
+{
+	char hex[DOBJ_ID_HEX_LEN];
+	dobj_id want;
+
+	if (name) {
+		dobj_id_from_name(dobj_ns_idkey(ns), (const char *)name, nl, &want);
+		return dobj_id_equal(&want, id);
+	}
+	dobj_id_to_hex(id, hex);
+	return dobj_id_from_string(dobj_ns_idkey(ns), hex, sizeof(hex), &want) == DOBJ_OK;
+}
+
 static void on_call(struct dobj__route *r, uint64_t cid, const unsigned char *data, size_t len)
 {
 	dobj_rt *rt = r->rt;
@@ -794,6 +810,11 @@ static void on_call(struct dobj__route *r, uint64_t cid, const unsigned char *da
 		return;
 	}
 	memcpy(oid.bytes, idb, 32);
+	if (!id_of(ns, &oid, name, nl)) {
+		answer_error(r, cid, id, ST_ERROR, DOBJ_EARG, "cluster: a malformed call (its ID is not "
+			"the namespace's, or not its name's)");
+		return;
+	}
 	if (kind == DOBJ_CALL_RPC) {
 		dobj_val *v = NULL;
 		/* An array of arguments; Python's keyword arguments make an object. */
