@@ -1,19 +1,25 @@
 /*
  * Cluster figures for `make bench` (bench/cluster_bench.py starts the
  * PostgreSQL):
- *   bench_cluster URL SECONDS [ROW...]
+ *   bench_cluster URL SECONDS [ROUNDS]
  * prints "NAME OPS_PER_SECOND" lines:
- *   raw_append_1    fenced appends straight through libpq, one connection
- *                   (the statement dobj runs, 4 KiB of pages each)
- *   raw_append_16   the same from 16 connections (threads), 16 objects
+ *   raw_append_1    the floor: fenced appends straight through libpq, one
+ *                   connection (the statement of dobj's one-row commit,
+ *                   prepared, a record of the size an increment appends,
+ *                   synchronous_commit on: the same durability and fence)
  *   dobj_inc_1      durable increments of one object through the cluster
  *                   (a C class: get, put, commit, fenced append)
+ *   raw_append_16   the floor from 16 connections (threads), 16 objects
  *   dobj_inc_100    durable increments of 100 objects spread over 3 node
  *                   processes from 16 concurrent callers (6, 5, 5 on the
  *                   nodes), each calling every object: two calls in three
  *                   are routed to the object's node
  *   dobj_inc_100_own  the same with each node's callers on its own objects
  *                   only (no routing: the commit pipeline alone)
+ * The rows a target compares take turns: ROUNDS (4) windows of
+ * SECONDS / ROUNDS each, so that a change of the machine's load (two cores
+ * shared with other work) weighs on both alike.  Objects are activated
+ * before the clock starts.
  */
 #include <libpq-fe.h>
 #include <pthread.h>
@@ -57,76 +63,139 @@ static void exec_or_die(PGconn *c, const char *sql)
 	PQclear(r);
 }
 
-typedef struct worker {
-	int index;
-	long done;
-	double until;
-} worker;
+/* The statement dobj's one-row commit runs (cluster_commit.c), prepared
+ * once per connection as dobj's is: the floor is what a plain libpq client
+ * pays for the same fenced, durable append. */
+static const char append_sql[] = "INSERT INTO dobj_wal (ns, object_id, seq, epoch, frames) "
+	"SELECT $1, $2, $3, $4, $5 FROM dobj_owner "
+	"WHERE ns = $1 AND object_id = $2 AND epoch = $4 AND node_id = $6 FOR SHARE";
 
-/* One connection appending to its own object with the epoch checked, as a
- * node does (cluster.c's statement). */
-static void *append_loop(void *arg)
+/* The size of the record one increment appends (one 4 KiB page and its
+ * headers: cluster_wal.c). */
+#define RECORD_BYTES 4112
+
+typedef struct appender {
+	PGconn *c;
+	unsigned char id[32];
+	long long seq;
+} appender;
+
+/* A connection appending to its own object with the epoch checked, as a
+ * node does.  Node 0: no real node has it (identities start at 1), so a
+ * real node's leave does not release these rows. */
+static void appender_open(appender *a, int index)
 {
-	worker *w = arg;
-	PGconn *c = connect_or_die();
-	unsigned char id[32] = { 0 }, page[4108];
-	char seq[32], sql[256];
-	const char *v[6];
-	int lens[6] = { 5, 32, 0, 0, (int)sizeof(page), 0 };
+	char sql[256];
+	PGresult *r;
+
+	memset(a, 0, sizeof(*a));
+	a->c = connect_or_die();
+	a->id[0] = (unsigned char)index;
+	a->id[1] = 0xBE;
+	a->seq = (long long)index * 100000000LL;
+	snprintf(sql, sizeof(sql), "INSERT INTO dobj_owner VALUES ('bench', '\\x%02xbe%060d', 1, 0) "
+		"ON CONFLICT DO NOTHING", index, 0);
+	exec_or_die(a->c, sql);
+	r = PQprepare(a->c, "append", append_sql, 6, NULL);
+	if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+		fprintf(stderr, "bench_cluster: prepare: %s", PQerrorMessage(a->c));
+		exit(1);
+	}
+	PQclear(r);
+}
+
+/* Appends until `until`; how many. */
+static long appender_run(appender *a, double until)
+{
+	static unsigned char page[RECORD_BYTES];
+	char seq[32];
+	const char *v[6] = { "bench", (const char *)a->id, seq, "1", (const char *)page, "0" };
+	int lens[6] = { 5, 32, 0, 0, RECORD_BYTES, 0 };
 	int fmts[6] = { 0, 1, 0, 0, 1, 0 };
 	long n;
 
 	memset(page, 0xA5, sizeof(page));
-	id[0] = (unsigned char)w->index;
-	id[1] = 0xBE;
-	/* Node 0: no real node has it (identities start at 1), so a real
-	 * node's leave does not release these rows. */
-	snprintf(sql, sizeof(sql), "INSERT INTO dobj_owner VALUES ('bench', '\\x%02xbe%060d', 1, 0) "
-		"ON CONFLICT DO NOTHING", w->index, 0);
-	exec_or_die(c, sql);
-	v[0] = "bench"; v[1] = (const char *)id; v[2] = seq; v[3] = "1"; v[4] = (const char *)page;
-	v[5] = "0";
-	for (n = 0; now_s() < w->until; n++) {
+	for (n = 0; now_s() < until; n++) {
 		PGresult *r;
-		snprintf(seq, sizeof(seq), "%ld", n + 1 + (long)w->index * 100000000L);
-		r = PQexecParams(c, "INSERT INTO dobj_wal (ns, object_id, seq, epoch, frames) "
-			"SELECT $1, $2, $3, $4, $5 FROM dobj_owner "
-			"WHERE ns = $1 AND object_id = $2 AND epoch = $4 AND node_id = $6 FOR SHARE",
-			6, NULL, v, lens, fmts, 0);
+		snprintf(seq, sizeof(seq), "%lld", ++a->seq);
+		r = PQexecPrepared(a->c, "append", 6, v, lens, fmts, 0);
 		if (PQresultStatus(r) != PGRES_COMMAND_OK || strcmp(PQcmdTuples(r), "1") != 0) {
-			fprintf(stderr, "bench_cluster: append: %s", PQerrorMessage(c));
+			fprintf(stderr, "bench_cluster: append: %s", PQerrorMessage(a->c));
 			exit(1);
 		}
 		PQclear(r);
 	}
-	w->done = n;
-	PQfinish(c);
+	return n;
+}
+
+static void sleep_until(double t)
+{
+	double left = t - now_s();
+	struct timespec ts;
+
+	if (left <= 0)
+		return;
+	ts.tv_sec = (time_t)left;
+	ts.tv_nsec = (long)((left - (double)ts.tv_sec) * 1e9);
+	while (nanosleep(&ts, &ts) < 0)
+		;
+}
+
+/* Time windows: a side runs only inside its own, so that sides measured
+ * in one run take turns under the same load (two shared cores: the load
+ * of other processes changes from second to second). */
+#define MAX_WINDOWS 16
+typedef struct windows {
+	int n;
+	double start[MAX_WINDOWS], until[MAX_WINDOWS];
+} windows;
+
+static double windows_total(const windows *w)
+{
+	double t = 0;
+	for (int i = 0; i < w->n; i++)
+		t += w->until[i] - w->start[i];
+	return t;
+}
+
+typedef struct worker {
+	appender a;
+	const windows *w;
+	long done;
+} worker;
+
+static void *append_windows(void *arg)
+{
+	worker *k = arg;
+
+	for (int i = 0; i < k->w->n; i++) {
+		sleep_until(k->w->start[i]);
+		k->done += appender_run(&k->a, k->w->until[i]);
+	}
 	return NULL;
 }
 
-static double raw_appends(int conns)
+/* `conns` connections appending in the windows, concurrently; appends/s. */
+static double raw_appends(int conns, const windows *w)
 {
 	pthread_t th[16];
-	worker w[16];
-	PGconn *c = connect_or_die();
-	double t0;
+	worker k[16];
 	long total = 0;
 	int i;
 
-	exec_or_die(c, "DELETE FROM dobj_wal WHERE ns = 'bench'");
-	PQfinish(c);
-	t0 = now_s();
 	for (i = 0; i < conns; i++) {
-		w[i].index = i;
-		w[i].done = 0;
-		w[i].until = t0 + seconds;
-		pthread_create(&th[i], NULL, append_loop, &w[i]);
+		memset(&k[i], 0, sizeof(k[i]));
+		appender_open(&k[i].a, i);
+		k[i].w = w;
 	}
+	for (i = 0; i < conns; i++)
+		pthread_create(&th[i], NULL, append_windows, &k[i]);
 	for (i = 0; i < conns; i++) {
 		pthread_join(th[i], NULL);
-		total += w[i].done;
+		total += k[i].done;
+		PQfinish(k[i].a.c);
 	}
-	return (double)total / (now_s() - t0);
+	return (double)total / windows_total(w);
 }
 
 /* ---------------------------------------------------------- through dobj */
@@ -177,21 +246,41 @@ static int flag_set(void *arg)
 	return *(int *)arg;
 }
 
-static double dobj_increments(void)
+static void inc_once(dobj_rt *rt, dobj_stub *s)
+{
+	dobj_task *t;
+
+	if (dobj_stub_call(&t, s, DOBJ_CALL_RPC, "inc", NULL, 0, NULL, NULL, NULL) < 0)
+		exit(1);
+	dobj_rt_run(rt, is_done, t);
+	if (dobj_task_result(t, NULL, NULL, NULL) != DOBJ_OK) {
+		const char *m;
+		dobj_task_result(t, NULL, &m, NULL);
+		fprintf(stderr, "bench_cluster: inc: %s\n", m);
+		exit(1);
+	}
+	dobj_task_unref(t);
+}
+
+/* Durable increments of one object through the cluster and the
+ * one-connection floor, taking turns (`rounds` windows each, the order
+ * swapped every round); both in ops/s. */
+static void one_object(int rounds, double *raw, double *inc)
 {
 	char dir[] = "/tmp/dobj-bench-cluster-XXXXXX", cmd[96];
 	dobj_rt_opts o = DOBJ_RT_OPTS_INIT;
 	dobj_cluster_opts co = DOBJ_CLUSTER_OPTS_INIT;
 	dobj_class k = { 0 };
+	appender a;
 	dobj_rt *rt;
 	dobj_ns *ns;
 	dobj_stub *s;
 	dobj_id id;
-	double t0, until;
-	long n;
+	double slice = seconds / rounds, t_raw = 0, t_inc = 0;
+	long n_raw = 0, n_inc = 0;
 
 	if (!mkdtemp(dir))
-		return 0;
+		exit(1);
 	o.host.release = drop_value;
 	o.storage_dir = dir;
 	o.idle_timeout_ms = -1;
@@ -206,28 +295,31 @@ static double dobj_increments(void)
 	dobj_ns_new(&ns, rt, "INC", 3, "bench-inc", 9, &k);
 	dobj_id_from_name(dobj_ns_idkey(ns), "x", 1, &id);
 	dobj_stub_new(&s, ns, &id, "x", 1);
-	t0 = now_s();
-	until = t0 + seconds;
-	for (n = 0; now_s() < until; n++) {
-		dobj_task *t;
-		if (dobj_stub_call(&t, s, DOBJ_CALL_RPC, "inc", NULL, 0, NULL, NULL, NULL) < 0)
-			exit(1);
-		dobj_rt_run(rt, is_done, t);
-		if (dobj_task_result(t, NULL, NULL, NULL) != DOBJ_OK) {
-			const char *m;
-			dobj_task_result(t, NULL, &m, NULL);
-			fprintf(stderr, "bench_cluster: inc: %s\n", m);
-			exit(1);
+	inc_once(rt, s); /* activated (claimed, restored) before the clock */
+	appender_open(&a, 99);
+	for (int r = 0; r < rounds; r++) {
+		for (int side = 0; side < 2; side++) {
+			double t0 = now_s(), until = t0 + slice;
+			if ((side ^ r) & 1) {
+				n_raw += appender_run(&a, until);
+				t_raw += now_s() - t0;
+			} else {
+				long n;
+				for (n = 0; now_s() < until; n++)
+					inc_once(rt, s);
+				n_inc += n;
+				t_inc += now_s() - t0;
+			}
 		}
-		dobj_task_unref(t);
 	}
-	t0 = (double)n / (now_s() - t0);
+	PQfinish(a.c);
+	*raw = (double)n_raw / t_raw;
+	*inc = (double)n_inc / t_inc;
 	dobj_stub_free(s);
 	dobj_rt_free(rt);
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
 	if (system(cmd) != 0)
 		fprintf(stderr, "bench_cluster: could not remove %s\n", dir);
-	return t0;
 }
 
 /* ------------------------------------------- many objects, several nodes */
@@ -236,7 +328,7 @@ typedef struct callers {
 	dobj_stub **stubs;
 	int nstubs, next, live;
 	long done, failed;
-	double start, until;
+	double until;
 } callers;
 
 static void call_next(callers *c);
@@ -251,7 +343,7 @@ static void call_done(dobj_task *t, void *data)
 		dobj_task_result(t, NULL, &m, NULL);
 		if (c->failed++ == 0)
 			fprintf(stderr, "bench_cluster: inc: %s\n", m);
-	} else if (now >= c->start && now < c->until) {
+	} else if (now < c->until) {
 		c->done++;
 	}
 	if (now < c->until)
@@ -277,14 +369,25 @@ static int callers_gone(void *arg)
 	return ((callers *)arg)->live == 0;
 }
 
+/* Serve (the other nodes' calls) until `t`: a strong timer keeps
+ * dobj_rt_run waiting on the fd. */
+static void serve_until(dobj_rt *rt, double t)
+{
+	dobj_timer *tm;
+	int fired = 0;
+
+	dobj_rt_timer(rt, (t - now_s()) * 1e3, mark_fired, &fired, &tm);
+	dobj_rt_run(rt, flag_set, &fired);
+}
+
 /*
- * A node process (listening on `port` when routed): it activates the
- * objects i with i % nodes == index before the clock starts; then its
- * `ncallers` callers call every object (routed: the others' objects go
- * to their nodes) or only its own.
+ * A node process (listening on `port`): it activates the objects i with
+ * i % nodes == index before the first window; then, in each window, its
+ * `ncallers` callers call every object (routed: the others' objects go to
+ * their nodes) or only its own.
  */
 static long node_run(int index, int nodes, int objects, int ncallers, int port, int routed,
-	double start, double until)
+	const windows *w)
 {
 	char dir[] = "/tmp/dobj-bench-cluster-XXXXXX", cmd[96], name[32], addr[32];
 	dobj_rt_opts o = DOBJ_RT_OPTS_INIT;
@@ -335,29 +438,19 @@ static long node_run(int index, int nodes, int objects, int ncallers, int port, 
 		dobj_task_unref(t);
 	}
 	free(own);
-	/* Serve the others' calls until the clock starts (a strong timer
-	 * keeps dobj_rt_run waiting on the fd). */
-	{
-		dobj_timer *tm;
-		int fired = 0;
-		dobj_rt_timer(rt, (start - now_s()) * 1e3, mark_fired, &fired, &tm);
-		dobj_rt_run(rt, flag_set, &fired);
+	for (int win = 0; win < w->n; win++) {
+		serve_until(rt, w->start[win]);
+		c.until = w->until[win];
+		for (i = 0; i < ncallers; i++) {
+			c.next = (int)((long)(i * nodes + index) * c.nstubs / (ncallers * nodes)) %
+				c.nstubs;
+			c.live++;
+			call_next(&c);
+		}
+		dobj_rt_run(rt, callers_gone, &c);
 	}
-	c.start = start;
-	c.until = until;
-	for (i = 0; i < ncallers; i++) {
-		c.next = (int)((long)(i * nodes + index) * c.nstubs / (ncallers * nodes)) % c.nstubs;
-		c.live++;
-		call_next(&c);
-	}
-	dobj_rt_run(rt, callers_gone, &c);
-	/* The others' calls are still coming until their clocks stop. */
-	{
-		dobj_timer *tm;
-		int fired = 0;
-		dobj_rt_timer(rt, 500, mark_fired, &fired, &tm);
-		dobj_rt_run(rt, flag_set, &fired);
-	}
+	/* The others' calls are still coming until their windows end. */
+	serve_until(rt, now_s() + 0.5);
 	if (c.failed)
 		fprintf(stderr, "bench_cluster: node %d: %ld calls failed\n", index, c.failed);
 	for (i = 0; i < c.nstubs; i++)
@@ -370,43 +463,84 @@ static long node_run(int index, int nodes, int objects, int ncallers, int port, 
 	return c.done;
 }
 
-static double dobj_increments_many(int nodes, int objects, int ncallers, int routed)
-{
-	double start = now_s() + 4.0, until = start + seconds;
-	int fds[8][2], i, port = 18210 + (int)(getpid() % 80);
+typedef struct nodes {
+	int n, fds[8];
 	pid_t pids[8];
-	long total = 0;
+} nodes;
 
-	for (i = 0; i < nodes; i++) {
-		if (pipe(fds[i]) < 0 || (pids[i] = fork()) < 0)
+/* Three node processes (callers split as evenly as they go: 6, 5, 5)
+ * running in the windows `w`. */
+static void nodes_start(nodes *ns, int n, int objects, int ncallers, int port, int routed,
+	const windows *w)
+{
+	int i, fd[2];
+
+	ns->n = n;
+	for (i = 0; i < n; i++) {
+		if (pipe(fd) < 0 || (ns->pids[i] = fork()) < 0)
 			exit(1);
-		if (pids[i] == 0) {
-			/* Callers split as evenly as they go: 6, 5, 5. */
-			int mine = ncallers / nodes + (i < ncallers % nodes);
+		if (ns->pids[i] == 0) {
+			int mine = ncallers / n + (i < ncallers % n);
 			char out[32];
-			long n;
-			close(fds[i][0]);
-			n = node_run(i, nodes, objects, mine, port + i, routed, start, until);
-			snprintf(out, sizeof(out), "%ld\n", n);
-			if (write(fds[i][1], out, strlen(out)) < 0)
+			long done;
+			close(fd[0]);
+			done = node_run(i, n, objects, mine, port + i, routed, w);
+			snprintf(out, sizeof(out), "%ld\n", done);
+			if (write(fd[1], out, strlen(out)) < 0)
 				_exit(1);
 			_exit(0);
 		}
-		close(fds[i][1]);
+		close(fd[1]);
+		ns->fds[i] = fd[0];
 	}
-	for (i = 0; i < nodes; i++) {
+}
+
+/* Their increments per second of the windows. */
+static double nodes_wait(nodes *ns, const windows *w)
+{
+	long total = 0;
+
+	for (int i = 0; i < ns->n; i++) {
 		char buf[32] = { 0 };
 		int st;
-		if (read(fds[i][0], buf, sizeof(buf) - 1) > 0)
+		if (read(ns->fds[i], buf, sizeof(buf) - 1) > 0)
 			total += atol(buf);
-		close(fds[i][0]);
-		waitpid(pids[i], &st, 0);
+		close(ns->fds[i]);
+		waitpid(ns->pids[i], &st, 0);
 		if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
 			fprintf(stderr, "bench_cluster: node %d failed\n", i);
 			exit(1);
 		}
 	}
-	return (double)total / seconds;
+	return (double)total / windows_total(w);
+}
+
+/*
+ * 100 objects over 3 nodes from 16 callers, routed and each node on its
+ * own objects, and the sixteen-connection floor, taking turns in
+ * `rounds` windows each (the order reversed every round; a gap after each
+ * for the last calls to come back).
+ */
+static void many_objects(int rounds, double *raw16, double *routed, double *own)
+{
+	windows w[3];
+	double slice = seconds / rounds, gap = 0.3, t = now_s() + 4.0; /* activation */
+	int port = 18200 + (int)(getpid() % 24) * 2; /* 18200-18248, +50 */
+	nodes r, o;
+
+	memset(w, 0, sizeof(w));
+	for (int i = 0; i < rounds && i < MAX_WINDOWS; i++)
+		for (int k = 0; k < 3; k++) {
+			windows *x = &w[i & 1 ? 2 - k : k];
+			x->start[x->n] = t;
+			x->until[x->n++] = t + slice;
+			t += slice + gap;
+		}
+	nodes_start(&r, 3, 100, 16, port, 1, &w[1]);
+	nodes_start(&o, 3, 100, 16, port + 50, 0, &w[2]);
+	*raw16 = raw_appends(16, &w[0]);
+	*routed = nodes_wait(&r, &w[1]);
+	*own = nodes_wait(&o, &w[2]);
 }
 
 static void checkpoint(void)
@@ -418,43 +552,32 @@ static void checkpoint(void)
 
 int main(int argc, char **argv)
 {
-	static char *all[] = { "raw_append_1", "dobj_inc_1", "raw_append_16", "dobj_inc_100",
-		"dobj_inc_100_own", NULL };
-	char **rows;
+	double raw1, inc1, raw16, routed, own;
+	int rounds;
 
 	if (argc < 3) {
-		fprintf(stderr, "usage: bench_cluster URL SECONDS [ROW...]\n");
+		fprintf(stderr, "usage: bench_cluster URL SECONDS [ROUNDS]\n");
 		return 2;
 	}
 	url = argv[1];
 	seconds = atof(argv[2]);
+	rounds = argc > 3 ? atoi(argv[3]) : 4;
+	if (!(seconds > 0) || rounds < 1 || rounds > MAX_WINDOWS) {
+		fprintf(stderr, "bench_cluster: SECONDS > 0, 1 <= ROUNDS <= %d\n", MAX_WINDOWS);
+		return 2;
+	}
 	if (dobj_cluster_init(url, 0, 0, NULL) < 0) {
 		fprintf(stderr, "bench_cluster: %s\n", dobj_error_last());
 		return 1;
 	}
-	/* One connection, then dobj on one object (the pair the target
-	 * compares), then sixteen connections; a checkpoint before each, so
-	 * that no figure pays for the WAL of the one before it. */
-	rows = argc > 3 ? argv + 3 : all;
-	for (; *rows; rows++) {
-		double v;
-		checkpoint();
-		if (!strcmp(*rows, "raw_append_1"))
-			v = raw_appends(1);
-		else if (!strcmp(*rows, "dobj_inc_1"))
-			v = dobj_increments();
-		else if (!strcmp(*rows, "raw_append_16"))
-			v = raw_appends(16);
-		else if (!strcmp(*rows, "dobj_inc_100"))
-			v = dobj_increments_many(3, 100, 16, 1);
-		else if (!strcmp(*rows, "dobj_inc_100_own"))
-			v = dobj_increments_many(3, 100, 16, 0);
-		else {
-			fprintf(stderr, "bench_cluster: no row %s\n", *rows);
-			return 2;
-		}
-		printf("%s %.0f\n", *rows, v);
-		fflush(stdout);
-	}
+	/* Each pair the targets compare takes turns in one run; a checkpoint
+	 * before each pair, so that neither pays for the WAL of the other. */
+	checkpoint();
+	one_object(rounds, &raw1, &inc1);
+	printf("raw_append_1 %.0f\ndobj_inc_1 %.0f\n", raw1, inc1);
+	fflush(stdout);
+	checkpoint();
+	many_objects(rounds, &raw16, &routed, &own);
+	printf("raw_append_16 %.0f\ndobj_inc_100 %.0f\ndobj_inc_100_own %.0f\n", raw16, routed, own);
 	return 0;
 }

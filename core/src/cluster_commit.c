@@ -621,6 +621,41 @@ static void job_fail(dobj__cjob *j, int rc, const char *msg)
 	snprintf(j->msg, sizeof(j->msg), "%s", msg);
 }
 
+/* A batch of one append that leaves the alarm alone (a lone object's
+ * every commit): the plain fenced insert.  The group statement costs ~0.1 ms
+ * more per run for one row (the arrays, the CTEs, the join), a quarter of
+ * the whole round trip on an idle server. */
+static const char append_one_sql[] =
+	"INSERT INTO dobj_wal (ns, object_id, seq, epoch, frames) "
+	"SELECT $1, $2, $3, $4, $5 FROM dobj_owner "
+	"WHERE ns = $1 AND object_id = $2 AND epoch = $4 AND node_id = $6 FOR SHARE";
+
+static void run_append_one(struct dobj__cluster *cl, dobj__cjob *j)
+{
+	char seq[32], epoch[32], node[32];
+	const char *v[6] = { j->ns, (const char *)j->id, seq, epoch, (const char *)j->rec, node };
+	int lens[6] = { (int)j->ns_len, 32, 0, 0, (int)j->len, 0 };
+	int fmts[6] = { 0, 1, 0, 0, 1, 0 };
+	PGresult *r = NULL;
+	int rc;
+
+	snprintf(seq, sizeof(seq), "%lld", j->seq);
+	snprintf(epoch, sizeof(epoch), "%lld", j->epoch);
+	snprintf(node, sizeof(node), "%lld", j->node);
+	rc = dobj__pg_exec_prepared(&cl->cpg, 2, append_one_sql, 6, v, lens, fmts, 0, &r);
+	if (rc < 0) {
+		job_fail(j, rc, dobj_error_last());
+	} else if (strcmp(PQcmdTuples(r), "1") == 0) {
+		j->rc = DOBJ_OK;
+	} else {
+		char msg[200];
+		snprintf(msg, sizeof(msg), "cluster: another node took the object over (fencing "
+			"epoch %lld is stale): the write was refused", j->epoch);
+		job_fail(j, DOBJ_EABORTED, msg);
+	}
+	PQclear(r);
+}
+
 /* Append the batch (n jobs, all JOB_APPEND of one node) in one round trip;
  * each job gets its verdict.  Without the lock: only the committer reads
  * the jobs' inputs. */
@@ -632,6 +667,10 @@ static void run_appends(struct dobj__cluster *cl, dobj__cjob **jobs, int n)
 	char node[32];
 	PGresult *r = NULL;
 
+	if (n == 1 && jobs[0]->alarm < 0) {
+		run_append_one(cl, jobs[0]);
+		return;
+	}
 	memset(a, 0, sizeof(a));
 	arr_begin(&a[0], OID_TEXT, n, 0);
 	arr_begin(&a[1], OID_BYTEA, n, 0);
