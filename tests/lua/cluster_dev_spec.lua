@@ -40,10 +40,11 @@ local function curl(url)
   return tonumber(status), body
 end
 
--- `dobj-lua dev --port 0 --config DIR ARGS`, once it printed "Ready on".
-local function start(dir, args)
-  local cmd = ("echo $$ && exec env -u LD_PRELOAD timeout --foreground -k 5 60 env %s lua5.4 %s dev --port 0 --config %s %s 2>&1")
-    :format(PRELOAD and ("LD_PRELOAD=" .. q(PRELOAD)) or "", q(SCRIPT), q(dir), args)
+-- `dobj-lua dev --port 0 --config DIR ARGS` (with the variables ENV), once
+-- it printed "Ready on".
+local function start(dir, args, env)
+  local cmd = ("echo $$ && exec env -u LD_PRELOAD timeout --foreground -k 5 60 env %s %s lua5.4 %s dev --port 0 --config %s %s 2>&1")
+    :format(PRELOAD and ("LD_PRELOAD=" .. q(PRELOAD)) or "", env or "", q(SCRIPT), q(dir), args)
   local p = assert(io.popen("sh -c " .. q(cmd)))
   local s = { p = p, pid = assert(tonumber(p:read("l"))), lines = {} }
   for line in p:lines() do
@@ -145,6 +146,34 @@ describe("cluster settings and commands (Lua)", function()
     servers[#servers + 1] = s
     local port = tonumber(table.concat(s.lines, "\n"):match("%[dobj:inf%] cluster: node %d+ at 127%.0%.0%.1:(%d+)"))
     assert.truthy(port and port ~= 0, table.concat(s.lines, "\n"))
+  end)
+
+  it("dobj-lua dev --cluster without --node-addr serves, on a port the system picks", function()
+    -- It was a pure client: it served no object, every request went to another node.
+    local s = start(project(), "--cluster " .. q(pg.url))
+    servers[#servers + 1] = s
+    local node, port = table.concat(s.lines, "\n"):match("%[dobj:inf%] cluster: node (%d+) at 127%.0%.0%.1:(%d+)")
+    assert.truthy(port and port ~= "0", table.concat(s.lines, "\n"))
+    assert.are.same({ 200, "1" }, { curl(("http://127.0.0.1:%d/own"):format(s.port)) })
+    assert.are.equal("1", sql("SELECT count(*) FROM dobj_owner WHERE node_id = " .. node))
+  end)
+
+  it("--cluster-ttl and --cluster-grace win over the environment; bad ones are exit status 2", function()
+    local s = start(project(), "--cluster " .. q(pg.url) .. " --cluster-ttl 0.5 --cluster-grace 0",
+      "DOBJ_CLUSTER_TTL=9")
+    servers[#servers + 1] = s
+    local node = table.concat(s.lines, "\n"):match("%[dobj:inf%] cluster: node (%d+)")
+    local left = tonumber(sql("SELECT extract(epoch FROM lease_until - now()) FROM dobj_node WHERE node_id = " .. node))
+    assert.truthy(left and left <= 0.5, tostring(left))
+    local d = project()
+    for _, c in ipairs {
+      { "--cluster-ttl 1e9", "dobj-lua: --cluster-ttl: the lease time to live must be a number of seconds from 0.1 to 86400\n" },
+      { "--cluster-grace -1", "dobj-lua: --cluster-grace: the grace period must be 0 or more seconds\n" },
+      { "--cluster-ttl soon", "dobj-lua: --cluster-ttl soon: not a number of seconds\n" },
+    } do
+      local out, err, code = dobj_lua("dev --port 0 --config " .. q(d) .. " --cluster " .. q(pg.url) .. " " .. c[1])
+      assert.are.same({ "", c[2], 2 }, { out, err, code })
+    end
   end)
 
   it("a bad --cluster is one line and exit status 2; an unreachable database exit 1", function()
