@@ -67,6 +67,15 @@ local function stop(s)
   return code
 end
 
+-- A loopback port free now (the system's pick, let go): fixed ports collided
+-- with other runs of the suite on the same machine ("Address already in use").
+local function free_port()
+  local srv = assert(dobj.http_listen("127.0.0.1", 0))
+  local port = srv:port()
+  srv:close()
+  return port
+end
+
 local function closed_port()
   -- A port in this helper's own range that nothing of the suite listens on.
   return 18399
@@ -124,12 +133,13 @@ describe("cluster settings and commands (Lua)", function()
   end)
 
   it("two dobj-lua dev --cluster servers share one database", function()
-    local a = start(project(), "--cluster " .. q(pg.url) .. " --node-addr 127.0.0.1:18311")
+    local pa, pb = free_port(), free_port()
+    local a = start(project(), "--cluster " .. q(pg.url) .. " --node-addr 127.0.0.1:" .. pa)
     servers[#servers + 1] = a
-    local b = start(project(), "--cluster " .. q(pg.url) .. " --node-addr 127.0.0.1:18312")
+    local b = start(project(), "--cluster " .. q(pg.url) .. " --node-addr 127.0.0.1:" .. pb)
     servers[#servers + 1] = b
-    local node_a = tonumber(table.concat(a.lines, "\n"):match("%[dobj:inf%] cluster: node (%d+) at 127%.0%.0%.1:18311"))
-    local node_b = tonumber(table.concat(b.lines, "\n"):match("%[dobj:inf%] cluster: node (%d+) at 127%.0%.0%.1:18312"))
+    local node_a = tonumber(table.concat(a.lines, "\n"):match("%[dobj:inf%] cluster: node (%d+) at 127%.0%.0%.1:" .. pa))
+    local node_b = tonumber(table.concat(b.lines, "\n"):match("%[dobj:inf%] cluster: node (%d+) at 127%.0%.0%.1:" .. pb))
     assert.truthy(node_a and node_b and node_a ~= node_b)
     for i = 1, 3 do
       assert.are.same({ 200, tostring(i) }, { curl(("http://127.0.0.1:%d/shared"):format(a.port)) })
@@ -222,9 +232,10 @@ rt:close()
       :format(pg.url))
     local cfg = assert(dobj.load_config(d))
     assert.are.same({ url = pg.url, node_addr = "127.0.0.1:18313", ttl = 2.5, grace = 0 }, cfg.cluster)
-    local rt = assert(dobj.load { config = d, node_addr = "127.0.0.1:18314" })
+    local port = free_port()
+    local rt = assert(dobj.load { config = d, node_addr = "127.0.0.1:" .. port })
     assert.truthy(rt:node_id())
-    assert.are.equal("127.0.0.1:18314", sql("SELECT addr FROM dobj_node WHERE node_id = " .. rt:node_id()))
+    assert.are.equal("127.0.0.1:" .. port, sql("SELECT addr FROM dobj_node WHERE node_id = " .. rt:node_id()))
     assert.are.equal("1", rt.default.fetch("http://x/cfg"):text())
     rt:close()
     local none, msg = dobj.load { config = d, cluster = BAD_URL }

@@ -94,11 +94,13 @@ def test_dev_cluster_two_servers_share_one_database(pg, tmp_path, servers):
     state folder: an object lives on one node at a time, and what one node
     wrote is what the next one sees."""
     a_dir, b_dir = copy_example(tmp_path / "a"), copy_example(tmp_path / "b")
-    a = servers(a_dir, "--cluster", pg.url, "--node-addr", "127.0.0.1:18301", env=dev_env(**CLEAN))
-    b = servers(b_dir, "--cluster", pg.url, "--node-addr", "127.0.0.1:18302", env=dev_env(**CLEAN))
+    # Ports free now (fixed ones collided with other runs of the suite on the machine).
+    pa, pb = closed_port(), closed_port()
+    a = servers(a_dir, "--cluster", pg.url, "--node-addr", f"127.0.0.1:{pa}", env=dev_env(**CLEAN))
+    b = servers(b_dir, "--cluster", pg.url, "--node-addr", f"127.0.0.1:{pb}", env=dev_env(**CLEAN))
     # Printed before "Ready".
-    node_a = int(re.search(r"\[dobj\] cluster: node (\d+) at 127\.0\.0\.1:18301\n", a.output()).group(1))
-    node_b = int(re.search(r"\[dobj\] cluster: node (\d+) at 127\.0\.0\.1:18302\n", b.output()).group(1))
+    node_a = int(re.search(rf"\[dobj\] cluster: node (\d+) at 127\.0\.0\.1:{pa}\n", a.output()).group(1))
+    node_b = int(re.search(rf"\[dobj\] cluster: node (\d+) at 127\.0\.0\.1:{pb}\n", b.output()).group(1))
     assert node_a != node_b
     assert pg.url not in a.output()  # the URL may hold a password: never printed
     # One object per server kind (the database is the module's, each test
