@@ -136,8 +136,8 @@ sanitize:
 	exit $$status
 
 # ThreadSanitizer over the C cluster tests (tests/c/test_cluster*.c), the ones
-# with threads: a node's network thread, committer, lease keeper and compactor
-# beside its runtime, and two
+# with threads: a node's network thread, committer, lease keeper, compactor and
+# activator beside its runtime, and two
 # runtimes on two threads calling each other (test_cluster_route).  The first
 # race fails the run (halt_on_error).  About 25 s of tests after the build,
 # so `make test` runs it.  The interpreters are left out: TSan cannot be
