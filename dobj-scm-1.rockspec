@@ -53,6 +53,7 @@ build = {
             "core/src/cluster_net.c",
             "core/src/cluster_pg.c",
             "core/src/cluster_route.c",
+            "core/src/cluster_snapshot.c",
             "core/src/cluster_wal.c",
             "core/src/config.c",
             "core/src/config_cluster.c",

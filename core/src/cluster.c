@@ -48,6 +48,13 @@ static const char schema_v1[] =
 	" PRIMARY KEY (ns, object_id));"
 	"CREATE INDEX dobj_alarm_due ON dobj_alarm (scheduled_at);";
 
+/* Version 2: snapshots (cluster_snapshot.c).  A snapshot row carries the
+ * epoch of the log row at its seq (with the seq, what identifies a state of
+ * the object); images are stored as they are, like the log's pages. */
+static const char schema_v2[] =
+	"ALTER TABLE dobj_snapshot ADD COLUMN IF NOT EXISTS epoch bigint NOT NULL DEFAULT 0;"
+	"ALTER TABLE dobj_snapshot ALTER db SET STORAGE EXTERNAL;";
+
 /* ------------------------------------------------------------------ schema */
 
 static int migrate(dobj__pg *pg, int *version)
@@ -76,6 +83,13 @@ static int migrate(dobj__pg *pg, int *version)
 			"INSERT INTO dobj_schema_version VALUES (1)")) < 0)
 			goto fail;
 		have = 1;
+	}
+	if (have < 2) {
+		if ((rc = dobj__pg_simple(pg, schema_v2)) < 0 ||
+		    (rc = dobj__pg_simple(pg, "DELETE FROM dobj_schema_version;"
+			"INSERT INTO dobj_schema_version VALUES (2)")) < 0)
+			goto fail;
+		have = 2;
 	}
 	if ((rc = dobj__pg_simple(pg, "COMMIT")) < 0)
 		goto fail;
@@ -262,6 +276,8 @@ int dobj_rt_cluster(dobj_rt *rt, const dobj_cluster_opts *o)
 	cl->pg.timeout_ms = opt_ms(o->timeout_ms, DOBJ_CLUSTER_TIMEOUT_MS);
 	cl->call_timeout_ms = opt_ms(o->version >= 2 ? o->call_timeout_ms : 0,
 		DOBJ_CLUSTER_CALL_TIMEOUT_MS);
+	cl->snap_bytes = o->version < 3 || o->snapshot_bytes == 0 ? DOBJ_CLUSTER_SNAPSHOT_BYTES
+		: o->snapshot_bytes;
 	cl->rt = rt;
 	if ((rc = dobj__pg_check_url(cl->pg.url)) < 0 || (rc = migrate(&cl->pg, NULL)) < 0 ||
 	    (rc = dobj__route_start(rt, cl)) < 0 ||
@@ -269,7 +285,8 @@ int dobj_rt_cluster(dobj_rt *rt, const dobj_cluster_opts *o)
 		&cl->lease_view)) < 0)
 		goto fail;
 	rt->cluster = cl;
-	if ((rc = dobj__cluster_start(cl)) < 0) {
+	if ((rc = dobj__cluster_start(cl)) < 0 || (rc = dobj__snap_start(cl)) < 0) {
+		dobj__cluster_stop(cl);
 		rt->cluster = NULL;
 		cl->pg.no_reconnect = 1;
 		dobj__node_leave(&cl->pg, cl->node_id);
@@ -300,6 +317,7 @@ void dobj__cluster_close(dobj_rt *rt)
 	/* One statement releases every object still held and leaves; with
 	 * PostgreSQL gone, the lease lapses by itself. */
 	dobj__cluster_stop(cl);
+	dobj__snap_stop(cl);
 	cl->pg.no_reconnect = 1;
 	dobj__node_leave(&cl->pg, cl->node_id);
 	dobj__pg_drop(&cl->pg);
@@ -316,6 +334,7 @@ void dobj__cluster_closing(dobj_rt *rt)
 	rt->cluster->closing = 1;
 	/* What PostgreSQL confirms now is delivered; the rest fails. */
 	dobj__cluster_stop(rt->cluster);
+	dobj__snap_stop(rt->cluster);
 }
 
 /* ----------------------------------------------------------------- objects */
@@ -362,86 +381,6 @@ static int owner_error(struct dobj__cluster *cl, const char *const *key, const i
 	return rc;
 }
 
-/* Rebuild the object's local file from the log (replacing whatever cached
- * file was there): the file is PostgreSQL's copy, nothing else. */
-/* The alarm record of a restored file, read without writing to it (any
- * write to the file must go through a commit that is shipped). */
-static int read_alarm(const char *path, int64_t *when)
-{
-	sqlite3 *db = NULL;
-	int rc;
-
-	*when = 0;
-	if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
-		rc = dobj_error_set(DOBJ_ERROR, "cluster: cannot read the restored %s: %s", path,
-			db ? sqlite3_errmsg(db) : "out of memory");
-		sqlite3_close(db);
-		return rc;
-	}
-	rc = dobj__storage_meta_read(db, when);
-	sqlite3_close(db);
-	return rc < 0 ? rc : DOBJ_OK;
-}
-
-static int restore(struct dobj__cluster *cl, dobj_obj *obj, const char *const *key,
-	const int *lens, const int *fmts, long long *seq, int64_t *alarm)
-{
-	char *path = NULL, *tmp = NULL, *wal = NULL, *shm = NULL;
-	PGresult *r = NULL;
-	int fd = -1, rc, i, n;
-
-	*seq = 0;
-	*alarm = 0;
-	if ((rc = dobj__pg_exec(&cl->pg,
-		"SELECT seq, frames FROM dobj_wal WHERE ns = $1 AND object_id = $2 ORDER BY seq",
-		2, key, lens, fmts, 1, &r)) < 0)
-		return rc;
-	if (!(path = dobj__cluster_path(obj, "")) || !(tmp = dobj__cluster_path(obj, ".restore")) ||
-	    !(wal = dobj__cluster_path(obj, "-wal")) || !(shm = dobj__cluster_path(obj, "-shm"))) {
-		rc = DOBJ_ENOMEM;
-		goto done;
-	}
-	unlink(wal);
-	unlink(shm);
-	n = PQntuples(r);
-	if (n == 0) {
-		unlink(path);
-		rc = DOBJ_OK;
-		goto done;
-	}
-	fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	if (fd < 0) {
-		rc = dobj_error_set(DOBJ_ERROR, "cluster: cannot write %s: %s", tmp, strerror(errno));
-		goto done;
-	}
-	for (i = 0; i < n; i++) {
-		const unsigned char *s = (const unsigned char *)PQgetvalue(r, i, 0);
-		if ((rc = dobj__wal_apply(fd, (const unsigned char *)PQgetvalue(r, i, 1),
-			(size_t)PQgetlength(r, i, 1))) < 0)
-			goto done;
-		*seq = (long long)((uint64_t)s[0] << 56 | (uint64_t)s[1] << 48 | (uint64_t)s[2] << 40 |
-			(uint64_t)s[3] << 32 | (uint64_t)s[4] << 24 | (uint64_t)s[5] << 16 |
-			(uint64_t)s[6] << 8 | s[7]);
-	}
-	if (rename(tmp, path) < 0) {
-		rc = dobj_error_set(DOBJ_ERROR, "cluster: cannot replace %s: %s", path, strerror(errno));
-		goto done;
-	}
-	rc = read_alarm(path, alarm);
-done:
-	if (fd >= 0) {
-		close(fd);
-		if (rc < 0)
-			unlink(tmp);
-	}
-	PQclear(r);
-	free(path);
-	free(tmp);
-	free(wal);
-	free(shm);
-	return rc;
-}
-
 int dobj__cluster_activate(dobj_obj *obj)
 {
 	dobj_rt *rt = obj->ns->rt;
@@ -452,8 +391,6 @@ int dobj__cluster_activate(dobj_obj *obj)
 	int lens[4] = { (int)obj->ns->unique_key_len, 32, 0, 0 };
 	int fmts[4] = { 0, 1, 0, 0 };
 	PGresult *r;
-	long long epoch, seq;
-	int64_t alarm;
 	int rc;
 
 	if (!cl || obj->cluster)
@@ -483,20 +420,21 @@ int dobj__cluster_activate(dobj_obj *obj)
 		PQclear(r);
 		return owner_error(cl, v, lens, fmts);
 	}
-	epoch = atoll(PQgetvalue(r, 0, 0));
-	PQclear(r);
-	if ((rc = restore(cl, obj, v, lens, fmts, &seq, &alarm)) < 0)
-		return rc;
 	co = calloc(1, sizeof(*co));
-	if (!co)
+	if (!co) {
+		PQclear(r);
 		return dobj_error_set(DOBJ_ENOMEM, "out of memory");
-	co->epoch = epoch;
-	co->seq = seq;
-	co->alarm = alarm;
+	}
+	co->epoch = atoll(PQgetvalue(r, 0, 0));
+	PQclear(r);
+	if ((rc = dobj__snap_restore(cl, obj, co)) < 0) {
+		free(co);
+		return rc;
+	}
 	obj->cluster = co;
 	/* Its alarm fires here now (whichever node set it). */
-	if (alarm > 0 && (obj->ns->klass.flags & DOBJ_CLASS_ALARM))
-		dobj__alarm_track(obj->ns, &obj->id, obj->name, obj->name_len, alarm);
+	if (co->alarm > 0 && (obj->ns->klass.flags & DOBJ_CLASS_ALARM))
+		dobj__alarm_track(obj->ns, &obj->id, obj->name, obj->name_len, co->alarm);
 	return DOBJ_OK;
 }
 
@@ -507,6 +445,7 @@ void dobj__cluster_release(dobj_obj *obj)
 	if (!co)
 		return;
 	obj->cluster = NULL;
+	dobj__snap_release(obj, co);
 	/* Behind the incarnation's appends; best effort: if it fails, the
 	 * claim of the next node waits for this node's lease instead. */
 	dobj__cluster_queue_release(obj->ns->rt->cluster, obj, co);

@@ -433,6 +433,8 @@ static void finish_job(struct dobj__cluster *cl, dobj__cjob *j)
 		gate(cl, &j->hold, NULL);
 		free(j->hold.ws);
 	}
+	if (j->rc >= 0)
+		dobj__snap_confirmed(cl, obj, j->seq, j->epoch, j->len);
 	dobj__obj_unref(obj);
 	job_free(cl, j);
 }

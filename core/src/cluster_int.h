@@ -111,6 +111,8 @@ struct dobj__cluster {
 	void *log_data;
 	int unrenewed_logged; /* "could not renew" was logged since the last renewal */
 	char l_err[300];               /* why the lease keeper could not join again (under mu) */
+	struct dobj__snapper *snap;    /* the compactor (cluster_snapshot.c) */
+	long long snap_bytes;          /* log bytes that call for a snapshot (< 0: never) */
 };
 
 /** A line about node `node` for the node's log hook, delivered from the
@@ -137,6 +139,11 @@ struct dobj__cluster_obj {
 	int64_t alarm;      /* the alarm record dobj_alarm holds (ns since the epoch; 0: none) */
 	dobj__cjob *last;   /* its last append not drained yet (results wait for it) */
 	dobj__cinc *inc;
+	/* snapshots (cluster_snapshot.c) */
+	long long seq_epoch;  /* the epoch of log row `seq` (the file's state is (seq, seq_epoch)) */
+	long long log_bytes;  /* log confirmed since the last snapshot */
+	long long snap_size;  /* bytes of the last snapshot */
+	int snap_out;         /* a snapshot of this incarnation is queued or running */
 };
 
 /* cluster.c */
@@ -187,6 +194,23 @@ int dobj__wal_capture(const char *wal_path, long long off, unsigned *salt, unsig
 	size_t *len, long long *end);
 /** Apply a record to the database file open on fd. */
 int dobj__wal_apply(int fd, const unsigned char *rec, size_t len);
+
+/* Snapshots and restore (cluster_snapshot.c). */
+/** Start the compactor thread (dobj_rt_cluster, after dobj__cluster_start). */
+int dobj__snap_start(struct dobj__cluster *cl);
+/** Stop it: what is queued gets a bounded time to finish; the rest is
+ *  dropped (a snapshot is an optimisation, never needed for correctness). */
+void dobj__snap_stop(struct dobj__cluster *cl);
+/** An append of `obj` (seq, epoch, `len` bytes) was confirmed: count it,
+ *  and queue a snapshot once the log since the last one calls for it. */
+void dobj__snap_confirmed(struct dobj__cluster *cl, dobj_obj *obj, long long seq,
+	long long epoch, size_t len);
+/** Rebuild the object's local file from the latest snapshot and the log
+ *  after it, unless the cached file is already at the latest seq; fills
+ *  co's seq, seq_epoch, alarm, log_bytes and snap_size. */
+int dobj__snap_restore(struct dobj__cluster *cl, dobj_obj *obj, struct dobj__cluster_obj *co);
+/** An incarnation goes: remember the cached file's seq when it is exact. */
+void dobj__snap_release(dobj_obj *obj, struct dobj__cluster_obj *co);
 
 #if defined(__GNUC__)
 #pragma GCC visibility pop

@@ -463,11 +463,17 @@ int dobj_server_listen(const char *ip, int port, const dobj_server_hooks *hooks,
 		MHD_OPTION_URI_LOG_CALLBACK, on_uri, s,
 		MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
 		MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)0,
-		/* Room for a head past the core's limits, so that the core
-		 * answers it (414, 431) after reading it whole: libmicrohttpd's
-		 * own answer to a head past its memory closes with the rest
-		 * unread, and the reset could reach the client first. */
-		MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(2 * DOBJ_MSG_HEAD_MAX + (64 << 10)),
+		/* Each connection's memory: a head up to the core's limit fits
+		 * (served), and one a little past it (to ~155 KiB) is read whole
+		 * and answered by the core (431 with its reason); past that,
+		 * libmicrohttpd answers 431 itself and closes with the rest
+		 * unread (the reset may reach the client first).  No larger:
+		 * libmicrohttpd 0.9.75 zeroes the whole pool at every request
+		 * on a kept-alive connection, and shrinking the read buffer
+		 * zeroes half of it again; at twice the limit (320 KiB) that
+		 * was ~28 us of CPU per request, half of dobj-lua dev's whole
+		 * cost (bench/http_bench.py). */
+		MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(DOBJ_MSG_HEAD_MAX + (32 << 10)),
 		MHD_OPTION_END);
 	if (!s->d) {
 		rc = dobj_error_set(DOBJ_ERROR, "libmicrohttpd could not start on %s", s->host);

@@ -820,7 +820,7 @@ int dobj__storage_alarm_peek(dobj_ns *ns, const dobj_id *id, int op, int64_t *wh
 static int is_object_file(const char *name)
 {
 	static const char *const tails[] = { ".sqlite", ".sqlite-wal", ".sqlite-shm",
-		".sqlite-journal" };
+		".sqlite-journal", ".sqlite-seq" /* cluster_snapshot.c's cache marker */ };
 	size_t i;
 
 	for (i = 0; i < DOBJ_ID_HEX_LEN; i++)

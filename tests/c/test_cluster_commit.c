@@ -29,24 +29,12 @@ static int step(dobj_task *t, void *data)
 {
 	tv *req = dobj_task_request(t);
 	dobj_storage *st;
-	const void *val;
-	size_t len;
-	char buf[32];
-	long n = 0;
 	int rc;
 
 	(void)data;
 	if ((rc = dobj_obj_storage(dobj_task_obj(t), &st)) < 0)
 		return rc;
-	if (dobj_kv_get(st, "n", 1, &val, &len) == 1) {
-		snprintf(buf, sizeof(buf), "%.*s", (int)len, (const char *)val);
-		n = strtol(buf, NULL, 10);
-	}
-	if (!strcmp(req->s, "w")) {
-		snprintf(buf, sizeof(buf), "%ld", ++n);
-		CHECK_EQ_INT(dobj_kv_put(st, "n", 1, buf, strlen(buf)), DOBJ_OK);
-	}
-	respond(t, 200, "%ld", n);
+	respond(t, 200, "%ld", testhost_count(st, !strcmp(req->s, "w")));
 	return DOBJ_OK;
 }
 

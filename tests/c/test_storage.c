@@ -105,16 +105,7 @@ static int store_step(dobj_task *t, void *data)
 		else
 			respond(t, 404, "(none)");
 	} else if (!strcmp(cmd, "count")) {
-		char buf[32];
-		long n = 0;
-		if (dobj_kv_get(st, "n", 1, &val, &len) == 1) {
-			snprintf(buf, sizeof(buf), "%.*s", (int)len, (const char *)val);
-			n = strtol(buf, NULL, 10);
-		}
-		n++;
-		snprintf(buf, sizeof(buf), "%ld", n);
-		CHECK_EQ_INT(dobj_kv_put(st, "n", 1, buf, strlen(buf)), DOBJ_OK);
-		respond(t, 200, "%ld", n);
+		respond(t, 200, "%ld", testhost_count(st, 1));
 	} else if (!strcmp(cmd, "fkfail")) {
 		/* A deferred foreign key violation only shows at COMMIT. */
 		static const char q[] =

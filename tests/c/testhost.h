@@ -131,6 +131,28 @@ static inline double testhost_now_s(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+/* The counter "n" of an object's storage (decimal text; 0 when absent)
+ * plus `add`, written back unless `add` is 0: the count the counting test
+ * classes answer. */
+static inline long testhost_count(dobj_storage *st, long add)
+{
+	const void *val;
+	size_t len;
+	char buf[32];
+	long n = 0;
+
+	if (dobj_kv_get(st, "n", 1, &val, &len) == 1) {
+		snprintf(buf, sizeof(buf), "%.*s", (int)len, (const char *)val);
+		n = strtol(buf, NULL, 10);
+	}
+	if (add) {
+		n += add;
+		snprintf(buf, sizeof(buf), "%ld", n);
+		CHECK_EQ_INT(dobj_kv_put(st, "n", 1, buf, strlen(buf)), DOBJ_OK);
+	}
+	return n;
+}
+
 /* A stub to the object of `ns` named `name`. */
 static inline dobj_stub *testhost_stub(dobj_ns *ns, const char *name)
 {

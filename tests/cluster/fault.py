@@ -286,6 +286,9 @@ def run_seed(seed, seconds, verbose, lua=True):
         if "lists" not in locals():  # failed before the check: clean up here
             subprocess.run(["rm", "-rf", work], timeout=60)
     problems = check(log, lists, url)
+    # The nodes compact every few writes (node.py): how far, per object.
+    snaps = psql(url, "SELECT coalesce(string_agg(seq::text, '/' ORDER BY seq), 'none') "
+                      "FROM dobj_snapshot")[0]
     acked_total = sum(1 for r in log if r.get("op") == "append" and r.get("out") == "ok")
     if acked_total < 50:
         # A history where nothing succeeded proves nothing: the run must progress.
@@ -310,7 +313,8 @@ def run_seed(seed, seconds, verbose, lua=True):
                       for kind, ts in sorted(figures.items()))
     print(f"seed {seed}: {len(ops)} operations ({counts}), {acked} acknowledged appends, "
           f"faults {[(f['kind'], f['victim']) for f in faults]}, "
-          f"final lengths {[len(lists.get(k, [])) for k in range(OBJECTS)]}; "
+          f"final lengths {[len(lists.get(k, [])) for k in range(OBJECTS)]}, "
+          f"snapshots at seq {snaps}; "
           f"healed in {heals or 'nothing measured'} (bound {bound:.1f} s); "
           f"reads across languages: Python saw Lua's {py_saw_lua}, Lua saw Python's {lua_saw_py}: "
           + ("PASS" if not problems else "FAIL"), flush=True)

@@ -82,8 +82,9 @@ end
 
 for attempt = 1, 40 do -- PostgreSQL may be down (a fault) when the node starts
   local err
+  -- (a low snapshot threshold, as node.py's: compaction under the faults)
   rt, err = dobj.runtime { storage = STORAGE, cluster = URL, node_addr = "127.0.0.1:0",
-    cluster_ttl = TTL, cluster_grace = GRACE, idle_timeout = 1 }
+    cluster_ttl = TTL, cluster_grace = GRACE, idle_timeout = 1, cluster_snapshot_bytes = 16384 }
   if rt then break end
   if attempt == 40 then error(err) end
   os.execute("sleep 0.25")

@@ -99,8 +99,11 @@ async def main():
     NAME = name
     for attempt in range(40):  # PostgreSQL may be down (a fault) when the node starts
         try:
+            # A low snapshot threshold: objects are compacted every few
+            # writes, so snapshots are written and restored under the faults.
             rt = dobj.Runtime(storage=storage, cluster=url, node_addr="127.0.0.1:0",
-                              cluster_ttl=ttl, cluster_grace=grace, idle_timeout=1)
+                              cluster_ttl=ttl, cluster_grace=grace, idle_timeout=1,
+                              cluster_snapshot_bytes=16384)
             break
         except dobj.Error:
             if attempt == 39:

@@ -12,14 +12,7 @@ local EXAMPLE = HERE .. "../../examples/workers/lua-counter"
 local PRELOAD = os.getenv("LD_PRELOAD") -- the ASan runtime, for the server only
 local BAD_URL = "postgresql://dobj@127.0.0.1/x?bogus=1"
 
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
-
-local function read_all(cmd)
-  local p = assert(io.popen(cmd))
-  local out = p:read("a")
-  local _, _, code = p:close()
-  return out, code
-end
+local q, read_all = H.q, H.read_all
 
 -- dobj-lua ARGS (stdout and stderr apart), without DOBJ_CLUSTER_* from
 -- the caller's environment: output, error output, exit status.
@@ -42,29 +35,12 @@ end
 
 -- `dobj-lua dev --port 0 --config DIR ARGS`, once it printed "Ready on".
 local function start(dir, args)
-  local cmd = ("echo $$ && exec env -u LD_PRELOAD timeout --foreground -k 5 60 env %s lua5.4 %s dev --port 0 --config %s %s 2>&1")
-    :format(PRELOAD and ("LD_PRELOAD=" .. q(PRELOAD)) or "", q(SCRIPT), q(dir), args)
-  local p = assert(io.popen("sh -c " .. q(cmd)))
-  local s = { p = p, pid = assert(tonumber(p:read("l"))), lines = {} }
-  for line in p:lines() do
-    s.lines[#s.lines + 1] = line
-    if line:find("Ready on", 1, true) then
-      s.port = assert(tonumber(line:match(":(%d+)$")), line)
-      return s
-    end
-  end
-  p:close()
-  error("dobj-lua dev did not start:\n" .. table.concat(s.lines, "\n"))
+  local s, out = H.dev_start(("--port 0 --config %s %s"):format(q(dir), args))
+  return s or error("dobj-lua dev did not start:\n" .. out)
 end
 
-local function stop(s)
-  if s.stopped then return s.code end
-  os.execute("kill -TERM " .. s.pid .. " 2>/dev/null")
-  s.rest = s.p:read("a")
-  local _, _, code = s.p:close()
-  s.stopped, s.code = true, code
-  return code
-end
+-- SIGTERM; its exit code.
+local function stop(s) return select(2, H.dev_stop(s)) end
 
 local function closed_port()
   -- A port in this helper's own range that nothing of the suite listens on.
@@ -100,7 +76,7 @@ describe("cluster settings and commands (Lua)", function()
 
   it("dobj-lua cluster init: schema version, exit 2 for a bad URL, 1 unreachable, 3 newer", function()
     local out, err, code = dobj_lua("cluster init " .. q(pg.url))
-    assert.are.same({ "dobj cluster schema version 1\n", "", 0 }, { out, err, code })
+    assert.are.same({ "dobj cluster schema version 2\n", "", 0 }, { out, err, code })
     out, err, code = dobj_lua("cluster init " .. q(BAD_URL))
     assert.are.equal(2, code)
     assert.are.equal('dobj-lua cluster init: invalid PostgreSQL URL: invalid URI query parameter: "bogus"\n', err)
@@ -112,11 +88,11 @@ describe("cluster settings and commands (Lua)", function()
     assert.truthy(err:find("needs a PostgreSQL URL", 1, true))
     sql("UPDATE dobj_schema_version SET version = 7")
     out, err, code = dobj_lua("cluster init " .. q(pg.url))
-    sql("UPDATE dobj_schema_version SET version = 1")
+    sql("UPDATE dobj_schema_version SET version = 2")
     assert.are.equal(3, code)
-    assert.truthy(err:find("version 7, newer than this dobj's (1)", 1, true), err)
+    assert.truthy(err:find("version 7, newer than this dobj's (2)", 1, true), err)
     -- The module function under it.
-    assert.are.equal(1, dobj.cluster_init(pg.url))
+    assert.are.equal(2, dobj.cluster_init(pg.url))
     local v, msg, kind = dobj.cluster_init(BAD_URL)
     assert.are.same({ nil, "url" }, { v, kind })
     assert.truthy(msg:find("invalid PostgreSQL URL", 1, true))

@@ -68,7 +68,7 @@ describe("cluster mode", function()
     local d = H.tmpdir()
     dirs[#dirs + 1] = d
     local rt = assert(dobj.runtime{ storage = d, cluster = opts.cluster or pg.url,
-      node_addr = "127.0.0.1:0" })
+      node_addr = "127.0.0.1:0", cluster_snapshot_bytes = opts.snapshot_bytes })
     return rt, rt:bind("COUNTER", Counter)
   end
 
@@ -116,6 +116,32 @@ describe("cluster mode", function()
     local rt2, ns2 = node() -- another folder: nothing local
     s = ns2:get_by_name("restore")
     assert.are.equal(13, s:add(10))
+    assert.are.equal(2, s:table())
+    rt2:close()
+  end)
+
+  it("compacts the log into a snapshot that another node restores", function()
+    local rt, ns = node{ snapshot_bytes = 1 } -- a snapshot every few writes
+    local s = ns:get_by_name("compacted")
+    for i = 1, 10 do assert.are.equal(i, s:add()) end
+    assert.are.equal(1, s:table())
+    rt:close() -- the compaction under way finishes (bounded)
+    local id = "'\\x" .. tostring(ns:id_from_name("compacted")) .. "'::bytea"
+    local function sql(q)
+      local p = assert(io.popen(TOOL_ENV .. "psql -XAtq '" .. pg.url .. "' -c \"" .. q .. "\""))
+      local out = p:read("a")
+      p:close()
+      return tonumber(out)
+    end
+    local snap = sql("SELECT seq FROM dobj_snapshot WHERE object_id = " .. id)
+    assert.is_true(snap > 1)
+    assert.are.equal(0, sql("SELECT count(*) FROM dobj_wal WHERE seq < " .. snap ..
+      " AND object_id = " .. id))
+    assert.matches("cluster_snapshot_bytes must be an integer",
+      H.catch(dobj.runtime, { storage = H.tmpdir(), cluster = pg.url, cluster_snapshot_bytes = 1.5 }))
+    local rt2, ns2 = node() -- another folder: the snapshot and the log after it
+    s = ns2:get_by_name("compacted")
+    assert.are.equal(11, s:add())
     assert.are.equal(2, s:table())
     rt2:close()
   end)

@@ -8,18 +8,10 @@ local H = dofile("tests/lua/helpers.lua")
 local dobj = H.dobj
 
 local HERE = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
-local SCRIPT = HERE .. "../../bindings/lua/bin/dobj-lua"
+local SCRIPT = H.DOBJ_LUA
 local PROJECT = HERE .. "dev"
 local PRELOAD = os.getenv("LD_PRELOAD") -- the ASan runtime, for the server only
-
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
-
-local function read_all(cmd)
-  local p = assert(io.popen(cmd))
-  local out = p:read("a")
-  local _, _, code = p:close()
-  return out, code
-end
+local q, read_all = H.q, H.read_all
 
 -- curl without the sanitizer preload (its own leaks are not ours).
 local function curl(args)
@@ -32,21 +24,10 @@ local servers = {}
 -- server { port, pid, lines } once it printed its "Ready on" line, or nil
 -- and everything it printed if it exited first.
 local function start(args, port)
-  port = port or 0
-  local cmd = ("echo $$; exec env -u LD_PRELOAD timeout --foreground -k 5 60 env %s lua5.4 %s dev --port %d %s 2>&1")
-    :format(PRELOAD and ("LD_PRELOAD=" .. q(PRELOAD)) or "", q(SCRIPT), port, args)
-  local p = assert(io.popen("sh -c " .. q(cmd)))
-  local s = { p = p, pid = assert(tonumber(p:read("l"))), port = port, lines = {} }
-  for line in p:lines() do
-    s.lines[#s.lines + 1] = line
-    if line:find("Ready on", 1, true) then
-      s.port = assert(tonumber(line:match(":(%d+)$")), line)
-      servers[#servers + 1] = s
-      return s
-    end
-  end
-  local _, _, code = p:close()
-  return nil, table.concat(s.lines, "\n"), code
+  local s, out, code = H.dev_start(("--port %d %s"):format(port or 0, args))
+  if not s then return nil, out, code end
+  servers[#servers + 1] = s
+  return s
 end
 
 -- Read the server's output until a line containing `text`.
@@ -58,17 +39,7 @@ local function wait_line(s, text)
   error("the server exited before printing " .. text .. ":\n" .. table.concat(s.lines, "\n"))
 end
 
--- SIGTERM (unless `no_signal`), then everything it printed until it
--- exited, and its exit code.
-local function stop(s, no_signal)
-  if s.stopped then return s.output, s.code end
-  if not no_signal then os.execute("kill -TERM " .. s.pid .. " 2>/dev/null") end
-  local rest = s.p:read("a")
-  local _, _, code = s.p:close()
-  s.stopped, s.code = true, code
-  s.output = table.concat(s.lines, "\n") .. "\n" .. rest
-  return s.output, code
-end
+local stop = H.dev_stop -- (s [, no_signal]): everything it printed, its exit code
 
 local function url(s, path) return ("http://127.0.0.1:%d%s"):format(s.port, path) end
 

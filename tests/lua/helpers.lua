@@ -97,6 +97,55 @@ function H.postgres()
   return pg
 end
 
+-- dobj-lua dev fixture ------------------------------------------------------
+
+-- A shell word: s quoted.
+function H.q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+
+-- Run a shell command: everything it printed and its exit code.
+function H.read_all(cmd)
+  local p = assert(io.popen(cmd))
+  local out = p:read("a")
+  local _, _, code = p:close()
+  return out, code
+end
+
+H.DOBJ_LUA = (debug.getinfo(1, "S").source:match("^@(.*[/\\])") or "./") .. "../../bindings/lua/bin/dobj-lua"
+
+-- `dobj-lua dev ARGS` (with the dobj.so of LUA_CPATH; the sanitizer preload
+-- of an ASan run for the server only; its lifetime bounded by timeout(1),
+-- `limit` seconds, default 60, so that a hung server cannot hang the suite),
+-- once it printed its "Ready on" line: { p, pid, port, lines }.  Or nil,
+-- everything it printed and its exit code if it exited first.
+function H.dev_start(args, limit)
+  local preload = os.getenv("LD_PRELOAD")
+  local cmd = ("echo $$; exec env -u LD_PRELOAD timeout --foreground -k 5 %d env %s lua5.4 %s dev %s 2>&1")
+    :format(limit or 60, preload and ("LD_PRELOAD=" .. H.q(preload)) or "", H.q(H.DOBJ_LUA), args)
+  local p = assert(io.popen("sh -c " .. H.q(cmd)))
+  local s = { p = p, pid = assert(tonumber(p:read("l"))), lines = {} }
+  for line in p:lines() do
+    s.lines[#s.lines + 1] = line
+    if line:find("Ready on", 1, true) then
+      s.port = assert(tonumber(line:match(":(%d+)$")), line)
+      return s
+    end
+  end
+  local _, _, code = p:close()
+  return nil, table.concat(s.lines, "\n"), code
+end
+
+-- SIGTERM to a server of H.dev_start (unless `no_signal`), then everything it
+-- printed until it exited, and its exit code (the same again on later calls).
+function H.dev_stop(s, no_signal)
+  if s.stopped then return s.output, s.code end
+  if not no_signal then os.execute("kill -TERM " .. s.pid .. " 2>/dev/null") end
+  local rest = s.p:read("a")
+  local _, _, code = s.p:close()
+  s.stopped, s.code = true, code
+  s.output = table.concat(s.lines, "\n") .. "\n" .. rest
+  return s.output, code
+end
+
 -- Run a shell command and return its output (trailing newline removed).
 function H.sh(cmd)
   local p = io.popen(cmd)

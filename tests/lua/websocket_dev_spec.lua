@@ -8,11 +8,9 @@ local H = dofile("tests/lua/helpers.lua")
 
 local HERE = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
 local ROOT = HERE .. "../../"
-local SCRIPT = ROOT .. "bindings/lua/bin/dobj-lua"
 local PYTHON = ROOT .. ".venv/bin/python"
-local PRELOAD = os.getenv("LD_PRELOAD")
 
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+local q = H.q
 
 local function have_client()
   local ok = os.execute("env -u LD_PRELOAD " .. q(PYTHON) .. " -c 'import websockets' 2>/dev/null")
@@ -20,25 +18,11 @@ local function have_client()
 end
 
 local function start(args)
-  local cmd = ("echo $$; exec env -u LD_PRELOAD timeout --foreground -k 5 300 env %s lua5.4 %s dev --port 0 %s 2>&1")
-    :format(PRELOAD and ("LD_PRELOAD=" .. q(PRELOAD)) or "", q(SCRIPT), args)
-  local p = assert(io.popen("sh -c " .. q(cmd)))
-  local s = { p = p, pid = assert(tonumber(p:read("l"))), lines = {} }
-  for line in p:lines() do
-    s.lines[#s.lines + 1] = line
-    s.port = tonumber(line:match("Ready on http://[%d.]+:(%d+)"))
-    if s.port then return s end
-  end
-  p:close()
-  error("dobj-lua dev did not start:\n" .. table.concat(s.lines, "\n"))
+  local s, out = H.dev_start("--port 0 " .. args, 300)
+  return s or error("dobj-lua dev did not start:\n" .. out)
 end
 
-local function stop(s)
-  os.execute("kill -TERM " .. s.pid .. " 2>/dev/null")
-  local rest = s.p:read("a")
-  local _, _, code = s.p:close()
-  return table.concat(s.lines, "\n") .. "\n" .. rest, code
-end
+local stop = H.dev_stop -- (s): everything it printed, its exit code
 
 local function client(scenario, port)
   local p = assert(io.popen(("env -u LD_PRELOAD timeout -k 5 240 %s %s %s %d 2>&1")

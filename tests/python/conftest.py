@@ -54,6 +54,19 @@ def counter(rt):
     return rt.bind("COUNTER", Counter, unique_key="test-unique-key")
 
 
+@pytest.fixture(scope="module")
+def pg():
+    """A throw-away PostgreSQL for a module's cluster tests
+    (tests/python/pg_util.py), stopped after its last test."""
+    from pg_util import PgServer
+
+    server = PgServer()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture(params=["native", "uvicorn"])
 def servers(request):
     """dobj dev servers for the tests over HTTP (tests/python/devserver.py):

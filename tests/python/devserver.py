@@ -2,6 +2,7 @@
 (`--port 0`: the server prints the port it got), its stdout and stderr read
 line by line by a thread, waited for by pattern with a bounded timeout, and
 always stopped (SIGTERM, then SIGKILL after a timeout)."""
+import http.client
 import os
 import queue
 import re
@@ -21,10 +22,24 @@ START_TIMEOUT = 60.0  # the ASan build starts slowly
 STOP_TIMEOUT = 60.0
 
 
-def copy_example(tmp_path):
-    d = tmp_path / "python-counter"
-    shutil.copytree(EXAMPLE, d, ignore=shutil.ignore_patterns(".wrangler", "__pycache__"))
+def copy_example(tmp_path, src=EXAMPLE):
+    """A copy of project folder `src` (examples/workers/python-counter) in
+    tmp_path, without its local state."""
+    d = tmp_path / src.name
+    shutil.copytree(src, d, ignore=shutil.ignore_patterns(".wrangler", "__pycache__"))
     return d
+
+
+def http_request(port, path, method="GET", headers=None, body=None):
+    """(status, headers, body) of one request to 127.0.0.1:port; header names
+    in lower case (HTTP's are case-insensitive, and servers differ)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        r = conn.getresponse()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
+    finally:
+        conn.close()
 
 
 def write_project(d, entry, config=None):

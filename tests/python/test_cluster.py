@@ -14,16 +14,9 @@ import pytest
 
 import dobj
 import dobj.cluster
-from pg_util import TOOL_ENV, PgServer, available
+from pg_util import TOOL_ENV, available
 
 pytestmark = pytest.mark.skipif(not available(), reason="PostgreSQL (Debian: postgresql) not installed")
-
-
-@pytest.fixture(scope="module")
-def pg():
-    server = PgServer()
-    yield server
-    server.stop()
 
 
 class Counter(dobj.DurableObject):
@@ -48,16 +41,16 @@ def node(pg, tmp_path, name="a"):
 
 
 def test_schema_init_is_versioned(pg):
-    assert dobj.cluster.init(pg.url) == dobj.cluster.SCHEMA_VERSION == 1
+    assert dobj.cluster.init(pg.url) == dobj.cluster.SCHEMA_VERSION == 2
     out = subprocess.run([sys.executable, "-m", "dobj.cluster", "init", pg.url],
                          capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0 and out.stdout.strip() == "dobj cluster schema version 1"
+    assert out.returncode == 0 and out.stdout.strip() == "dobj cluster schema version 2"
     pg.sql("UPDATE dobj_schema_version SET version = 7")
     try:
         with pytest.raises(dobj.Error, match="version 7, newer than this dobj's"):
             dobj.cluster.init(pg.url)
     finally:
-        pg.sql("UPDATE dobj_schema_version SET version = 1")
+        pg.sql("UPDATE dobj_schema_version SET version = 2")
 
 
 def test_bad_input_is_a_clear_error(pg, tmp_path):

@@ -19,20 +19,13 @@ import pytest
 
 import dobj
 from devserver import copy_example, dev_env
-from pg_util import PgServer, available
+from pg_util import available
 
 pytestmark = pytest.mark.skipif(not available(), reason="PostgreSQL (Debian: postgresql) not installed")
 
 DOBJ = str(Path(sys.executable).parent / "dobj")
 BAD_URL = "postgresql://dobj@127.0.0.1/x?bogus=1"
 CLEAN = {k: v for k, v in os.environ.items() if not k.startswith(("DOBJ_CLUSTER_", "DOBJ_NODE_"))}
-
-
-@pytest.fixture(scope="module")
-def pg():
-    server = PgServer()
-    yield server
-    server.stop()
 
 
 @pytest.fixture(autouse=True)
@@ -64,10 +57,10 @@ def get(port, path):
 
 def test_cluster_init_console_command_and_its_exit_status(pg):
     out = run(DOBJ, "cluster", "init", pg.url)
-    assert (out.returncode, out.stdout) == (0, "dobj cluster schema version 1\n")
+    assert (out.returncode, out.stdout) == (0, "dobj cluster schema version 2\n")
     # `python -m dobj.cluster init` is the same command.
     out = run(sys.executable, "-m", "dobj.cluster", "init", pg.url)
-    assert (out.returncode, out.stdout) == (0, "dobj cluster schema version 1\n")
+    assert (out.returncode, out.stdout) == (0, "dobj cluster schema version 2\n")
     out = run(DOBJ, "cluster", "init", BAD_URL)
     assert out.returncode == 2
     assert out.stderr == 'dobj cluster init: invalid PostgreSQL URL: invalid URI query parameter: "bogus"\n'
@@ -83,10 +76,10 @@ def test_cluster_init_console_command_and_its_exit_status(pg):
     try:
         out = run(DOBJ, "cluster", "init", pg.url)
         assert out.returncode == 3
-        assert "version 7, newer than this dobj's (1)" in out.stderr
+        assert "version 7, newer than this dobj's (2)" in out.stderr
         assert pg.sql("SELECT version FROM dobj_schema_version") == ["7"]  # left alone
     finally:
-        pg.sql("UPDATE dobj_schema_version SET version = 1")
+        pg.sql("UPDATE dobj_schema_version SET version = 2")
 
 
 def test_dev_cluster_two_servers_share_one_database(pg, tmp_path, servers):

@@ -2,62 +2,23 @@
 thread answers pings while its runtime is stuck, and the bounds of the
 caller's wait."""
 import asyncio
-import json
 import os
-import subprocess
-import sys
 import time
 
 import pytest
 
 import dobj
-from pg_util import PgServer, available
+from pg_util import available
+from route_util import Node
 
 pytestmark = pytest.mark.skipif(not available(), reason="PostgreSQL (Debian: postgresql) not installed")
 
-NODE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "hostile_node.py")
-
-
-@pytest.fixture(scope="module")
-def pg():
-    server = PgServer()
-    yield server
-    server.stop()
-
-
-class Node:
-    """A node process (hostile_node.py: route_node.py's commands)."""
-
-    def __init__(self, pg, storage):
-        self.proc = subprocess.Popen([sys.executable, NODE, pg.url, str(storage), "127.0.0.1:0"],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        ready = json.loads(self.proc.stdout.readline())
-        self.node_id, self.addr = ready["ready"], ready["addr"]
-        self.seq = 0
-
-    def send(self, **cmd):
-        self.seq += 1
-        cmd.update(op="call", tag=self.seq)
-        self.proc.stdin.write(json.dumps(cmd) + "\n")
-        self.proc.stdin.flush()
-        return self.seq
-
-    def reply(self):
-        return json.loads(self.proc.stdout.readline())
-
-    def close(self):
-        self.proc.stdin.close()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.proc.stdout.close()
+HOSTILE_NODE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "hostile_node.py")
 
 
 @pytest.fixture
 def node(pg, tmp_path):
-    n = Node(pg, tmp_path / "a")
+    n = Node(pg, tmp_path / "a", script=HOSTILE_NODE)
     yield n
     n.close()
 

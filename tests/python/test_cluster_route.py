@@ -6,74 +6,20 @@ reaches a node after the object moved away (NOT_OWNER) followed to the new
 owner, a client without node_addr that never claims, and hostile bytes on a
 node's port."""
 import asyncio
-import json
 import os
 import signal
 import socket
 import struct
 import subprocess
-import sys
 import time
 
 import pytest
 
 import dobj
-from pg_util import PgServer, available
+from pg_util import available
+from route_util import NODE, Node
 
 pytestmark = pytest.mark.skipif(not available(), reason="PostgreSQL (Debian: postgresql) not installed")
-
-NODE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "route_node.py")
-
-
-@pytest.fixture(scope="module")
-def pg():
-    server = PgServer()
-    yield server
-    server.stop()
-
-
-class Node:
-    """A node process driven by JSON lines (route_node.py)."""
-
-    def __init__(self, pg, storage, addr="127.0.0.1:0", idle=30, extra=False):
-        args = [sys.executable, NODE, pg.url, str(storage)] + ([addr] if addr else [])
-        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                     env=dict(os.environ, IDLE=str(idle), EXTRA="1" if extra else ""))
-        ready = json.loads(self.proc.stdout.readline())
-        self.node_id, self.addr = ready["ready"], ready["addr"]
-        self.seq = 0
-        self.early = {}
-
-    def send(self, op="call", **cmd):
-        self.seq += 1
-        cmd.update(op=op, tag=self.seq)
-        self.proc.stdin.write(json.dumps(cmd) + "\n")
-        self.proc.stdin.flush()
-        return self.seq
-
-    def reply(self, tag):
-        while tag not in self.early:
-            line = self.proc.stdout.readline()
-            assert line, "the node exited"
-            rec = json.loads(line)
-            self.early[rec["tag"]] = rec
-        return self.early.pop(tag)
-
-    def call(self, name, method, *args):
-        return self.reply(self.send(name=name, method=method, args=list(args)))
-
-    def close(self):
-        if self.proc.poll() is None:
-            self.proc.stdin.close()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc.stdout.close()
-
-    def kill(self, sig=signal.SIGKILL):
-        self.proc.send_signal(sig)
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from devserver import copy_example, dev_env, write_project
+from devserver import copy_example, dev_env, http_request as get, write_project
 
 ECHO = """\
     import asyncio
@@ -61,17 +61,6 @@ ECHO = """\
 @pytest.fixture
 def echo(tmp_path):
     return write_project(tmp_path / "echo", ECHO)
-
-
-def get(port, path, method="GET", headers=None, body=None):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    try:
-        conn.request(method, path, body=body, headers=headers or {})
-        r = conn.getresponse()
-        # Header names in lower case: HTTP's are case-insensitive, and servers differ.
-        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
-    finally:
-        conn.close()
 
 
 # ------------------------------------------------------------ the example project

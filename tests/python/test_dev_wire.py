@@ -12,7 +12,9 @@ from devserver import DOBJ_LUA, ROOT, write_project
 from test_dev_server import ECHO
 
 BIG_URL = b"/echo?" + b"a" * 100_000
-BIG_HEADER = b"X-Big: " + b"a" * 200_000
+# Past the core's 128 KiB head limit but within what the servers read whole
+# (the core's server keeps 160 KiB per connection: server.c says why).
+BIG_HEADER = b"X-Big: " + b"a" * 140_000
 
 # name -> (request bytes, status, text the answer holds)
 HOSTILE = {
@@ -30,7 +32,7 @@ HOSTILE = {
     "a space before the colon": (b"GET /echo HTTP/1.1\r\nHost: t\r\nX-F : a\r\n\r\n", 400, b""),
     # Sizes: Cloudflare's limits, answered (not a reset).
     "a 100 KB URL": (b"GET " + BIG_URL + b" HTTP/1.1\r\nHost: t\r\n\r\n", 414, b"16 KiB"),
-    "a 200 KB header": (b"GET /echo HTTP/1.1\r\nHost: t\r\n" + BIG_HEADER + b"\r\n\r\n", 431,
+    "a 140 KB header": (b"GET /echo HTTP/1.1\r\nHost: t\r\n" + BIG_HEADER + b"\r\n\r\n", 431,
                         b"128 KiB"),
     # Methods and targets no dev server implements: never a tunnel.
     "CONNECT": (b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n", 501,

@@ -1,35 +1,17 @@
 """Python Workers projects (the python_workers flag) served by `dobj dev`
 and driven over real HTTP: the example, the kitchen project that uses every
 mapped name, a Starlette app through asgi.fetch, and `import js`."""
-import http.client
 import json
-import shutil
 import textwrap
 from pathlib import Path
 
 import pytest
 
+from devserver import copy_example, http_request as request
 
 HERE = Path(__file__).resolve().parent
 KITCHEN = HERE / "projects" / "pyworkers-kitchen"
 EXAMPLE = HERE.parent.parent / "examples" / "workers" / "python-workers-counter"
-
-
-def copy(src, tmp_path):
-    d = tmp_path / src.name
-    shutil.copytree(src, d, ignore=shutil.ignore_patterns(".wrangler", "__pycache__"))
-    return d
-
-
-def request(port, path, method="GET", headers=None, body=None):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    try:
-        conn.request(method, path, body=body, headers=headers or {})
-        r = conn.getresponse()
-        # Header names in lower case: HTTP's are case-insensitive, and servers differ.
-        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
-    finally:
-        conn.close()
 
 
 def call(port, obj, method, *args):
@@ -42,7 +24,7 @@ def call(port, obj, method, *args):
 
 
 def test_example_counter_over_http_persists_across_a_restart(tmp_path, servers):
-    project = copy(EXAMPLE, tmp_path)
+    project = copy_example(tmp_path, EXAMPLE)
     s = servers(project)
     got = [request(s.port, p)[2] for p in ("/increment?name=a", "/increment?name=a",
                                             "/decrement?name=b", "/?name=a")]
@@ -60,7 +42,7 @@ def test_example_counter_over_http_persists_across_a_restart(tmp_path, servers):
 
 
 def test_kitchen_project_over_http(tmp_path, servers):
-    s = servers(copy(KITCHEN, tmp_path))
+    s = servers(copy_example(tmp_path, KITCHEN))
     assert call(s.port, "x", "boot") == {"loaded": 0, "events": ["load"]}
     ids = call(s.port, "me", "ids")
     assert (ids["my_name"], ids["a_name"], ids["equals"], ids["greeting"], ids["limit"]) == \

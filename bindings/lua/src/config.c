@@ -144,9 +144,6 @@ static const char *opt_field(lua_State *L, int t, const char *key)
 	return s;
 }
 
-/* An optional number of seconds of the options table -> ms in
- * dobj_cluster_opts' terms (0: not given; a grace of 0 s is < 0; a ttl or
- * timeout of 0 s is refused by the core, so it stays a refusal: NaN). */
 /* A field in seconds (nil: not given) into co, by the core's rule
  * (dobj_cluster_opts_seconds): 0, or < 0 with the core's message. */
 static int opt_secs(lua_State *L, int t, const char *key, dobj_cluster_time which,

@@ -210,7 +210,8 @@ class Runtime:
                  cluster: Optional[str] = ..., node_addr: Optional[str] = ...,
                  cluster_ttl: Optional[float] = ..., cluster_grace: Optional[float] = ...,
                  cluster_timeout: Optional[float] = ...,
-                 cluster_call_timeout: Optional[float] = ...) -> None: ...
+                 cluster_call_timeout: Optional[float] = ...,
+                 cluster_snapshot_bytes: Optional[int] = ...) -> None: ...
     @property
     def env(self) -> Env: ...
     @property

@@ -20,7 +20,7 @@ from typing import List, Optional
 from . import _dobj
 
 #: The schema version this dobj creates and understands.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # dobj_cluster_init's codes (dobj.h) -> exit status.
 _EARG, _ESTATE = -5, -12

@@ -12,11 +12,17 @@
  *   (0.8 x ttl after the renewal was sent) and releases no result past it;
  * - claims an object on activation (a dobj_owner row, the epoch goes up by
  *   one) unless a live node owns it; rebuilds the object's local SQLite file
- *   (workerd's layout) from the log;
+ *   (workerd's layout) from the latest snapshot and the log after it, or
+ *   keeps its cached file when that is already at the latest seq;
  * - appends the pages each committed step changed to dobj_wal, with the
  *   epoch checked in the same statement: a node that lost the object (it was
  *   paused past its lease and another node took over) is refused, and its
  *   object is reset like a failed commit;
+ * - once the log of an object since its last snapshot passes
+ *   opts.snapshot_bytes (and the size of that snapshot), writes a new
+ *   snapshot (dobj_snapshot: the whole database at a seq, checksummed) and
+ *   deletes the log rows it covers, in one transaction fenced by the epoch,
+ *   on a thread of its own (the compactor);
  * - releases the object on eviction, reset and close.
  *
  * Every PostgreSQL round trip is bounded (opts.timeout_ms): a database that
@@ -34,11 +40,13 @@
 #define DOBJ_CLUSTER_H
 
 /** The schema version this dobj creates and understands. */
-#define DOBJ_CLUSTER_SCHEMA_VERSION 1
+#define DOBJ_CLUSTER_SCHEMA_VERSION 2
 /** Defaults (milliseconds). */
 #define DOBJ_CLUSTER_TTL_MS 3000.0
 #define DOBJ_CLUSTER_GRACE_MS 1000.0
 #define DOBJ_CLUSTER_TIMEOUT_MS 2000.0
+/** Log bytes since an object's last snapshot that call for a new one. */
+#define DOBJ_CLUSTER_SNAPSHOT_BYTES (4LL << 20)
 /** How long a caller waits for the answer of a call it sent to another
  *  node (a node that answers pings but whose runtime is stuck). */
 #define DOBJ_CLUSTER_CALL_TIMEOUT_MS 30000.0
@@ -68,9 +76,14 @@ typedef struct dobj_cluster_opts {
 	 *  run): 0: DOBJ_CLUSTER_CALL_TIMEOUT_MS.  A node that stops answering
 	 *  pings altogether fails its calls after a TTL already. */
 	double call_timeout_ms;
+	/** (version 3) An object's log since its last snapshot is compacted into
+	 *  a new snapshot once it holds this many bytes and at least the size of
+	 *  that snapshot (so a big database is not rewritten for a small
+	 *  change).  0: DOBJ_CLUSTER_SNAPSHOT_BYTES; < 0: never. */
+	long long snapshot_bytes;
 } dobj_cluster_opts;
-#define DOBJ_CLUSTER_OPTS_VERSION 2
-#define DOBJ_CLUSTER_OPTS_INIT { DOBJ_CLUSTER_OPTS_VERSION, 0, 0, 0, 0, 0, 0, 0, 0 }
+#define DOBJ_CLUSTER_OPTS_VERSION 3
+#define DOBJ_CLUSTER_OPTS_INIT { DOBJ_CLUSTER_OPTS_VERSION, 0, 0, 0, 0, 0, 0, 0, 0, 0 }
 
 /**
  * Create or migrate the cluster schema in the database at `url` (what

@@ -1,0 +1,850 @@
+/*
+ * Snapshots of cluster objects, and their restore.
+ *
+ * An object's redo log (dobj_wal, one row per step that wrote) would grow
+ * for ever and every activation would replay all of it.  Once the log since
+ * the object's last snapshot holds cl->snap_bytes bytes, and at least the
+ * size of that snapshot (so a big database is not rewritten for every small
+ * change: the bytes written for snapshots stay below the log's own), the
+ * node's compactor thread writes a new snapshot: the whole database as of a
+ * seq N, built from PostgreSQL's own rows (the last snapshot plus the log
+ * up to N, every one of them confirmed), and deletes the log rows it covers.
+ * The runtime's thread only counts bytes and queues; it never waits for
+ * the compactor, and nothing it acknowledges depends on a snapshot.
+ *
+ * One transaction: the snapshot row is written, the owner row is checked
+ * (FOR SHARE) to still name this node with the incarnation's epoch, and
+ * the log rows below N are deleted; row N keeps its seq and epoch with
+ * empty frames.  That marker makes a node of schema version 1 (which knows
+ * no snapshots) refuse to restore the object ("a log record ... is
+ * malformed") rather than rebuild it from the later rows alone.  A node
+ * that lost the object is refused by the fence; a process killed anywhere
+ * in between leaves the transaction uncommitted: the old snapshot and the
+ * whole log stay.
+ *
+ * A snapshot row's bytes say what they are and are checked before use:
+ * magic "dobjsnap", format 1, page size, seq, epoch of row seq, page count
+ * (u32/u64, big-endian), the SHA-256 of the image, then the image (the
+ * SQLite file).  A truncated or damaged row, a seq that differs from the
+ * row's, or a log with a gap is a clear error: the object is not served
+ * rather than served with the wrong data.
+ *
+ * Restore (on activation): the latest snapshot plus the log after it, read
+ * in one statement (one view of the database: a compaction commits wholly
+ * before or after it).  A node that released an object cleanly leaves a
+ * marker next to the file ("<file>-seq": the seq and epoch it is at, and
+ * the file's identity); when PostgreSQL's latest state is the same, the
+ * file is used as it is and nothing but that head is read.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <openssl/sha.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cluster_int.h"
+
+#define SNAP_MAGIC "dobjsnap"
+#define SNAP_FORMAT 1
+#define SNAP_HDR 68         /* magic 8, format 4, page size 4, seq 8, epoch 8, pages 4, sha 32 */
+/* PostgreSQL takes up to 1 GiB in a value: bigger databases keep their log. */
+#define SNAP_MAX ((size_t)512 << 20)
+
+static uint32_t be32(const unsigned char *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static int64_t be64(const unsigned char *p)
+{
+	return (int64_t)((uint64_t)be32(p) << 32 | be32(p + 4));
+}
+
+static void put32(unsigned char *p, uint32_t v)
+{
+	p[0] = (unsigned char)(v >> 24);
+	p[1] = (unsigned char)(v >> 16);
+	p[2] = (unsigned char)(v >> 8);
+	p[3] = (unsigned char)v;
+}
+
+static void put64(unsigned char *p, int64_t v)
+{
+	put32(p, (uint32_t)((uint64_t)v >> 32));
+	put32(p + 4, (uint32_t)v);
+}
+
+static int bad_psz(uint32_t psz)
+{
+	return psz < 512 || psz > 65536 || (psz & (psz - 1));
+}
+
+/* A log record's header (cluster_wal.c's format), checked: *psz, *dbsize,
+ * *count. */
+static int rec_head(const unsigned char *rec, size_t len, uint32_t *psz, uint32_t *dbsize,
+	uint32_t *count)
+{
+	if (len < 12)
+		return -1;
+	*psz = be32(rec);
+	*dbsize = be32(rec + 4);
+	*count = be32(rec + 8);
+	if (bad_psz(*psz) || 12 + (uint64_t)*count * (4 + (uint64_t)*psz) != len)
+		return -1;
+	return 0;
+}
+
+static int damaged(long long seq, const char *what)
+{
+	return dobj_error_set(DOBJ_ERROR, "cluster: the object's data in PostgreSQL is damaged "
+		"(%s at seq %lld); the object is not served", what, seq);
+}
+
+/* Check a snapshot row (its seq column `seq`): *img and *n the image. */
+static int snap_check(const unsigned char *b, size_t len, long long seq, uint32_t *psz,
+	const unsigned char **img, size_t *n)
+{
+	unsigned char sha[32];
+	uint32_t pages;
+
+	if (len < SNAP_HDR || memcmp(b, SNAP_MAGIC, 8))
+		return damaged(seq, "a snapshot that is not one");
+	if (be32(b + 8) != SNAP_FORMAT)
+		return dobj_error_set(DOBJ_ERROR, "cluster: the object's snapshot (seq %lld) is in "
+			"format %u, which this dobj does not know: upgrade dobj on this node", seq,
+			(unsigned)be32(b + 8));
+	*psz = be32(b + 12);
+	pages = be32(b + 32);
+	if (bad_psz(*psz) || be64(b + 16) != seq)
+		return damaged(seq, "a snapshot whose header does not match its row");
+	if ((uint64_t)pages * *psz != len - SNAP_HDR)
+		return damaged(seq, "a truncated snapshot");
+	SHA256(b + SNAP_HDR, len - SNAP_HDR, sha);
+	if (memcmp(sha, b + 36, 32))
+		return damaged(seq, "a snapshot whose checksum does not match");
+	*img = b + SNAP_HDR;
+	*n = len - SNAP_HDR;
+	return DOBJ_OK;
+}
+
+/* --------------------------------------------------------------- restore */
+
+/* The alarm record of a restored file, read without writing to it (any
+ * write to the file must go through a commit that is shipped). */
+static int read_alarm(const char *path, int64_t *when)
+{
+	sqlite3 *db = NULL;
+	int rc;
+
+	*when = 0;
+	if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
+		rc = dobj_error_set(DOBJ_ERROR, "cluster: cannot read the restored %s: %s", path,
+			db ? sqlite3_errmsg(db) : "out of memory");
+		sqlite3_close(db);
+		return rc;
+	}
+	rc = dobj__storage_meta_read(db, when);
+	sqlite3_close(db);
+	return rc < 0 ? rc : DOBJ_OK;
+}
+
+/* The cache marker's text for the file at `path` in state (seq, epoch);
+ * "" when the file cannot be used as a cache (absent, or with a -wal). */
+static void marker_text(const char *path, const char *wal, long long seq, long long epoch,
+	char *buf, size_t n)
+{
+	struct stat sb;
+
+	buf[0] = '\0';
+	if (stat(path, &sb) < 0 || !S_ISREG(sb.st_mode) || access(wal, F_OK) == 0)
+		return;
+	snprintf(buf, n, "dobj cache 1 seq %lld epoch %lld ino %llu size %lld mtime %lld.%09ld\n",
+		seq, epoch, (unsigned long long)sb.st_ino, (long long)sb.st_size,
+		(long long)sb.st_mtim.tv_sec, sb.st_mtim.tv_nsec);
+}
+
+/* Read and remove the marker: before this incarnation writes anything, no
+ * marker may vouch for the file (made durable: a marker that came back
+ * after a power loss would vouch for a file with unconfirmed writes). */
+static int marker_take(const char *mpath, char *buf, size_t n, long long *seq, long long *epoch)
+{
+	int fd = open(mpath, O_RDONLY | O_CLOEXEC);
+	ssize_t got;
+	char *slash;
+
+	buf[0] = '\0';
+	*seq = *epoch = -1;
+	if (fd < 0)
+		return 0;
+	got = read(fd, buf, n - 1);
+	close(fd);
+	buf[got > 0 ? got : 0] = '\0';
+	unlink(mpath);
+	if ((slash = strrchr(mpath, '/'))) {
+		char dir[4096];
+		snprintf(dir, sizeof(dir), "%.*s", (int)(slash - mpath), mpath);
+		if ((fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) >= 0) {
+			if (fsync(fd) < 0)
+				buf[0] = '\0';
+			close(fd);
+		}
+	}
+	if (sscanf(buf, "dobj cache 1 seq %lld epoch %lld", seq, epoch) != 2)
+		*seq = *epoch = -1;
+	return 1;
+}
+
+void dobj__snap_release(dobj_obj *obj, struct dobj__cluster_obj *co)
+{
+	char *path = NULL, *wal = NULL, *mpath = NULL, *tmp = NULL, text[200];
+	int fd;
+
+	/* Only an incarnation that ended cleanly (evicted, or the runtime
+	 * closed) with every write confirmed leaves its file as PostgreSQL's
+	 * state (seq, seq_epoch). */
+	if ((obj->dead && !(obj->code == DOBJ_ECLOSED && obj->ns->rt->closing)) || co->last ||
+	    co->seq <= 0 || obj->storage)
+		return;
+	if (!(path = dobj__cluster_path(obj, "")) || !(wal = dobj__cluster_path(obj, "-wal")) ||
+	    !(mpath = dobj__cluster_path(obj, "-seq")) || !(tmp = dobj__cluster_path(obj, "-seq.tmp")))
+		goto done;
+	marker_text(path, wal, co->seq, co->seq_epoch, text, sizeof(text));
+	if (!text[0])
+		goto done;
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0)
+		goto done;
+	if (write(fd, text, strlen(text)) != (ssize_t)strlen(text) || close(fd) < 0 ||
+	    rename(tmp, mpath) < 0)
+		unlink(tmp);
+done:
+	free(path);
+	free(wal);
+	free(mpath);
+	free(tmp);
+}
+
+/* The restore statement: the head (latest seq and epoch, with the log's and
+ * the snapshot's sizes), then, unless the head is ($3, $4), the snapshot
+ * and the log after it.  One statement: one view of the database. */
+static const char restore_sql[] =
+	"WITH s AS (SELECT seq, epoch, octet_length(db)::int8 AS n FROM dobj_snapshot "
+	"  WHERE ns = $1 AND object_id = $2), "
+	"l AS (SELECT seq, epoch, octet_length(frames)::int8 AS n FROM dobj_wal "
+	"  WHERE ns = $1 AND object_id = $2 AND seq > coalesce((SELECT seq FROM s), 0)), "
+	"h AS (SELECT seq, epoch FROM (SELECT seq, epoch FROM s UNION ALL SELECT seq, epoch FROM l) x "
+	"  ORDER BY seq DESC LIMIT 1), "
+	"f AS (SELECT NOT EXISTS (SELECT 1 FROM h WHERE seq = $3::int8 AND epoch = $4::int8) AS go) "
+	"SELECT 0::int4 AS k, h.seq, h.epoch, NULL::bytea AS data, "
+	"  (SELECT coalesce(sum(n), 0) FROM l)::int8, coalesce((SELECT n FROM s), 0)::int8 FROM h "
+	"UNION ALL SELECT 1, d.seq, d.epoch, d.db, 0, 0 FROM dobj_snapshot d, f "
+	"  WHERE f.go AND d.ns = $1 AND d.object_id = $2 "
+	"UNION ALL SELECT 2, w.seq, w.epoch, w.frames, 0, 0 FROM dobj_wal w, f "
+	"  WHERE f.go AND w.ns = $1 AND w.object_id = $2 AND w.seq > coalesce((SELECT seq FROM s), 0) "
+	"ORDER BY 1, 2";
+
+static int write_all(int fd, const unsigned char *p, size_t n, const char *path)
+{
+	size_t done = 0;
+
+	while (done < n) {
+		ssize_t w = pwrite(fd, p + done, n - done, (off_t)done);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return dobj_error_set(DOBJ_ERROR, "cluster: cannot write %s: %s", path,
+				strerror(errno));
+		done += (size_t)w;
+	}
+	return DOBJ_OK;
+}
+
+int dobj__snap_restore(struct dobj__cluster *cl, dobj_obj *obj, struct dobj__cluster_obj *co)
+{
+	char *path = NULL, *tmp = NULL, *wal = NULL, *shm = NULL, *mpath = NULL;
+	char cseq[32], cepoch[32], mark[200], want[200];
+	const char *v[4] = { obj->ns->unique_key, (const char *)obj->id.bytes, cseq, cepoch };
+	int lens[4] = { (int)obj->ns->unique_key_len, 32, 0, 0 };
+	int fmts[4] = { 0, 1, 0, 0 };
+	long long mseq, mepoch, head = 0, head_epoch = 0, next = 1;
+	uint32_t psz = 0;
+	PGresult *r = NULL;
+	int fd = -1, rc, i, n, had;
+
+	co->seq = co->seq_epoch = co->log_bytes = co->snap_size = 0;
+	co->alarm = 0;
+	if (!(path = dobj__cluster_path(obj, "")) || !(tmp = dobj__cluster_path(obj, ".restore")) ||
+	    !(wal = dobj__cluster_path(obj, "-wal")) || !(shm = dobj__cluster_path(obj, "-shm")) ||
+	    !(mpath = dobj__cluster_path(obj, "-seq"))) {
+		rc = DOBJ_ENOMEM;
+		goto done;
+	}
+	had = marker_take(mpath, mark, sizeof(mark), &mseq, &mepoch);
+	if (had && mseq > 0) {
+		marker_text(path, wal, mseq, mepoch, want, sizeof(want));
+		if (!want[0] || strcmp(want, mark))
+			mseq = mepoch = -1; /* the file changed since: not a cache */
+	}
+	snprintf(cseq, sizeof(cseq), "%lld", mseq);
+	snprintf(cepoch, sizeof(cepoch), "%lld", mepoch);
+	if ((rc = dobj__pg_exec(&cl->pg, restore_sql, 4, v, lens, fmts, 1, &r)) < 0)
+		goto done;
+	n = PQntuples(r);
+	if (n > 0 && be32((const unsigned char *)PQgetvalue(r, 0, 0)) == 0) {
+		head = be64((const unsigned char *)PQgetvalue(r, 0, 1));
+		head_epoch = be64((const unsigned char *)PQgetvalue(r, 0, 2));
+		co->log_bytes = be64((const unsigned char *)PQgetvalue(r, 0, 4));
+		co->snap_size = be64((const unsigned char *)PQgetvalue(r, 0, 5));
+	}
+	if (head > 0 && n == 1) {
+		/* The cached file is at the latest state: kept as it is. */
+		co->seq = head;
+		co->seq_epoch = head_epoch;
+		rc = read_alarm(path, &co->alarm);
+		goto done;
+	}
+	unlink(wal);
+	unlink(shm);
+	if (head == 0) {
+		unlink(path); /* nothing in PostgreSQL: a new object */
+		rc = DOBJ_OK;
+		goto done;
+	}
+	fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0) {
+		rc = dobj_error_set(DOBJ_ERROR, "cluster: cannot write %s: %s", tmp, strerror(errno));
+		goto done;
+	}
+	for (i = 1; i < n; i++) {
+		int kind = (int)be32((const unsigned char *)PQgetvalue(r, i, 0));
+		long long seq = be64((const unsigned char *)PQgetvalue(r, i, 1));
+		const unsigned char *data = (const unsigned char *)PQgetvalue(r, i, 3);
+		size_t len = (size_t)PQgetlength(r, i, 3);
+		if (kind == 1) {
+			const unsigned char *img;
+			size_t isz;
+			if ((rc = snap_check(data, len, seq, &psz, &img, &isz)) < 0 ||
+			    (rc = write_all(fd, img, isz, tmp)) < 0)
+				goto done;
+			next = seq + 1;
+		} else {
+			uint32_t rpsz, dbsize, count;
+			if (seq != next) {
+				rc = damaged(next, "a log row missing");
+				goto done;
+			}
+			if (rec_head(data, len, &rpsz, &dbsize, &count) < 0 || (psz && rpsz != psz)) {
+				rc = damaged(seq, "a malformed log row");
+				goto done;
+			}
+			psz = rpsz;
+			if ((rc = dobj__wal_apply(fd, data, len)) < 0)
+				goto done;
+			next = seq + 1;
+		}
+		co->seq = seq;
+		co->seq_epoch = be64((const unsigned char *)PQgetvalue(r, i, 2));
+	}
+	if (co->seq != head) {
+		rc = damaged(head, "a log that ends early");
+		goto done;
+	}
+	if (rename(tmp, path) < 0) {
+		rc = dobj_error_set(DOBJ_ERROR, "cluster: cannot replace %s: %s", path, strerror(errno));
+		goto done;
+	}
+	rc = read_alarm(path, &co->alarm);
+done:
+	if (fd >= 0) {
+		close(fd);
+		if (rc < 0)
+			unlink(tmp);
+	}
+	PQclear(r);
+	free(path);
+	free(tmp);
+	free(wal);
+	free(shm);
+	free(mpath);
+	return rc;
+}
+
+/* ------------------------------------------------------------ compaction */
+
+typedef struct snap_job snap_job;
+struct snap_job {
+	snap_job *next;
+	char *ns;
+	size_t ns_len;
+	unsigned char id[32];
+	long long seq, epoch, node;
+	/* the outcome (the compactor's) */
+	int rc;             /* 0 written, 1 refused or not needed, < 0 failed */
+	long long size;
+	char msg[400];
+	/* the runtime's thread only */
+	dobj_obj *obj;      /* a reference */
+};
+
+struct dobj__snapper {
+	pthread_mutex_t mu;
+	pthread_cond_t wake, idle;
+	pthread_t th;
+	int stop, busy;
+	snap_job *q_head, *q_tail, *d_head, *d_tail;
+	dobj__pg pg;        /* the compactor's own connection */
+	/* the runtime's thread only */
+	size_t out;
+	dobj_timer *watch;
+};
+
+static void job_free(snap_job *j)
+{
+	free(j->ns);
+	free(j);
+}
+
+/* A growing database image, SNAP_HDR bytes reserved in front. */
+typedef struct image {
+	unsigned char *b;
+	size_t cap;
+	uint32_t psz, pages;
+} image;
+
+static int image_pages(image *im, uint32_t pages)
+{
+	size_t need = SNAP_HDR + (size_t)pages * im->psz;
+
+	if ((size_t)pages * im->psz > SNAP_MAX)
+		return dobj_error_set(DOBJ_ERROR, "cluster: the database is too big for a snapshot "
+			"(over %zu MiB); its log is kept", SNAP_MAX >> 20);
+	if (need > im->cap) {
+		size_t cap = im->cap ? im->cap : 65536;
+		unsigned char *b;
+		while (cap < need)
+			cap *= 2;
+		if (!(b = realloc(im->b, cap)))
+			return dobj_error_set(DOBJ_ENOMEM, "out of memory");
+		memset(b + im->cap, 0, cap - im->cap);
+		im->b = b;
+		im->cap = cap;
+	}
+	if (pages > im->pages)
+		memset(im->b + SNAP_HDR + (size_t)im->pages * im->psz, 0,
+			(size_t)(pages - im->pages) * im->psz);
+	im->pages = pages;
+	return DOBJ_OK;
+}
+
+static int image_apply(image *im, const unsigned char *rec, size_t len, long long seq)
+{
+	uint32_t psz, dbsize, count, i, top;
+	int rc;
+
+	if (rec_head(rec, len, &psz, &dbsize, &count) < 0 || (im->psz && psz != im->psz))
+		return damaged(seq, "a malformed log row");
+	im->psz = psz;
+	top = dbsize;
+	for (i = 0; i < count; i++) {
+		uint32_t pgno = be32(rec + 12 + (size_t)i * (4 + (size_t)psz));
+		if (pgno == 0)
+			return damaged(seq, "a malformed log row");
+		if (pgno > top)
+			top = pgno;
+	}
+	if (top > im->pages && (rc = image_pages(im, top)) < 0)
+		return rc;
+	for (i = 0; i < count; i++) {
+		const unsigned char *p = rec + 12 + (size_t)i * (4 + (size_t)psz);
+		memcpy(im->b + SNAP_HDR + (size_t)(be32(p) - 1) * psz, p + 4, psz);
+	}
+	return image_pages(im, dbsize);
+}
+
+/* One statement of the compaction's transaction; *out may be NULL. */
+static int step(dobj__pg *pg, const char *sql, int nparams, const char *const *v,
+	const int *lens, const int *fmts, PGresult **out)
+{
+	PGresult *r;
+	int rc = dobj__pg_exec(pg, sql, nparams, v, lens, fmts, 0, &r);
+
+	if (rc < 0)
+		return rc;
+	if (out)
+		*out = r;
+	else
+		PQclear(r);
+	return DOBJ_OK;
+}
+
+/* Build the image at j->seq from PostgreSQL's rows and write it, fenced. */
+static void compact(dobj__pg *pg, snap_job *j)
+{
+	char seq[32], epoch[32], node[32];
+	/* $1 ns, $2 id, $3 seq, then per statement: the epoch and the image
+	 * (the insert) or the incarnation's epoch and node (the fence). */
+	const char *v[5] = { j->ns, (const char *)j->id, seq, epoch, node };
+	int lens[5] = { (int)j->ns_len, 32, 0, 0, 0 };
+	int fmts[5] = { 0, 1, 0, 0, 0 };
+	image im = { 0 };
+	PGresult *r = NULL;
+	long long next = 1, last_epoch = 0;
+	int rc, i, n;
+
+	snprintf(seq, sizeof(seq), "%lld", j->seq);
+	if ((rc = dobj__pg_simple(pg, "BEGIN")) < 0)
+		goto fail;
+	/* Inside the transaction, a lost connection is a failure, never a
+	 * statement retried on a new connection outside it. */
+	pg->no_reconnect = 1;
+	if ((rc = dobj__pg_exec(pg,
+		"SELECT 1::int4, seq, epoch, db FROM dobj_snapshot WHERE ns = $1 AND object_id = $2 "
+		"UNION ALL SELECT 2, seq, epoch, frames FROM dobj_wal WHERE ns = $1 AND object_id = $2 "
+		"AND seq <= $3::int8 AND seq > coalesce((SELECT seq FROM dobj_snapshot "
+		"  WHERE ns = $1 AND object_id = $2), 0) "
+		"ORDER BY 1, 2", 3, v, lens, fmts, 1, &r)) < 0)
+		goto fail;
+	n = PQntuples(r);
+	for (i = 0; i < n; i++) {
+		int kind = (int)be32((const unsigned char *)PQgetvalue(r, i, 0));
+		long long s = be64((const unsigned char *)PQgetvalue(r, i, 1));
+		const unsigned char *data = (const unsigned char *)PQgetvalue(r, i, 3);
+		size_t len = (size_t)PQgetlength(r, i, 3);
+		if (kind == 1) {
+			const unsigned char *img;
+			size_t isz;
+			if (s >= j->seq) {
+				rc = 1; /* one as recent is there already */
+				goto fail;
+			}
+			if ((rc = snap_check(data, len, s, &im.psz, &img, &isz)) < 0 ||
+			    (rc = image_pages(&im, (uint32_t)(isz / im.psz))) < 0)
+				goto fail;
+			memcpy(im.b + SNAP_HDR, img, isz);
+		} else {
+			if (s != next) {
+				rc = damaged(next, "a log row missing");
+				goto fail;
+			}
+			if ((rc = image_apply(&im, data, len, s)) < 0)
+				goto fail;
+		}
+		next = s + 1;
+		last_epoch = be64((const unsigned char *)PQgetvalue(r, i, 2));
+	}
+	PQclear(r);
+	r = NULL;
+	if (next != j->seq + 1 || !im.psz) {
+		rc = 1; /* compacted meanwhile (by another incarnation), or nothing */
+		goto fail;
+	}
+	memcpy(im.b, SNAP_MAGIC, 8);
+	put32(im.b + 8, SNAP_FORMAT);
+	put32(im.b + 12, im.psz);
+	put64(im.b + 16, j->seq);
+	put64(im.b + 24, last_epoch);
+	put32(im.b + 32, im.pages);
+	SHA256(im.b + SNAP_HDR, (size_t)im.pages * im.psz, im.b + 36);
+	snprintf(epoch, sizeof(epoch), "%lld", last_epoch);
+	v[4] = (const char *)im.b;
+	lens[4] = (int)(SNAP_HDR + (size_t)im.pages * im.psz);
+	fmts[4] = 1;
+	/* The snapshot first, then the fence: a node that waits here (on a
+	 * newer snapshot's row lock) holds no lock on the owner row, so a
+	 * takeover never waits behind a compaction that is about to fail. */
+	if ((rc = step(pg,
+		"INSERT INTO dobj_snapshot AS s (ns, object_id, seq, epoch, db) "
+		"VALUES ($1, $2, $3::int8, $4::int8, $5) ON CONFLICT (ns, object_id) DO UPDATE "
+		"SET seq = excluded.seq, epoch = excluded.epoch, db = excluded.db "
+		"WHERE s.seq < excluded.seq", 5, v, lens, fmts, &r)) < 0)
+		goto fail;
+	j->size = lens[4];
+	if (atoi(PQcmdTuples(r)) != 1) {
+		rc = 1;
+		goto fail;
+	}
+	PQclear(r);
+	r = NULL;
+	free(im.b);
+	im.b = NULL;
+	v[2] = epoch;
+	v[3] = node;
+	lens[4] = fmts[4] = 0;
+	snprintf(epoch, sizeof(epoch), "%lld", j->epoch);
+	snprintf(node, sizeof(node), "%lld", j->node);
+	if ((rc = step(pg,
+		"SELECT 1 FROM dobj_owner WHERE ns = $1 AND object_id = $2 AND epoch = $3::int8 "
+		"AND node_id = $4::int8 FOR SHARE", 4, v, lens, fmts, &r)) < 0)
+		goto fail;
+	if (PQntuples(r) != 1) {
+		snprintf(j->msg, sizeof(j->msg), "cluster: another node took the object over (fencing "
+			"epoch %lld is stale): the snapshot was refused", j->epoch);
+		rc = 1;
+		goto fail;
+	}
+	PQclear(r);
+	r = NULL;
+	v[2] = seq;
+	/* Row seq stays, without its pages, as a marker (see the top). */
+	if ((rc = step(pg,
+		"DELETE FROM dobj_wal WHERE ns = $1 AND object_id = $2 AND seq < $3::int8", 3, v, lens,
+		fmts, NULL)) < 0 ||
+	    (rc = step(pg,
+		"UPDATE dobj_wal SET frames = '\\x'::bytea WHERE ns = $1 AND object_id = $2 "
+		"AND seq = $3::int8", 3, v, lens, fmts, NULL)) < 0 ||
+	    (rc = dobj__pg_simple(pg, "COMMIT")) < 0)
+		goto fail;
+	pg->no_reconnect = 0;
+	j->rc = 0;
+	return;
+fail:
+	PQclear(r);
+	free(im.b);
+	if (rc < 0)
+		snprintf(j->msg, sizeof(j->msg), "%s", dobj_error_last());
+	j->rc = rc < 0 ? rc : 1;
+	/* The transaction's state is unknown: a new connection next time. */
+	dobj__pg_drop(pg);
+	pg->no_reconnect = 0;
+}
+
+static void *snap_main(void *arg)
+{
+	struct dobj__cluster *cl = arg;
+	struct dobj__snapper *sn = cl->snap;
+	snap_job *j;
+
+	pthread_mutex_lock(&sn->mu);
+	for (;;) {
+		while (!sn->stop && !sn->q_head)
+			pthread_cond_wait(&sn->wake, &sn->mu);
+		if (sn->stop)
+			break;
+		j = sn->q_head;
+		sn->q_head = j->next;
+		if (!sn->q_head)
+			sn->q_tail = NULL;
+		sn->busy = 1;
+		pthread_mutex_unlock(&sn->mu);
+		compact(&sn->pg, j);
+		pthread_mutex_lock(&sn->mu);
+		j->next = NULL;
+		if (sn->d_tail)
+			sn->d_tail->next = j;
+		else
+			sn->d_head = j;
+		sn->d_tail = j;
+		sn->busy = 0;
+		pthread_cond_broadcast(&sn->idle);
+		dobj__rt_post(cl->rt);
+	}
+	pthread_mutex_unlock(&sn->mu);
+	return NULL;
+}
+
+static void watch_fired(void *data, int fired);
+
+/* While snapshots are out, a strong timer keeps dobj_rt_run waiting (their
+ * end comes through the fd). */
+static void watch_update(struct dobj__cluster *cl)
+{
+	struct dobj__snapper *sn = cl->snap;
+
+	if (sn->out > 0 && !sn->watch && !cl->rt->closing)
+		dobj__timer(cl->rt, cl->pg.timeout_ms * 8, watch_fired, cl, 0, &sn->watch);
+	else if (sn->out == 0 && sn->watch) {
+		dobj_timer *tm = sn->watch;
+		sn->watch = NULL;
+		dobj_timer_cancel(cl->rt, tm);
+	}
+}
+
+static void watch_fired(void *data, int fired)
+{
+	struct dobj__cluster *cl = data;
+
+	cl->snap->watch = NULL;
+	if (fired)
+		watch_update(cl);
+}
+
+/* The runtime's thread: snapshots that ended. */
+static void snap_drain(dobj_rt *rt, void *data)
+{
+	struct dobj__cluster *cl = data;
+	struct dobj__snapper *sn = cl->snap;
+	snap_job *done, *j;
+
+	pthread_mutex_lock(&sn->mu);
+	done = sn->d_head;
+	sn->d_head = sn->d_tail = NULL;
+	pthread_mutex_unlock(&sn->mu);
+	while ((j = done)) {
+		struct dobj__cluster_obj *co = j->obj->cluster;
+		done = j->next;
+		sn->out--;
+		if (co && co->epoch == j->epoch) {
+			co->snap_out = 0;
+			if (j->rc == 0)
+				co->snap_size = j->size;
+		}
+		/* A failure, or a refusal by the fence (this node lost the object). */
+		if (j->rc < 0 || j->msg[0])
+			dobj__cluster_log(rt, j->node, "cluster: node %lld did not write a snapshot; "
+				"the object's log is kept (%s)", j->node, j->msg);
+		dobj__obj_unref(j->obj);
+		job_free(j);
+	}
+	watch_update(cl);
+}
+
+void dobj__snap_confirmed(struct dobj__cluster *cl, dobj_obj *obj, long long seq,
+	long long epoch, size_t len)
+{
+	struct dobj__cluster_obj *co = obj->cluster;
+	struct dobj__snapper *sn = cl->snap;
+	snap_job *j;
+
+	if (!co || co->epoch != epoch || obj->dead)
+		return;
+	co->seq_epoch = epoch;
+	co->log_bytes += (long long)len;
+	if (!sn || cl->snap_bytes < 0 || co->snap_out || cl->closing ||
+	    co->log_bytes < cl->snap_bytes || co->log_bytes < co->snap_size)
+		return;
+	if (!(j = calloc(1, sizeof(*j))) ||
+	    !(j->ns = dobj__strndup(obj->ns->unique_key, obj->ns->unique_key_len))) {
+		free(j);
+		return; /* the next confirmed append tries again */
+	}
+	j->ns_len = obj->ns->unique_key_len;
+	memcpy(j->id, obj->id.bytes, 32);
+	j->seq = seq;
+	j->epoch = epoch;
+	j->node = cl->node_id;
+	j->obj = obj;
+	obj->refs++;
+	co->snap_out = 1;
+	co->log_bytes = 0;
+	sn->out++;
+	pthread_mutex_lock(&sn->mu);
+	if (sn->q_tail)
+		sn->q_tail->next = j;
+	else
+		sn->q_head = j;
+	sn->q_tail = j;
+	pthread_cond_signal(&sn->wake);
+	pthread_mutex_unlock(&sn->mu);
+	watch_update(cl);
+}
+
+static int cond_init(pthread_cond_t *c)
+{
+	pthread_condattr_t a;
+	int rc;
+
+	pthread_condattr_init(&a);
+	pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+	rc = pthread_cond_init(c, &a);
+	pthread_condattr_destroy(&a);
+	return rc;
+}
+
+int dobj__snap_start(struct dobj__cluster *cl)
+{
+	struct dobj__snapper *sn;
+	sigset_t all, old;
+	int rc;
+
+	if (!(sn = calloc(1, sizeof(*sn))) || !(sn->pg.url = dobj__strndup(cl->pg.url,
+		strlen(cl->pg.url)))) {
+		free(sn);
+		return dobj_error_set(DOBJ_ENOMEM, "out of memory");
+	}
+	sn->pg.timeout_ms = cl->pg.timeout_ms;
+	pthread_mutex_init(&sn->mu, NULL);
+	cond_init(&sn->wake);
+	cond_init(&sn->idle);
+	cl->snap = sn;
+	if ((rc = dobj__rt_source_add(cl->rt, snap_drain, cl)) < 0)
+		goto fail;
+	/* No signal for this thread (see dobj__cluster_start). */
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	rc = pthread_create(&sn->th, NULL, snap_main, cl);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (rc != 0) {
+		dobj__rt_source_remove(cl->rt, snap_drain, cl);
+		rc = dobj_error_set(DOBJ_ERROR, "cluster: cannot start a thread");
+		goto fail;
+	}
+	return DOBJ_OK;
+fail:
+	cl->snap = NULL;
+	pthread_cond_destroy(&sn->wake);
+	pthread_cond_destroy(&sn->idle);
+	pthread_mutex_destroy(&sn->mu);
+	free(sn->pg.url);
+	free(sn);
+	return rc;
+}
+
+void dobj__snap_stop(struct dobj__cluster *cl)
+{
+	struct dobj__snapper *sn = cl->snap;
+	struct timespec until;
+	snap_job *j;
+	double ms = cl->pg.timeout_ms * 2 + 500;
+
+	if (!sn)
+		return;
+	/* What is queued may finish within a bound (each statement is bounded
+	 * too); the rest is dropped. */
+	clock_gettime(CLOCK_MONOTONIC, &until);
+	until.tv_sec += (time_t)(ms / 1e3);
+	until.tv_nsec += (long)fmod(ms, 1e3) * 1000000L;
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&sn->mu);
+	while ((sn->q_head || sn->busy) &&
+	       pthread_cond_timedwait(&sn->idle, &sn->mu, &until) != ETIMEDOUT)
+		;
+	sn->stop = 1;
+	pthread_cond_signal(&sn->wake);
+	pthread_mutex_unlock(&sn->mu);
+	pthread_join(sn->th, NULL);
+	dobj__rt_source_remove(cl->rt, snap_drain, cl);
+	/* What did not run is dropped. */
+	while ((j = sn->q_head)) {
+		sn->q_head = j->next;
+		j->rc = 1;
+		j->next = NULL;
+		if (sn->d_tail)
+			sn->d_tail->next = j;
+		else
+			sn->d_head = j;
+		sn->d_tail = j;
+	}
+	sn->q_tail = NULL;
+	snap_drain(cl->rt, cl);
+	if (sn->watch) {
+		dobj_timer *tm = sn->watch;
+		sn->watch = NULL;
+		dobj_timer_cancel(cl->rt, tm);
+	}
+	dobj__pg_drop(&sn->pg);
+	free(sn->pg.url);
+	pthread_cond_destroy(&sn->wake);
+	pthread_cond_destroy(&sn->idle);
+	pthread_mutex_destroy(&sn->mu);
+	free(sn);
+	cl->snap = NULL;
+}

@@ -1,0 +1,435 @@
+/*
+ * Snapshots of cluster objects against a real PostgreSQL: the log is
+ * compacted and another node restores snapshot + later log; a cached file
+ * at the latest seq is used as it is (and only then); a stale owner's
+ * snapshot is refused by the fence; stored bytes that lie (a damaged or
+ * truncated snapshot, a seq that lies, a missing log row) are a clear
+ * error and the object is not served; a schema of version 1 is migrated.
+ */
+#include <libpq-fe.h>
+
+#include "testhost.h"
+#include "pgtest.h"
+
+static pgtest pg;
+
+static int log_calls;
+static char log_msg[600];
+
+static void on_log(void *data, long long node, const char *message)
+{
+	(void)data;
+	(void)node;
+	log_calls++;
+	snprintf(log_msg, sizeof(log_msg), "%s", message);
+}
+
+static int counter_step(dobj_task *t, void *data)
+{
+	dobj_storage *st;
+	tv *req = dobj_task_request(t);
+	int rc;
+
+	(void)data;
+	if ((rc = dobj_obj_storage(dobj_task_obj(t), &st)) < 0)
+		return rc;
+	if (!strcmp(req->s, "count")) {
+		respond(t, 200, "%ld", testhost_count(st, 1));
+	} else if (!strcmp(req->s, "sql")) {
+		/* A schema change and a few pages of rows. */
+		static const char q[] = "CREATE TABLE IF NOT EXISTS t (x TEXT); "
+			"INSERT INTO t VALUES (hex(randomblob(3000)))";
+		dobj_cursor *c = NULL;
+		CHECK_EQ_INT(dobj_sql_exec(st, q, strlen(q), NULL, 0, &c), DOBJ_OK);
+		dobj_cursor_free(c);
+		respond(t, 200, "ok");
+	} else if (!strcmp(req->s, "rows")) {
+		static const char q[] = "SELECT count(*) FROM t";
+		dobj_cursor *c = NULL;
+		if (dobj_sql_exec(st, q, strlen(q), NULL, 0, &c) < 0) {
+			dobj_task_raise(t, DOBJ_ERROR, dobj_error_last(), NULL);
+			return DOBJ_OK;
+		}
+		respond(t, 200, "%lld", dobj_cursor_cell(c, 0, 0)->i);
+		dobj_cursor_free(c);
+	} else {
+		respond(t, 200, "read");
+	}
+	return DOBJ_OK;
+}
+
+/* A node on `dir` (snapshot_bytes: 0 the default, 1 as soon as the log
+ * since the last snapshot is as big as it) of the cluster at `url`. */
+static dobj_rt *node_at(const char *url, const char *dir, long long snapshot_bytes)
+{
+	dobj_rt *rt;
+	dobj_rt_opts o = DOBJ_RT_OPTS_INIT;
+	dobj_class k = { 0 };
+	dobj_cluster_opts co = DOBJ_CLUSTER_OPTS_INIT;
+	dobj_ns *ns;
+
+	o.host.retain = tv_retain;
+	o.host.release = tv_release;
+	o.storage_dir = dir;
+	o.idle_timeout_ms = -1;
+	CHECK_EQ_INT(dobj_rt_new(&rt, &o), DOBJ_OK);
+	co.url = url;
+	co.node_addr = "127.0.0.1:0";
+	co.grace_ms = -1; /* the tests expire leases by hand */
+	co.snapshot_bytes = snapshot_bytes;
+	CHECK_EQ_INT(dobj_rt_cluster(rt, &co), DOBJ_OK);
+	CHECK_EQ_INT(dobj_rt_cluster_set_log(rt, on_log, NULL), DOBJ_OK);
+	k.name = "Counter";
+	k.flags = DOBJ_CLASS_FETCH;
+	k.step = counter_step;
+	CHECK_EQ_INT(dobj_ns_new(&ns, rt, "COUNTER", 7, "snap-key", 8, &k), DOBJ_OK);
+	return rt;
+}
+
+static dobj_rt *node(const char *dir, long long snapshot_bytes)
+{
+	return node_at(pg.url, dir, snapshot_bytes);
+}
+
+static dobj_stub *stub_for(dobj_rt *rt, const char *name)
+{
+	return testhost_stub(dobj_rt_ns_at(rt, 0), name);
+}
+
+/* `n` counts on `name` (from `from` + 1), then what is out is finished
+ * (dobj_rt_run waits for the compactor too). */
+static void counts(dobj_rt *rt, const char *name, int from, int n)
+{
+	dobj_stub *s = stub_for(rt, name);
+	char want[32];
+	int i;
+
+	for (i = 1; i <= n; i++) {
+		snprintf(want, sizeof(want), "%d", from + i);
+		CHECK_STR(fetch(rt, s, "count", NULL), want);
+	}
+	CHECK_STR(fetch(rt, s, "sql", NULL), "ok");
+	dobj_stub_free(s);
+	CHECK_EQ_INT(dobj_rt_run(rt, NULL, NULL), DOBJ_OK);
+}
+
+/* The id of the object `name` in hex (as the namespace makes it). */
+static void obj_hex(const char *name, char *hex)
+{
+	dobj_id id;
+	dobj_rt *rt;
+	dobj_rt_opts o = DOBJ_RT_OPTS_INIT;
+	dobj_class k = { 0 };
+	dobj_ns *ns;
+
+	k.name = "Counter";
+	k.step = counter_step;
+	CHECK_EQ_INT(dobj_rt_new(&rt, &o), DOBJ_OK);
+	CHECK_EQ_INT(dobj_ns_new(&ns, rt, "COUNTER", 7, "snap-key", 8, &k), DOBJ_OK);
+	dobj_id_from_name(dobj_ns_idkey(ns), name, strlen(name), &id);
+	dobj_rt_free(rt);
+	dobj_id_to_hex(&id, hex);
+	hex[DOBJ_ID_HEX_LEN] = '\0';
+}
+
+/* A query about the object `name` ($OBJ stands for its id). */
+static long long about(const char *name, const char *fmt)
+{
+	char q[1024], hex[DOBJ_ID_HEX_LEN + 1], *at;
+
+	obj_hex(name, hex);
+	snprintf(q, sizeof(q), "%s", fmt);
+	while ((at = strstr(q, "$OBJ"))) {
+		char rest[1024];
+		snprintf(rest, sizeof(rest), "%s", at + 4);
+		snprintf(at, sizeof(q) - (size_t)(at - q), "'\\x%s'::bytea%s", hex, rest);
+	}
+	return pgtest_sql(&pg, NULL, q);
+}
+
+/* ------------------------------------------------------------------ tests */
+
+static void test_the_log_is_compacted_and_another_node_restores_it(void)
+{
+	char d1[64], d2[64];
+	dobj_rt *a, *b;
+	dobj_stub *s;
+
+	a = node(testhost_tmpdir(d1, "dobj-snap"), 1);
+	counts(a, "compact", 0, 12);
+	/* A snapshot exists, and the log holds only what came after it (and
+	 * the marker row at its seq). */
+	CHECK(about("compact", "SELECT seq FROM dobj_snapshot WHERE object_id = $OBJ") > 1);
+	CHECK_EQ_INT(about("compact", "SELECT count(*) FROM dobj_wal w WHERE object_id = $OBJ AND "
+		"seq < (SELECT seq FROM dobj_snapshot s WHERE s.object_id = w.object_id)"), 0);
+	CHECK_EQ_INT(about("compact", "SELECT octet_length(frames) FROM dobj_wal w WHERE object_id = "
+		"$OBJ AND seq = (SELECT seq FROM dobj_snapshot s WHERE s.object_id = w.object_id)"), 0);
+	CHECK(about("compact", "SELECT count(*) FROM dobj_wal WHERE object_id = $OBJ") < 6);
+	dobj_rt_free(a);
+	/* Another node, on an empty folder: snapshot + later log. */
+	b = node(testhost_tmpdir(d2, "dobj-snap"), -1);
+	s = stub_for(b, "compact");
+	CHECK_STR(fetch(b, s, "count", NULL), "13");
+	CHECK_STR(fetch(b, s, "rows", NULL), "1");
+	dobj_stub_free(s);
+	dobj_rt_free(b);
+	testhost_rm_rf(d1);
+	testhost_rm_rf(d2);
+}
+
+static void test_a_cached_file_at_the_latest_seq_is_kept_and_only_then(void)
+{
+	char d1[64], d2[64];
+	dobj_rt *a, *b;
+	dobj_stub *s;
+
+	a = node(testhost_tmpdir(d1, "dobj-snap"), 1);
+	counts(a, "cached", 0, 6);
+	dobj_rt_free(a);
+	/* PostgreSQL's snapshot is damaged now; the file this node left is at
+	 * the latest seq, so it is used and PostgreSQL's pages are not read. */
+	about("cached", "UPDATE dobj_snapshot SET db = overlay(db placing '\\x00ff'::bytea from 200) "
+		"WHERE object_id = $OBJ");
+	a = node(d1, -1);
+	s = stub_for(a, "cached");
+	CHECK_STR(fetch(a, s, "count", NULL), "7");
+	dobj_stub_free(s);
+	dobj_rt_free(a);
+	/* Another node has no such file: it reads the snapshot, finds it
+	 * damaged and does not serve the object. */
+	b = node(testhost_tmpdir(d2, "dobj-snap"), -1);
+	s = stub_for(b, "cached");
+	{
+		int code;
+		const char *out = fetch(b, s, "count", &code);
+		CHECK(code != DOBJ_OK);
+		CHECK(strstr(out, "damaged (a snapshot whose checksum does not match") != NULL);
+	}
+	dobj_stub_free(s);
+	dobj_rt_free(b);
+	testhost_rm_rf(d2);
+	testhost_rm_rf(d1);
+}
+
+static void test_a_cache_behind_postgresql_is_not_used(void)
+{
+	char d1[64], d2[64];
+	dobj_rt *a, *b;
+	dobj_stub *s;
+
+	a = node(testhost_tmpdir(d1, "dobj-snap"), 1);
+	counts(a, "behind", 0, 3);
+	dobj_rt_free(a); /* its file is at the latest seq */
+	b = node(testhost_tmpdir(d2, "dobj-snap"), 1);
+	counts(b, "behind", 3, 3);
+	dobj_rt_free(b); /* now it is not */
+	a = node(d1, 1);
+	s = stub_for(a, "behind");
+	CHECK_STR(fetch(a, s, "count", NULL), "7");
+	CHECK_STR(fetch(a, s, "rows", NULL), "2");
+	dobj_stub_free(s);
+	dobj_rt_free(a);
+	testhost_rm_rf(d1);
+	testhost_rm_rf(d2);
+}
+
+/* Stored bytes that lie: the object is not served, with a clear error. */
+static void expect_damaged(const char *name, const char *fix, const char *words)
+{
+	char d[64];
+	dobj_rt *b;
+	dobj_stub *s;
+	int code;
+	const char *out;
+
+	about(name, fix);
+	b = node(testhost_tmpdir(d, "dobj-snap"), -1);
+	s = stub_for(b, name);
+	out = fetch(b, s, "count", &code);
+	CHECK(code != DOBJ_OK);
+	if (!strstr(out, words))
+		fprintf(stderr, "unexpected: %s\n", out);
+	CHECK(strstr(out, words) != NULL);
+	CHECK(strstr(out, "the object is not served") != NULL);
+	dobj_stub_free(s);
+	dobj_rt_free(b);
+	testhost_rm_rf(d);
+}
+
+static void test_stored_bytes_that_lie_are_a_clear_error(void)
+{
+	char d1[64];
+	dobj_rt *a;
+
+	a = node(testhost_tmpdir(d1, "dobj-snap"), 1);
+	counts(a, "lies-1", 0, 6);
+	counts(a, "lies-2", 0, 6);
+	counts(a, "lies-3", 0, 6);
+	dobj_rt_free(a);
+	a = node(d1, -1); /* a log without snapshots */
+	counts(a, "lies-4", 0, 6);
+	dobj_rt_free(a);
+	testhost_rm_rf(d1);
+	expect_damaged("lies-1", "UPDATE dobj_snapshot SET db = substring(db from 1 for "
+		"octet_length(db) - 100) WHERE object_id = $OBJ", "a truncated snapshot");
+	expect_damaged("lies-2", "UPDATE dobj_snapshot SET seq = seq - 1 WHERE object_id = $OBJ",
+		"a snapshot whose header does not match its row");
+	expect_damaged("lies-3", "UPDATE dobj_snapshot SET db = '\\x00'::bytea WHERE object_id = $OBJ",
+		"a snapshot that is not one");
+	expect_damaged("lies-4", "DELETE FROM dobj_wal WHERE object_id = $OBJ AND seq = 3",
+		"a log row missing");
+}
+
+/* A node that lost the object to another has its snapshot refused: it is
+ * held (behind a row lock of the test's) until the takeover happened. */
+static void test_a_stale_owners_snapshot_is_refused_by_the_fence(void)
+{
+	char d1[64], d2[64], q[256];
+	dobj_rt *a, *b;
+	dobj_stub *s;
+	PGconn *t;
+	long long snap;
+
+	a = node(testhost_tmpdir(d1, "dobj-snap"), 1);
+	counts(a, "stale", 0, 4);
+	snap = about("stale", "SELECT seq FROM dobj_snapshot WHERE object_id = $OBJ");
+	CHECK(snap > 0);
+	/* The test holds the snapshot row: A's next compaction waits on it. */
+	t = pgtest_connect(&pg);
+	pgtest_sql(&pg, t, "BEGIN");
+	{
+		char hex[DOBJ_ID_HEX_LEN + 1];
+		obj_hex("stale", hex);
+		snprintf(q, sizeof(q), "SELECT seq FROM dobj_snapshot WHERE object_id = '\\x%s'::bytea "
+			"FOR UPDATE", hex);
+		CHECK_EQ_INT(pgtest_sql(&pg, t, q), snap);
+	}
+	s = stub_for(a, "stale");
+	CHECK_STR(fetch(a, s, "count", NULL), "5");
+	CHECK_STR(fetch(a, s, "sql", NULL), "ok");
+	CHECK_STR(fetch(a, s, "count", NULL), "6");
+	/* A's lease lapses (as after a pause) and B takes the object over. */
+	snprintf(q, sizeof(q), "UPDATE dobj_node SET lease_until = now() - interval '1 hour' "
+		"WHERE node_id = %lld", dobj_rt_cluster_node(a));
+	pgtest_sql(&pg, NULL, q);
+	b = node(testhost_tmpdir(d2, "dobj-snap"), -1);
+	{
+		dobj_stub *sb = stub_for(b, "stale");
+		CHECK_STR(fetch(b, sb, "count", NULL), "7");
+		dobj_stub_free(sb);
+	}
+	log_calls = 0;
+	pgtest_sql(&pg, t, "COMMIT");
+	PQfinish(t);
+	CHECK_EQ_INT(dobj_rt_run(a, NULL, NULL), DOBJ_OK); /* A's compaction ends */
+	CHECK(dobj_rt_process(a) >= 0); /* its log line (a timer due now) */
+	CHECK(log_calls >= 1);
+	CHECK(strstr(log_msg, "the snapshot was refused") != NULL);
+	CHECK_EQ_INT(about("stale", "SELECT seq FROM dobj_snapshot WHERE object_id = $OBJ"), snap);
+	dobj_stub_free(s);
+	dobj_rt_free(a);
+	/* Nothing was lost: B goes on, and a third node restores it all. */
+	s = stub_for(b, "stale");
+	CHECK_STR(fetch(b, s, "count", NULL), "8");
+	dobj_stub_free(s);
+	dobj_rt_free(b);
+	testhost_rm_rf(d2);
+	b = node(testhost_tmpdir(d2, "dobj-snap"), -1);
+	s = stub_for(b, "stale");
+	CHECK_STR(fetch(b, s, "count", NULL), "9");
+	CHECK_STR(fetch(b, s, "rows", NULL), "2");
+	dobj_stub_free(s);
+	dobj_rt_free(b);
+	testhost_rm_rf(d1);
+	testhost_rm_rf(d2);
+}
+
+/* The schema of version 1 (as dobj created it before snapshots). */
+static const char schema_v1[] =
+	"CREATE TABLE dobj_schema_version (version integer NOT NULL);"
+	"INSERT INTO dobj_schema_version VALUES (1);"
+	"CREATE TABLE dobj_node (node_id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
+	" addr text NOT NULL, started_at timestamptz NOT NULL DEFAULT now(),"
+	" lease_until timestamptz NOT NULL, status text NOT NULL DEFAULT 'live');"
+	"CREATE TABLE dobj_owner (ns text NOT NULL, object_id bytea NOT NULL, epoch bigint NOT NULL,"
+	" node_id bigint, PRIMARY KEY (ns, object_id));"
+	"CREATE TABLE dobj_wal (ns text NOT NULL, object_id bytea NOT NULL, seq bigint NOT NULL,"
+	" epoch bigint NOT NULL, frames bytea NOT NULL, PRIMARY KEY (ns, object_id, seq));"
+	"ALTER TABLE dobj_wal ALTER frames SET STORAGE EXTERNAL;"
+	"CREATE TABLE dobj_snapshot (ns text NOT NULL, object_id bytea NOT NULL, seq bigint NOT NULL,"
+	" db bytea NOT NULL, PRIMARY KEY (ns, object_id));"
+	"CREATE TABLE dobj_alarm (ns text NOT NULL, object_id bytea NOT NULL,"
+	" scheduled_at bigint NOT NULL, name bytea, PRIMARY KEY (ns, object_id));"
+	"CREATE INDEX dobj_alarm_due ON dobj_alarm (scheduled_at);";
+
+static void test_a_version_1_schema_is_migrated_and_its_log_restored(void)
+{
+	char d1[64], url[300], q[600], hex[DOBJ_ID_HEX_LEN + 1], *slash;
+	PGconn *src, *dst;
+	PGresult *r;
+	dobj_rt *a;
+	dobj_stub *s;
+	int i, v = 0;
+
+	/* A log written without snapshots, copied into a database of schema 1. */
+	a = node(testhost_tmpdir(d1, "dobj-snap"), -1);
+	counts(a, "old", 0, 3);
+	dobj_rt_free(a);
+	testhost_rm_rf(d1);
+	pgtest_sql(&pg, NULL, "CREATE DATABASE dobj_v1");
+	snprintf(url, sizeof(url), "%s", pg.url);
+	slash = strrchr(url, '/');
+	CHECK(slash != NULL);
+	snprintf(slash, sizeof(url) - (size_t)(slash - url), "/dobj_v1");
+	src = pgtest_connect(&pg);
+	dst = PQconnectdb(url);
+	CHECK(PQstatus(dst) == CONNECTION_OK);
+	r = PQexec(dst, schema_v1);
+	CHECK(PQresultStatus(r) == PGRES_COMMAND_OK);
+	PQclear(r);
+	obj_hex("old", hex);
+	snprintf(q, sizeof(q), "SELECT 'INSERT INTO dobj_wal VALUES (' || quote_literal(ns) || "
+		"', ''\\x' || encode(object_id, 'hex') || '''::bytea, ' || seq || ', ' || epoch || "
+		"', ''\\x' || encode(frames, 'hex') || '''::bytea)' FROM dobj_wal WHERE ns = 'snap-key' "
+		"AND object_id = '\\x%s'::bytea ORDER BY seq", hex);
+	r = PQexec(src, q);
+	CHECK(PQresultStatus(r) == PGRES_TUPLES_OK);
+	CHECK_EQ_INT(PQntuples(r), 4);
+	for (i = 0; i < PQntuples(r); i++)
+		pgtest_sql(&pg, dst, PQgetvalue(r, i, 0));
+	PQclear(r);
+	PQfinish(src);
+	/* dobj cluster init upgrades it; a node restores the object from it. */
+	CHECK_EQ_INT(dobj_cluster_init(url, 0, 0, &v), DOBJ_OK);
+	CHECK_EQ_INT(v, 2);
+	CHECK_EQ_INT(pgtest_sql(&pg, dst, "SELECT version FROM dobj_schema_version"), 2);
+	a = node_at(url, testhost_tmpdir(d1, "dobj-snap"), 1);
+	s = stub_for(a, "old");
+	CHECK_STR(fetch(a, s, "count", NULL), "4");
+	CHECK_STR(fetch(a, s, "count", NULL), "5");
+	CHECK_STR(fetch(a, s, "count", NULL), "6");
+	CHECK_STR(fetch(a, s, "rows", NULL), "1");
+	dobj_stub_free(s);
+	CHECK_EQ_INT(dobj_rt_run(a, NULL, NULL), DOBJ_OK);
+	CHECK(pgtest_sql(&pg, dst, "SELECT count(*) FROM dobj_snapshot") == 1);
+	dobj_rt_free(a);
+	PQfinish(dst);
+	pgtest_sql(&pg, NULL, "DROP DATABASE dobj_v1");
+	testhost_rm_rf(d1);
+}
+
+int main(void)
+{
+	if (pgtest_start(&pg) < 0)
+		return 1;
+	CHECK_EQ_INT(dobj_cluster_init(pg.url, 0, 0, NULL), DOBJ_OK);
+	RUN(test_the_log_is_compacted_and_another_node_restores_it);
+	RUN(test_a_cached_file_at_the_latest_seq_is_kept_and_only_then);
+	RUN(test_a_cache_behind_postgresql_is_not_used);
+	RUN(test_stored_bytes_that_lie_are_a_clear_error);
+	RUN(test_a_stale_owners_snapshot_is_refused_by_the_fence);
+	RUN(test_a_version_1_schema_is_migrated_and_its_log_restored);
+	pgtest_stop(&pg);
+	CHECK_EQ_INT(live_values, 0);
+	return DONE();
+}

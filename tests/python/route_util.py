@@ -1,0 +1,58 @@
+"""A cluster node process for the Python tests (route_node.py), driven by
+JSON lines on its stdin and stdout: tests/python/test_cluster_route.py,
+test_cluster_hostile.py."""
+import json
+import os
+import signal
+import subprocess
+import sys
+
+NODE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "route_node.py")
+
+
+class Node:
+    """A node process driven by JSON lines (route_node.py, or `script`:
+    one with route_node.py's commands)."""
+
+    def __init__(self, pg, storage, addr="127.0.0.1:0", idle=30, extra=False, script=NODE):
+        args = [sys.executable, script, pg.url, str(storage)] + ([addr] if addr else [])
+        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                     env=dict(os.environ, IDLE=str(idle), EXTRA="1" if extra else ""))
+        ready = json.loads(self.proc.stdout.readline())
+        self.node_id, self.addr = ready["ready"], ready["addr"]
+        self.seq = 0
+        self.early = {}
+
+    def send(self, op="call", **cmd):
+        self.seq += 1
+        cmd.update(op=op, tag=self.seq)
+        self.proc.stdin.write(json.dumps(cmd) + "\n")
+        self.proc.stdin.flush()
+        return self.seq
+
+    def reply(self, tag=None):
+        """The answer to command `tag` (None: the next one)."""
+        while tag not in self.early:
+            line = self.proc.stdout.readline()
+            assert line, "the node exited"
+            rec = json.loads(line)
+            if tag is None:
+                return rec
+            self.early[rec["tag"]] = rec
+        return self.early.pop(tag)
+
+    def call(self, name, method, *args):
+        return self.reply(self.send(name=name, method=method, args=list(args)))
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc.stdout.close()
+
+    def kill(self, sig=signal.SIGKILL):
+        self.proc.send_signal(sig)

@@ -1,0 +1,170 @@
+"""Snapshots of cluster objects (docs/cluster.md, "Snapshots"): the log is
+compacted and another node restores snapshot + later log; a damaged
+snapshot is a clear error and the object is not served; a node SIGKILLed
+between writing a snapshot and deleting the log it covers loses nothing."""
+import concurrent.futures
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+
+import pytest
+
+import dobj
+from pg_util import TOOL_ENV, available
+
+pytestmark = pytest.mark.skipif(not available(), reason="PostgreSQL (Debian: postgresql) not installed")
+
+
+class Counter(dobj.DurableObject):
+    async def add(self, n=1):
+        v = (self.ctx.storage.get("n") or 0) + n
+        self.ctx.storage.put("n", v)
+        return v
+
+    async def table(self):
+        self.ctx.storage.sql.exec("CREATE TABLE IF NOT EXISTS t (x TEXT)")
+        self.ctx.storage.sql.exec("INSERT INTO t VALUES ('row')")
+        return len(list(self.ctx.storage.sql.exec("SELECT x FROM t")))
+
+
+def node(pg, folder, **kw):
+    rt = dobj.Runtime(storage=str(folder), cluster=pg.url, node_addr="127.0.0.1:0", **kw)
+    return rt, rt.bind("COUNTER", Counter)
+
+
+def obj(ns, name):
+    return f"'\\x{ns.id_from_name(name).to_string()}'::bytea"
+
+
+async def test_the_log_is_compacted_and_another_node_restores_it(pg, tmp_path):
+    rt, ns = node(pg, tmp_path / "a", cluster_snapshot_bytes=1)  # every few writes
+    stub = ns.get_by_name("compact")
+    assert [await stub.add() for _ in range(10)] == list(range(1, 11))
+    assert await stub.table() == 1
+    o = obj(ns, "compact")
+    rt.close()  # the compaction under way finishes (bounded)
+    snap = int(pg.sql(f"SELECT seq FROM dobj_snapshot WHERE object_id = {o}")[0])
+    assert snap > 1
+    assert pg.sql(f"SELECT count(*) FROM dobj_wal WHERE object_id = {o} AND seq < {snap}") == ["0"]
+    rt, ns = node(pg, tmp_path / "b")  # another folder: snapshot + later log
+    stub = ns.get_by_name("compact")
+    assert await stub.add() == 11
+    assert await stub.table() == 2
+    rt.close()
+
+
+async def test_a_damaged_snapshot_is_a_clear_error_and_the_object_is_not_served(pg, tmp_path):
+    rt, ns = node(pg, tmp_path / "a", cluster_snapshot_bytes=1)
+    stub = ns.get_by_name("damaged")
+    for _ in range(6):
+        await stub.add()
+    o = obj(ns, "damaged")
+    rt.close()
+    pg.sql(f"UPDATE dobj_snapshot SET db = overlay(db placing '\\x0102'::bytea from 300) "
+           f"WHERE object_id = {o}")
+    rt, ns = node(pg, tmp_path / "b")
+    with pytest.raises(dobj.Error, match=r"damaged \(a snapshot whose checksum does not match "
+                                         r"at seq \d+\); the object is not served"):
+        await ns.get_by_name("damaged").add()
+    rt.close()
+    with pytest.raises(TypeError):
+        dobj.Runtime(storage=str(tmp_path / "c"), cluster=pg.url, cluster_snapshot_bytes="1")
+
+
+NODE = textwrap.dedent("""
+    import asyncio, sys
+    import dobj
+
+    class Counter(dobj.DurableObject):
+        async def add(self, n=1):
+            v = (self.ctx.storage.get("n") or 0) + n
+            self.ctx.storage.put("n", v)
+            return v
+
+    async def main():
+        rt = dobj.Runtime(storage=sys.argv[2], cluster=sys.argv[1], node_addr="127.0.0.1:0",
+                          cluster_snapshot_bytes=1)
+        stub = rt.bind("COUNTER", Counter).get_by_name(sys.argv[3])
+        for _ in range(int(sys.argv[4])):
+            print(await stub.add(), flush=True)
+        print("node", rt.node_id, flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+
+    asyncio.run(main())
+""")
+
+
+class Session:
+    """A psql session of the test's own, fed statements on its stdin."""
+
+    def __init__(self, pg):
+        self.proc = subprocess.Popen(["psql", "-XAtq", "-v", "ON_ERROR_STOP=1", pg.url],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                     env=TOOL_ENV)
+
+    def run(self, sql, expect):
+        self.proc.stdin.write(sql + "\n")
+        self.proc.stdin.flush()
+        assert self.proc.stdout.readline().strip() == expect
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            self.proc.wait(timeout=30)
+            self.proc.stdout.close()
+
+
+async def test_a_node_killed_between_the_snapshot_and_the_log_delete_loses_nothing(pg, tmp_path):
+    # The compaction's transaction is held right after its snapshot row was
+    # written (a trigger tells the test through a FIFO, then waits for an
+    # advisory lock the test holds); the node is SIGKILLed there.
+    where = tempfile.mkdtemp(prefix="dobj-snapkill-")
+    os.chmod(where, 0o755)  # the server may run as another user
+    fifo = os.path.join(where, "written")
+    os.mkfifo(fifo)
+    os.chmod(fifo, 0o666)
+    holder = Session(pg)
+    holder.run("SELECT 'held' FROM pg_advisory_lock(4242);", "held")
+    pg.sql(f"""CREATE FUNCTION dobj_test_hold() RETURNS trigger LANGUAGE plpgsql AS $$
+               BEGIN EXECUTE format('COPY (SELECT 1) TO %L', '{fifo}');
+               PERFORM pg_advisory_lock(4242); RETURN NEW; END $$""")
+    pg.sql("CREATE TRIGGER dobj_test_hold AFTER INSERT OR UPDATE ON dobj_snapshot "
+           "FOR EACH ROW EXECUTE FUNCTION dobj_test_hold()")
+    proc = subprocess.Popen([sys.executable, "-c", NODE, pg.url, str(tmp_path / "n"), "killed-mid",
+                             "5"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        # The compaction is off the runtime's thread: the node acknowledges
+        # every write while it is held.
+        assert [int(proc.stdout.readline()) for _ in range(5)] == [1, 2, 3, 4, 5]
+        node_id = proc.stdout.readline().split()[1]
+        with concurrent.futures.ThreadPoolExecutor(1) as ex:
+            assert ex.submit(lambda: open(fifo).read()).result(timeout=60).strip() == "1"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdin.close()
+        proc.stdout.close()
+        holder.close()  # the held backend goes on, finds its client gone, rolls back
+        pg.sql("DROP TRIGGER dobj_test_hold ON dobj_snapshot")
+        pg.sql("DROP FUNCTION dobj_test_hold()")
+        shutil.rmtree(where)
+    pg.sql(f"UPDATE dobj_node SET lease_until = now() - interval '1 hour' WHERE node_id = {node_id}")
+    rt, ns = node(pg, tmp_path / "b", cluster_snapshot_bytes=1)
+    o = obj(ns, "killed-mid")
+    # Neither the snapshot nor the deletes of its transaction happened.
+    assert pg.sql(f"SELECT count(*) FROM dobj_snapshot WHERE object_id = {o}") == ["0"]
+    assert pg.sql(f"SELECT count(*) FROM dobj_wal WHERE object_id = {o}") == ["5"]
+    stub = ns.get_by_name("killed-mid")
+    assert [await stub.add() for _ in range(3)] == [6, 7, 8]
+    rt.close()  # this node's compaction goes through
+    assert int(pg.sql(f"SELECT seq FROM dobj_snapshot WHERE object_id = {o}")[0]) > 1
+    rt, ns = node(pg, tmp_path / "c")
+    assert await ns.get_by_name("killed-mid").add() == 9
+    rt.close()
