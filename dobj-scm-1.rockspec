@@ -55,6 +55,7 @@ build = {
             "core/src/cluster_route.c",
             "core/src/cluster_snapshot.c",
             "core/src/cluster_wal.c",
+            "core/src/cluster_ws.c",
             "core/src/config.c",
             "core/src/config_cluster.c",
             "core/src/config_dotenv.c",

@@ -752,6 +752,10 @@ typedef struct dobj_msg {
 	unsigned char *body;
 	size_t body_len;
 	size_t body_cap;       /**< bytes allocated at body (set by the dobj_msg functions) */
+	/** A 101 response's WebSocket client end (a reference, dobj_msg_free
+	 *  drops it), or NULL: how a binding's response crosses cluster nodes
+	 *  (dobj/route.h).  Set with dobj_msg_set_web_socket. */
+	struct dobj_ws *web_socket;
 } dobj_msg;
 
 /** workerd's message (a RangeError there) for a status outside 200..599. */
@@ -775,6 +779,9 @@ DOBJ_API int dobj_msg_set_header(dobj_msg *m, const char *name, const char *valu
 DOBJ_API const char *dobj_msg_header(const dobj_msg *m, const char *name);
 DOBJ_API int dobj_msg_set_body(dobj_msg *m, const void *body, size_t len);
 DOBJ_API void dobj_msg_free(dobj_msg *m);
+/** Attach a WebSocket client end to a response (a new reference; NULL
+ *  clears).  Used by route codecs (dobj/route.h). */
+DOBJ_API void dobj_msg_set_web_socket(dobj_msg *m, struct dobj_ws *client);
 
 /** The largest body dobj_msg_append_body builds (100 MiB, workerd's request
  *  body limit on the paid plans): a server refuses a bigger upload with 413. */

@@ -389,7 +389,10 @@ void dobj__cluster_queue_release(struct dobj__cluster *cl, dobj_obj *obj,
 {
 	dobj__cjob *j = NULL;
 
-	if (cl && cl->threads && !cl->closing && (j = calloc(1, sizeof(*j))) &&
+	/* An object whose accepted WebSockets stay registered hibernates here:
+	 * their events arrive on this node, so it stays this node's. */
+	if (cl && cl->threads && !cl->closing && !dobj__ws_pinned(obj->ns, &obj->id) &&
+	    (j = calloc(1, sizeof(*j))) &&
 	    (j->ns = dobj__strndup(obj->ns->unique_key, obj->ns->unique_key_len))) {
 		j->kind = JOB_RELEASE;
 		j->ns_len = obj->ns->unique_key_len;

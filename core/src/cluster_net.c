@@ -78,13 +78,14 @@ static void conn_fail(struct dobj__route *r, conn *c, const char *fmt, ...)
 	}
 	if (!c->out_dir)
 		r->nincoming--;
-	if (c->out_dir) {
+	if (c->out_dir || c->hello) { /* a peer's: its WebSockets (cluster_ws.c) */
 		/* Its calls fail (or go again, if they were never written). */
 		item *it = calloc(1, sizeof(*it));
 		if (it) {
 			it->cid = c->cid;
 			it->written = c->written;
 			it->node = c->node;
+			it->incoming = !c->out_dir;
 			va_start(ap, fmt);
 			vsnprintf(it->why, sizeof(it->why), fmt, ap);
 			va_end(ap);
@@ -218,9 +219,13 @@ static void conn_frame(struct dobj__route *r, conn *c, const unsigned char *p, s
 		return;
 	case F_CALL:
 	case F_RESULT:
-		if ((type == F_CALL) == (c->out_dir != 0)) {
-			conn_fail(r, c, "a %s frame on the wrong connection",
-				type == F_CALL ? "CALL" : "RESULT");
+	case F_WS_IN:
+	case F_WS_OUT:
+		/* Calls and a client's WebSocket input go to the callee, results
+		 * and the object's WebSocket output come back to the caller. */
+		if ((type == F_CALL || type == F_WS_IN) == (c->out_dir != 0)) {
+			conn_fail(r, c, "a %s frame on the wrong connection", type == F_CALL ? "CALL" :
+				type == F_RESULT ? "RESULT" : "WebSocket");
 			return;
 		}
 		it = calloc(1, sizeof(*it));

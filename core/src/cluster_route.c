@@ -37,7 +37,8 @@ static int put_str(dobj_val *o, const char *k, const char *s)
 	return dobj_val_put(o, k, strlen(k), s ? dobj_val_string(s, strlen(s)) : dobj_val_null());
 }
 
-static int msg_encode(const dobj_msg *m, buf *b)
+/* ws_link: a 101's WebSocket link (cluster_ws.c), 0 for none. */
+static int msg_encode(const dobj_msg *m, uint64_t ws_link, buf *b)
 {
 	dobj_val *o = dobj_val_object(), *h = dobj_val_array();
 	unsigned char *out = NULL;
@@ -59,7 +60,9 @@ static int msg_encode(const dobj_msg *m, buf *b)
 	    (rc = put_str(o, "method", m->method)) >= 0 &&
 	    (rc = dobj_val_put(o, "status", 6, dobj_val_number(m->status))) >= 0 &&
 	    (rc = dobj_val_put(o, "body", 4, dobj_val_bytes(m->body ? (const void *)m->body : "",
-		m->body_len))) >= 0 && (rc = dobj_val_encode(o, &out, &len)) >= 0 &&
+		m->body_len))) >= 0 &&
+	    (!ws_link || (rc = dobj_val_put(o, "ws", 2, dobj_val_number((double)ws_link))) >= 0) &&
+	    (rc = dobj_val_encode(o, &out, &len)) >= 0 &&
 	    buf_put(b, out, len) < 0)
 		rc = dobj_error_set(DOBJ_ENOMEM, "out of memory");
 	free(out);
@@ -80,10 +83,11 @@ static const char *val_str(const dobj_val *o, const char *k)
 }
 
 /* A message from its value form, every part checked (a peer's bytes). */
-static int msg_decode(const unsigned char *p, size_t n, int is_request, dobj_msg **out)
+static int msg_decode(const unsigned char *p, size_t n, int is_request, dobj_msg **out,
+	uint64_t *ws_link)
 {
 	dobj_val *o = NULL;
-	const dobj_val *h, *st, *body;
+	const dobj_val *h, *st, *body, *ws;
 	const char *url, *method;
 	dobj_msg *m = NULL;
 	size_t i, blen = 0;
@@ -99,8 +103,15 @@ static int msg_decode(const unsigned char *p, size_t n, int is_request, dobj_msg
 	h = dobj_val_get(o, "headers", 7);
 	st = dobj_val_get(o, "status", 6);
 	body = dobj_val_get(o, "body", 4);
+	ws = dobj_val_get(o, "ws", 2);
 	if (!h || dobj_val_type_of(h) != DOBJ_VAL_ARRAY || dobj_val_len(h) % 2)
 		goto done;
+	if (ws) { /* a 101's WebSocket link: a whole number from 1 */
+		double x = dobj_val_type_of(ws) == DOBJ_VAL_NUMBER ? dobj_val_get_number(ws) : 0;
+		if (is_request || !ws_link || !(x >= 1 && x <= 9007199254740992.0) || x != floor(x))
+			goto done;
+		*ws_link = (uint64_t)x;
+	}
 	if (body) {
 		if (dobj_val_type_of(body) != DOBJ_VAL_BYTES)
 			goto done;
@@ -423,10 +434,10 @@ static int send_call(struct dobj__route *r, dobj_task *t, long long node, const 
 			rc = DOBJ_ENOMEM;
 		free(out);
 	} else if (t->request_free) {
-		rc = msg_encode(t->request, &pl);
+		rc = msg_encode(t->request, 0, &pl);
 	} else if (rt->codec.to_msg) {
 		dobj_msg *m = rt->codec.to_msg(rt->codec.data, t->request, 1);
-		rc = m ? msg_encode(m, &pl) : (dobj_error_last_code() < 0 ? dobj_error_last_code() : DOBJ_ERROR);
+		rc = m ? msg_encode(m, 0, &pl) : (dobj_error_last_code() < 0 ? dobj_error_last_code() : DOBJ_ERROR);
 		dobj_msg_free(m);
 	} else {
 		rc = dobj_error_set(DOBJ_EARG, "the request is a host value and the runtime has no codec");
@@ -618,12 +629,14 @@ static void on_result(struct dobj__route *r, const unsigned char *data, size_t l
 	pend *p = pend_take(r, id);
 	dobj_task *t;
 	long long node;
+	uint64_t cid;
 	int rc;
 
 	if (!p)
 		return; /* an answer nobody waits for (malformed, or the call went) */
 	t = p->t;
 	node = p->node;
+	cid = p->cid;
 	free(p);
 	watch_sync(r);
 	if (t->done)
@@ -648,10 +661,16 @@ static void on_result(struct dobj__route *r, const unsigned char *data, size_t l
 		}
 	} else if (status == ST_OK) {
 		dobj_msg *m = NULL;
-		if (msg_decode(pl, plen, 0, &m) < 0)
+		uint64_t link = 0;
+		if (msg_decode(pl, plen, 0, &m, &link) < 0)
 			fail_call(t, DOBJ_ERROR, 1, "cluster: a malformed response from the object's node: %s",
 				dobj_error_last());
-		else {
+		else if (link && dobj__route_ws_relay(r, cid, link, m) < 0) {
+			dobj__route_ws_refuse(r, cid, link);
+			dobj_msg_free(m);
+			fail_call(t, DOBJ_ERROR, 0, "cluster: the WebSocket from node %lld cannot be "
+				"served here: %s", node, dobj_error_last());
+		} else {
 			t->remote_known = 1;
 			dobj_task_return_value(t, m, (void (*)(void *))dobj_msg_free);
 		}
@@ -695,6 +714,9 @@ static void on_failure(struct dobj__route *r, const item *it)
 	dobj_task **again = NULL;
 	size_t nagain = 0;
 
+	dobj__route_ws_conn_failed(r, it->cid);
+	if (it->incoming)
+		return; /* a peer's connection: no call of ours was on it */
 	suspect_add(r, it->node);
 	for (i = 0; i < r->tcap; i++) {
 		pend **pp = &r->tab[i];
@@ -817,7 +839,7 @@ static void on_call(struct dobj__route *r, uint64_t cid, const unsigned char *da
 		req_free = (void (*)(void *))dobj_val_free;
 	} else {
 		dobj_msg *m = NULL;
-		if (msg_decode(pl, plen, 1, &m) < 0 || dobj_url_check(m->url, strlen(m->url)) < 0) {
+		if (msg_decode(pl, plen, 1, &m, NULL) < 0 || dobj_url_check(m->url, strlen(m->url)) < 0) {
 			dobj_msg_free(m);
 			answer_error(r, cid, id, ST_ERROR, DOBJ_EARG, "cluster: a malformed request");
 			return;
@@ -892,7 +914,8 @@ static void answer(struct dobj__route *r, inreq *in, dobj_task *t)
 	buf f = { 0 }, pl = { 0 };
 	const char *msg = "";
 	char why[400];
-	int status = ST_OK, flags = 0, code = 0, rc = DOBJ_OK;
+	uint64_t ws_link = 0;
+	int status = ST_OK, flags = 0, code = 0, rc = DOBJ_OK, sent = 0;
 
 	if (t->not_owner) {
 		status = ST_NOT_OWNER;
@@ -907,12 +930,17 @@ static void answer(struct dobj__route *r, inreq *in, dobj_task *t)
 			else if ((rc = dobj__val_encode_refs(t->result, &out, &len)) >= 0 && buf_put(&pl, out, len) < 0)
 				rc = dobj_error_set(DOBJ_ENOMEM, "out of memory");
 			free(out);
-		} else if (t->result_free) {
-			rc = msg_encode(t->result, &pl);
-		} else if (t->result && rt->codec.to_msg) {
-			dobj_msg *m = rt->codec.to_msg(rt->codec.data, t->result, 0);
-			rc = m ? msg_encode(m, &pl) : (dobj_error_last_code() < 0 ? dobj_error_last_code() : DOBJ_ERROR);
-			dobj_msg_free(m);
+		} else if (t->result_free || (t->result && rt->codec.to_msg)) {
+			dobj_msg *m = t->result_free ? t->result : rt->codec.to_msg(rt->codec.data, t->result, 0);
+			if (!m)
+				rc = dobj_error_last_code() < 0 ? dobj_error_last_code() : DOBJ_ERROR;
+			else if (m->web_socket && (rc = dobj__route_ws_offer(r, in->cid, m->web_socket,
+				&ws_link)) < 0)
+				;
+			else
+				rc = msg_encode(m, ws_link, &pl);
+			if (m != t->result)
+				dobj_msg_free(m);
 		} else {
 			rc = dobj_error_set(DOBJ_EARG, "the response cannot be carried");
 		}
@@ -946,9 +974,13 @@ static void answer(struct dobj__route *r, inreq *in, dobj_task *t)
 		    put_be(&f, F_RESULT, 1) == 0 && put_be(&f, in->id, 8) == 0 &&
 		    put_be(&f, (uint64_t)status, 1) == 0 && put_be(&f, (uint64_t)flags, 1) == 0 &&
 		    put_be(&f, (uint32_t)code, 4) == 0 && put_be(&f, mlen, 4) == 0 &&
-		    buf_put(&f, msg, mlen) == 0 && buf_put(&f, pl.p, pl.len) == 0)
+		    buf_put(&f, msg, mlen) == 0 && buf_put(&f, pl.p, pl.len) == 0) {
 			dobj__net_send_conn(r, in->cid, &f);
+			sent = 1;
+		}
 	}
+	if (ws_link) /* after the 101 on the connection: then the socket's frames */
+		dobj__route_ws_start(r, in->cid, ws_link, sent && status == ST_OK);
 	buf_free(&f);
 	buf_free(&pl);
 }
@@ -980,6 +1012,8 @@ void dobj__route_drain(dobj_rt *rt)
 				on_result(r, it->data, it->len);
 			else if (it->type == F_CALL)
 				on_call(r, it->cid, it->data, it->len);
+			else if (it->type == F_WS_OUT || it->type == F_WS_IN)
+				dobj__route_ws_frame(r, it->cid, it->type, it->data, it->len);
 			else
 				on_failure(r, it);
 		}
@@ -1123,6 +1157,7 @@ void dobj__route_stop(dobj_rt *rt)
 		(void)n;
 		pthread_join(r->thread, NULL);
 	}
+	dobj__route_ws_stop(r);
 	rt->route = NULL;
 	while ((c = r->conns) || (c = r->grave)) {
 		if (c == r->conns)

@@ -40,7 +40,7 @@
 #define CACHE_MAX 65536
 #define NO_NAME 0xffffffffu
 
-enum { F_HELLO = 1, F_CALL = 2, F_RESULT = 3, F_PING = 4, F_PONG = 5 };
+enum { F_HELLO = 1, F_CALL = 2, F_RESULT = 3, F_PING = 4, F_PONG = 5, F_WS_OUT = 6, F_WS_IN = 7 };
 enum { ST_OK = 0, ST_ERROR = 1, ST_NOT_OWNER = 2 };
 enum { FL_REMOTE = 1, FL_RETRYABLE = 2 };
 enum { C_NEW, C_CONNECTING, C_OPEN, C_DEAD };
@@ -167,6 +167,7 @@ typedef struct item {      /* the network thread -> the runtime */
 	size_t len;
 	uint64_t written;      /* failure: what the connection had written */
 	long long node;        /* failure: the peer node */
+	int incoming;          /* failure: a peer's connection (its WebSockets go) */
 	char why[240];
 } item;
 
@@ -216,6 +217,7 @@ struct dobj__route {
 	inreq *replies;
 	dobj_timer *watch;
 	struct { long long node; double until; } suspects[16]; /* stopped answering lately */
+	struct dobj__route_ws *ws; /* WebSockets between nodes (cluster_ws.c) */
 };
 
 static inline double mono_ms(void)
@@ -237,6 +239,21 @@ int dobj__net_send_node(struct dobj__route *r, long long node, const char *addr,
 	uint64_t *cid, uint64_t *start);
 /** Queue an answer on connection `cid` (gone: dropped). */
 void dobj__net_send_conn(struct dobj__route *r, uint64_t cid, const buf *f);
+/* WebSockets between nodes (cluster_ws.c), runtime thread. */
+/** The object's node: a link for the client end of a routed 101 (a
+ *  reference taken); DOBJ_ESTATE when its server end was not accepted. */
+int dobj__route_ws_offer(struct dobj__route *r, uint64_t cid, dobj_ws *client, uint64_t *link);
+/** After the RESULT was queued (sent 1) or not (0): serve the link, or drop it. */
+void dobj__route_ws_start(struct dobj__route *r, uint64_t cid, uint64_t link, int sent);
+/** The entry node: m's client end becomes a relay of link on cid. */
+int dobj__route_ws_relay(struct dobj__route *r, uint64_t cid, uint64_t link, dobj_msg *m);
+/** The entry node cannot take link: the object hears a close. */
+void dobj__route_ws_refuse(struct dobj__route *r, uint64_t cid, uint64_t link);
+void dobj__route_ws_frame(struct dobj__route *r, uint64_t cid, int type, const unsigned char *p,
+	size_t n);
+void dobj__route_ws_conn_failed(struct dobj__route *r, uint64_t cid);
+void dobj__route_ws_stop(struct dobj__route *r);
+
 /** Free a connection the network thread no longer uses. */
 void dobj__net_conn_free(conn *c);
 

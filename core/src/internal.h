@@ -247,6 +247,26 @@ typedef struct dobj__ref {
 	const char *name;          /* NULL: none (not terminated) */
 	size_t name_len;
 } dobj__ref;
+/* Cluster mode: the entry node's half of a WebSocket whose object lives on
+ * another node (cluster_ws.c).  The host serves its client end as usual;
+ * what arrives on it goes to the ops, what the object sends comes in
+ * through dobj__ws_relay_output. */
+typedef struct dobj__ws_relay_ops {
+	void (*message)(void *data, const void *p, size_t len, int text);
+	void (*close)(void *data, int code, const char *reason, size_t len, int was_clean);
+	void (*error)(void *data, const char *msg, size_t len);
+} dobj__ws_relay_ops;
+/** A client end (one reference) relaying to ops. */
+int dobj__ws_relay_new(dobj_rt *rt, const dobj__ws_relay_ops *ops, void *data, dobj_ws **client);
+/** The ops are gone: later input is dropped. */
+void dobj__ws_relay_cut(dobj_ws *client);
+/** A frame from the object's node, to the host (or kept until it attaches). */
+void dobj__ws_relay_output(dobj_ws *client, int close, int text_or_code, const void *data,
+	size_t len);
+/** 1 while sockets accepted by the object are registered (it hibernates
+ *  on this node: cluster mode keeps it owned here). */
+int dobj__ws_pinned(dobj_ns *ns, const dobj_id *id);
+
 /** 1 when id was made by key (its MAC matches), as dobj_id_from_string checks. */
 int dobj__id_sealed(const dobj_idkey *key, const dobj_id *id);
 /** dobj_val_encode, with stubs and IDs written as host objects. */

@@ -464,7 +464,15 @@ void dobj_msg_free(dobj_msg *m)
 	free(m->url);
 	free(m->method);
 	free(m->body);
+	dobj_ws_unref(m->web_socket);
 	free(m);
+}
+
+void dobj_msg_set_web_socket(dobj_msg *m, struct dobj_ws *client)
+{
+	dobj_ws_ref(client);
+	dobj_ws_unref(m->web_socket);
+	m->web_socket = client;
 }
 
 static void msg_release(void *data, void *value)

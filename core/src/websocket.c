@@ -48,6 +48,9 @@ struct wsconn {
 	double auto_ms;
 	const dobj_ws_io *io;
 	void *payload;
+	unsigned relay : 1;   /* cluster: the server end lives on another node */
+	const dobj__ws_relay_ops *relay_ops; /* NULL once cut */
+	void *relay_data;
 	outmsg *out_head, *out_tail;
 	size_t out_bytes;     /* buffered before the host attached */
 };
@@ -772,7 +775,7 @@ static int host_check(dobj_ws *ws)
 	CHECK_WS_THREAD(ws->c);
 	if (ws->end != DOBJ_WS_CLIENT)
 		return dobj_error_set(DOBJ_ESTATE, "the host serves the client end of a WebSocketPair");
-	if (!ws->c->accepted)
+	if (!ws->c->accepted && !ws->c->relay)
 		return dobj_error_set(DOBJ_ESTATE, "the server end of this WebSocketPair was not "
 			"accepted: call acceptWebSocket() on it before returning the client end in a "
 			"101 response");
@@ -824,6 +827,12 @@ int dobj_ws_receive(dobj_ws *client, const void *data, size_t len, int text)
 
 	if ((rc = host_check(client)) < 0)
 		return rc;
+	if (c->relay) {
+		/* The object's node applies every rule (size, auto-response). */
+		if (c->relay_ops)
+			c->relay_ops->message(c->relay_data, data, len, text != 0);
+		return DOBJ_OK;
+	}
 	if (len > DOBJ_WS_MAX_MESSAGE) {
 		/* Cloudflare closes the connection with 1009 and the object hears
 		 * of it as a close. */
@@ -855,6 +864,14 @@ int dobj_ws_peer_close(dobj_ws *client, int code, const char *reason, size_t rea
 	if ((rc = host_check(client)) < 0)
 		return rc;
 	c->closed_in = 1;
+	if (c->relay) {
+		const dobj__ws_relay_ops *ops = c->relay_ops;
+		c->relay_ops = NULL; /* nothing follows a close */
+		if (ops)
+			ops->close(c->relay_data, code, reason ? reason : "", reason ? reason_len : 0,
+				was_clean != 0);
+		return DOBJ_OK;
+	}
 	return queue_event(c, DOBJ_CALL_WS_CLOSE, NULL, 0, 0, code, reason, reason ? reason_len : 0,
 		was_clean != 0);
 }
@@ -867,5 +884,62 @@ int dobj_ws_peer_error(dobj_ws *client, const char *message, size_t len)
 	if ((rc = host_check(client)) < 0)
 		return rc;
 	c->failed = 1;
+	if (c->relay) {
+		const dobj__ws_relay_ops *ops = c->relay_ops;
+		c->relay_ops = NULL;
+		if (ops)
+			ops->error(c->relay_data, message ? message : "",
+				message ? len : 0);
+		return DOBJ_OK;
+	}
 	return queue_event(c, DOBJ_CALL_WS_ERROR, message, message ? len : 0, 1, 0, NULL, 0, 0);
+}
+
+/* ------------------------------------------------- relays (cluster mode) */
+
+int dobj__ws_relay_new(dobj_rt *rt, const dobj__ws_relay_ops *ops, void *data, dobj_ws **client)
+{
+	dobj_ws *server;
+	int rc;
+
+	if ((rc = dobj_ws_pair_new(client, &server)) < 0)
+		return rc;
+	dobj_ws_unref(server); /* nothing here holds the server end */
+	(*client)->c->relay = 1;
+	(*client)->c->relay_ops = ops;
+	(*client)->c->relay_data = data;
+	(*client)->c->rt = rt;
+	rt->refs++;
+	return DOBJ_OK;
+}
+
+void dobj__ws_relay_cut(dobj_ws *client)
+{
+	client->c->relay_ops = NULL;
+	client->c->relay_data = NULL;
+}
+
+void dobj__ws_relay_output(dobj_ws *client, int close, int text_or_code, const void *data,
+	size_t len)
+{
+	wsconn *c = client->c;
+
+	if (c->closed_out || c->failed)
+		return;
+	if (close)
+		c->closed_out = 1;
+	if (!c->attached) {
+		/* The same bound as a local socket's output before the host took it. */
+		if (len > DOBJ_WS_MAX_BUFFERED - c->out_bytes)
+			return;
+		c->out_bytes += len;
+	}
+	output_now(c, close, text_or_code, data, len);
+}
+
+int dobj__ws_pinned(dobj_ns *ns, const dobj_id *id)
+{
+	room *r = room_get(ns, id);
+
+	return r && r->n > 0;
 }

@@ -26,9 +26,26 @@ end
 function Box:use(stub, method, ...) return stub[method](stub, ...) end -- a stub passed in
 function Box:give(name) return self.env.ROUTE:get_by_name(name) end -- a stub as a result
 function Box:fetch(req)
+  if req.url:match("^http://do/ws") then -- a WebSocket, served by the caller's node
+    local client, server = dobj.websocket_pair()
+    self.ctx:accept_web_socket(server, { "lua-tag" })
+    server:serialize_attachment({ node = NODE })
+    server:send("hello from " .. NODE)
+    return dobj.response(nil, { status = 101, web_socket = client })
+  end
   return dobj.response(req.method .. " " .. req.url .. " " .. req.body,
     { status = 201, headers = { ["x-node"] = tostring(NODE) } })
 end
+
+function Box:web_socket_message(ws, msg)
+  if msg == "who" then
+    ws:send(("%s %s %s %d"):format(NODE, self.ctx:get_tags(ws)[1], ws:deserialize_attachment().node,
+      #self.ctx:get_web_sockets()))
+  elseif msg == "close" then ws:close(4000, "bye")
+  else ws:send("echo:" .. msg) end
+end
+function Box:web_socket_close(ws, code, reason) self.ctx.storage:put("closed", { code, reason }) end
+function Box:closed() return self.ctx.storage:get("closed") end
 
 local rt = assert(dobj.runtime{ storage = storage, cluster = url, node_addr = addr,
   cluster_ttl = 1.5, cluster_grace = 0.5 })

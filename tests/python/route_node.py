@@ -20,7 +20,14 @@ import sys
 import dobj
 
 
+INSTANCES = [0]  # instances constructed in this process (hibernation shows as a new one)
+
+
 class Box(dobj.DurableObject):
+    def __init__(self, ctx, env):
+        super().__init__(ctx, env)
+        INSTANCES[0] += 1
+
     async def add(self, n=1):
         v = (self.ctx.storage.get("n") or 0) + n
         self.ctx.storage.put("n", v)
@@ -83,8 +90,30 @@ class Box(dobj.DurableObject):
         return self.env.OTHER.get_by_name("x")
 
     async def fetch(self, request):
+        if request.headers.get("upgrade") == "websocket":
+            client, server = dobj.WebSocketPair()
+            self.ctx.accept_web_socket(server, tags=[request.url.rsplit("=", 1)[-1]])
+            server.serialize_attachment({"pid": os.getpid()})
+            server.send(f"hello from {os.getpid()}")
+            return dobj.Response(None, status=101, web_socket=client)
         return dobj.Response(f"{request.method} {request.url} {request.body.decode()}",
                              status=201, headers={"x-node": str(os.getpid())})
+
+
+    async def web_socket_message(self, ws, message):
+        if message == "who":
+            ws.send(json.dumps([os.getpid(), self.ctx.get_tags(ws), ws.deserialize_attachment(),
+                                len(self.ctx.get_web_sockets()), INSTANCES[0]]))
+        elif message == "close":
+            ws.close(4000, "bye")
+        else:
+            ws.send(f"echo:{message}")
+
+    async def web_socket_close(self, ws, code, reason, was_clean):
+        self.ctx.storage.put("closed", [code, reason, was_clean, len(self.ctx.get_web_sockets())])
+
+    async def closed(self):
+        return self.ctx.storage.get("closed")
 
 
 def out(rec):
@@ -92,11 +121,37 @@ def out(rec):
     sys.stdout.flush()
 
 
+SOCKETS = {}
+
+
+def ws_host(n):
+    """Serve the client end of WebSocket `n` as a server would: what the
+    object sends is printed as {"ws": n, "msg": m} / {"ws": n, "close": [code, reason]}."""
+    return (lambda m: out({"ws": n, "msg": m if isinstance(m, str) else m.hex()}),
+            lambda code, reason: out({"ws": n, "close": [code, reason]}))
+
+
 async def run(ns, cmd):
     tag = cmd.get("tag")
+    try:
+        if cmd["op"] == "ws_send":
+            SOCKETS[cmd["ws"]]._receive(cmd["msg"])
+            return out({"tag": tag, "ok": True})
+        if cmd["op"] == "ws_close":
+            SOCKETS[cmd["ws"]]._peer_close(cmd["code"], cmd["reason"], True)
+            return out({"tag": tag, "ok": True})
+    except Exception as e:  # noqa: BLE001 - every failure is reported
+        return out({"tag": tag, "err": str(e), "type": type(e).__name__})
     stub = ns.get_by_name(cmd["name"])
     try:
-        if cmd["op"] == "fetch":
+        if cmd["op"] == "ws_open":
+            r = await stub.fetch(dobj.Request("http://do/ws?tag=" + cmd.get("ws_tag", "t"),
+                                              headers={"upgrade": "websocket"}))
+            if r.web_socket is not None:
+                SOCKETS[cmd["ws"]] = r.web_socket
+                r.web_socket._attach(*ws_host(cmd["ws"]))
+            out({"tag": tag, "ok": r.status})
+        elif cmd["op"] == "fetch":
             r = await stub.fetch(dobj.Request("http://do" + cmd.get("path", "/"), method="POST",
                                               body=cmd.get("body", "")))
             out({"tag": tag, "ok": [r.status, r.headers.get("x-node"), r.text()]})

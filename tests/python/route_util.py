@@ -22,6 +22,7 @@ class Node:
         self.node_id, self.addr = ready["ready"], ready["addr"]
         self.seq = 0
         self.early = {}
+        self.ws_out = {}  # what objects sent on the WebSockets this node serves, by number
 
     def send(self, op="call", **cmd):
         self.seq += 1
@@ -33,13 +34,33 @@ class Node:
     def reply(self, tag=None):
         """The answer to command `tag` (None: the next one)."""
         while tag not in self.early:
-            line = self.proc.stdout.readline()
-            assert line, "the node exited"
-            rec = json.loads(line)
+            rec = self._read()
+            if rec is None:
+                continue
             if tag is None:
                 return rec
             self.early[rec["tag"]] = rec
         return self.early.pop(tag)
+
+    def _read(self):
+        """The next answer, or None for a WebSocket record (kept for ws_next)."""
+        line = self.proc.stdout.readline()
+        assert line, "the node exited"
+        rec = json.loads(line)
+        if "ws" in rec:
+            self.ws_out.setdefault(rec["ws"], []).append(rec)
+            return None
+        return rec
+
+    def ws_next(self, n):
+        """The next thing the object sent on WebSocket n (this node serves its client end)."""
+        while not self.ws_out.get(n):
+            rec = self._read()
+            if rec is not None:
+                self.early[rec["tag"]] = rec
+        rec = self.ws_out[n].pop(0)
+        rec.pop("ws")
+        return rec
 
     def call(self, name, method, *args):
         return self.reply(self.send(name=name, method=method, args=list(args)))

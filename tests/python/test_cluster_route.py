@@ -6,6 +6,7 @@ reaches a node after the object moved away (NOT_OWNER) followed to the new
 owner, a client without node_addr that never claims, and hostile bytes on a
 node's port."""
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -193,6 +194,49 @@ def test_a_stub_of_a_namespace_the_other_node_lacks_is_a_clear_error(nodes):
     assert b.call("lack-a", "add", 1)["ok"] == 1 and a.call("lack-b", "add", 1)["ok"] == 1
 
 
+def test_a_websocket_to_an_object_on_another_node(nodes):
+    """docs/cluster.md, "WebSockets between nodes": the client's socket stays on
+    the entry node (a), the object (on b) accepts it; messages, tags,
+    attachments, getWebSockets, hibernation and closes work across."""
+    a, b = nodes("a"), nodes("b", idle=0.3)
+    assert b.call("room", "whoami")["ok"] == b.proc.pid  # b owns it
+    assert a.reply(a.send("ws_open", name="room", ws=1, ws_tag="t1"))["ok"] == 101
+    assert a.ws_next(1) == {"msg": f"hello from {b.proc.pid}"}
+    assert a.reply(a.send("ws_send", ws=1, msg="who"))["ok"]
+    who = json.loads(a.ws_next(1)["msg"])
+    assert who[:4] == [b.proc.pid, ["t1"], {"pid": b.proc.pid}, 1]
+    # The object hibernates (idle 0.3 s) and stays b's: the next message
+    # constructs it there again, with the same socket, tags and attachment.
+    time.sleep(1.2)
+    assert a.call("room", "whoami")["ok"] == b.proc.pid
+    assert a.reply(a.send("ws_send", ws=1, msg="who"))["ok"]
+    again = json.loads(a.ws_next(1)["msg"])
+    assert again[:4] == who[:4] and again[4] > who[4]
+    # The object closes; then the client answers.
+    a.send("ws_send", ws=1, msg="close")
+    assert a.ws_next(1) == {"close": [4000, "bye"]}
+    assert a.reply(a.send("ws_close", ws=1, code=4000, reason="bye"))["ok"]
+    assert a.call("room", "closed")["ok"] == [4000, "bye", True, 1]
+    # A second socket, closed by the client first.
+    assert a.reply(a.send("ws_open", name="room", ws=2, ws_tag="t2"))["ok"] == 101
+    assert a.ws_next(2)["msg"].startswith("hello")
+    assert a.reply(a.send("ws_send", ws=2, msg="x"))["ok"]
+    assert a.ws_next(2) == {"msg": "echo:x"}
+    assert a.reply(a.send("ws_close", ws=2, code=4001, reason="done"))["ok"]
+    assert a.call("room", "closed")["ok"] == [4001, "done", True, 1]
+
+
+def test_a_websocket_is_closed_when_its_objects_node_dies(nodes):
+    a, b = nodes("a"), nodes("b")
+    b.call("doomed-room", "whoami")
+    assert a.reply(a.send("ws_open", name="doomed-room", ws=1))["ok"] == 101
+    assert a.ws_next(1)["msg"].startswith("hello")
+    b.kill()
+    assert a.ws_next(1) == {"close": [1001, "the Durable Object's node went away"]}
+    # Input after that goes nowhere, without an error.
+    assert a.reply(a.send("ws_send", ws=1, msg="late"))["ok"]
+
+
 def frame(t, body=b""):
     return struct.pack(">IB", len(body) + 1, t) + body
 
@@ -222,6 +266,7 @@ def test_hostile_bytes_on_a_nodes_port_are_refused(nodes):
     assert refused(a.addr, HELLO + struct.pack(">I", 500 << 20) + b"\x02")  # over the limit
     assert refused(a.addr, HELLO + frame(9))                                # unknown type
     assert refused(a.addr, HELLO + frame(3, b"\x00" * 30))                  # a RESULT to a server
+    assert refused(a.addr, HELLO + frame(6, b"\x00" * 9))                   # WebSocket output to a server
     assert refused(a.addr, HELLO + struct.pack(">I", 1000) + b"\x02abc", close=True)  # closed mid-frame
     # Lies inside a CALL frame: answered with an error or ignored, never a crash.
     for body in [b"", b"\x00" * 8, b"\x00" * 8 + b"\x02\x01\xff\xff", b"\x00" * 8 + b"\x02\x01\x00\x05ROUTE" + b"\x01" * 32 + b"\xff\xff\xff\xfe",
@@ -234,6 +279,11 @@ def test_hostile_bytes_on_a_nodes_port_are_refused(nodes):
                 s.recv(65536)
             except (socket.timeout, ConnectionResetError):
                 pass
+    # WebSocket input for links that do not exist, or cut short: ignored.
+    for body in [b"", b"\x00" * 8, b"\x00" * 9 + b"hi", b"\x00" * 7 + b"\x01\x02\x0f", b"\xff" * 9]:
+        host, port = a.addr.rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=10) as s:
+            s.sendall(HELLO + frame(7, body))
     # The node still serves.
     assert a.call("hostile", "add", 1)["ok"] == 2
     assert a.proc.poll() is None
@@ -275,6 +325,11 @@ def test_a_python_node_and_a_lua_node_serve_one_namespace(nodes, pg, tmp_path):
             ["Stub", "lua-owned", f"lua:{lua_id}"]
         assert a.call("py-owned", "id_trip", "lua-owned", "n2")["ok"] == \
             ["DurableObjectId", True, "n2", True, None, "Stub"]
+        # A WebSocket served here whose object is the Lua node's.
+        assert a.reply(a.send("ws_open", name="lua-owned", ws=9))["ok"] == 101
+        assert a.ws_next(9) == {"msg": f"hello from {lua_id}"}
+        assert a.reply(a.send("ws_send", ws=9, msg="who"))["ok"]
+        assert a.ws_next(9) == {"msg": f"{lua_id} lua-tag {lua_id} 1"}
     finally:
         lua.kill()
         lua.wait()

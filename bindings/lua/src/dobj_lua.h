@@ -360,6 +360,7 @@ void websocket_open(lua_State *L, int mi);
 void push_websocket(lua_State *L, runtime_ud *r, dobj_ws *ws);
 int l_websocket_pair(lua_State *L);
 dobj_ws *websocket_at(lua_State *L, int idx);
+dobj_ws *websocket_at_rt(lua_State *L, runtime_ud *r, int idx);
 int websocket_push_event(lua_State *L, runtime_ud *r, dobj_task *t, bound_class *k);
 unsigned websocket_class_flags(lua_State *L, int idx);
 extern const luaL_Reg websocket_ctx_methods[];

@@ -37,9 +37,10 @@ static int c_to_msg(lua_State *L)
 		const char *body;
 		size_t blen = 0;
 		int isnum;
-		lua_getfield(L, idx, "web_socket");
-		if (!lua_isnil(L, -1))
-			return luaL_error(L, "a WebSocket response cannot be sent to another node");
+		dobj_ws *client = NULL;
+		lua_getfield(L, idx, "web_socket"); /* a 101's client end crosses as a link */
+		if (!lua_isnil(L, -1) && !(client = websocket_at_rt(L, c->r, -1)))
+			return luaL_error(L, "web_socket must be a dobj WebSocket");
 		lua_getfield(L, idx, "status");
 		status = lua_tointegerx(L, -1, &isnum);
 		if (!isnum)
@@ -49,6 +50,7 @@ static int c_to_msg(lua_State *L)
 		c->out_msg = dobj_msg_new_response((int)status, body ? body : "", body ? blen : 0);
 		if (!c->out_msg)
 			return luaL_error(L, "out of memory");
+		dobj_msg_set_web_socket(c->out_msg, client);
 		lua_getfield(L, idx, "headers");
 		if (lua_type(L, -1) == LUA_TTABLE && msg_add_headers(L, lua_gettop(L), c->out_msg) < 0)
 			return luaL_error(L, "%s", dobj_error_last());

@@ -528,7 +528,7 @@ missing:
 
 /* ------------------------------------------------------- RPC: the caller */
 
-/* The response of a native class's fetch, as a dobj.response. */
+/* The response of a native class's fetch, or of another node, as a dobj.response. */
 static void push_msg_response(lua_State *L, runtime_ud *r, const dobj_msg *m)
 {
 	lua_createtable(L, 0, 3);
@@ -539,6 +539,10 @@ static void push_msg_response(lua_State *L, runtime_ud *r, const dobj_msg *m)
 	if (m->nheaders) {
 		push_msg_headers(L, m);
 		lua_setfield(L, -2, "headers");
+	}
+	if (m->web_socket) { /* a 101 from an object on another node */
+		push_websocket(L, r, m->web_socket);
+		lua_setfield(L, -2, "web_socket");
 	}
 	push_mt_rt(r, L, MT_RESPONSE);
 	lua_setmetatable(L, -2);

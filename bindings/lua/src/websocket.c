@@ -47,6 +47,22 @@ dobj_ws *websocket_at(lua_State *L, int idx)
 	return u ? u->ws : NULL;
 }
 
+/* The same, where no module upvalue is at hand (the route codec): the
+ * metatable is compared with the runtime's. */
+dobj_ws *websocket_at_rt(lua_State *L, runtime_ud *r, int idx)
+{
+	ws_ud *u = lua_touserdata(L, idx);
+	int ok;
+
+	idx = lua_absindex(L, idx);
+	if (!u || !lua_getmetatable(L, idx))
+		return NULL;
+	push_mt_rt(r, L, MT_WEBSOCKET);
+	ok = lua_rawequal(L, -1, -2);
+	lua_pop(L, 2);
+	return ok ? u->ws : NULL;
+}
+
 static int ws_raise(lua_State *L)
 {
 	return raise_core_error(L, dobj_error_last());

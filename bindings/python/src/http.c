@@ -62,7 +62,7 @@ done:
 	return m;
 }
 
-/* A native class's response as a dobj.Response. */
+/* A native class's response, or one from another node, as a dobj.Response. */
 PyObject *http_response_from_msg(module_state *st, const dobj_msg *m)
 {
 	PyObject *headers = PyList_New(0), *body, *kw, *args, *r = NULL;
@@ -80,6 +80,12 @@ PyObject *http_response_from_msg(module_state *st, const dobj_msg *m)
 	}
 	body = PyBytes_FromStringAndSize((const char *)m->body, (Py_ssize_t)m->body_len);
 	kw = body ? Py_BuildValue("{sisO}", "status", m->status, "headers", headers) : NULL;
+	if (kw && m->web_socket) { /* a 101 from an object on another node */
+		PyObject *ws = websocket_wrap(st, m->web_socket);
+		if (!ws || PyDict_SetItemString(kw, "web_socket", ws) < 0)
+			Py_CLEAR(kw);
+		Py_XDECREF(ws);
+	}
 	args = body ? PyTuple_Pack(1, body) : NULL;
 	if (kw && args)
 		r = PyObject_Call(st->Response, args, kw);

@@ -84,12 +84,11 @@ static dobj_msg *py_to_msg(void *data, void *value, int is_request)
 			m = http_request_to_msg(v, u);
 		Py_XDECREF(url);
 	} else if (PyObject_TypeCheck(v, (PyTypeObject *)rt->st->Response)) {
+		/* A 101's client end crosses as a link the core serves. */
 		PyObject *ws = PyObject_GetAttrString(v, "web_socket");
-		if (ws && ws != Py_None)
-			PyErr_SetString(PyExc_TypeError,
-				"a WebSocket response cannot be sent to another node");
-		else if (ws)
-			m = response_to_msg(v);
+		dobj_ws *client = ws && ws != Py_None ? websocket_arg(rt->st, ws) : NULL;
+		if (ws && (ws == Py_None || client) && (m = response_to_msg(v)))
+			dobj_msg_set_web_socket(m, client);
 		Py_XDECREF(ws);
 	} else {
 		PyErr_SetString(PyExc_TypeError, "fetch() must return a dobj.Response");

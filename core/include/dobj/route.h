@@ -28,7 +28,10 @@ typedef struct dobj_route_codec {
 	void *data;
 	/** A host Request (is_request 1, on the caller's node) or Response (0,
 	 *  on the object's node), borrowed, as a new dobj_msg; NULL with
-	 *  dobj_error_set when it cannot be carried. */
+	 *  dobj_error_set when it cannot be carried.  A 101 response's client
+	 *  end goes in web_socket (dobj_msg_set_web_socket): the core serves it
+	 *  from the caller's node, where the response's dobj_msg comes back
+	 *  with a client end of that node for the binding's Response. */
 	dobj_msg *(*to_msg)(void *data, void *value, int is_request);
 	/** A request that arrived (borrowed) as a new host Request (released
 	 *  with host.release); NULL with dobj_error_set on failure. */
