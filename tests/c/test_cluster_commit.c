@@ -51,7 +51,7 @@ static dobj_rt *node(const char *dir, double timeout_ms, dobj_ns **ns)
 	o.idle_timeout_ms = -1;
 	CHECK_EQ_INT(dobj_rt_new(&rt, &o), DOBJ_OK);
 	co.url = pg.url;
-	co.node_addr = "127.0.0.1:0"; /* the system picks a port (tests run side by side) */
+	co.node_addr = "127.0.0.1:0"; /* any free port: every worktree runs this test */
 	co.timeout_ms = timeout_ms;
 	CHECK_EQ_INT(dobj_rt_cluster(rt, &co), DOBJ_OK);
 	k.name = "Counter";
