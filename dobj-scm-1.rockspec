@@ -47,6 +47,7 @@ build = {
             "core/src/alarm.c",
             "core/src/background.c",
             "core/src/cluster.c",
+            "core/src/cluster_activate.c",
             "core/src/cluster_commit.c",
             "core/src/cluster_lease.c",
             "core/src/cluster_log.c",

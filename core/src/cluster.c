@@ -285,7 +285,9 @@ int dobj_rt_cluster(dobj_rt *rt, const dobj_cluster_opts *o)
 		&cl->lease_view)) < 0)
 		goto fail;
 	rt->cluster = cl;
-	if ((rc = dobj__cluster_start(cl)) < 0 || (rc = dobj__snap_start(cl)) < 0) {
+	if ((rc = dobj__cluster_start(cl)) < 0 || (rc = dobj__snap_start(cl)) < 0 ||
+	    (rc = dobj__act_start(cl)) < 0) {
+		dobj__snap_stop(cl);
 		dobj__cluster_stop(cl);
 		rt->cluster = NULL;
 		cl->pg.no_reconnect = 1;
@@ -315,10 +317,12 @@ void dobj__cluster_close(dobj_rt *rt)
 		return;
 	dobj__route_stop(rt);
 	/* One statement releases every object still held and leaves; with
-	 * PostgreSQL gone, the lease lapses by itself. */
+	 * PostgreSQL gone, the lease lapses by itself.  The runtime's own
+	 * connection may have sat idle since the node's start (claims run on
+	 * the activator's): one new connection is allowed, within the bound. */
+	dobj__act_stop(cl);
 	dobj__cluster_stop(cl);
 	dobj__snap_stop(cl);
-	cl->pg.no_reconnect = 1;
 	dobj__node_leave(&cl->pg, cl->node_id);
 	dobj__pg_drop(&cl->pg);
 	rt->cluster = NULL;
@@ -333,6 +337,7 @@ void dobj__cluster_closing(dobj_rt *rt)
 		return;
 	rt->cluster->closing = 1;
 	/* What PostgreSQL confirms now is delivered; the rest fails. */
+	dobj__act_stop(rt->cluster);
 	dobj__cluster_stop(rt->cluster);
 	dobj__snap_stop(rt->cluster);
 }
@@ -355,93 +360,36 @@ char *dobj__cluster_path(dobj_obj *obj, const char *suffix)
 	return p;
 }
 
-/* Who owns the object (for the message of a refused claim). */
-static int owner_error(struct dobj__cluster *cl, const char *const *key, const int *lens,
-	const int *fmts)
+/* Claims and restores run on the activator (cluster_activate.c); the
+ * first call parks at the object's gate meanwhile.  An alarm activates its
+ * object here and now (`here`): it reads the restored record at once. */
+static int activate(dobj_obj *obj, int here)
 {
-	PGresult *r;
-	int rc;
-
-	if ((rc = dobj__pg_exec(&cl->pg,
-		"SELECT o.node_id, coalesce(n.addr, '') FROM dobj_owner o "
-		"LEFT JOIN dobj_node n ON n.node_id = o.node_id WHERE o.ns = $1 AND o.object_id = $2",
-		2, key, lens, fmts, 0, &r)) < 0)
-		return rc;
-	cl->owner_node = 0;
-	if (PQntuples(r) == 1 && !PQgetisnull(r, 0, 0)) {
-		cl->owner_node = atoll(PQgetvalue(r, 0, 0));
-		snprintf(cl->owner_addr, sizeof(cl->owner_addr), "%s", PQgetvalue(r, 0, 1));
-		rc = dobj_error_set(DOBJ_ESTATE, "cluster: the object is active on node %s (%s)",
-			PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1)[0] ? PQgetvalue(r, 0, 1) : "no address");
-	} else {
-		rc = dobj_error_set(DOBJ_EABORTED,
-			"cluster: this node's lease lapsed; the object cannot be activated here now");
-	}
-	PQclear(r);
-	return rc;
-}
-
-int dobj__cluster_activate(dobj_obj *obj)
-{
-	dobj_rt *rt = obj->ns->rt;
-	struct dobj__cluster *cl = rt->cluster;
-	struct dobj__cluster_obj *co;
-	char node[32], grace[32];
-	const char *v[4] = { obj->ns->unique_key, (const char *)obj->id.bytes, node, grace };
-	int lens[4] = { (int)obj->ns->unique_key_len, 32, 0, 0 };
-	int fmts[4] = { 0, 1, 0, 0 };
-	PGresult *r;
-	int rc;
+	struct dobj__cluster *cl = obj->ns->rt->cluster;
 
 	if (!cl || obj->cluster)
 		return DOBJ_OK;
+	if (obj->act)
+		return here ? dobj_error_set(DOBJ_ERROR, "cluster: the object is being activated")
+			: dobj__act_take(cl, obj);
 	cl->owner_node = 0;
 	if (!cl->addr[0]) /* docs/cluster.md: a node nobody can reach only calls */
 		return dobj_error_set(DOBJ_ESTATE, "cluster: this node has no node_addr, so it "
 			"serves no object (its calls go to the nodes that do)");
-	/* A lapsed view (PostgreSQL was away, the node was paused): the lease
-	 * keeper renews, or joins again as a new node, before the claim. */
-	if (dobj__boot_ms() >= cl->lease_view)
-		dobj__lease_sync(cl);
-	snprintf(node, sizeof(node), "%lld", cl->node_id);
-	snprintf(grace, sizeof(grace), "%.3f", cl->grace_ms);
-	if ((rc = dobj__pg_exec(&cl->pg,
-		"INSERT INTO dobj_owner AS o (ns, object_id, epoch, node_id) "
-		"SELECT $1, $2, 1, $3 WHERE EXISTS (SELECT 1 FROM dobj_node "
-		"  WHERE node_id = $3 AND status = 'live' AND lease_until > now()) "
-		"ON CONFLICT (ns, object_id) DO UPDATE SET epoch = o.epoch + 1, node_id = excluded.node_id "
-		"WHERE o.node_id IS NULL OR o.node_id = excluded.node_id OR NOT EXISTS ("
-		"  SELECT 1 FROM dobj_node n WHERE n.node_id = o.node_id AND n.status = 'live'"
-		"  AND n.lease_until + make_interval(secs => $4::float8 / 1000) > now()) "
-		"RETURNING epoch",
-		4, v, lens, fmts, 0, &r)) < 0)
-		return rc;
-	if (PQntuples(r) != 1) {
-		PQclear(r);
-		return owner_error(cl, v, lens, fmts);
-	}
-	co = calloc(1, sizeof(*co));
-	if (!co) {
-		PQclear(r);
-		return dobj_error_set(DOBJ_ENOMEM, "out of memory");
-	}
-	co->epoch = atoll(PQgetvalue(r, 0, 0));
-	PQclear(r);
-	if ((rc = dobj__snap_restore(cl, obj, co)) < 0) {
-		free(co);
-		return rc;
-	}
-	obj->cluster = co;
-	/* Its alarm fires here now (whichever node set it). */
-	if (co->alarm > 0 && (obj->ns->klass.flags & DOBJ_CLASS_ALARM))
-		dobj__alarm_track(obj->ns, &obj->id, obj->name, obj->name_len, co->alarm);
-	return DOBJ_OK;
+	return here ? dobj__act_run_here(cl, obj) : dobj__act_begin(cl, obj);
+}
+
+int dobj__cluster_activate(dobj_obj *obj)
+{
+	return activate(obj, 0);
 }
 
 void dobj__cluster_release(dobj_obj *obj)
 {
 	struct dobj__cluster_obj *co = obj->cluster;
 
+	if (obj->act && obj->ns->rt->cluster)
+		dobj__act_drop(obj->ns->rt->cluster, obj);
 	if (!co)
 		return;
 	obj->cluster = NULL;
@@ -464,7 +412,7 @@ int dobj__cluster_hold(dobj_ns *ns, const dobj_id *id, const char *name, size_t 
 	obj = dobj__obj_get(ns, id, name, len);
 	if (!obj)
 		return DOBJ_ENOMEM;
-	if ((rc = dobj__cluster_activate(obj)) < 0) {
+	if ((rc = activate(obj, 1)) < 0) {
 		snprintf(msg, sizeof(msg), "%s", dobj_error_last());
 		if (!obj->dead && !obj->constructed && obj->ntasks == 0 && obj->mapped)
 			dobj__abort(obj, rc, msg); /* nobody waits on it: it just goes */

@@ -48,14 +48,31 @@ typedef struct dobj__hold {
 } dobj__hold;
 
 typedef struct dobj__cjob dobj__cjob;   /* an append or a release (cluster_commit.c) */
+
+/* The most committers (threads, each with its own connection) a node runs:
+ * appends of different objects go on several connections at once, so that
+ * PostgreSQL flushes their transactions' log together (cluster_commit.c). */
+#define DOBJ__COMMITTERS 4
+
+typedef struct dobj__committer {
+	struct dobj__cluster *cl;
+	pthread_t th;
+	pthread_cond_t wake;
+	int idle;           /* waiting for work (under mu) */
+	int used;           /* has run a statement (its own) */
+	dobj__pg pg;        /* the thread's own; connected at its first statement */
+} dobj__committer;
 typedef struct dobj__cinc dobj__cinc;   /* an incarnation, as the worker knows it */
 typedef struct dobj__due dobj__due;     /* a due alarm found by the lease thread */
 
-/* The cluster state of a runtime.  The runtime's thread claims and
- * restores objects on `pg`; two threads of the node own a connection each:
- * the committer (appends, in groups, and releases: cluster_commit.c) and
- * the lease keeper (renewal, rejoining, the alarm scan: cluster_lease.c).
- * They hand results back through the runtime's fd (dobj__rt_post). */
+/* The cluster state of a runtime.  The runtime's thread uses `pg` for
+ * what is left on it (joining, a client's lookup, an alarm's activation,
+ * leaving); the node's threads own a connection each: the committers
+ * (appends, in groups, and releases: cluster_commit.c), the lease keeper
+ * (renewal, rejoining, the alarm scan: cluster_lease.c), the compactor
+ * (snapshots: cluster_snapshot.c) and the activator (claims and restores:
+ * cluster_activate.c).  They hand results back through the runtime's fd
+ * (dobj__rt_post). */
 struct dobj__cluster {
 	dobj_rt *rt;
 	dobj__pg pg;
@@ -72,11 +89,14 @@ struct dobj__cluster {
 	dobj_timer *watch;  /* keeps dobj_rt_run waiting while anything is out */
 	/* shared with the threads: under mu */
 	pthread_mutex_t mu;
-	pthread_cond_t cwake, lwake, idle;
-	pthread_t cth, lth;
-	int threads, stop, flushing;
-	dobj__cjob *q_head, *q_tail;   /* for the committer */
-	size_t q_busy;                 /* taken by the committer, not done */
+	pthread_cond_t lwake, idle;
+	pthread_t lth;
+	int threads, stop;
+	dobj__committer com[DOBJ__COMMITTERS];
+	int ncom;                      /* committers running */
+	unsigned scan;                 /* the committers' last pass over the queue */
+	dobj__cjob *q_head, *q_tail;   /* for the committers */
+	size_t q_busy;                 /* taken by a committer, not done */
 	dobj__cjob *d_head, *d_tail;   /* done, for the runtime */
 	long long l_node;              /* the lease keeper's node (0: to join) */
 	double l_view;
@@ -85,8 +105,8 @@ struct dobj__cluster {
 	int l_lost;                    /* the lease lapsed: rejoined as l_node */
 	int renew_now;
 	dobj__due *due;
-	/* the threads' own */
-	dobj__pg cpg, lpg;
+	/* the lease keeper's own */
+	dobj__pg lpg;
 	/* The live owner the last refused claim found (routing: cluster_route.c). */
 	long long owner_node;
 	char owner_addr[256];
@@ -95,6 +115,7 @@ struct dobj__cluster {
 	int unrenewed_logged; /* "could not renew" was logged since the last renewal */
 	char l_err[300];               /* why the lease keeper could not join again (under mu) */
 	struct dobj__snapper *snap;    /* the compactor (cluster_snapshot.c) */
+	struct dobj__activator *act;   /* the activator (cluster_activate.c) */
 	long long snap_bytes;          /* log bytes that call for a snapshot (< 0: never) */
 };
 
@@ -125,6 +146,7 @@ struct dobj__cluster_obj {
 	/* snapshots (cluster_snapshot.c) */
 	long long seq_epoch;  /* the epoch of log row `seq` (the file's state is (seq, seq_epoch)) */
 	long long log_bytes;  /* log confirmed since the last snapshot */
+	long long conf_seq;   /* the last seq PostgreSQL confirmed */
 	long long snap_size;  /* bytes of the last snapshot */
 	int snap_out;         /* a snapshot of this incarnation is queued or running */
 };
@@ -178,6 +200,23 @@ int dobj__wal_capture(const char *wal_path, long long off, unsigned *salt, unsig
 /** Apply a record to the database file open on fd. */
 int dobj__wal_apply(int fd, const unsigned char *rec, size_t len);
 
+/* Activation off the runtime's thread (cluster_activate.c). */
+typedef struct dobj__act dobj__act;
+int dobj__act_start(struct dobj__cluster *cl);
+/** Stop the activator (before dobj__cluster_stop: it waits on cl->mu's
+ *  conditions); activations that did not run fail with ECLOSED. */
+void dobj__act_stop(struct dobj__cluster *cl);
+/** Start obj's activation on the activator, its gate closed: 1, or an error. */
+int dobj__act_begin(struct dobj__cluster *cl, dobj_obj *obj);
+/** obj->act is set: 1 while it is out, else its outcome (0: obj->cluster
+ *  set; an error, with cl->owner_node/addr for routing). */
+int dobj__act_take(struct dobj__cluster *cl, dobj_obj *obj);
+/** Activate obj here and now, on the runtime's connection (alarms). */
+int dobj__act_run_here(struct dobj__cluster *cl, dobj_obj *obj);
+/** An incarnation goes with its activation's outcome not taken: release a
+ *  claim that went through. */
+void dobj__act_drop(struct dobj__cluster *cl, dobj_obj *obj);
+
 /* Snapshots and restore (cluster_snapshot.c). */
 /** Start the compactor thread (dobj_rt_cluster, after dobj__cluster_start). */
 int dobj__snap_start(struct dobj__cluster *cl);
@@ -188,10 +227,12 @@ void dobj__snap_stop(struct dobj__cluster *cl);
  *  and queue a snapshot once the log since the last one calls for it. */
 void dobj__snap_confirmed(struct dobj__cluster *cl, dobj_obj *obj, long long seq,
 	long long epoch, size_t len);
-/** Rebuild the object's local file from the latest snapshot and the log
- *  after it, unless the cached file is already at the latest seq; fills
- *  co's seq, seq_epoch, alarm, log_bytes and snap_size. */
-int dobj__snap_restore(struct dobj__cluster *cl, dobj_obj *obj, struct dobj__cluster_obj *co);
+/** Rebuild the object's local file (`base`: its path) from the latest
+ *  snapshot and the log after it, unless the cached file is already at the
+ *  latest seq; fills co's seq, seq_epoch, alarm, log_bytes and snap_size.
+ *  Touches nothing of the runtime's: any thread with its own connection. */
+int dobj__snap_restore(dobj__pg *pg, const char *ns, size_t ns_len, const unsigned char *id,
+	const char *base, struct dobj__cluster_obj *co);
 /** An incarnation goes: remember the cached file's seq when it is exact. */
 void dobj__snap_release(dobj_obj *obj, struct dobj__cluster_obj *co);
 

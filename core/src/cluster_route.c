@@ -382,13 +382,25 @@ static void key_show(const char *key, size_t len, char *out, size_t cap)
  * namespace must be bound here (the same unique key), its ID made by that
  * namespace (the MAC, and the name when it has one).  Calling through it
  * then routes like any stub of this node. */
+/* Is `id` one the namespace makes (its MAC), from `name` when it has one?
+ * A peer's word is not enough: an object must never carry a name its ID was
+ * not made from (ctx.id.name), nor exist under an ID no stub could name. */
+static int id_of(dobj_ns *ns, const dobj_id *id, const char *name, size_t nl)
+{
+	dobj_id named;
+
+	if (!name)
+		return dobj__id_sealed(ns->key, id);
+	dobj_id_from_name(ns->key, name, nl, &named);
+	return dobj_id_equal(&named, id);
+}
+
 static dobj_val *ref_resolve(void *data, const dobj__ref *ref)
 {
 	dobj_rt *rt = data;
 	dobj_ns *ns = ns_by_key(rt, ref->key, ref->key_len);
 	const char *what = ref->kind == DOBJ_VAL_STUB ? "a stub" : "an ID";
 	char shown[120];
-	dobj_id named;
 
 	key_show(ref->key, ref->key_len, shown, sizeof(shown));
 	if (!ns) {
@@ -397,9 +409,7 @@ static dobj_val *ref_resolve(void *data, const dobj__ref *ref)
 			rt->cluster ? rt->cluster->node_id : 0);
 		return NULL;
 	}
-	if (ref->name)
-		dobj_id_from_name(ns->key, ref->name, ref->name_len, &named);
-	if (!dobj__id_sealed(ns->key, &ref->id) || (ref->name && !dobj_id_equal(&named, &ref->id))) {
+	if (!id_of(ns, &ref->id, ref->name, ref->name_len)) {
 		dobj_error_set(DOBJ_EARG, "%s that is not of namespace '%s'", what, shown);
 		return NULL;
 	}
@@ -833,6 +843,11 @@ static void on_call(struct dobj__route *r, uint64_t cid, const unsigned char *da
 		return;
 	}
 	memcpy(oid.bytes, idb, 32);
+	if (!id_of(ns, &oid, (const char *)name, nl)) {
+		answer_error(r, cid, id, ST_ERROR, DOBJ_EARG, "cluster: a malformed call (its ID is not "
+			"the namespace's, or not its name's)");
+		return;
+	}
 	if (kind == DOBJ_CALL_RPC) {
 		dobj_val *v = NULL;
 		/* An array of arguments; Python's keyword arguments make an object. */

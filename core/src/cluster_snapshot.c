@@ -265,12 +265,26 @@ static int write_all(int fd, const unsigned char *p, size_t n, const char *path)
 	return DOBJ_OK;
 }
 
-int dobj__snap_restore(struct dobj__cluster *cl, dobj_obj *obj, struct dobj__cluster_obj *co)
+/* `base` + `suffix`, malloc'd (NULL: out of memory). */
+static char *with_suffix(const char *base, const char *suffix)
+{
+	size_t a = strlen(base), b = strlen(suffix);
+	char *p = malloc(a + b + 1);
+
+	if (p) {
+		memcpy(p, base, a);
+		memcpy(p + a, suffix, b + 1);
+	}
+	return p;
+}
+
+int dobj__snap_restore(dobj__pg *pg, const char *ns, size_t ns_len, const unsigned char *id,
+	const char *base, struct dobj__cluster_obj *co)
 {
 	char *path = NULL, *tmp = NULL, *wal = NULL, *shm = NULL, *mpath = NULL;
 	char cseq[32], cepoch[32], mark[200], want[200];
-	const char *v[4] = { obj->ns->unique_key, (const char *)obj->id.bytes, cseq, cepoch };
-	int lens[4] = { (int)obj->ns->unique_key_len, 32, 0, 0 };
+	const char *v[4] = { ns, (const char *)id, cseq, cepoch };
+	int lens[4] = { (int)ns_len, 32, 0, 0 };
 	int fmts[4] = { 0, 1, 0, 0 };
 	long long mseq, mepoch, head = 0, head_epoch = 0, next = 1;
 	uint32_t psz = 0;
@@ -279,10 +293,10 @@ int dobj__snap_restore(struct dobj__cluster *cl, dobj_obj *obj, struct dobj__clu
 
 	co->seq = co->seq_epoch = co->log_bytes = co->snap_size = 0;
 	co->alarm = 0;
-	if (!(path = dobj__cluster_path(obj, "")) || !(tmp = dobj__cluster_path(obj, ".restore")) ||
-	    !(wal = dobj__cluster_path(obj, "-wal")) || !(shm = dobj__cluster_path(obj, "-shm")) ||
-	    !(mpath = dobj__cluster_path(obj, "-seq"))) {
-		rc = DOBJ_ENOMEM;
+	if (!(path = with_suffix(base, "")) || !(tmp = with_suffix(base, ".restore")) ||
+	    !(wal = with_suffix(base, "-wal")) || !(shm = with_suffix(base, "-shm")) ||
+	    !(mpath = with_suffix(base, "-seq"))) {
+		rc = dobj_error_set(DOBJ_ENOMEM, "out of memory");
 		goto done;
 	}
 	had = marker_take(mpath, mark, sizeof(mark), &mseq, &mepoch);
@@ -293,7 +307,7 @@ int dobj__snap_restore(struct dobj__cluster *cl, dobj_obj *obj, struct dobj__clu
 	}
 	snprintf(cseq, sizeof(cseq), "%lld", mseq);
 	snprintf(cepoch, sizeof(cepoch), "%lld", mepoch);
-	if ((rc = dobj__pg_exec(&cl->pg, restore_sql, 4, v, lens, fmts, 1, &r)) < 0)
+	if ((rc = dobj__pg_exec(pg, restore_sql, 4, v, lens, fmts, 1, &r)) < 0)
 		goto done;
 	n = PQntuples(r);
 	if (n > 0 && be32((const unsigned char *)PQgetvalue(r, 0, 0)) == 0) {
@@ -674,6 +688,8 @@ static void watch_fired(void *data, int fired)
 		watch_update(cl);
 }
 
+static void maybe_queue(struct dobj__cluster *cl, dobj_obj *obj, struct dobj__cluster_obj *co);
+
 /* The runtime's thread: snapshots that ended. */
 static void snap_drain(dobj_rt *rt, void *data)
 {
@@ -693,6 +709,10 @@ static void snap_drain(dobj_rt *rt, void *data)
 			co->snap_out = 0;
 			if (j->rc == 0)
 				co->snap_size = j->size;
+			/* What was confirmed meanwhile may call for the next one now
+			 * (the object may write nothing more for a while). */
+			if (j->rc >= 0 && !j->obj->dead)
+				maybe_queue(cl, j->obj, co);
 		}
 		/* A failure, or a refusal by the fence (this node lost the object). */
 		if (j->rc < 0 || j->msg[0])
@@ -708,14 +728,23 @@ void dobj__snap_confirmed(struct dobj__cluster *cl, dobj_obj *obj, long long seq
 	long long epoch, size_t len)
 {
 	struct dobj__cluster_obj *co = obj->cluster;
-	struct dobj__snapper *sn = cl->snap;
-	snap_job *j;
 
 	if (!co || co->epoch != epoch || obj->dead)
 		return;
 	co->seq_epoch = epoch;
+	co->conf_seq = seq;
 	co->log_bytes += (long long)len;
-	if (!sn || cl->snap_bytes < 0 || co->snap_out || cl->closing ||
+	maybe_queue(cl, obj, co);
+}
+
+/* Queue a snapshot of obj at its last confirmed seq when its log calls for
+ * one and none is out. */
+static void maybe_queue(struct dobj__cluster *cl, dobj_obj *obj, struct dobj__cluster_obj *co)
+{
+	struct dobj__snapper *sn = cl->snap;
+	snap_job *j;
+
+	if (!sn || cl->snap_bytes < 0 || co->snap_out || cl->closing || co->conf_seq <= 0 ||
 	    co->log_bytes < cl->snap_bytes || co->log_bytes < co->snap_size)
 		return;
 	if (!(j = calloc(1, sizeof(*j))) ||
@@ -725,8 +754,8 @@ void dobj__snap_confirmed(struct dobj__cluster *cl, dobj_obj *obj, long long seq
 	}
 	j->ns_len = obj->ns->unique_key_len;
 	memcpy(j->id, obj->id.bytes, 32);
-	j->seq = seq;
-	j->epoch = epoch;
+	j->seq = co->conf_seq;
+	j->epoch = co->epoch;
 	j->node = cl->node_id;
 	j->obj = obj;
 	obj->refs++;

@@ -78,6 +78,9 @@ void dobj__obj_unref(dobj_obj *obj);
 void dobj__rt_unref(dobj_rt *rt);
 /** Evict a live, idle incarnation (idle eviction, dobj_ns_evict). */
 void dobj__obj_evict(dobj_obj *obj);
+/** Open a gate closed with obj->nblock++ (not a block's): the calls parked
+ *  at it queue again, in order, once no gate is closed. */
+void dobj__obj_gate_open(dobj_obj *obj);
 /** Flush the host values the core dropped, unless inside a pump or loop. */
 void dobj__rt_flush(dobj_rt *rt);
 /* Test kit (testkit.c) parts that live with the alarms and storage. */
@@ -125,7 +128,9 @@ int dobj__storage_check_unique_key(const char *key, size_t len);
  * (dobj/cluster.h). */
 /** Before an incarnation's constructor: claim the object (fencing epoch)
  *  and rebuild its local file from PostgreSQL.  A failure fails the
- *  activation like a constructor that throws. */
+ *  activation like a constructor that throws.  1: under way on the node's
+ *  activator thread, with the object's input gate closed (obj->nblock):
+ *  the call parks and runs again when it is done (dobj__obj_gate_open). */
 int dobj__cluster_activate(dobj_obj *obj);
 /** After a storage commit of `obj` (db: its sqlite3 handle): append what
  *  the commit changed, fenced, with the object's alarm record (`alarm`, ns
@@ -339,6 +344,7 @@ struct dobj_obj {
 	dobj_timer *idle_timer;
 	double last_active;
 	struct dobj__cluster_obj *cluster; /* cluster mode: epoch and log position */
+	struct dobj__act *act;         /* cluster mode: its activation, while out (cluster_activate.c) */
 };
 
 struct dobj_ns {

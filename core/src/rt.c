@@ -380,6 +380,15 @@ static void unpark(dobj_obj *obj)
 }
 
 static void abort_obj(dobj_obj *obj, int code, const char *message, void *error);
+
+void dobj__obj_gate_open(dobj_obj *obj)
+{
+	if (obj->dead || obj->nblock == 0)
+		return;
+	if (--obj->nblock == 0)
+		unpark(obj);
+}
+
 static void finish_ex(dobj_task *t, int code, const char *message, void *result,
 	void (*result_free)(void *), void *error);
 
@@ -895,7 +904,9 @@ static void construct(dobj_task *t)
 	char msg[512];
 	int rc;
 
-	if (rt->cluster && (rc = dobj__cluster_activate(obj)) < 0) {
+	if (rt->cluster && (rc = dobj__cluster_activate(obj)) != 0) {
+		if (rc > 0)
+			return; /* claimed and restored off this thread: t parks at the gate */
 		/* A live owner elsewhere: the call goes there (cluster_route.c). */
 		if (rc == DOBJ_ESTATE && rt->route && dobj__route_owned(t))
 			return;

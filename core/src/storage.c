@@ -783,6 +783,9 @@ int dobj__storage_alarm_peek(dobj_ns *ns, const dobj_id *id, int op, int64_t *wh
 		/* Cluster mode: an incarnation live here owns the file; its
 		 * storage (attached now) ships what the scheduler writes. */
 		dobj_obj *o = dobj__idmap_get(&ns->objs, id);
+		if (o && o->act) /* its file is being restored (cluster_activate.c) */
+			return op < 0 ? dobj_error_set(DOBJ_ERROR, "cluster: the object is being activated")
+				: DOBJ_OK;
 		if (o && o->cluster && !o->dead && (rc = dobj_obj_storage(o, &st)) < 0)
 			return rc;
 	}

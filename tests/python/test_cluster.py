@@ -143,6 +143,29 @@ async def test_a_slow_commit_does_not_delay_another_objects_reads(pg, tmp_path):
     rt.close()
 
 
+async def test_a_waiting_activation_delays_no_other_object_and_calls_keep_their_order(pg, tmp_path):
+    import asyncio
+    rt, ns = node(pg, tmp_path, "a")
+    assert await ns.get_by_name("slow-claim").add() == 1
+    rt.close()  # released: the next call claims it again
+    rt, ns = node(pg, tmp_path, "a")
+    slow, fast = ns.get_by_name("slow-claim"), ns.get_by_name("fast-too")
+    assert await fast.add() == 1
+    lock = RowLock(pg, ns.id_from_name("slow-claim").to_string())
+    try:
+        # slow's claim waits for the lock on the node's activator thread;
+        # its calls wait at its gate, in order, and fast is served at once.
+        pending = [asyncio.ensure_future(slow.add()) for _ in range(3)]
+        await asyncio.sleep(0)
+        assert await fast.get() == 1
+        assert not any(p.done() for p in pending)
+        lock.release()
+        assert await asyncio.gather(*pending) == [2, 3, 4]
+    finally:
+        lock.release()
+    rt.close()
+
+
 NODE = textwrap.dedent("""
     import asyncio, sys
     import dobj

@@ -352,7 +352,9 @@ def rpc_answer(addr, ref):
     """Send a node a CALL whose one argument is a host object of `ref` bytes
     (a stub or an ID as nodes write them); the RESULT's status and message."""
     payload = b"\xff\x0fA\x01\\" + bytes([len(ref)]) + ref + b"$\x00\x01"
-    call = (struct.pack(">QBBH", 7, 2, 1, 5) + b"ROUTE" + b"\x01" * 32 + b"\xff\xff\xff\xff"
+    # The object's own ID must be one ROUTE makes (the node refuses others).
+    target = bytes.fromhex(str(dobj.Runtime().bind("ROUTE", dobj.DurableObject).id_from_name("hostile-ref")))
+    call = (struct.pack(">QBBH", 7, 2, 1, 5) + b"ROUTE" + target + b"\xff\xff\xff\xff"
             + struct.pack(">H", 4) + b"echo" + payload)
     host, port = addr.rsplit(":", 1)
     with socket.create_connection((host, int(port)), timeout=10) as s:

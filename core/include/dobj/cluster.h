@@ -34,7 +34,8 @@
  * makes the runtime's fd (dobj_rt_fd, made by dobj_rt_cluster) readable.
  * The committer appends everything queued in one transaction (group commit),
  * each object's rows fenced by its own epoch.  Claims and restores on
- * activation still run on the runtime's thread.
+ * activation run on a third thread (the activator), the object's input gate
+ * closed meanwhile; snapshots on a fourth (the compactor).
  */
 #ifndef DOBJ_CLUSTER_H
 #define DOBJ_CLUSTER_H

@@ -1,0 +1,467 @@
+/*
+ * Activation of cluster objects off the runtime's thread: the claim (a new
+ * fencing epoch, unless a live node owns the object) and the restore of
+ * the object's local file run on the node's activator thread, with its own
+ * PostgreSQL connection, while the runtime serves every other object.
+ *
+ * The first call to an object that is not active here starts its
+ * activation and closes the object's input gate (obj->nblock): that call
+ * and every later one park, in order, as behind block_concurrency_while.
+ * The outcome comes back through the runtime's fd (dobj__rt_post); the
+ * gate opens, the first parked call runs again and finds it
+ * (dobj__act_take): the object is active (its constructor runs), or a live
+ * node owns it (the call is routed there), or the activation failed (the
+ * object is reset, as a constructor that threw).
+ *
+ * An alarm that finds its object inactive (dobj__cluster_hold) still
+ * activates it on the runtime's thread (dobj__act_run_here): the alarm's
+ * decisions need the restored record at once.
+ */
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cluster_int.h"
+
+struct dobj__act {
+	dobj__act *next;
+	/* the inputs, copied: the activator touches nothing else */
+	char *ns;
+	size_t ns_len;
+	unsigned char id[32];
+	char *base;         /* the object's database file */
+	char *addr;         /* this node's address (for the claim's message) */
+	long long node;
+	double grace_ms;
+	int renew_first;    /* the lease view had lapsed: wait for a renewal first */
+	/* the outcome */
+	int done, rc;
+	char msg[600];
+	struct dobj__cluster_obj *co;
+	long long owner_node;
+	char owner_addr[256];
+	/* the runtime's thread only */
+	dobj_obj *obj;      /* a reference, while out */
+};
+
+struct dobj__activator {
+	pthread_mutex_t mu;
+	pthread_cond_t wake, idle;
+	pthread_t th;
+	int stop, busy;
+	dobj__act *q_head, *q_tail, *d_head, *d_tail;
+	dobj__pg pg;
+	/* the runtime's thread only */
+	size_t out;
+	dobj_timer *watch;
+};
+
+static void act_free(dobj__act *a)
+{
+	if (!a)
+		return;
+	free(a->ns);
+	free(a->base);
+	free(a->addr);
+	free(a->co);
+	free(a);
+}
+
+/* Who owns the object (for the message of a refused claim). */
+static int owner_of(dobj__pg *pg, dobj__act *a, const char *const *key, const int *lens,
+	const int *fmts)
+{
+	PGresult *r;
+	int rc;
+
+	if ((rc = dobj__pg_exec(pg,
+		"SELECT o.node_id, coalesce(n.addr, '') FROM dobj_owner o "
+		"LEFT JOIN dobj_node n ON n.node_id = o.node_id WHERE o.ns = $1 AND o.object_id = $2",
+		2, key, lens, fmts, 0, &r)) < 0)
+		return rc;
+	a->owner_node = 0;
+	if (PQntuples(r) == 1 && !PQgetisnull(r, 0, 0)) {
+		a->owner_node = atoll(PQgetvalue(r, 0, 0));
+		snprintf(a->owner_addr, sizeof(a->owner_addr), "%s", PQgetvalue(r, 0, 1));
+		rc = dobj_error_set(DOBJ_ESTATE, "cluster: the object is active on node %s (%s)",
+			PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1)[0] ? PQgetvalue(r, 0, 1) : "no address");
+	} else {
+		rc = dobj_error_set(DOBJ_EABORTED,
+			"cluster: this node's lease lapsed; the object cannot be activated here now");
+	}
+	PQclear(r);
+	return rc;
+}
+
+/* Claim and restore, on `pg` (any thread): the outcome in a. */
+static void act_run(dobj__pg *pg, dobj__act *a)
+{
+	char node[32], grace[32];
+	const char *v[4] = { a->ns, (const char *)a->id, node, grace };
+	int lens[4] = { (int)a->ns_len, 32, 0, 0 };
+	int fmts[4] = { 0, 1, 0, 0 };
+	PGresult *r = NULL;
+	int rc;
+
+	snprintf(node, sizeof(node), "%lld", a->node);
+	snprintf(grace, sizeof(grace), "%.3f", a->grace_ms);
+	if ((rc = dobj__pg_exec(pg,
+		"INSERT INTO dobj_owner AS o (ns, object_id, epoch, node_id) "
+		"SELECT $1, $2, 1, $3 WHERE EXISTS (SELECT 1 FROM dobj_node "
+		"  WHERE node_id = $3 AND status = 'live' AND lease_until > now()) "
+		"ON CONFLICT (ns, object_id) DO UPDATE SET epoch = o.epoch + 1, node_id = excluded.node_id "
+		"WHERE o.node_id IS NULL OR o.node_id = excluded.node_id OR NOT EXISTS ("
+		"  SELECT 1 FROM dobj_node n WHERE n.node_id = o.node_id AND n.status = 'live'"
+		"  AND n.lease_until + make_interval(secs => $4::float8 / 1000) > now()) "
+		"RETURNING epoch",
+		4, v, lens, fmts, 0, &r)) < 0)
+		goto done;
+	if (PQntuples(r) != 1) {
+		rc = owner_of(pg, a, v, lens, fmts);
+		goto done;
+	}
+	if (!(a->co = calloc(1, sizeof(*a->co)))) {
+		rc = dobj_error_set(DOBJ_ENOMEM, "out of memory");
+		goto done;
+	}
+	a->co->epoch = atoll(PQgetvalue(r, 0, 0));
+	rc = dobj__snap_restore(pg, a->ns, a->ns_len, a->id, a->base, a->co);
+done:
+	PQclear(r);
+	a->rc = rc;
+	if (rc < 0)
+		snprintf(a->msg, sizeof(a->msg), "%s", dobj_error_last());
+	a->done = 1;
+}
+
+static dobj__act *act_new(struct dobj__cluster *cl, dobj_obj *obj)
+{
+	dobj__act *a = calloc(1, sizeof(*a));
+
+	if (!a || !(a->ns = dobj__strndup(obj->ns->unique_key, obj->ns->unique_key_len)) ||
+	    !(a->base = dobj__cluster_path(obj, "")) ||
+	    !(a->addr = dobj__strndup(cl->addr, strlen(cl->addr)))) {
+		act_free(a);
+		dobj_error_set(DOBJ_ENOMEM, "out of memory");
+		return NULL;
+	}
+	a->ns_len = obj->ns->unique_key_len;
+	memcpy(a->id, obj->id.bytes, 32);
+	a->node = cl->node_id;
+	a->grace_ms = cl->grace_ms;
+	return a;
+}
+
+/* The outcome, on the runtime's thread: the object is active (0), or the
+ * error, with the owner the refused claim found (routing). */
+static int act_finish(struct dobj__cluster *cl, dobj_obj *obj, dobj__act *a)
+{
+	struct dobj__cluster_obj *co;
+	int rc = a->rc;
+
+	if (rc >= 0 && a->node != cl->node_id) {
+		/* The node joined again meanwhile: the claim was the new node's
+		 * and is kept; the object is claimed again on the next call. */
+		rc = dobj_error_set(DOBJ_EABORTED,
+			"cluster: this node's lease lapsed; the object cannot be activated here now");
+	} else if (rc < 0) {
+		cl->owner_node = a->owner_node;
+		snprintf(cl->owner_addr, sizeof(cl->owner_addr), "%s", a->owner_addr);
+		dobj_error_set(rc, "%s", a->msg);
+	}
+	if (rc < 0) {
+		act_free(a);
+		return rc;
+	}
+	co = a->co;
+	a->co = NULL;
+	act_free(a);
+	obj->cluster = co;
+	/* Its alarm fires here now (whichever node set it). */
+	if (co->alarm > 0 && (obj->ns->klass.flags & DOBJ_CLASS_ALARM))
+		dobj__alarm_track(obj->ns, &obj->id, obj->name, obj->name_len, co->alarm);
+	return DOBJ_OK;
+}
+
+int dobj__act_run_here(struct dobj__cluster *cl, dobj_obj *obj)
+{
+	dobj__act *a;
+
+	if (obj->act)
+		return dobj_error_set(DOBJ_ERROR, "cluster: the object is being activated");
+	if (dobj__boot_ms() >= cl->lease_view)
+		dobj__lease_sync(cl);
+	if (!(a = act_new(cl, obj)))
+		return DOBJ_ENOMEM;
+	act_run(&cl->pg, a);
+	return act_finish(cl, obj, a);
+}
+
+int dobj__act_take(struct dobj__cluster *cl, dobj_obj *obj)
+{
+	dobj__act *a = obj->act;
+
+	if (a->obj)
+		return 1; /* still out (a->obj is cleared when it comes back) */
+	obj->act = NULL;
+	return act_finish(cl, obj, a);
+}
+
+void dobj__act_drop(struct dobj__cluster *cl, dobj_obj *obj)
+{
+	dobj__act *a = obj->act;
+
+	if (a->obj)
+		return; /* still out: act_drain finds the object gone */
+	obj->act = NULL;
+	if (a->rc >= 0 && a->co && a->node == cl->node_id) {
+		dobj__cluster_queue_release(cl, obj, a->co);
+		a->co = NULL;
+	}
+	act_free(a);
+}
+
+/* ------------------------------------------------------- the activator */
+
+static void *act_main(void *arg)
+{
+	struct dobj__cluster *cl = arg;
+	struct dobj__activator *ac = cl->act;
+	dobj__act *a;
+
+	pthread_mutex_lock(&ac->mu);
+	for (;;) {
+		while (!ac->stop && !ac->q_head)
+			pthread_cond_wait(&ac->wake, &ac->mu);
+		if (ac->stop)
+			break;
+		a = ac->q_head;
+		ac->q_head = a->next;
+		if (!ac->q_head)
+			ac->q_tail = NULL;
+		ac->busy = 1;
+		pthread_mutex_unlock(&ac->mu);
+		if (a->renew_first) {
+			/* The view had lapsed (PostgreSQL was away, the process was
+			 * paused): the lease keeper renews, or joins again as a new
+			 * node, before the claim; the claim is that node's. */
+			struct timespec until;
+			double ms = cl->pg.timeout_ms * 3;
+			unsigned long gen;
+			clock_gettime(CLOCK_MONOTONIC, &until);
+			until.tv_sec += (time_t)(ms / 1e3);
+			until.tv_nsec += (long)fmod(ms, 1e3) * 1000000L;
+			if (until.tv_nsec >= 1000000000L) {
+				until.tv_sec++;
+				until.tv_nsec -= 1000000000L;
+			}
+			pthread_mutex_lock(&cl->mu);
+			gen = cl->l_gen;
+			cl->renew_now = 1;
+			pthread_cond_signal(&cl->lwake);
+			while (cl->l_gen == gen && !cl->stop &&
+			       pthread_cond_timedwait(&cl->idle, &cl->mu, &until) != ETIMEDOUT)
+				;
+			if (cl->l_node)
+				a->node = cl->l_node;
+			pthread_mutex_unlock(&cl->mu);
+		}
+		act_run(&ac->pg, a);
+		pthread_mutex_lock(&ac->mu);
+		a->next = NULL;
+		if (ac->d_tail)
+			ac->d_tail->next = a;
+		else
+			ac->d_head = a;
+		ac->d_tail = a;
+		ac->busy = 0;
+		pthread_cond_broadcast(&ac->idle);
+		dobj__rt_post(cl->rt);
+	}
+	pthread_mutex_unlock(&ac->mu);
+	return NULL;
+}
+
+static void watch_fired(void *data, int fired);
+
+/* While activations are out, a strong timer keeps dobj_rt_run waiting. */
+static void watch_update(struct dobj__cluster *cl)
+{
+	struct dobj__activator *ac = cl->act;
+
+	if (ac->out > 0 && !ac->watch && !cl->rt->closing)
+		dobj__timer(cl->rt, cl->pg.timeout_ms * 8, watch_fired, cl, 0, &ac->watch);
+	else if (ac->out == 0 && ac->watch) {
+		dobj_timer *tm = ac->watch;
+		ac->watch = NULL;
+		dobj_timer_cancel(cl->rt, tm);
+	}
+}
+
+static void watch_fired(void *data, int fired)
+{
+	struct dobj__cluster *cl = data;
+
+	cl->act->watch = NULL;
+	if (fired)
+		watch_update(cl);
+}
+
+/* The runtime's thread: activations that ended open their object's gate. */
+static void act_drain(dobj_rt *rt, void *data)
+{
+	struct dobj__cluster *cl = data;
+	struct dobj__activator *ac = cl->act;
+	dobj__act *done, *a;
+
+	(void)rt;
+	pthread_mutex_lock(&ac->mu);
+	done = ac->d_head;
+	ac->d_head = ac->d_tail = NULL;
+	pthread_mutex_unlock(&ac->mu);
+	while ((a = done)) {
+		dobj_obj *obj = a->obj;
+		done = a->next;
+		a->next = NULL;
+		a->obj = NULL;
+		ac->out--;
+		if (obj->dead || !obj->mapped || obj->act != a) {
+			/* Reset meanwhile: a claim that went through is released. */
+			obj->act = obj->act == a ? NULL : obj->act;
+			if (a->rc >= 0 && a->co && a->node == cl->node_id) {
+				dobj__cluster_queue_release(cl, obj, a->co);
+				a->co = NULL;
+			}
+			act_free(a);
+		} else {
+			dobj__obj_gate_open(obj);
+		}
+		dobj__obj_unref(obj);
+	}
+	watch_update(cl);
+}
+
+int dobj__act_begin(struct dobj__cluster *cl, dobj_obj *obj)
+{
+	struct dobj__activator *ac = cl->act;
+	dobj__act *a;
+
+	if (!ac || cl->closing)
+		return dobj_error_set(DOBJ_ECLOSED, DOBJ_MSG_CLOSED);
+	if (!(a = act_new(cl, obj)))
+		return DOBJ_ENOMEM;
+	a->renew_first = dobj__boot_ms() >= cl->lease_view;
+	a->obj = obj;
+	obj->refs++;
+	obj->act = a;
+	obj->nblock++; /* the input gate: calls park, in order, until it is done */
+	ac->out++;
+	pthread_mutex_lock(&ac->mu);
+	if (ac->q_tail)
+		ac->q_tail->next = a;
+	else
+		ac->q_head = a;
+	ac->q_tail = a;
+	pthread_cond_signal(&ac->wake);
+	pthread_mutex_unlock(&ac->mu);
+	watch_update(cl);
+	return 1;
+}
+
+static int cond_init(pthread_cond_t *c)
+{
+	pthread_condattr_t at;
+	int rc;
+
+	pthread_condattr_init(&at);
+	pthread_condattr_setclock(&at, CLOCK_MONOTONIC);
+	rc = pthread_cond_init(c, &at);
+	pthread_condattr_destroy(&at);
+	return rc;
+}
+
+int dobj__act_start(struct dobj__cluster *cl)
+{
+	struct dobj__activator *ac;
+	sigset_t all, old;
+	int rc;
+
+	if (!(ac = calloc(1, sizeof(*ac))) ||
+	    !(ac->pg.url = dobj__strndup(cl->pg.url, strlen(cl->pg.url)))) {
+		free(ac);
+		return dobj_error_set(DOBJ_ENOMEM, "out of memory");
+	}
+	ac->pg.timeout_ms = cl->pg.timeout_ms;
+	pthread_mutex_init(&ac->mu, NULL);
+	cond_init(&ac->wake);
+	cond_init(&ac->idle);
+	cl->act = ac;
+	if ((rc = dobj__rt_source_add(cl->rt, act_drain, cl)) < 0)
+		goto fail;
+	/* No signal for this thread (see dobj__cluster_start). */
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	rc = pthread_create(&ac->th, NULL, act_main, cl);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (rc != 0) {
+		dobj__rt_source_remove(cl->rt, act_drain, cl);
+		rc = dobj_error_set(DOBJ_ERROR, "cluster: cannot start a thread");
+		goto fail;
+	}
+	return DOBJ_OK;
+fail:
+	cl->act = NULL;
+	pthread_cond_destroy(&ac->wake);
+	pthread_cond_destroy(&ac->idle);
+	pthread_mutex_destroy(&ac->mu);
+	free(ac->pg.url);
+	free(ac);
+	return rc;
+}
+
+void dobj__act_stop(struct dobj__cluster *cl)
+{
+	struct dobj__activator *ac = cl->act;
+	dobj__act *a;
+
+	if (!ac)
+		return;
+	/* The running activation ends within its statements' bounds; queued
+	 * ones never start (their objects are reset by the close). */
+	pthread_mutex_lock(&ac->mu);
+	ac->stop = 1;
+	pthread_cond_signal(&ac->wake);
+	pthread_mutex_unlock(&ac->mu);
+	pthread_join(ac->th, NULL);
+	dobj__rt_source_remove(cl->rt, act_drain, cl);
+	while ((a = ac->q_head)) {
+		ac->q_head = a->next;
+		a->next = NULL;
+		a->done = 1;
+		a->rc = DOBJ_ECLOSED;
+		snprintf(a->msg, sizeof(a->msg), "%s", DOBJ_MSG_CLOSED);
+		if (ac->d_tail)
+			ac->d_tail->next = a;
+		else
+			ac->d_head = a;
+		ac->d_tail = a;
+	}
+	ac->q_tail = NULL;
+	act_drain(cl->rt, cl);
+	if (ac->watch) {
+		dobj_timer *tm = ac->watch;
+		ac->watch = NULL;
+		dobj_timer_cancel(cl->rt, tm);
+	}
+	dobj__pg_drop(&ac->pg);
+	free(ac->pg.url);
+	pthread_cond_destroy(&ac->wake);
+	pthread_cond_destroy(&ac->idle);
+	pthread_mutex_destroy(&ac->mu);
+	free(ac);
+	cl->act = NULL;
+}

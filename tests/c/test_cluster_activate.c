@@ -1,0 +1,171 @@
+/*
+ * Activation off the runtime's thread: while an object's claim waits for
+ * PostgreSQL (its owner row locked by the test), the runtime serves other
+ * objects at once, and the waiting object's calls run afterwards in the
+ * order they came.
+ */
+#include <libpq-fe.h>
+
+#include "testhost.h"
+#include "pgtest.h"
+
+static pgtest pg;
+
+static int counter_step(dobj_task *t, void *data)
+{
+	dobj_storage *st;
+	tv *req = dobj_task_request(t);
+	const void *val;
+	size_t len;
+	char buf[64];
+	long n = 0;
+	int rc;
+
+	(void)data;
+	if ((rc = dobj_obj_storage(dobj_task_obj(t), &st)) < 0)
+		return rc;
+	if (dobj_kv_get(st, "n", 1, &val, &len) == 1) {
+		snprintf(buf, sizeof(buf), "%.*s", (int)len, (const char *)val);
+		n = strtol(buf, NULL, 10);
+	}
+	if (!strcmp(req->s, "count")) {
+		snprintf(buf, sizeof(buf), "%ld", ++n);
+		CHECK_EQ_INT(dobj_kv_put(st, "n", 1, buf, strlen(buf)), DOBJ_OK);
+	}
+	respond(t, 200, "%ld", n); /* "read": no write, no round trip */
+	return DOBJ_OK;
+}
+
+static dobj_rt *node(const char *dir, dobj_ns **ns)
+{
+	dobj_rt *rt;
+	dobj_rt_opts o = DOBJ_RT_OPTS_INIT;
+	dobj_class k = { 0 };
+	dobj_cluster_opts co = DOBJ_CLUSTER_OPTS_INIT;
+
+	o.host.retain = tv_retain;
+	o.host.release = tv_release;
+	o.storage_dir = dir;
+	o.idle_timeout_ms = -1;
+	CHECK_EQ_INT(dobj_rt_new(&rt, &o), DOBJ_OK);
+	co.url = pg.url;
+	co.node_addr = "127.0.0.1:0";
+	co.grace_ms = -1;
+	co.timeout_ms = 5000;
+	CHECK_EQ_INT(dobj_rt_cluster(rt, &co), DOBJ_OK);
+	k.name = "Counter";
+	k.flags = DOBJ_CLASS_FETCH;
+	k.step = counter_step;
+	CHECK_EQ_INT(dobj_ns_new(ns, rt, "COUNTER", 7, "act-key", 7, &k), DOBJ_OK);
+	return rt;
+}
+
+static void test_a_waiting_activation_holds_up_no_other_object_and_calls_keep_their_order(void)
+{
+	char dir[64], q[300], hex[DOBJ_ID_HEX_LEN + 1];
+	dobj_ns *ns;
+	dobj_rt *rt = node(testhost_tmpdir(dir, "dobj-act"), &ns);
+	dobj_stub *slow = testhost_stub(ns, "slow"), *fast;
+	dobj_task *t[3], *tf;
+	dobj_id id;
+	PGconn *locker;
+	int i;
+
+	CHECK_STR(fetch(rt, slow, "count", NULL), "1");
+	dobj_stub_free(slow);
+	dobj_rt_free(rt); /* slow is released: its next call claims it again */
+	rt = node(dir, &ns);
+	slow = testhost_stub(ns, "slow");
+	fast = testhost_stub(ns, "fast");
+	CHECK_STR(fetch(rt, fast, "count", NULL), "1"); /* fast is active */
+	/* The test holds slow's owner row: its claim waits for it. */
+	dobj_id_from_name(dobj_ns_idkey(ns), "slow", 4, &id);
+	dobj_id_to_hex(&id, hex);
+	hex[DOBJ_ID_HEX_LEN] = '\0';
+	locker = pgtest_connect(&pg);
+	pgtest_sql(&pg, locker, "BEGIN");
+	snprintf(q, sizeof(q), "SELECT epoch FROM dobj_owner WHERE ns = 'act-key' AND "
+		"object_id = '\\x%s'::bytea FOR UPDATE", hex);
+	CHECK(pgtest_sql(&pg, locker, q) > 0);
+	for (i = 0; i < 3; i++)
+		t[i] = send(slow, "count");
+	dobj_rt_pump(rt);
+	/* slow's calls wait at its gate; the runtime serves fast at once. */
+	tf = send(fast, "read");
+	dobj_rt_pump(rt);
+	CHECK(dobj_task_done(tf));
+	CHECK_STR(task_body(tf, NULL), "1");
+	dobj_task_unref(tf);
+	for (i = 0; i < 3; i++)
+		CHECK(!dobj_task_done(t[i]));
+	CHECK_EQ_INT(dobj_obj_blocked(dobj_task_obj(t[0])), 1); /* its input gate */
+	pgtest_sql(&pg, locker, "COMMIT");
+	PQfinish(locker);
+	/* Then they run, in the order they came. */
+	dobj_rt_run(rt, task_is_done, t[2]);
+	for (i = 0; i < 3; i++) {
+		char want[8];
+		snprintf(want, sizeof(want), "%d", i + 2);
+		CHECK_STR(task_body(t[i], NULL), want);
+		dobj_task_unref(t[i]);
+	}
+	dobj_stub_free(slow);
+	dobj_stub_free(fast);
+	dobj_rt_free(rt);
+	testhost_rm_rf(dir);
+}
+
+/* A runtime closed while an activation is out: the calls fail, nothing
+ * hangs, nothing leaks (the sanitizers' run). */
+static void test_closing_with_an_activation_out(void)
+{
+	char dir[64], q[300], hex[DOBJ_ID_HEX_LEN + 1];
+	dobj_ns *ns;
+	dobj_rt *rt = node(testhost_tmpdir(dir, "dobj-act"), &ns);
+	dobj_stub *s = testhost_stub(ns, "closing");
+	dobj_task *t;
+	dobj_id id;
+	PGconn *locker;
+	int code;
+
+	CHECK_STR(fetch(rt, s, "count", NULL), "1");
+	dobj_stub_free(s);
+	dobj_rt_free(rt);
+	rt = node(dir, &ns);
+	s = testhost_stub(ns, "closing");
+	dobj_id_from_name(dobj_ns_idkey(ns), "closing", 7, &id);
+	dobj_id_to_hex(&id, hex);
+	hex[DOBJ_ID_HEX_LEN] = '\0';
+	locker = pgtest_connect(&pg);
+	pgtest_sql(&pg, locker, "BEGIN");
+	snprintf(q, sizeof(q), "SELECT epoch FROM dobj_owner WHERE ns = 'act-key' AND "
+		"object_id = '\\x%s'::bytea FOR UPDATE", hex);
+	CHECK(pgtest_sql(&pg, locker, q) > 0);
+	t = send(s, "count");
+	dobj_rt_pump(rt);
+	CHECK(!dobj_task_done(t));
+	/* The claim waits for the lock: the test lets it go while closing
+	 * (from the lock's own timeout: the server ends the test's idle
+	 * transaction), so the close is bounded. */
+	pgtest_sql(&pg, locker, "SET idle_in_transaction_session_timeout = 300");
+	dobj_rt_clear(rt);
+	CHECK(dobj_task_done(t));
+	task_body(t, &code);
+	CHECK(code != DOBJ_OK);
+	dobj_task_unref(t);
+	dobj_stub_free(s);
+	PQfinish(locker);
+	dobj_rt_free(rt);
+	testhost_rm_rf(dir);
+}
+
+int main(void)
+{
+	if (pgtest_start(&pg) < 0)
+		return 1;
+	RUN(test_a_waiting_activation_holds_up_no_other_object_and_calls_keep_their_order);
+	RUN(test_closing_with_an_activation_out);
+	pgtest_stop(&pg);
+	CHECK_EQ_INT(live_values, 0);
+	return DONE();
+}
