@@ -427,10 +427,8 @@ async def test_config_state_folder_is_shared_with_workerd(tmp_path):
     `<name>-<class_name>` under `<persist_to>/v3/do`) are those workerd
     reads when started as wrangler dev starts it (localDisk on that folder):
     what Python wrote there, workerd reads under the same IDs, and back."""
-    import gc
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from storage_util import Box, run, same as same_value
-    from test_interop import _peer, _serving, cases
+    from test_interop import _peer, _python_reads_cases, _python_writes_cases, _serving, cases
 
     cfg = dobj.load_config(FIXTURES / "interop", persist_to=tmp_path / "state")
     (b,) = cfg.bindings
@@ -439,17 +437,7 @@ async def test_config_state_folder_is_shared_with_workerd(tmp_path):
     os.makedirs(cfg.state_dir)
     binary, tmpl = _peer(tmp_path, cfg.state_dir)  # (skips here without workerd)
 
-    rt = dobj.Runtime(storage=cfg.state_dir)
-    ns = rt.bind(b.binding, Box, unique_key=b.unique_key)
-
-    def write(self):
-        for name, value, _ in cases():
-            self.ctx.storage.put(name, value)
-
-    await run(ns.get_by_name("from-python"), write)
-    rt.close()
-    del ns, rt
-    gc.collect()
+    await _python_writes_cases(cfg.state_dir, b.binding, b.unique_key)
     assert os.path.isdir(b.storage_dir)  # <state_dir>/<unique_key>
 
     capnp = tmpl / "config.capnp.in"
@@ -462,9 +450,5 @@ async def test_config_state_folder_is_shared_with_workerd(tmp_path):
     assert got["n"] == len(cases()) and got["mismatches"] == [], got
     assert wrote.startswith("workerd wrote")
 
-    rt = dobj.Runtime(storage=cfg.state_dir)
-    ns = rt.bind(b.binding, Box, unique_key=b.unique_key)
-    names = [c[0] for c in cases()]
-    back = await run(ns.get_by_name("from-workerd"), lambda self: self.ctx.storage.get(names))
-    rt.close()
-    assert [n for n, _, want in cases() if n not in back or not same_value(back[n], want)] == []
+    back, mismatches = await _python_reads_cases(cfg.state_dir, b.binding, b.unique_key)
+    assert mismatches == [], {m: back.get(m) for m in mismatches}

@@ -101,14 +101,10 @@ def _serving(binary, tmpl):
         pytest.skip(f"workerd could not start: {e}")
 
 
-async def test_values_cross_between_python_and_workerd(tmp_path):
-    store = tmp_path / "store"
-    store.mkdir()
-    binary, tmpl = _peer(tmp_path, store)
-
-    # 1. Python writes every case.
+async def _python_writes_cases(store, binding="NS", unique_key="interop-key"):
+    """Every case stored by Python into object "from-python" under `store`."""
     rt = dobj.Runtime(storage=str(store))
-    ns = rt.bind("NS", Box, unique_key="interop-key")
+    ns = rt.bind(binding, Box, unique_key=unique_key)
 
     def write(self):
         for name, value, _ in cases():
@@ -119,6 +115,26 @@ async def test_values_cross_between_python_and_workerd(tmp_path):
     del ns, rt
     gc.collect()
 
+
+async def _python_reads_cases(store, binding="NS", unique_key="interop-key"):
+    """What Python reads of object "from-workerd" under `store`, and the
+    names of the cases that differ from what it should be."""
+    rt = dobj.Runtime(storage=str(store))
+    ns = rt.bind(binding, Box, unique_key=unique_key)
+    names = [c[0] for c in cases()]
+    back = await run(ns.get_by_name("from-workerd"), lambda self: self.ctx.storage.get(names))
+    rt.close()
+    return back, [name for name, _, want in cases() if name not in back or not same(back[name], want)]
+
+
+async def test_values_cross_between_python_and_workerd(tmp_path):
+    store = tmp_path / "store"
+    store.mkdir()
+    binary, tmpl = _peer(tmp_path, store)
+
+    # 1. Python writes every case.
+    await _python_writes_cases(store)
+
     # 2. workerd reads them, compares with the same cases in JS, writes its own.
     with _serving(binary, tmpl) as wd:
         got = json.loads(wd._get("/read"))
@@ -128,12 +144,7 @@ async def test_values_cross_between_python_and_workerd(tmp_path):
     assert wrote.startswith("workerd wrote")
 
     # 3. Python reads what workerd wrote.
-    rt = dobj.Runtime(storage=str(store))
-    ns = rt.bind("NS", Box, unique_key="interop-key")
-    names = [c[0] for c in cases()]
-    back = await run(ns.get_by_name("from-workerd"), lambda self: self.ctx.storage.get(names))
-    rt.close()
-    mismatches = [name for name, _, want in cases() if name not in back or not same(back[name], want)]
+    back, mismatches = await _python_reads_cases(store)
     assert mismatches == [], {m: back.get(m) for m in mismatches}
 
 
