@@ -135,16 +135,17 @@ sanitize:
 	$(MAKE) --no-print-directory sanitize-python || status=1; \
 	exit $$status
 
-# ThreadSanitizer over the C cluster tests, the ones with threads: a node's
-# network thread, committer, lease keeper, compactor and activator beside its runtime, and two
+# ThreadSanitizer over the C cluster tests (tests/c/test_cluster*.c), the ones
+# with threads: a node's network thread, committer, lease keeper, compactor and
+# activator beside its runtime, and two
 # runtimes on two threads calling each other (test_cluster_route).  The first
 # race fails the run (halt_on_error).  About 25 s of tests after the build,
 # so `make test` runs it.  The interpreters are left out: TSan cannot be
 # preloaded into an uninstrumented python or lua5.4 the way ASan is.
+TSAN_TESTS = $(patsubst tests/c/%.c,%,$(wildcard tests/c/test_cluster*.c))
 tsan: deps
 	cmake -S . -B $(BUILD_TSAN) -DDOBJ_TSAN=ON -DDOBJ_WERROR=ON -DCMAKE_BUILD_TYPE=Debug >/dev/null
-	cmake --build $(BUILD_TSAN) -j$(JOBS) --target test_cluster test_cluster_commit test_cluster_route \
-	  test_cluster_snapshot test_cluster_activate
+	cmake --build $(BUILD_TSAN) -j$(JOBS) --target $(TSAN_TESTS)
 	cd $(BUILD_TSAN) && TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
 	  ctest --output-on-failure -R '^c_test_cluster'
 

@@ -34,7 +34,6 @@ struct dobj__act {
 	size_t ns_len;
 	unsigned char id[32];
 	char *base;         /* the object's database file */
-	char *addr;         /* this node's address (for the claim's message) */
 	long long node;
 	double grace_ms;
 	int renew_first;    /* the lease view had lapsed: wait for a renewal first */
@@ -66,7 +65,6 @@ static void act_free(dobj__act *a)
 		return;
 	free(a->ns);
 	free(a->base);
-	free(a->addr);
 	free(a->co);
 	free(a);
 }
@@ -143,8 +141,7 @@ static dobj__act *act_new(struct dobj__cluster *cl, dobj_obj *obj)
 	dobj__act *a = calloc(1, sizeof(*a));
 
 	if (!a || !(a->ns = dobj__strndup(obj->ns->unique_key, obj->ns->unique_key_len)) ||
-	    !(a->base = dobj__cluster_path(obj, "")) ||
-	    !(a->addr = dobj__strndup(cl->addr, strlen(cl->addr)))) {
+	    !(a->base = dobj__cluster_path(obj, ""))) {
 		act_free(a);
 		dobj_error_set(DOBJ_ENOMEM, "out of memory");
 		return NULL;

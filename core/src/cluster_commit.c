@@ -11,15 +11,22 @@
  * other event.  A refused (fenced) or failed append resets its object as a
  * failed local commit does, and fails what waited on it.
  *
- * Group commit: the committer takes everything queued and appends it in one
+ * Group commit: a committer takes everything queued and appends it in one
  * statement (one round trip, one transaction, one fsync of PostgreSQL's
  * log).  Each row is fenced by its own object's epoch, with the owner row
  * locked FOR SHARE; the statement returns which rows it accepted, so a
- * fenced object fails alone and the others' rows commit.
+ * fenced object fails alone and the others' rows commit.  A node runs up to
+ * DOBJ__COMMITTERS committers, each on its own connection: what is queued
+ * while one waits for PostgreSQL goes at once on the next idle one, and
+ * PostgreSQL flushes the concurrent transactions' log together.  The
+ * first idle committer is always the one woken, so a node with little to
+ * write keeps one connection busy and opens no other.
  *
- * Order: one object's appends are accepted in seq order or not at all.
- * Once one of an incarnation's appends failed, its later ones are failed
- * without being sent (a gap in the log would rebuild a wrong file).
+ * Order: one object's appends are accepted in seq order or not at all.  An
+ * incarnation's jobs are out on one committer at a time (the next waits
+ * in the queue until the previous came back), and once one of its appends
+ * failed, its later ones are failed without being sent (a gap in the log
+ * would rebuild a wrong file).
  */
 #include <errno.h>
 #include <math.h>
@@ -45,6 +52,8 @@ enum { JOB_APPEND, JOB_RELEASE };
 struct dobj__cinc {
 	int refs;
 	int failed;     /* an append failed: later ones are not sent */
+	int out;        /* jobs taken by a committer, not done */
+	unsigned scan;  /* passed over in this pass of the queue: so are its later jobs */
 };
 
 struct dobj__cjob {
@@ -277,6 +286,17 @@ int dobj__cluster_defer_ws(dobj_obj *obj, struct dobj__ws_held *h)
 	return 1;
 }
 
+/* Wake the first idle committer, if any (under mu). */
+static void wake_one(struct dobj__cluster *cl)
+{
+	for (int i = 0; i < cl->ncom; i++)
+		if (cl->com[i].idle) {
+			cl->com[i].idle = 0;
+			pthread_cond_signal(&cl->com[i].wake);
+			return;
+		}
+}
+
 static void queue(struct dobj__cluster *cl, dobj__cjob *j)
 {
 	pthread_mutex_lock(&cl->mu);
@@ -286,7 +306,7 @@ static void queue(struct dobj__cluster *cl, dobj__cjob *j)
 	else
 		cl->q_head = j;
 	cl->q_tail = j;
-	pthread_cond_signal(&cl->cwake);
+	wake_one(cl);
 	pthread_mutex_unlock(&cl->mu);
 }
 
@@ -379,6 +399,8 @@ void dobj__cluster_queue_release(struct dobj__cluster *cl, dobj_obj *obj,
 		memcpy(j->id, obj->id.bytes, 32);
 		j->epoch = co->epoch;
 		j->node = cl->node_id;
+		j->inc = co->inc; /* the incarnation's token: the release goes after its appends */
+		co->inc = NULL;
 		queue(cl, j);
 	} else if (j) {
 		job_free(cl, j);
@@ -635,7 +657,7 @@ static const char append_one_sql[] =
 	"SELECT $1, $2, $3, $4, $5 FROM dobj_owner "
 	"WHERE ns = $1 AND object_id = $2 AND epoch = $4 AND node_id = $6 FOR SHARE";
 
-static void run_append_one(struct dobj__cluster *cl, dobj__cjob *j)
+static void run_append_one(dobj__pg *pg, dobj__cjob *j)
 {
 	char seq[32], epoch[32], node[32];
 	const char *v[6] = { j->ns, (const char *)j->id, seq, epoch, (const char *)j->rec, node };
@@ -647,7 +669,7 @@ static void run_append_one(struct dobj__cluster *cl, dobj__cjob *j)
 	snprintf(seq, sizeof(seq), "%lld", j->seq);
 	snprintf(epoch, sizeof(epoch), "%lld", j->epoch);
 	snprintf(node, sizeof(node), "%lld", j->node);
-	rc = dobj__pg_exec_prepared(&cl->cpg, 2, append_one_sql, 6, v, lens, fmts, 0, &r);
+	rc = dobj__pg_exec_prepared(pg, 2, append_one_sql, 6, v, lens, fmts, 0, &r);
 	if (rc < 0) {
 		job_fail(j, rc, dobj_error_last());
 	} else if (strcmp(PQcmdTuples(r), "1") == 0) {
@@ -664,7 +686,7 @@ static void run_append_one(struct dobj__cluster *cl, dobj__cjob *j)
 /* Append the batch (n jobs, all JOB_APPEND of one node) in one round trip;
  * each job gets its verdict.  Without the lock: only the committer reads
  * the jobs' inputs. */
-static void run_appends(struct dobj__cluster *cl, dobj__cjob **jobs, int n)
+static void run_appends(dobj__pg *pg, dobj__cjob **jobs, int n)
 {
 	pgarr a[8];
 	const char *v[9];
@@ -673,7 +695,7 @@ static void run_appends(struct dobj__cluster *cl, dobj__cjob **jobs, int n)
 	PGresult *r = NULL;
 
 	if (n == 1 && jobs[0]->alarm < 0) {
-		run_append_one(cl, jobs[0]);
+		run_append_one(pg, jobs[0]);
 		return;
 	}
 	memset(a, 0, sizeof(a));
@@ -717,7 +739,7 @@ static void run_appends(struct dobj__cluster *cl, dobj__cjob **jobs, int n)
 		lens[i] = at < 0 ? 0 : (int)a[at].len;
 		fmts[i] = at >= 0;
 	}
-	rc = dobj__pg_exec_prepared(&cl->cpg, 0, append_sql, 9, v, lens, fmts, 0, &r);
+	rc = dobj__pg_exec_prepared(pg, 0, append_sql, 9, v, lens, fmts, 0, &r);
 	if (rc < 0) {
 		for (k = 0; k < n; k++)
 			job_fail(jobs[k], rc, dobj_error_last());
@@ -750,82 +772,141 @@ done:
 		free(a[i].p);
 }
 
-static void run_release(struct dobj__cluster *cl, dobj__cjob *j)
+static void run_release(dobj__committer *me, dobj__cjob *j)
 {
+	dobj__pg *pg = &me->pg;
 	char epoch[32], node[32];
 	const char *v[4] = { j->ns, (const char *)j->id, epoch, node };
 	int lens[4] = { (int)j->ns_len, 32, 0, 0 };
 	int fmts[4] = { 0, 1, 0, 0 };
 	PGresult *r;
 
-	/* Best effort, without reconnecting for it. */
-	if (!cl->cpg.conn)
+	/* Best effort, without reconnecting for it (a committer's first
+	 * statement connects). */
+	if (!pg->conn && me->used)
 		return;
+	me->used = 1;
 	snprintf(epoch, sizeof(epoch), "%lld", j->epoch);
 	snprintf(node, sizeof(node), "%lld", j->node);
-	if (dobj__pg_exec_prepared(&cl->cpg, 1,
+	if (dobj__pg_exec_prepared(pg, 1,
 		"UPDATE dobj_owner SET node_id = NULL "
 		"WHERE ns = $1 AND object_id = $2 AND epoch = $3 AND node_id = $4",
 		4, v, lens, fmts, 0, &r) == DOBJ_OK)
 		PQclear(r);
 }
 
+/* A job passed over in this pass (under mu): its incarnation has a job out
+ * on another committer or passed over before it. */
+static int passed_over(struct dobj__cluster *cl, const dobj__cjob *j)
+{
+	return j->inc && (j->inc->out || j->inc->scan == cl->scan);
+}
+
+/*
+ * Take the next batch off the queue (under mu): in order, up to the
+ * bounds, the appends of one node, skipping (and leaving in place) the jobs
+ * of incarnations with a job out; a release ends the batch (it goes after
+ * the appends before it).  Returns whether the queue still holds a job
+ * another committer could take.
+ */
+static int take(struct dobj__cluster *cl, dobj__cjob **batch, int *n, dobj__cjob **release)
+{
+	dobj__cjob **at = &cl->q_head, *prev = NULL, *j;
+	size_t bytes = 0;
+	int i;
+
+	*n = 0;
+	*release = NULL;
+	if (++cl->scan == 0)
+		cl->scan = 1; /* 0 is a fresh incarnation's */
+	while ((j = *at) && *n < BATCH_JOBS) {
+		if (passed_over(cl, j)) {
+			j->inc->scan = cl->scan;
+			prev = j;
+			at = &j->next;
+			continue;
+		}
+		if (j->kind == JOB_APPEND && *n > 0 &&
+		    (bytes + j->len > BATCH_BYTES || j->node != batch[0]->node))
+			break;
+		*at = j->next;
+		if (cl->q_tail == j)
+			cl->q_tail = prev;
+		j->next = NULL;
+		if (j->kind == JOB_RELEASE) {
+			*release = j;
+			break;
+		}
+		if (j->inc->failed) {
+			/* An earlier append of this incarnation failed. */
+			job_fail(j, DOBJ_EABORTED, "cluster: an earlier write of this object was "
+				"not confirmed");
+			done_push(cl, j);
+			continue;
+		}
+		batch[(*n)++] = j;
+		bytes += j->len;
+	}
+	for (i = 0; i < *n; i++)
+		batch[i]->inc->out++;
+	if (*release && (*release)->inc)
+		(*release)->inc->out++;
+	for (j = cl->q_head; j; j = j->next)
+		if (!passed_over(cl, j))
+			return 1;
+	return 0;
+}
+
 static void *commit_main(void *arg)
 {
-	struct dobj__cluster *cl = arg;
+	dobj__committer *me = arg;
+	struct dobj__cluster *cl = me->cl;
 	dobj__cjob *batch[BATCH_JOBS], *j, *release;
 	int n, i;
-	size_t bytes;
 
 	pthread_mutex_lock(&cl->mu);
 	for (;;) {
-		while (!cl->stop && !cl->q_head)
-			pthread_cond_wait(&cl->cwake, &cl->mu);
-		if (!cl->q_head)
-			break;
-		/* Everything queued, up to the bounds, in order; a release ends
-		 * the batch (it goes after the appends before it). */
-		n = 0;
-		bytes = 0;
-		release = NULL;
-		while ((j = cl->q_head) && n < BATCH_JOBS) {
-			if (j->kind == JOB_APPEND && n > 0 &&
-			    (bytes + j->len > BATCH_BYTES || j->node != batch[0]->node))
+		int more = take(cl, batch, &n, &release);
+		if (n == 0 && !release) {
+			if (cl->d_head)
+				dobj__rt_post(cl->rt); /* jobs failed without being sent */
+			if (cl->stop)
 				break;
-			cl->q_head = j->next;
-			if (!cl->q_head)
-				cl->q_tail = NULL;
-			j->next = NULL;
-			if (j->kind == JOB_RELEASE) {
-				release = j;
-				break;
-			}
-			if (j->inc->failed) {
-				/* An earlier append of this incarnation failed. */
-				job_fail(j, DOBJ_EABORTED, "cluster: an earlier write of this object was "
-					"not confirmed");
-				done_push(cl, j);
-				continue;
-			}
-			batch[n++] = j;
-			bytes += j->len;
+			me->idle = 1;
+			while (me->idle && !cl->stop)
+				pthread_cond_wait(&me->wake, &cl->mu);
+			me->idle = 0;
+			continue;
 		}
-		cl->q_busy = (size_t)n + (release != NULL);
+		if (more)
+			wake_one(cl);
+		cl->q_busy += (size_t)n + (release != NULL);
 		pthread_mutex_unlock(&cl->mu);
-		if (n > 0)
-			run_appends(cl, batch, n);
+		if (n > 0) {
+			run_appends(&me->pg, batch, n);
+			me->used = 1;
+		}
 		if (release)
-			run_release(cl, release);
+			run_release(me, release);
 		pthread_mutex_lock(&cl->mu);
 		for (i = 0; i < n; i++) {
 			j = batch[i];
+			j->inc->out--;
 			if (j->rc < 0)
 				j->inc->failed = 1;
 			done_push(cl, j);
 		}
-		if (release)
-			job_free(cl, release); /* no token: takes no lock */
-		cl->q_busy = 0;
+		if (release) {
+			/* Its token is dropped here, under the lock already held. */
+			if (release->inc) {
+				release->inc->out--;
+				if (--release->inc->refs == 0)
+					free(release->inc);
+			}
+			release->inc = NULL;
+			job_free(cl, release);
+		}
+		cl->q_busy -= (size_t)n + (release != NULL);
 		pthread_cond_broadcast(&cl->idle);
 		if (n > 0 || cl->d_head)
 			dobj__rt_post(cl->rt);
@@ -848,22 +929,38 @@ static int cond_init(pthread_cond_t *c)
 	return rc;
 }
 
+/* Stop and join the committers (under no lock). */
+static void committers_stop(struct dobj__cluster *cl)
+{
+	int i;
+
+	pthread_mutex_lock(&cl->mu);
+	cl->stop = 1;
+	for (i = 0; i < cl->ncom; i++)
+		pthread_cond_signal(&cl->com[i].wake);
+	pthread_mutex_unlock(&cl->mu);
+	for (i = 0; i < cl->ncom; i++) {
+		pthread_join(cl->com[i].th, NULL);
+		pthread_cond_destroy(&cl->com[i].wake);
+		dobj__pg_drop(&cl->com[i].pg);
+		free(cl->com[i].pg.url);
+		cl->com[i].pg.url = NULL;
+	}
+	cl->ncom = 0;
+}
+
 int dobj__cluster_start(struct dobj__cluster *cl)
 {
 	sigset_t all, old;
-	int rc;
+	int rc = 0, i;
 
-	cl->cpg.timeout_ms = cl->lpg.timeout_ms = cl->pg.timeout_ms;
-	if (!(cl->cpg.url = dobj__strndup(cl->pg.url, strlen(cl->pg.url))) ||
-	    !(cl->lpg.url = dobj__strndup(cl->pg.url, strlen(cl->pg.url)))) {
-		free(cl->cpg.url);
+	cl->lpg.timeout_ms = cl->pg.timeout_ms;
+	if (!(cl->lpg.url = dobj__strndup(cl->pg.url, strlen(cl->pg.url))))
 		return DOBJ_ENOMEM;
-	}
 	cl->l_node = cl->node_id;
 	cl->l_view = cl->lease_view;
 	cl->l_ok = 1;
 	pthread_mutex_init(&cl->mu, NULL);
-	cond_init(&cl->cwake);
 	cond_init(&cl->lwake);
 	cond_init(&cl->idle);
 	if ((rc = dobj__rt_source_add(cl->rt, drain, cl)) < 0)
@@ -873,17 +970,32 @@ int dobj__cluster_start(struct dobj__cluster *cl)
 	 * kernel would deliver it here, with its default action, instead. */
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, &old);
-	rc = pthread_create(&cl->cth, NULL, commit_main, cl);
-	if (rc == 0 && pthread_create(&cl->lth, NULL, dobj__lease_main, cl) != 0) {
+	for (i = 0; i < DOBJ__COMMITTERS && rc == 0; i++) {
+		dobj__committer *c = &cl->com[i];
+		memset(c, 0, sizeof(*c));
+		c->cl = cl;
+		c->pg.timeout_ms = cl->pg.timeout_ms;
+		if (!(c->pg.url = dobj__strndup(cl->pg.url, strlen(cl->pg.url)))) {
+			rc = -1;
+			break;
+		}
+		cond_init(&c->wake);
+		if ((rc = pthread_create(&c->th, NULL, commit_main, c)) != 0) {
+			pthread_cond_destroy(&c->wake);
+			free(c->pg.url);
+			c->pg.url = NULL;
+			break;
+		}
 		pthread_mutex_lock(&cl->mu);
-		cl->stop = 1;
-		pthread_cond_signal(&cl->cwake);
+		cl->ncom++;
 		pthread_mutex_unlock(&cl->mu);
-		pthread_join(cl->cth, NULL);
-		rc = -1;
 	}
+	if (rc == 0 && pthread_create(&cl->lth, NULL, dobj__lease_main, cl) != 0)
+		rc = -1;
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (rc != 0) {
+		committers_stop(cl);
+		cl->stop = 0;
 		dobj__rt_source_remove(cl->rt, drain, cl);
 		rc = dobj_error_set(DOBJ_ERROR, "cluster: cannot start a thread");
 		goto fail;
@@ -891,13 +1003,11 @@ int dobj__cluster_start(struct dobj__cluster *cl)
 	cl->threads = 1;
 	return DOBJ_OK;
 fail:
-	pthread_cond_destroy(&cl->cwake);
 	pthread_cond_destroy(&cl->lwake);
 	pthread_cond_destroy(&cl->idle);
 	pthread_mutex_destroy(&cl->mu);
-	free(cl->cpg.url);
 	free(cl->lpg.url);
-	cl->cpg.url = cl->lpg.url = NULL;
+	cl->lpg.url = NULL;
 	return rc;
 }
 
@@ -924,20 +1034,17 @@ void dobj__cluster_stop(struct dobj__cluster *cl)
 	 * timeout); then the threads stop. */
 	mono_deadline(&until, cl->pg.timeout_ms * 2 + 500);
 	pthread_mutex_lock(&cl->mu);
-	cl->flushing = 1;
-	pthread_cond_signal(&cl->cwake);
 	while ((cl->q_head || cl->q_busy) &&
 	       pthread_cond_timedwait(&cl->idle, &cl->mu, &until) != ETIMEDOUT)
 		;
 	cl->stop = 1;
-	pthread_cond_signal(&cl->cwake);
 	pthread_cond_signal(&cl->lwake);
 	pthread_mutex_unlock(&cl->mu);
-	pthread_join(cl->cth, NULL);
+	committers_stop(cl);
 	pthread_join(cl->lth, NULL);
 	cl->threads = 0;
 	dobj__rt_source_remove(cl->rt, drain, cl);
-	/* Whatever the committer did not send fails: never acknowledged. */
+	/* Whatever no committer sent fails: never acknowledged. */
 	while ((j = cl->q_head)) {
 		cl->q_head = j->next;
 		if (j->kind == JOB_RELEASE) {
@@ -961,12 +1068,9 @@ void dobj__cluster_stop(struct dobj__cluster *cl)
 		cl->due = d->next;
 		free(d);
 	}
-	dobj__pg_drop(&cl->cpg);
 	dobj__pg_drop(&cl->lpg);
-	free(cl->cpg.url);
 	free(cl->lpg.url);
-	cl->cpg.url = cl->lpg.url = NULL;
-	pthread_cond_destroy(&cl->cwake);
+	cl->lpg.url = NULL;
 	pthread_cond_destroy(&cl->lwake);
 	pthread_cond_destroy(&cl->idle);
 	pthread_mutex_destroy(&cl->mu);

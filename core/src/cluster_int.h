@@ -48,12 +48,26 @@ typedef struct dobj__hold {
 } dobj__hold;
 
 typedef struct dobj__cjob dobj__cjob;   /* an append or a release (cluster_commit.c) */
+
+/* The most committers (threads, each with its own connection) a node runs:
+ * appends of different objects go on several connections at once, so that
+ * PostgreSQL flushes their transactions' log together (cluster_commit.c). */
+#define DOBJ__COMMITTERS 4
+
+typedef struct dobj__committer {
+	struct dobj__cluster *cl;
+	pthread_t th;
+	pthread_cond_t wake;
+	int idle;           /* waiting for work (under mu) */
+	int used;           /* has run a statement (its own) */
+	dobj__pg pg;        /* the thread's own; connected at its first statement */
+} dobj__committer;
 typedef struct dobj__cinc dobj__cinc;   /* an incarnation, as the worker knows it */
 typedef struct dobj__due dobj__due;     /* a due alarm found by the lease thread */
 
 /* The cluster state of a runtime.  The runtime's thread uses `pg` for
  * what is left on it (joining, a client's lookup, an alarm's activation,
- * leaving); four threads of the node own a connection each: the committer
+ * leaving); the node's threads own a connection each: the committers
  * (appends, in groups, and releases: cluster_commit.c), the lease keeper
  * (renewal, rejoining, the alarm scan: cluster_lease.c), the compactor
  * (snapshots: cluster_snapshot.c) and the activator (claims and restores:
@@ -75,11 +89,14 @@ struct dobj__cluster {
 	dobj_timer *watch;  /* keeps dobj_rt_run waiting while anything is out */
 	/* shared with the threads: under mu */
 	pthread_mutex_t mu;
-	pthread_cond_t cwake, lwake, idle;
-	pthread_t cth, lth;
-	int threads, stop, flushing;
-	dobj__cjob *q_head, *q_tail;   /* for the committer */
-	size_t q_busy;                 /* taken by the committer, not done */
+	pthread_cond_t lwake, idle;
+	pthread_t lth;
+	int threads, stop;
+	dobj__committer com[DOBJ__COMMITTERS];
+	int ncom;                      /* committers running */
+	unsigned scan;                 /* the committers' last pass over the queue */
+	dobj__cjob *q_head, *q_tail;   /* for the committers */
+	size_t q_busy;                 /* taken by a committer, not done */
 	dobj__cjob *d_head, *d_tail;   /* done, for the runtime */
 	long long l_node;              /* the lease keeper's node (0: to join) */
 	double l_view;
@@ -88,8 +105,8 @@ struct dobj__cluster {
 	int l_lost;                    /* the lease lapsed: rejoined as l_node */
 	int renew_now;
 	dobj__due *due;
-	/* the threads' own */
-	dobj__pg cpg, lpg;
+	/* the lease keeper's own */
+	dobj__pg lpg;
 	/* The live owner the last refused claim found (routing: cluster_route.c). */
 	long long owner_node;
 	char owner_addr[256];

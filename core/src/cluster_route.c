@@ -382,13 +382,25 @@ static void key_show(const char *key, size_t len, char *out, size_t cap)
  * namespace must be bound here (the same unique key), its ID made by that
  * namespace (the MAC, and the name when it has one).  Calling through it
  * then routes like any stub of this node. */
+/* Is `id` one the namespace makes (its MAC), from `name` when it has one?
+ * A peer's word is not enough: an object must never carry a name its ID was
+ * not made from (ctx.id.name), nor exist under an ID no stub could name. */
+static int id_of(dobj_ns *ns, const dobj_id *id, const char *name, size_t nl)
+{
+	dobj_id named;
+
+	if (!name)
+		return dobj__id_sealed(ns->key, id);
+	dobj_id_from_name(ns->key, name, nl, &named);
+	return dobj_id_equal(&named, id);
+}
+
 static dobj_val *ref_resolve(void *data, const dobj__ref *ref)
 {
 	dobj_rt *rt = data;
 	dobj_ns *ns = ns_by_key(rt, ref->key, ref->key_len);
 	const char *what = ref->kind == DOBJ_VAL_STUB ? "a stub" : "an ID";
 	char shown[120];
-	dobj_id named;
 
 	key_show(ref->key, ref->key_len, shown, sizeof(shown));
 	if (!ns) {
@@ -397,9 +409,7 @@ static dobj_val *ref_resolve(void *data, const dobj__ref *ref)
 			rt->cluster ? rt->cluster->node_id : 0);
 		return NULL;
 	}
-	if (ref->name)
-		dobj_id_from_name(ns->key, ref->name, ref->name_len, &named);
-	if (!dobj__id_sealed(ns->key, &ref->id) || (ref->name && !dobj_id_equal(&named, &ref->id))) {
+	if (!id_of(ns, &ref->id, ref->name, ref->name_len)) {
 		dobj_error_set(DOBJ_EARG, "%s that is not of namespace '%s'", what, shown);
 		return NULL;
 	}
@@ -615,7 +625,20 @@ int dobj__route_owned(dobj_task *t)
 
 /* ------------------------------------------- the runtime: answers coming in */
 
-static void on_result(struct dobj__route *r, const unsigned char *data, size_t len)
+/* A fetch answer nobody takes (the call timed out, or went): a WebSocket
+ * it carries is closed at once, so the object hears of it. */
+static void unwanted(struct dobj__route *r, uint64_t from, int status, const unsigned char *pl,
+	size_t plen)
+{
+	dobj_msg *m = NULL;
+	uint64_t link = 0;
+
+	if (status == ST_OK && pl && msg_decode(pl, plen, 0, &m, &link) == DOBJ_OK && link)
+		dobj__route_ws_refuse(r, from, link);
+	dobj_msg_free(m);
+}
+
+static void on_result(struct dobj__route *r, uint64_t from, const unsigned char *data, size_t len)
 {
 	dobj_rt *rt = r->rt;
 	rd d = { data, len, 0, 0 };
@@ -632,15 +655,19 @@ static void on_result(struct dobj__route *r, const unsigned char *data, size_t l
 	uint64_t cid;
 	int rc;
 
-	if (!p)
-		return; /* an answer nobody waits for (malformed, or the call went) */
+	if (!p) { /* an answer nobody waits for (malformed, or the call went) */
+		unwanted(r, from, status, pl, plen);
+		return;
+	}
 	t = p->t;
 	node = p->node;
 	cid = p->cid;
 	free(p);
 	watch_sync(r);
-	if (t->done)
+	if (t->done) {
+		unwanted(r, from, status, pl, plen);
 		goto out;
+	}
 	t->routed = 0;
 	if (d.bad) {
 		fail_call(t, DOBJ_ERROR, 1, "cluster: a malformed answer from the object's node");
@@ -816,6 +843,11 @@ static void on_call(struct dobj__route *r, uint64_t cid, const unsigned char *da
 		return;
 	}
 	memcpy(oid.bytes, idb, 32);
+	if (!id_of(ns, &oid, (const char *)name, nl)) {
+		answer_error(r, cid, id, ST_ERROR, DOBJ_EARG, "cluster: a malformed call (its ID is not "
+			"the namespace's, or not its name's)");
+		return;
+	}
 	if (kind == DOBJ_CALL_RPC) {
 		dobj_val *v = NULL;
 		/* An array of arguments; Python's keyword arguments make an object. */
@@ -934,11 +966,9 @@ static void answer(struct dobj__route *r, inreq *in, dobj_task *t)
 			dobj_msg *m = t->result_free ? t->result : rt->codec.to_msg(rt->codec.data, t->result, 0);
 			if (!m)
 				rc = dobj_error_last_code() < 0 ? dobj_error_last_code() : DOBJ_ERROR;
-			else if (m->web_socket && (rc = dobj__route_ws_offer(r, in->cid, m->web_socket,
-				&ws_link)) < 0)
-				;
-			else
-				rc = msg_encode(m, ws_link, &pl);
+			else if (!m->web_socket || (rc = dobj__route_ws_offer(r, in->cid, m->web_socket,
+				&ws_link)) >= 0)
+				rc = msg_encode(m, ws_link, &pl); /* a 101 carries its link (cluster_ws.c) */
 			if (m != t->result)
 				dobj_msg_free(m);
 		} else {
@@ -1009,7 +1039,7 @@ void dobj__route_drain(dobj_rt *rt)
 		item *next = it->next;
 		if (rt->route == r && !rt->closing) {
 			if (it->type == F_RESULT)
-				on_result(r, it->data, it->len);
+				on_result(r, it->cid, it->data, it->len);
 			else if (it->type == F_CALL)
 				on_call(r, it->cid, it->data, it->len);
 			else if (it->type == F_WS_OUT || it->type == F_WS_IN)

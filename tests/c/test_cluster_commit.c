@@ -1,8 +1,9 @@
 /*
  * The commit pipeline of a cluster node against a real PostgreSQL: appends
- * run on the node's committer thread and come back through the runtime's fd;
- * an object whose append waits does not hold up another object's reads;
- * appends of many objects go in one transaction, each fenced on its own;
+ * run on the node's committer threads and come back through the runtime's fd;
+ * an object whose append waits does not hold up another object's reads or
+ * writes; appends of many objects go in few transactions, each fenced on its
+ * own; one object's next append waits for its previous one;
  * PostgreSQL killed while an append waits; closing with appends out.
  *
  * An append is held up at will by locking its object's owner row from the
@@ -149,33 +150,46 @@ static int all_done(void *arg)
 	return 1;
 }
 
-static void test_appends_of_many_objects_go_in_one_transaction_and_a_fenced_one_fails_alone(void)
+/* Hold up every append: the log table locked against inserts until
+ * unlock(). */
+static PGconn *lock_log(void)
 {
-	static const char *names[] = { "g0", "g1", "g2", "g3", "g4", "g5" };
-	char dir[64], q[2000];
+	PGconn *c = pgtest_connect(&pg);
+
+	pgtest_sql(&pg, c, "BEGIN");
+	pgtest_sql(&pg, c, "LOCK TABLE dobj_wal IN SHARE MODE");
+	return c;
+}
+
+#define MANY 20
+
+static void test_appends_of_many_objects_go_in_few_transactions_and_a_fenced_one_fails_alone(void)
+{
+	char dir[64], q[8000], names[MANY][8];
 	dobj_ns *ns;
 	dobj_rt *rt = node(testhost_tmpdir(dir, "dobj-commit"), 2000, &ns);
-	dobj_stub *s[6];
-	dobj_task *t[7] = { 0 };
+	dobj_stub *s[MANY];
+	dobj_task *t[MANY + 1] = { 0 };
 	PGconn *locker;
 	int i, code;
 
-	for (i = 0; i < 6; i++) {
+	for (i = 0; i < MANY; i++) {
+		snprintf(names[i], sizeof(names[i]), "g%d", i);
 		s[i] = testhost_stub(ns, names[i]);
 		CHECK_STR(fetch(rt, s[i], "w", NULL), "1");
 	}
 	/* g3 was taken over behind this node's back (its epoch moved on). */
 	snprintf(q, sizeof(q), "UPDATE dobj_owner SET epoch = epoch + 1 WHERE %s", where(ns, "g3"));
 	pgtest_sql(&pg, NULL, q);
-	/* g0's append waits for the lock: the others queue up behind it and go
-	 * together (with g0's, or in the next round trip). */
-	locker = lock(ns, "g0");
-	for (i = 0; i < 6; i++)
+	/* While the log is locked, each committer takes what is queued when it
+	 * wakes and waits; the rest queue up and go together after. */
+	locker = lock_log();
+	for (i = 0; i < MANY; i++)
 		t[i] = send(s[i], "w");
 	dobj_rt_pump(rt);
 	unlock(locker);
 	CHECK_EQ_INT(dobj_rt_run(rt, all_done, t), DOBJ_OK);
-	for (i = 0; i < 6; i++) {
+	for (i = 0; i < MANY; i++) {
 		if (i == 3) {
 			CHECK(strstr(task_body(t[i], &code), "fencing epoch") != NULL);
 			CHECK_EQ_INT(code, DOBJ_EABORTED);
@@ -185,28 +199,82 @@ static void test_appends_of_many_objects_go_in_one_transaction_and_a_fenced_one_
 		dobj_task_unref(t[i]);
 	}
 	/* Only the fenced object was reset. */
-	CHECK_EQ_INT(dobj_ns_live(ns), 5);
-	/* Five rows in at most two transactions (g0's alone or with whatever
-	 * was queued when the committer took it, then the rest together):
-	 * rows of one transaction share its id. */
+	CHECK_EQ_INT(dobj_ns_live(ns), MANY - 1);
+	/* Nineteen rows in at most five transactions (the four committers'
+	 * first batches, then the rest together): rows of one transaction
+	 * share its id. */
 	snprintf(q, sizeof(q), "SELECT count(*), count(DISTINCT xmin::text) FROM dobj_wal "
 		"WHERE seq = 2 AND (false");
-	for (i = 0; i < 6; i++)
+	for (i = 0; i < MANY; i++)
 		snprintf(q + strlen(q), sizeof(q) - strlen(q), " OR (%s)", where(ns, names[i]));
 	strcat(q, ")");
 	{
 		PGconn *c = pgtest_connect(&pg);
 		PGresult *r = PQexec(c, q);
 		CHECK(PQresultStatus(r) == PGRES_TUPLES_OK);
-		CHECK_STR(PQgetvalue(r, 0, 0), "5");
-		CHECK(atoi(PQgetvalue(r, 0, 1)) <= 2);
+		CHECK_EQ_INT(atoi(PQgetvalue(r, 0, 0)), MANY - 1);
+		CHECK(atoi(PQgetvalue(r, 0, 1)) <= 5);
 		PQclear(r);
 		PQfinish(c);
 	}
 	snprintf(q, sizeof(q), "SELECT count(*) FROM dobj_wal WHERE seq = 2 AND %s", where(ns, "g3"));
 	CHECK_EQ_INT(pgtest_sql(&pg, NULL, q), 0);
-	for (i = 0; i < 6; i++)
+	for (i = 0; i < MANY; i++)
 		dobj_stub_free(s[i]);
+	dobj_rt_free(rt);
+	testhost_rm_rf(dir);
+}
+
+/* One object's next append waits until its previous one came back, on
+ * whichever committer: had it gone out on another connection, the first
+ * failing with the second confirmed would leave a gap in the log (and
+ * release a later result before an earlier one). */
+static void test_an_objects_next_append_waits_for_its_previous_one(void)
+{
+	char dir[64], q[400];
+	dobj_ns *ns;
+	dobj_rt *rt = node(testhost_tmpdir(dir, "dobj-commit"), 500, &ns);
+	dobj_stub *a = testhost_stub(ns, "one-a"), *c = testhost_stub(ns, "one-c");
+	dobj_task *t[3] = { 0 };
+	PGconn *blocker;
+	dobj_id cid;
+	int code;
+
+	CHECK_STR(fetch(rt, a, "w", NULL), "1");
+	CHECK_STR(fetch(rt, c, "w", NULL), "1");
+	dobj_id_from_name(dobj_ns_idkey(ns), "one-c", 5, &cid);
+	/* The first append's row (seq 2) is being written by another
+	 * transaction: the append waits for it, past the node's timeout; the
+	 * second (seq 3) would not wait for anything. */
+	blocker = pgtest_connect(&pg);
+	pgtest_sql(&pg, blocker, "BEGIN");
+	snprintf(q, sizeof(q), "INSERT INTO dobj_wal (ns, object_id, seq, epoch, frames) "
+		"SELECT ns, object_id, 2, epoch, '\\x00' FROM dobj_owner WHERE %s", where(ns, "one-a"));
+	pgtest_sql(&pg, blocker, q);
+	t[0] = send(a, "w");
+	dobj_rt_pump(rt);
+	/* Another object's release between them ends a batch: the two appends
+	 * never go in one statement. */
+	CHECK_EQ_INT(dobj_ns_evict(ns, &cid), 1);
+	t[1] = send(a, "w");
+	dobj_rt_pump(rt);
+	CHECK_EQ_INT(dobj_rt_run(rt, all_done, t), DOBJ_OK);
+	CHECK(strstr(task_body(t[0], &code), "storage commit failed") != NULL);
+	CHECK(code != DOBJ_OK);
+	CHECK(task_body(t[1], &code) && code != DOBJ_OK);
+	pgtest_sql(&pg, blocker, "ROLLBACK");
+	PQfinish(blocker);
+	snprintf(q, sizeof(q), "SELECT count(*) FROM dobj_wal WHERE seq = 3 AND %s",
+		where(ns, "one-a"));
+	CHECK_EQ_INT(pgtest_sql(&pg, NULL, q), 0);
+	dobj_task_unref(t[0]);
+	dobj_task_unref(t[1]);
+	/* The object was reset; what was acknowledged is there. */
+	dobj_stub_free(a);
+	a = testhost_stub(ns, "one-a");
+	CHECK_STR(fetch(rt, a, "r", NULL), "1");
+	dobj_stub_free(a);
+	dobj_stub_free(c);
 	dobj_rt_free(rt);
 	testhost_rm_rf(dir);
 }
@@ -339,7 +407,8 @@ int main(void)
 	if (pgtest_start(&pg) < 0)
 		return 1;
 	RUN(test_a_waiting_append_comes_back_through_the_fd_and_holds_up_no_other_object);
-	RUN(test_appends_of_many_objects_go_in_one_transaction_and_a_fenced_one_fails_alone);
+	RUN(test_appends_of_many_objects_go_in_few_transactions_and_a_fenced_one_fails_alone);
+	RUN(test_an_objects_next_append_waits_for_its_previous_one);
 	RUN(test_postgres_killed_while_an_append_waits);
 	RUN(test_closing_with_appends_out_delivers_what_was_confirmed_and_fails_the_rest);
 	RUN(test_closing_right_after_a_write_keeps_it);

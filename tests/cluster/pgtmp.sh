@@ -65,12 +65,18 @@ start)
 	fi
 	echo "$port" >"$d/port"
 	mkfifo "$d/lifeline"
-	# The watchdog: blocks until every writer of the lifeline closed it.
-	( exec </dev/null >/dev/null 2>&1; cat "$d/lifeline" >/dev/null; do_stop "$d" ) &
-	disown
+	# The watchdog, in a session of its own: a caller that kills its whole
+	# process group (a timed-out make, a job control kill) must not take the
+	# watchdog with it and leave the server running.
+	setsid bash "$0" watch "$d" </dev/null >/dev/null 2>&1 &
 	echo "postgresql://dobj@127.0.0.1:$port/postgres $d"
 	;;
 stop) do_stop "$2" ;;
+watch)
+	# Blocks until every writer of the lifeline closed it.
+	cat "$2/lifeline" >/dev/null
+	do_stop "$2"
+	;;
 kill)
 	# The postmaster and its backends at once (as a machine losing power
 	# would); its shared memory goes with the last of them.

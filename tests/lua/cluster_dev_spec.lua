@@ -33,14 +33,24 @@ local function curl(url)
   return tonumber(status), body
 end
 
--- `dobj-lua dev --port 0 --config DIR ARGS`, once it printed "Ready on".
-local function start(dir, args)
-  local s, out = H.dev_start(("--port 0 --config %s %s"):format(q(dir), args))
+-- `dobj-lua dev --port 0 --config DIR ARGS` (with the variables ENV, as
+-- "NAME=value ..."), once it printed "Ready on".
+local function start(dir, args, env)
+  local s, out = H.dev_start(("--port 0 --config %s %s"):format(q(dir), args), nil, env)
   return s or error("dobj-lua dev did not start:\n" .. out)
 end
 
 -- SIGTERM; its exit code.
 local function stop(s) return select(2, H.dev_stop(s)) end
+
+-- A loopback port free now (the system's pick, let go): fixed ports collided
+-- with other runs of the suite on the same machine ("Address already in use").
+local function free_port()
+  local srv = assert(dobj.http_listen("127.0.0.1", 0))
+  local port = srv:port()
+  srv:close()
+  return port
+end
 
 local function closed_port()
   -- A port in this helper's own range that nothing of the suite listens on.
@@ -99,12 +109,13 @@ describe("cluster settings and commands (Lua)", function()
   end)
 
   it("two dobj-lua dev --cluster servers share one database", function()
-    local a = start(project(), "--cluster " .. q(pg.url) .. " --node-addr 127.0.0.1:18311")
+    local pa, pb = free_port(), free_port()
+    local a = start(project(), "--cluster " .. q(pg.url) .. " --node-addr 127.0.0.1:" .. pa)
     servers[#servers + 1] = a
-    local b = start(project(), "--cluster " .. q(pg.url) .. " --node-addr 127.0.0.1:18312")
+    local b = start(project(), "--cluster " .. q(pg.url) .. " --node-addr 127.0.0.1:" .. pb)
     servers[#servers + 1] = b
-    local node_a = tonumber(table.concat(a.lines, "\n"):match("%[dobj:inf%] cluster: node (%d+) at 127%.0%.0%.1:18311"))
-    local node_b = tonumber(table.concat(b.lines, "\n"):match("%[dobj:inf%] cluster: node (%d+) at 127%.0%.0%.1:18312"))
+    local node_a = tonumber(table.concat(a.lines, "\n"):match("%[dobj:inf%] cluster: node (%d+) at 127%.0%.0%.1:" .. pa))
+    local node_b = tonumber(table.concat(b.lines, "\n"):match("%[dobj:inf%] cluster: node (%d+) at 127%.0%.0%.1:" .. pb))
     assert.truthy(node_a and node_b and node_a ~= node_b)
     for i = 1, 3 do
       assert.are.same({ 200, tostring(i) }, { curl(("http://127.0.0.1:%d/shared"):format(a.port)) })
@@ -121,6 +132,34 @@ describe("cluster settings and commands (Lua)", function()
     servers[#servers + 1] = s
     local port = tonumber(table.concat(s.lines, "\n"):match("%[dobj:inf%] cluster: node %d+ at 127%.0%.0%.1:(%d+)"))
     assert.truthy(port and port ~= 0, table.concat(s.lines, "\n"))
+  end)
+
+  it("dobj-lua dev --cluster without --node-addr serves, on a port the system picks", function()
+    -- It was a pure client: it served no object, every request went to another node.
+    local s = start(project(), "--cluster " .. q(pg.url))
+    servers[#servers + 1] = s
+    local node, port = table.concat(s.lines, "\n"):match("%[dobj:inf%] cluster: node (%d+) at 127%.0%.0%.1:(%d+)")
+    assert.truthy(port and port ~= "0", table.concat(s.lines, "\n"))
+    assert.are.same({ 200, "1" }, { curl(("http://127.0.0.1:%d/own"):format(s.port)) })
+    assert.are.equal("1", sql("SELECT count(*) FROM dobj_owner WHERE node_id = " .. node))
+  end)
+
+  it("--cluster-ttl and --cluster-grace win over the environment; bad ones are exit status 2", function()
+    local s = start(project(), "--cluster " .. q(pg.url) .. " --cluster-ttl 0.5 --cluster-grace 0",
+      "DOBJ_CLUSTER_TTL=9")
+    servers[#servers + 1] = s
+    local node = table.concat(s.lines, "\n"):match("%[dobj:inf%] cluster: node (%d+)")
+    local left = tonumber(sql("SELECT extract(epoch FROM lease_until - now()) FROM dobj_node WHERE node_id = " .. node))
+    assert.truthy(left and left <= 0.5, tostring(left))
+    local d = project()
+    for _, c in ipairs {
+      { "--cluster-ttl 1e9", "dobj-lua: --cluster-ttl: the lease time to live must be a number of seconds from 0.1 to 86400\n" },
+      { "--cluster-grace -1", "dobj-lua: --cluster-grace: the grace period must be 0 or more seconds\n" },
+      { "--cluster-ttl soon", "dobj-lua: --cluster-ttl soon: not a number of seconds\n" },
+    } do
+      local out, err, code = dobj_lua("dev --port 0 --config " .. q(d) .. " --cluster " .. q(pg.url) .. " " .. c[1])
+      assert.are.same({ "", c[2], 2 }, { out, err, code })
+    end
   end)
 
   it("a bad --cluster is one line and exit status 2; an unreachable database exit 1", function()
@@ -169,9 +208,10 @@ rt:close()
       :format(pg.url))
     local cfg = assert(dobj.load_config(d))
     assert.are.same({ url = pg.url, node_addr = "127.0.0.1:18313", ttl = 2.5, grace = 0 }, cfg.cluster)
-    local rt = assert(dobj.load { config = d, node_addr = "127.0.0.1:18314" })
+    local port = free_port()
+    local rt = assert(dobj.load { config = d, node_addr = "127.0.0.1:" .. port })
     assert.truthy(rt:node_id())
-    assert.are.equal("127.0.0.1:18314", sql("SELECT addr FROM dobj_node WHERE node_id = " .. rt:node_id()))
+    assert.are.equal("127.0.0.1:" .. port, sql("SELECT addr FROM dobj_node WHERE node_id = " .. rt:node_id()))
     assert.are.equal("1", rt.default.fetch("http://x/cfg"):text())
     rt:close()
     local none, msg = dobj.load { config = d, cluster = BAD_URL }

@@ -115,12 +115,13 @@ H.DOBJ_LUA = (debug.getinfo(1, "S").source:match("^@(.*[/\\])") or "./") .. "../
 -- `dobj-lua dev ARGS` (with the dobj.so of LUA_CPATH; the sanitizer preload
 -- of an ASan run for the server only; its lifetime bounded by timeout(1),
 -- `limit` seconds, default 60, so that a hung server cannot hang the suite),
--- once it printed its "Ready on" line: { p, pid, port, lines }.  Or nil,
+-- once it printed its "Ready on" line: { p, pid, port, lines }.  `env`: more
+-- variables ("NAME=value ...").  Or nil,
 -- everything it printed and its exit code if it exited first.
-function H.dev_start(args, limit)
+function H.dev_start(args, limit, env)
   local preload = os.getenv("LD_PRELOAD")
-  local cmd = ("echo $$; exec env -u LD_PRELOAD timeout --foreground -k 5 %d env %s lua5.4 %s dev %s 2>&1")
-    :format(limit or 60, preload and ("LD_PRELOAD=" .. H.q(preload)) or "", H.q(H.DOBJ_LUA), args)
+  local cmd = ("echo $$; exec env -u LD_PRELOAD timeout --foreground -k 5 %d env %s %s lua5.4 %s dev %s 2>&1")
+    :format(limit or 60, preload and ("LD_PRELOAD=" .. H.q(preload)) or "", env or "", H.q(H.DOBJ_LUA), args)
   local p = assert(io.popen("sh -c " .. H.q(cmd)))
   local s = { p = p, pid = assert(tonumber(p:read("l"))), lines = {} }
   for line in p:lines() do

@@ -121,6 +121,15 @@ describe("RPC", function()
     assert.are.equal(1, stub:add(1))
   end)
 
+  it("calls no other method for a name with a NUL byte", function()
+    -- The core took the name up to its NUL: stub["add\0x"] ran add.
+    local _, _, stub, C = setup()
+    local err = H.catch(stub["add\0x"], stub, 5)
+    assert.matches('does not implement the method "add', err.message, 1, true)
+    assert.are.equal(0, C.calls)
+    assert.are.equal(0, stub:get())
+  end)
+
   it("keeps the end of the missing-method message for a long name", function()
     local _, _, stub = setup()
     local name = ("m"):rep(2000)

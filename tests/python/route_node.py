@@ -9,7 +9,8 @@ next) and answering JSON lines on stdout:
          "remote": bool, "retryable": bool}
 
     python route_node.py URL STORAGE [NODE_ADDR]   (no NODE_ADDR: a client)
-With EXTRA=1 in the environment it also serves the OTHER namespace.
+With EXTRA=1 in the environment it also serves the OTHER namespace; IDLE and
+CALL_TIMEOUT (seconds) set the idle timeout and the cluster call timeout.
 It prints {"ready": node_id, "addr": node_addr} first; it exits when stdin closes.
 """
 import asyncio
@@ -91,6 +92,8 @@ class Box(dobj.DurableObject):
 
     async def fetch(self, request):
         if request.headers.get("upgrade") == "websocket":
+            if "slow" in request.url:  # answers after the caller's call timeout
+                await asyncio.sleep(1)
             client, server = dobj.WebSocketPair()
             self.ctx.accept_web_socket(server, tags=[request.url.rsplit("=", 1)[-1]])
             server.serialize_attachment({"pid": os.getpid()})
@@ -167,7 +170,8 @@ async def main():
     url, storage = sys.argv[1], sys.argv[2]
     addr = sys.argv[3] if len(sys.argv) > 3 else None
     rt = dobj.Runtime(storage=storage, cluster=url, node_addr=addr, cluster_ttl=1.5,
-                      cluster_grace=0.5, idle_timeout=float(os.environ.get("IDLE", "30")))
+                      cluster_grace=0.5, idle_timeout=float(os.environ.get("IDLE", "30")),
+                      cluster_call_timeout=float(os.environ.get("CALL_TIMEOUT", "30")))
     ns = rt.bind("ROUTE", Box)
     if os.environ.get("EXTRA"):
         rt.bind("OTHER", Box)  # a namespace other nodes may not have

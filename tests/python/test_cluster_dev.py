@@ -87,11 +87,13 @@ def test_dev_cluster_two_servers_share_one_database(pg, tmp_path, servers):
     state folder: an object lives on one node at a time, and what one node
     wrote is what the next one sees."""
     a_dir, b_dir = copy_example(tmp_path / "a"), copy_example(tmp_path / "b")
-    a = servers(a_dir, "--cluster", pg.url, "--node-addr", "127.0.0.1:18301", env=dev_env(**CLEAN))
-    b = servers(b_dir, "--cluster", pg.url, "--node-addr", "127.0.0.1:18302", env=dev_env(**CLEAN))
+    # Ports free now (fixed ones collided with other runs of the suite on the machine).
+    pa, pb = closed_port(), closed_port()
+    a = servers(a_dir, "--cluster", pg.url, "--node-addr", f"127.0.0.1:{pa}", env=dev_env(**CLEAN))
+    b = servers(b_dir, "--cluster", pg.url, "--node-addr", f"127.0.0.1:{pb}", env=dev_env(**CLEAN))
     # Printed before "Ready".
-    node_a = int(re.search(r"\[dobj\] cluster: node (\d+) at 127\.0\.0\.1:18301\n", a.output()).group(1))
-    node_b = int(re.search(r"\[dobj\] cluster: node (\d+) at 127\.0\.0\.1:18302\n", b.output()).group(1))
+    node_a = int(re.search(rf"\[dobj\] cluster: node (\d+) at 127\.0\.0\.1:{pa}\n", a.output()).group(1))
+    node_b = int(re.search(rf"\[dobj\] cluster: node (\d+) at 127\.0\.0\.1:{pb}\n", b.output()).group(1))
     assert node_a != node_b
     assert pg.url not in a.output()  # the URL may hold a password: never printed
     # One object per server kind (the database is the module's, each test
@@ -105,11 +107,73 @@ def test_dev_cluster_two_servers_share_one_database(pg, tmp_path, servers):
     assert pg.sql("SELECT count(*) FROM dobj_owner WHERE node_id = %d" % node_b) == ["1"]
 
 
+async def test_dev_cluster_websocket_to_a_room_on_the_other_node(pg, tmp_path, servers):
+    """docs/cluster.md, "WebSockets between nodes", over real HTTP: the chat
+    example on two `dobj dev --cluster` servers; bob's connection to b makes
+    the room b's, alice connects to a and talks to it there."""
+    websockets = pytest.importorskip("websockets")
+    import json
+    from devserver import CHAT
+    for d in ("a", "b"):
+        copy_example(tmp_path / d, CHAT)
+    a = servers(tmp_path / "a" / "chat" / "python", "--cluster", pg.url, "--node-addr", "127.0.0.1:0",
+                env=dev_env(**CLEAN))
+    b = servers(tmp_path / "b" / "chat" / "python", "--cluster", pg.url, "--node-addr", "127.0.0.1:0",
+                env=dev_env(**CLEAN))
+    room = f"/rooms/across-{servers.kind}"
+
+    async def recv(ws):
+        return json.loads(await asyncio.wait_for(ws.recv(), 30))
+
+    async with websockets.connect(f"ws://127.0.0.1:{b.port}{room}?name=bob") as bob:
+        async with websockets.connect(f"ws://127.0.0.1:{a.port}{room}?name=alice") as alice:
+            assert await recv(bob) == {"type": "join", "name": "alice"}
+            await alice.send("/who")
+            assert await recv(alice) == {"type": "who", "names": ["alice", "bob"]}
+            await alice.send("hi")
+            for ws in (alice, bob):
+                assert await recv(ws) == {"type": "message", "seq": 1, "name": "alice", "text": "hi"}
+            await alice.send("ping")  # answered by b's runtime (the auto-response)
+            assert await asyncio.wait_for(alice.recv(), 30) == "pong"
+            await bob.send("yo")
+            for ws in (alice, bob):
+                assert await recv(ws) == {"type": "message", "seq": 2, "name": "bob", "text": "yo"}
+        assert await recv(bob) == {"type": "leave", "name": "alice", "code": 1000}
+
+
 def test_dev_cluster_prints_the_address_it_listens_on(pg, tmp_path, servers):
     s = servers(copy_example(tmp_path), "--cluster", pg.url, "--node-addr", "127.0.0.1:0",
                 env=dev_env(**CLEAN))
     port = int(re.search(r"\[dobj\] cluster: node \d+ at 127\.0\.0\.1:(\d+)\n", s.output()).group(1))
     assert port != 0
+
+
+def test_dev_cluster_without_node_addr_serves_on_a_port_the_system_picks(pg, tmp_path, servers):
+    """`dobj dev --cluster URL` alone was a pure client: it served no object,
+    every request went to another node (or failed without one)."""
+    s = servers(copy_example(tmp_path), "--cluster", pg.url, env=dev_env(**CLEAN))
+    node, port = re.search(r"\[dobj\] cluster: node (\d+) at 127\.0\.0\.1:(\d+)\n", s.output()).groups()
+    assert port != "0"
+    assert get(s.port, f"own-{servers.kind}") == (200, "1")
+    assert pg.sql(f"SELECT count(*) FROM dobj_owner WHERE node_id = {node}") == ["1"]
+
+
+def test_dev_cluster_ttl_and_grace_flags_win_over_the_environment(pg, tmp_path, servers):
+    s = servers(copy_example(tmp_path), "--cluster", pg.url, "--cluster-ttl", "0.5",
+                "--cluster-grace", "0", env=dev_env(**CLEAN, DOBJ_CLUSTER_TTL="9"))
+    node = re.search(r"\[dobj\] cluster: node (\d+)", s.output()).group(1)
+    left = float(pg.sql(f"SELECT extract(epoch FROM lease_until - now()) FROM dobj_node WHERE node_id = {node}")[0])
+    assert left <= 0.5
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--cluster-ttl", "inf"], "--cluster-ttl: must be a finite number of seconds"),
+    (["--cluster-ttl", "1e9"], "--cluster-ttl: the lease time to live must be a number of seconds from 0.1 to 86400"),
+    (["--cluster-grace", "-1"], "--cluster-grace: the grace period must be 0 or more seconds"),
+])
+def test_dev_bad_cluster_time_flag_is_one_line_and_exit_2(pg, tmp_path, flags, message):
+    out = run(DOBJ, "dev", "--port", "0", "--cluster", pg.url, "--config", str(copy_example(tmp_path)), *flags)
+    assert (out.returncode, out.stderr) == (2, f"dobj dev: {message}\n")
 
 
 def test_dev_bad_cluster_flag_is_one_line_and_exit_2(tmp_path):

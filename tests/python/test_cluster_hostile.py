@@ -1,8 +1,13 @@
 """Cluster mode under hostile use (docs/cluster.md): a peer whose network
-thread answers pings while its runtime is stuck, and the bounds of the
-caller's wait."""
+thread answers pings while its runtime is stuck, calls whose frames lie
+about the object's ID, handlers that close their runtime under routed
+calls, a cluster runtime used from another thread, and NUL bytes in method
+names."""
 import asyncio
 import os
+import socket
+import struct
+import threading
 import time
 
 import pytest
@@ -61,3 +66,162 @@ def test_the_call_timeout_is_a_cluster_setting(tmp_path, monkeypatch):
     with pytest.raises(dobj.Error, match="cluster_call_timeout: the call timeout must be a number of seconds "
                                          "from 0.01 to 86400"):
         dobj.Runtime(storage=str(tmp_path), cluster="postgresql://a@127.0.0.1:1/c", cluster_call_timeout=1e6)
+
+
+def call_frame(call_id, key, oid, name, method, args):
+    """A CALL frame as a node sends it (cluster_route.c): RPC, depth 1."""
+    body = struct.pack(">QBBH", call_id, 2, 1, len(key)) + key + oid
+    body += struct.pack(">I", 0xFFFFFFFF) if name is None else struct.pack(">I", len(name)) + name
+    body += struct.pack(">H", len(method)) + method + dobj.serialize(args)
+    return struct.pack(">IB", len(body) + 1, 2) + body
+
+
+def answer_of(addr, frame):
+    """Send HELLO + frame to a node; (status, message, value) of its RESULT."""
+    host, port = addr.rsplit(":", 1)
+    hello = b"DOBJ" + struct.pack(">HQ", 1, 99)
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(struct.pack(">IB", len(hello) + 1, 1) + hello + frame)
+        got = b""
+        while len(got) < 4 or len(got) < 4 + struct.unpack(">I", got[:4])[0]:
+            chunk = s.recv(65536)
+            assert chunk, "the node closed the connection"
+            got += chunk
+    body = got[5:4 + struct.unpack(">I", got[:4])[0]]
+    _, status, _, _, mlen = struct.unpack(">QBBiI", body[:18])
+    rest = body[18 + mlen:]
+    return status, body[18:18 + mlen].decode(), dobj.deserialize(rest) if rest else None
+
+
+def test_a_call_whose_id_does_not_match_its_name_or_namespace_is_refused(node):
+    """A peer's frame names the object by ID and name: the ID must be the
+    name's (or the namespace's own, without a name).  Before, a lying frame
+    made an object whose ctx.id.name was not its ID's name, or an object
+    under an ID no stub of the namespace could make."""
+    ids = dobj.Runtime().bind("ROUTE", dobj.DurableObject)
+    honest = bytes.fromhex(str(ids.id_from_name("honest")))
+    assert answer_of(node.addr, call_frame(1, b"ROUTE", honest, b"honest", b"name_of", [])) == (0, "", "honest")
+    status, msg, _ = answer_of(node.addr, call_frame(2, b"ROUTE", honest, b"liar", b"name_of", []))
+    assert (status, msg) == (1, "cluster: a malformed call (its ID is not the namespace's, or not its name's)")
+    status, msg, _ = answer_of(node.addr, call_frame(3, b"ROUTE", b"\x07" * 32, None, b"name_of", []))
+    assert (status, msg) == (1, "cluster: a malformed call (its ID is not the namespace's, or not its name's)")
+    unique = bytes.fromhex(str(ids.new_unique_id()))
+    assert answer_of(node.addr, call_frame(4, b"ROUTE", unique, None, b"name_of", [])) == (0, "", None)
+    node.send(name="honest", method="name_of")
+    assert node.reply()["ok"] == "honest"  # the node still serves
+
+
+class Closer(dobj.DurableObject):
+    """Objects whose handlers close their own runtime (RUNTIMES[key])."""
+
+    async def add(self, n=1):
+        v = (self.ctx.storage.get("n") or 0) + n
+        self.ctx.storage.put("n", v)
+        return v
+
+    async def close_runtime(self, key, write=False):
+        if write:
+            self.ctx.storage.put("n", 99)
+        RUNTIMES[key].close()
+        return "closed"
+
+    async def slow(self, seconds):
+        await asyncio.sleep(seconds)
+        return "slept"
+
+
+RUNTIMES = {}
+
+
+def two_nodes(pg, tmp_path):
+    a = dobj.Runtime(storage=str(tmp_path / "a"), cluster=pg.url, node_addr="127.0.0.1:0",
+                     cluster_ttl=1.5, cluster_grace=0.5)
+    b = dobj.Runtime(storage=str(tmp_path / "b"), cluster=pg.url, node_addr="127.0.0.1:0",
+                     cluster_ttl=1.5, cluster_grace=0.5)
+    RUNTIMES.update(a=a, b=b)
+    return a, b, a.bind("CLOSER", Closer), b.bind("CLOSER", Closer)
+
+
+async def test_a_handler_that_closes_its_runtime_under_routed_calls(pg, tmp_path):
+    """rt.close() from a handler while a call to it comes from another node,
+    while another node's call is in flight, and while its own write waits for
+    the committer: every caller gets an answer or a clear error, and nothing
+    acknowledged is lost."""
+    a, b, na, nb = two_nodes(pg, tmp_path)
+    try:
+        assert await na.get_by_name("x").add(1) == 1          # a owns x and y
+        assert await na.get_by_name("y").add(1) == 1
+        slow = asyncio.ensure_future(nb.get_by_name("y").slow(5))  # in flight from b
+        await asyncio.sleep(0.2)
+
+        async def outcome(aw):
+            try:
+                return await aw
+            except dobj.Error as e:
+                return e
+
+        # In one turn: a's own write of x (its append queued on a's committer),
+        # b's routed write of x, and x's handler (called from b) closing a.
+        got = await asyncio.gather(outcome(na.get_by_name("x").add(10)),
+                                   outcome(nb.get_by_name("x").add(100)),
+                                   outcome(nb.get_by_name("x").close_runtime("a", True)))
+        for r in got[1:]:
+            assert isinstance(r, dobj.Error) and r.retryable is True, r
+            assert "may or may not have run" in str(r)
+        e = await asyncio.wait_for(outcome(slow), 10)
+        assert isinstance(e, dobj.Error) and e.retryable is True and "may or may not have run" in str(e)
+        # b takes the objects over: a's acknowledged write of x is there.
+        after = await nb.get_by_name("x").add(0)
+        if got[0] == 11:
+            assert after in (11, 111)      # b's add may or may not have run
+        else:
+            assert isinstance(got[0], dobj.Error) and after in (1, 101)
+        assert await nb.get_by_name("y").add(0) == 1
+    finally:
+        b.close()
+        a.close()
+
+
+async def test_a_cluster_runtime_used_from_another_thread_is_a_clear_error(pg, tmp_path):
+    """The host contract: one thread per runtime; a call, a bind, a close from
+    another thread raise dobj.Error instead of racing the node's threads."""
+    a, b, na, nb = two_nodes(pg, tmp_path)
+    try:
+        assert await na.get_by_name("t").add(1) == 1
+        stub = nb.get_by_name("t")
+
+        def in_thread(fn):
+            out = []
+
+            def run():
+                try:
+                    out.append(fn())
+                except BaseException as e:  # noqa: BLE001 - reported to the test
+                    out.append(e)
+            th = threading.Thread(target=run)
+            th.start()
+            th.join()
+            return out[0]
+
+        for fn in (lambda: asyncio.run(stub.add(1)), lambda: b.bind("OTHER", Closer), b.close):
+            e = in_thread(fn)
+            assert isinstance(e, dobj.Error) and "can only be used from the thread that created it" in str(e)
+        assert await stub.add(1) == 2  # b still serves its own thread
+    finally:
+        b.close()
+        a.close()
+
+
+async def test_a_nul_byte_in_a_method_name_calls_no_other_method(pg, tmp_path):
+    """getattr(stub, "add\\x00x")() ran add: the core took the name up to its
+    NUL.  Now it is a missing method, locally and routed alike."""
+    a, b, na, nb = two_nodes(pg, tmp_path)
+    try:
+        assert await na.get_by_name("n").add(1) == 1
+        for ns in (na, nb):  # a owns it; b's call would be routed
+            with pytest.raises(dobj.Error, match='does not implement the method "add'):
+                await getattr(ns.get_by_name("n"), "add\x00x")(5)
+        assert await nb.get_by_name("n").add(0) == 1
+    finally:
+        b.close()
+        a.close()

@@ -226,6 +226,18 @@ def test_a_websocket_to_an_object_on_another_node(nodes):
     assert a.call("room", "closed")["ok"] == [4001, "done", True, 1]
 
 
+def test_a_websocket_whose_caller_gave_up_is_closed(nodes):
+    """The 101 reaches the entry node after its call timed out: nobody will
+    serve the socket, so the object hears a close (1006) at once."""
+    a, b = nodes("a", call_timeout=0.3), nodes("b")
+    b.call("late-room", "whoami")
+    e = a.reply(a.send("ws_open", name="late-room", ws=1, ws_tag="slow"))
+    assert e["retryable"] is True and "call timeout" in e["err"], e
+    time.sleep(1.5)  # the 101 comes ~0.7 s after the timeout; a closes it at once
+    # The close went on a's connection to b before this call: its event ran first.
+    assert a.call("late-room", "closed")["ok"] == [1006, "", False, 1]
+
+
 def test_a_websocket_is_closed_when_its_objects_node_dies(nodes):
     a, b = nodes("a"), nodes("b")
     b.call("doomed-room", "whoami")
@@ -340,7 +352,9 @@ def rpc_answer(addr, ref):
     """Send a node a CALL whose one argument is a host object of `ref` bytes
     (a stub or an ID as nodes write them); the RESULT's status and message."""
     payload = b"\xff\x0fA\x01\\" + bytes([len(ref)]) + ref + b"$\x00\x01"
-    call = (struct.pack(">QBBH", 7, 2, 1, 5) + b"ROUTE" + b"\x01" * 32 + b"\xff\xff\xff\xff"
+    # The object's own ID must be one ROUTE makes (the node refuses others).
+    target = bytes.fromhex(str(dobj.Runtime().bind("ROUTE", dobj.DurableObject).id_from_name("hostile-ref")))
+    call = (struct.pack(">QBBH", 7, 2, 1, 5) + b"ROUTE" + target + b"\xff\xff\xff\xff"
             + struct.pack(">H", 4) + b"echo" + payload)
     host, port = addr.rsplit(":", 1)
     with socket.create_connection((host, int(port)), timeout=10) as s:

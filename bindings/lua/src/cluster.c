@@ -1,6 +1,7 @@
 /* dobj.cluster_init: create or migrate the cluster schema (dobj/cluster.h),
- * what `dobj-lua cluster init URL` runs; dobj._cluster_check for the
- * command line's early check of --cluster / --node-addr. */
+ * what `dobj-lua cluster init URL` runs; dobj._cluster_check and
+ * dobj._cluster_seconds for the command line's early check of --cluster,
+ * --node-addr, --cluster-ttl and --cluster-grace. */
 #include "dobj_lua.h"
 
 /* dobj.cluster_init(url [, timeout_seconds]) -> version
@@ -36,6 +37,27 @@ int l_cluster_check(lua_State *L)
 	if (o.url_len == 0)
 		o.url = "";
 	if (dobj_cluster_opts_check(&o) < 0) {
+		lua_pushnil(L);
+		lua_pushstring(L, dobj_error_last());
+		return 2;
+	}
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+/* dobj._cluster_seconds(which, seconds, name) -> true | nil, message: a
+ * command line's time ("ttl", "grace", "timeout", "call_timeout") checked by
+ * the rule of every source (dobj_cluster_opts_seconds), `name` (the flag)
+ * in the message. */
+int l_cluster_seconds(lua_State *L)
+{
+	static const char *const which[] = { "ttl", "grace", "timeout", "call_timeout", NULL };
+	dobj_cluster_opts o = DOBJ_CLUSTER_OPTS_INIT;
+	int w = luaL_checkoption(L, 1, NULL, which);
+	double s = luaL_checknumber(L, 2);
+	const char *name = luaL_checkstring(L, 3);
+
+	if (dobj_cluster_opts_seconds(&o, (dobj_cluster_time)w, s, name) < 0) {
 		lua_pushnil(L);
 		lua_pushstring(L, dobj_error_last());
 		return 2;

@@ -309,6 +309,7 @@ int l_load_config_starting(lua_State *L);
 int l_load(lua_State *L);
 int l_cluster_init(lua_State *L);
 int l_cluster_check(lua_State *L);
+int l_cluster_seconds(lua_State *L);
 int l_http_listen(lua_State *L);
 void server_open(lua_State *L, int mi);
 int l_config_parse(lua_State *L);

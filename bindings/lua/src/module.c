@@ -116,7 +116,8 @@ static const luaL_Reg module_funcs[] = {
 	{ "bytes", l_bytes }, { "date", l_date }, { "set", l_set }, { "map", l_map },
 	{ "array", l_array },
 	{ "websocket_pair", l_websocket_pair }, { "cluster_init", l_cluster_init },
-	{ "_cluster_check", l_cluster_check }, { NULL, NULL }
+	{ "_cluster_check", l_cluster_check }, { "_cluster_seconds", l_cluster_seconds },
+	{ NULL, NULL }
 };
 
 LDOBJ_EXPORT int luaopen_dobj(lua_State *L)

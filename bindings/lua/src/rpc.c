@@ -612,7 +612,8 @@ int core_outcome(lua_State *L, runtime_ud *r, dobj_task *t)
 /* stub:NAME(...): an RPC call (upvalues: module state, NAME). */
 int l_stub_rpc(lua_State *L)
 {
-	const char *name = lua_tostring(L, lua_upvalueindex(2));
+	size_t name_len;
+	const char *name = lua_tolstring(L, lua_upvalueindex(2), &name_len);
 	stub_ud *s = test_ud(L, 1, MT_STUB);
 	char where[32];
 	dobj_val *args;
@@ -626,6 +627,11 @@ int l_stub_rpc(lua_State *L)
 		return luaL_error(L, "stub:%s(...) is an RPC method: call it with a colon", name);
 	if (!s->stub)
 		return luaL_error(L, "the stub is closed");
+	if (strlen(name) != name_len) {
+		/* The core takes the name up to its NUL: "add\0x" called add. */
+		dobj_rpc_no_method(name, name_len);
+		return raise_core_error(L, dobj_error_last());
+	}
 	r = s->r;
 	c = task_here(L, r);
 	{

@@ -1,7 +1,8 @@
 """The ``dobj`` command: ``dobj dev`` serves a Workers project over HTTP.
 
 ``dobj dev [--config F] [--env X] [--port 8787] [--ip 127.0.0.1]
-[--persist-to DIR] [--cluster URL] [--node-addr HOST:PORT] [--server native|uvicorn]``
+[--persist-to DIR] [--cluster URL] [--node-addr HOST:PORT] [--cluster-ttl S]
+[--cluster-grace S] [--server native|uvicorn]``
 loads the project as :meth:`dobj.Runtime.from_config` does and serves its
 entry over HTTP/1.1 with keep-alive and WebSockets.  The default server is
 the core's (``dobj/server.h``, libmicrohttpd and wslay: the one ``dobj-lua
@@ -69,7 +70,15 @@ def _parser() -> argparse.ArgumentParser:
                      "(default: $DOBJ_CLUSTER_URL, else the config's [dobj.cluster] url)")
     dev.add_argument("--node-addr", metavar="HOST:PORT",
                      help="the address other nodes reach this one at (default: "
-                     "$DOBJ_NODE_ADDR, else the config's [dobj.cluster] node_addr)")
+                     "$DOBJ_NODE_ADDR, else the config's [dobj.cluster] node_addr, else "
+                     "127.0.0.1:0: a port the system picks, printed at start)")
+    dev.add_argument("--cluster-ttl", type=float, metavar="SECONDS",
+                     help="the node's lease time to live (default: $DOBJ_CLUSTER_TTL, else "
+                     "the config's [dobj.cluster] ttl, else 3)")
+    dev.add_argument("--cluster-grace", type=float, metavar="SECONDS",
+                     help="after a node's lease lapsed, before another node may take its "
+                     "objects (default: $DOBJ_CLUSTER_GRACE, else the config's [dobj.cluster] "
+                     "grace, else 1)")
     from . import cluster
     cl = sub.add_parser("cluster", help="cluster mode on PostgreSQL (docs/cluster.md)",
                         description="dobj cluster mode on PostgreSQL")
@@ -276,6 +285,8 @@ async def _serve_native(args: argparse.Namespace, out: Any, rt: Any) -> int:
 async def _serve(args: argparse.Namespace, out: Any) -> int:
     import dobj
     from .asgi import close_runtime
+    from .config import _load as _load_config
+    from .project import _CLUSTER_KWARGS
 
     # A bad --cluster / --node-addr is a bad command line (exit 2), checked
     # by the core as the runtime would check it.
@@ -285,12 +296,28 @@ async def _serve(args: argparse.Namespace, out: Any) -> int:
                        dobj._dobj._cluster_check("postgresql://", args.node_addr))):
         if bad:
             return _fail(f"{flag}: {bad.removeprefix('cluster: ')}", 2)
+    for flag, which, value in (("--cluster-ttl", 0, args.cluster_ttl),
+                               ("--cluster-grace", 1, args.cluster_grace)):
+        bad = value is not None and dobj._dobj._cluster_seconds(which, value, flag)
+        if bad:
+            return _fail(bad, 2)
     try:
         extra = {} if args.idle_timeout is None else {"idle_timeout": args.idle_timeout}
-        if args.cluster is not None:
-            extra["cluster"] = args.cluster
-        if args.node_addr is not None:
-            extra["node_addr"] = args.node_addr
+        # The flags win over the environment and the config (the core's
+        # config loader resolves them: dobj_config.cluster).
+        for key, value in (("cluster", args.cluster), ("node_addr", args.node_addr),
+                           ("cluster_ttl", args.cluster_ttl), ("cluster_grace", args.cluster_grace)):
+            if value is not None:
+                extra[key] = value
+        if args.node_addr is None:
+            # A dev server is a node that serves objects: without an address
+            # from the environment or the config it listens on 127.0.0.1 on a
+            # port the system picks (a runtime without one is a pure client).
+            given = tuple(extra.get(k) for k in _CLUSTER_KWARGS)
+            cfg = _load_config(args.config, args.env, args.persist_to, False,
+                               given if any(v is not None for v in given) else None)
+            if cfg.cluster is not None and cfg.cluster.node_addr is None:
+                extra["node_addr"] = "127.0.0.1:0"
         rt = dobj.Runtime.from_config(args.config, env=args.env, persist_to=args.persist_to,
                                       **extra)
     except (dobj.Error, ValueError) as exc:  # ConfigError, a state folder in use, ...

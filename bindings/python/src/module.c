@@ -299,10 +299,30 @@ static PyObject *mod_cluster_check(PyObject *m, PyObject *args)
 	Py_RETURN_NONE;
 }
 
+/* _cluster_seconds(which, seconds, name): a command line's time (0 ttl,
+ * 1 grace, 2 timeout, 3 call timeout) checked by the rule of every source
+ * (dobj_cluster_opts_seconds), `name` (the flag) in the message; None, or
+ * the message. */
+static PyObject *mod_cluster_seconds(PyObject *m, PyObject *args)
+{
+	dobj_cluster_opts o = DOBJ_CLUSTER_OPTS_INIT;
+	const char *name;
+	double s;
+	int which;
+
+	(void)m;
+	if (!PyArg_ParseTuple(args, "ids:_cluster_seconds", &which, &s, &name))
+		return NULL;
+	if (dobj_cluster_opts_seconds(&o, (dobj_cluster_time)which, s, name) < 0)
+		return PyUnicode_FromString(dobj_error_last());
+	Py_RETURN_NONE;
+}
+
 static PyMethodDef mod_methods[] = {
 	{ "_cluster_init", mod_cluster_init, METH_VARARGS, NULL },
 	{ "_cluster_init_status", mod_cluster_init_status, METH_VARARGS, NULL },
 	{ "_cluster_check", mod_cluster_check, METH_VARARGS, NULL },
+	{ "_cluster_seconds", mod_cluster_seconds, METH_VARARGS, NULL },
 	{ "_setup", mod_setup, METH_VARARGS, NULL },
 	{ "_fd_readable", runtime_fd_readable, METH_O, NULL },
 	{ "_setup_storage", mod_setup_storage, METH_VARARGS, NULL },

@@ -140,7 +140,7 @@ static PyObject *Stub_rpc(StubObject *self, PyObject *const *args, Py_ssize_t na
 	module_state *st = module_state_of_type(Py_TYPE(self));
 	PyObject *pos, *payload, *kw = NULL;
 	const char *name;
-	Py_ssize_t i, nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+	Py_ssize_t name_len, i, nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
 	dobj_val *val;
 	dobj_task *t;
 	int rc;
@@ -155,9 +155,13 @@ static PyObject *Stub_rpc(StubObject *self, PyObject *const *args, Py_ssize_t na
 		PyErr_SetString(st->Error, DOBJ_MSG_CLOSED);
 		return NULL;
 	}
-	name = PyUnicode_AsUTF8(args[0]);
+	name = PyUnicode_AsUTF8AndSize(args[0], &name_len);
 	if (!name)
 		return NULL;
+	if (strlen(name) != (size_t)name_len) {
+		/* The core takes the name up to its NUL: "add\0x" called add. */
+		return raise_core_error(st, dobj_rpc_no_method(name, (size_t)name_len));
+	}
 	pos = PyTuple_New(nargs - 1);
 	if (!pos)
 		return NULL;
