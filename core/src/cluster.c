@@ -279,6 +279,7 @@ int dobj_rt_cluster(dobj_rt *rt, const dobj_cluster_opts *o)
 	cl->snap_bytes = o->version < 3 || o->snapshot_bytes == 0 ? DOBJ_CLUSTER_SNAPSHOT_BYTES
 		: o->snapshot_bytes;
 	cl->rt = rt;
+	dobj__commit_watch_init(cl);
 	if ((rc = dobj__pg_check_url(cl->pg.url)) < 0 || (rc = migrate(&cl->pg, NULL)) < 0 ||
 	    (rc = dobj__route_start(rt, cl)) < 0 ||
 	    (rc = dobj__node_join(&cl->pg, cl->addr, cl->ttl_ms, &cl->node_id,
@@ -431,4 +432,45 @@ void dobj__cluster_unhold(dobj_obj *obj)
 	if (!obj->dead && !obj->constructed && obj->ntasks == 0 && obj->mapped)
 		dobj__obj_evict(obj); /* made for the alarm, which did not run */
 	dobj__obj_unref(obj);
+}
+
+static void watch_fired(void *data, int fired)
+{
+	dobj__watch *w = data;
+
+	w->tm = NULL;
+	if (fired)
+		dobj__watch_update(w);
+}
+
+void dobj__watch_update(dobj__watch *w)
+{
+	int busy = w->busy(w->owner);
+
+	if (busy && !w->tm && !w->rt->closing)
+		dobj__timer(w->rt, w->ms, watch_fired, w, 0, &w->tm);
+	else if (!busy && w->tm)
+		dobj__watch_stop(w);
+}
+
+void dobj__watch_stop(dobj__watch *w)
+{
+	dobj_timer *tm = w->tm;
+
+	if (tm) {
+		w->tm = NULL;
+		dobj_timer_cancel(w->rt, tm);
+	}
+}
+
+int dobj__cond_init(pthread_cond_t *c)
+{
+	pthread_condattr_t at;
+	int rc;
+
+	pthread_condattr_init(&at);
+	pthread_condattr_setclock(&at, CLOCK_MONOTONIC);
+	rc = pthread_cond_init(c, &at);
+	pthread_condattr_destroy(&at);
+	return rc;
 }

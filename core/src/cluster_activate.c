@@ -56,7 +56,7 @@ struct dobj__activator {
 	dobj__pg pg;
 	/* the runtime's thread only */
 	size_t out;
-	dobj_timer *watch;
+	dobj__watch watch;
 };
 
 static void act_free(dobj__act *a)
@@ -283,29 +283,15 @@ static void *act_main(void *arg)
 	return NULL;
 }
 
-static void watch_fired(void *data, int fired);
-
-/* While activations are out, a strong timer keeps dobj_rt_run waiting. */
-static void watch_update(struct dobj__cluster *cl)
+/* While activations are out, ac->watch keeps dobj_rt_run waiting. */
+static int act_busy(void *owner)
 {
-	struct dobj__activator *ac = cl->act;
-
-	if (ac->out > 0 && !ac->watch && !cl->rt->closing)
-		dobj__timer(cl->rt, cl->pg.timeout_ms * 8, watch_fired, cl, 0, &ac->watch);
-	else if (ac->out == 0 && ac->watch) {
-		dobj_timer *tm = ac->watch;
-		ac->watch = NULL;
-		dobj_timer_cancel(cl->rt, tm);
-	}
+	return ((struct dobj__activator *)owner)->out > 0;
 }
 
-static void watch_fired(void *data, int fired)
+static void watch_update(struct dobj__cluster *cl)
 {
-	struct dobj__cluster *cl = data;
-
-	cl->act->watch = NULL;
-	if (fired)
-		watch_update(cl);
+	dobj__watch_update(&cl->act->watch);
 }
 
 /* The runtime's thread: activations that ended open their object's gate. */
@@ -369,18 +355,6 @@ int dobj__act_begin(struct dobj__cluster *cl, dobj_obj *obj)
 	return 1;
 }
 
-static int cond_init(pthread_cond_t *c)
-{
-	pthread_condattr_t at;
-	int rc;
-
-	pthread_condattr_init(&at);
-	pthread_condattr_setclock(&at, CLOCK_MONOTONIC);
-	rc = pthread_cond_init(c, &at);
-	pthread_condattr_destroy(&at);
-	return rc;
-}
-
 int dobj__act_start(struct dobj__cluster *cl)
 {
 	struct dobj__activator *ac;
@@ -393,9 +367,11 @@ int dobj__act_start(struct dobj__cluster *cl)
 		return dobj_error_set(DOBJ_ENOMEM, "out of memory");
 	}
 	ac->pg.timeout_ms = cl->pg.timeout_ms;
+	ac->watch = (dobj__watch){ .rt = cl->rt, .ms = cl->pg.timeout_ms * 8, .busy = act_busy,
+		.owner = ac };
 	pthread_mutex_init(&ac->mu, NULL);
-	cond_init(&ac->wake);
-	cond_init(&ac->idle);
+	dobj__cond_init(&ac->wake);
+	dobj__cond_init(&ac->idle);
 	cl->act = ac;
 	if ((rc = dobj__rt_source_add(cl->rt, act_drain, cl)) < 0)
 		goto fail;
@@ -449,11 +425,7 @@ void dobj__act_stop(struct dobj__cluster *cl)
 	}
 	ac->q_tail = NULL;
 	act_drain(cl->rt, cl);
-	if (ac->watch) {
-		dobj_timer *tm = ac->watch;
-		ac->watch = NULL;
-		dobj_timer_cancel(cl->rt, tm);
-	}
+	dobj__watch_stop(&ac->watch);
 	dobj__pg_drop(&ac->pg);
 	free(ac->pg.url);
 	pthread_cond_destroy(&ac->wake);

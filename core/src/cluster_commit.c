@@ -172,30 +172,24 @@ static int hold_empty(const dobj__hold *h)
 
 /* ---------------------------------------------------- the runtime's side */
 
-static void watch_fired(void *data, int fired);
-
-/* While appends are out or results wait for the lease, a strong timer keeps
+/* While appends are out or results wait for the lease, cl->watch keeps
  * dobj_rt_run waiting (the confirmation itself comes through the fd). */
-static void watch_update(struct dobj__cluster *cl)
+static int commit_busy(void *owner)
 {
-	int busy = cl->jobs_out > 0 || !hold_empty(&cl->gate);
+	struct dobj__cluster *cl = owner;
 
-	if (busy && !cl->watch && !cl->rt->closing)
-		dobj__timer(cl->rt, cl->pg.timeout_ms * 2 + cl->ttl_ms, watch_fired, cl, 0, &cl->watch);
-	else if (!busy && cl->watch) {
-		dobj_timer *tm = cl->watch;
-		cl->watch = NULL;
-		dobj_timer_cancel(cl->rt, tm);
-	}
+	return cl->jobs_out > 0 || !hold_empty(&cl->gate);
 }
 
-static void watch_fired(void *data, int fired)
+void dobj__commit_watch_init(struct dobj__cluster *cl)
 {
-	struct dobj__cluster *cl = data;
+	cl->watch = (dobj__watch){ .rt = cl->rt, .ms = cl->pg.timeout_ms * 2 + cl->ttl_ms,
+		.busy = commit_busy, .owner = cl };
+}
 
-	cl->watch = NULL;
-	if (fired)
-		watch_update(cl);
+static void watch_update(struct dobj__cluster *cl)
+{
+	dobj__watch_update(&cl->watch);
 }
 
 static void mono_deadline(struct timespec *ts, double ms);
@@ -917,18 +911,6 @@ static void *commit_main(void *arg)
 
 /* --------------------------------------------------------------- lifetime */
 
-static int cond_init(pthread_cond_t *c)
-{
-	pthread_condattr_t a;
-	int rc;
-
-	pthread_condattr_init(&a);
-	pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
-	rc = pthread_cond_init(c, &a);
-	pthread_condattr_destroy(&a);
-	return rc;
-}
-
 /* Stop and join the committers (under no lock). */
 static void committers_stop(struct dobj__cluster *cl)
 {
@@ -961,8 +943,8 @@ int dobj__cluster_start(struct dobj__cluster *cl)
 	cl->l_view = cl->lease_view;
 	cl->l_ok = 1;
 	pthread_mutex_init(&cl->mu, NULL);
-	cond_init(&cl->lwake);
-	cond_init(&cl->idle);
+	dobj__cond_init(&cl->lwake);
+	dobj__cond_init(&cl->idle);
 	if ((rc = dobj__rt_source_add(cl->rt, drain, cl)) < 0)
 		goto fail;
 	/* The threads take no signal: a host that waits for SIGTERM on a
@@ -979,7 +961,7 @@ int dobj__cluster_start(struct dobj__cluster *cl)
 			rc = -1;
 			break;
 		}
-		cond_init(&c->wake);
+		dobj__cond_init(&c->wake);
 		if ((rc = pthread_create(&c->th, NULL, commit_main, c)) != 0) {
 			pthread_cond_destroy(&c->wake);
 			free(c->pg.url);
@@ -1059,11 +1041,7 @@ void dobj__cluster_stop(struct dobj__cluster *cl)
 	drain(cl->rt, cl);
 	hold_release(&cl->gate, DOBJ_ECLOSED, "cluster: the runtime closed before this node's "
 		"lease was confirmed");
-	if (cl->watch) {
-		dobj_timer *tm = cl->watch;
-		cl->watch = NULL;
-		dobj_timer_cancel(cl->rt, tm);
-	}
+	dobj__watch_stop(&cl->watch);
 	while ((d = cl->due)) {
 		cl->due = d->next;
 		free(d);

@@ -73,6 +73,27 @@ typedef struct dobj__due dobj__due;     /* a due alarm found by the lease thread
  * (snapshots: cluster_snapshot.c) and the activator (claims and restores:
  * cluster_activate.c).  They hand results back through the runtime's fd
  * (dobj__rt_post). */
+/* A strong timer that keeps dobj_rt_run waiting while one of the node's
+ * threads has work out: the work's end comes through the runtime's fd, which
+ * dobj_rt_run alone would not wait for.  Armed for `ms` while busy(owner)
+ * says so, re-armed when it fires and work is still out, cancelled once
+ * nothing is.  The runtime's thread only. */
+typedef struct dobj__watch {
+	dobj_rt *rt;
+	double ms;
+	int (*busy)(void *owner);
+	void *owner;
+	dobj_timer *tm;
+} dobj__watch;
+
+/* After the work out may have changed: arm or cancel the timer. */
+void dobj__watch_update(dobj__watch *w);
+/* On close: cancel the timer, whatever is out. */
+void dobj__watch_stop(dobj__watch *w);
+/* A condition variable whose timed waits run on CLOCK_MONOTONIC (the node's
+ * threads wait on it; a wall-clock step must not stretch or cut a wait). */
+int dobj__cond_init(pthread_cond_t *c);
+
 struct dobj__cluster {
 	dobj_rt *rt;
 	dobj__pg pg;
@@ -86,7 +107,7 @@ struct dobj__cluster {
 	size_t jobs_out;    /* appends handed over and not drained yet */
 	dobj__hold gate;    /* confirmed, waiting for the lease view */
 	unsigned long gate_gen; /* the renewal count when the gate asked for one */
-	dobj_timer *watch;  /* keeps dobj_rt_run waiting while anything is out */
+	dobj__watch watch;  /* while appends are out or results wait for the lease */
 	/* shared with the threads: under mu */
 	pthread_mutex_t mu;
 	pthread_cond_t lwake, idle;
@@ -167,6 +188,8 @@ int dobj__cluster_start(struct dobj__cluster *cl);
 void dobj__cluster_stop(struct dobj__cluster *cl);
 /** Ask the lease keeper for a renewal now. */
 void dobj__lease_kick(struct dobj__cluster *cl);
+/* Sets up cl->watch (its period follows the node's timeout and TTL). */
+void dobj__commit_watch_init(struct dobj__cluster *cl);
 /** The same, and wait for it (bounded) and act on it: activation, which
  *  waits for PostgreSQL anyway, after the view lapsed. */
 void dobj__lease_sync(struct dobj__cluster *cl);

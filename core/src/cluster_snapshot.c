@@ -415,7 +415,7 @@ struct dobj__snapper {
 	dobj__pg pg;        /* the compactor's own connection */
 	/* the runtime's thread only */
 	size_t out;
-	dobj_timer *watch;
+	dobj__watch watch;
 };
 
 static void job_free(snap_job *j)
@@ -662,30 +662,16 @@ static void *snap_main(void *arg)
 	return NULL;
 }
 
-static void watch_fired(void *data, int fired);
-
-/* While snapshots are out, a strong timer keeps dobj_rt_run waiting (their
- * end comes through the fd). */
-static void watch_update(struct dobj__cluster *cl)
+/* While snapshots are out, sn->watch keeps dobj_rt_run waiting (their end
+ * comes through the fd). */
+static int snap_busy(void *owner)
 {
-	struct dobj__snapper *sn = cl->snap;
-
-	if (sn->out > 0 && !sn->watch && !cl->rt->closing)
-		dobj__timer(cl->rt, cl->pg.timeout_ms * 8, watch_fired, cl, 0, &sn->watch);
-	else if (sn->out == 0 && sn->watch) {
-		dobj_timer *tm = sn->watch;
-		sn->watch = NULL;
-		dobj_timer_cancel(cl->rt, tm);
-	}
+	return ((struct dobj__snapper *)owner)->out > 0;
 }
 
-static void watch_fired(void *data, int fired)
+static void watch_update(struct dobj__cluster *cl)
 {
-	struct dobj__cluster *cl = data;
-
-	cl->snap->watch = NULL;
-	if (fired)
-		watch_update(cl);
+	dobj__watch_update(&cl->snap->watch);
 }
 
 static void maybe_queue(struct dobj__cluster *cl, dobj_obj *obj, struct dobj__cluster_obj *co);
@@ -773,18 +759,6 @@ static void maybe_queue(struct dobj__cluster *cl, dobj_obj *obj, struct dobj__cl
 	watch_update(cl);
 }
 
-static int cond_init(pthread_cond_t *c)
-{
-	pthread_condattr_t a;
-	int rc;
-
-	pthread_condattr_init(&a);
-	pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
-	rc = pthread_cond_init(c, &a);
-	pthread_condattr_destroy(&a);
-	return rc;
-}
-
 int dobj__snap_start(struct dobj__cluster *cl)
 {
 	struct dobj__snapper *sn;
@@ -797,9 +771,11 @@ int dobj__snap_start(struct dobj__cluster *cl)
 		return dobj_error_set(DOBJ_ENOMEM, "out of memory");
 	}
 	sn->pg.timeout_ms = cl->pg.timeout_ms;
+	sn->watch = (dobj__watch){ .rt = cl->rt, .ms = cl->pg.timeout_ms * 8, .busy = snap_busy,
+		.owner = sn };
 	pthread_mutex_init(&sn->mu, NULL);
-	cond_init(&sn->wake);
-	cond_init(&sn->idle);
+	dobj__cond_init(&sn->wake);
+	dobj__cond_init(&sn->idle);
 	cl->snap = sn;
 	if ((rc = dobj__rt_source_add(cl->rt, snap_drain, cl)) < 0)
 		goto fail;
@@ -864,11 +840,7 @@ void dobj__snap_stop(struct dobj__cluster *cl)
 	}
 	sn->q_tail = NULL;
 	snap_drain(cl->rt, cl);
-	if (sn->watch) {
-		dobj_timer *tm = sn->watch;
-		sn->watch = NULL;
-		dobj_timer_cancel(cl->rt, tm);
-	}
+	dobj__watch_stop(&sn->watch);
 	dobj__pg_drop(&sn->pg);
 	free(sn->pg.url);
 	pthread_cond_destroy(&sn->wake);
