@@ -65,3 +65,25 @@ int l_cluster_seconds(lua_State *L)
 	lua_pushboolean(L, 1);
 	return 1;
 }
+
+/* The field `key` of the table at t in seconds (nil: not given) into co, by
+ * the core's rule (dobj_cluster_opts_seconds): 0, or < 0 with the core's
+ * message.  A field that is not a number is an error, its message prefixed
+ * by `who` (the function's name and ": ", or ""). */
+int cluster_field_seconds(lua_State *L, int t, const char *key, dobj_cluster_time which,
+	dobj_cluster_opts *co, const char *who)
+{
+	double s;
+
+	lua_getfield(L, t, key);
+	if (lua_isnil(L, -1)) {
+		lua_pop(L, 1);
+		return 0;
+	}
+	if (lua_type(L, -1) != LUA_TNUMBER)
+		return luaL_error(L, "%s%s must be a number of seconds, not %s", who, key,
+			luaL_typename(L, -1));
+	s = lua_tonumber(L, -1);
+	lua_pop(L, 1);
+	return dobj_cluster_opts_seconds(co, which, s, key);
+}

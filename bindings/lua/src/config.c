@@ -144,25 +144,6 @@ static const char *opt_field(lua_State *L, int t, const char *key)
 	return s;
 }
 
-/* A field in seconds (nil: not given) into co, by the core's rule
- * (dobj_cluster_opts_seconds): 0, or < 0 with the core's message. */
-static int opt_secs(lua_State *L, int t, const char *key, dobj_cluster_time which,
-	dobj_cluster_opts *co)
-{
-	double s;
-
-	lua_getfield(L, t, key);
-	if (lua_isnil(L, -1)) {
-		lua_pop(L, 1);
-		return 0;
-	}
-	if (lua_type(L, -1) != LUA_TNUMBER)
-		luaL_error(L, "load_config: %s must be a number of seconds, not %s", key, luaL_typename(L, -1));
-	s = lua_tonumber(L, -1);
-	lua_pop(L, 1);
-	return dobj_cluster_opts_seconds(co, which, s, key);
-}
-
 /* The resolved cluster settings as a table (seconds; nil for a setting left
  * at the core's default). */
 static void push_cluster(lua_State *L, const dobj_cluster_opts *o)
@@ -212,10 +193,10 @@ static int load_config(lua_State *L, int starting)
 	opts.persist_to = opt_field(L, 1, "persist_to");
 	opts.cluster.url = opt_field(L, 1, "cluster");
 	opts.cluster.node_addr = opt_field(L, 1, "node_addr");
-	if (opt_secs(L, 1, "cluster_ttl", DOBJ_CLUSTER_TTL, &opts.cluster) < 0 ||
-	    opt_secs(L, 1, "cluster_grace", DOBJ_CLUSTER_GRACE, &opts.cluster) < 0 ||
-	    opt_secs(L, 1, "cluster_timeout", DOBJ_CLUSTER_TIMEOUT, &opts.cluster) < 0 ||
-	    opt_secs(L, 1, "cluster_call_timeout", DOBJ_CLUSTER_CALL_TIMEOUT, &opts.cluster) < 0) {
+	if (cluster_field_seconds(L, 1, "cluster_ttl", DOBJ_CLUSTER_TTL, &opts.cluster, "load_config: ") < 0 ||
+	    cluster_field_seconds(L, 1, "cluster_grace", DOBJ_CLUSTER_GRACE, &opts.cluster, "load_config: ") < 0 ||
+	    cluster_field_seconds(L, 1, "cluster_timeout", DOBJ_CLUSTER_TIMEOUT, &opts.cluster, "load_config: ") < 0 ||
+	    cluster_field_seconds(L, 1, "cluster_call_timeout", DOBJ_CLUSTER_CALL_TIMEOUT, &opts.cluster, "load_config: ") < 0) {
 		lua_pushnil(L);
 		lua_pushstring(L, dobj_error_last());
 		return 2;

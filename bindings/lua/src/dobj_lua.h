@@ -310,6 +310,8 @@ int l_load(lua_State *L);
 int l_cluster_init(lua_State *L);
 int l_cluster_check(lua_State *L);
 int l_cluster_seconds(lua_State *L);
+int cluster_field_seconds(lua_State *L, int t, const char *key, dobj_cluster_time which,
+	dobj_cluster_opts *co, const char *who);
 int l_http_listen(lua_State *L);
 void server_open(lua_State *L, int mi);
 int l_config_parse(lua_State *L);

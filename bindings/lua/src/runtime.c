@@ -199,26 +199,6 @@ static void report_background_error(dobj_task *t, void *data)
 	lua_settop(A, atop);
 }
 
-/* A field in seconds (nil: not given) into co, by the core's rule
- * (dobj_cluster_opts_seconds): 0, or < 0 with the core's message (the
- * caller returns nil, message, as for the core's other refusals). */
-static int cluster_secs(lua_State *L, int t, const char *key, dobj_cluster_time which,
-	dobj_cluster_opts *co)
-{
-	double s;
-
-	lua_getfield(L, t, key);
-	if (lua_isnil(L, -1)) {
-		lua_pop(L, 1);
-		return 0;
-	}
-	if (lua_type(L, -1) != LUA_TNUMBER)
-		return luaL_error(L, "%s must be a number of seconds, got %s", key, luaL_typename(L, -1));
-	s = lua_tonumber(L, -1);
-	lua_pop(L, 1);
-	return dobj_cluster_opts_seconds(co, which, s, key);
-}
-
 /* The node's log lines (dobj_rt_cluster_set_log: a lost lease...), on
  * stderr as the binding's other warnings. */
 static void log_cluster_event(void *data, long long node_id, const char *message)
@@ -301,10 +281,10 @@ int l_runtime(lua_State *L)
 		/* Seconds; the core checks them (dobj_cluster_opts_check).  The C
 		 * fields' 0 means "the default": a grace of 0 s is written < 0
 		 * there, a ttl or timeout of 0 s stays a refusal (NaN). */
-		if (cluster_secs(L, 1, "cluster_ttl", DOBJ_CLUSTER_TTL, &co) < 0 ||
-		    cluster_secs(L, 1, "cluster_grace", DOBJ_CLUSTER_GRACE, &co) < 0 ||
-		    cluster_secs(L, 1, "cluster_timeout", DOBJ_CLUSTER_TIMEOUT, &co) < 0 ||
-		    cluster_secs(L, 1, "cluster_call_timeout", DOBJ_CLUSTER_CALL_TIMEOUT, &co) < 0) {
+		if (cluster_field_seconds(L, 1, "cluster_ttl", DOBJ_CLUSTER_TTL, &co, "") < 0 ||
+		    cluster_field_seconds(L, 1, "cluster_grace", DOBJ_CLUSTER_GRACE, &co, "") < 0 ||
+		    cluster_field_seconds(L, 1, "cluster_timeout", DOBJ_CLUSTER_TIMEOUT, &co, "") < 0 ||
+		    cluster_field_seconds(L, 1, "cluster_call_timeout", DOBJ_CLUSTER_CALL_TIMEOUT, &co, "") < 0) {
 			lua_pushnil(L);
 			lua_pushstring(L, dobj_error_last());
 			return 2;

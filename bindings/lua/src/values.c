@@ -698,8 +698,8 @@ int l_set(lua_State *L)
 	return 1;
 }
 
-/* dobj.map([t]): marks t (or a new table) to be stored as a Map. */
-int l_map(lua_State *L)
+/* Gives t (argument 1, or a new table) the metatable `which` and returns it. */
+static int mark_table(lua_State *L, int which)
 {
 	lua_settop(L, 1);
 	if (lua_isnil(L, 1)) {
@@ -707,24 +707,22 @@ int l_map(lua_State *L)
 		lua_replace(L, 1);
 	}
 	luaL_checktype(L, 1, LUA_TTABLE);
-	push_mt(L, MT_MAP);
+	push_mt(L, which);
 	lua_setmetatable(L, 1);
 	return 1;
+}
+
+/* dobj.map([t]): marks t (or a new table) to be stored as a Map. */
+int l_map(lua_State *L)
+{
+	return mark_table(L, MT_MAP);
 }
 
 /* dobj.array([t]): marks t (or a new table) to be stored and sent as an
  * Array, even empty; its keys must be 1..n. */
 int l_array(lua_State *L)
 {
-	lua_settop(L, 1);
-	if (lua_isnil(L, 1)) {
-		lua_newtable(L);
-		lua_replace(L, 1);
-	}
-	luaL_checktype(L, 1, LUA_TTABLE);
-	push_mt(L, MT_ARRAY);
-	lua_setmetatable(L, 1);
-	return 1;
+	return mark_table(L, MT_ARRAY);
 }
 
 static int l_null_tostring(lua_State *L)
