@@ -76,13 +76,14 @@ typedef struct dobj__due dobj__due;     /* a due alarm found by the lease thread
 /* A strong timer that keeps dobj_rt_run waiting while one of the node's
  * threads has work out: the work's end comes through the runtime's fd, which
  * dobj_rt_run alone would not wait for.  Armed for `ms` while busy(owner)
- * says so, re-armed when it fires and work is still out, cancelled once
- * nothing is.  The runtime's thread only. */
+ * says so, re-armed when it fires and work is still out (after fired(owner),
+ * when set), cancelled once nothing is.  The runtime's thread only. */
 typedef struct dobj__watch {
 	dobj_rt *rt;
 	double ms;
 	int (*busy)(void *owner);
 	void *owner;
+	void (*fired)(void *owner);
 	dobj_timer *tm;
 } dobj__watch;
 
