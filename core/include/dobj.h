@@ -658,10 +658,12 @@ DOBJ_API int dobj_rpc_name_check(const char *name, size_t len);
 /**
  * Set the thread's error to workerd's missing-method message for `name`
  * (`The RPC receiver does not implement the method "NAME".`) and return
- * DOBJ_ENOHANDLER.  The message always
- * ends with `".`: a name longer than 256 bytes is cut (at a UTF-8 character
- * boundary) and marked with "...".  A step that finds no method returns this
- * code (or raises its task with it).
+ * DOBJ_ENOHANDLER.  NAME is shown escaped: a control byte (NUL included), a
+ * byte that is not UTF-8 (WTF-8) and a backslash as `\xhh` or `\\`, so that
+ * the message holds the whole name as asked.  The message always ends with
+ * `".`: a name that takes more than 256 bytes so shown is cut (between
+ * characters) and marked with "...".  A step that finds no method returns
+ * this code (or raises its task with it).
  */
 DOBJ_API int dobj_rpc_no_method(const char *name, size_t len);
 
