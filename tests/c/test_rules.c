@@ -168,6 +168,22 @@ static void test_missing_method_message_shows_the_name_escaped(void)
 		(int)strlen("The RPC receiver does not implement the method \"...\".") + 256);
 }
 
+static void test_a_stub_takes_only_a_name_that_is_text(void)
+{
+	/* dobj_id_from_name's rule: an object's name is always a string to show. */
+	dobj_rt *rt = make_rt(0);
+	dobj_stub *s = named("a");
+	dobj_stub *t = NULL;
+
+	CHECK_EQ_INT(dobj_stub_new(&t, ns, dobj_stub_id(s), "a\xff", 2), DOBJ_EARG);
+	CHECK_STR(dobj_error_last(), "a Durable Object name must be UTF-8 text (byte 2 is not)");
+	CHECK(t == NULL);
+	CHECK_EQ_INT(dobj_stub_new(&t, ns, dobj_stub_id(s), NULL, 0), DOBJ_OK);
+	dobj_stub_free(t);
+	dobj_stub_free(s);
+	dobj_rt_free(rt);
+}
+
 static void test_reserved_names_never_reach_the_step(void)
 {
 	dobj_rt *rt = make_rt(0);
@@ -779,6 +795,7 @@ int main(void)
 	RUN(test_rpc_names_reserved_private_and_callable);
 	RUN(test_missing_method_message_keeps_its_end);
 	RUN(test_missing_method_message_shows_the_name_escaped);
+	RUN(test_a_stub_takes_only_a_name_that_is_text);
 	RUN(test_reserved_names_never_reach_the_step);
 	RUN(test_idle_timeout_has_one_meaning);
 	RUN(test_durability_names_and_delays);
