@@ -434,32 +434,23 @@ void dobj__cluster_unhold(dobj_obj *obj)
 	dobj__obj_unref(obj);
 }
 
-static void watch_fired(void *data, int fired)
-{
-	dobj__watch *w = data;
-
-	w->tm = NULL;
-	if (fired)
-		dobj__watch_update(w);
-}
-
 void dobj__watch_update(dobj__watch *w)
 {
 	int busy = w->busy(w->owner);
 
-	if (busy && !w->tm && !w->rt->closing)
-		dobj__timer(w->rt, w->ms, watch_fired, w, 0, &w->tm);
-	else if (!busy && w->tm)
+	if (busy && !w->held && !w->rt->closing) {
+		w->held = 1;
+		w->rt->nkeep++;
+	} else if (!busy && w->held) {
 		dobj__watch_stop(w);
+	}
 }
 
 void dobj__watch_stop(dobj__watch *w)
 {
-	dobj_timer *tm = w->tm;
-
-	if (tm) {
-		w->tm = NULL;
-		dobj_timer_cancel(w->rt, tm);
+	if (w->held) {
+		w->held = 0;
+		w->rt->nkeep--;
 	}
 }
 

@@ -367,8 +367,7 @@ int dobj__act_start(struct dobj__cluster *cl)
 		return dobj_error_set(DOBJ_ENOMEM, "out of memory");
 	}
 	ac->pg.timeout_ms = cl->pg.timeout_ms;
-	ac->watch = (dobj__watch){ .rt = cl->rt, .ms = cl->pg.timeout_ms * 8, .busy = act_busy,
-		.owner = ac };
+	ac->watch = (dobj__watch){ .rt = cl->rt, .busy = act_busy, .owner = ac };
 	pthread_mutex_init(&ac->mu, NULL);
 	dobj__cond_init(&ac->wake);
 	dobj__cond_init(&ac->idle);

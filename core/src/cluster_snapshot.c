@@ -771,8 +771,7 @@ int dobj__snap_start(struct dobj__cluster *cl)
 		return dobj_error_set(DOBJ_ENOMEM, "out of memory");
 	}
 	sn->pg.timeout_ms = cl->pg.timeout_ms;
-	sn->watch = (dobj__watch){ .rt = cl->rt, .ms = cl->pg.timeout_ms * 8, .busy = snap_busy,
-		.owner = sn };
+	sn->watch = (dobj__watch){ .rt = cl->rt, .busy = snap_busy, .owner = sn };
 	pthread_mutex_init(&sn->mu, NULL);
 	dobj__cond_init(&sn->wake);
 	dobj__cond_init(&sn->idle);
