@@ -222,6 +222,18 @@ int dobj__wal_capture(const char *wal_path, long long off, unsigned *salt, unsig
 	size_t *len, long long *end);
 /** Apply a record to the database file open on fd. */
 int dobj__wal_apply(int fd, const unsigned char *rec, size_t len);
+/** The checksum of a log row (dobj_wal.sum): SHA-256 of the object's ID,
+ *  the row's seq and epoch (big-endian 64-bit) and the SHA-256 of its
+ *  frames, so that a row's pages, and pages moved to another row, are both
+ *  caught.  DOBJ__WAL_SUM_SQL computes the same in PostgreSQL (the
+ *  migration of rows written before schema version 3). */
+void dobj__wal_sum(const unsigned char *id, long long seq, long long epoch,
+	const unsigned char *rec, size_t len, unsigned char sum[32]);
+/** 1 when `sum` (`sum_len` bytes) is the row's checksum. */
+int dobj__wal_sum_ok(const unsigned char *id, long long seq, long long epoch,
+	const unsigned char *rec, size_t len, const unsigned char *sum, size_t sum_len);
+#define DOBJ__WAL_SUM_SQL \
+	"sha256(object_id || int8send(seq) || int8send(epoch) || sha256(frames))"
 
 /* Activation off the runtime's thread (cluster_activate.c). */
 typedef struct dobj__act dobj__act;
