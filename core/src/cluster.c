@@ -454,8 +454,11 @@ static void watch_fired(void *data, int fired)
 	dobj__watch *w = data;
 
 	w->tm = NULL;
-	if (fired)
-		dobj__watch_update(w);
+	if (!fired)
+		return;
+	if (w->fired)
+		w->fired(w->owner);
+	dobj__watch_update(w);
 }
 
 void dobj__watch_update(dobj__watch *w)
