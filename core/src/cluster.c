@@ -55,6 +55,14 @@ static const char schema_v2[] =
 	"ALTER TABLE dobj_snapshot ADD COLUMN IF NOT EXISTS epoch bigint NOT NULL DEFAULT 0;"
 	"ALTER TABLE dobj_snapshot ALTER db SET STORAGE EXTERNAL;";
 
+/* Version 3: a checksum on every log row (written by the node, checked on
+ * every read: restore and compaction).  The rows of an older version get
+ * theirs here, from their bytes as they are. */
+static const char schema_v3[] =
+	"ALTER TABLE dobj_wal ADD COLUMN IF NOT EXISTS sum bytea;"
+	"UPDATE dobj_wal SET sum = " DOBJ__WAL_SUM_SQL " WHERE sum IS NULL;"
+	"ALTER TABLE dobj_wal ALTER sum SET NOT NULL;";
+
 /* ------------------------------------------------------------------ schema */
 
 static int migrate(dobj__pg *pg, int *version)
@@ -90,6 +98,13 @@ static int migrate(dobj__pg *pg, int *version)
 			"INSERT INTO dobj_schema_version VALUES (2)")) < 0)
 			goto fail;
 		have = 2;
+	}
+	if (have < 3) {
+		if ((rc = dobj__pg_simple(pg, schema_v3)) < 0 ||
+		    (rc = dobj__pg_simple(pg, "DELETE FROM dobj_schema_version;"
+			"INSERT INTO dobj_schema_version VALUES (3)")) < 0)
+			goto fail;
+		have = 3;
 	}
 	if ((rc = dobj__pg_simple(pg, "COMMIT")) < 0)
 		goto fail;
@@ -450,16 +465,26 @@ void dobj__watch_update(dobj__watch *w)
 {
 	int busy = w->busy(w->owner);
 
-	if (busy && !w->tm && !w->rt->closing)
-		dobj__timer(w->rt, w->ms, watch_fired, w, 0, &w->tm);
-	else if (!busy && w->tm)
+	if (busy && !w->rt->closing) {
+		if (!w->held) {
+			w->held = 1;
+			w->rt->nkeep++;
+		}
+		if (w->fired && !w->tm)
+			dobj__timer(w->rt, w->ms, watch_fired, w, 1, &w->tm);
+	} else if (!busy) {
 		dobj__watch_stop(w);
+	}
 }
 
 void dobj__watch_stop(dobj__watch *w)
 {
 	dobj_timer *tm = w->tm;
 
+	if (w->held) {
+		w->held = 0;
+		w->rt->nkeep--;
+	}
 	if (tm) {
 		w->tm = NULL;
 		dobj_timer_cancel(w->rt, tm);

@@ -73,23 +73,29 @@ typedef struct dobj__due dobj__due;     /* a due alarm found by the lease thread
  * (snapshots: cluster_snapshot.c) and the activator (claims and restores:
  * cluster_activate.c).  They hand results back through the runtime's fd
  * (dobj__rt_post). */
-/* A strong timer that keeps dobj_rt_run waiting while one of the node's
- * threads has work out: the work's end comes through the runtime's fd, which
- * dobj_rt_run alone would not wait for.  Armed for `ms` while busy(owner)
- * says so, re-armed when it fires and work is still out (after fired(owner),
- * when set), cancelled once nothing is.  The runtime's thread only. */
+/* A hold that keeps dobj_rt_run waiting (and dobj_rt_pending counting)
+ * while one of the node's threads has work out: the work's end comes through
+ * the runtime's fd, which dobj_rt_run alone would not wait for.  Held while
+ * busy(owner) says so, let go once nothing is out.  A count (rt->nkeep), not
+ * a timer: a timer armed and cancelled per commit cost two timerfd_settime
+ * calls of every commit's cycle (a VM exit each here).  With `fired` set, a
+ * timer also runs every `ms` while busy, and fired(owner) is called when it
+ * does (the route expires calls past their timeout).  The runtime's thread
+ * only. */
 typedef struct dobj__watch {
 	dobj_rt *rt;
-	double ms;
+	double ms;                 /* the timer's period (with fired only) */
 	int (*busy)(void *owner);
 	void *owner;
 	void (*fired)(void *owner);
 	dobj_timer *tm;
+	int held;
 } dobj__watch;
 
-/* After the work out may have changed: arm or cancel the timer. */
+/* After the work out may have changed: take or let go of the hold (and
+ * the timer). */
 void dobj__watch_update(dobj__watch *w);
-/* On close: cancel the timer, whatever is out. */
+/* On close: let go of the hold and cancel the timer, whatever is out. */
 void dobj__watch_stop(dobj__watch *w);
 /* A condition variable whose timed waits run on CLOCK_MONOTONIC (the node's
  * threads wait on it; a wall-clock step must not stretch or cut a wait). */
@@ -264,6 +270,18 @@ int dobj__wal_capture(const char *wal_path, long long off, unsigned *salt, unsig
 	size_t *len, long long *end);
 /** Apply a record to the database file open on fd. */
 int dobj__wal_apply(int fd, const unsigned char *rec, size_t len);
+/** The checksum of a log row (dobj_wal.sum): SHA-256 of the object's ID,
+ *  the row's seq and epoch (big-endian 64-bit) and the SHA-256 of its
+ *  frames, so that a row's pages, and pages moved to another row, are both
+ *  caught.  DOBJ__WAL_SUM_SQL computes the same in PostgreSQL (the
+ *  migration of rows written before schema version 3). */
+void dobj__wal_sum(const unsigned char *id, long long seq, long long epoch,
+	const unsigned char *rec, size_t len, unsigned char sum[32]);
+/** 1 when `sum` (`sum_len` bytes) is the row's checksum. */
+int dobj__wal_sum_ok(const unsigned char *id, long long seq, long long epoch,
+	const unsigned char *rec, size_t len, const unsigned char *sum, size_t sum_len);
+#define DOBJ__WAL_SUM_SQL \
+	"sha256(object_id || int8send(seq) || int8send(epoch) || sha256(frames))"
 
 /* Activation off the runtime's thread (cluster_activate.c). */
 typedef struct dobj__act dobj__act;

@@ -104,6 +104,19 @@ static int damaged(long long seq, const char *what)
 		"(%s at seq %lld); the object is not served", what, seq);
 }
 
+/* Row i of a result (seq, epoch, frames, sum in columns 1, 2, 3, 6) is a log
+ * row of object `id` as its writer wrote it: its checksum matches. */
+static int row_check(const PGresult *r, int i, const unsigned char *id)
+{
+	long long seq = be64((const unsigned char *)PQgetvalue(r, i, 1));
+
+	if (!dobj__wal_sum_ok(id, seq, be64((const unsigned char *)PQgetvalue(r, i, 2)),
+		(const unsigned char *)PQgetvalue(r, i, 3), (size_t)PQgetlength(r, i, 3),
+		(const unsigned char *)PQgetvalue(r, i, 6), (size_t)PQgetlength(r, i, 6)))
+		return damaged(seq, "a log row whose checksum does not match");
+	return DOBJ_OK;
+}
+
 /* Check a snapshot row (its seq column `seq`): *img and *n the image. */
 static int snap_check(const unsigned char *b, size_t len, long long seq, uint32_t *psz,
 	const unsigned char **img, size_t *n)
@@ -240,10 +253,11 @@ static const char restore_sql[] =
 	"  ORDER BY seq DESC LIMIT 1), "
 	"f AS (SELECT NOT EXISTS (SELECT 1 FROM h WHERE seq = $3::int8 AND epoch = $4::int8) AS go) "
 	"SELECT 0::int4 AS k, h.seq, h.epoch, NULL::bytea AS data, "
-	"  (SELECT coalesce(sum(n), 0) FROM l)::int8, coalesce((SELECT n FROM s), 0)::int8 FROM h "
-	"UNION ALL SELECT 1, d.seq, d.epoch, d.db, 0, 0 FROM dobj_snapshot d, f "
+	"  (SELECT coalesce(sum(n), 0) FROM l)::int8, coalesce((SELECT n FROM s), 0)::int8, "
+	"  NULL::bytea FROM h "
+	"UNION ALL SELECT 1, d.seq, d.epoch, d.db, 0, 0, NULL FROM dobj_snapshot d, f "
 	"  WHERE f.go AND d.ns = $1 AND d.object_id = $2 "
-	"UNION ALL SELECT 2, w.seq, w.epoch, w.frames, 0, 0 FROM dobj_wal w, f "
+	"UNION ALL SELECT 2, w.seq, w.epoch, w.frames, 0, 0, w.sum FROM dobj_wal w, f "
 	"  WHERE f.go AND w.ns = $1 AND w.object_id = $2 AND w.seq > coalesce((SELECT seq FROM s), 0) "
 	"ORDER BY 1, 2";
 
@@ -351,6 +365,8 @@ int dobj__snap_restore(dobj__pg *pg, const char *ns, size_t ns_len, const unsign
 				rc = damaged(next, "a log row missing");
 				goto done;
 			}
+			if ((rc = row_check(r, i, id)) < 0)
+				goto done;
 			if (rec_head(data, len, &rpsz, &dbsize, &count) < 0 || (psz && rpsz != psz)) {
 				rc = damaged(seq, "a malformed log row");
 				goto done;
@@ -506,8 +522,10 @@ static void compact(struct dobj__cluster *cl, dobj__pg *pg, dobj__wjob *job)
 	 * statement retried on a new connection outside it. */
 	pg->no_reconnect = 1;
 	if ((rc = dobj__pg_exec(pg,
-		"SELECT 1::int4, seq, epoch, db FROM dobj_snapshot WHERE ns = $1 AND object_id = $2 "
-		"UNION ALL SELECT 2, seq, epoch, frames FROM dobj_wal WHERE ns = $1 AND object_id = $2 "
+		"SELECT 1::int4, seq, epoch, db, 0::int4, 0::int4, NULL::bytea FROM dobj_snapshot "
+		"WHERE ns = $1 AND object_id = $2 "
+		"UNION ALL SELECT 2, seq, epoch, frames, 0, 0, sum FROM dobj_wal "
+		"WHERE ns = $1 AND object_id = $2 "
 		"AND seq <= $3::int8 AND seq > coalesce((SELECT seq FROM dobj_snapshot "
 		"  WHERE ns = $1 AND object_id = $2), 0) "
 		"ORDER BY 1, 2", 3, v, lens, fmts, 1, &r)) < 0)
@@ -534,7 +552,10 @@ static void compact(struct dobj__cluster *cl, dobj__pg *pg, dobj__wjob *job)
 				rc = damaged(next, "a log row missing");
 				goto fail;
 			}
-			if ((rc = image_apply(&im, data, len, s)) < 0)
+			/* A damaged row never becomes part of a snapshot (with a
+			 * checksum of its own that would vouch for it). */
+			if ((rc = row_check(r, i, j->id)) < 0 ||
+			    (rc = image_apply(&im, data, len, s)) < 0)
 				goto fail;
 		}
 		next = s + 1;
@@ -598,7 +619,8 @@ static void compact(struct dobj__cluster *cl, dobj__pg *pg, dobj__wjob *job)
 		"DELETE FROM dobj_wal WHERE ns = $1 AND object_id = $2 AND seq < $3::int8", 3, v, lens,
 		fmts, NULL)) < 0 ||
 	    (rc = step(pg,
-		"UPDATE dobj_wal SET frames = '\\x'::bytea WHERE ns = $1 AND object_id = $2 "
+		"UPDATE dobj_wal SET frames = '\\x'::bytea, sum = sha256(object_id || int8send(seq) || "
+		"int8send(epoch) || sha256('\\x'::bytea)) WHERE ns = $1 AND object_id = $2 "
 		"AND seq = $3::int8", 3, v, lens, fmts, NULL)) < 0 ||
 	    (rc = dobj__pg_simple(pg, "COMMIT")) < 0)
 		goto fail;
