@@ -50,6 +50,8 @@ typedef struct req {
 	unsigned status;
 	struct MHD_Response *resp;
 	uint64_t id;        /* index in srv->slots + 1 while dispatched */
+	struct req *wprev, *wnext; /* in srv->waiting */
+	int waiting;
 #ifdef DOBJ_HAVE_WSLAY
 	wsc *ws;            /* the WebSocket its 101 answer upgrades to */
 #endif
@@ -77,6 +79,7 @@ struct dobj_server {
 	int quiesced;
 	int closing;        /* dobj_server_free: no more hooks */
 	int resumed;        /* a connection was resumed since the last MHD_run */
+	req *waiting;       /* head in, body not all in (see nudge_closed) */
 #ifdef DOBJ_HAVE_WSLAY
 	ws_srv *ws;
 #endif
@@ -202,6 +205,71 @@ static int push_pending(dobj_server *s, req *q)
 	return 0;
 }
 
+/*
+ * The requests whose head is in and whose body is not.  libmicrohttpd
+ * (epoll, edge-triggered) reads a connection again only after a new edge
+ * once a read came back short: a close that arrived with the last bytes
+ * gives none, and such a request waited for the rest of its body for ever
+ * (its socket held until the server stopped, the cut never reported).
+ * After each run, a waiting request whose client has closed with nothing
+ * left to read gets its read side shut here: that wakes libmicrohttpd's
+ * epoll, its next read finds the close and the request ends as cut short.
+ */
+static void wait_add(dobj_server *s, req *q)
+{
+	if (q->waiting)
+		return;
+	q->waiting = 1;
+	q->wprev = NULL;
+	q->wnext = s->waiting;
+	if (s->waiting)
+		s->waiting->wprev = q;
+	s->waiting = q;
+}
+
+static void wait_del(dobj_server *s, req *q)
+{
+	if (!q->waiting)
+		return;
+	q->waiting = 0;
+	if (q->wprev)
+		q->wprev->wnext = q->wnext;
+	else
+		s->waiting = q->wnext;
+	if (q->wnext)
+		q->wnext->wprev = q->wprev;
+}
+
+/* 1 when a waiting request's client was found gone (another run is due). */
+static int nudge_closed(dobj_server *s)
+{
+	req *q = s->waiting, *next;
+	int nudged = 0;
+
+	for (; q; q = next) {
+		const union MHD_ConnectionInfo *ci =
+			MHD_get_connection_info(q->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+		char c;
+		next = q->wnext;
+		if (ci && recv(ci->connect_fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) == 0) {
+			wait_del(s, q);
+			shutdown(ci->connect_fd, SHUT_RD);
+			nudged = 1;
+		}
+	}
+	return nudged;
+}
+
+/* Does the request have a body (Content-Length other than 0, or
+ * Transfer-Encoding)? */
+static int has_body(struct MHD_Connection *conn)
+{
+	const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
+
+	return (cl && strcmp(cl, "0") != 0) ||
+		MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Transfer-Encoding");
+}
+
 /* The head is in: the core decides what the request is (dobj/wire.h). */
 static int begin_request(dobj_server *s, req *q, struct MHD_Connection *conn, const char *method)
 {
@@ -248,8 +316,11 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
 		if (begin_request(s, q, conn, method) < 0)
 			return MHD_NO; /* out of memory */
 		q->conn = conn;
-		if (!q->refused)
+		if (!q->refused) {
+			if (has_body(conn))
+				wait_add(s, q);
 			return MHD_YES;
+		}
 		/* Answered now, before any body: its length is not known (a
 		 * Transfer-Encoding libmicrohttpd would read until the client
 		 * closes), and nothing more is read from this connection. */
@@ -263,9 +334,11 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
 		    refuse(q, 413) < 0)
 			return MHD_NO;
 		*upload_data_size = 0;
+		wait_add(s, q); /* a refused one is read to its end too */
 		return MHD_YES;
 	}
 complete:
+	wait_del(s, q);
 	/* Complete: suspend until the host answers. */
 	if (push_pending(s, q) < 0)
 		return MHD_NO;
@@ -287,6 +360,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	if (!q)
 		return;
 	*con_cls = NULL;
+	wait_del(s, q);
 #ifdef DOBJ_HAVE_WSLAY
 	if (q->ws) {
 		wsc *c = q->ws;
@@ -611,7 +685,7 @@ int dobj_server_process(dobj_server *s)
 		MHD_run(s->d);
 		if (s->npending)
 			rc = dispatch(s);
-		if (!s->resumed)
+		if (!s->resumed && !(s->waiting && nudge_closed(s)))
 			break;
 	}
 #ifdef DOBJ_HAVE_WSLAY
