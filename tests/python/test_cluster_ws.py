@@ -205,3 +205,49 @@ async def test_a_node_cut_off_from_postgresql_past_its_lease_closes_its_sockets(
     await alice.send("two")
     assert await recv(alice) == {"type": "message", "seq": 2, "name": "alice", "text": "two"}
     await alice.close()
+
+
+@pytest.mark.parametrize("langs", [("lua", "lua"), ("lua", "python"), ("python", "lua")])
+async def test_chat_broadcast_across_nodes(pg, tmp_path, langs):
+    """examples/chat on two nodes (two `dobj-lua dev`, or a Lua and a Python
+    one serving one namespace: the same worker name, the same class in each
+    language): clients on both nodes join one room, every message reaches
+    everyone in order, leaves cross nodes; when the room's node stops, a
+    client of the other node reconnects and the room goes on there, in the
+    other language, from what PostgreSQL holds."""
+    n = Nodes(pg, tmp_path, "native")
+    try:
+        a, b = n.start(langs[0]), n.start(langs[1])
+        room = "across-" + "-".join(langs)
+        alice = await join(a, room, "alice")  # the room is a's: a's language runs it
+        bob = await join(b, room, "bob")
+        carol = await join(b, room, "carol")
+        dave = await join(a, room, "dave")
+        everyone = {"alice": alice, "bob": bob, "carol": carol, "dave": dave}
+        order = list(everyone)
+        for i, name in enumerate(order):
+            for later in order[i + 1:]:
+                assert await recv(everyone[name]) == {"type": "join", "name": later}
+        await carol.send("/who")
+        assert await recv(carol) == {"type": "who", "names": sorted(order)}
+        for seq, name in enumerate(order, 1):
+            await everyone[name].send(f"hi from {name}")
+            for ws in everyone.values():
+                assert await recv(ws) == {"type": "message", "seq": seq, "name": name,
+                                          "text": f"hi from {name}"}
+        await bob.close()
+        for name in ("alice", "carol", "dave"):
+            assert await recv(everyone[name]) == {"type": "leave", "name": "bob", "code": 1000}
+        # The room's node stops: carol's relayed socket is closed by b.
+        assert a.stop() == 0
+        assert (await closed(carol))[:2] == (1001, "the Durable Object's node went away")
+        for ws in (alice, dave):
+            await closed(ws)
+        carol = await join(b, room, "carol")
+        await carol.send("/who")
+        assert await recv(carol) == {"type": "who", "names": ["carol"]}
+        await carol.send("after")
+        assert await recv(carol) == {"type": "message", "seq": 5, "name": "carol", "text": "after"}
+        await carol.close()
+    finally:
+        n.stop()
