@@ -56,6 +56,7 @@ build = {
             "core/src/cluster_route.c",
             "core/src/cluster_snapshot.c",
             "core/src/cluster_wal.c",
+            "core/src/cluster_worker.c",
             "core/src/cluster_ws.c",
             "core/src/config.c",
             "core/src/config_cluster.c",

@@ -66,8 +66,8 @@ static void exec_or_die(PGconn *c, const char *sql)
 /* The statement dobj's one-row commit runs (cluster_commit.c), prepared
  * once per connection as dobj's is: the floor is what a plain libpq client
  * pays for the same fenced, durable append. */
-static const char append_sql[] = "INSERT INTO dobj_wal (ns, object_id, seq, epoch, frames) "
-	"SELECT $1, $2, $3, $4, $5 FROM dobj_owner "
+static const char append_sql[] = "INSERT INTO dobj_wal (ns, object_id, seq, epoch, frames, sum) "
+	"SELECT $1, $2, $3, $4, $5, $7 FROM dobj_owner "
 	"WHERE ns = $1 AND object_id = $2 AND epoch = $4 AND node_id = $6 FOR SHARE";
 
 /* The size of the record one increment appends (one 4 KiB page and its
@@ -96,7 +96,7 @@ static void appender_open(appender *a, int index)
 	snprintf(sql, sizeof(sql), "INSERT INTO dobj_owner VALUES ('bench', '\\x%02xbe%060d', 1, 0) "
 		"ON CONFLICT DO NOTHING", index, 0);
 	exec_or_die(a->c, sql);
-	r = PQprepare(a->c, "append", append_sql, 6, NULL);
+	r = PQprepare(a->c, "append", append_sql, 7, NULL);
 	if (PQresultStatus(r) != PGRES_COMMAND_OK) {
 		fprintf(stderr, "bench_cluster: prepare: %s", PQerrorMessage(a->c));
 		exit(1);
@@ -107,18 +107,21 @@ static void appender_open(appender *a, int index)
 /* Appends until `until`; how many. */
 static long appender_run(appender *a, double until)
 {
-	static unsigned char page[RECORD_BYTES];
+	static unsigned char page[RECORD_BYTES], sum[32];
 	char seq[32];
-	const char *v[6] = { "bench", (const char *)a->id, seq, "1", (const char *)page, "0" };
-	int lens[6] = { 5, 32, 0, 0, RECORD_BYTES, 0 };
-	int fmts[6] = { 0, 1, 0, 0, 1, 0 };
+	/* The row's checksum is a constant here: the floor is PostgreSQL's
+	 * cost, dobj computes it on its side (cluster_wal.c). */
+	const char *v[7] = { "bench", (const char *)a->id, seq, "1", (const char *)page, "0",
+		(const char *)sum };
+	int lens[7] = { 5, 32, 0, 0, RECORD_BYTES, 0, 32 };
+	int fmts[7] = { 0, 1, 0, 0, 1, 0, 1 };
 	long n;
 
 	memset(page, 0xA5, sizeof(page));
 	for (n = 0; now_s() < until; n++) {
 		PGresult *r;
 		snprintf(seq, sizeof(seq), "%lld", ++a->seq);
-		r = PQexecPrepared(a->c, "append", 6, v, lens, fmts, 0);
+		r = PQexecPrepared(a->c, "append", 7, v, lens, fmts, 0);
 		if (PQresultStatus(r) != PGRES_COMMAND_OK || strcmp(PQcmdTuples(r), "1") != 0) {
 			fprintf(stderr, "bench_cluster: append: %s", PQerrorMessage(a->c));
 			exit(1);

@@ -13,7 +13,8 @@ Durable Object named by the URL path, whose fetch reads a count from its
 durable storage, adds one, writes it and returns it.  wrk (2 threads, 32
 connections, keep-alive) sends GET /obj0 .. /obj31 in turn (bench/http/paths.lua).
 
-Each server is one process started on a free port of 18400-18499 with its
+Each server is one process on a free port (the dobj servers and uvicorn pick
+one and print it; workerd is handed a listening socket) with its
 storage in a temporary folder; after a warm-up run (not counted) the best of
 `runs` wrk runs is kept.  Then the counts are read back: their sum must cover
 every response wrk counted (a lost write shows).  The server is stopped with
@@ -42,7 +43,6 @@ import driver  # noqa: E402  (bench/workerd/driver.py: install())
 import servers  # noqa: E402  (bench/servers.py: the server processes)
 from servers import Unavailable  # noqa: E402
 
-PORTS = range(18400, 18500)
 OBJECTS = 32          # /obj0 .. /obj31 (bench/http/paths.lua)
 THREADS = 2
 CONNECTIONS = 32
@@ -66,7 +66,15 @@ def get(port: int, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
 
 
 # ------------------------------------------------------------ the servers
-def workerd_server(tmp: str, port: int, storage: str = 'localDisk = "do"') -> tuple[list[str], dict]:
+# The servers that take port 0 and print the port they got ("Ready on" is
+# dobj's, "Uvicorn running on" uvicorn's); workerd is handed a listening
+# socket (uvicorn's --fd takes it for a Unix socket and leaves Nagle on).
+READY_LINE = r"(?:Ready on|Uvicorn running on) http://127\.0\.0\.1:(\d+)"
+PRINTS_PORT = {"py", "py_uvicorn", "lua", "py_bare"}
+
+
+def workerd_server(tmp: str, port: int, fd: int,
+                   storage: str = 'localDisk = "do"') -> tuple[list[str], dict]:
     try:
         binary, _version = driver.install()
     except driver.Unavailable as e:
@@ -78,14 +86,15 @@ def workerd_server(tmp: str, port: int, storage: str = 'localDisk = "do"') -> tu
         f.write(config)
     shutil.copy(os.path.join(HTTP, "counter.js"), tmp)
     os.makedirs(os.path.join(tmp, "do"))
-    return [binary, "serve", "config.capnp", "--experimental"], driver._env()
+    return ([binary, "serve", "config.capnp", "--experimental", f"--socket-fd=http={fd}"],
+            driver.NO_PRELOAD)
 
 
 def venv_python() -> str:
     return servers.venv_python(ROOT)
 
 
-def python_server(tmp: str, port: int, server: str = "native") -> tuple[list[str], dict]:
+def python_server(tmp: str, port: int, fd: int, server: str = "native") -> tuple[list[str], dict]:
     py = venv_python()
     probe = subprocess.run([py, "-m", "dobj", "dev", "--help"], capture_output=True, text=True,
                            timeout=60, cwd=tmp)
@@ -98,11 +107,11 @@ def python_server(tmp: str, port: int, server: str = "native") -> tuple[list[str
             "--server", server], {}
 
 
-def python_uvicorn_server(tmp: str, port: int) -> tuple[list[str], dict]:
-    return python_server(tmp, port, "uvicorn")
+def python_uvicorn_server(tmp: str, port: int, fd: int) -> tuple[list[str], dict]:
+    return python_server(tmp, port, fd, "uvicorn")
 
 
-def bare_server(tmp: str, port: int) -> tuple[list[str], dict]:
+def bare_server(tmp: str, port: int, fd: int) -> tuple[list[str], dict]:
     """uvicorn with the settings `dobj dev` uses (its HTTP parser and event
     loop chosen by uvicorn: httptools and uvloop when installed)."""
     py = venv_python()
@@ -110,7 +119,7 @@ def bare_server(tmp: str, port: int) -> tuple[list[str], dict]:
     if probe.returncode != 0:
         raise Unavailable("uvicorn is not installed in the venv")
     return [py, "-m", "uvicorn", "--app-dir", HTTP, "bare_asgi:app", "--host", "127.0.0.1",
-            "--port", str(port), "--no-access-log", "--log-level", "warning",
+            "--port", str(port), "--no-access-log", "--log-level", "info",
             "--lifespan", "off", "--no-server-header"], {}
 
 
@@ -118,7 +127,7 @@ def lua_command() -> list[str] | None:
     return servers.lua_command(ROOT)
 
 
-def lua_server(tmp: str, port: int) -> tuple[list[str], dict]:
+def lua_server(tmp: str, port: int, fd: int) -> tuple[list[str], dict]:
     cmd = lua_command()
     if cmd is None:
         raise Unavailable("dobj-lua not found (build/bin/dobj-lua, bindings/lua/bin/dobj-lua or on PATH)")
@@ -128,8 +137,8 @@ def lua_server(tmp: str, port: int) -> tuple[list[str], dict]:
             "--persist-to", os.path.join(tmp, "state")], env
 
 
-def workerd_memory_server(tmp: str, port: int) -> tuple[list[str], dict]:
-    return workerd_server(tmp, port, "inMemory = void")
+def workerd_memory_server(tmp: str, port: int, fd: int) -> tuple[list[str], dict]:
+    return workerd_server(tmp, port, fd, "inMemory = void")
 
 
 COMMANDS = {"workerd": workerd_server, "workerd_mem": workerd_memory_server,
@@ -147,11 +156,12 @@ def counter_ready(port: int) -> bool:
 
 
 class Server(servers.ServerProcess):
-    """One server process on a port of ours, in its own temporary folder."""
+    """One server process on a free port, in its own temporary folder."""
 
     def __init__(self, name: str):
-        super().__init__(name, PORTS, COMMANDS[name], counter_ready,
-                         tmp_prefix="dobj-httpbench-")
+        super().__init__(name, lambda tmp, port: COMMANDS[name](tmp, port, self.listen_fd),
+                         counter_ready, tmp_prefix="dobj-httpbench-",
+                         port_line=READY_LINE if name in PRINTS_PORT else None)
 
     def counts(self) -> int:
         """The sum of the counts of /obj0 .. /obj31 before this read."""

@@ -10,7 +10,7 @@ import atexit
 import contextlib
 import ctypes
 import os
-import random
+import re
 import shutil
 import signal
 import socket
@@ -32,20 +32,6 @@ def die_with_parent() -> None:
         libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
     except Exception:
         pass
-
-
-def free_port(ports: range) -> int:
-    """A free port of `ports` (each bench has its own range)."""
-    order = list(ports)
-    random.shuffle(order)
-    for port in order:
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise Unavailable(f"no free port in {ports.start}-{ports.stop - 1}")
 
 
 def stop_group(proc: Optional[subprocess.Popen], timeout: float) -> None:
@@ -100,16 +86,19 @@ class ServerProcess:
     `command(tmp, port)` returns (argv, extra environment, ...); a variable
     set to None in the extra environment is removed from the server's.
     `ready(port)` returns True once the server answers (or raises
-    Unavailable).  With `ports` None the server is handed a listening socket
-    on a free loopback port instead, as file descriptor `self.listen_fd`
-    (no race for the port)."""
+    Unavailable).  No port is picked in advance (another process could take
+    it first): the server is handed a listening socket on a free loopback
+    port, as file descriptor `self.listen_fd`; or, with `port_line` (a
+    regular expression with one group), command gets port 0 and the port
+    is read from the first line of the server's output that matches."""
 
-    def __init__(self, name: str, ports: Optional[range], command: Callable[[str, int], tuple],
+    def __init__(self, name: str, command: Callable[[str, int], tuple],
                  ready: Callable[[int], bool], start_timeout: float = 30.0,
                  stop_timeout: float = 10.0, tmp_prefix: str = "dobj-bench-",
-                 tmp_dir: Optional[str] = None, tmp_suffix: str = ""):
+                 tmp_dir: Optional[str] = None, tmp_suffix: str = "",
+                 port_line: Optional[str] = None):
         self.name = name
-        self.ports = ports
+        self.port_line = re.compile(port_line) if port_line else None
         self.command = command
         self.ready = ready
         self.start_timeout = start_timeout
@@ -135,14 +124,13 @@ class ServerProcess:
 
     def start(self) -> None:
         sock = None
-        if self.ports is None:
+        self.port = 0
+        if self.port_line is None:
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind(("127.0.0.1", 0))
             sock.listen(128)
             self.port, self.listen_fd = sock.getsockname()[1], sock.fileno()
-        else:
-            self.port = free_port(self.ports)
         atexit.register(self.stop)  # the folder goes even when the caller forgets
         try:
             cmd, env, *self.extra = self.command(self.tmp, self.port)
@@ -160,8 +148,10 @@ class ServerProcess:
         while True:
             if self.proc.poll() is not None:
                 raise Unavailable(f"exited with {self.proc.returncode}: {self.log_tail()}")
+            if not self.port:
+                self.port = self.printed_port()
             try:
-                if self.ready(self.port):
+                if self.port and self.ready(self.port):
                     return
             except OSError:
                 pass
@@ -169,6 +159,15 @@ class ServerProcess:
                 raise Unavailable(f"no answer within {self.start_timeout:.0f} s: "
                                   f"{self.log_tail()}")
             time.sleep(0.1)
+
+    def printed_port(self) -> int:
+        """The port in the server's output (port_line), 0 while none."""
+        try:
+            with open(self.log_path, errors="replace") as f:
+                m = self.port_line.search(f.read())
+        except OSError:
+            return 0
+        return int(m.group(1)) if m else 0
 
     def stop(self) -> None:
         atexit.unregister(self.stop)

@@ -19,9 +19,10 @@ the run (1.00 = one core busy all the time): the client uses well under one
 core.  With --pin (two CPUs or more) the server runs on CPU 0 and the client
 on CPU 1 (taskset), so that neither takes the other's core; by default the
 scheduler places them (workerd's threads may then use both cores).  The "bare C echo" row (`ws_load echo`, no object) shows
-the client's own ceiling.  Each server is one process on a free port of
-18800-18899 with its state in a temporary folder; after a warm-up run (not
-counted) the best of `runs` runs is kept.
+the client's own ceiling.  Each server is one process on a free port (the
+dobj servers, uvicorn and ws_load pick one and print it; workerd is handed a
+listening socket) with its state in a temporary folder; after a warm-up run
+(not counted) the best of `runs` runs is kept.
 """
 
 from __future__ import annotations
@@ -46,7 +47,6 @@ import driver  # noqa: E402  (bench/workerd/driver.py: install())
 import servers  # noqa: E402  (bench/servers.py: the server processes)
 from servers import Unavailable  # noqa: E402
 
-PORTS = range(18800, 18900)
 CONNECTIONS = 32
 WINDOW = 8
 SIZE = 64
@@ -74,7 +74,14 @@ def venv_python() -> str:
     return servers.venv_python(ROOT)
 
 
-def workerd_server(tmp: str, port: int) -> tuple[list[str], dict, str]:
+# The servers that take port 0 and print the port they got ("Ready on" is
+# dobj's, "Uvicorn running on" uvicorn's); workerd is handed a listening
+# socket (uvicorn's --fd takes it for a Unix socket and leaves Nagle on).
+READY_LINE = r"(?:Ready on|Uvicorn running on) http://127\.0\.0\.1:(\d+)"
+PRINTS_PORT = {"py", "py_uvicorn", "lua", "py_bare", "c_bare"}
+
+
+def workerd_server(tmp: str, port: int, fd: int) -> tuple[list[str], dict, str]:
     try:
         binary, _version = driver.install()
     except driver.Unavailable as e:
@@ -84,10 +91,11 @@ def workerd_server(tmp: str, port: int) -> tuple[list[str], dict, str]:
     with open(os.path.join(tmp, "config.capnp"), "w") as f:
         f.write(config)
     shutil.copy(os.path.join(WS, "echo.js"), tmp)
-    return [binary, "serve", "config.capnp", "--experimental"], driver._env(), "/echo"
+    return ([binary, "serve", "config.capnp", "--experimental", f"--socket-fd=http={fd}"],
+            driver.NO_PRELOAD, "/echo")
 
 
-def python_server(tmp: str, port: int, server: str = "native") -> tuple[list[str], dict, str]:
+def python_server(tmp: str, port: int, fd: int, server: str = "native") -> tuple[list[str], dict, str]:
     py = venv_python()
     project = os.path.join(ROOT, "examples", "chat", "python", "wrangler.toml")
     return [py, "-m", "dobj", "dev", "--config", project, "--ip", "127.0.0.1",
@@ -95,18 +103,18 @@ def python_server(tmp: str, port: int, server: str = "native") -> tuple[list[str
             "--server", server], {}, "/echo"
 
 
-def python_uvicorn_server(tmp: str, port: int) -> tuple[list[str], dict, str]:
-    return python_server(tmp, port, "uvicorn")
+def python_uvicorn_server(tmp: str, port: int, fd: int) -> tuple[list[str], dict, str]:
+    return python_server(tmp, port, fd, "uvicorn")
 
 
-def bare_server(tmp: str, port: int) -> tuple[list[str], dict, str]:
+def bare_server(tmp: str, port: int, fd: int) -> tuple[list[str], dict, str]:
     py = venv_python()
     return [py, "-m", "uvicorn", "--app-dir", WS, "bare_echo:app", "--host", "127.0.0.1",
-            "--port", str(port), "--no-access-log", "--log-level", "warning",
+            "--port", str(port), "--no-access-log", "--log-level", "info",
             "--lifespan", "off", "--ws", "websockets-sansio"], {}, "/echo"
 
 
-def lua_server(tmp: str, port: int) -> tuple[list[str], dict, str]:
+def lua_server(tmp: str, port: int, fd: int) -> tuple[list[str], dict, str]:
     project = os.path.join(ROOT, "examples", "chat", "lua", "wrangler.toml")
     if not os.path.exists(project):
         raise Unavailable("examples/chat/lua is missing")
@@ -118,7 +126,7 @@ def lua_server(tmp: str, port: int) -> tuple[list[str], dict, str]:
             "--persist-to", os.path.join(tmp, "state")], env, "/echo"
 
 
-def c_bare_server(tmp: str, port: int) -> tuple[list[str], dict, str]:
+def c_bare_server(tmp: str, port: int, fd: int) -> tuple[list[str], dict, str]:
     return [ws_load(), "echo", str(port)], {}, "/echo"
 
 
@@ -136,14 +144,15 @@ def answers_http(port: int) -> bool:
 
 
 class Server(servers.ServerProcess):
-    """One server process on a port of ours, in its own temporary folder;
+    """One server process on a free port, in its own temporary folder;
     `path` is the echo's."""
 
     def __init__(self, name: str, prefix: list[str]):
         def command(tmp: str, port: int):
-            argv, env, *extra = COMMANDS[name](tmp, port)
+            argv, env, *extra = COMMANDS[name](tmp, port, self.listen_fd)
             return [*prefix, *argv], env, *extra
-        super().__init__(name, PORTS, command, answers_http, tmp_prefix="dobj-wsbench-")
+        super().__init__(name, command, answers_http, tmp_prefix="dobj-wsbench-",
+                         port_line=READY_LINE if name in PRINTS_PORT else None)
 
     @property
     def path(self) -> str:

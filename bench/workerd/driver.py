@@ -112,7 +112,7 @@ class Workerd(servers.ServerProcess):
             pid = old.rsplit("-", 1)[-1]
             if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
                 shutil.rmtree(os.path.join(run_dir, old), ignore_errors=True)
-        super().__init__("workerd", None, self._command, self._ready, start_timeout=start_timeout,
+        super().__init__("workerd", self._command, self._ready, start_timeout=start_timeout,
                          stop_timeout=5, tmp_prefix="", tmp_dir=run_dir,
                          tmp_suffix=f"-{os.getpid()}")
 

@@ -17,9 +17,10 @@
  * used over that time (user + system; "client_cpu" is that over the wall
  * time: near 1.0 means the client, not the server, may be the limit).
  *
- * echo: a server on 127.0.0.1:PORT that answers any WebSocket handshake and
- * sends every data frame back; any other request gets "200 1".  No object,
- * no library: what the machine and this client reach at best.
+ * echo: a server on 127.0.0.1:PORT (0: a free one; the port is printed)
+ * that answers any WebSocket handshake and sends every data frame back;
+ * any other request gets "200 1".  No object, no library: what the machine
+ * and this client reach at best.
  *
  * Why C: the Python client (bench/ws/client.py, websockets on uvloop) spent
  * more CPU per message than the servers it measured, so on two cores it set
@@ -610,8 +611,12 @@ static int run_echo(int argc, char **argv)
 	if ((lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0)) < 0)
 		die("socket: %s", strerror(errno));
 	setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	if (bind(lfd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(lfd, 512) < 0)
+	if (bind(lfd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(lfd, 512) < 0 ||
+	    getsockname(lfd, (struct sockaddr *)&sa, &(socklen_t){ sizeof(sa) }) < 0)
 		die("listen on port %s: %s", argv[0], strerror(errno));
+	/* The port it got (PORT 0: a free one), in the dobj servers' words. */
+	printf("ws_load echo: Ready on http://127.0.0.1:%d\n", ntohs(sa.sin_port));
+	fflush(stdout);
 	if ((epfd = epoll_create1(0)) < 0)
 		die("epoll_create1: %s", strerror(errno));
 	ev.data.ptr = NULL; /* the listening socket */

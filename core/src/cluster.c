@@ -55,6 +55,14 @@ static const char schema_v2[] =
 	"ALTER TABLE dobj_snapshot ADD COLUMN IF NOT EXISTS epoch bigint NOT NULL DEFAULT 0;"
 	"ALTER TABLE dobj_snapshot ALTER db SET STORAGE EXTERNAL;";
 
+/* Version 3: a checksum on every log row (written by the node, checked on
+ * every read: restore and compaction).  The rows of an older version get
+ * theirs here, from their bytes as they are. */
+static const char schema_v3[] =
+	"ALTER TABLE dobj_wal ADD COLUMN IF NOT EXISTS sum bytea;"
+	"UPDATE dobj_wal SET sum = " DOBJ__WAL_SUM_SQL " WHERE sum IS NULL;"
+	"ALTER TABLE dobj_wal ALTER sum SET NOT NULL;";
+
 /* ------------------------------------------------------------------ schema */
 
 static int migrate(dobj__pg *pg, int *version)
@@ -90,6 +98,13 @@ static int migrate(dobj__pg *pg, int *version)
 			"INSERT INTO dobj_schema_version VALUES (2)")) < 0)
 			goto fail;
 		have = 2;
+	}
+	if (have < 3) {
+		if ((rc = dobj__pg_simple(pg, schema_v3)) < 0 ||
+		    (rc = dobj__pg_simple(pg, "DELETE FROM dobj_schema_version;"
+			"INSERT INTO dobj_schema_version VALUES (3)")) < 0)
+			goto fail;
+		have = 3;
 	}
 	if ((rc = dobj__pg_simple(pg, "COMMIT")) < 0)
 		goto fail;
@@ -439,8 +454,11 @@ static void watch_fired(void *data, int fired)
 	dobj__watch *w = data;
 
 	w->tm = NULL;
-	if (fired)
-		dobj__watch_update(w);
+	if (!fired)
+		return;
+	if (w->fired)
+		w->fired(w->owner);
+	dobj__watch_update(w);
 }
 
 void dobj__watch_update(dobj__watch *w)

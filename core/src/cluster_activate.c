@@ -18,17 +18,14 @@
  * decisions need the restored record at once.
  */
 #include <errno.h>
-#include <math.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "cluster_int.h"
 
 struct dobj__act {
-	dobj__act *next;
+	dobj__wjob job;     /* first: the activator's queue */
 	/* the inputs, copied: the activator touches nothing else */
 	char *ns;
 	size_t ns_len;
@@ -45,18 +42,6 @@ struct dobj__act {
 	char owner_addr[256];
 	/* the runtime's thread only */
 	dobj_obj *obj;      /* a reference, while out */
-};
-
-struct dobj__activator {
-	pthread_mutex_t mu;
-	pthread_cond_t wake, idle;
-	pthread_t th;
-	int stop, busy;
-	dobj__act *q_head, *q_tail, *d_head, *d_tail;
-	dobj__pg pg;
-	/* the runtime's thread only */
-	size_t out;
-	dobj__watch watch;
 };
 
 static void act_free(dobj__act *a)
@@ -213,7 +198,7 @@ void dobj__act_drop(struct dobj__cluster *cl, dobj_obj *obj)
 	dobj__act *a = obj->act;
 
 	if (a->obj)
-		return; /* still out: act_drain finds the object gone */
+		return; /* still out: act_done finds the object gone */
 	obj->act = NULL;
 	if (a->rc >= 0 && a->co && a->node == cl->node_id) {
 		dobj__cluster_queue_release(cl, obj, a->co);
@@ -224,116 +209,69 @@ void dobj__act_drop(struct dobj__cluster *cl, dobj_obj *obj)
 
 /* ------------------------------------------------------- the activator */
 
-static void *act_main(void *arg)
+/* The activator's thread. */
+static void act_work(struct dobj__cluster *cl, dobj__pg *pg, dobj__wjob *j)
 {
-	struct dobj__cluster *cl = arg;
-	struct dobj__activator *ac = cl->act;
-	dobj__act *a;
+	dobj__act *a = (dobj__act *)j;
 
-	pthread_mutex_lock(&ac->mu);
-	for (;;) {
-		while (!ac->stop && !ac->q_head)
-			pthread_cond_wait(&ac->wake, &ac->mu);
-		if (ac->stop)
-			break;
-		a = ac->q_head;
-		ac->q_head = a->next;
-		if (!ac->q_head)
-			ac->q_tail = NULL;
-		ac->busy = 1;
-		pthread_mutex_unlock(&ac->mu);
-		if (a->renew_first) {
-			/* The view had lapsed (PostgreSQL was away, the process was
-			 * paused): the lease keeper renews, or joins again as a new
-			 * node, before the claim; the claim is that node's. */
-			struct timespec until;
-			double ms = cl->pg.timeout_ms * 3;
-			unsigned long gen;
-			clock_gettime(CLOCK_MONOTONIC, &until);
-			until.tv_sec += (time_t)(ms / 1e3);
-			until.tv_nsec += (long)fmod(ms, 1e3) * 1000000L;
-			if (until.tv_nsec >= 1000000000L) {
-				until.tv_sec++;
-				until.tv_nsec -= 1000000000L;
-			}
-			pthread_mutex_lock(&cl->mu);
-			gen = cl->l_gen;
-			cl->renew_now = 1;
-			pthread_cond_signal(&cl->lwake);
-			while (cl->l_gen == gen && !cl->stop &&
-			       pthread_cond_timedwait(&cl->idle, &cl->mu, &until) != ETIMEDOUT)
-				;
-			if (cl->l_node)
-				a->node = cl->l_node;
-			pthread_mutex_unlock(&cl->mu);
-		}
-		act_run(&ac->pg, a);
-		pthread_mutex_lock(&ac->mu);
-		a->next = NULL;
-		if (ac->d_tail)
-			ac->d_tail->next = a;
-		else
-			ac->d_head = a;
-		ac->d_tail = a;
-		ac->busy = 0;
-		pthread_cond_broadcast(&ac->idle);
-		dobj__rt_post(cl->rt);
+	if (a->renew_first) {
+		/* The view had lapsed (PostgreSQL was away, the process was
+		 * paused): the lease keeper renews, or joins again as a new
+		 * node, before the claim; the claim is that node's. */
+		struct timespec until;
+		unsigned long gen;
+		dobj__mono_deadline(&until, cl->pg.timeout_ms * 3);
+		pthread_mutex_lock(&cl->mu);
+		gen = cl->l_gen;
+		cl->renew_now = 1;
+		pthread_cond_signal(&cl->lwake);
+		while (cl->l_gen == gen && !cl->stop &&
+		       pthread_cond_timedwait(&cl->idle, &cl->mu, &until) != ETIMEDOUT)
+			;
+		if (cl->l_node)
+			a->node = cl->l_node;
+		pthread_mutex_unlock(&cl->mu);
 	}
-	pthread_mutex_unlock(&ac->mu);
-	return NULL;
+	act_run(pg, a);
 }
 
-/* While activations are out, ac->watch keeps dobj_rt_run waiting. */
-static int act_busy(void *owner)
+/* The runtime's thread: an activation that ended opens its object's gate. */
+static void act_done(struct dobj__cluster *cl, dobj__wjob *j)
 {
-	return ((struct dobj__activator *)owner)->out > 0;
-}
+	dobj__act *a = (dobj__act *)j;
+	dobj_obj *obj = a->obj;
 
-static void watch_update(struct dobj__cluster *cl)
-{
-	dobj__watch_update(&cl->act->watch);
-}
-
-/* The runtime's thread: activations that ended open their object's gate. */
-static void act_drain(dobj_rt *rt, void *data)
-{
-	struct dobj__cluster *cl = data;
-	struct dobj__activator *ac = cl->act;
-	dobj__act *done, *a;
-
-	(void)rt;
-	pthread_mutex_lock(&ac->mu);
-	done = ac->d_head;
-	ac->d_head = ac->d_tail = NULL;
-	pthread_mutex_unlock(&ac->mu);
-	while ((a = done)) {
-		dobj_obj *obj = a->obj;
-		done = a->next;
-		a->next = NULL;
-		a->obj = NULL;
-		ac->out--;
-		if (obj->dead || !obj->mapped || obj->act != a) {
-			/* Reset meanwhile: a claim that went through is released. */
-			obj->act = obj->act == a ? NULL : obj->act;
-			if (a->rc >= 0 && a->co && a->node == cl->node_id) {
-				dobj__cluster_queue_release(cl, obj, a->co);
-				a->co = NULL;
-			}
-			act_free(a);
-		} else {
-			dobj__obj_gate_open(obj);
+	a->obj = NULL;
+	if (obj->dead || !obj->mapped || obj->act != a) {
+		/* Reset meanwhile: a claim that went through is released. */
+		obj->act = obj->act == a ? NULL : obj->act;
+		if (a->rc >= 0 && a->co && a->node == cl->node_id) {
+			dobj__cluster_queue_release(cl, obj, a->co);
+			a->co = NULL;
 		}
-		dobj__obj_unref(obj);
+		act_free(a);
+	} else {
+		dobj__obj_gate_open(obj);
 	}
-	watch_update(cl);
+	dobj__obj_unref(obj);
+}
+
+/* Stopping: a queued activation never starts (its object is reset by the
+ * close). */
+static void act_unrun(dobj__wjob *j)
+{
+	dobj__act *a = (dobj__act *)j;
+
+	a->done = 1;
+	a->rc = DOBJ_ECLOSED;
+	snprintf(a->msg, sizeof(a->msg), "%s", DOBJ_MSG_CLOSED);
 }
 
 int dobj__act_begin(struct dobj__cluster *cl, dobj_obj *obj)
 {
-	struct dobj__activator *ac = cl->act;
 	dobj__act *a;
 
-	if (!ac || cl->closing)
+	if (!cl->act || cl->closing)
 		return dobj_error_set(DOBJ_ECLOSED, DOBJ_MSG_CLOSED);
 	if (!(a = act_new(cl, obj)))
 		return DOBJ_ENOMEM;
@@ -342,95 +280,18 @@ int dobj__act_begin(struct dobj__cluster *cl, dobj_obj *obj)
 	obj->refs++;
 	obj->act = a;
 	obj->nblock++; /* the input gate: calls park, in order, until it is done */
-	ac->out++;
-	pthread_mutex_lock(&ac->mu);
-	if (ac->q_tail)
-		ac->q_tail->next = a;
-	else
-		ac->q_head = a;
-	ac->q_tail = a;
-	pthread_cond_signal(&ac->wake);
-	pthread_mutex_unlock(&ac->mu);
-	watch_update(cl);
+	dobj__worker_push(cl->act, &a->job);
 	return 1;
 }
 
 int dobj__act_start(struct dobj__cluster *cl)
 {
-	struct dobj__activator *ac;
-	sigset_t all, old;
-	int rc;
-
-	if (!(ac = calloc(1, sizeof(*ac))) ||
-	    !(ac->pg.url = dobj__strndup(cl->pg.url, strlen(cl->pg.url)))) {
-		free(ac);
-		return dobj_error_set(DOBJ_ENOMEM, "out of memory");
-	}
-	ac->pg.timeout_ms = cl->pg.timeout_ms;
-	ac->watch = (dobj__watch){ .rt = cl->rt, .ms = cl->pg.timeout_ms * 8, .busy = act_busy,
-		.owner = ac };
-	pthread_mutex_init(&ac->mu, NULL);
-	dobj__cond_init(&ac->wake);
-	dobj__cond_init(&ac->idle);
-	cl->act = ac;
-	if ((rc = dobj__rt_source_add(cl->rt, act_drain, cl)) < 0)
-		goto fail;
-	/* No signal for this thread (see dobj__cluster_start). */
-	sigfillset(&all);
-	pthread_sigmask(SIG_BLOCK, &all, &old);
-	rc = pthread_create(&ac->th, NULL, act_main, cl);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	if (rc != 0) {
-		dobj__rt_source_remove(cl->rt, act_drain, cl);
-		rc = dobj_error_set(DOBJ_ERROR, "cluster: cannot start a thread");
-		goto fail;
-	}
-	return DOBJ_OK;
-fail:
-	cl->act = NULL;
-	pthread_cond_destroy(&ac->wake);
-	pthread_cond_destroy(&ac->idle);
-	pthread_mutex_destroy(&ac->mu);
-	free(ac->pg.url);
-	free(ac);
-	return rc;
+	return dobj__worker_start(&cl->act, cl, cl->pg.timeout_ms * 8, act_work, act_done);
 }
 
 void dobj__act_stop(struct dobj__cluster *cl)
 {
-	struct dobj__activator *ac = cl->act;
-	dobj__act *a;
-
-	if (!ac)
-		return;
 	/* The running activation ends within its statements' bounds; queued
-	 * ones never start (their objects are reset by the close). */
-	pthread_mutex_lock(&ac->mu);
-	ac->stop = 1;
-	pthread_cond_signal(&ac->wake);
-	pthread_mutex_unlock(&ac->mu);
-	pthread_join(ac->th, NULL);
-	dobj__rt_source_remove(cl->rt, act_drain, cl);
-	while ((a = ac->q_head)) {
-		ac->q_head = a->next;
-		a->next = NULL;
-		a->done = 1;
-		a->rc = DOBJ_ECLOSED;
-		snprintf(a->msg, sizeof(a->msg), "%s", DOBJ_MSG_CLOSED);
-		if (ac->d_tail)
-			ac->d_tail->next = a;
-		else
-			ac->d_head = a;
-		ac->d_tail = a;
-	}
-	ac->q_tail = NULL;
-	act_drain(cl->rt, cl);
-	dobj__watch_stop(&ac->watch);
-	dobj__pg_drop(&ac->pg);
-	free(ac->pg.url);
-	pthread_cond_destroy(&ac->wake);
-	pthread_cond_destroy(&ac->idle);
-	pthread_mutex_destroy(&ac->mu);
-	free(ac);
-	cl->act = NULL;
+	 * ones never start. */
+	dobj__worker_stop(&cl->act, 0, act_unrun);
 }

@@ -66,6 +66,7 @@ struct dobj__cjob {
 	long long seq, epoch, node;
 	unsigned char *rec;
 	size_t len;
+	unsigned char sum[32]; /* the row's checksum (dobj__wal_sum) */
 	long long alarm;   /* the schedule after it: -1 unchanged, 0 none, else ns */
 	char *name;        /* the object's name for dobj_alarm (NULL: none) */
 	size_t name_len;
@@ -633,12 +634,12 @@ static void arr_i64(pgarr *a, long long v)
  * accepted rows' positions. */
 static const char append_sql[] =
 	"WITH i AS (SELECT * FROM unnest($1::text[], $2::bytea[], $3::int8[], $4::int8[], "
-	"  $5::bytea[], $6::int4[], $8::int8[], $9::bytea[]) "
-	"  AS u(ns, object_id, seq, epoch, frames, ord, alarm, name)), "
+	"  $5::bytea[], $6::int4[], $8::int8[], $9::bytea[], $10::bytea[]) "
+	"  AS u(ns, object_id, seq, epoch, frames, ord, alarm, name, sum)), "
 	"ok AS (SELECT i.* FROM i JOIN dobj_owner o ON o.ns = i.ns AND o.object_id = i.object_id "
 	"  AND o.epoch = i.epoch AND o.node_id = $7::int8 FOR SHARE OF o), "
-	"w AS (INSERT INTO dobj_wal (ns, object_id, seq, epoch, frames) "
-	"  SELECT ns, object_id, seq, epoch, frames FROM ok ON CONFLICT DO NOTHING "
+	"w AS (INSERT INTO dobj_wal (ns, object_id, seq, epoch, frames, sum) "
+	"  SELECT ns, object_id, seq, epoch, frames, sum FROM ok ON CONFLICT DO NOTHING "
 	"  RETURNING ns, object_id, seq), "
 	"s AS (INSERT INTO dobj_alarm (ns, object_id, scheduled_at, name) "
 	"  SELECT ns, object_id, alarm, name FROM ok WHERE alarm > 0 "
@@ -672,23 +673,24 @@ static void job_fail(dobj__cjob *j, int rc, const char *msg)
  * more per run for one row (the arrays, the CTEs, the join), a quarter of
  * the whole round trip on an idle server. */
 static const char append_one_sql[] =
-	"INSERT INTO dobj_wal (ns, object_id, seq, epoch, frames) "
-	"SELECT $1, $2, $3, $4, $5 FROM dobj_owner "
+	"INSERT INTO dobj_wal (ns, object_id, seq, epoch, frames, sum) "
+	"SELECT $1, $2, $3, $4, $5, $7 FROM dobj_owner "
 	"WHERE ns = $1 AND object_id = $2 AND epoch = $4 AND node_id = $6 FOR SHARE";
 
 static void run_append_one(dobj__pg *pg, dobj__cjob *j)
 {
 	char seq[32], epoch[32], node[32];
-	const char *v[6] = { j->ns, (const char *)j->id, seq, epoch, (const char *)j->rec, node };
-	int lens[6] = { (int)j->ns_len, 32, 0, 0, (int)j->len, 0 };
-	int fmts[6] = { 0, 1, 0, 0, 1, 0 };
+	const char *v[7] = { j->ns, (const char *)j->id, seq, epoch, (const char *)j->rec, node,
+		(const char *)j->sum };
+	int lens[7] = { (int)j->ns_len, 32, 0, 0, (int)j->len, 0, 32 };
+	int fmts[7] = { 0, 1, 0, 0, 1, 0, 1 };
 	PGresult *r = NULL;
 	int rc;
 
 	snprintf(seq, sizeof(seq), "%lld", j->seq);
 	snprintf(epoch, sizeof(epoch), "%lld", j->epoch);
 	snprintf(node, sizeof(node), "%lld", j->node);
-	rc = dobj__pg_exec_prepared(pg, 2, append_one_sql, 6, v, lens, fmts, 0, &r);
+	rc = dobj__pg_exec_prepared(pg, 2, append_one_sql, 7, v, lens, fmts, 0, &r);
 	if (rc < 0) {
 		job_fail(j, rc, dobj_error_last());
 	} else if (strcmp(PQcmdTuples(r), "1") == 0) {
@@ -708,12 +710,17 @@ static void run_append_one(dobj__pg *pg, dobj__cjob *j)
  * the jobs' inputs. */
 static void run_appends(dobj__pg *pg, dobj__cjob **jobs, int n)
 {
-	pgarr a[8];
-	const char *v[9];
-	int lens[9], fmts[9], i, k, rc, *accepted = NULL;
+	pgarr a[9];
+	const char *v[10];
+	int lens[10], fmts[10], i, k, rc, *accepted = NULL;
 	char node[32];
 	PGresult *r = NULL;
 
+	/* The rows' checksums here, off the runtime's thread (~3 us for a
+	 * 4 KiB record). */
+	for (i = 0; i < n; i++)
+		dobj__wal_sum(jobs[i]->id, jobs[i]->seq, jobs[i]->epoch, jobs[i]->rec, jobs[i]->len,
+			jobs[i]->sum);
 	if (n == 1 && jobs[0]->alarm < 0) {
 		run_append_one(pg, jobs[0]);
 		return;
@@ -727,6 +734,7 @@ static void run_appends(dobj__pg *pg, dobj__cjob **jobs, int n)
 	arr_begin(&a[5], OID_INT4, n, 0);
 	arr_begin(&a[6], OID_INT8, n, 0);
 	arr_begin(&a[7], OID_BYTEA, n, 1);
+	arr_begin(&a[8], OID_BYTEA, n, 0);
 	for (i = 0; i < n; i++) {
 		dobj__cjob *j = jobs[i];
 		long long alarm = j->alarm;
@@ -745,21 +753,22 @@ static void run_appends(dobj__pg *pg, dobj__cjob **jobs, int n)
 		arr_i32(&a[5], i);
 		arr_i64(&a[6], alarm);
 		arr_bytes(&a[7], j->name, j->name_len);
+		arr_bytes(&a[8], j->sum, 32);
 	}
-	for (i = 0; i < 8; i++)
+	for (i = 0; i < 9; i++)
 		if (a[i].oom) {
 			for (k = 0; k < n; k++)
 				job_fail(jobs[k], DOBJ_ENOMEM, "out of memory");
 			goto done;
 		}
 	snprintf(node, sizeof(node), "%lld", jobs[0]->node);
-	for (i = 0; i < 9; i++) {
+	for (i = 0; i < 10; i++) {
 		int at = i < 6 ? i : i == 6 ? -1 : i - 1;
 		v[i] = at < 0 ? node : (const char *)a[at].p;
 		lens[i] = at < 0 ? 0 : (int)a[at].len;
 		fmts[i] = at >= 0;
 	}
-	rc = dobj__pg_exec_prepared(pg, 0, append_sql, 9, v, lens, fmts, 0, &r);
+	rc = dobj__pg_exec_prepared(pg, 0, append_sql, 10, v, lens, fmts, 0, &r);
 	if (rc < 0) {
 		for (k = 0; k < n; k++)
 			job_fail(jobs[k], rc, dobj_error_last());
@@ -789,7 +798,7 @@ static void run_appends(dobj__pg *pg, dobj__cjob **jobs, int n)
 done:
 	PQclear(r);
 	free(accepted);
-	for (i = 0; i < 8; i++)
+	for (i = 0; i < 9; i++)
 		free(a[i].p);
 }
 

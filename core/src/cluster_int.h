@@ -81,13 +81,14 @@ typedef struct dobj__due dobj__due;     /* a due alarm found by the lease thread
 /* A strong timer that keeps dobj_rt_run waiting while one of the node's
  * threads has work out: the work's end comes through the runtime's fd, which
  * dobj_rt_run alone would not wait for.  Armed for `ms` while busy(owner)
- * says so, re-armed when it fires and work is still out, cancelled once
- * nothing is.  The runtime's thread only. */
+ * says so, re-armed when it fires and work is still out (after fired(owner),
+ * when set), cancelled once nothing is.  The runtime's thread only. */
 typedef struct dobj__watch {
 	dobj_rt *rt;
 	double ms;
 	int (*busy)(void *owner);
 	void *owner;
+	void (*fired)(void *owner);
 	dobj_timer *tm;
 } dobj__watch;
 
@@ -98,6 +99,47 @@ void dobj__watch_stop(dobj__watch *w);
 /* A condition variable whose timed waits run on CLOCK_MONOTONIC (the node's
  * threads wait on it; a wall-clock step must not stretch or cut a wait). */
 int dobj__cond_init(pthread_cond_t *c);
+/* *ts = CLOCK_MONOTONIC now + ms (for a timed wait on such a condition). */
+void dobj__mono_deadline(struct timespec *ts, double ms);
+
+/* A job for a dobj__worker: the first member of the worker's own job type. */
+typedef struct dobj__wjob {
+	struct dobj__wjob *next;
+} dobj__wjob;
+
+/* One of the node's threads with a PostgreSQL connection of its own: it
+ * takes jobs in order from the runtime's thread, runs them one at a time
+ * and hands each back through the runtime's fd; its watch keeps
+ * dobj_rt_run waiting while jobs are out (cluster_worker.c).  The
+ * activator and the compactor are two. */
+typedef struct dobj__worker {
+	struct dobj__cluster *cl;
+	/* the worker's thread: do the job on the worker's connection */
+	void (*run)(struct dobj__cluster *cl, dobj__pg *pg, dobj__wjob *j);
+	/* the runtime's thread: a job that ran (or never will: stop) */
+	void (*done)(struct dobj__cluster *cl, dobj__wjob *j);
+	pthread_mutex_t mu;
+	pthread_cond_t wake, idle;
+	pthread_t th;
+	int stop, busy;
+	dobj__wjob *q_head, *q_tail, *d_head, *d_tail;
+	dobj__pg pg;
+	/* the runtime's thread only */
+	size_t out;         /* pushed, not done yet */
+	dobj__watch watch;
+} dobj__worker;
+
+/** Start a worker (*out, freed by dobj__worker_stop) whose watch re-arms
+ *  every `watch_ms` while jobs are out. */
+int dobj__worker_start(dobj__worker **out, struct dobj__cluster *cl, double watch_ms,
+	void (*run)(struct dobj__cluster *cl, dobj__pg *pg, dobj__wjob *j),
+	void (*done)(struct dobj__cluster *cl, dobj__wjob *j));
+/** Queue a job (the runtime's thread). */
+void dobj__worker_push(dobj__worker *w, dobj__wjob *j);
+/** Stop *wp (NULL: nothing) and set it to NULL: the queue gets up to
+ *  `wait_ms` to empty first (0: no wait); each job that never ran goes
+ *  through unrun, then, as every job, through done. */
+void dobj__worker_stop(dobj__worker **wp, double wait_ms, void (*unrun)(dobj__wjob *j));
 
 struct dobj__cluster {
 	dobj_rt *rt;
@@ -141,8 +183,8 @@ struct dobj__cluster {
 	int unrenewed_logged; /* "could not renew" was logged since the last renewal */
 	int cut_off;          /* no renewal for TTL + grace: objects reset, sockets closed */
 	char l_err[300];               /* why the lease keeper could not join again (under mu) */
-	struct dobj__snapper *snap;    /* the compactor (cluster_snapshot.c) */
-	struct dobj__activator *act;   /* the activator (cluster_activate.c) */
+	dobj__worker *snap;            /* the compactor (cluster_snapshot.c) */
+	dobj__worker *act;             /* the activator (cluster_activate.c) */
 	long long snap_bytes;          /* log bytes that call for a snapshot (< 0: never) */
 };
 
@@ -228,6 +270,18 @@ int dobj__wal_capture(const char *wal_path, long long off, unsigned *salt, unsig
 	size_t *len, long long *end);
 /** Apply a record to the database file open on fd. */
 int dobj__wal_apply(int fd, const unsigned char *rec, size_t len);
+/** The checksum of a log row (dobj_wal.sum): SHA-256 of the object's ID,
+ *  the row's seq and epoch (big-endian 64-bit) and the SHA-256 of its
+ *  frames, so that a row's pages, and pages moved to another row, are both
+ *  caught.  DOBJ__WAL_SUM_SQL computes the same in PostgreSQL (the
+ *  migration of rows written before schema version 3). */
+void dobj__wal_sum(const unsigned char *id, long long seq, long long epoch,
+	const unsigned char *rec, size_t len, unsigned char sum[32]);
+/** 1 when `sum` (`sum_len` bytes) is the row's checksum. */
+int dobj__wal_sum_ok(const unsigned char *id, long long seq, long long epoch,
+	const unsigned char *rec, size_t len, const unsigned char *sum, size_t sum_len);
+#define DOBJ__WAL_SUM_SQL \
+	"sha256(object_id || int8send(seq) || int8send(epoch) || sha256(frames))"
 
 /* Activation off the runtime's thread (cluster_activate.c). */
 typedef struct dobj__act dobj__act;

@@ -201,22 +201,18 @@ static pend *pend_take(struct dobj__route *r, uint64_t id)
 	return NULL;
 }
 
-static void watch_fired(void *data, int fired);
+/* While calls are in flight r->watch keeps dobj_rt_run waiting for their
+ * answers (the fd wakes it when they come) and, each time it fires, fails
+ * those past the call timeout (a node that answers pings while its runtime
+ * is stuck). */
+static int calls_out(void *owner)
+{
+	return ((struct dobj__route *)owner)->npend > 0;
+}
 
-/* While calls are in flight a strong timer keeps dobj_rt_run waiting for
- * their answers (the fd wakes it when they come) and fails those past the
- * call timeout (a node that answers pings while its runtime is stuck). */
 static void watch_sync(struct dobj__route *r)
 {
-	if (r->npend && !r->watch && !r->rt->closing) {
-		double every = r->rt->cluster ? r->rt->cluster->call_timeout_ms / 4 : 1000;
-		dobj__timer(r->rt, fmin(1000, fmax(10, every)), watch_fired, r->rt, 0, &r->watch);
-	}
-	else if (!r->npend && r->watch) {
-		dobj_timer *tm = r->watch;
-		r->watch = NULL;
-		dobj_timer_cancel(r->rt, tm);
-	}
+	dobj__watch_update(&r->watch);
 }
 
 static void fail_call(dobj_task *t, int code, int retryable, const char *fmt, ...)
@@ -250,15 +246,9 @@ static void expire(struct dobj__route *r)
 	}
 }
 
-static void watch_fired(void *data, int fired)
+static void watch_fired(void *owner)
 {
-	dobj_rt *rt = data;
-
-	if (!rt->route || !fired)
-		return;
-	rt->route->watch = NULL;
-	expire(rt->route);
-	watch_sync(rt->route);
+	expire(owner);
 }
 
 /* The call failed on this side (not the object's doing). */
@@ -1107,6 +1097,8 @@ int dobj__route_start(dobj_rt *rt, struct dobj__cluster *cl)
 	r->lfd = r->efd = r->ep = -1;
 	r->ping_ms = fmax(20, cl->ttl_ms / 6);
 	r->dead_ms = cl->ttl_ms;
+	r->watch = (dobj__watch){ .rt = rt, .ms = fmin(1000, fmax(10, cl->call_timeout_ms / 4)),
+		.busy = calls_out, .owner = r, .fired = watch_fired };
 	pthread_mutex_init(&r->mu, NULL);
 	atomic_init(&r->wake, 0);
 	rt->route = r;
@@ -1195,11 +1187,7 @@ void dobj__route_stop(dobj_rt *rt)
 
 	if (!r)
 		return;
-	if (r->watch) {
-		dobj_timer *tm = r->watch;
-		r->watch = NULL;
-		dobj_timer_cancel(rt, tm);
-	}
+	dobj__watch_stop(&r->watch);
 	if (r->started) {
 		uint64_t one = 1;
 		ssize_t n;

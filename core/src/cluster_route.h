@@ -215,7 +215,7 @@ struct dobj__route {
 	dobj__idmap cache;
 	size_t ncache;
 	inreq *replies;
-	dobj_timer *watch;
+	dobj__watch watch;     /* while calls are in flight (cluster_route.c) */
 	struct { long long node; double until; } suspects[16]; /* stopped answering lately */
 	struct dobj__route_ws *ws; /* WebSockets between nodes (cluster_ws.c) */
 };

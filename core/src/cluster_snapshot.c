@@ -38,9 +38,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <math.h>
 #include <openssl/sha.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -104,6 +102,19 @@ static int damaged(long long seq, const char *what)
 {
 	return dobj_error_set(DOBJ_ERROR, "cluster: the object's data in PostgreSQL is damaged "
 		"(%s at seq %lld); the object is not served", what, seq);
+}
+
+/* Row i of a result (seq, epoch, frames, sum in columns 1, 2, 3, 6) is a log
+ * row of object `id` as its writer wrote it: its checksum matches. */
+static int row_check(const PGresult *r, int i, const unsigned char *id)
+{
+	long long seq = be64((const unsigned char *)PQgetvalue(r, i, 1));
+
+	if (!dobj__wal_sum_ok(id, seq, be64((const unsigned char *)PQgetvalue(r, i, 2)),
+		(const unsigned char *)PQgetvalue(r, i, 3), (size_t)PQgetlength(r, i, 3),
+		(const unsigned char *)PQgetvalue(r, i, 6), (size_t)PQgetlength(r, i, 6)))
+		return damaged(seq, "a log row whose checksum does not match");
+	return DOBJ_OK;
 }
 
 /* Check a snapshot row (its seq column `seq`): *img and *n the image. */
@@ -242,10 +253,11 @@ static const char restore_sql[] =
 	"  ORDER BY seq DESC LIMIT 1), "
 	"f AS (SELECT NOT EXISTS (SELECT 1 FROM h WHERE seq = $3::int8 AND epoch = $4::int8) AS go) "
 	"SELECT 0::int4 AS k, h.seq, h.epoch, NULL::bytea AS data, "
-	"  (SELECT coalesce(sum(n), 0) FROM l)::int8, coalesce((SELECT n FROM s), 0)::int8 FROM h "
-	"UNION ALL SELECT 1, d.seq, d.epoch, d.db, 0, 0 FROM dobj_snapshot d, f "
+	"  (SELECT coalesce(sum(n), 0) FROM l)::int8, coalesce((SELECT n FROM s), 0)::int8, "
+	"  NULL::bytea FROM h "
+	"UNION ALL SELECT 1, d.seq, d.epoch, d.db, 0, 0, NULL FROM dobj_snapshot d, f "
 	"  WHERE f.go AND d.ns = $1 AND d.object_id = $2 "
-	"UNION ALL SELECT 2, w.seq, w.epoch, w.frames, 0, 0 FROM dobj_wal w, f "
+	"UNION ALL SELECT 2, w.seq, w.epoch, w.frames, 0, 0, w.sum FROM dobj_wal w, f "
 	"  WHERE f.go AND w.ns = $1 AND w.object_id = $2 AND w.seq > coalesce((SELECT seq FROM s), 0) "
 	"ORDER BY 1, 2";
 
@@ -353,6 +365,8 @@ int dobj__snap_restore(dobj__pg *pg, const char *ns, size_t ns_len, const unsign
 				rc = damaged(next, "a log row missing");
 				goto done;
 			}
+			if ((rc = row_check(r, i, id)) < 0)
+				goto done;
 			if (rec_head(data, len, &rpsz, &dbsize, &count) < 0 || (psz && rpsz != psz)) {
 				rc = damaged(seq, "a malformed log row");
 				goto done;
@@ -393,7 +407,7 @@ done:
 
 typedef struct snap_job snap_job;
 struct snap_job {
-	snap_job *next;
+	dobj__wjob job;     /* first: the compactor's queue */
 	char *ns;
 	size_t ns_len;
 	unsigned char id[32];
@@ -404,18 +418,6 @@ struct snap_job {
 	char msg[400];
 	/* the runtime's thread only */
 	dobj_obj *obj;      /* a reference */
-};
-
-struct dobj__snapper {
-	pthread_mutex_t mu;
-	pthread_cond_t wake, idle;
-	pthread_t th;
-	int stop, busy;
-	snap_job *q_head, *q_tail, *d_head, *d_tail;
-	dobj__pg pg;        /* the compactor's own connection */
-	/* the runtime's thread only */
-	size_t out;
-	dobj__watch watch;
 };
 
 static void job_free(snap_job *j)
@@ -498,8 +500,9 @@ static int step(dobj__pg *pg, const char *sql, int nparams, const char *const *v
 }
 
 /* Build the image at j->seq from PostgreSQL's rows and write it, fenced. */
-static void compact(dobj__pg *pg, snap_job *j)
+static void compact(struct dobj__cluster *cl, dobj__pg *pg, dobj__wjob *job)
 {
+	snap_job *j = (snap_job *)job;
 	char seq[32], epoch[32], node[32];
 	/* $1 ns, $2 id, $3 seq, then per statement: the epoch and the image
 	 * (the insert) or the incarnation's epoch and node (the fence). */
@@ -511,6 +514,7 @@ static void compact(dobj__pg *pg, snap_job *j)
 	long long next = 1, last_epoch = 0;
 	int rc, i, n;
 
+	(void)cl;
 	snprintf(seq, sizeof(seq), "%lld", j->seq);
 	if ((rc = dobj__pg_simple(pg, "BEGIN")) < 0)
 		goto fail;
@@ -518,8 +522,10 @@ static void compact(dobj__pg *pg, snap_job *j)
 	 * statement retried on a new connection outside it. */
 	pg->no_reconnect = 1;
 	if ((rc = dobj__pg_exec(pg,
-		"SELECT 1::int4, seq, epoch, db FROM dobj_snapshot WHERE ns = $1 AND object_id = $2 "
-		"UNION ALL SELECT 2, seq, epoch, frames FROM dobj_wal WHERE ns = $1 AND object_id = $2 "
+		"SELECT 1::int4, seq, epoch, db, 0::int4, 0::int4, NULL::bytea FROM dobj_snapshot "
+		"WHERE ns = $1 AND object_id = $2 "
+		"UNION ALL SELECT 2, seq, epoch, frames, 0, 0, sum FROM dobj_wal "
+		"WHERE ns = $1 AND object_id = $2 "
 		"AND seq <= $3::int8 AND seq > coalesce((SELECT seq FROM dobj_snapshot "
 		"  WHERE ns = $1 AND object_id = $2), 0) "
 		"ORDER BY 1, 2", 3, v, lens, fmts, 1, &r)) < 0)
@@ -546,7 +552,10 @@ static void compact(dobj__pg *pg, snap_job *j)
 				rc = damaged(next, "a log row missing");
 				goto fail;
 			}
-			if ((rc = image_apply(&im, data, len, s)) < 0)
+			/* A damaged row never becomes part of a snapshot (with a
+			 * checksum of its own that would vouch for it). */
+			if ((rc = row_check(r, i, j->id)) < 0 ||
+			    (rc = image_apply(&im, data, len, s)) < 0)
 				goto fail;
 		}
 		next = s + 1;
@@ -610,7 +619,8 @@ static void compact(dobj__pg *pg, snap_job *j)
 		"DELETE FROM dobj_wal WHERE ns = $1 AND object_id = $2 AND seq < $3::int8", 3, v, lens,
 		fmts, NULL)) < 0 ||
 	    (rc = step(pg,
-		"UPDATE dobj_wal SET frames = '\\x'::bytea WHERE ns = $1 AND object_id = $2 "
+		"UPDATE dobj_wal SET frames = '\\x'::bytea, sum = sha256(object_id || int8send(seq) || "
+		"int8send(epoch) || sha256('\\x'::bytea)) WHERE ns = $1 AND object_id = $2 "
 		"AND seq = $3::int8", 3, v, lens, fmts, NULL)) < 0 ||
 	    (rc = dobj__pg_simple(pg, "COMMIT")) < 0)
 		goto fail;
@@ -628,86 +638,35 @@ fail:
 	pg->no_reconnect = 0;
 }
 
-static void *snap_main(void *arg)
-{
-	struct dobj__cluster *cl = arg;
-	struct dobj__snapper *sn = cl->snap;
-	snap_job *j;
-
-	pthread_mutex_lock(&sn->mu);
-	for (;;) {
-		while (!sn->stop && !sn->q_head)
-			pthread_cond_wait(&sn->wake, &sn->mu);
-		if (sn->stop)
-			break;
-		j = sn->q_head;
-		sn->q_head = j->next;
-		if (!sn->q_head)
-			sn->q_tail = NULL;
-		sn->busy = 1;
-		pthread_mutex_unlock(&sn->mu);
-		compact(&sn->pg, j);
-		pthread_mutex_lock(&sn->mu);
-		j->next = NULL;
-		if (sn->d_tail)
-			sn->d_tail->next = j;
-		else
-			sn->d_head = j;
-		sn->d_tail = j;
-		sn->busy = 0;
-		pthread_cond_broadcast(&sn->idle);
-		dobj__rt_post(cl->rt);
-	}
-	pthread_mutex_unlock(&sn->mu);
-	return NULL;
-}
-
-/* While snapshots are out, sn->watch keeps dobj_rt_run waiting (their end
- * comes through the fd). */
-static int snap_busy(void *owner)
-{
-	return ((struct dobj__snapper *)owner)->out > 0;
-}
-
-static void watch_update(struct dobj__cluster *cl)
-{
-	dobj__watch_update(&cl->snap->watch);
-}
-
 static void maybe_queue(struct dobj__cluster *cl, dobj_obj *obj, struct dobj__cluster_obj *co);
 
-/* The runtime's thread: snapshots that ended. */
-static void snap_drain(dobj_rt *rt, void *data)
+/* The runtime's thread: a snapshot that ended. */
+static void snap_done(struct dobj__cluster *cl, dobj__wjob *job)
 {
-	struct dobj__cluster *cl = data;
-	struct dobj__snapper *sn = cl->snap;
-	snap_job *done, *j;
+	snap_job *j = (snap_job *)job;
+	struct dobj__cluster_obj *co = j->obj->cluster;
 
-	pthread_mutex_lock(&sn->mu);
-	done = sn->d_head;
-	sn->d_head = sn->d_tail = NULL;
-	pthread_mutex_unlock(&sn->mu);
-	while ((j = done)) {
-		struct dobj__cluster_obj *co = j->obj->cluster;
-		done = j->next;
-		sn->out--;
-		if (co && co->epoch == j->epoch) {
-			co->snap_out = 0;
-			if (j->rc == 0)
-				co->snap_size = j->size;
-			/* What was confirmed meanwhile may call for the next one now
-			 * (the object may write nothing more for a while). */
-			if (j->rc >= 0 && !j->obj->dead)
-				maybe_queue(cl, j->obj, co);
-		}
-		/* A failure, or a refusal by the fence (this node lost the object). */
-		if (j->rc < 0 || j->msg[0])
-			dobj__cluster_log(rt, j->node, "cluster: node %lld did not write a snapshot; "
-				"the object's log is kept (%s)", j->node, j->msg);
-		dobj__obj_unref(j->obj);
-		job_free(j);
+	if (co && co->epoch == j->epoch) {
+		co->snap_out = 0;
+		if (j->rc == 0)
+			co->snap_size = j->size;
+		/* What was confirmed meanwhile may call for the next one now
+		 * (the object may write nothing more for a while). */
+		if (j->rc >= 0 && !j->obj->dead)
+			maybe_queue(cl, j->obj, co);
 	}
-	watch_update(cl);
+	/* A failure, or a refusal by the fence (this node lost the object). */
+	if (j->rc < 0 || j->msg[0])
+		dobj__cluster_log(cl->rt, j->node, "cluster: node %lld did not write a snapshot; "
+			"the object's log is kept (%s)", j->node, j->msg);
+	dobj__obj_unref(j->obj);
+	job_free(j);
+}
+
+/* Stopping: a snapshot that did not run is dropped. */
+static void snap_unrun(dobj__wjob *job)
+{
+	((snap_job *)job)->rc = 1;
 }
 
 void dobj__snap_confirmed(struct dobj__cluster *cl, dobj_obj *obj, long long seq,
@@ -727,10 +686,9 @@ void dobj__snap_confirmed(struct dobj__cluster *cl, dobj_obj *obj, long long seq
  * one and none is out. */
 static void maybe_queue(struct dobj__cluster *cl, dobj_obj *obj, struct dobj__cluster_obj *co)
 {
-	struct dobj__snapper *sn = cl->snap;
 	snap_job *j;
 
-	if (!sn || cl->snap_bytes < 0 || co->snap_out || cl->closing || co->conf_seq <= 0 ||
+	if (!cl->snap || cl->snap_bytes < 0 || co->snap_out || cl->closing || co->conf_seq <= 0 ||
 	    co->log_bytes < cl->snap_bytes || co->log_bytes < co->snap_size)
 		return;
 	if (!(j = calloc(1, sizeof(*j))) ||
@@ -747,105 +705,17 @@ static void maybe_queue(struct dobj__cluster *cl, dobj_obj *obj, struct dobj__cl
 	obj->refs++;
 	co->snap_out = 1;
 	co->log_bytes = 0;
-	sn->out++;
-	pthread_mutex_lock(&sn->mu);
-	if (sn->q_tail)
-		sn->q_tail->next = j;
-	else
-		sn->q_head = j;
-	sn->q_tail = j;
-	pthread_cond_signal(&sn->wake);
-	pthread_mutex_unlock(&sn->mu);
-	watch_update(cl);
+	dobj__worker_push(cl->snap, &j->job);
 }
 
 int dobj__snap_start(struct dobj__cluster *cl)
 {
-	struct dobj__snapper *sn;
-	sigset_t all, old;
-	int rc;
-
-	if (!(sn = calloc(1, sizeof(*sn))) || !(sn->pg.url = dobj__strndup(cl->pg.url,
-		strlen(cl->pg.url)))) {
-		free(sn);
-		return dobj_error_set(DOBJ_ENOMEM, "out of memory");
-	}
-	sn->pg.timeout_ms = cl->pg.timeout_ms;
-	sn->watch = (dobj__watch){ .rt = cl->rt, .ms = cl->pg.timeout_ms * 8, .busy = snap_busy,
-		.owner = sn };
-	pthread_mutex_init(&sn->mu, NULL);
-	dobj__cond_init(&sn->wake);
-	dobj__cond_init(&sn->idle);
-	cl->snap = sn;
-	if ((rc = dobj__rt_source_add(cl->rt, snap_drain, cl)) < 0)
-		goto fail;
-	/* No signal for this thread (see dobj__cluster_start). */
-	sigfillset(&all);
-	pthread_sigmask(SIG_BLOCK, &all, &old);
-	rc = pthread_create(&sn->th, NULL, snap_main, cl);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	if (rc != 0) {
-		dobj__rt_source_remove(cl->rt, snap_drain, cl);
-		rc = dobj_error_set(DOBJ_ERROR, "cluster: cannot start a thread");
-		goto fail;
-	}
-	return DOBJ_OK;
-fail:
-	cl->snap = NULL;
-	pthread_cond_destroy(&sn->wake);
-	pthread_cond_destroy(&sn->idle);
-	pthread_mutex_destroy(&sn->mu);
-	free(sn->pg.url);
-	free(sn);
-	return rc;
+	return dobj__worker_start(&cl->snap, cl, cl->pg.timeout_ms * 8, compact, snap_done);
 }
 
 void dobj__snap_stop(struct dobj__cluster *cl)
 {
-	struct dobj__snapper *sn = cl->snap;
-	struct timespec until;
-	snap_job *j;
-	double ms = cl->pg.timeout_ms * 2 + 500;
-
-	if (!sn)
-		return;
 	/* What is queued may finish within a bound (each statement is bounded
 	 * too); the rest is dropped. */
-	clock_gettime(CLOCK_MONOTONIC, &until);
-	until.tv_sec += (time_t)(ms / 1e3);
-	until.tv_nsec += (long)fmod(ms, 1e3) * 1000000L;
-	if (until.tv_nsec >= 1000000000L) {
-		until.tv_sec++;
-		until.tv_nsec -= 1000000000L;
-	}
-	pthread_mutex_lock(&sn->mu);
-	while ((sn->q_head || sn->busy) &&
-	       pthread_cond_timedwait(&sn->idle, &sn->mu, &until) != ETIMEDOUT)
-		;
-	sn->stop = 1;
-	pthread_cond_signal(&sn->wake);
-	pthread_mutex_unlock(&sn->mu);
-	pthread_join(sn->th, NULL);
-	dobj__rt_source_remove(cl->rt, snap_drain, cl);
-	/* What did not run is dropped. */
-	while ((j = sn->q_head)) {
-		sn->q_head = j->next;
-		j->rc = 1;
-		j->next = NULL;
-		if (sn->d_tail)
-			sn->d_tail->next = j;
-		else
-			sn->d_head = j;
-		sn->d_tail = j;
-	}
-	sn->q_tail = NULL;
-	snap_drain(cl->rt, cl);
-	dobj__watch_stop(&sn->watch);
-	dobj__pg_drop(&sn->pg);
-	free(sn->pg.url);
-	pthread_cond_destroy(&sn->wake);
-	pthread_cond_destroy(&sn->idle);
-	pthread_mutex_destroy(&sn->mu);
-	free(sn);
-	cl->snap = NULL;
+	dobj__worker_stop(&cl->snap, cl->pg.timeout_ms * 2 + 500, snap_unrun);
 }

@@ -248,8 +248,9 @@ static void test_an_objects_next_append_waits_for_its_previous_one(void)
 	 * second (seq 3) would not wait for anything. */
 	blocker = pgtest_connect(&pg);
 	pgtest_sql(&pg, blocker, "BEGIN");
-	snprintf(q, sizeof(q), "INSERT INTO dobj_wal (ns, object_id, seq, epoch, frames) "
-		"SELECT ns, object_id, 2, epoch, '\\x00' FROM dobj_owner WHERE %s", where(ns, "one-a"));
+	snprintf(q, sizeof(q), "INSERT INTO dobj_wal (ns, object_id, seq, epoch, frames, sum) "
+		"SELECT ns, object_id, 2, epoch, '\\x00', '\\x00' FROM dobj_owner WHERE %s",
+		where(ns, "one-a"));
 	pgtest_sql(&pg, blocker, q);
 	t[0] = send(a, "w");
 	dobj_rt_pump(rt);

@@ -267,6 +267,10 @@ static void test_stored_bytes_that_lie_are_a_clear_error(void)
 	dobj_rt_free(a);
 	a = node(d1, -1); /* a log without snapshots */
 	counts(a, "lies-4", 0, 6);
+	counts(a, "lies-5", 0, 6);
+	counts(a, "lies-6", 0, 6);
+	counts(a, "lies-7", 0, 6);
+	counts(a, "lies-8", 0, 6);
 	dobj_rt_free(a);
 	testhost_rm_rf(d1);
 	expect_damaged("lies-1", "UPDATE dobj_snapshot SET db = substring(db from 1 for "
@@ -277,6 +281,68 @@ static void test_stored_bytes_that_lie_are_a_clear_error(void)
 		"a snapshot that is not one");
 	expect_damaged("lies-4", "DELETE FROM dobj_wal WHERE object_id = $OBJ AND seq = 3",
 		"a log row missing");
+	/* Every log row carries its checksum (schema version 3): a flipped
+	 * byte of its pages, of its checksum, a row that claims another epoch,
+	 * pages cut short. */
+	expect_damaged("lies-5", "UPDATE dobj_wal SET frames = set_byte(frames, 100, "
+		"get_byte(frames, 100) # 1) WHERE object_id = $OBJ AND seq = 3",
+		"a log row whose checksum does not match at seq 3");
+	expect_damaged("lies-6", "UPDATE dobj_wal SET sum = set_byte(sum, 0, get_byte(sum, 0) # 128) "
+		"WHERE object_id = $OBJ AND seq = 5", "a log row whose checksum does not match at seq 5");
+	expect_damaged("lies-7", "UPDATE dobj_wal SET epoch = epoch + 1 WHERE object_id = $OBJ "
+		"AND seq = 7", "a log row whose checksum does not match at seq 7");
+	expect_damaged("lies-8", "UPDATE dobj_wal SET frames = substring(frames from 1 for 12) "
+		"WHERE object_id = $OBJ AND seq = 2", "a log row whose checksum does not match at seq 2");
+}
+
+/* A log row damaged while its object is live is never built into a
+ * snapshot (whose own checksum would then vouch for it): the compaction
+ * fails, says why, and the log is kept. */
+static void test_a_damaged_log_row_is_not_compacted(void)
+{
+	char d1[64], q[512];
+	dobj_rt *a;
+	dobj_stub *s;
+	PGconn *t;
+	long long snap;
+
+	a = node(testhost_tmpdir(d1, "dobj-snap"), 1);
+	counts(a, "rot", 0, 3);
+	snap = about("rot", "SELECT seq FROM dobj_snapshot WHERE object_id = $OBJ");
+	CHECK(snap > 0);
+	/* The test holds dobj_snapshot: the next compaction waits for it,
+	 * then finds the row the test damaged meanwhile. */
+	t = pgtest_connect(&pg);
+	pgtest_sql(&pg, t, "BEGIN");
+	pgtest_sql(&pg, t, "LOCK TABLE dobj_snapshot IN ACCESS EXCLUSIVE MODE");
+	s = stub_for(a, "rot");
+	/* Enough log for a compaction (at least the snapshot's size). */
+	for (int i = 4; i <= 12; i++) {
+		char want[16];
+		snprintf(want, sizeof(want), "%d", i);
+		CHECK_STR(fetch(a, s, "count", NULL), want);
+	}
+	{
+		char hex[DOBJ_ID_HEX_LEN + 1];
+		obj_hex("rot", hex);
+		snprintf(q, sizeof(q), "UPDATE dobj_wal SET frames = set_byte(frames, 20, "
+			"get_byte(frames, 20) # 4) WHERE object_id = '\\x%s'::bytea AND seq = %lld",
+			hex, snap + 1);
+		pgtest_sql(&pg, t, q);
+	}
+	log_calls = 0;
+	pgtest_sql(&pg, t, "COMMIT");
+	PQfinish(t);
+	CHECK_EQ_INT(dobj_rt_run(a, NULL, NULL), DOBJ_OK); /* the compaction ends */
+	CHECK(dobj_rt_process(a) >= 0); /* its log line (a timer due now) */
+	CHECK(log_calls >= 1);
+	CHECK(strstr(log_msg, "did not write a snapshot") != NULL);
+	CHECK(strstr(log_msg, "a log row whose checksum does not match") != NULL);
+	CHECK_EQ_INT(about("rot", "SELECT seq FROM dobj_snapshot WHERE object_id = $OBJ"), snap);
+	CHECK_EQ_INT(about("rot", "SELECT count(*) FROM dobj_wal WHERE object_id = $OBJ"), 10);
+	dobj_stub_free(s);
+	dobj_rt_free(a);
+	testhost_rm_rf(d1);
 }
 
 /* A node that lost the object to another has its snapshot refused: it is
@@ -361,7 +427,16 @@ static const char schema_v1[] =
 	" scheduled_at bigint NOT NULL, name bytea, PRIMARY KEY (ns, object_id));"
 	"CREATE INDEX dobj_alarm_due ON dobj_alarm (scheduled_at);";
 
-static void test_a_version_1_schema_is_migrated_and_its_log_restored(void)
+/* What version 2 added (snapshot epochs). */
+static const char schema_v2[] =
+	"ALTER TABLE dobj_snapshot ADD COLUMN epoch bigint NOT NULL DEFAULT 0;"
+	"ALTER TABLE dobj_snapshot ALTER db SET STORAGE EXTERNAL;"
+	"UPDATE dobj_schema_version SET version = 2;";
+
+/* A log written by an older dobj (rows without checksums) in a database
+ * of schema `version`: dobj cluster init upgrades it to version 3 (the
+ * rows get their checksums from their bytes) and a node restores it. */
+static void migrated_and_restored(int version)
 {
 	char d1[64], url[300], q[600], hex[DOBJ_ID_HEX_LEN + 1], *slash;
 	PGconn *src, *dst;
@@ -369,10 +444,13 @@ static void test_a_version_1_schema_is_migrated_and_its_log_restored(void)
 	dobj_rt *a;
 	dobj_stub *s;
 	int i, v = 0;
+	char name[16];
 
-	/* A log written without snapshots, copied into a database of schema 1. */
+	snprintf(name, sizeof(name), "old-%d", version);
+	/* A log written without snapshots, copied into a database of the old
+	 * schema (its rows without checksums). */
 	a = node(testhost_tmpdir(d1, "dobj-snap"), -1);
-	counts(a, "old", 0, 3);
+	counts(a, name, 0, 3);
 	dobj_rt_free(a);
 	testhost_rm_rf(d1);
 	pgtest_sql(&pg, NULL, "CREATE DATABASE dobj_v1");
@@ -386,7 +464,12 @@ static void test_a_version_1_schema_is_migrated_and_its_log_restored(void)
 	r = PQexec(dst, schema_v1);
 	CHECK(PQresultStatus(r) == PGRES_COMMAND_OK);
 	PQclear(r);
-	obj_hex("old", hex);
+	if (version >= 2) {
+		r = PQexec(dst, schema_v2);
+		CHECK(PQresultStatus(r) == PGRES_COMMAND_OK);
+		PQclear(r);
+	}
+	obj_hex(name, hex);
 	snprintf(q, sizeof(q), "SELECT 'INSERT INTO dobj_wal VALUES (' || quote_literal(ns) || "
 		"', ''\\x' || encode(object_id, 'hex') || '''::bytea, ' || seq || ', ' || epoch || "
 		"', ''\\x' || encode(frames, 'hex') || '''::bytea)' FROM dobj_wal WHERE ns = 'snap-key' "
@@ -400,10 +483,11 @@ static void test_a_version_1_schema_is_migrated_and_its_log_restored(void)
 	PQfinish(src);
 	/* dobj cluster init upgrades it; a node restores the object from it. */
 	CHECK_EQ_INT(dobj_cluster_init(url, 0, 0, &v), DOBJ_OK);
-	CHECK_EQ_INT(v, 2);
-	CHECK_EQ_INT(pgtest_sql(&pg, dst, "SELECT version FROM dobj_schema_version"), 2);
+	CHECK_EQ_INT(v, 3);
+	CHECK_EQ_INT(pgtest_sql(&pg, dst, "SELECT version FROM dobj_schema_version"), 3);
+	CHECK_EQ_INT(pgtest_sql(&pg, dst, "SELECT count(*) FROM dobj_wal WHERE sum IS NULL"), 0);
 	a = node_at(url, testhost_tmpdir(d1, "dobj-snap"), 1);
-	s = stub_for(a, "old");
+	s = stub_for(a, name);
 	CHECK_STR(fetch(a, s, "count", NULL), "4");
 	CHECK_STR(fetch(a, s, "count", NULL), "5");
 	CHECK_STR(fetch(a, s, "count", NULL), "6");
@@ -417,6 +501,16 @@ static void test_a_version_1_schema_is_migrated_and_its_log_restored(void)
 	testhost_rm_rf(d1);
 }
 
+static void test_a_version_1_schema_is_migrated_and_its_log_restored(void)
+{
+	migrated_and_restored(1);
+}
+
+static void test_a_version_2_schema_is_migrated_and_its_log_restored(void)
+{
+	migrated_and_restored(2);
+}
+
 int main(void)
 {
 	if (pgtest_start(&pg) < 0)
@@ -427,7 +521,9 @@ int main(void)
 	RUN(test_a_cache_behind_postgresql_is_not_used);
 	RUN(test_stored_bytes_that_lie_are_a_clear_error);
 	RUN(test_a_stale_owners_snapshot_is_refused_by_the_fence);
+	RUN(test_a_damaged_log_row_is_not_compacted);
 	RUN(test_a_version_1_schema_is_migrated_and_its_log_restored);
+	RUN(test_a_version_2_schema_is_migrated_and_its_log_restored);
 	pgtest_stop(&pg);
 	CHECK_EQ_INT(live_values, 0);
 	return DONE();

@@ -146,6 +146,29 @@ describe("cluster mode", function()
     rt2:close()
   end)
 
+  it("a log row whose bytes were changed in PostgreSQL is a clear error, not served", function()
+    local rt, ns = node()
+    local s = ns:get_by_name("flipped")
+    for i = 1, 4 do assert.are.equal(i, s:add()) end
+    rt:close()
+    local id = "'\\x" .. tostring(ns:id_from_name("flipped")) .. "'::bytea"
+    -- one bit of row 3's pages, as a disk or a hand might change it
+    local p = assert(io.popen(TOOL_ENV .. "psql -XAtq -v ON_ERROR_STOP=1 '" .. pg.url ..
+      "' -c \"UPDATE dobj_wal SET frames = set_byte(frames, 200, get_byte(frames, 200) # 16) " ..
+      "WHERE seq = 3 AND object_id = " .. id .. " RETURNING seq\""))
+    assert.are.equal("3\n", p:read("a"))
+    p:close()
+    local rt2, ns2 = node() -- another folder: it must read the log
+    for _ = 1, 2 do -- and it stays so: nothing is skipped on a second try
+      local err = H.catch(function() return ns2:get_by_name("flipped"):add() end)
+      assert.are.equal("dobj.Error", getmetatable(err).__name)
+      assert.matches("the object's data in PostgreSQL is damaged %(a log row whose checksum does " ..
+        "not match at seq 3%); the object is not served", err.message)
+    end
+    assert.are.equal(1, ns2:get_by_name("intact"):add()) -- other objects are served
+    rt2:close()
+  end)
+
   it("a slow commit of one object does not delay another object's reads", function()
     local rt, ns = node()
     local slow, fast = ns:get_by_name("slow-commit"), ns:get_by_name("fast-read")

@@ -76,6 +76,31 @@ async def test_a_damaged_snapshot_is_a_clear_error_and_the_object_is_not_served(
         dobj.Runtime(storage=str(tmp_path / "c"), cluster=pg.url, cluster_snapshot_bytes="1")
 
 
+async def test_a_log_row_whose_bytes_changed_is_a_clear_error_and_not_served(pg, tmp_path):
+    rt, ns = node(pg, tmp_path / "a")
+    stub = ns.get_by_name("flipped")
+    assert [await stub.add() for _ in range(4)] == [1, 2, 3, 4]
+    o = obj(ns, "flipped")
+    rt.close()
+    # one bit of row 3's pages, as a disk or a hand might change it
+    pg.sql(f"UPDATE dobj_wal SET frames = set_byte(frames, 200, get_byte(frames, 200) # 16) "
+           f"WHERE seq = 3 AND object_id = {o}")
+    rt, ns = node(pg, tmp_path / "b")  # another folder: it must read the log
+    for _ in range(2):  # and it stays so: nothing is skipped on a second try
+        with pytest.raises(dobj.Error, match=r"damaged \(a log row whose checksum does not match "
+                                             r"at seq 3\); the object is not served"):
+            await ns.get_by_name("flipped").add()
+    assert await ns.get_by_name("intact").add() == 1  # other objects are served
+    # the checksum itself changed: the same
+    rt.close()
+    pg.sql(f"UPDATE dobj_wal SET frames = set_byte(frames, 200, get_byte(frames, 200) # 16), "
+           f"sum = set_byte(sum, 31, get_byte(sum, 31) # 1) WHERE seq = 3 AND object_id = {o}")
+    rt, ns = node(pg, tmp_path / "c")
+    with pytest.raises(dobj.Error, match=r"a log row whose checksum does not match at seq 3"):
+        await ns.get_by_name("flipped").add()
+    rt.close()
+
+
 NODE = textwrap.dedent("""
     import asyncio, sys
     import dobj

@@ -19,8 +19,8 @@ from typing import List, Optional
 
 from . import _dobj
 
-#: The schema version this dobj creates and understands.
-SCHEMA_VERSION = 2
+#: The schema version this dobj creates and understands (the core's).
+SCHEMA_VERSION: int = _dobj._CLUSTER_SCHEMA_VERSION
 
 # dobj_cluster_init's codes (dobj.h) -> exit status.
 _EARG, _ESTATE = -5, -12

@@ -14,8 +14,9 @@
  *   one) unless a live node owns it; rebuilds the object's local SQLite file
  *   (workerd's layout) from the latest snapshot and the log after it, or
  *   keeps its cached file when that is already at the latest seq;
- * - appends the pages each committed step changed to dobj_wal, with the
- *   epoch checked in the same statement: a node that lost the object (it was
+ * - appends the pages each committed step changed to dobj_wal (each row
+ *   with its checksum, checked on every read), with the epoch checked in
+ *   the same statement: a node that lost the object (it was
  *   paused past its lease and another node took over) is refused, and its
  *   object is reset like a failed commit;
  * - once the log of an object since its last snapshot passes
@@ -41,7 +42,7 @@
 #define DOBJ_CLUSTER_H
 
 /** The schema version this dobj creates and understands. */
-#define DOBJ_CLUSTER_SCHEMA_VERSION 2
+#define DOBJ_CLUSTER_SCHEMA_VERSION 3
 /** Defaults (milliseconds). */
 #define DOBJ_CLUSTER_TTL_MS 3000.0
 #define DOBJ_CLUSTER_GRACE_MS 1000.0
