@@ -180,6 +180,7 @@ struct dobj__cluster {
 	dobj__worker *snap;            /* the compactor (cluster_snapshot.c) */
 	dobj__worker *act;             /* the activator (cluster_activate.c) */
 	long long snap_bytes;          /* log bytes that call for a snapshot (< 0: never) */
+	long long snap_part;           /* bigger snapshot images go in parts of this size */
 };
 
 /** A line about node `node` for the node's log hook, delivered from the
