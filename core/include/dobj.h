@@ -304,7 +304,8 @@ DOBJ_API int dobj_rt_visit(dobj_rt *rt, int (*visit)(void *value, void *arg), vo
  * - Hooks (dobj_host.notify, dobj_host.timer): "work is ready" and "the next
  *   timer moved, to this deadline".  A host answers both by arranging for
  *   dobj_rt_process to run (soon / at the deadline), never from inside the hook.
- * - One pollable file descriptor per runtime, dobj_rt_fd (Linux: a timerfd).
+ * - One pollable file descriptor per runtime, dobj_rt_fd (Linux: an epoll
+ *   descriptor over a timerfd for deadlines and an eventfd for "now").
  *   It becomes readable when work is ready or a timer is due.  Any loop that
  *   can watch a descriptor (asyncio's add_reader, cqueues, luv, libuv, a plain
  *   poll) calls dobj_rt_process when it is readable, and nothing else: no

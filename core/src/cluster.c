@@ -486,16 +486,26 @@ void dobj__watch_update(dobj__watch *w)
 {
 	int busy = w->busy(w->owner);
 
-	if (busy && !w->tm && !w->rt->closing)
-		dobj__timer(w->rt, w->ms, watch_fired, w, 0, &w->tm);
-	else if (!busy && w->tm)
+	if (busy && !w->rt->closing) {
+		if (!w->held) {
+			w->held = 1;
+			w->rt->nkeep++;
+		}
+		if (w->fired && !w->tm)
+			dobj__timer(w->rt, w->ms, watch_fired, w, 1, &w->tm);
+	} else if (!busy) {
 		dobj__watch_stop(w);
+	}
 }
 
 void dobj__watch_stop(dobj__watch *w)
 {
 	dobj_timer *tm = w->tm;
 
+	if (w->held) {
+		w->held = 0;
+		w->rt->nkeep--;
+	}
 	if (tm) {
 		w->tm = NULL;
 		dobj_timer_cancel(w->rt, tm);

@@ -1070,7 +1070,7 @@ int dobj__route_start(dobj_rt *rt, struct dobj__cluster *cl)
 	if (!r)
 		return dobj_error_set(DOBJ_ENOMEM, "out of memory");
 	r->rt = rt;
-	r->rtfd = rc;
+	r->rtfd = rt->efd; /* its "now" half (loop.c) */
 	r->lfd = r->efd = r->ep = -1;
 	r->ping_ms = fmax(20, cl->ttl_ms / 6);
 	r->dead_ms = cl->ttl_ms;

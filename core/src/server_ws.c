@@ -10,7 +10,10 @@
  * the connection's output buffer, written with one send() per connection
  * and round (two send() calls per message before: an echo spent most of its
  * time in the kernel).  The sockets are in the server's epoll set (EPOLLOUT
- * only while bytes wait that the socket did not take).
+ * only while bytes wait that the socket did not take).  What waits for a
+ * client is bounded by the core's rule (dobj_ws_io's queued/abort,
+ * DOBJ_WS_MAX_BUFFERED): a client that does not read is dropped, its queue
+ * freed, instead of growing the server without limit.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -45,6 +48,7 @@ struct wsc {
 	int fd;                        /* -1 until the upgrade happened */
 	int pollout;                   /* EPOLLOUT is in the epoll set */
 	int dead;                      /* to be freed (an io callback saw it fail) */
+	int aborted;                   /* to be freed: the core gave up on the client */
 	wslay_event_context_ptr ctx;
 	char *extra;                   /* bytes libmicrohttpd read past the headers */
 	size_t extra_len, extra_off;
@@ -221,7 +225,7 @@ static void io_send(void *payload, const void *data, size_t len, int text)
 	wsc *c = payload;
 	struct wslay_event_msg m;
 
-	if (!c->ctx)
+	if (!c->ctx || c->aborted)
 		return;
 	m.opcode = text ? WSLAY_TEXT_FRAME : WSLAY_BINARY_FRAME;
 	m.msg = data;
@@ -234,7 +238,7 @@ static void io_close(void *payload, int code, const char *reason, size_t len)
 {
 	wsc *c = payload;
 
-	if (!c->ctx || c->close_pending)
+	if (!c->ctx || c->close_pending || c->aborted)
 		return;
 	if (wslay_event_get_queued_msg_count(c->ctx)) {
 		c->close_pending = 1;
@@ -253,7 +257,54 @@ static void io_release(void *payload)
 	(void)payload; /* the connection is freed by ws_srv, not by the core */
 }
 
-static const dobj_ws_io io = { io_send, io_close, io_release };
+/* What waits for the client: the output buffer and wslay's queue (which
+ * counts the message being written until its last byte went out). */
+static size_t io_queued(void *payload)
+{
+	wsc *c = payload;
+
+	if (!c->ctx || c->aborted)
+		return 0;
+	return (c->out_len - c->out_off) + wslay_event_get_queued_msg_length(c->ctx);
+}
+
+/* The core gave up on a client that does not read: the connection is freed
+ * at the end of this round (dobj__ws_srv_flush), without waiting for it. */
+static void io_abort(void *payload, int code, const char *reason, size_t len)
+{
+	wsc *c = payload;
+
+	if (!c->ctx || c->aborted)
+		return;
+	c->aborted = 1;
+	c->close_pending = 0;
+	c->close_code = (uint16_t)code;
+	c->close_len = len < sizeof(c->close_reason) ? len : sizeof(c->close_reason);
+	memcpy(c->close_reason, reason, c->close_len);
+	mark_dirty(c);
+}
+
+static const dobj_ws_io io = { io_send, io_close, io_release, io_queued, io_abort };
+
+/* An aborted connection's close frame, if the socket takes it now.  Only
+ * when the output buffer is empty: then no frame is half written (the
+ * buffer takes a frame's bytes whole, and wslay's queue is drained into it
+ * whenever it empties), and a fresh wslay context drops what was queued. */
+static void abort_close(wsc *c)
+{
+	if (c->out_off < c->out_len)
+		return; /* the client sees the connection end (1006) */
+	wslay_event_context_free(c->ctx);
+	c->ctx = NULL;
+	if (wslay_event_context_server_init(&c->ctx, &callbacks, c) != 0) {
+		c->ctx = NULL;
+		return;
+	}
+	c->out_off = c->out_len = 0;
+	if (wslay_event_queue_close(c->ctx, c->close_code, c->close_reason, c->close_len) == 0 &&
+	    wslay_event_send(c->ctx) == 0)
+		out_write(c);
+}
 
 static void wsc_free(wsc *c, int code, const char *reason)
 {
@@ -274,8 +325,9 @@ static void wsc_free(wsc *c, int code, const char *reason)
 				break;
 			}
 	/* The object hears of a connection that ended without a close (or
-	 * never began: the client left before the upgrade). */
-	if (!c->ctx || !wslay_event_get_close_received(c->ctx))
+	 * never began: the client left before the upgrade).  An aborted one:
+	 * the core told it already. */
+	if (!c->aborted && (!c->ctx || !wslay_event_get_close_received(c->ctx)))
 		dobj_ws_peer_close(c->client, code, reason, strlen(reason), 0);
 	if (c->ctx)
 		wslay_event_context_free(c->ctx);
@@ -410,7 +462,7 @@ size_t dobj__ws_srv_count(const ws_srv *w)
 void dobj__ws_srv_ready(ws_srv *w, wsc *c, uint32_t events)
 {
 	(void)w;
-	if (c->dead || !c->ctx)
+	if (c->dead || c->aborted || !c->ctx)
 		return;
 	if ((events & (EPOLLIN | EPOLLHUP | EPOLLERR)) && wslay_event_recv(c->ctx) != 0)
 		c->dead = 1;
@@ -426,6 +478,11 @@ void dobj__ws_srv_flush(ws_srv *w)
 		c->dirty = 0;
 		if (!c->ctx)
 			continue;
+		if (c->aborted) {
+			abort_close(c);
+			wsc_free(c, c->close_code, "");
+			continue;
+		}
 		if (!c->dead && out_flush(c) < 0)
 			c->dead = 1;
 		if (c->dead) {
@@ -456,6 +513,10 @@ void dobj__ws_srv_close_all(ws_srv *w, int code, const char *reason)
 	while (w->head) {
 		wsc *c = w->head;
 		c->close_pending = 0; /* the server's close instead, now */
+		if (c->aborted) {
+			wsc_free(c, code, reason);
+			continue;
+		}
 		if (c->ctx && !wslay_event_get_close_sent(c->ctx))
 			wslay_event_queue_close(c->ctx, (uint16_t)code, (const uint8_t *)reason, strlen(reason));
 		if (c->ctx && !c->dead)

@@ -38,7 +38,7 @@ struct wsconn {
 	uint64_t serial;
 	dobj_ws ends[2];
 	unsigned accepted : 1, attached : 1, detached : 1, closed_out : 1, closed_in : 1,
-		failed : 1, registered : 1, auto_done : 1;
+		failed : 1, registered : 1, auto_done : 1, slow : 1;
 	dobj_ns *ns;          /* set by accept */
 	dobj_id id;
 	char **tags;
@@ -450,16 +450,40 @@ void dobj__ws_held_release(struct dobj__ws_held *h, int ok)
 	free(h);
 }
 
+/* The client does not read what the host holds for it (dobj_ws_io): the
+ * connection ends with DOBJ_WS_CLOSE_SLOW, its queue freed, and the object
+ * hears a close, as for a message over the size limit.  Later output is
+ * dropped (closed_in): a broadcast to a room with one slow reader goes on. */
+static void too_slow(wsconn *c)
+{
+	static const char why[] = DOBJ_MSG_WS_SLOW;
+
+	c->slow = 1;
+	if (c->io->abort)
+		c->io->abort(c->payload, DOBJ_WS_CLOSE_SLOW, why, sizeof(why) - 1);
+	else
+		c->io->close(c->payload, DOBJ_WS_CLOSE_SLOW, why, sizeof(why) - 1);
+	dobj_ws_peer_close(&c->ends[DOBJ_WS_CLIENT], DOBJ_WS_CLOSE_SLOW, why, sizeof(why) - 1, 0);
+}
+
 /* Hand one frame to the host, or keep it until the host attaches. */
 static int output_now(wsconn *c, int close, int text_or_code, const void *data, size_t len)
 {
 	outmsg *m;
 
+	if (c->slow)
+		return DOBJ_OK;
 	if (c->io) {
-		if (close)
+		size_t queued;
+		if (close) {
 			c->io->close(c->payload, text_or_code, data, len);
-		else
+		} else if (c->io->queued && !c->closed_in && !c->failed &&
+		    ((queued = c->io->queued(c->payload)) > DOBJ_WS_MAX_BUFFERED ||
+		     len > DOBJ_WS_MAX_BUFFERED - queued)) {
+			too_slow(c);
+		} else {
 			c->io->send(c->payload, data, len, text_or_code);
+		}
 		return DOBJ_OK;
 	}
 	if (c->detached)

@@ -30,6 +30,7 @@ static void see(const char *fmt, ...)
 typedef struct conn {
 	char out[2048];
 	int releases;
+	size_t queued;  /* what bounded_io says waits for the client */
 } conn;
 
 static void io_send(void *payload, const void *data, size_t len, int text)
@@ -52,7 +53,24 @@ static void io_release(void *payload)
 	((conn *)payload)->releases++;
 }
 
-static const dobj_ws_io test_io = { io_send, io_close, io_release };
+static const dobj_ws_io test_io = { io_send, io_close, io_release, NULL, NULL };
+
+/* A host that holds what it was given (its queue, `queued` bytes) and can
+ * be told to give up on the client. */
+static size_t io_queued(void *payload)
+{
+	return ((conn *)payload)->queued;
+}
+
+static void io_abort(void *payload, int code, const char *reason, size_t len)
+{
+	conn *c = payload;
+	size_t n = strlen(c->out);
+	c->queued = 0;
+	snprintf(c->out + n, sizeof(c->out) - n, "abort %d %.*s|", code, (int)len, reason);
+}
+
+static const dobj_ws_io bounded_io = { io_send, io_close, io_release, io_queued, io_abort };
 
 /* ------------------------------------------------------------ the class */
 
@@ -237,8 +255,9 @@ static dobj_stub *room_stub(const char *name)
 	return testhost_stub(room_ns, name);
 }
 
-/* Accept a socket on `s` with `tags` and attach the host's io: the client. */
-static dobj_ws *connect_ws(dobj_rt *rt, dobj_stub *s, const char *tags, conn *c)
+/* Accept a socket on `s` with `tags` and attach the host's `io`: the client. */
+static dobj_ws *connect_io(dobj_rt *rt, dobj_stub *s, const char *tags, conn *c,
+	const dobj_ws_io *io)
 {
 	char cmd[128];
 	dobj_ws *client;
@@ -248,8 +267,13 @@ static dobj_ws *connect_ws(dobj_rt *rt, dobj_stub *s, const char *tags, conn *c)
 	last_client = NULL;
 	CHECK(client != NULL);
 	memset(c, 0, sizeof(*c));
-	CHECK_EQ_INT(dobj_ws_attach(client, &test_io, c), DOBJ_OK);
+	CHECK_EQ_INT(dobj_ws_attach(client, io, c), DOBJ_OK);
 	return client;
+}
+
+static dobj_ws *connect_ws(dobj_rt *rt, dobj_stub *s, const char *tags, conn *c)
+{
+	return connect_io(rt, s, tags, c, &test_io);
 }
 
 static void recv_text(dobj_rt *rt, dobj_ws *client, const char *msg)
@@ -399,6 +423,49 @@ static void test_too_big_message_and_connection_error(void)
 	CHECK_EQ_INT(dobj_ws_peer_error(cb, "reset by peer", 13), DOBJ_OK);
 	CHECK_EQ_INT(dobj_rt_run(rt, NULL, NULL), DOBJ_OK);
 	CHECK_STR(seen, "error reset by peer;");
+	CHECK_EQ_INT(dobj_ns_web_socket_count(room_ns), 0);
+	finish(rt, s, ca, cb);
+}
+
+/* A client that does not read: a message that would take what waits for
+ * it past DOBJ_WS_MAX_BUFFERED ends its connection (1008, the host told to
+ * abort, the object hears a close), and the broadcast goes on to the rest. */
+static void test_a_client_that_does_not_read_is_dropped(void)
+{
+	dobj_rt *rt = make_rt(-1, ALL_WS);
+	dobj_stub *s = room_stub("slow");
+	conn a, b;
+	dobj_ws *ca = connect_io(rt, s, "", &a, &bounded_io);
+	dobj_ws *cb = connect_io(rt, s, "", &b, &bounded_io);
+
+	a.out[0] = b.out[0] = '\0';
+	a.queued = DOBJ_WS_MAX_BUFFERED - 2;
+	recv_text(rt, cb, "all hi");  /* up to the bound: sent */
+	CHECK_STR(a.out, "hi|");
+	recv_text(rt, cb, "all hey"); /* past it: dropped, with its queue */
+	CHECK_STR(a.out, "hi|abort 1008 " DOBJ_MSG_WS_SLOW "|");
+	CHECK_STR(b.out, "hi|hey|");
+	CHECK_STR(seen, "msg all hi #1 att=;msg all hey #1 att=;"
+		"close 1008 " DOBJ_MSG_WS_SLOW " 0 state=2 listed=2;");
+	/* Later output to it is dropped; the socket left the object's list. */
+	recv_text(rt, cb, "all more");
+	CHECK_STR(a.out, "hi|abort 1008 " DOBJ_MSG_WS_SLOW "|");
+	CHECK_STR(b.out, "hi|hey|more|");
+	CHECK_EQ_INT(dobj_ns_web_socket_count(room_ns), 1);
+	/* The host reports the end of the connection: refused, harmlessly. */
+	CHECK_EQ_INT(dobj_ws_peer_close(ca, 1006, "", 0, 0), DOBJ_ESTATE);
+	/* One message larger than the bound on an empty queue: dropped too. */
+	{
+		size_t big = DOBJ_WS_MAX_BUFFERED + 1;
+		char *msg = calloc(1, big);
+		dobj_ws *server = dobj_ws_peer(cb);
+		seen[0] = '\0';
+		CHECK_EQ_INT(dobj_ws_send(server, msg, big, 0), DOBJ_OK); /* outside a step */
+		free(msg);
+		CHECK_STR(b.out, "hi|hey|more|abort 1008 " DOBJ_MSG_WS_SLOW "|");
+		CHECK_EQ_INT(dobj_rt_run(rt, NULL, NULL), DOBJ_OK);
+		CHECK_STR(seen, "close 1008 " DOBJ_MSG_WS_SLOW " 0 state=2 listed=1;");
+	}
 	CHECK_EQ_INT(dobj_ns_web_socket_count(room_ns), 0);
 	finish(rt, s, ca, cb);
 }
@@ -599,6 +666,7 @@ int main(void)
 	RUN(test_auto_response_does_not_wake_the_object);
 	RUN(test_close_from_peer_and_from_object);
 	RUN(test_too_big_message_and_connection_error);
+	RUN(test_a_client_that_does_not_read_is_dropped);
 	RUN(test_errors_and_limits);
 	RUN(test_accept_twice_and_tag_length);
 	RUN(test_missing_handlers);

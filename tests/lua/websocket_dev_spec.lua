@@ -62,4 +62,10 @@ describe("dobj-lua dev WebSockets", function()
     local s = serve(HERE .. "ws/wrangler.toml")
     assert.are.equal("ok\n", client("flood", s.port))
   end)
+
+  it("drops a client that does not read once 32 MiB wait for it (1008), not growing", function()
+    if not have_client() then return pending("no websockets client in .venv (make venv)") end
+    local s = serve(HERE .. "ws/wrangler.toml")
+    assert.are.equal("ok\n", client("slow", s.port))
+  end)
 end)

@@ -2,10 +2,14 @@
 `websockets` library): `python ws_client.py SCENARIO PORT` runs the scenario
 against a `dobj-lua dev` on PORT and prints "ok", or the first failure."""
 import asyncio
+import os
 import sys
 import time
 
 import websockets
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
+from slowclient import SlowClient  # noqa: E402  (tests/python/slowclient.py)
 
 
 def check(cond, what):
@@ -82,10 +86,29 @@ async def flood(port):
         check((e.rcvd.code, e.rcvd.reason) == (4002, "flooded"), str(e.rcvd))
 
 
+async def slow(port):
+    """A client that does not read while one handler sends it 50 MiB: past
+    32 MiB waiting in the server the connection is dropped with its queue
+    (1008; without the bound the server kept it all), the object hears the
+    close, and its other socket is served on."""
+    b = await connect(port)
+    a = await asyncio.to_thread(SlowClient, port, "/")
+    check(a.send("flood 800"), "the flood command")
+    got = await asyncio.wait_for(b.recv(), 120)
+    reason = "the client did not read: more than 32 MiB waited for it"
+    check(got == f"closed 1008 {reason} false", got)
+    messages, code = await asyncio.to_thread(a.read_to_end)
+    check(messages[:1] == ["hello"] and len(messages) < 400,
+          f"{len(messages)} messages reached the client that did not read")
+    check(code in (1008, 1006), f"close code {code}")
+    got = await ask(b, "state")
+    check(got.endswith("all=1 state=1"), got)
+
+
 if __name__ == "__main__":
     scenario, port = sys.argv[1], int(sys.argv[2])
     try:
-        asyncio.run({"probe": probe, "flood": flood}[scenario](port))
+        asyncio.run({"probe": probe, "flood": flood, "slow": slow}[scenario](port))
     except Exception as exc:  # noqa: BLE001  (reported to the spec)
         print(f"FAILED: {type(exc).__name__}: {exc}")
         sys.exit(1)

@@ -7,7 +7,9 @@ sent them, an ``http(s)://`` URL as Workers see it).  A response with status
 the ``websockets`` library doing the framing) then carries frames between the
 client and the core (``dobj/websocket.h``): what arrives goes to
 ``client._receive`` / ``_peer_close``, what the object sends comes back
-through the two callbacks given to ``client._attach``.  Any other response
+through the callbacks given to ``client._attach`` (with the bytes still waiting
+for the client, so that the core's bound on a client that does not read holds
+here too: past it the core aborts the connection).  Any other response
 refuses the handshake with its status (the ASGI ``websocket.http.response``
 extension when the server has it, else a close with 1008, which uvicorn
 answers with 403).
@@ -94,9 +96,30 @@ async def serve(runtime: Any, scope: Any, receive: Callable[..., Any], send: Cal
 
     # What the object sends is queued by the core's callbacks (they run
     # inside its steps and must not block) and written by one task, in order.
+    # `waiting` counts the queued bytes: the core closes the connection
+    # (abort) rather than let it grow past DOBJ_WS_MAX_BUFFERED.
     out: asyncio.Queue = asyncio.Queue()
-    client._attach(out.put_nowait, lambda code, reason: out.put_nowait((code, reason)))
-    writer = asyncio.ensure_future(_write(out, send))
+    waiting = [0]
+    me = asyncio.current_task()
+    aborted = False
+
+    def put(item: Any) -> None:
+        waiting[0] += len(item) if isinstance(item, bytes) else len(item.encode("utf-8", "surrogatepass"))
+        out.put_nowait(item)
+
+    def abort(code: int, reason: str) -> None:
+        nonlocal aborted
+        aborted = True
+        waiting[0] = 0
+        while not out.empty():  # freed now; uvicorn closes the connection once serve returns
+            out.get_nowait()
+        writer.cancel()
+        if me is not None:
+            me.cancel()
+
+    client._attach(put, lambda code, reason: out.put_nowait((code, reason)),
+                   lambda: waiting[0], abort)
+    writer = asyncio.ensure_future(_write(out, send, waiting))
     try:
         while True:
             message = await receive()
@@ -109,6 +132,10 @@ async def serve(runtime: Any, scope: Any, receive: Callable[..., Any], send: Cal
                 reason = message.get("reason") or ""
                 client._peer_close(code, reason, code != 1006)
                 break
+    except asyncio.CancelledError:
+        if not aborted:
+            raise
+        # The core gave up on a client that did not read (it told the object).
     except Exception as exc:  # the connection failed under us
         try:
             client._peer_error(f"{type(exc).__name__}: {exc}")
@@ -117,22 +144,25 @@ async def serve(runtime: Any, scope: Any, receive: Callable[..., Any], send: Cal
         raise
     finally:
         client._detach()
-        out.put_nowait(_STOP)
-        try:
-            await writer
-        except Exception:  # noqa: BLE001  (the peer is gone)
-            pass
+        if not aborted:
+            out.put_nowait(_STOP)
+            try:
+                await writer
+            except Exception:  # noqa: BLE001  (the peer is gone)
+                pass
 
 
-async def _write(out: asyncio.Queue, send: Callable[..., Any]) -> None:
+async def _write(out: asyncio.Queue, send: Callable[..., Any], waiting: list) -> None:
     while True:
         item = await out.get()
         if item is _STOP:
             return
         if isinstance(item, str):
             await send({"type": "websocket.send", "text": item})
+            waiting[0] -= len(item.encode("utf-8", "surrogatepass"))
         elif isinstance(item, bytes):
             await send({"type": "websocket.send", "bytes": item})
+            waiting[0] -= len(item)
         else:
             code, reason = item
             # 1005 ("no code") is not sent on the wire: a bare close is 1000.

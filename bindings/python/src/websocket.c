@@ -205,7 +205,8 @@ static PyObject *WebSocket_pair(PyObject *cls, PyObject *unused)
 
 /* ----------------------------------------------------- the host's side */
 
-/* payload: a tuple (send(data), close(code, reason)) the host gave. */
+/* payload: a tuple (send(data), close(code, reason), queued() or None,
+ * abort(code, reason) or None) the host gave. */
 static void io_call(PyObject *fn, PyObject *args)
 {
 	PyObject *r;
@@ -250,19 +251,53 @@ static void io_release(void *payload)
 	Py_DECREF((PyObject *)payload);
 }
 
-static const dobj_ws_io python_io = { io_send, io_close, io_release };
+/* The bound on a slow client (dobj_ws_io): items 2 and 3 of the payload,
+ * queued() -> bytes not written yet, abort(code, reason). */
+static size_t io_queued(void *payload)
+{
+	PyObject *fn = PyTuple_GET_ITEM((PyObject *)payload, 2), *r, *et, *ev, *tb;
+	size_t n = 0;
+
+	PyErr_Fetch(&et, &ev, &tb);
+	r = PyObject_CallNoArgs(fn);
+	if (r) {
+		n = PyLong_AsSize_t(r);
+		Py_DECREF(r);
+	}
+	if (PyErr_Occurred()) {
+		PyErr_WriteUnraisable(fn);
+		n = 0;
+	}
+	PyErr_Restore(et, ev, tb);
+	return n;
+}
+
+static void io_abort(void *payload, int code, const char *reason, size_t len)
+{
+	PyObject *fn = PyTuple_GET_ITEM((PyObject *)payload, 3), *r, *et, *ev, *tb;
+
+	PyErr_Fetch(&et, &ev, &tb);
+	r = PyUnicode_DecodeUTF8(reason, (Py_ssize_t)len, "replace");
+	io_call(fn, r ? Py_BuildValue("(iO)", code, r) : NULL);
+	Py_XDECREF(r);
+	PyErr_Restore(et, ev, tb);
+}
+
+static const dobj_ws_io python_io = { io_send, io_close, io_release, NULL, NULL };
+static const dobj_ws_io python_bounded_io = { io_send, io_close, io_release, io_queued, io_abort };
 
 static PyObject *WebSocket_attach(WebSocketObject *self, PyObject *args)
 {
 	module_state *st = ws_state((PyObject *)self);
-	PyObject *send, *close, *payload;
-	int rc;
+	PyObject *send, *close, *queued = Py_None, *abort = Py_None, *payload;
+	int rc, bounded;
 
-	if (!st || !PyArg_ParseTuple(args, "OO:_attach", &send, &close))
+	if (!st || !PyArg_ParseTuple(args, "OO|OO:_attach", &send, &close, &queued, &abort))
 		return NULL;
-	if (!(payload = PyTuple_Pack(2, send, close)))
+	bounded = queued != Py_None && abort != Py_None;
+	if (!(payload = PyTuple_Pack(4, send, close, queued, abort)))
 		return NULL;
-	if ((rc = dobj_ws_attach(self->ws, &python_io, payload)) < 0) {
+	if ((rc = dobj_ws_attach(self->ws, bounded ? &python_bounded_io : &python_io, payload)) < 0) {
 		Py_DECREF(payload);
 		return ws_error(st, rc);
 	}

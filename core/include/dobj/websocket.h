@@ -35,13 +35,20 @@ extern "C" {
 #define DOBJ_WS_MAX_ATTACHMENT 16384      /**< serialized attachment, bytes */
 #define DOBJ_WS_MAX_AUTO_RESPONSE 2048    /**< auto-response request/response, bytes */
 #define DOBJ_WS_MAX_CLOSE_REASON 123      /**< close reason, bytes of UTF-8 */
-/** Output kept for a client end the host has not attached yet (dobj's bound:
- *  a send beyond it fails instead of growing without limit). */
+/** Output waiting for one client, in bytes (dobj's bound: workerd queues
+ *  without one).  Before the host attached the client end, a send beyond it
+ *  fails; after, output the host has not written yet counts (its io's
+ *  `queued`), and a message that would take it past the bound closes the
+ *  connection with DOBJ_WS_CLOSE_SLOW instead (see dobj_ws_io). */
 #define DOBJ_WS_MAX_BUFFERED (32u << 20)
 
 /** Close code sent when a received message is over DOBJ_WS_MAX_MESSAGE. */
 #define DOBJ_WS_CLOSE_TOO_BIG 1009
 #define DOBJ_MSG_WS_TOO_BIG "Message is too large"
+/** Close code of a connection whose client did not read: more than
+ *  DOBJ_WS_MAX_BUFFERED bytes would have waited for it (policy violation). */
+#define DOBJ_WS_CLOSE_SLOW 1008
+#define DOBJ_MSG_WS_SLOW "the client did not read: more than 32 MiB waited for it"
 
 /* workerd's messages. */
 #define DOBJ_MSG_WS_ACCEPTED \
@@ -192,11 +199,24 @@ DOBJ_API const dobj_ws_event *dobj_task_ws_event(const dobj_task *t);
  * a callback must not call back into the runtime: it queues the frame on
  * its connection.  `release` (may be NULL) runs once when the core lets go
  * of `payload` (detach, runtime closed, pair freed).
+ *
+ * The bound on a slow client (DOBJ_WS_MAX_BUFFERED): `queued` (may be NULL:
+ * no bound, for hosts that hold nothing, such as a test's) returns the bytes
+ * of messages given to `send` that the host has not written to the network
+ * yet.  When a message would take them past the bound, the core does not
+ * send it: it calls `abort` (NULL: `close`) with DOBJ_WS_CLOSE_SLOW and
+ * DOBJ_MSG_WS_SLOW, and the object hears a close with that code (was_clean
+ * 0); later output is dropped, as after any close by the peer.  `abort`
+ * drops what waits (frees it) and ends the connection without waiting for
+ * the client: the close frame goes out if the socket takes it, and the host
+ * reports nothing more for this end (dobj_ws_peer_close fails, harmlessly).
  */
 typedef struct dobj_ws_io {
 	void (*send)(void *payload, const void *data, size_t len, int text);
 	void (*close)(void *payload, int code, const char *reason, size_t reason_len);
 	void (*release)(void *payload);
+	size_t (*queued)(void *payload);
+	void (*abort)(void *payload, int code, const char *reason, size_t reason_len);
 } dobj_ws_io;
 
 /**

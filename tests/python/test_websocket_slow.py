@@ -1,0 +1,125 @@
+"""A client that does not read (tests/python/slowclient.py: a real client
+protocol over a socket with a 4 KiB receive buffer) on every server: what
+waits for it in the server is bounded (DOBJ_WS_MAX_BUFFERED, 32 MiB; without
+the bound the server grew without limit).  Past the bound the server drops
+the connection and its queue: the client sees a 1008 close when the socket
+takes it, or the connection end; the object hears a close with 1008
+(was_clean False); everybody else goes on."""
+import asyncio
+import json
+
+import pytest
+
+websockets = pytest.importorskip("websockets")
+
+from slowclient import SlowClient  # noqa: E402
+from test_websocket_dev import PROBE, connect  # noqa: E402
+from devserver import write_project  # noqa: E402
+from pg_util import available  # noqa: E402
+
+SLOW = "the client did not read: more than 32 MiB waited for it"
+
+
+@pytest.fixture
+def probe(tmp_path, servers):
+    return servers(write_project(tmp_path / "probe", PROBE))
+
+
+async def test_a_handler_sending_past_32_mib_to_a_client_that_does_not_read(probe):
+    """One handler sends 800 messages of 64 KiB (50 MiB), then closes with
+    4001: the messages past the bound are dropped, not kept, and the close
+    the client sees is the server's 1008, not the object's 4001."""
+    b = await connect(probe)
+    a = await asyncio.to_thread(SlowClient, probe.port, "/room")
+    assert a.send("flood 800")
+    # (state 3: the handler closed too, after its sends)
+    assert await asyncio.wait_for(b.recv(), 120) == f"closed 1008 {SLOW} False state=3"
+    messages, code = await asyncio.to_thread(a.read_to_end)
+    assert messages[:1] == ["hello"]
+    assert len(messages) < 400  # at most what the socket buffers held
+    assert code in (1008, 1006)  # the close frame, if the socket took it
+    # The object goes on: its other socket is served.
+    await b.send("state")
+    assert json.loads(await asyncio.wait_for(b.recv(), 30))["all"] == 1
+    await b.close()
+
+
+async def test_one_slow_reader_in_a_chat_room_is_dropped_and_the_room_goes_on(chat_server):
+    """examples/chat: ann reads, slow never does, bob talks (~49 MiB, one
+    message at a time): slow leaves with 1008, ann and bob get every message
+    in order, and bob was never held back by slow."""
+    server = chat_server()
+    base = f"ws://127.0.0.1:{server.port}/rooms/lobby?name="
+    ann = await websockets.connect(base + "ann", max_size=None, max_queue=None)
+    slow = await asyncio.to_thread(SlowClient, server.port, "/rooms/lobby?name=slow")
+    assert json.loads(await ann.recv()) == {"type": "join", "name": "slow"}
+    bob = await websockets.connect(base + "bob", max_size=None, max_queue=None)
+    assert json.loads(await ann.recv()) == {"type": "join", "name": "bob"}
+    text = "x" * 64000
+    for k in range(800):
+        await bob.send(f"{k:04d}{text}")
+        event = json.loads(await asyncio.wait_for(bob.recv(), 60))
+        if event["type"] == "leave":  # slow's, sent to bob too
+            event = json.loads(await asyncio.wait_for(bob.recv(), 60))
+        assert (event["type"], event["text"][:4]) == ("message", f"{k:04d}")
+    got, left = [], None
+    while len(got) < 800:
+        event = json.loads(await asyncio.wait_for(ann.recv(), 60))
+        if event["type"] == "leave":
+            left = event
+        else:
+            got.append(event["text"][:4])
+    assert got == [f"{k:04d}" for k in range(800)]
+    if left is None:  # the leave came after the last message
+        left = json.loads(await asyncio.wait_for(ann.recv(), 60))
+    assert left == {"type": "leave", "name": "slow", "code": 1008}
+    messages, code = await asyncio.to_thread(slow.read_to_end)
+    assert len(messages) < 400 and code in (1008, 1006)
+    names = json.loads(await ask_who(ann))["names"]
+    assert names == ["ann", "bob"]
+    await ann.close()
+    await bob.close()
+
+
+async def ask_who(ws):
+    await ws.send("/who")
+    while True:
+        m = await asyncio.wait_for(ws.recv(), 30)
+        if json.loads(m)["type"] == "who":
+            return m
+
+
+@pytest.mark.skipif(not available(), reason="PostgreSQL (Debian: postgresql) not installed")
+async def test_across_cluster_nodes_the_entry_node_drops_a_client_that_does_not_read(
+        pg, tmp_path, servers):
+    """docs/cluster.md, "WebSockets between nodes": the room lives on node b
+    (bob connected there first), slow's connection came in on node a, which
+    relays what the room sends: the bound holds on a, and the room on b
+    hears slow leave with 1008."""
+    import os
+    from devserver import CHAT, copy_example, dev_env
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("DOBJ_CLUSTER_", "DOBJ_NODE_"))}
+    for d in ("a", "b"):
+        copy_example(tmp_path / d, CHAT)
+    a, b = (servers(tmp_path / d / "chat" / "python", "--cluster", pg.url, "--node-addr",
+                    "127.0.0.1:0", env=dev_env(**clean)) for d in ("a", "b"))
+    room = f"/rooms/slow-{servers.kind}?name="
+    bob = await websockets.connect(f"ws://127.0.0.1:{b.port}{room}bob", max_size=None,
+                                   max_queue=None)
+    slow = await asyncio.to_thread(SlowClient, a.port, f"{room}slow")
+    assert json.loads(await asyncio.wait_for(bob.recv(), 30)) == {"type": "join", "name": "slow"}
+    text = "x" * 64000
+    left = None
+    for k in range(800):
+        await bob.send(f"{k:04d}{text}")
+        event = json.loads(await asyncio.wait_for(bob.recv(), 60))
+        if event["type"] == "leave":
+            left = event
+            event = json.loads(await asyncio.wait_for(bob.recv(), 60))
+        assert event["text"][:4] == f"{k:04d}"
+    if left is None:
+        left = json.loads(await asyncio.wait_for(bob.recv(), 60))
+    assert left == {"type": "leave", "name": "slow", "code": 1008}
+    messages, code = await asyncio.to_thread(slow.read_to_end)
+    assert len(messages) < 400 and code in (1008, 1006)
+    await bob.close()
