@@ -381,8 +381,8 @@ static int id_of(dobj_ns *ns, const dobj_id *id, const char *name, size_t nl)
 
 	if (!name)
 		return dobj__id_sealed(ns->key, id);
-	dobj_id_from_name(ns->key, name, nl, &named);
-	return dobj_id_equal(&named, id);
+	/* A name that is not text makes no ID. */
+	return dobj_id_from_name(ns->key, name, nl, &named) == DOBJ_OK && dobj_id_equal(&named, id);
 }
 
 static dobj_val *ref_resolve(void *data, const dobj__ref *ref)

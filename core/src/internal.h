@@ -20,6 +20,9 @@ void dobj__error_clear(void);
 
 /** strdup that tolerates NULL and reports ENOMEM through the error slot. */
 char *dobj__strndup(const char *s, size_t len);
+/* Is `name` an object's name: text (dobj_id_from_name's rule)?  DOBJ_EARG
+ * with the message otherwise (id.c). */
+int dobj__name_check(const char *name, size_t len);
 
 /** Fill `out` with `len` bytes from the CSPRNG (buffered, fork-safe). */
 int dobj__random(unsigned char *out, size_t len);

@@ -1346,6 +1346,8 @@ int dobj_stub_new(dobj_stub **out, dobj_ns *ns, const dobj_id *id, const char *n
 	dobj_stub *s;
 
 	*out = NULL;
+	if (name && dobj__name_check(name, name_len) < 0)
+		return DOBJ_EARG;
 	s = calloc(1, sizeof(*s));
 	if (!s)
 		return dobj_error_set(DOBJ_ENOMEM, "out of memory");
