@@ -185,8 +185,7 @@ static int commit_busy(void *owner)
 
 void dobj__commit_watch_init(struct dobj__cluster *cl)
 {
-	cl->watch = (dobj__watch){ .rt = cl->rt, .ms = cl->pg.timeout_ms * 2 + cl->ttl_ms,
-		.busy = commit_busy, .owner = cl };
+	cl->watch = (dobj__watch){ .rt = cl->rt, .busy = commit_busy, .owner = cl };
 }
 
 static void watch_update(struct dobj__cluster *cl)

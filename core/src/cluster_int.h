@@ -78,23 +78,29 @@ typedef struct dobj__due dobj__due;     /* a due alarm found by the lease thread
  * (snapshots: cluster_snapshot.c) and the activator (claims and restores:
  * cluster_activate.c).  They hand results back through the runtime's fd
  * (dobj__rt_post). */
-/* A strong timer that keeps dobj_rt_run waiting while one of the node's
- * threads has work out: the work's end comes through the runtime's fd, which
- * dobj_rt_run alone would not wait for.  Armed for `ms` while busy(owner)
- * says so, re-armed when it fires and work is still out (after fired(owner),
- * when set), cancelled once nothing is.  The runtime's thread only. */
+/* A hold that keeps dobj_rt_run waiting (and dobj_rt_pending counting)
+ * while one of the node's threads has work out: the work's end comes through
+ * the runtime's fd, which dobj_rt_run alone would not wait for.  Held while
+ * busy(owner) says so, let go once nothing is out.  A count (rt->nkeep), not
+ * a timer: a timer armed and cancelled per commit cost two timerfd_settime
+ * calls of every commit's cycle (a VM exit each here).  With `fired` set, a
+ * timer also runs every `ms` while busy, and fired(owner) is called when it
+ * does (the route expires calls past their timeout).  The runtime's thread
+ * only. */
 typedef struct dobj__watch {
 	dobj_rt *rt;
-	double ms;
+	double ms;                 /* the timer's period (with fired only) */
 	int (*busy)(void *owner);
 	void *owner;
 	void (*fired)(void *owner);
 	dobj_timer *tm;
+	int held;
 } dobj__watch;
 
-/* After the work out may have changed: arm or cancel the timer. */
+/* After the work out may have changed: take or let go of the hold (and
+ * the timer). */
 void dobj__watch_update(dobj__watch *w);
-/* On close: cancel the timer, whatever is out. */
+/* On close: let go of the hold and cancel the timer, whatever is out. */
 void dobj__watch_stop(dobj__watch *w);
 /* A condition variable whose timed waits run on CLOCK_MONOTONIC (the node's
  * threads wait on it; a wall-clock step must not stretch or cut a wait). */
@@ -186,6 +192,7 @@ struct dobj__cluster {
 	dobj__worker *snap;            /* the compactor (cluster_snapshot.c) */
 	dobj__worker *act;             /* the activator (cluster_activate.c) */
 	long long snap_bytes;          /* log bytes that call for a snapshot (< 0: never) */
+	long long snap_part;           /* bigger snapshot images go in parts of this size */
 };
 
 /** A line about node `node` for the node's log hook, delivered from the

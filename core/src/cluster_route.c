@@ -403,8 +403,8 @@ static int id_of(dobj_ns *ns, const dobj_id *id, const char *name, size_t nl)
 
 	if (!name)
 		return dobj__id_sealed(ns->key, id);
-	dobj_id_from_name(ns->key, name, nl, &named);
-	return dobj_id_equal(&named, id);
+	/* A name that is not text makes no ID. */
+	return dobj_id_from_name(ns->key, name, nl, &named) == DOBJ_OK && dobj_id_equal(&named, id);
 }
 
 static dobj_val *ref_resolve(void *data, const dobj__ref *ref)
@@ -1093,7 +1093,7 @@ int dobj__route_start(dobj_rt *rt, struct dobj__cluster *cl)
 	if (!r)
 		return dobj_error_set(DOBJ_ENOMEM, "out of memory");
 	r->rt = rt;
-	r->rtfd = rc;
+	r->rtfd = rt->efd; /* its "now" half (loop.c) */
 	r->lfd = r->efd = r->ep = -1;
 	r->ping_ms = fmax(20, cl->ttl_ms / 6);
 	r->dead_ms = cl->ttl_ms;

@@ -41,16 +41,16 @@ def node(pg, tmp_path, name="a"):
 
 
 def test_schema_init_is_versioned(pg):
-    assert dobj.cluster.init(pg.url) == dobj.cluster.SCHEMA_VERSION == 3
+    assert dobj.cluster.init(pg.url) == dobj.cluster.SCHEMA_VERSION == 4
     out = subprocess.run([sys.executable, "-m", "dobj.cluster", "init", pg.url],
                          capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0 and out.stdout.strip() == "dobj cluster schema version 3"
+    assert out.returncode == 0 and out.stdout.strip() == "dobj cluster schema version 4"
     pg.sql("UPDATE dobj_schema_version SET version = 7")
     try:
         with pytest.raises(dobj.Error, match="version 7, newer than this dobj's"):
             dobj.cluster.init(pg.url)
     finally:
-        pg.sql("UPDATE dobj_schema_version SET version = 3")
+        pg.sql("UPDATE dobj_schema_version SET version = 4")
 
 
 def test_bad_input_is_a_clear_error(pg, tmp_path):
