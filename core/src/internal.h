@@ -20,6 +20,9 @@ void dobj__error_clear(void);
 
 /** strdup that tolerates NULL and reports ENOMEM through the error slot. */
 char *dobj__strndup(const char *s, size_t len);
+/* Is `name` an object's name: text (dobj_id_from_name's rule)?  DOBJ_EARG
+ * with the message otherwise (id.c). */
+int dobj__name_check(const char *name, size_t len);
 
 /** Fill `out` with `len` bytes from the CSPRNG (buffered, fork-safe). */
 int dobj__random(unsigned char *out, size_t len);
@@ -273,6 +276,13 @@ void dobj__ws_relay_output(dobj_ws *client, int close, int text_or_code, const v
 /** 1 while sockets accepted by the object are registered (it hibernates
  *  on this node: cluster mode keeps it owned here). */
 int dobj__ws_pinned(dobj_ns *ns, const dobj_id *id);
+/** The node lost the object (cluster mode): close its sockets with `code`
+ *  at once and forget them, without an event; how many there were.  _all:
+ *  every object of the runtime. */
+size_t dobj__ws_drop(dobj_ns *ns, const dobj_id *id, int code, const char *reason);
+size_t dobj__ws_drop_all(dobj_rt *rt, int code, const char *reason);
+/** 1 for an event of a socket dropped so: it finishes without running. */
+int dobj__ws_dropped(const dobj_task *t);
 
 /** 1 when id was made by key (its MAC matches), as dobj_id_from_string checks. */
 int dobj__id_sealed(const dobj_idkey *key, const dobj_id *id);

@@ -955,6 +955,10 @@ static void run_task(dobj_rt *rt, dobj_task *t)
 		finish(t, DOBJ_OK, NULL, NULL, NULL); /* deleted or moved meanwhile */
 		goto done;
 	}
+	if (!t->started && dobj__ws_dropped(t)) {
+		finish(t, DOBJ_OK, NULL, NULL, NULL); /* its socket went with the object */
+		goto done;
+	}
 	if (obj) {
 		if (obj->dead) {
 			void *error = t->stub_error; /* a broken stub's call */
@@ -1346,6 +1350,8 @@ int dobj_stub_new(dobj_stub **out, dobj_ns *ns, const dobj_id *id, const char *n
 	dobj_stub *s;
 
 	*out = NULL;
+	if (name && dobj__name_check(name, name_len) < 0)
+		return DOBJ_EARG;
 	s = calloc(1, sizeof(*s));
 	if (!s)
 		return dobj_error_set(DOBJ_ENOMEM, "out of memory");
