@@ -133,8 +133,14 @@ DOBJ_API void dobj_idkey_free(dobj_idkey *key);
  */
 DOBJ_API void dobj_idkey_seed(dobj_idkey *key, uint64_t seed);
 
-/** idFromName: deterministic ID for `name` (any bytes, including NUL). */
-DOBJ_API void dobj_id_from_name(const dobj_idkey *key, const char *name, size_t len, dobj_id *out);
+/**
+ * idFromName: deterministic ID for `name`.  A name is text, as a JavaScript
+ * string is: UTF-8, NUL included, and WTF-8's encoded lone surrogates (what
+ * a JavaScript string may hold).  Other bytes fail with DOBJ_EARG ("a
+ * Durable Object name must be UTF-8 text (byte N is not)"), *out untouched:
+ * every language then shows an object's name as a string (ctx.id.name).
+ */
+DOBJ_API int dobj_id_from_name(const dobj_idkey *key, const char *name, size_t len, dobj_id *out);
 /** newUniqueId: random (CSPRNG) or, when seeded, the next deterministic ID.
  *  `jurisdiction` may be NULL; anything else fails with DOBJ_EJURISDICTION. */
 DOBJ_API int dobj_id_new_unique(dobj_idkey *key, const char *jurisdiction, dobj_id *out);
@@ -304,7 +310,8 @@ DOBJ_API int dobj_rt_visit(dobj_rt *rt, int (*visit)(void *value, void *arg), vo
  * - Hooks (dobj_host.notify, dobj_host.timer): "work is ready" and "the next
  *   timer moved, to this deadline".  A host answers both by arranging for
  *   dobj_rt_process to run (soon / at the deadline), never from inside the hook.
- * - One pollable file descriptor per runtime, dobj_rt_fd (Linux: a timerfd).
+ * - One pollable file descriptor per runtime, dobj_rt_fd (Linux: an epoll
+ *   descriptor over a timerfd for deadlines and an eventfd for "now").
  *   It becomes readable when work is ready or a timer is due.  Any loop that
  *   can watch a descriptor (asyncio's add_reader, cqueues, luv, libuv, a plain
  *   poll) calls dobj_rt_process when it is readable, and nothing else: no
@@ -465,7 +472,8 @@ DOBJ_API size_t dobj_ns_open_storages(const dobj_ns *ns);
 /* ----------------------------------------------------------------- stubs */
 
 /**
- * Make a stub for `id` (name may be NULL; any bytes).  The stub binds to the
+ * Make a stub for `id` (name may be NULL; else text, as dobj_id_from_name
+ * takes it: DOBJ_EARG otherwise).  The stub binds to the
  * object's current incarnation on its first call; if that incarnation is
  * aborted the stub is broken and every later call fails with the abort's
  * error.  A new stub reaches a fresh instance.
@@ -658,10 +666,12 @@ DOBJ_API int dobj_rpc_name_check(const char *name, size_t len);
 /**
  * Set the thread's error to workerd's missing-method message for `name`
  * (`The RPC receiver does not implement the method "NAME".`) and return
- * DOBJ_ENOHANDLER.  The message always
- * ends with `".`: a name longer than 256 bytes is cut (at a UTF-8 character
- * boundary) and marked with "...".  A step that finds no method returns this
- * code (or raises its task with it).
+ * DOBJ_ENOHANDLER.  NAME is shown escaped: a control byte (NUL included), a
+ * byte that is not UTF-8 (WTF-8) and a backslash as `\xhh` or `\\`, so that
+ * the message holds the whole name as asked.  The message always ends with
+ * `".`: a name that takes more than 256 bytes so shown is cut (between
+ * characters) and marked with "...".  A step that finds no method returns
+ * this code (or raises its task with it).
  */
 DOBJ_API int dobj_rpc_no_method(const char *name, size_t len);
 

@@ -12,6 +12,11 @@
 #pragma GCC visibility push(hidden)
 #endif
 
+/* How a node closes the WebSockets of an object it lost (its lease lapsed,
+ * its fence was refused): 1012 "service restart", reconnect (docs/cluster.md). */
+#define DOBJ__WS_LOST_CODE 1012
+#define DOBJ__WS_LOST_REASON "this node lost the Durable Object to another node: reconnect"
+
 /* A PostgreSQL connection with bounded waits (cluster_pg.c). */
 typedef struct dobj__pg {
 	char *url;
@@ -73,23 +78,29 @@ typedef struct dobj__due dobj__due;     /* a due alarm found by the lease thread
  * (snapshots: cluster_snapshot.c) and the activator (claims and restores:
  * cluster_activate.c).  They hand results back through the runtime's fd
  * (dobj__rt_post). */
-/* A strong timer that keeps dobj_rt_run waiting while one of the node's
- * threads has work out: the work's end comes through the runtime's fd, which
- * dobj_rt_run alone would not wait for.  Armed for `ms` while busy(owner)
- * says so, re-armed when it fires and work is still out (after fired(owner),
- * when set), cancelled once nothing is.  The runtime's thread only. */
+/* A hold that keeps dobj_rt_run waiting (and dobj_rt_pending counting)
+ * while one of the node's threads has work out: the work's end comes through
+ * the runtime's fd, which dobj_rt_run alone would not wait for.  Held while
+ * busy(owner) says so, let go once nothing is out.  A count (rt->nkeep), not
+ * a timer: a timer armed and cancelled per commit cost two timerfd_settime
+ * calls of every commit's cycle (a VM exit each here).  With `fired` set, a
+ * timer also runs every `ms` while busy, and fired(owner) is called when it
+ * does (the route expires calls past their timeout).  The runtime's thread
+ * only. */
 typedef struct dobj__watch {
 	dobj_rt *rt;
-	double ms;
+	double ms;                 /* the timer's period (with fired only) */
 	int (*busy)(void *owner);
 	void *owner;
 	void (*fired)(void *owner);
 	dobj_timer *tm;
+	int held;
 } dobj__watch;
 
-/* After the work out may have changed: arm or cancel the timer. */
+/* After the work out may have changed: take or let go of the hold (and
+ * the timer). */
 void dobj__watch_update(dobj__watch *w);
-/* On close: cancel the timer, whatever is out. */
+/* On close: let go of the hold and cancel the timer, whatever is out. */
 void dobj__watch_stop(dobj__watch *w);
 /* A condition variable whose timed waits run on CLOCK_MONOTONIC (the node's
  * threads wait on it; a wall-clock step must not stretch or cut a wait). */
@@ -176,10 +187,12 @@ struct dobj__cluster {
 	dobj_cluster_log_fn log_fn; /* dobj_rt_cluster_set_log (cluster_log.c) */
 	void *log_data;
 	int unrenewed_logged; /* "could not renew" was logged since the last renewal */
+	int cut_off;          /* no renewal for TTL + grace: objects reset, sockets closed */
 	char l_err[300];               /* why the lease keeper could not join again (under mu) */
 	dobj__worker *snap;            /* the compactor (cluster_snapshot.c) */
 	dobj__worker *act;             /* the activator (cluster_activate.c) */
 	long long snap_bytes;          /* log bytes that call for a snapshot (< 0: never) */
+	long long snap_part;           /* bigger snapshot images go in parts of this size */
 };
 
 /** A line about node `node` for the node's log hook, delivered from the

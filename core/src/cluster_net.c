@@ -418,14 +418,11 @@ void *dobj__net_main(void *arg)
 		}
 		pthread_mutex_unlock(&r->mu);
 		if (r->wake_now) {
-			/* Arm the runtime's fd (see dobj__route_wanted for the race with
-			 * the runtime re-arming it). */
-			struct itimerspec its;
+			/* Make the runtime's fd readable (the flag first: the runtime
+			 * reads the signal, then drains what the flag says). */
 			r->wake_now = 0;
 			atomic_store(&r->wake, 1);
-			memset(&its, 0, sizeof(its));
-			its.it_value.tv_nsec = 1;
-			timerfd_settime(r->rtfd, 0, &its, NULL);
+			dobj__fd_signal(r->rtfd);
 		}
 	}
 	return NULL;

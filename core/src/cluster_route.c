@@ -294,6 +294,28 @@ static void cache_clear(struct dobj__route *r)
 	r->ncache = 0;
 }
 
+/* Forget where a node's objects were: its connection failed, so they move
+ * once its lease lapsed (a call after the suspect time claims them, instead
+ * of waiting for the node's silence again).  Rare: a walk of the cache. */
+static void cache_drop_node(struct dobj__route *r, long long node)
+{
+	size_t i;
+	int again;
+
+	do { /* a deletion may move later entries back: look again */
+		again = 0;
+		for (i = 0; i < r->cache.cap; i++) {
+			owner *o = r->cache.slots[i].key ? r->cache.slots[i].value : NULL;
+			if (o && o->node == node) {
+				dobj__idmap_del(&r->cache, &o->id);
+				free(o);
+				r->ncache--;
+				again = 1;
+			}
+		}
+	} while (again);
+}
+
 static void cache_put(struct dobj__route *r, dobj_obj *obj, long long node, const char *addr)
 {
 	size_t n = strlen(addr);
@@ -381,8 +403,8 @@ static int id_of(dobj_ns *ns, const dobj_id *id, const char *name, size_t nl)
 
 	if (!name)
 		return dobj__id_sealed(ns->key, id);
-	dobj_id_from_name(ns->key, name, nl, &named);
-	return dobj_id_equal(&named, id);
+	/* A name that is not text makes no ID. */
+	return dobj_id_from_name(ns->key, name, nl, &named) == DOBJ_OK && dobj_id_equal(&named, id);
 }
 
 static dobj_val *ref_resolve(void *data, const dobj__ref *ref)
@@ -735,6 +757,7 @@ static void on_failure(struct dobj__route *r, const item *it)
 	if (it->incoming)
 		return; /* a peer's connection: no call of ours was on it */
 	suspect_add(r, it->node);
+	cache_drop_node(r, it->node);
 	for (i = 0; i < r->tcap; i++) {
 		pend **pp = &r->tab[i];
 		while (*pp) {
@@ -1070,7 +1093,7 @@ int dobj__route_start(dobj_rt *rt, struct dobj__cluster *cl)
 	if (!r)
 		return dobj_error_set(DOBJ_ENOMEM, "out of memory");
 	r->rt = rt;
-	r->rtfd = rc;
+	r->rtfd = rt->efd; /* its "now" half (loop.c) */
 	r->lfd = r->efd = r->ep = -1;
 	r->ping_ms = fmax(20, cl->ttl_ms / 6);
 	r->dead_ms = cl->ttl_ms;

@@ -204,7 +204,8 @@ struct dobj__route {
 	size_t nincoming;
 	/* the network thread's */
 	pthread_t thread;
-	int started, lfd, efd, ep, rtfd, wake_now;
+	int started, lfd, efd, ep, wake_now;
+	int rtfd;              /* the runtime's eventfd (rt->efd): wakes it */
 	conn *grave;
 	double ping_ms, dead_ms;
 	atomic_int wake;       /* the runtime has something to drain */

@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "v8_format.h"
 
 struct dobj_idkey {
 	SHA256_CTX inner; /* after key ^ ipad */
@@ -97,13 +98,36 @@ static void seal(const dobj_idkey *key, dobj_id *id)
 	memcpy(id->bytes + 16, mac, 16);
 }
 
-void dobj_id_from_name(const dobj_idkey *key, const char *name, size_t len, dobj_id *out)
+int dobj__name_check(const char *name, size_t len)
+{
+	size_t i = 0, k, bad;
+	uint32_t cp;
+
+	while (i < len) {
+		if ((unsigned char)name[i] < 0x80) {
+			i++;
+			continue;
+		}
+		k = dobj__utf8_get((const unsigned char *)name + i, len - i, 1, &cp, &bad);
+		if (k == 0)
+			return dobj_error_set(DOBJ_EARG, "a Durable Object name must be UTF-8 text "
+				"(byte %zu is not)", i + 1);
+		i += k;
+	}
+	return DOBJ_OK;
+}
+
+int dobj_id_from_name(const dobj_idkey *key, const char *name, size_t len, dobj_id *out)
 {
 	unsigned char h[32];
+	int rc;
 
+	if (name && (rc = dobj__name_check(name, len)) < 0)
+		return rc;
 	hmac_from_midstate(key, name ? name : "", name ? len : 0, h);
 	memcpy(out->bytes, h, 16);
 	seal(key, out);
+	return DOBJ_OK;
 }
 
 int dobj_id_new_unique(dobj_idkey *key, const char *jurisdiction, dobj_id *out)

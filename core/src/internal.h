@@ -20,6 +20,9 @@ void dobj__error_clear(void);
 
 /** strdup that tolerates NULL and reports ENOMEM through the error slot. */
 char *dobj__strndup(const char *s, size_t len);
+/* Is `name` an object's name: text (dobj_id_from_name's rule)?  DOBJ_EARG
+ * with the message otherwise (id.c). */
+int dobj__name_check(const char *name, size_t len);
 
 /** Fill `out` with `len` bytes from the CSPRNG (buffered, fork-safe). */
 int dobj__random(unsigned char *out, size_t len);
@@ -198,6 +201,8 @@ void dobj__timer_sync_slow(dobj_rt *rt);
 /** Make the fd unreadable; with `disarm` 0, a deadline not reached yet stays
  * armed (dobj_rt_process: no system call to re-arm it). */
 void dobj__fd_clear(dobj_rt *rt, int disarm);
+/* Make a runtime's fd readable now (its eventfd, rt->efd): any thread. */
+void dobj__fd_signal(int efd);
 /** dobj_rt_run's wait: poll the fd until the next timer is due. */
 int dobj__wait_for_timer(dobj_rt *rt);
 /** Fire every timer that is due; returns how many fired. */
@@ -271,6 +276,13 @@ void dobj__ws_relay_output(dobj_ws *client, int close, int text_or_code, const v
 /** 1 while sockets accepted by the object are registered (it hibernates
  *  on this node: cluster mode keeps it owned here). */
 int dobj__ws_pinned(dobj_ns *ns, const dobj_id *id);
+/** The node lost the object (cluster mode): close its sockets with `code`
+ *  at once and forget them, without an event; how many there were.  _all:
+ *  every object of the runtime. */
+size_t dobj__ws_drop(dobj_ns *ns, const dobj_id *id, int code, const char *reason);
+size_t dobj__ws_drop_all(dobj_rt *rt, int code, const char *reason);
+/** 1 for an event of a socket dropped so: it finishes without running. */
+int dobj__ws_dropped(const dobj_task *t);
 
 /** 1 when id was made by key (its MAC matches), as dobj_id_from_string checks. */
 int dobj__id_sealed(const dobj_idkey *key, const dobj_id *id);
@@ -400,6 +412,9 @@ struct dobj_rt {
 	size_t nns, capns;
 	dobj_timer **heap;
 	size_t nheap, capheap, nstrong;
+	/* Holds that keep dobj_rt_run waiting on the fd without a deadline (a
+	 * cluster node's thread has work out: dobj__watch). */
+	size_t nkeep;
 	uint64_t timer_seq;
 	void **trash;
 	size_t ntrash, captrash;
@@ -419,7 +434,9 @@ struct dobj_rt {
 	void *error_hook_data;
 	/* host contract (see dobj.h, "driving a runtime") */
 	pthread_t owner;           /* the thread that made the runtime */
-	int fd;                    /* dobj_rt_fd (-1 until asked for) */
+	int fd;                    /* dobj_rt_fd (-1 until asked for): epoll over these two */
+	int tfd;                   /* timerfd: the next deadline (loop.c) */
+	int efd;                   /* eventfd: "now" (work, posts, the network thread) */
 	int fd_now;                /* the fd is armed to be readable at once (work) */
 	double fd_when;            /* deadline the fd is armed for (INFINITY: none) */
 	double hook_when;          /* deadline last reported to host.timer */

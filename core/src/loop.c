@@ -13,6 +13,8 @@
 #include <time.h>
 #include <unistd.h>
 #ifdef __linux__
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/timerfd.h>
 #endif
 
@@ -20,10 +22,19 @@
 
 /* ------------------------------------------------------------ host contract */
 
-static void fd_settime(dobj_rt *rt, const struct itimerspec *its);
+/*
+ * The fd (Linux) is an epoll descriptor over two: a timerfd for the next
+ * deadline and an eventfd for "now" (work became ready, another thread
+ * posted, a node's network thread has frames).  One timerfd did both
+ * before: each "now" armed it to expire in 1 ns, and each wait disarmed and
+ * re-armed it, three timerfd_settime calls per cluster commit, each a
+ * reprogramming of the CPU's timer (and a timer interrupt for the 1 ns
+ * ones) where an eventfd write only wakes the waiter.  The two never
+ * overwrite each other, so a deadline set or cleared cannot lose a post.
+ */
 
-/* Arm the fd to become readable after `delay_ms` (<= 0: at once). */
-static void fd_arm(dobj_rt *rt, double delay_ms)
+/* Arm the timer to make the fd readable after `delay_ms`. */
+static void fd_arm_timer(dobj_rt *rt, double delay_ms)
 {
 #ifdef __linux__
 	struct itimerspec its;
@@ -41,56 +52,35 @@ static void fd_arm(dobj_rt *rt, double delay_ms)
 		if (its.it_value.tv_sec == 0 && its.it_value.tv_nsec == 0)
 			its.it_value.tv_nsec = 1;
 	}
-	fd_settime(rt, &its);
-	/* The network thread of a cluster node wakes the runtime by arming the
-	 * fd too: what it armed before this call must not be lost. */
-	if (rt->route && delay_ms > 0 && dobj__route_wanted(rt)) {
-		its.it_value.tv_sec = 0;
-		its.it_value.tv_nsec = 1;
-		timerfd_settime(rt->fd, 0, &its, NULL);
-	}
+	timerfd_settime(rt->tfd, 0, &its, NULL);
 #else
 	(void)rt;
 	(void)delay_ms;
 #endif
 }
 
-#ifdef __linux__
-/* Set the timerfd from the runtime's thread.  While another thread may post
- * (dobj__rt_post), the setting and the post are serialised: a post that came
- * first is not overwritten by a later deadline or a disarm. */
-static void fd_settime(dobj_rt *rt, const struct itimerspec *its)
+void dobj__fd_signal(int efd)
 {
-	struct itimerspec now;
+#ifdef __linux__
+	uint64_t one = 1;
+	ssize_t n;
 
-	if (!rt->nsources) {
-		timerfd_settime(rt->fd, 0, its, NULL);
-		return;
-	}
-	pthread_mutex_lock(&rt->post_mu);
-	if (rt->posted) {
-		memset(&now, 0, sizeof(now));
-		now.it_value.tv_nsec = 1;
-		its = &now;
-	}
-	timerfd_settime(rt->fd, 0, its, NULL);
-	pthread_mutex_unlock(&rt->post_mu);
-}
+	/* Fails only when the counter would overflow: it is readable then. */
+	do
+		n = write(efd, &one, sizeof(one));
+	while (n < 0 && errno == EINTR);
+#else
+	(void)efd;
 #endif
+}
 
 void dobj__rt_post(dobj_rt *rt)
 {
 	pthread_mutex_lock(&rt->post_mu);
 	if (!rt->posted) {
 		__atomic_store_n(&rt->posted, 1, __ATOMIC_RELEASE);
-#ifdef __linux__
-		if (rt->fd >= 0) {
-			struct itimerspec now;
-			memset(&now, 0, sizeof(now));
-			now.it_value.tv_nsec = 1;
-			timerfd_settime(rt->fd, 0, &now, NULL);
-		}
-#endif
+		if (rt->efd >= 0)
+			dobj__fd_signal(rt->efd);
 	}
 	pthread_mutex_unlock(&rt->post_mu);
 }
@@ -139,7 +129,10 @@ void dobj__rt_source_remove(dobj_rt *rt, dobj__drain_fn fn, void *data)
 	pthread_mutex_unlock(&rt->post_mu);
 }
 
-/* Make the fd unreadable and forget what it was armed for. */
+/* Make the fd unreadable: the signals are read (what they were for is in
+ * the flags the drains check: the ready queue, rt->posted, the route's
+ * wake), and an expired deadline is forgotten.  A deadline not reached yet
+ * stays armed unless `disarm` (an early wake is harmless). */
 void dobj__fd_clear(dobj_rt *rt, int disarm)
 {
 #ifdef __linux__
@@ -149,25 +142,20 @@ void dobj__fd_clear(dobj_rt *rt, int disarm)
 	if (rt->fd < 0)
 		return;
 	do
-		got = read(rt->fd, &n, sizeof(n));
+		got = read(rt->efd, &n, sizeof(n));
 	while (got < 0 && errno == EINTR);
-	if (got != (ssize_t)sizeof(n) && (rt->fd_now || rt->fd_when != INFINITY)) {
-		/* Armed, not expired yet: a later deadline may stay armed (an
-		 * early wake is harmless); a work signal or a close disarms. */
-		if (!disarm && !rt->fd_now)
-			return;
-		{
-			struct itimerspec off;
-			memset(&off, 0, sizeof(off));
-			fd_settime(rt, &off);
-			if (rt->route && dobj__route_wanted(rt)) {
-				off.it_value.tv_nsec = 1; /* see fd_arm */
-				timerfd_settime(rt->fd, 0, &off, NULL);
-				rt->fd_now = 1;
-				rt->fd_when = INFINITY;
-				return;
-			}
-		}
+	rt->fd_now = 0;
+	if (rt->fd_when == INFINITY)
+		return;
+	do
+		got = read(rt->tfd, &n, sizeof(n));
+	while (got < 0 && errno == EINTR);
+	if (got != (ssize_t)sizeof(n) && !disarm)
+		return;
+	if (got != (ssize_t)sizeof(n)) {
+		struct itimerspec off;
+		memset(&off, 0, sizeof(off));
+		timerfd_settime(rt->tfd, 0, &off, NULL);
 	}
 	/* Expired (a one-shot timer is disarmed by then) or disarmed. */
 #else
@@ -185,7 +173,7 @@ void dobj__work_ready_slow(dobj_rt *rt)
 	if (rt->host.notify)
 		rt->host.notify(rt->host.data);
 	if (rt->fd >= 0 && !rt->fd_now) {
-		fd_arm(rt, 0);
+		dobj__fd_signal(rt->efd);
 		rt->fd_now = 1;
 	}
 }
@@ -205,8 +193,8 @@ void dobj__timer_sync_slow(dobj_rt *rt)
 		if (rt->host.timer)
 			rt->host.timer(rt->host.data, when);
 	}
-	if (rt->fd >= 0 && !rt->fd_now && !rt->virtual_time && when < rt->fd_when) {
-		fd_arm(rt, when - dobj_rt_now_ms(rt));
+	if (rt->fd >= 0 && !rt->virtual_time && when < rt->fd_when) {
+		fd_arm_timer(rt, when - dobj_rt_now_ms(rt));
 		rt->fd_when = when;
 	}
 }
@@ -234,20 +222,49 @@ int dobj_rt_fd(dobj_rt *rt)
 #ifdef __linux__
 	if (rt->closing)
 		return dobj_error_set(DOBJ_ECLOSED, "the runtime is closed");
-	rt->fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
-	if (rt->fd < 0)
-		return dobj_error_set(DOBJ_ERROR, "timerfd_create: %s", strerror(errno));
+	{
+		struct epoll_event ev;
+		int ep = epoll_create1(EPOLL_CLOEXEC), tfd = -1, efd = -1;
+		if (ep < 0 ||
+		    (tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC)) < 0 ||
+		    (efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0) {
+			int e = errno;
+			if (ep >= 0)
+				close(ep);
+			if (tfd >= 0)
+				close(tfd);
+			return dobj_error_set(DOBJ_ERROR, "cannot make the runtime's fd: %s", strerror(e));
+		}
+		memset(&ev, 0, sizeof(ev));
+		ev.events = EPOLLIN;
+		ev.data.fd = tfd;
+		if (epoll_ctl(ep, EPOLL_CTL_ADD, tfd, &ev) == 0) {
+			ev.data.fd = efd;
+			if (epoll_ctl(ep, EPOLL_CTL_ADD, efd, &ev) == 0) {
+				rt->fd = ep;
+				rt->tfd = tfd;
+				rt->efd = efd;
+			}
+		}
+		if (rt->fd < 0) {
+			int e = errno;
+			close(ep);
+			close(tfd);
+			close(efd);
+			return dobj_error_set(DOBJ_ERROR, "cannot make the runtime's fd: %s", strerror(e));
+		}
+	}
 	rt->fd_now = 0;
 	rt->fd_when = INFINITY;
 	if (rt->ready_head) {
-		fd_arm(rt, 0);
+		dobj__fd_signal(rt->efd);
 		rt->fd_now = 1;
 	} else {
 		dobj__timer_sync(rt);
 	}
 	return rt->fd;
 #else
-	return dobj_error_set(DOBJ_ERROR, "dobj_rt_fd needs Linux (timerfd)");
+	return dobj_error_set(DOBJ_ERROR, "dobj_rt_fd needs Linux (epoll, timerfd, eventfd)");
 #endif
 }
 
@@ -475,9 +492,17 @@ int dobj__wait_for_timer(dobj_rt *rt)
 
 	if (fd < 0)
 		return fd;
-	dobj__fd_clear(rt, 1);
-	fd_arm(rt, rt->heap[0]->when - dobj_rt_now_ms(rt));
-	rt->fd_when = rt->heap[0]->when;
+	/* A deadline armed already for this one or an earlier one stays (an
+	 * early wake only goes round the loop once more). */
+	dobj__fd_clear(rt, 0);
+	if (rt->nheap && rt->heap[0]->when < rt->fd_when) {
+		fd_arm_timer(rt, rt->heap[0]->when - dobj_rt_now_ms(rt));
+		rt->fd_when = rt->heap[0]->when;
+	}
+	/* The signals were read above: what one said before that is still to
+	 * be drained (a later one makes the fd readable again). */
+	if (__atomic_load_n(&rt->posted, __ATOMIC_ACQUIRE) || (rt->route && dobj__route_wanted(rt)))
+		goto drained;
 	pfd.fd = fd;
 	pfd.events = POLLIN;
 	pfd.revents = 0;
@@ -485,7 +510,8 @@ int dobj__wait_for_timer(dobj_rt *rt)
 		if (errno != EINTR)
 			return dobj_error_set(DOBJ_ERROR, "poll: %s", strerror(errno));
 	}
-	dobj__fd_clear(rt, 1);
+	dobj__fd_clear(rt, 0);
+drained:
 	if (rt->route) { /* what another node sent: calls to run, answers */
 		rt->pumping = 1;
 		dobj__route_drain(rt);

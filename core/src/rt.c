@@ -955,6 +955,10 @@ static void run_task(dobj_rt *rt, dobj_task *t)
 		finish(t, DOBJ_OK, NULL, NULL, NULL); /* deleted or moved meanwhile */
 		goto done;
 	}
+	if (!t->started && dobj__ws_dropped(t)) {
+		finish(t, DOBJ_OK, NULL, NULL, NULL); /* its socket went with the object */
+		goto done;
+	}
 	if (obj) {
 		if (obj->dead) {
 			void *error = t->stub_error; /* a broken stub's call */
@@ -1109,7 +1113,7 @@ dobj_task *dobj_rt_current(const dobj_rt *rt)
 
 size_t dobj_rt_pending(const dobj_rt *rt)
 {
-	return rt->ntasks + rt->nstrong;
+	return rt->ntasks + rt->nstrong + rt->nkeep;
 }
 
 int dobj_rt_run(dobj_rt *rt, int (*until)(void *arg), void *arg)
@@ -1140,14 +1144,14 @@ int dobj_rt_run(dobj_rt *rt, int (*until)(void *arg), void *arg)
 			dobj__fire_timers(rt);
 			continue;
 		}
-		if (!rt->nstrong) {
+		if (!rt->nstrong && !rt->nkeep) {
 			if (until && !until(arg))
 				rc = dobj_error_set(DOBJ_PENDING,
 					"deadlock: waiting for work that nothing will ever finish");
 			break;
 		}
 		if (!dobj__fire_timers(rt)) {
-			if (rt->virtual_time)
+			if (rt->virtual_time && rt->nheap)
 				rt->virtual_now = rt->heap[0]->when;
 			else if ((rc = dobj__wait_for_timer(rt)) < 0)
 				break;
@@ -1176,7 +1180,7 @@ int dobj_rt_new(dobj_rt **out, const dobj_rt_opts *opts)
 	rt->refs = 1;
 	rt->idle_ms = DOBJ_IDLE_TIMEOUT_MS;
 	rt->owner = pthread_self();
-	rt->fd = -1;
+	rt->fd = rt->tfd = rt->efd = -1;
 	rt->fd_when = INFINITY;
 	rt->hook_when = INFINITY;
 	if (opts) {
@@ -1287,7 +1291,9 @@ void dobj_rt_clear(dobj_rt *rt)
 		/* A closed runtime has nothing to signal: its fd goes now, not
 		 * when the last stub lets the memory go. */
 		close(rt->fd);
-		rt->fd = -1;
+		close(rt->tfd);
+		close(rt->efd);
+		rt->fd = rt->tfd = rt->efd = -1;
 	}
 	flush_trash(rt);
 	rt_unref(rt);
@@ -1344,6 +1350,8 @@ int dobj_stub_new(dobj_stub **out, dobj_ns *ns, const dobj_id *id, const char *n
 	dobj_stub *s;
 
 	*out = NULL;
+	if (name && dobj__name_check(name, name_len) < 0)
+		return DOBJ_EARG;
 	s = calloc(1, sizeof(*s));
 	if (!s)
 		return dobj_error_set(DOBJ_ENOMEM, "out of memory");

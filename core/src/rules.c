@@ -6,9 +6,11 @@
  * (Before they lived here, each binding had its own copy, and they drifted.)
  */
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "internal.h"
+#include "v8_format.h"
 
 /* workerd refuses its handler names; constructors are never methods. */
 static const char *const reserved_names[] = {
@@ -34,20 +36,36 @@ int dobj_rpc_name_check(const char *name, size_t len)
 
 int dobj_rpc_no_method(const char *name, size_t len)
 {
-	size_t n;
+	/* The name as shown: control bytes, a backslash and bytes that are not
+	 * UTF-8 escaped (\xHH, \\), so that a NUL does not end the message
+	 * and what is shown is what was asked for; at most NAME_MAX_QUOTED
+	 * bytes of it, cut between characters. */
+	char shown[NAME_MAX_QUOTED + 1];
+	size_t i = 0, n = 0;
 
 	if (!name)
 		len = 0;
-	n = len;
-	if (n > NAME_MAX_QUOTED) {
-		/* Cut before a UTF-8 continuation byte, never inside a character. */
-		n = NAME_MAX_QUOTED;
-		while (n > 0 && ((unsigned char)name[n] & 0xC0) == 0x80)
-			n--;
+	while (i < len) {
+		const unsigned char *p = (const unsigned char *)name + i;
+		uint32_t cp;
+		size_t bad, k = *p >= 0x80 ? dobj__utf8_get(p, len - i, 1, &cp, &bad) : 1;
+		int esc = *p < 0x20 || *p == 0x7f || *p == '\\' || k == 0;
+		size_t w = esc ? (*p == '\\' ? 2 : 4) : k;
+
+		if (n + w > NAME_MAX_QUOTED)
+			break;
+		if (*p == '\\')
+			memcpy(shown + n, "\\\\", 2);
+		else if (esc)
+			snprintf(shown + n, 5, "\\x%02x", *p);
+		else
+			memcpy(shown + n, p, k);
+		n += w;
+		i += esc ? 1 : k;
 	}
-	/* "%.*s" also stops at a NUL inside the name, which is fine for a message. */
-	return dobj_error_set(DOBJ_ENOHANDLER, "The RPC receiver does not implement the method \"%.*s%s\".",
-		(int)n, name ? name : "", n < len ? "..." : "");
+	shown[n] = '\0';
+	return dobj_error_set(DOBJ_ENOHANDLER, "The RPC receiver does not implement the method \"%s%s\".",
+		shown, i < len ? "..." : "");
 }
 
 int dobj_rt_opts_idle_timeout(dobj_rt_opts *opts, double seconds)

@@ -48,6 +48,28 @@ static int pgtest_start(pgtest *pg)
 	return 0;
 }
 
+/* Does a new server (another suite's, on the same ports) get pg's port while
+ * pg's server is down?  1 when it did (it is stopped again), 0 when not. */
+static inline int pgtest_port_taken(const pgtest *pg)
+{
+	char cmd[768], path[300], port[16] = "", url[256], dir[256];
+	FILE *f;
+	int got;
+
+	snprintf(path, sizeof(path), "%s/port", pg->dir);
+	f = fopen(path, "r");
+	CHECK(f != NULL && fscanf(f, "%15s", port) == 1);
+	fclose(f);
+	snprintf(cmd, sizeof(cmd), "DOBJ_PG_PORTS=%s-%s '%s' start 2>/dev/null", port, port, PGTMP);
+	f = popen(cmd, "r");
+	CHECK(f != NULL);
+	got = fscanf(f, "%255s %255s", url, dir) == 2;
+	pclose(f);
+	if (got)
+		pgtest_run("stop", dir);
+	return got;
+}
+
 static void pgtest_stop(pgtest *pg)
 {
 	if (pg->lifeline >= 0)

@@ -296,6 +296,9 @@ static void test_postgres_killed_while_an_append_waits(void)
 	dobj_rt_pump(rt);
 	CHECK(!dobj_task_done(t));
 	CHECK_EQ_INT(pgtest_run("kill", pg.dir), 0);
+	/* Its port stays its own until the restart below (a server another
+	 * suite started meanwhile took it, and the restart failed). */
+	CHECK(!pgtest_port_taken(&pg));
 	PQfinish(locker);
 	CHECK_EQ_INT(dobj_rt_run(rt, task_is_done, t), DOBJ_OK);
 	CHECK(strstr(task_body(t, &code), "storage commit failed") != NULL);

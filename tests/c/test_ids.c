@@ -156,6 +156,26 @@ static void test_names_with_nul_and_huge(void)
 	dobj_idkey_free(key);
 }
 
+static void test_a_name_is_text(void)
+{
+	dobj_idkey *key = key_for("k");
+	dobj_id a, b;
+
+	/* Bytes that are not UTF-8 made an ID whose name no language but Lua
+	 * could show (Python's ctx.id.name raised UnicodeDecodeError). */
+	memset(&a, 0, sizeof(a));
+	b = a;
+	CHECK_EQ_INT(dobj_id_from_name(key, "ok\xff", 3, &a), DOBJ_EARG);
+	CHECK_STR(dobj_error_last(), "a Durable Object name must be UTF-8 text (byte 3 is not)");
+	CHECK(dobj_id_equal(&a, &b)); /* untouched */
+	CHECK_EQ_INT(dobj_id_from_name(key, "\xc3", 1, &a), DOBJ_EARG);     /* cut short */
+	CHECK_EQ_INT(dobj_id_from_name(key, "\xc0\xaf", 2, &a), DOBJ_EARG); /* overlong */
+	/* Text: UTF-8, NUL included, and a JavaScript string's lone surrogate (WTF-8). */
+	CHECK_EQ_INT(dobj_id_from_name(key, "\xc3\xa9\0\xf0\x9f\x98\x80", 7, &a), DOBJ_OK);
+	CHECK_EQ_INT(dobj_id_from_name(key, "\xed\xa0\x80", 3, &a), DOBJ_OK);
+	dobj_idkey_free(key);
+}
+
 static void test_unique_ids(void)
 {
 	dobj_idkey *key = key_for("k");
@@ -229,6 +249,7 @@ int main(void)
 	RUN(test_upper_case_accepted_lower_case_out);
 	RUN(test_bad_strings);
 	RUN(test_names_with_nul_and_huge);
+	RUN(test_a_name_is_text);
 	RUN(test_unique_ids);
 	RUN(test_seeded_ids_are_reproducible);
 	RUN(test_fork_does_not_repeat_ids);

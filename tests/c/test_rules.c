@@ -149,6 +149,41 @@ static void test_missing_method_message_keeps_its_end(void)
 	CHECK_STR(dobj_error_last(), "The RPC receiver does not implement the method \"x\".");
 }
 
+static void test_missing_method_message_shows_the_name_escaped(void)
+{
+	char name[300];
+
+	/* A NUL ended the message: "add\0x" was shown as "add". */
+	CHECK_EQ_INT(dobj_rpc_no_method("add\0x", 5), DOBJ_ENOHANDLER);
+	CHECK_STR(dobj_error_last(), "The RPC receiver does not implement the method \"add\\x00x\".");
+	/* Control bytes, bytes that are not UTF-8 and a backslash; UTF-8 stays. */
+	CHECK_EQ_INT(dobj_rpc_no_method("\t\xff\\\xc3\xa9\x7f", 6), DOBJ_ENOHANDLER);
+	CHECK_STR(dobj_error_last(),
+		"The RPC receiver does not implement the method \"\\x09\\xff\\\\\xc3\xa9\\x7f\".");
+	/* The cut counts what is shown: 64 NULs fill 256 bytes, the 65th is cut. */
+	memset(name, 0, sizeof(name));
+	CHECK_EQ_INT(dobj_rpc_no_method(name, 65), DOBJ_ENOHANDLER);
+	CHECK(strstr(dobj_error_last(), "\\x00\\x00...\".") != NULL);
+	CHECK_EQ_INT((int)strlen(dobj_error_last()),
+		(int)strlen("The RPC receiver does not implement the method \"...\".") + 256);
+}
+
+static void test_a_stub_takes_only_a_name_that_is_text(void)
+{
+	/* dobj_id_from_name's rule: an object's name is always a string to show. */
+	dobj_rt *rt = make_rt(0);
+	dobj_stub *s = named("a");
+	dobj_stub *t = NULL;
+
+	CHECK_EQ_INT(dobj_stub_new(&t, ns, dobj_stub_id(s), "a\xff", 2), DOBJ_EARG);
+	CHECK_STR(dobj_error_last(), "a Durable Object name must be UTF-8 text (byte 2 is not)");
+	CHECK(t == NULL);
+	CHECK_EQ_INT(dobj_stub_new(&t, ns, dobj_stub_id(s), NULL, 0), DOBJ_OK);
+	dobj_stub_free(t);
+	dobj_stub_free(s);
+	dobj_rt_free(rt);
+}
+
 static void test_reserved_names_never_reach_the_step(void)
 {
 	dobj_rt *rt = make_rt(0);
@@ -759,6 +794,8 @@ int main(void)
 {
 	RUN(test_rpc_names_reserved_private_and_callable);
 	RUN(test_missing_method_message_keeps_its_end);
+	RUN(test_missing_method_message_shows_the_name_escaped);
+	RUN(test_a_stub_takes_only_a_name_that_is_text);
 	RUN(test_reserved_names_never_reach_the_step);
 	RUN(test_idle_timeout_has_one_meaning);
 	RUN(test_durability_names_and_delays);

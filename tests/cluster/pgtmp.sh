@@ -9,12 +9,14 @@
 #                          away with the test however the test ends (a crash
 #                          or SIGKILL included), without polling.
 #   pgtmp.sh stop DIR      stop at once and remove DIR (idempotent).
-#   pgtmp.sh kill DIR      SIGKILL the postmaster (fault tests).
+#   pgtmp.sh kill DIR      SIGKILL the postmaster and its backends (fault
+#                          tests); returns once they are gone.
 #   pgtmp.sh restart DIR   start it again on the same port after a kill.
 #
 # As root the server runs as the `postgres` user (initdb refuses root).
-# Ports are drawn from DOBJ_PG_PORTS (default 18750-18799).  Every wait is
-# bounded (pg_ctl -t).
+# Ports are drawn from DOBJ_PG_PORTS (default 18750-18799), never one a live
+# folder of this script holds (its server may be down between kill and
+# restart).  Every wait is bounded (pg_ctl -t, the kill's 30 s).
 set -u
 # A sanitizer runtime preloaded into the test (make sanitize) is not for the
 # server: its leak report would fail pg_config, initdb and postgres.
@@ -54,9 +56,13 @@ start)
 	fi
 	range=${DOBJ_PG_PORTS:-18750-18799}
 	lo=${range%-*}; hi=${range#*-}
+	# The ports of the other folders: a killed server's port stays its own
+	# until its restart (another start that took it made the restart fail).
+	held=" $(cat /tmp/dobj-pg.*/port 2>/dev/null | tr '\n' ' ') "
 	port=
-	for _ in 1 2 3 4 5 6; do
+	for _ in 1 2 3 4 5 6 7 8 9 10 11 12; do
 		p=$((lo + RANDOM % (hi - lo + 1)))
+		[[ $held == *" $p "* ]] && continue
 		if pgctl_start "$d" "$p"; then port=$p; break; fi
 	done
 	if [ -z "$port" ]; then
@@ -83,6 +89,26 @@ kill)
 	pid=$(head -1 "$2/data/postmaster.pid" 2>/dev/null) || exit 0
 	kids=$(ps -o pid= --ppid "$pid")
 	kill -9 "$pid" $kids 2>/dev/null
+	# SIGKILL is only sent: a restart right away found the port still bound
+	# or the shared memory still attached (its pg_ctl start failed under
+	# load).  Wait until each process has exited, as its pidfd tells.
+	python3 - "$pid" $kids <<'EOF'
+import os, select, sys
+poll, left = select.poll(), 0
+for pid in sys.argv[1:]:
+    try:
+        poll.register(os.pidfd_open(int(pid)), select.POLLIN)
+        left += 1
+    except ProcessLookupError:
+        pass  # gone already
+while left > 0:
+    ready = poll.poll(30000)
+    if not ready:
+        sys.exit("pgtmp: the killed PostgreSQL processes did not exit within 30 s")
+    for fd, _ in ready:
+        poll.unregister(fd)
+        left -= 1
+EOF
 	;;
 restart)
 	rm -f "$2/data/postmaster.pid" "$2"/.s.PGSQL.*.lock

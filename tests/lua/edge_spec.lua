@@ -105,4 +105,27 @@ describe("edge cases", function()
       end
     end
   end)
+
+  it("checks types where upvalue 1 of the C function is not the module state", function()
+    -- test_ud, push_mt and the module state took upvalue 1 of the running C
+    -- function for the module state: called where it is something else (code
+    -- the core calls back, a closure of its own) they read a wrong pointer
+    -- and crashed.  A child process, its functions' upvalue replaced.
+    local script = [[
+      local dobj = require "dobj"
+      for _, f in ipairs { dobj.is_error, dobj.response } do debug.setupvalue(f, 1, {}) end
+      print(dobj.is_error(setmetatable({}, dobj.Error)), dobj.is_error({}))
+      print(select(2, pcall(dobj.response, nil, { web_socket = 1 })))
+      local client = dobj.websocket_pair()
+      local r = dobj.response(nil, { status = 101, web_socket = client })
+      print(r.status, getmetatable(r) == dobj.Response)
+    ]]
+    local path = os.tmpname()
+    local f = assert(io.open(path, "w"))
+    f:write(script)
+    f:close()
+    local out = H.sh("lua5.4 " .. path .. " 2>&1")
+    os.remove(path)
+    assert.are.equal("true\tfalse\nweb_socket must be a dobj.WebSocket, got number\n101\ttrue", out)
+  end)
 end)

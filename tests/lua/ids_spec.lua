@@ -57,6 +57,19 @@ describe("golden vectors", function()
     assert.are.equal(golden("mykey", "http://foo/"), tostring(ns:id_from_name("http://foo/")))
   end)
 
+  it("a name that is not UTF-8 text returns nil, message", function()
+    -- It made an ID whose name Python could not show (ctx.id.name raised
+    -- UnicodeDecodeError when a Lua node handed such a stub to a Python one).
+    local ns = ns_for("k")
+    for _, f in ipairs { ns.id_from_name, ns.get_by_name } do
+      local id, msg = f(ns, "ok\xff")
+      assert.is_nil(id)
+      assert.are.equal("a Durable Object name must be UTF-8 text (byte 3 is not)", msg)
+    end
+    -- Text is any UTF-8, NUL included.
+    assert.are.equal("\xc3\xa9\0", ns:id_from_name("\xc3\xa9\0").name)
+  end)
+
   it("get_by_name reaches the same ID", function()
     local ns = ns_for("test-unique-key")
     local stub = ns:get_by_name("foo")

@@ -25,6 +25,12 @@ function Box:call(name, method, ...)
 end
 function Box:use(stub, method, ...) return stub[method](stub, ...) end -- a stub passed in
 function Box:give(name) return self.env.ROUTE:get_by_name(name) end -- a stub as a result
+function Box:give_latin1(name) -- the same, the name's characters as bytes (not UTF-8)
+  name = name:gsub("[\xc2\xc3][\x80-\xbf]", function(c)
+    return string.char(((c:byte(1) & 3) << 6) | (c:byte(2) & 0x3f))
+  end)
+  return assert(self.env.ROUTE:get_by_name(name))
+end
 function Box:fetch(req)
   if req.url:match("^http://do/ws") then -- a WebSocket, served by the caller's node
     local client, server = dobj.websocket_pair()

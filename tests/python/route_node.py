@@ -74,6 +74,11 @@ class Box(dobj.DurableObject):
         s = await self.env.ROUTE.get_by_name(via).give(name)
         return [type(s).__name__, s.name, await getattr(s, method)(*args)]
 
+    async def take_latin1(self, via, name):
+        """The same with a stub `via` makes of the name's Latin-1 bytes."""
+        s = await self.env.ROUTE.get_by_name(via).give_latin1(name)
+        return [type(s).__name__, s.name]
+
     async def id_trip(self, via, name):
         """IDs sent to object `via` and echoed back: the same IDs, of this namespace."""
         ns = self.env.ROUTE

@@ -335,6 +335,12 @@ def test_a_python_node_and_a_lua_node_serve_one_namespace(nodes, pg, tmp_path):
         assert a.call("py-owned", "take", "lua-owned", "py-two", "add", 1)["ok"] == ["Stub", "py-two", 4]
         assert a.call("py-owned", "take", "lua-owned", "lua-owned", "whoami")["ok"] == \
             ["Stub", "lua-owned", f"lua:{lua_id}"]
+        # A Lua name that is not UTF-8 text: Python's s.name raised
+        # UnicodeDecodeError; the Lua node now refuses to make it.
+        e = a.call("py-owned", "take_latin1", "lua-owned", "caf\u00e9")
+        assert (e["type"], e["remote"]) == ("Error", True)
+        assert "a Durable Object name must be UTF-8 text (byte 4 is not)" in e["err"]
+        assert a.call("py-owned", "take_latin1", "lua-owned", "cafe")["ok"] == ["Stub", "cafe"]
         assert a.call("py-owned", "id_trip", "lua-owned", "n2")["ok"] == \
             ["DurableObjectId", True, "n2", True, None, "Stub"]
         # A WebSocket served here whose object is the Lua node's.

@@ -90,6 +90,14 @@ async def test_reserved_names_are_refused_as_workerd_does(ns, name):
 
 
 
+async def test_the_missing_method_message_shows_a_nul_byte_escaped(ns):
+    # It was cut at the NUL: 'the method "add".', as if add were missing.
+    s = ns.get_by_name("p")
+    with pytest.raises(dobj.Error) as info:
+        await s._rpc("add\x00x")
+    assert str(info.value) == 'The RPC receiver does not implement the method "add\\x00x".'
+
+
 async def test_private_names_are_not_methods(ns):
     s = ns.get_by_name("p")
     with pytest.raises(AttributeError):

@@ -82,6 +82,12 @@ function M.project(opts)
   return rt
 end
 
+--- The temporary folder M.runtime or M.project made for rt's storage
+-- (removed by M.close), or nil: in memory, or a folder of the test's own.
+function M.folder(rt)
+  return folders[rt]
+end
+
 --- What the runtime still has open (the core's leak report: unfinished
 -- tasks, pending alarms, one per line), or nil when nothing is.
 function M.leaks(rt)

@@ -129,13 +129,18 @@ enum {
 extern const char *const mt_names[MT_COUNT + 1];
 
 typedef struct module_state {
+	const void *self; /* the state's own address: tells it from another userdata */
 	const void *mt[MT_COUNT + 1];
 	int nruntimes; /* live runtimes (not yet collected): for tests */
 } module_state;
 
 /* Every function of the module has the module state as upvalue 1. */
 #define MODIDX lua_upvalueindex(1)
-#define MOD(L) ((module_state *)lua_touserdata((L), MODIDX))
+/* The module state: upvalue 1 of the running function when it is the
+ * module's; elsewhere (a trampoline the core calls, a closure with other
+ * upvalues) the one luaopen_dobj left in the registry. */
+module_state *mod_state(lua_State *L);
+#define MOD(L) mod_state(L)
 
 
 /* ------------------------------------------------------------------- types */

@@ -13,9 +13,42 @@ const char *const mt_names[MT_COUNT + 1] = {
 	"dobj.Array",
 };
 
+/* The registry's key for the module state (the last luaopen_dobj's: every
+ * load shares the metatables, made once by name). */
+static const char state_key = 0;
+
+/* Is upvalue 1 of the running function the module state? */
+static module_state *mod_upvalue(lua_State *L)
+{
+	module_state *m;
+
+	if (lua_type(L, MODIDX) != LUA_TUSERDATA || lua_rawlen(L, MODIDX) != sizeof(*m))
+		return NULL;
+	m = lua_touserdata(L, MODIDX);
+	return m->self == m ? m : NULL;
+}
+
+module_state *mod_state(lua_State *L)
+{
+	module_state *m = mod_upvalue(L);
+
+	if (!m) {
+		lua_rawgetp(L, LUA_REGISTRYINDEX, &state_key);
+		m = lua_touserdata(L, -1);
+		lua_pop(L, 1);
+	}
+	return m;
+}
+
 void push_mt(lua_State *L, int which)
 {
-	lua_getiuservalue(L, MODIDX, which);
+	if (mod_upvalue(L)) {
+		lua_getiuservalue(L, MODIDX, which);
+		return;
+	}
+	lua_rawgetp(L, LUA_REGISTRYINDEX, &state_key);
+	lua_getiuservalue(L, -1, which);
+	lua_remove(L, -2);
 }
 
 void *test_ud(lua_State *L, int idx, int which)
@@ -23,7 +56,8 @@ void *test_ud(lua_State *L, int idx, int which)
 	void *p = lua_touserdata(L, idx);
 
 	if (p && lua_getmetatable(L, idx)) {
-		int ok = lua_topointer(L, -1) == MOD(L)->mt[which];
+		module_state *m = MOD(L);
+		int ok = m && lua_topointer(L, -1) == m->mt[which];
 		lua_pop(L, 1);
 		if (ok)
 			return p;
@@ -127,7 +161,10 @@ LDOBJ_EXPORT int luaopen_dobj(lua_State *L)
 
 	m = lua_newuserdatauv(L, sizeof(*m), UV_COUNT);
 	memset(m, 0, sizeof(*m));
+	m->self = m;
 	mi = lua_gettop(L);
+	lua_pushvalue(L, mi);
+	lua_rawsetp(L, LUA_REGISTRYINDEX, &state_key);
 	runtime_open(L, mi);
 	namespace_open(L, mi);
 	stub_open(L, mi);

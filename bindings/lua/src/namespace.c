@@ -76,11 +76,17 @@ static int l_ns_id_from_name(lua_State *L)
 	const char *name;
 	dobj_idkey *key = dobj_ns_idkey(n->ns);
 	id_ud *d;
+	dobj_id id;
 
 	luaL_checktype(L, 2, LUA_TSTRING);
 	name = lua_tolstring(L, 2, &len);
+	if (dobj_id_from_name(key, name, len, &id) < 0) {
+		lua_pushnil(L);
+		lua_pushstring(L, dobj_error_last());
+		return 2;
+	}
 	d = push_id(L, key, 0, NULL);
-	dobj_id_from_name(key, name, len, &d->id);
+	d->id = id;
 	lua_pushvalue(L, 2);
 	lua_setiuservalue(L, -2, 1);
 	return 1;
@@ -185,7 +191,8 @@ static int l_ns_get(lua_State *L)
 static int l_ns_get_by_name(lua_State *L)
 {
 	lua_settop(L, 2);
-	l_ns_id_from_name(L); /* pushes the id at 3 */
+	if (l_ns_id_from_name(L) == 2) /* pushes the id at 3 */
+		return 2; /* nil, why */
 	return make_stub(L, 3);
 }
 

@@ -142,22 +142,23 @@ static PyObject *str_or_none(const char *s)
 	return PyUnicode_DecodeUTF8(s, (Py_ssize_t)strlen(s), "surrogateescape");
 }
 
-/* Seconds (a float, or None: not given) into opts (the core's rule,
- * dobj_cluster_opts_seconds); -1 with a ConfigError or a TypeError. */
-static int opt_ms(PyObject *m, PyObject *o, dobj_cluster_time which, const char *name,
-	dobj_cluster_opts *co)
+int cluster_times(PyObject *const times[4], dobj_cluster_opts *co)
 {
-	double s;
-	int rc;
+	static const char *const names[4] = { "cluster_ttl", "cluster_grace", "cluster_timeout",
+		"cluster_call_timeout" };
+	static const dobj_cluster_time which[4] = { DOBJ_CLUSTER_TTL, DOBJ_CLUSTER_GRACE,
+		DOBJ_CLUSTER_TIMEOUT, DOBJ_CLUSTER_CALL_TIMEOUT };
+	int i, rc;
 
-	if (o == Py_None)
-		return 0;
-	s = PyFloat_AsDouble(o);
-	if (s == -1 && PyErr_Occurred())
-		return -1;
-	if ((rc = dobj_cluster_opts_seconds(co, which, s, name)) < 0) {
-		raise_config_error(m, rc);
-		return -1;
+	for (i = 0; i < 4; i++) {
+		double s;
+		if (times[i] == Py_None)
+			continue;
+		s = PyFloat_AsDouble(times[i]);
+		if (s == -1 && PyErr_Occurred())
+			return 1;
+		if ((rc = dobj_cluster_opts_seconds(co, which[i], s, names[i])) < 0)
+			return rc;
 	}
 	return 0;
 }
@@ -197,7 +198,7 @@ static PyObject *mod_config_load(PyObject *m, PyObject *args)
 	dobj_config_opts opts = DOBJ_CONFIG_OPTS_INIT;
 	dobj_config *c = NULL;
 	size_t i;
-	int rc, starting = 0;
+	int rc = 0, starting = 0;
 
 	if (!PyArg_ParseTuple(args, "OOO|pO:_config_load", &path_o, &env_o, &persist_o, &starting, &cl))
 		return NULL;
@@ -208,11 +209,11 @@ static PyObject *mod_config_load(PyObject *m, PyObject *args)
 	    opt_str(persist_o, "persist_to", &opts.persist_to) < 0 ||
 	    opt_str(url_o, "cluster", &opts.cluster.url) < 0 ||
 	    opt_str(addr_o, "node_addr", &opts.cluster.node_addr) < 0 ||
-	    opt_ms(m, ttl_o, DOBJ_CLUSTER_TTL, "cluster_ttl", &opts.cluster) < 0 ||
-	    opt_ms(m, grace_o, DOBJ_CLUSTER_GRACE, "cluster_grace", &opts.cluster) < 0 ||
-	    opt_ms(m, timeout_o, DOBJ_CLUSTER_TIMEOUT, "cluster_timeout", &opts.cluster) < 0 ||
-	    opt_ms(m, call_o, DOBJ_CLUSTER_CALL_TIMEOUT, "cluster_call_timeout", &opts.cluster) < 0)
+	    (rc = cluster_times((PyObject *const[]){ ttl_o, grace_o, timeout_o, call_o },
+		&opts.cluster)) > 0)
 		return NULL;
+	if (rc < 0)
+		return raise_config_error(m, rc);
 	/* File reads of a few kilobytes: no GIL release. */
 	if ((rc = dobj_config_load(&c, &opts)) < 0)
 		return raise_config_error(m, rc);

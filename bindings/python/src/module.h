@@ -223,6 +223,13 @@ PyObject *awaitable_iterator(PyObject *v);
 /* ctx.c */
 void context_alarm_changed(PyObject *ctx);
 
+/* config.c: the four cluster times (cluster_ttl, cluster_grace,
+ * cluster_timeout, cluster_call_timeout), each seconds as a float or None
+ * (not given), into co by the core's rule (dobj_cluster_opts_seconds): 0;
+ * 1 with a Python exception (not a number); or a negative core code, the
+ * message in dobj_error_last, for the caller to raise as its kind. */
+int cluster_times(PyObject *const times[4], dobj_cluster_opts *co);
+
 /* rpc.c */
 void core_val_free(void *v);
 dobj_val *rpc_value_to_core(RuntimeObject *rt, PyObject *o);

@@ -204,10 +204,12 @@ static PyObject *Namespace_id_from_name(NamespaceObject *self, PyObject *name)
 	const char *p;
 	Py_ssize_t n;
 	dobj_id id;
+	int rc;
 
 	if (!namespace_check_open(self) || name_to_utf8(name, &p, &n) < 0)
 		return NULL;
-	dobj_id_from_name(dobj_ns_idkey(self->ns), p, (size_t)n, &id);
+	if ((rc = dobj_id_from_name(dobj_ns_idkey(self->ns), p, (size_t)n, &id)) < 0)
+		return raise_core_error(self->rt->st, rc);
 	return (PyObject *)id_object_new(self->rt->st, self, &id, name);
 }
 

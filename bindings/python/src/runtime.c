@@ -321,25 +321,6 @@ static void log_cluster_event(void *data, long long node_id, const char *message
 	PyErr_Restore(exc_type, exc_value, exc_tb);
 }
 
-/* A keyword argument in seconds (None: not given) into co. */
-static int cluster_seconds(module_state *st, dobj_cluster_opts *co, dobj_cluster_time which,
-	PyObject *o, const char *name)
-{
-	double s;
-	int rc;
-
-	if (o == Py_None)
-		return 0;
-	s = PyFloat_AsDouble(o);
-	if (s == -1 && PyErr_Occurred())
-		return -1;
-	if ((rc = dobj_cluster_opts_seconds(co, which, s, name)) < 0) {
-		raise_core_error(st, rc);
-		return -1;
-	}
-	return 0;
-}
-
 static PyObject *Runtime_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 {
 	static char *kwlist[] = { "env", "id_seed", "storage", "durability", "idle_timeout",
@@ -444,12 +425,12 @@ static PyObject *Runtime_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 		if (!co.url || (node_addr != Py_None && !co.node_addr))
 			goto fail;
 		/* Seconds; the core's rule (dobj_cluster_opts_seconds). */
-		if (cluster_seconds(st, &co, DOBJ_CLUSTER_TTL, ttl, "cluster_ttl") < 0 ||
-		    cluster_seconds(st, &co, DOBJ_CLUSTER_GRACE, grace, "cluster_grace") < 0 ||
-		    cluster_seconds(st, &co, DOBJ_CLUSTER_TIMEOUT, timeout, "cluster_timeout") < 0 ||
-		    cluster_seconds(st, &co, DOBJ_CLUSTER_CALL_TIMEOUT, call_timeout,
-			"cluster_call_timeout") < 0)
+		if ((rc = cluster_times((PyObject *const[]){ ttl, grace, timeout, call_timeout },
+			&co)) != 0) {
+			if (rc < 0)
+				raise_core_error(st, rc);
 			goto fail;
+		}
 		if (snap != Py_None) {
 			/* Bytes of log between snapshots; 0: never (the C field's 0 is
 			 * "the default"). */
