@@ -12,6 +12,11 @@
 #pragma GCC visibility push(hidden)
 #endif
 
+/* How a node closes the WebSockets of an object it lost (its lease lapsed,
+ * its fence was refused): 1012 "service restart", reconnect (docs/cluster.md). */
+#define DOBJ__WS_LOST_CODE 1012
+#define DOBJ__WS_LOST_REASON "this node lost the Durable Object to another node: reconnect"
+
 /* A PostgreSQL connection with bounded waits (cluster_pg.c). */
 typedef struct dobj__pg {
 	char *url;
@@ -182,6 +187,7 @@ struct dobj__cluster {
 	dobj_cluster_log_fn log_fn; /* dobj_rt_cluster_set_log (cluster_log.c) */
 	void *log_data;
 	int unrenewed_logged; /* "could not renew" was logged since the last renewal */
+	int cut_off;          /* no renewal for TTL + grace: objects reset, sockets closed */
 	char l_err[300];               /* why the lease keeper could not join again (under mu) */
 	dobj__worker *snap;            /* the compactor (cluster_snapshot.c) */
 	dobj__worker *act;             /* the activator (cluster_activate.c) */

@@ -49,6 +49,7 @@ struct wsconn {
 	const dobj_ws_io *io;
 	void *payload;
 	unsigned relay : 1;   /* cluster: the server end lives on another node */
+	unsigned lost : 1;    /* cluster: the node lost the object (dobj__ws_drop) */
 	const dobj__ws_relay_ops *relay_ops; /* NULL once cut */
 	void *relay_data;
 	outmsg *out_head, *out_tail;
@@ -443,7 +444,7 @@ void dobj__ws_flush(dobj_rt *rt)
 
 void dobj__ws_held_release(struct dobj__ws_held *h, int ok)
 {
-	if (ok && !h->c->detached)
+	if (ok && !h->c->detached && !h->c->lost)
 		output_now(h->c, h->close, h->text_or_code, h->data, h->len);
 	dobj__obj_unref(h->obj);
 	conn_unref(h->c);
@@ -851,6 +852,8 @@ int dobj_ws_receive(dobj_ws *client, const void *data, size_t len, int text)
 
 	if ((rc = host_check(client)) < 0)
 		return rc;
+	if (c->lost)
+		return DOBJ_OK; /* the object is served elsewhere now */
 	if (c->relay) {
 		/* The object's node applies every rule (size, auto-response). */
 		if (c->relay_ops)
@@ -888,6 +891,8 @@ int dobj_ws_peer_close(dobj_ws *client, int code, const char *reason, size_t rea
 	if ((rc = host_check(client)) < 0)
 		return rc;
 	c->closed_in = 1;
+	if (c->lost)
+		return DOBJ_OK;
 	if (c->relay) {
 		const dobj__ws_relay_ops *ops = c->relay_ops;
 		c->relay_ops = NULL; /* nothing follows a close */
@@ -908,6 +913,8 @@ int dobj_ws_peer_error(dobj_ws *client, const char *message, size_t len)
 	if ((rc = host_check(client)) < 0)
 		return rc;
 	c->failed = 1;
+	if (c->lost)
+		return DOBJ_OK;
 	if (c->relay) {
 		const dobj__ws_relay_ops *ops = c->relay_ops;
 		c->relay_ops = NULL;
@@ -966,4 +973,60 @@ int dobj__ws_pinned(dobj_ns *ns, const dobj_id *id)
 	room *r = room_get(ns, id);
 
 	return r && r->n > 0;
+}
+
+/* Cluster mode: the node lost the object.  Each socket is closed at once
+ * (not behind an output gate: nothing of the object's goes with it) and
+ * leaves the object's list without an event; what the client sends after
+ * is dropped, and so are events already queued (dobj__ws_dropped). */
+static size_t room_drop(dobj_ns *ns, room *r, int code, const char *reason)
+{
+	size_t n = r->n;
+
+	while (r->n) {
+		wsconn *c = r->v[--r->n];
+		c->registered = 0;
+		c->lost = 1;
+		if (!c->closed_out && !c->closed_in && !c->failed && !c->detached)
+			output_now(c, 1, code, reason, strlen(reason));
+		c->closed_out = 1;
+		conn_unref(c); /* the room's reference */
+	}
+	room_maybe_drop(ns, r);
+	return n;
+}
+
+size_t dobj__ws_drop(dobj_ns *ns, const dobj_id *id, int code, const char *reason)
+{
+	room *r = room_get(ns, id);
+
+	return r ? room_drop(ns, r, code, reason) : 0;
+}
+
+size_t dobj__ws_drop_all(dobj_rt *rt, int code, const char *reason)
+{
+	size_t i, j, n = 0;
+	int again;
+
+	for (i = 0; i < rt->nns; i++) {
+		dobj_ns *ns = rt->nss[i];
+		/* Dropping a room may move others in the map: look again. */
+		do {
+			again = 0;
+			for (j = 0; j < ns->rooms.cap; j++) {
+				room *r = ns->rooms.slots[j].key ? ns->rooms.slots[j].value : NULL;
+				if (r && r->n) {
+					n += room_drop(ns, r, code, reason);
+					again = 1;
+				}
+			}
+		} while (again);
+	}
+	return n;
+}
+
+int dobj__ws_dropped(const dobj_task *t)
+{
+	return t->kind == DOBJ_TASK_CALL && t->call_kind >= DOBJ_CALL_WS_MESSAGE && t->request &&
+		((const wsev *)t->request)->c->lost;
 }
