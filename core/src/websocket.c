@@ -38,7 +38,7 @@ struct wsconn {
 	uint64_t serial;
 	dobj_ws ends[2];
 	unsigned accepted : 1, attached : 1, detached : 1, closed_out : 1, closed_in : 1,
-		failed : 1, registered : 1, auto_done : 1, slow : 1;
+		failed : 1, registered : 1, auto_done : 1, slow : 1, in_paused : 1;
 	dobj_ns *ns;          /* set by accept */
 	dobj_id id;
 	char **tags;
@@ -54,6 +54,7 @@ struct wsconn {
 	void *relay_data;
 	outmsg *out_head, *out_tail;
 	size_t out_bytes;     /* buffered before the host attached */
+	size_t in_bytes;      /* received messages waiting for the object (DOBJ_WS_MAX_BACKLOG) */
 };
 
 typedef struct room {
@@ -70,6 +71,7 @@ typedef struct room {
 typedef struct wsev {
 	dobj_ws_event pub;
 	wsconn *c;
+	size_t cost;          /* counted in c->in_bytes until freed */
 	unsigned char *data;
 	char *reason;
 } wsev;
@@ -705,8 +707,15 @@ int dobj_ws_auto_response_time(const dobj_ws *ws, double *ms)
 static void ev_free(void *p)
 {
 	wsev *ev = p;
+	wsconn *c = ev->c;
 
-	conn_unref(ev->c);
+	c->in_bytes -= ev->cost;
+	if (ev->cost && c->in_paused && c->in_bytes <= DOBJ_WS_MAX_BACKLOG / 2) {
+		c->in_paused = 0;
+		if (c->io && c->io->resume)
+			c->io->resume(c->payload);
+	}
+	conn_unref(c);
 	free(ev->data);
 	free(ev->reason);
 	free(ev);
@@ -779,8 +788,12 @@ static int queue_event(wsconn *c, dobj_call_kind kind, const void *data, size_t 
 		ev_free(ev);
 		return DOBJ_ENOMEM;
 	}
-	if (kind != DOBJ_CALL_WS_MESSAGE)
+	if (kind == DOBJ_CALL_WS_MESSAGE) {
+		ev->cost = len + DOBJ_WS_EVENT_COST;
+		c->in_bytes += ev->cost;
+	} else {
 		c->refs++; /* ev_done's */
+	}
 	t = dobj__call_new(obj, kind, kind != DOBJ_CALL_WS_MESSAGE ? ev_done : NULL, c);
 	dobj__obj_unref(obj);
 	if (!t) {
@@ -875,11 +888,21 @@ int dobj_ws_receive(dobj_ws *client, const void *data, size_t len, int text)
 		/* Answered here: the object is not woken. */
 		c->auto_done = 1;
 		c->auto_ms = dobj__wall_ms(c->rt);
-		if (!c->closed_out && c->io)
-			c->io->send(c->payload, r->aresp, r->aresp_len, 1);
+		if (!c->closed_out && c->io) /* under the same bound as the object's output */
+			output_now(c, 0, 1, r->aresp, r->aresp_len);
 		return DOBJ_OK;
 	}
 	return queue_event(c, DOBJ_CALL_WS_MESSAGE, data, len, text != 0, 0, NULL, 0, 0);
+}
+
+int dobj_ws_receive_paused(dobj_ws *client)
+{
+	wsconn *c = client->c;
+
+	if (c->in_bytes <= DOBJ_WS_MAX_BACKLOG)
+		return 0;
+	c->in_paused = 1;
+	return 1;
 }
 
 int dobj_ws_peer_close(dobj_ws *client, int code, const char *reason, size_t reason_len,
