@@ -63,6 +63,14 @@ static const char schema_v3[] =
 	"UPDATE dobj_wal SET sum = " DOBJ__WAL_SUM_SQL " WHERE sum IS NULL;"
 	"ALTER TABLE dobj_wal ALTER sum SET NOT NULL;";
 
+/* Version 4: snapshots in parts (a database larger than the part size:
+ * cluster_snapshot.c), keyed by the snapshot's seq. */
+static const char schema_v4[] =
+	"CREATE TABLE IF NOT EXISTS dobj_snapshot_part ("
+	" ns text NOT NULL, object_id bytea NOT NULL, seq bigint NOT NULL, part integer NOT NULL,"
+	" data bytea NOT NULL, PRIMARY KEY (ns, object_id, seq, part));"
+	"ALTER TABLE dobj_snapshot_part ALTER data SET STORAGE EXTERNAL;";
+
 /* ------------------------------------------------------------------ schema */
 
 static int migrate(dobj__pg *pg, int *version)
@@ -105,6 +113,13 @@ static int migrate(dobj__pg *pg, int *version)
 			"INSERT INTO dobj_schema_version VALUES (3)")) < 0)
 			goto fail;
 		have = 3;
+	}
+	if (have < 4) {
+		if ((rc = dobj__pg_simple(pg, schema_v4)) < 0 ||
+		    (rc = dobj__pg_simple(pg, "DELETE FROM dobj_schema_version;"
+			"INSERT INTO dobj_schema_version VALUES (4)")) < 0)
+			goto fail;
+		have = 4;
 	}
 	if ((rc = dobj__pg_simple(pg, "COMMIT")) < 0)
 		goto fail;
@@ -158,6 +173,10 @@ int dobj_cluster_opts_check(const dobj_cluster_opts *o)
 	    o->call_timeout_ms > DOBJ_CLUSTER_MAX_MS))
 		return dobj_error_set(DOBJ_EARG, "cluster: the call timeout must be a number of "
 			"seconds from 0.01 to 86400");
+	if (o->version >= 4 && o->snapshot_part_bytes != 0 &&
+	    (o->snapshot_part_bytes < 1024 || o->snapshot_part_bytes > (256LL << 20)))
+		return dobj_error_set(DOBJ_EARG, "cluster: the snapshot part size must be from 1 KiB "
+			"to 256 MiB");
 	{
 		/* The URL's syntax (libpq's parser, no connection). */
 		char *u = dobj__strndup(o->url, n);
@@ -293,6 +312,8 @@ int dobj_rt_cluster(dobj_rt *rt, const dobj_cluster_opts *o)
 		DOBJ_CLUSTER_CALL_TIMEOUT_MS);
 	cl->snap_bytes = o->version < 3 || o->snapshot_bytes == 0 ? DOBJ_CLUSTER_SNAPSHOT_BYTES
 		: o->snapshot_bytes;
+	cl->snap_part = o->version < 4 || o->snapshot_part_bytes == 0 ?
+		DOBJ_CLUSTER_SNAPSHOT_PART_BYTES : o->snapshot_part_bytes;
 	cl->rt = rt;
 	dobj__commit_watch_init(cl);
 	if ((rc = dobj__pg_check_url(cl->pg.url)) < 0 || (rc = migrate(&cl->pg, NULL)) < 0 ||

@@ -23,21 +23,31 @@
  * whole log stay.
  *
  * A snapshot row's bytes say what they are and are checked before use:
- * magic "dobjsnap", format 1, page size, seq, epoch of row seq, page count
- * (u32/u64, big-endian), the SHA-256 of the image, then the image (the
- * SQLite file).  A truncated or damaged row, a seq that differs from the
- * row's, or a log with a gap is a clear error: the object is not served
- * rather than served with the wrong data.
+ * magic "dobjsnap", format, page size, seq, epoch of row seq, page count
+ * (u32/u64, big-endian), the SHA-256 of the image, then in format 1 the
+ * image (the SQLite file).  An image larger than the part size (16 MiB by
+ * default) is stored in parts instead (format 2: the header ends with the
+ * part size and count; dobj_snapshot_part holds the parts, keyed by the
+ * snapshot's seq): PostgreSQL takes at most 1 GiB in a value, and neither
+ * side ever holds a big image in memory.  The compactor builds an image in
+ * memory while it is small and in an unlinked file once it passes the part
+ * size; restore writes the parts to the file one at a time.  A truncated or
+ * damaged row or part, a missing part, a seq that differs from the row's,
+ * or a log with a gap is a clear error: the object is not served rather
+ * than served with the wrong data.
  *
  * Restore (on activation): the latest snapshot plus the log after it, read
  * in one statement (one view of the database: a compaction commits wholly
- * before or after it).  A node that released an object cleanly leaves a
- * marker next to the file ("<file>-seq": the seq and epoch it is at, and
- * the file's identity); when PostgreSQL's latest state is the same, the
- * file is used as it is and nothing but that head is read.
+ * before or after it); a snapshot in parts is read in a read-only
+ * repeatable-read transaction, for the same reason.  A node that released
+ * an object cleanly leaves a marker next to the file ("<file>-seq": the
+ * seq and epoch it is at, and the file's identity); when PostgreSQL's
+ * latest state is the same, the file is used as it is and nothing but
+ * that head is read.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <openssl/evp.h>
 #include <openssl/sha.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,10 +59,10 @@
 #include "cluster_int.h"
 
 #define SNAP_MAGIC "dobjsnap"
-#define SNAP_FORMAT 1
+#define SNAP_FORMAT 1       /* the image in the row */
+#define SNAP_FORMAT_PARTS 2 /* the image in dobj_snapshot_part */
 #define SNAP_HDR 68         /* magic 8, format 4, page size 4, seq 8, epoch 8, pages 4, sha 32 */
-/* PostgreSQL takes up to 1 GiB in a value: bigger databases keep their log. */
-#define SNAP_MAX ((size_t)512 << 20)
+#define SNAP_HDR_PARTS 76   /* format 2: then the part size 4, the part count 4 */
 
 static uint32_t be32(const unsigned char *p)
 {
@@ -117,30 +127,131 @@ static int row_check(const PGresult *r, int i, const unsigned char *id)
 	return DOBJ_OK;
 }
 
-/* Check a snapshot row (its seq column `seq`): *img and *n the image. */
-static int snap_check(const unsigned char *b, size_t len, long long seq, uint32_t *psz,
-	const unsigned char **img, size_t *n)
-{
-	unsigned char sha[32];
-	uint32_t pages;
+/* A snapshot row's header, checked against its row's seq. */
+typedef struct snap_head {
+	uint32_t format, psz, pages;
+	uint32_t part, nparts;      /* format 2 */
+	uint64_t size;              /* bytes of the image */
+	const unsigned char *sha;   /* its SHA-256 */
+	const unsigned char *img;   /* format 1: the image, in the row */
+} snap_head;
 
+static int snap_head_read(const unsigned char *b, size_t len, long long seq, snap_head *h)
+{
+	memset(h, 0, sizeof(*h));
 	if (len < SNAP_HDR || memcmp(b, SNAP_MAGIC, 8))
 		return damaged(seq, "a snapshot that is not one");
-	if (be32(b + 8) != SNAP_FORMAT)
+	h->format = be32(b + 8);
+	if (h->format != SNAP_FORMAT && h->format != SNAP_FORMAT_PARTS)
 		return dobj_error_set(DOBJ_ERROR, "cluster: the object's snapshot (seq %lld) is in "
 			"format %u, which this dobj does not know: upgrade dobj on this node", seq,
-			(unsigned)be32(b + 8));
-	*psz = be32(b + 12);
-	pages = be32(b + 32);
-	if (bad_psz(*psz) || be64(b + 16) != seq)
+			(unsigned)h->format);
+	h->psz = be32(b + 12);
+	h->pages = be32(b + 32);
+	if (bad_psz(h->psz) || be64(b + 16) != seq)
 		return damaged(seq, "a snapshot whose header does not match its row");
-	if ((uint64_t)pages * *psz != len - SNAP_HDR)
-		return damaged(seq, "a truncated snapshot");
-	SHA256(b + SNAP_HDR, len - SNAP_HDR, sha);
-	if (memcmp(sha, b + 36, 32))
-		return damaged(seq, "a snapshot whose checksum does not match");
-	*img = b + SNAP_HDR;
-	*n = len - SNAP_HDR;
+	h->size = (uint64_t)h->pages * h->psz;
+	h->sha = b + 36;
+	if (h->format == SNAP_FORMAT) {
+		if (h->size != len - SNAP_HDR)
+			return damaged(seq, "a truncated snapshot");
+		h->img = b + SNAP_HDR;
+		return DOBJ_OK;
+	}
+	if (len != SNAP_HDR_PARTS)
+		return damaged(seq, "a snapshot whose header does not match its row");
+	h->part = be32(b + 68);
+	h->nparts = be32(b + 72);
+	if (h->part == 0 || h->nparts != (h->size + h->part - 1) / h->part)
+		return damaged(seq, "a snapshot whose header does not match its row");
+	return DOBJ_OK;
+}
+
+/* Where a snapshot's image goes, `n` bytes at `off` at a time. */
+typedef int (*snap_sink)(void *arg, uint64_t off, const unsigned char *p, size_t n);
+
+/* The image of the snapshot (ns, id, seq) whose header is h, to `sink`,
+ * its checksum checked: at once in format 1, part by part in format 2 (one
+ * part in memory at a time; what went to the sink before a bad part or a
+ * checksum that does not match is the caller's to throw away). */
+static int snap_image(dobj__pg *pg, const char *ns, size_t ns_len, const unsigned char *id,
+	long long seq, const snap_head *h, snap_sink sink, void *arg)
+{
+	char cseq[32], cpart[32];
+	const char *v[4] = { ns, (const char *)id, cseq, cpart };
+	int lens[4] = { (int)ns_len, 32, 0, 0 };
+	int fmts[4] = { 0, 1, 0, 0 };
+	unsigned char sha[32];
+	EVP_MD_CTX *md;
+	PGresult *r = NULL;
+	uint32_t i;
+	int rc = DOBJ_OK;
+
+	if (h->format == SNAP_FORMAT) {
+		SHA256(h->img, (size_t)h->size, sha);
+		if (memcmp(sha, h->sha, 32))
+			return damaged(seq, "a snapshot whose checksum does not match");
+		return sink(arg, 0, h->img, (size_t)h->size);
+	}
+	if (!(md = EVP_MD_CTX_new()) || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1) {
+		EVP_MD_CTX_free(md);
+		return dobj_error_set(DOBJ_ENOMEM, "out of memory");
+	}
+	snprintf(cseq, sizeof(cseq), "%lld", seq);
+	for (i = 0; i < h->nparts && rc == DOBJ_OK; i++) {
+		uint64_t off = (uint64_t)i * h->part;
+		size_t want = (size_t)(h->size - off < h->part ? h->size - off : h->part);
+		snprintf(cpart, sizeof(cpart), "%u", (unsigned)i);
+		if ((rc = dobj__pg_exec(pg, "SELECT data FROM dobj_snapshot_part WHERE ns = $1 AND "
+			"object_id = $2 AND seq = $3::int8 AND part = $4::int4", 4, v, lens, fmts, 1,
+			&r)) < 0)
+			break;
+		if (PQntuples(r) != 1)
+			rc = damaged(seq, "a snapshot part missing");
+		else if ((size_t)PQgetlength(r, 0, 0) != want)
+			rc = damaged(seq, "a truncated snapshot");
+		else if (EVP_DigestUpdate(md, PQgetvalue(r, 0, 0), want) != 1)
+			rc = dobj_error_set(DOBJ_ENOMEM, "out of memory");
+		else
+			rc = sink(arg, off, (const unsigned char *)PQgetvalue(r, 0, 0), want);
+		PQclear(r);
+		r = NULL;
+	}
+	if (rc == DOBJ_OK && (EVP_DigestFinal_ex(md, sha, NULL) != 1 || memcmp(sha, h->sha, 32)))
+		rc = damaged(seq, "a snapshot whose checksum does not match");
+	EVP_MD_CTX_free(md);
+	return rc;
+}
+
+static int write_at(int fd, uint64_t at, const unsigned char *p, size_t n, const char *path)
+{
+	size_t done = 0;
+
+	while (done < n) {
+		ssize_t w = pwrite(fd, p + done, n - done, (off_t)(at + done));
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return dobj_error_set(DOBJ_ERROR, "cluster: cannot write %s: %s", path,
+				strerror(errno));
+		done += (size_t)w;
+	}
+	return DOBJ_OK;
+}
+
+static int read_at(int fd, uint64_t at, unsigned char *p, size_t n, const char *path)
+{
+	size_t done = 0;
+
+	while (done < n) {
+		ssize_t got = pread(fd, p + done, n - done, (off_t)(at + done));
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got <= 0)
+			return dobj_error_set(DOBJ_ERROR, "cluster: cannot read %s: %s", path,
+				got < 0 ? strerror(errno) : "it ends early");
+		done += (size_t)got;
+	}
 	return DOBJ_OK;
 }
 
@@ -242,10 +353,13 @@ done:
 }
 
 /* The restore statement: the head (latest seq and epoch, with the log's and
- * the snapshot's sizes), then, unless the head is ($3, $4), the snapshot
- * and the log after it.  One statement: one view of the database. */
+ * the snapshot's sizes, its parts included), then, unless the head is ($3,
+ * $4), the snapshot and the log after it.  One statement: one view of the
+ * database. */
 static const char restore_sql[] =
-	"WITH s AS (SELECT seq, epoch, octet_length(db)::int8 AS n FROM dobj_snapshot "
+	"WITH s AS (SELECT seq, epoch, octet_length(db)::int8 + coalesce((SELECT "
+	"  sum(octet_length(p.data)) FROM dobj_snapshot_part p WHERE p.ns = $1 AND "
+	"  p.object_id = $2 AND p.seq = d.seq), 0)::int8 AS n FROM dobj_snapshot d "
 	"  WHERE ns = $1 AND object_id = $2), "
 	"l AS (SELECT seq, epoch, octet_length(frames)::int8 AS n FROM dobj_wal "
 	"  WHERE ns = $1 AND object_id = $2 AND seq > coalesce((SELECT seq FROM s), 0)), "
@@ -261,20 +375,24 @@ static const char restore_sql[] =
 	"  WHERE f.go AND w.ns = $1 AND w.object_id = $2 AND w.seq > coalesce((SELECT seq FROM s), 0) "
 	"ORDER BY 1, 2";
 
-static int write_all(int fd, const unsigned char *p, size_t n, const char *path)
-{
-	size_t done = 0;
+/* A restore's file, where a snapshot's image goes. */
+typedef struct file_sink {
+	int fd;
+	const char *path;
+} file_sink;
 
-	while (done < n) {
-		ssize_t w = pwrite(fd, p + done, n - done, (off_t)done);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return dobj_error_set(DOBJ_ERROR, "cluster: cannot write %s: %s", path,
-				strerror(errno));
-		done += (size_t)w;
-	}
-	return DOBJ_OK;
+static int to_file(void *arg, uint64_t off, const unsigned char *p, size_t n)
+{
+	file_sink *f = arg;
+
+	return write_at(f->fd, off, p, n, f->path);
+}
+
+/* Row i of a restore's or a compaction's result is a snapshot in parts. */
+static int in_parts(const PGresult *r, int i)
+{
+	return be32((const unsigned char *)PQgetvalue(r, i, 0)) == 1 && PQgetlength(r, i, 3) >= 12 &&
+		be32((const unsigned char *)PQgetvalue(r, i, 3) + 8) == SNAP_FORMAT_PARTS;
 }
 
 /* `base` + `suffix`, malloc'd (NULL: out of memory). */
@@ -301,7 +419,7 @@ int dobj__snap_restore(dobj__pg *pg, const char *ns, size_t ns_len, const unsign
 	long long mseq, mepoch, head = 0, head_epoch = 0, next = 1;
 	uint32_t psz = 0;
 	PGresult *r = NULL;
-	int fd = -1, rc, i, n, had;
+	int fd = -1, rc, i, n, had, tx = 0;
 
 	co->seq = co->seq_epoch = co->log_bytes = co->snap_size = 0;
 	co->alarm = 0;
@@ -319,9 +437,22 @@ int dobj__snap_restore(dobj__pg *pg, const char *ns, size_t ns_len, const unsign
 	}
 	snprintf(cseq, sizeof(cseq), "%lld", mseq);
 	snprintf(cepoch, sizeof(cepoch), "%lld", mepoch);
+again:
 	if ((rc = dobj__pg_exec(pg, restore_sql, 4, v, lens, fmts, 1, &r)) < 0)
 		goto done;
 	n = PQntuples(r);
+	if (!tx && n > 1 && in_parts(r, 1)) {
+		/* The parts come in statements of their own: all of them in one
+		 * view of the database, the statement again first.  (Rare: only a
+		 * database over the part size has them.) */
+		PQclear(r);
+		r = NULL;
+		if ((rc = dobj__pg_simple(pg, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")) < 0)
+			goto done;
+		tx = 1;
+		pg->no_reconnect = 1; /* never a statement outside it */
+		goto again;
+	}
 	if (n > 0 && be32((const unsigned char *)PQgetvalue(r, 0, 0)) == 0) {
 		head = be64((const unsigned char *)PQgetvalue(r, 0, 1));
 		head_epoch = be64((const unsigned char *)PQgetvalue(r, 0, 2));
@@ -353,11 +484,12 @@ int dobj__snap_restore(dobj__pg *pg, const char *ns, size_t ns_len, const unsign
 		const unsigned char *data = (const unsigned char *)PQgetvalue(r, i, 3);
 		size_t len = (size_t)PQgetlength(r, i, 3);
 		if (kind == 1) {
-			const unsigned char *img;
-			size_t isz;
-			if ((rc = snap_check(data, len, seq, &psz, &img, &isz)) < 0 ||
-			    (rc = write_all(fd, img, isz, tmp)) < 0)
+			snap_head h;
+			file_sink f = { fd, tmp };
+			if ((rc = snap_head_read(data, len, seq, &h)) < 0 ||
+			    (rc = snap_image(pg, ns, ns_len, id, seq, &h, to_file, &f)) < 0)
 				goto done;
+			psz = h.psz;
 			next = seq + 1;
 		} else {
 			uint32_t rpsz, dbsize, count;
@@ -395,6 +527,13 @@ done:
 			unlink(tmp);
 	}
 	PQclear(r);
+	if (tx) {
+		/* Read only: what was read stands; a failure leaves the
+		 * transaction's state unknown, so the connection goes. */
+		pg->no_reconnect = 0;
+		if (rc < 0 || dobj__pg_simple(pg, "COMMIT") < 0)
+			dobj__pg_drop(pg);
+	}
 	free(path);
 	free(tmp);
 	free(wal);
@@ -412,6 +551,8 @@ struct snap_job {
 	size_t ns_len;
 	unsigned char id[32];
 	long long seq, epoch, node;
+	long long part;     /* images past this size go in parts */
+	char *spill;        /* the file for an image that big */
 	/* the outcome (the compactor's) */
 	int rc;             /* 0 written, 1 refused or not needed, < 0 failed */
 	long long size;
@@ -423,27 +564,84 @@ struct snap_job {
 static void job_free(snap_job *j)
 {
 	free(j->ns);
+	free(j->spill);
 	free(j);
 }
 
-/* A growing database image, SNAP_HDR bytes reserved in front. */
+/* One statement of the compaction's transaction; *out may be NULL. */
+static int step(dobj__pg *pg, const char *sql, int nparams, const char *const *v,
+	const int *lens, const int *fmts, PGresult **out)
+{
+	PGresult *r;
+	int rc = dobj__pg_exec(pg, sql, nparams, v, lens, fmts, 0, &r);
+
+	if (rc < 0)
+		return rc;
+	if (out)
+		*out = r;
+	else
+		PQclear(r);
+	return DOBJ_OK;
+}
+
+/* A database image being built: in memory while it is small (SNAP_HDR
+ * bytes reserved in front: a format-1 row is the header and the image),
+ * in an unlinked file once it passes the part size, so that a big database
+ * is never held in memory. */
 typedef struct image {
 	unsigned char *b;
 	size_t cap;
+	int fd;             /* the file (-1: in memory) */
+	const char *spill;  /* where to make it */
+	uint64_t part;      /* the size past which it goes to the file */
 	uint32_t psz, pages;
 } image;
 
+static uint64_t image_size(const image *im)
+{
+	return (uint64_t)im->pages * im->psz;
+}
+
+/* From memory to the file. */
+static int image_spill(image *im)
+{
+	int fd = open(im->spill, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	int rc;
+
+	if (fd < 0)
+		return dobj_error_set(DOBJ_ERROR, "cluster: cannot write %s: %s", im->spill,
+			strerror(errno));
+	unlink(im->spill); /* nothing left behind, however the process ends */
+	if (im->b && (rc = write_at(fd, 0, im->b + SNAP_HDR, (size_t)image_size(im), im->spill)) < 0) {
+		close(fd);
+		return rc;
+	}
+	free(im->b);
+	im->b = NULL;
+	im->cap = 0;
+	im->fd = fd;
+	return DOBJ_OK;
+}
+
 static int image_pages(image *im, uint32_t pages)
 {
-	size_t need = SNAP_HDR + (size_t)pages * im->psz;
+	uint64_t size = (uint64_t)pages * im->psz;
+	int rc;
 
-	if ((size_t)pages * im->psz > SNAP_MAX)
-		return dobj_error_set(DOBJ_ERROR, "cluster: the database is too big for a snapshot "
-			"(over %zu MiB); its log is kept", SNAP_MAX >> 20);
-	if (need > im->cap) {
+	if (im->fd < 0 && size > im->part && (rc = image_spill(im)) < 0)
+		return rc;
+	if (im->fd >= 0) {
+		/* Grown with zeros, as the memory image is. */
+		if (ftruncate(im->fd, (off_t)size) < 0)
+			return dobj_error_set(DOBJ_ERROR, "cluster: cannot size %s: %s", im->spill,
+				strerror(errno));
+		im->pages = pages;
+		return DOBJ_OK;
+	}
+	if (SNAP_HDR + (size_t)size > im->cap) {
 		size_t cap = im->cap ? im->cap : 65536;
 		unsigned char *b;
-		while (cap < need)
+		while (cap < SNAP_HDR + (size_t)size)
 			cap *= 2;
 		if (!(b = realloc(im->b, cap)))
 			return dobj_error_set(DOBJ_ENOMEM, "out of memory");
@@ -452,10 +650,28 @@ static int image_pages(image *im, uint32_t pages)
 		im->cap = cap;
 	}
 	if (pages > im->pages)
-		memset(im->b + SNAP_HDR + (size_t)im->pages * im->psz, 0,
-			(size_t)(pages - im->pages) * im->psz);
+		memset(im->b + SNAP_HDR + image_size(im), 0, (size_t)(pages - im->pages) * im->psz);
 	im->pages = pages;
 	return DOBJ_OK;
+}
+
+static int image_write(void *arg, uint64_t off, const unsigned char *p, size_t n)
+{
+	image *im = arg;
+
+	if (im->fd >= 0)
+		return write_at(im->fd, off, p, n, im->spill);
+	memcpy(im->b + SNAP_HDR + off, p, n);
+	return DOBJ_OK;
+}
+
+static void image_free(image *im)
+{
+	free(im->b);
+	im->b = NULL;
+	if (im->fd >= 0)
+		close(im->fd);
+	im->fd = -1;
 }
 
 static int image_apply(image *im, const unsigned char *rec, size_t len, long long seq)
@@ -478,25 +694,75 @@ static int image_apply(image *im, const unsigned char *rec, size_t len, long lon
 		return rc;
 	for (i = 0; i < count; i++) {
 		const unsigned char *p = rec + 12 + (size_t)i * (4 + (size_t)psz);
-		memcpy(im->b + SNAP_HDR + (size_t)(be32(p) - 1) * psz, p + 4, psz);
+		if ((rc = image_write(im, (uint64_t)(be32(p) - 1) * psz, p + 4, psz)) < 0)
+			return rc;
 	}
 	return image_pages(im, dbsize);
 }
 
-/* One statement of the compaction's transaction; *out may be NULL. */
-static int step(dobj__pg *pg, const char *sql, int nparams, const char *const *v,
-	const int *lens, const int *fmts, PGresult **out)
+/* The image's header (SNAP_HDR or SNAP_HDR_PARTS bytes) at `h`. */
+static void image_head(const image *im, unsigned char *h, long long seq, long long epoch,
+	uint32_t format)
 {
-	PGresult *r;
-	int rc = dobj__pg_exec(pg, sql, nparams, v, lens, fmts, 0, &r);
+	memcpy(h, SNAP_MAGIC, 8);
+	put32(h + 8, format);
+	put32(h + 12, im->psz);
+	put64(h + 16, seq);
+	put64(h + 24, epoch);
+	put32(h + 32, im->pages);
+}
 
-	if (rc < 0)
-		return rc;
-	if (out)
-		*out = r;
-	else
-		PQclear(r);
-	return DOBJ_OK;
+/* An image in the file goes as parts of im->part bytes (dobj_snapshot_part,
+ * in the compaction's transaction), one in memory at a time; `head` gets
+ * the format-2 header with their checksum. */
+static int image_upload(dobj__pg *pg, snap_job *j, image *im, const char *seq,
+	unsigned char *head)
+{
+	uint64_t size = image_size(im), off;
+	uint64_t nparts = (size + im->part - 1) / im->part;
+	unsigned char *buf = NULL;
+	char cpart[32];
+	const char *v[5] = { j->ns, (const char *)j->id, seq, cpart, NULL };
+	int lens[5] = { (int)j->ns_len, 32, 0, 0, 0 };
+	int fmts[5] = { 0, 1, 0, 0, 1 };
+	EVP_MD_CTX *md = NULL;
+	uint32_t i;
+	int rc = DOBJ_OK;
+
+	if (nparts > UINT32_MAX)
+		return dobj_error_set(DOBJ_ERROR, "cluster: the database is too big for snapshots of "
+			"%llu-byte parts; its log is kept", (unsigned long long)im->part);
+	if (!(buf = malloc((size_t)(size < im->part ? size + 1 : im->part))) ||
+	    !(md = EVP_MD_CTX_new()) ||
+	    EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1) {
+		rc = dobj_error_set(DOBJ_ENOMEM, "out of memory");
+		goto done;
+	}
+	for (i = 0, off = 0; i < nparts; i++, off += im->part) {
+		size_t n = (size_t)(size - off < im->part ? size - off : im->part);
+		if ((rc = read_at(im->fd, off, buf, n, im->spill)) < 0)
+			goto done;
+		if (EVP_DigestUpdate(md, buf, n) != 1) {
+			rc = dobj_error_set(DOBJ_ENOMEM, "out of memory");
+			goto done;
+		}
+		snprintf(cpart, sizeof(cpart), "%u", (unsigned)i);
+		v[4] = (const char *)buf;
+		lens[4] = (int)n;
+		if ((rc = step(pg, "INSERT INTO dobj_snapshot_part (ns, object_id, seq, part, data) "
+			"VALUES ($1, $2, $3::int8, $4::int4, $5)", 5, v, lens, fmts, NULL)) < 0)
+			goto done;
+	}
+	if (EVP_DigestFinal_ex(md, head + 36, NULL) != 1) {
+		rc = dobj_error_set(DOBJ_ENOMEM, "out of memory");
+		goto done;
+	}
+	put32(head + 68, (uint32_t)im->part);
+	put32(head + 72, (uint32_t)nparts);
+done:
+	EVP_MD_CTX_free(md);
+	free(buf);
+	return rc;
 }
 
 /* Build the image at j->seq from PostgreSQL's rows and write it, fenced. */
@@ -509,7 +775,8 @@ static void compact(struct dobj__cluster *cl, dobj__pg *pg, dobj__wjob *job)
 	const char *v[5] = { j->ns, (const char *)j->id, seq, epoch, node };
 	int lens[5] = { (int)j->ns_len, 32, 0, 0, 0 };
 	int fmts[5] = { 0, 1, 0, 0, 0 };
-	image im = { 0 };
+	image im = { .fd = -1, .spill = j->spill, .part = (uint64_t)j->part };
+	unsigned char parts_head[SNAP_HDR_PARTS];
 	PGresult *r = NULL;
 	long long next = 1, last_epoch = 0;
 	int rc, i, n;
@@ -537,16 +804,17 @@ static void compact(struct dobj__cluster *cl, dobj__pg *pg, dobj__wjob *job)
 		const unsigned char *data = (const unsigned char *)PQgetvalue(r, i, 3);
 		size_t len = (size_t)PQgetlength(r, i, 3);
 		if (kind == 1) {
-			const unsigned char *img;
-			size_t isz;
+			snap_head h;
 			if (s >= j->seq) {
 				rc = 1; /* one as recent is there already */
 				goto fail;
 			}
-			if ((rc = snap_check(data, len, s, &im.psz, &img, &isz)) < 0 ||
-			    (rc = image_pages(&im, (uint32_t)(isz / im.psz))) < 0)
+			if ((rc = snap_head_read(data, len, s, &h)) < 0)
 				goto fail;
-			memcpy(im.b + SNAP_HDR, img, isz);
+			im.psz = h.psz;
+			if ((rc = image_pages(&im, h.pages)) < 0 ||
+			    (rc = snap_image(pg, j->ns, j->ns_len, j->id, s, &h, image_write, &im)) < 0)
+				goto fail;
 		} else {
 			if (s != next) {
 				rc = damaged(next, "a log row missing");
@@ -567,16 +835,21 @@ static void compact(struct dobj__cluster *cl, dobj__pg *pg, dobj__wjob *job)
 		rc = 1; /* compacted meanwhile (by another incarnation), or nothing */
 		goto fail;
 	}
-	memcpy(im.b, SNAP_MAGIC, 8);
-	put32(im.b + 8, SNAP_FORMAT);
-	put32(im.b + 12, im.psz);
-	put64(im.b + 16, j->seq);
-	put64(im.b + 24, last_epoch);
-	put32(im.b + 32, im.pages);
-	SHA256(im.b + SNAP_HDR, (size_t)im.pages * im.psz, im.b + 36);
+	if (im.fd < 0) {
+		/* Format 1: the header and the image, in the row. */
+		image_head(&im, im.b, j->seq, last_epoch, SNAP_FORMAT);
+		SHA256(im.b + SNAP_HDR, (size_t)image_size(&im), im.b + 36);
+		v[4] = (const char *)im.b;
+		lens[4] = (int)(SNAP_HDR + (size_t)image_size(&im));
+	} else {
+		/* Format 2: the parts, then the header in the row. */
+		image_head(&im, parts_head, j->seq, last_epoch, SNAP_FORMAT_PARTS);
+		if ((rc = image_upload(pg, j, &im, seq, parts_head)) < 0)
+			goto fail;
+		v[4] = (const char *)parts_head;
+		lens[4] = SNAP_HDR_PARTS;
+	}
 	snprintf(epoch, sizeof(epoch), "%lld", last_epoch);
-	v[4] = (const char *)im.b;
-	lens[4] = (int)(SNAP_HDR + (size_t)im.pages * im.psz);
 	fmts[4] = 1;
 	/* The snapshot first, then the fence: a node that waits here (on a
 	 * newer snapshot's row lock) holds no lock on the owner row, so a
@@ -587,15 +860,14 @@ static void compact(struct dobj__cluster *cl, dobj__pg *pg, dobj__wjob *job)
 		"SET seq = excluded.seq, epoch = excluded.epoch, db = excluded.db "
 		"WHERE s.seq < excluded.seq", 5, v, lens, fmts, &r)) < 0)
 		goto fail;
-	j->size = lens[4];
+	j->size = (long long)(im.fd < 0 ? (uint64_t)lens[4] : lens[4] + image_size(&im));
 	if (atoi(PQcmdTuples(r)) != 1) {
 		rc = 1;
 		goto fail;
 	}
 	PQclear(r);
 	r = NULL;
-	free(im.b);
-	im.b = NULL;
+	image_free(&im);
 	v[2] = epoch;
 	v[3] = node;
 	lens[4] = fmts[4] = 0;
@@ -614,10 +886,14 @@ static void compact(struct dobj__cluster *cl, dobj__pg *pg, dobj__wjob *job)
 	PQclear(r);
 	r = NULL;
 	v[2] = seq;
-	/* Row seq stays, without its pages, as a marker (see the top). */
+	/* Row seq stays, without its pages, as a marker (see the top); the
+	 * parts of older snapshots go. */
 	if ((rc = step(pg,
 		"DELETE FROM dobj_wal WHERE ns = $1 AND object_id = $2 AND seq < $3::int8", 3, v, lens,
 		fmts, NULL)) < 0 ||
+	    (rc = step(pg,
+		"DELETE FROM dobj_snapshot_part WHERE ns = $1 AND object_id = $2 AND seq < $3::int8", 3,
+		v, lens, fmts, NULL)) < 0 ||
 	    (rc = step(pg,
 		"UPDATE dobj_wal SET frames = '\\x'::bytea, sum = sha256(object_id || int8send(seq) || "
 		"int8send(epoch) || sha256('\\x'::bytea)) WHERE ns = $1 AND object_id = $2 "
@@ -629,7 +905,7 @@ static void compact(struct dobj__cluster *cl, dobj__pg *pg, dobj__wjob *job)
 	return;
 fail:
 	PQclear(r);
-	free(im.b);
+	image_free(&im);
 	if (rc < 0)
 		snprintf(j->msg, sizeof(j->msg), "%s", dobj_error_last());
 	j->rc = rc < 0 ? rc : 1;
@@ -692,10 +968,13 @@ static void maybe_queue(struct dobj__cluster *cl, dobj_obj *obj, struct dobj__cl
 	    co->log_bytes < cl->snap_bytes || co->log_bytes < co->snap_size)
 		return;
 	if (!(j = calloc(1, sizeof(*j))) ||
-	    !(j->ns = dobj__strndup(obj->ns->unique_key, obj->ns->unique_key_len))) {
-		free(j);
+	    !(j->ns = dobj__strndup(obj->ns->unique_key, obj->ns->unique_key_len)) ||
+	    !(j->spill = dobj__cluster_path(obj, "-snapshot"))) {
+		if (j)
+			job_free(j);
 		return; /* the next confirmed append tries again */
 	}
+	j->part = cl->snap_part;
 	j->ns_len = obj->ns->unique_key_len;
 	memcpy(j->id, obj->id.bytes, 32);
 	j->seq = co->conf_seq;

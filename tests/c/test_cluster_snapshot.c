@@ -10,6 +10,7 @@
 
 #include "testhost.h"
 #include "pgtest.h"
+#include "clustertest.h"
 
 static pgtest pg;
 
@@ -26,74 +27,33 @@ static void on_log(void *data, long long node, const char *message)
 
 static int counter_step(dobj_task *t, void *data)
 {
-	dobj_storage *st;
-	tv *req = dobj_task_request(t);
-	int rc;
-
 	(void)data;
-	if ((rc = dobj_obj_storage(dobj_task_obj(t), &st)) < 0)
-		return rc;
-	if (!strcmp(req->s, "count")) {
-		respond(t, 200, "%ld", testhost_count(st, 1));
-	} else if (!strcmp(req->s, "sql")) {
-		/* A schema change and a few pages of rows. */
-		static const char q[] = "CREATE TABLE IF NOT EXISTS t (x TEXT); "
-			"INSERT INTO t VALUES (hex(randomblob(3000)))";
-		dobj_cursor *c = NULL;
-		CHECK_EQ_INT(dobj_sql_exec(st, q, strlen(q), NULL, 0, &c), DOBJ_OK);
-		dobj_cursor_free(c);
-		respond(t, 200, "ok");
-	} else if (!strcmp(req->s, "rows")) {
-		static const char q[] = "SELECT count(*) FROM t";
-		dobj_cursor *c = NULL;
-		if (dobj_sql_exec(st, q, strlen(q), NULL, 0, &c) < 0) {
-			dobj_task_raise(t, DOBJ_ERROR, dobj_error_last(), NULL);
-			return DOBJ_OK;
-		}
-		respond(t, 200, "%lld", dobj_cursor_cell(c, 0, 0)->i);
-		dobj_cursor_free(c);
-	} else {
-		respond(t, 200, "read");
-	}
-	return DOBJ_OK;
+	return counter_answer(t);
 }
+
+/* The snapshot part size of the nodes made next (0: the default). */
+static long long part_bytes;
 
 /* A node on `dir` (snapshot_bytes: 0 the default, 1 as soon as the log
  * since the last snapshot is as big as it) of the cluster at `url`. */
 static dobj_rt *node_at(const char *url, const char *dir, long long snapshot_bytes)
 {
-	dobj_rt *rt;
-	dobj_rt_opts o = DOBJ_RT_OPTS_INIT;
-	dobj_class k = { 0 };
 	dobj_cluster_opts co = DOBJ_CLUSTER_OPTS_INIT;
-	dobj_ns *ns;
+	dobj_rt *rt;
 
-	o.host.retain = tv_retain;
-	o.host.release = tv_release;
-	o.storage_dir = dir;
-	o.idle_timeout_ms = -1;
-	CHECK_EQ_INT(dobj_rt_new(&rt, &o), DOBJ_OK);
 	co.url = url;
 	co.node_addr = "127.0.0.1:0";
 	co.grace_ms = -1; /* the tests expire leases by hand */
 	co.snapshot_bytes = snapshot_bytes;
-	CHECK_EQ_INT(dobj_rt_cluster(rt, &co), DOBJ_OK);
+	co.snapshot_part_bytes = part_bytes;
+	rt = cluster_node(&pg, dir, &co, DOBJ_OK, "snap-key", counter_step, DOBJ_CLASS_FETCH);
 	CHECK_EQ_INT(dobj_rt_cluster_set_log(rt, on_log, NULL), DOBJ_OK);
-	k.name = "Counter";
-	k.flags = DOBJ_CLASS_FETCH;
-	k.step = counter_step;
-	CHECK_EQ_INT(dobj_ns_new(&ns, rt, "COUNTER", 7, "snap-key", 8, &k), DOBJ_OK);
 	return rt;
 }
 
 static dobj_rt *node(const char *dir, long long snapshot_bytes)
 {
 	return node_at(pg.url, dir, snapshot_bytes);
-}
-
-static dobj_stub *stub_for(dobj_rt *rt, const char *name)
-{
-	return testhost_stub(dobj_rt_ns_at(rt, 0), name);
 }
 
 /* `n` counts on `name` (from `from` + 1), then what is out is finished
@@ -295,6 +255,75 @@ static void test_stored_bytes_that_lie_are_a_clear_error(void)
 		"WHERE object_id = $OBJ AND seq = 2", "a log row whose checksum does not match at seq 2");
 }
 
+/* A database larger than the part size (4 KiB here, 16 MiB by default) is
+ * snapshotted in parts, restored from them part by part, compacted again
+ * from them; a part missing, damaged or cut short is a clear error. */
+static void test_a_big_database_is_snapshotted_in_parts(void)
+{
+	char d1[64], d2[64];
+	dobj_rt *a, *b;
+	dobj_stub *s;
+
+	{
+		dobj_cluster_opts co = DOBJ_CLUSTER_OPTS_INIT;
+		co.url = pg.url;
+		co.snapshot_part_bytes = 1000;
+		CHECK_EQ_INT(dobj_cluster_opts_check(&co), DOBJ_EARG);
+		CHECK(strstr(dobj_error_last(), "snapshot part size must be from 1 KiB") != NULL);
+		co.snapshot_part_bytes = 1024;
+		CHECK_EQ_INT(dobj_cluster_opts_check(&co), DOBJ_OK);
+	}
+	part_bytes = 4096;
+	a = node(testhost_tmpdir(d1, "dobj-snap"), 1);
+	counts(a, "parts", 0, 4);
+	counts(a, "parts", 4, 4);
+	counts(a, "parts", 8, 4);
+	counts(a, "parts-1", 0, 4);
+	counts(a, "parts-2", 0, 4);
+	counts(a, "parts-3", 0, 4);
+	dobj_rt_free(a);
+	/* A header in the row, the image in parts (of one snapshot: an older
+	 * one's went with it). */
+	CHECK_EQ_INT(about("parts", "SELECT octet_length(db) FROM dobj_snapshot WHERE object_id = $OBJ"),
+		76);
+	CHECK(about("parts", "SELECT count(*) FROM dobj_snapshot_part WHERE object_id = $OBJ") >= 3);
+	CHECK_EQ_INT(about("parts", "SELECT count(DISTINCT seq) FROM dobj_snapshot_part "
+		"WHERE object_id = $OBJ"), 1);
+	CHECK_EQ_INT(about("parts", "SELECT count(*) FROM dobj_snapshot_part p JOIN dobj_snapshot s "
+		"USING (ns, object_id, seq) WHERE object_id = $OBJ") ,
+		about("parts", "SELECT count(*) FROM dobj_snapshot_part WHERE object_id = $OBJ"));
+	CHECK(about("parts", "SELECT max(octet_length(data)) FROM dobj_snapshot_part "
+		"WHERE object_id = $OBJ") == 4096);
+	/* Another node, parts of 16 MiB: restores from the parts, and its own
+	 * compaction (one row again) drops them. */
+	part_bytes = 0;
+	b = node(testhost_tmpdir(d2, "dobj-snap"), 1);
+	s = stub_for(b, "parts");
+	CHECK_STR(fetch(b, s, "rows", NULL), "3");
+	dobj_stub_free(s);
+	counts(b, "parts", 12, 16);
+	CHECK(about("parts", "SELECT octet_length(db) FROM dobj_snapshot WHERE object_id = $OBJ") > 76);
+	CHECK_EQ_INT(about("parts", "SELECT count(*) FROM dobj_snapshot_part WHERE object_id = $OBJ"),
+		0);
+	dobj_rt_free(b);
+	testhost_rm_rf(d2);
+	b = node(testhost_tmpdir(d2, "dobj-snap"), -1);
+	s = stub_for(b, "parts");
+	CHECK_STR(fetch(b, s, "rows", NULL), "4");
+	CHECK_STR(fetch(b, s, "count", NULL), "29");
+	dobj_stub_free(s);
+	dobj_rt_free(b);
+	testhost_rm_rf(d1);
+	testhost_rm_rf(d2);
+	expect_damaged("parts-1", "DELETE FROM dobj_snapshot_part WHERE object_id = $OBJ AND part = 1",
+		"a snapshot part missing");
+	expect_damaged("parts-2", "UPDATE dobj_snapshot_part SET data = set_byte(data, 10, "
+		"get_byte(data, 10) # 1) WHERE object_id = $OBJ AND part = 0",
+		"a snapshot whose checksum does not match");
+	expect_damaged("parts-3", "UPDATE dobj_snapshot_part SET data = substring(data from 1 for 100) "
+		"WHERE object_id = $OBJ AND part = 0", "a truncated snapshot");
+}
+
 /* A log row damaged while its object is live is never built into a
  * snapshot (whose own checksum would then vouch for it): the compaction
  * fails, says why, and the log is kept. */
@@ -483,8 +512,8 @@ static void migrated_and_restored(int version)
 	PQfinish(src);
 	/* dobj cluster init upgrades it; a node restores the object from it. */
 	CHECK_EQ_INT(dobj_cluster_init(url, 0, 0, &v), DOBJ_OK);
-	CHECK_EQ_INT(v, 3);
-	CHECK_EQ_INT(pgtest_sql(&pg, dst, "SELECT version FROM dobj_schema_version"), 3);
+	CHECK_EQ_INT(v, 4);
+	CHECK_EQ_INT(pgtest_sql(&pg, dst, "SELECT version FROM dobj_schema_version"), 4);
 	CHECK_EQ_INT(pgtest_sql(&pg, dst, "SELECT count(*) FROM dobj_wal WHERE sum IS NULL"), 0);
 	a = node_at(url, testhost_tmpdir(d1, "dobj-snap"), 1);
 	s = stub_for(a, name);
@@ -522,6 +551,7 @@ int main(void)
 	RUN(test_stored_bytes_that_lie_are_a_clear_error);
 	RUN(test_a_stale_owners_snapshot_is_refused_by_the_fence);
 	RUN(test_a_damaged_log_row_is_not_compacted);
+	RUN(test_a_big_database_is_snapshotted_in_parts);
 	RUN(test_a_version_1_schema_is_migrated_and_its_log_restored);
 	RUN(test_a_version_2_schema_is_migrated_and_its_log_restored);
 	pgtest_stop(&pg);

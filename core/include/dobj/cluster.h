@@ -42,13 +42,15 @@
 #define DOBJ_CLUSTER_H
 
 /** The schema version this dobj creates and understands. */
-#define DOBJ_CLUSTER_SCHEMA_VERSION 3
+#define DOBJ_CLUSTER_SCHEMA_VERSION 4
 /** Defaults (milliseconds). */
 #define DOBJ_CLUSTER_TTL_MS 3000.0
 #define DOBJ_CLUSTER_GRACE_MS 1000.0
 #define DOBJ_CLUSTER_TIMEOUT_MS 2000.0
 /** Log bytes since an object's last snapshot that call for a new one. */
 #define DOBJ_CLUSTER_SNAPSHOT_BYTES (4LL << 20)
+/** A snapshot whose image is larger is stored in parts of this size. */
+#define DOBJ_CLUSTER_SNAPSHOT_PART_BYTES (16LL << 20)
 /** How long a caller waits for the answer of a call it sent to another
  *  node (a node that answers pings but whose runtime is stuck). */
 #define DOBJ_CLUSTER_CALL_TIMEOUT_MS 30000.0
@@ -83,9 +85,15 @@ typedef struct dobj_cluster_opts {
 	 *  that snapshot (so a big database is not rewritten for a small
 	 *  change).  0: DOBJ_CLUSTER_SNAPSHOT_BYTES; < 0: never. */
 	long long snapshot_bytes;
+	/** (version 4) A snapshot whose database is larger than this is written
+	 *  in parts of this many bytes (PostgreSQL takes at most 1 GiB in a
+	 *  value), and the node never holds its whole image in memory: the
+	 *  compactor builds it in a file next to the object's.  0:
+	 *  DOBJ_CLUSTER_SNAPSHOT_PART_BYTES; else from 1 KiB to 256 MiB. */
+	long long snapshot_part_bytes;
 } dobj_cluster_opts;
-#define DOBJ_CLUSTER_OPTS_VERSION 3
-#define DOBJ_CLUSTER_OPTS_INIT { DOBJ_CLUSTER_OPTS_VERSION, 0, 0, 0, 0, 0, 0, 0, 0, 0 }
+#define DOBJ_CLUSTER_OPTS_VERSION 4
+#define DOBJ_CLUSTER_OPTS_INIT { DOBJ_CLUSTER_OPTS_VERSION, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }
 
 /**
  * Create or migrate the cluster schema in the database at `url` (what
