@@ -136,9 +136,12 @@ DOBJ_API void dobj_idkey_seed(dobj_idkey *key, uint64_t seed);
 /**
  * idFromName: deterministic ID for `name`.  A name is text, as a JavaScript
  * string is: UTF-8, NUL included, and WTF-8's encoded lone surrogates (what
- * a JavaScript string may hold).  Other bytes fail with DOBJ_EARG ("a
- * Durable Object name must be UTF-8 text (byte N is not)"), *out untouched:
- * every language then shows an object's name as a string (ctx.id.name).
+ * a JavaScript string may hold; hashed as those bytes, as workerd does).
+ * A surrogate pair written as two encoded halves is the character they pair
+ * to (the same JavaScript string), and names the same object.  Other bytes
+ * fail with DOBJ_EARG ("a Durable Object name must be UTF-8 text (byte N is
+ * not)"), *out untouched: every language then shows an object's name as a
+ * string (ctx.id.name).
  */
 DOBJ_API int dobj_id_from_name(const dobj_idkey *key, const char *name, size_t len, dobj_id *out);
 /** newUniqueId: random (CSPRNG) or, when seeded, the next deterministic ID.

@@ -73,6 +73,7 @@ struct dobj__cjob {
 	dobj__cinc *inc;
 	/* the outcome (the committer's, under mu) */
 	int rc;
+	int fenced;        /* refused by the fence: another node has the object */
 	char msg[400];
 	/* the runtime's thread only */
 	dobj_obj *obj;     /* a reference */
@@ -417,12 +418,16 @@ static void finish_job(struct dobj__cluster *cl, dobj__cjob *j)
 		j->rc = DOBJ_EABORTED;
 		snprintf(j->msg, sizeof(j->msg), "cluster: this node's lease lapsed before the write "
 			"was acknowledged; another node may own the object now");
+		j->fenced = 1;
 	}
 	if (j->rc < 0) {
 		char msg[600];
 		snprintf(msg, sizeof(msg), "storage commit failed, the object was reset: %s", j->msg);
-		if (!obj->dead && obj->cluster && obj->cluster->epoch == j->epoch)
+		if (!obj->dead && obj->cluster && obj->cluster->epoch == j->epoch) {
 			dobj__abort(obj, DOBJ_EABORTED, msg);
+			if (j->fenced) /* its sockets go too: the object lives elsewhere */
+				dobj__ws_drop(obj->ns, &obj->id, DOBJ__WS_LOST_CODE, DOBJ__WS_LOST_REASON);
+		}
 		hold_release(&j->hold, DOBJ_EABORTED, msg);
 	} else if (lease_holds(cl) && hold_empty(&cl->gate)) {
 		hold_release(&j->hold, 1, NULL);
@@ -458,7 +463,7 @@ static void lease_update(dobj_rt *rt, struct dobj__cluster *cl)
 	pthread_mutex_unlock(&cl->mu);
 
 	if (ok)
-		cl->unrenewed_logged = 0;
+		cl->unrenewed_logged = cl->cut_off = 0;
 	if (lost) {
 		const char *why = "cluster: this node's lease lapsed and another node may own the "
 			"object now; the object was reset";
@@ -466,6 +471,7 @@ static void lease_update(dobj_rt *rt, struct dobj__cluster *cl)
 		cl->node_id = node;
 		cl->lease_view = view;
 		dobj__cluster_abort_all(rt, why);
+		dobj__ws_drop_all(rt, DOBJ__WS_LOST_CODE, DOBJ__WS_LOST_REASON);
 		hold_release(&cl->gate, DOBJ_EABORTED, why);
 		if (node)
 			dobj__cluster_log(rt, old, "cluster: node %lld lost its lease (the process was paused "
@@ -480,6 +486,25 @@ static void lease_update(dobj_rt *rt, struct dobj__cluster *cl)
 		cl->lease_view = view;
 	} else if (view > cl->lease_view) {
 		cl->lease_view = view;
+	}
+	if (!ok && !lost && !cl->cut_off && cl->node_id &&
+	    dobj__boot_ms() >= cl->lease_view + 0.2 * cl->ttl_ms + cl->grace_ms) {
+		/* No renewal confirmed for TTL + grace (PostgreSQL away, or this
+		 * node cut off from it): another node may have claimed its
+		 * objects, so they are reset and their sockets closed now rather
+		 * than left open on a node that drops what they send. */
+		char msg[600];
+		snprintf(msg, sizeof(msg), "cluster: this node could not renew its lease for its time "
+			"to live and the grace period, so another node may own the object; the object was "
+			"reset (%s)", err);
+		cl->cut_off = 1;
+		dobj__cluster_log(rt, cl->node_id, "cluster: node %lld could not renew its lease for "
+			"TTL + grace; its objects were reset and their WebSockets closed (%s)", cl->node_id,
+			err);
+		cl->unrenewed_logged = 1;
+		dobj__cluster_abort_all(rt, msg);
+		dobj__ws_drop_all(rt, DOBJ__WS_LOST_CODE, DOBJ__WS_LOST_REASON);
+		hold_release(&cl->gate, DOBJ_EABORTED, msg);
 	}
 	if (!hold_empty(&cl->gate)) {
 		if (lease_holds(cl)) {
@@ -674,6 +699,7 @@ static void run_append_one(dobj__pg *pg, dobj__cjob *j)
 		snprintf(msg, sizeof(msg), "cluster: another node took the object over (fencing "
 			"epoch %lld is stale): the write was refused", j->epoch);
 		job_fail(j, DOBJ_EABORTED, msg);
+		j->fenced = 1;
 	}
 	PQclear(r);
 }
@@ -766,6 +792,7 @@ static void run_appends(dobj__pg *pg, dobj__cjob **jobs, int n)
 		snprintf(msg, sizeof(msg), "cluster: another node took the object over (fencing "
 			"epoch %lld is stale): the write was refused", jobs[k]->epoch);
 		job_fail(jobs[k], DOBJ_EABORTED, msg);
+		jobs[k]->fenced = 1;
 	}
 done:
 	PQclear(r);

@@ -294,6 +294,28 @@ static void cache_clear(struct dobj__route *r)
 	r->ncache = 0;
 }
 
+/* Forget where a node's objects were: its connection failed, so they move
+ * once its lease lapsed (a call after the suspect time claims them, instead
+ * of waiting for the node's silence again).  Rare: a walk of the cache. */
+static void cache_drop_node(struct dobj__route *r, long long node)
+{
+	size_t i;
+	int again;
+
+	do { /* a deletion may move later entries back: look again */
+		again = 0;
+		for (i = 0; i < r->cache.cap; i++) {
+			owner *o = r->cache.slots[i].key ? r->cache.slots[i].value : NULL;
+			if (o && o->node == node) {
+				dobj__idmap_del(&r->cache, &o->id);
+				free(o);
+				r->ncache--;
+				again = 1;
+			}
+		}
+	} while (again);
+}
+
 static void cache_put(struct dobj__route *r, dobj_obj *obj, long long node, const char *addr)
 {
 	size_t n = strlen(addr);
@@ -700,6 +722,7 @@ static void on_failure(struct dobj__route *r, const item *it)
 	if (it->incoming)
 		return; /* a peer's connection: no call of ours was on it */
 	suspect_add(r, it->node);
+	cache_drop_node(r, it->node);
 	for (i = 0; i < r->tcap; i++) {
 		pend **pp = &r->tab[i];
 		while (*pp) {

@@ -157,7 +157,7 @@ static void owner_close(void *payload, int code, const char *reason, size_t len)
 	send_frame(l->r, l->cid, F_WS_OUT, l->link, OP_CLOSE, head, 2, reason, len);
 }
 
-static const dobj_ws_io owner_io = { owner_send, owner_close, NULL, NULL, NULL };
+static const dobj_ws_io owner_io = { owner_send, owner_close, NULL, NULL, NULL, NULL };
 
 int dobj__route_ws_offer(struct dobj__route *r, uint64_t cid, dobj_ws *client, uint64_t *link)
 {

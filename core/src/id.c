@@ -30,17 +30,24 @@ struct dobj_idkey {
 	uint64_t counter;
 };
 
+/* The HMAC's outer hash over an inner hash that has taken the message. */
+static void hmac_finish(const dobj_idkey *key, SHA256_CTX *inner, unsigned char out[32])
+{
+	SHA256_CTX c = key->outer;
+	unsigned char ih[32];
+
+	SHA256_Final(ih, inner);
+	SHA256_Update(&c, ih, sizeof(ih));
+	SHA256_Final(out, &c);
+}
+
 static void hmac_from_midstate(const dobj_idkey *key, const void *msg, size_t len,
 	unsigned char out[32])
 {
 	SHA256_CTX c = key->inner;
-	unsigned char ih[32];
 
 	SHA256_Update(&c, msg, len);
-	SHA256_Final(ih, &c);
-	c = key->outer;
-	SHA256_Update(&c, ih, sizeof(ih));
-	SHA256_Final(out, &c);
+	hmac_finish(key, &c, out);
 }
 
 int dobj_idkey_new(dobj_idkey **out, const char *unique_key, size_t len)
@@ -98,33 +105,67 @@ static void seal(const dobj_idkey *key, dobj_id *id)
 	memcpy(id->bytes + 16, mac, 16);
 }
 
-int dobj__name_check(const char *name, size_t len)
+/* Walk a name: text, as a JavaScript string is (UTF-8, and WTF-8 for its
+ * lone surrogates), else DOBJ_EARG.  With `c`, also hash it as workerd does:
+ * the string's UTF-8, a lone surrogate as its WTF-8 bytes (measured against
+ * workerd: idFromName("\ud800") is the HMAC of ED A0 80, not of U+FFFD's
+ * bytes).  A surrogate pair written as two encoded halves (Python's
+ * "\ud83d\ude00", Lua's utf8.char(0xD83D, 0xDE00)) is the same JavaScript
+ * string as the character they pair to, so it hashes as that character's
+ * four bytes and names the same object. */
+static int name_walk(const char *name, size_t len, SHA256_CTX *c)
 {
-	size_t i = 0, k, bad;
-	uint32_t cp;
+	const unsigned char *s = (const unsigned char *)name;
+	size_t i = 0, from = 0, k, bad;
+	uint32_t hi, lo, cp;
+	unsigned char four[4];
 
 	while (i < len) {
-		if ((unsigned char)name[i] < 0x80) {
+		if (s[i] < 0x80) {
 			i++;
 			continue;
 		}
-		k = dobj__utf8_get((const unsigned char *)name + i, len - i, 1, &cp, &bad);
+		k = dobj__utf8_get(s + i, len - i, 1, &hi, &bad);
 		if (k == 0)
 			return dobj_error_set(DOBJ_EARG, "a Durable Object name must be UTF-8 text "
 				"(byte %zu is not)", i + 1);
+		if (hi >= 0xD800 && hi <= 0xDBFF && len - i >= 6 && s[i + 3] == 0xED &&
+		    dobj__utf8_get(s + i + 3, len - i - 3, 1, &lo, &bad) == 3 &&
+		    lo >= 0xDC00 && lo <= 0xDFFF) {
+			cp = 0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00);
+			four[0] = (unsigned char)(0xF0 | (cp >> 18));
+			four[1] = (unsigned char)(0x80 | ((cp >> 12) & 0x3F));
+			four[2] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
+			four[3] = (unsigned char)(0x80 | (cp & 0x3F));
+			if (c) {
+				SHA256_Update(c, s + from, i - from);
+				SHA256_Update(c, four, sizeof(four));
+			}
+			i += 6;
+			from = i;
+			continue;
+		}
 		i += k;
 	}
+	if (c)
+		SHA256_Update(c, s + from, len - from);
 	return DOBJ_OK;
+}
+
+int dobj__name_check(const char *name, size_t len)
+{
+	return name_walk(name, len, NULL);
 }
 
 int dobj_id_from_name(const dobj_idkey *key, const char *name, size_t len, dobj_id *out)
 {
+	SHA256_CTX c = key->inner;
 	unsigned char h[32];
 	int rc;
 
-	if (name && (rc = dobj__name_check(name, len)) < 0)
+	if (name && (rc = name_walk(name, len, &c)) < 0)
 		return rc;
-	hmac_from_midstate(key, name ? name : "", name ? len : 0, h);
+	hmac_finish(key, &c, h);
 	memcpy(out->bytes, h, 16);
 	seal(key, out);
 	return DOBJ_OK;

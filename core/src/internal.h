@@ -281,6 +281,13 @@ void dobj__ws_relay_output(dobj_ws *client, int close, int text_or_code, const v
 /** 1 while sockets accepted by the object are registered (it hibernates
  *  on this node: cluster mode keeps it owned here). */
 int dobj__ws_pinned(dobj_ns *ns, const dobj_id *id);
+/** The node lost the object (cluster mode): close its sockets with `code`
+ *  at once and forget them, without an event; how many there were.  _all:
+ *  every object of the runtime. */
+size_t dobj__ws_drop(dobj_ns *ns, const dobj_id *id, int code, const char *reason);
+size_t dobj__ws_drop_all(dobj_rt *rt, int code, const char *reason);
+/** 1 for an event of a socket dropped so: it finishes without running. */
+int dobj__ws_dropped(const dobj_task *t);
 
 /** 1 when id was made by key (its MAC matches), as dobj_id_from_string checks. */
 int dobj__id_sealed(const dobj_idkey *key, const dobj_id *id);

@@ -955,6 +955,10 @@ static void run_task(dobj_rt *rt, dobj_task *t)
 		finish(t, DOBJ_OK, NULL, NULL, NULL); /* deleted or moved meanwhile */
 		goto done;
 	}
+	if (!t->started && dobj__ws_dropped(t)) {
+		finish(t, DOBJ_OK, NULL, NULL, NULL); /* its socket went with the object */
+		goto done;
+	}
 	if (obj) {
 		if (obj->dead) {
 			void *error = t->stub_error; /* a broken stub's call */

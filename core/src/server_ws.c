@@ -46,7 +46,8 @@ struct wsc {
 	wsc **link;                    /* the request's pointer to it, until forgotten */
 	struct MHD_UpgradeResponseHandle *urh;
 	int fd;                        /* -1 until the upgrade happened */
-	int pollout;                   /* EPOLLOUT is in the epoll set */
+	uint32_t events;               /* what the epoll set asks for it */
+	int rpaused;                   /* not read: see read_paused */
 	int dead;                      /* to be freed (an io callback saw it fail) */
 	int aborted;                   /* to be freed: the core gave up on the client */
 	wslay_event_context_ptr ctx;
@@ -66,6 +67,10 @@ struct wsc {
 /* The output buffer takes frames while it holds less than this; the rest
  * waits in wslay's queue (as it did when wslay wrote to the socket). */
 #define OUT_HIGH (64u << 10)
+/* What a frame queued in wslay costs besides its payload (its message
+ * struct and allocations), counted in what waits for the client so that a
+ * flood of tiny frames is bounded too. */
+#define FRAME_COST 128u
 
 struct ws_srv {
 	dobj_server *server;
@@ -96,6 +101,17 @@ static void mark_dirty(wsc *c)
 	dobj__server_wake(c->srv->server);
 }
 
+static size_t io_queued(void *payload);
+
+/* A client is not read while its object has more of its messages to handle
+ * than DOBJ_WS_MAX_BACKLOG (the core's rule), or while the bound on what
+ * waits for it is reached without the core's say (pongs wslay answers to
+ * pings by itself): it waits in its TCP buffers instead of the server. */
+static int read_paused(wsc *c)
+{
+	return dobj_ws_receive_paused(c->client) || io_queued(c) >= DOBJ_WS_MAX_BUFFERED;
+}
+
 static ssize_t on_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags,
 	void *user)
 {
@@ -103,6 +119,11 @@ static ssize_t on_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, in
 	ssize_t r;
 
 	(void)flags;
+	if (read_paused(c)) {
+		c->rpaused = 1;
+		wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
+		return -1;
+	}
 	if (c->extra_off < c->extra_len) {
 		size_t n = c->extra_len - c->extra_off;
 		if (n > len)
@@ -265,7 +286,15 @@ static size_t io_queued(void *payload)
 
 	if (!c->ctx || c->aborted)
 		return 0;
-	return (c->out_len - c->out_off) + wslay_event_get_queued_msg_length(c->ctx);
+	return (c->out_len - c->out_off) + wslay_event_get_queued_msg_length(c->ctx) +
+		wslay_event_get_queued_msg_count(c->ctx) * FRAME_COST;
+}
+
+/* The object caught up with the client's messages: read it again (the
+ * flush puts it back in the epoll set). */
+static void io_resume(void *payload)
+{
+	mark_dirty(payload);
 }
 
 /* The core gave up on a client that does not read: the connection is freed
@@ -284,7 +313,7 @@ static void io_abort(void *payload, int code, const char *reason, size_t len)
 	mark_dirty(c);
 }
 
-static const dobj_ws_io io = { io_send, io_close, io_release, io_queued, io_abort };
+static const dobj_ws_io io = { io_send, io_close, io_release, io_queued, io_abort, io_resume };
 
 /* An aborted connection's close frame, if the socket takes it now.  Only
  * when the output buffer is empty: then no frame is half written (the
@@ -367,7 +396,7 @@ static void on_upgrade(void *cls, struct MHD_Connection *conn, void *req_cls, co
 		c->extra_len = extra_in_size;
 	}
 	memset(&ev, 0, sizeof(ev));
-	ev.events = EPOLLIN;
+	ev.events = c->events = EPOLLIN;
 	ev.data.ptr = c;
 	if (wslay_event_context_server_init(&c->ctx, &callbacks, c) != 0) {
 		c->ctx = NULL;
@@ -464,7 +493,10 @@ void dobj__ws_srv_ready(ws_srv *w, wsc *c, uint32_t events)
 	(void)w;
 	if (c->dead || c->aborted || !c->ctx)
 		return;
-	if ((events & (EPOLLIN | EPOLLHUP | EPOLLERR)) && wslay_event_recv(c->ctx) != 0)
+	if (c->rpaused && (events & (EPOLLHUP | EPOLLERR)))
+		c->dead = 1; /* reset while not read: nothing more will come */
+	else if (!c->rpaused && (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) &&
+	    wslay_event_recv(c->ctx) != 0)
 		c->dead = 1;
 	mark_dirty(c); /* EPOLLOUT: the flush writes */
 }
@@ -495,13 +527,14 @@ void dobj__ws_srv_flush(ws_srv *w)
 			wsc_free(c, code ? code : 1006, "");
 			continue;
 		}
-		if (want != c->pollout) {
+		if (c->rpaused && !read_paused(c))
+			c->rpaused = 0; /* what waits is read when epoll says so */
+		if (((c->rpaused ? 0 : EPOLLIN) | (want ? EPOLLOUT : 0)) != c->events) {
 			struct epoll_event ev;
 			memset(&ev, 0, sizeof(ev));
-			ev.events = EPOLLIN | (want ? EPOLLOUT : 0);
+			ev.events = c->events = (c->rpaused ? 0 : EPOLLIN) | (want ? EPOLLOUT : 0);
 			ev.data.ptr = c;
 			epoll_ctl(w->epfd, EPOLL_CTL_MOD, c->fd, &ev);
-			c->pollout = want;
 		}
 	}
 }

@@ -38,7 +38,7 @@ struct wsconn {
 	uint64_t serial;
 	dobj_ws ends[2];
 	unsigned accepted : 1, attached : 1, detached : 1, closed_out : 1, closed_in : 1,
-		failed : 1, registered : 1, auto_done : 1, slow : 1;
+		failed : 1, registered : 1, auto_done : 1, slow : 1, in_paused : 1;
 	dobj_ns *ns;          /* set by accept */
 	dobj_id id;
 	char **tags;
@@ -49,10 +49,12 @@ struct wsconn {
 	const dobj_ws_io *io;
 	void *payload;
 	unsigned relay : 1;   /* cluster: the server end lives on another node */
+	unsigned lost : 1;    /* cluster: the node lost the object (dobj__ws_drop) */
 	const dobj__ws_relay_ops *relay_ops; /* NULL once cut */
 	void *relay_data;
 	outmsg *out_head, *out_tail;
 	size_t out_bytes;     /* buffered before the host attached */
+	size_t in_bytes;      /* received messages waiting for the object (DOBJ_WS_MAX_BACKLOG) */
 };
 
 typedef struct room {
@@ -69,6 +71,7 @@ typedef struct room {
 typedef struct wsev {
 	dobj_ws_event pub;
 	wsconn *c;
+	size_t cost;          /* counted in c->in_bytes until freed */
 	unsigned char *data;
 	char *reason;
 } wsev;
@@ -443,7 +446,7 @@ void dobj__ws_flush(dobj_rt *rt)
 
 void dobj__ws_held_release(struct dobj__ws_held *h, int ok)
 {
-	if (ok && !h->c->detached)
+	if (ok && !h->c->detached && !h->c->lost)
 		output_now(h->c, h->close, h->text_or_code, h->data, h->len);
 	dobj__obj_unref(h->obj);
 	conn_unref(h->c);
@@ -704,8 +707,15 @@ int dobj_ws_auto_response_time(const dobj_ws *ws, double *ms)
 static void ev_free(void *p)
 {
 	wsev *ev = p;
+	wsconn *c = ev->c;
 
-	conn_unref(ev->c);
+	c->in_bytes -= ev->cost;
+	if (ev->cost && c->in_paused && c->in_bytes <= DOBJ_WS_MAX_BACKLOG / 2) {
+		c->in_paused = 0;
+		if (c->io && c->io->resume)
+			c->io->resume(c->payload);
+	}
+	conn_unref(c);
 	free(ev->data);
 	free(ev->reason);
 	free(ev);
@@ -778,8 +788,12 @@ static int queue_event(wsconn *c, dobj_call_kind kind, const void *data, size_t 
 		ev_free(ev);
 		return DOBJ_ENOMEM;
 	}
-	if (kind != DOBJ_CALL_WS_MESSAGE)
+	if (kind == DOBJ_CALL_WS_MESSAGE) {
+		ev->cost = len + DOBJ_WS_EVENT_COST;
+		c->in_bytes += ev->cost;
+	} else {
 		c->refs++; /* ev_done's */
+	}
 	t = dobj__call_new(obj, kind, kind != DOBJ_CALL_WS_MESSAGE ? ev_done : NULL, c);
 	dobj__obj_unref(obj);
 	if (!t) {
@@ -851,6 +865,8 @@ int dobj_ws_receive(dobj_ws *client, const void *data, size_t len, int text)
 
 	if ((rc = host_check(client)) < 0)
 		return rc;
+	if (c->lost)
+		return DOBJ_OK; /* the object is served elsewhere now */
 	if (c->relay) {
 		/* The object's node applies every rule (size, auto-response). */
 		if (c->relay_ops)
@@ -872,11 +888,21 @@ int dobj_ws_receive(dobj_ws *client, const void *data, size_t len, int text)
 		/* Answered here: the object is not woken. */
 		c->auto_done = 1;
 		c->auto_ms = dobj__wall_ms(c->rt);
-		if (!c->closed_out && c->io)
-			c->io->send(c->payload, r->aresp, r->aresp_len, 1);
+		if (!c->closed_out && c->io) /* under the same bound as the object's output */
+			output_now(c, 0, 1, r->aresp, r->aresp_len);
 		return DOBJ_OK;
 	}
 	return queue_event(c, DOBJ_CALL_WS_MESSAGE, data, len, text != 0, 0, NULL, 0, 0);
+}
+
+int dobj_ws_receive_paused(dobj_ws *client)
+{
+	wsconn *c = client->c;
+
+	if (c->in_bytes <= DOBJ_WS_MAX_BACKLOG)
+		return 0;
+	c->in_paused = 1;
+	return 1;
 }
 
 int dobj_ws_peer_close(dobj_ws *client, int code, const char *reason, size_t reason_len,
@@ -888,6 +914,8 @@ int dobj_ws_peer_close(dobj_ws *client, int code, const char *reason, size_t rea
 	if ((rc = host_check(client)) < 0)
 		return rc;
 	c->closed_in = 1;
+	if (c->lost)
+		return DOBJ_OK;
 	if (c->relay) {
 		const dobj__ws_relay_ops *ops = c->relay_ops;
 		c->relay_ops = NULL; /* nothing follows a close */
@@ -908,6 +936,8 @@ int dobj_ws_peer_error(dobj_ws *client, const char *message, size_t len)
 	if ((rc = host_check(client)) < 0)
 		return rc;
 	c->failed = 1;
+	if (c->lost)
+		return DOBJ_OK;
 	if (c->relay) {
 		const dobj__ws_relay_ops *ops = c->relay_ops;
 		c->relay_ops = NULL;
@@ -966,4 +996,60 @@ int dobj__ws_pinned(dobj_ns *ns, const dobj_id *id)
 	room *r = room_get(ns, id);
 
 	return r && r->n > 0;
+}
+
+/* Cluster mode: the node lost the object.  Each socket is closed at once
+ * (not behind an output gate: nothing of the object's goes with it) and
+ * leaves the object's list without an event; what the client sends after
+ * is dropped, and so are events already queued (dobj__ws_dropped). */
+static size_t room_drop(dobj_ns *ns, room *r, int code, const char *reason)
+{
+	size_t n = r->n;
+
+	while (r->n) {
+		wsconn *c = r->v[--r->n];
+		c->registered = 0;
+		c->lost = 1;
+		if (!c->closed_out && !c->closed_in && !c->failed && !c->detached)
+			output_now(c, 1, code, reason, strlen(reason));
+		c->closed_out = 1;
+		conn_unref(c); /* the room's reference */
+	}
+	room_maybe_drop(ns, r);
+	return n;
+}
+
+size_t dobj__ws_drop(dobj_ns *ns, const dobj_id *id, int code, const char *reason)
+{
+	room *r = room_get(ns, id);
+
+	return r ? room_drop(ns, r, code, reason) : 0;
+}
+
+size_t dobj__ws_drop_all(dobj_rt *rt, int code, const char *reason)
+{
+	size_t i, j, n = 0;
+	int again;
+
+	for (i = 0; i < rt->nns; i++) {
+		dobj_ns *ns = rt->nss[i];
+		/* Dropping a room may move others in the map: look again. */
+		do {
+			again = 0;
+			for (j = 0; j < ns->rooms.cap; j++) {
+				room *r = ns->rooms.slots[j].key ? ns->rooms.slots[j].value : NULL;
+				if (r && r->n) {
+					n += room_drop(ns, r, code, reason);
+					again = 1;
+				}
+			}
+		} while (again);
+	}
+	return n;
+}
+
+int dobj__ws_dropped(const dobj_task *t)
+{
+	return t->kind == DOBJ_TASK_CALL && t->call_kind >= DOBJ_CALL_WS_MESSAGE && t->request &&
+		((const wsev *)t->request)->c->lost;
 }

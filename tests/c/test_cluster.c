@@ -16,9 +16,9 @@
 #define send test_send
 #include "testhost.h"
 #include "pgtest.h"
+#include "clustertest.h"
 
 static pgtest pg;
-static dobj_ns *ns;
 
 static int alarm_runs;
 static dobj_rt *alarm_rt; /* the runtime the last alarm ran on */
@@ -32,8 +32,6 @@ static int counter_step(dobj_task *t, void *data)
 	int rc;
 
 	(void)data;
-	if ((rc = dobj_obj_storage(dobj_task_obj(t), &st)) < 0)
-		return rc;
 	if (dobj_task_call_kind(t) == DOBJ_CALL_ALARM) {
 		const char *name = dobj_obj_name(dobj_task_obj(t), &len);
 		alarm_runs++;
@@ -43,69 +41,19 @@ static int counter_step(dobj_task *t, void *data)
 		dobj_task_return(t, NULL);
 		return DOBJ_OK;
 	}
-	if (!strncmp(req->s, "alarm ", 6)) {
-		CHECK_EQ_INT(dobj_alarm_set(st, dobj_rt_wall_ms(dobj_task_rt(t)) + atof(req->s + 6)),
-			DOBJ_OK);
-		respond(t, 200, "set");
-	} else if (!strcmp(req->s, "count")) {
-		respond(t, 200, "%ld", testhost_count(st, 1));
-	} else if (!strcmp(req->s, "sql")) {
-		/* A schema change: pages, not rows, carry it to the next node. */
-		static const char q[] = "CREATE TABLE IF NOT EXISTS t (x TEXT); INSERT INTO t VALUES ('row')";
-		dobj_cursor *c = NULL;
-		CHECK_EQ_INT(dobj_sql_exec(st, q, strlen(q), NULL, 0, &c), DOBJ_OK);
-		dobj_cursor_free(c);
-		respond(t, 200, "ok");
-	} else if (!strcmp(req->s, "rows")) {
-		static const char q[] = "SELECT count(*) FROM t";
-		dobj_cursor *c = NULL;
-		if (dobj_sql_exec(st, q, strlen(q), NULL, 0, &c) < 0) {
-			dobj_task_raise(t, DOBJ_ERROR, dobj_error_last(), NULL);
-			return DOBJ_OK;
-		}
-		respond(t, 200, "%lld", dobj_cursor_cell(c, 0, 0)->i);
-		dobj_cursor_free(c);
-	} else {
-		respond(t, 200, "read");
-	}
+	if (strncmp(req->s, "alarm ", 6))
+		return counter_answer(t);
+	if ((rc = dobj_obj_storage(dobj_task_obj(t), &st)) < 0)
+		return rc;
+	CHECK_EQ_INT(dobj_alarm_set(st, dobj_rt_wall_ms(dobj_task_rt(t)) + atof(req->s + 6)), DOBJ_OK);
+	respond(t, 200, "set");
 	return DOBJ_OK;
 }
 
 static dobj_rt *node_new(const char *dir, dobj_cluster_opts *co, int expect)
 {
-	dobj_rt *rt;
-	dobj_rt_opts o = DOBJ_RT_OPTS_INIT;
-	dobj_class k = { 0 };
-	dobj_cluster_opts dflt = DOBJ_CLUSTER_OPTS_INIT;
-	int rc;
-
-	o.host.retain = tv_retain;
-	o.host.release = tv_release;
-	o.storage_dir = dir;
-	o.idle_timeout_ms = -1;
-	CHECK_EQ_INT(dobj_rt_new(&rt, &o), DOBJ_OK);
-	if (!co) {
-		co = &dflt;
-		dflt.url = pg.url;
-		dflt.node_addr = "127.0.0.1:0"; /* the system picks a port: nodes listen */
-		dflt.grace_ms = -1; /* the tests expire leases by hand */
-	}
-	rc = dobj_rt_cluster(rt, co);
-	CHECK_EQ_INT(rc, expect);
-	if (rc < 0) {
-		dobj_rt_free(rt);
-		return NULL;
-	}
-	k.name = "Counter";
-	k.flags = DOBJ_CLASS_FETCH | DOBJ_CLASS_ALARM;
-	k.step = counter_step;
-	CHECK_EQ_INT(dobj_ns_new(&ns, rt, "COUNTER", 7, "counter-key", 11, &k), DOBJ_OK);
-	return rt;
-}
-
-static dobj_stub *stub_for(dobj_rt *rt, const char *name)
-{
-	return testhost_stub(dobj_rt_ns_at(rt, 0), name);
+	return cluster_node(&pg, dir, co, expect, "counter-key", counter_step,
+		DOBJ_CLASS_FETCH | DOBJ_CLASS_ALARM);
 }
 
 /* ------------------------------------------------------------------ tests */

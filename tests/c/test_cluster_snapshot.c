@@ -10,6 +10,7 @@
 
 #include "testhost.h"
 #include "pgtest.h"
+#include "clustertest.h"
 
 static pgtest pg;
 
@@ -26,78 +27,33 @@ static void on_log(void *data, long long node, const char *message)
 
 static int counter_step(dobj_task *t, void *data)
 {
-	dobj_storage *st;
-	tv *req = dobj_task_request(t);
-	int rc;
-
 	(void)data;
-	if ((rc = dobj_obj_storage(dobj_task_obj(t), &st)) < 0)
-		return rc;
-	if (!strcmp(req->s, "count")) {
-		respond(t, 200, "%ld", testhost_count(st, 1));
-	} else if (!strcmp(req->s, "sql")) {
-		/* A schema change and a few pages of rows. */
-		static const char q[] = "CREATE TABLE IF NOT EXISTS t (x TEXT); "
-			"INSERT INTO t VALUES (hex(randomblob(3000)))";
-		dobj_cursor *c = NULL;
-		CHECK_EQ_INT(dobj_sql_exec(st, q, strlen(q), NULL, 0, &c), DOBJ_OK);
-		dobj_cursor_free(c);
-		respond(t, 200, "ok");
-	} else if (!strcmp(req->s, "rows")) {
-		static const char q[] = "SELECT count(*) FROM t";
-		dobj_cursor *c = NULL;
-		if (dobj_sql_exec(st, q, strlen(q), NULL, 0, &c) < 0) {
-			dobj_task_raise(t, DOBJ_ERROR, dobj_error_last(), NULL);
-			return DOBJ_OK;
-		}
-		respond(t, 200, "%lld", dobj_cursor_cell(c, 0, 0)->i);
-		dobj_cursor_free(c);
-	} else {
-		respond(t, 200, "read");
-	}
-	return DOBJ_OK;
+	return counter_answer(t);
 }
 
-/* A node on `dir` (snapshot_bytes: 0 the default, 1 as soon as the log
- * since the last snapshot is as big as it) of the cluster at `url`. */
 /* The snapshot part size of the nodes made next (0: the default). */
 static long long part_bytes;
 
+/* A node on `dir` (snapshot_bytes: 0 the default, 1 as soon as the log
+ * since the last snapshot is as big as it) of the cluster at `url`. */
 static dobj_rt *node_at(const char *url, const char *dir, long long snapshot_bytes)
 {
-	dobj_rt *rt;
-	dobj_rt_opts o = DOBJ_RT_OPTS_INIT;
-	dobj_class k = { 0 };
 	dobj_cluster_opts co = DOBJ_CLUSTER_OPTS_INIT;
-	dobj_ns *ns;
+	dobj_rt *rt;
 
-	o.host.retain = tv_retain;
-	o.host.release = tv_release;
-	o.storage_dir = dir;
-	o.idle_timeout_ms = -1;
-	CHECK_EQ_INT(dobj_rt_new(&rt, &o), DOBJ_OK);
 	co.url = url;
 	co.node_addr = "127.0.0.1:0";
 	co.grace_ms = -1; /* the tests expire leases by hand */
 	co.snapshot_bytes = snapshot_bytes;
 	co.snapshot_part_bytes = part_bytes;
-	CHECK_EQ_INT(dobj_rt_cluster(rt, &co), DOBJ_OK);
+	rt = cluster_node(&pg, dir, &co, DOBJ_OK, "snap-key", counter_step, DOBJ_CLASS_FETCH);
 	CHECK_EQ_INT(dobj_rt_cluster_set_log(rt, on_log, NULL), DOBJ_OK);
-	k.name = "Counter";
-	k.flags = DOBJ_CLASS_FETCH;
-	k.step = counter_step;
-	CHECK_EQ_INT(dobj_ns_new(&ns, rt, "COUNTER", 7, "snap-key", 8, &k), DOBJ_OK);
 	return rt;
 }
 
 static dobj_rt *node(const char *dir, long long snapshot_bytes)
 {
 	return node_at(pg.url, dir, snapshot_bytes);
-}
-
-static dobj_stub *stub_for(dobj_rt *rt, const char *name)
-{
-	return testhost_stub(dobj_rt_ns_at(rt, 0), name);
 }
 
 /* `n` counts on `name` (from `from` + 1), then what is out is finished

@@ -176,6 +176,41 @@ static void test_a_name_is_text(void)
 	dobj_idkey_free(key);
 }
 
+/* workerd hashes a lone surrogate's WTF-8 bytes (vectors measured against
+ * workerd 1.20261117: idFromName("\ud800") and idFromName("a\ud800b") under
+ * "test-unique-key"; "\ufffd" gives another ID), and a pair written as two
+ * encoded halves is the same string as the character they make. */
+static void test_surrogates_in_names(void)
+{
+	dobj_idkey *key = key_for("test-unique-key");
+	dobj_id a, b;
+	char hex[65];
+
+	CHECK_EQ_INT(dobj_id_from_name(key, "\xed\xa0\x80", 3, &a), DOBJ_OK);
+	hex_of(&a, hex);
+	CHECK_STR(hex, "1a55a99ad39e6a43b7f3e4d4fdd717bce93b54f97e2a86249392f061c68057b0");
+	CHECK_EQ_INT(dobj_id_from_name(key, "a\xed\xa0\x80" "b", 5, &a), DOBJ_OK);
+	hex_of(&a, hex);
+	CHECK_STR(hex, "3e93db6380a1d6d35636f393dd083c63737b9fc09ebfe4519d0c6e280b625bba");
+	CHECK_EQ_INT(dobj_id_from_name(key, "\xef\xbf\xbd", 3, &a), DOBJ_OK);
+	hex_of(&a, hex);
+	CHECK_STR(hex, "88a3107dc5b2105060f5dc0d6d05ed2f709cd93202899667ad2c8acddccd5101");
+
+	/* U+1F600 as D83D DE00 halves, alone and between other text. */
+	CHECK_EQ_INT(dobj_id_from_name(key, "\xed\xa0\xbd\xed\xb8\x80", 6, &a), DOBJ_OK);
+	CHECK_EQ_INT(dobj_id_from_name(key, "\xf0\x9f\x98\x80", 4, &b), DOBJ_OK);
+	CHECK(dobj_id_equal(&a, &b));
+	CHECK_EQ_INT(dobj_id_from_name(key, "x\xed\xa0\xbd\xed\xb8\x80y\xed\xa0\xbd\xed\xb8\x80", 14, &a), DOBJ_OK);
+	CHECK_EQ_INT(dobj_id_from_name(key, "x\xf0\x9f\x98\x80y\xf0\x9f\x98\x80", 10, &b), DOBJ_OK);
+	CHECK(dobj_id_equal(&a, &b));
+	/* Two high halves, a low one first, a high one cut off: no pair, WTF-8 kept. */
+	CHECK_EQ_INT(dobj_id_from_name(key, "\xed\xa0\x80\xed\xa0\x80", 6, &a), DOBJ_OK);
+	CHECK_EQ_INT(dobj_id_from_name(key, "\xed\xb8\x80\xed\xa0\xbd", 6, &b), DOBJ_OK);
+	CHECK(!dobj_id_equal(&a, &b));
+	CHECK_EQ_INT(dobj_id_from_name(key, "\xed\xa0\xbd\xed\xb8", 5, &a), DOBJ_EARG);
+	dobj_idkey_free(key);
+}
+
 static void test_unique_ids(void)
 {
 	dobj_idkey *key = key_for("k");
@@ -250,6 +285,7 @@ int main(void)
 	RUN(test_bad_strings);
 	RUN(test_names_with_nul_and_huge);
 	RUN(test_a_name_is_text);
+	RUN(test_surrogates_in_names);
 	RUN(test_unique_ids);
 	RUN(test_seeded_ids_are_reproducible);
 	RUN(test_fork_does_not_repeat_ids);

@@ -31,12 +31,14 @@ typedef struct conn {
 	char out[2048];
 	int releases;
 	size_t queued;  /* what bounded_io says waits for the client */
+	int resumes;
 } conn;
 
 static void io_send(void *payload, const void *data, size_t len, int text)
 {
 	conn *c = payload;
 	size_t n = strlen(c->out);
+	c->queued += len;
 	snprintf(c->out + n, sizeof(c->out) - n, "%s%.*s|", text ? "" : "b:", (int)len,
 		(const char *)data);
 }
@@ -53,7 +55,7 @@ static void io_release(void *payload)
 	((conn *)payload)->releases++;
 }
 
-static const dobj_ws_io test_io = { io_send, io_close, io_release, NULL, NULL };
+static const dobj_ws_io test_io = { io_send, io_close, io_release, NULL, NULL, NULL };
 
 /* A host that holds what it was given (its queue, `queued` bytes) and can
  * be told to give up on the client. */
@@ -70,7 +72,14 @@ static void io_abort(void *payload, int code, const char *reason, size_t len)
 	snprintf(c->out + n, sizeof(c->out) - n, "abort %d %.*s|", code, (int)len, reason);
 }
 
-static const dobj_ws_io bounded_io = { io_send, io_close, io_release, io_queued, io_abort };
+static void io_resume(void *payload)
+{
+	((conn *)payload)->resumes++;
+}
+
+static const dobj_ws_io bounded_io = {
+	io_send, io_close, io_release, io_queued, io_abort, io_resume
+};
 
 /* ------------------------------------------------------------ the class */
 
@@ -470,6 +479,51 @@ static void test_a_client_that_does_not_read_is_dropped(void)
 	finish(rt, s, ca, cb);
 }
 
+/* The runtime's answers to "ping" wait for the client under the same bound. */
+static void test_auto_responses_are_bounded_too(void)
+{
+	dobj_rt *rt = make_rt(-1, ALL_WS);
+	dobj_stub *s = room_stub("autoslow");
+	conn a;
+	dobj_ws *ca;
+
+	CHECK_STR(fetch(rt, s, "auto ping pong", NULL), "ok");
+	ca = connect_io(rt, s, "", &a, &bounded_io);
+	a.out[0] = '\0';
+	a.queued = DOBJ_WS_MAX_BUFFERED - 4;
+	recv_text(rt, ca, "ping");
+	CHECK_STR(a.out, "pong|");
+	recv_text(rt, ca, "ping");
+	CHECK_STR(a.out, "pong|abort 1008 " DOBJ_MSG_WS_SLOW "|");
+	CHECK_STR(seen, "close 1008 " DOBJ_MSG_WS_SLOW " 0 state=2 listed=1;");
+	finish(rt, s, ca, NULL);
+}
+
+/* A client that sends faster than its object handles: past
+ * DOBJ_WS_MAX_BACKLOG of its messages waiting the host is told to stop
+ * reading it, and to read again once the object caught up. */
+static void test_a_client_ahead_of_its_object_is_paused(void)
+{
+	dobj_rt *rt = make_rt(-1, ALL_WS);
+	dobj_stub *s = room_stub("backlog");
+	conn a;
+	dobj_ws *ca = connect_io(rt, s, "", &a, &bounded_io);
+	size_t half = DOBJ_WS_MAX_BACKLOG / 2;
+	char *msg = calloc(1, half);
+
+	CHECK_EQ_INT(dobj_ws_receive_paused(ca), 0);
+	CHECK_EQ_INT(dobj_ws_receive(ca, msg, half, 0), DOBJ_OK);
+	CHECK_EQ_INT(dobj_ws_receive_paused(ca), 0);
+	CHECK_EQ_INT(dobj_ws_receive(ca, msg, half, 0), DOBJ_OK); /* with the bookkeeping: past */
+	CHECK_EQ_INT(dobj_ws_receive_paused(ca), 1);
+	CHECK_EQ_INT(a.resumes, 0);
+	CHECK_EQ_INT(dobj_rt_run(rt, NULL, NULL), DOBJ_OK);
+	CHECK_EQ_INT(a.resumes, 1);
+	CHECK_EQ_INT(dobj_ws_receive_paused(ca), 0);
+	free(msg);
+	finish(rt, s, ca, NULL);
+}
+
 static void test_errors_and_limits(void)
 {
 	dobj_rt *rt = make_rt(-1, ALL_WS);
@@ -667,6 +721,8 @@ int main(void)
 	RUN(test_close_from_peer_and_from_object);
 	RUN(test_too_big_message_and_connection_error);
 	RUN(test_a_client_that_does_not_read_is_dropped);
+	RUN(test_auto_responses_are_bounded_too);
+	RUN(test_a_client_ahead_of_its_object_is_paused);
 	RUN(test_errors_and_limits);
 	RUN(test_accept_twice_and_tag_length);
 	RUN(test_missing_handlers);

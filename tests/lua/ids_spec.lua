@@ -70,6 +70,19 @@ describe("golden vectors", function()
     assert.are.equal("\xc3\xa9\0", ns:id_from_name("\xc3\xa9\0").name)
   end)
 
+  it("a lone surrogate (WTF-8) hashes as workerd hashes it; a split pair is its character", function()
+    -- Vectors measured against workerd 1.20261117: idFromName("\ud800") and
+    -- idFromName("a\ud800b") hash the WTF-8 bytes, not U+FFFD's.
+    local ns = ns_for("test-unique-key")
+    assert.are.equal("1a55a99ad39e6a43b7f3e4d4fdd717bce93b54f97e2a86249392f061c68057b0",
+      tostring(ns:id_from_name("\xed\xa0\x80")))
+    assert.are.equal("3e93db6380a1d6d35636f393dd083c63737b9fc09ebfe4519d0c6e280b625bba",
+      tostring(ns:id_from_name("a" .. utf8.char(0xD800) .. "b")))
+    -- utf8.char(0xD83D, 0xDE00) is U+1F600 written as two halves: one JS string.
+    assert.are.equal(tostring(ns:id_from_name(utf8.char(0x1F600))),
+      tostring(ns:id_from_name(utf8.char(0xD83D, 0xDE00))))
+  end)
+
   it("get_by_name reaches the same ID", function()
     local ns = ns_for("test-unique-key")
     local stub = ns:get_by_name("foo")

@@ -68,4 +68,11 @@ describe("dobj-lua dev WebSockets", function()
     local s = serve(HERE .. "ws/wrangler.toml")
     assert.are.equal("ok\n", client("slow", s.port))
   end)
+
+  it("reads a client no faster than its object handles it, and bounds pongs", function()
+    if not have_client() then return pending("no websockets client in .venv (make venv)") end
+    local s = serve(HERE .. "ws/wrangler.toml")
+    assert.are.equal("ok\n", client("echo", s.port))
+    assert.are.equal("ok\n", client("pings", s.port))
+  end)
 end)

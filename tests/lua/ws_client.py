@@ -105,10 +105,54 @@ async def slow(port):
     check(got.endswith("all=1 state=1"), got)
 
 
+def _flood(client, total, send):
+    while client.sent < total and send():
+        pass
+    return client.sent
+
+
+async def echo(port):
+    """A client that sends 64 KiB messages as fast as it can and reads
+    nothing: read only as fast as the object handles them, the echoes wait
+    up to 32 MiB, then it is dropped (1008) and can send no more (the
+    server read all 160 MiB at once before, and kept every echo)."""
+    b = await connect(port)
+    a = await asyncio.to_thread(SlowClient, port, "/", 60)
+    sent = asyncio.ensure_future(asyncio.to_thread(_flood, a, 160 << 20, lambda: a.send("x" * 65536)))
+    got = await asyncio.wait_for(b.recv(), 120)
+    reason = "the client did not read: more than 32 MiB waited for it"
+    check(got == f"closed 1008 {reason} false", got)
+    sent = await asyncio.wait_for(sent, 120)
+    check(sent < 100 << 20, f"{sent} bytes taken from a client that did not read")
+    a.close()
+
+
+async def pings(port):
+    """Pings from a client that does not read: wslay answers them itself;
+    once the pongs waiting reach 32 MiB the client is not read any more (its
+    sends stall) instead of the server growing."""
+    a = await asyncio.to_thread(SlowClient, port, "/", 5)
+    ping = b"p" * 125
+
+    def one():
+        a.proto.send_ping(ping)
+        try:
+            a._flush()
+        except OSError:  # timed out: the server stopped reading
+            return False
+        a.sent += len(ping)
+        return True
+
+    sent = await asyncio.wait_for(asyncio.to_thread(_flood, a, 200 << 20, one), 120)
+    check(sent < 100 << 20, f"{sent} bytes of pings taken from a client that did not read")
+    a.close()
+
+
 if __name__ == "__main__":
     scenario, port = sys.argv[1], int(sys.argv[2])
     try:
-        asyncio.run({"probe": probe, "flood": flood, "slow": slow}[scenario](port))
+        asyncio.run({"probe": probe, "flood": flood, "slow": slow, "echo": echo,
+                     "pings": pings}[scenario](port))
     except Exception as exc:  # noqa: BLE001  (reported to the spec)
         print(f"FAILED: {type(exc).__name__}: {exc}")
         sys.exit(1)

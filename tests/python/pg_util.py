@@ -4,7 +4,10 @@ test process however it ends: the test holds the server's lifeline (a FIFO)
 open and the script's watchdog stops the server when it closes."""
 import os
 import shutil
+import socket
+import struct
 import subprocess
+import urllib.parse
 
 PGTMP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "cluster", "pgtmp.sh")
 # The tools run without the sanitizer runtime `make sanitize` preloads into
@@ -46,3 +49,55 @@ class PgServer:
 
 def available():
     return shutil.which("pg_config") is not None and shutil.which("psql") is not None
+
+
+class Listener:
+    """A session LISTENing on a channel, for a test that waits for a change
+    in PostgreSQL instead of polling for it: PostgreSQL's frontend/backend
+    protocol (version 3) over a socket, the few messages a LISTEN needs, with
+    the trust authentication of pgtmp.sh's server."""
+
+    def __init__(self, url, channel):
+        u = urllib.parse.urlsplit(url)
+        self.sock = socket.create_connection((u.hostname, u.port), timeout=30)
+        params = b"user\0" + u.username.encode() + b"\0database\0" + u.path[1:].encode() + b"\0\0"
+        self.sock.sendall(struct.pack("!ii", 8 + len(params), 196608) + params)
+        self._until_ready()
+        q = f"LISTEN {channel}".encode() + b"\0"
+        self.sock.sendall(b"Q" + struct.pack("!i", 4 + len(q)) + q)
+        self._until_ready()
+
+    def _message(self):
+        head = self._read(5)
+        kind, n = head[:1], struct.unpack("!i", head[1:])[0]
+        return kind, self._read(n - 4)
+
+    def _read(self, n):
+        data = b""
+        while len(data) < n:
+            chunk = self.sock.recv(n - len(data))
+            if not chunk:
+                raise ConnectionError("PostgreSQL closed the listening session")
+            data += chunk
+        return data
+
+    def _until_ready(self):
+        while True:
+            kind, body = self._message()
+            if kind == b"E":
+                raise RuntimeError(f"PostgreSQL: {body!r}")
+            if kind == b"R" and struct.unpack("!i", body[:4])[0] != 0:
+                raise RuntimeError("the test server asks for a password (pgtmp.sh trusts)")
+            if kind == b"Z":
+                return
+
+    def wait(self, timeout=30):
+        """The payload of the next notification (socket.timeout past timeout)."""
+        self.sock.settimeout(timeout)
+        while True:
+            kind, body = self._message()
+            if kind == b"A":  # pid, channel, payload
+                return body[4:].split(b"\0")[1].decode()
+
+    def close(self):
+        self.sock.close()

@@ -2,42 +2,20 @@
 bad input, every acknowledged write in PostgreSQL, a node SIGKILLed and its
 objects restored by another process, a live owner keeping its objects, and
 PostgreSQL killed and restarted."""
-import os
 import re
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 
 import pytest
 
 import dobj
 import dobj.cluster
+from cluster_util import node, start_node
 from pg_util import TOOL_ENV, available
 
 pytestmark = pytest.mark.skipif(not available(), reason="PostgreSQL (Debian: postgresql) not installed")
-
-
-class Counter(dobj.DurableObject):
-    async def add(self, n=1):
-        v = (self.ctx.storage.get("n") or 0) + n
-        self.ctx.storage.put("n", v)
-        return v
-
-    async def get(self):
-        return self.ctx.storage.get("n") or 0
-
-    async def table(self):
-        # A schema change travels as pages, like any other write.
-        self.ctx.storage.sql.exec("CREATE TABLE IF NOT EXISTS t (x TEXT)")
-        self.ctx.storage.sql.exec("INSERT INTO t VALUES ('row')")
-        return [r["x"] for r in self.ctx.storage.sql.exec("SELECT x FROM t")]
-
-
-def node(pg, tmp_path, name="a"):
-    rt = dobj.Runtime(storage=str(tmp_path / name), cluster=pg.url, node_addr="127.0.0.1:0")
-    return rt, rt.bind("COUNTER", Counter)
 
 
 def test_schema_init_is_versioned(pg):
@@ -91,12 +69,12 @@ def test_bad_times_are_refused_naming_the_argument(tmp_path, kw, value, message)
 
 
 async def test_another_node_restores_every_acknowledged_write(pg, tmp_path):
-    rt, ns = node(pg, tmp_path, "a")
+    rt, ns = node(pg, tmp_path / "a")
     stub = ns.get_by_name("restore")
     assert [await stub.add() for _ in range(3)] == [1, 2, 3]
     assert await stub.table() == ["row"]
     rt.close()
-    rt, ns = node(pg, tmp_path, "b")  # another folder: nothing local
+    rt, ns = node(pg, tmp_path / "b")  # another folder: nothing local
     stub = ns.get_by_name("restore")
     assert await stub.add(10) == 13
     assert await stub.table() == ["row", "row"]
@@ -126,7 +104,7 @@ class RowLock:
 
 async def test_a_slow_commit_does_not_delay_another_objects_reads(pg, tmp_path):
     import asyncio
-    rt, ns = node(pg, tmp_path, "a")
+    rt, ns = node(pg, tmp_path / "a")
     slow, fast = ns.get_by_name("slow-commit"), ns.get_by_name("fast-read")
     assert await slow.add() == 1 and await fast.add() == 1
     lock = RowLock(pg, ns.id_from_name("slow-commit").to_string())
@@ -145,10 +123,10 @@ async def test_a_slow_commit_does_not_delay_another_objects_reads(pg, tmp_path):
 
 async def test_a_waiting_activation_delays_no_other_object_and_calls_keep_their_order(pg, tmp_path):
     import asyncio
-    rt, ns = node(pg, tmp_path, "a")
+    rt, ns = node(pg, tmp_path / "a")
     assert await ns.get_by_name("slow-claim").add() == 1
     rt.close()  # released: the next call claims it again
-    rt, ns = node(pg, tmp_path, "a")
+    rt, ns = node(pg, tmp_path / "a")
     slow, fast = ns.get_by_name("slow-claim"), ns.get_by_name("fast-too")
     assert await fast.add() == 1
     lock = RowLock(pg, ns.id_from_name("slow-claim").to_string())
@@ -166,41 +144,14 @@ async def test_a_waiting_activation_delays_no_other_object_and_calls_keep_their_
     rt.close()
 
 
-NODE = textwrap.dedent("""
-    import asyncio, sys
-    import dobj
-
-    class Counter(dobj.DurableObject):
-        async def add(self, n=1):
-            v = (self.ctx.storage.get("n") or 0) + n
-            self.ctx.storage.put("n", v)
-            return v
-
-    async def main():
-        rt = dobj.Runtime(storage=sys.argv[2], cluster=sys.argv[1], node_addr="127.0.0.1:0")
-        stub = rt.bind("COUNTER", Counter).get_by_name(sys.argv[3])
-        for _ in range(int(sys.argv[4])):
-            print(await stub.add(), flush=True)
-        print("node", rt.node_id, flush=True)
-        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
-
-    asyncio.run(main())
-""")
-
-
-def start_node(pg, tmp_path, name, n):
-    return subprocess.Popen([sys.executable, "-c", NODE, pg.url, str(tmp_path / "n"), name, str(n)],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-
-
 async def test_a_killed_nodes_objects_come_back_elsewhere(pg, tmp_path):
-    proc = start_node(pg, tmp_path, "killed", 5)
+    proc = start_node(pg, tmp_path / "n", "killed", 5)
     try:
         acked = [int(proc.stdout.readline()) for _ in range(5)]
         node_id = proc.stdout.readline().split()[1]
         assert acked == [1, 2, 3, 4, 5]
         # While the node lives, its object stays there: calls go to it.
-        rt, ns = node(pg, tmp_path, "b")
+        rt, ns = node(pg, tmp_path / "b")
         assert await ns.get_by_name("killed").add() == 6
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
@@ -217,7 +168,7 @@ async def test_a_killed_nodes_objects_come_back_elsewhere(pg, tmp_path):
 
 
 async def test_postgres_killed_and_restarted_loses_no_acknowledged_write(pg, tmp_path):
-    rt, ns = node(pg, tmp_path, "a")
+    rt, ns = node(pg, tmp_path / "a")
     stub = ns.get_by_name("pgkill")
     assert await stub.add() == 1
     pg.kill()
@@ -226,7 +177,7 @@ async def test_postgres_killed_and_restarted_loses_no_acknowledged_write(pg, tmp
     pg.restart()
     assert await ns.get_by_name("pgkill").add() == 2
     rt.close()
-    rt, ns = node(pg, tmp_path, "b")
+    rt, ns = node(pg, tmp_path / "b")
     assert await ns.get_by_name("pgkill").add() == 3
     rt.close()
 

@@ -7,33 +7,15 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
-import textwrap
 
 import pytest
 
 import dobj
+from cluster_util import node, start_node
 from pg_util import TOOL_ENV, available
 
 pytestmark = pytest.mark.skipif(not available(), reason="PostgreSQL (Debian: postgresql) not installed")
-
-
-class Counter(dobj.DurableObject):
-    async def add(self, n=1):
-        v = (self.ctx.storage.get("n") or 0) + n
-        self.ctx.storage.put("n", v)
-        return v
-
-    async def table(self):
-        self.ctx.storage.sql.exec("CREATE TABLE IF NOT EXISTS t (x TEXT)")
-        self.ctx.storage.sql.exec("INSERT INTO t VALUES ('row')")
-        return len(list(self.ctx.storage.sql.exec("SELECT x FROM t")))
-
-
-def node(pg, folder, **kw):
-    rt = dobj.Runtime(storage=str(folder), cluster=pg.url, node_addr="127.0.0.1:0", **kw)
-    return rt, rt.bind("COUNTER", Counter)
 
 
 def obj(ns, name):
@@ -44,7 +26,7 @@ async def test_the_log_is_compacted_and_another_node_restores_it(pg, tmp_path):
     rt, ns = node(pg, tmp_path / "a", cluster_snapshot_bytes=1)  # every few writes
     stub = ns.get_by_name("compact")
     assert [await stub.add() for _ in range(10)] == list(range(1, 11))
-    assert await stub.table() == 1
+    assert await stub.table() == ["row"]
     o = obj(ns, "compact")
     rt.close()  # the compaction under way finishes (bounded)
     # (how far depends on how fast the compactor keeps up: at least once)
@@ -54,7 +36,7 @@ async def test_the_log_is_compacted_and_another_node_restores_it(pg, tmp_path):
     rt, ns = node(pg, tmp_path / "b")  # another folder: snapshot + later log
     stub = ns.get_by_name("compact")
     assert await stub.add() == 11
-    assert await stub.table() == 2
+    assert await stub.table() == ["row", "row"]
     rt.close()
 
 
@@ -101,29 +83,6 @@ async def test_a_log_row_whose_bytes_changed_is_a_clear_error_and_not_served(pg,
     rt.close()
 
 
-NODE = textwrap.dedent("""
-    import asyncio, sys
-    import dobj
-
-    class Counter(dobj.DurableObject):
-        async def add(self, n=1):
-            v = (self.ctx.storage.get("n") or 0) + n
-            self.ctx.storage.put("n", v)
-            return v
-
-    async def main():
-        rt = dobj.Runtime(storage=sys.argv[2], cluster=sys.argv[1], node_addr="127.0.0.1:0",
-                          cluster_snapshot_bytes=1)
-        stub = rt.bind("COUNTER", Counter).get_by_name(sys.argv[3])
-        for _ in range(int(sys.argv[4])):
-            print(await stub.add(), flush=True)
-        print("node", rt.node_id, flush=True)
-        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
-
-    asyncio.run(main())
-""")
-
-
 class Session:
     """A psql session of the test's own, fed statements on its stdin."""
 
@@ -160,8 +119,7 @@ async def test_a_node_killed_between_the_snapshot_and_the_log_delete_loses_nothi
                PERFORM pg_advisory_lock(4242); RETURN NEW; END $$""")
     pg.sql("CREATE TRIGGER dobj_test_hold AFTER INSERT OR UPDATE ON dobj_snapshot "
            "FOR EACH ROW EXECUTE FUNCTION dobj_test_hold()")
-    proc = subprocess.Popen([sys.executable, "-c", NODE, pg.url, str(tmp_path / "n"), "killed-mid",
-                             "5"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    proc = start_node(pg, tmp_path / "n", "killed-mid", 5, 1)
     try:
         # The compaction is off the runtime's thread: the node acknowledges
         # every write while it is held.

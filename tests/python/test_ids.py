@@ -26,6 +26,44 @@ def test_golden_vectors(key, name, hex_id):
     assert parsed.name is None  # parsed IDs carry no name
 
 
+# Measured against workerd 1.20261117 (idFromName under "test-unique-key"):
+# a lone surrogate is hashed as its WTF-8 bytes, not as U+FFFD.
+SURROGATE_VECTORS = [
+    ("\ud800", "1a55a99ad39e6a43b7f3e4d4fdd717bce93b54f97e2a86249392f061c68057b0"),
+    ("a\ud800b", "3e93db6380a1d6d35636f393dd083c63737b9fc09ebfe4519d0c6e280b625bba"),
+    ("\ufffd", "88a3107dc5b2105060f5dc0d6d05ed2f709cd93202899667ad2c8acddccd5101"),
+]
+
+
+@pytest.mark.parametrize("name,hex_id", SURROGATE_VECTORS)
+def test_lone_surrogates_in_names_hash_as_workerd_does(name, hex_id):
+    # They were refused with UnicodeEncodeError, although workerd takes them.
+    rt = dobj.Runtime()
+    ns = rt.bind("NS", Plain, unique_key="test-unique-key")
+    id_ = ns.id_from_name(name)
+    assert str(id_) == hex_id and id_.name == name
+    stub = ns.get_by_name(name)
+    assert str(stub.id) == hex_id and stub.id.name == name
+    assert stub.name == name
+
+
+async def test_an_object_named_with_a_lone_surrogate_sees_its_name(rt):
+    class Who(dobj.DurableObject):
+        def who(self):
+            return self.ctx.id.name
+
+    ns = rt.bind("WHO", Who)
+    assert await ns.get_by_name("a\ud800b").who() == "a\ud800b"
+
+
+def test_a_pair_of_surrogates_names_the_character_they_make():
+    # "\ud83d\ude00" and "😀" are one JavaScript string, so one object.
+    rt = dobj.Runtime()
+    ns = rt.bind("NS", Plain)
+    assert ns.id_from_name("x\ud83d\ude00y") == ns.id_from_name("x😀y")
+    assert ns.id_from_name("\ude00\ud83d") != ns.id_from_name("😀")
+
+
 def test_unique_key_defaults_to_the_binding_name():
     rt = dobj.Runtime()
     a = rt.bind("test-unique-key", Plain)

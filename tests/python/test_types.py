@@ -57,14 +57,6 @@ def test_id_from_string_with_a_lone_surrogate_is_an_invalid_id(counter, text):
         counter.id_from_string(text)
 
 
-def test_names_with_a_lone_surrogate_are_refused_as_documented(counter):
-    # Names are hashed as UTF-8, which a lone surrogate has no encoding in
-    # (docs/python.md): a ValueError, never a wrong ID.
-    for call in (counter.id_from_name, counter.get_by_name):
-        with pytest.raises(ValueError, match="surrogates not allowed"):
-            call("a\ud800b")
-
-
 # Symbols public C API macros expand to (Py_DECREF, Py_None, PyObject_GC_New,
 # PY_SSIZE_T_CLEAN variants...): anything else starting with _Py is private.
 PUBLIC_MACRO_SYMBOLS = re.compile(

@@ -7,6 +7,7 @@ takes it, or the connection end; the object hears a close with 1008
 (was_clean False); everybody else goes on."""
 import asyncio
 import json
+import os
 
 import pytest
 
@@ -96,7 +97,6 @@ async def test_across_cluster_nodes_the_entry_node_drops_a_client_that_does_not_
     (bob connected there first), slow's connection came in on node a, which
     relays what the room sends: the bound holds on a, and the room on b
     hears slow leave with 1008."""
-    import os
     from devserver import CHAT, copy_example, dev_env
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("DOBJ_CLUSTER_", "DOBJ_NODE_"))}
     for d in ("a", "b"):
@@ -123,3 +123,112 @@ async def test_across_cluster_nodes_the_entry_node_drops_a_client_that_does_not_
     messages, code = await asyncio.to_thread(slow.read_to_end)
     assert len(messages) < 400 and code in (1008, 1006)
     await bob.close()
+
+
+def peak_rss_kib(pid):
+    """The peak resident size of process pid (VmHWM), in KiB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+def sanitized():
+    """ASan keeps freed memory (its quarantine): peak sizes say nothing then."""
+    return "libasan" in os.environ.get("LD_PRELOAD", "") or "ASAN_OPTIONS" in os.environ
+
+
+def flood(client, total, message):
+    """Send `message` until `total` bytes went or the server stopped taking
+    them: the bytes sent."""
+    while client.sent < total and client.send(message):
+        pass
+    return client.sent
+
+
+async def test_an_echo_fed_by_a_client_that_does_not_read(probe):
+    """The client sends 64 KiB messages as fast as it can and reads nothing:
+    the server reads it only as fast as the object handles its messages
+    (backpressure), the echoes wait up to the bound, then the connection is
+    dropped (the object hears 1008) and the client can send no more.  Before,
+    the server read all 160 MiB at once and kept every message and echo."""
+    b = await connect(probe)
+    before = peak_rss_kib(probe.proc.pid)
+    a = await asyncio.to_thread(SlowClient, probe.port, "/room", 60)
+    sent = asyncio.ensure_future(asyncio.to_thread(flood, a, 160 << 20, b"x" * 65536))
+    assert await asyncio.wait_for(b.recv(), 120) == f"closed 1008 {SLOW} False state=2"
+    sent = await asyncio.wait_for(sent, 120)
+    assert sent < 100 << 20  # 32 MiB of echoes waiting, the rest in TCP buffers
+    if not sanitized():
+        grown = peak_rss_kib(probe.proc.pid) - before
+        assert grown < 100 << 10, f"the server grew by {grown} KiB"
+    a.close()
+    await b.close()
+
+
+AUTO = """
+import dobj
+
+
+class Counter(dobj.DurableObject):
+    async def fetch(self, request):
+        client, server = dobj.WebSocketPair()
+        self.ctx.accept_web_socket(server)
+        self.ctx.set_web_socket_auto_response(dobj.WebSocketRequestResponsePair("ping", "p" * 2048))
+        return dobj.Response(None, status=101, web_socket=client)
+
+    async def web_socket_message(self, ws, message):
+        ws.send(message)
+
+    async def web_socket_close(self, ws, code, reason, was_clean):
+        for w in self.ctx.get_web_sockets():
+            if w != ws:
+                w.send(f"closed {code} {reason} {was_clean}")
+
+
+async def fetch(request, env, ctx):
+    return await env.COUNTER.get_by_name("auto").fetch(request)
+"""
+
+
+async def test_auto_responses_to_a_client_that_does_not_read_are_bounded(tmp_path, servers):
+    """The runtime answers "ping" without waking the object: those answers
+    wait for the client under the same bound (they grew without one)."""
+    server = servers(write_project(tmp_path / "auto", AUTO))
+    b = await websockets.connect(f"ws://127.0.0.1:{server.port}/")
+    a = await asyncio.to_thread(SlowClient, server.port, "/", 60)
+    sent = asyncio.ensure_future(asyncio.to_thread(flood, a, 40000 * 4, "ping"))
+    assert await asyncio.wait_for(b.recv(), 120) == f"closed 1008 {SLOW} False"
+    await asyncio.wait_for(sent, 120)
+    a.close()
+    await b.close()
+
+
+async def test_a_ping_flood_from_a_client_that_does_not_read_is_not_read(tmp_path, servers):
+    """wslay answers pings itself: once the pongs waiting for a client that
+    does not read reach the bound, the server stops reading it (its pings
+    wait in TCP buffers), instead of growing."""
+    if servers.kind == "uvicorn":
+        pytest.skip("uvicorn answers pings itself, unbounded (left alone)")
+    server = servers(write_project(tmp_path / "auto", AUTO))
+    a = await asyncio.to_thread(SlowClient, server.port, "/", 5)
+    before = peak_rss_kib(server.proc.pid)
+
+    def pings():
+        ping = b"p" * 125
+        while a.sent < 200 << 20:
+            a.proto.send_ping(ping)
+            try:
+                a._flush()
+            except OSError:  # the send timed out: the server stopped reading
+                return a.sent
+            a.sent += len(ping)
+        return a.sent
+
+    sent = await asyncio.wait_for(asyncio.to_thread(pings), 120)
+    assert sent < 100 << 20
+    if not sanitized():
+        grown = peak_rss_kib(server.proc.pid) - before
+        assert grown < 100 << 10, f"the server grew by {grown} KiB"
+    a.close()

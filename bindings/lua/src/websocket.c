@@ -245,7 +245,7 @@ static void buf_release(void *payload)
 	frames_unref(payload);
 }
 
-static const dobj_ws_io buffer_io = { buf_send, buf_close, buf_release, NULL, NULL };
+static const dobj_ws_io buffer_io = { buf_send, buf_close, buf_release, NULL, NULL, NULL };
 
 /* client:_attach(): serve the client end, keeping what the object sends. */
 static int l_ws_attach(lua_State *L)

@@ -117,8 +117,12 @@ async def serve(runtime: Any, scope: Any, receive: Callable[..., Any], send: Cal
         if me is not None:
             me.cancel()
 
+    # Backpressure: while the object has too many of this client's messages
+    # to handle, it is not read (uvicorn stops reading the socket then).
+    readable = asyncio.Event()
+    readable.set()
     client._attach(put, lambda code, reason: out.put_nowait((code, reason)),
-                   lambda: waiting[0], abort)
+                   lambda: waiting[0], abort, readable.set)
     writer = asyncio.ensure_future(_write(out, send, waiting))
     try:
         while True:
@@ -127,6 +131,9 @@ async def serve(runtime: Any, scope: Any, receive: Callable[..., Any], send: Cal
             if kind == "websocket.receive":
                 text = message.get("text")
                 client._receive(text if text is not None else message.get("bytes") or b"")
+                if client._receive_paused():
+                    readable.clear()
+                    await readable.wait()
             elif kind == "websocket.disconnect":
                 code = message.get("code", 1005)
                 reason = message.get("reason") or ""

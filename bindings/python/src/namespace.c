@@ -186,29 +186,26 @@ static int namespace_check_open(NamespaceObject *self)
 	return 1;
 }
 
-static int name_to_utf8(PyObject *name, const char **p, Py_ssize_t *n)
-{
-	if (PyUnicode_Check(name)) {
-		*p = PyUnicode_AsUTF8AndSize(name, n);
-		if (!*p)
-			return -1;
-		return 0;
-	}
-	PyErr_Format(PyExc_TypeError, "a Durable Object name must be a str, got %s",
-		Py_TYPE(name)->tp_name);
-	return -1;
-}
-
 static PyObject *Namespace_id_from_name(NamespaceObject *self, PyObject *name)
 {
 	const char *p;
+	PyObject *tmp;
 	Py_ssize_t n;
 	dobj_id id;
 	int rc;
 
-	if (!namespace_check_open(self) || name_to_utf8(name, &p, &n) < 0)
+	if (!namespace_check_open(self))
 		return NULL;
-	if ((rc = dobj_id_from_name(dobj_ns_idkey(self->ns), p, (size_t)n, &id)) < 0)
+	/* A name is a JavaScript string: lone surrogates go as WTF-8, and the
+	 * core hashes them as workerd does. */
+	if (!PyUnicode_Check(name))
+		return PyErr_Format(PyExc_TypeError, "a Durable Object name must be a str, got %s",
+			Py_TYPE(name)->tp_name);
+	if (!(p = dobjpy_str_utf8(name, &n, &tmp)))
+		return NULL;
+	rc = dobj_id_from_name(dobj_ns_idkey(self->ns), p, (size_t)n, &id);
+	Py_XDECREF(tmp);
+	if (rc < 0)
 		return raise_core_error(self->rt->st, rc);
 	return (PyObject *)id_object_new(self->rt->st, self, &id, name);
 }

@@ -77,9 +77,13 @@ static dobj_val *rpc_ref_to_val(void *data, PyObject *o)
 			PyErr_SetString(PyExc_TypeError, "an ID of another runtime cannot be sent over RPC");
 			return NULL;
 		}
-		if (i->name && !(name = PyUnicode_AsUTF8AndSize(i->name, &n)))
+		PyObject *tmp = NULL;
+		dobj_val *v;
+		if (i->name && !(name = dobjpy_str_utf8(i->name, &n, &tmp)))
 			return NULL;
-		return dobj_val_id(i->ns->ns, &i->id, name, (size_t)n);
+		v = dobj_val_id(i->ns->ns, &i->id, name, (size_t)n);
+		Py_XDECREF(tmp);
+		return v;
 	}
 	/* Otherwise NULL and no exception: the mapping raises its TypeError. */
 	return rpc_ref_of_lookalike(rt, o);

@@ -9,18 +9,22 @@ StubObject *stub_object_new(NamespaceObject *self, IdObject *id)
 	module_state *st = self->rt->st;
 	StubObject *o;
 	const char *name = NULL;
+	PyObject *tmp = NULL;
 	Py_ssize_t n = 0;
 	int rc;
 
-	if (id->name && !(name = PyUnicode_AsUTF8AndSize(id->name, &n)))
+	if (id->name && !(name = dobjpy_str_utf8(id->name, &n, &tmp)))
 		return NULL;
 	o = PyObject_GC_New(StubObject, st->Stub_T);
-	if (!o)
+	if (!o) {
+		Py_XDECREF(tmp);
 		return NULL;
+	}
 	o->weakreflist = NULL;
 	o->ns = (NamespaceObject *)Py_NewRef(self);
 	o->id = (IdObject *)Py_NewRef(id);
 	rc = dobj_stub_new(&o->stub, self->ns, &id->id, name, (size_t)n);
+	Py_XDECREF(tmp);
 	PyObject_GC_Track(o);
 	if (rc < 0) {
 		Py_DECREF(o);

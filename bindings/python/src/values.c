@@ -228,9 +228,7 @@ static PyObject *datetime_from_ms(dobjpy_values *v, double ms)
 
 /* ------------------------------------------------------------- strings */
 
-/* UTF-8 (WTF-8 for lone surrogates) of a str; *tmp may receive a bytes
- * object that owns the data. */
-static const char *str_utf8(PyObject *s, Py_ssize_t *n, PyObject **tmp)
+const char *dobjpy_str_utf8(PyObject *s, Py_ssize_t *n, PyObject **tmp)
 {
 	const char *p;
 
@@ -428,7 +426,7 @@ static int enc_str(enc *e, PyObject *s)
 		SER(dobj_ser_string_utf16(e->ser, (const uint16_t *)PyUnicode_2BYTE_DATA(s), (size_t)n));
 		return 0;
 	default:
-		p = str_utf8(s, &n, &tmp);
+		p = dobjpy_str_utf8(s, &n, &tmp);
 		if (!p)
 			return -1;
 		rc = dobj_ser_string(e->ser, p, (size_t)n);
@@ -555,7 +553,7 @@ static int enc_dict(enc *e, PyObject *o)
 		if (all_str) {
 			PyObject *tmp;
 			Py_ssize_t kn;
-			const char *kp = str_utf8(k, &kn, &tmp);
+			const char *kp = dobjpy_str_utf8(k, &kn, &tmp);
 			if (!kp) {
 				rc = -1;
 			} else {
@@ -1095,7 +1093,7 @@ static dobj_val *to_val_container(tval *c, PyObject *o)
 		} else if (all_str) {
 			PyObject *tmp;
 			Py_ssize_t kn;
-			const char *kp = str_utf8(PyTuple_GET_ITEM(it, 0), &kn, &tmp);
+			const char *kp = dobjpy_str_utf8(PyTuple_GET_ITEM(it, 0), &kn, &tmp);
 			if (!kp)
 				goto fail;
 			x = to_val(c, PyTuple_GET_ITEM(it, 1));
@@ -1157,7 +1155,7 @@ static dobj_val *to_val(tval *c, PyObject *o)
 	else if (PyUnicode_Check(o)) {
 		PyObject *tmp;
 		Py_ssize_t n;
-		const char *p = str_utf8(o, &n, &tmp);
+		const char *p = dobjpy_str_utf8(o, &n, &tmp);
 		if (!p)
 			return NULL;
 		r = dobj_val_string(p, (size_t)n);

@@ -63,6 +63,11 @@ PyObject *dobjpy_encode_bytes(dobjpy_values *v, PyObject *o);
 /* Decode a blob: a new reference, or NULL with an exception. */
 PyObject *dobjpy_decode(dobjpy_values *v, const void *data, size_t len);
 
+/* A str's UTF-8 as the core takes a JavaScript string (lone surrogates as
+ * WTF-8); *tmp receives the bytes object that owns it, or NULL.  NULL with
+ * an exception on failure. */
+const char *dobjpy_str_utf8(PyObject *s, Py_ssize_t *n, PyObject **tmp);
+
 /* ms since the epoch of a datetime (naive ones are UTC); -1 with an exception. */
 int dobjpy_datetime_ms(dobjpy_values *v, PyObject *dt, double *ms);
 /* Is `o` a datetime.datetime? */

@@ -206,7 +206,7 @@ static PyObject *WebSocket_pair(PyObject *cls, PyObject *unused)
 /* ----------------------------------------------------- the host's side */
 
 /* payload: a tuple (send(data), close(code, reason), queued() or None,
- * abort(code, reason) or None) the host gave. */
+ * abort(code, reason) or None, resume() or None) the host gave. */
 static void io_call(PyObject *fn, PyObject *args)
 {
 	PyObject *r;
@@ -283,19 +283,30 @@ static void io_abort(void *payload, int code, const char *reason, size_t len)
 	PyErr_Restore(et, ev, tb);
 }
 
-static const dobj_ws_io python_io = { io_send, io_close, io_release, NULL, NULL };
-static const dobj_ws_io python_bounded_io = { io_send, io_close, io_release, io_queued, io_abort };
+static void io_resume(void *payload)
+{
+	PyObject *fn = PyTuple_GET_ITEM((PyObject *)payload, 4), *et, *ev, *tb;
+
+	PyErr_Fetch(&et, &ev, &tb);
+	io_call(fn, PyTuple_New(0));
+	PyErr_Restore(et, ev, tb);
+}
+
+static const dobj_ws_io python_io = { io_send, io_close, io_release, NULL, NULL, NULL };
+static const dobj_ws_io python_bounded_io = {
+	io_send, io_close, io_release, io_queued, io_abort, io_resume
+};
 
 static PyObject *WebSocket_attach(WebSocketObject *self, PyObject *args)
 {
 	module_state *st = ws_state((PyObject *)self);
-	PyObject *send, *close, *queued = Py_None, *abort = Py_None, *payload;
+	PyObject *send, *close, *queued = Py_None, *abort = Py_None, *resume = Py_None, *payload;
 	int rc, bounded;
 
-	if (!st || !PyArg_ParseTuple(args, "OO|OO:_attach", &send, &close, &queued, &abort))
+	if (!st || !PyArg_ParseTuple(args, "OO|OOO:_attach", &send, &close, &queued, &abort, &resume))
 		return NULL;
-	bounded = queued != Py_None && abort != Py_None;
-	if (!(payload = PyTuple_Pack(4, send, close, queued, abort)))
+	bounded = queued != Py_None && abort != Py_None && resume != Py_None;
+	if (!(payload = PyTuple_Pack(5, send, close, queued, abort, resume)))
 		return NULL;
 	if ((rc = dobj_ws_attach(self->ws, bounded ? &python_bounded_io : &python_io, payload)) < 0) {
 		Py_DECREF(payload);
@@ -314,6 +325,14 @@ static PyObject *WebSocket_detach(WebSocketObject *self, PyObject *unused)
 static PyObject *WebSocket_receive(WebSocketObject *self, PyObject *msg)
 {
 	return pass_message(self, msg, dobj_ws_receive);
+}
+
+/* client._receive_paused(): True when the host should stop reading
+ * (dobj_ws_receive_paused; resume() is called when it may again). */
+static PyObject *WebSocket_receive_paused(WebSocketObject *self, PyObject *unused)
+{
+	(void)unused;
+	return PyBool_FromLong(dobj_ws_receive_paused(self->ws));
 }
 
 static PyObject *WebSocket_peer_close(WebSocketObject *self, PyObject *args)
@@ -365,6 +384,7 @@ static PyMethodDef WebSocket_methods[] = {
 	{ "_attach", (PyCFunction)WebSocket_attach, METH_VARARGS, NULL },
 	{ "_detach", (PyCFunction)WebSocket_detach, METH_NOARGS, NULL },
 	{ "_receive", (PyCFunction)WebSocket_receive, METH_O, NULL },
+	{ "_receive_paused", (PyCFunction)WebSocket_receive_paused, METH_NOARGS, NULL },
 	{ "_peer_close", (PyCFunction)WebSocket_peer_close, METH_VARARGS, NULL },
 	{ "_peer_error", (PyCFunction)WebSocket_peer_error, METH_VARARGS, NULL },
 	{ NULL }

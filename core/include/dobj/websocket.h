@@ -45,6 +45,13 @@ extern "C" {
 /** Close code sent when a received message is over DOBJ_WS_MAX_MESSAGE. */
 #define DOBJ_WS_CLOSE_TOO_BIG 1009
 #define DOBJ_MSG_WS_TOO_BIG "Message is too large"
+/** Received messages of one connection waiting for its object, in bytes
+ *  (each counted with its bookkeeping, DOBJ_WS_EVENT_COST): past it the
+ *  host stops reading that client (dobj_ws_receive_paused) until the object
+ *  caught up (dobj_ws_io.resume).  A client that sends faster than its
+ *  object handles waits in its own TCP buffers, not in the server. */
+#define DOBJ_WS_MAX_BACKLOG (1u << 20)
+#define DOBJ_WS_EVENT_COST 512
 /** Close code of a connection whose client did not read: more than
  *  DOBJ_WS_MAX_BUFFERED bytes would have waited for it (policy violation). */
 #define DOBJ_WS_CLOSE_SLOW 1008
@@ -210,6 +217,9 @@ DOBJ_API const dobj_ws_event *dobj_task_ws_event(const dobj_task *t);
  * drops what waits (frees it) and ends the connection without waiting for
  * the client: the close frame goes out if the socket takes it, and the host
  * reports nothing more for this end (dobj_ws_peer_close fails, harmlessly).
+ *
+ * `resume` (may be NULL) runs when a client the host stopped reading
+ * (dobj_ws_receive_paused returned 1) may be read again.
  */
 typedef struct dobj_ws_io {
 	void (*send)(void *payload, const void *data, size_t len, int text);
@@ -217,6 +227,7 @@ typedef struct dobj_ws_io {
 	void (*release)(void *payload);
 	size_t (*queued)(void *payload);
 	void (*abort)(void *payload, int code, const char *reason, size_t reason_len);
+	void (*resume)(void *payload);
 } dobj_ws_io;
 
 /**
@@ -240,6 +251,14 @@ DOBJ_API void dobj_ws_detach(dobj_ws *client);
  * hook fires).  DOBJ_ESTATE after the peer closed.
  */
 DOBJ_API int dobj_ws_receive(dobj_ws *client, const void *data, size_t len, int text);
+/**
+ * 1 when the host should stop reading this client: more than
+ * DOBJ_WS_MAX_BACKLOG of its messages wait for the object (then io->resume
+ * runs once they are down to half), 0 when it may read.  Backpressure on a
+ * client that sends faster than its object handles (one rule for every
+ * host); a host that cannot pause a connection may ignore it.
+ */
+DOBJ_API int dobj_ws_receive_paused(dobj_ws *client);
 /**
  * The peer closed (`code`: 1005 when its frame had none, 1006 for a
  * connection lost without a close frame): queues a WS_CLOSE event; the
