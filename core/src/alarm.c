@@ -38,6 +38,7 @@ typedef struct alarm_rec {
 	dobj_timer *timer;
 	char *name;
 	size_t name_len;
+	dobj_obj *waiting; /* cluster mode: the object whose activation it waits for (a reference) */
 } alarm_rec;
 
 typedef struct alarm_info {
@@ -156,6 +157,7 @@ static void rec_free(alarm_rec *a)
 {
 	if (a->timer)
 		dobj_timer_cancel(a->ns->rt, a->timer);
+	dobj__obj_unref(a->waiting);
 	free(a->name);
 	free(a);
 }
@@ -323,8 +325,17 @@ static void fire(void *data, int fired)
 	}
 	if (a->ns->rt->cluster && !a->firing) {
 		/* Cluster mode: the object's record is PostgreSQL's, read once the
-		 * object is active here (claimed and restored). */
-		int rc = dobj__cluster_hold(a->ns, &a->id, a->name, a->name_len, &held);
+		 * object is active here (claimed and restored off this thread: the
+		 * alarm waits for it, and fires again when it ended). */
+		dobj_obj *was = a->waiting;
+		int rc;
+		a->waiting = NULL;
+		rc = dobj__cluster_hold(a->ns, &a->id, a->name, a->name_len, &held);
+		dobj__obj_unref(was);
+		if (rc == 2) {
+			a->waiting = held;
+			return;
+		}
 		if (rc == 0) {
 			drop(a); /* a live node owns the object: the alarm is its own */
 			return;
@@ -351,6 +362,18 @@ static void fire(void *data, int fired)
 	}
 	dobj_task_unref(start(a, now));
 	dobj__cluster_unhold(held);
+}
+
+void dobj__alarm_activated(dobj_obj *obj)
+{
+	alarm_rec *a = dobj__idmap_get(&obj->ns->alarms, &obj->id);
+
+	if (!a || a->waiting != obj || a->firing)
+		return;
+	if (obj->ns->rt->closing || arm(a, 0) < 0) {
+		a->waiting = NULL; /* the alarm goes with the runtime */
+		dobj__obj_unref(obj);
+	}
 }
 
 int dobj__alarm_track(dobj_ns *ns, const dobj_id *id, const char *name, size_t len,

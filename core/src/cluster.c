@@ -398,22 +398,22 @@ char *dobj__cluster_path(dobj_obj *obj, const char *suffix)
 }
 
 /* Claims and restores run on the activator (cluster_activate.c); the
- * first call parks at the object's gate meanwhile.  An alarm activates its
- * object here and now (`here`): it reads the restored record at once. */
-static int activate(dobj_obj *obj, int here)
+ * first call parks at the object's gate meanwhile, and an alarm (`alarm`)
+ * waits for it to end (2). */
+static int activate(dobj_obj *obj, int alarm)
 {
 	struct dobj__cluster *cl = obj->ns->rt->cluster;
+	int rc;
 
 	if (!cl || obj->cluster)
 		return DOBJ_OK;
-	if (obj->act)
-		return here ? dobj_error_set(DOBJ_ERROR, "cluster: the object is being activated")
-			: dobj__act_take(cl, obj);
+	if (obj->act && !alarm && (rc = dobj__act_take(cl, obj)) != 2)
+		return rc;
 	cl->owner_node = 0;
 	if (!cl->addr[0]) /* docs/cluster.md: a node nobody can reach only calls */
 		return dobj_error_set(DOBJ_ESTATE, "cluster: this node has no node_addr, so it "
 			"serves no object (its calls go to the nodes that do)");
-	return here ? dobj__act_run_here(cl, obj) : dobj__act_begin(cl, obj);
+	return alarm ? dobj__act_for_alarm(cl, obj) : dobj__act_begin(cl, obj);
 }
 
 int dobj__cluster_activate(dobj_obj *obj)
@@ -449,7 +449,11 @@ int dobj__cluster_hold(dobj_ns *ns, const dobj_id *id, const char *name, size_t 
 	obj = dobj__obj_get(ns, id, name, len);
 	if (!obj)
 		return DOBJ_ENOMEM;
-	if ((rc = activate(obj, 1)) < 0) {
+	if ((rc = activate(obj, 1)) == 2) {
+		*out = obj; /* the alarm keeps it until it fires again */
+		return 2;
+	}
+	if (rc < 0) {
 		snprintf(msg, sizeof(msg), "%s", dobj_error_last());
 		if (!obj->dead && !obj->constructed && obj->ntasks == 0 && obj->mapped)
 			dobj__abort(obj, rc, msg); /* nobody waits on it: it just goes */

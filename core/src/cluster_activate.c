@@ -13,9 +13,13 @@
  * node owns it (the call is routed there), or the activation failed (the
  * object is reset, as a constructor that threw).
  *
- * An alarm that finds its object inactive (dobj__cluster_hold) still
- * activates it on the runtime's thread (dobj__act_run_here): the alarm's
- * decisions need the restored record at once.
+ * An alarm that finds its object inactive (dobj__cluster_hold) starts its
+ * activation the same way (dobj__act_for_alarm) and waits for it: when it
+ * ends, the alarm fires again (dobj__alarm_activated) and reads the
+ * restored record.  A pure client's lookup of an object's node (no
+ * node_addr: it never claims) runs on the activator too
+ * (dobj__act_lookup), its calls parked at the object's gate meanwhile.  So
+ * a slow PostgreSQL delays only the object that waits for it.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -34,6 +38,7 @@ struct dobj__act {
 	long long node;
 	double grace_ms;
 	int renew_first;    /* the lease view had lapsed: wait for a renewal first */
+	int lookup;         /* a pure client's lookup, not a claim (dobj__act_lookup) */
 	/* the outcome */
 	int done, rc;
 	char msg[600];
@@ -42,6 +47,8 @@ struct dobj__act {
 	char owner_addr[256];
 	/* the runtime's thread only */
 	dobj_obj *obj;      /* a reference, while out */
+	int alarm;          /* an alarm waits for it: told when it ends */
+	size_t waiters;     /* a failed lookup: the parked calls it fails */
 };
 
 static void act_free(dobj__act *a)
@@ -80,6 +87,47 @@ static int owner_of(dobj__pg *pg, dobj__act *a, const char *const *key, const in
 	return rc;
 }
 
+static uint32_t be32(const unsigned char *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* A pure client's lookup: where the object lives, or which live node
+ * should take it (one of the live nodes with an address, the same for every
+ * caller while the membership stays: placement by the ID).  a->rc 1 and
+ * a->owner_node/addr, 0 when no node can, or an error. */
+static int lookup_run(dobj__pg *pg, dobj__act *a)
+{
+	const char *v[2] = { a->ns, (const char *)a->id };
+	int lens[2] = { (int)a->ns_len, 32 };
+	int fmts[2] = { 0, 1 };
+	PGresult *r;
+	int rc, n, i = 0;
+
+	if ((rc = dobj__pg_exec(pg,
+		"SELECT n.node_id, n.addr FROM dobj_owner o JOIN dobj_node n ON n.node_id = o.node_id "
+		"WHERE o.ns = $1 AND o.object_id = $2 AND n.status = 'live' AND n.lease_until > now() "
+		"AND n.addr <> ''",
+		2, v, lens, fmts, 0, &r)) < 0)
+		return rc;
+	if (PQntuples(r) != 1) {
+		PQclear(r);
+		if ((rc = dobj__pg_exec(pg,
+			"SELECT node_id, addr FROM dobj_node WHERE status = 'live' AND lease_until > now() "
+			"AND addr <> '' ORDER BY node_id", 0, NULL, NULL, NULL, 0, &r)) < 0)
+			return rc;
+		if ((n = PQntuples(r)) == 0) {
+			PQclear(r);
+			return 0;
+		}
+		i = (int)(be32(a->id) % (uint32_t)n);
+	}
+	a->owner_node = atoll(PQgetvalue(r, i, 0));
+	snprintf(a->owner_addr, sizeof(a->owner_addr), "%s", PQgetvalue(r, i, 1));
+	PQclear(r);
+	return 1;
+}
+
 /* Claim and restore, on `pg` (any thread): the outcome in a. */
 static void act_run(dobj__pg *pg, dobj__act *a)
 {
@@ -90,6 +138,10 @@ static void act_run(dobj__pg *pg, dobj__act *a)
 	PGresult *r = NULL;
 	int rc;
 
+	if (a->lookup) {
+		rc = lookup_run(pg, a);
+		goto done;
+	}
 	snprintf(node, sizeof(node), "%lld", a->node);
 	snprintf(grace, sizeof(grace), "%.3f", a->grace_ms);
 	if ((rc = dobj__pg_exec(pg,
@@ -169,20 +221,6 @@ static int act_finish(struct dobj__cluster *cl, dobj_obj *obj, dobj__act *a)
 	return DOBJ_OK;
 }
 
-int dobj__act_run_here(struct dobj__cluster *cl, dobj_obj *obj)
-{
-	dobj__act *a;
-
-	if (obj->act)
-		return dobj_error_set(DOBJ_ERROR, "cluster: the object is being activated");
-	if (dobj__boot_ms() >= cl->lease_view)
-		dobj__lease_sync(cl);
-	if (!(a = act_new(cl, obj)))
-		return DOBJ_ENOMEM;
-	act_run(&cl->pg, a);
-	return act_finish(cl, obj, a);
-}
-
 int dobj__act_take(struct dobj__cluster *cl, dobj_obj *obj)
 {
 	dobj__act *a = obj->act;
@@ -190,7 +228,60 @@ int dobj__act_take(struct dobj__cluster *cl, dobj_obj *obj)
 	if (a->obj)
 		return 1; /* still out (a->obj is cleared when it comes back) */
 	obj->act = NULL;
+	if (a->lookup) {
+		act_free(a); /* a lookup's outcome a call that is not routed never needs */
+		return 2;
+	}
 	return act_finish(cl, obj, a);
+}
+
+static int begin(struct dobj__cluster *cl, dobj_obj *obj, int lookup);
+
+int dobj__act_for_alarm(struct dobj__cluster *cl, dobj_obj *obj)
+{
+	int rc;
+
+	if (obj->act && obj->act->obj) {
+		obj->act->alarm = 1;
+		return 2;
+	}
+	if (obj->act && (rc = dobj__act_take(cl, obj)) != 2)
+		return rc;
+	if ((rc = dobj__act_begin(cl, obj)) < 0)
+		return rc;
+	obj->act->alarm = 1;
+	return 2;
+}
+
+int dobj__act_lookup(struct dobj__cluster *cl, dobj_obj *obj, long long *node, char *addr,
+	size_t cap)
+{
+	dobj__act *a = obj->act;
+	int rc;
+
+	if (a && a->obj)
+		return 2; /* out: the call parks at the gate (construct) */
+	if (a && a->lookup) {
+		rc = a->rc;
+		*node = a->owner_node;
+		snprintf(addr, cap, "%s", a->owner_addr);
+		if (rc < 0)
+			dobj_error_set(rc, "%s", a->msg);
+		/* A failure fails every call that waited for it (not each in turn
+		 * after a lookup of its own); a success is in the route cache. */
+		if (rc > 0 || a->waiters <= 1) {
+			obj->act = NULL;
+			act_free(a);
+		} else {
+			a->waiters--;
+		}
+		return rc;
+	}
+	if (a && (rc = dobj__act_take(cl, obj)) != 2)
+		return rc; /* (a pure client claims nothing: never here) */
+	if ((rc = begin(cl, obj, 1)) < 0)
+		return rc;
+	return 2;
 }
 
 void dobj__act_drop(struct dobj__cluster *cl, dobj_obj *obj)
@@ -240,6 +331,7 @@ static void act_done(struct dobj__cluster *cl, dobj__wjob *j)
 {
 	dobj__act *a = (dobj__act *)j;
 	dobj_obj *obj = a->obj;
+	int alarm;
 
 	a->obj = NULL;
 	if (obj->dead || !obj->mapped || obj->act != a) {
@@ -249,10 +341,16 @@ static void act_done(struct dobj__cluster *cl, dobj__wjob *j)
 			dobj__cluster_queue_release(cl, obj, a->co);
 			a->co = NULL;
 		}
+		alarm = a->alarm;
 		act_free(a);
 	} else {
+		alarm = a->alarm;
+		a->waiters = obj->nparked;
 		dobj__obj_gate_open(obj);
 	}
+	/* The alarm that waited for it fires again (and finds the outcome). */
+	if (alarm)
+		dobj__alarm_activated(obj);
 	dobj__obj_unref(obj);
 }
 
@@ -267,7 +365,8 @@ static void act_unrun(dobj__wjob *j)
 	snprintf(a->msg, sizeof(a->msg), "%s", DOBJ_MSG_CLOSED);
 }
 
-int dobj__act_begin(struct dobj__cluster *cl, dobj_obj *obj)
+/* Queue obj's activation (or lookup) and close its gate. */
+static int begin(struct dobj__cluster *cl, dobj_obj *obj, int lookup)
 {
 	dobj__act *a;
 
@@ -275,6 +374,7 @@ int dobj__act_begin(struct dobj__cluster *cl, dobj_obj *obj)
 		return dobj_error_set(DOBJ_ECLOSED, DOBJ_MSG_CLOSED);
 	if (!(a = act_new(cl, obj)))
 		return DOBJ_ENOMEM;
+	a->lookup = lookup; /* before the push: the activator reads it */
 	a->renew_first = dobj__boot_ms() >= cl->lease_view;
 	a->obj = obj;
 	obj->refs++;
@@ -282,6 +382,11 @@ int dobj__act_begin(struct dobj__cluster *cl, dobj_obj *obj)
 	obj->nblock++; /* the input gate: calls park, in order, until it is done */
 	dobj__worker_push(cl->act, &a->job);
 	return 1;
+}
+
+int dobj__act_begin(struct dobj__cluster *cl, dobj_obj *obj)
+{
+	return begin(cl, obj, 0);
 }
 
 int dobj__act_start(struct dobj__cluster *cl)

@@ -75,12 +75,12 @@ typedef struct dobj__committer {
 typedef struct dobj__cinc dobj__cinc;   /* an incarnation, as the worker knows it */
 typedef struct dobj__due dobj__due;     /* a due alarm found by the lease thread */
 
-/* The cluster state of a runtime.  The runtime's thread uses `pg` for
- * what is left on it (joining, a client's lookup, an alarm's activation,
- * leaving); the node's threads own a connection each: the committers
- * (appends, in groups, and releases: cluster_commit.c), the lease keeper
- * (renewal, rejoining, the alarm scan: cluster_lease.c), the compactor
- * (snapshots: cluster_snapshot.c) and the activator (claims and restores:
+/* The cluster state of a runtime.  The runtime's thread uses `pg` only to
+ * join and to leave; the node's threads own a connection each: the
+ * committers (appends, in groups, and releases: cluster_commit.c), the
+ * lease keeper (renewal, rejoining, the alarm scan: cluster_lease.c), the
+ * compactor (snapshots: cluster_snapshot.c) and the activator (claims and
+ * restores, for calls and alarms, and a pure client's lookups:
  * cluster_activate.c).  They hand results back through the runtime's fd
  * (dobj__rt_post). */
 /* A hold that keeps dobj_rt_run waiting (and dobj_rt_pending counting)
@@ -304,10 +304,18 @@ void dobj__act_stop(struct dobj__cluster *cl);
 /** Start obj's activation on the activator, its gate closed: 1, or an error. */
 int dobj__act_begin(struct dobj__cluster *cl, dobj_obj *obj);
 /** obj->act is set: 1 while it is out, else its outcome (0: obj->cluster
- *  set; an error, with cl->owner_node/addr for routing). */
+ *  set; an error, with cl->owner_node/addr for routing; 2: it was a
+ *  lookup, dropped). */
 int dobj__act_take(struct dobj__cluster *cl, dobj_obj *obj);
-/** Activate obj here and now, on the runtime's connection (alarms). */
-int dobj__act_run_here(struct dobj__cluster *cl, dobj_obj *obj);
+/** Activate obj for its alarm: 2 while the activation is out (the alarm
+ *  is told when it ends: dobj__alarm_activated), else its outcome as
+ *  dobj__act_take's. */
+int dobj__act_for_alarm(struct dobj__cluster *cl, dobj_obj *obj);
+/** A pure client's lookup of obj's node, on the activator: 2 while it is
+ *  out (calls park at obj's gate), then 1 and *node/addr, 0 when no live
+ *  node can take the object, or an error. */
+int dobj__act_lookup(struct dobj__cluster *cl, dobj_obj *obj, long long *node, char *addr,
+	size_t cap);
 /** An incarnation goes with its activation's outcome not taken: release a
  *  claim that went through. */
 void dobj__act_drop(struct dobj__cluster *cl, dobj_obj *obj);

@@ -535,53 +535,13 @@ static void resend(dobj_task *t, const char *why)
 	dobj_task_wake(t); /* back through run_task: a fresh lookup */
 }
 
-/* A node that serves nothing (no node_addr): where does the object live,
- * or which live node should take it?  1 and node/addr, 0 if no node can. */
-static int client_lookup(dobj_rt *rt, dobj_obj *obj, long long *node, char *addr, size_t cap)
-{
-	struct dobj__cluster *cl = rt->cluster;
-	const char *v[2] = { obj->ns->unique_key, (const char *)obj->id.bytes };
-	int lens[2] = { (int)obj->ns->unique_key_len, 32 };
-	int fmts[2] = { 0, 1 };
-	PGresult *res;
-	int rc, n;
-
-	if ((rc = dobj__pg_exec(&cl->pg,
-		"SELECT n.node_id, n.addr FROM dobj_owner o JOIN dobj_node n ON n.node_id = o.node_id "
-		"WHERE o.ns = $1 AND o.object_id = $2 AND n.status = 'live' AND n.lease_until > now() "
-		"AND n.addr <> ''",
-		2, v, lens, fmts, 0, &res)) < 0)
-		return rc;
-	if (PQntuples(res) == 1) {
-		*node = atoll(PQgetvalue(res, 0, 0));
-		snprintf(addr, cap, "%s", PQgetvalue(res, 0, 1));
-		PQclear(res);
-		return 1;
-	}
-	PQclear(res);
-	/* Nobody holds it: one of the live nodes, the same for every caller
-	 * while the membership stays (placement by the ID). */
-	if ((rc = dobj__pg_exec(&cl->pg,
-		"SELECT node_id, addr FROM dobj_node WHERE status = 'live' AND lease_until > now() "
-		"AND addr <> '' ORDER BY node_id", 0, NULL, NULL, NULL, 0, &res)) < 0)
-		return rc;
-	n = PQntuples(res);
-	if (n > 0) {
-		int i = (int)(get_be(obj->id.bytes, 4) % (uint64_t)n);
-		*node = atoll(PQgetvalue(res, i, 0));
-		snprintf(addr, cap, "%s", PQgetvalue(res, i, 1));
-	}
-	PQclear(res);
-	return n > 0;
-}
-
 int dobj__route_call(dobj_task *t)
 {
 	dobj_rt *rt = t->rt;
 	struct dobj__route *r = rt->route;
 	struct dobj__cluster *cl = rt->cluster;
 	owner *o;
-	long long node = 0; /* set when client_lookup finds one (-O1 cannot tell) */
+	long long node = 0; /* set when the lookup finds one (-O1 cannot tell) */
 	char addr[256];
 	int rc;
 
@@ -601,7 +561,12 @@ int dobj__route_call(dobj_task *t)
 		cache_drop(r, t->obj);
 	if (cl->addr[0])
 		return 0; /* claim it here; a live owner elsewhere: dobj__route_owned */
-	if ((rc = client_lookup(rt, t->obj, &node, addr, sizeof(addr))) <= 0) {
+	/* A node that serves nothing (no node_addr) asks PostgreSQL where the
+	 * object lives, off this thread (cluster_activate.c); t parks at the
+	 * object's gate meanwhile (construct). */
+	if ((rc = dobj__act_lookup(cl, t->obj, &node, addr, sizeof(addr))) == 2)
+		return 0;
+	if (rc <= 0) {
 		if (rc == 0)
 			fail_call(t, DOBJ_ERROR, 1, "cluster: the call was not sent: no live node with a "
 				"node_addr can take the object");

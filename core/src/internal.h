@@ -142,7 +142,9 @@ int dobj__cluster_activate(dobj_obj *obj);
 int dobj__cluster_commit(dobj_obj *obj, void *db, int64_t alarm);
 /** An alarm of `id` is due: make sure the object is active on this node
  *  (claim and restore) so that its record can be read.  1 and *obj (a
- *  reference, for dobj__cluster_unhold) when it is; 0 when a live node
+ *  reference, for dobj__cluster_unhold) when it is; 2 and *obj (the same)
+ *  while its activation is out (off the runtime's thread: the alarm fires
+ *  again when it ends, dobj__alarm_activated); 0 when a live node
  *  elsewhere owns it (its alarm to fire); < 0 when PostgreSQL cannot tell. */
 int dobj__cluster_hold(dobj_ns *ns, const dobj_id *id, const char *name, size_t len,
 	dobj_obj **obj);
@@ -157,6 +159,9 @@ int dobj__storage_meta_read(void *db, int64_t *when);
  *  written to the local schedule outside cluster mode (alarm.c). */
 int dobj__alarm_track(dobj_ns *ns, const dobj_id *id, const char *name, size_t len,
 	int64_t when);
+/** The activation an alarm of obj waited for ended (dobj__cluster_hold
+ *  returned 2): the alarm fires again (alarm.c). */
+void dobj__alarm_activated(dobj_obj *obj);
 struct dobj__ws_held;
 /** A step's result `t` is about to be delivered (its writes committed
  *  locally): 1 when the cluster keeps it (held reference and all) until

@@ -2,14 +2,16 @@
  * Activation off the runtime's thread: while an object's claim waits for
  * PostgreSQL (its owner row locked by the test), the runtime serves other
  * objects at once, and the waiting object's calls run afterwards in the
- * order they came.
+ * order they came.  The same for an alarm whose object is not active.
  */
 #include <libpq-fe.h>
+#include <time.h>
 
 #include "testhost.h"
 #include "pgtest.h"
 
 static pgtest pg;
+static int alarms_ran;
 
 static int counter_step(dobj_task *t, void *data)
 {
@@ -24,6 +26,17 @@ static int counter_step(dobj_task *t, void *data)
 	(void)data;
 	if ((rc = dobj_obj_storage(dobj_task_obj(t), &st)) < 0)
 		return rc;
+	if (dobj_task_call_kind(t) == DOBJ_CALL_ALARM) {
+		alarms_ran++;
+		dobj_task_return(t, NULL);
+		return DOBJ_OK;
+	}
+	if (!strncmp(req->s, "alarm ", 6)) {
+		CHECK_EQ_INT(dobj_alarm_set(st, dobj_rt_wall_ms(dobj_task_rt(t)) + atof(req->s + 6)),
+			DOBJ_OK);
+		respond(t, 200, "set");
+		return DOBJ_OK;
+	}
 	if (dobj_kv_get(st, "n", 1, &val, &len) == 1) {
 		snprintf(buf, sizeof(buf), "%.*s", (int)len, (const char *)val);
 		n = strtol(buf, NULL, 10);
@@ -54,7 +67,7 @@ static dobj_rt *node(const char *dir, dobj_ns **ns)
 	co.timeout_ms = 5000;
 	CHECK_EQ_INT(dobj_rt_cluster(rt, &co), DOBJ_OK);
 	k.name = "Counter";
-	k.flags = DOBJ_CLASS_FETCH;
+	k.flags = DOBJ_CLASS_FETCH | DOBJ_CLASS_ALARM;
 	k.step = counter_step;
 	CHECK_EQ_INT(dobj_ns_new(ns, rt, "COUNTER", 7, "act-key", 7, &k), DOBJ_OK);
 	return rt;
@@ -159,12 +172,111 @@ static void test_closing_with_an_activation_out(void)
 	testhost_rm_rf(dir);
 }
 
+static double mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+/* A call sent from a timer of the runtime's (a later point of its loop). */
+typedef struct later {
+	dobj_stub *s;
+	dobj_task *t;
+	double sent, done;
+} later;
+
+static void send_later(void *data, int fired)
+{
+	later *l = data;
+
+	if (fired) {
+		l->sent = mono_ms();
+		l->t = send(l->s, "read");
+	}
+}
+
+static int later_done(void *arg)
+{
+	later *l = arg;
+
+	if (l->t && dobj_task_done(l->t) && !l->done)
+		l->done = mono_ms();
+	return l->done > 0;
+}
+
+static void guard_fired(void *data, int fired)
+{
+	(void)data;
+	(void)fired;
+}
+
+static int alarm_ran(void *arg)
+{
+	(void)arg;
+	return alarms_ran > 0;
+}
+
+static void test_an_alarm_waiting_for_its_claim_holds_up_no_other_object(void)
+{
+	char dir[64], q[300], hex[DOBJ_ID_HEX_LEN + 1];
+	dobj_ns *ns;
+	dobj_rt *rt = node(testhost_tmpdir(dir, "dobj-act"), &ns);
+	dobj_stub *sleeper = testhost_stub(ns, "sleeper"), *fast = testhost_stub(ns, "nimble");
+	later l = { fast, NULL, 0, 0 };
+	dobj_timer *tm;
+	dobj_id id;
+	PGconn *locker;
+
+	alarms_ran = 0;
+	CHECK_STR(fetch(rt, fast, "count", NULL), "1");
+	CHECK_STR(fetch(rt, sleeper, "alarm 300", NULL), "set");
+	dobj_id_from_name(dobj_ns_idkey(ns), "sleeper", 7, &id);
+	CHECK_EQ_INT(dobj_ns_evict(ns, &id), 1); /* released: its alarm claims it again */
+	dobj_id_to_hex(&id, hex);
+	hex[DOBJ_ID_HEX_LEN] = '\0';
+	locker = pgtest_connect(&pg);
+	/* (the test's server ends transactions idle for 2 s: not this one) */
+	pgtest_sql(&pg, locker, "SET idle_in_transaction_session_timeout = 0");
+	pgtest_sql(&pg, locker, "BEGIN");
+	snprintf(q, sizeof(q), "SELECT epoch FROM dobj_owner WHERE ns = 'act-key' AND "
+		"object_id = '\\x%s'::bytea FOR UPDATE", hex);
+	CHECK(pgtest_sql(&pg, locker, q) > 0);
+	/* The alarm comes due at 0.3 s and its claim waits for the test's lock
+	 * (up to the node's 5 s timeout); at 1.5 s a call to another object is
+	 * served at once. */
+	CHECK_EQ_INT(dobj_rt_timer(rt, 1500, send_later, &l, &tm), DOBJ_OK);
+	dobj_rt_run(rt, later_done, &l);
+	CHECK(l.done > 0);
+	CHECK_STR(task_body(l.t, NULL), "1");
+	CHECK(l.done - l.sent < 1000);
+	CHECK_EQ_INT(alarms_ran, 0);
+	/* The alarm's claim is the one waiting for the lock. */
+	CHECK_EQ_INT(pgtest_sql(&pg, NULL, "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a "
+		"USING (pid) WHERE NOT l.granted AND a.query LIKE 'INSERT INTO dobj_owner%'"), 1);
+	dobj_task_unref(l.t);
+	pgtest_sql(&pg, locker, "COMMIT");
+	PQfinish(locker);
+	/* Then it fires (a strong timer bounds the wait). */
+	CHECK_EQ_INT(dobj_rt_timer(rt, 10000, guard_fired, NULL, &tm), DOBJ_OK);
+	dobj_rt_run(rt, alarm_ran, NULL);
+	CHECK_EQ_INT(alarms_ran, 1);
+	if (alarms_ran)
+		dobj_timer_cancel(rt, tm);
+	dobj_stub_free(sleeper);
+	dobj_stub_free(fast);
+	dobj_rt_free(rt);
+	testhost_rm_rf(dir);
+}
+
 int main(void)
 {
 	if (pgtest_start(&pg) < 0)
 		return 1;
 	RUN(test_a_waiting_activation_holds_up_no_other_object_and_calls_keep_their_order);
 	RUN(test_closing_with_an_activation_out);
+	RUN(test_an_alarm_waiting_for_its_claim_holds_up_no_other_object);
 	pgtest_stop(&pg);
 	CHECK_EQ_INT(live_values, 0);
 	return DONE();
