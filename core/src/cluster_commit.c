@@ -193,26 +193,6 @@ static void watch_update(struct dobj__cluster *cl)
 	dobj__watch_update(&cl->watch);
 }
 
-static void mono_deadline(struct timespec *ts, double ms);
-static void lease_update(dobj_rt *rt, struct dobj__cluster *cl);
-
-void dobj__lease_sync(struct dobj__cluster *cl)
-{
-	struct timespec until;
-	unsigned long gen;
-
-	if (!cl->threads)
-		return;
-	mono_deadline(&until, cl->pg.timeout_ms * 3);
-	pthread_mutex_lock(&cl->mu);
-	gen = cl->l_gen;
-	cl->renew_now = 1;
-	pthread_cond_signal(&cl->lwake);
-	while (cl->l_gen == gen && pthread_cond_timedwait(&cl->idle, &cl->mu, &until) != ETIMEDOUT)
-		;
-	pthread_mutex_unlock(&cl->mu);
-	lease_update(cl->rt, cl);
-}
 
 void dobj__lease_kick(struct dobj__cluster *cl)
 {
@@ -1028,17 +1008,6 @@ fail:
 	return rc;
 }
 
-static void mono_deadline(struct timespec *ts, double ms)
-{
-	clock_gettime(CLOCK_MONOTONIC, ts);
-	ts->tv_sec += (time_t)(ms / 1e3);
-	ts->tv_nsec += (long)fmod(ms, 1e3) * 1000000L;
-	if (ts->tv_nsec >= 1000000000L) {
-		ts->tv_sec++;
-		ts->tv_nsec -= 1000000000L;
-	}
-}
-
 void dobj__cluster_stop(struct dobj__cluster *cl)
 {
 	struct timespec until;
@@ -1049,7 +1018,7 @@ void dobj__cluster_stop(struct dobj__cluster *cl)
 		return;
 	/* What is queued gets one more round trip (each is bounded by the
 	 * timeout); then the threads stop. */
-	mono_deadline(&until, cl->pg.timeout_ms * 2 + 500);
+	dobj__mono_deadline(&until, cl->pg.timeout_ms * 2 + 500);
 	pthread_mutex_lock(&cl->mu);
 	while ((cl->q_head || cl->q_busy) &&
 	       pthread_cond_timedwait(&cl->idle, &cl->mu, &until) != ETIMEDOUT)

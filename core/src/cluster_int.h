@@ -250,9 +250,6 @@ void dobj__cluster_stop(struct dobj__cluster *cl);
 void dobj__lease_kick(struct dobj__cluster *cl);
 /* Sets up cl->watch (its period follows the node's timeout and TTL). */
 void dobj__commit_watch_init(struct dobj__cluster *cl);
-/** The same, and wait for it (bounded) and act on it: activation, which
- *  waits for PostgreSQL anyway, after the view lapsed. */
-void dobj__lease_sync(struct dobj__cluster *cl);
 /** Queue the release of an incarnation behind its appends. */
 void dobj__cluster_queue_release(struct dobj__cluster *cl, dobj_obj *obj,
 	struct dobj__cluster_obj *co);

@@ -180,7 +180,7 @@ void *dobj__lease_main(void *arg)
 		*tail = due;
 		/* A failure is retried sooner; results wait meanwhile. */
 		next = mono_ms() + (rc < 0 || (rc == 1 && !fresh) ? cl->ttl_ms / 8 : cl->ttl_ms / 4);
-		pthread_cond_broadcast(&cl->idle); /* dobj__lease_sync */
+		pthread_cond_broadcast(&cl->idle); /* the activator waits for a renewal */
 		dobj__rt_post(cl->rt);
 	}
 	pthread_mutex_unlock(&cl->mu);
