@@ -330,7 +330,8 @@ async def test_a_text_message_that_is_not_utf8_closes_with_1007(probe):
     a._flush()
     assert (await asyncio.wait_for(b.recv(), 30)).startswith("closed 1007 ")
     messages, code = await asyncio.to_thread(a.read_to_end)
-    assert (messages, code) == (["hello"], 1007)
+    # (uvicorn may close before the greeting sent with the 101 went out)
+    assert code == 1007 and messages in (["hello"], [])
     await b.close()
 
 
