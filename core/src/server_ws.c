@@ -48,6 +48,8 @@ struct wsc {
 	int fd;                        /* -1 until the upgrade happened */
 	uint32_t events;               /* what the epoll set asks for it */
 	int rpaused;                   /* not read: see read_paused */
+	unsigned frags;                /* frames of the message being received */
+	int refused;                   /* too many: closing with 1009, not read */
 	int dead;                      /* to be freed (an io callback saw it fail) */
 	int aborted;                   /* to be freed: the core gave up on the client */
 	wslay_event_context_ptr ctx;
@@ -71,6 +73,11 @@ struct wsc {
  * struct and allocations), counted in what waits for the client so that a
  * flood of tiny frames is bounded too. */
 #define FRAME_COST 128u
+/* Frames one received message may come in: wslay keeps each with its own
+ * allocations (~100 bytes besides the payload), so a message of one-byte
+ * fragments under the 32 MiB limit would cost gigabytes.  65536 fragments
+ * still let a 32 MiB message come in pieces of 512 bytes. */
+#define MAX_FRAGMENTS 65536u
 
 struct ws_srv {
 	dobj_server *server;
@@ -119,7 +126,7 @@ static ssize_t on_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, in
 	ssize_t r;
 
 	(void)flags;
-	if (read_paused(c)) {
+	if (c->refused || read_paused(c)) {
 		c->rpaused = 1;
 		wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
 		return -1;
@@ -235,8 +242,27 @@ static void on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_
 	mark_dirty(c);
 }
 
+/* Fragments are counted per message: past MAX_FRAGMENTS it is refused as
+ * too large (1009, as wslay does past 32 MiB), and the client not read. */
+static void on_frame_start(wslay_event_context_ptr ctx,
+	const struct wslay_event_on_frame_recv_start_arg *arg, void *user)
+{
+	wsc *c = user;
+
+	if (arg->opcode == WSLAY_TEXT_FRAME || arg->opcode == WSLAY_BINARY_FRAME) {
+		c->frags = 0;
+		return;
+	}
+	if (arg->opcode != WSLAY_CONTINUATION_FRAME || ++c->frags <= MAX_FRAGMENTS || c->refused)
+		return;
+	c->refused = 1;
+	wslay_event_queue_close(ctx, DOBJ_WS_CLOSE_TOO_BIG, (const uint8_t *)DOBJ_MSG_WS_TOO_BIG,
+		strlen(DOBJ_MSG_WS_TOO_BIG));
+	mark_dirty(c);
+}
+
 static const struct wslay_event_callbacks callbacks = {
-	on_recv, on_send, NULL, NULL, NULL, NULL, on_msg
+	on_recv, on_send, NULL, on_frame_start, NULL, NULL, on_msg
 };
 
 /* The core's output for this connection: queued in wslay, written at the
@@ -515,6 +541,8 @@ void dobj__ws_srv_flush(ws_srv *w)
 			wsc_free(c, c->close_code, "");
 			continue;
 		}
+		if (c->refused && wslay_event_want_read(c->ctx))
+			wslay_event_shutdown_read(c->ctx); /* the close goes out, then it ends */
 		if (!c->dead && out_flush(c) < 0)
 			c->dead = 1;
 		if (c->dead) {

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "v8_format.h"
 
 typedef struct wsconn wsconn;
 
@@ -316,6 +317,24 @@ static int utf8_units(const char *s, size_t len)
 	return n;
 }
 
+static int utf8_ok(const void *data, size_t len)
+{
+	const unsigned char *s = data;
+	size_t i = 0, n, bad;
+	uint32_t cp;
+
+	while (i < len) {
+		if (s[i] < 0x80) {
+			i++;
+			continue;
+		}
+		if (!(n = dobj__utf8_get(s + i, len - i, 0, &cp, &bad)))
+			return 0;
+		i += n;
+	}
+	return 1;
+}
+
 int dobj_ws_accept(dobj_obj *obj, dobj_ws *ws, const char *const *tags, const size_t *tag_lens,
 	const size_t *tag_units, size_t ntags)
 {
@@ -528,6 +547,8 @@ int dobj_ws_send(dobj_ws *ws, const void *data, size_t len, int text)
 		return DOBJ_OK;
 	if (!c->accepted)
 		return dobj_error_set(DOBJ_ESTATE, DOBJ_MSG_WS_NOT_ACCEPTED);
+	if (text && !utf8_ok(data, len))
+		return dobj_error_set(DOBJ_EARG, DOBJ_MSG_WS_SEND_UTF8);
 	return output(c, 0, text != 0, data, len);
 }
 
@@ -550,6 +571,8 @@ int dobj_ws_close(dobj_ws *ws, int code, const char *reason, size_t reason_len)
 	if (reason_len > DOBJ_WS_MAX_CLOSE_REASON)
 		return dobj_error_set(DOBJ_EARG, "a WebSocket close reason cannot be longer than "
 			"%d bytes of UTF-8", DOBJ_WS_MAX_CLOSE_REASON);
+	if (reason && !utf8_ok(reason, reason_len))
+		return dobj_error_set(DOBJ_EARG, "a WebSocket close reason must be valid UTF-8");
 	c->closed_out = 1;
 	if (c->closed_in)
 		return DOBJ_OK; /* the host already answered the peer's close */
@@ -654,6 +677,10 @@ int dobj_obj_set_ws_auto_response(dobj_obj *obj, const char *request, size_t req
 	    response_len > DOBJ_WS_MAX_AUTO_RESPONSE))
 		return dobj_error_set(DOBJ_EARG, "a WebSocket auto-response request and response "
 			"cannot be longer than %d bytes each", DOBJ_WS_MAX_AUTO_RESPONSE);
+	if (request && (!utf8_ok(request, request_len) ||
+	    (response && !utf8_ok(response, response_len))))
+		return dobj_error_set(DOBJ_EARG, "a WebSocket auto-response request and response "
+			"must be valid UTF-8 (they are text messages)");
 	r = room_get(obj->ns, &obj->id);
 	if (!request) {
 		if (r) {
@@ -882,6 +909,15 @@ int dobj_ws_receive(dobj_ws *client, const void *data, size_t len, int text)
 		c->closed_out = 1;
 		return dobj_ws_peer_close(client, DOBJ_WS_CLOSE_TOO_BIG, DOBJ_MSG_WS_TOO_BIG,
 			strlen(DOBJ_MSG_WS_TOO_BIG), 0);
+	}
+	if (text && !utf8_ok(data, len)) {
+		/* RFC 6455 8.1: the connection fails (wslay does not check). */
+		if (!c->closed_out && c->io)
+			c->io->close(c->payload, DOBJ_WS_CLOSE_BAD_UTF8, DOBJ_MSG_WS_BAD_UTF8,
+				strlen(DOBJ_MSG_WS_BAD_UTF8));
+		c->closed_out = 1;
+		return dobj_ws_peer_close(client, DOBJ_WS_CLOSE_BAD_UTF8, DOBJ_MSG_WS_BAD_UTF8,
+			strlen(DOBJ_MSG_WS_BAD_UTF8), 0);
 	}
 	r = room_get(c->ns, &c->id);
 	if (text && r && r->areq && r->areq_len == len && !memcmp(r->areq, data, len)) {

@@ -524,6 +524,30 @@ static void test_a_client_ahead_of_its_object_is_paused(void)
 	finish(rt, s, ca, NULL);
 }
 
+/* Text is UTF-8 both ways: a client's text that is not closes with 1007
+ * (RFC 6455 8.1), the object's is refused with a clear error. */
+static void test_text_must_be_utf8(void)
+{
+	dobj_rt *rt = make_rt(-1, ALL_WS);
+	dobj_stub *s = room_stub("utf8");
+	conn a, b;
+	dobj_ws *ca = connect_ws(rt, s, "", &a), *cb = connect_ws(rt, s, "", &b);
+	dobj_ws *server = dobj_ws_peer(cb);
+
+	a.out[0] = b.out[0] = '\0';
+	recv_text(rt, cb, "caf\xc3\xa9");
+	CHECK_STR(b.out, "caf\xc3\xa9|");
+	CHECK_EQ_INT(dobj_ws_receive(ca, "\xc3(", 2, 1), DOBJ_OK);
+	CHECK_EQ_INT(dobj_rt_run(rt, NULL, NULL), DOBJ_OK);
+	CHECK_STR(a.out, "close 1007 " DOBJ_MSG_WS_BAD_UTF8 "|");
+	CHECK_STR(seen, "msg caf\xc3\xa9 #1 att=;close 1007 " DOBJ_MSG_WS_BAD_UTF8 " 0 state=3 listed=2;");
+	CHECK_EQ_INT(dobj_ws_send(server, "\xed\xa0\x80", 3, 1), DOBJ_EARG); /* a lone surrogate */
+	CHECK_STR(dobj_error_last(), DOBJ_MSG_WS_SEND_UTF8);
+	CHECK_EQ_INT(dobj_ws_send(server, "\xff", 1, 0), DOBJ_OK); /* bytes are bytes */
+	CHECK_EQ_INT(dobj_ws_close(server, 4000, "\xff", 1), DOBJ_EARG);
+	finish(rt, s, ca, cb);
+}
+
 static void test_errors_and_limits(void)
 {
 	dobj_rt *rt = make_rt(-1, ALL_WS);
@@ -723,6 +747,7 @@ int main(void)
 	RUN(test_a_client_that_does_not_read_is_dropped);
 	RUN(test_auto_responses_are_bounded_too);
 	RUN(test_a_client_ahead_of_its_object_is_paused);
+	RUN(test_text_must_be_utf8);
 	RUN(test_errors_and_limits);
 	RUN(test_accept_twice_and_tag_length);
 	RUN(test_missing_handlers);

@@ -75,4 +75,10 @@ describe("dobj-lua dev WebSockets", function()
     assert.are.equal("ok\n", client("echo", s.port))
     assert.are.equal("ok\n", client("pings", s.port))
   end)
+
+  it("refuses a message in more than 65,536 fragments (1009)", function()
+    if not have_client() then return pending("no websockets client in .venv (make venv)") end
+    local s = serve(HERE .. "ws/wrangler.toml")
+    assert.are.equal("ok\n", client("fragments", s.port))
+  end)
 end)

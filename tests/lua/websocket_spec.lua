@@ -79,6 +79,17 @@ describe("WebSockets", function()
     rt:close()
   end)
 
+  it("closes with 1007 on text that is not UTF-8, and does not send any", function()
+    local rt, connect, ask = setup()
+    local a, b = connect(), connect()
+    assert.are.same({ "a text WebSocket message must be valid UTF-8: send other bytes as a binary message" },
+      ask(a, "badtext"))
+    assert.are.same({ { close = 1007, reason = "Invalid UTF-8 in a text message" } }, ask(a, "\xff"))
+    assert.are.same({ "closed 1007 Invalid UTF-8 in a text message false" }, b:_take())
+    assert.are.same({ { binary = "\xff" } }, ask(b, dobj.bytes("\xff")))
+    rt:close()
+  end)
+
   it("raises workerd's errors", function()
     local rt, connect, ask = setup()
     local a = connect()

@@ -148,11 +148,33 @@ async def pings(port):
     a.close()
 
 
+async def fragments(port):
+    """A message in 70,000 one-byte fragments: refused as too large (1009),
+    as each fragment costs the server its own allocations."""
+    b = await connect(port)
+    a = await asyncio.to_thread(SlowClient, port, "/")
+
+    def send():
+        a.proto.send_text(b"x", fin=False)
+        for i in range(70000):
+            a.proto.send_continuation(b"x", fin=i == 69999)
+        try:
+            a._flush()
+        except OSError:  # reset once the server refused it
+            pass
+
+    await asyncio.to_thread(send)
+    got = await asyncio.wait_for(b.recv(), 60)
+    check(got == "closed 1009  false", got)
+    messages, code = await asyncio.to_thread(a.read_to_end)
+    check(code == 1009, f"close code {code}")
+
+
 if __name__ == "__main__":
     scenario, port = sys.argv[1], int(sys.argv[2])
     try:
         asyncio.run({"probe": probe, "flood": flood, "slow": slow, "echo": echo,
-                     "pings": pings}[scenario](port))
+                     "pings": pings, "fragments": fragments}[scenario](port))
     except Exception as exc:  # noqa: BLE001  (reported to the spec)
         print(f"FAILED: {type(exc).__name__}: {exc}")
         sys.exit(1)

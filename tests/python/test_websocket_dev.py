@@ -294,6 +294,47 @@ async def test_a_message_over_32_mib_closes_with_1009(probe):
     assert info.value.rcvd.code == 1009
 
 
+async def test_a_message_in_too_many_fragments_closes_with_1009(probe):
+    """The core server keeps each fragment with its own allocations: past
+    65,536 fragments a message is refused as too large (2 million one-byte
+    fragments, far under the 32 MiB limit, grew it by 200 MB)."""
+    if probe.kind == "uvicorn":
+        pytest.skip("uvicorn's `websockets` joins fragments into one buffer")
+    from slowclient import SlowClient
+    b = await connect(probe)
+    a = await asyncio.to_thread(SlowClient, probe.port, "/room")
+
+    def fragments():
+        a.proto.send_text(b"x", fin=False)
+        for i in range(70000):
+            a.proto.send_continuation(b"x", fin=i == 69999)
+        try:
+            a._flush()
+        except OSError:  # reset once the server refused it
+            pass
+
+    await asyncio.to_thread(fragments)
+    assert await asyncio.wait_for(b.recv(), 60) == "closed 1009  False state=2"
+    messages, code = await asyncio.to_thread(a.read_to_end)
+    assert (messages, code) == (["hello"], 1009)
+    await b.close()
+
+
+async def test_a_text_message_that_is_not_utf8_closes_with_1007(probe):
+    """RFC 6455 8.1 (the core server did not check: the message reached the
+    handler, whose decoding failed, and the connection stayed open)."""
+    from slowclient import SlowClient
+    b = await connect(probe)
+    a = await asyncio.to_thread(SlowClient, probe.port, "/room")
+    a.proto.send_text(b"caf\xc3(")
+    a._flush()
+    assert (await asyncio.wait_for(b.recv(), 30)).startswith("closed 1007 ")
+    messages, code = await asyncio.to_thread(a.read_to_end)
+    # (uvicorn may close before the greeting sent with the 101 went out)
+    assert code == 1007 and messages in (["hello"], [])
+    await b.close()
+
+
 async def test_a_client_that_leaves_before_the_upgrade_completes_is_not_kept(probe):
     # It stayed in the object's list (and the server's) until the server
     # stopped: the object never heard that it closed.

@@ -45,6 +45,12 @@ extern "C" {
 /** Close code sent when a received message is over DOBJ_WS_MAX_MESSAGE. */
 #define DOBJ_WS_CLOSE_TOO_BIG 1009
 #define DOBJ_MSG_WS_TOO_BIG "Message is too large"
+/** Close code sent when a received text message is not UTF-8 (RFC 6455
+ *  8.1; the `websockets` library under uvicorn does the same). */
+#define DOBJ_WS_CLOSE_BAD_UTF8 1007
+#define DOBJ_MSG_WS_BAD_UTF8 "Invalid UTF-8 in a text message"
+#define DOBJ_MSG_WS_SEND_UTF8 "a text WebSocket message must be valid UTF-8: send other " \
+	"bytes as a binary message"
 /** Received messages of one connection waiting for its object, in bytes
  *  (each counted with its bookkeeping, DOBJ_WS_EVENT_COST): past it the
  *  host stops reading that client (dobj_ws_receive_paused) until the object
@@ -123,7 +129,8 @@ DOBJ_API int dobj_ws_accept(dobj_obj *obj, dobj_ws *ws, const char *const *tags,
 	const size_t *tag_lens, const size_t *tag_units, size_t ntags);
 
 /**
- * ws.send(message): `text` is 1 for a string (UTF-8), 0 for bytes.  Before
+ * ws.send(message): `text` is 1 for a string (valid UTF-8, else DOBJ_EARG
+ * DOBJ_MSG_WS_SEND_UTF8: a client would fail the connection), 0 for bytes.  Before
  * the host attached the client end the message is buffered (and delivered
  * at attach time, in order), up to DOBJ_WS_MAX_BUFFERED bytes (DOBJ_ESTATE
  * beyond; the step's output is checked when the step ends, see below).  DOBJ_ESTATE with workerd's message when the
@@ -135,7 +142,7 @@ DOBJ_API int dobj_ws_send(dobj_ws *ws, const void *data, size_t len, int text);
 /**
  * ws.close(code, reason): `code` < 0 for none (1005 on the wire, and then no
  * reason may be given: pass reason NULL).  Codes 1000-4999 except 1004,
- * 1005, 1006 and 1015; a reason of at most 123 bytes.  A second close is
+ * 1005, 1006 and 1015; a reason of at most 123 bytes of UTF-8.  A second close is
  * ignored.  DOBJ_EARG / DOBJ_ESTATE with workerd's messages.
  */
 DOBJ_API int dobj_ws_close(dobj_ws *ws, int code, const char *reason, size_t reason_len);
@@ -245,7 +252,8 @@ DOBJ_API void dobj_ws_detach(dobj_ws *client);
  * A message arrived from the network on the client end's connection.  An
  * auto-response match is answered at once through io (no event); a message
  * over DOBJ_WS_MAX_MESSAGE closes the connection with 1009 (through io)
- * and delivers a close event; anything else queues a WS_MESSAGE event on
+ * and delivers a close event, a text message that is not UTF-8 the same
+ * with 1007; anything else queues a WS_MESSAGE event on
  * the object (constructing an instance if it hibernated).  Nothing runs
  * inside this call: the host processes the runtime afterwards (its notify
  * hook fires).  DOBJ_ESTATE after the peer closed.

@@ -70,6 +70,9 @@ function Probe:web_socket_message(ws, msg)
     self.ctx.storage:put("err", ok and "none" or err.message)
   elseif cmd == "err" then
     ws:send(self.ctx.storage:get("err") or "none")
+  elseif cmd == "badtext" then -- text that is not UTF-8: refused
+    local ok, err = pcall(ws.send, ws, "\xff")
+    ws:send(ok and "sent" or err.message)
   elseif cmd == "errors" then
     ws:send(errors(self, ws))
   else
