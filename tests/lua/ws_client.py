@@ -154,16 +154,7 @@ async def fragments(port):
     b = await connect(port)
     a = await asyncio.to_thread(SlowClient, port, "/")
 
-    def send():
-        a.proto.send_text(b"x", fin=False)
-        for i in range(70000):
-            a.proto.send_continuation(b"x", fin=i == 69999)
-        try:
-            a._flush()
-        except OSError:  # reset once the server refused it
-            pass
-
-    await asyncio.to_thread(send)
+    await asyncio.to_thread(a.send_fragmented, 70001)
     got = await asyncio.wait_for(b.recv(), 60)
     check(got == "closed 1009  false", got)
     messages, code = await asyncio.to_thread(a.read_to_end)

@@ -51,6 +51,18 @@ class SlowClient:
         self.sent += len(message)
         return True
 
+    def send_fragmented(self, count):
+        """Send one text message of `count` one-byte fragments; False once
+        the server cut the connection (as it does past its fragment bound)."""
+        self.proto.send_text(b"x", fin=False)
+        for i in range(count - 1):
+            self.proto.send_continuation(b"x", fin=i == count - 2)
+        try:
+            self._flush()
+        except OSError:  # reset once the server refused it
+            return False
+        return True
+
     def read_to_end(self):
         """Read everything until the connection ends: (the messages, the
         close code the client saw: the server's, or 1006 when the connection

@@ -304,16 +304,7 @@ async def test_a_message_in_too_many_fragments_closes_with_1009(probe):
     b = await connect(probe)
     a = await asyncio.to_thread(SlowClient, probe.port, "/room")
 
-    def fragments():
-        a.proto.send_text(b"x", fin=False)
-        for i in range(70000):
-            a.proto.send_continuation(b"x", fin=i == 69999)
-        try:
-            a._flush()
-        except OSError:  # reset once the server refused it
-            pass
-
-    await asyncio.to_thread(fragments)
+    await asyncio.to_thread(a.send_fragmented, 70001)
     assert await asyncio.wait_for(b.recv(), 60) == "closed 1009  False state=2"
     messages, code = await asyncio.to_thread(a.read_to_end)
     assert (messages, code) == (["hello"], 1009)
