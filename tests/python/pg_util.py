@@ -16,6 +16,29 @@ TOOL_ENV = {k: v for k, v in os.environ.items()
             if k not in ("LD_PRELOAD", "ASAN_OPTIONS", "LSAN_OPTIONS", "UBSAN_OPTIONS", "PYTHONMALLOC")}
 
 
+class HeldLock:
+    """A psql session that runs `lock_sql` in a transaction it keeps open
+    until release(): whatever the statement locked stays locked meanwhile (a
+    slow PostgreSQL, a contended row).  `lock_sql` prints `locked` exactly
+    once when it holds the lock; the constructor returns then."""
+
+    def __init__(self, pg, lock_sql):
+        self.proc = subprocess.Popen(["psql", "-XAtq", "-v", "ON_ERROR_STOP=1", pg.url],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                     env=TOOL_ENV)
+        # (the test's server ends transactions idle for 2 s: not this one)
+        self.proc.stdin.write(f"SET idle_in_transaction_session_timeout = 0;\nBEGIN;\n{lock_sql}\n")
+        self.proc.stdin.flush()
+        assert self.proc.stdout.readline().strip() == "locked"
+
+    def release(self):
+        if self.proc.poll() is None:
+            self.proc.stdin.write("COMMIT;\n")
+            self.proc.stdin.close()
+            self.proc.wait(timeout=30)
+            self.proc.stdout.close()
+
+
 class PgServer:
     def __init__(self):
         out = subprocess.run([PGTMP, "start"], check=True, capture_output=True, text=True,

@@ -13,7 +13,7 @@ import pytest
 import dobj
 import dobj.cluster
 from cluster_util import node, start_node
-from pg_util import TOOL_ENV, available
+from pg_util import HeldLock, available
 
 pytestmark = pytest.mark.skipif(not available(), reason="PostgreSQL (Debian: postgresql) not installed")
 
@@ -81,25 +81,11 @@ async def test_another_node_restores_every_acknowledged_write(pg, tmp_path):
     rt.close()
 
 
-class RowLock:
+def row_lock(pg, object_id):
     """The owner row of an object locked FOR UPDATE from psql until release():
     the node's appends for it (which lock it FOR SHARE) wait meanwhile."""
-
-    def __init__(self, pg, object_id):
-        self.proc = subprocess.Popen(["psql", "-XAtq", "-v", "ON_ERROR_STOP=1", pg.url],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                     env=TOOL_ENV)
-        self.proc.stdin.write("BEGIN;\nSELECT 'locked' FROM dobj_owner "
-                              f"WHERE object_id = '\\x{object_id}'::bytea FOR UPDATE;\n")
-        self.proc.stdin.flush()
-        assert self.proc.stdout.readline().strip() == "locked"
-
-    def release(self):
-        if self.proc.poll() is None:
-            self.proc.stdin.write("COMMIT;\n")
-            self.proc.stdin.close()
-            self.proc.wait(timeout=30)
-            self.proc.stdout.close()
+    return HeldLock(pg, "SELECT 'locked' FROM dobj_owner "
+                        f"WHERE object_id = '\\x{object_id}'::bytea FOR UPDATE;")
 
 
 async def test_a_slow_commit_does_not_delay_another_objects_reads(pg, tmp_path):
@@ -107,7 +93,7 @@ async def test_a_slow_commit_does_not_delay_another_objects_reads(pg, tmp_path):
     rt, ns = node(pg, tmp_path / "a")
     slow, fast = ns.get_by_name("slow-commit"), ns.get_by_name("fast-read")
     assert await slow.add() == 1 and await fast.add() == 1
-    lock = RowLock(pg, ns.id_from_name("slow-commit").to_string())
+    lock = row_lock(pg, ns.id_from_name("slow-commit").to_string())
     try:
         # slow's step runs and commits locally; its append waits for the lock
         # on the node's committer thread, and its result waits for the append.
@@ -129,7 +115,7 @@ async def test_a_waiting_activation_delays_no_other_object_and_calls_keep_their_
     rt, ns = node(pg, tmp_path / "a")
     slow, fast = ns.get_by_name("slow-claim"), ns.get_by_name("fast-too")
     assert await fast.add() == 1
-    lock = RowLock(pg, ns.id_from_name("slow-claim").to_string())
+    lock = row_lock(pg, ns.id_from_name("slow-claim").to_string())
     try:
         # slow's claim waits for the lock on the node's activator thread;
         # its calls wait at its gate, in order, and fast is served at once.

@@ -17,7 +17,7 @@ import time
 import pytest
 
 import dobj
-from pg_util import TOOL_ENV, available
+from pg_util import HeldLock, available
 from route_util import NODE, Node
 
 pytestmark = pytest.mark.skipif(not available(), reason="PostgreSQL (Debian: postgresql) not installed")
@@ -143,27 +143,10 @@ def test_a_client_without_node_addr_never_claims(nodes, pg):
     assert owner == []
 
 
-class TableLock:
+def table_lock(pg, table):
     """A table locked ACCESS EXCLUSIVE from psql until release(): every
     statement that reads it waits meanwhile (a slow PostgreSQL)."""
-
-    def __init__(self, pg, table):
-        self.proc = subprocess.Popen(["psql", "-XAtq", "-v", "ON_ERROR_STOP=1", pg.url],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                     env=TOOL_ENV)
-        # (the test's server ends transactions idle for 2 s: not this one)
-        self.proc.stdin.write("SET idle_in_transaction_session_timeout = 0;\n"
-                              f"BEGIN;\nLOCK TABLE {table} IN ACCESS EXCLUSIVE MODE;\n"
-                              "SELECT 'locked';\n")
-        self.proc.stdin.flush()
-        assert self.proc.stdout.readline().strip() == "locked"
-
-    def release(self):
-        if self.proc.poll() is None:
-            self.proc.stdin.write("COMMIT;\n")
-            self.proc.stdin.close()
-            self.proc.wait(timeout=30)
-            self.proc.stdout.close()
+    return HeldLock(pg, f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE;\nSELECT 'locked';")
 
 
 async def test_a_clients_lookup_waiting_for_postgresql_delays_no_other_call(nodes, pg, tmp_path):
@@ -173,7 +156,7 @@ async def test_a_clients_lookup_waiting_for_postgresql_delays_no_other_call(node
     ns = rt.bind("ROUTE", route_node.Box)
     known = ns.get_by_name("known")
     assert await known.whoami() == a.proc.pid  # looked up once, then known
-    lock = TableLock(pg, "dobj_owner")
+    lock = table_lock(pg, "dobj_owner")
     try:
         # The lookup of "unknown" waits for the lock off the runtime's
         # thread; the call to "known" goes out and comes back meanwhile.
