@@ -476,13 +476,17 @@ static void lease_update(dobj_rt *rt, struct dobj__cluster *cl)
 		snprintf(msg, sizeof(msg), "cluster: this node could not renew its lease for its time "
 			"to live and the grace period, so another node may own the object; the object was "
 			"reset (%s)", err);
+		size_t objs, socks;
 		cl->cut_off = 1;
-		dobj__cluster_log(rt, cl->node_id, "cluster: node %lld could not renew its lease for "
-			"TTL + grace; its objects were reset and their WebSockets closed (%s)", cl->node_id,
-			err);
-		cl->unrenewed_logged = 1;
-		dobj__cluster_abort_all(rt, msg);
-		dobj__ws_drop_all(rt, DOBJ__WS_LOST_CODE, DOBJ__WS_LOST_REASON);
+		objs = dobj__cluster_abort_all(rt, msg);
+		socks = dobj__ws_drop_all(rt, DOBJ__WS_LOST_CODE, DOBJ__WS_LOST_REASON);
+		/* A node that served nothing (a pure client) lost nothing: no line. */
+		if (objs || socks) {
+			dobj__cluster_log(rt, cl->node_id, "cluster: node %lld could not renew its lease "
+				"for TTL + grace; %zu of its objects were reset and %zu WebSockets closed (%s)",
+				cl->node_id, objs, socks, err);
+			cl->unrenewed_logged = 1;
+		}
 		hold_release(&cl->gate, DOBJ_EABORTED, msg);
 	}
 	if (!hold_empty(&cl->gate)) {
@@ -493,11 +497,12 @@ static void lease_update(dobj_rt *rt, struct dobj__cluster *cl)
 			snprintf(msg, sizeof(msg), "cluster: this node could not renew its lease, so it "
 				"cannot tell whether another node owns the object; the object was reset (%s)",
 				err);
-			if (!cl->unrenewed_logged) /* once until a renewal succeeds */
+			/* Once until a renewal succeeds, and only when it reset something. */
+			if (dobj__cluster_abort_all(rt, msg) && !cl->unrenewed_logged) {
 				dobj__cluster_log(rt, cl->node_id, "cluster: node %lld could not renew its lease "
 					"in time; its objects were reset (%s)", cl->node_id, err);
-			cl->unrenewed_logged = 1;
-			dobj__cluster_abort_all(rt, msg);
+				cl->unrenewed_logged = 1;
+			}
 			hold_release(&cl->gate, DOBJ_EABORTED, msg);
 		} else if (gen != cl->gate_gen) {
 			/* Renewed, but the view lapsed again already: once more. */

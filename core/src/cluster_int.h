@@ -246,8 +246,8 @@ int dobj__node_join(dobj__pg *pg, const char *addr, double ttl_ms, long long *no
 	double *view);
 /** Release every object of the node and mark it as gone. */
 int dobj__node_leave(dobj__pg *pg, long long node);
-/** Reset every live object of the runtime (the node lost them). */
-void dobj__cluster_abort_all(dobj_rt *rt, const char *why);
+/** Reset every live object of the runtime (the node lost them); how many. */
+size_t dobj__cluster_abort_all(dobj_rt *rt, const char *why);
 
 /* cluster_commit.c */
 /** Start the committer and the lease keeper (dobj_rt_cluster). */
