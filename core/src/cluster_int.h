@@ -285,8 +285,6 @@ void dobj__due_track(dobj_rt *rt, dobj__due *list);
  *  generation `off` belongs to (updated): another one starts at the top. */
 int dobj__wal_capture(const char *wal_path, long long off, unsigned *salt, unsigned char **rec,
 	size_t *len, long long *end);
-/** Apply a record to the database file open on fd. */
-int dobj__wal_apply(int fd, const unsigned char *rec, size_t len);
 /** The checksum of a log row (dobj_wal.sum): SHA-256 of the object's ID,
  *  the row's seq and epoch (big-endian 64-bit) and the SHA-256 of its
  *  frames, so that a row's pages, and pages moved to another row, are both
