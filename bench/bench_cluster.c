@@ -1,7 +1,7 @@
 /*
  * Cluster figures for `make bench` (bench/cluster_bench.py starts the
  * PostgreSQL):
- *   bench_cluster URL SECONDS [ROUNDS]
+ *   bench_cluster URL SECONDS [ROUNDS [one]]
  * prints "NAME OPS_PER_SECOND" lines:
  *   raw_append_1    the floor: fenced appends straight through libpq, one
  *                   connection (the statement of dobj's one-row commit,
@@ -559,7 +559,7 @@ int main(int argc, char **argv)
 	int rounds;
 
 	if (argc < 3) {
-		fprintf(stderr, "usage: bench_cluster URL SECONDS [ROUNDS]\n");
+		fprintf(stderr, "usage: bench_cluster URL SECONDS [ROUNDS [one]]\n");
 		return 2;
 	}
 	url = argv[1];
@@ -579,6 +579,8 @@ int main(int argc, char **argv)
 	one_object(rounds, &raw1, &inc1);
 	printf("raw_append_1 %.0f\ndobj_inc_1 %.0f\n", raw1, inc1);
 	fflush(stdout);
+	if (argc > 4 && !strcmp(argv[4], "one"))
+		return 0; /* only the one-object pair (while working on it) */
 	checkpoint();
 	many_objects(rounds, &raw16, &routed, &own);
 	printf("raw_append_16 %.0f\ndobj_inc_100 %.0f\ndobj_inc_100_own %.0f\n", raw16, routed, own);
