@@ -30,7 +30,6 @@
  */
 #include <errno.h>
 #include <math.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -953,12 +952,10 @@ static void committers_stop(struct dobj__cluster *cl)
 
 int dobj__cluster_start(struct dobj__cluster *cl)
 {
-	sigset_t all, old;
 	int rc = 0, i;
 
-	cl->lpg.timeout_ms = cl->pg.timeout_ms;
-	if (!(cl->lpg.url = dobj__strndup(cl->pg.url, strlen(cl->pg.url))))
-		return DOBJ_ENOMEM;
+	if ((rc = dobj__pg_init_from(&cl->lpg, &cl->pg)) < 0)
+		return rc;
 	cl->l_node = cl->node_id;
 	cl->l_view = cl->lease_view;
 	cl->l_ok = 1;
@@ -967,22 +964,14 @@ int dobj__cluster_start(struct dobj__cluster *cl)
 	dobj__cond_init(&cl->idle);
 	if ((rc = dobj__rt_source_add(cl->rt, drain, cl)) < 0)
 		goto fail;
-	/* The threads take no signal: a host that waits for SIGTERM on a
-	 * signalfd (dobj-lua dev) has it blocked on its own thread, and the
-	 * kernel would deliver it here, with its default action, instead. */
-	sigfillset(&all);
-	pthread_sigmask(SIG_BLOCK, &all, &old);
 	for (i = 0; i < DOBJ__COMMITTERS && rc == 0; i++) {
 		dobj__committer *c = &cl->com[i];
 		memset(c, 0, sizeof(*c));
 		c->cl = cl;
-		c->pg.timeout_ms = cl->pg.timeout_ms;
-		if (!(c->pg.url = dobj__strndup(cl->pg.url, strlen(cl->pg.url)))) {
-			rc = -1;
+		if ((rc = dobj__pg_init_from(&c->pg, &cl->pg)) < 0)
 			break;
-		}
 		dobj__cond_init(&c->wake);
-		if ((rc = pthread_create(&c->th, NULL, commit_main, c)) != 0) {
+		if ((rc = dobj__thread_start(&c->th, commit_main, c)) != 0) {
 			pthread_cond_destroy(&c->wake);
 			free(c->pg.url);
 			c->pg.url = NULL;
@@ -992,9 +981,8 @@ int dobj__cluster_start(struct dobj__cluster *cl)
 		cl->ncom++;
 		pthread_mutex_unlock(&cl->mu);
 	}
-	if (rc == 0 && pthread_create(&cl->lth, NULL, dobj__lease_main, cl) != 0)
+	if (rc == 0 && dobj__thread_start(&cl->lth, dobj__lease_main, cl) != 0)
 		rc = -1;
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (rc != 0) {
 		committers_stop(cl);
 		cl->stop = 0;

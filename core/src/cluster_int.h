@@ -43,6 +43,9 @@ int dobj__pg_exec_prepared(dobj__pg *pg, int slot, const char *sql, int nparams,
 	PGresult **out);
 int dobj__pg_simple(dobj__pg *pg, const char *sql);
 void dobj__pg_drop(dobj__pg *pg);
+/** *pg, disconnected, for the same server and timeout as `from` (its own
+ *  copy of the URL: free it with free(pg->url)). */
+int dobj__pg_init_from(dobj__pg *pg, const dobj__pg *from);
 
 /* What waits for PostgreSQL's confirmation of an object's writes (or for
  * the node's lease view): finished results and WebSocket output. */
@@ -140,6 +143,11 @@ typedef struct dobj__worker {
 	dobj__watch watch;
 } dobj__worker;
 
+/** pthread_create for one of the node's threads: with every signal blocked
+ *  (a host that waits for SIGTERM on a signalfd, as dobj-lua dev does, has
+ *  it blocked on its own thread; the kernel would deliver it to ours, with
+ *  its default action, instead).  pthread_create's result. */
+int dobj__thread_start(pthread_t *th, void *(*fn)(void *), void *arg);
 /** Start a worker (*out, freed by dobj__worker_stop) whose watch re-arms
  *  every `watch_ms` while jobs are out. */
 int dobj__worker_start(dobj__worker **out, struct dobj__cluster *cl, double watch_ms,
@@ -277,8 +285,6 @@ void dobj__due_track(dobj_rt *rt, dobj__due *list);
  *  generation `off` belongs to (updated): another one starts at the top. */
 int dobj__wal_capture(const char *wal_path, long long off, unsigned *salt, unsigned char **rec,
 	size_t *len, long long *end);
-/** Apply a record to the database file open on fd. */
-int dobj__wal_apply(int fd, const unsigned char *rec, size_t len);
 /** The checksum of a log row (dobj_wal.sum): SHA-256 of the object's ID,
  *  the row's seq and epoch (big-endian 64-bit) and the SHA-256 of its
  *  frames, so that a row's pages, and pages moved to another row, are both
