@@ -252,9 +252,9 @@ int dobj__node_leave(dobj__pg *pg, long long node_id)
 	return DOBJ_OK;
 }
 
-void dobj__cluster_abort_all(dobj_rt *rt, const char *why)
+size_t dobj__cluster_abort_all(dobj_rt *rt, const char *why)
 {
-	size_t i, j;
+	size_t i, j, n = 0;
 
 	for (i = 0; i < rt->nns; i++) {
 		dobj_ns *ns = rt->nss[i];
@@ -269,8 +269,10 @@ void dobj__cluster_abort_all(dobj_rt *rt, const char *why)
 			if (!o)
 				break;
 			dobj__abort(o, DOBJ_EABORTED, why);
+			n++;
 		}
 	}
+	return n;
 }
 
 int dobj_rt_cluster(dobj_rt *rt, const dobj_cluster_opts *o)

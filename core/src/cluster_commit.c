@@ -30,7 +30,6 @@
  */
 #include <errno.h>
 #include <math.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -485,13 +484,17 @@ static void lease_update(dobj_rt *rt, struct dobj__cluster *cl)
 		snprintf(msg, sizeof(msg), "cluster: this node could not renew its lease for its time "
 			"to live and the grace period, so another node may own the object; the object was "
 			"reset (%s)", err);
+		size_t objs, socks;
 		cl->cut_off = 1;
-		dobj__cluster_log(rt, cl->node_id, "cluster: node %lld could not renew its lease for "
-			"TTL + grace; its objects were reset and their WebSockets closed (%s)", cl->node_id,
-			err);
-		cl->unrenewed_logged = 1;
-		dobj__cluster_abort_all(rt, msg);
-		dobj__ws_drop_all(rt, DOBJ__WS_LOST_CODE, DOBJ__WS_LOST_REASON);
+		objs = dobj__cluster_abort_all(rt, msg);
+		socks = dobj__ws_drop_all(rt, DOBJ__WS_LOST_CODE, DOBJ__WS_LOST_REASON);
+		/* A node that served nothing (a pure client) lost nothing: no line. */
+		if (objs || socks) {
+			dobj__cluster_log(rt, cl->node_id, "cluster: node %lld could not renew its lease "
+				"for TTL + grace; %zu of its objects were reset and %zu WebSockets closed (%s)",
+				cl->node_id, objs, socks, err);
+			cl->unrenewed_logged = 1;
+		}
 		hold_release(&cl->gate, DOBJ_EABORTED, msg);
 	}
 	if (!hold_empty(&cl->gate)) {
@@ -502,11 +505,12 @@ static void lease_update(dobj_rt *rt, struct dobj__cluster *cl)
 			snprintf(msg, sizeof(msg), "cluster: this node could not renew its lease, so it "
 				"cannot tell whether another node owns the object; the object was reset (%s)",
 				err);
-			if (!cl->unrenewed_logged) /* once until a renewal succeeds */
+			/* Once until a renewal succeeds, and only when it reset something. */
+			if (dobj__cluster_abort_all(rt, msg) && !cl->unrenewed_logged) {
 				dobj__cluster_log(rt, cl->node_id, "cluster: node %lld could not renew its lease "
 					"in time; its objects were reset (%s)", cl->node_id, err);
-			cl->unrenewed_logged = 1;
-			dobj__cluster_abort_all(rt, msg);
+				cl->unrenewed_logged = 1;
+			}
 			hold_release(&cl->gate, DOBJ_EABORTED, msg);
 		} else if (gen != cl->gate_gen) {
 			/* Renewed, but the view lapsed again already: once more. */
@@ -960,12 +964,10 @@ static void committers_stop(struct dobj__cluster *cl)
 
 int dobj__cluster_start(struct dobj__cluster *cl)
 {
-	sigset_t all, old;
 	int rc = 0, i;
 
-	cl->lpg.timeout_ms = cl->pg.timeout_ms;
-	if (!(cl->lpg.url = dobj__strndup(cl->pg.url, strlen(cl->pg.url))))
-		return DOBJ_ENOMEM;
+	if ((rc = dobj__pg_init_from(&cl->lpg, &cl->pg)) < 0)
+		return rc;
 	cl->l_node = cl->node_id;
 	cl->l_view = cl->lease_view;
 	cl->l_ok = 1;
@@ -974,22 +976,14 @@ int dobj__cluster_start(struct dobj__cluster *cl)
 	dobj__cond_init(&cl->idle);
 	if ((rc = dobj__rt_source_add(cl->rt, drain, cl)) < 0)
 		goto fail;
-	/* The threads take no signal: a host that waits for SIGTERM on a
-	 * signalfd (dobj-lua dev) has it blocked on its own thread, and the
-	 * kernel would deliver it here, with its default action, instead. */
-	sigfillset(&all);
-	pthread_sigmask(SIG_BLOCK, &all, &old);
 	for (i = 0; i < DOBJ__COMMITTERS && rc == 0; i++) {
 		dobj__committer *c = &cl->com[i];
 		memset(c, 0, sizeof(*c));
 		c->cl = cl;
-		c->pg.timeout_ms = cl->pg.timeout_ms;
-		if (!(c->pg.url = dobj__strndup(cl->pg.url, strlen(cl->pg.url)))) {
-			rc = -1;
+		if ((rc = dobj__pg_init_from(&c->pg, &cl->pg)) < 0)
 			break;
-		}
 		dobj__cond_init(&c->wake);
-		if ((rc = pthread_create(&c->th, NULL, commit_main, c)) != 0) {
+		if ((rc = dobj__thread_start(&c->th, commit_main, c)) != 0) {
 			pthread_cond_destroy(&c->wake);
 			free(c->pg.url);
 			c->pg.url = NULL;
@@ -999,9 +993,8 @@ int dobj__cluster_start(struct dobj__cluster *cl)
 		cl->ncom++;
 		pthread_mutex_unlock(&cl->mu);
 	}
-	if (rc == 0 && pthread_create(&cl->lth, NULL, dobj__lease_main, cl) != 0)
+	if (rc == 0 && dobj__thread_start(&cl->lth, dobj__lease_main, cl) != 0)
 		rc = -1;
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (rc != 0) {
 		committers_stop(cl);
 		cl->stop = 0;

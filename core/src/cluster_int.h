@@ -43,6 +43,9 @@ int dobj__pg_exec_prepared(dobj__pg *pg, int slot, const char *sql, int nparams,
 	PGresult **out);
 int dobj__pg_simple(dobj__pg *pg, const char *sql);
 void dobj__pg_drop(dobj__pg *pg);
+/** *pg, disconnected, for the same server and timeout as `from` (its own
+ *  copy of the URL: free it with free(pg->url)). */
+int dobj__pg_init_from(dobj__pg *pg, const dobj__pg *from);
 
 /* What waits for PostgreSQL's confirmation of an object's writes (or for
  * the node's lease view): finished results and WebSocket output. */
@@ -141,6 +144,11 @@ typedef struct dobj__worker {
 	dobj__watch watch;
 } dobj__worker;
 
+/** pthread_create for one of the node's threads: with every signal blocked
+ *  (a host that waits for SIGTERM on a signalfd, as dobj-lua dev does, has
+ *  it blocked on its own thread; the kernel would deliver it to ours, with
+ *  its default action, instead).  pthread_create's result. */
+int dobj__thread_start(pthread_t *th, void *(*fn)(void *), void *arg);
 /** Start a worker (*out, freed by dobj__worker_stop) whose watch re-arms
  *  every `watch_ms` while jobs are out. */
 int dobj__worker_start(dobj__worker **out, struct dobj__cluster *cl, double watch_ms,
@@ -240,8 +248,8 @@ int dobj__node_join(dobj__pg *pg, const char *addr, double ttl_ms, long long *no
 	double *view);
 /** Release every object of the node and mark it as gone. */
 int dobj__node_leave(dobj__pg *pg, long long node);
-/** Reset every live object of the runtime (the node lost them). */
-void dobj__cluster_abort_all(dobj_rt *rt, const char *why);
+/** Reset every live object of the runtime (the node lost them); how many. */
+size_t dobj__cluster_abort_all(dobj_rt *rt, const char *why);
 
 /* cluster_commit.c */
 /** Start the committer and the lease keeper (dobj_rt_cluster). */
@@ -279,8 +287,6 @@ void dobj__due_track(dobj_rt *rt, dobj__due *list);
  *  generation `off` belongs to (updated): another one starts at the top. */
 int dobj__wal_capture(const char *wal_path, long long off, unsigned *salt, unsigned char **rec,
 	size_t *len, long long *end);
-/** Apply a record to the database file open on fd. */
-int dobj__wal_apply(int fd, const unsigned char *rec, size_t len);
 /** The checksum of a log row (dobj_wal.sum): SHA-256 of the object's ID,
  *  the row's seq and epoch (big-endian 64-bit) and the SHA-256 of its
  *  frames, so that a row's pages, and pages moved to another row, are both

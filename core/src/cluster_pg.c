@@ -81,6 +81,15 @@ static int wait_fd(int fd, short events, double deadline)
 	}
 }
 
+int dobj__pg_init_from(dobj__pg *pg, const dobj__pg *from)
+{
+	memset(pg, 0, sizeof(*pg));
+	pg->timeout_ms = from->timeout_ms;
+	if (!(pg->url = dobj__strndup(from->url, strlen(from->url))))
+		return dobj_error_set(DOBJ_ENOMEM, "out of memory");
+	return DOBJ_OK;
+}
+
 void dobj__pg_drop(dobj__pg *pg)
 {
 	if (pg->conn) {

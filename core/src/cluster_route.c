@@ -26,7 +26,6 @@
  * results as they are, fetch requests and responses as an object.
  */
 #define _GNU_SOURCE
-#include <signal.h>
 
 #include "cluster_route.h"
 
@@ -1121,20 +1120,9 @@ int dobj__route_start(dobj_rt *rt, struct dobj__cluster *cl)
 		ev.data.ptr = &r->lfd;
 		epoll_ctl(r->ep, EPOLL_CTL_ADD, r->lfd, &ev);
 	}
-	{
-		/* The thread takes no signal: a process-directed one (SIGTERM to a
-		 * server that waits for it with sigwait or a signalfd, SIGINT) must
-		 * reach the host's threads, never this one's default action. */
-		sigset_t all, old;
-		int e;
-		sigfillset(&all);
-		pthread_sigmask(SIG_SETMASK, &all, &old);
-		e = pthread_create(&r->thread, NULL, dobj__net_main, r);
-		pthread_sigmask(SIG_SETMASK, &old, NULL);
-		if (e != 0) {
-			rc = dobj_error_set(DOBJ_ERROR, "cluster: cannot start the network thread");
-			goto fail;
-		}
+	if (dobj__thread_start(&r->thread, dobj__net_main, r) != 0) {
+		rc = dobj_error_set(DOBJ_ERROR, "cluster: cannot start the network thread");
+		goto fail;
 	}
 	r->started = 1;
 	return DOBJ_OK;

@@ -37,9 +37,9 @@
  * than served with the wrong data.
  *
  * Restore (on activation): the latest snapshot plus the log after it, read
- * in one statement (one view of the database: a compaction commits wholly
- * before or after it); a snapshot in parts is read in a read-only
- * repeatable-read transaction, for the same reason.  A node that released
+ * in one view of the database (a compaction commits wholly before or after
+ * it) and in bounded pieces (state_read, shared with the compactor).  A
+ * node that released
  * an object cleanly leaves a marker next to the file ("<file>-seq": the
  * seq and epoch it is at, and the file's identity); when PostgreSQL's
  * latest state is the same, the file is used as it is and nothing but
@@ -47,6 +47,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <openssl/evp.h>
 #include <openssl/sha.h>
 #include <stdio.h>
@@ -255,345 +256,20 @@ static int read_at(int fd, uint64_t at, unsigned char *p, size_t n, const char *
 	return DOBJ_OK;
 }
 
-/* --------------------------------------------------------------- restore */
+/* ----------------------------------------------------------------- images */
 
-/* The alarm record of a restored file, read without writing to it (any
- * write to the file must go through a commit that is shipped). */
-static int read_alarm(const char *path, int64_t *when)
-{
-	sqlite3 *db = NULL;
-	int rc;
-
-	*when = 0;
-	if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
-		rc = dobj_error_set(DOBJ_ERROR, "cluster: cannot read the restored %s: %s", path,
-			db ? sqlite3_errmsg(db) : "out of memory");
-		sqlite3_close(db);
-		return rc;
-	}
-	rc = dobj__storage_meta_read(db, when);
-	sqlite3_close(db);
-	return rc < 0 ? rc : DOBJ_OK;
-}
-
-/* The cache marker's text for the file at `path` in state (seq, epoch);
- * "" when the file cannot be used as a cache (absent, or with a -wal). */
-static void marker_text(const char *path, const char *wal, long long seq, long long epoch,
-	char *buf, size_t n)
-{
-	struct stat sb;
-
-	buf[0] = '\0';
-	if (stat(path, &sb) < 0 || !S_ISREG(sb.st_mode) || access(wal, F_OK) == 0)
-		return;
-	snprintf(buf, n, "dobj cache 1 seq %lld epoch %lld ino %llu size %lld mtime %lld.%09ld\n",
-		seq, epoch, (unsigned long long)sb.st_ino, (long long)sb.st_size,
-		(long long)sb.st_mtim.tv_sec, sb.st_mtim.tv_nsec);
-}
-
-/* Read and remove the marker: before this incarnation writes anything, no
- * marker may vouch for the file (made durable: a marker that came back
- * after a power loss would vouch for a file with unconfirmed writes). */
-static int marker_take(const char *mpath, char *buf, size_t n, long long *seq, long long *epoch)
-{
-	int fd = open(mpath, O_RDONLY | O_CLOEXEC);
-	ssize_t got;
-	char *slash;
-
-	buf[0] = '\0';
-	*seq = *epoch = -1;
-	if (fd < 0)
-		return 0;
-	got = read(fd, buf, n - 1);
-	close(fd);
-	buf[got > 0 ? got : 0] = '\0';
-	unlink(mpath);
-	if ((slash = strrchr(mpath, '/'))) {
-		char dir[4096];
-		snprintf(dir, sizeof(dir), "%.*s", (int)(slash - mpath), mpath);
-		if ((fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) >= 0) {
-			if (fsync(fd) < 0)
-				buf[0] = '\0';
-			close(fd);
-		}
-	}
-	if (sscanf(buf, "dobj cache 1 seq %lld epoch %lld", seq, epoch) != 2)
-		*seq = *epoch = -1;
-	return 1;
-}
-
-void dobj__snap_release(dobj_obj *obj, struct dobj__cluster_obj *co)
-{
-	char *path = NULL, *wal = NULL, *mpath = NULL, *tmp = NULL, text[200];
-	int fd;
-
-	/* Only an incarnation that ended cleanly (evicted, or the runtime
-	 * closed) with every write confirmed leaves its file as PostgreSQL's
-	 * state (seq, seq_epoch). */
-	if ((obj->dead && !(obj->code == DOBJ_ECLOSED && obj->ns->rt->closing)) || co->last ||
-	    co->seq <= 0 || obj->storage)
-		return;
-	if (!(path = dobj__cluster_path(obj, "")) || !(wal = dobj__cluster_path(obj, "-wal")) ||
-	    !(mpath = dobj__cluster_path(obj, "-seq")) || !(tmp = dobj__cluster_path(obj, "-seq.tmp")))
-		goto done;
-	marker_text(path, wal, co->seq, co->seq_epoch, text, sizeof(text));
-	if (!text[0])
-		goto done;
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	if (fd < 0)
-		goto done;
-	if (write(fd, text, strlen(text)) != (ssize_t)strlen(text) || close(fd) < 0 ||
-	    rename(tmp, mpath) < 0)
-		unlink(tmp);
-done:
-	free(path);
-	free(wal);
-	free(mpath);
-	free(tmp);
-}
-
-/* The restore statement: the head (latest seq and epoch, with the log's and
- * the snapshot's sizes, its parts included), then, unless the head is ($3,
- * $4), the snapshot and the log after it.  One statement: one view of the
- * database. */
-static const char restore_sql[] =
-	"WITH s AS (SELECT seq, epoch, octet_length(db)::int8 + coalesce((SELECT "
-	"  sum(octet_length(p.data)) FROM dobj_snapshot_part p WHERE p.ns = $1 AND "
-	"  p.object_id = $2 AND p.seq = d.seq), 0)::int8 AS n FROM dobj_snapshot d "
-	"  WHERE ns = $1 AND object_id = $2), "
-	"l AS (SELECT seq, epoch, octet_length(frames)::int8 AS n FROM dobj_wal "
-	"  WHERE ns = $1 AND object_id = $2 AND seq > coalesce((SELECT seq FROM s), 0)), "
-	"h AS (SELECT seq, epoch FROM (SELECT seq, epoch FROM s UNION ALL SELECT seq, epoch FROM l) x "
-	"  ORDER BY seq DESC LIMIT 1), "
-	"f AS (SELECT NOT EXISTS (SELECT 1 FROM h WHERE seq = $3::int8 AND epoch = $4::int8) AS go) "
-	"SELECT 0::int4 AS k, h.seq, h.epoch, NULL::bytea AS data, "
-	"  (SELECT coalesce(sum(n), 0) FROM l)::int8, coalesce((SELECT n FROM s), 0)::int8, "
-	"  NULL::bytea FROM h "
-	"UNION ALL SELECT 1, d.seq, d.epoch, d.db, 0, 0, NULL FROM dobj_snapshot d, f "
-	"  WHERE f.go AND d.ns = $1 AND d.object_id = $2 "
-	"UNION ALL SELECT 2, w.seq, w.epoch, w.frames, 0, 0, w.sum FROM dobj_wal w, f "
-	"  WHERE f.go AND w.ns = $1 AND w.object_id = $2 AND w.seq > coalesce((SELECT seq FROM s), 0) "
-	"ORDER BY 1, 2";
-
-/* A restore's file, where a snapshot's image goes. */
-typedef struct file_sink {
-	int fd;
-	const char *path;
-} file_sink;
-
-static int to_file(void *arg, uint64_t off, const unsigned char *p, size_t n)
-{
-	file_sink *f = arg;
-
-	return write_at(f->fd, off, p, n, f->path);
-}
-
-/* Row i of a restore's or a compaction's result is a snapshot in parts. */
-static int in_parts(const PGresult *r, int i)
-{
-	return be32((const unsigned char *)PQgetvalue(r, i, 0)) == 1 && PQgetlength(r, i, 3) >= 12 &&
-		be32((const unsigned char *)PQgetvalue(r, i, 3) + 8) == SNAP_FORMAT_PARTS;
-}
-
-/* `base` + `suffix`, malloc'd (NULL: out of memory). */
-static char *with_suffix(const char *base, const char *suffix)
-{
-	size_t a = strlen(base), b = strlen(suffix);
-	char *p = malloc(a + b + 1);
-
-	if (p) {
-		memcpy(p, base, a);
-		memcpy(p + a, suffix, b + 1);
-	}
-	return p;
-}
-
-int dobj__snap_restore(dobj__pg *pg, const char *ns, size_t ns_len, const unsigned char *id,
-	const char *base, struct dobj__cluster_obj *co)
-{
-	char *path = NULL, *tmp = NULL, *wal = NULL, *shm = NULL, *mpath = NULL;
-	char cseq[32], cepoch[32], mark[200], want[200];
-	const char *v[4] = { ns, (const char *)id, cseq, cepoch };
-	int lens[4] = { (int)ns_len, 32, 0, 0 };
-	int fmts[4] = { 0, 1, 0, 0 };
-	long long mseq, mepoch, head = 0, head_epoch = 0, next = 1;
-	uint32_t psz = 0;
-	PGresult *r = NULL;
-	int fd = -1, rc, i, n, had, tx = 0;
-
-	co->seq = co->seq_epoch = co->log_bytes = co->snap_size = 0;
-	co->alarm = 0;
-	if (!(path = with_suffix(base, "")) || !(tmp = with_suffix(base, ".restore")) ||
-	    !(wal = with_suffix(base, "-wal")) || !(shm = with_suffix(base, "-shm")) ||
-	    !(mpath = with_suffix(base, "-seq"))) {
-		rc = dobj_error_set(DOBJ_ENOMEM, "out of memory");
-		goto done;
-	}
-	had = marker_take(mpath, mark, sizeof(mark), &mseq, &mepoch);
-	if (had && mseq > 0) {
-		marker_text(path, wal, mseq, mepoch, want, sizeof(want));
-		if (!want[0] || strcmp(want, mark))
-			mseq = mepoch = -1; /* the file changed since: not a cache */
-	}
-	snprintf(cseq, sizeof(cseq), "%lld", mseq);
-	snprintf(cepoch, sizeof(cepoch), "%lld", mepoch);
-again:
-	if ((rc = dobj__pg_exec(pg, restore_sql, 4, v, lens, fmts, 1, &r)) < 0)
-		goto done;
-	n = PQntuples(r);
-	if (!tx && n > 1 && in_parts(r, 1)) {
-		/* The parts come in statements of their own: all of them in one
-		 * view of the database, the statement again first.  (Rare: only a
-		 * database over the part size has them.) */
-		PQclear(r);
-		r = NULL;
-		if ((rc = dobj__pg_simple(pg, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")) < 0)
-			goto done;
-		tx = 1;
-		pg->no_reconnect = 1; /* never a statement outside it */
-		goto again;
-	}
-	if (n > 0 && be32((const unsigned char *)PQgetvalue(r, 0, 0)) == 0) {
-		head = be64((const unsigned char *)PQgetvalue(r, 0, 1));
-		head_epoch = be64((const unsigned char *)PQgetvalue(r, 0, 2));
-		co->log_bytes = be64((const unsigned char *)PQgetvalue(r, 0, 4));
-		co->snap_size = be64((const unsigned char *)PQgetvalue(r, 0, 5));
-	}
-	if (head > 0 && n == 1) {
-		/* The cached file is at the latest state: kept as it is. */
-		co->seq = head;
-		co->seq_epoch = head_epoch;
-		rc = read_alarm(path, &co->alarm);
-		goto done;
-	}
-	unlink(wal);
-	unlink(shm);
-	if (head == 0) {
-		unlink(path); /* nothing in PostgreSQL: a new object */
-		rc = DOBJ_OK;
-		goto done;
-	}
-	fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	if (fd < 0) {
-		rc = dobj_error_set(DOBJ_ERROR, "cluster: cannot write %s: %s", tmp, strerror(errno));
-		goto done;
-	}
-	for (i = 1; i < n; i++) {
-		int kind = (int)be32((const unsigned char *)PQgetvalue(r, i, 0));
-		long long seq = be64((const unsigned char *)PQgetvalue(r, i, 1));
-		const unsigned char *data = (const unsigned char *)PQgetvalue(r, i, 3);
-		size_t len = (size_t)PQgetlength(r, i, 3);
-		if (kind == 1) {
-			snap_head h;
-			file_sink f = { fd, tmp };
-			if ((rc = snap_head_read(data, len, seq, &h)) < 0 ||
-			    (rc = snap_image(pg, ns, ns_len, id, seq, &h, to_file, &f)) < 0)
-				goto done;
-			psz = h.psz;
-			next = seq + 1;
-		} else {
-			uint32_t rpsz, dbsize, count;
-			if (seq != next) {
-				rc = damaged(next, "a log row missing");
-				goto done;
-			}
-			if ((rc = row_check(r, i, id)) < 0)
-				goto done;
-			if (rec_head(data, len, &rpsz, &dbsize, &count) < 0 || (psz && rpsz != psz)) {
-				rc = damaged(seq, "a malformed log row");
-				goto done;
-			}
-			psz = rpsz;
-			if ((rc = dobj__wal_apply(fd, data, len)) < 0)
-				goto done;
-			next = seq + 1;
-		}
-		co->seq = seq;
-		co->seq_epoch = be64((const unsigned char *)PQgetvalue(r, i, 2));
-	}
-	if (co->seq != head) {
-		rc = damaged(head, "a log that ends early");
-		goto done;
-	}
-	if (rename(tmp, path) < 0) {
-		rc = dobj_error_set(DOBJ_ERROR, "cluster: cannot replace %s: %s", path, strerror(errno));
-		goto done;
-	}
-	rc = read_alarm(path, &co->alarm);
-done:
-	if (fd >= 0) {
-		close(fd);
-		if (rc < 0)
-			unlink(tmp);
-	}
-	PQclear(r);
-	if (tx) {
-		/* Read only: what was read stands; a failure leaves the
-		 * transaction's state unknown, so the connection goes. */
-		pg->no_reconnect = 0;
-		if (rc < 0 || dobj__pg_simple(pg, "COMMIT") < 0)
-			dobj__pg_drop(pg);
-	}
-	free(path);
-	free(tmp);
-	free(wal);
-	free(shm);
-	free(mpath);
-	return rc;
-}
-
-/* ------------------------------------------------------------ compaction */
-
-typedef struct snap_job snap_job;
-struct snap_job {
-	dobj__wjob job;     /* first: the compactor's queue */
-	char *ns;
-	size_t ns_len;
-	unsigned char id[32];
-	long long seq, epoch, node;
-	long long part;     /* images past this size go in parts */
-	char *spill;        /* the file for an image that big */
-	/* the outcome (the compactor's) */
-	int rc;             /* 0 written, 1 refused or not needed, < 0 failed */
-	long long size;
-	char msg[400];
-	/* the runtime's thread only */
-	dobj_obj *obj;      /* a reference */
-};
-
-static void job_free(snap_job *j)
-{
-	free(j->ns);
-	free(j->spill);
-	free(j);
-}
-
-/* One statement of the compaction's transaction; *out may be NULL. */
-static int step(dobj__pg *pg, const char *sql, int nparams, const char *const *v,
-	const int *lens, const int *fmts, PGresult **out)
-{
-	PGresult *r;
-	int rc = dobj__pg_exec(pg, sql, nparams, v, lens, fmts, 0, &r);
-
-	if (rc < 0)
-		return rc;
-	if (out)
-		*out = r;
-	else
-		PQclear(r);
-	return DOBJ_OK;
-}
-
-/* A database image being built: in memory while it is small (SNAP_HDR
- * bytes reserved in front: a format-1 row is the header and the image),
- * in an unlinked file once it passes the part size, so that a big database
- * is never held in memory. */
+/* A database image being built.  A compaction's is in memory while it is
+ * small (SNAP_HDR bytes reserved in front: a format-1 row is the header and
+ * the image), in an unlinked file once it passes the part size, so that a
+ * big database is never held in memory.  A restore's is the object's next
+ * file (part 0, keep 1). */
 typedef struct image {
 	unsigned char *b;
 	size_t cap;
 	int fd;             /* the file (-1: in memory) */
 	const char *spill;  /* where to make it */
 	uint64_t part;      /* the size past which it goes to the file */
+	int keep;           /* the file stays (a restore's) */
 	uint32_t psz, pages;
 } image;
 
@@ -605,13 +281,14 @@ static uint64_t image_size(const image *im)
 /* From memory to the file. */
 static int image_spill(image *im)
 {
-	int fd = open(im->spill, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	int fd = open(im->spill, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, im->keep ? 0644 : 0600);
 	int rc;
 
 	if (fd < 0)
 		return dobj_error_set(DOBJ_ERROR, "cluster: cannot write %s: %s", im->spill,
 			strerror(errno));
-	unlink(im->spill); /* nothing left behind, however the process ends */
+	if (!im->keep)
+		unlink(im->spill); /* nothing left behind, however the process ends */
 	if (im->b && (rc = write_at(fd, 0, im->b + SNAP_HDR, (size_t)image_size(im), im->spill)) < 0) {
 		close(fd);
 		return rc;
@@ -712,6 +389,414 @@ static void image_head(const image *im, unsigned char *h, long long seq, long lo
 	put32(h + 32, im->pages);
 }
 
+/* ---------------------------------------------- reading an object's state */
+
+/*
+ * Restore and compaction read the same thing: the object's latest snapshot
+ * and its log after it, up to a seq, applied to an image.  The log comes in
+ * pieces, keyset by seq: at most PIECE_ROWS rows, and no further row once
+ * PIECE_BYTES of frames are in (the first row always comes: a row is as
+ * big as its writer's transaction made it).  So what is in memory is one
+ * piece (and a format-1 snapshot row, at most the part size) whatever the
+ * log's length, and a long log is many statements, each within the node's
+ * timeout, rather than one that outlives it.
+ *
+ * The first statement reads the head, the snapshot and the first piece:
+ * when that is all (the usual case), one statement was one view of the
+ * database.  When there is more (a longer log, or a snapshot in parts), it
+ * is read again in a read-only repeatable-read transaction, every
+ * statement in one view: a compaction commits wholly before or after it.
+ * (libpq 15 has no chunked-rows mode, and its single-row mode would keep
+ * one statement open for the whole log.)
+ */
+#define PIECE_ROWS 1024
+#define PIECE_BYTES 4194304 /* 4 MiB */
+#define STR_(x) #x
+#define STR(x) STR_(x)
+
+/* A piece of the log after seq AFTER, up to seq UPTO (SQL expressions);
+ * the result's columns are the restore statement's. */
+#define PIECE_SQL(after, upto) \
+	"SELECT 2::int4 AS k, seq, epoch, frames, 0::int8, 0::int8, sum FROM (SELECT seq, epoch, " \
+	"frames, sum, sum(octet_length(frames)::int8) OVER (ORDER BY seq) - octet_length(frames) " \
+	"AS before FROM dobj_wal WHERE ns = $1 AND object_id = $2 AND seq > " after " AND seq <= " \
+	upto " ORDER BY seq LIMIT " STR(PIECE_ROWS) ") w WHERE before < " STR(PIECE_BYTES)
+
+/* The first statement: the head (latest seq and epoch, with the log's and
+ * the snapshot's sizes, its parts included), then, unless the head is ($3,
+ * $4) (a cache at that state), the snapshot and the log's first piece up
+ * to seq $5. */
+static const char first_sql[] =
+	"WITH s AS (SELECT seq, epoch, octet_length(db)::int8 + coalesce((SELECT "
+	"  sum(octet_length(p.data)) FROM dobj_snapshot_part p WHERE p.ns = $1 AND "
+	"  p.object_id = $2 AND p.seq = d.seq), 0)::int8 AS n FROM dobj_snapshot d "
+	"  WHERE ns = $1 AND object_id = $2), "
+	"l AS (SELECT seq, epoch, octet_length(frames)::int8 AS n FROM dobj_wal "
+	"  WHERE ns = $1 AND object_id = $2 AND seq > coalesce((SELECT seq FROM s), 0)), "
+	"h AS (SELECT seq, epoch FROM (SELECT seq, epoch FROM s UNION ALL SELECT seq, epoch FROM l) x "
+	"  ORDER BY seq DESC LIMIT 1), "
+	"f AS (SELECT NOT EXISTS (SELECT 1 FROM h WHERE seq = $3::int8 AND epoch = $4::int8) AS go) "
+	"SELECT 0::int4 AS k, h.seq, h.epoch, NULL::bytea AS data, "
+	"  (SELECT coalesce(sum(n), 0) FROM l)::int8, coalesce((SELECT n FROM s), 0)::int8, "
+	"  NULL::bytea FROM h "
+	"UNION ALL SELECT 1, d.seq, d.epoch, d.db, 0, 0, NULL FROM dobj_snapshot d, f "
+	"  WHERE f.go AND d.ns = $1 AND d.object_id = $2 "
+	"UNION ALL SELECT p.* FROM (" PIECE_SQL("coalesce((SELECT seq FROM s), 0)", "$5::int8")
+	") p, f WHERE f.go "
+	"ORDER BY 1, 2";
+
+/* The next piece: the log after $3 up to $4. */
+static const char piece_sql[] = PIECE_SQL("$3::int8", "$4::int8") " ORDER BY seq";
+
+/* Row i of a first statement's result is a snapshot in parts. */
+static int in_parts(const PGresult *r, int i)
+{
+	return be32((const unsigned char *)PQgetvalue(r, i, 0)) == 1 && PQgetlength(r, i, 3) >= 12 &&
+		be32((const unsigned char *)PQgetvalue(r, i, 3) + 8) == SNAP_FORMAT_PARTS;
+}
+
+/* What a read found. */
+typedef struct state {
+	long long head, head_epoch; /* the latest seq and its epoch (0: the object has none) */
+	long long log_bytes;        /* of the log after the snapshot */
+	long long snap_size;        /* of the snapshot, its parts included */
+	long long seq, epoch;       /* the last seq in the image, its epoch (0: none) */
+	int cached;                 /* the head is the cache's: nothing else was read */
+} state;
+
+/* The snapshot and log rows of result r from row `from` on, to im, after
+ * st->seq: 1 when the snapshot is at or past `upto` (nothing to build). */
+static int state_rows(dobj__pg *pg, const char *ns, size_t ns_len, const unsigned char *id,
+	long long upto, const PGresult *r, int from, image *im, state *st)
+{
+	int i, n = PQntuples(r), rc;
+
+	for (i = from; i < n; i++) {
+		int kind = (int)be32((const unsigned char *)PQgetvalue(r, i, 0));
+		long long s = be64((const unsigned char *)PQgetvalue(r, i, 1));
+		const unsigned char *data = (const unsigned char *)PQgetvalue(r, i, 3);
+		size_t len = (size_t)PQgetlength(r, i, 3);
+		if (kind == 1) {
+			snap_head h;
+			if (s >= upto)
+				return 1;
+			if ((rc = snap_head_read(data, len, s, &h)) < 0)
+				return rc;
+			im->psz = h.psz;
+			if ((rc = image_pages(im, h.pages)) < 0 ||
+			    (rc = snap_image(pg, ns, ns_len, id, s, &h, image_write, im)) < 0)
+				return rc;
+		} else {
+			if (s != st->seq + 1)
+				return damaged(st->seq + 1, "a log row missing");
+			/* A damaged row is never applied (nor becomes part of a
+			 * snapshot, with a checksum of its own that would vouch
+			 * for it). */
+			if ((rc = row_check(r, i, id)) < 0 || (rc = image_apply(im, data, len, s)) < 0)
+				return rc;
+		}
+		st->seq = s;
+		st->epoch = be64((const unsigned char *)PQgetvalue(r, i, 2));
+	}
+	return DOBJ_OK;
+}
+
+/* The object's state up to seq `upto` (LLONG_MAX: its head) into im, unless
+ * the head is (mseq, mepoch) (st->cached).  1: the snapshot is at or past
+ * `upto`.  A log that ends before the head or `upto` is the caller's to
+ * judge (st->seq). */
+static int state_read(dobj__pg *pg, const char *ns, size_t ns_len, const unsigned char *id,
+	long long upto, long long mseq, long long mepoch, image *im, state *st)
+{
+	char c3[32], c4[32], c5[32];
+	const char *v[5] = { ns, (const char *)id, c3, c4, c5 };
+	int lens[5] = { (int)ns_len, 32, 0, 0, 0 };
+	int fmts[5] = { 0, 1, 0, 0, 0 };
+	PGresult *r = NULL;
+	long long target, last;
+	int rc, n, from = 0, tx = 0;
+
+	snprintf(c3, sizeof(c3), "%lld", mseq);
+	snprintf(c4, sizeof(c4), "%lld", mepoch);
+	snprintf(c5, sizeof(c5), "%lld", upto);
+again:
+	memset(st, 0, sizeof(*st));
+	if ((rc = dobj__pg_exec(pg, first_sql, 5, v, lens, fmts, 1, &r)) < 0)
+		goto done;
+	n = PQntuples(r);
+	if (n > 0 && be32((const unsigned char *)PQgetvalue(r, 0, 0)) == 0) {
+		st->head = be64((const unsigned char *)PQgetvalue(r, 0, 1));
+		st->head_epoch = be64((const unsigned char *)PQgetvalue(r, 0, 2));
+		st->log_bytes = be64((const unsigned char *)PQgetvalue(r, 0, 4));
+		st->snap_size = be64((const unsigned char *)PQgetvalue(r, 0, 5));
+		from = 1;
+	}
+	if (st->head > 0 && st->head == mseq && st->head_epoch == mepoch) {
+		st->cached = 1;
+		goto done;
+	}
+	target = st->head < upto ? st->head : upto;
+	last = n > from ? be64((const unsigned char *)PQgetvalue(r, n - 1, 1)) : 0;
+	if (!tx && n > from && (in_parts(r, from) || last < target)) {
+		/* More than one statement: all of them in one view, the first
+		 * again first. */
+		PQclear(r);
+		r = NULL;
+		if ((rc = dobj__pg_simple(pg, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")) < 0)
+			goto done;
+		tx = 1;
+		pg->no_reconnect = 1; /* never a statement outside it */
+		goto again;
+	}
+	if ((rc = state_rows(pg, ns, ns_len, id, upto, r, from, im, st)) != 0)
+		goto done;
+	snprintf(c4, sizeof(c4), "%lld", target);
+	while (tx && st->seq < target) {
+		PQclear(r);
+		r = NULL;
+		snprintf(c3, sizeof(c3), "%lld", st->seq);
+		if ((rc = dobj__pg_exec(pg, piece_sql, 4, v, lens, fmts, 1, &r)) < 0)
+			goto done;
+		if (PQntuples(r) == 0)
+			break; /* the log ends early: the caller's to judge */
+		if ((rc = state_rows(pg, ns, ns_len, id, upto, r, 0, im, st)) != 0)
+			goto done;
+	}
+done:
+	PQclear(r);
+	if (tx) {
+		/* Read only: what was read stands; a failure leaves the
+		 * transaction's state unknown, so the connection goes. */
+		pg->no_reconnect = 0;
+		if (rc < 0 || dobj__pg_simple(pg, "COMMIT") < 0)
+			dobj__pg_drop(pg);
+	}
+	return rc;
+}
+
+/* --------------------------------------------------------------- restore */
+/* --------------------------------------------------------------- restore */
+
+/* The alarm record of a restored file, read without writing to it (any
+ * write to the file must go through a commit that is shipped). */
+static int read_alarm(const char *path, int64_t *when)
+{
+	sqlite3 *db = NULL;
+	int rc;
+
+	*when = 0;
+	if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
+		rc = dobj_error_set(DOBJ_ERROR, "cluster: cannot read the restored %s: %s", path,
+			db ? sqlite3_errmsg(db) : "out of memory");
+		sqlite3_close(db);
+		return rc;
+	}
+	rc = dobj__storage_meta_read(db, when);
+	sqlite3_close(db);
+	return rc < 0 ? rc : DOBJ_OK;
+}
+
+/* The cache marker's text for the file at `path` in state (seq, epoch);
+ * "" when the file cannot be used as a cache (absent, or with a -wal). */
+static void marker_text(const char *path, const char *wal, long long seq, long long epoch,
+	char *buf, size_t n)
+{
+	struct stat sb;
+
+	buf[0] = '\0';
+	if (stat(path, &sb) < 0 || !S_ISREG(sb.st_mode) || access(wal, F_OK) == 0)
+		return;
+	snprintf(buf, n, "dobj cache 1 seq %lld epoch %lld ino %llu size %lld mtime %lld.%09ld\n",
+		seq, epoch, (unsigned long long)sb.st_ino, (long long)sb.st_size,
+		(long long)sb.st_mtim.tv_sec, sb.st_mtim.tv_nsec);
+}
+
+/* Read and remove the marker: before this incarnation writes anything, no
+ * marker may vouch for the file (made durable: a marker that came back
+ * after a power loss would vouch for a file with unconfirmed writes). */
+static int marker_take(const char *mpath, char *buf, size_t n, long long *seq, long long *epoch)
+{
+	int fd = open(mpath, O_RDONLY | O_CLOEXEC);
+	ssize_t got;
+	char *slash;
+
+	buf[0] = '\0';
+	*seq = *epoch = -1;
+	if (fd < 0)
+		return 0;
+	got = read(fd, buf, n - 1);
+	close(fd);
+	buf[got > 0 ? got : 0] = '\0';
+	unlink(mpath);
+	if ((slash = strrchr(mpath, '/'))) {
+		char dir[4096];
+		snprintf(dir, sizeof(dir), "%.*s", (int)(slash - mpath), mpath);
+		if ((fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) >= 0) {
+			if (fsync(fd) < 0)
+				buf[0] = '\0';
+			close(fd);
+		}
+	}
+	if (sscanf(buf, "dobj cache 1 seq %lld epoch %lld", seq, epoch) != 2)
+		*seq = *epoch = -1;
+	return 1;
+}
+
+void dobj__snap_release(dobj_obj *obj, struct dobj__cluster_obj *co)
+{
+	char *path = NULL, *wal = NULL, *mpath = NULL, *tmp = NULL, text[200];
+	int fd;
+
+	/* Only an incarnation that ended cleanly (evicted, or the runtime
+	 * closed) with every write confirmed leaves its file as PostgreSQL's
+	 * state (seq, seq_epoch). */
+	if ((obj->dead && !(obj->code == DOBJ_ECLOSED && obj->ns->rt->closing)) || co->last ||
+	    co->seq <= 0 || obj->storage)
+		return;
+	if (!(path = dobj__cluster_path(obj, "")) || !(wal = dobj__cluster_path(obj, "-wal")) ||
+	    !(mpath = dobj__cluster_path(obj, "-seq")) || !(tmp = dobj__cluster_path(obj, "-seq.tmp")))
+		goto done;
+	marker_text(path, wal, co->seq, co->seq_epoch, text, sizeof(text));
+	if (!text[0])
+		goto done;
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0)
+		goto done;
+	if (write(fd, text, strlen(text)) != (ssize_t)strlen(text) || close(fd) < 0 ||
+	    rename(tmp, mpath) < 0)
+		unlink(tmp);
+done:
+	free(path);
+	free(wal);
+	free(mpath);
+	free(tmp);
+}
+
+/* `base` + `suffix`, malloc'd (NULL: out of memory). */
+static char *with_suffix(const char *base, const char *suffix)
+{
+	size_t a = strlen(base), b = strlen(suffix);
+	char *p = malloc(a + b + 1);
+
+	if (p) {
+		memcpy(p, base, a);
+		memcpy(p + a, suffix, b + 1);
+	}
+	return p;
+}
+
+int dobj__snap_restore(dobj__pg *pg, const char *ns, size_t ns_len, const unsigned char *id,
+	const char *base, struct dobj__cluster_obj *co)
+{
+	char *path = NULL, *tmp = NULL, *wal = NULL, *shm = NULL, *mpath = NULL;
+	char mark[200], want[200];
+	long long mseq, mepoch;
+	/* The image goes to the file from its first page on. */
+	image im = { .fd = -1, .part = 0, .keep = 1 };
+	state st;
+	int rc, had;
+
+	co->seq = co->seq_epoch = co->log_bytes = co->snap_size = 0;
+	co->alarm = 0;
+	if (!(path = with_suffix(base, "")) || !(tmp = with_suffix(base, ".restore")) ||
+	    !(wal = with_suffix(base, "-wal")) || !(shm = with_suffix(base, "-shm")) ||
+	    !(mpath = with_suffix(base, "-seq"))) {
+		rc = dobj_error_set(DOBJ_ENOMEM, "out of memory");
+		goto done;
+	}
+	im.spill = tmp;
+	had = marker_take(mpath, mark, sizeof(mark), &mseq, &mepoch);
+	if (had && mseq > 0) {
+		marker_text(path, wal, mseq, mepoch, want, sizeof(want));
+		if (!want[0] || strcmp(want, mark))
+			mseq = mepoch = -1; /* the file changed since: not a cache */
+	}
+	if ((rc = state_read(pg, ns, ns_len, id, LLONG_MAX, mseq, mepoch, &im, &st)) < 0)
+		goto done;
+	co->log_bytes = st.log_bytes;
+	co->snap_size = st.snap_size;
+	if (st.cached) {
+		/* The cached file is at the latest state: kept as it is. */
+		co->seq = st.head;
+		co->seq_epoch = st.head_epoch;
+		rc = read_alarm(path, &co->alarm);
+		goto done;
+	}
+	unlink(wal);
+	unlink(shm);
+	if (st.head == 0) {
+		unlink(path); /* nothing in PostgreSQL: a new object */
+		rc = DOBJ_OK;
+		goto done;
+	}
+	if (st.seq != st.head) {
+		rc = damaged(st.head, "a log that ends early");
+		goto done;
+	}
+	co->seq = st.seq;
+	co->seq_epoch = st.epoch;
+	if ((im.fd < 0 && (rc = image_spill(&im)) < 0))
+		goto done; /* (an empty database has its file too) */
+	if (rename(tmp, path) < 0) {
+		rc = dobj_error_set(DOBJ_ERROR, "cluster: cannot replace %s: %s", path, strerror(errno));
+		goto done;
+	}
+	rc = read_alarm(path, &co->alarm);
+done:
+	image_free(&im);
+	if (rc < 0 && tmp)
+		unlink(tmp);
+	free(path);
+	free(tmp);
+	free(wal);
+	free(shm);
+	free(mpath);
+	return rc;
+}
+
+/* ------------------------------------------------------------ compaction */
+
+typedef struct snap_job snap_job;
+struct snap_job {
+	dobj__wjob job;     /* first: the compactor's queue */
+	char *ns;
+	size_t ns_len;
+	unsigned char id[32];
+	long long seq, epoch, node;
+	long long part;     /* images past this size go in parts */
+	char *spill;        /* the file for an image that big */
+	/* the outcome (the compactor's) */
+	int rc;             /* 0 written, 1 refused or not needed, < 0 failed */
+	long long size;
+	char msg[400];
+	/* the runtime's thread only */
+	dobj_obj *obj;      /* a reference */
+};
+
+static void job_free(snap_job *j)
+{
+	free(j->ns);
+	free(j->spill);
+	free(j);
+}
+
+/* One statement of the compaction's transaction; *out may be NULL. */
+static int step(dobj__pg *pg, const char *sql, int nparams, const char *const *v,
+	const int *lens, const int *fmts, PGresult **out)
+{
+	PGresult *r;
+	int rc = dobj__pg_exec(pg, sql, nparams, v, lens, fmts, 0, &r);
+
+	if (rc < 0)
+		return rc;
+	if (out)
+		*out = r;
+	else
+		PQclear(r);
+	return DOBJ_OK;
+}
+
+
 /* An image in the file goes as parts of im->part bytes (dobj_snapshot_part,
  * in the compaction's transaction), one in memory at a time; `head` gets
  * the format-2 header with their checksum. */
@@ -778,63 +863,27 @@ static void compact(struct dobj__cluster *cl, dobj__pg *pg, dobj__wjob *job)
 	image im = { .fd = -1, .spill = j->spill, .part = (uint64_t)j->part };
 	unsigned char parts_head[SNAP_HDR_PARTS];
 	PGresult *r = NULL;
-	long long next = 1, last_epoch = 0;
-	int rc, i, n;
+	long long last_epoch;
+	state st;
+	int rc;
 
 	(void)cl;
 	snprintf(seq, sizeof(seq), "%lld", j->seq);
+	/* Read (in a transaction of its own when it takes more than one
+	 * statement), then written: the rows read are confirmed and never
+	 * change, and the insert below keeps whichever snapshot is newer. */
+	if ((rc = state_read(pg, j->ns, j->ns_len, j->id, j->seq, -1, -1, &im, &st)) != 0)
+		goto fail; /* (1: one as recent is there already) */
+	if (st.seq != j->seq || !im.psz) {
+		rc = 1; /* compacted meanwhile (by another incarnation), or nothing */
+		goto fail;
+	}
+	last_epoch = st.epoch;
 	if ((rc = dobj__pg_simple(pg, "BEGIN")) < 0)
 		goto fail;
 	/* Inside the transaction, a lost connection is a failure, never a
 	 * statement retried on a new connection outside it. */
 	pg->no_reconnect = 1;
-	if ((rc = dobj__pg_exec(pg,
-		"SELECT 1::int4, seq, epoch, db, 0::int4, 0::int4, NULL::bytea FROM dobj_snapshot "
-		"WHERE ns = $1 AND object_id = $2 "
-		"UNION ALL SELECT 2, seq, epoch, frames, 0, 0, sum FROM dobj_wal "
-		"WHERE ns = $1 AND object_id = $2 "
-		"AND seq <= $3::int8 AND seq > coalesce((SELECT seq FROM dobj_snapshot "
-		"  WHERE ns = $1 AND object_id = $2), 0) "
-		"ORDER BY 1, 2", 3, v, lens, fmts, 1, &r)) < 0)
-		goto fail;
-	n = PQntuples(r);
-	for (i = 0; i < n; i++) {
-		int kind = (int)be32((const unsigned char *)PQgetvalue(r, i, 0));
-		long long s = be64((const unsigned char *)PQgetvalue(r, i, 1));
-		const unsigned char *data = (const unsigned char *)PQgetvalue(r, i, 3);
-		size_t len = (size_t)PQgetlength(r, i, 3);
-		if (kind == 1) {
-			snap_head h;
-			if (s >= j->seq) {
-				rc = 1; /* one as recent is there already */
-				goto fail;
-			}
-			if ((rc = snap_head_read(data, len, s, &h)) < 0)
-				goto fail;
-			im.psz = h.psz;
-			if ((rc = image_pages(&im, h.pages)) < 0 ||
-			    (rc = snap_image(pg, j->ns, j->ns_len, j->id, s, &h, image_write, &im)) < 0)
-				goto fail;
-		} else {
-			if (s != next) {
-				rc = damaged(next, "a log row missing");
-				goto fail;
-			}
-			/* A damaged row never becomes part of a snapshot (with a
-			 * checksum of its own that would vouch for it). */
-			if ((rc = row_check(r, i, j->id)) < 0 ||
-			    (rc = image_apply(&im, data, len, s)) < 0)
-				goto fail;
-		}
-		next = s + 1;
-		last_epoch = be64((const unsigned char *)PQgetvalue(r, i, 2));
-	}
-	PQclear(r);
-	r = NULL;
-	if (next != j->seq + 1 || !im.psz) {
-		rc = 1; /* compacted meanwhile (by another incarnation), or nothing */
-		goto fail;
-	}
 	if (im.fd < 0) {
 		/* Format 1: the header and the image, in the row. */
 		image_head(&im, im.b, j->seq, last_epoch, SNAP_FORMAT);

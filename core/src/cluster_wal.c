@@ -158,46 +158,6 @@ done:
 	return rc;
 }
 
-int dobj__wal_apply(int fd, const unsigned char *rec, size_t len)
-{
-	uint32_t psz, dbsize, count, i;
-	size_t need;
-
-	if (len < 12)
-		goto bad;
-	psz = be32(rec);
-	dbsize = be32(rec + 4);
-	count = be32(rec + 8);
-	if (psz < 512 || psz > 65536 || (psz & (psz - 1)))
-		goto bad;
-	need = 12 + (size_t)count * (4 + (size_t)psz);
-	if (need != len)
-		goto bad;
-	for (i = 0; i < count; i++) {
-		const unsigned char *p = rec + 12 + (size_t)i * (4 + (size_t)psz);
-		uint32_t pgno = be32(p);
-		size_t done = 0;
-		if (pgno == 0)
-			goto bad;
-		while (done < psz) {
-			ssize_t w = pwrite(fd, p + 4 + done, psz - done,
-				(off_t)(pgno - 1) * psz + (off_t)done);
-			if (w < 0 && errno == EINTR)
-				continue;
-			if (w <= 0)
-				return dobj_error_set(DOBJ_ERROR, "cluster: cannot write a restored page: %s",
-					strerror(errno));
-			done += (size_t)w;
-		}
-	}
-	if (ftruncate(fd, (off_t)dbsize * psz) < 0)
-		return dobj_error_set(DOBJ_ERROR, "cluster: cannot size a restored file: %s",
-			strerror(errno));
-	return DOBJ_OK;
-bad:
-	return dobj_error_set(DOBJ_ERROR, "cluster: a log record in PostgreSQL is malformed");
-}
-
 void dobj__wal_sum(const unsigned char *id, long long seq, long long epoch,
 	const unsigned char *rec, size_t len, unsigned char sum[32])
 {

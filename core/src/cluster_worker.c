@@ -90,23 +90,34 @@ static void worker_drain(dobj_rt *rt, void *data)
 	dobj__watch_update(&w->watch);
 }
 
+int dobj__thread_start(pthread_t *th, void *(*fn)(void *), void *arg)
+{
+	sigset_t all, old;
+	int rc;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	rc = pthread_create(th, NULL, fn, arg);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	return rc;
+}
+
 int dobj__worker_start(dobj__worker **out, struct dobj__cluster *cl, double watch_ms,
 	void (*run)(struct dobj__cluster *cl, dobj__pg *pg, dobj__wjob *j),
 	void (*done)(struct dobj__cluster *cl, dobj__wjob *j))
 {
 	dobj__worker *w;
-	sigset_t all, old;
 	int rc;
 
-	if (!(w = calloc(1, sizeof(*w))) ||
-	    !(w->pg.url = dobj__strndup(cl->pg.url, strlen(cl->pg.url)))) {
-		free(w);
+	if (!(w = calloc(1, sizeof(*w))))
 		return dobj_error_set(DOBJ_ENOMEM, "out of memory");
+	if ((rc = dobj__pg_init_from(&w->pg, &cl->pg)) < 0) {
+		free(w);
+		return rc;
 	}
 	w->cl = cl;
 	w->run = run;
 	w->done = done;
-	w->pg.timeout_ms = cl->pg.timeout_ms;
 	w->watch = (dobj__watch){ .rt = cl->rt, .ms = watch_ms, .busy = worker_busy, .owner = w };
 	pthread_mutex_init(&w->mu, NULL);
 	dobj__cond_init(&w->wake);
@@ -114,12 +125,7 @@ int dobj__worker_start(dobj__worker **out, struct dobj__cluster *cl, double watc
 	*out = w;
 	if ((rc = dobj__rt_source_add(cl->rt, worker_drain, w)) < 0)
 		goto fail;
-	/* No signal for this thread (see dobj__cluster_start). */
-	sigfillset(&all);
-	pthread_sigmask(SIG_BLOCK, &all, &old);
-	rc = pthread_create(&w->th, NULL, worker_main, w);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	if (rc != 0) {
+	if (dobj__thread_start(&w->th, worker_main, w) != 0) {
 		dobj__rt_source_remove(cl->rt, worker_drain, w);
 		rc = dobj_error_set(DOBJ_ERROR, "cluster: cannot start a thread");
 		goto fail;

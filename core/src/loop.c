@@ -214,46 +214,36 @@ void dobj__release_now(dobj_rt *rt, void *v, void (*free_fn)(void *))
 }
 
 
+#ifdef __linux__
+static int epoll_add_in(int ep, int fd)
+{
+	struct epoll_event ev;
+
+	memset(&ev, 0, sizeof(ev));
+	ev.events = EPOLLIN;
+	ev.data.fd = fd;
+	return epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
+}
+#endif
+
 int dobj_rt_fd(dobj_rt *rt)
 {
 	CHECK_THREAD(rt);
 	if (rt->fd >= 0)
 		return rt->fd;
 #ifdef __linux__
+	int ep, tfd = -1, efd = -1, e;
+
 	if (rt->closing)
 		return dobj_error_set(DOBJ_ECLOSED, "the runtime is closed");
-	{
-		struct epoll_event ev;
-		int ep = epoll_create1(EPOLL_CLOEXEC), tfd = -1, efd = -1;
-		if (ep < 0 ||
-		    (tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC)) < 0 ||
-		    (efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0) {
-			int e = errno;
-			if (ep >= 0)
-				close(ep);
-			if (tfd >= 0)
-				close(tfd);
-			return dobj_error_set(DOBJ_ERROR, "cannot make the runtime's fd: %s", strerror(e));
-		}
-		memset(&ev, 0, sizeof(ev));
-		ev.events = EPOLLIN;
-		ev.data.fd = tfd;
-		if (epoll_ctl(ep, EPOLL_CTL_ADD, tfd, &ev) == 0) {
-			ev.data.fd = efd;
-			if (epoll_ctl(ep, EPOLL_CTL_ADD, efd, &ev) == 0) {
-				rt->fd = ep;
-				rt->tfd = tfd;
-				rt->efd = efd;
-			}
-		}
-		if (rt->fd < 0) {
-			int e = errno;
-			close(ep);
-			close(tfd);
-			close(efd);
-			return dobj_error_set(DOBJ_ERROR, "cannot make the runtime's fd: %s", strerror(e));
-		}
-	}
+	if ((ep = epoll_create1(EPOLL_CLOEXEC)) < 0 ||
+	    (tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC)) < 0 ||
+	    (efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0 ||
+	    epoll_add_in(ep, tfd) != 0 || epoll_add_in(ep, efd) != 0)
+		goto error;
+	rt->fd = ep;
+	rt->tfd = tfd;
+	rt->efd = efd;
 	rt->fd_now = 0;
 	rt->fd_when = INFINITY;
 	if (rt->ready_head) {
@@ -263,6 +253,16 @@ int dobj_rt_fd(dobj_rt *rt)
 		dobj__timer_sync(rt);
 	}
 	return rt->fd;
+
+error:
+	e = errno;
+	if (ep >= 0)
+		close(ep);
+	if (tfd >= 0)
+		close(tfd);
+	if (efd >= 0)
+		close(efd);
+	return dobj_error_set(DOBJ_ERROR, "cannot make the runtime's fd: %s", strerror(e));
 #else
 	return dobj_error_set(DOBJ_ERROR, "dobj_rt_fd needs Linux (epoll, timerfd, eventfd)");
 #endif

@@ -281,6 +281,15 @@ static void io_send(void *payload, const void *data, size_t len, int text)
 	mark_dirty(c);
 }
 
+/* The close frame sent later (a pending close, or an abort's): its reason
+ * cut to what a close frame carries. */
+static void remember_close(wsc *c, int code, const char *reason, size_t len)
+{
+	c->close_code = (uint16_t)code;
+	c->close_len = len < sizeof(c->close_reason) ? len : sizeof(c->close_reason);
+	memcpy(c->close_reason, reason, c->close_len);
+}
+
 static void io_close(void *payload, int code, const char *reason, size_t len)
 {
 	wsc *c = payload;
@@ -288,10 +297,8 @@ static void io_close(void *payload, int code, const char *reason, size_t len)
 	if (!c->ctx || c->close_pending || c->aborted)
 		return;
 	if (wslay_event_get_queued_msg_count(c->ctx)) {
+		remember_close(c, code == 1005 ? 0 : code, reason, len);
 		c->close_pending = 1;
-		c->close_code = code == 1005 ? 0 : (uint16_t)code;
-		c->close_len = len < sizeof(c->close_reason) ? len : sizeof(c->close_reason);
-		memcpy(c->close_reason, reason, c->close_len);
 	} else {
 		wslay_event_queue_close(c->ctx, code == 1005 ? 0 : (uint16_t)code,
 			(const uint8_t *)reason, len);
@@ -333,9 +340,7 @@ static void io_abort(void *payload, int code, const char *reason, size_t len)
 		return;
 	c->aborted = 1;
 	c->close_pending = 0;
-	c->close_code = (uint16_t)code;
-	c->close_len = len < sizeof(c->close_reason) ? len : sizeof(c->close_reason);
-	memcpy(c->close_reason, reason, c->close_len);
+	remember_close(c, code, reason, len);
 	mark_dirty(c);
 }
 

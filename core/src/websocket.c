@@ -53,6 +53,8 @@ struct wsconn {
 	unsigned lost : 1;    /* cluster: the node lost the object (dobj__ws_drop) */
 	const dobj__ws_relay_ops *relay_ops; /* NULL once cut */
 	void *relay_data;
+	void (*drain)(void *data); /* cluster: the object's node acks what it handled */
+	void *drain_data;
 	outmsg *out_head, *out_tail;
 	size_t out_bytes;     /* buffered before the host attached */
 	size_t in_bytes;      /* received messages waiting for the object (DOBJ_WS_MAX_BACKLOG) */
@@ -335,6 +337,48 @@ static int utf8_ok(const void *data, size_t len)
 	return 1;
 }
 
+/* A text as a JavaScript string makes it on the wire: `data` may carry
+ * surrogates in their 3-byte WTF-8 form (Python's str, Lua's utf8.char);
+ * a high and low pair becomes its character, a lone one U+FFFD, as the
+ * WebSocket standard (USVString) says and as workerd does for a close
+ * reason.  (workerd puts a sent string's lone surrogate on the wire as its
+ * WTF-8 bytes, measured with 1.20261117.1: an RFC 6455 client fails the
+ * connection with 1007 on those.)  *out: NULL when data is UTF-8 already,
+ * else a copy to free.  DOBJ_EARG for other ill-formed bytes. */
+static int usv_text(const void *data, size_t len, unsigned char **out, size_t *out_len)
+{
+	const unsigned char *s = data;
+	unsigned char *o;
+	size_t i = 0, n, bad, w = 0;
+	uint32_t cp, lo;
+
+	*out = NULL;
+	if (utf8_ok(data, len))
+		return DOBJ_OK;
+	if (!(o = malloc(len ? len : 1)))
+		return dobj_error_set(DOBJ_ENOMEM, "out of memory");
+	while (i < len) {
+		if (!(n = dobj__utf8_get(s + i, len - i, 1, &cp, &bad))) {
+			free(o);
+			return DOBJ_EARG;
+		}
+		i += n;
+		if (cp >= 0xD800 && cp <= 0xDFFF) {
+			if (cp <= 0xDBFF && i + 3 <= len && dobj__utf8_get(s + i, len - i, 1, &lo, &bad) == 3 &&
+			    lo >= 0xDC00 && lo <= 0xDFFF) {
+				cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+				i += 3;
+			} else {
+				cp = 0xFFFD;
+			}
+		}
+		w += dobj__utf8_put(o + w, cp); /* never longer than its input */
+	}
+	*out = o;
+	*out_len = w;
+	return DOBJ_OK;
+}
+
 int dobj_ws_accept(dobj_obj *obj, dobj_ws *ws, const char *const *tags, const size_t *tag_lens,
 	const size_t *tag_units, size_t ntags)
 {
@@ -537,6 +581,8 @@ static int peer_gone(const wsconn *c)
 int dobj_ws_send(dobj_ws *ws, const void *data, size_t len, int text)
 {
 	wsconn *c = ws->c;
+	unsigned char *usv = NULL;
+	int rc;
 
 	CHECK_WS_THREAD(c);
 	if (ws->end != DOBJ_WS_SERVER)
@@ -547,14 +593,18 @@ int dobj_ws_send(dobj_ws *ws, const void *data, size_t len, int text)
 		return DOBJ_OK;
 	if (!c->accepted)
 		return dobj_error_set(DOBJ_ESTATE, DOBJ_MSG_WS_NOT_ACCEPTED);
-	if (text && !utf8_ok(data, len))
-		return dobj_error_set(DOBJ_EARG, DOBJ_MSG_WS_SEND_UTF8);
-	return output(c, 0, text != 0, data, len);
+	if (text && (rc = usv_text(data, len, &usv, &len)) < 0)
+		return rc == DOBJ_EARG ? dobj_error_set(DOBJ_EARG, DOBJ_MSG_WS_SEND_UTF8) : rc;
+	rc = output(c, 0, text != 0, usv ? usv : data, len);
+	free(usv);
+	return rc;
 }
 
 int dobj_ws_close(dobj_ws *ws, int code, const char *reason, size_t reason_len)
 {
 	wsconn *c = ws->c;
+	unsigned char *usv = NULL;
+	int rc;
 
 	CHECK_WS_THREAD(c);
 	if (ws->end != DOBJ_WS_SERVER)
@@ -568,15 +618,21 @@ int dobj_ws_close(dobj_ws *ws, int code, const char *reason, size_t reason_len)
 		return dobj_error_set(DOBJ_EARG, "Invalid WebSocket close code: %d.", code);
 	if (reason && code < 0)
 		return dobj_error_set(DOBJ_EARG, DOBJ_MSG_WS_REASON_NO_CODE);
-	if (reason_len > DOBJ_WS_MAX_CLOSE_REASON)
+	if (reason && (rc = usv_text(reason, reason_len, &usv, &reason_len)) < 0)
+		return rc == DOBJ_EARG ? dobj_error_set(DOBJ_EARG, "a WebSocket close reason must be "
+			"valid UTF-8") : rc;
+	if (usv)
+		reason = (const char *)usv;
+	if (reason_len > DOBJ_WS_MAX_CLOSE_REASON) {
+		free(usv);
 		return dobj_error_set(DOBJ_EARG, "a WebSocket close reason cannot be longer than "
 			"%d bytes of UTF-8", DOBJ_WS_MAX_CLOSE_REASON);
-	if (reason && !utf8_ok(reason, reason_len))
-		return dobj_error_set(DOBJ_EARG, "a WebSocket close reason must be valid UTF-8");
+	}
 	c->closed_out = 1;
-	if (c->closed_in)
-		return DOBJ_OK; /* the host already answered the peer's close */
-	return output(c, 1, code < 0 ? 1005 : code, reason ? reason : "", reason ? reason_len : 0);
+	rc = c->closed_in ? DOBJ_OK /* the host already answered the peer's close */
+		: output(c, 1, code < 0 ? 1005 : code, reason ? reason : "", reason ? reason_len : 0);
+	free(usv);
+	return rc;
 }
 
 int dobj_ws_set_attachment(dobj_ws *ws, const void *data, size_t len)
@@ -731,17 +787,28 @@ int dobj_ws_auto_response_time(const dobj_ws *ws, double *ms)
 
 /* -------------------------------------------------------------- events */
 
+/* `cost` of c's received messages left its backlog: the host may read the
+ * client again once the backlog is down to half (DOBJ_WS_MAX_BACKLOG).  For
+ * a relay (cluster), the backlog is what the object's node has not yet
+ * acknowledged handling, so the rule holds across nodes too. */
+static void backlog_down(wsconn *c, size_t cost)
+{
+	c->in_bytes -= cost < c->in_bytes ? cost : c->in_bytes;
+	if (cost && c->in_paused && c->in_bytes <= DOBJ_WS_MAX_BACKLOG / 2) {
+		c->in_paused = 0;
+		if (c->io && c->io->resume)
+			c->io->resume(c->payload);
+	}
+}
+
 static void ev_free(void *p)
 {
 	wsev *ev = p;
 	wsconn *c = ev->c;
 
-	c->in_bytes -= ev->cost;
-	if (ev->cost && c->in_paused && c->in_bytes <= DOBJ_WS_MAX_BACKLOG / 2) {
-		c->in_paused = 0;
-		if (c->io && c->io->resume)
-			c->io->resume(c->payload);
-	}
+	backlog_down(c, ev->cost);
+	if (ev->cost && c->drain)
+		c->drain(c->drain_data);
 	conn_unref(c);
 	free(ev->data);
 	free(ev->reason);
@@ -895,9 +962,12 @@ int dobj_ws_receive(dobj_ws *client, const void *data, size_t len, int text)
 	if (c->lost)
 		return DOBJ_OK; /* the object is served elsewhere now */
 	if (c->relay) {
-		/* The object's node applies every rule (size, auto-response). */
-		if (c->relay_ops)
+		/* The object's node applies every rule (size, auto-response); what
+		 * it has not acknowledged handling counts as this client's backlog. */
+		if (c->relay_ops) {
+			c->in_bytes += len + DOBJ_WS_EVENT_COST;
 			c->relay_ops->message(c->relay_data, data, len, text != 0);
+		}
 		return DOBJ_OK;
 	}
 	if (len > DOBJ_WS_MAX_MESSAGE) {
@@ -1007,6 +1077,24 @@ void dobj__ws_relay_cut(dobj_ws *client)
 {
 	client->c->relay_ops = NULL;
 	client->c->relay_data = NULL;
+}
+
+void dobj__ws_relay_ack(dobj_ws *client, uint64_t bytes)
+{
+	wsconn *c = client->c;
+
+	backlog_down(c, bytes < (uint64_t)c->in_bytes ? (size_t)bytes : c->in_bytes);
+}
+
+size_t dobj__ws_backlog(const dobj_ws *client)
+{
+	return client->c->in_bytes;
+}
+
+void dobj__ws_on_drain(dobj_ws *client, void (*fn)(void *data), void *data)
+{
+	client->c->drain = fn;
+	client->c->drain_data = fn ? data : NULL;
 }
 
 void dobj__ws_relay_output(dobj_ws *client, int close, int text_or_code, const void *data,

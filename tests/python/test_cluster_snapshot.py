@@ -7,7 +7,9 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
+import textwrap
 
 import pytest
 
@@ -152,3 +154,69 @@ async def test_a_node_killed_between_the_snapshot_and_the_log_delete_loses_nothi
     rt, ns = node(pg, tmp_path / "c")
     assert await ns.get_by_name("killed-mid").add() == 9
     rt.close()
+
+
+# An object of ~1 MiB (values are at most 128 KiB: ten of 100,000 bytes).
+BLOB = textwrap.dedent("""
+    import dobj
+
+    class Blob(dobj.DurableObject):
+        async def fill(self):
+            for i in range(10):
+                self.ctx.storage.put(f"b{i}", "x" * 100000)
+
+        async def size(self):
+            return sum(len(self.ctx.storage.get(f"b{i}") or "") for i in range(10))
+
+        async def add(self):
+            v = (self.ctx.storage.get("n") or 0) + 1
+            self.ctx.storage.put("n", v)
+            return v
+""")
+
+# A node process that activates Blob "long" (URL FOLDER): its size and the
+# count after one more add, then how far its peak memory (KiB) grew over the
+# restore and the compaction of the whole log that the add starts (the
+# runtime's close waits for it).
+LONG_LOG_NODE = BLOB + textwrap.dedent("""
+    import asyncio, resource, sys
+
+    async def main():
+        rt = dobj.Runtime(storage=sys.argv[2], cluster=sys.argv[1], node_addr="127.0.0.1:0",
+                          cluster_snapshot_bytes=1)
+        stub = rt.bind("BLOB", Blob).get_by_name("long")
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        print(await stub.size(), await stub.add(), flush=True)
+        rt.close()
+        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before, flush=True)
+
+    asyncio.run(main())
+""")
+
+
+async def test_a_long_log_is_restored_and_compacted_in_bounded_memory(pg, tmp_path):
+    # 96 log rows of ~1 MiB (the object's first write, copied as seq 2..96
+    # with their checksums: each rewrites the same pages) are read in pieces:
+    # neither the restore nor the compaction holds the log in memory.
+    exec(BLOB, g := {})
+    rt = dobj.Runtime(storage=str(tmp_path / "a"), cluster=pg.url, node_addr="127.0.0.1:0",
+                      cluster_snapshot_bytes=0)
+    ns = rt.bind("BLOB", g["Blob"])
+    await ns.get_by_name("long").fill()
+    o = obj(ns, "long")
+    rt.close()
+    pg.sql(f"INSERT INTO dobj_wal (ns, object_id, seq, epoch, frames, sum) "
+           f"SELECT ns, object_id, g, epoch, frames, sha256(object_id || int8send(g::int8) || "
+           f"int8send(epoch) || sha256(frames)) FROM dobj_wal, generate_series(2, 96) g "
+           f"WHERE object_id = {o} AND seq = 1")
+    assert int(pg.sql(f"SELECT sum(octet_length(frames)) FROM dobj_wal WHERE object_id = {o}")[0]) \
+        > 96_000_000
+    out = subprocess.run([sys.executable, "-c", LONG_LOG_NODE, pg.url, str(tmp_path / "b")],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    first, grown = out.stdout.splitlines()
+    assert first == "1000000 1"
+    assert int(grown) < 24 << 10, f"peak memory grew by {int(grown) >> 10} MiB"
+    # the compaction went through: a snapshot at the add, the log below it gone
+    assert pg.sql(f"SELECT seq FROM dobj_snapshot WHERE object_id = {o}") == ["97"]
+    assert pg.sql(f"SELECT count(*) FROM dobj_wal WHERE object_id = {o}") == ["1"]
