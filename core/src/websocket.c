@@ -335,6 +335,48 @@ static int utf8_ok(const void *data, size_t len)
 	return 1;
 }
 
+/* A text as a JavaScript string makes it on the wire: `data` may carry
+ * surrogates in their 3-byte WTF-8 form (Python's str, Lua's utf8.char);
+ * a high and low pair becomes its character, a lone one U+FFFD, as the
+ * WebSocket standard (USVString) says and as workerd does for a close
+ * reason.  (workerd puts a sent string's lone surrogate on the wire as its
+ * WTF-8 bytes, measured with 1.20261117.1: an RFC 6455 client fails the
+ * connection with 1007 on those.)  *out: NULL when data is UTF-8 already,
+ * else a copy to free.  DOBJ_EARG for other ill-formed bytes. */
+static int usv_text(const void *data, size_t len, unsigned char **out, size_t *out_len)
+{
+	const unsigned char *s = data;
+	unsigned char *o;
+	size_t i = 0, n, bad, w = 0;
+	uint32_t cp, lo;
+
+	*out = NULL;
+	if (utf8_ok(data, len))
+		return DOBJ_OK;
+	if (!(o = malloc(len ? len : 1)))
+		return dobj_error_set(DOBJ_ENOMEM, "out of memory");
+	while (i < len) {
+		if (!(n = dobj__utf8_get(s + i, len - i, 1, &cp, &bad))) {
+			free(o);
+			return DOBJ_EARG;
+		}
+		i += n;
+		if (cp >= 0xD800 && cp <= 0xDFFF) {
+			if (cp <= 0xDBFF && i + 3 <= len && dobj__utf8_get(s + i, len - i, 1, &lo, &bad) == 3 &&
+			    lo >= 0xDC00 && lo <= 0xDFFF) {
+				cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+				i += 3;
+			} else {
+				cp = 0xFFFD;
+			}
+		}
+		w += dobj__utf8_put(o + w, cp); /* never longer than its input */
+	}
+	*out = o;
+	*out_len = w;
+	return DOBJ_OK;
+}
+
 int dobj_ws_accept(dobj_obj *obj, dobj_ws *ws, const char *const *tags, const size_t *tag_lens,
 	const size_t *tag_units, size_t ntags)
 {
@@ -537,6 +579,8 @@ static int peer_gone(const wsconn *c)
 int dobj_ws_send(dobj_ws *ws, const void *data, size_t len, int text)
 {
 	wsconn *c = ws->c;
+	unsigned char *usv = NULL;
+	int rc;
 
 	CHECK_WS_THREAD(c);
 	if (ws->end != DOBJ_WS_SERVER)
@@ -547,14 +591,18 @@ int dobj_ws_send(dobj_ws *ws, const void *data, size_t len, int text)
 		return DOBJ_OK;
 	if (!c->accepted)
 		return dobj_error_set(DOBJ_ESTATE, DOBJ_MSG_WS_NOT_ACCEPTED);
-	if (text && !utf8_ok(data, len))
-		return dobj_error_set(DOBJ_EARG, DOBJ_MSG_WS_SEND_UTF8);
-	return output(c, 0, text != 0, data, len);
+	if (text && (rc = usv_text(data, len, &usv, &len)) < 0)
+		return rc == DOBJ_EARG ? dobj_error_set(DOBJ_EARG, DOBJ_MSG_WS_SEND_UTF8) : rc;
+	rc = output(c, 0, text != 0, usv ? usv : data, len);
+	free(usv);
+	return rc;
 }
 
 int dobj_ws_close(dobj_ws *ws, int code, const char *reason, size_t reason_len)
 {
 	wsconn *c = ws->c;
+	unsigned char *usv = NULL;
+	int rc;
 
 	CHECK_WS_THREAD(c);
 	if (ws->end != DOBJ_WS_SERVER)
@@ -568,15 +616,21 @@ int dobj_ws_close(dobj_ws *ws, int code, const char *reason, size_t reason_len)
 		return dobj_error_set(DOBJ_EARG, "Invalid WebSocket close code: %d.", code);
 	if (reason && code < 0)
 		return dobj_error_set(DOBJ_EARG, DOBJ_MSG_WS_REASON_NO_CODE);
-	if (reason_len > DOBJ_WS_MAX_CLOSE_REASON)
+	if (reason && (rc = usv_text(reason, reason_len, &usv, &reason_len)) < 0)
+		return rc == DOBJ_EARG ? dobj_error_set(DOBJ_EARG, "a WebSocket close reason must be "
+			"valid UTF-8") : rc;
+	if (usv)
+		reason = (const char *)usv;
+	if (reason_len > DOBJ_WS_MAX_CLOSE_REASON) {
+		free(usv);
 		return dobj_error_set(DOBJ_EARG, "a WebSocket close reason cannot be longer than "
 			"%d bytes of UTF-8", DOBJ_WS_MAX_CLOSE_REASON);
-	if (reason && !utf8_ok(reason, reason_len))
-		return dobj_error_set(DOBJ_EARG, "a WebSocket close reason must be valid UTF-8");
+	}
 	c->closed_out = 1;
-	if (c->closed_in)
-		return DOBJ_OK; /* the host already answered the peer's close */
-	return output(c, 1, code < 0 ? 1005 : code, reason ? reason : "", reason ? reason_len : 0);
+	rc = c->closed_in ? DOBJ_OK /* the host already answered the peer's close */
+		: output(c, 1, code < 0 ? 1005 : code, reason ? reason : "", reason ? reason_len : 0);
+	free(usv);
+	return rc;
 }
 
 int dobj_ws_set_attachment(dobj_ws *ws, const void *data, size_t len)

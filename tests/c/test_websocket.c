@@ -541,10 +541,20 @@ static void test_text_must_be_utf8(void)
 	CHECK_EQ_INT(dobj_rt_run(rt, NULL, NULL), DOBJ_OK);
 	CHECK_STR(a.out, "close 1007 " DOBJ_MSG_WS_BAD_UTF8 "|");
 	CHECK_STR(seen, "msg caf\xc3\xa9 #1 att=;close 1007 " DOBJ_MSG_WS_BAD_UTF8 " 0 state=3 listed=2;");
-	CHECK_EQ_INT(dobj_ws_send(server, "\xed\xa0\x80", 3, 1), DOBJ_EARG); /* a lone surrogate */
+	CHECK_EQ_INT(dobj_ws_send(server, "\xc3(", 2, 1), DOBJ_EARG);
 	CHECK_STR(dobj_error_last(), DOBJ_MSG_WS_SEND_UTF8);
+	/* Surrogates in their WTF-8 form (a Python str's, Lua's utf8.char): as
+	 * a JavaScript string goes, a lone one U+FFFD, a pair its character. */
+	b.out[0] = '\0';
+	CHECK_EQ_INT(dobj_ws_send(server, "a\xed\xa0\x80" "b", 5, 1), DOBJ_OK);
+	CHECK_EQ_INT(dobj_ws_send(server, "\xed\xa0\xbd\xed\xb8\x80", 6, 1), DOBJ_OK);
+	CHECK_EQ_INT(dobj_ws_send(server, "\xed\xb8\x80\xed\xa0\xbd", 6, 1), DOBJ_OK); /* reversed */
+	CHECK_STR(b.out, "a\xef\xbf\xbd" "b|\xf0\x9f\x98\x80|\xef\xbf\xbd\xef\xbf\xbd|");
 	CHECK_EQ_INT(dobj_ws_send(server, "\xff", 1, 0), DOBJ_OK); /* bytes are bytes */
 	CHECK_EQ_INT(dobj_ws_close(server, 4000, "\xff", 1), DOBJ_EARG);
+	b.out[0] = '\0';
+	CHECK_EQ_INT(dobj_ws_close(server, 4000, "r\xed\xa0\x80", 4), DOBJ_OK);
+	CHECK_STR(b.out, "close 4000 r\xef\xbf\xbd|");
 	finish(rt, s, ca, cb);
 }
 

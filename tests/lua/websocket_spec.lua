@@ -90,6 +90,14 @@ describe("WebSockets", function()
     rt:close()
   end)
 
+  it("sends surrogates written as WTF-8 as a JavaScript string goes: U+FFFD, a pair its character", function()
+    local rt, connect, ask = setup()
+    local a = connect()
+    assert.are.same({ "a\u{FFFD}b", "\u{1F600}", { close = 4002, reason = "r\u{FFFD}" } },
+      ask(a, "surrogates"))
+    rt:close()
+  end)
+
   it("raises workerd's errors", function()
     local rt, connect, ask = setup()
     local a = connect()

@@ -92,6 +92,10 @@ class Counter(dobj.DurableObject):
             ws.close(4001, "flooded")
         elif cmd == "bytes":
             ws.send(message[::-1])
+        elif cmd == "surrogates":  # lone ones, and a pair written as two halves
+            for text in ("a\\ud800b", "\\ud83d\\ude00", "x\\udc00\\ud800"):
+                ws.send(text)
+            ws.close(4002, "r\\ud800")
         else:
             ws.send(message)
 
@@ -324,6 +328,19 @@ async def test_a_text_message_that_is_not_utf8_closes_with_1007(probe):
     # (uvicorn may close before the greeting sent with the 101 went out)
     assert code == 1007 and messages in (["hello"], [])
     await b.close()
+
+
+async def test_lone_surrogates_in_a_sent_string_go_as_u_fffd(probe):
+    """A str with a lone surrogate raised UnicodeEncodeError.  The WebSocket
+    standard (and workerd, for a close reason) sends U+FFFD for each; a pair
+    of halves is its character, as in a JavaScript string."""
+    ws = await connect(probe)
+    await ws.send("surrogates")
+    got = [await asyncio.wait_for(ws.recv(), 30) for _ in range(3)]
+    assert got == ["a\ufffdb", "\U0001F600", "x\ufffd\ufffd"]
+    with pytest.raises(websockets.ConnectionClosed) as info:
+        await asyncio.wait_for(ws.recv(), 30)
+    assert (info.value.rcvd.code, info.value.rcvd.reason) == (4002, "r\ufffd")
 
 
 async def test_a_client_that_leaves_before_the_upgrade_completes_is_not_kept(probe):

@@ -48,13 +48,35 @@ static PyObject *ws_error(module_state *st, int code)
 	return raise_core_error(st, code);
 }
 
-/* str -> (UTF-8, text 1); bytes-like -> (bytes, 0).  `keep` holds the buffer. */
+/* A str's UTF-8; with surrogates, their WTF-8 form (a bytes object that
+ * `view` holds): the core sends them as JavaScript would (dobj_ws_send). */
+static const char *text_bytes(PyObject *s, Py_ssize_t *len, Py_buffer *view)
+{
+	const char *p;
+	PyObject *b;
+	int rc;
+
+	view->obj = NULL;
+	if ((p = PyUnicode_AsUTF8AndSize(s, len)) || !PyErr_ExceptionMatches(PyExc_UnicodeEncodeError))
+		return p;
+	PyErr_Clear();
+	if (!(b = PyUnicode_AsEncodedString(s, "utf-8", "surrogatepass")))
+		return NULL;
+	rc = PyObject_GetBuffer(b, view, PyBUF_SIMPLE);
+	Py_DECREF(b); /* the view holds it */
+	if (rc < 0)
+		return NULL;
+	*len = view->len;
+	return view->buf;
+}
+
+/* str -> (UTF-8, text 1); bytes-like -> (bytes, 0).  `view` holds the buffer. */
 static const char *message_bytes(PyObject *msg, Py_ssize_t *len, int *text, Py_buffer *view)
 {
 	view->obj = NULL;
 	if (PyUnicode_Check(msg)) {
 		*text = 1;
-		return PyUnicode_AsUTF8AndSize(msg, len);
+		return text_bytes(msg, len, view);
 	}
 	*text = 0;
 	if (PyObject_GetBuffer(msg, view, PyBUF_SIMPLE) < 0) {
@@ -98,6 +120,7 @@ static PyObject *WebSocket_close(WebSocketObject *self, PyObject *args, PyObject
 	module_state *st = ws_state((PyObject *)self);
 	PyObject *code = Py_None, *reason = Py_None;
 	const char *r = NULL;
+	Py_buffer view = { 0 };
 	Py_ssize_t rlen = 0;
 	int c = -1, rc;
 
@@ -109,9 +132,15 @@ static PyObject *WebSocket_close(WebSocketObject *self, PyObject *args, PyObject
 			return NULL;
 		c = v < 0 || v > 65535 ? 0 : (int)v; /* refused by the core's range */
 	}
-	if (reason != Py_None && !(r = PyUnicode_AsUTF8AndSize(reason, &rlen)))
+	if (reason != Py_None && !PyUnicode_Check(reason))
+		return PyErr_Format(PyExc_TypeError, "a WebSocket close reason must be str, not %s",
+			Py_TYPE(reason)->tp_name);
+	if (reason != Py_None && !(r = text_bytes(reason, &rlen, &view)))
 		return NULL;
-	if ((rc = dobj_ws_close(self->ws, c, r, (size_t)rlen)) < 0)
+	rc = dobj_ws_close(self->ws, c, r, (size_t)rlen);
+	if (view.obj)
+		PyBuffer_Release(&view);
+	if (rc < 0)
 		return ws_error(st, rc);
 	Py_RETURN_NONE;
 }

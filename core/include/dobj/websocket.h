@@ -130,7 +130,10 @@ DOBJ_API int dobj_ws_accept(dobj_obj *obj, dobj_ws *ws, const char *const *tags,
 
 /**
  * ws.send(message): `text` is 1 for a string (valid UTF-8, else DOBJ_EARG
- * DOBJ_MSG_WS_SEND_UTF8: a client would fail the connection), 0 for bytes.  Before
+ * DOBJ_MSG_WS_SEND_UTF8: a client would fail the connection), 0 for bytes.
+ * A string may carry surrogates in their 3-byte WTF-8 form (a Python str's,
+ * Lua's utf8.char(0xD800)): a pair goes as its character, a lone one as
+ * U+FFFD (the WebSocket standard's USVString); so does a close reason's.  Before
  * the host attached the client end the message is buffered (and delivered
  * at attach time, in order), up to DOBJ_WS_MAX_BUFFERED bytes (DOBJ_ESTATE
  * beyond; the step's output is checked when the step ends, see below).  DOBJ_ESTATE with workerd's message when the

@@ -73,6 +73,10 @@ function Probe:web_socket_message(ws, msg)
   elseif cmd == "badtext" then -- text that is not UTF-8: refused
     local ok, err = pcall(ws.send, ws, "\xff")
     ws:send(ok and "sent" or err.message)
+  elseif cmd == "surrogates" then -- a JavaScript string's, as WTF-8: lone, then a pair
+    ws:send("a" .. utf8.char(0xD800) .. "b")
+    ws:send(utf8.char(0xD83D, 0xDE00))
+    ws:close(4002, "r" .. utf8.char(0xD800))
   elseif cmd == "errors" then
     ws:send(errors(self, ws))
   else
