@@ -275,6 +275,15 @@ typedef struct dobj__ws_relay_ops {
 int dobj__ws_relay_new(dobj_rt *rt, const dobj__ws_relay_ops *ops, void *data, dobj_ws **client);
 /** The ops are gone: later input is dropped. */
 void dobj__ws_relay_cut(dobj_ws *client);
+/** The object's node handled `bytes` of what the relay sent (each message
+ *  counted as its length + DOBJ_WS_EVENT_COST): they leave its backlog. */
+void dobj__ws_relay_ack(dobj_ws *client, uint64_t bytes);
+/** The bytes of received messages waiting for the object (each counted as
+ *  above); for a relay, those sent and not yet acknowledged. */
+size_t dobj__ws_backlog(const dobj_ws *client);
+/** fn(data) runs each time a message event of `client` (the object's node's
+ *  end of a relayed socket) is done with; NULL: no more. */
+void dobj__ws_on_drain(dobj_ws *client, void (*fn)(void *data), void *data);
 /** A frame from the object's node, to the host (or kept until it attaches). */
 void dobj__ws_relay_output(dobj_ws *client, int close, int text_or_code, const void *data,
 	size_t len);
