@@ -25,17 +25,31 @@
  *
  * Frames (after the u32 length and the u8 type, cluster_route.c):
  *   WS_OUT (object's node -> entry)  u64 link, u8 op, then for a message the
- *          data, for a close u16 code and the reason
+ *          data, for a close u16 code and the reason, for an ack u64 bytes
  *   WS_IN  (entry -> object's node)  u64 link, u8 op, then for a message the
  *          data, for a close u16 code, u8 was_clean and the reason, for an
  *          error its message
+ *
+ * Backpressure crosses nodes by credit: the entry node counts each message
+ * it relays (its length + DOBJ_WS_EVENT_COST) as the client's backlog, and
+ * its host stops reading the client past DOBJ_WS_MAX_BACKLOG, the local
+ * rule (websocket.c); the object's node acknowledges what its object
+ * handled (or refused, or answered itself) in ACKs of at least ACK_EVERY
+ * bytes, which bring the backlog down and let the host read again.  So the
+ * messages waiting on the object's node, and the frames between the nodes,
+ * stay under DOBJ_WS_MAX_BACKLOG (plus one message) per socket however
+ * fast the client sends; the rest waits in the client's TCP buffers.
  * Links are named by (connection, link number): numbers are the object's
  * node's, connection ids never repeat.
  */
 #define _GNU_SOURCE
 #include "cluster_route.h"
 
-enum { OP_TEXT = 0, OP_BINARY = 1, OP_CLOSE = 2, OP_ERROR = 3 };
+enum { OP_TEXT = 0, OP_BINARY = 1, OP_CLOSE = 2, OP_ERROR = 3, OP_ACK = 4 };
+
+/* An ACK per quarter of the backlog: a paused client (past the whole
+ * backlog) is read again after two, and at most a quarter stays unacked. */
+#define ACK_EVERY (DOBJ_WS_MAX_BACKLOG / 4)
 
 typedef struct wslink {
 	struct wslink *next;
@@ -44,6 +58,7 @@ typedef struct wslink {
 	int owner;             /* 1: on the object's node; 0: on the entry node */
 	int started;           /* owner: attached */
 	dobj_ws *client;       /* a reference */
+	uint64_t got, acked;   /* owner: message bytes received, acknowledged (credit) */
 } wslink;
 
 struct dobj__route_ws {
@@ -118,9 +133,10 @@ static void link_drop(struct dobj__route *r, wslink *l)
 			w->n--;
 			break;
 		}
-	if (l->owner)
+	if (l->owner) {
+		dobj__ws_on_drain(l->client, NULL, NULL);
 		dobj_ws_detach(l->client);
-	else
+	} else
 		dobj__ws_relay_cut(l->client);
 	dobj_ws_unref(l->client);
 	free(l);
@@ -158,6 +174,23 @@ static void owner_close(void *payload, int code, const char *reason, size_t len)
 }
 
 static const dobj_ws_io owner_io = { owner_send, owner_close, NULL, NULL, NULL, NULL };
+
+/* Acknowledge what left the object's backlog since the last ACK (handled,
+ * or never queued: an auto-response, a refused message). */
+static void owner_ack(void *data)
+{
+	wslink *l = data;
+	uint64_t done = l->got - dobj__ws_backlog(l->client) - l->acked;
+	unsigned char head[8];
+	int i;
+
+	if (done < ACK_EVERY)
+		return;
+	for (i = 0; i < 8; i++)
+		head[i] = (unsigned char)(done >> (56 - 8 * i));
+	l->acked += done;
+	send_frame(l->r, l->cid, F_WS_OUT, l->link, OP_ACK, head, 8, NULL, 0);
+}
 
 int dobj__route_ws_offer(struct dobj__route *r, uint64_t cid, dobj_ws *client, uint64_t *link)
 {
@@ -197,6 +230,7 @@ void dobj__route_ws_start(struct dobj__route *r, uint64_t cid, uint64_t link, in
 		return;
 	if (sent && dobj_ws_attach(l->client, &owner_io, l) == DOBJ_OK) {
 		l->started = 1;
+		dobj__ws_on_drain(l->client, owner_ack, l);
 		return;
 	}
 	/* The client never got it: the object hears of a lost connection. */
@@ -285,6 +319,11 @@ void dobj__route_ws_frame(struct dobj__route *r, uint64_t cid, int type, const u
 			clean = (int)rd_be(&d, 1);
 		if (d.bad)
 			return;
+	} else if (op == OP_ACK && type == F_WS_OUT) {
+		uint64_t bytes = rd_be(&d, 8);
+		if (!d.bad)
+			dobj__ws_relay_ack(l->client, bytes);
+		return;
 	}
 	p += d.off;
 	n -= d.off;
@@ -296,18 +335,22 @@ void dobj__route_ws_frame(struct dobj__route *r, uint64_t cid, int type, const u
 				(const char *)p, n > DOBJ_WS_MAX_CLOSE_REASON ? 0 : n);
 		return;
 	}
-	if (!l->started)
-		return;
 	if (op == OP_TEXT || op == OP_BINARY) {
-		dobj_ws_receive(l->client, p, n, op == OP_TEXT);
-	} else if (op == OP_CLOSE || op == OP_ERROR) {
-		if (op == OP_CLOSE)
-			dobj_ws_peer_close(l->client, code >= 1000 && code < 5000 ? code : 1006,
-				(const char *)p, n > DOBJ_WS_MAX_CLOSE_REASON ? 0 : n, clean);
-		else
-			dobj_ws_peer_error(l->client, (const char *)p, n > 1024 ? 1024 : n);
-		link_drop(r, l);
+		/* Counted as the entry node counted it, whatever becomes of it. */
+		l->got += n + DOBJ_WS_EVENT_COST;
+		if (l->started)
+			dobj_ws_receive(l->client, p, n, op == OP_TEXT);
+		owner_ack(l);
+		return;
 	}
+	if (!l->started || (op != OP_CLOSE && op != OP_ERROR))
+		return;
+	if (op == OP_CLOSE)
+		dobj_ws_peer_close(l->client, code >= 1000 && code < 5000 ? code : 1006,
+			(const char *)p, n > DOBJ_WS_MAX_CLOSE_REASON ? 0 : n, clean);
+	else
+		dobj_ws_peer_error(l->client, (const char *)p, n > 1024 ? 1024 : n);
+	link_drop(r, l);
 }
 
 #define GONE "the Durable Object's node went away"

@@ -227,6 +227,9 @@ void dobj__rt_source_remove(dobj_rt *rt, dobj__drain_fn fn, void *data);
 /** Any thread: wake the runtime. */
 void dobj__rt_post(dobj_rt *rt);
 void dobj__rt_drain_slow(dobj_rt *rt);
+/** Go on with the cluster append out on the runtime's own connection
+ *  (cluster_commit.c): its answer arrives on a socket in the fd's epoll set. */
+void dobj__inline_poll(dobj_rt *rt);
 
 /** Release a value handed over by a call refused on another thread. */
 void dobj__release_now(dobj_rt *rt, void *v, void (*free_fn)(void *));
@@ -275,6 +278,15 @@ typedef struct dobj__ws_relay_ops {
 int dobj__ws_relay_new(dobj_rt *rt, const dobj__ws_relay_ops *ops, void *data, dobj_ws **client);
 /** The ops are gone: later input is dropped. */
 void dobj__ws_relay_cut(dobj_ws *client);
+/** The object's node handled `bytes` of what the relay sent (each message
+ *  counted as its length + DOBJ_WS_EVENT_COST): they leave its backlog. */
+void dobj__ws_relay_ack(dobj_ws *client, uint64_t bytes);
+/** The bytes of received messages waiting for the object (each counted as
+ *  above); for a relay, those sent and not yet acknowledged. */
+size_t dobj__ws_backlog(const dobj_ws *client);
+/** fn(data) runs each time a message event of `client` (the object's node's
+ *  end of a relayed socket) is done with; NULL: no more. */
+void dobj__ws_on_drain(dobj_ws *client, void (*fn)(void *data), void *data);
 /** A frame from the object's node, to the host (or kept until it attaches). */
 void dobj__ws_relay_output(dobj_ws *client, int close, int text_or_code, const void *data,
 	size_t len);
@@ -452,6 +464,7 @@ struct dobj_rt {
 	size_t nsources;
 	struct { dobj__drain_fn fn; void *data; } sources[DOBJ__MAX_SOURCES];
 	struct dobj__route *route;     /* calls between nodes (cluster_route.c), or NULL */
+	int inline_out;                /* a cluster append is out on this thread's own connection */
 	dobj_route_codec codec;        /* the binding's (dobj_rt_set_route_codec) */
 };
 
@@ -492,6 +505,8 @@ static inline void dobj__rt_drain(dobj_rt *rt)
 {
 	if (rt->nsources && __atomic_load_n(&rt->posted, __ATOMIC_ACQUIRE))
 		dobj__rt_drain_slow(rt);
+	if (rt->inline_out)
+		dobj__inline_poll(rt);
 }
 
 /** Is the caller another thread than the runtime's owner? */

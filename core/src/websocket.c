@@ -53,6 +53,8 @@ struct wsconn {
 	unsigned lost : 1;    /* cluster: the node lost the object (dobj__ws_drop) */
 	const dobj__ws_relay_ops *relay_ops; /* NULL once cut */
 	void *relay_data;
+	void (*drain)(void *data); /* cluster: the object's node acks what it handled */
+	void *drain_data;
 	outmsg *out_head, *out_tail;
 	size_t out_bytes;     /* buffered before the host attached */
 	size_t in_bytes;      /* received messages waiting for the object (DOBJ_WS_MAX_BACKLOG) */
@@ -785,17 +787,28 @@ int dobj_ws_auto_response_time(const dobj_ws *ws, double *ms)
 
 /* -------------------------------------------------------------- events */
 
+/* `cost` of c's received messages left its backlog: the host may read the
+ * client again once the backlog is down to half (DOBJ_WS_MAX_BACKLOG).  For
+ * a relay (cluster), the backlog is what the object's node has not yet
+ * acknowledged handling, so the rule holds across nodes too. */
+static void backlog_down(wsconn *c, size_t cost)
+{
+	c->in_bytes -= cost < c->in_bytes ? cost : c->in_bytes;
+	if (cost && c->in_paused && c->in_bytes <= DOBJ_WS_MAX_BACKLOG / 2) {
+		c->in_paused = 0;
+		if (c->io && c->io->resume)
+			c->io->resume(c->payload);
+	}
+}
+
 static void ev_free(void *p)
 {
 	wsev *ev = p;
 	wsconn *c = ev->c;
 
-	c->in_bytes -= ev->cost;
-	if (ev->cost && c->in_paused && c->in_bytes <= DOBJ_WS_MAX_BACKLOG / 2) {
-		c->in_paused = 0;
-		if (c->io && c->io->resume)
-			c->io->resume(c->payload);
-	}
+	backlog_down(c, ev->cost);
+	if (ev->cost && c->drain)
+		c->drain(c->drain_data);
 	conn_unref(c);
 	free(ev->data);
 	free(ev->reason);
@@ -949,9 +962,12 @@ int dobj_ws_receive(dobj_ws *client, const void *data, size_t len, int text)
 	if (c->lost)
 		return DOBJ_OK; /* the object is served elsewhere now */
 	if (c->relay) {
-		/* The object's node applies every rule (size, auto-response). */
-		if (c->relay_ops)
+		/* The object's node applies every rule (size, auto-response); what
+		 * it has not acknowledged handling counts as this client's backlog. */
+		if (c->relay_ops) {
+			c->in_bytes += len + DOBJ_WS_EVENT_COST;
 			c->relay_ops->message(c->relay_data, data, len, text != 0);
+		}
 		return DOBJ_OK;
 	}
 	if (len > DOBJ_WS_MAX_MESSAGE) {
@@ -1061,6 +1077,24 @@ void dobj__ws_relay_cut(dobj_ws *client)
 {
 	client->c->relay_ops = NULL;
 	client->c->relay_data = NULL;
+}
+
+void dobj__ws_relay_ack(dobj_ws *client, uint64_t bytes)
+{
+	wsconn *c = client->c;
+
+	backlog_down(c, bytes < (uint64_t)c->in_bytes ? (size_t)bytes : c->in_bytes);
+}
+
+size_t dobj__ws_backlog(const dobj_ws *client)
+{
+	return client->c->in_bytes;
+}
+
+void dobj__ws_on_drain(dobj_ws *client, void (*fn)(void *data), void *data)
+{
+	client->c->drain = fn;
+	client->c->drain_data = fn ? data : NULL;
 }
 
 void dobj__ws_relay_output(dobj_ws *client, int close, int text_or_code, const void *data,

@@ -15,7 +15,7 @@ websockets = pytest.importorskip("websockets")
 
 from slowclient import SlowClient  # noqa: E402
 from test_websocket_dev import PROBE, connect  # noqa: E402
-from devserver import write_project  # noqa: E402
+from devserver import dev_env, write_project  # noqa: E402
 from pg_util import available  # noqa: E402
 
 SLOW = "the client did not read: more than 32 MiB waited for it"
@@ -165,6 +165,66 @@ async def test_an_echo_fed_by_a_client_that_does_not_read(probe):
         assert grown < 100 << 10, f"the server grew by {grown} KiB"
     a.close()
     await b.close()
+
+
+FLOOD = """
+import hashlib
+
+import dobj
+
+
+class Counter(dobj.DurableObject):
+    n = 0
+
+    async def fetch(self, request):
+        client, server = dobj.WebSocketPair()
+        self.ctx.accept_web_socket(server)
+        return dobj.Response(None, status=101, web_socket=client)
+
+    async def web_socket_message(self, ws, message):
+        if message == "done":
+            for w in self.ctx.get_web_sockets():
+                if w != ws:
+                    w.send(f"done {self.n}")
+            return
+        for _ in range(60):  # slower than the network: messages would pile up
+            hashlib.sha256(message).digest()
+        self.n += 1
+
+
+async def fetch(request, env, ctx):
+    # one object per test run: a node of an earlier run may still hold its own
+    return await env.COUNTER.get_by_name(request.url.rsplit("/", 1)[1]).fetch(request)
+"""
+
+
+@pytest.mark.skipif(not available(), reason="PostgreSQL (Debian: postgresql) not installed")
+async def test_a_client_flooding_an_object_on_another_node_is_read_as_fast_as_it_is_handled(
+        pg, tmp_path, servers):
+    """The object lives on node b (a watcher connected there first); a client
+    of node a sends 96 MiB of 64 KiB messages as fast as it can, faster than
+    the object handles them.  Node a stops reading it once what b has not
+    acknowledged handling passes DOBJ_WS_MAX_BACKLOG (the local rule, across
+    nodes), so neither node holds more than a few MiB of it; every message
+    arrives, in order.  Before, a read everything at once and b queued it
+    all (b grew by about the 96 MiB)."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("DOBJ_CLUSTER_", "DOBJ_NODE_"))}
+    a, b = (servers(write_project(tmp_path / d, FLOOD), "--cluster", pg.url, "--node-addr",
+                    "127.0.0.1:0", env=dev_env(**clean)) for d in ("a", "b"))
+    path = f"/flood-{servers.kind}"
+    watcher = await websockets.connect(f"ws://127.0.0.1:{b.port}{path}")  # the object is b's
+    before = {s: peak_rss_kib(s.proc.pid) for s in (a, b)}
+    flooder = await asyncio.to_thread(SlowClient, a.port, path, 60)
+    total, message = 96 << 20, b"x" * 65536
+    assert await asyncio.wait_for(asyncio.to_thread(flood, flooder, total, message), 300) == total
+    assert flooder.send("done")
+    assert await asyncio.wait_for(watcher.recv(), 300) == f"done {total // len(message)}"
+    if not sanitized():
+        for s in (a, b):
+            grown = peak_rss_kib(s.proc.pid) - before[s]
+            assert grown < 40 << 10, f"node {s.port} grew by {grown} KiB"
+    flooder.close()
+    await watcher.close()
 
 
 AUTO = """
