@@ -153,6 +153,19 @@ int dobj_cluster_opts_check(const dobj_cluster_opts *o)
 	if (o->node_addr && memchr(o->node_addr, '\0',
 		o->node_addr_len ? o->node_addr_len : strlen(o->node_addr)))
 		return dobj_error_set(DOBJ_EARG, "cluster: the node address contains a NUL byte");
+	if (o->node_addr && (o->node_addr_len || o->node_addr[0])) {
+		/* HOST:PORT, as the network thread will split it: a port out of
+		 * range is refused with the settings, not after joining. */
+		char *a = dobj__strndup(o->node_addr, o->node_addr_len ? o->node_addr_len
+			: strlen(o->node_addr)), host[256], port[16];
+		int rc;
+		if (!a)
+			return DOBJ_ENOMEM;
+		rc = dobj__route_split_addr(a, host, sizeof(host), port, sizeof(port));
+		free(a);
+		if (rc < 0)
+			return rc;
+	}
 	/* At most a day each: the times become C ints (a poll's timeout,
 	 * statement_timeout) and PostgreSQL intervals, which a larger number
 	 * overflows (a TTL of 1e12 s was undefined behaviour in the network

@@ -63,6 +63,10 @@ def test_bad_input_is_a_clear_error(pg, tmp_path):
     ("cluster_snapshot_part_bytes", 1000, "cluster_snapshot_part_bytes: must be from 1 KiB to 256 MiB (bytes)"),
     ("cluster_snapshot_part_bytes", 0, "cluster_snapshot_part_bytes: must be from 1 KiB to 256 MiB (bytes)"),
     ("cluster_snapshot_bytes", -1, "cluster_snapshot_bytes: must be 0 (never) or a number of bytes"),
+    # A node address the network thread cannot split was refused only after
+    # connecting to PostgreSQL and migrating (and the config file took it).
+    ("node_addr", "127.0.0.1:99999", 'node_addr must be HOST:PORT, such as 127.0.0.1:7001 (got "127.0.0.1:99999")'),
+    ("node_addr", "[::1]:", 'node_addr must be HOST:PORT, such as 127.0.0.1:7001 (got "[::1]:")'),
 ])
 def test_bad_times_are_refused_naming_the_argument(tmp_path, kw, value, message):
     """Refused before connecting, with the keyword named (Runtime and from_config alike)."""
