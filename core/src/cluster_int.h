@@ -28,7 +28,15 @@ typedef struct dobj__pg {
 	int broken;         /* the last statement lost the connection */
 	int flushing;       /* dobj__pg_send_prepared: part of it is still to flush */
 	const char *role;   /* its application_name is "dobj <role>" (NULL: "node") */
+	double stmt_ms;     /* the running statement's own bound (0: timeout_ms) */
 } dobj__pg;
+
+/* The slowest a link and a server may move a snapshot's data, bytes per
+ * second: a statement that carries N bytes (a part, a format-1 snapshot
+ * row) is bounded by the timeout plus N at this rate (16 MiB: 16 s more),
+ * not by the timeout alone, which a big part never met on a slow link or
+ * disk.  A stalled server is still found, later. */
+#define DOBJ__PG_MIN_RATE (1 << 20)
 
 /** Milliseconds on CLOCK_BOOTTIME (counts while the process is stopped). */
 double dobj__boot_ms(void);
@@ -44,6 +52,12 @@ int dobj__pg_exec_prepared(dobj__pg *pg, int slot, const char *sql, int nparams,
 	const char *const *values, const int *lengths, const int *formats, int binary,
 	PGresult **out);
 int dobj__pg_simple(dobj__pg *pg, const char *sql);
+/** dobj__pg_exec for a statement that carries `bytes` of data, inside the
+ *  caller's transaction: bounded (the client's wait and the server's
+ *  statement_timeout) by the timeout plus bytes at DOBJ__PG_MIN_RATE. */
+int dobj__pg_exec_sized(dobj__pg *pg, size_t bytes, const char *sql, int nparams,
+	const char *const *values, const int *lengths, const int *formats, int binary,
+	PGresult **out);
 void dobj__pg_drop(dobj__pg *pg);
 /** Connect if needed and prepare `sql` in `slot` (for a connection another
  *  thread will use without waiting: dobj__pg_send_prepared). */
