@@ -292,6 +292,7 @@ struct dobj__cluster_obj {
 	long long seq;      /* the last seq handed to the committer (or restored) */
 	long long wal_off;  /* end of the last commit frame captured, in the -wal file */
 	unsigned salt;      /* salt-1 of the -wal file's generation wal_off is in */
+	int wal_fd;         /* the -wal file, kept open between captures (-1: none) */
 	int64_t alarm;      /* the alarm record dobj_alarm holds (ns since the epoch; 0: none) */
 	dobj__cjob *last;   /* its last append not drained yet (results wait for it) */
 	dobj__cinc *inc;
@@ -345,9 +346,11 @@ void dobj__due_track(dobj_rt *rt, dobj__due *list);
  * u32 count, then count x (u32 page number, page bytes); big-endian. */
 /** Read the committed frames of `wal_path` past `off` into a record (*rec,
  *  malloc'd; *len 0 when nothing new), the new end in *end.  *salt is the
- *  generation `off` belongs to (updated): another one starts at the top. */
-int dobj__wal_capture(const char *wal_path, long long off, unsigned *salt, unsigned char **rec,
-	size_t *len, long long *end);
+ *  generation `off` belongs to (updated): another one starts at the top.
+ *  *fd is the file, kept open from one call to the next (-1: open it; one
+ *  removed since is closed and the path opened again; close it when done). */
+int dobj__wal_capture(int *fd, const char *wal_path, long long off, unsigned *salt,
+	unsigned char **rec, size_t *len, long long *end);
 /** The checksum of a log row (dobj_wal.sum): SHA-256 of the object's ID,
  *  the row's seq and epoch (big-endian 64-bit) and the SHA-256 of its
  *  frames, so that a row's pages, and pages moved to another row, are both
