@@ -35,6 +35,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cluster_int.h"
 
@@ -316,7 +317,7 @@ int dobj__cluster_commit(dobj_obj *obj, void *db, int64_t alarm)
 	if (!(wal = dobj__cluster_path(obj, "-wal")))
 		return DOBJ_ENOMEM;
 	salt = co->salt;
-	rc = dobj__wal_capture(wal, co->wal_off, &salt, &rec, &len, &end);
+	rc = dobj__wal_capture(&co->wal_fd, wal, co->wal_off, &salt, &rec, &len, &end);
 	free(wal);
 	if (rc < 0 || len == 0)
 		return rc; /* a step that only read: no round trip */
@@ -393,6 +394,8 @@ void dobj__cluster_queue_release(struct dobj__cluster *cl, dobj_obj *obj,
 		job_free(cl, j);
 	}
 	cinc_unref(cl, co->inc);
+	if (co->wal_fd >= 0)
+		close(co->wal_fd);
 	free(co);
 }
 

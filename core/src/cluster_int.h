@@ -157,6 +157,13 @@ typedef struct dobj__wjob {
 	struct dobj__wjob *next;
 } dobj__wjob;
 
+/* The activators a node runs (cluster_activate.c), each a worker with its
+ * own thread and connection: an object's activations always go to the same
+ * one (by its ID), so they stay in order and never overlap (two would write
+ * the same file), while a slow activation holds up a quarter of the others
+ * rather than all of them. */
+#define DOBJ__ACTIVATORS 4
+
 /* One of the node's threads with a PostgreSQL connection of its own: it
  * takes jobs in order from the runtime's thread, runs them one at a time
  * and hands each back through the runtime's fd; its watch keeps
@@ -184,6 +191,9 @@ typedef struct dobj__worker {
  *  it blocked on its own thread; the kernel would deliver it to ours, with
  *  its default action, instead).  pthread_create's result. */
 int dobj__thread_start(pthread_t *th, void *(*fn)(void *), void *arg);
+/** Tell a worker to stop (its queued jobs never start) without waiting:
+ *  dobj__worker_stop then joins it (several stopped at once). */
+void dobj__worker_halt(dobj__worker *w);
 /** Start a worker (*out, freed by dobj__worker_stop) whose watch re-arms
  *  every `watch_ms` while jobs are out. */
 int dobj__worker_start(dobj__worker **out, struct dobj__cluster *cl, double watch_ms,
@@ -258,7 +268,7 @@ struct dobj__cluster {
 	int cut_off;          /* no renewal for TTL + grace: objects reset, sockets closed */
 	char l_err[300];               /* why the lease keeper could not join again (under mu) */
 	dobj__worker *snap;            /* the compactor (cluster_snapshot.c) */
-	dobj__worker *act;             /* the activator (cluster_activate.c) */
+	dobj__worker *act[DOBJ__ACTIVATORS]; /* the activators (cluster_activate.c) */
 	long long snap_bytes;          /* log bytes that call for a snapshot (< 0: never) */
 	long long snap_part;           /* bigger snapshot images go in parts of this size */
 };
@@ -284,6 +294,7 @@ struct dobj__cluster_obj {
 	long long seq;      /* the last seq handed to the committer (or restored) */
 	long long wal_off;  /* end of the last commit frame captured, in the -wal file */
 	unsigned salt;      /* salt-1 of the -wal file's generation wal_off is in */
+	int wal_fd;         /* the -wal file, kept open between captures (-1: none) */
 	int64_t alarm;      /* the alarm record dobj_alarm holds (ns since the epoch; 0: none) */
 	dobj__cjob *last;   /* its last append not drained yet (results wait for it) */
 	dobj__cinc *inc;
@@ -337,9 +348,11 @@ void dobj__due_track(dobj_rt *rt, dobj__due *list);
  * u32 count, then count x (u32 page number, page bytes); big-endian. */
 /** Read the committed frames of `wal_path` past `off` into a record (*rec,
  *  malloc'd; *len 0 when nothing new), the new end in *end.  *salt is the
- *  generation `off` belongs to (updated): another one starts at the top. */
-int dobj__wal_capture(const char *wal_path, long long off, unsigned *salt, unsigned char **rec,
-	size_t *len, long long *end);
+ *  generation `off` belongs to (updated): another one starts at the top.
+ *  *fd is the file, kept open from one call to the next (-1: open it; one
+ *  removed since is closed and the path opened again; close it when done). */
+int dobj__wal_capture(int *fd, const char *wal_path, long long off, unsigned *salt,
+	unsigned char **rec, size_t *len, long long *end);
 /** The checksum of a log row (dobj_wal.sum): SHA-256 of the object's ID,
  *  the row's seq and epoch (big-endian 64-bit) and the SHA-256 of its
  *  frames, so that a row's pages, and pages moved to another row, are both
