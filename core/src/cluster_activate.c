@@ -163,6 +163,7 @@ static void act_run(dobj__pg *pg, dobj__act *a)
 		rc = dobj_error_set(DOBJ_ENOMEM, "out of memory");
 		goto done;
 	}
+	a->co->wal_fd = -1;
 	a->co->epoch = atoll(PQgetvalue(r, 0, 0));
 	rc = dobj__snap_restore(pg, a->ns, a->ns_len, a->id, a->base, a->co);
 done:
