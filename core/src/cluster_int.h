@@ -155,6 +155,13 @@ typedef struct dobj__wjob {
 	struct dobj__wjob *next;
 } dobj__wjob;
 
+/* The activators a node runs (cluster_activate.c), each a worker with its
+ * own thread and connection: an object's activations always go to the same
+ * one (by its ID), so they stay in order and never overlap (two would write
+ * the same file), while a slow activation holds up a quarter of the others
+ * rather than all of them. */
+#define DOBJ__ACTIVATORS 4
+
 /* One of the node's threads with a PostgreSQL connection of its own: it
  * takes jobs in order from the runtime's thread, runs them one at a time
  * and hands each back through the runtime's fd; its watch keeps
@@ -182,6 +189,9 @@ typedef struct dobj__worker {
  *  it blocked on its own thread; the kernel would deliver it to ours, with
  *  its default action, instead).  pthread_create's result. */
 int dobj__thread_start(pthread_t *th, void *(*fn)(void *), void *arg);
+/** Tell a worker to stop (its queued jobs never start) without waiting:
+ *  dobj__worker_stop then joins it (several stopped at once). */
+void dobj__worker_halt(dobj__worker *w);
 /** Start a worker (*out, freed by dobj__worker_stop) whose watch re-arms
  *  every `watch_ms` while jobs are out. */
 int dobj__worker_start(dobj__worker **out, struct dobj__cluster *cl, double watch_ms,
@@ -256,7 +266,7 @@ struct dobj__cluster {
 	int cut_off;          /* no renewal for TTL + grace: objects reset, sockets closed */
 	char l_err[300];               /* why the lease keeper could not join again (under mu) */
 	dobj__worker *snap;            /* the compactor (cluster_snapshot.c) */
-	dobj__worker *act;             /* the activator (cluster_activate.c) */
+	dobj__worker *act[DOBJ__ACTIVATORS]; /* the activators (cluster_activate.c) */
 	long long snap_bytes;          /* log bytes that call for a snapshot (< 0: never) */
 	long long snap_part;           /* bigger snapshot images go in parts of this size */
 };

@@ -418,12 +418,12 @@ int dobj__pg_send_prepared(dobj__pg *pg, int slot, int nparams, const char *cons
 	char name[32];
 	int rc, f;
 
-	/* A connection that sat idle may have been closed by the server:
-	 * reading tells, without waiting (as ensure_connected). */
-	if (!pg->conn || !(pg->prepared & (1u << slot)))
+	/* Not read first as ensure_connected does (a syscall per commit): a
+	 * connection the server closed while it sat idle fails the send, or
+	 * answers it with its end, and the caller sends the statement again
+	 * elsewhere (it did not run). */
+	if (!pg->conn || !(pg->prepared & (1u << slot)) || PQstatus(pg->conn) != CONNECTION_OK)
 		return dobj_error_set(DOBJ_ERROR, "cluster: not connected to PostgreSQL");
-	if (!PQconsumeInput(pg->conn) || PQstatus(pg->conn) != CONNECTION_OK)
-		return broken(pg, NULL);
 	snprintf(name, sizeof(name), "dobj_%d", slot);
 	if ((rc = sent_or_fail(pg, PQsendQueryPrepared(pg->conn, name, nparams, values, lengths,
 		formats, 0))) < 0)

@@ -504,6 +504,12 @@ static void test_a_lone_append_on_the_runtimes_connection_cut_off_is_sent_again_
 	CHECK_STR(fetch(rt, s, "w", NULL), "4");
 	wait_for_runtime_connection(rt);
 	CHECK_STR(fetch(rt, s, "w", NULL), "5");
+	/* Cut off while it sits idle: the next append finds out by sending,
+	 * and goes through a committer. */
+	CHECK_EQ_INT(pgtest_sql(&pg, NULL, "SELECT count(pg_terminate_backend(pid)) FROM "
+		"pg_stat_activity WHERE application_name = 'dobj runtime'"), 1);
+	CHECK_STR(fetch(rt, s, "w", NULL), "6");
+	CHECK_STR(fetch(rt, s, "r", NULL), "6");
 	dobj_stub_free(s);
 	dobj_rt_free(rt);
 	testhost_rm_rf(dir);

@@ -136,6 +136,33 @@ async def test_a_waiting_activation_delays_no_other_object_and_calls_keep_their_
     rt.close()
 
 
+async def test_a_waiting_activation_delays_no_other_objects_activation(pg, tmp_path):
+    import asyncio
+
+    def activator(name):  # which of the node's four activators (cluster_activate.c)
+        return int(ns.id_from_name(name).to_string()[:2], 16) % 4
+
+    rt, ns = node(pg, tmp_path / "a")
+    assert await ns.get_by_name("slow-claim-2").add() == 1
+    rt.close()  # released: the next call claims it again
+    rt, ns = node(pg, tmp_path / "a")
+    other = next(f"other-{i}" for i in range(100)
+                 if activator(f"other-{i}") != activator("slow-claim-2"))
+    lock = row_lock(pg, ns.id_from_name("slow-claim-2").to_string())
+    try:
+        # slow's claim waits for the lock (up to the 2 s timeout) on its
+        # activator; another object's claim and restore go on another.
+        pending = asyncio.ensure_future(ns.get_by_name("slow-claim-2").add())
+        await asyncio.sleep(0)
+        assert await asyncio.wait_for(ns.get_by_name(other).add(), 1.5) == 1
+        assert not pending.done()
+        lock.release()
+        assert await pending == 2
+    finally:
+        lock.release()
+    rt.close()
+
+
 async def test_a_killed_nodes_objects_come_back_elsewhere(pg, tmp_path):
     proc = start_node(pg, tmp_path / "n", "killed", 5)
     try:
