@@ -358,29 +358,52 @@ int dobj__cluster_commit(dobj_obj *obj, void *db, int64_t alarm)
 	return DOBJ_OK;
 }
 
+/* Queue the release of claim (epoch, node) of ns's object id, behind the
+ * appends of incarnation `inc` (taken over; may be NULL).  Best effort. */
+static void queue_release(struct dobj__cluster *cl, dobj_ns *ns, const dobj_id *id,
+	long long epoch, long long node, dobj__cinc *inc)
+{
+	dobj__cjob *j = calloc(1, sizeof(*j));
+
+	if (!j || !(j->ns = dobj__strndup(ns->unique_key, ns->unique_key_len))) {
+		free(j);
+		cinc_unref(cl, inc);
+		return;
+	}
+	j->kind = JOB_RELEASE;
+	j->ns_len = ns->unique_key_len;
+	memcpy(j->id, id->bytes, 32);
+	j->epoch = epoch;
+	j->node = node;
+	j->inc = inc; /* the incarnation's token: the release goes after its appends */
+	queue(cl, j);
+}
+
 void dobj__cluster_queue_release(struct dobj__cluster *cl, dobj_obj *obj,
 	struct dobj__cluster_obj *co)
 {
-	dobj__cjob *j = NULL;
-
 	/* An object whose accepted WebSockets stay registered hibernates here:
-	 * their events arrive on this node, so it stays this node's. */
-	if (cl && cl->threads && !cl->closing && !dobj__ws_pinned(obj->ns, &obj->id) &&
-	    (j = calloc(1, sizeof(*j))) &&
-	    (j->ns = dobj__strndup(obj->ns->unique_key, obj->ns->unique_key_len))) {
-		j->kind = JOB_RELEASE;
-		j->ns_len = obj->ns->unique_key_len;
-		memcpy(j->id, obj->id.bytes, 32);
-		j->epoch = co->epoch;
-		j->node = cl->node_id;
-		j->inc = co->inc; /* the incarnation's token: the release goes after its appends */
+	 * their events arrive on this node, so it stays this node's; its claim
+	 * goes back when the last socket leaves (dobj__cluster_give_back). */
+	if (cl && cl->threads && !cl->closing &&
+	    !dobj__ws_hold_claim(obj->ns, &obj->id, co->epoch, cl->node_id)) {
+		queue_release(cl, obj->ns, &obj->id, co->epoch, cl->node_id, co->inc);
 		co->inc = NULL;
-		queue(cl, j);
-	} else if (j) {
-		job_free(cl, j);
 	}
 	cinc_unref(cl, co->inc);
 	free(co);
+}
+
+void dobj__cluster_give_back(dobj_ns *ns, const dobj_id *id, long long epoch, long long node)
+{
+	struct dobj__cluster *cl = ns->rt->cluster;
+	dobj_obj *obj = dobj__idmap_get(&ns->objs, id);
+
+	/* Woken by the close, the object is active again under a claim of its
+	 * own (a later epoch), which it releases when it goes to sleep. */
+	if (!cl || !cl->threads || cl->closing || (obj && obj->cluster))
+		return;
+	queue_release(cl, ns, id, epoch, node, NULL);
 }
 
 /* An append came back: deliver or fail what waited on it. */
