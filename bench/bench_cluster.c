@@ -1,8 +1,9 @@
 /*
  * Cluster figures for `make bench` (bench/cluster_bench.py starts the
  * PostgreSQL):
- *   bench_cluster URL SECONDS [ROUNDS]
- * prints "NAME OPS_PER_SECOND" lines:
+ *   bench_cluster URL SECONDS [ROUNDS [ROWS]]
+ * prints "NAME OPS_PER_SECOND" lines (ROWS: which of them, a comma-separated
+ * list of one, raw16, routed, own, many, all; all by default):
  *   raw_append_1    the floor: fenced appends straight through libpq, one
  *                   connection (the statement of dobj's one-row commit,
  *                   prepared, a record of the size an increment appends,
@@ -16,6 +17,9 @@
  *                   are routed to the object's node
  *   dobj_inc_100_own  the same with each node's callers on its own objects
  *                   only (no routing: the commit pipeline alone)
+ *   dobj_inc_100_cpu_us, dobj_inc_100_own_cpu_us  the node processes' CPU
+ *                   time (user + system, every thread) per increment, in
+ *                   microseconds (PostgreSQL's not included)
  * The rows a target compares take turns: ROUNDS (4) windows of
  * SECONDS / ROUNDS each, so that a change of the machine's load (two cores
  * shared with other work) weighs on both alike.  Objects are activated
@@ -27,6 +31,7 @@
 #include <stdlib.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -34,6 +39,9 @@
 #include "dobj.h"
 
 static const char *url;
+
+/* The rows to measure (ROWS: a comma-separated list, all by default). */
+enum { ROW_ONE = 1, ROW_RAW16 = 2, ROW_ROUTED = 4, ROW_OWN = 8 };
 static double seconds;
 
 static double now_s(void)
@@ -327,6 +335,13 @@ static void one_object(int rounds, double *raw, double *inc)
 
 /* ------------------------------------------- many objects, several nodes */
 
+/* User + system CPU seconds of a process (all its threads). */
+static double cpu_s(const struct rusage *u)
+{
+	return (double)u->ru_utime.tv_sec + (double)u->ru_utime.tv_usec / 1e6 +
+		(double)u->ru_stime.tv_sec + (double)u->ru_stime.tv_usec / 1e6;
+}
+
 typedef struct callers {
 	dobj_stub **stubs;
 	int nstubs, next, live;
@@ -390,8 +405,9 @@ static void serve_until(dobj_rt *rt, double t)
  * their nodes) or only its own.
  */
 static long node_run(int index, int nodes, int objects, int ncallers, int port, int routed,
-	const windows *w)
+	const windows *w, double *cpu)
 {
+	struct rusage u0, u1;
 	char dir[] = "/tmp/dobj-bench-cluster-XXXXXX", cmd[96], name[32], addr[32];
 	dobj_rt_opts o = DOBJ_RT_OPTS_INIT;
 	dobj_cluster_opts co = DOBJ_CLUSTER_OPTS_INIT;
@@ -441,6 +457,7 @@ static long node_run(int index, int nodes, int objects, int ncallers, int port, 
 		dobj_task_unref(t);
 	}
 	free(own);
+	*cpu = 0;
 	for (int win = 0; win < w->n; win++) {
 		serve_until(rt, w->start[win]);
 		c.until = w->until[win];
@@ -450,7 +467,10 @@ static long node_run(int index, int nodes, int objects, int ncallers, int port, 
 			c.live++;
 			call_next(&c);
 		}
+		getrusage(RUSAGE_SELF, &u0);
 		dobj_rt_run(rt, callers_gone, &c);
+		getrusage(RUSAGE_SELF, &u1);
+		*cpu += cpu_s(&u1) - cpu_s(&u0);
 	}
 	/* The others' calls are still coming until their windows end. */
 	serve_until(rt, now_s() + 0.5);
@@ -484,11 +504,12 @@ static void nodes_start(nodes *ns, int n, int objects, int ncallers, int port, i
 			exit(1);
 		if (ns->pids[i] == 0) {
 			int mine = ncallers / n + (i < ncallers % n);
-			char out[32];
+			char out[64];
+			double cpu;
 			long done;
 			close(fd[0]);
-			done = node_run(i, n, objects, mine, port + i, routed, w);
-			snprintf(out, sizeof(out), "%ld\n", done);
+			done = node_run(i, n, objects, mine, port + i, routed, w, &cpu);
+			snprintf(out, sizeof(out), "%ld %.6f\n", done, cpu);
 			if (write(fd[1], out, strlen(out)) < 0)
 				_exit(1);
 			_exit(0);
@@ -498,16 +519,20 @@ static void nodes_start(nodes *ns, int n, int objects, int ncallers, int port, i
 	}
 }
 
-/* Their increments per second of the windows. */
-static double nodes_wait(nodes *ns, const windows *w)
+/* Their increments per second of the windows; *cpu_us: the nodes' CPU
+ * time (all their threads, user + system) per increment, in microseconds. */
+static double nodes_wait(nodes *ns, const windows *w, double *cpu_us)
 {
+	double cpu = 0;
 	long total = 0;
 
 	for (int i = 0; i < ns->n; i++) {
-		char buf[32] = { 0 };
+		char buf[64] = { 0 }, *end;
 		int st;
-		if (read(ns->fds[i], buf, sizeof(buf) - 1) > 0)
-			total += atol(buf);
+		if (read(ns->fds[i], buf, sizeof(buf) - 1) > 0) {
+			total += strtol(buf, &end, 10);
+			cpu += strtod(end, NULL);
+		}
 		close(ns->fds[i]);
 		waitpid(ns->pids[i], &st, 0);
 		if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
@@ -515,6 +540,7 @@ static double nodes_wait(nodes *ns, const windows *w)
 			exit(1);
 		}
 	}
+	*cpu_us = total ? cpu * 1e6 / (double)total : 0;
 	return (double)total / windows_total(w);
 }
 
@@ -524,7 +550,8 @@ static double nodes_wait(nodes *ns, const windows *w)
  * `rounds` windows each (the order reversed every round; a gap after each
  * for the last calls to come back).
  */
-static void many_objects(int rounds, double *raw16, double *routed, double *own)
+static void many_objects(int rounds, unsigned rows, double *raw16, double *routed, double *own,
+	double *routed_cpu, double *own_cpu)
 {
 	windows w[3];
 	double slice = seconds / rounds, gap = 0.3, t = now_s() + 4.0; /* activation */
@@ -534,16 +561,24 @@ static void many_objects(int rounds, double *raw16, double *routed, double *own)
 	memset(w, 0, sizeof(w));
 	for (int i = 0; i < rounds && i < MAX_WINDOWS; i++)
 		for (int k = 0; k < 3; k++) {
-			windows *x = &w[i & 1 ? 2 - k : k];
+			int side = i & 1 ? 2 - k : k;
+			windows *x = &w[side];
+			if (!(rows & (ROW_RAW16 << side)))
+				continue;
 			x->start[x->n] = t;
 			x->until[x->n++] = t + slice;
 			t += slice + gap;
 		}
-	nodes_start(&r, 3, 100, 16, port, 1, &w[1]);
-	nodes_start(&o, 3, 100, 16, port + 50, 0, &w[2]);
-	*raw16 = raw_appends(16, &w[0]);
-	*routed = nodes_wait(&r, &w[1]);
-	*own = nodes_wait(&o, &w[2]);
+	if (rows & ROW_ROUTED)
+		nodes_start(&r, 3, 100, 16, port, 1, &w[1]);
+	if (rows & ROW_OWN)
+		nodes_start(&o, 3, 100, 16, port + 50, 0, &w[2]);
+	if (rows & ROW_RAW16)
+		*raw16 = raw_appends(16, &w[0]);
+	if (rows & ROW_ROUTED)
+		*routed = nodes_wait(&r, &w[1], routed_cpu);
+	if (rows & ROW_OWN)
+		*own = nodes_wait(&o, &w[2], own_cpu);
 }
 
 static void checkpoint(void)
@@ -553,20 +588,46 @@ static void checkpoint(void)
 	PQfinish(c);
 }
 
+static unsigned parse_rows(const char *s)
+{
+	static const struct { const char *name; unsigned bit; } names[] = {
+		{ "one", ROW_ONE }, { "raw16", ROW_RAW16 }, { "routed", ROW_ROUTED }, { "own", ROW_OWN },
+		{ "many", ROW_RAW16 | ROW_ROUTED | ROW_OWN },
+		{ "all", ROW_ONE | ROW_RAW16 | ROW_ROUTED | ROW_OWN },
+	};
+	unsigned rows = 0;
+
+	while (*s) {
+		size_t n = strcspn(s, ","), i;
+		for (i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+			if (strlen(names[i].name) == n && !strncmp(s, names[i].name, n))
+				break;
+		if (i == sizeof(names) / sizeof(names[0]))
+			return 0;
+		rows |= names[i].bit;
+		s += n + (s[n] == ',');
+	}
+	return rows;
+}
+
 int main(int argc, char **argv)
 {
-	double raw1, inc1, raw16, routed, own;
+	double raw1, inc1, raw16, routed, own, routed_cpu, own_cpu;
+	unsigned rows;
 	int rounds;
 
 	if (argc < 3) {
-		fprintf(stderr, "usage: bench_cluster URL SECONDS [ROUNDS]\n");
+		fprintf(stderr, "usage: bench_cluster URL SECONDS [ROUNDS [ROWS]]\n"
+			"  ROWS: one,raw16,routed,own,many,all (default all)\n");
 		return 2;
 	}
 	url = argv[1];
 	seconds = atof(argv[2]);
 	rounds = argc > 3 ? atoi(argv[3]) : 4;
-	if (!(seconds > 0) || rounds < 1 || rounds > MAX_WINDOWS) {
-		fprintf(stderr, "bench_cluster: SECONDS > 0, 1 <= ROUNDS <= %d\n", MAX_WINDOWS);
+	rows = parse_rows(argc > 4 ? argv[4] : "all");
+	if (!(seconds > 0) || rounds < 1 || rounds > MAX_WINDOWS || !rows) {
+		fprintf(stderr, "bench_cluster: SECONDS > 0, 1 <= ROUNDS <= %d, ROWS of "
+			"one,raw16,routed,own,many,all\n", MAX_WINDOWS);
 		return 2;
 	}
 	if (dobj_cluster_init(url, 0, 0, NULL) < 0) {
@@ -575,12 +636,23 @@ int main(int argc, char **argv)
 	}
 	/* Each pair the targets compare takes turns in one run; a checkpoint
 	 * before each pair, so that neither pays for the WAL of the other. */
+	if (rows & ROW_ONE) {
+		checkpoint();
+		one_object(rounds, &raw1, &inc1);
+		printf("raw_append_1 %.0f\ndobj_inc_1 %.0f\n", raw1, inc1);
+		fflush(stdout);
+	}
+	if (!(rows & ~ROW_ONE))
+		return 0;
 	checkpoint();
-	one_object(rounds, &raw1, &inc1);
-	printf("raw_append_1 %.0f\ndobj_inc_1 %.0f\n", raw1, inc1);
-	fflush(stdout);
-	checkpoint();
-	many_objects(rounds, &raw16, &routed, &own);
-	printf("raw_append_16 %.0f\ndobj_inc_100 %.0f\ndobj_inc_100_own %.0f\n", raw16, routed, own);
+	many_objects(rounds, rows, &raw16, &routed, &own, &routed_cpu, &own_cpu);
+	if (rows & ROW_RAW16)
+		printf("raw_append_16 %.0f\n", raw16);
+	/* CPU per increment: the node processes' (all threads), not
+	 * PostgreSQL's. */
+	if (rows & ROW_ROUTED)
+		printf("dobj_inc_100 %.0f\ndobj_inc_100_cpu_us %.1f\n", routed, routed_cpu);
+	if (rows & ROW_OWN)
+		printf("dobj_inc_100_own %.0f\ndobj_inc_100_own_cpu_us %.1f\n", own, own_cpu);
 	return 0;
 }

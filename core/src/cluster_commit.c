@@ -260,12 +260,20 @@ int dobj__cluster_defer_ws(dobj_obj *obj, struct dobj__ws_held *h)
 	return 1;
 }
 
-/* Wake the first idle committer, if any (under mu). */
+/* Wake the first idle committer, if any and none woken is on its way to
+ * the queue (under mu): that one takes everything queued by then in one
+ * batch, so jobs queued in a burst (one turn of the runtime's loop, or
+ * while the machine is busy) share one statement and one wake-up instead
+ * of waking a committer each. */
 static void wake_one(struct dobj__cluster *cl)
 {
+	if (cl->nwoken > 0)
+		return;
 	for (int i = 0; i < cl->ncom; i++)
 		if (cl->com[i].idle) {
 			cl->com[i].idle = 0;
+			cl->com[i].woken = 1;
+			cl->nwoken++;
 			pthread_cond_signal(&cl->com[i].wake);
 			return;
 		}
@@ -912,6 +920,10 @@ static void *commit_main(void *arg)
 			while (me->idle && !cl->stop)
 				pthread_cond_wait(&me->wake, &cl->mu);
 			me->idle = 0;
+			if (me->woken) {
+				me->woken = 0;
+				cl->nwoken--;
+			}
 			continue;
 		}
 		if (more)

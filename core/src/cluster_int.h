@@ -72,6 +72,7 @@ typedef struct dobj__committer {
 	pthread_t th;
 	pthread_cond_t wake;
 	int idle;           /* waiting for work (under mu) */
+	int woken;          /* woken for work, not back at the queue yet (under mu) */
 	int used;           /* has run a statement (its own) */
 	dobj__pg pg;        /* the thread's own; connected at its first statement */
 } dobj__committer;
@@ -181,6 +182,7 @@ struct dobj__cluster {
 	int threads, stop;
 	dobj__committer com[DOBJ__COMMITTERS];
 	int ncom;                      /* committers running */
+	int nwoken;                    /* of them woken, not back at the queue yet */
 	unsigned scan;                 /* the committers' last pass over the queue */
 	dobj__cjob *q_head, *q_tail;   /* for the committers */
 	size_t q_busy;                 /* taken by a committer, not done */

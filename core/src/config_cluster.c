@@ -7,10 +7,12 @@
  *    argument);
  * 2. the environment: DOBJ_CLUSTER_URL, DOBJ_NODE_ADDR, DOBJ_CLUSTER_TTL,
  *    DOBJ_CLUSTER_GRACE, DOBJ_CLUSTER_TIMEOUT, DOBJ_CLUSTER_CALL_TIMEOUT
- *    (seconds); empty = unset, as
- *    shells and container files often leave a variable;
+ *    (seconds), DOBJ_CLUSTER_SNAPSHOT_BYTES, DOBJ_CLUSTER_SNAPSHOT_PART_BYTES
+ *    (bytes); empty = unset, as shells and container files often leave a
+ *    variable;
  * 3. the config file's `[dobj.cluster]` table (url, node_addr, ttl, grace,
- *    timeout, call_timeout; seconds), `[env.NAME.dobj.cluster]` in an environment.
+ *    timeout, call_timeout in seconds, snapshot_bytes, snapshot_part_bytes),
+ *    `[env.NAME.dobj.cluster]` in an environment.
  * Settings merge one by one (a flag's URL with the file's TTL is fine).
  * The values' own rules are dobj_cluster_opts_check's, so a setting is
  * refused exactly as dobj_rt_cluster would refuse it, with its source
@@ -27,17 +29,19 @@
 #include "internal.h"
 #include "config_cluster.h"
 
-enum { S_URL, S_ADDR, S_TTL, S_GRACE, S_TIMEOUT, S_CALL, S_N };
+enum { S_URL, S_ADDR, S_TTL, S_GRACE, S_TIMEOUT, S_CALL, S_SNAP, S_PART, S_N };
 
 static const char *const keys[S_N] = { "url", "node_addr", "ttl", "grace", "timeout",
-	"call_timeout" };
+	"call_timeout", "snapshot_bytes", "snapshot_part_bytes" };
 static const char *const vars[S_N] = { "DOBJ_CLUSTER_URL", "DOBJ_NODE_ADDR", "DOBJ_CLUSTER_TTL",
-	"DOBJ_CLUSTER_GRACE", "DOBJ_CLUSTER_TIMEOUT", "DOBJ_CLUSTER_CALL_TIMEOUT" };
+	"DOBJ_CLUSTER_GRACE", "DOBJ_CLUSTER_TIMEOUT", "DOBJ_CLUSTER_CALL_TIMEOUT",
+	"DOBJ_CLUSTER_SNAPSHOT_BYTES", "DOBJ_CLUSTER_SNAPSHOT_PART_BYTES" };
 
 typedef struct found {
 	const char *str[2];      /* url, node_addr (borrowed) */
 	size_t len[2];
 	double ms[4];            /* ttl, grace, timeout, call timeout (dobj_cluster_opts' ms) */
+	long long bytes[2];      /* snapshot_bytes, snapshot_part_bytes (dobj_cluster_opts') */
 	int set[S_N];
 	char from[S_N][600];     /* where each setting came from, for messages */
 } found;
@@ -70,6 +74,18 @@ static int check_ms(int which, double ms, const char *from, int code)
 	if (dobj_cluster_opts_check(&o) == DOBJ_OK)
 		return DOBJ_OK;
 	return reword(from, code);
+}
+
+/* Checks a part size (dobj_cluster_opts' terms) the way the runtime will. */
+static int check_part(long long bytes, const char *from)
+{
+	dobj_cluster_opts o = DOBJ_CLUSTER_OPTS_INIT;
+
+	o.url = "postgresql://";
+	o.snapshot_part_bytes = bytes;
+	if (dobj_cluster_opts_check(&o) == DOBJ_OK)
+		return DOBJ_OK;
+	return reword(from, DOBJ_EINVALID);
 }
 
 /* Checks a URL or a node address the way the runtime will. */
@@ -117,6 +133,47 @@ int dobj_cluster_opts_seconds(dobj_cluster_opts *opts, dobj_cluster_time which, 
 	return seconds(j, s, from ? from : names[which], field(opts, j), DOBJ_EARG);
 }
 
+int dobj_cluster_opts_bytes(dobj_cluster_opts *opts, dobj_cluster_size which, long long bytes,
+	const char *from)
+{
+	dobj_cluster_opts o = DOBJ_CLUSTER_OPTS_INIT;
+
+	if (!opts || (which != DOBJ_CLUSTER_SNAPSHOT_EVERY && which != DOBJ_CLUSTER_SNAPSHOT_PART))
+		return dobj_error_set(DOBJ_EARG, "cluster: no such setting");
+	if (which == DOBJ_CLUSTER_SNAPSHOT_EVERY) {
+		if (bytes < 0)
+			return dobj_error_set(DOBJ_EARG, "%s: must be 0 (never) or a number of bytes",
+				from ? from : "the log bytes between snapshots");
+		/* The C field's 0 is "the default", < 0 "never". */
+		opts->snapshot_bytes = bytes == 0 ? -1 : bytes;
+		return DOBJ_OK;
+	}
+	o.url = "postgresql://";
+	o.snapshot_part_bytes = bytes;
+	if (bytes == 0 || dobj_cluster_opts_check(&o) < 0)
+		return dobj_error_set(DOBJ_EARG, "%s: must be from 1 KiB to 256 MiB (bytes)",
+			from ? from : "the snapshot part size");
+	opts->snapshot_part_bytes = bytes;
+	return DOBJ_OK;
+}
+
+/* Bytes as a setting gives them -> f->bytes in dobj_cluster_opts' terms. */
+static int setting_bytes(found *f, int which, double n, const char *from)
+{
+	dobj_cluster_opts o = DOBJ_CLUSTER_OPTS_INIT;
+
+	if (!(n >= -9e15 && n <= 9e15) || n != floor(n))
+		return dobj_error_set(DOBJ_EINVALID, "%s: must be a whole number of bytes", from);
+	if (dobj_cluster_opts_bytes(&o, which == S_SNAP ? DOBJ_CLUSTER_SNAPSHOT_EVERY :
+	    DOBJ_CLUSTER_SNAPSHOT_PART, (long long)n, from) < 0) {
+		char msg[600];
+		snprintf(msg, sizeof(msg), "%s", dobj_error_last()); /* (not set from itself) */
+		return dobj_error_set(DOBJ_EINVALID, "%s", msg);
+	}
+	f->bytes[which - S_SNAP] = which == S_SNAP ? o.snapshot_bytes : o.snapshot_part_bytes;
+	return DOBJ_OK;
+}
+
 static int from_file(found *f, const char *path, const dobj_val *top, const char *where)
 {
 	const dobj_val *cl;
@@ -146,7 +203,8 @@ static int from_file(found *f, const char *path, const dobj_val *top, const char
 			;
 		if (j == S_N)
 			return dobj_error_set(DOBJ_EINVALID, "%s: %sdobj.cluster.%.100s is not a cluster "
-				"setting (url, node_addr, ttl, grace, timeout, call_timeout)", path, where, k);
+				"setting (url, node_addr, ttl, grace, timeout, call_timeout, snapshot_bytes, "
+				"snapshot_part_bytes)", path, where, k);
 		from = f->from[j];
 		snprintf(from, sizeof(f->from[j]), "%.500s: %.40sdobj.cluster.%s", path, where, keys[j]);
 		if (j <= S_ADDR) {
@@ -159,6 +217,13 @@ static int from_file(found *f, const char *path, const dobj_val *top, const char
 				return dobj_error_set(DOBJ_EINVALID, "%s contains a NUL character", from);
 			f->str[j] = s;
 			f->len[j] = len;
+		} else if (j >= S_SNAP) {
+			int rc;
+			if (dobj_val_type_of(v) != DOBJ_VAL_NUMBER)
+				return dobj_error_set(DOBJ_EINVALID, "%s must be a number of bytes, not %s",
+					from, dobj_val_type_name(v));
+			if ((rc = setting_bytes(f, (int)j, dobj_val_get_number(v), from)) < 0)
+				return rc;
 		} else {
 			int rc;
 			if (dobj_val_type_of(v) != DOBJ_VAL_NUMBER)
@@ -196,7 +261,12 @@ static int from_environ(found *f)
 			end++;
 		if (end == v || *end || errno == ERANGE)
 			return dobj_error_set(DOBJ_EINVALID, "environment variable %s=%.40s%s: not a number "
-				"of seconds", vars[j], v, strlen(v) > 40 ? "..." : "");
+				"of %s", vars[j], v, strlen(v) > 40 ? "..." : "", j >= S_SNAP ? "bytes" : "seconds");
+		if (j >= S_SNAP) {
+			if ((rc = setting_bytes(f, j, s, f->from[j])) < 0)
+				return rc;
+			continue;
+		}
 		if ((rc = seconds(j, s, f->from[j], &f->ms[j - S_TTL], DOBJ_EINVALID)) < 0)
 			return rc;
 	}
@@ -207,7 +277,8 @@ static void from_caller(found *f, const dobj_cluster_opts *o)
 {
 	static const char *const flags[S_N] = { "the cluster URL given (--cluster, cluster=)",
 		"the node address given (--node-addr, node_addr=)", "the lease time to live given",
-		"the grace period given", "the PostgreSQL timeout given", "the call timeout given" };
+		"the grace period given", "the PostgreSQL timeout given", "the call timeout given",
+		"the log bytes between snapshots given", "the snapshot part size given" };
 	int j;
 
 	if (o->url) {
@@ -228,6 +299,10 @@ static void from_caller(found *f, const dobj_cluster_opts *o)
 		f->ms[2] = o->timeout_ms, f->set[S_TIMEOUT] = 1;
 	if (o->version >= 2 && o->call_timeout_ms != 0)
 		f->ms[3] = o->call_timeout_ms, f->set[S_CALL] = 1;
+	if (o->version >= 3 && o->snapshot_bytes != 0)
+		f->bytes[0] = o->snapshot_bytes, f->set[S_SNAP] = 1;
+	if (o->version >= 4 && o->snapshot_part_bytes != 0)
+		f->bytes[1] = o->snapshot_part_bytes, f->set[S_PART] = 1;
 	for (j = 0; j < S_N; j++)
 		if (f->set[j])
 			snprintf(f->from[j], sizeof(f->from[j]), "%s", flags[j]);
@@ -261,6 +336,8 @@ int dobj__config_cluster(dobj_cluster_opts **out, const char *path, const dobj_v
 		if (j <= S_ADDR) {
 			f.str[j] = src->str[j];
 			f.len[j] = src->len[j];
+		} else if (j >= S_SNAP) {
+			f.bytes[j - S_SNAP] = src->bytes[j - S_SNAP];
 		} else {
 			f.ms[j - S_TTL] = src->ms[j - S_TTL];
 		}
@@ -293,6 +370,8 @@ int dobj__config_cluster(dobj_cluster_opts **out, const char *path, const dobj_v
 	o->grace_ms = f.ms[1];
 	o->timeout_ms = f.ms[2];
 	o->call_timeout_ms = f.ms[3];
+	o->snapshot_bytes = f.bytes[0];
+	o->snapshot_part_bytes = f.bytes[1];
 	/* The runtime's own checks (the URL's syntax included, without
 	 * connecting), one setting at a time so that a refusal names the
 	 * setting's source; the file's and the environment's numbers were
@@ -305,7 +384,8 @@ int dobj__config_cluster(dobj_cluster_opts **out, const char *path, const dobj_v
 	    (call.set[S_TIMEOUT] && (rc = check_ms(S_TIMEOUT, o->timeout_ms, f.from[S_TIMEOUT],
 		DOBJ_EINVALID)) < 0) ||
 	    (call.set[S_CALL] && (rc = check_ms(S_CALL, o->call_timeout_ms, f.from[S_CALL],
-		DOBJ_EINVALID)) < 0)) {
+		DOBJ_EINVALID)) < 0) ||
+	    (call.set[S_PART] && (rc = check_part(o->snapshot_part_bytes, f.from[S_PART])) < 0)) {
 		free(o);
 		return rc;
 	}

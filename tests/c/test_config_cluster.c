@@ -36,6 +36,8 @@ static void clear_environ(void)
 	unsetenv("DOBJ_CLUSTER_TTL");
 	unsetenv("DOBJ_CLUSTER_GRACE");
 	unsetenv("DOBJ_CLUSTER_TIMEOUT");
+	unsetenv("DOBJ_CLUSTER_SNAPSHOT_BYTES");
+	unsetenv("DOBJ_CLUSTER_SNAPSHOT_PART_BYTES");
 	unsetenv("CLOUDFLARE_ENV");
 }
 
@@ -190,7 +192,8 @@ static void test_bad_settings(void)
 	write_file("wrangler.toml", "name = \"w\"\n[dobj.cluster]\nurl = 5\n");
 	refused("", NULL, "wrangler.toml: dobj.cluster.url must be a string, not number");
 	write_file("wrangler.toml", "name = \"w\"\n[dobj.cluster]\nurl = \"postgresql://a@b/c\"\ntll = 3\n");
-	refused("", NULL, "dobj.cluster.tll is not a cluster setting (url, node_addr, ttl, grace, timeout, call_timeout)");
+	refused("", NULL, "dobj.cluster.tll is not a cluster setting (url, node_addr, ttl, grace, timeout, call_timeout, "
+		"snapshot_bytes, snapshot_part_bytes)");
 	write_file("wrangler.toml", "name = \"w\"\n[dobj]\nclustr = {}\n");
 	refused("", NULL, "dobj.clustr is not a dobj setting");
 	write_file("wrangler.toml", "name = \"w\"\ndobj = 1\n");
@@ -345,6 +348,67 @@ static void test_version_1_options(void)
 	clear_environ();
 }
 
+/* The two sizes: one rule (dobj_cluster_opts_bytes) for an argument, the
+ * environment and the file, in dobj_cluster_opts' terms once resolved
+ * (snapshot_bytes 0 "never" is the C field's -1). */
+static void test_sizes(void)
+{
+	dobj_cluster_opts o = DOBJ_CLUSTER_OPTS_INIT, flag = DOBJ_CLUSTER_OPTS_INIT;
+	dobj_config *c;
+
+	CHECK_EQ_INT(dobj_cluster_opts_bytes(&o, DOBJ_CLUSTER_SNAPSHOT_EVERY, 0, NULL), 0);
+	CHECK(o.snapshot_bytes == -1);
+	CHECK_EQ_INT(dobj_cluster_opts_bytes(&o, DOBJ_CLUSTER_SNAPSHOT_EVERY, 5000, NULL), 0);
+	CHECK_EQ_INT(dobj_cluster_opts_bytes(&o, DOBJ_CLUSTER_SNAPSHOT_PART, 1024, NULL), 0);
+	CHECK(o.snapshot_bytes == 5000 && o.snapshot_part_bytes == 1024);
+	CHECK_EQ_INT(dobj_cluster_opts_bytes(&o, DOBJ_CLUSTER_SNAPSHOT_PART, 256LL << 20, "x"), 0);
+	CHECK_EQ_INT(dobj_cluster_opts_bytes(&o, DOBJ_CLUSTER_SNAPSHOT_EVERY, -1, "x"), DOBJ_EARG);
+	CHECK_STR(dobj_error_last(), "x: must be 0 (never) or a number of bytes");
+	CHECK_EQ_INT(dobj_cluster_opts_bytes(&o, DOBJ_CLUSTER_SNAPSHOT_PART, 0, "x"), DOBJ_EARG);
+	CHECK_STR(dobj_error_last(), "x: must be from 1 KiB to 256 MiB (bytes)");
+	CHECK_EQ_INT(dobj_cluster_opts_bytes(&o, DOBJ_CLUSTER_SNAPSHOT_PART, 1023, "x"), DOBJ_EARG);
+	CHECK_EQ_INT(dobj_cluster_opts_bytes(&o, DOBJ_CLUSTER_SNAPSHOT_PART, (256LL << 20) + 1, "x"),
+		DOBJ_EARG);
+	CHECK_EQ_INT(dobj_cluster_opts_bytes(&o, (dobj_cluster_size)9, 1, "x"), DOBJ_EARG);
+	CHECK(o.snapshot_bytes == 5000 && o.snapshot_part_bytes == 256LL << 20); /* unchanged */
+
+	clear_environ();
+	write_file("wrangler.toml", "name = \"w\"\n[dobj.cluster]\nurl = \"postgresql://a@b/c\"\n"
+		"snapshot_bytes = 0\nsnapshot_part_bytes = 4096\n");
+	c = load_with("", NULL);
+	CHECK(c && c->cluster && c->cluster->snapshot_bytes == -1 &&
+		c->cluster->snapshot_part_bytes == 4096);
+	dobj_config_free(c);
+	setenv("DOBJ_CLUSTER_SNAPSHOT_PART_BYTES", "8192", 1);
+	c = load_with("", NULL);
+	CHECK(c && c->cluster && c->cluster->snapshot_part_bytes == 8192);
+	dobj_config_free(c);
+	flag.snapshot_part_bytes = 2048;
+	flag.snapshot_bytes = 100;
+	c = load_with("", &flag);
+	CHECK(c && c->cluster && c->cluster->snapshot_part_bytes == 2048 &&
+		c->cluster->snapshot_bytes == 100);
+	dobj_config_free(c);
+	flag.snapshot_part_bytes = 5;
+	refused("", &flag, "the snapshot part size given: the snapshot part size must be from 1 KiB");
+	setenv("DOBJ_CLUSTER_SNAPSHOT_PART_BYTES", "12k", 1);
+	refused("", NULL, "environment variable DOBJ_CLUSTER_SNAPSHOT_PART_BYTES=12k: not a number of bytes");
+	setenv("DOBJ_CLUSTER_SNAPSHOT_PART_BYTES", "100", 1);
+	refused("", NULL, "environment variable DOBJ_CLUSTER_SNAPSHOT_PART_BYTES: must be from 1 KiB to "
+		"256 MiB (bytes)");
+	unsetenv("DOBJ_CLUSTER_SNAPSHOT_PART_BYTES");
+	write_file("wrangler.toml", "name = \"w\"\n[dobj.cluster]\nurl = \"postgresql://a@b/c\"\n"
+		"snapshot_bytes = 1.5\n");
+	refused("", NULL, "dobj.cluster.snapshot_bytes: must be a whole number of bytes");
+	write_file("wrangler.toml", "name = \"w\"\n[dobj.cluster]\nurl = \"postgresql://a@b/c\"\n"
+		"snapshot_bytes = -4\n");
+	refused("", NULL, "dobj.cluster.snapshot_bytes: must be 0 (never) or a number of bytes");
+	write_file("wrangler.toml", "name = \"w\"\n[dobj.cluster]\nurl = \"postgresql://a@b/c\"\n"
+		"snapshot_part_bytes = \"16M\"\n");
+	refused("", NULL, "dobj.cluster.snapshot_part_bytes must be a number of bytes, not string");
+	clear_environ();
+}
+
 int main(void)
 {
 	char path[256];
@@ -358,6 +422,7 @@ int main(void)
 	RUN(test_bad_settings);
 	RUN(test_version_1_options);
 	RUN(test_opts_seconds);
+	RUN(test_sizes);
 	snprintf(path, sizeof(path), "%s/wrangler.toml", dir);
 	unlink(path);
 	snprintf(path, sizeof(path), "%s/wrangler.jsonc", dir);

@@ -231,5 +231,12 @@ rt:close()
     none, msg = dobj.load { config = d, cluster_call_timeout = 0 / 0 }
     assert.is_nil(none)
     assert.are.equal("cluster_call_timeout: must be a finite number of seconds", msg)
+    -- The snapshot sizes too (bytes; snapshot_bytes 0: never).
+    local cl = assert(dobj.load_config { path = d, cluster_snapshot_bytes = 0,
+      cluster_snapshot_part_bytes = 2048 }).cluster
+    assert.are.same({ 0, 2048 }, { cl.snapshot_bytes, cl.snapshot_part_bytes })
+    none, msg = dobj.load { config = d, cluster_snapshot_part_bytes = 1 }
+    assert.is_nil(none)
+    assert.are.equal("cluster_snapshot_part_bytes: must be from 1 KiB to 256 MiB (bytes)", msg)
   end)
 end)

@@ -68,7 +68,8 @@ describe("cluster mode", function()
     local d = H.tmpdir()
     dirs[#dirs + 1] = d
     local rt = assert(dobj.runtime{ storage = d, cluster = opts.cluster or pg.url,
-      node_addr = "127.0.0.1:0", cluster_snapshot_bytes = opts.snapshot_bytes })
+      node_addr = "127.0.0.1:0", cluster_snapshot_bytes = opts.snapshot_bytes,
+      cluster_snapshot_part_bytes = opts.part_bytes })
     return rt, rt:bind("COUNTER", Counter)
   end
 
@@ -121,7 +122,8 @@ describe("cluster mode", function()
   end)
 
   it("compacts the log into a snapshot that another node restores", function()
-    local rt, ns = node{ snapshot_bytes = 1 } -- a snapshot every few writes
+    -- a snapshot every few writes, in parts of 1 KiB
+    local rt, ns = node{ snapshot_bytes = 1, part_bytes = 1024 }
     local s = ns:get_by_name("compacted")
     for i = 1, 10 do assert.are.equal(i, s:add()) end
     assert.are.equal(1, s:table())
@@ -137,8 +139,14 @@ describe("cluster mode", function()
     assert.is_true(snap >= 1) -- (how far depends on how fast the compactor keeps up)
     assert.are.equal(0, sql("SELECT count(*) FROM dobj_wal WHERE seq < " .. snap ..
       " AND object_id = " .. id))
+    assert.is_true(sql("SELECT count(*) FROM dobj_snapshot_part WHERE seq = " .. snap ..
+      " AND object_id = " .. id) > 4)
+    assert.are.equal(1024, sql("SELECT max(octet_length(data)) FROM dobj_snapshot_part WHERE object_id = " .. id))
     assert.matches("cluster_snapshot_bytes must be an integer",
       H.catch(dobj.runtime, { storage = H.tmpdir(), cluster = pg.url, cluster_snapshot_bytes = 1.5 }))
+    local none, msg = dobj.runtime{ storage = H.tmpdir(), cluster = pg.url, cluster_snapshot_part_bytes = 100 }
+    assert.is_nil(none)
+    assert.are.equal("cluster_snapshot_part_bytes: must be from 1 KiB to 256 MiB (bytes)", msg)
     local rt2, ns2 = node() -- another folder: the snapshot and the log after it
     s = ns2:get_by_name("compacted")
     assert.are.equal(11, s:add())

@@ -59,6 +59,10 @@ def test_bad_input_is_a_clear_error(pg, tmp_path):
     ("cluster_ttl", float("-inf"), "cluster_ttl: must be a finite number of seconds"),
     ("cluster_timeout", float("nan"), "cluster_timeout: must be a finite number of seconds"),
     ("cluster_ttl", 0, "cluster_ttl: must be a number of seconds above 0"),
+    # the sizes likewise (dobj_cluster_opts_bytes)
+    ("cluster_snapshot_part_bytes", 1000, "cluster_snapshot_part_bytes: must be from 1 KiB to 256 MiB (bytes)"),
+    ("cluster_snapshot_part_bytes", 0, "cluster_snapshot_part_bytes: must be from 1 KiB to 256 MiB (bytes)"),
+    ("cluster_snapshot_bytes", -1, "cluster_snapshot_bytes: must be 0 (never) or a number of bytes"),
 ])
 def test_bad_times_are_refused_naming_the_argument(tmp_path, kw, value, message):
     """Refused before connecting, with the keyword named (Runtime and from_config alike)."""

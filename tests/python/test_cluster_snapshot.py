@@ -85,6 +85,38 @@ async def test_a_log_row_whose_bytes_changed_is_a_clear_error_and_not_served(pg,
     rt.close()
 
 
+async def test_the_part_size_is_a_setting_and_a_snapshot_in_parts_is_restored(pg, tmp_path,
+                                                                              monkeypatch):
+    rt, ns = node(pg, tmp_path / "a", cluster_snapshot_bytes=1, cluster_snapshot_part_bytes=1024)
+    stub = ns.get_by_name("parts")
+    assert [await stub.add() for _ in range(6)] == list(range(1, 7))
+    assert await stub.table() == ["row"]
+    o = obj(ns, "parts")
+    rt.close()
+    # parts of 1 KiB (the last one shorter), the snapshot's only
+    snap = pg.sql(f"SELECT seq FROM dobj_snapshot WHERE object_id = {o}")[0]
+    assert pg.sql(f"SELECT max(octet_length(data)), count(DISTINCT seq) FROM dobj_snapshot_part "
+                  f"WHERE object_id = {o}") == ["1024|1"]
+    assert int(pg.sql(f"SELECT count(*) FROM dobj_snapshot_part WHERE object_id = {o} "
+                      f"AND seq = {snap}")[0]) > 4
+    rt, ns = node(pg, tmp_path / "b")
+    assert await ns.get_by_name("parts").add() == 7
+    rt.close()
+    # the config file and the environment, by the same rule
+    (tmp_path / "wrangler.toml").write_text('name = "w"\n[dobj.cluster]\nurl = "postgresql://a@b/c"\n'
+                                            'snapshot_bytes = 0\nsnapshot_part_bytes = 4096\n')
+    cl = dobj.load_config(str(tmp_path)).cluster
+    assert (cl.snapshot_bytes, cl.snapshot_part_bytes) == (0, 4096)
+    monkeypatch.setenv("DOBJ_CLUSTER_SNAPSHOT_PART_BYTES", "1048576")
+    assert dobj.load_config(str(tmp_path)).cluster.snapshot_part_bytes == 1 << 20
+    monkeypatch.setenv("DOBJ_CLUSTER_SNAPSHOT_PART_BYTES", "1e12")
+    with pytest.raises(dobj.ConfigError, match=r"environment variable DOBJ_CLUSTER_SNAPSHOT_PART_BYTES: "
+                                               r"must be from 1 KiB to 256 MiB \(bytes\)"):
+        dobj.load_config(str(tmp_path))
+    with pytest.raises(TypeError):
+        dobj.Runtime(storage=str(tmp_path / "c"), cluster=pg.url, cluster_snapshot_part_bytes=2048.0)
+
+
 class Session:
     """A psql session of the test's own, fed statements on its stdin."""
 

@@ -87,3 +87,20 @@ int cluster_field_seconds(lua_State *L, int t, const char *key, dobj_cluster_tim
 	lua_pop(L, 1);
 	return dobj_cluster_opts_seconds(co, which, s, key);
 }
+
+int cluster_field_bytes(lua_State *L, int t, const char *key, dobj_cluster_size which,
+	dobj_cluster_opts *co)
+{
+	lua_Integer n;
+
+	lua_getfield(L, t, key);
+	if (lua_isnil(L, -1)) {
+		lua_pop(L, 1);
+		return 0;
+	}
+	if (!lua_isinteger(L, -1))
+		return luaL_error(L, "%s must be an integer (bytes)", key);
+	n = lua_tointeger(L, -1);
+	lua_pop(L, 1);
+	return dobj_cluster_opts_bytes(co, which, (long long)n, key);
+}

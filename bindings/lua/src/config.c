@@ -144,8 +144,8 @@ static const char *opt_field(lua_State *L, int t, const char *key)
 	return s;
 }
 
-/* The resolved cluster settings as a table (seconds; nil for a setting left
- * at the core's default). */
+/* The resolved cluster settings as a table (seconds, bytes; nil for a
+ * setting left at the core's default). */
 static void push_cluster(lua_State *L, const dobj_cluster_opts *o)
 {
 	const double ms[4] = { o->ttl_ms, o->grace_ms, o->timeout_ms, o->call_timeout_ms };
@@ -161,10 +161,20 @@ static void push_cluster(lua_State *L, const dobj_cluster_opts *o)
 		lua_pushnumber(L, ms[i] < 0 ? 0 : ms[i] / 1e3);
 		lua_setfield(L, -2, names[i]);
 	}
+	/* Bytes (the C field's < 0, "never", is the user's 0). */
+	if (o->snapshot_bytes != 0) {
+		lua_pushinteger(L, o->snapshot_bytes < 0 ? 0 : (lua_Integer)o->snapshot_bytes);
+		lua_setfield(L, -2, "snapshot_bytes");
+	}
+	if (o->snapshot_part_bytes != 0) {
+		lua_pushinteger(L, (lua_Integer)o->snapshot_part_bytes);
+		lua_setfield(L, -2, "snapshot_part_bytes");
+	}
 }
 
 /* dobj.load_config([path | { path=, env=, persist_to=, cluster=, node_addr=,
- * cluster_ttl=, cluster_grace=, cluster_timeout=, cluster_call_timeout= }])
+ * cluster_ttl=, cluster_grace=, cluster_timeout=, cluster_call_timeout=,
+ * cluster_snapshot_bytes=, cluster_snapshot_part_bytes= }])
  * -> table | nil, msg.
  * The cluster fields are the caller's settings: they win over the
  * environment's and the file's (dobj_config.cluster).
@@ -196,7 +206,9 @@ static int load_config(lua_State *L, int starting)
 	if (cluster_field_seconds(L, 1, "cluster_ttl", DOBJ_CLUSTER_TTL, &opts.cluster, "load_config: ") < 0 ||
 	    cluster_field_seconds(L, 1, "cluster_grace", DOBJ_CLUSTER_GRACE, &opts.cluster, "load_config: ") < 0 ||
 	    cluster_field_seconds(L, 1, "cluster_timeout", DOBJ_CLUSTER_TIMEOUT, &opts.cluster, "load_config: ") < 0 ||
-	    cluster_field_seconds(L, 1, "cluster_call_timeout", DOBJ_CLUSTER_CALL_TIMEOUT, &opts.cluster, "load_config: ") < 0) {
+	    cluster_field_seconds(L, 1, "cluster_call_timeout", DOBJ_CLUSTER_CALL_TIMEOUT, &opts.cluster, "load_config: ") < 0 ||
+	    cluster_field_bytes(L, 1, "cluster_snapshot_bytes", DOBJ_CLUSTER_SNAPSHOT_EVERY, &opts.cluster) < 0 ||
+	    cluster_field_bytes(L, 1, "cluster_snapshot_part_bytes", DOBJ_CLUSTER_SNAPSHOT_PART, &opts.cluster) < 0) {
 		lua_pushnil(L);
 		lua_pushstring(L, dobj_error_last());
 		return 2;

@@ -317,6 +317,11 @@ int l_cluster_check(lua_State *L);
 int l_cluster_seconds(lua_State *L);
 int cluster_field_seconds(lua_State *L, int t, const char *key, dobj_cluster_time which,
 	dobj_cluster_opts *co, const char *who);
+/* A size field of table t (nil: not given) into co by the core's rule
+ * (dobj_cluster_opts_bytes): 0, or < 0 with the core's message; a field
+ * that is not an integer is an error. */
+int cluster_field_bytes(lua_State *L, int t, const char *key, dobj_cluster_size which,
+	dobj_cluster_opts *co);
 int l_http_listen(lua_State *L);
 void server_open(lua_State *L, int mi);
 int l_config_parse(lua_State *L);

@@ -212,7 +212,8 @@ int l_load(lua_State *L)
 	/* The caller's cluster settings go to the config loader, which
 	 * resolves them with the environment's and the file's. */
 	static const char *const cluster_opts[] = { "cluster", "node_addr", "cluster_ttl", "cluster_grace",
-		"cluster_timeout", "cluster_call_timeout", NULL };
+		"cluster_timeout", "cluster_call_timeout", "cluster_snapshot_bytes",
+		"cluster_snapshot_part_bytes", NULL };
 	const char *where, *main;
 	runtime_ud *r;
 	int opts = 1, cfg, mod, rtidx, nb, i;
@@ -295,6 +296,8 @@ int l_load(lua_State *L)
 		copy_field(L, -1, "grace", -3, "cluster_grace");
 		copy_field(L, -1, "timeout", -3, "cluster_timeout");
 		copy_field(L, -1, "call_timeout", -3, "cluster_call_timeout");
+		copy_field(L, -1, "snapshot_bytes", -3, "cluster_snapshot_bytes");
+		copy_field(L, -1, "snapshot_part_bytes", -3, "cluster_snapshot_part_bytes");
 	}
 	lua_pop(L, 1);
 	lua_call(L, 1, 2);

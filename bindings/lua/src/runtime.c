@@ -289,17 +289,15 @@ int l_runtime(lua_State *L)
 			lua_pushstring(L, dobj_error_last());
 			return 2;
 		}
-		/* Bytes of log between snapshots; 0: never (the C field's 0 is
-		 * "the default"). */
-		lua_getfield(L, 1, "cluster_snapshot_bytes");
-		if (!lua_isnil(L, -1)) {
-			if (!lua_isinteger(L, -1))
-				return luaL_error(L, "cluster_snapshot_bytes must be an integer (bytes)");
-			co.snapshot_bytes = (long long)lua_tointeger(L, -1);
-			if (co.snapshot_bytes == 0)
-				co.snapshot_bytes = -1;
+		/* Bytes; the core's rule (dobj_cluster_opts_bytes). */
+		if (cluster_field_bytes(L, 1, "cluster_snapshot_bytes", DOBJ_CLUSTER_SNAPSHOT_EVERY,
+			&co) < 0 ||
+		    cluster_field_bytes(L, 1, "cluster_snapshot_part_bytes", DOBJ_CLUSTER_SNAPSHOT_PART,
+			&co) < 0) {
+			lua_pushnil(L);
+			lua_pushstring(L, dobj_error_last());
+			return 2;
 		}
-		lua_pop(L, 1);
 		lua_getfield(L, 1, "durability");
 		if (!lua_isnil(L, -1)) {
 			size_t n = 0;

@@ -211,7 +211,8 @@ class Runtime:
                  cluster_ttl: Optional[float] = ..., cluster_grace: Optional[float] = ...,
                  cluster_timeout: Optional[float] = ...,
                  cluster_call_timeout: Optional[float] = ...,
-                 cluster_snapshot_bytes: Optional[int] = ...) -> None: ...
+                 cluster_snapshot_bytes: Optional[int] = ...,
+                 cluster_snapshot_part_bytes: Optional[int] = ...) -> None: ...
     @property
     def env(self) -> Env: ...
     @property

@@ -58,8 +58,10 @@ class ClusterSettings:
     of the caller (``dobj dev --cluster``, ``from_config(cluster=...)``),
     the environment (``DOBJ_CLUSTER_URL``, ``DOBJ_NODE_ADDR``,
     ``DOBJ_CLUSTER_TTL``, ``DOBJ_CLUSTER_GRACE``, ``DOBJ_CLUSTER_TIMEOUT``,
-    ``DOBJ_CLUSTER_CALL_TIMEOUT``) and the config's ``[dobj.cluster]``
-    table.  Seconds; ``None``: the core's default."""
+    ``DOBJ_CLUSTER_CALL_TIMEOUT``, ``DOBJ_CLUSTER_SNAPSHOT_BYTES``,
+    ``DOBJ_CLUSTER_SNAPSHOT_PART_BYTES``) and the config's ``[dobj.cluster]``
+    table.  Seconds, or bytes (``snapshot_bytes`` 0: never); ``None``: the
+    core's default."""
 
     url: str
     node_addr: Optional[str]
@@ -67,6 +69,8 @@ class ClusterSettings:
     grace: Optional[float]
     timeout: Optional[float]
     call_timeout: Optional[float] = None
+    snapshot_bytes: Optional[int] = None
+    snapshot_part_bytes: Optional[int] = None
 
 
 @dataclass(frozen=True)
@@ -127,7 +131,7 @@ def _load(path: Optional[PathLike], env: Optional[str], persist_to: Optional[Pat
     """load_config; ``starting``: the project starts, so ``renamed_classes``
     move the state folders first (the core's dobj_config_move_renamed);
     ``cluster``: the caller's (url, node_addr, ttl, grace, timeout,
-    call_timeout), each
+    call_timeout, snapshot_bytes, snapshot_part_bytes), each
     ``None`` when not given."""
     raw = _dobj._config_load(_opt_path(path), env, _opt_path(persist_to), starting, cluster)
     cl = raw["cluster"]

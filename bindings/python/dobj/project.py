@@ -29,7 +29,7 @@ __all__ = ["WorkerEntrypoint", "ExecutionContext", "Entry", "ProjectRuntime"]
 
 _log = logging.getLogger("dobj")
 _CLUSTER_KWARGS = ("cluster", "node_addr", "cluster_ttl", "cluster_grace", "cluster_timeout",
-                   "cluster_call_timeout")
+                   "cluster_call_timeout", "cluster_snapshot_bytes", "cluster_snapshot_part_bytes")
 _module_numbers = itertools.count(1)
 
 
@@ -220,7 +220,9 @@ def from_config(cls: type, path: Optional[PathLike] = None, *, env: Optional[str
         c = cfg.cluster
         runtime_options.update(cluster=c.url, node_addr=c.node_addr, cluster_ttl=c.ttl,
                                cluster_grace=c.grace, cluster_timeout=c.timeout,
-                               cluster_call_timeout=c.call_timeout)
+                               cluster_call_timeout=c.call_timeout,
+                               cluster_snapshot_bytes=c.snapshot_bytes,
+                               cluster_snapshot_part_bytes=c.snapshot_part_bytes)
     for warning in cfg.warnings:
         _log.warning("%s", warning)
     module = _import_main(cfg)

@@ -163,6 +163,21 @@ int cluster_times(PyObject *const times[4], dobj_cluster_opts *co)
 	return 0;
 }
 
+/* A size argument (None: not given) into co by the core's rule: 0, a core
+ * error (< 0), or 1 with a Python exception set (not an int). */
+int cluster_bytes(PyObject *v, dobj_cluster_size which, const char *name,
+	dobj_cluster_opts *co)
+{
+	long long n;
+
+	if (v == Py_None)
+		return 0;
+	n = PyLong_AsLongLong(v);
+	if (n == -1 && PyErr_Occurred())
+		return 1;
+	return dobj_cluster_opts_bytes(co, which, n, name);
+}
+
 /* The resolved cluster settings: None, or a dict in seconds (None for a
  * setting left at the core's default). */
 static PyObject *cluster_dict(const dobj_cluster_opts *o)
@@ -178,6 +193,11 @@ static PyObject *cluster_dict(const dobj_cluster_opts *o)
 	SET(d, "node_addr", str_or_none(o->node_addr));
 	for (i = 0; i < 4; i++)
 		SET(d, names[i], ms[i] == 0 ? Py_NewRef(Py_None) : PyFloat_FromDouble(ms[i] < 0 ? 0 : ms[i] / 1e3));
+	/* Bytes (the C field's < 0, "never", is the user's 0). */
+	SET(d, "snapshot_bytes", o->snapshot_bytes == 0 ? Py_NewRef(Py_None)
+		: PyLong_FromLongLong(o->snapshot_bytes < 0 ? 0 : o->snapshot_bytes));
+	SET(d, "snapshot_part_bytes", o->snapshot_part_bytes == 0 ? Py_NewRef(Py_None)
+		: PyLong_FromLongLong(o->snapshot_part_bytes));
 	return d;
 error:
 	Py_DECREF(d);
@@ -188,13 +208,14 @@ error:
  * of the resolved config.  `starting`: the project is about to start, so
  * its state folder takes the migrations' renames first
  * (dobj_config_move_renamed).  `cluster`: the caller's cluster settings, a
- * tuple (url, node_addr, ttl, grace, timeout) of str / seconds / None; they
+ * tuple (url, node_addr, ttl, grace, timeout[, call_timeout, snapshot_bytes,
+ * snapshot_part_bytes]) of str / seconds / bytes / None; they
  * win over the environment and the file (the core's rule). */
 static PyObject *mod_config_load(PyObject *m, PyObject *args)
 {
 	PyObject *path_o, *env_o, *persist_o, *d = NULL, *list, *cl = Py_None;
 	PyObject *url_o = Py_None, *addr_o = Py_None, *ttl_o = Py_None, *grace_o = Py_None,
-		*timeout_o = Py_None, *call_o = Py_None;
+		*timeout_o = Py_None, *call_o = Py_None, *snap_o = Py_None, *part_o = Py_None;
 	dobj_config_opts opts = DOBJ_CONFIG_OPTS_INIT;
 	dobj_config *c = NULL;
 	size_t i;
@@ -202,8 +223,8 @@ static PyObject *mod_config_load(PyObject *m, PyObject *args)
 
 	if (!PyArg_ParseTuple(args, "OOO|pO:_config_load", &path_o, &env_o, &persist_o, &starting, &cl))
 		return NULL;
-	if (cl != Py_None && !PyArg_ParseTuple(cl, "OOOOO|O:cluster", &url_o, &addr_o, &ttl_o, &grace_o,
-			&timeout_o, &call_o))
+	if (cl != Py_None && !PyArg_ParseTuple(cl, "OOOOO|OOO:cluster", &url_o, &addr_o, &ttl_o,
+			&grace_o, &timeout_o, &call_o, &snap_o, &part_o))
 		return NULL;
 	if (opt_str(path_o, "path", &opts.path) < 0 || opt_str(env_o, "env", &opts.env) < 0 ||
 	    opt_str(persist_o, "persist_to", &opts.persist_to) < 0 ||
@@ -211,6 +232,10 @@ static PyObject *mod_config_load(PyObject *m, PyObject *args)
 	    opt_str(addr_o, "node_addr", &opts.cluster.node_addr) < 0 ||
 	    (rc = cluster_times((PyObject *const[]){ ttl_o, grace_o, timeout_o, call_o },
 		&opts.cluster)) > 0)
+		return NULL;
+	if (rc == 0 && ((rc = cluster_bytes(snap_o, DOBJ_CLUSTER_SNAPSHOT_EVERY,
+		"cluster_snapshot_bytes", &opts.cluster)) != 0 || (rc = cluster_bytes(part_o,
+		DOBJ_CLUSTER_SNAPSHOT_PART, "cluster_snapshot_part_bytes", &opts.cluster)) != 0) && rc > 0)
 		return NULL;
 	if (rc < 0)
 		return raise_config_error(m, rc);

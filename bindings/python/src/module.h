@@ -229,6 +229,10 @@ void context_alarm_changed(PyObject *ctx);
  * 1 with a Python exception (not a number); or a negative core code, the
  * message in dobj_error_last, for the caller to raise as its kind. */
 int cluster_times(PyObject *const times[4], dobj_cluster_opts *co);
+/* A size argument (an int, or None: not given) into co by the core's rule
+ * (dobj_cluster_opts_bytes), `name` in the message: as cluster_times. */
+int cluster_bytes(PyObject *v, dobj_cluster_size which, const char *name,
+	dobj_cluster_opts *co);
 
 /* rpc.c */
 void core_val_free(void *v);

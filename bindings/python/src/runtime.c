@@ -325,21 +325,22 @@ static PyObject *Runtime_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 {
 	static char *kwlist[] = { "env", "id_seed", "storage", "durability", "idle_timeout",
 		"virtual_time", "cluster", "node_addr", "cluster_ttl", "cluster_grace", "cluster_timeout",
-		"cluster_call_timeout", "cluster_snapshot_bytes", NULL };
+		"cluster_call_timeout", "cluster_snapshot_bytes", "cluster_snapshot_part_bytes", NULL };
 	PyObject *module = module_of_type(type);
 	module_state *st = module ? PyModule_GetState(module) : NULL;
 	PyObject *env = Py_None, *seed = Py_None, *storage = Py_None, *durability = Py_None,
 		*idle = Py_None, *cluster = Py_None, *node_addr = Py_None, *ttl = Py_None,
-		*grace = Py_None, *timeout = Py_None, *call_timeout = Py_None, *snap = Py_None;
+		*grace = Py_None, *timeout = Py_None, *call_timeout = Py_None, *snap = Py_None,
+		*part = Py_None;
 	int virtual_time = 0;
 	RuntimeObject *self;
 	dobj_rt_opts opts = DOBJ_RT_OPTS_INIT;
 	PyObject *storage_bytes = NULL;
 	int rc;
 
-	if (!PyArg_ParseTupleAndKeywords(args, kw, "|O$OOOOpOOOOOOO:Runtime", kwlist, &env, &seed,
-		    &storage, &durability, &idle, &virtual_time, &cluster, &node_addr, &ttl, &grace,
-		    &timeout, &call_timeout, &snap))
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "|O$OOOOpOOOOOOOO:Runtime", kwlist, &env,
+		    &seed, &storage, &durability, &idle, &virtual_time, &cluster, &node_addr, &ttl,
+		    &grace, &timeout, &call_timeout, &snap, &part))
 		return NULL;
 	if ((cluster != Py_None && !PyUnicode_Check(cluster)) ||
 	    (node_addr != Py_None && !PyUnicode_Check(node_addr))) {
@@ -431,14 +432,14 @@ static PyObject *Runtime_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 				raise_core_error(st, rc);
 			goto fail;
 		}
-		if (snap != Py_None) {
-			/* Bytes of log between snapshots; 0: never (the C field's 0 is
-			 * "the default"). */
-			co.snapshot_bytes = PyLong_AsLongLong(snap);
-			if (PyErr_Occurred())
-				goto fail;
-			if (co.snapshot_bytes == 0)
-				co.snapshot_bytes = -1;
+		/* Bytes; the core's rule (dobj_cluster_opts_bytes). */
+		if ((rc = cluster_bytes(snap, DOBJ_CLUSTER_SNAPSHOT_EVERY, "cluster_snapshot_bytes",
+			&co)) != 0 ||
+		    (rc = cluster_bytes(part, DOBJ_CLUSTER_SNAPSHOT_PART, "cluster_snapshot_part_bytes",
+			&co)) != 0) {
+			if (rc < 0)
+				raise_core_error(st, rc);
+			goto fail;
 		}
 		if ((rc = dobj_rt_cluster(self->rt, &co)) < 0) {
 			raise_core_error(st, rc);

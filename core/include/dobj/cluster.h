@@ -160,4 +160,21 @@ typedef enum dobj_cluster_time {
 DOBJ_API int dobj_cluster_opts_seconds(dobj_cluster_opts *opts, dobj_cluster_time which,
 	double seconds, const char *from);
 
+/** The two sizes of dobj_cluster_opts, for dobj_cluster_opts_bytes. */
+typedef enum dobj_cluster_size {
+	DOBJ_CLUSTER_SNAPSHOT_EVERY,   /**< snapshot_bytes: log bytes that call for a snapshot */
+	DOBJ_CLUSTER_SNAPSHOT_PART     /**< snapshot_part_bytes: the size of a snapshot's parts */
+} dobj_cluster_size;
+
+/**
+ * Set one of opts' sizes from a user's number of bytes (a keyword argument,
+ * a field of a Lua table, the config file), the one rule of every binding
+ * and of the config file: the log bytes between snapshots 0 or more (0:
+ * never), the part size from 1 KiB to 256 MiB.  `from` names the setting in
+ * the message (e.g. "cluster_snapshot_part_bytes"); DOBJ_EARG "FROM: ..."
+ * when refused (opts unchanged).
+ */
+DOBJ_API int dobj_cluster_opts_bytes(dobj_cluster_opts *opts, dobj_cluster_size which,
+	long long bytes, const char *from);
+
 #endif
