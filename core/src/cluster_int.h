@@ -26,6 +26,8 @@ typedef struct dobj__pg {
 	char sqlstate[6];   /* of the last failed statement ("" otherwise) */
 	unsigned prepared;  /* statements prepared on this connection (bit per slot) */
 	int broken;         /* the last statement lost the connection */
+	int flushing;       /* dobj__pg_send_prepared: part of it is still to flush */
+	const char *role;   /* its application_name is "dobj <role>" (NULL: "node") */
 } dobj__pg;
 
 /** Milliseconds on CLOCK_BOOTTIME (counts while the process is stopped). */
@@ -43,6 +45,23 @@ int dobj__pg_exec_prepared(dobj__pg *pg, int slot, const char *sql, int nparams,
 	PGresult **out);
 int dobj__pg_simple(dobj__pg *pg, const char *sql);
 void dobj__pg_drop(dobj__pg *pg);
+/** Connect if needed and prepare `sql` in `slot` (for a connection another
+ *  thread will use without waiting: dobj__pg_send_prepared). */
+int dobj__pg_prepare(dobj__pg *pg, int slot, const char *sql, int nparams);
+/** Send a statement prepared in `slot` without waiting (text results): 0
+ *  sent, 1 part of it is still to flush (dobj__pg_poll goes on with it),
+ *  < 0 not sent (the connection was dropped; the statement did not run). */
+int dobj__pg_send_prepared(dobj__pg *pg, int slot, int nparams, const char *const *values,
+	const int *lengths, const int *formats);
+/** Go on with what dobj__pg_send_prepared sent, without waiting: 1 while
+ *  its answer is still to come (*want_write: the socket must take more
+ *  first), else its outcome as dobj__pg_exec reports one. */
+int dobj__pg_poll(dobj__pg *pg, int *want_write, PGresult **out);
+/** The same, waiting up to `deadline` (boot ms). */
+int dobj__pg_collect(dobj__pg *pg, double deadline, PGresult **out);
+/** Drop the connection of a statement that did not answer in time; the
+ *  error says so. */
+int dobj__pg_give_up(dobj__pg *pg);
 /** *pg, disconnected, for the same server and timeout as `from` (its own
  *  copy of the URL: free it with free(pg->url)). */
 int dobj__pg_init_from(dobj__pg *pg, const dobj__pg *from);
@@ -161,6 +180,23 @@ void dobj__worker_push(dobj__worker *w, dobj__wjob *j);
  *  through unrun, then, as every job, through done. */
 void dobj__worker_stop(dobj__worker **wp, double wait_ms, void (*unrun)(dobj__wjob *j));
 
+/* The runtime thread's own connection for a lone append (cluster_commit.c,
+ * "inline appends"). */
+typedef struct dobj__inline_pg {
+	/* the runtime's thread only */
+	dobj__pg pg;               /* conn NULL while it has none */
+	dobj__cjob *job;           /* the append out on it */
+	int fd;                    /* its socket while in the runtime's epoll set, else -1 */
+	int want_write;            /* ... watched for POLLOUT too */
+	double deadline;           /* boot ms: the answer is late past it */
+	dobj_timer *timer;         /* checks the deadline */
+	double ask_after;          /* boot ms: no new connection asked for before */
+	/* under cl->mu */
+	int asked;                 /* a committer is to connect one */
+	PGconn *handed;            /* connected and prepared, for the runtime to take */
+	unsigned handed_prepared;
+} dobj__inline_pg;
+
 struct dobj__cluster {
 	dobj_rt *rt;
 	dobj__pg pg;
@@ -175,6 +211,7 @@ struct dobj__cluster {
 	dobj__hold gate;    /* confirmed, waiting for the lease view */
 	unsigned long gate_gen; /* the renewal count when the gate asked for one */
 	dobj__watch watch;  /* while appends are out or results wait for the lease */
+	dobj__inline_pg inl;
 	/* shared with the threads: under mu */
 	pthread_mutex_t mu;
 	pthread_cond_t lwake, idle;

@@ -112,7 +112,7 @@ static int pg_connect(dobj__pg *pg)
 	PostgresPollingStatusType st = PGRES_POLLING_WRITING;
 	PGconn *c;
 	PGresult *r;
-	char set[240];
+	char set[320];
 
 	dobj__pg_drop(pg);
 	c = PQconnectStart(pg->url);
@@ -151,48 +151,63 @@ static int pg_connect(dobj__pg *pg)
 	 * hold a takeover for long.  Prepared statements keep their generic
 	 * plan: left to choose, PostgreSQL planned the group-commit statement
 	 * afresh on every run (custom plans for a one-row array looked cheaper),
-	 * ~0.3 ms of the one-object commit's round trip, more than executing it. */
+	 * ~0.3 ms of the one-object commit's round trip, more than executing it.
+	 * The application name tells a node's connections apart in
+	 * pg_stat_activity. */
 	snprintf(set, sizeof(set),
 		"SET statement_timeout = %d; SET idle_in_transaction_session_timeout = %d; "
-		"SET plan_cache_mode = force_generic_plan",
-		(int)pg->timeout_ms, (int)(pg->timeout_ms * 2));
+		"SET plan_cache_mode = force_generic_plan; SET application_name = 'dobj %s'",
+		(int)pg->timeout_ms, (int)(pg->timeout_ms * 2), pg->role ? pg->role : "node");
 	if (dobj__pg_exec(pg, set, 0, NULL, NULL, NULL, 0, &r) < 0)
 		return DOBJ_ERROR;
 	PQclear(r);
 	return DOBJ_OK;
 }
 
-/* Flush what was sent and wait for its results, up to `deadline`: the last
- * result is the statement's answer (*out on success). */
-static int collect(dobj__pg *pg, double deadline, PGresult **out)
+/* The results that arrived, without waiting: 1 while the answer is still
+ * coming, 0 once it is complete (*res: its last result, NULL if none). */
+static int gather(dobj__pg *pg, PGresult **res)
 {
-	PGresult *res = NULL, *r;
-	int rc, f;
+	PGresult *r;
 
-	while ((f = PQflush(pg->conn)) == 1) {
-		if (wait_fd(PQsocket(pg->conn), POLLOUT | POLLIN, deadline) <= 0)
-			goto timeout;
-		if (!PQconsumeInput(pg->conn))
-			goto broken;
-	}
-	if (f < 0)
-		goto broken;
 	for (;;) {
-		while (PQisBusy(pg->conn)) {
-			if (wait_fd(PQsocket(pg->conn), POLLIN, deadline) <= 0)
-				goto timeout;
-			if (!PQconsumeInput(pg->conn))
-				goto broken;
-		}
-		r = PQgetResult(pg->conn);
-		if (!r)
-			break;
-		if (res)
-			PQclear(res);
-		res = r; /* the last result is the statement's answer */
+		if (PQisBusy(pg->conn))
+			return 1;
+		if (!(r = PQgetResult(pg->conn)))
+			return 0;
+		PQclear(*res);
+		*res = r; /* the last result is the statement's answer */
 	}
+}
+
+static int broken(dobj__pg *pg, PGresult *res)
+{
+	int rc;
+
+	PQclear(res);
+	pg->broken = 1;
+	rc = pg_fail(DOBJ_ERROR, "lost the PostgreSQL connection",
+		pg->conn ? PQerrorMessage(pg->conn) : NULL);
+	dobj__pg_drop(pg);
+	pg->sqlstate[0] = '\0';
+	return rc;
+}
+
+int dobj__pg_give_up(dobj__pg *pg)
+{
+	dobj__pg_drop(pg);
+	pg->sqlstate[0] = '\0';
+	return dobj_error_set(DOBJ_ERROR, "cluster: PostgreSQL did not answer within %g s",
+		pg->timeout_ms / 1e3);
+}
+
+/* A complete answer: *out on success, else the server's error. */
+static int outcome(dobj__pg *pg, PGresult *res, PGresult **out)
+{
+	int rc;
+
 	if (!res)
-		goto broken;
+		return broken(pg, res);
 	if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK) {
 		const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
 		rc = pg_fail(DOBJ_ERROR, "PostgreSQL", PQresultErrorMessage(res));
@@ -207,20 +222,62 @@ static int collect(dobj__pg *pg, double deadline, PGresult **out)
 	pg->sqlstate[0] = '\0';
 	*out = res;
 	return DOBJ_OK;
-timeout:
-	PQclear(res);
-	dobj__pg_drop(pg);
-	pg->sqlstate[0] = '\0';
-	return dobj_error_set(DOBJ_ERROR, "cluster: PostgreSQL did not answer within %g s",
-		pg->timeout_ms / 1e3);
-broken:
-	PQclear(res);
-	pg->broken = 1;
-	rc = pg_fail(DOBJ_ERROR, "lost the PostgreSQL connection",
-		pg->conn ? PQerrorMessage(pg->conn) : NULL);
-	dobj__pg_drop(pg);
-	pg->sqlstate[0] = '\0';
-	return rc;
+}
+
+/* Flush what was sent and wait for its results, up to `deadline`: the last
+ * result is the statement's answer (*out on success). */
+static int collect(dobj__pg *pg, double deadline, PGresult **out)
+{
+	PGresult *res = NULL;
+	int f;
+
+	while ((f = PQflush(pg->conn)) == 1) {
+		if (wait_fd(PQsocket(pg->conn), POLLOUT | POLLIN, deadline) <= 0)
+			return dobj__pg_give_up(pg);
+		if (!PQconsumeInput(pg->conn))
+			return broken(pg, res);
+	}
+	if (f < 0)
+		return broken(pg, res);
+	while (gather(pg, &res)) {
+		if (wait_fd(PQsocket(pg->conn), POLLIN, deadline) <= 0) {
+			PQclear(res);
+			return dobj__pg_give_up(pg);
+		}
+		if (!PQconsumeInput(pg->conn))
+			return broken(pg, res);
+	}
+	return outcome(pg, res, out);
+}
+
+int dobj__pg_collect(dobj__pg *pg, double deadline, PGresult **out)
+{
+	*out = NULL;
+	if (!pg->conn)
+		return dobj_error_set(DOBJ_ERROR, "cluster: not connected to PostgreSQL");
+	return collect(pg, deadline, out);
+}
+
+int dobj__pg_poll(dobj__pg *pg, int *want_write, PGresult **out)
+{
+	PGresult *res = NULL;
+	int f = 0;
+
+	*out = NULL;
+	*want_write = 0;
+	if (!pg->conn)
+		return dobj_error_set(DOBJ_ERROR, "cluster: not connected to PostgreSQL");
+	if (pg->flushing && (f = PQflush(pg->conn)) < 0)
+		return broken(pg, res);
+	pg->flushing = f == 1;
+	*want_write = pg->flushing;
+	if (!PQconsumeInput(pg->conn))
+		return broken(pg, res);
+	if (pg->flushing || gather(pg, &res)) {
+		PQclear(res); /* nothing: a statement's results all come after its flush */
+		return 1;
+	}
+	return outcome(pg, res, out);
 }
 
 static int ensure_connected(dobj__pg *pg)
@@ -328,6 +385,47 @@ int dobj__pg_exec_prepared(dobj__pg *pg, int slot, const char *sql, int nparams,
 	*out = NULL;
 	RETRY_ONCE(prepared_once(pg, slot, sql, nparams, values, lengths, formats, binary, out));
 	return rc;
+}
+
+int dobj__pg_prepare(dobj__pg *pg, int slot, const char *sql, int nparams)
+{
+	char name[32];
+	PGresult *r;
+	int rc;
+
+	if ((rc = ensure_connected(pg)) < 0)
+		return rc;
+	if (pg->prepared & (1u << slot))
+		return DOBJ_OK;
+	snprintf(name, sizeof(name), "dobj_%d", slot);
+	if ((rc = sent_or_fail(pg, PQsendPrepare(pg->conn, name, sql, nparams, NULL))) < 0 ||
+	    (rc = collect(pg, dobj__boot_ms() + pg->timeout_ms, &r)) < 0)
+		return rc;
+	PQclear(r);
+	pg->prepared |= 1u << slot;
+	return DOBJ_OK;
+}
+
+int dobj__pg_send_prepared(dobj__pg *pg, int slot, int nparams, const char *const *values,
+	const int *lengths, const int *formats)
+{
+	char name[32];
+	int rc, f;
+
+	/* A connection that sat idle may have been closed by the server:
+	 * reading tells, without waiting (as ensure_connected). */
+	if (!pg->conn || !(pg->prepared & (1u << slot)))
+		return dobj_error_set(DOBJ_ERROR, "cluster: not connected to PostgreSQL");
+	if (!PQconsumeInput(pg->conn) || PQstatus(pg->conn) != CONNECTION_OK)
+		return broken(pg, NULL);
+	snprintf(name, sizeof(name), "dobj_%d", slot);
+	if ((rc = sent_or_fail(pg, PQsendQueryPrepared(pg->conn, name, nparams, values, lengths,
+		formats, 0))) < 0)
+		return rc;
+	if ((f = PQflush(pg->conn)) < 0)
+		return broken(pg, NULL);
+	pg->flushing = f == 1;
+	return pg->flushing;
 }
 
 int dobj__pg_simple(dobj__pg *pg, const char *sql)

@@ -227,6 +227,9 @@ void dobj__rt_source_remove(dobj_rt *rt, dobj__drain_fn fn, void *data);
 /** Any thread: wake the runtime. */
 void dobj__rt_post(dobj_rt *rt);
 void dobj__rt_drain_slow(dobj_rt *rt);
+/** Go on with the cluster append out on the runtime's own connection
+ *  (cluster_commit.c): its answer arrives on a socket in the fd's epoll set. */
+void dobj__inline_poll(dobj_rt *rt);
 
 /** Release a value handed over by a call refused on another thread. */
 void dobj__release_now(dobj_rt *rt, void *v, void (*free_fn)(void *));
@@ -468,6 +471,7 @@ struct dobj_rt {
 	size_t nsources;
 	struct { dobj__drain_fn fn; void *data; } sources[DOBJ__MAX_SOURCES];
 	struct dobj__route *route;     /* calls between nodes (cluster_route.c), or NULL */
+	int inline_out;                /* a cluster append is out on this thread's own connection */
 	dobj_route_codec codec;        /* the binding's (dobj_rt_set_route_codec) */
 };
 
@@ -508,6 +512,8 @@ static inline void dobj__rt_drain(dobj_rt *rt)
 {
 	if (rt->nsources && __atomic_load_n(&rt->posted, __ATOMIC_ACQUIRE))
 		dobj__rt_drain_slow(rt);
+	if (rt->inline_out)
+		dobj__inline_poll(rt);
 }
 
 /** Is the caller another thread than the runtime's owner? */

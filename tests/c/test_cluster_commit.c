@@ -4,7 +4,8 @@
  * an object whose append waits does not hold up another object's reads or
  * writes; appends of many objects go in few transactions, each fenced on its
  * own; one object's next append waits for its previous one;
- * PostgreSQL killed while an append waits; closing with appends out.
+ * PostgreSQL killed while an append waits; closing with appends out; a
+ * lone append on the runtime thread's own connection, cut off or late.
  *
  * An append is held up at will by locking its object's owner row from the
  * test's own connection (the append locks it FOR SHARE).
@@ -385,6 +386,107 @@ static void test_closing_right_after_a_write_keeps_it(void)
 	testhost_rm_rf(dir);
 }
 
+/* Until the runtime has its own connection (a committer makes it after the
+ * first write and hands it over through the fd): rounds of the fd. */
+static void wait_for_runtime_connection(dobj_rt *rt)
+{
+	const char *q = "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'dobj runtime'";
+	struct pollfd p = { .fd = dobj_rt_fd(rt), .events = POLLIN };
+	int rounds;
+
+	for (rounds = 0; rounds < 50 && pgtest_sql(&pg, NULL, q) < 1; rounds++) {
+		poll(&p, 1, 100);
+		CHECK_EQ_INT(dobj_rt_process(rt), DOBJ_OK);
+	}
+	CHECK_EQ_INT(pgtest_sql(&pg, NULL, q), 1);
+}
+
+/* The backend of the runtime's connection, once it waits for a lock. */
+static long long runtime_backend_waiting(void)
+{
+	const char *q = "SELECT coalesce(max(pid), 0) FROM pg_stat_activity WHERE "
+		"application_name = 'dobj runtime' AND wait_event_type = 'Lock'";
+	long long pid = 0;
+	int rounds;
+
+	for (rounds = 0; rounds < 100 && !(pid = pgtest_sql(&pg, NULL, q)); rounds++)
+		poll(NULL, 0, 20);
+	CHECK(pid > 0);
+	return pid;
+}
+
+static void test_a_lone_append_on_the_runtimes_connection_cut_off_is_sent_again_once(void)
+{
+	char dir[64], q[300];
+	dobj_ns *ns;
+	dobj_rt *rt = node(testhost_tmpdir(dir, "dobj-commit"), 5000, &ns);
+	dobj_stub *s = testhost_stub(ns, "cut-off");
+	PGconn *locker;
+	dobj_task *t;
+
+	CHECK_STR(fetch(rt, s, "w", NULL), "1");
+	wait_for_runtime_connection(rt);
+	CHECK_STR(fetch(rt, s, "w", NULL), "2");
+	locker = lock(ns, "cut-off");
+	t = send(s, "w");
+	dobj_rt_pump(rt);
+	CHECK(!dobj_task_done(t));
+	/* The append waits on the runtime's own connection; its backend goes
+	 * before it could run it. */
+	snprintf(q, sizeof(q), "SELECT pg_terminate_backend(%lld)::int", runtime_backend_waiting());
+	CHECK_EQ_INT(pgtest_sql(&pg, NULL, q), 1);
+	unlock(locker);
+	/* A committer sends it again: it runs once, and is acknowledged. */
+	CHECK_EQ_INT(dobj_rt_run(rt, task_is_done, t), DOBJ_OK);
+	CHECK_STR(task_body(t, NULL), "3");
+	dobj_task_unref(t);
+	snprintf(q, sizeof(q), "SELECT count(*) FROM dobj_wal WHERE seq = 3 AND %s",
+		where(ns, "cut-off"));
+	CHECK_EQ_INT(pgtest_sql(&pg, NULL, q), 1);
+	/* And the runtime gets a new connection of its own. */
+	CHECK_STR(fetch(rt, s, "w", NULL), "4");
+	wait_for_runtime_connection(rt);
+	CHECK_STR(fetch(rt, s, "w", NULL), "5");
+	dobj_stub_free(s);
+	dobj_rt_free(rt);
+	testhost_rm_rf(dir);
+}
+
+static void test_a_lone_append_on_the_runtimes_connection_fails_at_the_nodes_timeout(void)
+{
+	char dir[64];
+	dobj_ns *ns;
+	dobj_rt *rt = node(testhost_tmpdir(dir, "dobj-commit"), 400, &ns);
+	dobj_stub *s = testhost_stub(ns, "late");
+	PGconn *locker;
+	dobj_task *t;
+	double t0;
+	int code;
+
+	CHECK_STR(fetch(rt, s, "w", NULL), "1");
+	wait_for_runtime_connection(rt);
+	locker = lock(ns, "late");
+	t0 = testhost_now_s();
+	t = send(s, "w");
+	dobj_rt_pump(rt);
+	runtime_backend_waiting();
+	/* dobj_rt_run waits on the fd: the runtime's own deadline ends it. */
+	CHECK_EQ_INT(dobj_rt_run(rt, task_is_done, t), DOBJ_OK);
+	CHECK(testhost_now_s() - t0 < 2.0);
+	CHECK(strstr(task_body(t, &code), "storage commit failed") != NULL);
+	CHECK(code != DOBJ_OK);
+	dobj_task_unref(t);
+	unlock(locker);
+	/* The object was reset to what was acknowledged. */
+	dobj_stub_free(s);
+	s = testhost_stub(ns, "late");
+	CHECK_STR(fetch(rt, s, "r", NULL), "1");
+	CHECK_STR(fetch(rt, s, "w", NULL), "2");
+	dobj_stub_free(s);
+	dobj_rt_free(rt);
+	testhost_rm_rf(dir);
+}
+
 /* A host that waits for a signal on its own thread (a signalfd, sigwait:
  * dobj-lua dev) blocks it there after the node started: the node's threads
  * must not take it, with its default action, in its place. */
@@ -417,6 +519,8 @@ int main(void)
 	RUN(test_closing_with_appends_out_delivers_what_was_confirmed_and_fails_the_rest);
 	RUN(test_closing_right_after_a_write_keeps_it);
 	RUN(test_the_nodes_threads_take_no_signal);
+	RUN(test_a_lone_append_on_the_runtimes_connection_cut_off_is_sent_again_once);
+	RUN(test_a_lone_append_on_the_runtimes_connection_fails_at_the_nodes_timeout);
 	pgtest_stop(&pg);
 	CHECK_EQ_INT(live_values, 0);
 	return DONE();
