@@ -1,8 +1,10 @@
 /*
  * Activation of cluster objects off the runtime's thread: the claim (a new
  * fencing epoch, unless a live node owns the object) and the restore of
- * the object's local file run on the node's activator thread, with its own
- * PostgreSQL connection, while the runtime serves every other object.
+ * the object's local file run on one of the node's activator threads, each
+ * with its own PostgreSQL connection, while the runtime serves every other
+ * object.  An object's activations always go to the same activator (by its
+ * ID: DOBJ__ACTIVATORS), so they run in order, one at a time.
  *
  * The first call to an object that is not active here starts its
  * activation and closes the object's input gate (obj->nblock): that call
@@ -163,6 +165,7 @@ static void act_run(dobj__pg *pg, dobj__act *a)
 		rc = dobj_error_set(DOBJ_ENOMEM, "out of memory");
 		goto done;
 	}
+	a->co->wal_fd = -1;
 	a->co->epoch = atoll(PQgetvalue(r, 0, 0));
 	rc = dobj__snap_restore(pg, a->ns, a->ns_len, a->id, a->base, a->co);
 done:
@@ -377,7 +380,7 @@ static int begin(struct dobj__cluster *cl, dobj_obj *obj, int lookup)
 {
 	dobj__act *a;
 
-	if (!cl->act || cl->closing)
+	if (!cl->act[0] || cl->closing)
 		return dobj_error_set(DOBJ_ECLOSED, DOBJ_MSG_CLOSED);
 	if (!(a = act_new(cl, obj)))
 		return DOBJ_ENOMEM;
@@ -387,7 +390,8 @@ static int begin(struct dobj__cluster *cl, dobj_obj *obj, int lookup)
 	obj->refs++;
 	obj->act = a;
 	obj->nblock++; /* the input gate: calls park, in order, until it is done */
-	dobj__worker_push(cl->act, &a->job);
+	/* The object's own activator (its ID is random or a hash). */
+	dobj__worker_push(cl->act[obj->id.bytes[0] % DOBJ__ACTIVATORS], &a->job);
 	return 1;
 }
 
@@ -398,12 +402,26 @@ int dobj__act_begin(struct dobj__cluster *cl, dobj_obj *obj)
 
 int dobj__act_start(struct dobj__cluster *cl)
 {
-	return dobj__worker_start(&cl->act, cl, cl->pg.timeout_ms * 8, act_work, act_done);
+	int i, rc;
+
+	for (i = 0; i < DOBJ__ACTIVATORS; i++) {
+		if ((rc = dobj__worker_start(&cl->act[i], cl, cl->pg.timeout_ms * 8, act_work,
+		    act_done)) < 0) {
+			dobj__act_stop(cl);
+			return rc;
+		}
+	}
+	return DOBJ_OK;
 }
 
 void dobj__act_stop(struct dobj__cluster *cl)
 {
-	/* The running activation ends within its statements' bounds; queued
-	 * ones never start. */
-	dobj__worker_stop(&cl->act, 0, act_unrun);
+	int i;
+
+	/* The running activations end within their statements' bounds, all at
+	 * once; queued ones never start. */
+	for (i = 0; i < DOBJ__ACTIVATORS; i++)
+		dobj__worker_halt(cl->act[i]);
+	for (i = 0; i < DOBJ__ACTIVATORS; i++)
+		dobj__worker_stop(&cl->act[i], 0, act_unrun);
 }

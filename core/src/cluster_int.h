@@ -28,8 +28,18 @@ typedef struct dobj__pg {
 	int broken;         /* the last statement lost the connection */
 	int flushing;       /* dobj__pg_send_prepared: part of it is still to flush */
 	const char *role;   /* its application_name is "dobj <role>" (NULL: "node") */
+	double stmt_ms;     /* the running statement's own bound (0: timeout_ms) */
 } dobj__pg;
 
+/* The slowest a link and a server may move a snapshot's data, bytes per
+ * second: a statement that carries N bytes (a part, a format-1 snapshot
+ * row) is bounded by the timeout plus N at this rate (16 MiB: 16 s more),
+ * not by the timeout alone, which a big part never met on a slow link or
+ * disk.  A stalled server is still found, later. */
+#define DOBJ__PG_MIN_RATE (1 << 20)
+
+/** Split "host:port" ("[v6]:port" too): DOBJ_EARG, naming node_addr, else. */
+int dobj__route_split_addr(const char *addr, char *host, size_t hcap, char *port, size_t pcap);
 /** Milliseconds on CLOCK_BOOTTIME (counts while the process is stopped). */
 double dobj__boot_ms(void);
 /** DOBJ_EARG with libpq's words for a connection string it cannot parse. */
@@ -44,6 +54,12 @@ int dobj__pg_exec_prepared(dobj__pg *pg, int slot, const char *sql, int nparams,
 	const char *const *values, const int *lengths, const int *formats, int binary,
 	PGresult **out);
 int dobj__pg_simple(dobj__pg *pg, const char *sql);
+/** dobj__pg_exec for a statement that carries `bytes` of data, inside the
+ *  caller's transaction: bounded (the client's wait and the server's
+ *  statement_timeout) by the timeout plus bytes at DOBJ__PG_MIN_RATE. */
+int dobj__pg_exec_sized(dobj__pg *pg, size_t bytes, const char *sql, int nparams,
+	const char *const *values, const int *lengths, const int *formats, int binary,
+	PGresult **out);
 void dobj__pg_drop(dobj__pg *pg);
 /** Connect if needed and prepare `sql` in `slot` (for a connection another
  *  thread will use without waiting: dobj__pg_send_prepared). */
@@ -141,6 +157,13 @@ typedef struct dobj__wjob {
 	struct dobj__wjob *next;
 } dobj__wjob;
 
+/* The activators a node runs (cluster_activate.c), each a worker with its
+ * own thread and connection: an object's activations always go to the same
+ * one (by its ID), so they stay in order and never overlap (two would write
+ * the same file), while a slow activation holds up a quarter of the others
+ * rather than all of them. */
+#define DOBJ__ACTIVATORS 4
+
 /* One of the node's threads with a PostgreSQL connection of its own: it
  * takes jobs in order from the runtime's thread, runs them one at a time
  * and hands each back through the runtime's fd; its watch keeps
@@ -168,6 +191,9 @@ typedef struct dobj__worker {
  *  it blocked on its own thread; the kernel would deliver it to ours, with
  *  its default action, instead).  pthread_create's result. */
 int dobj__thread_start(pthread_t *th, void *(*fn)(void *), void *arg);
+/** Tell a worker to stop (its queued jobs never start) without waiting:
+ *  dobj__worker_stop then joins it (several stopped at once). */
+void dobj__worker_halt(dobj__worker *w);
 /** Start a worker (*out, freed by dobj__worker_stop) whose watch re-arms
  *  every `watch_ms` while jobs are out. */
 int dobj__worker_start(dobj__worker **out, struct dobj__cluster *cl, double watch_ms,
@@ -243,7 +269,7 @@ struct dobj__cluster {
 	int cut_off;          /* no renewal for TTL + grace: objects reset, sockets closed */
 	char l_err[300];               /* why the lease keeper could not join again (under mu) */
 	dobj__worker *snap;            /* the compactor (cluster_snapshot.c) */
-	dobj__worker *act;             /* the activator (cluster_activate.c) */
+	dobj__worker *act[DOBJ__ACTIVATORS]; /* the activators (cluster_activate.c) */
 	long long snap_bytes;          /* log bytes that call for a snapshot (< 0: never) */
 	long long snap_part;           /* bigger snapshot images go in parts of this size */
 };
@@ -269,6 +295,7 @@ struct dobj__cluster_obj {
 	long long seq;      /* the last seq handed to the committer (or restored) */
 	long long wal_off;  /* end of the last commit frame captured, in the -wal file */
 	unsigned salt;      /* salt-1 of the -wal file's generation wal_off is in */
+	int wal_fd;         /* the -wal file, kept open between captures (-1: none) */
 	int64_t alarm;      /* the alarm record dobj_alarm holds (ns since the epoch; 0: none) */
 	dobj__cjob *last;   /* its last append not drained yet (results wait for it) */
 	dobj__cinc *inc;
@@ -322,9 +349,11 @@ void dobj__due_track(dobj_rt *rt, dobj__due *list);
  * u32 count, then count x (u32 page number, page bytes); big-endian. */
 /** Read the committed frames of `wal_path` past `off` into a record (*rec,
  *  malloc'd; *len 0 when nothing new), the new end in *end.  *salt is the
- *  generation `off` belongs to (updated): another one starts at the top. */
-int dobj__wal_capture(const char *wal_path, long long off, unsigned *salt, unsigned char **rec,
-	size_t *len, long long *end);
+ *  generation `off` belongs to (updated): another one starts at the top.
+ *  *fd is the file, kept open from one call to the next (-1: open it; one
+ *  removed since is closed and the path opened again; close it when done). */
+int dobj__wal_capture(int *fd, const char *wal_path, long long off, unsigned *salt,
+	unsigned char **rec, size_t *len, long long *end);
 /** The checksum of a log row (dobj_wal.sum): SHA-256 of the object's ID,
  *  the row's seq and epoch (big-endian 64-bit) and the SHA-256 of its
  *  frames, so that a row's pages, and pages moved to another row, are both

@@ -96,16 +96,67 @@ static void conn_fail(struct dobj__route *r, conn *c, const char *fmt, ...)
 	r->grave = c;
 }
 
-static void conn_events(struct dobj__route *r, conn *c, int out)
+static void conn_watch(struct dobj__route *r, conn *c, int out, int paused)
 {
 	struct epoll_event ev;
 
-	if (c->fd < 0 || c->want_out == out)
+	if (c->fd < 0 || (c->want_out == out && c->paused == paused))
 		return;
 	c->want_out = out;
-	ev.events = EPOLLIN | (out ? EPOLLOUT : 0);
+	c->paused = paused;
+	ev.events = (paused ? 0 : EPOLLIN) | (out ? EPOLLOUT : 0);
 	ev.data.ptr = c;
 	epoll_ctl(r->ep, EPOLL_CTL_MOD, c->fd, &ev);
+}
+
+static void conn_events(struct dobj__route *r, conn *c, int out)
+{
+	conn_watch(r, c, out, c->paused);
+}
+
+/* A peer's connection with enough waiting here: too many of its calls (or
+ * their bytes) not answered yet, or its answers not taken.  It is not read
+ * until that went down, so what a peer that sends calls and does not read
+ * its answers costs this node is bounded: the rest waits in the sockets. */
+static int conn_full(const conn *c)
+{
+	return !c->out_dir && (c->ncalls >= MAX_CALLS_IN || c->call_bytes > MAX_CALL_BYTES ||
+		c->out.len - c->out_off > MAX_UNSENT);
+}
+
+/* A call read from a peer (the u64 id its RESULT will carry). */
+static int call_read(conn *c, const unsigned char *body, size_t n)
+{
+	if (n < 8)
+		return 0; /* no id: never answered (cluster_route.c on_call) */
+	if (c->ncalls == c->capcalls) {
+		size_t cap = c->capcalls ? c->capcalls * 2 : 16;
+		struct call_in *p = realloc(c->calls, cap * sizeof(*p));
+		if (!p)
+			return -1;
+		c->calls = p;
+		c->capcalls = cap;
+	}
+	c->calls[c->ncalls].id = get_be(body, 8);
+	c->calls[c->ncalls].len = n;
+	c->ncalls++;
+	c->call_bytes += n;
+	return 0;
+}
+
+/* Its answer was queued: answers come about in the calls' order, so the
+ * search from the oldest is short. */
+static void call_answered(conn *c, uint64_t id)
+{
+	size_t i;
+
+	for (i = 0; i < c->ncalls; i++)
+		if (c->calls[i].id == id) {
+			c->call_bytes -= c->calls[i].len;
+			memmove(c->calls + i, c->calls + i + 1, (c->ncalls - i - 1) * sizeof(*c->calls));
+			c->ncalls--;
+			return;
+		}
 }
 
 /* Write what is queued (under mu). */
@@ -234,6 +285,12 @@ static void conn_frame(struct dobj__route *r, conn *c, const unsigned char *p, s
 			conn_fail(r, c, "out of memory");
 			return;
 		}
+		if (type == F_CALL && call_read(c, p + 1, n - 1) < 0) {
+			free(it->data);
+			free(it);
+			conn_fail(r, c, "out of memory");
+			return;
+		}
 		memcpy(it->data, p + 1, n - 1);
 		it->len = n - 1;
 		it->cid = c->cid;
@@ -245,13 +302,43 @@ static void conn_frame(struct dobj__route *r, conn *c, const unsigned char *p, s
 	}
 }
 
+/* Hand over the whole frames read on c, until it is full (conn_full). */
+static void conn_frames(struct dobj__route *r, conn *c)
+{
+	size_t off = 0;
+
+	while (c->state != C_DEAD && !conn_full(c) && c->in.len - off >= 4) {
+		uint64_t len = get_be(c->in.p + off, 4);
+		if (len < 1 || len > FRAME_MAX) {
+			conn_fail(r, c, "a frame of %llu bytes (the limit is %zu)",
+				(unsigned long long)len, (size_t)FRAME_MAX);
+			return;
+		}
+		if (c->in.len - off - 4 < len)
+			break;
+		if (!c->out_dir && !c->hello && c->in.p[off + 4] != F_HELLO) {
+			conn_fail(r, c, "not a dobj node (no hello)");
+			return;
+		}
+		conn_frame(r, c, c->in.p + off + 4, (size_t)len);
+		off += 4 + (size_t)len;
+	}
+	if (c->state == C_DEAD)
+		return;
+	if (off) {
+		memmove(c->in.p, c->in.p + off, c->in.len - off);
+		c->in.len -= off;
+	}
+	if (c->in.len == 0 && c->in.cap > ((size_t)1 << 20))
+		buf_free(&c->in);
+}
+
 /* Read what arrived on c and hand over its whole frames. */
 static void conn_read(struct dobj__route *r, conn *c)
 {
 	int rounds;
 
-	for (rounds = 0; rounds < 16 && c->state != C_DEAD; rounds++) {
-		size_t off = 0;
+	for (rounds = 0; rounds < 16 && c->state != C_DEAD && !conn_full(c); rounds++) {
 		ssize_t n;
 
 		if (buf_reserve(&c->in, 65536) < 0) {
@@ -278,30 +365,7 @@ static void conn_read(struct dobj__route *r, conn *c)
 			conn_fail(r, c, "not a dobj node (no hello)");
 			return;
 		}
-		while (c->state != C_DEAD && c->in.len - off >= 4) {
-			uint64_t len = get_be(c->in.p + off, 4);
-			if (len < 1 || len > FRAME_MAX) {
-				conn_fail(r, c, "a frame of %llu bytes (the limit is %zu)",
-					(unsigned long long)len, (size_t)FRAME_MAX);
-				return;
-			}
-			if (c->in.len - off - 4 < len)
-				break;
-			if (!c->out_dir && !c->hello && c->in.p[off + 4] != F_HELLO) {
-				conn_fail(r, c, "not a dobj node (no hello)");
-				return;
-			}
-			conn_frame(r, c, c->in.p + off + 4, (size_t)len);
-			off += 4 + (size_t)len;
-		}
-		if (c->state == C_DEAD)
-			return;
-		if (off) {
-			memmove(c->in.p, c->in.p + off, c->in.len - off);
-			c->in.len -= off;
-		}
-		if (c->in.len == 0 && c->in.cap > ((size_t)1 << 20))
-			buf_free(&c->in);
+		conn_frames(r, c);
 	}
 }
 
@@ -363,6 +427,18 @@ static void net_service(struct dobj__route *r)
 		}
 		if (c->state == C_OPEN && c->out_off < c->out.len && !c->want_out)
 			conn_flush(r, c);
+		if (c->state == C_OPEN && !c->out_dir) {
+			/* Read again once what waited went down (the frames read
+			 * before the pause first: no more may arrive). */
+			if (c->paused && !conn_full(c))
+				conn_frames(r, c);
+			if (c->state == C_OPEN)
+				conn_watch(r, c, c->want_out, conn_full(c));
+			if (c->paused && now - c->last_ping >= r->ping_ms) {
+				c->last_ping = now;
+				conn_queue(c, F_PING, NULL, 0);
+			}
+		}
 	}
 }
 
@@ -404,7 +480,10 @@ void *dobj__net_main(void *arg)
 					c->state = C_OPEN;
 					c->last_rx = c->last_ping = mono_ms();
 				}
-				if (ev[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR))
+				if (c->paused && (ev[i].events & (EPOLLHUP | EPOLLERR)))
+					/* not read now: a hang-up would be reported again and again */
+					conn_fail(r, c, "the peer closed the connection");
+				else if (ev[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR))
 					conn_read(r, c);
 				if (c->state == C_OPEN && (ev[i].events & EPOLLOUT))
 					conn_flush(r, c);
@@ -504,6 +583,8 @@ void dobj__net_send_conn(struct dobj__route *r, uint64_t cid, const buf *f)
 			break;
 	if (c && buf_put(&c->out, f->p, f->len) == 0) {
 		c->queued += f->len;
+		if (!c->out_dir && f->len >= 13 && f->p[4] == F_RESULT)
+			call_answered(c, get_be(f->p + 5, 8));
 		kick_net(r);
 	}
 	pthread_mutex_unlock(&r->mu);
@@ -516,6 +597,7 @@ void dobj__net_conn_free(conn *c)
 		close(c->fd);
 	buf_free(&c->in);
 	buf_free(&c->out);
+	free(c->calls);
 	free(c->addr);
 	free(c);
 }

@@ -164,6 +164,12 @@ static int pg_connect(dobj__pg *pg)
 	return DOBJ_OK;
 }
 
+/* The running statement's bound. */
+static double stmt_ms(const dobj__pg *pg)
+{
+	return pg->stmt_ms > 0 ? pg->stmt_ms : pg->timeout_ms;
+}
+
 /* The results that arrived, without waiting: 1 while the answer is still
  * coming, 0 once it is complete (*res: its last result, NULL if none). */
 static int gather(dobj__pg *pg, PGresult **res)
@@ -198,7 +204,7 @@ int dobj__pg_give_up(dobj__pg *pg)
 	dobj__pg_drop(pg);
 	pg->sqlstate[0] = '\0';
 	return dobj_error_set(DOBJ_ERROR, "cluster: PostgreSQL did not answer within %g s",
-		pg->timeout_ms / 1e3);
+		stmt_ms(pg) / 1e3);
 }
 
 /* A complete answer: *out on success, else the server's error. */
@@ -319,7 +325,7 @@ static int exec_once(dobj__pg *pg, const char *sql, int nparams, const char *con
 	      : PQsendQueryParams(pg->conn, sql, nparams, NULL, values, lengths, formats,
 		binary))) < 0)
 		return rc;
-	return collect(pg, dobj__boot_ms() + pg->timeout_ms, out);
+	return collect(pg, dobj__boot_ms() + stmt_ms(pg), out);
 }
 
 /*
@@ -373,7 +379,7 @@ static int prepared_once(dobj__pg *pg, int slot, const char *sql, int nparams,
 	if ((rc = sent_or_fail(pg, PQsendQueryPrepared(pg->conn, name, nparams, values, lengths,
 		formats, binary))) < 0)
 		return rc;
-	return collect(pg, dobj__boot_ms() + pg->timeout_ms, out);
+	return collect(pg, dobj__boot_ms() + stmt_ms(pg), out);
 }
 
 int dobj__pg_exec_prepared(dobj__pg *pg, int slot, const char *sql, int nparams,
@@ -412,12 +418,12 @@ int dobj__pg_send_prepared(dobj__pg *pg, int slot, int nparams, const char *cons
 	char name[32];
 	int rc, f;
 
-	/* A connection that sat idle may have been closed by the server:
-	 * reading tells, without waiting (as ensure_connected). */
-	if (!pg->conn || !(pg->prepared & (1u << slot)))
+	/* Not read first as ensure_connected does (a syscall per commit): a
+	 * connection the server closed while it sat idle fails the send, or
+	 * answers it with its end, and the caller sends the statement again
+	 * elsewhere (it did not run). */
+	if (!pg->conn || !(pg->prepared & (1u << slot)) || PQstatus(pg->conn) != CONNECTION_OK)
 		return dobj_error_set(DOBJ_ERROR, "cluster: not connected to PostgreSQL");
-	if (!PQconsumeInput(pg->conn) || PQstatus(pg->conn) != CONNECTION_OK)
-		return broken(pg, NULL);
 	snprintf(name, sizeof(name), "dobj_%d", slot);
 	if ((rc = sent_or_fail(pg, PQsendQueryPrepared(pg->conn, name, nparams, values, lengths,
 		formats, 0))) < 0)
@@ -434,5 +440,32 @@ int dobj__pg_simple(dobj__pg *pg, const char *sql)
 	int rc = dobj__pg_exec(pg, sql, 0, NULL, NULL, NULL, 0, &r);
 
 	PQclear(r);
+	return rc;
+}
+
+int dobj__pg_exec_sized(dobj__pg *pg, size_t bytes, const char *sql, int nparams,
+	const char *const *values, const int *lengths, const int *formats, int binary,
+	PGresult **out)
+{
+	double ms = pg->timeout_ms + (double)bytes * 1e3 / DOBJ__PG_MIN_RATE;
+	char set[80];
+	int rc;
+
+	*out = NULL;
+	/* The server's bound too (set per connection to the timeout): for
+	 * this statement only, then back. */
+	snprintf(set, sizeof(set), "SET LOCAL statement_timeout = %.0f", ceil(ms));
+	if ((rc = dobj__pg_simple(pg, set)) < 0)
+		return rc;
+	pg->stmt_ms = ms;
+	rc = dobj__pg_exec(pg, sql, nparams, values, lengths, formats, binary, out);
+	pg->stmt_ms = 0;
+	if (rc < 0)
+		return rc;
+	snprintf(set, sizeof(set), "SET LOCAL statement_timeout = %d", (int)pg->timeout_ms);
+	if ((rc = dobj__pg_simple(pg, set)) < 0) {
+		PQclear(*out);
+		*out = NULL;
+	}
 	return rc;
 }

@@ -36,6 +36,13 @@
 #define ROUTE_TRIES 4
 /* Incoming connections accepted at once. */
 #define MAX_INCOMING 1024
+/* An incoming connection is not read while this many of its calls, or
+ * their bytes, wait for their answers, or its answers wait unsent beyond
+ * MAX_UNSENT: its next calls wait in the sockets (conn_full), and this node
+ * pings the peer meanwhile (it hears from us though its calls wait). */
+#define MAX_CALLS_IN 65536
+#define MAX_CALL_BYTES ((size_t)16 << 20)
+#define MAX_UNSENT ((size_t)16 << 20)
 /* Owner cache entries before the cache starts afresh. */
 #define CACHE_MAX 65536
 #define NO_NAME 0xffffffffu
@@ -157,6 +164,10 @@ typedef struct conn {
 	uint64_t queued, written; /* stream positions, bytes */
 	buf in;                /* the network thread's */
 	double last_rx, last_ping, born;
+	/* incoming: the calls read and not answered yet (under mu) */
+	struct call_in { uint64_t id; size_t len; } *calls;
+	size_t ncalls, capcalls, call_bytes;
+	int paused;            /* incoming: not read now (conn_full) */
 } conn;
 
 typedef struct item {      /* the network thread -> the runtime */
@@ -228,9 +239,6 @@ static inline double mono_ms(void)
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
-
-/* Split "host:port" ("[v6]:port" too); DOBJ_EARG with a message. */
-int dobj__route_split_addr(const char *addr, char *host, size_t hcap, char *port, size_t pcap);
 
 /* The network thread (cluster_net.c). */
 void *dobj__net_main(void *arg);

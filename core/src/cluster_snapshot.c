@@ -203,9 +203,9 @@ static int snap_image(dobj__pg *pg, const char *ns, size_t ns_len, const unsigne
 		uint64_t off = (uint64_t)i * h->part;
 		size_t want = (size_t)(h->size - off < h->part ? h->size - off : h->part);
 		snprintf(cpart, sizeof(cpart), "%u", (unsigned)i);
-		if ((rc = dobj__pg_exec(pg, "SELECT data FROM dobj_snapshot_part WHERE ns = $1 AND "
-			"object_id = $2 AND seq = $3::int8 AND part = $4::int4", 4, v, lens, fmts, 1,
-			&r)) < 0)
+		if ((rc = dobj__pg_exec_sized(pg, want, "SELECT data FROM dobj_snapshot_part WHERE "
+			"ns = $1 AND object_id = $2 AND seq = $3::int8 AND part = $4::int4", 4, v, lens,
+			fmts, 1, &r)) < 0)
 			break;
 		if (PQntuples(r) != 1)
 			rc = damaged(seq, "a snapshot part missing");
@@ -806,6 +806,7 @@ static int image_upload(dobj__pg *pg, snap_job *j, image *im, const char *seq,
 	uint64_t size = image_size(im), off;
 	uint64_t nparts = (size + im->part - 1) / im->part;
 	unsigned char *buf = NULL;
+	PGresult *r;
 	char cpart[32];
 	const char *v[5] = { j->ns, (const char *)j->id, seq, cpart, NULL };
 	int lens[5] = { (int)j->ns_len, 32, 0, 0, 0 };
@@ -834,9 +835,12 @@ static int image_upload(dobj__pg *pg, snap_job *j, image *im, const char *seq,
 		snprintf(cpart, sizeof(cpart), "%u", (unsigned)i);
 		v[4] = (const char *)buf;
 		lens[4] = (int)n;
-		if ((rc = step(pg, "INSERT INTO dobj_snapshot_part (ns, object_id, seq, part, data) "
-			"VALUES ($1, $2, $3::int8, $4::int4, $5)", 5, v, lens, fmts, NULL)) < 0)
+		/* A part's own bound, by its size (DOBJ__PG_MIN_RATE). */
+		if ((rc = dobj__pg_exec_sized(pg, n, "INSERT INTO dobj_snapshot_part (ns, object_id, "
+			"seq, part, data) VALUES ($1, $2, $3::int8, $4::int4, $5)", 5, v, lens, fmts, 0,
+			&r)) < 0)
 			goto done;
+		PQclear(r);
 	}
 	if (EVP_DigestFinal_ex(md, head + 36, NULL) != 1) {
 		rc = dobj_error_set(DOBJ_ENOMEM, "out of memory");
@@ -903,11 +907,11 @@ static void compact(struct dobj__cluster *cl, dobj__pg *pg, dobj__wjob *job)
 	/* The snapshot first, then the fence: a node that waits here (on a
 	 * newer snapshot's row lock) holds no lock on the owner row, so a
 	 * takeover never waits behind a compaction that is about to fail. */
-	if ((rc = step(pg,
+	if ((rc = dobj__pg_exec_sized(pg, (size_t)lens[4],
 		"INSERT INTO dobj_snapshot AS s (ns, object_id, seq, epoch, db) "
 		"VALUES ($1, $2, $3::int8, $4::int8, $5) ON CONFLICT (ns, object_id) DO UPDATE "
 		"SET seq = excluded.seq, epoch = excluded.epoch, db = excluded.db "
-		"WHERE s.seq < excluded.seq", 5, v, lens, fmts, &r)) < 0)
+		"WHERE s.seq < excluded.seq", 5, v, lens, fmts, 0, &r)) < 0)
 		goto fail;
 	j->size = (long long)(im.fd < 0 ? (uint64_t)lens[4] : lens[4] + image_size(&im));
 	if (atoi(PQcmdTuples(r)) != 1) {

@@ -77,6 +77,8 @@ static void worker_drain(dobj_rt *rt, void *data)
 	dobj__wjob *done, *j;
 
 	(void)rt;
+	if (!w->out)
+		return; /* nothing of this worker's can be done (every source drains on every post) */
 	pthread_mutex_lock(&w->mu);
 	done = w->d_head;
 	w->d_head = w->d_tail = NULL;
@@ -154,6 +156,16 @@ void dobj__worker_push(dobj__worker *w, dobj__wjob *j)
 	pthread_cond_signal(&w->wake);
 	pthread_mutex_unlock(&w->mu);
 	dobj__watch_update(&w->watch);
+}
+
+void dobj__worker_halt(dobj__worker *w)
+{
+	if (!w)
+		return;
+	pthread_mutex_lock(&w->mu);
+	w->stop = 1;
+	pthread_cond_signal(&w->wake);
+	pthread_mutex_unlock(&w->mu);
 }
 
 void dobj__worker_stop(dobj__worker **wp, double wait_ms, void (*unrun)(dobj__wjob *j))

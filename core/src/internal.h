@@ -219,7 +219,7 @@ size_t dobj__fire_timers(dobj_rt *rt);
  * drain function at the start of its next pump (dobj_rt_process), run round
  * or advance.  The fd is made when the first source is added. */
 typedef void (*dobj__drain_fn)(dobj_rt *rt, void *data);
-#define DOBJ__MAX_SOURCES 4
+#define DOBJ__MAX_SOURCES 8
 /** Add a source (the runtime's thread). */
 int dobj__rt_source_add(dobj_rt *rt, dobj__drain_fn fn, void *data);
 /** Remove it (the runtime's thread; its threads must have stopped posting). */

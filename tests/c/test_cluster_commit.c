@@ -25,7 +25,8 @@
 
 static pgtest pg;
 
-/* "w": add one to n and answer it; "r": answer n. */
+/* "w": add one to n and answer it; "a": the same and set the alarm an
+ * hour ahead; "r": answer n. */
 static int step(dobj_task *t, void *data)
 {
 	tv *req = dobj_task_request(t);
@@ -33,9 +34,16 @@ static int step(dobj_task *t, void *data)
 	int rc;
 
 	(void)data;
+	if (dobj_task_call_kind(t) == DOBJ_CALL_ALARM) { /* none comes due in a test */
+		dobj_task_return(t, NULL);
+		return DOBJ_OK;
+	}
 	if ((rc = dobj_obj_storage(dobj_task_obj(t), &st)) < 0)
 		return rc;
-	respond(t, 200, "%ld", testhost_count(st, !strcmp(req->s, "w")));
+	if (!strcmp(req->s, "a") &&
+	    (rc = dobj_alarm_set(st, dobj_rt_wall_ms(dobj_task_rt(t)) + 3600e3)) < 0)
+		return rc;
+	respond(t, 200, "%ld", testhost_count(st, strcmp(req->s, "r") != 0));
 	return DOBJ_OK;
 }
 
@@ -56,7 +64,7 @@ static dobj_rt *node(const char *dir, double timeout_ms, dobj_ns **ns)
 	co.timeout_ms = timeout_ms;
 	CHECK_EQ_INT(dobj_rt_cluster(rt, &co), DOBJ_OK);
 	k.name = "Counter";
-	k.flags = DOBJ_CLASS_FETCH;
+	k.flags = DOBJ_CLASS_FETCH | DOBJ_CLASS_ALARM;
 	k.step = step;
 	CHECK_EQ_INT(dobj_ns_new(ns, rt, "COUNTER", 7, KEY, strlen(KEY), &k), DOBJ_OK);
 	return rt;
@@ -220,6 +228,55 @@ static void test_appends_of_many_objects_go_in_few_transactions_and_a_fenced_one
 	}
 	snprintf(q, sizeof(q), "SELECT count(*) FROM dobj_wal WHERE seq = 2 AND %s", where(ns, "g3"));
 	CHECK_EQ_INT(pgtest_sql(&pg, NULL, q), 0);
+	for (i = 0; i < MANY; i++)
+		dobj_stub_free(s[i]);
+	dobj_rt_free(rt);
+	testhost_rm_rf(dir);
+}
+
+/* Batches with and without an alarm change (two statements: the rows
+ * alone, or the rows and the alarm schedules) append every row, and only
+ * the alarm that was set is scheduled. */
+static void test_batches_with_and_without_an_alarm_append_every_row(void)
+{
+	char dir[64], q[8000], names[MANY][8];
+	dobj_ns *ns;
+	dobj_rt *rt = node(testhost_tmpdir(dir, "dobj-commit"), 2000, &ns);
+	dobj_stub *s[MANY];
+	dobj_task *t[MANY + 1] = { 0 };
+	PGconn *locker;
+	int i, round;
+
+	for (i = 0; i < MANY; i++) {
+		snprintf(names[i], sizeof(names[i]), "b%d", i);
+		s[i] = testhost_stub(ns, names[i]);
+		CHECK_STR(fetch(rt, s[i], "w", NULL), "1");
+	}
+	/* Round 1: plain writes only; round 2: the 8th sets its alarm.  The
+	 * log locked meanwhile: what queues up goes in batches. */
+	for (round = 1; round <= 2; round++) {
+		locker = lock_log();
+		for (i = 0; i < MANY; i++)
+			t[i] = send(s[i], round == 2 && i == 7 ? "a" : "w");
+		dobj_rt_pump(rt);
+		unlock(locker);
+		CHECK_EQ_INT(dobj_rt_run(rt, all_done, t), DOBJ_OK);
+		for (i = 0; i < MANY; i++) {
+			char want[8];
+			snprintf(want, sizeof(want), "%d", round + 1);
+			CHECK_STR(task_body(t[i], NULL), want);
+			dobj_task_unref(t[i]);
+		}
+	}
+	snprintf(q, sizeof(q), "SELECT count(*) FROM dobj_wal WHERE seq IN (2, 3) AND (false");
+	for (i = 0; i < MANY; i++)
+		snprintf(q + strlen(q), sizeof(q) - strlen(q), " OR (%s)", where(ns, names[i]));
+	strcat(q, ")");
+	CHECK_EQ_INT(pgtest_sql(&pg, NULL, q), 2 * MANY);
+	snprintf(q, sizeof(q), "SELECT count(*) FROM dobj_alarm WHERE %s", where(ns, names[7]));
+	CHECK_EQ_INT(pgtest_sql(&pg, NULL, q), 1);
+	snprintf(q, sizeof(q), "SELECT count(*) FROM dobj_alarm WHERE ns = '" KEY "'");
+	CHECK_EQ_INT(pgtest_sql(&pg, NULL, q), 1);
 	for (i = 0; i < MANY; i++)
 		dobj_stub_free(s[i]);
 	dobj_rt_free(rt);
@@ -447,6 +504,12 @@ static void test_a_lone_append_on_the_runtimes_connection_cut_off_is_sent_again_
 	CHECK_STR(fetch(rt, s, "w", NULL), "4");
 	wait_for_runtime_connection(rt);
 	CHECK_STR(fetch(rt, s, "w", NULL), "5");
+	/* Cut off while it sits idle: the next append finds out by sending,
+	 * and goes through a committer. */
+	CHECK_EQ_INT(pgtest_sql(&pg, NULL, "SELECT count(pg_terminate_backend(pid)) FROM "
+		"pg_stat_activity WHERE application_name = 'dobj runtime'"), 1);
+	CHECK_STR(fetch(rt, s, "w", NULL), "6");
+	CHECK_STR(fetch(rt, s, "r", NULL), "6");
 	dobj_stub_free(s);
 	dobj_rt_free(rt);
 	testhost_rm_rf(dir);
@@ -514,6 +577,7 @@ int main(void)
 		return 1;
 	RUN(test_a_waiting_append_comes_back_through_the_fd_and_holds_up_no_other_object);
 	RUN(test_appends_of_many_objects_go_in_few_transactions_and_a_fenced_one_fails_alone);
+	RUN(test_batches_with_and_without_an_alarm_append_every_row);
 	RUN(test_an_objects_next_append_waits_for_its_previous_one);
 	RUN(test_postgres_killed_while_an_append_waits);
 	RUN(test_closing_with_appends_out_delivers_what_was_confirmed_and_fails_the_rest);

@@ -225,3 +225,65 @@ async def test_a_nul_byte_in_a_method_name_calls_no_other_method(pg, tmp_path):
     finally:
         b.close()
         a.close()
+
+
+def _rss_mib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) // 1024 for line in f if line.startswith("VmRSS:"))
+
+
+def _results(sock, n):
+    """Read n RESULT frames from sock: their statuses."""
+    got, statuses = b"", []
+    while len(statuses) < n:
+        chunk = sock.recv(1 << 20)
+        assert chunk, "the node closed the connection"
+        got += chunk
+        while len(got) >= 4 and len(got) >= 4 + struct.unpack(">I", got[:4])[0]:
+            size = struct.unpack(">I", got[:4])[0]
+            if got[4] == 3:  # RESULT (a PING of the node's is passed over)
+                statuses.append(got[13])
+            got = got[4 + size:]
+    return statuses
+
+
+def test_a_peer_that_sends_calls_and_does_not_read_the_answers_is_paused(node):
+    """A peer's connection was read whatever waited on the node: one that sent
+    calls without reading the answers made the node keep every answer (200
+    MiB of 1 MiB echoes: 255 MiB resident, and on without a bound).  Now the
+    node stops reading it while 16 MiB of its calls or of their answers wait,
+    and reads on once the peer takes its answers: every call is answered."""
+    ids = dobj.Runtime().bind("ROUTE", dobj.DurableObject)
+    oid = bytes.fromhex(str(ids.id_from_name("echo")))
+    frame = call_frame(5, b"ROUTE", oid, b"echo", b"echo", ["x" * (1 << 20)])
+    total = 160
+    before = _rss_mib(node.proc.pid)
+    host, port = node.addr.rsplit(":", 1)
+    hello = b"DOBJ" + struct.pack(">HQ", 1, 99)
+    sent = [0, 0]  # whole frames, bytes of the next
+
+    def send(sock):
+        """Send the calls from where the last send stopped (socket.timeout: blocked)."""
+        view = memoryview(frame)
+        while sent[0] < total:
+            sent[1] += sock.send(view[sent[1]:])
+            if sent[1] == len(frame):
+                sent[0], sent[1] = sent[0] + 1, 0
+
+    with socket.create_connection((host, int(port))) as s:
+        s.sendall(struct.pack(">IB", len(hello) + 1, 1) + hello)
+        s.settimeout(10)
+        with pytest.raises(socket.timeout):
+            send(s)
+        assert sent[0] < 100, sent  # the node stopped reading
+        assert _rss_mib(node.proc.pid) - before < 120
+        # The peer reads: the node reads on, and answers every call.
+        s.settimeout(60)
+        rest = threading.Thread(target=send, args=(s,))
+        rest.start()
+        try:
+            statuses = _results(s, total)
+        finally:
+            rest.join()
+    assert statuses == [0] * total
+    assert answer_of(node.addr, call_frame(1, b"ROUTE", oid, b"echo", b"name_of", [])) == (0, "", "echo")

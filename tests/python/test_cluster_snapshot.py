@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 
 import pytest
 
@@ -117,6 +118,46 @@ async def test_the_part_size_is_a_setting_and_a_snapshot_in_parts_is_restored(pg
         dobj.Runtime(storage=str(tmp_path / "c"), cluster=pg.url, cluster_snapshot_part_bytes=2048.0)
 
 
+async def test_a_part_gets_a_time_bound_by_its_size_and_keeps_one(pg, tmp_path):
+    # Each 2 MiB part 0 takes the server 1.2 s (a trigger): more than the
+    # node's timeout (0.5 s), less than the part's own bound (0.5 s + 2 s at
+    # 1 MiB/s).  The snapshot is written; one whose part takes 30 s fails
+    # at the bound, and the node's close waits no longer than that.
+    exec(BLOB, g := {})
+    dobj.Runtime(storage=str(tmp_path / "schema"), cluster=pg.url).close()  # the tables
+    pg.sql("CREATE TABLE dobj_test_sleep (secs float8)")
+    pg.sql("INSERT INTO dobj_test_sleep VALUES (1.2)")
+    pg.sql("""CREATE FUNCTION dobj_test_slow() RETURNS trigger LANGUAGE plpgsql AS $$
+              BEGIN IF NEW.part = 0 THEN PERFORM pg_sleep(secs) FROM dobj_test_sleep; END IF;
+              RETURN NEW; END $$""")
+    pg.sql("CREATE TRIGGER dobj_test_slow BEFORE INSERT ON dobj_snapshot_part "
+           "FOR EACH ROW EXECUTE FUNCTION dobj_test_slow()")
+    try:
+        for name, secs in (("slow", 1.2), ("very-slow", 30)):
+            pg.sql(f"UPDATE dobj_test_sleep SET secs = {secs}")
+            rt = dobj.Runtime(storage=str(tmp_path / name), cluster=pg.url,
+                              node_addr="127.0.0.1:0", cluster_timeout=0.5,
+                              cluster_snapshot_bytes=1, cluster_snapshot_part_bytes=2 << 20)
+            ns = rt.bind("BLOB", g["Blob"])
+            stub = ns.get_by_name(name)
+            await stub.fill(30)  # ~3 MB in its first snapshot: two parts
+            o = obj(ns, name)
+            start = time.monotonic()
+            rt.close()  # waits for the compaction under way
+            took = time.monotonic() - start
+            snaps = pg.sql(f"SELECT seq FROM dobj_snapshot WHERE object_id = {o}")
+            if secs > 10:
+                assert snaps == [] and took < 6, took
+            else:
+                assert snaps == ["1"], took
+                assert pg.sql(f"SELECT count(*) FROM dobj_snapshot_part WHERE object_id = {o}") == ["2"]
+                assert took > 1
+    finally:
+        pg.sql("DROP TRIGGER dobj_test_slow ON dobj_snapshot_part")
+        pg.sql("DROP FUNCTION dobj_test_slow()")
+        pg.sql("DROP TABLE dobj_test_sleep")
+
+
 class Session:
     """A psql session of the test's own, fed statements on its stdin."""
 
@@ -188,13 +229,14 @@ async def test_a_node_killed_between_the_snapshot_and_the_log_delete_loses_nothi
     rt.close()
 
 
-# An object of ~1 MiB (values are at most 128 KiB: ten of 100,000 bytes).
+# An object of ~1 MiB (values are at most 128 KiB: ten of 100,000 bytes),
+# or of n of them.
 BLOB = textwrap.dedent("""
     import dobj
 
     class Blob(dobj.DurableObject):
-        async def fill(self):
-            for i in range(10):
+        async def fill(self, n=10):
+            for i in range(n):
                 self.ctx.storage.put(f"b{i}", "x" * 100000)
 
         async def size(self):
