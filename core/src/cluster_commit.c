@@ -858,7 +858,7 @@ static void inline_receive(struct dobj__cluster *cl)
 	if (!c)
 		return;
 	cl->inl.handed = NULL;
-	if (cl->inl.pg.conn || cl->closing) {
+	if (cl->inl.pg.conn || cl->closing || cl->stop) {
 		PQfinish(c);
 		return;
 	}
@@ -952,10 +952,8 @@ static void inline_late(void *data, int fired)
 	if (!fired || !in->job)
 		return;
 	left = in->deadline - dobj__boot_ms();
-	if (left > 0) {
-		dobj__timer(cl->rt, left, inline_late, cl, 1, &in->timer);
+	if (left > 0 && dobj__timer(cl->rt, left, inline_late, cl, 1, &in->timer) == DOBJ_OK)
 		return;
-	}
 	inline_unwatch(cl);
 	/* It may have run: failed as a committer fails it, never sent again. */
 	inline_over(cl, dobj__pg_give_up(&in->pg), NULL, 0);
@@ -977,6 +975,10 @@ static int inline_take(struct dobj__cluster *cl, dobj__cjob *j)
 		inline_ask(cl);
 		return 0;
 	}
+	/* Its deadline's check first: without one, a server that never
+	 * answers would hold the object for good. */
+	if (!in->timer && dobj__timer(cl->rt, in->pg.timeout_ms, inline_late, cl, 1, &in->timer) < 0)
+		return 0;
 	pthread_mutex_lock(&cl->mu);
 	ok = !cl->q_head && !j->inc->out && !j->inc->failed;
 	if (ok)
@@ -1002,8 +1004,6 @@ static int inline_take(struct dobj__cluster *cl, dobj__cjob *j)
 	in->job = j;
 	in->deadline = dobj__boot_ms() + in->pg.timeout_ms;
 	cl->rt->inline_out = 1;
-	if (!in->timer)
-		dobj__timer(cl->rt, in->pg.timeout_ms, inline_late, cl, 1, &in->timer);
 	return 1;
 }
 
@@ -1433,6 +1433,7 @@ void dobj__cluster_stop(struct dobj__cluster *cl)
 		PQfinish(cl->inl.handed);
 		cl->inl.handed = NULL;
 	}
+	dobj__pg_drop(&cl->inl.pg);
 	dobj__pg_drop(&cl->lpg);
 	free(cl->lpg.url);
 	cl->lpg.url = NULL;

@@ -38,6 +38,8 @@ typedef struct dobj__pg {
  * disk.  A stalled server is still found, later. */
 #define DOBJ__PG_MIN_RATE (1 << 20)
 
+/** Split "host:port" ("[v6]:port" too): DOBJ_EARG, naming node_addr, else. */
+int dobj__route_split_addr(const char *addr, char *host, size_t hcap, char *port, size_t pcap);
 /** Milliseconds on CLOCK_BOOTTIME (counts while the process is stopped). */
 double dobj__boot_ms(void);
 /** DOBJ_EARG with libpq's words for a connection string it cannot parse. */
