@@ -248,6 +248,7 @@ struct dobj__cluster {
 	int nwoken;                    /* of them woken, not back at the queue yet */
 	unsigned scan;                 /* the committers' last pass over the queue */
 	dobj__cjob *q_head, *q_tail;   /* for the committers */
+	dobj__cjob *r_retry;           /* give-back releases that failed: queued after a renewal */
 	size_t q_busy;                 /* taken by a committer, not done */
 	dobj__cjob *d_head, *d_tail;   /* done, for the runtime */
 	long long l_node;              /* the lease keeper's node (0: to join) */

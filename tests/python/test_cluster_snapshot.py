@@ -118,6 +118,26 @@ async def test_the_part_size_is_a_setting_and_a_snapshot_in_parts_is_restored(pg
         dobj.Runtime(storage=str(tmp_path / "c"), cluster=pg.url, cluster_snapshot_part_bytes=2048.0)
 
 
+async def test_a_snapshot_row_bigger_than_a_piece_is_read_on_its_own(pg, tmp_path):
+    # ~5 MB in one row (format 1: below the 16 MiB part size): the first
+    # statement of a restore leaves it out (more than the 4 MiB of a piece)
+    # and reads it in the transaction, with a bound by its size.
+    exec(BLOB, g := {})
+    rt = dobj.Runtime(storage=str(tmp_path / "a"), cluster=pg.url, node_addr="127.0.0.1:0",
+                      cluster_snapshot_bytes=1)
+    ns = rt.bind("BLOB", g["Blob"])
+    await ns.get_by_name("big-row").fill(50)
+    o = obj(ns, "big-row")
+    rt.close()
+    assert pg.sql(f"SELECT seq, octet_length(db) > 5000000 FROM dobj_snapshot WHERE object_id = {o}") \
+        == ["1|t"]
+    assert pg.sql(f"SELECT count(*) FROM dobj_snapshot_part WHERE object_id = {o}") == ["0"]
+    rt = dobj.Runtime(storage=str(tmp_path / "b"), cluster=pg.url, node_addr="127.0.0.1:0")
+    stub = rt.bind("BLOB", g["Blob"]).get_by_name("big-row")
+    assert await stub.size() == 1000000 and await stub.add() == 1
+    rt.close()
+
+
 async def test_a_part_gets_a_time_bound_by_its_size_and_keeps_one(pg, tmp_path):
     # Each 2 MiB part 0 takes the server 1.2 s (a trigger): more than the
     # node's timeout (0.5 s), less than the part's own bound (0.5 s + 2 s at
