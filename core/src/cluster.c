@@ -73,25 +73,113 @@ static const char schema_v4[] =
 
 /* ------------------------------------------------------------------ schema */
 
-static int migrate(dobj__pg *pg, int *version)
+/* The tables of the schema, in the order the versions made them. */
+static const char *const tables[] = { "dobj_node", "dobj_owner", "dobj_wal", "dobj_snapshot",
+	"dobj_alarm", "dobj_snapshot_part" };
+
+static int tables_of(int version)
+{
+	return version < 1 ? 0 : version < 4 ? 5 : 6;
+}
+
+#define NOT_OURS "use a database (or a search_path schema) of dobj's own"
+
+/* Inside the migration's transaction: the version the database is at, after
+ * checking that what carries dobj's names is dobj's (a database of other
+ * software's, or a schema damaged by hand, is refused with what is wrong,
+ * instead of PostgreSQL's words about a table, or a version read from
+ * anything: atoi of "1e300", a text column, a view). */
+static int schema_version(dobj__pg *pg, int *have)
 {
 	PGresult *r = NULL;
-	int have, rc;
+	const char *kind, *cols, *count, *v;
+	char *end;
+	long n;
+	size_t i;
+	int rc;
 
 	if ((rc = dobj__pg_exec(pg,
+		"SELECT c.relkind, (SELECT string_agg(a.attname || ' ' || format_type(a.atttypid, "
+		"a.atttypmod), ', ' ORDER BY a.attnum) FROM pg_attribute a WHERE a.attrelid = c.oid AND "
+		"a.attnum > 0 AND NOT a.attisdropped) FROM pg_class c "
+		"WHERE c.oid = 'dobj_schema_version'::regclass",
+		0, NULL, NULL, NULL, 0, &r)) < 0)
+		return rc;
+	kind = PQntuples(r) == 1 ? PQgetvalue(r, 0, 0) : "";
+	cols = PQntuples(r) != 1 || PQgetisnull(r, 0, 1) ? "no column" : PQgetvalue(r, 0, 1);
+	if (strcmp(kind, "r") || strcmp(cols, "version integer")) {
+		rc = dobj_error_set(DOBJ_ESTATE, "cluster: the database's dobj_schema_version is not "
+			"dobj's (%s with %.200s, not a table with version integer): " NOT_OURS,
+			!strcmp(kind, "v") ? "a view" : !strcmp(kind, "r") ? "a table" : "a relation", cols);
+		PQclear(r);
+		return rc;
+	}
+	PQclear(r);
+	/* the version, then whether each of `tables` is there (in its order) */
+	if ((rc = dobj__pg_exec(pg,
+		"SELECT count(*), max(version), to_regclass('dobj_node') IS NOT NULL, "
+		"to_regclass('dobj_owner') IS NOT NULL, to_regclass('dobj_wal') IS NOT NULL, "
+		"to_regclass('dobj_snapshot') IS NOT NULL, to_regclass('dobj_alarm') IS NOT NULL, "
+		"to_regclass('dobj_snapshot_part') IS NOT NULL FROM dobj_schema_version",
+		0, NULL, NULL, NULL, 0, &r)) < 0)
+		return rc;
+	count = PQgetvalue(r, 0, 0);
+	v = PQgetisnull(r, 0, 1) ? "0" : PQgetvalue(r, 0, 1);
+	errno = 0;
+	n = strtol(v, &end, 10);
+	if (strcmp(count, "0") && strcmp(count, "1")) {
+		rc = dobj_error_set(DOBJ_ESTATE, "cluster: the database's dobj_schema_version has %s "
+			"rows, not one: " NOT_OURS, count);
+		goto done;
+	}
+	if (*end || errno || n < 0 || (n == 0 && !strcmp(count, "1"))) {
+		rc = dobj_error_set(DOBJ_ESTATE, "cluster: the database's dobj_schema_version says "
+			"version %.40s, which no dobj wrote: " NOT_OURS, v);
+		goto done;
+	}
+	if (n > DOBJ_CLUSTER_SCHEMA_VERSION) {
+		rc = dobj_error_set(DOBJ_ESTATE, "cluster: the database's dobj schema is version %ld, "
+			"newer than this dobj's (%d): upgrade dobj on this node", n,
+			DOBJ_CLUSTER_SCHEMA_VERSION);
+		goto done;
+	}
+	/* Exactly the version's tables: none before the first migration. */
+	for (i = 0; i < sizeof(tables) / sizeof(*tables); i++) {
+		int at = !strcmp(PQgetvalue(r, 0, 2 + (int)i), "t");
+		if ((int)i < tables_of((int)n) && !at) {
+			rc = dobj_error_set(DOBJ_ESTATE, "cluster: the database's dobj schema (version "
+				"%ld) has no table %s: it was changed by hand or restored in part", n,
+				tables[i]);
+			goto done;
+		}
+		if (n == 0 && at) {
+			rc = dobj_error_set(DOBJ_ESTATE, "cluster: the database has a table %s but no dobj "
+				"schema: it is not dobj's: " NOT_OURS, tables[i]);
+			goto done;
+		}
+	}
+	*have = (int)n;
+	rc = DOBJ_OK;
+done:
+	PQclear(r);
+	return rc;
+}
+
+static int migrate(dobj__pg *pg, int *version)
+{
+	int have = 0, rc;
+
+	if ((rc = dobj__pg_simple(pg,
 		"BEGIN;"
 		"SELECT pg_advisory_xact_lock(" MIGRATE_LOCK ");"
-		"CREATE TABLE IF NOT EXISTS dobj_schema_version (version integer NOT NULL);"
-		"SELECT coalesce(max(version), 0) FROM dobj_schema_version",
-		0, NULL, NULL, NULL, 0, &r)) < 0)
+		"CREATE TABLE IF NOT EXISTS dobj_schema_version (version integer NOT NULL)")) < 0)
 		goto fail;
-	have = atoi(PQgetvalue(r, 0, 0));
-	PQclear(r);
-	if (have > DOBJ_CLUSTER_SCHEMA_VERSION) {
-		dobj__pg_simple(pg, "ROLLBACK");
-		return dobj_error_set(DOBJ_ESTATE,
-			"cluster: the database's dobj schema is version %d, newer than this dobj's (%d): "
-			"upgrade dobj on this node", have, DOBJ_CLUSTER_SCHEMA_VERSION);
+	if ((rc = schema_version(pg, &have)) < 0) {
+		if (rc == DOBJ_ESTATE)
+			dobj__pg_simple(pg, "ROLLBACK");
+		else
+			goto fail;
+		return rc;
 	}
 	if (have < 1) {
 		if ((rc = dobj__pg_simple(pg, schema_v1)) < 0 ||
@@ -153,6 +241,19 @@ int dobj_cluster_opts_check(const dobj_cluster_opts *o)
 	if (o->node_addr && memchr(o->node_addr, '\0',
 		o->node_addr_len ? o->node_addr_len : strlen(o->node_addr)))
 		return dobj_error_set(DOBJ_EARG, "cluster: the node address contains a NUL byte");
+	if (o->node_addr && (o->node_addr_len || o->node_addr[0])) {
+		/* HOST:PORT, as the network thread will split it: a port out of
+		 * range is refused with the settings, not after joining. */
+		char *a = dobj__strndup(o->node_addr, o->node_addr_len ? o->node_addr_len
+			: strlen(o->node_addr)), host[256], port[16];
+		int rc;
+		if (!a)
+			return DOBJ_ENOMEM;
+		rc = dobj__route_split_addr(a, host, sizeof(host), port, sizeof(port));
+		free(a);
+		if (rc < 0)
+			return rc;
+	}
 	/* At most a day each: the times become C ints (a poll's timeout,
 	 * statement_timeout) and PostgreSQL intervals, which a larger number
 	 * overflows (a TTL of 1e12 s was undefined behaviour in the network

@@ -211,6 +211,13 @@ static int act_finish(struct dobj__cluster *cl, dobj_obj *obj, dobj__act *a)
 		dobj_error_set(rc, "%s", a->msg);
 	}
 	if (rc < 0) {
+		if (a->co && a->node == cl->node_id) {
+			/* Claimed, but not restored (damaged data, PostgreSQL gone
+			 * meanwhile): the claim goes back, or stays with the object's
+			 * sockets until the last leaves (dobj__cluster_queue_release). */
+			dobj__cluster_queue_release(cl, obj, a->co);
+			a->co = NULL;
+		}
 		act_free(a);
 		return rc;
 	}

@@ -72,6 +72,7 @@ struct dobj__cjob {
 	char *name;        /* the object's name for dobj_alarm (NULL: none) */
 	size_t name_len;
 	dobj__cinc *inc;
+	int retry;         /* a give-back release: times it is tried again after failing */
 	/* the outcome (the committer's, under mu) */
 	int rc;
 	int fenced;        /* refused by the fence: another node has the object */
@@ -372,31 +373,57 @@ int dobj__cluster_commit(dobj_obj *obj, void *db, int64_t alarm)
 	return DOBJ_OK;
 }
 
+/* Queue the release of claim (epoch, node) of ns's object id, behind the
+ * appends of incarnation `inc` (taken over; may be NULL).  Best effort. */
+static void queue_release(struct dobj__cluster *cl, dobj_ns *ns, const dobj_id *id,
+	long long epoch, long long node, dobj__cinc *inc, int retry)
+{
+	dobj__cjob *j = calloc(1, sizeof(*j));
+
+	if (!j || !(j->ns = dobj__strndup(ns->unique_key, ns->unique_key_len))) {
+		free(j);
+		cinc_unref(cl, inc);
+		return;
+	}
+	j->kind = JOB_RELEASE;
+	j->ns_len = ns->unique_key_len;
+	memcpy(j->id, id->bytes, 32);
+	j->epoch = epoch;
+	j->node = node;
+	j->inc = inc; /* the incarnation's token: the release goes after its appends */
+	j->retry = retry;
+	queue(cl, j);
+}
+
 void dobj__cluster_queue_release(struct dobj__cluster *cl, dobj_obj *obj,
 	struct dobj__cluster_obj *co)
 {
-	dobj__cjob *j = NULL;
-
 	/* An object whose accepted WebSockets stay registered hibernates here:
-	 * their events arrive on this node, so it stays this node's. */
-	if (cl && cl->threads && !cl->closing && !dobj__ws_pinned(obj->ns, &obj->id) &&
-	    (j = calloc(1, sizeof(*j))) &&
-	    (j->ns = dobj__strndup(obj->ns->unique_key, obj->ns->unique_key_len))) {
-		j->kind = JOB_RELEASE;
-		j->ns_len = obj->ns->unique_key_len;
-		memcpy(j->id, obj->id.bytes, 32);
-		j->epoch = co->epoch;
-		j->node = cl->node_id;
-		j->inc = co->inc; /* the incarnation's token: the release goes after its appends */
+	 * their events arrive on this node, so it stays this node's; its claim
+	 * goes back when the last socket leaves (dobj__cluster_give_back). */
+	if (cl && cl->threads && !cl->closing &&
+	    !dobj__ws_hold_claim(obj->ns, &obj->id, co->epoch, cl->node_id)) {
+		queue_release(cl, obj->ns, &obj->id, co->epoch, cl->node_id, co->inc, 0);
 		co->inc = NULL;
-		queue(cl, j);
-	} else if (j) {
-		job_free(cl, j);
 	}
 	cinc_unref(cl, co->inc);
 	if (co->wal_fd >= 0)
 		close(co->wal_fd);
 	free(co);
+}
+
+void dobj__cluster_give_back(dobj_ns *ns, const dobj_id *id, long long epoch, long long node)
+{
+	struct dobj__cluster *cl = ns->rt->cluster;
+	dobj_obj *obj = dobj__idmap_get(&ns->objs, id);
+
+	/* Woken by the close, the object is active again under a claim of its
+	 * own (a later epoch), which it releases when it goes to sleep. */
+	if (!cl || !cl->threads || cl->closing || (obj && obj->cluster))
+		return;
+	/* Nothing releases it later: tried again if PostgreSQL is away now
+	 * (the close could not wake the object for the same reason). */
+	queue_release(cl, ns, id, epoch, node, NULL, 3);
 }
 
 /* An append came back: deliver or fail what waited on it. */
@@ -457,8 +484,19 @@ static void lease_update(dobj_rt *rt, struct dobj__cluster *cl)
 	snprintf(err, sizeof(err), "%s", cl->l_err);
 	pthread_mutex_unlock(&cl->mu);
 
-	if (ok)
+	if (ok) {
+		dobj__cjob *again;
 		cl->unrenewed_logged = cl->cut_off = 0;
+		pthread_mutex_lock(&cl->mu);
+		again = cl->r_retry;
+		cl->r_retry = NULL;
+		pthread_mutex_unlock(&cl->mu);
+		while (again) {
+			dobj__cjob *j = again;
+			again = j->next;
+			queue(cl, j);
+		}
+	}
 	if (lost) {
 		const char *why = "cluster: this node's lease lapsed and another node may own the "
 			"object now; the object was reset";
@@ -1152,7 +1190,7 @@ done:
 		free(a[i].p);
 }
 
-static void run_release(dobj__committer *me, dobj__cjob *j)
+static int run_release(dobj__committer *me, dobj__cjob *j)
 {
 	dobj__pg *pg = &me->pg;
 	char epoch[32], node[32];
@@ -1162,17 +1200,19 @@ static void run_release(dobj__committer *me, dobj__cjob *j)
 	PGresult *r;
 
 	/* Best effort, without reconnecting for it (a committer's first
-	 * statement connects). */
-	if (!pg->conn && me->used)
-		return;
+	 * statement connects), but for a give-back that nothing else does. */
+	if (!pg->conn && me->used && !j->retry)
+		return DOBJ_ERROR;
 	me->used = 1;
 	snprintf(epoch, sizeof(epoch), "%lld", j->epoch);
 	snprintf(node, sizeof(node), "%lld", j->node);
 	if (dobj__pg_exec_prepared(pg, 1,
 		"UPDATE dobj_owner SET node_id = NULL "
 		"WHERE ns = $1 AND object_id = $2 AND epoch = $3 AND node_id = $4",
-		4, v, lens, fmts, 0, &r) == DOBJ_OK)
-		PQclear(r);
+		4, v, lens, fmts, 0, &r) != DOBJ_OK)
+		return DOBJ_ERROR;
+	PQclear(r);
+	return DOBJ_OK;
 }
 
 /* A job passed over in this pass (under mu): its incarnation has a job out
@@ -1242,7 +1282,7 @@ static void *commit_main(void *arg)
 	dobj__committer *me = arg;
 	struct dobj__cluster *cl = me->cl;
 	dobj__cjob *batch[BATCH_JOBS], *j, *release;
-	int n, i;
+	int n, i, released;
 
 	pthread_mutex_lock(&cl->mu);
 	for (;;) {
@@ -1277,8 +1317,7 @@ static void *commit_main(void *arg)
 			run_appends(&me->pg, batch, n);
 			me->used = 1;
 		}
-		if (release)
-			run_release(me, release);
+		released = release && run_release(me, release) == DOBJ_OK;
 		pthread_mutex_lock(&cl->mu);
 		for (i = 0; i < n; i++) {
 			j = batch[i];
@@ -1295,7 +1334,12 @@ static void *commit_main(void *arg)
 					free(release->inc);
 			}
 			release->inc = NULL;
-			job_free(cl, release);
+			if (!released && release->retry-- > 0) {
+				release->next = cl->r_retry; /* queued again after a renewal */
+				cl->r_retry = release;
+			} else {
+				job_free(cl, release);
+			}
 		}
 		cl->q_busy -= (size_t)n + (release != NULL);
 		pthread_cond_broadcast(&cl->idle);
@@ -1410,6 +1454,10 @@ void dobj__cluster_stop(struct dobj__cluster *cl)
 	cl->threads = 0;
 	dobj__rt_source_remove(cl->rt, drain, cl);
 	/* Whatever no committer sent fails: never acknowledged. */
+	while ((j = cl->r_retry)) {
+		cl->r_retry = j->next;
+		job_free(cl, j);
+	}
 	while ((j = cl->q_head)) {
 		cl->q_head = j->next;
 		if (j->kind == JOB_RELEASE) {

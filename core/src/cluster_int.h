@@ -29,7 +29,15 @@ typedef struct dobj__pg {
 	int flushing;       /* dobj__pg_send_prepared: part of it is still to flush */
 	const char *role;   /* its application_name is "dobj <role>" (NULL: "node") */
 	double stmt_ms;     /* the running statement's own bound (0: timeout_ms) */
+	const int *halt;    /* its worker was told to stop (atomic; NULL: never) */
 } dobj__pg;
+
+/* A job of many statements (a snapshot's parts, a log's pieces) checks
+ * this between them: a closing runtime does not wait for the rest. */
+static inline int dobj__pg_halted(const dobj__pg *pg)
+{
+	return pg->halt && __atomic_load_n(pg->halt, __ATOMIC_ACQUIRE);
+}
 
 /* The slowest a link and a server may move a snapshot's data, bytes per
  * second: a statement that carries N bytes (a part, a format-1 snapshot
@@ -38,6 +46,8 @@ typedef struct dobj__pg {
  * disk.  A stalled server is still found, later. */
 #define DOBJ__PG_MIN_RATE (1 << 20)
 
+/** Split "host:port" ("[v6]:port" too): DOBJ_EARG, naming node_addr, else. */
+int dobj__route_split_addr(const char *addr, char *host, size_t hcap, char *port, size_t pcap);
 /** Milliseconds on CLOCK_BOOTTIME (counts while the process is stopped). */
 double dobj__boot_ms(void);
 /** DOBJ_EARG with libpq's words for a connection string it cannot parse. */
@@ -177,6 +187,7 @@ typedef struct dobj__worker {
 	pthread_cond_t wake, idle;
 	pthread_t th;
 	int stop, busy;
+	int halted;         /* stop, for the job under way (atomic: its pg.halt) */
 	dobj__wjob *q_head, *q_tail, *d_head, *d_tail;
 	dobj__pg pg;
 	/* the runtime's thread only */
@@ -246,6 +257,7 @@ struct dobj__cluster {
 	int nwoken;                    /* of them woken, not back at the queue yet */
 	unsigned scan;                 /* the committers' last pass over the queue */
 	dobj__cjob *q_head, *q_tail;   /* for the committers */
+	dobj__cjob *r_retry;           /* give-back releases that failed: queued after a renewal */
 	size_t q_busy;                 /* taken by a committer, not done */
 	dobj__cjob *d_head, *d_tail;   /* done, for the runtime */
 	long long l_node;              /* the lease keeper's node (0: to join) */

@@ -240,9 +240,6 @@ static inline double mono_ms(void)
 	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
-/* Split "host:port" ("[v6]:port" too); DOBJ_EARG with a message. */
-int dobj__route_split_addr(const char *addr, char *host, size_t hcap, char *port, size_t pcap);
-
 /* The network thread (cluster_net.c). */
 void *dobj__net_main(void *arg);
 /** Queue a CALL for `node` (its connection made if needed): *cid and

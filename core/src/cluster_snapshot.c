@@ -202,6 +202,10 @@ static int snap_image(dobj__pg *pg, const char *ns, size_t ns_len, const unsigne
 	for (i = 0; i < h->nparts && rc == DOBJ_OK; i++) {
 		uint64_t off = (uint64_t)i * h->part;
 		size_t want = (size_t)(h->size - off < h->part ? h->size - off : h->part);
+		if (dobj__pg_halted(pg)) {
+			rc = dobj_error_set(DOBJ_ECLOSED, DOBJ_MSG_CLOSED);
+			break;
+		}
 		snprintf(cpart, sizeof(cpart), "%u", (unsigned)i);
 		if ((rc = dobj__pg_exec_sized(pg, want, "SELECT data FROM dobj_snapshot_part WHERE "
 			"ns = $1 AND object_id = $2 AND seq = $3::int8 AND part = $4::int4", 4, v, lens,
@@ -403,9 +407,12 @@ static void image_head(const image *im, unsigned char *h, long long seq, long lo
  *
  * The first statement reads the head, the snapshot and the first piece:
  * when that is all (the usual case), one statement was one view of the
- * database.  When there is more (a longer log, or a snapshot in parts), it
- * is read again in a read-only repeatable-read transaction, every
- * statement in one view: a compaction commits wholly before or after it.
+ * database.  When there is more (a longer log, a snapshot in parts, or one
+ * whose row is bigger than a piece), it is read again in a read-only
+ * repeatable-read transaction, every statement in one view: a compaction
+ * commits wholly before or after it.  There a statement that carries a
+ * part, a big snapshot row or a piece is bounded by its size
+ * (dobj__pg_exec_sized), not by the timeout alone.
  * (libpq 15 has no chunked-rows mode, and its single-row mode would keep
  * one statement open for the whole log.)
  */
@@ -424,8 +431,9 @@ static void image_head(const image *im, unsigned char *h, long long seq, long lo
 
 /* The first statement: the head (latest seq and epoch, with the log's and
  * the snapshot's sizes, its parts included), then, unless the head is ($3,
- * $4) (a cache at that state), the snapshot and the log's first piece up
- * to seq $5. */
+ * $4) (a cache at that state), the snapshot (its row's bytes only when
+ * they are no bigger than a piece; their length in column 4) and the log's
+ * first piece up to seq $5. */
 static const char first_sql[] =
 	"WITH s AS (SELECT seq, epoch, octet_length(db)::int8 + coalesce((SELECT "
 	"  sum(octet_length(p.data)) FROM dobj_snapshot_part p WHERE p.ns = $1 AND "
@@ -439,7 +447,8 @@ static const char first_sql[] =
 	"SELECT 0::int4 AS k, h.seq, h.epoch, NULL::bytea AS data, "
 	"  (SELECT coalesce(sum(n), 0) FROM l)::int8, coalesce((SELECT n FROM s), 0)::int8, "
 	"  NULL::bytea FROM h "
-	"UNION ALL SELECT 1, d.seq, d.epoch, d.db, 0, 0, NULL FROM dobj_snapshot d, f "
+	"UNION ALL SELECT 1, d.seq, d.epoch, CASE WHEN octet_length(d.db) <= " STR(PIECE_BYTES)
+	"  THEN d.db END, octet_length(d.db)::int8, 0, NULL FROM dobj_snapshot d, f "
 	"  WHERE f.go AND d.ns = $1 AND d.object_id = $2 "
 	"UNION ALL SELECT p.* FROM (" PIECE_SQL("coalesce((SELECT seq FROM s), 0)", "$5::int8")
 	") p, f WHERE f.go "
@@ -448,11 +457,37 @@ static const char first_sql[] =
 /* The next piece: the log after $3 up to $4. */
 static const char piece_sql[] = PIECE_SQL("$3::int8", "$4::int8") " ORDER BY seq";
 
-/* Row i of a first statement's result is a snapshot in parts. */
-static int in_parts(const PGresult *r, int i)
+/* Row i of a first statement's result is a snapshot in parts, or one
+ * whose row was held back (bigger than a piece): more statements. */
+static int snap_more(const PGresult *r, int i)
 {
-	return be32((const unsigned char *)PQgetvalue(r, i, 0)) == 1 && PQgetlength(r, i, 3) >= 12 &&
-		be32((const unsigned char *)PQgetvalue(r, i, 3) + 8) == SNAP_FORMAT_PARTS;
+	if (be32((const unsigned char *)PQgetvalue(r, i, 0)) != 1)
+		return 0;
+	return PQgetisnull(r, i, 3) || (PQgetlength(r, i, 3) >= 12 &&
+		be32((const unsigned char *)PQgetvalue(r, i, 3) + 8) == SNAP_FORMAT_PARTS);
+}
+
+/* A snapshot row held back by the first statement, on its own (in the
+ * transaction), bounded by its size: *out holds its bytes. */
+static int snap_row(dobj__pg *pg, const char *ns, size_t ns_len, const unsigned char *id,
+	long long seq, size_t len, PGresult **out)
+{
+	char cseq[32];
+	const char *v[3] = { ns, (const char *)id, cseq };
+	int lens[3] = { (int)ns_len, 32, 0 };
+	int fmts[3] = { 0, 1, 0 };
+	int rc;
+
+	snprintf(cseq, sizeof(cseq), "%lld", seq);
+	if ((rc = dobj__pg_exec_sized(pg, len, "SELECT db FROM dobj_snapshot WHERE ns = $1 AND "
+		"object_id = $2 AND seq = $3::int8", 3, v, lens, fmts, 1, out)) < 0)
+		return rc;
+	if (PQntuples(*out) != 1) {
+		PQclear(*out);
+		*out = NULL;
+		return damaged(seq, "a snapshot missing");
+	}
+	return DOBJ_OK;
 }
 
 /* What a read found. */
@@ -477,14 +512,25 @@ static int state_rows(dobj__pg *pg, const char *ns, size_t ns_len, const unsigne
 		const unsigned char *data = (const unsigned char *)PQgetvalue(r, i, 3);
 		size_t len = (size_t)PQgetlength(r, i, 3);
 		if (kind == 1) {
+			PGresult *big = NULL;
 			snap_head h;
 			if (s >= upto)
 				return 1;
-			if ((rc = snap_head_read(data, len, s, &h)) < 0)
-				return rc;
-			im->psz = h.psz;
-			if ((rc = image_pages(im, h.pages)) < 0 ||
-			    (rc = snap_image(pg, ns, ns_len, id, s, &h, image_write, im)) < 0)
+			if (PQgetisnull(r, i, 3)) {
+				if ((rc = snap_row(pg, ns, ns_len, id, s,
+				    (size_t)be64((const unsigned char *)PQgetvalue(r, i, 4)), &big)) < 0)
+					return rc;
+				data = (const unsigned char *)PQgetvalue(big, 0, 0);
+				len = (size_t)PQgetlength(big, 0, 0);
+			}
+			rc = snap_head_read(data, len, s, &h);
+			if (rc == DOBJ_OK) {
+				im->psz = h.psz;
+				if ((rc = image_pages(im, h.pages)) == DOBJ_OK)
+					rc = snap_image(pg, ns, ns_len, id, s, &h, image_write, im);
+			}
+			PQclear(big);
+			if (rc < 0)
 				return rc;
 		} else {
 			if (s != st->seq + 1)
@@ -537,7 +583,7 @@ again:
 	}
 	target = st->head < upto ? st->head : upto;
 	last = n > from ? be64((const unsigned char *)PQgetvalue(r, n - 1, 1)) : 0;
-	if (!tx && n > from && (in_parts(r, from) || last < target)) {
+	if (!tx && n > from && (snap_more(r, from) || last < target)) {
 		/* More than one statement: all of them in one view, the first
 		 * again first. */
 		PQclear(r);
@@ -554,8 +600,12 @@ again:
 	while (tx && st->seq < target) {
 		PQclear(r);
 		r = NULL;
+		if (dobj__pg_halted(pg)) {
+			rc = dobj_error_set(DOBJ_ECLOSED, DOBJ_MSG_CLOSED);
+			goto done;
+		}
 		snprintf(c3, sizeof(c3), "%lld", st->seq);
-		if ((rc = dobj__pg_exec(pg, piece_sql, 4, v, lens, fmts, 1, &r)) < 0)
+		if ((rc = dobj__pg_exec_sized(pg, PIECE_BYTES, piece_sql, 4, v, lens, fmts, 1, &r)) < 0)
 			goto done;
 		if (PQntuples(r) == 0)
 			break; /* the log ends early: the caller's to judge */
@@ -826,6 +876,10 @@ static int image_upload(dobj__pg *pg, snap_job *j, image *im, const char *seq,
 	}
 	for (i = 0, off = 0; i < nparts; i++, off += im->part) {
 		size_t n = (size_t)(size - off < im->part ? size - off : im->part);
+		if (dobj__pg_halted(pg)) {
+			rc = dobj_error_set(DOBJ_ECLOSED, DOBJ_MSG_CLOSED);
+			goto done;
+		}
 		if ((rc = read_at(im->fd, off, buf, n, im->spill)) < 0)
 			goto done;
 		if (EVP_DigestUpdate(md, buf, n) != 1) {

@@ -68,6 +68,7 @@ typedef struct room {
 	size_t n, cap;
 	char *areq, *aresp;   /* auto-response pair (NULL: none) */
 	size_t areq_len, aresp_len;
+	long long held_epoch, held_node; /* cluster: the claim of the hibernating object (0: none) */
 } room;
 
 /* The event a WS call carries; pub first so a task's request is both. */
@@ -251,6 +252,13 @@ static void conn_unregister(wsconn *c)
 				r->n--;
 				break;
 			}
+		if (r->n == 0 && r->held_epoch) {
+			/* Its last socket left while it hibernated, whether or not
+			 * the close could wake it: the claim goes back. */
+			long long epoch = r->held_epoch, node = r->held_node;
+			r->held_epoch = r->held_node = 0;
+			dobj__cluster_give_back(c->ns, &c->id, epoch, node);
+		}
 		room_maybe_drop(c->ns, r);
 	}
 	conn_unref(c); /* the room's reference */
@@ -1115,11 +1123,15 @@ void dobj__ws_relay_output(dobj_ws *client, int close, int text_or_code, const v
 	output_now(c, close, text_or_code, data, len);
 }
 
-int dobj__ws_pinned(dobj_ns *ns, const dobj_id *id)
+int dobj__ws_hold_claim(dobj_ns *ns, const dobj_id *id, long long epoch, long long node)
 {
 	room *r = room_get(ns, id);
 
-	return r && r->n > 0;
+	if (!r || !r->n)
+		return 0;
+	r->held_epoch = epoch;
+	r->held_node = node;
+	return 1;
 }
 
 /* Cluster mode: the node lost the object.  Each socket is closed at once
@@ -1130,6 +1142,7 @@ static size_t room_drop(dobj_ns *ns, room *r, int code, const char *reason)
 {
 	size_t n = r->n;
 
+	r->held_epoch = r->held_node = 0; /* not this node's to give back now */
 	while (r->n) {
 		wsconn *c = r->v[--r->n];
 		c->registered = 0;

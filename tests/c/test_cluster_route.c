@@ -268,6 +268,11 @@ static void test_a_stuck_runtime_fails_the_call_at_the_call_timeout(void)
 	b.call_timeout_ms = 300;
 	node_open(&b);
 	CHECK_EQ_INT(b.failed, 0);
+	/* stuck-2 active first: its spin starts as it arrives (activations run
+	 * on several threads, so a spin whose object is still activating may
+	 * start after stuck-3 was served). */
+	wait_number(&b, call(&b, "stuck-2", "add", 0), &code, msg, sizeof(msg));
+	CHECK_EQ_INT(code, DOBJ_OK);
 	/* a's runtime spins for 1.5 s (its network thread still answers pings,
 	 * and its lease keeper renews its lease): b's second call waits for
 	 * nothing but the call timeout. */

@@ -15,7 +15,7 @@ import pytest
 import dobj
 import dobj.cluster
 from cluster_util import Counter, node, start_node
-from pg_util import HeldLock, available
+from pg_util import TOOL_ENV, HeldLock, available
 
 pytestmark = pytest.mark.skipif(not available(), reason="PostgreSQL (Debian: postgresql) not installed")
 
@@ -31,6 +31,44 @@ def test_schema_init_is_versioned(pg):
             dobj.cluster.init(pg.url)
     finally:
         pg.sql("UPDATE dobj_schema_version SET version = 4")
+
+
+@pytest.mark.parametrize("n, setup, message", [
+    # Before: PostgreSQL's "relation "dobj_node" already exists".
+    (1, "CREATE TABLE dobj_node (id int)",
+     "the database has a table dobj_node but no dobj schema: it is not dobj's"),
+    # Before: the version was atoi("NaN") = 0: dobj's tables were made beside
+    # another's, and init said "version 4".
+    (2, "CREATE TABLE dobj_schema_version (version float8); INSERT INTO dobj_schema_version VALUES ('NaN')",
+     "dobj_schema_version is not dobj's (a table with version double precision, not a table with "
+     "version integer)"),
+    (3, "CREATE VIEW dobj_schema_version AS SELECT 4 AS version",
+     "dobj_schema_version is not dobj's (a view with version integer"),
+    (4, "CREATE TABLE dobj_schema_version (version integer); INSERT INTO dobj_schema_version VALUES (-5)",
+     "dobj_schema_version says version -5, which no dobj wrote"),
+    # Before: init said "version 4"; the node failed on PostgreSQL's
+    # "relation "dobj_node" does not exist".
+    (5, "CREATE TABLE dobj_schema_version (version integer); INSERT INTO dobj_schema_version VALUES (4)",
+     "the database's dobj schema (version 4) has no table dobj_node: it was changed by hand or "
+     "restored in part"),
+])
+def test_a_database_that_is_not_dobjs_is_refused_with_what_is_wrong(pg, tmp_path, n, setup, message):
+    """`dobj cluster init` and a node refuse a database whose dobj names are
+    not dobj's, saying what is wrong, and change nothing in it."""
+    pg.sql(f"CREATE DATABASE not_dobj_{n}")
+    url = pg.url.rsplit("/", 1)[0] + f"/not_dobj_{n}"
+    subprocess.run(["psql", "-XAtq", "-v", "ON_ERROR_STOP=1", url, "-c", setup], check=True,
+                   capture_output=True, timeout=30, env=TOOL_ENV)
+    with pytest.raises(dobj.Error, match=re.escape(message)):
+        dobj.cluster.init(url)
+    out = subprocess.run([sys.executable, "-m", "dobj.cluster", "init", url],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0 and message in out.stderr, out
+    with pytest.raises(dobj.Error, match=re.escape(message)):
+        dobj.Runtime(storage=str(tmp_path), cluster=url, node_addr="127.0.0.1:0")
+    made = subprocess.run(["psql", "-XAtq", url, "-c", "SELECT to_regclass('dobj_owner') IS NULL"],
+                          capture_output=True, text=True, timeout=30, env=TOOL_ENV).stdout.strip()
+    assert made == "t"  # nothing of dobj's was made
 
 
 def test_bad_input_is_a_clear_error(pg, tmp_path):
@@ -63,6 +101,10 @@ def test_bad_input_is_a_clear_error(pg, tmp_path):
     ("cluster_snapshot_part_bytes", 1000, "cluster_snapshot_part_bytes: must be from 1 KiB to 256 MiB (bytes)"),
     ("cluster_snapshot_part_bytes", 0, "cluster_snapshot_part_bytes: must be from 1 KiB to 256 MiB (bytes)"),
     ("cluster_snapshot_bytes", -1, "cluster_snapshot_bytes: must be 0 (never) or a number of bytes"),
+    # A node address the network thread cannot split was refused only after
+    # connecting to PostgreSQL and migrating (and the config file took it).
+    ("node_addr", "127.0.0.1:99999", 'node_addr must be HOST:PORT, such as 127.0.0.1:7001 (got "127.0.0.1:99999")'),
+    ("node_addr", "[::1]:", 'node_addr must be HOST:PORT, such as 127.0.0.1:7001 (got "[::1]:")'),
 ])
 def test_bad_times_are_refused_naming_the_argument(tmp_path, kw, value, message):
     """Refused before connecting, with the keyword named (Runtime and from_config alike)."""

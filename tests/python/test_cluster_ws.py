@@ -52,7 +52,7 @@ class Nodes:
     def __init__(self, pg, tmp_path, kind):
         self.pg, self.tmp, self.kind, self.started = pg, tmp_path, kind, []
 
-    def start(self, lang=None, name="chat", idle=None):
+    def start(self, lang=None, name="chat", idle=None, ttl=TTL):
         lang = lang or ("lua" if self.kind == "lua" else "python")
         if lang == "lua" and not DOBJ_LUA.exists():
             pytest.skip("dobj-lua dev is not built (make build)")
@@ -60,12 +60,13 @@ class Nodes:
         state = self.tmp / f"state{len(self.started)}"
         args = ["--config", str(project / "wrangler.toml"), "--persist-to", str(state),
                 "--cluster", self.pg.url, "--node-addr", "127.0.0.1:0",
-                "--cluster-ttl", str(TTL), "--cluster-grace", str(GRACE)]
+                "--cluster-ttl", str(ttl), "--cluster-grace", str(GRACE)]
         if idle is not None:
             args += ["--idle-timeout", str(idle)]
         s = DevServer(self.tmp, *args, lua=lang == "lua", env=dev_env(**ENV),
                       server=None if lang == "lua" else ("uvicorn" if self.kind == "uvicorn" else None))
         s.node = int(re.search(r"cluster: node (\d+) at", s.output()).group(1))
+        s.state = state
         self.started.append(s)
         return s
 
@@ -298,3 +299,67 @@ async def test_a_room_stays_on_its_node_while_a_socket_is_open_and_goes_after_th
     await bob.send("three")
     assert await recv(bob) == {"type": "message", "seq": 3, "name": "bob", "text": "three"}
     await bob.close()
+
+
+async def test_a_hibernating_room_is_released_when_its_last_socket_goes_even_if_it_cannot_wake(
+        nodes, pg):
+    """A room hibernates on its node with one socket, and its data in
+    PostgreSQL is damaged meanwhile, so the last socket's close cannot wake
+    it (the restore fails).  Its claim goes back anyway when that socket
+    leaves (PostgreSQL says so: the NOTIFY of the trigger), without waking
+    it; before, the room stayed its node's as long as the node lived."""
+    a = nodes.start(idle=0.3)
+    room = f"unwakeable-{nodes.kind}"
+    alice = await join(a, room, "alice")
+    await alice.send("one")
+    assert await recv(alice) == {"type": "message", "seq": 1, "name": "alice", "text": "one"}
+    # Past the idle timeout (0.3 s) the room is evicted; the socket keeps it a's.
+    await asyncio.sleep(1)
+    assert pg.sql(f"SELECT count(*) FROM dobj_owner WHERE node_id = {a.node}") == ["1"]
+    # One bit of each of its log rows; the node's copy is not taken as current.
+    pg.sql(f"UPDATE dobj_wal SET frames = set_byte(frames, 200, get_byte(frames, 200) # 16) "
+           f"WHERE object_id IN (SELECT object_id FROM dobj_owner WHERE node_id = {a.node})")
+    markers = list(a.state.rglob("*-seq"))
+    assert markers
+    for f in markers:
+        f.unlink()
+    pg.sql(RELEASED)
+    released = Listener(pg.url, "dobj_released")
+    try:
+        await alice.close()
+        assert await asyncio.to_thread(released.wait, 30) == str(a.node)
+    finally:
+        released.close()
+    assert pg.sql(f"SELECT count(*) FROM dobj_owner WHERE node_id = {a.node}") == ["0"]
+
+
+async def test_a_hibernating_room_closed_while_postgresql_is_away_is_released_once_it_is_back(
+        nodes, pg):
+    """PostgreSQL is away (for less than the lease: the node keeps it) when
+    a hibernating room's last socket closes: the close cannot wake the room
+    and the claim cannot be given back then; it is, once a renewal finds
+    PostgreSQL back (before, the room stayed its node's)."""
+    a = nodes.start(idle=0.3, ttl=10)
+    room = f"away-{nodes.kind}"
+    alice = await join(a, room, "alice")
+    await alice.send("one")
+    assert await recv(alice) == {"type": "message", "seq": 1, "name": "alice", "text": "one"}
+    await asyncio.sleep(1)  # past the idle timeout: evicted, kept a's by its socket
+    owned = f"SELECT count(*) FROM dobj_owner WHERE node_id = {a.node}"
+    assert pg.sql(owned) == ["1"]
+    pg.sql(RELEASED)
+    pg.kill()
+    try:
+        await alice.close()
+        # The close's wake and the give-back fail meanwhile (a refused
+        # connection fails at once; nothing reports them).
+        await asyncio.sleep(3)
+    finally:
+        pg.restart()
+    released = Listener(pg.url, "dobj_released")
+    try:
+        if pg.sql(owned) != ["0"]:
+            assert await asyncio.to_thread(released.wait, 30) == str(a.node)
+    finally:
+        released.close()
+    assert pg.sql(owned) == ["0"]
