@@ -52,6 +52,10 @@ def rows(got: dict[str, float], reason: str) -> list[str]:
                    f"{'met' if r >= 0.8 else 'NOT met'})")
     out.append("  (3 node processes, callers 6, 5, 5; every caller calls all 100 objects, two "
                "calls in three routed to another node; * no routing, the commit pipeline alone)")
+    cpu, cpu_own = got.get("dobj_inc_100_cpu_us"), got.get("dobj_inc_100_own_cpu_us")
+    if cpu and cpu_own:
+        out.append(f"  node CPU per increment (3 node processes, every thread, not PostgreSQL's): "
+                   f"{cpu:.0f} us routed, {cpu_own:.0f} us own")
     floor16 = got.get("raw_append_16")
     if floor16 and got.get("dobj_inc_100"):
         r = got["dobj_inc_100"] / floor16

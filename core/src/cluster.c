@@ -105,18 +105,17 @@ static int schema_version(dobj__pg *pg, int *have)
 		"WHERE c.oid = 'dobj_schema_version'::regclass",
 		0, NULL, NULL, NULL, 0, &r)) < 0)
 		return rc;
-	kind = PQgetvalue(r, 0, 0);
-	cols = PQgetisnull(r, 0, 1) ? "no column" : PQgetvalue(r, 0, 1);
-	if (PQntuples(r) != 1 || strcmp(kind, "r") || strcmp(cols, "version integer")) {
+	kind = PQntuples(r) == 1 ? PQgetvalue(r, 0, 0) : "";
+	cols = PQntuples(r) != 1 || PQgetisnull(r, 0, 1) ? "no column" : PQgetvalue(r, 0, 1);
+	if (strcmp(kind, "r") || strcmp(cols, "version integer")) {
 		rc = dobj_error_set(DOBJ_ESTATE, "cluster: the database's dobj_schema_version is not "
 			"dobj's (%s with %.200s, not a table with version integer): " NOT_OURS,
-			PQntuples(r) != 1 ? "?" : !strcmp(kind, "v") ? "a view" : !strcmp(kind, "r") ?
-			"a table" : "a relation", cols);
+			!strcmp(kind, "v") ? "a view" : !strcmp(kind, "r") ? "a table" : "a relation", cols);
 		PQclear(r);
 		return rc;
 	}
 	PQclear(r);
-	/* the version, then whether each of `tables` is there */
+	/* the version, then whether each of `tables` is there (in its order) */
 	if ((rc = dobj__pg_exec(pg,
 		"SELECT count(*), max(version), to_regclass('dobj_node') IS NOT NULL, "
 		"to_regclass('dobj_owner') IS NOT NULL, to_regclass('dobj_wal') IS NOT NULL, "

@@ -509,15 +509,25 @@ void *dobj__net_main(void *arg)
 
 /* --------------------------------------------- the runtime: sending frames */
 
+/* Whether the network thread needs waking for what was just queued (under
+ * mu); then kick_net, after the lock is let go, so that the thread does not
+ * wake only to wait for the lock.  The flag is set first: a round of the
+ * thread in between writes the frame already, and the kick only costs it
+ * one more round. */
+static int want_kick(struct dobj__route *r)
+{
+	if (r->net_kicked)
+		return 0;
+	r->net_kicked = 1;
+	return 1;
+}
+
 static void kick_net(struct dobj__route *r)
 {
-	if (!r->net_kicked) {
-		uint64_t one = 1;
-		ssize_t n;
-		r->net_kicked = 1;
-		n = write(r->efd, &one, sizeof(one));
-		(void)n;
-	}
+	uint64_t one = 1;
+	ssize_t n = write(r->efd, &one, sizeof(one));
+
+	(void)n;
 }
 
 /* Queue a CALL for node (its connection made if needed): *cid and *start
@@ -526,7 +536,7 @@ int dobj__net_send_node(struct dobj__route *r, long long node, const char *addr,
 	uint64_t *cid, uint64_t *start)
 {
 	conn *c;
-	int rc = DOBJ_OK;
+	int rc = DOBJ_OK, kick = 0;
 
 	pthread_mutex_lock(&r->mu);
 	for (c = r->conns; c; c = c->next)
@@ -566,9 +576,11 @@ int dobj__net_send_node(struct dobj__route *r, long long node, const char *addr,
 	*cid = c->cid;
 	*start = c->queued;
 	c->queued += f->len;
-	kick_net(r);
+	kick = want_kick(r);
 done:
 	pthread_mutex_unlock(&r->mu);
+	if (kick)
+		kick_net(r);
 	return rc;
 }
 
@@ -576,6 +588,7 @@ done:
 void dobj__net_send_conn(struct dobj__route *r, uint64_t cid, const buf *f)
 {
 	conn *c;
+	int kick = 0;
 
 	pthread_mutex_lock(&r->mu);
 	for (c = r->conns; c; c = c->next)
@@ -585,9 +598,11 @@ void dobj__net_send_conn(struct dobj__route *r, uint64_t cid, const buf *f)
 		c->queued += f->len;
 		if (!c->out_dir && f->len >= 13 && f->p[4] == F_RESULT)
 			call_answered(c, get_be(f->p + 5, 8));
-		kick_net(r);
+		kick = want_kick(r);
 	}
 	pthread_mutex_unlock(&r->mu);
+	if (kick)
+		kick_net(r);
 }
 
 

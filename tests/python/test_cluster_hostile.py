@@ -276,7 +276,8 @@ def test_a_peer_that_sends_calls_and_does_not_read_the_answers_is_paused(node):
         with pytest.raises(socket.timeout):
             send(s)
         assert sent[0] < 100, sent  # the node stopped reading
-        assert _rss_mib(node.proc.pid) - before < 120
+        if "libasan" not in os.environ.get("LD_PRELOAD", ""):  # (its quarantine keeps 256 MiB)
+            assert _rss_mib(node.proc.pid) - before < 120
         # The peer reads: the node reads on, and answers every call.
         s.settimeout(60)
         rest = threading.Thread(target=send, args=(s,))
