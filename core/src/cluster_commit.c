@@ -789,25 +789,33 @@ static const char append_rows_sql[] =
 	"  AS i(ns, object_id, seq, epoch, frames, sum) "
 	"JOIN dobj_owner o ON o.ns = i.ns AND o.object_id = i.object_id AND o.epoch = i.epoch "
 	"  AND o.node_id = $7::int8 FOR SHARE OF o "
-	"ON CONFLICT DO NOTHING RETURNING ns, object_id, seq";
+	"ON CONFLICT DO NOTHING RETURNING ns, object_id, seq, epoch";
 
-/* The rows append_rows_sql returned (binary: ns, object_id, seq), marked
- * in accepted[]: one job each, by key (the fence lets one epoch of an
- * object through, and its seqs differ). */
+/* The rows append_rows_sql returned (binary: ns, object_id, seq, epoch),
+ * marked in accepted[]: one job each, by key and epoch.  The epoch counts:
+ * an unsent append of an object's old incarnation and the first of its new
+ * one (restored without it) share a seq, and can share a batch when no
+ * release goes between them (the object hibernated with sockets); the
+ * fence lets only the new one in. */
 static void match_rows(PGresult *r, dobj__cjob **jobs, int n, int *accepted)
 {
 	for (int i = 0; i < PQntuples(r); i++) {
 		const unsigned char *ns = (const unsigned char *)PQgetvalue(r, i, 0);
 		const unsigned char *id = (const unsigned char *)PQgetvalue(r, i, 1);
 		const unsigned char *sq = (const unsigned char *)PQgetvalue(r, i, 2);
+		const unsigned char *ep = (const unsigned char *)PQgetvalue(r, i, 3);
 		size_t ns_len = (size_t)PQgetlength(r, i, 0);
-		unsigned long long seq = 0;
-		if (PQgetlength(r, i, 1) != 32 || PQgetlength(r, i, 2) != 8)
+		unsigned long long seq = 0, epoch = 0;
+		if (PQgetlength(r, i, 1) != 32 || PQgetlength(r, i, 2) != 8 ||
+		    PQgetlength(r, i, 3) != 8)
 			continue;
-		for (int b = 0; b < 8; b++)
+		for (int b = 0; b < 8; b++) {
 			seq = seq << 8 | sq[b];
+			epoch = epoch << 8 | ep[b];
+		}
 		for (int k = 0; k < n; k++)
 			if (!accepted[k] && (unsigned long long)jobs[k]->seq == seq &&
+			    (unsigned long long)jobs[k]->epoch == epoch &&
 			    !memcmp(jobs[k]->id, id, 32) && jobs[k]->ns_len == ns_len &&
 			    !memcmp(jobs[k]->ns, ns, ns_len)) {
 				accepted[k] = 1;

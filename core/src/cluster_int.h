@@ -29,7 +29,15 @@ typedef struct dobj__pg {
 	int flushing;       /* dobj__pg_send_prepared: part of it is still to flush */
 	const char *role;   /* its application_name is "dobj <role>" (NULL: "node") */
 	double stmt_ms;     /* the running statement's own bound (0: timeout_ms) */
+	const int *halt;    /* its worker was told to stop (atomic; NULL: never) */
 } dobj__pg;
+
+/* A job of many statements (a snapshot's parts, a log's pieces) checks
+ * this between them: a closing runtime does not wait for the rest. */
+static inline int dobj__pg_halted(const dobj__pg *pg)
+{
+	return pg->halt && __atomic_load_n(pg->halt, __ATOMIC_ACQUIRE);
+}
 
 /* The slowest a link and a server may move a snapshot's data, bytes per
  * second: a statement that carries N bytes (a part, a format-1 snapshot
@@ -179,6 +187,7 @@ typedef struct dobj__worker {
 	pthread_cond_t wake, idle;
 	pthread_t th;
 	int stop, busy;
+	int halted;         /* stop, for the job under way (atomic: its pg.halt) */
 	dobj__wjob *q_head, *q_tail, *d_head, *d_tail;
 	dobj__pg pg;
 	/* the runtime's thread only */

@@ -202,6 +202,10 @@ static int snap_image(dobj__pg *pg, const char *ns, size_t ns_len, const unsigne
 	for (i = 0; i < h->nparts && rc == DOBJ_OK; i++) {
 		uint64_t off = (uint64_t)i * h->part;
 		size_t want = (size_t)(h->size - off < h->part ? h->size - off : h->part);
+		if (dobj__pg_halted(pg)) {
+			rc = dobj_error_set(DOBJ_ECLOSED, DOBJ_MSG_CLOSED);
+			break;
+		}
 		snprintf(cpart, sizeof(cpart), "%u", (unsigned)i);
 		if ((rc = dobj__pg_exec_sized(pg, want, "SELECT data FROM dobj_snapshot_part WHERE "
 			"ns = $1 AND object_id = $2 AND seq = $3::int8 AND part = $4::int4", 4, v, lens,
@@ -596,6 +600,10 @@ again:
 	while (tx && st->seq < target) {
 		PQclear(r);
 		r = NULL;
+		if (dobj__pg_halted(pg)) {
+			rc = dobj_error_set(DOBJ_ECLOSED, DOBJ_MSG_CLOSED);
+			goto done;
+		}
 		snprintf(c3, sizeof(c3), "%lld", st->seq);
 		if ((rc = dobj__pg_exec_sized(pg, PIECE_BYTES, piece_sql, 4, v, lens, fmts, 1, &r)) < 0)
 			goto done;
@@ -868,6 +876,10 @@ static int image_upload(dobj__pg *pg, snap_job *j, image *im, const char *seq,
 	}
 	for (i = 0, off = 0; i < nparts; i++, off += im->part) {
 		size_t n = (size_t)(size - off < im->part ? size - off : im->part);
+		if (dobj__pg_halted(pg)) {
+			rc = dobj_error_set(DOBJ_ECLOSED, DOBJ_MSG_CLOSED);
+			goto done;
+		}
 		if ((rc = read_at(im->fd, off, buf, n, im->spill)) < 0)
 			goto done;
 		if (EVP_DigestUpdate(md, buf, n) != 1) {

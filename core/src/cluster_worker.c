@@ -117,6 +117,7 @@ int dobj__worker_start(dobj__worker **out, struct dobj__cluster *cl, double watc
 		free(w);
 		return rc;
 	}
+	w->pg.halt = &w->halted;
 	w->cl = cl;
 	w->run = run;
 	w->done = done;
@@ -164,6 +165,7 @@ void dobj__worker_halt(dobj__worker *w)
 		return;
 	pthread_mutex_lock(&w->mu);
 	w->stop = 1;
+	__atomic_store_n(&w->halted, 1, __ATOMIC_RELEASE);
 	pthread_cond_signal(&w->wake);
 	pthread_mutex_unlock(&w->mu);
 }
@@ -182,6 +184,7 @@ void dobj__worker_stop(dobj__worker **wp, double wait_ms, void (*unrun)(dobj__wj
 	       pthread_cond_timedwait(&w->idle, &w->mu, &until) != ETIMEDOUT)
 		;
 	w->stop = 1;
+	__atomic_store_n(&w->halted, 1, __ATOMIC_RELEASE);
 	pthread_cond_signal(&w->wake);
 	pthread_mutex_unlock(&w->mu);
 	/* The running job ends within its statements' bounds. */

@@ -276,7 +276,8 @@ typedef struct dobj__ws_relay_ops {
 } dobj__ws_relay_ops;
 /** A client end (one reference) relaying to ops. */
 int dobj__ws_relay_new(dobj_rt *rt, const dobj__ws_relay_ops *ops, void *data, dobj_ws **client);
-/** The ops are gone: later input is dropped. */
+/** The ops are gone: later input is dropped, and the client is read again
+ *  (what was relayed will not be acknowledged). */
 void dobj__ws_relay_cut(dobj_ws *client);
 /** The object's node handled `bytes` of what the relay sent (each message
  *  counted as its length + DOBJ_WS_EVENT_COST): they leave its backlog. */

@@ -1085,6 +1085,9 @@ void dobj__ws_relay_cut(dobj_ws *client)
 {
 	client->c->relay_ops = NULL;
 	client->c->relay_data = NULL;
+	/* Nothing acknowledges what was relayed now: a client held back reads
+	 * on (what it sends is dropped), so its close can come through. */
+	backlog_down(client->c, client->c->in_bytes);
 }
 
 void dobj__ws_relay_ack(dobj_ws *client, uint64_t bytes)

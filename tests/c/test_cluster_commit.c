@@ -22,11 +22,15 @@
 #include "pgtest.h"
 
 #define KEY "commit-key"
+/* The node's committer threads (DOBJ__COMMITTERS in core/src/cluster_int.h). */
+#define DOBJ__TEST_COMMITTERS 8
 
 static pgtest pg;
+static dobj_ws *ws_client;  /* the client end of the last socket "ws" accepted */
+static int writes;          /* "w" steps run */
 
 /* "w": add one to n and answer it; "a": the same and set the alarm an
- * hour ahead; "r": answer n. */
+ * hour ahead; "r": answer n; "ws": accept a WebSocket (hibernatable). */
 static int step(dobj_task *t, void *data)
 {
 	tv *req = dobj_task_request(t);
@@ -38,6 +42,15 @@ static int step(dobj_task *t, void *data)
 		dobj_task_return(t, NULL);
 		return DOBJ_OK;
 	}
+	if (!strcmp(req->s, "ws")) {
+		dobj_ws *server;
+		CHECK_EQ_INT(dobj_ws_pair_new(&ws_client, &server), DOBJ_OK);
+		CHECK_EQ_INT(dobj_ws_accept(dobj_task_obj(t), server, NULL, NULL, NULL, 0), DOBJ_OK);
+		dobj_ws_unref(server);
+		respond(t, 200, "ws");
+		return DOBJ_OK;
+	}
+	writes += !strcmp(req->s, "w");
 	if ((rc = dobj_obj_storage(dobj_task_obj(t), &st)) < 0)
 		return rc;
 	if (!strcmp(req->s, "a") &&
@@ -550,6 +563,98 @@ static void test_a_lone_append_on_the_runtimes_connection_fails_at_the_nodes_tim
 	testhost_rm_rf(dir);
 }
 
+/* Committer backends waiting for a lock, once there are at least n. */
+static void committers_waiting(int n)
+{
+	const char *q = "SELECT count(*) FROM pg_stat_activity WHERE "
+		"application_name = 'dobj committer' AND wait_event_type = 'Lock'";
+	int rounds;
+
+	for (rounds = 0; rounds < 250 && pgtest_sql(&pg, NULL, q) < n; rounds++)
+		poll(NULL, 0, 20);
+	CHECK(pgtest_sql(&pg, NULL, q) >= n);
+}
+
+static int writes_reach(void *arg)
+{
+	return writes >= *(int *)arg;
+}
+
+/* An object hibernating with a socket keeps its claim (no release is
+ * queued), so the unsent append of its old incarnation (epoch e) and the
+ * first of its new one (epoch e + 1, the same seq: the old one was never
+ * confirmed) can wait in the queue together and go in one batch.  The
+ * fence lets the new one's row in; the old one must fail and the new one
+ * be acknowledged, not the other way round (the rows were matched back by
+ * (ns, object, seq) alone: the old write was acknowledged though it was
+ * never written, and the new incarnation was reset as fenced). */
+static void test_two_incarnations_same_seq_in_one_batch_are_told_apart(void)
+{
+	char dir[64], names[DOBJ__TEST_COMMITTERS + 1][8];
+	dobj_ns *ns;
+	dobj_rt *rt = node(testhost_tmpdir(dir, "dobj-commit"), 5000, &ns);
+	dobj_stub *x = testhost_stub(ns, "twice"), *s[DOBJ__TEST_COMMITTERS + 1];
+	dobj_task *busy[DOBJ__TEST_COMMITTERS + 2] = { 0 }, *t_old, *t_new;
+	PGconn *locker;
+	dobj_id xid;
+	int i, code, want;
+
+	CHECK_STR(fetch(rt, x, "w", NULL), "1");
+	CHECK_STR(fetch(rt, x, "ws", NULL), "ws");
+	wait_for_runtime_connection(rt);
+	for (i = 0; i <= DOBJ__TEST_COMMITTERS; i++) {
+		snprintf(names[i], sizeof(names[i]), "o%d", i);
+		s[i] = testhost_stub(ns, names[i]);
+		CHECK_STR(fetch(rt, s[i], "r", NULL), "0");
+	}
+	/* Every insert waits: the runtime's connection and then each
+	 * committer take one append each and wait. */
+	locker = lock_log();
+	busy[0] = send(s[0], "w");
+	dobj_rt_pump(rt);
+	runtime_backend_waiting();
+	for (i = 1; i <= DOBJ__TEST_COMMITTERS; i++) {
+		busy[i] = send(s[i], "w");
+		dobj_rt_pump(rt);
+		committers_waiting(i);
+	}
+	/* The old incarnation's append: no committer is free, it queues. */
+	want = writes + 1;
+	t_old = send(x, "w");
+	CHECK_EQ_INT(dobj_rt_run(rt, writes_reach, &want), DOBJ_OK);
+	CHECK(!dobj_task_done(t_old));
+	/* It hibernates (its socket keeps it this node's) and wakes as a new
+	 * incarnation, restored without the unconfirmed write. */
+	dobj_id_from_name(dobj_ns_idkey(ns), "twice", 5, &xid);
+	CHECK_EQ_INT(dobj_ns_evict(ns, &xid), 1);
+	dobj_stub_free(x);
+	x = testhost_stub(ns, "twice");
+	want = writes + 1;
+	t_new = send(x, "w");
+	CHECK_EQ_INT(dobj_rt_run(rt, writes_reach, &want), DOBJ_OK);
+	CHECK(!dobj_task_done(t_new));
+	unlock(locker);
+	CHECK_EQ_INT(dobj_rt_run(rt, all_done, busy), DOBJ_OK);
+	CHECK_EQ_INT(dobj_rt_run(rt, task_is_done, t_old), DOBJ_OK);
+	CHECK_EQ_INT(dobj_rt_run(rt, task_is_done, t_new), DOBJ_OK);
+	CHECK(strstr(task_body(t_old, &code), "fencing epoch") != NULL);
+	CHECK(code != DOBJ_OK);
+	CHECK_STR(task_body(t_new, &code), "2");
+	CHECK_EQ_INT(code, DOBJ_OK);
+	CHECK_STR(fetch(rt, x, "r", NULL), "2");
+	dobj_task_unref(t_old);
+	dobj_task_unref(t_new);
+	for (i = 0; busy[i]; i++)
+		dobj_task_unref(busy[i]);
+	for (i = 0; i <= DOBJ__TEST_COMMITTERS; i++)
+		dobj_stub_free(s[i]);
+	dobj_stub_free(x);
+	dobj_ws_unref(ws_client);
+	ws_client = NULL;
+	dobj_rt_free(rt);
+	testhost_rm_rf(dir);
+}
+
 /* A host that waits for a signal on its own thread (a signalfd, sigwait:
  * dobj-lua dev) blocks it there after the node started: the node's threads
  * must not take it, with its default action, in its place. */
@@ -585,6 +690,7 @@ int main(void)
 	RUN(test_the_nodes_threads_take_no_signal);
 	RUN(test_a_lone_append_on_the_runtimes_connection_cut_off_is_sent_again_once);
 	RUN(test_a_lone_append_on_the_runtimes_connection_fails_at_the_nodes_timeout);
+	RUN(test_two_incarnations_same_seq_in_one_batch_are_told_apart);
 	pgtest_stop(&pg);
 	CHECK_EQ_INT(live_values, 0);
 	return DONE();

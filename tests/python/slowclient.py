@@ -63,10 +63,11 @@ class SlowClient:
             return False
         return True
 
-    def read_to_end(self):
+    def read_to_end(self, answer=False):
         """Read everything until the connection ends: (the messages, the
         close code the client saw: the server's, or 1006 when the connection
-        just ended)."""
+        just ended).  answer=True: the server's close is answered, as a
+        browser does (the protocol's reply is sent)."""
         while True:
             try:
                 data = self.sock.recv(1 << 20)
@@ -76,6 +77,11 @@ class SlowClient:
                 self.proto.receive_eof()
                 break
             self.proto.receive_data(data)
+            if answer:
+                try:
+                    self._flush()
+                except OSError:  # the server did not wait for it
+                    pass
         messages = [e.data.decode() if e.opcode == Opcode.TEXT else e.data
                     for e in self.proto.events_received()
                     if getattr(e, "opcode", None) in (Opcode.TEXT, Opcode.BINARY)]

@@ -3,6 +3,7 @@ compacted and another node restores snapshot + later log; a damaged
 snapshot is a clear error and the object is not served; a node SIGKILLed
 between writing a snapshot and deleting the log it covers loses nothing."""
 import concurrent.futures
+import contextlib
 import os
 import shutil
 import signal
@@ -138,23 +139,41 @@ async def test_a_snapshot_row_bigger_than_a_piece_is_read_on_its_own(pg, tmp_pat
     rt.close()
 
 
+@contextlib.contextmanager
+def slow_parts(pg, tmp_path, every=False):
+    """The server takes slow.secs to write part 0 of a snapshot (or, with
+    `every`, each part): a trigger."""
+    dobj.Runtime(storage=str(tmp_path / "schema"), cluster=pg.url).close()  # the tables
+    pg.sql("CREATE TABLE dobj_test_sleep (secs float8)")
+    pg.sql("INSERT INTO dobj_test_sleep VALUES (0)")
+    pg.sql(f"""CREATE FUNCTION dobj_test_slow() RETURNS trigger LANGUAGE plpgsql AS $$
+               BEGIN IF {'true' if every else 'NEW.part = 0'} THEN
+               PERFORM pg_sleep(secs) FROM dobj_test_sleep; END IF; RETURN NEW; END $$""")
+    pg.sql("CREATE TRIGGER dobj_test_slow BEFORE INSERT ON dobj_snapshot_part "
+           "FOR EACH ROW EXECUTE FUNCTION dobj_test_slow()")
+
+    class Slow:
+        @staticmethod
+        def set(secs):
+            pg.sql(f"UPDATE dobj_test_sleep SET secs = {secs}")
+
+    try:
+        yield Slow
+    finally:
+        pg.sql("DROP TRIGGER dobj_test_slow ON dobj_snapshot_part")
+        pg.sql("DROP FUNCTION dobj_test_slow()")
+        pg.sql("DROP TABLE dobj_test_sleep")
+
+
 async def test_a_part_gets_a_time_bound_by_its_size_and_keeps_one(pg, tmp_path):
     # Each 2 MiB part 0 takes the server 1.2 s (a trigger): more than the
     # node's timeout (0.5 s), less than the part's own bound (0.5 s + 2 s at
     # 1 MiB/s).  The snapshot is written; one whose part takes 30 s fails
     # at the bound, and the node's close waits no longer than that.
     exec(BLOB, g := {})
-    dobj.Runtime(storage=str(tmp_path / "schema"), cluster=pg.url).close()  # the tables
-    pg.sql("CREATE TABLE dobj_test_sleep (secs float8)")
-    pg.sql("INSERT INTO dobj_test_sleep VALUES (1.2)")
-    pg.sql("""CREATE FUNCTION dobj_test_slow() RETURNS trigger LANGUAGE plpgsql AS $$
-              BEGIN IF NEW.part = 0 THEN PERFORM pg_sleep(secs) FROM dobj_test_sleep; END IF;
-              RETURN NEW; END $$""")
-    pg.sql("CREATE TRIGGER dobj_test_slow BEFORE INSERT ON dobj_snapshot_part "
-           "FOR EACH ROW EXECUTE FUNCTION dobj_test_slow()")
-    try:
+    with slow_parts(pg, tmp_path) as slow:
         for name, secs in (("slow", 1.2), ("very-slow", 30)):
-            pg.sql(f"UPDATE dobj_test_sleep SET secs = {secs}")
+            slow.set(secs)
             rt = dobj.Runtime(storage=str(tmp_path / name), cluster=pg.url,
                               node_addr="127.0.0.1:0", cluster_timeout=0.5,
                               cluster_snapshot_bytes=1, cluster_snapshot_part_bytes=2 << 20)
@@ -172,10 +191,27 @@ async def test_a_part_gets_a_time_bound_by_its_size_and_keeps_one(pg, tmp_path):
                 assert snaps == ["1"], took
                 assert pg.sql(f"SELECT count(*) FROM dobj_snapshot_part WHERE object_id = {o}") == ["2"]
                 assert took > 1
-    finally:
-        pg.sql("DROP TRIGGER dobj_test_slow ON dobj_snapshot_part")
-        pg.sql("DROP FUNCTION dobj_test_slow()")
-        pg.sql("DROP TABLE dobj_test_sleep")
+
+
+async def test_a_closing_node_leaves_a_long_snapshot_after_its_grace(pg, tmp_path):
+    # ~110 parts of 1 KiB, 0.3 s each: the close gives the compaction its
+    # 2 x timeout + 0.5 s, then the upload stops at the next part (it would
+    # take ~30 s); nothing is written, the log stays.
+    exec(BLOB, g := {})
+    with slow_parts(pg, tmp_path, every=True) as slow:
+        slow.set(0.3)
+        rt = dobj.Runtime(storage=str(tmp_path / "a"), cluster=pg.url, node_addr="127.0.0.1:0",
+                          cluster_timeout=0.5, cluster_snapshot_bytes=1,
+                          cluster_snapshot_part_bytes=1024)
+        ns = rt.bind("BLOB", g["Blob"])
+        await ns.get_by_name("long-upload").fill(1)
+        o = obj(ns, "long-upload")
+        start = time.monotonic()
+        rt.close()
+        took = time.monotonic() - start
+    assert 1.4 < took < 4, took
+    assert pg.sql(f"SELECT count(*) FROM dobj_snapshot WHERE object_id = {o}") == ["0"]
+    assert pg.sql(f"SELECT count(*) FROM dobj_wal WHERE object_id = {o}") == ["1"]
 
 
 class Session:

@@ -190,6 +190,10 @@ class Counter(dobj.DurableObject):
         for _ in range(60):  # slower than the network: messages would pile up
             hashlib.sha256(message).digest()
         self.n += 1
+        if self.n == 64:  # 4 MiB handled: the client was held back by now
+            for w in self.ctx.get_web_sockets():
+                if w != ws:
+                    w.send("got 64")
 
 
 async def fetch(request, env, ctx):
@@ -218,11 +222,37 @@ async def test_a_client_flooding_an_object_on_another_node_is_read_as_fast_as_it
     total, message = 96 << 20, b"x" * 65536
     assert await asyncio.wait_for(asyncio.to_thread(flood, flooder, total, message), 300) == total
     assert flooder.send("done")
+    assert await asyncio.wait_for(watcher.recv(), 300) == "got 64"
     assert await asyncio.wait_for(watcher.recv(), 300) == f"done {total // len(message)}"
     if not sanitized():
         for s in (a, b):
             grown = peak_rss_kib(s.proc.pid) - before[s]
             assert grown < 40 << 10, f"node {s.port} grew by {grown} KiB"
+    flooder.close()
+    await watcher.close()
+
+
+@pytest.mark.skipif(not available(), reason="PostgreSQL (Debian: postgresql) not installed")
+async def test_a_flooding_client_held_back_when_the_objects_node_goes_away_is_closed(
+        pg, tmp_path, servers):
+    """Node a holds back a client that floods an object of node b (what b
+    has not acknowledged passed the bound); b is killed: a closes the client
+    with 1001 and reads it again (nothing will acknowledge what it held), so
+    the client's close goes through and the connection ends."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("DOBJ_CLUSTER_", "DOBJ_NODE_"))}
+    a, b = (servers(write_project(tmp_path / d, FLOOD), "--cluster", pg.url, "--node-addr",
+                    "127.0.0.1:0", env=dev_env(**clean)) for d in ("a", "b"))
+    path = f"/gone-{servers.kind}"
+    watcher = await websockets.connect(f"ws://127.0.0.1:{b.port}{path}")  # the object is b's
+    flooder = await asyncio.to_thread(SlowClient, a.port, path, 30)
+    sent = asyncio.ensure_future(asyncio.to_thread(flood, flooder, 256 << 20, b"x" * 65536))
+    assert await asyncio.wait_for(watcher.recv(), 120) == "got 64"
+    b.proc.kill()
+    # (before, a never read the client again: its sends, then its reads,
+    # timed out after 30 s)
+    await asyncio.wait_for(sent, 120)
+    messages, code = await asyncio.wait_for(asyncio.to_thread(flooder.read_to_end, True), 120)
+    assert code == 1001
     flooder.close()
     await watcher.close()
 
