@@ -28,6 +28,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <sys/epoll.h>
+#include <sys/timerfd.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -66,6 +67,8 @@ struct dobj_server {
 	char host[80];      /* ip:port, for a request without a Host header */
 	int epfd;           /* the fd the host polls */
 	int evfd;           /* readable: work queued for dobj_server_process */
+	int tfd;            /* readable: a WebSocket's close wait ran out (server_ws.c) */
+	int tfd_armed;
 	int woken;          /* evfd written since it was last read */
 	int processing;     /* inside dobj_server_process */
 	int wake_after;     /* a wake asked for inside dobj_server_process */
@@ -426,6 +429,8 @@ static void server_close(dobj_server *s)
 		close(s->epfd);
 	if (s->evfd >= 0)
 		close(s->evfd);
+	if (s->tfd >= 0)
+		close(s->tfd);
 }
 
 void dobj_server_free(dobj_server *s)
@@ -512,12 +517,14 @@ int dobj_server_listen(const char *ip, int port, const dobj_server_hooks *hooks,
 		return dobj_error_set(DOBJ_ENOMEM, "out of memory");
 	s->hooks = *hooks;
 	s->data = data;
-	s->listen_fd = s->epfd = s->evfd = -1;
+	s->listen_fd = s->epfd = s->evfd = s->tfd = -1;
 	if ((rc = bind_socket(s, ip, port)) < 0)
 		goto error;
 	s->epfd = epoll_create1(EPOLL_CLOEXEC);
 	s->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-	if (s->epfd < 0 || s->evfd < 0 || epoll_add(s->epfd, s->evfd, &s->evfd) < 0) {
+	s->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+	if (s->epfd < 0 || s->evfd < 0 || s->tfd < 0 || epoll_add(s->epfd, s->evfd, &s->evfd) < 0 ||
+	    epoll_add(s->epfd, s->tfd, &s->tfd) < 0) {
 		rc = dobj_error_set(DOBJ_ERROR, "epoll: %s", strerror(errno));
 		goto error;
 	}
@@ -598,12 +605,20 @@ size_t dobj_server_websockets(const dobj_server *s)
 int dobj_server_timeout(dobj_server *s)
 {
 	MHD_UNSIGNED_LONG_LONG ms;
+	int t = -1;
 
 	if (s->woken || s->resumed)
 		return 0;
 	if (s->d && MHD_get_timeout(s->d, &ms) == MHD_YES)
-		return ms > 60000 ? 60000 : (int)ms;
-	return -1;
+		t = ms > 60000 ? 60000 : (int)ms;
+#ifdef DOBJ_HAVE_WSLAY
+	{
+		int w = dobj__ws_srv_timeout(s->ws);
+		if (w >= 0 && (t < 0 || w < t))
+			t = w;
+	}
+#endif
+	return t;
 }
 
 static int take_id(dobj_server *s, req *q)
@@ -650,6 +665,26 @@ static int dispatch(dobj_server *s)
 	return DOBJ_OK;
 }
 
+#ifdef DOBJ_HAVE_WSLAY
+/* The fd becomes readable when the next WebSocket close wait runs out, so
+ * that a host whose loop only watches the fd ends it in time. */
+static void arm_close_wait(dobj_server *s)
+{
+	int ms = dobj__ws_srv_timeout(s->ws);
+	struct itimerspec its;
+
+	if (ms < 0 && !s->tfd_armed)
+		return;
+	memset(&its, 0, sizeof(its));
+	if (ms >= 0) {
+		its.it_value.tv_sec = ms / 1000;
+		its.it_value.tv_nsec = (long)(ms % 1000) * 1000000L + 1; /* never 0: that disarms */
+	}
+	timerfd_settime(s->tfd, 0, &its, NULL);
+	s->tfd_armed = ms >= 0;
+}
+#endif
+
 int dobj_server_process(dobj_server *s)
 {
 	struct epoll_event evs[64];
@@ -672,6 +707,9 @@ int dobj_server_process(dobj_server *s)
 		if (p == &s->evfd) {
 			if (read(s->evfd, &v, sizeof(v)) < 0 && errno != EAGAIN)
 				rc = dobj_error_set(DOBJ_ERROR, "eventfd: %s", strerror(errno));
+		} else if (p == &s->tfd) {
+			if (read(s->tfd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+				rc = dobj_error_set(DOBJ_ERROR, "timerfd: %s", strerror(errno));
 		}
 #ifdef DOBJ_HAVE_WSLAY
 		else if (p != s)
@@ -690,6 +728,8 @@ int dobj_server_process(dobj_server *s)
 	}
 #ifdef DOBJ_HAVE_WSLAY
 	dobj__ws_srv_flush(s->ws);
+	dobj__ws_srv_expire(s->ws);
+	arm_close_wait(s);
 #endif
 	s->processing = 0;
 	/* libmicrohttpd has work it does in its next run without a socket

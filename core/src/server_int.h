@@ -24,6 +24,11 @@ void dobj__ws_srv_ready(ws_srv *w, wsc *c, uint32_t events);
 /* Write what the objects queued (dobj_server_process's end). */
 void dobj__ws_srv_flush(ws_srv *w);
 size_t dobj__ws_srv_count(const ws_srv *w);
+/* Drop the connections whose close went out more than CLOSE_WAIT_MS ago
+ * without the client's answer. */
+void dobj__ws_srv_expire(ws_srv *w);
+/* Milliseconds until the next of those is due (-1: none waits). */
+int dobj__ws_srv_timeout(const ws_srv *w);
 void dobj__ws_srv_close_all(ws_srv *w, int code, const char *reason);
 void dobj__ws_srv_free(ws_srv *w);
 /* server.c: make the server's fd readable (work for dobj_server_process). */

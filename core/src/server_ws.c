@@ -32,6 +32,7 @@
 #include <openssl/sha.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 #include <wslay/wslay.h>
 
@@ -64,6 +65,7 @@ struct wsc {
 	uint16_t close_code;
 	uint8_t close_reason[123];
 	size_t close_len;
+	double close_sent_ms;          /* monotonic ms when our close went out (0: not yet) */
 };
 
 /* The output buffer takes frames while it holds less than this; the rest
@@ -79,13 +81,28 @@ struct wsc {
  * still let a 32 MiB message come in pieces of 512 bytes. */
 #define MAX_FRAGMENTS 65536u
 
+/* How long a connection whose close went out waits for the client's: a
+ * client that never answers (nor closes its end) would hold its socket and
+ * buffers for good.  Browsers answer at once; 5 s as Go's nhooyr/websocket
+ * waits (Node's ws waits 30 s). */
+#define CLOSE_WAIT_MS 5000.0
+
 struct ws_srv {
 	dobj_server *server;
 	int epfd;
 	wsc *head;
 	wsc *dirty;
 	size_t n;
+	size_t closing;                /* connections whose close went out (close_sent_ms) */
 };
+
+static double mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
 
 ws_srv *dobj__ws_srv_new(dobj_server *s, int epfd)
 {
@@ -378,6 +395,8 @@ static void wsc_free(wsc *c, int code, const char *reason)
 	if (c->next)
 		c->next->prev = c->prev;
 	w->n--;
+	if (c->close_sent_ms > 0)
+		w->closing--;
 	if (c->dirty)
 		for (p = &w->dirty; *p; p = &(*p)->dirty_next)
 			if (*p == c) {
@@ -554,6 +573,10 @@ void dobj__ws_srv_flush(ws_srv *w)
 			wsc_free(c, 1006, "");
 			continue;
 		}
+		if (!c->close_sent_ms && wslay_event_get_close_sent(c->ctx)) {
+			c->close_sent_ms = mono_ms(); /* its answer is waited for up to CLOSE_WAIT_MS */
+			w->closing++;
+		}
 		want = c->out_off < c->out_len || wslay_event_want_write(c->ctx) || c->close_pending;
 		if (!wslay_event_want_read(c->ctx) && !want) { /* the close went out */
 			int code = wslay_event_get_status_code_sent(c->ctx);
@@ -570,6 +593,38 @@ void dobj__ws_srv_flush(ws_srv *w)
 			epoll_ctl(w->epfd, EPOLL_CTL_MOD, c->fd, &ev);
 		}
 	}
+}
+
+void dobj__ws_srv_expire(ws_srv *w)
+{
+	double now;
+	wsc *c, *next;
+
+	if (!w || !w->closing)
+		return;
+	now = mono_ms();
+	for (c = w->head; c; c = next) {
+		next = c->next;
+		if (c->close_sent_ms > 0 && now - c->close_sent_ms >= CLOSE_WAIT_MS) {
+			int code = c->ctx ? wslay_event_get_status_code_sent(c->ctx) : 0;
+			wsc_free(c, code ? code : 1006, "");
+		}
+	}
+}
+
+int dobj__ws_srv_timeout(const ws_srv *w)
+{
+	double now, first = 0, left;
+	const wsc *c;
+
+	if (!w || !w->closing)
+		return -1;
+	for (c = w->head; c; c = c->next)
+		if (c->close_sent_ms > 0 && (first == 0 || c->close_sent_ms < first))
+			first = c->close_sent_ms;
+	now = mono_ms();
+	left = first + CLOSE_WAIT_MS - now;
+	return left <= 0 ? 0 : (int)left + 1;
 }
 
 void dobj__ws_srv_close_all(ws_srv *w, int code, const char *reason)

@@ -8,6 +8,7 @@ takes it, or the connection end; the object hears a close with 1008
 import asyncio
 import json
 import os
+import time
 
 import pytest
 
@@ -43,6 +44,20 @@ async def test_a_handler_sending_past_32_mib_to_a_client_that_does_not_read(prob
     await b.send("state")
     assert json.loads(await asyncio.wait_for(b.recv(), 30))["all"] == 1
     await b.close()
+
+
+async def test_a_client_that_never_answers_the_servers_close_is_let_go(probe):
+    """The object closes (4000) and the client neither answers nor closes
+    its end: the server ends the connection once its close wait (5 s) ran
+    out.  The core's server held such a connection, its socket and buffers,
+    for good; uvicorn's WebSocket library has a close timeout of its own."""
+    a = await asyncio.to_thread(SlowClient, probe.port, "/room", 40)
+    assert a.send("bye")
+    started = time.monotonic()
+    messages, code = await asyncio.to_thread(a.read_to_end)  # never answers
+    assert messages[:1] == ["hello"]
+    assert code == 4000
+    assert time.monotonic() - started < 30
 
 
 async def test_one_slow_reader_in_a_chat_room_is_dropped_and_the_room_goes_on(chat_server):
