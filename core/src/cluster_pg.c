@@ -424,6 +424,10 @@ int dobj__pg_send_prepared(dobj__pg *pg, int slot, int nparams, const char *cons
 	 * elsewhere (it did not run). */
 	if (!pg->conn || !(pg->prepared & (1u << slot)) || PQstatus(pg->conn) != CONNECTION_OK)
 		return dobj_error_set(DOBJ_ERROR, "cluster: not connected to PostgreSQL");
+	/* pg->broken tells of this statement only (a flag left from an earlier
+	 * connection made a server's refusal look like a lost connection, and
+	 * the refused statement was run again). */
+	pg->broken = 0;
 	snprintf(name, sizeof(name), "dobj_%d", slot);
 	if ((rc = sent_or_fail(pg, PQsendQueryPrepared(pg->conn, name, nparams, values, lengths,
 		formats, 0))) < 0)
