@@ -806,7 +806,7 @@ static void on_call(struct dobj__route *r, uint64_t cid, const unsigned char *da
 
 	if (d.bad || (kind != DOBJ_CALL_FETCH && kind != DOBJ_CALL_RPC) || depth < 1 ||
 	    depth > DOBJ_MAX_CALL_DEPTH || (kind == DOBJ_CALL_RPC && (ml == 0 || memchr(method, 0, ml)))) {
-		if (!d.bad || d.off > 8)
+		if (!d.bad || d.off >= 8) /* its id was read: it has an answer */
 			answer_error(r, cid, id, ST_ERROR, DOBJ_EARG, "cluster: a malformed call");
 		return;
 	}

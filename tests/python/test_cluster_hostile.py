@@ -331,3 +331,10 @@ def test_call_frames_that_lie_about_lengths_or_depth_are_answered_as_malformed(n
     got = answer_of(node.addr, _lying_call(**fields))
     assert got[:2] == (status, message)
     assert answer_of(node.addr, _lying_call()) == (0, "", "honest")
+
+
+def test_a_call_frame_of_only_its_id_is_answered(node):
+    """A CALL cut right after its id was left unanswered (its caller waited
+    for its call timeout, and the node counted it as waiting for good)."""
+    frame = struct.pack(">IB", 9, 2) + struct.pack(">Q", 77)
+    assert answer_of(node.addr, frame)[:2] == (1, MALFORMED)
