@@ -30,6 +30,7 @@ typedef struct dobj__pg {
 	const char *role;   /* its application_name is "dobj <role>" (NULL: "node") */
 	double stmt_ms;     /* the running statement's own bound (0: timeout_ms) */
 	const int *halt;    /* its worker was told to stop (atomic; NULL: never) */
+	PGresult *early;    /* dobj__pg_poll: the result read before the answer's end */
 } dobj__pg;
 
 /* A job of many statements (a snapshot's parts, a log's pieces) checks

@@ -92,6 +92,8 @@ int dobj__pg_init_from(dobj__pg *pg, const dobj__pg *from)
 
 void dobj__pg_drop(dobj__pg *pg)
 {
+	PQclear(pg->early);
+	pg->early = NULL;
 	if (pg->conn) {
 		PQfinish(pg->conn);
 		pg->conn = NULL;
@@ -234,9 +236,10 @@ static int outcome(dobj__pg *pg, PGresult *res, PGresult **out)
  * result is the statement's answer (*out on success). */
 static int collect(dobj__pg *pg, double deadline, PGresult **out)
 {
-	PGresult *res = NULL;
+	PGresult *res = pg->early; /* what dobj__pg_poll read of it already */
 	int f;
 
+	pg->early = NULL;
 	while ((f = PQflush(pg->conn)) == 1) {
 		if (wait_fd(PQsocket(pg->conn), POLLOUT | POLLIN, deadline) <= 0)
 			return dobj__pg_give_up(pg);
@@ -266,13 +269,18 @@ int dobj__pg_collect(dobj__pg *pg, double deadline, PGresult **out)
 
 int dobj__pg_poll(dobj__pg *pg, int *want_write, PGresult **out)
 {
-	PGresult *res = NULL;
+	PGresult *res;
 	int f = 0;
 
 	*out = NULL;
 	*want_write = 0;
 	if (!pg->conn)
 		return dobj_error_set(DOBJ_ERROR, "cluster: not connected to PostgreSQL");
+	/* A result can come a read before the answer's end (an error is sent
+	 * at once, a result with a notice sent at the commit): it is kept
+	 * until then, not taken for no answer (a lost connection). */
+	res = pg->early;
+	pg->early = NULL;
 	if (pg->flushing && (f = PQflush(pg->conn)) < 0)
 		return broken(pg, res);
 	pg->flushing = f == 1;
@@ -280,7 +288,7 @@ int dobj__pg_poll(dobj__pg *pg, int *want_write, PGresult **out)
 	if (!PQconsumeInput(pg->conn))
 		return broken(pg, res);
 	if (pg->flushing || gather(pg, &res)) {
-		PQclear(res); /* nothing: a statement's results all come after its flush */
+		pg->early = res;
 		return 1;
 	}
 	return outcome(pg, res, out);
@@ -424,6 +432,10 @@ int dobj__pg_send_prepared(dobj__pg *pg, int slot, int nparams, const char *cons
 	 * elsewhere (it did not run). */
 	if (!pg->conn || !(pg->prepared & (1u << slot)) || PQstatus(pg->conn) != CONNECTION_OK)
 		return dobj_error_set(DOBJ_ERROR, "cluster: not connected to PostgreSQL");
+	/* pg->broken tells of this statement only (a flag left from an earlier
+	 * connection made a server's refusal look like a lost connection, and
+	 * the refused statement was run again). */
+	pg->broken = 0;
 	snprintf(name, sizeof(name), "dobj_%d", slot);
 	if ((rc = sent_or_fail(pg, PQsendQueryPrepared(pg->conn, name, nparams, values, lengths,
 		formats, 0))) < 0)

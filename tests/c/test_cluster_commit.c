@@ -563,6 +563,99 @@ static void test_a_lone_append_on_the_runtimes_connection_fails_at_the_nodes_tim
 	testhost_rm_rf(dir);
 }
 
+/* A statement the server refuses on the runtime's own connection (an error,
+ * the connection fine) fails its write as a committer's refusal does, even
+ * after that connection once broke: it is not handed to a committer to run
+ * again (only a broken connection's statement, which did not run, is). */
+static void test_a_refused_append_on_the_runtimes_connection_is_not_sent_again(void)
+{
+	char dir[64], q[1200], hex[DOBJ_ID_HEX_LEN + 1];
+	dobj_ns *ns;
+	dobj_rt *rt = node(testhost_tmpdir(dir, "dobj-commit"), 5000, &ns);
+	dobj_stub *s = testhost_stub(ns, "refused");
+	dobj_id id;
+	int code;
+
+	CHECK_STR(fetch(rt, s, "w", NULL), "1");
+	wait_for_runtime_connection(rt);
+	CHECK_STR(fetch(rt, s, "w", NULL), "2");
+	/* Its connection cut off while idle: the next write goes through a
+	 * committer, and the runtime gets another connection. */
+	CHECK_EQ_INT(pgtest_sql(&pg, NULL, "SELECT count(pg_terminate_backend(pid)) FROM "
+		"pg_stat_activity WHERE application_name = 'dobj runtime'"), 1);
+	CHECK_STR(fetch(rt, s, "w", NULL), "3");
+	CHECK_STR(fetch(rt, s, "w", NULL), "4");
+	wait_for_runtime_connection(rt);
+	CHECK_STR(fetch(rt, s, "w", NULL), "5");
+	/* The server refuses the next row once. */
+	dobj_id_from_name(dobj_ns_idkey(ns), "refused", 7, &id);
+	dobj_id_to_hex(&id, hex);
+	hex[DOBJ_ID_HEX_LEN] = '\0';
+	pgtest_sql(&pg, NULL, "CREATE SEQUENCE test_refuse_once");
+	pgtest_sql(&pg, NULL, "CREATE FUNCTION test_refuse() RETURNS trigger LANGUAGE plpgsql AS "
+		"$$ BEGIN IF nextval('test_refuse_once') = 1 THEN "
+		"RAISE EXCEPTION 'refused once by the test'; END IF; RETURN NEW; END $$");
+	snprintf(q, sizeof(q), "CREATE TRIGGER test_refuse BEFORE INSERT ON dobj_wal FOR EACH ROW "
+		"WHEN (NEW.seq = 6 AND NEW.ns = '" KEY "' AND NEW.object_id = '\\x%s'::bytea) "
+		"EXECUTE FUNCTION test_refuse()", hex);
+	pgtest_sql(&pg, NULL, q);
+	CHECK(strstr(fetch(rt, s, "w", &code), "refused once by the test") != NULL);
+	CHECK(code != DOBJ_OK);
+	CHECK_EQ_INT(pgtest_sql(&pg, NULL, "SELECT last_value FROM test_refuse_once"), 1);
+	pgtest_sql(&pg, NULL, "DROP TRIGGER test_refuse ON dobj_wal");
+	pgtest_sql(&pg, NULL, "DROP FUNCTION test_refuse()");
+	pgtest_sql(&pg, NULL, "DROP SEQUENCE test_refuse_once");
+	/* The object was reset to what was acknowledged. */
+	dobj_stub_free(s);
+	s = testhost_stub(ns, "refused");
+	CHECK_STR(fetch(rt, s, "r", NULL), "5");
+	dobj_stub_free(s);
+	dobj_rt_free(rt);
+	testhost_rm_rf(dir);
+}
+
+/* The answer to a lone append on the runtime's own connection can come in
+ * two reads: its result, then (after the commit) the end of the answer.
+ * The result read first was thrown away and the answer taken for a lost
+ * connection: the append, written, went to a committer again, was refused
+ * as a duplicate and its object reset.  A deferred trigger sends a notice
+ * at the commit (which sends the result with it) and then waits. */
+static void test_a_lone_appends_answer_in_two_reads_is_acknowledged_once(void)
+{
+	char dir[64], q[1200], hex[DOBJ_ID_HEX_LEN + 1];
+	dobj_ns *ns;
+	dobj_rt *rt = node(testhost_tmpdir(dir, "dobj-commit"), 5000, &ns);
+	dobj_stub *s = testhost_stub(ns, "split");
+	dobj_id id;
+	int code;
+
+	CHECK_STR(fetch(rt, s, "w", NULL), "1");
+	wait_for_runtime_connection(rt);
+	CHECK_STR(fetch(rt, s, "w", NULL), "2");
+	dobj_id_from_name(dobj_ns_idkey(ns), "split", 5, &id);
+	dobj_id_to_hex(&id, hex);
+	hex[DOBJ_ID_HEX_LEN] = '\0';
+	pgtest_sql(&pg, NULL, "CREATE FUNCTION test_split() RETURNS trigger LANGUAGE plpgsql AS "
+		"$$ BEGIN RAISE NOTICE 'committing'; PERFORM pg_sleep(0.3); RETURN NULL; END $$");
+	snprintf(q, sizeof(q), "CREATE CONSTRAINT TRIGGER test_split AFTER INSERT ON dobj_wal "
+		"DEFERRABLE INITIALLY DEFERRED FOR EACH ROW "
+		"WHEN (NEW.seq = 3 AND NEW.ns = '" KEY "' AND NEW.object_id = '\\x%s'::bytea) "
+		"EXECUTE FUNCTION test_split()", hex);
+	pgtest_sql(&pg, NULL, q);
+	CHECK_STR(fetch(rt, s, "w", &code), "3");
+	CHECK_EQ_INT(code, DOBJ_OK);
+	pgtest_sql(&pg, NULL, "DROP TRIGGER test_split ON dobj_wal");
+	pgtest_sql(&pg, NULL, "DROP FUNCTION test_split()");
+	snprintf(q, sizeof(q), "SELECT count(*) FROM dobj_wal WHERE seq = 3 AND %s", where(ns, "split"));
+	CHECK_EQ_INT(pgtest_sql(&pg, NULL, q), 1);
+	/* Not reset: the instance goes on. */
+	CHECK_STR(fetch(rt, s, "w", NULL), "4");
+	CHECK_EQ_INT(dobj_ns_live(ns), 1);
+	dobj_stub_free(s);
+	dobj_rt_free(rt);
+	testhost_rm_rf(dir);
+}
+
 /* Committer backends waiting for a lock, once there are at least n. */
 static void committers_waiting(int n)
 {
@@ -691,6 +784,8 @@ int main(void)
 	RUN(test_a_lone_append_on_the_runtimes_connection_cut_off_is_sent_again_once);
 	RUN(test_a_lone_append_on_the_runtimes_connection_fails_at_the_nodes_timeout);
 	RUN(test_two_incarnations_same_seq_in_one_batch_are_told_apart);
+	RUN(test_a_refused_append_on_the_runtimes_connection_is_not_sent_again);
+	RUN(test_a_lone_appends_answer_in_two_reads_is_acknowledged_once);
 	pgtest_stop(&pg);
 	CHECK_EQ_INT(live_values, 0);
 	return DONE();
