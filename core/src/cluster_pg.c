@@ -365,25 +365,41 @@ int dobj__pg_exec(dobj__pg *pg, const char *sql, int nparams, const char *const 
 	return rc;
 }
 
-static int prepared_once(dobj__pg *pg, int slot, const char *sql, int nparams,
-	const char *const *values, const int *lengths, const int *formats, int binary,
-	PGresult **out)
+/* The name of the statement prepared in `slot` on a connection. */
+static void slot_name(int slot, char name[32])
+{
+	snprintf(name, 32, "dobj_%d", slot);
+}
+
+/* Prepare `sql` in `slot` on the open connection unless it is already:
+ * parsed and planned once per connection. */
+static int prepare_slot(dobj__pg *pg, int slot, const char *sql, int nparams)
 {
 	char name[32];
 	PGresult *r;
 	int rc;
 
-	if ((rc = ensure_connected(pg)) < 0)
+	if (pg->prepared & (1u << slot))
+		return DOBJ_OK;
+	slot_name(slot, name);
+	if ((rc = sent_or_fail(pg, PQsendPrepare(pg->conn, name, sql, nparams, NULL))) < 0 ||
+	    (rc = collect(pg, dobj__boot_ms() + pg->timeout_ms, &r)) < 0)
 		return rc;
-	snprintf(name, sizeof(name), "dobj_%d", slot);
-	if (!(pg->prepared & (1u << slot))) {
-		/* Parsed and planned once per connection. */
-		if ((rc = sent_or_fail(pg, PQsendPrepare(pg->conn, name, sql, nparams, NULL))) < 0 ||
-		    (rc = collect(pg, dobj__boot_ms() + pg->timeout_ms, &r)) < 0)
-			return rc;
-		PQclear(r);
-		pg->prepared |= 1u << slot;
-	}
+	PQclear(r);
+	pg->prepared |= 1u << slot;
+	return DOBJ_OK;
+}
+
+static int prepared_once(dobj__pg *pg, int slot, const char *sql, int nparams,
+	const char *const *values, const int *lengths, const int *formats, int binary,
+	PGresult **out)
+{
+	char name[32];
+	int rc;
+
+	if ((rc = ensure_connected(pg)) < 0 || (rc = prepare_slot(pg, slot, sql, nparams)) < 0)
+		return rc;
+	slot_name(slot, name);
 	if ((rc = sent_or_fail(pg, PQsendQueryPrepared(pg->conn, name, nparams, values, lengths,
 		formats, binary))) < 0)
 		return rc;
@@ -403,21 +419,11 @@ int dobj__pg_exec_prepared(dobj__pg *pg, int slot, const char *sql, int nparams,
 
 int dobj__pg_prepare(dobj__pg *pg, int slot, const char *sql, int nparams)
 {
-	char name[32];
-	PGresult *r;
 	int rc;
 
 	if ((rc = ensure_connected(pg)) < 0)
 		return rc;
-	if (pg->prepared & (1u << slot))
-		return DOBJ_OK;
-	snprintf(name, sizeof(name), "dobj_%d", slot);
-	if ((rc = sent_or_fail(pg, PQsendPrepare(pg->conn, name, sql, nparams, NULL))) < 0 ||
-	    (rc = collect(pg, dobj__boot_ms() + pg->timeout_ms, &r)) < 0)
-		return rc;
-	PQclear(r);
-	pg->prepared |= 1u << slot;
-	return DOBJ_OK;
+	return prepare_slot(pg, slot, sql, nparams);
 }
 
 int dobj__pg_send_prepared(dobj__pg *pg, int slot, int nparams, const char *const *values,
@@ -436,7 +442,7 @@ int dobj__pg_send_prepared(dobj__pg *pg, int slot, int nparams, const char *cons
 	 * connection made a server's refusal look like a lost connection, and
 	 * the refused statement was run again). */
 	pg->broken = 0;
-	snprintf(name, sizeof(name), "dobj_%d", slot);
+	slot_name(slot, name);
 	if ((rc = sent_or_fail(pg, PQsendQueryPrepared(pg->conn, name, nparams, values, lengths,
 		formats, 0))) < 0)
 		return rc;
