@@ -109,18 +109,10 @@ void dobj__due_track(dobj_rt *rt, dobj__due *list)
 	}
 }
 
-static double mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
 void *dobj__lease_main(void *arg)
 {
 	struct dobj__cluster *cl = arg;
-	double next = mono_ms() + cl->ttl_ms / 4, sent, view = 0;
+	double next = dobj__mono_ms() + cl->ttl_ms / 4, sent, view = 0;
 	long long node, fresh;
 	dobj__due *due, **tail;
 	char err[300];
@@ -128,7 +120,7 @@ void *dobj__lease_main(void *arg)
 
 	pthread_mutex_lock(&cl->mu);
 	for (;;) {
-		while (!cl->stop && !cl->renew_now && mono_ms() < next) {
+		while (!cl->stop && !cl->renew_now && dobj__mono_ms() < next) {
 			struct timespec ts;
 			double at = next;
 			ts.tv_sec = (time_t)(at / 1e3);
@@ -179,7 +171,7 @@ void *dobj__lease_main(void *arg)
 			;
 		*tail = due;
 		/* A failure is retried sooner; results wait meanwhile. */
-		next = mono_ms() + (rc < 0 || (rc == 1 && !fresh) ? cl->ttl_ms / 8 : cl->ttl_ms / 4);
+		next = dobj__mono_ms() + (rc < 0 || (rc == 1 && !fresh) ? cl->ttl_ms / 8 : cl->ttl_ms / 4);
 		pthread_cond_broadcast(&cl->idle); /* the activator waits for a renewal */
 		dobj__rt_post(cl->rt);
 	}

@@ -357,7 +357,7 @@ static void conn_read(struct dobj__route *r, conn *c)
 			return;
 		}
 		c->in.len += (size_t)n;
-		c->last_rx = mono_ms();
+		c->last_rx = dobj__mono_ms();
 		/* Whatever a peer sends first must be a hello: garbage on the port
 		 * is refused before it can claim a large frame. */
 		if (!c->out_dir && !c->hello && c->in.len >= 5 &&
@@ -386,7 +386,7 @@ static void net_accept(struct dobj__route *r)
 		c->fd = fd;
 		c->cid = ++r->next_cid;
 		c->state = C_OPEN;
-		c->born = c->last_rx = mono_ms();
+		c->born = c->last_rx = dobj__mono_ms();
 		ev.events = EPOLLIN;
 		ev.data.ptr = c;
 		if (epoll_ctl(r->ep, EPOLL_CTL_ADD, fd, &ev) < 0) {
@@ -403,7 +403,7 @@ static void net_accept(struct dobj__route *r)
 /* Each round: connect new peers, write, ping, and give up on silent peers. */
 static void net_service(struct dobj__route *r)
 {
-	double now = mono_ms();
+	double now = dobj__mono_ms();
 	conn *c, *next;
 
 	for (c = r->conns; c; c = next) {
@@ -478,7 +478,7 @@ void *dobj__net_main(void *arg)
 						continue;
 					}
 					c->state = C_OPEN;
-					c->last_rx = c->last_ping = mono_ms();
+					c->last_rx = c->last_ping = dobj__mono_ms();
 				}
 				if (c->paused && (ev[i].events & (EPOLLHUP | EPOLLERR)))
 					/* not read now: a hang-up would be reported again and again */
@@ -555,7 +555,7 @@ int dobj__net_send_node(struct dobj__route *r, long long node, const char *addr,
 		c->out_dir = 1;
 		c->state = C_NEW;
 		c->node = node;
-		c->born = c->last_rx = c->last_ping = mono_ms();
+		c->born = c->last_rx = c->last_ping = dobj__mono_ms();
 		memcpy(hello, "DOBJ", 4);
 		hello[4] = 0;
 		hello[5] = PROTO_VERSION;

@@ -221,7 +221,7 @@ static void fail_call(dobj_task *t, int code, int retryable, const char *fmt, ..
  * are never sent again. */
 static void expire(struct dobj__route *r)
 {
-	double now = mono_ms(), limit = r->rt->cluster ? r->rt->cluster->call_timeout_ms : 0;
+	double now = dobj__mono_ms(), limit = r->rt->cluster ? r->rt->cluster->call_timeout_ms : 0;
 	size_t i;
 
 	for (i = 0; i < r->tcap; i++) {
@@ -342,7 +342,7 @@ static void cache_put(struct dobj__route *r, dobj_obj *obj, long long node, cons
  * (a paused node).  A restarted process is a new node, never a suspect. */
 static int suspect(struct dobj__route *r, long long node)
 {
-	double now = mono_ms();
+	double now = dobj__mono_ms();
 	size_t i;
 
 	for (i = 0; i < sizeof(r->suspects) / sizeof(r->suspects[0]); i++)
@@ -364,7 +364,7 @@ static void suspect_add(struct dobj__route *r, long long node)
 			pick = i;
 	}
 	r->suspects[pick].node = node;
-	r->suspects[pick].until = mono_ms() + (r->rt->cluster ? r->rt->cluster->ttl_ms : 3000);
+	r->suspects[pick].until = dobj__mono_ms() + (r->rt->cluster ? r->rt->cluster->ttl_ms : 3000);
 }
 
 /* ------------------------------------------- stubs and IDs inside values */
@@ -503,7 +503,7 @@ static int send_call(struct dobj__route *r, dobj_task *t, long long node, const 
 	}
 	p->node = node;
 	p->t = t;
-	p->deadline = mono_ms() + (rt->cluster ? rt->cluster->call_timeout_ms : DOBJ_CLUSTER_CALL_TIMEOUT_MS);
+	p->deadline = dobj__mono_ms() + (rt->cluster ? rt->cluster->call_timeout_ms : DOBJ_CLUSTER_CALL_TIMEOUT_MS);
 	if ((rc = dobj__net_send_node(r, node, addr, &f, &p->cid, &p->start)) < 0 || (rc = pend_add(r, p)) < 0) {
 		/* Not queued (or queued and untracked: its answer is dropped). */
 		free(p);

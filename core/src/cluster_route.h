@@ -232,14 +232,6 @@ struct dobj__route {
 	struct dobj__route_ws *ws; /* WebSockets between nodes (cluster_ws.c) */
 };
 
-static inline double mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
 /* The network thread (cluster_net.c). */
 void *dobj__net_main(void *arg);
 /** Queue a CALL for `node` (its connection made if needed): *cid and

@@ -3,6 +3,7 @@
 #define DOBJ_INTERNAL_H
 
 #include <pthread.h>
+#include <time.h>
 
 #include "dobj.h"
 
@@ -506,6 +507,16 @@ static inline void dobj__host_retain(dobj_rt *rt, void *v)
 static inline int dobj__class_data_is_host(const dobj_ns *ns)
 {
 	return !(ns->klass.flags & DOBJ_CLASS_NATIVE);
+}
+
+/** Milliseconds on CLOCK_MONOTONIC (deadlines and intervals that must
+ *  not follow the wall clock). */
+static inline double dobj__mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
 /** Run the drain functions when another thread posted (see loop.c). */

@@ -287,19 +287,11 @@ double dobj__wall_ms(dobj_rt *rt)
 
 /* ------------------------------------------------------------------ timers */
 
-static double monotonic_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
 double dobj_rt_now_ms(dobj_rt *rt)
 {
 	if (rt->virtual_time)
 		return rt->virtual_now;
-	return rt->now_ms ? rt->now_ms(rt->clock_data) : monotonic_ms();
+	return rt->now_ms ? rt->now_ms(rt->clock_data) : dobj__mono_ms();
 }
 
 static int timer_less(const dobj_timer *a, const dobj_timer *b)

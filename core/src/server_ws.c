@@ -96,14 +96,6 @@ struct ws_srv {
 	size_t closing;                /* connections whose close went out (close_sent_ms) */
 };
 
-static double mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
 ws_srv *dobj__ws_srv_new(dobj_server *s, int epfd)
 {
 	ws_srv *w = calloc(1, sizeof(*w));
@@ -574,7 +566,7 @@ void dobj__ws_srv_flush(ws_srv *w)
 			continue;
 		}
 		if (!c->close_sent_ms && wslay_event_get_close_sent(c->ctx)) {
-			c->close_sent_ms = mono_ms(); /* its answer is waited for up to CLOSE_WAIT_MS */
+			c->close_sent_ms = dobj__mono_ms(); /* its answer is waited for up to CLOSE_WAIT_MS */
 			w->closing++;
 		}
 		want = c->out_off < c->out_len || wslay_event_want_write(c->ctx) || c->close_pending;
@@ -602,7 +594,7 @@ void dobj__ws_srv_expire(ws_srv *w)
 
 	if (!w || !w->closing)
 		return;
-	now = mono_ms();
+	now = dobj__mono_ms();
 	for (c = w->head; c; c = next) {
 		next = c->next;
 		if (c->close_sent_ms > 0 && now - c->close_sent_ms >= CLOSE_WAIT_MS) {
@@ -622,7 +614,7 @@ int dobj__ws_srv_timeout(const ws_srv *w)
 	for (c = w->head; c; c = c->next)
 		if (c->close_sent_ms > 0 && (first == 0 || c->close_sent_ms < first))
 			first = c->close_sent_ms;
-	now = mono_ms();
+	now = dobj__mono_ms();
 	left = first + CLOSE_WAIT_MS - now;
 	return left <= 0 ? 0 : (int)left + 1;
 }
