@@ -700,6 +700,15 @@ static void done_push(struct dobj__cluster *cl, dobj__cjob *j)
 	cl->d_tail = j;
 }
 
+/* An append came back from PostgreSQL with its verdict (under mu): its
+ * incarnation may send the next one, or, if it failed, none after it. */
+static void job_back(dobj__cjob *j)
+{
+	j->inc->out--;
+	if (j->rc < 0)
+		j->inc->failed = 1;
+}
+
 static void job_fail(dobj__cjob *j, int rc, const char *msg)
 {
 	j->rc = rc < 0 ? rc : DOBJ_ERROR;
@@ -975,9 +984,7 @@ static void inline_over(struct dobj__cluster *cl, int rc, PGresult *r, int reque
 	}
 	one_verdict(j, rc, r);
 	pthread_mutex_lock(&cl->mu);
-	j->inc->out--;
-	if (j->rc < 0)
-		j->inc->failed = 1;
+	job_back(j);
 	if (cl->q_head)
 		wake_one(cl); /* what waited behind it */
 	pthread_mutex_unlock(&cl->mu);
@@ -1329,9 +1336,7 @@ static void *commit_main(void *arg)
 		pthread_mutex_lock(&cl->mu);
 		for (i = 0; i < n; i++) {
 			j = batch[i];
-			j->inc->out--;
-			if (j->rc < 0)
-				j->inc->failed = 1;
+			job_back(j);
 			done_push(cl, j);
 		}
 		if (release) {
