@@ -83,17 +83,25 @@ static dobj_rt *node(const char *dir, double timeout_ms, dobj_ns **ns)
 	return rt;
 }
 
-/* "ns = ... AND object_id = ..." of the object named `name`. */
-static const char *where(dobj_ns *ns, const char *name)
+/* The ID of the object named `name`, in hex (until the next call). */
+static const char *object_hex(dobj_ns *ns, const char *name)
 {
-	static char buf[200];
-	char hex[DOBJ_ID_HEX_LEN + 1];
+	static char hex[DOBJ_ID_HEX_LEN + 1];
 	dobj_id id;
 
 	dobj_id_from_name(dobj_ns_idkey(ns), name, strlen(name), &id);
 	dobj_id_to_hex(&id, hex);
 	hex[DOBJ_ID_HEX_LEN] = '\0';
-	snprintf(buf, sizeof(buf), "ns = '" KEY "' AND object_id = '\\x%s'::bytea", hex);
+	return hex;
+}
+
+/* "ns = ... AND object_id = ..." of the object named `name`. */
+static const char *where(dobj_ns *ns, const char *name)
+{
+	static char buf[200];
+
+	snprintf(buf, sizeof(buf), "ns = '" KEY "' AND object_id = '\\x%s'::bytea",
+		object_hex(ns, name));
 	return buf;
 }
 
@@ -569,11 +577,10 @@ static void test_a_lone_append_on_the_runtimes_connection_fails_at_the_nodes_tim
  * again (only a broken connection's statement, which did not run, is). */
 static void test_a_refused_append_on_the_runtimes_connection_is_not_sent_again(void)
 {
-	char dir[64], q[1200], hex[DOBJ_ID_HEX_LEN + 1];
+	char dir[64], q[1200];
 	dobj_ns *ns;
 	dobj_rt *rt = node(testhost_tmpdir(dir, "dobj-commit"), 5000, &ns);
 	dobj_stub *s = testhost_stub(ns, "refused");
-	dobj_id id;
 	int code;
 
 	CHECK_STR(fetch(rt, s, "w", NULL), "1");
@@ -588,16 +595,13 @@ static void test_a_refused_append_on_the_runtimes_connection_is_not_sent_again(v
 	wait_for_runtime_connection(rt);
 	CHECK_STR(fetch(rt, s, "w", NULL), "5");
 	/* The server refuses the next row once. */
-	dobj_id_from_name(dobj_ns_idkey(ns), "refused", 7, &id);
-	dobj_id_to_hex(&id, hex);
-	hex[DOBJ_ID_HEX_LEN] = '\0';
 	pgtest_sql(&pg, NULL, "CREATE SEQUENCE test_refuse_once");
 	pgtest_sql(&pg, NULL, "CREATE FUNCTION test_refuse() RETURNS trigger LANGUAGE plpgsql AS "
 		"$$ BEGIN IF nextval('test_refuse_once') = 1 THEN "
 		"RAISE EXCEPTION 'refused once by the test'; END IF; RETURN NEW; END $$");
 	snprintf(q, sizeof(q), "CREATE TRIGGER test_refuse BEFORE INSERT ON dobj_wal FOR EACH ROW "
 		"WHEN (NEW.seq = 6 AND NEW.ns = '" KEY "' AND NEW.object_id = '\\x%s'::bytea) "
-		"EXECUTE FUNCTION test_refuse()", hex);
+		"EXECUTE FUNCTION test_refuse()", object_hex(ns, "refused"));
 	pgtest_sql(&pg, NULL, q);
 	CHECK(strstr(fetch(rt, s, "w", &code), "refused once by the test") != NULL);
 	CHECK(code != DOBJ_OK);
@@ -622,25 +626,21 @@ static void test_a_refused_append_on_the_runtimes_connection_is_not_sent_again(v
  * at the commit (which sends the result with it) and then waits. */
 static void test_a_lone_appends_answer_in_two_reads_is_acknowledged_once(void)
 {
-	char dir[64], q[1200], hex[DOBJ_ID_HEX_LEN + 1];
+	char dir[64], q[1200];
 	dobj_ns *ns;
 	dobj_rt *rt = node(testhost_tmpdir(dir, "dobj-commit"), 5000, &ns);
 	dobj_stub *s = testhost_stub(ns, "split");
-	dobj_id id;
 	int code;
 
 	CHECK_STR(fetch(rt, s, "w", NULL), "1");
 	wait_for_runtime_connection(rt);
 	CHECK_STR(fetch(rt, s, "w", NULL), "2");
-	dobj_id_from_name(dobj_ns_idkey(ns), "split", 5, &id);
-	dobj_id_to_hex(&id, hex);
-	hex[DOBJ_ID_HEX_LEN] = '\0';
 	pgtest_sql(&pg, NULL, "CREATE FUNCTION test_split() RETURNS trigger LANGUAGE plpgsql AS "
 		"$$ BEGIN RAISE NOTICE 'committing'; PERFORM pg_sleep(0.3); RETURN NULL; END $$");
 	snprintf(q, sizeof(q), "CREATE CONSTRAINT TRIGGER test_split AFTER INSERT ON dobj_wal "
 		"DEFERRABLE INITIALLY DEFERRED FOR EACH ROW "
 		"WHEN (NEW.seq = 3 AND NEW.ns = '" KEY "' AND NEW.object_id = '\\x%s'::bytea) "
-		"EXECUTE FUNCTION test_split()", hex);
+		"EXECUTE FUNCTION test_split()", object_hex(ns, "split"));
 	pgtest_sql(&pg, NULL, q);
 	CHECK_STR(fetch(rt, s, "w", &code), "3");
 	CHECK_EQ_INT(code, DOBJ_OK);

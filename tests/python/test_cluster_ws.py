@@ -270,22 +270,20 @@ CREATE TRIGGER dobj_test_released AFTER UPDATE ON dobj_owner
 """
 
 
-async def test_a_room_stays_on_its_node_while_a_socket_is_open_and_goes_after_the_last(nodes, pg):
-    """Hibernation in a cluster: a room with an open socket stays its node's
-    while it is evicted between messages (the next message wakes it there,
-    with its sockets); once its last socket closed, its next eviction
-    releases it (PostgreSQL says so: a NOTIFY from a trigger on the owner
-    table, no polling), and another node takes it at once."""
-    a, b = nodes.start(idle=0.3), nodes.start()
-    room = f"sticky-{nodes.kind}"
+async def hibernating(a, pg, room):
+    """alice's socket in `room` on node a, the room evicted past a's idle
+    timeout (0.3 s) and kept a's by the socket."""
     alice = await join(a, room, "alice")
     await alice.send("one")
     assert await recv(alice) == {"type": "message", "seq": 1, "name": "alice", "text": "one"}
-    # Past the idle timeout (0.3 s) the room is evicted; the socket keeps it a's.
     await asyncio.sleep(1)
     assert pg.sql(f"SELECT count(*) FROM dobj_owner WHERE node_id = {a.node}") == ["1"]
-    await alice.send("two")
-    assert await recv(alice) == {"type": "message", "seq": 2, "name": "alice", "text": "two"}
+    return alice
+
+
+async def close_and_see_released(alice, a, pg):
+    """Close the room's last socket: node a gives the claim back
+    (PostgreSQL says so: the NOTIFY of the trigger, no polling)."""
     pg.sql(RELEASED)
     released = Listener(pg.url, "dobj_released")
     try:
@@ -294,6 +292,20 @@ async def test_a_room_stays_on_its_node_while_a_socket_is_open_and_goes_after_th
     finally:
         released.close()
     assert pg.sql(f"SELECT count(*) FROM dobj_owner WHERE node_id = {a.node}") == ["0"]
+
+
+async def test_a_room_stays_on_its_node_while_a_socket_is_open_and_goes_after_the_last(nodes, pg):
+    """Hibernation in a cluster: a room with an open socket stays its node's
+    while it is evicted between messages (the next message wakes it there,
+    with its sockets); once its last socket closed, its next eviction
+    releases it (PostgreSQL says so: a NOTIFY from a trigger on the owner
+    table, no polling), and another node takes it at once."""
+    a, b = nodes.start(idle=0.3), nodes.start()
+    room = f"sticky-{nodes.kind}"
+    alice = await hibernating(a, pg, room)
+    await alice.send("two")
+    assert await recv(alice) == {"type": "message", "seq": 2, "name": "alice", "text": "two"}
+    await close_and_see_released(alice, a, pg)
     bob = await join(b, room, "bob")  # claimed by b: a holds it no more
     assert pg.sql(f"SELECT count(*) FROM dobj_owner WHERE node_id = {b.node}") == ["1"]
     await bob.send("three")
@@ -310,12 +322,7 @@ async def test_a_hibernating_room_is_released_when_its_last_socket_goes_even_if_
     it; before, the room stayed its node's as long as the node lived."""
     a = nodes.start(idle=0.3)
     room = f"unwakeable-{nodes.kind}"
-    alice = await join(a, room, "alice")
-    await alice.send("one")
-    assert await recv(alice) == {"type": "message", "seq": 1, "name": "alice", "text": "one"}
-    # Past the idle timeout (0.3 s) the room is evicted; the socket keeps it a's.
-    await asyncio.sleep(1)
-    assert pg.sql(f"SELECT count(*) FROM dobj_owner WHERE node_id = {a.node}") == ["1"]
+    alice = await hibernating(a, pg, room)
     # One bit of each of its log rows; the node's copy is not taken as current.
     pg.sql(f"UPDATE dobj_wal SET frames = set_byte(frames, 200, get_byte(frames, 200) # 16) "
            f"WHERE object_id IN (SELECT object_id FROM dobj_owner WHERE node_id = {a.node})")
@@ -323,14 +330,7 @@ async def test_a_hibernating_room_is_released_when_its_last_socket_goes_even_if_
     assert markers
     for f in markers:
         f.unlink()
-    pg.sql(RELEASED)
-    released = Listener(pg.url, "dobj_released")
-    try:
-        await alice.close()
-        assert await asyncio.to_thread(released.wait, 30) == str(a.node)
-    finally:
-        released.close()
-    assert pg.sql(f"SELECT count(*) FROM dobj_owner WHERE node_id = {a.node}") == ["0"]
+    await close_and_see_released(alice, a, pg)
 
 
 async def test_a_hibernating_room_closed_while_postgresql_is_away_is_released_once_it_is_back(
@@ -341,12 +341,8 @@ async def test_a_hibernating_room_closed_while_postgresql_is_away_is_released_on
     PostgreSQL back (before, the room stayed its node's)."""
     a = nodes.start(idle=0.3, ttl=10)
     room = f"away-{nodes.kind}"
-    alice = await join(a, room, "alice")
-    await alice.send("one")
-    assert await recv(alice) == {"type": "message", "seq": 1, "name": "alice", "text": "one"}
-    await asyncio.sleep(1)  # past the idle timeout: evicted, kept a's by its socket
+    alice = await hibernating(a, pg, room)
     owned = f"SELECT count(*) FROM dobj_owner WHERE node_id = {a.node}"
-    assert pg.sql(owned) == ["1"]
     pg.sql(RELEASED)
     pg.kill()
     try:
