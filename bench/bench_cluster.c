@@ -10,6 +10,10 @@
  *                   synchronous_commit on: the same durability and fence)
  *   dobj_inc_1      durable increments of one object through the cluster
  *                   (a C class: get, put, commit, fenced append)
+ *   raw_append_1_pg_cpu_us, dobj_inc_1_pg_cpu_us  the CPU time of the
+ *                   PostgreSQL backend serving each side, per operation, in
+ *                   microseconds (read from /proc: the server is local)
+ *   dobj_inc_1_cpu_us  this process's CPU (every thread) per increment
  *   raw_append_16   the floor from 16 connections (threads), 16 objects
  *   dobj_inc_100    durable increments of 100 objects spread over 3 node
  *                   processes from 16 concurrent callers (6, 5, 5 on the
@@ -273,10 +277,58 @@ static void inc_once(dobj_rt *rt, dobj_stub *s)
 	dobj_task_unref(t);
 }
 
+/* CPU seconds (user + system) a PostgreSQL backend has used, read from
+ * /proc (the server runs on this machine); 0 when it cannot be read. */
+static double backend_cpu_s(int pid)
+{
+	char path[64], buf[1024], *p;
+	unsigned long long ut = 0, st = 0;
+	FILE *f;
+	size_t n;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+	if (pid <= 0 || !(f = fopen(path, "r")))
+		return 0;
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = 0;
+	/* Fields 14 and 15 (utime, stime) follow the ")" that ends field 2. */
+	if (!(p = strrchr(buf, ')')) ||
+		sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+		return 0;
+	return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+/* This process's CPU seconds (user + system, every thread). */
+static double self_cpu_s(void)
+{
+	struct rusage u;
+
+	getrusage(RUSAGE_SELF, &u);
+	return (double)u.ru_utime.tv_sec + (double)u.ru_utime.tv_usec / 1e6 +
+		(double)u.ru_stime.tv_sec + (double)u.ru_stime.tv_usec / 1e6;
+}
+
+/* The process id of the backend serving the node's runtime connection
+ * (application_name 'dobj runtime', cluster_pg.c), or 0. */
+static int runtime_backend(PGconn *c)
+{
+	PGresult *r = PQexec(c, "SELECT pid FROM pg_stat_activity "
+		"WHERE application_name = 'dobj runtime' ORDER BY backend_start DESC LIMIT 1");
+	int pid = 0;
+
+	if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
+		pid = atoi(PQgetvalue(r, 0, 0));
+	PQclear(r);
+	return pid;
+}
+
 /* Durable increments of one object through the cluster and the
  * one-connection floor, taking turns (`rounds` windows each, the order
- * swapped every round); both in ops/s. */
-static void one_object(int rounds, double *raw, double *inc)
+ * swapped every round); both in ops/s, and PostgreSQL's CPU per operation
+ * (the serving backend's, in microseconds) for each side. */
+static void one_object(int rounds, double *raw, double *inc, double *raw_pg_us,
+	double *inc_pg_us, double *inc_node_us)
 {
 	char dir[] = "/tmp/dobj-bench-cluster-XXXXXX", cmd[96];
 	dobj_rt_opts o = DOBJ_RT_OPTS_INIT;
@@ -287,8 +339,9 @@ static void one_object(int rounds, double *raw, double *inc)
 	dobj_ns *ns;
 	dobj_stub *s;
 	dobj_id id;
-	double slice = seconds / rounds, t_raw = 0, t_inc = 0;
+	double slice = seconds / rounds, t_raw = 0, t_inc = 0, c_raw = 0, c_inc = 0, u_inc = 0;
 	long n_raw = 0, n_inc = 0;
+	int raw_pid, inc_pid;
 
 	if (!mkdtemp(dir))
 		exit(1);
@@ -308,24 +361,34 @@ static void one_object(int rounds, double *raw, double *inc)
 	dobj_stub_new(&s, ns, &id, "x", 1);
 	inc_once(rt, s); /* activated (claimed, restored) before the clock */
 	appender_open(&a, 99);
+	raw_pid = PQbackendPID(a.c);
+	inc_pid = runtime_backend(a.c);
 	for (int r = 0; r < rounds; r++) {
 		for (int side = 0; side < 2; side++) {
 			double t0 = now_s(), until = t0 + slice;
 			if ((side ^ r) & 1) {
+				double c0 = backend_cpu_s(raw_pid);
 				n_raw += appender_run(&a, until);
 				t_raw += now_s() - t0;
+				c_raw += backend_cpu_s(raw_pid) - c0;
 			} else {
+				double c0 = backend_cpu_s(inc_pid), u0 = self_cpu_s();
 				long n;
 				for (n = 0; now_s() < until; n++)
 					inc_once(rt, s);
 				n_inc += n;
 				t_inc += now_s() - t0;
+				c_inc += backend_cpu_s(inc_pid) - c0;
+				u_inc += self_cpu_s() - u0;
 			}
 		}
 	}
 	PQfinish(a.c);
 	*raw = (double)n_raw / t_raw;
 	*inc = (double)n_inc / t_inc;
+	*raw_pg_us = n_raw ? c_raw * 1e6 / (double)n_raw : 0;
+	*inc_pg_us = n_inc ? c_inc * 1e6 / (double)n_inc : 0;
+	*inc_node_us = n_inc ? u_inc * 1e6 / (double)n_inc : 0;
 	dobj_stub_free(s);
 	dobj_rt_free(rt);
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
@@ -612,7 +675,7 @@ static unsigned parse_rows(const char *s)
 
 int main(int argc, char **argv)
 {
-	double raw1, inc1, raw16, routed, own, routed_cpu, own_cpu;
+	double raw1, inc1, raw1_pg, inc1_pg, inc1_node, raw16, routed, own, routed_cpu, own_cpu;
 	unsigned rows;
 	int rounds;
 
@@ -638,8 +701,10 @@ int main(int argc, char **argv)
 	 * before each pair, so that neither pays for the WAL of the other. */
 	if (rows & ROW_ONE) {
 		checkpoint();
-		one_object(rounds, &raw1, &inc1);
+		one_object(rounds, &raw1, &inc1, &raw1_pg, &inc1_pg, &inc1_node);
 		printf("raw_append_1 %.0f\ndobj_inc_1 %.0f\n", raw1, inc1);
+		printf("raw_append_1_pg_cpu_us %.1f\ndobj_inc_1_pg_cpu_us %.1f\n"
+			"dobj_inc_1_cpu_us %.1f\n", raw1_pg, inc1_pg, inc1_node);
 		fflush(stdout);
 	}
 	if (!(rows & ~ROW_ONE))

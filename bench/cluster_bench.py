@@ -50,6 +50,11 @@ def rows(got: dict[str, float], reason: str) -> list[str]:
         r = got["dobj_inc_1"] / floor
         out.append(f"  one object vs the one-connection floor: {r:.2f}x (target >= 0.8x: "
                    f"{'met' if r >= 0.8 else 'NOT met'})")
+    pg_raw, pg_inc = got.get("raw_append_1_pg_cpu_us"), got.get("dobj_inc_1_pg_cpu_us")
+    node1 = got.get("dobj_inc_1_cpu_us")
+    if pg_raw and pg_inc and node1:
+        out.append(f"  CPU per operation, one object: PostgreSQL's backend {pg_raw:.0f} us for the "
+                   f"floor's append, {pg_inc:.0f} us for dobj's; the node {node1:.0f} us")
     out.append("  (3 node processes, callers 6, 5, 5; every caller calls all 100 objects, two "
                "calls in three routed to another node; * no routing, the commit pipeline alone)")
     cpu, cpu_own = got.get("dobj_inc_100_cpu_us"), got.get("dobj_inc_100_own_cpu_us")
