@@ -18,6 +18,7 @@
  * page.  Frames whose salts differ from the header's are left over from an
  * earlier generation of the file.
  */
+#define OPENSSL_SUPPRESS_DEPRECATED 1 /* SHA256_Init and its kin: see dobj__wal_sum */
 #include <errno.h>
 #include <fcntl.h>
 #include <openssl/sha.h>
@@ -173,17 +174,25 @@ done:
 void dobj__wal_sum(const unsigned char *id, long long seq, long long epoch,
 	const unsigned char *rec, size_t len, unsigned char sum[32])
 {
-	/* Two one-shot digests rather than one over a copy: a record can be
-	 * large, and ~4 KiB (one increment) costs a few microseconds either way. */
+	/* Two digests rather than one over a copy: a record can be large.
+	 * SHA256_* rather than the one-shot SHA256(): OpenSSL 3 looks the
+	 * algorithm up in its provider store on every one-shot call, which
+	 * cost more than hashing an increment's 4 KiB (perf, one-object
+	 * loop). */
 	unsigned char in[32 + 8 + 8 + 32];
+	SHA256_CTX c;
 
 	memcpy(in, id, 32);
 	put32(in + 32, (uint32_t)((unsigned long long)seq >> 32));
 	put32(in + 36, (uint32_t)seq);
 	put32(in + 40, (uint32_t)((unsigned long long)epoch >> 32));
 	put32(in + 44, (uint32_t)epoch);
-	SHA256(rec ? rec : (const unsigned char *)"", len, in + 48);
-	SHA256(in, sizeof(in), sum);
+	SHA256_Init(&c);
+	SHA256_Update(&c, rec ? rec : (const unsigned char *)"", len);
+	SHA256_Final(in + 48, &c);
+	SHA256_Init(&c);
+	SHA256_Update(&c, in, sizeof(in));
+	SHA256_Final(sum, &c);
 }
 
 int dobj__wal_sum_ok(const unsigned char *id, long long seq, long long epoch,
