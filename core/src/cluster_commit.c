@@ -1450,7 +1450,12 @@ void dobj__cluster_stop(struct dobj__cluster *cl)
 
 	if (!cl->threads)
 		return;
-	/* The runtime's own append first: what queued behind it waits for it. */
+	/* What came back from the committers before the runtime's own append:
+	 * an append out on the runtime's connection went after its object's
+	 * earlier ones were back, so their results go first (per-object seq
+	 * order); then the runtime's own, as what queued behind it waits for
+	 * it. */
+	drain(cl->rt, cl);
 	inline_stop(cl);
 	/* What is queued gets one more round trip (each is bounded by the
 	 * timeout); then the threads stop. */

@@ -28,6 +28,8 @@
 static pgtest pg;
 static dobj_ws *ws_client;  /* the client end of the last socket "ws" accepted */
 static int writes;          /* "w" steps run */
+static void (*in_write)(void); /* run (once) at the start of the next "w" step */
+static double node_ttl_ms;  /* the next node's lease TTL (0: the default) */
 
 /* "w": add one to n and answer it; "a": the same and set the alarm an
  * hour ahead; "r": answer n; "ws": accept a WebSocket (hibernatable). */
@@ -51,6 +53,11 @@ static int step(dobj_task *t, void *data)
 		return DOBJ_OK;
 	}
 	writes += !strcmp(req->s, "w");
+	if (in_write && !strcmp(req->s, "w")) {
+		void (*fn)(void) = in_write;
+		in_write = NULL;
+		fn();
+	}
 	if ((rc = dobj_obj_storage(dobj_task_obj(t), &st)) < 0)
 		return rc;
 	if (!strcmp(req->s, "a") &&
@@ -75,6 +82,7 @@ static dobj_rt *node(const char *dir, double timeout_ms, dobj_ns **ns)
 	co.url = pg.url;
 	co.node_addr = "127.0.0.1:0"; /* any free port: every worktree runs this test */
 	co.timeout_ms = timeout_ms;
+	co.ttl_ms = node_ttl_ms;
 	CHECK_EQ_INT(dobj_rt_cluster(rt, &co), DOBJ_OK);
 	k.name = "Counter";
 	k.flags = DOBJ_CLASS_FETCH | DOBJ_CLASS_ALARM;
@@ -656,6 +664,77 @@ static void test_a_lone_appends_answer_in_two_reads_is_acknowledged_once(void)
 	testhost_rm_rf(dir);
 }
 
+/* The order tasks finished in (their numbers), for the test below. */
+static int done_order[4], ndone;
+static PGconn *order_locker;
+static dobj_rt *order_rt;
+
+static void note_done(dobj_task *t, void *data)
+{
+	(void)t;
+	if (ndone < 4)
+		done_order[ndone++] = (int)(intptr_t)data;
+}
+
+/* Inside the later write's step: the earlier append goes through and its
+ * committer posts its verdict (the node's long lease is not renewed
+ * meanwhile: nothing else makes the fd readable). */
+static void confirm_the_earlier_append(void)
+{
+	struct pollfd p = { .fd = dobj_rt_fd(order_rt), .events = POLLIN };
+
+	unlock(order_locker);
+	CHECK_EQ_INT(poll(&p, 1, 5000), 1);
+}
+
+/* Closing while an object's earlier append is back from its committer
+ * (its verdict not drained yet) and its later one is out on the
+ * runtime's own connection: both were confirmed, and the results go in
+ * seq order (the runtime's own append was finished first, and its result
+ * delivered before the earlier one's). */
+static void test_closing_delivers_an_objects_results_in_seq_order(void)
+{
+	char dir[64];
+	dobj_ns *ns;
+	dobj_rt *rt;
+	dobj_stub *s;
+	dobj_task *t2, *t3;
+
+	node_ttl_ms = 60000;
+	rt = node(testhost_tmpdir(dir, "dobj-commit"), 5000, &ns);
+	node_ttl_ms = 0;
+	s = testhost_stub(ns, "in-order");
+	CHECK_STR(fetch(rt, s, "w", NULL), "1");
+	wait_for_runtime_connection(rt);
+	/* The next append changes the alarm: a committer's, held up. */
+	order_locker = lock(ns, "in-order");
+	t2 = send(s, "a");
+	dobj_task_on_done(t2, note_done, (void *)(intptr_t)2);
+	dobj_rt_pump(rt);
+	CHECK(!dobj_task_done(t2));
+	/* The one after goes out on the runtime's connection once the
+	 * earlier one is back. */
+	order_rt = rt;
+	in_write = confirm_the_earlier_append;
+	t3 = send(s, "w");
+	dobj_task_on_done(t3, note_done, (void *)(intptr_t)3);
+	ndone = 0;
+	CHECK_EQ_INT(dobj_rt_process(rt), DOBJ_OK);
+	CHECK(in_write == NULL);
+	CHECK(!dobj_task_done(t2));
+	CHECK(!dobj_task_done(t3));
+	dobj_stub_free(s);
+	dobj_rt_free(rt);
+	CHECK_EQ_INT(ndone, 2);
+	CHECK_EQ_INT(done_order[0], 2);
+	CHECK_EQ_INT(done_order[1], 3);
+	CHECK_STR(task_body(t2, NULL), "2");
+	CHECK_STR(task_body(t3, NULL), "3");
+	dobj_task_unref(t2);
+	dobj_task_unref(t3);
+	testhost_rm_rf(dir);
+}
+
 /* Committer backends waiting for a lock, once there are at least n. */
 static void committers_waiting(int n)
 {
@@ -786,6 +865,7 @@ int main(void)
 	RUN(test_two_incarnations_same_seq_in_one_batch_are_told_apart);
 	RUN(test_a_refused_append_on_the_runtimes_connection_is_not_sent_again);
 	RUN(test_a_lone_appends_answer_in_two_reads_is_acknowledged_once);
+	RUN(test_closing_delivers_an_objects_results_in_seq_order);
 	pgtest_stop(&pg);
 	CHECK_EQ_INT(live_values, 0);
 	return DONE();
