@@ -827,6 +827,154 @@ static void test_two_incarnations_same_seq_in_one_batch_are_told_apart(void)
 	testhost_rm_rf(dir);
 }
 
+/* Before the node's insert of the row (ns, object `name`, seq) runs, a
+ * copy of it commits on a connection of its own (dblink), with the node's
+ * epoch and checksum (`own`) or another checksum: to the node, its own
+ * append sent before whose answer was lost, or another write's row. */
+static void copy_row_first(dobj_ns *ns, const char *name, long long seq, int own)
+{
+	char q[2000];
+
+	pgtest_sql(&pg, NULL, "SET client_min_messages = warning; CREATE EXTENSION IF NOT EXISTS dblink");
+	pgtest_sql(&pg, NULL, "SET client_min_messages = warning; CREATE TABLE IF NOT EXISTS test_copy (object_id bytea, seq int8, "
+		"own bool)");
+	snprintf(q, sizeof(q), "CREATE OR REPLACE FUNCTION test_copy() RETURNS trigger "
+		"LANGUAGE plpgsql AS $$ DECLARE c record; BEGIN "
+		"IF current_setting('application_name') = 'test_copy' THEN RETURN NEW; END IF; "
+		"SELECT * INTO c FROM test_copy WHERE object_id = NEW.object_id AND seq = NEW.seq; "
+		"IF FOUND THEN PERFORM dblink_exec('%s?application_name=test_copy', format("
+		"'INSERT INTO dobj_wal (ns, object_id, seq, epoch, frames, sum) "
+		"VALUES (%%L, %%L, %%s, %%s, %%L, %%L)', NEW.ns, NEW.object_id, NEW.seq, NEW.epoch, "
+		"NEW.frames, CASE WHEN c.own THEN NEW.sum ELSE '\\x00'::bytea END)); END IF; "
+		"RETURN NEW; END $$", pg.url);
+	pgtest_sql(&pg, NULL, q);
+	pgtest_sql(&pg, NULL, "SET client_min_messages = warning; DROP TRIGGER IF EXISTS test_copy ON dobj_wal");
+	pgtest_sql(&pg, NULL, "CREATE TRIGGER test_copy BEFORE INSERT ON dobj_wal FOR EACH ROW "
+		"EXECUTE FUNCTION test_copy()");
+	snprintf(q, sizeof(q), "INSERT INTO test_copy VALUES ('\\x%s'::bytea, %lld, %s)",
+		object_hex(ns, name), seq, own ? "true" : "false");
+	pgtest_sql(&pg, NULL, q);
+}
+
+static void copy_rows_done(void)
+{
+	pgtest_sql(&pg, NULL, "DROP TRIGGER test_copy ON dobj_wal");
+	pgtest_sql(&pg, NULL, "DROP FUNCTION test_copy()");
+	pgtest_sql(&pg, NULL, "DROP TABLE test_copy");
+}
+
+/* The rows of `name` at seq in the log. */
+static int rows_at(dobj_ns *ns, const char *name, long long seq)
+{
+	char q[400];
+
+	snprintf(q, sizeof(q), "SELECT count(*) FROM dobj_wal WHERE seq = %lld AND %s", seq,
+		where(ns, name));
+	return (int)pgtest_sql(&pg, NULL, q);
+}
+
+/* An append through a committer on its own (the one-row statement) whose
+ * row the log already holds: with its epoch and checksum, the row is its
+ * own (sent before, committed, the answer lost) and the write is
+ * acknowledged (it was refused as a duplicate key, and the object reset);
+ * with another checksum the refusal stands. */
+static void test_a_lone_append_finding_its_own_row_is_acknowledged(void)
+{
+	char dir[64];
+	dobj_ns *ns;
+	dobj_rt *rt = node(testhost_tmpdir(dir, "dobj-commit"), 5000, &ns);
+	dobj_stub *s = testhost_stub(ns, "resent"), *o = testhost_stub(ns, "not-resent");
+	int code;
+
+	CHECK_STR(fetch(rt, s, "w", NULL), "1");
+	CHECK_STR(fetch(rt, o, "w", NULL), "1");
+	wait_for_runtime_connection(rt);
+	copy_row_first(ns, "resent", 2, 1);
+	copy_row_first(ns, "not-resent", 2, 0);
+	/* The runtime's connection cut off while idle: the next append goes
+	 * through a committer. */
+	CHECK_EQ_INT(pgtest_sql(&pg, NULL, "SELECT count(pg_terminate_backend(pid)) FROM "
+		"pg_stat_activity WHERE application_name = 'dobj runtime'"), 1);
+	CHECK_STR(fetch(rt, s, "w", &code), "2");
+	CHECK_EQ_INT(code, DOBJ_OK);
+	CHECK_EQ_INT(rows_at(ns, "resent", 2), 1);
+	CHECK(strstr(fetch(rt, o, "w", &code), "duplicate key") != NULL);
+	CHECK(code != DOBJ_OK);
+	copy_rows_done();
+	/* Not reset: the instance goes on. */
+	CHECK_STR(fetch(rt, s, "w", NULL), "3");
+	CHECK_EQ_INT(dobj_ns_live(ns), 1);
+	dobj_stub_free(s);
+	dobj_stub_free(o);
+	dobj_rt_free(rt);
+	testhost_rm_rf(dir);
+}
+
+/* The same in a batch (several objects' appends in one statement, which
+ * skips rows already there): with its epoch and checksum the row is its
+ * own and the write acknowledged (it read as refused by the fence, and the
+ * object was reset); with another checksum it stays refused. */
+static void test_an_append_in_a_batch_finding_its_own_row_is_acknowledged(void)
+{
+	char dir[64], names[DOBJ__TEST_COMMITTERS + 1][8];
+	dobj_ns *ns;
+	dobj_rt *rt = node(testhost_tmpdir(dir, "dobj-commit"), 5000, &ns);
+	dobj_stub *x = testhost_stub(ns, "first"), *s[DOBJ__TEST_COMMITTERS + 1];
+	dobj_stub *mine = testhost_stub(ns, "b-resent"), *other = testhost_stub(ns, "b-other");
+	dobj_task *busy[DOBJ__TEST_COMMITTERS + 2] = { 0 }, *two[3] = { 0 };
+	PGconn *locker;
+	int i, code, want;
+
+	CHECK_STR(fetch(rt, x, "w", NULL), "1");
+	wait_for_runtime_connection(rt);
+	for (i = 0; i <= DOBJ__TEST_COMMITTERS; i++) {
+		snprintf(names[i], sizeof(names[i]), "k%d", i);
+		s[i] = testhost_stub(ns, names[i]);
+		CHECK_STR(fetch(rt, s[i], "r", NULL), "0");
+	}
+	CHECK_STR(fetch(rt, mine, "w", NULL), "1");
+	CHECK_STR(fetch(rt, other, "w", NULL), "1");
+	copy_row_first(ns, "b-resent", 2, 1);
+	copy_row_first(ns, "b-other", 2, 0);
+	/* The runtime's connection and every committer wait with one append
+	 * each; the two after queue up and go in one batch. */
+	locker = lock_log();
+	busy[0] = send(s[0], "w");
+	dobj_rt_pump(rt);
+	runtime_backend_waiting();
+	for (i = 1; i <= DOBJ__TEST_COMMITTERS; i++) {
+		busy[i] = send(s[i], "w");
+		dobj_rt_pump(rt);
+		committers_waiting(i);
+	}
+	want = writes + 2;
+	two[0] = send(mine, "w");
+	two[1] = send(other, "w");
+	CHECK_EQ_INT(dobj_rt_run(rt, writes_reach, &want), DOBJ_OK);
+	unlock(locker);
+	CHECK_EQ_INT(dobj_rt_run(rt, all_done, busy), DOBJ_OK);
+	CHECK_EQ_INT(dobj_rt_run(rt, all_done, two), DOBJ_OK);
+	CHECK_STR(task_body(two[0], &code), "2");
+	CHECK_EQ_INT(code, DOBJ_OK);
+	CHECK(strstr(task_body(two[1], &code), "fencing epoch") != NULL);
+	CHECK(code != DOBJ_OK);
+	CHECK_EQ_INT(rows_at(ns, "b-resent", 2), 1);
+	copy_rows_done();
+	/* Not reset: the instance goes on. */
+	CHECK_STR(fetch(rt, mine, "w", NULL), "3");
+	for (i = 0; busy[i]; i++)
+		dobj_task_unref(busy[i]);
+	dobj_task_unref(two[0]);
+	dobj_task_unref(two[1]);
+	for (i = 0; i <= DOBJ__TEST_COMMITTERS; i++)
+		dobj_stub_free(s[i]);
+	dobj_stub_free(x);
+	dobj_stub_free(mine);
+	dobj_stub_free(other);
+	dobj_rt_free(rt);
+	testhost_rm_rf(dir);
+}
+
 /* A host that waits for a signal on its own thread (a signalfd, sigwait:
  * dobj-lua dev) blocks it there after the node started: the node's threads
  * must not take it, with its default action, in its place. */
@@ -866,6 +1014,8 @@ int main(void)
 	RUN(test_a_refused_append_on_the_runtimes_connection_is_not_sent_again);
 	RUN(test_a_lone_appends_answer_in_two_reads_is_acknowledged_once);
 	RUN(test_closing_delivers_an_objects_results_in_seq_order);
+	RUN(test_a_lone_append_finding_its_own_row_is_acknowledged);
+	RUN(test_an_append_in_a_batch_finding_its_own_row_is_acknowledged);
 	pgtest_stop(&pg);
 	CHECK_EQ_INT(live_values, 0);
 	return DONE();
