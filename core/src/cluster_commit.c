@@ -401,9 +401,11 @@ void dobj__cluster_queue_release(struct dobj__cluster *cl, dobj_obj *obj,
 	/* An object whose accepted WebSockets stay registered hibernates here:
 	 * their events arrive on this node, so it stays this node's; its claim
 	 * goes back when the last socket leaves (dobj__cluster_give_back). */
-	if (cl && cl->threads && !cl->closing &&
-	    !dobj__ws_hold_claim(obj->ns, &obj->id, co->epoch, cl->node_id)) {
-		queue_release(cl, obj->ns, &obj->id, co->epoch, cl->node_id, co->inc, 0);
+	if (cl && cl->threads && !cl->closing) {
+		/* Either way, the release goes behind the incarnation's appends
+		 * (its token goes with the claim). */
+		if (!dobj__ws_hold_claim(obj->ns, &obj->id, co->epoch, cl->node_id, co->inc))
+			queue_release(cl, obj->ns, &obj->id, co->epoch, cl->node_id, co->inc, 0);
 		co->inc = NULL;
 	}
 	cinc_unref(cl, co->inc);
@@ -412,18 +414,29 @@ void dobj__cluster_queue_release(struct dobj__cluster *cl, dobj_obj *obj,
 	free(co);
 }
 
-void dobj__cluster_give_back(dobj_ns *ns, const dobj_id *id, long long epoch, long long node)
+void dobj__cluster_give_back(dobj_ns *ns, const dobj_id *id, long long epoch, long long node,
+	dobj__cinc *inc)
 {
 	struct dobj__cluster *cl = ns->rt->cluster;
 	dobj_obj *obj = dobj__idmap_get(&ns->objs, id);
 
 	/* Woken by the close, the object is active again under a claim of its
 	 * own (a later epoch), which it releases when it goes to sleep. */
-	if (!cl || !cl->threads || cl->closing || (obj && obj->cluster))
+	if (!cl || !cl->threads || cl->closing || (obj && obj->cluster)) {
+		cinc_unref(cl, inc);
 		return;
+	}
 	/* Nothing releases it later: tried again if PostgreSQL is away now
-	 * (the close could not wake the object for the same reason). */
-	queue_release(cl, ns, id, epoch, node, NULL, 3);
+	 * (the close could not wake the object for the same reason).  Behind
+	 * the appends of the incarnation that hibernated (its token): a
+	 * release that overtook them would fence them. */
+	queue_release(cl, ns, id, epoch, node, inc, 3);
+}
+
+void dobj__cluster_inc_drop(dobj_rt *rt, dobj__cinc *inc)
+{
+	if (inc)
+		cinc_unref(rt->cluster, inc);
 }
 
 /* An append came back: deliver or fail what waited on it. */

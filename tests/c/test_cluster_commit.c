@@ -975,6 +975,95 @@ static void test_an_append_in_a_batch_finding_its_own_row_is_acknowledged(void)
 	testhost_rm_rf(dir);
 }
 
+static int no_socket(void *ns)
+{
+	return dobj_ns_web_socket_count(ns) == 0;
+}
+
+/* A hibernating object's claim, given back when its last socket leaves
+ * (the close could not wake it), goes after the appends of the
+ * incarnation that hibernated: it went ahead of them (it carried no token
+ * of that incarnation), released the owner row, and the fence refused
+ * them though they had been answered "written" to nobody yet.  The order
+ * is read back from PostgreSQL: rows and releases in the order they were
+ * written. */
+static void test_a_claim_given_back_goes_after_the_appends_of_its_incarnation(void)
+{
+	char dir[64], q[1200];
+	dobj_ns *ns;
+	dobj_rt *rt = node(testhost_tmpdir(dir, "dobj-commit"), 5000, &ns);
+	dobj_stub *x = testhost_stub(ns, "given-back");
+	dobj_task *t[3] = { 0 };
+	PGconn *locker;
+	dobj_id xid;
+	int code, want;
+
+	CHECK_STR(fetch(rt, x, "w", NULL), "1");
+	CHECK_STR(fetch(rt, x, "ws", NULL), "ws");
+	wait_for_runtime_connection(rt);
+	pgtest_sql(&pg, NULL, "CREATE TABLE test_order (n bigserial, what text)");
+	snprintf(q, sizeof(q), "CREATE FUNCTION test_order() RETURNS trigger LANGUAGE plpgsql AS "
+		"$$ BEGIN IF TG_TABLE_NAME = 'dobj_wal' THEN "
+		"INSERT INTO test_order (what) VALUES ('seq ' || NEW.seq); "
+		"ELSIF NEW.node_id IS NULL AND OLD.node_id IS NOT NULL THEN "
+		"INSERT INTO test_order (what) VALUES ('release by ' || "
+		"current_setting('application_name')); "
+		"ELSIF NEW.epoch <> OLD.epoch THEN "
+		"RAISE EXCEPTION 'claim refused by the test'; END IF; RETURN NEW; END $$");
+	pgtest_sql(&pg, NULL, q);
+	snprintf(q, sizeof(q), "CREATE TRIGGER test_order AFTER INSERT ON dobj_wal FOR EACH ROW "
+		"WHEN (NEW.ns = '" KEY "' AND NEW.object_id = '\\x%s'::bytea) "
+		"EXECUTE FUNCTION test_order()", object_hex(ns, "given-back"));
+	pgtest_sql(&pg, NULL, q);
+	/* The object cannot be woken again (its claim is refused), so its
+	 * socket's close gives the claim back without waking it. */
+	snprintf(q, sizeof(q), "CREATE TRIGGER test_order BEFORE UPDATE ON dobj_owner FOR EACH ROW "
+		"WHEN (NEW.ns = '" KEY "' AND NEW.object_id = '\\x%s'::bytea) "
+		"EXECUTE FUNCTION test_order()", object_hex(ns, "given-back"));
+	pgtest_sql(&pg, NULL, q);
+	/* Two appends: the first out on the runtime's connection, held up by
+	 * the locked log; the second waits behind it. */
+	locker = lock_log();
+	t[0] = send(x, "w");
+	dobj_rt_pump(rt);
+	runtime_backend_waiting();
+	want = writes + 1;
+	t[1] = send(x, "w");
+	CHECK_EQ_INT(dobj_rt_run(rt, writes_reach, &want), DOBJ_OK);
+	/* It hibernates (its socket keeps it this node's), then its last
+	 * socket leaves. */
+	dobj_id_from_name(dobj_ns_idkey(ns), "given-back", 10, &xid);
+	CHECK_EQ_INT(dobj_ns_evict(ns, &xid), 1);
+	CHECK_EQ_INT(dobj_ws_peer_close(ws_client, 1000, "bye", 3, 1), DOBJ_OK);
+	CHECK_EQ_INT(dobj_rt_run(rt, no_socket, ns), DOBJ_OK);
+	unlock(locker);
+	CHECK_EQ_INT(dobj_rt_run(rt, all_done, t), DOBJ_OK);
+	CHECK_STR(task_body(t[0], &code), "2");
+	CHECK_EQ_INT(code, DOBJ_OK);
+	CHECK_STR(task_body(t[1], &code), "3");
+	CHECK_EQ_INT(code, DOBJ_OK);
+	dobj_task_unref(t[0]);
+	dobj_task_unref(t[1]);
+	dobj_stub_free(x);
+	dobj_ws_unref(ws_client);
+	ws_client = NULL;
+	/* Closing gives what is queued its round trip: the release too. */
+	dobj_rt_free(rt);
+	{
+		PGconn *c = pgtest_connect(&pg);
+		PGresult *r = PQexec(c, "SELECT string_agg(what, ', ' ORDER BY n) FROM test_order");
+		CHECK(PQresultStatus(r) == PGRES_TUPLES_OK);
+		CHECK_STR(PQgetvalue(r, 0, 0), "seq 2, seq 3, release by dobj committer");
+		PQclear(r);
+		PQfinish(c);
+	}
+	pgtest_sql(&pg, NULL, "DROP TRIGGER test_order ON dobj_wal");
+	pgtest_sql(&pg, NULL, "DROP TRIGGER test_order ON dobj_owner");
+	pgtest_sql(&pg, NULL, "DROP FUNCTION test_order()");
+	pgtest_sql(&pg, NULL, "DROP TABLE test_order");
+	testhost_rm_rf(dir);
+}
+
 /* A host that waits for a signal on its own thread (a signalfd, sigwait:
  * dobj-lua dev) blocks it there after the node started: the node's threads
  * must not take it, with its default action, in its place. */
@@ -1016,6 +1105,7 @@ int main(void)
 	RUN(test_closing_delivers_an_objects_results_in_seq_order);
 	RUN(test_a_lone_append_finding_its_own_row_is_acknowledged);
 	RUN(test_an_append_in_a_batch_finding_its_own_row_is_acknowledged);
+	RUN(test_a_claim_given_back_goes_after_the_appends_of_its_incarnation);
 	pgtest_stop(&pg);
 	CHECK_EQ_INT(live_values, 0);
 	return DONE();
