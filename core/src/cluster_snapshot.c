@@ -554,6 +554,22 @@ static int state_rows(dobj__pg *pg, const char *ns, size_t ns_len, const unsigne
 				len = (size_t)PQgetlength(big, 0, 0);
 			}
 			rc = snap_head_read(data, len, s, &h);
+			/* Parts that do not hold the image the header claims (4 G
+			 * pages in 4 G parts) are refused before the file is sized
+			 * by it. */
+			if (rc == DOBJ_OK && h.format == SNAP_FORMAT_PARTS &&
+			    (uint64_t)st->snap_size != SNAP_HDR_PARTS + h.size) {
+				char what[160];
+				uint64_t held = (uint64_t)st->snap_size - SNAP_HDR_PARTS;
+				if (held < h.size)
+					snprintf(what, sizeof(what), "a snapshot part missing or cut short: its "
+						"parts hold %llu of its %llu bytes", (unsigned long long)held,
+						(unsigned long long)h.size);
+				else
+					snprintf(what, sizeof(what), "a snapshot whose parts hold more than its "
+						"%llu bytes", (unsigned long long)h.size);
+				rc = damaged(s, what);
+			}
 			if (rc == DOBJ_OK) {
 				im->psz = h.psz;
 				if ((rc = image_pages(im, h.pages)) == DOBJ_OK)

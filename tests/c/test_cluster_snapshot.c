@@ -326,6 +326,7 @@ static void test_a_big_database_is_snapshotted_in_parts(void)
 	counts(a, "parts-1", 0, 4);
 	counts(a, "parts-2", 0, 4);
 	counts(a, "parts-3", 0, 4);
+	counts(a, "parts-4", 0, 4);
 	dobj_rt_free(a);
 	/* A header in the row, the image in parts (of one snapshot: an older
 	 * one's went with it). */
@@ -366,7 +367,12 @@ static void test_a_big_database_is_snapshotted_in_parts(void)
 		"get_byte(data, 10) # 1) WHERE object_id = $OBJ AND part = 0",
 		"a snapshot whose checksum does not match");
 	expect_damaged("parts-3", "UPDATE dobj_snapshot_part SET data = substring(data from 1 for 100) "
-		"WHERE object_id = $OBJ AND part = 0", "a truncated snapshot");
+		"WHERE object_id = $OBJ AND part = 0", "a snapshot part missing or cut short");
+	/* A header that claims 4 G pages in 4 G parts of a page: checked
+	 * against what the parts hold before the file is sized (16 TiB). */
+	expect_damaged("parts-4", "UPDATE dobj_snapshot SET db = overlay(overlay(db placing "
+		"'\\xffffffff'::bytea from 33) placing '\\x00001000ffffffff'::bytea from 69) "
+		"WHERE object_id = $OBJ", "its parts hold 16384 of its 17592186040320 bytes");
 }
 
 /* The log changed by `fix` (a format with the object's hex id, then the
