@@ -1056,7 +1056,7 @@ static int inline_take(struct dobj__cluster *cl, dobj__cjob *j)
 	}
 	in->job = j;
 	in->deadline = dobj__boot_ms() + in->pg.timeout_ms;
-	cl->rt->inline_out = 1;
+	cl->rt->inline_out = 2;
 	return 1;
 }
 

@@ -473,7 +473,9 @@ struct dobj_rt {
 	size_t nsources;
 	struct { dobj__drain_fn fn; void *data; } sources[DOBJ__MAX_SOURCES];
 	struct dobj__route *route;     /* calls between nodes (cluster_route.c), or NULL */
-	int inline_out;                /* a cluster append is out on this thread's own connection */
+	int inline_out;                /* a cluster append is out on this thread's own connection:
+	                                  2 just sent (its answer is not looked for before the
+	                                  host's next wait, dobj__fd_clear), 1 waited for */
 	dobj_route_codec codec;        /* the binding's (dobj_rt_set_route_codec) */
 };
 
@@ -524,7 +526,7 @@ static inline void dobj__rt_drain(dobj_rt *rt)
 {
 	if (rt->nsources && __atomic_load_n(&rt->posted, __ATOMIC_ACQUIRE))
 		dobj__rt_drain_slow(rt);
-	if (rt->inline_out)
+	if (rt->inline_out == 1)
 		dobj__inline_poll(rt);
 }
 
