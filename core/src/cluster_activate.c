@@ -405,7 +405,7 @@ int dobj__act_start(struct dobj__cluster *cl)
 	int i, rc;
 
 	for (i = 0; i < DOBJ__ACTIVATORS; i++) {
-		if ((rc = dobj__worker_start(&cl->act[i], cl, cl->pg.timeout_ms * 8, act_work,
+		if ((rc = dobj__worker_start(&cl->act[i], cl, "activator", cl->pg.timeout_ms * 8, act_work,
 		    act_done)) < 0) {
 			dobj__act_stop(cl);
 			return rc;

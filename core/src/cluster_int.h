@@ -205,8 +205,10 @@ int dobj__thread_start(pthread_t *th, void *(*fn)(void *), void *arg);
  *  dobj__worker_stop then joins it (several stopped at once). */
 void dobj__worker_halt(dobj__worker *w);
 /** Start a worker (*out, freed by dobj__worker_stop) whose watch re-arms
- *  every `watch_ms` while jobs are out. */
-int dobj__worker_start(dobj__worker **out, struct dobj__cluster *cl, double watch_ms,
+ *  every `watch_ms` while jobs are out; `role` (a static string) names its
+ *  connection in pg_stat_activity ("dobj <role>"). */
+int dobj__worker_start(dobj__worker **out, struct dobj__cluster *cl, const char *role,
+	double watch_ms,
 	void (*run)(struct dobj__cluster *cl, dobj__pg *pg, dobj__wjob *j),
 	void (*done)(struct dobj__cluster *cl, dobj__wjob *j));
 /** Queue a job (the runtime's thread). */

@@ -1146,7 +1146,8 @@ static void maybe_queue(struct dobj__cluster *cl, dobj_obj *obj, struct dobj__cl
 
 int dobj__snap_start(struct dobj__cluster *cl)
 {
-	return dobj__worker_start(&cl->snap, cl, cl->pg.timeout_ms * 8, compact, snap_done);
+	return dobj__worker_start(&cl->snap, cl, "compactor", cl->pg.timeout_ms * 8, compact,
+		snap_done);
 }
 
 void dobj__snap_stop(struct dobj__cluster *cl)

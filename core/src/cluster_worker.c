@@ -104,7 +104,8 @@ int dobj__thread_start(pthread_t *th, void *(*fn)(void *), void *arg)
 	return rc;
 }
 
-int dobj__worker_start(dobj__worker **out, struct dobj__cluster *cl, double watch_ms,
+int dobj__worker_start(dobj__worker **out, struct dobj__cluster *cl, const char *role,
+	double watch_ms,
 	void (*run)(struct dobj__cluster *cl, dobj__pg *pg, dobj__wjob *j),
 	void (*done)(struct dobj__cluster *cl, dobj__wjob *j))
 {
@@ -118,6 +119,7 @@ int dobj__worker_start(dobj__worker **out, struct dobj__cluster *cl, double watc
 		return rc;
 	}
 	w->pg.halt = &w->halted;
+	w->pg.role = role;
 	w->cl = cl;
 	w->run = run;
 	w->done = done;

@@ -270,6 +270,23 @@ static void test_an_alarm_waiting_for_its_claim_holds_up_no_other_object(void)
 	testhost_rm_rf(dir);
 }
 
+/* An operator tells a node's connections apart in pg_stat_activity
+ * (docs/cluster.md, "Connections"): the claim ran on an activator's. */
+static void test_the_activators_connection_is_named_in_pg_stat_activity(void)
+{
+	char dir[64];
+	dobj_ns *ns;
+	dobj_rt *rt = node(testhost_tmpdir(dir, "dobj-act"), &ns);
+	dobj_stub *s = testhost_stub(ns, "named");
+
+	CHECK_STR(fetch(rt, s, "count", NULL), "1");
+	CHECK(pgtest_sql(&pg, NULL, "SELECT count(*) FROM pg_stat_activity "
+		"WHERE application_name = 'dobj activator'") >= 1);
+	dobj_stub_free(s);
+	dobj_rt_free(rt);
+	testhost_rm_rf(dir);
+}
+
 int main(void)
 {
 	if (pgtest_start(&pg) < 0)
@@ -277,6 +294,7 @@ int main(void)
 	RUN(test_a_waiting_activation_holds_up_no_other_object_and_calls_keep_their_order);
 	RUN(test_closing_with_an_activation_out);
 	RUN(test_an_alarm_waiting_for_its_claim_holds_up_no_other_object);
+	RUN(test_the_activators_connection_is_named_in_pg_stat_activity);
 	pgtest_stop(&pg);
 	CHECK_EQ_INT(live_values, 0);
 	return DONE();
