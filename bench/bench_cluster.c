@@ -14,6 +14,9 @@
  *                   PostgreSQL backend serving each side, per operation, in
  *                   microseconds (read from /proc: the server is local)
  *   dobj_inc_1_cpu_us  this process's CPU (every thread) per increment
+ *   raw_append_1_busy50  the floor with 50 us of client CPU between one
+ *                   append's answer and the next append (what the node's
+ *                   own work per increment costs on this machine)
  *   raw_append_16   the floor from 16 connections (threads), 16 objects
  *   dobj_inc_100    durable increments of 100 objects spread over 3 node
  *                   processes from 16 concurrent callers (6, 5, 5 on the
@@ -116,8 +119,9 @@ static void appender_open(appender *a, int index)
 	PQclear(r);
 }
 
-/* Appends until `until`; how many. */
-static long appender_run(appender *a, double until)
+/* Appends until `until`, spending `busy_us` of CPU between one append's
+ * answer and the next append (0: none, the floor); how many. */
+static long appender_run(appender *a, double until, double busy_us)
 {
 	static unsigned char page[RECORD_BYTES], sum[32];
 	char seq[32];
@@ -139,6 +143,11 @@ static long appender_run(appender *a, double until)
 			exit(1);
 		}
 		PQclear(r);
+		if (busy_us > 0) {
+			double end = now_s() + busy_us / 1e6;
+			while (now_s() < end)
+				;
+		}
 	}
 	return n;
 }
@@ -185,7 +194,7 @@ static void *append_windows(void *arg)
 
 	for (int i = 0; i < k->w->n; i++) {
 		sleep_until(k->w->start[i]);
-		k->done += appender_run(&k->a, k->w->until[i]);
+		k->done += appender_run(&k->a, k->w->until[i], 0);
 	}
 	return NULL;
 }
@@ -323,12 +332,25 @@ static int runtime_backend(PGconn *c)
 	return pid;
 }
 
-/* Durable increments of one object through the cluster and the
- * one-connection floor, taking turns (`rounds` windows each, the order
- * swapped every round); both in ops/s, and PostgreSQL's CPU per operation
- * (the serving backend's, in microseconds) for each side. */
-static void one_object(int rounds, double *raw, double *inc, double *raw_pg_us,
-	double *inc_pg_us, double *inc_node_us)
+/* What one_object measures: ops/s of each side, PostgreSQL's CPU per
+ * operation (the serving backend's, in microseconds) and the node's. */
+typedef struct one_figures {
+	double raw, inc, raw_busy;
+	double raw_pg_us, inc_pg_us, inc_node_us;
+} one_figures;
+
+/* The CPU a client spends between two appends in the floor_busy row:
+ * about what the node spends on one increment's critical path (the answer
+ * delivered, the step, SQLite's commit, the capture, the checksum). */
+#define BUSY_US 50.0
+
+/* Durable increments of one object through the cluster, the
+ * one-connection floor, and the floor with BUSY_US of client CPU between
+ * appends, taking turns (`rounds` windows each, the order rotated every
+ * round).  The third tells how much a client's own work between appends
+ * costs on this machine beyond its length (the server's side waking up
+ * again, which the node's work also pays for). */
+static void one_object(int rounds, one_figures *f)
 {
 	char dir[] = "/tmp/dobj-bench-cluster-XXXXXX", cmd[96];
 	dobj_rt_opts o = DOBJ_RT_OPTS_INIT;
@@ -339,8 +361,8 @@ static void one_object(int rounds, double *raw, double *inc, double *raw_pg_us,
 	dobj_ns *ns;
 	dobj_stub *s;
 	dobj_id id;
-	double slice = seconds / rounds, t_raw = 0, t_inc = 0, c_raw = 0, c_inc = 0, u_inc = 0;
-	long n_raw = 0, n_inc = 0;
+	double slice = seconds / rounds, t[3] = { 0 }, pg_cpu[3] = { 0 }, node_cpu = 0;
+	long n[3] = { 0 };
 	int raw_pid, inc_pid;
 
 	if (!mkdtemp(dir))
@@ -364,31 +386,30 @@ static void one_object(int rounds, double *raw, double *inc, double *raw_pg_us,
 	raw_pid = PQbackendPID(a.c);
 	inc_pid = runtime_backend(a.c);
 	for (int r = 0; r < rounds; r++) {
-		for (int side = 0; side < 2; side++) {
-			double t0 = now_s(), until = t0 + slice;
-			if ((side ^ r) & 1) {
-				double c0 = backend_cpu_s(raw_pid);
-				n_raw += appender_run(&a, until);
-				t_raw += now_s() - t0;
-				c_raw += backend_cpu_s(raw_pid) - c0;
+		for (int turn = 0; turn < 3; turn++) {
+			int side = (turn + r) % 3, pid = side ? raw_pid : inc_pid;
+			double t0 = now_s(), until = t0 + slice, c0 = backend_cpu_s(pid);
+			double u0 = self_cpu_s();
+			if (side) {
+				n[side] += appender_run(&a, until, side == 2 ? BUSY_US : 0);
 			} else {
-				double c0 = backend_cpu_s(inc_pid), u0 = self_cpu_s();
-				long n;
-				for (n = 0; now_s() < until; n++)
+				long done;
+				for (done = 0; now_s() < until; done++)
 					inc_once(rt, s);
-				n_inc += n;
-				t_inc += now_s() - t0;
-				c_inc += backend_cpu_s(inc_pid) - c0;
-				u_inc += self_cpu_s() - u0;
+				n[0] += done;
+				node_cpu += self_cpu_s() - u0;
 			}
+			t[side] += now_s() - t0;
+			pg_cpu[side] += backend_cpu_s(pid) - c0;
 		}
 	}
 	PQfinish(a.c);
-	*raw = (double)n_raw / t_raw;
-	*inc = (double)n_inc / t_inc;
-	*raw_pg_us = n_raw ? c_raw * 1e6 / (double)n_raw : 0;
-	*inc_pg_us = n_inc ? c_inc * 1e6 / (double)n_inc : 0;
-	*inc_node_us = n_inc ? u_inc * 1e6 / (double)n_inc : 0;
+	f->inc = (double)n[0] / t[0];
+	f->raw = (double)n[1] / t[1];
+	f->raw_busy = (double)n[2] / t[2];
+	f->inc_pg_us = n[0] ? pg_cpu[0] * 1e6 / (double)n[0] : 0;
+	f->raw_pg_us = n[1] ? pg_cpu[1] * 1e6 / (double)n[1] : 0;
+	f->inc_node_us = n[0] ? node_cpu * 1e6 / (double)n[0] : 0;
 	dobj_stub_free(s);
 	dobj_rt_free(rt);
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
@@ -675,7 +696,7 @@ static unsigned parse_rows(const char *s)
 
 int main(int argc, char **argv)
 {
-	double raw1, inc1, raw1_pg, inc1_pg, inc1_node, raw16, routed, own, routed_cpu, own_cpu;
+	double raw16, routed, own, routed_cpu, own_cpu;
 	unsigned rows;
 	int rounds;
 
@@ -701,10 +722,12 @@ int main(int argc, char **argv)
 	 * before each pair, so that neither pays for the WAL of the other. */
 	if (rows & ROW_ONE) {
 		checkpoint();
-		one_object(rounds, &raw1, &inc1, &raw1_pg, &inc1_pg, &inc1_node);
-		printf("raw_append_1 %.0f\ndobj_inc_1 %.0f\n", raw1, inc1);
+		one_figures f;
+		one_object(rounds, &f);
+		printf("raw_append_1 %.0f\ndobj_inc_1 %.0f\nraw_append_1_busy50 %.0f\n", f.raw, f.inc,
+			f.raw_busy);
 		printf("raw_append_1_pg_cpu_us %.1f\ndobj_inc_1_pg_cpu_us %.1f\n"
-			"dobj_inc_1_cpu_us %.1f\n", raw1_pg, inc1_pg, inc1_node);
+			"dobj_inc_1_cpu_us %.1f\n", f.raw_pg_us, f.inc_pg_us, f.inc_node_us);
 		fflush(stdout);
 	}
 	if (!(rows & ~ROW_ONE))

@@ -19,6 +19,7 @@ LABELS = {
     "raw_append_1": "raw fenced append, libpq, prepared, 1 connection",
     "raw_append_16": "raw fenced append, libpq, prepared, 16 connections",
     "dobj_inc_1": "dobj durable increment, 1 object, 1 node",
+    "raw_append_1_busy50": "  the floor with 50 us of client CPU between appends+",
     "dobj_inc_100": "dobj durable increment, 100 obj, 3 nodes, 16 callers",
     "dobj_inc_100_own": "  the same, each node's callers on its own objects*",
 }
@@ -55,6 +56,8 @@ def rows(got: dict[str, float], reason: str) -> list[str]:
     if pg_raw and pg_inc and node1:
         out.append(f"  CPU per operation, one object: PostgreSQL's backend {pg_raw:.0f} us for the "
                    f"floor's append, {pg_inc:.0f} us for dobj's; the node {node1:.0f} us")
+    out.append("  (+ what 50 us of a client's own work per append costs on this machine: about "
+               "what the node spends on an increment before its append goes)")
     out.append("  (3 node processes, callers 6, 5, 5; every caller calls all 100 objects, two "
                "calls in three routed to another node; * no routing, the commit pipeline alone)")
     cpu, cpu_own = got.get("dobj_inc_100_cpu_us"), got.get("dobj_inc_100_own_cpu_us")

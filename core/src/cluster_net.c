@@ -78,7 +78,7 @@ static void conn_fail(struct dobj__route *r, conn *c, const char *fmt, ...)
 	}
 	if (!c->out_dir)
 		r->nincoming--;
-	if (c->out_dir || c->hello) { /* a peer's: its WebSockets (cluster_ws.c) */
+	if (!c->quiet && (c->out_dir || c->hello)) { /* a peer's: its WebSockets (cluster_ws.c) */
 		/* Its calls fail (or go again, if they were never written). */
 		item *it = calloc(1, sizeof(*it));
 		if (it) {
@@ -296,6 +296,9 @@ static void conn_frame(struct dobj__route *r, conn *c, const unsigned char *p, s
 		it->cid = c->cid;
 		it->type = type;
 		push_item(r, it);
+		c->last_use = dobj__mono_ms();
+		if (type == F_RESULT && c->nout)
+			c->nout--;
 		return;
 	default:
 		conn_fail(r, c, "unknown frame type %d", type);
@@ -386,7 +389,7 @@ static void net_accept(struct dobj__route *r)
 		c->fd = fd;
 		c->cid = ++r->next_cid;
 		c->state = C_OPEN;
-		c->born = c->last_rx = dobj__mono_ms();
+		c->born = c->last_rx = c->last_use = dobj__mono_ms();
 		ev.events = EPOLLIN;
 		ev.data.ptr = c;
 		if (epoll_ctl(r->ep, EPOLL_CTL_ADD, fd, &ev) < 0) {
@@ -419,6 +422,15 @@ static void net_service(struct dobj__route *r)
 		}
 		if (!c->out_dir && !c->hello && now - c->born > r->dead_ms) {
 			conn_fail(r, c, "no hello");
+			continue;
+		}
+		if (c->state == C_OPEN && !c->links && c->out_off == c->out.len &&
+		    (c->out_dir ? !c->nout : !c->ncalls) &&
+		    now - c->last_use > (c->out_dir ? r->idle_out_ms : r->idle_in_ms)) {
+			/* Idle (IDLE_OUT_TTLS): ours goes quietly, a peer's as a
+			 * failure (it has no call and no socket on it). */
+			c->quiet = c->out_dir;
+			conn_fail(r, c, "no call for %.1f s", (now - c->last_use) / 1e3);
 			continue;
 		}
 		if (c->out_dir && c->state == C_OPEN && now - c->last_ping >= r->ping_ms) {
@@ -555,7 +567,7 @@ int dobj__net_send_node(struct dobj__route *r, long long node, const char *addr,
 		c->out_dir = 1;
 		c->state = C_NEW;
 		c->node = node;
-		c->born = c->last_rx = c->last_ping = dobj__mono_ms();
+		c->born = c->last_rx = c->last_ping = c->last_use = dobj__mono_ms();
 		memcpy(hello, "DOBJ", 4);
 		hello[4] = 0;
 		hello[5] = PROTO_VERSION;
@@ -576,6 +588,8 @@ int dobj__net_send_node(struct dobj__route *r, long long node, const char *addr,
 	*cid = c->cid;
 	*start = c->queued;
 	c->queued += f->len;
+	c->nout++;
+	c->last_use = dobj__mono_ms();
 	kick = want_kick(r);
 done:
 	pthread_mutex_unlock(&r->mu);
@@ -596,6 +610,7 @@ void dobj__net_send_conn(struct dobj__route *r, uint64_t cid, const buf *f)
 			break;
 	if (c && buf_put(&c->out, f->p, f->len) == 0) {
 		c->queued += f->len;
+		c->last_use = dobj__mono_ms();
 		if (!c->out_dir && f->len >= 13 && f->p[4] == F_RESULT)
 			call_answered(c, get_be(f->p + 5, 8));
 		kick = want_kick(r);
@@ -605,6 +620,23 @@ void dobj__net_send_conn(struct dobj__route *r, uint64_t cid, const buf *f)
 		kick_net(r);
 }
 
+void dobj__net_conn_links(struct dobj__route *r, uint64_t cid, int delta)
+{
+	conn *c;
+
+	pthread_mutex_lock(&r->mu);
+	for (c = r->conns; c; c = c->next)
+		if (c->cid == cid) {
+			if (delta > 0)
+				c->links++;
+			else if (c->links) {
+				c->links--;
+				c->last_use = dobj__mono_ms();
+			}
+			break;
+		}
+	pthread_mutex_unlock(&r->mu);
+}
 
 void dobj__net_conn_free(conn *c)
 {

@@ -1061,6 +1061,8 @@ int dobj__route_start(dobj_rt *rt, struct dobj__cluster *cl)
 	r->lfd = r->efd = r->ep = -1;
 	r->ping_ms = fmax(20, cl->ttl_ms / 6);
 	r->dead_ms = cl->ttl_ms;
+	r->idle_out_ms = IDLE_OUT_TTLS * cl->ttl_ms;
+	r->idle_in_ms = IDLE_IN_TTLS * cl->ttl_ms;
 	r->watch = (dobj__watch){ .rt = rt, .ms = fmin(1000, fmax(10, cl->call_timeout_ms / 4)),
 		.busy = calls_out, .owner = r, .fired = watch_fired };
 	pthread_mutex_init(&r->mu, NULL);

@@ -36,6 +36,14 @@
 #define ROUTE_TRIES 4
 /* Incoming connections accepted at once. */
 #define MAX_INCOMING 1024
+/* A connection with nothing on it (no call or answer waiting, no WebSocket
+ * link) for this many TTLs is closed: by the calling node after IDLE_OUT_TTLS,
+ * quietly (it knows none of its calls is on it, so none is lost), by the
+ * called node after IDLE_IN_TTLS (a peer that only pings, or says hello and
+ * nothing more, would hold one of its MAX_INCOMING slots for ever; a dobj
+ * caller has closed it by then).  Each call made since moves it on. */
+#define IDLE_OUT_TTLS 10
+#define IDLE_IN_TTLS 20
 /* An incoming connection is not read while this many of its calls, or
  * their bytes, wait for their answers, or its answers wait unsent beyond
  * MAX_UNSENT: its next calls wait in the sockets (conn_full), and this node
@@ -164,6 +172,10 @@ typedef struct conn {
 	uint64_t queued, written; /* stream positions, bytes */
 	buf in;                /* the network thread's */
 	double last_rx, last_ping, born;
+	double last_use;       /* a call, answer or WebSocket frame went either way */
+	size_t nout;           /* outgoing: calls sent and not answered yet */
+	size_t links;          /* WebSocket links on it (cluster_ws.c) */
+	int quiet;             /* closed as idle: nothing to tell the runtime */
 	/* incoming: the calls read and not answered yet (under mu) */
 	struct call_in { uint64_t id; size_t len; } *calls;
 	size_t ncalls, capcalls, call_bytes;
@@ -219,6 +231,7 @@ struct dobj__route {
 	int rtfd;              /* the runtime's eventfd (rt->efd): wakes it */
 	conn *grave;
 	double ping_ms, dead_ms;
+	double idle_out_ms, idle_in_ms; /* see IDLE_OUT_TTLS */
 	atomic_int wake;       /* the runtime has something to drain */
 	/* the runtime's */
 	uint64_t next_id;
@@ -240,6 +253,9 @@ int dobj__net_send_node(struct dobj__route *r, long long node, const char *addr,
 	uint64_t *cid, uint64_t *start);
 /** Queue an answer on connection `cid` (gone: dropped). */
 void dobj__net_send_conn(struct dobj__route *r, uint64_t cid, const buf *f);
+/** A WebSocket link on connection `cid` began (+1) or ended (-1): a
+ *  connection with links is never closed as idle (runtime thread). */
+void dobj__net_conn_links(struct dobj__route *r, uint64_t cid, int delta);
 /* WebSockets between nodes (cluster_ws.c), runtime thread. */
 /** The object's node: a link for the client end of a routed 101 (a
  *  reference taken); DOBJ_ESTATE when its server end was not accepted. */

@@ -118,6 +118,7 @@ static int link_add(struct dobj__route *r, wslink *l)
 	l->next = w->tab[i];
 	w->tab[i] = l;
 	w->n++;
+	dobj__net_conn_links(r, l->cid, 1); /* never closed as idle meanwhile */
 	return DOBJ_OK;
 }
 
@@ -131,6 +132,7 @@ static void link_drop(struct dobj__route *r, wslink *l)
 		if (*pp == l) {
 			*pp = l->next;
 			w->n--;
+			dobj__net_conn_links(r, l->cid, -1);
 			break;
 		}
 	if (l->owner) {

@@ -411,6 +411,42 @@ static void test_stored_bytes_that_lie_are_a_clear_error(void)
 		"WHERE object_id = $OBJ AND seq = 2", "a log row whose checksum does not match at seq 2");
 }
 
+/* Rows that lie with a checksum that vouches for them (recomputed as dobj
+ * computes it: anything that can write the tables can): log records whose
+ * page size is 0, too big or not a power of two, whose page count
+ * overflows the row, a page 0, a snapshot whose parts claim more than its
+ * rows hold.  The restore refuses each before it allocates by the claimed
+ * sizes; the object is not served. */
+#define RESUM "; UPDATE dobj_wal SET sum = sha256(object_id || int8send(seq) || " \
+	"int8send(epoch) || sha256(frames)) WHERE object_id = $OBJ AND seq = 3"
+#define AT3(what) "UPDATE dobj_wal SET frames = overlay(frames placing " what ") " \
+	"WHERE object_id = $OBJ AND seq = 3" RESUM
+
+static void test_rows_that_lie_under_a_valid_checksum_are_a_clear_error(void)
+{
+	static const struct { const char *name, *fix, *words; } lies[] = {
+		{ "vlies-1", AT3("'\\x00000000'::bytea from 1"), "a malformed log row at seq 3" },
+		{ "vlies-2", AT3("'\\x00020000'::bytea from 1"), "a malformed log row at seq 3" },
+		{ "vlies-3", AT3("'\\x000003e8'::bytea from 1"), "a malformed log row at seq 3" },
+		{ "vlies-4", AT3("'\\xffffffff'::bytea from 9"), "a malformed log row at seq 3" },
+		{ "vlies-5", AT3("'\\x00100001'::bytea from 9"), "a malformed log row at seq 3" },
+		{ "vlies-6", AT3("'\\x00000000'::bytea from 13"), "a malformed log row at seq 3" },
+		{ "vlies-7", "UPDATE dobj_wal SET frames = '\\x'::bytea WHERE object_id = $OBJ AND "
+			"seq = 3" RESUM, "a malformed log row at seq 3" },
+	};
+	char d1[64];
+	dobj_rt *a;
+	size_t i;
+
+	a = node(testhost_tmpdir(d1, "dobj-snap"), -1);
+	for (i = 0; i < sizeof(lies) / sizeof(*lies); i++)
+		counts(a, lies[i].name, 0, 6);
+	dobj_rt_free(a);
+	testhost_rm_rf(d1);
+	for (i = 0; i < sizeof(lies) / sizeof(*lies); i++)
+		expect_damaged(lies[i].name, lies[i].fix, lies[i].words);
+}
+
 /* A database larger than the part size (4 KiB here, 16 MiB by default) is
  * snapshotted in parts, restored from them part by part, compacted again
  * from them; a part missing, damaged or cut short is a clear error. */
@@ -708,6 +744,7 @@ int main(void)
 	RUN(test_a_cached_file_changed_behind_its_marker_is_rebuilt);
 	RUN(test_the_same_seq_and_epoch_written_elsewhere_is_not_the_cache);
 	RUN(test_stored_bytes_that_lie_are_a_clear_error);
+	RUN(test_rows_that_lie_under_a_valid_checksum_are_a_clear_error);
 	RUN(test_a_stale_owners_snapshot_is_refused_by_the_fence);
 	RUN(test_a_damaged_log_row_is_not_compacted);
 	RUN(test_a_big_database_is_snapshotted_in_parts);

@@ -133,11 +133,11 @@ class Closer(dobj.DurableObject):
 RUNTIMES = {}
 
 
-def two_nodes(pg, tmp_path):
+def two_nodes(pg, tmp_path, ttl=1.5):
     a = dobj.Runtime(storage=str(tmp_path / "a"), cluster=pg.url, node_addr="127.0.0.1:0",
-                     cluster_ttl=1.5, cluster_grace=0.5)
+                     cluster_ttl=ttl, cluster_grace=0.5)
     b = dobj.Runtime(storage=str(tmp_path / "b"), cluster=pg.url, node_addr="127.0.0.1:0",
-                     cluster_ttl=1.5, cluster_grace=0.5)
+                     cluster_ttl=ttl, cluster_grace=0.5)
     RUNTIMES.update(a=a, b=b)
     return a, b, a.bind("CLOSER", Closer), b.bind("CLOSER", Closer)
 
@@ -338,3 +338,85 @@ def test_a_call_frame_of_only_its_id_is_answered(node):
     for its call timeout, and the node counted it as waiting for good)."""
     frame = struct.pack(">IB", 9, 2) + struct.pack(">Q", 77)
     assert answer_of(node.addr, frame)[:2] == (1, MALFORMED)
+
+
+def _frames(sock, buf=b""):
+    """The frame types that arrived on sock until it was closed, and when."""
+    types = []
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:  # closed with a ping of ours unread
+            chunk = b""
+        if not chunk:
+            return types, time.monotonic()
+        buf += chunk
+        while len(buf) >= 4 and len(buf) >= 4 + struct.unpack(">I", buf[:4])[0]:
+            n = struct.unpack(">I", buf[:4])[0]
+            types.append(buf[4])
+            buf = buf[4 + n:]
+
+
+def test_a_peer_that_only_pings_is_closed_after_twenty_ttls(pg, tmp_path):
+    """A peer that said hello and then only pinged held one of the node's
+    incoming slots (1,024) for ever: the node answered each ping and never
+    let go.  Now a peer's connection that carries no call, answer or
+    WebSocket for 20 TTLs is closed (a node closes its own idle ones after
+    10 TTLs, so a dobj caller never loses a call to it)."""
+    rt = dobj.Runtime(storage=str(tmp_path / "a"), cluster=pg.url, node_addr="127.0.0.1:0",
+                      cluster_ttl=0.2)  # 4 s
+    try:
+        host, port = rt.node_addr.rsplit(":", 1)
+        hello = b"DOBJ" + struct.pack(">HQ", 1, 99)
+        ping = struct.pack(">IB", 1, 4)
+        with socket.create_connection((host, int(port))) as s:
+            t0 = time.monotonic()
+            s.sendall(struct.pack(">IB", len(hello) + 1, 1) + hello)
+            stop = threading.Event()
+
+            def pinger():
+                while not stop.wait(0.3):  # a peer's own schedule: a ping every 0.3 s
+                    try:
+                        s.sendall(ping)
+                    except OSError:
+                        return
+
+            t = threading.Thread(target=pinger)
+            t.start()
+            try:
+                s.settimeout(15)
+                types, closed = _frames(s)
+            finally:
+                stop.set()
+                t.join()
+        assert types and set(types) == {5}, types  # every ping answered, with a PONG
+        assert 3.9 < closed - t0 < 6, closed - t0
+    finally:
+        rt.close()
+
+
+def _established_to(port):
+    """This machine's established TCP connections to 127.0.0.1:port."""
+    want = ":%04X" % port
+    with open("/proc/net/tcp") as f:
+        return sum(1 for line in f.readlines()[1:]
+                   if line.split()[2].endswith(want) and line.split()[3] == "01")
+
+
+async def test_a_callers_idle_connection_is_closed_and_the_next_call_opens_another(pg, tmp_path):
+    """The calling node closes its own connection once nothing was on it for
+    10 TTLs (before the called node would, at 20): no call is lost to it,
+    and the next call connects again."""
+    a, b, na, nb = two_nodes(pg, tmp_path, ttl=0.2)
+    try:
+        assert await na.get_by_name("idle").add(1) == 1   # a owns it
+        assert await nb.get_by_name("idle").add(1) == 2   # b's call goes to a
+        port = int(a.node_addr.rsplit(":", 1)[1])
+        assert _established_to(port) == 1
+        await asyncio.sleep(3)                            # past 10 TTLs (2 s)
+        assert _established_to(port) == 0
+        assert await nb.get_by_name("idle").add(1) == 3
+        assert _established_to(port) == 1
+    finally:
+        b.close()
+        a.close()
