@@ -16,7 +16,8 @@
  *   dobj_inc_1_cpu_us  this process's CPU (every thread) per increment
  *   raw_append_1_busy50  the floor with 50 us of client CPU between one
  *                   append's answer and the next append (what the node's
- *                   own work per increment costs on this machine)
+ *                   own work per increment costs on this machine), and its
+ *                   backend's CPU per append (raw_append_1_busy50_pg_cpu_us)
  *   raw_append_16   the floor from 16 connections (threads), 16 objects
  *   dobj_inc_100    durable increments of 100 objects spread over 3 node
  *                   processes from 16 concurrent callers (6, 5, 5 on the
@@ -336,7 +337,7 @@ static int runtime_backend(PGconn *c)
  * operation (the serving backend's, in microseconds) and the node's. */
 typedef struct one_figures {
 	double raw, inc, raw_busy;
-	double raw_pg_us, inc_pg_us, inc_node_us;
+	double raw_pg_us, inc_pg_us, raw_busy_pg_us, inc_node_us;
 } one_figures;
 
 /* The CPU a client spends between two appends in the floor_busy row:
@@ -409,6 +410,7 @@ static void one_object(int rounds, one_figures *f)
 	f->raw_busy = (double)n[2] / t[2];
 	f->inc_pg_us = n[0] ? pg_cpu[0] * 1e6 / (double)n[0] : 0;
 	f->raw_pg_us = n[1] ? pg_cpu[1] * 1e6 / (double)n[1] : 0;
+	f->raw_busy_pg_us = n[2] ? pg_cpu[2] * 1e6 / (double)n[2] : 0;
 	f->inc_node_us = n[0] ? node_cpu * 1e6 / (double)n[0] : 0;
 	dobj_stub_free(s);
 	dobj_rt_free(rt);
@@ -727,7 +729,8 @@ int main(int argc, char **argv)
 		printf("raw_append_1 %.0f\ndobj_inc_1 %.0f\nraw_append_1_busy50 %.0f\n", f.raw, f.inc,
 			f.raw_busy);
 		printf("raw_append_1_pg_cpu_us %.1f\ndobj_inc_1_pg_cpu_us %.1f\n"
-			"dobj_inc_1_cpu_us %.1f\n", f.raw_pg_us, f.inc_pg_us, f.inc_node_us);
+			"raw_append_1_busy50_pg_cpu_us %.1f\ndobj_inc_1_cpu_us %.1f\n", f.raw_pg_us,
+			f.inc_pg_us, f.raw_busy_pg_us, f.inc_node_us);
 		fflush(stdout);
 	}
 	if (!(rows & ~ROW_ONE))

@@ -383,6 +383,36 @@ static int image_apply(image *im, const unsigned char *rec, size_t len, long lon
 	return image_pages(im, dbsize);
 }
 
+/* A finished image is the database its records say: page 1's header has
+ * their page size and, when SQLite vouches for it (the in-header database
+ * size is valid when the version-valid-for number equals the change
+ * counter: sqlite.org/fileformat2.html#in_header_database_size), the
+ * image's page count.  So sizes that lie under a valid checksum (a last
+ * record that claims 4 G pages: a 16 TiB file, served, then uploaded by the
+ * next compaction) are refused before the image is served or snapshotted. */
+static int image_check(const image *im, long long seq)
+{
+	unsigned char h[100];
+	uint32_t psz;
+	int rc;
+
+	if (im->pages == 0)
+		return DOBJ_OK; /* an empty database (an image is at least 512 bytes otherwise) */
+	if (im->fd >= 0) {
+		if ((rc = read_at(im->fd, 0, h, sizeof(h), im->spill)) < 0)
+			return rc;
+	} else {
+		memcpy(h, im->b + SNAP_HDR, sizeof(h));
+	}
+	psz = (uint32_t)h[16] << 8 | h[17];
+	if (psz == 1)
+		psz = 65536;
+	if (memcmp(h, "SQLite format 3", 16) || psz != im->psz ||
+	    (be32(h + 92) == be32(h + 24) && be32(h + 28) && be32(h + 28) != im->pages))
+		return damaged(seq, "pages that do not make the database they claim");
+	return DOBJ_OK;
+}
+
 /* The image's header (SNAP_HDR or SNAP_HDR_PARTS bytes) at `h`. */
 static void image_head(const image *im, unsigned char *h, long long seq, long long epoch,
 	uint32_t format)
@@ -542,6 +572,22 @@ static int state_rows(dobj__pg *pg, const char *ns, size_t ns_len, const unsigne
 				len = (size_t)PQgetlength(big, 0, 0);
 			}
 			rc = snap_head_read(data, len, s, &h);
+			/* Parts that do not hold the image the header claims (4 G
+			 * pages in 4 G parts) are refused before the file is sized
+			 * by it. */
+			if (rc == DOBJ_OK && h.format == SNAP_FORMAT_PARTS &&
+			    (uint64_t)st->snap_size != SNAP_HDR_PARTS + h.size) {
+				char what[160];
+				uint64_t held = (uint64_t)st->snap_size - SNAP_HDR_PARTS;
+				if (held < h.size)
+					snprintf(what, sizeof(what), "a snapshot part missing or cut short: its "
+						"parts hold %llu of its %llu bytes", (unsigned long long)held,
+						(unsigned long long)h.size);
+				else
+					snprintf(what, sizeof(what), "a snapshot whose parts hold more than its "
+						"%llu bytes", (unsigned long long)h.size);
+				rc = damaged(s, what);
+			}
 			if (rc == DOBJ_OK) {
 				im->psz = h.psz;
 				if ((rc = image_pages(im, h.pages)) == DOBJ_OK)
@@ -898,6 +944,8 @@ int dobj__snap_restore(dobj__pg *pg, const char *ns, size_t ns_len, const unsign
 		rc = damaged(st.head, "a log that ends early");
 		goto done;
 	}
+	if ((rc = image_check(&im, st.seq)) < 0)
+		goto done;
 	co->seq = st.seq;
 	co->seq_epoch = st.epoch;
 	co->seq_sum_ok = st.sum_ok;
@@ -1053,6 +1101,8 @@ static void compact(struct dobj__cluster *cl, dobj__pg *pg, dobj__wjob *job)
 		rc = 1; /* compacted meanwhile (by another incarnation), or nothing */
 		goto fail;
 	}
+	if ((rc = image_check(&im, st.seq)) < 0)
+		goto fail;
 	last_epoch = st.epoch;
 	if ((rc = dobj__pg_simple(pg, "BEGIN")) < 0)
 		goto fail;

@@ -414,13 +414,17 @@ static void test_stored_bytes_that_lie_are_a_clear_error(void)
 /* Rows that lie with a checksum that vouches for them (recomputed as dobj
  * computes it: anything that can write the tables can): log records whose
  * page size is 0, too big or not a power of two, whose page count
- * overflows the row, a page 0, a snapshot whose parts claim more than its
- * rows hold.  The restore refuses each before it allocates by the claimed
- * sizes; the object is not served. */
+ * overflows the row, a page 0, a database size its pages do not make.  The
+ * object is not served. */
 #define RESUM "; UPDATE dobj_wal SET sum = sha256(object_id || int8send(seq) || " \
 	"int8send(epoch) || sha256(frames)) WHERE object_id = $OBJ AND seq = 3"
 #define AT3(what) "UPDATE dobj_wal SET frames = overlay(frames placing " what ") " \
 	"WHERE object_id = $OBJ AND seq = 3" RESUM
+
+#define AT7(what) "UPDATE dobj_wal SET frames = overlay(frames placing " what ") " \
+	"WHERE object_id = $OBJ AND seq = 7; UPDATE dobj_wal SET sum = sha256(object_id || " \
+	"int8send(seq) || int8send(epoch) || sha256(frames)) WHERE object_id = $OBJ AND seq = 7"
+#define PAGES_LIE "pages that do not make the database they claim at seq 7"
 
 static void test_rows_that_lie_under_a_valid_checksum_are_a_clear_error(void)
 {
@@ -433,6 +437,11 @@ static void test_rows_that_lie_under_a_valid_checksum_are_a_clear_error(void)
 		{ "vlies-6", AT3("'\\x00000000'::bytea from 13"), "a malformed log row at seq 3" },
 		{ "vlies-7", "UPDATE dobj_wal SET frames = '\\x'::bytea WHERE object_id = $OBJ AND "
 			"seq = 3" RESUM, "a malformed log row at seq 3" },
+		/* The last record's database size lies: 4 G pages (a 16 TiB
+		 * file was served, and the next compaction would upload it),
+		 * 256 pages. */
+		{ "vlies-8", AT7("'\\xffffffff'::bytea from 5"), PAGES_LIE },
+		{ "vlies-9", AT7("'\\x00000100'::bytea from 5"), PAGES_LIE },
 	};
 	char d1[64];
 	dobj_rt *a;
@@ -473,6 +482,7 @@ static void test_a_big_database_is_snapshotted_in_parts(void)
 	counts(a, "parts-1", 0, 4);
 	counts(a, "parts-2", 0, 4);
 	counts(a, "parts-3", 0, 4);
+	counts(a, "parts-4", 0, 4);
 	dobj_rt_free(a);
 	/* A header in the row, the image in parts (of one snapshot: an older
 	 * one's went with it). */
@@ -513,30 +523,36 @@ static void test_a_big_database_is_snapshotted_in_parts(void)
 		"get_byte(data, 10) # 1) WHERE object_id = $OBJ AND part = 0",
 		"a snapshot whose checksum does not match");
 	expect_damaged("parts-3", "UPDATE dobj_snapshot_part SET data = substring(data from 1 for 100) "
-		"WHERE object_id = $OBJ AND part = 0", "a truncated snapshot");
+		"WHERE object_id = $OBJ AND part = 0", "a snapshot part missing or cut short");
+	/* A header that claims 4 G pages in 4 G parts of a page: checked
+	 * against what the parts hold before the file is sized (16 TiB). */
+	expect_damaged("parts-4", "UPDATE dobj_snapshot SET db = overlay(overlay(db placing "
+		"'\\xffffffff'::bytea from 33) placing '\\x00001000ffffffff'::bytea from 69) "
+		"WHERE object_id = $OBJ", "its parts hold 16384 of its 17592186040320 bytes");
 }
 
-/* A log row damaged while its object is live is never built into a
- * snapshot (whose own checksum would then vouch for it): the compaction
- * fails, says why, and the log is kept. */
-static void test_a_damaged_log_row_is_not_compacted(void)
+/* The log changed by `fix` (a format with the object's hex id, then the
+ * seq `at` rows after the snapshot's) while the object is
+ * live: its next compaction fails, with a log line that says `words`, and
+ * the log is kept. */
+static void not_compacted(const char *name, int at, const char *fix, const char *words)
 {
-	char d1[64], q[512];
+	char d1[64], q[768];
 	dobj_rt *a;
 	dobj_stub *s;
 	PGconn *t;
 	long long snap;
 
 	a = node(testhost_tmpdir(d1, "dobj-snap"), 1);
-	counts(a, "rot", 0, 3);
-	snap = about("rot", "SELECT seq FROM dobj_snapshot WHERE object_id = $OBJ");
+	counts(a, name, 0, 3);
+	snap = about(name, "SELECT seq FROM dobj_snapshot WHERE object_id = $OBJ");
 	CHECK(snap > 0);
 	/* The test holds dobj_snapshot: the next compaction waits for it,
 	 * then finds the row the test damaged meanwhile. */
 	t = pgtest_connect(&pg);
 	pgtest_sql(&pg, t, "BEGIN");
 	pgtest_sql(&pg, t, "LOCK TABLE dobj_snapshot IN ACCESS EXCLUSIVE MODE");
-	s = stub_for(a, "rot");
+	s = stub_for(a, name);
 	/* Enough log for a compaction (at least the snapshot's size). */
 	for (int i = 4; i <= 12; i++) {
 		char want[16];
@@ -545,10 +561,8 @@ static void test_a_damaged_log_row_is_not_compacted(void)
 	}
 	{
 		char hex[DOBJ_ID_HEX_LEN + 1];
-		obj_hex("rot", hex);
-		snprintf(q, sizeof(q), "UPDATE dobj_wal SET frames = set_byte(frames, 20, "
-			"get_byte(frames, 20) # 4) WHERE object_id = '\\x%s'::bytea AND seq = %lld",
-			hex, snap + 1);
+		obj_hex(name, hex);
+		snprintf(q, sizeof(q), fix, hex, snap + at);
 		pgtest_sql(&pg, t, q);
 	}
 	log_calls = 0;
@@ -558,12 +572,31 @@ static void test_a_damaged_log_row_is_not_compacted(void)
 	CHECK(dobj_rt_process(a) >= 0); /* its log line (a timer due now) */
 	CHECK(log_calls >= 1);
 	CHECK(strstr(log_msg, "did not write a snapshot") != NULL);
-	CHECK(strstr(log_msg, "a log row whose checksum does not match") != NULL);
-	CHECK_EQ_INT(about("rot", "SELECT seq FROM dobj_snapshot WHERE object_id = $OBJ"), snap);
-	CHECK_EQ_INT(about("rot", "SELECT count(*) FROM dobj_wal WHERE object_id = $OBJ"), 10);
+	if (!strstr(log_msg, words))
+		fprintf(stderr, "unexpected: %s\n", log_msg);
+	CHECK(strstr(log_msg, words) != NULL);
+	CHECK_EQ_INT(about(name, "SELECT seq FROM dobj_snapshot WHERE object_id = $OBJ"), snap);
+	CHECK_EQ_INT(about(name, "SELECT count(*) FROM dobj_wal WHERE object_id = $OBJ"), 10);
 	dobj_stub_free(s);
 	dobj_rt_free(a);
 	testhost_rm_rf(d1);
+}
+
+/* A log row damaged while its object is live is never built into a
+ * snapshot (whose own checksum would then vouch for it): the compaction
+ * fails, says why, and the log is kept. */
+static void test_a_damaged_log_row_is_not_compacted(void)
+{
+	not_compacted("rot", 1, "UPDATE dobj_wal SET frames = set_byte(frames, 20, get_byte(frames, "
+		"20) # 4) WHERE object_id = '\\x%s'::bytea AND seq = %lld",
+		"a log row whose checksum does not match");
+	/* Under valid checksums, the rows after the snapshot claim a database
+	 * of 4 G pages (16 TiB, which the compaction would have uploaded). */
+	not_compacted("rot-size", 0, "UPDATE dobj_wal SET frames = overlay(frames placing "
+		"'\\xffffffff'::bytea from 5) WHERE object_id = '\\x%1$s'::bytea AND seq > %2$lld; "
+		"UPDATE dobj_wal SET sum = sha256(object_id || int8send(seq) || int8send(epoch) || "
+		"sha256(frames)) WHERE object_id = '\\x%1$s'::bytea AND seq > %2$lld",
+		"pages that do not make the database they claim");
 }
 
 /* A node that lost the object to another has its snapshot refused: it is
