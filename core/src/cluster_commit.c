@@ -401,9 +401,11 @@ void dobj__cluster_queue_release(struct dobj__cluster *cl, dobj_obj *obj,
 	/* An object whose accepted WebSockets stay registered hibernates here:
 	 * their events arrive on this node, so it stays this node's; its claim
 	 * goes back when the last socket leaves (dobj__cluster_give_back). */
-	if (cl && cl->threads && !cl->closing &&
-	    !dobj__ws_hold_claim(obj->ns, &obj->id, co->epoch, cl->node_id)) {
-		queue_release(cl, obj->ns, &obj->id, co->epoch, cl->node_id, co->inc, 0);
+	if (cl && cl->threads && !cl->closing) {
+		/* Either way, the release goes behind the incarnation's appends
+		 * (its token goes with the claim). */
+		if (!dobj__ws_hold_claim(obj->ns, &obj->id, co->epoch, cl->node_id, co->inc))
+			queue_release(cl, obj->ns, &obj->id, co->epoch, cl->node_id, co->inc, 0);
 		co->inc = NULL;
 	}
 	cinc_unref(cl, co->inc);
@@ -412,18 +414,29 @@ void dobj__cluster_queue_release(struct dobj__cluster *cl, dobj_obj *obj,
 	free(co);
 }
 
-void dobj__cluster_give_back(dobj_ns *ns, const dobj_id *id, long long epoch, long long node)
+void dobj__cluster_give_back(dobj_ns *ns, const dobj_id *id, long long epoch, long long node,
+	dobj__cinc *inc)
 {
 	struct dobj__cluster *cl = ns->rt->cluster;
 	dobj_obj *obj = dobj__idmap_get(&ns->objs, id);
 
 	/* Woken by the close, the object is active again under a claim of its
 	 * own (a later epoch), which it releases when it goes to sleep. */
-	if (!cl || !cl->threads || cl->closing || (obj && obj->cluster))
+	if (!cl || !cl->threads || cl->closing || (obj && obj->cluster)) {
+		cinc_unref(cl, inc);
 		return;
+	}
 	/* Nothing releases it later: tried again if PostgreSQL is away now
-	 * (the close could not wake the object for the same reason). */
-	queue_release(cl, ns, id, epoch, node, NULL, 3);
+	 * (the close could not wake the object for the same reason).  Behind
+	 * the appends of the incarnation that hibernated (its token): a
+	 * release that overtook them would fence them. */
+	queue_release(cl, ns, id, epoch, node, inc, 3);
+}
+
+void dobj__cluster_inc_drop(dobj_rt *rt, dobj__cinc *inc)
+{
+	if (inc)
+		cinc_unref(rt->cluster, inc);
 }
 
 /* An append came back: deliver or fail what waited on it. */
@@ -688,6 +701,77 @@ static const char append_sql[] =
 	"SELECT ok.ord FROM ok JOIN w ON w.ns = ok.ns AND w.object_id = ok.object_id "
 	"AND w.seq = ok.seq";
 
+/*
+ * The one rule for an append that was not accepted (refused by the fence,
+ * or as a duplicate of a row already in the log): when the log holds the
+ * row of its (ns, object, seq) with its epoch and its checksum, the row is
+ * its own.  It was sent before and committed, and the answer was lost (a
+ * connection cut after the commit: the statement is sent again on a new
+ * one, RETRY_ONCE in cluster_pg.c, or by a committer after the runtime's
+ * connection broke): it counts as acknowledged.  Anything else there is
+ * another write's, and the refusal stands.  Only refused appends pay for
+ * this statement (one for a batch's refused rows); an append sent the first
+ * time (the runtime's own connection sends nothing else) never finds its
+ * own row.
+ */
+static const char own_rows_sql[] =
+	"SELECT i.ord FROM unnest($1::text[], $2::bytea[], $3::int8[], $4::int8[], $5::bytea[], "
+	"  $6::int4[]) AS i(ns, object_id, seq, epoch, sum, ord) "
+	"JOIN dobj_wal w ON w.ns = i.ns AND w.object_id = i.object_id AND w.seq = i.seq "
+	"  AND w.epoch = i.epoch AND w.sum = i.sum";
+
+/* Mark in accepted[] the refused jobs (accepted[k] 0) whose row is their
+ * own; what it cannot tell (out of memory, the statement failed) stays
+ * refused. */
+static void own_rows(dobj__pg *pg, dobj__cjob **jobs, int n, int *accepted)
+{
+	pgarr a[6];
+	const char *v[6];
+	int lens[6], fmts[6], i, k, refused = 0;
+	PGresult *r = NULL;
+
+	for (k = 0; k < n; k++)
+		refused += !accepted[k];
+	if (!refused)
+		return;
+	memset(a, 0, sizeof(a));
+	arr_begin(&a[0], OID_TEXT, refused, 0);
+	arr_begin(&a[1], OID_BYTEA, refused, 0);
+	arr_begin(&a[2], OID_INT8, refused, 0);
+	arr_begin(&a[3], OID_INT8, refused, 0);
+	arr_begin(&a[4], OID_BYTEA, refused, 0);
+	arr_begin(&a[5], OID_INT4, refused, 0);
+	for (k = 0; k < n; k++) {
+		if (accepted[k])
+			continue;
+		arr_bytes(&a[0], jobs[k]->ns, jobs[k]->ns_len);
+		arr_bytes(&a[1], jobs[k]->id, 32);
+		arr_i64(&a[2], jobs[k]->seq);
+		arr_i64(&a[3], jobs[k]->epoch);
+		arr_bytes(&a[4], jobs[k]->sum, 32);
+		arr_i32(&a[5], 4);
+		arr_i32(&a[5], k);
+	}
+	for (i = 0; i < 6; i++) {
+		if (a[i].oom)
+			goto done;
+		v[i] = (const char *)a[i].p;
+		lens[i] = (int)a[i].len;
+		fmts[i] = 1;
+	}
+	if (dobj__pg_exec(pg, own_rows_sql, 6, v, lens, fmts, 0, &r) < 0)
+		goto done;
+	for (i = 0; i < PQntuples(r); i++) {
+		k = atoi(PQgetvalue(r, i, 0));
+		if (k >= 0 && k < n && !accepted[k])
+			accepted[k] = 1;
+	}
+done:
+	PQclear(r);
+	for (i = 0; i < 6; i++)
+		free(a[i].p);
+}
+
 /* Hand a finished job to the runtime's side (the done list, drained on the
  * runtime's thread).  Under cl->mu. */
 static void done_push(struct dobj__cluster *cl, dobj__cjob *j)
@@ -782,6 +866,16 @@ static void run_append_one(dobj__pg *pg, dobj__cjob *j)
 		&r);
 	one_verdict(j, rc, r);
 	PQclear(r);
+	/* Refused by the fence or as a duplicate key (23505): its own row? */
+	if (j->rc < 0 && (j->fenced || !strcmp(pg->sqlstate, "23505"))) {
+		int accepted = 0;
+		own_rows(pg, &j, 1, &accepted);
+		if (accepted) {
+			j->rc = DOBJ_OK;
+			j->fenced = 0;
+			j->msg[0] = '\0';
+		}
+	}
 }
 
 /* A batch that leaves every alarm alone (the usual one): the rows alone,
@@ -950,8 +1044,8 @@ static void inline_unwatch(struct dobj__cluster *cl)
 
 /* Give the job back to the committers, first in the queue (what queued
  * behind it is its incarnation's later appends, or others'): it did not
- * run, or if it did, its repeat is refused as a duplicate and fails the
- * object (never applied twice). */
+ * run, or if it did, its repeat is refused as a duplicate, and the row
+ * found there is its own (own_rows): acknowledged, never applied twice. */
 static void inline_requeue(struct dobj__cluster *cl, dobj__cjob *j)
 {
 	pthread_mutex_lock(&cl->mu);
@@ -1187,6 +1281,7 @@ static void run_appends(dobj__pg *pg, dobj__cjob **jobs, int n)
 		if (k >= 0 && k < n)
 			accepted[k] = 1;
 	}
+	own_rows(pg, jobs, n, accepted);
 	for (k = 0; k < n; k++) {
 		char msg[200];
 		if (accepted[k]) {
@@ -1450,7 +1545,12 @@ void dobj__cluster_stop(struct dobj__cluster *cl)
 
 	if (!cl->threads)
 		return;
-	/* The runtime's own append first: what queued behind it waits for it. */
+	/* What came back from the committers before the runtime's own append:
+	 * an append out on the runtime's connection went after its object's
+	 * earlier ones were back, so their results go first (per-object seq
+	 * order); then the runtime's own, as what queued behind it waits for
+	 * it. */
+	drain(cl->rt, cl);
 	inline_stop(cl);
 	/* What is queued gets one more round trip (each is bounded by the
 	 * timeout); then the threads stop. */

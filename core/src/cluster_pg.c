@@ -342,7 +342,8 @@ static int exec_once(dobj__pg *pg, const char *sql, int nparams, const char *con
  * error and closes, and the statement did not run.  Once, on a connection
  * that was already open, a lost connection is retried on a new one.  (Had
  * the statement run after all, every statement here is safe to repeat: a
- * repeated append is refused as a conflict, and fails its object.)
+ * repeated append is refused as a conflict, and the row found there, its
+ * own, acknowledges it: own_rows in cluster_commit.c.)
  */
 #define RETRY_ONCE(call) \
 	do { \

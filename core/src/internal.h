@@ -292,16 +292,24 @@ void dobj__ws_on_drain(dobj_ws *client, void (*fn)(void *data), void *data);
 /** A frame from the object's node, to the host (or kept until it attaches). */
 void dobj__ws_relay_output(dobj_ws *client, int close, int text_or_code, const void *data,
 	size_t len);
+struct dobj__cinc;
 /** Cluster mode, an object going to sleep: 1 while sockets accepted by it
  *  are registered (it hibernates on this node, owned here), and then its
- *  claim (epoch, node) is kept with them: when the last one leaves,
- *  dobj__cluster_give_back(ns, id, epoch, node) runs (cluster_commit.c),
- *  without waking the object.  0: no socket, nothing kept. */
-int dobj__ws_hold_claim(dobj_ns *ns, const dobj_id *id, long long epoch, long long node);
+ *  claim (epoch, node) and its incarnation's token `inc` (a reference,
+ *  taken over; may be NULL) are kept with them: when the last one leaves,
+ *  dobj__cluster_give_back(ns, id, epoch, node, inc) runs (cluster_commit.c),
+ *  without waking the object.  0: no socket, nothing kept (`inc` stays the
+ *  caller's). */
+int dobj__ws_hold_claim(dobj_ns *ns, const dobj_id *id, long long epoch, long long node,
+	struct dobj__cinc *inc);
 /** Release the claim (epoch, node) of the object `id` unless an instance of
- *  it is active (that incarnation releases its own claim); no-op outside
- *  cluster mode. */
-void dobj__cluster_give_back(dobj_ns *ns, const dobj_id *id, long long epoch, long long node);
+ *  it is active (that incarnation releases its own claim), behind the
+ *  appends of the incarnation `inc` (its token, taken over; may be NULL);
+ *  no-op outside cluster mode. */
+void dobj__cluster_give_back(dobj_ns *ns, const dobj_id *id, long long epoch, long long node,
+	struct dobj__cinc *inc);
+/** Drop a reference to an incarnation's token (NULL: no-op). */
+void dobj__cluster_inc_drop(dobj_rt *rt, struct dobj__cinc *inc);
 /** The node lost the object (cluster mode): close its sockets with `code`
  *  at once and forget them, without an event; how many there were.  _all:
  *  every object of the runtime. */

@@ -69,6 +69,7 @@ typedef struct room {
 	char *areq, *aresp;   /* auto-response pair (NULL: none) */
 	size_t areq_len, aresp_len;
 	long long held_epoch, held_node; /* cluster: the claim of the hibernating object (0: none) */
+	struct dobj__cinc *held_inc;     /* and its incarnation's token (a reference; may be NULL) */
 } room;
 
 /* The event a WS call carries; pub first so a task's request is both. */
@@ -190,8 +191,9 @@ static room *room_get(dobj_ns *ns, const dobj_id *id)
 	return dobj__idmap_get(&ns->rooms, id);
 }
 
-static void room_free(room *r)
+static void room_free(dobj_ns *ns, room *r)
 {
+	dobj__cluster_inc_drop(ns->rt, r->held_inc);
 	free(r->v);
 	free(r->name);
 	free(r->areq);
@@ -220,7 +222,7 @@ static room *room_make(dobj_obj *obj)
 		r->name_len = obj->name_len;
 	}
 	if (dobj__idmap_put(&ns->rooms, &r->id, r) < 0) {
-		room_free(r);
+		room_free(ns, r);
 		return NULL;
 	}
 	return r;
@@ -231,7 +233,7 @@ static void room_maybe_drop(dobj_ns *ns, room *r)
 {
 	if (r->n == 0 && !r->areq) {
 		dobj__idmap_del(&ns->rooms, &r->id);
-		room_free(r);
+		room_free(ns, r);
 	}
 }
 
@@ -256,8 +258,10 @@ static void conn_unregister(wsconn *c)
 			/* Its last socket left while it hibernated, whether or not
 			 * the close could wake it: the claim goes back. */
 			long long epoch = r->held_epoch, node = r->held_node;
+			struct dobj__cinc *inc = r->held_inc;
 			r->held_epoch = r->held_node = 0;
-			dobj__cluster_give_back(c->ns, &c->id, epoch, node);
+			r->held_inc = NULL;
+			dobj__cluster_give_back(c->ns, &c->id, epoch, node, inc);
 		}
 		room_maybe_drop(c->ns, r);
 	}
@@ -288,7 +292,7 @@ void dobj__ws_ns_close(dobj_ns *ns)
 			conn_release_io(c);
 			conn_unref(c);
 		}
-		room_free(r);
+		room_free(ns, r);
 	}
 	dobj__idmap_free(&ns->rooms);
 }
@@ -1126,14 +1130,17 @@ void dobj__ws_relay_output(dobj_ws *client, int close, int text_or_code, const v
 	output_now(c, close, text_or_code, data, len);
 }
 
-int dobj__ws_hold_claim(dobj_ns *ns, const dobj_id *id, long long epoch, long long node)
+int dobj__ws_hold_claim(dobj_ns *ns, const dobj_id *id, long long epoch, long long node,
+	struct dobj__cinc *inc)
 {
 	room *r = room_get(ns, id);
 
 	if (!r || !r->n)
 		return 0;
+	dobj__cluster_inc_drop(ns->rt, r->held_inc); /* an earlier incarnation's */
 	r->held_epoch = epoch;
 	r->held_node = node;
+	r->held_inc = inc;
 	return 1;
 }
 
@@ -1146,6 +1153,8 @@ static size_t room_drop(dobj_ns *ns, room *r, int code, const char *reason)
 	size_t n = r->n;
 
 	r->held_epoch = r->held_node = 0; /* not this node's to give back now */
+	dobj__cluster_inc_drop(ns->rt, r->held_inc);
+	r->held_inc = NULL;
 	while (r->n) {
 		wsconn *c = r->v[--r->n];
 		c->registered = 0;

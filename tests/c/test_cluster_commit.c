@@ -28,6 +28,8 @@
 static pgtest pg;
 static dobj_ws *ws_client;  /* the client end of the last socket "ws" accepted */
 static int writes;          /* "w" steps run */
+static void (*in_write)(void); /* run (once) at the start of the next "w" step */
+static double node_ttl_ms;  /* the next node's lease TTL (0: the default) */
 
 /* "w": add one to n and answer it; "a": the same and set the alarm an
  * hour ahead; "r": answer n; "ws": accept a WebSocket (hibernatable). */
@@ -51,6 +53,11 @@ static int step(dobj_task *t, void *data)
 		return DOBJ_OK;
 	}
 	writes += !strcmp(req->s, "w");
+	if (in_write && !strcmp(req->s, "w")) {
+		void (*fn)(void) = in_write;
+		in_write = NULL;
+		fn();
+	}
 	if ((rc = dobj_obj_storage(dobj_task_obj(t), &st)) < 0)
 		return rc;
 	if (!strcmp(req->s, "a") &&
@@ -75,6 +82,7 @@ static dobj_rt *node(const char *dir, double timeout_ms, dobj_ns **ns)
 	co.url = pg.url;
 	co.node_addr = "127.0.0.1:0"; /* any free port: every worktree runs this test */
 	co.timeout_ms = timeout_ms;
+	co.ttl_ms = node_ttl_ms;
 	CHECK_EQ_INT(dobj_rt_cluster(rt, &co), DOBJ_OK);
 	k.name = "Counter";
 	k.flags = DOBJ_CLASS_FETCH | DOBJ_CLASS_ALARM;
@@ -656,6 +664,77 @@ static void test_a_lone_appends_answer_in_two_reads_is_acknowledged_once(void)
 	testhost_rm_rf(dir);
 }
 
+/* The order tasks finished in (their numbers), for the test below. */
+static int done_order[4], ndone;
+static PGconn *order_locker;
+static dobj_rt *order_rt;
+
+static void note_done(dobj_task *t, void *data)
+{
+	(void)t;
+	if (ndone < 4)
+		done_order[ndone++] = (int)(intptr_t)data;
+}
+
+/* Inside the later write's step: the earlier append goes through and its
+ * committer posts its verdict (the node's long lease is not renewed
+ * meanwhile: nothing else makes the fd readable). */
+static void confirm_the_earlier_append(void)
+{
+	struct pollfd p = { .fd = dobj_rt_fd(order_rt), .events = POLLIN };
+
+	unlock(order_locker);
+	CHECK_EQ_INT(poll(&p, 1, 5000), 1);
+}
+
+/* Closing while an object's earlier append is back from its committer
+ * (its verdict not drained yet) and its later one is out on the
+ * runtime's own connection: both were confirmed, and the results go in
+ * seq order (the runtime's own append was finished first, and its result
+ * delivered before the earlier one's). */
+static void test_closing_delivers_an_objects_results_in_seq_order(void)
+{
+	char dir[64];
+	dobj_ns *ns;
+	dobj_rt *rt;
+	dobj_stub *s;
+	dobj_task *t2, *t3;
+
+	node_ttl_ms = 60000;
+	rt = node(testhost_tmpdir(dir, "dobj-commit"), 5000, &ns);
+	node_ttl_ms = 0;
+	s = testhost_stub(ns, "in-order");
+	CHECK_STR(fetch(rt, s, "w", NULL), "1");
+	wait_for_runtime_connection(rt);
+	/* The next append changes the alarm: a committer's, held up. */
+	order_locker = lock(ns, "in-order");
+	t2 = send(s, "a");
+	dobj_task_on_done(t2, note_done, (void *)(intptr_t)2);
+	dobj_rt_pump(rt);
+	CHECK(!dobj_task_done(t2));
+	/* The one after goes out on the runtime's connection once the
+	 * earlier one is back. */
+	order_rt = rt;
+	in_write = confirm_the_earlier_append;
+	t3 = send(s, "w");
+	dobj_task_on_done(t3, note_done, (void *)(intptr_t)3);
+	ndone = 0;
+	CHECK_EQ_INT(dobj_rt_process(rt), DOBJ_OK);
+	CHECK(in_write == NULL);
+	CHECK(!dobj_task_done(t2));
+	CHECK(!dobj_task_done(t3));
+	dobj_stub_free(s);
+	dobj_rt_free(rt);
+	CHECK_EQ_INT(ndone, 2);
+	CHECK_EQ_INT(done_order[0], 2);
+	CHECK_EQ_INT(done_order[1], 3);
+	CHECK_STR(task_body(t2, NULL), "2");
+	CHECK_STR(task_body(t3, NULL), "3");
+	dobj_task_unref(t2);
+	dobj_task_unref(t3);
+	testhost_rm_rf(dir);
+}
+
 /* Committer backends waiting for a lock, once there are at least n. */
 static void committers_waiting(int n)
 {
@@ -748,6 +827,243 @@ static void test_two_incarnations_same_seq_in_one_batch_are_told_apart(void)
 	testhost_rm_rf(dir);
 }
 
+/* Before the node's insert of the row (ns, object `name`, seq) runs, a
+ * copy of it commits on a connection of its own (dblink), with the node's
+ * epoch and checksum (`own`) or another checksum: to the node, its own
+ * append sent before whose answer was lost, or another write's row. */
+static void copy_row_first(dobj_ns *ns, const char *name, long long seq, int own)
+{
+	char q[2000];
+
+	pgtest_sql(&pg, NULL, "SET client_min_messages = warning; CREATE EXTENSION IF NOT EXISTS dblink");
+	pgtest_sql(&pg, NULL, "SET client_min_messages = warning; CREATE TABLE IF NOT EXISTS test_copy (object_id bytea, seq int8, "
+		"own bool)");
+	snprintf(q, sizeof(q), "CREATE OR REPLACE FUNCTION test_copy() RETURNS trigger "
+		"LANGUAGE plpgsql AS $$ DECLARE c record; BEGIN "
+		"IF current_setting('application_name') = 'test_copy' THEN RETURN NEW; END IF; "
+		"SELECT * INTO c FROM test_copy WHERE object_id = NEW.object_id AND seq = NEW.seq; "
+		"IF FOUND THEN PERFORM dblink_exec('%s?application_name=test_copy', format("
+		"'INSERT INTO dobj_wal (ns, object_id, seq, epoch, frames, sum) "
+		"VALUES (%%L, %%L, %%s, %%s, %%L, %%L)', NEW.ns, NEW.object_id, NEW.seq, NEW.epoch, "
+		"NEW.frames, CASE WHEN c.own THEN NEW.sum ELSE '\\x00'::bytea END)); END IF; "
+		"RETURN NEW; END $$", pg.url);
+	pgtest_sql(&pg, NULL, q);
+	pgtest_sql(&pg, NULL, "SET client_min_messages = warning; DROP TRIGGER IF EXISTS test_copy ON dobj_wal");
+	pgtest_sql(&pg, NULL, "CREATE TRIGGER test_copy BEFORE INSERT ON dobj_wal FOR EACH ROW "
+		"EXECUTE FUNCTION test_copy()");
+	snprintf(q, sizeof(q), "INSERT INTO test_copy VALUES ('\\x%s'::bytea, %lld, %s)",
+		object_hex(ns, name), seq, own ? "true" : "false");
+	pgtest_sql(&pg, NULL, q);
+}
+
+static void copy_rows_done(void)
+{
+	pgtest_sql(&pg, NULL, "DROP TRIGGER test_copy ON dobj_wal");
+	pgtest_sql(&pg, NULL, "DROP FUNCTION test_copy()");
+	pgtest_sql(&pg, NULL, "DROP TABLE test_copy");
+}
+
+/* The rows of `name` at seq in the log. */
+static int rows_at(dobj_ns *ns, const char *name, long long seq)
+{
+	char q[400];
+
+	snprintf(q, sizeof(q), "SELECT count(*) FROM dobj_wal WHERE seq = %lld AND %s", seq,
+		where(ns, name));
+	return (int)pgtest_sql(&pg, NULL, q);
+}
+
+/* An append through a committer on its own (the one-row statement) whose
+ * row the log already holds: with its epoch and checksum, the row is its
+ * own (sent before, committed, the answer lost) and the write is
+ * acknowledged (it was refused as a duplicate key, and the object reset);
+ * with another checksum the refusal stands. */
+static void test_a_lone_append_finding_its_own_row_is_acknowledged(void)
+{
+	char dir[64];
+	dobj_ns *ns;
+	dobj_rt *rt = node(testhost_tmpdir(dir, "dobj-commit"), 5000, &ns);
+	dobj_stub *s = testhost_stub(ns, "resent"), *o = testhost_stub(ns, "not-resent");
+	int code;
+
+	CHECK_STR(fetch(rt, s, "w", NULL), "1");
+	CHECK_STR(fetch(rt, o, "w", NULL), "1");
+	wait_for_runtime_connection(rt);
+	copy_row_first(ns, "resent", 2, 1);
+	copy_row_first(ns, "not-resent", 2, 0);
+	/* The runtime's connection cut off while idle: the next append goes
+	 * through a committer. */
+	CHECK_EQ_INT(pgtest_sql(&pg, NULL, "SELECT count(pg_terminate_backend(pid)) FROM "
+		"pg_stat_activity WHERE application_name = 'dobj runtime'"), 1);
+	CHECK_STR(fetch(rt, s, "w", &code), "2");
+	CHECK_EQ_INT(code, DOBJ_OK);
+	CHECK_EQ_INT(rows_at(ns, "resent", 2), 1);
+	CHECK(strstr(fetch(rt, o, "w", &code), "duplicate key") != NULL);
+	CHECK(code != DOBJ_OK);
+	copy_rows_done();
+	/* Not reset: the instance goes on. */
+	CHECK_STR(fetch(rt, s, "w", NULL), "3");
+	CHECK_EQ_INT(dobj_ns_live(ns), 1);
+	dobj_stub_free(s);
+	dobj_stub_free(o);
+	dobj_rt_free(rt);
+	testhost_rm_rf(dir);
+}
+
+/* The same in a batch (several objects' appends in one statement, which
+ * skips rows already there): with its epoch and checksum the row is its
+ * own and the write acknowledged (it read as refused by the fence, and the
+ * object was reset); with another checksum it stays refused. */
+static void test_an_append_in_a_batch_finding_its_own_row_is_acknowledged(void)
+{
+	char dir[64], names[DOBJ__TEST_COMMITTERS + 1][8];
+	dobj_ns *ns;
+	dobj_rt *rt = node(testhost_tmpdir(dir, "dobj-commit"), 5000, &ns);
+	dobj_stub *x = testhost_stub(ns, "first"), *s[DOBJ__TEST_COMMITTERS + 1];
+	dobj_stub *mine = testhost_stub(ns, "b-resent"), *other = testhost_stub(ns, "b-other");
+	dobj_task *busy[DOBJ__TEST_COMMITTERS + 2] = { 0 }, *two[3] = { 0 };
+	PGconn *locker;
+	int i, code, want;
+
+	CHECK_STR(fetch(rt, x, "w", NULL), "1");
+	wait_for_runtime_connection(rt);
+	for (i = 0; i <= DOBJ__TEST_COMMITTERS; i++) {
+		snprintf(names[i], sizeof(names[i]), "k%d", i);
+		s[i] = testhost_stub(ns, names[i]);
+		CHECK_STR(fetch(rt, s[i], "r", NULL), "0");
+	}
+	CHECK_STR(fetch(rt, mine, "w", NULL), "1");
+	CHECK_STR(fetch(rt, other, "w", NULL), "1");
+	copy_row_first(ns, "b-resent", 2, 1);
+	copy_row_first(ns, "b-other", 2, 0);
+	/* The runtime's connection and every committer wait with one append
+	 * each; the two after queue up and go in one batch. */
+	locker = lock_log();
+	busy[0] = send(s[0], "w");
+	dobj_rt_pump(rt);
+	runtime_backend_waiting();
+	for (i = 1; i <= DOBJ__TEST_COMMITTERS; i++) {
+		busy[i] = send(s[i], "w");
+		dobj_rt_pump(rt);
+		committers_waiting(i);
+	}
+	want = writes + 2;
+	two[0] = send(mine, "w");
+	two[1] = send(other, "w");
+	CHECK_EQ_INT(dobj_rt_run(rt, writes_reach, &want), DOBJ_OK);
+	unlock(locker);
+	CHECK_EQ_INT(dobj_rt_run(rt, all_done, busy), DOBJ_OK);
+	CHECK_EQ_INT(dobj_rt_run(rt, all_done, two), DOBJ_OK);
+	CHECK_STR(task_body(two[0], &code), "2");
+	CHECK_EQ_INT(code, DOBJ_OK);
+	CHECK(strstr(task_body(two[1], &code), "fencing epoch") != NULL);
+	CHECK(code != DOBJ_OK);
+	CHECK_EQ_INT(rows_at(ns, "b-resent", 2), 1);
+	copy_rows_done();
+	/* Not reset: the instance goes on. */
+	CHECK_STR(fetch(rt, mine, "w", NULL), "3");
+	for (i = 0; busy[i]; i++)
+		dobj_task_unref(busy[i]);
+	dobj_task_unref(two[0]);
+	dobj_task_unref(two[1]);
+	for (i = 0; i <= DOBJ__TEST_COMMITTERS; i++)
+		dobj_stub_free(s[i]);
+	dobj_stub_free(x);
+	dobj_stub_free(mine);
+	dobj_stub_free(other);
+	dobj_rt_free(rt);
+	testhost_rm_rf(dir);
+}
+
+static int no_socket(void *ns)
+{
+	return dobj_ns_web_socket_count(ns) == 0;
+}
+
+/* A hibernating object's claim, given back when its last socket leaves
+ * (the close could not wake it), goes after the appends of the
+ * incarnation that hibernated: it went ahead of them (it carried no token
+ * of that incarnation), released the owner row, and the fence refused
+ * them though they had been answered "written" to nobody yet.  The order
+ * is read back from PostgreSQL: rows and releases in the order they were
+ * written. */
+static void test_a_claim_given_back_goes_after_the_appends_of_its_incarnation(void)
+{
+	char dir[64], q[1200];
+	dobj_ns *ns;
+	dobj_rt *rt = node(testhost_tmpdir(dir, "dobj-commit"), 5000, &ns);
+	dobj_stub *x = testhost_stub(ns, "given-back");
+	dobj_task *t[3] = { 0 };
+	PGconn *locker;
+	dobj_id xid;
+	int code, want;
+
+	CHECK_STR(fetch(rt, x, "w", NULL), "1");
+	CHECK_STR(fetch(rt, x, "ws", NULL), "ws");
+	wait_for_runtime_connection(rt);
+	pgtest_sql(&pg, NULL, "CREATE TABLE test_order (n bigserial, what text)");
+	snprintf(q, sizeof(q), "CREATE FUNCTION test_order() RETURNS trigger LANGUAGE plpgsql AS "
+		"$$ BEGIN IF TG_TABLE_NAME = 'dobj_wal' THEN "
+		"INSERT INTO test_order (what) VALUES ('seq ' || NEW.seq); "
+		"ELSIF NEW.node_id IS NULL AND OLD.node_id IS NOT NULL THEN "
+		"INSERT INTO test_order (what) VALUES ('release by ' || "
+		"current_setting('application_name')); "
+		"ELSIF NEW.epoch <> OLD.epoch THEN "
+		"RAISE EXCEPTION 'claim refused by the test'; END IF; RETURN NEW; END $$");
+	pgtest_sql(&pg, NULL, q);
+	snprintf(q, sizeof(q), "CREATE TRIGGER test_order AFTER INSERT ON dobj_wal FOR EACH ROW "
+		"WHEN (NEW.ns = '" KEY "' AND NEW.object_id = '\\x%s'::bytea) "
+		"EXECUTE FUNCTION test_order()", object_hex(ns, "given-back"));
+	pgtest_sql(&pg, NULL, q);
+	/* The object cannot be woken again (its claim is refused), so its
+	 * socket's close gives the claim back without waking it. */
+	snprintf(q, sizeof(q), "CREATE TRIGGER test_order BEFORE UPDATE ON dobj_owner FOR EACH ROW "
+		"WHEN (NEW.ns = '" KEY "' AND NEW.object_id = '\\x%s'::bytea) "
+		"EXECUTE FUNCTION test_order()", object_hex(ns, "given-back"));
+	pgtest_sql(&pg, NULL, q);
+	/* Two appends: the first out on the runtime's connection, held up by
+	 * the locked log; the second waits behind it. */
+	locker = lock_log();
+	t[0] = send(x, "w");
+	dobj_rt_pump(rt);
+	runtime_backend_waiting();
+	want = writes + 1;
+	t[1] = send(x, "w");
+	CHECK_EQ_INT(dobj_rt_run(rt, writes_reach, &want), DOBJ_OK);
+	/* It hibernates (its socket keeps it this node's), then its last
+	 * socket leaves. */
+	dobj_id_from_name(dobj_ns_idkey(ns), "given-back", 10, &xid);
+	CHECK_EQ_INT(dobj_ns_evict(ns, &xid), 1);
+	CHECK_EQ_INT(dobj_ws_peer_close(ws_client, 1000, "bye", 3, 1), DOBJ_OK);
+	CHECK_EQ_INT(dobj_rt_run(rt, no_socket, ns), DOBJ_OK);
+	unlock(locker);
+	CHECK_EQ_INT(dobj_rt_run(rt, all_done, t), DOBJ_OK);
+	CHECK_STR(task_body(t[0], &code), "2");
+	CHECK_EQ_INT(code, DOBJ_OK);
+	CHECK_STR(task_body(t[1], &code), "3");
+	CHECK_EQ_INT(code, DOBJ_OK);
+	dobj_task_unref(t[0]);
+	dobj_task_unref(t[1]);
+	dobj_stub_free(x);
+	dobj_ws_unref(ws_client);
+	ws_client = NULL;
+	/* Closing gives what is queued its round trip: the release too. */
+	dobj_rt_free(rt);
+	{
+		PGconn *c = pgtest_connect(&pg);
+		PGresult *r = PQexec(c, "SELECT string_agg(what, ', ' ORDER BY n) FROM test_order");
+		CHECK(PQresultStatus(r) == PGRES_TUPLES_OK);
+		CHECK_STR(PQgetvalue(r, 0, 0), "seq 2, seq 3, release by dobj committer");
+		PQclear(r);
+		PQfinish(c);
+	}
+	pgtest_sql(&pg, NULL, "DROP TRIGGER test_order ON dobj_wal");
+	pgtest_sql(&pg, NULL, "DROP TRIGGER test_order ON dobj_owner");
+	pgtest_sql(&pg, NULL, "DROP FUNCTION test_order()");
+	pgtest_sql(&pg, NULL, "DROP TABLE test_order");
+	testhost_rm_rf(dir);
+}
+
 /* A host that waits for a signal on its own thread (a signalfd, sigwait:
  * dobj-lua dev) blocks it there after the node started: the node's threads
  * must not take it, with its default action, in its place. */
@@ -786,6 +1102,10 @@ int main(void)
 	RUN(test_two_incarnations_same_seq_in_one_batch_are_told_apart);
 	RUN(test_a_refused_append_on_the_runtimes_connection_is_not_sent_again);
 	RUN(test_a_lone_appends_answer_in_two_reads_is_acknowledged_once);
+	RUN(test_closing_delivers_an_objects_results_in_seq_order);
+	RUN(test_a_lone_append_finding_its_own_row_is_acknowledged);
+	RUN(test_an_append_in_a_batch_finding_its_own_row_is_acknowledged);
+	RUN(test_a_claim_given_back_goes_after_the_appends_of_its_incarnation);
 	pgtest_stop(&pg);
 	CHECK_EQ_INT(live_values, 0);
 	return DONE();
