@@ -66,6 +66,9 @@
 #define SNAP_FORMAT_PARTS 2 /* the image in dobj_snapshot_part */
 #define SNAP_HDR 68         /* magic 8, format 4, page size 4, seq 8, epoch 8, pages 4, sha 32 */
 #define SNAP_HDR_PARTS 76   /* format 2: then the part size 4, the part count 4 */
+/* The largest seq an object restores at: 146,000 years of a million writes
+ * a second, far from the end of an int8 (see dobj__snap_restore). */
+#define SEQ_MAX ((long long)1 << 62)
 
 static uint32_t be32(const unsigned char *p)
 {
@@ -922,6 +925,12 @@ int dobj__snap_restore(dobj__pg *pg, const char *ns, size_t ns_len, const unsign
 	 * to other writes). */
 	if ((rc = state_read(pg, ns, ns_len, id, LLONG_MAX, &m, &im, &st)) < 0)
 		goto done;
+	if (st.head > SEQ_MAX) {
+		/* The next writes' seq would wrap (and a write at a negative
+		 * seq is never read back). */
+		rc = damaged(st.head, "a seq at the end of its range");
+		goto done;
+	}
 	co->log_bytes = st.log_bytes;
 	co->snap_size = st.snap_size;
 	if (st.cached) {

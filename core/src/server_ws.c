@@ -62,10 +62,12 @@ struct wsc {
 	 * sends control frames before queued messages (and none after a
 	 * close), so it is queued once they are out. */
 	int close_pending;
+	int close_queued;              /* the object's close was given to wslay */
 	uint16_t close_code;
 	uint8_t close_reason[123];
 	size_t close_len;
-	double close_sent_ms;          /* monotonic ms when our close went out (0: not yet) */
+	double close_ms;               /* monotonic ms when the close began (0: not yet) */
+	wsc *cw_prev, *cw_next;        /* in srv's close-wait list while close_ms > 0 */
 };
 
 /* The output buffer takes frames while it holds less than this; the rest
@@ -81,11 +83,12 @@ struct wsc {
  * still let a 32 MiB message come in pieces of 512 bytes. */
 #define MAX_FRAGMENTS 65536u
 
-/* How long a connection whose close went out waits for the client's: a
- * client that never answers (nor closes its end) would hold its socket and
- * buffers for good.  Browsers answer at once; 5 s as Go's nhooyr/websocket
- * waits (Node's ws waits 30 s). */
-#define CLOSE_WAIT_MS 5000.0
+/* How long a connection whose close began waits for the handshake to end
+ * (DOBJ_WS_CLOSE_WAIT_MS): a client that never answers, nor reads what
+ * waits before the close frame, would hold its socket and buffers for good.
+ * It counts from the close's start, not from the frame leaving: a client
+ * that does not read never lets the frame leave. */
+#define CLOSE_WAIT_MS ((double)DOBJ_WS_CLOSE_WAIT_MS)
 
 struct ws_srv {
 	dobj_server *server;
@@ -93,7 +96,7 @@ struct ws_srv {
 	wsc *head;
 	wsc *dirty;
 	size_t n;
-	size_t closing;                /* connections whose close went out (close_sent_ms) */
+	wsc *cw_head, *cw_tail;        /* connections waiting for their close, oldest first */
 };
 
 ws_srv *dobj__ws_srv_new(dobj_server *s, int epfd)
@@ -311,6 +314,7 @@ static void io_close(void *payload, int code, const char *reason, size_t len)
 	} else {
 		wslay_event_queue_close(c->ctx, code == 1005 ? 0 : (uint16_t)code,
 			(const uint8_t *)reason, len);
+		c->close_queued = 1;
 	}
 	mark_dirty(c);
 }
@@ -387,8 +391,16 @@ static void wsc_free(wsc *c, int code, const char *reason)
 	if (c->next)
 		c->next->prev = c->prev;
 	w->n--;
-	if (c->close_sent_ms > 0)
-		w->closing--;
+	if (c->close_ms > 0) {
+		if (c->cw_prev)
+			c->cw_prev->cw_next = c->cw_next;
+		else
+			w->cw_head = c->cw_next;
+		if (c->cw_next)
+			c->cw_next->cw_prev = c->cw_prev;
+		else
+			w->cw_tail = c->cw_prev;
+	}
 	if (c->dirty)
 		for (p = &w->dirty; *p; p = &(*p)->dirty_next)
 			if (*p == c) {
@@ -565,9 +577,17 @@ void dobj__ws_srv_flush(ws_srv *w)
 			wsc_free(c, 1006, "");
 			continue;
 		}
-		if (!c->close_sent_ms && wslay_event_get_close_sent(c->ctx)) {
-			c->close_sent_ms = dobj__mono_ms(); /* its answer is waited for up to CLOSE_WAIT_MS */
-			w->closing++;
+		if (!c->close_ms && (c->close_pending || c->close_queued || c->refused ||
+		    wslay_event_get_close_sent(c->ctx) || wslay_event_get_close_received(c->ctx))) {
+			/* The handshake's end is waited for up to CLOSE_WAIT_MS; the
+			 * list stays in start order (one clock, appended now). */
+			c->close_ms = dobj__mono_ms();
+			c->cw_prev = w->cw_tail;
+			if (w->cw_tail)
+				w->cw_tail->cw_next = c;
+			else
+				w->cw_head = c;
+			w->cw_tail = c;
 		}
 		want = c->out_off < c->out_len || wslay_event_want_write(c->ctx) || c->close_pending;
 		if (!wslay_event_want_read(c->ctx) && !want) { /* the close went out */
@@ -590,32 +610,24 @@ void dobj__ws_srv_flush(ws_srv *w)
 void dobj__ws_srv_expire(ws_srv *w)
 {
 	double now;
-	wsc *c, *next;
+	wsc *c;
 
-	if (!w || !w->closing)
+	if (!w || !w->cw_head)
 		return;
 	now = dobj__mono_ms();
-	for (c = w->head; c; c = next) {
-		next = c->next;
-		if (c->close_sent_ms > 0 && now - c->close_sent_ms >= CLOSE_WAIT_MS) {
-			int code = c->ctx ? wslay_event_get_status_code_sent(c->ctx) : 0;
-			wsc_free(c, code ? code : 1006, "");
-		}
+	while ((c = w->cw_head) && now - c->close_ms >= CLOSE_WAIT_MS) {
+		int code = c->ctx ? wslay_event_get_status_code_sent(c->ctx) : 0;
+		wsc_free(c, code ? code : 1006, "");
 	}
 }
 
 int dobj__ws_srv_timeout(const ws_srv *w)
 {
-	double now, first = 0, left;
-	const wsc *c;
+	double left;
 
-	if (!w || !w->closing)
+	if (!w || !w->cw_head)
 		return -1;
-	for (c = w->head; c; c = c->next)
-		if (c->close_sent_ms > 0 && (first == 0 || c->close_sent_ms < first))
-			first = c->close_sent_ms;
-	now = dobj__mono_ms();
-	left = first + CLOSE_WAIT_MS - now;
+	left = w->cw_head->close_ms + CLOSE_WAIT_MS - dobj__mono_ms();
 	return left <= 0 ? 0 : (int)left + 1;
 }
 

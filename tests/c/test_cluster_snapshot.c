@@ -456,6 +456,25 @@ static void test_rows_that_lie_under_a_valid_checksum_are_a_clear_error(void)
 		expect_damaged(lies[i].name, lies[i].fix, lies[i].words);
 }
 
+/* A snapshot (with its header) one short of the last seq there is: the
+ * next write's seq was the last, the one after it wrapped to -2^63 and was
+ * acknowledged, then never restored (the log after a snapshot is read by
+ * seq).  A seq past 2^62 (146,000 years of a million writes a second) is
+ * refused. */
+static void test_a_seq_at_the_end_of_its_range_is_a_clear_error(void)
+{
+	char d1[64];
+	dobj_rt *a;
+
+	a = node(testhost_tmpdir(d1, "dobj-snap"), 1);
+	counts(a, "seq-max", 0, 6);
+	dobj_rt_free(a);
+	testhost_rm_rf(d1);
+	expect_damaged("seq-max", "UPDATE dobj_snapshot SET seq = 9223372036854775806, db = "
+		"overlay(db placing int8send(9223372036854775806) from 17) WHERE object_id = $OBJ",
+		"a seq at the end of its range at seq 9223372036854775806");
+}
+
 /* A database larger than the part size (4 KiB here, 16 MiB by default) is
  * snapshotted in parts, restored from them part by part, compacted again
  * from them; a part missing, damaged or cut short is a clear error. */
@@ -778,6 +797,7 @@ int main(void)
 	RUN(test_the_same_seq_and_epoch_written_elsewhere_is_not_the_cache);
 	RUN(test_stored_bytes_that_lie_are_a_clear_error);
 	RUN(test_rows_that_lie_under_a_valid_checksum_are_a_clear_error);
+	RUN(test_a_seq_at_the_end_of_its_range_is_a_clear_error);
 	RUN(test_a_stale_owners_snapshot_is_refused_by_the_fence);
 	RUN(test_a_damaged_log_row_is_not_compacted);
 	RUN(test_a_big_database_is_snapshotted_in_parts);

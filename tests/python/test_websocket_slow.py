@@ -60,6 +60,23 @@ async def test_a_client_that_never_answers_the_servers_close_is_let_go(probe):
     assert time.monotonic() - started < 30
 
 
+async def test_a_close_stuck_behind_output_the_client_never_reads_is_let_go(probe):
+    """The object sends ~6 MiB (under the 32 MiB bound) to a client that
+    does not read, then closes: its close frame waits behind that output and
+    never goes out.  The close wait counts from the object's close, not from
+    the frame leaving: the server ends the connection and the object hears
+    1006.  The core's server held it, with its ~6 MiB, until the client read."""
+    b = await connect(probe)
+    a = await asyncio.to_thread(SlowClient, probe.port, "/room", 60)
+    try:
+        assert a.send("flood 100")
+        got = await asyncio.wait_for(b.recv(), 30)
+        assert got.startswith("closed 1006 ") and got.endswith(" False state=3"), got
+    finally:
+        a.close()
+    await b.close()
+
+
 async def test_one_slow_reader_in_a_chat_room_is_dropped_and_the_room_goes_on(chat_server):
     """examples/chat: ann reads, slow never does, bob talks (~49 MiB, one
     message at a time): slow leaves with 1008, ann and bob get every message

@@ -9,7 +9,9 @@ client and the core (``dobj/websocket.h``): what arrives goes to
 ``client._receive`` / ``_peer_close``, what the object sends comes back
 through the callbacks given to ``client._attach`` (with the bytes still waiting
 for the client, so that the core's bound on a client that does not read holds
-here too: past it the core aborts the connection).  Any other response
+here too: past it the core aborts the connection), and the core's wait for a
+close to end (DOBJ_WS_CLOSE_WAIT_MS: past it the connection is cut and the
+object hears 1006, as on the core's server).  Any other response
 refuses the handshake with its status (the ASGI ``websocket.http.response``
 extension when the server has it, else a close with 1008, which uvicorn
 answers with 403).
@@ -20,7 +22,7 @@ import asyncio
 import time
 from typing import Any, Callable, Optional, TextIO
 
-from . import Headers, Request
+from . import Headers, Request, _dobj
 
 _SCHEMES = {"ws": "http", "wss": "https"}
 _STOP = object()
@@ -102,6 +104,9 @@ async def serve(runtime: Any, scope: Any, receive: Callable[..., Any], send: Cal
     waiting = [0]
     me = asyncio.current_task()
     aborted = False
+    expired = False  # the close began DOBJ_WS_CLOSE_WAIT_MS ago and did not end
+    ending = False
+    close_wait: Optional[asyncio.TimerHandle] = None
 
     def put(item: Any) -> None:
         waiting[0] += len(item) if isinstance(item, bytes) else len(item.encode("utf-8", "surrogatepass"))
@@ -117,12 +122,26 @@ async def serve(runtime: Any, scope: Any, receive: Callable[..., Any], send: Cal
         if me is not None:
             me.cancel()
 
+    def close(code: int, reason: str) -> None:
+        nonlocal close_wait
+        out.put_nowait((code, reason))
+        if close_wait is None:  # from the close's start: the frame may never leave
+            close_wait = asyncio.get_running_loop().call_later(
+                _dobj._WS_CLOSE_WAIT_MS / 1000.0, cut)
+
+    def cut() -> None:
+        # A client that neither answers nor reads what waits before the close.
+        nonlocal expired
+        expired = True
+        writer.cancel()
+        if me is not None and not ending:
+            me.cancel()
+
     # Backpressure: while the object has too many of this client's messages
     # to handle, it is not read (uvicorn stops reading the socket then).
     readable = asyncio.Event()
     readable.set()
-    client._attach(put, lambda code, reason: out.put_nowait((code, reason)),
-                   lambda: waiting[0], abort, readable.set)
+    client._attach(put, close, lambda: waiting[0], abort, readable.set)
     writer = asyncio.ensure_future(_write(out, send, waiting))
     try:
         while True:
@@ -140,7 +159,9 @@ async def serve(runtime: Any, scope: Any, receive: Callable[..., Any], send: Cal
                 client._peer_close(code, reason, code != 1006)
                 break
     except asyncio.CancelledError:
-        if not aborted:
+        if expired:
+            client._peer_close(1006, "", False)
+        elif not aborted:
             raise
         # The core gave up on a client that did not read (it told the object).
     except Exception as exc:  # the connection failed under us
@@ -150,6 +171,7 @@ async def serve(runtime: Any, scope: Any, receive: Callable[..., Any], send: Cal
             pass
         raise
     finally:
+        ending = True
         client._detach()
         if not aborted:
             out.put_nowait(_STOP)
@@ -157,6 +179,11 @@ async def serve(runtime: Any, scope: Any, receive: Callable[..., Any], send: Cal
                 await writer
             except Exception:  # noqa: BLE001  (the peer is gone)
                 pass
+            except asyncio.CancelledError:
+                if not expired:  # cut() cancelled the writer: nothing more to wait for
+                    raise
+        if close_wait is not None:
+            close_wait.cancel()
 
 
 async def _write(out: asyncio.Queue, send: Callable[..., Any], waiting: list) -> None:

@@ -366,7 +366,8 @@ static int mod_exec(PyObject *m)
 		return -1;
 	/* Nested object-to-object calls allowed (the core's limit). */
 	if (PyModule_AddIntConstant(m, "MAX_CALL_DEPTH", DOBJ_MAX_CALL_DEPTH) < 0 ||
-	    PyModule_AddIntConstant(m, "_CLUSTER_SCHEMA_VERSION", DOBJ_CLUSTER_SCHEMA_VERSION) < 0)
+	    PyModule_AddIntConstant(m, "_CLUSTER_SCHEMA_VERSION", DOBJ_CLUSTER_SCHEMA_VERSION) < 0 ||
+	    PyModule_AddIntConstant(m, "_WS_CLOSE_WAIT_MS", DOBJ_WS_CLOSE_WAIT_MS) < 0)
 		return -1;
 	/* The largest request body a server gathers (dobj.asgi answers 413),
 	 * and the largest request head (dobj dev answers 431). */

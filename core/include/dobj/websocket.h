@@ -58,6 +58,13 @@ extern "C" {
  *  object handles waits in its own TCP buffers, not in the server. */
 #define DOBJ_WS_MAX_BACKLOG (1u << 20)
 #define DOBJ_WS_EVENT_COST 512
+/** How long a host waits, once a connection's close began (the object's or
+ *  the server's close, or the client's), for the closing handshake to end:
+ *  the client's answer, or its end closed.  A client that does not answer,
+ *  or does not read what waits before the close frame, is then cut off and
+ *  the object hears 1006 (or the code it sent), was_clean false.  5 s as
+ *  Go's nhooyr/websocket waits (Node's ws waits 30 s). */
+#define DOBJ_WS_CLOSE_WAIT_MS 5000
 /** Close code of a connection whose client did not read: more than
  *  DOBJ_WS_MAX_BUFFERED bytes would have waited for it (policy violation). */
 #define DOBJ_WS_CLOSE_SLOW 1008
