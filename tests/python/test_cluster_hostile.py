@@ -420,3 +420,44 @@ async def test_a_callers_idle_connection_is_closed_and_the_next_call_opens_anoth
     finally:
         b.close()
         a.close()
+
+
+class Waker(dobj.DurableObject):
+    fired = []
+
+    async def set_in(self, seconds):
+        self.ctx.storage.set_alarm(time.time() * 1000 + seconds * 1000)
+
+    async def who(self):
+        return self.ctx.id.name
+
+    async def alarm(self, info=None):
+        type(self).fired.append(self.ctx.id.name)
+        type(self).event.set()
+
+
+async def _alarm_left_in_postgresql(pg, tmp_path, name):
+    """An alarm of `name` in the cluster's schedule, its node gone."""
+    Waker.fired = []
+    Waker.event = asyncio.Event()
+    rt = dobj.Runtime(storage=str(tmp_path / "a"), cluster=pg.url, node_addr="127.0.0.1:0")
+    await rt.bind("WAKER", Waker).get_by_name(name).set_in(0.2)
+    rt.close()
+
+
+async def test_alarm_rows_of_a_namespace_no_node_serves_hide_no_other_alarm(pg, tmp_path):
+    """The lease keeper read the first 1,000 due rows of every namespace and
+    kept those of its own: 1,000 rows of a namespace no longer served (or of
+    a class without alarm()) hid every later alarm of the cluster for good.
+    Now it reads the rows of the namespaces it serves with alarms."""
+    await _alarm_left_in_postgresql(pg, tmp_path, "hidden")
+    pg.sql("INSERT INTO dobj_alarm (ns, object_id, scheduled_at, name) SELECT 'RETIRED', "
+           "sha256(int8send(g)), g, NULL FROM generate_series(1, 1000) g")
+    try:
+        rt = dobj.Runtime(storage=str(tmp_path / "b"), cluster=pg.url, node_addr="127.0.0.1:0")
+        rt.bind("WAKER", Waker)  # never calls the object: finds its alarm in PostgreSQL
+        await asyncio.wait_for(Waker.event.wait(), 10)
+        assert Waker.fired == ["hidden"]
+        rt.close()
+    finally:
+        pg.sql("DELETE FROM dobj_alarm WHERE ns = 'RETIRED'")
