@@ -123,6 +123,21 @@ int dobj__cluster_alarm_ns(dobj_rt *rt, const char *key, size_t len)
 	return DOBJ_OK;
 }
 
+/* A due alarm's row is PostgreSQL's word for an object's ID and name: like
+ * a peer's call (cluster_route.c), it must name the object its ID was made
+ * from, or the object would be activated under a name that is not its own
+ * (ctx.id.name) or an ID no stub could make.  Such a row is logged (once)
+ * and skipped: the object's alarm fires where it is next activated. */
+static int due_names_its_id(dobj_ns *ns, const dobj__due *d)
+{
+	dobj_id named;
+
+	if (!d->name)
+		return dobj__id_sealed(ns->key, &d->id);
+	return dobj_id_from_name(ns->key, d->name, d->name_len, &named) == DOBJ_OK &&
+		dobj_id_equal(&named, &d->id);
+}
+
 void dobj__due_track(dobj_rt *rt, dobj__due *list)
 {
 	dobj__due *d;
@@ -132,10 +147,20 @@ void dobj__due_track(dobj_rt *rt, dobj__due *list)
 		list = d->next;
 		for (i = 0; i < rt->nns; i++) {
 			dobj_ns *ns = rt->nss[i];
-			if ((ns->klass.flags & DOBJ_CLASS_ALARM) && !strcmp(ns->unique_key, d->ns)) {
+			if (!(ns->klass.flags & DOBJ_CLASS_ALARM) || strcmp(ns->unique_key, d->ns))
+				continue;
+			if (due_names_its_id(ns, d)) {
 				dobj__alarm_track(ns, &d->id, d->name, d->name_len, d->when);
-				break;
+			} else if (!rt->cluster->bad_alarm_logged) {
+				char hex[DOBJ_ID_HEX_LEN + 1];
+				rt->cluster->bad_alarm_logged = 1;
+				dobj_id_to_hex(&d->id, hex);
+				hex[DOBJ_ID_HEX_LEN] = '\0';
+				dobj__cluster_log(rt, rt->cluster->node_id, "cluster: an alarm row in "
+					"PostgreSQL (namespace '%.100s', object %s) names an object its ID was "
+					"not made from; it is ignored (further ones are not logged)", d->ns, hex);
 			}
+			break;
 		}
 		free(d);
 	}

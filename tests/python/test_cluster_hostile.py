@@ -461,3 +461,35 @@ async def test_alarm_rows_of_a_namespace_no_node_serves_hide_no_other_alarm(pg, 
         rt.close()
     finally:
         pg.sql("DELETE FROM dobj_alarm WHERE ns = 'RETIRED'")
+
+
+async def test_an_alarm_row_whose_name_is_not_its_ids_is_ignored(pg, tmp_path):
+    """A row of the schedule is PostgreSQL's word for the object: one whose
+    name does not make its ID activated the object under that name
+    (ctx.id.name "evil").  Now it is logged and ignored; the object's alarm
+    fires once it is activated under its own name."""
+    import logging
+    await _alarm_left_in_postgresql(pg, tmp_path, "named")
+    pg.sql("UPDATE dobj_alarm SET name = 'evil' WHERE ns = 'WAKER'")
+    logged = asyncio.Event()
+    lines = []
+
+    class Catch(logging.Handler):
+        def emit(self, record):
+            lines.append(record.getMessage())
+            logged.set()
+
+    handler = Catch(logging.WARNING)
+    logging.getLogger("dobj").addHandler(handler)
+    try:
+        rt = dobj.Runtime(storage=str(tmp_path / "b"), cluster=pg.url, node_addr="127.0.0.1:0")
+        ns = rt.bind("WAKER", Waker)
+        await asyncio.wait_for(logged.wait(), 10)
+        assert "names an object its ID was not made from; it is ignored" in lines[0], lines
+        assert Waker.fired == []
+        assert await ns.get_by_name("named").who() == "named"
+        await asyncio.wait_for(Waker.event.wait(), 10)
+        assert Waker.fired == ["named"]
+        rt.close()
+    finally:
+        logging.getLogger("dobj").removeHandler(handler)
