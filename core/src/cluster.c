@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "cluster_int.h"
+#include "v8_format.h"
 
 /* Serialises concurrent migrations (any constant; "dobjschm"). */
 #define MIGRATE_LOCK "7305675160151470641"
@@ -225,9 +226,26 @@ static double opt_ms(double v, double dflt)
 	return v == 0 || isnan(v) ? dflt : v;
 }
 
+/* A setting's bytes are UTF-8 text (a host gives a string with lone
+ * surrogates as WTF-8: refused here, with one message in every language). */
+static int text_check(const char *s, size_t n, const char *what)
+{
+	size_t i = 0, k, bad;
+	uint32_t cp;
+
+	while (i < n) {
+		if (!(k = dobj__utf8_get((const unsigned char *)s + i, n - i, 0, &cp, &bad)))
+			return dobj_error_set(DOBJ_EARG, "cluster: %s must be UTF-8 text (byte %zu is "
+				"not)", what, i + 1);
+		i += k;
+	}
+	return DOBJ_OK;
+}
+
 int dobj_cluster_opts_check(const dobj_cluster_opts *o)
 {
 	size_t n;
+	int rc;
 
 	if (!o || o->version < 1 || o->version > DOBJ_CLUSTER_OPTS_VERSION)
 		return dobj_error_set(DOBJ_EARG, "cluster options: unknown version");
@@ -241,12 +259,15 @@ int dobj_cluster_opts_check(const dobj_cluster_opts *o)
 	if (o->node_addr && memchr(o->node_addr, '\0',
 		o->node_addr_len ? o->node_addr_len : strlen(o->node_addr)))
 		return dobj_error_set(DOBJ_EARG, "cluster: the node address contains a NUL byte");
+	if ((rc = text_check(o->url, n, "the PostgreSQL URL")) < 0 || (o->node_addr &&
+	    (rc = text_check(o->node_addr, o->node_addr_len ? o->node_addr_len :
+		strlen(o->node_addr), "the node address")) < 0))
+		return rc;
 	if (o->node_addr && (o->node_addr_len || o->node_addr[0])) {
 		/* HOST:PORT, as the network thread will split it: a port out of
 		 * range is refused with the settings, not after joining. */
 		char *a = dobj__strndup(o->node_addr, o->node_addr_len ? o->node_addr_len
 			: strlen(o->node_addr)), host[256], port[16];
-		int rc;
 		if (!a)
 			return DOBJ_ENOMEM;
 		rc = dobj__route_split_addr(a, host, sizeof(host), port, sizeof(port));

@@ -471,7 +471,7 @@ static void finish_job(struct dobj__cluster *cl, dobj__cjob *j)
 		free(j->hold.ws);
 	}
 	if (j->rc >= 0)
-		dobj__snap_confirmed(cl, obj, j->seq, j->epoch, j->len);
+		dobj__snap_confirmed(cl, obj, j->seq, j->epoch, j->sum, j->len);
 	dobj__obj_unref(obj);
 	job_free(cl, j);
 }

@@ -316,6 +316,8 @@ struct dobj__cluster_obj {
 	dobj__cinc *inc;
 	/* snapshots (cluster_snapshot.c) */
 	long long seq_epoch;  /* the epoch of log row `seq` (the file's state is (seq, seq_epoch)) */
+	unsigned char seq_sum[32]; /* log row `seq`'s checksum, when seq_sum_ok (the cache marker's) */
+	int seq_sum_ok;
 	long long log_bytes;  /* log confirmed since the last snapshot */
 	long long conf_seq;   /* the last seq PostgreSQL confirmed */
 	long long snap_size;  /* bytes of the last snapshot */
@@ -413,10 +415,11 @@ int dobj__snap_start(struct dobj__cluster *cl);
 /** Stop it: what is queued gets a bounded time to finish; the rest is
  *  dropped (a snapshot is an optimisation, never needed for correctness). */
 void dobj__snap_stop(struct dobj__cluster *cl);
-/** An append of `obj` (seq, epoch, `len` bytes) was confirmed: count it,
+/** An append of `obj` (seq, epoch, its checksum `sum`, `len` bytes) was
+ *  confirmed: count it,
  *  and queue a snapshot once the log since the last one calls for it. */
 void dobj__snap_confirmed(struct dobj__cluster *cl, dobj_obj *obj, long long seq,
-	long long epoch, size_t len);
+	long long epoch, const unsigned char *sum, size_t len);
 /** Rebuild the object's local file (`base`: its path) from the latest
  *  snapshot and the log after it, unless the cached file is already at the
  *  latest seq; fills co's seq, seq_epoch, alarm, log_bytes and snap_size.

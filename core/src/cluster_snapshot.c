@@ -41,9 +41,11 @@
  * it) and in bounded pieces (state_read, shared with the compactor).  A
  * node that released
  * an object cleanly leaves a marker next to the file ("<file>-seq": the
- * seq and epoch it is at, and the file's identity); when PostgreSQL's
- * latest state is the same, the file is used as it is and nothing but
- * that head is read.
+ * seq and epoch it is at, the checksum of log row seq, the file's identity
+ * and the SHA-256 of its content); when the file is unchanged and
+ * PostgreSQL's latest state is the same, vouched for by the same log row
+ * checksum (or, when it is the snapshot, the same image checksum as the
+ * file's), the file is used as it is and nothing but that head is read.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -463,23 +465,27 @@ static void image_head(const image *im, unsigned char *h, long long seq, long lo
 	upto " ORDER BY seq LIMIT " STR(PIECE_ROWS) ") w WHERE before < " STR(PIECE_BYTES)
 
 /* The first statement: the head (latest seq and epoch, with the log's and
- * the snapshot's sizes, its parts included), then, unless the head is ($3,
- * $4) (a cache at that state), the snapshot (its row's bytes only when
- * they are no bigger than a piece; their length in column 4) and the log's
- * first piece up to seq $5. */
+ * the snapshot's sizes, its parts included; in column 3 what vouches for
+ * its content: the log row's checksum, or the snapshot's image checksum,
+ * and column 6 set when the head is the snapshot), then, unless the head
+ * is a cache's (seq $3, epoch $4, and the log row's checksum $6 or the
+ * snapshot's image checksum $7: the cached file's), the snapshot (its
+ * row's bytes only when they are no bigger than a piece; their length in
+ * column 4) and the log's first piece up to seq $5. */
 static const char first_sql[] =
-	"WITH s AS (SELECT seq, epoch, octet_length(db)::int8 + coalesce((SELECT "
-	"  sum(octet_length(p.data)) FROM dobj_snapshot_part p WHERE p.ns = $1 AND "
+	"WITH s AS (SELECT seq, epoch, substring(db from 37 for 32) AS v, octet_length(db)::int8 + "
+	"  coalesce((SELECT sum(octet_length(p.data)) FROM dobj_snapshot_part p WHERE p.ns = $1 AND "
 	"  p.object_id = $2 AND p.seq = d.seq), 0)::int8 AS n FROM dobj_snapshot d "
 	"  WHERE ns = $1 AND object_id = $2), "
-	"l AS (SELECT seq, epoch, octet_length(frames)::int8 AS n FROM dobj_wal "
+	"l AS (SELECT seq, epoch, sum AS v, octet_length(frames)::int8 AS n FROM dobj_wal "
 	"  WHERE ns = $1 AND object_id = $2 AND seq > coalesce((SELECT seq FROM s), 0)), "
-	"h AS (SELECT seq, epoch FROM (SELECT seq, epoch FROM s UNION ALL SELECT seq, epoch FROM l) x "
-	"  ORDER BY seq DESC LIMIT 1), "
-	"f AS (SELECT NOT EXISTS (SELECT 1 FROM h WHERE seq = $3::int8 AND epoch = $4::int8) AS go) "
-	"SELECT 0::int4 AS k, h.seq, h.epoch, NULL::bytea AS data, "
+	"h AS (SELECT seq, epoch, v, snap FROM (SELECT seq, epoch, v, true AS snap FROM s "
+	"  UNION ALL SELECT seq, epoch, v, false FROM l) x ORDER BY seq DESC LIMIT 1), "
+	"f AS (SELECT NOT EXISTS (SELECT 1 FROM h WHERE seq = $3::int8 AND epoch = $4::int8 AND "
+	"  v = CASE WHEN snap THEN $7::bytea ELSE $6::bytea END) AS go) "
+	"SELECT 0::int4 AS k, h.seq, h.epoch, h.v AS data, "
 	"  (SELECT coalesce(sum(n), 0) FROM l)::int8, coalesce((SELECT n FROM s), 0)::int8, "
-	"  NULL::bytea FROM h "
+	"  CASE WHEN h.snap THEN '\\x01'::bytea END FROM h "
 	"UNION ALL SELECT 1, d.seq, d.epoch, CASE WHEN octet_length(d.db) <= " STR(PIECE_BYTES)
 	"  THEN d.db END, octet_length(d.db)::int8, 0, NULL FROM dobj_snapshot d, f "
 	"  WHERE f.go AND d.ns = $1 AND d.object_id = $2 "
@@ -529,8 +535,20 @@ typedef struct state {
 	long long log_bytes;        /* of the log after the snapshot */
 	long long snap_size;        /* of the snapshot, its parts included */
 	long long seq, epoch;       /* the last seq in the image, its epoch (0: none) */
+	unsigned char sum[32];      /* log row seq's checksum, when sum_ok (it was the last applied) */
+	int sum_ok;
+	int head_snap;              /* the head is the snapshot (no log row after it) */
 	int cached;                 /* the head is the cache's: nothing else was read */
 } state;
+
+/* What the cache marker says of the cached file (cluster_snapshot.c's
+ * "<file>-seq"): the state it is at, what vouches for it, its content. */
+typedef struct cache_mark {
+	long long seq, epoch;       /* -1: no usable marker */
+	unsigned char sum[32];      /* log row seq's checksum, when sum_ok */
+	int sum_ok;
+	unsigned char sha[32];      /* the SHA-256 of the file (checked against it) */
+} cache_mark;
 
 /* The snapshot and log rows of result r from row `from` on, to im, after
  * st->seq: 1 when the snapshot is at or past `upto` (nothing to build). */
@@ -581,6 +599,7 @@ static int state_rows(dobj__pg *pg, const char *ns, size_t ns_len, const unsigne
 			PQclear(big);
 			if (rc < 0)
 				return rc;
+			st->sum_ok = 0;
 		} else {
 			if (s != st->seq + 1)
 				return damaged(st->seq + 1, "a log row missing");
@@ -589,6 +608,8 @@ static int state_rows(dobj__pg *pg, const char *ns, size_t ns_len, const unsigne
 			 * for it). */
 			if ((rc = row_check(r, i, id)) < 0 || (rc = image_apply(im, data, len, s)) < 0)
 				return rc;
+			memcpy(st->sum, PQgetvalue(r, i, 6), 32);
+			st->sum_ok = 1;
 		}
 		st->seq = s;
 		st->epoch = be64((const unsigned char *)PQgetvalue(r, i, 2));
@@ -596,27 +617,45 @@ static int state_rows(dobj__pg *pg, const char *ns, size_t ns_len, const unsigne
 	return DOBJ_OK;
 }
 
-/* The object's state up to seq `upto` (LLONG_MAX: its head) into im, unless
- * the head is (mseq, mepoch) (st->cached).  1: the snapshot is at or past
- * `upto`.  A log that ends before the head or `upto` is the caller's to
- * judge (st->seq). */
-static int state_read(dobj__pg *pg, const char *ns, size_t ns_len, const unsigned char *id,
-	long long upto, long long mseq, long long mepoch, image *im, state *st)
+/* The head (row 0 of a first statement's result) is the cached file's
+ * state: the same seq and epoch, and the same content (the log row's
+ * checksum, or, when the head is the snapshot, the image's checksum is the
+ * file's).  first_sql's `go` says the same in SQL. */
+static int head_is(const PGresult *r, const state *st, const cache_mark *m)
 {
+	const unsigned char *want = st->head_snap ? m->sha : m->sum_ok ? m->sum : NULL;
+
+	return m->seq > 0 && st->head == m->seq && st->head_epoch == m->epoch && want &&
+		PQgetlength(r, 0, 3) == 32 && !memcmp(PQgetvalue(r, 0, 3), want, 32);
+}
+
+/* The object's state up to seq `upto` (LLONG_MAX: its head) into im, unless
+ * the head is the cached file's, as `m` says (st->cached; NULL: no cache).
+ * 1: the snapshot is at or past `upto`.  A log that ends before the head or
+ * `upto` is the caller's to judge (st->seq). */
+static int state_read(dobj__pg *pg, const char *ns, size_t ns_len, const unsigned char *id,
+	long long upto, const cache_mark *m, image *im, state *st)
+{
+	static const cache_mark none = { .seq = -1, .epoch = -1 };
 	char c3[32], c4[32], c5[32];
-	const char *v[5] = { ns, (const char *)id, c3, c4, c5 };
-	int lens[5] = { (int)ns_len, 32, 0, 0, 0 };
-	int fmts[5] = { 0, 1, 0, 0, 0 };
+	const char *v[7] = { ns, (const char *)id, c3, c4, c5, NULL, NULL };
+	int lens[7] = { (int)ns_len, 32, 0, 0, 0, 0, 32 };
+	int fmts[7] = { 0, 1, 0, 0, 0, 1, 1 };
 	PGresult *r = NULL;
 	long long target, last;
 	int rc, n, from = 0, tx = 0;
 
-	snprintf(c3, sizeof(c3), "%lld", mseq);
-	snprintf(c4, sizeof(c4), "%lld", mepoch);
+	if (!m)
+		m = &none;
+	snprintf(c3, sizeof(c3), "%lld", m->seq);
+	snprintf(c4, sizeof(c4), "%lld", m->epoch);
 	snprintf(c5, sizeof(c5), "%lld", upto);
+	v[5] = (const char *)m->sum;
+	lens[5] = m->sum_ok ? 32 : 0; /* matches no checksum */
+	v[6] = (const char *)m->sha;
 again:
 	memset(st, 0, sizeof(*st));
-	if ((rc = dobj__pg_exec(pg, first_sql, 5, v, lens, fmts, 1, &r)) < 0)
+	if ((rc = dobj__pg_exec(pg, first_sql, 7, v, lens, fmts, 1, &r)) < 0)
 		goto done;
 	n = PQntuples(r);
 	if (n > 0 && be32((const unsigned char *)PQgetvalue(r, 0, 0)) == 0) {
@@ -624,11 +663,12 @@ again:
 		st->head_epoch = be64((const unsigned char *)PQgetvalue(r, 0, 2));
 		st->log_bytes = be64((const unsigned char *)PQgetvalue(r, 0, 4));
 		st->snap_size = be64((const unsigned char *)PQgetvalue(r, 0, 5));
+		st->head_snap = !PQgetisnull(r, 0, 6);
 		from = 1;
-	}
-	if (st->head > 0 && st->head == mseq && st->head_epoch == mepoch) {
-		st->cached = 1;
-		goto done;
+		if (head_is(r, st, m)) {
+			st->cached = 1;
+			goto done;
+		}
 	}
 	target = st->head < upto ? st->head : upto;
 	last = n > from ? be64((const unsigned char *)PQgetvalue(r, n - 1, 1)) : 0;
@@ -695,32 +735,94 @@ static int read_alarm(const char *path, int64_t *when)
 	return rc < 0 ? rc : DOBJ_OK;
 }
 
-/* The cache marker's text for the file at `path` in state (seq, epoch);
- * "" when the file cannot be used as a cache (absent, or with a -wal). */
-static void marker_text(const char *path, const char *wal, long long seq, long long epoch,
-	char *buf, size_t n)
+/* The SHA-256 of the file open on fd, and its identity in *sb: -1 when it
+ * cannot be read. */
+static int file_sha(int fd, struct stat *sb, unsigned char sha[32])
 {
+	unsigned char *buf = malloc(262144);
+	EVP_MD_CTX *md = EVP_MD_CTX_new();
+	ssize_t got = -1;
+	int ok;
+
+	ok = buf && md && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1;
+	while (ok && (got = read(fd, buf, 262144)) != 0) {
+		if (got < 0 && errno == EINTR)
+			continue;
+		ok = got > 0 && EVP_DigestUpdate(md, buf, (size_t)got) == 1;
+	}
+	ok = ok && EVP_DigestFinal_ex(md, sha, NULL) == 1 && fstat(fd, sb) == 0;
+	EVP_MD_CTX_free(md);
+	free(buf);
+	return ok ? 0 : -1;
+}
+
+static void hex32(const unsigned char *b, char *out)
+{
+	int i;
+
+	for (i = 0; i < 32; i++)
+		snprintf(out + 2 * i, 3, "%02x", b[i]);
+}
+
+static int unhex32(const char *s, unsigned char *b)
+{
+	int i;
+
+	for (i = 0; i < 32; i++) {
+		unsigned v;
+		if (sscanf(s + 2 * i, "%2x", &v) != 1)
+			return -1;
+		b[i] = (unsigned char)v;
+	}
+	return 0;
+}
+
+/* The cache marker's text for the file at `path` in state (seq, epoch),
+ * vouched for by log row seq's checksum `sum` (NULL: unknown), with the
+ * file's identity and the SHA-256 of its content (a page changed behind
+ * dobj's back, however its size and times look, is not the file PostgreSQL
+ * vouches for); "" when the file cannot be used as a cache (absent, with a
+ * -wal, unreadable).  It reads the whole file: 0.6-1 ms per MiB here. */
+static void marker_text(const char *path, const char *wal, long long seq, long long epoch,
+	const unsigned char *sum, char *buf, size_t n)
+{
+	char hs[65] = "-", hf[65];
+	unsigned char sha[32];
 	struct stat sb;
+	int fd;
 
 	buf[0] = '\0';
-	if (stat(path, &sb) < 0 || !S_ISREG(sb.st_mode) || access(wal, F_OK) == 0)
+	if (stat(path, &sb) < 0 || !S_ISREG(sb.st_mode) || access(wal, F_OK) == 0 ||
+	    (fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)) < 0)
 		return;
-	snprintf(buf, n, "dobj cache 1 seq %lld epoch %lld ino %llu size %lld mtime %lld.%09ld\n",
-		seq, epoch, (unsigned long long)sb.st_ino, (long long)sb.st_size,
-		(long long)sb.st_mtim.tv_sec, sb.st_mtim.tv_nsec);
+	if (file_sha(fd, &sb, sha) < 0 || !S_ISREG(sb.st_mode)) {
+		close(fd);
+		return;
+	}
+	close(fd);
+	if (sum)
+		hex32(sum, hs);
+	hex32(sha, hf);
+	snprintf(buf, n, "dobj cache 2 seq %lld epoch %lld sum %s ino %llu size %lld "
+		"mtime %lld.%09ld sha %s\n", seq, epoch, hs, (unsigned long long)sb.st_ino,
+		(long long)sb.st_size, (long long)sb.st_mtim.tv_sec, sb.st_mtim.tv_nsec, hf);
 }
 
 /* Read and remove the marker: before this incarnation writes anything, no
  * marker may vouch for the file (made durable: a marker that came back
- * after a power loss would vouch for a file with unconfirmed writes). */
-static int marker_take(const char *mpath, char *buf, size_t n, long long *seq, long long *epoch)
+ * after a power loss would vouch for a file with unconfirmed writes).
+ * m->seq is -1 when there is none, or it is not one this dobj writes. */
+static int marker_take(const char *mpath, char *buf, size_t n, cache_mark *m)
 {
 	int fd = open(mpath, O_RDONLY | O_CLOEXEC);
+	char hs[80];
+	const char *at;
 	ssize_t got;
 	char *slash;
 
 	buf[0] = '\0';
-	*seq = *epoch = -1;
+	memset(m, 0, sizeof(*m));
+	m->seq = m->epoch = -1;
 	if (fd < 0)
 		return 0;
 	got = read(fd, buf, n - 1);
@@ -736,14 +838,19 @@ static int marker_take(const char *mpath, char *buf, size_t n, long long *seq, l
 			close(fd);
 		}
 	}
-	if (sscanf(buf, "dobj cache 1 seq %lld epoch %lld", seq, epoch) != 2)
-		*seq = *epoch = -1;
+	/* (Format 1 markers, without the checksums, vouch for nothing now.) */
+	if (sscanf(buf, "dobj cache 2 seq %lld epoch %lld sum %79s", &m->seq, &m->epoch, hs) != 3 ||
+	    !(at = strstr(buf, " sha ")) || strlen(at + 5) < 64 || unhex32(at + 5, m->sha) < 0) {
+		m->seq = m->epoch = -1;
+		return 1;
+	}
+	m->sum_ok = strlen(hs) == 64 && unhex32(hs, m->sum) == 0;
 	return 1;
 }
 
 void dobj__snap_release(dobj_obj *obj, struct dobj__cluster_obj *co)
 {
-	char *path = NULL, *wal = NULL, *mpath = NULL, *tmp = NULL, text[200];
+	char *path = NULL, *wal = NULL, *mpath = NULL, *tmp = NULL, text[400];
 	int fd;
 
 	/* Only an incarnation that ended cleanly (evicted, or the runtime
@@ -755,7 +862,8 @@ void dobj__snap_release(dobj_obj *obj, struct dobj__cluster_obj *co)
 	if (!(path = dobj__cluster_path(obj, "")) || !(wal = dobj__cluster_path(obj, "-wal")) ||
 	    !(mpath = dobj__cluster_path(obj, "-seq")) || !(tmp = dobj__cluster_path(obj, "-seq.tmp")))
 		goto done;
-	marker_text(path, wal, co->seq, co->seq_epoch, text, sizeof(text));
+	marker_text(path, wal, co->seq, co->seq_epoch, co->seq_sum_ok ? co->seq_sum : NULL, text,
+		sizeof(text));
 	if (!text[0])
 		goto done;
 	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
@@ -788,14 +896,15 @@ int dobj__snap_restore(dobj__pg *pg, const char *ns, size_t ns_len, const unsign
 	const char *base, struct dobj__cluster_obj *co)
 {
 	char *path = NULL, *tmp = NULL, *wal = NULL, *shm = NULL, *mpath = NULL;
-	char mark[200], want[200];
-	long long mseq, mepoch;
+	char mark[400], want[400];
+	cache_mark m;
 	/* The image goes to the file from its first page on. */
 	image im = { .fd = -1, .part = 0, .keep = 1 };
 	state st;
 	int rc, had;
 
 	co->seq = co->seq_epoch = co->log_bytes = co->snap_size = 0;
+	co->seq_sum_ok = 0;
 	co->alarm = 0;
 	if (!(path = with_suffix(base, "")) || !(tmp = with_suffix(base, ".restore")) ||
 	    !(wal = with_suffix(base, "-wal")) || !(shm = with_suffix(base, "-shm")) ||
@@ -804,13 +913,17 @@ int dobj__snap_restore(dobj__pg *pg, const char *ns, size_t ns_len, const unsign
 		goto done;
 	}
 	im.spill = tmp;
-	had = marker_take(mpath, mark, sizeof(mark), &mseq, &mepoch);
-	if (had && mseq > 0) {
-		marker_text(path, wal, mseq, mepoch, want, sizeof(want));
+	had = marker_take(mpath, mark, sizeof(mark), &m);
+	if (had && m.seq > 0) {
+		marker_text(path, wal, m.seq, m.epoch, m.sum_ok ? m.sum : NULL, want, sizeof(want));
 		if (!want[0] || strcmp(want, mark))
-			mseq = mepoch = -1; /* the file changed since: not a cache */
+			m.seq = m.epoch = -1; /* the file changed since: not a cache */
 	}
-	if ((rc = state_read(pg, ns, ns_len, id, LLONG_MAX, mseq, mepoch, &im, &st)) < 0)
+	/* Used only when PostgreSQL vouches for the same content: a file at
+	 * the latest seq and epoch is not enough (a history that PostgreSQL
+	 * lost, a failover to a standby behind, gives the same seq and epoch
+	 * to other writes). */
+	if ((rc = state_read(pg, ns, ns_len, id, LLONG_MAX, &m, &im, &st)) < 0)
 		goto done;
 	if (st.head > SEQ_MAX) {
 		/* The next writes' seq would wrap (and a write at a negative
@@ -824,6 +937,8 @@ int dobj__snap_restore(dobj__pg *pg, const char *ns, size_t ns_len, const unsign
 		/* The cached file is at the latest state: kept as it is. */
 		co->seq = st.head;
 		co->seq_epoch = st.head_epoch;
+		co->seq_sum_ok = !st.head_snap && m.sum_ok;
+		memcpy(co->seq_sum, m.sum, 32);
 		rc = read_alarm(path, &co->alarm);
 		goto done;
 	}
@@ -842,6 +957,8 @@ int dobj__snap_restore(dobj__pg *pg, const char *ns, size_t ns_len, const unsign
 		goto done;
 	co->seq = st.seq;
 	co->seq_epoch = st.epoch;
+	co->seq_sum_ok = st.sum_ok;
+	memcpy(co->seq_sum, st.sum, 32);
 	if ((im.fd < 0 && (rc = image_spill(&im)) < 0))
 		goto done; /* (an empty database has its file too) */
 	if (rename(tmp, path) < 0) {
@@ -987,7 +1104,7 @@ static void compact(struct dobj__cluster *cl, dobj__pg *pg, dobj__wjob *job)
 	/* Read (in a transaction of its own when it takes more than one
 	 * statement), then written: the rows read are confirmed and never
 	 * change, and the insert below keeps whichever snapshot is newer. */
-	if ((rc = state_read(pg, j->ns, j->ns_len, j->id, j->seq, -1, -1, &im, &st)) != 0)
+	if ((rc = state_read(pg, j->ns, j->ns_len, j->id, j->seq, NULL, &im, &st)) != 0)
 		goto fail; /* (1: one as recent is there already) */
 	if (st.seq != j->seq || !im.psz) {
 		rc = 1; /* compacted meanwhile (by another incarnation), or nothing */
@@ -1112,13 +1229,15 @@ static void snap_unrun(dobj__wjob *job)
 }
 
 void dobj__snap_confirmed(struct dobj__cluster *cl, dobj_obj *obj, long long seq,
-	long long epoch, size_t len)
+	long long epoch, const unsigned char *sum, size_t len)
 {
 	struct dobj__cluster_obj *co = obj->cluster;
 
 	if (!co || co->epoch != epoch || obj->dead)
 		return;
 	co->seq_epoch = epoch;
+	memcpy(co->seq_sum, sum, 32);
+	co->seq_sum_ok = 1;
 	co->conf_seq = seq;
 	co->log_bytes += (long long)len;
 	maybe_queue(cl, obj, co);

@@ -6,7 +6,9 @@
  * truncated snapshot, a seq that lies, a missing log row) are a clear
  * error and the object is not served; a schema of version 1 is migrated.
  */
+#include <fcntl.h>
 #include <libpq-fe.h>
+#include <sys/stat.h>
 
 #include "testhost.h"
 #include "pgtest.h"
@@ -69,6 +71,22 @@ static void counts(dobj_rt *rt, const char *name, int from, int n)
 		CHECK_STR(fetch(rt, s, "count", NULL), want);
 	}
 	CHECK_STR(fetch(rt, s, "sql", NULL), "ok");
+	dobj_stub_free(s);
+	CHECK_EQ_INT(dobj_rt_run(rt, NULL, NULL), DOBJ_OK);
+}
+
+/* `n` plain counts on `name` (they change one value in place: the file
+ * keeps its size), then what is out is finished. */
+static void plain_counts(dobj_rt *rt, const char *name, int from, int n)
+{
+	dobj_stub *s = stub_for(rt, name);
+	char want[32];
+	int i;
+
+	for (i = 1; i <= n; i++) {
+		snprintf(want, sizeof(want), "%d", from + i);
+		CHECK_STR(fetch(rt, s, "count", NULL), want);
+	}
 	dobj_stub_free(s);
 	CHECK_EQ_INT(dobj_rt_run(rt, NULL, NULL), DOBJ_OK);
 }
@@ -170,6 +188,38 @@ static void test_a_cached_file_at_the_latest_seq_is_kept_and_only_then(void)
 	testhost_rm_rf(d1);
 }
 
+static void test_a_cached_file_is_kept_whether_its_head_is_a_log_row_or_the_snapshot(void)
+{
+	char d1[64];
+	dobj_rt *a;
+	dobj_stub *s;
+
+	a = node(testhost_tmpdir(d1, "dobj-snap"), 1);
+	plain_counts(a, "head-snap", 0, 1); /* compacted at once: the head is the snapshot */
+	plain_counts(a, "head-row", 0, 2);
+	dobj_rt_free(a);
+	CHECK_EQ_INT(about("head-snap", "SELECT count(*) FROM dobj_wal w WHERE object_id = $OBJ AND "
+		"seq > (SELECT seq FROM dobj_snapshot s WHERE s.object_id = w.object_id)"), 0);
+	CHECK(about("head-row", "SELECT count(*) FROM dobj_wal w WHERE object_id = $OBJ AND "
+		"seq > (SELECT seq FROM dobj_snapshot s WHERE s.object_id = w.object_id)") > 0);
+	/* What a rebuild would read is damaged (the snapshot's image, not its
+	 * header; the last log row's pages): the files are used as they are. */
+	about("head-snap", "UPDATE dobj_snapshot SET db = overlay(db placing '\\x00ff'::bytea "
+		"from 200) WHERE object_id = $OBJ");
+	about("head-row", "UPDATE dobj_wal SET frames = overlay(frames placing '\\x00ff'::bytea "
+		"from 100) WHERE object_id = $OBJ AND seq = (SELECT max(seq) FROM dobj_wal "
+		"WHERE object_id = $OBJ)");
+	a = node(d1, -1);
+	s = stub_for(a, "head-snap");
+	CHECK_STR(fetch(a, s, "count", NULL), "2");
+	dobj_stub_free(s);
+	s = stub_for(a, "head-row");
+	CHECK_STR(fetch(a, s, "count", NULL), "3");
+	dobj_stub_free(s);
+	dobj_rt_free(a);
+	testhost_rm_rf(d1);
+}
+
 static void test_a_cache_behind_postgresql_is_not_used(void)
 {
 	char d1[64], d2[64];
@@ -185,6 +235,112 @@ static void test_a_cache_behind_postgresql_is_not_used(void)
 	a = node(d1, 1);
 	s = stub_for(a, "behind");
 	CHECK_STR(fetch(a, s, "count", NULL), "7");
+	CHECK_STR(fetch(a, s, "rows", NULL), "2");
+	dobj_stub_free(s);
+	dobj_rt_free(a);
+	testhost_rm_rf(d1);
+	testhost_rm_rf(d2);
+}
+
+/* The bytes of the file at `path` (malloc'd), *len their count. */
+static char *read_all(const char *path, size_t *len)
+{
+	FILE *f = fopen(path, "rb");
+	char *b = NULL;
+	long n;
+
+	if (f && fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0 &&
+	    (b = malloc((size_t)n + 1)) && fread(b, 1, (size_t)n, f) == (size_t)n)
+		*len = (size_t)n;
+	else {
+		free(b);
+		b = NULL;
+	}
+	if (f)
+		fclose(f);
+	return b;
+}
+
+static void file_of(const char *dir, const char *name, char *path, size_t n)
+{
+	char hex[DOBJ_ID_HEX_LEN + 1];
+
+	obj_hex(name, hex);
+	snprintf(path, n, "%s/snap-key/%s.sqlite", dir, hex);
+}
+
+static void test_a_cached_file_changed_behind_its_marker_is_rebuilt(void)
+{
+	char d1[64], path[256], *old;
+	struct stat sb, now;
+	size_t len, len2;
+	dobj_rt *a;
+	dobj_stub *s;
+	FILE *f;
+
+	a = node(testhost_tmpdir(d1, "dobj-snap"), -1);
+	plain_counts(a, "tampered", 0, 2);
+	dobj_rt_free(a);
+	file_of(d1, "tampered", path, sizeof(path));
+	CHECK((old = read_all(path, &len)) != NULL);
+	a = node(d1, -1);
+	plain_counts(a, "tampered", 2, 1);
+	dobj_rt_free(a); /* its marker: seq 3, this file */
+	/* The file goes back to its old bytes (a write that stayed, a damaged
+	 * page): same inode, size and times, so only its content tells. */
+	CHECK_EQ_INT(stat(path, &sb), 0);
+	free(read_all(path, &len2));
+	CHECK_EQ_INT((int)len2, (int)len);
+	CHECK((f = fopen(path, "r+b")) != NULL);
+	CHECK_EQ_INT((int)fwrite(old, 1, len, f), (int)len);
+	CHECK_EQ_INT(fclose(f), 0);
+	{
+		struct timespec ts[2] = { sb.st_atim, sb.st_mtim };
+		CHECK_EQ_INT(utimensat(AT_FDCWD, path, ts, 0), 0);
+	}
+	CHECK_EQ_INT(stat(path, &now), 0);
+	CHECK(now.st_ino == sb.st_ino && now.st_size == sb.st_size &&
+		now.st_mtim.tv_sec == sb.st_mtim.tv_sec && now.st_mtim.tv_nsec == sb.st_mtim.tv_nsec);
+	free(old);
+	/* Not PostgreSQL's state: rebuilt from it. */
+	a = node(d1, -1);
+	s = stub_for(a, "tampered");
+	CHECK_STR(fetch(a, s, "count", NULL), "4");
+	dobj_stub_free(s);
+	dobj_rt_free(a);
+	testhost_rm_rf(d1);
+}
+
+static void test_the_same_seq_and_epoch_written_elsewhere_is_not_the_cache(void)
+{
+	char d1[64], d2[64];
+	dobj_rt *a, *b;
+	dobj_stub *s;
+
+	a = node(testhost_tmpdir(d1, "dobj-snap"), -1);
+	plain_counts(a, "rewritten", 0, 3);
+	dobj_rt_free(a); /* its file is at seq 3, epoch 1 */
+	CHECK_EQ_INT(about("rewritten", "SELECT max(epoch) FROM dobj_wal WHERE object_id = $OBJ"), 1);
+	/* PostgreSQL loses the object's history (restored from a backup, a
+	 * failover to a standby that was behind) and another node writes
+	 * other steps under the same seqs and epoch. */
+	about("rewritten", "WITH w AS (DELETE FROM dobj_wal WHERE object_id = $OBJ RETURNING 1) "
+		"DELETE FROM dobj_owner WHERE object_id = $OBJ");
+	b = node(testhost_tmpdir(d2, "dobj-snap"), -1);
+	s = stub_for(b, "rewritten");
+	CHECK_STR(fetch(b, s, "sql", NULL), "ok");
+	CHECK_STR(fetch(b, s, "sql", NULL), "ok");
+	CHECK_STR(fetch(b, s, "count", NULL), "1");
+	dobj_stub_free(s);
+	CHECK_EQ_INT(dobj_rt_run(b, NULL, NULL), DOBJ_OK);
+	dobj_rt_free(b);
+	CHECK_EQ_INT(about("rewritten", "SELECT count(*) FROM dobj_wal WHERE object_id = $OBJ AND "
+		"epoch = 1 AND seq <= 3"), 3);
+	/* The first node's file claims (3, 1) and is unchanged: PostgreSQL's
+	 * row 3 is another write, so the file is rebuilt. */
+	a = node(d1, -1);
+	s = stub_for(a, "rewritten");
+	CHECK_STR(fetch(a, s, "count", NULL), "2");
 	CHECK_STR(fetch(a, s, "rows", NULL), "2");
 	dobj_stub_free(s);
 	dobj_rt_free(a);
@@ -636,6 +792,9 @@ int main(void)
 	RUN(test_the_log_is_compacted_and_another_node_restores_it);
 	RUN(test_a_cached_file_at_the_latest_seq_is_kept_and_only_then);
 	RUN(test_a_cache_behind_postgresql_is_not_used);
+	RUN(test_a_cached_file_is_kept_whether_its_head_is_a_log_row_or_the_snapshot);
+	RUN(test_a_cached_file_changed_behind_its_marker_is_rebuilt);
+	RUN(test_the_same_seq_and_epoch_written_elsewhere_is_not_the_cache);
 	RUN(test_stored_bytes_that_lie_are_a_clear_error);
 	RUN(test_rows_that_lie_under_a_valid_checksum_are_a_clear_error);
 	RUN(test_a_seq_at_the_end_of_its_range_is_a_clear_error);

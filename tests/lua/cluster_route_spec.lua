@@ -123,6 +123,26 @@ describe("calls between cluster nodes", function()
     rt:close()
   end)
 
+  it("refuses a relayed message too big for a frame between the nodes as a local one", function()
+    -- Past DOBJ_WS_MAX_MESSAGE and past what one frame between the nodes
+    -- carries (100 MiB + 1 MiB): the entry node dropped it without a word and
+    -- counted it as unacknowledged for good (the client never read again).
+    node = start_node(pg.url, dir(), "ws-big")
+    local rt, ns = me()
+    local there = ns:get_by_name("ws-big")
+    local res = there:fetch("http://do/ws")
+    assert.are.equal(101, res.status)
+    local client = res.web_socket
+    client:_attach()
+    assert.are.equal(node.id, there:node())
+    assert.are.same({ "hello from " .. node.id }, client:_take())
+    client:_receive(string.rep("x", (101 << 20) + 1))
+    there:node()
+    assert.are.same({ { close = 1009, reason = "Message is too large" } }, client:_take())
+    assert.are.same({ 1009, "Message is too large" }, there:closed())
+    rt:close()
+  end)
+
   it("delivers the object's errors as a local call would", function()
     node = start_node(pg.url, dir(), "err")
     local rt, ns = me()

@@ -91,6 +91,14 @@ describe("cluster mode", function()
     assert.is_nil(rt)
     assert.matches("a PostgreSQL URL is needed", err)
     assert.matches("cluster must be a PostgreSQL URL", H.catch(dobj.runtime, { storage = d, cluster = 1 }))
+    -- Not UTF-8 (a WTF-8 lone surrogate, a stray byte): the core's rule, the
+    -- same message as Python's for a str with a lone surrogate.
+    rt, err = dobj.runtime{ storage = d, cluster = "postgresql://h/d\xed\xa0\x80" }
+    assert.is_nil(rt)
+    assert.are.equal("cluster: the PostgreSQL URL must be UTF-8 text (byte 17 is not)", err)
+    rt, err = dobj.runtime{ storage = d, cluster = pg.url, node_addr = "127.0.0.1:\xff" }
+    assert.is_nil(rt)
+    assert.are.equal("cluster: the node address must be UTF-8 text (byte 11 is not)", err)
     -- Times: a negative grace was taken for "none" (the file and the
     -- environment refused it); past a day was accepted, then undefined
     -- behaviour in the network thread's wait or a PostgreSQL error.

@@ -87,6 +87,53 @@ async def test_a_log_row_whose_bytes_changed_is_a_clear_error_and_not_served(pg,
     rt.close()
 
 
+def cached_file(folder, hex_id):
+    (path,) = folder.rglob(hex_id + ".sqlite")
+    return path
+
+
+async def test_a_cached_file_changed_behind_its_marker_is_rebuilt(pg, tmp_path):
+    rt, ns = node(pg, tmp_path / "a")
+    assert [await ns.get_by_name("tampered").add() for _ in range(2)] == [1, 2]
+    hex_id = ns.id_from_name("tampered").to_string()
+    rt.close()
+    path = cached_file(tmp_path / "a", hex_id)
+    old = path.read_bytes()
+    rt, ns = node(pg, tmp_path / "a")  # the file is the cache: at the latest seq
+    assert await ns.get_by_name("tampered").add() == 3
+    rt.close()
+    # the file goes back to its old bytes (a write that stayed in it, a damaged
+    # page): the same inode, size and times, only its content differs
+    st = path.stat()
+    assert len(old) == st.st_size
+    with open(path, "r+b") as f:
+        f.write(old)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    now = path.stat()
+    assert (now.st_ino, now.st_size, now.st_mtime_ns) == (st.st_ino, st.st_size, st.st_mtime_ns)
+    rt, ns = node(pg, tmp_path / "a")
+    assert await ns.get_by_name("tampered").add() == 4  # rebuilt from PostgreSQL
+    rt.close()
+
+
+async def test_the_same_seq_and_epoch_written_elsewhere_is_not_the_cache(pg, tmp_path):
+    rt, ns = node(pg, tmp_path / "a")
+    assert [await ns.get_by_name("rewritten").add() for _ in range(3)] == [1, 2, 3]
+    o = obj(ns, "rewritten")
+    rt.close()  # its file: seq 3, epoch 1
+    # PostgreSQL loses the object's history (a backup restored, a failover to a
+    # standby that was behind); another node writes other steps as seq 1-3, epoch 1
+    pg.sql(f"WITH w AS (DELETE FROM dobj_wal WHERE object_id = {o} RETURNING 1) "
+           f"DELETE FROM dobj_owner WHERE object_id = {o}")
+    rt, ns = node(pg, tmp_path / "b")
+    assert [await ns.get_by_name("rewritten").add(10) for _ in range(3)] == [10, 20, 30]
+    rt.close()
+    assert pg.sql(f"SELECT max(seq), max(epoch) FROM dobj_wal WHERE object_id = {o}") == ["3|1"]
+    rt, ns = node(pg, tmp_path / "a")  # its file says (3, 1): not PostgreSQL's row 3
+    assert await ns.get_by_name("rewritten").add() == 31
+    rt.close()
+
+
 async def test_the_part_size_is_a_setting_and_a_snapshot_in_parts_is_restored(pg, tmp_path,
                                                                               monkeypatch):
     rt, ns = node(pg, tmp_path / "a", cluster_snapshot_bytes=1, cluster_snapshot_part_bytes=1024)

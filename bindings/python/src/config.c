@@ -131,6 +131,27 @@ static int opt_str(PyObject *o, const char *what, const char **out)
 	return 0;
 }
 
+/* A str (or None) setting the core judges as text: its UTF-8, lone
+ * surrogates as WTF-8 (dobjpy_str_arg: the core refuses them with its
+ * message), without NUL bytes; *tmp owns the bytes when one was made. */
+static int opt_text(PyObject *o, const char *what, const char **out, PyObject **tmp)
+{
+	Py_ssize_t len;
+
+	*out = NULL;
+	*tmp = NULL;
+	if (o == Py_None)
+		return 0;
+	if (!(*out = dobjpy_str_arg(o, what, &len, tmp)))
+		return -1;
+	if ((size_t)len != strlen(*out)) {
+		Py_CLEAR(*tmp);
+		PyErr_Format(PyExc_ValueError, "%s contains a NUL character", what);
+		return -1;
+	}
+	return 0;
+}
+
 #define SET(d, key, value) do { PyObject *_v = (value); \
 	if (!_v || PyDict_SetItemString(d, key, _v) < 0) { Py_XDECREF(_v); goto error; } \
 	Py_DECREF(_v); } while (0)
@@ -216,6 +237,7 @@ static PyObject *mod_config_load(PyObject *m, PyObject *args)
 	PyObject *path_o, *env_o, *persist_o, *d = NULL, *list, *cl = Py_None;
 	PyObject *url_o = Py_None, *addr_o = Py_None, *ttl_o = Py_None, *grace_o = Py_None,
 		*timeout_o = Py_None, *call_o = Py_None, *snap_o = Py_None, *part_o = Py_None;
+	PyObject *url_tmp = NULL, *addr_tmp = NULL;
 	dobj_config_opts opts = DOBJ_CONFIG_OPTS_INIT;
 	dobj_config *c = NULL;
 	size_t i;
@@ -228,19 +250,21 @@ static PyObject *mod_config_load(PyObject *m, PyObject *args)
 		return NULL;
 	if (opt_str(path_o, "path", &opts.path) < 0 || opt_str(env_o, "env", &opts.env) < 0 ||
 	    opt_str(persist_o, "persist_to", &opts.persist_to) < 0 ||
-	    opt_str(url_o, "cluster", &opts.cluster.url) < 0 ||
-	    opt_str(addr_o, "node_addr", &opts.cluster.node_addr) < 0 ||
+	    opt_text(url_o, "cluster", &opts.cluster.url, &url_tmp) < 0 ||
+	    opt_text(addr_o, "node_addr", &opts.cluster.node_addr, &addr_tmp) < 0 ||
 	    (rc = cluster_times((PyObject *const[]){ ttl_o, grace_o, timeout_o, call_o },
 		&opts.cluster)) > 0)
-		return NULL;
+		goto args_error;
 	if (rc == 0 && ((rc = cluster_bytes(snap_o, DOBJ_CLUSTER_SNAPSHOT_EVERY,
 		"cluster_snapshot_bytes", &opts.cluster)) != 0 || (rc = cluster_bytes(part_o,
 		DOBJ_CLUSTER_SNAPSHOT_PART, "cluster_snapshot_part_bytes", &opts.cluster)) != 0) && rc > 0)
-		return NULL;
-	if (rc < 0)
-		return raise_config_error(m, rc);
+		goto args_error;
 	/* File reads of a few kilobytes: no GIL release. */
-	if ((rc = dobj_config_load(&c, &opts)) < 0)
+	if (rc == 0)
+		rc = dobj_config_load(&c, &opts);
+	Py_XDECREF(url_tmp);
+	Py_XDECREF(addr_tmp);
+	if (rc < 0)
 		return raise_config_error(m, rc);
 	if (starting && (rc = dobj_config_move_renamed(c)) < 0) {
 		dobj_config_free(c);
@@ -303,6 +327,10 @@ static PyObject *mod_config_load(PyObject *m, PyObject *args)
 error:
 	dobj_config_free(c);
 	Py_XDECREF(d);
+	return NULL;
+args_error:
+	Py_XDECREF(url_tmp);
+	Py_XDECREF(addr_tmp);
 	return NULL;
 }
 

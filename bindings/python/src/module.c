@@ -250,14 +250,17 @@ static PyObject *mod_header_is_framing(PyObject *m, PyObject *name)
 static PyObject *mod_cluster_init(PyObject *m, PyObject *args)
 {
 	module_state *st = PyModule_GetState(m);
+	PyObject *o, *tmp;
 	const char *url;
 	Py_ssize_t n;
 	double timeout = 0;
 	int version = 0, rc;
 
-	if (!PyArg_ParseTuple(args, "s#|d:cluster_init", &url, &n, &timeout))
+	if (!PyArg_ParseTuple(args, "O|d:cluster_init", &o, &timeout) ||
+	    !(url = dobjpy_str_arg(o, "the cluster URL", &n, &tmp)))
 		return NULL;
 	rc = dobj_cluster_init(url, (size_t)n, timeout * 1e3, &version);
+	Py_XDECREF(tmp);
 	if (rc < 0)
 		return raise_core_error(st, rc);
 	return PyLong_FromLong(version);
@@ -268,15 +271,18 @@ static PyObject *mod_cluster_init(PyObject *m, PyObject *args)
  * a newer schema, ...) for `dobj cluster init`'s exit status. */
 static PyObject *mod_cluster_init_status(PyObject *m, PyObject *args)
 {
+	PyObject *o, *tmp;
 	const char *url;
 	Py_ssize_t n;
 	double timeout = 0;
 	int version = 0, rc;
 
 	(void)m;
-	if (!PyArg_ParseTuple(args, "s#|d:cluster_init_status", &url, &n, &timeout))
+	if (!PyArg_ParseTuple(args, "O|d:cluster_init_status", &o, &timeout) ||
+	    !(url = dobjpy_str_arg(o, "the cluster URL", &n, &tmp)))
 		return NULL;
 	rc = dobj_cluster_init(url, (size_t)n, timeout * 1e3, &version);
+	Py_XDECREF(tmp);
 	return Py_BuildValue("iis", rc, version, rc < 0 ? dobj_error_last() : "");
 }
 
@@ -285,18 +291,25 @@ static PyObject *mod_cluster_init_status(PyObject *m, PyObject *args)
 static PyObject *mod_cluster_check(PyObject *m, PyObject *args)
 {
 	dobj_cluster_opts o = DOBJ_CLUSTER_OPTS_INIT;
+	PyObject *url, *addr = Py_None, *tmp = NULL, *atmp = NULL, *r;
 	Py_ssize_t n, an = 0;
 
 	(void)m;
-	if (!PyArg_ParseTuple(args, "s#|z#:cluster_check", &o.url, &n, &o.node_addr, &an))
+	if (!PyArg_ParseTuple(args, "O|O:cluster_check", &url, &addr) ||
+	    !(o.url = dobjpy_str_arg(url, "the cluster URL", &n, &tmp)))
 		return NULL;
+	if (addr != Py_None && !(o.node_addr = dobjpy_str_arg(addr, "node_addr", &an, &atmp))) {
+		Py_XDECREF(tmp);
+		return NULL;
+	}
 	o.url_len = (size_t)n;
 	o.node_addr_len = (size_t)an;
 	if (n == 0)
 		o.url_len = 0, o.url = "";
-	if (dobj_cluster_opts_check(&o) < 0)
-		return PyUnicode_FromString(dobj_error_last());
-	Py_RETURN_NONE;
+	r = dobj_cluster_opts_check(&o) < 0 ? PyUnicode_FromString(dobj_error_last()) : Py_NewRef(Py_None);
+	Py_XDECREF(tmp);
+	Py_XDECREF(atmp);
+	return r;
 }
 
 /* _cluster_seconds(which, seconds, name): a command line's time (0 ttl,

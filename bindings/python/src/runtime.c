@@ -335,7 +335,7 @@ static PyObject *Runtime_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 	int virtual_time = 0;
 	RuntimeObject *self;
 	dobj_rt_opts opts = DOBJ_RT_OPTS_INIT;
-	PyObject *storage_bytes = NULL;
+	PyObject *storage_bytes = NULL, *url_tmp = NULL, *addr_tmp = NULL;
 	int rc;
 
 	if (!PyArg_ParseTupleAndKeywords(args, kw, "|O$OOOOpOOOOOOOO:Runtime", kwlist, &env,
@@ -417,10 +417,10 @@ static PyObject *Runtime_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 		dobj_cluster_opts co = DOBJ_CLUSTER_OPTS_INIT;
 		Py_ssize_t n = 0, an = 0;
 
-		co.url = PyUnicode_AsUTF8AndSize(cluster, &n);
+		co.url = dobjpy_str_arg(cluster, "cluster", &n, &url_tmp);
 		co.url_len = (size_t)n;
-		if (node_addr != Py_None) {
-			co.node_addr = PyUnicode_AsUTF8AndSize(node_addr, &an);
+		if (co.url && node_addr != Py_None) {
+			co.node_addr = dobjpy_str_arg(node_addr, "node_addr", &an, &addr_tmp);
 			co.node_addr_len = (size_t)an;
 		}
 		if (!co.url || (node_addr != Py_None && !co.node_addr))
@@ -452,9 +452,13 @@ static PyObject *Runtime_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 		runtime_watch(self);
 	}
 	dobj_rt_set_error_hook(self->rt, report_background_error, self);
+	Py_XDECREF(url_tmp);
+	Py_XDECREF(addr_tmp);
 	return (PyObject *)self;
 fail:
 	Py_XDECREF(storage_bytes);
+	Py_XDECREF(url_tmp);
+	Py_XDECREF(addr_tmp);
 	Py_DECREF(self);
 	return NULL;
 }

@@ -250,6 +250,16 @@ const char *dobjpy_str_utf8(PyObject *s, Py_ssize_t *n, PyObject **tmp)
 	return PyBytes_AS_STRING(*tmp);
 }
 
+const char *dobjpy_str_arg(PyObject *o, const char *what, Py_ssize_t *n, PyObject **tmp)
+{
+	*tmp = NULL;
+	if (!PyUnicode_Check(o)) {
+		PyErr_Format(PyExc_TypeError, "%s must be a str, not %.100s", what, Py_TYPE(o)->tp_name);
+		return NULL;
+	}
+	return dobjpy_str_utf8(o, n, tmp);
+}
+
 static PyObject *utf8_str(const char *p, size_t n)
 {
 	return PyUnicode_DecodeUTF8(p, (Py_ssize_t)n, "surrogatepass");

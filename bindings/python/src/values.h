@@ -67,6 +67,11 @@ PyObject *dobjpy_decode(dobjpy_values *v, const void *data, size_t len);
  * WTF-8); *tmp receives the bytes object that owns it, or NULL.  NULL with
  * an exception on failure. */
 const char *dobjpy_str_utf8(PyObject *s, Py_ssize_t *n, PyObject **tmp);
+/* A str argument for the core, by the rule of every str the core takes:
+ * dobjpy_str_utf8's bytes, so that the core judges the text (a lone
+ * surrogate where text must be UTF-8 gets the core's message, as in Lua);
+ * a TypeError naming `what` for anything but a str. */
+const char *dobjpy_str_arg(PyObject *o, const char *what, Py_ssize_t *n, PyObject **tmp);
 
 /* ms since the epoch of a datetime (naive ones are UTC); -1 with an exception. */
 int dobjpy_datetime_ms(dobjpy_values *v, PyObject *dt, double *ms);

@@ -473,7 +473,7 @@ PyObject *ctx_accept_web_socket(ContextObject *self, PyObject *args, PyObject *k
 {
 	static char *kwlist[] = { "ws", "tags", NULL };
 	module_state *st;
-	PyObject *wso, *tags = Py_None, *seq = NULL;
+	PyObject *wso, *tags = Py_None, *seq = NULL, *tmps[DOBJ_WS_MAX_TAGS + 1] = { NULL };
 	const char *ptrs[DOBJ_WS_MAX_TAGS + 1];
 	size_t lens[DOBJ_WS_MAX_TAGS + 1];
 	Py_ssize_t i, n = 0, len;
@@ -501,7 +501,11 @@ PyObject *ctx_accept_web_socket(ContextObject *self, PyObject *args, PyObject *k
 				PyErr_Format(PyExc_TypeError, "a tag must be a str, got %s", Py_TYPE(t)->tp_name);
 				return NULL;
 			}
-			if (!(ptrs[i] = PyUnicode_AsUTF8AndSize(t, &len))) {
+			/* A tag is a JavaScript string: lone surrogates go as
+			 * WTF-8, as names do (get_tags gives them back). */
+			if (!(ptrs[i] = dobjpy_str_utf8(t, &len, &tmps[i]))) {
+				while (i--)
+					Py_XDECREF(tmps[i]);
 				Py_DECREF(seq);
 				return NULL;
 			}
@@ -511,6 +515,8 @@ PyObject *ctx_accept_web_socket(ContextObject *self, PyObject *args, PyObject *k
 	/* More than the limit: the core refuses with its message. */
 	rc = dobj_ws_accept(self->obj, ws, ptrs, lens, NULL,
 		(size_t)(n > DOBJ_WS_MAX_TAGS ? DOBJ_WS_MAX_TAGS + 1 : n));
+	for (i = 0; i <= DOBJ_WS_MAX_TAGS; i++)
+		Py_XDECREF(tmps[i]);
 	Py_XDECREF(seq);
 	if (rc < 0)
 		return ws_error(st, rc);
@@ -521,7 +527,7 @@ PyObject *ctx_accept_web_socket(ContextObject *self, PyObject *args, PyObject *k
 PyObject *ctx_get_web_sockets(ContextObject *self, PyObject *args, PyObject *kw)
 {
 	static char *kwlist[] = { "tag", NULL };
-	PyObject *tag = Py_None, *list;
+	PyObject *tag = Py_None, *list, *tmp = NULL;
 	const char *t = NULL;
 	Py_ssize_t tlen = 0;
 	dobj_ws **all;
@@ -531,9 +537,11 @@ PyObject *ctx_get_web_sockets(ContextObject *self, PyObject *args, PyObject *kw)
 	if (!PyArg_ParseTupleAndKeywords(args, kw, "|O:get_web_sockets", kwlist, &tag) ||
 	    !ctx_alive(self))
 		return NULL;
-	if (tag != Py_None && !(t = PyUnicode_AsUTF8AndSize(tag, &tlen)))
+	if (tag != Py_None && !(t = dobjpy_str_arg(tag, "a tag", &tlen, &tmp)))
 		return NULL;
-	if ((rc = dobj_obj_web_sockets(self->obj, t, (size_t)tlen, &all, &n)) < 0)
+	rc = dobj_obj_web_sockets(self->obj, t, (size_t)tlen, &all, &n);
+	Py_XDECREF(tmp);
+	if (rc < 0)
 		return ws_error(self->rt->st, rc);
 	list = PyList_New((Py_ssize_t)n);
 	for (i = 0; i < n; i++) {
@@ -580,7 +588,8 @@ PyObject *ctx_get_tags(ContextObject *self, PyObject *wso)
 PyObject *ctx_set_web_socket_auto_response(ContextObject *self, PyObject *const *args,
 	Py_ssize_t nargs)
 {
-	PyObject *pair = nargs > 0 ? args[0] : Py_None, *req = NULL, *resp = NULL;
+	PyObject *pair = nargs > 0 ? args[0] : Py_None, *req = NULL, *resp = NULL, *ta = NULL,
+		*tb = NULL;
 	const char *a = NULL, *b = NULL;
 	Py_ssize_t alen = 0, blen = 0;
 	int rc;
@@ -594,14 +603,19 @@ PyObject *ctx_set_web_socket_auto_response(ContextObject *self, PyObject *const 
 	if (pair != Py_None) {
 		if (!(req = PyObject_GetAttrString(pair, "request")) ||
 		    !(resp = PyObject_GetAttrString(pair, "response")) ||
-		    !(a = PyUnicode_AsUTF8AndSize(req, &alen)) ||
-		    !(b = PyUnicode_AsUTF8AndSize(resp, &blen))) {
+		    !(a = dobjpy_str_arg(req, "the auto-response request", &alen, &ta)) ||
+		    !(b = dobjpy_str_arg(resp, "the auto-response response", &blen, &tb))) {
+			Py_XDECREF(ta);
 			Py_XDECREF(req);
 			Py_XDECREF(resp);
 			return NULL;
 		}
 	}
+	/* Lone surrogates reach the core as WTF-8: it refuses them (text
+	 * messages are UTF-8) with its message. */
 	rc = dobj_obj_set_ws_auto_response(self->obj, a, (size_t)alen, b, (size_t)blen);
+	Py_XDECREF(ta);
+	Py_XDECREF(tb);
 	Py_XDECREF(req);
 	Py_XDECREF(resp);
 	if (rc < 0)
