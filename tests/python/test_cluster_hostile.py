@@ -493,3 +493,51 @@ async def test_an_alarm_row_whose_name_is_not_its_ids_is_ignored(pg, tmp_path):
         rt.close()
     finally:
         logging.getLogger("dobj").removeHandler(handler)
+
+
+async def test_stub_calls_from_finalizers_run_or_fail_clearly(pg, tmp_path):
+    """A __del__ that calls a stub runs wherever the collector runs: here in
+    the middle of routed and local calls of a node (gc thresholds of 1), then
+    after the runtime closed.  Each call completes, or fails with "the
+    runtime is closed"; nothing crashes (make sanitize runs it under ASan)."""
+    import gc
+    a, b, na, nb = two_nodes(pg, tmp_path)
+    started = []
+
+    class Finalized:
+        def __init__(self, stub):
+            self.stub, self.me = stub, self  # a cycle: freed by the collector
+
+        def __del__(self):
+            try:
+                started.append(asyncio.ensure_future(self.stub.add(1)))
+            except dobj.Error as e:
+                started.append(e)
+
+    old = gc.get_threshold()
+    gc.set_threshold(1, 1, 1)
+    try:
+        assert await na.get_by_name("fin").add(0) == 0        # a owns it: b's calls are routed
+        for i in range(100):
+            Finalized(nb.get_by_name("fin") if i % 2 else na.get_by_name("fin-%d" % (i % 3)))
+            await nb.get_by_name("fin").add(0)
+        gc.collect()
+        results = await asyncio.gather(*started)
+        assert len(results) == 100 and max(r for r in results) >= 50
+        assert await na.get_by_name("fin").add(0) == 50
+        del started[:]
+        stubs = [nb.get_by_name("fin") for _ in range(10)]
+        b.close()
+        for stub in stubs:
+            Finalized(stub)
+        del stubs
+        gc.collect()
+        outcomes = await asyncio.gather(*(s for s in started if not isinstance(s, dobj.Error)),
+                                        return_exceptions=True)
+        outcomes += [s for s in started if isinstance(s, dobj.Error)]
+        assert len(outcomes) == 10
+        assert all(isinstance(e, dobj.Error) and "the runtime is closed" in str(e) for e in outcomes)
+    finally:
+        gc.set_threshold(*old)
+        b.close()
+        a.close()
