@@ -157,6 +157,23 @@ describe("calls between cluster nodes", function()
     rt:close()
   end)
 
+  it("fails a call whose handler closes its node's runtime, with err.retryable", function()
+    node = start_node(pg.url, dir(), "closer")
+    local rt, ns = me()
+    assert.are.equal(1, ns:get_by_name("closer"):add()) -- the node owns it: the call goes there
+    local err = H.catch(function() return ns:get_by_name("closer"):close_runtime() end)
+    assert.is_true(err.retryable)
+    assert.matches("may or may not have run", err.message)
+    -- The node's runtime closed under its handler: the process goes on to its end.
+    assert.are.equal("closed", node.pipe:read("l"))
+    local ok, how, code = node.pipe:close()
+    node.killed, node.pipe = true, { close = function() end }
+    assert.are.same({ true, "exit", 0 }, { ok, how, code })
+    local n = ns:get_by_name("closer"):add(0) -- released: this node claims it
+    assert.is_true(n == 1 or n == 99, tostring(n)) -- its write was never acknowledged
+    rt:close()
+  end)
+
   it("fails a call in flight when its owner is killed, with err.retryable", function()
     node = start_node(pg.url, dir(), "doomed")
     local rt, ns = me()
