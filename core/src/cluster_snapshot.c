@@ -782,7 +782,7 @@ static int unhex32(const char *s, unsigned char *b)
  * file's identity and the SHA-256 of its content (a page changed behind
  * dobj's back, however its size and times look, is not the file PostgreSQL
  * vouches for); "" when the file cannot be used as a cache (absent, with a
- * -wal, unreadable).  It reads the whole file: ~0.6 ms per MiB here. */
+ * -wal, unreadable).  It reads the whole file: 0.6-1 ms per MiB here. */
 static void marker_text(const char *path, const char *wal, long long seq, long long epoch,
 	const unsigned char *sum, char *buf, size_t n)
 {
