@@ -40,6 +40,7 @@ function Box:fetch(req)
   if req.url:match("^http://do/ws") then -- a WebSocket, served by the caller's node
     local client, server = dobj.websocket_pair()
     self.ctx:accept_web_socket(server, { "lua-tag" })
+    if req.url:match("^http://do/ws%-slow") then dobj.sleep(1) end -- the 101 a second later
     server:serialize_attachment({ node = NODE })
     server:send("hello from " .. NODE)
     return dobj.response(nil, { status = 101, web_socket = client })
@@ -57,6 +58,7 @@ function Box:web_socket_message(ws, msg)
 end
 function Box:web_socket_close(ws, code, reason) self.ctx.storage:put("closed", { code, reason }) end
 function Box:closed() return self.ctx.storage:get("closed") end
+function Box:sockets() return #self.ctx:get_web_sockets() end
 
 local rt = assert(dobj.runtime{ storage = storage, cluster = url, node_addr = addr,
   cluster_ttl = 1.5, cluster_grace = 0.5 })
