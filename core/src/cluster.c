@@ -489,6 +489,7 @@ void dobj__cluster_close(dobj_rt *rt)
 	rt->cluster = NULL;
 	free(cl->pg.url);
 	free(cl->addr);
+	free(cl->alarm_keys);
 	free(cl);
 }
 
