@@ -491,6 +491,7 @@ void dobj__cluster_close(dobj_rt *rt)
 	rt->cluster = NULL;
 	free(cl->pg.url);
 	free(cl->addr);
+	free(cl->alarm_keys);
 	free(cl);
 }
 

@@ -277,6 +277,11 @@ struct dobj__cluster {
 	int l_lost;                    /* the lease lapsed: rejoined as l_node */
 	int renew_now;
 	dobj__due *due;
+	/* The unique keys of the namespaces with alarms, as a PostgreSQL text[]
+	 * literal (NULL: none): the lease keeper looks for due alarms of those
+	 * only (dobj__cluster_alarm_ns). */
+	char *alarm_keys;
+	int bad_alarm_logged;          /* the runtime's: a lying alarm row was logged */
 	/* the lease keeper's own */
 	dobj__pg lpg;
 	/* The live owner the last refused claim found (routing: cluster_route.c). */

@@ -616,7 +616,9 @@ void dobj__ws_srv_expire(ws_srv *w)
 		return;
 	now = dobj__mono_ms();
 	while ((c = w->cw_head) && now - c->close_ms >= CLOSE_WAIT_MS) {
-		int code = c->ctx ? wslay_event_get_status_code_sent(c->ctx) : 0;
+		/* No close came (RFC 6455 7.1.5: 1006), whatever code went out;
+		 * a refused one keeps its 1009, as a message too big does. */
+		int code = c->refused && c->ctx ? wslay_event_get_status_code_sent(c->ctx) : 0;
 		wsc_free(c, code ? code : 1006, "");
 	}
 }

@@ -143,6 +143,26 @@ describe("calls between cluster nodes", function()
     rt:close()
   end)
 
+  it("tells the object of a socket whose caller's node left before the 101 went back", function()
+    -- The object accepts, then answers a second later; the caller's node
+    -- closes meanwhile.  The 101 went to a connection already gone and the
+    -- socket was taken as delivered: it stayed in the object's list, never
+    -- closed (its room, and its claim, held for good).
+    node = start_node(pg.url, dir(), "ws-orphan")
+    local rt, ns = me()
+    local there = ns:get_by_name("ws-orphan")
+    assert.are.equal(node.id, there:node())
+    rt:spawn(function() pcall(there.fetch, there, "http://do/ws-slow") end)
+    dobj.sleep(0.3) -- the object's fetch has accepted and sleeps
+    rt:close()
+    dobj.sleep(1.2) -- its answer went back (to nobody) meanwhile
+    rt, ns = me()
+    there = ns:get_by_name("ws-orphan")
+    assert.are.same({ 1006, "" }, there:closed())
+    assert.are.equal(0, there:sockets())
+    rt:close()
+  end)
+
   it("delivers the object's errors as a local call would", function()
     node = start_node(pg.url, dir(), "err")
     local rt, ns = me()
@@ -154,6 +174,23 @@ describe("calls between cluster nodes", function()
     err = H.catch(function() return ns:get_by_name("err"):nosuch() end)
     assert.matches("does not implement the method", err.message)
     assert.is_true(err.remote)
+    rt:close()
+  end)
+
+  it("fails a call whose handler closes its node's runtime, with err.retryable", function()
+    node = start_node(pg.url, dir(), "closer")
+    local rt, ns = me()
+    assert.are.equal(1, ns:get_by_name("closer"):add()) -- the node owns it: the call goes there
+    local err = H.catch(function() return ns:get_by_name("closer"):close_runtime() end)
+    assert.is_true(err.retryable)
+    assert.matches("may or may not have run", err.message)
+    -- The node's runtime closed under its handler: the process goes on to its end.
+    assert.are.equal("closed", node.pipe:read("l"))
+    local ok, how, code = node.pipe:close()
+    node.killed, node.pipe = true, { close = function() end }
+    assert.are.same({ true, "exit", 0 }, { ok, how, code })
+    local n = ns:get_by_name("closer"):add(0) -- released: this node claims it
+    assert.is_true(n == 1 or n == 99, tostring(n)) -- its write was never acknowledged
     rt:close()
   end)
 
