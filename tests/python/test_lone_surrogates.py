@@ -193,3 +193,23 @@ def test_paths_and_the_environment_name_with_lone_surrogates(tmp_path):
     with pytest.raises(dobj.ConfigError, match='No environment found in configuration with '
                                                'name "e\ud800"'):
         dobj.load_config(str(tmp_path), env="e\ud800")
+
+
+def test_a_str_body_is_a_usvstring():
+    # As in workerd: a lone surrogate is U+FFFD, a pair written as two halves its character.
+    assert dobj.Response("a\ud800b\ud83d\ude00").body == "a\ufffdb😀".encode()
+    assert dobj.Request("http://x/", method="POST", body="\udc00").body == "\ufffd".encode()
+
+
+RATE = os.path.abspath(os.path.join(os.environ.get("DOBJ_BUILD_DIR", os.path.join(
+    os.path.dirname(__file__), "..", "..", "build")), "librate.so"))
+
+
+@pytest.mark.skipif(not os.path.exists(RATE), reason="build/librate.so not built (make build)")
+def test_a_native_class_name_with_a_lone_surrogate_is_the_cores_error():
+    rt = dobj.Runtime()
+    try:
+        with pytest.raises(dobj.Error, match="has no native class named Rate\ud800"):
+            rt.bind_native("L", RATE, "Rate\ud800")
+    finally:
+        rt.close()

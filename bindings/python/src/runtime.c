@@ -589,17 +589,31 @@ static PyObject *Runtime_bind(RuntimeObject *self, PyObject *args, PyObject *kw)
 static PyObject *Runtime_bind_native(RuntimeObject *self, PyObject *args, PyObject *kw)
 {
 	static char *kwlist[] = { "binding", "path", "class_name", "unique_key", NULL };
-	PyObject *binding, *path, *unique_key = Py_None, *path_bytes = NULL, *r;
+	PyObject *binding, *path, *unique_key = Py_None, *path_bytes = NULL, *r, *name_o, *tmp;
 	const char *class_name;
+	Py_ssize_t n;
 	dobj_native_class *nc;
 	dobj_class klass;
 	int rc;
 
-	if (!PyArg_ParseTupleAndKeywords(args, kw, "UO&s|O:bind_native", kwlist, &binding,
-		    dobjpy_fs_path, &path_bytes, &class_name, &unique_key))
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "UO&O|O:bind_native", kwlist, &binding,
+		    dobjpy_fs_path, &path_bytes, &name_o, &unique_key))
 		return NULL;
+	/* The symbol's name: a lone surrogate goes as WTF-8 (the core finds
+	 * no such class); a NUL would cut it short. */
+	if (!(class_name = dobjpy_str_arg(name_o, "class_name", &n, &tmp))) {
+		Py_DECREF(path_bytes);
+		return NULL;
+	}
+	if ((size_t)n != strlen(class_name)) {
+		Py_XDECREF(tmp);
+		Py_DECREF(path_bytes);
+		PyErr_SetString(PyExc_ValueError, "embedded null character");
+		return NULL;
+	}
 	path = path_bytes;
 	rc = dobj_native_load(&nc, PyBytes_AS_STRING(path), class_name);
+	Py_XDECREF(tmp);
 	Py_DECREF(path_bytes);
 	if (rc < 0)
 		return raise_core_error(self->st, rc);
