@@ -480,7 +480,9 @@ void dobj__cluster_close(dobj_rt *rt)
 	/* One statement releases every object still held and leaves; with
 	 * PostgreSQL gone, the lease lapses by itself.  The runtime's own
 	 * connection may have sat idle since the node's start (claims run on
-	 * the activator's): one new connection is allowed, within the bound. */
+	 * the activator's): one new connection is allowed, within the bound.
+	 * The released objects' cache markers are written meanwhile, within a
+	 * bound too. */
 	dobj__act_stop(cl);
 	dobj__cluster_stop(cl);
 	dobj__snap_stop(cl);
@@ -489,6 +491,7 @@ void dobj__cluster_close(dobj_rt *rt)
 	rt->cluster = NULL;
 	free(cl->pg.url);
 	free(cl->addr);
+	free(cl->alarm_keys);
 	free(cl);
 }
 
@@ -497,8 +500,10 @@ void dobj__cluster_closing(dobj_rt *rt)
 	if (!rt->cluster)
 		return;
 	rt->cluster->closing = 1;
-	/* What PostgreSQL confirms now is delivered; the rest fails. */
-	dobj__act_stop(rt->cluster);
+	/* What PostgreSQL confirms now is delivered; the rest fails.  The
+	 * activators stay until dobj__cluster_close: the objects the close
+	 * releases queue their cache markers there. */
+	dobj__act_closing(rt->cluster);
 	dobj__cluster_stop(rt->cluster);
 	dobj__snap_stop(rt->cluster);
 }
@@ -554,7 +559,9 @@ void dobj__cluster_release(dobj_obj *obj)
 	if (!co)
 		return;
 	obj->cluster = NULL;
-	dobj__snap_release(obj, co);
+	/* The file's hash is the object's activator's (off this thread), ahead
+	 * of the object's next activation. */
+	dobj__act_mark(obj->ns->rt->cluster, obj, dobj__snap_release(obj, co));
 	/* Behind the incarnation's appends; best effort: if it fails, the
 	 * claim of the next node waits for this node's lease instead. */
 	dobj__cluster_queue_release(obj->ns->rt->cluster, obj, co);

@@ -41,6 +41,7 @@ struct dobj__act {
 	double grace_ms;
 	int renew_first;    /* the lease view had lapsed: wait for a renewal first */
 	int lookup;         /* a pure client's lookup, not a claim (dobj__act_lookup) */
+	dobj__mark *mark;   /* set: not an activation, a cache marker to write (dobj__act_mark) */
 	/* the outcome */
 	int done, rc;
 	char msg[600];
@@ -60,6 +61,7 @@ static void act_free(dobj__act *a)
 	free(a->ns);
 	free(a->base);
 	free(a->co);
+	dobj__snap_mark_free(a->mark);
 	free(a);
 }
 
@@ -315,6 +317,10 @@ static void act_work(struct dobj__cluster *cl, dobj__pg *pg, dobj__wjob *j)
 {
 	dobj__act *a = (dobj__act *)j;
 
+	if (a->mark) {
+		dobj__snap_mark_write(a->mark, pg);
+		return;
+	}
 	if (a->renew_first) {
 		/* The view had lapsed (PostgreSQL was away, the process was
 		 * paused): the lease keeper renews, or joins again as a new
@@ -343,6 +349,10 @@ static void act_done(struct dobj__cluster *cl, dobj__wjob *j)
 	dobj_obj *obj = a->obj;
 	int alarm;
 
+	if (a->mark) {
+		act_free(a);
+		return;
+	}
 	a->obj = NULL;
 	if (obj->dead || !obj->mapped || obj->act != a) {
 		/* Reset meanwhile: a claim that went through is released. */
@@ -365,14 +375,23 @@ static void act_done(struct dobj__cluster *cl, dobj__wjob *j)
 }
 
 /* Stopping: a queued activation never starts (its object is reset by the
- * close). */
+ * close); a queued marker is dropped (the next activation rebuilds). */
 static void act_unrun(dobj__wjob *j)
 {
 	dobj__act *a = (dobj__act *)j;
 
+	if (a->mark)
+		return;
 	a->done = 1;
 	a->rc = DOBJ_ECLOSED;
 	snprintf(a->msg, sizeof(a->msg), "%s", DOBJ_MSG_CLOSED);
+}
+
+/* The object's own activator (its ID is random or a hash): its
+ * activations and cache markers run there in order, one at a time. */
+static dobj__worker *activator(struct dobj__cluster *cl, dobj_obj *obj)
+{
+	return cl->act[obj->id.bytes[0] % DOBJ__ACTIVATORS];
 }
 
 /* Queue obj's activation (or lookup) and close its gate. */
@@ -390,9 +409,27 @@ static int begin(struct dobj__cluster *cl, dobj_obj *obj, int lookup)
 	obj->refs++;
 	obj->act = a;
 	obj->nblock++; /* the input gate: calls park, in order, until it is done */
-	/* The object's own activator (its ID is random or a hash). */
-	dobj__worker_push(cl->act[obj->id.bytes[0] % DOBJ__ACTIVATORS], &a->job);
+	dobj__worker_push(activator(cl, obj), &a->job);
 	return 1;
+}
+
+void dobj__act_mark(struct dobj__cluster *cl, dobj_obj *obj, dobj__mark *m)
+{
+	dobj__act *a;
+
+	if (!m)
+		return;
+	/* Without an activator (the node is stopping), or memory, no marker:
+	 * the next activation rebuilds the file. */
+	if (!cl || !cl->act[0] || !(a = calloc(1, sizeof(*a)))) {
+		dobj__snap_mark_free(m);
+		return;
+	}
+	a->mark = m;
+	/* Ahead of the object's next activation, on the same activator: that
+	 * one finds the marker written, or none, never half of one, and
+	 * nothing writes the file while it is hashed. */
+	dobj__worker_push(activator(cl, obj), &a->job);
 }
 
 int dobj__act_begin(struct dobj__cluster *cl, dobj_obj *obj)
@@ -414,14 +451,34 @@ int dobj__act_start(struct dobj__cluster *cl)
 	return DOBJ_OK;
 }
 
-void dobj__act_stop(struct dobj__cluster *cl)
+static int is_mark(dobj__wjob *j)
+{
+	return ((dobj__act *)j)->mark != NULL;
+}
+
+void dobj__act_closing(struct dobj__cluster *cl)
 {
 	int i;
 
 	/* The running activations end within their statements' bounds, all at
-	 * once; queued ones never start. */
+	 * once; queued ones never start.  Cache markers go on: the objects
+	 * released by the close queue theirs too (dobj__act_stop). */
 	for (i = 0; i < DOBJ__ACTIVATORS; i++)
-		dobj__worker_halt(cl->act[i]);
+		dobj__worker_cancel(cl->act[i], is_mark, act_unrun);
 	for (i = 0; i < DOBJ__ACTIVATORS; i++)
-		dobj__worker_stop(&cl->act[i], 0, act_unrun);
+		dobj__worker_settle(cl->act[i], is_mark);
+}
+
+void dobj__act_stop(struct dobj__cluster *cl)
+{
+	double until = dobj__boot_ms() + cl->pg.timeout_ms * 2 + 500;
+	int i;
+
+	/* Queued markers get a bounded time, shared by the activators (they
+	 * hash at once); then the one under way is halted and the rest are
+	 * dropped. */
+	for (i = 0; i < DOBJ__ACTIVATORS; i++) {
+		double left = until - dobj__boot_ms();
+		dobj__worker_stop(&cl->act[i], left > 0 ? left : 0, act_unrun);
+	}
 }

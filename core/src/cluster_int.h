@@ -188,6 +188,7 @@ typedef struct dobj__worker {
 	pthread_cond_t wake, idle;
 	pthread_t th;
 	int stop, busy;
+	dobj__wjob *cur;    /* the job under way (busy) */
 	int halted;         /* stop, for the job under way (atomic: its pg.halt) */
 	dobj__wjob *q_head, *q_tail, *d_head, *d_tail;
 	dobj__pg pg;
@@ -204,6 +205,14 @@ int dobj__thread_start(pthread_t *th, void *(*fn)(void *), void *arg);
 /** Tell a worker to stop (its queued jobs never start) without waiting:
  *  dobj__worker_stop then joins it (several stopped at once). */
 void dobj__worker_halt(dobj__worker *w);
+/** Take the queued jobs that `keep` does not keep out of w's queue (unrun,
+ *  then done) and halt the job under way unless `keep` keeps it, without
+ *  waiting: dobj__worker_settle waits for it (several at once). */
+void dobj__worker_cancel(dobj__worker *w, int (*keep)(dobj__wjob *j),
+	void (*unrun)(dobj__wjob *j));
+/** Wait until w runs no job that `keep` does not keep, then hand back
+ *  (done) what ended; the worker goes on with the kept jobs. */
+void dobj__worker_settle(dobj__worker *w, int (*keep)(dobj__wjob *j));
 /** Start a worker (*out, freed by dobj__worker_stop) whose watch re-arms
  *  every `watch_ms` while jobs are out; `role` (a static string) names its
  *  connection in pg_stat_activity ("dobj <role>"). */
@@ -270,6 +279,11 @@ struct dobj__cluster {
 	int l_lost;                    /* the lease lapsed: rejoined as l_node */
 	int renew_now;
 	dobj__due *due;
+	/* The unique keys of the namespaces with alarms, as a PostgreSQL text[]
+	 * literal (NULL: none): the lease keeper looks for due alarms of those
+	 * only (dobj__cluster_alarm_ns). */
+	char *alarm_keys;
+	int bad_alarm_logged;          /* the runtime's: a lying alarm row was logged */
 	/* the lease keeper's own */
 	dobj__pg lpg;
 	/* The live owner the last refused claim found (routing: cluster_route.c). */
@@ -383,10 +397,20 @@ int dobj__wal_sum_ok(const unsigned char *id, long long seq, long long epoch,
 
 /* Activation off the runtime's thread (cluster_activate.c). */
 typedef struct dobj__act dobj__act;
+/** A cache marker to write (cluster_snapshot.c), off the runtime's thread. */
+typedef struct dobj__mark dobj__mark;
 int dobj__act_start(struct dobj__cluster *cl);
-/** Stop the activator (before dobj__cluster_stop: it waits on cl->mu's
- *  conditions); activations that did not run fail with ECLOSED. */
+/** The runtime closes (before dobj__cluster_stop: it waits on cl->mu's
+ *  conditions): activations that did not run fail with ECLOSED, a running
+ *  one is halted and waited for; the activators stay for cache markers. */
+void dobj__act_closing(struct dobj__cluster *cl);
+/** Stop the activators: queued cache markers get a bounded time to be
+ *  written, the rest are dropped (the next activation rebuilds); the
+ *  activations that did not run fail with ECLOSED. */
 void dobj__act_stop(struct dobj__cluster *cl);
+/** Queue obj's cache marker (dobj__snap_release's; NULL: none) on obj's
+ *  activator, ahead of its next activation; dropped when there is none. */
+void dobj__act_mark(struct dobj__cluster *cl, dobj_obj *obj, dobj__mark *m);
 /** Start obj's activation on the activator, its gate closed: 1, or an error. */
 int dobj__act_begin(struct dobj__cluster *cl, dobj_obj *obj);
 /** obj->act is set: 1 while it is out, else its outcome (0: obj->cluster
@@ -423,8 +447,19 @@ void dobj__snap_confirmed(struct dobj__cluster *cl, dobj_obj *obj, long long seq
  *  Touches nothing of the runtime's: any thread with its own connection. */
 int dobj__snap_restore(dobj__pg *pg, const char *ns, size_t ns_len, const unsigned char *id,
 	const char *base, struct dobj__cluster_obj *co);
-/** An incarnation goes: remember the cached file's seq when it is exact. */
-void dobj__snap_release(dobj_obj *obj, struct dobj__cluster_obj *co);
+/** An incarnation goes (the runtime's thread): the marker that will vouch
+ *  for its file when it ended cleanly at a confirmed seq (the caller's:
+ *  dobj__snap_mark_write on the object's activator, then
+ *  dobj__snap_mark_free), else NULL.  It reads nothing of the file. */
+dobj__mark *dobj__snap_release(dobj_obj *obj, struct dobj__cluster_obj *co);
+/** Hash the file and write its marker (any thread; the object's activator,
+ *  so that its next activation comes after): none when the file is not a
+ *  cache, or `pg` (the worker's: NULL for none) is halted meanwhile. */
+void dobj__snap_mark_write(dobj__mark *m, const dobj__pg *pg);
+void dobj__snap_mark_free(dobj__mark *m);
+/** Tests only: called on the thread that writes a marker, before it reads
+ *  the file (NULL: none). */
+extern void (*dobj__snap_mark_hook)(void);
 
 #if defined(__GNUC__)
 #pragma GCC visibility pop

@@ -43,10 +43,10 @@ static int renew(dobj__pg *pg, long long node_id, double ttl_ms)
  * it serves, so that some node activates the object and fires them.
  * Alarms of objects active on a live node are that node's.
  */
-static dobj__due *scan(dobj__pg *pg, double ttl_ms, double grace_ms)
+static dobj__due *scan(dobj__pg *pg, double ttl_ms, double grace_ms, const char *keys)
 {
 	char grace[32], horizon[32];
-	const char *v[2] = { grace, horizon };
+	const char *v[3] = { grace, horizon, keys };
 	dobj__due *list = NULL, **tail = &list;
 	PGresult *r;
 	int i;
@@ -61,8 +61,9 @@ static dobj__due *scan(dobj__pg *pg, double ttl_ms, double grace_ms)
 		"  + $2::bigint "
 		"AND (o.node_id IS NULL OR n.node_id IS NULL OR n.status <> 'live' "
 		"  OR n.lease_until + make_interval(secs => $1::float8 / 1000) < now()) "
+		"AND a.ns = ANY($3::text[]) "
 		"ORDER BY a.scheduled_at LIMIT 1000",
-		2, v, NULL, NULL, 1, &r) < 0)
+		3, v, NULL, NULL, 1, &r) < 0)
 		return NULL;
 	for (i = 0; i < PQntuples(r); i++) {
 		const unsigned char *w = (const unsigned char *)PQgetvalue(r, i, 1);
@@ -91,6 +92,52 @@ static dobj__due *scan(dobj__pg *pg, double ttl_ms, double grace_ms)
 	return list;
 }
 
+int dobj__cluster_alarm_ns(dobj_rt *rt, const char *key, size_t len)
+{
+	struct dobj__cluster *cl = rt->cluster;
+	size_t old, i;
+	char *p, *q;
+	int first;
+
+	/* {"KEY",...}: each key quoted, its quotes and backslashes escaped. */
+	pthread_mutex_lock(&cl->mu);
+	first = !cl->alarm_keys;
+	old = first ? 1 : strlen(cl->alarm_keys);
+	if (!(p = realloc(cl->alarm_keys, old + 2 * len + 4))) {
+		pthread_mutex_unlock(&cl->mu);
+		return dobj_error_set(DOBJ_ENOMEM, "out of memory");
+	}
+	q = p + old - 1; /* over the closing brace (or at the start) */
+	*q++ = first ? '{' : ',';
+	*q++ = '"';
+	for (i = 0; i < len; i++) {
+		if (key[i] == '"' || key[i] == '\\')
+			*q++ = '\\';
+		*q++ = key[i];
+	}
+	*q++ = '"';
+	*q++ = '}';
+	*q = '\0';
+	cl->alarm_keys = p;
+	pthread_mutex_unlock(&cl->mu);
+	return DOBJ_OK;
+}
+
+/* A due alarm's row is PostgreSQL's word for an object's ID and name: like
+ * a peer's call (cluster_route.c), it must name the object its ID was made
+ * from, or the object would be activated under a name that is not its own
+ * (ctx.id.name) or an ID no stub could make.  Such a row is logged (once)
+ * and skipped: the object's alarm fires where it is next activated. */
+static int due_names_its_id(dobj_ns *ns, const dobj__due *d)
+{
+	dobj_id named;
+
+	if (!d->name)
+		return dobj__id_sealed(ns->key, &d->id);
+	return dobj_id_from_name(ns->key, d->name, d->name_len, &named) == DOBJ_OK &&
+		dobj_id_equal(&named, &d->id);
+}
+
 void dobj__due_track(dobj_rt *rt, dobj__due *list)
 {
 	dobj__due *d;
@@ -100,10 +147,20 @@ void dobj__due_track(dobj_rt *rt, dobj__due *list)
 		list = d->next;
 		for (i = 0; i < rt->nns; i++) {
 			dobj_ns *ns = rt->nss[i];
-			if ((ns->klass.flags & DOBJ_CLASS_ALARM) && !strcmp(ns->unique_key, d->ns)) {
+			if (!(ns->klass.flags & DOBJ_CLASS_ALARM) || strcmp(ns->unique_key, d->ns))
+				continue;
+			if (due_names_its_id(ns, d)) {
 				dobj__alarm_track(ns, &d->id, d->name, d->name_len, d->when);
-				break;
+			} else if (!rt->cluster->bad_alarm_logged) {
+				char hex[DOBJ_ID_HEX_LEN + 1];
+				rt->cluster->bad_alarm_logged = 1;
+				dobj_id_to_hex(&d->id, hex);
+				hex[DOBJ_ID_HEX_LEN] = '\0';
+				dobj__cluster_log(rt, rt->cluster->node_id, "cluster: an alarm row in "
+					"PostgreSQL (namespace '%.100s', object %s) names an object its ID was "
+					"not made from; it is ignored (further ones are not logged)", d->ns, hex);
 			}
+			break;
 		}
 		free(d);
 	}
@@ -149,7 +206,16 @@ void *dobj__lease_main(void *arg)
 		}
 		snprintf(err, sizeof(err), "%s", rc < 0 || (rc == 1 && !fresh) ? dobj_error_last() : "");
 		/* A node without an address serves no object: it fires no alarm. */
-		due = rc >= 0 && cl->addr[0] ? scan(&cl->lpg, cl->ttl_ms, cl->grace_ms) : NULL;
+		due = NULL;
+		if (rc >= 0 && cl->addr[0]) {
+			char *keys;
+			pthread_mutex_lock(&cl->mu);
+			keys = cl->alarm_keys ? strdup(cl->alarm_keys) : NULL;
+			pthread_mutex_unlock(&cl->mu);
+			if (keys)
+				due = scan(&cl->lpg, cl->ttl_ms, cl->grace_ms, keys);
+			free(keys);
+		}
 
 		pthread_mutex_lock(&cl->mu);
 		cl->l_gen++;

@@ -599,16 +599,17 @@ done:
 }
 
 /* Queue an answer on the connection its call came in on (gone: dropped). */
-void dobj__net_send_conn(struct dobj__route *r, uint64_t cid, const buf *f)
+int dobj__net_send_conn(struct dobj__route *r, uint64_t cid, const buf *f)
 {
 	conn *c;
-	int kick = 0;
+	int kick = 0, queued = 0;
 
 	pthread_mutex_lock(&r->mu);
 	for (c = r->conns; c; c = c->next)
 		if (c->cid == cid)
 			break;
 	if (c && buf_put(&c->out, f->p, f->len) == 0) {
+		queued = 1;
 		c->queued += f->len;
 		c->last_use = dobj__mono_ms();
 		if (!c->out_dir && f->len >= 13 && f->p[4] == F_RESULT)
@@ -618,6 +619,7 @@ void dobj__net_send_conn(struct dobj__route *r, uint64_t cid, const buf *f)
 	pthread_mutex_unlock(&r->mu);
 	if (kick)
 		kick_net(r);
+	return queued;
 }
 
 void dobj__net_conn_links(struct dobj__route *r, uint64_t cid, int delta)

@@ -982,8 +982,10 @@ static void answer(struct dobj__route *r, inreq *in, dobj_task *t)
 		    put_be(&f, (uint64_t)status, 1) == 0 && put_be(&f, (uint64_t)flags, 1) == 0 &&
 		    put_be(&f, (uint32_t)code, 4) == 0 && put_be(&f, mlen, 4) == 0 &&
 		    buf_put(&f, msg, mlen) == 0 && buf_put(&f, pl.p, pl.len) == 0) {
-			dobj__net_send_conn(r, in->cid, &f);
-			sent = 1;
+			/* Not sent when the connection is gone (its failure may have
+			 * been handled already: then nothing else tells a 101's
+			 * socket, dobj__route_ws_start must). */
+			sent = dobj__net_send_conn(r, in->cid, &f);
 		}
 	}
 	if (ws_link) /* after the 101 on the connection: then the socket's frames */

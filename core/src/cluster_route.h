@@ -251,8 +251,8 @@ void *dobj__net_main(void *arg);
  *  *start say where it went (runtime thread). */
 int dobj__net_send_node(struct dobj__route *r, long long node, const char *addr, const buf *f,
 	uint64_t *cid, uint64_t *start);
-/** Queue an answer on connection `cid` (gone: dropped). */
-void dobj__net_send_conn(struct dobj__route *r, uint64_t cid, const buf *f);
+/** Queue an answer on connection `cid`: 1, or 0 when it is gone (dropped). */
+int dobj__net_send_conn(struct dobj__route *r, uint64_t cid, const buf *f);
 /** A WebSocket link on connection `cid` began (+1) or ended (-1): a
  *  connection with links is never closed as idle (runtime thread). */
 void dobj__net_conn_links(struct dobj__route *r, uint64_t cid, int delta);

@@ -736,8 +736,9 @@ static int read_alarm(const char *path, int64_t *when)
 }
 
 /* The SHA-256 of the file open on fd, and its identity in *sb: -1 when it
- * cannot be read. */
-static int file_sha(int fd, struct stat *sb, unsigned char sha[32])
+ * cannot be read, or its worker is stopped meanwhile (pg halted; NULL:
+ * never). */
+static int file_sha(int fd, struct stat *sb, unsigned char sha[32], const dobj__pg *pg)
 {
 	unsigned char *buf = malloc(262144);
 	EVP_MD_CTX *md = EVP_MD_CTX_new();
@@ -748,7 +749,8 @@ static int file_sha(int fd, struct stat *sb, unsigned char sha[32])
 	while (ok && (got = read(fd, buf, 262144)) != 0) {
 		if (got < 0 && errno == EINTR)
 			continue;
-		ok = got > 0 && EVP_DigestUpdate(md, buf, (size_t)got) == 1;
+		ok = got > 0 && EVP_DigestUpdate(md, buf, (size_t)got) == 1 &&
+			!(pg && dobj__pg_halted(pg));
 	}
 	ok = ok && EVP_DigestFinal_ex(md, sha, NULL) == 1 && fstat(fd, sb) == 0;
 	EVP_MD_CTX_free(md);
@@ -782,9 +784,11 @@ static int unhex32(const char *s, unsigned char *b)
  * file's identity and the SHA-256 of its content (a page changed behind
  * dobj's back, however its size and times look, is not the file PostgreSQL
  * vouches for); "" when the file cannot be used as a cache (absent, with a
- * -wal, unreadable).  It reads the whole file: ~0.6 ms per MiB here. */
+ * -wal, unreadable, or `pg` halted meanwhile).  It reads the whole file:
+ * 0.6-1 ms per MiB here, so it runs on the object's activator, never on the
+ * runtime's thread. */
 static void marker_text(const char *path, const char *wal, long long seq, long long epoch,
-	const unsigned char *sum, char *buf, size_t n)
+	const unsigned char *sum, char *buf, size_t n, const dobj__pg *pg)
 {
 	char hs[65] = "-", hf[65];
 	unsigned char sha[32];
@@ -795,7 +799,7 @@ static void marker_text(const char *path, const char *wal, long long seq, long l
 	if (stat(path, &sb) < 0 || !S_ISREG(sb.st_mode) || access(wal, F_OK) == 0 ||
 	    (fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)) < 0)
 		return;
-	if (file_sha(fd, &sb, sha) < 0 || !S_ISREG(sb.st_mode)) {
+	if (file_sha(fd, &sb, sha, pg) < 0 || !S_ISREG(sb.st_mode)) {
 		close(fd);
 		return;
 	}
@@ -848,22 +852,64 @@ static int marker_take(const char *mpath, char *buf, size_t n, cache_mark *m)
 	return 1;
 }
 
-void dobj__snap_release(dobj_obj *obj, struct dobj__cluster_obj *co)
+/* `base` + `suffix`, malloc'd (NULL: out of memory). */
+static char *with_suffix(const char *base, const char *suffix)
 {
-	char *path = NULL, *wal = NULL, *mpath = NULL, *tmp = NULL, text[400];
-	int fd;
+	size_t a = strlen(base), b = strlen(suffix);
+	char *p = malloc(a + b + 1);
+
+	if (p) {
+		memcpy(p, base, a);
+		memcpy(p + a, suffix, b + 1);
+	}
+	return p;
+}
+
+/* A cache marker to write (dobj__snap_release): all it needs, copied. */
+struct dobj__mark {
+	char *base;                 /* the object's file */
+	long long seq, epoch;
+	unsigned char sum[32];      /* log row seq's checksum, when sum_ok */
+	int sum_ok;
+};
+
+void (*dobj__snap_mark_hook)(void);
+
+dobj__mark *dobj__snap_release(dobj_obj *obj, struct dobj__cluster_obj *co)
+{
+	dobj__mark *m;
 
 	/* Only an incarnation that ended cleanly (evicted, or the runtime
 	 * closed) with every write confirmed leaves its file as PostgreSQL's
 	 * state (seq, seq_epoch). */
 	if ((obj->dead && !(obj->code == DOBJ_ECLOSED && obj->ns->rt->closing)) || co->last ||
 	    co->seq <= 0 || obj->storage)
-		return;
-	if (!(path = dobj__cluster_path(obj, "")) || !(wal = dobj__cluster_path(obj, "-wal")) ||
-	    !(mpath = dobj__cluster_path(obj, "-seq")) || !(tmp = dobj__cluster_path(obj, "-seq.tmp")))
+		return NULL;
+	if (!(m = calloc(1, sizeof(*m))) || !(m->base = dobj__cluster_path(obj, ""))) {
+		free(m);
+		return NULL; /* no marker: the next activation rebuilds */
+	}
+	m->seq = co->seq;
+	m->epoch = co->seq_epoch;
+	m->sum_ok = co->seq_sum_ok;
+	memcpy(m->sum, co->seq_sum, 32);
+	return m;
+}
+
+void dobj__snap_mark_write(dobj__mark *m, const dobj__pg *pg)
+{
+	char *path, *wal, *mpath, *tmp, text[400];
+	int fd;
+
+	if (dobj__snap_mark_hook)
+		dobj__snap_mark_hook();
+	path = with_suffix(m->base, "");
+	wal = with_suffix(m->base, "-wal");
+	mpath = with_suffix(m->base, "-seq");
+	tmp = with_suffix(m->base, "-seq.tmp");
+	if (!path || !wal || !mpath || !tmp)
 		goto done;
-	marker_text(path, wal, co->seq, co->seq_epoch, co->seq_sum_ok ? co->seq_sum : NULL, text,
-		sizeof(text));
+	marker_text(path, wal, m->seq, m->epoch, m->sum_ok ? m->sum : NULL, text, sizeof(text), pg);
 	if (!text[0])
 		goto done;
 	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
@@ -879,17 +925,12 @@ done:
 	free(tmp);
 }
 
-/* `base` + `suffix`, malloc'd (NULL: out of memory). */
-static char *with_suffix(const char *base, const char *suffix)
+void dobj__snap_mark_free(dobj__mark *m)
 {
-	size_t a = strlen(base), b = strlen(suffix);
-	char *p = malloc(a + b + 1);
-
-	if (p) {
-		memcpy(p, base, a);
-		memcpy(p + a, suffix, b + 1);
-	}
-	return p;
+	if (!m)
+		return;
+	free(m->base);
+	free(m);
 }
 
 int dobj__snap_restore(dobj__pg *pg, const char *ns, size_t ns_len, const unsigned char *id,
@@ -915,7 +956,8 @@ int dobj__snap_restore(dobj__pg *pg, const char *ns, size_t ns_len, const unsign
 	im.spill = tmp;
 	had = marker_take(mpath, mark, sizeof(mark), &m);
 	if (had && m.seq > 0) {
-		marker_text(path, wal, m.seq, m.epoch, m.sum_ok ? m.sum : NULL, want, sizeof(want));
+		marker_text(path, wal, m.seq, m.epoch, m.sum_ok ? m.sum : NULL, want, sizeof(want),
+			pg);
 		if (!want[0] || strcmp(want, mark))
 			m.seq = m.epoch = -1; /* the file changed since: not a cache */
 	}

@@ -53,11 +53,16 @@ static void *worker_main(void *arg)
 		if (!w->q_head)
 			w->q_tail = NULL;
 		w->busy = 1;
+		w->cur = j;
+		/* A halt is for the job under way (dobj__worker_cancel); a stop
+		 * ended the loop above. */
+		__atomic_store_n(&w->halted, 0, __ATOMIC_RELEASE);
 		pthread_mutex_unlock(&w->mu);
 		w->run(w->cl, &w->pg, j);
 		pthread_mutex_lock(&w->mu);
 		done_push(w, j);
 		w->busy = 0;
+		w->cur = NULL;
 		pthread_cond_broadcast(&w->idle);
 		dobj__rt_post(w->cl->rt);
 	}
@@ -170,6 +175,42 @@ void dobj__worker_halt(dobj__worker *w)
 	__atomic_store_n(&w->halted, 1, __ATOMIC_RELEASE);
 	pthread_cond_signal(&w->wake);
 	pthread_mutex_unlock(&w->mu);
+}
+
+void dobj__worker_cancel(dobj__worker *w, int (*keep)(dobj__wjob *j),
+	void (*unrun)(dobj__wjob *j))
+{
+	dobj__wjob **at, *j;
+
+	if (!w)
+		return;
+	pthread_mutex_lock(&w->mu);
+	w->q_tail = NULL;
+	for (at = &w->q_head; (j = *at);) {
+		if (keep(j)) {
+			w->q_tail = j;
+			at = &j->next;
+			continue;
+		}
+		*at = j->next;
+		unrun(j);
+		done_push(w, j);
+	}
+	if (w->cur && !keep(w->cur))
+		__atomic_store_n(&w->halted, 1, __ATOMIC_RELEASE);
+	pthread_mutex_unlock(&w->mu);
+}
+
+void dobj__worker_settle(dobj__worker *w, int (*keep)(dobj__wjob *j))
+{
+	if (!w)
+		return;
+	pthread_mutex_lock(&w->mu);
+	/* The halted job ends within its statements' bounds. */
+	while (w->cur && !keep(w->cur))
+		pthread_cond_wait(&w->idle, &w->mu);
+	pthread_mutex_unlock(&w->mu);
+	worker_drain(w->cl->rt, w);
 }
 
 void dobj__worker_stop(dobj__worker **wp, double wait_ms, void (*unrun)(dobj__wjob *j))

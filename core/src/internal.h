@@ -152,6 +152,9 @@ int dobj__cluster_hold(dobj_ns *ns, const dobj_id *id, const char *name, size_t 
 /** Drop dobj__cluster_hold's reference; an incarnation it made that got no
  *  call is evicted (released) again.  NULL: no-op. */
 void dobj__cluster_unhold(dobj_obj *obj);
+/** Namespace `key` (its unique key) has alarms: the node looks for its due
+ *  alarms in the cluster's schedule (cluster_lease.c). */
+int dobj__cluster_alarm_ns(dobj_rt *rt, const char *key, size_t len);
 /** The object's alarm record in an open database (db: sqlite3 *): 1 and
  *  *when, or 0 (storage.c). */
 int dobj__storage_meta_read(void *db, int64_t *when);

@@ -80,6 +80,8 @@ int dobj_ns_new_with_id_key(dobj_ns **out, dobj_rt *rt, const char *binding, siz
 	 * before the namespace is published, so a failed bind leaves nothing
 	 * behind: no namespace, no claim on the folder, no class reference. */
 	if ((rc = dobj_idkey_new(&ns->key, id_key, id_key_len)) < 0 ||
+	    (rt->cluster && (klass->flags & DOBJ_CLASS_ALARM) &&
+	     (rc = dobj__cluster_alarm_ns(rt, unique_key, unique_key_len)) < 0) ||
 	    (rc = dobj__storage_ns_open(ns)) < 0 ||
 	    (rc = dobj__alarms_load(ns)) < 0) {
 		dobj__ns_free(ns);

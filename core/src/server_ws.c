@@ -62,7 +62,7 @@ struct wsc {
 	 * sends control frames before queued messages (and none after a
 	 * close), so it is queued once they are out. */
 	int close_pending;
-	int close_queued;              /* the object's close was given to wslay */
+	int close_queued;              /* the object closed (pending, or given to wslay) */
 	uint16_t close_code;
 	uint8_t close_reason[123];
 	size_t close_len;
@@ -314,8 +314,8 @@ static void io_close(void *payload, int code, const char *reason, size_t len)
 	} else {
 		wslay_event_queue_close(c->ctx, code == 1005 ? 0 : (uint16_t)code,
 			(const uint8_t *)reason, len);
-		c->close_queued = 1;
 	}
+	c->close_queued = 1; /* out_flush may turn a pending close into a queued one */
 	mark_dirty(c);
 }
 
@@ -577,7 +577,7 @@ void dobj__ws_srv_flush(ws_srv *w)
 			wsc_free(c, 1006, "");
 			continue;
 		}
-		if (!c->close_ms && (c->close_pending || c->close_queued || c->refused ||
+		if (!c->close_ms && (c->close_queued || c->refused ||
 		    wslay_event_get_close_sent(c->ctx) || wslay_event_get_close_received(c->ctx))) {
 			/* The handshake's end is waited for up to CLOSE_WAIT_MS; the
 			 * list stays in start order (one clock, appended now). */
@@ -616,7 +616,9 @@ void dobj__ws_srv_expire(ws_srv *w)
 		return;
 	now = dobj__mono_ms();
 	while ((c = w->cw_head) && now - c->close_ms >= CLOSE_WAIT_MS) {
-		int code = c->ctx ? wslay_event_get_status_code_sent(c->ctx) : 0;
+		/* No close came (RFC 6455 7.1.5: 1006), whatever code went out;
+		 * a refused one keeps its 1009, as a message too big does. */
+		int code = c->refused && c->ctx ? wslay_event_get_status_code_sent(c->ctx) : 0;
 		wsc_free(c, code ? code : 1006, "");
 	}
 }

@@ -973,24 +973,27 @@ int dobj_ws_receive(dobj_ws *client, const void *data, size_t len, int text)
 		return rc;
 	if (c->lost)
 		return DOBJ_OK; /* the object is served elsewhere now */
-	if (c->relay) {
-		/* The object's node applies every rule (size, auto-response); what
-		 * it has not acknowledged handling counts as this client's backlog. */
-		if (c->relay_ops) {
-			c->in_bytes += len + DOBJ_WS_EVENT_COST;
-			c->relay_ops->message(c->relay_data, data, len, text != 0);
-		}
-		return DOBJ_OK;
-	}
 	if (len > DOBJ_WS_MAX_MESSAGE) {
 		/* Cloudflare closes the connection with 1009 and the object hears
-		 * of it as a close. */
+		 * of it as a close.  A relay's too: no frame between the nodes
+		 * carries the biggest (cluster_ws.c drops it), and one that went
+		 * unanswered would count as unacknowledged for good. */
 		if (!c->closed_out && c->io)
 			c->io->close(c->payload, DOBJ_WS_CLOSE_TOO_BIG, DOBJ_MSG_WS_TOO_BIG,
 				strlen(DOBJ_MSG_WS_TOO_BIG));
 		c->closed_out = 1;
 		return dobj_ws_peer_close(client, DOBJ_WS_CLOSE_TOO_BIG, DOBJ_MSG_WS_TOO_BIG,
 			strlen(DOBJ_MSG_WS_TOO_BIG), 0);
+	}
+	if (c->relay) {
+		/* The object's node applies the other rules (UTF-8, auto-response);
+		 * what it has not acknowledged handling counts as this client's
+		 * backlog. */
+		if (c->relay_ops) {
+			c->in_bytes += len + DOBJ_WS_EVENT_COST;
+			c->relay_ops->message(c->relay_data, data, len, text != 0);
+		}
+		return DOBJ_OK;
 	}
 	if (text && !utf8_ok(data, len)) {
 		/* RFC 6455 8.1: the connection fails (wslay does not check). */

@@ -4,15 +4,20 @@
  * at the latest seq is used as it is (and only then); a stale owner's
  * snapshot is refused by the fence; stored bytes that lie (a damaged or
  * truncated snapshot, a seq that lies, a missing log row) are a clear
- * error and the object is not served; a schema of version 1 is migrated.
+ * error and the object is not served; a schema of version 1 is migrated;
+ * a release leaves the file's hash to the object's activator, ahead of its
+ * next activation.
  */
 #include <fcntl.h>
 #include <libpq-fe.h>
+#include <pthread.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "testhost.h"
 #include "pgtest.h"
 #include "clustertest.h"
+#include "cluster_int.h" /* dobj__snap_mark_hook: where a cache marker is hashed */
 
 static pgtest pg;
 
@@ -349,6 +354,114 @@ static void test_the_same_seq_and_epoch_written_elsewhere_is_not_the_cache(void)
 }
 
 /* Stored bytes that lie: the object is not served, with a clear error. */
+/* The cache marker's writer (dobj__snap_mark_hook): counted, its thread
+ * kept, held until the test lets it go. */
+static pthread_mutex_t mark_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t mark_cv = PTHREAD_COND_INITIALIZER;
+static int mark_calls, mark_held;
+static pthread_t mark_thread;
+
+static void mark_hook(void)
+{
+	pthread_mutex_lock(&mark_mu);
+	mark_calls++;
+	mark_thread = pthread_self();
+	pthread_cond_broadcast(&mark_cv);
+	while (mark_held)
+		pthread_cond_wait(&mark_cv, &mark_mu);
+	pthread_mutex_unlock(&mark_mu);
+}
+
+static void mark_let_go(void)
+{
+	pthread_mutex_lock(&mark_mu);
+	mark_held = 0;
+	pthread_cond_broadcast(&mark_cv);
+	pthread_mutex_unlock(&mark_mu);
+}
+
+/* Wait until the writer holds (it is the job under way of its activator). */
+static void mark_wait_held(void)
+{
+	pthread_mutex_lock(&mark_mu);
+	while (!mark_calls)
+		pthread_cond_wait(&mark_cv, &mark_mu);
+	pthread_mutex_unlock(&mark_mu);
+}
+
+static int mark_count(void)
+{
+	int n;
+
+	pthread_mutex_lock(&mark_mu);
+	n = mark_calls;
+	pthread_mutex_unlock(&mark_mu);
+	return n;
+}
+
+static void test_a_release_hashes_off_the_runtimes_thread_ahead_of_the_next_activation(void)
+{
+	char d1[64], file[256], marker[300];
+	dobj_rt *a;
+	dobj_ns *ns;
+	dobj_stub *s;
+	dobj_task *t;
+	dobj_id id;
+	const char *name = "hash-off";
+
+	a = node(testhost_tmpdir(d1, "dobj-snap"), 1);
+	ns = dobj_rt_ns_at(a, 0);
+	dobj_id_from_name(dobj_ns_idkey(ns), name, strlen(name), &id);
+	file_of(d1, name, file, sizeof(file));
+	snprintf(marker, sizeof(marker), "%s-seq", file);
+	counts(a, name, 0, 6);
+	/* PostgreSQL's snapshot is damaged: only the cached file, vouched for
+	 * by its marker, can serve the object now. */
+	about(name, "UPDATE dobj_snapshot SET db = overlay(db placing '\\x00ff'::bytea from 200) "
+		"WHERE object_id = $OBJ");
+	mark_calls = 0;
+	mark_held = 1;
+	dobj__snap_mark_hook = mark_hook;
+	/* The eviction returns with the marker's writer held: the file is not
+	 * hashed on this thread, and no marker is there yet. */
+	CHECK_EQ_INT(dobj_ns_evict(ns, &id), 1);
+	CHECK(access(marker, F_OK) != 0);
+	/* A call at once: its activation is queued behind the marker (on the
+	 * object's activator) before the writer goes on, finds the marker
+	 * written and uses the file. */
+	s = stub_for(a, name);
+	t = send(s, "count");
+	dobj_rt_pump(a);
+	CHECK(!dobj_task_done(t));
+	mark_wait_held();
+	CHECK(access(marker, F_OK) != 0);
+	{
+		dobj__worker *w = a->cluster->act[id.bytes[0] % DOBJ__ACTIVATORS];
+		pthread_mutex_lock(&w->mu);
+		CHECK(w->cur != NULL && w->q_head != NULL); /* the marker, the activation behind */
+		pthread_mutex_unlock(&w->mu);
+	}
+	mark_let_go();
+	CHECK_STR(wait_body(a, t, NULL), "7");
+	CHECK_EQ_INT(mark_count(), 1);
+	CHECK(!pthread_equal(mark_thread, pthread_self()));
+	CHECK(access(marker, F_OK) != 0); /* taken by the activation */
+	dobj_stub_free(s);
+	/* Closing: the objects it releases are hashed on their activators too,
+	 * within the close, and the next node start uses the file. */
+	dobj_rt_free(a);
+	CHECK_EQ_INT(mark_count(), 2);
+	CHECK(!pthread_equal(mark_thread, pthread_self()));
+	CHECK(access(marker, F_OK) == 0);
+	dobj__snap_mark_hook = NULL;
+	a = node(d1, -1);
+	s = stub_for(a, name);
+	CHECK_STR(fetch(a, s, "count", NULL), "8");
+	dobj_stub_free(s);
+	dobj_rt_free(a);
+	testhost_rm_rf(d1);
+}
+
 static void expect_damaged(const char *name, const char *fix, const char *words)
 {
 	char d[64];
@@ -795,6 +908,7 @@ int main(void)
 	RUN(test_a_cached_file_is_kept_whether_its_head_is_a_log_row_or_the_snapshot);
 	RUN(test_a_cached_file_changed_behind_its_marker_is_rebuilt);
 	RUN(test_the_same_seq_and_epoch_written_elsewhere_is_not_the_cache);
+	RUN(test_a_release_hashes_off_the_runtimes_thread_ahead_of_the_next_activation);
 	RUN(test_stored_bytes_that_lie_are_a_clear_error);
 	RUN(test_rows_that_lie_under_a_valid_checksum_are_a_clear_error);
 	RUN(test_a_seq_at_the_end_of_its_range_is_a_clear_error);

@@ -111,3 +111,28 @@ describe("rt:close() from inside the runtime", function()
     end
   end)
 end)
+
+describe("a serving loop in the main chunk", function()
+  it("ends when a handler closes the runtime: dobj.sleep returns, rt:closed() says so", function()
+    local rt = H.runtime{ virtual_time = false } -- real time: the sleep must end, not jump
+    local C = H.class("Stopper")
+    function C.new(ctx) return setmetatable({ ctx = ctx }, C) end
+    function C:stop() rt:close() return "bye" end
+    local ns = rt:bind("STOPPER", C)
+    assert.is_false(rt:closed())
+    -- A task that asks the object to stop the runtime a little later, as
+    -- a shutdown request from another node or client would.
+    rt:spawn(function()
+      dobj.sleep(0.05)
+      pcall(function() return ns:get_by_name("x"):stop() end)
+    end)
+    local t0, rounds = os.time(), 0
+    while not rt:closed() do
+      dobj.sleep(60)
+      rounds = rounds + 1
+      assert.is_true(rounds < 3, "dobj.sleep kept sleeping after the runtime closed")
+    end
+    assert.is_true(os.time() - t0 < 10)
+    assert.is_true(rt:closed())
+  end)
+end)

@@ -123,6 +123,46 @@ describe("calls between cluster nodes", function()
     rt:close()
   end)
 
+  it("refuses a relayed message too big for a frame between the nodes as a local one", function()
+    -- Past DOBJ_WS_MAX_MESSAGE and past what one frame between the nodes
+    -- carries (100 MiB + 1 MiB): the entry node dropped it without a word and
+    -- counted it as unacknowledged for good (the client never read again).
+    node = start_node(pg.url, dir(), "ws-big")
+    local rt, ns = me()
+    local there = ns:get_by_name("ws-big")
+    local res = there:fetch("http://do/ws")
+    assert.are.equal(101, res.status)
+    local client = res.web_socket
+    client:_attach()
+    assert.are.equal(node.id, there:node())
+    assert.are.same({ "hello from " .. node.id }, client:_take())
+    client:_receive(string.rep("x", (101 << 20) + 1))
+    there:node()
+    assert.are.same({ { close = 1009, reason = "Message is too large" } }, client:_take())
+    assert.are.same({ 1009, "Message is too large" }, there:closed())
+    rt:close()
+  end)
+
+  it("tells the object of a socket whose caller's node left before the 101 went back", function()
+    -- The object accepts, then answers a second later; the caller's node
+    -- closes meanwhile.  The 101 went to a connection already gone and the
+    -- socket was taken as delivered: it stayed in the object's list, never
+    -- closed (its room, and its claim, held for good).
+    node = start_node(pg.url, dir(), "ws-orphan")
+    local rt, ns = me()
+    local there = ns:get_by_name("ws-orphan")
+    assert.are.equal(node.id, there:node())
+    rt:spawn(function() pcall(there.fetch, there, "http://do/ws-slow") end)
+    dobj.sleep(0.3) -- the object's fetch has accepted and sleeps
+    rt:close()
+    dobj.sleep(1.2) -- its answer went back (to nobody) meanwhile
+    rt, ns = me()
+    there = ns:get_by_name("ws-orphan")
+    assert.are.same({ 1006, "" }, there:closed())
+    assert.are.equal(0, there:sockets())
+    rt:close()
+  end)
+
   it("delivers the object's errors as a local call would", function()
     node = start_node(pg.url, dir(), "err")
     local rt, ns = me()
@@ -134,6 +174,23 @@ describe("calls between cluster nodes", function()
     err = H.catch(function() return ns:get_by_name("err"):nosuch() end)
     assert.matches("does not implement the method", err.message)
     assert.is_true(err.remote)
+    rt:close()
+  end)
+
+  it("fails a call whose handler closes its node's runtime, with err.retryable", function()
+    node = start_node(pg.url, dir(), "closer")
+    local rt, ns = me()
+    assert.are.equal(1, ns:get_by_name("closer"):add()) -- the node owns it: the call goes there
+    local err = H.catch(function() return ns:get_by_name("closer"):close_runtime() end)
+    assert.is_true(err.retryable)
+    assert.matches("may or may not have run", err.message)
+    -- The node's runtime closed under its handler: the process goes on to its end.
+    assert.are.equal("closed", node.pipe:read("l"))
+    local ok, how, code = node.pipe:close()
+    node.killed, node.pipe = true, { close = function() end }
+    assert.are.same({ true, "exit", 0 }, { ok, how, code })
+    local n = ns:get_by_name("closer"):add(0) -- released: this node claims it
+    assert.is_true(n == 1 or n == 99, tostring(n)) -- its write was never acknowledged
     rt:close()
   end)
 

@@ -4,7 +4,7 @@
 --   lua5.4 route_node.lua URL STORAGE NODE_ADDR [NAME...]  (NAMEs: objects it claims first)
 local dobj = require "dobj"
 local url, storage, addr = arg[1], arg[2], arg[3]
-local NODE
+local NODE, RT
 
 local Box = { __name = "Box" }
 Box.__index = Box
@@ -18,6 +18,11 @@ function Box:node() return NODE end
 function Box:whoami() return "lua:" .. NODE end
 function Box:boom(msg) error({ name = "RangeError", message = msg }) end
 function Box:slow(s) dobj.sleep(s) return "slept" end
+function Box:close_runtime() -- its write's append out, the node closes under the call
+  self.ctx.storage:put("n", 99)
+  RT:close()
+  return "closed"
+end
 function Box:echo(...) return { ... } end
 function Box:call(name, method, ...)
   local s = self.env.ROUTE:get_by_name(name)
@@ -35,6 +40,7 @@ function Box:fetch(req)
   if req.url:match("^http://do/ws") then -- a WebSocket, served by the caller's node
     local client, server = dobj.websocket_pair()
     self.ctx:accept_web_socket(server, { "lua-tag" })
+    if req.url:match("^http://do/ws%-slow") then dobj.sleep(1) end -- the 101 a second later
     server:serialize_attachment({ node = NODE })
     server:send("hello from " .. NODE)
     return dobj.response(nil, { status = 101, web_socket = client })
@@ -52,12 +58,18 @@ function Box:web_socket_message(ws, msg)
 end
 function Box:web_socket_close(ws, code, reason) self.ctx.storage:put("closed", { code, reason }) end
 function Box:closed() return self.ctx.storage:get("closed") end
+function Box:sockets() return #self.ctx:get_web_sockets() end
 
 local rt = assert(dobj.runtime{ storage = storage, cluster = url, node_addr = addr,
   cluster_ttl = 1.5, cluster_grace = 0.5 })
+RT = rt
 local ns = rt:bind("ROUTE", Box)
 NODE = rt:node_id()
 for i = 4, #arg do ns:get_by_name(arg[i]):add(0) end -- objects this node owns from the start
 io.stdout:write("ready ", NODE, " ", rt:node_addr(), "\n")
 io.stdout:flush()
-while true do dobj.sleep(3600) end
+-- Until killed, or closed by a handler (close_runtime): then it exits with 0.
+-- (A main chunk's dobj.sleep goes on sleeping when a handler closes the
+-- runtime it drives: short sleeps see the close.)
+while tostring(rt) ~= "dobj.Runtime(closed)" do dobj.sleep(0.5) end
+io.stdout:write("closed\n")

@@ -44,6 +44,19 @@ describe("storage get/put/delete", function()
     assert.is_nil(H.job(kv, function(s) return s:get("a") end))
   end)
 
+  it("keeps a JavaScript string's lone surrogate (WTF-8) in keys, list bounds and SQL text, as Python does", function()
+    -- tests/python/test_lone_surrogates.py: a str "a\ud800" reaches the core as these bytes
+    local _, kv = fixture()
+    local k = "a" .. utf8.char(0xD800)
+    assert.are.same({ 1, 2, k, true, true }, { H.job(kv, function(s)
+      s:put(k, 1)
+      s:put(k .. "2", 2)
+      local l = s:list{ prefix = k, start_after = k }
+      local c = s.sql:exec('SELECT ? AS "' .. k .. '"', k)
+      return s:get(k), #l + 1, l[1]:sub(1, #k), c.column_names[1] == k, c:one()[k] == k
+    end) })
+  end)
+
   it("delete_all removes every key, SQL table and the alarm", function()
     local _, kv = fixture()
     H.job(kv, function(s)

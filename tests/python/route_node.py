@@ -174,7 +174,7 @@ async def run(ns, cmd):
 async def main():
     url, storage = sys.argv[1], sys.argv[2]
     addr = sys.argv[3] if len(sys.argv) > 3 else None
-    rt = dobj.Runtime(storage=storage, cluster=url, node_addr=addr, cluster_ttl=1.5,
+    rt = dobj.Runtime(storage=storage, cluster=url, node_addr=addr, cluster_ttl=float(os.environ.get("TTL", "1.5")),
                       cluster_grace=0.5, idle_timeout=float(os.environ.get("IDLE", "30")),
                       cluster_call_timeout=float(os.environ.get("CALL_TIMEOUT", "30")))
     ns = rt.bind("ROUTE", Box)

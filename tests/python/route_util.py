@@ -15,11 +15,11 @@ class Node:
     one with route_node.py's commands)."""
 
     def __init__(self, pg, storage, addr="127.0.0.1:0", idle=30, extra=False, script=NODE,
-                 call_timeout=30):
+                 call_timeout=30, ttl=1.5):
         args = [sys.executable, script, pg.url, str(storage)] + ([addr] if addr else [])
         self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                                      env=dict(os.environ, IDLE=str(idle), EXTRA="1" if extra else "",
-                                              CALL_TIMEOUT=str(call_timeout)))
+                                              CALL_TIMEOUT=str(call_timeout), TTL=str(ttl)))
         ready = json.loads(self.proc.stdout.readline())
         self.node_id, self.addr = ready["ready"], ready["addr"]
         self.seq = 0

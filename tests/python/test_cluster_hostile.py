@@ -420,3 +420,124 @@ async def test_a_callers_idle_connection_is_closed_and_the_next_call_opens_anoth
     finally:
         b.close()
         a.close()
+
+
+class Waker(dobj.DurableObject):
+    fired = []
+
+    async def set_in(self, seconds):
+        self.ctx.storage.set_alarm(time.time() * 1000 + seconds * 1000)
+
+    async def who(self):
+        return self.ctx.id.name
+
+    async def alarm(self, info=None):
+        type(self).fired.append(self.ctx.id.name)
+        type(self).event.set()
+
+
+async def _alarm_left_in_postgresql(pg, tmp_path, name):
+    """An alarm of `name` in the cluster's schedule, its node gone."""
+    Waker.fired = []
+    Waker.event = asyncio.Event()
+    rt = dobj.Runtime(storage=str(tmp_path / "a"), cluster=pg.url, node_addr="127.0.0.1:0")
+    await rt.bind("WAKER", Waker).get_by_name(name).set_in(0.2)
+    rt.close()
+
+
+async def test_alarm_rows_of_a_namespace_no_node_serves_hide_no_other_alarm(pg, tmp_path):
+    """The lease keeper read the first 1,000 due rows of every namespace and
+    kept those of its own: 1,000 rows of a namespace no longer served (or of
+    a class without alarm()) hid every later alarm of the cluster for good.
+    Now it reads the rows of the namespaces it serves with alarms."""
+    await _alarm_left_in_postgresql(pg, tmp_path, "hidden")
+    pg.sql("INSERT INTO dobj_alarm (ns, object_id, scheduled_at, name) SELECT 'RETIRED', "
+           "sha256(int8send(g)), g, NULL FROM generate_series(1, 1000) g")
+    try:
+        rt = dobj.Runtime(storage=str(tmp_path / "b"), cluster=pg.url, node_addr="127.0.0.1:0")
+        rt.bind("WAKER", Waker)  # never calls the object: finds its alarm in PostgreSQL
+        await asyncio.wait_for(Waker.event.wait(), 10)
+        assert Waker.fired == ["hidden"]
+        rt.close()
+    finally:
+        pg.sql("DELETE FROM dobj_alarm WHERE ns = 'RETIRED'")
+
+
+async def test_an_alarm_row_whose_name_is_not_its_ids_is_ignored(pg, tmp_path):
+    """A row of the schedule is PostgreSQL's word for the object: one whose
+    name does not make its ID activated the object under that name
+    (ctx.id.name "evil").  Now it is logged and ignored; the object's alarm
+    fires once it is activated under its own name."""
+    import logging
+    await _alarm_left_in_postgresql(pg, tmp_path, "named")
+    pg.sql("UPDATE dobj_alarm SET name = 'evil' WHERE ns = 'WAKER'")
+    logged = asyncio.Event()
+    lines = []
+
+    class Catch(logging.Handler):
+        def emit(self, record):
+            lines.append(record.getMessage())
+            logged.set()
+
+    handler = Catch(logging.WARNING)
+    logging.getLogger("dobj").addHandler(handler)
+    try:
+        rt = dobj.Runtime(storage=str(tmp_path / "b"), cluster=pg.url, node_addr="127.0.0.1:0")
+        ns = rt.bind("WAKER", Waker)
+        await asyncio.wait_for(logged.wait(), 10)
+        assert "names an object its ID was not made from; it is ignored" in lines[0], lines
+        assert Waker.fired == []
+        assert await ns.get_by_name("named").who() == "named"
+        await asyncio.wait_for(Waker.event.wait(), 10)
+        assert Waker.fired == ["named"]
+        rt.close()
+    finally:
+        logging.getLogger("dobj").removeHandler(handler)
+
+
+async def test_stub_calls_from_finalizers_run_or_fail_clearly(pg, tmp_path):
+    """A __del__ that calls a stub runs wherever the collector runs: here in
+    the middle of routed and local calls of a node (gc thresholds of 1), then
+    after the runtime closed.  Each call completes, or fails with "the
+    runtime is closed"; nothing crashes (make sanitize runs it under ASan)."""
+    import gc
+    a, b, na, nb = two_nodes(pg, tmp_path)
+    started = []
+
+    class Finalized:
+        def __init__(self, stub):
+            self.stub, self.me = stub, self  # a cycle: freed by the collector
+
+        def __del__(self):
+            try:
+                started.append(asyncio.ensure_future(self.stub.add(1)))
+            except dobj.Error as e:
+                started.append(e)
+
+    old = gc.get_threshold()
+    gc.set_threshold(1, 1, 1)
+    try:
+        assert await na.get_by_name("fin").add(0) == 0        # a owns it: b's calls are routed
+        for i in range(100):
+            Finalized(nb.get_by_name("fin") if i % 2 else na.get_by_name("fin-%d" % (i % 3)))
+            await nb.get_by_name("fin").add(0)
+        gc.collect()
+        results = await asyncio.gather(*started)
+        assert len(results) == 100 and max(r for r in results) >= 50
+        assert await na.get_by_name("fin").add(0) == 50
+        del started[:]
+        stubs = [nb.get_by_name("fin") for _ in range(10)]
+        b.close()
+        for stub in stubs:
+            Finalized(stub)
+        del stubs
+        gc.collect()
+        outcomes = await asyncio.gather(*(s for s in started if not isinstance(s, dobj.Error)),
+                                        return_exceptions=True)
+        outcomes += [s for s in started if isinstance(s, dobj.Error)]
+        assert len(outcomes) == 10
+        assert all(isinstance(e, dobj.Error) and "the runtime is closed" in str(e) for e in outcomes)
+    finally:
+        gc.set_threshold(*old)
+        b.close()
+        a.close()

@@ -253,6 +253,21 @@ def test_a_websocket_to_an_object_on_another_node(nodes):
     assert a.call("room", "closed")["ok"] == [4001, "done", True, 1]
 
 
+def test_a_websocket_between_nodes_outlives_the_idle_bound_of_their_connection(nodes):
+    """Node connections with nothing on them are closed (after 10 TTLs by the
+    caller, 20 by the called node: docs/cluster.md, "Routing"); one that
+    carries a WebSocket is not, however long the socket stays quiet (a
+    hibernating room)."""
+    a, b = nodes("a", ttl=0.4), nodes("b", idle=0.3, ttl=0.4)
+    assert b.call("room", "whoami")["ok"] == b.proc.pid  # b owns it
+    assert a.reply(a.send("ws_open", name="room", ws=1, ws_tag="t1"))["ok"] == 101
+    assert a.ws_next(1) == {"msg": f"hello from {b.proc.pid}"}
+    time.sleep(8.5)  # past both bounds (4 s, 8 s), nothing sent
+    assert a.reply(a.send("ws_send", ws=1, msg="x"))["ok"]
+    assert a.ws_next(1) == {"msg": "echo:x"}
+    assert a.reply(a.send("ws_close", ws=1, code=4001, reason="done"))["ok"]
+
+
 def test_a_websocket_whose_caller_gave_up_is_closed(nodes):
     """The 101 reaches the entry node after its call timed out: nobody will
     serve the socket, so the object hears a close (1006) at once."""

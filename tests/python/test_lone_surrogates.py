@@ -4,6 +4,8 @@ and the core judges the text by its own rule, with its own message, as it
 does for a Lua string of the same bytes.  These raised a bare
 UnicodeEncodeError from the binding: the cluster URL, node_addr, WebSocket
 tags and auto-response strings."""
+import os
+
 import pytest
 
 import dobj
@@ -70,3 +72,144 @@ async def test_an_auto_response_with_a_lone_surrogate_is_the_cores_error(room, r
         True, "a WebSocket auto-response request and response must be valid UTF-8 (they are "
               "text messages)"]
     assert await room.auto("ping", "pong") == "set"
+
+
+# Names, keys and SQL text are JavaScript strings: a str with lone surrogates
+# reaches the core as its WTF-8 bytes (the bytes a Lua string would hold)
+# and is kept, found and given back as it was.
+
+class Kv(dobj.DurableObject):
+    def keys(self, key):
+        s = self.ctx.storage
+        s.put(key, 1)
+        s.put({key + "2": 2, "plain": 3})
+        got = [s.get(key), s.get([key, key + "2", "x"]), list(s.list()),
+               list(s.list(prefix=key)), list(s.list(start=key + "2")),
+               list(s.list(start_after=key, end="plain")), list(s.list(end=key + "2"))]
+        got.append([s.delete(key), s.delete([key + "2", "plain"]), dict(s.list())])
+        return got
+
+    def sql(self, text):
+        s = self.ctx.storage.sql
+        s.exec("CREATE TABLE IF NOT EXISTS t(v TEXT)")
+        s.exec("DELETE FROM t")
+        s.exec("INSERT INTO t VALUES (?), ('" + text + "')", text)
+        cur = s.exec('SELECT v AS "' + text + '", length(v) AS n FROM t')
+        return [cur.column_names, [list(r.values()) for r in cur]]
+
+
+async def test_storage_keys_and_list_bounds_with_lone_surrogates_are_keys():
+    rt = dobj.Runtime()
+    try:
+        kv = rt.bind("KV", Kv).get_by_name("k")
+        k = "a\ud800"
+        assert await kv.keys(k) == [
+            1, {k: 1, k + "2": 2}, [k, k + "2", "plain"], [k, k + "2"], [k + "2", "plain"],
+            [k + "2"], [k],
+            [True, 2, {}]]
+    finally:
+        rt.close()
+
+
+async def test_sql_text_with_lone_surrogates_is_stored_and_read_back():
+    rt = dobj.Runtime()
+    try:
+        kv = rt.bind("KV", Kv).get_by_name("k")
+        # the query, a bound str and a column name: one character each
+        assert await kv.sql("x\udc80") == [["x\udc80", "n"], [["x\udc80", 2], ["x\udc80", 2]]]
+    finally:
+        rt.close()
+
+
+async def test_a_binding_name_and_keys_with_lone_surrogates_are_names(tmp_path):
+    rt = dobj.Runtime(storage=str(tmp_path))
+    try:
+        ns = rt.bind("K\ud800", Kv, unique_key="u\udfff", id_key="i\udbff")
+        assert rt.env["K\ud800"] is ns
+        # the id key is the key IDs derive from: the same bytes give the same ID
+        other = rt.bind("OTHER", Kv, unique_key="other", id_key="i\udbff")
+        assert str(ns.id_from_name("n")) == str(other.id_from_name("n"))
+        assert (await ns.get_by_name("n").keys("k"))[0] == 1
+        assert (tmp_path / "u\udfff".encode("utf-8", "surrogatepass").decode(
+            "utf-8", "surrogateescape")).is_dir()
+        with pytest.raises(ValueError, match="already bound as K\ud800"):
+            rt.bind("K\ud800", Kv)
+    finally:
+        rt.close()
+
+
+class Named(dobj.DurableObject):
+    def boom(self):
+        raise ValueError("bad \ud800 thing")
+
+    async def fetch(self, request):
+        return dobj.Response(ascii(request.url))
+
+
+setattr(Named, "m\udc00", lambda self: "called")
+
+
+async def test_an_rpc_method_name_and_an_error_message_keep_their_lone_surrogates():
+    rt = dobj.Runtime()
+    try:
+        stub = rt.bind("N", Named).get_by_name("n")
+        assert await getattr(stub, "m\udc00")() == "called"
+        with pytest.raises(dobj.Error, match='does not implement the method "n\ud800"'):
+            await getattr(stub, "n\ud800")()
+        with pytest.raises(ValueError, match="bad \ud800 thing"):
+            await stub.boom()
+        assert (await stub.fetch("http://x/\ud800")).text() == ascii("http://x/\ud800")
+    finally:
+        rt.close()
+
+
+def test_a_header_name_or_method_with_a_lone_surrogate_is_the_cores_error():
+    with pytest.raises(dobj.InvalidInputError, match="Invalid header name"):
+        dobj.Headers({"a\ud800": "x"})
+    with pytest.raises(dobj.InvalidInputError, match="Invalid HTTP method string: G\ud800"):
+        dobj.Request("http://x/", method="G\ud800")
+
+
+def test_paths_and_the_environment_name_with_lone_surrogates(tmp_path):
+    # A path os.fsencode cannot take goes as its WTF-8, the bytes a Lua
+    # string would hold: the core says what it found there.
+    with pytest.raises(dobj.ConfigError, match="c\ud800: no such file or folder"):
+        dobj.load_config(str(tmp_path / "c\ud800"))
+    rt = dobj.Runtime(storage=str(tmp_path / "s\ud800"))
+    try:
+        assert rt.bind("K", Kv) is not None
+    finally:
+        rt.close()
+    assert "s\udced\udca0\udc80" in os.listdir(tmp_path)
+    # A file name that is not UTF-8 is its own bytes (os.fsencode), as before.
+    (tmp_path / "\udcff").mkdir()
+    (tmp_path / "\udcff" / "wrangler.toml").write_text('name = "w"\n[env.x]\nname = "y"\n')
+    assert dobj.load_config(str(tmp_path / "\udcff")).config_path == str(
+        tmp_path / "\udcff" / "wrangler.toml")
+    # The environment's name is text: given back as it was, or named in the error.
+    (tmp_path / "wrangler.toml").write_text('name = "w"\n')
+    assert dobj.load_config(str(tmp_path), env="e\ud800").env == "e\ud800"
+    (tmp_path / "wrangler.toml").write_text('name = "w"\n[env.x]\nname = "y"\n')
+    with pytest.raises(dobj.ConfigError, match='No environment found in configuration with '
+                                               'name "e\ud800"'):
+        dobj.load_config(str(tmp_path), env="e\ud800")
+
+
+def test_a_str_body_is_a_usvstring():
+    # As in workerd: a lone surrogate is U+FFFD, a pair written as two halves its character.
+    assert dobj.Response("a\ud800b\ud83d\ude00").body == "a\ufffdb😀".encode()
+    assert dobj.Request("http://x/", method="POST", body="\udc00").body == "\ufffd".encode()
+
+
+RATE = os.path.abspath(os.path.join(os.environ.get("DOBJ_BUILD_DIR", os.path.join(
+    os.path.dirname(__file__), "..", "..", "build")), "librate.so"))
+
+
+@pytest.mark.skipif(not os.path.exists(RATE), reason="build/librate.so not built (make build)")
+def test_a_native_class_name_with_a_lone_surrogate_is_the_cores_error():
+    rt = dobj.Runtime()
+    try:
+        with pytest.raises(dobj.Error, match="has no native class named Rate\ud800"):
+            rt.bind_native("L", RATE, "Rate\ud800")
+    finally:
+        rt.close()

@@ -754,6 +754,17 @@ static int l_rt_tostring(lua_State *L)
 	return 1;
 }
 
+/* rt:closed(): whether the runtime was closed (by rt:close(), a handler, or
+ * its collection); a serving loop's condition:
+ * `while not rt:closed() do dobj.sleep(60) end`. */
+static int l_rt_closed(lua_State *L)
+{
+	runtime_ud *r = check_ud(L, 1, MT_RUNTIME);
+
+	lua_pushboolean(L, !r->rt || dobj_rt_closed(r->rt));
+	return 1;
+}
+
 /* rt:node_id(): the node id in the cluster, or nil outside cluster mode. */
 static int l_rt_node_id(lua_State *L)
 {
@@ -788,7 +799,7 @@ static const luaL_Reg rt_meta[] = {
 static const luaL_Reg rt_methods[] = {
 	{ "bind", l_rt_bind }, { "bind_native", l_rt_bind_native }, { "spawn", l_rt_spawn }, { "run", l_rt_run },
 	{ "drain_background", l_rt_drain_background },
-	{ "close", l_rt_close }, { "now", l_rt_now }, { "advance", l_rt_advance },
+	{ "close", l_rt_close }, { "closed", l_rt_closed }, { "now", l_rt_now }, { "advance", l_rt_advance },
 	{ "fd", l_rt_fd }, { "process", l_rt_process }, { "node_id", l_rt_node_id },
 	{ "node_addr", l_rt_node_addr }, { NULL, NULL }
 };

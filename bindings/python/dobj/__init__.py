@@ -170,7 +170,13 @@ def _body(body: BodyInit) -> bytes:
     if isinstance(body, bytes):
         return body
     if isinstance(body, str):
-        return body.encode("utf-8")
+        try:
+            return body.encode("utf-8")
+        except UnicodeEncodeError:
+            # A str body is a USVString in workerd: a surrogate pair written
+            # as two halves is its character, a lone surrogate U+FFFD.
+            return body.encode("utf-16-le", "surrogatepass").decode(
+                "utf-16-le", "replace").encode("utf-8")
     if isinstance(body, (bytearray, memoryview)):
         return bytes(body)
     raise TypeError(f"a body must be bytes or str, got {type(body).__name__}")

@@ -160,7 +160,7 @@ static PyObject *call_exception(CallObject *self, int code, const char *msg, PyO
 		exc = error_unbox(err);
 	} else {
 		PyObject *type = code == DOBJ_EINVALID || code == DOBJ_EFOREIGN ? st->InvalidIdError : st->Error;
-		PyObject *text = PyUnicode_FromString(msg ? msg : "error");
+		PyObject *text = core_message(msg ? msg : "error");
 		if (!text)
 			return NULL;
 		exc = PyObject_CallOneArg(type, text);

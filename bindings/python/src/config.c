@@ -96,10 +96,7 @@ static PyObject *raise_config_error(PyObject *m, int rc)
 	if (!type)
 		return NULL;
 	{
-		/* "replace": a message cut at the core's buffer size may end
-		 * inside a character. */
-		const char *msg = dobj_error_last();
-		PyObject *s = PyUnicode_DecodeUTF8(msg, (Py_ssize_t)strlen(msg), "replace");
+		PyObject *s = core_message(dobj_error_last());
 		if (s) {
 			PyErr_SetObject(type, s);
 			Py_DECREF(s);
@@ -109,25 +106,28 @@ static PyObject *raise_config_error(PyObject *m, int rc)
 	return NULL;
 }
 
-/* A str (or None) argument as UTF-8 without NUL bytes, which would cut a
- * path short. */
-static int opt_str(PyObject *o, const char *what, const char **out)
+/* A str (or None) path as the file system's bytes (dobjpy_fs_path: a lone
+ * surrogate os.fsencode cannot take goes as WTF-8, the core then says what
+ * it found there), without NUL bytes, which would cut it short; *tmp owns
+ * the bytes. */
+static int opt_path(PyObject *o, const char *what, const char **out, PyObject **tmp)
 {
-	Py_ssize_t len;
-
 	*out = NULL;
+	*tmp = NULL;
 	if (o == Py_None)
 		return 0;
 	if (!PyUnicode_Check(o)) {
 		PyErr_Format(PyExc_TypeError, "%s must be a str or None, not %.100s", what, Py_TYPE(o)->tp_name);
 		return -1;
 	}
-	if (!(*out = PyUnicode_AsUTF8AndSize(o, &len)))
-		return -1;
-	if ((size_t)len != strlen(*out)) {
-		PyErr_Format(PyExc_ValueError, "%s contains a NUL character", what);
+	if (PyUnicode_FindChar(o, 0, 0, PyUnicode_GET_LENGTH(o), 1) != -1) {
+		if (!PyErr_Occurred())
+			PyErr_Format(PyExc_ValueError, "%s contains a NUL character", what);
 		return -1;
 	}
+	if (!dobjpy_fs_path(o, tmp))
+		return -1;
+	*out = PyBytes_AS_STRING(*tmp);
 	return 0;
 }
 
@@ -160,7 +160,7 @@ static PyObject *str_or_none(const char *s)
 {
 	if (!s)
 		Py_RETURN_NONE;
-	return PyUnicode_DecodeUTF8(s, (Py_ssize_t)strlen(s), "surrogateescape");
+	return dobjpy_text_str(s, strlen(s)); /* an env name as given, a path's bytes */
 }
 
 int cluster_times(PyObject *const times[4], dobj_cluster_opts *co)
@@ -237,7 +237,8 @@ static PyObject *mod_config_load(PyObject *m, PyObject *args)
 	PyObject *path_o, *env_o, *persist_o, *d = NULL, *list, *cl = Py_None;
 	PyObject *url_o = Py_None, *addr_o = Py_None, *ttl_o = Py_None, *grace_o = Py_None,
 		*timeout_o = Py_None, *call_o = Py_None, *snap_o = Py_None, *part_o = Py_None;
-	PyObject *url_tmp = NULL, *addr_tmp = NULL;
+	PyObject *url_tmp = NULL, *addr_tmp = NULL, *path_tmp = NULL, *env_tmp = NULL,
+		*persist_tmp = NULL;
 	dobj_config_opts opts = DOBJ_CONFIG_OPTS_INIT;
 	dobj_config *c = NULL;
 	size_t i;
@@ -248,8 +249,10 @@ static PyObject *mod_config_load(PyObject *m, PyObject *args)
 	if (cl != Py_None && !PyArg_ParseTuple(cl, "OOOOO|OOO:cluster", &url_o, &addr_o, &ttl_o,
 			&grace_o, &timeout_o, &call_o, &snap_o, &part_o))
 		return NULL;
-	if (opt_str(path_o, "path", &opts.path) < 0 || opt_str(env_o, "env", &opts.env) < 0 ||
-	    opt_str(persist_o, "persist_to", &opts.persist_to) < 0 ||
+	/* The environment's name is text (a lone surrogate names none). */
+	if (opt_path(path_o, "path", &opts.path, &path_tmp) < 0 ||
+	    opt_text(env_o, "env", &opts.env, &env_tmp) < 0 ||
+	    opt_path(persist_o, "persist_to", &opts.persist_to, &persist_tmp) < 0 ||
 	    opt_text(url_o, "cluster", &opts.cluster.url, &url_tmp) < 0 ||
 	    opt_text(addr_o, "node_addr", &opts.cluster.node_addr, &addr_tmp) < 0 ||
 	    (rc = cluster_times((PyObject *const[]){ ttl_o, grace_o, timeout_o, call_o },
@@ -264,6 +267,9 @@ static PyObject *mod_config_load(PyObject *m, PyObject *args)
 		rc = dobj_config_load(&c, &opts);
 	Py_XDECREF(url_tmp);
 	Py_XDECREF(addr_tmp);
+	Py_XDECREF(path_tmp);
+	Py_XDECREF(env_tmp);
+	Py_XDECREF(persist_tmp);
 	if (rc < 0)
 		return raise_config_error(m, rc);
 	if (starting && (rc = dobj_config_move_renamed(c)) < 0) {
@@ -331,6 +337,9 @@ error:
 args_error:
 	Py_XDECREF(url_tmp);
 	Py_XDECREF(addr_tmp);
+	Py_XDECREF(path_tmp);
+	Py_XDECREF(env_tmp);
+	Py_XDECREF(persist_tmp);
 	return NULL;
 }
 

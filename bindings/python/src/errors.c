@@ -5,11 +5,24 @@
  */
 #include "module.h"
 
+/* A core message as a str.  It may quote a name with lone surrogates (WTF-8,
+ * as the binding passed it: they come back) or be cut inside a character at
+ * the core's buffer size (U+FFFD): never a UnicodeDecodeError. */
+PyObject *core_message(const char *msg)
+{
+	PyObject *s = PyUnicode_DecodeUTF8(msg, (Py_ssize_t)strlen(msg), "surrogatepass");
+
+	if (s || !PyErr_ExceptionMatches(PyExc_UnicodeDecodeError))
+		return s;
+	PyErr_Clear();
+	return PyUnicode_DecodeUTF8(msg, (Py_ssize_t)strlen(msg), "replace");
+}
+
 /* Raise the core's last error as a Python exception. */
 PyObject *raise_core_error(module_state *st, int code)
 {
 	const char *msg = dobj_error_last();
-	PyObject *type = st->Error;
+	PyObject *type = st->Error, *s;
 
 	if (code == DOBJ_EINVALID || code == DOBJ_EFOREIGN)
 		type = st->InvalidIdError;
@@ -17,7 +30,10 @@ PyObject *raise_core_error(module_state *st, int code)
 		return PyErr_NoMemory();
 	else if (code == DOBJ_ETYPE)
 		type = st->InvalidInputError;
-	PyErr_SetString(type, msg[0] ? msg : "dobj error");
+	if (!(s = core_message(msg[0] ? msg : "dobj error")))
+		return NULL;
+	PyErr_SetObject(type, s);
+	Py_DECREF(s);
 	return NULL;
 }
 

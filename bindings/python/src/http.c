@@ -111,23 +111,26 @@ static PyObject *rule_error(PyObject *m)
 /* _header_name(name): `name` lower-cased, if it is a header name. */
 static PyObject *http_header_name(PyObject *m, PyObject *name)
 {
+	PyObject *tmp;
 	Py_ssize_t n, i;
 	const char *s;
+	int rc;
 
 	(void)m;
 	if (!PyUnicode_Check(name))
 		return PyErr_Format(PyExc_TypeError, "a header name must be a str, got %s",
 			Py_TYPE(name)->tp_name);
-	if (!(s = PyUnicode_AsUTF8AndSize(name, &n))) {
-		PyErr_Clear(); /* a lone surrogate: not a token */
-		s = "", n = 0;
-	}
-	if (dobj_msg_header_name_check(s, (size_t)n) < 0)
-		return rule_error(m);
-	for (i = 0; i < n; i++)
+	/* A lone surrogate goes as WTF-8: not a token, the core says so. */
+	if (!(s = dobjpy_str_utf8(name, &n, &tmp)))
+		return NULL;
+	rc = dobj_msg_header_name_check(s, (size_t)n);
+	for (i = 0; rc == 0 && i < n; i++)
 		if (s[i] >= 'A' && s[i] <= 'Z')
-			return PyObject_CallMethod(name, "lower", NULL);
-	return Py_NewRef(name);
+			rc = 1;
+	Py_XDECREF(tmp);
+	if (rc < 0)
+		return rule_error(m);
+	return rc ? PyObject_CallMethod(name, "lower", NULL) : Py_NewRef(name);
 }
 
 /* _header_value(value): the value normalized (HTTP whitespace off its ends),
@@ -172,19 +175,24 @@ static PyObject *http_header_is_list(PyObject *m, PyObject *name)
 static PyObject *http_method(PyObject *m, PyObject *method)
 {
 	const char *s, *canonical;
+	PyObject *tmp;
 	Py_ssize_t n;
+	int rc;
 
 	(void)m;
 	if (!PyUnicode_Check(method))
 		return PyErr_Format(PyExc_TypeError, "method must be a str, got %s",
 			Py_TYPE(method)->tp_name);
-	if (!(s = PyUnicode_AsUTF8AndSize(method, &n))) {
-		PyErr_Clear();
-		s = "", n = 0;
-	}
-	if (dobj_msg_method_check(s, (size_t)n, &canonical) < 0)
+	/* A lone surrogate goes as WTF-8: not a token, the core says so. */
+	if (!(s = dobjpy_str_utf8(method, &n, &tmp)))
+		return NULL;
+	rc = dobj_msg_method_check(s, (size_t)n, &canonical);
+	if (rc == 0 && (!canonical || strcmp(canonical, s) == 0))
+		rc = 1;
+	Py_XDECREF(tmp);
+	if (rc < 0)
 		return rule_error(m);
-	if (!canonical || strcmp(canonical, s) == 0)
+	if (rc > 0)
 		return Py_NewRef(method);
 	return PyUnicode_FromString(canonical);
 }

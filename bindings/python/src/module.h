@@ -183,6 +183,7 @@ PyObject *ctx_web_socket_auto_response_ms(ContextObject *self, PyObject *ws);
 
 /* errors.c */
 PyObject *raise_core_error(module_state *st, int code);
+PyObject *core_message(const char *msg);
 PyObject *take_exception(char *msg, size_t cap);
 PyObject *error_box(PyObject *exc);
 PyObject *error_box_shared(PyObject *exc);

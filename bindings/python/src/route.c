@@ -133,14 +133,18 @@ done:
 static int put_string(dobj_val *o, const char *k, PyObject *s)
 {
 	Py_ssize_t n;
-	const char *u = s ? PyUnicode_AsUTF8AndSize(s, &n) : NULL;
+	PyObject *tmp = NULL;
+	const char *u = s ? dobjpy_str_utf8(s, &n, &tmp) : NULL; /* lone surrogates as WTF-8 */
+	int rc;
 
 	if (!u) {
 		PyErr_Clear();
 		u = "";
 		n = 0;
 	}
-	return dobj_val_put(o, k, strlen(k), dobj_val_string(u, (size_t)n));
+	rc = dobj_val_put(o, k, strlen(k), dobj_val_string(u, (size_t)n));
+	Py_XDECREF(tmp);
+	return rc;
 }
 
 /* An error value (an exception, boxed with its traceback: errors.c) as
@@ -184,7 +188,11 @@ static void *py_error_from_val(void *data, const dobj_val *desc)
 		if (t && PyType_Check(t) && PyType_IsSubtype((PyTypeObject *)t, (PyTypeObject *)PyExc_Exception))
 			type = t;
 	}
-	exc = PyObject_CallFunction(type ? type : rt->st->Error, "s", msg);
+	{
+		PyObject *text = core_message(msg); /* lone surrogates come back */
+		exc = text ? PyObject_CallOneArg(type ? type : rt->st->Error, text) : NULL;
+		Py_XDECREF(text);
+	}
 	if (exc && !type) {
 		PyObject *pn = PyUnicode_FromString(name);
 		if (!pn || PyObject_SetAttrString(exc, "name", pn) < 0)

@@ -132,25 +132,30 @@ PyObject *rpc_value_from_core(RuntimeObject *rt, const dobj_val *v)
 PyObject *rpc_invoke_method(dobj_task *t, RuntimeObject *rt, PyObject *inst)
 {
 	const char *name = dobj_task_method(t);
-	PyObject *attr, *payload, *args = NULL, *kwargs = NULL, *fn, *r = NULL;
+	PyObject *attr, *payload, *args = NULL, *kwargs = NULL, *fn, *r = NULL, *pyname;
 
 	/* The core refused reserved and private names already (see
 	 * dobj_rpc_name_check); the method must be on the class, so instance
-	 * attributes are not callable. */
-	attr = PyObject_GetAttrString((PyObject *)Py_TYPE(inst), name);
+	 * attributes are not callable.  A name's lone surrogates came as WTF-8. */
+	if (!(pyname = dobjpy_text_str(name, strlen(name))))
+		return NULL;
+	attr = PyObject_GetAttr((PyObject *)Py_TYPE(inst), pyname);
 	if (attr && PyCallable_Check(attr) && !PyType_Check(attr)) {
 		Py_DECREF(attr);
 		goto found;
 	}
 	Py_XDECREF(attr);
+	Py_DECREF(pyname);
 	PyErr_Clear();
 	dobj_rpc_no_method(name, strlen(name));
 	dobj_task_raise(t, DOBJ_ENOHANDLER, dobj_error_last(), NULL);
 	return NULL;
 found:
 	payload = rpc_value_from_core(rt, dobj_task_request(t));
-	if (!payload)
+	if (!payload) {
+		Py_DECREF(pyname);
 		return NULL;
+	}
 	if (PyDict_Check(payload)) {
 		PyObject *a = PyDict_GetItemString(payload, RPC_ARGS);
 		kwargs = PyDict_GetItemString(payload, RPC_KWARGS);
@@ -160,10 +165,11 @@ found:
 		args = PySequence_Tuple(payload);
 	}
 	Py_DECREF(payload);
-	if (args && (fn = PyObject_GetAttrString(inst, name))) {
+	if (args && (fn = PyObject_GetAttr(inst, pyname))) {
 		r = PyObject_Call(fn, args, kwargs && PyDict_Check(kwargs) ? kwargs : NULL);
 		Py_DECREF(fn);
 	}
+	Py_DECREF(pyname);
 	Py_XDECREF(args);
 	Py_XDECREF(kwargs);
 	return r;

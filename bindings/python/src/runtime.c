@@ -265,7 +265,7 @@ static void report_background_error(dobj_task *t, void *data)
 	if (err) {
 		exc = error_unbox(err);
 	} else {
-		PyObject *text = PyUnicode_FromString(msg ? msg : "error");
+		PyObject *text = core_message(msg ? msg : "error");
 		exc = text ? PyObject_CallOneArg(st->Error, text) : NULL;
 		Py_XDECREF(text);
 	}
@@ -379,7 +379,7 @@ static PyObject *Runtime_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 	opts.virtual_time = virtual_time;
 	self->virtual_time = virtual_time;
 	if (storage != Py_None) {
-		if (!PyUnicode_FSConverter(storage, &storage_bytes))
+		if (!dobjpy_fs_path(storage, &storage_bytes))
 			goto fail;
 		opts.storage_dir = PyBytes_AS_STRING(storage_bytes);
 		opts.storage_dir_len = (size_t)PyBytes_GET_SIZE(storage_bytes);
@@ -477,15 +477,20 @@ static int Runtime_init(PyObject *self, PyObject *args, PyObject *kw)
  * Bind a namespace: `cls` is the Python class (None for a native class) and
  * `klass` the core class (for Python classes, completed here).
  */
-static int optional_key(PyObject *o, const char *what, const char **s, Py_ssize_t *len)
+/* A binding's name and keys are names: lone surrogates go as WTF-8
+ * (dobjpy_str_utf8, *tmp owns those bytes) and the core judges them, as it
+ * does a Lua string's bytes. */
+static int optional_key(PyObject *o, const char *what, const char **s, Py_ssize_t *len,
+	PyObject **tmp)
 {
+	*tmp = NULL;
 	if (o == Py_None)
 		return 0;
 	if (!PyUnicode_Check(o)) {
 		PyErr_Format(PyExc_TypeError, "%s must be a str", what);
 		return -1;
 	}
-	*s = PyUnicode_AsUTF8AndSize(o, len);
+	*s = dobjpy_str_utf8(o, len, tmp);
 	return *s ? 0 : -1;
 }
 
@@ -494,27 +499,25 @@ static PyObject *runtime_bind_namespace(RuntimeObject *self, PyObject *binding, 
 {
 	module_state *st = self->st;
 	NamespaceObject *ns;
-	const char *key = NULL, *idkey = NULL, *bname;
+	const char *key = NULL, *idkey = NULL, *bname = NULL;
 	Py_ssize_t keylen = 0, idkey_len = 0, bname_len = 0;
+	PyObject *tmps[3] = { NULL };
 	int rc;
 
 	if (!self->rt || dobj_rt_closed(self->rt)) {
 		PyErr_SetString(st->Error, DOBJ_MSG_CLOSED);
 		return NULL;
 	}
-	if (optional_key(unique_key, "unique_key", &key, &keylen) < 0 ||
-	    optional_key(id_key, "id_key", &idkey, &idkey_len) < 0)
-		return NULL;
-	bname = PyUnicode_AsUTF8AndSize(binding, &bname_len);
-	if (!bname)
-		return NULL;
+	if (optional_key(unique_key, "unique_key", &key, &keylen, &tmps[0]) < 0 ||
+	    optional_key(id_key, "id_key", &idkey, &idkey_len, &tmps[1]) < 0 ||
+	    optional_key(binding, "the binding name", &bname, &bname_len, &tmps[2]) < 0)
+		goto fail;
 	if (PyDict_GetItemWithError(self->namespaces, binding)) {
 		PyErr_Format(PyExc_ValueError, "a namespace is already bound as %U", binding);
-		return NULL;
+		goto fail;
 	}
-	ns = PyObject_GC_New(NamespaceObject, st->Namespace_T);
-	if (!ns)
-		return NULL;
+	if (!(ns = PyObject_GC_New(NamespaceObject, st->Namespace_T)))
+		goto fail;
 	ns->weakreflist = NULL;
 	ns->rt = (RuntimeObject *)Py_NewRef(self);
 	ns->cls = Py_NewRef(cls);
@@ -543,6 +546,9 @@ static PyObject *runtime_bind_namespace(RuntimeObject *self, PyObject *binding, 
 	}
 	rc = dobj_ns_new_with_id_key(&ns->ns, self->rt, bname, (size_t)bname_len, key, (size_t)keylen,
 		idkey, (size_t)idkey_len, klass);
+	Py_XDECREF(tmps[0]);
+	Py_XDECREF(tmps[1]);
+	Py_XDECREF(tmps[2]);
 	if (rc < 0) {
 		Py_DECREF(ns);
 		return raise_core_error(st, rc);
@@ -555,6 +561,11 @@ static PyObject *runtime_bind_namespace(RuntimeObject *self, PyObject *binding, 
 	}
 	runtime_watch(self); /* alarms stored in a storage directory */
 	return (PyObject *)ns;
+fail:
+	Py_XDECREF(tmps[0]);
+	Py_XDECREF(tmps[1]);
+	Py_XDECREF(tmps[2]);
+	return NULL;
 }
 
 static PyObject *Runtime_bind(RuntimeObject *self, PyObject *args, PyObject *kw)
@@ -578,17 +589,31 @@ static PyObject *Runtime_bind(RuntimeObject *self, PyObject *args, PyObject *kw)
 static PyObject *Runtime_bind_native(RuntimeObject *self, PyObject *args, PyObject *kw)
 {
 	static char *kwlist[] = { "binding", "path", "class_name", "unique_key", NULL };
-	PyObject *binding, *path, *unique_key = Py_None, *path_bytes = NULL, *r;
+	PyObject *binding, *path, *unique_key = Py_None, *path_bytes = NULL, *r, *name_o, *tmp;
 	const char *class_name;
+	Py_ssize_t n;
 	dobj_native_class *nc;
 	dobj_class klass;
 	int rc;
 
-	if (!PyArg_ParseTupleAndKeywords(args, kw, "UO&s|O:bind_native", kwlist, &binding,
-		    PyUnicode_FSConverter, &path_bytes, &class_name, &unique_key))
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "UO&O|O:bind_native", kwlist, &binding,
+		    dobjpy_fs_path, &path_bytes, &name_o, &unique_key))
 		return NULL;
+	/* The symbol's name: a lone surrogate goes as WTF-8 (the core finds
+	 * no such class); a NUL would cut it short. */
+	if (!(class_name = dobjpy_str_arg(name_o, "class_name", &n, &tmp))) {
+		Py_DECREF(path_bytes);
+		return NULL;
+	}
+	if ((size_t)n != strlen(class_name)) {
+		Py_XDECREF(tmp);
+		Py_DECREF(path_bytes);
+		PyErr_SetString(PyExc_ValueError, "embedded null character");
+		return NULL;
+	}
 	path = path_bytes;
 	rc = dobj_native_load(&nc, PyBytes_AS_STRING(path), class_name);
+	Py_XDECREF(tmp);
 	Py_DECREF(path_bytes);
 	if (rc < 0)
 		return raise_core_error(self->st, rc);

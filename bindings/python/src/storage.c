@@ -91,13 +91,16 @@ static dobj_storage *resolve(PyObject *self, StorageObject **out)
 	return st;
 }
 
-static const char *key_of(PyObject *k, Py_ssize_t *n)
+/* A key's UTF-8; a key is a JavaScript string, its lone surrogates go as
+ * WTF-8 (dobjpy_str_utf8; *tmp owns those bytes), as a Lua key's bytes. */
+static const char *key_of(PyObject *k, Py_ssize_t *n, PyObject **tmp)
 {
+	*tmp = NULL;
 	if (!PyUnicode_Check(k)) {
 		PyErr_Format(PyExc_TypeError, "storage keys must be str, got %.100s", Py_TYPE(k)->tp_name);
 		return NULL;
 	}
-	return PyUnicode_AsUTF8AndSize(k, n);
+	return dobjpy_str_utf8(k, n, tmp);
 }
 
 /*
@@ -152,13 +155,18 @@ static PyObject *kv_get_value(PyObject *self, PyObject *key, int *found)
 	size_t vlen;
 	const char *k;
 	Py_ssize_t klen;
-	PyObject *blob, *val;
+	PyObject *blob, *val, *tmp;
 	int rc;
 
 	*found = 0;
-	if (!(k = key_of(key, &klen)) || !(st = resolve(self, NULL)))
+	if (!(k = key_of(key, &klen, &tmp)))
 		return NULL;
+	if (!(st = resolve(self, NULL))) {
+		Py_XDECREF(tmp);
+		return NULL;
+	}
 	rc = dobj_kv_get(st, k, (size_t)klen, &v, &vlen);
+	Py_XDECREF(tmp);
 	if (rc <= 0)
 		return rc < 0 ? fail(s, rc) : NULL;
 	*found = 1;
@@ -232,14 +240,19 @@ static int put_one(PyObject *self, PyObject *key, PyObject *value)
 	Py_ssize_t klen;
 	dobj_storage *st;
 	dobj_ser *ser;
+	PyObject *tmp;
 	int rc;
 
-	if (!(k = key_of(key, &klen)))
+	if (!(k = key_of(key, &klen, &tmp)))
 		return -1;
-	if ((rc = dobj_kv_check_key((size_t)klen)) < 0)
+	if ((rc = dobj_kv_check_key((size_t)klen)) < 0) {
+		Py_XDECREF(tmp);
 		return fail(s, rc), -1;
-	if (!(ser = dobjpy_encode(s->values, value, &blob, &blen)))
+	}
+	if (!(ser = dobjpy_encode(s->values, value, &blob, &blen))) {
+		Py_XDECREF(tmp);
 		return -1;
+	}
 	rc = dobj_kv_check_value(blen);
 	if (rc < 0) {
 		fail(s, rc);
@@ -249,6 +262,7 @@ static int put_one(PyObject *self, PyObject *key, PyObject *value)
 		fail(s, rc);
 	}
 	dobjpy_encode_done(s->values, ser);
+	Py_XDECREF(tmp);
 	return rc < 0 ? -1 : 0;
 }
 
@@ -283,14 +297,14 @@ static PyObject *St_put(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 		}
 		for (i = 0; i < PyList_GET_SIZE(entries); i++) {
 			PyObject *item = PyList_GET_ITEM(entries, i);
-			PyObject *v = PyTuple_GET_ITEM(item, 1), *b, *pair, *k;
-			const char *kp;
+			PyObject *v = PyTuple_GET_ITEM(item, 1), *b, *pair, *k, *tmp;
 			if (!(k = plain_key(PyTuple_GET_ITEM(item, 0))))
 				goto fail_multi;
-			if (!(kp = PyUnicode_AsUTF8AndSize(k, &klen))) {
+			if (!key_of(k, &klen, &tmp)) {
 				Py_DECREF(k);
 				goto fail_multi;
 			}
+			Py_XDECREF(tmp);
 			if ((rc = dobj_kv_check_key((size_t)klen)) < 0) {
 				Py_DECREF(k);
 				fail(s, rc);
@@ -319,9 +333,12 @@ static PyObject *St_put(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 		if (!(st = resolve(self, NULL)))
 			goto fail_multi;
 		for (i = 0; i < PyList_GET_SIZE(blobs); i++) {
-			PyObject *pair = PyList_GET_ITEM(blobs, i), *b = PyTuple_GET_ITEM(pair, 1);
-			const char *kp = PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(pair, 0), &klen);
+			PyObject *pair = PyList_GET_ITEM(blobs, i), *b = PyTuple_GET_ITEM(pair, 1), *tmp;
+			const char *kp = key_of(PyTuple_GET_ITEM(pair, 0), &klen, &tmp);
+			if (!kp)
+				goto fail_multi;
 			rc = dobj_kv_put(st, kp, (size_t)klen, PyBytes_AS_STRING(b), (size_t)PyBytes_GET_SIZE(b));
+			Py_XDECREF(tmp);
 			if (rc < 0) {
 				fail(s, rc);
 				goto fail_multi;
@@ -355,6 +372,7 @@ static PyObject *St_delete(PyObject *self, PyObject *const *args, Py_ssize_t nar
 	dobj_storage *st;
 	const char *k;
 	Py_ssize_t klen, i, n;
+	PyObject *tmp;
 	long count = 0;
 	int rc;
 
@@ -374,9 +392,15 @@ static PyObject *St_delete(PyObject *self, PyObject *const *args, Py_ssize_t nar
 			goto done_multi;
 		}
 		for (i = 0; i < n; i++) {
-			if (!(k = key_of(PyTuple_GET_ITEM(keys, i), &klen)) || !(st = resolve(self, NULL)))
+			if (!(k = key_of(PyTuple_GET_ITEM(keys, i), &klen, &tmp)))
 				goto done_multi;
-			if ((rc = dobj_kv_delete(st, k, (size_t)klen)) < 0) {
+			if (!(st = resolve(self, NULL))) {
+				Py_XDECREF(tmp);
+				goto done_multi;
+			}
+			rc = dobj_kv_delete(st, k, (size_t)klen);
+			Py_XDECREF(tmp);
+			if (rc < 0) {
 				fail(s, rc);
 				goto done_multi;
 			}
@@ -387,9 +411,17 @@ done_multi:
 		Py_DECREF(keys);
 		return r;
 	}
-	if (!(k = key_of(args[0], &klen)))
+	/* Making the key's bytes allocates (a finaliser may close the runtime):
+	 * the storage is looked up after it. */
+	if (!(k = key_of(args[0], &klen, &tmp)))
 		return NULL;
-	if ((rc = dobj_kv_delete(st, k, (size_t)klen)) < 0)
+	if (!(st = resolve(self, NULL))) {
+		Py_XDECREF(tmp);
+		return NULL;
+	}
+	rc = dobj_kv_delete(st, k, (size_t)klen);
+	Py_XDECREF(tmp);
+	if (rc < 0)
 		return fail(s, rc);
 	return PyBool_FromLong(rc);
 }
@@ -438,10 +470,11 @@ static int list_decode(dobjpy_storage_state *s, PyObject *out)
 	return 0;
 }
 
-static int opt_key(PyObject *o, const char *name, const char **p, size_t *len)
+static int opt_key(PyObject *o, const char *name, const char **p, size_t *len, PyObject **tmp)
 {
 	Py_ssize_t n;
 
+	*tmp = NULL;
 	if (!o || o == Py_None)
 		return 0;
 	if (!PyUnicode_Check(o)) {
@@ -449,7 +482,7 @@ static int opt_key(PyObject *o, const char *name, const char **p, size_t *len)
 			Py_TYPE(o)->tp_name);
 		return -1;
 	}
-	if (!(*p = PyUnicode_AsUTF8AndSize(o, &n)))
+	if (!(*p = key_of(o, &n, tmp)))
 		return -1;
 	*len = (size_t)n;
 	return 0;
@@ -464,15 +497,17 @@ static PyObject *St_list(PyObject *self, PyObject *args, PyObject *kw)
 	dobj_kv_list_opts o = DOBJ_KV_LIST_OPTS_INIT;
 	dobj_storage *st;
 	listarg a;
+	/* Owners of the bounds' bytes when they hold lone surrogates. */
+	PyObject *tmp[4] = { NULL }, *r = NULL;
 
 	if (!PyArg_ParseTupleAndKeywords(args, kw, "|$OOOOpO:list", kwlist, &start, &start_after,
 		    &end, &prefix, &reverse, &limit))
 		return NULL;
-	if (opt_key(start, "start", &o.start, &o.start_len) < 0 ||
-	    opt_key(start_after, "start_after", &o.start_after, &o.start_after_len) < 0 ||
-	    opt_key(end, "end", &o.end, &o.end_len) < 0 ||
-	    opt_key(prefix, "prefix", &o.prefix, &o.prefix_len) < 0)
-		return NULL;
+	if (opt_key(start, "start", &o.start, &o.start_len, &tmp[0]) < 0 ||
+	    opt_key(start_after, "start_after", &o.start_after, &o.start_after_len, &tmp[1]) < 0 ||
+	    opt_key(end, "end", &o.end, &o.end_len, &tmp[2]) < 0 ||
+	    opt_key(prefix, "prefix", &o.prefix, &o.prefix_len, &tmp[3]) < 0)
+		goto done;
 	o.reverse = reverse;
 	if (limit && limit != Py_None) {
 		long long lim;
@@ -480,28 +515,34 @@ static PyObject *St_list(PyObject *self, PyObject *args, PyObject *kw)
 		if (!PyLong_Check(limit) || PyBool_Check(limit)) {
 			PyErr_Format(PyExc_TypeError, "list(): limit must be an int, got %.100s",
 				Py_TYPE(limit)->tp_name);
-			return NULL;
+			goto done;
 		}
 		lim = PyLong_AsLongLongAndOverflow(limit, &ovf);
 		if (lim == -1 && PyErr_Occurred())
-			return NULL;
+			goto done;
 		/* The core's rule; past a long long the sign is all that counts. */
-		if ((rc = dobj_kv_list_limit(&o, ovf ? ovf * HUGE_VAL : (double)lim)) < 0)
-			return fail(s, rc);
+		if ((rc = dobj_kv_list_limit(&o, ovf ? ovf * HUGE_VAL : (double)lim)) < 0) {
+			fail(s, rc);
+			goto done;
+		}
 	}
 	if (!(st = resolve(self, NULL)))
-		return NULL;
+		goto done;
 	a.s = s;
 	if (!(a.out = PyDict_New()))
-		return NULL;
+		goto done;
 	rc = dobj_kv_list(st, &o, list_row, &a);
 	if (rc > 0 || rc < 0 || list_decode(s, a.out) < 0) {
 		if (rc < 0)
 			fail(s, rc);
 		Py_DECREF(a.out);
-		return NULL;
+		goto done;
 	}
-	return a.out;
+	r = a.out;
+done:
+	for (rc = 0; rc < 4; rc++)
+		Py_XDECREF(tmp[rc]);
+	return r;
 }
 
 static PyObject *St_delete_all(PyObject *self, PyObject *unused)
@@ -890,6 +931,19 @@ static CursorObject *cursor_new(dobjpy_storage_state *s, CursorObject *base, int
 	return c;
 }
 
+/* A str's bytes for SQLite (dobjpy_str_utf8); `keep` takes the bytes object
+ * that owns them, if one was made. */
+static const char *sql_text(PyObject *o, Py_ssize_t *n, PyObject *keep)
+{
+	PyObject *tmp;
+	const char *p = dobjpy_str_utf8(o, n, &tmp);
+
+	if (tmp && PyList_Append(keep, tmp) < 0)
+		p = NULL;
+	Py_XDECREF(tmp);
+	return p;
+}
+
 static PyObject *Sql_exec(SqlObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
 	dobjpy_storage_state *s = self->s;
@@ -905,14 +959,19 @@ static PyObject *Sql_exec(SqlObject *self, PyObject *const *args, Py_ssize_t nar
 		PyErr_SetString(PyExc_TypeError, "exec() takes a query (str) and its bindings");
 		return NULL;
 	}
-	if (!(q = PyUnicode_AsUTF8AndSize(args[0], &qlen)))
+	/* The query and text bindings as SQLite takes them from Lua: UTF-8, a
+	 * lone surrogate as WTF-8 (dobjpy_str_utf8); `keep` owns such bytes. */
+	if (!(keep = PyList_New(0)))
 		return NULL;
+	if (!(q = sql_text(args[0], &qlen, keep)))
+		goto done;
 	n = nargs - 1;
 	if (n > (Py_ssize_t)(sizeof(stackv) / sizeof(stackv[0])) &&
-	    !(v = PyMem_Calloc((size_t)n, sizeof(*v))))
-		return PyErr_NoMemory();
-	if (!(keep = PyList_New(0)))
+	    !(v = PyMem_Calloc((size_t)n, sizeof(*v)))) {
+		PyErr_NoMemory();
+		v = stackv;
 		goto done;
+	}
 	for (i = 0; i < n; i++) {
 		PyObject *a = args[i + 1];
 		memset(&v[i], 0, sizeof(v[i]));
@@ -928,9 +987,10 @@ static PyObject *Sql_exec(SqlObject *self, PyObject *const *args, Py_ssize_t nar
 			v[i].d = PyFloat_AS_DOUBLE(a);
 		} else if (PyUnicode_Check(a)) {
 			v[i].type = DOBJ_SQL_TEXT;
-			if (!(v[i].p = PyUnicode_AsUTF8AndSize(a, &qlen)))
+			Py_ssize_t tlen;
+			if (!(v[i].p = sql_text(a, &tlen, keep)))
 				goto done;
-			v[i].len = (size_t)qlen;
+			v[i].len = (size_t)tlen;
 		} else if (PyBytes_Check(a) || PyByteArray_Check(a) || PyMemoryView_Check(a)) {
 			PyObject *b = PyBytes_FromObject(a);
 			if (!b || PyList_Append(keep, b) < 0) {
@@ -955,7 +1015,6 @@ static PyObject *Sql_exec(SqlObject *self, PyObject *const *args, Py_ssize_t nar
 		Py_CLEAR(c);
 		goto done;
 	}
-	q = PyUnicode_AsUTF8AndSize(args[0], &qlen);
 	rc = dobj_sql_exec(st, q, (size_t)qlen, v, (size_t)n, &c->c);
 	if (rc < 0) {
 		Py_CLEAR(c);
@@ -1038,7 +1097,8 @@ static PyObject *cell(const dobj_sql_value *v)
 	case DOBJ_SQL_REAL:
 		return PyFloat_FromDouble(v->d);
 	case DOBJ_SQL_TEXT:
-		return PyUnicode_DecodeUTF8(v->p ? v->p : "", (Py_ssize_t)v->len, "surrogateescape");
+		/* a str bound with lone surrogates reads back as it was (dobjpy_text_str) */
+		return dobjpy_text_str(v->p ? v->p : "", v->len);
 	case DOBJ_SQL_BLOB:
 		return PyBytes_FromStringAndSize(v->p ? v->p : "", (Py_ssize_t)v->len);
 	default:
@@ -1054,7 +1114,8 @@ static PyObject *cursor_names(CursorObject *b)
 		if (!t)
 			return NULL;
 		for (i = 0; i < n; i++) {
-			PyObject *s = PyUnicode_FromString(dobj_cursor_column_name(b->c, i));
+			const char *name = dobj_cursor_column_name(b->c, i);
+			PyObject *s = dobjpy_text_str(name, strlen(name));
 			if (!s) {
 				Py_DECREF(t);
 				return NULL;

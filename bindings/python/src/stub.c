@@ -78,7 +78,7 @@ static PyObject *Stub_fetch(StubObject *self, PyObject *const *args, Py_ssize_t 
 	NamespaceObject *ns = self->ns;
 	RuntimeObject *rt = ns->rt;
 	module_state *st = module_state_of_type(Py_TYPE(self));
-	PyObject *req, *url;
+	PyObject *req, *url, *url_tmp = NULL;
 	const char *u;
 	Py_ssize_t ulen;
 	dobj_task *t;
@@ -105,7 +105,9 @@ static PyObject *Stub_fetch(StubObject *self, PyObject *const *args, Py_ssize_t 
 	if (!req)
 		return NULL;
 	url = PyObject_GetAttr(req, st->s_url);
-	if (!url || !(u = PyUnicode_AsUTF8AndSize(url, &ulen))) {
+	/* A lone surrogate in the URL goes as WTF-8, as in a Lua string; the
+	 * Python object gets the request itself.  url_tmp owns such bytes. */
+	if (!url || !(u = dobjpy_str_utf8(url, &ulen, &url_tmp))) {
 		Py_XDECREF(url);
 		Py_DECREF(req);
 		return NULL;
@@ -115,6 +117,7 @@ static PyObject *Stub_fetch(StubObject *self, PyObject *const *args, Py_ssize_t 
 		dobj_msg *m = http_request_to_msg(req, u);
 		Py_DECREF(req);
 		if (!m) {
+			Py_XDECREF(url_tmp);
 			Py_DECREF(url);
 			return NULL;
 		}
@@ -123,6 +126,7 @@ static PyObject *Stub_fetch(StubObject *self, PyObject *const *args, Py_ssize_t 
 	} else {
 		rc = dobj_stub_call(&t, self->stub, DOBJ_CALL_FETCH, NULL, u, (size_t)ulen, req, NULL, NULL);
 	}
+	Py_XDECREF(url_tmp);
 	Py_DECREF(url);
 	if (rc < 0)
 		return raise_core_error(st, rc); /* the core released req */
@@ -142,7 +146,7 @@ static PyObject *Stub_rpc(StubObject *self, PyObject *const *args, Py_ssize_t na
 	NamespaceObject *ns = self->ns;
 	RuntimeObject *rt = ns ? ns->rt : NULL;
 	module_state *st = module_state_of_type(Py_TYPE(self));
-	PyObject *pos, *payload, *kw = NULL;
+	PyObject *pos, *payload, *kw = NULL, *name_tmp = NULL;
 	const char *name;
 	Py_ssize_t name_len, i, nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
 	dobj_val *val;
@@ -159,16 +163,19 @@ static PyObject *Stub_rpc(StubObject *self, PyObject *const *args, Py_ssize_t na
 		PyErr_SetString(st->Error, DOBJ_MSG_CLOSED);
 		return NULL;
 	}
-	name = PyUnicode_AsUTF8AndSize(args[0], &name_len);
+	/* A name is a JavaScript string: lone surrogates go as WTF-8 (name_tmp
+	 * owns those bytes), the object's side gives them back. */
+	name = dobjpy_str_utf8(args[0], &name_len, &name_tmp);
 	if (!name)
 		return NULL;
 	if (strlen(name) != (size_t)name_len) {
 		/* The core takes the name up to its NUL: "add\0x" called add. */
-		return raise_core_error(st, dobj_rpc_no_method(name, (size_t)name_len));
+		raise_core_error(st, dobj_rpc_no_method(name, (size_t)name_len));
+		goto fail;
 	}
 	pos = PyTuple_New(nargs - 1);
 	if (!pos)
-		return NULL;
+		goto fail;
 	for (i = 1; i < nargs; i++)
 		PyTuple_SET_ITEM(pos, i - 1, Py_NewRef(args[i]));
 	if (nkw) {
@@ -176,7 +183,7 @@ static PyObject *Stub_rpc(StubObject *self, PyObject *const *args, Py_ssize_t na
 			Py_DECREF(pos);
 			PyErr_Format(PyExc_TypeError, "%s() of a native class takes positional arguments only",
 				name);
-			return NULL;
+			goto fail;
 		}
 		kw = PyDict_New();
 		for (i = 0; kw && i < nkw; i++)
@@ -189,17 +196,22 @@ static PyObject *Stub_rpc(StubObject *self, PyObject *const *args, Py_ssize_t na
 		payload = pos;
 	}
 	if (!payload)
-		return NULL;
+		goto fail;
 	/* Every argument converts before anything is sent. */
 	val = rpc_value_to_core(rt, payload);
 	Py_DECREF(payload);
 	if (!val)
-		return NULL;
+		goto fail;
 	/* The core checks a native method's arity and argument types here, in
 	 * the caller (DOBJ_EARG: a TypeError for Python). */
 	rc = dobj_stub_call_ex(&t, self->stub, DOBJ_CALL_RPC, name, NULL, 0, val, core_val_free, NULL, NULL);
+	Py_XDECREF(name_tmp);
 	if (rc == DOBJ_EARG) {
-		PyErr_SetString(PyExc_TypeError, dobj_error_last());
+		PyObject *text = core_message(dobj_error_last());
+		if (text) {
+			PyErr_SetObject(PyExc_TypeError, text);
+			Py_DECREF(text);
+		}
 		return NULL;
 	}
 	if (rc < 0)
@@ -211,6 +223,9 @@ static PyObject *Stub_rpc(StubObject *self, PyObject *const *args, Py_ssize_t na
 		runtime_pump(rt);
 		return (PyObject *)c;
 	}
+fail:
+	Py_XDECREF(name_tmp);
+	return NULL;
 }
 
 /* Does a class in the MRO of `t` define `name`?  1, 0, or -1 with an

@@ -250,6 +250,39 @@ const char *dobjpy_str_utf8(PyObject *s, Py_ssize_t *n, PyObject **tmp)
 	return PyBytes_AS_STRING(*tmp);
 }
 
+int dobjpy_fs_path(PyObject *o, void *out)
+{
+	PyObject **res = out;
+
+	if (!o) { /* O& cleanup: a later argument failed */
+		Py_CLEAR(*res);
+		return 1;
+	}
+	if (PyUnicode_FSConverter(o, res))
+		return Py_CLEANUP_SUPPORTED;
+	if (!PyUnicode_Check(o) || !PyErr_ExceptionMatches(PyExc_UnicodeEncodeError))
+		return 0;
+	PyErr_Clear();
+	if (!(*res = PyUnicode_AsEncodedString(o, "utf-8", "surrogatepass")))
+		return 0;
+	if ((size_t)PyBytes_GET_SIZE(*res) != strlen(PyBytes_AS_STRING(*res))) {
+		Py_CLEAR(*res);
+		PyErr_SetString(PyExc_ValueError, "embedded null byte");
+		return 0;
+	}
+	return Py_CLEANUP_SUPPORTED;
+}
+
+PyObject *dobjpy_text_str(const char *p, size_t n)
+{
+	PyObject *s = PyUnicode_DecodeUTF8(p, (Py_ssize_t)n, "surrogatepass");
+
+	if (s || !PyErr_ExceptionMatches(PyExc_UnicodeDecodeError))
+		return s;
+	PyErr_Clear();
+	return PyUnicode_DecodeUTF8(p, (Py_ssize_t)n, "surrogateescape");
+}
+
 const char *dobjpy_str_arg(PyObject *o, const char *what, Py_ssize_t *n, PyObject **tmp)
 {
 	*tmp = NULL;

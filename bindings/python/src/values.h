@@ -73,6 +73,18 @@ const char *dobjpy_str_utf8(PyObject *s, Py_ssize_t *n, PyObject **tmp);
  * a TypeError naming `what` for anything but a str. */
 const char *dobjpy_str_arg(PyObject *o, const char *what, Py_ssize_t *n, PyObject **tmp);
 
+/* Text from the core as a str: WTF-8 (a str's lone surrogates as the binding
+ * passed them) gives those surrogates back; other bytes that are not UTF-8
+ * (a Lua string's, a file name's) come back by surrogateescape. */
+PyObject *dobjpy_text_str(const char *p, size_t n);
+
+/* A path (str, bytes or os.PathLike) as bytes, a PyArg "O&" converter:
+ * os.fsencode's bytes (a name read from a directory that is not UTF-8 comes
+ * back by surrogateescape), and a str os.fsencode cannot take (a lone
+ * surrogate outside U+DC80..U+DCFF) as its WTF-8, the bytes a Lua string
+ * would hold: never a UnicodeEncodeError.  *(PyObject **)out owns them. */
+int dobjpy_fs_path(PyObject *o, void *out);
+
 /* ms since the epoch of a datetime (naive ones are UTC); -1 with an exception. */
 int dobjpy_datetime_ms(dobjpy_values *v, PyObject *dt, double *ms);
 /* Is `o` a datetime.datetime? */

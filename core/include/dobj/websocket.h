@@ -62,7 +62,7 @@ extern "C" {
  *  the server's close, or the client's), for the closing handshake to end:
  *  the client's answer, or its end closed.  A client that does not answer,
  *  or does not read what waits before the close frame, is then cut off and
- *  the object hears 1006 (or the code it sent), was_clean false.  5 s as
+ *  the object hears 1006 (no close came: RFC 6455 7.1.5), was_clean false.  5 s as
  *  Go's nhooyr/websocket waits (Node's ws waits 30 s). */
 #define DOBJ_WS_CLOSE_WAIT_MS 5000
 /** Close code of a connection whose client did not read: more than
