@@ -63,9 +63,11 @@ static dobj_rt *node(const char *dir, long long snapshot_bytes)
 	return node_at(pg.url, dir, snapshot_bytes);
 }
 
-/* `n` counts on `name` (from `from` + 1), then what is out is finished
+/* `n` counts on `name` (from `from` + 1), with an SQL statement after
+ * them when `sql` (which grows the file; plain counts change one value in
+ * place and the file keeps its size), then what is out is finished
  * (dobj_rt_run waits for the compactor too). */
-static void counts(dobj_rt *rt, const char *name, int from, int n)
+static void count_up(dobj_rt *rt, const char *name, int from, int n, int sql)
 {
 	dobj_stub *s = stub_for(rt, name);
 	char want[32];
@@ -75,25 +77,29 @@ static void counts(dobj_rt *rt, const char *name, int from, int n)
 		snprintf(want, sizeof(want), "%d", from + i);
 		CHECK_STR(fetch(rt, s, "count", NULL), want);
 	}
-	CHECK_STR(fetch(rt, s, "sql", NULL), "ok");
+	if (sql)
+		CHECK_STR(fetch(rt, s, "sql", NULL), "ok");
 	dobj_stub_free(s);
 	CHECK_EQ_INT(dobj_rt_run(rt, NULL, NULL), DOBJ_OK);
 }
 
-/* `n` plain counts on `name` (they change one value in place: the file
- * keeps its size), then what is out is finished. */
+static void counts(dobj_rt *rt, const char *name, int from, int n)
+{
+	count_up(rt, name, from, n, 1);
+}
+
 static void plain_counts(dobj_rt *rt, const char *name, int from, int n)
 {
-	dobj_stub *s = stub_for(rt, name);
-	char want[32];
-	int i;
+	count_up(rt, name, from, n, 0);
+}
 
-	for (i = 1; i <= n; i++) {
-		snprintf(want, sizeof(want), "%d", from + i);
-		CHECK_STR(fetch(rt, s, "count", NULL), want);
-	}
+/* One call `op` on `name` answers `want`. */
+static void expect(dobj_rt *rt, const char *name, const char *op, const char *want)
+{
+	dobj_stub *s = stub_for(rt, name);
+
+	CHECK_STR(fetch(rt, s, op, NULL), want);
 	dobj_stub_free(s);
-	CHECK_EQ_INT(dobj_rt_run(rt, NULL, NULL), DOBJ_OK);
 }
 
 /* The id of the object `name` in hex (as the namespace makes it). */
@@ -173,9 +179,7 @@ static void test_a_cached_file_at_the_latest_seq_is_kept_and_only_then(void)
 	about("cached", "UPDATE dobj_snapshot SET db = overlay(db placing '\\x00ff'::bytea from 200) "
 		"WHERE object_id = $OBJ");
 	a = node(d1, -1);
-	s = stub_for(a, "cached");
-	CHECK_STR(fetch(a, s, "count", NULL), "7");
-	dobj_stub_free(s);
+	expect(a, "cached", "count", "7");
 	dobj_rt_free(a);
 	/* Another node has no such file: it reads the snapshot, finds it
 	 * damaged and does not serve the object. */
@@ -197,7 +201,6 @@ static void test_a_cached_file_is_kept_whether_its_head_is_a_log_row_or_the_snap
 {
 	char d1[64];
 	dobj_rt *a;
-	dobj_stub *s;
 
 	a = node(testhost_tmpdir(d1, "dobj-snap"), 1);
 	plain_counts(a, "head-snap", 0, 1); /* compacted at once: the head is the snapshot */
@@ -215,12 +218,8 @@ static void test_a_cached_file_is_kept_whether_its_head_is_a_log_row_or_the_snap
 		"from 100) WHERE object_id = $OBJ AND seq = (SELECT max(seq) FROM dobj_wal "
 		"WHERE object_id = $OBJ)");
 	a = node(d1, -1);
-	s = stub_for(a, "head-snap");
-	CHECK_STR(fetch(a, s, "count", NULL), "2");
-	dobj_stub_free(s);
-	s = stub_for(a, "head-row");
-	CHECK_STR(fetch(a, s, "count", NULL), "3");
-	dobj_stub_free(s);
+	expect(a, "head-snap", "count", "2");
+	expect(a, "head-row", "count", "3");
 	dobj_rt_free(a);
 	testhost_rm_rf(d1);
 }
@@ -280,7 +279,6 @@ static void test_a_cached_file_changed_behind_its_marker_is_rebuilt(void)
 	struct stat sb, now;
 	size_t len, len2;
 	dobj_rt *a;
-	dobj_stub *s;
 	FILE *f;
 
 	a = node(testhost_tmpdir(d1, "dobj-snap"), -1);
@@ -309,9 +307,7 @@ static void test_a_cached_file_changed_behind_its_marker_is_rebuilt(void)
 	free(old);
 	/* Not PostgreSQL's state: rebuilt from it. */
 	a = node(d1, -1);
-	s = stub_for(a, "tampered");
-	CHECK_STR(fetch(a, s, "count", NULL), "4");
-	dobj_stub_free(s);
+	expect(a, "tampered", "count", "4");
 	dobj_rt_free(a);
 	testhost_rm_rf(d1);
 }
@@ -455,9 +451,7 @@ static void test_a_release_hashes_off_the_runtimes_thread_ahead_of_the_next_acti
 	CHECK(access(marker, F_OK) == 0);
 	dobj__snap_mark_hook = NULL;
 	a = node(d1, -1);
-	s = stub_for(a, name);
-	CHECK_STR(fetch(a, s, "count", NULL), "8");
-	dobj_stub_free(s);
+	expect(a, name, "count", "8");
 	dobj_rt_free(a);
 	testhost_rm_rf(d1);
 }
@@ -632,9 +626,7 @@ static void test_a_big_database_is_snapshotted_in_parts(void)
 	 * compaction (one row again) drops them. */
 	part_bytes = 0;
 	b = node(testhost_tmpdir(d2, "dobj-snap"), 1);
-	s = stub_for(b, "parts");
-	CHECK_STR(fetch(b, s, "rows", NULL), "3");
-	dobj_stub_free(s);
+	expect(b, "parts", "rows", "3");
 	counts(b, "parts", 12, 16);
 	CHECK(about("parts", "SELECT octet_length(db) FROM dobj_snapshot WHERE object_id = $OBJ") > 76);
 	CHECK_EQ_INT(about("parts", "SELECT count(*) FROM dobj_snapshot_part WHERE object_id = $OBJ"),
@@ -780,9 +772,7 @@ static void test_a_stale_owners_snapshot_is_refused_by_the_fence(void)
 	dobj_stub_free(s);
 	dobj_rt_free(a);
 	/* Nothing was lost: B goes on, and a third node restores it all. */
-	s = stub_for(b, "stale");
-	CHECK_STR(fetch(b, s, "count", NULL), "8");
-	dobj_stub_free(s);
+	expect(b, "stale", "count", "8");
 	dobj_rt_free(b);
 	testhost_rm_rf(d2);
 	b = node(testhost_tmpdir(d2, "dobj-snap"), -1);
