@@ -501,6 +501,17 @@ static long long runtime_backend_waiting(void)
 	return pid;
 }
 
+/* `op` sent to `s` and pumped until its append is out on the runtime's own
+ * connection, waiting for a lock (the caller holds one). */
+static dobj_task *send_held(dobj_rt *rt, dobj_stub *s, const char *op)
+{
+	dobj_task *t = send(s, op);
+
+	dobj_rt_pump(rt);
+	runtime_backend_waiting();
+	return t;
+}
+
 static void test_a_lone_append_on_the_runtimes_connection_cut_off_is_sent_again_once(void)
 {
 	char dir[64], q[300];
@@ -559,9 +570,7 @@ static void test_a_lone_append_on_the_runtimes_connection_fails_at_the_nodes_tim
 	wait_for_runtime_connection(rt);
 	locker = lock(ns, "late");
 	t0 = testhost_now_s();
-	t = send(s, "w");
-	dobj_rt_pump(rt);
-	runtime_backend_waiting();
+	t = send_held(rt, s, "w");
 	/* dobj_rt_run waits on the fd: the runtime's own deadline ends it. */
 	CHECK_EQ_INT(dobj_rt_run(rt, task_is_done, t), DOBJ_OK);
 	CHECK(testhost_now_s() - t0 < 2.0);
@@ -747,6 +756,23 @@ static void committers_waiting(int n)
 	CHECK(pgtest_sql(&pg, NULL, q) >= n);
 }
 
+/* The log locked, and one "w" of s[0] .. s[DOBJ__TEST_COMMITTERS] out on
+ * the runtime's connection and on every committer, each waiting for the
+ * lock: what is sent next queues.  The lock's holder is returned. */
+static PGconn *occupy_every_connection(dobj_rt *rt, dobj_stub **s, dobj_task **busy)
+{
+	PGconn *locker = lock_log();
+	int i;
+
+	busy[0] = send_held(rt, s[0], "w");
+	for (i = 1; i <= DOBJ__TEST_COMMITTERS; i++) {
+		busy[i] = send(s[i], "w");
+		dobj_rt_pump(rt);
+		committers_waiting(i);
+	}
+	return locker;
+}
+
 static int writes_reach(void *arg)
 {
 	return writes >= *(int *)arg;
@@ -781,15 +807,7 @@ static void test_two_incarnations_same_seq_in_one_batch_are_told_apart(void)
 	}
 	/* Every insert waits: the runtime's connection and then each
 	 * committer take one append each and wait. */
-	locker = lock_log();
-	busy[0] = send(s[0], "w");
-	dobj_rt_pump(rt);
-	runtime_backend_waiting();
-	for (i = 1; i <= DOBJ__TEST_COMMITTERS; i++) {
-		busy[i] = send(s[i], "w");
-		dobj_rt_pump(rt);
-		committers_waiting(i);
-	}
+	locker = occupy_every_connection(rt, s, busy);
 	/* The old incarnation's append: no committer is free, it queues. */
 	want = writes + 1;
 	t_old = send(x, "w");
@@ -938,15 +956,7 @@ static void test_an_append_in_a_batch_finding_its_own_row_is_acknowledged(void)
 	copy_row_first(ns, "b-other", 2, 0);
 	/* The runtime's connection and every committer wait with one append
 	 * each; the two after queue up and go in one batch. */
-	locker = lock_log();
-	busy[0] = send(s[0], "w");
-	dobj_rt_pump(rt);
-	runtime_backend_waiting();
-	for (i = 1; i <= DOBJ__TEST_COMMITTERS; i++) {
-		busy[i] = send(s[i], "w");
-		dobj_rt_pump(rt);
-		committers_waiting(i);
-	}
+	locker = occupy_every_connection(rt, s, busy);
 	want = writes + 2;
 	two[0] = send(mine, "w");
 	two[1] = send(other, "w");
@@ -1024,9 +1034,7 @@ static void test_a_claim_given_back_goes_after_the_appends_of_its_incarnation(vo
 	/* Two appends: the first out on the runtime's connection, held up by
 	 * the locked log; the second waits behind it. */
 	locker = lock_log();
-	t[0] = send(x, "w");
-	dobj_rt_pump(rt);
-	runtime_backend_waiting();
+	t[0] = send_held(rt, x, "w");
 	want = writes + 1;
 	t[1] = send(x, "w");
 	CHECK_EQ_INT(dobj_rt_run(rt, writes_reach, &want), DOBJ_OK);
