@@ -48,6 +48,22 @@ describe("calls between cluster nodes", function()
       cluster_ttl = 1.5, cluster_grace = 0.5 })
     return rt, rt:bind("ROUTE", Box)
   end
+  -- A node serving `name` (the global `node`), and a WebSocket from this
+  -- runtime to that object, attached, past the object's greeting.
+  local function socket_there(name)
+    node = start_node(pg.url, dir(), name)
+    local rt, ns = me()
+    local there = ns:get_by_name(name)
+    local res = there:fetch("http://do/ws")
+    assert.are.equal(101, res.status)
+    local client = res.web_socket
+    client:_attach()
+    -- An RPC on the same connection comes back after what the object sent
+    -- before it: each check waits for one.
+    assert.are.equal(node.id, there:node())
+    assert.are.same({ "hello from " .. node.id }, client:_take())
+    return rt, there, client
+  end
 
   it("reaches objects on the other node, and the other node reaches ours", function()
     node = start_node(pg.url, dir(), "on-node")
@@ -101,17 +117,7 @@ describe("calls between cluster nodes", function()
   end)
 
   it("serves a WebSocket whose object lives on the other node", function()
-    node = start_node(pg.url, dir(), "ws-there")
-    local rt, ns = me()
-    local there = ns:get_by_name("ws-there")
-    local res = there:fetch("http://do/ws")
-    assert.are.equal(101, res.status)
-    local client = res.web_socket
-    client:_attach()
-    -- An RPC on the same connection comes back after what the object sent
-    -- before it: each check waits for one.
-    assert.are.equal(node.id, there:node())
-    assert.are.same({ "hello from " .. node.id }, client:_take())
+    local rt, there, client = socket_there("ws-there")
     client:_receive("who")
     there:node()
     assert.are.same({ ("%d lua-tag %d 1"):format(node.id, node.id) }, client:_take())
@@ -127,15 +133,7 @@ describe("calls between cluster nodes", function()
     -- Past DOBJ_WS_MAX_MESSAGE and past what one frame between the nodes
     -- carries (100 MiB + 1 MiB): the entry node dropped it without a word and
     -- counted it as unacknowledged for good (the client never read again).
-    node = start_node(pg.url, dir(), "ws-big")
-    local rt, ns = me()
-    local there = ns:get_by_name("ws-big")
-    local res = there:fetch("http://do/ws")
-    assert.are.equal(101, res.status)
-    local client = res.web_socket
-    client:_attach()
-    assert.are.equal(node.id, there:node())
-    assert.are.same({ "hello from " .. node.id }, client:_take())
+    local rt, there, client = socket_there("ws-big")
     client:_receive(string.rep("x", (101 << 20) + 1))
     there:node()
     assert.are.same({ { close = 1009, reason = "Message is too large" } }, client:_take())
