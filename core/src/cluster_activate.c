@@ -157,8 +157,15 @@ static void act_run(dobj__pg *pg, dobj__act *a)
 		"  SELECT 1 FROM dobj_node n WHERE n.node_id = o.node_id AND n.status = 'live'"
 		"  AND n.lease_until + make_interval(secs => $4::float8 / 1000) > now()) "
 		"RETURNING epoch",
-		4, v, lens, fmts, 0, &r)) < 0)
+		4, v, lens, fmts, 0, &r)) < 0) {
+		/* 22003: epoch + 1 out of bigint's range, which no claim sequence
+		 * reaches (one per activation): the row was written by hand. */
+		if (!strcmp(pg->sqlstate, "22003"))
+			rc = dobj_error_set(DOBJ_ERROR, "cluster: the object's fencing epoch in "
+				"dobj_owner is the largest bigint, which no claim reaches: the row is "
+				"damaged, and the object cannot be claimed again until it is repaired");
 		goto done;
+	}
 	if (PQntuples(r) != 1) {
 		rc = owner_of(pg, a, v, lens, fmts);
 		goto done;

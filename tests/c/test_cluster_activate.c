@@ -287,6 +287,36 @@ static void test_the_activators_connection_is_named_in_pg_stat_activity(void)
 	testhost_rm_rf(dir);
 }
 
+/* An owner row whose epoch was set to the largest bigint by hand: the next
+ * claim (epoch + 1) cannot be made, and says why rather than PostgreSQL's
+ * "bigint out of range". */
+static void test_a_claim_past_the_largest_epoch_says_the_row_is_damaged(void)
+{
+	char dir[64], q[256], hex[65];
+	dobj_ns *ns;
+	dobj_rt *rt = node(testhost_tmpdir(dir, "dobj-act"), &ns);
+	dobj_stub *s = testhost_stub(ns, "maxed");
+	dobj_id id;
+	const char *out;
+	int code, i;
+
+	CHECK_STR(fetch(rt, s, "count", NULL), "1");
+	CHECK_EQ_INT(dobj_id_from_name(dobj_ns_idkey(ns), "maxed", 5, &id), DOBJ_OK);
+	for (i = 0; i < 32; i++)
+		snprintf(hex + 2 * i, 3, "%02x", id.bytes[i]);
+	snprintf(q, sizeof(q), "UPDATE dobj_owner SET epoch = 9223372036854775807 "
+		"WHERE object_id = '\\x%s'::bytea", hex);
+	pgtest_sql(&pg, NULL, q);
+	CHECK_EQ_INT(dobj_ns_evict(ns, &id), 1);
+	CHECK_EQ_INT(dobj_rt_run(rt, NULL, NULL), DOBJ_OK);
+	out = fetch(rt, s, "count", &code);
+	CHECK(code != DOBJ_OK);
+	CHECK(strstr(out, "fencing epoch in dobj_owner is the largest bigint") != NULL);
+	dobj_stub_free(s);
+	dobj_rt_free(rt);
+	testhost_rm_rf(dir);
+}
+
 int main(void)
 {
 	if (pgtest_start(&pg) < 0)
@@ -295,6 +325,7 @@ int main(void)
 	RUN(test_closing_with_an_activation_out);
 	RUN(test_an_alarm_waiting_for_its_claim_holds_up_no_other_object);
 	RUN(test_the_activators_connection_is_named_in_pg_stat_activity);
+	RUN(test_a_claim_past_the_largest_epoch_says_the_row_is_damaged);
 	pgtest_stop(&pg);
 	CHECK_EQ_INT(live_values, 0);
 	return DONE();
