@@ -155,6 +155,9 @@ void dobj__cluster_unhold(dobj_obj *obj);
 /** Namespace `key` (its unique key) has alarms: the node looks for its due
  *  alarms in the cluster's schedule (cluster_lease.c). */
 int dobj__cluster_alarm_ns(dobj_rt *rt, const char *key, size_t len);
+/** A namespace's unique key is UTF-8 text, as PostgreSQL keeps it (cluster
+ *  mode, at the bind): 0, or DOBJ_EARG (cluster.c). */
+int dobj__cluster_ns_check(const char *key, size_t len);
 /** The object's alarm record in an open database (db: sqlite3 *): 1 and
  *  *when, or 0 (storage.c). */
 int dobj__storage_meta_read(void *db, int64_t *when);

@@ -138,6 +138,22 @@ async def test_a_binding_name_and_keys_with_lone_surrogates_are_names(tmp_path):
         rt.close()
 
 
+def test_a_cluster_namespaces_unique_key_with_a_lone_surrogate_is_the_cores_error(pg, tmp_path):
+    # PostgreSQL keeps the key as text: it was bound, and every claim failed
+    # with PostgreSQL's encoding error, the node's alarm scan too (for every
+    # namespace of the node).
+    rt = dobj.Runtime(storage=str(tmp_path), cluster=pg.url, node_addr="127.0.0.1:0")
+    try:
+        with pytest.raises(dobj.Error, match=r"cluster: a namespace's unique key must be "
+                           r"UTF-8 text \(byte 2 is not\)"):
+            rt.bind("K", Kv, unique_key="u\udfff")
+        with pytest.raises(dobj.Error, match=r"byte 1 is not"):
+            rt.bind("\ud800", Kv)
+        assert list(rt.env) == []
+    finally:
+        rt.close()
+
+
 class Named(dobj.DurableObject):
     def boom(self):
         raise ValueError("bad \ud800 thing")
