@@ -233,6 +233,12 @@ const char *dobjpy_str_utf8(PyObject *s, Py_ssize_t *n, PyObject **tmp)
 	const char *p;
 
 	*tmp = NULL;
+	/* Never a non-str's memory read as a str's (PyUnicode_IS_ASCII checks
+	 * nothing in a release build). */
+	if (!PyUnicode_Check(s)) {
+		PyErr_Format(PyExc_TypeError, "expected a str, got %.100s", Py_TYPE(s)->tp_name);
+		return NULL;
+	}
 	if (PyUnicode_IS_ASCII(s)) {
 		*n = PyUnicode_GET_LENGTH(s);
 		return (const char *)PyUnicode_1BYTE_DATA(s);
