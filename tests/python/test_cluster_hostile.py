@@ -14,6 +14,7 @@ import pytest
 
 import dobj
 from pg_util import available
+from log_util import DobjLog
 from route_util import Node
 from wire_util import HELLO, PING, connect, frame, result_of, split_frames
 
@@ -446,31 +447,18 @@ async def test_an_alarm_row_whose_name_is_not_its_ids_is_ignored(pg, tmp_path):
     name does not make its ID activated the object under that name
     (ctx.id.name "evil").  Now it is logged and ignored; the object's alarm
     fires once it is activated under its own name."""
-    import logging
     await _alarm_left_in_postgresql(pg, tmp_path, "named")
     pg.sql("UPDATE dobj_alarm SET name = 'evil' WHERE ns = 'WAKER'")
-    logged = asyncio.Event()
-    lines = []
-
-    class Catch(logging.Handler):
-        def emit(self, record):
-            lines.append(record.getMessage())
-            logged.set()
-
-    handler = Catch(logging.WARNING)
-    logging.getLogger("dobj").addHandler(handler)
-    try:
+    with DobjLog() as log:
         rt = dobj.Runtime(storage=str(tmp_path / "b"), cluster=pg.url, node_addr="127.0.0.1:0")
         ns = rt.bind("WAKER", Waker)
-        await asyncio.wait_for(logged.wait(), 10)
-        assert "names an object its ID was not made from; it is ignored" in lines[0], lines
+        await log.wait()
+        assert "names an object its ID was not made from; it is ignored" in log.lines[0], log.lines
         assert Waker.fired == []
         assert await ns.get_by_name("named").who() == "named"
         await asyncio.wait_for(Waker.event.wait(), 10)
         assert Waker.fired == ["named"]
         rt.close()
-    finally:
-        logging.getLogger("dobj").removeHandler(handler)
 
 
 async def test_stub_calls_from_finalizers_run_or_fail_clearly(pg, tmp_path):
