@@ -471,6 +471,19 @@ static void wait_for_runtime_connection(dobj_rt *rt)
 	CHECK_EQ_INT(pgtest_sql(&pg, NULL, q), 1);
 }
 
+/* Two writes to `s` that make its count `n` and `n` + 1, the runtime's own
+ * connection made between them: the second went on that connection. */
+static void write_around_runtime_connection(dobj_rt *rt, dobj_stub *s, int n)
+{
+	char want[16];
+
+	snprintf(want, sizeof(want), "%d", n);
+	CHECK_STR(fetch(rt, s, "w", NULL), want);
+	wait_for_runtime_connection(rt);
+	snprintf(want, sizeof(want), "%d", n + 1);
+	CHECK_STR(fetch(rt, s, "w", NULL), want);
+}
+
 /* The backend of the runtime's connection, once it waits for a lock. */
 static long long runtime_backend_waiting(void)
 {
@@ -505,9 +518,7 @@ static void test_a_lone_append_on_the_runtimes_connection_cut_off_is_sent_again_
 	PGconn *locker;
 	dobj_task *t;
 
-	CHECK_STR(fetch(rt, s, "w", NULL), "1");
-	wait_for_runtime_connection(rt);
-	CHECK_STR(fetch(rt, s, "w", NULL), "2");
+	write_around_runtime_connection(rt, s, 1);
 	locker = lock(ns, "cut-off");
 	t = send(s, "w");
 	dobj_rt_pump(rt);
@@ -523,9 +534,7 @@ static void test_a_lone_append_on_the_runtimes_connection_cut_off_is_sent_again_
 	dobj_task_unref(t);
 	CHECK_EQ_INT(rows_at(ns, "cut-off", 3), 1);
 	/* And the runtime gets a new connection of its own. */
-	CHECK_STR(fetch(rt, s, "w", NULL), "4");
-	wait_for_runtime_connection(rt);
-	CHECK_STR(fetch(rt, s, "w", NULL), "5");
+	write_around_runtime_connection(rt, s, 4);
 	/* Cut off while it sits idle: the next append finds out by sending,
 	 * and goes through a committer. */
 	CHECK_EQ_INT(pgtest_sql(&pg, NULL, "SELECT count(pg_terminate_backend(pid)) FROM "
@@ -582,17 +591,13 @@ static void test_a_refused_append_on_the_runtimes_connection_is_not_sent_again(v
 	dobj_stub *s = testhost_stub(ns, "refused");
 	int code;
 
-	CHECK_STR(fetch(rt, s, "w", NULL), "1");
-	wait_for_runtime_connection(rt);
-	CHECK_STR(fetch(rt, s, "w", NULL), "2");
+	write_around_runtime_connection(rt, s, 1);
 	/* Its connection cut off while idle: the next write goes through a
 	 * committer, and the runtime gets another connection. */
 	CHECK_EQ_INT(pgtest_sql(&pg, NULL, "SELECT count(pg_terminate_backend(pid)) FROM "
 		"pg_stat_activity WHERE application_name = 'dobj runtime'"), 1);
 	CHECK_STR(fetch(rt, s, "w", NULL), "3");
-	CHECK_STR(fetch(rt, s, "w", NULL), "4");
-	wait_for_runtime_connection(rt);
-	CHECK_STR(fetch(rt, s, "w", NULL), "5");
+	write_around_runtime_connection(rt, s, 4);
 	/* The server refuses the next row once. */
 	pgtest_sql(&pg, NULL, "CREATE SEQUENCE test_refuse_once");
 	pgtest_sql(&pg, NULL, "CREATE FUNCTION test_refuse() RETURNS trigger LANGUAGE plpgsql AS "
@@ -630,9 +635,7 @@ static void test_a_lone_appends_answer_in_two_reads_is_acknowledged_once(void)
 	dobj_stub *s = testhost_stub(ns, "split");
 	int code;
 
-	CHECK_STR(fetch(rt, s, "w", NULL), "1");
-	wait_for_runtime_connection(rt);
-	CHECK_STR(fetch(rt, s, "w", NULL), "2");
+	write_around_runtime_connection(rt, s, 1);
 	pgtest_sql(&pg, NULL, "CREATE FUNCTION test_split() RETURNS trigger LANGUAGE plpgsql AS "
 		"$$ BEGIN RAISE NOTICE 'committing'; PERFORM pg_sleep(0.3); RETURN NULL; END $$");
 	pgtest_sqlf(&pg, NULL, "CREATE CONSTRAINT TRIGGER test_split AFTER INSERT ON dobj_wal "
