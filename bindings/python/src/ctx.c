@@ -293,8 +293,5 @@ int ctx_setup_types(PyObject *m)
 {
 	module_state *st = PyModule_GetState(m);
 
-	st->Context_T = (PyTypeObject *)PyType_FromModuleAndSpec(m, &Context_spec, NULL);
-	if (!st->Context_T || PyModule_AddType(m, st->Context_T) < 0)
-		return -1;
-	return 0;
+	return module_add_type(m, &Context_spec, &st->Context_T);
 }

@@ -153,6 +153,10 @@ module_state *module_state_of_type(PyTypeObject *t);
 #define RPC_ARGS "__dobj_args__"
 #define RPC_KWARGS "__dobj_kwargs__"
 
+/* The heap type of `spec`, kept in *slot (a strong reference, the module
+ * state's) and added to the module under its name.  -1 with an exception. */
+int module_add_type(PyObject *module, PyType_Spec *spec, PyTypeObject **slot);
+
 /* Each makes its types, keeps them in the module state and adds the public
  * ones to the module.  -1 with an exception. */
 int errors_setup_types(PyObject *module);
