@@ -874,8 +874,8 @@ static void run_append_one(dobj__pg *pg, dobj__cjob *j)
 	int rc;
 
 	one_args_fill(&a, j);
-	rc = dobj__pg_exec_prepared(pg, SLOT_APPEND_ONE, append_one_sql, 7, a.v, a.lens, a.fmts, 0,
-		&r);
+	rc = dobj__pg_exec_prepared_sized(pg, j->len, SLOT_APPEND_ONE, append_one_sql, 7, a.v,
+		a.lens, a.fmts, 0, &r);
 	one_verdict(j, rc, r);
 	PQclear(r);
 	/* Refused by the fence or as a duplicate key (23505): its own row? */
@@ -1261,10 +1261,14 @@ static void run_appends(dobj__pg *pg, dobj__cjob **jobs, int n)
 		lens[i] = at < 0 ? 0 : (int)a[at].len;
 		fmts[i] = at >= 0;
 	}
+	/* A batch carrying megabytes gets a bound by its size (a[4]: the
+	 * records' array). */
 	if (plain)
-		rc = dobj__pg_exec_prepared(pg, SLOT_APPEND_ROWS, append_rows_sql, 7, v, lens, fmts, 1, &r);
+		rc = dobj__pg_exec_prepared_sized(pg, a[4].len, SLOT_APPEND_ROWS, append_rows_sql, 7, v,
+			lens, fmts, 1, &r);
 	else
-		rc = dobj__pg_exec_prepared(pg, 0, append_sql, 10, v, lens, fmts, 0, &r);
+		rc = dobj__pg_exec_prepared_sized(pg, a[4].len, 0, append_sql, 10, v, lens, fmts, 0,
+			&r);
 	if (rc < 0) {
 		for (k = 0; k < n; k++)
 			job_fail(jobs[k], rc, dobj_error_last());

@@ -53,6 +53,19 @@ static int step(dobj_task *t, void *data)
 		respond(t, 200, "ws");
 		return DOBJ_OK;
 	}
+	if (!strcmp(req->s, "big")) { /* ~4.5 MiB of new pages: one log row */
+		static const char sql[] = "CREATE TABLE IF NOT EXISTS big (x BLOB); "
+			"INSERT INTO big SELECT randomblob(1 << 20) FROM "
+			"(WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 4) "
+			"SELECT i FROM c); INSERT INTO big VALUES (randomblob(1 << 19))";
+		dobj_cursor *c = NULL;
+		if ((rc = dobj_obj_storage(dobj_task_obj(t), &st)) < 0)
+			return rc;
+		CHECK_EQ_INT(dobj_sql_exec(st, sql, strlen(sql), NULL, 0, &c), DOBJ_OK);
+		dobj_cursor_free(c);
+		respond(t, 200, "big");
+		return DOBJ_OK;
+	}
 	writes += !strcmp(req->s, "w");
 	if (in_write && !strcmp(req->s, "w")) {
 		void (*fn)(void) = in_write;
@@ -570,6 +583,53 @@ static void test_a_lone_append_on_the_runtimes_connection_fails_at_the_nodes_tim
 	testhost_rm_rf(dir);
 }
 
+/* A log row of ~4.5 MiB that PostgreSQL takes 1.2 s to write (a trigger),
+ * with a node timeout of 0.5 s: bounded by its size as well (0.5 s + 4.5 s
+ * at 1 MiB/s, the client's wait and the server's statement_timeout), it is
+ * written; it failed at 0.5 s and reset its object, which a bigger timeout
+ * would have saved.  A row PostgreSQL never finishes still fails, at that
+ * bound, and the connection's own bound is back after it. */
+static void test_a_big_append_is_bounded_by_its_size_and_still_bounded(void)
+{
+	char dir[64];
+	dobj_ns *ns;
+	dobj_rt *rt = node(testhost_tmpdir(dir, "dobj-commit"), 500, &ns);
+	dobj_stub *s = testhost_stub(ns, "big");
+	double t0, took;
+	int code;
+
+	pgtest_sql(&pg, NULL, "CREATE TABLE dobj_test_sleep (secs float8); "
+		"INSERT INTO dobj_test_sleep VALUES (1.2); "
+		"CREATE FUNCTION dobj_test_slow() RETURNS trigger LANGUAGE plpgsql AS $$ "
+		"BEGIN IF octet_length(NEW.frames) > 4194304 THEN "
+		"PERFORM pg_sleep(secs) FROM dobj_test_sleep; END IF; RETURN NEW; END $$; "
+		"CREATE TRIGGER dobj_test_slow BEFORE INSERT ON dobj_wal "
+		"FOR EACH ROW EXECUTE FUNCTION dobj_test_slow()");
+	CHECK_STR(fetch(rt, s, "w", NULL), "1");
+	t0 = testhost_now_s();
+	CHECK_STR(fetch(rt, s, "big", &code), "big");
+	CHECK(testhost_now_s() - t0 > 1.2);
+	CHECK_EQ_INT(rows_at(ns, "big", 2), 1);
+	CHECK_STR(fetch(rt, s, "w", NULL), "2");
+	/* Stalled: fails at the bound, not at the 60 s the server would take. */
+	pgtest_sql(&pg, NULL, "UPDATE dobj_test_sleep SET secs = 60");
+	t0 = testhost_now_s();
+	CHECK(strstr(fetch(rt, s, "big", &code), "storage commit failed") != NULL);
+	took = testhost_now_s() - t0;
+	CHECK(took > 4.5 && took < 8.0);
+	CHECK_EQ_INT(rows_at(ns, "big", 4), 0);
+	pgtest_sql(&pg, NULL, "DROP TRIGGER dobj_test_slow ON dobj_wal; "
+		"DROP FUNCTION dobj_test_slow(); DROP TABLE dobj_test_sleep");
+	/* The object was reset to what was acknowledged, and goes on. */
+	dobj_stub_free(s);
+	s = testhost_stub(ns, "big");
+	CHECK_STR(fetch(rt, s, "r", NULL), "2");
+	CHECK_STR(fetch(rt, s, "w", NULL), "3");
+	dobj_stub_free(s);
+	dobj_rt_free(rt);
+	testhost_rm_rf(dir);
+}
+
 /* A statement the server refuses on the runtime's own connection (an error,
  * the connection fine) fails its write as a committer's refusal does, even
  * after that connection once broke: it is not handed to a committer to run
@@ -1074,6 +1134,7 @@ int main(void)
 	RUN(test_a_lone_append_on_the_runtimes_connection_fails_at_the_nodes_timeout);
 	RUN(test_two_incarnations_same_seq_in_one_batch_are_told_apart);
 	RUN(test_a_refused_append_on_the_runtimes_connection_is_not_sent_again);
+	RUN(test_a_big_append_is_bounded_by_its_size_and_still_bounded);
 	RUN(test_a_lone_appends_answer_in_two_reads_is_acknowledged_once);
 	RUN(test_closing_delivers_an_objects_results_in_seq_order);
 	RUN(test_a_lone_append_finding_its_own_row_is_acknowledged);
