@@ -1097,6 +1097,106 @@ static void test_a_claim_given_back_goes_after_the_appends_of_its_incarnation(vo
 	testhost_rm_rf(dir);
 }
 
+/* The backends of `app` (its application_name) waiting for a lock: n. */
+static void waiting_on_lock(const char *app, int n)
+{
+	int rounds;
+
+	for (rounds = 0; rounds < 250 && pgtest_sqlf(&pg, NULL, "SELECT count(*) FROM "
+		"pg_stat_activity WHERE application_name = '%s' AND wait_event_type = 'Lock'",
+		app) < n; rounds++)
+		poll(NULL, 0, 20);
+	CHECK_EQ_INT(pgtest_sqlf(&pg, NULL, "SELECT count(*) FROM pg_stat_activity WHERE "
+		"application_name = '%s' AND wait_event_type = 'Lock'", app), n);
+}
+
+static int one_socket(void *ns)
+{
+	return dobj_ns_web_socket_count(ns) == 1;
+}
+
+/* A room hibernates on this node with one socket (the socket keeps its
+ * claim), then its last socket leaves while a new socket's call wakes it
+ * again, the wake held up by the owner row (locked by the test) so that
+ * both wait for it, in either order.  The room is this node's once, at
+ * the next epoch: the old claim's give-back never releases the new one,
+ * the new socket is the room's and keeps it here when it hibernates
+ * again, and its leaving lets the room go with its next eviction. */
+static void woken_as_its_last_socket_leaves(int close_first)
+{
+	char dir[64], name[32];
+	dobj_ns *ns;
+	dobj_rt *rt = node(testhost_tmpdir(dir, "dobj-commit"), 5000, &ns);
+	dobj_stub *x;
+	dobj_ws *old;
+	dobj_task *t;
+	dobj_id id;
+	PGconn *locker;
+	long long epoch, me = dobj_rt_cluster_node(rt);
+	int code;
+
+	snprintf(name, sizeof(name), "woken-%d", close_first);
+	x = testhost_stub(ns, name);
+	dobj_id_from_name(dobj_ns_idkey(ns), name, strlen(name), &id);
+	CHECK_STR(fetch(rt, x, "w", NULL), "1");
+	CHECK_STR(fetch(rt, x, "ws", NULL), "ws");
+	old = ws_client;
+	ws_client = NULL;
+	epoch = pgtest_sqlf(&pg, NULL, "SELECT epoch FROM dobj_owner WHERE %s", where(ns, name));
+	CHECK_EQ_INT(dobj_ns_evict(ns, &id), 1);
+	CHECK_EQ_INT(dobj_rt_run(rt, NULL, NULL), DOBJ_OK);
+	CHECK_EQ_INT(pgtest_sqlf(&pg, NULL, "SELECT count(*) FROM dobj_owner WHERE %s AND "
+		"node_id = %lld AND epoch = %lld", where(ns, name), me, epoch), 1);
+	locker = lock(ns, name);
+	if (close_first) {
+		CHECK_EQ_INT(dobj_ws_peer_close(old, 1000, "bye", 3, 1), DOBJ_OK);
+		dobj_rt_pump(rt);
+		waiting_on_lock("dobj activator", 1);
+		t = send(x, "ws");
+		dobj_rt_pump(rt);
+	} else {
+		t = send(x, "ws");
+		dobj_rt_pump(rt);
+		waiting_on_lock("dobj activator", 1);
+		CHECK_EQ_INT(dobj_ws_peer_close(old, 1000, "bye", 3, 1), DOBJ_OK);
+		dobj_rt_pump(rt);
+	}
+	unlock(locker);
+	CHECK_EQ_INT(dobj_rt_run(rt, task_is_done, t), DOBJ_OK);
+	CHECK_STR(task_body(t, &code), "ws");
+	CHECK_EQ_INT(code, DOBJ_OK);
+	dobj_task_unref(t);
+	CHECK_EQ_INT(dobj_rt_run(rt, one_socket, ns), DOBJ_OK);
+	CHECK_EQ_INT(dobj_rt_run(rt, NULL, NULL), DOBJ_OK);
+	CHECK_EQ_INT(pgtest_sqlf(&pg, NULL, "SELECT count(*) FROM dobj_owner WHERE %s AND "
+		"node_id = %lld AND epoch = %lld", where(ns, name), me, epoch + 1), 1);
+	/* It hibernates again: the new socket keeps it here. */
+	CHECK_EQ_INT(dobj_ns_evict(ns, &id), 1);
+	CHECK_EQ_INT(dobj_rt_run(rt, NULL, NULL), DOBJ_OK);
+	CHECK_EQ_INT(pgtest_sqlf(&pg, NULL, "SELECT count(*) FROM dobj_owner WHERE %s AND "
+		"node_id = %lld AND epoch = %lld", where(ns, name), me, epoch + 1), 1);
+	CHECK_EQ_INT(dobj_ns_web_socket_count(ns), 1);
+	CHECK_STR(fetch(rt, x, "r", NULL), "1");
+	/* Its last socket leaves (waking it once more); it goes with the next
+	 * eviction. */
+	CHECK_EQ_INT(dobj_ws_peer_close(ws_client, 1000, "bye", 3, 1), DOBJ_OK);
+	CHECK_EQ_INT(dobj_rt_run(rt, no_socket, ns), DOBJ_OK);
+	CHECK_EQ_INT(dobj_ns_evict(ns, &id), 1);
+	CHECK_EQ_INT(dobj_rt_run(rt, NULL, NULL), DOBJ_OK);
+	dobj_ws_unref(old);
+	dobj_ws_unref(ws_client);
+	ws_client = NULL;
+	dobj_stub_free(x);
+	dobj_rt_free(rt);
+	testhost_rm_rf(dir);
+}
+
+static void test_a_hibernating_room_woken_as_its_last_socket_leaves_keeps_one_owner(void)
+{
+	woken_as_its_last_socket_leaves(0);
+	woken_as_its_last_socket_leaves(1);
+}
+
 /* A host that waits for a signal on its own thread (a signalfd, sigwait:
  * dobj-lua dev) blocks it there after the node started: the node's threads
  * must not take it, with its default action, in its place. */
@@ -1140,6 +1240,7 @@ int main(void)
 	RUN(test_a_lone_append_finding_its_own_row_is_acknowledged);
 	RUN(test_an_append_in_a_batch_finding_its_own_row_is_acknowledged);
 	RUN(test_a_claim_given_back_goes_after_the_appends_of_its_incarnation);
+	RUN(test_a_hibernating_room_woken_as_its_last_socket_leaves_keeps_one_owner);
 	pgtest_stop(&pg);
 	CHECK_EQ_INT(live_values, 0);
 	return DONE();
