@@ -11,9 +11,10 @@
  * other event.  A refused (fenced) or failed append resets its object as a
  * failed local commit does, and fails what waited on it.
  *
- * Group commit: a committer takes everything queued and appends it in one
- * statement (one round trip, one transaction, one fsync of PostgreSQL's
- * log).  Each row is fenced by its own object's epoch, with the owner row
+ * Group commit: the appends of one round of ready tasks are handed over
+ * together when it ends (dobj__cluster_turn_end), and a committer takes
+ * everything queued and appends it in one statement (one round trip, one
+ * transaction, one fsync of PostgreSQL's log).  Each row is fenced by its own object's epoch, with the owner row
  * locked FOR SHARE; the statement returns which rows it accepted, so a
  * fenced object fails alone and the others' rows commit.  A node runs up to
  * DOBJ__COMMITTERS committers, each on its own connection: what is queued
