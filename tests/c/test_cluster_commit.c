@@ -135,6 +135,29 @@ static void unlock(PGconn *c)
 	PQfinish(c);
 }
 
+/* How many of the objects `names` have their row `seq` in the log, and in
+ * how many transactions (*xacts): rows of one transaction share its id. */
+static int rows_at_seq(dobj_ns *ns, char (*names)[8], int n, long long seq, int *xacts)
+{
+	char q[8000];
+	PGconn *c = pgtest_connect(&pg);
+	PGresult *r;
+	int i, rows;
+
+	snprintf(q, sizeof(q), "SELECT count(*), count(DISTINCT xmin::text) FROM dobj_wal "
+		"WHERE seq = %lld AND (false", seq);
+	for (i = 0; i < n; i++)
+		snprintf(q + strlen(q), sizeof(q) - strlen(q), " OR (%s)", where(ns, names[i]));
+	strcat(q, ")");
+	r = PQexec(c, q);
+	CHECK(PQresultStatus(r) == PGRES_TUPLES_OK);
+	rows = atoi(PQgetvalue(r, 0, 0));
+	*xacts = atoi(PQgetvalue(r, 0, 1));
+	PQclear(r);
+	PQfinish(c);
+	return rows;
+}
+
 /* ------------------------------------------------------------------ tests */
 
 static void test_a_waiting_append_comes_back_through_the_fd_and_holds_up_no_other_object(void)
@@ -207,13 +230,13 @@ static PGconn *lock_log(void)
 
 static void test_appends_of_many_objects_go_in_few_transactions_and_a_fenced_one_fails_alone(void)
 {
-	char dir[64], q[8000], names[MANY][8];
+	char dir[64], names[MANY][8];
 	dobj_ns *ns;
 	dobj_rt *rt = node(testhost_tmpdir(dir, "dobj-commit"), 2000, &ns);
 	dobj_stub *s[MANY];
 	dobj_task *t[MANY + 1] = { 0 };
 	PGconn *locker;
-	int i, code;
+	int i, code, xacts;
 
 	for (i = 0; i < MANY; i++) {
 		snprintf(names[i], sizeof(names[i]), "g%d", i);
@@ -243,22 +266,46 @@ static void test_appends_of_many_objects_go_in_few_transactions_and_a_fenced_one
 	CHECK_EQ_INT(dobj_ns_live(ns), MANY - 1);
 	/* Nineteen rows in at most nine transactions (the eight committers'
 	 * first batches, then the rest together: DOBJ__COMMITTERS in
-	 * cluster_int.h): rows of one transaction share its id. */
-	snprintf(q, sizeof(q), "SELECT count(*), count(DISTINCT xmin::text) FROM dobj_wal "
-		"WHERE seq = 2 AND (false");
-	for (i = 0; i < MANY; i++)
-		snprintf(q + strlen(q), sizeof(q) - strlen(q), " OR (%s)", where(ns, names[i]));
-	strcat(q, ")");
-	{
-		PGconn *c = pgtest_connect(&pg);
-		PGresult *r = PQexec(c, q);
-		CHECK(PQresultStatus(r) == PGRES_TUPLES_OK);
-		CHECK_EQ_INT(atoi(PQgetvalue(r, 0, 0)), MANY - 1);
-		CHECK(atoi(PQgetvalue(r, 0, 1)) <= 9);
-		PQclear(r);
-		PQfinish(c);
-	}
+	 * cluster_int.h). */
+	CHECK_EQ_INT(rows_at_seq(ns, names, MANY, 2, &xacts), MANY - 1);
+	CHECK(xacts <= 9);
 	CHECK_EQ_INT(rows_at(ns, "g3", 2), 0);
+	for (i = 0; i < MANY; i++)
+		dobj_stub_free(s[i]);
+	dobj_rt_free(rt);
+	testhost_rm_rf(dir);
+}
+
+/* The writes of one round of ready tasks (calls that arrived together)
+ * append in one transaction, whatever connections are free: handed over
+ * one by one, the first went alone on the runtime's connection and the
+ * others each on an idle committer's (~1 row per transaction). */
+static void test_the_appends_of_one_round_go_in_one_transaction(void)
+{
+	char dir[64], names[MANY][8];
+	dobj_ns *ns;
+	dobj_rt *rt = node(testhost_tmpdir(dir, "dobj-commit"), 2000, &ns);
+	dobj_stub *s[MANY];
+	dobj_task *t[MANY + 1] = { 0 };
+	int i, xacts;
+
+	for (i = 0; i < MANY; i++) {
+		snprintf(names[i], sizeof(names[i]), "r%d", i);
+		s[i] = testhost_stub(ns, names[i]);
+		CHECK_STR(fetch(rt, s[i], "w", NULL), "1");
+	}
+	for (i = 0; i < MANY; i++)
+		t[i] = send(s[i], "w");
+	CHECK_EQ_INT(dobj_rt_run(rt, all_done, t), DOBJ_OK);
+	for (i = 0; i < MANY; i++) {
+		CHECK_STR(task_body(t[i], NULL), "2");
+		dobj_task_unref(t[i]);
+	}
+	CHECK_EQ_INT(rows_at_seq(ns, names, MANY, 2, &xacts), MANY);
+	CHECK_EQ_INT(xacts, 1);
+	/* A round of one write (the runtime's own connection) appends as well. */
+	CHECK_STR(fetch(rt, s[0], "w", NULL), "3");
+	CHECK_EQ_INT(rows_at_seq(ns, names, 1, 3, &xacts), 1);
 	for (i = 0; i < MANY; i++)
 		dobj_stub_free(s[i]);
 	dobj_rt_free(rt);
@@ -1224,6 +1271,7 @@ int main(void)
 		return 1;
 	RUN(test_a_waiting_append_comes_back_through_the_fd_and_holds_up_no_other_object);
 	RUN(test_appends_of_many_objects_go_in_few_transactions_and_a_fenced_one_fails_alone);
+	RUN(test_the_appends_of_one_round_go_in_one_transaction);
 	RUN(test_batches_with_and_without_an_alarm_append_every_row);
 	RUN(test_an_objects_next_append_waits_for_its_previous_one);
 	RUN(test_postgres_killed_while_an_append_waits);
