@@ -1074,7 +1074,7 @@ static int no_socket(void *ns)
  * written. */
 static void test_a_claim_given_back_goes_after_the_appends_of_its_incarnation(void)
 {
-	char dir[64], q[1200];
+	char dir[64];
 	dobj_ns *ns;
 	dobj_rt *rt = node(testhost_tmpdir(dir, "dobj-commit"), 5000, &ns);
 	dobj_stub *x = testhost_stub(ns, "given-back");
@@ -1087,7 +1087,7 @@ static void test_a_claim_given_back_goes_after_the_appends_of_its_incarnation(vo
 	CHECK_STR(fetch(rt, x, "ws", NULL), "ws");
 	wait_for_runtime_connection(rt);
 	pgtest_sql(&pg, NULL, "CREATE TABLE test_order (n bigserial, what text)");
-	snprintf(q, sizeof(q), "CREATE FUNCTION test_order() RETURNS trigger LANGUAGE plpgsql AS "
+	pgtest_sql(&pg, NULL, "CREATE FUNCTION test_order() RETURNS trigger LANGUAGE plpgsql AS "
 		"$$ BEGIN IF TG_TABLE_NAME = 'dobj_wal' THEN "
 		"INSERT INTO test_order (what) VALUES ('seq ' || NEW.seq); "
 		"ELSIF NEW.node_id IS NULL AND OLD.node_id IS NOT NULL THEN "
@@ -1095,17 +1095,14 @@ static void test_a_claim_given_back_goes_after_the_appends_of_its_incarnation(vo
 		"current_setting('application_name')); "
 		"ELSIF NEW.epoch <> OLD.epoch THEN "
 		"RAISE EXCEPTION 'claim refused by the test'; END IF; RETURN NEW; END $$");
-	pgtest_sql(&pg, NULL, q);
-	snprintf(q, sizeof(q), "CREATE TRIGGER test_order AFTER INSERT ON dobj_wal FOR EACH ROW "
+	pgtest_sqlf(&pg, NULL, "CREATE TRIGGER test_order AFTER INSERT ON dobj_wal FOR EACH ROW "
 		"WHEN (NEW.ns = '" KEY "' AND NEW.object_id = '\\x%s'::bytea) "
 		"EXECUTE FUNCTION test_order()", object_hex(ns, "given-back"));
-	pgtest_sql(&pg, NULL, q);
 	/* The object cannot be woken again (its claim is refused), so its
 	 * socket's close gives the claim back without waking it. */
-	snprintf(q, sizeof(q), "CREATE TRIGGER test_order BEFORE UPDATE ON dobj_owner FOR EACH ROW "
+	pgtest_sqlf(&pg, NULL, "CREATE TRIGGER test_order BEFORE UPDATE ON dobj_owner FOR EACH ROW "
 		"WHEN (NEW.ns = '" KEY "' AND NEW.object_id = '\\x%s'::bytea) "
 		"EXECUTE FUNCTION test_order()", object_hex(ns, "given-back"));
-	pgtest_sql(&pg, NULL, q);
 	/* Two appends: the first out on the runtime's connection, held up by
 	 * the locked log; the second waits behind it. */
 	locker = lock_log();
