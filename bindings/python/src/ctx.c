@@ -49,8 +49,7 @@ static int context_check_alive(ContextObject *self)
 	return 1;
 }
 
-/* Turn a reason into (message, exception). */
-static PyObject *abort_reason_exception(module_state *st, PyObject *reason)
+PyObject *abort_reason_exception(module_state *st, PyObject *reason)
 {
 	if (reason && PyExceptionInstance_Check(reason))
 		return Py_NewRef(reason);

@@ -227,6 +227,11 @@ PyObject *awaitable_iterator(PyObject *v);
 
 /* ctx.c */
 void context_alarm_changed(PyObject *ctx);
+/* The exception an abort with `reason` raises (ctx.abort, the test kit's
+ * abort_all): `reason` itself when it is an exception, else dobj.Error of
+ * str(reason), or of workerd's default message for None (or NULL).  A new
+ * reference, or NULL with an exception. */
+PyObject *abort_reason_exception(module_state *st, PyObject *reason);
 
 /* config.c: the four cluster times (cluster_ttl, cluster_grace,
  * cluster_timeout, cluster_call_timeout), each seconds as a float or None
