@@ -252,6 +252,10 @@ PyObject *rpc_invoke_method(dobj_task *t, RuntimeObject *rt, PyObject *inst);
 
 /* http.c */
 dobj_msg *http_request_to_msg(PyObject *req, const char *url);
+/* The (name, value) pairs of obj.headers.items() added to m: 0; -1 with a
+ * Python exception, or without one when a pair is not two str or the core
+ * refused it (each caller says which error that is). */
+int http_headers_to_msg(dobj_msg *m, PyObject *obj);
 PyObject *http_response_from_msg(module_state *st, const dobj_msg *m);
 /* route.c: carry requests, responses and errors to other nodes (cluster mode). */
 void route_codec_install(RuntimeObject *rt);
