@@ -49,6 +49,8 @@ static void finding(const char *fmt, ...)
 	}
 }
 
+static int utf8_valid(const unsigned char *p, size_t n);
+
 /* ----------------------------------------------------------- the room */
 
 static int room_step(dobj_task *t, void *data)
@@ -59,6 +61,8 @@ static int room_step(dobj_task *t, void *data)
 	switch (dobj_task_call_kind(t)) {
 	case DOBJ_CALL_WS_MESSAGE:
 		messages++;
+		if (ev->text && !utf8_valid(ev->data, ev->len))
+			finding("the object heard a text message that is not UTF-8");
 		/* "close..." closes from the object's side; anything else echoes. */
 		if (ev->len >= 5 && !memcmp(ev->data, "close", 5))
 			dobj_ws_close(ev->ws, 4000, "asked", 5);
@@ -67,6 +71,13 @@ static int room_step(dobj_task *t, void *data)
 		dobj_task_return(t, NULL);
 		return DOBJ_OK;
 	case DOBJ_CALL_WS_CLOSE:
+		/* What the object hears is what a close may say (RFC 6455 7.4,
+		 * 8.1): a code it may carry or 1005/1006, a UTF-8 reason. */
+		if (!utf8_valid((const unsigned char *)ev->reason, ev->reason_len))
+			finding("the object heard a close reason that is not UTF-8 (code %d)", ev->code);
+		if (ev->code != 1005 && ev->code != 1006 && (ev->code < 1000 || ev->code >= 5000 ||
+		    ev->code == 1004 || ev->code == 1015))
+			finding("the object heard close code %d", ev->code);
 		/* Answer a clean close as workerd's examples do; a second close
 		 * or one after a failure is refused by the core, not a finding. */
 		if (ev->code != 1005 && ev->code != 1006 && ev->code != 1015)
