@@ -11,9 +11,10 @@
  * other event.  A refused (fenced) or failed append resets its object as a
  * failed local commit does, and fails what waited on it.
  *
- * Group commit: a committer takes everything queued and appends it in one
- * statement (one round trip, one transaction, one fsync of PostgreSQL's
- * log).  Each row is fenced by its own object's epoch, with the owner row
+ * Group commit: the appends of one round of ready tasks are handed over
+ * together when it ends (dobj__cluster_turn_end), and a committer takes
+ * everything queued and appends it in one statement (one round trip, one
+ * transaction, one fsync of PostgreSQL's log).  Each row is fenced by its own object's epoch, with the owner row
  * locked FOR SHARE; the statement returns which rows it accepted, so a
  * fenced object fails alone and the others' rows commit.  A node runs up to
  * DOBJ__COMMITTERS committers, each on its own connection: what is queued
@@ -285,17 +286,48 @@ static void wake_one(struct dobj__cluster *cl)
 static int inline_take(struct dobj__cluster *cl, dobj__cjob *j);
 static void inline_receive(struct dobj__cluster *cl);
 
-static void queue(struct dobj__cluster *cl, dobj__cjob *j)
+/* Hand the jobs from..to (linked) to the committers. */
+static void queue_list(struct dobj__cluster *cl, dobj__cjob *from, dobj__cjob *to)
 {
 	pthread_mutex_lock(&cl->mu);
-	j->next = NULL;
+	to->next = NULL;
 	if (cl->q_tail)
-		cl->q_tail->next = j;
+		cl->q_tail->next = from;
 	else
-		cl->q_head = j;
-	cl->q_tail = j;
+		cl->q_head = from;
+	cl->q_tail = to;
 	wake_one(cl);
 	pthread_mutex_unlock(&cl->mu);
+}
+
+/*
+ * The appends of one round of ready tasks go together when it ends: a lone one out on the
+ * runtime's connection if it is free, more than one to a committer as one
+ * batch (one statement, one transaction: group commit).  Handed over one by
+ * one as each step ended, a woken committer took the first alone and the
+ * next ones went on other connections: ~1.1 rows per transaction with 16
+ * callers over 3 nodes, PostgreSQL's cost per transaction paid per row.
+ */
+void dobj__cluster_turn_end(struct dobj__cluster *cl)
+{
+	dobj__cjob *head = cl->t_head, *tail = cl->t_tail;
+
+	if (!head)
+		return;
+	cl->t_head = cl->t_tail = NULL;
+	if (cl->t_n == 1 && inline_take(cl, head)) {
+		cl->t_n = 0;
+		return;
+	}
+	cl->t_n = 0;
+	queue_list(cl, head, tail);
+}
+
+static void queue(struct dobj__cluster *cl, dobj__cjob *j)
+{
+	/* Behind what this round appended (a release goes after its appends). */
+	dobj__cluster_turn_end(cl);
+	queue_list(cl, j, j);
 }
 
 int dobj__cluster_commit(dobj_obj *obj, void *db, int64_t alarm)
@@ -367,8 +399,17 @@ int dobj__cluster_commit(dobj_obj *obj, void *db, int64_t alarm)
 	    sqlite3_exec(db, "PRAGMA wal_checkpoint(TRUNCATE)", NULL, NULL, NULL) == SQLITE_OK)
 		co->wal_off = 0;
 	cl->jobs_out++;
-	if (!inline_take(cl, j))
+	if (cl->rt->in_round) {
+		j->next = NULL;
+		if (cl->t_tail)
+			cl->t_tail->next = j;
+		else
+			cl->t_head = j;
+		cl->t_tail = j;
+		cl->t_n++;
+	} else if (!inline_take(cl, j)) {
 		queue(cl, j);
+	}
 	watch_update(cl);
 	return DOBJ_OK;
 }
@@ -874,8 +915,8 @@ static void run_append_one(dobj__pg *pg, dobj__cjob *j)
 	int rc;
 
 	one_args_fill(&a, j);
-	rc = dobj__pg_exec_prepared(pg, SLOT_APPEND_ONE, append_one_sql, 7, a.v, a.lens, a.fmts, 0,
-		&r);
+	rc = dobj__pg_exec_prepared_sized(pg, j->len, SLOT_APPEND_ONE, append_one_sql, 7, a.v,
+		a.lens, a.fmts, 0, &r);
 	one_verdict(j, rc, r);
 	PQclear(r);
 	/* Refused by the fence or as a duplicate key (23505): its own row? */
@@ -1261,10 +1302,14 @@ static void run_appends(dobj__pg *pg, dobj__cjob **jobs, int n)
 		lens[i] = at < 0 ? 0 : (int)a[at].len;
 		fmts[i] = at >= 0;
 	}
+	/* A batch carrying megabytes gets a bound by its size (a[4]: the
+	 * records' array). */
 	if (plain)
-		rc = dobj__pg_exec_prepared(pg, SLOT_APPEND_ROWS, append_rows_sql, 7, v, lens, fmts, 1, &r);
+		rc = dobj__pg_exec_prepared_sized(pg, a[4].len, SLOT_APPEND_ROWS, append_rows_sql, 7, v,
+			lens, fmts, 1, &r);
 	else
-		rc = dobj__pg_exec_prepared(pg, 0, append_sql, 10, v, lens, fmts, 0, &r);
+		rc = dobj__pg_exec_prepared_sized(pg, a[4].len, 0, append_sql, 10, v, lens, fmts, 0,
+			&r);
 	if (rc < 0) {
 		for (k = 0; k < n; k++)
 			job_fail(jobs[k], rc, dobj_error_last());
@@ -1551,6 +1596,7 @@ void dobj__cluster_stop(struct dobj__cluster *cl)
 	 * earlier ones were back, so their results go first (per-object seq
 	 * order); then the runtime's own, as what queued behind it waits for
 	 * it. */
+	dobj__cluster_turn_end(cl);
 	drain(cl->rt, cl);
 	inline_stop(cl);
 	/* What is queued gets one more round trip (each is bounded by the
