@@ -19,6 +19,7 @@
 
 #include "fuzz.h"
 #include "dobj.h"
+#include "internal.h" /* dobj__val_encode_refs: stubs in a call's arguments */
 #include "pgtest.h"
 
 #define FUZZ_INPUT_MAX 8192
@@ -224,6 +225,9 @@ static size_t call_to(unsigned char *out, uint64_t id, int kind, const char *nam
 		v = dobj_val_array();
 		dobj_val_push(v, dobj_val_number(1));
 		dobj_val_push(v, dobj_val_string("two", 3));
+		/* A stub and an ID: what the node resolves (host objects). */
+		dobj_val_push(v, dobj_val_stub(ns, &oid, name, strlen(name)));
+		dobj_val_push(v, dobj_val_id(ns, &oid, NULL, 0));
 	} else {
 		dobj_val *h = dobj_val_array();
 		v = dobj_val_object();
@@ -235,7 +239,7 @@ static size_t call_to(unsigned char *out, uint64_t id, int kind, const char *nam
 		dobj_val_put(v, "status", 6, dobj_val_number(0));
 		dobj_val_put(v, "body", 4, dobj_val_bytes("hi", 2));
 	}
-	CHECK_EQ_INT(dobj_val_encode(v, &blob, &len), DOBJ_OK);
+	CHECK_EQ_INT(dobj__val_encode_refs(v, &blob, &len), DOBJ_OK);
 	put_bytes(&p, blob, len);
 	free(blob);
 	dobj_val_free(v);
