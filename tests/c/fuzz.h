@@ -53,6 +53,22 @@ __attribute__((visibility("default"))) const char *__asan_default_options(void)
 void __sanitizer_set_death_callback(void (*callback)(void));
 #endif
 
+#ifdef FUZZ_ASAN
+size_t __sanitizer_get_current_allocated_bytes(void);
+#else
+#include <malloc.h>
+#endif
+
+/* Bytes the process has allocated now (ASan's count, or glibc's). */
+static size_t fuzz_heap(void)
+{
+#ifdef FUZZ_ASAN
+	return __sanitizer_get_current_allocated_bytes();
+#else
+	return mallinfo2().uordblks;
+#endif
+}
+
 static struct {
 	uint64_t seed, rng;
 	const char *target;
