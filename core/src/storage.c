@@ -1174,6 +1174,13 @@ int dobj_sql_exec(dobj_storage *st, const char *sql, size_t len, const dobj_sql_
 	*out = NULL;
 	if (!sql)
 		return dobj_error_set(DOBJ_EARG, "no query");
+	/* SQLite reads a NUL as the end of the text: the statement after it
+	 * was never run, and one at the end left the loop below where it was
+	 * (prepared nothing, advanced nothing) for good. */
+	if ((tail = memchr(sql, 0, len)) != NULL)
+		return dobj_error_set(DOBJ_EARG, "SQL text cannot contain a NUL character (byte %zu)",
+			(size_t)(tail - sql) + 1);
+	tail = sql;
 	if ((rc = touch(st)) < 0)
 		return rc;
 	c = calloc(1, sizeof(*c));

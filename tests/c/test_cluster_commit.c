@@ -531,6 +531,19 @@ static void wait_for_runtime_connection(dobj_rt *rt)
 	CHECK_EQ_INT(pgtest_sql(&pg, NULL, q), 1);
 }
 
+/* Two writes to `s` that make its count `n` and `n` + 1, the runtime's own
+ * connection made between them: the second went on that connection. */
+static void write_around_runtime_connection(dobj_rt *rt, dobj_stub *s, int n)
+{
+	char want[16];
+
+	snprintf(want, sizeof(want), "%d", n);
+	CHECK_STR(fetch(rt, s, "w", NULL), want);
+	wait_for_runtime_connection(rt);
+	snprintf(want, sizeof(want), "%d", n + 1);
+	CHECK_STR(fetch(rt, s, "w", NULL), want);
+}
+
 /* The backend of the runtime's connection, once it waits for a lock. */
 static long long runtime_backend_waiting(void)
 {
@@ -565,9 +578,7 @@ static void test_a_lone_append_on_the_runtimes_connection_cut_off_is_sent_again_
 	PGconn *locker;
 	dobj_task *t;
 
-	CHECK_STR(fetch(rt, s, "w", NULL), "1");
-	wait_for_runtime_connection(rt);
-	CHECK_STR(fetch(rt, s, "w", NULL), "2");
+	write_around_runtime_connection(rt, s, 1);
 	locker = lock(ns, "cut-off");
 	t = send(s, "w");
 	dobj_rt_pump(rt);
@@ -583,9 +594,7 @@ static void test_a_lone_append_on_the_runtimes_connection_cut_off_is_sent_again_
 	dobj_task_unref(t);
 	CHECK_EQ_INT(rows_at(ns, "cut-off", 3), 1);
 	/* And the runtime gets a new connection of its own. */
-	CHECK_STR(fetch(rt, s, "w", NULL), "4");
-	wait_for_runtime_connection(rt);
-	CHECK_STR(fetch(rt, s, "w", NULL), "5");
+	write_around_runtime_connection(rt, s, 4);
 	/* Cut off while it sits idle: the next append finds out by sending,
 	 * and goes through a committer. */
 	CHECK_EQ_INT(pgtest_sql(&pg, NULL, "SELECT count(pg_terminate_backend(pid)) FROM "
@@ -689,17 +698,13 @@ static void test_a_refused_append_on_the_runtimes_connection_is_not_sent_again(v
 	dobj_stub *s = testhost_stub(ns, "refused");
 	int code;
 
-	CHECK_STR(fetch(rt, s, "w", NULL), "1");
-	wait_for_runtime_connection(rt);
-	CHECK_STR(fetch(rt, s, "w", NULL), "2");
+	write_around_runtime_connection(rt, s, 1);
 	/* Its connection cut off while idle: the next write goes through a
 	 * committer, and the runtime gets another connection. */
 	CHECK_EQ_INT(pgtest_sql(&pg, NULL, "SELECT count(pg_terminate_backend(pid)) FROM "
 		"pg_stat_activity WHERE application_name = 'dobj runtime'"), 1);
 	CHECK_STR(fetch(rt, s, "w", NULL), "3");
-	CHECK_STR(fetch(rt, s, "w", NULL), "4");
-	wait_for_runtime_connection(rt);
-	CHECK_STR(fetch(rt, s, "w", NULL), "5");
+	write_around_runtime_connection(rt, s, 4);
 	/* The server refuses the next row once. */
 	pgtest_sql(&pg, NULL, "CREATE SEQUENCE test_refuse_once");
 	pgtest_sql(&pg, NULL, "CREATE FUNCTION test_refuse() RETURNS trigger LANGUAGE plpgsql AS "
@@ -737,9 +742,7 @@ static void test_a_lone_appends_answer_in_two_reads_is_acknowledged_once(void)
 	dobj_stub *s = testhost_stub(ns, "split");
 	int code;
 
-	CHECK_STR(fetch(rt, s, "w", NULL), "1");
-	wait_for_runtime_connection(rt);
-	CHECK_STR(fetch(rt, s, "w", NULL), "2");
+	write_around_runtime_connection(rt, s, 1);
 	pgtest_sql(&pg, NULL, "CREATE FUNCTION test_split() RETURNS trigger LANGUAGE plpgsql AS "
 		"$$ BEGIN RAISE NOTICE 'committing'; PERFORM pg_sleep(0.3); RETURN NULL; END $$");
 	pgtest_sqlf(&pg, NULL, "CREATE CONSTRAINT TRIGGER test_split AFTER INSERT ON dobj_wal "
@@ -1071,7 +1074,7 @@ static int no_socket(void *ns)
  * written. */
 static void test_a_claim_given_back_goes_after_the_appends_of_its_incarnation(void)
 {
-	char dir[64], q[1200];
+	char dir[64];
 	dobj_ns *ns;
 	dobj_rt *rt = node(testhost_tmpdir(dir, "dobj-commit"), 5000, &ns);
 	dobj_stub *x = testhost_stub(ns, "given-back");
@@ -1084,7 +1087,7 @@ static void test_a_claim_given_back_goes_after_the_appends_of_its_incarnation(vo
 	CHECK_STR(fetch(rt, x, "ws", NULL), "ws");
 	wait_for_runtime_connection(rt);
 	pgtest_sql(&pg, NULL, "CREATE TABLE test_order (n bigserial, what text)");
-	snprintf(q, sizeof(q), "CREATE FUNCTION test_order() RETURNS trigger LANGUAGE plpgsql AS "
+	pgtest_sql(&pg, NULL, "CREATE FUNCTION test_order() RETURNS trigger LANGUAGE plpgsql AS "
 		"$$ BEGIN IF TG_TABLE_NAME = 'dobj_wal' THEN "
 		"INSERT INTO test_order (what) VALUES ('seq ' || NEW.seq); "
 		"ELSIF NEW.node_id IS NULL AND OLD.node_id IS NOT NULL THEN "
@@ -1092,17 +1095,14 @@ static void test_a_claim_given_back_goes_after_the_appends_of_its_incarnation(vo
 		"current_setting('application_name')); "
 		"ELSIF NEW.epoch <> OLD.epoch THEN "
 		"RAISE EXCEPTION 'claim refused by the test'; END IF; RETURN NEW; END $$");
-	pgtest_sql(&pg, NULL, q);
-	snprintf(q, sizeof(q), "CREATE TRIGGER test_order AFTER INSERT ON dobj_wal FOR EACH ROW "
+	pgtest_sqlf(&pg, NULL, "CREATE TRIGGER test_order AFTER INSERT ON dobj_wal FOR EACH ROW "
 		"WHEN (NEW.ns = '" KEY "' AND NEW.object_id = '\\x%s'::bytea) "
 		"EXECUTE FUNCTION test_order()", object_hex(ns, "given-back"));
-	pgtest_sql(&pg, NULL, q);
 	/* The object cannot be woken again (its claim is refused), so its
 	 * socket's close gives the claim back without waking it. */
-	snprintf(q, sizeof(q), "CREATE TRIGGER test_order BEFORE UPDATE ON dobj_owner FOR EACH ROW "
+	pgtest_sqlf(&pg, NULL, "CREATE TRIGGER test_order BEFORE UPDATE ON dobj_owner FOR EACH ROW "
 		"WHEN (NEW.ns = '" KEY "' AND NEW.object_id = '\\x%s'::bytea) "
 		"EXECUTE FUNCTION test_order()", object_hex(ns, "given-back"));
-	pgtest_sql(&pg, NULL, q);
 	/* Two appends: the first out on the runtime's connection, held up by
 	 * the locked log; the second waits behind it. */
 	locker = lock_log();

@@ -318,6 +318,17 @@ static void test_sql_api(void)
 	CHECK_EQ_INT(dobj_sql_exec(st, q, strlen(q), args, 2, &c), DOBJ_EARG);
 	q = "SELEC nonsense";
 	CHECK_EQ_INT(dobj_sql_exec(st, q, strlen(q), NULL, 0, &c), DOBJ_EARG);
+	/* A NUL, which SQLite takes for the end: refused, nothing run (one at
+	 * the end, or first, spun the runtime's thread for good). */
+	q = "INSERT INTO people (name) VALUES ('nul');\0";
+	CHECK_EQ_INT(dobj_sql_exec(st, q, strlen(q) + 1, NULL, 0, &c), DOBJ_EARG);
+	CHECK_STR(dobj_error_last(), "SQL text cannot contain a NUL character (byte 42)");
+	CHECK_EQ_INT(dobj_sql_exec(st, "\0", 1, NULL, 0, &c), DOBJ_EARG);
+	CHECK_EQ_INT(dobj_sql_exec(st, "SELECT 1\0; DROP TABLE people", 29, NULL, 0, &c), DOBJ_EARG);
+	q = "SELECT count(*) FROM people";
+	CHECK_EQ_INT(dobj_sql_exec(st, q, strlen(q), NULL, 0, &c), DOBJ_OK);
+	CHECK_EQ_INT(dobj_cursor_cell(c, 0, 0)->i, 1);
+	dobj_cursor_free(c);
 	q = "PRAGMA table_info(people)";
 	CHECK_EQ_INT(dobj_sql_exec(st, q, strlen(q), NULL, 0, &c), DOBJ_OK);
 	CHECK_EQ_INT(dobj_cursor_rows(c), 3);
