@@ -141,6 +141,8 @@ int dobj__cluster_activate(dobj_obj *obj);
  *  since the epoch, 0: none) for the cluster's schedule.  A failure is a
  *  failed commit. */
 int dobj__cluster_commit(dobj_obj *obj, void *db, int64_t alarm);
+struct dobj__cluster;
+void dobj__cluster_turn_end(struct dobj__cluster *cl);
 /** An alarm of `id` is due: make sure the object is active on this node
  *  (claim and restore) so that its record can be read.  1 and *obj (a
  *  reference, for dobj__cluster_unhold) when it is; 2 and *obj (the same)
@@ -446,6 +448,9 @@ struct dobj_rt {
 	int virtual_time;
 	double virtual_now;
 	unsigned pumping : 1, closing : 1, closed : 1;
+	/* Running a round of ready tasks: a cluster append waits for its end
+	 * to go with the round's others (dobj__cluster_turn_end). */
+	unsigned in_round : 1;
 	dobj_task *current;
 	dobj_task *ready_head, *ready_tail;
 	size_t nready;

@@ -756,7 +756,7 @@ static void test_a_big_database_is_snapshotted_in_parts(void)
  * the log is kept. */
 static void not_compacted(const char *name, int at, const char *fix, const char *words)
 {
-	char d1[64], q[768];
+	char d1[64];
 	dobj_rt *a;
 	dobj_stub *s;
 	PGconn *t;
@@ -781,8 +781,7 @@ static void not_compacted(const char *name, int at, const char *fix, const char 
 	{
 		char hex[DOBJ_ID_HEX_LEN + 1];
 		obj_hex(name, hex);
-		snprintf(q, sizeof(q), fix, hex, snap + at);
-		pgtest_sql(&pg, t, q);
+		pgtest_sqlf(&pg, t, fix, hex, snap + at);
 	}
 	log_calls = 0;
 	pgtest_sql(&pg, t, "COMMIT");
@@ -822,7 +821,7 @@ static void test_a_damaged_log_row_is_not_compacted(void)
  * held (behind a row lock of the test's) until the takeover happened. */
 static void test_a_stale_owners_snapshot_is_refused_by_the_fence(void)
 {
-	char d1[64], d2[64], q[256];
+	char d1[64], d2[64];
 	dobj_rt *a, *b;
 	dobj_stub *s;
 	PGconn *t;
@@ -838,18 +837,15 @@ static void test_a_stale_owners_snapshot_is_refused_by_the_fence(void)
 	{
 		char hex[DOBJ_ID_HEX_LEN + 1];
 		obj_hex("stale", hex);
-		snprintf(q, sizeof(q), "SELECT seq FROM dobj_snapshot WHERE object_id = '\\x%s'::bytea "
-			"FOR UPDATE", hex);
-		CHECK_EQ_INT(pgtest_sql(&pg, t, q), snap);
+		CHECK_EQ_INT(pgtest_sqlf(&pg, t, "SELECT seq FROM dobj_snapshot WHERE "
+			"object_id = '\\x%s'::bytea FOR UPDATE", hex), snap);
 	}
 	s = stub_for(a, "stale");
 	CHECK_STR(fetch(a, s, "count", NULL), "5");
 	CHECK_STR(fetch(a, s, "sql", NULL), "ok");
 	CHECK_STR(fetch(a, s, "count", NULL), "6");
 	/* A's lease lapses (as after a pause) and B takes the object over. */
-	snprintf(q, sizeof(q), "UPDATE dobj_node SET lease_until = now() - interval '1 hour' "
-		"WHERE node_id = %lld", dobj_rt_cluster_node(a));
-	pgtest_sql(&pg, NULL, q);
+	lease_lapse(&pg, dobj_rt_cluster_node(a));
 	b = node(testhost_tmpdir(d2, "dobj-snap"), -1);
 	{
 		dobj_stub *sb = stub_for(b, "stale");

@@ -16,7 +16,7 @@ import time
 import pytest
 
 import dobj
-from cluster_util import node, start_node
+from cluster_util import node, start_node, stop_node
 from pg_util import TOOL_ENV, available
 
 pytestmark = pytest.mark.skipif(not available(), reason="PostgreSQL (Debian: postgresql) not installed")
@@ -308,16 +308,12 @@ async def test_a_node_killed_between_the_snapshot_and_the_log_delete_loses_nothi
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stdin.close()
-        proc.stdout.close()
+        stop_node(proc)
         holder.close()  # the held backend goes on, finds its client gone, rolls back
         pg.sql("DROP TRIGGER dobj_test_hold ON dobj_snapshot")
         pg.sql("DROP FUNCTION dobj_test_hold()")
         shutil.rmtree(where)
-    pg.sql(f"UPDATE dobj_node SET lease_until = now() - interval '1 hour' WHERE node_id = {node_id}")
+    pg.lapse_lease(node_id)
     rt, ns = node(pg, tmp_path / "b", cluster_snapshot_bytes=1)
     o = obj(ns, "killed-mid")
     # Neither the snapshot nor the deletes of its transaction happened.

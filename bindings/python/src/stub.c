@@ -338,8 +338,5 @@ int stub_setup_types(PyObject *m)
 {
 	module_state *st = PyModule_GetState(m);
 
-	st->Stub_T = (PyTypeObject *)PyType_FromModuleAndSpec(m, &Stub_spec, NULL);
-	if (!st->Stub_T || PyModule_AddType(m, st->Stub_T) < 0)
-		return -1;
-	return 0;
+	return module_add_type(m, &Stub_spec, &st->Stub_T);
 }

@@ -762,8 +762,5 @@ int websocket_setup_types(PyObject *m)
 {
 	module_state *st = PyModule_GetState(m);
 
-	st->WebSocket_T = (PyTypeObject *)PyType_FromModuleAndSpec(m, &WebSocket_spec, NULL);
-	if (!st->WebSocket_T || PyModule_AddType(m, st->WebSocket_T) < 0)
-		return -1;
-	return 0;
+	return module_add_type(m, &WebSocket_spec, &st->WebSocket_T);
 }
