@@ -5,6 +5,7 @@ does for a Lua string of the same bytes.  These raised a bare
 UnicodeEncodeError from the binding: the cluster URL, node_addr, WebSocket
 tags and auto-response strings."""
 import os
+import pathlib
 
 import pytest
 
@@ -235,6 +236,33 @@ def test_paths_and_the_environment_name_with_lone_surrogates(tmp_path):
     with pytest.raises(dobj.ConfigError, match='No environment found in configuration with '
                                                'name "e\ud800"'):
         dobj.load_config(str(tmp_path), env="e\ud800")
+
+
+class FsPath:
+    """An os.PathLike that is not a pathlib.Path."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __fspath__(self):
+        return self.path
+
+
+@pytest.mark.parametrize("as_path", [pathlib.Path, FsPath], ids=["pathlib", "pathlike"])
+def test_a_pathlike_with_a_lone_surrogate_is_its_strs_path(tmp_path, as_path):
+    # os.fspath's str follows the str's rule: WTF-8, never a UnicodeEncodeError.
+    # This raised one for storage=.
+    rt = dobj.Runtime(storage=as_path(str(tmp_path / "s\ud800")))
+    try:
+        assert rt.bind("K", Kv) is not None
+    finally:
+        rt.close()
+    assert "s\udced\udca0\udc80" in os.listdir(tmp_path)
+    with pytest.raises(dobj.ConfigError, match="c\ud800: no such file or folder"):
+        dobj.load_config(as_path(str(tmp_path / "c\ud800")))
+    (tmp_path / "wrangler.toml").write_text('name = "w"\n')
+    c = dobj.load_config(as_path(str(tmp_path)), persist_to=as_path(str(tmp_path / "p\ud800")))
+    assert c.state_dir == str(tmp_path / "p\ud800" / "v3" / "do")
 
 
 def test_a_str_body_is_a_usvstring():
