@@ -23,7 +23,8 @@ typedef struct dobj__pg {
 	PGconn *conn;       /* NULL while disconnected */
 	double timeout_ms;  /* every wait, the connection included */
 	int no_reconnect;   /* fail at once while disconnected (closing) */
-	char sqlstate[6];   /* of the last failed statement ("" otherwise) */
+	char sqlstate[6];   /* the last statement's, when the server refused it ("" when
+	                     * it ran or never reached the server) */
 	unsigned prepared;  /* statements prepared on this connection (bit per slot) */
 	int broken;         /* the last statement lost the connection */
 	int flushing;       /* dobj__pg_send_prepared: part of it is still to flush */

@@ -362,6 +362,7 @@ int dobj__pg_exec(dobj__pg *pg, const char *sql, int nparams, const char *const 
 	int rc;
 
 	*out = NULL;
+	pg->sqlstate[0] = '\0'; /* a failure before any statement has none */
 	RETRY_ONCE(exec_once(pg, sql, nparams, values, lengths, formats, binary, out));
 	return rc;
 }
@@ -414,6 +415,7 @@ int dobj__pg_exec_prepared(dobj__pg *pg, int slot, const char *sql, int nparams,
 	int rc;
 
 	*out = NULL;
+	pg->sqlstate[0] = '\0';
 	RETRY_ONCE(prepared_once(pg, slot, sql, nparams, values, lengths, formats, binary, out));
 	return rc;
 }
@@ -437,6 +439,7 @@ int dobj__pg_send_prepared(dobj__pg *pg, int slot, int nparams, const char *cons
 	 * connection the server closed while it sat idle fails the send, or
 	 * answers it with its end, and the caller sends the statement again
 	 * elsewhere (it did not run). */
+	pg->sqlstate[0] = '\0';
 	if (!pg->conn || !(pg->prepared & (1u << slot)) || PQstatus(pg->conn) != CONNECTION_OK)
 		return dobj_error_set(DOBJ_ERROR, "cluster: not connected to PostgreSQL");
 	/* pg->broken tells of this statement only (a flag left from an earlier

@@ -407,6 +407,38 @@ static void test_a_node_that_lost_its_lease_logs_it(void)
 	dobj_rt_free(plain);
 }
 
+/* A statement that fails before it reaches the server (no connection) has
+ * no SQLSTATE of its own: the one a refused statement left must not be read
+ * as its answer (an append took a "23505" left there for a conflict). */
+static void test_a_statement_that_never_ran_has_no_sqlstate(void)
+{
+	dobj__pg from = { .url = pg.url, .timeout_ms = 5000 }, c;
+	const char *v[1] = { "1" };
+	PGresult *r = NULL;
+	int i;
+
+	CHECK_EQ_INT(dobj__pg_init_from(&c, &from), DOBJ_OK);
+	for (i = 0; i < 3; i++) { /* dobj__pg_exec, _exec_prepared, _send_prepared */
+		c.no_reconnect = 0;
+		CHECK(dobj__pg_exec(&c, "SELECT 1/0", 0, NULL, NULL, NULL, 0, &r) < 0);
+		CHECK_STR(c.sqlstate, "22012");
+		c.no_reconnect = 1; /* the next one fails before any statement */
+		dobj__pg_drop(&c);
+		if (i == 0)
+			CHECK(dobj__pg_exec(&c, "SELECT 1", 0, NULL, NULL, NULL, 0, &r) < 0);
+		else if (i == 1)
+			CHECK(dobj__pg_exec_prepared(&c, 0, "SELECT $1::int", 1, v, NULL, NULL, 0,
+				&r) < 0);
+		else
+			CHECK(dobj__pg_send_prepared(&c, 0, 1, v, NULL, NULL) < 0);
+		CHECK(r == NULL);
+		CHECK_STR(dobj_error_last(), "cluster: not connected to PostgreSQL");
+		CHECK_STR(c.sqlstate, "");
+	}
+	dobj__pg_drop(&c);
+	free(c.url);
+}
+
 int main(void)
 {
 	if (pgtest_start(&pg) < 0)
@@ -420,6 +452,7 @@ int main(void)
 	RUN(test_an_alarm_fires_on_whichever_node_activates_the_object);
 	RUN(test_a_unique_key_that_is_not_text_is_refused_and_hides_no_alarm);
 	RUN(test_a_node_that_lost_its_lease_logs_it);
+	RUN(test_a_statement_that_never_ran_has_no_sqlstate);
 	pgtest_stop(&pg);
 	CHECK_EQ_INT(live_values, 0);
 	return DONE();
