@@ -596,6 +596,12 @@ int dobj__cluster_hold(dobj_ns *ns, const dobj_id *id, const char *name, size_t 
 	return 1;
 }
 
+void dobj__cluster_reset(dobj_rt *rt)
+{
+	if (rt->cluster)
+		dobj__act_reset(rt->cluster);
+}
+
 void dobj__cluster_unhold(dobj_obj *obj)
 {
 	if (!obj)

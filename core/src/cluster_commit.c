@@ -678,6 +678,31 @@ static void arr_i64(pgarr *a, long long v)
 #define OID_INT4 23
 #define OID_TEXT 25
 
+/* The six arrays both row statements start with (append_sql's and
+ * own_rows_sql's $1-$6): each row's ns, object_id, seq, epoch, one bytea
+ * (the frames to append, or the checksum to look for) and its position in
+ * the batch, which the statements answer with. */
+static void arr_rows_begin(pgarr *a, int n)
+{
+	arr_begin(&a[0], OID_TEXT, n, 0);
+	arr_begin(&a[1], OID_BYTEA, n, 0);
+	arr_begin(&a[2], OID_INT8, n, 0);
+	arr_begin(&a[3], OID_INT8, n, 0);
+	arr_begin(&a[4], OID_BYTEA, n, 0);
+	arr_begin(&a[5], OID_INT4, n, 0);
+}
+
+static void arr_row(pgarr *a, const dobj__cjob *j, const void *bytes, size_t len, int ord)
+{
+	arr_bytes(&a[0], j->ns, j->ns_len);
+	arr_bytes(&a[1], j->id, 32);
+	arr_i64(&a[2], j->seq);
+	arr_i64(&a[3], j->epoch);
+	arr_bytes(&a[4], bytes, len);
+	arr_i32(&a[5], 4);
+	arr_i32(&a[5], ord);
+}
+
 /* One statement for a whole batch: the rows whose object's owner row still
  * names this node with the row's epoch (locked FOR SHARE: a takeover either
  * commits first, and the row is refused, or waits) are appended, with the
@@ -735,23 +760,10 @@ static void own_rows(dobj__pg *pg, dobj__cjob **jobs, int n, int *accepted)
 	if (!refused)
 		return;
 	memset(a, 0, sizeof(a));
-	arr_begin(&a[0], OID_TEXT, refused, 0);
-	arr_begin(&a[1], OID_BYTEA, refused, 0);
-	arr_begin(&a[2], OID_INT8, refused, 0);
-	arr_begin(&a[3], OID_INT8, refused, 0);
-	arr_begin(&a[4], OID_BYTEA, refused, 0);
-	arr_begin(&a[5], OID_INT4, refused, 0);
-	for (k = 0; k < n; k++) {
-		if (accepted[k])
-			continue;
-		arr_bytes(&a[0], jobs[k]->ns, jobs[k]->ns_len);
-		arr_bytes(&a[1], jobs[k]->id, 32);
-		arr_i64(&a[2], jobs[k]->seq);
-		arr_i64(&a[3], jobs[k]->epoch);
-		arr_bytes(&a[4], jobs[k]->sum, 32);
-		arr_i32(&a[5], 4);
-		arr_i32(&a[5], k);
-	}
+	arr_rows_begin(a, refused);
+	for (k = 0; k < n; k++)
+		if (!accepted[k])
+			arr_row(a, jobs[k], jobs[k]->sum, 32, k);
 	for (i = 0; i < 6; i++) {
 		if (a[i].oom)
 			goto done;
@@ -1215,12 +1227,7 @@ static void run_appends(dobj__pg *pg, dobj__cjob **jobs, int n)
 		return;
 	}
 	memset(a, 0, sizeof(a));
-	arr_begin(&a[0], OID_TEXT, n, 0);
-	arr_begin(&a[1], OID_BYTEA, n, 0);
-	arr_begin(&a[2], OID_INT8, n, 0);
-	arr_begin(&a[3], OID_INT8, n, 0);
-	arr_begin(&a[4], OID_BYTEA, n, 0);
-	arr_begin(&a[5], OID_INT4, n, 0);
+	arr_rows_begin(a, n);
 	arr_begin(&a[6], OID_INT8, n, 0);
 	arr_begin(&a[7], OID_BYTEA, n, 1);
 	arr_begin(&a[8], OID_BYTEA, n, 0);
@@ -1233,13 +1240,7 @@ static void run_appends(dobj__pg *pg, dobj__cjob **jobs, int n)
 			if (jobs[k]->alarm >= 0 && jobs[k]->epoch == j->epoch &&
 			    !memcmp(jobs[k]->id, j->id, 32) && !strcmp(jobs[k]->ns, j->ns))
 				alarm = -1;
-		arr_bytes(&a[0], j->ns, j->ns_len);
-		arr_bytes(&a[1], j->id, 32);
-		arr_i64(&a[2], j->seq);
-		arr_i64(&a[3], j->epoch);
-		arr_bytes(&a[4], j->rec, j->len);
-		arr_i32(&a[5], 4);
-		arr_i32(&a[5], i);
+		arr_row(a, j, j->rec, j->len, i);
 		arr_i64(&a[6], alarm);
 		arr_bytes(&a[7], j->name, j->name_len);
 		arr_bytes(&a[8], j->sum, 32);

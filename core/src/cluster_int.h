@@ -404,6 +404,9 @@ int dobj__act_start(struct dobj__cluster *cl);
  *  conditions): activations that did not run fail with ECLOSED, a running
  *  one is halted and waited for; the activators stay for cache markers. */
 void dobj__act_closing(struct dobj__cluster *cl);
+/** reset() (dobj__cluster_reset): queued cache markers and activations of
+ *  objects gone never start; the one under way is halted and waited for. */
+void dobj__act_reset(struct dobj__cluster *cl);
 /** Stop the activators: queued cache markers get a bounded time to be
  *  written, the rest are dropped (the next activation rebuilds); the
  *  activations that did not run fail with ECLOSED. */

@@ -149,6 +149,9 @@ int dobj__cluster_commit(dobj_obj *obj, void *db, int64_t alarm);
  *  elsewhere owns it (its alarm to fire); < 0 when PostgreSQL cannot tell. */
 int dobj__cluster_hold(dobj_ns *ns, const dobj_id *id, const char *name, size_t len,
 	dobj_obj **obj);
+/** dobj_rt_reset dropped every object, before it deletes their files:
+ *  nothing of theirs is written off the runtime's thread after this. */
+void dobj__cluster_reset(dobj_rt *rt);
 /** Drop dobj__cluster_hold's reference; an incarnation it made that got no
  *  call is evicted (released) again.  NULL: no-op. */
 void dobj__cluster_unhold(dobj_obj *obj);

@@ -271,6 +271,9 @@ int dobj_rt_reset(dobj_rt *rt)
 		}
 	}
 	unref_all(rt, list, n);
+	/* In a cluster, the objects' cache markers and restores (off this
+	 * thread) end before their files go. */
+	dobj__cluster_reset(rt);
 	/* An alarm aborted above scheduled its retry: the schedule goes after. */
 	for (i = 0; i < rt->nns; i++) {
 		dobj__alarms_reset(rt->nss[i]);

@@ -362,8 +362,10 @@ static int de_key_add(dobj_de *d, uint32_t owner, const char *s, size_t len)
 	mask = d->table_cap - 1;
 	for (i = h & mask; d->table[i].owner != UINT32_MAX; i = (i + 1) & mask) {
 		k = &d->table[i];
+		/* No memcmp of empty keys: d->keys is still NULL when every key
+		 * so far was "" (and memcmp's pointers must be valid). */
 		if (k->owner == owner && k->hash == h && k->len == len &&
-		    memcmp(d->keys + k->off, s, len) == 0)
+		    (len == 0 || memcmp(d->keys + k->off, s, len) == 0))
 			return de_fail(d, "corrupt value: duplicate key \"%.*s\" (byte %zu)",
 				(int)(len > 60 ? 60 : len), s, de_pos(d));
 	}

@@ -1,5 +1,5 @@
-/* The node and the counter class of the cluster tests (test_cluster.c,
- * test_cluster_snapshot.c); include after testhost.h and pgtest.h. */
+/* The node, the counter class and the PostgreSQL steps of the cluster tests
+ * (tests/c/test_cluster*.c); include after testhost.h and pgtest.h. */
 #ifndef DOBJ_TEST_CLUSTER_H
 #define DOBJ_TEST_CLUSTER_H
 
@@ -78,6 +78,41 @@ static inline dobj_rt *cluster_node(const pgtest *pg, const char *dir, dobj_clus
 static inline dobj_stub *stub_for(dobj_rt *rt, const char *name)
 {
 	return testhost_stub(dobj_rt_ns_at(rt, 0), name);
+}
+
+/* The id of the object `name` of `ns` in hex (in a buffer the next call
+ * overwrites). */
+static inline const char *object_hex(dobj_ns *ns, const char *name)
+{
+	static char hex[DOBJ_ID_HEX_LEN + 1];
+	dobj_id id;
+
+	dobj_id_from_name(dobj_ns_idkey(ns), name, strlen(name), &id);
+	dobj_id_to_hex(&id, hex);
+	hex[DOBJ_ID_HEX_LEN] = '\0';
+	return hex;
+}
+
+/* The owner row of `name` (of `ns`, whose unique key is `key`) locked FOR
+ * UPDATE in a transaction of the test's own, left open: the object's claim
+ * and its appends (which lock it FOR SHARE) wait until the test COMMITs on
+ * the connection returned (and PQfinish()es it). */
+static inline PGconn *owner_lock(const pgtest *pg, const char *key, dobj_ns *ns, const char *name)
+{
+	PGconn *c = pgtest_connect(pg);
+
+	pgtest_sql(pg, c, "BEGIN");
+	CHECK(pgtest_sqlf(pg, c, "SELECT epoch FROM dobj_owner WHERE ns = '%s' AND "
+		"object_id = '\\x%s'::bytea FOR UPDATE", key, object_hex(ns, name)) > 0);
+	return c;
+}
+
+/* The lease of node `node` lapses on the database's clock (as if the node
+ * had been paused past it) while the node itself has not noticed yet. */
+static inline void lease_lapse(const pgtest *pg, long long node)
+{
+	pgtest_sqlf(pg, NULL, "UPDATE dobj_node SET lease_until = now() - interval '1 hour' "
+		"WHERE node_id = %lld", node);
 }
 
 #endif

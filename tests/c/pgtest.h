@@ -6,6 +6,7 @@
 #define DOBJ_TEST_PG_H
 #include <fcntl.h>
 #include <libpq-fe.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -103,6 +104,23 @@ static long long pgtest_sql(const pgtest *pg, PGconn *c, const char *q)
 	if (own)
 		PQfinish(own);
 	return v;
+}
+
+/* pgtest_sql of the statement printf makes of `fmt` and what follows it
+ * (up to 8 KiB). */
+static inline long long pgtest_sqlf(const pgtest *pg, PGconn *c, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static inline long long pgtest_sqlf(const pgtest *pg, PGconn *c, const char *fmt, ...)
+{
+	char q[8192];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(q, sizeof(q), fmt, ap);
+	va_end(ap);
+	CHECK(n >= 0 && (size_t)n < sizeof(q));
+	return pgtest_sql(pg, c, q);
 }
 
 #endif

@@ -182,7 +182,7 @@ static void test_a_live_owner_keeps_its_object(void)
 
 static void test_a_stale_owner_is_fenced(void)
 {
-	char d1[64], d2[64], q[160];
+	char d1[64], d2[64];
 	dobj_rt *a, *b;
 	dobj_stub *sa, *sb;
 	int code;
@@ -193,9 +193,7 @@ static void test_a_stale_owner_is_fenced(void)
 	CHECK_STR(fetch(a, sa, "count", NULL), "1");
 	/* A's lease lapses on the database's clock (as if it had been paused
 	 * past it) while A itself has not noticed yet. */
-	snprintf(q, sizeof(q), "UPDATE dobj_node SET lease_until = now() - interval '1 hour' "
-		"WHERE node_id = %lld", dobj_rt_cluster_node(a));
-	pgtest_sql(&pg, NULL, q);
+	lease_lapse(&pg, dobj_rt_cluster_node(a));
 	sb = stub_for(b, "fenced");
 	CHECK_STR(fetch(b, sb, "count", NULL), "2");
 	/* A's write is refused by the epoch, and its incarnation reset. */
@@ -336,9 +334,7 @@ static void test_a_node_that_lost_its_lease_logs_it(void)
 	a = node_new(testhost_tmpdir(d1, "dobj-cluster"), &co, DOBJ_OK);
 	CHECK_EQ_INT(dobj_rt_cluster_set_log(a, on_log, NULL), DOBJ_OK);
 	old = dobj_rt_cluster_node(a);
-	snprintf(q, sizeof(q), "UPDATE dobj_node SET lease_until = now() - interval '1 hour' "
-		"WHERE node_id = %lld", old);
-	pgtest_sql(&pg, NULL, q);
+	lease_lapse(&pg, old);
 	log_calls = 0;
 	deadline = testhost_now_s() + 10;
 	while (!log_calls && testhost_now_s() < deadline) {

@@ -9,6 +9,7 @@
 
 #include "testhost.h"
 #include "pgtest.h"
+#include "clustertest.h"
 
 static pgtest pg;
 static int alarms_ran;
@@ -75,12 +76,11 @@ static dobj_rt *node(const char *dir, dobj_ns **ns)
 
 static void test_a_waiting_activation_holds_up_no_other_object_and_calls_keep_their_order(void)
 {
-	char dir[64], q[300], hex[DOBJ_ID_HEX_LEN + 1];
+	char dir[64];
 	dobj_ns *ns;
 	dobj_rt *rt = node(testhost_tmpdir(dir, "dobj-act"), &ns);
 	dobj_stub *slow = testhost_stub(ns, "slow"), *fast;
 	dobj_task *t[3], *tf;
-	dobj_id id;
 	PGconn *locker;
 	int i;
 
@@ -92,14 +92,7 @@ static void test_a_waiting_activation_holds_up_no_other_object_and_calls_keep_th
 	fast = testhost_stub(ns, "fast");
 	CHECK_STR(fetch(rt, fast, "count", NULL), "1"); /* fast is active */
 	/* The test holds slow's owner row: its claim waits for it. */
-	dobj_id_from_name(dobj_ns_idkey(ns), "slow", 4, &id);
-	dobj_id_to_hex(&id, hex);
-	hex[DOBJ_ID_HEX_LEN] = '\0';
-	locker = pgtest_connect(&pg);
-	pgtest_sql(&pg, locker, "BEGIN");
-	snprintf(q, sizeof(q), "SELECT epoch FROM dobj_owner WHERE ns = 'act-key' AND "
-		"object_id = '\\x%s'::bytea FOR UPDATE", hex);
-	CHECK(pgtest_sql(&pg, locker, q) > 0);
+	locker = owner_lock(&pg, "act-key", ns, "slow");
 	for (i = 0; i < 3; i++)
 		t[i] = send(slow, "count");
 	dobj_rt_pump(rt);
@@ -132,12 +125,11 @@ static void test_a_waiting_activation_holds_up_no_other_object_and_calls_keep_th
  * hangs, nothing leaks (the sanitizers' run). */
 static void test_closing_with_an_activation_out(void)
 {
-	char dir[64], q[300], hex[DOBJ_ID_HEX_LEN + 1];
+	char dir[64];
 	dobj_ns *ns;
 	dobj_rt *rt = node(testhost_tmpdir(dir, "dobj-act"), &ns);
 	dobj_stub *s = testhost_stub(ns, "closing");
 	dobj_task *t;
-	dobj_id id;
 	PGconn *locker;
 	int code;
 
@@ -146,14 +138,7 @@ static void test_closing_with_an_activation_out(void)
 	dobj_rt_free(rt);
 	rt = node(dir, &ns);
 	s = testhost_stub(ns, "closing");
-	dobj_id_from_name(dobj_ns_idkey(ns), "closing", 7, &id);
-	dobj_id_to_hex(&id, hex);
-	hex[DOBJ_ID_HEX_LEN] = '\0';
-	locker = pgtest_connect(&pg);
-	pgtest_sql(&pg, locker, "BEGIN");
-	snprintf(q, sizeof(q), "SELECT epoch FROM dobj_owner WHERE ns = 'act-key' AND "
-		"object_id = '\\x%s'::bytea FOR UPDATE", hex);
-	CHECK(pgtest_sql(&pg, locker, q) > 0);
+	locker = owner_lock(&pg, "act-key", ns, "closing");
 	t = send(s, "count");
 	dobj_rt_pump(rt);
 	CHECK(!dobj_task_done(t));
@@ -220,7 +205,7 @@ static int alarm_ran(void *arg)
 
 static void test_an_alarm_waiting_for_its_claim_holds_up_no_other_object(void)
 {
-	char dir[64], q[300], hex[DOBJ_ID_HEX_LEN + 1];
+	char dir[64];
 	dobj_ns *ns;
 	dobj_rt *rt = node(testhost_tmpdir(dir, "dobj-act"), &ns);
 	dobj_stub *sleeper = testhost_stub(ns, "sleeper"), *fast = testhost_stub(ns, "nimble");
@@ -234,15 +219,9 @@ static void test_an_alarm_waiting_for_its_claim_holds_up_no_other_object(void)
 	CHECK_STR(fetch(rt, sleeper, "alarm 300", NULL), "set");
 	dobj_id_from_name(dobj_ns_idkey(ns), "sleeper", 7, &id);
 	CHECK_EQ_INT(dobj_ns_evict(ns, &id), 1); /* released: its alarm claims it again */
-	dobj_id_to_hex(&id, hex);
-	hex[DOBJ_ID_HEX_LEN] = '\0';
-	locker = pgtest_connect(&pg);
+	locker = owner_lock(&pg, "act-key", ns, "sleeper");
 	/* (the test's server ends transactions idle for 2 s: not this one) */
 	pgtest_sql(&pg, locker, "SET idle_in_transaction_session_timeout = 0");
-	pgtest_sql(&pg, locker, "BEGIN");
-	snprintf(q, sizeof(q), "SELECT epoch FROM dobj_owner WHERE ns = 'act-key' AND "
-		"object_id = '\\x%s'::bytea FOR UPDATE", hex);
-	CHECK(pgtest_sql(&pg, locker, q) > 0);
 	/* The alarm comes due at 0.3 s and its claim waits for the test's lock
 	 * (up to the node's 5 s timeout); at 1.5 s a call to another object is
 	 * served at once. */
@@ -292,21 +271,18 @@ static void test_the_activators_connection_is_named_in_pg_stat_activity(void)
  * "bigint out of range". */
 static void test_a_claim_past_the_largest_epoch_says_the_row_is_damaged(void)
 {
-	char dir[64], q[256], hex[65];
+	char dir[64];
 	dobj_ns *ns;
 	dobj_rt *rt = node(testhost_tmpdir(dir, "dobj-act"), &ns);
 	dobj_stub *s = testhost_stub(ns, "maxed");
 	dobj_id id;
 	const char *out;
-	int code, i;
+	int code;
 
 	CHECK_STR(fetch(rt, s, "count", NULL), "1");
 	CHECK_EQ_INT(dobj_id_from_name(dobj_ns_idkey(ns), "maxed", 5, &id), DOBJ_OK);
-	for (i = 0; i < 32; i++)
-		snprintf(hex + 2 * i, 3, "%02x", id.bytes[i]);
-	snprintf(q, sizeof(q), "UPDATE dobj_owner SET epoch = 9223372036854775807 "
-		"WHERE object_id = '\\x%s'::bytea", hex);
-	pgtest_sql(&pg, NULL, q);
+	pgtest_sqlf(&pg, NULL, "UPDATE dobj_owner SET epoch = 9223372036854775807 "
+		"WHERE object_id = '\\x%s'::bytea", object_hex(ns, "maxed"));
 	CHECK_EQ_INT(dobj_ns_evict(ns, &id), 1);
 	CHECK_EQ_INT(dobj_rt_run(rt, NULL, NULL), DOBJ_OK);
 	out = fetch(rt, s, "count", &code);

@@ -20,6 +20,7 @@
 #define send test_send
 #include "testhost.h"
 #include "pgtest.h"
+#include "clustertest.h"
 
 #define KEY "commit-key"
 /* The node's committer threads (DOBJ__COMMITTERS in core/src/cluster_int.h). */
@@ -92,17 +93,6 @@ static dobj_rt *node(const char *dir, double timeout_ms, dobj_ns **ns)
 }
 
 /* The ID of the object named `name`, in hex (until the next call). */
-static const char *object_hex(dobj_ns *ns, const char *name)
-{
-	static char hex[DOBJ_ID_HEX_LEN + 1];
-	dobj_id id;
-
-	dobj_id_from_name(dobj_ns_idkey(ns), name, strlen(name), &id);
-	dobj_id_to_hex(&id, hex);
-	hex[DOBJ_ID_HEX_LEN] = '\0';
-	return hex;
-}
-
 /* "ns = ... AND object_id = ..." of the object named `name`. */
 static const char *where(dobj_ns *ns, const char *name)
 {
@@ -113,16 +103,17 @@ static const char *where(dobj_ns *ns, const char *name)
 	return buf;
 }
 
+/* The rows of `name` at seq in the log. */
+static int rows_at(dobj_ns *ns, const char *name, long long seq)
+{
+	return (int)pgtest_sqlf(&pg, NULL, "SELECT count(*) FROM dobj_wal WHERE seq = %lld AND %s",
+		seq, where(ns, name));
+}
+
 /* Hold up the appends of `name`: its owner row locked until unlock(). */
 static PGconn *lock(dobj_ns *ns, const char *name)
 {
-	PGconn *c = pgtest_connect(&pg);
-	char q[300];
-
-	pgtest_sql(&pg, c, "BEGIN");
-	snprintf(q, sizeof(q), "SELECT epoch FROM dobj_owner WHERE %s FOR UPDATE", where(ns, name));
-	CHECK(pgtest_sql(&pg, c, q) > 0);
-	return c;
+	return owner_lock(&pg, KEY, ns, name);
 }
 
 static void unlock(PGconn *c)
@@ -217,8 +208,7 @@ static void test_appends_of_many_objects_go_in_few_transactions_and_a_fenced_one
 		CHECK_STR(fetch(rt, s[i], "w", NULL), "1");
 	}
 	/* g3 was taken over behind this node's back (its epoch moved on). */
-	snprintf(q, sizeof(q), "UPDATE dobj_owner SET epoch = epoch + 1 WHERE %s", where(ns, "g3"));
-	pgtest_sql(&pg, NULL, q);
+	pgtest_sqlf(&pg, NULL, "UPDATE dobj_owner SET epoch = epoch + 1 WHERE %s", where(ns, "g3"));
 	/* While the log is locked, each committer takes what is queued when it
 	 * wakes and waits; the rest queue up and go together after. */
 	locker = lock_log();
@@ -255,8 +245,7 @@ static void test_appends_of_many_objects_go_in_few_transactions_and_a_fenced_one
 		PQclear(r);
 		PQfinish(c);
 	}
-	snprintf(q, sizeof(q), "SELECT count(*) FROM dobj_wal WHERE seq = 2 AND %s", where(ns, "g3"));
-	CHECK_EQ_INT(pgtest_sql(&pg, NULL, q), 0);
+	CHECK_EQ_INT(rows_at(ns, "g3", 2), 0);
 	for (i = 0; i < MANY; i++)
 		dobj_stub_free(s[i]);
 	dobj_rt_free(rt);
@@ -302,10 +291,8 @@ static void test_batches_with_and_without_an_alarm_append_every_row(void)
 		snprintf(q + strlen(q), sizeof(q) - strlen(q), " OR (%s)", where(ns, names[i]));
 	strcat(q, ")");
 	CHECK_EQ_INT(pgtest_sql(&pg, NULL, q), 2 * MANY);
-	snprintf(q, sizeof(q), "SELECT count(*) FROM dobj_alarm WHERE %s", where(ns, names[7]));
-	CHECK_EQ_INT(pgtest_sql(&pg, NULL, q), 1);
-	snprintf(q, sizeof(q), "SELECT count(*) FROM dobj_alarm WHERE ns = '" KEY "'");
-	CHECK_EQ_INT(pgtest_sql(&pg, NULL, q), 1);
+	CHECK_EQ_INT(pgtest_sqlf(&pg, NULL, "SELECT count(*) FROM dobj_alarm WHERE %s", where(ns, names[7])), 1);
+	CHECK_EQ_INT(pgtest_sql(&pg, NULL, "SELECT count(*) FROM dobj_alarm WHERE ns = '" KEY "'"), 1);
 	for (i = 0; i < MANY; i++)
 		dobj_stub_free(s[i]);
 	dobj_rt_free(rt);
@@ -318,7 +305,7 @@ static void test_batches_with_and_without_an_alarm_append_every_row(void)
  * release a later result before an earlier one). */
 static void test_an_objects_next_append_waits_for_its_previous_one(void)
 {
-	char dir[64], q[400];
+	char dir[64];
 	dobj_ns *ns;
 	dobj_rt *rt = node(testhost_tmpdir(dir, "dobj-commit"), 500, &ns);
 	dobj_stub *a = testhost_stub(ns, "one-a"), *c = testhost_stub(ns, "one-c");
@@ -335,10 +322,9 @@ static void test_an_objects_next_append_waits_for_its_previous_one(void)
 	 * second (seq 3) would not wait for anything. */
 	blocker = pgtest_connect(&pg);
 	pgtest_sql(&pg, blocker, "BEGIN");
-	snprintf(q, sizeof(q), "INSERT INTO dobj_wal (ns, object_id, seq, epoch, frames, sum) "
+	pgtest_sqlf(&pg, blocker, "INSERT INTO dobj_wal (ns, object_id, seq, epoch, frames, sum) "
 		"SELECT ns, object_id, 2, epoch, '\\x00', '\\x00' FROM dobj_owner WHERE %s",
 		where(ns, "one-a"));
-	pgtest_sql(&pg, blocker, q);
 	t[0] = send(a, "w");
 	dobj_rt_pump(rt);
 	/* Another object's release between them ends a batch: the two appends
@@ -352,9 +338,7 @@ static void test_an_objects_next_append_waits_for_its_previous_one(void)
 	CHECK(task_body(t[1], &code) && code != DOBJ_OK);
 	pgtest_sql(&pg, blocker, "ROLLBACK");
 	PQfinish(blocker);
-	snprintf(q, sizeof(q), "SELECT count(*) FROM dobj_wal WHERE seq = 3 AND %s",
-		where(ns, "one-a"));
-	CHECK_EQ_INT(pgtest_sql(&pg, NULL, q), 0);
+	CHECK_EQ_INT(rows_at(ns, "one-a", 3), 0);
 	dobj_task_unref(t[0]);
 	dobj_task_unref(t[1]);
 	/* The object was reset; what was acknowledged is there. */
@@ -514,7 +498,7 @@ static dobj_task *send_held(dobj_rt *rt, dobj_stub *s, const char *op)
 
 static void test_a_lone_append_on_the_runtimes_connection_cut_off_is_sent_again_once(void)
 {
-	char dir[64], q[300];
+	char dir[64];
 	dobj_ns *ns;
 	dobj_rt *rt = node(testhost_tmpdir(dir, "dobj-commit"), 5000, &ns);
 	dobj_stub *s = testhost_stub(ns, "cut-off");
@@ -530,16 +514,14 @@ static void test_a_lone_append_on_the_runtimes_connection_cut_off_is_sent_again_
 	CHECK(!dobj_task_done(t));
 	/* The append waits on the runtime's own connection; its backend goes
 	 * before it could run it. */
-	snprintf(q, sizeof(q), "SELECT pg_terminate_backend(%lld)::int", runtime_backend_waiting());
-	CHECK_EQ_INT(pgtest_sql(&pg, NULL, q), 1);
+	CHECK_EQ_INT(pgtest_sqlf(&pg, NULL, "SELECT pg_terminate_backend(%lld)::int",
+		runtime_backend_waiting()), 1);
 	unlock(locker);
 	/* A committer sends it again: it runs once, and is acknowledged. */
 	CHECK_EQ_INT(dobj_rt_run(rt, task_is_done, t), DOBJ_OK);
 	CHECK_STR(task_body(t, NULL), "3");
 	dobj_task_unref(t);
-	snprintf(q, sizeof(q), "SELECT count(*) FROM dobj_wal WHERE seq = 3 AND %s",
-		where(ns, "cut-off"));
-	CHECK_EQ_INT(pgtest_sql(&pg, NULL, q), 1);
+	CHECK_EQ_INT(rows_at(ns, "cut-off", 3), 1);
 	/* And the runtime gets a new connection of its own. */
 	CHECK_STR(fetch(rt, s, "w", NULL), "4");
 	wait_for_runtime_connection(rt);
@@ -594,7 +576,7 @@ static void test_a_lone_append_on_the_runtimes_connection_fails_at_the_nodes_tim
  * again (only a broken connection's statement, which did not run, is). */
 static void test_a_refused_append_on_the_runtimes_connection_is_not_sent_again(void)
 {
-	char dir[64], q[1200];
+	char dir[64];
 	dobj_ns *ns;
 	dobj_rt *rt = node(testhost_tmpdir(dir, "dobj-commit"), 5000, &ns);
 	dobj_stub *s = testhost_stub(ns, "refused");
@@ -616,10 +598,9 @@ static void test_a_refused_append_on_the_runtimes_connection_is_not_sent_again(v
 	pgtest_sql(&pg, NULL, "CREATE FUNCTION test_refuse() RETURNS trigger LANGUAGE plpgsql AS "
 		"$$ BEGIN IF nextval('test_refuse_once') = 1 THEN "
 		"RAISE EXCEPTION 'refused once by the test'; END IF; RETURN NEW; END $$");
-	snprintf(q, sizeof(q), "CREATE TRIGGER test_refuse BEFORE INSERT ON dobj_wal FOR EACH ROW "
+	pgtest_sqlf(&pg, NULL, "CREATE TRIGGER test_refuse BEFORE INSERT ON dobj_wal FOR EACH ROW "
 		"WHEN (NEW.seq = 6 AND NEW.ns = '" KEY "' AND NEW.object_id = '\\x%s'::bytea) "
 		"EXECUTE FUNCTION test_refuse()", object_hex(ns, "refused"));
-	pgtest_sql(&pg, NULL, q);
 	CHECK(strstr(fetch(rt, s, "w", &code), "refused once by the test") != NULL);
 	CHECK(code != DOBJ_OK);
 	CHECK_EQ_INT(pgtest_sql(&pg, NULL, "SELECT last_value FROM test_refuse_once"), 1);
@@ -643,7 +624,7 @@ static void test_a_refused_append_on_the_runtimes_connection_is_not_sent_again(v
  * at the commit (which sends the result with it) and then waits. */
 static void test_a_lone_appends_answer_in_two_reads_is_acknowledged_once(void)
 {
-	char dir[64], q[1200];
+	char dir[64];
 	dobj_ns *ns;
 	dobj_rt *rt = node(testhost_tmpdir(dir, "dobj-commit"), 5000, &ns);
 	dobj_stub *s = testhost_stub(ns, "split");
@@ -654,17 +635,15 @@ static void test_a_lone_appends_answer_in_two_reads_is_acknowledged_once(void)
 	CHECK_STR(fetch(rt, s, "w", NULL), "2");
 	pgtest_sql(&pg, NULL, "CREATE FUNCTION test_split() RETURNS trigger LANGUAGE plpgsql AS "
 		"$$ BEGIN RAISE NOTICE 'committing'; PERFORM pg_sleep(0.3); RETURN NULL; END $$");
-	snprintf(q, sizeof(q), "CREATE CONSTRAINT TRIGGER test_split AFTER INSERT ON dobj_wal "
+	pgtest_sqlf(&pg, NULL, "CREATE CONSTRAINT TRIGGER test_split AFTER INSERT ON dobj_wal "
 		"DEFERRABLE INITIALLY DEFERRED FOR EACH ROW "
 		"WHEN (NEW.seq = 3 AND NEW.ns = '" KEY "' AND NEW.object_id = '\\x%s'::bytea) "
 		"EXECUTE FUNCTION test_split()", object_hex(ns, "split"));
-	pgtest_sql(&pg, NULL, q);
 	CHECK_STR(fetch(rt, s, "w", &code), "3");
 	CHECK_EQ_INT(code, DOBJ_OK);
 	pgtest_sql(&pg, NULL, "DROP TRIGGER test_split ON dobj_wal");
 	pgtest_sql(&pg, NULL, "DROP FUNCTION test_split()");
-	snprintf(q, sizeof(q), "SELECT count(*) FROM dobj_wal WHERE seq = 3 AND %s", where(ns, "split"));
-	CHECK_EQ_INT(pgtest_sql(&pg, NULL, q), 1);
+	CHECK_EQ_INT(rows_at(ns, "split", 3), 1);
 	/* Not reset: the instance goes on. */
 	CHECK_STR(fetch(rt, s, "w", NULL), "4");
 	CHECK_EQ_INT(dobj_ns_live(ns), 1);
@@ -851,12 +830,10 @@ static void test_two_incarnations_same_seq_in_one_batch_are_told_apart(void)
  * append sent before whose answer was lost, or another write's row. */
 static void copy_row_first(dobj_ns *ns, const char *name, long long seq, int own)
 {
-	char q[2000];
-
 	pgtest_sql(&pg, NULL, "SET client_min_messages = warning; CREATE EXTENSION IF NOT EXISTS dblink");
 	pgtest_sql(&pg, NULL, "SET client_min_messages = warning; CREATE TABLE IF NOT EXISTS test_copy (object_id bytea, seq int8, "
 		"own bool)");
-	snprintf(q, sizeof(q), "CREATE OR REPLACE FUNCTION test_copy() RETURNS trigger "
+	pgtest_sqlf(&pg, NULL, "CREATE OR REPLACE FUNCTION test_copy() RETURNS trigger "
 		"LANGUAGE plpgsql AS $$ DECLARE c record; BEGIN "
 		"IF current_setting('application_name') = 'test_copy' THEN RETURN NEW; END IF; "
 		"SELECT * INTO c FROM test_copy WHERE object_id = NEW.object_id AND seq = NEW.seq; "
@@ -865,13 +842,11 @@ static void copy_row_first(dobj_ns *ns, const char *name, long long seq, int own
 		"VALUES (%%L, %%L, %%s, %%s, %%L, %%L)', NEW.ns, NEW.object_id, NEW.seq, NEW.epoch, "
 		"NEW.frames, CASE WHEN c.own THEN NEW.sum ELSE '\\x00'::bytea END)); END IF; "
 		"RETURN NEW; END $$", pg.url);
-	pgtest_sql(&pg, NULL, q);
 	pgtest_sql(&pg, NULL, "SET client_min_messages = warning; DROP TRIGGER IF EXISTS test_copy ON dobj_wal");
 	pgtest_sql(&pg, NULL, "CREATE TRIGGER test_copy BEFORE INSERT ON dobj_wal FOR EACH ROW "
 		"EXECUTE FUNCTION test_copy()");
-	snprintf(q, sizeof(q), "INSERT INTO test_copy VALUES ('\\x%s'::bytea, %lld, %s)",
+	pgtest_sqlf(&pg, NULL, "INSERT INTO test_copy VALUES ('\\x%s'::bytea, %lld, %s)",
 		object_hex(ns, name), seq, own ? "true" : "false");
-	pgtest_sql(&pg, NULL, q);
 }
 
 static void copy_rows_done(void)
@@ -879,16 +854,6 @@ static void copy_rows_done(void)
 	pgtest_sql(&pg, NULL, "DROP TRIGGER test_copy ON dobj_wal");
 	pgtest_sql(&pg, NULL, "DROP FUNCTION test_copy()");
 	pgtest_sql(&pg, NULL, "DROP TABLE test_copy");
-}
-
-/* The rows of `name` at seq in the log. */
-static int rows_at(dobj_ns *ns, const char *name, long long seq)
-{
-	char q[400];
-
-	snprintf(q, sizeof(q), "SELECT count(*) FROM dobj_wal WHERE seq = %lld AND %s", seq,
-		where(ns, name));
-	return (int)pgtest_sql(&pg, NULL, q);
 }
 
 /* An append through a committer on its own (the one-row statement) whose

@@ -6,7 +6,7 @@
  * truncated snapshot, a seq that lies, a missing log row) are a clear
  * error and the object is not served; a schema of version 1 is migrated;
  * a release leaves the file's hash to the object's activator, ahead of its
- * next activation.
+ * next activation, and reset() leaves none at work behind it.
  */
 #include <fcntl.h>
 #include <libpq-fe.h>
@@ -456,6 +456,76 @@ static void test_a_release_hashes_off_the_runtimes_thread_ahead_of_the_next_acti
 	testhost_rm_rf(d1);
 }
 
+/* A writer held until let go, or for a second at most: dobj_rt_reset halts
+ * the one under way and waits for it, which a writer held for good would
+ * never let end. */
+static void mark_hook_bounded(void)
+{
+	struct timespec until;
+
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += 1;
+	pthread_mutex_lock(&mark_mu);
+	mark_calls++;
+	pthread_cond_broadcast(&mark_cv);
+	while (mark_held && pthread_cond_timedwait(&mark_cv, &mark_mu, &until) == 0)
+		;
+	pthread_mutex_unlock(&mark_mu);
+}
+
+/* Files of the object `name` in its namespace's folder (the database, its
+ * -wal/-shm, the cache marker and its temporary). */
+static int files_of(const char *dir, const char *name)
+{
+	char hex[DOBJ_ID_HEX_LEN + 1], path[300];
+	static const char *const tails[] = { ".sqlite", ".sqlite-wal", ".sqlite-shm",
+		".sqlite-seq", ".sqlite-seq.tmp" };
+	size_t i;
+	int n = 0;
+
+	obj_hex(name, hex);
+	for (i = 0; i < sizeof(tails) / sizeof(tails[0]); i++) {
+		snprintf(path, sizeof(path), "%s/snap-key/%s%s", dir, hex, tails[i]);
+		n += access(path, F_OK) == 0;
+	}
+	return n;
+}
+
+/* reset() evicts the object (its release queues a cache marker on the
+ * activator) and deletes its files: the marker is not written after them,
+ * nor is the activator still at work in the folder when reset returns
+ * (it was: the marker, queued or held, went on after reset returned).  In
+ * a cluster the data is PostgreSQL's: the next call restores it. */
+static void test_reset_leaves_no_cache_marker_at_work_behind_it(void)
+{
+	char d1[64];
+	dobj_rt *a;
+	dobj_id id;
+	dobj__worker *w;
+	const char *name = "reset-marker";
+
+	a = node(testhost_tmpdir(d1, "dobj-snap"), -1);
+	dobj_id_from_name(dobj_ns_idkey(dobj_rt_ns_at(a, 0)), name, strlen(name), &id);
+	w = a->cluster->act[id.bytes[0] % DOBJ__ACTIVATORS];
+	counts(a, name, 0, 3);
+	CHECK(files_of(d1, name) > 0);
+	mark_calls = 0;
+	mark_held = 1;
+	dobj__snap_mark_hook = mark_hook_bounded;
+	CHECK_EQ_INT(dobj_rt_reset(a), DOBJ_OK);
+	pthread_mutex_lock(&w->mu);
+	CHECK(w->cur == NULL && w->q_head == NULL);
+	pthread_mutex_unlock(&w->mu);
+	CHECK_EQ_INT(files_of(d1, name), 0);
+	mark_let_go();
+	dobj__snap_mark_hook = NULL;
+	CHECK_EQ_INT(dobj_rt_run(a, NULL, NULL), DOBJ_OK);
+	CHECK_EQ_INT(files_of(d1, name), 0);
+	expect(a, name, "count", "4");
+	dobj_rt_free(a);
+	testhost_rm_rf(d1);
+}
+
 static void expect_damaged(const char *name, const char *fix, const char *words)
 {
 	char d[64];
@@ -661,7 +731,7 @@ static void test_a_big_database_is_snapshotted_in_parts(void)
  * the log is kept. */
 static void not_compacted(const char *name, int at, const char *fix, const char *words)
 {
-	char d1[64], q[768];
+	char d1[64];
 	dobj_rt *a;
 	dobj_stub *s;
 	PGconn *t;
@@ -686,8 +756,7 @@ static void not_compacted(const char *name, int at, const char *fix, const char 
 	{
 		char hex[DOBJ_ID_HEX_LEN + 1];
 		obj_hex(name, hex);
-		snprintf(q, sizeof(q), fix, hex, snap + at);
-		pgtest_sql(&pg, t, q);
+		pgtest_sqlf(&pg, t, fix, hex, snap + at);
 	}
 	log_calls = 0;
 	pgtest_sql(&pg, t, "COMMIT");
@@ -727,7 +796,7 @@ static void test_a_damaged_log_row_is_not_compacted(void)
  * held (behind a row lock of the test's) until the takeover happened. */
 static void test_a_stale_owners_snapshot_is_refused_by_the_fence(void)
 {
-	char d1[64], d2[64], q[256];
+	char d1[64], d2[64];
 	dobj_rt *a, *b;
 	dobj_stub *s;
 	PGconn *t;
@@ -743,18 +812,15 @@ static void test_a_stale_owners_snapshot_is_refused_by_the_fence(void)
 	{
 		char hex[DOBJ_ID_HEX_LEN + 1];
 		obj_hex("stale", hex);
-		snprintf(q, sizeof(q), "SELECT seq FROM dobj_snapshot WHERE object_id = '\\x%s'::bytea "
-			"FOR UPDATE", hex);
-		CHECK_EQ_INT(pgtest_sql(&pg, t, q), snap);
+		CHECK_EQ_INT(pgtest_sqlf(&pg, t, "SELECT seq FROM dobj_snapshot WHERE "
+			"object_id = '\\x%s'::bytea FOR UPDATE", hex), snap);
 	}
 	s = stub_for(a, "stale");
 	CHECK_STR(fetch(a, s, "count", NULL), "5");
 	CHECK_STR(fetch(a, s, "sql", NULL), "ok");
 	CHECK_STR(fetch(a, s, "count", NULL), "6");
 	/* A's lease lapses (as after a pause) and B takes the object over. */
-	snprintf(q, sizeof(q), "UPDATE dobj_node SET lease_until = now() - interval '1 hour' "
-		"WHERE node_id = %lld", dobj_rt_cluster_node(a));
-	pgtest_sql(&pg, NULL, q);
+	lease_lapse(&pg, dobj_rt_cluster_node(a));
 	b = node(testhost_tmpdir(d2, "dobj-snap"), -1);
 	{
 		dobj_stub *sb = stub_for(b, "stale");
@@ -899,6 +965,7 @@ int main(void)
 	RUN(test_a_cached_file_changed_behind_its_marker_is_rebuilt);
 	RUN(test_the_same_seq_and_epoch_written_elsewhere_is_not_the_cache);
 	RUN(test_a_release_hashes_off_the_runtimes_thread_ahead_of_the_next_activation);
+	RUN(test_reset_leaves_no_cache_marker_at_work_behind_it);
 	RUN(test_stored_bytes_that_lie_are_a_clear_error);
 	RUN(test_rows_that_lie_under_a_valid_checksum_are_a_clear_error);
 	RUN(test_a_seq_at_the_end_of_its_range_is_a_clear_error);

@@ -987,6 +987,7 @@ static const struct { const char *hex, *message; } corrupt[] = {
 	{ "ff0f 6f 2201 61 4902 7b 02", "says 2 entries, 1 were read" },
 	{ "ff0f 6f 2201 61 4902 2201 61 4904 7b 02", "duplicate key \"a\"" },
 	{ "ff0f 6f 4902 4902 2201 31 4904 7b 02", "duplicate key \"1\"" },
+	{ "ff0f 6f 2200 4902 2200 4904 7b 02", "duplicate key \"\"" },
 	{ "ff0f 6f 30 4902 7b 01", "property key is not a string or a number" },
 	{ "ff0f 6f 6f7b00 4902 7b 01", "property key is not a string or a number" },
 	{ "ff0f 6f 2201 61 7b 01", "unexpected end tag '{'" },

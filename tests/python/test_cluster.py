@@ -3,7 +3,6 @@ bad input, every acknowledged write in PostgreSQL, a node SIGKILLed and its
 objects restored by another process, a live owner keeping its objects, and
 PostgreSQL killed and restarted."""
 import asyncio
-import logging
 import re
 import signal
 import subprocess
@@ -15,6 +14,7 @@ import pytest
 import dobj
 import dobj.cluster
 from cluster_util import Counter, node, start_node
+from log_util import DobjLog
 from pg_util import TOOL_ENV, HeldLock, available
 
 pytestmark = pytest.mark.skipif(not available(), reason="PostgreSQL (Debian: postgresql) not installed")
@@ -249,34 +249,24 @@ async def test_a_pure_client_cut_off_from_postgresql_logs_nothing(pg, tmp_path):
     logs nothing (it used to log that its objects were reset and their
     WebSockets closed).  The client's TTL is a fifth of the owner's: its
     cut-off comes well before the owner's line."""
-    lines, owner_cut = [], asyncio.Event()
-
-    class Lines(logging.Handler):
-        def emit(self, record):
-            lines.append(record.getMessage())
-            if re.match(r"cluster: node %d could not renew" % owner.node_id, lines[-1]):
-                owner_cut.set()
-
-    handler = Lines()
-    logging.getLogger("dobj").addHandler(handler)
-    client = dobj.Runtime(storage=str(tmp_path / "client"), cluster=pg.url,
-                          cluster_ttl=0.2, cluster_grace=0.1)
-    client_ns = client.bind("COUNTER", Counter)
-    owner, ns = node(pg, tmp_path / "owner", cluster_ttl=1, cluster_grace=0.5)
-    try:
-        assert await ns.get_by_name("cut").add() == 1
-        assert await client_ns.get_by_name("cut").get() == 1  # routed to the owner
-        pg.kill()
+    with DobjLog() as log:
+        client = dobj.Runtime(storage=str(tmp_path / "client"), cluster=pg.url,
+                              cluster_ttl=0.2, cluster_grace=0.1)
+        client_ns = client.bind("COUNTER", Counter)
+        owner, ns = node(pg, tmp_path / "owner", cluster_ttl=1, cluster_grace=0.5)
         try:
-            await asyncio.wait_for(owner_cut.wait(), 30)
+            assert await ns.get_by_name("cut").add() == 1
+            assert await client_ns.get_by_name("cut").get() == 1  # routed to the owner
+            pg.kill()
+            try:
+                await log.wait(r"^cluster: node %d could not renew" % owner.node_id, 30)
+            finally:
+                pg.restart()
+            assert re.search(r"1 of its objects were reset and 0 WebSockets closed", log.lines[-1])
+            assert [l for l in log.lines if re.match(r"cluster: node %d " % client.node_id, l)] == []
         finally:
-            pg.restart()
-        assert re.search(r"1 of its objects were reset and 0 WebSockets closed", lines[-1])
-        assert [l for l in lines if re.match(r"cluster: node %d " % client.node_id, l)] == []
-    finally:
-        logging.getLogger("dobj").removeHandler(handler)
-        client.close()
-        owner.close()
+            client.close()
+            owner.close()
 
 
 class Alarmed(dobj.DurableObject):

@@ -5,7 +5,6 @@ database, the `[dobj.cluster]` table and DOBJ_CLUSTER_* variables with their
 precedence (flag > environment > file), and Runtime.from_config picking them
 up."""
 import asyncio
-import logging
 import os
 import re
 import socket
@@ -19,6 +18,7 @@ import pytest
 
 import dobj
 from devserver import copy_example, dev_env
+from log_util import DobjLog
 from pg_util import available
 
 pytestmark = pytest.mark.skipif(not available(), reason="PostgreSQL (Debian: postgresql) not installed")
@@ -263,23 +263,14 @@ async def test_precedence_flag_over_environment_over_file(pg, tmp_path, monkeypa
 async def test_a_node_that_lost_its_lease_logs_it(pg, tmp_path):
     """A node that finds its lease lapsed (as after a pause past it) logs it
     on the "dobj" logger, and goes on as a new node."""
-    lines, got = [], asyncio.Event()
-
-    class Catch(logging.Handler):
-        def emit(self, record):
-            lines.append(record.getMessage())
-            got.set()
-
-    handler = Catch(logging.WARNING)
-    logging.getLogger("dobj").addHandler(handler)
-    rt = dobj.Runtime(storage=str(tmp_path), cluster=pg.url, cluster_ttl=0.2, cluster_grace=0)
-    try:
-        old = rt.node_id
-        pg.sql(f"UPDATE dobj_node SET lease_until = now() - interval '1 hour' WHERE node_id = {old}")
-        await asyncio.wait_for(got.wait(), 10)  # the next renewal, within 50 ms
-        assert lines == [f"cluster: node {old} lost its lease (the process was paused or cut off "
-                         f"past it); its objects were reset, and it joined again as node {rt.node_id}"]
-        assert rt.node_id != old
-    finally:
-        rt.close()
-        logging.getLogger("dobj").removeHandler(handler)
+    with DobjLog() as log:
+        rt = dobj.Runtime(storage=str(tmp_path), cluster=pg.url, cluster_ttl=0.2, cluster_grace=0)
+        try:
+            old = rt.node_id
+            pg.sql(f"UPDATE dobj_node SET lease_until = now() - interval '1 hour' WHERE node_id = {old}")
+            await log.wait()  # the next renewal, within 50 ms
+            assert log.lines == [f"cluster: node {old} lost its lease (the process was paused or cut off "
+                                 f"past it); its objects were reset, and it joined again as node {rt.node_id}"]
+            assert rt.node_id != old
+        finally:
+            rt.close()

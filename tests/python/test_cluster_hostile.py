@@ -14,7 +14,9 @@ import pytest
 
 import dobj
 from pg_util import available
+from log_util import DobjLog
 from route_util import Node
+from wire_util import HELLO, PING, connect, frame, result_of, split_frames
 
 pytestmark = pytest.mark.skipif(not available(), reason="PostgreSQL (Debian: postgresql) not installed")
 
@@ -73,24 +75,13 @@ def call_frame(call_id, key, oid, name, method, args):
     body = struct.pack(">QBBH", call_id, 2, 1, len(key)) + key + oid
     body += struct.pack(">I", 0xFFFFFFFF) if name is None else struct.pack(">I", len(name)) + name
     body += struct.pack(">H", len(method)) + method + dobj.serialize(args)
-    return struct.pack(">IB", len(body) + 1, 2) + body
+    return frame(2, body)
 
 
-def answer_of(addr, frame):
-    """Send HELLO + frame to a node; (status, message, value) of its RESULT."""
-    host, port = addr.rsplit(":", 1)
-    hello = b"DOBJ" + struct.pack(">HQ", 1, 99)
-    with socket.create_connection((host, int(port)), timeout=10) as s:
-        s.sendall(struct.pack(">IB", len(hello) + 1, 1) + hello + frame)
-        got = b""
-        while len(got) < 4 or len(got) < 4 + struct.unpack(">I", got[:4])[0]:
-            chunk = s.recv(65536)
-            assert chunk, "the node closed the connection"
-            got += chunk
-    body = got[5:4 + struct.unpack(">I", got[:4])[0]]
-    _, status, _, _, mlen = struct.unpack(">QBBiI", body[:18])
-    rest = body[18 + mlen:]
-    return status, body[18:18 + mlen].decode(), dobj.deserialize(rest) if rest else None
+def answer_of(addr, call):
+    """Send HELLO + call to a node; (status, message, value) of its RESULT."""
+    _, status, message, rest = result_of(addr, call)
+    return status, message, dobj.deserialize(rest) if rest else None
 
 
 def test_a_call_whose_id_does_not_match_its_name_or_namespace_is_refused(node):
@@ -238,12 +229,9 @@ def _results(sock, n):
     while len(statuses) < n:
         chunk = sock.recv(1 << 20)
         assert chunk, "the node closed the connection"
-        got += chunk
-        while len(got) >= 4 and len(got) >= 4 + struct.unpack(">I", got[:4])[0]:
-            size = struct.unpack(">I", got[:4])[0]
-            if got[4] == 3:  # RESULT (a PING of the node's is passed over)
-                statuses.append(got[13])
-            got = got[4 + size:]
+        frames, got = split_frames(got + chunk)
+        # RESULTs' statuses (a PING of the node's is passed over)
+        statuses += [body[8] for kind, body in frames if kind == 3]
     return statuses
 
 
@@ -255,23 +243,21 @@ def test_a_peer_that_sends_calls_and_does_not_read_the_answers_is_paused(node):
     and reads on once the peer takes its answers: every call is answered."""
     ids = dobj.Runtime().bind("ROUTE", dobj.DurableObject)
     oid = bytes.fromhex(str(ids.id_from_name("echo")))
-    frame = call_frame(5, b"ROUTE", oid, b"echo", b"echo", ["x" * (1 << 20)])
+    call = call_frame(5, b"ROUTE", oid, b"echo", b"echo", ["x" * (1 << 20)])
     total = 160
     before = _rss_mib(node.proc.pid)
-    host, port = node.addr.rsplit(":", 1)
-    hello = b"DOBJ" + struct.pack(">HQ", 1, 99)
     sent = [0, 0]  # whole frames, bytes of the next
 
     def send(sock):
         """Send the calls from where the last send stopped (socket.timeout: blocked)."""
-        view = memoryview(frame)
+        view = memoryview(call)
         while sent[0] < total:
             sent[1] += sock.send(view[sent[1]:])
-            if sent[1] == len(frame):
+            if sent[1] == len(call):
                 sent[0], sent[1] = sent[0] + 1, 0
 
-    with socket.create_connection((host, int(port))) as s:
-        s.sendall(struct.pack(">IB", len(hello) + 1, 1) + hello)
+    with connect(node.addr, None) as s:
+        s.sendall(HELLO)
         s.settimeout(10)
         with pytest.raises(socket.timeout):
             send(s)
@@ -299,7 +285,7 @@ def _lying_call(call_id=9, kind=2, depth=1, key=b"ROUTE", klen=None, name=b"hone
     body += struct.pack(">I", len(name) if nlen is None else nlen) + name
     body += struct.pack(">H", len(method) if mlen is None else mlen) + method
     body += dobj.serialize([]) if payload is None else payload
-    return struct.pack(">IB", len(body) + 1, 2) + body
+    return frame(2, body)
 
 
 MALFORMED = "cluster: a malformed call"
@@ -336,8 +322,7 @@ def test_call_frames_that_lie_about_lengths_or_depth_are_answered_as_malformed(n
 def test_a_call_frame_of_only_its_id_is_answered(node):
     """A CALL cut right after its id was left unanswered (its caller waited
     for its call timeout, and the node counted it as waiting for good)."""
-    frame = struct.pack(">IB", 9, 2) + struct.pack(">Q", 77)
-    assert answer_of(node.addr, frame)[:2] == (1, MALFORMED)
+    assert answer_of(node.addr, frame(2, struct.pack(">Q", 77)))[:2] == (1, MALFORMED)
 
 
 def _frames(sock, buf=b""):
@@ -350,11 +335,8 @@ def _frames(sock, buf=b""):
             chunk = b""
         if not chunk:
             return types, time.monotonic()
-        buf += chunk
-        while len(buf) >= 4 and len(buf) >= 4 + struct.unpack(">I", buf[:4])[0]:
-            n = struct.unpack(">I", buf[:4])[0]
-            types.append(buf[4])
-            buf = buf[4 + n:]
+        frames, buf = split_frames(buf + chunk)
+        types += [kind for kind, _ in frames]
 
 
 def test_a_peer_that_only_pings_is_closed_after_twenty_ttls(pg, tmp_path):
@@ -366,18 +348,15 @@ def test_a_peer_that_only_pings_is_closed_after_twenty_ttls(pg, tmp_path):
     rt = dobj.Runtime(storage=str(tmp_path / "a"), cluster=pg.url, node_addr="127.0.0.1:0",
                       cluster_ttl=0.2)  # 4 s
     try:
-        host, port = rt.node_addr.rsplit(":", 1)
-        hello = b"DOBJ" + struct.pack(">HQ", 1, 99)
-        ping = struct.pack(">IB", 1, 4)
-        with socket.create_connection((host, int(port))) as s:
+        with connect(rt.node_addr, None) as s:
             t0 = time.monotonic()
-            s.sendall(struct.pack(">IB", len(hello) + 1, 1) + hello)
+            s.sendall(HELLO)
             stop = threading.Event()
 
             def pinger():
                 while not stop.wait(0.3):  # a peer's own schedule: a ping every 0.3 s
                     try:
-                        s.sendall(ping)
+                        s.sendall(PING)
                     except OSError:
                         return
 
@@ -468,31 +447,18 @@ async def test_an_alarm_row_whose_name_is_not_its_ids_is_ignored(pg, tmp_path):
     name does not make its ID activated the object under that name
     (ctx.id.name "evil").  Now it is logged and ignored; the object's alarm
     fires once it is activated under its own name."""
-    import logging
     await _alarm_left_in_postgresql(pg, tmp_path, "named")
     pg.sql("UPDATE dobj_alarm SET name = 'evil' WHERE ns = 'WAKER'")
-    logged = asyncio.Event()
-    lines = []
-
-    class Catch(logging.Handler):
-        def emit(self, record):
-            lines.append(record.getMessage())
-            logged.set()
-
-    handler = Catch(logging.WARNING)
-    logging.getLogger("dobj").addHandler(handler)
-    try:
+    with DobjLog() as log:
         rt = dobj.Runtime(storage=str(tmp_path / "b"), cluster=pg.url, node_addr="127.0.0.1:0")
         ns = rt.bind("WAKER", Waker)
-        await asyncio.wait_for(logged.wait(), 10)
-        assert "names an object its ID was not made from; it is ignored" in lines[0], lines
+        await log.wait()
+        assert "names an object its ID was not made from; it is ignored" in log.lines[0], log.lines
         assert Waker.fired == []
         assert await ns.get_by_name("named").who() == "named"
         await asyncio.wait_for(Waker.event.wait(), 10)
         assert Waker.fired == ["named"]
         rt.close()
-    finally:
-        logging.getLogger("dobj").removeHandler(handler)
 
 
 async def test_stub_calls_from_finalizers_run_or_fail_clearly(pg, tmp_path):

@@ -19,6 +19,7 @@ import pytest
 import dobj
 from pg_util import HeldLock, available
 from route_util import NODE, Node
+from wire_util import HELLO, connect, frame, result_of
 
 pytestmark = pytest.mark.skipif(not available(), reason="PostgreSQL (Debian: postgresql) not installed")
 
@@ -291,17 +292,9 @@ def test_a_websocket_is_closed_when_its_objects_node_dies(nodes):
     assert a.reply(a.send("ws_send", ws=1, msg="late"))["ok"]
 
 
-def frame(t, body=b""):
-    return struct.pack(">IB", len(body) + 1, t) + body
-
-
-HELLO = frame(1, b"DOBJ" + struct.pack(">HQ", 1, 99))
-
-
 def refused(addr, payload, close=False):
     """Send bytes to a node's port; True when the node closed the connection."""
-    host, port = addr.rsplit(":", 1)
-    with socket.create_connection((host, int(port)), timeout=10) as s:
+    with connect(addr) as s:
         s.sendall(payload)
         if close:
             return True
@@ -325,8 +318,7 @@ def test_hostile_bytes_on_a_nodes_port_are_refused(nodes):
     # Lies inside a CALL frame: answered with an error or ignored, never a crash.
     for body in [b"", b"\x00" * 8, b"\x00" * 8 + b"\x02\x01\xff\xff", b"\x00" * 8 + b"\x02\x01\x00\x05ROUTE" + b"\x01" * 32 + b"\xff\xff\xff\xfe",
                  b"\x00" * 8 + b"\x02\x01\x00\x05ROUTE" + b"\x01" * 32 + b"\xff\xff\xff\xff\x00\x03add" + b"\xff\x0f\x6f"]:
-        host, port = a.addr.rsplit(":", 1)
-        with socket.create_connection((host, int(port)), timeout=10) as s:
+        with connect(a.addr) as s:
             s.sendall(HELLO + frame(2, body))
             s.settimeout(2)
             try:
@@ -335,8 +327,7 @@ def test_hostile_bytes_on_a_nodes_port_are_refused(nodes):
                 pass
     # WebSocket input for links that do not exist, or cut short: ignored.
     for body in [b"", b"\x00" * 8, b"\x00" * 9 + b"hi", b"\x00" * 7 + b"\x01\x02\x0f", b"\xff" * 9]:
-        host, port = a.addr.rsplit(":", 1)
-        with socket.create_connection((host, int(port)), timeout=10) as s:
+        with connect(a.addr) as s:
             s.sendall(HELLO + frame(7, body))
     # The node still serves.
     assert a.call("hostile", "add", 1)["ok"] == 2
@@ -404,17 +395,9 @@ def rpc_answer(addr, ref):
     target = bytes.fromhex(str(dobj.Runtime().bind("ROUTE", dobj.DurableObject).id_from_name("hostile-ref")))
     call = (struct.pack(">QBBH", 7, 2, 1, 5) + b"ROUTE" + target + b"\xff\xff\xff\xff"
             + struct.pack(">H", 4) + b"echo" + payload)
-    host, port = addr.rsplit(":", 1)
-    with socket.create_connection((host, int(port)), timeout=10) as s:
-        s.sendall(HELLO + frame(2, call))
-        data = b""
-        while len(data) < 4 or len(data) < 4 + struct.unpack(">I", data[:4])[0]:
-            chunk = s.recv(65536)
-            assert chunk, "the node closed the connection"
-            data += chunk
-    typ, cid, status, flags, code, mlen = struct.unpack(">BQBBiI", data[4:23])
-    assert (typ, cid) == (3, 7)
-    return status, data[23:23 + mlen].decode()
+    cid, status, message, _ = result_of(addr, frame(2, call))
+    assert cid == 7
+    return status, message
 
 
 def test_hostile_stubs_in_a_call_are_refused(nodes):

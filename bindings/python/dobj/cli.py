@@ -361,15 +361,76 @@ async def _serve_uvicorn(args: argparse.Namespace, out: Any, rt: Any) -> int:
     return 0
 
 
-def _ws_impl() -> str:
+def _ws_impl() -> Any:
     """WebSockets through uvicorn's implementation on the ``websockets``
     library (its sans-I/O protocol), when installed (``dobj[dev]`` has it);
-    messages up to Cloudflare's 32 MiB."""
+    messages up to Cloudflare's 32 MiB.
+
+    One change, so that a close the server began ends as on the core's
+    server (docs/design.md, DOBJ_WS_CLOSE_WAIT_MS): uvicorn hands the app a
+    disconnect with the app's own close code as soon as the app sends its
+    close, whether the client ever answers or not, so the object heard its
+    own code, was_clean True, from a client that never answered, and the
+    connection stayed for uvicorn's 10 s.  Here the disconnect is the
+    client's answer (its code and reason), or 1006 when the connection ends
+    without one, and the connection is cut after the same wait as on the
+    core's server."""
     try:
         import websockets  # noqa: F401
+        from uvicorn.protocols.websockets.websockets_sansio_impl import (
+            WebSocketsSansIOProtocol)
     except ImportError:
-        return "none"
-    return "websockets-sansio"
+        try:
+            import websockets  # noqa: F401,F811
+        except ImportError:
+            return "none"
+        return "websockets-sansio"
+    from . import _dobj
+
+    class Events(asyncio.Queue):
+        """The ASGI events of one connection; `echo` drops uvicorn's own
+        disconnect for the app's close (put while sending it)."""
+        echo = False
+
+        def put_nowait(self, item: Any) -> None:
+            if self.echo and item.get("type") == "websocket.disconnect":
+                self.echo = False
+                return
+            super().put_nowait(item)
+
+    class Protocol(WebSocketsSansIOProtocol):  # type: ignore[misc]
+        def __init__(self, *args: Any, **kw: Any) -> None:
+            super().__init__(*args, **kw)
+            self.queue = Events()
+            self.close_timeout = _dobj._WS_CLOSE_WAIT_MS / 1000.0
+
+        async def send(self, message: Any) -> None:
+            if message.get("type") != "websocket.close" or not self.handshake_complete:
+                await super().send(message)
+                return
+            # The close's send has no pause once writable: nothing but it
+            # puts an event between the two lines below.
+            await self.writable.wait()
+            self.queue.echo = True
+            try:
+                await super().send(message)
+            finally:
+                self.queue.echo = False
+
+        def handle_close(self, event: Any) -> None:
+            answer = self.conn.close_rcvd
+            if self.close_sent and answer is not None and not self.transport.is_closing():
+                self.queue.put_nowait({"type": "websocket.disconnect", "code": answer.code,
+                                       "reason": answer.reason})
+            super().handle_close(event)
+
+        def connection_lost(self, exc: Any) -> None:
+            if self.close_sent and self.handshake_complete and self.conn.close_rcvd is None:
+                # No close came (RFC 6455 7.1.5): uvicorn would say 1005.
+                self.queue.put_nowait({"type": "websocket.disconnect", "code": 1006})
+            super().connection_lost(exc)
+
+    return Protocol
 
 
 class _LineWriter:

@@ -61,7 +61,10 @@ DOBJ_API int dobj_rt_abort_all(dobj_rt *rt, const char *message, void *error);
  * with DOBJ_MSG_RESET, every database is closed and deleted (the files of
  * the namespaces' folders; in-memory data), every alarm is cancelled and
  * removed from the schedule.  Namespaces stay bound; the next call starts
- * from empty storage.  Returns DOBJ_OK.
+ * from empty storage.  On a cluster node only the local files go (the
+ * cache; the cache markers and restores under way are waited for): the
+ * data stays in PostgreSQL and the next call restores it (docs/cluster.md).
+ * Returns DOBJ_OK.
  */
 DOBJ_API int dobj_rt_reset(dobj_rt *rt);
 
