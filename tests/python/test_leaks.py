@@ -144,6 +144,16 @@ class Thing(dobj.DurableObject):
         if i % 50 == 0:
             q.exec("DELETE FROM t")
 
+    def arm(self, n):
+        self.left = n
+        self.ctx.storage.set_alarm(1.5)
+
+    def alarm(self, info):
+        self.info = info
+        self.left -= 1
+        if self.left > 0:
+            self.ctx.storage.set_alarm(info.scheduled_time + 1)
+
     async def tasks(self):
         async def background():
             self.done = True
@@ -237,3 +247,17 @@ class TestNothingLeaks:
                 client._detach()
 
         await _flat(rounds, 60)
+
+    async def test_alarms(self):
+        """Each alarm run leaked its `info.scheduled_time` (a float)."""
+        rt = dobj.Runtime(virtual_time=True)
+        stub = rt.bind("THING", Thing).get_by_name("alarms")
+
+        async def rounds(n):
+            await stub.arm(n)
+            await rt.drain()
+
+        try:
+            await _flat(rounds, 2000)
+        finally:
+            rt.close()
