@@ -284,7 +284,7 @@ fuzz:
 	@command -v clang >/dev/null || { echo "make fuzz needs clang (apt-get install clang)"; exit 1; }
 	mkdir -p $(FUZZ_DIR)
 	python3 tests/c/fuzz/seeds.py $(FUZZ_DIR)/seeds
-	set -e; for t in value config; do \
+	set -e; for t in value config wire id; do \
 	  clang -g -O1 -fsanitize=fuzzer,address,undefined -Icore/include -Icore/src \
 	    $$(pkg-config --cflags libpq) tests/c/fuzz/fuzz_$$t.c core/src/*.c \
 	    -lsqlite3 -lcrypto -lpq -lffi -ldl -lm -lpthread -o $(FUZZ_DIR)/fuzz_$$t; \

@@ -48,6 +48,7 @@ build = {
             "core/src/background.c",
             "core/src/cluster.c",
             "core/src/cluster_activate.c",
+            "core/src/cluster_append.c",
             "core/src/cluster_commit.c",
             "core/src/cluster_lease.c",
             "core/src/cluster_log.c",

@@ -242,6 +242,14 @@ static int text_check(const char *s, size_t n, const char *what)
 	return DOBJ_OK;
 }
 
+int dobj__cluster_ns_check(const char *key, size_t len)
+{
+	/* Every statement names the namespace by its unique key as text (a
+	 * key PostgreSQL refused failed each claim, and the alarm scan, which
+	 * names the keys a node serves, for every namespace). */
+	return text_check(key, len, "a namespace's unique key");
+}
+
 int dobj_cluster_opts_check(const dobj_cluster_opts *o)
 {
 	size_t n;

@@ -42,7 +42,7 @@ static inline int dobj__pg_halted(const dobj__pg *pg)
 
 /* The slowest a link and a server may move a snapshot's data, bytes per
  * second: a statement that carries N bytes (a part, a format-1 snapshot
- * row) is bounded by the timeout plus N at this rate (16 MiB: 16 s more),
+ * row, an append of DOBJ__PG_SIZED_FROM or more) is bounded by the timeout plus N at this rate (16 MiB: 16 s more),
  * not by the timeout alone, which a big part never met on a slow link or
  * disk.  A stalled server is still found, later. */
 #define DOBJ__PG_MIN_RATE (1 << 20)
@@ -63,6 +63,17 @@ int dobj__pg_exec_prepared(dobj__pg *pg, int slot, const char *sql, int nparams,
 	const char *const *values, const int *lengths, const int *formats, int binary,
 	PGresult **out);
 int dobj__pg_simple(dobj__pg *pg, const char *sql);
+/** From this many bytes on, an append (cluster_commit.c) is bounded by its
+ *  size as well (dobj__pg_exec_prepared_sized); a smaller one keeps the
+ *  plain timeout and its one round trip (the size would add under 1 s). */
+#define DOBJ__PG_SIZED_FROM (1u << 20)
+/** dobj__pg_exec_prepared for a statement that carries `bytes` of data,
+ *  outside a transaction: past DOBJ__PG_SIZED_FROM, bounded (the client's
+ *  wait and the server's statement_timeout, set for it and back) by the
+ *  timeout plus bytes at DOBJ__PG_MIN_RATE; else as dobj__pg_exec_prepared. */
+int dobj__pg_exec_prepared_sized(dobj__pg *pg, size_t bytes, int slot, const char *sql,
+	int nparams, const char *const *values, const int *lengths, const int *formats,
+	int binary, PGresult **out);
 /** dobj__pg_exec for a statement that carries `bytes` of data, inside the
  *  caller's transaction: bounded (the client's wait and the server's
  *  statement_timeout) by the timeout plus bytes at DOBJ__PG_MIN_RATE. */
@@ -259,6 +270,8 @@ struct dobj__cluster {
 	unsigned long gate_gen; /* the renewal count when the gate asked for one */
 	dobj__watch watch;  /* while appends are out or results wait for the lease */
 	dobj__inline_pg inl;
+	dobj__cjob *t_head, *t_tail; /* this pump's appends, handed over when it ends */
+	int t_n;
 	/* shared with the threads: under mu */
 	pthread_mutex_t mu;
 	pthread_cond_t lwake, idle;

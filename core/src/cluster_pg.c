@@ -488,3 +488,44 @@ int dobj__pg_exec_sized(dobj__pg *pg, size_t bytes, const char *sql, int nparams
 	}
 	return rc;
 }
+
+/* The sized bound of dobj__pg_exec_sized, for a statement that runs on its
+ * own (an append: no transaction for a SET LOCAL): the session's
+ * statement_timeout is set for it and back.  Two more round trips, for a
+ * statement whose data alone takes a megabyte's transfer. */
+int dobj__pg_exec_prepared_sized(dobj__pg *pg, size_t bytes, int slot, const char *sql,
+	int nparams, const char *const *values, const int *lengths, const int *formats,
+	int binary, PGresult **out)
+{
+	double ms = pg->timeout_ms + (double)bytes * 1e3 / DOBJ__PG_MIN_RATE;
+	char set[80];
+	int rc;
+
+	*out = NULL;
+	if (bytes < DOBJ__PG_SIZED_FROM)
+		return dobj__pg_exec_prepared(pg, slot, sql, nparams, values, lengths, formats,
+			binary, out);
+	snprintf(set, sizeof(set), "SET statement_timeout = %.0f", ceil(ms));
+	if ((rc = dobj__pg_simple(pg, set)) < 0)
+		return rc;
+	pg->stmt_ms = ms;
+	rc = dobj__pg_exec_prepared(pg, slot, sql, nparams, values, lengths, formats, binary, out);
+	pg->stmt_ms = 0;
+	/* Back to the connection's bound, whatever the statement's outcome; a
+	 * connection left with the longer one goes (a new one starts with it).
+	 * The statement's error and SQLSTATE stay what the caller reads. */
+	if (pg->conn) {
+		char msg[600], state[sizeof(pg->sqlstate)];
+		int broke = pg->broken;
+		snprintf(msg, sizeof(msg), "%s", rc < 0 ? dobj_error_last() : "");
+		memcpy(state, pg->sqlstate, sizeof(state));
+		snprintf(set, sizeof(set), "SET statement_timeout = %d", (int)pg->timeout_ms);
+		if (dobj__pg_simple(pg, set) < 0)
+			dobj__pg_drop(pg);
+		memcpy(pg->sqlstate, state, sizeof(state));
+		pg->broken = broke;
+		if (rc < 0)
+			dobj_error_set(rc, "%s", msg);
+	}
+	return rc;
+}

@@ -109,7 +109,9 @@ static int rec_head(const unsigned char *rec, size_t len, uint32_t *psz, uint32_
 	*psz = be32(rec);
 	*dbsize = be32(rec + 4);
 	*count = be32(rec + 8);
-	if (bad_psz(*psz) || 12 + (uint64_t)*count * (4 + (uint64_t)*psz) != len)
+	/* A record ends at a commit frame, whose database size is never 0: a
+	 * size of 0 would empty the database (served with its data gone). */
+	if (bad_psz(*psz) || *dbsize == 0 || 12 + (uint64_t)*count * (4 + (uint64_t)*psz) != len)
 		return -1;
 	return 0;
 }
@@ -154,7 +156,9 @@ static int snap_head_read(const unsigned char *b, size_t len, long long seq, sna
 			(unsigned)h->format);
 	h->psz = be32(b + 12);
 	h->pages = be32(b + 32);
-	if (bad_psz(h->psz) || be64(b + 16) != seq)
+	/* No compaction makes a snapshot of no pages (its records' database
+	 * is never empty): one would be served as an empty database. */
+	if (bad_psz(h->psz) || h->pages == 0 || be64(b + 16) != seq)
 		return damaged(seq, "a snapshot whose header does not match its row");
 	h->size = (uint64_t)h->pages * h->psz;
 	h->sha = b + 36;
@@ -400,7 +404,7 @@ static int image_check(const image *im, long long seq)
 	int rc;
 
 	if (im->pages == 0)
-		return DOBJ_OK; /* an empty database (an image is at least 512 bytes otherwise) */
+		return DOBJ_OK; /* nothing applied (a record or a snapshot has a page at least) */
 	if (im->fd >= 0) {
 		if ((rc = read_at(im->fd, 0, h, sizeof(h), im->spill)) < 0)
 			return rc;

@@ -44,6 +44,7 @@
  */
 #define _GNU_SOURCE
 #include "cluster_route.h"
+#include "v8_format.h"
 
 enum { OP_TEXT = 0, OP_BINARY = 1, OP_CLOSE = 2, OP_ERROR = 3, OP_ACK = 4 };
 
@@ -305,6 +306,14 @@ void dobj__route_ws_refuse(struct dobj__route *r, uint64_t cid, uint64_t link)
 
 /* ------------------------------------------------------ frames, failures */
 
+/* A close code a peer may relay: one a close frame carries (1000-4999 but
+ * the reserved 1004 and 1015), or 1005 (none) and 1006 (abnormal), which
+ * the relay itself uses. */
+static int code_ok(int code)
+{
+	return code >= 1000 && code < 5000 && code != 1004 && code != 1015;
+}
+
 void dobj__route_ws_frame(struct dobj__route *r, uint64_t cid, int type, const unsigned char *p,
 	size_t n)
 {
@@ -329,12 +338,16 @@ void dobj__route_ws_frame(struct dobj__route *r, uint64_t cid, int type, const u
 	}
 	p += d.off;
 	n -= d.off;
+	/* A peer's close carries a reason a close frame may: at most 123
+	 * bytes of UTF-8, else none (what the object and the client hear is
+	 * text in every language). */
+	if (op == OP_CLOSE && (n > DOBJ_WS_MAX_CLOSE_REASON || !dobj__utf8_valid(p, n)))
+		n = 0;
 	if (type == F_WS_OUT) {
 		if (op == OP_TEXT || op == OP_BINARY)
 			dobj__ws_relay_output(l->client, 0, op == OP_TEXT, p, n);
 		else if (op == OP_CLOSE)
-			dobj__ws_relay_output(l->client, 1, code >= 1000 && code < 5000 ? code : 1011,
-				(const char *)p, n > DOBJ_WS_MAX_CLOSE_REASON ? 0 : n);
+			dobj__ws_relay_output(l->client, 1, code_ok(code) ? code : 1011, (const char *)p, n);
 		return;
 	}
 	if (op == OP_TEXT || op == OP_BINARY) {
@@ -347,11 +360,21 @@ void dobj__route_ws_frame(struct dobj__route *r, uint64_t cid, int type, const u
 	}
 	if (!l->started || (op != OP_CLOSE && op != OP_ERROR))
 		return;
-	if (op == OP_CLOSE)
-		dobj_ws_peer_close(l->client, code >= 1000 && code < 5000 ? code : 1006,
-			(const char *)p, n > DOBJ_WS_MAX_CLOSE_REASON ? 0 : n, clean);
-	else
-		dobj_ws_peer_error(l->client, (const char *)p, n > 1024 ? 1024 : n);
+	if (op == OP_CLOSE) {
+		dobj_ws_peer_close(l->client, code_ok(code) ? code : 1006, (const char *)p,
+			code_ok(code) ? n : 0, clean);
+	} else {
+		/* The error's text, cut to 1024 bytes on a character's start;
+		 * bytes that are not UTF-8 say nothing. */
+		if (n > 1024)
+			for (n = 1024; n && (p[n] & 0xc0) == 0x80; n--)
+				;
+		if (!dobj__utf8_valid(p, n)) {
+			p = (const unsigned char *)"the WebSocket failed";
+			n = strlen("the WebSocket failed");
+		}
+		dobj_ws_peer_error(l->client, (const char *)p, n);
+	}
 	link_drop(r, l);
 }
 

@@ -141,6 +141,8 @@ int dobj__cluster_activate(dobj_obj *obj);
  *  since the epoch, 0: none) for the cluster's schedule.  A failure is a
  *  failed commit. */
 int dobj__cluster_commit(dobj_obj *obj, void *db, int64_t alarm);
+struct dobj__cluster;
+void dobj__cluster_turn_end(struct dobj__cluster *cl);
 /** An alarm of `id` is due: make sure the object is active on this node
  *  (claim and restore) so that its record can be read.  1 and *obj (a
  *  reference, for dobj__cluster_unhold) when it is; 2 and *obj (the same)
@@ -158,6 +160,9 @@ void dobj__cluster_unhold(dobj_obj *obj);
 /** Namespace `key` (its unique key) has alarms: the node looks for its due
  *  alarms in the cluster's schedule (cluster_lease.c). */
 int dobj__cluster_alarm_ns(dobj_rt *rt, const char *key, size_t len);
+/** A namespace's unique key is UTF-8 text, as PostgreSQL keeps it (cluster
+ *  mode, at the bind): 0, or DOBJ_EARG (cluster.c). */
+int dobj__cluster_ns_check(const char *key, size_t len);
 /** The object's alarm record in an open database (db: sqlite3 *): 1 and
  *  *when, or 0 (storage.c). */
 int dobj__storage_meta_read(void *db, int64_t *when);
@@ -443,6 +448,9 @@ struct dobj_rt {
 	int virtual_time;
 	double virtual_now;
 	unsigned pumping : 1, closing : 1, closed : 1;
+	/* Running a round of ready tasks: a cluster append waits for its end
+	 * to go with the round's others (dobj__cluster_turn_end). */
+	unsigned in_round : 1;
 	dobj_task *current;
 	dobj_task *ready_head, *ready_tail;
 	size_t nready;

@@ -79,11 +79,13 @@ int dobj_ns_new_with_id_key(dobj_ns **out, dobj_rt *rt, const char *binding, siz
 	 * now, including those already due.  Everything that can fail comes
 	 * before the namespace is published, so a failed bind leaves nothing
 	 * behind: no namespace, no claim on the folder, no class reference. */
-	if ((rc = dobj_idkey_new(&ns->key, id_key, id_key_len)) < 0 ||
-	    (rt->cluster && (klass->flags & DOBJ_CLASS_ALARM) &&
-	     (rc = dobj__cluster_alarm_ns(rt, unique_key, unique_key_len)) < 0) ||
+	if ((rt->cluster && (rc = dobj__cluster_ns_check(unique_key, unique_key_len)) < 0) ||
+	    (rc = dobj_idkey_new(&ns->key, id_key, id_key_len)) < 0 ||
 	    (rc = dobj__storage_ns_open(ns)) < 0 ||
-	    (rc = dobj__alarms_load(ns)) < 0) {
+	    (rc = dobj__alarms_load(ns)) < 0 ||
+	    /* last: the node's alarm scan names only the namespaces it serves */
+	    (rt->cluster && (klass->flags & DOBJ_CLASS_ALARM) &&
+	     (rc = dobj__cluster_alarm_ns(rt, unique_key, unique_key_len)) < 0)) {
 		dobj__ns_free(ns);
 		return rc;
 	}

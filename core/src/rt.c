@@ -1044,6 +1044,13 @@ done:
 	task_unref(t); /* the queue's reference */
 }
 
+/* A round of ready tasks ended: what it appended goes now. */
+static void round_end(dobj_rt *rt)
+{
+	rt->in_round = 0;
+	if (rt->cluster)
+		dobj__cluster_turn_end(rt->cluster);
+}
 
 size_t dobj_rt_pump(dobj_rt *rt)
 {
@@ -1063,6 +1070,7 @@ size_t dobj_rt_pump(dobj_rt *rt)
 	rt->pumping = 1;
 	if (rt->route)
 		dobj__route_drain(rt);
+	rt->in_round = 1;
 	while ((t = ready_pop(rt))) {
 		run_task(rt, t);
 		n++;
@@ -1074,6 +1082,7 @@ size_t dobj_rt_pump(dobj_rt *rt)
 		if (rt->ntrash)
 			flush_trash(rt);
 	}
+	round_end(rt);
 	rt->pumping = 0;
 	flush_trash(rt);
 	dobj__timer_sync(rt);
@@ -1144,8 +1153,10 @@ int dobj_rt_run(dobj_rt *rt, int (*until)(void *arg), void *arg)
 			rt->pumping = 1;
 			if (rt->route)
 				dobj__route_drain(rt);
+			rt->in_round = 1;
 			for (n = rt->nready; n > 0 && (t = ready_pop(rt)); n--)
 				run_task(rt, t);
+			round_end(rt);
 			rt->pumping = 0;
 			flush_trash(rt);
 			dobj__fire_timers(rt);

@@ -550,7 +550,11 @@ void dobj__ws_srv_ready(ws_srv *w, wsc *c, uint32_t events)
 	if (c->rpaused && (events & (EPOLLHUP | EPOLLERR)))
 		c->dead = 1; /* reset while not read: nothing more will come */
 	else if (!c->rpaused && (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) &&
-	    wslay_event_recv(c->ctx) != 0)
+	    (out_flush(c) < 0 || wslay_event_recv(c->ctx) != 0))
+		/* What the object sent before this input is framed first (into
+		 * the output buffer, up to OUT_HIGH): the close wslay answers a
+		 * client's close with goes ahead of the messages still in its
+		 * queue, which then never went out. */
 		c->dead = 1;
 	mark_dirty(c); /* EPOLLOUT: the flush writes */
 }

@@ -1129,14 +1129,23 @@ static int bind_args(sqlite3_stmt *s, const dobj_sql_value *args, size_t nargs, 
 			want, nargs - *used);
 	for (i = 0; i < want; i++) {
 		const dobj_sql_value *a = &args[*used + (size_t)i];
+		int rc = SQLITE_OK;
+		/* Past INT_MAX the length would turn negative: SQLite would read
+		 * to a NUL.  SQLite refuses what is past its own limit (TOOBIG):
+		 * a binding it did not take is an error, not a NULL. */
+		if ((a->type == DOBJ_SQL_TEXT || a->type == DOBJ_SQL_BLOB) && a->len > INT_MAX)
+			return dobj_error_set(DOBJ_EARG, "binding %d is too large (%zu bytes)", i + 1,
+				a->len);
 		switch (a->type) {
-		case DOBJ_SQL_NULL: sqlite3_bind_null(s, i + 1); break;
-		case DOBJ_SQL_INT: sqlite3_bind_int64(s, i + 1, a->i); break;
-		case DOBJ_SQL_REAL: sqlite3_bind_double(s, i + 1, a->d); break;
-		case DOBJ_SQL_TEXT: sqlite3_bind_text(s, i + 1, a->p ? a->p : "", (int)a->len, SQLITE_STATIC); break;
-		case DOBJ_SQL_BLOB: sqlite3_bind_blob(s, i + 1, a->p ? a->p : "", (int)a->len, SQLITE_STATIC); break;
+		case DOBJ_SQL_NULL: rc = sqlite3_bind_null(s, i + 1); break;
+		case DOBJ_SQL_INT: rc = sqlite3_bind_int64(s, i + 1, a->i); break;
+		case DOBJ_SQL_REAL: rc = sqlite3_bind_double(s, i + 1, a->d); break;
+		case DOBJ_SQL_TEXT: rc = sqlite3_bind_text(s, i + 1, a->p ? a->p : "", (int)a->len, SQLITE_STATIC); break;
+		case DOBJ_SQL_BLOB: rc = sqlite3_bind_blob(s, i + 1, a->p ? a->p : "", (int)a->len, SQLITE_STATIC); break;
 		default: return dobj_error_set(DOBJ_EARG, "binding %d has an unknown type", i + 1);
 		}
+		if (rc != SQLITE_OK)
+			return dobj_error_set(DOBJ_EARG, "binding %d: %s", i + 1, sqlite3_errstr(rc));
 	}
 	*used += (size_t)want;
 	return DOBJ_OK;
@@ -1174,6 +1183,15 @@ int dobj_sql_exec(dobj_storage *st, const char *sql, size_t len, const dobj_sql_
 	*out = NULL;
 	if (!sql)
 		return dobj_error_set(DOBJ_EARG, "no query");
+	/* SQLite reads a NUL as the end of the text: the statement after it
+	 * was never run, and one at the end left the loop below where it was
+	 * (prepared nothing, advanced nothing) for good. */
+	if (len > INT_MAX) /* as an int, SQLite's length, it would read to a NUL */
+		return dobj_error_set(DOBJ_EARG, "SQL text is too large (%zu bytes)", len);
+	if ((tail = memchr(sql, 0, len)) != NULL)
+		return dobj_error_set(DOBJ_EARG, "SQL text cannot contain a NUL character (byte %zu)",
+			(size_t)(tail - sql) + 1);
+	tail = sql;
 	if ((rc = touch(st)) < 0)
 		return rc;
 	c = calloc(1, sizeof(*c));

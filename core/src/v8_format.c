@@ -120,3 +120,21 @@ size_t dobj__utf8_get(const unsigned char *s, size_t len, int wtf8, uint32_t *cp
 	*cp = v;
 	return n;
 }
+
+int dobj__utf8_valid(const void *s, size_t len)
+{
+	const unsigned char *p = s;
+	size_t i = 0, n, bad;
+	uint32_t cp;
+
+	while (i < len) {
+		if (p[i] < 0x80) {
+			i++;
+			continue;
+		}
+		if (!(n = dobj__utf8_get(p + i, len - i, 0, &cp, &bad)))
+			return 0;
+		i += n;
+	}
+	return 1;
+}

@@ -118,6 +118,8 @@ size_t dobj__utf8_put(unsigned char *p, uint32_t cp);
  * With `wtf8`, encoded surrogates (ED A0..BF xx) are accepted.
  */
 size_t dobj__utf8_get(const unsigned char *s, size_t len, int wtf8, uint32_t *cp, size_t *bad);
+/** Is s[0..len) well-formed UTF-8 (no encoded surrogate)?  1 or 0. */
+int dobj__utf8_valid(const void *s, size_t len);
 
 #if defined(__GNUC__)
 #pragma GCC visibility pop

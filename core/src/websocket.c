@@ -331,24 +331,6 @@ static int utf8_units(const char *s, size_t len)
 	return n;
 }
 
-static int utf8_ok(const void *data, size_t len)
-{
-	const unsigned char *s = data;
-	size_t i = 0, n, bad;
-	uint32_t cp;
-
-	while (i < len) {
-		if (s[i] < 0x80) {
-			i++;
-			continue;
-		}
-		if (!(n = dobj__utf8_get(s + i, len - i, 0, &cp, &bad)))
-			return 0;
-		i += n;
-	}
-	return 1;
-}
-
 /* A text as a JavaScript string makes it on the wire: `data` may carry
  * surrogates in their 3-byte WTF-8 form (Python's str, Lua's utf8.char);
  * a high and low pair becomes its character, a lone one U+FFFD, as the
@@ -365,7 +347,7 @@ static int usv_text(const void *data, size_t len, unsigned char **out, size_t *o
 	uint32_t cp, lo;
 
 	*out = NULL;
-	if (utf8_ok(data, len))
+	if (dobj__utf8_valid(data, len))
 		return DOBJ_OK;
 	if (!(o = malloc(len ? len : 1)))
 		return dobj_error_set(DOBJ_ENOMEM, "out of memory");
@@ -745,8 +727,8 @@ int dobj_obj_set_ws_auto_response(dobj_obj *obj, const char *request, size_t req
 	    response_len > DOBJ_WS_MAX_AUTO_RESPONSE))
 		return dobj_error_set(DOBJ_EARG, "a WebSocket auto-response request and response "
 			"cannot be longer than %d bytes each", DOBJ_WS_MAX_AUTO_RESPONSE);
-	if (request && (!utf8_ok(request, request_len) ||
-	    (response && !utf8_ok(response, response_len))))
+	if (request && (!dobj__utf8_valid(request, request_len) ||
+	    (response && !dobj__utf8_valid(response, response_len))))
 		return dobj_error_set(DOBJ_EARG, "a WebSocket auto-response request and response "
 			"must be valid UTF-8 (they are text messages)");
 	r = room_get(obj->ns, &obj->id);
@@ -995,7 +977,7 @@ int dobj_ws_receive(dobj_ws *client, const void *data, size_t len, int text)
 		}
 		return DOBJ_OK;
 	}
-	if (text && !utf8_ok(data, len)) {
+	if (text && !dobj__utf8_valid(data, len)) {
 		/* RFC 6455 8.1: the connection fails (wslay does not check). */
 		if (!c->closed_out && c->io)
 			c->io->close(c->payload, DOBJ_WS_CLOSE_BAD_UTF8, DOBJ_MSG_WS_BAD_UTF8,

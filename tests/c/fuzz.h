@@ -53,6 +53,22 @@ __attribute__((visibility("default"))) const char *__asan_default_options(void)
 void __sanitizer_set_death_callback(void (*callback)(void));
 #endif
 
+#ifdef FUZZ_ASAN
+size_t __sanitizer_get_current_allocated_bytes(void);
+#else
+#include <malloc.h>
+#endif
+
+/* Bytes the process has allocated now (ASan's count, or glibc's). */
+__attribute__((unused)) static size_t fuzz_heap(void)
+{
+#ifdef FUZZ_ASAN
+	return __sanitizer_get_current_allocated_bytes();
+#else
+	return mallinfo2().uordblks;
+#endif
+}
+
 static struct {
 	uint64_t seed, rng;
 	const char *target;
@@ -356,14 +372,16 @@ static size_t fuzz_mutate(unsigned char *buf, size_t len, size_t cap, const char
 static size_t fuzz_next_input(unsigned char *buf, size_t cap, const char *const *dict,
 	const fuzz_seed *seeds, size_t nseeds)
 {
-	const fuzz_seed *s = &seeds[fuzz_below(nseeds)];
-	size_t len = s->len < cap ? s->len : cap;
+	const fuzz_seed *s;
+	size_t len;
 
 	if (fz.replay) {
 		len = fz.replay_len < cap ? fz.replay_len : cap;
 		memcpy(buf, fz.replay, len);
 		return len;
 	}
+	s = &seeds[fuzz_below(nseeds)];
+	len = s->len < cap ? s->len : cap;
 	memcpy(buf, s->p, len);
 	return fuzz_mutate(buf, len, cap, dict, seeds, nseeds);
 }

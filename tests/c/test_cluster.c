@@ -17,6 +17,7 @@
 #include "testhost.h"
 #include "pgtest.h"
 #include "clustertest.h"
+#include "cluster_int.h" /* the keys of the alarm scan (alarm_keys) */
 
 static pgtest pg;
 
@@ -305,6 +306,56 @@ static void test_an_alarm_fires_on_whichever_node_activates_the_object(void)
 	testhost_rm_rf(d3);
 }
 
+/* PostgreSQL keeps a namespace's unique key as text: a key that is not
+ * UTF-8 (a Lua string's bytes, a Python str's lone surrogate as WTF-8) is
+ * refused at the bind, with the core's message.  It was bound, and the
+ * node's scan for due alarms, which names the keys it serves, failed on it
+ * ever after: no alarm of any namespace was found again (its claims failed
+ * too, with PostgreSQL's encoding error). */
+static void test_a_unique_key_that_is_not_text_is_refused_and_hides_no_alarm(void)
+{
+	static const char *const bad[] = { "bad\xff", "bad\xed\xa0\x80" };
+	char d1[64], d2[64];
+	dobj_rt *a, *b;
+	dobj_stub *s;
+	dobj_class k = { 0 };
+	dobj_ns *ns;
+	size_t i;
+
+	alarm_runs = 0;
+	a = node_new(testhost_tmpdir(d1, "dobj-cluster"), NULL, DOBJ_OK);
+	s = stub_for(a, "hidden");
+	CHECK_STR(fetch(a, s, "alarm 300", NULL), "set");
+	dobj_stub_free(s);
+	dobj_rt_free(a);
+	b = node_new(testhost_tmpdir(d2, "dobj-cluster"), NULL, DOBJ_OK);
+	k.name = "Counter";
+	k.flags = DOBJ_CLASS_FETCH | DOBJ_CLASS_ALARM;
+	k.step = counter_step;
+	for (i = 0; i < sizeof(bad) / sizeof(*bad); i++) {
+		ns = NULL;
+		CHECK_EQ_INT(dobj_ns_new(&ns, b, "OTHER", 5, bad[i], strlen(bad[i]), &k), DOBJ_EARG);
+		CHECK(ns == NULL);
+		CHECK_STR(dobj_error_last(), "cluster: a namespace's unique key must be UTF-8 text "
+			"(byte 4 is not)");
+	}
+	/* The binding name is the unique key when none is given. */
+	CHECK_EQ_INT(dobj_ns_new(&ns, b, "bad\xff", 4, NULL, 0, &k), DOBJ_EARG);
+	/* A bind refused after its key was checked (no storage directory can
+	 * be named so) leaves no key in the alarm scan either. */
+	CHECK_EQ_INT(dobj_ns_new(&ns, b, "OTHER", 5, "a/b", 3, &k), DOBJ_EARG);
+	CHECK_EQ_INT(dobj_rt_ns_count(b), 1);
+	CHECK_STR(b->cluster->alarm_keys, "{\"counter-key\"}");
+	/* The alarm left by the node that went is found and fires here. */
+	run_alarms(b, 1);
+	CHECK_EQ_INT(alarm_runs, 1);
+	CHECK_STR(alarm_name, "hidden");
+	CHECK_EQ_INT(dobj_rt_run(b, NULL, NULL), DOBJ_OK);
+	dobj_rt_free(b);
+	testhost_rm_rf(d1);
+	testhost_rm_rf(d2);
+}
+
 static int log_calls;
 static long long log_node;
 static char log_msg[600];
@@ -367,6 +418,7 @@ int main(void)
 	RUN(test_a_stale_owner_is_fenced);
 	RUN(test_postgres_killed_and_restarted_loses_no_acknowledged_write);
 	RUN(test_an_alarm_fires_on_whichever_node_activates_the_object);
+	RUN(test_a_unique_key_that_is_not_text_is_refused_and_hides_no_alarm);
 	RUN(test_a_node_that_lost_its_lease_logs_it);
 	pgtest_stop(&pg);
 	CHECK_EQ_INT(live_values, 0);

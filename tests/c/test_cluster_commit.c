@@ -53,6 +53,19 @@ static int step(dobj_task *t, void *data)
 		respond(t, 200, "ws");
 		return DOBJ_OK;
 	}
+	if (!strcmp(req->s, "big")) { /* ~4.5 MiB of new pages: one log row */
+		static const char sql[] = "CREATE TABLE IF NOT EXISTS big (x BLOB); "
+			"INSERT INTO big SELECT randomblob(1 << 20) FROM "
+			"(WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 4) "
+			"SELECT i FROM c); INSERT INTO big VALUES (randomblob(1 << 19))";
+		dobj_cursor *c = NULL;
+		if ((rc = dobj_obj_storage(dobj_task_obj(t), &st)) < 0)
+			return rc;
+		CHECK_EQ_INT(dobj_sql_exec(st, sql, strlen(sql), NULL, 0, &c), DOBJ_OK);
+		dobj_cursor_free(c);
+		respond(t, 200, "big");
+		return DOBJ_OK;
+	}
 	writes += !strcmp(req->s, "w");
 	if (in_write && !strcmp(req->s, "w")) {
 		void (*fn)(void) = in_write;
@@ -120,6 +133,29 @@ static void unlock(PGconn *c)
 {
 	pgtest_sql(&pg, c, "COMMIT");
 	PQfinish(c);
+}
+
+/* How many of the objects `names` have their row `seq` in the log, and in
+ * how many transactions (*xacts): rows of one transaction share its id. */
+static int rows_at_seq(dobj_ns *ns, char (*names)[8], int n, long long seq, int *xacts)
+{
+	char q[8000];
+	PGconn *c = pgtest_connect(&pg);
+	PGresult *r;
+	int i, rows;
+
+	snprintf(q, sizeof(q), "SELECT count(*), count(DISTINCT xmin::text) FROM dobj_wal "
+		"WHERE seq = %lld AND (false", seq);
+	for (i = 0; i < n; i++)
+		snprintf(q + strlen(q), sizeof(q) - strlen(q), " OR (%s)", where(ns, names[i]));
+	strcat(q, ")");
+	r = PQexec(c, q);
+	CHECK(PQresultStatus(r) == PGRES_TUPLES_OK);
+	rows = atoi(PQgetvalue(r, 0, 0));
+	*xacts = atoi(PQgetvalue(r, 0, 1));
+	PQclear(r);
+	PQfinish(c);
+	return rows;
 }
 
 /* ------------------------------------------------------------------ tests */
@@ -194,13 +230,13 @@ static PGconn *lock_log(void)
 
 static void test_appends_of_many_objects_go_in_few_transactions_and_a_fenced_one_fails_alone(void)
 {
-	char dir[64], q[8000], names[MANY][8];
+	char dir[64], names[MANY][8];
 	dobj_ns *ns;
 	dobj_rt *rt = node(testhost_tmpdir(dir, "dobj-commit"), 2000, &ns);
 	dobj_stub *s[MANY];
 	dobj_task *t[MANY + 1] = { 0 };
 	PGconn *locker;
-	int i, code;
+	int i, code, xacts;
 
 	for (i = 0; i < MANY; i++) {
 		snprintf(names[i], sizeof(names[i]), "g%d", i);
@@ -230,22 +266,46 @@ static void test_appends_of_many_objects_go_in_few_transactions_and_a_fenced_one
 	CHECK_EQ_INT(dobj_ns_live(ns), MANY - 1);
 	/* Nineteen rows in at most nine transactions (the eight committers'
 	 * first batches, then the rest together: DOBJ__COMMITTERS in
-	 * cluster_int.h): rows of one transaction share its id. */
-	snprintf(q, sizeof(q), "SELECT count(*), count(DISTINCT xmin::text) FROM dobj_wal "
-		"WHERE seq = 2 AND (false");
-	for (i = 0; i < MANY; i++)
-		snprintf(q + strlen(q), sizeof(q) - strlen(q), " OR (%s)", where(ns, names[i]));
-	strcat(q, ")");
-	{
-		PGconn *c = pgtest_connect(&pg);
-		PGresult *r = PQexec(c, q);
-		CHECK(PQresultStatus(r) == PGRES_TUPLES_OK);
-		CHECK_EQ_INT(atoi(PQgetvalue(r, 0, 0)), MANY - 1);
-		CHECK(atoi(PQgetvalue(r, 0, 1)) <= 9);
-		PQclear(r);
-		PQfinish(c);
-	}
+	 * cluster_int.h). */
+	CHECK_EQ_INT(rows_at_seq(ns, names, MANY, 2, &xacts), MANY - 1);
+	CHECK(xacts <= 9);
 	CHECK_EQ_INT(rows_at(ns, "g3", 2), 0);
+	for (i = 0; i < MANY; i++)
+		dobj_stub_free(s[i]);
+	dobj_rt_free(rt);
+	testhost_rm_rf(dir);
+}
+
+/* The writes of one round of ready tasks (calls that arrived together)
+ * append in one transaction, whatever connections are free: handed over
+ * one by one, the first went alone on the runtime's connection and the
+ * others each on an idle committer's (~1 row per transaction). */
+static void test_the_appends_of_one_round_go_in_one_transaction(void)
+{
+	char dir[64], names[MANY][8];
+	dobj_ns *ns;
+	dobj_rt *rt = node(testhost_tmpdir(dir, "dobj-commit"), 2000, &ns);
+	dobj_stub *s[MANY];
+	dobj_task *t[MANY + 1] = { 0 };
+	int i, xacts;
+
+	for (i = 0; i < MANY; i++) {
+		snprintf(names[i], sizeof(names[i]), "r%d", i);
+		s[i] = testhost_stub(ns, names[i]);
+		CHECK_STR(fetch(rt, s[i], "w", NULL), "1");
+	}
+	for (i = 0; i < MANY; i++)
+		t[i] = send(s[i], "w");
+	CHECK_EQ_INT(dobj_rt_run(rt, all_done, t), DOBJ_OK);
+	for (i = 0; i < MANY; i++) {
+		CHECK_STR(task_body(t[i], NULL), "2");
+		dobj_task_unref(t[i]);
+	}
+	CHECK_EQ_INT(rows_at_seq(ns, names, MANY, 2, &xacts), MANY);
+	CHECK_EQ_INT(xacts, 1);
+	/* A round of one write (the runtime's own connection) appends as well. */
+	CHECK_STR(fetch(rt, s[0], "w", NULL), "3");
+	CHECK_EQ_INT(rows_at_seq(ns, names, 1, 3, &xacts), 1);
 	for (i = 0; i < MANY; i++)
 		dobj_stub_free(s[i]);
 	dobj_rt_free(rt);
@@ -471,6 +531,19 @@ static void wait_for_runtime_connection(dobj_rt *rt)
 	CHECK_EQ_INT(pgtest_sql(&pg, NULL, q), 1);
 }
 
+/* Two writes to `s` that make its count `n` and `n` + 1, the runtime's own
+ * connection made between them: the second went on that connection. */
+static void write_around_runtime_connection(dobj_rt *rt, dobj_stub *s, int n)
+{
+	char want[16];
+
+	snprintf(want, sizeof(want), "%d", n);
+	CHECK_STR(fetch(rt, s, "w", NULL), want);
+	wait_for_runtime_connection(rt);
+	snprintf(want, sizeof(want), "%d", n + 1);
+	CHECK_STR(fetch(rt, s, "w", NULL), want);
+}
+
 /* The backend of the runtime's connection, once it waits for a lock. */
 static long long runtime_backend_waiting(void)
 {
@@ -505,9 +578,7 @@ static void test_a_lone_append_on_the_runtimes_connection_cut_off_is_sent_again_
 	PGconn *locker;
 	dobj_task *t;
 
-	CHECK_STR(fetch(rt, s, "w", NULL), "1");
-	wait_for_runtime_connection(rt);
-	CHECK_STR(fetch(rt, s, "w", NULL), "2");
+	write_around_runtime_connection(rt, s, 1);
 	locker = lock(ns, "cut-off");
 	t = send(s, "w");
 	dobj_rt_pump(rt);
@@ -523,9 +594,7 @@ static void test_a_lone_append_on_the_runtimes_connection_cut_off_is_sent_again_
 	dobj_task_unref(t);
 	CHECK_EQ_INT(rows_at(ns, "cut-off", 3), 1);
 	/* And the runtime gets a new connection of its own. */
-	CHECK_STR(fetch(rt, s, "w", NULL), "4");
-	wait_for_runtime_connection(rt);
-	CHECK_STR(fetch(rt, s, "w", NULL), "5");
+	write_around_runtime_connection(rt, s, 4);
 	/* Cut off while it sits idle: the next append finds out by sending,
 	 * and goes through a committer. */
 	CHECK_EQ_INT(pgtest_sql(&pg, NULL, "SELECT count(pg_terminate_backend(pid)) FROM "
@@ -570,6 +639,53 @@ static void test_a_lone_append_on_the_runtimes_connection_fails_at_the_nodes_tim
 	testhost_rm_rf(dir);
 }
 
+/* A log row of ~4.5 MiB that PostgreSQL takes 1.2 s to write (a trigger),
+ * with a node timeout of 0.5 s: bounded by its size as well (0.5 s + 4.5 s
+ * at 1 MiB/s, the client's wait and the server's statement_timeout), it is
+ * written; it failed at 0.5 s and reset its object, which a bigger timeout
+ * would have saved.  A row PostgreSQL never finishes still fails, at that
+ * bound, and the connection's own bound is back after it. */
+static void test_a_big_append_is_bounded_by_its_size_and_still_bounded(void)
+{
+	char dir[64];
+	dobj_ns *ns;
+	dobj_rt *rt = node(testhost_tmpdir(dir, "dobj-commit"), 500, &ns);
+	dobj_stub *s = testhost_stub(ns, "big");
+	double t0, took;
+	int code;
+
+	pgtest_sql(&pg, NULL, "CREATE TABLE dobj_test_sleep (secs float8); "
+		"INSERT INTO dobj_test_sleep VALUES (1.2); "
+		"CREATE FUNCTION dobj_test_slow() RETURNS trigger LANGUAGE plpgsql AS $$ "
+		"BEGIN IF octet_length(NEW.frames) > 4194304 THEN "
+		"PERFORM pg_sleep(secs) FROM dobj_test_sleep; END IF; RETURN NEW; END $$; "
+		"CREATE TRIGGER dobj_test_slow BEFORE INSERT ON dobj_wal "
+		"FOR EACH ROW EXECUTE FUNCTION dobj_test_slow()");
+	CHECK_STR(fetch(rt, s, "w", NULL), "1");
+	t0 = testhost_now_s();
+	CHECK_STR(fetch(rt, s, "big", &code), "big");
+	CHECK(testhost_now_s() - t0 > 1.2);
+	CHECK_EQ_INT(rows_at(ns, "big", 2), 1);
+	CHECK_STR(fetch(rt, s, "w", NULL), "2");
+	/* Stalled: fails at the bound, not at the 60 s the server would take. */
+	pgtest_sql(&pg, NULL, "UPDATE dobj_test_sleep SET secs = 60");
+	t0 = testhost_now_s();
+	CHECK(strstr(fetch(rt, s, "big", &code), "storage commit failed") != NULL);
+	took = testhost_now_s() - t0;
+	CHECK(took > 4.5 && took < 8.0);
+	CHECK_EQ_INT(rows_at(ns, "big", 4), 0);
+	pgtest_sql(&pg, NULL, "DROP TRIGGER dobj_test_slow ON dobj_wal; "
+		"DROP FUNCTION dobj_test_slow(); DROP TABLE dobj_test_sleep");
+	/* The object was reset to what was acknowledged, and goes on. */
+	dobj_stub_free(s);
+	s = testhost_stub(ns, "big");
+	CHECK_STR(fetch(rt, s, "r", NULL), "2");
+	CHECK_STR(fetch(rt, s, "w", NULL), "3");
+	dobj_stub_free(s);
+	dobj_rt_free(rt);
+	testhost_rm_rf(dir);
+}
+
 /* A statement the server refuses on the runtime's own connection (an error,
  * the connection fine) fails its write as a committer's refusal does, even
  * after that connection once broke: it is not handed to a committer to run
@@ -582,17 +698,13 @@ static void test_a_refused_append_on_the_runtimes_connection_is_not_sent_again(v
 	dobj_stub *s = testhost_stub(ns, "refused");
 	int code;
 
-	CHECK_STR(fetch(rt, s, "w", NULL), "1");
-	wait_for_runtime_connection(rt);
-	CHECK_STR(fetch(rt, s, "w", NULL), "2");
+	write_around_runtime_connection(rt, s, 1);
 	/* Its connection cut off while idle: the next write goes through a
 	 * committer, and the runtime gets another connection. */
 	CHECK_EQ_INT(pgtest_sql(&pg, NULL, "SELECT count(pg_terminate_backend(pid)) FROM "
 		"pg_stat_activity WHERE application_name = 'dobj runtime'"), 1);
 	CHECK_STR(fetch(rt, s, "w", NULL), "3");
-	CHECK_STR(fetch(rt, s, "w", NULL), "4");
-	wait_for_runtime_connection(rt);
-	CHECK_STR(fetch(rt, s, "w", NULL), "5");
+	write_around_runtime_connection(rt, s, 4);
 	/* The server refuses the next row once. */
 	pgtest_sql(&pg, NULL, "CREATE SEQUENCE test_refuse_once");
 	pgtest_sql(&pg, NULL, "CREATE FUNCTION test_refuse() RETURNS trigger LANGUAGE plpgsql AS "
@@ -630,9 +742,7 @@ static void test_a_lone_appends_answer_in_two_reads_is_acknowledged_once(void)
 	dobj_stub *s = testhost_stub(ns, "split");
 	int code;
 
-	CHECK_STR(fetch(rt, s, "w", NULL), "1");
-	wait_for_runtime_connection(rt);
-	CHECK_STR(fetch(rt, s, "w", NULL), "2");
+	write_around_runtime_connection(rt, s, 1);
 	pgtest_sql(&pg, NULL, "CREATE FUNCTION test_split() RETURNS trigger LANGUAGE plpgsql AS "
 		"$$ BEGIN RAISE NOTICE 'committing'; PERFORM pg_sleep(0.3); RETURN NULL; END $$");
 	pgtest_sqlf(&pg, NULL, "CREATE CONSTRAINT TRIGGER test_split AFTER INSERT ON dobj_wal "
@@ -964,7 +1074,7 @@ static int no_socket(void *ns)
  * written. */
 static void test_a_claim_given_back_goes_after_the_appends_of_its_incarnation(void)
 {
-	char dir[64], q[1200];
+	char dir[64];
 	dobj_ns *ns;
 	dobj_rt *rt = node(testhost_tmpdir(dir, "dobj-commit"), 5000, &ns);
 	dobj_stub *x = testhost_stub(ns, "given-back");
@@ -977,7 +1087,7 @@ static void test_a_claim_given_back_goes_after_the_appends_of_its_incarnation(vo
 	CHECK_STR(fetch(rt, x, "ws", NULL), "ws");
 	wait_for_runtime_connection(rt);
 	pgtest_sql(&pg, NULL, "CREATE TABLE test_order (n bigserial, what text)");
-	snprintf(q, sizeof(q), "CREATE FUNCTION test_order() RETURNS trigger LANGUAGE plpgsql AS "
+	pgtest_sql(&pg, NULL, "CREATE FUNCTION test_order() RETURNS trigger LANGUAGE plpgsql AS "
 		"$$ BEGIN IF TG_TABLE_NAME = 'dobj_wal' THEN "
 		"INSERT INTO test_order (what) VALUES ('seq ' || NEW.seq); "
 		"ELSIF NEW.node_id IS NULL AND OLD.node_id IS NOT NULL THEN "
@@ -985,17 +1095,14 @@ static void test_a_claim_given_back_goes_after_the_appends_of_its_incarnation(vo
 		"current_setting('application_name')); "
 		"ELSIF NEW.epoch <> OLD.epoch THEN "
 		"RAISE EXCEPTION 'claim refused by the test'; END IF; RETURN NEW; END $$");
-	pgtest_sql(&pg, NULL, q);
-	snprintf(q, sizeof(q), "CREATE TRIGGER test_order AFTER INSERT ON dobj_wal FOR EACH ROW "
+	pgtest_sqlf(&pg, NULL, "CREATE TRIGGER test_order AFTER INSERT ON dobj_wal FOR EACH ROW "
 		"WHEN (NEW.ns = '" KEY "' AND NEW.object_id = '\\x%s'::bytea) "
 		"EXECUTE FUNCTION test_order()", object_hex(ns, "given-back"));
-	pgtest_sql(&pg, NULL, q);
 	/* The object cannot be woken again (its claim is refused), so its
 	 * socket's close gives the claim back without waking it. */
-	snprintf(q, sizeof(q), "CREATE TRIGGER test_order BEFORE UPDATE ON dobj_owner FOR EACH ROW "
+	pgtest_sqlf(&pg, NULL, "CREATE TRIGGER test_order BEFORE UPDATE ON dobj_owner FOR EACH ROW "
 		"WHEN (NEW.ns = '" KEY "' AND NEW.object_id = '\\x%s'::bytea) "
 		"EXECUTE FUNCTION test_order()", object_hex(ns, "given-back"));
-	pgtest_sql(&pg, NULL, q);
 	/* Two appends: the first out on the runtime's connection, held up by
 	 * the locked log; the second waits behind it. */
 	locker = lock_log();
@@ -1037,6 +1144,106 @@ static void test_a_claim_given_back_goes_after_the_appends_of_its_incarnation(vo
 	testhost_rm_rf(dir);
 }
 
+/* The backends of `app` (its application_name) waiting for a lock: n. */
+static void waiting_on_lock(const char *app, int n)
+{
+	int rounds;
+
+	for (rounds = 0; rounds < 250 && pgtest_sqlf(&pg, NULL, "SELECT count(*) FROM "
+		"pg_stat_activity WHERE application_name = '%s' AND wait_event_type = 'Lock'",
+		app) < n; rounds++)
+		poll(NULL, 0, 20);
+	CHECK_EQ_INT(pgtest_sqlf(&pg, NULL, "SELECT count(*) FROM pg_stat_activity WHERE "
+		"application_name = '%s' AND wait_event_type = 'Lock'", app), n);
+}
+
+static int one_socket(void *ns)
+{
+	return dobj_ns_web_socket_count(ns) == 1;
+}
+
+/* A room hibernates on this node with one socket (the socket keeps its
+ * claim), then its last socket leaves while a new socket's call wakes it
+ * again, the wake held up by the owner row (locked by the test) so that
+ * both wait for it, in either order.  The room is this node's once, at
+ * the next epoch: the old claim's give-back never releases the new one,
+ * the new socket is the room's and keeps it here when it hibernates
+ * again, and its leaving lets the room go with its next eviction. */
+static void woken_as_its_last_socket_leaves(int close_first)
+{
+	char dir[64], name[32];
+	dobj_ns *ns;
+	dobj_rt *rt = node(testhost_tmpdir(dir, "dobj-commit"), 5000, &ns);
+	dobj_stub *x;
+	dobj_ws *old;
+	dobj_task *t;
+	dobj_id id;
+	PGconn *locker;
+	long long epoch, me = dobj_rt_cluster_node(rt);
+	int code;
+
+	snprintf(name, sizeof(name), "woken-%d", close_first);
+	x = testhost_stub(ns, name);
+	dobj_id_from_name(dobj_ns_idkey(ns), name, strlen(name), &id);
+	CHECK_STR(fetch(rt, x, "w", NULL), "1");
+	CHECK_STR(fetch(rt, x, "ws", NULL), "ws");
+	old = ws_client;
+	ws_client = NULL;
+	epoch = pgtest_sqlf(&pg, NULL, "SELECT epoch FROM dobj_owner WHERE %s", where(ns, name));
+	CHECK_EQ_INT(dobj_ns_evict(ns, &id), 1);
+	CHECK_EQ_INT(dobj_rt_run(rt, NULL, NULL), DOBJ_OK);
+	CHECK_EQ_INT(pgtest_sqlf(&pg, NULL, "SELECT count(*) FROM dobj_owner WHERE %s AND "
+		"node_id = %lld AND epoch = %lld", where(ns, name), me, epoch), 1);
+	locker = lock(ns, name);
+	if (close_first) {
+		CHECK_EQ_INT(dobj_ws_peer_close(old, 1000, "bye", 3, 1), DOBJ_OK);
+		dobj_rt_pump(rt);
+		waiting_on_lock("dobj activator", 1);
+		t = send(x, "ws");
+		dobj_rt_pump(rt);
+	} else {
+		t = send(x, "ws");
+		dobj_rt_pump(rt);
+		waiting_on_lock("dobj activator", 1);
+		CHECK_EQ_INT(dobj_ws_peer_close(old, 1000, "bye", 3, 1), DOBJ_OK);
+		dobj_rt_pump(rt);
+	}
+	unlock(locker);
+	CHECK_EQ_INT(dobj_rt_run(rt, task_is_done, t), DOBJ_OK);
+	CHECK_STR(task_body(t, &code), "ws");
+	CHECK_EQ_INT(code, DOBJ_OK);
+	dobj_task_unref(t);
+	CHECK_EQ_INT(dobj_rt_run(rt, one_socket, ns), DOBJ_OK);
+	CHECK_EQ_INT(dobj_rt_run(rt, NULL, NULL), DOBJ_OK);
+	CHECK_EQ_INT(pgtest_sqlf(&pg, NULL, "SELECT count(*) FROM dobj_owner WHERE %s AND "
+		"node_id = %lld AND epoch = %lld", where(ns, name), me, epoch + 1), 1);
+	/* It hibernates again: the new socket keeps it here. */
+	CHECK_EQ_INT(dobj_ns_evict(ns, &id), 1);
+	CHECK_EQ_INT(dobj_rt_run(rt, NULL, NULL), DOBJ_OK);
+	CHECK_EQ_INT(pgtest_sqlf(&pg, NULL, "SELECT count(*) FROM dobj_owner WHERE %s AND "
+		"node_id = %lld AND epoch = %lld", where(ns, name), me, epoch + 1), 1);
+	CHECK_EQ_INT(dobj_ns_web_socket_count(ns), 1);
+	CHECK_STR(fetch(rt, x, "r", NULL), "1");
+	/* Its last socket leaves (waking it once more); it goes with the next
+	 * eviction. */
+	CHECK_EQ_INT(dobj_ws_peer_close(ws_client, 1000, "bye", 3, 1), DOBJ_OK);
+	CHECK_EQ_INT(dobj_rt_run(rt, no_socket, ns), DOBJ_OK);
+	CHECK_EQ_INT(dobj_ns_evict(ns, &id), 1);
+	CHECK_EQ_INT(dobj_rt_run(rt, NULL, NULL), DOBJ_OK);
+	dobj_ws_unref(old);
+	dobj_ws_unref(ws_client);
+	ws_client = NULL;
+	dobj_stub_free(x);
+	dobj_rt_free(rt);
+	testhost_rm_rf(dir);
+}
+
+static void test_a_hibernating_room_woken_as_its_last_socket_leaves_keeps_one_owner(void)
+{
+	woken_as_its_last_socket_leaves(0);
+	woken_as_its_last_socket_leaves(1);
+}
+
 /* A host that waits for a signal on its own thread (a signalfd, sigwait:
  * dobj-lua dev) blocks it there after the node started: the node's threads
  * must not take it, with its default action, in its place. */
@@ -1064,6 +1271,7 @@ int main(void)
 		return 1;
 	RUN(test_a_waiting_append_comes_back_through_the_fd_and_holds_up_no_other_object);
 	RUN(test_appends_of_many_objects_go_in_few_transactions_and_a_fenced_one_fails_alone);
+	RUN(test_the_appends_of_one_round_go_in_one_transaction);
 	RUN(test_batches_with_and_without_an_alarm_append_every_row);
 	RUN(test_an_objects_next_append_waits_for_its_previous_one);
 	RUN(test_postgres_killed_while_an_append_waits);
@@ -1074,11 +1282,13 @@ int main(void)
 	RUN(test_a_lone_append_on_the_runtimes_connection_fails_at_the_nodes_timeout);
 	RUN(test_two_incarnations_same_seq_in_one_batch_are_told_apart);
 	RUN(test_a_refused_append_on_the_runtimes_connection_is_not_sent_again);
+	RUN(test_a_big_append_is_bounded_by_its_size_and_still_bounded);
 	RUN(test_a_lone_appends_answer_in_two_reads_is_acknowledged_once);
 	RUN(test_closing_delivers_an_objects_results_in_seq_order);
 	RUN(test_a_lone_append_finding_its_own_row_is_acknowledged);
 	RUN(test_an_append_in_a_batch_finding_its_own_row_is_acknowledged);
 	RUN(test_a_claim_given_back_goes_after_the_appends_of_its_incarnation);
+	RUN(test_a_hibernating_room_woken_as_its_last_socket_leaves_keeps_one_owner);
 	pgtest_stop(&pg);
 	CHECK_EQ_INT(live_values, 0);
 	return DONE();

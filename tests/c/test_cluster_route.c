@@ -241,12 +241,8 @@ static void test_calls_to_another_nodes_objects_are_routed_and_their_writes_kept
 		CHECK(v == (i % 2 ? 4 : 0));
 	}
 	/* b claimed only the objects nobody held (local-0, local-2). */
-	{
-		char q[128];
-		snprintf(q, sizeof(q), "SELECT count(*) FROM dobj_owner WHERE node_id = %lld",
-			dobj_rt_cluster_node(b.rt));
-		CHECK(pgtest_sql(&pg, NULL, q) == 2);
-	}
+	CHECK(pgtest_sqlf(&pg, NULL, "SELECT count(*) FROM dobj_owner WHERE node_id = %lld",
+		dobj_rt_cluster_node(b.rt)) == 2);
 	server_stop(&a);
 	/* a left: its objects move to b with every acknowledged write. */
 	v = wait_number(&b, call(&b, "served-1", "add", 0), &code, msg, sizeof(msg));

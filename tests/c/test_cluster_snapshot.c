@@ -619,6 +619,11 @@ static void test_rows_that_lie_under_a_valid_checksum_are_a_clear_error(void)
 		 * 256 pages. */
 		{ "vlies-8", AT7("'\\xffffffff'::bytea from 5"), PAGES_LIE },
 		{ "vlies-9", AT7("'\\x00000100'::bytea from 5"), PAGES_LIE },
+		/* A database size of 0 pages, which no commit frame has: the
+		 * last record's made an empty file, served as the object (its
+		 * data gone), a record's before it cut the database there. */
+		{ "vlies-10", AT7("'\\x00000000'::bytea from 5"), "a malformed log row at seq 7" },
+		{ "vlies-11", AT3("'\\x00000000'::bytea from 5"), "a malformed log row at seq 3" },
 	};
 	char d1[64];
 	dobj_rt *a;
@@ -631,6 +636,26 @@ static void test_rows_that_lie_under_a_valid_checksum_are_a_clear_error(void)
 	testhost_rm_rf(d1);
 	for (i = 0; i < sizeof(lies) / sizeof(*lies); i++)
 		expect_damaged(lies[i].name, lies[i].fix, lies[i].words);
+}
+
+/* A snapshot whose header claims no pages, under the checksum of no bytes,
+ * and no log row after it: served as an empty database (the object's data
+ * gone), though no compaction makes a snapshot of nothing. */
+static void test_a_snapshot_of_no_pages_is_a_clear_error(void)
+{
+	char d1[64];
+	dobj_rt *a;
+
+	a = node(testhost_tmpdir(d1, "dobj-snap"), 1);
+	counts(a, "no-pages", 0, 6);
+	dobj_rt_free(a);
+	testhost_rm_rf(d1);
+	CHECK(about("no-pages", "SELECT 1 FROM dobj_snapshot WHERE object_id = $OBJ") == 1);
+	about("no-pages", "DELETE FROM dobj_wal WHERE object_id = $OBJ AND seq > (SELECT seq "
+		"FROM dobj_snapshot WHERE object_id = $OBJ)");
+	expect_damaged("no-pages", "UPDATE dobj_snapshot SET db = overlay(overlay(substring(db "
+		"from 1 for 68) placing int4send(0) from 33) placing sha256(''::bytea) from 37) "
+		"WHERE object_id = $OBJ", "a snapshot whose header does not match its row");
 }
 
 /* A snapshot (with its header) one short of the last seq there is: the
@@ -969,6 +994,7 @@ int main(void)
 	RUN(test_stored_bytes_that_lie_are_a_clear_error);
 	RUN(test_rows_that_lie_under_a_valid_checksum_are_a_clear_error);
 	RUN(test_a_seq_at_the_end_of_its_range_is_a_clear_error);
+	RUN(test_a_snapshot_of_no_pages_is_a_clear_error);
 	RUN(test_a_stale_owners_snapshot_is_refused_by_the_fence);
 	RUN(test_a_damaged_log_row_is_not_compacted);
 	RUN(test_a_big_database_is_snapshotted_in_parts);

@@ -11,6 +11,7 @@
  * plain request is answered after every input.  A crash, a hang, a leak or
  * an unbounded allocation is a finding (see fuzz.h).
  */
+#define _GNU_SOURCE /* memmem */
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -30,7 +31,7 @@ static dobj_ns *room_ns;
 static dobj_stub *room;
 static dobj_server *srv;
 static dobj_ws *accepted;   /* the client end the room's fetch made */
-static unsigned long answered, upgraded, refused, messages;
+static unsigned long answered, upgraded, refused, messages, frames_out, closes_out;
 
 static void finding(const char *fmt, ...)
 {
@@ -48,6 +49,8 @@ static void finding(const char *fmt, ...)
 	}
 }
 
+static int utf8_valid(const unsigned char *p, size_t n);
+
 /* ----------------------------------------------------------- the room */
 
 static int room_step(dobj_task *t, void *data)
@@ -58,6 +61,8 @@ static int room_step(dobj_task *t, void *data)
 	switch (dobj_task_call_kind(t)) {
 	case DOBJ_CALL_WS_MESSAGE:
 		messages++;
+		if (ev->text && !utf8_valid(ev->data, ev->len))
+			finding("the object heard a text message that is not UTF-8");
 		/* "close..." closes from the object's side; anything else echoes. */
 		if (ev->len >= 5 && !memcmp(ev->data, "close", 5))
 			dobj_ws_close(ev->ws, 4000, "asked", 5);
@@ -66,6 +71,13 @@ static int room_step(dobj_task *t, void *data)
 		dobj_task_return(t, NULL);
 		return DOBJ_OK;
 	case DOBJ_CALL_WS_CLOSE:
+		/* What the object hears is what a close may say (RFC 6455 7.4,
+		 * 8.1): a code it may carry or 1005/1006, a UTF-8 reason. */
+		if (!utf8_valid((const unsigned char *)ev->reason, ev->reason_len))
+			finding("the object heard a close reason that is not UTF-8 (code %d)", ev->code);
+		if (ev->code != 1005 && ev->code != 1006 && (ev->code < 1000 || ev->code >= 5000 ||
+		    ev->code == 1004 || ev->code == 1015))
+			finding("the object heard close code %d", ev->code);
 		/* Answer a clean close as workerd's examples do; a second close
 		 * or one after a failure is refused by the core, not a finding. */
 		if (ev->code != 1005 && ev->code != 1006 && ev->code != 1015)
@@ -229,6 +241,110 @@ static long exchange(const unsigned char *p, size_t len, char *got, size_t cap, 
 	return total;
 }
 
+/* -------------------------------------------------- the server's output */
+
+/* Strict UTF-8 (RFC 3629): no overlong form, no surrogate, nothing past
+ * U+10FFFF.  The test's own, not the core's. */
+static int utf8_valid(const unsigned char *p, size_t n)
+{
+	size_t i = 0;
+
+	while (i < n) {
+		unsigned c = p[i], need, min, cp;
+		if (c < 0x80) {
+			i++;
+			continue;
+		}
+		if (c >= 0xc2 && c <= 0xdf)
+			need = 1, min = 0x80, cp = c & 0x1f;
+		else if (c >= 0xe0 && c <= 0xef)
+			need = 2, min = 0x800, cp = c & 0x0f;
+		else if (c >= 0xf0 && c <= 0xf4)
+			need = 3, min = 0x10000, cp = c & 0x07;
+		else
+			return 0;
+		if (n - i <= need)
+			return 0;
+		for (i++; need; need--, i++) {
+			if ((p[i] & 0xc0) != 0x80)
+				return 0;
+			cp = (cp << 6) | (p[i] & 0x3f);
+		}
+		if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+			return 0;
+	}
+	return 1;
+}
+
+/* What a server may send a client after its 101 (RFC 6455): unmasked
+ * frames of known opcodes, text that is UTF-8, a close that is empty or a
+ * code a close frame may carry and a UTF-8 reason of at most 123 bytes,
+ * nothing after the close.  Frames cut short by the end are not judged. */
+static void check_ws_output(const unsigned char *p, size_t n)
+{
+	const unsigned char *end = p + n, *head = NULL;
+	size_t i;
+	int closed = 0;
+
+	for (i = 0; i + 4 <= n; i++)
+		if (!memcmp(p + i, "\r\n\r\n", 4)) {
+			head = p + i + 4;
+			break;
+		}
+	if (!head || n < 12 || memcmp(p, "HTTP/1.1 101", 12) != 0)
+		return;
+	for (p = head; end - p >= 2;) {
+		int op = p[0] & 0x0f, fin = p[0] >> 7;
+		uint64_t len = p[1] & 0x7f;
+		size_t h = 2;
+		if (p[1] & 0x80) {
+			finding("the server sent a masked frame");
+			return;
+		}
+		if (len == 126 && end - p >= 4)
+			len = ((uint64_t)p[2] << 8) | p[3], h = 4;
+		else if (len == 127 && end - p >= 10) {
+			for (len = 0, i = 0; i < 8; i++)
+				len = (len << 8) | p[2 + i];
+			h = 10;
+		} else if (len >= 126)
+			return;
+		if ((uint64_t)(end - p) < h + len)
+			return;
+		if (closed) {
+			finding("the server sent a frame (opcode %d) after its close", op);
+			return;
+		}
+		if (op == 1 && fin && !utf8_valid(p + h, (size_t)len))
+			finding("the server sent a text message that is not UTF-8");
+		frames_out++;
+		if (op == 8) {
+			int code = len >= 2 ? (p[h] << 8) | p[h + 1] : 0;
+			closed = 1;
+			closes_out++;
+			if (len == 1 || len > 125 || (len >= 2 && (code < 1000 || code >= 5000 ||
+			    code == 1004 || code == 1005 || code == 1006 || code == 1015)))
+				finding("the server sent a close frame of %d bytes, code %d", (int)len, code);
+			else if (len > 2 && !utf8_valid(p + h + 2, (size_t)len - 2))
+				finding("the server sent a close reason that is not UTF-8");
+		}
+		if (op != 0 && op != 1 && op != 2 && op != 8 && op != 9 && op != 10)
+			finding("the server sent opcode %d", op);
+		p += h + len;
+	}
+}
+
+static void show(const char *p, size_t n)
+{
+	size_t i;
+
+	printf("  the server sent %zu bytes:\n  ", n);
+	for (i = 0; i < n; i++)
+		printf(p[i] >= 0x20 && p[i] < 0x7f && p[i] != '\\' ? "%c" : p[i] == '\n' ? "\\n\n  " :
+			"\\x%02x", (unsigned char)p[i]);
+	printf("\n");
+}
+
 /* ---------------------------------------------------------------- seeds */
 
 #define HS "GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" \
@@ -315,6 +431,39 @@ static void make_seeds(void)
 		ws_seed(k);
 }
 
+/* A handshake and well-framed (masked, lengths right) frames whose
+ * opcodes, fin bits and payloads vary: what reaches the core's rules
+ * (UTF-8, close codes and reasons, fragments, auto-response) past wslay. */
+static size_t ws_input(unsigned char *buf, size_t cap)
+{
+#define P(s) { s, sizeof(s) - 1 }
+	static const struct { const char *p; size_t n; } payloads[] = {
+		P("hello"), P("close now"), P("\xc3\xa9t\xc3\xa9"), P("\xed\xa0\x80"),
+		P("\xf4\x90\x80\x80"), P("\xc0\xaf"), P("\xef\xbf\xbf"), P("\xf0\x9f\x98"),
+		P(""), P("\x03\xe8"), P("\x03\xe8" "bye"), P("\x03\xed"), P("\x0f\x9f"),
+		P("\x13\x88"), P("\x00\x00"), P("\x03\xe8\xff\xfe"), P("\x03\xea\xed\xa0\x80"),
+		P("\x0b\xb8" "0123456789012345678901234567890123456789012345678901234567890123456789"
+		  "0123456789012345678901234567890123456789012345678901"), P("\x03"),
+	};
+#undef P
+	static const int ops[] = { 0, 1, 2, 8, 9, 10, 3, 11, 15 };
+	size_t n = strlen(HS "\r\n"), k, frames = 1 + fuzz_below(6);
+
+	memcpy(buf, HS "\r\n", n);
+	for (k = 0; k < frames; k++) {
+		unsigned char pl[512];
+		size_t i = fuzz_below(sizeof(payloads) / sizeof(payloads[0])), plen = payloads[i].n;
+		int op = ops[fuzz_below(sizeof(ops) / sizeof(ops[0]))];
+		memcpy(pl, payloads[i].p, plen);
+		if (fuzz_below(2))
+			plen = fuzz_mutate(pl, plen, sizeof(pl), NULL, NULL, 0);
+		if (n + plen + 8 > cap)
+			break;
+		n += frame(buf + n, fuzz_below(4) != 0, op, pl, plen);
+	}
+	return n;
+}
+
 /* ----------------------------------------------------------------- test */
 
 static void test_server(void)
@@ -330,26 +479,40 @@ static void test_server(void)
 	unsigned long slow = 0;
 	double worst = 0;
 
+	size_t heap_from = 0, heap_runs = 0;
+
 	make_seeds();
 	fuzz_begin("server");
 	while (fuzz_more()) {
-		size_t len = fuzz_next_input(input, sizeof(input), dict, seeds, nseeds);
+		if (fz.runs == 1000) {
+			heap_from = fuzz_heap();
+			heap_runs = fz.runs;
+		}
+		size_t len = !fz.replay && fuzz_below(2) ? ws_input(input, sizeof(input)) :
+			fuzz_next_input(input, sizeof(input), dict, seeds, nseeds);
 		double t0 = fuzz_now(), took;
-		char got[64];
+		static char got[1 << 16];
+		long n;
 
 		fuzz_input(input, len);
-		if (exchange(input, len, NULL, 0, 5) < 0) {
+		if ((n = exchange(input, len, got, sizeof(got), 5)) < 0) {
 			finding("the connection did not end in 5 s (in flight %zu, WebSockets %zu)",
 				dobj_server_inflight(srv), dobj_server_websockets(srv));
 			break;
 		}
+		check_ws_output((const unsigned char *)got, (size_t)n < sizeof(got) ? (size_t)n :
+			sizeof(got));
+		if (fz.replay) /* what the server answered, for the one who runs it again */
+			show(got, (size_t)n < sizeof(got) ? (size_t)n : sizeof(got));
 		took = fuzz_now() - t0;
 		if (took > worst)
 			worst = took;
-		slow += took > 0.5;
+		/* An input of at most 16 KiB that takes seconds is a blow-up
+		 * (quadratic work); a loaded machine's stall is far shorter. */
+		slow += took > 2.0;
 		/* The server goes on: a plain request after every fuzzed one. */
 		if ((fz.runs & 7) == 0 || fz.replay) {
-			long n = exchange((const unsigned char *)plain, strlen(plain), got, sizeof(got), 5);
+			n = exchange((const unsigned char *)plain, strlen(plain), got, sizeof(got), 5);
 			if (n < 12 || memcmp(got, "HTTP/1.1 200", 12) != 0) {
 				finding("a plain request after it was not answered 200 (%ld bytes)", n);
 				break;
@@ -357,13 +520,45 @@ static void test_server(void)
 		}
 	}
 	{
-		char what[200];
+		char what[300];
 		snprintf(what, sizeof(what), "%lu answered, %lu upgraded, %lu refused, %lu WebSocket "
-			"messages, slowest %.0f ms (%lu over 500)", answered, upgraded, refused, messages,
-			worst * 1e3, slow);
+			"messages in, %lu frames out (%lu closes), slowest %.0f ms (%lu over 2 s)", answered,
+			upgraded, refused, messages, frames_out, closes_out, worst * 1e3, slow);
 		fuzz_end(what);
 	}
+	/* Memory that stays reachable (a list that keeps dead connections,
+	 * say) is no leak for LeakSanitizer: the heap must stay flat. */
+	if (heap_runs && fz.runs > heap_runs) {
+		CHECK(fuzz_heap() < heap_from + ((size_t)4 << 20));
+		printf("  heap: %zu bytes after %lu inputs, %+ld over the next %lu\n", heap_from,
+			heap_runs, (long)(fuzz_heap() - heap_from), fz.runs - heap_runs);
+	}
 	CHECK(slow == 0);
+}
+
+/* A client that sends its close right behind the handshake (pipelined)
+ * still gets what the object sent before it read that close: the welcome
+ * the room sends when it accepts went out after the close reply, that is
+ * never (wslay puts the close it answers with ahead of queued messages). */
+static void test_a_clients_close_does_not_overtake_what_was_sent_before(void)
+{
+	unsigned char out[512];
+	static char got[4096];
+	const char *close_at, *welcome_at;
+	size_t n = strlen(HS "\r\n");
+	long r;
+
+	memcpy(out, HS "\r\n", n);
+	n += frame(out + n, 1, 8, "\x03\xe8" "bye", 5);
+	r = exchange(out, n, got, sizeof(got) - 1, 5);
+	CHECK(r > 0);
+	got[r > 0 ? r : 0] = 0;
+	welcome_at = memmem(got, r > 0 ? (size_t)r : 0, "\x81\x07welcome", 9);
+	close_at = memmem(got, r > 0 ? (size_t)r : 0, "\x88\x05\x03\xe8" "bye", 7);
+	CHECK(welcome_at != NULL);
+	CHECK(close_at != NULL);
+	CHECK(!welcome_at || !close_at || welcome_at < close_at);
+	check_ws_output((const unsigned char *)got, r > 0 ? (size_t)r : 0);
 }
 
 int main(void)
@@ -390,8 +585,10 @@ int main(void)
 		printf("skipped: dobj was built without libmicrohttpd\n");
 	} else {
 		CHECK_EQ_INT(rc, DOBJ_OK);
-		if (srv)
+		if (srv) {
+			RUN(test_a_clients_close_does_not_overtake_what_was_sent_before);
 			RUN(test_server);
+		}
 	}
 	dobj_server_free(srv);
 	dobj_stub_free(room);

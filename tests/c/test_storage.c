@@ -3,6 +3,7 @@
  * (writes committed before a step's results are delivered), aborts that
  * discard uncommitted writes, failed commits, alarms and eviction.
  */
+#include <limits.h>
 #include <math.h>
 #include <sqlite3.h>
 #include <sys/stat.h>
@@ -318,6 +319,34 @@ static void test_sql_api(void)
 	CHECK_EQ_INT(dobj_sql_exec(st, q, strlen(q), args, 2, &c), DOBJ_EARG);
 	q = "SELEC nonsense";
 	CHECK_EQ_INT(dobj_sql_exec(st, q, strlen(q), NULL, 0, &c), DOBJ_EARG);
+	/* A NUL, which SQLite takes for the end: refused, nothing run (one at
+	 * the end, or first, spun the runtime's thread for good). */
+	q = "INSERT INTO people (name) VALUES ('nul');\0";
+	CHECK_EQ_INT(dobj_sql_exec(st, q, strlen(q) + 1, NULL, 0, &c), DOBJ_EARG);
+	CHECK_STR(dobj_error_last(), "SQL text cannot contain a NUL character (byte 42)");
+	CHECK_EQ_INT(dobj_sql_exec(st, "\0", 1, NULL, 0, &c), DOBJ_EARG);
+	CHECK_EQ_INT(dobj_sql_exec(st, "SELECT 1\0; DROP TABLE people", 29, NULL, 0, &c), DOBJ_EARG);
+	q = "SELECT count(*) FROM people";
+	CHECK_EQ_INT(dobj_sql_exec(st, q, strlen(q), NULL, 0, &c), DOBJ_OK);
+	CHECK_EQ_INT(dobj_cursor_cell(c, 0, 0)->i, 1);
+	dobj_cursor_free(c);
+	/* Lengths SQLite cannot take (an int, or past its limit): refused, the
+	 * bytes never read (these buffers are short), no binding left NULL. */
+	CHECK_EQ_INT(dobj_sql_exec(st, q, (size_t)INT_MAX + 1, NULL, 0, &c), DOBJ_EARG);
+	CHECK(strstr(dobj_error_last(), "too large") != NULL);
+	{
+		dobj_sql_value big[2] = { { DOBJ_SQL_TEXT, 0, 0, "x", (size_t)INT_MAX + 1 },
+			{ DOBJ_SQL_BLOB, 0, 0, "x", (size_t)1500000000 } };
+		q = "INSERT INTO people (name) VALUES (?)";
+		CHECK_EQ_INT(dobj_sql_exec(st, q, strlen(q), big, 1, &c), DOBJ_EARG);
+		CHECK_STR(dobj_error_last(), "binding 1 is too large (2147483648 bytes)");
+		CHECK_EQ_INT(dobj_sql_exec(st, q, strlen(q), big + 1, 1, &c), DOBJ_EARG);
+		CHECK(strstr(dobj_error_last(), "binding 1: ") != NULL);
+		q = "SELECT count(*) FROM people";
+		CHECK_EQ_INT(dobj_sql_exec(st, q, strlen(q), NULL, 0, &c), DOBJ_OK);
+		CHECK_EQ_INT(dobj_cursor_cell(c, 0, 0)->i, 1);
+		dobj_cursor_free(c);
+	}
 	q = "PRAGMA table_info(people)";
 	CHECK_EQ_INT(dobj_sql_exec(st, q, strlen(q), NULL, 0, &c), DOBJ_OK);
 	CHECK_EQ_INT(dobj_cursor_rows(c), 3);

@@ -68,10 +68,6 @@ describe("cluster settings and commands (Lua)", function()
     for _, d in ipairs(dirs) do H.rm_rf(d) end
   end)
 
-  local function sql(query)
-    return (read_all("env -u LD_PRELOAD psql -XAtq " .. q(pg.url) .. " -c " .. q(query)):gsub("%s+$", ""))
-  end
-
   local function project(toml)
     local d = H.tmpdir()
     dirs[#dirs + 1] = d
@@ -96,9 +92,9 @@ describe("cluster settings and commands (Lua)", function()
     out, err, code = dobj_lua("cluster init")
     assert.are.equal(2, code)
     assert.truthy(err:find("needs a PostgreSQL URL", 1, true))
-    sql("UPDATE dobj_schema_version SET version = 7")
+    pg.sql("UPDATE dobj_schema_version SET version = 7")
     out, err, code = dobj_lua("cluster init " .. q(pg.url))
-    sql("UPDATE dobj_schema_version SET version = 4")
+    pg.sql("UPDATE dobj_schema_version SET version = 4")
     assert.are.equal(3, code)
     assert.truthy(err:find("version 7, newer than this dobj's (4)", 1, true), err)
     -- The module function under it.
@@ -124,7 +120,7 @@ describe("cluster settings and commands (Lua)", function()
     assert.are.same({ 200, "4" }, { curl(("http://127.0.0.1:%d/shared"):format(b.port)) })
     assert.are.equal(0, stop(a)) -- releases its objects
     assert.are.same({ 200, "5" }, { curl(("http://127.0.0.1:%d/shared"):format(b.port)) })
-    assert.are.equal("1", sql("SELECT count(*) FROM dobj_owner WHERE node_id = " .. node_b))
+    assert.are.equal("1", pg.sql("SELECT count(*) FROM dobj_owner WHERE node_id = " .. node_b))
   end)
 
   it("dobj-lua dev --cluster prints the address it listens on", function()
@@ -141,7 +137,7 @@ describe("cluster settings and commands (Lua)", function()
     local node, port = table.concat(s.lines, "\n"):match("%[dobj:inf%] cluster: node (%d+) at 127%.0%.0%.1:(%d+)")
     assert.truthy(port and port ~= "0", table.concat(s.lines, "\n"))
     assert.are.same({ 200, "1" }, { curl(("http://127.0.0.1:%d/own"):format(s.port)) })
-    assert.are.equal("1", sql("SELECT count(*) FROM dobj_owner WHERE node_id = " .. node))
+    assert.are.equal("1", pg.sql("SELECT count(*) FROM dobj_owner WHERE node_id = " .. node))
   end)
 
   it("--cluster-ttl and --cluster-grace win over the environment; bad ones are exit status 2", function()
@@ -149,7 +145,7 @@ describe("cluster settings and commands (Lua)", function()
       "DOBJ_CLUSTER_TTL=9")
     servers[#servers + 1] = s
     local node = table.concat(s.lines, "\n"):match("%[dobj:inf%] cluster: node (%d+)")
-    local left = tonumber(sql("SELECT extract(epoch FROM lease_until - now()) FROM dobj_node WHERE node_id = " .. node))
+    local left = tonumber(pg.sql("SELECT extract(epoch FROM lease_until - now()) FROM dobj_node WHERE node_id = " .. node))
     assert.truthy(left and left <= 0.5, tostring(left))
     local d = project()
     for _, c in ipairs {
@@ -211,7 +207,7 @@ rt:close()
     local port = free_port()
     local rt = assert(dobj.load { config = d, node_addr = "127.0.0.1:" .. port })
     assert.truthy(rt:node_id())
-    assert.are.equal("127.0.0.1:" .. port, sql("SELECT addr FROM dobj_node WHERE node_id = " .. rt:node_id()))
+    assert.are.equal("127.0.0.1:" .. port, pg.sql("SELECT addr FROM dobj_node WHERE node_id = " .. rt:node_id()))
     assert.are.equal("1", rt.default.fetch("http://x/cfg"):text())
     rt:close()
     local none, msg = dobj.load { config = d, cluster = BAD_URL }

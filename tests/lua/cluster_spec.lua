@@ -7,12 +7,11 @@ local dobj = H.dobj
 -- The owner row of an object locked FOR UPDATE from psql until release():
 -- the node's appends for it (which lock it FOR SHARE) wait meanwhile.  psql
 -- says when it holds the lock through a FIFO.
-local TOOL_ENV = "env -u LD_PRELOAD -u ASAN_OPTIONS -u LSAN_OPTIONS -u UBSAN_OPTIONS "
 local function row_lock(pg, id)
   local fifo = os.tmpname()
   os.remove(fifo)
   assert(os.execute("mkfifo '" .. fifo .. "'"))
-  local p = assert(io.popen(TOOL_ENV .. "psql -XAtq -v ON_ERROR_STOP=1 '" .. pg.url .. "' >/dev/null", "w"))
+  local p = assert(io.popen(H.TOOL_ENV .. "psql -XAtq -v ON_ERROR_STOP=1 '" .. pg.url .. "' >/dev/null", "w"))
   p:write("BEGIN;\nSELECT 1 FROM dobj_owner WHERE object_id = '\\x" .. tostring(id) ..
     "'::bytea FOR UPDATE;\n\\! echo locked > '" .. fifo .. "'\n")
   p:flush()
@@ -148,12 +147,7 @@ describe("cluster mode", function()
     assert.are.equal(1, s:table())
     rt:close() -- the compaction under way finishes (bounded)
     local id = "'\\x" .. tostring(ns:id_from_name("compacted")) .. "'::bytea"
-    local function sql(q)
-      local p = assert(io.popen(TOOL_ENV .. "psql -XAtq '" .. pg.url .. "' -c \"" .. q .. "\""))
-      local out = p:read("a")
-      p:close()
-      return tonumber(out)
-    end
+    local function sql(q) return tonumber(pg.sql(q)) end
     local snap = sql("SELECT seq FROM dobj_snapshot WHERE object_id = " .. id)
     assert.is_true(snap >= 1) -- (how far depends on how fast the compactor keeps up)
     assert.are.equal(0, sql("SELECT count(*) FROM dobj_wal WHERE seq < " .. snap ..
@@ -180,11 +174,8 @@ describe("cluster mode", function()
     rt:close()
     local id = "'\\x" .. tostring(ns:id_from_name("flipped")) .. "'::bytea"
     -- one bit of row 3's pages, as a disk or a hand might change it
-    local p = assert(io.popen(TOOL_ENV .. "psql -XAtq -v ON_ERROR_STOP=1 '" .. pg.url ..
-      "' -c \"UPDATE dobj_wal SET frames = set_byte(frames, 200, get_byte(frames, 200) # 16) " ..
-      "WHERE seq = 3 AND object_id = " .. id .. " RETURNING seq\""))
-    assert.are.equal("3\n", p:read("a"))
-    p:close()
+    assert.are.equal("3", pg.sql("UPDATE dobj_wal SET frames = set_byte(frames, 200, " ..
+      "get_byte(frames, 200) # 16) WHERE seq = 3 AND object_id = " .. id .. " RETURNING seq"))
     local rt2, ns2 = node() -- another folder: it must read the log
     for _ = 1, 2 do -- and it stays so: nothing is skipped on a second try
       local err = H.catch(function() return ns2:get_by_name("flipped"):add() end)

@@ -74,10 +74,13 @@ end
 -- PostgreSQL fixture ------------------------------------------------------
 
 local PGTMP = (debug.getinfo(1, "S").source:match("^@(.*[/\\])") or "./") .. "../cluster/pgtmp.sh"
+-- What runs PostgreSQL's own tools (psql): without the sanitizers' preload.
+H.TOOL_ENV = "env -u LD_PRELOAD -u ASAN_OPTIONS -u LSAN_OPTIONS -u UBSAN_OPTIONS "
 
 -- A throw-away PostgreSQL from tests/cluster/pgtmp.sh (the script every suite
 -- uses): { url, dir }, pg.run(verb) for the script's other verbs ("kill",
--- "restart") and pg.stop().  The server lives while its lifeline (a FIFO) is
+-- "restart"), pg.sql(query) (one statement through psql: its output without
+-- the trailing white space; a failed statement fails the test) and pg.stop().  The server lives while its lifeline (a FIFO) is
 -- open: the script's watchdog stops it when the test process goes away,
 -- however it ends.
 function H.postgres()
@@ -87,6 +90,13 @@ function H.postgres()
   local pg = { url = url, dir = dir, lifeline = assert(io.open(dir .. "/lifeline", "r+")) }
   function pg.run(verb)
     assert(os.execute("'" .. PGTMP .. "' " .. verb .. " '" .. dir .. "'"))
+  end
+  function pg.sql(query)
+    local p = assert(io.popen(H.TOOL_ENV .. "psql -XAtq -v ON_ERROR_STOP=1 " .. H.q(url) .. " -c " ..
+      H.q(query)))
+    local out = p:read("a")
+    assert(p:close(), "psql failed: " .. query)
+    return (out:gsub("%s+$", ""))
   end
   function pg.stop()
     if not pg.lifeline then return end

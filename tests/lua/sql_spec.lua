@@ -107,6 +107,9 @@ describe("sql:exec", function()
     assert.matches("syntax error", H.job_error(db, function(s) s.sql:exec("SELEC 1") end))
     assert.matches("needs 2 bindings", H.job_error(db, function(s) s.sql:exec("SELECT ?, ?", 1) end))
     assert.matches("bindings were given", H.job_error(db, function(s) s.sql:exec("SELECT 1", 1) end))
+    -- SQLite takes a NUL for the end of the text: refused (a trailing one spun for good)
+    assert.matches("cannot contain a NUL character (byte 10)",
+      H.job_error(db, function(s) s.sql:exec("SELECT 1;\0") end), nil, true)
   end)
 
   it("writes in a rolled-back transaction_sync are discarded", function()

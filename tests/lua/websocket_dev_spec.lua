@@ -76,6 +76,12 @@ describe("dobj-lua dev WebSockets", function()
     assert.are.equal("ok\n", client("pings", s.port))
   end)
 
+  it("lets a client that never answers its object's close go after 5 s (1006)", function()
+    if not have_client() then return pending("no websockets client in .venv (make venv)") end
+    local s = serve(HERE .. "ws/wrangler.toml")
+    assert.are.equal("ok\n", client("unanswered", s.port))
+  end)
+
   it("refuses a message in more than 65,536 fragments (1009)", function()
     if not have_client() then return pending("no websockets client in .venv (make venv)") end
     local s = serve(HERE .. "ws/wrangler.toml")

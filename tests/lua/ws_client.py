@@ -105,6 +105,32 @@ async def slow(port):
     check(got.endswith("all=1 state=1"), got)
 
 
+async def unanswered(port):
+    """The object closes (4000) and the client neither answers nor closes:
+    the server cuts the connection after its close wait (5 s) and the
+    object hears 1006, was_clean false (RFC 6455 7.1.5), as on `dobj dev`'s
+    two servers; a client that answers ends it at once, and the object
+    hears the answer (4000 "done" echoed), was_clean true."""
+    b = await connect(port)
+    a = await asyncio.to_thread(SlowClient, port, "/", 40)
+    check(a.send("bye"), "the bye command")
+    started = time.monotonic()
+    messages, code = await asyncio.to_thread(a.read_to_end)
+    waited = time.monotonic() - started
+    check(messages[:1] == ["hello"] and code == 4000, f"{messages[:1]} {code}")
+    check(4.5 < waited < 8.0, f"cut after {waited:.1f} s")
+    got = await asyncio.wait_for(b.recv(), 30)
+    check(got == "closed 1006  false", got)
+    a = await asyncio.to_thread(SlowClient, port, "/", 40)
+    check(a.send("bye"), "the bye command")
+    started = time.monotonic()
+    messages, code = await asyncio.to_thread(a.read_to_end, True)
+    check(code == 4000 and time.monotonic() - started < 4.0, f"{code}")
+    got = await asyncio.wait_for(b.recv(), 30)
+    check(got == "closed 4000 done true", got)
+    await b.close()
+
+
 def _flood(client, total, send):
     while client.sent < total and send():
         pass
@@ -165,7 +191,7 @@ if __name__ == "__main__":
     scenario, port = sys.argv[1], int(sys.argv[2])
     try:
         asyncio.run({"probe": probe, "flood": flood, "slow": slow, "echo": echo,
-                     "pings": pings, "fragments": fragments}[scenario](port))
+                     "pings": pings, "fragments": fragments, "unanswered": unanswered}[scenario](port))
     except Exception as exc:  # noqa: BLE001  (reported to the spec)
         print(f"FAILED: {type(exc).__name__}: {exc}")
         sys.exit(1)

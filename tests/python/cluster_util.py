@@ -60,3 +60,12 @@ def start_node(pg, folder, name, n, *snapshot_bytes):
     return subprocess.Popen([sys.executable, "-c", NODE, pg.url, str(folder), name, str(n),
                              *map(str, snapshot_bytes)],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+
+def stop_node(proc):
+    """A start_node process gone (killed if it still runs), its pipes closed."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    proc.stdin.close()
+    proc.stdout.close()

@@ -15,6 +15,8 @@ import threading
 import time
 from pathlib import Path
 
+import project_util
+
 ROOT = Path(__file__).resolve().parent.parent.parent
 EXAMPLE = ROOT / "examples" / "workers" / "python-counter"
 CHAT = ROOT / "examples" / "chat"  # the chat room in both languages, one page
@@ -42,27 +44,26 @@ def http_request(port, path, method="GET", headers=None, body=None):
         conn.close()
 
 
+DEV_TOML = textwrap.dedent("""\
+    name = "t"
+    main = "src/entry.py"
+    [vars]
+    GREETING = "hello"
+    [[durable_objects.bindings]]
+    name = "COUNTER"
+    class_name = "Counter"
+    [[migrations]]
+    tag = "v1"
+    new_sqlite_classes = ["Counter"]
+    [env.staging]
+    vars = { GREETING = "hello from staging" }
+    """)
+
+
 def write_project(d, entry, config=None):
-    """A project in folder d: wrangler.toml (a COUNTER binding of Counter) and src/entry.py."""
-    d.mkdir(parents=True, exist_ok=True)
-    (d / "wrangler.toml").write_text(config or textwrap.dedent("""\
-        name = "t"
-        main = "src/entry.py"
-        [vars]
-        GREETING = "hello"
-        [[durable_objects.bindings]]
-        name = "COUNTER"
-        class_name = "Counter"
-        [[migrations]]
-        tag = "v1"
-        new_sqlite_classes = ["Counter"]
-        [env.staging]
-        vars = { GREETING = "hello from staging" }
-        """))
-    if entry is not None:
-        (d / "src").mkdir(exist_ok=True)
-        (d / "src" / "entry.py").write_text(textwrap.dedent(entry))
-    return d
+    """project_util's, with DEV_TOML (a GREETING var, a staging env) for wrangler.toml
+    when no config is given."""
+    return project_util.write_project(d, entry, config or DEV_TOML)
 
 
 def dev_env(**extra):

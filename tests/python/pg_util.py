@@ -63,6 +63,11 @@ class PgServer:
                              env=TOOL_ENV).stdout
         return [line for line in out.splitlines() if line]
 
+    def lapse_lease(self, node_id):
+        """The lease of node `node_id` lapses on the database's clock (as if
+        the node had been paused past it, or TTL + grace had passed)."""
+        self.sql(f"UPDATE dobj_node SET lease_until = now() - interval '1 hour' WHERE node_id = {node_id}")
+
     def stop(self):
         if self._lifeline is not None:
             os.close(self._lifeline)

@@ -13,7 +13,7 @@ import pytest
 
 import dobj
 import dobj.cluster
-from cluster_util import Counter, node, start_node
+from cluster_util import Counter, node, start_node, stop_node
 from log_util import DobjLog
 from pg_util import TOOL_ENV, HeldLock, available
 
@@ -217,15 +217,11 @@ async def test_a_killed_nodes_objects_come_back_elsewhere(pg, tmp_path):
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
         # Its lease lapses (as TTL + grace would make it, without the wait).
-        pg.sql(f"UPDATE dobj_node SET lease_until = now() - interval '1 hour' WHERE node_id = {node_id}")
+        pg.lapse_lease(node_id)
         assert await ns.get_by_name("killed").add() == 7
         rt.close()
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stdin.close()
-        proc.stdout.close()
+        stop_node(proc)
 
 
 async def test_postgres_killed_and_restarted_loses_no_acknowledged_write(pg, tmp_path):

@@ -267,7 +267,7 @@ async def test_a_node_that_lost_its_lease_logs_it(pg, tmp_path):
         rt = dobj.Runtime(storage=str(tmp_path), cluster=pg.url, cluster_ttl=0.2, cluster_grace=0)
         try:
             old = rt.node_id
-            pg.sql(f"UPDATE dobj_node SET lease_until = now() - interval '1 hour' WHERE node_id = {old}")
+            pg.lapse_lease(old)
             await log.wait()  # the next renewal, within 50 ms
             assert log.lines == [f"cluster: node {old} lost its lease (the process was paused or cut off "
                                  f"past it); its objects were reset, and it joined again as node {rt.node_id}"]

@@ -16,7 +16,7 @@ import time
 import pytest
 
 import dobj
-from cluster_util import node, start_node
+from cluster_util import node, start_node, stop_node
 from pg_util import TOOL_ENV, available
 
 pytestmark = pytest.mark.skipif(not available(), reason="PostgreSQL (Debian: postgresql) not installed")
@@ -186,11 +186,17 @@ async def test_a_snapshot_row_bigger_than_a_piece_is_read_on_its_own(pg, tmp_pat
     rt.close()
 
 
+def make_tables(pg, tmp_path):
+    """The cluster's tables, for a test that puts a trigger on one before
+    any node of its own has started (the server is shared by the module)."""
+    dobj.Runtime(storage=str(tmp_path / "schema"), cluster=pg.url).close()
+
+
 @contextlib.contextmanager
 def slow_parts(pg, tmp_path, every=False):
     """The server takes slow.secs to write part 0 of a snapshot (or, with
     `every`, each part): a trigger."""
-    dobj.Runtime(storage=str(tmp_path / "schema"), cluster=pg.url).close()  # the tables
+    make_tables(pg, tmp_path)
     pg.sql("CREATE TABLE dobj_test_sleep (secs float8)")
     pg.sql("INSERT INTO dobj_test_sleep VALUES (0)")
     pg.sql(f"""CREATE FUNCTION dobj_test_slow() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -285,6 +291,7 @@ async def test_a_node_killed_between_the_snapshot_and_the_log_delete_loses_nothi
     # The compaction's transaction is held right after its snapshot row was
     # written (a trigger tells the test through a FIFO, then waits for an
     # advisory lock the test holds); the node is SIGKILLed there.
+    make_tables(pg, tmp_path)
     where = tempfile.mkdtemp(prefix="dobj-snapkill-")
     os.chmod(where, 0o755)  # the server may run as another user
     fifo = os.path.join(where, "written")
@@ -308,16 +315,12 @@ async def test_a_node_killed_between_the_snapshot_and_the_log_delete_loses_nothi
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stdin.close()
-        proc.stdout.close()
+        stop_node(proc)
         holder.close()  # the held backend goes on, finds its client gone, rolls back
         pg.sql("DROP TRIGGER dobj_test_hold ON dobj_snapshot")
         pg.sql("DROP FUNCTION dobj_test_hold()")
         shutil.rmtree(where)
-    pg.sql(f"UPDATE dobj_node SET lease_until = now() - interval '1 hour' WHERE node_id = {node_id}")
+    pg.lapse_lease(node_id)
     rt, ns = node(pg, tmp_path / "b", cluster_snapshot_bytes=1)
     o = obj(ns, "killed-mid")
     # Neither the snapshot nor the deletes of its transaction happened.

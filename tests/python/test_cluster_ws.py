@@ -154,7 +154,7 @@ async def test_a_node_whose_lease_was_refused_closes_accepted_and_relayed_socket
     alice = await join(a, room, "alice")
     bob = await join(b, room, "bob")
     assert await recv(alice) == {"type": "join", "name": "bob"}
-    pg.sql(f"UPDATE dobj_node SET lease_until = now() - interval '1 hour' WHERE node_id = {a.node}")
+    pg.lapse_lease(a.node)
     for ws in (alice, bob):
         assert await closed(ws) == (LOST, REASON, [])
     a.wait_for(r"cluster: node %d lost its lease" % a.node)

@@ -89,6 +89,19 @@ async def test_request_fields_and_copy(rt):
     assert got[2].method == "PATCH" and got[2].body == "hé".encode()
 
 
+async def test_a_requests_url_set_to_a_non_str_is_a_type_error(counter):
+    # url is a slot anyone can set: since str arguments go to the core as
+    # WTF-8, the binding read what it held as a str's data (bytes' past
+    # their end: a URL of garbage, or a crash).
+    stub = counter.get_by_name("u")
+    req = dobj.Request("https://u/")
+    for bad in (b"https://u/", 42, None, ["https://u/"]):
+        req.url = bad
+        with pytest.raises(TypeError, match="a request's url must be a str, got "):
+            await stub.fetch(req)
+    assert Counter.constructed == 0  # nothing was delivered
+
+
 async def test_relative_url_is_refused(counter):
     stub = counter.get_by_name("u")
     with pytest.raises(TypeError, match="Invalid URL: /relative"):

@@ -5,6 +5,7 @@ does for a Lua string of the same bytes.  These raised a bare
 UnicodeEncodeError from the binding: the cluster URL, node_addr, WebSocket
 tags and auto-response strings."""
 import os
+import pathlib
 
 import pytest
 
@@ -46,6 +47,16 @@ class Room(dobj.DurableObject):
         return [self.ctx.get_tags(server), len(self.ctx.get_web_sockets(tag)),
                 len(self.ctx.get_web_sockets("\udfff"))]
 
+    async def tags_not_all_str(self, tag, times):
+        client, server = dobj.WebSocketPair()
+        refused = 0
+        for _ in range(times):
+            try:
+                self.ctx.accept_web_socket(server, tags=[tag, 5])
+            except TypeError:
+                refused += 1
+        return refused
+
     async def auto(self, request, response):
         try:
             self.ctx.set_web_socket_auto_response(dobj.WebSocketRequestResponsePair(request, response))
@@ -63,6 +74,22 @@ def room():
 
 async def test_a_tag_with_a_lone_surrogate_is_a_tag(room):
     assert await room.tagged("a\ud800b") == [["a\ud800b", "plain"], 1, 0]
+
+
+async def test_a_refused_tag_list_keeps_no_tags_bytes(room):
+    # A tag list whose second is not a str: the first tag's WTF-8 bytes (a
+    # lone surrogate's) were kept for good, 300 KB a call here.
+    import tracemalloc
+    tag = "\ud800" * 100_000
+    tracemalloc.start()
+    try:
+        assert await room.tags_not_all_str(tag, 1) == 1
+        before = tracemalloc.get_traced_memory()[0]
+        assert await room.tags_not_all_str(tag, 40) == 40
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown < 2 << 20, grown  # 12 MB before
 
 
 @pytest.mark.parametrize("request_, response", [("p\ud800", "pong"), ("ping", "\udc00")])
@@ -138,6 +165,22 @@ async def test_a_binding_name_and_keys_with_lone_surrogates_are_names(tmp_path):
         rt.close()
 
 
+def test_a_cluster_namespaces_unique_key_with_a_lone_surrogate_is_the_cores_error(pg, tmp_path):
+    # PostgreSQL keeps the key as text: it was bound, and every claim failed
+    # with PostgreSQL's encoding error, the node's alarm scan too (for every
+    # namespace of the node).
+    rt = dobj.Runtime(storage=str(tmp_path), cluster=pg.url, node_addr="127.0.0.1:0")
+    try:
+        with pytest.raises(dobj.Error, match=r"cluster: a namespace's unique key must be "
+                           r"UTF-8 text \(byte 2 is not\)"):
+            rt.bind("K", Kv, unique_key="u\udfff")
+        with pytest.raises(dobj.Error, match=r"byte 1 is not"):
+            rt.bind("\ud800", Kv)
+        assert list(rt.env) == []
+    finally:
+        rt.close()
+
+
 class Named(dobj.DurableObject):
     def boom(self):
         raise ValueError("bad \ud800 thing")
@@ -193,6 +236,33 @@ def test_paths_and_the_environment_name_with_lone_surrogates(tmp_path):
     with pytest.raises(dobj.ConfigError, match='No environment found in configuration with '
                                                'name "e\ud800"'):
         dobj.load_config(str(tmp_path), env="e\ud800")
+
+
+class FsPath:
+    """An os.PathLike that is not a pathlib.Path."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __fspath__(self):
+        return self.path
+
+
+@pytest.mark.parametrize("as_path", [pathlib.Path, FsPath], ids=["pathlib", "pathlike"])
+def test_a_pathlike_with_a_lone_surrogate_is_its_strs_path(tmp_path, as_path):
+    # os.fspath's str follows the str's rule: WTF-8, never a UnicodeEncodeError.
+    # This raised one for storage=.
+    rt = dobj.Runtime(storage=as_path(str(tmp_path / "s\ud800")))
+    try:
+        assert rt.bind("K", Kv) is not None
+    finally:
+        rt.close()
+    assert "s\udced\udca0\udc80" in os.listdir(tmp_path)
+    with pytest.raises(dobj.ConfigError, match="c\ud800: no such file or folder"):
+        dobj.load_config(as_path(str(tmp_path / "c\ud800")))
+    (tmp_path / "wrangler.toml").write_text('name = "w"\n')
+    c = dobj.load_config(as_path(str(tmp_path)), persist_to=as_path(str(tmp_path / "p\ud800")))
+    assert c.state_dir == str(tmp_path / "p\ud800" / "v3" / "do")
 
 
 def test_a_str_body_is_a_usvstring():

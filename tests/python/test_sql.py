@@ -92,6 +92,7 @@ async def test_iteration_raw_and_one(box):
     ("CREATE TEMP TRIGGER t AFTER INSERT ON main._cf_KV BEGIN SELECT 1; END", "TEMP"),
     ("CREATE TEMP TABLE _cf_x (a)", "TEMP"), ('SELECT * FROM main."_CF_kv"', "_cf_KV is not allowed"),
     ("CREATE TABLE t (a); ALTER TABLE t RENAME TO [_cf_t]", "_cf_t"), ("VACUUM INTO '/tmp/dobj-copy.sqlite'", "VACUUM"),
+    ("SELECT 1;\x00", "NUL character (byte 10)"), ("\x00", "NUL character (byte 1)"),
 ])
 async def test_refused_and_bad_queries(box, query, msg):
     def body(self):

@@ -252,7 +252,9 @@ int block_results(lua_State *L, task_coro *c);
 void push_ms(lua_State *L, double ms);
 int step_call(dobj_task *t, void *data);
 void wait_for_task(lua_State *L, task_coro *c, dobj_task *t);
-int until_done(void *arg);
+/* From the main chunk `L` (no coroutine to suspend): r runs until `t` is
+ * done; what its handlers leave for the caller goes to L. */
+void drive_until_done(lua_State *L, runtime_ud *r, dobj_task *t);
 task_coro *spawn_fn(lua_State *L, runtime_ud *r, dobj_obj *obj, dobj_task_kind kind, int fidx,
 	int nargs, dobj_done_fn done, void *done_data, dobj_task **out);
 task_coro *task_here(lua_State *L, runtime_ud *r);

@@ -299,9 +299,20 @@ void wait_for_task(lua_State *L, task_coro *c, dobj_task *t)
 		raise_core_error(L, dobj_error_last());
 }
 
-int until_done(void *arg)
+static int until_done(void *arg)
 {
 	return dobj_task_done((dobj_task *)arg);
+}
+
+void drive_until_done(lua_State *L, runtime_ud *r, dobj_task *t)
+{
+	lua_State *saved = r->from;
+
+	r->from = L;
+	dobj_rt_pump(r->rt);
+	if (!dobj_task_done(t))
+		dobj_rt_run(r->rt, until_done, t);
+	r->from = saved;
 }
 
 /*

@@ -86,20 +86,12 @@ void check_can_wait(lua_State *L, runtime_ud *r, task_coro *c, const char *what)
  * finishes it), the main chunk drives the runtime until the answer is in. */
 int await_call(lua_State *L, stub_ud *s, task_coro *c, dobj_task *t)
 {
-	runtime_ud *r = s->r;
-	lua_State *saved;
-
 	if (c) {
 		wait_for_task(L, c, t);
 		return lua_yieldk(L, 0, (lua_KContext)c, fetch_k);
 	}
-	saved = r->from;
-	r->from = L;
-	dobj_rt_pump(r->rt);
-	if (!dobj_task_done(t))
-		dobj_rt_run(r->rt, until_done, t);
-	r->from = saved;
-	return call_outcome(L, r, t, stub_id_at(L, 1));
+	drive_until_done(L, s->r, t);
+	return call_outcome(L, s->r, t, stub_id_at(L, 1));
 }
 
 static int l_stub_fetch(lua_State *L)

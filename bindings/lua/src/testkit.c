@@ -79,19 +79,13 @@ static int l_run_alarm(lua_State *L)
 	stub_ud *s = kit_stub(L, 1);
 	runtime_ud *r = s->r;
 	dobj_task *t = NULL;
-	lua_State *saved;
 	int rc;
 
 	rc = dobj_ns_run_alarm(dobj_stub_ns(s->stub), dobj_stub_id(s->stub), &t);
 	if (rc < 0)
 		return kit_fail(L);
 	if (rc > 0) {
-		saved = r->from;
-		r->from = L;
-		dobj_rt_pump(r->rt);
-		if (!dobj_task_done(t))
-			dobj_rt_run(r->rt, until_done, t);
-		r->from = saved;
+		drive_until_done(L, r, t);
 		dobj_task_unref(t);
 		raise_task_error(L, r);
 	}

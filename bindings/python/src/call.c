@@ -406,8 +406,5 @@ int call_setup_types(PyObject *m)
 {
 	module_state *st = PyModule_GetState(m);
 
-	st->Call_T = (PyTypeObject *)PyType_FromModuleAndSpec(m, &Call_spec, NULL);
-	if (!st->Call_T || PyModule_AddType(m, st->Call_T) < 0)
-		return -1;
-	return 0;
+	return module_add_type(m, &Call_spec, &st->Call_T);
 }

@@ -49,8 +49,7 @@ static int context_check_alive(ContextObject *self)
 	return 1;
 }
 
-/* Turn a reason into (message, exception). */
-static PyObject *abort_reason_exception(module_state *st, PyObject *reason)
+PyObject *abort_reason_exception(module_state *st, PyObject *reason)
 {
 	if (reason && PyExceptionInstance_Check(reason))
 		return Py_NewRef(reason);
@@ -293,8 +292,5 @@ int ctx_setup_types(PyObject *m)
 {
 	module_state *st = PyModule_GetState(m);
 
-	st->Context_T = (PyTypeObject *)PyType_FromModuleAndSpec(m, &Context_spec, NULL);
-	if (!st->Context_T || PyModule_AddType(m, st->Context_T) < 0)
-		return -1;
-	return 0;
+	return module_add_type(m, &Context_spec, &st->Context_T);
 }

@@ -375,8 +375,5 @@ int driver_setup_types(PyObject *m)
 {
 	module_state *st = PyModule_GetState(m);
 
-	st->Waker_T = (PyTypeObject *)PyType_FromModuleAndSpec(m, &Waker_spec, NULL);
-	if (!st->Waker_T || PyModule_AddType(m, st->Waker_T) < 0)
-		return -1;
-	return 0;
+	return module_add_type(m, &Waker_spec, &st->Waker_T);
 }

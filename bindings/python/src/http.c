@@ -4,13 +4,38 @@
  */
 #include "module.h"
 
+int http_headers_to_msg(dobj_msg *m, PyObject *obj)
+{
+	PyObject *headers, *items = NULL, *seq = NULL;
+	Py_ssize_t i;
+	int rc = -1;
+
+	if (!(headers = PyObject_GetAttrString(obj, "headers")) ||
+	    !(items = PyObject_CallMethod(headers, "items", NULL)) ||
+	    !(seq = PySequence_Fast(items, "headers.items() must be a sequence")))
+		goto done;
+	for (i = 0; i < PySequence_Fast_GET_SIZE(seq); i++) {
+		PyObject *pair = PySequence_Fast_GET_ITEM(seq, i);
+		const char *k, *v;
+		if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2 ||
+		    !(k = PyUnicode_AsUTF8(PyTuple_GET_ITEM(pair, 0))) ||
+		    !(v = PyUnicode_AsUTF8(PyTuple_GET_ITEM(pair, 1))) || dobj_msg_add_header(m, k, v) < 0)
+			goto done;
+	}
+	rc = 0;
+done:
+	Py_XDECREF(headers);
+	Py_XDECREF(items);
+	Py_XDECREF(seq);
+	return rc;
+}
+
 /* A Python request as a C message for a native class. */
 dobj_msg *http_request_to_msg(PyObject *req, const char *url)
 {
-	PyObject *method = NULL, *headers = NULL, *items = NULL, *body = NULL;
+	PyObject *method = NULL, *body = NULL;
 	dobj_msg *m = NULL;
 	const char *mname;
-	Py_ssize_t i;
 
 	if (!(method = PyObject_GetAttrString(req, "method")) || !(mname = PyUnicode_AsUTF8(method)))
 		goto done;
@@ -19,29 +44,13 @@ dobj_msg *http_request_to_msg(PyObject *req, const char *url)
 		PyErr_NoMemory();
 		goto done;
 	}
-	if (!(headers = PyObject_GetAttrString(req, "headers")) ||
-	    !(items = PyObject_CallMethod(headers, "items", NULL)) ||
-	    !(body = PyObject_GetAttrString(req, "body")))
+	if (http_headers_to_msg(m, req) < 0) {
+		if (!PyErr_Occurred())
+			PyErr_SetString(PyExc_TypeError, "bad header");
 		goto fail;
-	{
-		PyObject *seq = PySequence_Fast(items, "headers.items() must be a sequence");
-		if (!seq)
-			goto fail;
-		for (i = 0; i < PySequence_Fast_GET_SIZE(seq); i++) {
-			PyObject *pair = PySequence_Fast_GET_ITEM(seq, i);
-			const char *k, *v;
-			if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2 ||
-			    !(k = PyUnicode_AsUTF8(PyTuple_GET_ITEM(pair, 0))) ||
-			    !(v = PyUnicode_AsUTF8(PyTuple_GET_ITEM(pair, 1))) ||
-			    dobj_msg_add_header(m, k, v) < 0) {
-				Py_DECREF(seq);
-				if (!PyErr_Occurred())
-					PyErr_SetString(PyExc_TypeError, "bad header");
-				goto fail;
-			}
-		}
-		Py_DECREF(seq);
 	}
+	if (!(body = PyObject_GetAttrString(req, "body")))
+		goto fail;
 	if (!PyBytes_Check(body)) {
 		PyErr_SetString(PyExc_TypeError, "a request body must be bytes");
 		goto fail;
@@ -56,8 +65,6 @@ fail:
 	m = NULL;
 done:
 	Py_XDECREF(method);
-	Py_XDECREF(headers);
-	Py_XDECREF(items);
 	Py_XDECREF(body);
 	return m;
 }

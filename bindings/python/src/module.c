@@ -353,6 +353,14 @@ static PyMethodDef mod_methods[] = {
 	{ NULL }
 };
 
+int module_add_type(PyObject *m, PyType_Spec *spec, PyTypeObject **slot)
+{
+	*slot = (PyTypeObject *)PyType_FromModuleAndSpec(m, spec, NULL);
+	if (!*slot || PyModule_AddType(m, *slot) < 0)
+		return -1;
+	return 0;
+}
+
 static int mod_exec(PyObject *m)
 {
 	module_state *st = PyModule_GetState(m);

@@ -153,6 +153,10 @@ module_state *module_state_of_type(PyTypeObject *t);
 #define RPC_ARGS "__dobj_args__"
 #define RPC_KWARGS "__dobj_kwargs__"
 
+/* The heap type of `spec`, kept in *slot (a strong reference, the module
+ * state's) and added to the module under its name.  -1 with an exception. */
+int module_add_type(PyObject *module, PyType_Spec *spec, PyTypeObject **slot);
+
 /* Each makes its types, keeps them in the module state and adds the public
  * ones to the module.  -1 with an exception. */
 int errors_setup_types(PyObject *module);
@@ -223,6 +227,11 @@ PyObject *awaitable_iterator(PyObject *v);
 
 /* ctx.c */
 void context_alarm_changed(PyObject *ctx);
+/* The exception an abort with `reason` raises (ctx.abort, the test kit's
+ * abort_all): `reason` itself when it is an exception, else dobj.Error of
+ * str(reason), or of workerd's default message for None (or NULL).  A new
+ * reference, or NULL with an exception. */
+PyObject *abort_reason_exception(module_state *st, PyObject *reason);
 
 /* config.c: the four cluster times (cluster_ttl, cluster_grace,
  * cluster_timeout, cluster_call_timeout), each seconds as a float or None
@@ -243,6 +252,10 @@ PyObject *rpc_invoke_method(dobj_task *t, RuntimeObject *rt, PyObject *inst);
 
 /* http.c */
 dobj_msg *http_request_to_msg(PyObject *req, const char *url);
+/* The (name, value) pairs of obj.headers.items() added to m: 0; -1 with a
+ * Python exception, or without one when a pair is not two str or the core
+ * refused it (each caller says which error that is). */
+int http_headers_to_msg(dobj_msg *m, PyObject *obj);
 PyObject *http_response_from_msg(module_state *st, const dobj_msg *m);
 /* route.c: carry requests, responses and errors to other nodes (cluster mode). */
 void route_codec_install(RuntimeObject *rt);

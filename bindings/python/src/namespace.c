@@ -392,11 +392,8 @@ int namespace_setup_types(PyObject *m)
 {
 	module_state *st = PyModule_GetState(m);
 
-	st->Namespace_T = (PyTypeObject *)PyType_FromModuleAndSpec(m, &Namespace_spec, NULL);
-	if (!st->Namespace_T || PyModule_AddType(m, st->Namespace_T) < 0)
-		return -1;
-	st->Id_T = (PyTypeObject *)PyType_FromModuleAndSpec(m, &Id_spec, NULL);
-	if (!st->Id_T || PyModule_AddType(m, st->Id_T) < 0)
+	if (module_add_type(m, &Namespace_spec, &st->Namespace_T) < 0 ||
+	    module_add_type(m, &Id_spec, &st->Id_T) < 0)
 		return -1;
 	return 0;
 }

@@ -29,16 +29,12 @@ static void *codec_fail(const char *what)
 /* A dobj.Response as a dobj_msg. */
 static dobj_msg *response_to_msg(PyObject *resp)
 {
-	PyObject *status = NULL, *headers = NULL, *items = NULL, *body = NULL, *seq = NULL;
+	PyObject *status = NULL, *body = NULL;
 	dobj_msg *m = NULL;
 	long code;
-	Py_ssize_t i;
 
 	if (!(status = PyObject_GetAttrString(resp, "status")) || (code = PyLong_AsLong(status),
-	    PyErr_Occurred()) || !(headers = PyObject_GetAttrString(resp, "headers")) ||
-	    !(items = PyObject_CallMethod(headers, "items", NULL)) ||
-	    !(body = PyObject_GetAttrString(resp, "body")) ||
-	    !(seq = PySequence_Fast(items, "headers.items() must be a sequence")))
+	    PyErr_Occurred()) || !(body = PyObject_GetAttrString(resp, "body")))
 		goto done;
 	if (!PyBytes_Check(body)) {
 		PyErr_SetString(PyExc_TypeError, "a response body must be bytes");
@@ -49,25 +45,15 @@ static dobj_msg *response_to_msg(PyObject *resp)
 		PyErr_NoMemory();
 		goto done;
 	}
-	for (i = 0; i < PySequence_Fast_GET_SIZE(seq); i++) {
-		PyObject *pair = PySequence_Fast_GET_ITEM(seq, i);
-		const char *k, *v;
-		if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2 ||
-		    !(k = PyUnicode_AsUTF8(PyTuple_GET_ITEM(pair, 0))) ||
-		    !(v = PyUnicode_AsUTF8(PyTuple_GET_ITEM(pair, 1))) || dobj_msg_add_header(m, k, v) < 0) {
-			if (!PyErr_Occurred())
-				PyErr_SetString(PyExc_ValueError, dobj_error_last());
-			dobj_msg_free(m);
-			m = NULL;
-			goto done;
-		}
+	if (http_headers_to_msg(m, resp) < 0) {
+		if (!PyErr_Occurred())
+			PyErr_SetString(PyExc_ValueError, dobj_error_last());
+		dobj_msg_free(m);
+		m = NULL;
 	}
 done:
 	Py_XDECREF(status);
-	Py_XDECREF(headers);
-	Py_XDECREF(items);
 	Py_XDECREF(body);
-	Py_XDECREF(seq);
 	return m;
 }
 

@@ -950,8 +950,5 @@ int runtime_setup_types(PyObject *m)
 {
 	module_state *st = PyModule_GetState(m);
 
-	st->Runtime_T = (PyTypeObject *)PyType_FromModuleAndSpec(m, &Runtime_spec, NULL);
-	if (!st->Runtime_T || PyModule_AddType(m, st->Runtime_T) < 0)
-		return -1;
-	return 0;
+	return module_add_type(m, &Runtime_spec, &st->Runtime_T);
 }

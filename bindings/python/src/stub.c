@@ -105,6 +105,12 @@ static PyObject *Stub_fetch(StubObject *self, PyObject *const *args, Py_ssize_t 
 	if (!req)
 		return NULL;
 	url = PyObject_GetAttr(req, st->s_url);
+	if (url && !PyUnicode_Check(url)) {
+		/* A slot anyone can set (req.url = 42): never read as a str. */
+		PyErr_Format(PyExc_TypeError, "a request's url must be a str, got %.100s",
+			Py_TYPE(url)->tp_name);
+		Py_CLEAR(url);
+	}
 	/* A lone surrogate in the URL goes as WTF-8, as in a Lua string; the
 	 * Python object gets the request itself.  url_tmp owns such bytes. */
 	if (!url || !(u = dobjpy_str_utf8(url, &ulen, &url_tmp))) {
@@ -332,8 +338,5 @@ int stub_setup_types(PyObject *m)
 {
 	module_state *st = PyModule_GetState(m);
 
-	st->Stub_T = (PyTypeObject *)PyType_FromModuleAndSpec(m, &Stub_spec, NULL);
-	if (!st->Stub_T || PyModule_AddType(m, st->Stub_T) < 0)
-		return -1;
-	return 0;
+	return module_add_type(m, &Stub_spec, &st->Stub_T);
 }

@@ -121,7 +121,7 @@ static PyObject *tk_abort_all(PyObject *m, PyObject *const *args, Py_ssize_t nar
 {
 	module_state *st = state(m);
 	RuntimeObject *rt;
-	PyObject *reason, *exc, *s, *box;
+	PyObject *exc, *s, *box;
 	const char *msg;
 	int rc;
 
@@ -131,19 +131,8 @@ static PyObject *tk_abort_all(PyObject *m, PyObject *const *args, Py_ssize_t nar
 	}
 	if (!(rt = as_runtime(st, args[0])))
 		return NULL;
-	reason = args[1];
-	if (PyExceptionInstance_Check(reason)) {
-		exc = Py_NewRef(reason);
-	} else {
-		PyObject *text = reason == Py_None ? PyUnicode_FromString(DOBJ_MSG_ABORT_DEFAULT)
-			: PyObject_Str(reason);
-		if (!text)
-			return NULL;
-		exc = PyObject_CallOneArg(st->Error, text);
-		Py_DECREF(text);
-		if (!exc)
-			return NULL;
-	}
+	if (!(exc = abort_reason_exception(st, args[1])))
+		return NULL;
 	s = PyObject_Str(exc);
 	msg = s ? PyUnicode_AsUTF8(s) : NULL;
 	if (!msg)

@@ -233,6 +233,12 @@ const char *dobjpy_str_utf8(PyObject *s, Py_ssize_t *n, PyObject **tmp)
 	const char *p;
 
 	*tmp = NULL;
+	/* Never a non-str's memory read as a str's (PyUnicode_IS_ASCII checks
+	 * nothing in a release build). */
+	if (!PyUnicode_Check(s)) {
+		PyErr_Format(PyExc_TypeError, "expected a str, got %.100s", Py_TYPE(s)->tp_name);
+		return NULL;
+	}
 	if (PyUnicode_IS_ASCII(s)) {
 		*n = PyUnicode_GET_LENGTH(s);
 		return (const char *)PyUnicode_1BYTE_DATA(s);
@@ -252,25 +258,34 @@ const char *dobjpy_str_utf8(PyObject *s, Py_ssize_t *n, PyObject **tmp)
 
 int dobjpy_fs_path(PyObject *o, void *out)
 {
-	PyObject **res = out;
+	PyObject **res = out, *p;
+	int ok = 0;
 
 	if (!o) { /* O& cleanup: a later argument failed */
 		Py_CLEAR(*res);
 		return 1;
 	}
-	if (PyUnicode_FSConverter(o, res))
-		return Py_CLEANUP_SUPPORTED;
-	if (!PyUnicode_Check(o) || !PyErr_ExceptionMatches(PyExc_UnicodeEncodeError))
+	/* An os.PathLike's str follows the str's rule: os.fspath first. */
+	if (!(p = PyOS_FSPath(o)))
 		return 0;
+	if (PyUnicode_FSConverter(p, res)) {
+		ok = Py_CLEANUP_SUPPORTED;
+		goto done;
+	}
+	if (!PyUnicode_Check(p) || !PyErr_ExceptionMatches(PyExc_UnicodeEncodeError))
+		goto done;
 	PyErr_Clear();
-	if (!(*res = PyUnicode_AsEncodedString(o, "utf-8", "surrogatepass")))
-		return 0;
+	if (!(*res = PyUnicode_AsEncodedString(p, "utf-8", "surrogatepass")))
+		goto done;
 	if ((size_t)PyBytes_GET_SIZE(*res) != strlen(PyBytes_AS_STRING(*res))) {
 		Py_CLEAR(*res);
 		PyErr_SetString(PyExc_ValueError, "embedded null byte");
-		return 0;
+		goto done;
 	}
-	return Py_CLEANUP_SUPPORTED;
+	ok = Py_CLEANUP_SUPPORTED;
+done:
+	Py_DECREF(p);
+	return ok;
 }
 
 PyObject *dobjpy_text_str(const char *p, size_t n)

@@ -80,8 +80,9 @@ PyObject *dobjpy_text_str(const char *p, size_t n);
 
 /* A path (str, bytes or os.PathLike) as bytes, a PyArg "O&" converter:
  * os.fsencode's bytes (a name read from a directory that is not UTF-8 comes
- * back by surrogateescape), and a str os.fsencode cannot take (a lone
- * surrogate outside U+DC80..U+DCFF) as its WTF-8, the bytes a Lua string
+ * back by surrogateescape), and a str (or an os.PathLike's str) os.fsencode
+ * cannot take (a lone surrogate outside U+DC80..U+DCFF) as its WTF-8, the
+ * bytes a Lua string
  * would hold: never a UnicodeEncodeError.  *(PyObject **)out owns them. */
 int dobjpy_fs_path(PyObject *o, void *out);
 

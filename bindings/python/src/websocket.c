@@ -497,6 +497,9 @@ PyObject *ctx_accept_web_socket(ContextObject *self, PyObject *args, PyObject *k
 		for (i = 0; i < n && i <= DOBJ_WS_MAX_TAGS; i++) {
 			PyObject *t = PySequence_Fast_GET_ITEM(seq, i);
 			if (!PyUnicode_Check(t)) {
+				/* The earlier tags' WTF-8 bytes (lone surrogates) too. */
+				while (i--)
+					Py_XDECREF(tmps[i]);
 				Py_DECREF(seq);
 				PyErr_Format(PyExc_TypeError, "a tag must be a str, got %s", Py_TYPE(t)->tp_name);
 				return NULL;
@@ -759,8 +762,5 @@ int websocket_setup_types(PyObject *m)
 {
 	module_state *st = PyModule_GetState(m);
 
-	st->WebSocket_T = (PyTypeObject *)PyType_FromModuleAndSpec(m, &WebSocket_spec, NULL);
-	if (!st->WebSocket_T || PyModule_AddType(m, st->WebSocket_T) < 0)
-		return -1;
-	return 0;
+	return module_add_type(m, &WebSocket_spec, &st->WebSocket_T);
 }

@@ -3,13 +3,30 @@
     python3 tests/c/fuzz/seeds.py OUT
 
 OUT/value: each V8 blob of tests/c/vectors/vectors.txt (workerd's bytes);
-OUT/config: every file under tests/config (wrangler TOML/JSON/JSONC, .dev.vars).
+OUT/config: every file under tests/config (wrangler TOML/JSON/JSONC, .dev.vars);
+OUT/wire: requests as fuzz_wire.c reads them (method, target, header lines);
+OUT/id: an ID string and names.
 """
 import os
 import shutil
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+
+WIRE = [
+    b"GET\n/a?b=1\nhost:example.com\ncontent-length:5",
+    b"post\nhttp://h:8/x\ntransfer-encoding:gzip, chunked\nx-a:b",
+    b"PROPFIND\n/\nhost:[::1]:80\nhost:a",
+    b"OPTIONS\n*",
+    b"GET\nHTTPS://Example.COM\ncookie:a=1\ncookie:b=2",
+]
+IDS = [
+    b"2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8091a",
+    b"a room",
+    "caf\u00e9".encode(),
+    b"\xed\xa0\xbd\xed\xb8\x80",
+]
 
 
 def main(out: str) -> None:
@@ -23,6 +40,11 @@ def main(out: str) -> None:
             name, _, hexed = line.rstrip("\n").split("\t")
             with open(os.path.join(value, name), "wb") as blob:
                 blob.write(bytes.fromhex(hexed))
+    for kind, inputs in (("wire", WIRE), ("id", IDS)):
+        os.makedirs(os.path.join(out, kind), exist_ok=True)
+        for i, data in enumerate(inputs):
+            with open(os.path.join(out, kind, str(i)), "wb") as f:
+                f.write(data)
     src = os.path.join(ROOT, "tests", "config")
     for folder, _, files in os.walk(src):
         for name in files:

@@ -21,7 +21,7 @@ function cases() {
     ["bigint_huge", 2n ** 100n], ["float", 1.5], ["nan", NaN], ["negzero", -0],
     ["inf", Infinity], ["ninf", -Infinity], ["true", true], ["false", false], ["null", null],
     ["ascii", "hello"], ["latin1", "héllo ÿ"], ["twobyte", "日本"], ["astral", "😀!"],
-    ["lone_surrogate", "a\ud800b"], ["empty_str", ""],
+    ["lone_surrogate", "a\ud800b"], ["empty_str", ""], ["key_\udc00_lone", "k"],
     ["bytes", new Uint8Array([0, 1, 255])], ["empty_bytes", new Uint8Array([])],
     ["bytearray", new Uint8Array([7, 8])],
     ["date", new Date(1700000000123)], ["array", [1, "a", null]], ["tuple", [1, 2]],
