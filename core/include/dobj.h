@@ -360,7 +360,10 @@ DOBJ_API int dobj_rt_visit(dobj_rt *rt, int (*visit)(void *value, void *arg), vo
 /**
  * Run ready steps until none is left (fires the timers already due first;
  * never waits).  Re-entrant calls (from inside a step) return 0 at once: the
- * outer pump picks up the work.  Returns the number of steps run.
+ * outer pump picks up the work.  What a step let go of is released
+ * (host.release) before the next step runs, so a pump kept going by a
+ * handler that goes on calling other objects does not hold it.  Returns the
+ * number of steps run.
  */
 DOBJ_API size_t dobj_rt_pump(dobj_rt *rt);
 /** Is a pump (or run) in progress? */

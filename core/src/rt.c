@@ -1074,6 +1074,13 @@ size_t dobj_rt_pump(dobj_rt *rt)
 	while ((t = ready_pop(rt))) {
 		run_task(rt, t);
 		n++;
+		/* Between two steps no core loop is half-way (a finaliser that runs
+		 * here sees what one running in a step sees).  A handler that keeps
+		 * awaiting other objects' calls keeps this loop going for as long
+		 * as it runs: what each finished call let go of (its error, its
+		 * coroutine, its request) would pile up until the handler ends. */
+		if (rt->ntrash)
+			flush_trash(rt);
 	}
 	round_end(rt);
 	rt->pumping = 0;

@@ -138,4 +138,31 @@ describe("garbage collection", function()
     full_gc()
     assert.are.equal(before, dobj._stats().runtimes)
   end)
+
+  it("lets go of each finished call's error while a task goes on calling (rt:process)", function()
+    -- rt:process runs what is ready until nothing is: a task that keeps
+    -- calling another object never lets it return.  What each call let go
+    -- of (here the error value its handler raised) used to be released only
+    -- then, so such a task grew with every call.
+    local alive = setmetatable({}, { __mode = "k" })
+    local Failing = H.class("Failing")
+    function Failing.new() return setmetatable({}, Failing) end
+    function Failing:fetch()
+      local e = setmetatable({}, { __tostring = function() return "no" end })
+      alive[e] = true
+      error(e)
+    end
+    local rt = H.runtime()
+    local stub = rt:bind("F", Failing):get_by_name("f")
+    local kept
+    rt:spawn(function()
+      for _ = 1, 300 do assert(not pcall(stub.fetch, stub, "https://f/")) end
+      full_gc()
+      kept = 0
+      for _ in pairs(alive) do kept = kept + 1 end
+    end)
+    rt:process()
+    assert.is_true(kept ~= nil and kept <= 2, "errors kept: " .. tostring(kept))
+    rt:close()
+  end)
 end)

@@ -322,3 +322,58 @@ async def test_an_exception_whose_str_raises_is_still_a_500_page_and_a_log_line(
         assert "[dobj] GET /a 500 Internal Server Error" in log.getvalue()
     finally:
         rt.close()
+
+
+@pytest.mark.parametrize("when", ["after the accept", "while accepting"])
+async def test_a_websocket_whose_connection_task_is_cancelled_is_closed_for_its_object(tmp_path, when):
+    # A server (or a wrapper's timeout) that cancels the connection's task
+    # without a websocket.disconnect: the socket stayed in the object's list
+    # for good (its memory too, each time); the object hears 1006.
+    project = write_project(tmp_path / "p", """\
+        import dobj
+
+        class Counter(dobj.DurableObject):
+            async def fetch(self, request):
+                if request.url.endswith("/count"):
+                    closes = self.ctx.storage.get("closes") or []
+                    return dobj.Response(f"{len(self.ctx.get_web_sockets())} {closes}")
+                client, server = dobj.WebSocketPair()
+                self.ctx.accept_web_socket(server)
+                return dobj.Response(None, status=101, web_socket=client)
+
+            async def web_socket_close(self, ws, code, reason, was_clean):
+                self.ctx.storage.put("closes", (self.ctx.storage.get("closes") or []) + [[code, was_clean]])
+
+        class Default(dobj.WorkerEntrypoint):
+            async def fetch(self, request):
+                return await self.env.COUNTER.get_by_name("c").fetch(request)
+        """)
+    rt = dobj.Runtime.from_config(project)
+    try:
+        app = App(rt)
+        accepted = asyncio.Event()
+        first = [{"type": "websocket.connect"}]
+
+        async def receive():
+            if first:
+                return first.pop()
+            await asyncio.get_running_loop().create_future()  # the client says nothing
+
+        async def send(message):
+            if message["type"] == "websocket.accept":
+                accepted.set()
+                if when == "while accepting":
+                    await asyncio.get_running_loop().create_future()
+
+        scope = {"type": "websocket", "scheme": "ws", "path": "/ws", "raw_path": b"/ws",
+                 "query_string": b"", "server": ("127.0.0.1", 1), "headers": [(b"host", b"h")]}
+        task = asyncio.ensure_future(app(scope, receive, send))
+        await accepted.wait()
+        await asyncio.sleep(0)
+        assert (await rt.default.fetch("http://h/count")).text() == "1 []"
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert (await rt.default.fetch("http://h/count")).text() == "0 [[1006, False]]"
+    finally:
+        rt.close()

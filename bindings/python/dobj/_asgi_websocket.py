@@ -92,6 +92,9 @@ async def serve(runtime: Any, scope: Any, receive: Callable[..., Any], send: Cal
         # The object hears that the socket closed (it stayed in its list).
         client._peer_close(1006, "", False)
         return
+    except asyncio.CancelledError:  # the server let go of the connection
+        client._peer_close(1006, "", False)
+        raise
     if log is not None:
         ms = (time.perf_counter() - started) * 1000.0
         log.write(f"[dobj] GET {path} 101 Switching Protocols ({ms:.0f}ms)\n")
@@ -159,11 +162,15 @@ async def serve(runtime: Any, scope: Any, receive: Callable[..., Any], send: Cal
                 client._peer_close(code, reason, code != 1006)
                 break
     except asyncio.CancelledError:
-        if expired:
+        # The core gave up on a client that did not read (it told the
+        # object); otherwise the connection ends without a close from the
+        # client (the close wait expired, or the server cancelled this
+        # task): the object hears 1006, or the socket would stay in its
+        # list for good.
+        if not aborted:
             client._peer_close(1006, "", False)
-        elif not aborted:
-            raise
-        # The core gave up on a client that did not read (it told the object).
+            if not expired:
+                raise
     except Exception as exc:  # the connection failed under us
         try:
             client._peer_error(f"{type(exc).__name__}: {exc}")

@@ -243,7 +243,7 @@ static PyObject *alarm_info_new(dobj_task *t)
 {
 	double when = 0;
 	int retry = 0;
-	PyObject *types, *ns_cls, *info;
+	PyObject *types, *ns_cls, *kw, *info;
 
 	dobj_task_alarm_info(t, &when, &retry);
 	types = PyImport_ImportModule("types");
@@ -253,16 +253,12 @@ static PyObject *alarm_info_new(dobj_task *t)
 	Py_DECREF(types);
 	if (!ns_cls)
 		return NULL;
-	info = PyObject_CallNoArgs(ns_cls);
+	/* The values are built into the keywords (none is left owned here). */
+	kw = Py_BuildValue("{sdsisO}", "scheduled_time", when, "retry_count", retry,
+		"is_retry", retry > 0 ? Py_True : Py_False);
+	info = kw ? PyObject_VectorcallDict(ns_cls, NULL, 0, kw) : NULL;
+	Py_XDECREF(kw);
 	Py_DECREF(ns_cls);
-	if (!info)
-		return NULL;
-	if (PyObject_SetAttrString(info, "scheduled_time", PyFloat_FromDouble(when)) < 0 ||
-	    PyObject_SetAttrString(info, "retry_count", PyLong_FromLong(retry)) < 0 ||
-	    PyObject_SetAttrString(info, "is_retry", PyBool_FromLong(retry > 0)) < 0) {
-		Py_DECREF(info);
-		return NULL;
-	}
 	return info;
 }
 
