@@ -477,6 +477,9 @@ void dobj__snap_mark_free(dobj__mark *m);
 /** Tests only: called on the thread that writes a marker, before it reads
  *  the file (NULL: none). */
 extern void (*dobj__snap_mark_hook)(void);
+/** Tests only: how many times a file was hashed for its cache marker
+ *  (written, or checked by a restore); atomic. */
+extern long dobj__snap_hashed;
 
 #if defined(__GNUC__)
 #pragma GCC visibility pop

@@ -46,6 +46,8 @@
  * PostgreSQL's latest state is the same, vouched for by the same log row
  * checksum (or, when it is the snapshot, the same image checksum as the
  * file's), the file is used as it is and nothing but that head is read.
+ * The head is read first: a file whose marker names another state is not
+ * hashed (read whole) for nothing.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -742,6 +744,8 @@ static int read_alarm(const char *path, int64_t *when)
 /* The SHA-256 of the file open on fd, and its identity in *sb: -1 when it
  * cannot be read, or its worker is stopped meanwhile (pg halted; NULL:
  * never). */
+long dobj__snap_hashed;
+
 static int file_sha(int fd, struct stat *sb, unsigned char sha[32], const dobj__pg *pg)
 {
 	unsigned char *buf = malloc(262144);
@@ -749,6 +753,7 @@ static int file_sha(int fd, struct stat *sb, unsigned char sha[32], const dobj__
 	ssize_t got = -1;
 	int ok;
 
+	__atomic_add_fetch(&dobj__snap_hashed, 1, __ATOMIC_RELAXED);
 	ok = buf && md && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1;
 	while (ok && (got = read(fd, buf, 262144)) != 0) {
 		if (got < 0 && errno == EINTR)
@@ -820,7 +825,7 @@ static void marker_text(const char *path, const char *wal, long long seq, long l
  * marker may vouch for the file (made durable: a marker that came back
  * after a power loss would vouch for a file with unconfirmed writes).
  * m->seq is -1 when there is none, or it is not one this dobj writes. */
-static int marker_take(const char *mpath, char *buf, size_t n, cache_mark *m)
+static void marker_take(const char *mpath, char *buf, size_t n, cache_mark *m)
 {
 	int fd = open(mpath, O_RDONLY | O_CLOEXEC);
 	char hs[80];
@@ -832,7 +837,7 @@ static int marker_take(const char *mpath, char *buf, size_t n, cache_mark *m)
 	memset(m, 0, sizeof(*m));
 	m->seq = m->epoch = -1;
 	if (fd < 0)
-		return 0;
+		return;
 	got = read(fd, buf, n - 1);
 	close(fd);
 	buf[got > 0 ? got : 0] = '\0';
@@ -850,10 +855,9 @@ static int marker_take(const char *mpath, char *buf, size_t n, cache_mark *m)
 	if (sscanf(buf, "dobj cache 2 seq %lld epoch %lld sum %79s", &m->seq, &m->epoch, hs) != 3 ||
 	    !(at = strstr(buf, " sha ")) || strlen(at + 5) < 64 || unhex32(at + 5, m->sha) < 0) {
 		m->seq = m->epoch = -1;
-		return 1;
+		return;
 	}
 	m->sum_ok = strlen(hs) == 64 && unhex32(hs, m->sum) == 0;
-	return 1;
 }
 
 /* `base` + `suffix`, malloc'd (NULL: out of memory). */
@@ -946,7 +950,7 @@ int dobj__snap_restore(dobj__pg *pg, const char *ns, size_t ns_len, const unsign
 	/* The image goes to the file from its first page on. */
 	image im = { .fd = -1, .part = 0, .keep = 1 };
 	state st;
-	int rc, had;
+	int rc;
 
 	co->seq = co->seq_epoch = co->log_bytes = co->snap_size = 0;
 	co->seq_sum_ok = 0;
@@ -958,19 +962,25 @@ int dobj__snap_restore(dobj__pg *pg, const char *ns, size_t ns_len, const unsign
 		goto done;
 	}
 	im.spill = tmp;
-	had = marker_take(mpath, mark, sizeof(mark), &m);
-	if (had && m.seq > 0) {
-		marker_text(path, wal, m.seq, m.epoch, m.sum_ok ? m.sum : NULL, want, sizeof(want),
-			pg);
-		if (!want[0] || strcmp(want, mark))
-			m.seq = m.epoch = -1; /* the file changed since: not a cache */
-	}
+	marker_take(mpath, mark, sizeof(mark), &m);
 	/* Used only when PostgreSQL vouches for the same content: a file at
 	 * the latest seq and epoch is not enough (a history that PostgreSQL
 	 * lost, a failover to a standby behind, gives the same seq and epoch
-	 * to other writes). */
+	 * to other writes).  PostgreSQL's head is read first: the file is
+	 * hashed (all of it read) only when the head is the marker's. */
 	if ((rc = state_read(pg, ns, ns_len, id, LLONG_MAX, &m, &im, &st)) < 0)
 		goto done;
+	if (st.cached) {
+		marker_text(path, wal, m.seq, m.epoch, m.sum_ok ? m.sum : NULL, want, sizeof(want),
+			pg);
+		if (!want[0] || strcmp(want, mark)) {
+			/* The file changed since: not a cache; PostgreSQL's state
+			 * is read (the head was all the first read had). */
+			m.seq = m.epoch = -1;
+			if ((rc = state_read(pg, ns, ns_len, id, LLONG_MAX, &m, &im, &st)) < 0)
+				goto done;
+		}
+	}
 	if (st.head > SEQ_MAX) {
 		/* The next writes' seq would wrap (and a write at a negative
 		 * seq is never read back). */

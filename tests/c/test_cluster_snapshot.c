@@ -17,7 +17,7 @@
 #include "testhost.h"
 #include "pgtest.h"
 #include "clustertest.h"
-#include "cluster_int.h" /* dobj__snap_mark_hook: where a cache marker is hashed */
+#include "cluster_int.h" /* dobj__snap_mark_hook, dobj__snap_hashed: a cache marker's hashing */
 
 static pgtest pg;
 
@@ -170,6 +170,7 @@ static void test_a_cached_file_at_the_latest_seq_is_kept_and_only_then(void)
 	char d1[64], d2[64];
 	dobj_rt *a, *b;
 	dobj_stub *s;
+	long hashed;
 
 	a = node(testhost_tmpdir(d1, "dobj-snap"), 1);
 	counts(a, "cached", 0, 6);
@@ -178,8 +179,11 @@ static void test_a_cached_file_at_the_latest_seq_is_kept_and_only_then(void)
 	 * the latest seq, so it is used and PostgreSQL's pages are not read. */
 	about("cached", "UPDATE dobj_snapshot SET db = overlay(db placing '\\x00ff'::bytea from 200) "
 		"WHERE object_id = $OBJ");
+	hashed = __atomic_load_n(&dobj__snap_hashed, __ATOMIC_RELAXED);
 	a = node(d1, -1);
 	expect(a, "cached", "count", "7");
+	/* Its marker names PostgreSQL's head: the file was checked (hashed). */
+	CHECK(__atomic_load_n(&dobj__snap_hashed, __ATOMIC_RELAXED) == hashed + 1);
 	dobj_rt_free(a);
 	/* Another node has no such file: it reads the snapshot, finds it
 	 * damaged and does not serve the object. */
@@ -229,6 +233,7 @@ static void test_a_cache_behind_postgresql_is_not_used(void)
 	char d1[64], d2[64];
 	dobj_rt *a, *b;
 	dobj_stub *s;
+	long hashed;
 
 	a = node(testhost_tmpdir(d1, "dobj-snap"), 1);
 	counts(a, "behind", 0, 3);
@@ -236,9 +241,13 @@ static void test_a_cache_behind_postgresql_is_not_used(void)
 	b = node(testhost_tmpdir(d2, "dobj-snap"), 1);
 	counts(b, "behind", 3, 3);
 	dobj_rt_free(b); /* now it is not */
+	hashed = __atomic_load_n(&dobj__snap_hashed, __ATOMIC_RELAXED);
 	a = node(d1, 1);
 	s = stub_for(a, "behind");
 	CHECK_STR(fetch(a, s, "count", NULL), "7");
+	/* PostgreSQL's head is not the marker's: the file was not read to
+	 * hash it (it was, before the head was asked). */
+	CHECK(__atomic_load_n(&dobj__snap_hashed, __ATOMIC_RELAXED) == hashed);
 	CHECK_STR(fetch(a, s, "rows", NULL), "2");
 	dobj_stub_free(s);
 	dobj_rt_free(a);
