@@ -24,6 +24,7 @@
 #define DOBJ_TEST_FUZZ_H
 #include <fcntl.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -141,6 +142,68 @@ static void fuzz_dump(void)
 		"DOBJ_FUZZ_INPUT=%s runs it again)\n", fz.cur_path, fz.target, fz.cur_path);
 	fuzz_write(line, n);
 	fz.target = NULL;
+}
+
+/* A finding: counted as a failed check and told with `fmt` (then `suffix`,
+ * in parentheses, when not empty); the first few dump their input. */
+static inline void fuzz_vfinding(const char *suffix, const char *fmt, va_list ap)
+{
+	const char *t = fz.target;
+
+	check_failures++;
+	fprintf(stderr, "fuzz: %s: ", fz.target);
+	vfprintf(stderr, fmt, ap);
+	if (suffix && *suffix)
+		fprintf(stderr, " (%s)", suffix);
+	fprintf(stderr, "\n");
+	if (check_failures < 5) {
+		fuzz_dump();
+		fz.target = t;
+	}
+}
+
+static inline void fuzz_finding(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static inline void fuzz_finding(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	fuzz_vfinding(NULL, fmt, ap);
+	va_end(ap);
+}
+
+/* Strict UTF-8 (RFC 3629): no overlong form, no surrogate, nothing past
+ * U+10FFFF.  The tests' own, not the core's. */
+static inline int fuzz_utf8_valid(const unsigned char *p, size_t n)
+{
+	size_t i = 0;
+
+	while (i < n) {
+		unsigned c = p[i], need, min, cp;
+		if (c < 0x80) {
+			i++;
+			continue;
+		}
+		if (c >= 0xc2 && c <= 0xdf)
+			need = 1, min = 0x80, cp = c & 0x1f;
+		else if (c >= 0xe0 && c <= 0xef)
+			need = 2, min = 0x800, cp = c & 0x0f;
+		else if (c >= 0xf0 && c <= 0xf4)
+			need = 3, min = 0x10000, cp = c & 0x07;
+		else
+			return 0;
+		if (n - i <= need)
+			return 0;
+		for (i++; need; need--, i++) {
+			if ((p[i] & 0xc0) != 0x80)
+				return 0;
+			cp = (cp << 6) | (p[i] & 0x3f);
+		}
+		if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+			return 0;
+	}
+	return 1;
 }
 
 static void fuzz_signal(int sig)

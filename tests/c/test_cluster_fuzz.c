@@ -34,55 +34,6 @@ static unsigned long calls_run, logged, ws_events, links;
 static int last_code;          /* of the last close the object heard */
 static char last_reason[128];
 
-static void finding(const char *fmt, ...)
-{
-	va_list ap;
-	const char *t = fz.target;
-	check_failures++;
-	fprintf(stderr, "fuzz: %s: ", fz.target);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fprintf(stderr, "\n");
-	if (check_failures < 5) {
-		fuzz_dump();
-		fz.target = t;
-	}
-}
-
-/* Strict UTF-8 (RFC 3629): no overlong form, no surrogate, nothing past
- * U+10FFFF.  The test's own, not the core's. */
-static int utf8_valid(const unsigned char *p, size_t n)
-{
-	size_t i = 0;
-
-	while (i < n) {
-		unsigned c = p[i], need, min, cp;
-		if (c < 0x80) {
-			i++;
-			continue;
-		}
-		if (c >= 0xc2 && c <= 0xdf)
-			need = 1, min = 0x80, cp = c & 0x1f;
-		else if (c >= 0xe0 && c <= 0xef)
-			need = 2, min = 0x800, cp = c & 0x0f;
-		else if (c >= 0xf0 && c <= 0xf4)
-			need = 3, min = 0x10000, cp = c & 0x07;
-		else
-			return 0;
-		if (n - i <= need)
-			return 0;
-		for (i++; need; need--, i++) {
-			if ((p[i] & 0xc0) != 0x80)
-				return 0;
-			cp = (cp << 6) | (p[i] & 0x3f);
-		}
-		if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-			return 0;
-	}
-	return 1;
-}
-
 /* RPC: the number of arguments; fetch: a 200 whose body is the URL, or
  * for a URL with "/ws" a WebSocket (a 101) whose messages are echoed. */
 static int box_step(dobj_task *t, void *data)
@@ -97,19 +48,19 @@ static int box_step(dobj_task *t, void *data)
 		 * UTF-8 text, a close code a close may carry (or 1005, 1006) and
 		 * a UTF-8 reason. */
 		if (dobj_task_call_kind(t) == DOBJ_CALL_WS_MESSAGE && ev->text &&
-		    !utf8_valid(ev->data, ev->len))
-			finding("the object heard a text message that is not UTF-8");
-		if (dobj_task_call_kind(t) == DOBJ_CALL_WS_ERROR && !utf8_valid(ev->data, ev->len))
-			finding("the object heard an error that is not UTF-8");
+		    !fuzz_utf8_valid(ev->data, ev->len))
+			fuzz_finding("the object heard a text message that is not UTF-8");
+		if (dobj_task_call_kind(t) == DOBJ_CALL_WS_ERROR && !fuzz_utf8_valid(ev->data, ev->len))
+			fuzz_finding("the object heard an error that is not UTF-8");
 		if (dobj_task_call_kind(t) == DOBJ_CALL_WS_CLOSE) {
 			last_code = ev->code;
 			snprintf(last_reason, sizeof(last_reason), "%.*s", (int)ev->reason_len, ev->reason);
-			if (!utf8_valid((const unsigned char *)ev->reason, ev->reason_len))
-				finding("the object heard a close reason that is not UTF-8 (code %d)",
+			if (!fuzz_utf8_valid((const unsigned char *)ev->reason, ev->reason_len))
+				fuzz_finding("the object heard a close reason that is not UTF-8 (code %d)",
 					ev->code);
 			if (ev->code != 1005 && ev->code != 1006 && (ev->code < 1000 ||
 			    ev->code >= 5000 || ev->code == 1004 || ev->code == 1015))
-				finding("the object heard close code %d", ev->code);
+				fuzz_finding("the object heard close code %d", ev->code);
 		}
 		if (dobj_task_call_kind(t) == DOBJ_CALL_WS_MESSAGE)
 			dobj_ws_send(ev->ws, ev->data, ev->len, ev->text);
@@ -492,7 +443,7 @@ static long ws_exchange(double limit_s)
 	if (r < 0 || !(link = result_link(res, rlen))) {
 		close(fd);
 		if (r != -1)
-			finding("a relayed WebSocket was not opened");
+			fuzz_finding("a relayed WebSocket was not opened");
 		return r == -1 ? -1 : 0;
 	}
 	links++;
@@ -539,13 +490,13 @@ static void test_node_port(void)
 			r = exchange(input, len, 0, NULL, 10);
 		}
 		if (r == -1) {
-			finding("the node did not close the connection in 10 s");
+			fuzz_finding("the node did not close the connection in 10 s");
 			break;
 		}
 		if ((fz.runs & 7) == 0 || fz.replay) {
 			status = -1;
 			if (exchange(probe, plen, 1, &status, 10) <= 0 || status != 0) {
-				finding("a well-formed call after it was not answered (status %d)", status);
+				fuzz_finding("a well-formed call after it was not answered (status %d)", status);
 				break;
 			}
 			answered++;

@@ -25,17 +25,10 @@ static char src_dir[PATH_MAX]; /* tests/ */
 static void finding(const char *fmt, ...)
 {
 	va_list ap;
-	check_failures++;
-	fprintf(stderr, "fuzz: %s: ", fz.target);
+
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	fuzz_vfinding(dobj_error_last(), fmt, ap);
 	va_end(ap);
-	fprintf(stderr, " (%s)\n", dobj_error_last());
-	if (check_failures < 5) {
-		const char *t = fz.target;
-		fuzz_dump();
-		fz.target = t;
-	}
 }
 
 static size_t nseeds;

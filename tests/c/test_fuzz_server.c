@@ -33,23 +33,6 @@ static dobj_server *srv;
 static dobj_ws *accepted;   /* the client end the room's fetch made */
 static unsigned long answered, upgraded, refused, messages, frames_out, closes_out;
 
-static void finding(const char *fmt, ...)
-{
-	va_list ap;
-	const char *t = fz.target;
-	check_failures++;
-	fprintf(stderr, "fuzz: %s: ", fz.target);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fprintf(stderr, "\n");
-	if (check_failures < 5) {
-		fuzz_dump();
-		fz.target = t;
-	}
-}
-
-static int utf8_valid(const unsigned char *p, size_t n);
 
 /* ----------------------------------------------------------- the room */
 
@@ -61,8 +44,8 @@ static int room_step(dobj_task *t, void *data)
 	switch (dobj_task_call_kind(t)) {
 	case DOBJ_CALL_WS_MESSAGE:
 		messages++;
-		if (ev->text && !utf8_valid(ev->data, ev->len))
-			finding("the object heard a text message that is not UTF-8");
+		if (ev->text && !fuzz_utf8_valid(ev->data, ev->len))
+			fuzz_finding("the object heard a text message that is not UTF-8");
 		/* "close..." closes from the object's side; anything else echoes. */
 		if (ev->len >= 5 && !memcmp(ev->data, "close", 5))
 			dobj_ws_close(ev->ws, 4000, "asked", 5);
@@ -73,11 +56,11 @@ static int room_step(dobj_task *t, void *data)
 	case DOBJ_CALL_WS_CLOSE:
 		/* What the object hears is what a close may say (RFC 6455 7.4,
 		 * 8.1): a code it may carry or 1005/1006, a UTF-8 reason. */
-		if (!utf8_valid((const unsigned char *)ev->reason, ev->reason_len))
-			finding("the object heard a close reason that is not UTF-8 (code %d)", ev->code);
+		if (!fuzz_utf8_valid((const unsigned char *)ev->reason, ev->reason_len))
+			fuzz_finding("the object heard a close reason that is not UTF-8 (code %d)", ev->code);
 		if (ev->code != 1005 && ev->code != 1006 && (ev->code < 1000 || ev->code >= 5000 ||
 		    ev->code == 1004 || ev->code == 1015))
-			finding("the object heard close code %d", ev->code);
+			fuzz_finding("the object heard close code %d", ev->code);
 		/* Answer a clean close as workerd's examples do; a second close
 		 * or one after a failure is refused by the core, not a finding. */
 		if (ev->code != 1005 && ev->code != 1006 && ev->code != 1015)
@@ -99,7 +82,7 @@ static int room_step(dobj_task *t, void *data)
 			accepted = client;
 		} else {
 			dobj_ws_unref(client);
-			finding("accept: %s", dobj_error_last());
+			fuzz_finding("accept: %s", dobj_error_last());
 		}
 		dobj_task_return(t, NULL);
 		dobj_ws_unref(server);
@@ -119,11 +102,11 @@ static void answer(uint64_t id, int status, const void *body, size_t len, dobj_w
 	dobj_server_response *r = NULL;
 
 	if (dobj_server_response_begin(srv, id, status, body, len, ws, &r) != DOBJ_OK) {
-		finding("response_begin %d: %s", status, dobj_error_last());
+		fuzz_finding("response_begin %d: %s", status, dobj_error_last());
 		return;
 	}
 	if (dobj_server_response_header(r, "content-type", 12, "text/plain", 10) != DOBJ_OK)
-		finding("response_header: %s", dobj_error_last());
+		fuzz_finding("response_header: %s", dobj_error_last());
 	dobj_server_response_send(r);
 }
 
@@ -135,7 +118,7 @@ static void on_request(void *data, uint64_t id, const dobj_msg *msg, int status,
 	if (status) {
 		refused++;
 		if (status != 400 && status != 413 && status != 414 && status != 431 && status != 501)
-			finding("refused with %d", status);
+			fuzz_finding("refused with %d", status);
 		answer(id, status, why, strlen(why), NULL);
 		return;
 	}
@@ -145,7 +128,7 @@ static void on_request(void *data, uint64_t id, const dobj_msg *msg, int status,
 		dobj_task *t = NULL;
 		if (dobj_stub_call(&t, room, DOBJ_CALL_FETCH, NULL, "http://a/ws", 11, NULL, NULL,
 			NULL) != DOBJ_OK || dobj_rt_run(rt, task_done, t) != DOBJ_OK)
-			finding("the room's fetch: %s", dobj_error_last());
+			fuzz_finding("the room's fetch: %s", dobj_error_last());
 		dobj_task_unref(t);
 		if (accepted) {
 			upgraded++;
@@ -192,7 +175,7 @@ static long exchange(const unsigned char *p, size_t len, char *got, size_t cap, 
 	long total = 0;
 
 	if (fd < 0) {
-		finding("connect: %s", strerror(errno));
+		fuzz_finding("connect: %s", strerror(errno));
 		return -1;
 	}
 	while (!eof || dobj_server_inflight(srv) || dobj_server_websockets(srv)) {
@@ -234,7 +217,7 @@ static long exchange(const unsigned char *p, size_t len, char *got, size_t cap, 
 			}
 		}
 		if (dobj_server_process(srv) != DOBJ_OK)
-			finding("server: %s", dobj_error_last());
+			fuzz_finding("server: %s", dobj_error_last());
 		dobj_rt_process(rt);
 	}
 	close(fd);
@@ -242,39 +225,6 @@ static long exchange(const unsigned char *p, size_t len, char *got, size_t cap, 
 }
 
 /* -------------------------------------------------- the server's output */
-
-/* Strict UTF-8 (RFC 3629): no overlong form, no surrogate, nothing past
- * U+10FFFF.  The test's own, not the core's. */
-static int utf8_valid(const unsigned char *p, size_t n)
-{
-	size_t i = 0;
-
-	while (i < n) {
-		unsigned c = p[i], need, min, cp;
-		if (c < 0x80) {
-			i++;
-			continue;
-		}
-		if (c >= 0xc2 && c <= 0xdf)
-			need = 1, min = 0x80, cp = c & 0x1f;
-		else if (c >= 0xe0 && c <= 0xef)
-			need = 2, min = 0x800, cp = c & 0x0f;
-		else if (c >= 0xf0 && c <= 0xf4)
-			need = 3, min = 0x10000, cp = c & 0x07;
-		else
-			return 0;
-		if (n - i <= need)
-			return 0;
-		for (i++; need; need--, i++) {
-			if ((p[i] & 0xc0) != 0x80)
-				return 0;
-			cp = (cp << 6) | (p[i] & 0x3f);
-		}
-		if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-			return 0;
-	}
-	return 1;
-}
 
 /* What a server may send a client after its 101 (RFC 6455): unmasked
  * frames of known opcodes, text that is UTF-8, a close that is empty or a
@@ -298,7 +248,7 @@ static void check_ws_output(const unsigned char *p, size_t n)
 		uint64_t len = p[1] & 0x7f;
 		size_t h = 2;
 		if (p[1] & 0x80) {
-			finding("the server sent a masked frame");
+			fuzz_finding("the server sent a masked frame");
 			return;
 		}
 		if (len == 126 && end - p >= 4)
@@ -312,11 +262,11 @@ static void check_ws_output(const unsigned char *p, size_t n)
 		if ((uint64_t)(end - p) < h + len)
 			return;
 		if (closed) {
-			finding("the server sent a frame (opcode %d) after its close", op);
+			fuzz_finding("the server sent a frame (opcode %d) after its close", op);
 			return;
 		}
-		if (op == 1 && fin && !utf8_valid(p + h, (size_t)len))
-			finding("the server sent a text message that is not UTF-8");
+		if (op == 1 && fin && !fuzz_utf8_valid(p + h, (size_t)len))
+			fuzz_finding("the server sent a text message that is not UTF-8");
 		frames_out++;
 		if (op == 8) {
 			int code = len >= 2 ? (p[h] << 8) | p[h + 1] : 0;
@@ -324,12 +274,12 @@ static void check_ws_output(const unsigned char *p, size_t n)
 			closes_out++;
 			if (len == 1 || len > 125 || (len >= 2 && (code < 1000 || code >= 5000 ||
 			    code == 1004 || code == 1005 || code == 1006 || code == 1015)))
-				finding("the server sent a close frame of %d bytes, code %d", (int)len, code);
-			else if (len > 2 && !utf8_valid(p + h + 2, (size_t)len - 2))
-				finding("the server sent a close reason that is not UTF-8");
+				fuzz_finding("the server sent a close frame of %d bytes, code %d", (int)len, code);
+			else if (len > 2 && !fuzz_utf8_valid(p + h + 2, (size_t)len - 2))
+				fuzz_finding("the server sent a close reason that is not UTF-8");
 		}
 		if (op != 0 && op != 1 && op != 2 && op != 8 && op != 9 && op != 10)
-			finding("the server sent opcode %d", op);
+			fuzz_finding("the server sent opcode %d", op);
 		p += h + len;
 	}
 }
@@ -496,7 +446,7 @@ static void test_server(void)
 
 		fuzz_input(input, len);
 		if ((n = exchange(input, len, got, sizeof(got), 5)) < 0) {
-			finding("the connection did not end in 5 s (in flight %zu, WebSockets %zu)",
+			fuzz_finding("the connection did not end in 5 s (in flight %zu, WebSockets %zu)",
 				dobj_server_inflight(srv), dobj_server_websockets(srv));
 			break;
 		}
@@ -514,7 +464,7 @@ static void test_server(void)
 		if ((fz.runs & 7) == 0 || fz.replay) {
 			n = exchange((const unsigned char *)plain, strlen(plain), got, sizeof(got), 5);
 			if (n < 12 || memcmp(got, "HTTP/1.1 200", 12) != 0) {
-				finding("a plain request after it was not answered 200 (%ld bytes)", n);
+				fuzz_finding("a plain request after it was not answered 200 (%ld bytes)", n);
 				break;
 			}
 		}

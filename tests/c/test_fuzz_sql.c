@@ -17,22 +17,6 @@
 static unsigned char input[FUZZ_INPUT_MAX + 1];
 static unsigned long ran, refused;
 
-static void finding(const char *fmt, ...)
-{
-	va_list ap;
-	const char *t = fz.target;
-	check_failures++;
-	fprintf(stderr, "fuzz: %s: ", fz.target);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fprintf(stderr, "\n");
-	if (check_failures < 5) {
-		fuzz_dump();
-		fz.target = t;
-	}
-}
-
 /* Every schema row of a reserved name (one that starts with _cf_, in any
  * case, or its table's does), as text: what must not change. */
 static void cf_schema(dobj_storage *st, char *out, size_t cap)
@@ -194,12 +178,12 @@ static int sql_step(dobj_task *t, void *data)
 		else
 			refused++;
 		if (!kv_intact(st)) {
-			finding("the KV pairs changed");
+			fuzz_finding("the KV pairs changed");
 			break;
 		}
 		cf_schema(st, after, sizeof(after));
 		if (strcmp(before, after) != 0) {
-			finding("the schema of the _cf_ names changed:\n  was %s\n  now %s", before, after);
+			fuzz_finding("the schema of the _cf_ names changed:\n  was %s\n  now %s", before, after);
 			break;
 		}
 	}
