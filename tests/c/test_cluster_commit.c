@@ -158,6 +158,18 @@ static int rows_at_seq(dobj_ns *ns, char (*names)[8], int n, long long seq, int 
 	return rows;
 }
 
+/* Objects <prefix>0..<prefix>n-1 (names[], stubs s[]), each activated
+ * with one call `req` that answers `want`. */
+static void activate(dobj_rt *rt, dobj_ns *ns, const char *prefix, int n, char (*names)[8],
+	dobj_stub **s, const char *req, const char *want)
+{
+	for (int i = 0; i < n; i++) {
+		snprintf(names[i], sizeof(names[i]), "%s%d", prefix, i);
+		s[i] = testhost_stub(ns, names[i]);
+		CHECK_STR(fetch(rt, s[i], req, NULL), want);
+	}
+}
+
 /* ------------------------------------------------------------------ tests */
 
 static void test_a_waiting_append_comes_back_through_the_fd_and_holds_up_no_other_object(void)
@@ -238,11 +250,7 @@ static void test_appends_of_many_objects_go_in_few_transactions_and_a_fenced_one
 	PGconn *locker;
 	int i, code, xacts;
 
-	for (i = 0; i < MANY; i++) {
-		snprintf(names[i], sizeof(names[i]), "g%d", i);
-		s[i] = testhost_stub(ns, names[i]);
-		CHECK_STR(fetch(rt, s[i], "w", NULL), "1");
-	}
+	activate(rt, ns, "g", MANY, names, s, "w", "1");
 	/* g3 was taken over behind this node's back (its epoch moved on). */
 	pgtest_sqlf(&pg, NULL, "UPDATE dobj_owner SET epoch = epoch + 1 WHERE %s", where(ns, "g3"));
 	/* While the log is locked, each committer takes what is queued when it
@@ -289,11 +297,7 @@ static void test_the_appends_of_one_round_go_in_one_transaction(void)
 	dobj_task *t[MANY + 1] = { 0 };
 	int i, xacts;
 
-	for (i = 0; i < MANY; i++) {
-		snprintf(names[i], sizeof(names[i]), "r%d", i);
-		s[i] = testhost_stub(ns, names[i]);
-		CHECK_STR(fetch(rt, s[i], "w", NULL), "1");
-	}
+	activate(rt, ns, "r", MANY, names, s, "w", "1");
 	for (i = 0; i < MANY; i++)
 		t[i] = send(s[i], "w");
 	CHECK_EQ_INT(dobj_rt_run(rt, all_done, t), DOBJ_OK);
@@ -325,11 +329,7 @@ static void test_batches_with_and_without_an_alarm_append_every_row(void)
 	PGconn *locker;
 	int i, round;
 
-	for (i = 0; i < MANY; i++) {
-		snprintf(names[i], sizeof(names[i]), "b%d", i);
-		s[i] = testhost_stub(ns, names[i]);
-		CHECK_STR(fetch(rt, s[i], "w", NULL), "1");
-	}
+	activate(rt, ns, "b", MANY, names, s, "w", "1");
 	/* Round 1: plain writes only; round 2: the 8th sets its alarm.  The
 	 * log locked meanwhile: what queues up goes in batches. */
 	for (round = 1; round <= 2; round++) {
@@ -889,11 +889,7 @@ static void test_two_incarnations_same_seq_in_one_batch_are_told_apart(void)
 	CHECK_STR(fetch(rt, x, "w", NULL), "1");
 	CHECK_STR(fetch(rt, x, "ws", NULL), "ws");
 	wait_for_runtime_connection(rt);
-	for (i = 0; i <= DOBJ__TEST_COMMITTERS; i++) {
-		snprintf(names[i], sizeof(names[i]), "o%d", i);
-		s[i] = testhost_stub(ns, names[i]);
-		CHECK_STR(fetch(rt, s[i], "r", NULL), "0");
-	}
+	activate(rt, ns, "o", DOBJ__TEST_COMMITTERS + 1, names, s, "r", "0");
 	/* Every insert waits: the runtime's connection and then each
 	 * committer take one append each and wait. */
 	locker = occupy_every_connection(rt, s, busy);
@@ -1020,11 +1016,7 @@ static void test_an_append_in_a_batch_finding_its_own_row_is_acknowledged(void)
 
 	CHECK_STR(fetch(rt, x, "w", NULL), "1");
 	wait_for_runtime_connection(rt);
-	for (i = 0; i <= DOBJ__TEST_COMMITTERS; i++) {
-		snprintf(names[i], sizeof(names[i]), "k%d", i);
-		s[i] = testhost_stub(ns, names[i]);
-		CHECK_STR(fetch(rt, s[i], "r", NULL), "0");
-	}
+	activate(rt, ns, "k", DOBJ__TEST_COMMITTERS + 1, names, s, "r", "0");
 	CHECK_STR(fetch(rt, mine, "w", NULL), "1");
 	CHECK_STR(fetch(rt, other, "w", NULL), "1");
 	copy_row_first(ns, "b-resent", 2, 1);
