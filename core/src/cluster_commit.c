@@ -280,11 +280,8 @@ void dobj__cluster_turn_end(struct dobj__cluster *cl)
 	if (!head)
 		return;
 	cl->t_head = cl->t_tail = NULL;
-	if (cl->t_n == 1 && inline_take(cl, head)) {
-		cl->t_n = 0;
+	if (head == tail && inline_take(cl, head))
 		return;
-	}
-	cl->t_n = 0;
 	queue_list(cl, head, tail);
 }
 
@@ -371,7 +368,6 @@ int dobj__cluster_commit(dobj_obj *obj, void *db, int64_t alarm)
 		else
 			cl->t_head = j;
 		cl->t_tail = j;
-		cl->t_n++;
 	} else if (!inline_take(cl, j)) {
 		queue(cl, j);
 	}

@@ -271,8 +271,7 @@ struct dobj__cluster {
 	unsigned long gate_gen; /* the renewal count when the gate asked for one */
 	dobj__watch watch;  /* while appends are out or results wait for the lease */
 	dobj__inline_pg inl;
-	dobj__cjob *t_head, *t_tail; /* this pump's appends, handed over when it ends */
-	int t_n;
+	dobj__cjob *t_head, *t_tail; /* this round's appends, handed over when it ends */
 	/* shared with the threads: under mu */
 	pthread_mutex_t mu;
 	pthread_cond_t lwake, idle;

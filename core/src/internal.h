@@ -142,6 +142,8 @@ int dobj__cluster_activate(dobj_obj *obj);
  *  failed commit. */
 int dobj__cluster_commit(dobj_obj *obj, void *db, int64_t alarm);
 struct dobj__cluster;
+/** A round of ready tasks ended (rt.c): the appends its steps made go to
+ *  PostgreSQL together, a lone one on the runtime's own connection. */
 void dobj__cluster_turn_end(struct dobj__cluster *cl);
 /** An alarm of `id` is due: make sure the object is active on this node
  *  (claim and restore) so that its record can be read.  1 and *obj (a
