@@ -137,7 +137,7 @@ static void unlock(PGconn *c)
 
 /* How many of the objects `names` have their row `seq` in the log, and in
  * how many transactions (*xacts): rows of one transaction share its id. */
-static int rows_at_seq(dobj_ns *ns, char (*names)[8], int n, long long seq, int *xacts)
+static int rows_at_seq(dobj_ns *ns, char (*names)[16], int n, long long seq, int *xacts)
 {
 	char q[8000];
 	PGconn *c = pgtest_connect(&pg);
@@ -160,7 +160,7 @@ static int rows_at_seq(dobj_ns *ns, char (*names)[8], int n, long long seq, int 
 
 /* Objects <prefix>0..<prefix>n-1 (names[], stubs s[]), each activated
  * with one call `req` that answers `want`. */
-static void activate(dobj_rt *rt, dobj_ns *ns, const char *prefix, int n, char (*names)[8],
+static void activate(dobj_rt *rt, dobj_ns *ns, const char *prefix, int n, char (*names)[16],
 	dobj_stub **s, const char *req, const char *want)
 {
 	for (int i = 0; i < n; i++) {
@@ -242,7 +242,7 @@ static PGconn *lock_log(void)
 
 static void test_appends_of_many_objects_go_in_few_transactions_and_a_fenced_one_fails_alone(void)
 {
-	char dir[64], names[MANY][8];
+	char dir[64], names[MANY][16];
 	dobj_ns *ns;
 	dobj_rt *rt = node(testhost_tmpdir(dir, "dobj-commit"), 2000, &ns);
 	dobj_stub *s[MANY];
@@ -290,7 +290,7 @@ static void test_appends_of_many_objects_go_in_few_transactions_and_a_fenced_one
  * others each on an idle committer's (~1 row per transaction). */
 static void test_the_appends_of_one_round_go_in_one_transaction(void)
 {
-	char dir[64], names[MANY][8];
+	char dir[64], names[MANY][16];
 	dobj_ns *ns;
 	dobj_rt *rt = node(testhost_tmpdir(dir, "dobj-commit"), 2000, &ns);
 	dobj_stub *s[MANY];
@@ -321,7 +321,7 @@ static void test_the_appends_of_one_round_go_in_one_transaction(void)
  * the alarm that was set is scheduled. */
 static void test_batches_with_and_without_an_alarm_append_every_row(void)
 {
-	char dir[64], q[8000], names[MANY][8];
+	char dir[64], q[8000], names[MANY][16];
 	dobj_ns *ns;
 	dobj_rt *rt = node(testhost_tmpdir(dir, "dobj-commit"), 2000, &ns);
 	dobj_stub *s[MANY];
@@ -877,7 +877,7 @@ static int writes_reach(void *arg)
  * never written, and the new incarnation was reset as fenced). */
 static void test_two_incarnations_same_seq_in_one_batch_are_told_apart(void)
 {
-	char dir[64], names[DOBJ__TEST_COMMITTERS + 1][8];
+	char dir[64], names[DOBJ__TEST_COMMITTERS + 1][16];
 	dobj_ns *ns;
 	dobj_rt *rt = node(testhost_tmpdir(dir, "dobj-commit"), 5000, &ns);
 	dobj_stub *x = testhost_stub(ns, "twice"), *s[DOBJ__TEST_COMMITTERS + 1];
@@ -1005,7 +1005,7 @@ static void test_a_lone_append_finding_its_own_row_is_acknowledged(void)
  * object was reset); with another checksum it stays refused. */
 static void test_an_append_in_a_batch_finding_its_own_row_is_acknowledged(void)
 {
-	char dir[64], names[DOBJ__TEST_COMMITTERS + 1][8];
+	char dir[64], names[DOBJ__TEST_COMMITTERS + 1][16];
 	dobj_ns *ns;
 	dobj_rt *rt = node(testhost_tmpdir(dir, "dobj-commit"), 5000, &ns);
 	dobj_stub *x = testhost_stub(ns, "first"), *s[DOBJ__TEST_COMMITTERS + 1];
