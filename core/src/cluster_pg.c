@@ -424,6 +424,11 @@ int dobj__pg_prepare(dobj__pg *pg, int slot, const char *sql, int nparams)
 {
 	int rc;
 
+	/* As every statement here: a failure before the server answered (no
+	 * connection, a send that failed) has no SQLSTATE, not the one an
+	 * earlier statement left, and pg->broken tells of this one only. */
+	pg->sqlstate[0] = '\0';
+	pg->broken = 0;
 	if ((rc = ensure_connected(pg)) < 0)
 		return rc;
 	return prepare_slot(pg, slot, sql, nparams);

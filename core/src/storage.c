@@ -629,6 +629,13 @@ int dobj_kv_list_limit(dobj_kv_list_opts *opts, double limit)
 	return DOBJ_OK;
 }
 
+static int bound_fits(const char *bound, size_t len, const char *name)
+{
+	if (bound && len > INT_MAX)
+		return dobj_error_set(DOBJ_EARG, "list() %s is too large (%zu bytes)", name, len);
+	return DOBJ_OK;
+}
+
 int dobj_kv_list(dobj_storage *st, const dobj_kv_list_opts *o, dobj_kv_row_fn fn, void *arg)
 {
 	dobj_kv_list_opts none = DOBJ_KV_LIST_OPTS_INIT;
@@ -644,6 +651,14 @@ int dobj_kv_list(dobj_storage *st, const dobj_kv_list_opts *o, dobj_kv_row_fn fn
 		return dobj_error_set(DOBJ_EARG, DOBJ_MSG_LIST_START);
 	if (o->limit == 0 || o->limit < -1)
 		return dobj_error_set(DOBJ_EARG, DOBJ_MSG_LIST_LIMIT);
+	/* SQLite takes a text's length as an int: past INT_MAX it would wrap
+	 * (a bound cut short, or a negative length read to a NUL past the
+	 * caller's bytes).  No key is that long; the bound is refused before
+	 * anything reads it.  (The prefix is held to a key's size below.) */
+	if ((rc = bound_fits(o->start, o->start_len, "start")) < 0 ||
+	    (rc = bound_fits(o->start_after, o->start_after_len, "startAfter")) < 0 ||
+	    (rc = bound_fits(o->end, o->end_len, "end")) < 0)
+		return rc;
 	if ((rc = touch(st)) < 0)
 		return rc;
 	if (o->prefix && o->prefix_len > DOBJ_MAX_KEY_BYTES)

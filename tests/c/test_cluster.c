@@ -418,7 +418,7 @@ static void test_a_statement_that_never_ran_has_no_sqlstate(void)
 	int i;
 
 	CHECK_EQ_INT(dobj__pg_init_from(&c, &from), DOBJ_OK);
-	for (i = 0; i < 3; i++) { /* dobj__pg_exec, _exec_prepared, _send_prepared */
+	for (i = 0; i < 4; i++) { /* dobj__pg_exec, _exec_prepared, _send_prepared, _prepare */
 		c.no_reconnect = 0;
 		CHECK(dobj__pg_exec(&c, "SELECT 1/0", 0, NULL, NULL, NULL, 0, &r) < 0);
 		CHECK_STR(c.sqlstate, "22012");
@@ -429,8 +429,10 @@ static void test_a_statement_that_never_ran_has_no_sqlstate(void)
 		else if (i == 1)
 			CHECK(dobj__pg_exec_prepared(&c, 0, "SELECT $1::int", 1, v, NULL, NULL, 0,
 				&r) < 0);
-		else
+		else if (i == 2)
 			CHECK(dobj__pg_send_prepared(&c, 0, 1, v, NULL, NULL) < 0);
+		else
+			CHECK(dobj__pg_prepare(&c, 0, "SELECT $1::int", 1) < 0);
 		CHECK(r == NULL);
 		CHECK_STR(dobj_error_last(), "cluster: not connected to PostgreSQL");
 		CHECK_STR(c.sqlstate, "");

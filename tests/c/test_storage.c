@@ -235,6 +235,31 @@ static void test_kv_api(void)
 	o = (dobj_kv_list_opts)DOBJ_KV_LIST_OPTS_INIT; o.limit = 0;
 	CHECK_EQ_INT(dobj_kv_list(st, &o, collect, out), DOBJ_EARG);
 	CHECK_STR(dobj_error_last(), "List limit must be positive.");
+	/* A bound's length past INT_MAX (SQLite's int) is refused before it is
+	 * read: it neither wraps to a short bound nor turns negative (read to
+	 * a NUL).  The bytes are never read, so "a" stands for them. */
+	{
+		size_t huge[] = { (size_t)INT_MAX + 1, (size_t)INT_MAX + 2, SIZE_MAX,
+			(size_t)(SIZE_MAX > 0xFFFFFFFFu ? ((size_t)1 << 31 << 1) + 1 : SIZE_MAX) };
+		for (i = 0; i < sizeof(huge) / sizeof(huge[0]); i++) {
+			o = (dobj_kv_list_opts)DOBJ_KV_LIST_OPTS_INIT;
+			o.start = "a"; o.start_len = huge[i];
+			CHECK_EQ_INT(dobj_kv_list(st, &o, collect, out), DOBJ_EARG);
+			snprintf(big, sizeof(big), "list() start is too large (%zu bytes)", huge[i]);
+			CHECK_STR(dobj_error_last(), big);
+			o = (dobj_kv_list_opts)DOBJ_KV_LIST_OPTS_INIT;
+			o.start_after = "a"; o.start_after_len = huge[i];
+			CHECK_EQ_INT(dobj_kv_list(st, &o, collect, out), DOBJ_EARG);
+			CHECK(strstr(dobj_error_last(), "list() startAfter is too large") != NULL);
+			o = (dobj_kv_list_opts)DOBJ_KV_LIST_OPTS_INIT;
+			o.end = "a"; o.end_len = huge[i];
+			CHECK_EQ_INT(dobj_kv_list(st, &o, collect, out), DOBJ_EARG);
+			CHECK(strstr(dobj_error_last(), "list() end is too large") != NULL);
+			o = (dobj_kv_list_opts)DOBJ_KV_LIST_OPTS_INIT;
+			o.prefix = "a"; o.prefix_len = huge[i];
+			CHECK_EQ_INT(dobj_kv_list(st, &o, collect, out), DOBJ_EARG);
+		}
+	}
 	CHECK_EQ_INT(dobj_kv_delete(st, "b", 1), 1);
 	CHECK_EQ_INT(dobj_kv_delete(st, "b", 1), 0);
 	memset(big, 'k', sizeof(big));
