@@ -945,6 +945,11 @@ void dobj_ws_detach(dobj_ws *client)
 	conn_release_io(client->c);
 }
 
+void *dobj_ws_sole_payload(const dobj_ws *ws)
+{
+	return ws->c->refs == 1 ? ws->c->payload : NULL;
+}
+
 int dobj_ws_receive(dobj_ws *client, const void *data, size_t len, int text)
 {
 	wsconn *c = client->c;

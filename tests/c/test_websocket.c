@@ -413,6 +413,35 @@ static void test_close_from_peer_and_from_object(void)
 	finish(rt, s, ca, cb);
 }
 
+/* dobj_ws_sole_payload: the host's payload only once the caller's reference
+ * is the pair's last (what a binding's collector may count as reachable
+ * through its wrapper alone), never while the object's list holds it. */
+static void test_sole_payload_only_when_nothing_else_holds_the_pair(void)
+{
+	dobj_rt *rt = make_rt(-1, ALL_WS);
+	dobj_stub *s = room_stub("sole");
+	conn a;
+	dobj_ws *ca = connect_ws(rt, s, "", &a), *client, *server;
+
+	CHECK(dobj_ws_sole_payload(ca) == NULL); /* listed: the object may send */
+	CHECK_EQ_INT(dobj_ws_peer_close(ca, 1000, "bye", 3, 1), DOBJ_OK);
+	CHECK_EQ_INT(dobj_rt_run(rt, NULL, NULL), DOBJ_OK);
+	CHECK_EQ_INT(dobj_ns_web_socket_count(room_ns), 0);
+	CHECK(dobj_ws_sole_payload(ca) == &a);
+	CHECK(dobj_ws_sole_payload(dobj_ws_peer(ca)) == &a); /* the same pair */
+	dobj_ws_ref(ca);
+	CHECK(dobj_ws_sole_payload(ca) == NULL);
+	dobj_ws_unref(ca);
+	dobj_ws_detach(ca);
+	CHECK(dobj_ws_sole_payload(ca) == NULL);
+	/* A pair no object accepted has no payload (attach refuses it). */
+	CHECK_EQ_INT(dobj_ws_pair_new(&client, &server), DOBJ_OK);
+	dobj_ws_unref(server);
+	CHECK(dobj_ws_sole_payload(client) == NULL);
+	dobj_ws_unref(client);
+	finish(rt, s, ca, NULL);
+}
+
 static void test_too_big_message_and_connection_error(void)
 {
 	dobj_rt *rt = make_rt(-1, ALL_WS);
@@ -753,6 +782,7 @@ int main(void)
 	RUN(test_hibernation_keeps_sockets_tags_and_attachment);
 	RUN(test_auto_response_does_not_wake_the_object);
 	RUN(test_close_from_peer_and_from_object);
+	RUN(test_sole_payload_only_when_nothing_else_holds_the_pair);
 	RUN(test_too_big_message_and_connection_error);
 	RUN(test_a_client_that_does_not_read_is_dropped);
 	RUN(test_auto_responses_are_bounded_too);

@@ -409,3 +409,104 @@ async def test_a_handler_that_keeps_calling_failing_objects_keeps_none_of_their_
         assert await caller.run(300) <= 2  # the last call's error, at most
     finally:
         rt.close()
+
+
+class Room(dobj.DurableObject):
+    """Accepts the server end of each pair it is fetched for; keeps nothing."""
+
+    async def fetch(self, request):
+        client, server = dobj.WebSocketPair()
+        self.ctx.accept_web_socket(server)
+        return dobj.Response(None, status=101, web_socket=client)
+
+    async def web_socket_message(self, ws, message):
+        pass
+
+    async def web_socket_close(self, ws, code, reason, was_clean):
+        ws.close(code, reason)
+
+    def ping(self):
+        return "pong"
+
+    def say(self, message):
+        for ws in self.ctx.get_web_sockets():
+            ws.send(message)
+
+
+class Host:
+    """A host that serves a client end with its own bound methods and keeps
+    the end: host -> WebSocket -> (core) the connection's io -> host.send."""
+
+    def __init__(self, client):
+        self.client, self.sent = client, []
+        client._attach(self.send, self.close)
+
+    def send(self, message):
+        self.sent.append(message)
+
+    def close(self, code, reason):
+        self.sent.append((code, reason))
+
+
+async def _served_client(stub):
+    client = (await stub.fetch("https://r/")).web_socket
+    host = Host(client)
+    return host, weakref.ref(host)
+
+
+def test_a_host_cycle_through_a_closed_websocket_is_collected():
+    """Once the connection closed, the room lets go of it and the host's
+    client end is its only holder: the host's callables, held by the core for
+    that end, are reachable through the wrapper alone, and the cycle goes."""
+    def make():
+        rt = dobj.Runtime()
+        stub = rt.bind("ROOM", Room).get_by_name("r")
+
+        async def go():
+            host, ref = await _served_client(stub)
+            host.client._peer_close(1000, "bye", True)
+            assert await stub.ping() == "pong"  # the close was handled
+            assert host.client.ready_state == 3
+            return ref
+
+        ref = asyncio.run(go())
+        keep.append(rt)
+        return ref
+
+    keep = []
+    try:
+        assert _only_the_gc_frees(make)
+    finally:
+        for rt in keep:
+            rt.close()
+
+
+async def test_the_host_of_an_open_websocket_is_not_collected():
+    """While the connection is open the object may still send to it (the
+    room holds it): the collector must not take the host's callables away,
+    even when nothing else refers to the host."""
+    rt = dobj.Runtime()
+    stub = rt.bind("ROOM", Room).get_by_name("r")
+    try:
+        host, ref = await _served_client(stub)
+        client = host.client
+        del host
+        for _ in range(3):
+            gc.collect()
+        assert ref() is not None
+        await stub.say("still here")
+        assert ref().sent == ["still here"]
+        client._peer_close(1000, "bye", True)
+        assert await stub.ping() == "pong"
+        del client
+        assert _collected(ref)
+    finally:
+        rt.close()
+
+
+def test_websockets_are_tracked_by_the_collector():
+    """Every instance of a heap type holds its type: a WebSocket kept in a
+    cycle is one the collector sees (gc.get_referents lists the type)."""
+    client, server = dobj.WebSocketPair()
+    assert gc.is_tracked(client) and gc.is_tracked(server)
+    assert type(client) in gc.get_referents(client)

@@ -24,8 +24,8 @@ def _rss_kb():
 
 def _live():
     """How many objects of each dobj type are alive.  Every instance of a
-    heap type holds a reference to its type, which counts the types the
-    collector does not track (dobj.WebSocket) too."""
+    heap type holds a reference to its type, so the type's reference count
+    counts its instances, without walking the collector's lists."""
     return {name: sys.getrefcount(t) for name, t in vars(dobj).items()
             if isinstance(t, type) and t.__module__ == "dobj" and not issubclass(t, BaseException)}
 

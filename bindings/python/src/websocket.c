@@ -16,9 +16,37 @@ static module_state *ws_state(PyObject *self)
 	return module_state_of_type(Py_TYPE(self));
 }
 
+/*
+ * What a wrapper holds in Python objects: its type, and through the core the
+ * host's callables attached to its pair (client._attach's tuple).  Many
+ * wrappers, the object's list, queued events and held output may share one
+ * pair, so only a wrapper whose reference is the pair's last reports those
+ * callables (dobj_ws_sole_payload): a host that keeps its client end and
+ * serves it with its own bound methods is a cycle the collector takes once
+ * the connection left the object, never while the object may still send.
+ */
+static int WebSocket_traverse(WebSocketObject *self, visitproc visit, void *arg)
+{
+	Py_VISIT(Py_TYPE(self));
+	if (self->ws)
+		Py_VISIT((PyObject *)dobj_ws_sole_payload(self->ws));
+	return 0;
+}
+
+static int WebSocket_clear(WebSocketObject *self)
+{
+	/* The payload is attached to the client end; a server end's wrapper
+	 * may be the pair's last holder too. */
+	if (self->ws && dobj_ws_sole_payload(self->ws))
+		dobj_ws_detach(dobj_ws_end(self->ws) == DOBJ_WS_CLIENT ? self->ws : dobj_ws_peer(self->ws));
+	return 0;
+}
+
 static void WebSocket_dealloc(WebSocketObject *self)
 {
 	PyTypeObject *tp = Py_TYPE(self);
+	PyObject_GC_UnTrack(self);
+	WebSocket_clear(self);
 	dobj_ws_unref(self->ws);
 	tp->tp_free(self);
 	Py_DECREF(tp);
@@ -27,12 +55,13 @@ static void WebSocket_dealloc(WebSocketObject *self)
 /* A new wrapper holding one more reference to `ws`. */
 PyObject *websocket_wrap(module_state *st, dobj_ws *ws)
 {
-	WebSocketObject *o = PyObject_New(WebSocketObject, st->WebSocket_T);
+	WebSocketObject *o = PyObject_GC_New(WebSocketObject, st->WebSocket_T);
 
 	if (!o)
 		return NULL;
 	dobj_ws_ref(ws);
 	o->ws = ws;
+	PyObject_GC_Track(o);
 	return (PyObject *)o;
 }
 
@@ -429,6 +458,8 @@ static PyGetSetDef WebSocket_getset[] = {
 
 static PyType_Slot WebSocket_slots[] = {
 	{ Py_tp_dealloc, WebSocket_dealloc },
+	{ Py_tp_traverse, WebSocket_traverse },
+	{ Py_tp_clear, WebSocket_clear },
 	{ Py_tp_methods, WebSocket_methods },
 	{ Py_tp_getset, WebSocket_getset },
 	{ Py_tp_hash, WebSocket_hash },
@@ -440,7 +471,8 @@ static PyType_Slot WebSocket_slots[] = {
 
 static PyType_Spec WebSocket_spec = {
 	"dobj.WebSocket", sizeof(WebSocketObject), 0,
-	Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+	Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE |
+		Py_TPFLAGS_DISALLOW_INSTANTIATION,
 	WebSocket_slots
 };
 

@@ -257,6 +257,18 @@ DOBJ_API int dobj_ws_attach(dobj_ws *client, const dobj_ws_io *io, void *payload
 /** The host lets go of the connection: release runs now, later output is
  *  dropped.  The socket stays registered until dobj_ws_peer_close/_error. */
 DOBJ_API void dobj_ws_detach(dobj_ws *client);
+/**
+ * The payload the host attached to `ws`'s pair (on either end), when the
+ * caller's reference to `ws` is the only reference to the pair left; NULL
+ * otherwise (no payload, or the object's list, a queued event, output held
+ * for a commit, the other end or another reference of the caller's reaches
+ * the pair too).  Borrowed.  What a binding's garbage collector needs:
+ * such a payload is reachable through that one reference alone, so its
+ * wrapper may report it (and, when the wrapper is garbage, detach it); a
+ * payload something else reaches is live and must not be reported, or the
+ * host's callables of an open socket would be torn down under it.
+ */
+DOBJ_API void *dobj_ws_sole_payload(const dobj_ws *ws);
 
 /**
  * A message arrived from the network on the client end's connection.  An
