@@ -14,6 +14,8 @@
  *                   PostgreSQL backend serving each side, per operation, in
  *                   microseconds (read from /proc: the server is local)
  *   dobj_inc_1_cpu_us  this process's CPU (every thread) per increment
+ *   raw_append_1_cpu_us  the floor client's CPU per append (libpq's side):
+ *                   what dobj_inc_1_cpu_us compares with
  *   raw_append_1_busy50  the floor with 50 us of client CPU between one
  *                   append's answer and the next append (what the node's
  *                   own work per increment costs on this machine), and its
@@ -337,7 +339,7 @@ static int runtime_backend(PGconn *c)
  * operation (the serving backend's, in microseconds) and the node's. */
 typedef struct one_figures {
 	double raw, inc, raw_busy;
-	double raw_pg_us, inc_pg_us, raw_busy_pg_us, inc_node_us;
+	double raw_pg_us, inc_pg_us, raw_busy_pg_us, inc_node_us, raw_client_us;
 } one_figures;
 
 /* The CPU a client spends between two appends in the floor_busy row:
@@ -363,6 +365,7 @@ static void one_object(int rounds, one_figures *f)
 	dobj_stub *s;
 	dobj_id id;
 	double slice = seconds / rounds, t[3] = { 0 }, pg_cpu[3] = { 0 }, node_cpu = 0;
+	double client_cpu = 0;
 	long n[3] = { 0 };
 	int raw_pid, inc_pid;
 
@@ -393,6 +396,8 @@ static void one_object(int rounds, one_figures *f)
 			double u0 = self_cpu_s();
 			if (side) {
 				n[side] += appender_run(&a, until, side == 2 ? BUSY_US : 0);
+				if (side == 1)
+					client_cpu += self_cpu_s() - u0;
 			} else {
 				long done;
 				for (done = 0; now_s() < until; done++)
@@ -412,6 +417,7 @@ static void one_object(int rounds, one_figures *f)
 	f->raw_pg_us = n[1] ? pg_cpu[1] * 1e6 / (double)n[1] : 0;
 	f->raw_busy_pg_us = n[2] ? pg_cpu[2] * 1e6 / (double)n[2] : 0;
 	f->inc_node_us = n[0] ? node_cpu * 1e6 / (double)n[0] : 0;
+	f->raw_client_us = n[1] ? client_cpu * 1e6 / (double)n[1] : 0;
 	dobj_stub_free(s);
 	dobj_rt_free(rt);
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
@@ -729,8 +735,9 @@ int main(int argc, char **argv)
 		printf("raw_append_1 %.0f\ndobj_inc_1 %.0f\nraw_append_1_busy50 %.0f\n", f.raw, f.inc,
 			f.raw_busy);
 		printf("raw_append_1_pg_cpu_us %.1f\ndobj_inc_1_pg_cpu_us %.1f\n"
-			"raw_append_1_busy50_pg_cpu_us %.1f\ndobj_inc_1_cpu_us %.1f\n", f.raw_pg_us,
-			f.inc_pg_us, f.raw_busy_pg_us, f.inc_node_us);
+			"raw_append_1_busy50_pg_cpu_us %.1f\ndobj_inc_1_cpu_us %.1f\n"
+			"raw_append_1_cpu_us %.1f\n", f.raw_pg_us, f.inc_pg_us, f.raw_busy_pg_us,
+			f.inc_node_us, f.raw_client_us);
 		fflush(stdout);
 	}
 	if (!(rows & ~ROW_ONE))

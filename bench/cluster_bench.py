@@ -52,12 +52,13 @@ def rows(got: dict[str, float], reason: str) -> list[str]:
         out.append(f"  one object vs the one-connection floor: {r:.2f}x (target >= 0.8x: "
                    f"{'met' if r >= 0.8 else 'NOT met'})")
     pg_raw, pg_inc = got.get("raw_append_1_pg_cpu_us"), got.get("dobj_inc_1_pg_cpu_us")
-    node1 = got.get("dobj_inc_1_cpu_us")
+    node1, client1 = got.get("dobj_inc_1_cpu_us"), got.get("raw_append_1_cpu_us")
     pg_busy = got.get("raw_append_1_busy50_pg_cpu_us")
     if pg_raw and pg_inc and node1:
         busy = f", {pg_busy:.0f} us for the busy floor's" if pg_busy else ""
         out.append(f"  CPU per operation, one object: PostgreSQL's backend {pg_raw:.0f} us for the "
-                   f"floor's append, {pg_inc:.0f} us for dobj's{busy}; the node {node1:.0f} us")
+                   f"floor's append, {pg_inc:.0f} us for dobj's{busy}; the node {node1:.0f} us"
+                   + (f" (the floor's libpq client {client1:.0f} us)" if client1 else ""))
     out.append("  (+ what 50 us of a client's own work per append costs on this machine: about "
                "what the node spends on an increment before its append goes)")
     out.append("  (3 node processes, callers 6, 5, 5; every caller calls all 100 objects, two "

@@ -292,15 +292,14 @@ static void queue(struct dobj__cluster *cl, dobj__cjob *j)
 	queue_list(cl, j, j);
 }
 
-int dobj__cluster_commit(dobj_obj *obj, void *db, int64_t alarm)
+int dobj__cluster_commit(dobj_obj *obj, void *db, int64_t alarm, long long wal_frames)
 {
 	struct dobj__cluster *cl = obj->ns->rt->cluster;
 	struct dobj__cluster_obj *co = obj->cluster;
 	unsigned char *rec = NULL;
+	dobj__wal_pos next;
 	dobj__cjob *j;
 	size_t len;
-	long long end;
-	unsigned salt;
 	char *wal;
 	int rc;
 
@@ -309,11 +308,13 @@ int dobj__cluster_commit(dobj_obj *obj, void *db, int64_t alarm)
 	if (!cl->threads)
 		return dobj_error_set(DOBJ_ECLOSED, "cluster: the node is closing; the write was not "
 			"acknowledged");
-	if (!(wal = dobj__cluster_path(obj, "-wal")))
-		return DOBJ_ENOMEM;
-	salt = co->salt;
-	rc = dobj__wal_capture(&co->wal_fd, wal, co->wal_off, &salt, &rec, &len, &end);
-	free(wal);
+	rc = dobj__wal_capture(&co->wal_fd, NULL, &co->wal, wal_frames, &rec, &len, &next);
+	if (rc == DOBJ__WAL_NEED_PATH) {
+		if (!(wal = dobj__cluster_path(obj, "-wal")))
+			return DOBJ_ENOMEM;
+		rc = dobj__wal_capture(&co->wal_fd, wal, &co->wal, wal_frames, &rec, &len, &next);
+		free(wal);
+	}
 	if (rc < 0 || len == 0)
 		return rc; /* a step that only read: no round trip */
 	if (len > 0x3fffffff) {
@@ -354,12 +355,11 @@ int dobj__cluster_commit(dobj_obj *obj, void *db, int64_t alarm)
 	/* The next capture starts where this one ended (the pages are copied:
 	 * the file may be checkpointed at once). */
 	co->alarm = alarm;
-	co->wal_off = end;
-	co->salt = salt;
+	co->wal = next;
 	co->last = j;
-	if (end >= WAL_CHECKPOINT_BYTES &&
+	if (next.off >= WAL_CHECKPOINT_BYTES &&
 	    sqlite3_exec(db, "PRAGMA wal_checkpoint(TRUNCATE)", NULL, NULL, NULL) == SQLITE_OK)
-		co->wal_off = 0;
+		co->wal.off = 0;
 	cl->jobs_out++;
 	if (cl->rt->in_round) {
 		j->next = NULL;

@@ -328,12 +328,19 @@ int dobj__route_start(dobj_rt *rt, struct dobj__cluster *cl);
 /** Stop the network thread, fail what is in flight (runtime closing). */
 void dobj__route_stop(dobj_rt *rt);
 
+/** Where the last capture of an object's -wal file ended: the end of its
+ *  last commit frame (0: none yet), the file's generation (salts) and page
+ *  size (0: not read yet). */
+typedef struct dobj__wal_pos {
+	long long off;
+	unsigned salt1, salt2, psz;
+} dobj__wal_pos;
+
 /* The cluster state of an incarnation. */
 struct dobj__cluster_obj {
 	long long epoch;
 	long long seq;      /* the last seq handed to the committer (or restored) */
-	long long wal_off;  /* end of the last commit frame captured, in the -wal file */
-	unsigned salt;      /* salt-1 of the -wal file's generation wal_off is in */
+	dobj__wal_pos wal;  /* where the last capture of the -wal file ended */
 	int wal_fd;         /* the -wal file, kept open between captures (-1: none) */
 	int64_t alarm;      /* the alarm record dobj_alarm holds (ns since the epoch; 0: none) */
 	dobj__cjob *last;   /* its last append not drained yet (results wait for it) */
@@ -388,13 +395,21 @@ void dobj__due_track(dobj_rt *rt, dobj__due *list);
 /* Page capture and restore (cluster_wal.c).  A record is what one or more
  * local commits changed: u32 page size, u32 pages in the database after it,
  * u32 count, then count x (u32 page number, page bytes); big-endian. */
-/** Read the committed frames of `wal_path` past `off` into a record (*rec,
- *  malloc'd; *len 0 when nothing new), the new end in *end.  *salt is the
- *  generation `off` belongs to (updated): another one starts at the top.
- *  *fd is the file, kept open from one call to the next (-1: open it; one
- *  removed since is closed and the path opened again; close it when done). */
-int dobj__wal_capture(int *fd, const char *wal_path, long long off, unsigned *salt,
-	unsigned char **rec, size_t *len, long long *end);
+/** What dobj__wal_capture returns when it must open the file and was given
+ *  no path (the caller builds it only then: most commits need none). */
+#define DOBJ__WAL_NEED_PATH 1
+/** Read the committed frames of the -wal file past `at` into a record
+ *  (*rec, malloc'd; *len 0 when nothing new) and where they end into *next.
+ *  `frames`: how many frames SQLite said the file holds after the commit
+ *  (its WAL hook; <= 0: not known): with it, one read past at->off when all
+ *  agrees with `at`, else the header and the size are read first.  *fd is
+ *  the file, kept open from one call to the next (-1: open `wal_path`; one
+ *  removed since is closed and opened again; close it when done). */
+int dobj__wal_capture(int *fd, const char *wal_path, const dobj__wal_pos *at, long long frames,
+	unsigned char **rec, size_t *len, dobj__wal_pos *next);
+/** How many captures read the file's header and size (tests: the others
+ *  read the frames alone). */
+extern long dobj__wal_header_reads;
 /** The checksum of a log row (dobj_wal.sum): SHA-256 of the object's ID,
  *  the row's seq and epoch (big-endian 64-bit) and the SHA-256 of its
  *  frames, so that a row's pages, and pages moved to another row, are both

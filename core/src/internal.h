@@ -138,9 +138,10 @@ int dobj__storage_check_unique_key(const char *key, size_t len);
 int dobj__cluster_activate(dobj_obj *obj);
 /** After a storage commit of `obj` (db: its sqlite3 handle): append what
  *  the commit changed, fenced, with the object's alarm record (`alarm`, ns
- *  since the epoch, 0: none) for the cluster's schedule.  A failure is a
- *  failed commit. */
-int dobj__cluster_commit(dobj_obj *obj, void *db, int64_t alarm);
+ *  since the epoch, 0: none) for the cluster's schedule; `wal_frames`: the
+ *  frames its -wal file holds after the commit, as SQLite's WAL hook said
+ *  (<= 0: not known).  A failure is a failed commit. */
+int dobj__cluster_commit(dobj_obj *obj, void *db, int64_t alarm, long long wal_frames);
 struct dobj__cluster;
 /** A round of ready tasks ended (rt.c): the appends its steps made go to
  *  PostgreSQL together, a lone one on the runtime's own connection. */

@@ -54,6 +54,7 @@ struct dobj_storage {
 	int dirty;
 	unsigned char *buf; /* get()'s copy of a value */
 	size_t bufcap;
+	long long wal_frames; /* cluster mode: the -wal file's frames after the last commit */
 };
 
 struct dobj_cursor {
@@ -64,6 +65,16 @@ struct dobj_cursor {
 };
 
 /* ------------------------------------------------------------- helpers */
+
+/* SQLite's WAL hook (cluster mode): the main database's -wal file holds
+ * `frames` frames after the commit that just ended. */
+static int wal_frames_seen(void *arg, sqlite3 *db, const char *name, int frames)
+{
+	(void)db;
+	if (!strcmp(name, "main"))
+		*(long long *)arg = frames;
+	return SQLITE_OK;
+}
 
 static int sqlerr(sqlite3 *db, const char *what)
 {
@@ -210,12 +221,18 @@ static int storage_open(dobj_ns *ns, const dobj_id *id, dobj_storage **out)
 		return rc;
 	}
 	/* Cluster mode reads each commit's pages from the -wal file: SQLite
-	 * must not checkpoint it behind the reader's back (cluster.c does). */
+	 * must not checkpoint it behind the reader's back (cluster.c does).
+	 * The hook (set after the pragma, which clears it) tells how many
+	 * frames the file holds after each commit: the capture reads just
+	 * those, without asking the file its size and generation first. */
 	if (rt->cluster && (rc = exec_simple(st->db, "PRAGMA wal_autocheckpoint=0")) < 0) {
 		sqlite3_close(st->db);
 		free(st);
 		return rc;
 	}
+	st->wal_frames = -1;
+	if (rt->cluster)
+		sqlite3_wal_hook(st->db, wal_frames_seen, &st->wal_frames);
 	sqlite3_set_authorizer(st->db, dobj__sql_authorize, &st->guard);
 	if ((rc = exec_simple(st->db,
 		"CREATE TABLE IF NOT EXISTS _cf_KV (key TEXT PRIMARY KEY, value BLOB) WITHOUT ROWID")) < 0 ||
@@ -417,7 +434,7 @@ static int cluster_commit(dobj_storage *st)
 
 	if (meta_read_cached(st, &alarm) < 0)
 		return DOBJ_ERROR;
-	return dobj__cluster_commit(st->obj, st->db, alarm);
+	return dobj__cluster_commit(st->obj, st->db, alarm, st->wal_frames);
 }
 
 void dobj__storage_commit_dirty(dobj_rt *rt)
@@ -442,7 +459,7 @@ void dobj__storage_commit_dirty(dobj_rt *rt)
 		if (rc < 0)
 			rollback(st);
 		else if ((rc = commit(st)) >= 0 && cluster)
-			rc = dobj__cluster_commit(st->obj, st->db, alarm);
+			rc = dobj__cluster_commit(st->obj, st->db, alarm, st->wal_frames);
 		if (rc < 0 && st->obj && !st->obj->dead) {
 			char msg[600];
 			snprintf(msg, sizeof(msg), "storage commit failed, the object was reset: %s",

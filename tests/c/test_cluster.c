@@ -8,9 +8,12 @@
 #include <libpq-fe.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <fcntl.h>
 #include <math.h>
 #include <poll.h>
+#include <sqlite3.h>
 #include <time.h>
+#include <unistd.h>
 
 /* testhost.h's send() is not the socket one. */
 #define send test_send
@@ -441,6 +444,104 @@ static void test_a_statement_that_never_ran_has_no_sqlstate(void)
 	free(c.url);
 }
 
+
+/* ------------------------------------------------------- page capture */
+
+static int wal_frames_hook(void *arg, sqlite3 *db, const char *name, int frames)
+{
+	(void)db;
+	if (!strcmp(name, "main"))
+		*(long long *)arg = frames;
+	return SQLITE_OK;
+}
+
+/* One capture with the WAL hook's frame count and one without (the file's
+ * header and size read first) from the same place: the same record, the
+ * same end.  Returns the record's length (0: nothing new); *at moves on. */
+static size_t capture_both_ways(int *fd, const char *wal, dobj__wal_pos *at, long long frames)
+{
+	unsigned char *r1 = NULL, *r2 = NULL;
+	size_t l1 = 0, l2 = 0;
+	dobj__wal_pos n1, n2;
+	int fd2 = -1;
+
+	CHECK_EQ_INT(dobj__wal_capture(fd, wal, at, frames, &r1, &l1, &n1), DOBJ_OK);
+	CHECK_EQ_INT(dobj__wal_capture(&fd2, wal, at, -1, &r2, &l2, &n2), DOBJ_OK);
+	CHECK_EQ_INT((long long)l1, (long long)l2);
+	if (l1 && l2 && l1 == l2) {
+		CHECK(!memcmp(r1, r2, l1));
+		CHECK_EQ_INT(n1.off, n2.off);
+		CHECK_EQ_INT(n1.salt1, n2.salt1);
+		CHECK_EQ_INT(n1.salt2, n2.salt2);
+		*at = n1;
+	}
+	if (fd2 >= 0)
+		close(fd2);
+	free(r1);
+	free(r2);
+	return l1;
+}
+
+/* The capture reads a commit's frames in one read when SQLite's WAL hook
+ * told how many the file holds, and gets exactly what reading the file's
+ * header and size first gets: after each commit, after a commit of many
+ * pages, after the file starts a new generation (a checkpoint that
+ * truncated it), and when the count it is given is stale (a step that
+ * wrote nothing), too large, or not a whole frame past where it was. */
+static void test_a_commits_pages_are_captured_alike_with_and_without_the_wal_hooks_count(void)
+{
+	char dir[64], db_path[128], wal[140];
+	long long frames = -1;
+	dobj__wal_pos at;
+	unsigned char *rec = NULL;
+	size_t len = 0;
+	sqlite3 *db;
+	int fd = -1, i;
+
+	testhost_tmpdir(dir, "dobj-capture");
+	snprintf(db_path, sizeof(db_path), "%s/x.sqlite", dir);
+	snprintf(wal, sizeof(wal), "%s-wal", db_path);
+	memset(&at, 0, sizeof(at));
+	CHECK_EQ_INT(sqlite3_open(db_path, &db), SQLITE_OK);
+	CHECK_EQ_INT(sqlite3_exec(db, "PRAGMA journal_mode=WAL; PRAGMA wal_autocheckpoint=0; "
+		"CREATE TABLE t (k INTEGER PRIMARY KEY, v BLOB)", NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_wal_hook(db, wal_frames_hook, &frames);
+	CHECK(capture_both_ways(&fd, wal, &at, frames) > 0); /* the table */
+	for (i = 0; i < 5; i++) {
+		long header_reads = dobj__wal_header_reads;
+		char sql[96];
+		snprintf(sql, sizeof(sql), "INSERT INTO t VALUES (%d, randomblob(%d))", i,
+			i == 3 ? 40000 : 100);
+		CHECK_EQ_INT(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+		CHECK(capture_both_ways(&fd, wal, &at, frames) > 0);
+		/* The one with the count read the frames alone. */
+		CHECK_EQ_INT(dobj__wal_header_reads - header_reads, 1);
+	}
+	/* A step that wrote nothing: the hook's count is the last commit's. */
+	CHECK_EQ_INT((long long)capture_both_ways(&fd, wal, &at, frames), 0);
+	/* A count past the file's end, or not a whole frame past `at`: the
+	 * file is read as it is, and nothing new is found. */
+	CHECK_EQ_INT(dobj__wal_capture(&fd, wal, &at, frames + 3, &rec, &len, &at), DOBJ_OK);
+	CHECK_EQ_INT((long long)len, 0);
+	/* A new generation: the file truncated by a checkpoint, then one
+	 * commit of fewer frames than `at` is past, then more commits until the
+	 * new generation passes it. */
+	CHECK_EQ_INT(sqlite3_exec(db, "PRAGMA wal_checkpoint(TRUNCATE)", NULL, NULL, NULL), SQLITE_OK);
+	CHECK_EQ_INT(sqlite3_exec(db, "UPDATE t SET v = x'01' WHERE k = 0", NULL, NULL, NULL), SQLITE_OK);
+	CHECK(capture_both_ways(&fd, wal, &at, frames) > 0);
+	CHECK_EQ_INT(sqlite3_exec(db, "PRAGMA wal_checkpoint(TRUNCATE)", NULL, NULL, NULL), SQLITE_OK);
+	for (i = 0; i < 3; i++) {
+		char sql[96];
+		snprintf(sql, sizeof(sql), "INSERT INTO t VALUES (%d, randomblob(30000))", 100 + i);
+		CHECK_EQ_INT(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+	}
+	CHECK(capture_both_ways(&fd, wal, &at, frames) > 0);
+	if (fd >= 0)
+		close(fd);
+	sqlite3_close(db);
+	testhost_rm_rf(dir);
+}
+
 int main(void)
 {
 	if (pgtest_start(&pg) < 0)
@@ -455,6 +556,7 @@ int main(void)
 	RUN(test_a_unique_key_that_is_not_text_is_refused_and_hides_no_alarm);
 	RUN(test_a_node_that_lost_its_lease_logs_it);
 	RUN(test_a_statement_that_never_ran_has_no_sqlstate);
+	RUN(test_a_commits_pages_are_captured_alike_with_and_without_the_wal_hooks_count);
 	pgtest_stop(&pg);
 	CHECK_EQ_INT(live_values, 0);
 	return DONE();
