@@ -606,8 +606,11 @@ int dobj__cluster_hold(dobj_ns *ns, const dobj_id *id, const char *name, size_t 
 
 void dobj__cluster_reset(dobj_rt *rt)
 {
-	if (rt->cluster)
-		dobj__act_reset(rt->cluster);
+	if (!rt->cluster)
+		return;
+	dobj__snap_reset_halt(rt->cluster);
+	dobj__act_reset(rt->cluster);
+	dobj__snap_reset_wait(rt->cluster);
 }
 
 void dobj__cluster_unhold(dobj_obj *obj)

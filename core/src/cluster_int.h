@@ -467,6 +467,11 @@ int dobj__snap_start(struct dobj__cluster *cl);
 /** Stop it: what is queued gets a bounded time to finish; the rest is
  *  dropped (a snapshot is an optimisation, never needed for correctness). */
 void dobj__snap_stop(struct dobj__cluster *cl);
+/** reset() (dobj__cluster_reset): queued snapshots of objects gone never
+ *  start, the one under way is halted (_halt); then it is waited for
+ *  (_wait), after the activators were halted too, so that both end at once. */
+void dobj__snap_reset_halt(struct dobj__cluster *cl);
+void dobj__snap_reset_wait(struct dobj__cluster *cl);
 /** An append of `obj` (seq, epoch, its checksum `sum`, `len` bytes) was
  *  confirmed: count it,
  *  and queue a snapshot once the log since the last one calls for it. */

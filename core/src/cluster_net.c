@@ -264,9 +264,22 @@ static void conn_frame(struct dobj__route *r, conn *c, const unsigned char *p, s
 		c->hello = 1;
 		return;
 	case F_PING:
-		conn_queue(c, F_PONG, NULL, 0);
+		if (c->out_dir) {
+			conn_queue(c, F_PONG, NULL, 0);
+		} else {
+			unsigned char idle[PONG_IDLE_BYTES];
+			uint64_t ms = (uint64_t)r->idle_in_ms;
+			int i;
+			for (i = 0; i < PONG_IDLE_BYTES; i++)
+				idle[i] = (unsigned char)(ms >> (8 * (PONG_IDLE_BYTES - 1 - i)));
+			conn_queue(c, F_PONG, idle, sizeof(idle));
+		}
 		return;
 	case F_PONG:
+		/* The called node's idle bound (PONG_IDLE_BYTES); none from an
+		 * older node. */
+		if (c->out_dir && n == 1 + PONG_IDLE_BYTES)
+			c->peer_idle_ms = (double)get_be(p + 1, PONG_IDLE_BYTES);
 		return;
 	case F_CALL:
 	case F_RESULT:
@@ -403,6 +416,17 @@ static void net_accept(struct dobj__route *r)
 	}
 }
 
+/* How long c may sit idle: ours closes first, by half the peer's bound
+ * when that is shorter than ours (PONG_IDLE_BYTES). */
+static double idle_ms(const struct dobj__route *r, const conn *c)
+{
+	if (!c->out_dir)
+		return r->idle_in_ms;
+	if (c->peer_idle_ms > 0 && c->peer_idle_ms / 2 < r->idle_out_ms)
+		return c->peer_idle_ms / 2;
+	return r->idle_out_ms;
+}
+
 /* Each round: connect new peers, write, ping, and give up on silent peers. */
 static void net_service(struct dobj__route *r)
 {
@@ -425,8 +449,7 @@ static void net_service(struct dobj__route *r)
 			continue;
 		}
 		if (c->state == C_OPEN && !c->links && c->out_off == c->out.len &&
-		    (c->out_dir ? !c->nout : !c->ncalls) &&
-		    now - c->last_use > (c->out_dir ? r->idle_out_ms : r->idle_in_ms)) {
+		    (c->out_dir ? !c->nout : !c->ncalls) && now - c->last_use > idle_ms(r, c)) {
 			/* Idle (IDLE_OUT_TTLS): ours goes quietly, a peer's as a
 			 * failure (it has no call and no socket on it). */
 			c->quiet = c->out_dir;
@@ -578,6 +601,7 @@ int dobj__net_send_node(struct dobj__route *r, long long node, const char *addr,
 				hello[6 + i] = (unsigned char)(self >> (56 - 8 * i));
 		}
 		conn_queue(c, F_HELLO, hello, sizeof(hello));
+		conn_queue(c, F_PING, NULL, 0); /* its PONG has the peer's idle bound */
 		c->next = r->conns;
 		r->conns = c;
 	}

@@ -44,6 +44,15 @@
  * caller has closed it by then).  Each call made since moves it on. */
 #define IDLE_OUT_TTLS 10
 #define IDLE_IN_TTLS 20
+/* Nodes of one cluster may have different TTLs: a called node answers a
+ * ping with its own idle bound (a PONG of 8 bytes, its milliseconds; an
+ * older node's PONG is empty, and an older node ignores these bytes), and
+ * the calling node closes the connection by half that bound when it is the
+ * shorter one, first as with equal TTLs.  (A called node that closed it
+ * first made the caller take the close for a failed node: calls to it were
+ * refused for a TTL.)  The caller pings right after its hello, so it knows
+ * the bound long before it matters. */
+#define PONG_IDLE_BYTES 8
 /* An incoming connection is not read while this many of its calls, or
  * their bytes, wait for their answers, or its answers wait unsent beyond
  * MAX_UNSENT: its next calls wait in the sockets (conn_full), and this node
@@ -176,6 +185,7 @@ typedef struct conn {
 	size_t nout;           /* outgoing: calls sent and not answered yet */
 	size_t links;          /* WebSocket links on it (cluster_ws.c) */
 	int quiet;             /* closed as idle: nothing to tell the runtime */
+	double peer_idle_ms;   /* outgoing: the peer's idle bound (PONG_IDLE_BYTES; 0: unknown) */
 	/* incoming: the calls read and not answered yet (under mu) */
 	struct call_in { uint64_t id; size_t len; } *calls;
 	size_t ncalls, capcalls, call_bytes;

@@ -1060,6 +1060,12 @@ static void job_free(snap_job *j)
 	free(j);
 }
 
+/* The compactor was told to stop the job under way (dobj__worker_cancel). */
+static int halted(const dobj__pg *pg)
+{
+	return dobj__pg_halted(pg) ? dobj_error_set(DOBJ_ECLOSED, DOBJ_MSG_CLOSED) : DOBJ_OK;
+}
+
 /* One statement of the compaction's transaction; *out may be NULL. */
 static int step(dobj__pg *pg, const char *sql, int nparams, const char *const *v,
 	const int *lens, const int *fmts, PGresult **out)
@@ -1192,8 +1198,10 @@ static void compact(struct dobj__cluster *cl, dobj__pg *pg, dobj__wjob *job)
 	fmts[4] = 1;
 	/* The snapshot first, then the fence: a node that waits here (on a
 	 * newer snapshot's row lock) holds no lock on the owner row, so a
-	 * takeover never waits behind a compaction that is about to fail. */
-	if ((rc = dobj__pg_exec_sized(pg, (size_t)lens[4],
+	 * takeover never waits behind a compaction that is about to fail.
+	 * A halted compaction (reset, close) writes nothing: checked before
+	 * the row and again before the commit. */
+	if ((rc = halted(pg)) < 0 || (rc = dobj__pg_exec_sized(pg, (size_t)lens[4],
 		"INSERT INTO dobj_snapshot AS s (ns, object_id, seq, epoch, db) "
 		"VALUES ($1, $2, $3::int8, $4::int8, $5) ON CONFLICT (ns, object_id) DO UPDATE "
 		"SET seq = excluded.seq, epoch = excluded.epoch, db = excluded.db "
@@ -1237,7 +1245,7 @@ static void compact(struct dobj__cluster *cl, dobj__pg *pg, dobj__wjob *job)
 		"UPDATE dobj_wal SET frames = '\\x'::bytea, sum = sha256(object_id || int8send(seq) || "
 		"int8send(epoch) || sha256('\\x'::bytea)) WHERE ns = $1 AND object_id = $2 "
 		"AND seq = $3::int8", 3, v, lens, fmts, NULL)) < 0 ||
-	    (rc = dobj__pg_simple(pg, "COMMIT")) < 0)
+	    (rc = halted(pg)) < 0 || (rc = dobj__pg_simple(pg, "COMMIT")) < 0)
 		goto fail;
 	pg->no_reconnect = 0;
 	j->rc = 0;
@@ -1332,6 +1340,31 @@ int dobj__snap_start(struct dobj__cluster *cl)
 {
 	return dobj__worker_start(&cl->snap, cl, "compactor", cl->pg.timeout_ms * 8, compact,
 		snap_done);
+}
+
+/* A snapshot of an object that is still here (the runtime's thread). */
+static int snap_live(dobj__wjob *job)
+{
+	dobj_obj *obj = ((snap_job *)job)->obj;
+
+	return obj && !obj->dead && obj->mapped;
+}
+
+void dobj__snap_reset_halt(struct dobj__cluster *cl)
+{
+	/* reset() drops every object and deletes their files: a queued
+	 * snapshot of one never starts, and the one under way is halted (it
+	 * would go on after reset returned: spill its image into the folder
+	 * reset emptied, hold the snapshot row and the owner row's share lock,
+	 * and write a snapshot of an object the test has reset). */
+	dobj__worker_cancel(cl->snap, snap_live, snap_unrun);
+}
+
+void dobj__snap_reset_wait(struct dobj__cluster *cl)
+{
+	/* The halted one ends at its next statement, or within the running
+	 * one's bound. */
+	dobj__worker_settle(cl->snap, snap_live);
 }
 
 void dobj__snap_stop(struct dobj__cluster *cl)

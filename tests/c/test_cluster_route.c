@@ -64,6 +64,7 @@ typedef struct node {
 	pthread_t th;
 	int stop;              /* eventfd: the serving thread ends */
 	double call_timeout_ms;
+	double ttl_ms;         /* 0: 1.5 s */
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	int ready;
@@ -90,7 +91,7 @@ static void node_open(node *n)
 	NODE_CHECK(n, dobj_rt_new(&n->rt, &o) == DOBJ_OK);
 	co.url = pg.url;
 	co.node_addr = "127.0.0.1:0";
-	co.ttl_ms = 1500;
+	co.ttl_ms = n->ttl_ms > 0 ? n->ttl_ms : 1500;
 	co.grace_ms = 500;
 	co.call_timeout_ms = n->call_timeout_ms;
 	NODE_CHECK(n, dobj_rt_cluster(n->rt, &co) == DOBJ_OK);
@@ -285,12 +286,45 @@ static void test_a_stuck_runtime_fails_the_call_at_the_call_timeout(void)
 	node_close(&b);
 }
 
+/* Nodes with different TTLs: the called node closes an idle connection
+ * after 20 of its TTLs, 5 s here, the caller after 10 of its own, 15 s.
+ * The caller learns the called node's bound and closes first, quietly: a
+ * call after 5.5 s idle goes through.  (It failed: the caller took the
+ * called node's close for a failed node and refused calls to it for a
+ * TTL, "stopped answering".) */
+static void test_nodes_with_different_ttls_close_idle_connections_quietly(void)
+{
+	node a = { 0 }, b = { 0 };
+	char msg[256];
+	int code, i;
+
+	a.prefix = "idle";
+	a.ttl_ms = 250;
+	server_start(&a);
+	b.ttl_ms = 1500;
+	node_open(&b);
+	CHECK_EQ_INT(b.failed, 0);
+	CHECK(wait_number(&b, call(&b, "idle-0", "add", 1), &code, msg, sizeof(msg)) == 1);
+	CHECK_EQ_INT(code, DOBJ_OK);
+	for (i = 0; i < 55; i++) { /* idle, b's runtime taking what its network thread saw */
+		usleep(100000);
+		dobj_rt_process(b.rt);
+	}
+	CHECK(wait_number(&b, call(&b, "idle-0", "add", 1), &code, msg, sizeof(msg)) == 2);
+	CHECK_EQ_INT(code, DOBJ_OK);
+	if (code != DOBJ_OK)
+		fprintf(stderr, "the call after the idle time failed: %s\n", msg);
+	server_stop(&a);
+	node_close(&b);
+}
+
 int main(void)
 {
 	if (pgtest_start(&pg) < 0)
 		return 1;
 	RUN(test_calls_to_another_nodes_objects_are_routed_and_their_writes_kept);
 	RUN(test_a_stuck_runtime_fails_the_call_at_the_call_timeout);
+	RUN(test_nodes_with_different_ttls_close_idle_connections_quietly);
 	pgtest_stop(&pg);
 	return DONE();
 }

@@ -535,6 +535,59 @@ static void test_reset_leaves_no_cache_marker_at_work_behind_it(void)
 	testhost_rm_rf(d1);
 }
 
+/* reset() drops the object whose snapshot the compactor is writing (held
+ * here behind the test's lock on the snapshot row): the compaction is
+ * halted and waited for, so that nothing of it goes on after reset
+ * returned (it did: the compactor was still at work, holding the row, and
+ * wrote its snapshot once the lock went). */
+static void test_reset_leaves_no_compaction_at_work_behind_it(void)
+{
+	char d1[64], hex[DOBJ_ID_HEX_LEN + 1];
+	const char *name = "reset-compact";
+	dobj__worker *w;
+	dobj_stub *s;
+	dobj_rt *a;
+	PGconn *t;
+	long long snap;
+	int i;
+
+	a = node(testhost_tmpdir(d1, "dobj-snap"), 1);
+	counts(a, name, 0, 4);
+	snap = about(name, "SELECT seq FROM dobj_snapshot WHERE object_id = $OBJ");
+	CHECK(snap > 0);
+	t = pgtest_connect(&pg);
+	/* Held for longer than pgtmp.sh lets a transaction sit idle. */
+	pgtest_sql(&pg, t, "SET idle_in_transaction_session_timeout = 0");
+	pgtest_sql(&pg, t, "BEGIN");
+	obj_hex(name, hex);
+	CHECK_EQ_INT(pgtest_sqlf(&pg, t, "SELECT seq FROM dobj_snapshot WHERE "
+		"object_id = '\\x%s'::bytea FOR UPDATE", hex), snap);
+	s = stub_for(a, name);
+	CHECK_STR(fetch(a, s, "count", NULL), "5");
+	CHECK_STR(fetch(a, s, "sql", NULL), "ok");
+	CHECK_STR(fetch(a, s, "count", NULL), "6");
+	dobj_stub_free(s);
+	/* The compactor waits on the row. */
+	for (i = 0; i < 500 && pgtest_sql(&pg, NULL, "SELECT count(*) FROM pg_stat_activity "
+		"WHERE application_name = 'dobj compactor' AND wait_event_type = 'Lock'") == 0; i++)
+		usleep(10000);
+	CHECK(i < 500);
+	CHECK_EQ_INT(dobj_rt_reset(a), DOBJ_OK);
+	w = a->cluster->snap;
+	pthread_mutex_lock(&w->mu);
+	CHECK(w->cur == NULL && w->q_head == NULL);
+	pthread_mutex_unlock(&w->mu);
+	pgtest_sql(&pg, t, "COMMIT");
+	PQfinish(t);
+	CHECK_EQ_INT(dobj_rt_run(a, NULL, NULL), DOBJ_OK);
+	usleep(200000);
+	CHECK_EQ_INT(about(name, "SELECT seq FROM dobj_snapshot WHERE object_id = $OBJ"), snap);
+	/* In a cluster the data is PostgreSQL's: the next call restores it. */
+	expect(a, name, "count", "7");
+	dobj_rt_free(a);
+	testhost_rm_rf(d1);
+}
+
 static void expect_damaged(const char *name, const char *fix, const char *words)
 {
 	char d[64];
@@ -1000,6 +1053,7 @@ int main(void)
 	RUN(test_the_same_seq_and_epoch_written_elsewhere_is_not_the_cache);
 	RUN(test_a_release_hashes_off_the_runtimes_thread_ahead_of_the_next_activation);
 	RUN(test_reset_leaves_no_cache_marker_at_work_behind_it);
+	RUN(test_reset_leaves_no_compaction_at_work_behind_it);
 	RUN(test_stored_bytes_that_lie_are_a_clear_error);
 	RUN(test_rows_that_lie_under_a_valid_checksum_are_a_clear_error);
 	RUN(test_a_seq_at_the_end_of_its_range_is_a_clear_error);
