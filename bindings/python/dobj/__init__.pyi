@@ -19,6 +19,7 @@ from .config import (
     Config as Config,
     ConfigError as ConfigError,
     Migration as Migration,
+    PathLike as _PathLike,
     load_config as load_config,
 )
 
@@ -205,7 +206,7 @@ class DurableObject:
 
 class Runtime:
     def __init__(self, env: Optional[Mapping[str, Any]] = ..., *, id_seed: Optional[int] = ...,
-                 storage: Optional[str] = ..., durability: Optional[str] = ...,
+                 storage: Optional[_PathLike] = ..., durability: Optional[str] = ...,
                  idle_timeout: Optional[float] = ..., virtual_time: bool = ...,
                  cluster: Optional[str] = ..., node_addr: Optional[str] = ...,
                  cluster_ttl: Optional[float] = ..., cluster_grace: Optional[float] = ...,
@@ -221,7 +222,7 @@ class Runtime:
     def pending(self) -> int: ...
     def bind(self, binding: str, cls: type, unique_key: Optional[str] = ..., *,
              id_key: Optional[str] = ...) -> Namespace: ...
-    def bind_native(self, binding: str, path: str, class_name: str,
+    def bind_native(self, binding: str, path: _PathLike, class_name: str,
                     unique_key: Optional[str] = ...) -> Namespace: ...
     def close(self) -> None: ...
     def advance(self, seconds: float) -> None: ...
@@ -239,8 +240,8 @@ class Runtime:
     @property
     def node_addr(self) -> Optional[str]: ...
     @classmethod
-    def from_config(cls, path: Optional[str] = ..., *, env: Optional[str] = ...,
-                    persist_to: Optional[str] = ..., id_seed: Optional[int] = ...,
+    def from_config(cls, path: Optional[_PathLike] = ..., *, env: Optional[str] = ...,
+                    persist_to: Optional[_PathLike] = ..., id_seed: Optional[int] = ...,
                     durability: Optional[str] = ..., idle_timeout: Optional[float] = ...,
                     virtual_time: bool = ..., cluster: Optional[str] = ...,
                     node_addr: Optional[str] = ..., cluster_ttl: Optional[float] = ...,

@@ -23,7 +23,9 @@ else:
 
 __all__ = ["load_config", "Config", "Binding", "Migration", "ClusterSettings", "ConfigError"]
 
-PathLike = Union[str, "os.PathLike[str]"]
+#: A path, as CPython's own file functions take one: str or bytes, or an
+#: os.PathLike whose ``__fspath__`` returns either.
+PathLike = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
 
 
 @dataclass(frozen=True)
@@ -99,7 +101,9 @@ class Config:
         return self.compatibility_date, self.compatibility_flags
 
 
-def _opt_path(p: Optional[PathLike]) -> Optional[str]:
+def _opt_path(p: Optional[PathLike]) -> Union[str, bytes, None]:
+    # os.fspath's str or bytes (its TypeError for anything else); the
+    # extension takes both, as the file system's bytes.
     return None if p is None else os.fspath(p)
 
 

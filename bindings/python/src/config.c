@@ -6,6 +6,8 @@
  */
 #include "module.h"
 
+#include <string.h>
+
 /* A config tree value as Python: objects -> dict, arrays -> list, integers
  * (dobj_config_is_integer) -> int, other numbers -> float. */
 static PyObject *from_tree(const dobj_val *v)
@@ -106,21 +108,30 @@ static PyObject *raise_config_error(PyObject *m, int rc)
 	return NULL;
 }
 
-/* A str (or None) path as the file system's bytes (dobjpy_fs_path: a lone
- * surrogate os.fsencode cannot take goes as WTF-8, the core then says what
- * it found there), without NUL bytes, which would cut it short; *tmp owns
- * the bytes. */
+/* A path as the file system's bytes: a str, or bytes (os.fspath's result:
+ * config.py ran it, so an os.PathLike arrives as one of the two, as for
+ * CPython's own file functions) or None.  A str os.fsencode cannot take
+ * (a lone surrogate) goes as its WTF-8 (dobjpy_fs_path), the core then says
+ * what it found there; a NUL byte, which would cut the path short, is
+ * refused in either; *tmp owns the bytes. */
 static int opt_path(PyObject *o, const char *what, const char **out, PyObject **tmp)
 {
+	int nul;
+
 	*out = NULL;
 	*tmp = NULL;
 	if (o == Py_None)
 		return 0;
-	if (!PyUnicode_Check(o)) {
-		PyErr_Format(PyExc_TypeError, "%s must be a str or None, not %.100s", what, Py_TYPE(o)->tp_name);
+	if (PyUnicode_Check(o))
+		nul = PyUnicode_FindChar(o, 0, 0, PyUnicode_GET_LENGTH(o), 1) != -1;
+	else if (PyBytes_Check(o))
+		nul = memchr(PyBytes_AS_STRING(o), 0, (size_t)PyBytes_GET_SIZE(o)) != NULL;
+	else {
+		PyErr_Format(PyExc_TypeError, "%s must be a str, bytes or None, not %.100s", what,
+			Py_TYPE(o)->tp_name);
 		return -1;
 	}
-	if (PyUnicode_FindChar(o, 0, 0, PyUnicode_GET_LENGTH(o), 1) != -1) {
+	if (nul) {
 		if (!PyErr_Occurred())
 			PyErr_Format(PyExc_ValueError, "%s contains a NUL character", what);
 		return -1;
