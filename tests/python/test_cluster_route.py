@@ -269,6 +269,20 @@ def test_a_websocket_between_nodes_outlives_the_idle_bound_of_their_connection(n
     assert a.reply(a.send("ws_close", ws=1, code=4001, reason="done"))["ok"]
 
 
+def test_nodes_with_different_ttls_close_idle_connections_quietly(nodes):
+    """The called node closes an idle connection after 20 of its TTLs (5 s
+    here), the caller after 10 of its own (15 s): the caller learns the
+    called node's bound (in its pong) and closes first, quietly, so a call
+    after 5.5 s idle goes through.  (It failed: the caller took the called
+    node's close for a failed node and refused calls to it for a TTL.)"""
+    a, b = nodes("a", ttl=1.5), nodes("b", ttl=0.25)
+    pb = b.call("idle-room", "whoami")["ok"]  # b owns it
+    assert a.call("idle-room", "whoami")["ok"] == pb
+    time.sleep(5.5)
+    r = a.call("idle-room", "whoami")
+    assert r.get("ok") == pb, r
+
+
 def test_a_websocket_whose_caller_gave_up_is_closed(nodes):
     """The 101 reaches the entry node after its call timed out: nobody will
     serve the socket, so the object hears a close (1006) at once."""
