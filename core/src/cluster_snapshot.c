@@ -448,36 +448,45 @@ static void image_head(const image *im, unsigned char *h, long long seq, long lo
  *
  * The first statement reads the head, the snapshot and the first piece:
  * when that is all (the usual case), one statement was one view of the
- * database.  When there is more (a longer log, a snapshot in parts, or one
- * whose row is bigger than a piece), it is read again in a read-only
- * repeatable-read transaction, every statement in one view: a compaction
- * commits wholly before or after it.  There a statement that carries a
- * part, a big snapshot row or a piece is bounded by its size
- * (dobj__pg_exec_sized), not by the timeout alone.
+ * database.  Its size is not known before it runs, so it carries at most
+ * FIRST_BYTES of the snapshot row and as much of the log (rows that do
+ * not fit are left out), what the timeout alone bounds, as an append
+ * smaller than DOBJ__PG_SIZED_FROM is.  (It carried a piece whatever its
+ * rows' size, and a 4 MiB snapshot row: a big row, on a link a few times
+ * slower than PostgreSQL's localhost, failed every activation of its
+ * object with "did not answer within" the timeout.)  When there is more (a
+ * longer log, a snapshot in parts, or a row that was left out), it is read
+ * again in a read-only repeatable-read transaction, every statement in one
+ * view: a compaction commits wholly before or after it.  There every
+ * statement is bounded by the size it can carry, which the first one
+ * told (dobj__pg_exec_sized), not by the timeout alone.
  * (libpq 15 has no chunked-rows mode, and its single-row mode would keep
  * one statement open for the whole log.)
  */
 #define PIECE_ROWS 1024
 #define PIECE_BYTES 4194304 /* 4 MiB */
+#define FIRST_BYTES (DOBJ__PG_SIZED_FROM / 2)
 #define STR_(x) #x
 #define STR(x) STR_(x)
 
-/* A piece of the log after seq AFTER, up to seq UPTO (SQL expressions);
+/* A piece of the log after seq AFTER, up to seq UPTO (SQL expressions),
+ * its rows while KEEP holds (of `through`, the bytes up to the row's end);
  * the result's columns are the restore statement's. */
-#define PIECE_SQL(after, upto) \
-	"SELECT 2::int4 AS k, seq, epoch, frames, 0::int8, 0::int8, sum FROM (SELECT seq, epoch, " \
-	"frames, sum, sum(octet_length(frames)::int8) OVER (ORDER BY seq) - octet_length(frames) " \
-	"AS before FROM dobj_wal WHERE ns = $1 AND object_id = $2 AND seq > " after " AND seq <= " \
-	upto " ORDER BY seq LIMIT " STR(PIECE_ROWS) ") w WHERE before < " STR(PIECE_BYTES)
+#define PIECE_SQL(after, upto, keep) \
+	"SELECT 2::int4 AS k, seq, epoch, frames, 0::int8, 0::int8, sum, 0::int8 FROM (SELECT seq, " \
+	"epoch, frames, sum, sum(octet_length(frames)::int8) OVER (ORDER BY seq) AS through " \
+	"FROM dobj_wal WHERE ns = $1 AND object_id = $2 AND seq > " after " AND seq <= " \
+	upto " ORDER BY seq LIMIT " STR(PIECE_ROWS) ") w WHERE " keep
 
 /* The first statement: the head (latest seq and epoch, with the log's and
  * the snapshot's sizes, its parts included; in column 3 what vouches for
  * its content: the log row's checksum, or the snapshot's image checksum,
- * and column 6 set when the head is the snapshot), then, unless the head
- * is a cache's (seq $3, epoch $4, and the log row's checksum $6 or the
- * snapshot's image checksum $7: the cached file's), the snapshot (its
- * row's bytes only when they are no bigger than a piece; their length in
- * column 4) and the log's first piece up to seq $5. */
+ * column 6 set when the head is the snapshot, and in column 7 the log's
+ * largest row), then, unless the head is a cache's (seq $3, epoch $4, and
+ * the log row's checksum $6 or the snapshot's image checksum $7: the
+ * cached file's), the snapshot (its row's bytes only when they are no more
+ * than $8; their length in column 4) and the log's first rows up to seq
+ * $5, no more than $8 bytes of them (none when the first is bigger). */
 static const char first_sql[] =
 	"WITH s AS (SELECT seq, epoch, substring(db from 37 for 32) AS v, octet_length(db)::int8 + "
 	"  coalesce((SELECT sum(octet_length(p.data)) FROM dobj_snapshot_part p WHERE p.ns = $1 AND "
@@ -491,16 +500,18 @@ static const char first_sql[] =
 	"  v = CASE WHEN snap THEN $7::bytea ELSE $6::bytea END) AS go) "
 	"SELECT 0::int4 AS k, h.seq, h.epoch, h.v AS data, "
 	"  (SELECT coalesce(sum(n), 0) FROM l)::int8, coalesce((SELECT n FROM s), 0)::int8, "
-	"  CASE WHEN h.snap THEN '\\x01'::bytea END FROM h "
-	"UNION ALL SELECT 1, d.seq, d.epoch, CASE WHEN octet_length(d.db) <= " STR(PIECE_BYTES)
-	"  THEN d.db END, octet_length(d.db)::int8, 0, NULL FROM dobj_snapshot d, f "
+	"  CASE WHEN h.snap THEN '\\x01'::bytea END, (SELECT coalesce(max(n), 0) FROM l)::int8 "
+	"  FROM h "
+	"UNION ALL SELECT 1, d.seq, d.epoch, CASE WHEN octet_length(d.db) <= $8::int8 "
+	"  THEN d.db END, octet_length(d.db)::int8, 0, NULL, 0 FROM dobj_snapshot d, f "
 	"  WHERE f.go AND d.ns = $1 AND d.object_id = $2 "
-	"UNION ALL SELECT p.* FROM (" PIECE_SQL("coalesce((SELECT seq FROM s), 0)", "$5::int8")
-	") p, f WHERE f.go "
+	"UNION ALL SELECT p.* FROM (" PIECE_SQL("coalesce((SELECT seq FROM s), 0)", "$5::int8",
+	"through <= $8::int8") ") p, f WHERE f.go "
 	"ORDER BY 1, 2";
 
 /* The next piece: the log after $3 up to $4. */
-static const char piece_sql[] = PIECE_SQL("$3::int8", "$4::int8") " ORDER BY seq";
+static const char piece_sql[] = PIECE_SQL("$3::int8", "$4::int8",
+	"through - octet_length(frames) < " STR(PIECE_BYTES)) " ORDER BY seq";
 
 /* Row i of a first statement's result is a snapshot in parts, or one
  * whose row was held back (bigger than a piece): more statements. */
@@ -643,12 +654,13 @@ static int state_read(dobj__pg *pg, const char *ns, size_t ns_len, const unsigne
 	long long upto, const cache_mark *m, image *im, state *st)
 {
 	static const cache_mark none = { .seq = -1, .epoch = -1 };
-	char c3[32], c4[32], c5[32];
-	const char *v[7] = { ns, (const char *)id, c3, c4, c5, NULL, NULL };
-	int lens[7] = { (int)ns_len, 32, 0, 0, 0, 0, 32 };
-	int fmts[7] = { 0, 1, 0, 0, 0, 1, 1 };
+	char c3[32], c4[32], c5[32], c8[32];
+	const char *v[8] = { ns, (const char *)id, c3, c4, c5, NULL, NULL, c8 };
+	int lens[8] = { (int)ns_len, 32, 0, 0, 0, 0, 32, 0 };
+	int fmts[8] = { 0, 1, 0, 0, 0, 1, 1, 0 };
 	PGresult *r = NULL;
-	long long target, last;
+	long long target, last, max_row;
+	size_t first_bytes = 0, piece_bytes = PIECE_BYTES;
 	int rc, n, from = 0, tx = 0;
 
 	if (!m)
@@ -659,9 +671,14 @@ static int state_read(dobj__pg *pg, const char *ns, size_t ns_len, const unsigne
 	v[5] = (const char *)m->sum;
 	lens[5] = m->sum_ok ? 32 : 0; /* matches no checksum */
 	v[6] = (const char *)m->sha;
+	snprintf(c8, sizeof(c8), "%d", FIRST_BYTES);
 again:
 	memset(st, 0, sizeof(*st));
-	if ((rc = dobj__pg_exec(pg, first_sql, 7, v, lens, fmts, 1, &r)) < 0)
+	/* Bounded by the timeout while it carries no more than FIRST_BYTES
+	 * of each; again in the transaction, by what it carries (the sizes
+	 * the first one read). */
+	if ((rc = tx ? dobj__pg_exec_sized(pg, first_bytes, first_sql, 8, v, lens, fmts, 1, &r)
+	    : dobj__pg_exec(pg, first_sql, 8, v, lens, fmts, 1, &r)) < 0)
 		goto done;
 	n = PQntuples(r);
 	if (n > 0 && be32((const unsigned char *)PQgetvalue(r, 0, 0)) == 0) {
@@ -670,6 +687,11 @@ again:
 		st->log_bytes = be64((const unsigned char *)PQgetvalue(r, 0, 4));
 		st->snap_size = be64((const unsigned char *)PQgetvalue(r, 0, 5));
 		st->head_snap = !PQgetisnull(r, 0, 6);
+		/* A piece carries less than PIECE_BYTES and the row that
+		 * passes it. */
+		max_row = be64((const unsigned char *)PQgetvalue(r, 0, 7));
+		piece_bytes = (size_t)(st->log_bytes < PIECE_BYTES + max_row ? st->log_bytes
+			: PIECE_BYTES + max_row);
 		from = 1;
 		if (head_is(r, st, m)) {
 			st->cached = 1;
@@ -678,9 +700,13 @@ again:
 	}
 	target = st->head < upto ? st->head : upto;
 	last = n > from ? be64((const unsigned char *)PQgetvalue(r, n - 1, 1)) : 0;
-	if (!tx && n > from && (snap_more(r, from) || last < target)) {
+	if (!tx && ((n > from && snap_more(r, from)) || last < target)) {
 		/* More than one statement: all of them in one view, the first
-		 * again first. */
+		 * again first, with up to a piece's bytes of each, its snapshot
+		 * row and its log rows. */
+		first_bytes = (size_t)(st->snap_size < PIECE_BYTES ? st->snap_size : PIECE_BYTES) +
+			(size_t)(st->log_bytes < PIECE_BYTES ? st->log_bytes : PIECE_BYTES);
+		snprintf(c8, sizeof(c8), "%d", PIECE_BYTES);
 		PQclear(r);
 		r = NULL;
 		if ((rc = dobj__pg_simple(pg, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")) < 0)
@@ -700,7 +726,7 @@ again:
 			goto done;
 		}
 		snprintf(c3, sizeof(c3), "%lld", st->seq);
-		if ((rc = dobj__pg_exec_sized(pg, PIECE_BYTES, piece_sql, 4, v, lens, fmts, 1, &r)) < 0)
+		if ((rc = dobj__pg_exec_sized(pg, piece_bytes, piece_sql, 4, v, lens, fmts, 1, &r)) < 0)
 			goto done;
 		if (PQntuples(r) == 0)
 			break; /* the log ends early: the caller's to judge */
