@@ -80,6 +80,7 @@ build = {
             "core/src/server_ws.c",
             "core/src/sql_guard.c",
             "core/src/storage.c",
+            "core/src/stub.c",
             "core/src/testkit.c",
             "core/src/v8_format.c",
             "core/src/v8_reader.c",

@@ -100,6 +100,21 @@ int dobj__alarms_visit(dobj_ns *ns, int (*fn)(const dobj_id *id, const char *nam
 void dobj__storage_ns_reset(dobj_ns *ns);
 /** Make a CALL task on obj without a stub (alarms). */
 dobj_task *dobj__call_new(dobj_obj *obj, dobj_call_kind kind, dobj_done_fn done, void *data);
+/* rt.c's objects, tasks and host values, for stub.c (the stubs and their
+ * calls); each is what rt.c's static function of the same name does. */
+/** Queue a host value for release at the end of the entry point (NULL: none). */
+void dobj__trash(dobj_rt *rt, void *v);
+/** Release a request or result: free_fn's at once, a host value's trashed. */
+void dobj__drop_value(dobj_rt *rt, void *v, void (*free_fn)(void *));
+/** A new task on obj (may be NULL), listed as unfinished: two references,
+ *  the caller's and the list's. */
+dobj_task *dobj__task_new(dobj_rt *rt, dobj_obj *obj, dobj_task_kind kind);
+/** Put a task on the ready queue (once; not a finished one). */
+void dobj__task_enqueue(dobj_task *t);
+/** Finish a task with a result or an error (code < 0 with a message). */
+void dobj__task_finish(dobj_task *t, int code, const char *message, void *result, void *error);
+/** Drop a task reference without flushing the trash. */
+void dobj__task_unref(dobj_task *t);
 /** A timer; weak timers do not keep dobj_rt_run going. */
 int dobj__timer(dobj_rt *rt, double delay_ms, dobj_timer_fn fn, void *data, int weak,
 	dobj_timer **out);
