@@ -8,6 +8,7 @@
 #include <libpq-fe.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <fcntl.h>
 #include <math.h>
 #include <poll.h>
@@ -542,6 +543,52 @@ static void test_a_commits_pages_are_captured_alike_with_and_without_the_wal_hoo
 	testhost_rm_rf(dir);
 }
 
+/* A transaction bigger than the page cache spills uncommitted frames into
+ * the -wal file; rolled back (whole, or to a savepoint), they stay in the
+ * file past the last commit, with the generation's salts.  The next commit
+ * writes over them: the capture, with the hook's count and without, takes
+ * that commit's pages and none of the rolled-back ones. */
+static void test_frames_a_rollback_left_in_the_wal_file_are_not_captured(void)
+{
+	char dir[64], db_path[128], wal[140];
+	long long frames = -1;
+	dobj__wal_pos at;
+	struct stat sb;
+	sqlite3 *db;
+	int fd = -1;
+
+	testhost_tmpdir(dir, "dobj-capture");
+	snprintf(db_path, sizeof(db_path), "%s/x.sqlite", dir);
+	snprintf(wal, sizeof(wal), "%s-wal", db_path);
+	memset(&at, 0, sizeof(at));
+	CHECK_EQ_INT(sqlite3_open(db_path, &db), SQLITE_OK);
+	CHECK_EQ_INT(sqlite3_exec(db, "PRAGMA journal_mode=WAL; PRAGMA wal_autocheckpoint=0; "
+		"PRAGMA cache_size=10; CREATE TABLE t (k INTEGER PRIMARY KEY, v BLOB)", NULL, NULL,
+		NULL), SQLITE_OK);
+	sqlite3_wal_hook(db, wal_frames_hook, &frames);
+	CHECK(capture_both_ways(&fd, wal, &at, frames) > 0);
+	/* Spilled, then rolled back: nothing committed, nothing captured. */
+	CHECK_EQ_INT(sqlite3_exec(db, "BEGIN; WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 "
+		"FROM n WHERE i < 400) INSERT INTO t SELECT i, randomblob(3000) FROM n; ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
+	CHECK(stat(wal, &sb) == 0 && sb.st_size > at.off + 100 * (24 + 4096LL)); /* they spilled */
+	CHECK_EQ_INT((long long)capture_both_ways(&fd, wal, &at, frames), 0);
+	/* One small commit over them: its pages alone (one row of 10 bytes). */
+	CHECK_EQ_INT(sqlite3_exec(db, "INSERT INTO t VALUES (1, x'00112233445566778899')", NULL,
+		NULL, NULL), SQLITE_OK);
+	CHECK(capture_both_ways(&fd, wal, &at, frames) > 0);
+	CHECK(at.off < 32 + 8 * (24 + 4096LL));
+	/* A savepoint rolled back inside a transaction that commits. */
+	CHECK_EQ_INT(sqlite3_exec(db, "BEGIN; INSERT INTO t VALUES (2, x'02'); SAVEPOINT s; "
+		"WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 400) "
+		"INSERT INTO t SELECT i + 10, randomblob(3000) FROM n; "
+		"ROLLBACK TO s; RELEASE s; COMMIT", NULL, NULL, NULL), SQLITE_OK);
+	CHECK(capture_both_ways(&fd, wal, &at, frames) > 0);
+	if (fd >= 0)
+		close(fd);
+	sqlite3_close(db);
+	testhost_rm_rf(dir);
+}
+
 int main(void)
 {
 	if (pgtest_start(&pg) < 0)
@@ -557,6 +604,7 @@ int main(void)
 	RUN(test_a_node_that_lost_its_lease_logs_it);
 	RUN(test_a_statement_that_never_ran_has_no_sqlstate);
 	RUN(test_a_commits_pages_are_captured_alike_with_and_without_the_wal_hooks_count);
+	RUN(test_frames_a_rollback_left_in_the_wal_file_are_not_captured);
 	pgtest_stop(&pg);
 	CHECK_EQ_INT(live_values, 0);
 	return DONE();
