@@ -427,10 +427,15 @@ static double idle_ms(const struct dobj__route *r, const conn *c)
 	return r->idle_out_ms;
 }
 
-/* Each round: connect new peers, write, ping, and give up on silent peers. */
-static void net_service(struct dobj__route *r)
+/* Each round: connect new peers, write, ping, and give up on silent peers.
+ * Returns how long the next wait may be, in ms: until the next ping, or
+ * sooner when an idle connection is due to close (a called node's bound may
+ * be far shorter than this node's ping interval, a sixth of its TTL: waking
+ * only to ping, the caller closed after the called node did, which it took
+ * for a failed node). */
+static int net_service(struct dobj__route *r)
 {
-	double now = dobj__mono_ms();
+	double now = dobj__mono_ms(), wait = r->ping_ms;
 	conn *c, *next;
 
 	for (c = r->conns; c; c = next) {
@@ -449,12 +454,17 @@ static void net_service(struct dobj__route *r)
 			continue;
 		}
 		if (c->state == C_OPEN && !c->links && c->out_off == c->out.len &&
-		    (c->out_dir ? !c->nout : !c->ncalls) && now - c->last_use > idle_ms(r, c)) {
-			/* Idle (IDLE_OUT_TTLS): ours goes quietly, a peer's as a
-			 * failure (it has no call and no socket on it). */
-			c->quiet = c->out_dir;
-			conn_fail(r, c, "no call for %.1f s", (now - c->last_use) / 1e3);
-			continue;
+		    (c->out_dir ? !c->nout : !c->ncalls)) {
+			double left = c->last_use + idle_ms(r, c) - now;
+			if (left < 0) {
+				/* Idle (IDLE_OUT_TTLS): ours goes quietly, a peer's as a
+				 * failure (it has no call and no socket on it). */
+				c->quiet = c->out_dir;
+				conn_fail(r, c, "no call for %.1f s", (now - c->last_use) / 1e3);
+				continue;
+			}
+			if (left < wait)
+				wait = left;
 		}
 		if (c->out_dir && c->state == C_OPEN && now - c->last_ping >= r->ping_ms) {
 			c->last_ping = now;
@@ -475,15 +485,18 @@ static void net_service(struct dobj__route *r)
 			}
 		}
 	}
+	/* Past the deadline by a millisecond: the idle test is strict. */
+	return wait < 0 ? 1 : (int)wait + 1;
 }
 
 void *dobj__net_main(void *arg)
 {
 	struct dobj__route *r = arg;
 	struct epoll_event ev[64];
+	int wait_ms = (int)r->ping_ms;
 
 	for (;;) {
-		int i, n = epoll_wait(r->ep, ev, 64, (int)r->ping_ms);
+		int i, n = epoll_wait(r->ep, ev, 64, wait_ms);
 
 		pthread_mutex_lock(&r->mu);
 		if (r->stop) {
@@ -524,7 +537,7 @@ void *dobj__net_main(void *arg)
 					conn_flush(r, c);
 			}
 		}
-		net_service(r);
+		wait_ms = net_service(r);
 		while (r->grave) {
 			conn *c = r->grave;
 			r->grave = c->next;

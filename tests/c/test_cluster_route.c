@@ -318,6 +318,37 @@ static void test_nodes_with_different_ttls_close_idle_connections_quietly(void)
 	node_close(&b);
 }
 
+/* The same with a caller whose TTL is far longer (120 s: its network thread
+ * wakes to ping every 20 s): it must still close the idle connection by half
+ * the called node's bound (2.5 s), not at its first wake after that, 20 s
+ * on, long after the called node closed it at 5 s.  (It did: the caller took
+ * that close for a failed node and refused calls to it for its TTL.) */
+static void test_a_caller_with_a_far_longer_ttl_closes_idle_connections_first(void)
+{
+	node a = { 0 }, b = { 0 };
+	char msg[256];
+	int code, i;
+
+	a.prefix = "far";
+	a.ttl_ms = 250;
+	server_start(&a);
+	b.ttl_ms = 120000;
+	node_open(&b);
+	CHECK_EQ_INT(b.failed, 0);
+	CHECK(wait_number(&b, call(&b, "far-1", "add", 1), &code, msg, sizeof(msg)) == 1);
+	CHECK_EQ_INT(code, DOBJ_OK);
+	for (i = 0; i < 55; i++) {
+		usleep(100000);
+		dobj_rt_process(b.rt);
+	}
+	CHECK(wait_number(&b, call(&b, "far-1", "add", 1), &code, msg, sizeof(msg)) == 2);
+	CHECK_EQ_INT(code, DOBJ_OK);
+	if (code != DOBJ_OK)
+		fprintf(stderr, "the call after the idle time failed: %s\n", msg);
+	server_stop(&a);
+	node_close(&b);
+}
+
 int main(void)
 {
 	if (pgtest_start(&pg) < 0)
@@ -325,6 +356,7 @@ int main(void)
 	RUN(test_calls_to_another_nodes_objects_are_routed_and_their_writes_kept);
 	RUN(test_a_stuck_runtime_fails_the_call_at_the_call_timeout);
 	RUN(test_nodes_with_different_ttls_close_idle_connections_quietly);
+	RUN(test_a_caller_with_a_far_longer_ttl_closes_idle_connections_first);
 	pgtest_stop(&pg);
 	return DONE();
 }
