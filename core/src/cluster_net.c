@@ -549,7 +549,7 @@ void *dobj__net_main(void *arg)
 			 * reads the signal, then drains what the flag says). */
 			r->wake_now = 0;
 			atomic_store(&r->wake, 1);
-			dobj__fd_signal(r->rtfd);
+			dobj__fd_signal(r->rtfd, &r->rt->efd_armed);
 		}
 	}
 	return NULL;

@@ -236,8 +236,11 @@ void dobj__timer_sync_slow(dobj_rt *rt);
 /** Make the fd unreadable; with `disarm` 0, a deadline not reached yet stays
  * armed (dobj_rt_process: no system call to re-arm it). */
 void dobj__fd_clear(dobj_rt *rt, int disarm);
-/* Make a runtime's fd readable now (its eventfd, rt->efd): any thread. */
-void dobj__fd_signal(int efd);
+/* Make a runtime's fd readable now (its eventfd, rt->efd, and
+ * &rt->efd_armed): any thread. */
+void dobj__fd_signal(int efd, int *armed);
+/** Tests only: how many times dobj__fd_clear read the eventfd; atomic. */
+extern long dobj__efd_reads;
 /** dobj_rt_run's wait: poll the fd until the next timer is due. */
 int dobj__wait_for_timer(dobj_rt *rt);
 /** Fire every timer that is due; returns how many fired. */
@@ -504,6 +507,8 @@ struct dobj_rt {
 	int tfd;                   /* timerfd: the next deadline (loop.c) */
 	int efd;                   /* eventfd: "now" (work, posts, the network thread) */
 	int fd_now;                /* the fd is armed to be readable at once (work) */
+	int efd_armed;             /* atomic: the eventfd may hold a count (set after each
+	                              write, taken by the read that empties it) */
 	double fd_when;            /* deadline the fd is armed for (INFINITY: none) */
 	double hook_when;          /* deadline last reported to host.timer */
 	struct dobj__cluster *cluster; /* cluster mode (dobj_rt_cluster), or NULL */

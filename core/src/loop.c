@@ -59,7 +59,17 @@ static void fd_arm_timer(dobj_rt *rt, double delay_ms)
 #endif
 }
 
-void dobj__fd_signal(int efd)
+/*
+ * The write first, then the mark: dobj__fd_clear reads the eventfd only when
+ * the mark says it may hold a count, so the wakes that came from elsewhere
+ * (an append's answer on the runtime's connection, a timer) cost no read
+ * that finds nothing.  A clear that runs between the write and the mark
+ * leaves the count for the next clear: the fd wakes its waiter once more,
+ * never for good (the mark follows at once).
+ */
+long dobj__efd_reads;
+
+void dobj__fd_signal(int efd, int *armed)
 {
 #ifdef __linux__
 	uint64_t one = 1;
@@ -69,8 +79,10 @@ void dobj__fd_signal(int efd)
 	do
 		n = write(efd, &one, sizeof(one));
 	while (n < 0 && errno == EINTR);
+	__atomic_store_n(armed, 1, __ATOMIC_RELEASE);
 #else
 	(void)efd;
+	(void)armed;
 #endif
 }
 
@@ -80,7 +92,7 @@ void dobj__rt_post(dobj_rt *rt)
 	if (!rt->posted) {
 		__atomic_store_n(&rt->posted, 1, __ATOMIC_RELEASE);
 		if (rt->efd >= 0)
-			dobj__fd_signal(rt->efd);
+			dobj__fd_signal(rt->efd, &rt->efd_armed);
 	}
 	pthread_mutex_unlock(&rt->post_mu);
 }
@@ -141,9 +153,12 @@ void dobj__fd_clear(dobj_rt *rt, int disarm)
 
 	if (rt->fd < 0)
 		return;
-	do
-		got = read(rt->efd, &n, sizeof(n));
-	while (got < 0 && errno == EINTR);
+	if (__atomic_exchange_n(&rt->efd_armed, 0, __ATOMIC_ACQ_REL)) {
+		__atomic_add_fetch(&dobj__efd_reads, 1, __ATOMIC_RELAXED);
+		do
+			got = read(rt->efd, &n, sizeof(n));
+		while (got < 0 && errno == EINTR);
+	}
 	rt->fd_now = 0;
 	if (rt->inline_out == 2)
 		rt->inline_out = 1; /* the host waits next: the append's answer can come */
@@ -180,7 +195,7 @@ void dobj__work_ready_slow(dobj_rt *rt)
 	if (rt->host.notify)
 		rt->host.notify(rt->host.data);
 	if (rt->fd >= 0 && !rt->fd_now) {
-		dobj__fd_signal(rt->efd);
+		dobj__fd_signal(rt->efd, &rt->efd_armed);
 		rt->fd_now = 1;
 	}
 }
@@ -254,7 +269,7 @@ int dobj_rt_fd(dobj_rt *rt)
 	rt->fd_now = 0;
 	rt->fd_when = INFINITY;
 	if (rt->ready_head) {
-		dobj__fd_signal(rt->efd);
+		dobj__fd_signal(rt->efd, &rt->efd_armed);
 		rt->fd_now = 1;
 	} else {
 		dobj__timer_sync(rt);

@@ -13,6 +13,7 @@
 #include <time.h>
 
 #include "testhost.h"
+#include "internal.h" /* dobj__rt_post and a drain source; dobj__efd_reads */
 
 static dobj_ns *loop_ns;
 static int notified, timer_reports;
@@ -392,6 +393,94 @@ static void test_block_longer_than_30s_resets_the_object(void)
 	CHECK_EQ_INT(live_values, 0);
 }
 
+/* The fd's "now" half (an eventfd) is read only when something wrote it:
+ * a wake that came from elsewhere (here a timer; in cluster mode an
+ * append's answer on the runtime's own connection) costs no read. */
+static void test_the_eventfd_is_read_only_after_it_was_written(void)
+{
+	dobj_rt *rt = make_rt(0);
+	dobj_stub *s = stub_named("efd");
+	int fd = dobj_rt_fd(rt);
+	long reads;
+	dobj_task *t;
+
+	CHECK_EQ_INT(dobj_rt_timer(rt, 10, log_timer, "t", NULL), DOBJ_OK);
+	CHECK(readable(fd, 2000));
+	reads = dobj__efd_reads;
+	CHECK_EQ_INT(dobj_rt_process(rt), DOBJ_OK);
+	CHECK_EQ_INT(dobj__efd_reads - reads, 0);
+	CHECK(!readable(fd, 0));
+	t = send(s, "count"); /* work made ready outside a pump writes it */
+	CHECK(readable(fd, 0));
+	CHECK_EQ_INT(dobj_rt_process(rt), DOBJ_OK);
+	CHECK_EQ_INT(dobj__efd_reads - reads, 1);
+	CHECK(dobj_task_done(t));
+	CHECK(!readable(fd, 0));
+	dobj_task_unref(t);
+	dobj_stub_free(s);
+	dobj_rt_free(rt);
+}
+
+typedef struct poster {
+	dobj_rt *rt;
+	int posts;
+	int done;    /* atomic: the thread posted them all */
+	int drained; /* the runtime's thread only */
+} poster;
+
+static void count_drain(dobj_rt *rt, void *data)
+{
+	(void)rt;
+	((poster *)data)->drained++;
+}
+
+static void *post_often(void *arg)
+{
+	poster *p = arg;
+	struct timespec ts = { 0, 20000 };
+
+	for (int i = 0; i < p->posts; i++) {
+		dobj__rt_post(p->rt);
+		if (i % 8 == 0)
+			nanosleep(&ts, NULL);
+	}
+	__atomic_store_n(&p->done, 1, __ATOMIC_RELEASE);
+	return NULL;
+}
+
+/* Another thread posting while the owner processes: every post is drained,
+ * the fd never stays readable once the posts stop (a count left in the
+ * eventfd with no mark would wake the host for good), and the owner is not
+ * woken more often than it was written. */
+static void test_posts_from_another_thread_never_leave_the_fd_readable(void)
+{
+	dobj_rt *rt = make_rt(0);
+	int fd = dobj_rt_fd(rt), wakes = 0;
+	poster p = { rt, 20000, 0, 0 };
+	pthread_t th;
+
+	CHECK_EQ_INT(dobj__rt_source_add(rt, count_drain, &p), DOBJ_OK);
+	CHECK_EQ_INT(pthread_create(&th, NULL, post_often, &p), 0);
+	for (;;) {
+		int alive = !__atomic_load_n(&p.done, __ATOMIC_ACQUIRE);
+		if (readable(fd, 5)) {
+			wakes++;
+			CHECK_EQ_INT(dobj_rt_process(rt), DOBJ_OK);
+		}
+		if (!alive)
+			break;
+	}
+	pthread_join(th, NULL);
+	/* After the last post: at most one more wake, then quiet. */
+	if (readable(fd, 50))
+		CHECK_EQ_INT(dobj_rt_process(rt), DOBJ_OK);
+	CHECK(!readable(fd, 100));
+	CHECK(p.drained >= 1);
+	CHECK(wakes <= p.posts + 1);
+	dobj__rt_source_remove(rt, count_drain, &p);
+	dobj_rt_free(rt);
+}
+
 int main(void)
 {
 	RUN(test_fd_is_readable_when_work_is_ready);
@@ -403,5 +492,7 @@ int main(void)
 	RUN(test_two_waiters_on_one_call_both_wake);
 	RUN(test_block_calling_its_own_object_is_a_deadlock);
 	RUN(test_block_longer_than_30s_resets_the_object);
+	RUN(test_the_eventfd_is_read_only_after_it_was_written);
+	RUN(test_posts_from_another_thread_never_leave_the_fd_readable);
 	return DONE();
 }
