@@ -659,7 +659,7 @@ static int state_read(dobj__pg *pg, const char *ns, size_t ns_len, const unsigne
 	int lens[8] = { (int)ns_len, 32, 0, 0, 0, 0, 32, 0 };
 	int fmts[8] = { 0, 1, 0, 0, 0, 1, 1, 0 };
 	PGresult *r = NULL;
-	long long target, last, max_row;
+	long long target, last, max_row = 0;
 	size_t first_bytes = 0, piece_bytes = PIECE_BYTES;
 	int rc, n, from = 0, tx = 0;
 
@@ -703,9 +703,11 @@ again:
 	if (!tx && ((n > from && snap_more(r, from)) || last < target)) {
 		/* More than one statement: all of them in one view, the first
 		 * again first, with up to a piece's bytes of each, its snapshot
-		 * row and its log rows. */
-		first_bytes = (size_t)(st->snap_size < PIECE_BYTES ? st->snap_size : PIECE_BYTES) +
-			(size_t)(st->log_bytes < PIECE_BYTES ? st->log_bytes : PIECE_BYTES);
+		 * row and its log rows (and the log row that passes the piece).
+		 * Bounded by the most it can carry, not by the sizes just read: a
+		 * compaction that commits before the transaction starts can leave
+		 * a bigger snapshot row than the one seen here. */
+		first_bytes = (size_t)PIECE_BYTES * 2 + (size_t)max_row;
 		snprintf(c8, sizeof(c8), "%d", PIECE_BYTES);
 		PQclear(r);
 		r = NULL;
