@@ -153,17 +153,16 @@ static int capture_known(int fd, const dobj__wal_pos *w, long long frames, unsig
 	n = (size_t)(last - w->off);
 	if (!(buf = malloc(n)))
 		return 0;
-	if (read_all(fd, w->off, n, buf) < 0 || be32(buf + n - frame + 4) == 0 ||
-	    be32(buf + 8) != w->salt1 || be32(buf + 12) != w->salt2 ||
-	    be32(buf + n - frame + 8) != w->salt1 || be32(buf + n - frame + 12) != w->salt2) {
+	if (read_all(fd, w->off, n, buf) < 0) {
 		free(buf);
 		return 0;
 	}
 	*next = *w;
 	rc = frames_to_record(buf, n, w->off, w->psz, w->salt1, w->salt2, rec, len, &next->off);
 	free(buf);
-	/* Every frame read must be in the record: one that was not (a salt
-	 * that changed half-way) sends the capture to the full read. */
+	/* Every frame read must be in the record, the last a commit frame:
+	 * one that was not (another generation's salts anywhere, the count
+	 * not ending on a commit) sends the capture to the full read. */
 	if (rc < 0 || next->off != last) {
 		free(*rec);
 		*rec = NULL;
