@@ -456,6 +456,26 @@ static int wal_frames_hook(void *arg, sqlite3 *db, const char *name, int frames)
 	return SQLITE_OK;
 }
 
+/* A database in WAL mode as a cluster storage runs it (no automatic
+ * checkpoint; `pragmas` more), with one table and the WAL hook writing the
+ * frame count to *frames; its folder in dir, its -wal file's path in wal. */
+static sqlite3 *capture_db_open(char dir[64], char wal[140], const char *pragmas,
+	long long *frames)
+{
+	char db_path[128], sql[256];
+	sqlite3 *db;
+
+	testhost_tmpdir(dir, "dobj-capture");
+	snprintf(db_path, sizeof(db_path), "%s/x.sqlite", dir);
+	snprintf(wal, 140, "%s-wal", db_path);
+	CHECK_EQ_INT(sqlite3_open(db_path, &db), SQLITE_OK);
+	snprintf(sql, sizeof(sql), "PRAGMA journal_mode=WAL; PRAGMA wal_autocheckpoint=0; %s"
+		"CREATE TABLE t (k INTEGER PRIMARY KEY, v BLOB)", pragmas);
+	CHECK_EQ_INT(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_wal_hook(db, wal_frames_hook, frames);
+	return db;
+}
+
 /* One capture with the WAL hook's frame count and one without (the file's
  * header and size read first) from the same place: the same record, the
  * same end.  Returns the record's length (0: nothing new); *at moves on. */
@@ -491,7 +511,7 @@ static size_t capture_both_ways(int *fd, const char *wal, dobj__wal_pos *at, lon
  * wrote nothing), too large, or not a whole frame past where it was. */
 static void test_a_commits_pages_are_captured_alike_with_and_without_the_wal_hooks_count(void)
 {
-	char dir[64], db_path[128], wal[140];
+	char dir[64], wal[140];
 	long long frames = -1;
 	dobj__wal_pos at;
 	unsigned char *rec = NULL;
@@ -499,14 +519,8 @@ static void test_a_commits_pages_are_captured_alike_with_and_without_the_wal_hoo
 	sqlite3 *db;
 	int fd = -1, i;
 
-	testhost_tmpdir(dir, "dobj-capture");
-	snprintf(db_path, sizeof(db_path), "%s/x.sqlite", dir);
-	snprintf(wal, sizeof(wal), "%s-wal", db_path);
+	db = capture_db_open(dir, wal, "", &frames);
 	memset(&at, 0, sizeof(at));
-	CHECK_EQ_INT(sqlite3_open(db_path, &db), SQLITE_OK);
-	CHECK_EQ_INT(sqlite3_exec(db, "PRAGMA journal_mode=WAL; PRAGMA wal_autocheckpoint=0; "
-		"CREATE TABLE t (k INTEGER PRIMARY KEY, v BLOB)", NULL, NULL, NULL), SQLITE_OK);
-	sqlite3_wal_hook(db, wal_frames_hook, &frames);
 	CHECK(capture_both_ways(&fd, wal, &at, frames) > 0); /* the table */
 	for (i = 0; i < 5; i++) {
 		long header_reads = dobj__wal_header_reads;
@@ -550,22 +564,15 @@ static void test_a_commits_pages_are_captured_alike_with_and_without_the_wal_hoo
  * that commit's pages and none of the rolled-back ones. */
 static void test_frames_a_rollback_left_in_the_wal_file_are_not_captured(void)
 {
-	char dir[64], db_path[128], wal[140];
+	char dir[64], wal[140];
 	long long frames = -1;
 	dobj__wal_pos at;
 	struct stat sb;
 	sqlite3 *db;
 	int fd = -1;
 
-	testhost_tmpdir(dir, "dobj-capture");
-	snprintf(db_path, sizeof(db_path), "%s/x.sqlite", dir);
-	snprintf(wal, sizeof(wal), "%s-wal", db_path);
+	db = capture_db_open(dir, wal, "PRAGMA cache_size=10; ", &frames);
 	memset(&at, 0, sizeof(at));
-	CHECK_EQ_INT(sqlite3_open(db_path, &db), SQLITE_OK);
-	CHECK_EQ_INT(sqlite3_exec(db, "PRAGMA journal_mode=WAL; PRAGMA wal_autocheckpoint=0; "
-		"PRAGMA cache_size=10; CREATE TABLE t (k INTEGER PRIMARY KEY, v BLOB)", NULL, NULL,
-		NULL), SQLITE_OK);
-	sqlite3_wal_hook(db, wal_frames_hook, &frames);
 	CHECK(capture_both_ways(&fd, wal, &at, frames) > 0);
 	/* Spilled, then rolled back: nothing committed, nothing captured. */
 	CHECK_EQ_INT(sqlite3_exec(db, "BEGIN; WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 "
