@@ -286,6 +286,35 @@ static void test_a_stuck_runtime_fails_the_call_at_the_call_timeout(void)
 	node_close(&b);
 }
 
+/* A caller of TTL `caller_ttl_ms` calls `object` on a node of TTL 250 ms,
+ * sits idle 5.5 s (its runtime taking what its network thread saw), then
+ * calls it again: the second call must go through. */
+static void idle_then_call_again(const char *prefix, const char *object, double caller_ttl_ms)
+{
+	node a = { 0 }, b = { 0 };
+	char msg[256];
+	int code, i;
+
+	a.prefix = prefix;
+	a.ttl_ms = 250;
+	server_start(&a);
+	b.ttl_ms = caller_ttl_ms;
+	node_open(&b);
+	CHECK_EQ_INT(b.failed, 0);
+	CHECK(wait_number(&b, call(&b, object, "add", 1), &code, msg, sizeof(msg)) == 1);
+	CHECK_EQ_INT(code, DOBJ_OK);
+	for (i = 0; i < 55; i++) {
+		usleep(100000);
+		dobj_rt_process(b.rt);
+	}
+	CHECK(wait_number(&b, call(&b, object, "add", 1), &code, msg, sizeof(msg)) == 2);
+	CHECK_EQ_INT(code, DOBJ_OK);
+	if (code != DOBJ_OK)
+		fprintf(stderr, "the call after the idle time failed: %s\n", msg);
+	server_stop(&a);
+	node_close(&b);
+}
+
 /* Nodes with different TTLs: the called node closes an idle connection
  * after 20 of its TTLs, 5 s here, the caller after 10 of its own, 15 s.
  * The caller learns the called node's bound and closes first, quietly: a
@@ -294,28 +323,7 @@ static void test_a_stuck_runtime_fails_the_call_at_the_call_timeout(void)
  * TTL, "stopped answering".) */
 static void test_nodes_with_different_ttls_close_idle_connections_quietly(void)
 {
-	node a = { 0 }, b = { 0 };
-	char msg[256];
-	int code, i;
-
-	a.prefix = "idle";
-	a.ttl_ms = 250;
-	server_start(&a);
-	b.ttl_ms = 1500;
-	node_open(&b);
-	CHECK_EQ_INT(b.failed, 0);
-	CHECK(wait_number(&b, call(&b, "idle-0", "add", 1), &code, msg, sizeof(msg)) == 1);
-	CHECK_EQ_INT(code, DOBJ_OK);
-	for (i = 0; i < 55; i++) { /* idle, b's runtime taking what its network thread saw */
-		usleep(100000);
-		dobj_rt_process(b.rt);
-	}
-	CHECK(wait_number(&b, call(&b, "idle-0", "add", 1), &code, msg, sizeof(msg)) == 2);
-	CHECK_EQ_INT(code, DOBJ_OK);
-	if (code != DOBJ_OK)
-		fprintf(stderr, "the call after the idle time failed: %s\n", msg);
-	server_stop(&a);
-	node_close(&b);
+	idle_then_call_again("idle", "idle-0", 1500);
 }
 
 /* The same with a caller whose TTL is far longer (120 s: its network thread
@@ -325,28 +333,7 @@ static void test_nodes_with_different_ttls_close_idle_connections_quietly(void)
  * that close for a failed node and refused calls to it for its TTL.) */
 static void test_a_caller_with_a_far_longer_ttl_closes_idle_connections_first(void)
 {
-	node a = { 0 }, b = { 0 };
-	char msg[256];
-	int code, i;
-
-	a.prefix = "far";
-	a.ttl_ms = 250;
-	server_start(&a);
-	b.ttl_ms = 120000;
-	node_open(&b);
-	CHECK_EQ_INT(b.failed, 0);
-	CHECK(wait_number(&b, call(&b, "far-1", "add", 1), &code, msg, sizeof(msg)) == 1);
-	CHECK_EQ_INT(code, DOBJ_OK);
-	for (i = 0; i < 55; i++) {
-		usleep(100000);
-		dobj_rt_process(b.rt);
-	}
-	CHECK(wait_number(&b, call(&b, "far-1", "add", 1), &code, msg, sizeof(msg)) == 2);
-	CHECK_EQ_INT(code, DOBJ_OK);
-	if (code != DOBJ_OK)
-		fprintf(stderr, "the call after the idle time failed: %s\n", msg);
-	server_stop(&a);
-	node_close(&b);
+	idle_then_call_again("far", "far-1", 120000);
 }
 
 int main(void)
