@@ -1,17 +1,20 @@
 -- Calls between the nodes of a cluster (docs/cluster.md, "Routing") on a real
 -- PostgreSQL: this process and a Lua node process (route_node.lua) call each
 -- other's objects by fetch and RPC, errors arrive as the object raised them,
--- a call in flight when its owner is SIGKILLed fails with err.retryable.
+-- a call in flight when its owner is SIGKILLed fails with err.retryable, and
+-- nodes of different TTLs call each other after the shorter idle bound.
 local H = dofile((debug.getinfo(1, "S").source:match("^@(.*[/\\])") or "./") .. "helpers.lua")
 local dobj = H.dobj
 
 local here = debug.getinfo(1, "S").source:match("^@(.*[/\\])") or "./"
 
--- A node process; its pid (first line) lets the test kill it.
+-- A node process; its pid (first line) lets the test kill it.  An options
+-- table may come before the names: { ttl = seconds } (its cluster TTL; 1.5).
 local function start_node(url, dir, ...)
-  local names = table.concat({ ... }, " ")
-  local p = assert(io.popen("exec sh -c 'echo $$; exec lua5.4 " .. here .. "route_node.lua " .. url ..
-    " " .. dir .. " 127.0.0.1:0 " .. names .. "'"))
+  local opts = type((...)) == "table" and (...) or {}
+  local names = table.concat({ select(type((...)) == "table" and 2 or 1, ...) }, " ")
+  local p = assert(io.popen("exec sh -c 'echo $$; TTL=" .. (opts.ttl or 1.5) .. " exec lua5.4 " ..
+    here .. "route_node.lua " .. url .. " " .. dir .. " 127.0.0.1:0 " .. names .. "'"))
   local pid = assert(tonumber(p:read("l")))
   local id, addr = p:read("l"):match("^ready (%d+) (%S+)$")
   return { pipe = p, pid = pid, id = tonumber(id), addr = addr }
@@ -43,9 +46,10 @@ describe("calls between cluster nodes", function()
     for _, d in ipairs(dirs) do H.rm_rf(d) end
   end)
   local function dir() local d = H.tmpdir() dirs[#dirs + 1] = d return d end
-  local function me()
+  -- This process's runtime, of cluster TTL `ttl` seconds (1.5 without).
+  local function me(ttl)
     local rt = assert(dobj.runtime{ storage = dir(), cluster = pg.url, node_addr = "127.0.0.1:0",
-      cluster_ttl = 1.5, cluster_grace = 0.5 })
+      cluster_ttl = ttl or 1.5, cluster_grace = 0.5 })
     return rt, rt:bind("ROUTE", Box)
   end
   -- A node serving `name` (the global `node`), and a WebSocket from this
@@ -191,6 +195,29 @@ describe("calls between cluster nodes", function()
     assert.is_true(n == 1 or n == 99, tostring(n)) -- its write was never acknowledged
     rt:close()
   end)
+
+  -- Nodes with different TTLs: the called node (TTL 0.25 s) closes an idle
+  -- connection after 20 of its TTLs, 5 s; this caller after 10 of its own
+  -- (15 s, or 1200 s).  The caller learns the called node's bound (in its
+  -- pong) and closes first, by half of it, quietly: a call after 5.5 s idle
+  -- goes through.  (It failed: the caller took the called node's close for
+  -- a failed node and refused calls to it for a TTL, "stopped answering".)
+  for _, ttl in ipairs({ 1.5, 120 }) do
+    it(("calls a node of a shorter TTL again after its idle bound (caller's TTL %g s)"):format(ttl),
+      function()
+      local name = "idle-room-" .. ttl -- one PostgreSQL for the file: the first node's claim stays
+      node = start_node(pg.url, dir(), { ttl = 0.25 }, name)
+      local rt, ns = me(ttl)
+      local there = ns:get_by_name(name)
+      assert.are.equal(node.id, there:node())
+      assert.are.equal(1, there:add(1))
+      dobj.sleep(5.5) -- past the called node's idle bound, nothing sent
+      local ok, r = pcall(there.add, there, 1)
+      if not ok then error("the call after the idle time failed: " .. tostring(r.message or r)) end
+      assert.are.equal(2, r)
+      rt:close()
+    end)
+  end
 
   it("fails a call in flight when its owner is killed, with err.retryable", function()
     node = start_node(pg.url, dir(), "doomed")

@@ -2,6 +2,8 @@
 -- tests/python/test_cluster_route.py): serves the ROUTE namespace until it is
 -- killed.  Prints "ready NODE_ID NODE_ADDR" once it listens.
 --   lua5.4 route_node.lua URL STORAGE NODE_ADDR [NAME...]  (NAMEs: objects it claims first)
+-- TTL in the environment sets its cluster TTL in seconds (1.5 without), as
+-- for tests/python/route_node.py: nodes of one cluster may have different TTLs.
 local dobj = require "dobj"
 local url, storage, addr = arg[1], arg[2], arg[3]
 local NODE, RT
@@ -61,7 +63,7 @@ function Box:closed() return self.ctx.storage:get("closed") end
 function Box:sockets() return #self.ctx:get_web_sockets() end
 
 local rt = assert(dobj.runtime{ storage = storage, cluster = url, node_addr = addr,
-  cluster_ttl = 1.5, cluster_grace = 0.5 })
+  cluster_ttl = tonumber(os.getenv("TTL") or "1.5"), cluster_grace = 0.5 })
 RT = rt
 local ns = rt:bind("ROUTE", Box)
 NODE = rt:node_id()
