@@ -49,6 +49,7 @@ struct wsconn {
 	double auto_ms;
 	const dobj_ws_io *io;
 	void *payload;
+	void *binding;        /* dobj_ws_set_binding_data's; never read here */
 	unsigned relay : 1;   /* cluster: the server end lives on another node */
 	unsigned lost : 1;    /* cluster: the node lost the object (dobj__ws_drop) */
 	const dobj__ws_relay_ops *relay_ops; /* NULL once cut */
@@ -948,6 +949,16 @@ void dobj_ws_detach(dobj_ws *client)
 void *dobj_ws_sole_payload(const dobj_ws *ws)
 {
 	return ws->c->refs == 1 ? ws->c->payload : NULL;
+}
+
+void dobj_ws_set_binding_data(dobj_ws *ws, void *data)
+{
+	ws->c->binding = data;
+}
+
+void *dobj_ws_binding_data(const dobj_ws *ws)
+{
+	return ws->c->binding;
 }
 
 int dobj_ws_receive(dobj_ws *client, const void *data, size_t len, int text)

@@ -442,6 +442,24 @@ static void test_sole_payload_only_when_nothing_else_holds_the_pair(void)
 	finish(rt, s, ca, NULL);
 }
 
+/* dobj_ws_binding_data: one pointer per pair, the same through either end
+ * (a binding's one holder of the pair for all its wrappers). */
+static void test_binding_data_is_the_pairs_through_either_end(void)
+{
+	dobj_ws *client, *server;
+	int mine;
+
+	CHECK_EQ_INT(dobj_ws_pair_new(&client, &server), DOBJ_OK);
+	CHECK(dobj_ws_binding_data(client) == NULL);
+	dobj_ws_set_binding_data(server, &mine);
+	CHECK(dobj_ws_binding_data(client) == &mine);
+	CHECK(dobj_ws_binding_data(server) == &mine);
+	dobj_ws_set_binding_data(client, NULL);
+	CHECK(dobj_ws_binding_data(server) == NULL);
+	dobj_ws_unref(server);
+	dobj_ws_unref(client);
+}
+
 static void test_too_big_message_and_connection_error(void)
 {
 	dobj_rt *rt = make_rt(-1, ALL_WS);
@@ -783,6 +801,7 @@ int main(void)
 	RUN(test_auto_response_does_not_wake_the_object);
 	RUN(test_close_from_peer_and_from_object);
 	RUN(test_sole_payload_only_when_nothing_else_holds_the_pair);
+	RUN(test_binding_data_is_the_pairs_through_either_end);
 	RUN(test_too_big_message_and_connection_error);
 	RUN(test_a_client_that_does_not_read_is_dropped);
 	RUN(test_auto_responses_are_bounded_too);

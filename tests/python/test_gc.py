@@ -481,6 +481,47 @@ def test_a_host_cycle_through_a_closed_websocket_is_collected():
             rt.close()
 
 
+class HandingRoom(Room):
+    """A room that also hands the server end of each pair out (HANDED)."""
+
+    async def fetch(self, request):
+        r = await super().fetch(request)
+        HANDED.extend(self.ctx.get_web_sockets())
+        return r
+
+
+HANDED = []
+
+
+def test_a_host_cycle_through_both_ends_of_a_closed_websocket_is_collected():
+    """The same with a host that keeps the server end too: two wrappers of
+    one connection, both garbage in one collection.  Each held the
+    connection, so neither was its last holder and the host's callables
+    were never reported: the cycle stayed for good."""
+    def make():
+        rt = dobj.Runtime()
+        stub = rt.bind("ROOM", HandingRoom).get_by_name("r")
+
+        async def go():
+            host, ref = await _served_client(stub)
+            host.server = HANDED.pop()
+            host.client._peer_close(1000, "bye", True)
+            assert await stub.ping() == "pong"  # the close was handled
+            assert host.server.ready_state == 3
+            return ref
+
+        ref = asyncio.run(go())
+        keep.append(rt)
+        return ref
+
+    keep = []
+    try:
+        assert _only_the_gc_frees(make)
+    finally:
+        for rt in keep:
+            rt.close()
+
+
 async def test_the_host_of_an_open_websocket_is_not_collected():
     """While the connection is open the object may still send to it (the
     room holds it): the collector must not take the host's callables away,

@@ -440,6 +440,7 @@ static int mod_traverse(PyObject *m, visitproc visit, void *arg)
 	Py_VISIT(st->Context_T);
 	Py_VISIT(st->Waker_T);
 	Py_VISIT(st->WebSocket_T);
+	Py_VISIT(st->WebSocketConn_T);
 	Py_VISIT(st->Error);
 	Py_VISIT(st->InvalidIdError);
 	Py_VISIT(st->InvalidInputError);
@@ -470,6 +471,7 @@ static int mod_clear(PyObject *m)
 	Py_CLEAR(st->Context_T);
 	Py_CLEAR(st->Waker_T);
 	Py_CLEAR(st->WebSocket_T);
+	Py_CLEAR(st->WebSocketConn_T);
 	Py_CLEAR(st->Error);
 	Py_CLEAR(st->InvalidIdError);
 	Py_CLEAR(st->InvalidInputError);

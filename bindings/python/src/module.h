@@ -34,6 +34,7 @@
 
 typedef struct {
 	PyTypeObject *Runtime_T, *Namespace_T, *Id_T, *Stub_T, *Call_T, *Context_T, *Waker_T, *WebSocket_T;
+	PyTypeObject *WebSocketConn_T; /* internal: the pair a module's WebSocket wrappers share */
 	PyObject *Error, *InvalidIdError, *InvalidInputError, *Aborted;
 	/* Set by dobj/__init__.py through _setup(). */
 	PyObject *Request, *Response, *Env, *make_request;

@@ -6,9 +6,30 @@
  */
 #include "module.h"
 
+/*
+ * The connection (one pair) as the collector sees it: this module's one
+ * holder of the core pair, shared by every wrapper of either end (found
+ * through dobj_ws_binding_data).  What it holds in Python objects: its type
+ * and, through the core, the host's callables attached to the pair
+ * (client._attach's tuple).  The object's list, queued events and held
+ * output may reach the pair too, so it reports those callables only while
+ * its reference is the pair's last (dobj_ws_sole_payload): a host that keeps
+ * its client end (the server end too, or several wrappers of one end) and
+ * serves it with its own bound methods is a cycle the collector takes once
+ * the connection left the object, never while the object may still send.
+ * (With a core reference per wrapper, two wrappers garbage in one
+ * collection each saw the other's: the callables were never reported and
+ * the cycle stayed.)
+ */
 typedef struct {
 	PyObject_HEAD
-	dobj_ws *ws;
+	dobj_ws *ws; /* a reference to the pair (the end first wrapped) */
+} WebSocketConnObject;
+
+typedef struct {
+	PyObject_HEAD
+	WebSocketConnObject *conn; /* a reference */
+	dobj_ws *ws;               /* this end, held through conn */
 } WebSocketObject;
 
 static module_state *ws_state(PyObject *self)
@@ -16,29 +37,74 @@ static module_state *ws_state(PyObject *self)
 	return module_state_of_type(Py_TYPE(self));
 }
 
-/*
- * What a wrapper holds in Python objects: its type, and through the core the
- * host's callables attached to its pair (client._attach's tuple).  Many
- * wrappers, the object's list, queued events and held output may share one
- * pair, so only a wrapper whose reference is the pair's last reports those
- * callables (dobj_ws_sole_payload): a host that keeps its client end and
- * serves it with its own bound methods is a cycle the collector takes once
- * the connection left the object, never while the object may still send.
- */
-static int WebSocket_traverse(WebSocketObject *self, visitproc visit, void *arg)
+static int WebSocketConn_traverse(WebSocketConnObject *self, visitproc visit, void *arg)
 {
 	Py_VISIT(Py_TYPE(self));
-	if (self->ws)
-		Py_VISIT((PyObject *)dobj_ws_sole_payload(self->ws));
+	Py_VISIT((PyObject *)dobj_ws_sole_payload(self->ws));
 	return 0;
 }
 
-static int WebSocket_clear(WebSocketObject *self)
+static int WebSocketConn_clear(WebSocketConnObject *self)
 {
-	/* The payload is attached to the client end; a server end's wrapper
-	 * may be the pair's last holder too. */
-	if (self->ws && dobj_ws_sole_payload(self->ws))
+	/* The payload is attached to the client end. */
+	if (dobj_ws_sole_payload(self->ws))
 		dobj_ws_detach(dobj_ws_end(self->ws) == DOBJ_WS_CLIENT ? self->ws : dobj_ws_peer(self->ws));
+	return 0;
+}
+
+static void WebSocketConn_dealloc(WebSocketConnObject *self)
+{
+	PyTypeObject *tp = Py_TYPE(self);
+	PyObject_GC_UnTrack(self);
+	/* Forgotten first: the detach below may run Python code that wraps
+	 * this pair again, which must make a new holder, not revive this one. */
+	dobj_ws_set_binding_data(self->ws, NULL);
+	WebSocketConn_clear(self);
+	dobj_ws_unref(self->ws);
+	tp->tp_free(self);
+	Py_DECREF(tp);
+}
+
+static PyType_Slot WebSocketConn_slots[] = {
+	{ Py_tp_dealloc, WebSocketConn_dealloc },
+	{ Py_tp_traverse, WebSocketConn_traverse },
+	{ Py_tp_clear, WebSocketConn_clear },
+	{ Py_tp_doc, (void *)"The connection the WebSocket wrappers of one pair share (internal)." },
+	{ 0, NULL }
+};
+
+static PyType_Spec WebSocketConn_spec = {
+	"dobj._WebSocketConnection", sizeof(WebSocketConnObject), 0,
+	Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE |
+		Py_TPFLAGS_DISALLOW_INSTANTIATION,
+	WebSocketConn_slots
+};
+
+/* The holder of ws's pair: the one its wrappers share, or a new one. */
+static WebSocketConnObject *conn_of(module_state *st, dobj_ws *ws)
+{
+	WebSocketConnObject *c = dobj_ws_binding_data(ws);
+
+	if (c) {
+		Py_INCREF(c);
+		return c;
+	}
+	if (!(c = PyObject_GC_New(WebSocketConnObject, st->WebSocketConn_T)))
+		return NULL;
+	dobj_ws_ref(ws);
+	c->ws = ws;
+	dobj_ws_set_binding_data(ws, c);
+	PyObject_GC_Track(c);
+	return c;
+}
+
+/* A wrapper reaches the host's callables through its connection only: the
+ * connection's tp_clear (a detach) breaks a host's cycle, and a wrapper
+ * stays usable whatever the collector cleared. */
+static int WebSocket_traverse(WebSocketObject *self, visitproc visit, void *arg)
+{
+	Py_VISIT(Py_TYPE(self));
+	Py_VISIT(self->conn);
 	return 0;
 }
 
@@ -46,20 +112,24 @@ static void WebSocket_dealloc(WebSocketObject *self)
 {
 	PyTypeObject *tp = Py_TYPE(self);
 	PyObject_GC_UnTrack(self);
-	WebSocket_clear(self);
-	dobj_ws_unref(self->ws);
+	Py_CLEAR(self->conn);
 	tp->tp_free(self);
 	Py_DECREF(tp);
 }
 
-/* A new wrapper holding one more reference to `ws`. */
+/* A new wrapper of `ws`, holding its pair through the pair's connection. */
 PyObject *websocket_wrap(module_state *st, dobj_ws *ws)
 {
-	WebSocketObject *o = PyObject_GC_New(WebSocketObject, st->WebSocket_T);
+	WebSocketConnObject *c = conn_of(st, ws);
+	WebSocketObject *o;
 
-	if (!o)
+	if (!c)
 		return NULL;
-	dobj_ws_ref(ws);
+	if (!(o = PyObject_GC_New(WebSocketObject, st->WebSocket_T))) {
+		Py_DECREF(c);
+		return NULL;
+	}
+	o->conn = c;
 	o->ws = ws;
 	PyObject_GC_Track(o);
 	return (PyObject *)o;
@@ -459,7 +529,6 @@ static PyGetSetDef WebSocket_getset[] = {
 static PyType_Slot WebSocket_slots[] = {
 	{ Py_tp_dealloc, WebSocket_dealloc },
 	{ Py_tp_traverse, WebSocket_traverse },
-	{ Py_tp_clear, WebSocket_clear },
 	{ Py_tp_methods, WebSocket_methods },
 	{ Py_tp_getset, WebSocket_getset },
 	{ Py_tp_hash, WebSocket_hash },
@@ -794,5 +863,9 @@ int websocket_setup_types(PyObject *m)
 {
 	module_state *st = PyModule_GetState(m);
 
+	/* The connection type is internal: made, not added to the module. */
+	st->WebSocketConn_T = (PyTypeObject *)PyType_FromModuleAndSpec(m, &WebSocketConn_spec, NULL);
+	if (!st->WebSocketConn_T)
+		return -1;
 	return module_add_type(m, &WebSocket_spec, &st->WebSocket_T);
 }

@@ -269,6 +269,19 @@ DOBJ_API void dobj_ws_detach(dobj_ws *client);
  * host's callables of an open socket would be torn down under it.
  */
 DOBJ_API void *dobj_ws_sole_payload(const dobj_ws *ws);
+/**
+ * A pointer the binding keeps with the pair, the same through either end
+ * (NULL until set): its one object for the connection, which every wrapper
+ * of either end shares and which alone holds the pair.  Then "the caller's
+ * reference is the pair's last" (dobj_ws_sole_payload) holds exactly when
+ * nothing but the binding's wrappers reaches the pair, however many there
+ * are, and the collector sees those wrappers reach the payload through one
+ * object.  The core only stores it; the binding sets it back to NULL before
+ * that object goes.
+ */
+DOBJ_API void dobj_ws_set_binding_data(dobj_ws *ws, void *data);
+/** What dobj_ws_set_binding_data stored for `ws`'s pair, or NULL. */
+DOBJ_API void *dobj_ws_binding_data(const dobj_ws *ws);
 
 /**
  * A message arrived from the network on the client end's connection.  An
