@@ -54,6 +54,7 @@ build = {
             "core/src/cluster_log.c",
             "core/src/cluster_net.c",
             "core/src/cluster_pg.c",
+            "core/src/cluster_record.c",
             "core/src/cluster_route.c",
             "core/src/cluster_snapshot.c",
             "core/src/cluster_wal.c",

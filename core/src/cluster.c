@@ -72,6 +72,12 @@ static const char schema_v4[] =
 	" data bytea NOT NULL, PRIMARY KEY (ns, object_id, seq, part));"
 	"ALTER TABLE dobj_snapshot_part ALTER data SET STORAGE EXTERNAL;";
 
+/* Version 5: log rows may hold the changed bytes of pages the log already
+ * has (record format 2, cluster_record.c) instead of whole pages.  No table
+ * changes: the version keeps a dobj that reads whole pages only from
+ * joining a cluster whose log it would refuse as malformed. */
+static const char schema_v5[] = "SELECT 1";
+
 /* ------------------------------------------------------------------ schema */
 
 /* The tables of the schema, in the order the versions made them. */
@@ -209,6 +215,13 @@ static int migrate(dobj__pg *pg, int *version)
 			"INSERT INTO dobj_schema_version VALUES (4)")) < 0)
 			goto fail;
 		have = 4;
+	}
+	if (have < 5) {
+		if ((rc = dobj__pg_simple(pg, schema_v5)) < 0 ||
+		    (rc = dobj__pg_simple(pg, "DELETE FROM dobj_schema_version;"
+			"INSERT INTO dobj_schema_version VALUES (5)")) < 0)
+			goto fail;
+		have = 5;
 	}
 	if ((rc = dobj__pg_simple(pg, "COMMIT")) < 0)
 		goto fail;

@@ -317,7 +317,9 @@ int dobj__cluster_commit(dobj_obj *obj, void *db, int64_t alarm, long long wal_f
 	}
 	if (rc < 0 || len == 0)
 		return rc; /* a step that only read: no round trip */
-	if (len > 0x3fffffff) {
+	/* A bytea holds up to 1 GiB; the appended record takes at most 4
+	 * bytes more a page (of at least 512 bytes) than the capture. */
+	if (len + 4 * (len / 516) > 0x3fffffff) {
 		free(rec);
 		return dobj_error_set(DOBJ_ERROR, "cluster: one commit changed more than 1 GiB");
 	}
@@ -336,14 +338,20 @@ int dobj__cluster_commit(dobj_obj *obj, void *db, int64_t alarm, long long wal_f
 		free(rec);
 		return dobj_error_set(DOBJ_ENOMEM, "out of memory");
 	}
+	/* The pages this incarnation appended before go as their changes
+	 * (cluster_record.c); the last step that can fail. */
+	rc = dobj__rec_changes(&co->pages, rec, len, &j->rec, &j->len);
+	free(rec);
+	if (rc < 0) {
+		job_free(cl, j);
+		return rc;
+	}
 	j->kind = JOB_APPEND;
 	j->ns_len = obj->ns->unique_key_len;
 	memcpy(j->id, obj->id.bytes, 32);
 	j->seq = ++co->seq;
 	j->epoch = co->epoch;
 	j->node = cl->node_id;
-	j->rec = rec;
-	j->len = len;
 	j->alarm = alarm == co->alarm ? -1 : (long long)alarm;
 	j->name_len = obj->name_len;
 	pthread_mutex_lock(&cl->mu);
@@ -413,6 +421,7 @@ void dobj__cluster_queue_release(struct dobj__cluster *cl, dobj_obj *obj,
 	cinc_unref(cl, co->inc);
 	if (co->wal_fd >= 0)
 		close(co->wal_fd);
+	dobj__page_cache_free(co->pages);
 	free(co);
 }
 

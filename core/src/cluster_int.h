@@ -328,6 +328,8 @@ int dobj__route_start(dobj_rt *rt, struct dobj__cluster *cl);
 /** Stop the network thread, fail what is in flight (runtime closing). */
 void dobj__route_stop(dobj_rt *rt);
 
+typedef struct dobj__page_cache dobj__page_cache;
+
 /** Where the last capture of an object's -wal file ended: the end of its
  *  last commit frame (0: none yet), the file's generation (salts) and page
  *  size (0: not read yet). */
@@ -342,6 +344,7 @@ struct dobj__cluster_obj {
 	long long seq;      /* the last seq handed to the committer (or restored) */
 	dobj__wal_pos wal;  /* where the last capture of the -wal file ended */
 	int wal_fd;         /* the -wal file, kept open between captures (-1: none) */
+	dobj__page_cache *pages; /* the page images it appended last (cluster_record.c) */
 	int64_t alarm;      /* the alarm record dobj_alarm holds (ns since the epoch; 0: none) */
 	dobj__cjob *last;   /* its last append not drained yet (results wait for it) */
 	dobj__cinc *inc;
@@ -410,6 +413,31 @@ int dobj__wal_capture(int *fd, const char *wal_path, const dobj__wal_pos *at, lo
 /** How many captures read the file's header and size (tests: the others
  *  read the frames alone). */
 extern long dobj__wal_header_reads;
+/* Log records as appended (cluster_record.c): format 1 above, or format 2,
+ * where pages the incarnation appended before carry only the byte ranges
+ * that changed since. */
+/** The format-2 record of format-1 record `rec` against the images the
+ *  incarnation appended last (*cache, made when NULL), into *out
+ *  (malloc'd); the cache then holds rec's images.  On failure (out of
+ *  memory, a malformed record) the cache is as it was. */
+int dobj__rec_changes(dobj__page_cache **cache, const unsigned char *rec, size_t len,
+	unsigned char **out, size_t *out_len);
+void dobj__page_cache_free(dobj__page_cache *pc);
+typedef struct dobj__rec_info {
+	uint32_t psz, dbsize;
+	uint32_t top;         /* the largest page number in the record */
+	uint32_t changed_top; /* the largest page number changed in part */
+} dobj__rec_info;
+/** Bytes for page `pgno` at offset `off` in it. */
+typedef int (*dobj__rec_write_fn)(void *arg, uint32_t pgno, uint32_t off,
+	const unsigned char *p, size_t n);
+#define DOBJ__REC_MALFORMED 1
+/** Walk a record of either format, checking it as it goes: *info, and each
+ *  page's or run's bytes to `write` (NULL: only checked).  DOBJ_OK,
+ *  DOBJ__REC_MALFORMED, or write's error.  A page changed in part must be
+ *  in the image already (info->changed_top: the caller checks). */
+int dobj__rec_walk(const unsigned char *rec, size_t len, dobj__rec_info *info,
+	dobj__rec_write_fn write, void *arg);
 /** The checksum of a log row (dobj_wal.sum): SHA-256 of the object's ID,
  *  the row's seq and epoch (big-endian 64-bit) and the SHA-256 of its
  *  frames, so that a row's pages, and pages moved to another row, are both

@@ -68,6 +68,11 @@
 #define SNAP_FORMAT_PARTS 2 /* the image in dobj_snapshot_part */
 #define SNAP_HDR 68         /* magic 8, format 4, page size 4, seq 8, epoch 8, pages 4, sha 32 */
 #define SNAP_HDR_PARTS 76   /* format 2: then the part size 4, the part count 4 */
+/* What a log row costs PostgreSQL besides its record (the row's other
+ * columns and header, its index entry), counted in the log's size: a log
+ * of small rows (an increment's changed bytes) is compacted for its
+ * row count too, which is what a restore's time follows. */
+#define LOG_ROW_BYTES 192
 /* The largest seq an object restores at: 146,000 years of a million writes
  * a second, far from the end of an int8 (see dobj__snap_restore). */
 #define SEQ_MAX ((long long)1 << 62)
@@ -99,23 +104,6 @@ static void put64(unsigned char *p, int64_t v)
 static int bad_psz(uint32_t psz)
 {
 	return psz < 512 || psz > 65536 || (psz & (psz - 1));
-}
-
-/* A log record's header (cluster_wal.c's format), checked: *psz, *dbsize,
- * *count. */
-static int rec_head(const unsigned char *rec, size_t len, uint32_t *psz, uint32_t *dbsize,
-	uint32_t *count)
-{
-	if (len < 12)
-		return -1;
-	*psz = be32(rec);
-	*dbsize = be32(rec + 4);
-	*count = be32(rec + 8);
-	/* A record ends at a commit frame, whose database size is never 0: a
-	 * size of 0 would empty the database (served with its data gone). */
-	if (bad_psz(*psz) || *dbsize == 0 || 12 + (uint64_t)*count * (4 + (uint64_t)*psz) != len)
-		return -1;
-	return 0;
 }
 
 static int damaged(long long seq, const char *what)
@@ -366,30 +354,34 @@ static void image_free(image *im)
 	im->fd = -1;
 }
 
+/* A run or a page of a record, to the image (dobj__rec_walk's write). */
+static int image_put(void *arg, uint32_t pgno, uint32_t off, const unsigned char *p, size_t n)
+{
+	image *im = arg;
+
+	return image_write(im, (uint64_t)(pgno - 1) * im->psz + off, p, n);
+}
+
 static int image_apply(image *im, const unsigned char *rec, size_t len, long long seq)
 {
-	uint32_t psz, dbsize, count, i, top;
+	dobj__rec_info info;
+	uint32_t top;
 	int rc;
 
-	if (rec_head(rec, len, &psz, &dbsize, &count) < 0 || (im->psz && psz != im->psz))
+	/* Checked whole before a byte is applied. */
+	if (dobj__rec_walk(rec, len, &info, NULL, NULL) != DOBJ_OK ||
+	    (im->psz && info.psz != im->psz))
 		return damaged(seq, "a malformed log row");
-	im->psz = psz;
-	top = dbsize;
-	for (i = 0; i < count; i++) {
-		uint32_t pgno = be32(rec + 12 + (size_t)i * (4 + (size_t)psz));
-		if (pgno == 0)
-			return damaged(seq, "a malformed log row");
-		if (pgno > top)
-			top = pgno;
-	}
+	/* The rest of a page changed in part is the rows' before it. */
+	if (info.changed_top > im->pages)
+		return damaged(seq, "a change to a page the log does not have");
+	im->psz = info.psz;
+	top = info.top > info.dbsize ? info.top : info.dbsize;
 	if (top > im->pages && (rc = image_pages(im, top)) < 0)
 		return rc;
-	for (i = 0; i < count; i++) {
-		const unsigned char *p = rec + 12 + (size_t)i * (4 + (size_t)psz);
-		if ((rc = image_write(im, (uint64_t)(be32(p) - 1) * psz, p + 4, psz)) < 0)
-			return rc;
-	}
-	return image_pages(im, dbsize);
+	if ((rc = dobj__rec_walk(rec, len, &info, image_put, im)) != DOBJ_OK)
+		return rc < 0 ? rc : damaged(seq, "a malformed log row");
+	return image_pages(im, info.dbsize);
 }
 
 /* A finished image is the database its records say: page 1's header has
@@ -499,7 +491,7 @@ static const char first_sql[] =
 	"f AS (SELECT NOT EXISTS (SELECT 1 FROM h WHERE seq = $3::int8 AND epoch = $4::int8 AND "
 	"  v = CASE WHEN snap THEN $7::bytea ELSE $6::bytea END) AS go) "
 	"SELECT 0::int4 AS k, h.seq, h.epoch, h.v AS data, "
-	"  (SELECT coalesce(sum(n), 0) FROM l)::int8, coalesce((SELECT n FROM s), 0)::int8, "
+	"  (SELECT coalesce(sum(n + " STR(LOG_ROW_BYTES) "), 0) FROM l)::int8, coalesce((SELECT n FROM s), 0)::int8, "
 	"  CASE WHEN h.snap THEN '\\x01'::bytea END, (SELECT coalesce(max(n), 0) FROM l)::int8 "
 	"  FROM h "
 	"UNION ALL SELECT 1, d.seq, d.epoch, CASE WHEN octet_length(d.db) <= $8::int8 "
@@ -1331,7 +1323,7 @@ void dobj__snap_confirmed(struct dobj__cluster *cl, dobj_obj *obj, long long seq
 	memcpy(co->seq_sum, sum, 32);
 	co->seq_sum_ok = 1;
 	co->conf_seq = seq;
-	co->log_bytes += (long long)len;
+	co->log_bytes += (long long)len + LOG_ROW_BYTES;
 	maybe_queue(cl, obj, co);
 }
 

@@ -3,14 +3,16 @@
 #ifndef DOBJ_TEST_CLUSTER_H
 #define DOBJ_TEST_CLUSTER_H
 
-/* What a Counter answers: "count" adds one to the count it keeps, "sql" a
- * schema change and a row of a few pages (pages, not rows, carry both to
- * the next node), "rows" how many rows, anything else "read".  0, or the
+/* What a Counter answers: "count" adds one to the count it keeps (a few
+ * bytes of one page: a log row of its changes), "sql" a schema change, a
+ * row of a few pages and every earlier row's bytes replaced (pages, not
+ * rows, carry all of it to the next node; whole pages in the log, as big
+ * as the table), "rows" how many rows, anything else "read".  0, or the
  * code of a storage that is gone. */
 static inline int counter_answer(dobj_task *t)
 {
 	static const char create[] = "CREATE TABLE IF NOT EXISTS t (x TEXT); "
-		"INSERT INTO t VALUES (hex(randomblob(3000)))";
+		"UPDATE t SET x = hex(randomblob(3000)); INSERT INTO t VALUES (hex(randomblob(3000)))";
 	static const char rows[] = "SELECT count(*) FROM t";
 	tv *req = dobj_task_request(t);
 	dobj_storage *st;

@@ -126,7 +126,7 @@ static void test_schema_is_versioned_and_a_newer_one_refused(void)
 	pgtest_sql(&pg, NULL, "UPDATE dobj_schema_version SET version = 99");
 	CHECK_EQ_INT(dobj_cluster_init(pg.url, 0, 0, &v), DOBJ_ESTATE);
 	CHECK(strstr(dobj_error_last(), "version 99, newer than this dobj's") != NULL);
-	pgtest_sql(&pg, NULL, "UPDATE dobj_schema_version SET version = 4");
+	pgtest_sql(&pg, NULL, "UPDATE dobj_schema_version SET version = 5");
 }
 
 static void test_a_new_node_restores_every_acknowledged_write(void)

@@ -564,6 +564,8 @@ static void test_reset_leaves_no_compaction_at_work_behind_it(void)
 		"object_id = '\\x%s'::bytea FOR UPDATE", hex), snap);
 	s = stub_for(a, name);
 	CHECK_STR(fetch(a, s, "count", NULL), "5");
+	/* Log as big as the database (a count is a few bytes). */
+	CHECK_STR(fetch(a, s, "sql", NULL), "ok");
 	CHECK_STR(fetch(a, s, "sql", NULL), "ok");
 	CHECK_STR(fetch(a, s, "count", NULL), "6");
 	dobj_stub_free(s);
@@ -610,6 +612,47 @@ static void expect_damaged(const char *name, const char *fix, const char *words)
 	testhost_rm_rf(d);
 }
 
+/* A count changes a few bytes of one page: its log row carries those
+ * (cluster_record.c), not the page, and another node rebuilds the same
+ * database from them, and from them past a snapshot. */
+static void test_a_count_appends_the_bytes_it_changed(void)
+{
+	char d1[64], d2[64];
+	dobj_rt *a, *b;
+	dobj_stub *s;
+
+	a = node(testhost_tmpdir(d1, "dobj-snap"), -1);
+	counts(a, "small", 0, 5); /* seq 1-5 counts, 6 sql */
+	plain_counts(a, "small", 5, 20);
+	dobj_rt_free(a);
+	/* The first write of each page is whole; later counts are changes. */
+	CHECK(about("small", "SELECT octet_length(frames) FROM dobj_wal WHERE object_id = $OBJ "
+		"AND seq = 1") > 4096);
+	CHECK(about("small", "SELECT octet_length(frames) FROM dobj_wal WHERE object_id = $OBJ "
+		"AND seq = 6") > 2 * 4096);
+	CHECK_EQ_INT(about("small", "SELECT count(*) FROM dobj_wal WHERE object_id = $OBJ AND "
+		"(seq BETWEEN 2 AND 5 OR seq > 6) AND octet_length(frames) > 64"), 0);
+	b = node(testhost_tmpdir(d2, "dobj-snap"), 1);
+	s = stub_for(b, "small");
+	CHECK_STR(fetch(b, s, "count", NULL), "26");
+	CHECK_STR(fetch(b, s, "rows", NULL), "1");
+	/* Past a snapshot (sql steps: log as big as the database). */
+	CHECK_STR(fetch(b, s, "sql", NULL), "ok");
+	CHECK_STR(fetch(b, s, "sql", NULL), "ok");
+	CHECK_STR(fetch(b, s, "count", NULL), "27");
+	dobj_stub_free(s);
+	CHECK_EQ_INT(dobj_rt_run(b, NULL, NULL), DOBJ_OK);
+	CHECK(about("small", "SELECT seq FROM dobj_snapshot WHERE object_id = $OBJ") >= 28);
+	dobj_rt_free(b);
+	testhost_rm_rf(d2);
+	b = node(testhost_tmpdir(d2, "dobj-snap"), -1);
+	expect(b, "small", "count", "28");
+	expect(b, "small", "rows", "3");
+	dobj_rt_free(b);
+	testhost_rm_rf(d1);
+	testhost_rm_rf(d2);
+}
+
 static void test_stored_bytes_that_lie_are_a_clear_error(void)
 {
 	char d1[64];
@@ -639,8 +682,8 @@ static void test_stored_bytes_that_lie_are_a_clear_error(void)
 	/* Every log row carries its checksum (schema version 3): a flipped
 	 * byte of its pages, of its checksum, a row that claims another epoch,
 	 * pages cut short. */
-	expect_damaged("lies-5", "UPDATE dobj_wal SET frames = set_byte(frames, 100, "
-		"get_byte(frames, 100) # 1) WHERE object_id = $OBJ AND seq = 3",
+	expect_damaged("lies-5", "UPDATE dobj_wal SET frames = set_byte(frames, 20, "
+		"get_byte(frames, 20) # 1) WHERE object_id = $OBJ AND seq = 3",
 		"a log row whose checksum does not match at seq 3");
 	expect_damaged("lies-6", "UPDATE dobj_wal SET sum = set_byte(sum, 0, get_byte(sum, 0) # 128) "
 		"WHERE object_id = $OBJ AND seq = 5", "a log row whose checksum does not match at seq 5");
@@ -686,6 +729,13 @@ static void test_rows_that_lie_under_a_valid_checksum_are_a_clear_error(void)
 		 * data gone), a record's before it cut the database there. */
 		{ "vlies-10", AT7("'\\x00000000'::bytea from 5"), "a malformed log row at seq 7" },
 		{ "vlies-11", AT3("'\\x00000000'::bytea from 5"), "a malformed log row at seq 3" },
+		/* Row 1 (whole pages) replaced by row 2 (a count's changed
+		 * bytes): changes to a page nothing before them holds. */
+		{ "vlies-12", "UPDATE dobj_wal SET frames = (SELECT frames FROM dobj_wal WHERE "
+			"object_id = $OBJ AND seq = 2) WHERE object_id = $OBJ AND seq = 1; "
+			"UPDATE dobj_wal SET sum = sha256(object_id || int8send(seq) || int8send(epoch) || "
+			"sha256(frames)) WHERE object_id = $OBJ AND seq = 1",
+			"a change to a page the log does not have at seq 1" },
 	};
 	char d1[64];
 	dobj_rt *a;
@@ -834,12 +884,15 @@ static void not_compacted(const char *name, int at, const char *fix, const char 
 	pgtest_sql(&pg, t, "BEGIN");
 	pgtest_sql(&pg, t, "LOCK TABLE dobj_snapshot IN ACCESS EXCLUSIVE MODE");
 	s = stub_for(a, name);
-	/* Enough log for a compaction (at least the snapshot's size). */
-	for (int i = 4; i <= 12; i++) {
+	/* Enough log for a compaction (at least the snapshot's size: the
+	 * sql steps' whole pages; a count is a few bytes). */
+	for (int i = 4; i <= 10; i++) {
 		char want[16];
 		snprintf(want, sizeof(want), "%d", i);
 		CHECK_STR(fetch(a, s, "count", NULL), want);
 	}
+	CHECK_STR(fetch(a, s, "sql", NULL), "ok");
+	CHECK_STR(fetch(a, s, "sql", NULL), "ok");
 	{
 		char hex[DOBJ_ID_HEX_LEN + 1];
 		obj_hex(name, hex);
@@ -904,6 +957,8 @@ static void test_a_stale_owners_snapshot_is_refused_by_the_fence(void)
 	}
 	s = stub_for(a, "stale");
 	CHECK_STR(fetch(a, s, "count", NULL), "5");
+	/* Log as big as the database (a count is a few bytes). */
+	CHECK_STR(fetch(a, s, "sql", NULL), "ok");
 	CHECK_STR(fetch(a, s, "sql", NULL), "ok");
 	CHECK_STR(fetch(a, s, "count", NULL), "6");
 	/* A's lease lapses (as after a pause) and B takes the object over. */
@@ -931,7 +986,7 @@ static void test_a_stale_owners_snapshot_is_refused_by_the_fence(void)
 	b = node(testhost_tmpdir(d2, "dobj-snap"), -1);
 	s = stub_for(b, "stale");
 	CHECK_STR(fetch(b, s, "count", NULL), "9");
-	CHECK_STR(fetch(b, s, "rows", NULL), "2");
+	CHECK_STR(fetch(b, s, "rows", NULL), "3");
 	dobj_stub_free(s);
 	dobj_rt_free(b);
 	testhost_rm_rf(d1);
@@ -1012,8 +1067,8 @@ static void migrated_and_restored(int version)
 	PQfinish(src);
 	/* dobj cluster init upgrades it; a node restores the object from it. */
 	CHECK_EQ_INT(dobj_cluster_init(url, 0, 0, &v), DOBJ_OK);
-	CHECK_EQ_INT(v, 4);
-	CHECK_EQ_INT(pgtest_sql(&pg, dst, "SELECT version FROM dobj_schema_version"), 4);
+	CHECK_EQ_INT(v, DOBJ_CLUSTER_SCHEMA_VERSION);
+	CHECK_EQ_INT(pgtest_sql(&pg, dst, "SELECT version FROM dobj_schema_version"), DOBJ_CLUSTER_SCHEMA_VERSION);
 	CHECK_EQ_INT(pgtest_sql(&pg, dst, "SELECT count(*) FROM dobj_wal WHERE sum IS NULL"), 0);
 	a = node_at(url, testhost_tmpdir(d1, "dobj-snap"), 1);
 	s = stub_for(a, name);
@@ -1054,6 +1109,7 @@ int main(void)
 	RUN(test_a_release_hashes_off_the_runtimes_thread_ahead_of_the_next_activation);
 	RUN(test_reset_leaves_no_cache_marker_at_work_behind_it);
 	RUN(test_reset_leaves_no_compaction_at_work_behind_it);
+	RUN(test_a_count_appends_the_bytes_it_changed);
 	RUN(test_stored_bytes_that_lie_are_a_clear_error);
 	RUN(test_rows_that_lie_under_a_valid_checksum_are_a_clear_error);
 	RUN(test_a_seq_at_the_end_of_its_range_is_a_clear_error);

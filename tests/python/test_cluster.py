@@ -21,16 +21,16 @@ pytestmark = pytest.mark.skipif(not available(), reason="PostgreSQL (Debian: pos
 
 
 def test_schema_init_is_versioned(pg):
-    assert dobj.cluster.init(pg.url) == dobj.cluster.SCHEMA_VERSION == 4
+    assert dobj.cluster.init(pg.url) == dobj.cluster.SCHEMA_VERSION == 5
     out = subprocess.run([sys.executable, "-m", "dobj.cluster", "init", pg.url],
                          capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0 and out.stdout.strip() == "dobj cluster schema version 4"
+    assert out.returncode == 0 and out.stdout.strip() == "dobj cluster schema version 5"
     pg.sql("UPDATE dobj_schema_version SET version = 7")
     try:
         with pytest.raises(dobj.Error, match="version 7, newer than this dobj's"):
             dobj.cluster.init(pg.url)
     finally:
-        pg.sql("UPDATE dobj_schema_version SET version = 4")
+        pg.sql("UPDATE dobj_schema_version SET version = 5")
 
 
 @pytest.mark.parametrize("n, setup, message", [

@@ -57,10 +57,10 @@ def get(port, path):
 
 def test_cluster_init_console_command_and_its_exit_status(pg):
     out = run(DOBJ, "cluster", "init", pg.url)
-    assert (out.returncode, out.stdout) == (0, "dobj cluster schema version 4\n")
+    assert (out.returncode, out.stdout) == (0, "dobj cluster schema version 5\n")
     # `python -m dobj.cluster init` is the same command.
     out = run(sys.executable, "-m", "dobj.cluster", "init", pg.url)
-    assert (out.returncode, out.stdout) == (0, "dobj cluster schema version 4\n")
+    assert (out.returncode, out.stdout) == (0, "dobj cluster schema version 5\n")
     out = run(DOBJ, "cluster", "init", BAD_URL)
     assert out.returncode == 2
     assert out.stderr == 'dobj cluster init: invalid PostgreSQL URL: invalid URI query parameter: "bogus"\n'
@@ -76,10 +76,10 @@ def test_cluster_init_console_command_and_its_exit_status(pg):
     try:
         out = run(DOBJ, "cluster", "init", pg.url)
         assert out.returncode == 3
-        assert "version 7, newer than this dobj's (4)" in out.stderr
+        assert "version 7, newer than this dobj's (5)" in out.stderr
         assert pg.sql("SELECT version FROM dobj_schema_version") == ["7"]  # left alone
     finally:
-        pg.sql("UPDATE dobj_schema_version SET version = 4")
+        pg.sql("UPDATE dobj_schema_version SET version = 5")
 
 
 def test_dev_cluster_two_servers_share_one_database(pg, tmp_path, servers):

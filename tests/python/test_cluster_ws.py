@@ -324,7 +324,7 @@ async def test_a_hibernating_room_is_released_when_its_last_socket_goes_even_if_
     room = f"unwakeable-{nodes.kind}"
     alice = await hibernating(a, pg, room)
     # One bit of each of its log rows; the node's copy is not taken as current.
-    pg.sql(f"UPDATE dobj_wal SET frames = set_byte(frames, 200, get_byte(frames, 200) # 16) "
+    pg.sql(f"UPDATE dobj_wal SET frames = set_byte(frames, 20, get_byte(frames, 20) # 16) "
            f"WHERE object_id IN (SELECT object_id FROM dobj_owner WHERE node_id = {a.node})")
     markers = list(a.state.rglob("*-seq"))
     assert markers

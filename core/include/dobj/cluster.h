@@ -42,7 +42,7 @@
 #define DOBJ_CLUSTER_H
 
 /** The schema version this dobj creates and understands. */
-#define DOBJ_CLUSTER_SCHEMA_VERSION 4
+#define DOBJ_CLUSTER_SCHEMA_VERSION 5
 /** Defaults (milliseconds). */
 #define DOBJ_CLUSTER_TTL_MS 3000.0
 #define DOBJ_CLUSTER_GRACE_MS 1000.0

@@ -1,0 +1,304 @@
+/*
+ * Log records: what one commit of an object changed, as a dobj_wal row
+ * holds it.
+ *
+ * cluster_wal.c reads a commit's pages from the -wal file into a record of
+ * whole pages (format 1).  Most commits change a few bytes of a page (an
+ * increment rewrites one value in a 4 KiB leaf), so before the record is
+ * appended every page the incarnation appended before is replaced by the
+ * byte ranges that differ from the image it appended last (format 2).  A
+ * reader applies rows in seq order onto the image of the rows before, so
+ * the bytes outside those ranges already are what they were.  An increment
+ * then ships tens of bytes instead of 4 KiB: PostgreSQL keeps such a row
+ * in its heap page (no TOAST chunks, their index entries and WAL), the
+ * node hashes and sends less, and the log reaches the compaction threshold
+ * after many more writes.
+ *
+ * Why the images of the incarnation's own appends, and not the local file
+ * or its WAL: they are exactly what the log holds.  A new incarnation
+ * starts with none (its first write of each page is whole), and it ends at
+ * its first failed append, so no row is ever built on an image that did
+ * not reach PostgreSQL before it.  The images kept are bounded
+ * (CACHE_BYTES per incarnation, one slot per page number modulo the slot
+ * count): a page that lost its slot is sent whole.
+ *
+ * Format 2, big-endian: u32 page size | REC_CHANGES, u32 pages in the
+ * database after it, u32 count, then count x (u32 page number, u32 runs,
+ * then the page's bytes when runs is 0, else runs x (u32 offset, u32 n,
+ * n bytes)).  A page written again with the bytes it had is left out.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cluster_int.h"
+
+/* Format 2's mark in the page-size word (a page size is at most 65536). */
+#define REC_CHANGES 0x80000000u
+/* The page images an incarnation keeps, at most (bytes). */
+#define CACHE_BYTES (128 * 1024)
+/* Two changed ranges closer than this are sent as one: a run's header
+ * costs 8 bytes. */
+#define RUN_GAP 8
+
+typedef struct cached_page {
+	uint32_t pgno; /* 0: empty */
+	unsigned char *img;
+} cached_page;
+
+struct dobj__page_cache {
+	uint32_t psz, nslots;
+	cached_page slot[];
+};
+
+static uint32_t be32(const unsigned char *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static void put32(unsigned char *p, uint32_t v)
+{
+	p[0] = (unsigned char)(v >> 24);
+	p[1] = (unsigned char)(v >> 16);
+	p[2] = (unsigned char)(v >> 8);
+	p[3] = (unsigned char)v;
+}
+
+static int bad_psz(uint32_t psz)
+{
+	return psz < 512 || psz > 65536 || (psz & (psz - 1));
+}
+
+void dobj__page_cache_free(dobj__page_cache *pc)
+{
+	if (!pc)
+		return;
+	for (uint32_t i = 0; i < pc->nslots; i++)
+		free(pc->slot[i].img);
+	free(pc);
+}
+
+static dobj__page_cache *cache_new(uint32_t psz)
+{
+	uint32_t n = CACHE_BYTES / psz ? CACHE_BYTES / psz : 1;
+	dobj__page_cache *pc = calloc(1, sizeof(*pc) + n * sizeof(cached_page));
+
+	if (pc) {
+		pc->psz = psz;
+		pc->nslots = n;
+	}
+	return pc;
+}
+
+static const unsigned char *cached(const dobj__page_cache *pc, uint32_t pgno)
+{
+	const cached_page *s;
+
+	if (!pc)
+		return NULL;
+	s = &pc->slot[pgno % pc->nslots];
+	return s->pgno == pgno ? s->img : NULL;
+}
+
+static int words_equal(const unsigned char *a, const unsigned char *b)
+{
+	uint64_t x, y;
+
+	memcpy(&x, a, 8);
+	memcpy(&y, b, 8);
+	return x == y;
+}
+
+/*
+ * The runs of `now` that differ from `was` (psz bytes each) written at
+ * `out`, as long as they take less than `limit` bytes; their count in
+ * *runs.  The bytes written, or 0 when they would take `limit` or more
+ * (the page goes whole).
+ */
+static size_t diff_runs(const unsigned char *was, const unsigned char *now, uint32_t psz,
+	unsigned char *out, size_t limit, uint32_t *runs)
+{
+	size_t used = 0, i = 0;
+
+	*runs = 0;
+	while (i < psz) {
+		size_t start, end, j;
+		/* Equal words are skipped a word at a time (the page size is a
+		 * multiple of 8). */
+		if (!(i & 7) && words_equal(was + i, now + i)) {
+			i += 8;
+			continue;
+		}
+		if (was[i] == now[i]) {
+			i++;
+			continue;
+		}
+		start = i;
+		end = j = i + 1; /* end: past the last differing byte */
+		while (j < psz && j - end < RUN_GAP) {
+			if (was[j] != now[j])
+				end = j + 1;
+			j++;
+		}
+		if (used + 8 + (end - start) >= limit)
+			return 0;
+		put32(out + used, (uint32_t)start);
+		put32(out + used + 4, (uint32_t)(end - start));
+		memcpy(out + used + 8, now + start, end - start);
+		used += 8 + (end - start);
+		(*runs)++;
+		i = end;
+	}
+	return used;
+}
+
+/* The images of the record's pages become the cache's (a slot whose image
+ * cannot be allocated is emptied: its page goes whole next time); pages
+ * past the database's new end are dropped. */
+static void cache_take(dobj__page_cache *pc, const unsigned char *rec, uint32_t count,
+	uint32_t psz, uint32_t dbsize)
+{
+	for (uint32_t i = 0; i < count; i++) {
+		const unsigned char *p = rec + 12 + (size_t)i * (4 + (size_t)psz);
+		uint32_t pgno = be32(p);
+		cached_page *s = &pc->slot[pgno % pc->nslots];
+		if (!s->img && !(s->img = malloc(psz))) {
+			s->pgno = 0;
+			continue;
+		}
+		memcpy(s->img, p + 4, psz);
+		s->pgno = pgno;
+	}
+	for (uint32_t i = 0; i < pc->nslots; i++)
+		if (pc->slot[i].pgno > dbsize)
+			pc->slot[i].pgno = 0;
+}
+
+int dobj__rec_changes(dobj__page_cache **cache, const unsigned char *rec, size_t len,
+	unsigned char **out, size_t *out_len)
+{
+	uint32_t psz, dbsize, count, kept = 0;
+	dobj__page_cache *pc = *cache;
+	unsigned char *o;
+	size_t at = 12;
+
+	*out = NULL;
+	*out_len = 0;
+	if (len < 12)
+		return dobj_error_set(DOBJ_ERROR, "cluster: a malformed capture");
+	psz = be32(rec);
+	dbsize = be32(rec + 4);
+	count = be32(rec + 8);
+	if (bad_psz(psz) || 12 + (uint64_t)count * (4 + (uint64_t)psz) != len)
+		return dobj_error_set(DOBJ_ERROR, "cluster: a malformed capture");
+	if (pc && pc->psz != psz) {
+		/* Another page size (a VACUUM after PRAGMA page_size): every
+		 * page is new. */
+		dobj__page_cache_free(pc);
+		*cache = pc = NULL;
+	}
+	/* At most 4 more bytes a page than the record (a whole page's runs
+	 * word); a page's changes are used only when smaller than it. */
+	if (len > SIZE_MAX - 4 * (size_t)count || !(o = malloc(len + 4 * (size_t)count)))
+		return dobj_error_set(DOBJ_ENOMEM, "out of memory");
+	for (uint32_t i = 0; i < count; i++) {
+		const unsigned char *p = rec + 12 + (size_t)i * (4 + (size_t)psz);
+		const unsigned char *was = cached(pc, be32(p));
+		size_t used = 0;
+		uint32_t runs = 0;
+		if (was) {
+			if (!memcmp(was, p + 4, psz))
+				continue; /* written again unchanged */
+			used = diff_runs(was, p + 4, psz, o + at + 8, psz, &runs);
+		}
+		memcpy(o + at, p, 4);
+		if (used) {
+			put32(o + at + 4, runs);
+			at += 8 + used;
+		} else {
+			put32(o + at + 4, 0);
+			memcpy(o + at + 8, p + 4, psz);
+			at += 8 + psz;
+		}
+		kept++;
+	}
+	put32(o, psz | REC_CHANGES);
+	put32(o + 4, dbsize);
+	put32(o + 8, kept);
+	/* From here on nothing fails: the cache holds what this record, once
+	 * appended, makes the log's images. */
+	if (!pc)
+		*cache = pc = cache_new(psz);
+	if (pc)
+		cache_take(pc, rec, count, psz, dbsize);
+	*out = o;
+	*out_len = at;
+	return DOBJ_OK;
+}
+
+int dobj__rec_walk(const unsigned char *rec, size_t len, dobj__rec_info *info,
+	dobj__rec_write_fn write, void *arg)
+{
+	const unsigned char *p = rec + 12, *end = rec + len;
+	uint32_t psz, count, i;
+	int changes;
+
+	if (len < 12)
+		return DOBJ__REC_MALFORMED;
+	psz = be32(rec);
+	changes = (psz & REC_CHANGES) != 0;
+	psz &= ~REC_CHANGES;
+	count = be32(rec + 8);
+	info->psz = psz;
+	info->dbsize = be32(rec + 4);
+	info->top = info->changed_top = 0;
+	/* A record ends at a commit frame, whose database size is never 0: a
+	 * size of 0 would empty the database (served with its data gone). */
+	if (bad_psz(psz) || info->dbsize == 0)
+		return DOBJ__REC_MALFORMED;
+	if (!changes && 12 + (uint64_t)count * (4 + (uint64_t)psz) != len)
+		return DOBJ__REC_MALFORMED;
+	for (i = 0; i < count; i++) {
+		uint32_t pgno, runs;
+		if ((size_t)(end - p) < (changes ? 8u : 4u))
+			return DOBJ__REC_MALFORMED;
+		pgno = be32(p);
+		runs = changes ? be32(p + 4) : 0;
+		p += changes ? 8 : 4;
+		if (pgno == 0)
+			return DOBJ__REC_MALFORMED;
+		if (pgno > info->top)
+			info->top = pgno;
+		if (runs == 0) {
+			if ((size_t)(end - p) < psz)
+				return DOBJ__REC_MALFORMED;
+			if (write) {
+				int rc = write(arg, pgno, 0, p, psz);
+				if (rc < 0)
+					return rc;
+			}
+			p += psz;
+			continue;
+		}
+		/* A page changed in part: the rest of it is the log's already. */
+		if (pgno > info->changed_top)
+			info->changed_top = pgno;
+		for (uint32_t r = 0; r < runs; r++) {
+			uint32_t off, n;
+			if ((size_t)(end - p) < 8)
+				return DOBJ__REC_MALFORMED;
+			off = be32(p);
+			n = be32(p + 4);
+			p += 8;
+			if (n == 0 || off >= psz || n > psz - off || (size_t)(end - p) < n)
+				return DOBJ__REC_MALFORMED;
+			if (write) {
+				int rc = write(arg, pgno, off, p, n);
+				if (rc < 0)
+					return rc;
+			}
+			p += n;
+		}
+	}
+	return p == end ? DOBJ_OK : DOBJ__REC_MALFORMED;
+}
