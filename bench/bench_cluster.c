@@ -8,6 +8,11 @@
  *                   connection (the statement of dobj's one-row commit,
  *                   prepared, a record of the size an increment appends,
  *                   synchronous_commit on: the same durability and fence)
+ *   raw_append_1_page  the same with records of a whole 4 KiB page (what a
+ *                   design that ships pages appends per increment; what
+ *                   dobj appended before its rows carried changed bytes)
+ *   dobj_inc_1_row_bytes, dobj_inc_100_row_bytes  the mean size of the
+ *                   records dobj appended (what raw_append_* append)
  *   dobj_inc_1      durable increments of one object through the cluster
  *                   (a C class: get, put, commit, fenced append)
  *   raw_append_1_pg_cpu_us, dobj_inc_1_pg_cpu_us  the CPU time of the
@@ -21,6 +26,7 @@
  *                   own work per increment costs on this machine), and its
  *                   backend's CPU per append (raw_append_1_busy50_pg_cpu_us)
  *   raw_append_16   the floor from 16 connections (threads), 16 objects
+ *   raw_append_16_page  the same with whole-page records
  *   dobj_inc_100    durable increments of 100 objects spread over 3 node
  *                   processes from 16 concurrent callers (6, 5, 5 on the
  *                   nodes), each calling every object: two calls in three
@@ -51,7 +57,7 @@
 static const char *url;
 
 /* The rows to measure (ROWS: a comma-separated list, all by default). */
-enum { ROW_ONE = 1, ROW_RAW16 = 2, ROW_ROUTED = 4, ROW_OWN = 8 };
+enum { ROW_ONE = 1, ROW_RAW16 = 2, ROW_ROUTED = 4, ROW_OWN = 8, ROW_RAW16_PAGE = 16 };
 static double seconds;
 
 static double now_s(void)
@@ -88,9 +94,12 @@ static const char append_sql[] = "INSERT INTO dobj_wal (ns, object_id, seq, epoc
 	"SELECT $1, $2, $3, $4, $5, $7 FROM dobj_owner "
 	"WHERE ns = $1 AND object_id = $2 AND epoch = $4 AND node_id = $6 FOR SHARE";
 
-/* The size of the record one increment appends (one 4 KiB page and its
- * headers: cluster_wal.c). */
-#define RECORD_BYTES 4112
+/* The size of the record one increment appends: the bytes it changed in
+ * one page (cluster_record.c: 12 + 8 + 8 + the run; 29-41 bytes here,
+ * dobj_inc_1_row_bytes prints the run's mean), and of a whole 4 KiB page
+ * with its headers (cluster_wal.c's capture). */
+#define INC_RECORD_BYTES 40
+#define PAGE_RECORD_BYTES 4112
 
 typedef struct appender {
 	PGconn *c;
@@ -122,17 +131,18 @@ static void appender_open(appender *a, int index)
 	PQclear(r);
 }
 
-/* Appends until `until`, spending `busy_us` of CPU between one append's
- * answer and the next append (0: none, the floor); how many. */
-static long appender_run(appender *a, double until, double busy_us)
+/* Appends of records of `bytes` until `until`, spending `busy_us` of CPU
+ * between one append's answer and the next append (0: none, the floor);
+ * how many. */
+static long appender_run(appender *a, double until, double busy_us, int bytes)
 {
-	static unsigned char page[RECORD_BYTES], sum[32];
+	static unsigned char page[PAGE_RECORD_BYTES], sum[32];
 	char seq[32];
 	/* The row's checksum is a constant here: the floor is PostgreSQL's
 	 * cost, dobj computes it on its side (cluster_wal.c). */
 	const char *v[7] = { "bench", (const char *)a->id, seq, "1", (const char *)page, "0",
 		(const char *)sum };
-	int lens[7] = { 5, 32, 0, 0, RECORD_BYTES, 0, 32 };
+	int lens[7] = { 5, 32, 0, 0, bytes, 0, 32 };
 	int fmts[7] = { 0, 1, 0, 0, 1, 0, 1 };
 	long n;
 
@@ -188,6 +198,7 @@ static double windows_total(const windows *w)
 typedef struct worker {
 	appender a;
 	const windows *w;
+	int bytes;
 	long done;
 } worker;
 
@@ -197,13 +208,14 @@ static void *append_windows(void *arg)
 
 	for (int i = 0; i < k->w->n; i++) {
 		sleep_until(k->w->start[i]);
-		k->done += appender_run(&k->a, k->w->until[i], 0);
+		k->done += appender_run(&k->a, k->w->until[i], 0, k->bytes);
 	}
 	return NULL;
 }
 
-/* `conns` connections appending in the windows, concurrently; appends/s. */
-static double raw_appends(int conns, const windows *w)
+/* `conns` connections appending records of `bytes` in the windows,
+ * concurrently; appends/s. */
+static double raw_appends(int conns, const windows *w, int bytes)
 {
 	pthread_t th[16];
 	worker k[16];
@@ -212,8 +224,10 @@ static double raw_appends(int conns, const windows *w)
 
 	for (i = 0; i < conns; i++) {
 		memset(&k[i], 0, sizeof(k[i]));
-		appender_open(&k[i].a, i);
+		/* Each floor its own objects (the whole-page one 32-47). */
+		appender_open(&k[i].a, i + (bytes == PAGE_RECORD_BYTES ? 32 : 0));
 		k[i].w = w;
+		k[i].bytes = bytes;
 	}
 	for (i = 0; i < conns; i++)
 		pthread_create(&th[i], NULL, append_windows, &k[i]);
@@ -338,8 +352,8 @@ static int runtime_backend(PGconn *c)
 /* What one_object measures: ops/s of each side, PostgreSQL's CPU per
  * operation (the serving backend's, in microseconds) and the node's. */
 typedef struct one_figures {
-	double raw, inc, raw_busy;
-	double raw_pg_us, inc_pg_us, raw_busy_pg_us, inc_node_us, raw_client_us;
+	double raw, inc, raw_busy, raw_page;
+	double raw_pg_us, inc_pg_us, raw_busy_pg_us, raw_page_pg_us, inc_node_us, raw_client_us;
 } one_figures;
 
 /* The CPU a client spends between two appends in the floor_busy row:
@@ -348,9 +362,9 @@ typedef struct one_figures {
 #define BUSY_US 50.0
 
 /* Durable increments of one object through the cluster, the
- * one-connection floor, and the floor with BUSY_US of client CPU between
- * appends, taking turns (`rounds` windows each, the order rotated every
- * round).  The third tells how much a client's own work between appends
+ * one-connection floor, the floor with BUSY_US of client CPU between
+ * appends, and the floor of whole pages, taking turns (`rounds` windows
+ * each, the order rotated every round).  The third tells how much a client's own work between appends
  * costs on this machine beyond its length (the server's side waking up
  * again, which the node's work also pays for). */
 static void one_object(int rounds, one_figures *f)
@@ -364,9 +378,9 @@ static void one_object(int rounds, one_figures *f)
 	dobj_ns *ns;
 	dobj_stub *s;
 	dobj_id id;
-	double slice = seconds / rounds, t[3] = { 0 }, pg_cpu[3] = { 0 }, node_cpu = 0;
+	double slice = seconds / rounds, t[4] = { 0 }, pg_cpu[4] = { 0 }, node_cpu = 0;
 	double client_cpu = 0;
-	long n[3] = { 0 };
+	long n[4] = { 0 };
 	int raw_pid, inc_pid;
 
 	if (!mkdtemp(dir))
@@ -390,12 +404,13 @@ static void one_object(int rounds, one_figures *f)
 	raw_pid = PQbackendPID(a.c);
 	inc_pid = runtime_backend(a.c);
 	for (int r = 0; r < rounds; r++) {
-		for (int turn = 0; turn < 3; turn++) {
-			int side = (turn + r) % 3, pid = side ? raw_pid : inc_pid;
+		for (int turn = 0; turn < 4; turn++) {
+			int side = (turn + r) % 4, pid = side ? raw_pid : inc_pid;
 			double t0 = now_s(), until = t0 + slice, c0 = backend_cpu_s(pid);
 			double u0 = self_cpu_s();
 			if (side) {
-				n[side] += appender_run(&a, until, side == 2 ? BUSY_US : 0);
+				n[side] += appender_run(&a, until, side == 2 ? BUSY_US : 0,
+					side == 3 ? PAGE_RECORD_BYTES : INC_RECORD_BYTES);
 				if (side == 1)
 					client_cpu += self_cpu_s() - u0;
 			} else {
@@ -413,6 +428,8 @@ static void one_object(int rounds, one_figures *f)
 	f->inc = (double)n[0] / t[0];
 	f->raw = (double)n[1] / t[1];
 	f->raw_busy = (double)n[2] / t[2];
+	f->raw_page = (double)n[3] / t[3];
+	f->raw_page_pg_us = n[3] ? pg_cpu[3] * 1e6 / (double)n[3] : 0;
 	f->inc_pg_us = n[0] ? pg_cpu[0] * 1e6 / (double)n[0] : 0;
 	f->raw_pg_us = n[1] ? pg_cpu[1] * 1e6 / (double)n[1] : 0;
 	f->raw_busy_pg_us = n[2] ? pg_cpu[2] * 1e6 / (double)n[2] : 0;
@@ -636,6 +653,19 @@ static double nodes_wait(nodes *ns, const windows *w, double *cpu_us)
 	return (double)total / windows_total(w);
 }
 
+typedef struct floor_run {
+	const windows *w;
+	double result;
+} floor_run;
+
+static void *page_floor_main(void *arg)
+{
+	floor_run *f = arg;
+
+	f->result = raw_appends(16, f->w, PAGE_RECORD_BYTES);
+	return NULL;
+}
+
 /*
  * 100 objects over 3 nodes from 16 callers, routed and each node on its
  * own objects, and the sixteen-connection floor, taking turns in
@@ -643,17 +673,19 @@ static double nodes_wait(nodes *ns, const windows *w, double *cpu_us)
  * for the last calls to come back).
  */
 static void many_objects(int rounds, unsigned rows, double *raw16, double *routed, double *own,
-	double *routed_cpu, double *own_cpu)
+	double *routed_cpu, double *own_cpu, double *raw16_page)
 {
-	windows w[3];
+	windows w[4];
+	floor_run page_floor = { 0 };
+	pthread_t page_thread;
 	double slice = seconds / rounds, gap = 0.3, t = now_s() + 4.0; /* activation */
 	int port = 18200 + (int)(getpid() % 24) * 2; /* 18200-18248, +50 */
 	nodes r, o;
 
 	memset(w, 0, sizeof(w));
 	for (int i = 0; i < rounds && i < MAX_WINDOWS; i++)
-		for (int k = 0; k < 3; k++) {
-			int side = i & 1 ? 2 - k : k;
+		for (int k = 0; k < 4; k++) {
+			int side = i & 1 ? 3 - k : k;
 			windows *x = &w[side];
 			if (!(rows & (ROW_RAW16 << side)))
 				continue;
@@ -665,12 +697,42 @@ static void many_objects(int rounds, unsigned rows, double *raw16, double *route
 		nodes_start(&r, 3, 100, 16, port, 1, &w[1]);
 	if (rows & ROW_OWN)
 		nodes_start(&o, 3, 100, 16, port + 50, 0, &w[2]);
+	/* The two floors' windows interleave: the whole-page one runs on a
+	 * thread of its own meanwhile. */
+	if (rows & ROW_RAW16_PAGE) {
+		page_floor.w = &w[3];
+		pthread_create(&page_thread, NULL, page_floor_main, &page_floor);
+	}
 	if (rows & ROW_RAW16)
-		*raw16 = raw_appends(16, &w[0]);
+		*raw16 = raw_appends(16, &w[0], INC_RECORD_BYTES);
+	if (rows & ROW_RAW16_PAGE) {
+		pthread_join(page_thread, NULL);
+		*raw16_page = page_floor.result;
+	}
 	if (rows & ROW_ROUTED)
 		*routed = nodes_wait(&r, &w[1], routed_cpu);
 	if (rows & ROW_OWN)
 		*own = nodes_wait(&o, &w[2], own_cpu);
+}
+
+/* The mean size of the records dobj appended for namespace `ns` (every
+ * namespace but the floor's when NULL), snapshot markers (empty) left
+ * out: what the floor's records compare with. */
+static double row_bytes(const char *ns)
+{
+	PGconn *c = connect_or_die();
+	const char *v[1] = { ns ? ns : "bench" };
+	PGresult *r = PQexecParams(c, ns ? "SELECT avg(octet_length(frames)) FROM dobj_wal "
+		"WHERE ns = $1 AND octet_length(frames) > 0" : "SELECT avg(octet_length(frames)) "
+		"FROM dobj_wal WHERE ns <> $1 AND ns <> 'bench-inc' AND octet_length(frames) > 0",
+		1, NULL, v, NULL, NULL, 0);
+	double n = 0;
+
+	if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 && !PQgetisnull(r, 0, 0))
+		n = atof(PQgetvalue(r, 0, 0));
+	PQclear(r);
+	PQfinish(c);
+	return n;
 }
 
 static void checkpoint(void)
@@ -684,8 +746,9 @@ static unsigned parse_rows(const char *s)
 {
 	static const struct { const char *name; unsigned bit; } names[] = {
 		{ "one", ROW_ONE }, { "raw16", ROW_RAW16 }, { "routed", ROW_ROUTED }, { "own", ROW_OWN },
-		{ "many", ROW_RAW16 | ROW_ROUTED | ROW_OWN },
-		{ "all", ROW_ONE | ROW_RAW16 | ROW_ROUTED | ROW_OWN },
+		{ "raw16page", ROW_RAW16_PAGE },
+		{ "many", ROW_RAW16 | ROW_ROUTED | ROW_OWN | ROW_RAW16_PAGE },
+		{ "all", ROW_ONE | ROW_RAW16 | ROW_ROUTED | ROW_OWN | ROW_RAW16_PAGE },
 	};
 	unsigned rows = 0;
 
@@ -704,13 +767,13 @@ static unsigned parse_rows(const char *s)
 
 int main(int argc, char **argv)
 {
-	double raw16, routed, own, routed_cpu, own_cpu;
+	double raw16 = 0, routed = 0, own = 0, routed_cpu = 0, own_cpu = 0, raw16_page = 0;
 	unsigned rows;
 	int rounds;
 
 	if (argc < 3) {
 		fprintf(stderr, "usage: bench_cluster URL SECONDS [ROUNDS [ROWS]]\n"
-			"  ROWS: one,raw16,routed,own,many,all (default all)\n");
+			"  ROWS: one,raw16,routed,own,raw16page,many,all (default all)\n");
 		return 2;
 	}
 	url = argv[1];
@@ -719,7 +782,7 @@ int main(int argc, char **argv)
 	rows = parse_rows(argc > 4 ? argv[4] : "all");
 	if (!(seconds > 0) || rounds < 1 || rounds > MAX_WINDOWS || !rows) {
 		fprintf(stderr, "bench_cluster: SECONDS > 0, 1 <= ROUNDS <= %d, ROWS of "
-			"one,raw16,routed,own,many,all\n", MAX_WINDOWS);
+			"one,raw16,routed,own,raw16page,many,all\n", MAX_WINDOWS);
 		return 2;
 	}
 	if (dobj_cluster_init(url, 0, 0, NULL) < 0) {
@@ -738,19 +801,26 @@ int main(int argc, char **argv)
 			"raw_append_1_busy50_pg_cpu_us %.1f\ndobj_inc_1_cpu_us %.1f\n"
 			"raw_append_1_cpu_us %.1f\n", f.raw_pg_us, f.inc_pg_us, f.raw_busy_pg_us,
 			f.inc_node_us, f.raw_client_us);
+		printf("raw_append_1_page %.0f\nraw_append_1_page_pg_cpu_us %.1f\n", f.raw_page,
+			f.raw_page_pg_us);
+		printf("dobj_inc_1_row_bytes %.1f\n", row_bytes("bench-inc"));
 		fflush(stdout);
 	}
 	if (!(rows & ~ROW_ONE))
 		return 0;
 	checkpoint();
-	many_objects(rounds, rows, &raw16, &routed, &own, &routed_cpu, &own_cpu);
+	many_objects(rounds, rows, &raw16, &routed, &own, &routed_cpu, &own_cpu, &raw16_page);
 	if (rows & ROW_RAW16)
 		printf("raw_append_16 %.0f\n", raw16);
+	if (rows & ROW_RAW16_PAGE)
+		printf("raw_append_16_page %.0f\n", raw16_page);
 	/* CPU per increment: the node processes' (all threads), not
 	 * PostgreSQL's. */
 	if (rows & ROW_ROUTED)
 		printf("dobj_inc_100 %.0f\ndobj_inc_100_cpu_us %.1f\n", routed, routed_cpu);
 	if (rows & ROW_OWN)
 		printf("dobj_inc_100_own %.0f\ndobj_inc_100_own_cpu_us %.1f\n", own, own_cpu);
+	if (rows & (ROW_ROUTED | ROW_OWN))
+		printf("dobj_inc_100_row_bytes %.1f\n", row_bytes(NULL));
 	return 0;
 }

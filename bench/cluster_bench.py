@@ -20,8 +20,10 @@ LABELS = {
     "raw_append_16": "raw fenced append, libpq, prepared, 16 connections",
     "dobj_inc_1": "dobj durable increment, 1 object, 1 node",
     "raw_append_1_busy50": "  the floor with 50 us of client CPU between appends+",
+    "raw_append_1_page": "  the floor of whole 4 KiB pages, 1 connection#",
     "dobj_inc_100": "dobj durable increment, 100 obj, 3 nodes, 16 callers",
     "dobj_inc_100_own": "  the same, each node's callers on its own objects*",
+    "raw_append_16_page": "  the floor of whole 4 KiB pages, 16 connections#",
 }
 
 
@@ -61,6 +63,15 @@ def rows(got: dict[str, float], reason: str) -> list[str]:
                    + (f" (the floor's libpq client {client1:.0f} us)" if client1 else ""))
     out.append("  (+ what 50 us of a client's own work per append costs on this machine: about "
                "what the node spends on an increment before its append goes)")
+    b1, b100 = got.get("dobj_inc_1_row_bytes"), got.get("dobj_inc_100_row_bytes")
+    if b1 or b100:
+        out.append(f"  (the floors append records of 40 bytes, the size of dobj's: its rows held "
+                   f"{b1 or 0:.0f} bytes on average for one object, {b100 or 0:.0f} for 100; "
+                   f"# whole pages, what dobj appended per increment before its rows carried "
+                   f"changed bytes: for comparison, not a target's floor)")
+    page1 = got.get("raw_append_1_page")
+    if page1 and got.get("dobj_inc_1"):
+        out.append(f"  one object vs the whole-page floor: {got['dobj_inc_1'] / page1:.2f}x")
     out.append("  (3 node processes, callers 6, 5, 5; every caller calls all 100 objects, two "
                "calls in three routed to another node; * no routing, the commit pipeline alone)")
     cpu, cpu_own = got.get("dobj_inc_100_cpu_us"), got.get("dobj_inc_100_own_cpu_us")
@@ -72,6 +83,15 @@ def rows(got: dict[str, float], reason: str) -> list[str]:
         r = got["dobj_inc_100"] / floor16
         out.append(f"  100 objects vs the sixteen-connection floor: {r:.2f}x (target >= 2x: "
                    f"{'met' if r >= 2 else 'NOT met'})")
+        if got.get("dobj_inc_100_own"):
+            out.append(f"  100 objects, each node's callers on its own objects: "
+                       f"{got['dobj_inc_100_own'] / floor16:.2f}x")
+    page16 = got.get("raw_append_16_page")
+    if page16 and got.get("dobj_inc_100"):
+        own = got.get("dobj_inc_100_own")
+        out.append(f"  100 objects vs the whole-page sixteen-connection floor: "
+                   f"{got['dobj_inc_100'] / page16:.2f}x routed"
+                   + (f", {own / page16:.2f}x own" if own else ""))
     if reason:
         out.append(f"  note: {reason}")
     return out
