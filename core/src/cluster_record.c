@@ -94,7 +94,7 @@ static const unsigned char *cached(const dobj__page_cache *pc, uint32_t pgno)
 {
 	const cached_page *s;
 
-	if (!pc)
+	if (!pc || pgno == 0)
 		return NULL;
 	s = &pc->slot[pgno % pc->nslots];
 	return s->pgno == pgno ? s->img : NULL;
@@ -191,6 +191,11 @@ int dobj__rec_changes(dobj__page_cache **cache, const unsigned char *rec, size_t
 	count = be32(rec + 8);
 	if (bad_psz(psz) || 12 + (uint64_t)count * (4 + (uint64_t)psz) != len)
 		return dobj_error_set(DOBJ_ERROR, "cluster: a malformed capture");
+	/* Page 0 is no page (a damaged -wal file): it would be refused by
+	 * every reader, and 0 marks an empty slot here. */
+	for (uint32_t i = 0; i < count; i++)
+		if (be32(rec + 12 + (size_t)i * (4 + (size_t)psz)) == 0)
+			return dobj_error_set(DOBJ_ERROR, "cluster: a malformed capture (page 0)");
 	if (pc && pc->psz != psz) {
 		/* Another page size (a VACUUM after PRAGMA page_size): every
 		 * page is new. */

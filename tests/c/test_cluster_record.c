@@ -258,6 +258,16 @@ static void test_another_page_size_goes_whole(void)
 	put32(rec + 8, 2);
 	CHECK_EQ_INT(dobj__rec_changes(&pc, rec, sizeof(rec), &out, &len), DOBJ_ERROR);
 	CHECK(out == NULL && len == 0);
+	/* Page 0 (a damaged -wal file): refused, not diffed against an empty
+	 * slot's stale image. */
+	put32(rec + 8, 1);
+	put32(rec + 12, 0);
+	CHECK_EQ_INT(dobj__rec_changes(&pc, rec, sizeof(rec), &out, &len), DOBJ_ERROR);
+	CHECK(out == NULL && strstr(dobj_error_last(), "page 0") != NULL);
+	put32(rec + 12, 1);
+	CHECK_EQ_INT(dobj__rec_changes(&pc, rec, sizeof(rec), &out, &len), DOBJ_OK);
+	CHECK_EQ_INT(len, 12); /* page 1 as the cache holds it: left out */
+	free(out);
 	dobj__page_cache_free(pc);
 }
 
