@@ -446,7 +446,8 @@ int dobj_rt_cluster(dobj_rt *rt, const dobj_cluster_opts *o)
 	cl->pg.url = dobj__strndup(o->url, n);
 	n = o->node_addr ? (o->node_addr_len ? o->node_addr_len : strlen(o->node_addr)) : 0;
 	cl->addr = dobj__strndup(o->node_addr ? o->node_addr : "", n);
-	if (!cl->pg.url || !cl->addr) {
+	cl->pages = dobj__page_budget_new(DOBJ_CLUSTER_PAGE_CACHE_BYTES);
+	if (!cl->pg.url || !cl->addr || !cl->pages) {
 		rc = DOBJ_ENOMEM;
 		goto fail;
 	}
@@ -482,6 +483,7 @@ fail:
 	dobj__pg_drop(&cl->pg);
 	free(cl->pg.url);
 	free(cl->addr);
+	dobj__page_budget_unref(cl->pages);
 	free(cl);
 	return rc;
 }
@@ -513,6 +515,8 @@ void dobj__cluster_close(dobj_rt *rt)
 	free(cl->pg.url);
 	free(cl->addr);
 	free(cl->alarm_keys);
+	/* Incarnations still held (none, after the release above) keep it. */
+	dobj__page_budget_unref(cl->pages);
 	free(cl);
 }
 

@@ -340,7 +340,7 @@ int dobj__cluster_commit(dobj_obj *obj, void *db, int64_t alarm, long long wal_f
 	}
 	/* The pages this incarnation appended before go as their changes
 	 * (cluster_record.c); the last step that can fail. */
-	rc = dobj__rec_changes(&co->pages, rec, len, &j->rec, &j->len);
+	rc = dobj__rec_changes(cl->pages, &co->pages, rec, len, &j->rec, &j->len);
 	free(rec);
 	if (rc < 0) {
 		job_free(cl, j);

@@ -8,6 +8,9 @@
 
 #include "internal.h"
 
+/* The node's bound on page images (cluster_record.c). */
+typedef struct dobj__page_budget dobj__page_budget;
+
 #if defined(__GNUC__)
 #pragma GCC visibility push(hidden)
 #endif
@@ -260,6 +263,7 @@ struct dobj__cluster {
 	dobj_rt *rt;
 	dobj__pg pg;
 	char *addr;
+	dobj__page_budget *pages; /* the images incarnations appended last (cluster_record.c) */
 	long long node_id;  /* as the runtime's thread knows it */
 	double ttl_ms, grace_ms;
 	double call_timeout_ms; /* a routed call's wait for its answer */
@@ -416,12 +420,19 @@ extern long dobj__wal_header_reads;
 /* Log records as appended (cluster_record.c): format 1 above, or format 2,
  * where pages the incarnation appended before carry only the byte ranges
  * that changed since. */
+/** The node's bound on the page images its incarnations keep (bytes,
+ *  their headers included); freed with its last reference (the node's,
+ *  each cache's).  The runtime's thread only. */
+dobj__page_budget *dobj__page_budget_new(size_t limit);
+void dobj__page_budget_unref(dobj__page_budget *b);
+size_t dobj__page_budget_used(const dobj__page_budget *b);
 /** The format-2 record of format-1 record `rec` against the images the
- *  incarnation appended last (*cache, made when NULL), into *out
- *  (malloc'd); the cache then holds rec's images.  On failure (out of
- *  memory, a malformed record) the cache is as it was. */
-int dobj__rec_changes(dobj__page_cache **cache, const unsigned char *rec, size_t len,
-	unsigned char **out, size_t *out_len);
+ *  incarnation appended last (*cache, made in `budget` when NULL; no
+ *  budget: every page whole), into *out (malloc'd); the cache then holds
+ *  rec's images.  On failure (out of memory, a malformed record) the cache
+ *  holds no image that is not the log's. */
+int dobj__rec_changes(dobj__page_budget *budget, dobj__page_cache **cache,
+	const unsigned char *rec, size_t len, unsigned char **out, size_t *out_len);
 void dobj__page_cache_free(dobj__page_cache *pc);
 typedef struct dobj__rec_info {
 	uint32_t psz, dbsize;

@@ -18,9 +18,10 @@
  * or its WAL: they are exactly what the log holds.  A new incarnation
  * starts with none (its first write of each page is whole), and it ends at
  * its first failed append, so no row is ever built on an image that did
- * not reach PostgreSQL before it.  The images kept are bounded
- * (CACHE_BYTES per incarnation, one slot per page number modulo the slot
- * count): a page that lost its slot is sent whole.
+ * not reach PostgreSQL before it.  The images of all of a node's
+ * incarnations share one bound (dobj__page_budget: the node's page_cache
+ * option), the least recently appended going first: a page that lost its
+ * image is sent whole.
  *
  * Format 2, big-endian: u32 page size | REC_CHANGES, u32 pages in the
  * database after it, u32 count, then count x (u32 page number, u32 runs,
@@ -35,20 +36,36 @@
 
 /* Format 2's mark in the page-size word (a page size is at most 65536). */
 #define REC_CHANGES 0x80000000u
-/* The page images an incarnation keeps, at most (bytes). */
-#define CACHE_BYTES (128 * 1024)
 /* Two changed ranges closer than this are sent as one: a run's header
  * costs 8 bytes. */
 #define RUN_GAP 8
 
-typedef struct cached_page {
-	uint32_t pgno; /* 0: empty */
-	unsigned char *img;
-} cached_page;
+/* One page image an incarnation appended last. */
+typedef struct cpage cpage;
+struct cpage {
+	cpage *newer, *older;       /* the node's list, most recently used first */
+	cpage *chain;               /* the incarnation's bucket */
+	dobj__page_cache *owner;
+	uint32_t pgno;
+	unsigned char img[];
+};
 
+/* The images of every incarnation of a node, within one bound (the
+ * runtime's thread only).  Freed with its last reference: the node's and
+ * each cache's. */
+struct dobj__page_budget {
+	size_t limit, used;
+	cpage *newest, *oldest;
+	size_t refs;
+};
+
+/* An incarnation's images: a hash of page numbers. */
 struct dobj__page_cache {
-	uint32_t psz, nslots;
-	cached_page slot[];
+	dobj__page_budget *budget;
+	uint32_t psz;
+	size_t count, nbuckets;     /* nbuckets: a power of 2, or 0 */
+	cpage **buckets;
+	uint32_t max_pgno;          /* no page kept is past it */
 };
 
 static uint32_t be32(const unsigned char *p)
@@ -69,35 +86,163 @@ static int bad_psz(uint32_t psz)
 	return psz < 512 || psz > 65536 || (psz & (psz - 1));
 }
 
+dobj__page_budget *dobj__page_budget_new(size_t limit)
+{
+	dobj__page_budget *b = calloc(1, sizeof(*b));
+
+	if (b) {
+		b->limit = limit;
+		b->refs = 1;
+	}
+	return b;
+}
+
+void dobj__page_budget_unref(dobj__page_budget *b)
+{
+	if (b && --b->refs == 0)
+		free(b);
+}
+
+size_t dobj__page_budget_used(const dobj__page_budget *b)
+{
+	return b ? b->used : 0;
+}
+
+static void lru_unlink(dobj__page_budget *b, cpage *p)
+{
+	if (p->newer)
+		p->newer->older = p->older;
+	else
+		b->newest = p->older;
+	if (p->older)
+		p->older->newer = p->newer;
+	else
+		b->oldest = p->newer;
+	p->newer = p->older = NULL;
+}
+
+static void lru_front(dobj__page_budget *b, cpage *p)
+{
+	p->older = b->newest;
+	p->newer = NULL;
+	if (b->newest)
+		b->newest->newer = p;
+	else
+		b->oldest = p;
+	b->newest = p;
+}
+
+static size_t bucket_of(const dobj__page_cache *pc, uint32_t pgno)
+{
+	/* Fibonacci hashing: neighbouring pages spread over the buckets. */
+	return (size_t)((pgno * 2654435761u) & (uint32_t)(pc->nbuckets - 1));
+}
+
+static cpage *find(const dobj__page_cache *pc, uint32_t pgno)
+{
+	cpage *p;
+
+	if (!pc || !pc->nbuckets || pgno == 0)
+		return NULL;
+	for (p = pc->buckets[bucket_of(pc, pgno)]; p && p->pgno != pgno; p = p->chain)
+		;
+	return p;
+}
+
+/* Page p out of its cache and the node's list, freed. */
+static void page_drop(cpage *p)
+{
+	dobj__page_cache *pc = p->owner;
+	dobj__page_budget *b = pc->budget;
+	cpage **at = &pc->buckets[bucket_of(pc, p->pgno)];
+
+	while (*at != p)
+		at = &(*at)->chain;
+	*at = p->chain;
+	pc->count--;
+	lru_unlink(b, p);
+	b->used -= sizeof(*p) + pc->psz;
+	free(p);
+}
+
 void dobj__page_cache_free(dobj__page_cache *pc)
 {
 	if (!pc)
 		return;
-	for (uint32_t i = 0; i < pc->nslots; i++)
-		free(pc->slot[i].img);
+	for (size_t i = 0; i < pc->nbuckets; i++)
+		while (pc->buckets[i])
+			page_drop(pc->buckets[i]);
+	free(pc->buckets);
+	dobj__page_budget_unref(pc->budget);
 	free(pc);
 }
 
-static dobj__page_cache *cache_new(uint32_t psz)
+static dobj__page_cache *cache_new(dobj__page_budget *b, uint32_t psz)
 {
-	uint32_t n = CACHE_BYTES / psz ? CACHE_BYTES / psz : 1;
-	dobj__page_cache *pc = calloc(1, sizeof(*pc) + n * sizeof(cached_page));
+	dobj__page_cache *pc = calloc(1, sizeof(*pc));
 
 	if (pc) {
+		pc->budget = b;
 		pc->psz = psz;
-		pc->nslots = n;
+		b->refs++;
 	}
 	return pc;
 }
 
-static const unsigned char *cached(const dobj__page_cache *pc, uint32_t pgno)
+/* Room for one more page: the buckets grown past one page each (best
+ * effort: a full table only chains longer). */
+static void buckets_grow(dobj__page_cache *pc)
 {
-	const cached_page *s;
+	size_t n = pc->nbuckets ? pc->nbuckets * 2 : 16;
+	cpage **nb;
 
-	if (!pc || pgno == 0)
-		return NULL;
-	s = &pc->slot[pgno % pc->nslots];
-	return s->pgno == pgno ? s->img : NULL;
+	if (pc->count < pc->nbuckets || n > SIZE_MAX / sizeof(*nb) || !(nb = calloc(n, sizeof(*nb))))
+		return;
+	for (size_t i = 0; i < pc->nbuckets; i++) {
+		cpage *p = pc->buckets[i], *next;
+		for (; p; p = next) {
+			next = p->chain;
+			p->chain = nb[(size_t)((p->pgno * 2654435761u) & (uint32_t)(n - 1))];
+			nb[(size_t)((p->pgno * 2654435761u) & (uint32_t)(n - 1))] = p;
+		}
+	}
+	free(pc->buckets);
+	pc->buckets = nb;
+	pc->nbuckets = n;
+}
+
+/* Page pgno's image becomes `img` (the least recently used pages of the
+ * node go to make room; a page that cannot be kept is dropped: it goes
+ * whole next time). */
+static void cache_put(dobj__page_cache *pc, uint32_t pgno, const unsigned char *img)
+{
+	dobj__page_budget *b = pc->budget;
+	size_t need = sizeof(cpage) + pc->psz;
+	cpage *p = find(pc, pgno);
+
+	if (p) {
+		memcpy(p->img, img, pc->psz);
+		lru_unlink(b, p);
+		lru_front(b, p);
+		return;
+	}
+	if (need > b->limit)
+		return;
+	while (b->used + need > b->limit && b->oldest)
+		page_drop(b->oldest);
+	buckets_grow(pc);
+	if (!pc->nbuckets || !(p = malloc(need)))
+		return;
+	p->owner = pc;
+	p->pgno = pgno;
+	memcpy(p->img, img, pc->psz);
+	p->chain = pc->buckets[bucket_of(pc, pgno)];
+	pc->buckets[bucket_of(pc, pgno)] = p;
+	pc->count++;
+	if (pgno > pc->max_pgno)
+		pc->max_pgno = pgno;
+	b->used += need;
+	lru_front(b, p);
 }
 
 static int words_equal(const unsigned char *a, const unsigned char *b)
@@ -152,30 +297,35 @@ static size_t diff_runs(const unsigned char *was, const unsigned char *now, uint
 	return used;
 }
 
-/* The images of the record's pages become the cache's (a slot whose image
- * cannot be allocated is emptied: its page goes whole next time); pages
- * past the database's new end are dropped. */
+/* The images of the record's pages become the cache's; pages past the
+ * database's new end are dropped. */
 static void cache_take(dobj__page_cache *pc, const unsigned char *rec, uint32_t count,
 	uint32_t psz, uint32_t dbsize)
 {
 	for (uint32_t i = 0; i < count; i++) {
 		const unsigned char *p = rec + 12 + (size_t)i * (4 + (size_t)psz);
-		uint32_t pgno = be32(p);
-		cached_page *s = &pc->slot[pgno % pc->nslots];
-		if (!s->img && !(s->img = malloc(psz))) {
-			s->pgno = 0;
-			continue;
-		}
-		memcpy(s->img, p + 4, psz);
-		s->pgno = pgno;
+		cache_put(pc, be32(p), p + 4);
 	}
-	for (uint32_t i = 0; i < pc->nslots; i++)
-		if (pc->slot[i].pgno > dbsize)
-			pc->slot[i].pgno = 0;
+	/* A cut (rare: a VACUUM, an incremental vacuum) looks at every page
+	 * kept; max_pgno bounds them. */
+	if (pc->max_pgno > dbsize) {
+		uint32_t max = 0;
+		for (size_t i = 0; i < pc->nbuckets; i++) {
+			cpage *p = pc->buckets[i], *next;
+			for (; p; p = next) {
+				next = p->chain;
+				if (p->pgno > dbsize)
+					page_drop(p);
+				else if (p->pgno > max)
+					max = p->pgno;
+			}
+		}
+		pc->max_pgno = max;
+	}
 }
 
-int dobj__rec_changes(dobj__page_cache **cache, const unsigned char *rec, size_t len,
-	unsigned char **out, size_t *out_len)
+int dobj__rec_changes(dobj__page_budget *budget, dobj__page_cache **cache,
+	const unsigned char *rec, size_t len, unsigned char **out, size_t *out_len)
 {
 	uint32_t psz, dbsize, count, kept = 0;
 	dobj__page_cache *pc = *cache;
@@ -208,7 +358,8 @@ int dobj__rec_changes(dobj__page_cache **cache, const unsigned char *rec, size_t
 		return dobj_error_set(DOBJ_ENOMEM, "out of memory");
 	for (uint32_t i = 0; i < count; i++) {
 		const unsigned char *p = rec + 12 + (size_t)i * (4 + (size_t)psz);
-		const unsigned char *was = cached(pc, be32(p));
+		const cpage *c = find(pc, be32(p));
+		const unsigned char *was = c ? c->img : NULL;
 		size_t used = 0;
 		uint32_t runs = 0;
 		if (was) {
@@ -232,8 +383,8 @@ int dobj__rec_changes(dobj__page_cache **cache, const unsigned char *rec, size_t
 	put32(o + 8, kept);
 	/* From here on nothing fails: the cache holds what this record, once
 	 * appended, makes the log's images. */
-	if (!pc)
-		*cache = pc = cache_new(psz);
+	if (!pc && budget)
+		*cache = pc = cache_new(budget, psz);
 	if (pc)
 		cache_take(pc, rec, count, psz, dbsize);
 	*out = o;

@@ -99,6 +99,9 @@ static unsigned char *whole(const db *src, uint32_t dbsize, const uint32_t *pgno
 	return r;
 }
 
+/* The node's bound on page images (tests set its size). */
+static dobj__page_budget *budget;
+
 /* What the writer appends for pages `pgnos` of `src` now: *len bytes. */
 static unsigned char *append(dobj__page_cache **pc, const db *src, uint32_t dbsize,
 	const uint32_t *pgnos, uint32_t n, size_t *len)
@@ -106,7 +109,7 @@ static unsigned char *append(dobj__page_cache **pc, const db *src, uint32_t dbsi
 	size_t wlen;
 	unsigned char *w = whole(src, dbsize, pgnos, n, &wlen), *out = NULL;
 
-	CHECK_EQ_INT(dobj__rec_changes(pc, w, wlen, &out, len), DOBJ_OK);
+	CHECK_EQ_INT(dobj__rec_changes(budget, pc, w, wlen, &out, len), DOBJ_OK);
 	free(w);
 	return out;
 }
@@ -179,16 +182,16 @@ static void test_an_increment_goes_as_the_bytes_it_changed(void)
 	dobj__page_cache_free(pc);
 }
 
-/* A page the writer dropped (the database cut below it, or its slot taken
- * by another page) goes whole when written next: never a change to bytes
- * the reader does not have. */
+/* A page the writer dropped (the database cut below it) goes whole when
+ * written next: never a change to bytes the reader does not have. */
 static void test_cut_and_evicted_pages_go_whole(void)
 {
 	dobj__page_cache *pc = NULL;
 	uint32_t all[MAXPG], one[1];
 	unsigned char *r;
 	size_t len;
-	uint32_t i, slots = 128 * 1024 / PSZ;
+	uint32_t i;
+	size_t cost;
 
 	memset(&writer, 0, sizeof(writer));
 	memset(&reader, 0, sizeof(reader));
@@ -200,9 +203,11 @@ static void test_cut_and_evicted_pages_go_whole(void)
 	r = append(&pc, &writer, 40, all, 40, &len);
 	CHECK_EQ_INT(apply(&reader, r, len), DOBJ_OK);
 	free(r);
+	cost = dobj__page_budget_used(budget) / 40;
 	/* Cut to 10 pages, then grown back: page 20 is new to the reader. */
 	r = append(&pc, &writer, 10, all, 0, &len);
 	CHECK_EQ_INT(apply(&reader, r, len), DOBJ_OK);
+	CHECK_EQ_INT(dobj__page_budget_used(budget), 10 * cost);
 	free(r);
 	writer.pages = 20;
 	memset(writer.b + 10 * PSZ, 0, 10 * PSZ);
@@ -213,22 +218,64 @@ static void test_cut_and_evicted_pages_go_whole(void)
 	CHECK_EQ_INT(apply(&reader, r, len), DOBJ_OK);
 	CHECK(same_pages(&writer, &reader));
 	free(r);
-	/* Page 3 and page 3 + slots share a slot: the later one took it. */
-	memset(writer.b + 20 * PSZ, 0, (size_t)(3 + slots - 20) * PSZ); /* grown: zeros */
-	writer.pages = 3 + slots;
-	fill_random(&writer, 3 + slots);
-	one[0] = 3 + slots;
-	r = append(&pc, &writer, writer.pages, one, 1, &len);
-	CHECK_EQ_INT(apply(&reader, r, len), DOBJ_OK);
-	free(r);
-	writer.b[2 * PSZ + 1] ^= 0xff;
-	one[0] = 3;
-	r = append(&pc, &writer, writer.pages, one, 1, &len);
-	CHECK_EQ_INT(len, 12 + 8 + PSZ);
-	CHECK_EQ_INT(apply(&reader, r, len), DOBJ_OK);
-	CHECK(same_pages(&writer, &reader));
-	free(r);
 	dobj__page_cache_free(pc);
+	CHECK_EQ_INT(dobj__page_budget_used(budget), 0);
+}
+
+/* The node's bound is shared by every incarnation: past it the least
+ * recently appended images go (whichever object's), and their pages go
+ * whole next time; the others still go as their changes. */
+static void test_the_least_recently_appended_images_make_room(void)
+{
+	dobj__page_budget *big = budget;
+	dobj__page_cache *pa = NULL, *pb = NULL;
+	uint32_t one[1];
+	unsigned char *r;
+	size_t len, page_cost;
+
+	budget = dobj__page_budget_new(8 * (PSZ + 64));
+	memset(&writer, 0, sizeof(writer));
+	memset(&reader, 0, sizeof(reader));
+	writer.pages = 20;
+	for (uint32_t p = 1; p <= 20; p++)
+		fill_random(&writer, p);
+	/* Object A appends pages 1-4, object B pages 5-8: the bound holds 8. */
+	for (uint32_t p = 1; p <= 8; p++) {
+		one[0] = p;
+		r = append(p <= 4 ? &pa : &pb, &writer, 20, one, 1, &len);
+		CHECK_EQ_INT(len, 12 + 8 + PSZ);
+		free(r);
+	}
+	page_cost = dobj__page_budget_used(budget) / 8;
+	CHECK(page_cost >= PSZ && page_cost <= PSZ + 64);
+	/* A touches page 1 again (now the most recent), then B appends page 9:
+	 * page 2, A's, is the least recent and goes. */
+	writer.b[0] ^= 1;
+	one[0] = 1;
+	r = append(&pa, &writer, 20, one, 1, &len);
+	CHECK_EQ_INT(len, 12 + 8 + 8 + 1);
+	free(r);
+	one[0] = 9;
+	r = append(&pb, &writer, 20, one, 1, &len);
+	free(r);
+	CHECK_EQ_INT(dobj__page_budget_used(budget), 8 * page_cost);
+	writer.b[1 * PSZ] ^= 1;
+	one[0] = 2;
+	r = append(&pa, &writer, 20, one, 1, &len);
+	CHECK_EQ_INT(len, 12 + 8 + PSZ); /* whole: its image went */
+	free(r);
+	writer.b[0] ^= 2;
+	one[0] = 1;
+	r = append(&pa, &writer, 20, one, 1, &len);
+	CHECK_EQ_INT(len, 12 + 8 + 8 + 1); /* still kept */
+	free(r);
+	/* Each incarnation's images go with it; the bound outlives the node's
+	 * reference while a cache holds one. */
+	dobj__page_cache_free(pa);
+	CHECK(dobj__page_budget_used(budget) > 0);
+	dobj__page_budget_unref(budget);
+	dobj__page_cache_free(pb);
+	budget = big;
 }
 
 /* Another page size (a VACUUM after PRAGMA page_size) starts afresh. */
@@ -250,22 +297,22 @@ static void test_another_page_size_goes_whole(void)
 	put32(rec + 4, 1);
 	put32(rec + 8, 1);
 	put32(rec + 12, 1);
-	CHECK_EQ_INT(dobj__rec_changes(&pc, rec, sizeof(rec), &out, &len), DOBJ_OK);
+	CHECK_EQ_INT(dobj__rec_changes(budget, &pc, rec, sizeof(rec), &out, &len), DOBJ_OK);
 	CHECK_EQ_INT(len, 12 + 8 + 8192);
 	CHECK_EQ_INT(be32(out) & 0xffff, 8192);
 	free(out);
 	/* A capture that is not one is refused, the cache kept. */
 	put32(rec + 8, 2);
-	CHECK_EQ_INT(dobj__rec_changes(&pc, rec, sizeof(rec), &out, &len), DOBJ_ERROR);
+	CHECK_EQ_INT(dobj__rec_changes(budget, &pc, rec, sizeof(rec), &out, &len), DOBJ_ERROR);
 	CHECK(out == NULL && len == 0);
 	/* Page 0 (a damaged -wal file): refused, not diffed against an empty
 	 * slot's stale image. */
 	put32(rec + 8, 1);
 	put32(rec + 12, 0);
-	CHECK_EQ_INT(dobj__rec_changes(&pc, rec, sizeof(rec), &out, &len), DOBJ_ERROR);
+	CHECK_EQ_INT(dobj__rec_changes(budget, &pc, rec, sizeof(rec), &out, &len), DOBJ_ERROR);
 	CHECK(out == NULL && strstr(dobj_error_last(), "page 0") != NULL);
 	put32(rec + 12, 1);
-	CHECK_EQ_INT(dobj__rec_changes(&pc, rec, sizeof(rec), &out, &len), DOBJ_OK);
+	CHECK_EQ_INT(dobj__rec_changes(budget, &pc, rec, sizeof(rec), &out, &len), DOBJ_OK);
 	CHECK_EQ_INT(len, 12); /* page 1 as the cache holds it: left out */
 	free(out);
 	dobj__page_cache_free(pc);
@@ -276,10 +323,14 @@ static void test_another_page_size_goes_whole(void)
  * are the writer's after every record. */
 static void test_random_histories_rebuild_every_page(void)
 {
+	dobj__page_budget *big = budget;
+
 	for (int run = 0; run < 20; run++) {
 		dobj__page_cache *pc = NULL;
 		int ok = 1;
 
+		/* Every other run within 12 pages: images go as the bound says. */
+		budget = run & 1 ? dobj__page_budget_new(12 * (PSZ + 64)) : big;
 		memset(&writer, 0, sizeof(writer));
 		memset(&reader, 0, sizeof(reader));
 		writer.pages = 1;
@@ -324,7 +375,12 @@ static void test_random_histories_rebuild_every_page(void)
 			free(r);
 		}
 		dobj__page_cache_free(pc);
+		if (budget != big) {
+			CHECK_EQ_INT(dobj__page_budget_used(budget), 0);
+			dobj__page_budget_unref(budget);
+		}
 	}
+	budget = big;
 }
 
 /* Hand-made records that lie: each is refused as malformed, whole. */
@@ -437,11 +493,15 @@ static void test_mutated_records_never_write_outside_a_page(void)
 
 int main(void)
 {
+	budget = dobj__page_budget_new(64 << 20);
 	RUN(test_an_increment_goes_as_the_bytes_it_changed);
 	RUN(test_cut_and_evicted_pages_go_whole);
+	RUN(test_the_least_recently_appended_images_make_room);
 	RUN(test_another_page_size_goes_whole);
 	RUN(test_random_histories_rebuild_every_page);
 	RUN(test_records_that_lie_are_malformed);
 	RUN(test_mutated_records_never_write_outside_a_page);
+	CHECK_EQ_INT(dobj__page_budget_used(budget), 0);
+	dobj__page_budget_unref(budget);
 	return DONE();
 }

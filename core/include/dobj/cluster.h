@@ -47,6 +47,10 @@
 #define DOBJ_CLUSTER_TTL_MS 3000.0
 #define DOBJ_CLUSTER_GRACE_MS 1000.0
 #define DOBJ_CLUSTER_TIMEOUT_MS 2000.0
+/** The page images a node keeps, at most, to append a page it appended
+ *  before as the bytes that changed (every object of the node together;
+ *  the least recently appended go first, and their pages go whole). */
+#define DOBJ_CLUSTER_PAGE_CACHE_BYTES (64LL << 20)
 /** Log bytes since an object's last snapshot that call for a new one. */
 #define DOBJ_CLUSTER_SNAPSHOT_BYTES (4LL << 20)
 /** A snapshot whose image is larger is stored in parts of this size. */
