@@ -426,6 +426,20 @@ static int meta_read_cached(dobj_storage *st, int64_t *when)
 	return *when > 0;
 }
 
+/* A commit that failed, or that PostgreSQL will not get: the object is
+ * reset (its file is not PostgreSQL's state: a reset incarnation leaves no
+ * cache marker vouching for it). */
+static void commit_failed(dobj_storage *st)
+{
+	char msg[600];
+
+	if (!st->obj || st->obj->dead)
+		return;
+	snprintf(msg, sizeof(msg), "storage commit failed, the object was reset: %s",
+		dobj_error_last());
+	dobj__abort(st->obj, DOBJ_ERROR, msg);
+}
+
 /* Cluster mode, a statement that committed on its own (outside a step):
  * append what it changed, with the alarm record. */
 static int cluster_commit(dobj_storage *st)
@@ -460,12 +474,8 @@ void dobj__storage_commit_dirty(dobj_rt *rt)
 			rollback(st);
 		else if ((rc = commit(st)) >= 0 && cluster)
 			rc = dobj__cluster_commit(st->obj, st->db, alarm, st->wal_frames);
-		if (rc < 0 && st->obj && !st->obj->dead) {
-			char msg[600];
-			snprintf(msg, sizeof(msg), "storage commit failed, the object was reset: %s",
-				dobj_error_last());
-			dobj__abort(st->obj, DOBJ_ERROR, msg);
-		}
+		if (rc < 0)
+			commit_failed(st);
 	}
 }
 
@@ -894,9 +904,11 @@ int dobj__storage_alarm_peek(dobj_ns *ns, const dobj_id *id, int op, int64_t *wh
 		rc = meta_read(st->db, &now);
 		if (rc == 1 && now == *when) {
 			rc = st->obj && st->obj->dead ? DOBJ_OK : dobj__storage_alarm_write(st, 0);
-			/* Outside a step, the clear commits on its own: ship it now. */
-			if (rc == DOBJ_OK && st->obj && st->obj->cluster && !st->in_txn)
-				cluster_commit(st);
+			/* Outside a step, the clear commits on its own: ship it now
+			 * (one that cannot be shipped resets the object). */
+			if (rc == DOBJ_OK && st->obj && st->obj->cluster && !st->in_txn &&
+			    cluster_commit(st) < 0)
+				commit_failed(st);
 		}
 	}
 	if (opened && ns->dir && !st->obj) {

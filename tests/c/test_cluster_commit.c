@@ -21,6 +21,7 @@
 #include "testhost.h"
 #include "pgtest.h"
 #include "clustertest.h"
+#include "cluster_int.h" /* dobj__cluster_stop, dobj__storage_alarm_peek: an alarm clear the committers cannot take */
 
 #define KEY "commit-key"
 /* The node's committer threads (DOBJ__COMMITTERS in core/src/cluster_int.h). */
@@ -355,6 +356,41 @@ static void test_batches_with_and_without_an_alarm_append_every_row(void)
 	CHECK_EQ_INT(pgtest_sql(&pg, NULL, "SELECT count(*) FROM dobj_alarm WHERE ns = '" KEY "'"), 1);
 	for (i = 0; i < MANY; i++)
 		dobj_stub_free(s[i]);
+	dobj_rt_free(rt);
+	testhost_rm_rf(dir);
+}
+
+/* An alarm that ran to success is cleared outside a step, in a commit of
+ * its own; when that commit cannot be handed over (the node is closing),
+ * the file holds a change PostgreSQL never got: the object is reset, as
+ * after any failed commit, so no cache marker vouches for the file.
+ * Before, the failure was ignored and the object went on. */
+static void test_an_alarm_clear_that_cannot_be_appended_resets_the_object(void)
+{
+	char dir[64];
+	dobj_ns *ns;
+	dobj_rt *rt = node(testhost_tmpdir(dir, "dobj-commit"), 2000, &ns);
+	dobj_stub *s = testhost_stub(ns, "cleared");
+	dobj_obj *obj;
+	dobj_id id;
+	int64_t when = 0;
+
+	CHECK_STR(fetch(rt, s, "a", NULL), "1"); /* answered once appended */
+	CHECK_EQ_INT(dobj_id_from_name(dobj_ns_idkey(ns), "cleared", 7, &id), DOBJ_OK);
+	CHECK_EQ_INT(dobj__storage_alarm_peek(ns, &id, -1, &when), 1);
+	CHECK(when > 0);
+	obj = dobj__idmap_get(&ns->objs, &id);
+	CHECK(obj != NULL && !obj->dead);
+	/* The committers stopped, as when the node closes. */
+	dobj__cluster_stop(rt->cluster);
+	CHECK_EQ_INT(dobj__storage_alarm_peek(ns, &id, 0, &when), DOBJ_OK);
+	obj = dobj__idmap_get(&ns->objs, &id);
+	CHECK(obj == NULL || obj->dead);
+	/* PostgreSQL still has the alarm: the next activation restores that
+	 * state (a reset object leaves no cache marker). */
+	CHECK_EQ_INT(pgtest_sqlf(&pg, NULL, "SELECT count(*) FROM dobj_alarm WHERE %s",
+		where(ns, "cleared")), 1);
+	dobj_stub_free(s);
 	dobj_rt_free(rt);
 	testhost_rm_rf(dir);
 }
@@ -1265,6 +1301,7 @@ int main(void)
 	RUN(test_appends_of_many_objects_go_in_few_transactions_and_a_fenced_one_fails_alone);
 	RUN(test_the_appends_of_one_round_go_in_one_transaction);
 	RUN(test_batches_with_and_without_an_alarm_append_every_row);
+	RUN(test_an_alarm_clear_that_cannot_be_appended_resets_the_object);
 	RUN(test_an_objects_next_append_waits_for_its_previous_one);
 	RUN(test_postgres_killed_while_an_append_waits);
 	RUN(test_closing_with_appends_out_delivers_what_was_confirmed_and_fails_the_rest);
