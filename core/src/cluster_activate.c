@@ -91,11 +91,6 @@ static int owner_of(dobj__pg *pg, dobj__act *a, const char *const *key, const in
 	return rc;
 }
 
-static uint32_t be32(const unsigned char *p)
-{
-	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
 /* A pure client's lookup: where the object lives, or which live node
  * should take it (one of the live nodes with an address, the same for every
  * caller while the membership stays: placement by the ID).  a->rc 1 and
@@ -124,7 +119,7 @@ static int lookup_run(dobj__pg *pg, dobj__act *a)
 			PQclear(r);
 			return 0;
 		}
-		i = (int)(be32(a->id) % (uint32_t)n);
+		i = (int)(dobj__be32(a->id) % (uint32_t)n);
 	}
 	a->owner_node = atoll(PQgetvalue(r, i, 0));
 	snprintf(a->owner_addr, sizeof(a->owner_addr), "%s", PQgetvalue(r, i, 1));

@@ -8,6 +8,26 @@
 
 #include "internal.h"
 
+/* Big-endian fields of the log's records, snapshots and claims. */
+static inline uint32_t dobj__be32(const unsigned char *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static inline void dobj__put32(unsigned char *p, uint32_t v)
+{
+	p[0] = (unsigned char)(v >> 24);
+	p[1] = (unsigned char)(v >> 16);
+	p[2] = (unsigned char)(v >> 8);
+	p[3] = (unsigned char)v;
+}
+
+/* Not an SQLite page size (512 to 65536, a power of two). */
+static inline int dobj__bad_page_size(uint32_t psz)
+{
+	return psz < 512 || psz > 65536 || (psz & (psz - 1));
+}
+
 /* The node's bound on page images (cluster_record.c). */
 typedef struct dobj__page_budget dobj__page_budget;
 

@@ -68,24 +68,6 @@ struct dobj__page_cache {
 	uint32_t max_pgno;          /* no page kept is past it */
 };
 
-static uint32_t be32(const unsigned char *p)
-{
-	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
-static void put32(unsigned char *p, uint32_t v)
-{
-	p[0] = (unsigned char)(v >> 24);
-	p[1] = (unsigned char)(v >> 16);
-	p[2] = (unsigned char)(v >> 8);
-	p[3] = (unsigned char)v;
-}
-
-static int bad_psz(uint32_t psz)
-{
-	return psz < 512 || psz > 65536 || (psz & (psz - 1));
-}
-
 dobj__page_budget *dobj__page_budget_new(size_t limit)
 {
 	dobj__page_budget *b = calloc(1, sizeof(*b));
@@ -132,10 +114,16 @@ static void lru_front(dobj__page_budget *b, cpage *p)
 	b->newest = p;
 }
 
+/* Page pgno's bucket among n (a power of 2): multiplied by an odd
+ * constant, neighbouring pages spread over the buckets. */
+static size_t bucket_in(uint32_t pgno, size_t n)
+{
+	return (size_t)((pgno * 2654435761u) & (uint32_t)(n - 1));
+}
+
 static size_t bucket_of(const dobj__page_cache *pc, uint32_t pgno)
 {
-	/* Fibonacci hashing: neighbouring pages spread over the buckets. */
-	return (size_t)((pgno * 2654435761u) & (uint32_t)(pc->nbuckets - 1));
+	return bucket_in(pgno, pc->nbuckets);
 }
 
 static cpage *find(const dobj__page_cache *pc, uint32_t pgno)
@@ -202,8 +190,8 @@ static void buckets_grow(dobj__page_cache *pc)
 		cpage *p = pc->buckets[i], *next;
 		for (; p; p = next) {
 			next = p->chain;
-			p->chain = nb[(size_t)((p->pgno * 2654435761u) & (uint32_t)(n - 1))];
-			nb[(size_t)((p->pgno * 2654435761u) & (uint32_t)(n - 1))] = p;
+			p->chain = nb[bucket_in(p->pgno, n)];
+			nb[bucket_in(p->pgno, n)] = p;
 		}
 	}
 	free(pc->buckets);
@@ -287,8 +275,8 @@ static size_t diff_runs(const unsigned char *was, const unsigned char *now, uint
 		}
 		if (used + 8 + (end - start) >= limit)
 			return 0;
-		put32(out + used, (uint32_t)start);
-		put32(out + used + 4, (uint32_t)(end - start));
+		dobj__put32(out + used, (uint32_t)start);
+		dobj__put32(out + used + 4, (uint32_t)(end - start));
 		memcpy(out + used + 8, now + start, end - start);
 		used += 8 + (end - start);
 		(*runs)++;
@@ -304,7 +292,7 @@ static void cache_take(dobj__page_cache *pc, const unsigned char *rec, uint32_t 
 {
 	for (uint32_t i = 0; i < count; i++) {
 		const unsigned char *p = rec + 12 + (size_t)i * (4 + (size_t)psz);
-		cache_put(pc, be32(p), p + 4);
+		cache_put(pc, dobj__be32(p), p + 4);
 	}
 	/* A cut (rare: a VACUUM, an incremental vacuum) looks at every page
 	 * kept; max_pgno bounds them. */
@@ -336,15 +324,15 @@ int dobj__rec_changes(dobj__page_budget *budget, dobj__page_cache **cache,
 	*out_len = 0;
 	if (len < 12)
 		return dobj_error_set(DOBJ_ERROR, "cluster: a malformed capture");
-	psz = be32(rec);
-	dbsize = be32(rec + 4);
-	count = be32(rec + 8);
-	if (bad_psz(psz) || 12 + (uint64_t)count * (4 + (uint64_t)psz) != len)
+	psz = dobj__be32(rec);
+	dbsize = dobj__be32(rec + 4);
+	count = dobj__be32(rec + 8);
+	if (dobj__bad_page_size(psz) || 12 + (uint64_t)count * (4 + (uint64_t)psz) != len)
 		return dobj_error_set(DOBJ_ERROR, "cluster: a malformed capture");
 	/* Page 0 is no page (a damaged -wal file): it would be refused by
 	 * every reader, and 0 marks an empty slot here. */
 	for (uint32_t i = 0; i < count; i++)
-		if (be32(rec + 12 + (size_t)i * (4 + (size_t)psz)) == 0)
+		if (dobj__be32(rec + 12 + (size_t)i * (4 + (size_t)psz)) == 0)
 			return dobj_error_set(DOBJ_ERROR, "cluster: a malformed capture (page 0)");
 	if (pc && pc->psz != psz) {
 		/* Another page size (a VACUUM after PRAGMA page_size): every
@@ -358,7 +346,7 @@ int dobj__rec_changes(dobj__page_budget *budget, dobj__page_cache **cache,
 		return dobj_error_set(DOBJ_ENOMEM, "out of memory");
 	for (uint32_t i = 0; i < count; i++) {
 		const unsigned char *p = rec + 12 + (size_t)i * (4 + (size_t)psz);
-		const cpage *c = find(pc, be32(p));
+		const cpage *c = find(pc, dobj__be32(p));
 		const unsigned char *was = c ? c->img : NULL;
 		size_t used = 0;
 		uint32_t runs = 0;
@@ -369,18 +357,18 @@ int dobj__rec_changes(dobj__page_budget *budget, dobj__page_cache **cache,
 		}
 		memcpy(o + at, p, 4);
 		if (used) {
-			put32(o + at + 4, runs);
+			dobj__put32(o + at + 4, runs);
 			at += 8 + used;
 		} else {
-			put32(o + at + 4, 0);
+			dobj__put32(o + at + 4, 0);
 			memcpy(o + at + 8, p + 4, psz);
 			at += 8 + psz;
 		}
 		kept++;
 	}
-	put32(o, psz | REC_CHANGES);
-	put32(o + 4, dbsize);
-	put32(o + 8, kept);
+	dobj__put32(o, psz | REC_CHANGES);
+	dobj__put32(o + 4, dbsize);
+	dobj__put32(o + 8, kept);
 	/* From here on nothing fails: the cache holds what this record, once
 	 * appended, makes the log's images. */
 	if (!pc && budget)
@@ -401,16 +389,16 @@ int dobj__rec_walk(const unsigned char *rec, size_t len, dobj__rec_info *info,
 
 	if (len < 12)
 		return DOBJ__REC_MALFORMED;
-	psz = be32(rec);
+	psz = dobj__be32(rec);
 	changes = (psz & REC_CHANGES) != 0;
 	psz &= ~REC_CHANGES;
-	count = be32(rec + 8);
+	count = dobj__be32(rec + 8);
 	info->psz = psz;
-	info->dbsize = be32(rec + 4);
+	info->dbsize = dobj__be32(rec + 4);
 	info->top = info->changed_top = 0;
 	/* A record ends at a commit frame, whose database size is never 0: a
 	 * size of 0 would empty the database (served with its data gone). */
-	if (bad_psz(psz) || info->dbsize == 0)
+	if (dobj__bad_page_size(psz) || info->dbsize == 0)
 		return DOBJ__REC_MALFORMED;
 	if (!changes && 12 + (uint64_t)count * (4 + (uint64_t)psz) != len)
 		return DOBJ__REC_MALFORMED;
@@ -418,8 +406,8 @@ int dobj__rec_walk(const unsigned char *rec, size_t len, dobj__rec_info *info,
 		uint32_t pgno, runs;
 		if ((size_t)(end - p) < (changes ? 8u : 4u))
 			return DOBJ__REC_MALFORMED;
-		pgno = be32(p);
-		runs = changes ? be32(p + 4) : 0;
+		pgno = dobj__be32(p);
+		runs = changes ? dobj__be32(p + 4) : 0;
 		p += changes ? 8 : 4;
 		if (pgno == 0)
 			return DOBJ__REC_MALFORMED;
@@ -443,8 +431,8 @@ int dobj__rec_walk(const unsigned char *rec, size_t len, dobj__rec_info *info,
 			uint32_t off, n;
 			if ((size_t)(end - p) < 8)
 				return DOBJ__REC_MALFORMED;
-			off = be32(p);
-			n = be32(p + 4);
+			off = dobj__be32(p);
+			n = dobj__be32(p + 4);
 			p += 8;
 			if (n == 0 || off >= psz || n > psz - off || (size_t)(end - p) < n)
 				return DOBJ__REC_MALFORMED;

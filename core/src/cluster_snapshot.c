@@ -77,33 +77,15 @@
  * a second, far from the end of an int8 (see dobj__snap_restore). */
 #define SEQ_MAX ((long long)1 << 62)
 
-static uint32_t be32(const unsigned char *p)
-{
-	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
 static int64_t be64(const unsigned char *p)
 {
-	return (int64_t)((uint64_t)be32(p) << 32 | be32(p + 4));
-}
-
-static void put32(unsigned char *p, uint32_t v)
-{
-	p[0] = (unsigned char)(v >> 24);
-	p[1] = (unsigned char)(v >> 16);
-	p[2] = (unsigned char)(v >> 8);
-	p[3] = (unsigned char)v;
+	return (int64_t)((uint64_t)dobj__be32(p) << 32 | dobj__be32(p + 4));
 }
 
 static void put64(unsigned char *p, int64_t v)
 {
-	put32(p, (uint32_t)((uint64_t)v >> 32));
-	put32(p + 4, (uint32_t)v);
-}
-
-static int bad_psz(uint32_t psz)
-{
-	return psz < 512 || psz > 65536 || (psz & (psz - 1));
+	dobj__put32(p, (uint32_t)((uint64_t)v >> 32));
+	dobj__put32(p + 4, (uint32_t)v);
 }
 
 static int damaged(long long seq, const char *what)
@@ -139,16 +121,16 @@ static int snap_head_read(const unsigned char *b, size_t len, long long seq, sna
 	memset(h, 0, sizeof(*h));
 	if (len < SNAP_HDR || memcmp(b, SNAP_MAGIC, 8))
 		return damaged(seq, "a snapshot that is not one");
-	h->format = be32(b + 8);
+	h->format = dobj__be32(b + 8);
 	if (h->format != SNAP_FORMAT && h->format != SNAP_FORMAT_PARTS)
 		return dobj_error_set(DOBJ_ERROR, "cluster: the object's snapshot (seq %lld) is in "
 			"format %u, which this dobj does not know: upgrade dobj on this node", seq,
 			(unsigned)h->format);
-	h->psz = be32(b + 12);
-	h->pages = be32(b + 32);
+	h->psz = dobj__be32(b + 12);
+	h->pages = dobj__be32(b + 32);
 	/* No compaction makes a snapshot of no pages (its records' database
 	 * is never empty): one would be served as an empty database. */
-	if (bad_psz(h->psz) || h->pages == 0 || be64(b + 16) != seq)
+	if (dobj__bad_page_size(h->psz) || h->pages == 0 || be64(b + 16) != seq)
 		return damaged(seq, "a snapshot whose header does not match its row");
 	h->size = (uint64_t)h->pages * h->psz;
 	h->sha = b + 36;
@@ -160,8 +142,8 @@ static int snap_head_read(const unsigned char *b, size_t len, long long seq, sna
 	}
 	if (len != SNAP_HDR_PARTS)
 		return damaged(seq, "a snapshot whose header does not match its row");
-	h->part = be32(b + 68);
-	h->nparts = be32(b + 72);
+	h->part = dobj__be32(b + 68);
+	h->nparts = dobj__be32(b + 72);
 	if (h->part == 0 || h->nparts != (h->size + h->part - 1) / h->part)
 		return damaged(seq, "a snapshot whose header does not match its row");
 	return DOBJ_OK;
@@ -409,7 +391,7 @@ static int image_check(const image *im, long long seq)
 	if (psz == 1)
 		psz = 65536;
 	if (memcmp(h, "SQLite format 3", 16) || psz != im->psz ||
-	    (be32(h + 92) == be32(h + 24) && be32(h + 28) && be32(h + 28) != im->pages))
+	    (dobj__be32(h + 92) == dobj__be32(h + 24) && dobj__be32(h + 28) && dobj__be32(h + 28) != im->pages))
 		return damaged(seq, "pages that do not make the database they claim");
 	return DOBJ_OK;
 }
@@ -419,11 +401,11 @@ static void image_head(const image *im, unsigned char *h, long long seq, long lo
 	uint32_t format)
 {
 	memcpy(h, SNAP_MAGIC, 8);
-	put32(h + 8, format);
-	put32(h + 12, im->psz);
+	dobj__put32(h + 8, format);
+	dobj__put32(h + 12, im->psz);
 	put64(h + 16, seq);
 	put64(h + 24, epoch);
-	put32(h + 32, im->pages);
+	dobj__put32(h + 32, im->pages);
 }
 
 /* ---------------------------------------------- reading an object's state */
@@ -509,10 +491,10 @@ static const char piece_sql[] = PIECE_SQL("$3::int8", "$4::int8",
  * whose row was held back (bigger than a piece): more statements. */
 static int snap_more(const PGresult *r, int i)
 {
-	if (be32((const unsigned char *)PQgetvalue(r, i, 0)) != 1)
+	if (dobj__be32((const unsigned char *)PQgetvalue(r, i, 0)) != 1)
 		return 0;
 	return PQgetisnull(r, i, 3) || (PQgetlength(r, i, 3) >= 12 &&
-		be32((const unsigned char *)PQgetvalue(r, i, 3) + 8) == SNAP_FORMAT_PARTS);
+		dobj__be32((const unsigned char *)PQgetvalue(r, i, 3) + 8) == SNAP_FORMAT_PARTS);
 }
 
 /* A snapshot row held back by the first statement, on its own (in the
@@ -567,7 +549,7 @@ static int state_rows(dobj__pg *pg, const char *ns, size_t ns_len, const unsigne
 	int i, n = PQntuples(r), rc;
 
 	for (i = from; i < n; i++) {
-		int kind = (int)be32((const unsigned char *)PQgetvalue(r, i, 0));
+		int kind = (int)dobj__be32((const unsigned char *)PQgetvalue(r, i, 0));
 		long long s = be64((const unsigned char *)PQgetvalue(r, i, 1));
 		const unsigned char *data = (const unsigned char *)PQgetvalue(r, i, 3);
 		size_t len = (size_t)PQgetlength(r, i, 3);
@@ -673,7 +655,7 @@ again:
 	    : dobj__pg_exec(pg, first_sql, 8, v, lens, fmts, 1, &r)) < 0)
 		goto done;
 	n = PQntuples(r);
-	if (n > 0 && be32((const unsigned char *)PQgetvalue(r, 0, 0)) == 0) {
+	if (n > 0 && dobj__be32((const unsigned char *)PQgetvalue(r, 0, 0)) == 0) {
 		st->head = be64((const unsigned char *)PQgetvalue(r, 0, 1));
 		st->head_epoch = be64((const unsigned char *)PQgetvalue(r, 0, 2));
 		st->log_bytes = be64((const unsigned char *)PQgetvalue(r, 0, 4));
@@ -1156,8 +1138,8 @@ static int image_upload(dobj__pg *pg, snap_job *j, image *im, const char *seq,
 		rc = dobj_error_set(DOBJ_ENOMEM, "out of memory");
 		goto done;
 	}
-	put32(head + 68, (uint32_t)im->part);
-	put32(head + 72, (uint32_t)nparts);
+	dobj__put32(head + 68, (uint32_t)im->part);
+	dobj__put32(head + 72, (uint32_t)nparts);
 done:
 	EVP_MD_CTX_free(md);
 	free(buf);

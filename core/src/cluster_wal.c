@@ -31,19 +31,6 @@
 
 #include "cluster_int.h"
 
-static uint32_t be32(const unsigned char *p)
-{
-	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
-static void put32(unsigned char *p, uint32_t v)
-{
-	p[0] = (unsigned char)(v >> 24);
-	p[1] = (unsigned char)(v >> 16);
-	p[2] = (unsigned char)(v >> 8);
-	p[3] = (unsigned char)v;
-}
-
 typedef struct frame_ref {
 	uint32_t pgno;
 	size_t at; /* offset of the page in buf */
@@ -88,13 +75,13 @@ static int frames_to_record(const unsigned char *buf, size_t n, long long off, u
 	if (!(frames = malloc((n / frame + 1) * sizeof(*frames))))
 		return dobj_error_set(DOBJ_ENOMEM, "out of memory");
 	for (i = 0; i + frame <= n; i += frame) {
-		if (be32(buf + i + 8) != salt1 || be32(buf + i + 12) != salt2)
+		if (dobj__be32(buf + i + 8) != salt1 || dobj__be32(buf + i + 12) != salt2)
 			break;
-		frames[nframes].pgno = be32(buf + i);
+		frames[nframes].pgno = dobj__be32(buf + i);
 		frames[nframes].at = i + 24;
 		nframes++;
-		if (be32(buf + i + 4)) {
-			dbsize = be32(buf + i + 4);
+		if (dobj__be32(buf + i + 4)) {
+			dbsize = dobj__be32(buf + i + 4);
 			ncommitted = nframes;
 			commit_end = off + (long long)(i + frame);
 		}
@@ -113,12 +100,12 @@ static int frames_to_record(const unsigned char *buf, size_t n, long long off, u
 		free(frames);
 		return dobj_error_set(DOBJ_ENOMEM, "out of memory");
 	}
-	put32(out, psz);
-	put32(out + 4, dbsize);
-	put32(out + 8, (uint32_t)n);
+	dobj__put32(out, psz);
+	dobj__put32(out + 4, dbsize);
+	dobj__put32(out + 8, (uint32_t)n);
 	for (i = 0; i < n; i++) {
 		unsigned char *p = out + 12 + i * (4 + (size_t)psz);
-		put32(p, frames[i].pgno);
+		dobj__put32(p, frames[i].pgno);
 		memcpy(p + 4, buf + frames[i].at, psz);
 	}
 	free(frames);
@@ -213,10 +200,10 @@ int dobj__wal_capture(int *fd, const char *wal_path, const dobj__wal_pos *w, lon
 	__atomic_add_fetch(&dobj__wal_header_reads, 1, __ATOMIC_RELAXED);
 	if (sb.st_size < 32 || read_all(*fd, 0, 32, hdr) < 0)
 		return DOBJ_OK;
-	psz = be32(hdr + 8);
-	salt1 = be32(hdr + 16);
-	salt2 = be32(hdr + 20);
-	if (psz < 512 || psz > 65536 || (psz & (psz - 1)))
+	psz = dobj__be32(hdr + 8);
+	salt1 = dobj__be32(hdr + 16);
+	salt2 = dobj__be32(hdr + 20);
+	if (dobj__bad_page_size(psz))
 		return DOBJ_OK;
 	if (off < 32 || salt1 != w->salt1 || salt2 != w->salt2)
 		off = 32; /* a new generation of the file: every frame is new */
@@ -252,10 +239,10 @@ void dobj__wal_sum(const unsigned char *id, long long seq, long long epoch,
 	SHA256_CTX c;
 
 	memcpy(in, id, 32);
-	put32(in + 32, (uint32_t)((unsigned long long)seq >> 32));
-	put32(in + 36, (uint32_t)seq);
-	put32(in + 40, (uint32_t)((unsigned long long)epoch >> 32));
-	put32(in + 44, (uint32_t)epoch);
+	dobj__put32(in + 32, (uint32_t)((unsigned long long)seq >> 32));
+	dobj__put32(in + 36, (uint32_t)seq);
+	dobj__put32(in + 40, (uint32_t)((unsigned long long)epoch >> 32));
+	dobj__put32(in + 44, (uint32_t)epoch);
 	SHA256_Init(&c);
 	SHA256_Update(&c, rec ? rec : (const unsigned char *)"", len);
 	SHA256_Final(in + 48, &c);
