@@ -578,6 +578,33 @@ static void kick_net(struct dobj__route *r)
 	(void)n;
 }
 
+/* Write what c has queued from the runtime's thread (under mu), when the
+ * network thread is not already waiting for the socket to take more: a call
+ * or an answer then reaches the peer without waking the network thread, one
+ * thread hand-off less each way (routed calls cost the nodes 2.7 times the
+ * CPU of local ones with four).  Returns 1 when all of it went; else the
+ * network thread goes on from where this stopped (a full socket, or an
+ * error it reports). */
+static int send_now(conn *c)
+{
+	if (c->state != C_OPEN || c->want_out)
+		return 0;
+	while (c->out_off < c->out.len) {
+		ssize_t n = send(c->fd, c->out.p + c->out_off, c->out.len - c->out_off,
+			MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (n > 0) {
+			c->out_off += (size_t)n;
+			c->written += (uint64_t)n;
+		} else if (!(n < 0 && errno == EINTR)) {
+			return 0;
+		}
+	}
+	c->out.len = c->out_off = 0;
+	if (c->out.cap > ((size_t)1 << 20))
+		buf_free(&c->out);
+	return 1;
+}
+
 /* Queue a CALL for node (its connection made if needed): *cid and *start
  * say where it went. */
 int dobj__net_send_node(struct dobj__route *r, long long node, const char *addr, const buf *f,
@@ -627,7 +654,8 @@ int dobj__net_send_node(struct dobj__route *r, long long node, const char *addr,
 	c->queued += f->len;
 	c->nout++;
 	c->last_use = dobj__mono_ms();
-	kick = want_kick(r);
+	if (!send_now(c))
+		kick = want_kick(r);
 done:
 	pthread_mutex_unlock(&r->mu);
 	if (kick)
@@ -651,7 +679,10 @@ int dobj__net_send_conn(struct dobj__route *r, uint64_t cid, const buf *f)
 		c->last_use = dobj__mono_ms();
 		if (!c->out_dir && f->len >= 13 && f->p[4] == F_RESULT)
 			call_answered(c, get_be(f->p + 5, 8));
-		kick = want_kick(r);
+		/* A paused connection is read again by the network thread once
+		 * this answer took it under its bounds (net_service). */
+		if (!send_now(c) || c->paused)
+			kick = want_kick(r);
 	}
 	pthread_mutex_unlock(&r->mu);
 	if (kick)
