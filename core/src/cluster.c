@@ -421,6 +421,7 @@ size_t dobj__cluster_abort_all(dobj_rt *rt, const char *why)
 int dobj_rt_cluster(dobj_rt *rt, const dobj_cluster_opts *o)
 {
 	struct dobj__cluster *cl;
+	char *dir = NULL;
 	size_t n;
 	int rc;
 
@@ -442,6 +443,12 @@ int dobj_rt_cluster(dobj_rt *rt, const dobj_cluster_opts *o)
 	cl = calloc(1, sizeof(*cl));
 	if (!cl)
 		return dobj_error_set(DOBJ_ENOMEM, "out of memory");
+	/* The node's cache: the storage folder, or the first of its .node-N
+	 * folders no other node holds (several workers of one machine). */
+	if ((rc = dobj__folder_node(rt->storage_dir, &dir, &cl->folder_fd)) < 0) {
+		free(cl);
+		return rc;
+	}
 	n = o->url_len ? o->url_len : strlen(o->url);
 	cl->pg.url = dobj__strndup(o->url, n);
 	n = o->node_addr ? (o->node_addr_len ? o->node_addr_len : strlen(o->node_addr)) : 0;
@@ -477,10 +484,14 @@ int dobj_rt_cluster(dobj_rt *rt, const dobj_cluster_opts *o)
 		dobj__node_leave(&cl->pg, cl->node_id);
 		goto fail;
 	}
+	free(rt->storage_dir);
+	rt->storage_dir = dir;
 	return DOBJ_OK;
 fail:
 	dobj__route_stop(rt);
 	dobj__pg_drop(&cl->pg);
+	close(cl->folder_fd);
+	free(dir);
 	free(cl->pg.url);
 	free(cl->addr);
 	dobj__page_budget_unref(cl->pages);
@@ -517,6 +528,9 @@ void dobj__cluster_close(dobj_rt *rt)
 	free(cl->alarm_keys);
 	/* Incarnations still held (none, after the release above) keep it. */
 	dobj__page_budget_unref(cl->pages);
+	/* The folder goes last, after the activators wrote their cache markers
+	 * (dobj__act_stop): another node may take it now. */
+	close(cl->folder_fd);
 	free(cl);
 }
 

@@ -284,6 +284,7 @@ struct dobj__cluster {
 	dobj__pg pg;
 	char *addr;
 	dobj__page_budget *pages; /* the images incarnations appended last (cluster_record.c) */
+	int folder_fd;      /* the node's folder, flock'ed while the node lives (dobj__folder_node) */
 	long long node_id;  /* as the runtime's thread knows it */
 	double ttl_ms, grace_ms;
 	double call_timeout_ms; /* a routed call's wait for its answer */

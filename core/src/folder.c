@@ -163,3 +163,66 @@ done:
 	pthread_mutex_unlock(&claims_lock);
 	return rc;
 }
+
+/*
+ * A cluster node's folder.  A node's local files are a cache of what
+ * PostgreSQL holds (docs/cluster.md), and each node needs a cache of its own:
+ * one object's file written by two processes would be corrupted (hence the
+ * namespace folder's lock above).  The processes of one machine started alike
+ * (`uvicorn --workers 4`, gunicorn, a worker started again after a crash) all
+ * get the same storage setting, so a node takes the first folder no other node
+ * holds: the storage folder itself, else STORAGE/.node-2, STORAGE/.node-3, ...
+ * It holds it with flock until its runtime has closed (its last cache markers
+ * written); the lock is on an open file description of its own, so a second
+ * node in this process is held off too, and the kernel drops it when the
+ * process dies, however it dies: a worker started again finds a folder free,
+ * and the cache in it, which the cache markers vet (a file they do not vouch
+ * for is rebuilt from PostgreSQL).
+ */
+#define NODE_FOLDERS 256
+
+int dobj__folder_node(const char *storage, char **dir, int *fd)
+{
+	size_t n = strlen(storage) + 32;
+	int k, rc;
+
+	*dir = NULL;
+	*fd = -1;
+	for (k = 1; k <= NODE_FOLDERS; k++) {
+		char *path = malloc(n);
+		int f;
+		if (!path)
+			return dobj_error_set(DOBJ_ENOMEM, "out of memory");
+		if (k == 1)
+			snprintf(path, n, "%s", storage);
+		else
+			snprintf(path, n, "%s/.node-%d", storage, k);
+		if ((rc = dobj__mkdir_p(path)) < 0) {
+			free(path);
+			return rc;
+		}
+		if ((f = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
+			rc = dobj_error_set(DOBJ_ERROR, "cluster: cannot open the node folder %s: %s",
+				path, strerror(errno));
+			free(path);
+			return rc;
+		}
+		if (flock(f, LOCK_EX | LOCK_NB) == 0) {
+			*dir = path;
+			*fd = f;
+			return DOBJ_OK;
+		}
+		if (errno != EWOULDBLOCK) {
+			rc = dobj_error_set(DOBJ_ERROR, "cluster: cannot lock the node folder %s: %s",
+				path, strerror(errno));
+			close(f);
+			free(path);
+			return rc;
+		}
+		close(f);
+		free(path);
+	}
+	return dobj_error_set(DOBJ_ESTATE, "cluster: the %d node folders of %s (the storage folder "
+		"and .node-2 to .node-%d in it) are all held by other nodes", NODE_FOLDERS, storage,
+		NODE_FOLDERS);
+}

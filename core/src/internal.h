@@ -71,6 +71,14 @@ void dobj__alarm_rolled_back(dobj_storage *st, int64_t when);
 int dobj__folder_claim(dobj_ns *ns);
 int dobj__folder_move(const char *from, const char *to);
 void dobj__folder_release(dobj_ns *ns);
+/** A cluster node's folder under the storage setting `storage`: the first of
+ *  STORAGE, STORAGE/.node-2, ... no other node holds (folder.c).  *dir (one
+ *  free()) and *fd (flock'ed; closing it lets the folder go) are the
+ *  caller's. */
+int dobj__folder_node(const char *storage, char **dir, int *fd);
+/** mkdir -p of `path` (changed in place meanwhile, restored); a message
+ *  naming the folder that could not be made. */
+int dobj__mkdir_p(char *path);
 /** Make the namespace's storage directory (if the runtime has a root). */
 int dobj__storage_ns_open(dobj_ns *ns);
 /** Abort an object from inside the core (commit failure). */

@@ -92,7 +92,7 @@ int dobj__storage_check_unique_key(const char *key, size_t len)
 	return DOBJ_OK;
 }
 
-static int mkdir_p(char *path)
+int dobj__mkdir_p(char *path)
 {
 	char *p;
 
@@ -1358,7 +1358,7 @@ int dobj__storage_ns_open(dobj_ns *ns)
 	if (!ns->dir)
 		return dobj_error_set(DOBJ_ENOMEM, "out of memory");
 	snprintf(ns->dir, n, "%s/%s", rt->storage_dir, ns->unique_key);
-	if ((rc = mkdir_p(ns->dir)) < 0)
+	if ((rc = dobj__mkdir_p(ns->dir)) < 0)
 		return rc;
 	return dobj__folder_claim(ns);
 }

@@ -185,6 +185,49 @@ static void test_a_live_owner_keeps_its_object(void)
 	testhost_rm_rf(d2);
 }
 
+static int is_dir(const char *dir, const char *sub)
+{
+	char path[256];
+	struct stat sb;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, sub);
+	return stat(path, &sb) == 0 && S_ISDIR(sb.st_mode);
+}
+
+/* Processes started alike (uvicorn --workers 4) share one storage setting:
+ * each node takes a folder no other node holds, the storage folder first
+ * (as a lone node always did), then STORAGE/.node-2, ...; a folder is free
+ * again once its node closed.  Before, the second node's bind failed: the
+ * namespace folder was held by the first. */
+static void test_nodes_on_one_storage_folder_each_take_a_folder_of_their_own(void)
+{
+	char d[64];
+	dobj_rt *a, *b, *c;
+	dobj_stub *s;
+
+	testhost_tmpdir(d, "dobj-cluster");
+	a = node_new(d, NULL, DOBJ_OK);
+	b = node_new(d, NULL, DOBJ_OK);
+	CHECK(is_dir(d, "counter-key") && is_dir(d, ".node-2/counter-key"));
+	s = stub_for(b, "folders");
+	CHECK_STR(fetch(b, s, "count", NULL), "1");
+	dobj_stub_free(s);
+	CHECK(is_dir(d, ".node-2/counter-key"));
+	c = node_new(d, NULL, DOBJ_OK);
+	CHECK(is_dir(d, ".node-3/counter-key"));
+	dobj_rt_free(b);
+	/* b's folder is free again, with its cache: the next node takes it. */
+	b = node_new(d, NULL, DOBJ_OK);
+	CHECK(!is_dir(d, ".node-4"));
+	s = stub_for(b, "folders");
+	CHECK_STR(fetch(b, s, "count", NULL), "2");
+	dobj_stub_free(s);
+	dobj_rt_free(a);
+	dobj_rt_free(b);
+	dobj_rt_free(c);
+	testhost_rm_rf(d);
+}
+
 static void test_a_stale_owner_is_fenced(void)
 {
 	char d1[64], d2[64];
@@ -604,6 +647,7 @@ int main(void)
 	RUN(test_schema_is_versioned_and_a_newer_one_refused);
 	RUN(test_a_new_node_restores_every_acknowledged_write);
 	RUN(test_a_live_owner_keeps_its_object);
+	RUN(test_nodes_on_one_storage_folder_each_take_a_folder_of_their_own);
 	RUN(test_a_stale_owner_is_fenced);
 	RUN(test_postgres_killed_and_restarted_loses_no_acknowledged_write);
 	RUN(test_an_alarm_fires_on_whichever_node_activates_the_object);
