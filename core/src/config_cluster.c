@@ -14,6 +14,7 @@
  *    timeout, call_timeout in seconds, snapshot_bytes, snapshot_part_bytes),
  *    `[env.NAME.dobj.cluster]` in an environment.
  * Settings merge one by one (a flag's URL with the file's TTL is fine).
+ * A node address from none of them is 127.0.0.1:0: a project is a node.
  * The values' own rules are dobj_cluster_opts_check's, so a setting is
  * refused exactly as dobj_rt_cluster would refuse it, with its source
  * named.  wrangler itself warns about the unknown top-level `dobj` key and
@@ -349,6 +350,17 @@ int dobj__config_cluster(dobj_cluster_opts **out, const char *path, const dobj_v
 			return DOBJ_OK; /* not a cluster node */
 		return dobj_error_set(DOBJ_EINVALID, "%s is set, but no cluster URL is (--cluster, "
 			"DOBJ_CLUSTER_URL or dobj.cluster.url in the config)", f.from[j]);
+	}
+	if (!f.set[S_ADDR]) {
+		/* A project serves its objects: a node without an address from any
+		 * source listens on loopback, on a port the system picks, which is
+		 * what the other processes of the machine need (several workers of
+		 * one app, `uvicorn --workers 4`).  A runtime without an address
+		 * (a pure client, which serves nothing) is made without a config. */
+		f.str[S_ADDR] = "127.0.0.1:0";
+		f.len[S_ADDR] = 11;
+		f.set[S_ADDR] = 1;
+		snprintf(f.from[S_ADDR], sizeof(f.from[S_ADDR]), "the default node address");
 	}
 	if (!(o = malloc(sizeof(*o) + f.len[S_URL] + f.len[S_ADDR] + 2)))
 		return dobj_error_set(DOBJ_ENOMEM, "out of memory");

@@ -285,8 +285,6 @@ async def _serve_native(args: argparse.Namespace, out: Any, rt: Any) -> int:
 async def _serve(args: argparse.Namespace, out: Any) -> int:
     import dobj
     from .asgi import close_runtime
-    from .config import _load as _load_config
-    from .project import _CLUSTER_KWARGS
 
     # A bad --cluster / --node-addr is a bad command line (exit 2), checked
     # by the core as the runtime would check it.
@@ -309,15 +307,8 @@ async def _serve(args: argparse.Namespace, out: Any) -> int:
                            ("cluster_ttl", args.cluster_ttl), ("cluster_grace", args.cluster_grace)):
             if value is not None:
                 extra[key] = value
-        if args.node_addr is None:
-            # A dev server is a node that serves objects: without an address
-            # from the environment or the config it listens on 127.0.0.1 on a
-            # port the system picks (a runtime without one is a pure client).
-            given = tuple(extra.get(k) for k in _CLUSTER_KWARGS)
-            cfg = _load_config(args.config, args.env, args.persist_to, False,
-                               given if any(v is not None for v in given) else None)
-            if cfg.cluster is not None and cfg.cluster.node_addr is None:
-                extra["node_addr"] = "127.0.0.1:0"
+        # Without a node address from any source, the core's config loader
+        # gives 127.0.0.1:0: a project is a node that serves its objects.
         rt = dobj.Runtime.from_config(args.config, env=args.env, persist_to=args.persist_to,
                                       **extra)
     except (dobj.Error, ValueError) as exc:  # ConfigError, a state folder in use, ...

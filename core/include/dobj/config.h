@@ -110,7 +110,9 @@ typedef struct dobj_config {
 	 *  DOBJ_CLUSTER_GRACE, DOBJ_CLUSTER_TIMEOUT; seconds; an empty variable
 	 *  counts as unset), the file's `[dobj.cluster]` table (`url`,
 	 *  `node_addr`, `ttl`, `grace`, `timeout`; `[env.NAME.dobj.cluster]` in
-	 *  an environment, which replaces the top level's).  The numbers are in
+	 *  an environment, which replaces the top level's).  Without a node
+	 *  address from any of them, `node_addr` is "127.0.0.1:0" (a project
+	 *  serves its objects).  The numbers are in
 	 *  dobj_cluster_opts' terms (ms; grace_ms < 0 for a grace of 0 s). */
 	const dobj_cluster_opts *cluster;
 } dobj_config;
