@@ -18,7 +18,10 @@ Both take either a runtime or what :meth:`dobj.Runtime.from_config` takes
 (``config=``, ``env=``, ``persist_to=``); a runtime they load themselves is
 loaded in the server's own event loop (ASGI lifespan startup, or the first
 request when the server sends no lifespan events) and closed at lifespan
-shutdown, after the entry's ``ctx.wait_until`` work.
+shutdown, after the entry's ``ctx.wait_until`` work.  In cluster mode
+(``DOBJ_CLUSTER_URL``) each server process that loads the project is a node
+of its own, so ``uvicorn app:app --workers 4`` serves one set of objects
+(docs/cluster.md, "Several worker processes").
 """
 from __future__ import annotations
 
