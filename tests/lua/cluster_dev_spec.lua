@@ -199,6 +199,26 @@ rt:close()
       .. "its objects were reset, and it joined again as node %s\n"):format(old, new), 1, true), out)
   end)
 
+  it("dobj.load of a project is a node without a node address; two loads take two folders", function()
+    -- Before: a pure client (no address: it served nothing), and the second
+    -- load failed on the namespace folder the first held.
+    local d = project(('\n[dobj.cluster]\nurl = "%s"\n'):format(pg.url))
+    assert.are.equal("127.0.0.1:0", assert(dobj.load_config(d)).cluster.node_addr)
+    local a = assert(dobj.load { config = d })
+    local b = assert(dobj.load { config = d })
+    assert.truthy(a:node_addr():match("^127%.0%.0%.1:%d+$") and a:node_addr() ~= "127.0.0.1:0", a:node_addr())
+    assert.are.equal(b:node_addr(), pg.sql("SELECT addr FROM dobj_node WHERE node_id = " .. b:node_id()))
+    assert.are.equal("1", a.default.fetch("http://x/a"):text())
+    assert.are.equal("1", b.default.fetch("http://x/b"):text())
+    -- The same namespace folder in the state folder and in .node-2.
+    local state = d .. "/.wrangler/state/v3/do"
+    local top = read_all("ls " .. q(state))
+    assert.are.equal(top, read_all("ls " .. q(state .. "/.node-2")))
+    assert.truthy(top:find("Counter", 1, true), top)
+    a:close()
+    b:close()
+  end)
+
   it("dobj.load takes the [dobj.cluster] table; a caller's value wins", function()
     local d = project(('\n[dobj.cluster]\nurl = "%s"\nnode_addr = "127.0.0.1:18313"\nttl = 2.5\ngrace = 0\n')
       :format(pg.url))

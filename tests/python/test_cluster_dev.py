@@ -231,6 +231,28 @@ async def test_from_config_takes_the_config_table(pg, tmp_path):
         rt.close()
 
 
+async def test_a_loaded_project_is_a_node_and_two_loads_take_two_folders(pg, tmp_path, monkeypatch):
+    """What each worker of `uvicorn --workers` does (test_cluster_workers.py).
+    Before: a pure client (no address: it served nothing), and the second
+    load failed on the namespace folder the first held."""
+    d = copy_example(tmp_path)
+    monkeypatch.setenv("DOBJ_CLUSTER_URL", pg.url)
+    assert dobj.load_config(d).cluster.node_addr == "127.0.0.1:0"
+    a = dobj.Runtime.from_config(d)
+    b = dobj.Runtime.from_config(d)
+    try:
+        assert re.fullmatch(r"127\.0\.0\.1:\d+", a.node_addr) and a.node_addr != "127.0.0.1:0"
+        assert pg.sql(f"SELECT addr FROM dobj_node WHERE node_id = {b.node_id}") == [b.node_addr]
+        assert (await a.default.fetch("http://x/a")).text() == "1"
+        assert (await b.default.fetch("http://x/b")).text() == "1"
+        state = d / ".wrangler" / "state" / "v3" / "do"
+        assert [p.name for p in (state / ".node-2").iterdir()] == \
+            [p.name for p in state.iterdir() if p.name != ".node-2"]
+    finally:
+        a.close()
+        b.close()
+
+
 async def test_precedence_flag_over_environment_over_file(pg, tmp_path, monkeypatch):
     d = project(tmp_path, BAD_URL)  # the file's URL is never used below
     monkeypatch.setenv("DOBJ_CLUSTER_URL", pg.url)
