@@ -605,6 +605,42 @@ static int send_now(conn *c)
 	return 1;
 }
 
+/* A frame was queued on c (under mu): whether the network thread must be
+ * woken for it.  Inside a round of the runtime's tasks the frame waits for
+ * the round's end (dobj__route_flush), so that the calls and answers of one
+ * round go in one write: one per frame made 64 calls in flight half as fast
+ * as the network thread's batched writes. */
+static int sent_or_due(struct dobj__route *r, conn *c)
+{
+	if (r->rt->in_round) {
+		c->flush_due = 1;
+		r->flush_due = 1;
+		return 0;
+	}
+	return !send_now(c);
+}
+
+void dobj__route_flush(dobj_rt *rt)
+{
+	struct dobj__route *r = rt->route;
+	int kick = 0;
+	conn *c;
+
+	if (!r->flush_due)
+		return;
+	r->flush_due = 0;
+	pthread_mutex_lock(&r->mu);
+	for (c = r->conns; c; c = c->next)
+		if (c->flush_due) {
+			c->flush_due = 0;
+			if (!send_now(c) && want_kick(r))
+				kick = 1;
+		}
+	pthread_mutex_unlock(&r->mu);
+	if (kick)
+		kick_net(r);
+}
+
 /* Queue a CALL for node (its connection made if needed): *cid and *start
  * say where it went. */
 int dobj__net_send_node(struct dobj__route *r, long long node, const char *addr, const buf *f,
@@ -654,7 +690,7 @@ int dobj__net_send_node(struct dobj__route *r, long long node, const char *addr,
 	c->queued += f->len;
 	c->nout++;
 	c->last_use = dobj__mono_ms();
-	if (!send_now(c))
+	if (sent_or_due(r, c))
 		kick = want_kick(r);
 done:
 	pthread_mutex_unlock(&r->mu);
@@ -681,7 +717,7 @@ int dobj__net_send_conn(struct dobj__route *r, uint64_t cid, const buf *f)
 			call_answered(c, get_be(f->p + 5, 8));
 		/* A paused connection is read again by the network thread once
 		 * this answer took it under its bounds (net_service). */
-		if (!send_now(c) || c->paused)
+		if (sent_or_due(r, c) || c->paused)
 			kick = want_kick(r);
 	}
 	pthread_mutex_unlock(&r->mu);

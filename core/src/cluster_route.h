@@ -190,6 +190,7 @@ typedef struct conn {
 	struct call_in { uint64_t id; size_t len; } *calls;
 	size_t ncalls, capcalls, call_bytes;
 	int paused;            /* incoming: not read now (conn_full) */
+	int flush_due;         /* queued in the runtime's round: written at its end */
 } conn;
 
 typedef struct item {      /* the network thread -> the runtime */
@@ -253,6 +254,7 @@ struct dobj__route {
 	dobj__watch watch;     /* while calls are in flight (cluster_route.c) */
 	struct { long long node; double until; } suspects[16]; /* stopped answering lately */
 	struct dobj__route_ws *ws; /* WebSockets between nodes (cluster_ws.c) */
+	int flush_due;         /* a connection has frames of this round to write */
 };
 
 /* The network thread (cluster_net.c). */

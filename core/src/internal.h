@@ -231,6 +231,8 @@ int dobj__route_call(dobj_task *t);
 int dobj__route_owned(dobj_task *t);
 /** Take in what the network thread received (inside a pump). */
 void dobj__route_drain(dobj_rt *rt);
+/** A round of ready tasks ended: write the calls and answers it queued. */
+void dobj__route_flush(dobj_rt *rt);
 /** Has the network thread asked to be drained (after the runtime re-armed
  *  its fd: the network thread's wake must not be lost)? */
 int dobj__route_wanted(dobj_rt *rt);

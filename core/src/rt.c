@@ -1050,6 +1050,8 @@ static void round_end(dobj_rt *rt)
 	rt->in_round = 0;
 	if (rt->cluster)
 		dobj__cluster_turn_end(rt->cluster);
+	if (rt->route)
+		dobj__route_flush(rt);
 }
 
 size_t dobj_rt_pump(dobj_rt *rt)
