@@ -159,10 +159,12 @@ static void call_answered(conn *c, uint64_t id)
 		}
 }
 
-/* Write what is queued (under mu). */
-static void conn_flush(struct dobj__route *r, conn *c)
+/* Send what c has queued (under mu), either thread: 0 when all of it went
+ * (the buffer is emptied), else the errno of the send that stopped (EAGAIN:
+ * the socket is full), or -1 when the peer closed. */
+static int send_queued(conn *c)
 {
-	while (c->state == C_OPEN && c->out_off < c->out.len) {
+	while (c->out_off < c->out.len) {
 		ssize_t n = send(c->fd, c->out.p + c->out_off, c->out.len - c->out_off,
 			MSG_NOSIGNAL | MSG_DONTWAIT);
 		if (n > 0) {
@@ -170,21 +172,32 @@ static void conn_flush(struct dobj__route *r, conn *c)
 			c->written += (uint64_t)n;
 		} else if (n < 0 && errno == EINTR) {
 			continue;
-		} else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-			conn_events(r, c, 1);
-			return;
 		} else {
-			conn_fail(r, c, "the connection failed while sending (%s)",
-				n < 0 ? strerror(errno) : "closed");
-			return;
+			return n < 0 ? errno : -1;
 		}
 	}
-	if (c->state != C_OPEN)
-		return;
 	c->out.len = c->out_off = 0;
 	if (c->out.cap > ((size_t)1 << 20))
 		buf_free(&c->out); /* a big answer went: do not keep its buffer */
-	conn_events(r, c, 0);
+	return 0;
+}
+
+/* Write what is queued (under mu). */
+static void conn_flush(struct dobj__route *r, conn *c)
+{
+	int err;
+
+	if (c->state != C_OPEN)
+		return;
+	err = send_queued(c);
+	if (err == EAGAIN || err == EWOULDBLOCK) {
+		conn_events(r, c, 1);
+	} else if (err) {
+		conn_fail(r, c, "the connection failed while sending (%s)",
+			err > 0 ? strerror(err) : "closed");
+	} else {
+		conn_events(r, c, 0);
+	}
 }
 
 static int frame_put(buf *b, int type, const void *p, size_t n)
@@ -587,22 +600,7 @@ static void kick_net(struct dobj__route *r)
  * error it reports). */
 static int send_now(conn *c)
 {
-	if (c->state != C_OPEN || c->want_out)
-		return 0;
-	while (c->out_off < c->out.len) {
-		ssize_t n = send(c->fd, c->out.p + c->out_off, c->out.len - c->out_off,
-			MSG_NOSIGNAL | MSG_DONTWAIT);
-		if (n > 0) {
-			c->out_off += (size_t)n;
-			c->written += (uint64_t)n;
-		} else if (!(n < 0 && errno == EINTR)) {
-			return 0;
-		}
-	}
-	c->out.len = c->out_off = 0;
-	if (c->out.cap > ((size_t)1 << 20))
-		buf_free(&c->out);
-	return 1;
+	return c->state == C_OPEN && !c->want_out && send_queued(c) == 0;
 }
 
 /* A frame was queued on c (under mu): whether the network thread must be
