@@ -39,6 +39,10 @@ static int box_step(dobj_task *t, void *data)
 			(void (*)(void *))dobj_val_free);
 		return DOBJ_OK;
 	}
+	if (!strcmp(m, "close")) {
+		dobj_rt_clear(dobj_task_rt(t)); /* the handler closes its runtime */
+		return DOBJ_OK;
+	}
 	if (!strcmp(m, "spin")) {
 		double until = testhost_now_s() + dobj_val_get_number(dobj_val_at(args, 0)) / 1e3;
 		while (testhost_now_s() < until)
@@ -252,6 +256,42 @@ static void test_calls_to_another_nodes_objects_are_routed_and_their_writes_kept
 	node_close(&b);
 }
 
+/* A routed call queued in a round (its frame written at the round's end),
+ * then, in the same round, a handler that closes its runtime: the frame goes
+ * nowhere (the route stopped with the runtime), nothing crashes, the called
+ * node goes on, and the write ran at most once. */
+static void test_a_handler_closing_its_runtime_after_a_routed_call(void)
+{
+	node a = { 0 }, b = { 0 }, c = { 0 };
+	dobj_task *tx, *ty;
+	char msg[256];
+	int code;
+	double v;
+
+	a.prefix = "closing";
+	server_start(&a);
+	node_open(&b);
+	/* The closer is b's, and b knows where closing-0 lives: both calls of
+	 * the round run in it. */
+	CHECK(wait_number(&b, call(&b, "closer", "add", 0), &code, msg, sizeof(msg)) == 0);
+	CHECK(wait_number(&b, call(&b, "closing-0", "add", 0), &code, msg, sizeof(msg)) == 0);
+	tx = call(&b, "closing-0", "add", 1);
+	ty = call(&b, "closer", "close", 0);
+	dobj_rt_run(b.rt, task_is_done, ty);
+	CHECK(dobj_task_result(tx, NULL, NULL, NULL) != DOBJ_OK);
+	dobj_task_unref(tx);
+	dobj_task_unref(ty);
+	CHECK_EQ_INT(b.failed, 0);
+	node_close(&b);
+	node_open(&c);
+	v = wait_number(&c, call(&c, "closing-0", "add", 0), &code, msg, sizeof(msg));
+	CHECK_EQ_INT(code, DOBJ_OK);
+	CHECK(v == 0 || v == 1);
+	CHECK_EQ_INT(c.failed, 0);
+	node_close(&c);
+	server_stop(&a);
+}
+
 static void test_a_stuck_runtime_fails_the_call_at_the_call_timeout(void)
 {
 	node a = { 0 }, b = { 0 };
@@ -341,6 +381,7 @@ int main(void)
 	if (pgtest_start(&pg) < 0)
 		return 1;
 	RUN(test_calls_to_another_nodes_objects_are_routed_and_their_writes_kept);
+	RUN(test_a_handler_closing_its_runtime_after_a_routed_call);
 	RUN(test_a_stuck_runtime_fails_the_call_at_the_call_timeout);
 	RUN(test_nodes_with_different_ttls_close_idle_connections_quietly);
 	RUN(test_a_caller_with_a_far_longer_ttl_closes_idle_connections_first);
