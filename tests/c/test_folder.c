@@ -148,6 +148,21 @@ static void test_failed_bind_leaves_nothing(void)
 	CHECK_EQ_INT(live_values, 0);
 }
 
+/* An empty storage directory is refused: it used to put every namespace
+ * folder at the root of the filesystem ("" + "/" + unique key). */
+static void test_an_empty_storage_folder_is_refused(void)
+{
+	dobj_rt *rt = NULL;
+	dobj_rt_opts o = DOBJ_RT_OPTS_INIT;
+
+	o.host.retain = tv_retain;
+	o.host.release = tv_release;
+	o.storage_dir = "";
+	CHECK_EQ_INT(dobj_rt_new(&rt, &o), DOBJ_EARG);
+	CHECK(rt == NULL);
+	CHECK(strstr(dobj_error_last(), "the storage directory must not be empty") != NULL);
+}
+
 int main(int argc, char **argv)
 {
 	char cmd[128];
@@ -162,6 +177,7 @@ int main(int argc, char **argv)
 	RUN(test_one_namespace_per_folder_in_a_process);
 	RUN(test_one_process_per_folder);
 	RUN(test_failed_bind_leaves_nothing);
+	RUN(test_an_empty_storage_folder_is_refused);
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
 	CHECK_EQ_INT(system(cmd), 0);
 	return DONE();
