@@ -8,6 +8,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/file.h>
@@ -295,6 +296,83 @@ static void test_all_node_folders_taken_is_a_clear_error(void)
 	testhost_rm_rf(d);
 }
 
+enum { THREADS = 8 };
+
+typedef struct racer {
+	pthread_barrier_t *go;
+	char *dir;    /* the node folder it took */
+	int fd, rc;
+	int bound;    /* whether its runtime bound "raced-key" */
+} racer;
+
+static void *race_node(void *arg)
+{
+	racer *r = arg;
+
+	pthread_barrier_wait(r->go);
+	r->rc = dobj__folder_node(dir, &r->dir, &r->fd);
+	return NULL;
+}
+
+/* (No CHECK on these threads: its counters are the main thread's.) */
+static void *race_bind(void *arg)
+{
+	racer *r = arg;
+	dobj_rt *rt = NULL;
+	dobj_rt_opts o = DOBJ_RT_OPTS_INIT;
+
+	o.host.retain = tv_retain;
+	o.host.release = tv_release;
+	o.virtual_time = 1;
+	o.storage_dir = dir;
+	r->rc = dobj_rt_new(&rt, &o);
+	pthread_barrier_wait(r->go);
+	r->bound = r->rc == DOBJ_OK && bind_ns(rt, "RACED", "raced-key", NULL) == DOBJ_OK;
+	pthread_barrier_wait(r->go); /* every bind tried before any runtime closes */
+	dobj_rt_free(rt);
+	return NULL;
+}
+
+/* Threads that claim at once: each node gets a folder of its own, and of
+ * the runtimes that bind one folder at once, exactly one gets it. */
+static void test_threads_claiming_at_once_never_share_a_folder(void)
+{
+	pthread_barrier_t go;
+	pthread_t th[THREADS];
+	racer r[THREADS];
+	int i, j, bound = 0;
+
+	pthread_barrier_init(&go, NULL, THREADS);
+	memset(r, 0, sizeof(r));
+	for (i = 0; i < THREADS; i++) {
+		r[i].go = &go;
+		CHECK_EQ_INT(pthread_create(&th[i], NULL, race_node, &r[i]), 0);
+	}
+	for (i = 0; i < THREADS; i++)
+		pthread_join(th[i], NULL);
+	for (i = 0; i < THREADS; i++) {
+		CHECK_EQ_INT(r[i].rc, DOBJ_OK);
+		for (j = 0; j < i; j++)
+			CHECK(r[i].dir && r[j].dir && strcmp(r[i].dir, r[j].dir) != 0);
+	}
+	for (i = 0; i < THREADS; i++) {
+		free(r[i].dir);
+		close(r[i].fd);
+	}
+	memset(r, 0, sizeof(r));
+	for (i = 0; i < THREADS; i++) {
+		r[i].go = &go;
+		CHECK_EQ_INT(pthread_create(&th[i], NULL, race_bind, &r[i]), 0);
+	}
+	for (i = 0; i < THREADS; i++) {
+		pthread_join(th[i], NULL);
+		CHECK_EQ_INT(r[i].rc, DOBJ_OK);
+		bound += r[i].bound;
+	}
+	CHECK_EQ_INT(bound, 1);
+	pthread_barrier_destroy(&go);
+}
+
 int main(int argc, char **argv)
 {
 	char cmd[128];
@@ -313,6 +391,7 @@ int main(int argc, char **argv)
 	RUN(test_a_node_folder_that_is_not_a_folder_is_refused);
 	RUN(test_a_storage_folder_given_as_a_symlink_is_followed);
 	RUN(test_all_node_folders_taken_is_a_clear_error);
+	RUN(test_threads_claiming_at_once_never_share_a_folder);
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
 	CHECK_EQ_INT(system(cmd), 0);
 	return DONE();
