@@ -258,7 +258,8 @@ typedef struct dobj_rt_opts {
 	/** Virtual time: when nothing is ready, dobj_rt_run jumps the clock to
 	 *  the next timer instead of sleeping (tests of timing take no time). */
 	int virtual_time;
-	/** Storage directory (workerd's localDisk layout); NULL = in memory. */
+	/** Storage directory (workerd's localDisk layout); NULL = in memory;
+	 *  "" is refused (DOBJ_EARG). */
 	const char *storage_dir;
 	/** DOBJ_DURABLE_PROCESS (default) or DOBJ_DURABLE_POWER. */
 	int durability;

@@ -37,6 +37,44 @@ typedef struct claim {
 static pthread_mutex_t claims_lock = PTHREAD_MUTEX_INITIALIZER;
 static claim *claims;
 
+/*
+ * The one way a folder is held, for the three claims below: open it and
+ * take flock(LOCK_EX | LOCK_NB).  0 with *fd, 1 when it is held elsewhere
+ * (another process, or another runtime or node of this one: the lock
+ * belongs to the open file description), < 0 with the message.  `made`: a
+ * folder that dobj names and makes itself (a node's .node-N), which must be
+ * a real folder: a symlink there is refused, never followed (a node deletes
+ * and rewrites files in its cache folder; through a link that could be
+ * anywhere, another project's storage, whose files are no cache).
+ */
+static int folder_lock(const char *path, int made, int *fd)
+{
+	struct stat sb;
+	int f, e;
+
+	*fd = -1;
+	f = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC | (made ? O_NOFOLLOW : 0));
+	if (f < 0) {
+		e = errno;
+		if (made && (e == ELOOP || e == ENOTDIR) && lstat(path, &sb) == 0 &&
+		    !S_ISDIR(sb.st_mode))
+			return dobj_error_set(DOBJ_ERROR, "%s is %s, not a folder; dobj makes this "
+				"folder itself: remove it", path, S_ISLNK(sb.st_mode) ? "a symlink"
+				: S_ISREG(sb.st_mode) ? "a file" : "a special file");
+		return dobj_error_set(DOBJ_ERROR, "cannot lock the folder %s: %s", path,
+			strerror(e));
+	}
+	if (flock(f, LOCK_EX | LOCK_NB) == 0) {
+		*fd = f;
+		return 0;
+	}
+	e = errno;
+	close(f);
+	if (e == EWOULDBLOCK)
+		return 1;
+	return dobj_error_set(DOBJ_ERROR, "cannot lock the folder %s: %s", path, strerror(e));
+}
+
 int dobj__folder_claim(dobj_ns *ns)
 {
 	char real[PATH_MAX];
@@ -55,20 +93,11 @@ int dobj__folder_claim(dobj_ns *ns)
 			goto done;
 		}
 	}
-	fd = open(real, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0) {
-		rc = dobj_error_set(DOBJ_ERROR, "cannot open the storage folder %s: %s", real,
-			strerror(errno));
-		goto done;
-	}
-	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
-		int e = errno;
-		close(fd);
-		rc = e == EWOULDBLOCK
-			? dobj_error_set(DOBJ_ESTATE, "the storage folder %s is used by another process "
-				"(it holds the folder's lock); one process at a time may use a folder", real)
-			: dobj_error_set(DOBJ_ERROR, "cannot lock the storage folder %s: %s", real,
-				strerror(e));
+	if ((rc = folder_lock(real, 0, &fd)) != 0) {
+		if (rc == 1)
+			rc = dobj_error_set(DOBJ_ESTATE, "the storage folder %s is used by another "
+				"process (it holds the folder's lock); one process at a time may use a "
+				"folder", real);
 		goto done;
 	}
 	c = calloc(1, sizeof(*c));
@@ -138,20 +167,13 @@ int dobj__folder_move(const char *from, const char *to)
 			goto done;
 		}
 	}
-	fd = open(real, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0) {
-		rc = dobj_error_set(DOBJ_ERROR, "cannot open the storage folder %s: %s", real,
-			strerror(errno));
+	if ((rc = folder_lock(real, 0, &fd)) != 0) {
+		if (rc == 1)
+			rc = dobj_error_set(DOBJ_ESTATE, "cannot move the storage folder %s of a "
+				"renamed class: another process uses it (it holds the folder's lock)", real);
 		goto done;
 	}
-	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
-		int e = errno;
-		rc = e == EWOULDBLOCK
-			? dobj_error_set(DOBJ_ESTATE, "cannot move the storage folder %s of a renamed "
-				"class: another process uses it (it holds the folder's lock)", real)
-			: dobj_error_set(DOBJ_ERROR, "cannot lock the storage folder %s: %s", real,
-				strerror(e));
-	} else if (lstat(to, &sb) == 0) {
+	if (lstat(to, &sb) == 0) {
 		rc = dobj_error_set(DOBJ_ESTATE, "cannot move the storage folder %s to %s: %s exists",
 			from, to, to);
 	} else if (rename(from, to) < 0) {
@@ -201,26 +223,16 @@ int dobj__folder_node(const char *storage, char **dir, int *fd)
 			free(path);
 			return rc;
 		}
-		if ((f = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
-			rc = dobj_error_set(DOBJ_ERROR, "cluster: cannot open the node folder %s: %s",
-				path, strerror(errno));
-			free(path);
-			return rc;
-		}
-		if (flock(f, LOCK_EX | LOCK_NB) == 0) {
+		/* The storage folder may be a link (the operator's choice of
+		 * disk); a .node-N is dobj's own. */
+		if ((rc = folder_lock(path, k > 1, &f)) == 0) {
 			*dir = path;
 			*fd = f;
 			return DOBJ_OK;
 		}
-		if (errno != EWOULDBLOCK) {
-			rc = dobj_error_set(DOBJ_ERROR, "cluster: cannot lock the node folder %s: %s",
-				path, strerror(errno));
-			close(f);
-			free(path);
-			return rc;
-		}
-		close(f);
 		free(path);
+		if (rc < 0)
+			return rc;
 	}
 	return dobj_error_set(DOBJ_ESTATE, "cluster: the %d node folders of %s (the storage folder "
 		"and .node-2 to .node-%d in it) are all held by other nodes", NODE_FOLDERS, storage,

@@ -1220,6 +1220,13 @@ int dobj_rt_new(dobj_rt **out, const dobj_rt_opts *opts)
 				return dobj_error_set(DOBJ_EARG,
 					"the storage directory must not contain a NUL byte");
 			}
+			/* "" + "/" + unique key would be a folder at the root of
+			 * the filesystem. */
+			if (n == 0) {
+				free(rt);
+				return dobj_error_set(DOBJ_EARG, "the storage directory must not be empty "
+					"(for storage in memory, give none)");
+			}
 			rt->storage_dir = dobj__strndup(opts->storage_dir, n);
 			if (!rt->storage_dir) {
 				free(rt);

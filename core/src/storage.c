@@ -96,7 +96,8 @@ int dobj__mkdir_p(char *path)
 {
 	char *p;
 
-	for (p = path + 1; *p; p++) {
+	/* (path + 1 would be past the end of "".) */
+	for (p = path[0] ? path + 1 : path; *p; p++) {
 		if (*p != '/')
 			continue;
 		*p = '\0';

@@ -5,13 +5,18 @@
  * locked"), and so is a second process (flock), with a message naming the
  * folder.  A bind that fails leaves nothing behind.
  */
+#include <dirent.h>
+#include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "internal.h"
 #include "testhost.h"
 
 static int construct(dobj_obj *obj, void *data, void **instance, void **error)
@@ -148,6 +153,226 @@ static void test_failed_bind_leaves_nothing(void)
 	CHECK_EQ_INT(live_values, 0);
 }
 
+/* An empty storage directory is refused: it used to put every namespace
+ * folder at the root of the filesystem ("" + "/" + unique key). */
+static void test_an_empty_storage_folder_is_refused(void)
+{
+	dobj_rt *rt = NULL;
+	dobj_rt_opts o = DOBJ_RT_OPTS_INIT;
+
+	o.host.retain = tv_retain;
+	o.host.release = tv_release;
+	o.storage_dir = "";
+	CHECK_EQ_INT(dobj_rt_new(&rt, &o), DOBJ_EARG);
+	CHECK(rt == NULL);
+	CHECK(strstr(dobj_error_last(), "the storage directory must not be empty") != NULL);
+}
+
+static int open_fds(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	int n = 0;
+
+	CHECK(d != NULL);
+	while (readdir(d))
+		n++;
+	closedir(d);
+	return n;
+}
+
+/* Whether nobody holds `path`'s lock (taken and dropped at once). */
+static int lock_is_free(const char *path)
+{
+	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC), ok;
+
+	CHECK(fd >= 0);
+	ok = flock(fd, LOCK_EX | LOCK_NB) == 0;
+	close(fd);
+	return ok;
+}
+
+/* A cluster node's folder (dobj__folder_node): the storage folder, else
+ * STORAGE/.node-N, which dobj makes itself.  Whatever else is found under
+ * such a name is refused with a message that names it, never followed: a
+ * node deletes and rewrites files in its cache folder, and a symlink would
+ * put that cache anywhere (another project's storage, whose files are not
+ * a cache).  Nothing is left open on a refusal. */
+static void test_a_node_folder_that_is_not_a_folder_is_refused(void)
+{
+	char d[64], node2[96], other[96], *got;
+	int held, fd, fds;
+
+	testhost_tmpdir(d, "dobj-nodefolder");
+	snprintf(node2, sizeof(node2), "%s/.node-2", d);
+	snprintf(other, sizeof(other), "%s/other", d);
+	CHECK_EQ_INT(mkdir(other, 0777), 0);
+	CHECK_EQ_INT(dobj__folder_node(d, &got, &held), DOBJ_OK);
+	CHECK_STR(got, d);
+	free(got);
+	fds = open_fds();
+
+	CHECK_EQ_INT(symlink(other, node2), 0);
+	CHECK(dobj__folder_node(d, &got, &fd) < 0);
+	CHECK(got == NULL && fd == -1);
+	CHECK(strstr(dobj_error_last(), "/.node-2 is a symlink, not a folder") != NULL);
+	CHECK(lock_is_free(other));
+	CHECK_EQ_INT(unlink(node2), 0);
+
+	CHECK_EQ_INT(symlink("/nonexistent/dobj", node2), 0); /* dangling */
+	CHECK(dobj__folder_node(d, &got, &fd) < 0);
+	CHECK(strstr(dobj_error_last(), "/.node-2 is a symlink, not a folder") != NULL);
+	CHECK_EQ_INT(unlink(node2), 0);
+
+	CHECK_EQ_INT(symlink(node2, node2), 0); /* a loop */
+	CHECK(dobj__folder_node(d, &got, &fd) < 0);
+	CHECK(strstr(dobj_error_last(), "/.node-2 is a symlink, not a folder") != NULL);
+	CHECK_EQ_INT(unlink(node2), 0);
+
+	fclose(fopen(node2, "w"));
+	CHECK(dobj__folder_node(d, &got, &fd) < 0);
+	CHECK(strstr(dobj_error_last(), "/.node-2 is a file, not a folder") != NULL);
+	CHECK_EQ_INT(unlink(node2), 0);
+	CHECK_EQ_INT(open_fds(), fds);
+
+	/* Once it is gone, a folder is made there and taken. */
+	CHECK_EQ_INT(dobj__folder_node(d, &got, &fd), DOBJ_OK);
+	CHECK_STR(got, node2);
+	free(got);
+	close(fd);
+	close(held);
+	testhost_rm_rf(d);
+}
+
+/* The storage folder itself may be a symlink (the operator's choice of
+ * disk): it is followed, and the lock is on the folder it points to.  A
+ * storage "folder" that is a file is refused by name. */
+static void test_a_storage_folder_given_as_a_symlink_is_followed(void)
+{
+	char d[64], real[96], link_[96], file[96], *got;
+	int fd, fd2;
+
+	testhost_tmpdir(d, "dobj-nodefolder");
+	snprintf(real, sizeof(real), "%s/real", d);
+	snprintf(link_, sizeof(link_), "%s/link", d);
+	snprintf(file, sizeof(file), "%s/file", d);
+	CHECK_EQ_INT(mkdir(real, 0777), 0);
+	CHECK_EQ_INT(symlink(real, link_), 0);
+	CHECK_EQ_INT(dobj__folder_node(link_, &got, &fd), DOBJ_OK);
+	CHECK_STR(got, link_);
+	free(got);
+	CHECK(!lock_is_free(real));
+	/* The next node, by the other name, is held off the same folder. */
+	CHECK_EQ_INT(dobj__folder_node(real, &got, &fd2), DOBJ_OK);
+	CHECK(strstr(got, "/real/.node-2") != NULL);
+	free(got);
+	close(fd2);
+	close(fd);
+
+	fclose(fopen(file, "w"));
+	CHECK(dobj__folder_node(file, &got, &fd) < 0);
+	CHECK(strstr(dobj_error_last(), "/file: Not a directory") != NULL);
+	testhost_rm_rf(d);
+}
+
+/* All 256 taken: a clear error, and nothing left open. */
+static void test_all_node_folders_taken_is_a_clear_error(void)
+{
+	enum { N = 256 };
+	char d[64], *got;
+	int fds[N], i, fd, before;
+
+	testhost_tmpdir(d, "dobj-nodefolder");
+	before = open_fds();
+	for (i = 0; i < N; i++) {
+		CHECK_EQ_INT(dobj__folder_node(d, &got, &fds[i]), DOBJ_OK);
+		free(got);
+	}
+	CHECK_EQ_INT(dobj__folder_node(d, &got, &fd), DOBJ_ESTATE);
+	CHECK(strstr(dobj_error_last(), "(the storage folder and .node-2 to .node-256 in it) are "
+		"all held by other nodes") != NULL);
+	CHECK_EQ_INT(open_fds(), before + N);
+	for (i = 0; i < N; i++)
+		close(fds[i]);
+	testhost_rm_rf(d);
+}
+
+enum { THREADS = 8 };
+
+typedef struct racer {
+	pthread_barrier_t *go;
+	char *dir;    /* the node folder it took */
+	int fd, rc;
+	int bound;    /* whether its runtime bound "raced-key" */
+} racer;
+
+static void *race_node(void *arg)
+{
+	racer *r = arg;
+
+	pthread_barrier_wait(r->go);
+	r->rc = dobj__folder_node(dir, &r->dir, &r->fd);
+	return NULL;
+}
+
+/* (No CHECK on these threads: its counters are the main thread's.) */
+static void *race_bind(void *arg)
+{
+	racer *r = arg;
+	dobj_rt *rt = NULL;
+	dobj_rt_opts o = DOBJ_RT_OPTS_INIT;
+
+	o.host.retain = tv_retain;
+	o.host.release = tv_release;
+	o.virtual_time = 1;
+	o.storage_dir = dir;
+	r->rc = dobj_rt_new(&rt, &o);
+	pthread_barrier_wait(r->go);
+	r->bound = r->rc == DOBJ_OK && bind_ns(rt, "RACED", "raced-key", NULL) == DOBJ_OK;
+	pthread_barrier_wait(r->go); /* every bind tried before any runtime closes */
+	dobj_rt_free(rt);
+	return NULL;
+}
+
+/* Threads that claim at once: each node gets a folder of its own, and of
+ * the runtimes that bind one folder at once, exactly one gets it. */
+static void test_threads_claiming_at_once_never_share_a_folder(void)
+{
+	pthread_barrier_t go;
+	pthread_t th[THREADS];
+	racer r[THREADS];
+	int i, j, bound = 0;
+
+	pthread_barrier_init(&go, NULL, THREADS);
+	memset(r, 0, sizeof(r));
+	for (i = 0; i < THREADS; i++) {
+		r[i].go = &go;
+		CHECK_EQ_INT(pthread_create(&th[i], NULL, race_node, &r[i]), 0);
+	}
+	for (i = 0; i < THREADS; i++)
+		pthread_join(th[i], NULL);
+	for (i = 0; i < THREADS; i++) {
+		CHECK_EQ_INT(r[i].rc, DOBJ_OK);
+		for (j = 0; j < i; j++)
+			CHECK(r[i].dir && r[j].dir && strcmp(r[i].dir, r[j].dir) != 0);
+	}
+	for (i = 0; i < THREADS; i++) {
+		free(r[i].dir);
+		close(r[i].fd);
+	}
+	memset(r, 0, sizeof(r));
+	for (i = 0; i < THREADS; i++) {
+		r[i].go = &go;
+		CHECK_EQ_INT(pthread_create(&th[i], NULL, race_bind, &r[i]), 0);
+	}
+	for (i = 0; i < THREADS; i++) {
+		pthread_join(th[i], NULL);
+		CHECK_EQ_INT(r[i].rc, DOBJ_OK);
+		bound += r[i].bound;
+	}
+	CHECK_EQ_INT(bound, 1);
+	pthread_barrier_destroy(&go);
+}
+
 int main(int argc, char **argv)
 {
 	char cmd[128];
@@ -162,6 +387,11 @@ int main(int argc, char **argv)
 	RUN(test_one_namespace_per_folder_in_a_process);
 	RUN(test_one_process_per_folder);
 	RUN(test_failed_bind_leaves_nothing);
+	RUN(test_an_empty_storage_folder_is_refused);
+	RUN(test_a_node_folder_that_is_not_a_folder_is_refused);
+	RUN(test_a_storage_folder_given_as_a_symlink_is_followed);
+	RUN(test_all_node_folders_taken_is_a_clear_error);
+	RUN(test_threads_claiming_at_once_never_share_a_folder);
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
 	CHECK_EQ_INT(system(cmd), 0);
 	return DONE();

@@ -35,6 +35,12 @@ describe("NUL bytes", function()
   end)
 end)
 
+describe("an empty storage directory", function()
+  it("is refused (it put the namespaces' folders at the filesystem's root)", function()
+    assert.matches("the storage directory must not be empty", message(dobj.runtime, { storage = "" }))
+  end)
+end)
+
 describe("user code inside the binding", function()
   it("an error from a class's __index during bind leaves the runtime usable", function()
     local rt = H.runtime()

@@ -78,6 +78,12 @@ async def test_writes_are_committed_before_the_response_and_not_before(tmp_path)
     rt2.close()
 
 
+def test_an_empty_storage_folder_is_refused():
+    # "" put every namespace's folder at the root of the filesystem.
+    with pytest.raises(dobj.Error, match="the storage directory must not be empty"):
+        dobj.Runtime(storage="")
+
+
 async def test_a_folder_is_one_namespaces_at_a_time(tmp_path):
     # Two namespaces (or runtimes) on one folder and unique key shared one
     # object's SQLite file: a write then stalled 5 s on "database is locked".
