@@ -9,6 +9,7 @@
  * the runtime's close.  Everything else in the core is unchanged: a
  * refused append is a failed commit, a refused claim a failed constructor.
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -263,6 +264,21 @@ int dobj__cluster_ns_check(const char *key, size_t len)
 	return text_check(key, len, "a namespace's unique key");
 }
 
+/* Whether `host` is "any address" (0.0.0.0, ::, or what inet_aton reads
+ * as 0.0.0.0: "0").  node_addr is both where the node listens and what it
+ * advertises in dobj_node; a node on another machine that dials 0.0.0.0
+ * reaches itself, so a node advertised that way served its own machine
+ * only, and every call routed to it from elsewhere failed. */
+static int is_any_address(const char *host)
+{
+	struct in_addr v4;
+	struct in6_addr v6;
+
+	if (inet_aton(host, &v4) && v4.s_addr == 0)
+		return 1;
+	return inet_pton(AF_INET6, host, &v6) == 1 && IN6_IS_ADDR_UNSPECIFIED(&v6);
+}
+
 int dobj_cluster_opts_check(const dobj_cluster_opts *o)
 {
 	size_t n;
@@ -292,6 +308,10 @@ int dobj_cluster_opts_check(const dobj_cluster_opts *o)
 		if (!a)
 			return DOBJ_ENOMEM;
 		rc = dobj__route_split_addr(a, host, sizeof(host), port, sizeof(port));
+		if (rc == 0 && is_any_address(host))
+			rc = dobj_error_set(DOBJ_EARG, "cluster: node_addr %.100s is any address of this "
+				"machine, which other nodes cannot reach: give one they reach (such as "
+				"10.0.0.5:7001), or 127.0.0.1 for nodes on this machine only", a);
 		free(a);
 		if (rc < 0)
 			return rc;

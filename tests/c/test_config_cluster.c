@@ -217,6 +217,17 @@ static void test_bad_settings(void)
 	write_file("wrangler.toml", "name = \"w\"\n");
 	setenv("DOBJ_NODE_ADDR", "127.0.0.1:7001", 1);
 	refused("", NULL, "environment variable DOBJ_NODE_ADDR is set, but no cluster URL is");
+	/* "Any address" is where a node listens, not where other nodes reach
+	 * it: advertised as such, other machines' calls went to themselves. */
+	setenv("DOBJ_CLUSTER_URL", "postgresql://a@b/c", 1);
+	setenv("DOBJ_NODE_ADDR", "0.0.0.0:0", 1);
+	refused("", NULL, "environment variable DOBJ_NODE_ADDR: node_addr 0.0.0.0:0 is any address of "
+		"this machine, which other nodes cannot reach: give one they reach (such as "
+		"10.0.0.5:7001), or 127.0.0.1 for nodes on this machine only");
+	setenv("DOBJ_NODE_ADDR", "[::]:7001", 1);
+	refused("", NULL, "environment variable DOBJ_NODE_ADDR: node_addr [::]:7001 is any address");
+	setenv("DOBJ_NODE_ADDR", "0:7001", 1); /* what inet_aton reads as 0.0.0.0 */
+	refused("", NULL, "node_addr 0:7001 is any address");
 	clear_environ();
 	/* The environment's values. */
 	setenv("DOBJ_CLUSTER_URL", "postgresql://a@b/c", 1);

@@ -109,6 +109,10 @@ describe("cluster mode", function()
     rt, err = dobj.runtime{ storage = d, cluster = pg.url, node_addr = "127.0.0.1:\xff" }
     assert.is_nil(rt)
     assert.are.equal("cluster: the node address must be UTF-8 text (byte 11 is not)", err)
+    -- Where a node listens, not where other nodes reach it.
+    rt, err = dobj.runtime{ storage = d, cluster = pg.url, node_addr = "0.0.0.0:0" }
+    assert.is_nil(rt)
+    assert.matches("node_addr 0.0.0.0:0 is any address of this machine, which other nodes cannot reach", err, 1, true)
     -- Times: a negative grace was taken for "none" (the file and the
     -- environment refused it); past a day was accepted, then undefined
     -- behaviour in the network thread's wait or a PostgreSQL error.

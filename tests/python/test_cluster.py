@@ -105,6 +105,8 @@ def test_bad_input_is_a_clear_error(pg, tmp_path):
     # connecting to PostgreSQL and migrating (and the config file took it).
     ("node_addr", "127.0.0.1:99999", 'node_addr must be HOST:PORT, such as 127.0.0.1:7001 (got "127.0.0.1:99999")'),
     ("node_addr", "[::1]:", 'node_addr must be HOST:PORT, such as 127.0.0.1:7001 (got "[::1]:")'),
+    # Where a node listens, not where other nodes reach it.
+    ("node_addr", "0.0.0.0:0", "node_addr 0.0.0.0:0 is any address of this machine, which other nodes cannot reach"),
 ])
 def test_bad_times_are_refused_naming_the_argument(tmp_path, kw, value, message):
     """Refused before connecting, with the keyword named (Runtime and from_config alike)."""
