@@ -102,6 +102,17 @@ describe("cluster settings and commands (Lua)", function()
     local v, msg, kind = dobj.cluster_init(BAD_URL)
     assert.are.same({ nil, "url" }, { v, kind })
     assert.truthy(msg:find("invalid PostgreSQL URL", 1, true))
+    -- A timeout of 0 s is refused, as cluster_timeout = 0 and
+    -- DOBJ_CLUSTER_TIMEOUT=0 are (it meant the C API's "the default": 2 s).
+    assert.are.same({ nil, "timeout: must be a number of seconds above 0", "url" },
+      { dobj.cluster_init(pg.url, 0) })
+    assert.are.equal(5, dobj.cluster_init(pg.url, 1.5))
+    out, err, code = dobj_lua("cluster init " .. q(pg.url) .. " --timeout 0")
+    assert.are.same({ "", "dobj-lua: --timeout: must be a number of seconds above 0\n", 2 }, { out, err, code })
+    -- --help after `cluster`, as `dobj cluster --help`.
+    out, err, code = dobj_lua("cluster --help")
+    assert.are.same({ "", 0 }, { err, code })
+    assert.truthy(out:find("dobj-lua cluster init URL", 1, true), out)
   end)
 
   it("two dobj-lua dev --cluster servers share one database", function()

@@ -40,6 +40,9 @@ class Box(dobj.DurableObject):
     async def boom(self, msg):
         raise ValueError(msg)
 
+    async def missing(self, key):
+        raise KeyError(key)
+
     async def custom(self):
         class Nope(Exception):
             pass

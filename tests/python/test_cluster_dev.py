@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 import dobj
+import dobj.cluster
 from devserver import copy_example, dev_env
 from log_util import DobjLog
 from pg_util import available
@@ -70,6 +71,14 @@ def test_cluster_init_console_command_and_its_exit_status(pg):
     assert out.stderr.count("\n") == 1
     out = run(DOBJ, "cluster", "init", pg.url, "--timeout", "-1")
     assert out.returncode == 2 and "timeout" in out.stderr
+    # 0 s is refused, as cluster_timeout=0 and DOBJ_CLUSTER_TIMEOUT=0 are
+    # (it meant the C API's "the default": 2 s).
+    out = run(DOBJ, "cluster", "init", pg.url, "--timeout", "0")
+    assert (out.returncode, out.stdout) == (2, "")
+    assert out.stderr == "dobj cluster init: --timeout: must be a number of seconds above 0\n"
+    with pytest.raises(dobj.Error, match=r"^timeout: must be a number of seconds above 0$"):
+        dobj.cluster.init(pg.url, timeout=0)
+    assert dobj.cluster.init(pg.url, timeout=1.5) == 5
     out = run(DOBJ, "cluster")
     assert out.returncode == 2 and "usage: dobj cluster" in out.stderr
     pg.sql("UPDATE dobj_schema_version SET version = 7")

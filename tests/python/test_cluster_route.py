@@ -66,6 +66,10 @@ def test_errors_arrive_as_the_object_raised_them(nodes):
     a.call("err", "whoami")
     e = b.call("err", "boom", "bad value")
     assert (e["type"], e["err"], e["remote"], e["retryable"]) == ("ValueError", "bad value", True, False)
+    # KeyError's str() is its key's repr: the caller's KeyError is made from
+    # the key, not from that repr (which came back as "'k'" in quotes again).
+    e = b.call("err", "missing", "k")
+    assert (e["type"], e["err"], e["remote"], e["retryable"]) == ("KeyError", "'k'", True, False)
     e = b.call("err", "custom")  # a class only the object's node has: a dobj.Error
     assert (e["type"], e["err"], e["remote"], e["retryable"]) == ("Error", "custom failure", True, False)
     e = b.call("err", "nosuch")

@@ -5,16 +5,25 @@
 #include "dobj_lua.h"
 
 /* dobj.cluster_init(url [, timeout_seconds]) -> version
- *   | nil, message, kind ("url": a bad URL; "schema": the database's schema
- *   is newer than this dobj's, left alone; "error": it cannot be reached...) */
+ *   | nil, message, kind ("url": a bad URL or timeout; "schema": the
+ *   database's schema is newer than this dobj's, or not dobj's, left alone;
+ *   "error": it cannot be reached...).  The timeout follows the rule of
+ *   every source (dobj_cluster_opts_seconds): 0 s is refused, as
+ *   cluster_timeout = 0 is, not taken for the C API's "0: the default". */
 int l_cluster_init(lua_State *L)
 {
+	dobj_cluster_opts o = DOBJ_CLUSTER_OPTS_INIT;
 	size_t n;
 	const char *url = luaL_checklstring(L, 1, &n);
-	double timeout = luaL_optnumber(L, 2, 0);
 	int version = 0, rc;
 
-	rc = dobj_cluster_init(url, n, timeout * 1e3, &version);
+	if (lua_isnoneornil(L, 2))
+		rc = 0;
+	else
+		rc = dobj_cluster_opts_seconds(&o, DOBJ_CLUSTER_TIMEOUT, luaL_checknumber(L, 2),
+			"timeout");
+	if (rc == 0)
+		rc = dobj_cluster_init(url, n, o.timeout_ms, &version);
 	if (rc < 0) {
 		lua_pushnil(L);
 		lua_pushstring(L, dobj_error_last());

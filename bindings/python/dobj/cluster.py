@@ -10,8 +10,9 @@ Python or the command line::
     python -m dobj.cluster init postgresql://user@host:5432/db
 
 Exit status of ``init``: 0 done (the schema version is printed), 2 a bad
-URL or command line, 3 the database's schema is newer than this dobj's
-(left alone), 1 anything else (the database cannot be reached, ...).
+URL or command line, 3 the database's schema is newer than this dobj's, or
+what carries dobj's names in it is not dobj's (left alone), 1 anything else
+(the database cannot be reached, ...).
 """
 import argparse
 import sys
@@ -29,8 +30,9 @@ _EARG, _ESTATE = -5, -12
 def init(url: str, timeout: Optional[float] = None) -> int:
     """Create or migrate the cluster schema at ``url``; the schema version now
     in the database.  A schema of a newer dobj is refused and left alone.
-    Every wait is bounded by ``timeout`` seconds (default 2)."""
-    return _dobj._cluster_init(url, 0.0 if timeout is None else float(timeout))
+    Every wait is bounded by ``timeout`` seconds (default 2; the rule of
+    ``cluster_timeout=``, so 0 is refused)."""
+    return _dobj._cluster_init(url, timeout)
 
 
 def add_parser(sub: "argparse._SubParsersAction", prog: str) -> None:
@@ -40,7 +42,8 @@ def add_parser(sub: "argparse._SubParsersAction", prog: str) -> None:
                        "database (a runtime also does it on its first start).",
                        epilog="exit status: 0 done, 1 the database cannot be reached (or "
                        "another failure), 2 a bad URL or command line, 3 the database's "
-                       "schema is newer than this dobj's")
+                       "schema is newer than this dobj's, or what carries dobj's names in it "
+                       "is not dobj's (left alone)")
     p.add_argument("url", help="libpq connection string (postgresql://user@host:port/db)")
     p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
                    help="bound on connecting and on each statement (default 2)")
@@ -49,9 +52,8 @@ def add_parser(sub: "argparse._SubParsersAction", prog: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run a parsed ``init``: one line on stdout (done) or stderr (why not)."""
-    # The core checks the URL and the timeout (0: the default).
-    timeout = 0.0 if args.timeout is None else args.timeout
-    code, version, msg = _dobj._cluster_init_status(args.url, timeout)
+    # The core checks the URL and the timeout (the rule of every source).
+    code, version, msg = _dobj._cluster_init_status(args.url, args.timeout, "--timeout")
     if code < 0:
         sys.stderr.write(f"{args.prog} init: {msg.removeprefix('cluster: ')}\n")
         return 2 if code == _EARG else 3 if code == _ESTATE else 1

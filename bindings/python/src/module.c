@@ -245,43 +245,75 @@ static PyObject *mod_header_is_framing(PyObject *m, PyObject *name)
 	return PyBool_FromLong(dobj_msg_header_is_framing(s));
 }
 
-/* _cluster_init(url, timeout_seconds): create or migrate the cluster
+/* A user's timeout for dobj_cluster_init, in seconds (None: the default),
+ * as dobj_cluster_init's ms by the rule of every source
+ * (dobj_cluster_opts_seconds): 0 s is refused as it is for
+ * cluster_timeout=, not taken for the C API's "0: the default".  0, or
+ * the core's code (its message names `name`); -1 with a Python error set
+ * for a value that is not a number. */
+static int init_timeout_ms(PyObject *t, const char *name, double *ms)
+{
+	dobj_cluster_opts o = DOBJ_CLUSTER_OPTS_INIT;
+	double s;
+	int rc;
+
+	*ms = 0;
+	if (t == Py_None)
+		return 0;
+	if ((s = PyFloat_AsDouble(t)) == -1.0 && PyErr_Occurred())
+		return -1;
+	if ((rc = dobj_cluster_opts_seconds(&o, DOBJ_CLUSTER_TIMEOUT, s, name)) < 0)
+		return rc;
+	*ms = o.timeout_ms;
+	return 0;
+}
+
+/* _cluster_init(url, timeout_seconds=None): create or migrate the cluster
  * schema (dobj/cluster.h); the schema version. */
 static PyObject *mod_cluster_init(PyObject *m, PyObject *args)
 {
 	module_state *st = PyModule_GetState(m);
-	PyObject *o, *tmp;
+	PyObject *o, *t = Py_None, *tmp;
 	const char *url;
 	Py_ssize_t n;
-	double timeout = 0;
+	double ms;
 	int version = 0, rc;
 
-	if (!PyArg_ParseTuple(args, "O|d:cluster_init", &o, &timeout) ||
-	    !(url = dobjpy_str_arg(o, "the cluster URL", &n, &tmp)))
+	if (!PyArg_ParseTuple(args, "O|O:cluster_init", &o, &t))
 		return NULL;
-	rc = dobj_cluster_init(url, (size_t)n, timeout * 1e3, &version);
+	if ((rc = init_timeout_ms(t, "timeout", &ms)) != 0)
+		return rc == -1 ? NULL : raise_core_error(st, rc);
+	if (!(url = dobjpy_str_arg(o, "the cluster URL", &n, &tmp)))
+		return NULL;
+	rc = dobj_cluster_init(url, (size_t)n, ms, &version);
 	Py_XDECREF(tmp);
 	if (rc < 0)
 		return raise_core_error(st, rc);
 	return PyLong_FromLong(version);
 }
 
-/* _cluster_init_status(url, timeout_seconds) -> (code, version, message):
- * dobj_cluster_init's own code (0, DOBJ_EARG for a bad URL, DOBJ_ESTATE for
- * a newer schema, ...) for `dobj cluster init`'s exit status. */
+/* _cluster_init_status(url, timeout_seconds=None, name="timeout") -> (code,
+ * version, message): dobj_cluster_init's own code (0, DOBJ_EARG for a bad
+ * URL or timeout, DOBJ_ESTATE for a newer schema, ...) for `dobj cluster
+ * init`'s exit status; `name` (the flag) names a bad timeout. */
 static PyObject *mod_cluster_init_status(PyObject *m, PyObject *args)
 {
-	PyObject *o, *tmp;
-	const char *url;
+	PyObject *o, *t = Py_None, *tmp;
+	const char *url, *name = "timeout";
 	Py_ssize_t n;
-	double timeout = 0;
+	double ms;
 	int version = 0, rc;
 
 	(void)m;
-	if (!PyArg_ParseTuple(args, "O|d:cluster_init_status", &o, &timeout) ||
-	    !(url = dobjpy_str_arg(o, "the cluster URL", &n, &tmp)))
+	if (!PyArg_ParseTuple(args, "O|Os:cluster_init_status", &o, &t, &name))
 		return NULL;
-	rc = dobj_cluster_init(url, (size_t)n, timeout * 1e3, &version);
+	if ((rc = init_timeout_ms(t, name, &ms)) == -1)
+		return NULL;
+	if (rc < 0)
+		return Py_BuildValue("iis", rc, 0, dobj_error_last());
+	if (!(url = dobjpy_str_arg(o, "the cluster URL", &n, &tmp)))
+		return NULL;
+	rc = dobj_cluster_init(url, (size_t)n, ms, &version);
 	Py_XDECREF(tmp);
 	return Py_BuildValue("iis", rc, version, rc < 0 ? dobj_error_last() : "");
 }

@@ -134,7 +134,11 @@ static int put_string(dobj_val *o, const char *k, PyObject *s)
 }
 
 /* An error value (an exception, boxed with its traceback: errors.c) as
- * {name, message}: the exception's class name and str(). */
+ * {name, message}: the exception's class name and str(), except a KeyError
+ * of one str: its key.  KeyError's str() is the key's repr, and the caller
+ * makes KeyError(message): str() gave KeyError("'k'") there, which prints
+ * "'k'" in quotes again and whose args[0] is not the key (and a Lua caller
+ * read the quotes as part of the message). */
 static dobj_val *py_error_to_val(void *data, void *error)
 {
 	PyObject *exc = error, *name, *msg;
@@ -146,7 +150,17 @@ static dobj_val *py_error_to_val(void *data, void *error)
 	if (!PyExceptionInstance_Check(exc) || !(o = dobj_val_object()))
 		return NULL;
 	name = PyObject_GetAttrString((PyObject *)Py_TYPE(exc), "__name__");
-	msg = PyObject_Str(exc);
+	msg = NULL;
+	if (Py_IS_TYPE(exc, (PyTypeObject *)PyExc_KeyError)) {
+		PyObject *args = PyObject_GetAttrString(exc, "args");
+		if (args && PyTuple_Check(args) && PyTuple_GET_SIZE(args) == 1 &&
+		    PyUnicode_Check(PyTuple_GET_ITEM(args, 0)))
+			msg = Py_NewRef(PyTuple_GET_ITEM(args, 0));
+		Py_XDECREF(args);
+		PyErr_Clear();
+	}
+	if (!msg)
+		msg = PyObject_Str(exc);
 	if (put_string(o, "name", name) < 0 || put_string(o, "message", msg) < 0) {
 		dobj_val_free(o);
 		o = NULL;
