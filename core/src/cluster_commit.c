@@ -234,16 +234,35 @@ int dobj__cluster_defer_ws(dobj_obj *obj, struct dobj__ws_held *h)
  * batch, so jobs queued in a burst (one turn of the runtime's loop, or
  * while the machine is busy) share one statement and one wake-up instead
  * of waking a committer each. */
+static void wake(struct dobj__cluster *cl, dobj__committer *c)
+{
+	c->idle = 0;
+	c->woken = 1;
+	cl->nwoken++;
+	pthread_cond_signal(&c->wake);
+}
+
+/* An idle committer that holds a connection goes first; one that could not
+ * connect lately while others could is passed over while they are there
+ * (see leave_to_others). */
 static void wake_one(struct dobj__cluster *cl)
 {
+	int i, connected = 0;
+	double now;
+
 	if (cl->nwoken > 0)
 		return;
-	for (int i = 0; i < cl->ncom; i++)
-		if (cl->com[i].idle) {
-			cl->com[i].idle = 0;
-			cl->com[i].woken = 1;
-			cl->nwoken++;
-			pthread_cond_signal(&cl->com[i].wake);
+	for (i = 0; i < cl->ncom; i++) {
+		if (cl->com[i].connected && cl->com[i].idle) {
+			wake(cl, &cl->com[i]);
+			return;
+		}
+		connected |= cl->com[i].connected;
+	}
+	now = connected ? dobj__mono_ms() : 0;
+	for (i = 0; i < cl->ncom; i++)
+		if (cl->com[i].idle && (!connected || cl->com[i].rest_until <= now)) {
+			wake(cl, &cl->com[i]);
 			return;
 		}
 }
@@ -995,6 +1014,63 @@ static int take(struct dobj__cluster *cl, dobj__cjob **batch, int *n, dobj__cjob
 	return 0;
 }
 
+/* How long a committer that could not connect stays out of the way of
+ * those that did. */
+#define REST_MS 1000
+
+/*
+ * A committer without a connection that cannot make one, while another
+ * committer of the node holds one (under mu): the server refused one more
+ * (max_connections, or the role's connection limit, taken by other nodes,
+ * workers and clients), not the node's writes.  Its batch goes back to the
+ * head of the queue, in order, for a connected committer, and it rests for
+ * a while; failed, the batch would have reset every object in it for want
+ * of a connection the node did not need.  Returns whether it did.
+ */
+static int others_connected(const dobj__committer *me)
+{
+	const struct dobj__cluster *cl = me->cl;
+
+	for (int i = 0; i < cl->ncom; i++)
+		if (&cl->com[i] != me && cl->com[i].connected)
+			return 1;
+	return 0;
+}
+
+/* Resting (under mu): it takes nothing from the queue. */
+static int resting(const dobj__committer *me)
+{
+	return me->rest_until > 0 && dobj__mono_ms() < me->rest_until && others_connected(me);
+}
+
+static int leave_to_others(dobj__committer *me, dobj__cjob **batch, int n, dobj__cjob *release)
+{
+	struct dobj__cluster *cl = me->cl;
+	dobj__cjob *head = cl->q_head;
+	int i;
+
+	if (cl->stop || !others_connected(me))
+		return 0;
+	/* batch[0..n-1], then the release, then what was queued meanwhile. */
+	if (release) {
+		release->next = head;
+		head = release;
+		if (release->inc)
+			release->inc->out--;
+	}
+	for (i = n - 1; i >= 0; i--) {
+		batch[i]->next = head;
+		head = batch[i];
+		batch[i]->inc->out--;
+	}
+	if (!cl->q_head)
+		cl->q_tail = release ? release : batch[n - 1];
+	cl->q_head = head;
+	me->rest_until = dobj__mono_ms() + REST_MS;
+	wake_one(cl);
+	return 1;
+}
+
 static void *commit_main(void *arg)
 {
 	dobj__committer *me = arg;
@@ -1004,7 +1080,11 @@ static void *commit_main(void *arg)
 
 	pthread_mutex_lock(&cl->mu);
 	for (;;) {
-		int more = take(cl, batch, &n, &release);
+		int more = 0;
+		n = 0;
+		release = NULL;
+		if (!resting(me))
+			more = take(cl, batch, &n, &release);
 		if (n == 0 && !release) {
 			if (cl->d_head)
 				dobj__rt_post(cl->rt); /* jobs failed without being sent */
@@ -1030,6 +1110,17 @@ static void *commit_main(void *arg)
 		if (more)
 			wake_one(cl);
 		cl->q_busy += (size_t)n + (release != NULL);
+		if (!me->pg.conn) {
+			int rc;
+			pthread_mutex_unlock(&cl->mu);
+			rc = dobj__pg_ensure(&me->pg);
+			pthread_mutex_lock(&cl->mu);
+			me->connected = rc == DOBJ_OK;
+			if (rc < 0 && leave_to_others(me, batch, n, release)) {
+				cl->q_busy -= (size_t)n + (release != NULL);
+				continue;
+			}
+		}
 		pthread_mutex_unlock(&cl->mu);
 		if (n > 0) {
 			dobj__append_batch(&me->pg, batch, n);
@@ -1058,6 +1149,7 @@ static void *commit_main(void *arg)
 			}
 		}
 		cl->q_busy -= (size_t)n + (release != NULL);
+		me->connected = me->pg.conn != NULL;
 		pthread_cond_broadcast(&cl->idle);
 		if (n > 0 || cl->d_head)
 			dobj__rt_post(cl->rt);
@@ -1095,6 +1187,15 @@ int dobj__cluster_start(struct dobj__cluster *cl)
 	if ((rc = dobj__pg_init_from(&cl->lpg, &cl->pg)) < 0)
 		return rc;
 	cl->lpg.role = "lease";
+	/* The connection the node joined on renews its lease: the keeper never
+	 * has to find a free connection slot on the server to keep the node
+	 * alive (with the server at max_connections, a lazily made one was
+	 * refused and the node lost every object), and the node holds one
+	 * connection less.  It goes back for the leave (dobj__cluster_stop).
+	 * Only a connection with nothing prepared on it: the keeper's
+	 * statements take slots of their own. */
+	if (!cl->pg.prepared)
+		dobj__pg_move(&cl->lpg, &cl->pg);
 	memset(&cl->inl, 0, sizeof(cl->inl));
 	cl->inl.fd = -1;
 	cl->inl.pg.url = cl->lpg.url; /* borrowed: the connection itself comes from a committer */
@@ -1140,6 +1241,9 @@ fail:
 	pthread_cond_destroy(&cl->lwake);
 	pthread_cond_destroy(&cl->idle);
 	pthread_mutex_destroy(&cl->mu);
+	if (!cl->pg.conn)
+		dobj__pg_move(&cl->pg, &cl->lpg);
+	dobj__pg_drop(&cl->lpg);
 	free(cl->lpg.url);
 	cl->lpg.url = NULL;
 	return rc;
@@ -1204,6 +1308,9 @@ void dobj__cluster_stop(struct dobj__cluster *cl)
 		cl->inl.handed = NULL;
 	}
 	dobj__pg_drop(&cl->inl.pg);
+	/* The lease keeper's connection is the node's again, for its leave. */
+	if (!cl->pg.conn)
+		dobj__pg_move(&cl->pg, &cl->lpg);
 	dobj__pg_drop(&cl->lpg);
 	free(cl->lpg.url);
 	cl->lpg.url = NULL;

@@ -125,6 +125,12 @@ int dobj__pg_give_up(dobj__pg *pg);
 /** *pg, disconnected, for the same server and timeout as `from` (its own
  *  copy of the URL: free it with free(pg->url)). */
 int dobj__pg_init_from(dobj__pg *pg, const dobj__pg *from);
+/** Connect now if not connected (an idle connection the server closed is
+ *  made again): DOBJ_OK, or why not. */
+int dobj__pg_ensure(dobj__pg *pg);
+/** Move `from`'s connection (and what is prepared on it) to `to`, whose
+ *  own is dropped; `from` is left disconnected. */
+void dobj__pg_move(dobj__pg *to, dobj__pg *from);
 
 /* What waits for PostgreSQL's confirmation of an object's writes (or for
  * the node's lease view): finished results and WebSocket output. */
@@ -153,13 +159,17 @@ typedef struct dobj__committer {
 	int idle;           /* waiting for work (under mu) */
 	int woken;          /* woken for work, not back at the queue yet (under mu) */
 	int used;           /* has run a statement (its own) */
+	int connected;      /* holds a connection (under mu) */
+	double rest_until;  /* could not connect while others were: not woken before
+	                     * this (mono ms) while another one is connected */
 	dobj__pg pg;        /* the thread's own; connected at its first statement */
 } dobj__committer;
 typedef struct dobj__cinc dobj__cinc;   /* an incarnation, as the worker knows it */
 typedef struct dobj__due dobj__due;     /* a due alarm found by the lease thread */
 
 /* The cluster state of a runtime.  The runtime's thread uses `pg` only to
- * join and to leave; the node's threads own a connection each: the
+ * join and to leave (between the two, the lease keeper holds its
+ * connection); the node's threads own a connection each: the
  * committers (appends, in groups, and releases: cluster_commit.c), the
  * lease keeper (renewal, rejoining, the alarm scan: cluster_lease.c), the
  * compactor (snapshots: cluster_snapshot.c) and the activator (claims and

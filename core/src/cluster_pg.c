@@ -308,6 +308,22 @@ static int ensure_connected(dobj__pg *pg)
 	return pg_connect(pg);
 }
 
+int dobj__pg_ensure(dobj__pg *pg)
+{
+	return ensure_connected(pg);
+}
+
+void dobj__pg_move(dobj__pg *to, dobj__pg *from)
+{
+	dobj__pg_drop(to);
+	to->conn = from->conn;
+	to->prepared = from->prepared;
+	to->early = from->early;
+	from->conn = NULL;
+	from->prepared = 0;
+	from->early = NULL;
+}
+
 static int sent_or_fail(dobj__pg *pg, int sent)
 {
 	int rc;

@@ -32,6 +32,7 @@ static dobj_ws *ws_client;  /* the client end of the last socket "ws" accepted *
 static int writes;          /* "w" steps run */
 static void (*in_write)(void); /* run (once) at the start of the next "w" step */
 static double node_ttl_ms;  /* the next node's lease TTL (0: the default) */
+static const char *node_url; /* the next node's server (NULL: pg.url) */
 
 /* "w": add one to n and answer it; "a": the same and set the alarm an
  * hour ahead; "r": answer n; "ws": accept a WebSocket (hibernatable). */
@@ -94,7 +95,7 @@ static dobj_rt *node(const char *dir, double timeout_ms, dobj_ns **ns)
 	o.storage_dir = dir;
 	o.idle_timeout_ms = -1;
 	CHECK_EQ_INT(dobj_rt_new(&rt, &o), DOBJ_OK);
-	co.url = pg.url;
+	co.url = node_url ? node_url : pg.url;
 	co.node_addr = "127.0.0.1:0"; /* any free port: every worktree runs this test */
 	co.timeout_ms = timeout_ms;
 	co.ttl_ms = node_ttl_ms;
@@ -1293,6 +1294,90 @@ static void test_the_nodes_threads_take_no_signal(void)
 	testhost_rm_rf(dir);
 }
 
+/* The node's lease deadline on the database's clock, in ms. */
+static long long lease_until_ms(long long node)
+{
+	return pgtest_sqlf(&pg, NULL, "SELECT (extract(epoch FROM lease_until) * 1000)::bigint "
+		"FROM dobj_node WHERE node_id = %lld", node);
+}
+
+/*
+ * A node whose server refuses it more connections (max_connections, or its
+ * role's limit, taken by other nodes, workers and clients: a role's limit
+ * here) goes on with those it has.  Its lease is renewed on the connection
+ * it joined on (made lazily, the lease keeper's own was refused: the node
+ * lost its lease and every object), and committers that cannot connect
+ * leave their appends to those that did (they failed them: the objects were
+ * reset for want of a connection the node did not need).
+ */
+static void test_a_node_at_its_connection_limit_keeps_its_lease_and_commits_every_write(void)
+{
+	char dir[64], names[MANY][16], url[300];
+	const char *at = strchr(pg.url, '@');
+	PGconn *held[32], *locker;
+	dobj_task *t[MANY + 1] = { 0 };
+	dobj_stub *s[MANY];
+	long long node_id, until;
+	dobj_ns *ns;
+	dobj_rt *rt;
+	int i, nheld = 0;
+
+	CHECK(at != NULL);
+	pgtest_sql(&pg, NULL, "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = "
+		"'capped') THEN CREATE ROLE capped LOGIN; END IF; END $$");
+	pgtest_sql(&pg, NULL, "ALTER ROLE capped CONNECTION LIMIT 8");
+	pgtest_sql(&pg, NULL, "GRANT CREATE ON SCHEMA public TO capped");
+	pgtest_sql(&pg, NULL, "GRANT ALL ON ALL TABLES IN SCHEMA public TO capped");
+	snprintf(url, sizeof(url), "postgresql://capped%s", at);
+	node_url = url;
+	node_ttl_ms = 2000; /* renewed every 0.5 s, the first after the slots are taken */
+	rt = node(testhost_tmpdir(dir, "dobj-commit"), 2000, &ns);
+	node_url = NULL;
+	node_ttl_ms = 0;
+	node_id = dobj_rt_cluster_node(rt);
+	activate(rt, ns, "cap", MANY, names, s, "w", "1");
+	/* Every connection the role has left is taken. */
+	while (nheld < 32) {
+		PGconn *c = PQconnectdb(url);
+		if (PQstatus(c) != CONNECTION_OK) {
+			PQfinish(c);
+			break;
+		}
+		held[nheld++] = c;
+	}
+	CHECK(nheld < 32);
+	/* Rounds of writes while the log is locked: the connected committer
+	 * waits with the first round's batch, the others are woken for the
+	 * next ones. */
+	locker = lock_log();
+	for (i = 0; i < MANY; i++) {
+		t[i] = send(s[i], "w");
+		if (i % 5 == 4)
+			dobj_rt_pump(rt);
+	}
+	usleep(200 * 1000);
+	unlock(locker);
+	CHECK_EQ_INT(dobj_rt_run(rt, all_done, t), DOBJ_OK);
+	for (i = 0; i < MANY; i++) {
+		CHECK_STR(task_body(t[i], NULL), "2");
+		dobj_task_unref(t[i]);
+	}
+	CHECK_EQ_INT(dobj_ns_live(ns), MANY);
+	/* The lease moves on meanwhile, and the objects go on. */
+	until = lease_until_ms(node_id);
+	usleep(1200 * 1000);
+	CHECK(lease_until_ms(node_id) > until);
+	for (i = 0; i < MANY; i++)
+		CHECK_STR(fetch(rt, s[i], "w", NULL), "3");
+	CHECK_EQ_INT(dobj_ns_live(ns), MANY);
+	while (nheld > 0)
+		PQfinish(held[--nheld]);
+	for (i = 0; i < MANY; i++)
+		dobj_stub_free(s[i]);
+	dobj_rt_free(rt);
+	testhost_rm_rf(dir);
+}
+
 int main(void)
 {
 	if (pgtest_start(&pg) < 0)
@@ -1318,6 +1403,7 @@ int main(void)
 	RUN(test_an_append_in_a_batch_finding_its_own_row_is_acknowledged);
 	RUN(test_a_claim_given_back_goes_after_the_appends_of_its_incarnation);
 	RUN(test_a_hibernating_room_woken_as_its_last_socket_leaves_keeps_one_owner);
+	RUN(test_a_node_at_its_connection_limit_keeps_its_lease_and_commits_every_write);
 	pgtest_stop(&pg);
 	CHECK_EQ_INT(live_values, 0);
 	return DONE();
