@@ -14,6 +14,7 @@
  *   so a second process gets a clear error at bind instead of a stall.  The
  *   kernel drops the lock when the process dies, however it dies.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -137,6 +138,80 @@ void dobj__folder_release(dobj_ns *ns)
 	close(ns->folder_fd); /* drops the flock */
 	ns->folder_fd = -1;
 	pthread_mutex_unlock(&claims_lock);
+}
+
+/*
+ * A namespace folder holds either a runtime's own data or a cluster node's
+ * cache of PostgreSQL's data, and neither may be taken for the other: a node
+ * replaces a file its markers do not vouch for with PostgreSQL's state (none,
+ * for an object PostgreSQL never had: the file is deleted), so a project that
+ * ran without the cluster and is started as a node lost each object on its
+ * first call; and a runtime without the cluster on a node's cache served old
+ * copies as its own data, its writes never reaching PostgreSQL.  A node's
+ * folder carries this mark, written when a node first binds it.  A folder
+ * without the mark is a node's all the same if it holds no object's file, or
+ * one of cluster_snapshot.c's cache markers (a node of a dobj from before
+ * the mark).  Runs with the folder claimed: no other process is in it.
+ */
+#define CACHE_MARK ".dobj-cluster-cache"
+
+int dobj__folder_vet(dobj_ns *ns)
+{
+	static const char why[] = "This folder is a dobj cluster node's cache of PostgreSQL's "
+		"data (docs/cluster.md): a runtime without the cluster refuses it.\n";
+	size_t n = strlen(ns->dir) + sizeof(CACHE_MARK) + 1;
+	char *mark = malloc(n);
+	int marked, own = 0, cache = 0, fd, rc = DOBJ_OK;
+	struct dirent *e;
+	DIR *d;
+
+	if (!mark)
+		return dobj_error_set(DOBJ_ENOMEM, "out of memory");
+	snprintf(mark, n, "%s/%s", ns->dir, CACHE_MARK);
+	marked = access(mark, F_OK) == 0;
+	if (!ns->rt->cluster) {
+		if (marked)
+			rc = dobj_error_set(DOBJ_ESTATE, "the storage folder %s is a cluster node's cache "
+				"of PostgreSQL's data, not data of its own (without the cluster, old copies "
+				"would be served and writes never reach PostgreSQL): start this runtime as a "
+				"node of the cluster, or give it another storage folder", ns->dir);
+		goto done;
+	}
+	if (marked)
+		goto done;
+	if (!(d = opendir(ns->dir))) {
+		rc = dobj_error_set(DOBJ_ERROR, "cannot read the storage folder %s: %s", ns->dir,
+			strerror(errno));
+		goto done;
+	}
+	while ((e = readdir(d))) {
+		size_t len = strlen(e->d_name);
+		if (!dobj__storage_is_object_file(e->d_name))
+			continue;
+		if (len > 4 && strcmp(e->d_name + len - 4, "-seq") == 0)
+			cache = 1;
+		else
+			own = 1;
+	}
+	closedir(d);
+	if (own && !cache) {
+		rc = dobj_error_set(DOBJ_ESTATE, "the storage folder %s holds the objects of a runtime "
+			"without the cluster: a node's folder is a cache of PostgreSQL's data, and a node "
+			"would replace them with PostgreSQL's state; move them out of the folder (or start "
+			"without the cluster)", ns->dir);
+		goto done;
+	}
+	fd = open(mark, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0 || write(fd, why, sizeof(why) - 1) != (ssize_t)(sizeof(why) - 1) ||
+	    fsync(fd) < 0) {
+		rc = dobj_error_set(DOBJ_ERROR, "cannot write %s: %s", mark, strerror(errno));
+		unlink(mark);
+	}
+	if (fd >= 0)
+		close(fd);
+done:
+	free(mark);
+	return rc;
 }
 
 /*

@@ -71,6 +71,12 @@ void dobj__alarm_rolled_back(dobj_storage *st, int64_t when);
 int dobj__folder_claim(dobj_ns *ns);
 int dobj__folder_move(const char *from, const char *to);
 void dobj__folder_release(dobj_ns *ns);
+/** Refuse a claimed namespace folder that holds the other kind of files: a
+ *  runtime's own objects for a cluster node (whose folder is a cache), a
+ *  node's cache for a runtime without the cluster; mark a node's. */
+int dobj__folder_vet(dobj_ns *ns);
+/** Whether `name` is an object's database file or a companion of one. */
+int dobj__storage_is_object_file(const char *name);
 /** A cluster node's folder under the storage setting `storage`: the first of
  *  STORAGE, STORAGE/.node-2, ... no other node holds (folder.c).  *dir (one
  *  free()) and *fd (flock'ed; closing it lets the folder go) are the

@@ -921,7 +921,7 @@ int dobj__storage_alarm_peek(dobj_ns *ns, const dobj_id *id, int op, int64_t *wh
 
 /* A database file of an object: 64 hex digits, ".sqlite", and SQLite's
  * companions (-wal, -shm, -journal). */
-static int is_object_file(const char *name)
+int dobj__storage_is_object_file(const char *name)
 {
 	static const char *const tails[] = { ".sqlite", ".sqlite-wal", ".sqlite-shm",
 		".sqlite-journal", ".sqlite-seq" /* cluster_snapshot.c's cache marker */ };
@@ -957,7 +957,7 @@ void dobj__storage_ns_reset(dobj_ns *ns)
 		return;
 	while ((e = readdir(d))) {
 		char path[PATH_MAX];
-		if (strlen(e->d_name) < DOBJ_ID_HEX_LEN || !is_object_file(e->d_name))
+		if (strlen(e->d_name) < DOBJ_ID_HEX_LEN || !dobj__storage_is_object_file(e->d_name))
 			continue;
 		snprintf(path, sizeof(path), "%s/%s", ns->dir, e->d_name);
 		unlink(path);
@@ -1361,5 +1361,7 @@ int dobj__storage_ns_open(dobj_ns *ns)
 	snprintf(ns->dir, n, "%s/%s", rt->storage_dir, ns->unique_key);
 	if ((rc = dobj__mkdir_p(ns->dir)) < 0)
 		return rc;
-	return dobj__folder_claim(ns);
+	if ((rc = dobj__folder_claim(ns)) < 0)
+		return rc;
+	return dobj__folder_vet(ns); /* (a failed bind releases the claim) */
 }

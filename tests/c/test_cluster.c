@@ -228,6 +228,91 @@ static void test_nodes_on_one_storage_folder_each_take_a_folder_of_their_own(voi
 	testhost_rm_rf(d);
 }
 
+static dobj_rt *plain_new(const char *dir, int expect)
+{
+	dobj_rt *rt;
+	dobj_rt_opts o = DOBJ_RT_OPTS_INIT;
+	dobj_class k = { 0 };
+	dobj_ns *ns;
+
+	o.host.retain = tv_retain;
+	o.host.release = tv_release;
+	o.storage_dir = dir;
+	o.idle_timeout_ms = -1;
+	CHECK_EQ_INT(dobj_rt_new(&rt, &o), DOBJ_OK);
+	k.name = "Counter";
+	k.flags = DOBJ_CLASS_FETCH;
+	k.step = counter_step;
+	CHECK_EQ_INT(dobj_ns_new(&ns, rt, "COUNTER", 7, "counter-key", 11, &k), expect);
+	return rt;
+}
+
+/* A namespace folder is either a runtime's own data or a node's cache of
+ * PostgreSQL's, never taken for the other.  A project that ran without the
+ * cluster and is started as a node: its objects' files are not a cache, and
+ * a node replaced each with PostgreSQL's state (none: deleted) when the
+ * object was first called.  The other way round, a runtime without the
+ * cluster on a node's cache served old copies as its own data, and what it
+ * wrote never reached PostgreSQL.  Both are refused at bind, by name. */
+static void test_own_data_and_a_nodes_cache_are_never_taken_for_each_other(void)
+{
+	char d[64], d2[64];
+	dobj_rt *rt;
+	dobj_rt_opts o = DOBJ_RT_OPTS_INIT;
+	dobj_cluster_opts co = DOBJ_CLUSTER_OPTS_INIT;
+	dobj_class k = { 0 };
+	dobj_ns *ns;
+	dobj_stub *s;
+
+	testhost_tmpdir(d, "dobj-cluster");
+	o.host.retain = tv_retain;
+	o.host.release = tv_release;
+	o.storage_dir = d;
+	rt = plain_new(d, DOBJ_OK);
+	s = stub_for(rt, "own-data");
+	CHECK_STR(fetch(rt, s, "count", NULL), "1");
+	CHECK_STR(fetch(rt, s, "count", NULL), "2");
+	dobj_stub_free(s);
+	dobj_rt_free(rt);
+	/* As a node: refused, the data untouched. */
+	CHECK_EQ_INT(dobj_rt_new(&rt, &o), DOBJ_OK);
+	co.url = pg.url;
+	co.node_addr = "127.0.0.1:0";
+	CHECK_EQ_INT(dobj_rt_cluster(rt, &co), DOBJ_OK);
+	k.name = "Counter";
+	k.flags = DOBJ_CLASS_FETCH;
+	k.step = counter_step;
+	CHECK_EQ_INT(dobj_ns_new(&ns, rt, "COUNTER", 7, "counter-key", 11, &k), DOBJ_ESTATE);
+	CHECK(strstr(dobj_error_last(), "/counter-key holds the objects of a runtime without "
+		"the cluster") != NULL);
+	dobj_rt_free(rt);
+	rt = plain_new(d, DOBJ_OK);
+	s = stub_for(rt, "own-data");
+	CHECK_STR(fetch(rt, s, "count", NULL), "3");
+	dobj_stub_free(s);
+	dobj_rt_free(rt);
+
+	/* A node's cache, then a runtime without the cluster on it. */
+	testhost_tmpdir(d2, "dobj-cluster");
+	rt = node_new(d2, NULL, DOBJ_OK);
+	s = stub_for(rt, "cached");
+	CHECK_STR(fetch(rt, s, "count", NULL), "1");
+	dobj_stub_free(s);
+	dobj_rt_free(rt);
+	rt = plain_new(d2, DOBJ_ESTATE);
+	CHECK(strstr(dobj_error_last(), "/counter-key is a cluster node's cache of PostgreSQL's "
+		"data") != NULL);
+	dobj_rt_free(rt);
+	/* The node's own folder, again as a node: its cache is used. */
+	rt = node_new(d2, NULL, DOBJ_OK);
+	s = stub_for(rt, "cached");
+	CHECK_STR(fetch(rt, s, "count", NULL), "2");
+	dobj_stub_free(s);
+	dobj_rt_free(rt);
+	testhost_rm_rf(d);
+	testhost_rm_rf(d2);
+}
+
 static void test_a_stale_owner_is_fenced(void)
 {
 	char d1[64], d2[64];
@@ -648,6 +733,7 @@ int main(void)
 	RUN(test_a_new_node_restores_every_acknowledged_write);
 	RUN(test_a_live_owner_keeps_its_object);
 	RUN(test_nodes_on_one_storage_folder_each_take_a_folder_of_their_own);
+	RUN(test_own_data_and_a_nodes_cache_are_never_taken_for_each_other);
 	RUN(test_a_stale_owner_is_fenced);
 	RUN(test_postgres_killed_and_restarted_loses_no_acknowledged_write);
 	RUN(test_an_alarm_fires_on_whichever_node_activates_the_object);

@@ -129,6 +129,31 @@ describe("cluster mode", function()
     end
   end)
 
+  it("never takes a runtime's own data for a node's cache, nor the other way round", function()
+    -- A project that ran without the cluster, started as a node: a node
+    -- replaced its objects' files with PostgreSQL's state (none: deleted).
+    local d = H.tmpdir()
+    dirs[#dirs + 1] = d
+    local rt = assert(dobj.runtime{ storage = d })
+    local s = rt:bind("COUNTER", Counter):get_by_name("own")
+    assert.are.same({ 1, 2 }, { s:add(), s:add() })
+    rt:close()
+    rt = assert(dobj.runtime{ storage = d, cluster = pg.url, node_addr = "127.0.0.1:0" })
+    assert.matches("the storage folder .*/COUNTER holds the objects of a runtime without the cluster",
+      H.catch(rt.bind, rt, "COUNTER", Counter))
+    rt:close()
+    rt = assert(dobj.runtime{ storage = d })
+    assert.are.equal(3, rt:bind("COUNTER", Counter):get_by_name("own"):add())
+    rt:close()
+    -- A node's cache, then a runtime without the cluster on it.
+    local rt2, ns2 = node()
+    assert.are.equal(1, ns2:get_by_name("cached"):add())
+    rt2:close()
+    rt = assert(dobj.runtime{ storage = dirs[#dirs] })
+    assert.matches("is a cluster node's cache of PostgreSQL's data", H.catch(rt.bind, rt, "COUNTER", Counter))
+    rt:close()
+  end)
+
   it("another node restores every acknowledged write", function()
     local rt, ns = node()
     assert.is_true(math.type(rt:node_id()) == "integer")

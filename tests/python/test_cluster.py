@@ -131,6 +131,32 @@ async def test_another_node_restores_every_acknowledged_write(pg, tmp_path):
     rt.close()
 
 
+async def test_own_data_and_a_nodes_cache_are_never_taken_for_each_other(pg, tmp_path):
+    # A project that ran without the cluster, started as a node: its objects'
+    # files are not a cache, and a node replaced them with PostgreSQL's state
+    # (none: deleted) on their first call.  The other way round, a runtime
+    # without the cluster served a node's cache as its own data.
+    rt = dobj.Runtime(storage=str(tmp_path / "own"))
+    stub = rt.bind("COUNTER", Counter).get_by_name("own")
+    assert [await stub.add() for _ in range(2)] == [1, 2]
+    rt.close()
+    folder = tmp_path / "own" / "COUNTER"
+    with pytest.raises(dobj.Error, match=f"the storage folder {folder} holds the objects of a "
+                                         "runtime without the cluster"):
+        node(pg, tmp_path / "own")
+    rt = dobj.Runtime(storage=str(tmp_path / "own"))
+    assert await rt.bind("COUNTER", Counter).get_by_name("own").add() == 3
+    rt.close()
+
+    rt, ns = node(pg, tmp_path / "cache")
+    assert await ns.get_by_name("cached").add() == 1
+    rt.close()
+    rt = dobj.Runtime(storage=str(tmp_path / "cache"))
+    with pytest.raises(dobj.Error, match="is a cluster node's cache of PostgreSQL's data"):
+        rt.bind("COUNTER", Counter)
+    rt.close()
+
+
 def row_lock(pg, object_id):
     """The owner row of an object locked FOR UPDATE from psql until release():
     the node's appends for it (which lock it FOR SHARE) wait meanwhile."""
