@@ -197,8 +197,9 @@ int dobj__folder_vet(dobj_ns *ns)
 	if (own && !cache) {
 		rc = dobj_error_set(DOBJ_ESTATE, "the storage folder %s holds the objects of a runtime "
 			"without the cluster: a node's folder is a cache of PostgreSQL's data, and a node "
-			"would replace them with PostgreSQL's state; move them out of the folder (or start "
-			"without the cluster)", ns->dir);
+			"would replace them with PostgreSQL's state; move them out of the folder, or start "
+			"without the cluster (a node's cache left by a dobj from before this check: "
+			"remove the folder)", ns->dir);
 		goto done;
 	}
 	fd = open(mark, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
