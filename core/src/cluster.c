@@ -530,17 +530,20 @@ void dobj__cluster_close(dobj_rt *rt)
 
 	if (!cl)
 		return;
-	dobj__route_stop(rt);
 	/* One statement releases every object still held and leaves; with
-	 * PostgreSQL gone, the lease lapses by itself.  The runtime's own
-	 * connection may have sat idle since the node's start (claims run on
-	 * the activator's): one new connection is allowed, within the bound.
-	 * The released objects' cache markers are written meanwhile, within a
-	 * bound too. */
+	 * PostgreSQL gone, the lease lapses by itself.  The node's connection
+	 * (the lease keeper's since the join) may have been dropped by the
+	 * server: one new connection is allowed, within the bound.  The
+	 * released objects' cache markers are written meanwhile, within a
+	 * bound too.  Then the calls this node still holds are answered (not
+	 * run here: the callers find their objects free), and the route
+	 * stops. */
 	dobj__act_stop(cl);
 	dobj__cluster_stop(cl);
 	dobj__snap_stop(cl);
 	dobj__node_leave(&cl->pg, cl->node_id);
+	dobj__route_leave(rt);
+	dobj__route_stop(rt);
 	dobj__pg_drop(&cl->pg);
 	rt->cluster = NULL;
 	free(cl->pg.url);

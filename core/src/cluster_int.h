@@ -362,6 +362,9 @@ void dobj__cluster_log(dobj_rt *rt, long long node, const char *fmt, ...);
 int dobj__route_start(dobj_rt *rt, struct dobj__cluster *cl);
 /** Stop the network thread, fail what is in flight (runtime closing). */
 void dobj__route_stop(dobj_rt *rt);
+/** The node leaves: the calls it holds are answered before the route
+ *  stops (cluster_route.c). */
+void dobj__route_leave(dobj_rt *rt);
 
 typedef struct dobj__page_cache dobj__page_cache;
 

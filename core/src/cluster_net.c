@@ -742,6 +742,22 @@ void dobj__net_conn_links(struct dobj__route *r, uint64_t cid, int delta)
 	pthread_mutex_unlock(&r->mu);
 }
 
+int dobj__net_unsent(struct dobj__route *r)
+{
+	int unsent = 0, kick = 0;
+	conn *c;
+
+	pthread_mutex_lock(&r->mu);
+	for (c = r->conns; c; c = c->next)
+		unsent |= c->state == C_OPEN && c->out_off < c->out.len;
+	if (unsent)
+		kick = want_kick(r);
+	pthread_mutex_unlock(&r->mu);
+	if (kick)
+		kick_net(r);
+	return unsent;
+}
+
 void dobj__net_conn_free(conn *c)
 {
 	if (c->fd >= 0)

@@ -27,6 +27,8 @@
  */
 #define _GNU_SOURCE
 
+#include <poll.h>
+
 #include "cluster_route.h"
 
 /* ----------------------------------------------- fetch messages as values */
@@ -926,10 +928,22 @@ static void answer(struct dobj__route *r, inreq *in, dobj_task *t)
 	uint64_t ws_link = 0;
 	int status = ST_OK, flags = 0, code = 0, rc = DOBJ_OK, sent = 0;
 
-	if (t->not_owner) {
+	if (t->not_owner || (rt->closing && !t->started && t->code < 0)) {
+		/* Nothing ran here (a call this node's close failed before it
+		 * started, too): the caller looks again and sends it to the
+		 * object's next node, as once this node left. */
 		status = ST_NOT_OWNER;
 		msg = t->message ? t->message : "";
 		code = DOBJ_ESTATE;
+	} else if (rt->closing && t->code == DOBJ_ECLOSED) {
+		/* Stopped by the close while it ran: what it wrote and what it
+		 * called may have happened. */
+		snprintf(why, sizeof(why), "cluster: node %lld closed while the call ran: it may or may "
+			"not have run", rt->cluster ? rt->cluster->node_id : 0);
+		status = ST_ERROR;
+		code = DOBJ_ECLOSED;
+		msg = why;
+		flags = FL_REMOTE | FL_RETRYABLE;
 	} else if (t->code == DOBJ_OK) {
 		if (t->call_kind == DOBJ_CALL_RPC) {
 			unsigned char *out = NULL;
@@ -1016,7 +1030,8 @@ void dobj__route_drain(dobj_rt *rt)
 	pthread_mutex_unlock(&r->mu);
 	while (it) {
 		item *next = it->next;
-		if (rt->route == r && !rt->closing) {
+		/* Closing, a call still gets its answer (on_call: not the owner). */
+		if (rt->route == r && (!rt->closing || it->type == F_CALL)) {
 			if (it->type == F_RESULT)
 				on_result(r, it->cid, it->data, it->len);
 			else if (it->type == F_CALL)
@@ -1044,6 +1059,34 @@ void dobj__route_drain(dobj_rt *rt)
 }
 
 /* ------------------------------------------------------------- start, stop */
+
+/* How long a leaving node waits for its sockets to take its last answers. */
+#define LEAVE_FLUSH_MS 500
+
+/*
+ * The node leaves (its objects released, dobj__cluster_close): every call
+ * it holds is answered before its connections close (dobj__route_stop).  A
+ * call that did not start here (received but not read yet, or queued for
+ * its object when the close failed it) is answered "not the owner": its
+ * caller looks again, finds the object free and runs it elsewhere, instead
+ * of hearing of a cut connection that "may or may not have run" it.  A call
+ * that finished (its write confirmed while closing) gets its result, and
+ * one the close stopped while it ran says so, as retryable.
+ */
+void dobj__route_leave(dobj_rt *rt)
+{
+	struct dobj__route *r = rt->route;
+	double until;
+
+	if (!r || !r->started)
+		return;
+	atomic_store(&r->wake, 1);
+	dobj__route_drain(rt);
+	dobj__route_flush(rt);
+	until = dobj__mono_ms() + LEAVE_FLUSH_MS;
+	while (dobj__net_unsent(r) && dobj__mono_ms() < until)
+		poll(NULL, 0, 1);
+}
 
 int dobj__route_start(dobj_rt *rt, struct dobj__cluster *cl)
 {

@@ -285,6 +285,9 @@ void dobj__route_ws_stop(struct dobj__route *r);
 
 /** Free a connection the network thread no longer uses. */
 void dobj__net_conn_free(conn *c);
+/* Whether an open connection still has frames its socket did not take
+ * (the network thread is woken to go on with them). */
+int dobj__net_unsent(struct dobj__route *r);
 
 #if defined(__GNUC__)
 #pragma GCC visibility pop

@@ -376,12 +376,71 @@ static void test_a_caller_with_a_far_longer_ttl_closes_idle_connections_first(vo
 	idle_then_call_again("far", "far-1", 120000);
 }
 
+/* Run n's runtime for `ms` (its calls go out, its answers come in). */
+static void drive(node *n, int ms)
+{
+	for (int i = 0; i < ms / 10; i++) {
+		usleep(10000);
+		dobj_rt_process(n->rt);
+	}
+}
+
+/*
+ * A node that closes while calls to its object wait (received, not read
+ * yet: its runtime was busy): once its objects were released, they are
+ * answered "not the owner", and the caller runs them where the object goes
+ * next (itself, here).  They failed as "may or may not have run" (the route
+ * stopped first: the calls were dropped and the connections cut), which a
+ * caller cannot retry safely.  The call that was running finishes and gets
+ * its result.
+ */
+static void test_a_leaving_node_hands_back_the_calls_it_did_not_run(void)
+{
+	node a = { 0 }, b = { 0 };
+	dobj_task *spin, *t[5];
+	uint64_t one = 1;
+	char msg[256];
+	double v, seen = 0;
+	int code, i;
+
+	a.prefix = "leaving";
+	server_start(&a);
+	node_open(&b);
+	CHECK(wait_number(&b, call(&b, "leaving-1", "add", 0), &code, msg, sizeof(msg)) == 0);
+	/* a's runtime spins 0.6 s; the adds reach its network thread meanwhile,
+	 * and a is told to close, which it does as the spin ends. */
+	spin = call(&b, "leaving-1", "spin", 600);
+	drive(&b, 150);
+	for (i = 0; i < 5; i++)
+		t[i] = call(&b, "leaving-1", "add", 1);
+	drive(&b, 150);
+	CHECK(write(a.stop, &one, sizeof(one)) == sizeof(one));
+	wait_number(&b, spin, &code, msg, sizeof(msg));
+	CHECK_EQ_INT(code, DOBJ_OK);
+	for (i = 0; i < 5; i++) {
+		v = wait_number(&b, t[i], &code, msg, sizeof(msg));
+		if (code != DOBJ_OK)
+			fprintf(stderr, "add %d: %s\n", i, msg);
+		CHECK_EQ_INT(code, DOBJ_OK);
+		CHECK(v == seen + 1);
+		seen = v;
+	}
+	/* The object went to b with its count. */
+	CHECK(wait_number(&b, call(&b, "leaving-1", "who", 0), &code, msg, sizeof(msg)) ==
+		(double)dobj_rt_cluster_node(b.rt));
+	CHECK(wait_number(&b, call(&b, "leaving-1", "add", 0), &code, msg, sizeof(msg)) == 5);
+	CHECK_EQ_INT(b.failed, 0);
+	node_close(&b);
+	server_stop(&a);
+}
+
 int main(void)
 {
 	if (pgtest_start(&pg) < 0)
 		return 1;
 	RUN(test_calls_to_another_nodes_objects_are_routed_and_their_writes_kept);
 	RUN(test_a_handler_closing_its_runtime_after_a_routed_call);
+	RUN(test_a_leaving_node_hands_back_the_calls_it_did_not_run);
 	RUN(test_a_stuck_runtime_fails_the_call_at_the_call_timeout);
 	RUN(test_nodes_with_different_ttls_close_idle_connections_quietly);
 	RUN(test_a_caller_with_a_far_longer_ttl_closes_idle_connections_first);
