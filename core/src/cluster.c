@@ -374,6 +374,62 @@ int dobj_cluster_init(const char *url, size_t url_len, double timeout_ms, int *v
 	return rc;
 }
 
+/*
+ * A class renamed by a migration keeps its objects (config.c): on one
+ * machine its folder moves to the new name's.  In cluster mode the objects
+ * live in PostgreSQL under their namespace's unique key, which the rename
+ * changed, and nothing moves them there: the renamed class would start
+ * with none, its objects left under the earlier name, lost to it.  So a
+ * project does not start while PostgreSQL holds an object of an earlier
+ * name of one of its classes; the message says what to do.  A database
+ * without dobj's tables holds none.
+ */
+int dobj__cluster_renamed_check(const dobj_config *cfg)
+{
+	static const char sql[] = "SELECT EXISTS (SELECT 1 FROM dobj_owner WHERE ns = $1) "
+		"OR EXISTS (SELECT 1 FROM dobj_wal WHERE ns = $1)";
+	const dobj_cluster_opts *o = cfg ? cfg->cluster : NULL;
+	dobj__pg pg;
+	size_t i, j;
+	int rc = DOBJ_OK;
+
+	if (!o || !o->url)
+		return DOBJ_OK;
+	memset(&pg, 0, sizeof(pg));
+	pg.timeout_ms = opt_ms(o->timeout_ms, DOBJ_CLUSTER_TIMEOUT_MS);
+	for (i = 0; i < cfg->bindings_len && rc == DOBJ_OK; i++) {
+		const dobj_config_binding *b = &cfg->bindings[i];
+		for (j = 0; j < b->former_dirs_len && rc == DOBJ_OK; j++) {
+			const char *key = strrchr(b->former_dirs[j], '/');
+			const char *v[1];
+			PGresult *r = NULL;
+			key = key ? key + 1 : b->former_dirs[j];
+			v[0] = key;
+			if (!pg.url && !(pg.url = dobj__strndup(o->url, o->url_len ? o->url_len :
+				strlen(o->url)))) {
+				rc = DOBJ_ENOMEM;
+				break;
+			}
+			if ((rc = dobj__pg_exec(&pg, sql, 1, v, NULL, NULL, 0, &r)) < 0) {
+				if (!strcmp(pg.sqlstate, "42P01")) /* no dobj tables yet */
+					rc = DOBJ_OK;
+				break;
+			}
+			if (PQgetvalue(r, 0, 0)[0] == 't')
+				rc = dobj_error_set(DOBJ_ESTATE, "class %s (binding %s) was renamed by a "
+					"migration, and PostgreSQL holds objects of its earlier name (namespace "
+					"%s): cluster mode keeps objects under their class's current name and does "
+					"not move them on a rename, so the class would start without them; keep "
+					"the class's earlier name while it runs in cluster mode", b->class_name,
+					b->binding, key);
+			PQclear(r);
+		}
+	}
+	dobj__pg_drop(&pg);
+	free(pg.url);
+	return rc;
+}
+
 /* ------------------------------------------------------------------- nodes */
 
 int dobj__node_join(dobj__pg *pg, const char *addr, double ttl_ms, long long *node,

@@ -724,6 +724,56 @@ static void test_frames_a_rollback_left_in_the_wal_file_are_not_captured(void)
 	testhost_rm_rf(dir);
 }
 
+/* A Workers project whose class Old was renamed New by a migration, in
+ * cluster mode on pg (its config loaded as a project's start loads it). */
+static dobj_config *renamed_project(char *root)
+{
+	char path[256];
+	dobj_config_opts o = DOBJ_CONFIG_OPTS_INIT;
+	dobj_config *c = NULL;
+	FILE *f;
+
+	CHECK(mkdtemp(root) != NULL);
+	snprintf(path, sizeof(path), "%s/wrangler.toml", root);
+	f = fopen(path, "w");
+	CHECK(f != NULL);
+	fputs("name = \"ren\"\n[[durable_objects.bindings]]\nname = \"C\"\nclass_name = \"New\"\n"
+		"[[migrations]]\ntag = \"v1\"\nnew_sqlite_classes = [\"Old\"]\n"
+		"[[migrations]]\ntag = \"v2\"\nrenamed_classes = [{ from = \"Old\", to = \"New\" }]\n", f);
+	fclose(f);
+	o.path = root;
+	o.env = "";
+	o.cluster.url = pg.url;
+	CHECK_EQ_INT(dobj_config_load(&c, &o), DOBJ_OK);
+	return c;
+}
+
+/* A renamed class's objects live in PostgreSQL under its earlier name's
+ * namespace, which nothing moves: the project does not start while they
+ * are there (the class started without them: "lost"), and starts when
+ * none are. */
+static void test_a_renamed_class_with_objects_under_its_earlier_name_does_not_start(void)
+{
+	char root[] = "/tmp/dobj-renamed-XXXXXX", cmd[64];
+	dobj_config *c = renamed_project(root);
+
+	CHECK(c != NULL);
+	if (!c)
+		return;
+	/* Nothing under ren-Old: it starts. */
+	CHECK_EQ_INT(dobj_config_move_renamed(c), DOBJ_OK);
+	pgtest_sql(&pg, NULL, "INSERT INTO dobj_owner VALUES ('ren-Old', "
+		"decode(repeat('ab', 32), 'hex'), 1, NULL)");
+	CHECK_EQ_INT(dobj_config_move_renamed(c), DOBJ_ESTATE);
+	CHECK(strstr(dobj_error_last(), "class New (binding C) was renamed by a migration, and "
+		"PostgreSQL holds objects of its earlier name (namespace ren-Old)") != NULL);
+	pgtest_sql(&pg, NULL, "DELETE FROM dobj_owner WHERE ns = 'ren-Old'");
+	CHECK_EQ_INT(dobj_config_move_renamed(c), DOBJ_OK);
+	dobj_config_free(c);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", root);
+	CHECK(system(cmd) == 0);
+}
+
 int main(void)
 {
 	if (pgtest_start(&pg) < 0)
@@ -742,6 +792,7 @@ int main(void)
 	RUN(test_a_statement_that_never_ran_has_no_sqlstate);
 	RUN(test_a_commits_pages_are_captured_alike_with_and_without_the_wal_hooks_count);
 	RUN(test_frames_a_rollback_left_in_the_wal_file_are_not_captured);
+	RUN(test_a_renamed_class_with_objects_under_its_earlier_name_does_not_start);
 	pgtest_stop(&pg);
 	CHECK_EQ_INT(live_values, 0);
 	return DONE();

@@ -259,6 +259,46 @@ describe("cluster mode", function()
     b:close()
   end)
 
+  it("refuses to start a renamed class whose objects are under its earlier name", function()
+    -- Cluster mode keeps objects in PostgreSQL under their class's name, which
+    -- a rename changes and nothing moves: the class started without them.
+    local entry = [==[
+      local dobj = require "dobj"
+      local C = {}
+      C.__index = C
+      function C.new(ctx) return setmetatable({ ctx = ctx }, C) end
+      function C:fetch()
+        local n = (self.ctx.storage:get("n") or 0) + 1
+        self.ctx.storage:put("n", n)
+        return dobj.response(tostring(n))
+      end
+      return { %s = C, fetch = function(req, env) return env.COUNTER:get_by_name("a"):fetch(req) end }
+    ]==]
+    local config = 'name = "lren"\nmain = "src/entry.lua"\n[[durable_objects.bindings]]\n' ..
+      'name = "COUNTER"\nclass_name = "%s"\n[[migrations]]\ntag = "v1"\n' ..
+      'new_sqlite_classes = ["Counter"]\n'
+    local dir = H.tmpdir()
+    local function write(path, text)
+      local f = assert(io.open(dir .. "/" .. path, "w"))
+      f:write(text)
+      f:close()
+    end
+    os.execute("mkdir -p '" .. dir .. "/src'")
+    write("wrangler.toml", config:format("Counter"))
+    write("src/entry.lua", entry:format("Counter"))
+    local rt = assert(dobj.load { config = dir, cluster = pg.url })
+    assert.are.equal("1", rt.default.fetch("https://x/"):text())
+    rt:close()
+    write("wrangler.toml", config:format("Tally") ..
+      '[[migrations]]\ntag = "v2"\nrenamed_classes = [{ from = "Counter", to = "Tally" }]\n')
+    write("src/entry.lua", entry:format("Tally"))
+    local none, msg = dobj.load { config = dir, cluster = pg.url }
+    assert.is_nil(none)
+    assert.truthy(msg:find("class Tally (binding COUNTER) was renamed by a migration, and " ..
+      "PostgreSQL holds objects of its earlier name (namespace lren-Counter)", 1, true), msg)
+    H.rm_rf(dir)
+  end)
+
   it("loses no acknowledged write when PostgreSQL is killed and restarted", function()
     local rt, ns = node()
     local s = ns:get_by_name("pgkill")
