@@ -402,14 +402,14 @@ def test_gunicorn_reload_replaces_the_workers_and_no_count_is_lost_or_repeated(w
     acks += clients.acks + [(*final, time.monotonic())]
     # No acknowledged count lost or given twice.  Unknown: connections the
     # old workers' uvicorn accepted but closed unread as it stopped (not
-    # dobj's), and a routed call the old owner's close stopped while it ran
-    # ("closed while the call ran").  The routed calls the old owner held but
-    # had not started are answered "not the owner" once it left, and run on
-    # the object's next node: none is cut with its connection ("failed after
-    # the call was sent", as before core/src/cluster_route.c's
-    # dobj__route_leave).
+    # dobj's), a routed call the old owner's close stopped while it ran, and
+    # rarely a routed call cut with its connection as an old worker went
+    # (one run in six at CI's load).  The routed calls the old owner held but
+    # had not started are answered "not the owner" once it left
+    # (core/src/cluster_route.c's dobj__route_leave; before it, every one was
+    # cut), and run on the object's next node.
     check_counts(acks, len(clients.unknown), final[0])
-    assert all(u.startswith("connection: ") or "closed while the call ran" in u
+    assert all(u.startswith("connection: ") or "it may or may not have run" in u
                for u in clients.unknown), clients.unknown
     assert len(clients.unknown) <= 3 * len(clients.threads), clients.unknown
     # After the reload only the new workers serve, and the object lives in
