@@ -120,7 +120,7 @@ static void conn_events(struct dobj__route *r, conn *c, int out)
  * its answers costs this node is bounded: the rest waits in the sockets. */
 static int conn_full(const conn *c)
 {
-	return !c->out_dir && (c->ncalls >= MAX_CALLS_IN || c->call_bytes > MAX_CALL_BYTES ||
+	return !c->out_dir && (c->goaway || c->ncalls >= MAX_CALLS_IN || c->call_bytes > MAX_CALL_BYTES ||
 		c->out.len - c->out_off > MAX_UNSENT);
 }
 
@@ -326,6 +326,24 @@ static void conn_frame(struct dobj__route *r, conn *c, const unsigned char *p, s
 		if (type == F_RESULT && c->nout)
 			c->nout--;
 		return;
+	case F_GOAWAY:
+		/* The peer leaves: it read this connection up to a position and
+		 * will read no more, so the calls written from there never ran. */
+		if (!c->out_dir || n != 9 || get_be(p + 1, 8) > c->queued) {
+			conn_fail(r, c, "a malformed GOAWAY frame");
+			return;
+		}
+		if (!(it = calloc(1, sizeof(*it)))) {
+			conn_fail(r, c, "out of memory");
+			return;
+		}
+		c->goaway = 1;
+		it->cid = c->cid;
+		it->type = F_GOAWAY;
+		it->node = c->node;
+		it->written = get_be(p + 1, 8);
+		push_item(r, it);
+		return;
 	default:
 		conn_fail(r, c, "unknown frame type %d", type);
 	}
@@ -351,6 +369,7 @@ static void conn_frames(struct dobj__route *r, conn *c)
 		}
 		conn_frame(r, c, c->in.p + off + 4, (size_t)len);
 		off += 4 + (size_t)len;
+		c->consumed += 4 + len;
 	}
 	if (c->state == C_DEAD)
 		return;
@@ -649,7 +668,7 @@ int dobj__net_send_node(struct dobj__route *r, long long node, const char *addr,
 
 	pthread_mutex_lock(&r->mu);
 	for (c = r->conns; c; c = c->next)
-		if (c->out_dir && c->node == node && !strcmp(c->addr, addr))
+		if (c->out_dir && c->node == node && !c->goaway && !strcmp(c->addr, addr))
 			break;
 	if (!c) {
 		unsigned char hello[14];
@@ -740,6 +759,45 @@ void dobj__net_conn_links(struct dobj__route *r, uint64_t cid, int delta)
 			break;
 		}
 	pthread_mutex_unlock(&r->mu);
+}
+
+/*
+ * The node leaves (cluster_route.c dobj__route_leave): from here no call is
+ * read.  Each connection a peer opened is told how far it was read (its
+ * whole frames handed to the runtime, which answers them all before the
+ * connection closes); the calls its peer wrote from there on were never
+ * read, so the peer sends them again wherever the object goes next instead
+ * of hearing "it may or may not have run" when the connection closes.  New
+ * connections are refused (the listener closes), which a caller also takes
+ * for "never sent".  Under mu, the network thread is between rounds: every
+ * frame it read is in the runtime's queue already.
+ */
+void dobj__net_goaway(struct dobj__route *r)
+{
+	int kick = 0;
+	conn *c;
+
+	pthread_mutex_lock(&r->mu);
+	if (r->lfd >= 0) {
+		epoll_ctl(r->ep, EPOLL_CTL_DEL, r->lfd, NULL);
+		close(r->lfd);
+		r->lfd = -1;
+	}
+	for (c = r->conns; c; c = c->next) {
+		unsigned char pos[8];
+		int i;
+		if (c->out_dir || c->goaway || c->state != C_OPEN)
+			continue;
+		c->goaway = 1;
+		conn_watch(r, c, c->want_out, 1);
+		for (i = 0; i < 8; i++)
+			pos[i] = (unsigned char)(c->consumed >> (56 - 8 * i));
+		conn_queue(c, F_GOAWAY, pos, sizeof(pos));
+		kick |= !send_now(c) && want_kick(r);
+	}
+	pthread_mutex_unlock(&r->mu);
+	if (kick)
+		kick_net(r);
 }
 
 int dobj__net_unsent(struct dobj__route *r)

@@ -22,6 +22,10 @@
  *   RESULT  u64 id, u8 status, u8 flags, i32 code, u32+message, payload
  *   PING / PONG (liveness: the caller's side pings; a peer silent for a
  *           lease time to live is taken for dead)
+ *   GOAWAY  u64 position (the called node leaves: it read the connection's
+ *           stream up to there and reads no more; the calls after it never
+ *           ran.  An older node takes it for an unknown frame and fails the
+ *           connection, as a close would.)
  * Payloads are V8 serialisation (dobj_val_encode): RPC arguments and
  * results as they are, fetch requests and responses as an object.
  */
@@ -711,25 +715,37 @@ out:
 	dobj_task_unref(t);
 }
 
-/* A connection of ours failed: its calls go again if they were never
- * written, and fail as retryable otherwise. */
-static void on_failure(struct dobj__route *r, const item *it)
-{
-	size_t i;
-	dobj_task **again = NULL;
-	size_t nagain = 0;
+typedef struct unread {
+	uint64_t start;
+	dobj_task *t;
+} unread;
 
-	dobj__route_ws_conn_failed(r, it->cid);
-	if (it->incoming)
-		return; /* a peer's connection: no call of ours was on it */
-	suspect_add(r, it->node);
-	cache_drop_node(r, it->node);
+static int unread_order(const void *a, const void *b)
+{
+	uint64_t x = ((const unread *)a)->start, y = ((const unread *)b)->start;
+
+	return x < y ? -1 : x > y;
+}
+
+/*
+ * The calls on connection cid from stream position `from` on certainly were
+ * not read by the peer: they go again (a fresh lookup), in the order they
+ * were sent.  The ones before it were read: on a failed connection
+ * (`failure`) they fail as retryable, it may or may not have run them;
+ * else (the peer said GOAWAY) their answers are still to come.
+ */
+static void send_unread_again(struct dobj__route *r, uint64_t cid, uint64_t from,
+	const char *why, int failure)
+{
+	unread *again = NULL;
+	size_t i, nagain = 0, cap = 0;
+
 	for (i = 0; i < r->tcap; i++) {
 		pend **pp = &r->tab[i];
 		while (*pp) {
 			pend *p = *pp;
 			dobj_task *t = p->t;
-			if (p->cid != it->cid) {
+			if (p->cid != cid || (!failure && p->start < from)) {
 				pp = &p->next;
 				continue;
 			}
@@ -738,29 +754,60 @@ static void on_failure(struct dobj__route *r, const item *it)
 			if (!t->done) {
 				t->routed = 0;
 				cache_drop(r, t->obj);
-				if (p->start >= it->written) {
-					dobj_task **a = realloc(again, (nagain + 1) * sizeof(*a));
-					if (a) {
-						again = a;
-						again[nagain++] = t;
+				if (p->start >= from) {
+					if (nagain == cap) {
+						size_t ncap = cap ? cap * 2 : 16;
+						unread *a = realloc(again, ncap * sizeof(*a));
+						if (a) {
+							again = a;
+							cap = ncap;
+						}
+					}
+					if (nagain < cap) {
+						again[nagain].start = p->start;
+						again[nagain++].t = t;
 						free(p);
 						continue;
 					}
+					fail_call(t, DOBJ_ENOMEM, 1, "cluster: the call was not sent (%s) and "
+						"cannot go again: out of memory", why);
+				} else {
+					fail_call(t, DOBJ_ERROR, 1, "cluster: the connection to node %lld failed "
+						"after the call was sent (%s): it may or may not have run", p->node, why);
 				}
-				fail_call(t, DOBJ_ERROR, 1, "cluster: the connection to node %lld failed after "
-					"the call was sent (%s): it may or may not have run", p->node, it->why);
 			}
 			dobj_task_unref(t);
 			free(p);
 		}
 	}
-	/* In the order they were sent. */
+	if (nagain > 1)
+		qsort(again, nagain, sizeof(*again), unread_order);
 	for (i = 0; i < nagain; i++) {
-		resend(again[i], it->why);
-		dobj_task_unref(again[i]);
+		resend(again[i].t, why);
+		dobj_task_unref(again[i].t);
 	}
 	free(again);
 	watch_sync(r);
+}
+
+/* A connection of ours failed: its calls go again if they were never
+ * written, and fail as retryable otherwise. */
+static void on_failure(struct dobj__route *r, const item *it)
+{
+	dobj__route_ws_conn_failed(r, it->cid);
+	if (it->incoming)
+		return; /* a peer's connection: no call of ours was on it */
+	suspect_add(r, it->node);
+	cache_drop_node(r, it->node);
+	send_unread_again(r, it->cid, it->written, it->why, 1);
+}
+
+/* The node at the other end leaves (GOAWAY): it gave its objects up, so none
+ * is looked for there again, and the calls it did not read go again. */
+static void on_goaway(struct dobj__route *r, const item *it)
+{
+	cache_drop_node(r, it->node);
+	send_unread_again(r, it->cid, it->written, "the node it was sent to left the cluster", 0);
 }
 
 /* ------------------------------------- the runtime: calls from other nodes */
@@ -1038,6 +1085,8 @@ void dobj__route_drain(dobj_rt *rt)
 				on_call(r, it->cid, it->data, it->len);
 			else if (it->type == F_WS_OUT || it->type == F_WS_IN)
 				dobj__route_ws_frame(r, it->cid, it->type, it->data, it->len);
+			else if (it->type == F_GOAWAY)
+				on_goaway(r, it);
 			else
 				on_failure(r, it);
 		}
@@ -1080,6 +1129,7 @@ void dobj__route_leave(dobj_rt *rt)
 
 	if (!r || !r->started)
 		return;
+	dobj__net_goaway(r);
 	atomic_store(&r->wake, 1);
 	dobj__route_drain(rt);
 	dobj__route_flush(rt);

@@ -64,7 +64,8 @@
 #define CACHE_MAX 65536
 #define NO_NAME 0xffffffffu
 
-enum { F_HELLO = 1, F_CALL = 2, F_RESULT = 3, F_PING = 4, F_PONG = 5, F_WS_OUT = 6, F_WS_IN = 7 };
+enum { F_HELLO = 1, F_CALL = 2, F_RESULT = 3, F_PING = 4, F_PONG = 5, F_WS_OUT = 6, F_WS_IN = 7,
+	F_GOAWAY = 8 };
 enum { ST_OK = 0, ST_ERROR = 1, ST_NOT_OWNER = 2 };
 enum { FL_REMOTE = 1, FL_RETRYABLE = 2 };
 enum { C_NEW, C_CONNECTING, C_OPEN, C_DEAD };
@@ -190,16 +191,20 @@ typedef struct conn {
 	struct call_in { uint64_t id; size_t len; } *calls;
 	size_t ncalls, capcalls, call_bytes;
 	int paused;            /* incoming: not read now (conn_full) */
+	uint64_t consumed;     /* stream position: the bytes of the whole frames handed over */
+	int goaway;            /* incoming: this node leaves, nothing more is read (GOAWAY
+	                        * sent); outgoing: the peer said so, no call goes on it */
 	int flush_due;         /* queued in the runtime's round: written at its end */
 } conn;
 
 typedef struct item {      /* the network thread -> the runtime */
 	struct item *next;
 	uint64_t cid;
-	int type;              /* F_CALL, F_RESULT, or 0: the connection failed */
+	int type;              /* F_CALL, F_RESULT, F_GOAWAY, F_WS_*, or 0: the connection failed */
 	unsigned char *data;
 	size_t len;
-	uint64_t written;      /* failure: what the connection had written */
+	uint64_t written;      /* failure: what the connection had written; F_GOAWAY:
+	                        * how far the peer read it */
 	long long node;        /* failure: the peer node */
 	int incoming;          /* failure: a peer's connection (its WebSockets go) */
 	char why[240];
@@ -285,6 +290,9 @@ void dobj__route_ws_stop(struct dobj__route *r);
 
 /** Free a connection the network thread no longer uses. */
 void dobj__net_conn_free(conn *c);
+/* This node leaves: its listener closes, its peers' connections are read no
+ * more, and each peer hears how far its calls were read (GOAWAY). */
+void dobj__net_goaway(struct dobj__route *r);
 /* Whether an open connection still has frames its socket did not take
  * (the network thread is woken to go on with them). */
 int dobj__net_unsent(struct dobj__route *r);

@@ -16,7 +16,7 @@ import dobj
 from pg_util import available
 from log_util import DobjLog
 from route_util import Node
-from wire_util import HELLO, PING, connect, frame, result_of, split_frames
+from wire_util import HELLO, PING, call_frame, connect, frame, result_of, split_frames
 
 pytestmark = pytest.mark.skipif(not available(), reason="PostgreSQL (Debian: postgresql) not installed")
 
@@ -68,14 +68,6 @@ def test_the_call_timeout_is_a_cluster_setting(tmp_path, monkeypatch):
     with pytest.raises(dobj.Error, match="cluster_call_timeout: the call timeout must be a number of seconds "
                                          "from 0.01 to 86400"):
         dobj.Runtime(storage=str(tmp_path), cluster="postgresql://a@127.0.0.1:1/c", cluster_call_timeout=1e6)
-
-
-def call_frame(call_id, key, oid, name, method, args):
-    """A CALL frame as a node sends it (cluster_route.c): RPC, depth 1."""
-    body = struct.pack(">QBBH", call_id, 2, 1, len(key)) + key + oid
-    body += struct.pack(">I", 0xFFFFFFFF) if name is None else struct.pack(">I", len(name)) + name
-    body += struct.pack(">H", len(method)) + method + dobj.serialize(args)
-    return frame(2, body)
 
 
 def answer_of(addr, call):

@@ -12,6 +12,7 @@ import signal
 import socket
 import struct
 import subprocess
+import threading
 import time
 
 import pytest
@@ -19,7 +20,7 @@ import pytest
 import dobj
 from pg_util import HeldLock, available
 from route_util import NODE, Node
-from wire_util import HELLO, connect, frame, result_of
+from wire_util import HELLO, call_frame, connect, frame, result_of, split_frames
 
 pytestmark = pytest.mark.skipif(not available(), reason="PostgreSQL (Debian: postgresql) not installed")
 
@@ -332,6 +333,7 @@ def test_hostile_bytes_on_a_nodes_port_are_refused(nodes):
     assert refused(a.addr, HELLO + frame(9))                                # unknown type
     assert refused(a.addr, HELLO + frame(3, b"\x00" * 30))                  # a RESULT to a server
     assert refused(a.addr, HELLO + frame(6, b"\x00" * 9))                   # WebSocket output to a server
+    assert refused(a.addr, HELLO + frame(8, b"\x00" * 8))                   # a GOAWAY to a server
     assert refused(a.addr, HELLO + struct.pack(">I", 1000) + b"\x02abc", close=True)  # closed mid-frame
     # Lies inside a CALL frame: answered with an error or ignored, never a crash.
     for body in [b"", b"\x00" * 8, b"\x00" * 8 + b"\x02\x01\xff\xff", b"\x00" * 8 + b"\x02\x01\x00\x05ROUTE" + b"\x01" * 32 + b"\xff\xff\xff\xfe",
@@ -436,3 +438,115 @@ def test_hostile_stubs_in_a_call_are_refused(nodes):
     status, msg = rpc_answer(a.addr, b"\x01\x00\x05ROUTE" + b"\x02" * 32 + b"\x01name")
     assert status == 1 and "not of namespace 'ROUTE'" in msg, msg
     assert a.call("hostile-ref", "add", 1)["ok"] == 2
+
+
+def test_a_leaving_node_says_how_far_it_read_each_connection(nodes):
+    """A node that closes stops reading calls and sends each peer a GOAWAY
+    with the stream position it read to: every call before it is answered,
+    none after it ran (the caller sends those again where the object goes
+    next; docs/cluster.md, "Leaving")."""
+    a = nodes("a")
+    a.call("goaway-wire", "add", 0)  # a owns it
+    oid = bytes.fromhex(str(dobj.Runtime().bind("ROUTE", dobj.DurableObject).id_from_name("goaway-wire")))
+    sock = connect(a.addr)
+    sock.sendall(HELLO)
+    sent = []  # (call id, start, end) in the stream a reads
+    got = bytearray()
+    done = threading.Event()
+
+    def write():
+        pos = len(HELLO)
+        for call_id in range(1, 5001):
+            f = call_frame(call_id, b"ROUTE", oid, b"goaway-wire", b"add", [1])
+            try:
+                sock.sendall(f)
+            except OSError:
+                return
+            sent.append((call_id, pos, pos + len(f)))
+            pos += len(f)
+            if done.is_set():
+                return
+            time.sleep(0.0005)
+
+    def read():
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except OSError:
+                chunk = b""
+            if not chunk:
+                done.set()
+                return
+            got.extend(chunk)
+
+    threads = [threading.Thread(target=write), threading.Thread(target=read)]
+    for t in threads:
+        t.start()
+    time.sleep(0.4)
+    a.close()
+    for t in threads:
+        t.join(30)
+    sock.close()
+    frames, rest = split_frames(bytes(got))
+    assert not rest
+    goaways = [body for kind, body in frames if kind == 8]
+    assert len(goaways) == 1 and len(goaways[0]) == 8, frames[-3:]
+    read_to = struct.unpack(">Q", goaways[0])[0]
+    results = {}
+    for kind, body in frames:
+        if kind == 3:
+            call_id, status, _, _, mlen = struct.unpack(">QBBiI", body[:18])
+            assert call_id not in results
+            results[call_id] = (status, body[18:18 + mlen].decode())
+    assert read_to == len(HELLO) or read_to in {end for _, _, end in sent}
+    read = [c for c, start, end in sent if end <= read_to]
+    unread = [c for c, start, end in sent if start >= read_to]
+    assert read and unread, (len(read), len(unread))  # calls on both sides of it
+    assert set(results) == set(read)
+    # Answered: run (0), or "not the owner" (2) once the object was released.
+    assert {status for status, _ in results.values()} <= {0, 2}, set(results.values())
+    ran = sum(1 for status, _ in results.values() if status == 0)
+    b = nodes("b")
+    assert b.call("goaway-wire", "add", 0)["ok"] == ran
+
+
+def test_a_caller_sends_again_the_calls_a_leaving_node_did_not_read(nodes, pg):
+    """The caller's side of GOAWAY, with a stand-in for the object's node
+    (its address in dobj_node pointed at this test's socket): a call after
+    the position it names goes again, to the object's real node, and runs
+    once; a GOAWAY that claims more than was sent fails the connection."""
+    a = nodes("a")
+    assert a.call("goaway-caller", "add", 1)["ok"] == 1
+    with socket.create_server(("127.0.0.1", 0)) as stand_in:
+        fake = "127.0.0.1:%d" % stand_in.getsockname()[1]
+
+        def first_call(caller):
+            """What caller wrote up to its CALL: the connection and the
+            CALL's stream position."""
+            pg.sql(f"UPDATE dobj_node SET addr = '{fake}' WHERE node_id = {a.node_id}")
+            tag = caller.send(name="goaway-caller", method="add", args=[1])
+            conn, _ = stand_in.accept()
+            conn.settimeout(10)
+            got = b""
+            while not any(kind == 2 for kind, _ in split_frames(got)[0]):
+                got += conn.recv(65536)
+            pos = 0
+            for kind, body in split_frames(got)[0]:
+                if kind == 2:
+                    break
+                pos += 5 + len(body)
+            pg.sql(f"UPDATE dobj_node SET addr = '{a.addr}' WHERE node_id = {a.node_id}")
+            return tag, conn, pos
+
+        b = nodes("b")
+        tag, conn, pos = first_call(b)
+        conn.sendall(frame(8, struct.pack(">Q", pos)))  # read up to the CALL, not it
+        assert b.reply(tag)["ok"] == 2
+        conn.close()
+        c = nodes("c")
+        tag, conn, pos = first_call(c)
+        conn.sendall(frame(8, struct.pack(">Q", 1 << 40)))
+        e = c.reply(tag)
+        conn.close()
+    assert e["retryable"] is True and "a malformed GOAWAY frame" in e["err"], e
+    assert a.call("goaway-caller", "add", 0)["ok"] == 2

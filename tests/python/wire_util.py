@@ -5,6 +5,8 @@ type, the body; a peer opens with HELLO."""
 import socket
 import struct
 
+import dobj
+
 
 def frame(kind, body=b""):
     return struct.pack(">IB", len(body) + 1, kind) + body
@@ -12,6 +14,14 @@ def frame(kind, body=b""):
 
 HELLO = frame(1, b"DOBJ" + struct.pack(">HQ", 1, 99))
 PING = frame(4)
+
+
+def call_frame(call_id, key, oid, name, method, args):
+    """A CALL frame as a node sends it (cluster_route.c): RPC, depth 1."""
+    body = struct.pack(">QBBH", call_id, 2, 1, len(key)) + key + oid
+    body += struct.pack(">I", 0xFFFFFFFF) if name is None else struct.pack(">I", len(name)) + name
+    body += struct.pack(">H", len(method)) + method + dobj.serialize(args)
+    return frame(2, body)
 
 
 def connect(addr, timeout=10):
