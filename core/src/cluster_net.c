@@ -329,7 +329,9 @@ static void conn_frame(struct dobj__route *r, conn *c, const unsigned char *p, s
 	case F_GOAWAY:
 		/* The peer leaves: it read this connection up to a position and
 		 * will read no more, so the calls written from there never ran. */
-		if (!c->out_dir || n != 9 || get_be(p + 1, 8) > c->queued) {
+		/* Once only (a second could name calls already sent again), and
+		 * not past what was written. */
+		if (!c->out_dir || c->goaway || n != 9 || get_be(p + 1, 8) > c->written) {
 			conn_fail(r, c, "a malformed GOAWAY frame");
 			return;
 		}

@@ -542,6 +542,11 @@ def test_a_caller_sends_again_the_calls_a_leaving_node_did_not_read(nodes, pg):
         tag, conn, pos = first_call(b)
         conn.sendall(frame(8, struct.pack(">Q", pos)))  # read up to the CALL, not it
         assert b.reply(tag)["ok"] == 2
+        # A second GOAWAY (it could name calls already sent again) fails it.
+        conn.sendall(frame(8, struct.pack(">Q", 0)))
+        conn.settimeout(5)
+        while conn.recv(65536):  # its pings, then b closes it
+            pass
         conn.close()
         c = nodes("c")
         tag, conn, pos = first_call(c)
