@@ -5,6 +5,8 @@
  * runtime's state: what it receives goes through the lock to the runtime.
  */
 #define _GNU_SOURCE
+#include <poll.h>
+
 #include "cluster_route.h"
 
 /* Split "host:port" ("[v6]:port" too) into host and port. */
@@ -513,7 +515,7 @@ static int net_service(struct dobj__route *r)
 				conn_frames(r, c);
 			if (c->state == C_OPEN)
 				conn_watch(r, c, c->want_out, conn_full(c));
-			if (c->paused && now - c->last_ping >= r->ping_ms) {
+			if (c->paused && !c->goaway && now - c->last_ping >= r->ping_ms) {
 				c->last_ping = now;
 				conn_queue(c, F_PING, NULL, 0);
 			}
@@ -800,6 +802,54 @@ void dobj__net_goaway(struct dobj__route *r)
 	pthread_mutex_unlock(&r->mu);
 	if (kick)
 		kick_net(r);
+}
+
+/*
+ * A connection closed with unread bytes in it is reset, and a reset drops
+ * what the kernel had not delivered yet: the GOAWAY and the last answers
+ * (the calls after the GOAWAY are unread by design).  So, once a peer's
+ * connection sent everything, it is half-closed (the peer reads our last
+ * frames, then the end), and what the peer still sends is read and dropped
+ * until it closes its side, or until `until`.  Under mu, in turns of a
+ * millisecond: the network thread does not read these connections
+ * (conn_full), but may fail one meanwhile.
+ */
+void dobj__net_linger(struct dobj__route *r, double until)
+{
+	for (;;) {
+		int waiting = 0;
+		conn *c;
+
+		pthread_mutex_lock(&r->mu);
+		for (c = r->conns; c; c = c->next) {
+			unsigned char sink[16384];
+			ssize_t n = -1;
+			int rounds;
+			if (c->out_dir || !c->goaway || c->state != C_OPEN || c->peer_closed)
+				continue;
+			if (c->out_off < c->out.len) {
+				waiting = 1; /* still sending (the network thread goes on) */
+				continue;
+			}
+			if (!c->half_closed) {
+				shutdown(c->fd, SHUT_WR);
+				c->half_closed = 1;
+			}
+			/* A bounded read each turn: a peer that keeps sending is
+			 * cut at `until`. */
+			for (rounds = 0; rounds < 64; rounds++)
+				if ((n = recv(c->fd, sink, sizeof(sink), MSG_DONTWAIT)) <= 0)
+					break;
+			if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+				c->peer_closed = 1;
+			else
+				waiting = 1;
+		}
+		pthread_mutex_unlock(&r->mu);
+		if (!waiting || dobj__mono_ms() >= until)
+			return;
+		poll(NULL, 0, 1);
+	}
 }
 
 int dobj__net_unsent(struct dobj__route *r)

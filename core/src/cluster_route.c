@@ -1136,6 +1136,7 @@ void dobj__route_leave(dobj_rt *rt)
 	until = dobj__mono_ms() + LEAVE_FLUSH_MS;
 	while (dobj__net_unsent(r) && dobj__mono_ms() < until)
 		poll(NULL, 0, 1);
+	dobj__net_linger(r, until);
 }
 
 int dobj__route_start(dobj_rt *rt, struct dobj__cluster *cl)

@@ -194,6 +194,8 @@ typedef struct conn {
 	uint64_t consumed;     /* stream position: the bytes of the whole frames handed over */
 	int goaway;            /* incoming: this node leaves, nothing more is read (GOAWAY
 	                        * sent); outgoing: the peer said so, no call goes on it */
+	int half_closed;       /* incoming, leaving: our side is shut (dobj__net_linger) */
+	int peer_closed;       /* incoming, leaving: the peer closed its side too */
 	int flush_due;         /* queued in the runtime's round: written at its end */
 } conn;
 
@@ -293,6 +295,10 @@ void dobj__net_conn_free(conn *c);
 /* This node leaves: its listener closes, its peers' connections are read no
  * more, and each peer hears how far its calls were read (GOAWAY). */
 void dobj__net_goaway(struct dobj__route *r);
+/* After the last answers: the peers' connections are half-closed, and
+ * what the peers still send is dropped until they close theirs, up to
+ * `until` (mono ms). */
+void dobj__net_linger(struct dobj__route *r, double until);
 /* Whether an open connection still has frames its socket did not take
  * (the network thread is woken to go on with them). */
 int dobj__net_unsent(struct dobj__route *r);
