@@ -378,19 +378,133 @@ int dobj_cluster_init(const char *url, size_t url_len, double timeout_ms, int *v
  * A class renamed by a migration keeps its objects (config.c): on one
  * machine its folder moves to the new name's.  In cluster mode the objects
  * live in PostgreSQL under their namespace's unique key, which the rename
- * changed, and nothing moves them there: the renamed class would start
- * with none, its objects left under the earlier name, lost to it.  So a
- * project does not start while PostgreSQL holds an object of an earlier
- * name of one of its classes; the message says what to do.  A database
- * without dobj's tables holds none.
+ * changed: the first node of the renamed project moves their rows (owner,
+ * log, snapshots, alarms) to the new key in one transaction, as it starts,
+ * so the class starts with them (it started with none before: a count of 2
+ * came back as 1).  The IDs do not change (a renamed class keeps its ID
+ * key).  Not moved, and the start refused with what to do: rows under two
+ * earlier names, or under an earlier and the current name (which are the
+ * class's is for the user to say), and an object of the earlier name held
+ * by a live node (a node of the project before the rename serves it, and
+ * would go on under the earlier name).  Nodes starting at once take turns
+ * (an advisory lock); a database without dobj's tables holds nothing.
  */
-int dobj__cluster_renamed_check(const dobj_config *cfg)
+#define RENAME_LOCK "7305675160151470642"
+
+static const char *const rename_tables[] = {
+	"dobj_owner", "dobj_wal", "dobj_snapshot", "dobj_snapshot_part", "dobj_alarm"
+};
+
+static const char *key_of_dir(const char *dir)
+{
+	const char *key = strrchr(dir, '/');
+
+	return key ? key + 1 : dir;
+}
+
+/* Whether PostgreSQL holds rows of namespace `key`: 1, 0, or an error. */
+static int rows_under(dobj__pg *pg, const char *key)
 {
 	static const char sql[] = "SELECT EXISTS (SELECT 1 FROM dobj_owner WHERE ns = $1) "
-		"OR EXISTS (SELECT 1 FROM dobj_wal WHERE ns = $1)";
+		"OR EXISTS (SELECT 1 FROM dobj_wal WHERE ns = $1) "
+		"OR EXISTS (SELECT 1 FROM dobj_snapshot WHERE ns = $1) "
+		"OR EXISTS (SELECT 1 FROM dobj_alarm WHERE ns = $1)";
+	const char *v[1] = { key };
+	PGresult *r = NULL;
+	int rc = dobj__pg_exec(pg, sql, 1, v, NULL, NULL, 0, &r);
+
+	if (rc >= 0)
+		rc = PQgetvalue(r, 0, 0)[0] == 't';
+	PQclear(r);
+	return rc;
+}
+
+/* Move binding b's rows from its earlier name to its current one, inside
+ * the transaction the caller opened. */
+static int move_binding_rows(dobj__pg *pg, const dobj_config_binding *b)
+{
+	const char *from = NULL;
+	PGresult *r = NULL;
+	size_t j;
+	int rc;
+
+	for (j = 0; j < b->former_dirs_len; j++) {
+		const char *key = key_of_dir(b->former_dirs[j]);
+		if ((rc = rows_under(pg, key)) < 0)
+			return rc;
+		if (rc && from)
+			return dobj_error_set(DOBJ_ESTATE, "class %s (binding %s) was renamed by "
+				"migrations, and PostgreSQL holds objects under two of its earlier names "
+				"(namespaces %s and %s): which are the class's is for you to say (delete "
+				"the other's rows), so they were not moved", b->class_name, b->binding, from,
+				key);
+		if (rc)
+			from = key;
+	}
+	if (!from)
+		return DOBJ_OK;
+	if ((rc = rows_under(pg, b->unique_key)) < 0)
+		return rc;
+	if (rc)
+		return dobj_error_set(DOBJ_ESTATE, "class %s (binding %s) was renamed by a migration, "
+			"and PostgreSQL holds objects under both its earlier name (namespace %s) and its "
+			"current one (namespace %s): which are the class's is for you to say (delete the "
+			"other's rows), so they were not moved", b->class_name, b->binding, from,
+			b->unique_key);
+	{
+		static const char live[] = "SELECT min(o.node_id) FROM dobj_owner o JOIN dobj_node n "
+			"ON n.node_id = o.node_id WHERE o.ns = $1 AND n.status = 'live' "
+			"AND n.lease_until > now()";
+		const char *v[1] = { from };
+		if ((rc = dobj__pg_exec(pg, live, 1, v, NULL, NULL, 0, &r)) < 0)
+			return rc;
+		if (!PQgetisnull(r, 0, 0)) {
+			rc = dobj_error_set(DOBJ_ESTATE, "class %s (binding %s) was renamed by a "
+				"migration, and node %s holds objects of its earlier name (namespace %s): "
+				"a node of the project before the rename would go on serving them under "
+				"that name, so they were not moved to %s; stop the earlier version's nodes "
+				"(or wait for their lease to lapse), then start this one", b->class_name,
+				b->binding, PQgetvalue(r, 0, 0), from, b->unique_key);
+			PQclear(r);
+			return rc;
+		}
+		PQclear(r);
+	}
+	for (j = 0; j < sizeof(rename_tables) / sizeof(rename_tables[0]); j++) {
+		char sql[96];
+		const char *v[2] = { from, b->unique_key }, *t[1] = { rename_tables[j] };
+		int exists;
+		/* A schema of an earlier version (migrated after this, as the
+		 * node starts) may lack a table: nothing of it to move. */
+		if ((rc = dobj__pg_exec(pg, "SELECT to_regclass($1) IS NOT NULL", 1, t, NULL, NULL, 0,
+			&r)) < 0)
+			return rc;
+		exists = PQgetvalue(r, 0, 0)[0] == 't';
+		PQclear(r);
+		if (!exists)
+			continue;
+		snprintf(sql, sizeof(sql), "UPDATE %s SET ns = $2 WHERE ns = $1", rename_tables[j]);
+		if ((rc = dobj__pg_exec(pg, sql, 2, v, NULL, NULL, 0, &r)) < 0)
+			return rc;
+		PQclear(r);
+	}
+	return DOBJ_OK;
+}
+
+static int exec_simple_pg(dobj__pg *pg, const char *sql)
+{
+	PGresult *r = NULL;
+	int rc = dobj__pg_exec(pg, sql, 0, NULL, NULL, NULL, 0, &r);
+
+	PQclear(r);
+	return rc;
+}
+
+int dobj__cluster_move_renamed(const dobj_config *cfg)
+{
 	const dobj_cluster_opts *o = cfg ? cfg->cluster : NULL;
 	dobj__pg pg;
-	size_t i, j;
+	size_t i;
 	int rc = DOBJ_OK;
 
 	if (!o || !o->url)
@@ -399,31 +513,34 @@ int dobj__cluster_renamed_check(const dobj_config *cfg)
 	pg.timeout_ms = opt_ms(o->timeout_ms, DOBJ_CLUSTER_TIMEOUT_MS);
 	for (i = 0; i < cfg->bindings_len && rc == DOBJ_OK; i++) {
 		const dobj_config_binding *b = &cfg->bindings[i];
-		for (j = 0; j < b->former_dirs_len && rc == DOBJ_OK; j++) {
-			const char *key = strrchr(b->former_dirs[j], '/');
-			const char *v[1];
-			PGresult *r = NULL;
-			key = key ? key + 1 : b->former_dirs[j];
-			v[0] = key;
-			if (!pg.url && !(pg.url = dobj__strndup(o->url, o->url_len ? o->url_len :
-				strlen(o->url)))) {
-				rc = DOBJ_ENOMEM;
-				break;
-			}
-			if ((rc = dobj__pg_exec(&pg, sql, 1, v, NULL, NULL, 0, &r)) < 0) {
-				if (!strcmp(pg.sqlstate, "42P01")) /* no dobj tables yet */
-					rc = DOBJ_OK;
-				break;
-			}
-			if (PQgetvalue(r, 0, 0)[0] == 't')
-				rc = dobj_error_set(DOBJ_ESTATE, "class %s (binding %s) was renamed by a "
-					"migration, and PostgreSQL holds objects of its earlier name (namespace "
-					"%s): cluster mode keeps objects under their class's current name and does "
-					"not move them on a rename, so the class would start without them; keep "
-					"the class's earlier name while it runs in cluster mode", b->class_name,
-					b->binding, key);
-			PQclear(r);
+		if (!b->former_dirs_len)
+			continue;
+		if (!pg.url && !(pg.url = dobj__strndup(o->url, o->url_len ? o->url_len :
+			strlen(o->url)))) {
+			rc = dobj_error_set(DOBJ_ENOMEM, "out of memory");
+			break;
 		}
+		if ((rc = exec_simple_pg(&pg, "BEGIN")) < 0)
+			break;
+		/* Inside the transaction: a statement on a new connection would
+		 * run outside it. */
+		pg.no_reconnect = 1;
+		if ((rc = exec_simple_pg(&pg, "SELECT pg_advisory_xact_lock(" RENAME_LOCK ")")) >= 0)
+			rc = move_binding_rows(&pg, b);
+		if (rc >= 0) {
+			rc = exec_simple_pg(&pg, "COMMIT");
+		} else {
+			/* The failure is the message, not the ROLLBACK's outcome. */
+			char state[sizeof(pg.sqlstate)], why[1200];
+			memcpy(state, pg.sqlstate, sizeof(state));
+			snprintf(why, sizeof(why), "%s", dobj_error_last());
+			exec_simple_pg(&pg, "ROLLBACK");
+			if (!strcmp(state, "42P01")) /* no dobj tables yet: nothing to move */
+				rc = DOBJ_OK;
+			else
+				rc = dobj_error_set(rc, "%s", why);
+		}
+		pg.no_reconnect = 0;
 	}
 	dobj__pg_drop(&pg);
 	free(pg.url);

@@ -793,7 +793,7 @@ int dobj_config_move_renamed(const dobj_config *cfg)
 
 	if (!cfg)
 		return dobj_error_set(DOBJ_EARG, "no configuration");
-	if ((rc = dobj__cluster_renamed_check(cfg)) < 0)
+	if ((rc = dobj__cluster_move_renamed(cfg)) < 0)
 		return rc;
 	for (i = 0; i < cfg->bindings_len; i++) {
 		const dobj_config_binding *b = &cfg->bindings[i];

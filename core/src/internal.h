@@ -225,10 +225,10 @@ void dobj__cluster_release(dobj_obj *obj);
 /** dobj_rt_clear: closing (objects are released together), then leave. */
 void dobj__cluster_closing(dobj_rt *rt);
 void dobj__cluster_close(dobj_rt *rt);
-/* Cluster mode: refuse to start a project whose renamed class still has
- * objects in PostgreSQL under an earlier name (cluster.c). */
+/* Cluster mode: a renamed class's objects in PostgreSQL move from its
+ * earlier name to its current one, or the start is refused (cluster.c). */
 struct dobj_config;
-int dobj__cluster_renamed_check(const struct dobj_config *cfg);
+int dobj__cluster_move_renamed(const struct dobj_config *cfg);
 
 /* Calls between nodes (cluster_route.c); rt->route is NULL outside cluster
  * mode, so none of these is reached on the local path. */

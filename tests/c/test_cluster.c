@@ -748,27 +748,69 @@ static dobj_config *renamed_project(char *root)
 	return c;
 }
 
+/* How many rows of each table are under namespace ns. */
+static long long rows_of(const char *ns)
+{
+	return pgtest_sqlf(&pg, NULL, "SELECT (SELECT count(*) FROM dobj_owner WHERE ns = '%s') + "
+		"(SELECT count(*) FROM dobj_wal WHERE ns = '%s') + "
+		"(SELECT count(*) FROM dobj_alarm WHERE ns = '%s')", ns, ns, ns);
+}
+
 /* A renamed class's objects live in PostgreSQL under its earlier name's
- * namespace, which nothing moves: the project does not start while they
- * are there (the class started without them: "lost"), and starts when
- * none are. */
-static void test_a_renamed_class_with_objects_under_its_earlier_name_does_not_start(void)
+ * namespace: the project's start moves them to the new one (the class
+ * started without them before: "lost"), in one transaction, unless rows
+ * are under both names or a live node holds one of the earlier name's
+ * objects (a node of the earlier version would go on serving it there). */
+static void test_a_renamed_classs_objects_move_to_its_new_name_in_postgresql(void)
 {
 	char root[] = "/tmp/dobj-renamed-XXXXXX", cmd[64];
 	dobj_config *c = renamed_project(root);
+	long long node;
 
 	CHECK(c != NULL);
 	if (!c)
 		return;
-	/* Nothing under ren-Old: it starts. */
+	/* Nothing under ren-Old: nothing to do. */
 	CHECK_EQ_INT(dobj_config_move_renamed(c), DOBJ_OK);
 	pgtest_sql(&pg, NULL, "INSERT INTO dobj_owner VALUES ('ren-Old', "
 		"decode(repeat('ab', 32), 'hex'), 1, NULL)");
+	pgtest_sql(&pg, NULL, "INSERT INTO dobj_wal (ns, object_id, seq, epoch, frames, sum) VALUES "
+		"('ren-Old', decode(repeat('ab', 32), 'hex'), 1, 1, '\\x00', '\\x00')");
+	pgtest_sql(&pg, NULL, "INSERT INTO dobj_alarm VALUES ('ren-Old', "
+		"decode(repeat('ab', 32), 'hex'), 1, NULL)");
+	CHECK_EQ_INT(dobj_config_move_renamed(c), DOBJ_OK);
+	CHECK_EQ_INT(rows_of("ren-Old"), 0);
+	CHECK_EQ_INT(rows_of("ren-New"), 3);
+	/* Started again: nothing left to move. */
+	CHECK_EQ_INT(dobj_config_move_renamed(c), DOBJ_OK);
+	CHECK_EQ_INT(rows_of("ren-New"), 3);
+	/* Rows under both names: which are the class's is the user's to say. */
+	pgtest_sql(&pg, NULL, "INSERT INTO dobj_owner VALUES ('ren-Old', "
+		"decode(repeat('cd', 32), 'hex'), 1, NULL)");
 	CHECK_EQ_INT(dobj_config_move_renamed(c), DOBJ_ESTATE);
 	CHECK(strstr(dobj_error_last(), "class New (binding C) was renamed by a migration, and "
-		"PostgreSQL holds objects of its earlier name (namespace ren-Old)") != NULL);
-	pgtest_sql(&pg, NULL, "DELETE FROM dobj_owner WHERE ns = 'ren-Old'");
+		"PostgreSQL holds objects under both its earlier name (namespace ren-Old) and its "
+		"current one (namespace ren-New)") != NULL);
+	CHECK_EQ_INT(rows_of("ren-Old"), 1);
+	CHECK_EQ_INT(rows_of("ren-New"), 3);
+	/* A live node holds an object of the earlier name: not moved. */
+	pgtest_sql(&pg, NULL, "DELETE FROM dobj_owner WHERE ns = 'ren-New'");
+	pgtest_sql(&pg, NULL, "DELETE FROM dobj_wal WHERE ns = 'ren-New'");
+	pgtest_sql(&pg, NULL, "DELETE FROM dobj_alarm WHERE ns = 'ren-New'");
+	node = pgtest_sql(&pg, NULL, "INSERT INTO dobj_node (addr, lease_until) VALUES "
+		"('127.0.0.1:1', now() + interval '1 hour') RETURNING node_id");
+	pgtest_sqlf(&pg, NULL, "UPDATE dobj_owner SET node_id = %lld WHERE ns = 'ren-Old'", node);
+	CHECK_EQ_INT(dobj_config_move_renamed(c), DOBJ_ESTATE);
+	CHECK(strstr(dobj_error_last(), "holds objects of its earlier name (namespace ren-Old): a "
+		"node of the project before the rename would go on serving them") != NULL);
+	CHECK_EQ_INT(rows_of("ren-Old"), 1);
+	/* Its lease lapsed (a dead node of the earlier version): moved. */
+	pgtest_sqlf(&pg, NULL, "UPDATE dobj_node SET lease_until = now() - interval '1 s' "
+		"WHERE node_id = %lld", node);
 	CHECK_EQ_INT(dobj_config_move_renamed(c), DOBJ_OK);
+	CHECK_EQ_INT(rows_of("ren-Old"), 0);
+	CHECK_EQ_INT(rows_of("ren-New"), 1);
+	pgtest_sql(&pg, NULL, "DELETE FROM dobj_owner WHERE ns = 'ren-New'");
 	dobj_config_free(c);
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", root);
 	CHECK(system(cmd) == 0);
@@ -792,7 +834,7 @@ int main(void)
 	RUN(test_a_statement_that_never_ran_has_no_sqlstate);
 	RUN(test_a_commits_pages_are_captured_alike_with_and_without_the_wal_hooks_count);
 	RUN(test_frames_a_rollback_left_in_the_wal_file_are_not_captured);
-	RUN(test_a_renamed_class_with_objects_under_its_earlier_name_does_not_start);
+	RUN(test_a_renamed_classs_objects_move_to_its_new_name_in_postgresql);
 	pgtest_stop(&pg);
 	CHECK_EQ_INT(live_values, 0);
 	return DONE();

@@ -259,9 +259,10 @@ describe("cluster mode", function()
     b:close()
   end)
 
-  it("refuses to start a renamed class whose objects are under its earlier name", function()
+  it("moves a renamed class's objects to its new name, unless an earlier node holds one", function()
     -- Cluster mode keeps objects in PostgreSQL under their class's name, which
-    -- a rename changes and nothing moves: the class started without them.
+    -- a rename changes: the class started without them. The renamed project's
+    -- first start moves them, once no node of the earlier version holds one.
     local entry = [==[
       local dobj = require "dobj"
       local C = {}
@@ -277,26 +278,34 @@ describe("cluster mode", function()
     local config = 'name = "lren"\nmain = "src/entry.lua"\n[[durable_objects.bindings]]\n' ..
       'name = "COUNTER"\nclass_name = "%s"\n[[migrations]]\ntag = "v1"\n' ..
       'new_sqlite_classes = ["Counter"]\n'
-    local dir = H.tmpdir()
-    local function write(path, text)
-      local f = assert(io.open(dir .. "/" .. path, "w"))
-      f:write(text)
-      f:close()
+    local function project(cls, extra)
+      local dir = H.tmpdir()
+      local function write(path, text)
+        local f = assert(io.open(dir .. "/" .. path, "w"))
+        f:write(text)
+        f:close()
+      end
+      os.execute("mkdir -p '" .. dir .. "/src'")
+      write("wrangler.toml", config:format(cls) .. extra)
+      write("src/entry.lua", entry:format(cls))
+      return dir
     end
-    os.execute("mkdir -p '" .. dir .. "/src'")
-    write("wrangler.toml", config:format("Counter"))
-    write("src/entry.lua", entry:format("Counter"))
-    local rt = assert(dobj.load { config = dir, cluster = pg.url })
-    assert.are.equal("1", rt.default.fetch("https://x/"):text())
-    rt:close()
-    write("wrangler.toml", config:format("Tally") ..
+    local old = project("Counter", "")
+    local new = project("Tally",
       '[[migrations]]\ntag = "v2"\nrenamed_classes = [{ from = "Counter", to = "Tally" }]\n')
-    write("src/entry.lua", entry:format("Tally"))
-    local none, msg = dobj.load { config = dir, cluster = pg.url }
+    local rt = assert(dobj.load { config = old, cluster = pg.url })
+    assert.are.equal("1", rt.default.fetch("https://x/"):text())
+    local none, msg = dobj.load { config = new, cluster = pg.url }
     assert.is_nil(none)
-    assert.truthy(msg:find("class Tally (binding COUNTER) was renamed by a migration, and " ..
-      "PostgreSQL holds objects of its earlier name (namespace lren-Counter)", 1, true), msg)
-    H.rm_rf(dir)
+    assert.truthy(msg:find("class Tally (binding COUNTER) was renamed by a migration, and node ", 1, true), msg)
+    assert.truthy(msg:find("holds objects of its earlier name (namespace lren-Counter): a node of " ..
+      "the project before the rename would go on serving them", 1, true), msg)
+    rt:close()
+    rt = assert(dobj.load { config = new, cluster = pg.url })
+    assert.are.equal("2", rt.default.fetch("https://x/"):text())
+    rt:close()
+    H.rm_rf(old)
+    H.rm_rf(new)
   end)
 
   it("loses no acknowledged write when PostgreSQL is killed and restarted", function()

@@ -353,21 +353,27 @@ RENAMED_CONFIG = """\
     """
 
 
-async def test_a_renamed_class_whose_objects_are_in_postgresql_under_its_earlier_name_does_not_start(pg, tmp_path):
+async def test_a_renamed_classs_objects_move_to_its_new_name_in_postgresql(pg, tmp_path):
     """Cluster mode keeps objects in PostgreSQL under their class's name,
-    which a rename changes, and nothing moves them there: the renamed class
-    started without its objects (a count of 2 came back as 1).  It is refused
-    with what to do instead."""
+    which a rename changes: the renamed class started without its objects (a
+    count of 2 came back as 1).  The renamed project's first start moves
+    them, unless a node of the earlier version still holds one."""
     import textwrap
     from project_util import write_project
-    d = write_project(tmp_path / "p", RENAMED_ENTRY.format(cls="Counter"), name="ren")
-    rt = dobj.Runtime.from_config(d, cluster=pg.url)
+    old = write_project(tmp_path / "old", RENAMED_ENTRY.format(cls="Counter"), name="ren")
+    new = write_project(tmp_path / "new", RENAMED_ENTRY.format(cls="Tally"), textwrap.dedent(RENAMED_CONFIG))
+    rt = dobj.Runtime.from_config(old, cluster=pg.url)
     try:
         assert (await rt.default.fetch("https://x/")).text() == "1"
+        with pytest.raises(dobj.ConfigError, match=r"class Tally \(binding COUNTER\) was renamed by a "
+                           r"migration, and node \d+ holds objects of its earlier name \(namespace "
+                           r"ren-Counter\): a node of the project before the rename would go on serving"):
+            dobj.Runtime.from_config(new, cluster=pg.url)
     finally:
         rt.close()
-    write_project(d, RENAMED_ENTRY.format(cls="Tally"), textwrap.dedent(RENAMED_CONFIG))
-    with pytest.raises(dobj.ConfigError, match=r"class Tally \(binding COUNTER\) was renamed by a "
-                       r"migration, and PostgreSQL holds objects of its earlier name \(namespace "
-                       r"ren-Counter\)"):
-        dobj.Runtime.from_config(d, cluster=pg.url)
+    rt = dobj.Runtime.from_config(new, cluster=pg.url)
+    try:
+        assert (await rt.default.fetch("https://x/")).text() == "2"
+    finally:
+        rt.close()
+    assert pg.sql("SELECT count(*) FROM dobj_owner WHERE ns = 'ren-Counter'") == ["0"]

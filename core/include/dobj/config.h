@@ -158,7 +158,11 @@ DOBJ_API void dobj_config_free(dobj_config *cfg);
  * nothing for that binding, when the new folder and an earlier one both
  * exist or two earlier ones do (DOBJ_ESTATE: which folder holds the data
  * is for the user to say), or when a folder is in use by a namespace of
- * this process or locked by another process.
+ * this process or locked by another process.  In cluster mode
+ * (cfg->cluster) the class's objects in PostgreSQL move the same way, in one
+ * transaction (docs/cluster.md, "Renamed classes"); refused (DOBJ_ESTATE)
+ * when rows are under two of its names, or a live node holds an object of
+ * the earlier one.
  */
 DOBJ_API int dobj_config_move_renamed(const dobj_config *cfg);
 
