@@ -835,15 +835,19 @@ static void abort_obj(dobj_obj *obj, int code, const char *message, void *error)
 
 	/* Parked tasks return to the ready queue, where they fail as "dead". */
 	unpark(obj);
-	/* Fail every unfinished task of this incarnation.  finish() may run
-	 * done callbacks that queue more work; restart the scan after each. */
+	/* Fail every unfinished task of this incarnation, oldest first (the
+	 * list is newest first): callers hear in the order they called, and a
+	 * routed call answered "not the owner" goes again in its order.
+	 * finish() may run done callbacks that queue more work; restart the
+	 * scan after each. */
 	for (;;) {
+		dobj_task *oldest = NULL;
 		for (t = rt->tasks; t; t = next) {
 			next = t->lnext;
 			if (t->obj == obj)
-				break;
+				oldest = t;
 		}
-		if (!t)
+		if (!(t = oldest))
 			break;
 		dobj__host_retain(rt, error);
 		finish(t, obj->code, obj->message, NULL, error);
@@ -1260,6 +1264,31 @@ static void rt_unref(dobj_rt *rt)
 	free(rt);
 }
 
+/*
+ * Closed from inside a step (a handler closing its runtime), the tasks the
+ * close failed are held for the step's end (the output gate), which comes
+ * after the close: a routed call's answer would find the node's route gone
+ * and its caller hear "it may or may not have run", though it never
+ * started.  A failure shows no write that was not committed: those go now.
+ */
+static void deliver_failed_held(dobj_rt *rt)
+{
+	dobj_task **pp = &rt->held_head, *prev = NULL;
+
+	while (*pp) {
+		dobj_task *t = *pp;
+		if (t->code < 0) {
+			*pp = t->dnext;
+			if (rt->held_tail == t)
+				rt->held_tail = prev;
+			dobj__held_deliver(t, DOBJ_OK, NULL);
+		} else {
+			prev = t;
+			pp = &t->dnext;
+		}
+	}
+}
+
 void dobj_rt_clear(dobj_rt *rt)
 {
 	size_t i;
@@ -1281,6 +1310,7 @@ void dobj_rt_clear(dobj_rt *rt)
 		dobj__ws_ns_close(ns);
 		dobj__storage_ns_close(ns);
 	}
+	deliver_failed_held(rt);
 	dobj__cluster_close(rt);
 	/* Broken stubs keep no host value: their calls fail with ECLOSED now,
 	 * and their errors could hold host cycles (a traceback's frames) alive

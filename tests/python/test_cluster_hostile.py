@@ -172,6 +172,35 @@ async def test_a_handler_that_closes_its_runtime_under_routed_calls(pg, tmp_path
         a.close()
 
 
+async def test_calls_queued_behind_a_handler_that_closes_its_runtime_go_again_in_order(pg, tmp_path):
+    """Routed calls waiting at an object's gate while its handler closes the
+    runtime never started there: they are answered "not the owner" before
+    the node's connections close, and run where the object goes next (here
+    the caller's node), in the order they were made.  Before, their answers
+    waited for the handler's step to end, the route was gone by then, and
+    every caller heard "it may or may not have run"; the closing call itself
+    ran, and says so."""
+    a, b, na, nb = two_nodes(pg, tmp_path)
+    try:
+        assert await na.get_by_name("q").add(1) == 1  # a owns q
+
+        async def outcome(aw):
+            try:
+                return await aw
+            except dobj.Error as e:
+                return e
+        closing = asyncio.ensure_future(outcome(nb.get_by_name("q").close_runtime("a")))
+        adds = [asyncio.ensure_future(outcome(nb.get_by_name("q").add(1))) for _ in range(5)]
+        got = await asyncio.gather(closing, *adds)
+        assert isinstance(got[0], dobj.Error) and got[0].retryable is True
+        assert "closed while the call ran: it may or may not have run" in str(got[0])
+        assert got[1:] == [2, 3, 4, 5, 6]
+        assert await nb.get_by_name("q").add(0) == 6
+    finally:
+        b.close()
+        a.close()
+
+
 async def test_a_cluster_runtime_used_from_another_thread_is_a_clear_error(pg, tmp_path):
     """The host contract: one thread per runtime; a call, a bind, a close from
     another thread raise dobj.Error instead of racing the node's threads."""
