@@ -128,6 +128,11 @@ describe("load_config", function()
 
   it("raises on misuse", function()
     assert.has_error(function() dobj.load_config(42) end)
+    -- the env goes in the table: a second argument is not dropped unseen
+    assert.has_error(function() dobj.load_config(".", "staging") end,
+      "load_config: takes one argument, a path or { path =, env =, ... }")
+    assert.has_error(function() dobj.load(".", "staging") end,
+      "dobj.load: takes one argument, a config path or { config =, env =, ... }")
     assert.has_error(function() dobj.load_config { env = 1 } end)
     assert.has_error(function() dobj.load_config { path = "a\0b" } end)
   end)

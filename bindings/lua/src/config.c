@@ -188,6 +188,11 @@ static int load_config(lua_State *L, int starting)
 	size_t i;
 	int rc;
 
+	/* A second argument (load_config(path, "staging")) would be dropped
+	 * without a word and the wrong environment loaded: env goes in the
+	 * table, as Python's is keyword-only. */
+	if (!lua_isnoneornil(L, 2))
+		return luaL_error(L, "load_config: takes one argument, a path or { path =, env =, ... }");
 	if (lua_type(L, 1) == LUA_TSTRING) {
 		lua_createtable(L, 0, 1);
 		lua_pushvalue(L, 1);

@@ -218,6 +218,9 @@ int l_load(lua_State *L)
 	runtime_ud *r;
 	int opts = 1, cfg, mod, rtidx, nb, i;
 
+	/* As load_config: a second argument (the env) goes in the table. */
+	if (!lua_isnoneornil(L, 2))
+		return luaL_error(L, "dobj.load: takes one argument, a config path or { config =, env =, ... }");
 	lua_settop(L, 1);
 	if (lua_type(L, 1) == LUA_TSTRING) {
 		lua_createtable(L, 0, 1);
