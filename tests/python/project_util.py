@@ -1,7 +1,22 @@
 """write_project: a Workers project in a folder, for the project tests
-(test_project.py, test_pyworkers.py)."""
+(test_project.py, test_pyworkers.py, test_cluster.py)."""
 import json
 import textwrap
+
+# A counter class named {cls} (format it) and a Worker that counts object
+# "a" of COUNTER: the renamed-class tests start it before and after a rename.
+COUNTER_ENTRY_OF = """\
+    import dobj
+
+    class {cls}(dobj.DurableObject):
+        async def fetch(self, request):
+            n = (self.ctx.storage.get("n") or 0) + 1
+            self.ctx.storage.put("n", n)
+            return dobj.Response(str(n))
+
+    async def fetch(request, env, ctx):
+        return await env.COUNTER.get_by_name("a").fetch(request)
+    """
 
 
 def write_project(d, entry, config=None, *, name=None, flags=(), main="src/entry.py"):

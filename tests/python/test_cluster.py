@@ -325,19 +325,6 @@ async def test_an_alarm_fires_on_the_node_that_finds_it(pg, tmp_path):
     rt.close()
 
 
-RENAMED_ENTRY = """\
-    import dobj
-
-    class {cls}(dobj.DurableObject):
-        async def fetch(self, request):
-            n = (self.ctx.storage.get("n") or 0) + 1
-            self.ctx.storage.put("n", n)
-            return dobj.Response(str(n))
-
-    async def fetch(request, env, ctx):
-        return await env.COUNTER.get_by_name("a").fetch(request)
-    """
-
 RENAMED_CONFIG = """\
     name = "ren"
     main = "src/entry.py"
@@ -359,9 +346,9 @@ async def test_a_renamed_classs_objects_move_to_its_new_name_in_postgresql(pg, t
     count of 2 came back as 1).  The renamed project's first start moves
     them, unless a node of the earlier version still holds one."""
     import textwrap
-    from project_util import write_project
-    old = write_project(tmp_path / "old", RENAMED_ENTRY.format(cls="Counter"), name="ren")
-    new = write_project(tmp_path / "new", RENAMED_ENTRY.format(cls="Tally"), textwrap.dedent(RENAMED_CONFIG))
+    from project_util import COUNTER_ENTRY_OF, write_project
+    old = write_project(tmp_path / "old", COUNTER_ENTRY_OF.format(cls="Counter"), name="ren")
+    new = write_project(tmp_path / "new", COUNTER_ENTRY_OF.format(cls="Tally"), textwrap.dedent(RENAMED_CONFIG))
     rt = dobj.Runtime.from_config(old, cluster=pg.url)
     try:
         assert (await rt.default.fetch("https://x/")).text() == "1"

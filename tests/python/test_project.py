@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import dobj
-from project_util import write_project as _write_project
+from project_util import COUNTER_ENTRY_OF, write_project as _write_project
 
 EXAMPLE = Path(__file__).resolve().parent.parent.parent / "examples" / "workers" / "python-counter"
 
@@ -423,22 +423,8 @@ def test_a_project_runtime_is_collected(tmp_path):
 
 # ------------------------------------------------------------------ renamed classes
 
-RENAME_ENTRY = """\
-    import dobj
-
-    class {cls}(dobj.DurableObject):
-        async def fetch(self, request):
-            n = (self.ctx.storage.get("n") or 0) + 1
-            self.ctx.storage.put("n", n)
-            return dobj.Response(str(n))
-
-    async def fetch(request, env, ctx):
-        return await env.COUNTER.get_by_name("a").fetch(request)
-    """
-
-
 async def test_renamed_class_keeps_its_objects_and_moves_its_folder(tmp_path):
-    d = write_project(tmp_path / "p", RENAME_ENTRY.format(cls="Counter"))
+    d = write_project(tmp_path / "p", COUNTER_ENTRY_OF.format(cls="Counter"))
     rt = dobj.Runtime.from_config(d)
     try:
         assert (await rt.default.fetch("https://x/")).text() == "1"
@@ -448,7 +434,7 @@ async def test_renamed_class_keeps_its_objects_and_moves_its_folder(tmp_path):
     state = d / ".wrangler" / "state" / "v3" / "do"
     assert (state / "t-Counter" / f"{old_id}.sqlite").exists()
     # A migration renames Counter to Tally (the entry's class is renamed too).
-    write_project(d, RENAME_ENTRY.format(cls="Tally"), textwrap.dedent("""\
+    write_project(d, COUNTER_ENTRY_OF.format(cls="Tally"), textwrap.dedent("""\
         name = "t"
         main = "src/entry.py"
         [[durable_objects.bindings]]
