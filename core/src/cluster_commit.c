@@ -1018,15 +1018,7 @@ static int take(struct dobj__cluster *cl, dobj__cjob **batch, int *n, dobj__cjob
  * those that did. */
 #define REST_MS 1000
 
-/*
- * A committer without a connection that cannot make one, while another
- * committer of the node holds one (under mu): the server refused one more
- * (max_connections, or the role's connection limit, taken by other nodes,
- * workers and clients), not the node's writes.  Its batch goes back to the
- * head of the queue, in order, for a connected committer, and it rests for
- * a while; failed, the batch would have reset every object in it for want
- * of a connection the node did not need.  Returns whether it did.
- */
+/* Whether another committer of the node holds a connection (under mu). */
 static int others_connected(const dobj__committer *me)
 {
 	const struct dobj__cluster *cl = me->cl;
@@ -1043,6 +1035,15 @@ static int resting(const dobj__committer *me)
 	return me->rest_until > 0 && dobj__mono_ms() < me->rest_until && others_connected(me);
 }
 
+/*
+ * A committer without a connection that cannot make one, while another
+ * committer of the node holds one (under mu): the server refused one more
+ * (max_connections, or the role's connection limit, taken by other nodes,
+ * workers and clients), not the node's writes.  Its batch goes back to the
+ * head of the queue, in order, for a connected committer, and it rests for
+ * a while; failed, the batch would have reset every object in it for want
+ * of a connection the node did not need.  Returns whether it did.
+ */
 static int leave_to_others(dobj__committer *me, dobj__cjob **batch, int n, dobj__cjob *release)
 {
 	struct dobj__cluster *cl = me->cl;
