@@ -495,7 +495,8 @@ struct dobj_rt {
 	dobj_task *current;
 	dobj_task *ready_head, *ready_tail;
 	size_t nready;
-	dobj_task *tasks; /* unfinished tasks */
+	dobj_task *tasks; /* unfinished tasks, newest first */
+	dobj_task *tasks_tail; /* the oldest of them */
 	size_t ntasks;
 	dobj_ns **nss;
 	size_t nns, capns;

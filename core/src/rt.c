@@ -309,9 +309,12 @@ static dobj_task *task_new(dobj_rt *rt, dobj_obj *obj, dobj_task_kind kind)
 	t->depth = rt->current ? rt->current->depth : 0;
 	/* The runtime's list of unfinished tasks. */
 	t->listed = 1;
+	t->lprev = NULL;
 	t->lnext = rt->tasks;
 	if (rt->tasks)
 		rt->tasks->lprev = t;
+	else
+		rt->tasks_tail = t;
 	rt->tasks = t;
 	rt->ntasks++;
 	return t;
@@ -441,6 +444,8 @@ static void finish_ex(dobj_task *t, int code, const char *message, void *result,
 			rt->tasks = t->lnext;
 		if (t->lnext)
 			t->lnext->lprev = t->lprev;
+		else
+			rt->tasks_tail = t->lprev;
 		rt->ntasks--;
 	}
 	if (obj && --obj->ntasks == 0)
@@ -798,7 +803,7 @@ int dobj_task_spawn(dobj_task **out, dobj_rt *rt, dobj_obj *obj, dobj_task_kind 
 static void abort_obj(dobj_obj *obj, int code, const char *message, void *error)
 {
 	dobj_rt *rt = obj->ns->rt;
-	dobj_task *t, *next;
+	dobj_task *t;
 
 	if (obj->dead) {
 		trash(rt, error);
@@ -839,15 +844,13 @@ static void abort_obj(dobj_obj *obj, int code, const char *message, void *error)
 	 * list is newest first): callers hear in the order they called, and a
 	 * routed call answered "not the owner" goes again in its order.
 	 * finish() may run done callbacks that queue more work; restart the
-	 * scan after each. */
+	 * scan after each, from the oldest end (from the newest, each scan
+	 * would walk every task: tens of thousands queued on one object made
+	 * a reset quadratic). */
 	for (;;) {
-		dobj_task *oldest = NULL;
-		for (t = rt->tasks; t; t = next) {
-			next = t->lnext;
-			if (t->obj == obj)
-				oldest = t;
-		}
-		if (!(t = oldest))
+		for (t = rt->tasks_tail; t && t->obj != obj; t = t->lprev)
+			;
+		if (!t)
 			break;
 		dobj__host_retain(rt, error);
 		finish(t, obj->code, obj->message, NULL, error);
