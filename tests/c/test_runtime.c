@@ -7,6 +7,7 @@
  * program counter), which is what a coroutine does for Python and Lua.
  */
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <time.h>
 
@@ -287,6 +288,49 @@ static void test_abort_fails_in_flight_and_breaks_the_stub(void)
 	CHECK_EQ_INT(live_values, 0);
 }
 
+/* The calls a reset fails, in the order they were made. */
+#define MANY_QUEUED 40000
+static int failed_order[MANY_QUEUED], nfailed_order;
+
+static void note_failed(dobj_task *t, void *data)
+{
+	(void)t;
+	if (nfailed_order < MANY_QUEUED)
+		failed_order[nfailed_order++] = (int)(intptr_t)data;
+}
+
+/* A reset fails the calls queued on its object oldest first, and in time
+ * linear in them: scanning every task for the oldest each time took
+ * seconds with tens of thousands queued (a peer may queue 65,536). */
+static void test_a_reset_fails_many_queued_calls_in_order_and_at_once(void)
+{
+	dobj_rt *rt = make_rt(DOBJ_CLASS_FETCH, 0);
+	dobj_stub *s = stub_named("many"), *other = stub_named("other");
+	static dobj_task *t[MANY_QUEUED];
+	dobj_task *failing, *busy;
+	double t0;
+	int i, code;
+
+	CHECK_STR(fetch(rt, s, "count", NULL), "0");
+	busy = send(other, "sleep"); /* another object's task, older than all */
+	failing = send(s, "blockfail");
+	for (i = 0; i < MANY_QUEUED; i++)
+		CHECK_EQ_INT(dobj_stub_call(&t[i], s, DOBJ_CALL_FETCH, NULL, "https://probe/", 14,
+			tv_new(V_REQ, "count", 0), note_failed, (void *)(intptr_t)i), DOBJ_OK);
+	t0 = testhost_now_s();
+	CHECK_STR(wait_body(rt, failing, &code), "block failed");
+	CHECK(testhost_now_s() - t0 < 1.0); /* about 3 s quadratic, 0.05 s linear */
+	CHECK_EQ_INT(nfailed_order, MANY_QUEUED);
+	for (i = 0; i < MANY_QUEUED; i++) {
+		CHECK_EQ_INT(failed_order[i], i);
+		CHECK_STR(task_body(t[i], &code), "block failed");
+		dobj_task_unref(t[i]);
+	}
+	CHECK_STR(wait_body(rt, busy, NULL), "slept");
+	dobj_stub_free(s); dobj_stub_free(other);
+	dobj_rt_free(rt);
+}
+
 static void test_errors_reach_the_caller(void)
 {
 	dobj_rt *rt = make_rt(DOBJ_CLASS_FETCH, 0);
@@ -524,6 +568,7 @@ int main(void)
 	RUN(test_block_in_constructor_delays_first_event);
 	RUN(test_failed_block_resets_the_object);
 	RUN(test_abort_fails_in_flight_and_breaks_the_stub);
+	RUN(test_a_reset_fails_many_queued_calls_in_order_and_at_once);
 	RUN(test_errors_reach_the_caller);
 	RUN(test_class_without_fetch);
 	RUN(test_relative_url_is_refused);
